@@ -1,0 +1,2 @@
+//! shardtel binary.
+fn main() {}
