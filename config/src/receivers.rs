@@ -1,0 +1,135 @@
+//! `[receivers.*]`: where telemetry comes in. This build has one receiver, `otlp` (gRPC and HTTP).
+
+use std::net::{Ipv4Addr, SocketAddr};
+
+use crate::decode::{self, Decoder, Section};
+use crate::error::{ComponentKind, ConfigErrorKind};
+
+/// `[receivers]`.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Receivers {
+    /// `[receivers.otlp]`; `None` when the table is absent.
+    pub otlp: Option<OtlpReceiverConfig>,
+}
+
+impl Receivers {
+    /// Receiver names (table keys) this build supports.
+    pub const SUPPORTED: &'static [&'static str] = &["otlp"];
+    /// Receivers shardtel plans (DESIGN.md) that this build does not implement yet.
+    pub const PLANNED: &'static [&'static str] = &["kafka"];
+
+    /// Names of the receivers that are configured, for pipelines to refer to.
+    pub fn names(&self) -> Vec<&'static str> {
+        self.otlp.iter().map(|_| "otlp").collect()
+    }
+}
+
+/// `[receivers.otlp]`: OTLP over gRPC and over HTTP (protobuf or JSON).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OtlpReceiverConfig {
+    /// OTLP/gRPC listener; `false` disables it. Default `0.0.0.0:4317`.
+    pub grpc: Option<SocketAddr>,
+    /// OTLP/HTTP listener; `false` disables it. Default `0.0.0.0:4318`.
+    pub http: Option<SocketAddr>,
+    /// Largest accepted request body, after decompression, in bytes. Default 4 MiB.
+    pub max_recv_msg_size: usize,
+    /// HTTP/2 streams allowed per connection. Default 256.
+    pub max_concurrent_streams: u32,
+}
+
+impl OtlpReceiverConfig {
+    /// The keys `[receivers.otlp]` accepts.
+    pub const KEYS: &'static [&'static str] = &[
+        "grpc",
+        "http",
+        "max_recv_msg_size",
+        "max_concurrent_streams",
+    ];
+    /// Smallest accepted `max_recv_msg_size`.
+    pub const MIN_RECV_MSG_SIZE: u64 = 1 << 10;
+    /// Largest accepted `max_recv_msg_size`.
+    pub const MAX_RECV_MSG_SIZE: u64 = 1 << 30;
+}
+
+impl Default for OtlpReceiverConfig {
+    fn default() -> Self {
+        OtlpReceiverConfig {
+            grpc: Some(SocketAddr::from((Ipv4Addr::UNSPECIFIED, 4317))),
+            http: Some(SocketAddr::from((Ipv4Addr::UNSPECIFIED, 4318))),
+            max_recv_msg_size: 4 << 20,
+            max_concurrent_streams: 256,
+        }
+    }
+}
+
+pub(crate) fn decode(d: &mut Decoder<'_>, root: &Section<'_, '_>) -> Receivers {
+    let s = d.map_section(root, "receivers");
+    let mut receivers = Receivers::default();
+    for (key, value) in s.entries() {
+        let name = key.get_ref().as_ref();
+        d.define(ComponentKind::Receiver, name);
+        match name {
+            "otlp" => receivers.otlp = Some(decode_otlp(d, &s, value)),
+            _ if Receivers::PLANNED.contains(&name) => d.report(
+                s.key(name),
+                key.span(),
+                ConfigErrorKind::UnsupportedType {
+                    kind: ComponentKind::Receiver,
+                    ty: name.to_string(),
+                },
+            ),
+            _ => d.report(
+                s.key(name),
+                key.span(),
+                ConfigErrorKind::UnknownKey {
+                    allowed: Receivers::SUPPORTED.to_vec(),
+                },
+            ),
+        }
+    }
+    receivers
+}
+
+fn decode_otlp(
+    d: &mut Decoder<'_>,
+    receivers: &Section<'_, '_>,
+    value: &decode::Value<'_>,
+) -> OtlpReceiverConfig {
+    let s = d.table(receivers.key("otlp"), value, Some(OtlpReceiverConfig::KEYS));
+    let default = OtlpReceiverConfig::default();
+    OtlpReceiverConfig {
+        grpc: d.field_or(&s, "grpc", default.grpc, decode::listen_address),
+        http: d.field_or(&s, "http", default.http, decode::listen_address),
+        max_recv_msg_size: d.field_or(&s, "max_recv_msg_size", default.max_recv_msg_size, |v| {
+            let bytes = decode::min_size(decode::size(v)?, OtlpReceiverConfig::MIN_RECV_MSG_SIZE)?;
+            if bytes > OtlpReceiverConfig::MAX_RECV_MSG_SIZE {
+                return Err(ConfigErrorKind::TooLarge {
+                    value: crate::units::format_size(bytes),
+                    max: crate::units::format_size(OtlpReceiverConfig::MAX_RECV_MSG_SIZE),
+                });
+            }
+            Ok(bytes as usize)
+        }),
+        max_concurrent_streams: d.field_or(
+            &s,
+            "max_concurrent_streams",
+            default.max_concurrent_streams,
+            |v| Ok(decode::in_range(decode::count(v, u64::MAX)?, 1, u64::from(u32::MAX))? as u32),
+        ),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_listen_on_all_interfaces() {
+        let otlp = OtlpReceiverConfig::default();
+        assert_eq!(otlp.grpc.unwrap().to_string(), "0.0.0.0:4317");
+        assert_eq!(otlp.http.unwrap().to_string(), "0.0.0.0:4318");
+        assert_eq!(otlp.max_recv_msg_size, 4 * 1024 * 1024);
+        assert_eq!(otlp.max_concurrent_streams, 256);
+        assert!(Receivers::default().names().is_empty());
+    }
+}

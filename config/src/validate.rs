@@ -1,0 +1,222 @@
+//! Checks that span keys or sections: pipelines refer to defined components, listeners do not
+//! share a port, retry intervals are ordered, queues hold a batch, cores exist on this machine.
+//! Per-key checks (types, formats, ranges) happen while decoding.
+
+use std::collections::BTreeSet;
+
+use crate::decode::{join, Locations};
+use crate::engine::Durability;
+use crate::error::{ComponentKind, ConfigError, ConfigErrorKind};
+use crate::exporters::ExporterKind;
+use crate::Config;
+
+/// Every cross-key problem of `config`, placed with `locations`; `usable_cpus` is the machine's
+/// core layout.
+pub(crate) fn validate(
+    config: &Config,
+    locations: &Locations,
+    origin: &str,
+    usable_cpus: &[usize],
+) -> Vec<ConfigError> {
+    let mut report = Reporter {
+        locations,
+        origin,
+        errors: Vec::new(),
+    };
+
+    if config.engine.durability == Durability::AckAfterSync {
+        report.report(
+            "engine.durability".into(),
+            ConfigErrorKind::UnsupportedDurability,
+        );
+    }
+    if !locations.failed("engine.cores") {
+        for kind in config.engine.cores.problems(usable_cpus) {
+            report.report("engine.cores".into(), kind);
+        }
+    }
+
+    if let Some(otlp) = &config.receivers.otlp {
+        let failed =
+            locations.failed("receivers.otlp.grpc") || locations.failed("receivers.otlp.http");
+        if otlp.grpc.is_none() && otlp.http.is_none() && !failed {
+            report.report("receivers.otlp".into(), ConfigErrorKind::NoOtlpProtocol);
+        }
+    }
+    check_ports(config, locations, &mut report);
+    check_exporters(config, locations, &mut report);
+    check_pipelines(config, locations, &mut report);
+    report.errors
+}
+
+/// Collects problems, each at the line of its key.
+struct Reporter<'a> {
+    locations: &'a Locations,
+    origin: &'a str,
+    errors: Vec<ConfigError>,
+}
+
+impl Reporter<'_> {
+    fn report(&mut self, key: String, kind: ConfigErrorKind) {
+        let line = self.locations.line(&key);
+        self.report_at(key, line, kind);
+    }
+
+    fn report_at(&mut self, key: String, line: Option<usize>, kind: ConfigErrorKind) {
+        self.errors
+            .push(ConfigError::new(key, kind).at(self.origin, line));
+    }
+}
+
+fn check_ports(config: &Config, locations: &Locations, report: &mut Reporter<'_>) {
+    let mut listeners = vec![
+        ("telemetry.health", config.telemetry.health),
+        ("telemetry.metrics", config.telemetry.metrics),
+    ];
+    if let Some(otlp) = &config.receivers.otlp {
+        listeners.push(("receivers.otlp.grpc", otlp.grpc));
+        listeners.push(("receivers.otlp.http", otlp.http));
+    }
+    let mut listeners: Vec<(&str, u16, Option<usize>)> = listeners
+        .into_iter()
+        .filter(|(key, _)| !locations.failed(key))
+        .filter_map(|(key, addr)| Some((key, addr?.port(), locations.line(key))))
+        // Port 0 asks the kernel for a free port: never a conflict.
+        .filter(|(_, port, _)| *port != 0)
+        .collect();
+    // The listener written later in the file is the one reported.
+    listeners.sort_by_key(|(_, _, line)| *line);
+    for (i, (key, port, _)) in listeners.iter().enumerate() {
+        if let Some((other, _, _)) = listeners[..i].iter().find(|(_, p, _)| p == port) {
+            report.report(
+                key.to_string(),
+                ConfigErrorKind::PortInUse {
+                    port: *port,
+                    other: other.to_string(),
+                },
+            );
+        }
+    }
+}
+
+fn check_exporters(config: &Config, locations: &Locations, report: &mut Reporter<'_>) {
+    let mut file_paths: Vec<(String, String)> = Vec::new();
+    for (name, exporter) in &config.exporters {
+        let path = join("exporters", name);
+        if let Some(retry) = exporter.kind.retry() {
+            let initial = join(&join(&path, "retry"), "initial_interval");
+            let max = join(&join(&path, "retry"), "max_interval");
+            if retry.initial_interval > retry.max_interval
+                && !locations.failed(&initial)
+                && !locations.failed(&max)
+            {
+                report.report(
+                    initial,
+                    ConfigErrorKind::RetryIntervalsOrder {
+                        initial: retry.initial_interval,
+                        max: retry.max_interval,
+                    },
+                );
+            }
+        }
+        if let (Some(batch), Some(queue)) = (exporter.kind.batch(), exporter.kind.queue()) {
+            let queue_key = join(&join(&path, "queue"), "max_bytes");
+            let batch_key = join(&join(&path, "batch"), "max_bytes");
+            if queue.max_bytes < batch.max_bytes
+                && !locations.failed(&queue_key)
+                && !locations.failed(&batch_key)
+            {
+                report.report(
+                    queue_key,
+                    ConfigErrorKind::QueueSmallerThanBatch {
+                        queue: queue.max_bytes as u64,
+                        batch: batch.max_bytes as u64,
+                    },
+                );
+            }
+        }
+        if let ExporterKind::File(file) = &exporter.kind {
+            let key = join(&path, "path");
+            let text = file.path.display().to_string();
+            match file_paths.iter().find(|(p, _)| *p == text) {
+                Some((_, other)) => report.report(
+                    key,
+                    ConfigErrorKind::DuplicatePath {
+                        path: text,
+                        other: other.clone(),
+                    },
+                ),
+                None => file_paths.push((text, key)),
+            }
+        }
+    }
+}
+
+fn check_pipelines(config: &Config, locations: &Locations, report: &mut Reporter<'_>) {
+    if config.pipelines.iter().next().is_none() {
+        let failed = [
+            "pipelines",
+            "pipelines.traces",
+            "pipelines.metrics",
+            "pipelines.logs",
+        ]
+        .iter()
+        .any(|key| locations.failed(key));
+        if !failed {
+            report.report("pipelines".into(), ConfigErrorKind::NoPipelines);
+        }
+        return;
+    }
+    let defined = |kind: ComponentKind| -> Vec<String> {
+        let mut names: BTreeSet<String> = locations.defined.get(&kind).cloned().unwrap_or_default();
+        match kind {
+            ComponentKind::Receiver => {
+                names.extend(config.receivers.names().into_iter().map(String::from))
+            }
+            ComponentKind::Processor => names.extend(config.processors.keys().cloned()),
+            ComponentKind::Exporter => names.extend(config.exporters.keys().cloned()),
+        }
+        names.into_iter().collect()
+    };
+    for (signal, pipeline) in config.pipelines.iter() {
+        let path = join("pipelines", signal.name());
+        for (kind, key, names) in [
+            (ComponentKind::Receiver, "receivers", &pipeline.receivers),
+            (ComponentKind::Processor, "processors", &pipeline.processors),
+            (ComponentKind::Exporter, "exporters", &pipeline.exporters),
+        ] {
+            let list_key = join(&path, key);
+            if locations.failed(&list_key) {
+                continue;
+            }
+            if names.is_empty() && kind != ComponentKind::Processor {
+                report.report(list_key.clone(), ConfigErrorKind::EmptyPipeline { kind });
+            }
+            let defined = defined(kind);
+            for (i, name) in names.iter().enumerate() {
+                // The key names the list; the line is the element's.
+                let line = locations.line(&format!("{list_key}[{i}]"));
+                if names[..i].contains(name) {
+                    report.report_at(
+                        list_key.clone(),
+                        line,
+                        ConfigErrorKind::ListedTwice {
+                            kind,
+                            name: name.clone(),
+                        },
+                    );
+                } else if !defined.contains(name) {
+                    report.report_at(
+                        list_key.clone(),
+                        line,
+                        ConfigErrorKind::Undefined {
+                            kind,
+                            name: name.clone(),
+                            defined: defined.clone(),
+                        },
+                    );
+                }
+            }
+        }
+    }
+}
