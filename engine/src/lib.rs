@@ -1,1 +1,32 @@
-//! Engine.
+//! The shardtel engine: one glommio reactor pinned to each configured core,
+//! OTLP receivers on every core, a bounded channel mesh between cores, and
+//! the per-core pipelines that batch and export.
+//!
+//! Layers, bottom up (each uses only those above it in this list):
+//! - [`telemetry`]: per-core counters, published snapshots, health and
+//!   Prometheus endpoints (a plain thread, never a reactor).
+//! - [`mesh`]: the full mesh of bounded single-producer channels, made
+//!   before start-up.
+//! - [`ingest`]: request failures and how they map to gRPC codes and HTTP
+//!   statuses.
+//! - [`core`]: the per-core [`core::Core`] value, routing spans by trace ID
+//!   to their owner core, and the core's lifecycle.
+//! - [`receiver`]: OTLP/gRPC and OTLP/HTTP servers (hyper on glommio).
+//! - [`engine`]: start-up and shutdown of the whole process.
+//!
+//! Depends on `shardtel-protocol` (wire format), `shardtel-config`
+//! (configuration) and `shardtel-sinks` (exporters).
+//!
+//! ```no_run
+//! let config = shardtel_config::Config::embedded_default();
+//! shardtel_engine::engine::run(config).expect("shardtel failed");
+//! ```
+#![deny(missing_docs)]
+
+pub mod core;
+pub mod engine;
+pub mod ingest;
+pub mod logging;
+pub mod mesh;
+pub mod receiver;
+pub mod telemetry;

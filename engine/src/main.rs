@@ -1,2 +1,81 @@
-//! shardtel binary.
-fn main() {}
+//! The `shardtel` binary: run on the embedded default configuration or a
+//! file, validate a file, or print the embedded default.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use shardtel_config::{Config, DEFAULT_CONFIG};
+
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+/// shardtel: an OpenTelemetry collector with one pinned reactor per core.
+#[derive(Parser)]
+#[command(version, about, long_about = None)]
+struct Cli {
+    /// Configuration file (TOML). Without it, the embedded default runs:
+    /// OTLP in on 127.0.0.1:4317/4318, every core, files under ./shardtel-data/.
+    #[arg(long, short, global = true)]
+    config: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Check a configuration file; print every problem and exit non-zero if any.
+    Validate,
+    /// Print the embedded default configuration.
+    DefaultConfig,
+}
+
+fn load(path: &Option<PathBuf>) -> Result<Config, String> {
+    match path {
+        Some(p) => Config::from_file(p).map_err(|e| e.to_string()),
+        None => Ok(Config::embedded_default()),
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command {
+        Some(Command::DefaultConfig) => {
+            print!("{DEFAULT_CONFIG}");
+            ExitCode::SUCCESS
+        }
+        Some(Command::Validate) => {
+            let Some(path) = &cli.config else {
+                eprintln!("shardtel validate needs --config FILE");
+                return ExitCode::from(2);
+            };
+            match Config::from_file(path) {
+                Ok(_) => {
+                    println!("{}: ok", path.display());
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("{e}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
+        None => {
+            let config = match load(&cli.config) {
+                Ok(c) => c,
+                Err(e) => {
+                    eprintln!("{e}");
+                    return ExitCode::FAILURE;
+                }
+            };
+            shardtel_engine::logging::init(&config.telemetry.log_level);
+            match shardtel_engine::engine::run(config) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    log::error!("{e}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
+    }
+}

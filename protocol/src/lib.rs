@@ -1,1 +1,118 @@
-//! OTLP wire format.
+//! OTLP wire format for shardtel: scan, route and re-frame OTLP requests without decoding them.
+//!
+//! This crate is a leaf: it knows nothing of executors, sockets or files, and no engine types.
+//! Its layers, bottom up:
+//!
+//! - [`wire`]: a zero-copy protobuf reader (varints, keys, length-delimited fields) with small
+//!   `Copy` errors carrying absolute offsets.
+//! - [`scan`]: the validating scanner. [`scan::TracesIndex`] indexes an
+//!   `ExportTraceServiceRequest` in place (resources, scopes, spans with their trace ids) and
+//!   splits it per destination ([`scan::TracesIndex::partition`]); [`scan::scan_metrics`] and
+//!   [`scan::scan_logs`] validate and count the other signals. A [`scan::SpanBatch`] (buffer +
+//!   index) is what crosses cores.
+//! - [`span`]: lazy field access to one span or resource ([`span::SpanView`],
+//!   [`span::AnyValueRef`]) for routing and sampling decisions.
+//! - [`reframe`]: writes an `ExportTraceServiceRequest` for a batch or a subset of its spans as
+//!   an [`reframe::Encoded`] chain of `Bytes` — new length prefixes plus slices of the original
+//!   buffer, never a copy of a span.
+//! - [`route`]: [`route::owner_core`], the pure trace-id → core function.
+//! - [`grpc`], [`compression`], [`json`], [`status`]: gRPC framing and status codes, bounded
+//!   gzip/zstd, OTLP/JSON ↔ protobuf, and response bodies.
+//!
+//! The hot path (scan, partition, re-frame) never decodes into message structs; the `prost`
+//! types of `opentelemetry-proto` (re-exported as [`proto`]) serve the slow paths (JSON) and
+//! tests.
+//!
+//! # Example
+//!
+//! ```
+//! use bytes::Bytes;
+//! use prost::Message;
+//! use shardtel_protocol::proto::collector::trace::v1::ExportTraceServiceRequest;
+//! use shardtel_protocol::proto::trace::v1::{ResourceSpans, ScopeSpans, Span};
+//! use shardtel_protocol::reframe::{encode_traces, Encoded};
+//! use shardtel_protocol::route::owner_core;
+//! use shardtel_protocol::scan::{SpanBatch, TracesIndex};
+//! use shardtel_protocol::span::SpanView;
+//!
+//! // A request as a client would send it.
+//! let spans = (0..4u8)
+//!     .map(|i| Span { trace_id: vec![i; 16], span_id: vec![1; 8], name: format!("op{i}"), ..Default::default() })
+//!     .collect();
+//! let request = ExportTraceServiceRequest {
+//!     resource_spans: vec![ResourceSpans {
+//!         scope_spans: vec![ScopeSpans { spans, ..Default::default() }],
+//!         ..Default::default()
+//!     }],
+//! };
+//! let buf = Bytes::from(request.encode_to_vec());
+//!
+//! // Receiving core: validate and index, then split by owner core.
+//! let mut index = TracesIndex::default();
+//! index.scan(&buf)?;
+//! let mut parts = Vec::new();
+//! index.partition(2, |trace_id| owner_core(trace_id, 2), &mut parts);
+//!
+//! // Owner core: read fields lazily, then re-frame its spans for export (zero copy).
+//! let mut out = Encoded::default();
+//! for part in parts {
+//!     let batch = SpanBatch { buf: buf.clone(), index: part };
+//!     for s in &batch.index.spans {
+//!         let view = SpanView::new(&batch.buf[s.range.start as usize..s.range.end as usize]);
+//!         assert!(view.name().starts_with(b"op"));
+//!     }
+//!     encode_traces(&batch, &mut out);
+//! }
+//! let merged = ExportTraceServiceRequest::decode(out.to_bytes())?;
+//! let total: usize = merged.resource_spans.iter().map(|r| r.scope_spans[0].spans.len()).sum();
+//! assert_eq!(total, 4);
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+#![deny(missing_docs)]
+#![forbid(unsafe_code)]
+
+pub use opentelemetry_proto::tonic as proto;
+
+pub mod compression;
+pub mod grpc;
+pub mod json;
+pub mod reframe;
+pub mod route;
+pub mod scan;
+pub mod span;
+pub mod status;
+pub mod wire;
+
+/// A trace id: 16 bytes.
+pub type TraceId = [u8; 16];
+
+/// An OTLP signal.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Signal {
+    /// Spans (`ExportTraceServiceRequest`).
+    Traces,
+    /// Metric data points (`ExportMetricsServiceRequest`).
+    Metrics,
+    /// Log records (`ExportLogsServiceRequest`).
+    Logs,
+}
+
+impl Signal {
+    /// `"traces"`, `"metrics"` or `"logs"`.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Signal::Traces => "traces",
+            Signal::Metrics => "metrics",
+            Signal::Logs => "logs",
+        }
+    }
+
+    /// All three signals.
+    pub const ALL: [Signal; 3] = [Signal::Traces, Signal::Metrics, Signal::Logs];
+}
+
+impl std::fmt::Display for Signal {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}

@@ -1,1 +1,85 @@
-//! Exporters.
+//! shardtel's exporters: where kept telemetry leaves the process.
+//!
+//! Each core runs its own instance of every configured exporter (shared
+//! nothing): an [`ExportQueue`] batches encoded `Export*ServiceRequest` pieces
+//! per signal (by item count, bytes and age), holds the batches in a queue
+//! bounded by bytes, and sends them from a few sender tasks on the same
+//! glommio executor, retrying retryable failures with exponential backoff.
+//!
+//! Main types:
+//! - [`ExportQueue`]: one exporter on one core; [`ExportQueue::try_push`]
+//!   refuses with [`QueueFull`] instead of growing, [`ExportQueue::drain`]
+//!   flushes on shutdown, [`ExportQueue::stats`] gives an [`ExporterStats`]
+//!   snapshot (per-signal arrays indexed by [`signal_index`]).
+//! - The kinds behind it (chosen by `type` in `[exporters.NAME]`): `otlp`
+//!   (OTLP/gRPC over h2c, gzip by default), `otlphttp` (OTLP/HTTP protobuf over
+//!   HTTP/1.1 keep-alive), `file` (OTLP JSON lines, one file per core, rotated
+//!   by size) and `blackhole` (counts and drops).
+//! - [`ExportError`] with [`ExportError::disposition`]: the single place that
+//!   decides whether a failure is retried; permanent failures are counted and
+//!   logged at most once per [`REPORT_INTERVAL`] per exporter per core.
+//! - [`net`]: hyper 1.x over glommio sockets, shared with the engine's receivers.
+//!
+//! Layers: `shardtel-protocol` (wire format: [`shardtel_protocol::reframe::Encoded`]
+//! pieces, compression, OTLP JSON) and `shardtel-config` (exporter settings)
+//! below; the engine above owns the executors and calls [`ExportQueue::start`]
+//! once per core and exporter. Runtime: glommio (timers, io_uring files and
+//! sockets), hyper (HTTP/1.1 and HTTP/2 clients), `log` for messages.
+//!
+//! # Example
+//!
+//! ```
+//! use std::time::{Duration, Instant};
+//! use bytes::Bytes;
+//! use shardtel_config::{ExporterConfig, ExporterKind};
+//! use shardtel_protocol::{reframe::Encoded, Signal};
+//! use shardtel_sinks::{DrainOutcome, ExportQueue};
+//!
+//! let cfg = ExporterConfig { name: "blackhole".into(), kind: ExporterKind::Blackhole };
+//! glommio::LocalExecutorBuilder::default()
+//!     .spawn(move || async move {
+//!         // One instance per core; the engine calls this inside each core's executor.
+//!         let queue = ExportQueue::start(&cfg, 0).expect("valid exporter");
+//!         // An encoded ExportTraceServiceRequest (here: one empty ResourceSpans).
+//!         let mut piece = Encoded::new();
+//!         piece.push(Bytes::from_static(&[0x0a, 0x00]));
+//!         if queue.try_push(Signal::Traces, piece, 1).is_err() {
+//!             // QueueFull: refuse the client's request with a retryable error.
+//!         }
+//!         let outcome = queue.drain(Instant::now() + Duration::from_secs(5)).await;
+//!         assert_eq!(outcome, DrainOutcome::Drained);
+//!         assert_eq!(queue.stats().signal(Signal::Traces).sent_items, 1);
+//!     })
+//!     .unwrap()
+//!     .join()
+//!     .unwrap();
+//! ```
+
+// net.rs implements hyper's read trait with one audited `unsafe` block.
+#![deny(unsafe_code)]
+#![deny(missing_docs)]
+
+mod batch;
+mod body;
+mod error;
+mod exporter;
+mod file;
+pub mod net;
+mod notify;
+mod offload;
+mod otlp;
+mod queue;
+mod report;
+mod retry;
+mod stats;
+
+pub use error::{Disposition, ExportError, QueueFull, SinkError};
+pub use exporter::NETWORK_SENDERS;
+pub use file::{backup_path, core_file_path};
+pub use queue::{DrainOutcome, ExportQueue};
+pub use report::REPORT_INTERVAL;
+pub use retry::{RetryPolicy, MULTIPLIER, RANDOMIZATION};
+pub use stats::{signal_index, ExporterStats, SignalStats};
+
+/// `user-agent` of every request.
+pub(crate) const USER_AGENT: &str = concat!("shardtel/", env!("CARGO_PKG_VERSION"));

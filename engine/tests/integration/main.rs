@@ -1,1 +1,11 @@
-//! Integration tests.
+//! End-to-end tests: real `shardtel` processes, real OTLP clients, real
+//! files. One binary, a module per feature.
+
+mod cli;
+mod errors;
+mod forward;
+mod gen;
+mod grpc_client;
+mod harness;
+mod receive;
+mod routing;

@@ -1,0 +1,65 @@
+//! Scan + partition throughput on realistic requests (100 spans, ~355 bytes/span, 8
+//! attributes, 2 resources), the receiving core's per-request work before routing.
+//!
+//! Payloads come from `benches/data/` (copies of two of `shared/bench/payloads/`).
+
+use std::path::PathBuf;
+
+use criterion::{black_box, criterion_group, criterion_main, Criterion, Throughput};
+use shardtel_protocol::route::owner_core;
+use shardtel_protocol::scan::TracesIndex;
+
+fn payloads() -> Vec<Vec<u8>> {
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("data");
+    ["traces-000.pb", "traces-001.pb"]
+        .iter()
+        .map(|f| std::fs::read(dir.join(f)).unwrap_or_else(|e| panic!("reading {f}: {e}")))
+        .collect()
+}
+
+fn bench_scan(c: &mut Criterion) {
+    let payloads = payloads();
+    let mut index = TracesIndex::default();
+    let spans: usize = payloads
+        .iter()
+        .map(|p| {
+            index.scan(p).expect("payload scans");
+            index.spans.len()
+        })
+        .sum();
+    let mut g = c.benchmark_group("traces");
+    g.throughput(Throughput::Elements(spans as u64));
+
+    g.bench_function("scan", |b| {
+        b.iter(|| {
+            for p in &payloads {
+                index.scan(black_box(p)).unwrap();
+            }
+        })
+    });
+
+    let mut parts = Vec::new();
+    g.bench_function("scan_partition_2", |b| {
+        b.iter(|| {
+            for p in &payloads {
+                index.scan(black_box(p)).unwrap();
+                index.partition(2, |t| owner_core(t, 2), &mut parts);
+            }
+            black_box(&parts);
+        })
+    });
+
+    g.bench_function("scan_partition_8", |b| {
+        b.iter(|| {
+            for p in &payloads {
+                index.scan(black_box(p)).unwrap();
+                index.partition(8, |t| owner_core(t, 8), &mut parts);
+            }
+            black_box(&parts);
+        })
+    });
+    g.finish();
+}
+
+criterion_group!(benches, bench_scan);
+criterion_main!(benches);

@@ -1,0 +1,72 @@
+//! What every receiver does with a decoded request body: scan it, route
+//! trace spans to their owner cores, hand metrics and logs to the local
+//! pipeline, and classify failures once for both transports.
+
+use std::time::Duration;
+
+use shardtel_protocol::grpc::Code;
+use shardtel_protocol::Signal;
+
+/// Why a request was not accepted. Each variant maps to exactly one gRPC
+/// code and one HTTP status (see [`IngestError::grpc_code`] and
+/// [`IngestError::http_status`]).
+#[derive(Debug, thiserror::Error)]
+pub enum IngestError {
+    /// The payload is not a valid Export*ServiceRequest.
+    #[error("{0}")]
+    Malformed(String),
+    /// The request (compressed or decompressed) exceeds the configured limit.
+    #[error("request larger than the limit of {limit} bytes")]
+    TooLarge {
+        /// The configured maximum, in bytes.
+        limit: usize,
+    },
+    /// Queues or channels are full: retry later.
+    #[error("shardtel is overloaded ({0}); retry later")]
+    Overloaded(&'static str),
+    /// The collector is shutting down.
+    #[error("shardtel is shutting down; retry on another instance or later")]
+    Draining,
+    /// No pipeline is configured for this signal.
+    #[error("no {} pipeline is configured", .0.name())]
+    NoPipeline(Signal),
+    /// Content type or encoding not supported.
+    #[error("{0}")]
+    Unsupported(String),
+}
+
+impl IngestError {
+    /// The gRPC status code for this error.
+    pub fn grpc_code(&self) -> Code {
+        match self {
+            IngestError::Malformed(_) => Code::InvalidArgument,
+            IngestError::TooLarge { .. } => Code::ResourceExhausted,
+            IngestError::Overloaded(_) | IngestError::Draining => Code::Unavailable,
+            IngestError::NoPipeline(_) | IngestError::Unsupported(_) => Code::Unimplemented,
+        }
+    }
+
+    /// The HTTP status for this error.
+    pub fn http_status(&self) -> u16 {
+        match self {
+            IngestError::Malformed(_) => 400,
+            IngestError::TooLarge { .. } => 413,
+            IngestError::Overloaded(_) | IngestError::Draining => 503,
+            IngestError::NoPipeline(_) => 404,
+            IngestError::Unsupported(_) => 415,
+        }
+    }
+
+    /// How long a client should wait before retrying, for retryable errors.
+    pub fn retry_after(&self) -> Option<Duration> {
+        match self {
+            IngestError::Overloaded(_) | IngestError::Draining => Some(Duration::from_secs(1)),
+            _ => None,
+        }
+    }
+
+    /// True when the client may retry the same request.
+    pub fn is_retryable(&self) -> bool {
+        self.retry_after().is_some()
+    }
+}

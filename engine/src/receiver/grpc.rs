@@ -1,0 +1,236 @@
+//! OTLP/gRPC receiver: unary `Export` of the trace, metrics and logs
+//! services over HTTP/2 (h2c), with `grpc-encoding` gzip or zstd.
+
+use std::convert::Infallible;
+use std::rc::Rc;
+
+use bytes::Bytes;
+use glommio::net::TcpStream;
+use http::{HeaderMap, HeaderValue, Request, Response};
+use hyper::body::Incoming;
+use shardtel_protocol::compression::{decompress, DecompressError, Encoding};
+use shardtel_protocol::grpc::{decode_message, encode_message, Code};
+use shardtel_protocol::status::export_response;
+use shardtel_protocol::Signal;
+use shardtel_sinks::net::{GlommioIo, LocalExec};
+
+use super::{collect_body, CollectError, ResponseBody};
+use crate::core::Core;
+use crate::ingest::IngestError;
+use crate::telemetry::Transport;
+
+const TRACES: &str = "/opentelemetry.proto.collector.trace.v1.TraceService/Export";
+const METRICS: &str = "/opentelemetry.proto.collector.metrics.v1.MetricsService/Export";
+const LOGS: &str = "/opentelemetry.proto.collector.logs.v1.LogsService/Export";
+
+/// Serves one HTTP/2 connection until it closes or the core drains.
+pub async fn serve_connection(core: Rc<Core>, stream: TcpStream) {
+    let svc_core = core.clone();
+    let service = hyper::service::service_fn(move |req| {
+        let core = svc_core.clone();
+        async move { Ok::<_, Infallible>(handle(&core, req).await) }
+    });
+    let mut builder = hyper::server::conn::http2::Builder::new(LocalExec);
+    builder
+        .max_concurrent_streams(core.limits.max_concurrent_streams)
+        .max_frame_size(1 << 20)
+        .initial_stream_window_size(4 << 20)
+        .initial_connection_window_size(16 << 20)
+        .max_header_list_size(64 << 10);
+    let conn = builder.serve_connection(GlommioIo::new(stream), service);
+    let mut conn = std::pin::pin!(conn);
+    let drained = futures_lite::future::or(
+        async {
+            let _ = conn.as_mut().await;
+            false
+        },
+        async {
+            core.wait_draining().await;
+            true
+        },
+    )
+    .await;
+    if drained {
+        conn.as_mut().graceful_shutdown();
+        let _ = conn.await;
+    }
+}
+
+fn signal_for(path: &str) -> Option<Signal> {
+    match path {
+        TRACES => Some(Signal::Traces),
+        METRICS => Some(Signal::Metrics),
+        LOGS => Some(Signal::Logs),
+        _ => None,
+    }
+}
+
+async fn handle(core: &Core, req: Request<Incoming>) -> Response<ResponseBody> {
+    let Some(signal) = signal_for(req.uri().path()) else {
+        return status_only(
+            Code::Unimplemented,
+            &format!("unknown method {}", req.uri().path()),
+        );
+    };
+    let ctype = req
+        .headers()
+        .get(http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    if !(ctype == "application/grpc"
+        || ctype.starts_with("application/grpc+proto")
+        || ctype.starts_with("application/grpc;"))
+    {
+        core.counters.failed_request(signal, Transport::Grpc);
+        // gRPC over HTTP/2: a non-gRPC content type is answered with HTTP 415.
+        let mut resp = Response::new(ResponseBody::default());
+        *resp.status_mut() = http::StatusCode::UNSUPPORTED_MEDIA_TYPE;
+        return resp;
+    }
+    let encoding = match req
+        .headers()
+        .get("grpc-encoding")
+        .map(|v| v.to_str().unwrap_or("?"))
+    {
+        None => Encoding::Identity,
+        Some(name) => match Encoding::from_header(name) {
+            Some(e) => e,
+            None => {
+                core.counters.failed_request(signal, Transport::Grpc);
+                let mut resp = status_only(
+                    Code::Unimplemented,
+                    &format!(
+                        "unsupported grpc-encoding {name:?} (supported: identity, gzip, zstd)"
+                    ),
+                );
+                resp.headers_mut().insert(
+                    "grpc-accept-encoding",
+                    HeaderValue::from_static("identity,gzip,zstd"),
+                );
+                return resp;
+            }
+        },
+    };
+    let guard = match core.admit() {
+        Ok(g) => g,
+        Err(e) => {
+            core.counters.refused(signal, Transport::Grpc, 0);
+            return error_response(&e);
+        }
+    };
+    let limit = core.limits.max_recv_msg_size;
+    let hint = req
+        .headers()
+        .get(http::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok()?.parse::<usize>().ok())
+        .unwrap_or(0);
+    let body = match collect_body(req.into_body(), limit + 5, hint).await {
+        Ok(b) => b,
+        Err(CollectError::TooLarge) => {
+            core.counters.failed_request(signal, Transport::Grpc);
+            return error_response(&IngestError::TooLarge { limit });
+        }
+        Err(CollectError::Transport(e)) => {
+            core.counters.failed_request(signal, Transport::Grpc);
+            return status_only(Code::Cancelled, &format!("request body failed: {e}"));
+        }
+    };
+    guard.add_bytes(body.len());
+    let result = decode(encoding, &body, limit);
+    let message = match result {
+        Ok(m) => m,
+        Err(e) => {
+            core.counters.failed_request(signal, Transport::Grpc);
+            return error_response(&e);
+        }
+    };
+    guard.add_bytes(message.len());
+    match core.ingest(signal, Transport::Grpc, message).await {
+        Ok(_) => {
+            let mut trailers = HeaderMap::new();
+            trailers.insert("grpc-status", HeaderValue::from_static("0"));
+            let mut resp = Response::new(ResponseBody::with_trailers(
+                encode_message(&export_response(signal, 0, "")),
+                trailers,
+            ));
+            resp.headers_mut().insert(
+                http::header::CONTENT_TYPE,
+                HeaderValue::from_static("application/grpc"),
+            );
+            resp
+        }
+        Err(e) => error_response(&e),
+    }
+}
+
+/// Unwraps the gRPC message and decompresses it, bounded by `limit`.
+fn decode(encoding: Encoding, body: &Bytes, limit: usize) -> Result<Bytes, IngestError> {
+    let (compressed, message) = decode_message(body)
+        .map_err(|e| IngestError::Malformed(format!("malformed gRPC message framing: {e}")))?;
+    if !compressed {
+        if message.len() > limit {
+            return Err(IngestError::TooLarge { limit });
+        }
+        return Ok(message);
+    }
+    if encoding == Encoding::Identity {
+        return Err(IngestError::Malformed(
+            "message is flagged compressed but no grpc-encoding was sent".into(),
+        ));
+    }
+    decompress(encoding, &message, limit).map_err(|e| match e {
+        DecompressError::TooLarge { .. } => IngestError::TooLarge { limit },
+        other => IngestError::Malformed(format!("failed to decompress the message: {other}")),
+    })
+}
+
+fn error_response(e: &IngestError) -> Response<ResponseBody> {
+    status_only(e.grpc_code(), &e.to_string())
+}
+
+/// A trailers-only response: grpc-status and grpc-message in the headers.
+fn status_only(code: Code, message: &str) -> Response<ResponseBody> {
+    let mut resp = Response::new(ResponseBody::default());
+    let h = resp.headers_mut();
+    h.insert(
+        http::header::CONTENT_TYPE,
+        HeaderValue::from_static("application/grpc"),
+    );
+    h.insert("grpc-status", HeaderValue::from(code as i32));
+    if let Ok(v) = HeaderValue::from_str(&percent_encode(message)) {
+        h.insert("grpc-message", v);
+    }
+    resp
+}
+
+/// Percent-encodes a grpc-message value as the gRPC HTTP/2 spec requires.
+fn percent_encode(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for b in s.bytes() {
+        if (0x20..=0x7e).contains(&b) && b != b'%' {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn percent_encoding_keeps_printable_ascii() {
+        assert_eq!(percent_encode("bad span: 100%"), "bad span: 100%25");
+        assert_eq!(percent_encode("é\n"), "%C3%A9%0A");
+    }
+
+    #[test]
+    fn paths_map_to_signals() {
+        assert_eq!(signal_for(TRACES), Some(Signal::Traces));
+        assert_eq!(signal_for(METRICS), Some(Signal::Metrics));
+        assert_eq!(signal_for(LOGS), Some(Signal::Logs));
+        assert_eq!(signal_for("/x"), None);
+    }
+}

@@ -1,0 +1,226 @@
+//! OTLP/HTTP receiver: `POST /v1/traces`, `/v1/metrics`, `/v1/logs` with
+//! `application/x-protobuf` or `application/json` bodies, optionally gzip-
+//! or zstd-compressed; errors as `google.rpc.Status` bodies.
+
+use std::convert::Infallible;
+use std::rc::Rc;
+
+use bytes::Bytes;
+use glommio::net::TcpStream;
+use http::{HeaderValue, Method, Request, Response, StatusCode};
+use hyper::body::Incoming;
+use shardtel_protocol::compression::{decompress, DecompressError, Encoding};
+use shardtel_protocol::json;
+use shardtel_protocol::status::{
+    export_response, export_response_json, rpc_status_json, rpc_status_protobuf,
+};
+use shardtel_protocol::Signal;
+use shardtel_sinks::net::{GlommioIo, LocalExec};
+
+use super::{collect_body, CollectError, ResponseBody};
+use crate::core::Core;
+use crate::ingest::IngestError;
+use crate::telemetry::Transport;
+
+/// Serves one HTTP/1.1 connection (keep-alive) until it closes or the core drains.
+pub async fn serve_connection(core: Rc<Core>, stream: TcpStream) {
+    let svc_core = core.clone();
+    let service = hyper::service::service_fn(move |req| {
+        let core = svc_core.clone();
+        async move { Ok::<_, Infallible>(handle(&core, req).await) }
+    });
+    let _ = LocalExec;
+    let conn = hyper::server::conn::http1::Builder::new()
+        .keep_alive(true)
+        .max_buf_size(4 << 20)
+        .serve_connection(GlommioIo::new(stream), service);
+    let mut conn = std::pin::pin!(conn);
+    let drained = futures_lite::future::or(
+        async {
+            let _ = conn.as_mut().await;
+            false
+        },
+        async {
+            core.wait_draining().await;
+            true
+        },
+    )
+    .await;
+    if drained {
+        conn.as_mut().graceful_shutdown();
+        let _ = conn.await;
+    }
+}
+
+/// The body format of a request, which is also the format of its response.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Format {
+    Protobuf,
+    Json,
+}
+
+async fn handle(core: &Core, req: Request<Incoming>) -> Response<ResponseBody> {
+    let signal = match req.uri().path() {
+        "/v1/traces" => Signal::Traces,
+        "/v1/metrics" => Signal::Metrics,
+        "/v1/logs" => Signal::Logs,
+        other => {
+            return plain(
+                StatusCode::NOT_FOUND,
+                &format!("unknown path {other} (use /v1/traces, /v1/metrics or /v1/logs)"),
+            );
+        }
+    };
+    if req.method() != Method::POST {
+        let mut r = plain(StatusCode::METHOD_NOT_ALLOWED, "use POST");
+        r.headers_mut()
+            .insert(http::header::ALLOW, HeaderValue::from_static("POST"));
+        return r;
+    }
+    let ctype = req
+        .headers()
+        .get(http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    let mime = ctype
+        .split(';')
+        .next()
+        .unwrap_or("")
+        .trim()
+        .to_ascii_lowercase();
+    let format = match mime.as_str() {
+        "application/x-protobuf" | "application/protobuf" => Format::Protobuf,
+        "application/json" => Format::Json,
+        _ => {
+            core.counters.failed_request(signal, Transport::Http);
+            return error_response(
+                Format::Protobuf,
+                &IngestError::Unsupported(format!(
+                    "unsupported content type {ctype:?} (use application/x-protobuf or application/json)"
+                )),
+            );
+        }
+    };
+    let encoding = match req.headers().get(http::header::CONTENT_ENCODING) {
+        None => Encoding::Identity,
+        Some(v) => match v.to_str().ok().and_then(Encoding::from_header) {
+            Some(e) => e,
+            None => {
+                core.counters.failed_request(signal, Transport::Http);
+                return error_response(
+                    format,
+                    &IngestError::Unsupported(format!(
+                        "unsupported content encoding {v:?} (use gzip, zstd or none)"
+                    )),
+                );
+            }
+        },
+    };
+    let limit = core.limits.max_recv_msg_size;
+    let declared = req
+        .headers()
+        .get(http::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok()?.parse::<usize>().ok());
+    if declared.is_some_and(|n| n > limit) {
+        core.counters.failed_request(signal, Transport::Http);
+        return error_response(format, &IngestError::TooLarge { limit });
+    }
+    let guard = match core.admit() {
+        Ok(g) => g,
+        Err(e) => {
+            core.counters.refused(signal, Transport::Http, 0);
+            return error_response(format, &e);
+        }
+    };
+    let body = match collect_body(req.into_body(), limit, declared.unwrap_or(0)).await {
+        Ok(b) => b,
+        Err(CollectError::TooLarge) => {
+            core.counters.failed_request(signal, Transport::Http);
+            return error_response(format, &IngestError::TooLarge { limit });
+        }
+        Err(CollectError::Transport(e)) => {
+            core.counters.failed_request(signal, Transport::Http);
+            return plain(
+                StatusCode::BAD_REQUEST,
+                &format!("request body failed: {e}"),
+            );
+        }
+    };
+    guard.add_bytes(body.len());
+    let message = match decode(signal, format, encoding, body, limit) {
+        Ok(m) => m,
+        Err(e) => {
+            core.counters.failed_request(signal, Transport::Http);
+            return error_response(format, &e);
+        }
+    };
+    guard.add_bytes(message.len());
+    match core.ingest(signal, Transport::Http, message).await {
+        Ok(_) => {
+            let (ctype, body) = match format {
+                Format::Protobuf => ("application/x-protobuf", export_response(signal, 0, "")),
+                Format::Json => ("application/json", export_response_json(signal, 0, "")),
+            };
+            let mut r = Response::new(ResponseBody::data(body));
+            r.headers_mut()
+                .insert(http::header::CONTENT_TYPE, HeaderValue::from_static(ctype));
+            r
+        }
+        Err(e) => error_response(format, &e),
+    }
+}
+
+fn decode(
+    signal: Signal,
+    format: Format,
+    encoding: Encoding,
+    body: Bytes,
+    limit: usize,
+) -> Result<Bytes, IngestError> {
+    let raw = match encoding {
+        Encoding::Identity => body,
+        enc => decompress(enc, &body, limit).map_err(|e| match e {
+            DecompressError::TooLarge { .. } => IngestError::TooLarge { limit },
+            other => IngestError::Malformed(format!("failed to decompress the body: {other}")),
+        })?,
+    };
+    match format {
+        Format::Protobuf => Ok(raw),
+        Format::Json => json::to_protobuf(signal, &raw)
+            .map_err(|e| IngestError::Malformed(format!("malformed OTLP/JSON request: {e}"))),
+    }
+}
+
+/// An OTLP/HTTP error: the status code plus a `google.rpc.Status` body in
+/// the request's format.
+fn error_response(format: Format, e: &IngestError) -> Response<ResponseBody> {
+    let code = e.grpc_code();
+    let (ctype, body) = match format {
+        Format::Protobuf => (
+            "application/x-protobuf",
+            rpc_status_protobuf(code, &e.to_string()),
+        ),
+        Format::Json => ("application/json", rpc_status_json(code, &e.to_string())),
+    };
+    let mut r = Response::new(ResponseBody::data(body));
+    *r.status_mut() = StatusCode::from_u16(e.http_status()).unwrap_or(StatusCode::BAD_REQUEST);
+    let h = r.headers_mut();
+    h.insert(http::header::CONTENT_TYPE, HeaderValue::from_static(ctype));
+    if let Some(after) = e.retry_after() {
+        h.insert(
+            http::header::RETRY_AFTER,
+            HeaderValue::from(after.as_secs().max(1)),
+        );
+    }
+    r
+}
+
+fn plain(status: StatusCode, message: &str) -> Response<ResponseBody> {
+    let mut r = Response::new(ResponseBody::data(Bytes::from(format!("{message}\n"))));
+    *r.status_mut() = status;
+    r.headers_mut().insert(
+        http::header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    r
+}

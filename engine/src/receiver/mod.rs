@@ -1,0 +1,179 @@
+//! OTLP receivers: the gRPC (:4317) and HTTP (:4318) servers every core runs
+//! on the same ports, their accept loops, and what they share (body
+//! collection with a size limit, the response body type).
+
+pub mod grpc;
+pub mod http;
+
+use std::convert::Infallible;
+use std::pin::Pin;
+use std::rc::Rc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use bytes::{Bytes, BytesMut};
+use glommio::net::{TcpListener, TcpStream};
+use http_body_util::BodyExt;
+use hyper::body::{Frame, Incoming, SizeHint};
+use shardtel_config::Config;
+
+use crate::core::Core;
+
+/// The protocol a listener speaks.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Protocol {
+    /// OTLP/gRPC over HTTP/2 (h2c).
+    Grpc,
+    /// OTLP/HTTP over HTTP/1.1.
+    Http,
+}
+
+/// A bound listener and the protocol it serves.
+pub struct Listener {
+    /// The protocol.
+    pub protocol: Protocol,
+    /// The socket (SO_REUSEPORT: every core binds the same address).
+    pub socket: TcpListener,
+}
+
+/// Binds every configured receiver address on the current core.
+pub fn bind_all(config: &Config) -> Result<Vec<Listener>, String> {
+    let mut out = Vec::new();
+    if let Some(otlp) = &config.receivers.otlp {
+        for (protocol, addr) in [(Protocol::Grpc, otlp.grpc), (Protocol::Http, otlp.http)] {
+            let Some(addr) = addr else { continue };
+            let socket = TcpListener::bind(addr).map_err(|e| {
+                format!("failed to bind the OTLP {protocol:?} receiver on {addr}: {e}")
+            })?;
+            out.push(Listener { protocol, socket });
+        }
+    }
+    Ok(out)
+}
+
+/// Accepts connections until the core drains; each connection is a task of
+/// this core.
+pub async fn accept_loop(core: Rc<Core>, listener: Listener) {
+    loop {
+        let accepted =
+            futures_lite::future::or(async { Some(listener.socket.accept().await) }, async {
+                core.wait_draining().await;
+                None
+            })
+            .await;
+        match accepted {
+            None => break,
+            Some(Ok(stream)) => {
+                let core = core.clone();
+                glommio::spawn_local(serve(core, stream, listener.protocol)).detach();
+            }
+            Some(Err(e)) => {
+                log::warn!("core {}: accept failed: {e}", core.id);
+                glommio::timer::sleep(Duration::from_millis(10)).await;
+            }
+        }
+    }
+}
+
+async fn serve(core: Rc<Core>, stream: TcpStream, protocol: Protocol) {
+    match protocol {
+        Protocol::Grpc => grpc::serve_connection(core, stream).await,
+        Protocol::Http => http::serve_connection(core, stream).await,
+    }
+}
+
+/// Why a body could not be collected.
+#[derive(Debug)]
+pub enum CollectError {
+    /// Larger than the limit.
+    TooLarge,
+    /// The connection failed mid-body.
+    Transport(hyper::Error),
+}
+
+/// Collects a request body of at most `limit` bytes. A body that arrives in
+/// one frame is returned as that frame (no copy).
+pub async fn collect_body(
+    mut body: Incoming,
+    limit: usize,
+    hint: usize,
+) -> Result<Bytes, CollectError> {
+    let mut first: Option<Bytes> = None;
+    let mut joined: Option<BytesMut> = None;
+    let mut total = 0usize;
+    while let Some(frame) = body.frame().await {
+        let frame = frame.map_err(CollectError::Transport)?;
+        let Ok(data) = frame.into_data() else {
+            continue;
+        };
+        total += data.len();
+        if total > limit {
+            return Err(CollectError::TooLarge);
+        }
+        match (&mut first, &mut joined) {
+            (None, None) => first = Some(data),
+            (Some(_), None) => {
+                let mut b = BytesMut::with_capacity(hint.clamp(total, limit));
+                b.extend_from_slice(&first.take().unwrap_or_default());
+                b.extend_from_slice(&data);
+                joined = Some(b);
+            }
+            (_, Some(b)) => b.extend_from_slice(&data),
+        }
+    }
+    Ok(match joined {
+        Some(b) => b.freeze(),
+        None => first.unwrap_or_default(),
+    })
+}
+
+/// A response body: at most one data frame, then optional trailers.
+#[derive(Debug, Default)]
+pub struct ResponseBody {
+    data: Option<Bytes>,
+    trailers: Option<::http::HeaderMap>,
+}
+
+impl ResponseBody {
+    /// A body with `data` and no trailers.
+    pub fn data(data: Bytes) -> Self {
+        Self {
+            data: (!data.is_empty()).then_some(data),
+            trailers: None,
+        }
+    }
+
+    /// A body with `data` followed by `trailers`.
+    pub fn with_trailers(data: Bytes, trailers: ::http::HeaderMap) -> Self {
+        Self {
+            data: (!data.is_empty()).then_some(data),
+            trailers: Some(trailers),
+        }
+    }
+}
+
+impl hyper::body::Body for ResponseBody {
+    type Data = Bytes;
+    type Error = Infallible;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        _cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
+        if let Some(d) = self.data.take() {
+            return Poll::Ready(Some(Ok(Frame::data(d))));
+        }
+        if let Some(t) = self.trailers.take() {
+            return Poll::Ready(Some(Ok(Frame::trailers(t))));
+        }
+        Poll::Ready(None)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.data.is_none() && self.trailers.is_none()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        SizeHint::with_exact(self.data.as_ref().map_or(0, |d| d.len() as u64))
+    }
+}

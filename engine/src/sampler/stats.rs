@@ -1,0 +1,387 @@
+//! Sampler statistics and their Prometheus text rendering.
+//!
+//! Every metric is named `shardtel_sampler_*` and carries a `core` label; see [`render`] for the
+//! list. Counters only grow; the `buffered_*` and `decision_cache_entries` gauges describe the
+//! moment of the snapshot.
+
+use std::fmt::Write as _;
+
+use hdrhistogram::Histogram;
+
+use super::policy::Vote;
+use super::DecisionReason;
+
+/// Votes of one top-level policy.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PolicyStats {
+    /// The policy's name.
+    pub name: String,
+    /// Whether it is a `drop` policy (votes drop or not-sample, never sample).
+    pub is_drop: bool,
+    /// Traces it voted to sample.
+    pub sample: u64,
+    /// Traces it did not vote to sample (for a `drop` policy: traces it did not match).
+    pub not_sample: u64,
+    /// Traces a `drop` policy matched (and so dropped).
+    pub drop: u64,
+}
+
+impl PolicyStats {
+    pub(crate) fn count(&mut self, vote: Vote) {
+        match vote {
+            Vote::Sample => self.sample += 1,
+            Vote::NotSample => self.not_sample += 1,
+            Vote::Drop => self.drop += 1,
+        }
+    }
+}
+
+/// Statistics of one core's sampler. Cheap to clone for a published snapshot except for the
+/// latency histogram (a few KiB).
+#[derive(Clone, Debug)]
+pub struct SamplerStats {
+    /// Spans given to [`super::Sampler::add`].
+    pub spans_received: u64,
+    /// Traces that started buffering (a trace whose cached decision was forgotten and that
+    /// receives spans again counts again).
+    pub traces_received: u64,
+    /// Decided traces, by reason (index: [`DecisionReason::index`]).
+    pub decisions: [u64; DecisionReason::ALL.len()],
+    /// Traces decided sampled.
+    pub traces_sampled: u64,
+    /// Traces decided not sampled.
+    pub traces_not_sampled: u64,
+    /// Spans of traces decided sampled (at decision time; late spans not included).
+    pub spans_sampled: u64,
+    /// Spans of traces decided not sampled.
+    pub spans_not_sampled: u64,
+    /// Spans of already-sampled traces forwarded as they arrived.
+    pub late_spans_forwarded: u64,
+    /// Spans of already-not-sampled traces dropped as they arrived.
+    pub late_spans_dropped: u64,
+    /// Traces dropped undecided at shutdown (`on_shutdown = "drop"`).
+    pub shutdown_dropped_traces: u64,
+    /// Their spans.
+    pub shutdown_dropped_spans: u64,
+    /// Per top-level policy, in configuration order.
+    pub policies: Vec<PolicyStats>,
+    /// Decision time − first span's arrival, in microseconds.
+    pub decision_latency_us: Histogram<u64>,
+    /// Sum of the recorded latencies, in microseconds.
+    pub decision_latency_sum_us: u64,
+    /// Traces buffered now.
+    pub buffered_traces: u64,
+    /// Spans buffered now.
+    pub buffered_spans: u64,
+    /// Wire bytes of the buffered spans.
+    pub buffered_span_bytes: u64,
+    /// Bytes charged against `max_buffered_bytes_per_core`: every retained request buffer in
+    /// full, its index, and the trace table entries.
+    pub buffered_bytes: u64,
+    /// Request batches retained now.
+    pub buffered_batches: u64,
+    /// Trace ids in the decision cache as sampled.
+    pub cache_sampled: u64,
+    /// Trace ids in the decision cache as not sampled.
+    pub cache_not_sampled: u64,
+}
+
+impl SamplerStats {
+    pub(crate) fn new(policies: impl Iterator<Item = (String, bool)>) -> Self {
+        SamplerStats {
+            spans_received: 0,
+            traces_received: 0,
+            decisions: [0; DecisionReason::ALL.len()],
+            traces_sampled: 0,
+            traces_not_sampled: 0,
+            spans_sampled: 0,
+            spans_not_sampled: 0,
+            late_spans_forwarded: 0,
+            late_spans_dropped: 0,
+            shutdown_dropped_traces: 0,
+            shutdown_dropped_spans: 0,
+            policies: policies
+                .map(|(name, is_drop)| PolicyStats {
+                    name,
+                    is_drop,
+                    sample: 0,
+                    not_sample: 0,
+                    drop: 0,
+                })
+                .collect(),
+            // Three significant digits, growing as needed: never fails.
+            decision_latency_us: Histogram::new(3).expect("3 significant digits is valid"),
+            decision_latency_sum_us: 0,
+            buffered_traces: 0,
+            buffered_spans: 0,
+            buffered_span_bytes: 0,
+            buffered_bytes: 0,
+            buffered_batches: 0,
+            cache_sampled: 0,
+            cache_not_sampled: 0,
+        }
+    }
+
+    /// Traces decided for `reason`.
+    pub fn decided(&self, reason: DecisionReason) -> u64 {
+        self.decisions[reason.index()]
+    }
+
+    /// Traces decided for any reason.
+    pub fn decided_total(&self) -> u64 {
+        self.decisions.iter().sum()
+    }
+
+    /// Traces decided early because a bound would have been crossed.
+    pub fn decided_early(&self) -> u64 {
+        DecisionReason::ALL
+            .iter()
+            .filter(|r| r.is_bound())
+            .map(|r| self.decided(*r))
+            .sum()
+    }
+}
+
+/// Appends the Prometheus text exposition of the samplers of several cores to `out`, one
+/// `# HELP`/`# TYPE` per metric family, one series per core (label `core`):
+///
+/// | metric | type | labels |
+/// |---|---|---|
+/// | `shardtel_sampler_spans_received_total` | counter | |
+/// | `shardtel_sampler_traces_received_total` | counter | |
+/// | `shardtel_sampler_traces_total` | counter | `decision` = `sampled` / `not_sampled` |
+/// | `shardtel_sampler_spans_total` | counter | `decision` |
+/// | `shardtel_sampler_decisions_total` | counter | `reason` = `timer`, `root_done`, `max_traces`, `max_buffered_bytes`, `max_spans_per_trace`, `max_bytes_per_trace`, `shutdown` |
+/// | `shardtel_sampler_policy_votes_total` | counter | `policy`, `vote` = `sample` / `not_sample` / `drop` |
+/// | `shardtel_sampler_late_spans_total` | counter | `decision` = `forwarded` / `dropped` |
+/// | `shardtel_sampler_shutdown_dropped_traces_total` | counter | |
+/// | `shardtel_sampler_shutdown_dropped_spans_total` | counter | |
+/// | `shardtel_sampler_decision_latency_seconds` | summary | `quantile` = 0.5, 0.9, 0.99, 0.999 (+ `_sum`, `_count`) |
+/// | `shardtel_sampler_buffered_traces` | gauge | |
+/// | `shardtel_sampler_buffered_spans` | gauge | |
+/// | `shardtel_sampler_buffered_span_bytes` | gauge | |
+/// | `shardtel_sampler_buffered_bytes` | gauge | |
+/// | `shardtel_sampler_buffered_batches` | gauge | |
+/// | `shardtel_sampler_decision_cache_entries` | gauge | `decision` = `sampled` / `not_sampled` |
+pub fn render(cores: &[(usize, &SamplerStats)], out: &mut String) {
+    type Get = fn(&SamplerStats) -> u64;
+    let simple: [(&str, &str, &str, Get); 8] = [
+        (
+            "shardtel_sampler_spans_received_total",
+            "counter",
+            "Spans that reached the tail sampler on their owner core.",
+            |s| s.spans_received,
+        ),
+        (
+            "shardtel_sampler_traces_received_total",
+            "counter",
+            "Traces that started buffering in the tail sampler.",
+            |s| s.traces_received,
+        ),
+        (
+            "shardtel_sampler_shutdown_dropped_traces_total",
+            "counter",
+            "Traces dropped undecided at shutdown (on_shutdown = \"drop\").",
+            |s| s.shutdown_dropped_traces,
+        ),
+        (
+            "shardtel_sampler_shutdown_dropped_spans_total",
+            "counter",
+            "Spans of traces dropped undecided at shutdown.",
+            |s| s.shutdown_dropped_spans,
+        ),
+        (
+            "shardtel_sampler_buffered_traces",
+            "gauge",
+            "Traces buffered, waiting for their decision.",
+            |s| s.buffered_traces,
+        ),
+        (
+            "shardtel_sampler_buffered_spans",
+            "gauge",
+            "Spans buffered, waiting for their trace's decision.",
+            |s| s.buffered_spans,
+        ),
+        (
+            "shardtel_sampler_buffered_span_bytes",
+            "gauge",
+            "Wire bytes of the buffered spans.",
+            |s| s.buffered_span_bytes,
+        ),
+        (
+            "shardtel_sampler_buffered_bytes",
+            "gauge",
+            "Bytes charged against max_buffered_bytes_per_core: retained request buffers (whole), their indexes and the trace table.",
+            |s| s.buffered_bytes,
+        ),
+    ];
+    for (name, kind, help, get) in simple {
+        family(out, name, kind, help);
+        for (core, s) in cores {
+            let _ = writeln!(out, "{name}{{core=\"{core}\"}} {}", get(s));
+        }
+    }
+
+    let name = "shardtel_sampler_buffered_batches";
+    family(out, name, "gauge", "Request batches retained because some of their spans are buffered.");
+    for (core, s) in cores {
+        let _ = writeln!(out, "{name}{{core=\"{core}\"}} {}", s.buffered_batches);
+    }
+
+    type Pair = fn(&SamplerStats) -> [u64; 2];
+    let pairs: [(&str, &str, &str, [&str; 2], &str, Pair); 4] = [
+        (
+            "shardtel_sampler_traces_total",
+            "counter",
+            "Traces decided, by outcome.",
+            ["sampled", "not_sampled"],
+            "decision",
+            |s| [s.traces_sampled, s.traces_not_sampled],
+        ),
+        (
+            "shardtel_sampler_spans_total",
+            "counter",
+            "Spans of decided traces at decision time, by outcome.",
+            ["sampled", "not_sampled"],
+            "decision",
+            |s| [s.spans_sampled, s.spans_not_sampled],
+        ),
+        (
+            "shardtel_sampler_late_spans_total",
+            "counter",
+            "Spans that arrived after their trace was decided, forwarded or dropped per the cached decision.",
+            ["forwarded", "dropped"],
+            "decision",
+            |s| [s.late_spans_forwarded, s.late_spans_dropped],
+        ),
+        (
+            "shardtel_sampler_decision_cache_entries",
+            "gauge",
+            "Trace ids remembered in the decision cache.",
+            ["sampled", "not_sampled"],
+            "decision",
+            |s| [s.cache_sampled, s.cache_not_sampled],
+        ),
+    ];
+    for (name, kind, help, values, label, get) in pairs {
+        family(out, name, kind, help);
+        for (core, s) in cores {
+            for (value, n) in values.iter().zip(get(s)) {
+                let _ = writeln!(out, "{name}{{core=\"{core}\",{label}=\"{value}\"}} {n}");
+            }
+        }
+    }
+
+    let name = "shardtel_sampler_decisions_total";
+    family(
+        out,
+        name,
+        "counter",
+        "Traces decided, by what triggered the decision (every reason but timer, root_done and shutdown is a bound crossed).",
+    );
+    for (core, s) in cores {
+        for reason in DecisionReason::ALL {
+            let _ = writeln!(
+                out,
+                "{name}{{core=\"{core}\",reason=\"{}\"}} {}",
+                reason.name(),
+                s.decided(reason)
+            );
+        }
+    }
+
+    let name = "shardtel_sampler_policy_votes_total";
+    family(out, name, "counter", "Votes of each top-level policy, one per decided trace.");
+    for (core, s) in cores {
+        for p in &s.policies {
+            let policy = escape(&p.name);
+            let votes: &[(&str, u64)] = if p.is_drop {
+                &[("not_sample", p.not_sample), ("drop", p.drop)]
+            } else {
+                &[("sample", p.sample), ("not_sample", p.not_sample)]
+            };
+            for (vote, n) in votes {
+                let _ = writeln!(
+                    out,
+                    "{name}{{core=\"{core}\",policy=\"{policy}\",vote=\"{vote}\"}} {n}"
+                );
+            }
+        }
+    }
+
+    let name = "shardtel_sampler_decision_latency_seconds";
+    family(
+        out,
+        name,
+        "summary",
+        "Time from a trace's first span to its decision.",
+    );
+    for (core, s) in cores {
+        let h = &s.decision_latency_us;
+        for q in [0.5, 0.9, 0.99, 0.999] {
+            let seconds = h.value_at_quantile(q) as f64 / 1e6;
+            let _ = writeln!(out, "{name}{{core=\"{core}\",quantile=\"{q}\"}} {seconds}");
+        }
+        let sum = s.decision_latency_sum_us as f64 / 1e6;
+        let _ = writeln!(out, "{name}_sum{{core=\"{core}\"}} {sum}");
+        let _ = writeln!(out, "{name}_count{{core=\"{core}\"}} {}", h.len());
+    }
+}
+
+fn family(out: &mut String, name: &str, kind: &str, help: &str) {
+    let _ = writeln!(out, "# HELP {name} {help}");
+    let _ = writeln!(out, "# TYPE {name} {kind}");
+}
+
+/// Escapes a label value (backslash, double quote, newline).
+fn escape(value: &str) -> String {
+    value
+        .replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn renders_each_family_once_with_a_series_per_core() {
+        let mut a = SamplerStats::new(
+            [("errors".to_string(), false), ("no \"health\"".to_string(), true)].into_iter(),
+        );
+        a.spans_received = 10;
+        a.decisions[DecisionReason::MaxTraces.index()] = 3;
+        a.policies[0].sample = 2;
+        a.policies[1].drop = 1;
+        a.decision_latency_us.record(2_000_000).unwrap();
+        a.decision_latency_sum_us = 2_000_000;
+        let b = SamplerStats::new([("errors".to_string(), false)].into_iter());
+        let mut out = String::new();
+        render(&[(0, &a), (1, &b)], &mut out);
+        assert_eq!(
+            out.matches("# TYPE shardtel_sampler_spans_received_total counter").count(),
+            1
+        );
+        assert!(out.contains("shardtel_sampler_spans_received_total{core=\"0\"} 10\n"));
+        assert!(out.contains("shardtel_sampler_spans_received_total{core=\"1\"} 0\n"));
+        assert!(out.contains("shardtel_sampler_decisions_total{core=\"0\",reason=\"max_traces\"} 3\n"));
+        assert!(out.contains(
+            "shardtel_sampler_policy_votes_total{core=\"0\",policy=\"errors\",vote=\"sample\"} 2\n"
+        ));
+        assert!(out.contains(
+            "shardtel_sampler_policy_votes_total{core=\"0\",policy=\"no \\\"health\\\"\",vote=\"drop\"} 1\n"
+        ));
+        assert!(out.contains(
+            "shardtel_sampler_decision_latency_seconds{core=\"0\",quantile=\"0.5\"} 2.0"
+        ));
+        assert!(out.contains("shardtel_sampler_decision_latency_seconds_count{core=\"0\"} 1\n"));
+        assert!(out.contains("shardtel_sampler_decision_latency_seconds_sum{core=\"0\"} 2\n"));
+        // Every non-comment line is `name{labels} value`.
+        for line in out.lines().filter(|l| !l.starts_with('#')) {
+            let (series, value) = line.rsplit_once(' ').unwrap();
+            assert!(series.starts_with("shardtel_sampler_") && series.ends_with('}'), "{line}");
+            value.parse::<f64>().unwrap();
+        }
+    }
+}

@@ -1,0 +1,397 @@
+//! The per-core trace table: pending traces with their summaries, in arrival order, and the
+//! retained request batches their spans point into.
+//!
+//! Traces live in a slab (`Vec` plus free list) indexed by `u32`, found by trace id through a
+//! `HashMap`, and threaded on two intrusive doubly linked lists: by first arrival (the decision
+//! timer order and the eviction order) and by root arrival (the `decision_wait_after_root`
+//! order). Both lists are sorted by their deadline because time never goes backwards, so the
+//! next deadline is always at a list head and removing a decided trace is O(1).
+
+use std::collections::HashMap;
+use std::mem::size_of;
+use std::ops::Range;
+use std::rc::Rc;
+
+use shardtel_protocol::scan::{ResourceEntry, ScopeEntry, SpanBatch, SpanEntry, TracesIndex};
+use shardtel_protocol::TraceId;
+
+/// No slab entry.
+pub(crate) const NIL: u32 = u32::MAX;
+
+/// One buffered span: a batch slot and the span's index in that batch.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct SpanRef {
+    pub(crate) slot: u32,
+    pub(crate) span: u32,
+}
+
+#[derive(Clone, Copy, Debug)]
+struct Link {
+    prev: u32,
+    next: u32,
+}
+
+const UNLINKED: Link = Link {
+    prev: NIL,
+    next: NIL,
+};
+
+/// A pending trace: its buffered spans and what the policies need to know about them.
+#[derive(Debug)]
+pub(crate) struct Trace {
+    pub(crate) id: TraceId,
+    /// Arrival of the first span, nanoseconds since the sampler's epoch.
+    pub(crate) first_seen: u64,
+    /// Arrival of the latest span.
+    pub(crate) last_seen: u64,
+    /// Arrival of the first root span (no parent), if any.
+    pub(crate) root_seen: Option<u64>,
+    /// `end_time_unix_nano` of that root span.
+    pub(crate) root_end: u64,
+    pub(crate) spans: Vec<SpanRef>,
+    /// Wire bytes of the buffered span bodies.
+    pub(crate) span_bytes: u64,
+    /// Earliest non-zero `start_time_unix_nano` (`u64::MAX` if none).
+    pub(crate) min_start: u64,
+    /// Latest `end_time_unix_nano` (0 if none).
+    pub(crate) max_end: u64,
+    /// Bit `c` set when a span has status code `c` (0 unset, 1 ok, 2 error).
+    pub(crate) status_seen: u8,
+    /// Bit `i` set when span predicate `i` matched a span or its resource.
+    pub(crate) matched: u64,
+    fifo: Link,
+    root: Link,
+    in_root_list: bool,
+    live: bool,
+}
+
+impl Trace {
+    /// Latest end minus earliest start, 0 when either is unknown.
+    pub(crate) fn duration_nanos(&self) -> u64 {
+        if self.min_start == u64::MAX || self.max_end == 0 {
+            return 0;
+        }
+        self.max_end.saturating_sub(self.min_start)
+    }
+
+    /// Whether a span with any of the status codes in `mask` (bit per code) was seen.
+    pub(crate) fn any_status(&self, mask: u8) -> bool {
+        self.status_seen & mask != 0
+    }
+
+    /// Whether a span had status ERROR.
+    pub(crate) fn any_error(&self) -> bool {
+        self.any_status(1 << 2)
+    }
+}
+
+/// Bytes charged for a pending trace holding `spans` spans: the slab entry, its share of the
+/// id map, and its span list (capacity grows 4, 8, 16, … exactly as charged).
+pub(crate) fn trace_cost(spans: usize) -> u64 {
+    const BASE: usize = size_of::<Trace>() + size_of::<(TraceId, u32)>() + 16;
+    (BASE + span_list_capacity(spans) * size_of::<SpanRef>()) as u64
+}
+
+/// The span list capacity kept for `len` spans.
+pub(crate) fn span_list_capacity(len: usize) -> usize {
+    if len == 0 {
+        0
+    } else {
+        len.next_power_of_two().max(4)
+    }
+}
+
+/// Bytes charged for retaining `batch`: the whole request buffer (whatever part of it this core
+/// owns), the index's vectors, and the slot.
+pub(crate) fn batch_cost(batch: &SpanBatch) -> u64 {
+    let TracesIndex {
+        resources,
+        scopes,
+        spans,
+        headers,
+    } = &batch.index;
+    let index = resources.capacity() * size_of::<ResourceEntry>()
+        + scopes.capacity() * size_of::<ScopeEntry>()
+        + spans.capacity() * size_of::<SpanEntry>()
+        + headers.capacity() * size_of::<Range<u32>>();
+    // The Rc allocation holds two counters and the SpanBatch.
+    let fixed = 2 * size_of::<usize>() + size_of::<SpanBatch>() + size_of::<BatchSlot>();
+    (batch.buf.len() + index + fixed) as u64
+}
+
+/// A retained batch.
+#[derive(Debug)]
+pub(crate) struct BatchSlot {
+    pub(crate) batch: Rc<SpanBatch>,
+    /// Buffered spans pointing into this batch.
+    pub(crate) refs: u32,
+    /// What [`batch_cost`] charged.
+    pub(crate) cost: u64,
+    /// The call (see `Sampler::call`) and `out` position of the [`super::Kept`] collecting this
+    /// batch's spans in the current call.
+    pub(crate) kept_call: u64,
+    pub(crate) kept_at: usize,
+}
+
+/// The retained batches, a slab indexed by `u32`.
+#[derive(Debug, Default)]
+pub(crate) struct BatchSlots {
+    slots: Vec<Option<BatchSlot>>,
+    free: Vec<u32>,
+    live: usize,
+}
+
+impl BatchSlots {
+    pub(crate) fn insert(&mut self, batch: Rc<SpanBatch>) -> u32 {
+        let cost = batch_cost(&batch);
+        let slot = BatchSlot {
+            batch,
+            refs: 0,
+            cost,
+            kept_call: 0,
+            kept_at: 0,
+        };
+        self.live += 1;
+        match self.free.pop() {
+            Some(i) => {
+                self.slots[i as usize] = Some(slot);
+                i
+            }
+            None => {
+                self.slots.push(Some(slot));
+                (self.slots.len() - 1) as u32
+            }
+        }
+    }
+
+    pub(crate) fn get(&self, i: u32) -> &BatchSlot {
+        self.slots[i as usize].as_ref().expect("live batch slot")
+    }
+
+    pub(crate) fn get_mut(&mut self, i: u32) -> &mut BatchSlot {
+        self.slots[i as usize].as_mut().expect("live batch slot")
+    }
+
+    pub(crate) fn remove(&mut self, i: u32) {
+        debug_assert_eq!(self.get(i).refs, 0);
+        self.slots[i as usize] = None;
+        self.free.push(i);
+        self.live -= 1;
+    }
+
+    /// Batches currently retained.
+    pub(crate) fn len(&self) -> usize {
+        self.live
+    }
+}
+
+/// Pending traces.
+#[derive(Debug, Default)]
+pub(crate) struct TraceTable {
+    traces: Vec<Trace>,
+    free: Vec<u32>,
+    by_id: HashMap<TraceId, u32>,
+    fifo_head: u32,
+    fifo_tail: u32,
+    root_head: u32,
+    root_tail: u32,
+}
+
+impl TraceTable {
+    pub(crate) fn new() -> Self {
+        TraceTable {
+            fifo_head: NIL,
+            fifo_tail: NIL,
+            root_head: NIL,
+            root_tail: NIL,
+            ..Default::default()
+        }
+    }
+
+    pub(crate) fn len(&self) -> usize {
+        self.by_id.len()
+    }
+
+    #[inline]
+    pub(crate) fn find(&self, id: &TraceId) -> Option<u32> {
+        self.by_id.get(id).copied()
+    }
+
+    pub(crate) fn get(&self, i: u32) -> &Trace {
+        let t = &self.traces[i as usize];
+        debug_assert!(t.live);
+        t
+    }
+
+    pub(crate) fn get_mut(&mut self, i: u32) -> &mut Trace {
+        let t = &mut self.traces[i as usize];
+        debug_assert!(t.live);
+        t
+    }
+
+    /// The pending trace that arrived first (the next timer deadline, the next to evict).
+    pub(crate) fn oldest(&self) -> Option<u32> {
+        (self.fifo_head != NIL).then_some(self.fifo_head)
+    }
+
+    /// The pending trace whose root arrived first among those on the root list.
+    pub(crate) fn oldest_root(&self) -> Option<u32> {
+        (self.root_head != NIL).then_some(self.root_head)
+    }
+
+    /// Adds an empty trace seen first at `now`, at the end of the arrival list.
+    pub(crate) fn create(&mut self, id: TraceId, now: u64) -> u32 {
+        let trace = Trace {
+            id,
+            first_seen: now,
+            last_seen: now,
+            root_seen: None,
+            root_end: 0,
+            spans: Vec::new(),
+            span_bytes: 0,
+            min_start: u64::MAX,
+            max_end: 0,
+            status_seen: 0,
+            matched: 0,
+            fifo: UNLINKED,
+            root: UNLINKED,
+            in_root_list: false,
+            live: true,
+        };
+        let i = match self.free.pop() {
+            Some(i) => {
+                self.traces[i as usize] = trace;
+                i
+            }
+            None => {
+                self.traces.push(trace);
+                (self.traces.len() - 1) as u32
+            }
+        };
+        let previous = self.by_id.insert(id, i);
+        debug_assert!(previous.is_none());
+        let tail = self.fifo_tail;
+        self.traces[i as usize].fifo = Link {
+            prev: tail,
+            next: NIL,
+        };
+        if tail == NIL {
+            self.fifo_head = i;
+        } else {
+            self.traces[tail as usize].fifo.next = i;
+        }
+        self.fifo_tail = i;
+        i
+    }
+
+    /// Appends trace `i` to the root list (its root arrived now).
+    pub(crate) fn push_root(&mut self, i: u32) {
+        debug_assert!(!self.traces[i as usize].in_root_list);
+        let tail = self.root_tail;
+        let t = &mut self.traces[i as usize];
+        t.root = Link {
+            prev: tail,
+            next: NIL,
+        };
+        t.in_root_list = true;
+        if tail == NIL {
+            self.root_head = i;
+        } else {
+            self.traces[tail as usize].root.next = i;
+        }
+        self.root_tail = i;
+    }
+
+    /// Removes trace `i` from the table and both lists, returning it.
+    pub(crate) fn remove(&mut self, i: u32) -> Trace {
+        let Link { prev, next } = self.traces[i as usize].fifo;
+        if prev == NIL {
+            self.fifo_head = next;
+        } else {
+            self.traces[prev as usize].fifo.next = next;
+        }
+        if next == NIL {
+            self.fifo_tail = prev;
+        } else {
+            self.traces[next as usize].fifo.prev = prev;
+        }
+        if self.traces[i as usize].in_root_list {
+            let Link { prev, next } = self.traces[i as usize].root;
+            if prev == NIL {
+                self.root_head = next;
+            } else {
+                self.traces[prev as usize].root.next = next;
+            }
+            if next == NIL {
+                self.root_tail = prev;
+            } else {
+                self.traces[next as usize].root.prev = prev;
+            }
+        }
+        let t = &mut self.traces[i as usize];
+        let trace = Trace {
+            spans: std::mem::take(&mut t.spans),
+            fifo: UNLINKED,
+            root: UNLINKED,
+            in_root_list: false,
+            live: false,
+            ..*t
+        };
+        t.live = false;
+        self.by_id.remove(&trace.id);
+        self.free.push(i);
+        trace
+    }
+
+    /// Pending traces in arrival order (tests and shutdown).
+    #[cfg(test)]
+    pub(crate) fn arrival_order(&self) -> Vec<u32> {
+        let mut out = Vec::new();
+        let mut i = self.fifo_head;
+        while i != NIL {
+            out.push(i);
+            i = self.traces[i as usize].fifo.next;
+        }
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lists_keep_arrival_order_through_removals() {
+        let mut t = TraceTable::new();
+        let ids: Vec<u32> = (0..5u8).map(|n| t.create([n; 16], u64::from(n))).collect();
+        t.push_root(ids[3]);
+        t.push_root(ids[1]);
+        assert_eq!(t.arrival_order(), ids);
+        assert_eq!(t.oldest_root(), Some(ids[3]));
+        let removed = t.remove(ids[3]);
+        assert_eq!(removed.id, [3; 16]);
+        assert_eq!(t.oldest_root(), Some(ids[1]));
+        t.remove(ids[0]);
+        assert_eq!(t.oldest(), Some(ids[1]));
+        t.remove(ids[1]);
+        assert_eq!(t.oldest_root(), None);
+        assert_eq!(t.arrival_order(), [ids[2], ids[4]]);
+        assert_eq!(t.find(&[4; 16]), Some(ids[4]));
+        assert_eq!(t.find(&[3; 16]), None);
+        // Freed entries are reused and go to the end of the list.
+        let again = t.create([9; 16], 9);
+        assert!(ids.contains(&again));
+        assert_eq!(t.arrival_order(), [ids[2], ids[4], again]);
+        assert_eq!(t.len(), 3);
+    }
+
+    #[test]
+    fn span_list_capacity_doubles_from_four() {
+        let caps: Vec<usize> = [0, 1, 4, 5, 8, 9, 1000]
+            .into_iter()
+            .map(span_list_capacity)
+            .collect();
+        assert_eq!(caps, [0, 4, 4, 8, 8, 16, 1024]);
+        assert!(trace_cost(5) > trace_cost(4));
+    }
+}

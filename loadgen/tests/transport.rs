@@ -1,0 +1,237 @@
+//! The transport paths end to end: the real loadgen binary against in-test OTLP/gRPC
+//! targets (h2c and TLS), with compression, refusals, failures, an unreachable target,
+//! and every signal.
+
+mod otlp_target;
+
+use std::sync::Arc;
+
+use otlp_target::{describe, grpc_receiver, grpc_receiver_on, loadgen, read_json, temp_dir};
+
+fn run(
+    dir: &std::path::Path,
+    name: &str,
+    args: &[&str],
+) -> (Option<i32>, serde_json::Value, String) {
+    let json = dir.join(format!("{name}.json"));
+    let mut all: Vec<&str> = args.to_vec();
+    all.extend_from_slice(&[
+        "--quiet",
+        "--templates",
+        "4",
+        "--json",
+        json.to_str().unwrap(),
+    ]);
+    let out = loadgen(&all);
+    let text = describe(&out);
+    eprintln!("{text}");
+    assert!(json.exists(), "no json results\n{text}");
+    (out.status.code(), read_json(&json), text)
+}
+
+#[test]
+fn grpc_counts_accepted_and_refused_with_gzip_and_zstd() {
+    let dir = temp_dir("grpc");
+    // Every fourth request is refused with UNAVAILABLE (trailers-only response).
+    let target = grpc_receiver(Box::new(|i| if i % 4 == 3 { 14 } else { 0 }));
+    let endpoint = format!("http://127.0.0.1:{}", target.addr.port());
+    let (code, res, text) = run(
+        &dir,
+        "gzip",
+        &[
+            "-e",
+            &endpoint,
+            "--count",
+            "40",
+            "--connections",
+            "2",
+            "--concurrency",
+            "4",
+            "-c",
+            "gzip",
+        ],
+    );
+    assert_eq!(code, Some(0), "{text}");
+    assert_eq!(res["requests"]["sent"], 40);
+    assert_eq!(res["requests"]["accepted"], 30, "{text}");
+    assert_eq!(res["requests"]["refused"], 10, "{text}");
+    assert_eq!(
+        res["refused_by_reason"]["grpc UNAVAILABLE (14)"], 10,
+        "{text}"
+    );
+    assert_eq!(res["items"]["acknowledged"], 3000);
+    assert_eq!(res["latency_us"]["count"], 40);
+    assert_eq!(target.grpc_items(), 4000);
+    assert!(target.encodings().iter().all(|e| e == "gzip"));
+    drop(target);
+
+    // Open loop at 200 requests/s for one second, zstd.
+    let target = grpc_receiver(Box::new(|_| 0));
+    let endpoint = format!("grpc://127.0.0.1:{}", target.addr.port());
+    let (code, res, text) = run(
+        &dir,
+        "zstd",
+        &[
+            "-e",
+            &endpoint,
+            "--rate",
+            "200",
+            "--rate-unit",
+            "requests",
+            "--duration",
+            "1s",
+            "-c",
+            "zstd",
+            "--workers",
+            "2",
+            "--connections",
+            "2",
+        ],
+    );
+    assert_eq!(code, Some(0), "{text}");
+    let sent = res["requests"]["sent"].as_u64().unwrap();
+    assert!((195..=201).contains(&sent), "sent {sent}\n{text}");
+    assert_eq!(res["requests"]["accepted"], sent);
+    assert_eq!(res["mode"], "open");
+    assert!(target.encodings().iter().all(|e| e == "zstd"));
+    std::fs::remove_dir_all(dir).unwrap();
+}
+
+#[test]
+fn grpc_errors_are_failures_by_code_and_no_acceptance_exits_1() {
+    let dir = temp_dir("grpc-fail");
+    let target = grpc_receiver(Box::new(|_| 3));
+    let endpoint = format!("http://127.0.0.1:{}", target.addr.port());
+    let (code, res, text) = run(&dir, "fail", &["-e", &endpoint, "--count", "7"]);
+    assert_eq!(code, Some(1), "{text}");
+    assert_eq!(res["requests"]["failed"], 7, "{text}");
+    assert_eq!(
+        res["failed_by_reason"]["grpc INVALID_ARGUMENT (3)"], 7,
+        "{text}"
+    );
+    std::fs::remove_dir_all(dir).unwrap();
+}
+
+#[test]
+fn metrics_and_logs_are_sent_too() {
+    let dir = temp_dir("signals");
+    let target = grpc_receiver(Box::new(|_| 0));
+    let endpoint = format!("http://127.0.0.1:{}", target.addr.port());
+    let (code, res, text) = run(
+        &dir,
+        "metrics",
+        &[
+            "-e",
+            &endpoint,
+            "--signal",
+            "metrics",
+            "--count",
+            "5",
+            "--points-per-request",
+            "30",
+        ],
+    );
+    assert_eq!(code, Some(0), "{text}");
+    assert_eq!(res["items"]["acknowledged"], 150, "{text}");
+    assert_eq!(res["item"], "points");
+    let (code, res, text) = run(
+        &dir,
+        "logs",
+        &[
+            "-e",
+            &endpoint,
+            "--signal",
+            "logs",
+            "--count",
+            "5",
+            "--records-per-request",
+            "20",
+        ],
+    );
+    assert_eq!(code, Some(0), "{text}");
+    assert_eq!(res["items"]["acknowledged"], 100, "{text}");
+    assert_eq!(target.grpc_items(), 250);
+    std::fs::remove_dir_all(dir).unwrap();
+}
+
+#[test]
+fn an_unreachable_target_gives_up_after_the_timeout() {
+    let dir = temp_dir("unreachable");
+    // Bind and drop a listener to get a port nobody listens on.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let endpoint = format!("http://127.0.0.1:{port}");
+    let started = std::time::Instant::now();
+    let (code, res, text) = run(
+        &dir,
+        "down",
+        &["-e", &endpoint, "--count", "5", "--timeout", "1s"],
+    );
+    assert_eq!(code, Some(1), "{text}");
+    assert!(started.elapsed() < std::time::Duration::from_secs(10));
+    assert!(res["connection_failures"].as_u64().unwrap() > 0, "{text}");
+    assert_eq!(res["requests"]["sent"], 0);
+    std::fs::remove_dir_all(dir).unwrap();
+}
+
+#[test]
+fn grpc_over_tls_with_a_ca_file_or_without_verification() {
+    let dir = temp_dir("tls");
+    let key = rcgen::generate_simple_self_signed(vec!["localhost".to_string()]).unwrap();
+    let ca = dir.join("ca.pem");
+    std::fs::write(&ca, key.cert.pem()).unwrap();
+    let cert_der = key.cert.der().clone();
+    let key_der = rustls::pki_types::PrivateKeyDer::Pkcs8(
+        rustls::pki_types::PrivatePkcs8KeyDer::from(key.key_pair.serialize_der()),
+    );
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut config = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_no_client_auth()
+        .with_single_cert(vec![cert_der], key_der)
+        .unwrap();
+    config.alpn_protocols = vec![b"h2".to_vec()];
+    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+    let target = grpc_receiver_on(Box::new(|_| 0), Some(acceptor));
+    let port = target.addr.port();
+
+    let endpoint = format!("grpcs://localhost:{port}");
+    let (code, res, text) = run(
+        &dir,
+        "ca",
+        &[
+            "-e",
+            &endpoint,
+            "--count",
+            "3",
+            "--ca-file",
+            ca.to_str().unwrap(),
+        ],
+    );
+    assert_eq!(code, Some(0), "{text}");
+    assert_eq!(res["requests"]["accepted"], 3, "{text}");
+
+    let endpoint = format!("https://127.0.0.1:{port}");
+    let (code, res, text) = run(
+        &dir,
+        "insecure",
+        &["-e", &endpoint, "--count", "2", "--insecure-skip-verify"],
+    );
+    assert_eq!(code, Some(0), "{text}");
+    assert_eq!(res["requests"]["accepted"], 2, "{text}");
+
+    // The built-in web roots do not trust a self-signed certificate.
+    let endpoint = format!("grpcs://localhost:{port}");
+    let (code, res, text) = run(
+        &dir,
+        "untrusted",
+        &["-e", &endpoint, "--count", "1", "--timeout", "1s"],
+    );
+    assert_eq!(code, Some(1), "{text}");
+    assert!(res["connection_failures"].as_u64().unwrap() > 0, "{text}");
+    std::fs::remove_dir_all(dir).unwrap();
+}

@@ -1,0 +1,208 @@
+//! gzip and zstd, with bounded decompression.
+//!
+//! [`decompress`] never produces more than `max_len` bytes: it streams and stops as soon as the
+//! output would exceed the bound, so a zip bomb costs at most `max_len` bytes of memory and the
+//! time to inflate them.
+
+use std::io::{Read, Write};
+
+use bytes::Bytes;
+
+/// A content coding (`grpc-encoding` / `Content-Encoding`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Encoding {
+    /// No compression.
+    Identity,
+    /// gzip (RFC 1952).
+    Gzip,
+    /// zstd (RFC 8878).
+    Zstd,
+}
+
+impl Encoding {
+    /// Parses a header value (case-insensitive `identity`, `gzip`, `zstd`; surrounding spaces
+    /// ignored). `None` for anything else.
+    pub fn from_header(value: &str) -> Option<Encoding> {
+        let v = value.trim();
+        if v.eq_ignore_ascii_case("identity") {
+            Some(Encoding::Identity)
+        } else if v.eq_ignore_ascii_case("gzip") {
+            Some(Encoding::Gzip)
+        } else if v.eq_ignore_ascii_case("zstd") {
+            Some(Encoding::Zstd)
+        } else {
+            None
+        }
+    }
+
+    /// The header value (`"identity"`, `"gzip"`, `"zstd"`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Encoding::Identity => "identity",
+            Encoding::Gzip => "gzip",
+            Encoding::Zstd => "zstd",
+        }
+    }
+}
+
+/// Why decompression failed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum DecompressError {
+    /// The decompressed data would exceed the limit.
+    #[error("decompressed body exceeds {max_len} bytes")]
+    TooLarge {
+        /// The limit.
+        max_len: usize,
+    },
+    /// The compressed data is malformed.
+    #[error("corrupt compressed body")]
+    Corrupt,
+}
+
+/// Decompresses `data`, failing with [`DecompressError::TooLarge`] as soon as the output would
+/// exceed `max_len` bytes.
+pub fn decompress(enc: Encoding, data: &[u8], max_len: usize) -> Result<Bytes, DecompressError> {
+    match enc {
+        Encoding::Identity => {
+            if data.len() > max_len {
+                return Err(DecompressError::TooLarge { max_len });
+            }
+            Ok(Bytes::copy_from_slice(data))
+        }
+        Encoding::Gzip => {
+            read_bounded(flate2::read::MultiGzDecoder::new(data), data.len(), max_len)
+        }
+        Encoding::Zstd => {
+            let dec = zstd::stream::read::Decoder::with_buffer(data)
+                .map_err(|_| DecompressError::Corrupt)?;
+            read_bounded(dec, data.len(), max_len)
+        }
+    }
+}
+
+fn read_bounded(
+    reader: impl Read,
+    compressed_len: usize,
+    max_len: usize,
+) -> Result<Bytes, DecompressError> {
+    // Reserve for a typical 4-8x ratio; growth past that is amortised.
+    let mut out = Vec::with_capacity(compressed_len.saturating_mul(6).clamp(64, max_len.max(64)));
+    let mut limited = reader.take(max_len as u64 + 1);
+    limited
+        .read_to_end(&mut out)
+        .map_err(|_| DecompressError::Corrupt)?;
+    if out.len() > max_len {
+        return Err(DecompressError::TooLarge { max_len });
+    }
+    Ok(Bytes::from(out))
+}
+
+/// Compresses the concatenation of `chunks` (gzip at the fast level, zstd at level 1).
+/// `Identity` returns the concatenation.
+pub fn compress(enc: Encoding, chunks: &[Bytes]) -> Bytes {
+    let total: usize = chunks.iter().map(|c| c.len()).sum();
+    match enc {
+        Encoding::Identity => {
+            let mut out = Vec::with_capacity(total);
+            for c in chunks {
+                out.extend_from_slice(c);
+            }
+            Bytes::from(out)
+        }
+        Encoding::Gzip => {
+            let mut e = flate2::write::GzEncoder::new(
+                Vec::with_capacity(total / 4 + 64),
+                flate2::Compression::fast(),
+            );
+            for c in chunks {
+                e.write_all(c).expect("writing to a Vec cannot fail");
+            }
+            Bytes::from(e.finish().expect("writing to a Vec cannot fail"))
+        }
+        Encoding::Zstd => {
+            let mut e = zstd::stream::write::Encoder::new(Vec::with_capacity(total / 4 + 64), 1)
+                .expect("zstd encoder with level 1");
+            e.include_contentsize(true).ok();
+            e.set_pledged_src_size(Some(total as u64)).ok();
+            for c in chunks {
+                e.write_all(c).expect("writing to a Vec cannot fail");
+            }
+            Bytes::from(e.finish().expect("writing to a Vec cannot fail"))
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::{Duration, Instant};
+
+    #[test]
+    fn headers() {
+        assert_eq!(Encoding::from_header("GZIP"), Some(Encoding::Gzip));
+        assert_eq!(Encoding::from_header(" zstd "), Some(Encoding::Zstd));
+        assert_eq!(Encoding::from_header("Identity"), Some(Encoding::Identity));
+        assert_eq!(Encoding::from_header("br"), None);
+        assert_eq!(Encoding::Gzip.as_str(), "gzip");
+    }
+
+    #[test]
+    fn round_trips() {
+        let chunks = [
+            Bytes::from_static(b"hello "),
+            Bytes::from(vec![7u8; 10_000]),
+            Bytes::from_static(b"!"),
+        ];
+        let plain: Vec<u8> = chunks.iter().flat_map(|c| c.iter().copied()).collect();
+        for enc in [Encoding::Identity, Encoding::Gzip, Encoding::Zstd] {
+            let c = compress(enc, &chunks);
+            if enc != Encoding::Identity {
+                assert!(c.len() < plain.len() / 10);
+            }
+            assert_eq!(decompress(enc, &c, plain.len()).unwrap(), plain, "{enc:?}");
+            assert_eq!(
+                decompress(enc, &c, plain.len() - 1),
+                Err(DecompressError::TooLarge {
+                    max_len: plain.len() - 1
+                })
+            );
+        }
+    }
+
+    #[test]
+    fn corrupt() {
+        for enc in [Encoding::Gzip, Encoding::Zstd] {
+            assert_eq!(
+                decompress(enc, b"definitely not compressed", 1 << 20),
+                Err(DecompressError::Corrupt)
+            );
+            let mut c = compress(enc, &[Bytes::from(vec![1u8; 1000])]).to_vec();
+            c.truncate(c.len() / 2);
+            assert_eq!(
+                decompress(enc, &c, 1 << 20),
+                Err(DecompressError::Corrupt),
+                "{enc:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn bombs_fail_fast() {
+        // 100 MB of zeros, limit 4 MiB.
+        let zeros = Bytes::from(vec![0u8; 100_000_000]);
+        for enc in [Encoding::Gzip, Encoding::Zstd] {
+            let bomb = compress(enc, std::slice::from_ref(&zeros));
+            assert!(bomb.len() < 1_000_000, "{enc:?} {}", bomb.len());
+            let t = Instant::now();
+            assert_eq!(
+                decompress(enc, &bomb, 4 << 20),
+                Err(DecompressError::TooLarge { max_len: 4 << 20 })
+            );
+            assert!(
+                t.elapsed() < Duration::from_secs(2),
+                "{enc:?} took {:?}",
+                t.elapsed()
+            );
+        }
+    }
+}

@@ -1,0 +1,1616 @@
+//! OTLP/JSON ↔ protobuf (slow path: OTLP/HTTP JSON requests, JSON file output).
+//!
+//! Follows the OTLP spec's JSON Protobuf Encoding: lowerCamelCase keys, trace and span ids as
+//! hex, enums as integers, 64-bit integers as decimal strings on output (numbers or strings
+//! accepted on input), other `bytes` as base64, unknown fields ignored on input.
+//!
+//! The mapping is written here rather than taken from `opentelemetry-proto`'s `with-serde`
+//! derives, which (in 0.33) differ from the spec and from the Collector: they write every
+//! default field (`"traceState":""`, `"droppedAttributesCount":0`, `"status":null`...), write
+//! NaN doubles as `null` in attributes (read back as an empty value), reject an `arrayValue`
+//! or `kvlistValue` without `values`, a `KeyValue` without `key` and a request without
+//! `resourceSpans`, reject `null` for scalar fields, and accept only integer enums.
+//!
+//! Output matches the OpenTelemetry Collector's file exporter (pdata's JSON marshaler): one
+//! line, fields in `.proto` declaration order, default scalars and empty lists left out,
+//! while `resource`, `scope`, a span's `status`, a key-value's `value`, a log record's `body`,
+//! an exponential histogram point's `positive`/`negative` and every trace/span id field are
+//! always written (ids as `""` when empty).
+
+use base64::Engine as _;
+use bytes::Bytes;
+use prost::Message;
+use serde_json::{Map, Value as Json};
+
+use crate::proto::collector::logs::v1::ExportLogsServiceRequest;
+use crate::proto::collector::metrics::v1::ExportMetricsServiceRequest;
+use crate::proto::collector::trace::v1::ExportTraceServiceRequest;
+use crate::proto::common::v1::{
+    any_value, AnyValue, ArrayValue, EntityRef, InstrumentationScope, KeyValue, KeyValueList,
+};
+use crate::proto::logs::v1::{LogRecord, ResourceLogs, ScopeLogs};
+use crate::proto::metrics::v1::{
+    exemplar, exponential_histogram_data_point::Buckets, metric, number_data_point,
+    summary_data_point::ValueAtQuantile, Exemplar, ExponentialHistogram,
+    ExponentialHistogramDataPoint, Gauge, Histogram, HistogramDataPoint, Metric, NumberDataPoint,
+    ResourceMetrics, ScopeMetrics, Sum, Summary, SummaryDataPoint,
+};
+use crate::proto::resource::v1::Resource;
+use crate::proto::trace::v1::{span, ResourceSpans, ScopeSpans, Span, Status};
+use crate::Signal;
+
+/// Invalid OTLP/JSON (or, for [`from_protobuf`], invalid protobuf). The message names the
+/// problem: the JSON syntax error with its line and column, or the path of the bad field.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("{message}")]
+pub struct JsonError {
+    /// What is wrong, e.g. `resourceSpans[0].scopeSpans[0].spans[2].traceId: expected 32 hex
+    /// digits, got 31`.
+    pub message: String,
+}
+
+/// Converts an OTLP/JSON `Export*ServiceRequest` to its protobuf encoding.
+pub fn to_protobuf(signal: Signal, json: &[u8]) -> Result<Bytes, JsonError> {
+    let value: Json = serde_json::from_slice(json).map_err(|e| JsonError {
+        message: format!("invalid json: {e}"),
+    })?;
+    let encoded = match signal {
+        Signal::Traces => read_traces(&value).map(|m| m.encode_to_vec()),
+        Signal::Metrics => read_metrics(&value).map(|m| m.encode_to_vec()),
+        Signal::Logs => read_logs(&value).map(|m| m.encode_to_vec()),
+    };
+    encoded.map(Bytes::from).map_err(|e| e.into_json_error())
+}
+
+/// Converts a protobuf `Export*ServiceRequest` to OTLP/JSON: one object on one line (no
+/// newline), as the Collector's file exporter writes it (`{"resourceSpans":[...]}`).
+pub fn from_protobuf(signal: Signal, pb: &[u8]) -> Result<Vec<u8>, JsonError> {
+    let bad = |e: prost::DecodeError| JsonError {
+        message: format!("invalid protobuf: {e}"),
+    };
+    let mut w = Writer {
+        out: Vec::with_capacity(pb.len() * 2 + 16),
+        comma: false,
+    };
+    match signal {
+        Signal::Traces => w.traces(&ExportTraceServiceRequest::decode(pb).map_err(bad)?),
+        Signal::Metrics => w.metrics(&ExportMetricsServiceRequest::decode(pb).map_err(bad)?),
+        Signal::Logs => w.logs(&ExportLogsServiceRequest::decode(pb).map_err(bad)?),
+    }
+    Ok(w.out)
+}
+
+// ---------------------------------------------------------------------------------------------
+// Input: serde_json::Value -> prost messages.
+
+/// A conversion error; the path is collected (innermost first) while the error propagates.
+#[derive(Debug)]
+struct ReadError {
+    path: Vec<Seg>,
+    message: String,
+}
+
+#[derive(Debug)]
+enum Seg {
+    Key(&'static str),
+    Index(usize),
+}
+
+impl ReadError {
+    fn new(message: impl Into<String>) -> Self {
+        ReadError {
+            path: Vec::new(),
+            message: message.into(),
+        }
+    }
+
+    fn into_json_error(self) -> JsonError {
+        let mut path = String::new();
+        for seg in self.path.iter().rev() {
+            match seg {
+                Seg::Key(k) => {
+                    if !path.is_empty() {
+                        path.push('.');
+                    }
+                    path.push_str(k);
+                }
+                Seg::Index(i) => path.push_str(&format!("[{i}]")),
+            }
+        }
+        let message = if path.is_empty() {
+            self.message
+        } else {
+            format!("{path}: {}", self.message)
+        };
+        JsonError {
+            message: format!("invalid otlp json: {message}"),
+        }
+    }
+}
+
+type R<T> = Result<T, ReadError>;
+
+trait At<T> {
+    fn at(self, key: &'static str) -> R<T>;
+}
+
+impl<T> At<T> for R<T> {
+    #[inline]
+    fn at(self, key: &'static str) -> R<T> {
+        self.map_err(|mut e| {
+            e.path.push(Seg::Key(key));
+            e
+        })
+    }
+}
+
+fn kind_name(v: &Json) -> &'static str {
+    match v {
+        Json::Null => "null",
+        Json::Bool(_) => "a boolean",
+        Json::Number(_) => "a number",
+        Json::String(_) => "a string",
+        Json::Array(_) => "an array",
+        Json::Object(_) => "an object",
+    }
+}
+
+/// Iterates the fields of a message object (`null` is an empty message). Keys are matched
+/// against the lowerCamelCase name and the original proto name.
+fn fields(v: &Json) -> R<impl Iterator<Item = (&str, &Json)>> {
+    static EMPTY: std::sync::OnceLock<Map<String, Json>> = std::sync::OnceLock::new();
+    let map = match v {
+        Json::Object(m) => m,
+        Json::Null => EMPTY.get_or_init(Map::new),
+        other => {
+            return Err(ReadError::new(format!(
+                "expected an object, got {}",
+                kind_name(other)
+            )))
+        }
+    };
+    Ok(map
+        .iter()
+        .filter(|(_, v)| !v.is_null())
+        .map(|(k, v)| (k.as_str(), v)))
+}
+
+fn list<T>(v: &Json, mut item: impl FnMut(&Json) -> R<T>) -> R<Vec<T>> {
+    match v {
+        Json::Null => Ok(Vec::new()),
+        Json::Array(a) => a
+            .iter()
+            .enumerate()
+            .map(|(i, x)| {
+                item(x).map_err(|mut e| {
+                    e.path.push(Seg::Index(i));
+                    e
+                })
+            })
+            .collect(),
+        other => Err(ReadError::new(format!(
+            "expected an array, got {}",
+            kind_name(other)
+        ))),
+    }
+}
+
+fn string(v: &Json) -> R<String> {
+    match v {
+        Json::String(s) => Ok(s.clone()),
+        other => Err(ReadError::new(format!(
+            "expected a string, got {}",
+            kind_name(other)
+        ))),
+    }
+}
+
+fn boolean(v: &Json) -> R<bool> {
+    match v {
+        Json::Bool(b) => Ok(*b),
+        other => Err(ReadError::new(format!(
+            "expected a boolean, got {}",
+            kind_name(other)
+        ))),
+    }
+}
+
+/// An integer given as a JSON number or a decimal string.
+fn integer<T: TryFrom<i128>>(v: &Json, what: &str) -> R<T> {
+    let wide: Option<i128> = match v {
+        Json::Number(n) => n
+            .as_u64()
+            .map(i128::from)
+            .or_else(|| n.as_i64().map(i128::from))
+            .or_else(|| {
+                n.as_f64()
+                    .filter(|f| f.fract() == 0.0 && f.abs() < 1.9e19)
+                    .map(|f| f as i128)
+            }),
+        Json::String(s) => s.trim().parse::<i128>().ok(),
+        _ => None,
+    };
+    wide.and_then(|w| T::try_from(w).ok())
+        .ok_or_else(|| ReadError::new(format!("expected {what}, got {}", shown(v))))
+}
+
+fn shown(v: &Json) -> String {
+    match v {
+        Json::Number(_) | Json::String(_) | Json::Bool(_) => v.to_string(),
+        other => kind_name(other).to_string(),
+    }
+}
+
+fn u64_(v: &Json) -> R<u64> {
+    integer(v, "an unsigned 64-bit integer")
+}
+fn i64_(v: &Json) -> R<i64> {
+    integer(v, "a 64-bit integer")
+}
+fn u32_(v: &Json) -> R<u32> {
+    integer(v, "an unsigned 32-bit integer")
+}
+fn i32_(v: &Json) -> R<i32> {
+    integer(v, "a 32-bit integer")
+}
+
+/// An enum: an integer (the spec's only form), or for leniency its proto name.
+fn enumeration(v: &Json, by_name: fn(&str) -> Option<i32>) -> R<i32> {
+    if let Json::String(s) = v {
+        if let Some(x) = by_name(s) {
+            return Ok(x);
+        }
+    }
+    integer(v, "an enum number")
+}
+
+fn double(v: &Json) -> R<f64> {
+    match v {
+        Json::Number(n) => n
+            .as_f64()
+            .ok_or_else(|| ReadError::new("expected a number")),
+        Json::String(s) => match s.as_str() {
+            "NaN" => Ok(f64::NAN),
+            "Infinity" => Ok(f64::INFINITY),
+            "-Infinity" => Ok(f64::NEG_INFINITY),
+            other => other
+                .trim()
+                .parse::<f64>()
+                .map_err(|_| ReadError::new(format!("expected a number, got {}", shown(v)))),
+        },
+        other => Err(ReadError::new(format!(
+            "expected a number, got {}",
+            kind_name(other)
+        ))),
+    }
+}
+
+/// A trace or span id: hex (case-insensitive), empty or exactly `len` bytes.
+fn hex_id(v: &Json, len: usize) -> R<Vec<u8>> {
+    let Json::String(s) = v else {
+        return Err(ReadError::new(format!(
+            "expected a hex string, got {}",
+            kind_name(v)
+        )));
+    };
+    if s.is_empty() {
+        return Ok(Vec::new());
+    }
+    if s.len() != len * 2 {
+        return Err(ReadError::new(format!(
+            "expected {} hex digits, got {}",
+            len * 2,
+            s.len()
+        )));
+    }
+    let digit = |c: u8| match c {
+        b'0'..=b'9' => Some(c - b'0'),
+        b'a'..=b'f' => Some(c - b'a' + 10),
+        b'A'..=b'F' => Some(c - b'A' + 10),
+        _ => None,
+    };
+    s.as_bytes()
+        .chunks_exact(2)
+        .map(|p| Some(digit(p[0])? << 4 | digit(p[1])?))
+        .collect::<Option<Vec<u8>>>()
+        .ok_or_else(|| ReadError::new(format!("invalid hex id {s:?}")))
+}
+
+/// A `bytes` field: base64, standard or URL-safe alphabet, padded or not.
+fn base64_bytes(v: &Json) -> R<Vec<u8>> {
+    use base64::engine::general_purpose::{STANDARD, STANDARD_NO_PAD, URL_SAFE, URL_SAFE_NO_PAD};
+    let s = string(v)?;
+    for engine in [&STANDARD, &STANDARD_NO_PAD, &URL_SAFE, &URL_SAFE_NO_PAD] {
+        if let Ok(b) = engine.decode(s.as_bytes()) {
+            return Ok(b);
+        }
+    }
+    Err(ReadError::new("invalid base64"))
+}
+
+/// Matches a JSON key against a field's lowerCamelCase and proto names.
+macro_rules! key {
+    ($camel:literal) => {
+        $camel
+    };
+    ($camel:literal, $snake:literal) => {
+        $camel | $snake
+    };
+}
+
+fn read_traces(v: &Json) -> R<ExportTraceServiceRequest> {
+    let mut m = ExportTraceServiceRequest::default();
+    for (k, x) in fields(v)? {
+        if let key!("resourceSpans", "resource_spans") = k {
+            m.resource_spans = list(x, read_resource_spans).at("resourceSpans")?;
+        }
+    }
+    Ok(m)
+}
+
+fn read_resource_spans(v: &Json) -> R<ResourceSpans> {
+    let mut m = ResourceSpans::default();
+    for (k, x) in fields(v)? {
+        match k {
+            "resource" => m.resource = Some(read_resource(x).at("resource")?),
+            key!("scopeSpans", "scope_spans") => {
+                m.scope_spans = list(x, read_scope_spans).at("scopeSpans")?
+            }
+            key!("schemaUrl", "schema_url") => m.schema_url = string(x).at("schemaUrl")?,
+            _ => {}
+        }
+    }
+    Ok(m)
+}
+
+fn read_scope_spans(v: &Json) -> R<ScopeSpans> {
+    let mut m = ScopeSpans::default();
+    for (k, x) in fields(v)? {
+        match k {
+            "scope" => m.scope = Some(read_scope(x).at("scope")?),
+            "spans" => m.spans = list(x, read_span).at("spans")?,
+            key!("schemaUrl", "schema_url") => m.schema_url = string(x).at("schemaUrl")?,
+            _ => {}
+        }
+    }
+    Ok(m)
+}
+
+fn read_span(v: &Json) -> R<Span> {
+    let mut m = Span::default();
+    for (k, x) in fields(v)? {
+        match k {
+            key!("traceId", "trace_id") => m.trace_id = hex_id(x, 16).at("traceId")?,
+            key!("spanId", "span_id") => m.span_id = hex_id(x, 8).at("spanId")?,
+            key!("traceState", "trace_state") => m.trace_state = string(x).at("traceState")?,
+            key!("parentSpanId", "parent_span_id") => {
+                m.parent_span_id = hex_id(x, 8).at("parentSpanId")?
+            }
+            "flags" => m.flags = u32_(x).at("flags")?,
+            "name" => m.name = string(x).at("name")?,
+            "kind" => {
+                m.kind = enumeration(x, |s| span::SpanKind::from_str_name(s).map(|e| e as i32))
+                    .at("kind")?
+            }
+            key!("startTimeUnixNano", "start_time_unix_nano") => {
+                m.start_time_unix_nano = u64_(x).at("startTimeUnixNano")?
+            }
+            key!("endTimeUnixNano", "end_time_unix_nano") => {
+                m.end_time_unix_nano = u64_(x).at("endTimeUnixNano")?
+            }
+            "attributes" => m.attributes = list(x, read_key_value).at("attributes")?,
+            key!("droppedAttributesCount", "dropped_attributes_count") => {
+                m.dropped_attributes_count = u32_(x).at("droppedAttributesCount")?
+            }
+            "events" => m.events = list(x, read_event).at("events")?,
+            key!("droppedEventsCount", "dropped_events_count") => {
+                m.dropped_events_count = u32_(x).at("droppedEventsCount")?
+            }
+            "links" => m.links = list(x, read_link).at("links")?,
+            key!("droppedLinksCount", "dropped_links_count") => {
+                m.dropped_links_count = u32_(x).at("droppedLinksCount")?
+            }
+            "status" => m.status = Some(read_status(x).at("status")?),
+            _ => {}
+        }
+    }
+    Ok(m)
+}
+
+fn read_event(v: &Json) -> R<span::Event> {
+    let mut m = span::Event::default();
+    for (k, x) in fields(v)? {
+        match k {
+            key!("timeUnixNano", "time_unix_nano") => {
+                m.time_unix_nano = u64_(x).at("timeUnixNano")?
+            }
+            "name" => m.name = string(x).at("name")?,
+            "attributes" => m.attributes = list(x, read_key_value).at("attributes")?,
+            key!("droppedAttributesCount", "dropped_attributes_count") => {
+                m.dropped_attributes_count = u32_(x).at("droppedAttributesCount")?
+            }
+            _ => {}
+        }
+    }
+    Ok(m)
+}
+
+fn read_link(v: &Json) -> R<span::Link> {
+    let mut m = span::Link::default();
+    for (k, x) in fields(v)? {
+        match k {
+            key!("traceId", "trace_id") => m.trace_id = hex_id(x, 16).at("traceId")?,
+            key!("spanId", "span_id") => m.span_id = hex_id(x, 8).at("spanId")?,
+            key!("traceState", "trace_state") => m.trace_state = string(x).at("traceState")?,
+            "attributes" => m.attributes = list(x, read_key_value).at("attributes")?,
+            key!("droppedAttributesCount", "dropped_attributes_count") => {
+                m.dropped_attributes_count = u32_(x).at("droppedAttributesCount")?
+            }
+            "flags" => m.flags = u32_(x).at("flags")?,
+            _ => {}
+        }
+    }
+    Ok(m)
+}
+
+fn read_status(v: &Json) -> R<Status> {
+    use crate::proto::trace::v1::status::StatusCode;
+    let mut m = Status::default();
+    for (k, x) in fields(v)? {
+        match k {
+            "message" => m.message = string(x).at("message")?,
+            "code" => {
+                m.code =
+                    enumeration(x, |s| StatusCode::from_str_name(s).map(|e| e as i32)).at("code")?
+            }
+            _ => {}
+        }
+    }
+    Ok(m)
+}
+
+fn read_resource(v: &Json) -> R<Resource> {
+    let mut m = Resource::default();
+    for (k, x) in fields(v)? {
+        match k {
+            "attributes" => m.attributes = list(x, read_key_value).at("attributes")?,
+            key!("droppedAttributesCount", "dropped_attributes_count") => {
+                m.dropped_attributes_count = u32_(x).at("droppedAttributesCount")?
+            }
+            key!("entityRefs", "entity_refs") => {
+                m.entity_refs = list(x, read_entity_ref).at("entityRefs")?
+            }
+            _ => {}
+        }
+    }
+    Ok(m)
+}
+
+fn read_entity_ref(v: &Json) -> R<EntityRef> {
+    let mut m = EntityRef::default();
+    for (k, x) in fields(v)? {
+        match k {
+            key!("schemaUrl", "schema_url") => m.schema_url = string(x).at("schemaUrl")?,
+            "type" => m.r#type = string(x).at("type")?,
+            key!("idKeys", "id_keys") => m.id_keys = list(x, string).at("idKeys")?,
+            key!("descriptionKeys", "description_keys") => {
+                m.description_keys = list(x, string).at("descriptionKeys")?
+            }
+            _ => {}
+        }
+    }
+    Ok(m)
+}
+
+fn read_scope(v: &Json) -> R<InstrumentationScope> {
+    let mut m = InstrumentationScope::default();
+    for (k, x) in fields(v)? {
+        match k {
+            "name" => m.name = string(x).at("name")?,
+            "version" => m.version = string(x).at("version")?,
+            "attributes" => m.attributes = list(x, read_key_value).at("attributes")?,
+            key!("droppedAttributesCount", "dropped_attributes_count") => {
+                m.dropped_attributes_count = u32_(x).at("droppedAttributesCount")?
+            }
+            _ => {}
+        }
+    }
+    Ok(m)
+}
+
+fn read_key_value(v: &Json) -> R<KeyValue> {
+    let mut m = KeyValue::default();
+    for (k, x) in fields(v)? {
+        match k {
+            "key" => m.key = string(x).at("key")?,
+            "value" => m.value = Some(read_any_value(x).at("value")?),
+            _ => {}
+        }
+    }
+    Ok(m)
+}
+
+fn read_any_value(v: &Json) -> R<AnyValue> {
+    use any_value::Value as V;
+    let mut value = None;
+    for (k, x) in fields(v)? {
+        value = Some(match k {
+            key!("stringValue", "string_value") => V::StringValue(string(x).at("stringValue")?),
+            key!("boolValue", "bool_value") => V::BoolValue(boolean(x).at("boolValue")?),
+            key!("intValue", "int_value") => V::IntValue(i64_(x).at("intValue")?),
+            key!("doubleValue", "double_value") => V::DoubleValue(double(x).at("doubleValue")?),
+            key!("bytesValue", "bytes_value") => V::BytesValue(base64_bytes(x).at("bytesValue")?),
+            key!("arrayValue", "array_value") => {
+                let mut a = ArrayValue::default();
+                for (k2, y) in fields(x).at("arrayValue")? {
+                    if k2 == "values" {
+                        a.values = list(y, read_any_value).at("values").at("arrayValue")?;
+                    }
+                }
+                V::ArrayValue(a)
+            }
+            key!("kvlistValue", "kvlist_value") => {
+                let mut l = KeyValueList::default();
+                for (k2, y) in fields(x).at("kvlistValue")? {
+                    if k2 == "values" {
+                        l.values = list(y, read_key_value).at("values").at("kvlistValue")?;
+                    }
+                }
+                V::KvlistValue(l)
+            }
+            _ => continue,
+        });
+    }
+    Ok(AnyValue { value })
+}
+
+fn read_metrics(v: &Json) -> R<ExportMetricsServiceRequest> {
+    let mut m = ExportMetricsServiceRequest::default();
+    for (k, x) in fields(v)? {
+        if let key!("resourceMetrics", "resource_metrics") = k {
+            m.resource_metrics = list(x, read_resource_metrics).at("resourceMetrics")?;
+        }
+    }
+    Ok(m)
+}
+
+fn read_resource_metrics(v: &Json) -> R<ResourceMetrics> {
+    let mut m = ResourceMetrics::default();
+    for (k, x) in fields(v)? {
+        match k {
+            "resource" => m.resource = Some(read_resource(x).at("resource")?),
+            key!("scopeMetrics", "scope_metrics") => {
+                m.scope_metrics = list(x, read_scope_metrics).at("scopeMetrics")?
+            }
+            key!("schemaUrl", "schema_url") => m.schema_url = string(x).at("schemaUrl")?,
+            _ => {}
+        }
+    }
+    Ok(m)
+}
+
+fn read_scope_metrics(v: &Json) -> R<ScopeMetrics> {
+    let mut m = ScopeMetrics::default();
+    for (k, x) in fields(v)? {
+        match k {
+            "scope" => m.scope = Some(read_scope(x).at("scope")?),
+            "metrics" => m.metrics = list(x, read_metric).at("metrics")?,
+            key!("schemaUrl", "schema_url") => m.schema_url = string(x).at("schemaUrl")?,
+            _ => {}
+        }
+    }
+    Ok(m)
+}
+
+fn temporality(v: &Json) -> R<i32> {
+    use crate::proto::metrics::v1::AggregationTemporality;
+    enumeration(v, |s| {
+        AggregationTemporality::from_str_name(s).map(|e| e as i32)
+    })
+}
+
+fn read_metric(v: &Json) -> R<Metric> {
+    let mut m = Metric::default();
+    for (k, x) in fields(v)? {
+        match k {
+            "name" => m.name = string(x).at("name")?,
+            "description" => m.description = string(x).at("description")?,
+            "unit" => m.unit = string(x).at("unit")?,
+            "metadata" => m.metadata = list(x, read_key_value).at("metadata")?,
+            "gauge" => {
+                let mut g = Gauge::default();
+                for (k2, y) in fields(x).at("gauge")? {
+                    if let key!("dataPoints", "data_points") = k2 {
+                        g.data_points = list(y, read_number_point).at("dataPoints").at("gauge")?;
+                    }
+                }
+                m.data = Some(metric::Data::Gauge(g));
+            }
+            "sum" => {
+                let mut s = Sum::default();
+                for (k2, y) in fields(x).at("sum")? {
+                    match k2 {
+                        key!("dataPoints", "data_points") => {
+                            s.data_points = list(y, read_number_point).at("dataPoints").at("sum")?
+                        }
+                        key!("aggregationTemporality", "aggregation_temporality") => {
+                            s.aggregation_temporality =
+                                temporality(y).at("aggregationTemporality").at("sum")?
+                        }
+                        key!("isMonotonic", "is_monotonic") => {
+                            s.is_monotonic = boolean(y).at("isMonotonic").at("sum")?
+                        }
+                        _ => {}
+                    }
+                }
+                m.data = Some(metric::Data::Sum(s));
+            }
+            "histogram" => {
+                let mut h = Histogram::default();
+                for (k2, y) in fields(x).at("histogram")? {
+                    match k2 {
+                        key!("dataPoints", "data_points") => {
+                            h.data_points = list(y, read_histogram_point)
+                                .at("dataPoints")
+                                .at("histogram")?
+                        }
+                        key!("aggregationTemporality", "aggregation_temporality") => {
+                            h.aggregation_temporality = temporality(y)
+                                .at("aggregationTemporality")
+                                .at("histogram")?
+                        }
+                        _ => {}
+                    }
+                }
+                m.data = Some(metric::Data::Histogram(h));
+            }
+            key!("exponentialHistogram", "exponential_histogram") => {
+                let mut h = ExponentialHistogram::default();
+                for (k2, y) in fields(x).at("exponentialHistogram")? {
+                    match k2 {
+                        key!("dataPoints", "data_points") => {
+                            h.data_points = list(y, read_exp_histogram_point)
+                                .at("dataPoints")
+                                .at("exponentialHistogram")?
+                        }
+                        key!("aggregationTemporality", "aggregation_temporality") => {
+                            h.aggregation_temporality = temporality(y)
+                                .at("aggregationTemporality")
+                                .at("exponentialHistogram")?
+                        }
+                        _ => {}
+                    }
+                }
+                m.data = Some(metric::Data::ExponentialHistogram(h));
+            }
+            "summary" => {
+                let mut s = Summary::default();
+                for (k2, y) in fields(x).at("summary")? {
+                    if let key!("dataPoints", "data_points") = k2 {
+                        s.data_points =
+                            list(y, read_summary_point).at("dataPoints").at("summary")?;
+                    }
+                }
+                m.data = Some(metric::Data::Summary(s));
+            }
+            _ => {}
+        }
+    }
+    Ok(m)
+}
+
+fn read_number_point(v: &Json) -> R<NumberDataPoint> {
+    let mut m = NumberDataPoint::default();
+    for (k, x) in fields(v)? {
+        match k {
+            "attributes" => m.attributes = list(x, read_key_value).at("attributes")?,
+            key!("startTimeUnixNano", "start_time_unix_nano") => {
+                m.start_time_unix_nano = u64_(x).at("startTimeUnixNano")?
+            }
+            key!("timeUnixNano", "time_unix_nano") => {
+                m.time_unix_nano = u64_(x).at("timeUnixNano")?
+            }
+            key!("asDouble", "as_double") => {
+                m.value = Some(number_data_point::Value::AsDouble(
+                    double(x).at("asDouble")?,
+                ))
+            }
+            key!("asInt", "as_int") => {
+                m.value = Some(number_data_point::Value::AsInt(i64_(x).at("asInt")?))
+            }
+            "exemplars" => m.exemplars = list(x, read_exemplar).at("exemplars")?,
+            "flags" => m.flags = u32_(x).at("flags")?,
+            _ => {}
+        }
+    }
+    Ok(m)
+}
+
+fn read_histogram_point(v: &Json) -> R<HistogramDataPoint> {
+    let mut m = HistogramDataPoint::default();
+    for (k, x) in fields(v)? {
+        match k {
+            "attributes" => m.attributes = list(x, read_key_value).at("attributes")?,
+            key!("startTimeUnixNano", "start_time_unix_nano") => {
+                m.start_time_unix_nano = u64_(x).at("startTimeUnixNano")?
+            }
+            key!("timeUnixNano", "time_unix_nano") => {
+                m.time_unix_nano = u64_(x).at("timeUnixNano")?
+            }
+            "count" => m.count = u64_(x).at("count")?,
+            "sum" => m.sum = Some(double(x).at("sum")?),
+            key!("bucketCounts", "bucket_counts") => {
+                m.bucket_counts = list(x, u64_).at("bucketCounts")?
+            }
+            key!("explicitBounds", "explicit_bounds") => {
+                m.explicit_bounds = list(x, double).at("explicitBounds")?
+            }
+            "exemplars" => m.exemplars = list(x, read_exemplar).at("exemplars")?,
+            "flags" => m.flags = u32_(x).at("flags")?,
+            "min" => m.min = Some(double(x).at("min")?),
+            "max" => m.max = Some(double(x).at("max")?),
+            _ => {}
+        }
+    }
+    Ok(m)
+}
+
+fn read_buckets(v: &Json) -> R<Buckets> {
+    let mut m = Buckets::default();
+    for (k, x) in fields(v)? {
+        match k {
+            "offset" => m.offset = i32_(x).at("offset")?,
+            key!("bucketCounts", "bucket_counts") => {
+                m.bucket_counts = list(x, u64_).at("bucketCounts")?
+            }
+            _ => {}
+        }
+    }
+    Ok(m)
+}
+
+fn read_exp_histogram_point(v: &Json) -> R<ExponentialHistogramDataPoint> {
+    let mut m = ExponentialHistogramDataPoint::default();
+    for (k, x) in fields(v)? {
+        match k {
+            "attributes" => m.attributes = list(x, read_key_value).at("attributes")?,
+            key!("startTimeUnixNano", "start_time_unix_nano") => {
+                m.start_time_unix_nano = u64_(x).at("startTimeUnixNano")?
+            }
+            key!("timeUnixNano", "time_unix_nano") => {
+                m.time_unix_nano = u64_(x).at("timeUnixNano")?
+            }
+            "count" => m.count = u64_(x).at("count")?,
+            "sum" => m.sum = Some(double(x).at("sum")?),
+            "scale" => m.scale = i32_(x).at("scale")?,
+            key!("zeroCount", "zero_count") => m.zero_count = u64_(x).at("zeroCount")?,
+            "positive" => m.positive = Some(read_buckets(x).at("positive")?),
+            "negative" => m.negative = Some(read_buckets(x).at("negative")?),
+            "flags" => m.flags = u32_(x).at("flags")?,
+            "exemplars" => m.exemplars = list(x, read_exemplar).at("exemplars")?,
+            "min" => m.min = Some(double(x).at("min")?),
+            "max" => m.max = Some(double(x).at("max")?),
+            key!("zeroThreshold", "zero_threshold") => {
+                m.zero_threshold = double(x).at("zeroThreshold")?
+            }
+            _ => {}
+        }
+    }
+    Ok(m)
+}
+
+fn read_summary_point(v: &Json) -> R<SummaryDataPoint> {
+    let mut m = SummaryDataPoint::default();
+    for (k, x) in fields(v)? {
+        match k {
+            "attributes" => m.attributes = list(x, read_key_value).at("attributes")?,
+            key!("startTimeUnixNano", "start_time_unix_nano") => {
+                m.start_time_unix_nano = u64_(x).at("startTimeUnixNano")?
+            }
+            key!("timeUnixNano", "time_unix_nano") => {
+                m.time_unix_nano = u64_(x).at("timeUnixNano")?
+            }
+            "count" => m.count = u64_(x).at("count")?,
+            "sum" => m.sum = double(x).at("sum")?,
+            key!("quantileValues", "quantile_values") => {
+                m.quantile_values = list(x, |q| {
+                    let mut m = ValueAtQuantile::default();
+                    for (k, y) in fields(q)? {
+                        match k {
+                            "quantile" => m.quantile = double(y).at("quantile")?,
+                            "value" => m.value = double(y).at("value")?,
+                            _ => {}
+                        }
+                    }
+                    Ok(m)
+                })
+                .at("quantileValues")?
+            }
+            "flags" => m.flags = u32_(x).at("flags")?,
+            _ => {}
+        }
+    }
+    Ok(m)
+}
+
+fn read_exemplar(v: &Json) -> R<Exemplar> {
+    let mut m = Exemplar::default();
+    for (k, x) in fields(v)? {
+        match k {
+            key!("filteredAttributes", "filtered_attributes") => {
+                m.filtered_attributes = list(x, read_key_value).at("filteredAttributes")?
+            }
+            key!("timeUnixNano", "time_unix_nano") => {
+                m.time_unix_nano = u64_(x).at("timeUnixNano")?
+            }
+            key!("asDouble", "as_double") => {
+                m.value = Some(exemplar::Value::AsDouble(double(x).at("asDouble")?))
+            }
+            key!("asInt", "as_int") => m.value = Some(exemplar::Value::AsInt(i64_(x).at("asInt")?)),
+            key!("spanId", "span_id") => m.span_id = hex_id(x, 8).at("spanId")?,
+            key!("traceId", "trace_id") => m.trace_id = hex_id(x, 16).at("traceId")?,
+            _ => {}
+        }
+    }
+    Ok(m)
+}
+
+fn read_logs(v: &Json) -> R<ExportLogsServiceRequest> {
+    let mut m = ExportLogsServiceRequest::default();
+    for (k, x) in fields(v)? {
+        if let key!("resourceLogs", "resource_logs") = k {
+            m.resource_logs = list(x, read_resource_logs).at("resourceLogs")?;
+        }
+    }
+    Ok(m)
+}
+
+fn read_resource_logs(v: &Json) -> R<ResourceLogs> {
+    let mut m = ResourceLogs::default();
+    for (k, x) in fields(v)? {
+        match k {
+            "resource" => m.resource = Some(read_resource(x).at("resource")?),
+            key!("scopeLogs", "scope_logs") => {
+                m.scope_logs = list(x, read_scope_logs).at("scopeLogs")?
+            }
+            key!("schemaUrl", "schema_url") => m.schema_url = string(x).at("schemaUrl")?,
+            _ => {}
+        }
+    }
+    Ok(m)
+}
+
+fn read_scope_logs(v: &Json) -> R<ScopeLogs> {
+    let mut m = ScopeLogs::default();
+    for (k, x) in fields(v)? {
+        match k {
+            "scope" => m.scope = Some(read_scope(x).at("scope")?),
+            key!("logRecords", "log_records") => {
+                m.log_records = list(x, read_log_record).at("logRecords")?
+            }
+            key!("schemaUrl", "schema_url") => m.schema_url = string(x).at("schemaUrl")?,
+            _ => {}
+        }
+    }
+    Ok(m)
+}
+
+fn read_log_record(v: &Json) -> R<LogRecord> {
+    use crate::proto::logs::v1::SeverityNumber;
+    let mut m = LogRecord::default();
+    for (k, x) in fields(v)? {
+        match k {
+            key!("timeUnixNano", "time_unix_nano") => {
+                m.time_unix_nano = u64_(x).at("timeUnixNano")?
+            }
+            key!("observedTimeUnixNano", "observed_time_unix_nano") => {
+                m.observed_time_unix_nano = u64_(x).at("observedTimeUnixNano")?
+            }
+            key!("severityNumber", "severity_number") => {
+                m.severity_number =
+                    enumeration(x, |s| SeverityNumber::from_str_name(s).map(|e| e as i32))
+                        .at("severityNumber")?
+            }
+            key!("severityText", "severity_text") => {
+                m.severity_text = string(x).at("severityText")?
+            }
+            "body" => m.body = Some(read_any_value(x).at("body")?),
+            "attributes" => m.attributes = list(x, read_key_value).at("attributes")?,
+            key!("droppedAttributesCount", "dropped_attributes_count") => {
+                m.dropped_attributes_count = u32_(x).at("droppedAttributesCount")?
+            }
+            "flags" => m.flags = u32_(x).at("flags")?,
+            key!("traceId", "trace_id") => m.trace_id = hex_id(x, 16).at("traceId")?,
+            key!("spanId", "span_id") => m.span_id = hex_id(x, 8).at("spanId")?,
+            key!("eventName", "event_name") => m.event_name = string(x).at("eventName")?,
+            _ => {}
+        }
+    }
+    Ok(m)
+}
+
+// ---------------------------------------------------------------------------------------------
+// Output: prost messages -> one line of JSON.
+
+struct Writer {
+    out: Vec<u8>,
+    /// A value was written at the current level: the next key needs a comma.
+    comma: bool,
+}
+
+impl Writer {
+    fn open(&mut self) {
+        self.out.push(b'{');
+        self.comma = false;
+    }
+    fn close(&mut self) {
+        self.out.push(b'}');
+        self.comma = true;
+    }
+    fn key(&mut self, k: &str) {
+        if self.comma {
+            self.out.push(b',');
+        }
+        self.out.push(b'"');
+        self.out.extend_from_slice(k.as_bytes());
+        self.out.extend_from_slice(b"\":");
+        self.comma = true;
+    }
+    fn string_value(&mut self, s: &str) {
+        serde_json::to_writer(&mut self.out, s).expect("writing to a Vec cannot fail");
+        self.comma = true;
+    }
+    fn str_field(&mut self, k: &str, s: &str) {
+        if !s.is_empty() {
+            self.key(k);
+            self.string_value(s);
+        }
+    }
+    fn raw(&mut self, s: &str) {
+        self.out.extend_from_slice(s.as_bytes());
+        self.comma = true;
+    }
+    /// 64-bit integers are strings.
+    fn u64_field(&mut self, k: &str, v: u64) {
+        if v != 0 {
+            self.key(k);
+            self.raw(&format!("\"{v}\""));
+        }
+    }
+    fn num_field(&mut self, k: &str, v: i64) {
+        if v != 0 {
+            self.key(k);
+            self.raw(&v.to_string());
+        }
+    }
+    fn bool_field(&mut self, k: &str, v: bool) {
+        if v {
+            self.key(k);
+            self.raw("true");
+        }
+    }
+    fn double_value(&mut self, v: f64) {
+        let s = format_double(v);
+        self.raw(&s);
+    }
+    fn double_field(&mut self, k: &str, v: f64) {
+        if v != 0.0 || v.is_sign_negative() {
+            self.key(k);
+            self.double_value(v);
+        }
+    }
+    fn opt_double_field(&mut self, k: &str, v: Option<f64>) {
+        if let Some(v) = v {
+            self.key(k);
+            self.double_value(v);
+        }
+    }
+    /// Ids are always written, as hex (`""` when empty).
+    fn id_field(&mut self, k: &str, id: &[u8]) {
+        const HEX: &[u8; 16] = b"0123456789abcdef";
+        self.key(k);
+        self.out.push(b'"');
+        for b in id {
+            self.out.push(HEX[(b >> 4) as usize]);
+            self.out.push(HEX[(b & 15) as usize]);
+        }
+        self.out.push(b'"');
+        self.comma = true;
+    }
+    fn list<T>(&mut self, k: &str, items: &[T], mut item: impl FnMut(&mut Self, &T)) {
+        if items.is_empty() {
+            return;
+        }
+        self.key(k);
+        self.out.push(b'[');
+        for (i, x) in items.iter().enumerate() {
+            if i > 0 {
+                self.out.push(b',');
+            }
+            self.comma = false;
+            item(self, x);
+        }
+        self.out.push(b']');
+        self.comma = true;
+    }
+
+    fn traces(&mut self, m: &ExportTraceServiceRequest) {
+        self.open();
+        self.list("resourceSpans", &m.resource_spans, |w, rs| {
+            w.open();
+            w.resource(rs.resource.as_ref());
+            w.list("scopeSpans", &rs.scope_spans, |w, ss| {
+                w.open();
+                w.scope(ss.scope.as_ref());
+                w.list("spans", &ss.spans, Self::span);
+                w.str_field("schemaUrl", &ss.schema_url);
+                w.close();
+            });
+            w.str_field("schemaUrl", &rs.schema_url);
+            w.close();
+        });
+        self.close();
+    }
+
+    fn span(&mut self, s: &Span) {
+        self.open();
+        self.id_field("traceId", &s.trace_id);
+        self.id_field("spanId", &s.span_id);
+        self.str_field("traceState", &s.trace_state);
+        self.id_field("parentSpanId", &s.parent_span_id);
+        self.num_field("flags", i64::from(s.flags));
+        self.str_field("name", &s.name);
+        self.num_field("kind", i64::from(s.kind));
+        self.u64_field("startTimeUnixNano", s.start_time_unix_nano);
+        self.u64_field("endTimeUnixNano", s.end_time_unix_nano);
+        self.attributes("attributes", &s.attributes);
+        self.num_field(
+            "droppedAttributesCount",
+            i64::from(s.dropped_attributes_count),
+        );
+        self.list("events", &s.events, |w, e| {
+            w.open();
+            w.u64_field("timeUnixNano", e.time_unix_nano);
+            w.str_field("name", &e.name);
+            w.attributes("attributes", &e.attributes);
+            w.num_field(
+                "droppedAttributesCount",
+                i64::from(e.dropped_attributes_count),
+            );
+            w.close();
+        });
+        self.num_field("droppedEventsCount", i64::from(s.dropped_events_count));
+        self.list("links", &s.links, |w, l| {
+            w.open();
+            w.id_field("traceId", &l.trace_id);
+            w.id_field("spanId", &l.span_id);
+            w.str_field("traceState", &l.trace_state);
+            w.attributes("attributes", &l.attributes);
+            w.num_field(
+                "droppedAttributesCount",
+                i64::from(l.dropped_attributes_count),
+            );
+            w.num_field("flags", i64::from(l.flags));
+            w.close();
+        });
+        self.num_field("droppedLinksCount", i64::from(s.dropped_links_count));
+        self.key("status");
+        self.open();
+        if let Some(st) = &s.status {
+            self.str_field("message", &st.message);
+            self.num_field("code", i64::from(st.code));
+        }
+        self.close();
+        self.close();
+    }
+
+    fn resource(&mut self, r: Option<&Resource>) {
+        self.key("resource");
+        self.open();
+        if let Some(r) = r {
+            self.attributes("attributes", &r.attributes);
+            self.num_field(
+                "droppedAttributesCount",
+                i64::from(r.dropped_attributes_count),
+            );
+            self.list("entityRefs", &r.entity_refs, |w, e| {
+                w.open();
+                w.str_field("schemaUrl", &e.schema_url);
+                w.str_field("type", &e.r#type);
+                w.list("idKeys", &e.id_keys, |w, k| w.string_value(k));
+                w.list("descriptionKeys", &e.description_keys, |w, k| {
+                    w.string_value(k)
+                });
+                w.close();
+            });
+        }
+        self.close();
+    }
+
+    fn scope(&mut self, s: Option<&InstrumentationScope>) {
+        self.key("scope");
+        self.open();
+        if let Some(s) = s {
+            self.str_field("name", &s.name);
+            self.str_field("version", &s.version);
+            self.attributes("attributes", &s.attributes);
+            self.num_field(
+                "droppedAttributesCount",
+                i64::from(s.dropped_attributes_count),
+            );
+        }
+        self.close();
+    }
+
+    fn attributes(&mut self, k: &str, kvs: &[KeyValue]) {
+        self.list(k, kvs, Self::key_value);
+    }
+
+    fn key_value(&mut self, kv: &KeyValue) {
+        self.open();
+        self.str_field("key", &kv.key);
+        self.key("value");
+        self.any_value(kv.value.as_ref());
+        self.close();
+    }
+
+    fn any_value(&mut self, v: Option<&AnyValue>) {
+        use any_value::Value as V;
+        self.open();
+        match v.and_then(|v| v.value.as_ref()) {
+            None => {}
+            Some(V::StringValue(s)) => {
+                self.key("stringValue");
+                self.string_value(s);
+            }
+            Some(V::BoolValue(b)) => {
+                self.key("boolValue");
+                self.raw(if *b { "true" } else { "false" });
+            }
+            Some(V::IntValue(i)) => {
+                self.key("intValue");
+                self.raw(&format!("\"{i}\""));
+            }
+            Some(V::DoubleValue(d)) => {
+                self.key("doubleValue");
+                self.double_value(*d);
+            }
+            Some(V::ArrayValue(a)) => {
+                self.key("arrayValue");
+                self.open();
+                self.list("values", &a.values, |w, x| w.any_value(Some(x)));
+                self.close();
+            }
+            Some(V::KvlistValue(l)) => {
+                self.key("kvlistValue");
+                self.open();
+                self.list("values", &l.values, Self::key_value);
+                self.close();
+            }
+            Some(V::BytesValue(b)) => {
+                self.key("bytesValue");
+                let s = base64::engine::general_purpose::STANDARD.encode(b);
+                self.string_value(&s);
+            }
+            Some(V::StringValueStrindex(i)) => {
+                self.key("stringValueStrindex");
+                self.raw(&i.to_string());
+            }
+        }
+        self.close();
+    }
+
+    fn metrics(&mut self, m: &ExportMetricsServiceRequest) {
+        self.open();
+        self.list("resourceMetrics", &m.resource_metrics, |w, rm| {
+            w.open();
+            w.resource(rm.resource.as_ref());
+            w.list("scopeMetrics", &rm.scope_metrics, |w, sm| {
+                w.open();
+                w.scope(sm.scope.as_ref());
+                w.list("metrics", &sm.metrics, Self::metric);
+                w.str_field("schemaUrl", &sm.schema_url);
+                w.close();
+            });
+            w.str_field("schemaUrl", &rm.schema_url);
+            w.close();
+        });
+        self.close();
+    }
+
+    fn metric(&mut self, m: &Metric) {
+        self.open();
+        self.str_field("name", &m.name);
+        self.str_field("description", &m.description);
+        self.str_field("unit", &m.unit);
+        match &m.data {
+            None => {}
+            Some(metric::Data::Gauge(g)) => {
+                self.key("gauge");
+                self.open();
+                self.list("dataPoints", &g.data_points, Self::number_point);
+                self.close();
+            }
+            Some(metric::Data::Sum(s)) => {
+                self.key("sum");
+                self.open();
+                self.list("dataPoints", &s.data_points, Self::number_point);
+                self.num_field(
+                    "aggregationTemporality",
+                    i64::from(s.aggregation_temporality),
+                );
+                self.bool_field("isMonotonic", s.is_monotonic);
+                self.close();
+            }
+            Some(metric::Data::Histogram(h)) => {
+                self.key("histogram");
+                self.open();
+                self.list("dataPoints", &h.data_points, Self::histogram_point);
+                self.num_field(
+                    "aggregationTemporality",
+                    i64::from(h.aggregation_temporality),
+                );
+                self.close();
+            }
+            Some(metric::Data::ExponentialHistogram(h)) => {
+                self.key("exponentialHistogram");
+                self.open();
+                self.list("dataPoints", &h.data_points, Self::exp_histogram_point);
+                self.num_field(
+                    "aggregationTemporality",
+                    i64::from(h.aggregation_temporality),
+                );
+                self.close();
+            }
+            Some(metric::Data::Summary(s)) => {
+                self.key("summary");
+                self.open();
+                self.list("dataPoints", &s.data_points, Self::summary_point);
+                self.close();
+            }
+        }
+        self.attributes("metadata", &m.metadata);
+        self.close();
+    }
+
+    fn u64_list(&mut self, k: &str, v: &[u64]) {
+        self.list(k, v, |w, x| w.raw(&format!("\"{x}\"")));
+    }
+
+    fn number_point(&mut self, p: &NumberDataPoint) {
+        self.open();
+        self.attributes("attributes", &p.attributes);
+        self.u64_field("startTimeUnixNano", p.start_time_unix_nano);
+        self.u64_field("timeUnixNano", p.time_unix_nano);
+        match p.value {
+            None => {}
+            Some(number_data_point::Value::AsDouble(d)) => {
+                self.key("asDouble");
+                self.double_value(d);
+            }
+            Some(number_data_point::Value::AsInt(i)) => {
+                self.key("asInt");
+                self.raw(&format!("\"{i}\""));
+            }
+        }
+        self.list("exemplars", &p.exemplars, Self::exemplar);
+        self.num_field("flags", i64::from(p.flags));
+        self.close();
+    }
+
+    fn histogram_point(&mut self, p: &HistogramDataPoint) {
+        self.open();
+        self.attributes("attributes", &p.attributes);
+        self.u64_field("startTimeUnixNano", p.start_time_unix_nano);
+        self.u64_field("timeUnixNano", p.time_unix_nano);
+        self.u64_field("count", p.count);
+        self.opt_double_field("sum", p.sum);
+        self.u64_list("bucketCounts", &p.bucket_counts);
+        self.list("explicitBounds", &p.explicit_bounds, |w, x| {
+            w.double_value(*x)
+        });
+        self.list("exemplars", &p.exemplars, Self::exemplar);
+        self.num_field("flags", i64::from(p.flags));
+        self.opt_double_field("min", p.min);
+        self.opt_double_field("max", p.max);
+        self.close();
+    }
+
+    fn buckets(&mut self, k: &str, b: Option<&Buckets>) {
+        self.key(k);
+        self.open();
+        if let Some(b) = b {
+            self.num_field("offset", i64::from(b.offset));
+            self.u64_list("bucketCounts", &b.bucket_counts);
+        }
+        self.close();
+    }
+
+    fn exp_histogram_point(&mut self, p: &ExponentialHistogramDataPoint) {
+        self.open();
+        self.attributes("attributes", &p.attributes);
+        self.u64_field("startTimeUnixNano", p.start_time_unix_nano);
+        self.u64_field("timeUnixNano", p.time_unix_nano);
+        self.u64_field("count", p.count);
+        self.opt_double_field("sum", p.sum);
+        self.num_field("scale", i64::from(p.scale));
+        self.u64_field("zeroCount", p.zero_count);
+        self.buckets("positive", p.positive.as_ref());
+        self.buckets("negative", p.negative.as_ref());
+        self.num_field("flags", i64::from(p.flags));
+        self.list("exemplars", &p.exemplars, Self::exemplar);
+        self.opt_double_field("min", p.min);
+        self.opt_double_field("max", p.max);
+        self.double_field("zeroThreshold", p.zero_threshold);
+        self.close();
+    }
+
+    fn summary_point(&mut self, p: &SummaryDataPoint) {
+        self.open();
+        self.attributes("attributes", &p.attributes);
+        self.u64_field("startTimeUnixNano", p.start_time_unix_nano);
+        self.u64_field("timeUnixNano", p.time_unix_nano);
+        self.u64_field("count", p.count);
+        self.double_field("sum", p.sum);
+        self.list("quantileValues", &p.quantile_values, |w, q| {
+            w.open();
+            w.double_field("quantile", q.quantile);
+            w.double_field("value", q.value);
+            w.close();
+        });
+        self.num_field("flags", i64::from(p.flags));
+        self.close();
+    }
+
+    fn exemplar(&mut self, e: &Exemplar) {
+        self.open();
+        self.attributes("filteredAttributes", &e.filtered_attributes);
+        self.u64_field("timeUnixNano", e.time_unix_nano);
+        match e.value {
+            None => {}
+            Some(exemplar::Value::AsDouble(d)) => {
+                self.key("asDouble");
+                self.double_value(d);
+            }
+            Some(exemplar::Value::AsInt(i)) => {
+                self.key("asInt");
+                self.raw(&format!("\"{i}\""));
+            }
+        }
+        self.id_field("spanId", &e.span_id);
+        self.id_field("traceId", &e.trace_id);
+        self.close();
+    }
+
+    fn logs(&mut self, m: &ExportLogsServiceRequest) {
+        self.open();
+        self.list("resourceLogs", &m.resource_logs, |w, rl| {
+            w.open();
+            w.resource(rl.resource.as_ref());
+            w.list("scopeLogs", &rl.scope_logs, |w, sl| {
+                w.open();
+                w.scope(sl.scope.as_ref());
+                w.list("logRecords", &sl.log_records, Self::log_record);
+                w.str_field("schemaUrl", &sl.schema_url);
+                w.close();
+            });
+            w.str_field("schemaUrl", &rl.schema_url);
+            w.close();
+        });
+        self.close();
+    }
+
+    fn log_record(&mut self, r: &LogRecord) {
+        self.open();
+        self.u64_field("timeUnixNano", r.time_unix_nano);
+        self.u64_field("observedTimeUnixNano", r.observed_time_unix_nano);
+        self.num_field("severityNumber", i64::from(r.severity_number));
+        self.str_field("severityText", &r.severity_text);
+        self.key("body");
+        self.any_value(r.body.as_ref());
+        self.attributes("attributes", &r.attributes);
+        self.num_field(
+            "droppedAttributesCount",
+            i64::from(r.dropped_attributes_count),
+        );
+        self.num_field("flags", i64::from(r.flags));
+        self.id_field("traceId", &r.trace_id);
+        self.id_field("spanId", &r.span_id);
+        self.str_field("eventName", &r.event_name);
+        self.close();
+    }
+}
+
+/// Formats a double as Go's `encoding/json` does: shortest round-trip digits, no exponent for
+/// 1e-6 <= |v| < 1e21 (and no `.0` for integral values), `1e-07` style otherwise (as `1e-7`,
+/// `1e+21`); NaN and infinities as the strings the protobuf JSON mapping uses.
+fn format_double(v: f64) -> String {
+    if v.is_nan() {
+        return "\"NaN\"".into();
+    }
+    if v.is_infinite() {
+        return if v > 0.0 {
+            "\"Infinity\"".into()
+        } else {
+            "\"-Infinity\"".into()
+        };
+    }
+    let a = v.abs();
+    if a == 0.0 || (1e-6..1e21).contains(&a) {
+        return format!("{v}");
+    }
+    let s = format!("{v:e}");
+    match s.split_once('e') {
+        Some((m, e)) if !e.starts_with('-') => format!("{m}e+{e}"),
+        _ => s,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const SPEC_DIR: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/data");
+
+    fn spec_example(name: &str) -> Vec<u8> {
+        std::fs::read(format!("{SPEC_DIR}/{name}")).unwrap()
+    }
+
+    fn round_trip(signal: Signal, json: &[u8]) -> (Bytes, Vec<u8>) {
+        let pb = to_protobuf(signal, json).unwrap();
+        let out = from_protobuf(signal, &pb).unwrap();
+        assert!(!out.contains(&b'\n'));
+        // Our own output reads back to the same data: the same JSON again. (The protobuf bytes
+        // may differ: `"status":{}` reads back as an empty status where the original had none,
+        // which OTLP treats the same.)
+        let pb2 = to_protobuf(signal, &out).unwrap();
+        assert_eq!(from_protobuf(signal, &pb2).unwrap(), out);
+        (pb, out)
+    }
+
+    #[test]
+    fn spec_trace_example() {
+        let (pb, out) = round_trip(Signal::Traces, &spec_example("trace.json"));
+        let req = ExportTraceServiceRequest::decode(pb).unwrap();
+        let span = &req.resource_spans[0].scope_spans[0].spans[0];
+        assert_eq!(
+            span.trace_id,
+            hex_id(&Json::from("5B8EFFF798038103D269B633813FC60C"), 16).unwrap()
+        );
+        assert_eq!(span.kind, 2);
+        assert_eq!(span.start_time_unix_nano, 1544712660000000000);
+        let text = String::from_utf8(out).unwrap();
+        assert!(text.starts_with(r#"{"resourceSpans":[{"resource":{"attributes":[{"key":"service.name","value":{"stringValue":"my.service"}}]},"scopeSpans":[{"scope":{"name":"my.library","version":"1.0.0","#), "{text}");
+        assert!(text.contains(r#""traceId":"5b8efff798038103d269b633813fc60c","spanId":"eee19b7ec3c1b174","parentSpanId":"eee19b7ec3c1b173","name":"I'm a server span","kind":2,"startTimeUnixNano":"1544712660000000000","endTimeUnixNano":"1544712661000000000""#), "{text}");
+        assert!(text.ends_with(r#""status":{}}]}]}]}"#), "{text}");
+    }
+
+    #[test]
+    fn spec_metrics_example() {
+        let (pb, out) = round_trip(Signal::Metrics, &spec_example("metrics.json"));
+        let req = ExportMetricsServiceRequest::decode(pb.clone()).unwrap();
+        assert_eq!(req.resource_metrics[0].scope_metrics[0].metrics.len(), 4);
+        assert_eq!(crate::scan::scan_metrics(&pb).unwrap().items, 4);
+        let text = String::from_utf8(out).unwrap();
+        assert!(text.contains(r#""sum":{"dataPoints":[{"attributes":[{"key":"my.counter.attr","value":{"stringValue":"some value"}}],"startTimeUnixNano":"1544712660300000000","timeUnixNano":"1544712660300000000","asDouble":5}],"aggregationTemporality":1,"isMonotonic":true}"#), "{text}");
+        assert!(text.contains(r#""count":"2","sum":2,"bucketCounts":["1","1"],"explicitBounds":[1],"min":0,"max":2"#), "{text}");
+        assert!(
+            text.contains(r#""positive":{"offset":1,"bucketCounts":["0","2"]},"negative":{}"#),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn spec_logs_example() {
+        let (pb, out) = round_trip(Signal::Logs, &spec_example("logs.json"));
+        let req = ExportLogsServiceRequest::decode(pb.clone()).unwrap();
+        let rec = &req.resource_logs[0].scope_logs[0].log_records[0];
+        assert_eq!(rec.severity_number, 10);
+        assert_eq!(rec.attributes.len(), 6);
+        assert_eq!(crate::scan::scan_logs(&pb).unwrap().items, 1);
+        let text = String::from_utf8(out).unwrap();
+        assert!(text.contains(r#"{"key":"int.attribute","value":{"intValue":"10"}},{"key":"double.attribute","value":{"doubleValue":637.704}}"#), "{text}");
+        assert!(
+            text.contains(
+                r#""arrayValue":{"values":[{"stringValue":"many"},{"stringValue":"values"}]}"#
+            ),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn numbers_and_strings_accepted() {
+        let json = br#"{"resourceSpans":[{"scopeSpans":[{"spans":[{"traceId":"000102030405060708090a0b0c0d0e0f","spanId":"0001020304050607","startTimeUnixNano":1544712660000000000,"endTimeUnixNano":"1544712661000000000","kind":"SPAN_KIND_CLIENT","droppedAttributesCount":"3","attributes":[{"key":"i","value":{"intValue":42}},{"key":"d","value":{"doubleValue":"NaN"}},{"key":"b","value":{"bytesValue":"AAEC"}},{"key":"n"},{"key":"e","value":{"arrayValue":{}}}],"unknownField":{"x":[1,2]},"status":{"code":2}}]}]}]}"#;
+        let pb = to_protobuf(Signal::Traces, json).unwrap();
+        let req = ExportTraceServiceRequest::decode(pb.clone()).unwrap();
+        let s = &req.resource_spans[0].scope_spans[0].spans[0];
+        assert_eq!(s.start_time_unix_nano, 1544712660000000000);
+        assert_eq!(s.end_time_unix_nano, 1544712661000000000);
+        assert_eq!(s.kind, 3);
+        assert_eq!(s.dropped_attributes_count, 3);
+        assert_eq!(
+            s.attributes[0].value.as_ref().unwrap().value,
+            Some(any_value::Value::IntValue(42))
+        );
+        assert!(
+            matches!(s.attributes[1].value.as_ref().unwrap().value, Some(any_value::Value::DoubleValue(d)) if d.is_nan())
+        );
+        assert_eq!(
+            s.attributes[2].value.as_ref().unwrap().value,
+            Some(any_value::Value::BytesValue(vec![0, 1, 2]))
+        );
+        assert_eq!(s.attributes[3].value, None);
+        let out = String::from_utf8(from_protobuf(Signal::Traces, &pb).unwrap()).unwrap();
+        assert!(
+            out.contains(r#"{"key":"d","value":{"doubleValue":"NaN"}}"#),
+            "{out}"
+        );
+        assert!(out.contains(r#"{"key":"n","value":{}}"#), "{out}");
+        assert!(
+            out.contains(r#"{"key":"e","value":{"arrayValue":{}}}"#),
+            "{out}"
+        );
+        assert!(out.contains(r#""status":{"code":2}"#), "{out}");
+        // Reading our output back gives the same JSON again.
+        let pb2 = to_protobuf(Signal::Traces, out.as_bytes()).unwrap();
+        assert_eq!(from_protobuf(Signal::Traces, &pb2).unwrap(), out.as_bytes());
+    }
+
+    #[test]
+    fn errors_name_the_problem() {
+        let e = to_protobuf(Signal::Traces, b"{\"resourceSpans\": [").unwrap_err();
+        assert!(e.message.contains("line 1 column"), "{e}");
+        let e = to_protobuf(
+            Signal::Traces,
+            br#"{"resourceSpans":[{"scopeSpans":[{"spans":[{},{"traceId":"abc"}]}]}]}"#,
+        )
+        .unwrap_err();
+        assert_eq!(
+            e.message,
+            "invalid otlp json: resourceSpans[0].scopeSpans[0].spans[1].traceId: expected 32 hex digits, got 3"
+        );
+        let e = to_protobuf(
+            Signal::Logs,
+            br#"{"resourceLogs":[{"scopeLogs":[{"logRecords":[{"timeUnixNano":"soon"}]}]}]}"#,
+        )
+        .unwrap_err();
+        assert_eq!(
+            e.message,
+            "invalid otlp json: resourceLogs[0].scopeLogs[0].logRecords[0].timeUnixNano: expected an unsigned 64-bit integer, got \"soon\""
+        );
+        let e = to_protobuf(Signal::Metrics, br#"{"resourceMetrics":{}}"#).unwrap_err();
+        assert_eq!(
+            e.message,
+            "invalid otlp json: resourceMetrics: expected an array, got an object"
+        );
+        let e = to_protobuf(Signal::Traces, b"[]").unwrap_err();
+        assert_eq!(
+            e.message,
+            "invalid otlp json: expected an object, got an array"
+        );
+        assert!(from_protobuf(Signal::Traces, &[0xff])
+            .unwrap_err()
+            .message
+            .starts_with("invalid protobuf"));
+    }
+
+    #[test]
+    fn empty_requests() {
+        for s in Signal::ALL {
+            assert!(to_protobuf(s, b"{}").unwrap().is_empty());
+            assert_eq!(from_protobuf(s, &[]).unwrap(), b"{}");
+        }
+    }
+
+    #[test]
+    fn doubles_like_go() {
+        assert_eq!(format_double(5.0), "5");
+        assert_eq!(format_double(637.704), "637.704");
+        assert_eq!(format_double(-0.5), "-0.5");
+        assert_eq!(format_double(1e-7), "1e-7");
+        assert_eq!(format_double(1.5e21), "1.5e+21");
+        assert_eq!(format_double(1e20), "100000000000000000000");
+        assert_eq!(format_double(0.0), "0");
+        assert_eq!(format_double(f64::INFINITY), "\"Infinity\"");
+    }
+}

@@ -1,0 +1,484 @@
+//! Lazy, zero-copy field access to one encoded `Span` or `Resource`.
+//!
+//! A [`SpanView`] wraps the bytes of a Span body (as indexed by [`crate::scan::TracesIndex`]) and
+//! reads fields on demand; [`SpanView::fields`] reads all the scalar fields in one pass. Views
+//! never panic: on malformed bytes (possible only when a view is built over unvalidated input)
+//! accessors stop at the damage and return what they found so far, or defaults.
+
+use crate::scan::TracesIndex;
+use crate::wire::{Reader, Value};
+
+/// A borrowed `AnyValue`.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum AnyValueRef<'a> {
+    /// `string_value`.
+    String(&'a str),
+    /// `bool_value`.
+    Bool(bool),
+    /// `int_value`.
+    Int(i64),
+    /// `double_value`.
+    Double(f64),
+    /// `bytes_value`.
+    Bytes(&'a [u8]),
+    /// `array_value`: the encoded `ArrayValue` body (see [`AnyValueRef::array_items`]).
+    Array(&'a [u8]),
+    /// `kvlist_value`: the encoded `KeyValueList` body (see [`AnyValueRef::kv_items`]).
+    KvList(&'a [u8]),
+    /// No value set.
+    Empty,
+}
+
+impl<'a> AnyValueRef<'a> {
+    /// Parses an encoded `AnyValue` body. The last value field wins, as in prost.
+    pub fn parse(body: &'a [u8]) -> AnyValueRef<'a> {
+        let mut v = AnyValueRef::Empty;
+        let mut r = Reader::new(body);
+        while let Some(Ok((key, value))) = r.next_field() {
+            v = match (key.field, value) {
+                (1, Value::Len(b)) => match std::str::from_utf8(&body[b]) {
+                    Ok(s) => AnyValueRef::String(s),
+                    Err(_) => return AnyValueRef::Empty,
+                },
+                (2, Value::Varint(x)) => AnyValueRef::Bool(x != 0),
+                (3, Value::Varint(x)) => AnyValueRef::Int(x as i64),
+                (4, Value::I64(x)) => AnyValueRef::Double(f64::from_bits(x)),
+                (5, Value::Len(b)) => AnyValueRef::Array(&body[b]),
+                (6, Value::Len(b)) => AnyValueRef::KvList(&body[b]),
+                (7, Value::Len(b)) => AnyValueRef::Bytes(&body[b]),
+                _ => continue,
+            };
+        }
+        v
+    }
+
+    /// The string, if this is a string value.
+    pub fn as_str(&self) -> Option<&'a str> {
+        match self {
+            AnyValueRef::String(s) => Some(s),
+            _ => None,
+        }
+    }
+
+    /// The items of an array value (empty for other kinds).
+    pub fn array_items(&self) -> impl Iterator<Item = AnyValueRef<'a>> + 'a {
+        let body: &'a [u8] = match self {
+            AnyValueRef::Array(b) => b,
+            _ => &[],
+        };
+        fields(body, 1).map(AnyValueRef::parse)
+    }
+
+    /// The entries of a kvlist value (empty for other kinds).
+    pub fn kv_items(&self) -> impl Iterator<Item = (&'a [u8], AnyValueRef<'a>)> + 'a {
+        let body: &'a [u8] = match self {
+            AnyValueRef::KvList(b) => b,
+            _ => &[],
+        };
+        fields(body, 1).map(parse_key_value)
+    }
+}
+
+/// Length-delimited payloads of every occurrence of `field` in `body`, in order; stops at the
+/// first malformed field.
+fn fields(body: &[u8], field: u32) -> impl Iterator<Item = &[u8]> + '_ {
+    let mut r = Reader::new(body);
+    std::iter::from_fn(move || loop {
+        match r.next_field()? {
+            Ok((k, Value::Len(b))) if k.field == field => return Some(&body[b]),
+            Ok(_) => continue,
+            Err(_) => return None,
+        }
+    })
+}
+
+/// Splits a `KeyValue` body into (key bytes, value).
+fn parse_key_value(body: &[u8]) -> (&[u8], AnyValueRef<'_>) {
+    let mut key: &[u8] = &[];
+    let mut value = AnyValueRef::Empty;
+    let mut r = Reader::new(body);
+    while let Some(Ok((k, v))) = r.next_field() {
+        match (k.field, v) {
+            (1, Value::Len(b)) => key = &body[b],
+            (2, Value::Len(b)) => value = AnyValueRef::parse(&body[b]),
+            _ => {}
+        }
+    }
+    (key, value)
+}
+
+/// First attribute named `key` among the `KeyValue` fields numbered `field` of `body`.
+fn find_attribute<'a>(body: &'a [u8], field: u32, key: &[u8]) -> Option<AnyValueRef<'a>> {
+    let mut r = Reader::new(body);
+    while let Some(Ok((k, v))) = r.next_field() {
+        let (true, Value::Len(b)) = (k.field == field, v) else {
+            continue;
+        };
+        let kv = &body[b];
+        // Fast reject on the key before parsing the value.
+        let mut kr = Reader::new(kv);
+        let mut found_key: Option<&[u8]> = None;
+        let mut value: Option<&[u8]> = None;
+        while let Some(Ok((kk, vv))) = kr.next_field() {
+            match (kk.field, vv) {
+                (1, Value::Len(x)) => found_key = Some(&kv[x]),
+                (2, Value::Len(x)) => value = Some(&kv[x]),
+                _ => {}
+            }
+        }
+        if found_key.unwrap_or(&[]) == key {
+            return Some(value.map(AnyValueRef::parse).unwrap_or(AnyValueRef::Empty));
+        }
+    }
+    None
+}
+
+/// All scalar fields of a span, read in one pass.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SpanFields<'a> {
+    /// `trace_id` (16 bytes in a scanned span).
+    pub trace_id: &'a [u8],
+    /// `span_id` (8 bytes in a scanned span).
+    pub span_id: &'a [u8],
+    /// `parent_span_id` (empty for a root span).
+    pub parent_span_id: &'a [u8],
+    /// `trace_state` (UTF-8 in a scanned span).
+    pub trace_state: &'a [u8],
+    /// `name` (UTF-8 in a scanned span).
+    pub name: &'a [u8],
+    /// `kind` (SpanKind).
+    pub kind: i32,
+    /// `start_time_unix_nano`.
+    pub start_time_unix_nano: u64,
+    /// `end_time_unix_nano`.
+    pub end_time_unix_nano: u64,
+    /// `status.code`: 0 unset, 1 ok, 2 error.
+    pub status_code: i32,
+    /// `status.message`.
+    pub status_message: &'a [u8],
+    /// `flags`.
+    pub flags: u32,
+}
+
+/// Lazy view of one encoded `Span` body.
+#[derive(Clone, Copy, Debug)]
+pub struct SpanView<'a> {
+    body: &'a [u8],
+}
+
+impl<'a> SpanView<'a> {
+    /// A view over the bytes of one Span body (no tag/length prefix).
+    pub fn new(body: &'a [u8]) -> Self {
+        SpanView { body }
+    }
+
+    /// The Span body.
+    pub fn body(&self) -> &'a [u8] {
+        self.body
+    }
+
+    /// Reads every scalar field in one pass (last occurrence wins; status fields merge).
+    pub fn fields(&self) -> SpanFields<'a> {
+        let mut f = SpanFields::default();
+        let body = self.body;
+        let mut r = Reader::new(body);
+        while let Some(Ok((k, v))) = r.next_field() {
+            match (k.field, v) {
+                (1, Value::Len(b)) => f.trace_id = &body[b],
+                (2, Value::Len(b)) => f.span_id = &body[b],
+                (3, Value::Len(b)) => f.trace_state = &body[b],
+                (4, Value::Len(b)) => f.parent_span_id = &body[b],
+                (5, Value::Len(b)) => f.name = &body[b],
+                (6, Value::Varint(x)) => f.kind = x as i32,
+                (7, Value::I64(x)) => f.start_time_unix_nano = x,
+                (8, Value::I64(x)) => f.end_time_unix_nano = x,
+                (15, Value::Len(b)) => {
+                    let status = &body[b];
+                    let mut sr = Reader::new(status);
+                    while let Some(Ok((sk, sv))) = sr.next_field() {
+                        match (sk.field, sv) {
+                            (2, Value::Len(m)) => f.status_message = &status[m],
+                            (3, Value::Varint(c)) => f.status_code = c as i32,
+                            _ => {}
+                        }
+                    }
+                }
+                (16, Value::I32(x)) => f.flags = x,
+                _ => {}
+            }
+        }
+        f
+    }
+
+    fn last_len(&self, field: u32) -> &'a [u8] {
+        let mut out: &'a [u8] = &[];
+        let mut r = Reader::new(self.body);
+        while let Some(Ok((k, v))) = r.next_field() {
+            if let (true, Value::Len(b)) = (k.field == field, v) {
+                out = &self.body[b];
+            }
+        }
+        out
+    }
+
+    fn last_scalar(&self, field: u32) -> u64 {
+        let mut out = 0;
+        let mut r = Reader::new(self.body);
+        while let Some(Ok((k, v))) = r.next_field() {
+            if k.field == field {
+                match v {
+                    Value::Varint(x) | Value::I64(x) => out = x,
+                    Value::I32(x) => out = u64::from(x),
+                    Value::Len(_) => {}
+                }
+            }
+        }
+        out
+    }
+
+    /// `trace_id`.
+    pub fn trace_id(&self) -> &'a [u8] {
+        self.last_len(1)
+    }
+    /// `span_id`.
+    pub fn span_id(&self) -> &'a [u8] {
+        self.last_len(2)
+    }
+    /// `parent_span_id`.
+    pub fn parent_span_id(&self) -> &'a [u8] {
+        self.last_len(4)
+    }
+    /// `trace_state`.
+    pub fn trace_state(&self) -> &'a [u8] {
+        self.last_len(3)
+    }
+    /// `name`.
+    pub fn name(&self) -> &'a [u8] {
+        self.last_len(5)
+    }
+    /// `kind` (SpanKind as an integer).
+    pub fn kind(&self) -> i32 {
+        self.last_scalar(6) as i32
+    }
+    /// `start_time_unix_nano`.
+    pub fn start_time_unix_nano(&self) -> u64 {
+        self.last_scalar(7)
+    }
+    /// `end_time_unix_nano`.
+    pub fn end_time_unix_nano(&self) -> u64 {
+        self.last_scalar(8)
+    }
+    /// `status.code`: 0 unset, 1 ok, 2 error.
+    pub fn status_code(&self) -> i32 {
+        self.fields().status_code
+    }
+    /// The first attribute named `key`.
+    pub fn attribute(&self, key: &[u8]) -> Option<AnyValueRef<'a>> {
+        find_attribute(self.body, 9, key)
+    }
+    /// All attributes as (key, value), in order.
+    pub fn attributes(&self) -> impl Iterator<Item = (&'a [u8], AnyValueRef<'a>)> + 'a {
+        fields(self.body, 9).map(parse_key_value)
+    }
+}
+
+/// Lazy view of one encoded `Resource` body.
+#[derive(Clone, Copy, Debug)]
+pub struct ResourceView<'a> {
+    body: &'a [u8],
+}
+
+impl<'a> ResourceView<'a> {
+    /// A view over the bytes of one Resource body (no tag/length prefix).
+    pub fn new(body: &'a [u8]) -> Self {
+        ResourceView { body }
+    }
+    /// The first attribute named `key`.
+    pub fn attribute(&self, key: &[u8]) -> Option<AnyValueRef<'a>> {
+        find_attribute(self.body, 1, key)
+    }
+    /// All attributes as (key, value), in order.
+    pub fn attributes(&self) -> impl Iterator<Item = (&'a [u8], AnyValueRef<'a>)> + 'a {
+        fields(self.body, 1).map(parse_key_value)
+    }
+}
+
+impl TracesIndex {
+    /// The first attribute named `key` of resource `resource` (an index into `resources`) of
+    /// the request `buf` this index was built from.
+    pub fn resource_attribute<'a>(
+        &self,
+        buf: &'a [u8],
+        resource: u32,
+        key: &[u8],
+    ) -> Option<AnyValueRef<'a>> {
+        for h in self.resource_headers(resource) {
+            let Some(field) = buf.get(h) else { continue };
+            let mut r = Reader::new(field);
+            if let Some(Ok((k, Value::Len(b)))) = r.next_field() {
+                if k.field == 1 {
+                    if let Some(v) = ResourceView::new(&field[b]).attribute(key) {
+                        return Some(v);
+                    }
+                }
+            }
+        }
+        None
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::proto::collector::trace::v1::ExportTraceServiceRequest;
+    use crate::proto::common::v1::{
+        any_value::Value as V, AnyValue, ArrayValue, KeyValue, KeyValueList,
+    };
+    use crate::proto::resource::v1::Resource;
+    use crate::proto::trace::v1::{span, ResourceSpans, ScopeSpans, Span, Status};
+    use prost::Message;
+
+    fn kv(k: &str, v: V) -> KeyValue {
+        KeyValue {
+            key: k.into(),
+            value: Some(AnyValue { value: Some(v) }),
+            ..Default::default()
+        }
+    }
+
+    fn sample() -> Span {
+        Span {
+            trace_id: vec![1; 16],
+            span_id: vec![2; 8],
+            parent_span_id: vec![3; 8],
+            trace_state: "ts".into(),
+            name: "GET /".into(),
+            kind: span::SpanKind::Server as i32,
+            start_time_unix_nano: 10,
+            end_time_unix_nano: 20,
+            flags: 0x100,
+            attributes: vec![
+                kv("s", V::StringValue("x".into())),
+                kv("b", V::BoolValue(true)),
+                kv("i", V::IntValue(-5)),
+                kv("d", V::DoubleValue(1.5)),
+                kv("y", V::BytesValue(vec![9, 9])),
+                kv(
+                    "a",
+                    V::ArrayValue(ArrayValue {
+                        values: vec![AnyValue {
+                            value: Some(V::IntValue(1)),
+                        }],
+                    }),
+                ),
+                kv(
+                    "m",
+                    V::KvlistValue(KeyValueList {
+                        values: vec![kv("in", V::StringValue("n".into()))],
+                    }),
+                ),
+                KeyValue {
+                    key: "e".into(),
+                    value: None,
+                    ..Default::default()
+                },
+                kv("s", V::StringValue("second".into())),
+            ],
+            status: Some(Status {
+                message: "boom".into(),
+                code: 2,
+            }),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn reads_fields() {
+        let body = sample().encode_to_vec();
+        let v = SpanView::new(&body);
+        let f = v.fields();
+        assert_eq!(f.trace_id, &[1; 16]);
+        assert_eq!(f.span_id, &[2; 8]);
+        assert_eq!(f.parent_span_id, &[3; 8]);
+        assert_eq!(f.trace_state, b"ts");
+        assert_eq!(f.name, b"GET /");
+        assert_eq!(f.kind, 2);
+        assert_eq!((f.start_time_unix_nano, f.end_time_unix_nano), (10, 20));
+        assert_eq!(f.status_code, 2);
+        assert_eq!(f.status_message, b"boom");
+        assert_eq!(f.flags, 0x100);
+        assert_eq!(v.trace_id(), f.trace_id);
+        assert_eq!(v.span_id(), f.span_id);
+        assert_eq!(v.parent_span_id(), f.parent_span_id);
+        assert_eq!(v.name(), f.name);
+        assert_eq!(v.trace_state(), f.trace_state);
+        assert_eq!(v.kind(), 2);
+        assert_eq!(v.start_time_unix_nano(), 10);
+        assert_eq!(v.end_time_unix_nano(), 20);
+        assert_eq!(v.status_code(), 2);
+    }
+
+    #[test]
+    fn reads_attributes() {
+        let body = sample().encode_to_vec();
+        let v = SpanView::new(&body);
+        assert_eq!(v.attribute(b"s"), Some(AnyValueRef::String("x")));
+        assert_eq!(v.attribute(b"b"), Some(AnyValueRef::Bool(true)));
+        assert_eq!(v.attribute(b"i"), Some(AnyValueRef::Int(-5)));
+        assert_eq!(v.attribute(b"d"), Some(AnyValueRef::Double(1.5)));
+        assert_eq!(v.attribute(b"y"), Some(AnyValueRef::Bytes(&[9, 9])));
+        assert_eq!(v.attribute(b"e"), Some(AnyValueRef::Empty));
+        assert_eq!(v.attribute(b"nope"), None);
+        let a = v.attribute(b"a").unwrap();
+        assert_eq!(
+            a.array_items().collect::<Vec<_>>(),
+            vec![AnyValueRef::Int(1)]
+        );
+        let m = v.attribute(b"m").unwrap();
+        assert_eq!(
+            m.kv_items().collect::<Vec<_>>(),
+            vec![(&b"in"[..], AnyValueRef::String("n"))]
+        );
+        assert_eq!(v.attributes().count(), 9);
+    }
+
+    #[test]
+    fn garbage_never_panics() {
+        for bytes in [
+            &[0xffu8, 0xff][..],
+            &[0x0a, 0x50],
+            &[0x4a, 0x02, 0x0a, 0x09],
+            &[],
+        ] {
+            let v = SpanView::new(bytes);
+            let _ = v.fields();
+            let _ = v.attribute(b"k");
+            let _ = v.name();
+        }
+    }
+
+    #[test]
+    fn resource_attribute_lookup() {
+        let req = ExportTraceServiceRequest {
+            resource_spans: vec![ResourceSpans {
+                resource: Some(Resource {
+                    attributes: vec![kv("service.name", V::StringValue("svc".into()))],
+                    ..Default::default()
+                }),
+                scope_spans: vec![ScopeSpans {
+                    spans: vec![sample()],
+                    ..Default::default()
+                }],
+                schema_url: "u".into(),
+            }],
+        };
+        let buf = req.encode_to_vec();
+        let mut idx = TracesIndex::default();
+        idx.scan(&buf).unwrap();
+        assert_eq!(
+            idx.resource_attribute(&buf, 0, b"service.name"),
+            Some(AnyValueRef::String("svc"))
+        );
+        assert_eq!(idx.resource_attribute(&buf, 0, b"other"), None);
+    }
+}

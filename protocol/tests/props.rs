@@ -1,0 +1,752 @@
+//! Property tests: the scanner agrees with a full prost decode, re-framed output decodes to the
+//! same spans, and no input (random or a damaged valid encoding) makes anything panic.
+
+use std::collections::BTreeMap;
+
+use bytes::Bytes;
+use proptest::prelude::*;
+use prost::Message;
+use shardtel_protocol::proto::collector::logs::v1::ExportLogsServiceRequest;
+use shardtel_protocol::proto::collector::metrics::v1::ExportMetricsServiceRequest;
+use shardtel_protocol::proto::collector::trace::v1::ExportTraceServiceRequest;
+use shardtel_protocol::proto::common::v1::{
+    any_value, AnyValue, ArrayValue, EntityRef, InstrumentationScope, KeyValue, KeyValueList,
+};
+use shardtel_protocol::proto::logs::v1::{LogRecord, ResourceLogs, ScopeLogs};
+use shardtel_protocol::proto::metrics::v1::{
+    exemplar, exponential_histogram_data_point::Buckets, metric, number_data_point,
+    summary_data_point::ValueAtQuantile, Exemplar, ExponentialHistogram,
+    ExponentialHistogramDataPoint, Gauge, Histogram, HistogramDataPoint, Metric, NumberDataPoint,
+    ResourceMetrics, ScopeMetrics, Sum, Summary, SummaryDataPoint,
+};
+use shardtel_protocol::proto::resource::v1::Resource;
+use shardtel_protocol::proto::trace::v1::{span, ResourceSpans, ScopeSpans, Span, Status};
+use shardtel_protocol::reframe::{encode_trace_spans, encode_traces, Encoded};
+use shardtel_protocol::route::owner_core;
+use shardtel_protocol::scan::{scan_logs, scan_metrics, SpanBatch, TracesIndex};
+use shardtel_protocol::{grpc, json, Signal};
+
+// ---- generators ------------------------------------------------------------------------------
+
+fn text() -> impl Strategy<Value = String> {
+    prop_oneof![3 => "[a-z._]{0,12}", 1 => any::<String>().prop_map(|s| s.chars().take(8).collect())]
+}
+
+fn any_value() -> impl Strategy<Value = AnyValue> {
+    use any_value::Value as V;
+    let leaf = prop_oneof![
+        text().prop_map(V::StringValue),
+        any::<bool>().prop_map(V::BoolValue),
+        any::<i64>().prop_map(V::IntValue),
+        // No NaN: prost messages compare with PartialEq.
+        prop_oneof![-1e12..1e12f64, Just(f64::INFINITY), Just(-0.0)].prop_map(V::DoubleValue),
+        proptest::collection::vec(any::<u8>(), 0..6).prop_map(V::BytesValue),
+    ]
+    .prop_map(|v| AnyValue { value: Some(v) });
+    let leaf = prop_oneof![5 => leaf, 1 => Just(AnyValue { value: None })];
+    leaf.prop_recursive(3, 12, 3, |inner| {
+        prop_oneof![
+            proptest::collection::vec(inner.clone(), 0..3).prop_map(|values| AnyValue {
+                value: Some(V::ArrayValue(ArrayValue { values }))
+            }),
+            proptest::collection::vec((text(), proptest::option::of(inner)), 0..3).prop_map(
+                |kvs| AnyValue {
+                    value: Some(V::KvlistValue(KeyValueList {
+                        values: kvs
+                            .into_iter()
+                            .map(|(key, value)| KeyValue {
+                                key,
+                                value,
+                                ..Default::default()
+                            })
+                            .collect(),
+                    })),
+                }
+            ),
+        ]
+    })
+}
+
+fn attributes(max: usize) -> impl Strategy<Value = Vec<KeyValue>> {
+    proptest::collection::vec(
+        (text(), proptest::option::weighted(0.9, any_value())).prop_map(|(key, value)| KeyValue {
+            key,
+            value,
+            ..Default::default()
+        }),
+        0..max,
+    )
+}
+
+fn id(len: usize) -> impl Strategy<Value = Vec<u8>> {
+    proptest::collection::vec(any::<u8>(), len..=len)
+}
+
+fn maybe_id(len: usize) -> impl Strategy<Value = Vec<u8>> {
+    prop_oneof![Just(Vec::new()), id(len)]
+}
+
+fn gen_span() -> impl Strategy<Value = Span> {
+    let ids = (
+        id(16),
+        id(8),
+        maybe_id(8),
+        text(),
+        text(),
+        0..6i32,
+        any::<u64>(),
+        any::<u64>(),
+        any::<u32>(),
+    );
+    let events = proptest::collection::vec(
+        (any::<u64>(), text(), attributes(3), any::<u32>()).prop_map(|(t, name, attributes, d)| {
+            span::Event {
+                time_unix_nano: t,
+                name,
+                attributes,
+                dropped_attributes_count: d,
+            }
+        }),
+        0..3,
+    );
+    let links = proptest::collection::vec(
+        (
+            maybe_id(16),
+            maybe_id(8),
+            text(),
+            attributes(2),
+            any::<u32>(),
+        )
+            .prop_map(|(t, s, ts, attributes, flags)| span::Link {
+                trace_id: t,
+                span_id: s,
+                trace_state: ts,
+                attributes,
+                dropped_attributes_count: 1,
+                flags,
+            }),
+        0..2,
+    );
+    let status = proptest::option::of(
+        (text(), 0..3i32).prop_map(|(message, code)| Status { message, code }),
+    );
+    (
+        ids,
+        attributes(6),
+        events,
+        links,
+        status,
+        any::<(u32, u32, u32)>(),
+    )
+        .prop_map(
+            |(
+                (t, s, p, ts, name, kind, start, end, flags),
+                attributes,
+                events,
+                links,
+                status,
+                (da, de, dl),
+            )| Span {
+                trace_id: t,
+                span_id: s,
+                parent_span_id: p,
+                trace_state: ts,
+                name,
+                kind,
+                start_time_unix_nano: start,
+                end_time_unix_nano: end,
+                flags,
+                attributes,
+                dropped_attributes_count: da,
+                events,
+                dropped_events_count: de,
+                links,
+                dropped_links_count: dl,
+                status,
+            },
+        )
+}
+
+fn gen_resource() -> impl Strategy<Value = Option<Resource>> {
+    proptest::option::of(
+        (attributes(4), any::<u32>(), proptest::bool::weighted(0.2)).prop_map(|(a, d, e)| {
+            Resource {
+                attributes: a,
+                dropped_attributes_count: d,
+                entity_refs: if e {
+                    vec![EntityRef {
+                        schema_url: "u".into(),
+                        r#type: "service".into(),
+                        id_keys: vec!["service.name".into()],
+                        description_keys: vec![],
+                    }]
+                } else {
+                    vec![]
+                },
+            }
+        }),
+    )
+}
+
+fn gen_scope() -> impl Strategy<Value = Option<InstrumentationScope>> {
+    proptest::option::of((text(), text(), attributes(2), any::<u32>()).prop_map(
+        |(name, version, attributes, d)| InstrumentationScope {
+            name,
+            version,
+            attributes,
+            dropped_attributes_count: d,
+        },
+    ))
+}
+
+fn gen_traces() -> impl Strategy<Value = ExportTraceServiceRequest> {
+    let scope = (
+        gen_scope(),
+        proptest::collection::vec(gen_span(), 0..6),
+        text(),
+    )
+        .prop_map(|(scope, spans, schema_url)| ScopeSpans {
+            scope,
+            spans,
+            schema_url,
+        });
+    let resource = (
+        gen_resource(),
+        proptest::collection::vec(scope, 0..3),
+        text(),
+    )
+        .prop_map(|(resource, scope_spans, schema_url)| ResourceSpans {
+            resource,
+            scope_spans,
+            schema_url,
+        });
+    proptest::collection::vec(resource, 0..4)
+        .prop_map(|resource_spans| ExportTraceServiceRequest { resource_spans })
+}
+
+fn gen_exemplars() -> impl Strategy<Value = Vec<Exemplar>> {
+    proptest::collection::vec(
+        (
+            attributes(2),
+            any::<u64>(),
+            any::<bool>(),
+            maybe_id(8),
+            maybe_id(16),
+        )
+            .prop_map(|(a, t, int, s, tr)| Exemplar {
+                filtered_attributes: a,
+                time_unix_nano: t,
+                value: Some(if int {
+                    exemplar::Value::AsInt(t as i64)
+                } else {
+                    exemplar::Value::AsDouble(1.5)
+                }),
+                span_id: s,
+                trace_id: tr,
+            }),
+        0..2,
+    )
+}
+
+fn number_points() -> impl Strategy<Value = Vec<NumberDataPoint>> {
+    proptest::collection::vec(
+        (attributes(3), any::<u64>(), any::<bool>(), gen_exemplars()).prop_map(
+            |(a, t, int, exemplars)| NumberDataPoint {
+                attributes: a,
+                start_time_unix_nano: t / 2,
+                time_unix_nano: t,
+                exemplars,
+                flags: 0,
+                value: Some(if int {
+                    number_data_point::Value::AsInt(t as i64)
+                } else {
+                    number_data_point::Value::AsDouble(t as f64)
+                }),
+            },
+        ),
+        0..4,
+    )
+}
+
+fn gen_metric() -> impl Strategy<Value = Metric> {
+    let hist_points = proptest::collection::vec(
+        (
+            attributes(2),
+            proptest::collection::vec(any::<u64>(), 0..5),
+            gen_exemplars(),
+        )
+            .prop_map(|(a, b, exemplars)| HistogramDataPoint {
+                attributes: a,
+                count: b.iter().fold(0u64, |x, y| x.wrapping_add(*y)),
+                explicit_bounds: b.iter().skip(1).map(|x| *x as f64).collect(),
+                bucket_counts: b,
+                sum: Some(3.0),
+                min: None,
+                max: Some(9.0),
+                exemplars,
+                ..Default::default()
+            }),
+        0..3,
+    );
+    let exp_points = proptest::collection::vec(
+        (
+            attributes(2),
+            proptest::collection::vec(any::<u64>(), 0..4),
+            -10..10i32,
+        )
+            .prop_map(|(a, b, scale)| ExponentialHistogramDataPoint {
+                attributes: a,
+                scale,
+                positive: Some(Buckets {
+                    offset: scale,
+                    bucket_counts: b,
+                }),
+                negative: None,
+                zero_threshold: 0.5,
+                ..Default::default()
+            }),
+        0..3,
+    );
+    let summary_points = proptest::collection::vec(
+        (attributes(2), any::<u64>()).prop_map(|(a, c)| SummaryDataPoint {
+            attributes: a,
+            count: c,
+            sum: 2.0,
+            quantile_values: vec![ValueAtQuantile {
+                quantile: 0.5,
+                value: 1.0,
+            }],
+            ..Default::default()
+        }),
+        0..3,
+    );
+    let data = prop_oneof![
+        Just(None),
+        number_points().prop_map(|data_points| Some(metric::Data::Gauge(Gauge { data_points }))),
+        (number_points(), any::<bool>()).prop_map(|(data_points, m)| Some(metric::Data::Sum(
+            Sum {
+                data_points,
+                aggregation_temporality: 2,
+                is_monotonic: m
+            }
+        ))),
+        hist_points.prop_map(|data_points| Some(metric::Data::Histogram(Histogram {
+            data_points,
+            aggregation_temporality: 1
+        }))),
+        exp_points.prop_map(|data_points| Some(metric::Data::ExponentialHistogram(
+            ExponentialHistogram {
+                data_points,
+                aggregation_temporality: 1
+            }
+        ))),
+        summary_points.prop_map(|data_points| Some(metric::Data::Summary(Summary { data_points }))),
+    ];
+    (text(), text(), data, attributes(2)).prop_map(|(name, unit, data, metadata)| Metric {
+        name,
+        description: String::new(),
+        unit,
+        metadata,
+        data,
+    })
+}
+
+fn gen_metrics() -> impl Strategy<Value = ExportMetricsServiceRequest> {
+    let scope = (
+        gen_scope(),
+        proptest::collection::vec(gen_metric(), 0..4),
+        text(),
+    )
+        .prop_map(|(scope, metrics, schema_url)| ScopeMetrics {
+            scope,
+            metrics,
+            schema_url,
+        });
+    let resource = (
+        gen_resource(),
+        proptest::collection::vec(scope, 0..3),
+        text(),
+    )
+        .prop_map(|(resource, scope_metrics, schema_url)| ResourceMetrics {
+            resource,
+            scope_metrics,
+            schema_url,
+        });
+    proptest::collection::vec(resource, 0..3)
+        .prop_map(|resource_metrics| ExportMetricsServiceRequest { resource_metrics })
+}
+
+fn gen_logs() -> impl Strategy<Value = ExportLogsServiceRequest> {
+    let record = (
+        any::<u64>(),
+        0..25i32,
+        text(),
+        proptest::option::of(any_value()),
+        attributes(4),
+        maybe_id(16),
+        maybe_id(8),
+    )
+        .prop_map(
+            |(t, sev, st, body, attributes, trace_id, span_id)| LogRecord {
+                time_unix_nano: t,
+                observed_time_unix_nano: t,
+                severity_number: sev,
+                severity_text: st,
+                body,
+                attributes,
+                trace_id,
+                span_id,
+                flags: 1,
+                ..Default::default()
+            },
+        );
+    let scope = (gen_scope(), proptest::collection::vec(record, 0..4), text()).prop_map(
+        |(scope, log_records, schema_url)| ScopeLogs {
+            scope,
+            log_records,
+            schema_url,
+        },
+    );
+    let resource = (
+        gen_resource(),
+        proptest::collection::vec(scope, 0..3),
+        text(),
+    )
+        .prop_map(|(resource, scope_logs, schema_url)| ResourceLogs {
+            resource,
+            scope_logs,
+            schema_url,
+        });
+    proptest::collection::vec(resource, 0..3)
+        .prop_map(|resource_logs| ExportLogsServiceRequest { resource_logs })
+}
+
+/// Damages a valid encoding: truncation, bit flips, byte insertions or deletions.
+fn damaged(valid: impl Strategy<Value = Vec<u8>>) -> impl Strategy<Value = Vec<u8>> {
+    (
+        valid,
+        proptest::collection::vec((0..4u8, any::<usize>(), any::<u8>()), 1..4),
+    )
+        .prop_map(|(mut b, edits)| {
+            for (kind, at, byte) in edits {
+                if b.is_empty() {
+                    break;
+                }
+                let at = at % b.len();
+                match kind {
+                    0 => b.truncate(at),
+                    1 => b[at] ^= 1 << (byte % 8),
+                    2 => b.insert(at, byte),
+                    _ => {
+                        b.remove(at);
+                    }
+                }
+            }
+            b
+        })
+}
+
+// ---- helpers ---------------------------------------------------------------------------------
+
+fn metric_points(req: &ExportMetricsServiceRequest) -> u32 {
+    let mut n = 0;
+    for rm in &req.resource_metrics {
+        for sm in &rm.scope_metrics {
+            for m in &sm.metrics {
+                n += match &m.data {
+                    None => 0,
+                    Some(metric::Data::Gauge(g)) => g.data_points.len(),
+                    Some(metric::Data::Sum(s)) => s.data_points.len(),
+                    Some(metric::Data::Histogram(h)) => h.data_points.len(),
+                    Some(metric::Data::ExponentialHistogram(h)) => h.data_points.len(),
+                    Some(metric::Data::Summary(s)) => s.data_points.len(),
+                } as u32;
+            }
+        }
+    }
+    n
+}
+
+fn log_records(req: &ExportLogsServiceRequest) -> u32 {
+    req.resource_logs
+        .iter()
+        .flat_map(|r| &r.scope_logs)
+        .map(|s| s.log_records.len() as u32)
+        .sum()
+}
+
+/// Each span with its resource and scope, as sortable encoded keys.
+fn span_multiset(req: &ExportTraceServiceRequest) -> Vec<(Vec<u8>, Vec<u8>, Vec<u8>)> {
+    let mut out = Vec::new();
+    for rs in &req.resource_spans {
+        let r = ResourceSpans {
+            scope_spans: vec![],
+            ..rs.clone()
+        }
+        .encode_to_vec();
+        for ss in &rs.scope_spans {
+            let s = ScopeSpans {
+                spans: vec![],
+                ..ss.clone()
+            }
+            .encode_to_vec();
+            for sp in &ss.spans {
+                out.push((r.clone(), s.clone(), sp.encode_to_vec()));
+            }
+        }
+    }
+    out.sort();
+    out
+}
+
+fn concat(buf: &[u8], ranges: impl Iterator<Item = std::ops::Range<usize>>) -> Vec<u8> {
+    ranges.flat_map(|r| buf[r].iter().copied()).collect()
+}
+
+/// The scanner must be at least as strict as prost: whatever it accepts, prost decodes, with
+/// the same spans and trace ids.
+fn check_traces_input(bytes: &[u8]) {
+    let mut idx = TracesIndex::default();
+    if idx.scan(bytes).is_ok() {
+        let req =
+            ExportTraceServiceRequest::decode(bytes).expect("scan accepted what prost rejects");
+        let spans: Vec<&Span> = req
+            .resource_spans
+            .iter()
+            .flat_map(|r| &r.scope_spans)
+            .flat_map(|s| &s.spans)
+            .collect();
+        assert_eq!(idx.spans.len(), spans.len());
+        for (e, s) in idx.spans.iter().zip(spans) {
+            assert_eq!(&e.trace_id[..], &s.trace_id[..]);
+        }
+    }
+}
+
+fn check_metrics_input(bytes: &[u8]) {
+    if let Ok(c) = scan_metrics(bytes) {
+        let req = ExportMetricsServiceRequest::decode(bytes)
+            .expect("scan_metrics accepted what prost rejects");
+        assert_eq!(c.resources as usize, req.resource_metrics.len());
+        assert_eq!(c.items, metric_points(&req));
+    }
+}
+
+fn check_logs_input(bytes: &[u8]) {
+    if let Ok(c) = scan_logs(bytes) {
+        let req =
+            ExportLogsServiceRequest::decode(bytes).expect("scan_logs accepted what prost rejects");
+        assert_eq!(c.resources as usize, req.resource_logs.len());
+        assert_eq!(c.items, log_records(&req));
+    }
+}
+
+// ---- properties ------------------------------------------------------------------------------
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 256, failure_persistence: None, ..ProptestConfig::default() })]
+
+    #[test]
+    fn scan_agrees_with_prost(req in gen_traces()) {
+        let buf = req.encode_to_vec();
+        let decoded = ExportTraceServiceRequest::decode(&buf[..]).unwrap();
+        let mut idx = TracesIndex::default();
+        idx.scan(&buf).unwrap();
+        prop_assert_eq!(idx.resources.len(), decoded.resource_spans.len());
+        let mut span_i = 0usize;
+        let mut scope_i = 0usize;
+        for (ri, rs) in decoded.resource_spans.iter().enumerate() {
+            let header = ResourceSpans::decode(&concat(&buf, idx.resource_headers(ri as u32))[..]).unwrap();
+            prop_assert_eq!(&header, &ResourceSpans { scope_spans: vec![], ..rs.clone() });
+            for ss in &rs.scope_spans {
+                prop_assert_eq!(idx.scopes[scope_i].resource as usize, ri);
+                let header = ScopeSpans::decode(&concat(&buf, idx.scope_headers(scope_i as u32))[..]).unwrap();
+                prop_assert_eq!(&header, &ScopeSpans { spans: vec![], ..ss.clone() });
+                for sp in &ss.spans {
+                    let e = &idx.spans[span_i];
+                    prop_assert_eq!(e.scope as usize, scope_i);
+                    prop_assert_eq!(&e.trace_id[..], &sp.trace_id[..]);
+                    let body = &buf[e.range.start as usize..e.range.end as usize];
+                    prop_assert_eq!(&Span::decode(body).unwrap(), sp);
+                    span_i += 1;
+                }
+                scope_i += 1;
+            }
+        }
+        prop_assert_eq!(idx.spans.len(), span_i);
+        prop_assert_eq!(idx.scopes.len(), scope_i);
+        prop_assert_eq!(idx.span_bytes(), decoded.resource_spans.iter().flat_map(|r| &r.scope_spans)
+            .flat_map(|s| &s.spans).map(|s| s.encoded_len()).sum::<usize>());
+    }
+
+    #[test]
+    fn partition_and_reframe_keep_every_span(req in gen_traces(), n in 1usize..6, salt in any::<u8>()) {
+        let buf = Bytes::from(req.encode_to_vec());
+        let decoded = ExportTraceServiceRequest::decode(buf.clone()).unwrap();
+        let batch = SpanBatch::scan(buf.clone()).unwrap();
+        let mut parts = Vec::new();
+        batch.index.partition(n, |t| owner_core(&{ let mut x = *t; x[0] ^= salt; x }, n), &mut parts);
+        prop_assert_eq!(parts.len(), n);
+        let mut all = Encoded::default();
+        for (d, part) in parts.into_iter().enumerate() {
+            for s in &part.spans {
+                prop_assert_eq!(owner_core(&{ let mut x = s.trace_id; x[0] ^= salt; x }, n), d);
+            }
+            let part_batch = SpanBatch { buf: buf.clone(), index: part };
+            let mut one = Encoded::default();
+            encode_traces(&part_batch, &mut one);
+            // Each part alone is a valid request holding exactly its spans.
+            let alone = ExportTraceServiceRequest::decode(one.to_bytes()).unwrap();
+            prop_assert_eq!(
+                alone.resource_spans.iter().flat_map(|r| &r.scope_spans).map(|s| s.spans.len()).sum::<usize>(),
+                part_batch.index.spans.len()
+            );
+            encode_traces(&part_batch, &mut all);
+        }
+        let merged = ExportTraceServiceRequest::decode(all.to_bytes()).unwrap();
+        prop_assert_eq!(span_multiset(&merged), span_multiset(&decoded));
+    }
+
+    #[test]
+    fn reframe_subsets(req in gen_traces(), picks in proptest::collection::vec(any::<bool>(), 0..40)) {
+        let buf = Bytes::from(req.encode_to_vec());
+        let batch = SpanBatch::scan(buf.clone()).unwrap();
+        let chosen: Vec<u32> = (0..batch.index.spans.len() as u32)
+            .filter(|i| picks.get(*i as usize).copied().unwrap_or(false))
+            .collect();
+        let mut out = Encoded::default();
+        encode_trace_spans(&batch, &chosen, &mut out);
+        let got = ExportTraceServiceRequest::decode(out.to_bytes()).unwrap();
+        let bodies: Vec<Vec<u8>> = got.resource_spans.iter().flat_map(|r| &r.scope_spans)
+            .flat_map(|s| &s.spans).map(|s| s.encode_to_vec()).collect();
+        let want: Vec<Vec<u8>> = chosen.iter().map(|&i| batch.span_body(i as usize).to_vec()).collect();
+        prop_assert_eq!(bodies, want);
+        // The whole batch re-encodes to the same request.
+        let mut whole = Encoded::default();
+        encode_traces(&batch, &mut whole);
+        prop_assert_eq!(
+            ExportTraceServiceRequest::decode(whole.to_bytes()).unwrap(),
+            ExportTraceServiceRequest::decode(buf).unwrap()
+        );
+    }
+
+    #[test]
+    fn metrics_counts_agree(req in gen_metrics()) {
+        let buf = req.encode_to_vec();
+        let c = scan_metrics(&buf).unwrap();
+        prop_assert_eq!(c.resources as usize, req.resource_metrics.len());
+        prop_assert_eq!(c.items, metric_points(&req));
+    }
+
+    #[test]
+    fn logs_counts_agree(req in gen_logs()) {
+        let buf = req.encode_to_vec();
+        let c = scan_logs(&buf).unwrap();
+        prop_assert_eq!(c.resources as usize, req.resource_logs.len());
+        prop_assert_eq!(c.items, log_records(&req));
+    }
+
+    #[test]
+    fn json_round_trips(t in gen_traces(), m in gen_metrics(), l in gen_logs()) {
+        for (signal, pb) in [(Signal::Traces, t.encode_to_vec()), (Signal::Metrics, m.encode_to_vec()), (Signal::Logs, l.encode_to_vec())] {
+            let text = json::from_protobuf(signal, &pb).unwrap();
+            prop_assert!(!text.contains(&b'\n'));
+            let back = json::to_protobuf(signal, &text).unwrap();
+            prop_assert_eq!(json::from_protobuf(signal, &back).unwrap(), text);
+        }
+        // Span content survives exactly (ids, times, attributes).
+        let back = json::to_protobuf(Signal::Traces, &json::from_protobuf(Signal::Traces, &t.encode_to_vec()).unwrap()).unwrap();
+        let back = ExportTraceServiceRequest::decode(back).unwrap();
+        let spans = |r: &ExportTraceServiceRequest| -> Vec<Span> {
+            r.resource_spans.iter().flat_map(|r| &r.scope_spans).flat_map(|s| &s.spans)
+                .map(|s| Span { status: None, ..s.clone() }).collect()
+        };
+        let normalise = |mut s: Vec<Span>| {
+            for sp in &mut s {
+                for kv in sp.attributes.iter_mut().chain(sp.events.iter_mut().flat_map(|e| &mut e.attributes))
+                    .chain(sp.links.iter_mut().flat_map(|l| &mut l.attributes)) {
+                    if kv.value.is_none() { kv.value = Some(AnyValue::default()); }
+                }
+            }
+            s
+        };
+        prop_assert_eq!(normalise(spans(&back)).len(), spans(&t).len());
+        for (a, b) in normalise(spans(&back)).iter().zip(spans(&t)) {
+            prop_assert_eq!(&a.trace_id, &b.trace_id);
+            prop_assert_eq!(&a.name, &b.name);
+            prop_assert_eq!(a.start_time_unix_nano, b.start_time_unix_nano);
+            prop_assert_eq!(a.attributes.len(), b.attributes.len());
+        }
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 2000, failure_persistence: None, ..ProptestConfig::default() })]
+
+    #[test]
+    fn arbitrary_bytes_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..300)) {
+        check_traces_input(&bytes);
+        check_metrics_input(&bytes);
+        check_logs_input(&bytes);
+        let _ = grpc::decode_message(&Bytes::from(bytes.clone()));
+        for s in Signal::ALL {
+            let _ = json::from_protobuf(s, &bytes);
+            let _ = json::to_protobuf(s, &bytes);
+        }
+    }
+
+    #[test]
+    fn damaged_traces_never_panic(bytes in damaged(gen_traces().prop_map(|r| r.encode_to_vec()))) {
+        check_traces_input(&bytes);
+        // Whatever scans re-frames into something prost decodes.
+        if let Ok(batch) = SpanBatch::scan(Bytes::from(bytes)) {
+            let mut out = Encoded::default();
+            encode_traces(&batch, &mut out);
+            prop_assert!(ExportTraceServiceRequest::decode(out.to_bytes()).is_ok());
+        }
+    }
+
+    #[test]
+    fn damaged_metrics_never_panic(bytes in damaged(gen_metrics().prop_map(|r| r.encode_to_vec()))) {
+        check_metrics_input(&bytes);
+    }
+
+    #[test]
+    fn damaged_logs_never_panic(bytes in damaged(gen_logs().prop_map(|r| r.encode_to_vec()))) {
+        check_logs_input(&bytes);
+    }
+}
+
+/// The benchmark payloads scan, and every span of them lands on exactly one of N cores.
+#[test]
+fn bench_payloads_partition() {
+    let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/../benches/data");
+    for f in ["traces-000.pb", "traces-001.pb"] {
+        let buf = Bytes::from(std::fs::read(format!("{dir}/{f}")).unwrap());
+        let batch = SpanBatch::scan(buf.clone()).unwrap();
+        assert_eq!(batch.index.spans.len(), 100);
+        assert_eq!(batch.index.resources.len(), 2);
+        let mut parts = Vec::new();
+        batch.index.partition(4, |t| owner_core(t, 4), &mut parts);
+        let mut per_core = BTreeMap::new();
+        for (d, p) in parts.iter().enumerate() {
+            per_core.insert(d, p.spans.len());
+        }
+        assert_eq!(per_core.values().sum::<usize>(), 100);
+        let decoded = ExportTraceServiceRequest::decode(buf.clone()).unwrap();
+        let mut all = Encoded::default();
+        for p in parts {
+            encode_traces(
+                &SpanBatch {
+                    buf: buf.clone(),
+                    index: p,
+                },
+                &mut all,
+            );
+        }
+        assert_eq!(
+            span_multiset(&ExportTraceServiceRequest::decode(all.to_bytes()).unwrap()),
+            span_multiset(&decoded)
+        );
+    }
+}

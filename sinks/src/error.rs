@@ -1,0 +1,310 @@
+//! Errors, and the one place that decides which export failures are retried.
+
+use std::io;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use http::StatusCode;
+use shardtel_protocol::grpc::Code;
+
+/// Building an exporter failed (bad configuration that validation let through).
+/// Messages leave out the exporter's name (the caller adds it); the
+/// `exporter` field carries it.
+#[derive(Debug, thiserror::Error)]
+pub enum SinkError {
+    /// Only plain `http` (h2c for gRPC) endpoints are supported for now.
+    #[error("endpoint scheme {scheme:?} is not supported, use \"http\"")]
+    UnsupportedScheme {
+        /// Exporter name.
+        exporter: String,
+        /// The scheme that was configured.
+        scheme: String,
+    },
+    /// A configured header name or value is not valid HTTP.
+    #[error("header {name:?} is not a valid http header")]
+    InvalidHeader {
+        /// Exporter name.
+        exporter: String,
+        /// Header name as configured.
+        name: String,
+    },
+    /// An endpoint does not form a valid URI.
+    #[error("endpoint {endpoint:?} is not a valid uri")]
+    InvalidEndpoint {
+        /// Exporter name.
+        exporter: String,
+        /// The endpoint as rendered.
+        endpoint: String,
+    },
+    /// The file exporter's path names no file.
+    #[error("path {path:?} has no file name")]
+    InvalidPath {
+        /// Exporter name.
+        exporter: String,
+        /// The configured path.
+        path: PathBuf,
+    },
+}
+
+/// The export queue has no room for a piece; retry later or refuse upstream.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("export queue full: {queued_bytes} of {max_bytes} bytes used, {needed} more needed")]
+pub struct QueueFull {
+    /// Size of the refused piece.
+    pub needed: usize,
+    /// Bytes queued or in flight at the time.
+    pub queued_bytes: usize,
+    /// The queue's bound (`queue.max_bytes`).
+    pub max_bytes: usize,
+}
+
+/// One failed export attempt.
+#[derive(Debug, thiserror::Error)]
+pub enum ExportError {
+    /// The endpoint's host name did not resolve.
+    #[error("failed to resolve {host}: {source}")]
+    Resolve {
+        /// Host name.
+        host: String,
+        /// Resolver error.
+        source: io::Error,
+    },
+    /// TCP connect failed.
+    #[error("failed to connect to {addr}: {source}")]
+    Connect {
+        /// `host:port`.
+        addr: String,
+        /// Socket error.
+        source: io::Error,
+    },
+    /// The HTTP connection failed during the request.
+    #[error("transport error: {source}")]
+    Transport {
+        /// hyper's error.
+        source: hyper::Error,
+    },
+    /// No complete answer within the configured timeout.
+    #[error("request timed out after {after:?}")]
+    Timeout {
+        /// The configured timeout.
+        after: Duration,
+    },
+    /// The response broke the protocol (for example a gRPC answer without status).
+    #[error("malformed response: {reason}")]
+    MalformedResponse {
+        /// What was wrong.
+        reason: &'static str,
+    },
+    /// A gRPC status other than OK.
+    #[error("grpc status {code} ({}): {message}", code.as_i32())]
+    Grpc {
+        /// gRPC status code.
+        code: Code,
+        /// `grpc-message`.
+        message: String,
+        /// `google.rpc.RetryInfo` delay from `grpc-status-details-bin`.
+        retry_after: Option<Duration>,
+    },
+    /// An HTTP status other than 2xx.
+    #[error("http status {status}: {message}")]
+    Http {
+        /// Response status.
+        status: StatusCode,
+        /// Message from the `google.rpc.Status` body, or the start of the body.
+        message: String,
+        /// `Retry-After` header.
+        retry_after: Option<Duration>,
+    },
+    /// The batch could not be rendered as OTLP JSON.
+    #[error("failed to convert to otlp json: {reason}")]
+    Json {
+        /// The converter's message.
+        reason: String,
+    },
+    /// A file operation failed.
+    #[error("failed to {op} {path:?}: {source}")]
+    File {
+        /// What was being done (`open`, `write`, `rename`, ...).
+        op: &'static str,
+        /// The file.
+        path: PathBuf,
+        /// OS error.
+        source: io::Error,
+    },
+}
+
+/// What to do after a failed attempt.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Disposition {
+    /// Try again after a backoff (at least `after` when the server asked for it).
+    Retry {
+        /// Delay requested by the server (`Retry-After`, `RetryInfo`).
+        after: Option<Duration>,
+    },
+    /// Retrying cannot help: count the batch as failed.
+    Permanent,
+}
+
+impl ExportError {
+    /// Classifies this error: retryable or permanent. The only place that decides.
+    pub fn disposition(&self) -> Disposition {
+        match self {
+            Self::Resolve { .. }
+            | Self::Connect { .. }
+            | Self::Transport { .. }
+            | Self::Timeout { .. } => Disposition::Retry { after: None },
+            Self::MalformedResponse { .. } | Self::Json { .. } => Disposition::Permanent,
+            Self::Grpc {
+                code, retry_after, ..
+            } => match code {
+                // The OTLP spec: retry RESOURCE_EXHAUSTED only when the server
+                // says when (RetryInfo); otherwise it is a permanent refusal.
+                Code::ResourceExhausted if retry_after.is_none() => Disposition::Permanent,
+                code if code.is_retryable() => Disposition::Retry {
+                    after: *retry_after,
+                },
+                _ => Disposition::Permanent,
+            },
+            Self::Http {
+                status,
+                retry_after,
+                ..
+            } => match status.as_u16() {
+                429 | 502 | 503 | 504 => Disposition::Retry {
+                    after: *retry_after,
+                },
+                _ => Disposition::Permanent,
+            },
+            Self::File { source, .. } => match source.kind() {
+                io::ErrorKind::PermissionDenied
+                | io::ErrorKind::InvalidInput
+                | io::ErrorKind::IsADirectory
+                | io::ErrorKind::NotADirectory
+                | io::ErrorKind::ReadOnlyFilesystem => Disposition::Permanent,
+                // Disk full and the like may clear up.
+                _ => Disposition::Retry { after: None },
+            },
+        }
+    }
+}
+
+/// The gRPC code a non-200 HTTP answer to a gRPC call stands for (gRPC's
+/// "HTTP to gRPC status code mapping").
+pub(crate) fn grpc_code_for_http(status: StatusCode) -> Code {
+    match status.as_u16() {
+        400 => Code::Internal,
+        401 => Code::Unauthenticated,
+        403 => Code::PermissionDenied,
+        404 => Code::Unimplemented,
+        429 | 502 | 503 | 504 => Code::Unavailable,
+        _ => Code::Unknown,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn grpc(code: i32, retry_after: Option<Duration>) -> ExportError {
+        ExportError::Grpc {
+            code: Code::from_i32(code),
+            message: String::new(),
+            retry_after,
+        }
+    }
+
+    fn http(status: u16, retry_after: Option<Duration>) -> ExportError {
+        ExportError::Http {
+            status: StatusCode::from_u16(status).unwrap(),
+            message: String::new(),
+            retry_after,
+        }
+    }
+
+    const RETRY: Disposition = Disposition::Retry { after: None };
+
+    #[test]
+    fn grpc_codes() {
+        for code in [1, 4, 10, 11, 14, 15] {
+            assert_eq!(grpc(code, None).disposition(), RETRY, "{code}");
+        }
+        for code in [2, 3, 5, 6, 7, 9, 12, 13, 16, 99] {
+            assert_eq!(
+                grpc(code, None).disposition(),
+                Disposition::Permanent,
+                "{code}"
+            );
+        }
+        let wait = Some(Duration::from_secs(2));
+        assert_eq!(grpc(8, None).disposition(), Disposition::Permanent);
+        assert_eq!(
+            grpc(8, wait).disposition(),
+            Disposition::Retry { after: wait }
+        );
+        assert_eq!(
+            grpc(14, wait).disposition(),
+            Disposition::Retry { after: wait }
+        );
+    }
+
+    #[test]
+    fn http_statuses() {
+        for status in [429, 502, 503, 504] {
+            assert_eq!(http(status, None).disposition(), RETRY, "{status}");
+        }
+        for status in [400, 401, 403, 404, 405, 413, 415, 500, 501] {
+            assert_eq!(
+                http(status, None).disposition(),
+                Disposition::Permanent,
+                "{status}"
+            );
+        }
+        let wait = Some(Duration::from_secs(7));
+        assert_eq!(
+            http(503, wait).disposition(),
+            Disposition::Retry { after: wait }
+        );
+    }
+
+    #[test]
+    fn transport_and_files() {
+        let refused = ExportError::Connect {
+            addr: "127.0.0.1:1".into(),
+            source: io::Error::from(io::ErrorKind::ConnectionRefused),
+        };
+        assert_eq!(refused.disposition(), RETRY);
+        assert_eq!(
+            ExportError::Timeout {
+                after: Duration::from_secs(1)
+            }
+            .disposition(),
+            RETRY
+        );
+        let file = |kind| ExportError::File {
+            op: "write",
+            path: "x".into(),
+            source: io::Error::from(kind),
+        };
+        assert_eq!(
+            file(io::ErrorKind::PermissionDenied).disposition(),
+            Disposition::Permanent
+        );
+        assert_eq!(file(io::ErrorKind::StorageFull).disposition(), RETRY);
+        assert_eq!(
+            ExportError::MalformedResponse { reason: "x" }.disposition(),
+            Disposition::Permanent
+        );
+    }
+
+    #[test]
+    fn messages_are_lowercase_and_name_codes() {
+        let msg = grpc(14, None).to_string();
+        assert_eq!(msg, "grpc status UNAVAILABLE (14): ");
+        assert_eq!(http(400, None).to_string(), "http status 400 Bad Request: ");
+        assert_eq!(
+            grpc_code_for_http(StatusCode::SERVICE_UNAVAILABLE),
+            Code::Unavailable
+        );
+        assert_eq!(grpc_code_for_http(StatusCode::BAD_REQUEST), Code::Internal);
+    }
+}

@@ -1,0 +1,224 @@
+//! The exporter kinds behind an [`crate::ExportQueue`], dispatched by `match`
+//! (no trait objects), and how each is built from its configuration.
+
+use ::http::header::{HeaderMap, HeaderName, HeaderValue};
+use ::http::Uri;
+use shardtel_config::{
+    BatchConfig, Compression, Endpoint, ExporterConfig, ExporterKind, QueueConfig, RetryConfig,
+    Signal as ConfigSignal,
+};
+use shardtel_protocol::compression::Encoding;
+
+use crate::batch::{Batch, BatchLimits};
+use crate::error::{ExportError, SinkError};
+use crate::file::{core_file_path, FileExporter};
+use crate::otlp::grpc::OtlpGrpcExporter;
+use crate::otlp::http::{OtlpHttpExporter, SignalRoute};
+use crate::otlp::{ExportReply, Target};
+use crate::retry::RetryPolicy;
+
+/// Concurrent requests per network exporter per core.
+pub const NETWORK_SENDERS: usize = 4;
+
+/// Queue-side settings of one exporter.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct QueueSettings {
+    pub batch: BatchLimits,
+    pub retry: RetryPolicy,
+    pub max_queue_bytes: usize,
+}
+
+impl QueueSettings {
+    fn from_config(batch: &BatchConfig, retry: &RetryConfig, queue: &QueueConfig) -> Self {
+        Self {
+            batch: BatchLimits {
+                max_items: batch.max_items,
+                max_bytes: batch.max_bytes,
+                timeout: batch.timeout,
+            },
+            retry: RetryPolicy {
+                enabled: retry.enabled,
+                initial_interval: retry.initial_interval,
+                max_interval: retry.max_interval,
+                max_elapsed_time: retry.max_elapsed_time,
+            },
+            max_queue_bytes: queue.max_bytes,
+        }
+    }
+
+    /// The blackhole has no settings of its own: the defaults, no retries.
+    fn blackhole() -> Self {
+        let mut settings = Self::from_config(
+            &BatchConfig::default(),
+            &RetryConfig::default(),
+            &QueueConfig::default(),
+        );
+        settings.retry.enabled = false;
+        settings
+    }
+}
+
+/// One exporter of any kind, on one core.
+pub(crate) enum Exporter {
+    Otlp(OtlpGrpcExporter),
+    OtlpHttp(OtlpHttpExporter),
+    File(FileExporter),
+    Blackhole,
+}
+
+impl Exporter {
+    /// Builds the exporter for `core` from its configuration.
+    pub(crate) fn build(
+        cfg: &ExporterConfig,
+        core: usize,
+    ) -> Result<(Self, QueueSettings), SinkError> {
+        let name = cfg.name.as_str();
+        Ok(match &cfg.kind {
+            ExporterKind::Otlp(c) => {
+                let target = target(name, &c.endpoint)?;
+                let headers = headers(name, &c.headers)?;
+                let exporter =
+                    OtlpGrpcExporter::new(target, encoding(c.compression), c.timeout, headers)
+                        .map_err(|_| invalid_endpoint(name, &c.endpoint))?;
+                (
+                    Self::Otlp(exporter),
+                    QueueSettings::from_config(&c.batch, &c.retry, &c.queue),
+                )
+            }
+            ExporterKind::OtlpHttp(c) => {
+                let route = |signal: ConfigSignal| -> Result<SignalRoute, SinkError> {
+                    let endpoint = c.signal_endpoint(signal);
+                    let path = match endpoint.path.as_str() {
+                        "" => "/",
+                        path => path,
+                    };
+                    Ok(SignalRoute {
+                        target: target(name, &endpoint)?,
+                        path: path
+                            .parse::<Uri>()
+                            .map_err(|_| invalid_endpoint(name, &endpoint))?,
+                    })
+                };
+                let routes = [
+                    route(ConfigSignal::Traces)?,
+                    route(ConfigSignal::Metrics)?,
+                    route(ConfigSignal::Logs)?,
+                ];
+                let headers = headers(name, &c.headers)?;
+                (
+                    Self::OtlpHttp(OtlpHttpExporter::new(
+                        routes,
+                        encoding(c.compression),
+                        c.timeout,
+                        headers,
+                        NETWORK_SENDERS,
+                    )),
+                    QueueSettings::from_config(&c.batch, &c.retry, &c.queue),
+                )
+            }
+            ExporterKind::File(c) => {
+                let path = core_file_path(&c.path, core).ok_or_else(|| SinkError::InvalidPath {
+                    exporter: name.to_string(),
+                    path: c.path.clone(),
+                })?;
+                let max_bytes = c.rotation.max_megabytes.saturating_mul(1024 * 1024);
+                (
+                    Self::File(FileExporter::new(path, max_bytes, c.rotation.max_backups)),
+                    QueueSettings::from_config(&c.batch, &c.retry, &c.queue),
+                )
+            }
+            ExporterKind::Blackhole => (Self::Blackhole, QueueSettings::blackhole()),
+        })
+    }
+
+    /// The configuration's name for this kind.
+    pub(crate) fn kind(&self) -> &'static str {
+        match self {
+            Self::Otlp(_) => "otlp",
+            Self::OtlpHttp(_) => "otlphttp",
+            Self::File(_) => "file",
+            Self::Blackhole => "blackhole",
+        }
+    }
+
+    /// How many sender tasks run: one for the file (lines stay in order and
+    /// there is one writer), one for the blackhole, [`NETWORK_SENDERS`] otherwise.
+    pub(crate) fn senders(&self) -> usize {
+        match self {
+            Self::Otlp(_) | Self::OtlpHttp(_) => NETWORK_SENDERS,
+            Self::File(_) | Self::Blackhole => 1,
+        }
+    }
+
+    /// One attempt to export `batch` from sender `worker`.
+    pub(crate) async fn export(
+        &self,
+        worker: usize,
+        batch: &Batch,
+    ) -> Result<ExportReply, ExportError> {
+        match self {
+            Self::Otlp(e) => e.export(batch).await,
+            Self::OtlpHttp(e) => e.export(worker, batch).await,
+            Self::File(e) => e.export(batch).await.map(|()| ExportReply::default()),
+            Self::Blackhole => Ok(ExportReply::default()),
+        }
+    }
+
+    /// Makes what was exported durable where that means something (files).
+    pub(crate) async fn sync(&self) -> Result<(), ExportError> {
+        match self {
+            Self::File(e) => e.sync().await,
+            _ => Ok(()),
+        }
+    }
+}
+
+fn encoding(compression: Compression) -> Encoding {
+    match compression {
+        Compression::None => Encoding::Identity,
+        Compression::Gzip => Encoding::Gzip,
+        Compression::Zstd => Encoding::Zstd,
+    }
+}
+
+fn target(exporter: &str, endpoint: &Endpoint) -> Result<Target, SinkError> {
+    if !endpoint.scheme.eq_ignore_ascii_case("http") {
+        return Err(SinkError::UnsupportedScheme {
+            exporter: exporter.to_string(),
+            scheme: endpoint.scheme.to_string(),
+        });
+    }
+    let authority = endpoint.authority();
+    if authority.parse::<::http::uri::Authority>().is_err() {
+        return Err(invalid_endpoint(exporter, endpoint));
+    }
+    Ok(Target {
+        host: endpoint.host.to_string(),
+        port: endpoint.port,
+        authority,
+    })
+}
+
+fn invalid_endpoint(exporter: &str, endpoint: &Endpoint) -> SinkError {
+    SinkError::InvalidEndpoint {
+        exporter: exporter.to_string(),
+        endpoint: endpoint.to_string(),
+    }
+}
+
+fn headers<'a>(
+    exporter: &str,
+    configured: impl IntoIterator<Item = (&'a String, &'a String)>,
+) -> Result<HeaderMap, SinkError> {
+    let mut map = HeaderMap::new();
+    for (name, value) in configured {
+        let invalid = || SinkError::InvalidHeader {
+            exporter: exporter.to_string(),
+            name: name.clone(),
+        };
+        let header = HeaderName::from_bytes(name.as_bytes()).map_err(|_| invalid())?;
+        let value = HeaderValue::from_str(value).map_err(|_| invalid())?;
+        map.append(header, value);
+    }
+    Ok(map)
+}

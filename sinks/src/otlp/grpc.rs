@@ -1,0 +1,284 @@
+//! `otlp`: OTLP/gRPC client, unary `Export` calls over one HTTP/2 (h2c)
+//! connection per core, shared by that core's senders.
+
+use std::cell::RefCell;
+use std::time::Duration;
+
+use ::http::header::{HeaderMap, HeaderName, HeaderValue, CONTENT_TYPE, TE, USER_AGENT};
+use ::http::{Method, Request, Response, StatusCode, Uri, Version};
+use bytes::Bytes;
+use hyper::body::Incoming;
+use hyper::client::conn::http2;
+use shardtel_protocol::compression::{compress, Encoding};
+use shardtel_protocol::grpc::{decode_message, message_prefix, Code};
+use shardtel_protocol::Signal;
+
+use super::{parse_export_response, read_body, with_timeout, ExportReply, Target};
+use crate::batch::Batch;
+use crate::body::ChunkBody;
+use crate::error::{grpc_code_for_http, ExportError};
+use crate::net::LocalExec;
+use crate::offload;
+use crate::retry::{
+    decode_grpc_message, decode_status_details, parse_retry_after, retry_info_delay,
+};
+use crate::stats::signal_index;
+
+/// The gRPC method path of `signal`'s `Export` call.
+pub(crate) fn method_path(signal: Signal) -> &'static str {
+    match signal {
+        Signal::Traces => "/opentelemetry.proto.collector.trace.v1.TraceService/Export",
+        Signal::Metrics => "/opentelemetry.proto.collector.metrics.v1.MetricsService/Export",
+        Signal::Logs => "/opentelemetry.proto.collector.logs.v1.LogsService/Export",
+    }
+}
+
+/// One `otlp` exporter on one core.
+pub(crate) struct OtlpGrpcExporter {
+    target: Target,
+    uris: [Uri; 3],
+    encoding: Encoding,
+    timeout: Duration,
+    headers: HeaderMap,
+    conn: RefCell<Option<http2::SendRequest<ChunkBody>>>,
+    /// Lets one task connect while the others wait for its connection.
+    connecting: glommio::sync::Semaphore,
+}
+
+impl OtlpGrpcExporter {
+    /// `headers` already holds the configured headers.
+    pub(crate) fn new(
+        target: Target,
+        encoding: Encoding,
+        timeout: Duration,
+        mut headers: HeaderMap,
+    ) -> Result<Self, ::http::Error> {
+        let uri = |signal| -> Result<Uri, ::http::Error> {
+            Uri::builder()
+                .scheme("http")
+                .authority(target.authority.as_str())
+                .path_and_query(method_path(signal))
+                .build()
+        };
+        let uris = [
+            uri(Signal::Traces)?,
+            uri(Signal::Metrics)?,
+            uri(Signal::Logs)?,
+        ];
+        headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/grpc"));
+        headers.insert(TE, HeaderValue::from_static("trailers"));
+        headers.insert(USER_AGENT, HeaderValue::from_static(crate::USER_AGENT));
+        if encoding != Encoding::Identity {
+            headers.insert(
+                HeaderName::from_static("grpc-encoding"),
+                HeaderValue::from_static(encoding.as_str()),
+            );
+        }
+        if !timeout.is_zero() {
+            // gRPC's timeout unit `m` is milliseconds; at most 8 digits.
+            let millis = timeout.as_millis().min(99_999_999);
+            headers.insert(
+                HeaderName::from_static("grpc-timeout"),
+                HeaderValue::from_str(&format!("{millis}m")).expect("digits are a valid header"),
+            );
+        }
+        Ok(Self {
+            target,
+            uris,
+            encoding,
+            timeout,
+            headers,
+            conn: RefCell::new(None),
+            connecting: glommio::sync::Semaphore::new(1),
+        })
+    }
+
+    /// Sends `batch` as one unary `Export` call.
+    pub(crate) async fn export(&self, batch: &Batch) -> Result<ExportReply, ExportError> {
+        let request = self.request(batch).await;
+        let result = with_timeout(self.timeout, async {
+            let mut sender = self.sender().await?;
+            let response = sender
+                .send_request(request)
+                .await
+                .map_err(|source| ExportError::Transport { source })?;
+            read_response(response).await
+        })
+        .await;
+        if matches!(
+            result,
+            Err(ExportError::Transport { .. } | ExportError::Timeout { .. })
+        ) {
+            // Streams still running on the old connection finish there; new
+            // ones get a fresh connection (a silent peer shows only as timeouts).
+            self.conn.borrow_mut().take();
+        }
+        result
+    }
+
+    async fn request(&self, batch: &Batch) -> Request<ChunkBody> {
+        let (compressed, payload) = match self.encoding {
+            Encoding::Identity => (false, batch.chunks.clone()),
+            encoding => {
+                let chunks = batch.chunks.clone();
+                let packed = offload::run(batch.bytes, move || compress(encoding, &chunks)).await;
+                (true, vec![packed])
+            }
+        };
+        let len: usize = payload.iter().map(Bytes::len).sum();
+        let prefix = message_prefix(len, compressed);
+        let body = ChunkBody::new(std::iter::once(Bytes::copy_from_slice(&prefix)).chain(payload));
+        let mut request = Request::new(body);
+        *request.method_mut() = Method::POST;
+        *request.version_mut() = Version::HTTP_2;
+        *request.uri_mut() = self.uris[signal_index(batch.signal)].clone();
+        *request.headers_mut() = self.headers.clone();
+        request
+    }
+
+    /// The shared connection, opened first if there is none (or it closed).
+    async fn sender(&self) -> Result<http2::SendRequest<ChunkBody>, ExportError> {
+        if let Some(sender) = self.live_sender() {
+            return Ok(sender);
+        }
+        let _permit = self
+            .connecting
+            .acquire_permit(1)
+            .await
+            .expect("the connect semaphore is never closed");
+        if let Some(sender) = self.live_sender() {
+            return Ok(sender);
+        }
+        let io = self.target.connect().await?;
+        let (sender, connection) = http2::Builder::new(LocalExec)
+            .handshake::<_, ChunkBody>(io)
+            .await
+            .map_err(|source| ExportError::Transport { source })?;
+        glommio::spawn_local(async move {
+            if let Err(err) = connection.await {
+                log::debug!("otlp grpc connection closed: {err}");
+            }
+        })
+        .detach();
+        *self.conn.borrow_mut() = Some(sender.clone());
+        Ok(sender)
+    }
+
+    fn live_sender(&self) -> Option<http2::SendRequest<ChunkBody>> {
+        let mut conn = self.conn.borrow_mut();
+        match conn.as_ref() {
+            Some(sender) if !sender.is_closed() => Some(sender.clone()),
+            Some(_) => {
+                conn.take();
+                None
+            }
+            None => None,
+        }
+    }
+}
+
+/// Interprets a unary gRPC answer: HTTP status, then `grpc-status` from the
+/// headers (trailers-only answer) or the trailers, then the response message.
+async fn read_response(response: Response<Incoming>) -> Result<ExportReply, ExportError> {
+    let (parts, body) = response.into_parts();
+    if parts.status != StatusCode::OK {
+        let retry_after = parts
+            .headers
+            .get(::http::header::RETRY_AFTER)
+            .and_then(|v| parse_retry_after(v.as_bytes(), std::time::SystemTime::now()));
+        // Read (and drop) the body so the stream ends cleanly.
+        let _ = read_body(body).await;
+        return Err(ExportError::Grpc {
+            code: grpc_code_for_http(parts.status),
+            message: format!("http status {}", parts.status),
+            retry_after,
+        });
+    }
+    if parts.headers.contains_key("grpc-status") {
+        check_status(&parts.headers)?;
+        return Ok(ExportReply::default());
+    }
+    let (data, trailers) = read_body(body).await?;
+    let trailers = trailers.ok_or(ExportError::MalformedResponse {
+        reason: "grpc response without grpc-status",
+    })?;
+    check_status(&trailers)?;
+    Ok(parse_message(&data))
+}
+
+/// `Ok` for `grpc-status: 0`, the error otherwise.
+fn check_status(headers: &HeaderMap) -> Result<(), ExportError> {
+    let code = headers
+        .get("grpc-status")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<i32>().ok())
+        .map(Code::from_i32)
+        .ok_or(ExportError::MalformedResponse {
+            reason: "grpc response without a valid grpc-status",
+        })?;
+    if code == Code::Ok {
+        return Ok(());
+    }
+    let message = headers
+        .get("grpc-message")
+        .map(|v| decode_grpc_message(v.as_bytes()))
+        .unwrap_or_default();
+    let retry_after = headers
+        .get("grpc-status-details-bin")
+        .and_then(|v| decode_status_details(v.as_bytes()))
+        .and_then(|status| retry_info_delay(&status));
+    Err(ExportError::Grpc {
+        code,
+        message,
+        retry_after,
+    })
+}
+
+/// The partial success inside a length-prefixed response message. A
+/// compressed response is not decoded (we never advertise accepting one).
+fn parse_message(data: &Bytes) -> ExportReply {
+    match decode_message(data) {
+        Ok((false, message)) => parse_export_response(&message),
+        _ => ExportReply::default(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn status_from_headers() {
+        let mut headers = HeaderMap::new();
+        headers.insert("grpc-status", HeaderValue::from_static("0"));
+        assert!(check_status(&headers).is_ok());
+        headers.insert("grpc-status", HeaderValue::from_static("14"));
+        headers.insert("grpc-message", HeaderValue::from_static("backend%20down"));
+        match check_status(&headers) {
+            Err(ExportError::Grpc {
+                code,
+                message,
+                retry_after,
+            }) => {
+                assert_eq!(
+                    (code, message.as_str(), retry_after),
+                    (Code::Unavailable, "backend down", None)
+                );
+            }
+            other => panic!("{other:?}"),
+        }
+        headers.insert("grpc-status", HeaderValue::from_static("x"));
+        assert!(matches!(
+            check_status(&headers),
+            Err(ExportError::MalformedResponse { .. })
+        ));
+    }
+
+    #[test]
+    fn message_prefix_is_checked() {
+        let parse = |b: &'static [u8]| parse_message(&Bytes::from_static(b));
+        assert_eq!(parse(&[]), ExportReply::default());
+        assert_eq!(parse(&[0, 0, 0, 0, 9, 1]), ExportReply::default());
+        assert_eq!(parse(&[0, 0, 0, 0, 0]), ExportReply::default());
+    }
+}

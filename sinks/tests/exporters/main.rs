@@ -1,0 +1,8 @@
+//! Exporter tests against real servers on 127.0.0.1 (hyper on glommio) and
+//! real files: one module per exporter kind, plus the queue's bounds.
+
+mod file;
+mod grpc;
+mod http;
+mod queue;
+mod support;
