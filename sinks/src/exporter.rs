@@ -117,10 +117,14 @@ impl Exporter {
                 )
             }
             ExporterKind::File(c) => {
-                let path = core_file_path(&c.path, core).ok_or_else(|| SinkError::InvalidPath {
+                // glommio's directory calls need absolute paths; resolving
+                // against the working directory reads no file (start-up only).
+                let invalid = || SinkError::InvalidPath {
                     exporter: name.to_string(),
                     path: c.path.clone(),
-                })?;
+                };
+                let absolute = std::path::absolute(&c.path).map_err(|_| invalid())?;
+                let path = core_file_path(&absolute, core).ok_or_else(invalid)?;
                 let max_bytes = c.rotation.max_megabytes.saturating_mul(1024 * 1024);
                 (
                     Self::File(FileExporter::new(path, max_bytes, c.rotation.max_backups)),

@@ -65,7 +65,8 @@ pub struct SamplerStats {
     pub shutdown_dropped_spans: u64,
     /// Per top-level policy, in configuration order.
     pub policies: Vec<PolicyStats>,
-    /// Decision time − first span's arrival, in microseconds.
+    /// Decision time − first span's arrival, in microseconds (1% precision, clamped to
+    /// [`SamplerStats::MAX_LATENCY_US`]).
     pub decision_latency_us: Histogram<u64>,
     /// Sum of the recorded latencies, in microseconds.
     pub decision_latency_sum_us: u64,
@@ -87,6 +88,12 @@ pub struct SamplerStats {
 }
 
 impl SamplerStats {
+    /// Largest recorded decision latency (24 h, the longest `decision_wait`); larger values
+    /// are recorded as this.
+    pub const MAX_LATENCY_US: u64 = 24 * 3600 * 1_000_000;
+    /// Precision of the latency histogram: 2 significant digits (1%), about 30 KiB.
+    pub const LATENCY_SIGNIFICANT_DIGITS: u8 = 2;
+
     pub(crate) fn new(policies: impl Iterator<Item = (String, bool)>) -> Self {
         SamplerStats {
             spans_received: 0,
@@ -109,8 +116,12 @@ impl SamplerStats {
                     drop: 0,
                 })
                 .collect(),
-            // Three significant digits, growing as needed: never fails.
-            decision_latency_us: Histogram::new(3).expect("3 significant digits is valid"),
+            decision_latency_us: Histogram::new_with_bounds(
+                1,
+                Self::MAX_LATENCY_US,
+                Self::LATENCY_SIGNIFICANT_DIGITS,
+            )
+            .expect("valid histogram bounds"),
             decision_latency_sum_us: 0,
             buffered_traces: 0,
             buffered_spans: 0,

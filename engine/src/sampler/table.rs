@@ -78,11 +78,6 @@ impl Trace {
     pub(crate) fn any_status(&self, mask: u8) -> bool {
         self.status_seen & mask != 0
     }
-
-    /// Whether a span had status ERROR.
-    pub(crate) fn any_error(&self) -> bool {
-        self.any_status(1 << 2)
-    }
 }
 
 /// Bytes charged for a pending trace holding `spans` spans: the slab entry, its share of the
