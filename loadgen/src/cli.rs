@@ -14,9 +14,9 @@ EXAMPLES:
   # 200k spans/s open loop over OTLP/gRPC for 30 s, loadgen pinned to CPU 0
   shardtel-loadgen --rate 200000 --duration 30s --cpus 0
 
-  # Closed loop, 4 connections x 8 in flight, OTLP/HTTP protobuf with zstd
-  shardtel-loadgen -p http-protobuf -e http://127.0.0.1:4318 --connections 4 \\
-      --concurrency 8 --compression zstd --count 10000
+  # Closed loop, 4 connections x 8 in flight, OTLP/HTTP protobuf over h2c, zstd
+  shardtel-loadgen -p http-protobuf -e http://127.0.0.1:4318 --http2 \\
+      --connections 4 --concurrency 8 --compression zstd --count 10000
 
   # Loss check against a collector writing a file exporter's JSON lines
   shardtel-loadgen --rate 50000 --duration 20s --split-traces --verify \\
@@ -52,7 +52,9 @@ EXIT STATUS:
 ///
 /// Requests are copies of pre-encoded templates whose ids, sequence numbers and
 /// timestamps are patched in place, so one core generates millions of spans per
-/// second; --dry-run measures it.
+/// second (uncompressed; gzip and zstd cost far more than generation); --dry-run
+/// measures it. Every span id is run id (2 bytes) + worker (1 byte) + sequence number
+/// (5 bytes), also in the span attribute loadgen.seq.
 #[derive(Debug, Parser)]
 #[command(name = "shardtel-loadgen", version, after_long_help = EXAMPLES)]
 pub struct Args {
@@ -95,7 +97,7 @@ pub struct Args {
     pub headers: Vec<(String, String)>,
 
     /// Per-request timeout; a request without a response by then counts as failed.
-    #[arg(long, default_value = "10s", value_parser = parse_duration, help_heading = "Target")]
+    #[arg(long, value_name = "DURATION", default_value = "10s", value_parser = parse_duration, help_heading = "Target")]
     pub timeout: Duration,
 
     /// TLS: accept any server certificate (test setups only).
@@ -117,12 +119,12 @@ pub struct Args {
 
     /// Open loop: send at this rate (per second, in --rate-unit), split over the
     /// workers. Without --rate the run is closed loop (see --concurrency).
-    #[arg(short, long, help_heading = "Load")]
+    #[arg(short, long, value_name = "N", help_heading = "Load")]
     pub rate: Option<f64>,
 
     /// Unit of --rate: requests, or items (spans, metric points or log records;
     /// "spans" is accepted as a synonym of items).
-    #[arg(long, value_enum, default_value_t = RateUnit::Items, help_heading = "Load")]
+    #[arg(long, value_name = "UNIT", value_enum, default_value_t = RateUnit::Items, help_heading = "Load")]
     pub rate_unit: RateUnit,
 
     /// Closed loop: requests kept in flight per connection (HTTP/1.1: 1).
@@ -135,15 +137,21 @@ pub struct Args {
     pub max_in_flight: usize,
 
     /// How long to send (default 10s unless --count is given).
-    #[arg(short, long, value_parser = parse_duration, help_heading = "Load")]
+    #[arg(short, long, value_name = "DURATION", value_parser = parse_duration, help_heading = "Load")]
     pub duration: Option<Duration>,
 
     /// Stop after this many requests in total.
-    #[arg(short = 'n', long, help_heading = "Load")]
+    #[arg(short = 'n', long, value_name = "N", help_heading = "Load")]
     pub count: Option<u64>,
 
     /// Worker threads, each with its own runtime, connections and share of the rate.
-    #[arg(short, long, default_value_t = 1, help_heading = "Load")]
+    #[arg(
+        short,
+        long,
+        value_name = "N",
+        default_value_t = 1,
+        help_heading = "Load"
+    )]
     pub workers: usize,
 
     /// Pin workers to these CPUs, round robin: "1", "0,1", "2-5".
@@ -161,65 +169,102 @@ pub struct Args {
 
     // ---- shape ----
     /// Spans per trace: a number or an inclusive range like 5..15.
-    #[arg(long, default_value = "5..15", value_parser = parse_range, help_heading = "Traces")]
+    #[arg(long, value_name = "N|LOW..HIGH", default_value = "5..15", value_parser = parse_range, help_heading = "Traces")]
     pub spans_per_trace: (u32, u32),
 
     /// Spans per request.
-    #[arg(long, default_value_t = 100, help_heading = "Traces")]
+    #[arg(long, value_name = "N", default_value_t = 100, help_heading = "Traces")]
     pub spans_per_request: u32,
 
     /// Descriptive attributes per span, point or record (HTTP semantic conventions
     /// first, then attr.N), besides user.id and loadgen.seq.
-    #[arg(long, default_value_t = 8, help_heading = "Traces")]
+    #[arg(long, value_name = "N", default_value_t = 8, help_heading = "Traces")]
     pub attributes: u32,
 
     /// Length in bytes of generated string attribute values.
-    #[arg(long, default_value_t = 16, help_heading = "Traces")]
+    #[arg(
+        long,
+        value_name = "BYTES",
+        default_value_t = 16,
+        help_heading = "Traces"
+    )]
     pub attribute_size: u32,
 
     /// Share of spans with status ERROR (logs: share of ERROR records).
-    #[arg(long, default_value_t = 0.03, help_heading = "Traces")]
+    #[arg(
+        long,
+        value_name = "RATIO",
+        default_value_t = 0.03,
+        help_heading = "Traces"
+    )]
     pub error_ratio: f64,
 
     /// Median span duration of the log-normal latency distribution.
-    #[arg(long, default_value = "20ms", value_parser = parse_duration, help_heading = "Traces")]
+    #[arg(long, value_name = "DURATION", default_value = "20ms", value_parser = parse_duration, help_heading = "Traces")]
     pub latency_median: Duration,
 
     /// 99th percentile span duration of the log-normal distribution.
-    #[arg(long, default_value = "2s", value_parser = parse_duration, help_heading = "Traces")]
+    #[arg(long, value_name = "DURATION", default_value = "2s", value_parser = parse_duration, help_heading = "Traces")]
     pub latency_p99: Duration,
 
-    /// Every span takes exactly this long (replaces the log-normal distribution).
-    #[arg(long, value_parser = parse_duration, help_heading = "Traces")]
+    /// Every span takes exactly this long (replaces the log-normal distribution; child
+    /// spans are still nested inside their parents).
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration, help_heading = "Traces")]
     pub latency_fixed: Option<Duration>,
 
     /// Share of traces whose spans all carry user.id = "vip" (others: "user-N").
-    #[arg(long, default_value_t = 0.01, help_heading = "Traces")]
+    #[arg(
+        long,
+        value_name = "RATIO",
+        default_value_t = 0.01,
+        help_heading = "Traces"
+    )]
     pub vip_share: f64,
 
-    /// Spread each trace over PIECES consecutive requests on different connections,
-    /// each request mixing pieces of many traces (as services send them).
+    /// Spread each trace over PIECES consecutive requests on different connections
+    /// (3 when given without a value), each request mixing pieces of many traces, as
+    /// services send them.
     #[arg(long, value_name = "PIECES", num_args = 0..=1, default_missing_value = "3", help_heading = "Traces")]
     pub split_traces: Option<u32>,
 
     /// Metric data points per request (--signal metrics).
-    #[arg(long, default_value_t = 100, help_heading = "Metrics and logs")]
+    #[arg(
+        long,
+        value_name = "N",
+        default_value_t = 100,
+        help_heading = "Metrics and logs"
+    )]
     pub points_per_request: u32,
 
     /// Log records per request (--signal logs).
-    #[arg(long, default_value_t = 100, help_heading = "Metrics and logs")]
+    #[arg(
+        long,
+        value_name = "N",
+        default_value_t = 100,
+        help_heading = "Metrics and logs"
+    )]
     pub records_per_request: u32,
 
     /// Pre-built variations (template groups) requests are copied from.
-    #[arg(long, default_value_t = 64, help_heading = "Generation")]
+    #[arg(
+        long,
+        value_name = "K",
+        default_value_t = 64,
+        help_heading = "Generation"
+    )]
     pub templates: u32,
 
     /// Seed for the templates (same seed, same shapes).
-    #[arg(long, default_value_t = 1, help_heading = "Generation")]
+    #[arg(
+        long,
+        value_name = "N",
+        default_value_t = 1,
+        help_heading = "Generation"
+    )]
     pub seed: u64,
 
     /// Run id in the first two bytes of every span id (default: random, non-zero).
-    #[arg(long, value_parser = parse_run_id, help_heading = "Generation")]
+    #[arg(long, value_name = "ID", value_parser = parse_run_id, help_heading = "Generation")]
     pub run_id: Option<u16>,
 
     /// Only generate (no network) for --duration or --count, then print the rate per
@@ -253,11 +298,11 @@ pub struct Args {
     pub verify_file: Option<String>,
 
     /// Longest wait for acknowledged spans to arrive after the run.
-    #[arg(long, default_value = "10s", value_parser = parse_duration, help_heading = "Verify")]
+    #[arg(long, value_name = "DURATION", default_value = "10s", value_parser = parse_duration, help_heading = "Verify")]
     pub verify_wait: Duration,
 
     /// Stop waiting once nothing is missing and the output has not grown for this long.
-    #[arg(long, default_value = "1s", value_parser = parse_duration, help_heading = "Verify")]
+    #[arg(long, value_name = "DURATION", default_value = "1s", value_parser = parse_duration, help_heading = "Verify")]
     pub verify_settle: Duration,
 
     /// The target tail-samples: a trace with no arrived span was not kept (not loss);
@@ -274,7 +319,7 @@ pub enum ProtocolArg {
     /// OTLP/HTTP, protobuf bodies.
     #[value(alias = "http")]
     HttpProtobuf,
-    /// OTLP/HTTP, JSON bodies (converted per request: slower to generate).
+    /// OTLP/HTTP, JSON bodies (about twice the bytes of protobuf).
     HttpJson,
 }
 

@@ -158,6 +158,12 @@ fn run(args: Args) -> Result<ExitCode> {
     )?);
     let workers = args.workers;
     let connections = args.connections.unwrap_or(workers);
+    if !transport.http2 && args.concurrency.is_some_and(|c| c > 1) {
+        eprintln!(
+            "shardtel-loadgen: warning: HTTP/1.1 carries one request at a time per connection; \
+             --concurrency acts as 1 (use --connections, or --http2)"
+        );
+    }
     let items_per_request = shape.items_per_request;
     let requests_per_second = args.rate.map(|r| match args.rate_unit {
         RateUnit::Requests => r,
@@ -192,7 +198,10 @@ fn run(args: Args) -> Result<ExitCode> {
             index: w as u8,
             cpu: args.cpus.as_ref().map(|c| c.0[w % c.0.len()]),
             connections: conns,
-            per_connection: args.concurrency.unwrap_or(args.max_in_flight),
+            per_connection: match requests_per_second {
+                Some(_) => args.max_in_flight,
+                None => args.concurrency.unwrap_or(1),
+            },
             pace,
             count: args.count.map(|c| split_evenly(c, workers, w)),
             duration,

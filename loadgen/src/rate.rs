@@ -438,6 +438,39 @@ mod tests {
     }
 
     #[test]
+    fn a_stall_past_the_deadline_ends_the_run_behind_schedule() {
+        // The target stalls from 500 ms until long after the 1 s run ends.
+        let mut target = SimTarget {
+            service: 100 * US,
+            stall: Some((500 * MS, 5_000 * MS)),
+            free_at: 0,
+        };
+        let (sent, rec) = simulate(open(1_000.0, 1), &mut target, 2);
+        // 500 before the stall and the 2 stuck in flight; nothing after the deadline.
+        assert_eq!(sent.len(), 502);
+        assert!(sent.iter().all(|s| s.sent < 1_000 * MS));
+        // The two stuck requests are still measured from their schedule, up to 4.5 s.
+        assert!(rec.latency.max() >= 4_498_000, "max {}", rec.latency.max());
+        // What the schedule wanted but never got is reported, not silently dropped.
+        let mut issued = RateController::new(
+            Pace::open(1_000.0),
+            0,
+            Limits {
+                count: None,
+                deadline: Some(1_000 * MS),
+            },
+        );
+        for _ in 0..502 {
+            assert!(matches!(
+                issued.decide(999 * MS, 0, usize::MAX),
+                Decision::Send(_)
+            ));
+        }
+        assert_eq!(issued.decide(1_000 * MS, 0, usize::MAX), Decision::Done);
+        assert_eq!(issued.behind_schedule(3_000 * MS), 498);
+    }
+
+    #[test]
     fn closed_loop_keeps_concurrency_and_measures_from_send() {
         let mut target = SimTarget {
             service: MS,

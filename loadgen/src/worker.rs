@@ -292,18 +292,27 @@ impl Worker {
                 if self.conns[conn].generation != generation {
                     return;
                 }
-                // An HTTP/1.1 exchange cut short by the timeout leaves the connection
-                // unusable; HTTP/2 just resets the stream.
-                let timed_out_h1 = sender.is_some() && outcome == Outcome::Failed(Reason::Timeout);
-                if breaks_connection(&outcome) || timed_out_h1 {
-                    if !matches!(self.conns[conn].state, ConnState::Connecting) {
-                        self.reconnect_later(conn, tx);
+                match sender {
+                    // HTTP/1.1: the connection carried only this request. After a transport
+                    // error or a timeout (an exchange cut short) it is unusable.
+                    Some(sender) => {
+                        let broken = breaks_connection(&outcome)
+                            || outcome == Outcome::Failed(Reason::Timeout)
+                            || sender.is_closed();
+                        if broken {
+                            self.reconnect_later(conn, tx);
+                        } else {
+                            self.conns[conn].state = ConnState::Ready(sender);
+                        }
                     }
-                } else if let Some(sender) = sender {
-                    if sender.is_closed() {
-                        self.reconnect_later(conn, tx);
-                    } else {
-                        self.conns[conn].state = ConnState::Ready(sender);
+                    // HTTP/2: a failed stream says nothing about the connection; only a
+                    // closed one is replaced (its driver also reports `Closed`).
+                    None => {
+                        if let ConnState::Ready(s) = &self.conns[conn].state {
+                            if s.is_closed() {
+                                self.reconnect_later(conn, tx);
+                            }
+                        }
                     }
                 }
             }

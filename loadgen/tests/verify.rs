@@ -91,7 +91,11 @@ fn a_target_dropping_every_tenth_request_is_reported_as_that_much_loss() {
 fn a_target_keeping_everything_passes_and_other_runs_are_ignored() {
     let dir = temp_dir("keepall");
     let target = http_file_exporter(&dir.join("traces.jsonl"), Box::new(|_| true));
-    let (code, res, text) = run_verify(&dir, target.addr.port(), &["--run-id", "0x0101"]);
+    let (code, res, text) = run_verify(
+        &dir,
+        target.addr.port(),
+        &["--run-id", "0x0101", "--workers", "2"],
+    );
     assert_eq!(code, Some(0), "{text}");
     let v = &res["verify"];
     assert_eq!(v["spans_lost"], 0, "{text}");

@@ -44,6 +44,8 @@ struct HttpState {
 
 struct GrpcState {
     status: Box<StatusFn>,
+    in_flight: AtomicU64,
+    max_in_flight: AtomicU64,
     requests: AtomicU64,
     spans: AtomicU64,
     encodings: Mutex<Vec<String>>,
@@ -67,6 +69,13 @@ impl Target {
             .as_ref()
             .map(|g| g.encodings.lock().unwrap().clone())
             .unwrap_or_default()
+    }
+
+    /// Most requests a gRPC target had in progress at once.
+    pub fn max_in_flight(&self) -> u64 {
+        self.grpc
+            .as_ref()
+            .map_or(0, |g| g.max_in_flight.load(Ordering::SeqCst))
     }
 
     /// Items (spans, points, records) decoded by a gRPC target.
@@ -109,9 +118,15 @@ where
     (addr_rx.recv().unwrap(), stop_tx, thread)
 }
 
-/// An OTLP/HTTP (protobuf) trace receiver: acknowledges every request with 200, and
-/// appends the ones `keep` selects to `file` as OTLP/JSON lines before answering.
+/// An OTLP/HTTP (protobuf or JSON, HTTP/1.1) trace receiver: acknowledges every request
+/// with 200, and appends the ones `keep` selects to `file` as OTLP/JSON lines before
+/// answering.
 pub fn http_file_exporter(file: &Path, keep: Box<KeepFn>) -> Target {
+    http_file_exporter_on(file, keep, false)
+}
+
+/// Like [`http_file_exporter`], speaking HTTP/2 (h2c) instead when `http2`.
+pub fn http_file_exporter_on(file: &Path, keep: Box<KeepFn>, http2: bool) -> Target {
     let state = Arc::new(HttpState {
         file: Mutex::new(
             std::fs::OpenOptions::new()
@@ -139,9 +154,16 @@ pub fn http_file_exporter(file: &Path, keep: Box<KeepFn>) -> Target {
                             counter.fetch_add(1, Ordering::SeqCst);
                             handle_http(req, state.clone())
                         });
-                        let _ = hyper::server::conn::http1::Builder::new()
-                            .serve_connection(TokioIo::new(stream), svc)
-                            .await;
+                        let io = TokioIo::new(stream);
+                        if http2 {
+                            let _ = hyper::server::conn::http2::Builder::new(TokioExecutor::new())
+                                .serve_connection(io, svc)
+                                .await;
+                        } else {
+                            let _ = hyper::server::conn::http1::Builder::new()
+                                .serve_connection(io, svc)
+                                .await;
+                        }
                     });
                 }
             }
@@ -198,7 +220,8 @@ async fn handle_http(
         .unwrap())
 }
 
-/// An OTLP/gRPC trace receiver (h2c) answering each request with `status(index)`:
+/// An OTLP/gRPC receiver (h2c) holding each request 3 ms, then answering with
+/// `status(index)`:
 /// 0 with a response message and `grpc-status` in the trailers, anything else as a
 /// trailers-only response. Decompresses gzip / zstd messages and counts their spans.
 pub fn grpc_receiver(status: Box<StatusFn>) -> Target {
@@ -212,6 +235,8 @@ pub fn grpc_receiver_on(
 ) -> Target {
     let state = Arc::new(GrpcState {
         status,
+        in_flight: AtomicU64::new(0),
+        max_in_flight: AtomicU64::new(0),
         requests: AtomicU64::new(0),
         spans: AtomicU64::new(0),
         encodings: Mutex::new(Vec::new()),
@@ -269,6 +294,11 @@ async fn handle_grpc(
         .headers()
         .get("grpc-encoding")
         .map(|v| v.to_str().unwrap().to_string());
+    let now = state.in_flight.fetch_add(1, Ordering::SeqCst) + 1;
+    state.max_in_flight.fetch_max(now, Ordering::SeqCst);
+    // Hold each request briefly so that concurrency is visible.
+    tokio::time::sleep(std::time::Duration::from_millis(3)).await;
+    state.in_flight.fetch_sub(1, Ordering::SeqCst);
     let body = req.into_body().collect().await.unwrap().to_bytes();
     let compressed = body[0] == 1;
     let len = u32::from_be_bytes([body[1], body[2], body[3], body[4]]) as usize;
