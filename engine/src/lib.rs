@@ -29,4 +29,5 @@ pub mod ingest;
 pub mod logging;
 pub mod mesh;
 pub mod receiver;
+pub mod sampler;
 pub mod telemetry;

@@ -321,8 +321,7 @@ impl Sampler {
                 };
                 match reason {
                     None => {
-                        let resource =
-                            batch.index.scopes[entry.scope as usize].resource as usize;
+                        let resource = batch.index.scopes[entry.scope as usize].resource as usize;
                         self.append(t, slot, i as u32, body, resource_bits[resource]);
                         last = Some((id, t));
                         continue;
@@ -427,7 +426,11 @@ impl Sampler {
     /// the root list (root_done); on a tie, the timer.
     fn next_due(&self) -> Option<(u32, u64, DecisionReason)> {
         let timer = self.table.oldest().map(|t| {
-            let deadline = self.table.get(t).first_seen.saturating_add(self.limits.wait);
+            let deadline = self
+                .table
+                .get(t)
+                .first_seen
+                .saturating_add(self.limits.wait);
             (t, deadline, DecisionReason::Timer)
         });
         let root = self.limits.wait_after_root.and_then(|wait| {
@@ -602,7 +605,8 @@ mod tests {
         for k in kept {
             for &i in &k.spans {
                 let e = &k.batch.index.spans[i as usize];
-                let view = SpanView::new(&k.batch.buf[e.range.start as usize..e.range.end as usize]);
+                let view =
+                    SpanView::new(&k.batch.buf[e.range.start as usize..e.range.end as usize]);
                 let mut sid = [0; 8];
                 sid.copy_from_slice(view.span_id());
                 ids.push((e.trace_id, u64::from_be_bytes(sid)));
@@ -619,8 +623,16 @@ mod tests {
         let t0 = Instant::now();
         let mut out = Vec::new();
         // Trace 1 arrives in two pieces, the error in the second; trace 2 has no error.
-        s.add(batch(vec![span(1, 1).root(), span(2, 1).root(), span(1, 2)]), t0, &mut out);
-        s.add(batch(vec![span(1, 3).status(2), span(2, 2)]), t0 + secs(3), &mut out);
+        s.add(
+            batch(vec![span(1, 1).root(), span(2, 1).root(), span(1, 2)]),
+            t0,
+            &mut out,
+        );
+        s.add(
+            batch(vec![span(1, 3).status(2), span(2, 2)]),
+            t0 + secs(3),
+            &mut out,
+        );
         assert!(out.is_empty());
         assert_eq!(s.next_deadline(), Some(t0 + secs(10)));
         s.tick(t0 + secs(9), &mut out);
@@ -641,8 +653,14 @@ mod tests {
         assert_eq!(st.policies[0].sample, 1);
         assert_eq!(st.decision_latency_us.len(), 2);
         let p100 = st.decision_latency_us.value_at_quantile(1.0);
-        assert!(st.decision_latency_us.equivalent(p100, 10_000_000), "{p100}");
-        assert_eq!((st.buffered_traces, st.buffered_spans, st.buffered_bytes), (0, 0, 0));
+        assert!(
+            st.decision_latency_us.equivalent(p100, 10_000_000),
+            "{p100}"
+        );
+        assert_eq!(
+            (st.buffered_traces, st.buffered_spans, st.buffered_bytes),
+            (0, 0, 0)
+        );
         assert_eq!(st.buffered_batches, 0);
         assert_eq!(s.next_deadline(), None);
     }
@@ -657,7 +675,11 @@ mod tests {
         assert_eq!(kept_ids(&out), [(trace_id(1), 1)]);
         out.clear();
         // Late spans of both; a span of a new trace 3 in the same batch is buffered.
-        s.add(batch(vec![span(2, 2).status(2), span(1, 2), span(3, 1)]), t0 + secs(31), &mut out);
+        s.add(
+            batch(vec![span(2, 2).status(2), span(1, 2), span(3, 1)]),
+            t0 + secs(31),
+            &mut out,
+        );
         assert_eq!(kept_ids(&out), [(trace_id(1), 2)]);
         assert_eq!(out[0].spans, [1]);
         let st = s.stats();
@@ -716,7 +738,16 @@ mod tests {
         let mut s = Sampler::new(&cfg, CoreShare::SINGLE).unwrap();
         let t0 = Instant::now();
         let mut out = Vec::new();
-        s.add(batch(vec![span(1, 1).status(2), span(1, 2), span(1, 3), span(2, 1)]), t0, &mut out);
+        s.add(
+            batch(vec![
+                span(1, 1).status(2),
+                span(1, 2),
+                span(1, 3),
+                span(2, 1),
+            ]),
+            t0,
+            &mut out,
+        );
         assert_eq!(
             kept_ids(&out),
             [(trace_id(1), 1), (trace_id(1), 2), (trace_id(1), 3)]
@@ -729,7 +760,11 @@ mod tests {
         let mut s = Sampler::new(&cfg, CoreShare::SINGLE).unwrap();
         out.clear();
         s.add(
-            batch(vec![span(1, 1).status(2).pad(100), span(1, 2).pad(100), span(1, 3).pad(100)]),
+            batch(vec![
+                span(1, 1).status(2).pad(100),
+                span(1, 2).pad(100),
+                span(1, 3).pad(100),
+            ]),
             t0,
             &mut out,
         );
@@ -737,7 +772,11 @@ mod tests {
         assert_eq!(s.stats().decided(DecisionReason::MaxBytesPerTrace), 1);
         // A single span larger than the bound is decided alone, at once.
         out.clear();
-        s.add(batch(vec![span(7, 1).status(2).pad(400), span(8, 1)]), t0, &mut out);
+        s.add(
+            batch(vec![span(7, 1).status(2).pad(400), span(8, 1)]),
+            t0,
+            &mut out,
+        );
         assert_eq!(kept_ids(&out), [(trace_id(7), 1)]);
         assert_eq!(s.stats().decided(DecisionReason::MaxBytesPerTrace), 2);
         assert_eq!(s.stats().buffered_traces, 1);
@@ -766,7 +805,10 @@ mod tests {
         out.clear();
         s.add(batch(big), t0 + secs(5), &mut out);
         assert!(s.stats().buffered_bytes <= cfg.max_buffered_bytes_per_core);
-        assert_eq!(s.stats().decided(DecisionReason::MaxBufferedBytes), 1 + 2 + 30);
+        assert_eq!(
+            s.stats().decided(DecisionReason::MaxBufferedBytes),
+            1 + 2 + 30
+        );
         assert_eq!(s.stats().buffered_traces, 0);
     }
 
@@ -778,7 +820,11 @@ mod tests {
             cfg.on_shutdown = mode;
             let mut s = Sampler::new(&cfg, CoreShare::SINGLE).unwrap();
             let mut out = Vec::new();
-            s.add(batch(vec![span(1, 1).status(2), span(2, 1), span(2, 2)]), t0, &mut out);
+            s.add(
+                batch(vec![span(1, 1).status(2), span(2, 1), span(2, 2)]),
+                t0,
+                &mut out,
+            );
             s.shutdown(t0 + secs(1), &mut out);
             let st = s.stats();
             assert_eq!(st.buffered_traces, 0);
@@ -790,7 +836,10 @@ mod tests {
                 }
                 OnShutdown::Drop => {
                     assert!(out.is_empty());
-                    assert_eq!((st.shutdown_dropped_traces, st.shutdown_dropped_spans), (2, 3));
+                    assert_eq!(
+                        (st.shutdown_dropped_traces, st.shutdown_dropped_spans),
+                        (2, 3)
+                    );
                 }
             }
         }
@@ -842,26 +891,38 @@ percent = 10
             let (a, b) = match kind {
                 0 => (root, span(t, 2).status(2)),
                 1 => (root.times(ms, 1500 * ms), span(t, 2)),
-                2 => (root, span(t, 2).with_attrs(vec![("user.id", Value::StringValue("vip".into()))])),
-                _ => (root, span(t, 2).with_attrs(vec![("user.id", Value::StringValue("u-1".into()))])),
+                2 => (
+                    root,
+                    span(t, 2).with_attrs(vec![("user.id", Value::StringValue("vip".into()))]),
+                ),
+                _ => (
+                    root,
+                    span(t, 2).with_attrs(vec![("user.id", Value::StringValue("u-1".into()))]),
+                ),
             };
             let by_hash = u128::from(probabilistic_hash(&trace_id(t), b"")) * 10 < 1 << 64;
             if kind <= 2 || by_hash {
                 expected.insert(trace_id(t));
             }
             // Each trace in two pieces, under a resource.
-            let r = ResourceSpec { attrs: vec![kv("service.name", Value::StringValue("cart".into()))] };
+            let r = ResourceSpec {
+                attrs: vec![kv("service.name", Value::StringValue("cart".into()))],
+            };
             s.add(batch_of(&[(r.clone(), vec![a])]), t0, &mut out);
             s.add(batch_of(&[(r, vec![b])]), t0, &mut out);
         }
         s.tick(t0 + secs(10), &mut out);
-        let kept: std::collections::BTreeSet<TraceId> = kept_ids(&out).into_iter().map(|(t, _)| t).collect();
+        let kept: std::collections::BTreeSet<TraceId> =
+            kept_ids(&out).into_iter().map(|(t, _)| t).collect();
         assert_eq!(kept, expected);
         assert_eq!(kept_ids(&out).len(), 2 * kept.len());
         let rest = kept.len() as f64 - 0.3 * n as f64;
         // About 10% of the other 70%.
         assert!((rest - 0.07 * n as f64).abs() < 0.02 * n as f64, "{rest}");
         let st = s.stats();
-        assert_eq!(st.policies.iter().map(|p| p.sample).collect::<Vec<_>>()[..3], [n / 10, n / 10, n / 10]);
+        assert_eq!(
+            st.policies.iter().map(|p| p.sample).collect::<Vec<_>>()[..3],
+            [n / 10, n / 10, n / 10]
+        );
     }
 }

@@ -91,12 +91,15 @@ impl SpanPredicate {
 
     fn matches_value(&self, value: &AnyValueRef<'_>) -> bool {
         match (self, value) {
-            (SpanPredicate::String { values, regexes, .. }, AnyValueRef::String(s)) => {
-                match regexes {
-                    Some(set) => set.is_match(s),
-                    None => values.iter().any(|v| v == s),
-                }
-            }
+            (
+                SpanPredicate::String {
+                    values, regexes, ..
+                },
+                AnyValueRef::String(s),
+            ) => match regexes {
+                Some(set) => set.is_match(s),
+                None => values.iter().any(|v| v == s),
+            },
             (SpanPredicate::Numeric { min, max, .. }, AnyValueRef::Int(i)) => {
                 min.is_none_or(|m| *i >= m) && max.is_none_or(|m| *i <= m)
             }
@@ -284,10 +287,12 @@ impl Policies {
                 invert,
             } => {
                 let regexes = if *enabled_regex_matching {
-                    Some(RegexSet::new(values).map_err(|source| SamplerError::InvalidRegex {
-                        policy: name.clone(),
-                        source,
-                    })?)
+                    Some(
+                        RegexSet::new(values).map_err(|source| SamplerError::InvalidRegex {
+                            policy: name.clone(),
+                            source,
+                        })?,
+                    )
                 } else {
                     None
                 };
@@ -318,7 +323,11 @@ impl Policies {
                 };
                 (self.predicate(name, predicate)?, *invert)
             }
-            PolicyKind::TraceState { key, values, invert } => {
+            PolicyKind::TraceState {
+                key,
+                values,
+                invert,
+            } => {
                 let predicate = SpanPredicate::TraceState {
                     key: key.clone(),
                     values: values.clone(),
@@ -535,10 +544,10 @@ impl Composite {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::sampler::table::TraceTable;
     use crate::sampler::testing::{
         batch_of, config, kv, policy, span, trace_id, ResourceSpec, SpanSpec,
     };
-    use crate::sampler::table::TraceTable;
     use shardtel_config::{Percentage, RateAllocation, StatusCode};
     use shardtel_protocol::proto::common::v1::any_value::Value;
     use std::time::Duration;
@@ -606,7 +615,10 @@ mod tests {
 
     #[test]
     fn always_sample() {
-        assert_eq!(Harness::new(PolicyKind::AlwaysSample).vote(&[span(1, 1)]), Vote::Sample);
+        assert_eq!(
+            Harness::new(PolicyKind::AlwaysSample).vote(&[span(1, 1)]),
+            Vote::Sample
+        );
     }
 
     #[test]
@@ -640,9 +652,15 @@ mod tests {
             invert: false,
         });
         // Neither span lasts a second, the trace does: 100ms .. 1100ms.
-        let slow = [span(1, 1).times(100 * ms, 600 * ms), span(1, 2).times(700 * ms, 1100 * ms)];
+        let slow = [
+            span(1, 1).times(100 * ms, 600 * ms),
+            span(1, 2).times(700 * ms, 1100 * ms),
+        ];
         assert_eq!(h.vote(&slow), Vote::Sample);
-        let fast = [span(1, 1).times(100 * ms, 600 * ms), span(1, 2).times(200 * ms, 1099 * ms)];
+        let fast = [
+            span(1, 1).times(100 * ms, 600 * ms),
+            span(1, 2).times(200 * ms, 1099 * ms),
+        ];
         assert_eq!(h.vote(&fast), Vote::NotSample);
         // Exactly the threshold counts.
         assert_eq!(h.vote(&[span(1, 1).times(ms, 1001 * ms)]), Vote::Sample);
@@ -672,11 +690,23 @@ mod tests {
         };
         let s = |v: &str| Value::StringValue(v.into());
         let mut h = Harness::new(vip(&["vip"], false, false));
-        assert_eq!(h.vote(&spans_with(vec![("user.id", s("vip"))])), Vote::Sample);
-        assert_eq!(h.vote(&spans_with(vec![("user.id", s("vip2"))])), Vote::NotSample);
-        assert_eq!(h.vote(&spans_with(vec![("user", s("vip"))])), Vote::NotSample);
+        assert_eq!(
+            h.vote(&spans_with(vec![("user.id", s("vip"))])),
+            Vote::Sample
+        );
+        assert_eq!(
+            h.vote(&spans_with(vec![("user.id", s("vip2"))])),
+            Vote::NotSample
+        );
+        assert_eq!(
+            h.vote(&spans_with(vec![("user", s("vip"))])),
+            Vote::NotSample
+        );
         // Only string values match.
-        assert_eq!(h.vote(&spans_with(vec![("user.id", Value::IntValue(1))])), Vote::NotSample);
+        assert_eq!(
+            h.vote(&spans_with(vec![("user.id", Value::IntValue(1))])),
+            Vote::NotSample
+        );
         // Resource attributes count too.
         let resource = ResourceSpec {
             attrs: vec![kv("user.id", s("vip"))],
@@ -684,11 +714,23 @@ mod tests {
         assert_eq!(h.vote_at(&resource, &[span(1, 1)], 0), Vote::Sample);
         // Regexes are unanchored, any of them may match.
         let mut h = Harness::new(vip(&["^v.p$", "gold"], true, false));
-        assert_eq!(h.vote(&spans_with(vec![("user.id", s("vxp"))])), Vote::Sample);
-        assert_eq!(h.vote(&spans_with(vec![("user.id", s("a-gold-b"))])), Vote::Sample);
-        assert_eq!(h.vote(&spans_with(vec![("user.id", s("vxpp"))])), Vote::NotSample);
+        assert_eq!(
+            h.vote(&spans_with(vec![("user.id", s("vxp"))])),
+            Vote::Sample
+        );
+        assert_eq!(
+            h.vote(&spans_with(vec![("user.id", s("a-gold-b"))])),
+            Vote::Sample
+        );
+        assert_eq!(
+            h.vote(&spans_with(vec![("user.id", s("vxpp"))])),
+            Vote::NotSample
+        );
         let mut h = Harness::new(vip(&["vip"], false, true));
-        assert_eq!(h.vote(&spans_with(vec![("user.id", s("vip"))])), Vote::NotSample);
+        assert_eq!(
+            h.vote(&spans_with(vec![("user.id", s("vip"))])),
+            Vote::NotSample
+        );
         assert_eq!(h.vote(&spans_with(vec![("user.id", s("x"))])), Vote::Sample);
     }
 
@@ -707,11 +749,17 @@ mod tests {
         assert_eq!(h.vote(&code(499)), Vote::NotSample);
         assert_eq!(h.vote(&code(600)), Vote::NotSample);
         assert_eq!(
-            h.vote(&spans_with(vec![("http.status_code", Value::DoubleValue(503.5))])),
+            h.vote(&spans_with(vec![(
+                "http.status_code",
+                Value::DoubleValue(503.5)
+            )])),
             Vote::Sample
         );
         assert_eq!(
-            h.vote(&spans_with(vec![("http.status_code", Value::StringValue("503".into()))])),
+            h.vote(&spans_with(vec![(
+                "http.status_code",
+                Value::StringValue("503".into())
+            )])),
             Vote::NotSample
         );
         let mut h = Harness::new(range(None, Some(-1), false));
@@ -729,15 +777,27 @@ mod tests {
             value: true,
             invert: false,
         });
-        assert_eq!(h.vote(&spans_with(vec![("retry", Value::BoolValue(true))])), Vote::Sample);
-        assert_eq!(h.vote(&spans_with(vec![("retry", Value::BoolValue(false))])), Vote::NotSample);
-        assert_eq!(h.vote(&spans_with(vec![("retry", Value::IntValue(1))])), Vote::NotSample);
+        assert_eq!(
+            h.vote(&spans_with(vec![("retry", Value::BoolValue(true))])),
+            Vote::Sample
+        );
+        assert_eq!(
+            h.vote(&spans_with(vec![("retry", Value::BoolValue(false))])),
+            Vote::NotSample
+        );
+        assert_eq!(
+            h.vote(&spans_with(vec![("retry", Value::IntValue(1))])),
+            Vote::NotSample
+        );
         let mut h = Harness::new(PolicyKind::BooleanAttribute {
             key: "retry".into(),
             value: false,
             invert: true,
         });
-        assert_eq!(h.vote(&spans_with(vec![("retry", Value::BoolValue(false))])), Vote::NotSample);
+        assert_eq!(
+            h.vote(&spans_with(vec![("retry", Value::BoolValue(false))])),
+            Vote::NotSample
+        );
         assert_eq!(h.vote(&spans_with(vec![])), Vote::Sample);
     }
 
@@ -775,7 +835,10 @@ mod tests {
         assert!((120..=290).contains(&both), "{both}");
         // Pinned values: the hash must never change between versions.
         assert_eq!(probabilistic_hash(&[0; 16], b""), 0xa5e0_dba6_c385_580a);
-        assert_eq!(probabilistic_hash(&[0xab; 16], b"salt"), 0x1c06_7f67_a24c_da16);
+        assert_eq!(
+            probabilistic_hash(&[0xab; 16], b"salt"),
+            0x1c06_7f67_a24c_da16
+        );
     }
 
     #[test]
@@ -785,12 +848,27 @@ mod tests {
         let mut h = Harness::new(PolicyKind::RateLimiting {
             spans_per_second: 10,
         });
-        assert_eq!(h.vote_at(&ResourceSpec::default(), &spans(6), 0), Vote::Sample);
-        assert_eq!(h.vote_at(&ResourceSpec::default(), &spans(4), 10), Vote::Sample);
-        assert_eq!(h.vote_at(&ResourceSpec::default(), &spans(1), second - 1), Vote::NotSample);
+        assert_eq!(
+            h.vote_at(&ResourceSpec::default(), &spans(6), 0),
+            Vote::Sample
+        );
+        assert_eq!(
+            h.vote_at(&ResourceSpec::default(), &spans(4), 10),
+            Vote::Sample
+        );
+        assert_eq!(
+            h.vote_at(&ResourceSpec::default(), &spans(1), second - 1),
+            Vote::NotSample
+        );
         // A new second starts a new budget.
-        assert_eq!(h.vote_at(&ResourceSpec::default(), &spans(10), second), Vote::Sample);
-        assert_eq!(h.vote_at(&ResourceSpec::default(), &spans(11), 3 * second), Vote::NotSample);
+        assert_eq!(
+            h.vote_at(&ResourceSpec::default(), &spans(10), second),
+            Vote::Sample
+        );
+        assert_eq!(
+            h.vote_at(&ResourceSpec::default(), &spans(11), 3 * second),
+            Vote::NotSample
+        );
         // 11 spans/s over 3 cores: 4, 4 and 3.
         let budgets: Vec<u64> = (0..3)
             .map(|core| CoreShare { core, cores: 3 }.split(11))
@@ -802,8 +880,14 @@ mod tests {
             },
             CoreShare { core: 2, cores: 3 },
         );
-        assert_eq!(h.vote_at(&ResourceSpec::default(), &spans(4), 0), Vote::NotSample);
-        assert_eq!(h.vote_at(&ResourceSpec::default(), &spans(3), 0), Vote::Sample);
+        assert_eq!(
+            h.vote_at(&ResourceSpec::default(), &spans(4), 0),
+            Vote::NotSample
+        );
+        assert_eq!(
+            h.vote_at(&ResourceSpec::default(), &spans(3), 0),
+            Vote::Sample
+        );
     }
 
     #[test]
@@ -904,12 +988,27 @@ mod tests {
         let batch = batch_of(&[(ResourceSpec::default(), route("/health"))]);
         let mut table = TraceTable::new();
         let t = table.create([1; 16], 0);
-        let view = SpanView::new(&batch.buf[batch.index.spans[0].range.start as usize..batch.index.spans[0].range.end as usize]);
+        let view = SpanView::new(
+            &batch.buf[batch.index.spans[0].range.start as usize
+                ..batch.index.spans[0].range.end as usize],
+        );
         table.get_mut(t).matched = p.span_bits(&view, b"");
         let mut votes = Vec::new();
-        assert!(!p.decide(&Facts { trace: table.get(t), now: 0 }, &mut votes));
+        assert!(!p.decide(
+            &Facts {
+                trace: table.get(t),
+                now: 0
+            },
+            &mut votes
+        ));
         table.get_mut(t).matched = 0;
-        assert!(p.decide(&Facts { trace: table.get(t), now: 0 }, &mut votes));
+        assert!(p.decide(
+            &Facts {
+                trace: table.get(t),
+                now: 0
+            },
+            &mut votes
+        ));
     }
 
     #[test]

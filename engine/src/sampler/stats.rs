@@ -175,134 +175,147 @@ impl SamplerStats {
 /// | `shardtel_sampler_buffered_batches` | gauge | |
 /// | `shardtel_sampler_decision_cache_entries` | gauge | `decision` = `sampled` / `not_sampled` |
 pub fn render(cores: &[(usize, &SamplerStats)], out: &mut String) {
-    type Get = fn(&SamplerStats) -> u64;
-    let simple: [(&str, &str, &str, Get); 8] = [
-        (
+    let single = |name, kind, help, get: fn(&SamplerStats) -> u64| Family {
+        name,
+        kind,
+        help,
+        label: "",
+        values: Box::new(move |s| vec![("", get(s))]),
+    };
+    let pair =
+        |name, kind, help, label, names: [&'static str; 2], get: fn(&SamplerStats) -> [u64; 2]| {
+            Family {
+                name,
+                kind,
+                help,
+                label,
+                values: Box::new(move |s| names.into_iter().zip(get(s)).collect()),
+            }
+        };
+    let families = [
+        single(
             "shardtel_sampler_spans_received_total",
             "counter",
             "Spans that reached the tail sampler on their owner core.",
             |s| s.spans_received,
         ),
-        (
+        single(
             "shardtel_sampler_traces_received_total",
             "counter",
             "Traces that started buffering in the tail sampler.",
             |s| s.traces_received,
         ),
-        (
+        pair(
+            "shardtel_sampler_traces_total",
+            "counter",
+            "Traces decided, by outcome.",
+            "decision",
+            ["sampled", "not_sampled"],
+            |s| [s.traces_sampled, s.traces_not_sampled],
+        ),
+        pair(
+            "shardtel_sampler_spans_total",
+            "counter",
+            "Spans of decided traces at decision time, by outcome.",
+            "decision",
+            ["sampled", "not_sampled"],
+            |s| [s.spans_sampled, s.spans_not_sampled],
+        ),
+        Family {
+            name: "shardtel_sampler_decisions_total",
+            kind: "counter",
+            help: "Traces decided, by what triggered the decision (all but timer, root_done and shutdown are bounds crossed).",
+            label: "reason",
+            values: Box::new(|s| {
+                DecisionReason::ALL
+                    .iter()
+                    .map(|r| (r.name(), s.decided(*r)))
+                    .collect()
+            }),
+        },
+        pair(
+            "shardtel_sampler_late_spans_total",
+            "counter",
+            "Spans that arrived after their trace was decided, forwarded or dropped per the cached decision.",
+            "decision",
+            ["forwarded", "dropped"],
+            |s| [s.late_spans_forwarded, s.late_spans_dropped],
+        ),
+        single(
             "shardtel_sampler_shutdown_dropped_traces_total",
             "counter",
             "Traces dropped undecided at shutdown (on_shutdown = \"drop\").",
             |s| s.shutdown_dropped_traces,
         ),
-        (
+        single(
             "shardtel_sampler_shutdown_dropped_spans_total",
             "counter",
             "Spans of traces dropped undecided at shutdown.",
             |s| s.shutdown_dropped_spans,
         ),
-        (
+        single(
             "shardtel_sampler_buffered_traces",
             "gauge",
             "Traces buffered, waiting for their decision.",
             |s| s.buffered_traces,
         ),
-        (
+        single(
             "shardtel_sampler_buffered_spans",
             "gauge",
             "Spans buffered, waiting for their trace's decision.",
             |s| s.buffered_spans,
         ),
-        (
+        single(
             "shardtel_sampler_buffered_span_bytes",
             "gauge",
             "Wire bytes of the buffered spans.",
             |s| s.buffered_span_bytes,
         ),
-        (
+        single(
             "shardtel_sampler_buffered_bytes",
             "gauge",
             "Bytes charged against max_buffered_bytes_per_core: retained request buffers (whole), their indexes and the trace table.",
             |s| s.buffered_bytes,
         ),
-    ];
-    for (name, kind, help, get) in simple {
-        family(out, name, kind, help);
-        for (core, s) in cores {
-            let _ = writeln!(out, "{name}{{core=\"{core}\"}} {}", get(s));
-        }
-    }
-
-    let name = "shardtel_sampler_buffered_batches";
-    family(out, name, "gauge", "Request batches retained because some of their spans are buffered.");
-    for (core, s) in cores {
-        let _ = writeln!(out, "{name}{{core=\"{core}\"}} {}", s.buffered_batches);
-    }
-
-    type Pair = fn(&SamplerStats) -> [u64; 2];
-    let pairs: [(&str, &str, &str, [&str; 2], &str, Pair); 4] = [
-        (
-            "shardtel_sampler_traces_total",
-            "counter",
-            "Traces decided, by outcome.",
-            ["sampled", "not_sampled"],
-            "decision",
-            |s| [s.traces_sampled, s.traces_not_sampled],
+        single(
+            "shardtel_sampler_buffered_batches",
+            "gauge",
+            "Request batches retained because some of their spans are buffered.",
+            |s| s.buffered_batches,
         ),
-        (
-            "shardtel_sampler_spans_total",
-            "counter",
-            "Spans of decided traces at decision time, by outcome.",
-            ["sampled", "not_sampled"],
-            "decision",
-            |s| [s.spans_sampled, s.spans_not_sampled],
-        ),
-        (
-            "shardtel_sampler_late_spans_total",
-            "counter",
-            "Spans that arrived after their trace was decided, forwarded or dropped per the cached decision.",
-            ["forwarded", "dropped"],
-            "decision",
-            |s| [s.late_spans_forwarded, s.late_spans_dropped],
-        ),
-        (
+        pair(
             "shardtel_sampler_decision_cache_entries",
             "gauge",
             "Trace ids remembered in the decision cache.",
-            ["sampled", "not_sampled"],
             "decision",
+            ["sampled", "not_sampled"],
             |s| [s.cache_sampled, s.cache_not_sampled],
         ),
     ];
-    for (name, kind, help, values, label, get) in pairs {
-        family(out, name, kind, help);
+    for f in &families {
+        family(out, f.name, f.kind, f.help);
         for (core, s) in cores {
-            for (value, n) in values.iter().zip(get(s)) {
-                let _ = writeln!(out, "{name}{{core=\"{core}\",{label}=\"{value}\"}} {n}");
+            for (value, n) in (f.values)(s) {
+                if f.label.is_empty() {
+                    let _ = writeln!(out, "{}{{core=\"{core}\"}} {n}", f.name);
+                } else {
+                    let _ = writeln!(
+                        out,
+                        "{}{{core=\"{core}\",{}=\"{value}\"}} {n}",
+                        f.name, f.label
+                    );
+                }
             }
         }
     }
 
-    let name = "shardtel_sampler_decisions_total";
+    let name = "shardtel_sampler_policy_votes_total";
     family(
         out,
         name,
         "counter",
-        "Traces decided, by what triggered the decision (every reason but timer, root_done and shutdown is a bound crossed).",
+        "Votes of each top-level policy, one per decided trace.",
     );
-    for (core, s) in cores {
-        for reason in DecisionReason::ALL {
-            let _ = writeln!(
-                out,
-                "{name}{{core=\"{core}\",reason=\"{}\"}} {}",
-                reason.name(),
-                s.decided(reason)
-            );
-        }
-    }
-
-    let name = "shardtel_sampler_policy_votes_total";
-    family(out, name, "counter", "Votes of each top-level policy, one per decided trace.");
     for (core, s) in cores {
         for p in &s.policies {
             let policy = escape(&p.name);
@@ -339,6 +352,17 @@ pub fn render(cores: &[(usize, &SamplerStats)], out: &mut String) {
     }
 }
 
+/// A metric family whose series are read from each core's stats: `(label value, value)` pairs
+/// (the label value is ignored when `label` is empty).
+struct Family {
+    name: &'static str,
+    kind: &'static str,
+    help: &'static str,
+    label: &'static str,
+    #[allow(clippy::type_complexity)]
+    values: Box<dyn Fn(&SamplerStats) -> Vec<(&'static str, u64)>>,
+}
+
 fn family(out: &mut String, name: &str, kind: &str, help: &str) {
     let _ = writeln!(out, "# HELP {name} {help}");
     let _ = writeln!(out, "# TYPE {name} {kind}");
@@ -359,7 +383,11 @@ mod tests {
     #[test]
     fn renders_each_family_once_with_a_series_per_core() {
         let mut a = SamplerStats::new(
-            [("errors".to_string(), false), ("no \"health\"".to_string(), true)].into_iter(),
+            [
+                ("errors".to_string(), false),
+                ("no \"health\"".to_string(), true),
+            ]
+            .into_iter(),
         );
         a.spans_received = 10;
         a.decisions[DecisionReason::MaxTraces.index()] = 3;
@@ -371,12 +399,15 @@ mod tests {
         let mut out = String::new();
         render(&[(0, &a), (1, &b)], &mut out);
         assert_eq!(
-            out.matches("# TYPE shardtel_sampler_spans_received_total counter").count(),
+            out.matches("# TYPE shardtel_sampler_spans_received_total counter")
+                .count(),
             1
         );
         assert!(out.contains("shardtel_sampler_spans_received_total{core=\"0\"} 10\n"));
         assert!(out.contains("shardtel_sampler_spans_received_total{core=\"1\"} 0\n"));
-        assert!(out.contains("shardtel_sampler_decisions_total{core=\"0\",reason=\"max_traces\"} 3\n"));
+        assert!(
+            out.contains("shardtel_sampler_decisions_total{core=\"0\",reason=\"max_traces\"} 3\n")
+        );
         assert!(out.contains(
             "shardtel_sampler_policy_votes_total{core=\"0\",policy=\"errors\",vote=\"sample\"} 2\n"
         ));
@@ -391,7 +422,10 @@ mod tests {
         // Every non-comment line is `name{labels} value`.
         for line in out.lines().filter(|l| !l.starts_with('#')) {
             let (series, value) = line.rsplit_once(' ').unwrap();
-            assert!(series.starts_with("shardtel_sampler_") && series.ends_with('}'), "{line}");
+            assert!(
+                series.starts_with("shardtel_sampler_") && series.ends_with('}'),
+                "{line}"
+            );
             value.parse::<f64>().unwrap();
         }
     }

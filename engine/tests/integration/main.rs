@@ -7,5 +7,6 @@ mod forward;
 mod gen;
 mod grpc_client;
 mod harness;
+mod loadgen;
 mod receive;
 mod routing;

@@ -1,0 +1,83 @@
+//! shardtel-loadgen against a real shardtel with a file exporter, in
+//! `--verify` mode: every acknowledged span arrives, traces split over
+//! requests and connections are complete.
+
+use std::path::PathBuf;
+use std::process::Command;
+
+use crate::harness::{base_config, file_pipelines, Shardtel};
+
+/// The loadgen binary next to `shardtel` (built by `cargo test --workspace`;
+/// built here if this test runs alone).
+fn loadgen_bin() -> PathBuf {
+    let bin = PathBuf::from(env!("CARGO_BIN_EXE_shardtel")).with_file_name("shardtel-loadgen");
+    if !bin.exists() {
+        let release = bin.parent().is_some_and(|p| p.ends_with("release"));
+        let mut cmd = Command::new(env!("CARGO"));
+        cmd.args(["build", "-p", "shardtel-loadgen"]);
+        if release {
+            cmd.arg("--release");
+        }
+        assert!(
+            cmd.status().unwrap().success(),
+            "failed to build shardtel-loadgen"
+        );
+    }
+    bin
+}
+
+fn run_loadgen(st: &Shardtel, protocol: &str, extra: &[&str]) -> (bool, String) {
+    let endpoint = if protocol == "grpc" {
+        st.grpc_url()
+    } else {
+        st.http_url()
+    };
+    let glob = format!("{}/traces*.jsonl*", st.out().display());
+    let out = Command::new(loadgen_bin())
+        .args([
+            "-p",
+            protocol,
+            "-e",
+            &endpoint,
+            "--rate",
+            "20000",
+            "--duration",
+            "3s",
+        ])
+        .args([
+            "--connections",
+            "4",
+            "--split-traces",
+            "--verify",
+            "--verify-file",
+            &glob,
+        ])
+        .args(["--verify-wait", "20s", "-q"])
+        .args(extra)
+        .output()
+        .unwrap();
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (out.status.success(), text)
+}
+
+#[test]
+fn loadgen_verify_reports_no_loss_through_shardtel() {
+    let st = Shardtel::start(|dir, ports| base_config(dir, ports, "") + &file_pipelines(dir));
+    let (ok, report) = run_loadgen(&st, "grpc", &["-c", "gzip"]);
+    assert!(
+        ok,
+        "loadgen --verify failed over gRPC:\n{report}\nshardtel log:\n{}",
+        st.log()
+    );
+    assert!(report.contains("lost"), "{report}");
+    let (ok, report) = run_loadgen(&st, "http-protobuf", &["-c", "zstd", "--run-id", "7"]);
+    assert!(
+        ok,
+        "loadgen --verify failed over HTTP:\n{report}\nshardtel log:\n{}",
+        st.log()
+    );
+}
