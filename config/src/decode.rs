@@ -393,6 +393,34 @@ fn integer(value: &DeValue<'_>) -> Option<i64> {
     i64::from_str_radix(integer.as_str(), integer.radix()).ok()
 }
 
+/// Any integer that fits an `i64`.
+pub(crate) fn signed(value: &DeValue<'_>) -> Result<i64, ConfigErrorKind> {
+    integer(value).ok_or_else(|| wrong_type("an integer", value))
+}
+
+/// A finite number: an integer or a float.
+pub(crate) fn number(value: &DeValue<'_>) -> Result<f64, ConfigErrorKind> {
+    let parsed = match value {
+        DeValue::Integer(_) => integer(value).map(|i| i as f64),
+        DeValue::Float(f) => f.as_str().parse::<f64>().ok(),
+        _ => None,
+    };
+    parsed
+        .filter(|f| f.is_finite())
+        .ok_or_else(|| wrong_type("a number", value))
+}
+
+/// An array of strings.
+pub(crate) fn strings(value: &DeValue<'_>) -> Result<Vec<String>, ConfigErrorKind> {
+    let DeValue::Array(array) = value else {
+        return Err(wrong_type("an array of strings like [\"a\", \"b\"]", value));
+    };
+    array
+        .iter()
+        .map(|element| string(element.get_ref()))
+        .collect()
+}
+
 /// A string.
 pub(crate) fn string(value: &DeValue<'_>) -> Result<String, ConfigErrorKind> {
     value

@@ -412,6 +412,124 @@ pub enum ConfigErrorKind {
         /// The cpu id.
         cpu: usize,
     },
+    /// A number outside its range.
+    #[error("{value} is not in the range {range}")]
+    NotInRange {
+        /// The value given.
+        value: String,
+        /// The range, e.g. "0 to 100".
+        range: &'static str,
+    },
+    /// A `[processors.NAME.policies]` list without a policy.
+    #[error("at least one policy is required (each policy is a table with a name and a type)")]
+    NoPolicies,
+    /// A policy type that does not exist.
+    #[error("unknown policy type {ty:?} (allowed: {})", .allowed.join(", "))]
+    UnknownPolicyType {
+        /// The type given.
+        ty: String,
+        /// The types allowed in this list.
+        allowed: &'static [&'static str],
+    },
+    /// A policy type that exists but is not allowed in this list (e.g. `composite` inside `and`).
+    #[error("policy type {ty:?} is not allowed inside {} {inside:?} policy (allowed: {})", if *.inside == "and" { "an" } else { "a" }, crate::processors::PolicyKind::allowed_inside(.inside).join(", "))]
+    PolicyTypeNotAllowed {
+        /// The type given.
+        ty: String,
+        /// The type of the enclosing policy: `and`, `drop` or `composite`.
+        inside: &'static str,
+    },
+    /// Two policies of one list with the same name.
+    #[error("policy name {name:?} is used twice in this list (names must be unique)")]
+    DuplicatePolicyName {
+        /// The name.
+        name: String,
+    },
+    /// A regular expression that does not compile.
+    #[error("invalid regex {pattern:?}: {message}")]
+    InvalidRegex {
+        /// The pattern.
+        pattern: String,
+        /// The regex compiler's explanation (first line).
+        message: String,
+    },
+    /// A name that refers to no sub-policy of a composite policy.
+    #[error("no sub-policy is named {name:?} (sub-policies: {})", .defined.join(", "))]
+    UnknownSubPolicy {
+        /// The name used.
+        name: String,
+        /// The sub-policy names.
+        defined: Vec<String>,
+    },
+    /// A composite sub-policy missing from `policy_order`.
+    #[error("sub-policy {name:?} is not listed (list every sub-policy once, in evaluation order)")]
+    NotInPolicyOrder {
+        /// The sub-policy.
+        name: String,
+    },
+    /// A name listed twice in `policy_order` or `rate_allocation`.
+    #[error("{name:?} is listed twice")]
+    NameListedTwice {
+        /// The name.
+        name: String,
+    },
+    /// `rate_allocation` percentages adding up to more than 100.
+    #[error("rate allocations add up to {total}% (at most 100%)")]
+    AllocationOver100 {
+        /// The sum of the percentages.
+        total: u64,
+    },
+    /// A lower bound greater than its upper bound.
+    #[error("{lower} is greater than {upper}")]
+    BoundsOrder {
+        /// The lower bound's key and value, e.g. `min_value (5)`.
+        lower: String,
+        /// The upper bound's key and value.
+        upper: String,
+    },
+    /// Two keys that mean the same thing are both set.
+    #[error("{key} and {other} mean the same thing (set only one)")]
+    AliasConflict {
+        /// This key.
+        key: &'static str,
+        /// The other key.
+        other: &'static str,
+    },
+    /// None of a group of keys of which at least one is required.
+    #[error("missing required key (set at least one of {})", .keys.join(", "))]
+    MissingOneOf {
+        /// The keys.
+        keys: &'static [&'static str],
+    },
+    /// A processor in the pipeline of a signal it does not process.
+    #[error("processor {name:?} (type {ty}) processes traces only; remove it from the {signal} pipeline")]
+    ProcessorSignal {
+        /// The processor's name.
+        name: String,
+        /// Its type.
+        ty: &'static str,
+        /// The pipeline's signal.
+        signal: crate::Signal,
+    },
+    // Kafka (`[exporters.NAME] type = "kafka"`, `[receivers.kafka]`).
+    /// A broker address that is not `host:port`.
+    #[error("invalid broker address {value:?} (expected host:port like \"127.0.0.1:9092\")")]
+    InvalidBroker {
+        /// The value given.
+        value: String,
+    },
+    /// A Kafka topic name with characters Kafka does not allow, or too long.
+    #[error("invalid topic {value:?} (up to 249 letters, digits, '.', '_' and '-')")]
+    InvalidTopic {
+        /// The value given.
+        value: String,
+    },
+    /// Kafka settings that do not fit together.
+    #[error("{reason}")]
+    KafkaSetting {
+        /// What is wrong and how to fix it.
+        reason: &'static str,
+    },
 }
 
 fn allowed_types(kind: ComponentKind, allowed: &[&str]) -> String {
@@ -467,6 +585,12 @@ mod tests {
             "f:1: a: must not be empty\nf:2: b: empty cpu list (use \"all\" or cpu ids like [0, 1])"
         );
         assert_eq!(errors.len(), 2);
+    }
+
+    #[test]
+    fn config_error_stays_small() {
+        // clippy's result_large_err limit is 128 bytes for the whole ConfigError.
+        assert!(std::mem::size_of::<ConfigError>() < 128);
     }
 
     #[test]

@@ -15,6 +15,7 @@ use toml::de::DeValue;
 
 use crate::decode::{self, Decoder, Section};
 use crate::error::{ComponentKind, ConfigErrorKind};
+use crate::kafka::KafkaExporterConfig;
 use crate::pipelines::Signal;
 
 /// One `[exporters.NAME]` table.
@@ -40,13 +41,16 @@ pub enum ExporterKind {
     File(FileExporterConfig),
     /// `type = "blackhole"`: counts and drops everything.
     Blackhole,
+    /// `type = "kafka"`: Kafka topics, traces keyed by trace ID.
+    Kafka(KafkaExporterConfig),
 }
 
 impl ExporterKind {
     /// Exporter types this build implements.
-    pub const SUPPORTED: &'static [&'static str] = &["otlp", "otlphttp", "file", "blackhole"];
+    pub const SUPPORTED: &'static [&'static str] =
+        &["otlp", "otlphttp", "file", "blackhole", "kafka"];
     /// Exporter types shardtel plans (DESIGN.md) that this build does not implement yet.
-    pub const PLANNED: &'static [&'static str] = &["kafka", "prometheusremotewrite", "loki"];
+    pub const PLANNED: &'static [&'static str] = &["prometheusremotewrite", "loki"];
 
     /// The `type` value of this kind.
     pub fn type_name(&self) -> &'static str {
@@ -55,6 +59,7 @@ impl ExporterKind {
             ExporterKind::OtlpHttp(_) => "otlphttp",
             ExporterKind::File(_) => "file",
             ExporterKind::Blackhole => "blackhole",
+            ExporterKind::Kafka(_) => "kafka",
         }
     }
 
@@ -64,6 +69,7 @@ impl ExporterKind {
             ExporterKind::Otlp(c) => Some(&c.batch),
             ExporterKind::OtlpHttp(c) => Some(&c.batch),
             ExporterKind::File(c) => Some(&c.batch),
+            ExporterKind::Kafka(c) => Some(&c.batch),
             ExporterKind::Blackhole => None,
         }
     }
@@ -74,6 +80,7 @@ impl ExporterKind {
             ExporterKind::Otlp(c) => Some(&c.retry),
             ExporterKind::OtlpHttp(c) => Some(&c.retry),
             ExporterKind::File(c) => Some(&c.retry),
+            ExporterKind::Kafka(c) => Some(&c.retry),
             ExporterKind::Blackhole => None,
         }
     }
@@ -84,6 +91,7 @@ impl ExporterKind {
             ExporterKind::Otlp(c) => Some(&c.queue),
             ExporterKind::OtlpHttp(c) => Some(&c.queue),
             ExporterKind::File(c) => Some(&c.queue),
+            ExporterKind::Kafka(c) => Some(&c.queue),
             ExporterKind::Blackhole => None,
         }
     }
@@ -539,6 +547,10 @@ pub(crate) fn decode(
                 d.check_keys(&table, &["type"]);
                 Some(ExporterKind::Blackhole)
             }
+            "kafka" => {
+                d.check_keys(&table, KafkaExporterConfig::KEYS);
+                crate::kafka::decode_exporter(d, &table).map(ExporterKind::Kafka)
+            }
             other => {
                 let span = table.get("type").map_or_else(|| key.span(), |v| v.span());
                 let kind = if ExporterKind::PLANNED.contains(&other) {
@@ -654,7 +666,7 @@ fn decode_headers(d: &mut Decoder<'_>, s: &Section<'_, '_>) -> BTreeMap<String, 
     headers
 }
 
-fn decode_batch(d: &mut Decoder<'_>, parent: &Section<'_, '_>) -> BatchConfig {
+pub(crate) fn decode_batch(d: &mut Decoder<'_>, parent: &Section<'_, '_>) -> BatchConfig {
     let s = d.section(parent, "batch", BatchConfig::KEYS);
     let default = BatchConfig::default();
     BatchConfig {
@@ -668,7 +680,7 @@ fn decode_batch(d: &mut Decoder<'_>, parent: &Section<'_, '_>) -> BatchConfig {
     }
 }
 
-fn decode_retry(d: &mut Decoder<'_>, parent: &Section<'_, '_>) -> RetryConfig {
+pub(crate) fn decode_retry(d: &mut Decoder<'_>, parent: &Section<'_, '_>) -> RetryConfig {
     let s = d.section(parent, "retry", RetryConfig::KEYS);
     let default = RetryConfig::default();
     let interval =
@@ -686,7 +698,7 @@ fn decode_retry(d: &mut Decoder<'_>, parent: &Section<'_, '_>) -> RetryConfig {
     }
 }
 
-fn decode_queue(d: &mut Decoder<'_>, parent: &Section<'_, '_>) -> QueueConfig {
+pub(crate) fn decode_queue(d: &mut Decoder<'_>, parent: &Section<'_, '_>) -> QueueConfig {
     let s = d.section(parent, "queue", QueueConfig::KEYS);
     QueueConfig {
         max_bytes: d.field_or(&s, "max_bytes", QueueConfig::default().max_bytes, |v| {

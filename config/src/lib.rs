@@ -59,6 +59,7 @@ mod engine;
 mod env;
 mod error;
 mod exporters;
+mod kafka;
 mod pipelines;
 mod processors;
 mod receivers;
@@ -76,8 +77,16 @@ pub use exporters::{
     FileExporterConfig, OtlpExporterConfig, OtlpHttpExporterConfig, QueueConfig, RetryConfig,
     RotationConfig,
 };
+pub use kafka::{
+    check_broker, default_topic, InitialOffset, KafkaAcks, KafkaAuth, KafkaCompression,
+    KafkaEncoding, KafkaExporterConfig, KafkaReceiverConfig, KafkaTlsConfig, RebalanceStrategy,
+    SaslConfig, SaslMechanism,
+};
 pub use pipelines::{Pipeline, Pipelines, Signal};
-pub use processors::ProcessorConfig;
+pub use processors::{
+    DecisionCacheConfig, OnShutdown, Percentage, PolicyConfig, PolicyKind, ProcessorConfig,
+    RateAllocation, StatusCode, TailSamplingConfig,
+};
 pub use receivers::{OtlpReceiverConfig, Receivers};
 pub use telemetry::{check_log_level, TelemetryConfig};
 pub use units::{format_duration, format_size, parse_duration, parse_size};
@@ -98,7 +107,7 @@ pub struct Config {
     pub telemetry: TelemetryConfig,
     /// `[receivers.*]`.
     pub receivers: Receivers,
-    /// `[processors.NAME]` by name (always empty in this build, see [`ProcessorConfig`]).
+    /// `[processors.NAME]` by name.
     pub processors: BTreeMap<String, ProcessorConfig>,
     /// `[exporters.NAME]` by name.
     pub exporters: BTreeMap<String, ExporterConfig>,
@@ -485,8 +494,9 @@ exporters = ["vendor"]
         assert!(config.pipelines.logs.is_none());
     }
 
-    /// DESIGN.md's configuration sketch, without what this build does not support yet
-    /// (processors, the kafka and prometheusremotewrite exporters, ack_after_sync).
+    /// DESIGN.md's configuration sketch, without what this build does not support yet (the
+    /// attributes processor, the prometheusremotewrite exporter, ack_after_sync);
+    /// its tail_sampling part is tested in the `processors` module.
     const DESIGN_SKETCH: &str = r#"
 [engine]
 cores = [0, 1]            # CPU ids, one reactor each; "all" = every online CPU
@@ -545,6 +555,7 @@ exporters = ["otlp", "tempo", "file", "blackhole"]
             .replace(
                 "[exporters.otlp]",
                 "[processors.tail_sampling]\ndecision_wait = \"10s\"\n[[processors.tail_sampling.policies]]\nname = \"errors\"\n\
+                 type = \"status_code\"\nstatus_codes = [\"ERROR\"]\n\
                  [processors.redact]\ntype = \"attributes\"\n\
                  [exporters.kafka]\nbrokers = [\"127.0.0.1:9092\"]\n[exporters.prometheusremotewrite]\nendpoint = \"x\"\n\
                  [exporters.otlp]",
@@ -554,10 +565,8 @@ exporters = ["otlp", "tempo", "file", "blackhole"]
         assert_eq!(
             err(&full),
             "shardtel.toml:5: engine.durability: durability = \"ack_after_sync\" is not supported by this build yet; use \"none\"\n\
-             shardtel.toml:15: processors.tail_sampling: processor type \"tail_sampling\" is not supported by this build yet\n\
-             shardtel.toml:20: processors.redact.type: processor type \"attributes\" is not supported by this build yet\n\
-             shardtel.toml:21: exporters.kafka: exporter type \"kafka\" is not supported by this build yet\n\
-             shardtel.toml:23: exporters.prometheusremotewrite: exporter type \"prometheusremotewrite\" is not supported by this build yet"
+             shardtel.toml:22: processors.redact.type: processor type \"attributes\" is not supported by this build yet\n\
+             shardtel.toml:25: exporters.prometheusremotewrite: exporter type \"prometheusremotewrite\" is not supported by this build yet"
         );
     }
 
@@ -718,7 +727,7 @@ exporters = ["otlp", "tempo", "file", "blackhole"]
         assert_eq!(
             err(&BASE.replace("[receivers.otlp]", "[receivers.otlp]\nprotocols = {}\n[receivers.jaeger]")),
             "shardtel.toml:2: receivers.otlp.protocols: unknown key (allowed: grpc, http, max_recv_msg_size, max_concurrent_streams)\n\
-             shardtel.toml:3: receivers.jaeger: unknown key (allowed: otlp)"
+             shardtel.toml:3: receivers.jaeger: unknown key (allowed: otlp, kafka)"
         );
         assert_eq!(
             err(&format!("{BASE}name = \"x\"\n[pipelines.spans]\nreceivers = []\n")),
@@ -812,24 +821,24 @@ exporters = ["otlp", "tempo", "file", "blackhole"]
     fn exporter_and_processor_types() {
         assert_eq!(
             err_with_base("[exporters.tempo]\nendpoint = \"http://tempo:4317\"\n"),
-            "shardtel.toml:1: exporters.tempo: missing key \"type\" (\"tempo\" is not an exporter type; allowed types: otlp, otlphttp, file, blackhole)"
+            "shardtel.toml:1: exporters.tempo: missing key \"type\" (\"tempo\" is not an exporter type; allowed types: otlp, otlphttp, file, blackhole, kafka)"
         );
         assert_eq!(
             err_with_base("[exporters.x]\ntype = \"jaeger\"\n[exporters.loki]\n[exporters.y]\ntype = \"kafka\"\n"),
-            "shardtel.toml:2: exporters.x.type: unknown exporter type \"jaeger\" (allowed types: otlp, otlphttp, file, blackhole)\n\
+            "shardtel.toml:2: exporters.x.type: unknown exporter type \"jaeger\" (allowed types: otlp, otlphttp, file, blackhole, kafka)\n\
              shardtel.toml:3: exporters.loki: exporter type \"loki\" is not supported by this build yet\n\
-             shardtel.toml:5: exporters.y.type: exporter type \"kafka\" is not supported by this build yet"
+             shardtel.toml:4: exporters.y.brokers: missing required key (brokers = [\"127.0.0.1:9092\"])"
         );
         assert_eq!(
             err_with_base("[processors.tail_sampling]\ndecision_wait = \"10s\"\n[processors.redact]\ntype = \"attributes\"\n[processors.mine]\n[processors.other]\ntype = \"magic\"\n"),
-            "shardtel.toml:1: processors.tail_sampling: processor type \"tail_sampling\" is not supported by this build yet\n\
+            "shardtel.toml:1: processors.tail_sampling.policies: at least one policy is required (each policy is a table with a name and a type)\n\
              shardtel.toml:4: processors.redact.type: processor type \"attributes\" is not supported by this build yet\n\
-             shardtel.toml:5: processors.mine: missing key \"type\" (\"mine\" is not a processor type; this build supports no processor types yet)\n\
-             shardtel.toml:7: processors.other.type: unknown processor type \"magic\" (this build supports no processor types yet)"
+             shardtel.toml:5: processors.mine: missing key \"type\" (\"mine\" is not a processor type; allowed types: tail_sampling)\n\
+             shardtel.toml:7: processors.other.type: unknown processor type \"magic\" (allowed types: tail_sampling)"
         );
         assert_eq!(
             err_with_base("[receivers.kafka]\n"),
-            "shardtel.toml:1: receivers.kafka: receiver type \"kafka\" is not supported by this build yet"
+            "shardtel.toml:1: receivers.kafka.brokers: missing required key (brokers = [\"127.0.0.1:9092\"])"
         );
         // "TYPE/NAME" names take their type from the prefix.
         let config = ok(&format!("[exporters.\"file/a\"]\npath = \"a\"\n{BASE}"));

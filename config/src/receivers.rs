@@ -1,26 +1,31 @@
-//! `[receivers.*]`: where telemetry comes in. This build has one receiver, `otlp` (gRPC and HTTP).
+//! `[receivers.*]`: where telemetry comes in: `otlp` (gRPC and HTTP) and `kafka` (a consumer
+//! group; its settings live in the `kafka` module).
 
 use std::net::{Ipv4Addr, SocketAddr};
 
 use crate::decode::{self, Decoder, Section};
 use crate::error::{ComponentKind, ConfigErrorKind};
+use crate::kafka::KafkaReceiverConfig;
 
 /// `[receivers]`.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Receivers {
     /// `[receivers.otlp]`; `None` when the table is absent.
     pub otlp: Option<OtlpReceiverConfig>,
+    /// `[receivers.kafka]`; `None` when the table is absent.
+    pub kafka: Option<KafkaReceiverConfig>,
 }
 
 impl Receivers {
     /// Receiver names (table keys) this build supports.
-    pub const SUPPORTED: &'static [&'static str] = &["otlp"];
+    pub const SUPPORTED: &'static [&'static str] = &["otlp", "kafka"];
     /// Receivers shardtel plans (DESIGN.md) that this build does not implement yet.
-    pub const PLANNED: &'static [&'static str] = &["kafka"];
+    pub const PLANNED: &'static [&'static str] = &[];
 
     /// Names of the receivers that are configured, for pipelines to refer to.
     pub fn names(&self) -> Vec<&'static str> {
-        self.otlp.iter().map(|_| "otlp").collect()
+        let otlp = self.otlp.iter().map(|_| "otlp");
+        otlp.chain(self.kafka.iter().map(|_| "kafka")).collect()
     }
 }
 
@@ -70,6 +75,12 @@ pub(crate) fn decode(d: &mut Decoder<'_>, root: &Section<'_, '_>) -> Receivers {
         d.define(ComponentKind::Receiver, name);
         match name {
             "otlp" => receivers.otlp = Some(decode_otlp(d, &s, value)),
+            "kafka" => {
+                let t = d.table(s.key("kafka"), value, Some(KafkaReceiverConfig::KEYS));
+                if t.exists() {
+                    receivers.kafka = Some(crate::kafka::decode_receiver(d, &t));
+                }
+            }
             _ if Receivers::PLANNED.contains(&name) => d.report(
                 s.key(name),
                 key.span(),

@@ -205,6 +205,20 @@ fn check_pipelines(config: &Config, locations: &Locations, report: &mut Reporter
                             name: name.clone(),
                         },
                     );
+                } else if let Some(processor) = config
+                    .processors
+                    .get(name)
+                    .filter(|p| kind == ComponentKind::Processor && !p.supports(signal))
+                {
+                    report.report_at(
+                        list_key.clone(),
+                        line,
+                        ConfigErrorKind::ProcessorSignal {
+                            name: name.clone(),
+                            ty: processor.type_name(),
+                            signal,
+                        },
+                    );
                 } else if !defined.contains(name) {
                     report.report_at(
                         list_key.clone(),

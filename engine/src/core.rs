@@ -90,6 +90,9 @@ pub struct Core {
     /// Closed when draining starts; every waiter wakes.
     drain_signal: Semaphore,
     board: Arc<Board>,
+    /// Latest counters of this core's Kafka consumer (`crate::kafka_receiver`), published
+    /// with the core's snapshot.
+    pub(crate) kafka_snapshot: RefCell<Option<telemetry::KafkaConsumerSnapshot>>,
 }
 
 impl Core {
@@ -314,13 +317,15 @@ impl Core {
             .iter()
             .map(|e| (e.name().to_string(), e.kind(), e.stats()))
             .collect();
-        self.board.publish(telemetry::snapshot(
+        let mut snapshot = telemetry::snapshot(
             self.id,
             self.cpu,
             &self.counters,
             &self.mesh_counters,
             exporters,
-        ));
+        );
+        snapshot.kafka_receiver = self.kafka_snapshot.borrow().clone();
+        self.board.publish(snapshot);
     }
 }
 
@@ -425,6 +430,7 @@ pub async fn run(setup: CoreSetup) {
         inflight_requests: Cell::new(0),
         drain_signal: Semaphore::new(0),
         board: board.clone(),
+        kafka_snapshot: RefCell::new(None),
     });
 
     // Mesh: receivers first (as tasks), then senders, so every connect
@@ -464,6 +470,11 @@ pub async fn run(setup: CoreSetup) {
         acceptors
             .push(glommio::spawn_local(receiver::accept_loop(core.clone(), listener)).detach());
     }
+    // Kafka receiver: this core's consumer of the group (stops polling when draining starts).
+    let kafka = match crate::kafka_receiver::start(core.clone(), &config) {
+        Ok(kafka) => kafka,
+        Err(e) => return fail(e),
+    };
 
     board.set_state(id, CoreState::Serving);
     core.publish();
@@ -507,8 +518,13 @@ pub async fn run(setup: CoreSetup) {
         Ok(())
     })
     .await;
+    let mut drained = true;
     for exporter in &core.exporters {
-        exporter.drain(deadline).await;
+        drained &= exporter.drain(deadline).await == shardtel_sinks::DrainOutcome::Drained;
+    }
+    // Kafka receiver: commit what was accepted (and, if `drained`, exported), leave the group.
+    if let Some(kafka) = kafka {
+        kafka.finish(&core, drained).await;
     }
     publisher.cancel();
     core.publish();

@@ -12,6 +12,8 @@
 //! - [`core`]: the per-core [`core::Core`] value, routing spans by trace ID
 //!   to their owner core, and the core's lifecycle.
 //! - [`receiver`]: OTLP/gRPC and OTLP/HTTP servers (hyper on glommio).
+//! - [`kafka_receiver`]: one Kafka consumer per core in a consumer group; messages are
+//!   ingested like OTLP requests, offsets committed only after their data was accepted.
 //! - [`engine`]: start-up and shutdown of the whole process.
 //!
 //! Depends on `shardtel-protocol` (wire format), `shardtel-config`
@@ -26,6 +28,7 @@
 pub mod core;
 pub mod engine;
 pub mod ingest;
+pub mod kafka_receiver;
 pub mod logging;
 pub mod mesh;
 pub mod receiver;

@@ -36,11 +36,21 @@ pub enum Transport {
     Grpc = 0,
     /// OTLP/HTTP.
     Http = 1,
+    /// A Kafka topic (`[receivers.kafka]`).
+    Kafka = 2,
 }
+
+/// Number of [`Transport`] variants (the size of per-transport arrays).
+const TRANSPORTS: usize = 3;
 
 impl Transport {
     fn name(i: usize) -> &'static str {
-        ["grpc", "http"][i]
+        ["grpc", "http", "kafka"][i]
+    }
+
+    /// The receiver a transport belongs to (the `receiver` label).
+    fn receiver(i: usize) -> &'static str {
+        ["otlp", "otlp", "kafka"][i]
     }
 }
 
@@ -61,9 +71,9 @@ pub enum CoreState {
 /// Receiver counters of one core: `[signal][transport]`.
 #[derive(Default)]
 pub struct ReceiverCounters {
-    accepted: [[Cell<u64>; 2]; 3],
-    refused: [[Cell<u64>; 2]; 3],
-    requests_failed: [[Cell<u64>; 2]; 3],
+    accepted: [[Cell<u64>; TRANSPORTS]; 3],
+    refused: [[Cell<u64>; TRANSPORTS]; 3],
+    requests_failed: [[Cell<u64>; TRANSPORTS]; 3],
 }
 
 impl ReceiverCounters {
@@ -86,11 +96,11 @@ impl ReceiverCounters {
         c.set(c.get() + 1);
     }
 
-    fn snapshot(&self) -> [[[u64; 3]; 2]; 3] {
-        let mut out = [[[0; 3]; 2]; 3];
-        for s in 0..3 {
-            for t in 0..2 {
-                out[s][t] = [
+    fn snapshot(&self) -> [[[u64; 3]; TRANSPORTS]; 3] {
+        let mut out = [[[0; 3]; TRANSPORTS]; 3];
+        for (s, by_transport) in out.iter_mut().enumerate() {
+            for (t, counts) in by_transport.iter_mut().enumerate() {
+                *counts = [
                     self.accepted[s][t].get(),
                     self.refused[s][t].get(),
                     self.requests_failed[s][t].get(),
@@ -109,7 +119,7 @@ pub struct CoreSnapshot {
     /// CPU the core is pinned to.
     pub cpu: usize,
     /// `[signal][transport][accepted, refused, failed_requests]`.
-    pub receiver: [[[u64; 3]; 2]; 3],
+    pub receiver: [[[u64; 3]; TRANSPORTS]; 3],
     /// Name, kind and statistics of each exporter instance on this core.
     pub exporters: Vec<(String, &'static str, ExporterStats)>,
     /// Span batches sent to each other core over the mesh.
@@ -118,6 +128,32 @@ pub struct CoreSnapshot {
     pub mesh_received: Vec<u64>,
     /// Span batches whose mesh send timed out (request refused).
     pub mesh_send_timeouts: u64,
+    /// This core's Kafka consumer, when `[receivers.kafka]` runs.
+    pub kafka_receiver: Option<KafkaConsumerSnapshot>,
+}
+
+/// Counters of one core's Kafka consumer (`[receivers.kafka]`).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct KafkaConsumerSnapshot {
+    /// Messages whose data was accepted.
+    pub consumed_messages: u64,
+    /// Value bytes of those messages.
+    pub consumed_bytes: u64,
+    /// Messages skipped as malformed (their offsets are committed).
+    pub malformed_messages: u64,
+    /// Offset commits the group coordinator confirmed.
+    pub commits: u64,
+    /// Offset commits that failed.
+    pub commit_failures: u64,
+    /// Rebalances that assigned partitions to this core.
+    pub assigned_events: u64,
+    /// Rebalances that revoked partitions from this core.
+    pub revoked_events: u64,
+    /// Partitions assigned now.
+    pub assigned_partitions: u64,
+    /// (topic, partition, lag in messages behind the partition's end), from librdkafka's
+    /// statistics (every 5 s).
+    pub lag: Vec<(String, i32, i64)>,
 }
 
 /// Per-core mesh counters.
@@ -157,6 +193,7 @@ pub fn snapshot(
         mesh_sent: mesh.sent.iter().map(Cell::get).collect(),
         mesh_received: mesh.received.iter().map(Cell::get).collect(),
         mesh_send_timeouts: mesh.send_timeouts.get(),
+        kafka_receiver: None,
     }
 }
 
@@ -233,11 +270,15 @@ impl Board {
                 let _ = writeln!(out, "# HELP {name} Number of {} {help}.", item(signal));
                 let _ = writeln!(out, "# TYPE {name} counter");
                 for s in &snaps {
-                    for t in 0..2 {
+                    for t in 0..TRANSPORTS {
+                        if t == Transport::Kafka as usize && s.kafka_receiver.is_none() {
+                            continue;
+                        }
                         let v = s.receiver[signal_index(signal)][t][field];
                         let _ = writeln!(
                             out,
-                            "{name}{{receiver=\"otlp\",transport=\"{}\",core=\"{}\"}} {v}",
+                            "{name}{{receiver=\"{}\",transport=\"{}\",core=\"{}\"}} {v}",
+                            Transport::receiver(t),
                             Transport::name(t),
                             s.core
                         );
@@ -253,11 +294,15 @@ impl Board {
         let _ = writeln!(out, "# TYPE {name} counter");
         for s in &snaps {
             for signal in SIGNALS {
-                for t in 0..2 {
+                for t in 0..TRANSPORTS {
+                    if t == Transport::Kafka as usize && s.kafka_receiver.is_none() {
+                        continue;
+                    }
                     let v = s.receiver[signal_index(signal)][t][2];
                     let _ = writeln!(
                         out,
-                        "{name}{{receiver=\"otlp\",transport=\"{}\",signal=\"{}\",core=\"{}\"}} {v}",
+                        "{name}{{receiver=\"{}\",transport=\"{}\",signal=\"{}\",core=\"{}\"}} {v}",
+                        Transport::receiver(t),
                         Transport::name(t),
                         signal.name(),
                         s.core
@@ -324,6 +369,7 @@ impl Board {
                 }
             }
         }
+        render_kafka(&mut out, &snaps);
         let name = "shardtel_mesh_channel_depth";
         let _ = writeln!(
             out,
@@ -381,6 +427,138 @@ impl Board {
             );
         }
         out
+    }
+}
+
+/// The Kafka exporter and receiver series (only for cores that run them).
+fn render_kafka(out: &mut String, snaps: &[Arc<CoreSnapshot>]) {
+    type ProducerField = fn(&ExporterStats) -> u64;
+    let producer: [(&str, &str, ProducerField); 5] = [
+        (
+            "shardtel_exporter_kafka_produced_messages_total",
+            "Messages the Kafka brokers acknowledged.",
+            |st| st.kafka.produced_messages,
+        ),
+        (
+            "shardtel_exporter_kafka_produced_bytes_total",
+            "Value bytes (before compression) of acknowledged messages.",
+            |st| st.kafka.produced_bytes,
+        ),
+        (
+            "shardtel_exporter_kafka_failed_messages_total",
+            "Messages whose delivery failed (their batch is retried or failed).",
+            |st| st.kafka.failed_messages,
+        ),
+        (
+            "shardtel_exporter_kafka_failed_bytes_total",
+            "Value bytes of messages whose delivery failed.",
+            |st| st.kafka.failed_bytes,
+        ),
+        (
+            "shardtel_exporter_kafka_queue_full_total",
+            "Times the producer's local queue was full when a message was offered.",
+            |st| st.kafka.queue_full,
+        ),
+    ];
+    let any_producer = snaps
+        .iter()
+        .any(|s| s.exporters.iter().any(|(_, kind, _)| *kind == "kafka"));
+    if any_producer {
+        for (name, help, f) in producer {
+            let _ = writeln!(out, "# HELP {name} {help}");
+            let _ = writeln!(out, "# TYPE {name} counter");
+            for s in snaps {
+                for (exp, kind, st) in &s.exporters {
+                    if *kind == "kafka" {
+                        let _ = writeln!(
+                            out,
+                            "{name}{{exporter=\"{exp}\",core=\"{}\"}} {}",
+                            s.core,
+                            f(st)
+                        );
+                    }
+                }
+            }
+        }
+    }
+    let consumers: Vec<(usize, &KafkaConsumerSnapshot)> = snaps
+        .iter()
+        .filter_map(|s| s.kafka_receiver.as_ref().map(|k| (s.core, k)))
+        .collect();
+    if consumers.is_empty() {
+        return;
+    }
+    type ConsumerField = fn(&KafkaConsumerSnapshot) -> u64;
+    let consumer: [(&str, &str, &str, ConsumerField); 8] = [
+        (
+            "shardtel_receiver_kafka_messages_total",
+            "counter",
+            "Kafka messages whose data was accepted.",
+            |k| k.consumed_messages,
+        ),
+        (
+            "shardtel_receiver_kafka_bytes_total",
+            "counter",
+            "Value bytes of accepted Kafka messages.",
+            |k| k.consumed_bytes,
+        ),
+        (
+            "shardtel_receiver_kafka_malformed_messages_total",
+            "counter",
+            "Kafka messages skipped as malformed (offset logged).",
+            |k| k.malformed_messages,
+        ),
+        (
+            "shardtel_receiver_kafka_commits_total",
+            "counter",
+            "Offset commits confirmed by the group coordinator.",
+            |k| k.commits,
+        ),
+        (
+            "shardtel_receiver_kafka_commit_failures_total",
+            "counter",
+            "Offset commits that failed.",
+            |k| k.commit_failures,
+        ),
+        (
+            "shardtel_receiver_kafka_assignments_total",
+            "counter",
+            "Rebalances that assigned partitions to this core.",
+            |k| k.assigned_events,
+        ),
+        (
+            "shardtel_receiver_kafka_revocations_total",
+            "counter",
+            "Rebalances that revoked partitions from this core.",
+            |k| k.revoked_events,
+        ),
+        (
+            "shardtel_receiver_kafka_assigned_partitions",
+            "gauge",
+            "Partitions assigned to this core's consumer.",
+            |k| k.assigned_partitions,
+        ),
+    ];
+    for (name, kind, help, f) in consumer {
+        let _ = writeln!(out, "# HELP {name} {help}");
+        let _ = writeln!(out, "# TYPE {name} {kind}");
+        for (core, k) in &consumers {
+            let _ = writeln!(out, "{name}{{core=\"{core}\"}} {}", f(k));
+        }
+    }
+    let name = "shardtel_receiver_kafka_lag";
+    let _ = writeln!(
+        out,
+        "# HELP {name} Messages between the committed offset and the end of each assigned partition."
+    );
+    let _ = writeln!(out, "# TYPE {name} gauge");
+    for (core, k) in &consumers {
+        for (topic, partition, lag) in &k.lag {
+            let _ = writeln!(
+                out,
+                "{name}{{topic=\"{topic}\",partition=\"{partition}\",core=\"{core}\"}} {lag}"
+            );
+        }
     }
 }
 

@@ -59,6 +59,17 @@ pub enum DecompressError {
     Corrupt,
 }
 
+impl DecompressError {
+    /// The gRPC status for a request that fails to decompress: `RESOURCE_EXHAUSTED` when too
+    /// large (HTTP 413), `INVALID_ARGUMENT` when corrupt (HTTP 400). Both are permanent.
+    pub fn code(&self) -> crate::grpc::Code {
+        match self {
+            DecompressError::TooLarge { .. } => crate::grpc::Code::ResourceExhausted,
+            DecompressError::Corrupt => crate::grpc::Code::InvalidArgument,
+        }
+    }
+}
+
 /// Decompresses `data`, failing with [`DecompressError::TooLarge`] as soon as the output would
 /// exceed `max_len` bytes.
 pub fn decompress(enc: Encoding, data: &[u8], max_len: usize) -> Result<Bytes, DecompressError> {

@@ -40,6 +40,13 @@ pub enum GrpcFrameError {
     },
 }
 
+impl GrpcFrameError {
+    /// The gRPC status for a request with a malformed body: `INVALID_ARGUMENT`.
+    pub fn code(&self) -> Code {
+        Code::InvalidArgument
+    }
+}
+
 /// Decodes a body holding exactly one length-prefixed message: returns (compressed, message),
 /// the message being a zero-copy slice of `body`.
 pub fn decode_message(body: &Bytes) -> Result<(bool, Bytes), GrpcFrameError> {

@@ -49,6 +49,13 @@ pub struct JsonError {
     pub message: String,
 }
 
+impl JsonError {
+    /// The gRPC status for a request with invalid JSON: `INVALID_ARGUMENT` (HTTP 400).
+    pub fn code(&self) -> crate::grpc::Code {
+        crate::grpc::Code::InvalidArgument
+    }
+}
+
 /// Converts an OTLP/JSON `Export*ServiceRequest` to its protobuf encoding.
 pub fn to_protobuf(signal: Signal, json: &[u8]) -> Result<Bytes, JsonError> {
     let value: Json = serde_json::from_slice(json).map_err(|e| JsonError {

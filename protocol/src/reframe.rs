@@ -144,12 +144,16 @@ pub fn encode_traces(batch: &SpanBatch, out: &mut Encoded) {
 
 /// Same as [`encode_traces`], for a subset of spans of the batch (indices into
 /// `batch.index.spans`, ascending). Resources and scopes without a selected span are left out.
+/// Indices that are not ascending are sorted (and deduplicated) first, at the cost of a copy.
 pub fn encode_trace_spans(batch: &SpanBatch, spans: &[u32], out: &mut Encoded) {
-    debug_assert!(
-        spans.windows(2).all(|w| w[0] < w[1]),
-        "span indices must be ascending"
-    );
-    encode(batch, spans.len(), |i| spans[i], false, out);
+    if spans.windows(2).all(|w| w[0] < w[1]) {
+        encode(batch, spans.len(), |i| spans[i], false, out);
+    } else {
+        let mut sorted = spans.to_vec();
+        sorted.sort_unstable();
+        sorted.dedup();
+        encode(batch, sorted.len(), |i| sorted[i], false, out);
+    }
 }
 
 /// Encoded size of a span field (key, minimal length prefix, body).
@@ -199,6 +203,14 @@ fn encode(
 ) {
     let index = &batch.index;
     let buf = &batch.buf;
+    assert!(
+        index.spans.windows(2).all(|w| w[0].scope <= w[1].scope)
+            && index
+                .scopes
+                .windows(2)
+                .all(|w| w[0].resource <= w[1].resource),
+        "TracesIndex invariant broken: spans must be ordered by scope and scopes by resource"
+    );
     if index.resources.is_empty() {
         return;
     }
@@ -371,6 +383,12 @@ mod tests {
         encode_trace_spans(&batch, &[0], &mut out);
         let got = ExportTraceServiceRequest::decode(out.to_bytes()).unwrap();
         assert_eq!(got.resource_spans.len(), 3);
+        // Unordered or repeated indices are sorted first.
+        let mut a = Encoded::default();
+        encode_trace_spans(&batch, &[3, 1, 1], &mut a);
+        let mut b = Encoded::default();
+        encode_trace_spans(&batch, &[1, 3], &mut b);
+        assert_eq!(a.to_bytes(), b.to_bytes());
         // Empty selection writes nothing.
         let mut empty = Encoded::default();
         encode_trace_spans(&batch, &[], &mut empty);

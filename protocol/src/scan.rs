@@ -70,14 +70,16 @@ pub enum ScanError {
         /// Where the payload starts.
         offset: u32,
     },
-    /// A trace id that is not 16 bytes (0 when the span has none).
-    #[error("trace_id must be 16 bytes, got {len}")]
+    /// A trace id that is not 16 bytes (0 when the span has none). Also a link's, log record's
+    /// or exemplar's trace id that is neither empty nor 16 bytes.
+    #[error("trace id must be 16 bytes, got {len}")]
     InvalidTraceIdLength {
         /// Length found.
         len: u32,
     },
-    /// A span id that is not 8 bytes (0 when the span has none).
-    #[error("span_id must be 8 bytes, got {len}")]
+    /// A span id that is not 8 bytes (0 when the span has none). Also a `parent_span_id`, or a
+    /// link's or log record's span id, that is neither empty nor 8 bytes.
+    #[error("span id must be 8 bytes, got {len}")]
     InvalidSpanIdLength {
         /// Length found.
         len: u32,
@@ -94,6 +96,14 @@ pub enum ScanError {
     /// The buffer is larger than 4 GiB (offsets are `u32`).
     #[error("request too large to index")]
     TooLarge,
+}
+
+impl ScanError {
+    /// The gRPC status for a request rejected with this error: always `INVALID_ARGUMENT`
+    /// (permanent, the client must not retry; HTTP 400).
+    pub fn code(&self) -> crate::grpc::Code {
+        crate::grpc::Code::InvalidArgument
+    }
 }
 
 impl From<WireError> for ScanError {
@@ -218,21 +228,33 @@ fn expect(key: Key, wt: WireType) -> Result<(), ScanError> {
     }
 }
 
-/// ASCII test for short strings, inlined (the standard one is an out-of-line call).
+/// ASCII test for short strings, inlined (the standard one is an out-of-line call): whole
+/// 8-byte words, the tail as one overlapping word.
 #[inline(always)]
 fn is_ascii(s: &[u8]) -> bool {
-    let mut chunks = s.chunks_exact(8);
-    let mut acc = 0u64;
-    for c in &mut chunks {
+    #[inline(always)]
+    fn word(s: &[u8], at: usize) -> u64 {
         let mut w = [0u8; 8];
-        w.copy_from_slice(c);
-        acc |= u64::from_le_bytes(w);
+        w.copy_from_slice(&s[at..at + 8]);
+        u64::from_le_bytes(w)
     }
-    let mut tail = 0u8;
-    for &b in chunks.remainder() {
-        tail |= b;
+    let n = s.len();
+    if n >= 8 {
+        // Up to 16 bytes: two overlapping words, no loop.
+        let mut acc = word(s, 0) | word(s, n - 8);
+        let mut i = 8;
+        while i + 8 < n {
+            acc |= word(s, i);
+            i += 8;
+        }
+        acc & 0x8080_8080_8080_8080 == 0
+    } else if n >= 4 {
+        let head = u32::from_le_bytes([s[0], s[1], s[2], s[3]]);
+        let tail = u32::from_le_bytes([s[n - 4], s[n - 3], s[n - 2], s[n - 1]]);
+        (head | tail) & 0x8080_8080 == 0
+    } else {
+        s.iter().fold(0u8, |a, &b| a | b) < 0x80
     }
-    acc & 0x8080_8080_8080_8080 == 0 && tail < 0x80
 }
 
 #[inline(always)]
@@ -926,7 +948,15 @@ impl TracesIndex {
         }
         out.resize_with(n, TracesIndex::default);
         // Per destination: (source scope, source resource) last copied, u32::MAX for none.
-        let mut last: Vec<(u32, u32)> = vec![(u32::MAX, u32::MAX); n];
+        // On the stack for up to 64 destinations.
+        let mut small = [(u32::MAX, u32::MAX); 64];
+        let mut large = Vec::new();
+        let last: &mut [(u32, u32)] = if n <= small.len() {
+            &mut small[..n]
+        } else {
+            large.resize(n, (u32::MAX, u32::MAX));
+            &mut large
+        };
         for span in &self.spans {
             let d = dest(&span.trace_id);
             assert!(d < n, "partition: dest returned {d} for {n} destinations");
@@ -1167,6 +1197,19 @@ mod tests {
             idx.span_bytes(),
             span(1, "a").encoded_len() + span(2, "b").encoded_len()
         );
+    }
+
+    #[test]
+    fn ascii_check_all_lengths_and_positions() {
+        for n in 0..48usize {
+            let mut s = vec![b'a'; n];
+            assert!(is_ascii(&s), "{n}");
+            for i in 0..n {
+                s[i] = 0x80;
+                assert!(!is_ascii(&s), "{n} {i}");
+                s[i] = b'a';
+            }
+        }
     }
 
     #[test]

@@ -44,6 +44,14 @@ pub enum SinkError {
         /// The configured path.
         path: PathBuf,
     },
+    /// librdkafka refused the producer settings.
+    #[error("invalid kafka producer settings: {message}")]
+    Kafka {
+        /// Exporter name.
+        exporter: String,
+        /// librdkafka's explanation.
+        message: String,
+    },
 }
 
 /// The export queue has no room for a piece; retry later or refuse upstream.
@@ -121,6 +129,20 @@ pub enum ExportError {
         /// The converter's message.
         reason: String,
     },
+    /// The batch could not be cut into messages (it is not a valid request).
+    #[error("failed to encode messages: {reason}")]
+    Encode {
+        /// What was wrong.
+        reason: String,
+    },
+    /// Kafka did not take or did not acknowledge every message of the batch.
+    #[error("kafka: {source} ({failed} messages failed delivery)")]
+    Kafka {
+        /// The first error (enqueueing or a delivery report).
+        source: rdkafka::error::KafkaError,
+        /// Messages whose delivery report was an error.
+        failed: u64,
+    },
     /// A file operation failed.
     #[error("failed to {op} {path:?}: {source}")]
     File {
@@ -153,7 +175,16 @@ impl ExportError {
             | Self::Connect { .. }
             | Self::Transport { .. }
             | Self::Timeout { .. } => Disposition::Retry { after: None },
-            Self::MalformedResponse { .. } | Self::Json { .. } => Disposition::Permanent,
+            Self::MalformedResponse { .. } | Self::Json { .. } | Self::Encode { .. } => {
+                Disposition::Permanent
+            }
+            Self::Kafka { source, .. } => {
+                if crate::kafka::is_retryable(source) {
+                    Disposition::Retry { after: None }
+                } else {
+                    Disposition::Permanent
+                }
+            }
             Self::Grpc {
                 code, retry_after, ..
             } => match code {

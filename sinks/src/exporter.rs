@@ -12,6 +12,7 @@ use shardtel_protocol::compression::Encoding;
 use crate::batch::{Batch, BatchLimits};
 use crate::error::{ExportError, SinkError};
 use crate::file::{core_file_path, FileExporter};
+use crate::kafka::KafkaExporter;
 use crate::otlp::grpc::OtlpGrpcExporter;
 use crate::otlp::http::{OtlpHttpExporter, SignalRoute};
 use crate::otlp::{ExportReply, Target};
@@ -63,6 +64,7 @@ pub(crate) enum Exporter {
     Otlp(OtlpGrpcExporter),
     OtlpHttp(OtlpHttpExporter),
     File(FileExporter),
+    Kafka(KafkaExporter),
     Blackhole,
 }
 
@@ -131,6 +133,10 @@ impl Exporter {
                     QueueSettings::from_config(&c.batch, &c.retry, &c.queue),
                 )
             }
+            ExporterKind::Kafka(c) => (
+                Self::Kafka(KafkaExporter::new(name, c, c.queue.max_bytes)?),
+                QueueSettings::from_config(&c.batch, &c.retry, &c.queue),
+            ),
             ExporterKind::Blackhole => (Self::Blackhole, QueueSettings::blackhole()),
         })
     }
@@ -141,6 +147,7 @@ impl Exporter {
             Self::Otlp(_) => "otlp",
             Self::OtlpHttp(_) => "otlphttp",
             Self::File(_) => "file",
+            Self::Kafka(_) => "kafka",
             Self::Blackhole => "blackhole",
         }
     }
@@ -149,7 +156,7 @@ impl Exporter {
     /// there is one writer), one for the blackhole, [`NETWORK_SENDERS`] otherwise.
     pub(crate) fn senders(&self) -> usize {
         match self {
-            Self::Otlp(_) | Self::OtlpHttp(_) => NETWORK_SENDERS,
+            Self::Otlp(_) | Self::OtlpHttp(_) | Self::Kafka(_) => NETWORK_SENDERS,
             Self::File(_) | Self::Blackhole => 1,
         }
     }
@@ -164,7 +171,15 @@ impl Exporter {
             Self::Otlp(e) => e.export(batch).await,
             Self::OtlpHttp(e) => e.export(worker, batch).await,
             Self::File(e) => e.export(batch).await.map(|()| ExportReply::default()),
+            Self::Kafka(e) => e.export(batch).await.map(|()| ExportReply::default()),
             Self::Blackhole => Ok(ExportReply::default()),
+        }
+    }
+
+    /// Counters specific to the kind, added to the queue's snapshot.
+    pub(crate) fn add_stats(&self, stats: &mut crate::stats::ExporterStats) {
+        if let Self::Kafka(e) = self {
+            stats.kafka = e.stats();
         }
     }
 

@@ -14,7 +14,8 @@
 //! - The kinds behind it (chosen by `type` in `[exporters.NAME]`): `otlp`
 //!   (OTLP/gRPC over h2c, gzip by default), `otlphttp` (OTLP/HTTP protobuf over
 //!   HTTP/1.1 keep-alive), `file` (OTLP JSON lines, one file per core, rotated
-//!   by size) and `blackhole` (counts and drops).
+//!   by size), `kafka` (one message per trace keyed by trace ID, librdkafka's threads beside
+//!   the reactors) and `blackhole` (counts and drops).
 //! - [`ExportError`] with [`ExportError::disposition`]: the single place that
 //!   decides whether a failure is retried; permanent failures are counted and
 //!   logged at most once per [`REPORT_INTERVAL`] per exporter per core.
@@ -64,6 +65,7 @@ mod body;
 mod error;
 mod exporter;
 mod file;
+mod kafka;
 pub mod net;
 mod notify;
 mod offload;
@@ -79,7 +81,7 @@ pub use file::{backup_path, core_file_path};
 pub use queue::{DrainOutcome, ExportQueue};
 pub use report::REPORT_INTERVAL;
 pub use retry::{RetryPolicy, MULTIPLIER, RANDOMIZATION};
-pub use stats::{signal_index, ExporterStats, SignalStats};
+pub use stats::{signal_index, ExporterStats, KafkaProducerStats, SignalStats};
 
 /// `user-agent` of every request.
 pub(crate) const USER_AGENT: &str = concat!("shardtel/", env!("CARGO_PKG_VERSION"));

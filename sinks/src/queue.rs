@@ -206,6 +206,7 @@ impl ExportQueue {
         stats.queue_bytes = s.queue_bytes.get();
         stats.queued_batches = s.ready.borrow().len();
         stats.in_flight = s.in_flight.get();
+        s.exporter.add_stats(&mut stats);
         stats
     }
 
@@ -214,7 +215,7 @@ impl ExportQueue {
         &self.shared.name
     }
 
-    /// The exporter's kind: `otlp`, `otlphttp`, `file` or `blackhole`.
+    /// The exporter's kind: `otlp`, `otlphttp`, `file`, `kafka` or `blackhole`.
     pub fn kind(&self) -> &'static str {
         self.shared.exporter.kind()
     }

@@ -37,6 +37,23 @@ pub struct ExporterStats {
     pub queued_batches: usize,
     /// Batches being sent (including those waiting to retry).
     pub in_flight: usize,
+    /// Message counters of a `kafka` exporter (zero for other kinds).
+    pub kafka: KafkaProducerStats,
+}
+
+/// Message-level counters of one `kafka` exporter on one core.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct KafkaProducerStats {
+    /// Messages the brokers acknowledged.
+    pub produced_messages: u64,
+    /// Value bytes of those messages (before compression).
+    pub produced_bytes: u64,
+    /// Messages whose delivery failed (the batch is retried or counted as failed).
+    pub failed_messages: u64,
+    /// Value bytes of those messages.
+    pub failed_bytes: u64,
+    /// Times the producer's local queue was full when a message was offered.
+    pub queue_full: u64,
 }
 
 /// The counters of one signal, picked out of an [`ExporterStats`].

@@ -570,7 +570,7 @@ impl Model {
         for (i, vote) in votes.iter().enumerate() {
             self.counts.votes[i][*vote as usize] += 1;
         }
-        let sampled = votes.iter().any(|v| *v == 1) && !votes.contains(&2);
+        let sampled = votes.contains(&1) && !votes.contains(&2);
         self.counts.decisions[reason.index()] += 1;
         let n = t.spans.len() as u64;
         if sampled {

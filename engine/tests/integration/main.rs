@@ -7,6 +7,7 @@ mod forward;
 mod gen;
 mod grpc_client;
 mod harness;
+mod kafka;
 mod loadgen;
 mod receive;
 mod routing;

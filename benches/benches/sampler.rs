@@ -1,0 +1,225 @@
+//! Tail sampler throughput on one core: add realistic batches, let the decision timer fire,
+//! decide every trace, with the seed's policy set (errors, slower than 1 s, user.id = "vip",
+//! 10% of the rest) and `decision_wait = 10s`.
+//!
+//! Payloads are `benches/data/traces-00{0,1}.pb` (100 spans, ~10 traces, 355 bytes/span), copied
+//! into many variants whose trace ids are rewritten in place so that every variant holds new
+//! traces. Scenarios (throughput in spans):
+//! - `whole`: each request holds whole traces (the generator's shape);
+//! - `pieces`: each request is split in two batches (even and odd spans) and the second half of
+//!   every trace arrives 64 requests later, so most spans join a pending trace;
+//! - `evicting`: `whole` with `max_traces_per_core = 256`, so nearly every trace is decided early
+//!   by the bound instead of the timer.
+//!
+//! Before the benchmarks it prints the memory charge per buffered span at the peak of one
+//! `pieces` run, against the spans' wire size.
+
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use criterion::{black_box, criterion_group, criterion_main, BatchSize, Criterion, Throughput};
+use shardtel_config::{
+    Percentage, PolicyConfig, PolicyKind, StatusCode, TailSamplingConfig,
+};
+use shardtel_engine::sampler::{CoreShare, Kept, Sampler};
+use shardtel_protocol::scan::{SpanBatch, TracesIndex};
+use shardtel_protocol::span::SpanView;
+
+const VARIANTS: u32 = 400;
+
+fn payloads() -> Vec<Vec<u8>> {
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("data");
+    ["traces-000.pb", "traces-001.pb"]
+        .iter()
+        .map(|f| std::fs::read(dir.join(f)).unwrap_or_else(|e| panic!("reading {f}: {e}")))
+        .collect()
+}
+
+/// `VARIANTS` copies of each payload, the last 4 bytes of every trace id xor-ed with the
+/// variant number, scanned.
+fn requests() -> Vec<SpanBatch> {
+    let mut out = Vec::new();
+    for variant in 1..=VARIANTS {
+        for payload in payloads() {
+            let scanned = SpanBatch::scan(Bytes::from(payload.clone())).expect("payload scans");
+            let mut bytes = payload;
+            for e in &scanned.index.spans {
+                let body = &scanned.buf[e.range.start as usize..e.range.end as usize];
+                let id = SpanView::new(body).trace_id();
+                let at = id.as_ptr() as usize - scanned.buf.as_ptr() as usize;
+                for (i, b) in variant.to_le_bytes().iter().enumerate() {
+                    bytes[at + 12 + i] ^= b;
+                }
+            }
+            out.push(SpanBatch::scan(Bytes::from(bytes)).expect("variant scans"));
+        }
+    }
+    out
+}
+
+/// The even (`half = 0`) or odd spans of `batch`, sharing its buffer.
+fn half(batch: &SpanBatch, half: usize) -> SpanBatch {
+    let mut index = TracesIndex {
+        resources: batch.index.resources.clone(),
+        scopes: batch.index.scopes.clone(),
+        spans: Vec::new(),
+        headers: batch.index.headers.clone(),
+    };
+    index.spans = batch
+        .index
+        .spans
+        .iter()
+        .skip(half)
+        .step_by(2)
+        .cloned()
+        .collect();
+    SpanBatch {
+        buf: batch.buf.clone(),
+        index,
+    }
+}
+
+fn seed_config() -> TailSamplingConfig {
+    let policy = |name: &str, kind| PolicyConfig {
+        name: name.to_string(),
+        kind,
+    };
+    let mut c = TailSamplingConfig::new(vec![
+        policy(
+            "errors",
+            PolicyKind::StatusCode {
+                status_codes: vec![StatusCode::Error],
+                invert: false,
+            },
+        ),
+        policy(
+            "slow",
+            PolicyKind::Latency {
+                threshold: Duration::from_secs(1),
+                upper_threshold: None,
+                invert: false,
+            },
+        ),
+        policy(
+            "vip",
+            PolicyKind::StringAttribute {
+                key: "user.id".into(),
+                values: vec!["vip".into()],
+                enabled_regex_matching: false,
+                invert: false,
+            },
+        ),
+        policy(
+            "baseline",
+            PolicyKind::Probabilistic {
+                sampling_percentage: Percentage::new(10.0).expect("valid"),
+                hash_salt: String::new(),
+            },
+        ),
+    ]);
+    c.decision_wait = Duration::from_secs(10);
+    c.max_buffered_bytes_per_core = 1 << 30;
+    c
+}
+
+/// Feeds `batches` 1 ms apart, ticking every 100 batches, then decides the rest; returns the
+/// spans kept.
+fn run(config: &TailSamplingConfig, batches: Vec<SpanBatch>, start: Instant) -> (usize, Sampler) {
+    let mut sampler = Sampler::new(config, CoreShare::SINGLE).expect("valid config");
+    let mut out: Vec<Kept> = Vec::new();
+    let mut kept = 0;
+    let mut now = start;
+    for (i, batch) in batches.into_iter().enumerate() {
+        now += Duration::from_millis(1);
+        sampler.add(batch, now, &mut out);
+        if i % 100 == 99 {
+            sampler.tick(now, &mut out);
+            kept += out.iter().map(|k| k.spans.len()).sum::<usize>();
+            out.clear();
+        }
+    }
+    sampler.tick(now + Duration::from_secs(11), &mut out);
+    kept += out.iter().map(|k| k.spans.len()).sum::<usize>();
+    (kept, sampler)
+}
+
+fn pieces(requests: &[SpanBatch]) -> Vec<SpanBatch> {
+    let mut out = Vec::new();
+    let lag = 64;
+    for (i, r) in requests.iter().enumerate() {
+        out.push(half(r, 0));
+        if i >= lag {
+            out.push(half(&requests[i - lag], 1));
+        }
+    }
+    for r in &requests[requests.len().saturating_sub(lag)..] {
+        out.push(half(r, 1));
+    }
+    out
+}
+
+fn report_memory(config: &TailSamplingConfig, batches: &[SpanBatch]) {
+    let mut sampler = Sampler::new(config, CoreShare::SINGLE).expect("valid config");
+    let mut out = Vec::new();
+    let now = Instant::now();
+    let mut peak = (0, 0, 0);
+    for batch in batches {
+        sampler.add(batch.clone(), now, &mut out);
+        let s = sampler.stats();
+        if s.buffered_bytes > peak.0 {
+            peak = (s.buffered_bytes, s.buffered_span_bytes, s.buffered_spans);
+        }
+    }
+    let (charge, wire, spans) = peak;
+    eprintln!(
+        "sampler memory at peak: {spans} spans buffered, {:.0} bytes charged per span, {:.0} wire bytes per span: {:.2}x",
+        charge as f64 / spans as f64,
+        wire as f64 / spans as f64,
+        charge as f64 / wire as f64
+    );
+}
+
+fn bench_sampler(c: &mut Criterion) {
+    let requests = requests();
+    let spans: usize = requests.iter().map(|r| r.index.spans.len()).sum();
+    let config = seed_config();
+    let split = pieces(&requests);
+    report_memory(&config, &split);
+    let (kept, _) = run(&config, requests.clone(), Instant::now());
+    eprintln!(
+        "seed policies keep {kept} of {spans} spans ({:.0}%)",
+        100.0 * kept as f64 / spans as f64
+    );
+
+    let mut g = c.benchmark_group("sampler");
+    g.throughput(Throughput::Elements(spans as u64));
+    g.sample_size(20);
+    g.bench_function("whole", |b| {
+        b.iter_batched(
+            || requests.clone(),
+            |batches| black_box(run(&config, batches, Instant::now())),
+            BatchSize::LargeInput,
+        )
+    });
+    g.bench_function("pieces", |b| {
+        b.iter_batched(
+            || split.clone(),
+            |batches| black_box(run(&config, batches, Instant::now())),
+            BatchSize::LargeInput,
+        )
+    });
+    let mut evicting = config.clone();
+    evicting.max_traces_per_core = 256;
+    g.bench_function("evicting", |b| {
+        b.iter_batched(
+            || requests.clone(),
+            |batches| black_box(run(&evicting, batches, Instant::now())),
+            BatchSize::LargeInput,
+        )
+    });
+    g.finish();
+}
+
+criterion_group!(benches, bench_sampler);
+criterion_main!(benches);

@@ -1,0 +1,618 @@
+//! `[receivers.kafka]`: consumes OTLP from Kafka topics in a consumer group and ingests every
+//! message exactly like an OTLP request ([`Core::ingest`]: scanned, spans routed by trace ID to
+//! their owner core), so tail sampling sees Kafka data unchanged.
+//!
+//! # Threads and cores
+//!
+//! Every core runs one consumer of the group, so the topics' partitions spread over the cores
+//! of every shardtel process in the group (each partition is read by exactly one core of one
+//! process). The consumer is a librdkafka `BaseConsumer`: librdkafka fetches on its own
+//! threads; the core polls the consumer's queue without waiting (`poll(0)`) from a task of its
+//! own, sleeping 1–10 ms when the queue is empty. Rebalance, commit and statistics callbacks
+//! run inside that poll, on the core, and do no network round trip: this module only *stores*
+//! offsets (a local operation) and librdkafka's background thread commits the stored offsets
+//! every `commit_interval`, on revocation and on close.
+//! Destroying the consumer (leaving the group) blocks, so it runs on the core's blocking
+//! thread.
+//!
+//! # Offsets: at-least-once
+//!
+//! A message's offset counts as processed once `ingest` accepted its data, or once it was
+//! skipped as malformed (counted, logged with its offset, never retried, so it cannot block its
+//! partition). Until the write-ahead log lands, "accepted" means: in the receiving core's
+//! in-memory export queue, or in the bounded mesh channel to the owner core. To give that data
+//! time to be exported before its offset is committed, the offsets stored for commit (every
+//! `commit_interval`) are those processed one interval earlier: a `kill -9` then loses nothing
+//! that was exported within `commit_interval`, and everything after the last commit is consumed
+//! again by the partition's next owner (duplicates, never gaps). A refused message (queues full,
+//! shutting down) is retried with backoff and its offset is not advanced.
+//!
+//! On a rebalance, partitions being revoked are stored at their processed position, and
+//! librdkafka commits them before it lets go of them (the process stays up and exports what it
+//! accepted). On shutdown, the consumer stops before
+//! the exporters drain and commits every processed offset after they drained.
+
+use std::cell::Cell;
+use std::collections::HashMap;
+use std::rc::Rc;
+use std::sync::{Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use glommio::task::JoinHandle;
+use rdkafka::config::{ClientConfig, RDKafkaLogLevel};
+use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance};
+use rdkafka::error::{KafkaError, KafkaResult};
+use rdkafka::message::{BorrowedMessage, Message as _};
+use rdkafka::statistics::Statistics;
+use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
+use rdkafka::ClientContext;
+use shardtel_config::{Config, KafkaEncoding, KafkaReceiverConfig, Signal as ConfigSignal};
+use shardtel_protocol::Signal;
+
+use crate::core::Core;
+use crate::ingest::IngestError;
+use crate::telemetry::{KafkaConsumerSnapshot, Transport};
+
+/// Longest sleep between two polls of an empty queue.
+const MAX_IDLE_SLEEP: Duration = Duration::from_millis(10);
+/// First and longest wait before offering a refused message again.
+const RETRY_INITIAL: Duration = Duration::from_millis(10);
+const RETRY_MAX: Duration = Duration::from_secs(1);
+/// How often librdkafka reports statistics (consumer lag).
+const STATISTICS_INTERVAL: Duration = Duration::from_secs(5);
+/// Skipped malformed messages are logged at most this often per core.
+const MALFORMED_LOG_INTERVAL: Duration = Duration::from_secs(10);
+
+/// (topic, partition).
+type PartitionKey = (String, i32);
+
+/// State shared by the poll loop and the consumer's callbacks. Both run on the core's thread
+/// (callbacks inside `poll`), except while the consumer is destroyed on the blocking thread;
+/// the lock is never contended.
+#[derive(Default)]
+struct ConsumerState {
+    /// Next offset to consume per partition: everything before it was accepted or skipped.
+    processed: HashMap<PartitionKey, i64>,
+    /// `processed` as it was at the previous tick: what the next tick stores for commit.
+    previous: HashMap<PartitionKey, i64>,
+    /// Offsets stored for commit last, to skip unchanged partitions.
+    stored: HashMap<PartitionKey, i64>,
+    assigned: usize,
+    lag: Vec<(String, i32, i64)>,
+    counters: ConsumerCounters,
+}
+
+#[derive(Clone, Copy, Default)]
+struct ConsumerCounters {
+    consumed_messages: u64,
+    consumed_bytes: u64,
+    malformed_messages: u64,
+    commits: u64,
+    commit_failures: u64,
+    assigned_events: u64,
+    revoked_events: u64,
+    poll_errors: u64,
+}
+
+/// librdkafka callbacks: rebalances, commit results, statistics and log lines.
+struct ReceiverContext {
+    core: usize,
+    state: Mutex<ConsumerState>,
+}
+
+impl ReceiverContext {
+    fn state(&self) -> MutexGuard<'_, ConsumerState> {
+        // A poisoned lock only means a panic elsewhere; the offsets are still right.
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+impl ClientContext for ReceiverContext {
+    fn log(&self, level: RDKafkaLogLevel, fac: &str, message: &str) {
+        let level = match level {
+            RDKafkaLogLevel::Emerg
+            | RDKafkaLogLevel::Alert
+            | RDKafkaLogLevel::Critical
+            | RDKafkaLogLevel::Error => log::Level::Error,
+            RDKafkaLogLevel::Warning => log::Level::Warn,
+            RDKafkaLogLevel::Notice | RDKafkaLogLevel::Info => log::Level::Info,
+            RDKafkaLogLevel::Debug => log::Level::Debug,
+        };
+        log::log!(target: "librdkafka", level, "kafka receiver (core {}): {fac}: {message}", self.core);
+    }
+
+    fn error(&self, error: KafkaError, reason: &str) {
+        log::debug!(target: "librdkafka", "kafka receiver (core {}): {error}: {reason}", self.core);
+    }
+
+    fn stats(&self, statistics: Statistics) {
+        let mut lag = Vec::new();
+        for (topic, t) in statistics.topics {
+            for (partition, p) in t.partitions {
+                if partition >= 0 && p.desired && p.consumer_lag >= 0 {
+                    lag.push((topic.clone(), partition, p.consumer_lag));
+                }
+            }
+        }
+        lag.sort();
+        self.state().lag = lag;
+    }
+}
+
+impl ConsumerContext for ReceiverContext {
+    fn pre_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        match rebalance {
+            Rebalance::Assign(tpl) => {
+                let mut s = self.state();
+                s.counters.assigned_events += 1;
+                s.assigned += tpl.count();
+                log::info!(
+                    "kafka receiver (core {}): assigned {}",
+                    self.core,
+                    describe(tpl)
+                );
+            }
+            Rebalance::Revoke(tpl) => {
+                // Store the revoked partitions where they stand; librdkafka commits them
+                // before it lets go of them, so their next owner starts after what this core
+                // accepted.
+                let mut s = self.state();
+                s.counters.revoked_events += 1;
+                let mut commit = TopicPartitionList::new();
+                for e in tpl.elements() {
+                    let key = (e.topic().to_string(), e.partition());
+                    if let Some(&next) = s.processed.get(&key) {
+                        if s.stored.get(&key) != Some(&next) {
+                            let _ = commit.add_partition_offset(
+                                e.topic(),
+                                e.partition(),
+                                Offset::Offset(next),
+                            );
+                        }
+                    }
+                    s.processed.remove(&key);
+                    s.previous.remove(&key);
+                    s.stored.remove(&key);
+                }
+                s.assigned = s.assigned.saturating_sub(tpl.count());
+                drop(s);
+                log::info!(
+                    "kafka receiver (core {}): revoked {}",
+                    self.core,
+                    describe(tpl)
+                );
+                if commit.count() > 0 {
+                    if let Err(e) = consumer.store_offsets(&commit) {
+                        self.state().counters.commit_failures += 1;
+                        log::warn!(
+                            "kafka receiver (core {}): failed to store the offsets of revoked partitions: {e}",
+                            self.core
+                        );
+                    }
+                }
+            }
+            Rebalance::Error(e) => {
+                log::warn!("kafka receiver (core {}): rebalance failed: {e}", self.core)
+            }
+        }
+    }
+
+    fn commit_callback(&self, result: KafkaResult<()>, offsets: &TopicPartitionList) {
+        let mut s = self.state();
+        match result {
+            Ok(()) => s.counters.commits += 1,
+            // Nothing to commit is not a failure.
+            Err(KafkaError::ConsumerCommit(rdkafka::types::RDKafkaErrorCode::NoOffset)) => {}
+            Err(e) => {
+                s.counters.commit_failures += 1;
+                drop(s);
+                log::warn!(
+                    "kafka receiver (core {}): commit of {} failed: {e}",
+                    self.core,
+                    describe(offsets)
+                );
+            }
+        }
+    }
+}
+
+fn describe(tpl: &TopicPartitionList) -> String {
+    let parts: Vec<String> = tpl
+        .elements()
+        .iter()
+        .map(|e| format!("{}[{}]", e.topic(), e.partition()))
+        .collect();
+    if parts.is_empty() {
+        "no partitions".to_string()
+    } else {
+        parts.join(", ")
+    }
+}
+
+/// The running receiver of one core; [`KafkaReceiverHandle::finish`] ends it.
+pub struct KafkaReceiverHandle {
+    task: JoinHandle<Option<BaseConsumer<ReceiverContext>>>,
+}
+
+/// Starts this core's consumer if `[receivers.kafka]` feeds a pipeline; `None` otherwise.
+/// The consumer joins the group in the background: nothing here waits for the network.
+pub fn start(core: Rc<Core>, config: &Config) -> Result<Option<KafkaReceiverHandle>, String> {
+    let Some(kafka) = &config.receivers.kafka else {
+        return Ok(None);
+    };
+    let mut topics: HashMap<String, Signal> = HashMap::new();
+    for (config_signal, signal) in [
+        (ConfigSignal::Traces, Signal::Traces),
+        (ConfigSignal::Metrics, Signal::Metrics),
+        (ConfigSignal::Logs, Signal::Logs),
+    ] {
+        let fed = config
+            .pipelines
+            .get(config_signal)
+            .is_some_and(|p| p.receivers.iter().any(|r| r == "kafka"));
+        if fed {
+            for topic in kafka.topics(config_signal) {
+                topics.insert(topic.clone(), signal);
+            }
+        }
+    }
+    if topics.is_empty() {
+        log::warn!("receivers.kafka feeds no pipeline (or has no topics); not consuming");
+        return Ok(None);
+    }
+    let context = ReceiverContext {
+        core: core.id,
+        state: Mutex::new(ConsumerState::default()),
+    };
+    let consumer: BaseConsumer<ReceiverContext> = client_config(kafka)
+        .create_with_context(context)
+        .map_err(|e| format!("receivers.kafka: invalid consumer settings: {e}"))?;
+    let mut names: Vec<&str> = topics.keys().map(String::as_str).collect();
+    names.sort_unstable();
+    consumer
+        .subscribe(&names)
+        .map_err(|e| format!("receivers.kafka: failed to subscribe to {names:?}: {e}"))?;
+    log::info!(
+        "kafka receiver (core {}): consuming {names:?} in group {:?}",
+        core.id,
+        kafka.group_id
+    );
+    let receiver = Receiver {
+        core,
+        consumer,
+        topics,
+        encoding: kafka.encoding,
+        commit_interval: kafka.commit_interval,
+        last_malformed_log: Cell::new(None),
+        suppressed_malformed: Cell::new(0),
+    };
+    let task = glommio::spawn_local(receiver.run()).detach();
+    Ok(Some(KafkaReceiverHandle { task }))
+}
+
+/// librdkafka consumer properties for `c`.
+fn client_config(c: &KafkaReceiverConfig) -> ClientConfig {
+    let mut config = ClientConfig::new();
+    config
+        .set("bootstrap.servers", c.brokers.join(","))
+        .set("group.id", &c.group_id)
+        .set("client.id", &c.client_id)
+        .set("auto.offset.reset", c.initial_offset.name())
+        .set(
+            "session.timeout.ms",
+            c.session_timeout.as_millis().to_string(),
+        )
+        .set(
+            "heartbeat.interval.ms",
+            c.heartbeat_interval.as_millis().to_string(),
+        )
+        .set("partition.assignment.strategy", c.rebalance_strategy.name())
+        // librdkafka commits what this module stores, and only that: offsets of data
+        // that was accepted (see the module docs).
+        .set("enable.auto.commit", "true")
+        .set("enable.auto.offset.store", "false")
+        .set(
+            "auto.commit.interval.ms",
+            c.commit_interval.as_millis().to_string(),
+        )
+        .set(
+            "statistics.interval.ms",
+            STATISTICS_INTERVAL.as_millis().to_string(),
+        );
+    for (key, value) in c.auth.client_properties() {
+        config.set(key, value);
+    }
+    for (key, value) in &c.librdkafka {
+        config.set(key, value);
+    }
+    config
+}
+
+struct Receiver {
+    core: Rc<Core>,
+    consumer: BaseConsumer<ReceiverContext>,
+    topics: HashMap<String, Signal>,
+    encoding: KafkaEncoding,
+    commit_interval: Duration,
+    last_malformed_log: Cell<Option<Instant>>,
+    suppressed_malformed: Cell<u64>,
+}
+
+/// What became of one message.
+enum Outcome {
+    /// Accepted or skipped: its offset is processed.
+    Done,
+    /// Shutting down before it was accepted: its offset stays.
+    Stopped,
+}
+
+impl Receiver {
+    fn state(&self) -> MutexGuard<'_, ConsumerState> {
+        self.consumer.context().state()
+    }
+
+    /// Polls until the core drains; returns the consumer for the final commit.
+    async fn run(self) -> Option<BaseConsumer<ReceiverContext>> {
+        let mut idle = Duration::ZERO;
+        let mut next_commit = Instant::now() + self.commit_interval;
+        let mut next_publish = Instant::now();
+        while !self.core.draining() {
+            let now = Instant::now();
+            if now >= next_commit {
+                self.commit_tick();
+                next_commit = now + self.commit_interval;
+            }
+            if now >= next_publish {
+                self.publish();
+                next_publish = now + Duration::from_millis(500);
+            }
+            let polled = match self.consumer.poll(Duration::ZERO) {
+                None => None,
+                Some(Err(e)) => {
+                    self.state().counters.poll_errors += 1;
+                    log::debug!("kafka receiver (core {}): {e}", self.core.id);
+                    None
+                }
+                Some(Ok(message)) => Some(self.take(&message)),
+            };
+            match polled {
+                None => {
+                    idle = (idle * 2).clamp(Duration::from_millis(1), MAX_IDLE_SLEEP);
+                    glommio::timer::sleep(idle).await;
+                }
+                Some(taken) => {
+                    idle = Duration::ZERO;
+                    if let Outcome::Stopped = self.ingest(taken).await {
+                        break;
+                    }
+                    glommio::yield_if_needed().await;
+                }
+            }
+        }
+        self.publish();
+        Some(self.consumer)
+    }
+
+    /// Copies what is needed out of a borrowed message (its buffer belongs to librdkafka).
+    fn take(&self, message: &BorrowedMessage<'_>) -> Taken {
+        let payload = message.payload().unwrap_or_default();
+        Taken {
+            key: (message.topic().to_string(), message.partition()),
+            offset: message.offset(),
+            signal: self.topics.get(message.topic()).copied(),
+            body: Bytes::copy_from_slice(payload),
+        }
+    }
+
+    /// Ingests one message, waiting out refusals; marks its offset processed unless stopped.
+    async fn ingest(&self, m: Taken) -> Outcome {
+        let len = m.body.len() as u64;
+        let result = match (m.signal, self.encoding) {
+            (None, _) => Err(format!("topic {:?} is not subscribed", m.key.0)),
+            (Some(signal), KafkaEncoding::OtlpProto) => Ok((signal, m.body)),
+            (Some(signal), KafkaEncoding::OtlpJson) => {
+                shardtel_protocol::json::to_protobuf(signal, &m.body)
+                    .map(|pb| (signal, pb))
+                    .map_err(|e| format!("invalid OTLP JSON: {e}"))
+            }
+        };
+        let (signal, body) = match result {
+            Ok(ok) => ok,
+            Err(reason) => {
+                self.skip_malformed(&m.key, m.offset, &reason);
+                return Outcome::Done;
+            }
+        };
+        let mut wait = RETRY_INITIAL;
+        loop {
+            let attempt = match self.core.admit() {
+                Ok(guard) => {
+                    guard.add_bytes(body.len());
+                    self.core
+                        .ingest(signal, Transport::Kafka, body.clone())
+                        .await
+                }
+                Err(e) => Err(e),
+            };
+            match attempt {
+                Ok(_) => {
+                    let mut s = self.state();
+                    s.counters.consumed_messages += 1;
+                    s.counters.consumed_bytes += len;
+                    s.processed.insert(m.key, m.offset + 1);
+                    return Outcome::Done;
+                }
+                Err(e) if e.is_retryable() => {
+                    if self.core.draining() {
+                        return Outcome::Stopped;
+                    }
+                    log::debug!(
+                        "kafka receiver (core {}): {}[{}] offset {} refused, retrying in {wait:?}: {e}",
+                        self.core.id,
+                        m.key.0,
+                        m.key.1,
+                        m.offset
+                    );
+                    futures_lite::future::or(
+                        glommio::timer::sleep(wait),
+                        self.core.wait_draining(),
+                    )
+                    .await;
+                    wait = (wait * 2).min(RETRY_MAX);
+                }
+                Err(e @ (IngestError::Malformed(_) | IngestError::TooLarge { .. })) => {
+                    self.skip_malformed(&m.key, m.offset, &e.to_string());
+                    return Outcome::Done;
+                }
+                Err(e) => {
+                    // No pipeline or unsupported: retrying cannot help either.
+                    self.skip_malformed(&m.key, m.offset, &e.to_string());
+                    return Outcome::Done;
+                }
+            }
+        }
+    }
+
+    fn skip_malformed(&self, key: &PartitionKey, offset: i64, reason: &str) {
+        {
+            let mut s = self.state();
+            s.counters.malformed_messages += 1;
+            s.processed.insert(key.clone(), offset + 1);
+        }
+        let now = Instant::now();
+        let due = self
+            .last_malformed_log
+            .get()
+            .is_none_or(|t| now.duration_since(t) >= MALFORMED_LOG_INTERVAL);
+        if due {
+            let suppressed = self.suppressed_malformed.replace(0);
+            log::warn!(
+                "kafka receiver (core {}): skipped malformed message {}[{}] offset {offset}: {reason}{}",
+                self.core.id,
+                key.0,
+                key.1,
+                if suppressed > 0 {
+                    format!(" ({suppressed} more skipped since the last report)")
+                } else {
+                    String::new()
+                }
+            );
+            self.last_malformed_log.set(Some(now));
+        } else {
+            self.suppressed_malformed
+                .set(self.suppressed_malformed.get() + 1);
+        }
+    }
+
+    /// Stores for commit what was processed before the previous tick, then remembers what is
+    /// processed now for the next one.
+    fn commit_tick(&self) {
+        let mut s = self.state();
+        let mut tpl = TopicPartitionList::new();
+        let now = s.processed.clone();
+        let previous = std::mem::replace(&mut s.previous, now);
+        for (key, next) in previous {
+            // Revoked partitions were dropped from `processed` (and stored) meanwhile.
+            if s.processed.contains_key(&key) && s.stored.get(&key) != Some(&next) {
+                let _ = tpl.add_partition_offset(&key.0, key.1, Offset::Offset(next));
+                s.stored.insert(key, next);
+            }
+        }
+        drop(s);
+        if tpl.count() > 0 {
+            if let Err(e) = self.consumer.store_offsets(&tpl) {
+                self.state().counters.commit_failures += 1;
+                log::warn!(
+                    "kafka receiver (core {}): failed to store offsets: {e}",
+                    self.core.id
+                );
+            }
+        }
+    }
+
+    fn publish(&self) {
+        let s = self.state();
+        let c = s.counters;
+        *self.core.kafka_snapshot.borrow_mut() = Some(KafkaConsumerSnapshot {
+            consumed_messages: c.consumed_messages,
+            consumed_bytes: c.consumed_bytes,
+            malformed_messages: c.malformed_messages,
+            commits: c.commits,
+            commit_failures: c.commit_failures,
+            assigned_events: c.assigned_events,
+            revoked_events: c.revoked_events,
+            assigned_partitions: s.assigned as u64,
+            lag: s.lag.clone(),
+        });
+    }
+}
+
+/// A message copied out of librdkafka's buffer.
+struct Taken {
+    key: PartitionKey,
+    offset: i64,
+    signal: Option<Signal>,
+    body: Bytes,
+}
+
+impl KafkaReceiverHandle {
+    /// Waits for the poll loop to stop (it stops when the core starts draining), then commits
+    /// every processed offset and leaves the group, off the reactor. Call after the exporters
+    /// drained; when they did not (`drained` false: the shutdown timeout passed), only the
+    /// offsets already stored (one commit interval old) are committed, so what is still
+    /// queued is consumed again by the next owner.
+    pub async fn finish(self, core: &Core, drained: bool) {
+        let Some(consumer) = self.task.await.flatten() else {
+            return;
+        };
+        let final_commit = {
+            let mut s = consumer.context().state();
+            let mut tpl = TopicPartitionList::new();
+            if drained {
+                for (key, next) in &s.processed {
+                    if s.stored.get(key) != Some(next) {
+                        let _ = tpl.add_partition_offset(&key.0, key.1, Offset::Offset(*next));
+                    }
+                }
+            } else {
+                log::warn!(
+                    "kafka receiver (core {}): exporters did not drain in time; committing only offsets one commit interval old",
+                    core.id
+                );
+                // Nothing newer may be stored by the revocation while leaving the group.
+                s.processed.clear();
+            }
+            tpl
+        };
+        let id = core.id;
+        let closed = glommio::executor()
+            .spawn_blocking(move || {
+                if final_commit.count() > 0 {
+                    // Stored too, so the commit on close does not go back to older offsets.
+                    if let Err(e) = consumer.store_offsets(&final_commit) {
+                        log::warn!(
+                            "kafka receiver (core {id}): failed to store final offsets: {e}"
+                        );
+                    }
+                    match consumer.commit(&final_commit, CommitMode::Sync) {
+                        // Nothing is left for the revocation while leaving to commit.
+                        Ok(()) => consumer.context().state().processed.clear(),
+                        Err(e) => {
+                            log::warn!("kafka receiver (core {id}): final commit failed: {e}")
+                        }
+                    }
+                }
+                let counters = consumer.context().state().counters;
+                // Dropping leaves the group (blocking).
+                drop(consumer);
+                counters
+            })
+            .await;
+        let mut snapshot = core.kafka_snapshot.borrow_mut();
+        if let Some(snap) = snapshot.as_mut() {
+            snap.commits = closed.commits;
+            snap.commit_failures = closed.commit_failures;
+        }
+    }
+}

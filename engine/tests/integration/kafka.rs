@@ -1,0 +1,695 @@
+//! Kafka against a real broker on 127.0.0.1:9092 (Tansu, started by test.sh): the gateway
+//! publishes one trace per message keyed by trace ID; processors in one consumer group share
+//! the partitions and lose nothing when one of them is killed.
+//!
+//! Without a broker these tests fail, unless `SHARDTEL_KAFKA_OPTIONAL=1`, which makes them
+//! skip with a loud message.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::TcpStream;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use opentelemetry::trace::{Span as _, TraceContextExt, Tracer, TracerProvider as _};
+use opentelemetry_otlp::{WithExportConfig, WithTonicConfig};
+use opentelemetry_sdk::trace::SdkTracerProvider;
+use prost::Message as _;
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::client::DefaultClientContext;
+use rdkafka::config::ClientConfig;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::message::Message as _;
+use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
+use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
+use shardtel_protocol::proto::collector::logs::v1::ExportLogsServiceRequest;
+use shardtel_protocol::proto::collector::trace::v1::ExportTraceServiceRequest;
+use shardtel_protocol::proto::logs::v1::{LogRecord, ResourceLogs, ScopeLogs};
+
+use crate::gen::{request, span};
+use crate::harness::{base_config, read_traces, wait_until, Shardtel};
+
+const BROKER: &str = "127.0.0.1:9092";
+
+/// (trace id, span id).
+type SpanId = (Vec<u8>, Vec<u8>);
+/// Trace id → (partitions it was found on, messages).
+type TracePlacement = BTreeMap<Vec<u8>, (BTreeSet<i32>, usize)>;
+/// Span → times exported, and trace id → cores that exported it.
+type Exported = (BTreeMap<SpanId, usize>, BTreeMap<Vec<u8>, BTreeSet<usize>>);
+
+/// True when the broker is reachable; false (after a loud message) when it is not and
+/// `SHARDTEL_KAFKA_OPTIONAL=1`; panics otherwise.
+fn broker_available(test: &str) -> bool {
+    let reachable =
+        TcpStream::connect_timeout(&BROKER.parse().unwrap(), Duration::from_secs(2)).is_ok();
+    if reachable {
+        return true;
+    }
+    if std::env::var("SHARDTEL_KAFKA_OPTIONAL").as_deref() == Ok("1") {
+        eprintln!(
+            "\n!!!!!!!! SKIPPED {test}: no Kafka broker on {BROKER} (SHARDTEL_KAFKA_OPTIONAL=1) !!!!!!!!\n"
+        );
+        return false;
+    }
+    panic!(
+        "no Kafka broker on {BROKER}: run ./test.sh (it starts Tansu), or set SHARDTEL_KAFKA_OPTIONAL=1 to skip"
+    );
+}
+
+/// A topic name no other test (or earlier run) uses.
+fn unique_topic(prefix: &str) -> String {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos();
+    format!("{prefix}-{}-{nanos}", std::process::id())
+}
+
+fn create_topic(name: &str, partitions: i32) {
+    let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
+        .set("bootstrap.servers", BROKER)
+        .create()
+        .unwrap();
+    let topic = NewTopic::new(name, partitions, TopicReplication::Fixed(1));
+    let results = futures_lite::future::block_on(admin.create_topics(
+        [&topic],
+        &AdminOptions::new().operation_timeout(Some(Duration::from_secs(10))),
+    ))
+    .unwrap();
+    for r in results {
+        r.unwrap_or_else(|(t, e)| panic!("failed to create topic {t}: {e}"));
+    }
+}
+
+/// One consumed message.
+#[derive(Clone, Debug)]
+struct Consumed {
+    partition: i32,
+    key: Option<Vec<u8>>,
+    payload: Vec<u8>,
+}
+
+/// Reads every partition of `topic` from the beginning until `done` says so (or `secs` pass).
+fn read_topic(
+    topic: &str,
+    partitions: i32,
+    secs: u64,
+    mut done: impl FnMut(&[Consumed]) -> bool,
+) -> Vec<Consumed> {
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", BROKER)
+        .set("group.id", format!("reader-{topic}"))
+        .set("enable.auto.commit", "false")
+        .set("session.timeout.ms", "6000")
+        .create()
+        .unwrap();
+    let mut tpl = TopicPartitionList::new();
+    for p in 0..partitions {
+        tpl.add_partition_offset(topic, p, Offset::Beginning)
+            .unwrap();
+    }
+    consumer.assign(&tpl).unwrap();
+    let mut out = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    while Instant::now() < deadline && !done(&out) {
+        match consumer.poll(Duration::from_millis(100)) {
+            Some(Ok(m)) => out.push(Consumed {
+                partition: m.partition(),
+                key: m.key().map(<[u8]>::to_vec),
+                payload: m.payload().unwrap_or_default().to_vec(),
+            }),
+            Some(Err(e)) => eprintln!("reader: {e}"),
+            None => {}
+        }
+    }
+    out
+}
+
+/// The Java client's murmur2 partitioner (what `murmur2_random` computes for a key).
+fn java_partition(key: &[u8], partitions: i32) -> i32 {
+    assert_eq!(key.len() % 4, 0);
+    let m: i32 = 0x5bd1_e995;
+    let mut h: i32 = (0x9747_b28c_u32 as i32) ^ key.len() as i32;
+    for c in key.chunks(4) {
+        let mut k = i32::from_le_bytes([c[0], c[1], c[2], c[3]]);
+        k = k.wrapping_mul(m);
+        k ^= ((k as u32) >> 24) as i32;
+        k = k.wrapping_mul(m);
+        h = h.wrapping_mul(m);
+        h ^= k;
+    }
+    h ^= ((h as u32) >> 13) as i32;
+    h = h.wrapping_mul(m);
+    h ^= ((h as u32) >> 15) as i32;
+    (h & 0x7fff_ffff) % partitions
+}
+
+fn gateway(topic: &str, logs_topic: &str, max_message_bytes: &str) -> Shardtel {
+    let (topic, logs_topic, max) = (
+        topic.to_string(),
+        logs_topic.to_string(),
+        max_message_bytes.to_string(),
+    );
+    Shardtel::start(move |dir, ports| {
+        base_config(dir, ports, "")
+            + &format!(
+                r#"
+[exporters.kafka]
+brokers = ["{BROKER}"]
+traces_topic = "{topic}"
+logs_topic = "{logs_topic}"
+max_message_bytes = "{max}"
+batch = {{ timeout = "50ms" }}
+
+[pipelines.traces]
+receivers = ["otlp"]
+exporters = ["kafka"]
+[pipelines.logs]
+receivers = ["otlp"]
+exporters = ["kafka"]
+"#
+            )
+    })
+}
+
+/// (trace id, span id) of every span in `reqs`.
+fn span_ids<'a>(
+    reqs: impl IntoIterator<Item = &'a ExportTraceServiceRequest>,
+) -> Vec<(Vec<u8>, Vec<u8>)> {
+    reqs.into_iter()
+        .flat_map(|r| &r.resource_spans)
+        .flat_map(|rs| &rs.scope_spans)
+        .flat_map(|ss| &ss.spans)
+        .map(|s| (s.trace_id.clone(), s.span_id.clone()))
+        .collect()
+}
+
+/// Checks the messages of a traces topic: each decodes, holds one trace, is keyed by it and
+/// sits on the Java-murmur2 partition of the key. Returns the spans, and the partitions of
+/// each trace.
+fn check_trace_messages(
+    messages: &[Consumed],
+    partitions: i32,
+    max_bytes: usize,
+) -> (Vec<SpanId>, TracePlacement) {
+    let mut spans = Vec::new();
+    let mut traces: BTreeMap<Vec<u8>, (BTreeSet<i32>, usize)> = BTreeMap::new();
+    for m in messages {
+        let req = ExportTraceServiceRequest::decode(m.payload.as_slice())
+            .expect("every message value is an ExportTraceServiceRequest");
+        let key = m.key.clone().expect("trace messages have a key");
+        assert_eq!(key.len(), 16, "the key is the 16-byte trace id");
+        let ids = span_ids([&req]);
+        assert!(!ids.is_empty());
+        for (trace, _) in &ids {
+            assert_eq!(
+                trace, &key,
+                "a message holds the spans of one trace, its key"
+            );
+        }
+        assert!(
+            m.payload.len() <= max_bytes || ids.len() == 1,
+            "message of {} bytes over the {max_bytes}-byte limit",
+            m.payload.len()
+        );
+        assert_eq!(
+            m.partition,
+            java_partition(&key, partitions),
+            "murmur2 partitioning"
+        );
+        let entry = traces.entry(key).or_default();
+        entry.0.insert(m.partition);
+        entry.1 += 1;
+        spans.extend(ids);
+    }
+    (spans, traces)
+}
+
+#[test]
+fn gateway_publishes_one_trace_per_message_keyed_by_trace_id() {
+    if !broker_available("gateway_publishes_one_trace_per_message_keyed_by_trace_id") {
+        return;
+    }
+    let partitions = 4;
+    let topic = unique_topic("gw-spans");
+    let logs_topic = unique_topic("gw-logs");
+    create_topic(&topic, partitions);
+    create_topic(&logs_topic, 1);
+    let max_bytes = 16 * 1024;
+    let gw = gateway(&topic, &logs_topic, "16KiB");
+
+    // A real OTLP client (the SDK's gRPC exporter): 30 traces of 6 spans.
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let mut sent: BTreeSet<(Vec<u8>, Vec<u8>)> = BTreeSet::new();
+    rt.block_on(async {
+        let exporter = opentelemetry_otlp::SpanExporter::builder()
+            .with_tonic()
+            .with_endpoint(gw.grpc_url())
+            .with_compression(opentelemetry_otlp::Compression::Gzip)
+            .build()
+            .unwrap();
+        let provider = SdkTracerProvider::builder()
+            .with_batch_exporter(exporter)
+            .build();
+        let tracer = provider.tracer("kafka-test");
+        for t in 0..30 {
+            let root = tracer.start(format!("root-{t}"));
+            let cx = opentelemetry::Context::current_with_span(root);
+            for c in 0..5 {
+                let mut child = tracer.start_with_context(format!("child-{t}-{c}"), &cx);
+                let sc = child.span_context().clone();
+                sent.insert((
+                    sc.trace_id().to_bytes().to_vec(),
+                    sc.span_id().to_bytes().to_vec(),
+                ));
+                child.end();
+            }
+            let sc = cx.span().span_context().clone();
+            sent.insert((
+                sc.trace_id().to_bytes().to_vec(),
+                sc.span_id().to_bytes().to_vec(),
+            ));
+            cx.span().end();
+        }
+        provider.force_flush().unwrap();
+        provider.shutdown().unwrap();
+    });
+    // Raw OTLP/HTTP: 8 pieces of 40 traces, and one trace of 300 spans (~60 KB) that must be
+    // split into several messages of at most 16 KiB with the same key.
+    let client = reqwest::blocking::Client::new();
+    let mut post = |req: ExportTraceServiceRequest| {
+        sent.extend(span_ids([&req]));
+        let resp = client
+            .post(format!("{}/v1/traces", gw.http_url()))
+            .header("content-type", "application/x-protobuf")
+            .body(req.encode_to_vec())
+            .send()
+            .unwrap();
+        assert_eq!(resp.status(), 200);
+    };
+    for piece in 0..8 {
+        post(request((0..40).map(|t| span(21, t, piece)).collect()));
+    }
+    post(request((0..300).map(|i| span(22, 7, i)).collect()));
+    // Logs go to their own topic as whole requests.
+    let logs = ExportLogsServiceRequest {
+        resource_logs: vec![ResourceLogs {
+            scope_logs: vec![ScopeLogs {
+                log_records: (0..10)
+                    .map(|i| LogRecord {
+                        severity_text: format!("INFO-{i}"),
+                        ..Default::default()
+                    })
+                    .collect(),
+                ..Default::default()
+            }],
+            ..Default::default()
+        }],
+    };
+    let resp = client
+        .post(format!("{}/v1/logs", gw.http_url()))
+        .header("content-type", "application/x-protobuf")
+        .body(logs.encode_to_vec())
+        .send()
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+
+    let expected = sent.len();
+    assert_eq!(expected, 30 * 6 + 8 * 40 + 300);
+    let count = |ms: &[Consumed]| -> usize {
+        ms.iter()
+            .map(|m| {
+                span_ids([&ExportTraceServiceRequest::decode(m.payload.as_slice()).unwrap()]).len()
+            })
+            .sum()
+    };
+    let messages = read_topic(&topic, partitions, 60, |ms| count(ms) >= expected);
+    assert_eq!(
+        count(&messages),
+        expected,
+        "spans in the topic; gateway log:\n{}",
+        gw.log()
+    );
+    let (spans, traces) = check_trace_messages(&messages, partitions, max_bytes);
+    let unique: BTreeSet<_> = spans.iter().cloned().collect();
+    assert_eq!(unique.len(), spans.len(), "no span published twice");
+    assert_eq!(unique, sent, "exactly the spans that were sent");
+    assert_eq!(traces.len(), 30 + 40 + 1);
+    for (trace, (parts, _)) in &traces {
+        assert_eq!(
+            parts.len(),
+            1,
+            "trace {trace:02x?} spread over partitions {parts:?}"
+        );
+    }
+    let big = &traces[&crate::gen::trace_id(22, 7)];
+    assert!(
+        big.1 >= 4,
+        "the 300-span trace was cut into {} messages",
+        big.1
+    );
+    // Every partition got some traces (71 traces over 4 partitions).
+    let used: BTreeSet<i32> = messages.iter().map(|m| m.partition).collect();
+    assert_eq!(used.len(), partitions as usize);
+
+    let log_messages = read_topic(&logs_topic, 1, 30, |ms| !ms.is_empty());
+    assert_eq!(log_messages.len(), 1);
+    assert!(log_messages[0].key.is_none());
+    assert_eq!(
+        ExportLogsServiceRequest::decode(log_messages[0].payload.as_slice()).unwrap(),
+        logs
+    );
+
+    assert!(
+        wait_until(5, || gw
+            .metric_sum("shardtel_exporter_kafka_produced_messages_total", "")
+            == messages.len() as u64 + 1),
+        "{}",
+        gw.metrics()
+    );
+    assert_eq!(
+        gw.metric_sum("shardtel_exporter_sent_spans_total", "exporter=\"kafka\""),
+        expected as u64
+    );
+}
+
+/// Produces `traces` traces of `pieces` spans each, every span its own message keyed by its
+/// trace id, as a gateway would; returns the span ids. Message `i` is produced after
+/// `pause(i)`.
+fn fill_topic(
+    topic: &str,
+    tag: u8,
+    traces: u64,
+    pieces: u64,
+    mut pause: impl FnMut(usize),
+) -> BTreeSet<(Vec<u8>, Vec<u8>)> {
+    let producer: BaseProducer = ClientConfig::new()
+        .set("bootstrap.servers", BROKER)
+        .set("partitioner", "murmur2_random")
+        .set("linger.ms", "5")
+        .create()
+        .unwrap();
+    let mut ids = BTreeSet::new();
+    let mut i = 0;
+    for piece in 0..pieces {
+        for t in 0..traces {
+            let req = request(vec![span(tag, t, piece)]);
+            ids.extend(span_ids([&req]));
+            let key = crate::gen::trace_id(tag, t);
+            let payload = req.encode_to_vec();
+            pause(i);
+            i += 1;
+            loop {
+                match producer.send(BaseRecord::to(topic).key(&key).payload(&payload)) {
+                    Ok(()) => break,
+                    Err((e, _)) => {
+                        eprintln!("producer: {e}");
+                        producer.poll(Duration::from_millis(50));
+                    }
+                }
+            }
+            producer.poll(Duration::ZERO);
+        }
+    }
+    producer.flush(Duration::from_secs(30)).unwrap();
+    ids
+}
+
+/// A shardtel processor: Kafka in, files out.
+fn processor(topic: &str, group: &str) -> Shardtel {
+    let (topic, group) = (topic.to_string(), group.to_string());
+    Shardtel::start(move |dir, ports| {
+        base_config(
+            dir,
+            ports,
+            &format!(
+                r#"
+[receivers.kafka]
+brokers = ["{BROKER}"]
+traces_topics = ["{topic}"]
+group_id = "{group}"
+initial_offset = "earliest"
+session_timeout = "6s"
+heartbeat_interval = "1s"
+commit_interval = "1s"
+"#
+            ),
+        ) + &format!(
+            r#"
+[exporters.file_traces]
+type = "file"
+path = "{dir}/out/traces.jsonl"
+batch = {{ timeout = "50ms" }}
+
+[pipelines.traces]
+receivers = ["kafka"]
+exporters = ["file_traces"]
+"#,
+            dir = dir.display()
+        )
+    })
+}
+
+/// (trace, span) → how often it was exported, and trace → cores that exported it.
+fn exported(out: &Path) -> Exported {
+    let mut spans: BTreeMap<(Vec<u8>, Vec<u8>), usize> = BTreeMap::new();
+    let mut cores: BTreeMap<Vec<u8>, BTreeSet<usize>> = BTreeMap::new();
+    for (core, req) in read_traces(out) {
+        for id in span_ids([&req]) {
+            cores.entry(id.0.clone()).or_default().insert(core);
+            *spans.entry(id).or_default() += 1;
+        }
+    }
+    (spans, cores)
+}
+
+fn wait_assigned(p: &Shardtel, secs: u64) -> bool {
+    wait_until(secs, || {
+        p.metric_sum("shardtel_receiver_kafka_assigned_partitions", "") > 0
+    })
+}
+
+#[test]
+fn processors_in_one_group_split_partitions_and_export_every_trace_once() {
+    if !broker_available("processors_in_one_group_split_partitions_and_export_every_trace_once") {
+        return;
+    }
+    let partitions = 8;
+    let topic = unique_topic("proc-spans");
+    let group = unique_topic("proc-group");
+    create_topic(&topic, partitions);
+    let a = processor(&topic, &group);
+    assert!(
+        wait_assigned(&a, 60),
+        "a got no partitions; log:\n{}",
+        a.log()
+    );
+    let b = processor(&topic, &group);
+    // Both hold partitions, and the group is stable (all partitions assigned once).
+    assert!(
+        wait_until(60, || {
+            let (pa, pb) = (
+                a.metric_sum("shardtel_receiver_kafka_assigned_partitions", ""),
+                b.metric_sum("shardtel_receiver_kafka_assigned_partitions", ""),
+            );
+            pa > 0 && pb > 0 && pa + pb == partitions as u64
+        }),
+        "partitions not split: a {} b {}; a log:\n{}\nb log:\n{}",
+        a.metric_sum("shardtel_receiver_kafka_assigned_partitions", ""),
+        b.metric_sum("shardtel_receiver_kafka_assigned_partitions", ""),
+        a.log(),
+        b.log()
+    );
+
+    let sent = fill_topic(&topic, 31, 300, 4, |_| {});
+    // Malformed messages are counted and skipped; they block nothing.
+    let producer: BaseProducer = ClientConfig::new()
+        .set("bootstrap.servers", BROKER)
+        .create()
+        .unwrap();
+    for i in 0..3u8 {
+        producer
+            .send(
+                BaseRecord::to(&topic)
+                    .key(&[i; 16][..])
+                    .payload(&b"\x0a\xff\xff garbage"[..]),
+            )
+            .unwrap();
+    }
+    producer.flush(Duration::from_secs(10)).unwrap();
+
+    let total = |s: &Shardtel| exported(&s.out()).0.values().sum::<usize>();
+    assert!(
+        wait_until(60, || total(&a) + total(&b) >= sent.len()),
+        "exported {} + {} of {} spans; a log:\n{}\nb log:\n{}",
+        total(&a),
+        total(&b),
+        sent.len(),
+        a.log(),
+        b.log()
+    );
+    let (spans_a, cores_a) = exported(&a.out());
+    let (spans_b, cores_b) = exported(&b.out());
+    assert!(
+        !spans_a.is_empty() && !spans_b.is_empty(),
+        "both processors exported"
+    );
+    let mut all = spans_a.clone();
+    for (id, n) in &spans_b {
+        *all.entry(id.clone()).or_default() += n;
+    }
+    assert_eq!(
+        all.keys().cloned().collect::<BTreeSet<_>>(),
+        sent,
+        "every span exported"
+    );
+    assert!(
+        all.values().all(|&n| n == 1),
+        "every span exported exactly once"
+    );
+    // A trace is exported whole by one core of one process.
+    for (trace, cores) in &cores_a {
+        assert!(
+            !cores_b.contains_key(trace),
+            "trace {trace:02x?} exported by both processes"
+        );
+        assert_eq!(cores.len(), 1);
+    }
+    for cores in cores_b.values() {
+        assert_eq!(cores.len(), 1);
+    }
+    assert!(
+        wait_until(10, || a
+            .metric_sum("shardtel_receiver_kafka_malformed_messages_total", "")
+            + b.metric_sum(
+                "shardtel_receiver_kafka_malformed_messages_total",
+                ""
+            )
+            == 3),
+        "malformed messages not counted:\n{}\n{}",
+        a.metrics(),
+        b.metrics()
+    );
+    assert!(
+        a.log().contains("skipped malformed message")
+            || b.log().contains("skipped malformed message")
+    );
+    assert!(
+        wait_until(10, || a
+            .metric_sum("shardtel_receiver_kafka_commits_total", "")
+            > 0),
+        "no commits; metrics:\n{}\nlog:\n{}",
+        a.metrics(),
+        a.log()
+    );
+    assert_eq!(
+        a.metric_sum(
+            "shardtel_receiver_accepted_spans_total",
+            "transport=\"kafka\""
+        ) + b.metric_sum(
+            "shardtel_receiver_accepted_spans_total",
+            "transport=\"kafka\""
+        ),
+        sent.len() as u64
+    );
+}
+
+#[test]
+fn killing_a_processor_moves_its_partitions_with_nothing_lost() {
+    if !broker_available("killing_a_processor_moves_its_partitions_with_nothing_lost") {
+        return;
+    }
+    let partitions = 8;
+    let topic = unique_topic("kill-spans");
+    let group = unique_topic("kill-group");
+    create_topic(&topic, partitions);
+    let mut a = processor(&topic, &group);
+    assert!(
+        wait_assigned(&a, 60),
+        "a got no partitions; log:\n{}",
+        a.log()
+    );
+    let b = processor(&topic, &group);
+    assert!(
+        wait_until(60, || a
+            .metric_sum("shardtel_receiver_kafka_assigned_partitions", "")
+            > 0
+            && b.metric_sum("shardtel_receiver_kafka_assigned_partitions", "")
+                > 0
+            && a.metric_sum("shardtel_receiver_kafka_assigned_partitions", "")
+                + b.metric_sum(
+                    "shardtel_receiver_kafka_assigned_partitions",
+                    ""
+                )
+                == partitions as u64),
+        "partitions not split; a log:\n{}\nb log:\n{}",
+        a.log(),
+        b.log()
+    );
+
+    // A stream of 3000 messages over ~6 s; `a` is killed (SIGKILL) after 1500, once it has
+    // committed offsets.
+    let traces = 600;
+    let pieces = 5;
+    let mut killed = false;
+    let sent = fill_topic(&topic, 41, traces, pieces, |i| {
+        if i % 100 == 0 {
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        if i == 1500 {
+            assert!(
+                wait_until(20, || a
+                    .metric_sum("shardtel_receiver_kafka_commits_total", "")
+                    > 0),
+                "a never committed; log:\n{}",
+                a.log()
+            );
+            a.kill();
+            killed = true;
+        }
+    });
+    assert!(killed);
+    // `b` takes over a's partitions once the session times out (6 s).
+    assert!(
+        wait_until(60, || b
+            .metric_sum("shardtel_receiver_kafka_assigned_partitions", "")
+            == partitions as u64),
+        "b did not take over; b log:\n{}",
+        b.log()
+    );
+    let all = || {
+        let (mut spans, _) = exported(&a.out());
+        for (id, n) in exported(&b.out()).0 {
+            *spans.entry(id).or_default() += n;
+        }
+        spans
+    };
+    assert!(
+        wait_until(90, || all().len() >= sent.len()),
+        "{} of {} spans exported; a log:\n{}\nb log:\n{}",
+        all().len(),
+        sent.len(),
+        a.log(),
+        b.log()
+    );
+    let spans = all();
+    let missing: Vec<_> = sent.iter().filter(|id| !spans.contains_key(*id)).collect();
+    assert!(missing.is_empty(), "{} spans lost", missing.len());
+    let duplicates: usize = spans.values().map(|n| n - 1).sum();
+    eprintln!(
+        "kafka kill test: {} spans, {} exported by the killed processor, {duplicates} duplicates after the takeover",
+        sent.len(),
+        exported(&a.out()).0.len()
+    );
+    let by_a = exported(&a.out()).0.len();
+    assert!(by_a > 0, "a exported before it was killed");
+    // Duplicates are what `a` consumed after its last commit: not everything it exported.
+    assert!(
+        duplicates < by_a,
+        "{duplicates} duplicates of {by_a} spans exported by a"
+    );
+}
