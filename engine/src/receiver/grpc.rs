@@ -124,7 +124,8 @@ async fn handle(core: &Core, req: Request<Incoming>) -> Response<ResponseBody> {
         .get(http::header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok()?.parse::<usize>().ok())
         .unwrap_or(0);
-    let body = match collect_body(req.into_body(), limit + 5, hint).await {
+    let mut incoming = req.into_body();
+    let body = match collect_body(&mut incoming, limit + 5, hint).await {
         Ok(b) => b,
         Err(CollectError::TooLarge) => {
             core.counters.failed_request(signal, Transport::Grpc);

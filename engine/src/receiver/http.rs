@@ -17,7 +17,7 @@ use shardtel_protocol::status::{
 use shardtel_protocol::Signal;
 use shardtel_sinks::net::{GlommioIo, LocalExec};
 
-use super::{collect_body, CollectError, ResponseBody};
+use super::{collect_body, discard_body, CollectError, ResponseBody};
 use crate::core::Core;
 use crate::ingest::IngestError;
 use crate::telemetry::Transport;
@@ -121,8 +121,12 @@ async fn handle(core: &Core, req: Request<Incoming>) -> Response<ResponseBody> {
         .headers()
         .get(http::header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok()?.parse::<usize>().ok());
-    if declared.is_some_and(|n| n > limit) {
+    let mut incoming = req.into_body();
+    if let Some(n) = declared.filter(|&n| n > limit) {
         core.counters.failed_request(signal, Transport::Http);
+        if n <= limit.saturating_mul(4) {
+            discard_body(&mut incoming, n).await;
+        }
         return error_response(format, &IngestError::TooLarge { limit });
     }
     let guard = match core.admit() {
@@ -132,10 +136,11 @@ async fn handle(core: &Core, req: Request<Incoming>) -> Response<ResponseBody> {
             return error_response(format, &e);
         }
     };
-    let body = match collect_body(req.into_body(), limit, declared.unwrap_or(0)).await {
+    let body = match collect_body(&mut incoming, limit, declared.unwrap_or(0)).await {
         Ok(b) => b,
         Err(CollectError::TooLarge) => {
             core.counters.failed_request(signal, Transport::Http);
+            discard_body(&mut incoming, limit.saturating_mul(4)).await;
             return error_response(format, &IngestError::TooLarge { limit });
         }
         Err(CollectError::Transport(e)) => {

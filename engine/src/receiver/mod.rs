@@ -94,7 +94,7 @@ pub enum CollectError {
 /// Collects a request body of at most `limit` bytes. A body that arrives in
 /// one frame is returned as that frame (no copy).
 pub async fn collect_body(
-    mut body: Incoming,
+    body: &mut Incoming,
     limit: usize,
     hint: usize,
 ) -> Result<Bytes, CollectError> {
@@ -125,6 +125,23 @@ pub async fn collect_body(
         Some(b) => b.freeze(),
         None => first.unwrap_or_default(),
     })
+}
+
+/// Reads and drops up to `max` more bytes of a body, so that an error
+/// response to an oversized HTTP/1.1 request is not lost to a TCP reset when
+/// the connection closes with unread data. Returns true if the body ended.
+pub async fn discard_body(body: &mut Incoming, max: usize) -> bool {
+    let mut seen = 0usize;
+    while let Some(frame) = body.frame().await {
+        let Ok(frame) = frame else { return false };
+        if let Ok(data) = frame.into_data() {
+            seen += data.len();
+            if seen > max {
+                return false;
+            }
+        }
+    }
+    true
 }
 
 /// A response body: at most one data frame, then optional trailers.
