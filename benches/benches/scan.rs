@@ -2,6 +2,8 @@
 //! attributes, 2 resources), the receiving core's per-request work before routing.
 //!
 //! Payloads come from `benches/data/` (copies of two of `shared/bench/payloads/`).
+//! Criterion measures wall time: on a busy 2-core machine other processes' CPU use shows up
+//! as lower throughput (`perf stat -e task-clock` on a fixed loop gives the CPU-time rate).
 
 use std::path::PathBuf;
 
