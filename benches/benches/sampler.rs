@@ -9,19 +9,21 @@
 //! - `pieces`: each request is split in two batches (even and odd spans) and the second half of
 //!   every trace arrives 64 requests later, so most spans join a pending trace;
 //! - `evicting`: `whole` with `max_traces_per_core = 256`, so nearly every trace is decided early
-//!   by the bound instead of the timer.
+//!   by the bound instead of the timer;
+//! - `scan_only` and `scan_then_sample`: each request is scanned (as the receiving core does)
+//!   right before it is added, so its bytes are in cache as they are in the engine; the
+//!   difference between the two is what the sampler adds to a span's cost. The first three
+//!   read pre-scanned requests from memory (28 MB, more than the caches), a pessimistic case.
 //!
-//! Before the benchmarks it prints the memory charge per buffered span at the peak of one
-//! `pieces` run, against the spans' wire size.
+//! Before the benchmarks it prints the memory charge per buffered span at the peak of a `whole`
+//! and a `pieces` run, against the spans' wire size.
 
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use criterion::{black_box, criterion_group, criterion_main, BatchSize, Criterion, Throughput};
-use shardtel_config::{
-    Percentage, PolicyConfig, PolicyKind, StatusCode, TailSamplingConfig,
-};
+use shardtel_config::{Percentage, PolicyConfig, PolicyKind, StatusCode, TailSamplingConfig};
 use shardtel_engine::sampler::{CoreShare, Kept, Sampler};
 use shardtel_protocol::scan::{SpanBatch, TracesIndex};
 use shardtel_protocol::span::SpanView;
@@ -125,7 +127,11 @@ fn seed_config() -> TailSamplingConfig {
 
 /// Feeds `batches` 1 ms apart, ticking every 100 batches, then decides the rest; returns the
 /// spans kept.
-fn run(config: &TailSamplingConfig, batches: Vec<SpanBatch>, start: Instant) -> (usize, Sampler) {
+fn run(
+    config: &TailSamplingConfig,
+    batches: impl IntoIterator<Item = SpanBatch>,
+    start: Instant,
+) -> (usize, Sampler) {
     let mut sampler = Sampler::new(config, CoreShare::SINGLE).expect("valid config");
     let mut out: Vec<Kept> = Vec::new();
     let mut kept = 0;
@@ -159,7 +165,7 @@ fn pieces(requests: &[SpanBatch]) -> Vec<SpanBatch> {
     out
 }
 
-fn report_memory(config: &TailSamplingConfig, batches: &[SpanBatch]) {
+fn report_memory(what: &str, config: &TailSamplingConfig, batches: &[SpanBatch]) {
     let mut sampler = Sampler::new(config, CoreShare::SINGLE).expect("valid config");
     let mut out = Vec::new();
     let now = Instant::now();
@@ -173,7 +179,7 @@ fn report_memory(config: &TailSamplingConfig, batches: &[SpanBatch]) {
     }
     let (charge, wire, spans) = peak;
     eprintln!(
-        "sampler memory at peak: {spans} spans buffered, {:.0} bytes charged per span, {:.0} wire bytes per span: {:.2}x",
+        "sampler memory charge at peak ({what}): {spans} spans buffered, {:.0} bytes charged per span, {:.0} wire bytes per span: {:.2}x",
         charge as f64 / spans as f64,
         wire as f64 / spans as f64,
         charge as f64 / wire as f64
@@ -185,7 +191,9 @@ fn bench_sampler(c: &mut Criterion) {
     let spans: usize = requests.iter().map(|r| r.index.spans.len()).sum();
     let config = seed_config();
     let split = pieces(&requests);
-    report_memory(&config, &split);
+    report_memory("whole", &config, &requests);
+    // Both halves of a request share its buffer and each charges it in full.
+    report_memory("pieces", &config, &split);
     let (kept, _) = run(&config, requests.clone(), Instant::now());
     eprintln!(
         "seed policies keep {kept} of {spans} spans ({:.0}%)",
@@ -208,6 +216,22 @@ fn bench_sampler(c: &mut Criterion) {
             |batches| black_box(run(&config, batches, Instant::now())),
             BatchSize::LargeInput,
         )
+    });
+    let raw: Vec<Bytes> = requests.iter().map(|r| r.buf.clone()).collect();
+    g.bench_function("scan_only", |b| {
+        b.iter(|| {
+            for buf in &raw {
+                black_box(SpanBatch::scan(buf.clone()).expect("scans"));
+            }
+        })
+    });
+    g.bench_function("scan_then_sample", |b| {
+        b.iter(|| {
+            let batches = raw
+                .iter()
+                .map(|buf| SpanBatch::scan(buf.clone()).expect("scans"));
+            black_box(run(&config, batches, Instant::now()))
+        })
     });
     let mut evicting = config.clone();
     evicting.max_traces_per_core = 256;

@@ -13,8 +13,8 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use glommio::channels::shared_channel::ConnectedSender;
 use glommio::sync::Semaphore;
-use shardtel_config::Config;
-use shardtel_protocol::reframe::{encode_traces, Encoded};
+use shardtel_config::{Config, ProcessorConfig};
+use shardtel_protocol::reframe::{encode_trace_spans, encode_traces, Encoded};
 use shardtel_protocol::route::owner_core;
 use shardtel_protocol::scan::{scan_logs, scan_metrics, SpanBatch, TracesIndex};
 use shardtel_protocol::Signal;
@@ -23,6 +23,7 @@ use shardtel_sinks::ExportQueue;
 use crate::ingest::IngestError;
 use crate::mesh::MeshEnds;
 use crate::receiver;
+use crate::sampler::{CoreShare, Kept, Sampler};
 use crate::telemetry::{
     self, signal_index, Board, CoreState, MeshCounters, ReceiverCounters, Transport,
 };
@@ -93,6 +94,9 @@ pub struct Core {
     /// Latest counters of this core's Kafka consumer (`crate::kafka_receiver`), published
     /// with the core's snapshot.
     pub(crate) kafka_snapshot: RefCell<Option<telemetry::KafkaConsumerSnapshot>>,
+    /// The tail sampler of the traces pipeline, when it has one. Spans
+    /// owned by this core pass through it before any exporter.
+    sampler: Option<RefCell<Sampler>>,
 }
 
 impl Core {
@@ -179,7 +183,8 @@ impl Core {
         &self,
         body: Bytes,
     ) -> Result<(u64, Result<u64, IngestError>), IngestError> {
-        let mut local: Option<(Encoded, u64)> = None;
+        // (spans owned here, true when they are the whole request as received)
+        let mut local: Option<(SpanBatch, bool)> = None;
         let mut remote: Vec<(usize, SpanBatch)> = Vec::new();
         let items;
         {
@@ -204,8 +209,20 @@ impl Core {
                     owner_core(&index.spans[0].trace_id, n)
                 };
                 if dest == self.id {
-                    // The request as received is already the request to export.
-                    local = Some((whole(body.clone()), items));
+                    // The request as received is already the request to export;
+                    // only the sampler needs its index.
+                    let index = if self.sampler.is_some() {
+                        index.clone()
+                    } else {
+                        TracesIndex::default()
+                    };
+                    local = Some((
+                        SpanBatch {
+                            buf: body.clone(),
+                            index,
+                        },
+                        true,
+                    ));
                 } else {
                     remote.push((
                         dest,
@@ -225,9 +242,7 @@ impl Core {
                         index: std::mem::take(part),
                     };
                     if dest == self.id {
-                        let mut enc = Encoded::default();
-                        encode_traces(&batch, &mut enc);
-                        local = Some((enc, batch.index.spans.len() as u64));
+                        local = Some((batch, false));
                     } else {
                         remote.push((dest, batch));
                     }
@@ -236,8 +251,18 @@ impl Core {
         }
         // Local first: if it is refused, nothing has left this core yet and
         // the client's retry creates no duplicate.
-        if let Some((enc, n)) = local {
-            if let Err(e) = self.push_local(Signal::Traces, enc, n) {
+        if let Some((batch, is_whole)) = local {
+            let pushed = if self.sampler.is_some() {
+                self.sample(batch).await;
+                Ok(())
+            } else if is_whole {
+                self.push_local(Signal::Traces, whole(batch.buf), items)
+            } else {
+                let mut enc = Encoded::default();
+                encode_traces(&batch, &mut enc);
+                self.push_local(Signal::Traces, enc, batch.index.spans.len() as u64)
+            };
+            if let Err(e) = pushed {
                 return Ok((items, Err(e)));
             }
         }
@@ -292,23 +317,74 @@ impl Core {
         Ok(())
     }
 
-    /// Delivers a batch received from another core: waits for queue room
-    /// (backpressure flows back through the mesh), then pushes.
+    /// Delivers a batch received from another core: through the sampler if
+    /// there is one, else straight to the exporters, waiting for queue room
+    /// (backpressure flows back through the mesh).
     async fn deliver(&self, batch: SpanBatch) {
+        if self.sampler.is_some() {
+            return self.sample(batch).await;
+        }
         let mut enc = Encoded::default();
         encode_traces(&batch, &mut enc);
         let items = batch.index.spans.len() as u64;
-        for exporter in &self.pipelines[signal_index(Signal::Traces)] {
+        self.push_wait(Signal::Traces, enc, items).await;
+    }
+
+    /// Pushes to every exporter of the signal, waiting for room in each.
+    async fn push_wait(&self, signal: Signal, enc: Encoded, items: u64) {
+        for exporter in &self.pipelines[signal_index(signal)] {
             loop {
                 exporter.reserve(enc.len).await;
-                if exporter
-                    .try_push(Signal::Traces, enc.clone(), items)
-                    .is_ok()
-                {
+                if exporter.try_push(signal, enc.clone(), items).is_ok() {
                     break;
                 }
             }
         }
+    }
+
+    /// Hands spans this core owns to the tail sampler and exports what it
+    /// decided to keep (late spans of sampled traces, early decisions).
+    async fn sample(&self, batch: SpanBatch) {
+        let mut kept = Vec::new();
+        if let Some(sampler) = &self.sampler {
+            sampler.borrow_mut().add(batch, Instant::now(), &mut kept);
+        }
+        self.export_kept(kept).await;
+    }
+
+    /// Encodes kept spans into one request (protobuf concatenation) and
+    /// pushes it to the traces exporters.
+    async fn export_kept(&self, kept: Vec<Kept>) {
+        if kept.is_empty() {
+            return;
+        }
+        let mut enc = Encoded::default();
+        let mut items = 0u64;
+        for k in &kept {
+            encode_trace_spans(&k.batch, &k.spans, &mut enc);
+            items += k.spans.len() as u64;
+        }
+        drop(kept);
+        self.push_wait(Signal::Traces, enc, items).await;
+    }
+
+    /// Decides the traces whose time has come; returns when the next one is due.
+    async fn sampler_tick(&self) -> Duration {
+        let Some(sampler) = &self.sampler else {
+            return Duration::from_secs(1);
+        };
+        let mut kept = Vec::new();
+        let now = Instant::now();
+        let next = {
+            let mut s = sampler.borrow_mut();
+            s.tick(now, &mut kept);
+            s.next_deadline()
+        };
+        self.export_kept(kept).await;
+        next.map_or(Duration::from_millis(100), |d| {
+            d.saturating_duration_since(Instant::now())
+        })
+        .clamp(Duration::from_millis(1), Duration::from_millis(100))
     }
 
     fn publish(&self) {
@@ -325,6 +401,7 @@ impl Core {
             exporters,
         );
         snapshot.kafka_receiver = self.kafka_snapshot.borrow().clone();
+        snapshot.sampler = self.sampler.as_ref().map(|s| s.borrow().stats().clone());
         self.board.publish(snapshot);
     }
 }
@@ -407,6 +484,22 @@ pub async fn run(setup: CoreSetup) {
         }
     }
 
+    // The traces pipeline's tail sampler, if it lists one.
+    let mut sampler = None;
+    if let Some(traces) = &config.pipelines.traces {
+        for name in &traces.processors {
+            match config.processors.get(name) {
+                Some(ProcessorConfig::TailSampling(cfg)) => {
+                    match Sampler::new(cfg, CoreShare { core: id, cores }) {
+                        Ok(s) => sampler = Some(RefCell::new(s)),
+                        Err(e) => return fail(format!("processor {name}: {e}")),
+                    }
+                }
+                None => return fail(format!("processor {name} is not defined")),
+            }
+        }
+    }
+
     let otlp = config.receivers.otlp.clone();
     let max_recv_msg_size = otlp.as_ref().map_or(4 << 20, |o| o.max_recv_msg_size);
     let core = Rc::new(Core {
@@ -431,6 +524,7 @@ pub async fn run(setup: CoreSetup) {
         drain_signal: Semaphore::new(0),
         board: board.clone(),
         kafka_snapshot: RefCell::new(None),
+        sampler,
     });
 
     // Mesh: receivers first (as tasks), then senders, so every connect
@@ -490,6 +584,17 @@ pub async fn run(setup: CoreSetup) {
         .detach()
     };
 
+    let ticker = core.sampler.is_some().then(|| {
+        let core = core.clone();
+        glommio::spawn_local(async move {
+            loop {
+                let wait = core.sampler_tick().await;
+                glommio::timer::sleep(wait).await;
+            }
+        })
+        .detach()
+    });
+
     while !shutdown.load(Ordering::Acquire) {
         glommio::timer::sleep(Duration::from_millis(50)).await;
     }
@@ -518,6 +623,16 @@ pub async fn run(setup: CoreSetup) {
         Ok(())
     })
     .await;
+    // Every span this core owns has arrived: decide (or drop) what the
+    // sampler still holds, as configured.
+    if let Some(ticker) = ticker {
+        ticker.cancel();
+    }
+    if let Some(sampler) = &core.sampler {
+        let mut kept = Vec::new();
+        sampler.borrow_mut().shutdown(Instant::now(), &mut kept);
+        core.export_kept(kept).await;
+    }
     let mut drained = true;
     for exporter in &core.exporters {
         drained &= exporter.drain(deadline).await == shardtel_sinks::DrainOutcome::Drained;

@@ -130,6 +130,8 @@ pub struct CoreSnapshot {
     pub mesh_send_timeouts: u64,
     /// This core's Kafka consumer, when `[receivers.kafka]` runs.
     pub kafka_receiver: Option<KafkaConsumerSnapshot>,
+    /// Tail sampler statistics, when the traces pipeline samples.
+    pub sampler: Option<crate::sampler::SamplerStats>,
 }
 
 /// Counters of one core's Kafka consumer (`[receivers.kafka]`).
@@ -194,6 +196,7 @@ pub fn snapshot(
         mesh_received: mesh.received.iter().map(Cell::get).collect(),
         mesh_send_timeouts: mesh.send_timeouts.get(),
         kafka_receiver: None,
+        sampler: None,
     }
 }
 
@@ -425,6 +428,13 @@ impl Board {
                 "{name}{{core=\"{}\",cpu=\"{}\",state=\"{}\"}} 1",
                 s.core, s.cpu, states[s.core]
             );
+        }
+        let sampled: Vec<(usize, &crate::sampler::SamplerStats)> = snaps
+            .iter()
+            .filter_map(|s| s.sampler.as_ref().map(|st| (s.core, st)))
+            .collect();
+        if !sampled.is_empty() {
+            crate::sampler::render(&sampled, &mut out);
         }
         out
     }

@@ -4,6 +4,8 @@ use std::collections::{HashMap, VecDeque};
 
 use shardtel_protocol::TraceId;
 
+use super::table::TraceIdHashBuilder;
+
 /// Sampled and not-sampled trace ids, each kind in its own FIFO of fixed capacity (the oldest
 /// id is forgotten first). A capacity of 0 turns that kind off.
 ///
@@ -11,7 +13,7 @@ use shardtel_protocol::TraceId;
 /// 100 000 + 100 000 costs about 12 MiB per core.
 #[derive(Debug)]
 pub(crate) struct DecisionCache {
-    map: HashMap<TraceId, bool>,
+    map: HashMap<TraceId, bool, TraceIdHashBuilder>,
     sampled: VecDeque<TraceId>,
     not_sampled: VecDeque<TraceId>,
     sampled_capacity: usize,
@@ -21,7 +23,7 @@ pub(crate) struct DecisionCache {
 impl DecisionCache {
     pub(crate) fn new(sampled_capacity: usize, not_sampled_capacity: usize) -> Self {
         DecisionCache {
-            map: HashMap::new(),
+            map: HashMap::default(),
             sampled: VecDeque::new(),
             not_sampled: VecDeque::new(),
             sampled_capacity,

@@ -35,7 +35,7 @@
 //! therefore over-estimates, and never under-estimates, the memory held. While a batch is being
 //! added the charge may exceed the bound by that batch (it is already in memory); when `add`
 //! returns it is within the bound again. The decision cache (about 60 bytes per id) and the
-//! slab of the trace table (about 200 bytes × `max_traces_per_core`) are bounded by their own
+//! slab of the trace table (about 170 bytes × `max_traces_per_core`) are bounded by their own
 //! settings and not charged.
 //!
 //! # Example
@@ -69,6 +69,7 @@
 
 mod cache;
 pub mod policy;
+mod span_fields;
 mod stats;
 mod table;
 
@@ -82,7 +83,6 @@ use std::time::{Duration, Instant};
 
 use shardtel_config::{OnShutdown, TailSamplingConfig};
 use shardtel_protocol::scan::SpanBatch;
-use shardtel_protocol::span::SpanView;
 use shardtel_protocol::TraceId;
 
 use cache::DecisionCache;
@@ -388,7 +388,9 @@ impl Sampler {
     }
 
     /// When the next decision is due (`None` when nothing is buffered). A deadline already
-    /// past is returned as is: call [`Sampler::tick`] at once.
+    /// past is returned as is: call [`Sampler::tick`] at once. Re-read it after every
+    /// [`Sampler::add`] and [`Sampler::tick`]: a root span arriving with
+    /// `decision_wait_after_root` set can bring it forward.
     pub fn next_deadline(&self) -> Option<Instant> {
         let (_, deadline, _) = self.next_due()?;
         Some(self.epoch? + Duration::from_nanos(deadline))
@@ -455,12 +457,8 @@ impl Sampler {
 
     /// Buffers span `span` of batch `slot` (body `body`) in trace `t`.
     fn append(&mut self, t: u32, slot: u32, span: u32, body: &[u8], resource_bits: u64) {
-        let view = SpanView::new(body);
-        let fields = view.fields();
-        let mut bits = resource_bits;
-        if self.policies.has_span_predicates() {
-            bits |= self.policies.span_bits(&view, fields.trace_state);
-        }
+        let (fields, span_bits) = self.policies.scan_span(body);
+        let bits = resource_bits | span_bits;
         let now = self.now;
         let trace = self.table.get_mut(t);
         let len = trace.spans.len();
@@ -471,18 +469,18 @@ impl Sampler {
         trace.spans.push(SpanRef { slot, span });
         trace.span_bytes += body.len() as u64;
         trace.last_seen = now;
-        if fields.start_time_unix_nano != 0 {
-            trace.min_start = trace.min_start.min(fields.start_time_unix_nano);
+        if fields.start != 0 {
+            trace.min_start = trace.min_start.min(fields.start);
         }
-        trace.max_end = trace.max_end.max(fields.end_time_unix_nano);
-        if (0..8).contains(&fields.status_code) {
-            trace.status_seen |= 1 << fields.status_code;
+        trace.max_end = trace.max_end.max(fields.end);
+        if (0..8).contains(&fields.status) {
+            trace.status_seen |= 1 << fields.status;
         }
         trace.matched |= bits;
-        let new_root = fields.parent_span_id.is_empty() && trace.root_seen.is_none();
+        let new_root = !fields.has_parent && trace.root_seen.is_none();
         if new_root {
             trace.root_seen = Some(now);
-            trace.root_end = fields.end_time_unix_nano;
+            trace.root_end = fields.end;
         }
         if new_root && self.limits.wait_after_root.is_some() {
             self.table.push_root(t);
@@ -584,6 +582,7 @@ mod tests {
     use super::*;
     use shardtel_config::{PolicyKind, StatusCode};
     use shardtel_protocol::proto::common::v1::any_value::Value;
+    use shardtel_protocol::span::SpanView;
 
     fn errors() -> TailSamplingConfig {
         config(vec![policy(

@@ -15,9 +15,10 @@
 use regex::RegexSet;
 use shardtel_config::{PolicyConfig, PolicyKind, TailSamplingConfig};
 use shardtel_protocol::scan::SpanBatch;
-use shardtel_protocol::span::{AnyValueRef, SpanView};
+use shardtel_protocol::span::AnyValueRef;
 use shardtel_protocol::TraceId;
 
+use super::span_fields::{self, SpanFacts};
 use super::table::Trace;
 use super::{CoreShare, SamplerError};
 
@@ -87,6 +88,25 @@ impl SpanPredicate {
             | SpanPredicate::Bool { key, .. } => Some(key),
             SpanPredicate::TraceState { .. } => None,
         }
+    }
+
+    /// Like [`SpanPredicate::matches_value`] for an encoded `AnyValue` body; an exact string
+    /// match compares the bytes of a plain short string without decoding it.
+    fn matches_encoded(&self, value: &[u8]) -> bool {
+        if let SpanPredicate::String {
+            values,
+            regexes: None,
+            ..
+        } = self
+        {
+            if let [0x0a, len, s @ ..] = value {
+                if *len < 0x80 && s.len() == usize::from(*len) {
+                    // Equal bytes to a (UTF-8) value are valid UTF-8 too.
+                    return values.iter().any(|v| v.as_bytes() == s);
+                }
+            }
+        }
+        self.matches_value(&AnyValueRef::parse(value))
     }
 
     fn matches_value(&self, value: &AnyValueRef<'_>) -> bool {
@@ -214,6 +234,10 @@ pub enum Vote {
 pub(crate) struct Policies {
     predicates: Vec<SpanPredicate>,
     top: Vec<(String, Node)>,
+    /// The distinct attribute keys the predicates read.
+    keys: Vec<Vec<u8>>,
+    /// For each of `keys`, the predicates (bit numbers) that read it.
+    key_predicates: Vec<Vec<usize>>,
     /// Bits of predicates that read attributes (span and resource).
     attribute_bits: u64,
     /// Bits of `trace_state` predicates.
@@ -228,6 +252,8 @@ impl Policies {
         let mut p = Policies {
             predicates: Vec::new(),
             top: Vec::new(),
+            keys: Vec::new(),
+            key_predicates: Vec::new(),
             attribute_bits: 0,
             trace_state_bits: 0,
         };
@@ -236,10 +262,17 @@ impl Policies {
             p.top.push((policy.name.clone(), node));
         }
         for (bit, predicate) in p.predicates.iter().enumerate() {
-            if predicate.attribute_key().is_some() {
-                p.attribute_bits |= 1 << bit;
-            } else {
+            let Some(key) = predicate.attribute_key() else {
                 p.trace_state_bits |= 1 << bit;
+                continue;
+            };
+            p.attribute_bits |= 1 << bit;
+            match p.keys.iter().position(|k| k.as_slice() == key) {
+                Some(i) => p.key_predicates[i].push(bit),
+                None => {
+                    p.keys.push(key.to_vec());
+                    p.key_predicates.push(vec![bit]);
+                }
             }
         }
         Ok(p)
@@ -417,11 +450,6 @@ impl Policies {
         self.attribute_bits != 0
     }
 
-    /// Whether any span predicate reads attributes or the trace state.
-    pub(crate) fn has_span_predicates(&self) -> bool {
-        !self.predicates.is_empty()
-    }
-
     /// For each resource of `batch`, the predicate bits its attributes match (into `out`).
     pub(crate) fn resource_bits(&self, batch: &SpanBatch, out: &mut Vec<u64>) {
         out.clear();
@@ -444,19 +472,27 @@ impl Policies {
         }
     }
 
-    /// The predicate bits span `view` matches (its own attributes and trace state).
-    pub(crate) fn span_bits(&self, view: &SpanView<'_>, trace_state: &[u8]) -> u64 {
+    /// Reads span `body`: the fields the trace summary needs, and the predicate bits the span's
+    /// own attributes and trace state match.
+    pub(crate) fn scan_span<'a>(&self, body: &'a [u8]) -> (SpanFacts<'a>, u64) {
         let mut bits = 0;
-        for (bit, p) in self.predicates.iter().enumerate() {
-            let hit = match p.attribute_key() {
-                Some(key) => view.attribute(key).is_some_and(|v| p.matches_value(&v)),
-                None => !trace_state.is_empty() && p.matches_trace_state(trace_state),
-            };
-            if hit {
-                bits |= 1 << bit;
+        let facts = span_fields::read(body, &self.keys, |i, value| {
+            for &bit in &self.key_predicates[i] {
+                if self.predicates[bit].matches_encoded(value) {
+                    bits |= 1 << bit;
+                }
+            }
+        });
+        if self.trace_state_bits != 0 && !facts.trace_state.is_empty() {
+            for (bit, p) in self.predicates.iter().enumerate() {
+                if self.trace_state_bits & (1 << bit) != 0
+                    && p.matches_trace_state(facts.trace_state)
+                {
+                    bits |= 1 << bit;
+                }
             }
         }
-        bits
+        (facts, bits)
     }
 
     /// Evaluates every top-level policy in order, writing each vote into `votes`, and returns
@@ -579,22 +615,20 @@ mod tests {
             let mut resource_bits = Vec::new();
             self.policies.resource_bits(&batch, &mut resource_bits);
             for (i, entry) in batch.index.spans.iter().enumerate() {
-                let view =
-                    SpanView::new(&batch.buf[entry.range.start as usize..entry.range.end as usize]);
-                let f = view.fields();
+                let body = &batch.buf[entry.range.start as usize..entry.range.end as usize];
+                let (f, bits) = self.policies.scan_span(body);
                 let resource = batch.index.scopes[entry.scope as usize].resource as usize;
-                let bits = resource_bits[resource] | self.policies.span_bits(&view, f.trace_state);
                 let trace = table.get_mut(t);
-                trace.matched |= bits;
+                trace.matched |= bits | resource_bits[resource];
                 trace.spans.push(crate::sampler::table::SpanRef {
                     slot: 0,
                     span: i as u32,
                 });
-                if f.start_time_unix_nano != 0 {
-                    trace.min_start = trace.min_start.min(f.start_time_unix_nano);
+                if f.start != 0 {
+                    trace.min_start = trace.min_start.min(f.start);
                 }
-                trace.max_end = trace.max_end.max(f.end_time_unix_nano);
-                trace.status_seen |= 1 << f.status_code;
+                trace.max_end = trace.max_end.max(f.end);
+                trace.status_seen |= 1 << f.status;
             }
             let facts = Facts {
                 trace: table.get(t),
@@ -988,11 +1022,10 @@ mod tests {
         let batch = batch_of(&[(ResourceSpec::default(), route("/health"))]);
         let mut table = TraceTable::new();
         let t = table.create([1; 16], 0);
-        let view = SpanView::new(
-            &batch.buf[batch.index.spans[0].range.start as usize
-                ..batch.index.spans[0].range.end as usize],
-        );
-        table.get_mut(t).matched = p.span_bits(&view, b"");
+        let range = &batch.index.spans[0].range;
+        table.get_mut(t).matched = p
+            .scan_span(&batch.buf[range.start as usize..range.end as usize])
+            .1;
         let mut votes = Vec::new();
         assert!(!p.decide(
             &Facts {

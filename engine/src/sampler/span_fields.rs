@@ -9,7 +9,6 @@
 //! follow `SpanView` exactly (last occurrence of a scalar field wins, status fields merge, the
 //! first attribute with a given key counts); malformed bytes end the pass without panicking.
 
-use shardtel_protocol::span::AnyValueRef;
 use shardtel_protocol::wire::{Reader, WireType};
 
 /// Span fields read by [`read`].
@@ -38,11 +37,12 @@ const TAG_KV_VALUE: u8 = 2 << 3 | 2;
 const TAG_STATUS_CODE: u8 = 3 << 3;
 
 /// Reads `body` (a Span message body). For each `keys[i]` (at most 64), calls `found(i, value)`
-/// with the value of the first attribute with that key, if any.
+/// with the encoded `AnyValue` body of the first attribute with that key, if any (empty when
+/// the attribute has no value).
 pub(crate) fn read<'a>(
     body: &'a [u8],
     keys: &[Vec<u8>],
-    mut found: impl FnMut(usize, AnyValueRef<'a>),
+    mut found: impl FnMut(usize, &'a [u8]),
 ) -> SpanFacts<'a> {
     debug_assert!(keys.len() <= 64);
     let mut facts = SpanFacts::default();
@@ -54,62 +54,75 @@ pub(crate) fn read<'a>(
     };
     let mut r = Reader::new(body);
     while let Some(tag) = r.peek() {
-        match tag {
-            TAG_TRACE_STATE | TAG_PARENT | TAG_ATTRIBUTE | TAG_STATUS => {
-                r.bump();
+        // Field numbers 1..=15 have one-byte tags: dispatch on the wire type directly.
+        if !(8..0x80).contains(&tag) {
+            let Ok(key) = r.read_key() else { break };
+            if r.skip(key).is_err() {
+                break;
+            }
+            continue;
+        }
+        r.bump();
+        match tag & 7 {
+            2 => {
                 let Ok(range) = r.read_len() else { break };
-                let payload = &body[range];
                 match tag {
-                    TAG_TRACE_STATE => facts.trace_state = payload,
-                    TAG_PARENT => facts.has_parent = !payload.is_empty(),
-                    TAG_ATTRIBUTE => {
-                        if seen != all {
-                            if let Some((i, value)) = match_key_value(payload, keys, seen) {
-                                seen |= 1 << i;
-                                found(i, value);
-                            }
+                    TAG_ATTRIBUTE if seen != all => {
+                        if let Some(i) = match_key_value(&body[range], keys, seen, &mut found) {
+                            seen |= 1 << i;
                         }
                     }
-                    _ => {
-                        if let Some(code) = status_code(payload) {
+                    TAG_TRACE_STATE => facts.trace_state = &body[range],
+                    TAG_PARENT => facts.has_parent = !range.is_empty(),
+                    TAG_STATUS => {
+                        if let Some(code) = status_code(&body[range]) {
                             facts.status = code;
                         }
                     }
+                    _ => {}
                 }
             }
-            TAG_START | TAG_END => {
-                r.bump();
+            1 => {
                 let Ok(value) = r.read_fixed64() else { break };
                 if tag == TAG_START {
                     facts.start = value;
-                } else {
+                } else if tag == TAG_END {
                     facts.end = value;
                 }
             }
-            _ => {
-                let Ok(key) = r.read_key() else { break };
-                if r.skip(key).is_err() {
+            0 => {
+                if r.read_varint().is_err() {
                     break;
                 }
             }
+            5 => {
+                if r.read_fixed32().is_err() {
+                    break;
+                }
+            }
+            // Groups and wire types 6/7: malformed here, as for a full decode.
+            _ => break,
         }
     }
     facts
 }
 
-/// The index of the key among `keys` (not yet in `seen`) that KeyValue `kv` has, and its value.
+/// If KeyValue `kv` has one of `keys` not yet in `seen`, calls `found` with its index and
+/// value and returns the index.
 #[inline]
 fn match_key_value<'a>(
     kv: &'a [u8],
     keys: &[Vec<u8>],
     seen: u64,
-) -> Option<(usize, AnyValueRef<'a>)> {
+    found: &mut impl FnMut(usize, &'a [u8]),
+) -> Option<usize> {
     let (key, value) = split_key_value(kv);
     let i = keys
         .iter()
         .enumerate()
         .position(|(i, k)| seen & (1 << i) == 0 && k.as_slice() == key)?;
-    Some((i, value.map_or(AnyValueRef::Empty, AnyValueRef::parse)))
+    found(i, value.unwrap_or_default());
+    Some(i)
 }
 
 /// The key and (encoded AnyValue) value of a KeyValue body; the last occurrence of each wins,
@@ -177,7 +190,7 @@ mod tests {
     use prost::Message;
     use shardtel_protocol::proto::common::v1::any_value::Value;
     use shardtel_protocol::proto::trace::v1::{Span, Status};
-    use shardtel_protocol::span::SpanView;
+    use shardtel_protocol::span::{AnyValueRef, SpanView};
 
     /// What SpanView says about the same span.
     fn reference<'a>(
@@ -198,7 +211,7 @@ mod tests {
 
     fn ours<'a>(body: &'a [u8], keys: &[Vec<u8>]) -> (SpanFacts<'a>, Vec<Option<AnyValueRef<'a>>>) {
         let mut values = vec![None; keys.len()];
-        let facts = read(body, keys, |i, v| values[i] = Some(v));
+        let facts = read(body, keys, |i, v| values[i] = Some(AnyValueRef::parse(v)));
         (facts, values)
     }
 

@@ -11,3 +11,4 @@ mod kafka;
 mod loadgen;
 mod receive;
 mod routing;
+mod sampling;

@@ -1,0 +1,178 @@
+//! Tail sampling through the real process: traces arrive in pieces over
+//! many connections; every kept trace is complete, every error, slow and
+//! VIP trace is kept, the probabilistic share of the rest is within bounds,
+//! and a second run with the same input makes the same decisions.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use prost::Message;
+use shardtel_protocol::proto::trace::v1::status;
+
+use crate::gen::{kv, request, s, span};
+use crate::harness::{base_config, read_traces, wait_until, Shardtel};
+
+const TRACES: u64 = 400;
+const SPANS: u64 = 6;
+
+fn sampling_collector() -> Shardtel {
+    Shardtel::start(|dir, ports| {
+        base_config(dir, ports, "")
+            + &format!(
+                r#"
+[processors.tail_sampling]
+decision_wait = "1s"
+max_traces_per_core = 200_000
+[[processors.tail_sampling.policies]]
+name = "errors"
+type = "status_code"
+status_codes = ["ERROR"]
+[[processors.tail_sampling.policies]]
+name = "slow"
+type = "latency"
+threshold = "1s"
+[[processors.tail_sampling.policies]]
+name = "vip"
+type = "string_attribute"
+key = "user.id"
+values = ["vip"]
+[[processors.tail_sampling.policies]]
+name = "baseline"
+type = "probabilistic"
+percent = 10
+
+[exporters.file_traces]
+type = "file"
+path = "{dir}/out/traces.jsonl"
+[exporters.file_traces.batch]
+timeout = "50ms"
+
+[pipelines.traces]
+receivers = ["otlp"]
+processors = ["tail_sampling"]
+exporters = ["file_traces"]
+"#,
+                dir = dir.display()
+            )
+    })
+}
+
+/// Kind of trace `t`: 0 error, 1 slow, 2 vip, 3 ordinary.
+fn kind(t: u64) -> u8 {
+    match t % 20 {
+        0 => 0,
+        1 => 1,
+        2 => 2,
+        _ => 3,
+    }
+}
+
+fn trace_span(t: u64, i: u64) -> shardtel_protocol::proto::trace::v1::Span {
+    let mut sp = span(11, t, i);
+    // ordinary: no errors, short
+    sp.status = Some(shardtel_protocol::proto::trace::v1::Status::default());
+    match kind(t) {
+        0 if i == 3 => {
+            sp.status = Some(shardtel_protocol::proto::trace::v1::Status {
+                code: status::StatusCode::Error as i32,
+                message: "boom".into(),
+            })
+        }
+        1 if i == 0 => sp.end_time_unix_nano = sp.start_time_unix_nano + 2_000_000_000,
+        2 => sp.attributes.push(kv("user.id", s("vip"))),
+        _ => sp.attributes.push(kv("user.id", s("user-1"))),
+    }
+    sp
+}
+
+/// Sends every trace in SPANS pieces, each piece in 4 requests, each
+/// request on a fresh connection (so every core receives pieces).
+fn send_all(st: &Shardtel) {
+    for piece in 0..SPANS {
+        for part in 0..4u64 {
+            let spans = (0..TRACES)
+                .filter(|t| t % 4 == part)
+                .map(|t| trace_span(t, piece))
+                .collect();
+            let client = reqwest::blocking::Client::builder()
+                .pool_max_idle_per_host(0)
+                .build()
+                .unwrap();
+            let resp = client
+                .post(format!("{}/v1/traces", st.http_url()))
+                .header("content-type", "application/x-protobuf")
+                .body(request(spans).encode_to_vec())
+                .send()
+                .unwrap();
+            assert_eq!(resp.status(), 200);
+        }
+    }
+}
+
+/// trace number -> spans that arrived
+fn arrived(st: &Shardtel) -> BTreeMap<u64, BTreeSet<Vec<u8>>> {
+    let mut out: BTreeMap<u64, BTreeSet<Vec<u8>>> = BTreeMap::new();
+    for (_, r) in read_traces(&st.out()) {
+        for rs in r.resource_spans {
+            for ss in rs.scope_spans {
+                for sp in ss.spans {
+                    let t = u64::from_be_bytes(sp.trace_id[8..16].try_into().unwrap());
+                    assert!(
+                        out.entry(t).or_default().insert(sp.span_id.clone()),
+                        "span exported twice"
+                    );
+                }
+            }
+        }
+    }
+    out
+}
+
+fn run_once() -> BTreeSet<u64> {
+    let mut st = sampling_collector();
+    send_all(&st);
+    // decision_wait is 1 s: every trace is decided within a few seconds
+    let must = (0..TRACES).filter(|&t| kind(t) != 3).count();
+    assert!(
+        wait_until(30, || arrived(&st)
+            .values()
+            .filter(|s| s.len() == SPANS as usize)
+            .count()
+            >= must),
+        "kept traces incomplete or missing; log:\n{}",
+        st.log()
+    );
+    std::thread::sleep(std::time::Duration::from_secs(2));
+    assert_eq!(st.stop(), 0);
+    let got = arrived(&st);
+    for (t, spans) in &got {
+        assert_eq!(spans.len(), SPANS as usize, "kept trace {t} is incomplete");
+    }
+    for t in 0..TRACES {
+        if kind(t) != 3 {
+            assert!(
+                got.contains_key(&t),
+                "trace {t} of kind {} was not kept",
+                kind(t)
+            );
+        }
+    }
+    let ordinary = (0..TRACES).filter(|&t| kind(t) == 3).count() as f64;
+    let kept_ordinary = got.keys().filter(|&&t| kind(t) == 3).count() as f64;
+    let share = kept_ordinary / ordinary;
+    // 10 % of 340 traces: mean 34, sd 5.5; allow about 3 sd either way
+    assert!(
+        (0.05..=0.15).contains(&share),
+        "probabilistic share {share:.3} (kept {kept_ordinary} of {ordinary})"
+    );
+    got.keys().copied().collect()
+}
+
+#[test]
+fn tail_sampling_keeps_whole_traces_deterministically() {
+    let first = run_once();
+    let second = run_once();
+    assert_eq!(
+        first, second,
+        "decisions differ between two runs with the same input"
+    );
+}
