@@ -9,6 +9,8 @@
 //!   before start-up.
 //! - [`ingest`]: request failures and how they map to gRPC codes and HTTP
 //!   statuses.
+//! - [`sampler`]: the per-core tail sampler (pure state machine: trace table,
+//!   policies, decision cache), fed by the owner core.
 //! - [`core`]: the per-core [`core::Core`] value, routing spans by trace ID
 //!   to their owner core, and the core's lifecycle.
 //! - [`receiver`]: OTLP/gRPC and OTLP/HTTP servers (hyper on glommio).

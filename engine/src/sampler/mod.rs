@@ -812,6 +812,28 @@ mod tests {
     }
 
     #[test]
+    fn time_never_goes_backwards_and_empty_batches_are_ignored() {
+        let mut cfg = errors();
+        cfg.decision_wait = secs(10);
+        let mut s = Sampler::new(&cfg, CoreShare::SINGLE).unwrap();
+        let t0 = Instant::now();
+        let mut out = Vec::new();
+        s.add(batch(vec![span(1, 1)]), t0 + secs(5), &mut out);
+        // An earlier `now` counts as the latest one seen.
+        s.add(batch(vec![span(2, 1)]), t0, &mut out);
+        assert_eq!(s.next_deadline(), Some(t0 + secs(15)));
+        s.tick(t0 + secs(14), &mut out);
+        assert_eq!(s.stats().buffered_traces, 2);
+        s.tick(t0 + secs(15), &mut out);
+        assert_eq!(s.stats().buffered_traces, 0);
+        s.add(batch(Vec::new()), t0 + secs(16), &mut out);
+        assert_eq!(
+            (s.stats().spans_received, s.stats().buffered_batches),
+            (2, 0)
+        );
+    }
+
+    #[test]
     fn shutdown_decides_or_drops() {
         let t0 = Instant::now();
         for mode in [OnShutdown::Decide, OnShutdown::Drop] {
