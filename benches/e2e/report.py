@@ -62,8 +62,15 @@ def kv(line, key):
 
 def criterion_rows(lines):
     """(name, time, throughput) from criterion's text output."""
-    rows, name, prev = [], None, ""
+    rows, name, prev, in_change = [], None, "", False
     for line in lines:
+        if line.strip() == "change:":
+            in_change = True
+            continue
+        if line.strip() and not line.startswith(" "):
+            in_change = False
+        if in_change:
+            continue
         m = re.match(r"^(\S.*?)?\s+time:\s+\[(.*)\]", line)
         if m:
             name = (m.group(1) or prev).strip()
@@ -149,6 +156,9 @@ def main():
             s1, sn = num(kv(a, "sustained_spans/s")), num(kv(b, "sustained_spans/s"))
             m1, mn = num(kv(a, "sweep_max_achieved")), num(kv(b, "sweep_max_achieved"))
             eff = "%.0f %%" % (100 * sn / (n * s1)) if s1 and sn else "-"
+            top = max((int(r["offered_spans_s"]) for r in rows if r["proto"] == proto and r["phase"] == "rate"), default=0)
+            if s1 and sn and kv(a, "offered") == str(top) and kv(b, "offered") == str(top):
+                eff += " (both at the top of the offered grid: not a scaling measure)"
             effm = "%.0f %%" % (100 * mn / (n * m1)) if m1 and mn else "-"
             scal.append("| %s | %s | %s | %s | %s | %s | %s | %s | %s |" % (
                 cfg, proto, k(s1) if s1 else "none", k(sn) if sn else "none",
@@ -234,7 +244,7 @@ def main():
     if os.path.exists(crit):
         lines = open(crit, errors="replace").read().splitlines()
         md.append("## Criterion benches\n")
-        md.append("`cargo bench -p shardtel-benches -- --warm-up-time 1 --measurement-time 3`\n")
+        md.append("`cargo bench -p shardtel-benches --bench '*' -- --warm-up-time 1 --measurement-time 3`\n")
         md.append("| bench | time (low / estimate / high) | throughput (low / estimate / high) |")
         md.append("|---|---|---|")
         for name, t, thr in criterion_rows(lines):
@@ -286,7 +296,10 @@ def plot(out, raw, rows, configs, protos, summ):
         for proto in protos:
             s1 = num(kv(summ.get((cfg + "-1core", proto)), "sustained_spans/s"))
             sn = num(kv(summ.get((cfg, proto)), "sustained_spans/s"))
-            if s1 and sn:
+            top = max((int(r["offered_spans_s"]) for r in rows if r["proto"] == proto and r["phase"] == "rate"), default=0)
+            capped = (kv(summ.get((cfg + "-1core", proto)), "offered") == str(top)
+                      and kv(summ.get((cfg, proto)), "offered") == str(top))
+            if s1 and sn and not capped:
                 eff[(cfg, proto)] = 100 * sn / (n * s1)
     colors = {"shardtel": "#1f77b4", "rotel": "#d62728", "shardtel-1core": "#2ca02c", "rotel-1core": "#ff7f0e"}
     extra = ["#9467bd", "#8c564b", "#e377c2"]

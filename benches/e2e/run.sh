@@ -11,8 +11,8 @@
 #
 # Load (no code of ours in the peer's path): h2load (nghttp2-client) replaying a
 # pre-encoded ExportTraceServiceRequest (gen_payload.py, 100 spans, 355 B/span)
-#   gRPC : h2load -c16 -m4 --rps N  (h2c, unary TraceService/Export)
-#   HTTP : h2load --h1 -c32 --rps N (POST /v1/traces, application/x-protobuf)
+#   gRPC : h2load -c16 -m8 --rps N  (h2c, unary TraceService/Export)
+#   HTTP : h2load --h1 -c64 --rps N (POST /v1/traces, application/x-protobuf)
 # at fixed offered rates (RATES, spans/s), each step on a FRESH collector process
 # so an overload in one step cannot spoil the next.  Then the highest rate that
 # passed is held for SUSTAIN_SECS (fresh process; if it fails, the next lower
@@ -35,17 +35,17 @@
 #   OUT             result folder                 [benches/results/RUN_NAME]
 #   CONFIGS         see above                     [shardtel rotel shardtel-1core]
 #   PROTOS          grpc and/or http              [grpc http]
-#   RATES           offered spans/s per step      [100000 200000 250000 300000 400000 500000 600000 750000]
+#   RATES           offered spans/s per step      [100000 200000 250000 300000 400000 500000 600000 800000 1000000]
 #   STEP_SECS       seconds per rate step         [10]
 #   SUSTAIN_SECS    sustained attempt (0 = skip)  [60]
-#   SUSTAIN_TRIES   sustained attempts per proto  [3]
+#   SUSTAIN_TRIES   sustained attempts per proto  [2]
 #   CLOSED_SECS     one closed-loop step per proto, 0 = skip [10]
-#   CLOSED_GRPC     h2load -c x -m for it         [16x4]
-#   CLOSED_HTTP     h2load --h1 -c for it         [32]
-#   RATE_GRPC_CONNS / RATE_GRPC_STREAMS / RATE_HTTP_CONNS  [16 / 4 / 32]
+#   CLOSED_GRPC     h2load -c x -m for it         [16x8]
+#   CLOSED_HTTP     h2load --h1 -c for it         [64]
+#   RATE_GRPC_CONNS / RATE_GRPC_STREAMS / RATE_HTTP_CONNS  [16 / 8 / 64]
 #   RSS_GROWTH_MIB  growth counted as unbounded   [64]
-#   LOADGEN_CONFIGS configs also driven by shardtel-loadgen ("" = none) [shardtel shardtel-1core]
-#   LOADGEN_RATES   rates for loadgen             [RATES]
+#   LOADGEN_CONFIGS configs also driven by shardtel-loadgen ("" = none) [shardtel]
+#   LOADGEN_RATES   rates for loadgen             [100000 250000 500000 600000 800000]
 #   GEN_SECS        loadgen --dry-run seconds (generation speed), 0 = skip [5]
 #   CRITERION       1 = also run the criterion benches at the end [0]
 #   COUNT_REQS      requests per protocol in the count check [200]
@@ -66,19 +66,19 @@ OUT=${OUT:-$ROOT/benches/results/$RUN_NAME}
 RAW=$OUT/raw
 CONFIGS=${CONFIGS:-"shardtel rotel shardtel-1core"}
 PROTOS=${PROTOS:-"grpc http"}
-RATES=${RATES:-"100000 200000 250000 300000 400000 500000 600000 750000"}
+RATES=${RATES:-"100000 200000 250000 300000 400000 500000 600000 800000 1000000"}
 STEP_SECS=${STEP_SECS:-10}
 SUSTAIN_SECS=${SUSTAIN_SECS:-60}
-SUSTAIN_TRIES=${SUSTAIN_TRIES:-3}
+SUSTAIN_TRIES=${SUSTAIN_TRIES:-2}
 CLOSED_SECS=${CLOSED_SECS:-10}
-CLOSED_GRPC=${CLOSED_GRPC:-16x4}
-CLOSED_HTTP=${CLOSED_HTTP:-32}
+CLOSED_GRPC=${CLOSED_GRPC:-16x8}
+CLOSED_HTTP=${CLOSED_HTTP:-64}
 RATE_GRPC_CONNS=${RATE_GRPC_CONNS:-16}
-RATE_GRPC_STREAMS=${RATE_GRPC_STREAMS:-4}
-RATE_HTTP_CONNS=${RATE_HTTP_CONNS:-32}
+RATE_GRPC_STREAMS=${RATE_GRPC_STREAMS:-8}
+RATE_HTTP_CONNS=${RATE_HTTP_CONNS:-64}
 RSS_GROWTH_MIB=${RSS_GROWTH_MIB:-64}
-LOADGEN_CONFIGS=${LOADGEN_CONFIGS-"shardtel shardtel-1core"}
-LOADGEN_RATES=${LOADGEN_RATES:-$RATES}
+LOADGEN_CONFIGS=${LOADGEN_CONFIGS-"shardtel"}
+LOADGEN_RATES=${LOADGEN_RATES:-"100000 250000 500000 600000 800000"}
 GEN_SECS=${GEN_SECS:-5}
 CRITERION=${CRITERION:-0}
 COUNT_REQS=${COUNT_REQS:-200}
@@ -191,17 +191,29 @@ start_collector() {  # peer one log [extra args...]
     [ $((waited % 30)) -eq 0 ] && log "ports$busy in use by another process; waiting (${waited}s)"
     sleep 2; waited=$((waited + 2))
   done
-  # shellcheck disable=SC2046
-  "${pre[@]}" $("peer_${peer}_cmd" "$one") "$@" >"$logf" 2>&1 &   # taskset execs: $! is the collector
-  COLL_PID=$!
-  for _ in $(seq 1 200); do
-    kill -0 "$COLL_PID" 2>/dev/null || { tail -5 "$logf" >&2; die "$peer exited at start"; }
-    if port_busy 4317 && port_busy 4318; then
-      if ! declare -F "peer_${peer}_ready" >/dev/null || "peer_${peer}_ready"; then return 0; fi
-    fi
-    sleep 0.1
+  local attempt
+  for attempt in 1 2 3 4 5; do
+    # shellcheck disable=SC2046
+    "${pre[@]}" $("peer_${peer}_cmd" "$one") "$@" >"$logf" 2>&1 &   # taskset execs: $! is the collector
+    COLL_PID=$!
+    for _ in $(seq 1 200); do
+      if ! kill -0 "$COLL_PID" 2>/dev/null; then
+        wait "$COLL_PID" 2>/dev/null || true; COLL_PID=""
+        # a listener that does not set SO_REUSEADDR cannot bind while the previous
+        # collector's closed connections sit in TIME_WAIT on the port (up to 60 s)
+        if grep -qi 'address already in use' "$logf" && [ "$attempt" -lt 5 ]; then
+          log "$peer could not bind (address in use; $(ss -tanH state time-wait '( sport = :4317 or sport = :4318 )' | wc -l) TIME_WAIT sockets): retry in 15 s"
+          sleep 15; continue 2
+        fi
+        tail -5 "$logf" >&2; die "$peer exited at start"
+      fi
+      if port_busy 4317 && port_busy 4318; then
+        if ! declare -F "peer_${peer}_ready" >/dev/null || "peer_${peer}_ready"; then return 0; fi
+      fi
+      sleep 0.1
+    done
+    die "$peer did not serve on 4317/4318 within 20 s"
   done
-  die "$peer did not serve on 4317/4318 within 20 s"
 }
 stop_collector() {
   [ -n "$COLL_PID" ] || return 0
@@ -504,7 +516,7 @@ if [ -n "$LOADGEN_CONFIGS" ] || [ "$GEN_SECS" != 0 ]; then
   echo "loadgen: $LOADGEN_BIN ($("$LOADGEN_BIN" --version 2>&1 | head -1))" | tee -a "$RAW/machine.txt"
 fi
 if [ "$CRITERION" = 1 ]; then
-  (cd "$ROOT" && cargo bench -q -p shardtel-benches --no-run) >/dev/null 2>&1 || die "cargo bench --no-run failed"
+  (cd "$ROOT" && cargo bench -q -p shardtel-benches --bench '*' --no-run) >/dev/null 2>&1 || die "cargo bench --no-run failed"
 fi
 
 for cfg in $CONFIGS; do
@@ -573,8 +585,8 @@ fi
 
 if [ "$CRITERION" = 1 ]; then
   wait_quiet criterion
-  log "criterion: cargo bench -p shardtel-benches -- --warm-up-time 1 --measurement-time 3"
-  (cd "$ROOT" && cargo bench -p shardtel-benches -- --warm-up-time 1 --measurement-time 3) >"$RAW/criterion.txt" 2>&1 || log "criterion benches failed (see raw/criterion.txt)"
+  log "criterion: cargo bench -p shardtel-benches --bench '*' -- --warm-up-time 1 --measurement-time 3"
+  (cd "$ROOT" && cargo bench -p shardtel-benches --bench '*' -- --warm-up-time 1 --measurement-time 3) >"$RAW/criterion.txt" 2>&1 || log "criterion benches failed (see raw/criterion.txt)"
 fi
 
 echo "loadavg_at_end: $(cut -d' ' -f1-3 /proc/loadavg)" >>"$RAW/machine.txt"
