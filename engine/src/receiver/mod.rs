@@ -191,6 +191,11 @@ impl hyper::body::Body for ResponseBody {
     }
 
     fn size_hint(&self) -> SizeHint {
+        // With trailers to follow (gRPC), send no content-length: some
+        // clients stop reading at the length and never see grpc-status.
+        if self.trailers.is_some() {
+            return SizeHint::default();
+        }
         SizeHint::with_exact(self.data.as_ref().map_or(0, |d| d.len() as u64))
     }
 }
