@@ -14,7 +14,7 @@ use shardtel_protocol::status::export_response;
 use shardtel_protocol::Signal;
 use shardtel_sinks::net::{GlommioIo, LocalExec};
 
-use super::{collect_body, CollectError, ResponseBody};
+use super::{collect_body, run_until_drained, CollectError, ResponseBody};
 use crate::core::Core;
 use crate::ingest::IngestError;
 use crate::telemetry::Transport;
@@ -38,22 +38,8 @@ pub async fn serve_connection(core: Rc<Core>, stream: TcpStream) {
         .initial_connection_window_size(16 << 20)
         .max_header_list_size(64 << 10);
     let conn = builder.serve_connection(GlommioIo::new(stream), service);
-    let mut conn = std::pin::pin!(conn);
-    let drained = futures_lite::future::or(
-        async {
-            let _ = conn.as_mut().await;
-            false
-        },
-        async {
-            core.wait_draining().await;
-            true
-        },
-    )
-    .await;
-    if drained {
-        conn.as_mut().graceful_shutdown();
-        let _ = conn.await;
-    }
+    let conn = std::pin::pin!(conn);
+    run_until_drained(&core, conn, |c| c.graceful_shutdown()).await;
 }
 
 fn signal_for(path: &str) -> Option<Signal> {

@@ -15,9 +15,9 @@ use shardtel_protocol::status::{
     export_response, export_response_json, rpc_status_json, rpc_status_protobuf,
 };
 use shardtel_protocol::Signal;
-use shardtel_sinks::net::{GlommioIo, LocalExec};
+use shardtel_sinks::net::GlommioIo;
 
-use super::{collect_body, discard_body, CollectError, ResponseBody};
+use super::{collect_body, discard_body, run_until_drained, CollectError, ResponseBody};
 use crate::core::Core;
 use crate::ingest::IngestError;
 use crate::telemetry::Transport;
@@ -29,27 +29,12 @@ pub async fn serve_connection(core: Rc<Core>, stream: TcpStream) {
         let core = svc_core.clone();
         async move { Ok::<_, Infallible>(handle(&core, req).await) }
     });
-    let _ = LocalExec;
     let conn = hyper::server::conn::http1::Builder::new()
         .keep_alive(true)
         .max_buf_size(4 << 20)
         .serve_connection(GlommioIo::new(stream), service);
-    let mut conn = std::pin::pin!(conn);
-    let drained = futures_lite::future::or(
-        async {
-            let _ = conn.as_mut().await;
-            false
-        },
-        async {
-            core.wait_draining().await;
-            true
-        },
-    )
-    .await;
-    if drained {
-        conn.as_mut().graceful_shutdown();
-        let _ = conn.await;
-    }
+    let conn = std::pin::pin!(conn);
+    run_until_drained(&core, conn, |c| c.graceful_shutdown()).await;
 }
 
 /// The body format of a request, which is also the format of its response.

@@ -6,6 +6,7 @@ pub mod grpc;
 pub mod http;
 
 use std::convert::Infallible;
+use std::future::Future;
 use std::pin::Pin;
 use std::rc::Rc;
 use std::task::{Context, Poll};
@@ -79,6 +80,31 @@ async fn serve(core: Rc<Core>, stream: TcpStream, protocol: Protocol) {
     match protocol {
         Protocol::Grpc => grpc::serve_connection(core, stream).await,
         Protocol::Http => http::serve_connection(core, stream).await,
+    }
+}
+
+/// Runs a served connection until it ends. If the core starts draining
+/// first, `graceful` asks the connection to finish (HTTP/2 GOAWAY, HTTP/1.1
+/// close after the current response) and the connection is awaited.
+pub async fn run_until_drained<C: Future>(
+    core: &Core,
+    mut conn: Pin<&mut C>,
+    graceful: impl FnOnce(Pin<&mut C>),
+) {
+    let drained = futures_lite::future::or(
+        async {
+            let _ = conn.as_mut().await;
+            false
+        },
+        async {
+            core.wait_draining().await;
+            true
+        },
+    )
+    .await;
+    if drained {
+        graceful(conn.as_mut());
+        let _ = conn.await;
     }
 }
 
