@@ -502,14 +502,55 @@ pub enum ConfigErrorKind {
         keys: &'static [&'static str],
     },
     /// A processor in the pipeline of a signal it does not process.
-    #[error("processor {name:?} (type {ty}) processes traces only; remove it from the {signal} pipeline")]
+    #[error("processor {name:?} (type {}) processes {} only; remove it from the {signal} pipeline", .kind.0, .kind.1)]
     ProcessorSignal {
         /// The processor's name.
         name: String,
-        /// Its type.
-        ty: &'static str,
+        /// Its type, and the signals it processes (e.g. `traces` or `traces and logs`).
+        kind: Box<(&'static str, &'static str)>,
         /// The pipeline's signal.
         signal: crate::Signal,
+    },
+    /// Two keys of which at most one may be set.
+    #[error("set only one of {}", .keys.join(", "))]
+    KeyConflict {
+        /// The keys.
+        keys: &'static [&'static str],
+    },
+    /// `extract` with a regex that has no named group.
+    #[error("regex {pattern:?} has no named group (write e.g. (?P<name>...))")]
+    NoNamedGroup {
+        /// The pattern.
+        pattern: String,
+    },
+    /// `key = "log.body"` where there is no log body to change.
+    #[error("\"log.body\" names a log record's body, which the resource processor cannot change")]
+    LogBodyNotAllowed,
+    /// A memory limiter's spike limit in another unit than its limit.
+    #[error("{spike} cannot go with {limit} (use {use_instead})")]
+    MixedMemoryUnits {
+        /// The limit's key.
+        limit: &'static str,
+        /// The spike limit's key.
+        spike: &'static str,
+        /// The spike key that goes with the limit.
+        use_instead: &'static str,
+    },
+    /// A memory limiter whose spike limit is not below its limit.
+    #[error("{spike} must be below {limit} (soft limit = limit - spike)")]
+    SpikeNotBelowLimit {
+        /// The spike limit's key.
+        spike: &'static str,
+        /// The limit's key.
+        limit: &'static str,
+    },
+    /// Pipelines that list two different memory limiters.
+    #[error("memory limiter {name:?} is listed, but {other:?} is already used by another pipeline (the limit is process-wide: use one memory_limiter in every pipeline)")]
+    SecondMemoryLimiter {
+        /// This one.
+        name: String,
+        /// The one listed first.
+        other: String,
     },
     // Kafka (`[exporters.NAME] type = "kafka"`, `[receivers.kafka]`).
     /// A broker address that is not `host:port`.

@@ -54,12 +54,15 @@
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
+mod attributes;
 mod decode;
 mod engine;
 mod env;
 mod error;
 mod exporters;
+mod filter;
 mod kafka;
+mod memory_limiter;
 mod pipelines;
 mod processors;
 mod receivers;
@@ -70,6 +73,10 @@ mod validate;
 use std::collections::BTreeMap;
 use std::path::Path;
 
+pub use attributes::{
+    ActionKind, AttributeAction, AttributeValue, AttributesConfig, KeyMatch, ResourceConfig,
+    ValueSource, LOG_BODY_KEY,
+};
 pub use engine::{format_cpu_list, parse_cpu_list, usable_cpus, Cores, Durability, EngineConfig};
 pub use error::{ComponentKind, ConfigError, ConfigErrorKind, ConfigErrors};
 pub use exporters::{
@@ -77,11 +84,16 @@ pub use exporters::{
     FileExporterConfig, OtlpExporterConfig, OtlpHttpExporterConfig, QueueConfig, RetryConfig,
     RotationConfig,
 };
+pub use filter::{
+    AttributeMatch, FilterConfig, FilterRules, MatchProperties, MatchType, SeverityMatch,
+    SPAN_KINDS,
+};
 pub use kafka::{
     check_broker, default_topic, InitialOffset, KafkaAcks, KafkaAuth, KafkaCompression,
     KafkaEncoding, KafkaExporterConfig, KafkaReceiverConfig, KafkaTlsConfig, RebalanceStrategy,
     SaslConfig, SaslMechanism,
 };
+pub use memory_limiter::{MemoryAmount, MemoryLimiterConfig};
 pub use pipelines::{Pipeline, Pipelines, Signal};
 pub use processors::{
     DecisionCacheConfig, OnShutdown, Percentage, PolicyConfig, PolicyKind, ProcessorConfig,
@@ -556,7 +568,7 @@ exporters = ["otlp", "tempo", "file", "blackhole"]
                 "[exporters.otlp]",
                 "[processors.tail_sampling]\ndecision_wait = \"10s\"\n[[processors.tail_sampling.policies]]\nname = \"errors\"\n\
                  type = \"status_code\"\nstatus_codes = [\"ERROR\"]\n\
-                 [processors.redact]\ntype = \"attributes\"\n\
+                 [processors.redact]\ntype = \"attributes\"\n[[processors.redact.actions]]\nkey = \"user.email\"\naction = \"delete\"\n\
                  [exporters.kafka]\nbrokers = [\"127.0.0.1:9092\"]\n[exporters.prometheusremotewrite]\nendpoint = \"x\"\n\
                  [exporters.otlp]",
             )
@@ -565,8 +577,7 @@ exporters = ["otlp", "tempo", "file", "blackhole"]
         assert_eq!(
             err(&full),
             "shardtel.toml:5: engine.durability: durability = \"ack_after_sync\" is not supported by this build yet; use \"none\"\n\
-             shardtel.toml:22: processors.redact.type: processor type \"attributes\" is not supported by this build yet\n\
-             shardtel.toml:25: exporters.prometheusremotewrite: exporter type \"prometheusremotewrite\" is not supported by this build yet"
+             shardtel.toml:28: exporters.prometheusremotewrite: exporter type \"prometheusremotewrite\" is not supported by this build yet"
         );
     }
 
@@ -832,9 +843,9 @@ exporters = ["otlp", "tempo", "file", "blackhole"]
         assert_eq!(
             err_with_base("[processors.tail_sampling]\ndecision_wait = \"10s\"\n[processors.redact]\ntype = \"attributes\"\n[processors.mine]\n[processors.other]\ntype = \"magic\"\n"),
             "shardtel.toml:1: processors.tail_sampling.policies: at least one policy is required (each policy is a table with a name and a type)\n\
-             shardtel.toml:4: processors.redact.type: processor type \"attributes\" is not supported by this build yet\n\
-             shardtel.toml:5: processors.mine: missing key \"type\" (\"mine\" is not a processor type; allowed types: tail_sampling)\n\
-             shardtel.toml:7: processors.other.type: unknown processor type \"magic\" (allowed types: tail_sampling)"
+             shardtel.toml:3: processors.redact.actions: missing required key ([[...actions]] tables like { key = \"user.email\", action = \"delete\" })\n\
+             shardtel.toml:5: processors.mine: missing key \"type\" (\"mine\" is not a processor type; allowed types: tail_sampling, attributes, resource, filter, memory_limiter)\n\
+             shardtel.toml:7: processors.other.type: unknown processor type \"magic\" (allowed types: tail_sampling, attributes, resource, filter, memory_limiter)"
         );
         assert_eq!(
             err_with_base("[receivers.kafka]\n"),

@@ -1,5 +1,6 @@
-//! `[processors.*]`: transformations between receivers and exporters. This build implements
-//! `tail_sampling`, the whole-trace sampler that runs on each trace's owner core.
+//! `[processors.*]`: transformations between receivers and exporters: `tail_sampling` (the
+//! whole-trace sampler on each trace's owner core, below), `attributes` and `resource` (see
+//! `attributes.rs`), `filter` (`filter.rs`) and `memory_limiter` (`memory_limiter.rs`).
 //!
 //! A processor's type is its `type` key, or its table name when that names a type
 //! (`[processors.tail_sampling]`), or the part of the name before a `/`
@@ -22,8 +23,11 @@ use std::time::Duration;
 
 use toml::de::DeValue;
 
+use crate::attributes::{decode_attributes, decode_resource, AttributesConfig, ResourceConfig};
 use crate::decode::{self, Decoder, Section};
 use crate::error::{ComponentKind, ConfigErrorKind};
+use crate::filter::{decode_filter, FilterConfig};
+use crate::memory_limiter::{decode_memory_limiter, MemoryLimiterConfig};
 use crate::units::format_duration;
 
 /// One `[processors.NAME]` table.
@@ -31,32 +35,65 @@ use crate::units::format_duration;
 pub enum ProcessorConfig {
     /// `type = "tail_sampling"`: whole-trace sampling on the trace's owner core.
     TailSampling(TailSamplingConfig),
+    /// `type = "attributes"`: ordered actions on item (and optionally resource) attributes
+    /// and log bodies.
+    Attributes(AttributesConfig),
+    /// `type = "resource"`: ordered actions on resource attributes.
+    Resource(ResourceConfig),
+    /// `type = "filter"`: drops spans, log records or data points that match conditions.
+    Filter(FilterConfig),
+    /// `type = "memory_limiter"`: process-wide memory limit enforced at admission.
+    MemoryLimiter(MemoryLimiterConfig),
 }
 
 impl ProcessorConfig {
     /// Processor types this build implements.
-    pub const SUPPORTED: &'static [&'static str] = &["tail_sampling"];
-    /// Processor types shardtel plans (DESIGN.md) that this build does not implement yet.
-    pub const PLANNED: &'static [&'static str] = &[
+    pub const SUPPORTED: &'static [&'static str] = &[
+        "tail_sampling",
         "attributes",
         "resource",
         "filter",
-        "probabilistic_sampler",
-        "batch",
         "memory_limiter",
     ];
+    /// Processor types shardtel plans (DESIGN.md) that this build does not implement yet.
+    pub const PLANNED: &'static [&'static str] = &["probabilistic_sampler", "batch"];
 
     /// The `type` value of this processor.
     pub fn type_name(&self) -> &'static str {
         match self {
             ProcessorConfig::TailSampling(_) => "tail_sampling",
+            ProcessorConfig::Attributes(_) => "attributes",
+            ProcessorConfig::Resource(_) => "resource",
+            ProcessorConfig::Filter(_) => "filter",
+            ProcessorConfig::MemoryLimiter(_) => "memory_limiter",
         }
     }
 
-    /// Whether the processor handles this signal's pipeline (tail sampling: traces only).
+    /// Whether the processor handles this signal's pipeline (tail sampling: traces only; a
+    /// filter: the signals it has conditions for; the others: every signal).
     pub fn supports(&self, signal: crate::Signal) -> bool {
         match self {
             ProcessorConfig::TailSampling(_) => signal == crate::Signal::Traces,
+            ProcessorConfig::Filter(f) => f.rules(signal).is_some(),
+            _ => true,
+        }
+    }
+
+    /// The signals it handles, for messages: `"traces"`, `"traces and logs"`, ...
+    pub fn supported_signals(&self) -> &'static str {
+        use crate::Signal::{Logs, Metrics, Traces};
+        match (
+            self.supports(Traces),
+            self.supports(Metrics),
+            self.supports(Logs),
+        ) {
+            (true, false, false) => "traces",
+            (false, true, false) => "metrics",
+            (false, false, true) => "logs",
+            (true, true, false) => "traces and metrics",
+            (true, false, true) => "traces and logs",
+            (false, true, true) => "metrics and logs",
+            _ => "traces, metrics and logs",
         }
     }
 }
@@ -523,10 +560,22 @@ pub(crate) fn decode(
         ) else {
             continue;
         };
-        if ty == "tail_sampling" {
-            d.check_keys(&table, TailSamplingConfig::KEYS);
-            if let Some(config) = decode_tail_sampling(d, &table) {
-                processors.insert(name.to_string(), ProcessorConfig::TailSampling(config));
+        let decoded = match ty.as_str() {
+            "tail_sampling" => {
+                d.check_keys(&table, TailSamplingConfig::KEYS);
+                Some(decode_tail_sampling(d, &table).map(ProcessorConfig::TailSampling))
+            }
+            "attributes" => Some(decode_attributes(d, &table).map(ProcessorConfig::Attributes)),
+            "resource" => Some(decode_resource(d, &table).map(ProcessorConfig::Resource)),
+            "filter" => Some(decode_filter(d, &table).map(ProcessorConfig::Filter)),
+            "memory_limiter" => {
+                Some(decode_memory_limiter(d, &table).map(ProcessorConfig::MemoryLimiter))
+            }
+            _ => None,
+        };
+        if let Some(decoded) = decoded {
+            if let Some(config) = decoded {
+                processors.insert(name.to_string(), config);
             }
             continue;
         }
@@ -981,18 +1030,7 @@ fn non_empty_strings(value: &DeValue<'_>) -> Result<Vec<String>, ConfigErrorKind
 }
 
 fn check_regex(pattern: &str) -> Result<(), ConfigErrorKind> {
-    regex::Regex::new(pattern)
-        .map(|_| ())
-        .map_err(|e| ConfigErrorKind::InvalidRegex {
-            pattern: pattern.to_string(),
-            message: e
-                .to_string()
-                .lines()
-                .last()
-                .unwrap_or_default()
-                .trim_start_matches("error: ")
-                .to_string(),
-        })
+    crate::attributes::check_regex(pattern).map(|_| ())
 }
 
 fn decode_latency(d: &mut Decoder<'_>, s: &Section<'_, '_>) -> Option<PolicyKind> {
@@ -1180,7 +1218,7 @@ exporters = [\"blackhole\"]
         match load(text) {
             Ok(config) => match config.processors.into_values().next() {
                 Some(ProcessorConfig::TailSampling(c)) => c,
-                None => panic!("no processor"),
+                other => panic!("not a tail sampler: {other:?}"),
             },
             Err(e) => panic!("unexpected errors:\n{e}"),
         }

@@ -8,7 +8,7 @@ use crate::decode::{join, Locations};
 use crate::engine::Durability;
 use crate::error::{ComponentKind, ConfigError, ConfigErrorKind};
 use crate::exporters::ExporterKind;
-use crate::Config;
+use crate::{Config, ProcessorConfig};
 
 /// Every cross-key problem of `config`, placed with `locations`; `usable_cpus` is the machine's
 /// core layout.
@@ -46,6 +46,7 @@ pub(crate) fn validate(
     check_ports(config, locations, &mut report);
     check_exporters(config, locations, &mut report);
     check_pipelines(config, locations, &mut report);
+    check_memory_limiters(config, locations, &mut report);
     report.errors
 }
 
@@ -215,7 +216,7 @@ fn check_pipelines(config: &Config, locations: &Locations, report: &mut Reporter
                         line,
                         ConfigErrorKind::ProcessorSignal {
                             name: name.clone(),
-                            ty: processor.type_name(),
+                            kind: Box::new((processor.type_name(), processor.supported_signals())),
                             signal,
                         },
                     );
@@ -230,6 +231,35 @@ fn check_pipelines(config: &Config, locations: &Locations, report: &mut Reporter
                         },
                     );
                 }
+            }
+        }
+    }
+}
+
+/// The memory limit is process-wide: every pipeline that lists a memory limiter must list the
+/// same one.
+fn check_memory_limiters(config: &Config, locations: &Locations, report: &mut Reporter<'_>) {
+    let mut first: Option<&str> = None;
+    for (signal, pipeline) in config.pipelines.iter() {
+        let list_key = join(&join("pipelines", signal.name()), "processors");
+        for (i, name) in pipeline.processors.iter().enumerate() {
+            if !matches!(
+                config.processors.get(name),
+                Some(ProcessorConfig::MemoryLimiter(_))
+            ) {
+                continue;
+            }
+            match first {
+                None => first = Some(name),
+                Some(other) if other != name => report.report_at(
+                    list_key.clone(),
+                    locations.line(&format!("{list_key}[{i}]")),
+                    ConfigErrorKind::SecondMemoryLimiter {
+                        name: name.clone(),
+                        other: other.to_string(),
+                    },
+                ),
+                Some(_) => {}
             }
         }
     }
