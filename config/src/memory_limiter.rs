@@ -232,7 +232,7 @@ mod tests {
         let errors = Config::from_str_with_env(text, "shardtel.toml", &|_| None).unwrap_err();
         assert_eq!(
             errors.to_string(),
-            "shardtel.toml:14: pipelines.logs.processors: memory limiter \"b\" is listed, but \"a\" is already used by another pipeline (the limit is process-wide: use one memory_limiter in every pipeline)"
+            "shardtel.toml:15: pipelines.logs.processors: memory limiter \"b\" is listed, but \"a\" is already used by another pipeline (the limit is process-wide: use one memory_limiter in every pipeline)"
         );
     }
 }
