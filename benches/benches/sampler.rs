@@ -67,6 +67,7 @@ fn half(batch: &SpanBatch, half: usize) -> SpanBatch {
         scopes: batch.index.scopes.clone(),
         spans: Vec::new(),
         headers: batch.index.headers.clone(),
+        rewrites: Default::default(),
     };
     index.spans = batch
         .index

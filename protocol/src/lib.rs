@@ -15,6 +15,10 @@
 //! - [`reframe`]: writes an `ExportTraceServiceRequest` for a batch or a subset of its spans as
 //!   an [`reframe::Encoded`] chain of `Bytes` — new length prefixes plus slices of the original
 //!   buffer, never a copy of a span.
+//! - [`rewrite`]: processors' wire-level edits: a new encoding of just the span, log record,
+//!   data point or resource an action changes ([`rewrite::write_message`]), metrics and logs
+//!   requests re-framed around the changed items ([`rewrite::rewrite_request`]); rewritten spans
+//!   ride in the index ([`scan::Rewrites`]) until [`reframe`] substitutes them.
 //! - [`route`]: [`route::owner_core`], the pure trace-id → core function.
 //! - [`grpc`], [`compression`], [`json`], [`status`]: gRPC framing and status codes, bounded
 //!   gzip/zstd, OTLP/JSON ↔ protobuf, and response bodies.
@@ -77,6 +81,7 @@ pub mod compression;
 pub mod grpc;
 pub mod json;
 pub mod reframe;
+pub mod rewrite;
 pub mod route;
 pub mod scan;
 pub mod span;

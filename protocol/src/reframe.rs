@@ -163,6 +163,15 @@ fn span_field_len(r: &Range<u32>) -> usize {
     1 + varint_len(len as u64) + len
 }
 
+/// Encoded size of span `i`'s field, rewritten or not.
+#[inline]
+fn span_len(index: &TracesIndex, i: u32, r: &Range<u32>) -> usize {
+    match index.rewrites.span(i) {
+        Some(b) => 1 + varint_len(b.len() as u64) + b.len(),
+        None => span_field_len(r),
+    }
+}
+
 fn headers_len(index: &TracesIndex, h: &Range<u32>) -> usize {
     index.headers[h.start as usize..h.end as usize]
         .iter()
@@ -226,8 +235,12 @@ fn encode(
                 .iter()
                 .take_while(|s| s.resource == ri)
                 .count();
+        let resource_rewrite = index.rewrites.resource(ri);
         // Pass one: sizes.
-        let mut res_len = headers_len(index, &resource.headers);
+        let mut res_len = match resource_rewrite {
+            Some(b) => b.len(),
+            None => headers_len(index, &resource.headers),
+        };
         let mut c = cursor;
         let mut any_span = false;
         for si in scope_cursor..scope_end {
@@ -235,11 +248,12 @@ fn encode(
             let mut scope_len = headers_len(index, &scope.headers);
             let mut has = false;
             while c < count {
-                let s = &index.spans[span_at(c) as usize];
+                let i = span_at(c);
+                let s = &index.spans[i as usize];
                 if s.scope as usize != si {
                     break;
                 }
-                scope_len += span_field_len(&s.range);
+                scope_len += span_len(index, i, &s.range);
                 has = true;
                 c += 1;
             }
@@ -256,19 +270,27 @@ fn encode(
         prefixes.extend_from_slice(&[TAG_RESOURCE_SPANS]);
         put_varint(&mut prefixes, res_len as u64);
         out.push(prefixes.split().freeze());
-        for h in &index.headers[resource.headers.start as usize..resource.headers.end as usize] {
-            out.push_slice(buf, h.start as usize..h.end as usize);
+        match resource_rewrite {
+            Some(b) => out.push(b.clone()),
+            None => {
+                for h in
+                    &index.headers[resource.headers.start as usize..resource.headers.end as usize]
+                {
+                    out.push_slice(buf, h.start as usize..h.end as usize);
+                }
+            }
         }
         for si in scope_cursor..scope_end {
             let scope = &index.scopes[si];
             let first = cursor;
             let mut scope_len = headers_len(index, &scope.headers);
             while cursor < count {
-                let s = &index.spans[span_at(cursor) as usize];
+                let i = span_at(cursor);
+                let s = &index.spans[i as usize];
                 if s.scope as usize != si {
                     break;
                 }
-                scope_len += span_field_len(&s.range);
+                scope_len += span_len(index, i, &s.range);
                 cursor += 1;
             }
             if first == cursor && !include_empty {
@@ -281,7 +303,15 @@ fn encode(
                 out.push_slice(buf, h.start as usize..h.end as usize);
             }
             for i in first..cursor {
-                let r = &index.spans[span_at(i) as usize].range;
+                let si = span_at(i);
+                if let Some(b) = index.rewrites.span(si) {
+                    prefixes.extend_from_slice(&[TAG_CHILD]);
+                    put_varint(&mut prefixes, b.len() as u64);
+                    out.push(prefixes.split().freeze());
+                    out.push(b.clone());
+                    continue;
+                }
+                let r = &index.spans[si as usize].range;
                 let len = (r.end - r.start) as usize;
                 if original_prefix_ok(buf, r) {
                     let plen = 1 + varint_len(len as u64);

@@ -169,6 +169,64 @@ pub struct TracesIndex {
     /// ResourceSpans / ScopeSpans that is NOT a child list (resource, schema_url, scope,
     /// unknown fields...).
     pub headers: Vec<Range<u32>>,
+    /// Spans and resources that processors rewrote (empty after a scan).
+    pub rewrites: Rewrites,
+}
+
+/// Messages of an indexed batch that processors rewrote: the re-framing encoder writes these
+/// bytes instead of the original slices; everything else stays a slice of the buffer.
+#[derive(Default, Clone, Debug, PartialEq, Eq)]
+pub struct Rewrites {
+    /// (span index, new `Span` body), ascending by index.
+    pub spans: Vec<(u32, bytes::Bytes)>,
+    /// (resource index, the new complete header fields of that `ResourceSpans` — its
+    /// `resource`, `schema_url` and unknown fields — encoded), ascending by index.
+    pub resources: Vec<(u32, bytes::Bytes)>,
+}
+
+impl Rewrites {
+    /// True when nothing was rewritten.
+    pub fn is_empty(&self) -> bool {
+        self.spans.is_empty() && self.resources.is_empty()
+    }
+
+    /// The new body of span `i`, if it was rewritten.
+    #[inline]
+    pub fn span(&self, i: u32) -> Option<&bytes::Bytes> {
+        if self.spans.is_empty() {
+            return None;
+        }
+        find(&self.spans, i)
+    }
+
+    /// The new header fields of resource `r`, if it was rewritten.
+    #[inline]
+    pub fn resource(&self, r: u32) -> Option<&bytes::Bytes> {
+        if self.resources.is_empty() {
+            return None;
+        }
+        find(&self.resources, r)
+    }
+
+    /// Bytes held by the rewritten messages.
+    pub fn bytes(&self) -> usize {
+        self.spans
+            .iter()
+            .chain(&self.resources)
+            .map(|(_, b)| b.len())
+            .sum()
+    }
+
+    fn clear(&mut self) {
+        self.spans.clear();
+        self.resources.clear();
+    }
+}
+
+fn find(list: &[(u32, bytes::Bytes)], i: u32) -> Option<&bytes::Bytes> {
+    list.binary_search_by_key(&i, |(k, _)| *k)
+        .ok()
+        .map(|p| &list[p].1)
 }
 
 /// A self-contained batch of spans: the request buffer + its index. This is what crosses
@@ -189,10 +247,24 @@ impl SpanBatch {
         Ok(SpanBatch { buf, index })
     }
 
-    /// The body of span `i` (index into `index.spans`) as a zero-copy slice.
+    /// The body of span `i` (index into `index.spans`) as a zero-copy slice (its rewritten
+    /// body, if a processor rewrote it).
     pub fn span_body(&self, i: usize) -> bytes::Bytes {
+        if let Some(b) = self.index.rewrites.span(i as u32) {
+            return b.clone();
+        }
         let r = &self.index.spans[i].range;
         self.buf.slice(r.start as usize..r.end as usize)
+    }
+
+    /// The bytes of span `i`'s body (its rewritten body, if a processor rewrote it).
+    #[inline]
+    pub fn span(&self, i: usize) -> &[u8] {
+        if let Some(b) = self.index.rewrites.span(i as u32) {
+            return b;
+        }
+        let r = &self.index.spans[i].range;
+        &self.buf[r.start as usize..r.end as usize]
     }
 }
 
@@ -885,6 +957,7 @@ impl TracesIndex {
         self.scopes.clear();
         self.spans.clear();
         self.headers.clear();
+        self.rewrites.clear();
     }
 
     /// Validates and indexes an `ExportTraceServiceRequest`; on error the index content is
@@ -957,7 +1030,7 @@ impl TracesIndex {
             large.resize(n, (u32::MAX, u32::MAX));
             &mut large
         };
-        for span in &self.spans {
+        for (i, span) in self.spans.iter().enumerate() {
             let d = dest(&span.trace_id);
             assert!(d < n, "partition: dest returned {d} for {n} destinations");
             let o = &mut out[d];
@@ -970,6 +1043,11 @@ impl TracesIndex {
                     o.headers.extend_from_slice(
                         &self.headers[res.headers.start as usize..res.headers.end as usize],
                     );
+                    if let Some(b) = self.rewrites.resource(scope.resource) {
+                        o.rewrites
+                            .resources
+                            .push((o.resources.len() as u32, b.clone()));
+                    }
                     o.resources.push(ResourceEntry {
                         headers: first..o.headers.len() as u32,
                     });
@@ -985,6 +1063,9 @@ impl TracesIndex {
                 });
                 *last_scope = span.scope;
             }
+            if let Some(b) = self.rewrites.span(i as u32) {
+                o.rewrites.spans.push((o.spans.len() as u32, b.clone()));
+            }
             o.spans.push(SpanEntry {
                 scope: o.scopes.len() as u32 - 1,
                 range: span.range.clone(),
@@ -993,12 +1074,109 @@ impl TracesIndex {
         }
     }
 
-    /// Total encoded size of the span bodies (for byte accounting).
+    /// Total encoded size of the span bodies (for byte accounting), rewritten ones at their new
+    /// size.
     pub fn span_bytes(&self) -> usize {
-        self.spans
+        let mut n: usize = self
+            .spans
             .iter()
             .map(|s| (s.range.end - s.range.start) as usize)
-            .sum()
+            .sum();
+        for (i, b) in &self.rewrites.spans {
+            let r = &self.spans[*i as usize].range;
+            n = n + b.len() - (r.end - r.start) as usize;
+        }
+        n
+    }
+
+    /// Keeps the spans for which `keep(index)` is true, in order, and removes the scopes and
+    /// resources whose spans were all removed (those that had none stay). Rewrites follow
+    /// their spans and resources. Returns the number of spans removed.
+    pub fn retain_spans(&mut self, mut keep: impl FnMut(u32) -> bool) -> usize {
+        let before = self.spans.len();
+        let mut kept_in_scope = vec![false; self.scopes.len()];
+        let mut had_in_scope = vec![false; self.scopes.len()];
+        let mut new_index = Vec::with_capacity(self.spans.len());
+        let mut n = 0u32;
+        for (i, s) in self.spans.iter().enumerate() {
+            let k = keep(i as u32);
+            had_in_scope[s.scope as usize] = true;
+            kept_in_scope[s.scope as usize] |= k;
+            new_index.push(k.then(|| {
+                n += 1;
+                n - 1
+            }));
+        }
+        if n as usize == before {
+            return 0;
+        }
+        let mut had_in_resource = vec![false; self.resources.len()];
+        let mut kept_in_resource = vec![false; self.resources.len()];
+        for (j, sc) in self.scopes.iter().enumerate() {
+            had_in_resource[sc.resource as usize] |= had_in_scope[j];
+            kept_in_resource[sc.resource as usize] |= kept_in_scope[j];
+        }
+        let keep_resource: Vec<bool> = (0..self.resources.len())
+            .map(|r| kept_in_resource[r] || !had_in_resource[r])
+            .collect();
+        let keep_scope: Vec<bool> = self
+            .scopes
+            .iter()
+            .enumerate()
+            .map(|(j, sc)| {
+                keep_resource[sc.resource as usize] && (kept_in_scope[j] || !had_in_scope[j])
+            })
+            .collect();
+        let mut resource_map = vec![u32::MAX; self.resources.len()];
+        let mut r = 0u32;
+        for (old, keep) in keep_resource.iter().enumerate() {
+            if *keep {
+                resource_map[old] = r;
+                r += 1;
+            }
+        }
+        let mut scope_map = vec![u32::MAX; self.scopes.len()];
+        let mut c = 0u32;
+        for (old, keep) in keep_scope.iter().enumerate() {
+            if *keep {
+                scope_map[old] = c;
+                c += 1;
+            }
+        }
+        let mut old = 0usize;
+        self.spans.retain_mut(|s| {
+            let k = new_index[old].is_some();
+            old += 1;
+            s.scope = scope_map[s.scope as usize];
+            k
+        });
+        let mut j = 0usize;
+        self.scopes.retain_mut(|sc| {
+            let k = keep_scope[j];
+            j += 1;
+            sc.resource = resource_map[sc.resource as usize];
+            k
+        });
+        let mut r = 0usize;
+        self.resources.retain(|_| {
+            r += 1;
+            keep_resource[r - 1]
+        });
+        self.rewrites
+            .spans
+            .retain_mut(|(i, _)| match new_index[*i as usize] {
+                Some(n) => {
+                    *i = n;
+                    true
+                }
+                None => false,
+            });
+        self.rewrites.resources.retain_mut(|(i, _)| {
+            let m = resource_map[*i as usize];
+            *i = m;
+            m != u32::MAX
+        });
+        before - n as usize
     }
 
     /// The complete encoded header fields (tag+len+value) of resource `resource`.

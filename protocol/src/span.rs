@@ -307,11 +307,14 @@ impl TracesIndex {
     /// The first attribute named `key` of resource `resource` (an index into `resources`) of
     /// the request `buf` this index was built from.
     pub fn resource_attribute<'a>(
-        &self,
+        &'a self,
         buf: &'a [u8],
         resource: u32,
         key: &[u8],
     ) -> Option<AnyValueRef<'a>> {
+        if let Some(fields) = self.rewrites.resource(resource) {
+            return resource_attribute_in(fields, key);
+        }
         for h in self.resource_headers(resource) {
             let Some(field) = buf.get(h) else { continue };
             let mut r = Reader::new(field);
@@ -325,6 +328,20 @@ impl TracesIndex {
         }
         None
     }
+}
+
+/// The first attribute named `key` of the `Resource` among the encoded header fields `fields`
+/// (a rewritten resource's, see [`crate::scan::Rewrites`]).
+fn resource_attribute_in<'a>(fields: &'a [u8], key: &[u8]) -> Option<AnyValueRef<'a>> {
+    let mut r = Reader::new(fields);
+    while let Some(Ok((k, v))) = r.next_field() {
+        if let (1, Value::Len(b)) = (k.field, v) {
+            if let Some(v) = ResourceView::new(&fields[b]).attribute(key) {
+                return Some(v);
+            }
+        }
+    }
+    None
 }
 
 #[cfg(test)]

@@ -750,3 +750,448 @@ fn bench_payloads_partition() {
         );
     }
 }
+
+// ---- rewrites (processors) -------------------------------------------------------------------
+
+mod rewrites {
+    use super::*;
+    use bytes::BytesMut;
+    use shardtel_protocol::rewrite::{
+        fields, read_attributes, rewrite_metric_points, rewrite_request, write_message, Attr,
+        AttrValue, ItemOutcome, RequestRewriter, RequestScratch,
+    };
+
+    /// One edit of an attribute list: keep, delete, or set a string value, at an index.
+    #[derive(Clone, Debug)]
+    pub enum Edit {
+        Keep,
+        Delete(usize),
+        Set(usize, String),
+    }
+
+    pub fn edits() -> impl Strategy<Value = Vec<Edit>> {
+        proptest::collection::vec(
+            prop_oneof![
+                Just(Edit::Keep),
+                any::<usize>().prop_map(Edit::Delete),
+                (any::<usize>(), text()).prop_map(|(i, s)| Edit::Set(i, s)),
+            ],
+            0..6,
+        )
+    }
+
+    fn string_value(s: &str) -> AnyValue {
+        AnyValue {
+            value: Some(any_value::Value::StringValue(s.into())),
+        }
+    }
+
+    /// Applies `edits` and `added` to the wire list and to the prost list alike.
+    pub fn apply(
+        msg: &[u8],
+        field: u32,
+        edits: &[Edit],
+        added: &[KeyValue],
+        reference: &mut Vec<KeyValue>,
+    ) -> Vec<Attr> {
+        let mut attrs = Vec::new();
+        read_attributes(msg, field, &mut attrs);
+        assert_eq!(attrs.len(), reference.len());
+        for e in edits {
+            match e {
+                Edit::Keep => {}
+                Edit::Delete(i) if !attrs.is_empty() => {
+                    let i = i % attrs.len();
+                    attrs.remove(i);
+                    reference.remove(i);
+                }
+                Edit::Set(i, s) if !attrs.is_empty() => {
+                    let i = i % attrs.len();
+                    attrs[i].set_value(AttrValue::String(s.clone()));
+                    reference[i].value = Some(string_value(s));
+                }
+                _ => {}
+            }
+        }
+        for kv in added {
+            let value = match &kv.value {
+                Some(v) => AttrValue::Encoded(Bytes::from(v.encode_to_vec())),
+                None => AttrValue::Absent,
+            };
+            attrs.push(Attr::new(Bytes::from(kv.key.clone()), value));
+            reference.push(kv.clone());
+        }
+        attrs
+    }
+
+    /// Ranges of `out`'s chunks that are slices of `buf`.
+    fn slices_of(buf: &Bytes, out: &Encoded) -> Vec<std::ops::Range<usize>> {
+        let base = buf.as_ptr() as usize;
+        out.chunks
+            .iter()
+            .filter_map(|c| {
+                let p = c.as_ptr() as usize;
+                (p >= base && p + c.len() <= base + buf.len()).then(|| p - base..p - base + c.len())
+            })
+            .collect()
+    }
+
+    fn covered(slices: &[std::ops::Range<usize>], r: std::ops::Range<usize>) -> bool {
+        slices.iter().any(|s| s.start <= r.start && r.end <= s.end)
+    }
+
+    /// Decides items by a list of picks: 0 keep, 1 drop, 2 add an attribute `rw`.
+    pub struct Picks<'a> {
+        pub picks: &'a [u8],
+        pub n: usize,
+        pub resource_rewrite: bool,
+        pub metrics: bool,
+    }
+
+    impl Picks<'_> {
+        fn next(&mut self) -> u8 {
+            let p = self
+                .picks
+                .get(self.n % self.picks.len().max(1))
+                .copied()
+                .unwrap_or(0)
+                % 3;
+            self.n += 1;
+            p
+        }
+    }
+
+    fn add_rw(msg: &[u8], field: u32) -> Bytes {
+        let mut attrs = Vec::new();
+        read_attributes(msg, field, &mut attrs);
+        attrs.push(Attr::new(
+            Bytes::from_static(b"rw"),
+            AttrValue::String("1".into()),
+        ));
+        let mut out = BytesMut::new();
+        write_message(msg, field, &attrs, None, &mut out);
+        out.freeze()
+    }
+
+    impl RequestRewriter for Picks<'_> {
+        fn resource(&mut self, resource: &[u8]) -> Option<Bytes> {
+            self.resource_rewrite
+                .then(|| add_rw(resource, fields::RESOURCE_ATTRIBUTES))
+        }
+
+        fn item(&mut self, item: &[u8]) -> ItemOutcome {
+            if self.metrics {
+                let mut arena = BytesMut::new();
+                return rewrite_metric_points(item, &mut arena, |p, field| match self.next() {
+                    0 => ItemOutcome::Keep,
+                    1 => ItemOutcome::Drop,
+                    _ => ItemOutcome::Replace(add_rw(p, field)),
+                });
+            }
+            match self.next() {
+                0 => ItemOutcome::Keep,
+                1 => ItemOutcome::Drop,
+                _ => ItemOutcome::Replace(add_rw(item, fields::LOG_ATTRIBUTES)),
+            }
+        }
+    }
+
+    pub fn rw_kv() -> KeyValue {
+        KeyValue {
+            key: "rw".into(),
+            value: Some(string_value("1")),
+            ..Default::default()
+        }
+    }
+
+    pub fn picks_at(picks: &[u8], n: &mut usize) -> u8 {
+        let p = picks.get(*n % picks.len().max(1)).copied().unwrap_or(0) % 3;
+        *n += 1;
+        p
+    }
+
+    pub fn expected_traces(
+        req: &ExportTraceServiceRequest,
+        picks: &[u8],
+        resource_rewrite: bool,
+    ) -> ExportTraceServiceRequest {
+        let mut n = 0;
+        let mut out = Vec::new();
+        for rs in &req.resource_spans {
+            let mut rs = rs.clone();
+            if resource_rewrite {
+                let r = rs.resource.get_or_insert_with(Default::default);
+                r.attributes.push(rw_kv());
+            }
+            let had: usize = rs.scope_spans.iter().map(|s| s.spans.len()).sum();
+            let mut scopes = Vec::new();
+            for mut ss in std::mem::take(&mut rs.scope_spans) {
+                let had_spans = !ss.spans.is_empty();
+                let mut spans = Vec::new();
+                for mut sp in std::mem::take(&mut ss.spans) {
+                    match picks_at(picks, &mut n) {
+                        0 => spans.push(sp),
+                        1 => {}
+                        _ => {
+                            sp.attributes.push(rw_kv());
+                            spans.push(sp);
+                        }
+                    }
+                }
+                if !spans.is_empty() || !had_spans {
+                    ss.spans = spans;
+                    scopes.push((had_spans, ss));
+                }
+            }
+            let kept_any = scopes.iter().any(|(had, _)| *had);
+            if had == 0 || kept_any {
+                rs.scope_spans = scopes.into_iter().map(|(_, s)| s).collect();
+                out.push(rs);
+            }
+        }
+        ExportTraceServiceRequest {
+            resource_spans: out,
+        }
+    }
+
+    pub fn check_traces(req: &ExportTraceServiceRequest, picks: &[u8], resource_rewrite: bool) {
+        let buf = Bytes::from(req.encode_to_vec());
+        let mut batch = SpanBatch::scan(buf.clone()).unwrap();
+        let mut n = 0;
+        let mut drop = Vec::new();
+        for i in 0..batch.index.spans.len() {
+            match picks_at(picks, &mut n) {
+                1 => drop.push(i as u32),
+                2 => {
+                    let body = add_rw(batch.span(i), fields::SPAN_ATTRIBUTES);
+                    batch.index.rewrites.spans.push((i as u32, body));
+                }
+                _ => {}
+            }
+        }
+        if resource_rewrite {
+            for r in 0..batch.index.resources.len() as u32 {
+                // The resource (changed) and the other header fields (copied).
+                let mut resource: &[u8] = &[];
+                let mut others = Vec::new();
+                for h in batch.index.resource_headers(r) {
+                    let field = &buf[h];
+                    if field[0] == 0x0a {
+                        let mut rr = shardtel_protocol::wire::Reader::new(field);
+                        rr.read_key().unwrap();
+                        let b = rr.read_len().unwrap();
+                        resource = &field[b];
+                    } else {
+                        others.extend_from_slice(field);
+                    }
+                }
+                let body = add_rw(resource, fields::RESOURCE_ATTRIBUTES);
+                let mut fields_out = Vec::new();
+                shardtel_protocol::wire::put_len_field(&mut fields_out, 1, &body);
+                fields_out.extend_from_slice(&others);
+                batch
+                    .index
+                    .rewrites
+                    .resources
+                    .push((r, Bytes::from(fields_out)));
+            }
+        }
+        let untouched: Vec<std::ops::Range<usize>> = (0..batch.index.spans.len())
+            .filter(|i| {
+                !drop.contains(&(*i as u32)) && batch.index.rewrites.span(*i as u32).is_none()
+            })
+            .map(|i| {
+                let r = &batch.index.spans[i].range;
+                r.start as usize..r.end as usize
+            })
+            .collect();
+        let removed = batch.index.retain_spans(|i| !drop.contains(&i));
+        assert_eq!(removed, drop.len());
+        let mut out = Encoded::default();
+        encode_traces(&batch, &mut out);
+        let got = ExportTraceServiceRequest::decode(out.to_bytes()).unwrap();
+        assert_eq!(got, expected_traces(req, picks, resource_rewrite));
+        // Untouched spans are slices of the original buffer, not copies.
+        let slices = slices_of(&buf, &out);
+        for r in untouched {
+            assert!(covered(&slices, r), "an untouched span was copied");
+        }
+        // The resource attribute lookup sees rewritten resources.
+        if resource_rewrite {
+            for r in 0..batch.index.resources.len() as u32 {
+                assert!(batch
+                    .index
+                    .resource_attribute(&batch.buf, r, b"rw")
+                    .is_some());
+            }
+        }
+    }
+
+    /// (resources, scopes, items) of a request as nested vectors, for the reference.
+    pub fn expected_logs(
+        req: &ExportLogsServiceRequest,
+        picks: &[u8],
+        resource_rewrite: bool,
+    ) -> ExportLogsServiceRequest {
+        let mut n = 0;
+        let mut out = Vec::new();
+        for rl in &req.resource_logs {
+            let mut rl = rl.clone();
+            if resource_rewrite {
+                rl.resource
+                    .get_or_insert_with(Default::default)
+                    .attributes
+                    .push(rw_kv());
+            }
+            let had: usize = rl.scope_logs.iter().map(|s| s.log_records.len()).sum();
+            let mut scopes = Vec::new();
+            let mut kept_any = false;
+            for mut sl in std::mem::take(&mut rl.scope_logs) {
+                let had_items = !sl.log_records.is_empty();
+                let mut recs = Vec::new();
+                for mut rec in std::mem::take(&mut sl.log_records) {
+                    match picks_at(picks, &mut n) {
+                        0 => recs.push(rec),
+                        1 => {}
+                        _ => {
+                            rec.attributes.push(rw_kv());
+                            recs.push(rec);
+                        }
+                    }
+                }
+                kept_any |= !recs.is_empty();
+                if !recs.is_empty() || !had_items {
+                    sl.log_records = recs;
+                    scopes.push(sl);
+                }
+            }
+            if had == 0 || kept_any {
+                rl.scope_logs = scopes;
+                out.push(rl);
+            }
+        }
+        ExportLogsServiceRequest { resource_logs: out }
+    }
+
+    pub fn rewrite(buf: &Bytes, rw: &mut Picks<'_>) -> (bool, Encoded) {
+        let mut out = Encoded::default();
+        let mut scratch = RequestScratch::default();
+        let changed = rewrite_request(buf, rw, &mut scratch, &mut out).unwrap();
+        (changed, out)
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 256, failure_persistence: None, ..ProptestConfig::default() })]
+
+    #[test]
+    fn message_rewrite_agrees_with_prost(
+        span in gen_span(),
+        edits in rewrites::edits(),
+        added in attributes(3),
+        body in proptest::option::of(any_value()),
+    ) {
+        use shardtel_protocol::rewrite::{fields, write_message, AttrValue, FieldEdit};
+        let msg = span.encode_to_vec();
+        let mut want = span.clone();
+        let attrs = rewrites::apply(&msg, fields::SPAN_ATTRIBUTES, &edits, &added, &mut want.attributes);
+        let mut out = bytes::BytesMut::new();
+        write_message(&msg, fields::SPAN_ATTRIBUTES, &attrs, None, &mut out);
+        prop_assert_eq!(Span::decode(out.freeze()).unwrap(), want);
+
+        // A log record's attributes and body.
+        let rec = LogRecord { attributes: span.attributes.clone(), severity_text: span.name.clone(), ..Default::default() };
+        let msg = rec.encode_to_vec();
+        let mut want = rec.clone();
+        let attrs = rewrites::apply(&msg, fields::LOG_ATTRIBUTES, &edits, &added, &mut want.attributes);
+        let value = match &body {
+            Some(v) => AttrValue::Encoded(Bytes::from(v.encode_to_vec())),
+            None => AttrValue::Absent,
+        };
+        want.body = body.clone();
+        let mut out = bytes::BytesMut::new();
+        write_message(&msg, fields::LOG_ATTRIBUTES, &attrs, Some(FieldEdit { field: fields::LOG_BODY, value: &value }), &mut out);
+        prop_assert_eq!(LogRecord::decode(out.freeze()).unwrap(), want);
+    }
+
+    #[test]
+    fn trace_rewrites_and_drops_agree_with_prost(
+        req in gen_traces(),
+        picks in proptest::collection::vec(any::<u8>(), 1..30),
+        resource_rewrite in any::<bool>(),
+    ) {
+        rewrites::check_traces(&req, &picks, resource_rewrite);
+    }
+
+    #[test]
+    fn logs_request_rewrite_agrees_with_prost(
+        req in gen_logs(),
+        picks in proptest::collection::vec(any::<u8>(), 1..30),
+        resource_rewrite in any::<bool>(),
+    ) {
+        let buf = Bytes::from(req.encode_to_vec());
+        let mut rw = rewrites::Picks { picks: &picks, n: 0, resource_rewrite, metrics: false };
+        let (changed, out) = rewrites::rewrite(&buf, &mut rw);
+        let want = rewrites::expected_logs(&req, &picks, resource_rewrite);
+        prop_assert_eq!(ExportLogsServiceRequest::decode(out.to_bytes()).unwrap(), want);
+        // Nothing to change: the output is the input, byte for byte.
+        let mut keep = rewrites::Picks { picks: &[0], n: 0, resource_rewrite: false, metrics: false };
+        let (changed_none, same) = rewrites::rewrite(&buf, &mut keep);
+        prop_assert!(!changed_none);
+        prop_assert_eq!(same.to_bytes(), buf.clone());
+        prop_assert_eq!(same.chunks.len() <= 1, true);
+        let _ = changed;
+    }
+
+    #[test]
+    fn metrics_request_rewrite_keeps_points_consistent(
+        req in gen_metrics(),
+        picks in proptest::collection::vec(any::<u8>(), 1..30),
+    ) {
+        let buf = Bytes::from(req.encode_to_vec());
+        let mut rw = rewrites::Picks { picks: &picks, n: 0, resource_rewrite: false, metrics: true };
+        let (_, out) = rewrites::rewrite(&buf, &mut rw);
+        let got = ExportMetricsServiceRequest::decode(out.to_bytes()).unwrap();
+        // Scanning still works, and the points are those kept.
+        let counts = scan_metrics(&out.to_bytes()).unwrap();
+        let kept = picks_kept(&picks, metric_points(&req) as usize);
+        prop_assert_eq!(counts.items as usize, kept);
+        prop_assert_eq!(metric_points(&got) as usize, kept);
+        for rm in &got.resource_metrics {
+            for sm in &rm.scope_metrics {
+                for m in &sm.metrics {
+                    for attrs in point_attributes(m) {
+                        // A rewritten point carries rw last; no other point has it.
+                        prop_assert!(attrs.iter().filter(|kv| kv.key == "rw").count() <= 1);
+                    }
+                }
+            }
+        }
+    }
+}
+
+fn picks_kept(picks: &[u8], points: usize) -> usize {
+    let mut n = 0;
+    (0..points)
+        .filter(|_| rewrites::picks_at(picks, &mut n) != 1)
+        .count()
+}
+
+fn point_attributes(m: &Metric) -> Vec<Vec<KeyValue>> {
+    match &m.data {
+        Some(metric::Data::Gauge(g)) => {
+            g.data_points.iter().map(|p| p.attributes.clone()).collect()
+        }
+        Some(metric::Data::Sum(s)) => s.data_points.iter().map(|p| p.attributes.clone()).collect(),
+        Some(metric::Data::Histogram(h)) => {
+            h.data_points.iter().map(|p| p.attributes.clone()).collect()
+        }
+        Some(metric::Data::ExponentialHistogram(h)) => {
+            h.data_points.iter().map(|p| p.attributes.clone()).collect()
+        }
+        Some(metric::Data::Summary(s)) => {
+            s.data_points.iter().map(|p| p.attributes.clone()).collect()
+        }
+        None => Vec::new(),
+    }
+}

@@ -303,7 +303,7 @@ impl Sampler {
         let mut last: Option<(TraceId, u32)> = None;
         for (i, entry) in batch.index.spans.iter().enumerate() {
             self.stats.spans_received += 1;
-            let body = &batch.buf[entry.range.start as usize..entry.range.end as usize];
+            let body = batch.span(i);
             let len = body.len() as u64;
             let id = entry.trace_id;
             let pending = match last {

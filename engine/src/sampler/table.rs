@@ -179,11 +179,13 @@ pub(crate) fn batch_cost(batch: &SpanBatch) -> u64 {
         scopes,
         spans,
         headers,
+        rewrites,
     } = &batch.index;
     let index = resources.capacity() * size_of::<ResourceEntry>()
         + scopes.capacity() * size_of::<ScopeEntry>()
         + spans.capacity() * size_of::<SpanEntry>()
-        + headers.capacity() * size_of::<Range<u32>>();
+        + headers.capacity() * size_of::<Range<u32>>()
+        + rewrites.bytes();
     // The Rc allocation holds two counters and the SpanBatch.
     let fixed = 2 * size_of::<usize>() + size_of::<SpanBatch>() + size_of::<BatchSlot>();
     (batch.buf.len() + index + fixed) as u64
