@@ -31,6 +31,9 @@ use crate::memory_limiter::{decode_memory_limiter, MemoryLimiterConfig};
 use crate::units::format_duration;
 
 /// One `[processors.NAME]` table.
+// Built once at start-up, so the size difference between variants costs nothing (as for
+// `ExporterKind`).
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ProcessorConfig {
     /// `type = "tail_sampling"`: whole-trace sampling on the trace's owner core.

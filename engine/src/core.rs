@@ -21,7 +21,9 @@ use shardtel_protocol::Signal;
 use shardtel_sinks::ExportQueue;
 
 use crate::ingest::IngestError;
+use crate::memory_limiter::{default_inflight_bytes, CoreLimiter, MemorySetup};
 use crate::mesh::MeshEnds;
+use crate::processors::Processors;
 use crate::receiver;
 use crate::sampler::{CoreShare, Kept, Sampler};
 use crate::telemetry::{
@@ -51,6 +53,8 @@ pub struct CoreSetup {
     pub shutdown: Arc<AtomicBool>,
     /// Start-up outcome, read by the main thread.
     pub ready: mpsc::Sender<Result<usize, String>>,
+    /// The memory limiter, when a pipeline lists one.
+    pub memory: Option<MemorySetup>,
 }
 
 /// Limits that bound one core's intake.
@@ -97,6 +101,10 @@ pub struct Core {
     /// The tail sampler of the traces pipeline, when it has one. Spans
     /// owned by this core pass through it before any exporter.
     sampler: Option<RefCell<Sampler>>,
+    /// The attributes, resource and filter processors of every pipeline.
+    processors: Processors,
+    /// The memory limiter's view from this core.
+    memory: Option<CoreLimiter>,
 }
 
 impl Core {
@@ -127,6 +135,15 @@ impl Core {
         })
     }
 
+    /// Like [`Core::admit`], also refusing when the memory limiter guards `signal` and the
+    /// process is above its soft limit.
+    pub fn admit_signal(&self, signal: Signal) -> Result<InflightGuard<'_>, IngestError> {
+        if let Some(m) = &self.memory {
+            m.check(signal)?;
+        }
+        self.admit()
+    }
+
     /// Ingests one decoded (decompressed, protobuf) Export*ServiceRequest
     /// and counts the outcome. Returns the number of items accepted.
     pub async fn ingest(
@@ -139,12 +156,17 @@ impl Core {
             self.counters.failed_request(signal, transport);
             return Err(IngestError::NoPipeline(signal));
         }
+        if let Some(Err(e)) = self.memory.as_ref().map(|m| m.check(signal)) {
+            self.counters.refused(signal, transport, 0);
+            return Err(e);
+        }
         let scanned = match signal {
             Signal::Traces => self.ingest_traces(body).await,
             Signal::Metrics => match scan_metrics(&body) {
                 Ok(counts) => {
                     let n = counts.items as u64;
-                    Ok((n, self.push_local(signal, whole(body), n).map(|_| n)))
+                    let (piece, kept) = self.process_request(signal, body, n);
+                    Ok((n, self.push_local(signal, piece, kept).map(|_| n)))
                 }
                 Err(e) => Err(IngestError::Malformed(format!(
                     "malformed ExportMetricsServiceRequest: {e}"
@@ -153,7 +175,8 @@ impl Core {
             Signal::Logs => match scan_logs(&body) {
                 Ok(counts) => {
                     let n = counts.items as u64;
-                    Ok((n, self.push_local(signal, whole(body), n).map(|_| n)))
+                    let (piece, kept) = self.process_request(signal, body, n);
+                    Ok((n, self.push_local(signal, piece, kept).map(|_| n)))
                 }
                 Err(e) => Err(IngestError::Malformed(format!(
                     "malformed ExportLogsServiceRequest: {e}"
@@ -211,7 +234,8 @@ impl Core {
                 if dest == self.id {
                     // The request as received is already the request to export;
                     // only the sampler needs its index.
-                    let index = if self.sampler.is_some() {
+                    let index = if self.sampler.is_some() || self.processors.traces_before.is_some()
+                    {
                         index.clone()
                     } else {
                         TracesIndex::default()
@@ -251,8 +275,11 @@ impl Core {
         }
         // Local first: if it is refused, nothing has left this core yet and
         // the client's retry creates no duplicate.
-        if let Some((batch, is_whole)) = local {
-            let pushed = if self.sampler.is_some() {
+        if let Some((mut batch, mut is_whole)) = local {
+            is_whole &= !self.process_owned(&mut batch);
+            let pushed = if batch.index.spans.is_empty() && !is_whole {
+                Ok(())
+            } else if self.sampler.is_some() {
                 self.sample(batch).await;
                 Ok(())
             } else if is_whole {
@@ -305,6 +332,9 @@ impl Core {
     /// Hands an encoded piece to every exporter of the signal's pipeline on
     /// this core, refusing if any queue is full.
     fn push_local(&self, signal: Signal, piece: Encoded, items: u64) -> Result<(), IngestError> {
+        if piece.is_empty() {
+            return Ok(());
+        }
         let exporters = &self.pipelines[signal_index(signal)];
         if exporters.iter().any(|e| !e.has_room(piece.len)) {
             return Err(IngestError::Overloaded("an exporter queue is full"));
@@ -320,7 +350,11 @@ impl Core {
     /// Delivers a batch received from another core: through the sampler if
     /// there is one, else straight to the exporters, waiting for queue room
     /// (backpressure flows back through the mesh).
-    async fn deliver(&self, batch: SpanBatch) {
+    async fn deliver(&self, mut batch: SpanBatch) {
+        self.process_owned(&mut batch);
+        if batch.index.spans.is_empty() {
+            return;
+        }
         if self.sampler.is_some() {
             return self.sample(batch).await;
         }
@@ -361,10 +395,34 @@ impl Core {
         let mut enc = Encoded::default();
         let mut items = 0u64;
         for k in &kept {
-            encode_trace_spans(&k.batch, &k.spans, &mut enc);
-            items += k.spans.len() as u64;
+            match &self.processors.traces_after {
+                None => {
+                    encode_trace_spans(&k.batch, &k.spans, &mut enc);
+                    items += k.spans.len() as u64;
+                }
+                Some(chain) => {
+                    // Only the kept spans, then the processors listed after the sampler.
+                    let mut sub = SpanBatch {
+                        buf: k.batch.buf.clone(),
+                        index: k.batch.index.clone(),
+                    };
+                    let mut cursor = 0;
+                    sub.index.retain_spans(|i| {
+                        let keep = k.spans.get(cursor) == Some(&i);
+                        cursor += usize::from(keep);
+                        keep
+                    });
+                    chain.process_traces(&mut sub);
+                    let all: Vec<u32> = (0..sub.index.spans.len() as u32).collect();
+                    encode_trace_spans(&sub, &all, &mut enc);
+                    items += all.len() as u64;
+                }
+            }
         }
         drop(kept);
+        if enc.is_empty() {
+            return;
+        }
         self.push_wait(Signal::Traces, enc, items).await;
     }
 
@@ -387,6 +445,35 @@ impl Core {
         .clamp(Duration::from_millis(1), Duration::from_millis(100))
     }
 
+    /// Runs the traces processors listed before the sampler (all of them without one) on a
+    /// batch this core owns. Returns whether anything changed.
+    fn process_owned(&self, batch: &mut SpanBatch) -> bool {
+        match &self.processors.traces_before {
+            Some(chain) => chain.process_traces(batch).changed,
+            None => false,
+        }
+    }
+
+    /// Runs a metrics or logs pipeline's processors on a validated request of `items` items:
+    /// the piece to export and how many items it holds.
+    fn process_request(&self, signal: Signal, body: Bytes, items: u64) -> (Encoded, u64) {
+        let Some(chain) = self.processors.request_chain(signal) else {
+            return (whole(body), items);
+        };
+        match chain.process_request(&body) {
+            Ok(Some((piece, outcome))) => (piece, items.saturating_sub(outcome.dropped)),
+            Ok(None) => (whole(body), items),
+            Err(e) => {
+                // The scanner accepted the request, so the walk cannot fail; export it as is.
+                log::warn!(
+                    "core {}: {signal} processors skipped a request: {e}",
+                    self.id
+                );
+                (whole(body), items)
+            }
+        }
+    }
+
     fn publish(&self) {
         let exporters = self
             .exporters
@@ -402,6 +489,8 @@ impl Core {
         );
         snapshot.kafka_receiver = self.kafka_snapshot.borrow().clone();
         snapshot.sampler = self.sampler.as_ref().map(|s| s.borrow().stats().clone());
+        snapshot.processors = self.processors.snapshot();
+        snapshot.memory = self.memory.as_ref().map(CoreLimiter::snapshot);
         self.board.publish(snapshot);
     }
 }
@@ -450,6 +539,7 @@ pub async fn run(setup: CoreSetup) {
         board,
         shutdown,
         ready,
+        memory,
     } = setup;
     let fail = |msg: String| {
         let _ = ready.send(Err(format!("core {id} (cpu {cpu}): {msg}")));
@@ -495,10 +585,15 @@ pub async fn run(setup: CoreSetup) {
                         Err(e) => return fail(format!("processor {name}: {e}")),
                     }
                 }
+                Some(_) => {}
                 None => return fail(format!("processor {name} is not defined")),
             }
         }
     }
+    let processors = match Processors::build(&config) {
+        Ok(p) => p,
+        Err(e) => return fail(e),
+    };
 
     let otlp = config.receivers.otlp.clone();
     let max_recv_msg_size = otlp.as_ref().map_or(4 << 20, |o| o.max_recv_msg_size);
@@ -508,7 +603,11 @@ pub async fn run(setup: CoreSetup) {
         cpu,
         limits: Limits {
             max_recv_msg_size,
-            max_inflight_bytes: (max_recv_msg_size * 16).max(64 << 20),
+            max_inflight_bytes: memory
+                .as_ref()
+                .map_or(default_inflight_bytes(max_recv_msg_size), |m| {
+                    m.max_inflight_bytes
+                }),
             max_concurrent_streams: otlp.as_ref().map_or(256, |o| o.max_concurrent_streams),
         },
         counters: ReceiverCounters::default(),
@@ -525,6 +624,8 @@ pub async fn run(setup: CoreSetup) {
         board: board.clone(),
         kafka_snapshot: RefCell::new(None),
         sampler,
+        processors,
+        memory: memory.map(|m| CoreLimiter::new(m.gauge, &config)),
     });
 
     // Mesh: receivers first (as tasks), then senders, so every connect

@@ -100,6 +100,8 @@ pub fn run_until(config: Config, shutdown: Arc<AtomicBool>) -> Result<(), Engine
         log::info!("{what} endpoint on http://{addr}");
     }
 
+    let (config, memory) =
+        crate::memory_limiter::setup(config, cores).map_err(EngineError::Startup)?;
     let config = Arc::new(config);
     let (ready_tx, ready_rx) = mpsc::channel();
     let mut handles = Vec::with_capacity(cores);
@@ -118,6 +120,7 @@ pub fn run_until(config: Config, shutdown: Arc<AtomicBool>) -> Result<(), Engine
             board: board.clone(),
             shutdown: shutdown.clone(),
             ready: ready_tx.clone(),
+            memory: memory.clone(),
         };
         let handle = LocalExecutorBuilder::new(Placement::Fixed(cpu))
             .name(&format!("shardtel-core{id}"))

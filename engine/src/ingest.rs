@@ -24,6 +24,9 @@ pub enum IngestError {
     /// Queues or channels are full: retry later.
     #[error("shardtel is overloaded ({0}); retry later")]
     Overloaded(&'static str),
+    /// The process's memory is above the memory limiter's soft limit: retry later.
+    #[error("shardtel is above its memory limit; retry later")]
+    MemoryLimited,
     /// The collector is shutting down.
     #[error("shardtel is shutting down; retry on another instance or later")]
     Draining,
@@ -41,7 +44,9 @@ impl IngestError {
         match self {
             IngestError::Malformed(_) => Code::InvalidArgument,
             IngestError::TooLarge { .. } => Code::ResourceExhausted,
-            IngestError::Overloaded(_) | IngestError::Draining => Code::Unavailable,
+            IngestError::Overloaded(_) | IngestError::Draining | IngestError::MemoryLimited => {
+                Code::Unavailable
+            }
             IngestError::NoPipeline(_) | IngestError::Unsupported(_) => Code::Unimplemented,
         }
     }
@@ -52,6 +57,7 @@ impl IngestError {
             IngestError::Malformed(_) => 400,
             IngestError::TooLarge { .. } => 413,
             IngestError::Overloaded(_) | IngestError::Draining => 503,
+            IngestError::MemoryLimited => 429,
             IngestError::NoPipeline(_) => 404,
             IngestError::Unsupported(_) => 415,
         }
@@ -60,7 +66,9 @@ impl IngestError {
     /// How long a client should wait before retrying, for retryable errors.
     pub fn retry_after(&self) -> Option<Duration> {
         match self {
-            IngestError::Overloaded(_) | IngestError::Draining => Some(Duration::from_secs(1)),
+            IngestError::Overloaded(_) | IngestError::Draining | IngestError::MemoryLimited => {
+                Some(Duration::from_secs(1))
+            }
             _ => None,
         }
     }

@@ -7,10 +7,14 @@
 //!   Prometheus endpoints (a plain thread, never a reactor).
 //! - [`mesh`]: the full mesh of bounded single-producer channels, made
 //!   before start-up.
+//! - [`memory_limiter`]: the process-wide memory limit: a monitor thread, admission checks,
+//!   per-core buffer bounds fitted to the limit at start-up.
 //! - [`ingest`]: request failures and how they map to gRPC codes and HTTP
 //!   statuses.
 //! - [`sampler`]: the per-core tail sampler (pure state machine: trace table,
 //!   policies, decision cache), fed by the owner core.
+//! - [`processors`]: the `attributes`, `resource` and `filter` processors of each pipeline,
+//!   compiled per core; they rewrite only the spans, records and points they change.
 //! - [`core`]: the per-core [`core::Core`] value, routing spans by trace ID
 //!   to their owner core, and the core's lifecycle.
 //! - [`receiver`]: OTLP/gRPC and OTLP/HTTP servers (hyper on glommio).
@@ -32,7 +36,9 @@ pub mod engine;
 pub mod ingest;
 pub mod kafka_receiver;
 pub mod logging;
+pub mod memory_limiter;
 pub mod mesh;
+pub mod processors;
 pub mod receiver;
 pub mod sampler;
 pub mod telemetry;

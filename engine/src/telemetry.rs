@@ -132,6 +132,10 @@ pub struct CoreSnapshot {
     pub kafka_receiver: Option<KafkaConsumerSnapshot>,
     /// Tail sampler statistics, when the traces pipeline samples.
     pub sampler: Option<crate::sampler::SamplerStats>,
+    /// Counters of the attributes, resource and filter processors on this core.
+    pub processors: Vec<crate::processors::ProcessorSnapshot>,
+    /// The memory limiter, when a pipeline lists one.
+    pub memory: Option<crate::memory_limiter::MemorySnapshot>,
 }
 
 /// Counters of one core's Kafka consumer (`[receivers.kafka]`).
@@ -197,6 +201,8 @@ pub fn snapshot(
         mesh_send_timeouts: mesh.send_timeouts.get(),
         kafka_receiver: None,
         sampler: None,
+        processors: Vec::new(),
+        memory: None,
     }
 }
 
@@ -436,6 +442,14 @@ impl Board {
         if !sampled.is_empty() {
             crate::sampler::render(&sampled, &mut out);
         }
+        let processors: Vec<(usize, &[crate::processors::ProcessorSnapshot])> =
+            snaps.iter().map(|s| (s.core, &s.processors[..])).collect();
+        crate::processors::render(&processors, &mut out);
+        let memory: Vec<(usize, &crate::memory_limiter::MemorySnapshot)> = snaps
+            .iter()
+            .filter_map(|s| s.memory.as_ref().map(|m| (s.core, m)))
+            .collect();
+        crate::memory_limiter::render(&memory, &mut out);
         out
     }
 }

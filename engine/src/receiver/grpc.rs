@@ -97,7 +97,7 @@ async fn handle(core: &Core, req: Request<Incoming>) -> Response<ResponseBody> {
             }
         },
     };
-    let guard = match core.admit() {
+    let guard = match core.admit_signal(signal) {
         Ok(g) => g,
         Err(e) => {
             core.counters.refused(signal, Transport::Grpc, 0);

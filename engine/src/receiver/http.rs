@@ -114,7 +114,7 @@ async fn handle(core: &Core, req: Request<Incoming>) -> Response<ResponseBody> {
         }
         return error_response(format, &IngestError::TooLarge { limit });
     }
-    let guard = match core.admit() {
+    let guard = match core.admit_signal(signal) {
         Ok(g) => g,
         Err(e) => {
             core.counters.refused(signal, Transport::Http, 0);

@@ -899,7 +899,10 @@ percent = 10
             "seed.toml",
         )
         .unwrap();
-        let shardtel_config::ProcessorConfig::TailSampling(ts) = &cfg.processors["tail_sampling"];
+        let shardtel_config::ProcessorConfig::TailSampling(ts) = &cfg.processors["tail_sampling"]
+        else {
+            panic!("not a tail sampler")
+        };
         let mut s = Sampler::new(ts, CoreShare::SINGLE).unwrap();
         let t0 = Instant::now();
         let mut out = Vec::new();

@@ -1,0 +1,711 @@
+//! The `attributes`, `resource` and `filter` processors of each pipeline, per core, and where
+//! they run.
+//!
+//! A pipeline's processors (without `tail_sampling` and `memory_limiter`, which act elsewhere)
+//! form a [`Chain`], applied to one item at a time in the listed order:
+//!
+//! - **Traces**, on the owner core: the processors listed before `tail_sampling` run on every
+//!   span the core receives ([`Processors::traces_before`]), those after it on the spans the
+//!   sampler keeps ([`Processors::traces_after`]); without a sampler all run before export.
+//!   [`Chain::process_traces`] works on the batch's index: a span an action changes gets a new
+//!   body recorded in [`shardtel_protocol::scan::Rewrites`], a filtered span leaves the index,
+//!   a changed resource gets new header bytes; every other span stays a slice of the request
+//!   buffer.
+//! - **Metrics and logs**, on the receiving core: [`Chain::process_request`] re-frames the
+//!   request around the changed records / data points
+//!   ([`shardtel_protocol::rewrite::rewrite_request`]); a request nothing changed is exported
+//!   as the buffer it arrived in.
+//!
+//! Before touching a span, an `attributes` stage whose actions all need an exact key looks for
+//! those keys in the span's bytes (SIMD substring search): a span that contains none of them is
+//! not parsed further.
+
+mod attributes;
+mod filter;
+
+use std::cell::{Cell, RefCell};
+use std::fmt::Write as _;
+
+use bytes::{Bytes, BytesMut};
+use shardtel_config::{Config, ProcessorConfig};
+use shardtel_protocol::reframe::Encoded;
+use shardtel_protocol::rewrite::{
+    fields, last_len_field, read_attributes, rewrite_metric_points, rewrite_request, write_message,
+    write_resource, Attr, AttrValue, FieldEdit, ItemOutcome, RequestRewriter, RequestScratch,
+};
+use shardtel_protocol::scan::{SpanBatch, TracesIndex};
+use shardtel_protocol::wire::{put_len_field, Reader, Value, WireError};
+use shardtel_protocol::Signal;
+
+pub use attributes::Actions;
+pub use filter::Filter;
+
+/// What kind of message an [`Item`] is.
+#[derive(Clone, Copy, Debug)]
+pub enum ItemKind<'a> {
+    /// A `Span`.
+    Span,
+    /// A `LogRecord` (has a body).
+    Log,
+    /// A metric data point, with its metric's name.
+    Point {
+        /// `Metric.name`.
+        metric_name: &'a [u8],
+    },
+    /// A `Resource`.
+    Resource,
+}
+
+/// One message going through a chain: its original bytes and, once read, its attributes
+/// (pointing into those bytes until an action changes them) and log body.
+pub struct Item<'a> {
+    msg: &'a [u8],
+    kind: ItemKind<'a>,
+    attr_field: u32,
+    attrs: &'a mut Vec<Attr>,
+    read: bool,
+    body: AttrValue,
+    body_changed: bool,
+    /// Some action changed the item.
+    pub changed: bool,
+}
+
+impl<'a> Item<'a> {
+    /// An item over `msg`, using `scratch` for its attribute list.
+    pub fn new(
+        msg: &'a [u8],
+        kind: ItemKind<'a>,
+        attr_field: u32,
+        scratch: &'a mut Vec<Attr>,
+    ) -> Item<'a> {
+        let body = match kind {
+            ItemKind::Log => {
+                last_len_field(msg, fields::LOG_BODY).map_or(AttrValue::Absent, AttrValue::Orig)
+            }
+            _ => AttrValue::Absent,
+        };
+        Item {
+            msg,
+            kind,
+            attr_field,
+            attrs: scratch,
+            read: false,
+            body,
+            body_changed: false,
+            changed: false,
+        }
+    }
+
+    /// The attribute list, read on first use.
+    pub fn attrs(&mut self) -> &mut Vec<Attr> {
+        if !self.read {
+            read_attributes(self.msg, self.attr_field, self.attrs);
+            self.read = true;
+        }
+        self.attrs
+    }
+
+    fn has_body(&self) -> bool {
+        matches!(self.kind, ItemKind::Log)
+    }
+
+    fn set_body(&mut self, value: AttrValue) {
+        self.body = value;
+        self.body_changed = true;
+        self.changed = true;
+    }
+
+    /// The new encoding of the item if an action changed it (written into `arena`).
+    pub fn finish(&mut self, arena: &mut BytesMut) -> Option<Bytes> {
+        if !self.changed {
+            return None;
+        }
+        self.attrs();
+        let edit = self.body_changed.then_some(FieldEdit {
+            field: fields::LOG_BODY,
+            value: &self.body,
+        });
+        write_message(self.msg, self.attr_field, self.attrs, edit, arena);
+        Some(arena.split().freeze())
+    }
+}
+
+/// Per-core counters of one processor in one pipeline.
+#[derive(Debug, Default)]
+pub struct StageStats {
+    received: Cell<u64>,
+    changed: Cell<u64>,
+    dropped: Cell<u64>,
+}
+
+fn bump(c: &Cell<u64>, n: u64) {
+    c.set(c.get() + n);
+}
+
+/// A published copy of one processor's counters.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ProcessorSnapshot {
+    /// The processor's name.
+    pub name: String,
+    /// Its type.
+    pub kind: &'static str,
+    /// The pipeline.
+    pub signal: Signal,
+    /// Items (spans, data points, log records; resources for `resource`) it saw.
+    pub received: u64,
+    /// Items it changed.
+    pub changed: u64,
+    /// Items it dropped (filter).
+    pub dropped: u64,
+}
+
+#[derive(Debug)]
+enum Op {
+    Attributes {
+        actions: Actions,
+        include_resource: bool,
+    },
+    Resource(Actions),
+    Filter(Box<Filter>),
+}
+
+#[derive(Debug)]
+struct Stage {
+    name: String,
+    op: Op,
+    stats: StageStats,
+}
+
+impl Stage {
+    fn resource_actions(&self) -> Option<&Actions> {
+        match &self.op {
+            Op::Attributes {
+                actions,
+                include_resource: true,
+            } => Some(actions),
+            Op::Resource(actions) => Some(actions),
+            _ => None,
+        }
+    }
+
+    fn kind(&self) -> &'static str {
+        match self.op {
+            Op::Attributes { .. } => "attributes",
+            Op::Resource(_) => "resource",
+            Op::Filter(_) => "filter",
+        }
+    }
+}
+
+#[derive(Default)]
+struct Scratch {
+    attrs: Vec<Attr>,
+    arena: BytesMut,
+    request: RequestScratch,
+    /// Resource bodies seen by each stage of the current resource (see `resource_views`).
+    versions: Vec<Bytes>,
+    at_stage: Vec<usize>,
+    drops: Vec<u32>,
+    rewrites: Vec<(u32, Bytes)>,
+}
+
+/// What a chain did to a batch or request.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ChainOutcome {
+    /// Something was rewritten or dropped.
+    pub changed: bool,
+    /// Items removed by filters.
+    pub dropped: u64,
+}
+
+/// The processors of one pipeline (or one side of the tail sampler), in order, on one core.
+pub struct Chain {
+    signal: Signal,
+    stages: Vec<Stage>,
+    touches_resources: bool,
+    scratch: RefCell<Scratch>,
+}
+
+impl Chain {
+    /// Compiles the processors `names` (those that act on items) of `signal`'s pipeline.
+    /// `None` when none of them does.
+    pub fn build(
+        config: &Config,
+        signal: Signal,
+        names: &[String],
+    ) -> Result<Option<Chain>, String> {
+        let mut stages = Vec::new();
+        for name in names {
+            let err = |e: regex::Error| format!("processor {name}: {e}");
+            let op = match config.processors.get(name) {
+                Some(ProcessorConfig::Attributes(a)) => Op::Attributes {
+                    actions: Actions::compile(&a.actions).map_err(err)?,
+                    include_resource: a.include_resource,
+                },
+                Some(ProcessorConfig::Resource(r)) => {
+                    Op::Resource(Actions::compile(&r.attributes).map_err(err)?)
+                }
+                Some(ProcessorConfig::Filter(f)) => match f.rules(to_config_signal(signal)) {
+                    Some(rules) => Op::Filter(Box::new(Filter::compile(rules).map_err(err)?)),
+                    None => continue,
+                },
+                Some(ProcessorConfig::TailSampling(_) | ProcessorConfig::MemoryLimiter(_)) => {
+                    continue
+                }
+                None => return Err(format!("processor {name} is not defined")),
+            };
+            stages.push(Stage {
+                name: name.clone(),
+                op,
+                stats: StageStats::default(),
+            });
+        }
+        if stages.is_empty() {
+            return Ok(None);
+        }
+        let touches_resources = stages.iter().any(|s| s.resource_actions().is_some());
+        Ok(Some(Chain {
+            signal,
+            stages,
+            touches_resources,
+            scratch: RefCell::new(Scratch::default()),
+        }))
+    }
+
+    /// Counters of every processor of the chain.
+    pub fn snapshot(&self, out: &mut Vec<ProcessorSnapshot>) {
+        for s in &self.stages {
+            out.push(ProcessorSnapshot {
+                name: s.name.clone(),
+                kind: s.kind(),
+                signal: self.signal,
+                received: s.stats.received.get(),
+                changed: s.stats.changed.get(),
+                dropped: s.stats.dropped.get(),
+            });
+        }
+    }
+
+    /// Runs the resource actions of every stage on `resource` (a `Resource` body): fills
+    /// `scratch.versions` / `scratch.at_stage` (the resource each stage sees: 0 is the
+    /// original, `i` is `versions[i - 1]`) and returns the final resource if it changed.
+    fn resources(&self, resource: &[u8], scratch: &mut Scratch) -> Option<Bytes> {
+        let Scratch {
+            attrs,
+            arena,
+            versions,
+            at_stage,
+            ..
+        } = scratch;
+        versions.clear();
+        at_stage.clear();
+        if !self.touches_resources {
+            return None;
+        }
+        for stage in &self.stages {
+            at_stage.push(versions.len());
+            let Some(actions) = stage.resource_actions() else {
+                continue;
+            };
+            if matches!(stage.op, Op::Resource(_)) {
+                bump(&stage.stats.received, 1);
+            }
+            let new = {
+                let current: &[u8] = versions.last().map_or(resource, |b| &b[..]);
+                if !actions.may_change(current, false) {
+                    continue;
+                }
+                let mut item = Item::new(
+                    current,
+                    ItemKind::Resource,
+                    fields::RESOURCE_ATTRIBUTES,
+                    attrs,
+                );
+                actions.apply(&mut item);
+                if !item.changed {
+                    continue;
+                }
+                write_resource(current, item.attrs(), arena);
+                arena.split().freeze()
+            };
+            if matches!(stage.op, Op::Resource(_)) {
+                bump(&stage.stats.changed, 1);
+            }
+            versions.push(new);
+        }
+        versions.last().cloned()
+    }
+
+    /// Runs every stage on one item; `resource_of(stage)` is the resource body that stage
+    /// sees. Returns `false` when a filter dropped the item.
+    fn item<'r>(&self, item: &mut Item<'_>, resource_of: impl Fn(usize) -> &'r [u8]) -> bool {
+        let has_body = item.has_body();
+        for (k, stage) in self.stages.iter().enumerate() {
+            match &stage.op {
+                Op::Attributes { actions, .. } => {
+                    bump(&stage.stats.received, 1);
+                    if !actions.may_change(item.msg, has_body) {
+                        continue;
+                    }
+                    let before = std::mem::replace(&mut item.changed, false);
+                    actions.apply(item);
+                    if item.changed {
+                        bump(&stage.stats.changed, 1);
+                    }
+                    item.changed |= before;
+                }
+                Op::Resource(_) => {}
+                Op::Filter(filter) => {
+                    bump(&stage.stats.received, 1);
+                    if !filter.keeps(item, resource_of(k)) {
+                        bump(&stage.stats.dropped, 1);
+                        return false;
+                    }
+                }
+            }
+        }
+        true
+    }
+
+    /// Applies the chain to the spans of `batch` (see the module docs).
+    pub fn process_traces(&self, batch: &mut SpanBatch) -> ChainOutcome {
+        let mut scratch = self.scratch.borrow_mut();
+        let scratch = &mut *scratch;
+        let index = &batch.index;
+        let buf = &batch.buf;
+        scratch.drops.clear();
+        scratch.rewrites.clear();
+        // Resources: the version each stage sees, per resource.
+        let mut views: Vec<Vec<Bytes>> = Vec::new();
+        let mut stage_of: Vec<Vec<usize>> = Vec::new();
+        let mut resource_rewrites: Vec<(u32, Bytes)> = Vec::new();
+        for r in 0..index.resources.len() as u32 {
+            let (resource, others) = resource_parts(index, buf, r);
+            if let Some(new) = self.resources(resource, scratch) {
+                let mut fields_out = Vec::with_capacity(new.len() + others.len() + 8);
+                put_len_field(&mut fields_out, fields::RESOURCE, &new);
+                fields_out.extend_from_slice(&others);
+                resource_rewrites.push((r, Bytes::from(fields_out)));
+            }
+            views.push(std::mem::take(&mut scratch.versions));
+            stage_of.push(std::mem::take(&mut scratch.at_stage));
+        }
+        let mut attrs = std::mem::take(&mut scratch.attrs);
+        for i in 0..index.spans.len() {
+            let msg = batch.span(i);
+            let r = index.scopes[index.spans[i].scope as usize].resource as usize;
+            let original = resource_parts(index, buf, r as u32).0;
+            let resource_of = |k: usize| -> &[u8] {
+                match stage_of[r].get(k) {
+                    Some(&v) if v > 0 => &views[r][v - 1],
+                    _ => original,
+                }
+            };
+            let mut item = Item::new(msg, ItemKind::Span, fields::SPAN_ATTRIBUTES, &mut attrs);
+            if !self.item(&mut item, resource_of) {
+                scratch.drops.push(i as u32);
+                continue;
+            }
+            if let Some(b) = item.finish(&mut scratch.arena) {
+                scratch.rewrites.push((i as u32, b));
+            }
+        }
+        scratch.attrs = attrs;
+        let changed = !scratch.drops.is_empty()
+            || !scratch.rewrites.is_empty()
+            || !resource_rewrites.is_empty();
+        merge(&mut batch.index.rewrites.spans, &mut scratch.rewrites);
+        merge(&mut batch.index.rewrites.resources, &mut resource_rewrites);
+        let dropped = if scratch.drops.is_empty() {
+            0
+        } else {
+            let drops = &scratch.drops;
+            let mut cursor = 0;
+            batch.index.retain_spans(|i| {
+                if drops.get(cursor) == Some(&i) {
+                    cursor += 1;
+                    false
+                } else {
+                    true
+                }
+            })
+        };
+        ChainOutcome {
+            changed,
+            dropped: dropped as u64,
+        }
+    }
+
+    /// Applies the chain to a validated metrics or logs request. `None` when nothing changed
+    /// (export `body` as it is).
+    pub fn process_request(
+        &self,
+        body: &Bytes,
+    ) -> Result<Option<(Encoded, ChainOutcome)>, WireError> {
+        let mut scratch = self.scratch.borrow_mut();
+        let mut request = std::mem::take(&mut scratch.request);
+        let mut rw = Rewriter {
+            chain: self,
+            scratch: &mut scratch,
+            dropped: 0,
+        };
+        let mut out = Encoded::default();
+        let changed = rewrite_request(body, &mut rw, &mut request, &mut out);
+        let dropped = rw.dropped;
+        scratch.request = request;
+        Ok(changed?.then_some((
+            out,
+            ChainOutcome {
+                changed: true,
+                dropped,
+            },
+        )))
+    }
+}
+
+fn to_config_signal(s: Signal) -> shardtel_config::Signal {
+    match s {
+        Signal::Traces => shardtel_config::Signal::Traces,
+        Signal::Metrics => shardtel_config::Signal::Metrics,
+        Signal::Logs => shardtel_config::Signal::Logs,
+    }
+}
+
+/// Merges `new` (ascending) into `list` (ascending), replacing entries of the same index.
+fn merge(list: &mut Vec<(u32, Bytes)>, new: &mut Vec<(u32, Bytes)>) {
+    if new.is_empty() {
+        return;
+    }
+    if list.is_empty() {
+        std::mem::swap(list, new);
+        return;
+    }
+    let old = std::mem::take(list);
+    let mut a = old.into_iter().peekable();
+    let mut b = new.drain(..).peekable();
+    loop {
+        match (a.peek(), b.peek()) {
+            (Some(x), Some(y)) if x.0 < y.0 => list.extend(a.next()),
+            (Some(x), Some(y)) if x.0 == y.0 => {
+                a.next();
+                list.extend(b.next());
+            }
+            (_, Some(_)) => list.extend(b.next()),
+            (Some(_), None) => list.extend(a.next()),
+            (None, None) => break,
+        }
+    }
+}
+
+/// The `Resource` body of resource `r` of an index (its rewrite's, if rewritten), and its
+/// other header fields (schema_url, unknown) encoded.
+fn resource_parts<'a>(index: &'a TracesIndex, buf: &'a [u8], r: u32) -> (&'a [u8], Vec<u8>) {
+    let mut resource: &[u8] = &[];
+    let mut others = Vec::new();
+    let mut visit = |field: &'a [u8]| {
+        let mut rd = Reader::new(field);
+        match rd.next_field() {
+            Some(Ok((k, Value::Len(b)))) if k.field == fields::RESOURCE => resource = &field[b],
+            _ => others.extend_from_slice(field),
+        }
+    };
+    match index.rewrites.resource(r) {
+        Some(fields) => {
+            let mut rd = Reader::new(fields);
+            while !rd.is_empty() {
+                let start = rd.position();
+                let Ok(k) = rd.read_key() else { break };
+                if rd.skip(k).is_err() {
+                    break;
+                }
+                visit(&fields[start..rd.position()]);
+            }
+        }
+        None => {
+            for h in index.resource_headers(r) {
+                visit(&buf[h]);
+            }
+        }
+    }
+    (resource, others)
+}
+
+/// Drives a chain through [`rewrite_request`].
+struct Rewriter<'c, 's> {
+    chain: &'c Chain,
+    scratch: &'s mut Scratch,
+    dropped: u64,
+}
+
+impl RequestRewriter for Rewriter<'_, '_> {
+    fn resource(&mut self, resource: &[u8]) -> Option<Bytes> {
+        let new = self.chain.resources(resource, self.scratch);
+        // Keep the original for the stages that see it.
+        self.scratch
+            .versions
+            .insert(0, Bytes::copy_from_slice(resource));
+        new
+    }
+
+    fn item(&mut self, msg: &[u8]) -> ItemOutcome {
+        let chain = self.chain;
+        let Scratch {
+            attrs,
+            arena,
+            versions,
+            at_stage,
+            ..
+        } = &mut *self.scratch;
+        let resource_of = |k: usize| -> &[u8] {
+            let v = at_stage.get(k).copied().unwrap_or(0);
+            versions.get(v).map_or(&[][..], |b| &b[..])
+        };
+        let mut dropped = 0u64;
+        let outcome = match chain.signal {
+            Signal::Logs => {
+                let mut item = Item::new(msg, ItemKind::Log, fields::LOG_ATTRIBUTES, attrs);
+                if !chain.item(&mut item, resource_of) {
+                    dropped += 1;
+                    ItemOutcome::Drop
+                } else {
+                    match item.finish(arena) {
+                        Some(b) => ItemOutcome::Replace(b),
+                        None => ItemOutcome::Keep,
+                    }
+                }
+            }
+            _ => {
+                let name = metric_name(msg);
+                let mut point_arena = BytesMut::new();
+                let outcome = rewrite_metric_points(msg, &mut point_arena, |point, field| {
+                    let mut item =
+                        Item::new(point, ItemKind::Point { metric_name: name }, field, attrs);
+                    if !chain.item(&mut item, resource_of) {
+                        dropped += 1;
+                        return ItemOutcome::Drop;
+                    }
+                    match item.finish(arena) {
+                        Some(b) => ItemOutcome::Replace(b),
+                        None => ItemOutcome::Keep,
+                    }
+                });
+                outcome
+            }
+        };
+        self.dropped += dropped;
+        outcome
+    }
+}
+
+fn metric_name(metric: &[u8]) -> &[u8] {
+    last_len_field(metric, 1).map_or(&[][..], |r| &metric[r])
+}
+
+/// The processors of every pipeline on one core.
+#[derive(Default)]
+pub struct Processors {
+    /// Traces: processors before `tail_sampling` (all of them without a sampler), run on the
+    /// owner core.
+    pub traces_before: Option<Chain>,
+    /// Traces: processors after `tail_sampling`, run on kept spans.
+    pub traces_after: Option<Chain>,
+    /// Metrics, on the receiving core.
+    pub metrics: Option<Chain>,
+    /// Logs, on the receiving core.
+    pub logs: Option<Chain>,
+}
+
+impl Processors {
+    /// Compiles the processors of every pipeline of `config`.
+    pub fn build(config: &Config) -> Result<Processors, String> {
+        let mut p = Processors::default();
+        if let Some(traces) = &config.pipelines.traces {
+            let split = traces.processors.iter().position(|n| {
+                matches!(
+                    config.processors.get(n),
+                    Some(ProcessorConfig::TailSampling(_))
+                )
+            });
+            let (before, after) = match split {
+                Some(i) => (&traces.processors[..i], &traces.processors[i + 1..]),
+                None => (&traces.processors[..], &[][..]),
+            };
+            p.traces_before = Chain::build(config, Signal::Traces, before)?;
+            p.traces_after = Chain::build(config, Signal::Traces, after)?;
+        }
+        if let Some(metrics) = &config.pipelines.metrics {
+            p.metrics = Chain::build(config, Signal::Metrics, &metrics.processors)?;
+        }
+        if let Some(logs) = &config.pipelines.logs {
+            p.logs = Chain::build(config, Signal::Logs, &logs.processors)?;
+        }
+        Ok(p)
+    }
+
+    /// The chain of a metrics or logs pipeline.
+    pub fn request_chain(&self, signal: Signal) -> Option<&Chain> {
+        match signal {
+            Signal::Metrics => self.metrics.as_ref(),
+            Signal::Logs => self.logs.as_ref(),
+            Signal::Traces => None,
+        }
+    }
+
+    /// Counters of every processor on this core.
+    pub fn snapshot(&self) -> Vec<ProcessorSnapshot> {
+        let mut out = Vec::new();
+        for chain in [
+            &self.traces_before,
+            &self.traces_after,
+            &self.metrics,
+            &self.logs,
+        ]
+        .into_iter()
+        .flatten()
+        {
+            chain.snapshot(&mut out);
+        }
+        out
+    }
+}
+
+/// Renders the processor counters of every core (`(core, counters)`) in the Prometheus text
+/// format.
+pub fn render(cores: &[(usize, &[ProcessorSnapshot])], out: &mut String) {
+    if cores.iter().all(|(_, p)| p.is_empty()) {
+        return;
+    }
+    for (name, help, field) in [
+        (
+            "shardtel_processor_items_received_total",
+            "Items (spans, data points, log records; resources for the resource processor) that reached the processor.",
+            0,
+        ),
+        (
+            "shardtel_processor_items_changed_total",
+            "Items the processor changed (rewritten; the others stay untouched slices).",
+            1,
+        ),
+        (
+            "shardtel_processor_items_dropped_total",
+            "Items the processor dropped (filter).",
+            2,
+        ),
+    ] {
+        let _ = writeln!(out, "# HELP {name} {help}");
+        let _ = writeln!(out, "# TYPE {name} counter");
+        for (core, snaps) in cores {
+            for s in *snaps {
+                let v = [s.received, s.changed, s.dropped][field];
+                let _ = writeln!(
+                    out,
+                    "{name}{{processor=\"{}\",type=\"{}\",signal=\"{}\",core=\"{core}\"}} {v}",
+                    s.name, s.kind, s.signal
+                );
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;
