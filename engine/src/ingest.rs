@@ -78,3 +78,17 @@ impl IngestError {
         self.retry_after().is_some()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn memory_limit_refusals_are_retryable() {
+        let e = IngestError::MemoryLimited;
+        assert_eq!(e.grpc_code(), Code::Unavailable);
+        assert_eq!(e.http_status(), 429);
+        assert_eq!(e.retry_after(), Some(Duration::from_secs(1)));
+        assert!(e.is_retryable());
+    }
+}

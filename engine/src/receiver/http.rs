@@ -118,6 +118,8 @@ async fn handle(core: &Core, req: Request<Incoming>) -> Response<ResponseBody> {
         Ok(g) => g,
         Err(e) => {
             core.counters.refused(signal, Transport::Http, 0);
+            // Read (and drop) the body, so that the refusal is not lost to a TCP reset.
+            discard_body(&mut incoming, limit).await;
             return error_response(format, &e);
         }
     };

@@ -9,6 +9,7 @@ mod grpc_client;
 mod harness;
 mod kafka;
 mod loadgen;
+mod processors;
 mod receive;
 mod routing;
 mod sampling;

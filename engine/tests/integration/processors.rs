@@ -1,0 +1,468 @@
+//! Processors through the real process: the DESIGN.md redaction pipeline with real OTLP SDK
+//! clients (no secret reaches the output files), the health-check filter, and the memory
+//! limiter under overload (RSS under the hard limit, retryable refusals counted, nothing
+//! accepted lost).
+
+use std::collections::BTreeSet;
+use std::path::Path;
+use std::process::Command;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use opentelemetry::logs::{AnyValue as LogValue, LogRecord as _, Logger as _, LoggerProvider as _};
+use opentelemetry::trace::{Span as _, Tracer as _, TracerProvider as _};
+use opentelemetry::KeyValue;
+use opentelemetry_otlp::{Protocol, WithExportConfig};
+use opentelemetry_sdk::logs::SdkLoggerProvider;
+use opentelemetry_sdk::trace::SdkTracerProvider;
+use opentelemetry_sdk::Resource;
+use prost::Message;
+use shardtel_protocol::proto::collector::logs::v1::ExportLogsServiceRequest;
+use shardtel_protocol::proto::common::v1::any_value::Value;
+use shardtel_protocol::Signal;
+
+use crate::harness::{base_config, read_lines, read_traces, wait_until, Shardtel};
+use crate::loadgen::loadgen_bin;
+
+/// The processor exactly as DESIGN.md sketches it.
+const REDACT: &str = r#"
+[processors.redact]         # the seed architecture's PII example
+type = "attributes"
+[[processors.redact.actions]]
+key = "http.url"
+action = "hash"
+[[processors.redact.actions]]
+key = "user.email"
+action = "delete"
+[[processors.redact.actions]]
+key = "log.body"            # the log record's body
+action = "mask"
+pattern = '\d{4}-\d{4}-\d{4}-\d{4}'
+replacement = "[REDACTED]"
+"#;
+
+fn file_exporters(dir: &Path) -> String {
+    format!(
+        r#"
+[exporters.file_traces]
+type = "file"
+path = "{dir}/out/traces.jsonl"
+batch = {{ timeout = "50ms" }}
+[exporters.file_logs]
+type = "file"
+path = "{dir}/out/logs.jsonl"
+batch = {{ timeout = "50ms" }}
+"#,
+        dir = dir.display()
+    )
+}
+
+fn sha256_hex(b: &[u8]) -> String {
+    use sha2::{Digest, Sha256};
+    Sha256::digest(b)
+        .iter()
+        .map(|x| format!("{x:02x}"))
+        .collect()
+}
+
+/// Every byte of every file under `dir`.
+fn all_output(dir: &Path) -> Vec<u8> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        out.extend(std::fs::read(e.path()).unwrap_or_default());
+    }
+    out
+}
+
+fn contains(haystack: &[u8], needle: &str) -> bool {
+    haystack
+        .windows(needle.len())
+        .any(|w| w == needle.as_bytes())
+}
+
+fn read_logs(dir: &Path) -> Vec<ExportLogsServiceRequest> {
+    read_lines(dir, "logs")
+        .into_iter()
+        .map(|(_, line)| {
+            let pb = shardtel_protocol::json::to_protobuf(Signal::Logs, line.as_bytes()).unwrap();
+            ExportLogsServiceRequest::decode(pb.as_ref()).unwrap()
+        })
+        .collect()
+}
+
+fn string(v: &Option<shardtel_protocol::proto::common::v1::AnyValue>) -> Option<&str> {
+    match v.as_ref()?.value.as_ref()? {
+        Value::StringValue(s) => Some(s),
+        _ => None,
+    }
+}
+
+const SPANS: usize = 40;
+const RECORDS: usize = 30;
+
+#[test]
+fn redaction_pipeline_leaves_no_secret_in_the_output() {
+    let st = Shardtel::start(|dir, ports| {
+        base_config(dir, ports, "")
+            + REDACT
+            + &file_exporters(dir)
+            + r#"
+[pipelines.traces]
+receivers = ["otlp"]
+processors = ["redact"]
+exporters = ["file_traces"]
+[pipelines.logs]
+receivers = ["otlp"]
+processors = ["redact"]
+exporters = ["file_logs"]
+"#
+    });
+    let url = |i: usize| format!("https://shop.example/checkout?item={i}&token=tok_SECRET{i:04}x");
+    let email = |i: usize| format!("customer{i}@example.com");
+    let card = |i: usize| format!("4111-1111-1111-{:04}", 1000 + i);
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let resource = Resource::builder().with_service_name("checkout").build();
+    // Spans over OTLP/gRPC (tonic).
+    rt.block_on(async {
+        let exporter = opentelemetry_otlp::SpanExporter::builder()
+            .with_tonic()
+            .with_endpoint(st.grpc_url())
+            .build()
+            .unwrap();
+        let provider = SdkTracerProvider::builder()
+            .with_resource(resource.clone())
+            .with_batch_exporter(exporter)
+            .build();
+        let tracer = provider.tracer("redaction-test");
+        for i in 0..SPANS {
+            let mut span = tracer.start(format!("checkout-{i}"));
+            span.set_attribute(KeyValue::new("http.url", url(i)));
+            span.set_attribute(KeyValue::new("http.route", "/checkout"));
+            if i % 2 == 0 {
+                span.set_attribute(KeyValue::new("user.email", email(i)));
+            }
+            span.set_attribute(KeyValue::new("seq", i as i64));
+            span.end();
+        }
+        provider.force_flush().unwrap();
+        provider.shutdown().unwrap();
+    });
+    // Logs over OTLP/HTTP protobuf.
+    {
+        let exporter = opentelemetry_otlp::LogExporter::builder()
+            .with_http()
+            .with_protocol(Protocol::HttpBinary)
+            .with_endpoint(format!("{}/v1/logs", st.http_url()))
+            .build()
+            .unwrap();
+        let provider = SdkLoggerProvider::builder()
+            .with_resource(resource)
+            .with_simple_exporter(exporter)
+            .build();
+        let logger = provider.logger("redaction-test");
+        for i in 0..RECORDS {
+            let mut r = logger.create_log_record();
+            r.set_body(LogValue::String(
+                format!("order {i} paid with card {}", card(i)).into(),
+            ));
+            r.add_attribute("user.email", email(i));
+            r.add_attribute("seq", i as i64);
+            logger.emit(r);
+        }
+        provider.force_flush().unwrap();
+        provider.shutdown().unwrap();
+    }
+    let out = st.out();
+    let spans = |out: &Path| -> Vec<shardtel_protocol::proto::trace::v1::Span> {
+        read_traces(out)
+            .into_iter()
+            .flat_map(|(_, r)| r.resource_spans)
+            .flat_map(|rs| rs.scope_spans)
+            .flat_map(|ss| ss.spans)
+            .collect()
+    };
+    let records = |out: &Path| -> Vec<shardtel_protocol::proto::logs::v1::LogRecord> {
+        read_logs(out)
+            .into_iter()
+            .flat_map(|r| r.resource_logs)
+            .flat_map(|rl| rl.scope_logs)
+            .flat_map(|sl| sl.log_records)
+            .collect()
+    };
+    assert!(
+        wait_until(30, || spans(&out).len() >= SPANS
+            && records(&out).len() >= RECORDS),
+        "spans or logs missing; log:\n{}",
+        st.log()
+    );
+    // No secret anywhere in the raw output.
+    let raw = all_output(&out);
+    for i in 0..SPANS.max(RECORDS) {
+        for secret in [format!("tok_SECRET{i:04}x"), email(i), card(i)] {
+            assert!(!contains(&raw, &secret), "{secret:?} reached the output");
+        }
+    }
+    // Hashes are SHA-256 hex of the original values; untouched attributes are intact.
+    let spans = spans(&out);
+    assert_eq!(spans.len(), SPANS);
+    let mut seen = BTreeSet::new();
+    for sp in &spans {
+        let attr = |k: &str| sp.attributes.iter().find(|kv| kv.key == k);
+        let Some(Value::IntValue(i)) = attr("seq").and_then(|kv| kv.value.as_ref()?.value.clone())
+        else {
+            panic!("seq missing: {sp:?}")
+        };
+        let i = i as usize;
+        seen.insert(i);
+        assert_eq!(sp.name, format!("checkout-{i}"));
+        assert_eq!(
+            string(&attr("http.url").unwrap().value),
+            Some(sha256_hex(url(i).as_bytes()).as_str())
+        );
+        assert_eq!(
+            string(&attr("http.route").unwrap().value),
+            Some("/checkout")
+        );
+        assert!(attr("user.email").is_none());
+        assert_eq!(sp.trace_id.len(), 16);
+    }
+    assert_eq!(seen.len(), SPANS);
+    for rec in records(&out) {
+        let seq = rec
+            .attributes
+            .iter()
+            .find(|kv| kv.key == "seq")
+            .and_then(|kv| match kv.value.as_ref()?.value.as_ref()? {
+                Value::IntValue(i) => Some(*i as usize),
+                _ => None,
+            })
+            .unwrap();
+        assert_eq!(
+            string(&rec.body),
+            Some(format!("order {seq} paid with card [REDACTED]").as_str()),
+        );
+        assert!(rec.attributes.iter().all(|kv| kv.key != "user.email"));
+    }
+    // Counted per processor: every span was changed (all carry http.url).
+    assert!(
+        wait_until(5, || st.metric_sum(
+            "shardtel_processor_items_changed_total",
+            "processor=\"redact\",type=\"attributes\",signal=\"traces\""
+        ) == SPANS as u64),
+        "{}",
+        st.metrics()
+    );
+}
+
+#[test]
+fn filter_removes_health_check_traces() {
+    let st = Shardtel::start(|dir, ports| {
+        base_config(dir, ports, "")
+            + r#"
+[processors.drop_health_checks]
+type = "filter"
+[processors.drop_health_checks.spans.exclude]
+match_type = "regexp"
+attributes = [{ key = "http.route", value = "^/(health|ready)" }]
+"# + &file_exporters(dir)
+            + r#"
+[pipelines.traces]
+receivers = ["otlp"]
+processors = ["drop_health_checks"]
+exporters = ["file_traces"]
+"#
+    });
+    let provider = {
+        let exporter = opentelemetry_otlp::SpanExporter::builder()
+            .with_http()
+            .with_protocol(Protocol::HttpBinary)
+            .with_endpoint(format!("{}/v1/traces", st.http_url()))
+            .build()
+            .unwrap();
+        SdkTracerProvider::builder()
+            .with_resource(Resource::builder().with_service_name("web").build())
+            .with_simple_exporter(exporter)
+            .build()
+    };
+    let tracer = provider.tracer("filter-test");
+    let routes = ["/health", "/cart", "/ready", "/checkout", "/healthz"];
+    let mut kept = BTreeSet::new();
+    for i in 0..50 {
+        let route = routes[i % routes.len()];
+        let mut span = tracer.start(format!("GET {route} #{i}"));
+        span.set_attribute(KeyValue::new("http.route", route));
+        if !route.starts_with("/health") && route != "/ready" {
+            kept.insert(format!("GET {route} #{i}"));
+        }
+        span.end();
+    }
+    provider.force_flush().unwrap();
+    provider.shutdown().unwrap();
+    let names = || -> BTreeSet<String> {
+        read_traces(&st.out())
+            .into_iter()
+            .flat_map(|(_, r)| r.resource_spans)
+            .flat_map(|rs| rs.scope_spans)
+            .flat_map(|ss| ss.spans)
+            .map(|s| s.name)
+            .collect()
+    };
+    assert!(
+        wait_until(20, || names().len() >= kept.len()),
+        "log:\n{}",
+        st.log()
+    );
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(names(), kept);
+    assert!(
+        wait_until(5, || st.metric_sum(
+            "shardtel_processor_items_dropped_total",
+            "processor=\"drop_health_checks\""
+        ) == 30),
+        "{}",
+        st.metrics()
+    );
+}
+
+/// Resident set size of a process, from /proc/PID/status.
+fn rss_of(pid: u32) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let kb: u64 = status
+        .lines()
+        .find(|l| l.starts_with("VmRSS:"))?
+        .split_whitespace()
+        .nth(1)?
+        .parse()
+        .ok()?;
+    Some(kb * 1024)
+}
+
+fn limited_collector(limit_mib: u64, spike_mib: u64) -> Shardtel {
+    Shardtel::start(|dir, ports| {
+        base_config(dir, ports, "").replace(
+            "[receivers.otlp]",
+            "[receivers.otlp]\nmax_recv_msg_size = \"2MiB\"",
+        ) + &format!(
+            r#"
+[processors.memory_limiter]
+check_interval = "20ms"
+limit_mib = {limit_mib}
+spike_limit_mib = {spike_mib}
+"#
+        ) + &file_exporters(dir)
+            + r#"
+[pipelines.traces]
+receivers = ["otlp"]
+processors = ["memory_limiter"]
+exporters = ["file_traces"]
+"#
+    })
+}
+
+#[test]
+fn memory_limiter_refuses_over_the_soft_limit_and_loses_nothing() {
+    // The process's own footprint at rest, with the limiter on.
+    let baseline = {
+        let mut st = limited_collector(4096, 1024);
+        std::thread::sleep(Duration::from_millis(500));
+        let pid = st.child.as_ref().unwrap().id();
+        let rss = rss_of(pid).unwrap();
+        st.stop();
+        rss
+    };
+    // Soft limit a little above the footprint at rest, hard limit well above it.
+    let soft_mib = (baseline >> 20) + 40;
+    let spike_mib = 160;
+    let hard = (soft_mib + spike_mib) << 20;
+    let st = limited_collector(soft_mib + spike_mib, spike_mib);
+    let pid = st.child.as_ref().unwrap().id();
+    let stop = Arc::new(AtomicBool::new(false));
+    let max_rss = Arc::new(AtomicU64::new(0));
+    let sampler = {
+        let (stop, max_rss) = (stop.clone(), max_rss.clone());
+        std::thread::spawn(move || {
+            while !stop.load(Ordering::Relaxed) {
+                if let Some(rss) = rss_of(pid) {
+                    max_rss.fetch_max(rss, Ordering::Relaxed);
+                }
+                std::thread::sleep(Duration::from_millis(10));
+            }
+        })
+    };
+    let json = st.dir.path().join("loadgen.json");
+    let glob = format!("{}/traces*.jsonl*", st.out().display());
+    let out = Command::new(loadgen_bin())
+        .args(["-p", "http-protobuf", "-e", &st.http_url()])
+        .args(["--connections", "24", "--duration", "4s"])
+        .args(["--spans-per-request", "1000", "--attribute-size", "64"])
+        .args([
+            "--verify",
+            "--verify-file",
+            &glob,
+            "--verify-wait",
+            "60s",
+            "-q",
+        ])
+        .arg("--json")
+        .arg(&json)
+        .output()
+        .unwrap();
+    stop.store(true, Ordering::Relaxed);
+    sampler.join().unwrap();
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        out.status.success(),
+        "loadgen --verify failed (exit {:?}):\n{text}\nshardtel log:\n{}",
+        out.status.code(),
+        st.log()
+    );
+    let report: serde_json::Value = serde_json::from_slice(&std::fs::read(&json).unwrap()).unwrap();
+    let requests = &report["requests"];
+    eprintln!(
+        "memory limiter: baseline {} MiB, soft {soft_mib} MiB, hard {} MiB, max RSS {} MiB\n{text}",
+        baseline >> 20,
+        hard >> 20,
+        max_rss.load(Ordering::Relaxed) >> 20
+    );
+    assert_eq!(requests["failed"], 0, "non-retryable failures:\n{text}");
+    assert!(requests["accepted"].as_u64().unwrap() > 0, "{text}");
+    assert_eq!(report["verify"]["spans_lost"], 0, "{text}");
+    assert!(
+        report["verify"]["spans_arrived"].as_u64().unwrap() > 0,
+        "{text}"
+    );
+    // The limiter refused with HTTP 429, and counted it.
+    let refused_429 = report["refused_by_reason"]["http 429"]
+        .as_u64()
+        .unwrap_or(0);
+    assert!(
+        refused_429 > 0,
+        "no 429 refusal (baseline {} MiB, soft limit {soft_mib} MiB, max RSS {} MiB):\n{text}",
+        baseline >> 20,
+        max_rss.load(Ordering::Relaxed) >> 20
+    );
+    assert!(
+        wait_until(5, || st.metric_sum(
+            "shardtel_memory_limiter_refused_requests_total",
+            "signal=\"traces\""
+        ) >= refused_429),
+        "{}",
+        st.metrics()
+    );
+    let max = max_rss.load(Ordering::Relaxed);
+    assert!(
+        max < hard,
+        "RSS reached {} MiB, over the hard limit of {} MiB",
+        max >> 20,
+        hard >> 20
+    );
+}
