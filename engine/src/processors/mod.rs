@@ -223,6 +223,10 @@ pub struct Chain {
     signal: Signal,
     stages: Vec<Stage>,
     touches_resources: bool,
+    /// Some stage changes or reads resources.
+    reads_resources: bool,
+    /// Every stage is an `attributes` stage on items only.
+    keyed_attributes_only: bool,
     scratch: RefCell<Scratch>,
 }
 
@@ -264,10 +268,23 @@ impl Chain {
             return Ok(None);
         }
         let touches_resources = stages.iter().any(|s| s.resource_actions().is_some());
+        let reads_resources =
+            touches_resources || stages.iter().any(|s| matches!(s.op, Op::Filter(_)));
+        let keyed_attributes_only = stages.iter().all(|s| {
+            matches!(
+                s.op,
+                Op::Attributes {
+                    include_resource: false,
+                    ..
+                }
+            )
+        });
         Ok(Some(Chain {
             signal,
             stages,
             touches_resources,
+            reads_resources,
+            keyed_attributes_only,
             scratch: RefCell::new(Scratch::default()),
         }))
     }
@@ -369,36 +386,54 @@ impl Chain {
 
     /// Applies the chain to the spans of `batch` (see the module docs).
     pub fn process_traces(&self, batch: &mut SpanBatch) -> ChainOutcome {
+        // Only attribute actions that need keys none of which occurs anywhere in the request:
+        // nothing can change, and no span is looked at.
+        if self.keyed_attributes_only
+            && batch.index.rewrites.is_empty()
+            && self.stages.iter().all(|s| match &s.op {
+                Op::Attributes { actions, .. } => !actions.may_change(&batch.buf, false),
+                _ => false,
+            })
+        {
+            for s in &self.stages {
+                bump(&s.stats.received, batch.index.spans.len() as u64);
+            }
+            return ChainOutcome::default();
+        }
         let mut scratch = self.scratch.borrow_mut();
         let scratch = &mut *scratch;
         let index = &batch.index;
         let buf = &batch.buf;
         scratch.drops.clear();
         scratch.rewrites.clear();
-        // Resources: the version each stage sees, per resource.
+        // Resources: the original body, and the version each stage sees, per resource.
+        let mut originals: Vec<&[u8]> = Vec::new();
         let mut views: Vec<Vec<Bytes>> = Vec::new();
         let mut stage_of: Vec<Vec<usize>> = Vec::new();
         let mut resource_rewrites: Vec<(u32, Bytes)> = Vec::new();
-        for r in 0..index.resources.len() as u32 {
-            let (resource, others) = resource_parts(index, buf, r);
-            if let Some(new) = self.resources(resource, scratch) {
-                let mut fields_out = Vec::with_capacity(new.len() + others.len() + 8);
-                put_len_field(&mut fields_out, fields::RESOURCE, &new);
-                fields_out.extend_from_slice(&others);
-                resource_rewrites.push((r, Bytes::from(fields_out)));
+        if self.reads_resources {
+            for r in 0..index.resources.len() as u32 {
+                let resource = resource_body(index, buf, r);
+                originals.push(resource);
+                if let Some(new) = self.resources(resource, scratch) {
+                    let others = other_resource_headers(index, buf, r);
+                    let mut fields_out = Vec::with_capacity(new.len() + others.len() + 8);
+                    put_len_field(&mut fields_out, fields::RESOURCE, &new);
+                    fields_out.extend_from_slice(&others);
+                    resource_rewrites.push((r, Bytes::from(fields_out)));
+                }
+                views.push(std::mem::take(&mut scratch.versions));
+                stage_of.push(std::mem::take(&mut scratch.at_stage));
             }
-            views.push(std::mem::take(&mut scratch.versions));
-            stage_of.push(std::mem::take(&mut scratch.at_stage));
         }
         let mut attrs = std::mem::take(&mut scratch.attrs);
         for i in 0..index.spans.len() {
             let msg = batch.span(i);
             let r = index.scopes[index.spans[i].scope as usize].resource as usize;
-            let original = resource_parts(index, buf, r as u32).0;
             let resource_of = |k: usize| -> &[u8] {
-                match stage_of[r].get(k) {
+                match stage_of.get(r).and_then(|s| s.get(k)) {
                     Some(&v) if v > 0 => &views[r][v - 1],
-                    _ => original,
+                    _ => originals.get(r).copied().unwrap_or_default(),
                 }
             };
             let mut item = Item::new(msg, ItemKind::Span, fields::SPAN_ATTRIBUTES, &mut attrs);
@@ -497,18 +532,13 @@ fn merge(list: &mut Vec<(u32, Bytes)>, new: &mut Vec<(u32, Bytes)>) {
     }
 }
 
-/// The `Resource` body of resource `r` of an index (its rewrite's, if rewritten), and its
-/// other header fields (schema_url, unknown) encoded.
-fn resource_parts<'a>(index: &'a TracesIndex, buf: &'a [u8], r: u32) -> (&'a [u8], Vec<u8>) {
-    let mut resource: &[u8] = &[];
-    let mut others = Vec::new();
-    let mut visit = |field: &'a [u8]| {
-        let mut rd = Reader::new(field);
-        match rd.next_field() {
-            Some(Ok((k, Value::Len(b)))) if k.field == fields::RESOURCE => resource = &field[b],
-            _ => others.extend_from_slice(field),
-        }
-    };
+/// The header fields of resource `r` of an index (its rewrite's, if rewritten), each whole.
+fn resource_headers<'a>(
+    index: &'a TracesIndex,
+    buf: &'a [u8],
+    r: u32,
+    mut visit: impl FnMut(&'a [u8]),
+) {
     match index.rewrites.resource(r) {
         Some(fields) => {
             let mut rd = Reader::new(fields);
@@ -527,7 +557,36 @@ fn resource_parts<'a>(index: &'a TracesIndex, buf: &'a [u8], r: u32) -> (&'a [u8
             }
         }
     }
-    (resource, others)
+}
+
+/// The body of field `resource` (1), if `field` is that field.
+fn resource_field(field: &[u8]) -> Option<&[u8]> {
+    match Reader::new(field).next_field() {
+        Some(Ok((k, Value::Len(b)))) if k.field == fields::RESOURCE => Some(&field[b]),
+        _ => None,
+    }
+}
+
+/// The `Resource` body of resource `r` of an index (empty when it has none).
+fn resource_body<'a>(index: &'a TracesIndex, buf: &'a [u8], r: u32) -> &'a [u8] {
+    let mut body: &[u8] = &[];
+    resource_headers(index, buf, r, |field| {
+        if let Some(b) = resource_field(field) {
+            body = b;
+        }
+    });
+    body
+}
+
+/// The other header fields of resource `r` (schema_url, unknown fields), encoded.
+fn other_resource_headers(index: &TracesIndex, buf: &[u8], r: u32) -> Vec<u8> {
+    let mut others = Vec::new();
+    resource_headers(index, buf, r, |field| {
+        if resource_field(field).is_none() {
+            others.extend_from_slice(field);
+        }
+    });
+    others
 }
 
 /// Drives a chain through [`rewrite_request`].
