@@ -22,6 +22,8 @@ use shardtel_protocol::proto::collector::logs::v1::ExportLogsServiceRequest;
 use shardtel_protocol::proto::common::v1::any_value::Value;
 use shardtel_protocol::Signal;
 
+use crate::gen::{request, span};
+use crate::grpc_client::{frame, GrpcClient, TRACES};
 use crate::harness::{base_config, read_lines, read_traces, wait_until, Shardtel};
 use crate::loadgen::loadgen_bin;
 
@@ -396,7 +398,7 @@ fn memory_limiter_refuses_over_the_soft_limit_and_loses_nothing() {
     };
     let json = st.dir.path().join("loadgen.json");
     let glob = format!("{}/traces*.jsonl*", st.out().display());
-    let out = Command::new(loadgen_bin())
+    let mut child = Command::new(loadgen_bin())
         .args(["-p", "http-protobuf", "-e", &st.http_url()])
         .args(["--connections", "24", "--duration", "4s"])
         .args(["--spans-per-request", "1000", "--attribute-size", "64"])
@@ -410,8 +412,14 @@ fn memory_limiter_refuses_over_the_soft_limit_and_loses_nothing() {
         ])
         .arg("--json")
         .arg(&json)
-        .output()
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
         .unwrap();
+    // Meanwhile, small gRPC requests: while memory is above the soft limit they are refused
+    // with UNAVAILABLE.
+    let probe = grpc_probe(st.ports.grpc, || matches!(child.try_wait(), Ok(None)));
+    let out = child.wait_with_output().unwrap();
     stop.store(true, Ordering::Relaxed);
     sampler.join().unwrap();
     let text = format!(
@@ -458,6 +466,11 @@ fn memory_limiter_refuses_over_the_soft_limit_and_loses_nothing() {
         "{}",
         st.metrics()
     );
+    assert!(
+        probe.saw_unavailable,
+        "no gRPC request was refused with UNAVAILABLE during the overload ({} probes)",
+        probe.probes
+    );
     let max = max_rss.load(Ordering::Relaxed);
     assert!(
         max < hard,
@@ -465,4 +478,43 @@ fn memory_limiter_refuses_over_the_soft_limit_and_loses_nothing() {
         max >> 20,
         hard >> 20
     );
+}
+
+struct Probe {
+    probes: u32,
+    saw_unavailable: bool,
+}
+
+/// Sends a one-span gRPC request every 50 ms while `running()` (at most 2 minutes), until one
+/// is refused with UNAVAILABLE.
+fn grpc_probe(port: u16, mut running: impl FnMut() -> bool) -> Probe {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let mut c = GrpcClient::connect(port).await;
+        let body = request(vec![span(9, 1, 0)]).encode_to_vec();
+        let end = std::time::Instant::now() + Duration::from_secs(120);
+        let mut p = Probe {
+            probes: 0,
+            saw_unavailable: false,
+        };
+        // Stop at the first refusal: accepted probes land in the files loadgen verifies, which
+        // it reads until they are quiet.
+        while !p.saw_unavailable && running() && std::time::Instant::now() < end {
+            let reply = c.call(TRACES, frame(&body), &[]).await;
+            p.probes += 1;
+            match reply.grpc_status {
+                Some(14) => {
+                    assert!(reply.grpc_message.contains("memory limit"), "{reply:?}");
+                    p.saw_unavailable = true;
+                }
+                Some(0) => {}
+                other => panic!("gRPC probe got {other:?}: {reply:?}"),
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        p
+    })
 }
