@@ -16,6 +16,9 @@
 //!   an [`reframe::Encoded`] chain of `Bytes` — new length prefixes plus slices of the original
 //!   buffer, never a copy of a span.
 //! - [`route`]: [`route::owner_core`], the pure trace-id → core function.
+//! - [`series`]: routing metrics by series identity (`job`, `instance`, metric name) to an
+//!   owner core, and [`series::MetricsRouting`], which splits a metrics request per owner with
+//!   the same re-framing encoder.
 //! - [`grpc`], [`compression`], [`json`], [`status`]: gRPC framing and status codes, bounded
 //!   gzip/zstd, OTLP/JSON ↔ protobuf, and response bodies.
 //!
@@ -79,6 +82,7 @@ pub mod json;
 pub mod reframe;
 pub mod route;
 pub mod scan;
+pub mod series;
 pub mod span;
 pub mod status;
 pub mod wire;
