@@ -21,7 +21,8 @@ use shardtel_protocol::Signal;
 use shardtel_sinks::ExportQueue;
 
 use crate::ingest::IngestError;
-use crate::mesh::MeshEnds;
+use crate::mesh::{MeshEnds, MeshMessage};
+use crate::metric_routing::{self, MetricsRouter};
 use crate::receiver;
 use crate::sampler::{CoreShare, Kept, Sampler};
 use crate::telemetry::{
@@ -78,7 +79,7 @@ pub struct Core {
     /// Receiver counters.
     pub counters: ReceiverCounters,
     mesh_counters: MeshCounters,
-    senders: OnceCell<Vec<Option<ConnectedSender<SpanBatch>>>>,
+    senders: OnceCell<Vec<Option<ConnectedSender<MeshMessage>>>>,
     /// One permit per destination: glommio's `send().await` must not be
     /// awaited by two tasks at once on the same sender.
     send_permits: Vec<Semaphore>,
@@ -97,6 +98,8 @@ pub struct Core {
     /// The tail sampler of the traces pipeline, when it has one. Spans
     /// owned by this core pass through it before any exporter.
     sampler: Option<RefCell<Sampler>>,
+    /// Splits metrics by series owner when the metrics pipeline keeps per-series state.
+    metrics_router: Option<MetricsRouter>,
 }
 
 impl Core {
@@ -141,6 +144,9 @@ impl Core {
         }
         let scanned = match signal {
             Signal::Traces => self.ingest_traces(body).await,
+            Signal::Metrics if self.metrics_router.is_some() => {
+                self.ingest_routed_metrics(body).await
+            }
             Signal::Metrics => match scan_metrics(&body) {
                 Ok(counts) => {
                     let n = counts.items as u64;
@@ -267,16 +273,48 @@ impl Core {
             }
         }
         for (dest, batch) in remote {
-            if let Err(e) = self.send_to(dest, batch).await {
+            if let Err(e) = self.send_to(dest, MeshMessage::Spans(batch)).await {
                 return Ok((items, Err(e)));
             }
         }
         Ok((items, Ok(items)))
     }
 
-    /// Sends a batch to its owner core, waiting at most [`MESH_SEND_TIMEOUT`]
+    /// Splits a metrics request by series owner (see [`crate::metric_routing`]): the local
+    /// part first, then the others over the mesh. Errors as for [`Core::ingest_traces`].
+    #[allow(clippy::type_complexity)]
+    async fn ingest_routed_metrics(
+        &self,
+        body: Bytes,
+    ) -> Result<(u64, Result<u64, IngestError>), IngestError> {
+        let Some(router) = &self.metrics_router else {
+            return Ok((0, Ok(0)));
+        };
+        let (points, mut parts) = router.split(&body, self.cores).map_err(|e| {
+            IngestError::Malformed(format!("malformed ExportMetricsServiceRequest: {e}"))
+        })?;
+        // Local first, as for spans: a refusal leaves nothing behind on other cores.
+        parts.sort_by_key(|p| p.core != self.id);
+        for part in parts {
+            let pushed = if part.core == self.id {
+                self.push_local(Signal::Metrics, part.piece, part.points)
+            } else {
+                let message = MeshMessage::Metrics {
+                    piece: part.piece,
+                    points: part.points,
+                };
+                self.send_to(part.core, message).await
+            };
+            if let Err(e) = pushed {
+                return Ok((points, Err(e)));
+            }
+        }
+        Ok((points, Ok(points)))
+    }
+
+    /// Sends a message to its owner core, waiting at most [`MESH_SEND_TIMEOUT`]
     /// for room.
-    async fn send_to(&self, dest: usize, batch: SpanBatch) -> Result<(), IngestError> {
+    async fn send_to(&self, dest: usize, batch: MeshMessage) -> Result<(), IngestError> {
         let Some(sender) = self.senders.get().and_then(|s| s[dest].as_ref()) else {
             return Err(IngestError::Draining);
         };
@@ -320,7 +358,13 @@ impl Core {
     /// Delivers a batch received from another core: through the sampler if
     /// there is one, else straight to the exporters, waiting for queue room
     /// (backpressure flows back through the mesh).
-    async fn deliver(&self, batch: SpanBatch) {
+    async fn deliver(&self, message: MeshMessage) {
+        let batch = match message {
+            MeshMessage::Spans(batch) => batch,
+            MeshMessage::Metrics { piece, points } => {
+                return self.push_wait(Signal::Metrics, piece, points).await;
+            }
+        };
         if self.sampler.is_some() {
             return self.sample(batch).await;
         }
@@ -471,7 +515,7 @@ pub async fn run(setup: CoreSetup) {
                     let Some(cfg) = config.exporters.get(name) else {
                         return fail(format!("exporter {name} is not defined"));
                     };
-                    match ExportQueue::start(cfg, id) {
+                    match ExportQueue::start_on(cfg, id, cores) {
                         Ok(q) => {
                             by_name.insert(name.clone(), q.clone());
                             q
@@ -525,6 +569,7 @@ pub async fn run(setup: CoreSetup) {
         board: board.clone(),
         kafka_snapshot: RefCell::new(None),
         sampler,
+        metrics_router: (cores > 1 && metric_routing::needed(&config)).then(MetricsRouter::default),
     });
 
     // Mesh: receivers first (as tasks), then senders, so every connect

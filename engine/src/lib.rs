@@ -11,8 +11,10 @@
 //!   statuses.
 //! - [`sampler`]: the per-core tail sampler (pure state machine: trace table,
 //!   policies, decision cache), fed by the owner core.
+//! - [`metric_routing`]: splitting metrics requests by series owner core, when an
+//!   exporter keeps per-series state (`prometheusremotewrite`).
 //! - [`core`]: the per-core [`core::Core`] value, routing spans by trace ID
-//!   to their owner core, and the core's lifecycle.
+//!   (and metrics by series) to their owner core, and the core's lifecycle.
 //! - [`receiver`]: OTLP/gRPC and OTLP/HTTP servers (hyper on glommio).
 //! - [`kafka_receiver`]: one Kafka consumer per core in a consumer group; messages are
 //!   ingested like OTLP requests, offsets committed only after their data was accepted.
@@ -33,6 +35,7 @@ pub mod ingest;
 pub mod kafka_receiver;
 pub mod logging;
 pub mod mesh;
+pub mod metric_routing;
 pub mod receiver;
 pub mod sampler;
 pub mod telemetry;

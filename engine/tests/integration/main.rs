@@ -9,6 +9,8 @@ mod grpc_client;
 mod harness;
 mod kafka;
 mod loadgen;
+mod loki;
+mod prometheus;
 mod receive;
 mod routing;
 mod sampling;
