@@ -592,10 +592,14 @@ exporters = ["otlp", "tempo", "file", "blackhole"]
                 checked.push(path.file_name().unwrap().to_string_lossy().into_owned());
             }
         }
-        assert!(
-            checked.contains(&"all-in-one.toml".to_string()),
-            "{checked:?}"
-        );
+        for example in [
+            "all-in-one.toml",
+            "gateway-kafka.toml",
+            "gateway-otlphttp.toml",
+            "processor-kafka.toml",
+        ] {
+            assert!(checked.contains(&example.to_string()), "{checked:?}");
+        }
     }
 
     #[test]
@@ -614,6 +618,41 @@ exporters = ["otlp", "tempo", "file", "blackhole"]
             .exporters
             .values()
             .any(|e| e.kind == ExporterKind::Blackhole));
+        let ExporterKind::PrometheusRemoteWrite(prometheus) = &config.exporters["prometheus"].kind
+        else {
+            panic!()
+        };
+        assert_eq!(
+            prometheus.endpoint.to_string(),
+            "http://127.0.0.1:9090/api/v1/write"
+        );
+        assert!(matches!(
+            config.exporters["loki"].kind,
+            ExporterKind::Loki(_)
+        ));
+    }
+
+    #[test]
+    fn processing_tier_example_samples_and_fans_out_to_storage() {
+        let text = include_str!("../examples/processor-kafka.toml");
+        let env = |name: &str| match name {
+            "MIMIR" => Some("http://mimir:9009".to_string()),
+            "TENANT" => Some("team-a".to_string()),
+            _ => None,
+        };
+        let config = Config::load(text, "processor-kafka.toml", &env, &[0, 1]).unwrap();
+        let traces = config.pipelines.traces.as_ref().unwrap();
+        assert_eq!(traces.processors, ["tail_sampling"]);
+        assert_eq!(traces.exporters, ["tempo"]);
+        let ExporterKind::PrometheusRemoteWrite(mimir) = &config.exporters["mimir"].kind else {
+            panic!()
+        };
+        assert_eq!(mimir.endpoint.to_string(), "http://mimir:9009/api/v1/push");
+        assert_eq!(mimir.headers["x-scope-orgid"], "team-a");
+        let ExporterKind::Loki(loki) = &config.exporters["loki"].kind else {
+            panic!()
+        };
+        assert_eq!(loki.tenant_id.as_deref(), Some("team-a"));
     }
 
     #[test]
