@@ -77,6 +77,15 @@ impl ExporterKind {
         }
     }
 
+    /// The only signal this kind exports, for the storage exporters.
+    pub fn only_signal(&self) -> Option<Signal> {
+        match self {
+            ExporterKind::PrometheusRemoteWrite(_) => Some(Signal::Metrics),
+            ExporterKind::Loki(_) => Some(Signal::Logs),
+            _ => None,
+        }
+    }
+
     /// Batch settings, for the kinds that batch.
     pub fn batch(&self) -> Option<&BatchConfig> {
         match self {

@@ -333,11 +333,15 @@ mod tests {
     use super::*;
     use crate::{Config, ExporterKind};
 
-    const PIPELINE: &str =
-        "[receivers.otlp]\n[pipelines.metrics]\nreceivers = [\"otlp\"]\nexporters = [\"x\"]\n";
-
     fn load(exporter: &str) -> Result<ExporterKind, String> {
-        let text = format!("[exporters.x]\n{exporter}\n{PIPELINE}");
+        let signal = if exporter.contains("loki") {
+            "logs"
+        } else {
+            "metrics"
+        };
+        let text = format!(
+            "[exporters.x]\n{exporter}\n[receivers.otlp]\n[pipelines.{signal}]\nreceivers = [\"otlp\"]\nexporters = [\"x\"]\n"
+        );
         Config::load(&text, "s.toml", &|_| None, &[0])
             .map(|c| c.exporters["x"].kind.clone())
             .map_err(|e| e.to_string())
@@ -384,6 +388,19 @@ mod tests {
              s.toml:5: exporters.x.max_series_per_core: 0 is too small (minimum 1)\n\
              s.toml:6: exporters.x.suffixes: unknown key (allowed: type, endpoint, timeout, headers, add_metric_suffixes, target_info, scope_labels, promote_resource_attributes, exponential_histograms, max_series_per_core, series_ttl, batch, retry, queue)\n\
              s.toml:7: exporters.x.promote_resource_attributes: \"a\" is listed twice"
+        );
+    }
+
+    #[test]
+    fn storage_exporters_only_in_their_signal_pipeline() {
+        let text = "[receivers.otlp]\n[exporters.p]\ntype = \"prometheusremotewrite\"\nendpoint = \"http://p:1/w\"\n\
+                    [exporters.l]\ntype = \"loki\"\nendpoint = \"http://l:1/p\"\n\
+                    [pipelines.traces]\nreceivers = [\"otlp\"]\nexporters = [\"p\", \"l\"]\n\
+                    [pipelines.logs]\nreceivers = [\"otlp\"]\nexporters = [\"l\"]\n";
+        assert_eq!(
+            Config::load(text, "s.toml", &|_| None, &[0]).unwrap_err().to_string(),
+            "s.toml:10: pipelines.traces.exporters: exporter \"p\" (type prometheusremotewrite) exports metrics only; remove it from the traces pipeline\n\
+             s.toml:10: pipelines.traces.exporters: exporter \"l\" (type loki) exports logs only; remove it from the traces pipeline"
         );
     }
 
