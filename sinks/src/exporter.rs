@@ -191,9 +191,9 @@ impl Exporter {
     /// Converts a batch once, before its first attempt, for the kinds whose wire format is
     /// not OTLP (`None`: send the batch as it is). The result's `items` leave out the items
     /// the conversion dropped.
-    pub(crate) fn prepare(&self, batch: &Batch) -> Result<Option<Batch>, ExportError> {
+    pub(crate) async fn prepare(&self, batch: &Batch) -> Result<Option<Batch>, ExportError> {
         match self {
-            Self::Prometheus(e) => e.prepare(batch).map(Some),
+            Self::Prometheus(e) => e.prepare(batch).await.map(Some),
             Self::Loki(e) => e.prepare(batch).map(Some),
             _ => Ok(None),
         }

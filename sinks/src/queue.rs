@@ -291,7 +291,7 @@ impl Shared {
     async fn send_with_retry(&self, worker: usize, batch: &Batch) {
         let i = signal_index(batch.signal);
         // Kinds that convert (prometheusremotewrite, loki) do it once, before the first attempt.
-        let prepared = match self.exporter.prepare(batch) {
+        let prepared = match self.exporter.prepare(batch).await {
             Ok(prepared) => prepared,
             Err(err) => return self.failed(i, batch.items, &err, Instant::now()),
         };

@@ -27,7 +27,7 @@ use shardtel_protocol::proto::collector::metrics::v1::ExportMetricsServiceReques
 use shardtel_protocol::proto::common::v1::{InstrumentationScope, KeyValue};
 use shardtel_protocol::proto::metrics::v1::{
     exponential_histogram_data_point, metric, number_data_point, ExponentialHistogramDataPoint,
-    HistogramDataPoint, Metric, NumberDataPoint, SummaryDataPoint,
+    HistogramDataPoint, Metric, NumberDataPoint, ResourceMetrics, SummaryDataPoint,
 };
 use shardtel_protocol::series::{key_owner, resource_key};
 
@@ -128,55 +128,64 @@ impl Converter {
         now: Instant,
         out: &mut Converted,
     ) {
-        self.table.expire(now);
         for rm in &request.resource_metrics {
-            let attributes: &[KeyValue] = rm
-                .resource
-                .as_ref()
-                .map_or(&[], |r| r.attributes.as_slice());
-            let text = |key: &str| find(attributes, key).map(|kv| value_text(kv.value.as_ref()));
-            let mut identity = Vec::new();
-            if let Some(name) = text("service.name") {
-                let job = match text("service.namespace") {
-                    Some(ns) if !ns.is_empty() => format!("{ns}/{name}"),
-                    _ => name,
-                };
-                identity.push(label("job", job));
-            }
-            if let Some(instance) = text("service.instance.id") {
-                identity.push(label("instance", instance));
-            }
-            let promoted: Vec<Label> = self
-                .settings
-                .promote
-                .iter()
-                .filter_map(|key| {
-                    let kv = find(attributes, key)?;
-                    Some(label(&label_name(key)?, value_text(kv.value.as_ref())))
-                })
-                .collect();
-            if self.settings.target_info {
-                self.target_info(attributes, &identity, now_ms, now, out);
-            }
-            for sm in &rm.scope_metrics {
-                let mut fixed = identity.clone();
-                if self.settings.scope_labels {
-                    if let Some(InstrumentationScope { name, version, .. }) = &sm.scope {
-                        fixed.push(label("otel_scope_name", name.clone()));
-                        fixed.push(label("otel_scope_version", version.clone()));
-                    }
+            self.convert_resource(rm, now_ms, now, out);
+        }
+    }
+
+    /// Converts one `ResourceMetrics` (the unit between which the exporter yields).
+    pub(crate) fn convert_resource(
+        &mut self,
+        rm: &ResourceMetrics,
+        now_ms: i64,
+        now: Instant,
+        out: &mut Converted,
+    ) {
+        self.table.expire(now);
+        let attributes: &[KeyValue] = rm
+            .resource
+            .as_ref()
+            .map_or(&[], |r| r.attributes.as_slice());
+        let text = |key: &str| find(attributes, key).map(|kv| value_text(kv.value.as_ref()));
+        let mut identity = Vec::new();
+        if let Some(name) = text("service.name") {
+            let job = match text("service.namespace") {
+                Some(ns) if !ns.is_empty() => format!("{ns}/{name}"),
+                _ => name,
+            };
+            identity.push(label("job", job));
+        }
+        if let Some(instance) = text("service.instance.id") {
+            identity.push(label("instance", instance));
+        }
+        let promoted: Vec<Label> = self
+            .settings
+            .promote
+            .iter()
+            .filter_map(|key| {
+                let kv = find(attributes, key)?;
+                Some(label(&label_name(key)?, value_text(kv.value.as_ref())))
+            })
+            .collect();
+        if self.settings.target_info {
+            self.target_info(attributes, &identity, now_ms, now, out);
+        }
+        for sm in &rm.scope_metrics {
+            let mut fixed = identity.clone();
+            if self.settings.scope_labels {
+                if let Some(InstrumentationScope { name, version, .. }) = &sm.scope {
+                    fixed.push(label("otel_scope_name", name.clone()));
+                    fixed.push(label("otel_scope_version", version.clone()));
                 }
-                let scope = ScopeLabels {
-                    fixed,
-                    promoted: promoted.clone(),
-                };
-                for m in &sm.metrics {
-                    self.metric(m, &scope, now_ms, now, out);
-                }
+            }
+            let scope = ScopeLabels {
+                fixed,
+                promoted: promoted.clone(),
+            };
+            for m in &sm.metrics {
+                self.metric(m, &scope, now_ms, now, out);
             }
         }
-        out.series
-            .retain(|s| !s.samples.is_empty() || !s.histograms.is_empty());
     }
 
     fn target_info(

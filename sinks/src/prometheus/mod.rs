@@ -79,10 +79,21 @@ impl PrometheusExporter {
     }
 
     /// Converts a batch of OTLP metrics into the compressed `WriteRequest` to send; its
-    /// `items` are the points that were not dropped.
-    pub(crate) fn prepare(&self, batch: &Batch) -> Result<Batch, ExportError> {
+    /// `items` are the points that were not dropped. Yields to the reactor between resources
+    /// when it has run long (a full batch takes milliseconds).
+    pub(crate) async fn prepare(&self, batch: &Batch) -> Result<Batch, ExportError> {
         let request = decode_metrics(batch)?;
-        let (body, dropped) = self.converter.borrow_mut().convert_decoded(&request);
+        let (now_ms, now) = clocks();
+        let mut out = Converted::default();
+        for rm in &request.resource_metrics {
+            // The borrow ends before the yield: `stats` may run meanwhile.
+            self.converter
+                .borrow_mut()
+                .converter
+                .convert_resource(rm, now_ms, now, &mut out);
+            glommio::yield_if_needed().await;
+        }
+        let (body, dropped) = encode(out);
         let bytes = body.len();
         Ok(Batch {
             signal: batch.signal,
@@ -112,6 +123,31 @@ impl PrometheusExporter {
     pub(crate) fn stats(&self) -> ConversionStats {
         self.converter.borrow().stats()
     }
+}
+
+/// Wall-clock milliseconds (for `target_info` and points without a time) and the monotonic
+/// clock (for series expiry).
+fn clocks() -> (i64, Instant) {
+    let now_ms = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64);
+    (now_ms, Instant::now())
+}
+
+/// The compressed `WriteRequest` of converted series (empty when there are none) and the
+/// number of points dropped.
+fn encode(out: Converted) -> (Bytes, u64) {
+    if out.series.is_empty() {
+        return (Bytes::new(), out.dropped_points);
+    }
+    let raw = WriteRequest {
+        timeseries: out.series,
+    }
+    .encode_to_vec();
+    let compressed = snap::raw::Encoder::new()
+        .compress_vec(&raw)
+        .expect("snappy accepts any input below 4 GiB");
+    (Bytes::from(compressed), out.dropped_points)
 }
 
 /// Decodes a batch (concatenated `ExportMetricsServiceRequest`s) without joining its chunks.
@@ -159,23 +195,10 @@ impl RemoteWriteConverter {
     }
 
     fn convert_decoded(&mut self, request: &ExportMetricsServiceRequest) -> (Bytes, u64) {
-        let now_ms = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map_or(0, |d| d.as_millis() as i64);
+        let (now_ms, now) = clocks();
         let mut out = Converted::default();
-        self.converter
-            .convert(request, now_ms, Instant::now(), &mut out);
-        if out.series.is_empty() {
-            return (Bytes::new(), out.dropped_points);
-        }
-        let raw = WriteRequest {
-            timeseries: out.series,
-        }
-        .encode_to_vec();
-        let compressed = snap::raw::Encoder::new()
-            .compress_vec(&raw)
-            .expect("snappy accepts any input below 4 GiB");
-        (Bytes::from(compressed), out.dropped_points)
+        self.converter.convert(request, now_ms, now, &mut out);
+        encode(out)
     }
 
     /// The conversion counters.
