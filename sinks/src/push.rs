@@ -135,6 +135,35 @@ pub(crate) fn text_excerpt(body: &[u8]) -> String {
     line.chars().take(200).collect()
 }
 
+/// Where a storage exporter (`prometheusremotewrite`, `loki`) posts its prepared bodies.
+pub(crate) struct StorageEndpoint {
+    pub target: Target,
+    pub path: Uri,
+    /// Every request header but `host` and `content-length`.
+    pub headers: HeaderMap,
+    pub timeout: Duration,
+    pub pool: ConnectionPool,
+}
+
+impl StorageEndpoint {
+    /// POSTs a prepared body on sender `worker`'s connection; 2xx is success.
+    pub(crate) async fn push(&self, worker: usize, body: Vec<Bytes>) -> Result<(), ExportError> {
+        let response = self
+            .pool
+            .post(
+                worker,
+                0,
+                &self.target,
+                &self.path,
+                &self.headers,
+                body,
+                self.timeout,
+            )
+            .await?;
+        storage_response(response)
+    }
+}
+
 /// A storage backend's answer (Prometheus remote write, Loki push): 2xx is success, anything
 /// else an [`ExportError::Push`] with the start of the body and `Retry-After`.
 pub(crate) fn storage_response(response: FullResponse) -> Result<(), ExportError> {

@@ -17,7 +17,7 @@
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{SystemTime, UNIX_EPOCH};
 
 use ::http::header::{HeaderMap, HeaderName, HeaderValue, CONTENT_TYPE, USER_AGENT};
 use ::http::Uri;
@@ -34,7 +34,7 @@ use crate::batch::Batch;
 use crate::error::ExportError;
 use crate::otlp::Target;
 use crate::prometheus::naming::label_name;
-use crate::push::{storage_response, ConnectionPool};
+use crate::push::{ConnectionPool, StorageEndpoint};
 
 /// `logproto.PushRequest`.
 #[derive(Clone, PartialEq, Message)]
@@ -96,11 +96,7 @@ pub struct Timestamp {
 
 /// One `loki` exporter on one core.
 pub(crate) struct LokiExporter {
-    target: Target,
-    path: Uri,
-    headers: HeaderMap,
-    timeout: Duration,
-    pool: ConnectionPool,
+    endpoint: StorageEndpoint,
     converter: LokiConverter,
 }
 
@@ -125,11 +121,13 @@ impl LokiExporter {
             }
         }
         Self {
-            target,
-            path,
-            headers,
-            timeout: cfg.timeout,
-            pool: ConnectionPool::new(senders),
+            endpoint: StorageEndpoint {
+                target,
+                path,
+                headers,
+                timeout: cfg.timeout,
+                pool: ConnectionPool::new(senders),
+            },
             converter: LokiConverter::new(cfg),
         }
     }
@@ -158,19 +156,7 @@ impl LokiExporter {
 
     /// POSTs a prepared batch.
     pub(crate) async fn export(&self, worker: usize, batch: &Batch) -> Result<(), ExportError> {
-        let response = self
-            .pool
-            .post(
-                worker,
-                0,
-                &self.target,
-                &self.path,
-                &self.headers,
-                batch.chunks.clone(),
-                self.timeout,
-            )
-            .await?;
-        storage_response(response)
+        self.endpoint.push(worker, batch.chunks.clone()).await
     }
 }
 

@@ -96,6 +96,18 @@ pub(crate) struct Converter {
     stats: ConversionStats,
 }
 
+/// One classic histogram sample set to write.
+struct Classic<'a> {
+    /// The point's labels without `__name__`.
+    base: &'a [Label],
+    /// The family name (`_bucket`, `_sum`, `_count` are appended).
+    name: &'a str,
+    count: u64,
+    sum: Option<f64>,
+    stale: bool,
+    ts: i64,
+}
+
 /// Labels shared by every point of a scope: `job`, `instance`, scope labels (override point
 /// attributes) and promoted resource attributes (do not).
 struct ScopeLabels {
@@ -262,10 +274,8 @@ impl Converter {
                 } else {
                     MetricType::NonMonotonicCounter
                 };
-                let delta = match s.aggregation_temporality {
-                    DELTA => true,
-                    CUMULATIVE => false,
-                    _ => return self.invalid(out, s.data_points.len()),
+                let Some(delta) = is_delta(s.aggregation_temporality) else {
+                    return self.invalid(out, s.data_points.len());
                 };
                 let Some(name) = name(ty) else {
                     return self.invalid(out, s.data_points.len());
@@ -275,10 +285,8 @@ impl Converter {
                 }
             }
             Some(metric::Data::Histogram(h)) => {
-                let delta = match h.aggregation_temporality {
-                    DELTA => true,
-                    CUMULATIVE => false,
-                    _ => return self.invalid(out, h.data_points.len()),
+                let Some(delta) = is_delta(h.aggregation_temporality) else {
+                    return self.invalid(out, h.data_points.len());
                 };
                 let Some(name) = name(MetricType::Distribution) else {
                     return self.invalid(out, h.data_points.len());
@@ -288,10 +296,8 @@ impl Converter {
                 }
             }
             Some(metric::Data::ExponentialHistogram(h)) => {
-                let delta = match h.aggregation_temporality {
-                    DELTA => true,
-                    CUMULATIVE => false,
-                    _ => return self.invalid(out, h.data_points.len()),
+                let Some(delta) = is_delta(h.aggregation_temporality) else {
+                    return self.invalid(out, h.data_points.len());
                 };
                 let Some(name) = name(MetricType::Distribution) else {
                     return self.invalid(out, h.data_points.len());
@@ -458,22 +464,47 @@ impl Converter {
             )
         };
         self.stats.delta_resets += resets;
-        let value = |v: f64| if stale { f64::from_bits(STALE_NAN) } else { v };
-        let bucket = format!("{name}_bucket");
+        let buckets = bounds.iter().copied().zip(counts.iter().copied());
+        let classic = Classic {
+            base: &base,
+            name,
+            count,
+            sum,
+            stale,
+            ts,
+        };
+        self.push_classic(out, &classic, buckets);
+    }
+
+    /// Writes `_bucket{le}` (cumulative, then `+Inf`), `_sum` (when set) and `_count`.
+    fn push_classic(
+        &mut self,
+        out: &mut Converted,
+        c: &Classic<'_>,
+        buckets: impl IntoIterator<Item = (f64, u64)>,
+    ) {
+        let value = |v: f64| {
+            if c.stale {
+                f64::from_bits(STALE_NAN)
+            } else {
+                v
+            }
+        };
+        let bucket = format!("{}_bucket", c.name);
         let mut cumulative = 0u64;
-        for (bound, c) in bounds.iter().zip(&counts) {
-            cumulative += c;
-            let labels = named(&base, &bucket, Some(("le", float_label(*bound))));
-            self.push_sample(out, labels, value(cumulative as f64), ts);
+        for (bound, n) in buckets {
+            cumulative += n;
+            let labels = named(c.base, &bucket, Some(("le", float_label(bound))));
+            self.push_sample(out, labels, value(cumulative as f64), c.ts);
         }
-        let labels = named(&base, &bucket, Some(("le", "+Inf".to_string())));
-        self.push_sample(out, labels, value(count as f64), ts);
-        if let Some(sum) = sum {
-            let labels = named(&base, &format!("{name}_sum"), None);
-            self.push_sample(out, labels, value(sum), ts);
+        let labels = named(c.base, &bucket, Some(("le", "+Inf".to_string())));
+        self.push_sample(out, labels, value(c.count as f64), c.ts);
+        if let Some(sum) = c.sum {
+            let labels = named(c.base, &format!("{}_sum", c.name), None);
+            self.push_sample(out, labels, value(sum), c.ts);
         }
-        let labels = named(&base, &format!("{name}_count"), None);
-        self.push_sample(out, labels, value(count as f64), ts);
+        let labels = named(c.base, &format!("{}_count", c.name), None);
+        self.push_sample(out, labels, value(c.count as f64), c.ts);
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -533,22 +564,15 @@ impl Converter {
             });
             return;
         }
-        let value = |v: f64| if stale { f64::from_bits(STALE_NAN) } else { v };
-        let bucket = format!("{name}_bucket");
-        let mut cumulative = 0u64;
-        for (le, c) in classic_buckets(&h) {
-            cumulative += c;
-            let labels = named(&base, &bucket, Some(("le", float_label(le))));
-            self.push_sample(out, labels, value(cumulative as f64), ts);
-        }
-        let labels = named(&base, &bucket, Some(("le", "+Inf".to_string())));
-        self.push_sample(out, labels, value(h.count as f64), ts);
-        if has_sum {
-            let labels = named(&base, &format!("{name}_sum"), None);
-            self.push_sample(out, labels, value(h.sum), ts);
-        }
-        let labels = named(&base, &format!("{name}_count"), None);
-        self.push_sample(out, labels, value(h.count as f64), ts);
+        let classic = Classic {
+            base: &base,
+            name,
+            count: h.count,
+            sum: has_sum.then_some(h.sum),
+            stale,
+            ts,
+        };
+        self.push_classic(out, &classic, classic_buckets(&h));
     }
 
     fn summary(
@@ -591,6 +615,15 @@ fn label(name: &str, value: String) -> Label {
     Label {
         name: name.to_string(),
         value,
+    }
+}
+
+/// Delta (`Some(true)`) or cumulative (`Some(false)`); `None` for unspecified temporality.
+fn is_delta(temporality: i32) -> Option<bool> {
+    match temporality {
+        DELTA => Some(true),
+        CUMULATIVE => Some(false),
+        _ => None,
     }
 }
 

@@ -17,7 +17,7 @@ mod prompb;
 mod state;
 
 use std::cell::RefCell;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use ::http::header::{
     HeaderMap, HeaderName, HeaderValue, CONTENT_ENCODING, CONTENT_TYPE, USER_AGENT,
@@ -36,15 +36,11 @@ use self::state::SeriesTable;
 use crate::batch::Batch;
 use crate::error::ExportError;
 use crate::otlp::Target;
-use crate::push::{storage_response, ConnectionPool};
+use crate::push::{ConnectionPool, StorageEndpoint};
 
 /// One `prometheusremotewrite` exporter on one core.
 pub(crate) struct PrometheusExporter {
-    target: Target,
-    path: Uri,
-    headers: HeaderMap,
-    timeout: Duration,
-    pool: ConnectionPool,
+    endpoint: StorageEndpoint,
     converter: RefCell<RemoteWriteConverter>,
 }
 
@@ -69,11 +65,13 @@ impl PrometheusExporter {
         );
         headers.insert(USER_AGENT, HeaderValue::from_static(crate::USER_AGENT));
         Self {
-            target,
-            path,
-            headers,
-            timeout: cfg.timeout,
-            pool: ConnectionPool::new(1),
+            endpoint: StorageEndpoint {
+                target,
+                path,
+                headers,
+                timeout: cfg.timeout,
+                pool: ConnectionPool::new(1),
+            },
             converter: RefCell::new(RemoteWriteConverter::new(cfg, core, cores)),
         }
     }
@@ -105,19 +103,7 @@ impl PrometheusExporter {
 
     /// POSTs a prepared batch.
     pub(crate) async fn export(&self, worker: usize, batch: &Batch) -> Result<(), ExportError> {
-        let response = self
-            .pool
-            .post(
-                worker,
-                0,
-                &self.target,
-                &self.path,
-                &self.headers,
-                batch.chunks.clone(),
-                self.timeout,
-            )
-            .await?;
-        storage_response(response)
+        self.endpoint.push(worker, batch.chunks.clone()).await
     }
 
     pub(crate) fn stats(&self) -> ConversionStats {
