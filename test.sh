@@ -3,7 +3,8 @@
 #   ./test.sh
 # Installs what the tests need, then runs format and lint checks, every
 # unit, property and end-to-end test, and builds the fuzz targets.
-# Env: SKIP_LINT=1 (skip fmt/clippy), SKIP_FUZZ=1 (skip the fuzz build).
+# Env: SKIP_LINT=1 (skip fmt/clippy), SKIP_FUZZ=1 (skip the fuzz build),
+# SHARDTEL_KAFKA_OPTIONAL=1 / SHARDTEL_PROMETHEUS_OPTIONAL=1 (skip those tests without their server).
 set -euo pipefail
 cd "$(dirname "$0")"
 
@@ -62,6 +63,55 @@ else
   echo "tansu $("$tansu" --version 2>/dev/null | awk '{print $2}') on 127.0.0.1:9092 (pid $tansu_pid)"
 fi
 # ---- end of Kafka broker ------------------------------------------------------------------
+
+# ---- Prometheus (engine/tests/integration/prometheus.rs) ----------------------------------
+# Debian's prometheus package (2.42) is installed if missing, without letting its packaged
+# service start (a temporary policy-rc.d; on a systemd host the unit is stopped and disabled),
+# then run on 127.0.0.1:$SHARDTEL_PROMETHEUS_PORT (default 19090) with the remote-write
+# receiver and native histograms, its TSDB in a temporary directory, and stopped when this
+# script exits. An already running one on that port is used as it is. Without it the
+# Prometheus tests fail, unless SHARDTEL_PROMETHEUS_OPTIONAL=1 (they skip loudly).
+step "prometheus"
+prom_port="${SHARDTEL_PROMETHEUS_PORT:-19090}"
+export SHARDTEL_PROMETHEUS_URL="http://127.0.0.1:$prom_port"
+prom_up() { curl -fsS "$SHARDTEL_PROMETHEUS_URL/-/ready" >/dev/null 2>&1; }
+prom_pid=""
+prom_dir=""
+stop_prometheus() {
+  if [ -n "$prom_pid" ]; then kill "$prom_pid" 2>/dev/null || true; wait "$prom_pid" 2>/dev/null || true; fi
+  if [ -n "$prom_dir" ]; then rm -rf "$prom_dir"; fi
+}
+trap 'stop_broker; stop_prometheus' EXIT
+if ! command -v prometheus >/dev/null; then
+  export DEBIAN_FRONTEND=noninteractive
+  policy=""
+  if [ ! -e /usr/sbin/policy-rc.d ]; then
+    printf '#!/bin/sh\nexit 101\n' >/usr/sbin/policy-rc.d && chmod +x /usr/sbin/policy-rc.d && policy=1
+  fi
+  apt-get install -y -qq --no-install-recommends prometheus >/dev/null 2>&1 \
+    || { apt-get update -qq >/dev/null && apt-get install -y -qq --no-install-recommends prometheus >/dev/null; } \
+    || echo "failed to install prometheus"
+  if [ -n "$policy" ]; then rm -f /usr/sbin/policy-rc.d; fi
+  if command -v systemctl >/dev/null && systemctl is-active --quiet prometheus 2>/dev/null; then
+    systemctl disable --now prometheus >/dev/null 2>&1 || true
+  fi
+fi
+if prom_up; then
+  echo "a Prometheus already answers on $SHARDTEL_PROMETHEUS_URL; using it"
+elif command -v prometheus >/dev/null; then
+  prom_dir="$(mktemp -d)"
+  printf 'global:\n  scrape_interval: 1m\n' >"$prom_dir/prometheus.yml"
+  prometheus --config.file="$prom_dir/prometheus.yml" --storage.tsdb.path="$prom_dir/data" \
+    --web.listen-address="127.0.0.1:$prom_port" --web.enable-remote-write-receiver \
+    --enable-feature=native-histograms >target/prometheus.log 2>&1 &
+  prom_pid=$!
+  for _ in $(seq 1 150); do prom_up && break; sleep 0.2; done
+  prom_up || { echo "prometheus did not start; log:"; cat target/prometheus.log; exit 1; }
+  echo "$(prometheus --version 2>/dev/null | head -1) on $SHARDTEL_PROMETHEUS_URL (pid $prom_pid)"
+else
+  echo "no prometheus binary: the Prometheus tests will fail unless SHARDTEL_PROMETHEUS_OPTIONAL=1"
+fi
+# ---- end of Prometheus --------------------------------------------------------------------
 
 step "cargo test"
 cargo test --workspace --no-fail-fast 2>&1 | tee /tmp/shardtel-test.log

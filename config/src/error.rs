@@ -552,6 +552,18 @@ pub enum ConfigErrorKind {
         /// The one listed first.
         other: String,
     },
+    /// An exporter in the pipeline of a signal it does not export.
+    #[error("exporter {name:?} (type {ty}) exports {supported} only; remove it from the {signal} pipeline")]
+    ExporterSignal {
+        /// The exporter's name.
+        name: String,
+        /// Its type.
+        ty: &'static str,
+        /// The signal it exports.
+        supported: crate::Signal,
+        /// The pipeline's signal.
+        signal: crate::Signal,
+    },
     // Kafka (`[exporters.NAME] type = "kafka"`, `[receivers.kafka]`).
     /// A broker address that is not `host:port`.
     #[error("invalid broker address {value:?} (expected host:port like \"127.0.0.1:9092\")")]

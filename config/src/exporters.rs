@@ -17,6 +17,7 @@ use crate::decode::{self, Decoder, Section};
 use crate::error::{ComponentKind, ConfigErrorKind};
 use crate::kafka::KafkaExporterConfig;
 use crate::pipelines::Signal;
+use crate::storage::{LokiExporterConfig, PrometheusRemoteWriteExporterConfig};
 
 /// One `[exporters.NAME]` table.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -43,14 +44,25 @@ pub enum ExporterKind {
     Blackhole,
     /// `type = "kafka"`: Kafka topics, traces keyed by trace ID.
     Kafka(KafkaExporterConfig),
+    /// `type = "prometheusremotewrite"`: metrics to a Prometheus remote-write endpoint.
+    PrometheusRemoteWrite(PrometheusRemoteWriteExporterConfig),
+    /// `type = "loki"`: logs to Loki's push API.
+    Loki(LokiExporterConfig),
 }
 
 impl ExporterKind {
     /// Exporter types this build implements.
-    pub const SUPPORTED: &'static [&'static str] =
-        &["otlp", "otlphttp", "file", "blackhole", "kafka"];
+    pub const SUPPORTED: &'static [&'static str] = &[
+        "otlp",
+        "otlphttp",
+        "file",
+        "blackhole",
+        "kafka",
+        "prometheusremotewrite",
+        "loki",
+    ];
     /// Exporter types shardtel plans (DESIGN.md) that this build does not implement yet.
-    pub const PLANNED: &'static [&'static str] = &["prometheusremotewrite", "loki"];
+    pub const PLANNED: &'static [&'static str] = &[];
 
     /// The `type` value of this kind.
     pub fn type_name(&self) -> &'static str {
@@ -60,6 +72,17 @@ impl ExporterKind {
             ExporterKind::File(_) => "file",
             ExporterKind::Blackhole => "blackhole",
             ExporterKind::Kafka(_) => "kafka",
+            ExporterKind::PrometheusRemoteWrite(_) => "prometheusremotewrite",
+            ExporterKind::Loki(_) => "loki",
+        }
+    }
+
+    /// The only signal this kind exports, for the storage exporters.
+    pub fn only_signal(&self) -> Option<Signal> {
+        match self {
+            ExporterKind::PrometheusRemoteWrite(_) => Some(Signal::Metrics),
+            ExporterKind::Loki(_) => Some(Signal::Logs),
+            _ => None,
         }
     }
 
@@ -70,6 +93,8 @@ impl ExporterKind {
             ExporterKind::OtlpHttp(c) => Some(&c.batch),
             ExporterKind::File(c) => Some(&c.batch),
             ExporterKind::Kafka(c) => Some(&c.batch),
+            ExporterKind::PrometheusRemoteWrite(c) => Some(&c.batch),
+            ExporterKind::Loki(c) => Some(&c.batch),
             ExporterKind::Blackhole => None,
         }
     }
@@ -81,6 +106,8 @@ impl ExporterKind {
             ExporterKind::OtlpHttp(c) => Some(&c.retry),
             ExporterKind::File(c) => Some(&c.retry),
             ExporterKind::Kafka(c) => Some(&c.retry),
+            ExporterKind::PrometheusRemoteWrite(c) => Some(&c.retry),
+            ExporterKind::Loki(c) => Some(&c.retry),
             ExporterKind::Blackhole => None,
         }
     }
@@ -92,6 +119,8 @@ impl ExporterKind {
             ExporterKind::OtlpHttp(c) => Some(&c.queue),
             ExporterKind::File(c) => Some(&c.queue),
             ExporterKind::Kafka(c) => Some(&c.queue),
+            ExporterKind::PrometheusRemoteWrite(c) => Some(&c.queue),
+            ExporterKind::Loki(c) => Some(&c.queue),
             ExporterKind::Blackhole => None,
         }
     }
@@ -551,6 +580,15 @@ pub(crate) fn decode(
                 d.check_keys(&table, KafkaExporterConfig::KEYS);
                 crate::kafka::decode_exporter(d, &table).map(ExporterKind::Kafka)
             }
+            "prometheusremotewrite" => {
+                d.check_keys(&table, PrometheusRemoteWriteExporterConfig::KEYS);
+                crate::storage::decode_prometheus(d, &table)
+                    .map(ExporterKind::PrometheusRemoteWrite)
+            }
+            "loki" => {
+                d.check_keys(&table, LokiExporterConfig::KEYS);
+                crate::storage::decode_loki(d, &table).map(ExporterKind::Loki)
+            }
             other => {
                 let span = table.get("type").map_or_else(|| key.span(), |v| v.span());
                 let kind = if ExporterKind::PLANNED.contains(&other) {
@@ -589,12 +627,15 @@ pub(crate) fn decode(
 
 /// Which URLs an endpoint key accepts.
 #[derive(Clone, Copy, PartialEq, Eq)]
-enum EndpointUse {
+pub(crate) enum EndpointUse {
     Grpc,
     Http,
 }
 
-fn parse_endpoint(value: &DeValue<'_>, usage: EndpointUse) -> Result<Endpoint, ConfigErrorKind> {
+pub(crate) fn parse_endpoint(
+    value: &DeValue<'_>,
+    usage: EndpointUse,
+) -> Result<Endpoint, ConfigErrorKind> {
     let text = decode::string(value)?;
     let endpoint: Endpoint = text.parse()?;
     if endpoint.scheme == "https" {
@@ -606,7 +647,7 @@ fn parse_endpoint(value: &DeValue<'_>, usage: EndpointUse) -> Result<Endpoint, C
     Ok(endpoint)
 }
 
-fn required_endpoint(
+pub(crate) fn required_endpoint(
     d: &mut Decoder<'_>,
     s: &Section<'_, '_>,
     usage: EndpointUse,
@@ -630,11 +671,11 @@ fn compression(value: &DeValue<'_>) -> Result<Compression, ConfigErrorKind> {
     })
 }
 
-fn timeout(value: &DeValue<'_>) -> Result<Duration, ConfigErrorKind> {
+pub(crate) fn timeout(value: &DeValue<'_>) -> Result<Duration, ConfigErrorKind> {
     decode::min_duration(decode::duration(value)?, Duration::from_millis(1))
 }
 
-fn decode_headers(d: &mut Decoder<'_>, s: &Section<'_, '_>) -> BTreeMap<String, String> {
+pub(crate) fn decode_headers(d: &mut Decoder<'_>, s: &Section<'_, '_>) -> BTreeMap<String, String> {
     let mut headers = BTreeMap::new();
     let Some(value) = s.get("headers") else {
         return headers;

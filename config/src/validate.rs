@@ -220,6 +220,23 @@ fn check_pipelines(config: &Config, locations: &Locations, report: &mut Reporter
                             signal,
                         },
                     );
+                } else if let Some((exporter, supported)) = config
+                    .exporters
+                    .get(name)
+                    .filter(|_| kind == ComponentKind::Exporter)
+                    .and_then(|e| Some((e, e.kind.only_signal()?)))
+                    .filter(|(_, supported)| *supported != signal)
+                {
+                    report.report_at(
+                        list_key.clone(),
+                        line,
+                        ConfigErrorKind::ExporterSignal {
+                            name: name.clone(),
+                            ty: exporter.kind.type_name(),
+                            supported,
+                            signal,
+                        },
+                    );
                 } else if !defined.contains(name) {
                     report.report_at(
                         list_key.clone(),

@@ -22,7 +22,8 @@ use shardtel_sinks::ExportQueue;
 
 use crate::ingest::IngestError;
 use crate::memory_limiter::{default_inflight_bytes, CoreLimiter, MemorySetup};
-use crate::mesh::MeshEnds;
+use crate::mesh::{MeshEnds, MeshMessage};
+use crate::metric_routing::{self, MetricsRouter};
 use crate::processors::Processors;
 use crate::receiver;
 use crate::sampler::{CoreShare, Kept, Sampler};
@@ -82,7 +83,7 @@ pub struct Core {
     /// Receiver counters.
     pub counters: ReceiverCounters,
     mesh_counters: MeshCounters,
-    senders: OnceCell<Vec<Option<ConnectedSender<SpanBatch>>>>,
+    senders: OnceCell<Vec<Option<ConnectedSender<MeshMessage>>>>,
     /// One permit per destination: glommio's `send().await` must not be
     /// awaited by two tasks at once on the same sender.
     send_permits: Vec<Semaphore>,
@@ -105,6 +106,8 @@ pub struct Core {
     processors: Processors,
     /// The memory limiter's view from this core.
     memory: Option<CoreLimiter>,
+    /// Splits metrics by series owner when the metrics pipeline keeps per-series state.
+    metrics_router: Option<MetricsRouter>,
 }
 
 impl Core {
@@ -162,6 +165,9 @@ impl Core {
         }
         let scanned = match signal {
             Signal::Traces => self.ingest_traces(body).await,
+            Signal::Metrics if self.metrics_router.is_some() => {
+                self.ingest_routed_metrics(body).await
+            }
             Signal::Metrics => match scan_metrics(&body) {
                 Ok(counts) => {
                     let n = counts.items as u64;
@@ -294,16 +300,76 @@ impl Core {
             }
         }
         for (dest, batch) in remote {
-            if let Err(e) = self.send_to(dest, batch).await {
+            if let Err(e) = self.send_to(dest, MeshMessage::Spans(batch)).await {
                 return Ok((items, Err(e)));
             }
         }
         Ok((items, Ok(items)))
     }
 
-    /// Sends a batch to its owner core, waiting at most [`MESH_SEND_TIMEOUT`]
+    /// Splits a metrics request by series owner (see [`crate::metric_routing`]): the local
+    /// part first, then the others over the mesh. Errors as for [`Core::ingest_traces`].
+    #[allow(clippy::type_complexity)]
+    async fn ingest_routed_metrics(
+        &self,
+        body: Bytes,
+    ) -> Result<(u64, Result<u64, IngestError>), IngestError> {
+        let Some(router) = &self.metrics_router else {
+            return Ok((0, Ok(0)));
+        };
+        let malformed =
+            |e| IngestError::Malformed(format!("malformed ExportMetricsServiceRequest: {e}"));
+        // The metrics processors run on the receiving core, before the split. A request they
+        // changed is joined into one buffer (a copy of that request only) to be split.
+        let mut dropped = 0;
+        let body = match self.processors.request_chain(Signal::Metrics) {
+            Some(chain) => {
+                scan_metrics(&body).map_err(malformed)?;
+                match chain.process_request(&body) {
+                    Ok(Some((piece, outcome))) => {
+                        dropped = outcome.dropped;
+                        let mut joined = Vec::with_capacity(piece.len);
+                        for chunk in &piece.chunks {
+                            joined.extend_from_slice(chunk);
+                        }
+                        Bytes::from(joined)
+                    }
+                    Ok(None) => body,
+                    Err(e) => {
+                        log::warn!(
+                            "core {}: metrics processors skipped a request: {e}",
+                            self.id
+                        );
+                        body
+                    }
+                }
+            }
+            None => body,
+        };
+        let (points, mut parts) = router.split(&body, self.cores).map_err(malformed)?;
+        let points = points + dropped;
+        // Local first, as for spans: a refusal leaves nothing behind on other cores.
+        parts.sort_by_key(|p| p.core != self.id);
+        for part in parts {
+            let pushed = if part.core == self.id {
+                self.push_local(Signal::Metrics, part.piece, part.points)
+            } else {
+                let message = MeshMessage::Metrics {
+                    piece: part.piece,
+                    points: part.points,
+                };
+                self.send_to(part.core, message).await
+            };
+            if let Err(e) = pushed {
+                return Ok((points, Err(e)));
+            }
+        }
+        Ok((points, Ok(points)))
+    }
+
+    /// Sends a message to its owner core, waiting at most [`MESH_SEND_TIMEOUT`]
     /// for room.
-    async fn send_to(&self, dest: usize, batch: SpanBatch) -> Result<(), IngestError> {
+    async fn send_to(&self, dest: usize, batch: MeshMessage) -> Result<(), IngestError> {
         let Some(sender) = self.senders.get().and_then(|s| s[dest].as_ref()) else {
             return Err(IngestError::Draining);
         };
@@ -350,7 +416,13 @@ impl Core {
     /// Delivers a batch received from another core: through the sampler if
     /// there is one, else straight to the exporters, waiting for queue room
     /// (backpressure flows back through the mesh).
-    async fn deliver(&self, mut batch: SpanBatch) {
+    async fn deliver(&self, message: MeshMessage) {
+        let mut batch = match message {
+            MeshMessage::Spans(batch) => batch,
+            MeshMessage::Metrics { piece, points } => {
+                return self.push_wait(Signal::Metrics, piece, points).await;
+            }
+        };
         self.process_owned(&mut batch);
         if batch.index.spans.is_empty() {
             return;
@@ -561,7 +633,7 @@ pub async fn run(setup: CoreSetup) {
                     let Some(cfg) = config.exporters.get(name) else {
                         return fail(format!("exporter {name} is not defined"));
                     };
-                    match ExportQueue::start(cfg, id) {
+                    match ExportQueue::start_on(cfg, id, cores) {
                         Ok(q) => {
                             by_name.insert(name.clone(), q.clone());
                             q
@@ -626,6 +698,7 @@ pub async fn run(setup: CoreSetup) {
         sampler,
         processors,
         memory: memory.map(|m| CoreLimiter::new(m.gauge, &config)),
+        metrics_router: (cores > 1 && metric_routing::needed(&config)).then(MetricsRouter::default),
     });
 
     // Mesh: receivers first (as tasks), then senders, so every connect

@@ -15,8 +15,10 @@
 //!   policies, decision cache), fed by the owner core.
 //! - [`processors`]: the `attributes`, `resource` and `filter` processors of each pipeline,
 //!   compiled per core; they rewrite only the spans, records and points they change.
+//! - [`metric_routing`]: splitting metrics requests by series owner core, when an
+//!   exporter keeps per-series state (`prometheusremotewrite`).
 //! - [`core`]: the per-core [`core::Core`] value, routing spans by trace ID
-//!   to their owner core, and the core's lifecycle.
+//!   (and metrics by series) to their owner core, and the core's lifecycle.
 //! - [`receiver`]: OTLP/gRPC and OTLP/HTTP servers (hyper on glommio).
 //! - [`kafka_receiver`]: one Kafka consumer per core in a consumer group; messages are
 //!   ingested like OTLP requests, offsets committed only after their data was accepted.
@@ -38,6 +40,7 @@ pub mod kafka_receiver;
 pub mod logging;
 pub mod memory_limiter;
 pub mod mesh;
+pub mod metric_routing;
 pub mod processors;
 pub mod receiver;
 pub mod sampler;

@@ -332,8 +332,9 @@ fn queue_mut(kind: &mut ExporterKind) -> Option<&mut shardtel_config::QueueConfi
         ExporterKind::OtlpHttp(c) => Some(&mut c.queue),
         ExporterKind::File(c) => Some(&mut c.queue),
         ExporterKind::Kafka(c) => Some(&mut c.queue),
-        #[allow(unreachable_patterns)]
-        _ => None,
+        ExporterKind::PrometheusRemoteWrite(c) => Some(&mut c.queue),
+        ExporterKind::Loki(c) => Some(&mut c.queue),
+        ExporterKind::Blackhole => None,
     }
 }
 

@@ -379,10 +379,11 @@ impl Board {
             }
         }
         render_kafka(&mut out, &snaps);
+        render_prometheus_exporter(&mut out, &snaps);
         let name = "shardtel_mesh_channel_depth";
         let _ = writeln!(
             out,
-            "# HELP {name} Span batches in flight on the channel from one core to another."
+            "# HELP {name} Messages (span batches, routed metrics) in flight on the channel from one core to another."
         );
         let _ = writeln!(out, "# TYPE {name} gauge");
         for from in &snaps {
@@ -402,7 +403,10 @@ impl Board {
             }
         }
         let name = "shardtel_mesh_sent_batches_total";
-        let _ = writeln!(out, "# HELP {name} Span batches routed to another core.");
+        let _ = writeln!(
+            out,
+            "# HELP {name} Messages (span batches, routed metrics) sent to another core."
+        );
         let _ = writeln!(out, "# TYPE {name} counter");
         for s in &snaps {
             for (to, v) in s.mesh_sent.iter().enumerate() {
@@ -451,6 +455,84 @@ impl Board {
             .collect();
         crate::memory_limiter::render(&memory, &mut out);
         out
+    }
+}
+
+/// The `prometheusremotewrite` conversion series (only when such an exporter runs).
+fn render_prometheus_exporter(out: &mut String, snaps: &[Arc<CoreSnapshot>]) {
+    type Field = fn(&ExporterStats) -> u64;
+    let series: [(&str, &str, &str, Field); 8] = [
+        (
+            "shardtel_exporter_prometheus_samples_total",
+            "counter",
+            "Float samples written to remote-write requests.",
+            |st| st.prometheus.samples,
+        ),
+        (
+            "shardtel_exporter_prometheus_histograms_total",
+            "counter",
+            "Native histogram samples written to remote-write requests.",
+            |st| st.prometheus.histograms,
+        ),
+        (
+            "shardtel_exporter_prometheus_dropped_out_of_order_points_total",
+            "counter",
+            "Points dropped because their series already had a sample at or after their time.",
+            |st| st.prometheus.dropped_out_of_order,
+        ),
+        (
+            "shardtel_exporter_prometheus_dropped_invalid_points_total",
+            "counter",
+            "Points dropped as unconvertible (name, temporality, buckets, scale).",
+            |st| st.prometheus.dropped_invalid,
+        ),
+        (
+            "shardtel_exporter_prometheus_delta_resets_total",
+            "counter",
+            "Delta histograms whose bucket layout changed, restarting their accumulation.",
+            |st| st.prometheus.delta_resets,
+        ),
+        (
+            "shardtel_exporter_prometheus_series_expired_total",
+            "counter",
+            "Series forgotten after series_ttl without a point.",
+            |st| st.prometheus.series_expired,
+        ),
+        (
+            "shardtel_exporter_prometheus_series_evicted_total",
+            "counter",
+            "Series forgotten because max_series_per_core was reached.",
+            |st| st.prometheus.series_evicted,
+        ),
+        (
+            "shardtel_exporter_prometheus_series",
+            "gauge",
+            "Series whose state this core holds.",
+            |st| st.prometheus.series_active,
+        ),
+    ];
+    let kind = "prometheusremotewrite";
+    if !snaps
+        .iter()
+        .any(|s| s.exporters.iter().any(|(_, k, _)| *k == kind))
+    {
+        return;
+    }
+    for (name, ty, help, f) in series {
+        let _ = writeln!(out, "# HELP {name} {help}");
+        let _ = writeln!(out, "# TYPE {name} {ty}");
+        for s in snaps {
+            for (exp, k, st) in &s.exporters {
+                if *k == kind {
+                    let _ = writeln!(
+                        out,
+                        "{name}{{exporter=\"{exp}\",core=\"{}\"}} {}",
+                        s.core,
+                        f(st)
+                    );
+                }
+            }
+        }
     }
 }
 

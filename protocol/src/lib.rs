@@ -20,6 +20,9 @@
 //!   requests re-framed around the changed items ([`rewrite::rewrite_request`]); rewritten spans
 //!   ride in the index ([`scan::Rewrites`]) until [`reframe`] substitutes them.
 //! - [`route`]: [`route::owner_core`], the pure trace-id → core function.
+//! - [`series`]: routing metrics by series identity (`job`, `instance`, metric name) to an
+//!   owner core, and [`series::MetricsRouting`], which splits a metrics request per owner with
+//!   the same re-framing encoder.
 //! - [`grpc`], [`compression`], [`json`], [`status`]: gRPC framing and status codes, bounded
 //!   gzip/zstd, OTLP/JSON ↔ protobuf, and response bodies.
 //!
@@ -84,6 +87,7 @@ pub mod reframe;
 pub mod rewrite;
 pub mod route;
 pub mod scan;
+pub mod series;
 pub mod span;
 pub mod status;
 pub mod wire;

@@ -367,7 +367,7 @@ fn read_fixed32_field(r: &mut Reader<'_>, key: Key) -> Result<u32, ScanError> {
 }
 
 #[inline(always)]
-fn read_msg(r: &mut Reader<'_>, key: Key) -> Result<Range<usize>, ScanError> {
+pub(crate) fn read_msg(r: &mut Reader<'_>, key: Key) -> Result<Range<usize>, ScanError> {
     expect(key, WireType::Len)?;
     Ok(r.read_len()?)
 }
@@ -531,7 +531,7 @@ fn any_value_field_slow(r: &mut Reader<'_>, key: Key, depth: u32) -> Result<(), 
 
 /// Kinds of fields for the table-driven validator used on the colder message types.
 #[derive(Clone, Copy)]
-enum Kind {
+pub(crate) enum Kind {
     Varint,
     I64,
     I32,
@@ -660,9 +660,9 @@ const SCOPE: &[(u32, Kind)] = &[
     (4, Kind::Varint),
 ];
 /// `ResourceSpans` / `ResourceMetrics` / `ResourceLogs` header fields (child list excluded).
-const RESOURCE_HEADERS: &[(u32, Kind)] = &[(1, Kind::Msg(RESOURCE)), (3, Kind::Str)];
+pub(crate) const RESOURCE_HEADERS: &[(u32, Kind)] = &[(1, Kind::Msg(RESOURCE)), (3, Kind::Str)];
 /// `ScopeSpans` / `ScopeMetrics` / `ScopeLogs` header fields (child list excluded).
-const SCOPE_HEADERS: &[(u32, Kind)] = &[(1, Kind::Msg(SCOPE)), (3, Kind::Str)];
+pub(crate) const SCOPE_HEADERS: &[(u32, Kind)] = &[(1, Kind::Msg(SCOPE)), (3, Kind::Str)];
 const EVENT: &[(u32, Kind)] = &[
     (1, Kind::I64),
     (2, Kind::Str),
@@ -751,8 +751,8 @@ const LOG_RECORD: &[(u32, Kind)] = &[
 ];
 
 /// Depths of the fixed OTLP levels (request = 0).
-const RESOURCE_DEPTH: u32 = 1;
-const SCOPE_DEPTH: u32 = 2;
+pub(crate) const RESOURCE_DEPTH: u32 = 1;
+pub(crate) const SCOPE_DEPTH: u32 = 2;
 const ITEM_DEPTH: u32 = 3;
 
 /// Validates one header field (a non-child field of a ResourceX / ScopeX message) and returns
@@ -774,7 +774,7 @@ fn validate_header(
 /// (field 2, only checked to be length-delimited) and calls `on_header` with the complete range
 /// of each of them. Returns whether there are children.
 #[inline]
-fn container_headers<H>(
+pub(crate) fn container_headers<H>(
     buf: &[u8],
     body: Range<usize>,
     table: &'static [(u32, Kind)],
@@ -802,7 +802,11 @@ where
 /// Pass two over a message already checked by [`container_headers`]: calls `on_child` with the
 /// body of every field 2.
 #[inline]
-fn container_children<C>(buf: &[u8], body: Range<usize>, mut on_child: C) -> Result<(), ScanError>
+pub(crate) fn container_children<C>(
+    buf: &[u8],
+    body: Range<usize>,
+    mut on_child: C,
+) -> Result<(), ScanError>
 where
     C: FnMut(Range<usize>) -> Result<(), ScanError>,
 {
@@ -1252,7 +1256,7 @@ pub fn scan_metrics(buf: &[u8]) -> Result<ItemCounts, ScanError> {
 
 /// Validates one `Metric` and returns its number of data points as prost would decode them
 /// (the data oneof: a later field of another kind replaces, of the same kind merges).
-fn scan_metric(buf: &[u8], body: Range<usize>) -> Result<u32, ScanError> {
+pub(crate) fn scan_metric(buf: &[u8], body: Range<usize>) -> Result<u32, ScanError> {
     let depth = ITEM_DEPTH;
     let mut r = Reader::nested(buf, body);
     let mut kind = 0u32;

@@ -123,6 +123,16 @@ pub enum ExportError {
         /// `Retry-After` header.
         retry_after: Option<Duration>,
     },
+    /// A storage backend (Prometheus remote write, Loki push) answered with a non-2xx status.
+    #[error("http status {status}: {message}")]
+    Push {
+        /// Response status.
+        status: StatusCode,
+        /// The start of the response body.
+        message: String,
+        /// `Retry-After` header.
+        retry_after: Option<Duration>,
+    },
     /// The batch could not be rendered as OTLP JSON.
     #[error("failed to convert to otlp json: {reason}")]
     Json {
@@ -202,6 +212,18 @@ impl ExportError {
                 ..
             } => match status.as_u16() {
                 429 | 502 | 503 | 504 => Disposition::Retry {
+                    after: *retry_after,
+                },
+                _ => Disposition::Permanent,
+            },
+            // Remote-write and Loki clients retry 5xx and 429 and nothing else (the remote
+            // write specification; Loki's own clients do the same).
+            Self::Push {
+                status,
+                retry_after,
+                ..
+            } => match status.as_u16() {
+                429 | 500..=599 => Disposition::Retry {
                     after: *retry_after,
                 },
                 _ => Disposition::Permanent,
@@ -295,6 +317,25 @@ mod tests {
             http(503, wait).disposition(),
             Disposition::Retry { after: wait }
         );
+    }
+
+    #[test]
+    fn storage_push_statuses() {
+        let push = |status: u16| ExportError::Push {
+            status: StatusCode::from_u16(status).unwrap(),
+            message: String::new(),
+            retry_after: None,
+        };
+        for status in [429, 500, 502, 503, 504, 599] {
+            assert_eq!(push(status).disposition(), RETRY, "{status}");
+        }
+        for status in [400, 401, 404, 409, 413] {
+            assert_eq!(
+                push(status).disposition(),
+                Disposition::Permanent,
+                "{status}"
+            );
+        }
     }
 
     #[test]

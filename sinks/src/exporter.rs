@@ -13,9 +13,11 @@ use crate::batch::{Batch, BatchLimits};
 use crate::error::{ExportError, SinkError};
 use crate::file::{core_file_path, FileExporter};
 use crate::kafka::KafkaExporter;
+use crate::loki::LokiExporter;
 use crate::otlp::grpc::OtlpGrpcExporter;
 use crate::otlp::http::{OtlpHttpExporter, SignalRoute};
 use crate::otlp::{ExportReply, Target};
+use crate::prometheus::PrometheusExporter;
 use crate::retry::RetryPolicy;
 
 /// Concurrent requests per network exporter per core.
@@ -65,14 +67,17 @@ pub(crate) enum Exporter {
     OtlpHttp(OtlpHttpExporter),
     File(FileExporter),
     Kafka(KafkaExporter),
+    Prometheus(PrometheusExporter),
+    Loki(LokiExporter),
     Blackhole,
 }
 
 impl Exporter {
-    /// Builds the exporter for `core` from its configuration.
+    /// Builds the exporter for `core` of `cores` from its configuration.
     pub(crate) fn build(
         cfg: &ExporterConfig,
         core: usize,
+        cores: usize,
     ) -> Result<(Self, QueueSettings), SinkError> {
         let name = cfg.name.as_str();
         Ok(match &cfg.kind {
@@ -137,6 +142,24 @@ impl Exporter {
                 Self::Kafka(KafkaExporter::new(name, c, c.queue.max_bytes)?),
                 QueueSettings::from_config(&c.batch, &c.retry, &c.queue),
             ),
+            ExporterKind::PrometheusRemoteWrite(c) => {
+                let (target, path) = http_target(name, &c.endpoint)?;
+                let headers = headers(name, &c.headers)?;
+                (
+                    Self::Prometheus(PrometheusExporter::new(
+                        target, path, headers, c, core, cores,
+                    )),
+                    QueueSettings::from_config(&c.batch, &c.retry, &c.queue),
+                )
+            }
+            ExporterKind::Loki(c) => {
+                let (target, path) = http_target(name, &c.endpoint)?;
+                let headers = headers(name, &c.headers)?;
+                (
+                    Self::Loki(LokiExporter::new(target, path, headers, c, NETWORK_SENDERS)),
+                    QueueSettings::from_config(&c.batch, &c.retry, &c.queue),
+                )
+            }
             ExporterKind::Blackhole => (Self::Blackhole, QueueSettings::blackhole()),
         })
     }
@@ -148,16 +171,31 @@ impl Exporter {
             Self::OtlpHttp(_) => "otlphttp",
             Self::File(_) => "file",
             Self::Kafka(_) => "kafka",
+            Self::Prometheus(_) => "prometheusremotewrite",
+            Self::Loki(_) => "loki",
             Self::Blackhole => "blackhole",
         }
     }
 
     /// How many sender tasks run: one for the file (lines stay in order and
-    /// there is one writer), one for the blackhole, [`NETWORK_SENDERS`] otherwise.
+    /// there is one writer), one for Prometheus (each series' samples leave in time order,
+    /// and its per-series state changes batch by batch), one for the blackhole,
+    /// [`NETWORK_SENDERS`] otherwise.
     pub(crate) fn senders(&self) -> usize {
         match self {
-            Self::Otlp(_) | Self::OtlpHttp(_) | Self::Kafka(_) => NETWORK_SENDERS,
-            Self::File(_) | Self::Blackhole => 1,
+            Self::Otlp(_) | Self::OtlpHttp(_) | Self::Kafka(_) | Self::Loki(_) => NETWORK_SENDERS,
+            Self::File(_) | Self::Prometheus(_) | Self::Blackhole => 1,
+        }
+    }
+
+    /// Converts a batch once, before its first attempt, for the kinds whose wire format is
+    /// not OTLP (`None`: send the batch as it is). The result's `items` leave out the items
+    /// the conversion dropped.
+    pub(crate) async fn prepare(&self, batch: &Batch) -> Result<Option<Batch>, ExportError> {
+        match self {
+            Self::Prometheus(e) => e.prepare(batch).await.map(Some),
+            Self::Loki(e) => e.prepare(batch).map(Some),
+            _ => Ok(None),
         }
     }
 
@@ -172,14 +210,24 @@ impl Exporter {
             Self::OtlpHttp(e) => e.export(worker, batch).await,
             Self::File(e) => e.export(batch).await.map(|()| ExportReply::default()),
             Self::Kafka(e) => e.export(batch).await.map(|()| ExportReply::default()),
+            Self::Prometheus(e) => e
+                .export(worker, batch)
+                .await
+                .map(|()| ExportReply::default()),
+            Self::Loki(e) => e
+                .export(worker, batch)
+                .await
+                .map(|()| ExportReply::default()),
             Self::Blackhole => Ok(ExportReply::default()),
         }
     }
 
     /// Counters specific to the kind, added to the queue's snapshot.
     pub(crate) fn add_stats(&self, stats: &mut crate::stats::ExporterStats) {
-        if let Self::Kafka(e) = self {
-            stats.kafka = e.stats();
+        match self {
+            Self::Kafka(e) => stats.kafka = e.stats(),
+            Self::Prometheus(e) => stats.prometheus = e.stats(),
+            _ => {}
         }
     }
 
@@ -216,6 +264,15 @@ fn target(exporter: &str, endpoint: &Endpoint) -> Result<Target, SinkError> {
         port: endpoint.port,
         authority,
     })
+}
+
+/// Host, port and request path of a storage endpoint (`http://host:port/path`).
+fn http_target(exporter: &str, endpoint: &Endpoint) -> Result<(Target, Uri), SinkError> {
+    let path = endpoint
+        .path_or_root()
+        .parse::<Uri>()
+        .map_err(|_| invalid_endpoint(exporter, endpoint))?;
+    Ok((target(exporter, endpoint)?, path))
 }
 
 fn invalid_endpoint(exporter: &str, endpoint: &Endpoint) -> SinkError {

@@ -15,7 +15,9 @@
 //!   (OTLP/gRPC over h2c, gzip by default), `otlphttp` (OTLP/HTTP protobuf over
 //!   HTTP/1.1 keep-alive), `file` (OTLP JSON lines, one file per core, rotated
 //!   by size), `kafka` (one message per trace keyed by trace ID, librdkafka's threads beside
-//!   the reactors) and `blackhole` (counts and drops).
+//!   the reactors), `prometheusremotewrite` (remote write v1 with per-series delta →
+//!   cumulative state, see [`prometheus`]), `loki` (push API, see [`loki`]) and `blackhole`
+//!   (counts and drops).
 //! - [`ExportError`] with [`ExportError::disposition`]: the single place that
 //!   decides whether a failure is retried; permanent failures are counted and
 //!   logged at most once per [`REPORT_INTERVAL`] per exporter per core.
@@ -60,16 +62,20 @@
 #![deny(unsafe_code)]
 #![deny(missing_docs)]
 
+mod attributes;
 mod batch;
 mod body;
 mod error;
 mod exporter;
 mod file;
 mod kafka;
+pub mod loki;
 pub mod net;
 mod notify;
 mod offload;
 mod otlp;
+pub mod prometheus;
+mod push;
 mod queue;
 mod report;
 mod retry;

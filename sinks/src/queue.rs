@@ -16,7 +16,7 @@ use shardtel_protocol::reframe::Encoded;
 use shardtel_protocol::Signal;
 
 use crate::batch::{Batch, Batcher};
-use crate::error::{Disposition, QueueFull, SinkError};
+use crate::error::{Disposition, ExportError, QueueFull, SinkError};
 use crate::exporter::{Exporter, QueueSettings};
 use crate::notify::Notify;
 use crate::report::{FailureReport, REPORT_INTERVAL};
@@ -74,7 +74,18 @@ impl ExportQueue {
     ///
     /// Outside a glommio executor.
     pub fn start(cfg: &ExporterConfig, core: usize) -> Result<Rc<ExportQueue>, SinkError> {
-        let (exporter, settings) = Exporter::build(cfg, core)?;
+        Self::start_on(cfg, core, 1)
+    }
+
+    /// [`ExportQueue::start`] for `core` of `cores`: exporters that own part of the data by
+    /// routing key (`prometheusremotewrite` writes the `target_info` of the resources its core
+    /// owns) need the count.
+    pub fn start_on(
+        cfg: &ExporterConfig,
+        core: usize,
+        cores: usize,
+    ) -> Result<Rc<ExportQueue>, SinkError> {
+        let (exporter, settings) = Exporter::build(cfg, core, cores)?;
         Ok(Self::with_exporter(
             cfg.name.clone(),
             core,
@@ -279,6 +290,22 @@ impl Shared {
     /// Sends one batch, retrying as the policy allows, and books the outcome.
     async fn send_with_retry(&self, worker: usize, batch: &Batch) {
         let i = signal_index(batch.signal);
+        // Kinds that convert (prometheusremotewrite, loki) do it once, before the first attempt.
+        let prepared = match self.exporter.prepare(batch).await {
+            Ok(prepared) => prepared,
+            Err(err) => return self.failed(i, batch.items, &err, Instant::now()),
+        };
+        let batch = match &prepared {
+            Some(p) => {
+                self.stats.borrow_mut().failed_items[i] += batch.items - p.items;
+                if p.chunks.is_empty() {
+                    // Nothing left to send once converted.
+                    return;
+                }
+                p
+            }
+            None => batch,
+        };
         let mut backoff = Backoff::new(self.retry, Instant::now());
         loop {
             let result = self.exporter.export(worker, batch).await;
@@ -323,27 +350,29 @@ impl Shared {
                         return;
                     }
                 }
-                None => {
-                    let mut stats = self.stats.borrow_mut();
-                    stats.failed_requests[i] += 1;
-                    stats.failed_items[i] += batch.items;
-                    drop(stats);
-                    let gave_up = matches!(err.disposition(), Disposition::Retry { .. });
-                    self.report.borrow_mut().permanent(
-                        batch.items,
-                        || {
-                            if gave_up && self.retry.enabled {
-                                format!("gave up retrying: {err}")
-                            } else {
-                                err.to_string()
-                            }
-                        },
-                        now,
-                    );
-                    return;
-                }
+                None => return self.failed(i, batch.items, &err, now),
             }
         }
+    }
+
+    /// Books a batch of `items` that failed for good with `err`.
+    fn failed(&self, i: usize, items: u64, err: &ExportError, now: Instant) {
+        let mut stats = self.stats.borrow_mut();
+        stats.failed_requests[i] += 1;
+        stats.failed_items[i] += items;
+        drop(stats);
+        let gave_up = matches!(err.disposition(), Disposition::Retry { .. });
+        self.report.borrow_mut().permanent(
+            items,
+            || {
+                if gave_up && self.retry.enabled {
+                    format!("gave up retrying: {err}")
+                } else {
+                    err.to_string()
+                }
+            },
+            now,
+        );
     }
 }
 

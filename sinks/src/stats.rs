@@ -39,6 +39,8 @@ pub struct ExporterStats {
     pub in_flight: usize,
     /// Message counters of a `kafka` exporter (zero for other kinds).
     pub kafka: KafkaProducerStats,
+    /// Conversion counters of a `prometheusremotewrite` exporter (zero for other kinds).
+    pub prometheus: crate::prometheus::ConversionStats,
 }
 
 /// Message-level counters of one `kafka` exporter on one core.

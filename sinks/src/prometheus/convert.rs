@@ -1,0 +1,762 @@
+//! OTLP metrics → remote-write series, per the OpenTelemetry → Prometheus compatibility
+//! specification, with the per-series state of this core ([`SeriesTable`]).
+//!
+//! - Gauges → samples; monotonic sums → `_total` counters; non-monotonic sums → gauges.
+//! - Delta sums and histograms (explicit and exponential) are accumulated per series into
+//!   cumulative values; unspecified temporality is dropped (counted as invalid).
+//! - Histograms → `_bucket{le}` (cumulative, `+Inf` = count), `_sum` (when set), `_count`.
+//! - Exponential histograms → native histograms (scale above 8 lowered to 8, below -4
+//!   dropped), or classic `_bucket` series when configured.
+//! - Summaries → `{quantile}` samples, `_sum`, `_count`.
+//! - Labels: point attributes (sanitised; attributes that collide after sanitising are joined
+//!   with `;` in key order), promoted resource attributes (never over a point attribute),
+//!   `job` (`service.namespace/service.name`) and `instance` (`service.instance.id`),
+//!   `otel_scope_name`/`otel_scope_version`, then `le`/`quantile` and `__name__`. Empty values
+//!   are left out.
+//! - `target_info` (value 1, timestamped at conversion) carries the other resource attributes;
+//!   only the core owning the resource's routing key writes it.
+//! - A point whose series already has a sample at or after its timestamp is dropped and
+//!   counted (Prometheus would reject the whole request); `NoRecordedValue` points become
+//!   Prometheus stale markers. Exemplars and metadata are not sent.
+
+use std::borrow::Cow;
+use std::hash::{DefaultHasher, Hash, Hasher};
+use std::time::Instant;
+
+use shardtel_protocol::proto::collector::metrics::v1::ExportMetricsServiceRequest;
+use shardtel_protocol::proto::common::v1::{InstrumentationScope, KeyValue};
+use shardtel_protocol::proto::metrics::v1::{
+    exponential_histogram_data_point, metric, number_data_point, ExponentialHistogramDataPoint,
+    HistogramDataPoint, Metric, NumberDataPoint, ResourceMetrics, SummaryDataPoint,
+};
+use shardtel_protocol::series::{key_owner, resource_key};
+
+use super::naming::{float_label, label_name, metric_name, MetricType};
+use super::prompb::{BucketSpan, Histogram, Label, Sample, TimeSeries, STALE_NAN};
+use super::state::{Accumulated, Buckets, ExpBuckets, SeriesTable};
+use crate::attributes::{find, string_value, value_text};
+
+/// `AGGREGATION_TEMPORALITY_DELTA`.
+const DELTA: i32 = 1;
+/// `AGGREGATION_TEMPORALITY_CUMULATIVE`.
+const CUMULATIVE: i32 = 2;
+/// `DATA_POINT_FLAGS_NO_RECORDED_VALUE_MASK`.
+const NO_RECORDED_VALUE: u32 = 1;
+/// Native histogram schemas Prometheus accepts.
+const MIN_SCHEMA: i32 = -4;
+const MAX_SCHEMA: i32 = 8;
+
+/// Conversion settings (from the exporter's configuration) and this core's place.
+#[derive(Clone, Debug)]
+pub(crate) struct Settings {
+    pub suffixes: bool,
+    pub target_info: bool,
+    pub scope_labels: bool,
+    pub promote: Vec<String>,
+    pub native_histograms: bool,
+    pub core: usize,
+    pub cores: usize,
+}
+
+/// Counters of the conversion on one core.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ConversionStats {
+    /// Float samples written.
+    pub samples: u64,
+    /// Native histogram samples written.
+    pub histograms: u64,
+    /// Points dropped because their series already had a sample at or after their time.
+    pub dropped_out_of_order: u64,
+    /// Points dropped as unconvertible (no valid name, unspecified temporality, bucket counts
+    /// that do not match the bounds, exponential scale below -4).
+    pub dropped_invalid: u64,
+    /// Delta histograms whose bucket layout changed, restarting their accumulation.
+    pub delta_resets: u64,
+    /// Series forgotten after `series_ttl` without a point.
+    pub series_expired: u64,
+    /// Series forgotten because the table was full.
+    pub series_evicted: u64,
+    /// Series held now.
+    pub series_active: u64,
+}
+
+/// What one batch became.
+#[derive(Debug, Default)]
+pub(crate) struct Converted {
+    pub series: Vec<TimeSeries>,
+    /// OTLP points dropped (out of order or invalid).
+    pub dropped_points: u64,
+}
+
+/// The converter of one exporter on one core.
+#[derive(Debug)]
+pub(crate) struct Converter {
+    settings: Settings,
+    table: SeriesTable,
+    stats: ConversionStats,
+}
+
+/// One classic histogram sample set to write.
+struct Classic<'a> {
+    /// The point's labels without `__name__`.
+    base: &'a [Label],
+    /// The family name (`_bucket`, `_sum`, `_count` are appended).
+    name: &'a str,
+    count: u64,
+    sum: Option<f64>,
+    stale: bool,
+    ts: i64,
+}
+
+/// Labels shared by every point of a scope: `job`, `instance`, scope labels (override point
+/// attributes) and promoted resource attributes (do not).
+struct ScopeLabels {
+    fixed: Vec<Label>,
+    promoted: Vec<Label>,
+}
+
+impl Converter {
+    pub(crate) fn new(settings: Settings, table: SeriesTable) -> Self {
+        Self {
+            settings,
+            table,
+            stats: ConversionStats::default(),
+        }
+    }
+
+    pub(crate) fn stats(&self) -> ConversionStats {
+        let mut stats = self.stats;
+        stats.series_expired = self.table.stats.expired;
+        stats.series_evicted = self.table.stats.evicted;
+        stats.series_active = self.table.len() as u64;
+        stats
+    }
+
+    /// Converts one request; `now_ms` stamps `target_info` and points without a time.
+    pub(crate) fn convert(
+        &mut self,
+        request: &ExportMetricsServiceRequest,
+        now_ms: i64,
+        now: Instant,
+        out: &mut Converted,
+    ) {
+        for rm in &request.resource_metrics {
+            self.convert_resource(rm, now_ms, now, out);
+        }
+    }
+
+    /// Converts one `ResourceMetrics` (the unit between which the exporter yields).
+    pub(crate) fn convert_resource(
+        &mut self,
+        rm: &ResourceMetrics,
+        now_ms: i64,
+        now: Instant,
+        out: &mut Converted,
+    ) {
+        self.table.expire(now);
+        let attributes: &[KeyValue] = rm
+            .resource
+            .as_ref()
+            .map_or(&[], |r| r.attributes.as_slice());
+        let text = |key: &str| find(attributes, key).map(|kv| value_text(kv.value.as_ref()));
+        let mut identity = Vec::new();
+        if let Some(name) = text("service.name") {
+            let job = match text("service.namespace") {
+                Some(ns) if !ns.is_empty() => format!("{ns}/{name}"),
+                _ => name,
+            };
+            identity.push(label("job", job));
+        }
+        if let Some(instance) = text("service.instance.id") {
+            identity.push(label("instance", instance));
+        }
+        let promoted: Vec<Label> = self
+            .settings
+            .promote
+            .iter()
+            .filter_map(|key| {
+                let kv = find(attributes, key)?;
+                Some(label(&label_name(key)?, value_text(kv.value.as_ref())))
+            })
+            .collect();
+        if self.settings.target_info {
+            self.target_info(attributes, &identity, now_ms, now, out);
+        }
+        for sm in &rm.scope_metrics {
+            let mut fixed = identity.clone();
+            if self.settings.scope_labels {
+                if let Some(InstrumentationScope { name, version, .. }) = &sm.scope {
+                    fixed.push(label("otel_scope_name", name.clone()));
+                    fixed.push(label("otel_scope_version", version.clone()));
+                }
+            }
+            let scope = ScopeLabels {
+                fixed,
+                promoted: promoted.clone(),
+            };
+            for m in &sm.metrics {
+                self.metric(m, &scope, now_ms, now, out);
+            }
+        }
+    }
+
+    fn target_info(
+        &mut self,
+        attributes: &[KeyValue],
+        identity: &[Label],
+        now_ms: i64,
+        now: Instant,
+        out: &mut Converted,
+    ) {
+        let string = |key: &str| {
+            find(attributes, key)
+                .and_then(|kv| string_value(kv.value.as_ref()))
+                .unwrap_or("")
+                .as_bytes()
+        };
+        let key = resource_key(
+            string("service.namespace"),
+            string("service.name"),
+            string("service.instance.id"),
+        );
+        if key_owner(key, self.settings.cores) != self.settings.core {
+            return;
+        }
+        let others: Vec<KeyValue> = attributes
+            .iter()
+            .filter(|kv| {
+                !matches!(
+                    kv.key.as_str(),
+                    "service.name" | "service.namespace" | "service.instance.id"
+                )
+            })
+            .cloned()
+            .collect();
+        if others.is_empty() {
+            return;
+        }
+        let labels = point_labels(
+            &others,
+            &ScopeLabels {
+                fixed: identity.to_vec(),
+                promoted: Vec::new(),
+            },
+        );
+        let labels = named(&labels, "target_info", None);
+        // Written at most once per millisecond per resource; a repeat is no dropped point.
+        if self.table.admit(series_key(&labels), now_ms, now).is_some() {
+            self.push_sample(out, labels, 1.0, now_ms);
+        }
+    }
+
+    fn metric(
+        &mut self,
+        m: &Metric,
+        scope: &ScopeLabels,
+        now_ms: i64,
+        now: Instant,
+        out: &mut Converted,
+    ) {
+        let suffixes = self.settings.suffixes;
+        let name = |ty| metric_name(&m.name, &m.unit, ty, suffixes);
+        match &m.data {
+            Some(metric::Data::Gauge(g)) => {
+                let Some(name) = name(MetricType::Gauge) else {
+                    return self.invalid(out, g.data_points.len());
+                };
+                for p in &g.data_points {
+                    self.number(p, &name, false, scope, now_ms, now, out);
+                }
+            }
+            Some(metric::Data::Sum(s)) => {
+                let ty = if s.is_monotonic {
+                    MetricType::MonotonicCounter
+                } else {
+                    MetricType::NonMonotonicCounter
+                };
+                let Some(delta) = is_delta(s.aggregation_temporality) else {
+                    return self.invalid(out, s.data_points.len());
+                };
+                let Some(name) = name(ty) else {
+                    return self.invalid(out, s.data_points.len());
+                };
+                for p in &s.data_points {
+                    self.number(p, &name, delta, scope, now_ms, now, out);
+                }
+            }
+            Some(metric::Data::Histogram(h)) => {
+                let Some(delta) = is_delta(h.aggregation_temporality) else {
+                    return self.invalid(out, h.data_points.len());
+                };
+                let Some(name) = name(MetricType::Distribution) else {
+                    return self.invalid(out, h.data_points.len());
+                };
+                for p in &h.data_points {
+                    self.histogram(p, &name, delta, scope, now_ms, now, out);
+                }
+            }
+            Some(metric::Data::ExponentialHistogram(h)) => {
+                let Some(delta) = is_delta(h.aggregation_temporality) else {
+                    return self.invalid(out, h.data_points.len());
+                };
+                let Some(name) = name(MetricType::Distribution) else {
+                    return self.invalid(out, h.data_points.len());
+                };
+                for p in &h.data_points {
+                    self.exponential(p, &name, delta, scope, now_ms, now, out);
+                }
+            }
+            Some(metric::Data::Summary(s)) => {
+                let Some(name) = name(MetricType::Distribution) else {
+                    return self.invalid(out, s.data_points.len());
+                };
+                for p in &s.data_points {
+                    self.summary(p, &name, scope, now_ms, now, out);
+                }
+            }
+            None => {}
+        }
+    }
+
+    fn invalid(&mut self, out: &mut Converted, points: usize) {
+        self.stats.dropped_invalid += points as u64;
+        out.dropped_points += points as u64;
+    }
+
+    /// The series state for a point with `labels` at `ts`, or `None` (counted) when out of
+    /// order.
+    fn admit(
+        &mut self,
+        labels: &[Label],
+        ts: i64,
+        now: Instant,
+    ) -> Option<&mut super::state::Series> {
+        match self.table.admit(series_key(labels), ts, now) {
+            Some(series) => Some(series),
+            None => {
+                self.stats.dropped_out_of_order += 1;
+                None
+            }
+        }
+    }
+
+    fn push_sample(&mut self, out: &mut Converted, labels: Vec<Label>, value: f64, ts: i64) {
+        self.stats.samples += 1;
+        out.series.push(TimeSeries {
+            labels,
+            samples: vec![Sample {
+                value,
+                timestamp: ts,
+            }],
+            histograms: Vec::new(),
+        });
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn number(
+        &mut self,
+        p: &NumberDataPoint,
+        name: &str,
+        delta: bool,
+        scope: &ScopeLabels,
+        now_ms: i64,
+        now: Instant,
+        out: &mut Converted,
+    ) {
+        let ts = timestamp(p.time_unix_nano, now_ms);
+        let labels = named(&point_labels(&p.attributes, scope), name, None);
+        let value = match p.value {
+            Some(number_data_point::Value::AsDouble(v)) => v,
+            Some(number_data_point::Value::AsInt(v)) => v as f64,
+            None => 0.0,
+        };
+        let stale = p.flags & NO_RECORDED_VALUE != 0;
+        let Some(series) = self.admit(&labels, ts, now) else {
+            out.dropped_points += 1;
+            return;
+        };
+        let value = if stale {
+            f64::from_bits(STALE_NAN)
+        } else if delta {
+            let total = match &mut series.accumulated {
+                Accumulated::Sum(total) => total,
+                other => {
+                    *other = Accumulated::Sum(0.0);
+                    let Accumulated::Sum(total) = other else {
+                        unreachable!()
+                    };
+                    total
+                }
+            };
+            *total += value;
+            *total
+        } else {
+            value
+        };
+        self.push_sample(out, labels, value, ts);
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn histogram(
+        &mut self,
+        p: &HistogramDataPoint,
+        name: &str,
+        delta: bool,
+        scope: &ScopeLabels,
+        now_ms: i64,
+        now: Instant,
+        out: &mut Converted,
+    ) {
+        if !p.bucket_counts.is_empty() && p.bucket_counts.len() != p.explicit_bounds.len() + 1 {
+            return self.invalid(out, 1);
+        }
+        let ts = timestamp(p.time_unix_nano, now_ms);
+        let base = point_labels(&p.attributes, scope);
+        let key_labels = named(&base, name, None);
+        let stale = p.flags & NO_RECORDED_VALUE != 0;
+        let mut resets = 0;
+        let Some(series) = self.admit(&key_labels, ts, now) else {
+            out.dropped_points += 1;
+            return;
+        };
+        let (bounds, counts, count, sum) = if delta && !stale {
+            match &mut series.accumulated {
+                Accumulated::Histogram {
+                    bounds,
+                    counts,
+                    count,
+                    sum,
+                } if *bounds == p.explicit_bounds && counts.len() == p.bucket_counts.len() => {
+                    for (c, d) in counts.iter_mut().zip(&p.bucket_counts) {
+                        *c += d;
+                    }
+                    *count += p.count;
+                    *sum += p.sum.unwrap_or(0.0);
+                }
+                other => {
+                    if matches!(other, Accumulated::Histogram { .. }) {
+                        resets += 1;
+                    }
+                    *other = Accumulated::Histogram {
+                        bounds: p.explicit_bounds.clone(),
+                        counts: p.bucket_counts.clone(),
+                        count: p.count,
+                        sum: p.sum.unwrap_or(0.0),
+                    };
+                }
+            }
+            let Accumulated::Histogram {
+                bounds,
+                counts,
+                count,
+                sum,
+            } = &series.accumulated
+            else {
+                unreachable!()
+            };
+            (bounds.clone(), counts.clone(), *count, Some(*sum))
+        } else {
+            (
+                p.explicit_bounds.clone(),
+                p.bucket_counts.clone(),
+                p.count,
+                p.sum,
+            )
+        };
+        self.stats.delta_resets += resets;
+        let buckets = bounds.iter().copied().zip(counts.iter().copied());
+        let classic = Classic {
+            base: &base,
+            name,
+            count,
+            sum,
+            stale,
+            ts,
+        };
+        self.push_classic(out, &classic, buckets);
+    }
+
+    /// Writes `_bucket{le}` (cumulative, then `+Inf`), `_sum` (when set) and `_count`.
+    fn push_classic(
+        &mut self,
+        out: &mut Converted,
+        c: &Classic<'_>,
+        buckets: impl IntoIterator<Item = (f64, u64)>,
+    ) {
+        let value = |v: f64| {
+            if c.stale {
+                f64::from_bits(STALE_NAN)
+            } else {
+                v
+            }
+        };
+        let bucket = format!("{}_bucket", c.name);
+        let mut cumulative = 0u64;
+        for (bound, n) in buckets {
+            cumulative += n;
+            let labels = named(c.base, &bucket, Some(("le", float_label(bound))));
+            self.push_sample(out, labels, value(cumulative as f64), c.ts);
+        }
+        let labels = named(c.base, &bucket, Some(("le", "+Inf".to_string())));
+        self.push_sample(out, labels, value(c.count as f64), c.ts);
+        if let Some(sum) = c.sum {
+            let labels = named(c.base, &format!("{}_sum", c.name), None);
+            self.push_sample(out, labels, value(sum), c.ts);
+        }
+        let labels = named(c.base, &format!("{}_count", c.name), None);
+        self.push_sample(out, labels, value(c.count as f64), c.ts);
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn exponential(
+        &mut self,
+        p: &ExponentialHistogramDataPoint,
+        name: &str,
+        delta: bool,
+        scope: &ScopeLabels,
+        now_ms: i64,
+        now: Instant,
+        out: &mut Converted,
+    ) {
+        if self.settings.native_histograms && p.scale < MIN_SCHEMA {
+            return self.invalid(out, 1);
+        }
+        let ts = timestamp(p.time_unix_nano, now_ms);
+        let base = point_labels(&p.attributes, scope);
+        let key_labels = named(&base, name, None);
+        let stale = p.flags & NO_RECORDED_VALUE != 0;
+        let point = ExpBuckets {
+            scale: p.scale,
+            zero_count: p.zero_count,
+            zero_threshold: p.zero_threshold,
+            count: p.count,
+            sum: p.sum.unwrap_or(0.0),
+            positive: buckets(p.positive.as_ref()),
+            negative: buckets(p.negative.as_ref()),
+        };
+        let Some(series) = self.admit(&key_labels, ts, now) else {
+            out.dropped_points += 1;
+            return;
+        };
+        let h = if delta && !stale {
+            match &mut series.accumulated {
+                Accumulated::Exponential(total) => total.add(&point),
+                other => *other = Accumulated::Exponential(point),
+            }
+            let Accumulated::Exponential(total) = &series.accumulated else {
+                unreachable!()
+            };
+            total.clone()
+        } else {
+            point
+        };
+        let has_sum = delta || p.sum.is_some();
+        if self.settings.native_histograms {
+            let mut native = native_histogram(&h, ts);
+            if stale {
+                native.sum = f64::from_bits(STALE_NAN);
+            }
+            self.stats.histograms += 1;
+            out.series.push(TimeSeries {
+                labels: key_labels,
+                samples: Vec::new(),
+                histograms: vec![native],
+            });
+            return;
+        }
+        let classic = Classic {
+            base: &base,
+            name,
+            count: h.count,
+            sum: has_sum.then_some(h.sum),
+            stale,
+            ts,
+        };
+        self.push_classic(out, &classic, classic_buckets(&h));
+    }
+
+    fn summary(
+        &mut self,
+        p: &SummaryDataPoint,
+        name: &str,
+        scope: &ScopeLabels,
+        now_ms: i64,
+        now: Instant,
+        out: &mut Converted,
+    ) {
+        let ts = timestamp(p.time_unix_nano, now_ms);
+        let base = point_labels(&p.attributes, scope);
+        let key_labels = named(&base, name, None);
+        let stale = p.flags & NO_RECORDED_VALUE != 0;
+        if self.admit(&key_labels, ts, now).is_none() {
+            out.dropped_points += 1;
+            return;
+        }
+        let value = |v: f64| if stale { f64::from_bits(STALE_NAN) } else { v };
+        for q in &p.quantile_values {
+            let labels = named(&base, name, Some(("quantile", float_label(q.quantile))));
+            self.push_sample(out, labels, value(q.value), ts);
+        }
+        let labels = named(&base, &format!("{name}_sum"), None);
+        self.push_sample(out, labels, value(p.sum), ts);
+        let labels = named(&base, &format!("{name}_count"), None);
+        self.push_sample(out, labels, value(p.count as f64), ts);
+    }
+}
+
+/// The state key of a series: a hash of its labels (`__name__` included).
+fn series_key(labels: &[Label]) -> u64 {
+    let mut hasher = DefaultHasher::new();
+    labels.hash(&mut hasher);
+    hasher.finish()
+}
+
+fn label(name: &str, value: String) -> Label {
+    Label {
+        name: name.to_string(),
+        value,
+    }
+}
+
+/// Delta (`Some(true)`) or cumulative (`Some(false)`); `None` for unspecified temporality.
+fn is_delta(temporality: i32) -> Option<bool> {
+    match temporality {
+        DELTA => Some(true),
+        CUMULATIVE => Some(false),
+        _ => None,
+    }
+}
+
+fn timestamp(nanos: u64, now_ms: i64) -> i64 {
+    if nanos == 0 {
+        now_ms
+    } else {
+        (nanos / 1_000_000) as i64
+    }
+}
+
+/// A point's labels without `__name__`, sorted by name, names unique, values non-empty.
+fn point_labels(attributes: &[KeyValue], scope: &ScopeLabels) -> Vec<Label> {
+    let mut named: Vec<(Cow<'_, str>, &str, String)> = attributes
+        .iter()
+        .filter_map(|kv| {
+            Some((
+                label_name(&kv.key)?,
+                kv.key.as_str(),
+                value_text(kv.value.as_ref()),
+            ))
+        })
+        .collect();
+    named.sort_by(|a, b| (&a.0, a.1).cmp(&(&b.0, b.1)));
+    let mut labels: Vec<Label> = Vec::with_capacity(named.len() + scope.fixed.len() + 2);
+    for (name, _, value) in named {
+        match labels.last_mut() {
+            Some(last) if last.name == name => {
+                last.value.push(';');
+                last.value.push_str(&value);
+            }
+            _ => labels.push(label(&name, value)),
+        }
+    }
+    for promoted in &scope.promoted {
+        if !labels.iter().any(|l| l.name == promoted.name) {
+            labels.push(promoted.clone());
+        }
+    }
+    for fixed in &scope.fixed {
+        labels.retain(|l| l.name != fixed.name);
+        labels.push(fixed.clone());
+    }
+    labels.retain(|l| !l.value.is_empty());
+    labels.sort_by(|a, b| a.name.cmp(&b.name));
+    labels
+}
+
+/// `base` plus `__name__` and an optional `le`/`quantile`, sorted.
+fn named(base: &[Label], name: &str, extra: Option<(&str, String)>) -> Vec<Label> {
+    let mut labels = Vec::with_capacity(base.len() + 2);
+    labels.push(label("__name__", name.to_string()));
+    match &extra {
+        Some((extra_name, value)) => {
+            labels.extend(base.iter().filter(|l| l.name != *extra_name).cloned());
+            labels.push(label(extra_name, value.clone()));
+        }
+        None => labels.extend(base.iter().cloned()),
+    }
+    labels.sort_by(|a, b| a.name.cmp(&b.name));
+    labels
+}
+
+fn buckets(b: Option<&exponential_histogram_data_point::Buckets>) -> Buckets {
+    b.map_or_else(Buckets::default, |b| Buckets {
+        offset: b.offset,
+        counts: b.bucket_counts.clone(),
+    })
+}
+
+/// A native histogram sample; buckets above schema 8 are merged down to it. The caller
+/// checked that the scale is at least -4.
+fn native_histogram(h: &ExpBuckets, ts: i64) -> Histogram {
+    let by = (h.scale - MAX_SCHEMA).max(0) as u32;
+    let (positive_spans, positive_deltas) = spans(&h.positive.downscaled(by));
+    let (negative_spans, negative_deltas) = spans(&h.negative.downscaled(by));
+    Histogram {
+        count_int: h.count,
+        sum: h.sum,
+        schema: h.scale.min(MAX_SCHEMA),
+        zero_threshold: h.zero_threshold,
+        zero_count_int: h.zero_count,
+        negative_spans,
+        negative_deltas,
+        positive_spans,
+        positive_deltas,
+        reset_hint: 0,
+        timestamp: ts,
+    }
+}
+
+/// Spans over the non-empty buckets and their delta-encoded counts. OTLP bucket `i` holds
+/// `(base^i, base^(i+1)]`, Prometheus bucket `i` holds `(base^(i-1), base^i]`: indices shift
+/// by one.
+fn spans(b: &Buckets) -> (Vec<BucketSpan>, Vec<i64>) {
+    let mut spans: Vec<BucketSpan> = Vec::new();
+    let mut deltas = Vec::new();
+    let mut previous = 0i64;
+    let mut next_index: Option<i32> = None;
+    for (i, &count) in b.counts.iter().enumerate() {
+        if count == 0 {
+            continue;
+        }
+        let index = b.offset + i as i32 + 1;
+        match (next_index, spans.last_mut()) {
+            (Some(expected), Some(span)) if expected == index => span.length += 1,
+            (Some(expected), _) => spans.push(BucketSpan {
+                offset: index - expected,
+                length: 1,
+            }),
+            (None, _) => spans.push(BucketSpan {
+                offset: index,
+                length: 1,
+            }),
+        }
+        next_index = Some(index + 1);
+        deltas.push(count as i64 - previous);
+        previous = count as i64;
+    }
+    (spans, deltas)
+}
+
+/// Classic buckets of an exponential histogram, ascending: negative buckets (upper bound
+/// `-base^i`), the zero bucket (`zero_threshold`), positive buckets (`base^(i+1)`).
+fn classic_buckets(h: &ExpBuckets) -> Vec<(f64, u64)> {
+    let bound = |index: i32| (f64::from(index) * (-f64::from(h.scale)).exp2()).exp2();
+    let mut out = Vec::with_capacity(h.negative.counts.len() + h.positive.counts.len() + 1);
+    for (i, &c) in h.negative.counts.iter().enumerate().rev() {
+        out.push((-bound(h.negative.offset + i as i32), c));
+    }
+    out.push((h.zero_threshold, h.zero_count));
+    for (i, &c) in h.positive.counts.iter().enumerate() {
+        out.push((bound(h.positive.offset + i as i32 + 1), c));
+    }
+    out
+}

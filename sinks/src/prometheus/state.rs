@@ -1,0 +1,298 @@
+//! Per-series state on the owner core: the last timestamp written (so a sample older than one
+//! already sent is dropped here instead of making Prometheus reject a whole request) and the
+//! running totals that turn delta points into cumulative ones.
+//!
+//! Bounded: at most `max_series` entries. A series not seen for `ttl` is forgotten
+//! (`expired`); when the table is full and nothing has expired, the least recently seen eighth
+//! is forgotten (`evicted`). A forgotten delta series starts again from zero, which Prometheus
+//! reads as a counter reset.
+
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+/// Running totals of one delta series.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub(crate) enum Accumulated {
+    /// Nothing yet (or a cumulative series, which needs none).
+    #[default]
+    None,
+    /// A delta sum.
+    Sum(f64),
+    /// A delta explicit-bucket histogram.
+    Histogram {
+        bounds: Vec<f64>,
+        counts: Vec<u64>,
+        count: u64,
+        sum: f64,
+    },
+    /// A delta exponential histogram.
+    Exponential(ExpBuckets),
+}
+
+/// Exponential histogram counts at one scale.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub(crate) struct ExpBuckets {
+    pub scale: i32,
+    pub zero_count: u64,
+    pub zero_threshold: f64,
+    pub count: u64,
+    pub sum: f64,
+    pub positive: Buckets,
+    pub negative: Buckets,
+}
+
+/// Consecutive bucket counts starting at index `offset`.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub(crate) struct Buckets {
+    pub offset: i32,
+    pub counts: Vec<u64>,
+}
+
+impl Buckets {
+    /// The same counts at a scale `by` lower (each bucket merges into `index >> by`).
+    pub(crate) fn downscaled(&self, by: u32) -> Buckets {
+        if by == 0 || self.counts.is_empty() {
+            return self.clone();
+        }
+        let by = by.min(31);
+        let offset = self.offset >> by;
+        let last = (self.offset + self.counts.len() as i32 - 1) >> by;
+        let mut counts = vec![0u64; (last - offset + 1) as usize];
+        for (i, c) in self.counts.iter().enumerate() {
+            counts[(((self.offset + i as i32) >> by) - offset) as usize] += c;
+        }
+        Buckets { offset, counts }
+    }
+
+    /// Adds `other`'s counts (same scale).
+    pub(crate) fn add(&mut self, other: &Buckets) {
+        if other.counts.is_empty() {
+            return;
+        }
+        if self.counts.is_empty() {
+            *self = other.clone();
+            return;
+        }
+        let start = self.offset.min(other.offset);
+        let end =
+            (self.offset + self.counts.len() as i32).max(other.offset + other.counts.len() as i32);
+        let mut counts = vec![0u64; (end - start) as usize];
+        for (i, c) in self.counts.iter().enumerate() {
+            counts[(self.offset - start) as usize + i] += c;
+        }
+        for (i, c) in other.counts.iter().enumerate() {
+            counts[(other.offset - start) as usize + i] += c;
+        }
+        *self = Buckets {
+            offset: start,
+            counts,
+        };
+    }
+}
+
+impl ExpBuckets {
+    /// Adds a delta point, lowering the scale of either side to the coarser one.
+    pub(crate) fn add(&mut self, delta: &ExpBuckets) {
+        let scale = self.scale.min(delta.scale);
+        let mine = (self.scale - scale) as u32;
+        let theirs = (delta.scale - scale) as u32;
+        self.positive = self.positive.downscaled(mine);
+        self.negative = self.negative.downscaled(mine);
+        self.positive.add(&delta.positive.downscaled(theirs));
+        self.negative.add(&delta.negative.downscaled(theirs));
+        self.scale = scale;
+        self.zero_count += delta.zero_count;
+        self.zero_threshold = self.zero_threshold.max(delta.zero_threshold);
+        self.count += delta.count;
+        self.sum += delta.sum;
+    }
+}
+
+/// One series' state.
+#[derive(Debug)]
+pub(crate) struct Series {
+    /// Timestamp (ms) of the last sample written; later samples must be newer.
+    pub last_ms: i64,
+    seen: Instant,
+    /// Delta totals.
+    pub accumulated: Accumulated,
+}
+
+/// Counters of the table.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub(crate) struct TableStats {
+    pub expired: u64,
+    pub evicted: u64,
+}
+
+/// The bounded series table of one exporter on one core.
+#[derive(Debug)]
+pub(crate) struct SeriesTable {
+    series: HashMap<u64, Series>,
+    max_series: usize,
+    ttl: Duration,
+    last_sweep: Option<Instant>,
+    pub(crate) stats: TableStats,
+}
+
+impl SeriesTable {
+    pub(crate) fn new(max_series: usize, ttl: Duration) -> Self {
+        Self {
+            series: HashMap::new(),
+            max_series: max_series.max(1),
+            ttl,
+            last_sweep: None,
+            stats: TableStats::default(),
+        }
+    }
+
+    /// Series held now.
+    pub(crate) fn len(&self) -> usize {
+        self.series.len()
+    }
+
+    /// The state of series `key` for a sample at `ts_ms`, or `None` when the series already
+    /// has a sample at or after `ts_ms` (out of order: drop it).
+    pub(crate) fn admit(&mut self, key: u64, ts_ms: i64, now: Instant) -> Option<&mut Series> {
+        if self.series.get(&key).is_some_and(|s| s.last_ms >= ts_ms) {
+            return None;
+        }
+        if !self.series.contains_key(&key) && self.series.len() >= self.max_series {
+            self.make_room(now);
+        }
+        let series = self.series.entry(key).or_insert(Series {
+            last_ms: i64::MIN,
+            seen: now,
+            accumulated: Accumulated::None,
+        });
+        series.last_ms = ts_ms;
+        series.seen = now;
+        Some(series)
+    }
+
+    /// Forgets series not seen for `ttl`, at most every `ttl / 4`.
+    pub(crate) fn expire(&mut self, now: Instant) {
+        if self
+            .last_sweep
+            .is_some_and(|t| now.saturating_duration_since(t) < self.ttl / 4)
+        {
+            return;
+        }
+        self.last_sweep = Some(now);
+        let ttl = self.ttl;
+        let before = self.series.len();
+        self.series
+            .retain(|_, s| now.saturating_duration_since(s.seen) < ttl);
+        self.stats.expired += (before - self.series.len()) as u64;
+    }
+
+    fn make_room(&mut self, now: Instant) {
+        self.last_sweep = None;
+        self.expire(now);
+        if self.series.len() < self.max_series {
+            return;
+        }
+        let evict = (self.max_series / 8).max(1);
+        let mut ages: Vec<(Instant, u64)> = self.series.iter().map(|(k, s)| (s.seen, *k)).collect();
+        ages.select_nth_unstable(evict - 1);
+        for (_, key) in &ages[..evict] {
+            self.series.remove(key);
+        }
+        self.stats.evicted += evict as u64;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn out_of_order_and_duplicate_timestamps_are_refused() {
+        let now = Instant::now();
+        let mut t = SeriesTable::new(10, Duration::from_secs(60));
+        assert!(t.admit(1, 100, now).is_some());
+        assert!(t.admit(1, 100, now).is_none());
+        assert!(t.admit(1, 99, now).is_none());
+        assert!(t.admit(1, 101, now).is_some());
+        assert!(t.admit(2, 50, now).is_some());
+    }
+
+    #[test]
+    fn bounded_by_expiry_then_eviction() {
+        let t0 = Instant::now();
+        let mut t = SeriesTable::new(16, Duration::from_secs(60));
+        for k in 0..16 {
+            t.admit(k, 1, t0 + Duration::from_millis(k)).unwrap();
+        }
+        // Full, nothing stale: the two least recently seen go.
+        t.admit(100, 1, t0 + Duration::from_secs(1)).unwrap();
+        assert_eq!(t.len(), 15);
+        assert_eq!(t.stats.evicted, 2);
+        assert!(
+            t.admit(0, 2, t0).is_some(),
+            "series 0 was evicted, so it starts over"
+        );
+        // Everything older than the ttl expires.
+        t.expire(t0 + Duration::from_millis(60_500));
+        assert_eq!(t.len(), 1);
+        assert_eq!(t.stats.expired, 15);
+    }
+
+    #[test]
+    fn buckets_downscale_and_add() {
+        let b = Buckets {
+            offset: -3,
+            counts: vec![1, 2, 3, 4, 5],
+        };
+        // indices -3..=1 >> 1: -2,-1,-1,0,0
+        assert_eq!(
+            b.downscaled(1),
+            Buckets {
+                offset: -2,
+                counts: vec![1, 5, 9]
+            }
+        );
+        let mut a = Buckets {
+            offset: 2,
+            counts: vec![1],
+        };
+        a.add(&Buckets {
+            offset: 0,
+            counts: vec![1, 1, 1, 1],
+        });
+        assert_eq!(
+            a,
+            Buckets {
+                offset: 0,
+                counts: vec![1, 1, 2, 1]
+            }
+        );
+        let mut e = ExpBuckets {
+            scale: 2,
+            count: 3,
+            positive: Buckets {
+                offset: 4,
+                counts: vec![1, 2],
+            },
+            ..Default::default()
+        };
+        e.add(&ExpBuckets {
+            scale: 1,
+            count: 1,
+            positive: Buckets {
+                offset: 2,
+                counts: vec![1],
+            },
+            ..Default::default()
+        });
+        assert_eq!(e.scale, 1);
+        assert_eq!(e.count, 4);
+        assert_eq!(
+            e.positive,
+            Buckets {
+                offset: 2,
+                counts: vec![4]
+            }
+        );
+    }
+}
