@@ -62,6 +62,7 @@
 
 mod batch;
 mod body;
+mod disk_queue;
 mod error;
 mod exporter;
 mod file;
@@ -75,6 +76,7 @@ mod report;
 mod retry;
 mod stats;
 
+pub use disk_queue::{queue_dir, DiskQueueSettings};
 pub use error::{Disposition, ExportError, QueueFull, SinkError};
 pub use exporter::NETWORK_SENDERS;
 pub use file::{backup_path, core_file_path};

@@ -39,6 +39,8 @@ pub struct ExporterStats {
     pub in_flight: usize,
     /// Message counters of a `kafka` exporter (zero for other kinds).
     pub kafka: KafkaProducerStats,
+    /// The disk queue's log, with `queue.storage = "disk"`.
+    pub disk: Option<shardtel_wal::WalStats>,
 }
 
 /// Message-level counters of one `kafka` exporter on one core.

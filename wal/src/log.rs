@@ -76,7 +76,7 @@ pub struct Recovery {
 }
 
 /// A snapshot of a log's counters and gauges.
-#[derive(Clone, Copy, Debug, Default, PartialEq)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct WalStats {
     /// Segment files retained.
     pub segments: u64,
@@ -106,18 +106,18 @@ pub struct WalStats {
     pub dropped_bytes: u64,
     /// Recovery at open.
     pub recovery: Recovery,
-    /// Seconds since the oldest retained segment holding unconsumed frames got its first
+    /// Milliseconds since the oldest retained segment holding unconsumed frames got its first
     /// frame (0 when everything is consumed). Segment granularity.
-    pub oldest_unconsumed_age_secs: f64,
-    /// fdatasync latency of group commits, seconds: p50, p90, p99, p99.9, max.
-    pub fsync_quantiles: [f64; 5],
-    /// Sum of fdatasync latencies, seconds.
-    pub fsync_sum_secs: f64,
+    pub oldest_unconsumed_age_ms: u64,
+    /// fdatasync latency of group commits, microseconds, at [`FSYNC_QUANTILES`].
+    pub fsync_quantiles_us: [u64; 5],
+    /// Sum of fdatasync latencies, microseconds.
+    pub fsync_sum_us: u64,
     /// Number of fdatasync calls measured.
     pub fsync_count: u64,
 }
 
-/// The quantiles of [`WalStats::fsync_quantiles`].
+/// The quantiles of [`WalStats::fsync_quantiles_us`]: p50, p90, p99, p99.9 and the maximum.
 pub const FSYNC_QUANTILES: [f64; 5] = [0.5, 0.9, 0.99, 0.999, 1.0];
 
 /// One segment file as the log knows it.
@@ -567,12 +567,12 @@ impl Wal {
         let oldest = segments
             .iter()
             .find(|s| s.end_lsn > checkpoint)
-            .map_or(0.0, |s| s.created.elapsed().as_secs_f64());
+            .map_or(0, |s| s.created.elapsed().as_millis() as u64);
         let h = inner.fsync.borrow();
-        let mut fsync_quantiles = [0.0; 5];
+        let mut fsync_quantiles_us = [0; 5];
         if !h.is_empty() {
-            for (q, out) in FSYNC_QUANTILES.iter().zip(fsync_quantiles.iter_mut()) {
-                *out = h.value_at_quantile(*q) as f64 / 1e6;
+            for (q, out) in FSYNC_QUANTILES.iter().zip(fsync_quantiles_us.iter_mut()) {
+                *out = h.value_at_quantile(*q);
             }
         }
         WalStats {
@@ -590,9 +590,9 @@ impl Wal {
             dropped_frames: c.dropped_frames,
             dropped_bytes: c.dropped_bytes,
             recovery: inner.recovery,
-            oldest_unconsumed_age_secs: oldest,
-            fsync_quantiles,
-            fsync_sum_secs: h.mean() * h.len() as f64 / 1e6,
+            oldest_unconsumed_age_ms: oldest,
+            fsync_quantiles_us,
+            fsync_sum_us: (h.mean() * h.len() as f64) as u64,
             fsync_count: h.len(),
         }
     }

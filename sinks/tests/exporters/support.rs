@@ -501,6 +501,7 @@ pub fn otlp_config(addr: SocketAddr) -> OtlpExporterConfig {
         retry: retry(10, 50, 0),
         queue: QueueConfig {
             max_bytes: 16 << 20,
+            ..QueueConfig::default()
         },
     }
 }
@@ -518,6 +519,7 @@ pub fn otlphttp_config(addr: SocketAddr) -> OtlpHttpExporterConfig {
         retry: retry(10, 50, 0),
         queue: QueueConfig {
             max_bytes: 16 << 20,
+            ..QueueConfig::default()
         },
     }
 }
@@ -537,6 +539,7 @@ pub fn file_config(
         retry: retry(10, 50, 0),
         queue: QueueConfig {
             max_bytes: 64 << 20,
+            ..QueueConfig::default()
         },
     }
 }
