@@ -20,6 +20,7 @@ use shardtel_protocol::scan::{scan_logs, scan_metrics, SpanBatch, TracesIndex};
 use shardtel_protocol::Signal;
 use shardtel_sinks::ExportQueue;
 
+use crate::durability::IngestLog;
 use crate::ingest::IngestError;
 use crate::mesh::MeshEnds;
 use crate::receiver;
@@ -97,6 +98,8 @@ pub struct Core {
     /// The tail sampler of the traces pipeline, when it has one. Spans
     /// owned by this core pass through it before any exporter.
     sampler: Option<RefCell<Sampler>>,
+    /// This core's ingest log, with `durability = "ack_after_sync"`.
+    ingest_log: Option<IngestLog>,
 }
 
 impl Core {
@@ -139,7 +142,80 @@ impl Core {
             self.counters.failed_request(signal, transport);
             return Err(IngestError::NoPipeline(signal));
         }
-        let scanned = match signal {
+        // Acknowledged means durable: the request is on disk before it is routed.
+        let body = match &self.ingest_log {
+            Some(log) => match self.log_request(log, signal, body).await {
+                Ok(body) => body,
+                Err(e) => {
+                    self.counters.failed_request(signal, transport);
+                    return Err(e);
+                }
+            },
+            None => body,
+        };
+        match self.route(signal, body).await {
+            Err(e) => {
+                self.counters.failed_request(signal, transport);
+                Err(e)
+            }
+            Ok((n, Ok(_))) => {
+                self.counters.accepted(signal, transport, n);
+                Ok(n)
+            }
+            Ok((n, Err(e))) => {
+                self.counters.refused(signal, transport, n);
+                Err(e)
+            }
+        }
+    }
+
+    /// Appends a request to the ingest log unless the local exporters of its signal are full
+    /// (then it is refused without a write).
+    async fn log_request(
+        &self,
+        log: &IngestLog,
+        signal: Signal,
+        body: Bytes,
+    ) -> Result<Bytes, IngestError> {
+        let exporters = &self.pipelines[signal_index(signal)];
+        if exporters.iter().any(|e| !e.has_room(body.len())) {
+            return Err(IngestError::Overloaded("an exporter queue is full"));
+        }
+        log.append(signal, body).await
+    }
+
+    /// Replays a request from the ingest log: routed like a new one (without logging it
+    /// again), waiting out refusals.
+    async fn replay(&self, signal: Signal, body: Bytes) {
+        let mut wait = Duration::from_millis(10);
+        loop {
+            match self.route(signal, body.clone()).await {
+                Ok((_, Ok(_))) => return,
+                Ok((_, Err(e))) if e.is_retryable() => {
+                    glommio::timer::sleep(wait).await;
+                    wait = (wait * 2).min(Duration::from_secs(1));
+                }
+                Ok((_, Err(e))) | Err(e) => {
+                    log::warn!(
+                        "core {}: skipped a replayed {} request: {e}",
+                        self.id,
+                        signal.name()
+                    );
+                    return;
+                }
+            }
+        }
+    }
+
+    /// Scans and routes a request. The outer error is a malformed request; the inner one a
+    /// refusal of a well-formed request of `n` items.
+    #[allow(clippy::type_complexity)]
+    async fn route(
+        &self,
+        signal: Signal,
+        body: Bytes,
+    ) -> Result<(u64, Result<u64, IngestError>), IngestError> {
+        match signal {
             Signal::Traces => self.ingest_traces(body).await,
             Signal::Metrics => match scan_metrics(&body) {
                 Ok(counts) => {
@@ -159,21 +235,12 @@ impl Core {
                     "malformed ExportLogsServiceRequest: {e}"
                 ))),
             },
-        };
-        match scanned {
-            Err(e) => {
-                self.counters.failed_request(signal, transport);
-                Err(e)
-            }
-            Ok((n, Ok(_))) => {
-                self.counters.accepted(signal, transport, n);
-                Ok(n)
-            }
-            Ok((n, Err(e))) => {
-                self.counters.refused(signal, transport, n);
-                Err(e)
-            }
         }
+    }
+
+    /// True when requests are acknowledged only once on disk.
+    pub fn durable(&self) -> bool {
+        self.ingest_log.is_some()
     }
 
     /// Scans and routes a trace request. The outer error is a malformed
@@ -402,6 +469,7 @@ impl Core {
         );
         snapshot.kafka_receiver = self.kafka_snapshot.borrow().clone();
         snapshot.sampler = self.sampler.as_ref().map(|s| s.borrow().stats().clone());
+        snapshot.ingest_log = self.ingest_log.as_ref().map(IngestLog::snapshot);
         self.board.publish(snapshot);
     }
 }
@@ -455,6 +523,27 @@ pub async fn run(setup: CoreSetup) {
         let _ = ready.send(Err(format!("core {id} (cpu {cpu}): {msg}")));
     };
 
+    // Write-ahead logs live under the data directory (absolute: glommio's file calls need it).
+    let durable = config.engine.durability == shardtel_config::Durability::AckAfterSync;
+    let data_dir = match std::path::absolute(&config.engine.data_dir) {
+        Ok(dir) => dir,
+        Err(e) => return fail(format!("engine.data_dir: {e}")),
+    };
+    let ingest_log = if durable {
+        match IngestLog::open(&data_dir, id, &config.engine.wal).await {
+            Ok(log) => Some(log),
+            Err(e) => return fail(e),
+        }
+    } else {
+        None
+    };
+    let disk_queues = shardtel_sinks::DiskQueueSettings {
+        root: data_dir.join("queues"),
+        segment_size: config.engine.wal.segment_size,
+        group_commit_interval: config.engine.wal.group_commit_interval,
+        group_commit_bytes: config.engine.wal.group_commit_bytes as usize,
+    };
+
     // Exporters used by some pipeline, one instance each on this core.
     let mut by_name: BTreeMap<String, Rc<ExportQueue>> = BTreeMap::new();
     let mut pipelines: [Vec<Rc<ExportQueue>>; 3] = Default::default();
@@ -471,7 +560,7 @@ pub async fn run(setup: CoreSetup) {
                     let Some(cfg) = config.exporters.get(name) else {
                         return fail(format!("exporter {name} is not defined"));
                     };
-                    match ExportQueue::start(cfg, id) {
+                    match ExportQueue::start_with_storage(cfg, id, Some(&disk_queues)).await {
                         Ok(q) => {
                             by_name.insert(name.clone(), q.clone());
                             q
@@ -525,6 +614,7 @@ pub async fn run(setup: CoreSetup) {
         board: board.clone(),
         kafka_snapshot: RefCell::new(None),
         sampler,
+        ingest_log,
     });
 
     // Mesh: receivers first (as tasks), then senders, so every connect
@@ -553,6 +643,31 @@ pub async fn run(setup: CoreSetup) {
         });
     }
     let _ = core.senders.set(senders);
+
+    // Requests acknowledged before a restart but not yet safe downstream are routed again
+    // (the tail sampler rebuilds the traces it held); new requests are served meanwhile.
+    let replay = core.ingest_log.is_some().then(|| {
+        let core = core.clone();
+        glommio::spawn_local(async move {
+            let Some(log) = &core.ingest_log else { return };
+            let recovered = log.recovered_frames();
+            if recovered > 0 {
+                log::info!(
+                    "core {}: replaying {recovered} requests from the ingest log",
+                    core.id
+                );
+            }
+            let replayed = log.replay(|signal, body| core.replay(signal, body)).await;
+            if replayed > 0 {
+                log::info!("core {}: replayed {replayed} requests", core.id);
+            }
+            loop {
+                log.advance();
+                glommio::timer::sleep(crate::durability::CHECKPOINT_EVERY).await;
+            }
+        })
+        .detach()
+    });
 
     // Receivers on every core: the same ports, SO_REUSEPORT.
     let listeners = match receiver::bind_all(&config) {
@@ -639,7 +754,13 @@ pub async fn run(setup: CoreSetup) {
     }
     // Kafka receiver: commit what was accepted (and, if `drained`, exported), leave the group.
     if let Some(kafka) = kafka {
-        kafka.finish(&core, drained).await;
+        kafka.finish(&core, drained || core.durable()).await;
+    }
+    if let Some(replay) = replay {
+        replay.cancel();
+    }
+    if let Some(log) = &core.ingest_log {
+        log.close().await;
     }
     publisher.cancel();
     core.publish();

@@ -24,6 +24,9 @@ pub enum IngestError {
     /// Queues or channels are full: retry later.
     #[error("shardtel is overloaded ({0}); retry later")]
     Overloaded(&'static str),
+    /// The write-ahead log could not take the request (disk full, I/O error): retry later.
+    #[error("shardtel cannot store the request ({0}); retry later")]
+    Storage(String),
     /// The collector is shutting down.
     #[error("shardtel is shutting down; retry on another instance or later")]
     Draining,
@@ -41,7 +44,9 @@ impl IngestError {
         match self {
             IngestError::Malformed(_) => Code::InvalidArgument,
             IngestError::TooLarge { .. } => Code::ResourceExhausted,
-            IngestError::Overloaded(_) | IngestError::Draining => Code::Unavailable,
+            IngestError::Overloaded(_) | IngestError::Storage(_) | IngestError::Draining => {
+                Code::Unavailable
+            }
             IngestError::NoPipeline(_) | IngestError::Unsupported(_) => Code::Unimplemented,
         }
     }
@@ -51,7 +56,7 @@ impl IngestError {
         match self {
             IngestError::Malformed(_) => 400,
             IngestError::TooLarge { .. } => 413,
-            IngestError::Overloaded(_) | IngestError::Draining => 503,
+            IngestError::Overloaded(_) | IngestError::Storage(_) | IngestError::Draining => 503,
             IngestError::NoPipeline(_) => 404,
             IngestError::Unsupported(_) => 415,
         }
@@ -60,7 +65,9 @@ impl IngestError {
     /// How long a client should wait before retrying, for retryable errors.
     pub fn retry_after(&self) -> Option<Duration> {
         match self {
-            IngestError::Overloaded(_) | IngestError::Draining => Some(Duration::from_secs(1)),
+            IngestError::Overloaded(_) | IngestError::Storage(_) | IngestError::Draining => {
+                Some(Duration::from_secs(1))
+            }
             _ => None,
         }
     }

@@ -132,6 +132,8 @@ pub struct CoreSnapshot {
     pub kafka_receiver: Option<KafkaConsumerSnapshot>,
     /// Tail sampler statistics, when the traces pipeline samples.
     pub sampler: Option<crate::sampler::SamplerStats>,
+    /// The ingest log, with `durability = "ack_after_sync"`.
+    pub ingest_log: Option<crate::durability::IngestLogSnapshot>,
 }
 
 /// Counters of one core's Kafka consumer (`[receivers.kafka]`).
@@ -197,6 +199,7 @@ pub fn snapshot(
         mesh_send_timeouts: mesh.send_timeouts.get(),
         kafka_receiver: None,
         sampler: None,
+        ingest_log: None,
     }
 }
 
@@ -435,6 +438,21 @@ impl Board {
             .collect();
         if !sampled.is_empty() {
             crate::sampler::render(&sampled, &mut out);
+        }
+        let ingest: Vec<_> = snaps
+            .iter()
+            .filter_map(|s| s.ingest_log.map(|l| (s.core, l)))
+            .collect();
+        let queues: Vec<_> = snaps
+            .iter()
+            .flat_map(|s| {
+                s.exporters
+                    .iter()
+                    .filter_map(move |(name, _, st)| st.disk.map(|d| (s.core, name.as_str(), d)))
+            })
+            .collect();
+        if !ingest.is_empty() || !queues.is_empty() {
+            crate::durability::render(&mut out, &ingest, &queues);
         }
         out
     }
