@@ -260,6 +260,62 @@ impl IngestLog {
     }
 }
 
+/// Warns about write-ahead logs no core will open (at start-up, with `std::fs`): ingest logs
+/// and queues of cores that no longer exist, queues of exporters no longer configured, when
+/// they still hold data.
+pub fn report_orphaned_logs(config: &shardtel_config::Config, cores: usize) {
+    let data_dir = &config.engine.data_dir;
+    let core_of = |name: &std::ffi::OsStr| -> Option<usize> {
+        name.to_str()?.strip_prefix("core")?.parse().ok()
+    };
+    let size = |dir: &Path| -> u64 {
+        std::fs::read_dir(dir)
+            .map(|entries| {
+                entries
+                    .flatten()
+                    .filter(|e| e.path().extension().is_some_and(|x| x == "seg"))
+                    .filter_map(|e| e.metadata().ok())
+                    .map(|m| m.len())
+                    .sum()
+            })
+            .unwrap_or(0)
+    };
+    let mut orphans = Vec::new();
+    if let Ok(entries) = std::fs::read_dir(data_dir.join("ingest")) {
+        for e in entries.flatten() {
+            if core_of(&e.file_name()).is_some_and(|c| c >= cores) {
+                orphans.push(e.path());
+            }
+        }
+    }
+    let root = data_dir.join("queues");
+    if let Ok(exporters) = std::fs::read_dir(&root) {
+        for exporter in exporters.flatten() {
+            let configured = config.exporters.keys().any(|name| {
+                shardtel_sinks::queue_dir(&root, name, 0).parent() == Some(&exporter.path())
+            });
+            for e in std::fs::read_dir(exporter.path())
+                .into_iter()
+                .flatten()
+                .flatten()
+            {
+                if !configured || core_of(&e.file_name()).is_some_and(|c| c >= cores) {
+                    orphans.push(e.path());
+                }
+            }
+        }
+    }
+    for dir in orphans {
+        let bytes = size(&dir);
+        if bytes > 0 {
+            log::warn!(
+                "{} holds {bytes} bytes of write-ahead log that no core of this configuration opens (fewer cores, or an exporter removed); it is not drained: run the previous configuration to drain it, or remove it",
+                dir.display()
+            );
+        }
+    }
+}
+
 fn kind(signal: Signal) -> u8 {
     match signal {
         Signal::Traces => 1,

@@ -128,18 +128,24 @@ impl Shardtel {
 
     /// (Re)starts the process on the same config.
     pub fn spawn(&mut self) {
+        self.spawn_with(|_| {});
+    }
+
+    /// Like [`Shardtel::spawn`], letting `adjust` change the command first (limits, env).
+    pub fn spawn_with(&mut self, adjust: impl FnOnce(&mut Command)) {
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
             .open(self.dir.path().join("shardtel.log"))
             .unwrap();
-        let child = Command::new(env!("CARGO_BIN_EXE_shardtel"))
+        let mut command = Command::new(env!("CARGO_BIN_EXE_shardtel"));
+        command
             .arg("--config")
             .arg(&self.config_path)
             .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .expect("failed to start shardtel");
+            .stderr(log);
+        adjust(&mut command);
+        let child = command.spawn().expect("failed to start shardtel");
         self.child = Some(child);
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
