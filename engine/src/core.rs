@@ -185,11 +185,31 @@ impl Core {
     }
 
     /// Replays a request from the ingest log: routed like a new one (without logging it
-    /// again), waiting out refusals.
-    async fn replay(&self, signal: Signal, body: Bytes) {
+    /// again, unless `relog`: a request of another core's log goes into this core's log
+    /// first), waiting out refusals.
+    async fn replay(&self, signal: Signal, body: Bytes, relog: bool) {
         let mut wait = Duration::from_millis(10);
         loop {
-            match self.route(signal, body.clone()).await {
+            let body = match (&self.ingest_log, relog) {
+                (Some(log), true) => match log.append(signal, body.clone()).await {
+                    Ok(tracked) => tracked,
+                    Err(e) if e.is_retryable() => {
+                        glommio::timer::sleep(wait).await;
+                        wait = (wait * 2).min(Duration::from_secs(1));
+                        continue;
+                    }
+                    Err(e) => {
+                        log::warn!(
+                            "core {}: skipped a replayed {} request: {e}",
+                            self.id,
+                            signal.name()
+                        );
+                        return;
+                    }
+                },
+                _ => body.clone(),
+            };
+            match self.route(signal, body).await {
                 Ok((_, Ok(_))) => return,
                 Ok((_, Err(e))) if e.is_retryable() => {
                     glommio::timer::sleep(wait).await;
@@ -591,6 +611,7 @@ pub async fn run(setup: CoreSetup) {
 
     let otlp = config.receivers.otlp.clone();
     let max_recv_msg_size = otlp.as_ref().map_or(4 << 20, |o| o.max_recv_msg_size);
+    let by_name_queues = by_name;
     let core = Rc::new(Core {
         id,
         cores,
@@ -604,7 +625,7 @@ pub async fn run(setup: CoreSetup) {
         mesh_counters: MeshCounters::new(cores),
         senders: OnceCell::new(),
         send_permits: (0..cores).map(|_| Semaphore::new(1)).collect(),
-        exporters: by_name.values().cloned().collect(),
+        exporters: by_name_queues.values().cloned().collect(),
         pipelines,
         scratch: RefCell::new(TracesIndex::default()),
         parts: RefCell::new(Vec::new()),
@@ -644,6 +665,28 @@ pub async fn run(setup: CoreSetup) {
     }
     let _ = core.senders.set(senders);
 
+    // Logs left by cores that no longer exist, drained by this core (start-up: std::fs lists).
+    let (orphan_ingest, orphan_queues) = if durable {
+        crate::durability::orphans_of(&config, &data_dir, id, cores)
+    } else {
+        (Vec::new(), Vec::new())
+    };
+    let wal_config = config.engine.wal.clone();
+    for (name, dir) in orphan_queues {
+        let Some(queue) = by_name_queues.get(&name).cloned() else {
+            continue;
+        };
+        glommio::spawn_local(async move {
+            match queue.adopt_orphan(&dir).await {
+                Ok(n) => log::info!(
+                    "exporter {name}: moved {n} batches of the orphaned queue {}",
+                    dir.display()
+                ),
+                Err(e) => log::error!("exporter {name}: orphaned queue {}: {e}", dir.display()),
+            }
+        })
+        .detach();
+    }
     // Requests acknowledged before a restart but not yet safe downstream are routed again
     // (the tail sampler rebuilds the traces it held); new requests are served meanwhile.
     let replay = core.ingest_log.is_some().then(|| {
@@ -657,9 +700,43 @@ pub async fn run(setup: CoreSetup) {
                     core.id
                 );
             }
-            let replayed = log.replay(|signal, body| core.replay(signal, body)).await;
+            let replayed = log
+                .replay(|signal, body| core.replay(signal, body, false))
+                .await;
             if replayed > 0 {
                 log::info!("core {}: replayed {replayed} requests", core.id);
+            }
+            // Ingest logs of cores that no longer exist (the core count shrank).
+            for dir in &orphan_ingest {
+                match IngestLog::open_dir(dir, core.id, &wal_config).await {
+                    Ok(orphan) => {
+                        log::info!(
+                            "core {}: draining the orphaned ingest log {} ({} requests)",
+                            core.id,
+                            dir.display(),
+                            orphan.recovered_frames()
+                        );
+                        let n = orphan
+                            .replay(|signal, body| core.replay(signal, body, true))
+                            .await;
+                        while orphan.snapshot().unreleased_frames > 0 {
+                            orphan.advance();
+                            glommio::timer::sleep(crate::durability::CHECKPOINT_EVERY).await;
+                        }
+                        orphan.close().await;
+                        drop(orphan);
+                        let path = dir.clone();
+                        let _ = glommio::executor()
+                            .spawn_blocking(move || std::fs::remove_dir_all(path))
+                            .await;
+                        log::info!(
+                            "core {}: drained {n} requests of the orphaned ingest log {}",
+                            core.id,
+                            dir.display()
+                        );
+                    }
+                    Err(e) => log::error!("core {}: {e}", core.id),
+                }
             }
             loop {
                 log.advance();

@@ -113,6 +113,12 @@ impl IngestLog {
     /// Opens (and recovers) the log of core `core` under `data_dir/ingest/coreN`.
     pub async fn open(data_dir: &Path, core: usize, cfg: &WalConfig) -> Result<IngestLog, String> {
         let dir = data_dir.join("ingest").join(format!("core{core}"));
+        Self::open_dir(&dir, core, cfg).await
+    }
+
+    /// Opens (and recovers) the ingest log in `dir`.
+    pub async fn open_dir(dir: &Path, core: usize, cfg: &WalConfig) -> Result<IngestLog, String> {
+        let dir = dir.to_path_buf();
         let options = WalOptions {
             segment_bytes: cfg.segment_bytes_for(cfg.ingest_max_bytes),
             max_bytes: cfg.ingest_max_bytes,
@@ -260,60 +266,89 @@ impl IngestLog {
     }
 }
 
-/// Warns about write-ahead logs no core will open (at start-up, with `std::fs`): ingest logs
-/// and queues of cores that no longer exist, queues of exporters no longer configured, when
-/// they still hold data.
-pub fn report_orphaned_logs(config: &shardtel_config::Config, cores: usize) {
-    let data_dir = &config.engine.data_dir;
+/// The orphaned logs core `core` of `cores` drains: ingest logs and exporter queues of cores
+/// `core + k * cores` (k ≥ 1) that exist on disk, as (ingest dirs, (exporter, queue dir)).
+pub fn orphans_of(
+    config: &shardtel_config::Config,
+    data_dir: &Path,
+    core: usize,
+    cores: usize,
+) -> (Vec<std::path::PathBuf>, Vec<(String, std::path::PathBuf)>) {
+    let mine = |n: usize| n >= cores && n % cores == core;
     let core_of = |name: &std::ffi::OsStr| -> Option<usize> {
         name.to_str()?.strip_prefix("core")?.parse().ok()
     };
-    let size = |dir: &Path| -> u64 {
-        std::fs::read_dir(dir)
-            .map(|entries| {
-                entries
-                    .flatten()
-                    .filter(|e| e.path().extension().is_some_and(|x| x == "seg"))
-                    .filter_map(|e| e.metadata().ok())
-                    .map(|m| m.len())
-                    .sum()
-            })
-            .unwrap_or(0)
-    };
-    let mut orphans = Vec::new();
+    let mut ingest = Vec::new();
     if let Ok(entries) = std::fs::read_dir(data_dir.join("ingest")) {
         for e in entries.flatten() {
-            if core_of(&e.file_name()).is_some_and(|c| c >= cores) {
-                orphans.push(e.path());
+            if core_of(&e.file_name()).is_some_and(mine) {
+                ingest.push(e.path());
             }
         }
     }
     let root = data_dir.join("queues");
-    if let Ok(exporters) = std::fs::read_dir(&root) {
-        for exporter in exporters.flatten() {
-            let configured = config.exporters.keys().any(|name| {
-                shardtel_sinks::queue_dir(&root, name, 0).parent() == Some(&exporter.path())
-            });
-            for e in std::fs::read_dir(exporter.path())
-                .into_iter()
-                .flatten()
-                .flatten()
-            {
-                if !configured || core_of(&e.file_name()).is_some_and(|c| c >= cores) {
-                    orphans.push(e.path());
+    let mut queues = Vec::new();
+    for name in config.exporters.keys() {
+        let Some(dir) = shardtel_sinks::queue_dir(&root, name, 0)
+            .parent()
+            .map(Path::to_path_buf)
+        else {
+            continue;
+        };
+        if let Ok(entries) = std::fs::read_dir(&dir) {
+            for e in entries.flatten() {
+                if core_of(&e.file_name()).is_some_and(mine) {
+                    queues.push((name.clone(), e.path()));
                 }
             }
         }
     }
-    for dir in orphans {
-        let bytes = size(&dir);
+    ingest.sort();
+    queues.sort();
+    (ingest, queues)
+}
+
+/// Warns about write-ahead logs no core will open (at start-up, with `std::fs`): queues of
+/// exporters no longer configured, when they still hold data. (Logs of cores that no longer
+/// exist are drained by the remaining cores, see [`orphans_of`].)
+pub fn report_orphaned_logs(config: &shardtel_config::Config) {
+    let root = config.engine.data_dir.join("queues");
+    let Ok(exporters) = std::fs::read_dir(&root) else {
+        return;
+    };
+    for exporter in exporters.flatten() {
+        let configured = config.exporters.keys().any(|name| {
+            shardtel_sinks::queue_dir(&root, name, 0).parent() == Some(&exporter.path())
+        });
+        if configured {
+            continue;
+        }
+        let bytes: u64 = walk_segments(&exporter.path());
         if bytes > 0 {
             log::warn!(
-                "{} holds {bytes} bytes of write-ahead log that no core of this configuration opens (fewer cores, or an exporter removed); it is not drained: run the previous configuration to drain it, or remove it",
-                dir.display()
+                "{} holds {bytes} bytes of queued batches of an exporter that is no longer configured; they are not sent: configure the exporter again to send them, or remove the directory",
+                exporter.path().display()
             );
         }
     }
+}
+
+fn walk_segments(dir: &Path) -> u64 {
+    std::fs::read_dir(dir)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .map(|e| {
+            let path = e.path();
+            if path.is_dir() {
+                walk_segments(&path)
+            } else if path.extension().is_some_and(|x| x == "seg") {
+                e.metadata().map_or(0, |m| m.len())
+            } else {
+                0
+            }
+        })
+        .sum()
 }
 
 fn kind(signal: Signal) -> u8 {

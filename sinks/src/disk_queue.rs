@@ -231,6 +231,46 @@ impl DiskQueue {
     pub(crate) async fn close(&self) {
         self.wal.close().await;
     }
+
+    /// Moves every batch of the queue in `orphan` (a core that no longer exists) into this
+    /// queue: each is appended here and made durable before the orphan's checkpoint passes it;
+    /// then the orphan's directory is removed. Returns the batches moved.
+    pub(crate) async fn adopt(&self, orphan: &Path, name: &str) -> Result<u64, WalError> {
+        let options = WalOptions {
+            name: format!("exporter {name} orphaned queue {}", orphan.display()),
+            ..WalOptions::default()
+        };
+        let old = Wal::open(orphan, options).await?;
+        let mut reader = old.reader(old.checkpoint_lsn());
+        let mut moved = 0;
+        while let Some(frame) = reader.next().await? {
+            let mut wait = std::time::Duration::from_millis(10);
+            loop {
+                match self.wal.append(frame.kind, vec![frame.payload.clone()]) {
+                    Ok(append) => match append.durable().await {
+                        Ok(_) => break,
+                        Err(e) => log::warn!("{}: {e}; retrying", self.wal.dir().display()),
+                    },
+                    Err(WalError::TooLarge { .. }) => break,
+                    Err(_) => {}
+                }
+                glommio::timer::sleep(wait).await;
+                wait = (wait * 2).min(std::time::Duration::from_secs(1));
+            }
+            old.checkpoint(frame.lsn + 1);
+            moved += 1;
+        }
+        old.close().await;
+        drop(old);
+        let dir = orphan.to_path_buf();
+        let removed = glommio::executor()
+            .spawn_blocking(move || std::fs::remove_dir_all(dir))
+            .await;
+        if let Err(e) = removed {
+            log::warn!("failed to remove {}: {e}", orphan.display());
+        }
+        Ok(moved)
+    }
 }
 
 #[cfg(test)]

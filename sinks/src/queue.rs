@@ -287,6 +287,20 @@ impl ExportQueue {
         DrainOutcome::Drained
     }
 
+    /// With a disk queue: moves the batches of an orphaned queue directory of this exporter
+    /// (a core that no longer exists after the core count shrank) into this queue, then removes
+    /// the directory. Returns the batches moved (0 without a disk queue).
+    pub async fn adopt_orphan(&self, dir: &std::path::Path) -> Result<u64, SinkError> {
+        let s = &*self.shared;
+        let Some(disk) = &s.disk else { return Ok(0) };
+        disk.adopt(dir, &s.name)
+            .await
+            .map_err(|source| SinkError::Queue {
+                exporter: s.name.clone(),
+                source,
+            })
+    }
+
     /// A snapshot of the counters.
     pub fn stats(&self) -> ExporterStats {
         let s = &*self.shared;

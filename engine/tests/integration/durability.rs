@@ -344,3 +344,129 @@ fn a_full_disk_refuses_with_retryable_errors_and_recovers() {
     );
     assert_eq!(st.stop(), 0);
 }
+
+/// Posts `n` requests of 40 spans (10 traces) over OTLP/HTTP; all must be accepted.
+fn post_traces(
+    st: &Shardtel,
+    tag: u8,
+    n: u64,
+) -> Vec<shardtel_protocol::proto::collector::trace::v1::ExportTraceServiceRequest> {
+    (0..n)
+        .map(|r| {
+            // A new connection per request: the kernel spreads them over the cores.
+            let client = reqwest::blocking::Client::new();
+            let req = request(
+                (0..40)
+                    .map(|i| span(tag, r * 10 + i % 10, i / 10))
+                    .collect(),
+            );
+            let resp = client
+                .post(format!("{}/v1/traces", st.http_url()))
+                .header("content-type", "application/x-protobuf")
+                .body(req.encode_to_vec())
+                .send()
+                .unwrap();
+            assert_eq!(resp.status(), 200, "{}", resp.text().unwrap_or_default());
+            req
+        })
+        .collect()
+}
+
+fn shrink_to_one_core(st: &Shardtel) {
+    let config = std::fs::read_to_string(&st.config_path).unwrap();
+    std::fs::write(
+        &st.config_path,
+        config.replace("cores = \"all\"", "cores = [0]"),
+    )
+    .unwrap();
+}
+
+fn span_ids_in(dir: &Path) -> std::collections::HashSet<Vec<u8>> {
+    flatten(
+        &read_traces(dir)
+            .into_iter()
+            .map(|(_, r)| r)
+            .collect::<Vec<_>>(),
+    )
+    .into_iter()
+    .map(|(_, _, s)| s.span_id)
+    .collect()
+}
+
+#[test]
+fn fewer_cores_after_kill_9_drain_the_orphaned_ingest_log() {
+    if std::thread::available_parallelism().map_or(1, |n| n.get()) < 2 {
+        panic!("this test needs 2 CPUs (an orphaned core needs a second core to begin with)");
+    }
+    let mut st = Shardtel::start(|dir, ports| {
+        base_config(dir, ports, "")
+            + r#"
+[processors.tail_sampling]
+decision_wait = "60s"
+[[processors.tail_sampling.policies]]
+name = "all"
+type = "always_sample"
+"# + &file_pipelines(dir).replace(
+            "exporters = [\"file_traces\"]",
+            "processors = [\"tail_sampling\"]\nexporters = [\"file_traces\"]",
+        )
+    });
+    let sent = post_traces(&st, 11, 40);
+    // The sampler holds every trace for 60 s: the requests stay in both cores' ingest logs.
+    assert!(wait_until(10, || st
+        .metric_sum("shardtel_ingest_log_frames", "core=\"1\"")
+        > 0));
+    st.kill();
+    shrink_to_one_core(&st);
+    st.spawn();
+    // Core 0 routes core 1's requests again (through its own ingest log); the sampler holds
+    // them, so the orphaned log is kept until they are decided.
+    assert!(
+        wait_until(30, || st.log().contains("draining the orphaned ingest log")),
+        "the orphaned ingest log was not picked up:\n{}",
+        st.log()
+    );
+    assert!(wait_until(30, || st.metric_sum(
+        "shardtel_ingest_log_appended_frames_total",
+        "core=\"0\""
+    ) > 0));
+    std::thread::sleep(Duration::from_secs(1));
+    // SIGTERM decides what the sampler holds and exports it.
+    assert_eq!(st.stop(), 0);
+    let got = span_ids_in(&st.out());
+    let missing = flatten(&sent)
+        .into_iter()
+        .filter(|(_, _, s)| !got.contains(&s.span_id))
+        .count();
+    assert_eq!(missing, 0, "spans lost; log:\n{}", st.log());
+}
+
+#[test]
+fn fewer_cores_drain_the_orphaned_export_queue() {
+    let mut downstream =
+        Shardtel::start(|dir, ports| base_config(dir, ports, "") + &file_pipelines(dir));
+    downstream.kill();
+    let mut upstream = forwarder(&downstream, r#"{ storage = "disk" }"#);
+    let sent = post_traces(&upstream, 12, 40);
+    assert!(wait_until(10, || upstream.metric_sum(
+        "shardtel_exporter_queue_disk_frames",
+        "core=\"1\""
+    ) > 0));
+    assert_eq!(upstream.stop(), 0);
+    shrink_to_one_core(&upstream);
+    downstream.spawn();
+    upstream.spawn();
+    let expected: Vec<Vec<u8>> = flatten(&sent)
+        .into_iter()
+        .map(|(_, _, s)| s.span_id)
+        .collect();
+    assert!(
+        wait_until(60, || {
+            let got = span_ids_in(&downstream.out());
+            expected.iter().all(|id| got.contains(id))
+        }),
+        "queued spans of the removed core did not arrive:\n{}",
+        upstream.log()
+    );
+    assert!(!upstream.dir.path().join("queues/downstream/core1").exists());
+}
