@@ -232,15 +232,7 @@ fn a_tiny_disk_queue_and_a_dead_backend_refuse_with_retryable_errors() {
     downstream.spawn();
     let expected = flatten(&accepted);
     let all_arrived = || {
-        let got: std::collections::HashSet<_> = flatten(
-            &read_traces(&downstream.out())
-                .into_iter()
-                .map(|(_, r)| r)
-                .collect::<Vec<_>>(),
-        )
-        .into_iter()
-        .map(|(_, _, span)| span.span_id)
-        .collect();
+        let got = span_ids_in(&downstream.out());
         expected.iter().all(|(_, _, s)| got.contains(&s.span_id))
     };
     assert!(
@@ -328,15 +320,7 @@ fn a_full_disk_refuses_with_retryable_errors_and_recovers() {
     let expected = flatten(&sent);
     assert!(
         wait_until(20, || {
-            let got: std::collections::HashSet<_> = flatten(
-                &read_traces(&st.out())
-                    .into_iter()
-                    .map(|(_, r)| r)
-                    .collect::<Vec<_>>(),
-            )
-            .into_iter()
-            .map(|(_, _, span)| span.span_id)
-            .collect();
+            let got = span_ids_in(&st.out());
             expected.iter().all(|(_, _, s)| got.contains(&s.span_id))
         }),
         "accepted spans did not arrive:\n{}",
