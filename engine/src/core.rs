@@ -187,7 +187,7 @@ impl Core {
     /// Replays a request from the ingest log: routed like a new one (without logging it
     /// again, unless `relog`: a request of another core's log goes into this core's log
     /// first), waiting out refusals.
-    async fn replay(&self, signal: Signal, body: Bytes, relog: bool) {
+    pub(crate) async fn replay(&self, signal: Signal, body: Bytes, relog: bool) {
         let mut wait = Duration::from_millis(10);
         loop {
             let body = match (&self.ingest_log, relog) {
@@ -672,21 +672,7 @@ pub async fn run(setup: CoreSetup) {
         (Vec::new(), Vec::new())
     };
     let wal_config = config.engine.wal.clone();
-    for (name, dir) in orphan_queues {
-        let Some(queue) = by_name_queues.get(&name).cloned() else {
-            continue;
-        };
-        glommio::spawn_local(async move {
-            match queue.adopt_orphan(&dir).await {
-                Ok(n) => log::info!(
-                    "exporter {name}: moved {n} batches of the orphaned queue {}",
-                    dir.display()
-                ),
-                Err(e) => log::error!("exporter {name}: orphaned queue {}: {e}", dir.display()),
-            }
-        })
-        .detach();
-    }
+    crate::durability::adopt_orphaned_queues(&by_name_queues, orphan_queues);
     // Requests acknowledged before a restart but not yet safe downstream are routed again
     // (the tail sampler rebuilds the traces it held); new requests are served meanwhile.
     let replay = core.ingest_log.is_some().then(|| {
@@ -707,37 +693,7 @@ pub async fn run(setup: CoreSetup) {
                 log::info!("core {}: replayed {replayed} requests", core.id);
             }
             // Ingest logs of cores that no longer exist (the core count shrank).
-            for dir in &orphan_ingest {
-                match IngestLog::open_dir(dir, core.id, &wal_config).await {
-                    Ok(orphan) => {
-                        log::info!(
-                            "core {}: draining the orphaned ingest log {} ({} requests)",
-                            core.id,
-                            dir.display(),
-                            orphan.recovered_frames()
-                        );
-                        let n = orphan
-                            .replay(|signal, body| core.replay(signal, body, true))
-                            .await;
-                        while orphan.snapshot().unreleased_frames > 0 {
-                            orphan.advance();
-                            glommio::timer::sleep(crate::durability::CHECKPOINT_EVERY).await;
-                        }
-                        orphan.close().await;
-                        drop(orphan);
-                        let path = dir.clone();
-                        let _ = glommio::executor()
-                            .spawn_blocking(move || std::fs::remove_dir_all(path))
-                            .await;
-                        log::info!(
-                            "core {}: drained {n} requests of the orphaned ingest log {}",
-                            core.id,
-                            dir.display()
-                        );
-                    }
-                    Err(e) => log::error!("core {}: {e}", core.id),
-                }
-            }
+            crate::durability::drain_orphaned_ingest_logs(&core, &orphan_ingest, &wal_config).await;
             loop {
                 log.advance();
                 glommio::timer::sleep(crate::durability::CHECKPOINT_EVERY).await;

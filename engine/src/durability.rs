@@ -308,6 +308,71 @@ pub fn orphans_of(
     (ingest, queues)
 }
 
+/// Replays the ingest logs in `dirs` (of cores that no longer exist) through `core`'s own
+/// ingest log, waits until their frames are released, then removes them.
+pub(crate) async fn drain_orphaned_ingest_logs(
+    core: &crate::core::Core,
+    dirs: &[std::path::PathBuf],
+    cfg: &WalConfig,
+) {
+    for dir in dirs {
+        let orphan = match IngestLog::open_dir(dir, core.id, cfg).await {
+            Ok(orphan) => orphan,
+            Err(e) => {
+                log::error!("core {}: {e}", core.id);
+                continue;
+            }
+        };
+        log::info!(
+            "core {}: draining the orphaned ingest log {} ({} requests)",
+            core.id,
+            dir.display(),
+            orphan.recovered_frames()
+        );
+        let n = orphan
+            .replay(|signal, body| core.replay(signal, body, true))
+            .await;
+        while orphan.snapshot().unreleased_frames > 0 {
+            orphan.advance();
+            glommio::timer::sleep(CHECKPOINT_EVERY).await;
+        }
+        orphan.close().await;
+        drop(orphan);
+        let path = dir.clone();
+        let _ = glommio::executor()
+            .spawn_blocking(move || std::fs::remove_dir_all(path))
+            .await;
+        log::info!(
+            "core {}: drained {n} requests of the orphaned ingest log {}",
+            core.id,
+            dir.display()
+        );
+    }
+}
+
+/// Moves each orphaned export queue into this core's queue of the same exporter, in the
+/// background.
+pub(crate) fn adopt_orphaned_queues(
+    queues: &std::collections::BTreeMap<String, std::rc::Rc<shardtel_sinks::ExportQueue>>,
+    orphans: Vec<(String, std::path::PathBuf)>,
+) {
+    for (name, dir) in orphans {
+        let Some(queue) = queues.get(&name).cloned() else {
+            continue;
+        };
+        glommio::spawn_local(async move {
+            match queue.adopt_orphan(&dir).await {
+                Ok(n) => log::info!(
+                    "exporter {name}: moved {n} batches of the orphaned queue {}",
+                    dir.display()
+                ),
+                Err(e) => log::error!("exporter {name}: orphaned queue {}: {e}", dir.display()),
+            }
+        })
+        .detach();
+    }
+}
+
 /// Warns about write-ahead logs no core will open (at start-up, with `std::fs`): queues of
 /// exporters no longer configured, when they still hold data. (Logs of cores that no longer
 /// exist are drained by the remaining cores, see [`orphans_of`].)
