@@ -48,6 +48,11 @@ impl Locations {
         }
     }
 
+    /// Whether `key` itself was given in the file (not just an enclosing table).
+    pub(crate) fn given(&self, key: &str) -> bool {
+        self.lines.contains_key(key) || self.failed.contains(key)
+    }
+
     /// Whether `key` was present but invalid (its problem is already reported).
     pub(crate) fn failed(&self, key: &str) -> bool {
         self.failed.contains(key)

@@ -17,8 +17,10 @@ pub struct EngineConfig {
     pub cores: Cores,
     /// Where WAL segments and other state live. Default `./shardtel-data`.
     pub data_dir: PathBuf,
-    /// When a client is acknowledged. Default [`Durability::None`].
+    /// When a client is acknowledged. Default [`Durability::AckAfterSync`].
     pub durability: Durability,
+    /// `[engine.wal]`: write-ahead log settings.
+    pub wal: crate::wal::WalConfig,
     /// Slots of each mesh channel between a pair of cores. Default 1024.
     pub channel_capacity: usize,
     /// How long a graceful shutdown may take to drain before it gives up. Default 10s.
@@ -33,6 +35,7 @@ impl EngineConfig {
         "durability",
         "channel_capacity",
         "shutdown_timeout",
+        "wal",
     ];
     /// Largest accepted `channel_capacity`.
     pub const MAX_CHANNEL_CAPACITY: usize = 1 << 20;
@@ -43,7 +46,8 @@ impl Default for EngineConfig {
         EngineConfig {
             cores: Cores::All,
             data_dir: PathBuf::from("./shardtel-data"),
-            durability: Durability::None,
+            durability: Durability::AckAfterSync,
+            wal: crate::wal::WalConfig::default(),
             channel_capacity: 1024,
             shutdown_timeout: Duration::from_secs(10),
         }
@@ -117,8 +121,8 @@ impl fmt::Display for Cores {
 /// When a client's request is acknowledged.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Durability {
-    /// `"ack_after_sync"`: only once the request is in the ingest WAL on disk. Not implemented by
-    /// the engine yet, so validation rejects it; the variant stays so it can be enabled later.
+    /// `"ack_after_sync"` (the default): only once the request is in the receiving core's
+    /// ingest log on disk (written and fdatasync'ed); export queues are on disk too.
     AckAfterSync,
     /// `"none"`: acknowledge on receipt; data in memory is lost on a crash.
     None,
@@ -237,6 +241,7 @@ pub(crate) fn decode(d: &mut Decoder<'_>, root: &Section<'_, '_>) -> EngineConfi
                 _ => Durability::None,
             })
         }),
+        wal: crate::wal::decode(d, &s),
         channel_capacity: d.field_or(&s, "channel_capacity", default.channel_capacity, |v| {
             let n = decode::count(v, u64::MAX)?;
             Ok(decode::in_range(n, 1, EngineConfig::MAX_CHANNEL_CAPACITY as u64)? as usize)

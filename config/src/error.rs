@@ -310,9 +310,9 @@ pub enum ConfigErrorKind {
         /// The type given.
         ty: String,
     },
-    /// `durability = "ack_after_sync"`, which the engine does not implement yet.
-    #[error("durability = \"ack_after_sync\" is not supported by this build yet; use \"none\"")]
-    UnsupportedDurability,
+    /// `queue.overflow = "drop_oldest"` with an in-memory queue.
+    #[error("overflow = \"drop_oldest\" needs storage = \"disk\" (an in-memory queue refuses when full)")]
+    DropOldestNeedsDisk,
     /// A pipeline names a component that is not defined.
     #[error("{kind} {name:?} is not defined ({})", defined_list(*.kind, .defined))]
     Undefined {

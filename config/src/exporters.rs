@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use toml::de::DeValue;
 
-use crate::decode::{self, Decoder, Section};
+use crate::decode::{self, Decoder, Locations, Section};
 use crate::error::{ComponentKind, ConfigErrorKind};
 use crate::kafka::KafkaExporterConfig;
 use crate::pipelines::Signal;
@@ -373,20 +373,65 @@ impl Default for RetryConfig {
 /// `[exporters.NAME.queue]`: batches waiting to be sent.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct QueueConfig {
-    /// Bytes queued per core; when full, receivers refuse new data with a retryable error.
-    /// Default 64 MiB.
+    /// Where batches wait. Default: `disk` with `engine.durability = "ack_after_sync"`,
+    /// `memory` with `"none"`.
+    pub storage: QueueStorage,
+    /// Bytes queued per core (on disk, or in memory); when full, receivers refuse new data with
+    /// a retryable error, or the oldest data is dropped with `overflow = "drop_oldest"`.
+    /// Default 1 GiB on disk, 64 MiB in memory.
     pub max_bytes: usize,
+    /// What a full queue does. Default [`QueueOverflow::Refuse`].
+    pub overflow: QueueOverflow,
+}
+
+/// `queue.storage`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum QueueStorage {
+    /// `"disk"`: a write-ahead log per core under `engine.data_dir/queues/NAME/coreN`.
+    Disk,
+    /// `"memory"`: lost on a crash.
+    Memory,
+}
+
+/// `queue.overflow`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum QueueOverflow {
+    /// `"refuse"`: receivers refuse new data with a retryable error (gRPC `UNAVAILABLE`, HTTP
+    /// 503 with `Retry-After`).
+    Refuse,
+    /// `"drop_oldest"`: the oldest queued data (a whole segment) is dropped and counted
+    /// (disk queues only).
+    DropOldest,
 }
 
 impl QueueConfig {
     /// The keys `queue` accepts.
-    pub const KEYS: &'static [&'static str] = &["max_bytes"];
+    pub const KEYS: &'static [&'static str] = &["storage", "max_bytes", "overflow"];
+    /// Default `max_bytes` of a disk queue.
+    pub const DISK_MAX_BYTES: usize = 1 << 30;
+    /// Default `max_bytes` of a memory queue.
+    pub const MEMORY_MAX_BYTES: usize = 64 << 20;
+
+    /// The defaults with `engine.durability = durability`.
+    pub fn for_durability(durability: crate::Durability) -> Self {
+        match durability {
+            crate::Durability::AckAfterSync => QueueConfig::default(),
+            crate::Durability::None => QueueConfig {
+                storage: QueueStorage::Memory,
+                max_bytes: Self::MEMORY_MAX_BYTES,
+                overflow: QueueOverflow::Refuse,
+            },
+        }
+    }
 }
 
 impl Default for QueueConfig {
+    /// The defaults with the default durability (`ack_after_sync`): 1 GiB on disk, refuse.
     fn default() -> Self {
         QueueConfig {
-            max_bytes: 64 << 20,
+            storage: QueueStorage::Disk,
+            max_bytes: Self::DISK_MAX_BYTES,
+            overflow: QueueOverflow::Refuse,
         }
     }
 }
@@ -739,12 +784,55 @@ pub(crate) fn decode_retry(d: &mut Decoder<'_>, parent: &Section<'_, '_>) -> Ret
     }
 }
 
+/// Decodes `queue`. `storage` and `max_bytes` left out get their defaults for
+/// `engine.durability` later, in [`resolve_queue_defaults`].
 pub(crate) fn decode_queue(d: &mut Decoder<'_>, parent: &Section<'_, '_>) -> QueueConfig {
     let s = d.section(parent, "queue", QueueConfig::KEYS);
+    let default = QueueConfig::default();
     QueueConfig {
-        max_bytes: d.field_or(&s, "max_bytes", QueueConfig::default().max_bytes, |v| {
+        storage: d.field_or(&s, "storage", default.storage, |v| {
+            Ok(match decode::one_of(v, &["disk", "memory"])? {
+                "disk" => QueueStorage::Disk,
+                _ => QueueStorage::Memory,
+            })
+        }),
+        max_bytes: d.field_or(&s, "max_bytes", default.max_bytes, |v| {
             Ok(decode::min_size(decode::size(v)?, BatchConfig::MIN_BYTES)? as usize)
         }),
+        overflow: d.field_or(&s, "overflow", default.overflow, |v| {
+            Ok(match decode::one_of(v, &["refuse", "drop_oldest"])? {
+                "refuse" => QueueOverflow::Refuse,
+                _ => QueueOverflow::DropOldest,
+            })
+        }),
+    }
+}
+
+/// Gives each exporter queue whose `storage` or `max_bytes` the file left out the default for
+/// `engine.durability`: a disk queue of 1 GiB with `"ack_after_sync"`, a memory queue of 64 MiB
+/// with `"none"`.
+pub(crate) fn resolve_queue_defaults(config: &mut crate::Config, locations: &Locations) {
+    let durability = config.engine.durability;
+    for (name, exporter) in config.exporters.iter_mut() {
+        let key = crate::decode::join(&crate::decode::join("exporters", name), "queue");
+        let queue = match &mut exporter.kind {
+            ExporterKind::Otlp(c) => &mut c.queue,
+            ExporterKind::OtlpHttp(c) => &mut c.queue,
+            ExporterKind::File(c) => &mut c.queue,
+            ExporterKind::Kafka(c) => &mut c.queue,
+            ExporterKind::PrometheusRemoteWrite(c) => &mut c.queue,
+            ExporterKind::Loki(c) => &mut c.queue,
+            ExporterKind::Blackhole => continue,
+        };
+        if !locations.given(&crate::decode::join(&key, "storage")) {
+            queue.storage = QueueConfig::for_durability(durability).storage;
+        }
+        if !locations.given(&crate::decode::join(&key, "max_bytes")) {
+            queue.max_bytes = match queue.storage {
+                QueueStorage::Disk => QueueConfig::DISK_MAX_BYTES,
+                QueueStorage::Memory => QueueConfig::MEMORY_MAX_BYTES,
+            };
+        }
     }
 }
 
@@ -951,7 +1039,7 @@ mod tests {
         assert_eq!(c.retry.initial_interval, Duration::from_millis(100));
         assert_eq!(c.retry.max_interval, Duration::from_secs(5));
         assert_eq!(c.retry.max_elapsed_time, Duration::from_secs(300));
-        assert_eq!(c.queue.max_bytes, 64 << 20);
+        assert_eq!(c.queue.max_bytes, 1 << 30);
         let o = OtlpExporterConfig::new("http://a:1".parse().unwrap());
         assert_eq!(o.compression, Compression::Gzip);
         assert_eq!(o.timeout, Duration::from_secs(10));

@@ -11,7 +11,7 @@
 //!   and validates.
 //! - [`ConfigErrors`]: every problem found, each a [`ConfigError`] naming the file, the line,
 //!   the dotted key and what is allowed:
-//!   `shardtel.toml:7: engine.corez: unknown key (allowed: cores, data_dir, durability, channel_capacity, shutdown_timeout)`.
+//!   `shardtel.toml:7: engine.corez: unknown key (allowed: cores, data_dir, durability, channel_capacity, shutdown_timeout, wal)`.
 //! - [`Cores`]: which CPUs run reactors; [`Cores::resolve`] checks them against this machine.
 //!
 //! Loading runs once at start-up, before any reactor: it may read the file and `/proc` with
@@ -47,7 +47,7 @@
 //! let errors = Config::from_str("[engine]\ncorez = 2\n", "shardtel.toml").unwrap_err();
 //! assert_eq!(
 //!     errors.to_string(),
-//!     "shardtel.toml:2: engine.corez: unknown key (allowed: cores, data_dir, durability, channel_capacity, shutdown_timeout)\n\
+//!     "shardtel.toml:2: engine.corez: unknown key (allowed: cores, data_dir, durability, channel_capacity, shutdown_timeout, wal)\n\
 //!      shardtel.toml: pipelines: no pipeline is defined (define at least one of [pipelines.traces], [pipelines.metrics], [pipelines.logs])"
 //! );
 //! ```
@@ -70,6 +70,7 @@ mod storage;
 mod telemetry;
 mod units;
 mod validate;
+mod wal;
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -82,8 +83,8 @@ pub use engine::{format_cpu_list, parse_cpu_list, usable_cpus, Cores, Durability
 pub use error::{ComponentKind, ConfigError, ConfigErrorKind, ConfigErrors};
 pub use exporters::{
     check_header, BatchConfig, Compression, Endpoint, ExporterConfig, ExporterKind,
-    FileExporterConfig, OtlpExporterConfig, OtlpHttpExporterConfig, QueueConfig, RetryConfig,
-    RotationConfig,
+    FileExporterConfig, OtlpExporterConfig, OtlpHttpExporterConfig, QueueConfig, QueueOverflow,
+    QueueStorage, RetryConfig, RotationConfig,
 };
 pub use filter::{
     AttributeMatch, FilterConfig, FilterRules, MatchProperties, MatchType, SeverityMatch,
@@ -107,6 +108,7 @@ pub use storage::{
 };
 pub use telemetry::{check_log_level, TelemetryConfig};
 pub use units::{format_duration, format_size, parse_duration, parse_size};
+pub use wal::WalConfig;
 
 /// The embedded default configuration, printed by `shardtel default-config`: every section with
 /// its keys, defaults and explanations in comments.
@@ -237,7 +239,7 @@ impl Config {
         }
         let mut d = decode::Decoder::new(&source);
         let root = d.root(document.get_ref(), Config::KEYS);
-        let config = Config {
+        let mut config = Config {
             engine: engine::decode(&mut d, &root),
             telemetry: telemetry::decode(&mut d, &root),
             receivers: receivers::decode(&mut d, &root),
@@ -245,6 +247,7 @@ impl Config {
             exporters: exporters::decode(&mut d, &root),
             pipelines: pipelines::decode(&mut d, &root),
         };
+        exporters::resolve_queue_defaults(&mut config, &d.locations);
         let mut errors = d.errors;
         errors.extend(validate::validate(
             &config,
@@ -357,7 +360,7 @@ exporters = [\"blackhole\"]
             config.engine.data_dir,
             std::path::PathBuf::from("./shardtel-data")
         );
-        assert_eq!(config.engine.durability, Durability::None);
+        assert_eq!(config.engine.durability, Durability::AckAfterSync);
         assert_eq!(config.engine.channel_capacity, 1024);
         assert_eq!(config.engine.shutdown_timeout, Duration::from_secs(10));
         assert_eq!(config.telemetry, TelemetryConfig::default());
@@ -582,8 +585,7 @@ exporters = ["otlp", "tempo", "file", "blackhole"]
             .replace("exporters = [\"otlp\", ", "exporters = [\"kafka\", \"otlp\", ");
         assert_eq!(
             err(&full),
-            "shardtel.toml:5: engine.durability: durability = \"ack_after_sync\" is not supported by this build yet; use \"none\"\n\
-             shardtel.toml:29: exporters.prometheusremotewrite.endpoint: invalid url \"x\" (expected http://host:port or https://host:port)"
+            "shardtel.toml:29: exporters.prometheusremotewrite.endpoint: invalid url \"x\" (expected http://host:port or https://host:port)"
         );
     }
 
@@ -733,7 +735,7 @@ exporters = ["otlp", "tempo", "file", "blackhole"]
         // TWO_LINES inserts a newline; later lines keep their numbers in the original file.
         assert_eq!(
             err_with_base("[engine]\ncores = ${TWO_LINES}\ncorez = 1\n"),
-            "shardtel.toml:3: engine.corez: unknown key (allowed: cores, data_dir, durability, channel_capacity, shutdown_timeout)"
+            "shardtel.toml:3: engine.corez: unknown key (allowed: cores, data_dir, durability, channel_capacity, shutdown_timeout, wal)"
         );
     }
 
@@ -761,7 +763,7 @@ exporters = ["otlp", "tempo", "file", "blackhole"]
     fn unknown_keys_name_the_key_file_line_and_allowed_keys() {
         assert_eq!(
             err_with_base("# comment\n\n\n\n\n[engine]\ncorez = 2\n"),
-            "shardtel.toml:7: engine.corez: unknown key (allowed: cores, data_dir, durability, channel_capacity, shutdown_timeout)"
+            "shardtel.toml:7: engine.corez: unknown key (allowed: cores, data_dir, durability, channel_capacity, shutdown_timeout, wal)"
         );
         assert_eq!(
             err_with_base("[server]\n[telemetry]\nport = 1\n"),
@@ -905,10 +907,39 @@ exporters = ["otlp", "tempo", "file", "blackhole"]
     }
 
     #[test]
-    fn durability_ack_after_sync_is_rejected_for_now() {
+    fn durability_sets_the_queue_defaults() {
+        let durable = ok("[engine]\ndurability = \"ack_after_sync\"\n\
+             [exporters.f]\ntype = \"file\"\npath = \"/tmp/x\"\n\
+             [exporters.g]\ntype = \"file\"\npath = \"/tmp/y\"\nqueue = { storage = \"memory\" }\n\
+             [exporters.h]\ntype = \"file\"\npath = \"/tmp/z\"\nqueue = { max_bytes = \"8MiB\", overflow = \"drop_oldest\" }\n\
+             [receivers.otlp]\n[pipelines.traces]\nreceivers = [\"otlp\"]\nexporters = [\"f\", \"g\", \"h\"]\n");
+        let queue = |c: &Config, name: &str| c.exporters[name].kind.queue().unwrap().clone();
+        assert_eq!(queue(&durable, "f"), QueueConfig::default());
         assert_eq!(
-            err_with_base("[engine]\ndurability = \"ack_after_sync\"\n"),
-            "shardtel.toml:2: engine.durability: durability = \"ack_after_sync\" is not supported by this build yet; use \"none\""
+            (queue(&durable, "g").storage, queue(&durable, "g").max_bytes),
+            (QueueStorage::Memory, 64 << 20)
+        );
+        let h = queue(&durable, "h");
+        assert_eq!(
+            (h.storage, h.max_bytes, h.overflow),
+            (QueueStorage::Disk, 8 << 20, QueueOverflow::DropOldest)
+        );
+        let fast = ok(
+            "[engine]\ndurability = \"none\"\n[exporters.f]\ntype = \"file\"\npath = \"/tmp/x\"\n\
+             [receivers.otlp]\n[pipelines.traces]\nreceivers = [\"otlp\"]\nexporters = [\"f\"]\n",
+        );
+        assert_eq!(
+            queue(&fast, "f"),
+            QueueConfig::for_durability(Durability::None)
+        );
+        assert_eq!(
+            err_with_base("[exporters.m]\ntype = \"otlp\"\nendpoint = \"http://a:1\"\nqueue = { storage = \"memory\", overflow = \"drop_oldest\" }\n"),
+            "shardtel.toml:4: exporters.m.queue.overflow: overflow = \"drop_oldest\" needs storage = \"disk\" (an in-memory queue refuses when full)"
+        );
+        assert_eq!(
+            err_with_base("[engine.wal]\ngroup_commit_interval = \"2s\"\nsegment_size = 100\n"),
+            "shardtel.toml:2: engine.wal.group_commit_interval: 2s is too large (maximum 1s)\n\
+             shardtel.toml:3: engine.wal.segment_size: 100 bytes is too small (minimum 64KiB)"
         );
     }
 
@@ -1064,13 +1095,13 @@ exporters = ["otlp", "tempo", "file", "blackhole"]
         )
         .unwrap_err();
         let lines: Vec<Option<usize>> = errors.iter().map(|e| e.line).collect();
-        assert_eq!(lines, [Some(3), Some(5), Some(6), Some(8)], "{errors}");
+        assert_eq!(lines, [Some(3), Some(5), Some(8)], "{errors}");
         assert_eq!(errors.0[0].key, "pipelines.traces.exporters");
         assert_eq!(errors.0[1].key, "engine.corez");
         assert!(matches!(
-            errors.0[3].kind,
+            errors.0[2].kind,
             ConfigErrorKind::PortInUse { port: 4318, .. }
         ));
-        assert_eq!(errors.0[3].origin, "shardtel.toml");
+        assert_eq!(errors.0[2].origin, "shardtel.toml");
     }
 }

@@ -5,9 +5,8 @@
 use std::collections::BTreeSet;
 
 use crate::decode::{join, Locations};
-use crate::engine::Durability;
 use crate::error::{ComponentKind, ConfigError, ConfigErrorKind};
-use crate::exporters::ExporterKind;
+use crate::exporters::{ExporterKind, QueueOverflow, QueueStorage};
 use crate::{Config, ProcessorConfig};
 
 /// Every cross-key problem of `config`, placed with `locations`; `usable_cpus` is the machine's
@@ -24,12 +23,6 @@ pub(crate) fn validate(
         errors: Vec::new(),
     };
 
-    if config.engine.durability == Durability::AckAfterSync {
-        report.report(
-            "engine.durability".into(),
-            ConfigErrorKind::UnsupportedDurability,
-        );
-    }
     if !locations.failed("engine.cores") {
         for kind in config.engine.cores.problems(usable_cpus) {
             report.report("engine.cores".into(), kind);
@@ -134,6 +127,15 @@ fn check_exporters(config: &Config, locations: &Locations, report: &mut Reporter
                         batch: batch.max_bytes as u64,
                     },
                 );
+            }
+        }
+        if let Some(queue) = exporter.kind.queue() {
+            let key = join(&join(&path, "queue"), "overflow");
+            if queue.overflow == QueueOverflow::DropOldest
+                && queue.storage == QueueStorage::Memory
+                && !locations.failed(&key)
+            {
+                report.report(key, ConfigErrorKind::DropOldestNeedsDisk);
             }
         }
         if let ExporterKind::File(file) = &exporter.kind {

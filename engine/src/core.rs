@@ -20,6 +20,7 @@ use shardtel_protocol::scan::{scan_logs, scan_metrics, SpanBatch, TracesIndex};
 use shardtel_protocol::Signal;
 use shardtel_sinks::ExportQueue;
 
+use crate::durability::IngestLog;
 use crate::ingest::IngestError;
 use crate::memory_limiter::{default_inflight_bytes, CoreLimiter, MemorySetup};
 use crate::mesh::{MeshEnds, MeshMessage};
@@ -108,6 +109,8 @@ pub struct Core {
     memory: Option<CoreLimiter>,
     /// Splits metrics by series owner when the metrics pipeline keeps per-series state.
     metrics_router: Option<MetricsRouter>,
+    /// This core's ingest log, with `durability = "ack_after_sync"`.
+    ingest_log: Option<IngestLog>,
 }
 
 impl Core {
@@ -163,7 +166,100 @@ impl Core {
             self.counters.refused(signal, transport, 0);
             return Err(e);
         }
-        let scanned = match signal {
+        // Acknowledged means durable: the request is on disk before it is routed.
+        let body = match &self.ingest_log {
+            Some(log) => match self.log_request(log, signal, body).await {
+                Ok(body) => body,
+                Err(e) => {
+                    self.counters.failed_request(signal, transport);
+                    return Err(e);
+                }
+            },
+            None => body,
+        };
+        match self.route(signal, body).await {
+            Err(e) => {
+                self.counters.failed_request(signal, transport);
+                Err(e)
+            }
+            Ok((n, Ok(_))) => {
+                self.counters.accepted(signal, transport, n);
+                Ok(n)
+            }
+            Ok((n, Err(e))) => {
+                self.counters.refused(signal, transport, n);
+                Err(e)
+            }
+        }
+    }
+
+    /// Appends a request to the ingest log unless the local exporters of its signal are full
+    /// (then it is refused without a write).
+    async fn log_request(
+        &self,
+        log: &IngestLog,
+        signal: Signal,
+        body: Bytes,
+    ) -> Result<Bytes, IngestError> {
+        let exporters = &self.pipelines[signal_index(signal)];
+        if exporters.iter().any(|e| !e.has_room(body.len())) {
+            return Err(IngestError::Overloaded("an exporter queue is full"));
+        }
+        log.append(signal, body).await
+    }
+
+    /// Replays a request from the ingest log: routed like a new one (without logging it
+    /// again, unless `relog`: a request of another core's log goes into this core's log
+    /// first), waiting out refusals.
+    pub(crate) async fn replay(&self, signal: Signal, body: Bytes, relog: bool) {
+        let mut wait = Duration::from_millis(10);
+        loop {
+            let body = match (&self.ingest_log, relog) {
+                (Some(log), true) => match log.append(signal, body.clone()).await {
+                    Ok(tracked) => tracked,
+                    Err(e) if e.is_retryable() => {
+                        glommio::timer::sleep(wait).await;
+                        wait = (wait * 2).min(Duration::from_secs(1));
+                        continue;
+                    }
+                    Err(e) => {
+                        log::warn!(
+                            "core {}: skipped a replayed {} request: {e}",
+                            self.id,
+                            signal.name()
+                        );
+                        return;
+                    }
+                },
+                _ => body.clone(),
+            };
+            match self.route(signal, body).await {
+                Ok((_, Ok(_))) => return,
+                Ok((_, Err(e))) if e.is_retryable() => {
+                    glommio::timer::sleep(wait).await;
+                    wait = (wait * 2).min(Duration::from_secs(1));
+                }
+                Ok((_, Err(e))) | Err(e) => {
+                    log::warn!(
+                        "core {}: skipped a replayed {} request: {e}",
+                        self.id,
+                        signal.name()
+                    );
+                    return;
+                }
+            }
+        }
+    }
+
+    /// Scans and routes a request. The outer error is a malformed request; the inner one a
+    /// refusal of a well-formed request of `n` items.
+    #[allow(clippy::type_complexity)]
+    async fn route(
+        &self,
+        signal: Signal,
+        body: Bytes,
+    ) -> Result<(u64, Result<u64, IngestError>), IngestError> {
+        match signal {
             Signal::Traces => self.ingest_traces(body).await,
             Signal::Metrics if self.metrics_router.is_some() => {
                 self.ingest_routed_metrics(body).await
@@ -188,21 +284,12 @@ impl Core {
                     "malformed ExportLogsServiceRequest: {e}"
                 ))),
             },
-        };
-        match scanned {
-            Err(e) => {
-                self.counters.failed_request(signal, transport);
-                Err(e)
-            }
-            Ok((n, Ok(_))) => {
-                self.counters.accepted(signal, transport, n);
-                Ok(n)
-            }
-            Ok((n, Err(e))) => {
-                self.counters.refused(signal, transport, n);
-                Err(e)
-            }
         }
+    }
+
+    /// True when requests are acknowledged only once on disk.
+    pub fn durable(&self) -> bool {
+        self.ingest_log.is_some()
     }
 
     /// Scans and routes a trace request. The outer error is a malformed
@@ -332,7 +419,7 @@ impl Core {
                         for chunk in &piece.chunks {
                             joined.extend_from_slice(chunk);
                         }
-                        Bytes::from(joined)
+                        crate::processors::held(Bytes::from(joined), &body)
                     }
                     Ok(None) => body,
                     Err(e) => {
@@ -563,6 +650,7 @@ impl Core {
         snapshot.sampler = self.sampler.as_ref().map(|s| s.borrow().stats().clone());
         snapshot.processors = self.processors.snapshot();
         snapshot.memory = self.memory.as_ref().map(CoreLimiter::snapshot);
+        snapshot.ingest_log = self.ingest_log.as_ref().map(IngestLog::snapshot);
         self.board.publish(snapshot);
     }
 }
@@ -617,6 +705,27 @@ pub async fn run(setup: CoreSetup) {
         let _ = ready.send(Err(format!("core {id} (cpu {cpu}): {msg}")));
     };
 
+    // Write-ahead logs live under the data directory (absolute: glommio's file calls need it).
+    let durable = config.engine.durability == shardtel_config::Durability::AckAfterSync;
+    let data_dir = match std::path::absolute(&config.engine.data_dir) {
+        Ok(dir) => dir,
+        Err(e) => return fail(format!("engine.data_dir: {e}")),
+    };
+    let ingest_log = if durable {
+        match IngestLog::open(&data_dir, id, &config.engine.wal).await {
+            Ok(log) => Some(log),
+            Err(e) => return fail(e),
+        }
+    } else {
+        None
+    };
+    let disk_queues = shardtel_sinks::DiskQueueSettings {
+        root: data_dir.join("queues"),
+        segment_size: config.engine.wal.segment_size,
+        group_commit_interval: config.engine.wal.group_commit_interval,
+        group_commit_bytes: config.engine.wal.group_commit_bytes as usize,
+    };
+
     // Exporters used by some pipeline, one instance each on this core.
     let mut by_name: BTreeMap<String, Rc<ExportQueue>> = BTreeMap::new();
     let mut pipelines: [Vec<Rc<ExportQueue>>; 3] = Default::default();
@@ -633,7 +742,8 @@ pub async fn run(setup: CoreSetup) {
                     let Some(cfg) = config.exporters.get(name) else {
                         return fail(format!("exporter {name} is not defined"));
                     };
-                    match ExportQueue::start_on(cfg, id, cores) {
+                    match ExportQueue::start_with_storage(cfg, id, cores, Some(&disk_queues)).await
+                    {
                         Ok(q) => {
                             by_name.insert(name.clone(), q.clone());
                             q
@@ -669,6 +779,7 @@ pub async fn run(setup: CoreSetup) {
 
     let otlp = config.receivers.otlp.clone();
     let max_recv_msg_size = otlp.as_ref().map_or(4 << 20, |o| o.max_recv_msg_size);
+    let by_name_queues = by_name;
     let core = Rc::new(Core {
         id,
         cores,
@@ -686,7 +797,7 @@ pub async fn run(setup: CoreSetup) {
         mesh_counters: MeshCounters::new(cores),
         senders: OnceCell::new(),
         send_permits: (0..cores).map(|_| Semaphore::new(1)).collect(),
-        exporters: by_name.values().cloned().collect(),
+        exporters: by_name_queues.values().cloned().collect(),
         pipelines,
         scratch: RefCell::new(TracesIndex::default()),
         parts: RefCell::new(Vec::new()),
@@ -699,6 +810,7 @@ pub async fn run(setup: CoreSetup) {
         processors,
         memory: memory.map(|m| CoreLimiter::new(m.gauge, &config)),
         metrics_router: (cores > 1 && metric_routing::needed(&config)).then(MetricsRouter::default),
+        ingest_log,
     });
 
     // Mesh: receivers first (as tasks), then senders, so every connect
@@ -727,6 +839,43 @@ pub async fn run(setup: CoreSetup) {
         });
     }
     let _ = core.senders.set(senders);
+
+    // Logs left by cores that no longer exist, drained by this core (start-up: std::fs lists).
+    let (orphan_ingest, orphan_queues) = if durable {
+        crate::durability::orphans_of(&config, &data_dir, id, cores)
+    } else {
+        (Vec::new(), Vec::new())
+    };
+    let wal_config = config.engine.wal.clone();
+    crate::durability::adopt_orphaned_queues(&by_name_queues, orphan_queues);
+    // Requests acknowledged before a restart but not yet safe downstream are routed again
+    // (the tail sampler rebuilds the traces it held); new requests are served meanwhile.
+    let replay = core.ingest_log.is_some().then(|| {
+        let core = core.clone();
+        glommio::spawn_local(async move {
+            let Some(log) = &core.ingest_log else { return };
+            let recovered = log.recovered_frames();
+            if recovered > 0 {
+                log::info!(
+                    "core {}: replaying {recovered} requests from the ingest log",
+                    core.id
+                );
+            }
+            let replayed = log
+                .replay(|signal, body| core.replay(signal, body, false))
+                .await;
+            if replayed > 0 {
+                log::info!("core {}: replayed {replayed} requests", core.id);
+            }
+            // Ingest logs of cores that no longer exist (the core count shrank).
+            crate::durability::drain_orphaned_ingest_logs(&core, &orphan_ingest, &wal_config).await;
+            loop {
+                log.advance();
+                glommio::timer::sleep(crate::durability::CHECKPOINT_EVERY).await;
+            }
+        })
+        .detach()
+    });
 
     // Receivers on every core: the same ports, SO_REUSEPORT.
     let listeners = match receiver::bind_all(&config) {
@@ -813,7 +962,13 @@ pub async fn run(setup: CoreSetup) {
     }
     // Kafka receiver: commit what was accepted (and, if `drained`, exported), leave the group.
     if let Some(kafka) = kafka {
-        kafka.finish(&core, drained).await;
+        kafka.finish(&core, drained || core.durable()).await;
+    }
+    if let Some(replay) = replay {
+        replay.cancel();
+    }
+    if let Some(log) = &core.ingest_log {
+        log.close().await;
     }
     publisher.cancel();
     core.publish();

@@ -27,6 +27,9 @@ pub enum IngestError {
     /// The process's memory is above the memory limiter's soft limit: retry later.
     #[error("shardtel is above its memory limit; retry later")]
     MemoryLimited,
+    /// The write-ahead log could not take the request (disk full, I/O error): retry later.
+    #[error("shardtel cannot store the request ({0}); retry later")]
+    Storage(String),
     /// The collector is shutting down.
     #[error("shardtel is shutting down; retry on another instance or later")]
     Draining,
@@ -44,9 +47,10 @@ impl IngestError {
         match self {
             IngestError::Malformed(_) => Code::InvalidArgument,
             IngestError::TooLarge { .. } => Code::ResourceExhausted,
-            IngestError::Overloaded(_) | IngestError::Draining | IngestError::MemoryLimited => {
-                Code::Unavailable
-            }
+            IngestError::Overloaded(_)
+            | IngestError::Storage(_)
+            | IngestError::Draining
+            | IngestError::MemoryLimited => Code::Unavailable,
             IngestError::NoPipeline(_) | IngestError::Unsupported(_) => Code::Unimplemented,
         }
     }
@@ -56,7 +60,7 @@ impl IngestError {
         match self {
             IngestError::Malformed(_) => 400,
             IngestError::TooLarge { .. } => 413,
-            IngestError::Overloaded(_) | IngestError::Draining => 503,
+            IngestError::Overloaded(_) | IngestError::Storage(_) | IngestError::Draining => 503,
             IngestError::MemoryLimited => 429,
             IngestError::NoPipeline(_) => 404,
             IngestError::Unsupported(_) => 415,
@@ -66,9 +70,10 @@ impl IngestError {
     /// How long a client should wait before retrying, for retryable errors.
     pub fn retry_after(&self) -> Option<Duration> {
         match self {
-            IngestError::Overloaded(_) | IngestError::Draining | IngestError::MemoryLimited => {
-                Some(Duration::from_secs(1))
-            }
+            IngestError::Overloaded(_)
+            | IngestError::Storage(_)
+            | IngestError::Draining
+            | IngestError::MemoryLimited => Some(Duration::from_secs(1)),
             _ => None,
         }
     }

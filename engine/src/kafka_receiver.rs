@@ -19,10 +19,12 @@
 //!
 //! A message's offset counts as processed once `ingest` accepted its data, or once it was
 //! skipped as malformed (counted, logged with its offset, never retried, so it cannot block its
-//! partition). Until the write-ahead log lands, "accepted" means: in the receiving core's
-//! in-memory export queue, or in the bounded mesh channel to the owner core. To give that data
-//! time to be exported before its offset is committed, the offsets stored for commit (every
-//! `commit_interval`) are those processed one interval earlier: a `kill -9` then loses nothing
+//! partition). With `engine.durability = "ack_after_sync"`, "accepted" means: in the receiving
+//! core's ingest log on disk, so the offsets processed are stored for commit at once (every
+//! `commit_interval` librdkafka commits them). With `durability = "none"`, "accepted" means: in
+//! the receiving core's in-memory export queue, or in the bounded mesh channel to the owner
+//! core; to give that data time to be exported before its offset is committed, the offsets
+//! stored for commit are those processed one interval earlier: a `kill -9` then loses nothing
 //! that was exported within `commit_interval`, and everything after the last commit is consumed
 //! again by the partition's next owner (duplicates, never gaps). A refused message (queues full,
 //! shutting down) is retried with backoff and its offset is not advanced.
@@ -511,7 +513,13 @@ impl Receiver {
         let mut s = self.state();
         let mut tpl = TopicPartitionList::new();
         let now = s.processed.clone();
-        let previous = std::mem::replace(&mut s.previous, now);
+        let previous = if self.core.durable() {
+            // Accepted means on disk: nothing to wait for.
+            s.previous = now.clone();
+            now
+        } else {
+            std::mem::replace(&mut s.previous, now)
+        };
         for (key, next) in previous {
             // Revoked partitions were dropped from `processed` (and stored) meanwhile.
             if s.processed.contains_key(&key) && s.stored.get(&key) != Some(&next) {

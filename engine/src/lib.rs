@@ -17,6 +17,8 @@
 //!   compiled per core; they rewrite only the spans, records and points they change.
 //! - [`metric_routing`]: splitting metrics requests by series owner core, when an
 //!   exporter keeps per-series state (`prometheusremotewrite`).
+//! - [`durability`]: each core's ingest log (`durability = "ack_after_sync"`), the release of
+//!   its frames once their spans are safe downstream, replay after a restart, WAL metrics.
 //! - [`core`]: the per-core [`core::Core`] value, routing spans by trace ID
 //!   (and metrics by series) to their owner core, and the core's lifecycle.
 //! - [`receiver`]: OTLP/gRPC and OTLP/HTTP servers (hyper on glommio).
@@ -25,7 +27,7 @@
 //! - [`engine`]: start-up and shutdown of the whole process.
 //!
 //! Depends on `shardtel-protocol` (wire format), `shardtel-config`
-//! (configuration) and `shardtel-sinks` (exporters).
+//! (configuration), `shardtel-wal` (write-ahead logs) and `shardtel-sinks` (exporters).
 //!
 //! ```no_run
 //! let config = shardtel_config::Config::embedded_default();
@@ -34,6 +36,7 @@
 #![deny(missing_docs)]
 
 pub mod core;
+pub mod durability;
 pub mod engine;
 pub mod ingest;
 pub mod kafka_receiver;

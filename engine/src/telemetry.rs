@@ -136,6 +136,8 @@ pub struct CoreSnapshot {
     pub processors: Vec<crate::processors::ProcessorSnapshot>,
     /// The memory limiter, when a pipeline lists one.
     pub memory: Option<crate::memory_limiter::MemorySnapshot>,
+    /// The ingest log, with `durability = "ack_after_sync"`.
+    pub ingest_log: Option<crate::durability::IngestLogSnapshot>,
 }
 
 /// Counters of one core's Kafka consumer (`[receivers.kafka]`).
@@ -203,6 +205,7 @@ pub fn snapshot(
         sampler: None,
         processors: Vec::new(),
         memory: None,
+        ingest_log: None,
     }
 }
 
@@ -454,6 +457,21 @@ impl Board {
             .filter_map(|s| s.memory.as_ref().map(|m| (s.core, m)))
             .collect();
         crate::memory_limiter::render(&memory, &mut out);
+        let ingest: Vec<_> = snaps
+            .iter()
+            .filter_map(|s| s.ingest_log.map(|l| (s.core, l)))
+            .collect();
+        let queues: Vec<_> = snaps
+            .iter()
+            .flat_map(|s| {
+                s.exporters
+                    .iter()
+                    .filter_map(move |(name, _, st)| st.disk.map(|d| (s.core, name.as_str(), d)))
+            })
+            .collect();
+        if !ingest.is_empty() || !queues.is_empty() {
+            crate::durability::render(&mut out, &ingest, &queues);
+        }
         out
     }
 }

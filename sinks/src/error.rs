@@ -44,6 +44,14 @@ pub enum SinkError {
         /// The configured path.
         path: PathBuf,
     },
+    /// The exporter's disk queue could not be opened.
+    #[error("failed to open the disk queue: {source}")]
+    Queue {
+        /// Exporter name.
+        exporter: String,
+        /// What the write-ahead log reported.
+        source: shardtel_wal::WalError,
+    },
     /// librdkafka refused the producer settings.
     #[error("invalid kafka producer settings: {message}")]
     Kafka {

@@ -4,8 +4,8 @@
 use ::http::header::{HeaderMap, HeaderName, HeaderValue};
 use ::http::Uri;
 use shardtel_config::{
-    BatchConfig, Compression, Endpoint, ExporterConfig, ExporterKind, QueueConfig, RetryConfig,
-    Signal as ConfigSignal,
+    BatchConfig, Compression, Endpoint, ExporterConfig, ExporterKind, QueueConfig, QueueOverflow,
+    QueueStorage, RetryConfig, Signal as ConfigSignal,
 };
 use shardtel_protocol::compression::Encoding;
 
@@ -29,6 +29,8 @@ pub(crate) struct QueueSettings {
     pub batch: BatchLimits,
     pub retry: RetryPolicy,
     pub max_queue_bytes: usize,
+    pub storage: QueueStorage,
+    pub overflow: QueueOverflow,
 }
 
 impl QueueSettings {
@@ -46,6 +48,8 @@ impl QueueSettings {
                 max_elapsed_time: retry.max_elapsed_time,
             },
             max_queue_bytes: queue.max_bytes,
+            storage: queue.storage,
+            overflow: queue.overflow,
         }
     }
 
@@ -54,7 +58,7 @@ impl QueueSettings {
         let mut settings = Self::from_config(
             &BatchConfig::default(),
             &RetryConfig::default(),
-            &QueueConfig::default(),
+            &QueueConfig::for_durability(shardtel_config::Durability::None),
         );
         settings.retry.enabled = false;
         settings
@@ -139,7 +143,12 @@ impl Exporter {
                 )
             }
             ExporterKind::Kafka(c) => (
-                Self::Kafka(KafkaExporter::new(name, c, c.queue.max_bytes)?),
+                // librdkafka's own buffer stays in memory, whatever the queue's storage.
+                Self::Kafka(KafkaExporter::new(
+                    name,
+                    c,
+                    c.queue.max_bytes.min(QueueConfig::MEMORY_MAX_BYTES),
+                )?),
                 QueueSettings::from_config(&c.batch, &c.retry, &c.queue),
             ),
             ExporterKind::PrometheusRemoteWrite(c) => {

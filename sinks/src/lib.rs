@@ -65,6 +65,7 @@
 mod attributes;
 mod batch;
 mod body;
+mod disk_queue;
 mod error;
 mod exporter;
 mod file;
@@ -81,6 +82,7 @@ mod report;
 mod retry;
 mod stats;
 
+pub use disk_queue::{queue_dir, DiskQueueSettings};
 pub use error::{Disposition, ExportError, QueueFull, SinkError};
 pub use exporter::NETWORK_SENDERS;
 pub use file::{backup_path, core_file_path};

@@ -1,9 +1,14 @@
-//! [`ExportQueue`]: batcher → bounded in-memory queue → sender tasks with retry,
-//! for one exporter on one core.
+//! [`ExportQueue`]: batcher → bounded queue (in memory, or on disk) → sender tasks with
+//! retry, for one exporter on one core.
 //!
-//! Every byte accepted by [`ExportQueue::try_push`] is counted in `queue_bytes`
-//! until its batch is sent or has failed for good, so open batches, queued
-//! batches and batches in flight together never exceed `queue.max_bytes`.
+//! In memory, every byte accepted by [`ExportQueue::try_push`] is counted in `queue_bytes`
+//! until its batch is sent or has failed for good, so open batches, queued batches and batches
+//! in flight together never exceed `queue.max_bytes`.
+//!
+//! On disk (`queue.storage = "disk"`, see [`crate::disk_queue`]), `queue_bytes` counts what is
+//! in memory until it is durable (open batches, batches being appended); a saver task appends
+//! closed batches to the queue's write-ahead log, senders read them back and a batch leaves
+//! the log only once the destination accepted it. `queue.max_bytes` bounds the log.
 
 use std::cell::{Cell, RefCell};
 use std::collections::VecDeque;
@@ -16,6 +21,7 @@ use shardtel_protocol::reframe::Encoded;
 use shardtel_protocol::Signal;
 
 use crate::batch::{Batch, Batcher};
+use crate::disk_queue::{queue_dir, DiskQueue, DiskQueueSettings};
 use crate::error::{Disposition, ExportError, QueueFull, SinkError};
 use crate::exporter::{Exporter, QueueSettings};
 use crate::notify::Notify;
@@ -64,6 +70,10 @@ struct Shared {
     progress: Notify,
     /// The queue was dropped: every task exits.
     closing: Notify,
+    /// `queue.storage = "disk"`.
+    disk: Option<DiskQueue>,
+    /// After a failed append, the saver waits until then.
+    save_retry_at: Cell<Option<Instant>>,
 }
 
 impl ExportQueue {
@@ -73,6 +83,8 @@ impl ExportQueue {
     /// # Panics
     ///
     /// Outside a glommio executor.
+    /// The queue is kept in memory whatever `queue.storage` says; see
+    /// [`ExportQueue::start_with_storage`].
     pub fn start(cfg: &ExporterConfig, core: usize) -> Result<Rc<ExportQueue>, SinkError> {
         Self::start_on(cfg, core, 1)
     }
@@ -91,6 +103,50 @@ impl ExportQueue {
             core,
             exporter,
             settings,
+            None,
+        ))
+    }
+
+    /// Like [`ExportQueue::start_on`], with a disk queue under `disk.root` when the exporter's
+    /// `queue.storage` is `"disk"` (never for the blackhole, which keeps nothing). Opening
+    /// recovers what the queue held: batches not yet accepted by the destination are sent
+    /// again.
+    pub async fn start_with_storage(
+        cfg: &ExporterConfig,
+        core: usize,
+        cores: usize,
+        disk: Option<&DiskQueueSettings>,
+    ) -> Result<Rc<ExportQueue>, SinkError> {
+        let (exporter, settings) = Exporter::build(cfg, core, cores)?;
+        let disk = match disk {
+            Some(d)
+                if settings.storage == shardtel_config::QueueStorage::Disk
+                    && exporter.kind() != "blackhole" =>
+            {
+                let dir = queue_dir(&d.root, &cfg.name, core);
+                let queue = DiskQueue::open(
+                    &dir,
+                    &cfg.name,
+                    core,
+                    settings.max_queue_bytes,
+                    settings.overflow,
+                    d,
+                )
+                .await
+                .map_err(|source| SinkError::Queue {
+                    exporter: cfg.name.clone(),
+                    source,
+                })?;
+                Some(queue)
+            }
+            _ => None,
+        };
+        Ok(Self::with_exporter(
+            cfg.name.clone(),
+            core,
+            exporter,
+            settings,
+            disk,
         ))
     }
 
@@ -99,6 +155,7 @@ impl ExportQueue {
         core: usize,
         exporter: Exporter,
         settings: QueueSettings,
+        disk: Option<DiskQueue>,
     ) -> Rc<Self> {
         let senders = exporter.senders();
         let label = format!("exporter {name} (core {core})");
@@ -119,11 +176,20 @@ impl ExportQueue {
             opened: Notify::default(),
             progress: Notify::default(),
             closing: Notify::default(),
+            disk,
+            save_retry_at: Cell::new(None),
         });
         glommio::spawn_local(batch_timer(shared.clone())).detach();
         glommio::spawn_local(failure_reporter(shared.clone())).detach();
+        if shared.disk.is_some() {
+            glommio::spawn_local(saver(shared.clone())).detach();
+        }
         for worker in 0..senders {
-            glommio::spawn_local(sender(shared.clone(), worker)).detach();
+            if shared.disk.is_some() {
+                glommio::spawn_local(disk_sender(shared.clone(), worker)).detach();
+            } else {
+                glommio::spawn_local(sender(shared.clone(), worker)).detach();
+            }
         }
         Rc::new(ExportQueue { shared })
     }
@@ -185,29 +251,66 @@ impl ExportQueue {
     }
 
     /// Closes the open batches and waits until everything queued was sent or
-    /// failed for good (then syncs files to disk), or until `deadline`.
+    /// failed for good (then syncs files to disk), or until `deadline`. A disk queue is
+    /// closed either way: what was not sent stays on disk (all of it once it was saved) and is
+    /// sent after the next start.
     pub async fn drain(&self, deadline: Instant) -> DrainOutcome {
         let s = &*self.shared;
         loop {
             let progressed = s.progress.notified();
             s.flush_open_batches();
-            if s.queue_bytes.get() == 0 && s.ready.borrow().is_empty() && s.in_flight.get() == 0 {
+            let disk_empty = s.disk.as_ref().is_none_or(DiskQueue::is_empty);
+            if s.queue_bytes.get() == 0
+                && s.ready.borrow().is_empty()
+                && s.in_flight.get() == 0
+                && disk_empty
+            {
                 break;
             }
             let now = Instant::now();
             if now >= deadline {
-                return DrainOutcome::TimedOut {
-                    queue_bytes: s.queue_bytes.get(),
-                    batches: s.ready.borrow().len() + s.in_flight.get(),
+                let outcome = DrainOutcome::TimedOut {
+                    queue_bytes: s.queue_bytes.get()
+                        + s.disk
+                            .as_ref()
+                            .map_or(0, |d| d.stats().retained_bytes as usize),
+                    batches: s.ready.borrow().len()
+                        + s.in_flight.get()
+                        + s.disk
+                            .as_ref()
+                            .map_or(0, |d| d.stats().unconsumed_frames as usize),
                 };
+                if let Some(disk) = &s.disk {
+                    disk.close().await;
+                }
+                return outcome;
             }
-            future::or(progressed, glommio::timer::sleep(deadline - now)).await;
+            // Disk senders notify `progress`; a short tick covers saves finishing meanwhile.
+            let tick = (deadline - now).min(std::time::Duration::from_millis(20));
+            future::or(progressed, glommio::timer::sleep(tick)).await;
+        }
+        if let Some(disk) = &s.disk {
+            disk.close().await;
         }
         if let Err(err) = s.exporter.sync().await {
             log::warn!("exporter {} (core {}): {err}", s.name, s.core);
         }
         s.report.borrow_mut().flush(Instant::now());
         DrainOutcome::Drained
+    }
+
+    /// With a disk queue: moves the batches of an orphaned queue directory of this exporter
+    /// (a core that no longer exists after the core count shrank) into this queue, then removes
+    /// the directory. Returns the batches moved (0 without a disk queue).
+    pub async fn adopt_orphan(&self, dir: &std::path::Path) -> Result<u64, SinkError> {
+        let s = &*self.shared;
+        let Some(disk) = &s.disk else { return Ok(0) };
+        disk.adopt(dir, &s.name)
+            .await
+            .map_err(|source| SinkError::Queue {
+                exporter: s.name.clone(),
+                source,
+            })
     }
 
     /// A snapshot of the counters.
@@ -217,6 +320,7 @@ impl ExportQueue {
         stats.queue_bytes = s.queue_bytes.get();
         stats.queued_batches = s.ready.borrow().len();
         stats.in_flight = s.in_flight.get();
+        stats.disk = s.disk.as_ref().map(DiskQueue::stats);
         s.exporter.add_stats(&mut stats);
         stats
     }
@@ -254,7 +358,10 @@ impl Shared {
     /// empty queue when it is larger than the whole bound.
     fn admits(&self, bytes: usize) -> bool {
         let held = self.queue_bytes.get();
-        held + bytes <= self.max_bytes || (held == 0 && bytes > self.max_bytes)
+        match &self.disk {
+            Some(disk) => disk.admits(held, bytes),
+            None => held + bytes <= self.max_bytes || (held == 0 && bytes > self.max_bytes),
+        }
     }
 
     fn flush_open_batches(&self) {
@@ -274,7 +381,7 @@ impl Shared {
         if self.closed.get() {
             return false;
         }
-        future::or(
+        let slept = future::or(
             async {
                 glommio::timer::sleep(delay).await;
                 true
@@ -284,23 +391,29 @@ impl Shared {
                 false
             },
         )
-        .await
+        .await;
+        // The timer may fire in the same poll as the close.
+        slept && !self.closed.get()
     }
 
-    /// Sends one batch, retrying as the policy allows, and books the outcome.
-    async fn send_with_retry(&self, worker: usize, batch: &Batch) {
+    /// Sends one batch, retrying as the policy allows, and books the outcome. False when the
+    /// queue was dropped before there was an outcome.
+    async fn send_with_retry(&self, worker: usize, batch: &Batch) -> bool {
         let i = signal_index(batch.signal);
         // Kinds that convert (prometheusremotewrite, loki) do it once, before the first attempt.
         let prepared = match self.exporter.prepare(batch).await {
             Ok(prepared) => prepared,
-            Err(err) => return self.failed(i, batch.items, &err, Instant::now()),
+            Err(err) => {
+                self.failed(i, batch.items, &err, Instant::now());
+                return true;
+            }
         };
         let batch = match &prepared {
             Some(p) => {
                 self.stats.borrow_mut().failed_items[i] += batch.items - p.items;
                 if p.chunks.is_empty() {
                     // Nothing left to send once converted.
-                    return;
+                    return true;
                 }
                 p
             }
@@ -323,7 +436,7 @@ impl Shared {
                             .borrow_mut()
                             .rejected(rejected, || reply.message, now);
                     }
-                    return;
+                    return true;
                 }
                 Err(err) => err,
             };
@@ -347,10 +460,13 @@ impl Shared {
                     );
                     self.report.borrow_mut().retry(|| err.to_string(), now);
                     if !self.sleep_unless_closed(delay).await {
-                        return;
+                        return false;
                     }
                 }
-                None => return self.failed(i, batch.items, &err, now),
+                None => {
+                    self.failed(i, batch.items, &err, now);
+                    return true;
+                }
             }
         }
     }
@@ -422,6 +538,102 @@ async fn sender(s: Rc<Shared>, worker: usize) {
         s.send_with_retry(worker, &batch).await;
         s.in_flight.set(s.in_flight.get() - 1);
         s.queue_bytes.set(s.queue_bytes.get() - batch.bytes);
+        s.progress.notify_all();
+    }
+}
+
+/// Disk queues: appends closed batches to the log; a batch's bytes are released once its
+/// append is durable. A failed append puts the batch back and retries after a pause; a full
+/// log waits for room (or drops the oldest segment with `overflow = "drop_oldest"`).
+async fn saver(s: Rc<Shared>) {
+    let Some(disk) = &s.disk else { return };
+    loop {
+        let work = s.work.notified();
+        if s.closed.get() {
+            return;
+        }
+        if let Some(at) = s.save_retry_at.get() {
+            let now = Instant::now();
+            if at > now && !s.sleep_unless_closed(at - now).await {
+                return;
+            }
+            s.save_retry_at.set(None);
+        }
+        let next = s.ready.borrow_mut().pop_front();
+        let Some(batch) = next else {
+            work.await;
+            continue;
+        };
+        match disk.append(&batch) {
+            Ok(append) => {
+                let s = s.clone();
+                glommio::spawn_local(async move {
+                    match append.durable().await {
+                        Ok(_) => {
+                            s.queue_bytes.set(s.queue_bytes.get() - batch.bytes);
+                            s.progress.notify_all();
+                        }
+                        Err(err) => {
+                            s.report
+                                .borrow_mut()
+                                .retry(|| format!("disk queue: {err}"), Instant::now());
+                            s.ready.borrow_mut().push_front(batch);
+                            s.save_retry_at
+                                .set(Some(Instant::now() + std::time::Duration::from_millis(100)));
+                            s.work.notify_all();
+                        }
+                    }
+                })
+                .detach();
+            }
+            Err(err) => {
+                s.ready.borrow_mut().push_front(batch);
+                let dropped = matches!(err, shardtel_wal::WalError::Full { .. })
+                    && disk.overflow() == shardtel_config::QueueOverflow::DropOldest
+                    && disk.drop_oldest();
+                if !dropped {
+                    s.save_retry_at
+                        .set(Some(Instant::now() + std::time::Duration::from_millis(50)));
+                }
+            }
+        }
+    }
+}
+
+/// Disk queues: one sender reads the next durable batch from the log, sends it with retries,
+/// and marks it done, which moves the log's checkpoint past every finished batch.
+async fn disk_sender(s: Rc<Shared>, worker: usize) {
+    let Some(disk) = &s.disk else { return };
+    loop {
+        let closing = s.closing.notified();
+        if s.closed.get() {
+            return;
+        }
+        let fetched = future::or(async { Some(disk.fetch().await) }, async {
+            closing.await;
+            None
+        })
+        .await;
+        let (lsn, batch) = match fetched {
+            None | Some(Ok(None)) => return,
+            Some(Ok(Some(next))) => next,
+            Some(Err(err)) => {
+                log::error!("exporter {} (core {}): {err}", s.name, s.core);
+                if !s
+                    .sleep_unless_closed(std::time::Duration::from_millis(100))
+                    .await
+                {
+                    return;
+                }
+                continue;
+            }
+        };
+        s.in_flight.set(s.in_flight.get() + 1);
+        let finished = s.send_with_retry(worker, &batch).await;
+        s.in_flight.set(s.in_flight.get() - 1);
+        if finished {
+            disk.done(lsn);
+        }
         s.progress.notify_all();
     }
 }

@@ -41,6 +41,8 @@ pub struct ExporterStats {
     pub kafka: KafkaProducerStats,
     /// Conversion counters of a `prometheusremotewrite` exporter (zero for other kinds).
     pub prometheus: crate::prometheus::ConversionStats,
+    /// The disk queue's log, with `queue.storage = "disk"`.
+    pub disk: Option<shardtel_wal::WalStats>,
 }
 
 /// Message-level counters of one `kafka` exporter on one core.

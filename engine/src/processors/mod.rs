@@ -420,7 +420,7 @@ impl Chain {
                     let mut fields_out = Vec::with_capacity(new.len() + others.len() + 8);
                     put_len_field(&mut fields_out, fields::RESOURCE, &new);
                     fields_out.extend_from_slice(&others);
-                    resource_rewrites.push((r, Bytes::from(fields_out)));
+                    resource_rewrites.push((r, held(Bytes::from(fields_out), buf)));
                 }
                 views.push(std::mem::take(&mut scratch.versions));
                 stage_of.push(std::mem::take(&mut scratch.at_stage));
@@ -442,7 +442,7 @@ impl Chain {
                 continue;
             }
             if let Some(b) = item.finish(&mut scratch.arena) {
-                scratch.rewrites.push((i as u32, b));
+                scratch.rewrites.push((i as u32, held(b, buf)));
             }
         }
         scratch.attrs = attrs;
@@ -488,7 +488,13 @@ impl Chain {
         let changed = rewrite_request(body, &mut rw, &mut request, &mut out);
         let dropped = rw.dropped;
         scratch.request = request;
-        Ok(changed?.then_some((
+        let changed = changed?;
+        if changed {
+            if let Some(first) = out.chunks.first_mut() {
+                *first = held(std::mem::take(first), body);
+            }
+        }
+        Ok(changed.then_some((
             out,
             ChainOutcome {
                 changed: true,
@@ -496,6 +502,26 @@ impl Chain {
             },
         )))
     }
+}
+
+/// `new`, rewritten from `origin`, as a buffer that keeps `origin` alive as long as any slice
+/// of it lives. With `durability = "ack_after_sync"`, dropping the last slice of a request
+/// body releases its ingest-log frame (see [`crate::durability`]); a rewritten copy must hold
+/// the original until the copy itself is safe downstream, or a crash could lose it.
+pub(crate) fn held(new: Bytes, origin: &Bytes) -> Bytes {
+    struct Held {
+        new: Bytes,
+        _origin: Bytes,
+    }
+    impl AsRef<[u8]> for Held {
+        fn as_ref(&self) -> &[u8] {
+            &self.new
+        }
+    }
+    Bytes::from_owner(Held {
+        new,
+        _origin: origin.clone(),
+    })
 }
 
 fn to_config_signal(s: Signal) -> shardtel_config::Signal {

@@ -12,12 +12,24 @@ use shardtel_protocol::proto::collector::trace::v1::ExportTraceServiceRequest;
 use shardtel_protocol::Signal;
 
 /// A port that was free a moment ago.
+///
+/// No port is given twice in one test process: shardtel binds with SO_REUSEPORT, so a port
+/// handed to two tests (one of them with its server stopped for a while) would let two
+/// processes share it and split each other's traffic.
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    static GIVEN: std::sync::Mutex<Vec<u16>> = std::sync::Mutex::new(Vec::new());
+    loop {
+        let port = TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let mut given = GIVEN.lock().unwrap();
+        if !given.contains(&port) {
+            given.push(port);
+            return port;
+        }
+    }
 }
 
 /// The ports one shardtel process listens on.
@@ -128,18 +140,24 @@ impl Shardtel {
 
     /// (Re)starts the process on the same config.
     pub fn spawn(&mut self) {
+        self.spawn_with(|_| {});
+    }
+
+    /// Like [`Shardtel::spawn`], letting `adjust` change the command first (limits, env).
+    pub fn spawn_with(&mut self, adjust: impl FnOnce(&mut Command)) {
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
             .open(self.dir.path().join("shardtel.log"))
             .unwrap();
-        let child = Command::new(env!("CARGO_BIN_EXE_shardtel"))
+        let mut command = Command::new(env!("CARGO_BIN_EXE_shardtel"));
+        command
             .arg("--config")
             .arg(&self.config_path)
             .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .expect("failed to start shardtel");
+            .stderr(log);
+        adjust(&mut command);
+        let child = command.spawn().expect("failed to start shardtel");
         self.child = Some(child);
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {

@@ -2,6 +2,7 @@
 //! files. One binary, a module per feature.
 
 mod cli;
+mod durability;
 mod errors;
 mod forward;
 mod gen;

@@ -19,6 +19,7 @@ fn refuses_when_full_while_backend_down_and_accepts_after_it_drains() {
         let mut cfg = otlphttp_config(addr);
         cfg.queue = QueueConfig {
             max_bytes: 3 * size + size / 2,
+            ..QueueConfig::default()
         };
         cfg.batch = batch(10, Duration::from_millis(5));
         let queue = ExportQueue::start(&exporter("down", ExporterKind::OtlpHttp(cfg)), 0).unwrap();
@@ -178,7 +179,10 @@ fn oversized_piece_goes_alone_into_an_empty_queue() {
     run(|| async {
         let server = TestServer::start(Protocol::Http1, "127.0.0.1:0".parse().unwrap(), vec![]);
         let mut cfg = otlphttp_config(server.addr);
-        cfg.queue = QueueConfig { max_bytes: 1024 };
+        cfg.queue = QueueConfig {
+            max_bytes: 1024,
+            ..QueueConfig::default()
+        };
         let queue = ExportQueue::start(&exporter("tiny", ExporterKind::OtlpHttp(cfg)), 0).unwrap();
         let big = trace_request("big", 20, 200);
         let size = encoded(&big).len;

@@ -288,9 +288,19 @@ impl TestServer {
 }
 
 /// A port on 127.0.0.1 where nothing listens (bound, then released).
+/// A port that was free a moment ago and that no other test of this process was given: tests
+/// run in parallel, and one test's dead backend must not become another test's live server.
 pub fn free_addr() -> SocketAddr {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    listener.local_addr().unwrap()
+    static GIVEN: std::sync::Mutex<Vec<u16>> = std::sync::Mutex::new(Vec::new());
+    loop {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        let mut given = GIVEN.lock().unwrap();
+        if !given.contains(&addr.port()) {
+            given.push(addr.port());
+            return addr;
+        }
+    }
 }
 
 type ResBody = UnsyncBoxBody<Bytes, Infallible>;
@@ -501,6 +511,7 @@ pub fn otlp_config(addr: SocketAddr) -> OtlpExporterConfig {
         retry: retry(10, 50, 0),
         queue: QueueConfig {
             max_bytes: 16 << 20,
+            ..QueueConfig::default()
         },
     }
 }
@@ -518,6 +529,7 @@ pub fn otlphttp_config(addr: SocketAddr) -> OtlpHttpExporterConfig {
         retry: retry(10, 50, 0),
         queue: QueueConfig {
             max_bytes: 16 << 20,
+            ..QueueConfig::default()
         },
     }
 }
@@ -537,6 +549,7 @@ pub fn file_config(
         retry: retry(10, 50, 0),
         queue: QueueConfig {
             max_bytes: 64 << 20,
+            ..QueueConfig::default()
         },
     }
 }

@@ -1,0 +1,456 @@
+//! `durability = "ack_after_sync"` through real processes: kill -9 mid-stream (with and without
+//! tail sampling), a downstream outage with disk queues, backpressure from a tiny disk queue,
+//! and a full disk (RLIMIT_FSIZE makes writes fail with EFBIG for real).
+
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use prost::Message;
+
+use crate::gen::{flatten, request, span};
+use crate::harness::{base_config, file_pipelines, read_traces, wait_until, Shardtel};
+use crate::loadgen::loadgen_bin;
+
+/// Starts loadgen against `st` in the background: gRPC, open loop, verifying against
+/// `verify_dir`'s file exporter output at the end.
+fn start_loadgen(st: &Shardtel, verify_dir: &Path, rate: u32, secs: u32, json: &Path) -> Child {
+    let glob = format!("{}/traces*.jsonl*", verify_dir.display());
+    Command::new(loadgen_bin())
+        .args(["-p", "grpc", "-e", &st.grpc_url()])
+        .args([
+            "--rate",
+            &rate.to_string(),
+            "--duration",
+            &format!("{secs}s"),
+        ])
+        .args(["--connections", "4", "--timeout", "5s"])
+        .args(["--verify", "--verify-file", &glob, "--verify-wait", "120s"])
+        .args(["--verify-settle", "3s", "-q", "--json"])
+        .arg(json)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start loadgen")
+}
+
+/// Waits for loadgen; returns (exit ok, report text, json).
+fn finish_loadgen(child: Child, json: &Path) -> (bool, String, serde_json::Value) {
+    let out = child.wait_with_output().unwrap();
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let value = std::fs::read_to_string(json)
+        .ok()
+        .and_then(|t| serde_json::from_str(&t).ok())
+        .unwrap_or(serde_json::Value::Null);
+    (out.status.success(), text, value)
+}
+
+fn verify_numbers(json: &serde_json::Value) -> (u64, u64, u64) {
+    let v = &json["verify"];
+    let n = |k: &str| v[k].as_u64().unwrap_or(u64::MAX);
+    (n("spans_acknowledged"), n("spans_lost"), n("duplicates"))
+}
+
+fn kill9_run(sampling: bool) {
+    let processors = if sampling {
+        r#"
+[processors.tail_sampling]
+decision_wait = "3s"
+[[processors.tail_sampling.policies]]
+name = "all"
+type = "always_sample"
+"#
+    } else {
+        ""
+    };
+    let mut st = Shardtel::start(|dir, ports| {
+        let mut pipelines = file_pipelines(dir);
+        if sampling {
+            pipelines = pipelines.replace(
+                "exporters = [\"file_traces\"]",
+                "processors = [\"tail_sampling\"]\nexporters = [\"file_traces\"]",
+            );
+        }
+        base_config(dir, ports, "") + processors + &pipelines
+    });
+    let json = st.dir.path().join("loadgen.json");
+    let out = st.out();
+    let child = start_loadgen(&st, &out, 10_000, 10, &json);
+    std::thread::sleep(Duration::from_secs(4));
+    st.kill();
+    std::thread::sleep(Duration::from_millis(500));
+    st.spawn();
+    let (ok, report, json) = finish_loadgen(child, &json);
+    let (acked, lost, duplicates) = verify_numbers(&json);
+    eprintln!(
+        "kill -9 (sampling: {sampling}): {acked} spans acknowledged, {lost} lost, {duplicates} duplicates"
+    );
+    assert!(
+        ok && lost == 0 && acked > 10_000,
+        "loadgen --verify after kill -9 (sampling: {sampling}):\n{report}\nshardtel log:\n{}",
+        st.log()
+    );
+    let log = st.log();
+    assert!(log.contains("replaying"), "no replay after kill -9:\n{log}");
+    assert_eq!(st.stop(), 0);
+}
+
+#[test]
+fn kill_9_mid_stream_loses_no_acknowledged_span() {
+    kill9_run(false);
+}
+
+#[test]
+fn kill_9_with_tail_sampling_replays_the_traces_it_held() {
+    kill9_run(true);
+}
+
+fn vm_rss_kib(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next()?.parse().ok())
+        .unwrap_or(0)
+}
+
+fn forwarder(downstream: &Shardtel, queue: &str) -> Shardtel {
+    let endpoint = downstream.grpc_url();
+    let queue = queue.to_string();
+    Shardtel::start(move |dir, ports| {
+        base_config(dir, ports, "")
+            + &format!(
+                r#"
+[exporters.downstream]
+type = "otlp"
+endpoint = "{endpoint}"
+compression = "none"
+retry = {{ initial_interval = "50ms", max_interval = "500ms", max_elapsed_time = "0s" }}
+batch = {{ timeout = "50ms", max_bytes = "256KiB" }}
+queue = {queue}
+
+[pipelines.traces]
+receivers = ["otlp"]
+exporters = ["downstream"]
+"#
+            )
+    })
+}
+
+#[test]
+fn downstream_outage_queues_on_disk_with_flat_memory_and_drains() {
+    let mut downstream =
+        Shardtel::start(|dir, ports| base_config(dir, ports, "") + &file_pipelines(dir));
+    let upstream = forwarder(&downstream, r#"{ storage = "disk", max_bytes = "2GiB" }"#);
+    let json = upstream.dir.path().join("loadgen.json");
+    let child = start_loadgen(&upstream, &downstream.out(), 10_000, 45, &json);
+    std::thread::sleep(Duration::from_secs(5));
+    downstream.kill();
+    let pid = upstream.child.as_ref().unwrap().id();
+    let queued = || upstream.metric_sum("shardtel_exporter_queue_disk_bytes", "downstream");
+    let start_rss = vm_rss_kib(pid);
+    let mut max_rss = start_rss;
+    let outage = Instant::now();
+    while outage.elapsed() < Duration::from_secs(30) {
+        std::thread::sleep(Duration::from_secs(1));
+        max_rss = max_rss.max(vm_rss_kib(pid));
+    }
+    let queued_bytes = queued();
+    downstream.spawn();
+    let (ok, report, json) = finish_loadgen(child, &json);
+    let (acked, lost, duplicates) = verify_numbers(&json);
+    eprintln!(
+        "outage: {acked} acknowledged, {lost} lost, {duplicates} duplicates; queue on disk {queued_bytes} bytes; RSS {start_rss} -> max {max_rss} KiB"
+    );
+    assert!(
+        queued_bytes > 20 << 20,
+        "the queue did not grow on disk ({queued_bytes} bytes):\n{}",
+        upstream.metrics()
+    );
+    // 30 s at ~3.5 MB/s went to disk; memory grew by far less.
+    assert!(
+        max_rss < start_rss + 64 * 1024,
+        "RSS grew from {start_rss} to {max_rss} KiB while {queued_bytes} bytes were queued"
+    );
+    assert!(
+        ok && lost == 0 && acked > 100_000,
+        "loadgen --verify after the outage:\n{report}\nupstream log:\n{}",
+        upstream.log()
+    );
+    assert!(
+        wait_until(60, || upstream
+            .metric_sum("shardtel_exporter_queue_disk_frames", "downstream")
+            == 0),
+        "the backlog did not drain: {}",
+        upstream.metrics()
+    );
+}
+
+#[test]
+fn a_tiny_disk_queue_and_a_dead_backend_refuse_with_retryable_errors() {
+    let mut downstream =
+        Shardtel::start(|dir, ports| base_config(dir, ports, "") + &file_pipelines(dir));
+    downstream.kill();
+    let upstream = forwarder(&downstream, r#"{ storage = "disk", max_bytes = "1MiB" }"#);
+    let client = reqwest::blocking::Client::new();
+    let mut accepted = Vec::new();
+    let mut refused = 0;
+    for r in 0..400u64 {
+        let req = request((0..100).map(|i| span(9, r * 100 + i % 4, i / 4)).collect());
+        let resp = client
+            .post(format!("{}/v1/traces", upstream.http_url()))
+            .header("content-type", "application/x-protobuf")
+            .body(req.encode_to_vec())
+            .send()
+            .unwrap();
+        match resp.status().as_u16() {
+            200 => accepted.push(req),
+            503 => {
+                assert!(resp.headers().contains_key("retry-after"));
+                refused += 1;
+            }
+            other => panic!(
+                "unexpected status {other}: {}",
+                resp.text().unwrap_or_default()
+            ),
+        }
+    }
+    assert!(refused > 0, "nothing was refused; {}", upstream.metrics());
+    assert!(!accepted.is_empty());
+    assert!(
+        wait_until(10, || upstream.metric_sum(
+            "shardtel_receiver_failed_requests_total",
+            "signal=\"traces\""
+        ) >= refused),
+        "refusals not counted: {}",
+        upstream.metrics()
+    );
+    downstream.spawn();
+    let expected = flatten(&accepted);
+    let all_arrived = || {
+        let got = span_ids_in(&downstream.out());
+        expected.iter().all(|(_, _, s)| got.contains(&s.span_id))
+    };
+    assert!(
+        wait_until(60, all_arrived),
+        "accepted spans missing downstream; upstream log:\n{}",
+        upstream.log()
+    );
+}
+
+#[test]
+fn a_full_disk_refuses_with_retryable_errors_and_recovers() {
+    const LIMIT: u64 = 1 << 20;
+    let mut st = Shardtel::start(|dir, ports| {
+        // Start without the limit to lay out files, then restart with it.
+        base_config(dir, ports, "") + &file_pipelines(dir)
+    });
+    st.kill();
+    st.spawn_with(|cmd| {
+        use std::os::unix::process::CommandExt;
+        // SAFETY: only async-signal-safe calls (signal, setrlimit) between fork and exec.
+        unsafe {
+            cmd.pre_exec(|| {
+                libc::signal(libc::SIGXFSZ, libc::SIG_IGN);
+                let limit = libc::rlimit {
+                    rlim_cur: LIMIT,
+                    rlim_max: libc::RLIM_INFINITY,
+                };
+                if libc::setrlimit(libc::RLIMIT_FSIZE, &limit) != 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
+    });
+    let client = reqwest::blocking::Client::new();
+    let post = |r: u64| {
+        let req = request((0..10).map(|i| span(7, r * 10 + i, 0)).collect());
+        let resp = client
+            .post(format!("{}/v1/traces", st.http_url()))
+            .header("content-type", "application/x-protobuf")
+            .body(req.encode_to_vec())
+            .send()
+            .unwrap();
+        let status = resp.status().as_u16();
+        let retry_after = resp.headers().contains_key("retry-after");
+        (status, retry_after, resp.text().unwrap_or_default(), req)
+    };
+    let (status, retry_after, body, _) = post(0);
+    assert_eq!(status, 503, "a write past RLIMIT_FSIZE should fail: {body}");
+    assert!(retry_after);
+    assert!(
+        wait_until(10, || st
+            .metric_sum("shardtel_ingest_log_refused_disk_errors_total", "")
+            >= 1),
+        "{}",
+        st.metrics()
+    );
+    assert!(
+        wait_until(10, || st.log().contains("File too large")),
+        "no clear error in the log:\n{}",
+        st.log()
+    );
+    // Space returns: lift the limit on the running process.
+    let pid = st.child.as_ref().unwrap().id() as libc::pid_t;
+    let unlimited = libc::rlimit {
+        rlim_cur: libc::RLIM_INFINITY,
+        rlim_max: libc::RLIM_INFINITY,
+    };
+    // SAFETY: plain syscall on valid pointers.
+    let lifted =
+        unsafe { libc::prlimit(pid, libc::RLIMIT_FSIZE, &unlimited, std::ptr::null_mut()) };
+    assert_eq!(lifted, 0, "prlimit: {}", std::io::Error::last_os_error());
+    let mut sent = Vec::new();
+    assert!(
+        wait_until(20, || {
+            let (status, _, _, req) = post(1 + sent.len() as u64);
+            if status == 200 {
+                sent.push(req);
+            }
+            status == 200
+        }),
+        "no recovery after the limit was lifted:\n{}",
+        st.log()
+    );
+    let expected = flatten(&sent);
+    assert!(
+        wait_until(20, || {
+            let got = span_ids_in(&st.out());
+            expected.iter().all(|(_, _, s)| got.contains(&s.span_id))
+        }),
+        "accepted spans did not arrive:\n{}",
+        st.log()
+    );
+    assert_eq!(st.stop(), 0);
+}
+
+/// Posts `n` requests of 40 spans (10 traces) over OTLP/HTTP; all must be accepted.
+fn post_traces(
+    st: &Shardtel,
+    tag: u8,
+    n: u64,
+) -> Vec<shardtel_protocol::proto::collector::trace::v1::ExportTraceServiceRequest> {
+    (0..n)
+        .map(|r| {
+            // A new connection per request: the kernel spreads them over the cores.
+            let client = reqwest::blocking::Client::new();
+            let req = request(
+                (0..40)
+                    .map(|i| span(tag, r * 10 + i % 10, i / 10))
+                    .collect(),
+            );
+            let resp = client
+                .post(format!("{}/v1/traces", st.http_url()))
+                .header("content-type", "application/x-protobuf")
+                .body(req.encode_to_vec())
+                .send()
+                .unwrap();
+            assert_eq!(resp.status(), 200, "{}", resp.text().unwrap_or_default());
+            req
+        })
+        .collect()
+}
+
+fn shrink_to_one_core(st: &Shardtel) {
+    let config = std::fs::read_to_string(&st.config_path).unwrap();
+    std::fs::write(
+        &st.config_path,
+        config.replace("cores = \"all\"", "cores = [0]"),
+    )
+    .unwrap();
+}
+
+fn span_ids_in(dir: &Path) -> std::collections::HashSet<Vec<u8>> {
+    flatten(
+        &read_traces(dir)
+            .into_iter()
+            .map(|(_, r)| r)
+            .collect::<Vec<_>>(),
+    )
+    .into_iter()
+    .map(|(_, _, s)| s.span_id)
+    .collect()
+}
+
+#[test]
+fn fewer_cores_after_kill_9_drain_the_orphaned_ingest_log() {
+    if std::thread::available_parallelism().map_or(1, |n| n.get()) < 2 {
+        panic!("this test needs 2 CPUs (an orphaned core needs a second core to begin with)");
+    }
+    let mut st = Shardtel::start(|dir, ports| {
+        base_config(dir, ports, "")
+            + r#"
+[processors.tail_sampling]
+decision_wait = "60s"
+[[processors.tail_sampling.policies]]
+name = "all"
+type = "always_sample"
+"# + &file_pipelines(dir).replace(
+            "exporters = [\"file_traces\"]",
+            "processors = [\"tail_sampling\"]\nexporters = [\"file_traces\"]",
+        )
+    });
+    let sent = post_traces(&st, 11, 40);
+    // The sampler holds every trace for 60 s: the requests stay in both cores' ingest logs.
+    assert!(wait_until(10, || st
+        .metric_sum("shardtel_ingest_log_frames", "core=\"1\"")
+        > 0));
+    st.kill();
+    shrink_to_one_core(&st);
+    st.spawn();
+    // Core 0 routes core 1's requests again (through its own ingest log); the sampler holds
+    // them, so the orphaned log is kept until they are decided.
+    assert!(
+        wait_until(30, || st.log().contains("draining the orphaned ingest log")),
+        "the orphaned ingest log was not picked up:\n{}",
+        st.log()
+    );
+    assert!(wait_until(30, || st.metric_sum(
+        "shardtel_ingest_log_appended_frames_total",
+        "core=\"0\""
+    ) > 0));
+    std::thread::sleep(Duration::from_secs(1));
+    // SIGTERM decides what the sampler holds and exports it.
+    assert_eq!(st.stop(), 0);
+    let got = span_ids_in(&st.out());
+    let missing = flatten(&sent)
+        .into_iter()
+        .filter(|(_, _, s)| !got.contains(&s.span_id))
+        .count();
+    assert_eq!(missing, 0, "spans lost; log:\n{}", st.log());
+}
+
+#[test]
+fn fewer_cores_drain_the_orphaned_export_queue() {
+    let mut downstream =
+        Shardtel::start(|dir, ports| base_config(dir, ports, "") + &file_pipelines(dir));
+    downstream.kill();
+    let mut upstream = forwarder(&downstream, r#"{ storage = "disk" }"#);
+    let sent = post_traces(&upstream, 12, 40);
+    assert!(wait_until(10, || upstream.metric_sum(
+        "shardtel_exporter_queue_disk_frames",
+        "core=\"1\""
+    ) > 0));
+    assert_eq!(upstream.stop(), 0);
+    shrink_to_one_core(&upstream);
+    downstream.spawn();
+    upstream.spawn();
+    let expected: Vec<Vec<u8>> = flatten(&sent)
+        .into_iter()
+        .map(|(_, _, s)| s.span_id)
+        .collect();
+    assert!(
+        wait_until(60, || {
+            let got = span_ids_in(&downstream.out());
+            expected.iter().all(|id| got.contains(id))
+        }),
+        "queued spans of the removed core did not arrive:\n{}",
+        upstream.log()
+    );
+    assert!(!upstream.dir.path().join("queues/downstream/core1").exists());
+}
