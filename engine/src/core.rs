@@ -584,10 +584,13 @@ pub async fn run(setup: CoreSetup) {
         .detach()
     };
 
+    // Stopped through a flag, never cancelled: a cancel while it waits for exporter room
+    // would lose the kept spans it is pushing.
+    let ticker_stop = Rc::new(Cell::new(false));
     let ticker = core.sampler.is_some().then(|| {
-        let core = core.clone();
+        let (core, stop) = (core.clone(), ticker_stop.clone());
         glommio::spawn_local(async move {
-            loop {
+            while !stop.get() {
                 let wait = core.sampler_tick().await;
                 glommio::timer::sleep(wait).await;
             }
@@ -626,7 +629,9 @@ pub async fn run(setup: CoreSetup) {
     // Every span this core owns has arrived: decide (or drop) what the
     // sampler still holds, as configured.
     if let Some(ticker) = ticker {
-        ticker.cancel();
+        ticker_stop.set(true);
+        let remaining = deadline.saturating_duration_since(Instant::now());
+        let _ = glommio::timer::timeout(remaining, async { Ok(ticker.await) }).await;
     }
     if let Some(sampler) = &core.sampler {
         let mut kept = Vec::new();
