@@ -540,6 +540,10 @@ pub async fn run(setup: CoreSetup) {
                     let c = &core.mesh_counters.received[from];
                     c.set(c.get() + 1);
                     core.deliver(batch).await;
+                    // recv() never waits while the peer keeps the channel busy: give this
+                    // core's other tasks (receivers, exporters, the sampler's timer,
+                    // telemetry) their turn between batches.
+                    futures_lite::future::yield_now().await;
                 }
             })
             .detach(),
