@@ -9,7 +9,7 @@ use crate::harness::{base_config, file_pipelines, Shardtel};
 
 /// The loadgen binary next to `shardtel` (built by `cargo test --workspace`;
 /// built here if this test runs alone).
-fn loadgen_bin() -> PathBuf {
+pub fn loadgen_bin() -> PathBuf {
     let bin = PathBuf::from(env!("CARGO_BIN_EXE_shardtel")).with_file_name("shardtel-loadgen");
     if !bin.exists() {
         let release = bin.parent().is_some_and(|p| p.ends_with("release"));

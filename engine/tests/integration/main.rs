@@ -12,3 +12,4 @@ mod loadgen;
 mod receive;
 mod routing;
 mod sampling;
+mod sampling_memory;
