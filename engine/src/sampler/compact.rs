@@ -33,25 +33,19 @@ pub(crate) fn compact(batch: &SpanBatch, live: &[u32]) -> SpanBatch {
     };
     // Sizes first, for exact allocations.
     let (mut resources, mut scopes, mut headers, mut bytes) = (0, 0, 0, 0usize);
-    let (mut last_scope, mut last_resource) = (u32::MAX, u32::MAX);
-    for &i in live {
-        let span = &old.spans[i as usize];
-        if span.scope != last_scope {
-            let scope = &old.scopes[span.scope as usize];
-            if scope.resource != last_resource {
-                let r = &old.resources[scope.resource as usize].headers;
-                resources += 1;
-                headers += (r.end - r.start) as usize;
-                bytes += header_bytes(r);
-                last_resource = scope.resource;
-            }
-            scopes += 1;
-            headers += (scope.headers.end - scope.headers.start) as usize;
-            bytes += header_bytes(&scope.headers);
-            last_scope = span.scope;
+    walk(old, live, |resource, scope, span| {
+        for h in resource
+            .map(|r| &r.headers)
+            .into_iter()
+            .chain(scope.map(|s| &s.headers))
+        {
+            headers += (h.end - h.start) as usize;
+            bytes += header_bytes(h);
         }
+        resources += usize::from(resource.is_some());
+        scopes += usize::from(scope.is_some());
         bytes += span_field_len(u64::from(span.range.end - span.range.start)) as usize;
-    }
+    });
     let mut out = BytesMut::with_capacity(bytes);
     let mut index = TracesIndex {
         resources: Vec::with_capacity(resources),
@@ -68,23 +62,17 @@ pub(crate) fn compact(batch: &SpanBatch, live: &[u32]) -> SpanBatch {
         }
         first..new.len() as u32
     };
-    let (mut last_scope, mut last_resource) = (u32::MAX, u32::MAX);
-    for &i in live {
-        let span = &old.spans[i as usize];
-        if span.scope != last_scope {
-            let scope = &old.scopes[span.scope as usize];
-            if scope.resource != last_resource {
-                let r = &old.resources[scope.resource as usize].headers;
-                let headers = copy_headers(r, &mut out, &mut index.headers);
-                index.resources.push(ResourceEntry { headers });
-                last_resource = scope.resource;
-            }
-            let headers = copy_headers(&scope.headers, &mut out, &mut index.headers);
+    walk(old, live, |resource, scope, span| {
+        if let Some(r) = resource {
+            let headers = copy_headers(&r.headers, &mut out, &mut index.headers);
+            index.resources.push(ResourceEntry { headers });
+        }
+        if let Some(s) = scope {
+            let headers = copy_headers(&s.headers, &mut out, &mut index.headers);
             index.scopes.push(ScopeEntry {
                 resource: index.resources.len() as u32 - 1,
                 headers,
             });
-            last_scope = span.scope;
         }
         let body = &buf[span.range.start as usize..span.range.end as usize];
         out.put_u8(TAG_SPANS);
@@ -101,10 +89,34 @@ pub(crate) fn compact(batch: &SpanBatch, live: &[u32]) -> SpanBatch {
             range: at..out.len() as u32,
             trace_id: span.trace_id,
         });
-    }
+    });
     debug_assert_eq!(out.len(), bytes);
     let buf: Bytes = out.freeze();
     SpanBatch { buf, index }
+}
+
+/// Visits spans `live` of `index` in order, each with the resource and the scope it opens (the
+/// first span under a resource or scope), if any.
+fn walk<'a>(
+    index: &'a TracesIndex,
+    live: &[u32],
+    mut visit: impl FnMut(Option<&'a ResourceEntry>, Option<&'a ScopeEntry>, &'a SpanEntry),
+) {
+    let (mut last_scope, mut last_resource) = (u32::MAX, u32::MAX);
+    for &i in live {
+        let span = &index.spans[i as usize];
+        let (mut resource, mut scope) = (None, None);
+        if span.scope != last_scope {
+            let s = &index.scopes[span.scope as usize];
+            if s.resource != last_resource {
+                resource = Some(&index.resources[s.resource as usize]);
+                last_resource = s.resource;
+            }
+            scope = Some(s);
+            last_scope = span.scope;
+        }
+        visit(resource, scope, span);
+    }
 }
 
 #[cfg(test)]
