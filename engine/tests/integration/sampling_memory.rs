@@ -12,8 +12,8 @@
 //!
 //! With `C` cores, `B` = `max_buffered_bytes_per_core`, `T` = `max_traces_per_core`, `S` =
 //! decision cache ids per core, `Q` = mesh `channel_capacity`, `M` = `max_recv_msg_size`, `R` =
-//! requests in flight from the client, and `A` = 2 (a request body assembled from several
-//! frames sits in an allocation up to twice its size):
+//! requests in flight from the client, and `A` = 2 (a request body that arrived in one frame is
+//! a slice of the connection's receive buffer, which may be larger):
 //!
 //! ```text
 //! peak RSS ≤ idle RSS + 4·A·C·B          retained request buffers: at most 4 × the charge
