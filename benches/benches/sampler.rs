@@ -10,13 +10,18 @@
 //!   every trace arrives 64 requests later, so most spans join a pending trace;
 //! - `evicting`: `whole` with `max_traces_per_core = 256`, so nearly every trace is decided early
 //!   by the bound instead of the timer;
+//! - `two_cores`: each request partitioned by owner core as the engine does on 2 cores, each
+//!   part added to its core's sampler (both run here, one after the other), so buffers are
+//!   shared and charged by share (the partition, done by the receiving core, is included);
 //! - `scan_only` and `scan_then_sample`: each request is scanned (as the receiving core does)
 //!   right before it is added, so its bytes are in cache as they are in the engine; the
 //!   difference between the two is what the sampler adds to a span's cost. The first three
 //!   read pre-scanned requests from memory (28 MB, more than the caches), a pessimistic case.
 //!
-//! Before the benchmarks it prints the memory charge per buffered span at the peak of a `whole`
-//! and a `pieces` run, against the spans' wire size.
+//! Before the benchmarks it prints the memory charge per buffered span at the peak of a `whole`,
+//! a `pieces` and a `two_cores` run, against the spans' wire size. Each span's summary (times,
+//! status, parent, the policies' attribute matches) is computed once, as it is added; a
+//! decision reads only the trace's summary.
 
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
@@ -25,6 +30,7 @@ use bytes::Bytes;
 use criterion::{black_box, criterion_group, criterion_main, BatchSize, Criterion, Throughput};
 use shardtel_config::{Percentage, PolicyConfig, PolicyKind, StatusCode, TailSamplingConfig};
 use shardtel_engine::sampler::{CoreShare, Kept, Sampler};
+use shardtel_protocol::route::owner_core;
 use shardtel_protocol::scan::{SpanBatch, TracesIndex};
 use shardtel_protocol::span::SpanView;
 
@@ -80,6 +86,7 @@ fn half(batch: &SpanBatch, half: usize) -> SpanBatch {
     SpanBatch {
         buf: batch.buf.clone(),
         index,
+        hold: None,
     }
 }
 
@@ -166,16 +173,78 @@ fn pieces(requests: &[SpanBatch]) -> Vec<SpanBatch> {
     out
 }
 
-fn report_memory(what: &str, config: &TailSamplingConfig, batches: &[SpanBatch]) {
-    let mut sampler = Sampler::new(config, CoreShare::SINGLE).expect("valid config");
+/// The parts of `batch` for each of `cores` owner cores (empty parts included).
+fn partition(batch: &SpanBatch, cores: usize) -> Vec<SpanBatch> {
+    let mut parts = Vec::new();
+    batch
+        .index
+        .partition(cores, |t| owner_core(t, cores), &mut parts);
+    parts
+        .into_iter()
+        .map(|index| SpanBatch {
+            buf: batch.buf.clone(),
+            index,
+            hold: None,
+        })
+        .collect()
+}
+
+/// Feeds each request's parts to the samplers of 2 cores, like `run`; returns the spans kept.
+fn run_two_cores(
+    config: &TailSamplingConfig,
+    requests: impl IntoIterator<Item = SpanBatch>,
+    start: Instant,
+) -> usize {
+    let mut samplers: Vec<Sampler> = (0..2)
+        .map(|core| Sampler::new(config, CoreShare { core, cores: 2 }).expect("valid config"))
+        .collect();
+    let mut out: Vec<Kept> = Vec::new();
+    let mut kept = 0;
+    let mut now = start;
+    for (i, request) in requests.into_iter().enumerate() {
+        now += Duration::from_millis(1);
+        for (core, part) in partition(&request, 2).into_iter().enumerate() {
+            samplers[core].add(part, now, &mut out);
+            if i % 100 == 99 {
+                samplers[core].tick(now, &mut out);
+            }
+        }
+        kept += out.iter().map(|k| k.spans.len()).sum::<usize>();
+        out.clear();
+    }
+    for s in &mut samplers {
+        s.tick(now + Duration::from_secs(11), &mut out);
+    }
+    kept + out.iter().map(|k| k.spans.len()).sum::<usize>()
+}
+
+/// Feeds `batches[i]` to the sampler of core `cores_of(i)`, all at the same instant, and prints
+/// the peak of the charge summed over cores, per buffered span.
+fn report_memory(
+    what: &str,
+    config: &TailSamplingConfig,
+    batches: &[SpanBatch],
+    cores: usize,
+    core_of: impl Fn(usize) -> usize,
+) {
+    let mut samplers: Vec<Sampler> = (0..cores)
+        .map(|core| Sampler::new(config, CoreShare { core, cores }).expect("valid config"))
+        .collect();
     let mut out = Vec::new();
     let now = Instant::now();
     let mut peak = (0, 0, 0);
-    for batch in batches {
-        sampler.add(batch.clone(), now, &mut out);
-        let s = sampler.stats();
-        if s.buffered_bytes > peak.0 {
-            peak = (s.buffered_bytes, s.buffered_span_bytes, s.buffered_spans);
+    for (i, batch) in batches.iter().enumerate() {
+        samplers[core_of(i)].add(batch.clone(), now, &mut out);
+        out.clear();
+        let total = samplers.iter().map(|s| s.stats()).fold((0, 0, 0), |t, s| {
+            (
+                t.0 + s.buffered_bytes,
+                t.1 + s.buffered_span_bytes,
+                t.2 + s.buffered_spans,
+            )
+        });
+        if total.0 > peak.0 {
+            peak = total;
         }
     }
     let (charge, wire, spans) = peak;
@@ -192,9 +261,11 @@ fn bench_sampler(c: &mut Criterion) {
     let spans: usize = requests.iter().map(|r| r.index.spans.len()).sum();
     let config = seed_config();
     let split = pieces(&requests);
-    report_memory("whole", &config, &requests);
-    // Both halves of a request share its buffer and each charges it in full.
-    report_memory("pieces", &config, &split);
+    report_memory("whole", &config, &requests, 1, |_| 0);
+    // Both halves of a request share its buffer; each is charged its share of it.
+    report_memory("pieces", &config, &split, 1, |_| 0);
+    let parts: Vec<SpanBatch> = requests.iter().flat_map(|r| partition(r, 2)).collect();
+    report_memory("two_cores", &config, &parts, 2, |i| i % 2);
     let (kept, _) = run(&config, requests.clone(), Instant::now());
     eprintln!(
         "seed policies keep {kept} of {spans} spans ({:.0}%)",
@@ -233,6 +304,13 @@ fn bench_sampler(c: &mut Criterion) {
                 .map(|buf| SpanBatch::scan(buf.clone()).expect("scans"));
             black_box(run(&config, batches, Instant::now()))
         })
+    });
+    g.bench_function("two_cores", |b| {
+        b.iter_batched(
+            || requests.clone(),
+            |batches| black_box(run_two_cores(&config, batches, Instant::now())),
+            BatchSize::LargeInput,
+        )
     });
     let mut evicting = config.clone();
     evicting.max_traces_per_core = 256;

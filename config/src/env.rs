@@ -97,7 +97,8 @@ pub(crate) fn substitute(
     let mut copied = 0;
     let mut i = 0;
     while i < bytes.len() {
-        let rest = &input[i..];
+        // Inside a multi-byte character (only ever in a comment or string) nothing matches.
+        let rest = input.get(i..).unwrap_or_default();
         let b = bytes[i];
         match state {
             Lexical::Comment => {
@@ -296,6 +297,15 @@ mod tests {
         assert_eq!(run("a = '^x$'").unwrap(), "a = '^x$'");
         assert_eq!(run("a = \"cost $5\"").unwrap(), "a = \"cost $5\"");
         assert_eq!(run("a = \"x$\"").unwrap(), "a = \"x$\"");
+    }
+
+    #[test]
+    fn non_ascii_text_is_copied_as_is() {
+        let text = "# caf\u{e9} \u{2014} ${UNSET}\na = \"\u{2014}${HOST}\u{e9}\" # \u{2014}";
+        assert_eq!(
+            run(text).unwrap(),
+            "# caf\u{e9} \u{2014} ${UNSET}\na = \"\u{2014}tempo\u{e9}\" # \u{2014}"
+        );
     }
 
     #[test]

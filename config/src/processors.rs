@@ -118,8 +118,9 @@ pub struct TailSamplingConfig {
     /// Traces buffered per core; a new trace beyond it decides the oldest one early.
     /// Default 100 000.
     pub max_traces_per_core: usize,
-    /// Memory held per core: every retained request buffer counted whole, plus indexes and the
-    /// trace table. Crossing it decides the oldest traces early. Default 256 MiB.
+    /// Memory held per core: this core's share of every retained request buffer (at least a
+    /// quarter of it), plus indexes and the trace table. Crossing it decides the oldest traces
+    /// early. Default 256 MiB.
     pub max_buffered_bytes_per_core: u64,
     /// Spans buffered per trace; the span that would cross it decides the trace, and later spans
     /// follow that decision. Default 10 000.

@@ -16,11 +16,11 @@ use glommio::sync::Semaphore;
 use shardtel_config::{Config, ProcessorConfig};
 use shardtel_protocol::reframe::{encode_trace_spans, encode_traces, Encoded};
 use shardtel_protocol::route::owner_core;
-use shardtel_protocol::scan::{scan_logs, scan_metrics, SpanBatch, TracesIndex};
+use shardtel_protocol::scan::{scan_logs, scan_metrics, Hold, SpanBatch, TracesIndex};
 use shardtel_protocol::Signal;
 use shardtel_sinks::ExportQueue;
 
-use crate::durability::IngestLog;
+use crate::durability::{IngestLog, Tracked};
 use crate::ingest::IngestError;
 use crate::memory_limiter::{default_inflight_bytes, CoreLimiter, MemorySetup};
 use crate::mesh::{MeshEnds, MeshMessage};
@@ -167,17 +167,17 @@ impl Core {
             return Err(e);
         }
         // Acknowledged means durable: the request is on disk before it is routed.
-        let body = match &self.ingest_log {
+        let (body, hold) = match &self.ingest_log {
             Some(log) => match self.log_request(log, signal, body).await {
-                Ok(body) => body,
+                Ok(tracked) => (tracked.body, Some(tracked.hold)),
                 Err(e) => {
                     self.counters.failed_request(signal, transport);
                     return Err(e);
                 }
             },
-            None => body,
+            None => (body, None),
         };
-        match self.route(signal, body).await {
+        match self.route(signal, body, hold).await {
             Err(e) => {
                 self.counters.failed_request(signal, transport);
                 Err(e)
@@ -200,7 +200,7 @@ impl Core {
         log: &IngestLog,
         signal: Signal,
         body: Bytes,
-    ) -> Result<Bytes, IngestError> {
+    ) -> Result<Tracked, IngestError> {
         let exporters = &self.pipelines[signal_index(signal)];
         if exporters.iter().any(|e| !e.has_room(body.len())) {
             return Err(IngestError::Overloaded("an exporter queue is full"));
@@ -211,11 +211,11 @@ impl Core {
     /// Replays a request from the ingest log: routed like a new one (without logging it
     /// again, unless `relog`: a request of another core's log goes into this core's log
     /// first), waiting out refusals.
-    pub(crate) async fn replay(&self, signal: Signal, body: Bytes, relog: bool) {
+    pub(crate) async fn replay(&self, signal: Signal, tracked: Tracked, relog: bool) {
         let mut wait = Duration::from_millis(10);
         loop {
             let body = match (&self.ingest_log, relog) {
-                (Some(log), true) => match log.append(signal, body.clone()).await {
+                (Some(log), true) => match log.append(signal, tracked.body.clone()).await {
                     Ok(tracked) => tracked,
                     Err(e) if e.is_retryable() => {
                         glommio::timer::sleep(wait).await;
@@ -231,9 +231,12 @@ impl Core {
                         return;
                     }
                 },
-                _ => body.clone(),
+                _ => Tracked {
+                    body: tracked.body.clone(),
+                    hold: tracked.hold.clone(),
+                },
             };
-            match self.route(signal, body).await {
+            match self.route(signal, body.body, Some(body.hold)).await {
                 Ok((_, Ok(_))) => return,
                 Ok((_, Err(e))) if e.is_retryable() => {
                     glommio::timer::sleep(wait).await;
@@ -258,9 +261,10 @@ impl Core {
         &self,
         signal: Signal,
         body: Bytes,
+        hold: Option<Hold>,
     ) -> Result<(u64, Result<u64, IngestError>), IngestError> {
         match signal {
-            Signal::Traces => self.ingest_traces(body).await,
+            Signal::Traces => self.ingest_traces(body, hold).await,
             Signal::Metrics if self.metrics_router.is_some() => {
                 self.ingest_routed_metrics(body).await
             }
@@ -298,6 +302,7 @@ impl Core {
     async fn ingest_traces(
         &self,
         body: Bytes,
+        hold: Option<Hold>,
     ) -> Result<(u64, Result<u64, IngestError>), IngestError> {
         // (spans owned here, true when they are the whole request as received)
         let mut local: Option<(SpanBatch, bool)> = None;
@@ -337,6 +342,7 @@ impl Core {
                         SpanBatch {
                             buf: body.clone(),
                             index,
+                            hold: hold.clone(),
                         },
                         true,
                     ));
@@ -346,6 +352,7 @@ impl Core {
                         SpanBatch {
                             buf: body.clone(),
                             index: index.clone(),
+                            hold: hold.clone(),
                         },
                     ));
                 }
@@ -357,6 +364,7 @@ impl Core {
                     let batch = SpanBatch {
                         buf: body.clone(),
                         index: std::mem::take(part),
+                        hold: hold.clone(),
                     };
                     if dest == self.id {
                         local = Some((batch, false));
@@ -564,6 +572,7 @@ impl Core {
                     let mut sub = SpanBatch {
                         buf: k.batch.buf.clone(),
                         index: k.batch.index.clone(),
+                        hold: k.batch.hold.clone(),
                     };
                     let mut cursor = 0;
                     sub.index.retain_spans(|i| {
@@ -826,6 +835,10 @@ pub async fn run(setup: CoreSetup) {
                     let c = &core.mesh_counters.received[from];
                     c.set(c.get() + 1);
                     core.deliver(batch).await;
+                    // recv() never waits while the peer keeps the channel busy: give this
+                    // core's other tasks (receivers, exporters, the sampler's timer,
+                    // telemetry) their turn between batches.
+                    futures_lite::future::yield_now().await;
                 }
             })
             .detach(),
@@ -862,7 +875,7 @@ pub async fn run(setup: CoreSetup) {
                 );
             }
             let replayed = log
-                .replay(|signal, body| core.replay(signal, body, false))
+                .replay(|signal, tracked| core.replay(signal, tracked, false))
                 .await;
             if replayed > 0 {
                 log::info!("core {}: replayed {replayed} requests", core.id);
@@ -907,10 +920,13 @@ pub async fn run(setup: CoreSetup) {
         .detach()
     };
 
+    // Stopped through a flag, never cancelled: a cancel while it waits for exporter room
+    // would lose the kept spans it is pushing.
+    let ticker_stop = Rc::new(Cell::new(false));
     let ticker = core.sampler.is_some().then(|| {
-        let core = core.clone();
+        let (core, stop) = (core.clone(), ticker_stop.clone());
         glommio::spawn_local(async move {
-            loop {
+            while !stop.get() {
                 let wait = core.sampler_tick().await;
                 glommio::timer::sleep(wait).await;
             }
@@ -949,7 +965,9 @@ pub async fn run(setup: CoreSetup) {
     // Every span this core owns has arrived: decide (or drop) what the
     // sampler still holds, as configured.
     if let Some(ticker) = ticker {
-        ticker.cancel();
+        ticker_stop.set(true);
+        let remaining = deadline.saturating_duration_since(Instant::now());
+        let _ = glommio::timer::timeout(remaining, async { Ok(ticker.await) }).await;
     }
     if let Some(sampler) = &core.sampler {
         let mut kept = Vec::new();

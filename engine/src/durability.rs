@@ -35,6 +35,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use shardtel_config::WalConfig;
+use shardtel_protocol::scan::Hold;
 use shardtel_protocol::Signal;
 use shardtel_wal::{Wal, WalError, WalOptions, WalStats, FSYNC_QUANTILES};
 
@@ -68,11 +69,25 @@ impl ReleaseRing {
     }
 }
 
-/// Owns a logged request body; releases the frame's LSN when the last slice of the body drops.
-struct FrameGuard {
-    body: Bytes,
+/// Releases a frame's LSN when dropped: once the last slice of the logged body and every
+/// [`Tracked::hold`] clone (kept by copies of its spans, see [`SpanBatch::hold`]) are gone.
+///
+/// [`SpanBatch::hold`]: shardtel_protocol::scan::SpanBatch::hold
+struct FrameToken {
     lsn: u64,
     ring: Arc<ReleaseRing>,
+}
+
+impl Drop for FrameToken {
+    fn drop(&mut self) {
+        self.ring.release(self.lsn);
+    }
+}
+
+/// Owns a logged request body and a reference to its frame's token.
+struct FrameGuard {
+    body: Bytes,
+    _token: Hold,
 }
 
 impl AsRef<[u8]> for FrameGuard {
@@ -81,10 +96,14 @@ impl AsRef<[u8]> for FrameGuard {
     }
 }
 
-impl Drop for FrameGuard {
-    fn drop(&mut self) {
-        self.ring.release(self.lsn);
-    }
+/// A logged request body, ready to route: `body` is the same bytes, tracked so that the frame is
+/// released when the last slice of them and the last clone of `hold` are dropped.
+pub struct Tracked {
+    /// The request body.
+    pub body: Bytes,
+    /// The frame's token: give a clone to whatever copies span bytes out of `body` and keeps
+    /// the copy in memory (the sampler's compaction), so the frame outlives the copy.
+    pub hold: Hold,
 }
 
 /// Counters of one core's ingest log, with the log's own statistics.
@@ -150,9 +169,8 @@ impl IngestLog {
     }
 
     /// Appends `body` (a decoded request of `signal`), waits until it is on disk, and returns
-    /// the body to route: the same bytes, tracked so that the frame is released when the last
-    /// slice of them is dropped.
-    pub async fn append(&self, signal: Signal, body: Bytes) -> Result<Bytes, IngestError> {
+    /// the body to route, tracked (see [`Tracked`]).
+    pub async fn append(&self, signal: Signal, body: Bytes) -> Result<Tracked, IngestError> {
         if self.wal.next_lsn() - self.low.get() >= MAX_UNRELEASED {
             self.advance();
             if self.wal.next_lsn() - self.low.get() >= MAX_UNRELEASED {
@@ -191,12 +209,18 @@ impl IngestLog {
     }
 
     /// `body`, tracked for the frame `lsn`.
-    fn track(&self, lsn: u64, body: Bytes) -> Bytes {
-        Bytes::from_owner(FrameGuard {
-            body,
+    fn track(&self, lsn: u64, body: Bytes) -> Tracked {
+        let hold: Hold = Arc::new(FrameToken {
             lsn,
             ring: self.ring.clone(),
-        })
+        });
+        Tracked {
+            body: Bytes::from_owner(FrameGuard {
+                body,
+                _token: hold.clone(),
+            }),
+            hold,
+        }
     }
 
     /// Moves the low watermark over released frames and checkpoints the log there.
@@ -214,7 +238,7 @@ impl IngestLog {
     /// and releases the LSNs that have no frame (failed commits). Returns the frames replayed.
     pub async fn replay<F, Fut>(&self, mut ingest: F) -> u64
     where
-        F: FnMut(Signal, Bytes) -> Fut,
+        F: FnMut(Signal, Tracked) -> Fut,
         Fut: std::future::Future<Output = ()>,
     {
         let end = self.wal.next_lsn();
@@ -238,8 +262,8 @@ impl IngestLog {
                 self.ring.release(frame.lsn);
                 continue;
             };
-            let body = self.track(frame.lsn, frame.payload);
-            ingest(signal, body).await;
+            let tracked = self.track(frame.lsn, frame.payload);
+            ingest(signal, tracked).await;
             replayed += 1;
             self.count(|c| c.replayed_frames += 1);
         }
@@ -333,7 +357,7 @@ pub(crate) async fn drain_orphaned_ingest_logs(
             orphan.recovered_frames()
         );
         let n = orphan
-            .replay(|signal, body| core.replay(signal, body, true))
+            .replay(|signal, tracked| core.replay(signal, tracked, true))
             .await;
         while orphan.snapshot().unreleased_frames > 0 {
             orphan.advance();

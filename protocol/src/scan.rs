@@ -229,14 +229,32 @@ fn find(list: &[(u32, bytes::Bytes)], i: u32) -> Option<&bytes::Bytes> {
         .map(|p| &list[p].1)
 }
 
+/// Keeps alive, while any clone lives, whatever a buffer's data depends on beyond the buffer
+/// itself (the engine uses it for the on-disk copy of the request: see [`SpanBatch::hold`]).
+pub type Hold = std::sync::Arc<dyn std::any::Any + Send + Sync>;
+
 /// A self-contained batch of spans: the request buffer + its index. This is what crosses
 /// cores (`Send`).
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 pub struct SpanBatch {
     /// The request buffer the index points into.
     pub buf: bytes::Bytes,
     /// Index of (part of) `buf`.
     pub index: TracesIndex,
+    /// Kept with the batch and with any copy made of its spans (the engine: the token that
+    /// keeps the request's ingest-log frame from being released while its spans are only in
+    /// memory). `None` when nothing needs keeping.
+    pub hold: Option<Hold>,
+}
+
+impl std::fmt::Debug for SpanBatch {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SpanBatch")
+            .field("buf", &self.buf)
+            .field("index", &self.index)
+            .field("hold", &self.hold.is_some())
+            .finish()
+    }
 }
 
 impl SpanBatch {
@@ -244,7 +262,11 @@ impl SpanBatch {
     pub fn scan(buf: bytes::Bytes) -> Result<SpanBatch, ScanError> {
         let mut index = TracesIndex::default();
         index.scan(&buf)?;
-        Ok(SpanBatch { buf, index })
+        Ok(SpanBatch {
+            buf,
+            index,
+            hold: None,
+        })
     }
 
     /// The body of span `i` (index into `index.spans`) as a zero-copy slice (its rewritten

@@ -592,7 +592,7 @@ proptest! {
             for s in &part.spans {
                 prop_assert_eq!(owner_core(&{ let mut x = s.trace_id; x[0] ^= salt; x }, n), d);
             }
-            let part_batch = SpanBatch { buf: buf.clone(), index: part };
+            let part_batch = SpanBatch { buf: buf.clone(), index: part, hold: None };
             let mut one = Encoded::default();
             encode_traces(&part_batch, &mut one);
             // Each part alone is a valid request holding exactly its spans.
@@ -740,6 +740,7 @@ fn bench_payloads_partition() {
                 &SpanBatch {
                     buf: buf.clone(),
                     index: p,
+                    hold: None,
                 },
                 &mut all,
             );

@@ -111,7 +111,7 @@ async fn handle(core: &Core, req: Request<Incoming>) -> Response<ResponseBody> {
         .and_then(|v| v.to_str().ok()?.parse::<usize>().ok())
         .unwrap_or(0);
     let mut incoming = req.into_body();
-    let body = match collect_body(&mut incoming, limit + 5, hint).await {
+    let body = match collect_body(&mut incoming, limit + 5, hint, framed_size).await {
         Ok(b) => b,
         Err(CollectError::TooLarge) => {
             core.counters.failed_request(signal, Transport::Grpc);
@@ -201,6 +201,12 @@ fn percent_encode(s: &str) -> String {
         }
     }
     out
+}
+
+/// The size of a gRPC-framed message (prefix included) from its 5-byte prefix.
+fn framed_size(first: &[u8]) -> Option<usize> {
+    let len: [u8; 4] = first.get(1..5)?.try_into().ok()?;
+    Some(5 + u32::from_be_bytes(len) as usize)
 }
 
 #[cfg(test)]

@@ -123,7 +123,7 @@ async fn handle(core: &Core, req: Request<Incoming>) -> Response<ResponseBody> {
             return error_response(format, &e);
         }
     };
-    let body = match collect_body(&mut incoming, limit, declared.unwrap_or(0)).await {
+    let body = match collect_body(&mut incoming, limit, declared.unwrap_or(0), |_| None).await {
         Ok(b) => b,
         Err(CollectError::TooLarge) => {
             core.counters.failed_request(signal, Transport::Http);

@@ -118,11 +118,16 @@ pub enum CollectError {
 }
 
 /// Collects a request body of at most `limit` bytes. A body that arrives in
-/// one frame is returned as that frame (no copy).
+/// one frame is returned as that frame (no copy). One that arrives in several
+/// is joined into one allocation sized by `hint` (the content length), or when
+/// that is 0 by what `size_of` reads in the first frame (a gRPC length
+/// prefix): growing it by doubling would leave up to half of it unused for as
+/// long as the body is held (the tail sampler holds it for `decision_wait`).
 pub async fn collect_body(
     body: &mut Incoming,
     limit: usize,
     hint: usize,
+    size_of: fn(&[u8]) -> Option<usize>,
 ) -> Result<Bytes, CollectError> {
     let mut first: Option<Bytes> = None;
     let mut joined: Option<BytesMut> = None;
@@ -138,8 +143,13 @@ pub async fn collect_body(
         }
         match (&mut first, &mut joined) {
             (None, None) => first = Some(data),
-            (Some(_), None) => {
-                let mut b = BytesMut::with_capacity(hint.clamp(total, limit));
+            (Some(head), None) => {
+                let size = if hint > 0 {
+                    hint
+                } else {
+                    size_of(head).unwrap_or(0)
+                };
+                let mut b = BytesMut::with_capacity(size.clamp(total, limit));
                 b.extend_from_slice(&first.take().unwrap_or_default());
                 b.extend_from_slice(&data);
                 joined = Some(b);

@@ -8,13 +8,22 @@
 //!
 //! - **Zero copy.** A buffered span is a `(batch slot, span index)` pair pointing into the
 //!   request buffer it arrived in (an `Rc<SpanBatch>`, stored once per batch). Kept spans are
-//!   returned the same way, ready for `reframe::encode_trace_spans`.
-//! - **Trace table.** Per pending trace: first/last arrival, root arrival and end, span count
+//!   returned the same way, ready for `reframe::encode_trace_spans`. The one exception is the
+//!   compaction of stragglers (below).
+//! - **Trace table.** Per pending trace: first/last arrival, root arrival, span count
 //!   and bytes, earliest start and latest end, status codes seen, and one bit per span predicate
 //!   policy, all updated as spans arrive (see [`policy`]), so a decision reads only the summary.
 //! - **When.** `decision_wait` after the trace's first span, or `decision_wait_after_root` after
 //!   its root span (no parent) arrived if that is sooner — or early, when a bound would be
-//!   crossed (see below). Every decision is counted by [`DecisionReason`].
+//!   crossed (see below). Every decision is counted by [`DecisionReason`]. Due decisions are
+//!   made by [`Sampler::tick`] and also at the start of every [`Sampler::add`], so a flood of
+//!   arriving spans cannot starve the decision timer.
+//! - **Root span "ended".** An SDK exports a span only once it has ended, so the root span's
+//!   *arrival* is when the collector learns the root has ended; `decision_wait_after_root`
+//!   counts from there, on the sampler's monotonic clock. The root's `end_time_unix_nano` is
+//!   not used: it comes from the sender's wall clock (skew), and a backlog replayed from Kafka
+//!   or a write-ahead log would find every root long "ended" and decide each trace before the
+//!   rest of its spans were read.
 //! - **Decision cache.** Decided trace ids are remembered (bounded FIFOs, one per outcome);
 //!   a late span of a remembered trace is forwarded (sampled) or dropped (not sampled) at once
 //!   and counted. A late span of a forgotten trace starts a new trace.
@@ -27,16 +36,33 @@
 //! | `max_spans_per_trace`, `max_bytes_per_trace` | the trace is decided with what it has; the span follows the decision through the cache (a single span larger than `max_bytes_per_trace` is decided alone at once) |
 //! | `max_buffered_bytes_per_core` | after each batch, the oldest traces are decided until the charge is within the bound |
 //!
-//! The per-core byte charge is what buffering really keeps in memory: every request buffer
-//! that still holds a buffered span is charged in full (`buf.len()`, although other cores or
-//! already-decided traces may use most of it), plus its index, plus each pending trace's table
-//! entry and span list (see `table::batch_cost`, `table::trace_cost`). When the batches of one
-//! request go to several cores, each of them charges the shared buffer; the sum over cores
-//! therefore over-estimates, and never under-estimates, the memory held. While a batch is being
-//! added the charge may exceed the bound by that batch (it is already in memory); when `add`
-//! returns it is within the bound again. The decision cache (about 60 bytes per id) and the
-//! slab of the trace table (about 170 bytes × `max_traces_per_core`) are bounded by their own
-//! settings and not charged.
+//! Every trace that starts buffering is decided (by one reason) or dropped at shutdown:
+//! `traces_received = Σ decisions + shutdown drops + buffered`.
+//!
+//! # How memory is counted
+//!
+//! A buffered span keeps its whole request buffer alive, and when a request's spans belong to
+//! several cores, each of them holds the same buffer (an `Rc` per core of one `Bytes`). The
+//! per-core charge against `max_buffered_bytes_per_core` is, for every retained batch, this
+//! core's **share** of the buffer — the bytes its spans and their resource and scope headers
+//! occupy — but **at least a quarter** of the buffer (`table::MIN_SHARE_DIVISOR`), plus the
+//! batch's index and each pending trace's table entry and span list (see `table::batch_cost`,
+//! `table::trace_cost`). Shares add up to the buffer once across cores (full charging, the
+//! earlier rule, counted it once per core); the floor bounds what a core can hold without being
+//! charged for it: whatever the other cores released, the retained buffers are at most four
+//! times their charge.
+//!
+//! Stragglers would keep that floor, and a whole buffer, for a few spans: a batch whose buffered
+//! spans on this core have fallen below a quarter of its charged share (after some of them were
+//! decided) is **compacted** once it has stayed so for `decision_wait / 4` — its remaining spans
+//! are copied into a buffer of their own and the big one is released (see `compact`). That
+//! is the sampler's only copy of span bytes; it frees at least four times what it copies, and
+//! is counted (`compactions`, `compacted_spans`, `compacted_bytes`).
+//!
+//! While a batch is being added the charge may exceed the bound by that batch (it is already
+//! in memory); when `add` returns it is within the bound again. The decision cache (about 60
+//! bytes per id) and the slab of the trace table (about 170 bytes × `max_traces_per_core`) are
+//! bounded by their own settings and not charged.
 //!
 //! # Example
 //!
@@ -68,6 +94,7 @@
 //! ```
 
 mod cache;
+mod compact;
 pub mod policy;
 mod span_fields;
 mod stats;
@@ -78,6 +105,7 @@ mod model;
 #[cfg(test)]
 pub(crate) mod testing;
 
+use std::collections::VecDeque;
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
@@ -210,6 +238,8 @@ pub struct Kept {
 struct Limits {
     wait: u64,
     wait_after_root: Option<u64>,
+    /// How long a batch stays sparse before its spans are compacted: `decision_wait / 4`.
+    compact_after: u64,
     max_traces: usize,
     max_bytes: u64,
     max_spans_per_trace: usize,
@@ -237,6 +267,8 @@ pub struct Sampler {
     call: u64,
     /// The slot of the batch being added (not freed mid-call when its refs drop to zero).
     pinned: Option<u32>,
+    /// Sparse batches to compact: (slot, serial, when it became sparse), oldest first.
+    sparse: VecDeque<(u32, u64, u64)>,
     votes: Vec<Vote>,
     resource_bits: Vec<u64>,
 }
@@ -250,6 +282,7 @@ impl Sampler {
             limits: Limits {
                 wait: nanos(config.decision_wait),
                 wait_after_root: config.decision_wait_after_root.map(nanos),
+                compact_after: nanos(config.decision_wait) / 4,
                 max_traces: config.max_traces_per_core.max(1),
                 max_bytes: config.max_buffered_bytes_per_core,
                 max_spans_per_trace: (config.max_spans_per_trace as usize).max(1),
@@ -268,6 +301,7 @@ impl Sampler {
             stats,
             call: 0,
             pinned: None,
+            sparse: VecDeque::new(),
             votes: Vec::new(),
             resource_bits: Vec::new(),
         })
@@ -280,15 +314,18 @@ impl Sampler {
 
     /// Adds a batch whose spans this core owns.
     ///
-    /// Spans of pending traces join them; spans of traces in the decision cache are resolved
-    /// at once (forwarded into `out` if sampled, dropped and counted otherwise); other spans
-    /// start new traces. Bounds this batch would cross force early decisions (counted by
-    /// reason), whose kept spans also go to `out`. Timers are not checked here: see
-    /// [`Sampler::tick`].
+    /// First, as [`Sampler::tick`] would, traces whose decision time has come are decided and
+    /// due compactions done, so a flood of batches cannot hold decisions back even if the
+    /// caller's timer runs late. Then spans of pending traces join them; spans of traces in
+    /// the decision cache are resolved at once (forwarded into `out` if sampled, dropped and
+    /// counted otherwise); other spans start new traces. Bounds this batch would cross force
+    /// early decisions (counted by reason). Kept spans of every decision go to `out`.
     pub fn add(&mut self, batch: SpanBatch, now: Instant, out: &mut Vec<Kept>) {
         let now = self.advance(now);
         let first_out = out.len();
+        self.catch_up(now, out);
         if batch.index.spans.is_empty() {
+            self.finish(out, first_out);
             return;
         }
         let batch = Rc::new(batch);
@@ -370,21 +407,110 @@ impl Sampler {
         if self.slots.get(slot).refs == 0 {
             self.slots.remove(slot);
             self.stats.buffered_batches = self.slots.len() as u64;
+        } else {
+            self.mark_if_sparse(slot);
         }
         self.finish(out, first_out);
     }
 
-    /// Decides every trace whose decision time has come, oldest deadline first.
+    /// Decides every trace whose decision time has come, oldest deadline first, then compacts
+    /// the batches that have been sparse for `decision_wait / 4` (see the module docs).
     pub fn tick(&mut self, now: Instant, out: &mut Vec<Kept>) {
         let now = self.advance(now);
         let first_out = out.len();
+        self.catch_up(now, out);
+        self.finish(out, first_out);
+    }
+
+    /// Due decisions, then due compactions.
+    fn catch_up(&mut self, now: u64, out: &mut Vec<Kept>) {
         while let Some((t, deadline, reason)) = self.next_due() {
             if deadline > now {
                 break;
             }
             self.decide(t, reason, now, out);
         }
-        self.finish(out, first_out);
+        while let Some(&(slot, serial, since)) = self.sparse.front() {
+            if since.saturating_add(self.limits.compact_after) > now {
+                break;
+            }
+            self.sparse.pop_front();
+            if self
+                .slots
+                .get_serial(slot, serial)
+                .is_some_and(|b| b.refs > 0)
+            {
+                self.compact(slot);
+            }
+        }
+    }
+
+    /// Queues batch `slot` for compaction if it has just become sparse.
+    fn mark_if_sparse(&mut self, slot: u32) {
+        let b = self.slots.get_mut(slot);
+        if !b.queued && b.cost.is_sparse(b.refs) {
+            b.queued = true;
+            let serial = b.serial;
+            self.sparse.push_back((slot, serial, self.now));
+        }
+    }
+
+    /// Copies the spans still buffered from batch `slot` into a batch of their own and points
+    /// their traces at it; the old batch is released.
+    fn compact(&mut self, slot: u32) {
+        let old = Rc::clone(&self.slots.get(slot).batch);
+        let refs = self.slots.get(slot).refs;
+        // The pending traces with spans in this batch, and those spans.
+        let mut traces: Vec<u32> = Vec::new();
+        let mut last = None;
+        for e in &old.index.spans {
+            if last == Some(e.trace_id) {
+                continue;
+            }
+            last = Some(e.trace_id);
+            if let Some(t) = self.table.find(&e.trace_id) {
+                traces.push(t);
+            }
+        }
+        traces.sort_unstable();
+        traces.dedup();
+        let mut live: Vec<u32> = Vec::with_capacity(refs as usize);
+        for &t in &traces {
+            live.extend(
+                self.table
+                    .get(t)
+                    .spans
+                    .iter()
+                    .filter(|r| r.slot == slot)
+                    .map(|r| r.span),
+            );
+        }
+        live.sort_unstable();
+        debug_assert_eq!(live.len(), refs as usize);
+        let small = compact::compact(&old, &live);
+        drop(old);
+        let bytes = small.buf.len() as u64;
+        let new = self.slots.insert(Rc::new(small));
+        self.slots.get_mut(new).refs = refs;
+        for &t in &traces {
+            for r in &mut self.table.get_mut(t).spans {
+                if r.slot == slot {
+                    let k = live.binary_search(&r.span).expect("live span") as u32;
+                    *r = SpanRef { slot: new, span: k };
+                }
+            }
+        }
+        let charge = self.slots.get(new).cost.charge();
+        self.charge(charge);
+        let b = self.slots.get_mut(slot);
+        b.refs = 0;
+        let charge = b.cost.charge();
+        self.refund(charge);
+        self.slots.remove(slot);
+        self.stats.buffered_batches = self.slots.len() as u64;
+        self.stats.compactions += 1;
+        self.stats.compacted_spans += u64::from(refs);
+        self.stats.compacted_bytes += bytes;
     }
 
     /// When the next decision is due (`None` when nothing is buffered). A deadline already
@@ -480,7 +606,6 @@ impl Sampler {
         let new_root = !fields.has_parent && trace.root_seen.is_none();
         if new_root {
             trace.root_seen = Some(now);
-            trace.root_end = fields.end;
         }
         if new_root && self.limits.wait_after_root.is_some() {
             self.table.push_root(t);
@@ -491,7 +616,7 @@ impl Sampler {
         let batch = self.slots.get_mut(slot);
         batch.refs += 1;
         if batch.refs == 1 {
-            let cost = batch.cost;
+            let cost = batch.cost.charge();
             self.charge(cost);
         }
         self.stats.buffered_spans += 1;
@@ -536,11 +661,13 @@ impl Sampler {
             let batch = self.slots.get_mut(r.slot);
             batch.refs -= 1;
             if batch.refs == 0 {
-                let cost = batch.cost;
+                let cost = batch.cost.charge();
                 self.refund(cost);
                 if self.pinned != Some(r.slot) {
                     self.slots.remove(r.slot);
                 }
+            } else if self.pinned != Some(r.slot) {
+                self.mark_if_sparse(r.slot);
             }
         }
         self.refund(trace_cost(trace.spans.len()));
@@ -582,6 +709,7 @@ mod tests {
     use super::*;
     use shardtel_config::{PolicyKind, StatusCode};
     use shardtel_protocol::proto::common::v1::any_value::Value;
+    use shardtel_protocol::scan::SpanBatch;
     use shardtel_protocol::span::SpanView;
 
     fn errors() -> TailSamplingConfig {
@@ -782,9 +910,9 @@ mod tests {
     }
 
     #[test]
-    fn buffered_bytes_bound_counts_whole_buffers() {
+    fn buffered_bytes_bound_decides_the_oldest_traces() {
         let one = batch(vec![span(1, 1).status(2)]);
-        let cost = table::batch_cost(&one) + trace_cost(1);
+        let cost = table::batch_cost(&one).charge() + trace_cost(1);
         let mut cfg = errors();
         // Room for two one-span batches, not three.
         cfg.max_buffered_bytes_per_core = 2 * cost + cost / 2;
@@ -809,6 +937,139 @@ mod tests {
             1 + 2 + 30
         );
         assert_eq!(s.stats().buffered_traces, 0);
+    }
+
+    /// The parts of one request that `partition` sends to `cores` cores.
+    fn parts(request: &SpanBatch, cores: usize) -> Vec<SpanBatch> {
+        let mut parts = Vec::new();
+        request.index.partition(
+            cores,
+            |t| shardtel_protocol::route::owner_core(t, cores),
+            &mut parts,
+        );
+        parts
+            .into_iter()
+            .map(|index| SpanBatch {
+                buf: request.buf.clone(),
+                index,
+                hold: None,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_shared_request_buffer_is_charged_by_share_with_a_floor() {
+        // 40 traces of one 200-byte span: the parts of a 2-core split share the buffer.
+        let request = batch((0..40).map(|n| span(n, 1).pad(200)).collect());
+        let b = request.buf.len() as u64;
+        let whole = table::batch_cost(&request);
+        // A core owning the whole request is charged all of it but the request framing.
+        assert!(whole.part() <= b && whole.part() + 16 > b, "{whole:?}");
+        let halves = parts(&request, 2);
+        let shares: Vec<u64> = halves.iter().map(|p| table::batch_cost(p).part()).collect();
+        assert!(shares.iter().all(|&p| p < b));
+        // Together the parts are charged about the buffer once, not once per core.
+        let sum: u64 = shares.iter().sum();
+        assert!(sum <= b + 16 && sum + 16 >= b, "{shares:?} of {b}");
+        // A tiny part is charged a quarter of the buffer.
+        let mut tiny = halves[0].clone();
+        tiny.index.spans.truncate(1);
+        assert_eq!(table::batch_cost(&tiny).part(), b.div_ceil(4));
+        // Each sampler charges its part, and the pinned buffer is held once in memory.
+        let t0 = Instant::now();
+        let mut out = Vec::new();
+        let mut total = 0;
+        for (core, part) in halves.into_iter().enumerate() {
+            let share = CoreShare { core, cores: 2 };
+            let mut s = Sampler::new(&errors(), share).unwrap();
+            let cost = table::batch_cost(&part).charge();
+            let traces = part.index.spans.len();
+            s.add(part, t0, &mut out);
+            assert_eq!(
+                s.stats().buffered_bytes,
+                cost + traces as u64 * trace_cost(1)
+            );
+            total += s.stats().buffered_bytes;
+        }
+        assert!(total < 2 * b, "{total}");
+    }
+
+    #[test]
+    fn add_decides_due_traces_before_its_own_spans() {
+        // A caller whose timer runs late still gets decisions on time from its adds.
+        let mut cfg = errors();
+        cfg.decision_wait = secs(10);
+        let mut s = Sampler::new(&cfg, CoreShare::SINGLE).unwrap();
+        let t0 = Instant::now();
+        let mut out = Vec::new();
+        s.add(batch(vec![span(1, 1).status(2)]), t0, &mut out);
+        s.add(batch(vec![span(2, 1)]), t0 + secs(9), &mut out);
+        assert!(out.is_empty());
+        // No tick: the add at t0 + 10 s decides trace 1, then its late span follows.
+        s.add(batch(vec![span(1, 2), span(3, 1)]), t0 + secs(10), &mut out);
+        assert_eq!(kept_ids(&out), [(trace_id(1), 1), (trace_id(1), 2)]);
+        let st = s.stats();
+        assert_eq!(st.decided(DecisionReason::Timer), 1);
+        assert_eq!(st.late_spans_forwarded, 1);
+        assert_eq!(st.buffered_traces, 2);
+    }
+
+    #[test]
+    fn stragglers_of_a_released_buffer_are_compacted_and_exported_intact() {
+        // 8 traces in one request; 7 end (root) soon, one straggles until decision_wait.
+        let mut cfg = errors();
+        cfg.policies = vec![policy("all", PolicyKind::AlwaysSample)];
+        cfg.decision_wait = secs(40);
+        cfg.decision_wait_after_root = Some(secs(1));
+        let mut s = Sampler::new(&cfg, CoreShare::SINGLE).unwrap();
+        let t0 = Instant::now();
+        let mut out = Vec::new();
+        let spans: Vec<_> = (1..=8)
+            .map(|n| {
+                let sp = span(n, 1).pad(300);
+                if n == 8 {
+                    sp
+                } else {
+                    sp.root()
+                }
+            })
+            .collect();
+        let request = batch(spans);
+        let straggler = request.span_body(7);
+        let whole = table::batch_cost(&request).charge();
+        s.add(request, t0, &mut out);
+        s.tick(t0 + secs(1), &mut out);
+        assert_eq!(out.len(), 1);
+        assert_eq!(out[0].spans.len(), 7);
+        // The buffer is held for one span; it is still charged whole ...
+        assert_eq!(s.stats().buffered_bytes, whole + trace_cost(1));
+        // ... until it has been sparse for decision_wait / 4.
+        s.tick(t0 + secs(10), &mut out);
+        assert_eq!(s.stats().compactions, 0);
+        s.tick(t0 + secs(11), &mut out);
+        let st = s.stats();
+        assert_eq!((st.compactions, st.compacted_spans), (1, 1));
+        assert!(st.compacted_bytes < 400, "{}", st.compacted_bytes);
+        // What is left: the straggler's small buffer, its batch's fixed overhead (index, slot)
+        // and the trace's entry.
+        assert!(
+            st.buffered_bytes < whole / 3,
+            "{} of {whole}",
+            st.buffered_bytes
+        );
+        assert_eq!((st.buffered_batches, st.buffered_spans), (1, 1));
+        // More spans of the straggler join it; at its decision all are exported, intact.
+        out.clear();
+        s.add(batch(vec![span(8, 2)]), t0 + secs(12), &mut out);
+        s.tick(t0 + secs(40), &mut out);
+        assert_eq!(kept_ids(&out), [(trace_id(8), 1), (trace_id(8), 2)]);
+        let kept = out
+            .iter()
+            .find(|k| k.batch.index.spans.len() == 1 && k.spans == [0]);
+        let body = kept.map(|k| k.batch.span_body(0));
+        assert_eq!(body.as_ref(), Some(&straggler));
+        let st = s.stats();
+        assert_eq!((st.buffered_bytes, st.buffered_batches), (0, 0));
     }
 
     #[test]

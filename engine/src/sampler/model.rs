@@ -1,14 +1,14 @@
 //! Model test: random span arrivals (pieces of traces, late spans, bound overflows, ticks,
 //! shutdown) fed to a [`Sampler`] and to a simple reference sampler built on `BTreeMap`s that
-//! re-evaluates every policy from the generated spans at decision time. After every operation
-//! both must have output exactly the same spans, counted the same, and held the same memory
-//! charge; the sampler must also respect its bounds, never output a span twice, and give the
-//! same results when run again.
+//! re-evaluates every policy from the generated spans at decision time and recomputes the
+//! memory charge from scratch, compactions included. After every operation both must have
+//! output exactly the same spans (by span id), counted the same, and held the same memory
+//! charge; every trace must be accounted for; the sampler must also respect its bounds, never
+//! output a span twice, and give the same results when run again.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
 use proptest::prelude::*;
 use shardtel_config::{
     DecisionCacheConfig, OnShutdown, Percentage, PolicyKind, StatusCode, TailSamplingConfig,
@@ -16,7 +16,7 @@ use shardtel_config::{
 use shardtel_protocol::proto::common::v1::any_value::Value;
 use shardtel_protocol::TraceId;
 
-use super::table::{batch_cost, trace_cost};
+use super::table::{batch_cost, batch_overhead, span_field_len, trace_cost, BatchCost};
 use super::testing::{batch_of, kv, policy, span, trace_id, ResourceSpec, SpanSpec};
 use super::{probabilistic_hash, CoreShare, DecisionReason, Kept, Sampler};
 
@@ -277,11 +277,12 @@ fn to_spec(g: &SpanGen, n: u64) -> SpanSpec {
     s
 }
 
-/// Builds the batch for `spans` (prod resource first, then dev) and the spans in batch order.
+/// Builds the batch for `spans` (prod resource first, then dev) and the spans in batch order,
+/// each with its span id.
 fn build(
     spans: &[SpanGen],
     next_span: &mut u64,
-) -> (shardtel_protocol::scan::SpanBatch, Vec<SpanGen>) {
+) -> (shardtel_protocol::scan::SpanBatch, Vec<(SpanGen, u64)>) {
     let env = |v: &str| ResourceSpec {
         attrs: vec![kv("env", Value::StringValue(v.into()))],
     };
@@ -292,15 +293,13 @@ fn build(
         if group.is_empty() {
             continue;
         }
-        let specs = group
-            .iter()
-            .map(|g| {
-                *next_span += 1;
-                to_spec(g, *next_span)
-            })
-            .collect();
+        let mut specs = Vec::new();
+        for g in group {
+            *next_span += 1;
+            specs.push(to_spec(&g, *next_span));
+            order.push((g, *next_span));
+        }
         groups.push((env(name), specs));
-        order.extend(group);
     }
     (batch_of(&groups), order)
 }
@@ -309,8 +308,10 @@ fn build(
 // The reference sampler.
 
 struct ModelSpan {
+    /// The model batch it is in now, and its position there.
     batch: usize,
     index: u32,
+    id: u64,
     len: u64,
     span: SpanGen,
 }
@@ -329,6 +330,36 @@ impl ModelTrace {
     }
 }
 
+/// What a span's batch knows about it: its resource and scope (keys distinct within the batch)
+/// with their header fields (count, bytes), and its encoded field size.
+#[derive(Clone, Copy)]
+struct SpanPlace {
+    resource: u32,
+    resource_headers: (usize, u64),
+    scope: u32,
+    scope_headers: (usize, u64),
+    field_len: u64,
+}
+
+/// A received or compacted batch.
+struct ModelBatch {
+    cost: BatchCost,
+    places: Vec<SpanPlace>,
+    queued: bool,
+}
+
+impl ModelBatch {
+    /// Written out from the rule in `BatchCost::is_sparse`'s docs, not by calling it.
+    fn sparse(&self, live: u32) -> bool {
+        let c = &self.cost;
+        let part = c.own.max(c.buf.div_ceil(4)).min(c.buf);
+        live > 0
+            && live < c.own_spans
+            && u128::from(live) * u128::from(c.own_spans_bytes) * 4
+                < u128::from(part) * u128::from(c.own_spans)
+    }
+}
+
 #[derive(Default, Debug, PartialEq, Eq)]
 struct Counts {
     decisions: [u64; 7],
@@ -342,6 +373,9 @@ struct Counts {
     late_dropped: u64,
     shutdown_traces: u64,
     shutdown_spans: u64,
+    compactions: u64,
+    compacted_spans: u64,
+    compacted_bytes: u64,
     votes: Vec<[u64; 3]>,
 }
 
@@ -353,12 +387,15 @@ struct Model {
     next_root: u64,
     cache_sampled: VecDeque<TraceId>,
     cache_not_sampled: VecDeque<TraceId>,
-    batch_costs: Vec<u64>,
+    batches: Vec<ModelBatch>,
+    /// Batches queued for compaction, with the time they became sparse.
+    sparse: VecDeque<(usize, u64)>,
     rate_window: u64,
     rate_used: u64,
     now: u64,
     counts: Counts,
-    out: Vec<(usize, u32)>,
+    /// Span ids output by the current operation.
+    out: Vec<u64>,
 }
 
 impl Model {
@@ -371,7 +408,8 @@ impl Model {
             next_root: 0,
             cache_sampled: VecDeque::new(),
             cache_not_sampled: VecDeque::new(),
-            batch_costs: Vec::new(),
+            batches: Vec::new(),
+            sparse: VecDeque::new(),
             rate_window: 0,
             rate_used: 0,
             now: 0,
@@ -383,14 +421,22 @@ impl Model {
         }
     }
 
-    /// The charge, recomputed from scratch: retained batches in full plus trace entries.
+    /// Buffered spans per batch, recomputed from the pending traces.
+    fn live(&self) -> BTreeMap<usize, u32> {
+        let mut live = BTreeMap::new();
+        for s in self.pending.values().flat_map(|t| &t.spans) {
+            *live.entry(s.batch).or_insert(0) += 1;
+        }
+        live
+    }
+
+    /// The charge, recomputed from scratch: each retained batch's part and overhead, plus the
+    /// trace entries.
     fn bytes(&self) -> u64 {
-        let retained: BTreeSet<usize> = self
-            .pending
-            .values()
-            .flat_map(|t| t.spans.iter().map(|s| s.batch))
-            .collect();
-        retained.iter().map(|b| self.batch_costs[*b]).sum::<u64>()
+        self.live()
+            .keys()
+            .map(|b| self.batches[*b].cost.charge())
+            .sum::<u64>()
             + self
                 .pending
                 .values()
@@ -420,7 +466,8 @@ impl Model {
         t.spans.push(span);
     }
 
-    fn add(&mut self, batch: usize, spans: Vec<ModelSpan>) {
+    fn add(&mut self, spans: Vec<ModelSpan>) {
+        self.catch_up();
         for span in spans {
             self.counts.spans_received += 1;
             let id = trace_id(span.span.trace);
@@ -438,7 +485,7 @@ impl Model {
             match self.cached(&id) {
                 Some(true) => {
                     self.counts.late_forwarded += 1;
-                    self.out.push((span.batch, span.index));
+                    self.out.push(span.id);
                     continue;
                 }
                 Some(false) => {
@@ -470,11 +517,11 @@ impl Model {
                 self.decide(seq, DecisionReason::MaxBytesPerTrace);
             }
         }
-        let _ = batch;
         while self.bytes() > self.setup.max_bytes && !self.pending.is_empty() {
             let oldest = *self.pending.keys().next().unwrap();
             self.decide(oldest, DecisionReason::MaxBufferedBytes);
         }
+        self.mark_sparse();
     }
 
     /// The earliest deadline: timer of the first-arrived trace, or root_done of the trace
@@ -501,12 +548,94 @@ impl Model {
     }
 
     fn tick(&mut self) {
+        self.catch_up();
+        self.mark_sparse();
+    }
+
+    /// Due decisions, then compaction of the batches sparse for a quarter of decision_wait.
+    fn catch_up(&mut self) {
         while let Some((deadline, seq, reason)) = self.next_due() {
             if deadline > self.now {
                 break;
             }
             self.decide(seq, reason);
         }
+        // Batches that became sparse in this operation's decisions are queued after it (at
+        // the same time), which cannot make them due now.
+        self.mark_sparse();
+        let grace = self.setup.wait_ms * MS / 4;
+        while let Some(&(b, since)) = self.sparse.front() {
+            if since + grace > self.now {
+                break;
+            }
+            self.sparse.pop_front();
+            if self.live().contains_key(&b) {
+                self.compact(b);
+            }
+        }
+    }
+
+    /// Queues every batch that is sparse now and was not queued before.
+    fn mark_sparse(&mut self) {
+        for (b, live) in self.live() {
+            let batch = &mut self.batches[b];
+            if !batch.queued && batch.sparse(live) {
+                batch.queued = true;
+                self.sparse.push_back((b, self.now));
+            }
+        }
+    }
+
+    /// Moves batch `b`'s buffered spans, in batch order, into a new batch.
+    fn compact(&mut self, b: usize) {
+        let mut live: Vec<(u32, u64, usize)> = Vec::new();
+        for (seq, t) in &self.pending {
+            for (k, s) in t.spans.iter().enumerate() {
+                if s.batch == b {
+                    live.push((s.index, *seq, k));
+                }
+            }
+        }
+        live.sort();
+        let new = self.batches.len();
+        let mut places = Vec::new();
+        let (mut resources, mut scopes, mut headers, mut buf, mut spans_bytes) = (0, 0, 0, 0, 0);
+        let (mut last_resource, mut last_scope) = (None, None);
+        for (i, &(index, seq, k)) in live.iter().enumerate() {
+            let p = self.batches[b].places[index as usize];
+            if last_scope != Some(p.scope) {
+                if last_resource != Some(p.resource) {
+                    resources += 1;
+                    headers += p.resource_headers.0;
+                    buf += p.resource_headers.1;
+                    last_resource = Some(p.resource);
+                }
+                scopes += 1;
+                headers += p.scope_headers.0;
+                buf += p.scope_headers.1;
+                last_scope = Some(p.scope);
+            }
+            buf += p.field_len;
+            spans_bytes += p.field_len;
+            places.push(p);
+            let s = &mut self.pending.get_mut(&seq).unwrap().spans[k];
+            s.batch = new;
+            s.index = i as u32;
+        }
+        self.batches.push(ModelBatch {
+            cost: BatchCost {
+                buf,
+                own: buf,
+                own_spans_bytes: spans_bytes,
+                own_spans: live.len() as u32,
+                overhead: batch_overhead(resources, scopes, live.len(), headers),
+            },
+            places,
+            queued: false,
+        });
+        self.counts.compactions += 1;
+        self.counts.compacted_spans += live.len() as u64;
+        self.counts.compacted_bytes += buf;
     }
 
     fn shutdown(&mut self) {
@@ -576,7 +705,7 @@ impl Model {
         if sampled {
             self.counts.traces_sampled += 1;
             self.counts.spans_sampled += n;
-            self.out.extend(t.spans.iter().map(|s| (s.batch, s.index)));
+            self.out.extend(t.spans.iter().map(|s| s.id));
         } else {
             self.counts.traces_not_sampled += 1;
             self.counts.spans_not_sampled += n;
@@ -598,8 +727,8 @@ impl Model {
 // ---------------------------------------------------------------------------------------
 // Running both.
 
-/// What one run produced: per operation, the kept (batch, span) pairs in output order.
-type Trail = Vec<Vec<(usize, u32)>>;
+/// What one run produced: per operation, the kept span ids in output order.
+type Trail = Vec<Vec<u64>>;
 
 fn sampler_counts(s: &Sampler) -> Counts {
     let st = s.stats();
@@ -617,12 +746,68 @@ fn sampler_counts(s: &Sampler) -> Counts {
         late_dropped: st.late_spans_dropped,
         shutdown_traces: st.shutdown_dropped_traces,
         shutdown_spans: st.shutdown_dropped_spans,
+        compactions: st.compactions,
+        compacted_spans: st.compacted_spans,
+        compacted_bytes: st.compacted_bytes,
         votes: st
             .policies
             .iter()
             .map(|p| [p.not_sample, p.sample, p.drop])
             .collect(),
     }
+}
+
+/// Where each span of `batch` sits: resource, scope, their header fields, its field size.
+fn places(batch: &shardtel_protocol::scan::SpanBatch) -> Vec<SpanPlace> {
+    let index = &batch.index;
+    let headers = |h: &std::ops::Range<u32>| {
+        let ranges = &index.headers[h.start as usize..h.end as usize];
+        (
+            ranges.len(),
+            ranges.iter().map(|r| u64::from(r.end - r.start)).sum(),
+        )
+    };
+    index
+        .spans
+        .iter()
+        .map(|e| {
+            let scope = &index.scopes[e.scope as usize];
+            SpanPlace {
+                resource: scope.resource,
+                resource_headers: headers(&index.resources[scope.resource as usize].headers),
+                scope: e.scope,
+                scope_headers: headers(&scope.headers),
+                field_len: span_field_len(u64::from(e.range.end - e.range.start)),
+            }
+        })
+        .collect()
+}
+
+/// The span id of every kept span, in output order.
+fn kept_span_ids(out: &[Kept]) -> Vec<u64> {
+    let mut ids = Vec::new();
+    for k in out {
+        for &i in &k.spans {
+            let body = k.batch.span_body(i as usize);
+            let view = shardtel_protocol::span::SpanView::new(&body);
+            let mut id = [0; 8];
+            id.copy_from_slice(view.span_id());
+            ids.push(u64::from_be_bytes(id));
+        }
+    }
+    ids
+}
+
+/// Sampler statistics summed over the run, for the coverage report.
+#[derive(Default)]
+struct Coverage {
+    runs: u64,
+    with_compaction: u64,
+    with_bound: u64,
+}
+
+thread_local! {
+    static COVERAGE: std::cell::RefCell<Coverage> = std::cell::RefCell::new(Coverage::default());
 }
 
 fn run(setup: &Setup, ops: &[Op]) -> Result<Trail, TestCaseError> {
@@ -632,10 +817,7 @@ fn run(setup: &Setup, ops: &[Op]) -> Result<Trail, TestCaseError> {
     let base = Instant::now();
     let mut now_ms = 0;
     let mut out: Vec<Kept> = Vec::new();
-    // Buffers stay alive so that their addresses identify batches.
-    let mut buffers: Vec<Bytes> = Vec::new();
-    let mut by_address: HashMap<usize, usize> = HashMap::new();
-    let mut seen: BTreeSet<(usize, u32)> = BTreeSet::new();
+    let mut seen: BTreeSet<u64> = BTreeSet::new();
     let mut trail = Trail::new();
     let mut next_span = 0;
     sampler.tick(base, &mut out);
@@ -648,23 +830,26 @@ fn run(setup: &Setup, ops: &[Op]) -> Result<Trail, TestCaseError> {
                 now_ms += dt_ms;
                 model.now = now_ms * MS;
                 let (batch, order) = build(spans, &mut next_span);
-                let n = buffers.len();
-                by_address.insert(batch.buf.as_ptr() as usize, n);
-                buffers.push(batch.buf.clone());
-                model.batch_costs.push(batch_cost(&batch));
+                let n = model.batches.len();
+                model.batches.push(ModelBatch {
+                    cost: batch_cost(&batch),
+                    places: places(&batch),
+                    queued: false,
+                });
                 let model_spans = order
                     .into_iter()
                     .zip(&batch.index.spans)
                     .enumerate()
-                    .map(|(i, (span, e))| ModelSpan {
+                    .map(|(i, ((span, id), e))| ModelSpan {
                         batch: n,
                         index: i as u32,
+                        id,
                         len: u64::from(e.range.end - e.range.start),
                         span,
                     })
                     .collect();
                 sampler.add(batch, base + Duration::from_millis(now_ms), &mut out);
-                model.add(n, model_spans);
+                model.add(model_spans);
             }
             Some(Op::Tick { dt_ms }) => {
                 now_ms += dt_ms;
@@ -679,18 +864,16 @@ fn run(setup: &Setup, ops: &[Op]) -> Result<Trail, TestCaseError> {
                 model.shutdown();
             }
         }
-        let mut got = Vec::new();
         for k in &out {
             prop_assert!(
                 k.spans.windows(2).all(|w| w[0] < w[1]),
                 "unsorted {:?}",
                 k.spans
             );
-            let b = by_address[&(k.batch.buf.as_ptr() as usize)];
-            got.extend(k.spans.iter().map(|&i| (b, i)));
         }
-        for pair in &got {
-            prop_assert!(seen.insert(*pair), "span {pair:?} output twice");
+        let got = kept_span_ids(&out);
+        for id in &got {
+            prop_assert!(seen.insert(*id), "span {id} output twice");
         }
         let got_set: BTreeSet<_> = got.iter().copied().collect();
         let want_set: BTreeSet<_> = model.out.iter().copied().collect();
@@ -701,8 +884,14 @@ fn run(setup: &Setup, ops: &[Op]) -> Result<Trail, TestCaseError> {
         let spans: usize = model.pending.values().map(|t| t.spans.len()).sum();
         prop_assert_eq!(st.buffered_spans, spans as u64);
         prop_assert_eq!(st.buffered_bytes, model.bytes());
+        prop_assert_eq!(st.buffered_batches, model.live().len() as u64);
         prop_assert!(st.buffered_traces <= setup.max_traces as u64);
         prop_assert!(st.buffered_bytes <= setup.max_bytes);
+        // Every trace is accounted for, at every step.
+        prop_assert_eq!(
+            st.traces_received,
+            st.decided_total() + st.shutdown_dropped_traces + st.buffered_traces
+        );
         for t in model.pending.values() {
             prop_assert!(t.spans.len() <= setup.max_spans as usize);
             prop_assert!(t.bytes() <= setup.max_bytes_per_trace);
@@ -713,15 +902,10 @@ fn run(setup: &Setup, ops: &[Op]) -> Result<Trail, TestCaseError> {
         prop_assert_eq!(sampler.next_deadline(), deadline);
         trail.push(got);
     }
-    // Every trace is accounted for: decided (by some reason) or dropped at shutdown.
     let st = sampler.stats();
     prop_assert_eq!(st.buffered_traces, 0);
     prop_assert_eq!(st.buffered_bytes, 0);
     prop_assert_eq!(st.buffered_batches, 0);
-    prop_assert_eq!(
-        st.traces_received,
-        st.decided_total() + st.shutdown_dropped_traces
-    );
     prop_assert_eq!(
         st.spans_received,
         st.spans_sampled
@@ -730,6 +914,12 @@ fn run(setup: &Setup, ops: &[Op]) -> Result<Trail, TestCaseError> {
             + st.late_spans_dropped
             + st.shutdown_dropped_spans
     );
+    COVERAGE.with(|c| {
+        let mut c = c.borrow_mut();
+        c.runs += 1;
+        c.with_compaction += u64::from(st.compactions > 0);
+        c.with_bound += u64::from(st.decided_early() > 0);
+    });
     Ok(trail)
 }
 
@@ -746,4 +936,35 @@ proptest! {
         let second = run(&setup, &ops)?;
         prop_assert_eq!(first, second);
     }
+}
+
+/// The random runs do reach compactions and early decisions (not only the happy path).
+#[test]
+fn model_runs_cover_compaction_and_bounds() {
+    use proptest::strategy::ValueTree;
+    let mut runner = proptest::test_runner::TestRunner::deterministic();
+    let strategy = (setup(), prop::collection::vec(op(), 1..60));
+    for _ in 0..200 {
+        let (setup, ops) = strategy.new_tree(&mut runner).unwrap().current();
+        run(&setup, &ops).unwrap();
+    }
+    COVERAGE.with(|c| {
+        let c = c.borrow();
+        eprintln!(
+            "model coverage: {} runs, {} compacted, {} decided early",
+            c.runs, c.with_compaction, c.with_bound
+        );
+        assert!(
+            c.with_compaction * 20 >= c.runs,
+            "{} of {} runs compacted",
+            c.with_compaction,
+            c.runs
+        );
+        assert!(
+            c.with_bound * 4 >= c.runs,
+            "{} of {} runs decided early",
+            c.with_bound,
+            c.runs
+        );
+    });
 }

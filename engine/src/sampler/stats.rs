@@ -76,8 +76,8 @@ pub struct SamplerStats {
     pub buffered_spans: u64,
     /// Wire bytes of the buffered spans.
     pub buffered_span_bytes: u64,
-    /// Bytes charged against `max_buffered_bytes_per_core`: every retained request buffer in
-    /// full, its index, and the trace table entries.
+    /// Bytes charged against `max_buffered_bytes_per_core`: this core's share of every retained
+    /// request buffer (at least a quarter of it), their indexes, and the trace table entries.
     pub buffered_bytes: u64,
     /// Request batches retained now.
     pub buffered_batches: u64,
@@ -85,6 +85,12 @@ pub struct SamplerStats {
     pub cache_sampled: u64,
     /// Trace ids in the decision cache as not sampled.
     pub cache_not_sampled: u64,
+    /// Sparse batches whose buffered spans were copied into a small buffer of their own.
+    pub compactions: u64,
+    /// Spans copied by those compactions.
+    pub compacted_spans: u64,
+    /// Bytes of the buffers they made (the bytes copied).
+    pub compacted_bytes: u64,
 }
 
 impl SamplerStats {
@@ -130,6 +136,9 @@ impl SamplerStats {
             buffered_batches: 0,
             cache_sampled: 0,
             cache_not_sampled: 0,
+            compactions: 0,
+            compacted_spans: 0,
+            compacted_bytes: 0,
         }
     }
 
@@ -174,6 +183,9 @@ impl SamplerStats {
 /// | `shardtel_sampler_buffered_bytes` | gauge | |
 /// | `shardtel_sampler_buffered_batches` | gauge | |
 /// | `shardtel_sampler_decision_cache_entries` | gauge | `decision` = `sampled` / `not_sampled` |
+/// | `shardtel_sampler_compactions_total` | counter | |
+/// | `shardtel_sampler_compacted_spans_total` | counter | |
+/// | `shardtel_sampler_compacted_bytes_total` | counter | |
 pub fn render(cores: &[(usize, &SamplerStats)], out: &mut String) {
     let single = |name, kind, help, get: fn(&SamplerStats) -> u64| Family {
         name,
@@ -274,7 +286,7 @@ pub fn render(cores: &[(usize, &SamplerStats)], out: &mut String) {
         single(
             "shardtel_sampler_buffered_bytes",
             "gauge",
-            "Bytes charged against max_buffered_bytes_per_core: retained request buffers (whole), their indexes and the trace table.",
+            "Bytes charged against max_buffered_bytes_per_core: this core's share of retained request buffers (at least a quarter of each), their indexes and the trace table.",
             |s| s.buffered_bytes,
         ),
         single(
@@ -290,6 +302,24 @@ pub fn render(cores: &[(usize, &SamplerStats)], out: &mut String) {
             "decision",
             ["sampled", "not_sampled"],
             |s| [s.cache_sampled, s.cache_not_sampled],
+        ),
+        single(
+            "shardtel_sampler_compactions_total",
+            "counter",
+            "Sparse request buffers whose few buffered spans were copied out so the buffer could be freed.",
+            |s| s.compactions,
+        ),
+        single(
+            "shardtel_sampler_compacted_spans_total",
+            "counter",
+            "Spans copied by compactions.",
+            |s| s.compacted_spans,
+        ),
+        single(
+            "shardtel_sampler_compacted_bytes_total",
+            "counter",
+            "Bytes copied by compactions (the size of the buffers they made).",
+            |s| s.compacted_bytes,
         ),
     ];
     for f in &families {

@@ -121,8 +121,6 @@ pub(crate) struct Trace {
     pub(crate) last_seen: u64,
     /// Arrival of the first root span (no parent), if any.
     pub(crate) root_seen: Option<u64>,
-    /// `end_time_unix_nano` of that root span.
-    pub(crate) root_end: u64,
     pub(crate) spans: Vec<SpanRef>,
     /// Wire bytes of the buffered span bodies.
     pub(crate) span_bytes: u64,
@@ -171,9 +169,64 @@ pub(crate) fn span_list_capacity(len: usize) -> usize {
     }
 }
 
-/// Bytes charged for retaining `batch`: the whole request buffer (whatever part of it this core
-/// owns), the index's vectors, and the slot.
-pub(crate) fn batch_cost(batch: &SpanBatch) -> u64 {
+/// However little of a retained request buffer a core's spans use, the core is charged at least
+/// `1 / MIN_SHARE_DIVISOR` of it: the buffer stays in memory whole while any core holds a span
+/// of it, so the physical memory of retained buffers is at most this many times the charge.
+pub(crate) const MIN_SHARE_DIVISOR: u64 = 4;
+
+/// Encoded size of a span as a `spans` field: tag, length prefix, body.
+#[inline]
+pub(crate) fn span_field_len(body_len: u64) -> u64 {
+    1 + varint_len(body_len) + body_len
+}
+
+fn varint_len(v: u64) -> u64 {
+    u64::from((64 - (v | 1).leading_zeros()).div_ceil(7))
+}
+
+/// What retaining one batch costs a core (see [`batch_cost`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct BatchCost {
+    /// `buf.len()`: the request buffer, shared by every core that got spans of it.
+    pub(crate) buf: u64,
+    /// The bytes of `buf` this core's part covers: its spans as encoded fields (tag, length,
+    /// body) plus the header fields of the resources and scopes they belong to. At most `buf`.
+    pub(crate) own: u64,
+    /// The spans' share of `own`.
+    pub(crate) own_spans_bytes: u64,
+    /// Spans in this core's part.
+    pub(crate) own_spans: u32,
+    /// The index's vectors, the `Rc` allocation and the slot.
+    pub(crate) overhead: u64,
+}
+
+impl BatchCost {
+    /// The part of the buffer charged: this core's share, at least `buf / MIN_SHARE_DIVISOR`.
+    pub(crate) fn part(&self) -> u64 {
+        self.own
+            .max(self.buf.div_ceil(MIN_SHARE_DIVISOR))
+            .min(self.buf)
+    }
+
+    /// Bytes charged against `max_buffered_bytes_per_core` while the batch is retained.
+    pub(crate) fn charge(&self) -> u64 {
+        self.part() + self.overhead
+    }
+
+    /// Whether a batch with `live` of its `own_spans` spans still buffered holds so little that
+    /// copying them out is worth it: some of this core's spans are gone and the rest (at the
+    /// part's average span size) use less than `1 / MIN_SHARE_DIVISOR` of the charged part.
+    pub(crate) fn is_sparse(&self, live: u32) -> bool {
+        live > 0
+            && live < self.own_spans
+            && u128::from(live) * u128::from(self.own_spans_bytes) * u128::from(MIN_SHARE_DIVISOR)
+                < u128::from(self.part()) * u128::from(self.own_spans)
+    }
+}
+
+/// What retaining `batch` costs: its share of the request buffer (the bytes its index covers,
+/// at least a quarter of the buffer), the index's vectors (by capacity), and the slot.
+pub(crate) fn batch_cost(batch: &SpanBatch) -> BatchCost {
     let TracesIndex {
         resources,
         scopes,
@@ -181,14 +234,37 @@ pub(crate) fn batch_cost(batch: &SpanBatch) -> u64 {
         headers,
         rewrites,
     } = &batch.index;
-    let index = resources.capacity() * size_of::<ResourceEntry>()
-        + scopes.capacity() * size_of::<ScopeEntry>()
-        + spans.capacity() * size_of::<SpanEntry>()
-        + headers.capacity() * size_of::<Range<u32>>()
-        + rewrites.bytes();
-    // The Rc allocation holds two counters and the SpanBatch.
+    let overhead = batch_overhead(
+        resources.capacity(),
+        scopes.capacity(),
+        spans.capacity(),
+        headers.capacity(),
+    ) + rewrites.bytes() as u64;
+    let own_spans_bytes: u64 = spans
+        .iter()
+        .map(|s| span_field_len(u64::from(s.range.end - s.range.start)))
+        .sum();
+    let own_headers: u64 = headers.iter().map(|h| u64::from(h.end - h.start)).sum();
+    let buf = batch.buf.len() as u64;
+    BatchCost {
+        buf,
+        own: (own_spans_bytes + own_headers).min(buf),
+        own_spans_bytes,
+        own_spans: spans.len() as u32,
+        overhead,
+    }
+}
+
+/// Bytes of a retained batch besides its buffer: index vectors with room for that many
+/// resources, scopes, spans and header ranges, the `Rc` allocation (two counters and the
+/// `SpanBatch`) and the slot.
+pub(crate) fn batch_overhead(resources: usize, scopes: usize, spans: usize, headers: usize) -> u64 {
+    let index = resources * size_of::<ResourceEntry>()
+        + scopes * size_of::<ScopeEntry>()
+        + spans * size_of::<SpanEntry>()
+        + headers * size_of::<Range<u32>>();
     let fixed = 2 * size_of::<usize>() + size_of::<SpanBatch>() + size_of::<BatchSlot>();
-    (batch.buf.len() + index + fixed) as u64
+    (index + fixed) as u64
 }
 
 /// A retained batch.
@@ -197,8 +273,12 @@ pub(crate) struct BatchSlot {
     pub(crate) batch: Rc<SpanBatch>,
     /// Buffered spans pointing into this batch.
     pub(crate) refs: u32,
-    /// What [`batch_cost`] charged.
-    pub(crate) cost: u64,
+    /// What [`batch_cost`] said; `cost.charge()` is charged while `refs > 0`.
+    pub(crate) cost: BatchCost,
+    /// Unique per inserted batch, so that a queued compaction can tell a reused slot.
+    pub(crate) serial: u64,
+    /// Queued for compaction (see [`BatchCost::is_sparse`]).
+    pub(crate) queued: bool,
     /// The call (see `Sampler::call`) and `out` position of the [`super::Kept`] collecting this
     /// batch's spans in the current call.
     pub(crate) kept_call: u64,
@@ -211,15 +291,19 @@ pub(crate) struct BatchSlots {
     slots: Vec<Option<BatchSlot>>,
     free: Vec<u32>,
     live: usize,
+    serial: u64,
 }
 
 impl BatchSlots {
     pub(crate) fn insert(&mut self, batch: Rc<SpanBatch>) -> u32 {
         let cost = batch_cost(&batch);
+        self.serial += 1;
         let slot = BatchSlot {
             batch,
             refs: 0,
             cost,
+            serial: self.serial,
+            queued: false,
             kept_call: 0,
             kept_at: 0,
         };
@@ -242,6 +326,14 @@ impl BatchSlots {
 
     pub(crate) fn get_mut(&mut self, i: u32) -> &mut BatchSlot {
         self.slots[i as usize].as_mut().expect("live batch slot")
+    }
+
+    /// The batch in slot `i` if it is still the one inserted as `serial`.
+    pub(crate) fn get_serial(&self, i: u32, serial: u64) -> Option<&BatchSlot> {
+        self.slots
+            .get(i as usize)?
+            .as_ref()
+            .filter(|b| b.serial == serial)
     }
 
     pub(crate) fn remove(&mut self, i: u32) {
@@ -318,7 +410,6 @@ impl TraceTable {
             first_seen: now,
             last_seen: now,
             root_seen: None,
-            root_end: 0,
             spans: Vec::new(),
             span_bytes: 0,
             min_start: u64::MAX,

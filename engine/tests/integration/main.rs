@@ -16,3 +16,4 @@ mod prometheus;
 mod receive;
 mod routing;
 mod sampling;
+mod sampling_memory;

@@ -1,7 +1,9 @@
 //! Tail sampling through the real process: traces arrive in pieces over
 //! many connections; every kept trace is complete, every error, slow and
 //! VIP trace is kept, the probabilistic share of the rest is within bounds,
-//! and a second run with the same input makes the same decisions.
+//! and a second run with the same input makes the same decisions. Then the
+//! same through shardtel-loadgen's traces (split over requests and gRPC
+//! connections), checked by its `--verify --sampled`.
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -10,6 +12,7 @@ use shardtel_protocol::proto::trace::v1::status;
 
 use crate::gen::{kv, request, s, span};
 use crate::harness::{base_config, read_traces, wait_until, Shardtel};
+use crate::loadgen::loadgen_bin;
 
 const TRACES: u64 = 400;
 const SPANS: u64 = 6;
@@ -174,5 +177,38 @@ fn tail_sampling_keeps_whole_traces_deterministically() {
     assert_eq!(
         first, second,
         "decisions differ between two runs with the same input"
+    );
+}
+
+#[test]
+fn loadgen_traces_split_over_connections_are_kept_whole() {
+    let st = sampling_collector();
+    let glob = format!("{}/traces*.jsonl*", st.out().display());
+    let out = std::process::Command::new(loadgen_bin())
+        .args(["-p", "grpc", "-e", &st.grpc_url(), "--rate", "20000"])
+        .args(["--duration", "3s", "--connections", "4", "--split-traces"])
+        .args(["--verify", "--sampled", "--verify-file", &glob])
+        .args(["--verify-wait", "30s", "-q"])
+        .output()
+        .unwrap();
+    let report = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        out.status.success(),
+        "loadgen --verify --sampled failed:\n{report}\nshardtel log:\n{}",
+        st.log()
+    );
+    assert!(report.contains("PASS"), "{report}");
+    // Not vacuous: the sampler kept some traces whole and dropped others.
+    assert!(
+        wait_until(30, || {
+            st.metric_sum("shardtel_sampler_traces_total", "decision=\"sampled\"") > 0
+                && st.metric_sum("shardtel_sampler_traces_total", "decision=\"not_sampled\"") > 0
+        }),
+        "no decisions of both kinds:\n{}",
+        st.metrics()
     );
 }

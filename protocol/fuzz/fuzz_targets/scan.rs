@@ -39,6 +39,7 @@ fuzz_target!(|data: &[u8]| {
                 &SpanBatch {
                     buf: buf.clone(),
                     index: p,
+                    hold: None,
                 },
                 &mut out,
             );

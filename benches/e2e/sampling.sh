@@ -1,0 +1,295 @@
+#!/usr/bin/env bash
+# sampling.sh - what tail sampling costs end to end, and the memory it takes per buffered span.
+# Writes benches/results/<RUN_NAME>/:
+#   table.md    throughput with and without tail sampling per protocol, and memory per
+#               buffered span
+#   raw/        steps.tsv (one row per step), memory.tsv (1 s samples of the memory step),
+#               loadgen JSON, collector logs, commands.txt, machine.txt
+#
+# Load: shardtel-loadgen, open loop at fixed rates, traces split over requests and
+# connections (--split-traces), every trace id new (h2load's replayed payload would send the
+# same traces again and again, which a sampler must not be measured on). Payload: loadgen's
+# default shape (100 spans per request in traces of 5..15 spans, 8 attributes, ~400 bytes per
+# span, about 3 % error spans, 1 % VIP traces, log-normal latencies, some traces over 1 s).
+#
+# 1. Throughput. For each protocol, each rate of RATES, on a FRESH collector each:
+#      shardtel --config blackhole.toml            (no sampling)
+#      shardtel --config blackhole-sampling.toml   (seed policies, decision_wait = 10s)
+#    A step passes at zero loss: >= 97 % of the offered rate acknowledged, no refused or
+#    failed request, the collector accepted every acknowledged span and (sampling) its
+#    samplers received them all. Steps last STEP_SECS (default 30 s: three decision_waits, so
+#    the sampler decides at the rate it buffers). Result per protocol: the highest passing rate
+#    with and without sampling, and their ratio (target: sampling keeps >= 75 %).
+# 2. Memory per buffered span. One step at MEM_RATE for MEM_SECS against the sampling config:
+#      (peak RSS - idle RSS) / spans buffered at the peak
+#    with idle RSS read before the load, peak RSS = VmHWM, spans buffered from
+#    shardtel_sampler_buffered_spans (summed over cores) sampled every second, compared with the
+#    spans' wire size (shardtel_sampler_buffered_span_bytes / buffered_spans). Target: <= 1.5x.
+#    At steady state the sampler holds MEM_RATE x 10 s of spans.
+#
+# Knobs (environment, defaults in brackets):
+#   RUN_NAME      result folder name            [<UTC date>-<time>-sampling]
+#   OUT           result folder                 [benches/results/RUN_NAME]
+#   PROTOS        grpc and/or http              [grpc http]
+#   RATES         offered spans/s per step      [100000 200000 300000 400000 500000 600000 800000 1000000]
+#   STEP_SECS     seconds per throughput step   [30]
+#   SPLIT         --split-traces pieces         [3]
+#   GRPC_CONNS / HTTP_CONNS  loadgen --connections [16 / 64]
+#   MEM_RATE      spans/s of the memory step    [200000]
+#   MEM_SECS      seconds of the memory step    [25]
+#   MEM_PROTO     protocol of the memory step   [grpc]
+#   CONFIGS       throughput configs ("" = none) [plain sampling]
+#   QUIET_WAIT    max seconds to wait before a phase while rustc runs [0]
+#   SHARDTEL_BIN / LOADGEN_BIN  use these binaries instead of building them
+#
+# Every process started here is stopped by its PID (TERM, KILL after 15 s).
+set -euo pipefail
+
+HERE=$(cd "$(dirname "$0")" && pwd)
+ROOT=$(cd "$HERE/../.." && pwd)
+RUN_NAME=${RUN_NAME:-$(date -u +%Y%m%d-%H%M%S)-sampling}
+OUT=${OUT:-$ROOT/benches/results/$RUN_NAME}
+RAW=$OUT/raw
+PROTOS=${PROTOS:-"grpc http"}
+RATES=${RATES:-"100000 200000 300000 400000 500000 600000 800000 1000000"}
+STEP_SECS=${STEP_SECS:-30}
+SPLIT=${SPLIT:-3}
+GRPC_CONNS=${GRPC_CONNS:-16}
+HTTP_CONNS=${HTTP_CONNS:-64}
+MEM_RATE=${MEM_RATE:-200000}
+MEM_SECS=${MEM_SECS:-25}
+MEM_PROTO=${MEM_PROTO:-grpc}
+CONFIGS=${CONFIGS-"plain sampling"}
+QUIET_WAIT=${QUIET_WAIT:-0}
+METRICS=http://127.0.0.1:8888/metrics
+COLL_PID=""
+SAMPLER_PID=""
+LOADGEN_PID=""
+
+die() { echo "sampling.sh: $*" >&2; exit 1; }
+mkdir -p "$RAW"
+: >"$RAW/run.log"
+log() { echo "[$(date -u +%H:%M:%S)] $*" | tee -a "$RAW/run.log"; }
+command -v curl >/dev/null || die "curl is required"
+command -v python3 >/dev/null || die "python3 is required"
+
+config_file() { case $1 in plain) echo "$HERE/blackhole.toml" ;; sampling) echo "$HERE/blackhole-sampling.toml" ;; *) die "unknown config $1" ;; esac; }
+
+# ---- binaries (built before any measurement) ---------------------------------------------
+if [ -z "${SHARDTEL_BIN:-}" ]; then
+  (cd "$ROOT" && cargo build --release -q -p shardtel-engine) || die "cargo build --release -p shardtel-engine failed"
+  SHARDTEL_BIN=$ROOT/target/release/shardtel
+fi
+if [ -z "${LOADGEN_BIN:-}" ]; then
+  (cd "$ROOT" && cargo build --release -q -p shardtel-loadgen) || die "cargo build --release -p shardtel-loadgen failed"
+  LOADGEN_BIN=$ROOT/target/release/shardtel-loadgen
+fi
+for c in plain sampling; do "$SHARDTEL_BIN" validate --config "$(config_file $c)" >/dev/null || die "$(config_file $c) does not validate"; done
+
+# ---- collector control (by PID only) -------------------------------------------------------
+start_collector() {  # config-file log
+  local p
+  for p in 4317 4318 8888 13133; do
+    if (exec 3<>"/dev/tcp/127.0.0.1/$p") 2>/dev/null; then die "port $p is in use: stop what listens there first"; fi
+  done
+  "$SHARDTEL_BIN" --config "$1" >"$2" 2>&1 &
+  COLL_PID=$!
+  for _ in $(seq 1 200); do
+    kill -0 "$COLL_PID" 2>/dev/null || { tail -5 "$2" >&2; die "shardtel exited at start"; }
+    [ "$(curl -s -o /dev/null -w '%{http_code}' --max-time 1 http://127.0.0.1:13133/ || true)" = 200 ] && return 0
+    sleep 0.1
+  done
+  die "shardtel not healthy within 20 s"
+}
+stop_collector() {
+  [ -n "$COLL_PID" ] || return 0
+  kill -TERM "$COLL_PID" 2>/dev/null || true
+  for _ in $(seq 1 150); do kill -0 "$COLL_PID" 2>/dev/null || break; sleep 0.1; done
+  kill -0 "$COLL_PID" 2>/dev/null && { echo "shardtel $COLL_PID ignored TERM for 15 s: KILL" >&2; kill -KILL "$COLL_PID" 2>/dev/null || true; }
+  wait "$COLL_PID" 2>/dev/null || true
+  COLL_PID=""
+}
+cleanup() {
+  if [ -n "$SAMPLER_PID" ]; then kill "$SAMPLER_PID" 2>/dev/null || true; fi
+  if [ -n "$LOADGEN_PID" ]; then kill "$LOADGEN_PID" 2>/dev/null || true; fi
+  stop_collector
+}
+trap cleanup EXIT
+trap 'cleanup; exit 130' INT TERM
+
+rustc_count() { ps -eo comm= | grep -c '^rustc$' || true; }
+wait_quiet() {
+  local waited=0
+  while [ "$(rustc_count)" -gt 0 ] && [ "$waited" -lt "$QUIET_WAIT" ]; do
+    log "waiting before $1: $(rustc_count) rustc running (waited ${waited}s)"
+    sleep 30; waited=$((waited + 30))
+  done
+  [ "$(rustc_count)" -eq 0 ] || log "WARNING: $1 starts with $(rustc_count) rustc processes running: its numbers are disturbed"
+}
+status_kib() { awk -v k="$1:" '$1==k{print $2}' "/proc/$COLL_PID/status" 2>/dev/null || echo 0; }
+# metric NAME [LABEL-FILTER]: sum over series
+metric() { curl -s --max-time 5 "$METRICS" | awk -v n="$1" -v f="${2:-}" 'index($0, n "{") == 1 && (f == "" || index($0, f)) {s += $NF} END {printf "%.0f\n", s}'; }
+
+loadgen() {  # proto rate secs json log
+  local proto=$1 args=()
+  if [ "$proto" = grpc ]; then args=(-p grpc -e http://127.0.0.1:4317 --connections "$GRPC_CONNS")
+  else args=(-p http-protobuf -e http://127.0.0.1:4318 --connections "$HTTP_CONNS"); fi
+  args+=(--rate "$2" --duration "${3}s" --split-traces "$SPLIT" --workers 1 --json "$4" -q)
+  echo "shardtel-loadgen ${args[*]}" >>"$RAW/commands.txt"
+  # In the background and waited for, so that Ctrl-C stops the run at once.
+  "$LOADGEN_BIN" "${args[@]}" >"$5" 2>&1 &
+  LOADGEN_PID=$!
+  wait "$LOADGEN_PID" || true
+  LOADGEN_PID=""
+}
+
+# After the load: wait until the collector's counters stop moving (published once a second).
+settle() {
+  local last=-1 now
+  for _ in $(seq 1 30); do
+    sleep 1.2
+    now=$(metric shardtel_receiver_accepted_spans_total)-$(metric shardtel_sampler_spans_received_total)
+    [ "$now" = "$last" ] && return 0
+    last=$now
+  done
+}
+
+# ---- machine ---------------------------------------------------------------------------------
+{
+  echo "date_utc: $(date -u +%FT%TZ)"
+  echo "nproc: $(nproc)"
+  echo "cpu_model: $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ //')"
+  echo "kernel: $(uname -srm)"
+  echo "loadavg_at_start: $(cut -d' ' -f1-3 /proc/loadavg)"
+  echo "rustc_at_start: $(rustc_count)"
+  echo "git: $(git -C "$ROOT" rev-parse HEAD 2>/dev/null)$(git -C "$ROOT" diff --quiet 2>/dev/null || echo ' +uncommitted changes')"
+  echo "shardtel: $SHARDTEL_BIN; loadgen: $LOADGEN_BIN"
+  echo "knobs: PROTOS='$PROTOS' RATES='$RATES' STEP_SECS=$STEP_SECS SPLIT=$SPLIT GRPC_CONNS=$GRPC_CONNS HTTP_CONNS=$HTTP_CONNS MEM_RATE=$MEM_RATE MEM_SECS=$MEM_SECS MEM_PROTO=$MEM_PROTO CONFIGS='$CONFIGS'"
+} >"$RAW/machine.txt"
+: >"$RAW/commands.txt"
+printf "config\tproto\toffered\tsecs\tacked_spans_s\tachieved_pct\trefused\tfailed\tbehind\tcoll_accepted\tsampler_received\tkept\tearly_decisions\ttimer_decisions\tpeak_rss_mib\tcollector_cpu_pct\tpass\trustc\n" >"$RAW/steps.tsv"
+
+# ---- 1. throughput with and without sampling ---------------------------------------------------
+step() {  # config proto rate secs
+  local cfg=$1 proto=$2 rate=$3 secs=$4 tag="$1-$2-$3"
+  start_collector "$(config_file "$cfg")" "$RAW/$tag-collector.log"
+  local t0 c0 c1 t1
+  t0=$(date +%s.%N); c0=$(sed -E 's/^.*\) //' "/proc/$COLL_PID/stat" | awk '{print $12 + $13}')
+  loadgen "$proto" "$rate" "$secs" "$RAW/$tag.json" "$RAW/$tag.log"
+  c1=$(sed -E 's/^.*\) //' "/proc/$COLL_PID/stat" | awk '{print $12 + $13}'); t1=$(date +%s.%N)
+  local cpu; cpu=$(awk -v d="$((c1 - c0))" -v hz="$(getconf CLK_TCK)" -v a="$t0" -v b="$t1" 'BEGIN{printf "%.0f", 100*d/hz/(b-a)}')
+  settle
+  local accepted received kept early timer hwm
+  accepted=$(metric shardtel_receiver_accepted_spans_total)
+  received=$(metric shardtel_sampler_spans_received_total)
+  kept=$(metric shardtel_exporter_sent_spans_total 'exporter="blackhole"')
+  early=$(( $(metric shardtel_sampler_decisions_total 'reason="max_traces"') + $(metric shardtel_sampler_decisions_total 'reason="max_buffered_bytes"') \
+          + $(metric shardtel_sampler_decisions_total 'reason="max_spans_per_trace"') + $(metric shardtel_sampler_decisions_total 'reason="max_bytes_per_trace"') ))
+  timer=$(metric shardtel_sampler_decisions_total 'reason="timer"')
+  hwm=$(( $(status_kib VmHWM) / 1024 ))
+  stop_collector
+  local row
+  row=$(python3 - "$RAW/$tag.json" "$rate" "$accepted" "$received" "$cfg" <<'PY'
+import json, sys
+path, rate, accepted, received, cfg = sys.argv[1], float(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4]), sys.argv[5]
+try:
+    r = json.load(open(path))
+except Exception:
+    print("0 0 -1 -1 -1 0"); sys.exit()
+q = r["requests"]; acked = r["items"]["acknowledged"]
+sps = r["achieved"]["acknowledged_items_per_second"]
+ok = sps >= 0.97 * rate and q["refused"] == 0 and q["failed"] == 0 and accepted == acked
+if cfg == "sampling":
+    ok = ok and received == accepted
+print("%.0f %.1f %d %d %d %d" % (sps, 100 * sps / rate, q["refused"], q["failed"], q["behind_schedule"], int(ok)))
+PY
+)
+  read -r S_SPS S_PCT S_REF S_FAIL S_BEHIND S_PASS <<<"$row"
+  printf "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n" "$cfg" "$proto" "$rate" "$secs" "$S_SPS" "$S_PCT" \
+    "$S_REF" "$S_FAIL" "$S_BEHIND" "$accepted" "$received" "$kept" "$early" "$timer" "$hwm" "$cpu" "$S_PASS" "$(rustc_count)" >>"$RAW/steps.tsv"
+  log "$(printf '%-8s %-4s offered=%-8s acked=%8s sp/s (%5s%%) refused=%s failed=%s accepted=%s sampler=%s kept=%s early=%s timer=%s peak_rss=%sMiB cpu=%s%% pass=%s' \
+    "$cfg" "$proto" "$rate" "$S_SPS" "$S_PCT" "$S_REF" "$S_FAIL" "$accepted" "$received" "$kept" "$early" "$timer" "$hwm" "$cpu" "$S_PASS")"
+}
+
+for proto in $PROTOS; do
+  for cfg in $CONFIGS; do
+    wait_quiet "$cfg $proto"
+    for r in $RATES; do step "$cfg" "$proto" "$r" "$STEP_SECS"; done
+  done
+done
+
+# ---- 2. memory per buffered span -------------------------------------------------------------
+MEM_SUMMARY="memory step skipped (MEM_SECS=0)"
+if [ "$MEM_SECS" != 0 ]; then
+  wait_quiet memory
+  start_collector "$HERE/blackhole-sampling.toml" "$RAW/memory-collector.log"
+  sleep 2
+  idle_kib=$(status_kib VmRSS)
+  printf "t_s\trss_kib\tbuffered_spans\tbuffered_span_bytes\tbuffered_bytes\n" >"$RAW/memory.tsv"
+  (
+    t=0
+    while kill -0 "$COLL_PID" 2>/dev/null; do
+      m=$(curl -s --max-time 1 "$METRICS" || true)
+      printf "%s\t%s\t%s\t%s\t%s\n" "$t" "$(status_kib VmRSS)" \
+        "$(awk '/^shardtel_sampler_buffered_spans\{/{s+=$NF} END{printf "%.0f", s}' <<<"$m")" \
+        "$(awk '/^shardtel_sampler_buffered_span_bytes\{/{s+=$NF} END{printf "%.0f", s}' <<<"$m")" \
+        "$(awk '/^shardtel_sampler_buffered_bytes\{/{s+=$NF} END{printf "%.0f", s}' <<<"$m")" >>"$RAW/memory.tsv"
+      sleep 1; t=$((t + 1))
+    done
+  ) &
+  SAMPLER_PID=$!
+  loadgen "$MEM_PROTO" "$MEM_RATE" "$MEM_SECS" "$RAW/memory.json" "$RAW/memory.log"
+  hwm_kib=$(status_kib VmHWM)
+  kill "$SAMPLER_PID" 2>/dev/null || true; wait "$SAMPLER_PID" 2>/dev/null || true; SAMPLER_PID=""
+  early=$(( $(metric shardtel_sampler_decisions_total 'reason="max_traces"') + $(metric shardtel_sampler_decisions_total 'reason="max_buffered_bytes"') ))
+  stop_collector
+  MEM_SUMMARY=$(python3 - "$RAW/memory.tsv" "$idle_kib" "$hwm_kib" "$early" <<'PY'
+import sys
+rows = [l.split("\t") for l in open(sys.argv[1]).read().splitlines()[1:]]
+rows = [tuple(int(x or 0) for x in r) for r in rows if len(r) == 5]
+idle, hwm, early = int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])
+if not rows or max(r[2] for r in rows) == 0:
+    print("no spans were buffered"); sys.exit()
+# The sample with the most spans buffered (the steady state's peak), and the RSS peak.
+t, rss, spans, wire, charged = max(rows, key=lambda r: r[2])
+per_span = (hwm - idle) * 1024 / spans
+wire_per_span = wire / spans
+print("idle_rss_mib=%.0f peak_rss_mib=%.0f spans_buffered_at_peak=%d wire_bytes_per_span=%.0f "
+      "rss_bytes_per_buffered_span=%.0f ratio=%.2f target<=1.5 charged_bytes_per_span=%.0f "
+      "early_decisions=%d (at t=%ds; RSS then %.0f MiB)"
+      % (idle / 1024, hwm / 1024, spans, wire_per_span, per_span, per_span / wire_per_span,
+         charged / spans, early, t, rss / 1024))
+PY
+)
+  log "memory: $MEM_SUMMARY"
+fi
+
+# ---- report ------------------------------------------------------------------------------------
+echo "loadavg_at_end: $(cut -d' ' -f1-3 /proc/loadavg)" >>"$RAW/machine.txt"
+python3 - "$RAW/steps.tsv" "$MEM_SUMMARY" >"$OUT/table.md" <<'PY'
+import csv, sys
+rows = list(csv.DictReader(open(sys.argv[1]), delimiter="\t"))
+print("# Tail sampling end to end (benches/e2e/sampling.sh)\n")
+print("Highest offered rate passing at zero loss, without and with tail sampling (seed policies, decision_wait = 10s):\n")
+print("| proto | without sampling | with sampling | ratio (target >= 0.75) |")
+print("|---|---|---|---|")
+for proto in sorted({r["proto"] for r in rows}):
+    best = {}
+    for cfg in ("plain", "sampling"):
+        ok = [r for r in rows if r["proto"] == proto and r["config"] == cfg and r["pass"] == "1"]
+        best[cfg] = max(ok, key=lambda r: float(r["acked_spans_s"])) if ok else None
+    def fmt(r):
+        return "%s spans/s (offered %s, CPU %s%%)" % (r["acked_spans_s"], r["offered"], r["collector_cpu_pct"]) if r else "none passed"
+    ratio = "%.2f" % (float(best["sampling"]["acked_spans_s"]) / float(best["plain"]["acked_spans_s"])) if best["plain"] and best["sampling"] else "-"
+    print("| %s | %s | %s | %s |" % (proto, fmt(best["plain"]), fmt(best["sampling"]), ratio))
+print("\nMemory per buffered span: %s\n" % sys.argv[2])
+print("Every step:\n")
+cols = ["config", "proto", "offered", "acked_spans_s", "achieved_pct", "refused", "failed", "coll_accepted",
+        "sampler_received", "kept", "early_decisions", "timer_decisions", "peak_rss_mib", "collector_cpu_pct", "pass", "rustc"]
+print("| " + " | ".join(cols) + " |")
+print("|" + "---|" * len(cols))
+for r in rows:
+    print("| " + " | ".join(r[c] for c in cols) + " |")
+PY
+log "wrote $OUT/table.md"
+cat "$OUT/table.md"

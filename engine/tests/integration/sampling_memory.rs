@@ -1,0 +1,259 @@
+//! Tail sampling under far more traces and bytes than its bounds allow, through the real
+//! process: shardtel-loadgen sends traces in pieces over several gRPC connections to a
+//! 2-core-or-more shardtel whose sampler may hold 200 traces and 1 MiB per core and waits
+//! 10 minutes to decide, so every decision during the run is forced early by a bound. Checks:
+//!
+//! - peak RSS (`VmHWM`) stays under a bound derived from the configured limits (below);
+//! - every trace is accounted for: `traces_received` = Σ `decisions_total` + shutdown drops
+//!   + `buffered_traces`, and here every decision is an early one, by a bound;
+//! - every span reached the sampler, and the exporter got exactly the kept ones.
+//!
+//! # The RSS bound
+//!
+//! With `C` cores, `B` = `max_buffered_bytes_per_core`, `T` = `max_traces_per_core`, `S` =
+//! decision cache ids per core, `Q` = mesh `channel_capacity`, `M` = `max_recv_msg_size`, `R` =
+//! requests in flight from the client, and `A` = 2 (a request body that arrived in one frame is
+//! a slice of the connection's receive buffer, which may be larger):
+//!
+//! ```text
+//! peak RSS ≤ idle RSS + 4·A·C·B          retained request buffers: at most 4 × the charge
+//!                     + C·(170·T + 60·S)  trace table slab and decision cache
+//!                     + C·(C−1)·Q·A·M     span batches in the mesh channels
+//!                     + R·A·M             requests being received
+//!                     + 64 MiB            allocator caches (freed pages are returned after a
+//!                                         delay), runtime and connection buffers
+//! ```
+//!
+//! Not timing-sensitive: closed-loop load, counts read once the metrics have settled, generous
+//! timeouts.
+
+use std::process::Command;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::harness::{base_config, wait_until, Shardtel};
+use crate::loadgen::loadgen_bin;
+
+const MAX_TRACES: u64 = 200;
+const MAX_BYTES: u64 = 1 << 20;
+const CACHE: u64 = 5_000;
+const CHANNEL: u64 = 16;
+const MAX_MSG: u64 = 256 << 10;
+const CONNECTIONS: u64 = 4;
+const CONCURRENCY: u64 = 4;
+const REQUESTS: u64 = 10_000;
+const SPANS_PER_REQUEST: u64 = 100;
+const MIB: u64 = 1 << 20;
+
+fn collector() -> Shardtel {
+    Shardtel::start(|dir, ports| {
+        let head = base_config(dir, ports, &format!("max_recv_msg_size = {MAX_MSG}")).replace(
+            "shutdown_timeout = \"10s\"",
+            &format!("shutdown_timeout = \"10s\"\nchannel_capacity = {CHANNEL}"),
+        );
+        head + &format!(
+            r#"
+[processors.tail_sampling]
+decision_wait = "10m"
+max_traces_per_core = {MAX_TRACES}
+max_buffered_bytes_per_core = {MAX_BYTES}
+decision_cache = {{ sampled_cache_size = {CACHE}, non_sampled_cache_size = {CACHE} }}
+on_shutdown = "drop"
+[[processors.tail_sampling.policies]]
+name = "errors"
+type = "status_code"
+status_codes = ["ERROR"]
+[[processors.tail_sampling.policies]]
+name = "baseline"
+type = "probabilistic"
+percent = 10
+
+[exporters.blackhole]
+
+[pipelines.traces]
+receivers = ["otlp"]
+processors = ["tail_sampling"]
+exporters = ["blackhole"]
+"#
+        )
+    })
+}
+
+/// A `/proc/PID/status` field in KiB.
+fn status_kib(pid: u32, field: &str) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix(field)?.strip_prefix(':'))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap_or(0)
+}
+
+/// Sum of a metric's series whose labels contain `filter`.
+fn sum(metrics: &str, name: &str, filter: &str) -> u64 {
+    metrics
+        .lines()
+        .filter(|l| l.starts_with(name) && l[name.len()..].starts_with('{') && l.contains(filter))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
+        .sum()
+}
+
+#[test]
+fn tail_sampling_memory_stays_bounded_and_every_trace_is_accounted_for() {
+    let mut st = collector();
+    let pid = st.child.as_ref().unwrap().id();
+    let cores = {
+        let m = st.metrics();
+        m.lines()
+            .filter(|l| l.starts_with("shardtel_core_info{"))
+            .count() as u64
+    };
+    assert!(cores >= 1, "no cores in /metrics");
+    let idle_kib = status_kib(pid, "VmRSS");
+
+    // Sample VmRSS while the load runs (VmHWM gives the peak; the samples go in the message).
+    let running = Arc::new(AtomicBool::new(true));
+    let sampler = {
+        let running = running.clone();
+        std::thread::spawn(move || {
+            let mut samples = Vec::new();
+            while running.load(Ordering::Relaxed) {
+                samples.push(status_kib(pid, "VmRSS") / 1024);
+                std::thread::sleep(Duration::from_millis(250));
+            }
+            samples
+        })
+    };
+    let out = Command::new(loadgen_bin())
+        .args(["-p", "grpc", "-e", &st.grpc_url()])
+        .args(["--connections", &CONNECTIONS.to_string()])
+        .args(["--concurrency", &CONCURRENCY.to_string()])
+        .args(["--count", &REQUESTS.to_string()])
+        .args(["--spans-per-request", &SPANS_PER_REQUEST.to_string()])
+        .args(["--split-traces", "--timeout", "60s", "-q"])
+        .output()
+        .unwrap();
+    running.store(false, Ordering::Relaxed);
+    let rss_samples = sampler.join().unwrap();
+    let report = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        out.status.success(),
+        "loadgen failed:\n{report}\nshardtel log:\n{}",
+        st.log()
+    );
+    let sent = REQUESTS * SPANS_PER_REQUEST;
+    assert!(
+        report.contains(&format!("acknowledged {sent}")),
+        "not every span was acknowledged:\n{report}"
+    );
+
+    // Counters settle once every core has published after the last span (once a second).
+    let mut metrics = String::new();
+    assert!(
+        wait_until(60, || {
+            metrics = st.metrics();
+            sum(&metrics, "shardtel_sampler_spans_received_total", "") == sent
+        }),
+        "the sampler saw {} of {sent} spans; log:\n{}",
+        sum(&metrics, "shardtel_sampler_spans_received_total", ""),
+        st.log()
+    );
+    std::thread::sleep(Duration::from_millis(2500));
+    let m = st.metrics();
+    let hwm_kib = status_kib(pid, "VmHWM");
+
+    // Every trace is accounted for, and every decision was forced by a bound.
+    let received = sum(&m, "shardtel_sampler_traces_received_total", "");
+    let decided = sum(&m, "shardtel_sampler_decisions_total", "");
+    let by = |reason: &str| {
+        sum(
+            &m,
+            "shardtel_sampler_decisions_total",
+            &format!("reason=\"{reason}\""),
+        )
+    };
+    let early = by("max_traces")
+        + by("max_buffered_bytes")
+        + by("max_spans_per_trace")
+        + by("max_bytes_per_trace");
+    let buffered = sum(&m, "shardtel_sampler_buffered_traces", "");
+    let dropped = sum(&m, "shardtel_sampler_shutdown_dropped_traces_total", "");
+    assert_eq!(
+        received,
+        decided + dropped + buffered,
+        "traces unaccounted for:\n{m}"
+    );
+    assert_eq!(
+        early + buffered,
+        received,
+        "every decision is early here:\n{m}"
+    );
+    assert!(
+        received > 10 * cores * MAX_TRACES,
+        "only {received} traces: the test must drive far more than max_traces_per_core"
+    );
+    assert!(
+        by("max_traces") + by("max_buffered_bytes") > 10 * cores * MAX_TRACES,
+        "the per-core bounds should have forced most decisions:\n{m}"
+    );
+    for line in m
+        .lines()
+        .filter(|l| l.starts_with("shardtel_sampler_buffered_bytes{"))
+    {
+        let v: u64 = line.rsplit(' ').next().unwrap().parse().unwrap();
+        assert!(v <= MAX_BYTES, "over max_buffered_bytes_per_core: {line}");
+    }
+    // The exporter got the kept spans: sampled at decision time plus late ones forwarded.
+    let kept = sum(&m, "shardtel_sampler_spans_total", "decision=\"sampled\"")
+        + sum(
+            &m,
+            "shardtel_sampler_late_spans_total",
+            "decision=\"forwarded\"",
+        );
+    assert!(kept > 0);
+    assert_eq!(
+        sum(
+            &m,
+            "shardtel_exporter_sent_spans_total",
+            "exporter=\"blackhole\""
+        ),
+        kept,
+        "exported spans differ from the kept ones:\n{m}"
+    );
+
+    // The RSS bound (see the module docs).
+    let a = 2;
+    let retained = 4 * a * cores * MAX_BYTES;
+    let tables = cores * (170 * MAX_TRACES + 60 * 2 * CACHE);
+    let mesh = cores * cores.saturating_sub(1) * CHANNEL * a * MAX_MSG;
+    let receiving = CONNECTIONS * CONCURRENCY * a * MAX_MSG;
+    let bound_kib = idle_kib + (retained + tables + mesh + receiving + 64 * MIB) / 1024;
+    // loadgen's default spans are about 400 bytes on the wire.
+    let driven_mib = sent * 400 / MIB;
+    eprintln!(
+        "sampling memory: {cores} cores, idle {} MiB, peak {} MiB, bound {} MiB \
+         ({driven_mib} MiB of spans driven, {received} traces, decided early: {} by \
+         max_traces, {} by max_buffered_bytes)",
+        idle_kib / 1024,
+        hwm_kib / 1024,
+        bound_kib / 1024,
+        by("max_traces"),
+        by("max_buffered_bytes"),
+    );
+    assert!(
+        hwm_kib <= bound_kib,
+        "peak RSS {} MiB over the bound {} MiB (idle {} MiB; samples {:?} MiB)",
+        hwm_kib / 1024,
+        bound_kib / 1024,
+        idle_kib / 1024,
+        rss_samples
+    );
+    // The load was far more than the bound: a sampler that kept what it was sent would break it.
+    assert!(driven_mib * 1024 > 2 * (bound_kib - idle_kib));
+    assert_eq!(st.stop(), 0);
+}
