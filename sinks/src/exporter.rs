@@ -171,7 +171,7 @@ impl Exporter {
             Self::Otlp(e) => e.export(batch).await,
             Self::OtlpHttp(e) => e.export(worker, batch).await,
             Self::File(e) => e.export(batch).await.map(|()| ExportReply::default()),
-            Self::Kafka(e) => e.export(batch).await.map(|()| ExportReply::default()),
+            Self::Kafka(e) => e.export(batch).await,
             Self::Blackhole => Ok(ExportReply::default()),
         }
     }
