@@ -8,6 +8,7 @@ mod gen;
 mod grpc_client;
 mod harness;
 mod kafka;
+mod kafka_restart;
 mod loadgen;
 mod receive;
 mod routing;
