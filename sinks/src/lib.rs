@@ -78,6 +78,7 @@ mod stats;
 pub use error::{Disposition, ExportError, QueueFull, SinkError};
 pub use exporter::NETWORK_SENDERS;
 pub use file::{backup_path, core_file_path};
+pub use kafka::TraceMessages;
 pub use queue::{DrainOutcome, ExportQueue};
 pub use report::REPORT_INTERVAL;
 pub use retry::{RetryPolicy, MULTIPLIER, RANDOMIZATION};

@@ -36,8 +36,17 @@ pub(crate) fn value_limit(max_message_bytes: usize) -> usize {
 
 /// The messages of one `ExportTraceServiceRequest`: one per trace, several with the same key
 /// when a trace's encoding exceeds the limit. Traces come in order of first appearance; within
-/// a message, spans keep their request order.
-pub(crate) struct TraceMessages {
+/// a message, spans keep their request order. (Public for the benches.)
+///
+/// ```
+/// # use bytes::Bytes;
+/// let mut messages = shardtel_sinks::TraceMessages::new(Bytes::new(), 1 << 20).unwrap();
+/// let mut value = Vec::new();
+/// while let Some((_trace_id, _spans)) = messages.next_into(&mut value) {
+///     // produce `value` with key `trace_id`
+/// }
+/// ```
+pub struct TraceMessages {
     batch: SpanBatch,
     max_bytes: usize,
     /// Per trace, in order of first appearance: its id and first span.
@@ -55,7 +64,7 @@ pub(crate) struct TraceMessages {
 impl TraceMessages {
     /// Scans `request` and groups its spans by trace; values stay within `max_bytes` unless a
     /// single span (with its resource and scope) is larger.
-    pub(crate) fn new(request: Bytes, max_bytes: usize) -> Result<Self, ScanError> {
+    pub fn new(request: Bytes, max_bytes: usize) -> Result<Self, ScanError> {
         let batch = SpanBatch::scan(request)?;
         let spans = &batch.index.spans;
         let mut next = vec![NONE; spans.len()];
@@ -96,7 +105,7 @@ impl TraceMessages {
 
     /// Writes the next message value into `value` (cleared first); returns its key and span
     /// count, or `None` when every span was written.
-    pub(crate) fn next_into(&mut self, value: &mut Vec<u8>) -> Option<(TraceId, usize)> {
+    pub fn next_into(&mut self, value: &mut Vec<u8>) -> Option<(TraceId, usize)> {
         while self.cursor == NONE {
             self.trace += 1;
             self.cursor = self.traces.get(self.trace)?.1;

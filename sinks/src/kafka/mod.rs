@@ -47,7 +47,8 @@ use crate::offload;
 use crate::otlp::ExportReply;
 use crate::stats::KafkaProducerStats;
 
-use self::messages::{request_messages, value_limit, TraceMessages};
+pub use self::messages::TraceMessages;
+use self::messages::{request_messages, value_limit};
 
 /// How long the reactor sleeps before offering a message again to a full producer queue.
 const QUEUE_FULL_PAUSE: Duration = Duration::from_millis(5);
