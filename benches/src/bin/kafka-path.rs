@@ -22,6 +22,11 @@
 //! librdkafka gets every message (`rd_kafka_producev`: copy, key, queueing) from a producer
 //! whose broker does not exist (`127.0.0.1:9`), so nothing leaves the process and the counts
 //! do not depend on a broker. Prints the spans and messages handled.
+//!
+//! With `BROKER=host:port TOPIC=name` in the environment the messages really go to that topic
+//! (lz4, acks all, idempotent, as the exporter's defaults), and the run waits for every
+//! delivery and prints the wall time: the broker's own ceiling for this traffic, without
+//! shardtel's receiving side.
 
 use std::path::PathBuf;
 
@@ -29,6 +34,7 @@ use anyhow::{bail, Context, Result};
 use bytes::Bytes;
 use rdkafka::config::ClientConfig;
 use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
+use rdkafka::types::RDKafkaErrorCode;
 use shardtel_protocol::reframe::{encode_trace_spans, encode_traces, Encoded};
 use shardtel_protocol::route::owner_core;
 use shardtel_protocol::scan::SpanBatch;
@@ -45,13 +51,26 @@ fn main() -> Result<()> {
     let batches: usize = args.get(1).map_or(Ok(40), |n| n.parse())?;
     let work = workload(batches)?;
     let spans: usize = work.iter().map(|b| b.1).sum();
-    let producer: BaseProducer = ClientConfig::new()
-        .set("bootstrap.servers", "127.0.0.1:9")
+    let broker = std::env::var("BROKER").ok();
+    let mut config = ClientConfig::new();
+    config
+        .set(
+            "bootstrap.servers",
+            broker.as_deref().unwrap_or("127.0.0.1:9"),
+        )
         .set("partitioner", "murmur2_random")
         .set("queue.buffering.max.messages", "2000000")
         .set("queue.buffering.max.kbytes", "2000000")
-        .set("message.timeout.ms", "600000")
-        .create()?;
+        .set("message.timeout.ms", "600000");
+    if broker.is_some() {
+        config
+            .set("compression.codec", "lz4")
+            .set("acks", "all")
+            .set("enable.idempotence", "true")
+            .set("linger.ms", "5");
+    }
+    let producer: BaseProducer = config.create()?;
+    let started = std::time::Instant::now();
     let messages = match mode {
         "none" => 0,
         "before" => work
@@ -64,6 +83,14 @@ fn main() -> Result<()> {
             .sum::<Result<usize>>()?,
         other => bail!("unknown mode {other:?} (none, before, after)"),
     };
+    if broker.is_some() {
+        producer.flush(std::time::Duration::from_secs(600))?;
+        let secs = started.elapsed().as_secs_f64();
+        println!(
+            "delivered {spans} spans in {messages} messages in {secs:.2} s: {:.0} spans/s",
+            spans as f64 / secs
+        );
+    }
     println!(
         "mode {mode} batches {} spans {spans} messages {messages}",
         work.len()
@@ -130,9 +157,16 @@ fn join(chunks: &[Bytes]) -> Bytes {
 }
 
 fn send(producer: &BaseProducer, key: &[u8], value: &[u8]) -> Result<()> {
-    producer
-        .send(BaseRecord::to("otlp_spans").key(key).payload(value))
-        .map_err(|(e, _)| anyhow::anyhow!("enqueue failed: {e}"))
+    let topic = std::env::var("TOPIC").unwrap_or_else(|_| "otlp_spans".into());
+    loop {
+        match producer.send(BaseRecord::to(&topic).key(key).payload(value)) {
+            Ok(()) => return Ok(()),
+            Err((e, _)) if e.rdkafka_error_code() == Some(RDKafkaErrorCode::QueueFull) => {
+                producer.poll(std::time::Duration::from_millis(5));
+            }
+            Err((e, _)) => bail!("enqueue failed: {e}"),
+        }
+    }
 }
 
 /// The exporter's path before this change (its `trace_messages` and send loop).
