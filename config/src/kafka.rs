@@ -214,8 +214,9 @@ pub struct KafkaExporterConfig {
     pub encoding: KafkaEncoding,
     /// Producer compression. Default lz4.
     pub compression: KafkaCompression,
-    /// Largest message value before compression; bigger traces are split into several
-    /// messages with the same key. Default 1000000 (Kafka's default `max.message.bytes`).
+    /// The topic's `max.message.bytes`: a message (value, key and record framing) stays
+    /// within it; bigger traces are split into several messages with the same key. Default
+    /// 1000000.
     pub max_message_bytes: usize,
     /// Broker acknowledgement. Default all.
     pub acks: KafkaAcks,

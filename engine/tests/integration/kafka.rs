@@ -416,7 +416,6 @@ fn fill_topic(
         .create()
         .unwrap();
     let mut ids = BTreeSet::new();
-    let mut i = 0;
     // A sliding window: step k carries piece p of trace k - p, so traces start all through the
     // stream and each one's pieces arrive within a few dozen messages.
     let order = (0..traces + pieces - 1).flat_map(|k| {
@@ -424,25 +423,22 @@ fn fill_topic(
             .filter(move |&p| k >= p && k - p < traces)
             .map(move |p| (k - p, p))
     });
-    for (t, piece) in order {
-        {
-            let req = request(vec![span(tag, t, piece)]);
-            ids.extend(span_ids([&req]));
-            let key = crate::gen::trace_id(tag, t);
-            let payload = req.encode_to_vec();
-            pause(i);
-            i += 1;
-            loop {
-                match producer.send(BaseRecord::to(topic).key(&key).payload(&payload)) {
-                    Ok(()) => break,
-                    Err((e, _)) => {
-                        eprintln!("producer: {e}");
-                        producer.poll(Duration::from_millis(50));
-                    }
+    for (i, (t, piece)) in order.enumerate() {
+        let req = request(vec![span(tag, t, piece)]);
+        ids.extend(span_ids([&req]));
+        let key = crate::gen::trace_id(tag, t);
+        let payload = req.encode_to_vec();
+        pause(i);
+        loop {
+            match producer.send(BaseRecord::to(topic).key(&key).payload(&payload)) {
+                Ok(()) => break,
+                Err((e, _)) => {
+                    eprintln!("producer: {e}");
+                    producer.poll(Duration::from_millis(50));
                 }
             }
-            producer.poll(Duration::ZERO);
         }
+        producer.poll(Duration::ZERO);
     }
     producer.flush(Duration::from_secs(30)).unwrap();
     ids

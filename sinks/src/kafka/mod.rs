@@ -204,7 +204,7 @@ fn count_items(signal: Signal, payload: &[u8]) -> u64 {
 /// The messages of one batch, ready to produce.
 enum BatchMessages {
     /// Protobuf traces: written one at a time into a reused buffer.
-    Traces(TraceMessages),
+    Traces(Box<TraceMessages>),
     /// Metrics and logs slices, or OTLP/JSON values of any signal.
     Values(Vec<(Option<TraceId>, Bytes)>),
 }
@@ -471,7 +471,7 @@ impl KafkaExporter {
                     let mut traces =
                         TraceMessages::new(request, max_bytes).map_err(|e| invalid(&e))?;
                     if encoding == KafkaEncoding::OtlpProto {
-                        return Ok(BatchMessages::Traces(traces));
+                        return Ok(BatchMessages::Traces(Box::new(traces)));
                     }
                     let mut value = Vec::new();
                     while let Some((key, _)) = traces.next_into(&mut value) {
