@@ -25,6 +25,33 @@ if [ ${#need[@]} -gt 0 ]; then
     || { apt-get update -qq >/dev/null && apt-get install -y -qq "${need[@]}" >/dev/null; }
 fi
 
+# ---- durable Kafka broker for the broker-restart test (engine/tests/integration/kafka_restart.rs)
+# Tansu with its sqlite storage is not in the PyPI package: build it once into
+# target/tansu-sqlite (about 10 minutes; kept between runs). The build runs in the background
+# while the lint steps run, and the tests wait for it.
+tansu_sqlite_root="$PWD/target/tansu-sqlite"
+tansu_sqlite_pid=""
+tansu_pid=""
+# Stops what this script started in the background (the brokers, an unfinished build).
+cleanup() {
+  for pid in $tansu_pid $tansu_sqlite_pid; do kill "$pid" 2>/dev/null || true; done
+}
+trap cleanup EXIT
+if [ ! -x "$tansu_sqlite_root/bin/tansu" ] && [ -z "${SHARDTEL_TANSU_SQLITE:-}" ]; then
+  step "durable tansu build (background)"
+  mkdir -p "$tansu_sqlite_root"
+  cargo install --quiet --locked tansu --version 0.6.0 --features dynostore,libsql \
+    --root "$tansu_sqlite_root" >"$tansu_sqlite_root/build.log" 2>&1 &
+  tansu_sqlite_pid=$!
+fi
+wait_tansu_sqlite() {
+  [ -n "$tansu_sqlite_pid" ] || return 0
+  step "durable tansu build (waiting)"
+  wait "$tansu_sqlite_pid" || { echo "building tansu with sqlite storage failed:"; tail -20 "$tansu_sqlite_root/build.log"; exit 1; }
+  tansu_sqlite_pid=""
+}
+# ---- end of durable Kafka broker ----------------------------------------------------------
+
 if [ -z "${SKIP_LINT:-}" ]; then
   step "cargo fmt --check"
   cargo fmt --all --check
@@ -40,9 +67,6 @@ fi
 step "kafka broker (tansu)"
 kafka_venv="${SHARDTEL_KAFKA_VENV:-$PWD/target/kafka-venv}"
 broker_up() { (exec 3<>/dev/tcp/127.0.0.1/9092) 2>/dev/null; }
-tansu_pid=""
-stop_broker() { if [ -n "$tansu_pid" ]; then kill "$tansu_pid" 2>/dev/null || true; fi; }
-trap stop_broker EXIT
 if broker_up; then
   echo "a broker already listens on 127.0.0.1:9092; using it"
 else
@@ -81,7 +105,7 @@ stop_prometheus() {
   if [ -n "$prom_pid" ]; then kill "$prom_pid" 2>/dev/null || true; wait "$prom_pid" 2>/dev/null || true; fi
   if [ -n "$prom_dir" ]; then rm -rf "$prom_dir"; fi
 }
-trap 'stop_broker; stop_prometheus' EXIT
+trap 'cleanup; stop_prometheus' EXIT
 if ! command -v prometheus >/dev/null; then
   export DEBIAN_FRONTEND=noninteractive
   policy=""
@@ -113,6 +137,7 @@ else
 fi
 # ---- end of Prometheus --------------------------------------------------------------------
 
+wait_tansu_sqlite
 step "cargo test"
 cargo test --workspace --no-fail-fast 2>&1 | tee /tmp/shardtel-test.log
 status=${PIPESTATUS[0]}

@@ -45,15 +45,17 @@ pub enum KafkaCompression {
     None,
     /// `"gzip"`.
     Gzip,
-    /// `"lz4"`.
+    /// `"lz4"` (the default: the cheapest in CPU of the codecs that compress OTLP well; a
+    /// gateway is bound by CPU).
     Lz4,
-    /// `"zstd"` (the default).
+    /// `"zstd"`: smaller messages (less network and broker disk) for about four times lz4's
+    /// CPU.
     Zstd,
 }
 
 impl KafkaCompression {
     /// The accepted values.
-    pub const NAMES: &'static [&'static str] = &["zstd", "lz4", "gzip", "none"];
+    pub const NAMES: &'static [&'static str] = &["lz4", "zstd", "gzip", "none"];
 
     /// The config value, also librdkafka's codec name.
     pub fn name(self) -> &'static str {
@@ -210,10 +212,11 @@ pub struct KafkaExporterConfig {
     pub logs_topic: String,
     /// Message value encoding. Default `otlp_proto`.
     pub encoding: KafkaEncoding,
-    /// Producer compression. Default zstd.
+    /// Producer compression. Default lz4.
     pub compression: KafkaCompression,
-    /// Largest message value before compression; bigger traces are split into several
-    /// messages with the same key. Default 1000000 (Kafka's default `max.message.bytes`).
+    /// The topic's `max.message.bytes`: a message (value, key and record framing) stays
+    /// within it; bigger traces are split into several messages with the same key. Default
+    /// 1000000.
     pub max_message_bytes: usize,
     /// Broker acknowledgement. Default all.
     pub acks: KafkaAcks,
@@ -280,7 +283,7 @@ impl KafkaExporterConfig {
             metrics_topic: default_topic(Signal::Metrics).to_string(),
             logs_topic: default_topic(Signal::Logs).to_string(),
             encoding: KafkaEncoding::OtlpProto,
-            compression: KafkaCompression::Zstd,
+            compression: KafkaCompression::Lz4,
             max_message_bytes: Self::DEFAULT_MAX_MESSAGE_BYTES,
             acks: KafkaAcks::All,
             enable_idempotence: true,
@@ -526,8 +529,8 @@ fn compression(value: &DeValue<'_>) -> Result<KafkaCompression, ConfigErrorKind>
     Ok(match decode::one_of(value, KafkaCompression::NAMES)? {
         "none" => KafkaCompression::None,
         "gzip" => KafkaCompression::Gzip,
-        "lz4" => KafkaCompression::Lz4,
-        _ => KafkaCompression::Zstd,
+        "zstd" => KafkaCompression::Zstd,
+        _ => KafkaCompression::Lz4,
     })
 }
 
@@ -1008,7 +1011,7 @@ exporters = ["kafka"]
              k.toml:6: receivers.kafka.tls.cert_file: cert_file needs key_file (a client certificate needs its private key)\n\
              k.toml:8: exporters.kafka.brokers: must not be empty\n\
              k.toml:9: exporters.kafka.acks: enable_idempotence = true needs acks = \"all\" (or set enable_idempotence = false)\n\
-             k.toml:10: exporters.kafka.compression: invalid value \"snappy\" (allowed: \"zstd\", \"lz4\", \"gzip\", \"none\")\n\
+             k.toml:10: exporters.kafka.compression: invalid value \"snappy\" (allowed: \"lz4\", \"zstd\", \"gzip\", \"none\")\n\
              k.toml:11: exporters.kafka.max_message_bytes: 10 bytes is too small (minimum 1KiB)\n\
              k.toml:18: receivers.kafka.librdkafka.\"a.b\": expected a string, integer or boolean (librdkafka property value), found an array"
         );
@@ -1020,7 +1023,7 @@ exporters = ["kafka"]
         assert_eq!(e.topic(Signal::Traces), "otlp_spans");
         assert_eq!(e.topic(Signal::Metrics), "otlp_metrics");
         assert_eq!(e.topic(Signal::Logs), "otlp_logs");
-        assert_eq!(e.compression, KafkaCompression::Zstd);
+        assert_eq!(e.compression, KafkaCompression::Lz4);
         assert_eq!(e.acks, KafkaAcks::All);
         assert!(e.enable_idempotence);
         assert_eq!(e.max_message_bytes, 1_000_000);

@@ -296,6 +296,23 @@ impl Core {
         self.ingest_log.is_some()
     }
 
+    /// The time and, with an ingest log, its next and first unreleased LSNs (the Kafka
+    /// receiver commits an offset once the frame of its message is released).
+    pub(crate) fn offset_clock(&self) -> crate::kafka_offsets::Clock {
+        let now = Instant::now();
+        match &self.ingest_log {
+            Some(log) => {
+                let (next_lsn, released_below) = log.position();
+                crate::kafka_offsets::Clock {
+                    now,
+                    next_lsn,
+                    released_below,
+                }
+            }
+            None => crate::kafka_offsets::Clock::at(now),
+        }
+    }
+
     /// Scans and routes a trace request. The outer error is a malformed
     /// request; the inner one a refusal of a well-formed request of `n` spans.
     #[allow(clippy::type_complexity)]

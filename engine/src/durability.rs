@@ -223,6 +223,12 @@ impl IngestLog {
         }
     }
 
+    /// The next LSN to be appended and the first unreleased one: every frame below the second
+    /// is released (as of the last [`IngestLog::advance`]).
+    pub fn position(&self) -> (u64, u64) {
+        (self.wal.next_lsn(), self.low.get())
+    }
+
     /// Moves the low watermark over released frames and checkpoints the log there.
     pub fn advance(&self) {
         let next = self.wal.next_lsn();

@@ -19,20 +19,23 @@
 //!
 //! A message's offset counts as processed once `ingest` accepted its data, or once it was
 //! skipped as malformed (counted, logged with its offset, never retried, so it cannot block its
-//! partition). With `engine.durability = "ack_after_sync"`, "accepted" means: in the receiving
-//! core's ingest log on disk, so the offsets processed are stored for commit at once (every
-//! `commit_interval` librdkafka commits them). With `durability = "none"`, "accepted" means: in
-//! the receiving core's in-memory export queue, or in the bounded mesh channel to the owner
-//! core; to give that data time to be exported before its offset is committed, the offsets
-//! stored for commit are those processed one interval earlier: a `kill -9` then loses nothing
-//! that was exported within `commit_interval`, and everything after the last commit is consumed
-//! again by the partition's next owner (duplicates, never gaps). A refused message (queues full,
-//! shutting down) is retried with backoff and its offset is not advanced.
+//! partition). With `engine.durability = "ack_after_sync"` (the default), a message's offset is
+//! stored for commit once its ingest-log frame is released (every span decided and handed to
+//! durable export queues, see [`crate::kafka_offsets::CommitGate::IngestLog`]); every
+//! `commit_interval` librdkafka commits what was stored. With `durability = "none"`,
+//! "accepted" means: in the receiving core's in-memory export queue or tail sampler, or in the
+//! bounded mesh channel to the owner core. To give that data time to be exported before its
+//! offset is committed, the offsets stored for commit (every `commit_interval`) are those
+//! processed [`crate::kafka_offsets::commit_delay`] earlier (commit interval + sampler
+//! `decision_wait` + batch timeout): a `kill -9` then loses nothing that the pipeline exported
+//! within that delay, and everything after the last commit is consumed again by the partition's
+//! next owner (duplicates, never gaps). A refused message (queues full, shutting down) is
+//! retried with backoff and its offset is not advanced.
 //!
-//! On a rebalance, partitions being revoked are stored at their processed position, and
-//! librdkafka commits them before it lets go of them (the process stays up and exports what it
-//! accepted). On shutdown, the consumer stops before
-//! the exporters drain and commits every processed offset after they drained.
+//! On a rebalance, partitions being revoked are stored at that same safe position, and
+//! librdkafka commits them before it lets go of them; their next owner consumes again what this
+//! process may still hold unexported. On shutdown, the consumer stops before the exporters
+//! drain and commits every processed offset after they drained.
 
 use std::cell::Cell;
 use std::collections::HashMap;
@@ -54,6 +57,7 @@ use shardtel_protocol::Signal;
 
 use crate::core::Core;
 use crate::ingest::IngestError;
+use crate::kafka_offsets::{commit_gate, Clock, OffsetTracker, PartitionKey};
 use crate::telemetry::{KafkaConsumerSnapshot, Transport};
 
 /// Longest sleep between two polls of an empty queue.
@@ -66,20 +70,14 @@ const STATISTICS_INTERVAL: Duration = Duration::from_secs(5);
 /// Skipped malformed messages are logged at most this often per core.
 const MALFORMED_LOG_INTERVAL: Duration = Duration::from_secs(10);
 
-/// (topic, partition).
-type PartitionKey = (String, i32);
-
 /// State shared by the poll loop and the consumer's callbacks. Both run on the core's thread
 /// (callbacks inside `poll`), except while the consumer is destroyed on the blocking thread;
 /// the lock is never contended.
-#[derive(Default)]
 struct ConsumerState {
-    /// Next offset to consume per partition: everything before it was accepted or skipped.
-    processed: HashMap<PartitionKey, i64>,
-    /// `processed` as it was at the previous tick: what the next tick stores for commit.
-    previous: HashMap<PartitionKey, i64>,
-    /// Offsets stored for commit last, to skip unchanged partitions.
-    stored: HashMap<PartitionKey, i64>,
+    /// Processed offsets, and which are old enough to commit.
+    offsets: OffsetTracker,
+    /// The clock of the last commit tick (a revocation, inside `poll`, uses it).
+    clock: Clock,
     assigned: usize,
     lag: Vec<(String, i32, i64)>,
     counters: ConsumerCounters,
@@ -156,26 +154,25 @@ impl ConsumerContext for ReceiverContext {
                 );
             }
             Rebalance::Revoke(tpl) => {
-                // Store the revoked partitions where they stand; librdkafka commits them
-                // before it lets go of them, so their next owner starts after what this core
-                // accepted.
+                // Store the revoked partitions at their safe position (data believed
+                // exported); librdkafka commits them before it lets go of them, so their next
+                // owner consumes again what this process may still hold.
                 let mut s = self.state();
                 s.counters.revoked_events += 1;
                 let mut commit = TopicPartitionList::new();
+                let clock = Clock {
+                    now: Instant::now(),
+                    ..s.clock
+                };
                 for e in tpl.elements() {
                     let key = (e.topic().to_string(), e.partition());
-                    if let Some(&next) = s.processed.get(&key) {
-                        if s.stored.get(&key) != Some(&next) {
-                            let _ = commit.add_partition_offset(
-                                e.topic(),
-                                e.partition(),
-                                Offset::Offset(next),
-                            );
-                        }
+                    if let Some(next) = s.offsets.revoke(&key, clock) {
+                        let _ = commit.add_partition_offset(
+                            e.topic(),
+                            e.partition(),
+                            Offset::Offset(next),
+                        );
                     }
-                    s.processed.remove(&key);
-                    s.previous.remove(&key);
-                    s.stored.remove(&key);
                 }
                 s.assigned = s.assigned.saturating_sub(tpl.count());
                 drop(s);
@@ -263,9 +260,16 @@ pub fn start(core: Rc<Core>, config: &Config) -> Result<Option<KafkaReceiverHand
         log::warn!("receivers.kafka feeds no pipeline (or has no topics); not consuming");
         return Ok(None);
     }
+    let gate = commit_gate(config, kafka);
     let context = ReceiverContext {
         core: core.id,
-        state: Mutex::new(ConsumerState::default()),
+        state: Mutex::new(ConsumerState {
+            offsets: OffsetTracker::new(gate, kafka.commit_interval),
+            clock: Clock::at(Instant::now()),
+            assigned: 0,
+            lag: Vec::new(),
+            counters: ConsumerCounters::default(),
+        }),
     };
     let consumer: BaseConsumer<ReceiverContext> = client_config(kafka)
         .create_with_context(context)
@@ -276,7 +280,7 @@ pub fn start(core: Rc<Core>, config: &Config) -> Result<Option<KafkaReceiverHand
         .subscribe(&names)
         .map_err(|e| format!("receivers.kafka: failed to subscribe to {names:?}: {e}"))?;
     log::info!(
-        "kafka receiver (core {}): consuming {names:?} in group {:?}",
+        "kafka receiver (core {}): consuming {names:?} in group {:?}; offsets committed {gate}",
         core.id,
         kafka.group_id
     );
@@ -442,7 +446,7 @@ impl Receiver {
                     let mut s = self.state();
                     s.counters.consumed_messages += 1;
                     s.counters.consumed_bytes += len;
-                    s.processed.insert(m.key, m.offset + 1);
+                    s.offsets.processed(&m.key, m.offset + 1);
                     return Outcome::Done;
                 }
                 Err(e) if e.is_retryable() => {
@@ -480,7 +484,7 @@ impl Receiver {
         {
             let mut s = self.state();
             s.counters.malformed_messages += 1;
-            s.processed.insert(key.clone(), offset + 1);
+            s.offsets.processed(key, offset + 1);
         }
         let now = Instant::now();
         let due = self
@@ -507,27 +511,18 @@ impl Receiver {
         }
     }
 
-    /// Stores for commit what was processed before the previous tick, then remembers what is
-    /// processed now for the next one.
+    /// Stores for commit the offsets the gate lets through (see [`crate::kafka_offsets`]).
     fn commit_tick(&self) {
+        let mut due = Vec::new();
+        let clock = self.core.offset_clock();
         let mut s = self.state();
-        let mut tpl = TopicPartitionList::new();
-        let now = s.processed.clone();
-        let previous = if self.core.durable() {
-            // Accepted means on disk: nothing to wait for.
-            s.previous = now.clone();
-            now
-        } else {
-            std::mem::replace(&mut s.previous, now)
-        };
-        for (key, next) in previous {
-            // Revoked partitions were dropped from `processed` (and stored) meanwhile.
-            if s.processed.contains_key(&key) && s.stored.get(&key) != Some(&next) {
-                let _ = tpl.add_partition_offset(&key.0, key.1, Offset::Offset(next));
-                s.stored.insert(key, next);
-            }
-        }
+        s.clock = clock;
+        s.offsets.tick(clock, &mut due);
         drop(s);
+        let mut tpl = TopicPartitionList::new();
+        for (key, next) in due {
+            let _ = tpl.add_partition_offset(&key.0, key.1, Offset::Offset(next));
+        }
         if tpl.count() > 0 {
             if let Err(e) = self.consumer.store_offsets(&tpl) {
                 self.state().counters.commit_failures += 1;
@@ -578,18 +573,17 @@ impl KafkaReceiverHandle {
             let mut s = consumer.context().state();
             let mut tpl = TopicPartitionList::new();
             if drained {
-                for (key, next) in &s.processed {
-                    if s.stored.get(key) != Some(next) {
-                        let _ = tpl.add_partition_offset(&key.0, key.1, Offset::Offset(*next));
-                    }
+                for (key, next) in s.offsets.take_all_processed() {
+                    let _ = tpl.add_partition_offset(&key.0, key.1, Offset::Offset(next));
                 }
             } else {
                 log::warn!(
-                    "kafka receiver (core {}): exporters did not drain in time; committing only offsets one commit interval old",
-                    core.id
+                    "kafka receiver (core {}): exporters did not drain in time; committing only offsets released {}",
+                    core.id,
+                    s.offsets.gate()
                 );
                 // Nothing newer may be stored by the revocation while leaving the group.
-                s.processed.clear();
+                s.offsets.forget_all();
             }
             tpl
         };
@@ -603,12 +597,8 @@ impl KafkaReceiverHandle {
                             "kafka receiver (core {id}): failed to store final offsets: {e}"
                         );
                     }
-                    match consumer.commit(&final_commit, CommitMode::Sync) {
-                        // Nothing is left for the revocation while leaving to commit.
-                        Ok(()) => consumer.context().state().processed.clear(),
-                        Err(e) => {
-                            log::warn!("kafka receiver (core {id}): final commit failed: {e}")
-                        }
+                    if let Err(e) = consumer.commit(&final_commit, CommitMode::Sync) {
+                        log::warn!("kafka receiver (core {id}): final commit failed: {e}");
                     }
                 }
                 let counters = consumer.context().state().counters;
@@ -622,5 +612,54 @@ impl KafkaReceiverHandle {
             snap.commits = closed.commits;
             snap.commit_failures = closed.commit_failures;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use shardtel_config::{KafkaAuth, KafkaTlsConfig, SaslConfig, SaslMechanism};
+
+    #[test]
+    fn consumer_properties_map_the_settings() {
+        let mut c = KafkaReceiverConfig::new(vec!["k1:9092".into(), "k2:9092".into()]);
+        c.group_id = "processors".into();
+        c.auth = KafkaAuth {
+            sasl: Some(SaslConfig {
+                mechanism: SaslMechanism::ScramSha256,
+                username: "u".into(),
+                password: "p".into(),
+            }),
+            tls: Some(KafkaTlsConfig {
+                insecure_skip_verify: true,
+                ..Default::default()
+            }),
+        };
+        c.librdkafka
+            .insert("fetch.max.bytes".into(), "1048576".into());
+        let config = client_config(&c);
+        for (key, value) in [
+            ("bootstrap.servers", "k1:9092,k2:9092"),
+            ("group.id", "processors"),
+            ("auto.offset.reset", "latest"),
+            ("partition.assignment.strategy", "cooperative-sticky"),
+            ("session.timeout.ms", "10000"),
+            ("heartbeat.interval.ms", "3000"),
+            // Only offsets this module stores are committed.
+            ("enable.auto.commit", "true"),
+            ("enable.auto.offset.store", "false"),
+            ("auto.commit.interval.ms", "1000"),
+            ("security.protocol", "sasl_ssl"),
+            ("sasl.mechanisms", "SCRAM-SHA-256"),
+            ("sasl.username", "u"),
+            ("sasl.password", "p"),
+            ("enable.ssl.certificate.verification", "false"),
+            ("fetch.max.bytes", "1048576"),
+        ] {
+            assert_eq!(config.get(key), Some(value), "{key}");
+        }
+        // librdkafka accepts every name and value (no broker is contacted).
+        let consumer: KafkaResult<BaseConsumer> = config.create();
+        assert!(consumer.is_ok(), "{:?}", consumer.err());
     }
 }

@@ -23,7 +23,8 @@
 //!   (and metrics by series) to their owner core, and the core's lifecycle.
 //! - [`receiver`]: OTLP/gRPC and OTLP/HTTP servers (hyper on glommio).
 //! - [`kafka_receiver`]: one Kafka consumer per core in a consumer group; messages are
-//!   ingested like OTLP requests, offsets committed only after their data was accepted.
+//!   ingested like OTLP requests, offsets committed only once their data is believed exported
+//!   (`kafka_offsets`).
 //! - [`engine`]: start-up and shutdown of the whole process.
 //!
 //! Depends on `shardtel-protocol` (wire format), `shardtel-config`
@@ -39,6 +40,7 @@ pub mod core;
 pub mod durability;
 pub mod engine;
 pub mod ingest;
+mod kafka_offsets;
 pub mod kafka_receiver;
 pub mod logging;
 pub mod memory_limiter;

@@ -22,6 +22,11 @@ use crate::retry::RetryPolicy;
 
 /// Concurrent requests per network exporter per core.
 pub const NETWORK_SENDERS: usize = 4;
+/// Concurrent batches per `kafka` exporter per core: librdkafka pipelines them (it batches per
+/// partition and keeps several produce requests in flight), and a batch completes only with
+/// its slowest delivery report, so four would leave the producer idle between round trips.
+/// The queue's `max_bytes` still bounds what they hold.
+pub const KAFKA_SENDERS: usize = 16;
 
 /// Queue-side settings of one exporter.
 #[derive(Clone, Copy, Debug)]
@@ -189,10 +194,11 @@ impl Exporter {
     /// How many sender tasks run: one for the file (lines stay in order and
     /// there is one writer), one for Prometheus (each series' samples leave in time order,
     /// and its per-series state changes batch by batch), one for the blackhole,
-    /// [`NETWORK_SENDERS`] otherwise.
+    /// [`KAFKA_SENDERS`] for Kafka, [`NETWORK_SENDERS`] otherwise.
     pub(crate) fn senders(&self) -> usize {
         match self {
-            Self::Otlp(_) | Self::OtlpHttp(_) | Self::Kafka(_) | Self::Loki(_) => NETWORK_SENDERS,
+            Self::Otlp(_) | Self::OtlpHttp(_) | Self::Loki(_) => NETWORK_SENDERS,
+            Self::Kafka(_) => KAFKA_SENDERS,
             Self::File(_) | Self::Prometheus(_) | Self::Blackhole => 1,
         }
     }
@@ -218,7 +224,7 @@ impl Exporter {
             Self::Otlp(e) => e.export(batch).await,
             Self::OtlpHttp(e) => e.export(worker, batch).await,
             Self::File(e) => e.export(batch).await.map(|()| ExportReply::default()),
-            Self::Kafka(e) => e.export(batch).await.map(|()| ExportReply::default()),
+            Self::Kafka(e) => e.export(batch).await,
             Self::Prometheus(e) => e
                 .export(worker, batch)
                 .await

@@ -86,6 +86,7 @@ pub use disk_queue::{queue_dir, DiskQueueSettings};
 pub use error::{Disposition, ExportError, QueueFull, SinkError};
 pub use exporter::NETWORK_SENDERS;
 pub use file::{backup_path, core_file_path};
+pub use kafka::TraceMessages;
 pub use queue::{DrainOutcome, ExportQueue};
 pub use report::REPORT_INTERVAL;
 pub use retry::{RetryPolicy, MULTIPLIER, RANDOMIZATION};

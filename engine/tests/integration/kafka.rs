@@ -1,6 +1,7 @@
 //! Kafka against a real broker on 127.0.0.1:9092 (Tansu, started by test.sh): the gateway
 //! publishes one trace per message keyed by trace ID; processors in one consumer group share
-//! the partitions and lose nothing when one of them is killed.
+//! the partitions, tail-sample, export every kept trace whole and once, and lose no kept trace
+//! when one of them is killed. (The broker-restart test is `kafka_restart`.)
 //!
 //! Without a broker these tests fail, unless `SHARDTEL_KAFKA_OPTIONAL=1`, which makes them
 //! skip with a loud message.
@@ -37,6 +38,11 @@ type TracePlacement = BTreeMap<Vec<u8>, (BTreeSet<i32>, usize)>;
 /// Span → times exported, and trace id → cores that exported it.
 type Exported = (BTreeMap<SpanId, usize>, BTreeMap<Vec<u8>, BTreeSet<usize>>);
 
+/// True when `SHARDTEL_KAFKA_OPTIONAL=1`: Kafka tests without their broker skip loudly.
+pub fn kafka_optional() -> bool {
+    std::env::var("SHARDTEL_KAFKA_OPTIONAL").as_deref() == Ok("1")
+}
+
 /// True when the broker is reachable; false (after a loud message) when it is not and
 /// `SHARDTEL_KAFKA_OPTIONAL=1`; panics otherwise.
 fn broker_available(test: &str) -> bool {
@@ -45,7 +51,7 @@ fn broker_available(test: &str) -> bool {
     if reachable {
         return true;
     }
-    if std::env::var("SHARDTEL_KAFKA_OPTIONAL").as_deref() == Ok("1") {
+    if kafka_optional() {
         eprintln!(
             "\n!!!!!!!! SKIPPED {test}: no Kafka broker on {BROKER} (SHARDTEL_KAFKA_OPTIONAL=1) !!!!!!!!\n"
         );
@@ -57,7 +63,7 @@ fn broker_available(test: &str) -> bool {
 }
 
 /// A topic name no other test (or earlier run) uses.
-fn unique_topic(prefix: &str) -> String {
+pub fn unique_topic(prefix: &str) -> String {
     let nanos = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap()
@@ -66,8 +72,13 @@ fn unique_topic(prefix: &str) -> String {
 }
 
 fn create_topic(name: &str, partitions: i32) {
+    create_topic_on(BROKER, name, partitions)
+}
+
+/// Creates a topic on `broker`.
+pub fn create_topic_on(broker: &str, name: &str, partitions: i32) {
     let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
-        .set("bootstrap.servers", BROKER)
+        .set("bootstrap.servers", broker)
         .create()
         .unwrap();
     let topic = NewTopic::new(name, partitions, TopicReplication::Fixed(1));
@@ -83,10 +94,10 @@ fn create_topic(name: &str, partitions: i32) {
 
 /// One consumed message.
 #[derive(Clone, Debug)]
-struct Consumed {
-    partition: i32,
-    key: Option<Vec<u8>>,
-    payload: Vec<u8>,
+pub struct Consumed {
+    pub partition: i32,
+    pub key: Option<Vec<u8>>,
+    pub payload: Vec<u8>,
 }
 
 /// Reads every partition of `topic` from the beginning until `done` says so (or `secs` pass).
@@ -94,10 +105,21 @@ fn read_topic(
     topic: &str,
     partitions: i32,
     secs: u64,
+    done: impl FnMut(&[Consumed]) -> bool,
+) -> Vec<Consumed> {
+    read_topic_on(BROKER, topic, partitions, secs, done)
+}
+
+/// [`read_topic`] from `broker`.
+pub fn read_topic_on(
+    broker: &str,
+    topic: &str,
+    partitions: i32,
+    secs: u64,
     mut done: impl FnMut(&[Consumed]) -> bool,
 ) -> Vec<Consumed> {
     let consumer: BaseConsumer = ClientConfig::new()
-        .set("bootstrap.servers", BROKER)
+        .set("bootstrap.servers", broker)
         .set("group.id", format!("reader-{topic}"))
         .set("enable.auto.commit", "false")
         .set("session.timeout.ms", "6000")
@@ -173,7 +195,7 @@ exporters = ["kafka"]
 }
 
 /// (trace id, span id) of every span in `reqs`.
-fn span_ids<'a>(
+pub fn span_ids<'a>(
     reqs: impl IntoIterator<Item = &'a ExportTraceServiceRequest>,
 ) -> Vec<(Vec<u8>, Vec<u8>)> {
     reqs.into_iter()
@@ -394,33 +416,50 @@ fn fill_topic(
         .create()
         .unwrap();
     let mut ids = BTreeSet::new();
-    let mut i = 0;
-    for piece in 0..pieces {
-        for t in 0..traces {
-            let req = request(vec![span(tag, t, piece)]);
-            ids.extend(span_ids([&req]));
-            let key = crate::gen::trace_id(tag, t);
-            let payload = req.encode_to_vec();
-            pause(i);
-            i += 1;
-            loop {
-                match producer.send(BaseRecord::to(topic).key(&key).payload(&payload)) {
-                    Ok(()) => break,
-                    Err((e, _)) => {
-                        eprintln!("producer: {e}");
-                        producer.poll(Duration::from_millis(50));
-                    }
+    // A sliding window: step k carries piece p of trace k - p, so traces start all through the
+    // stream and each one's pieces arrive within a few dozen messages.
+    let order = (0..traces + pieces - 1).flat_map(|k| {
+        (0..pieces)
+            .filter(move |&p| k >= p && k - p < traces)
+            .map(move |p| (k - p, p))
+    });
+    for (i, (t, piece)) in order.enumerate() {
+        let req = request(vec![span(tag, t, piece)]);
+        ids.extend(span_ids([&req]));
+        let key = crate::gen::trace_id(tag, t);
+        let payload = req.encode_to_vec();
+        pause(i);
+        loop {
+            match producer.send(BaseRecord::to(topic).key(&key).payload(&payload)) {
+                Ok(()) => break,
+                Err((e, _)) => {
+                    eprintln!("producer: {e}");
+                    producer.poll(Duration::from_millis(50));
                 }
             }
-            producer.poll(Duration::ZERO);
         }
+        producer.poll(Duration::ZERO);
     }
     producer.flush(Duration::from_secs(30)).unwrap();
     ids
 }
 
-/// A shardtel processor: Kafka in, files out.
+/// Trace `t` of a tag is kept by the processors' sampler when `t` is even: every span carries
+/// `http.route = "/api/{t}"` and the policy matches even numbers, so any core of any process
+/// decides a trace the same way from any of its pieces.
+fn kept(trace_id: &[u8]) -> bool {
+    u64::from_be_bytes(trace_id[8..16].try_into().unwrap()) % 2 == 0
+}
+
+/// A shardtel processor: Kafka in, tail sampling (`decision_wait = 3s`, keep the traces
+/// [`kept`] says), files out. Offsets are committed 4.05 s after processing (commit interval
+/// 1 s + decision wait + batch timeout).
 fn processor(topic: &str, group: &str) -> Shardtel {
+    processor_with(topic, group, "ack_after_sync")
+}
+
+/// A processor with `engine.durability = durability`.
+fn processor_with(topic: &str, group: &str, durability: &'static str) -> Shardtel {
     let (topic, group) = (topic.to_string(), group.to_string());
     Shardtel::start(move |dir, ports| {
         base_config(
@@ -438,8 +477,22 @@ heartbeat_interval = "1s"
 commit_interval = "1s"
 "#
             ),
+        )
+        .replacen(
+            "[engine]\n",
+            &format!("[engine]\ndurability = \"{durability}\"\n"),
+            1,
         ) + &format!(
             r#"
+[processors.tail_sampling]
+decision_wait = "3s"
+[[processors.tail_sampling.policies]]
+name = "even"
+type = "string_attribute"
+key = "http.route"
+values = ["^/api/[0-9]*[02468]$"]
+enabled_regex_matching = true
+
 [exporters.file_traces]
 type = "file"
 path = "{dir}/out/traces.jsonl"
@@ -447,6 +500,7 @@ batch = {{ timeout = "50ms" }}
 
 [pipelines.traces]
 receivers = ["kafka"]
+processors = ["tail_sampling"]
 exporters = ["file_traces"]
 "#,
             dir = dir.display()
@@ -522,13 +576,15 @@ fn processors_in_one_group_split_partitions_and_export_every_trace_once() {
     }
     producer.flush(Duration::from_secs(10)).unwrap();
 
+    let keep: BTreeSet<SpanId> = sent.iter().filter(|(t, _)| kept(t)).cloned().collect();
+    assert_eq!(keep.len(), sent.len() / 2);
     let total = |s: &Shardtel| exported(&s.out()).0.values().sum::<usize>();
     assert!(
-        wait_until(60, || total(&a) + total(&b) >= sent.len()),
-        "exported {} + {} of {} spans; a log:\n{}\nb log:\n{}",
+        wait_until(60, || total(&a) + total(&b) >= keep.len()),
+        "exported {} + {} of {} kept spans; a log:\n{}\nb log:\n{}",
         total(&a),
         total(&b),
-        sent.len(),
+        keep.len(),
         a.log(),
         b.log()
     );
@@ -544,12 +600,12 @@ fn processors_in_one_group_split_partitions_and_export_every_trace_once() {
     }
     assert_eq!(
         all.keys().cloned().collect::<BTreeSet<_>>(),
-        sent,
-        "every span exported"
+        keep,
+        "every span of every kept trace exported, nothing else"
     );
     assert!(
         all.values().all(|&n| n == 1),
-        "every span exported exactly once"
+        "every kept span exported exactly once"
     );
     // A trace is exported whole by one core of one process.
     for (trace, cores) in &cores_a {
@@ -596,24 +652,57 @@ fn processors_in_one_group_split_partitions_and_export_every_trace_once() {
         ),
         sent.len() as u64
     );
+    // Each trace was decided once, whole, by one core of one process: 150 kept, 150 not.
+    let decided = |decision: &str| {
+        let filter = format!("decision=\"{decision}\"");
+        a.metric_sum("shardtel_sampler_traces_total", &filter)
+            + b.metric_sum("shardtel_sampler_traces_total", &filter)
+    };
+    assert!(
+        wait_until(10, || decided("sampled") + decided("not_sampled") == 300),
+        "decisions: {} sampled, {} not; a:\n{}\nb:\n{}",
+        decided("sampled"),
+        decided("not_sampled"),
+        a.metrics(),
+        b.metrics()
+    );
+    assert_eq!((decided("sampled"), decided("not_sampled")), (150, 150));
 }
 
+/// With durability on, offsets are committed once the ingest-log frames of their messages are
+/// released (every span decided and in a durable export queue).
 #[test]
 fn killing_a_processor_moves_its_partitions_with_nothing_lost() {
     if !broker_available("killing_a_processor_moves_its_partitions_with_nothing_lost") {
         return;
     }
+    kill_one_processor("ack_after_sync");
+}
+
+/// With `durability = "none"`, offsets are committed a delay after processing that covers
+/// the sampler's `decision_wait` and the batch timeout.
+#[test]
+fn killing_a_processor_without_durability_moves_its_partitions_with_nothing_lost() {
+    if !broker_available(
+        "killing_a_processor_without_durability_moves_its_partitions_with_nothing_lost",
+    ) {
+        return;
+    }
+    kill_one_processor("none");
+}
+
+fn kill_one_processor(durability: &'static str) {
     let partitions = 8;
     let topic = unique_topic("kill-spans");
     let group = unique_topic("kill-group");
     create_topic(&topic, partitions);
-    let mut a = processor(&topic, &group);
+    let mut a = processor_with(&topic, &group, durability);
     assert!(
         wait_assigned(&a, 60),
         "a got no partitions; log:\n{}",
         a.log()
     );
-    let b = processor(&topic, &group);
+    let b = processor_with(&topic, &group, durability);
     assert!(
         wait_until(60, || a
             .metric_sum("shardtel_receiver_kafka_assigned_partitions", "")
@@ -631,8 +720,10 @@ fn killing_a_processor_moves_its_partitions_with_nothing_lost() {
         b.log()
     );
 
-    // A stream of 3000 messages over ~6 s; `a` is killed (SIGKILL) after 1500, once it has
-    // committed offsets.
+    // A stream of 3000 messages over ~7 s; `a` is killed (SIGKILL) after 2000, once it has
+    // committed offsets. Traces start all through the stream, so `a` holds undecided traces
+    // (3 s decision wait) whose messages lie before the 1 s commit interval: committing those
+    // offsets without waiting for the sampler would lose them.
     let traces = 600;
     let pieces = 5;
     let mut killed = false;
@@ -640,7 +731,7 @@ fn killing_a_processor_moves_its_partitions_with_nothing_lost() {
         if i % 100 == 0 {
             std::thread::sleep(Duration::from_millis(200));
         }
-        if i == 1500 {
+        if i == 2000 {
             assert!(
                 wait_until(20, || a
                     .metric_sum("shardtel_receiver_kafka_commits_total", "")
@@ -661,6 +752,7 @@ fn killing_a_processor_moves_its_partitions_with_nothing_lost() {
         "b did not take over; b log:\n{}",
         b.log()
     );
+    let keep: BTreeSet<SpanId> = sent.iter().filter(|(t, _)| kept(t)).cloned().collect();
     let all = || {
         let (mut spans, _) = exported(&a.out());
         for (id, n) in exported(&b.out()).0 {
@@ -668,26 +760,39 @@ fn killing_a_processor_moves_its_partitions_with_nothing_lost() {
         }
         spans
     };
+    let arrived =
+        |spans: &BTreeMap<SpanId, usize>| keep.iter().filter(|id| spans.contains_key(*id)).count();
     assert!(
-        wait_until(90, || all().len() >= sent.len()),
-        "{} of {} spans exported; a log:\n{}\nb log:\n{}",
-        all().len(),
-        sent.len(),
+        wait_until(90, || arrived(&all()) == keep.len()),
+        "{} of {} kept spans exported; a log:\n{}\nb log:\n{}",
+        arrived(&all()),
+        keep.len(),
         a.log(),
         b.log()
     );
     let spans = all();
-    let missing: Vec<_> = sent.iter().filter(|id| !spans.contains_key(*id)).collect();
-    assert!(missing.is_empty(), "{} spans lost", missing.len());
+    // No kept trace lost or cut short, and nothing of a dropped trace exported.
+    let missing = keep.len() - arrived(&spans);
+    assert_eq!(missing, 0, "{missing} spans of kept traces lost");
+    let unexpected = spans.keys().filter(|id| !keep.contains(*id)).count();
+    assert_eq!(
+        unexpected, 0,
+        "spans of traces the sampler drops were exported"
+    );
     let duplicates: usize = spans.values().map(|n| n - 1).sum();
     eprintln!(
-        "kafka kill test: {} spans, {} exported by the killed processor, {duplicates} duplicates after the takeover",
+        "kafka kill test ({durability}): {} spans sent, {} kept, {} exported by the killed processor, {duplicates} duplicates after the takeover",
         sent.len(),
+        keep.len(),
         exported(&a.out()).0.len()
     );
     let by_a = exported(&a.out()).0.len();
     assert!(by_a > 0, "a exported before it was killed");
     // Duplicates are what `a` consumed after its last commit: not everything it exported.
+    assert!(
+        b.metric_sum("shardtel_receiver_kafka_assignments_total", "") >= 2,
+        "b saw the rebalance that gave it a's partitions"
+    );
     assert!(
         duplicates < by_a,
         "{duplicates} duplicates of {by_a} spans exported by a"

@@ -9,6 +9,7 @@ mod gen;
 mod grpc_client;
 mod harness;
 mod kafka;
+mod kafka_restart;
 mod loadgen;
 mod loki;
 mod processors;

@@ -1,125 +1,313 @@
-//! Cutting an export batch into Kafka messages: one trace per message (split when larger than
-//! the limit), or whole metrics/logs requests cut at `ResourceMetrics`/`ResourceLogs`
+//! Cutting an export batch into Kafka message values: one trace per message (split when larger
+//! than the limit), or whole metrics/logs requests cut at `ResourceMetrics`/`ResourceLogs`
 //! boundaries.
 //!
-//! Spans are re-framed from slices of the batch buffer ([`encode_trace_spans`]); only the new
-//! length prefixes are written. Metrics and logs messages are slices of the batch itself.
+//! A trace message is written once, straight into a reused buffer: new length prefixes, the
+//! resource and scope header fields it needs, and its spans' bytes ([`TraceMessages`]); no
+//! per-message or per-span allocation. Metrics and logs messages are slices of the batch.
+
+use std::collections::HashMap;
+use std::hash::{BuildHasher, Hasher};
 
 use bytes::Bytes;
-use shardtel_protocol::reframe::{encode_trace_spans, Encoded};
 use shardtel_protocol::scan::{ScanError, SpanBatch, TracesIndex};
-use shardtel_protocol::wire::{varint_len, Reader, WireError};
+use shardtel_protocol::wire::{put_varint, varint_len, Reader, WireError};
 use shardtel_protocol::TraceId;
 
 /// Upper bound of a length-delimited field's key and length prefix.
 const PREFIX_BOUND: usize = 1 + 5;
+/// Tags of `ExportTraceServiceRequest.resource_spans`, and of `ResourceSpans.scope_spans` /
+/// `ScopeSpans.spans` (field 2 of their message, length-delimited).
+const TAG_RESOURCE_SPANS: u8 = 0x0a;
+const TAG_CHILD: u8 = 0x12;
+/// "No span" in the per-span chains of [`TraceMessages`].
+const NONE: u32 = u32::MAX;
 
-/// One message to produce.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub(crate) struct OutMessage {
-    /// The trace ID for trace messages; no key for metrics and logs.
-    pub key: Option<TraceId>,
-    /// An encoded `Export*ServiceRequest`.
-    pub payload: Bytes,
-    /// Spans, points or records in it (spans only; 0 for the other signals, which are counted
-    /// per batch).
-    pub spans: u64,
+/// The largest message value that fits a topic whose `max.message.bytes` is `max_message_bytes`
+/// (librdkafka and the broker check the record batch, not the value): the record batch header
+/// (61 bytes), one record's framing (at most 32 bytes of varints and flags), a 16-byte key, and
+/// room for a compression frame that does not shrink (lz4 and zstd add a few bytes per block;
+/// 1/1024 of the size covers both).
+pub(crate) fn value_limit(max_message_bytes: usize) -> usize {
+    const FRAMING: usize = 61 + 32 + 16;
+    max_message_bytes
+        .saturating_sub(FRAMING + max_message_bytes / 1024)
+        .max(1)
 }
 
-/// Appends to `out` one message per trace of the `ExportTraceServiceRequest` in `request`
-/// (several with the same key when a trace's encoding exceeds `max_bytes`), in order of
-/// trace ID.
-pub(crate) fn trace_messages(
-    request: Bytes,
-    max_bytes: usize,
-    out: &mut Vec<OutMessage>,
-) -> Result<(), ScanError> {
-    let batch = SpanBatch::scan(request)?;
-    let spans = &batch.index.spans;
-    let mut order: Vec<u32> = (0..spans.len() as u32).collect();
-    // Stable: within a trace, spans keep their (ascending) request order.
-    order.sort_by(|a, b| {
-        spans[*a as usize]
-            .trace_id
-            .cmp(&spans[*b as usize].trace_id)
-    });
-    let mut enc = Encoded::new();
-    let mut part = Vec::new();
-    for trace in order.chunk_by(|a, b| spans[*a as usize].trace_id == spans[*b as usize].trace_id) {
-        let key = spans[trace[0] as usize].trace_id;
-        for_each_part(&batch.index, trace, max_bytes, &mut part, |part| {
-            enc.clear();
-            encode_trace_spans(&batch, part, &mut enc);
-            debug_assert!(
-                part.len() == 1 || enc.len <= max_bytes,
-                "split part of {} bytes exceeds {max_bytes}",
-                enc.len
-            );
-            out.push(OutMessage {
-                key: Some(key),
-                payload: enc.to_bytes(),
-                spans: part.len() as u64,
-            });
-        });
+/// Hashes trace ids for grouping: two multiply-xor rounds over the id's halves, keyed per
+/// process (from std's random SipHash keys), so ids a client chooses cannot be made to collide
+/// without knowing the keys. About a fifth of SipHash's cost on 16 bytes.
+#[derive(Clone, Copy)]
+struct TraceIdHash {
+    k0: u64,
+    k1: u64,
+}
+
+impl TraceIdHash {
+    fn new() -> Self {
+        thread_local! {
+            static KEYS: (u64, u64) = {
+                let s = std::collections::hash_map::RandomState::new();
+                (s.hash_one(0x5eed_u64) | 1, s.hash_one(0xfeed_u64))
+            };
+        }
+        let (k0, k1) = KEYS.with(|k| *k);
+        TraceIdHash { k0, k1 }
     }
-    Ok(())
 }
 
-/// Calls `emit` with consecutive runs of `spans` (ascending indices into `index.spans`) whose
-/// re-framed encoding stays within `max_bytes`; a single span larger than that is a run of
-/// its own. The bound counts every resource and scope header a run needs once, with
-/// worst-case length prefixes.
-fn for_each_part(
-    index: &TracesIndex,
-    spans: &[u32],
+impl BuildHasher for TraceIdHash {
+    type Hasher = TraceIdHasher;
+    fn build_hasher(&self) -> TraceIdHasher {
+        TraceIdHasher {
+            h: self.k1,
+            k: self.k0,
+        }
+    }
+}
+
+struct TraceIdHasher {
+    h: u64,
+    k: u64,
+}
+
+impl Hasher for TraceIdHasher {
+    fn write(&mut self, bytes: &[u8]) {
+        for chunk in bytes.chunks(8) {
+            let mut word = [0u8; 8];
+            word[..chunk.len()].copy_from_slice(chunk);
+            self.h = (self.h ^ u64::from_le_bytes(word))
+                .wrapping_mul(self.k)
+                .rotate_left(29);
+        }
+    }
+
+    fn write_usize(&mut self, n: usize) {
+        self.h ^= n as u64;
+    }
+
+    fn finish(&self) -> u64 {
+        let h = self.h ^ (self.h >> 32);
+        h.wrapping_mul(0x9e37_79b9_7f4a_7c15) ^ (h >> 29)
+    }
+}
+
+/// The messages of one `ExportTraceServiceRequest`: one per trace, several with the same key
+/// when a trace's encoding exceeds the limit. Traces come in order of first appearance; within
+/// a message, spans keep their request order. (Public for the benches.)
+///
+/// ```
+/// # use bytes::Bytes;
+/// let mut messages = shardtel_sinks::TraceMessages::new(Bytes::new(), 1 << 20).unwrap();
+/// let mut value = Vec::new();
+/// while let Some((_trace_id, _spans)) = messages.next_into(&mut value) {
+///     // produce `value` with key `trace_id`
+/// }
+/// ```
+pub struct TraceMessages {
+    batch: SpanBatch,
     max_bytes: usize,
-    part: &mut Vec<u32>,
-    mut emit: impl FnMut(&[u32]),
-) {
-    let header_len = |ranges: &mut dyn Iterator<Item = std::ops::Range<usize>>| -> usize {
-        ranges.map(|r| r.len()).sum()
-    };
-    part.clear();
-    let mut size = 0usize;
-    let mut scope = u32::MAX;
-    let mut resource = u32::MAX;
-    for &i in spans {
-        let entry = &index.spans[i as usize];
-        let body = (entry.range.end - entry.range.start) as usize;
-        let span_len = 1 + varint_len(body as u64) + body;
-        let entry_resource = index.scopes[entry.scope as usize].resource;
-        let new_scope = PREFIX_BOUND + header_len(&mut index.scope_headers(entry.scope));
-        let new_resource = PREFIX_BOUND + header_len(&mut index.resource_headers(entry_resource));
-        let mut cost = span_len;
-        if entry.scope != scope {
-            cost += new_scope;
-            if entry_resource != resource {
-                cost += new_resource;
+    /// Per trace, in order of first appearance: its id and first span.
+    traces: Vec<(TraceId, u32)>,
+    /// Per span: the next span of its trace, or [`NONE`].
+    next: Vec<u32>,
+    /// The trace being cut, and its next span to write.
+    trace: usize,
+    cursor: u32,
+    /// Scratch: the spans of the message being written, and its scopes' body lengths.
+    part: Vec<u32>,
+    scope_lens: Vec<usize>,
+}
+
+impl TraceMessages {
+    /// Scans `request` and groups its spans by trace; values stay within `max_bytes` unless a
+    /// single span (with its resource and scope) is larger.
+    pub fn new(request: Bytes, max_bytes: usize) -> Result<Self, ScanError> {
+        let batch = SpanBatch::scan(request)?;
+        let spans = &batch.index.spans;
+        let mut next = vec![NONE; spans.len()];
+        let mut traces: Vec<(TraceId, u32)> = Vec::new();
+        // Per trace: its index in `traces` and its last span so far.
+        let mut open: HashMap<TraceId, (u32, u32), TraceIdHash> =
+            HashMap::with_capacity_and_hasher(spans.len() / 4, TraceIdHash::new());
+        for (i, span) in spans.iter().enumerate() {
+            let i = i as u32;
+            match open.get_mut(&span.trace_id) {
+                Some((_, last)) => {
+                    next[*last as usize] = i;
+                    *last = i;
+                }
+                None => {
+                    open.insert(span.trace_id, (traces.len() as u32, i));
+                    traces.push((span.trace_id, i));
+                }
             }
         }
+        let cursor = traces.first().map_or(NONE, |t| t.1);
+        Ok(TraceMessages {
+            batch,
+            max_bytes,
+            traces,
+            next,
+            trace: 0,
+            cursor,
+            part: Vec::new(),
+            scope_lens: Vec::new(),
+        })
+    }
+
+    /// Spans in the request.
+    #[cfg(test)]
+    fn spans(&self) -> usize {
+        self.batch.index.spans.len()
+    }
+
+    /// Writes the next message value into `value` (cleared first); returns its key and span
+    /// count, or `None` when every span was written.
+    pub fn next_into(&mut self, value: &mut Vec<u8>) -> Option<(TraceId, usize)> {
+        while self.cursor == NONE {
+            self.trace += 1;
+            self.cursor = self.traces.get(self.trace)?.1;
+        }
+        let key = self.traces[self.trace].0;
+        self.cursor = take_part(
+            &self.batch.index,
+            &self.next,
+            self.cursor,
+            self.max_bytes,
+            &mut self.part,
+        );
+        write_trace_message(&self.batch, &self.part, &mut self.scope_lens, value);
+        Some((key, self.part.len()))
+    }
+}
+
+/// Moves into `part` the spans of a trace's chain from `first` whose re-framed encoding stays
+/// within `max_bytes` (at least one); returns the first span left over, or [`NONE`]. The bound
+/// counts every resource and scope header the part needs, with worst-case length prefixes.
+fn take_part(
+    index: &TracesIndex,
+    next: &[u32],
+    first: u32,
+    max_bytes: usize,
+    part: &mut Vec<u32>,
+) -> u32 {
+    let headers = |h: &std::ops::Range<u32>| -> usize {
+        index.headers[h.start as usize..h.end as usize]
+            .iter()
+            .map(|r| (r.end - r.start) as usize)
+            .sum()
+    };
+    part.clear();
+    let (mut size, mut scope, mut resource) = (0usize, NONE, NONE);
+    let mut i = first;
+    while i != NONE {
+        let entry = &index.spans[i as usize];
+        let body = (entry.range.end - entry.range.start) as usize;
+        let mut cost = 1 + varint_len(body as u64) + body;
+        if entry.scope != scope {
+            let s = &index.scopes[entry.scope as usize];
+            cost += PREFIX_BOUND + headers(&s.headers);
+            if s.resource != resource {
+                cost += PREFIX_BOUND + headers(&index.resources[s.resource as usize].headers);
+                resource = s.resource;
+            }
+            scope = entry.scope;
+        }
         if !part.is_empty() && size + cost > max_bytes {
-            emit(part);
-            part.clear();
-            cost = span_len + new_scope + new_resource;
-            size = 0;
+            return i;
         }
         part.push(i);
         size += cost;
-        scope = entry.scope;
-        resource = entry_resource;
+        i = next[i as usize];
     }
-    if !part.is_empty() {
-        emit(part);
+    NONE
+}
+
+/// Writes into `out` (cleared first) an `ExportTraceServiceRequest` holding the spans `part`
+/// (ascending indices into the batch's index) under their resources and scopes.
+fn write_trace_message(
+    batch: &SpanBatch,
+    part: &[u32],
+    scope_lens: &mut Vec<usize>,
+    out: &mut Vec<u8>,
+) {
+    let index = &batch.index;
+    let buf = &batch.buf[..];
+    let header_bytes = |h: &std::ops::Range<u32>| {
+        index.headers[h.start as usize..h.end as usize]
+            .iter()
+            .map(|r| &buf[r.start as usize..r.end as usize])
+    };
+    let span_len = |i: u32| {
+        let r = &index.spans[i as usize].range;
+        (r.end - r.start) as usize
+    };
+    let scope_of = |i: u32| index.spans[i as usize].scope;
+    let resource_of = |i: u32| index.scopes[scope_of(i) as usize].resource;
+    out.clear();
+    let mut at = 0;
+    while at < part.len() {
+        // One ResourceSpans: the run of spans under the same resource.
+        let resource = resource_of(part[at]);
+        let end = at
+            + part[at..]
+                .iter()
+                .take_while(|&&i| resource_of(i) == resource)
+                .count();
+        scope_lens.clear();
+        let mut resource_len: usize = header_bytes(&index.resources[resource as usize].headers)
+            .map(<[u8]>::len)
+            .sum();
+        let mut s = at;
+        while s < end {
+            let scope = scope_of(part[s]);
+            let run = part[s..end].iter().take_while(|&&i| scope_of(i) == scope);
+            let mut len: usize = header_bytes(&index.scopes[scope as usize].headers)
+                .map(<[u8]>::len)
+                .sum();
+            let mut n = 0;
+            for &i in run {
+                len += 1 + varint_len(span_len(i) as u64) + span_len(i);
+                n += 1;
+            }
+            resource_len += 1 + varint_len(len as u64) + len;
+            scope_lens.push(len);
+            s += n;
+        }
+        out.push(TAG_RESOURCE_SPANS);
+        put_varint(out, resource_len as u64);
+        for h in header_bytes(&index.resources[resource as usize].headers) {
+            out.extend_from_slice(h);
+        }
+        let mut s = at;
+        for &len in scope_lens.iter() {
+            let scope = scope_of(part[s]);
+            out.push(TAG_CHILD);
+            put_varint(out, len as u64);
+            for h in header_bytes(&index.scopes[scope as usize].headers) {
+                out.extend_from_slice(h);
+            }
+            while s < end && scope_of(part[s]) == scope {
+                let r = &index.spans[part[s] as usize].range;
+                out.push(TAG_CHILD);
+                put_varint(out, (r.end - r.start) as u64);
+                out.extend_from_slice(&buf[r.start as usize..r.end as usize]);
+                s += 1;
+            }
+        }
+        at = end;
     }
 }
 
-/// Appends to `out` the metrics or logs request in `request` as messages of at most
+/// Appends to `out` the metrics or logs request in `request` as values of at most
 /// `max_bytes`, cut between its top-level `ResourceMetrics`/`ResourceLogs` fields (one that
-/// is larger on its own is a message of its own). Every message is a slice of `request`.
+/// is larger on its own is a value of its own). Every value is a slice of `request`.
 pub(crate) fn request_messages(
     request: &Bytes,
     max_bytes: usize,
-    out: &mut Vec<OutMessage>,
+    out: &mut Vec<Bytes>,
 ) -> Result<(), WireError> {
     let mut reader = Reader::new(request);
     let mut start = 0usize;
@@ -129,23 +317,15 @@ pub(crate) fn request_messages(
         reader.skip(key)?;
         let field_end = reader.position();
         if end > start && field_end - start > max_bytes {
-            out.push(slice_message(request, start, end));
+            out.push(request.slice(start..end));
             start = end;
         }
         end = field_end;
     }
     if end > start {
-        out.push(slice_message(request, start, end));
+        out.push(request.slice(start..end));
     }
     Ok(())
-}
-
-fn slice_message(request: &Bytes, start: usize, end: usize) -> OutMessage {
-    OutMessage {
-        key: None,
-        payload: request.slice(start..end),
-        spans: 0,
-    }
 }
 
 #[cfg(test)]
@@ -193,23 +373,41 @@ mod tests {
         }
     }
 
-    /// Decoded spans per key, and the messages' sizes.
-    fn decode_all(msgs: &[OutMessage]) -> BTreeMap<TraceId, Vec<Span>> {
+    struct Out {
+        key: TraceId,
+        value: Vec<u8>,
+        spans: usize,
+    }
+
+    fn messages(req: &ExportTraceServiceRequest, max: usize) -> Vec<Out> {
+        let mut m = TraceMessages::new(Bytes::from(req.encode_to_vec()), max).unwrap();
+        let mut out = Vec::new();
+        let mut value = Vec::new();
+        while let Some((key, spans)) = m.next_into(&mut value) {
+            out.push(Out {
+                key,
+                value: value.clone(),
+                spans,
+            });
+        }
+        assert_eq!(out.iter().map(|o| o.spans).sum::<usize>(), m.spans());
+        out
+    }
+
+    /// Decoded spans per key; checks every message holds one trace, its key.
+    fn decode_all(msgs: &[Out]) -> BTreeMap<TraceId, Vec<Span>> {
         let mut by_key: BTreeMap<TraceId, Vec<Span>> = BTreeMap::new();
         for m in msgs {
-            let req = ExportTraceServiceRequest::decode(m.payload.clone()).unwrap();
+            let req = ExportTraceServiceRequest::decode(&m.value[..]).unwrap();
             let mut n = 0;
             for rs in req.resource_spans {
                 assert!(rs.resource.is_some(), "resource header kept");
+                assert_eq!(rs.schema_url, "r");
                 for ss in rs.scope_spans {
                     assert!(ss.scope.is_some(), "scope header kept");
                     for sp in ss.spans {
-                        assert_eq!(
-                            sp.trace_id,
-                            m.key.unwrap().to_vec(),
-                            "one trace per message"
-                        );
-                        by_key.entry(m.key.unwrap()).or_default().push(sp);
+                        assert_eq!(sp.trace_id, m.key.to_vec(), "one trace per message");
+                        by_key.entry(m.key).or_default().push(sp);
                         n += 1;
                     }
                 }
@@ -225,11 +423,10 @@ mod tests {
             vec![span(1, 0, 0), span(2, 1, 0), span(1, 2, 0)],
             vec![span(3, 3, 0), span(2, 4, 0)],
         ]);
-        let mut out = Vec::new();
-        trace_messages(Bytes::from(req.encode_to_vec()), 1 << 20, &mut out).unwrap();
+        let out = messages(&req, 1 << 20);
         assert_eq!(out.len(), 3);
-        let keys: Vec<_> = out.iter().map(|m| m.key.unwrap()[0]).collect();
-        assert_eq!(keys, [1, 2, 3]);
+        let keys: Vec<_> = out.iter().map(|m| m.key[0]).collect();
+        assert_eq!(keys, [1, 2, 3], "order of first appearance");
         let got = decode_all(&out);
         let names =
             |t: u8| -> Vec<String> { got[&[t; 16]].iter().map(|s| s.name.clone()).collect() };
@@ -239,17 +436,33 @@ mod tests {
     }
 
     #[test]
+    fn a_message_of_the_whole_request_is_the_request() {
+        // One trace: the message decodes to the request (header fields come first, so the
+        // bytes differ where the original put `schema_url` after the children).
+        let req = request(vec![
+            vec![span(7, 0, 3), span(7, 1, 3)],
+            vec![span(7, 2, 3)],
+        ]);
+        let out = messages(&req, 1 << 20);
+        assert_eq!(out.len(), 1);
+        assert_eq!(out[0].value.len(), req.encoded_len());
+        assert_eq!(
+            ExportTraceServiceRequest::decode(&out[0].value[..]).unwrap(),
+            req
+        );
+    }
+
+    #[test]
     fn big_trace_is_split_under_the_limit_with_the_same_key() {
         let spans: Vec<Span> = (0..100).map(|i| span(9, i, 200)).collect();
         let (a, b) = spans.split_at(37);
         let req = request(vec![a.to_vec(), vec![span(4, 1000, 0)], b.to_vec()]);
         let limit = 4096;
-        let mut out = Vec::new();
-        trace_messages(Bytes::from(req.encode_to_vec()), limit, &mut out).unwrap();
-        let nines: Vec<&OutMessage> = out.iter().filter(|m| m.key == Some([9; 16])).collect();
+        let out = messages(&req, limit);
+        let nines: Vec<&Out> = out.iter().filter(|m| m.key == [9; 16]).collect();
         assert!(nines.len() >= 6, "{} parts", nines.len());
         for m in &nines {
-            assert!(m.payload.len() <= limit, "{} > {limit}", m.payload.len());
+            assert!(m.value.len() <= limit, "{} > {limit}", m.value.len());
         }
         // Nothing lost or duplicated, in order.
         let got = decode_all(&out);
@@ -260,20 +473,78 @@ mod tests {
     #[test]
     fn span_larger_than_the_limit_goes_alone() {
         let req = request(vec![vec![span(5, 0, 3000), span(5, 1, 10), span(5, 2, 10)]]);
-        let mut out = Vec::new();
-        trace_messages(Bytes::from(req.encode_to_vec()), 1024, &mut out).unwrap();
+        let out = messages(&req, 1024);
         assert_eq!(out.len(), 2);
         assert_eq!(out[0].spans, 1);
-        assert!(out[0].payload.len() > 1024);
+        assert!(out[0].value.len() > 1024);
         assert_eq!(out[1].spans, 2);
         assert_eq!(decode_all(&out)[&[5; 16]].len(), 3);
     }
 
     #[test]
+    fn value_limit_leaves_room_for_the_record_batch() {
+        assert_eq!(value_limit(1_000_000), 1_000_000 - 109 - 976);
+        assert_eq!(value_limit(1024), 1024 - 109 - 1);
+        assert_eq!(value_limit(10), 1);
+    }
+
+    #[test]
+    fn random_requests_round_trip_within_the_limit() {
+        let mut rng = fastrand::Rng::with_seed(7);
+        for round in 0..300u32 {
+            let mut n = 0u32;
+            let req = ExportTraceServiceRequest {
+                resource_spans: (0..rng.usize(1..4))
+                    .map(|r| ResourceSpans {
+                        resource: Some(Resource {
+                            dropped_attributes_count: r as u32,
+                            ..Default::default()
+                        }),
+                        scope_spans: (0..rng.usize(1..4))
+                            .map(|sc| ScopeSpans {
+                                scope: Some(InstrumentationScope {
+                                    name: format!("s{sc}"),
+                                    ..Default::default()
+                                }),
+                                spans: (0..rng.usize(0..12))
+                                    .map(|_| {
+                                        n += 1;
+                                        span(rng.u8(0..5), round * 1000 + n, rng.usize(0..400))
+                                    })
+                                    .collect(),
+                                schema_url: String::new(),
+                            })
+                            .collect(),
+                        schema_url: "r".into(),
+                    })
+                    .collect(),
+            };
+            let mut expected: BTreeMap<TraceId, Vec<Span>> = BTreeMap::new();
+            for sp in req
+                .resource_spans
+                .iter()
+                .flat_map(|r| &r.scope_spans)
+                .flat_map(|s| &s.spans)
+            {
+                let key: TraceId = sp.trace_id.clone().try_into().unwrap();
+                expected.entry(key).or_default().push(sp.clone());
+            }
+            let limit = rng.usize(200..4000);
+            let out = messages(&req, limit);
+            for m in &out {
+                assert!(
+                    m.value.len() <= limit || m.spans == 1,
+                    "{} > {limit}",
+                    m.value.len()
+                );
+            }
+            assert_eq!(decode_all(&out), expected, "round {round}");
+        }
+    }
+
+    #[test]
     fn malformed_batch_is_an_error() {
-        let mut out = Vec::new();
-        assert!(trace_messages(Bytes::from_static(&[0x0a, 0x05, 1]), 1024, &mut out).is_err());
-        assert!(out.is_empty());
+        assert!(TraceMessages::new(Bytes::from_static(&[0x0a, 0x05, 1]), 1024).is_err());
     }
 
     #[test]
@@ -297,10 +568,9 @@ mod tests {
         assert!(out.len() >= 4, "{}", out.len());
         let mut all = Vec::new();
         for m in &out {
-            assert!(m.payload.len() <= 1000);
-            assert!(m.key.is_none());
+            assert!(m.len() <= 1000);
             all.extend(
-                ExportLogsServiceRequest::decode(m.payload.clone())
+                ExportLogsServiceRequest::decode(m.clone())
                     .unwrap()
                     .resource_logs,
             );
@@ -310,6 +580,6 @@ mod tests {
         let mut whole = Vec::new();
         request_messages(&bytes, 1 << 20, &mut whole).unwrap();
         assert_eq!(whole.len(), 1);
-        assert_eq!(whole[0].payload, bytes);
+        assert_eq!(whole[0], bytes);
     }
 }

@@ -1,48 +1,63 @@
 //! `kafka`: publishes OTLP to Kafka topics with librdkafka (rdkafka's bundled build).
 //!
-//! Traces: each message holds the spans of one trace, re-framed from the batch's slices, keyed
-//! by the 16-byte trace ID; `partitioner = murmur2_random` (the Java client's partitioner)
-//! keeps a trace on one partition. A trace whose encoding exceeds `max_message_bytes` becomes
-//! several messages with the same key; it is never dropped. Metrics and logs: whole requests,
-//! cut between resources when larger than the limit, without a key.
+//! Traces: each message holds the spans of one trace, keyed by the 16-byte trace ID;
+//! `partitioner = murmur2_random` (the Java client's partitioner) keeps a trace on one
+//! partition. A trace whose encoding exceeds the topic's `max_message_bytes` (less the record
+//! framing, [`messages::value_limit`]) becomes several messages with the same key; it is never
+//! dropped. Metrics and logs: whole requests, cut between resources when larger than the
+//! limit, without a key.
+//!
+//! Copies: a trace message's value is written once into a reused buffer (new length prefixes,
+//! header fields, span bytes), and librdkafka copies it into its own message (rdkafka's safe
+//! API always passes `RD_KAFKA_MSG_F_COPY`). Metrics and logs values are slices of the batch.
 //!
 //! Threads: each core owns a [`ThreadedProducer`]; librdkafka's own threads and the
-//! producer's poll thread run beside the reactors. Enqueueing never blocks (librdkafka copies
-//! the payload; a full producer queue is answered at once and retried after a short sleep on
-//! the reactor). Delivery reports come back on the poll thread and complete one bounded
-//! (single-slot) channel per batch, which the sending task awaits on its core.
+//! producer's poll thread run beside the reactors. Enqueueing never blocks (a full producer
+//! queue is answered at once and the message is offered again after a short sleep on the
+//! reactor). Delivery reports come back on the poll thread and are counted without locks in
+//! the batch's [`BatchDelivery`]; when the last report of a batch is in, its single-slot
+//! channel completes and wakes the sending task on its core.
 //!
-//! A batch succeeds when every message was acknowledged (`acks`); otherwise the attempt fails
-//! with [`ExportError::Kafka`] and the queue's retry policy decides. A retried batch is sent
-//! whole, so messages delivered by the failed attempt are delivered again (at-least-once).
+//! A batch succeeds when no message failed with a retryable error. Otherwise the attempt fails
+//! with [`ExportError::Kafka`] and the queue's retry policy decides; a retried batch is sent
+//! whole, so messages delivered by the failed attempt are delivered again (at-least-once). A
+//! message that can never be delivered (too large for the topic, not authorized) is counted,
+//! logged and reported as rejected; it does not hold back the rest of its batch.
 
 mod messages;
 
-use std::sync::{Arc, Mutex};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use futures_channel::oneshot;
 use rdkafka::config::{ClientConfig, RDKafkaLogLevel};
 use rdkafka::error::KafkaError;
+use rdkafka::message::Message as _;
 use rdkafka::producer::{BaseRecord, DeliveryResult, ProducerContext, ThreadedProducer};
 use rdkafka::types::RDKafkaErrorCode;
 use rdkafka::ClientContext;
 use shardtel_config::{KafkaEncoding, KafkaExporterConfig, Signal as ConfigSignal};
-use shardtel_protocol::Signal;
+use shardtel_protocol::{Signal, TraceId};
 
 use crate::batch::Batch;
 use crate::error::{ExportError, SinkError};
 use crate::offload;
+use crate::otlp::ExportReply;
 use crate::stats::KafkaProducerStats;
 
-use self::messages::{request_messages, trace_messages, OutMessage};
+pub use self::messages::TraceMessages;
+use self::messages::{request_messages, value_limit};
 
 /// How long the reactor sleeps before offering a message again to a full producer queue.
 const QUEUE_FULL_PAUSE: Duration = Duration::from_millis(5);
-
-/// Bytes librdkafka adds to a message (key, record header) on top of `max_message_bytes`.
-const RECORD_OVERHEAD: usize = 4096;
+/// Bytes librdkafka's produce request adds around the record batches it carries.
+const REQUEST_OVERHEAD: usize = 4096;
+/// The producing task yields to the reactor's other tasks after this many messages.
+const YIELD_EVERY: usize = 64;
+/// Undeliverable messages are logged at most this often per exporter and core.
+const REJECTED_LOG_INTERVAL: Duration = Duration::from_secs(10);
 
 /// librdkafka log lines go to the `log` crate under target `librdkafka`.
 struct DeliveryContext {
@@ -76,94 +91,157 @@ impl ProducerContext for DeliveryContext {
     fn delivery(&self, result: &DeliveryResult<'_>, batch: Arc<BatchDelivery>) {
         match result {
             Ok(message) => batch.delivered(message.payload_len()),
-            Err((error, message)) => batch.failed(message.payload_len(), error.clone()),
+            Err((error, message)) => {
+                let code = error.rdkafka_error_code().unwrap_or(RDKafkaErrorCode::Fail);
+                batch.failed(code, message.payload().unwrap_or_default());
+            }
         }
+        // Dropping `batch` here may release the batch's last reference: that completes it.
     }
 }
 
-/// The delivery reports of one batch's messages, collected on librdkafka's poll thread.
+/// The delivery reports of one batch's messages, counted on librdkafka's poll thread.
+///
+/// Every enqueued message holds a reference (its delivery opaque) until its report is in, and
+/// the sending task holds one until it offered every message: the last reference dropped
+/// sends the counts through `done` to the task. Lock-free.
 struct BatchDelivery {
-    state: Mutex<DeliveryState>,
-}
-
-#[derive(Default)]
-struct DeliveryState {
-    /// Enqueued and not yet reported.
-    pending: usize,
-    /// Every message of the batch was offered (no more `pending` increments).
-    sealed: bool,
-    outcome: DeliveryOutcome,
+    signal: Signal,
+    delivered_messages: AtomicU64,
+    delivered_bytes: AtomicU64,
+    failed_messages: AtomicU64,
+    failed_bytes: AtomicU64,
+    /// Items in messages that failed permanently (counted from their payload).
+    rejected_items: AtomicU64,
+    /// First error that a retry may clear up, and first that it cannot.
+    retryable: OnceLock<RDKafkaErrorCode>,
+    permanent: OnceLock<RDKafkaErrorCode>,
     done: Option<oneshot::Sender<DeliveryOutcome>>,
 }
 
-/// What happened to a batch's messages.
-#[derive(Clone, Debug, Default)]
+/// What happened to a batch's messages, read once every report is in.
+#[derive(Debug, Default, PartialEq, Eq)]
 struct DeliveryOutcome {
     delivered_messages: u64,
     delivered_bytes: u64,
     failed_messages: u64,
     failed_bytes: u64,
-    first_error: Option<KafkaError>,
+    rejected_items: u64,
+    retryable: Option<RDKafkaErrorCode>,
+    permanent: Option<RDKafkaErrorCode>,
 }
 
 impl BatchDelivery {
-    fn new(done: oneshot::Sender<DeliveryOutcome>) -> Arc<Self> {
-        Arc::new(BatchDelivery {
-            state: Mutex::new(DeliveryState {
-                done: Some(done),
-                ..Default::default()
-            }),
-        })
-    }
-
-    fn lock(&self) -> std::sync::MutexGuard<'_, DeliveryState> {
-        // A poisoned lock only means a panic elsewhere; the counters are still usable.
-        self.state.lock().unwrap_or_else(|e| e.into_inner())
-    }
-
-    fn add_pending(&self) {
-        self.lock().pending += 1;
-    }
-
-    /// An enqueue failed: the message will not be reported.
-    fn remove_pending(&self) {
-        let mut s = self.lock();
-        s.pending -= 1;
-        s.finish_if_done();
-    }
-
-    fn seal(&self) {
-        let mut s = self.lock();
-        s.sealed = true;
-        s.finish_if_done();
+    fn new(signal: Signal) -> (Arc<Self>, oneshot::Receiver<DeliveryOutcome>) {
+        let (done, rx) = oneshot::channel();
+        let delivery = Arc::new(BatchDelivery {
+            signal,
+            delivered_messages: AtomicU64::new(0),
+            delivered_bytes: AtomicU64::new(0),
+            failed_messages: AtomicU64::new(0),
+            failed_bytes: AtomicU64::new(0),
+            rejected_items: AtomicU64::new(0),
+            retryable: OnceLock::new(),
+            permanent: OnceLock::new(),
+            done: Some(done),
+        });
+        (delivery, rx)
     }
 
     fn delivered(&self, bytes: usize) {
-        let mut s = self.lock();
-        s.outcome.delivered_messages += 1;
-        s.outcome.delivered_bytes += bytes as u64;
-        s.pending -= 1;
-        s.finish_if_done();
+        self.delivered_messages.fetch_add(1, Ordering::Relaxed);
+        self.delivered_bytes
+            .fetch_add(bytes as u64, Ordering::Relaxed);
     }
 
-    fn failed(&self, bytes: usize, error: KafkaError) {
-        let mut s = self.lock();
-        s.outcome.failed_messages += 1;
-        s.outcome.failed_bytes += bytes as u64;
-        s.outcome.first_error.get_or_insert(error);
-        s.pending -= 1;
-        s.finish_if_done();
+    fn failed(&self, code: RDKafkaErrorCode, payload: &[u8]) {
+        self.failed_messages.fetch_add(1, Ordering::Relaxed);
+        self.failed_bytes
+            .fetch_add(payload.len() as u64, Ordering::Relaxed);
+        if is_retryable_code(code) {
+            let _ = self.retryable.set(code);
+        } else {
+            let _ = self.permanent.set(code);
+            self.rejected_items
+                .fetch_add(count_items(self.signal, payload), Ordering::Relaxed);
+        }
+    }
+
+    fn outcome(&self) -> DeliveryOutcome {
+        DeliveryOutcome {
+            delivered_messages: self.delivered_messages.load(Ordering::Relaxed),
+            delivered_bytes: self.delivered_bytes.load(Ordering::Relaxed),
+            failed_messages: self.failed_messages.load(Ordering::Relaxed),
+            failed_bytes: self.failed_bytes.load(Ordering::Relaxed),
+            rejected_items: self.rejected_items.load(Ordering::Relaxed),
+            retryable: self.retryable.get().copied(),
+            permanent: self.permanent.get().copied(),
+        }
     }
 }
 
-impl DeliveryState {
-    fn finish_if_done(&mut self) {
-        if self.sealed && self.pending == 0 {
-            if let Some(done) = self.done.take() {
-                let _ = done.send(std::mem::take(&mut self.outcome));
-            }
+impl Drop for BatchDelivery {
+    fn drop(&mut self) {
+        if let Some(done) = self.done.take() {
+            let _ = done.send(self.outcome());
         }
     }
+}
+
+/// Spans, points or records in an encoded request (0 if it does not scan).
+fn count_items(signal: Signal, payload: &[u8]) -> u64 {
+    use shardtel_protocol::scan::{scan_logs, scan_metrics, TracesIndex};
+    match signal {
+        Signal::Traces => {
+            let mut index = TracesIndex::default();
+            index.scan(payload).map_or(0, |()| index.spans.len() as u64)
+        }
+        Signal::Metrics => scan_metrics(payload).map_or(0, |c| c.items as u64),
+        Signal::Logs => scan_logs(payload).map_or(0, |c| c.items as u64),
+    }
+}
+
+/// The messages of one batch, ready to produce.
+enum BatchMessages {
+    /// Protobuf traces: written one at a time into a reused buffer.
+    Traces(Box<TraceMessages>),
+    /// Metrics and logs slices, or OTLP/JSON values of any signal.
+    Values(Vec<(Option<TraceId>, Bytes)>),
+}
+
+/// librdkafka producer properties for `c`, with `queue_max_bytes` of local buffering.
+fn producer_config(c: &KafkaExporterConfig, queue_max_bytes: usize) -> ClientConfig {
+    let mut config = ClientConfig::new();
+    // A record batch holds several messages: never more than one message may be (the topic's
+    // limit applies to the batch).
+    let batch_bytes = c.producer_batch_bytes.min(c.max_message_bytes);
+    config
+        .set("bootstrap.servers", c.brokers.join(","))
+        .set("client.id", &c.client_id)
+        .set("partitioner", "murmur2_random")
+        .set("compression.codec", c.compression.name())
+        .set("acks", c.acks.librdkafka_value())
+        .set("enable.idempotence", c.enable_idempotence.to_string())
+        .set("linger.ms", c.linger.as_millis().to_string())
+        .set("batch.size", batch_bytes.to_string())
+        .set(
+            "message.max.bytes",
+            (c.max_message_bytes + REQUEST_OVERHEAD).to_string(),
+        )
+        .set("message.timeout.ms", c.timeout.as_millis().to_string())
+        // What librdkafka holds is bounded by the export queue already; keep its own
+        // buffer at the same size (in KiB, at least librdkafka's minimum of 1).
+        .set(
+            "queue.buffering.max.kbytes",
+            (queue_max_bytes / 1024).max(1).to_string(),
+        );
+    for (key, value) in c.auth.client_properties() {
+        config.set(key, value);
+    }
+    for (key, value) in &c.librdkafka {
+        config.set(key, value);
+    }
+    config
 }
 
 /// One `kafka` exporter on one core.
@@ -173,10 +251,12 @@ pub(crate) struct KafkaExporter {
     producer: Option<ThreadedProducer<DeliveryContext>>,
     topics: [String; 3],
     encoding: KafkaEncoding,
-    max_message_bytes: usize,
+    /// Largest message value ([`value_limit`] of `max_message_bytes`).
+    max_value_bytes: usize,
     /// How long to keep offering messages to a full producer queue before failing the attempt.
     enqueue_timeout: Duration,
     stats: std::cell::Cell<KafkaProducerStats>,
+    last_rejected_log: std::cell::Cell<Option<Instant>>,
 }
 
 impl KafkaExporter {
@@ -186,35 +266,10 @@ impl KafkaExporter {
         c: &KafkaExporterConfig,
         queue_max_bytes: usize,
     ) -> Result<Self, SinkError> {
-        let mut config = ClientConfig::new();
-        let message_max = (c.max_message_bytes + RECORD_OVERHEAD).max(c.producer_batch_bytes);
-        config
-            .set("bootstrap.servers", c.brokers.join(","))
-            .set("client.id", &c.client_id)
-            .set("partitioner", "murmur2_random")
-            .set("compression.codec", c.compression.name())
-            .set("acks", c.acks.librdkafka_value())
-            .set("enable.idempotence", c.enable_idempotence.to_string())
-            .set("linger.ms", c.linger.as_millis().to_string())
-            .set("batch.size", c.producer_batch_bytes.to_string())
-            .set("message.max.bytes", message_max.to_string())
-            .set("message.timeout.ms", c.timeout.as_millis().to_string())
-            // What librdkafka holds is bounded by the export queue already; keep its own
-            // buffer at the same size (in KiB, at least librdkafka's minimum of 1).
-            .set(
-                "queue.buffering.max.kbytes",
-                (queue_max_bytes / 1024).max(1).to_string(),
-            );
-        for (key, value) in c.auth.client_properties() {
-            config.set(key, value);
-        }
-        for (key, value) in &c.librdkafka {
-            config.set(key, value);
-        }
         let context = DeliveryContext {
             exporter: name.to_string(),
         };
-        let producer: ThreadedProducer<DeliveryContext> = config
+        let producer: ThreadedProducer<DeliveryContext> = producer_config(c, queue_max_bytes)
             .create_with_context(context)
             .map_err(|e| SinkError::Kafka {
                 exporter: name.to_string(),
@@ -229,9 +284,10 @@ impl KafkaExporter {
                 c.topic(ConfigSignal::Logs).to_string(),
             ],
             encoding: c.encoding,
-            max_message_bytes: c.max_message_bytes,
+            max_value_bytes: value_limit(c.max_message_bytes),
             enqueue_timeout: c.timeout,
             stats: std::cell::Cell::new(KafkaProducerStats::default()),
+            last_rejected_log: std::cell::Cell::new(None),
         })
     }
 
@@ -247,91 +303,212 @@ impl KafkaExporter {
     }
 
     /// Produces `batch` as messages and waits until every one was acknowledged or failed.
-    pub(crate) async fn export(&self, batch: &Batch) -> Result<(), ExportError> {
+    pub(crate) async fn export(&self, batch: &Batch) -> Result<ExportReply, ExportError> {
         let Some(producer) = &self.producer else {
-            return Ok(());
+            return Ok(ExportReply::default());
         };
         let messages = self.messages(batch).await?;
         let topic = &self.topics[crate::stats::signal_index(batch.signal)];
-        let (done_tx, done_rx) = oneshot::channel();
-        let delivery = BatchDelivery::new(done_tx);
-        let mut enqueue_error = None;
-        let started = Instant::now();
-        'messages: for message in &messages {
-            loop {
-                delivery.add_pending();
-                let mut record = BaseRecord::with_opaque_to(topic, delivery.clone())
-                    .payload(message.payload.as_ref());
-                if let Some(key) = &message.key {
-                    record = record.key(&key[..]);
+        let (delivery, done) = BatchDelivery::new(batch.signal);
+        let deadline = Instant::now() + self.enqueue_timeout;
+        let mut offered = Offered::default();
+        match messages {
+            BatchMessages::Traces(mut traces) => {
+                let mut value = Vec::with_capacity(self.max_value_bytes.min(64 << 10));
+                while let Some((key, _spans)) = traces.next_into(&mut value) {
+                    if !self
+                        .offer(
+                            producer,
+                            topic,
+                            Some(&key),
+                            &value,
+                            &delivery,
+                            deadline,
+                            &mut offered,
+                        )
+                        .await
+                    {
+                        break;
+                    }
                 }
-                match producer.send(record) {
-                    Ok(()) => continue 'messages,
-                    Err((error, _record)) => {
-                        delivery.remove_pending();
-                        let full = error.rdkafka_error_code() == Some(RDKafkaErrorCode::QueueFull);
-                        if full {
-                            self.count(|s| s.queue_full += 1);
-                        }
-                        if full && started.elapsed() < self.enqueue_timeout {
-                            glommio::timer::sleep(QUEUE_FULL_PAUSE).await;
-                            continue;
-                        }
-                        enqueue_error = Some(error);
-                        break 'messages;
+            }
+            BatchMessages::Values(values) => {
+                for (key, value) in &values {
+                    let key = key.as_ref().map(|k| &k[..]);
+                    if !self
+                        .offer(
+                            producer,
+                            topic,
+                            key,
+                            value,
+                            &delivery,
+                            deadline,
+                            &mut offered,
+                        )
+                        .await
+                    {
+                        break;
                     }
                 }
             }
         }
-        delivery.seal();
+        // Once this reference is gone, the last delivery report sends the outcome.
         drop(delivery);
-        let outcome = done_rx.await.unwrap_or_else(|_| DeliveryOutcome {
-            first_error: Some(KafkaError::Canceled),
+        let outcome = done.await.unwrap_or_else(|_| DeliveryOutcome {
+            retryable: Some(RDKafkaErrorCode::Fail),
             ..Default::default()
         });
-        self.count(|s| {
-            s.produced_messages += outcome.delivered_messages;
-            s.produced_bytes += outcome.delivered_bytes;
-            s.failed_messages += outcome.failed_messages;
-            s.failed_bytes += outcome.failed_bytes;
-        });
-        match enqueue_error.or(outcome.first_error) {
-            None => Ok(()),
-            Some(source) => Err(ExportError::Kafka {
-                failed: outcome.failed_messages,
-                source,
-            }),
+        self.finish(batch.signal, offered, outcome)
+    }
+
+    /// Offers one message, waiting out a full producer queue until `deadline`; returns false
+    /// when the batch must stop (a retryable enqueue failure, recorded in `offered`).
+    #[allow(clippy::too_many_arguments)]
+    async fn offer(
+        &self,
+        producer: &ThreadedProducer<DeliveryContext>,
+        topic: &str,
+        key: Option<&[u8]>,
+        value: &[u8],
+        delivery: &Arc<BatchDelivery>,
+        deadline: Instant,
+        offered: &mut Offered,
+    ) -> bool {
+        loop {
+            let mut record = BaseRecord::with_opaque_to(topic, delivery.clone()).payload(value);
+            if let Some(key) = key {
+                record = record.key(key);
+            }
+            let error = match producer.send(record) {
+                Ok(()) => {
+                    offered.messages += 1;
+                    if offered.messages % YIELD_EVERY == 0 {
+                        glommio::yield_if_needed().await;
+                    }
+                    return true;
+                }
+                Err((error, _record)) => error,
+            };
+            let code = error.rdkafka_error_code().unwrap_or(RDKafkaErrorCode::Fail);
+            if code == RDKafkaErrorCode::QueueFull {
+                self.count(|s| s.queue_full += 1);
+                if Instant::now() < deadline {
+                    glommio::timer::sleep(QUEUE_FULL_PAUSE).await;
+                    continue;
+                }
+            }
+            if is_retryable_code(code) {
+                offered.retryable = Some(error);
+                return false;
+            }
+            // This message can never be taken (e.g. larger than `message.max.bytes`): count it
+            // and carry on with the others.
+            offered.rejected_messages += 1;
+            offered.rejected_bytes += value.len() as u64;
+            offered.rejected_items += count_items(delivery.signal, value);
+            offered.permanent.get_or_insert(error);
+            return true;
         }
     }
 
-    /// The batch as messages: scanning, grouping and re-framing run on the core's blocking
+    /// Counts the outcome of a batch and turns it into the attempt's result.
+    fn finish(
+        &self,
+        signal: Signal,
+        offered: Offered,
+        outcome: DeliveryOutcome,
+    ) -> Result<ExportReply, ExportError> {
+        self.count(|s| {
+            s.produced_messages += outcome.delivered_messages;
+            s.produced_bytes += outcome.delivered_bytes;
+            s.failed_messages += outcome.failed_messages + offered.rejected_messages;
+            s.failed_bytes += outcome.failed_bytes + offered.rejected_bytes;
+        });
+        let retryable = offered
+            .retryable
+            .or_else(|| outcome.retryable.map(KafkaError::MessageProduction));
+        if let Some(source) = retryable {
+            return Err(ExportError::Kafka {
+                failed: outcome.failed_messages,
+                source,
+            });
+        }
+        let permanent = offered
+            .permanent
+            .or_else(|| outcome.permanent.map(KafkaError::MessageProduction));
+        let Some(error) = permanent else {
+            return Ok(ExportReply::default());
+        };
+        let messages = offered.rejected_messages + outcome.failed_messages;
+        let message = format!("{messages} {signal} messages can never be delivered: {error}");
+        let now = Instant::now();
+        if self
+            .last_rejected_log
+            .get()
+            .is_none_or(|t| now.duration_since(t) >= REJECTED_LOG_INTERVAL)
+        {
+            self.last_rejected_log.set(Some(now));
+            log::warn!("exporter {}: {message}", self.name);
+        }
+        Ok(ExportReply {
+            rejected: offered.rejected_items + outcome.rejected_items,
+            message,
+        })
+    }
+
+    /// The batch as messages: joining, scanning and grouping run on the core's blocking
     /// thread for large batches.
-    async fn messages(&self, batch: &Batch) -> Result<Vec<OutMessage>, ExportError> {
+    async fn messages(&self, batch: &Batch) -> Result<BatchMessages, ExportError> {
         let (signal, chunks) = (batch.signal, batch.chunks.clone());
-        let (max_bytes, encoding) = (self.max_message_bytes, self.encoding);
+        let (max_bytes, encoding) = (self.max_value_bytes, self.encoding);
         offload::run(batch.bytes, move || {
             let request = Batch::join(&chunks);
-            let mut out = Vec::new();
+            let invalid =
+                |e: &dyn std::fmt::Display| format!("batch is not a valid {signal} request: {e}");
+            let mut values: Vec<(Option<TraceId>, Bytes)> = Vec::new();
             match signal {
-                Signal::Traces => trace_messages(request, max_bytes, &mut out)
-                    .map_err(|e| format!("batch is not a valid ExportTraceServiceRequest: {e}"))?,
+                Signal::Traces => {
+                    let mut traces =
+                        TraceMessages::new(request, max_bytes).map_err(|e| invalid(&e))?;
+                    if encoding == KafkaEncoding::OtlpProto {
+                        return Ok(BatchMessages::Traces(Box::new(traces)));
+                    }
+                    let mut value = Vec::new();
+                    while let Some((key, _)) = traces.next_into(&mut value) {
+                        values.push((Some(key), Bytes::copy_from_slice(&value)));
+                    }
+                }
                 Signal::Metrics | Signal::Logs => {
-                    request_messages(&request, max_bytes, &mut out)
-                        .map_err(|e| format!("batch is not a valid {signal} request: {e}"))?
+                    let mut slices = Vec::new();
+                    request_messages(&request, max_bytes, &mut slices).map_err(|e| invalid(&e))?;
+                    values.extend(slices.into_iter().map(|v| (None, v)));
                 }
             }
             if encoding == KafkaEncoding::OtlpJson {
-                for message in &mut out {
-                    let json = shardtel_protocol::json::from_protobuf(signal, &message.payload)
+                for (_, value) in &mut values {
+                    let json = shardtel_protocol::json::from_protobuf(signal, value)
                         .map_err(|e| e.to_string())?;
-                    message.payload = Bytes::from(json);
+                    *value = Bytes::from(json);
                 }
             }
-            Ok::<_, String>(out)
+            Ok::<_, String>(BatchMessages::Values(values))
         })
         .await
         .map_err(|reason| ExportError::Encode { reason })
     }
+}
+
+/// What happened while offering a batch's messages to the producer.
+#[derive(Default)]
+struct Offered {
+    messages: usize,
+    /// Messages the producer refused for good at enqueue time, their bytes and items.
+    rejected_messages: u64,
+    rejected_bytes: u64,
+    rejected_items: u64,
+    permanent: Option<KafkaError>,
+    /// A refusal that a later attempt may not get (queue still full at the deadline).
+    retryable: Option<KafkaError>,
 }
 
 impl Drop for KafkaExporter {
@@ -352,27 +529,33 @@ impl Drop for KafkaExporter {
     }
 }
 
-/// Whether a Kafka failure can clear up by itself (broker down, leader moving, timeouts) or
-/// will fail again (message too large, not authorized, invalid topic or record).
-pub(crate) fn is_retryable(error: &KafkaError) -> bool {
+/// Whether a Kafka error code can clear up by itself (broker down, leader moving, timeouts,
+/// a full queue) or will come back on every attempt (message too large, not authorized,
+/// invalid topic or record).
+fn is_retryable_code(code: RDKafkaErrorCode) -> bool {
     use RDKafkaErrorCode as C;
     !matches!(
-        error.rdkafka_error_code(),
-        Some(
-            C::MessageSizeTooLarge
-                | C::MessageBatchTooLarge
-                | C::InvalidRecord
-                | C::InvalidTopic
-                | C::TopicAuthorizationFailed
-                | C::ClusterAuthorizationFailed
-                | C::InvalidArgument
-        )
-    ) && !matches!(error, KafkaError::ClientConfig(..) | KafkaError::Nul(_))
+        code,
+        C::MessageSizeTooLarge
+            | C::MessageBatchTooLarge
+            | C::InvalidRecord
+            | C::InvalidTopic
+            | C::TopicAuthorizationFailed
+            | C::ClusterAuthorizationFailed
+            | C::InvalidArgument
+    )
+}
+
+/// [`is_retryable_code`] for any Kafka error; configuration errors are permanent.
+pub(crate) fn is_retryable(error: &KafkaError) -> bool {
+    !matches!(error, KafkaError::ClientConfig(..) | KafkaError::Nul(_))
+        && error.rdkafka_error_code().is_none_or(is_retryable_code)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use shardtel_config::{KafkaAuth, KafkaTlsConfig, SaslConfig, SaslMechanism};
 
     #[test]
     fn classification() {
@@ -392,31 +575,174 @@ mod tests {
     }
 
     #[test]
-    fn delivery_completes_once_sealed_and_reported() {
-        let (tx, mut rx) = oneshot::channel();
-        let d = BatchDelivery::new(tx);
-        d.add_pending();
-        d.add_pending();
-        d.delivered(10);
-        assert!(rx.try_recv().unwrap().is_none());
-        d.failed(
-            5,
-            KafkaError::MessageProduction(RDKafkaErrorCode::MessageTimedOut),
-        );
-        assert!(rx.try_recv().unwrap().is_none(), "not sealed yet");
-        d.add_pending();
-        d.remove_pending();
-        d.seal();
+    fn delivery_completes_when_the_last_report_is_in() {
+        let (d, mut rx) = BatchDelivery::new(Signal::Logs);
+        let (m1, m2) = (d.clone(), d.clone());
+        drop(d); // the sending task is done offering
+        m1.delivered(10);
+        drop(m1);
+        assert!(rx.try_recv().unwrap().is_none(), "one report outstanding");
+        m2.failed(RDKafkaErrorCode::MessageTimedOut, &[0; 5]);
+        drop(m2);
         let outcome = rx.try_recv().unwrap().unwrap();
         assert_eq!(
-            (
-                outcome.delivered_messages,
-                outcome.delivered_bytes,
-                outcome.failed_messages,
-                outcome.failed_bytes
-            ),
-            (1, 10, 1, 5)
+            outcome,
+            DeliveryOutcome {
+                delivered_messages: 1,
+                delivered_bytes: 10,
+                failed_messages: 1,
+                failed_bytes: 5,
+                rejected_items: 0,
+                retryable: Some(RDKafkaErrorCode::MessageTimedOut),
+                permanent: None,
+            }
         );
-        assert!(outcome.first_error.is_some());
+    }
+
+    #[test]
+    fn permanent_failures_count_the_items_they_held() {
+        use prost::Message;
+        use shardtel_protocol::proto::collector::logs::v1::ExportLogsServiceRequest;
+        use shardtel_protocol::proto::logs::v1::{LogRecord, ResourceLogs, ScopeLogs};
+        let payload = ExportLogsServiceRequest {
+            resource_logs: vec![ResourceLogs {
+                scope_logs: vec![ScopeLogs {
+                    log_records: vec![LogRecord::default(); 3],
+                    ..Default::default()
+                }],
+                ..Default::default()
+            }],
+        }
+        .encode_to_vec();
+        let (d, mut rx) = BatchDelivery::new(Signal::Logs);
+        d.failed(RDKafkaErrorCode::MessageSizeTooLarge, &payload);
+        drop(d);
+        let outcome = rx.try_recv().unwrap().unwrap();
+        assert_eq!(outcome.rejected_items, 3);
+        assert_eq!(
+            outcome.permanent,
+            Some(RDKafkaErrorCode::MessageSizeTooLarge)
+        );
+        assert_eq!(outcome.retryable, None);
+    }
+
+    fn config(auth: KafkaAuth) -> KafkaExporterConfig {
+        let mut c = KafkaExporterConfig::new(vec!["k1:9092".into(), "k2:9093".into()]);
+        c.auth = auth;
+        c
+    }
+
+    fn props(c: &ClientConfig) -> std::collections::BTreeMap<String, String> {
+        c.config_map()
+            .into_iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn producer_properties_map_the_settings() {
+        let p = props(&producer_config(&config(KafkaAuth::default()), 64 << 20));
+        for (key, value) in [
+            ("bootstrap.servers", "k1:9092,k2:9093"),
+            ("partitioner", "murmur2_random"),
+            ("compression.codec", "lz4"),
+            ("acks", "all"),
+            ("enable.idempotence", "true"),
+            ("linger.ms", "5"),
+            ("batch.size", "1000000"),
+            ("message.max.bytes", "1004096"),
+            ("message.timeout.ms", "30000"),
+            ("queue.buffering.max.kbytes", "65536"),
+            ("security.protocol", "plaintext"),
+        ] {
+            assert_eq!(p.get(key).map(String::as_str), Some(value), "{key}");
+        }
+        assert!(!p
+            .keys()
+            .any(|k| k.starts_with("sasl.") || k.starts_with("ssl.")));
+    }
+
+    /// Every SASL mechanism with and without TLS maps to librdkafka's properties, and
+    /// librdkafka accepts them (creating a client checks every name and value; no broker is
+    /// contacted). There is no SASL or TLS broker in the tests.
+    #[test]
+    fn sasl_and_tls_map_to_properties_librdkafka_accepts() {
+        let dir = std::env::temp_dir().join(format!("shardtel-kafka-tls-{}", std::process::id()));
+        let tls = KafkaTlsConfig {
+            ca_file: Some(dir.join("ca.pem")),
+            cert_file: Some(dir.join("client.pem")),
+            key_file: Some(dir.join("client.key")),
+            insecure_skip_verify: false,
+        };
+        for mechanism in [
+            SaslMechanism::Plain,
+            SaslMechanism::ScramSha256,
+            SaslMechanism::ScramSha512,
+        ] {
+            for tls in [None, Some(tls.clone())] {
+                let auth = KafkaAuth {
+                    sasl: Some(SaslConfig {
+                        mechanism,
+                        username: "user".into(),
+                        password: "secret".into(),
+                    }),
+                    tls,
+                };
+                let with_tls = auth.tls.is_some();
+                let c = producer_config(&config(auth), 1 << 20);
+                let p = props(&c);
+                let expect = |k: &str| p.get(k).map(String::as_str);
+                assert_eq!(
+                    expect("security.protocol"),
+                    Some(if with_tls {
+                        "sasl_ssl"
+                    } else {
+                        "sasl_plaintext"
+                    })
+                );
+                assert_eq!(expect("sasl.mechanisms"), Some(mechanism.name()));
+                assert_eq!(expect("sasl.username"), Some("user"));
+                // (`config_map` hides secrets; `get` does not.)
+                assert_eq!(c.get("sasl.password"), Some("secret"));
+                if with_tls {
+                    let path = |f: &str| dir.join(f).display().to_string();
+                    assert_eq!(p["ssl.ca.location"], path("ca.pem"));
+                    assert_eq!(p["ssl.certificate.location"], path("client.pem"));
+                    assert_eq!(p["ssl.key.location"], path("client.key"));
+                } else {
+                    let producer: Result<ThreadedProducer<DeliveryContext>, _> = c
+                        .create_with_context(DeliveryContext {
+                            exporter: "t".into(),
+                        });
+                    assert!(producer.is_ok(), "{mechanism:?}: {:?}", producer.err());
+                }
+            }
+        }
+        // TLS without client files, certificates not verified: librdkafka accepts it as is.
+        let auth = KafkaAuth {
+            sasl: None,
+            tls: Some(KafkaTlsConfig {
+                insecure_skip_verify: true,
+                ..Default::default()
+            }),
+        };
+        let c = producer_config(&config(auth), 1 << 20);
+        let p = props(&c);
+        assert_eq!(p["security.protocol"], "ssl");
+        assert_eq!(p["enable.ssl.certificate.verification"], "false");
+        assert_eq!(p["ssl.endpoint.identification.algorithm"], "none");
+        let producer: Result<ThreadedProducer<DeliveryContext>, _> =
+            c.create_with_context(DeliveryContext {
+                exporter: "t".into(),
+            });
+        assert!(producer.is_ok(), "{:?}", producer.err());
+    }
+
+    #[test]
+    fn record_batches_never_exceed_the_topic_limit() {
+        let mut c = config(KafkaAuth::default());
+        c.max_message_bytes = 256 << 10;
+        let p = props(&producer_config(&c, 1 << 20));
+        assert_eq!(p["batch.size"], (256 << 10).to_string());
     }
 }

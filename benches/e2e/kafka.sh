@@ -1,0 +1,261 @@
+#!/usr/bin/env bash
+# kafka.sh - end-to-end Kafka throughput, in one run on one machine, against the OTLP ->
+# blackhole figure of the same run:
+#   1. blackhole  OTLP/gRPC -> shardtel -> blackhole              (the reference)
+#   2. gateway    OTLP/gRPC -> shardtel -> kafka exporter -> topic (issue 7 target: >= 70 % of 1)
+#   3. processor  topic -> shardtel kafka receiver -> tail sampling (seed policy) -> blackhole
+# Load: shardtel-loadgen, closed loop (CONNECTIONS x CONCURRENCY requests in flight, SPANS
+# spans per request, gRPC, no compression) for DURATION seconds. Rates come from shardtel's
+# self-metrics, sampled after WARMUP seconds and at the end of the load (steady state):
+# spans/s exported (blackhole: to the blackhole; gateway: acknowledged by the broker), and
+# MB/s (OTLP bytes: spans/s x loadgen's bytes per span; gateway: also the Kafka message values
+# produced, before compression). The processor consumes everything the gateway step produced,
+# from the start of the topic, and its rate is spans / time from its first to its last
+# accepted span. CPU % of shardtel and of the broker (utime+stime, 100 % = one core) is
+# recorded per step.
+#
+#   benches/e2e/kafka.sh                                  # about 2 minutes
+#   COMPRESSION=zstd RUN_NAME=kafka-zstd benches/e2e/kafka.sh
+#   DURATION=5 WARMUP=2 benches/e2e/kafka.sh              # smoke test
+#
+# Knobs (environment, defaults in brackets):
+#   RUN_NAME [kafka-<UTC date>-<time>]  OUT [benches/results/RUN_NAME]
+#   BROKER [127.0.0.1:9092] (a Kafka-protocol broker must listen there; test.sh starts Tansu)
+#   PARTITIONS [8]  COMPRESSION [lz4]  DURATION [30]  WARMUP [5]
+#   KAFKA_EXTRA     more [exporters.kafka] lines, e.g. 'enable_idempotence = false' or
+#                   'librdkafka = { "linger.ms" = 20 }' ("\n" separates lines)   []
+#   CONNECTIONS [4]  CONCURRENCY [8]  SPANS [100]
+#   PORT_BASE [26000] (gRPC +317, HTTP +318, metrics +888, health +133)
+#   SHARDTEL_BIN / LOADGEN_BIN / TOPIC_BIN  use these binaries instead of building them
+#
+# Writes OUT/table.md and OUT/raw/ (configs, logs, loadgen JSON, metric samples).
+# Every process started here is stopped by its PID.
+set -euo pipefail
+
+HERE=$(cd "$(dirname "$0")" && pwd)
+ROOT=$(cd "$HERE/../.." && pwd)
+RUN_NAME=${RUN_NAME:-kafka-$(date -u +%Y%m%d-%H%M%S)}
+OUT=${OUT:-$ROOT/benches/results/$RUN_NAME}
+RAW=$OUT/raw
+BROKER=${BROKER:-127.0.0.1:9092}
+PARTITIONS=${PARTITIONS:-8}
+COMPRESSION=${COMPRESSION:-lz4}
+DURATION=${DURATION:-30}
+WARMUP=${WARMUP:-5}
+CONNECTIONS=${CONNECTIONS:-4}
+CONCURRENCY=${CONCURRENCY:-8}
+SPANS=${SPANS:-100}
+PORT_BASE=${PORT_BASE:-26000}
+GRPC=127.0.0.1:$((PORT_BASE + 317)); HTTP=127.0.0.1:$((PORT_BASE + 318))
+METRICS=127.0.0.1:$((PORT_BASE + 888)); HEALTH=127.0.0.1:$((PORT_BASE + 133))
+HZ=$(getconf CLK_TCK)
+mkdir -p "$RAW"
+die() { echo "kafka.sh: $*" >&2; exit 1; }
+log() { echo "[$(date -u +%H:%M:%S)] $*" | tee -a "$RAW/run.log"; }
+
+(exec 3<>"/dev/tcp/${BROKER%:*}/${BROKER#*:}") 2>/dev/null || die "no Kafka broker on $BROKER (./test.sh starts Tansu; see its kafka broker step)"
+if [ -z "${SHARDTEL_BIN:-}" ] || [ -z "${LOADGEN_BIN:-}" ] || [ -z "${TOPIC_BIN:-}" ]; then
+  (cd "$ROOT" && cargo build --release -q -p shardtel-engine -p shardtel-loadgen -p shardtel-benches \
+    --bin shardtel --bin shardtel-loadgen --bin shardtel-kafka-topic) || die "cargo build --release failed"
+fi
+SHARDTEL_BIN=${SHARDTEL_BIN:-$ROOT/target/release/shardtel}
+LOADGEN_BIN=${LOADGEN_BIN:-$ROOT/target/release/shardtel-loadgen}
+TOPIC_BIN=${TOPIC_BIN:-$ROOT/target/release/shardtel-kafka-topic}
+BROKER_PID=$(ss -ltnpH "( sport = :${BROKER#*:} )" 2>/dev/null | sed -nE 's/.*pid=([0-9]+).*/\1/p' | head -1)
+
+PID=""
+stop() {
+  if [ -n "$PID" ] && kill -0 "$PID" 2>/dev/null; then
+    kill -TERM "$PID"
+    for _ in $(seq 1 150); do kill -0 "$PID" 2>/dev/null || break; sleep 0.1; done
+    kill -KILL "$PID" 2>/dev/null || true
+    wait "$PID" 2>/dev/null || true
+  fi
+  PID=""
+}
+trap stop EXIT
+
+metric() {  # name [label filter]: sum over series
+  curl -s --max-time 5 "http://$METRICS/metrics" | awk -v n="$1" -v f="${2:-}" \
+    'index($0, n"{") == 1 && index($0, f) {s += $NF} END {printf "%.0f\n", s}'
+}
+cpu_ticks() { [ -n "$1" ] && [ -r "/proc/$1/stat" ] && awk '{print $14 + $15}' "/proc/$1/stat" || echo 0; }
+now() { date +%s.%N; }
+
+start_shardtel() {  # name toml
+  "$SHARDTEL_BIN" validate --config "$2" >/dev/null || die "$2 does not validate"
+  "$SHARDTEL_BIN" --config "$2" >"$RAW/$1.log" 2>&1 &
+  PID=$!
+  for _ in $(seq 1 300); do
+    [ "$(curl -s -o /dev/null -w '%{http_code}' --max-time 1 "http://$HEALTH/" || true)" = 200 ] && return 0
+    kill -0 "$PID" 2>/dev/null || die "shardtel ($1) exited; log: $RAW/$1.log"
+    sleep 0.1
+  done
+  die "shardtel ($1) not healthy after 30 s"
+}
+
+config_head() {
+  cat <<TOML
+[engine]
+cores = "all"
+data_dir = "$RAW/data"
+[telemetry]
+health = "$HEALTH"
+metrics = "$METRICS"
+log_level = "info"
+TOML
+}
+
+# Bytes per span of loadgen's requests (same flags, no network).
+"$LOADGEN_BIN" --dry-run --duration 1s --spans-per-request "$SPANS" --json "$RAW/dry-run.json" -q >/dev/null 2>&1 || die "loadgen --dry-run failed"
+BYTES_PER_SPAN=$(python3 -c 'import json,sys; w=json.load(open(sys.argv[1]))["dry_run"]["workers"]; print(sum(x["bytes"] for x in w)/sum(x["items"] for x in w))' "$RAW/dry-run.json")
+
+# Runs the load against the running shardtel; samples `exported` (a metric expression) after
+# WARMUP and at the end. Sets RATE (spans/s), CPU, BROKER_CPU, VALUE_MBPS (kafka values).
+load_step() {  # name exported-metric exported-filter
+  local name=$1 m=$2 f=$3 t0 t1 e0 e1 c0 c1 b0 b1 v0 v1
+  "$LOADGEN_BIN" -e "http://$GRPC" --spans-per-request "$SPANS" --connections "$CONNECTIONS" \
+    --concurrency "$CONCURRENCY" --duration "${DURATION}s" --timeout 30s -q \
+    --json "$RAW/$name.loadgen.json" >"$RAW/$name.loadgen.txt" 2>&1 &
+  local lg=$!
+  sleep "$WARMUP"
+  t0=$(now); e0=$(metric "$m" "$f"); c0=$(cpu_ticks "$PID"); b0=$(cpu_ticks "$BROKER_PID")
+  v0=$(metric shardtel_exporter_kafka_produced_bytes_total)
+  sleep $((DURATION - WARMUP))
+  t1=$(now); e1=$(metric "$m" "$f"); c1=$(cpu_ticks "$PID"); b1=$(cpu_ticks "$BROKER_PID")
+  v1=$(metric shardtel_exporter_kafka_produced_bytes_total)
+  wait "$lg" || log "$name: loadgen exited non-zero (refusals under overload are expected); see $RAW/$name.loadgen.txt"
+  read -r RATE CPU BROKER_CPU VALUE_MBPS < <(python3 -c '
+import sys
+t0,t1,e0,e1,c0,c1,b0,b1,v0,v1,hz = map(float, sys.argv[1:])
+dt = t1 - t0
+print(f"{(e1-e0)/dt:.0f} {100*(c1-c0)/hz/dt:.0f} {100*(b1-b0)/hz/dt:.0f} {(v1-v0)/dt/1e6:.1f}")' \
+    "$t0" "$t1" "$e0" "$e1" "$c0" "$c1" "$b0" "$b1" "$v0" "$v1" "$HZ")
+  echo "$name rate=$RATE cpu=$CPU broker_cpu=$BROKER_CPU value_mbps=$VALUE_MBPS window=${t0}..${t1}" >>"$RAW/samples.txt"
+}
+
+mbps() { python3 -c 'import sys; print(f"{float(sys.argv[1])*float(sys.argv[2])/1e6:.1f}")' "$1" "$BYTES_PER_SPAN"; }
+{
+  echo "# Kafka end-to-end run $RUN_NAME"
+  echo
+  echo "- machine: $(nproc) CPUs, $(free -g | awk '/Mem:/{print $2}') GiB, $(uname -sr), $(sed -nE 's/^model name\s*: //p' /proc/cpuinfo | head -1)"
+  echo "- shardtel: git $(git -C "$ROOT" rev-parse --short HEAD)$(git -C "$ROOT" diff --quiet || echo +uncommitted); broker $BROKER (pid ${BROKER_PID:-?}: $(ps -o comm= -p "${BROKER_PID:-1}" 2>/dev/null || true))"
+  echo "- load: shardtel-loadgen closed loop, gRPC, $CONNECTIONS connections x $CONCURRENCY in flight, $SPANS spans/request, $(printf '%.0f' "$BYTES_PER_SPAN") bytes/span; rates over ${WARMUP}..${DURATION} s"
+  echo "- kafka exporter: $PARTITIONS partitions, compression $COMPRESSION, otherwise defaults${KAFKA_EXTRA:+ plus: $KAFKA_EXTRA}"
+  echo
+  echo "| step | spans/s | MB/s (OTLP) | Kafka values MB/s | vs blackhole | shardtel CPU % | broker CPU % |"
+  echo "|---|---|---|---|---|---|---|"
+} >"$OUT/table.md"
+
+# ---- 1. blackhole ----------------------------------------------------------------------------
+{ config_head; cat <<TOML
+[receivers.otlp]
+grpc = "$GRPC"
+http = "$HTTP"
+[exporters.blackhole]
+[pipelines.traces]
+receivers = ["otlp"]
+exporters = ["blackhole"]
+TOML
+} >"$RAW/blackhole.toml"
+log "1/3 OTLP -> blackhole"
+start_shardtel blackhole "$RAW/blackhole.toml"
+load_step blackhole shardtel_exporter_sent_spans_total 'exporter="blackhole"'
+stop
+BH=$RATE
+echo "| OTLP -> blackhole | $BH | $(mbps "$BH") | - | 100 % | $CPU | $BROKER_CPU |" >>"$OUT/table.md"
+log "blackhole: $BH spans/s, shardtel CPU $CPU %"
+
+# ---- 2. gateway -------------------------------------------------------------------------------
+TOPIC=bench-spans-$(date +%s%N)
+"$TOPIC_BIN" create "$BROKER" "$TOPIC" "$PARTITIONS" || die "cannot create topic $TOPIC on $BROKER"
+{ config_head; cat <<TOML
+[receivers.otlp]
+grpc = "$GRPC"
+http = "$HTTP"
+[exporters.kafka]
+brokers = ["$BROKER"]
+traces_topic = "$TOPIC"
+compression = "$COMPRESSION"
+$(printf '%b' "${KAFKA_EXTRA:-}")
+[pipelines.traces]
+receivers = ["otlp"]
+exporters = ["kafka"]
+TOML
+} >"$RAW/gateway.toml"
+log "2/3 OTLP -> kafka (topic $TOPIC)"
+start_shardtel gateway "$RAW/gateway.toml"
+load_step gateway shardtel_exporter_sent_spans_total 'exporter="kafka"'
+GW=$RATE GW_CPU=$CPU GW_BROKER=$BROKER_CPU GW_VALUES=$VALUE_MBPS
+# Let the queue drain, then count what the topic holds.
+for _ in $(seq 1 120); do
+  [ "$(metric shardtel_exporter_queue_size_bytes)" = 0 ] && break
+  sleep 1
+done
+PRODUCED=$(metric shardtel_exporter_sent_spans_total 'exporter="kafka"')
+stop
+RATIO=$(python3 -c 'import sys; print(f"{100*float(sys.argv[1])/max(float(sys.argv[2]),1):.0f}")' "$GW" "$BH")
+echo "| OTLP -> kafka (gateway) | $GW | $(mbps "$GW") | $GW_VALUES | $RATIO % | $GW_CPU | $GW_BROKER |" >>"$OUT/table.md"
+log "gateway: $GW spans/s ($RATIO % of blackhole), $PRODUCED spans in the topic"
+
+# ---- 3. processor -----------------------------------------------------------------------------
+{ config_head; cat <<TOML
+[receivers.kafka]
+brokers = ["$BROKER"]
+traces_topics = ["$TOPIC"]
+group_id = "bench-$TOPIC"
+initial_offset = "earliest"
+session_timeout = "6s"
+heartbeat_interval = "1s"
+[processors.tail_sampling]
+decision_wait = "2s"
+[[processors.tail_sampling.policies]]
+name = "errors"
+type = "status_code"
+status_codes = ["ERROR"]
+[[processors.tail_sampling.policies]]
+name = "slow"
+type = "latency"
+threshold = "1s"
+[[processors.tail_sampling.policies]]
+name = "vip"
+type = "string_attribute"
+key = "user.id"
+values = ["vip"]
+[[processors.tail_sampling.policies]]
+name = "baseline"
+type = "probabilistic"
+percent = 10
+[exporters.blackhole]
+[pipelines.traces]
+receivers = ["kafka"]
+processors = ["tail_sampling"]
+exporters = ["blackhole"]
+TOML
+} >"$RAW/processor.toml"
+log "3/3 kafka -> tail sampling -> blackhole ($PRODUCED spans)"
+start_shardtel processor "$RAW/processor.toml"
+c0=$(cpu_ticks "$PID"); b0=$(cpu_ticks "$BROKER_PID")
+first="" last="" consumed=0
+for _ in $(seq 1 6000); do
+  consumed=$(metric shardtel_receiver_accepted_spans_total 'transport="kafka"')
+  if [ "$consumed" -gt 0 ] && [ -z "$first" ]; then first=$(now); fi
+  if [ "$consumed" -ge "$PRODUCED" ]; then last=$(now); break; fi
+  sleep 0.1
+done
+c1=$(cpu_ticks "$PID"); b1=$(cpu_ticks "$BROKER_PID")
+stop
+[ -n "$last" ] || die "processor consumed $consumed of $PRODUCED spans in 10 minutes"
+read -r PR PR_CPU PR_BROKER < <(python3 -c '
+import sys
+first,last,n,c0,c1,b0,b1,hz = map(float, sys.argv[1:])
+dt = max(last - first, 1e-3)
+print(f"{n/dt:.0f} {100*(c1-c0)/hz/dt:.0f} {100*(b1-b0)/hz/dt:.0f}")' "$first" "$last" "$consumed" "$c0" "$c1" "$b0" "$b1" "$HZ")
+echo "| kafka -> sampling -> blackhole (processor) | $PR | $(mbps "$PR") | - | $(python3 -c 'import sys; print(f"{100*float(sys.argv[1])/max(float(sys.argv[2]),1):.0f}")' "$PR" "$BH") % | $PR_CPU | $PR_BROKER |" >>"$OUT/table.md"
+log "processor: $PR spans/s"
+{
+  echo
+  echo "Processor: $consumed spans consumed from the start of the topic; rate over the first to the last accepted span (metrics polled every 0.1 s; CPU % over the same window, including the group join)."
+  echo "Gateway: issue 7's target is >= 70 % of the blackhole rate."
+} >>"$OUT/table.md"
+cat "$OUT/table.md"
