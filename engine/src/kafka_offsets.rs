@@ -1,13 +1,18 @@
-//! Which Kafka offsets may be committed: a message's offset is committed only once its data is
-//! believed exported.
+//! Which Kafka offsets may be committed: a message's offset is committed only once its data was
+//! handed on ([`CommitGate`]).
 //!
-//! Until the write-ahead log lands, accepted data lives in memory: in the tail sampler for up
-//! to `decision_wait`, then in a batch for up to the exporter's `batch.timeout`, then in the
-//! export request. [`OffsetTracker`] keeps timestamped snapshots of the processed positions
-//! and releases for commit only those at least [`commit_delay`] old, so a `kill -9` loses
-//! nothing that the pipeline exported within that delay, and the partition's next owner
-//! consumes again everything after the last commit (duplicates, never gaps). The same safe
-//! position is what a revoked partition is committed at.
+//! With `durability = "ack_after_sync"` ([`CommitGate::IngestLog`]), a message is in the
+//! receiving core's ingest log before it is routed, and its offset may be committed once that
+//! log frame is released (every span decided, kept data in durable export queues). With
+//! `durability = "none"` ([`CommitGate::Delay`]), accepted data lives in memory: in the tail
+//! sampler for up to `decision_wait`, then in a batch for up to the exporter's
+//! `batch.timeout`, then in the export request; only positions at least [`commit_delay`] old
+//! are released, so a `kill -9` loses nothing that the pipeline exported within that delay.
+//! Either way [`OffsetTracker`] keeps snapshots of the processed positions (with the time and
+//! the ingest log's next LSN when each was taken) and releases the newest one the gate lets
+//! through; the partition's next owner consumes again everything after the last commit
+//! (duplicates, never gaps). The same safe position is what a revoked partition is committed
+//! at.
 //!
 //! Pure state: no clock of its own, no librdkafka; `kafka_receiver` feeds it and stores what
 //! it releases.

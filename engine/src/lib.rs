@@ -23,8 +23,8 @@
 //!   (and metrics by series) to their owner core, and the core's lifecycle.
 //! - [`receiver`]: OTLP/gRPC and OTLP/HTTP servers (hyper on glommio).
 //! - [`kafka_receiver`]: one Kafka consumer per core in a consumer group; messages are
-//!   ingested like OTLP requests, offsets committed only once their data is believed exported
-//!   (`kafka_offsets`).
+//!   ingested like OTLP requests, offsets committed only once their data was handed on
+//!   (`kafka_offsets`: its ingest-log frame released, or, without durability, a delay passed).
 //! - [`engine`]: start-up and shutdown of the whole process.
 //!
 //! Depends on `shardtel-protocol` (wire format), `shardtel-config`
