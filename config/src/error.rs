@@ -552,6 +552,14 @@ pub enum ConfigErrorKind {
         /// The one listed first.
         other: String,
     },
+    /// A traces pipeline that lists a second `tail_sampling` processor.
+    #[error("tail_sampling processor {name:?} is listed after {other:?} (a pipeline samples once: combine their policies in one tail_sampling processor)")]
+    SecondTailSampling {
+        /// This one.
+        name: String,
+        /// The one listed first.
+        other: String,
+    },
     /// An exporter in the pipeline of a signal it does not export.
     #[error("exporter {name:?} (type {ty}) exports {supported} only; remove it from the {signal} pipeline")]
     ExporterSignal {

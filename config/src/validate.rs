@@ -40,6 +40,7 @@ pub(crate) fn validate(
     check_exporters(config, locations, &mut report);
     check_pipelines(config, locations, &mut report);
     check_memory_limiters(config, locations, &mut report);
+    check_tail_samplers(config, locations, &mut report);
     report.errors
 }
 
@@ -281,5 +282,58 @@ fn check_memory_limiters(config: &Config, locations: &Locations, report: &mut Re
                 Some(_) => {}
             }
         }
+    }
+}
+
+/// A traces pipeline has one tail sampler: its decision is the trace's, and the engine splits
+/// the pipeline's processors into those before and after it.
+fn check_tail_samplers(config: &Config, locations: &Locations, report: &mut Reporter<'_>) {
+    for (signal, pipeline) in config.pipelines.iter() {
+        let list_key = join(&join("pipelines", signal.name()), "processors");
+        let mut first: Option<&str> = None;
+        for (i, name) in pipeline.processors.iter().enumerate() {
+            if !matches!(
+                config.processors.get(name),
+                Some(ProcessorConfig::TailSampling(_))
+            ) {
+                continue;
+            }
+            match first {
+                None => first = Some(name),
+                Some(other) => report.report_at(
+                    list_key.clone(),
+                    locations.line(&format!("{list_key}[{i}]")),
+                    ConfigErrorKind::SecondTailSampling {
+                        name: name.clone(),
+                        other: other.to_string(),
+                    },
+                ),
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::Config;
+
+    #[test]
+    fn one_tail_sampler_per_pipeline() {
+        let policy = "[[processors.{}.policies]]\nname = \"all\"\ntype = \"always_sample\"\n";
+        let mut text = String::new();
+        for name in ["a", "b"] {
+            text.push_str(&format!("[processors.{name}]\ntype = \"tail_sampling\"\n"));
+            text.push_str(&policy.replace("{}", name));
+        }
+        text.push_str(
+            "[receivers.otlp]\n[exporters.blackhole]\n\
+             [pipelines.traces]\nreceivers = [\"otlp\"]\n\
+             processors = [\"a\",\n  \"b\"]\nexporters = [\"blackhole\"]\n",
+        );
+        let errors = Config::from_str_with_env(&text, "shardtel.toml", &|_| None).unwrap_err();
+        assert_eq!(
+            errors.to_string(),
+            "shardtel.toml:16: pipelines.traces.processors: tail_sampling processor \"b\" is listed after \"a\" (a pipeline samples once: combine their policies in one tail_sampling processor)"
+        );
     }
 }
