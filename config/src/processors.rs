@@ -210,7 +210,8 @@ impl Default for DecisionCacheConfig {
 pub enum OnShutdown {
     /// `"decide"`: decide each one now with what it has (the default).
     Decide,
-    /// `"drop"`: drop them (counted).
+    /// `"drop"`: drop them (counted); with `durability = "ack_after_sync"`, leave them in the
+    /// ingest log instead, to be replayed at the next start.
     Drop,
 }
 

@@ -296,12 +296,14 @@ impl Core {
         self.ingest_log.is_some()
     }
 
-    /// The time and, with an ingest log, its next and first unreleased LSNs (the Kafka
-    /// receiver commits an offset once the frame of its message is released).
+    /// The time and, with an ingest log, its next and first unreleased LSNs, the watermark moved
+    /// over what was released so far (the Kafka receiver commits an offset once the frame of
+    /// its message is released).
     pub(crate) fn offset_clock(&self) -> crate::kafka_offsets::Clock {
         let now = Instant::now();
         match &self.ingest_log {
             Some(log) => {
+                log.advance();
                 let (next_lsn, released_below) = log.position();
                 crate::kafka_offsets::Clock {
                     now,
@@ -986,18 +988,28 @@ pub async fn run(setup: CoreSetup) {
         let remaining = deadline.saturating_duration_since(Instant::now());
         let _ = glommio::timer::timeout(remaining, async { Ok(ticker.await) }).await;
     }
-    if let Some(sampler) = &core.sampler {
+    // With durability on, `on_shutdown = "drop"` drops nothing acknowledged: the pending
+    // traces' ingest-log frames stay unreleased, and the next start replays them.
+    let replay_pending = core.durable()
+        && core
+            .sampler
+            .as_ref()
+            .is_some_and(|s| s.borrow().on_shutdown() == shardtel_config::OnShutdown::Drop);
+    if let Some(sampler) = core.sampler.as_ref().filter(|_| !replay_pending) {
         let mut kept = Vec::new();
         sampler.borrow_mut().shutdown(Instant::now(), &mut kept);
-        core.export_kept(kept).await;
+        // Within the deadline: a full queue whose destination is down would hold this forever.
+        let remaining = deadline.saturating_duration_since(Instant::now());
+        let _ =
+            glommio::timer::timeout(remaining, async { Ok(core.export_kept(kept).await) }).await;
     }
     let mut drained = true;
     for exporter in &core.exporters {
         drained &= exporter.drain(deadline).await == shardtel_sinks::DrainOutcome::Drained;
     }
-    // Kafka receiver: commit what was accepted (and, if `drained`, exported), leave the group.
+    // Kafka receiver: commit what was handed on (see `finish`), leave the group.
     if let Some(kafka) = kafka {
-        kafka.finish(&core, drained || core.durable()).await;
+        kafka.finish(&core, drained).await;
     }
     if let Some(replay) = replay {
         replay.cancel();

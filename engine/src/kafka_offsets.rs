@@ -180,6 +180,12 @@ impl OffsetTracker {
             self.history
                 .push_back((now, clock.next_lsn, self.processed.clone()));
         }
+        self.release(clock, out);
+    }
+
+    /// Appends to `out` the partitions whose offset in the newest snapshot the gate lets
+    /// through at `clock` moved since it was last released.
+    fn release(&mut self, clock: Clock, out: &mut Vec<(PartitionKey, i64)>) {
         let mut due = None;
         while self
             .history
@@ -216,6 +222,18 @@ impl OffsetTracker {
             snapshot.remove(key);
         }
         safe.filter(|s| released != Some(*s))
+    }
+
+    /// At shutdown: snapshots every processed position at `clock`, returns the offsets the gate
+    /// lets through then (not released yet), and forgets everything. With the ingest-log gate
+    /// that is exact: everything whose frames were released, nothing else.
+    pub(crate) fn release_final(&mut self, clock: Clock) -> Vec<(PartitionKey, i64)> {
+        self.history
+            .push_back((clock.now, clock.next_lsn, self.processed.clone()));
+        let mut out = Vec::new();
+        self.release(clock, &mut out);
+        self.forget_all();
+        out
     }
 
     /// Every processed offset not released yet (at shutdown, once the exporters drained), and
@@ -374,5 +392,39 @@ mod tests {
         tr.processed(&key(1), 3);
         tr.tick(clock(3603, 12, 8), &mut out);
         assert_eq!(tr.revoke(&key(1), clock(3604, 12, 12)), Some(3));
+    }
+
+    #[test]
+    fn the_final_release_at_shutdown_is_exact_with_an_ingest_log() {
+        let t0 = Instant::now();
+        let clock = |ms: u64, next_lsn: u64, released_below: u64| Clock {
+            now: t0 + Duration::from_millis(ms),
+            next_lsn,
+            released_below,
+        };
+        let mut tr = OffsetTracker::new(CommitGate::IngestLog, Duration::from_secs(1));
+        let mut out = Vec::new();
+        tr.processed(&key(0), 10);
+        tr.processed(&key(1), 4);
+        tr.tick(clock(0, 5, 0), &mut out);
+        // Processed since, within the same commit interval (no snapshot of its own yet).
+        tr.processed(&key(0), 20);
+        tr.tick(clock(100, 9, 0), &mut out);
+        assert!(out.is_empty());
+        // Shutdown with the frames of offsets 10..20 still held (a sampler kept them for the
+        // next start): only what was released is committed.
+        let mut a = OffsetTracker::new(CommitGate::IngestLog, Duration::from_secs(1));
+        a.processed(&key(0), 10);
+        a.processed(&key(1), 4);
+        a.tick(clock(0, 5, 0), &mut out);
+        a.processed(&key(0), 20);
+        let mut last = a.release_final(clock(200, 9, 5));
+        last.sort();
+        assert_eq!(last, [(key(0), 10), (key(1), 4)]);
+        assert!(a.release_final(clock(300, 9, 9)).is_empty(), "forgotten");
+        // Everything released: every processed offset, even one newer than the last snapshot.
+        let mut last = tr.release_final(clock(200, 9, 9));
+        last.sort();
+        assert_eq!(last, [(key(0), 20), (key(1), 4)]);
     }
 }

@@ -561,10 +561,12 @@ struct Taken {
 
 impl KafkaReceiverHandle {
     /// Waits for the poll loop to stop (it stops when the core starts draining), then commits
-    /// every processed offset and leaves the group, off the reactor. Call after the exporters
-    /// drained; when they did not (`drained` false: the shutdown timeout passed), only the
-    /// offsets already stored (one commit interval old) are committed, so what is still
-    /// queued is consumed again by the next owner.
+    /// and leaves the group, off the reactor. Call after the exporters drained. With an ingest
+    /// log, the offsets committed are exactly those whose frames were released (what the core
+    /// still holds, e.g. traces a sampler keeps for the next start, is consumed again by the
+    /// partition's next owner). Without one: every processed offset when the exporters drained;
+    /// when they did not (`drained` false: the shutdown timeout passed), only the offsets the
+    /// commit delay lets through, so what is still queued is consumed again by the next owner.
     pub async fn finish(self, core: &Core, drained: bool) {
         let Some(consumer) = self.task.await.flatten() else {
             return;
@@ -572,18 +574,22 @@ impl KafkaReceiverHandle {
         let final_commit = {
             let mut s = consumer.context().state();
             let mut tpl = TopicPartitionList::new();
-            if drained {
-                for (key, next) in s.offsets.take_all_processed() {
-                    let _ = tpl.add_partition_offset(&key.0, key.1, Offset::Offset(next));
-                }
-            } else {
+            if !drained {
                 log::warn!(
                     "kafka receiver (core {}): exporters did not drain in time; committing only offsets released {}",
                     core.id,
                     s.offsets.gate()
                 );
-                // Nothing newer may be stored by the revocation while leaving the group.
-                s.offsets.forget_all();
+            }
+            // Both forget every position: nothing newer may be stored by the revocation while
+            // leaving the group.
+            let offsets = if core.durable() || !drained {
+                s.offsets.release_final(core.offset_clock())
+            } else {
+                s.offsets.take_all_processed()
+            };
+            for (key, next) in offsets {
+                let _ = tpl.add_partition_offset(&key.0, key.1, Offset::Offset(next));
             }
             tpl
         };

@@ -312,6 +312,11 @@ impl Sampler {
         &self.stats
     }
 
+    /// What [`Sampler::shutdown`] does with pending traces (`on_shutdown`).
+    pub fn on_shutdown(&self) -> OnShutdown {
+        self.limits.on_shutdown
+    }
+
     /// Adds a batch whose spans this core owns.
     ///
     /// First, as [`Sampler::tick`] would, traces whose decision time has come are decided and

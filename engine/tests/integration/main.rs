@@ -18,3 +18,4 @@ mod receive;
 mod routing;
 mod sampling;
 mod sampling_memory;
+mod shutdown;
