@@ -29,6 +29,8 @@
 #   shardtel-1core  blackhole-1core.toml (cores = [1]) under taskset -c 1,
 #                   driver pinned to CPU 0 (scaling report)
 #   rotel-1core     rotel-agent under taskset -c 1, driver pinned to CPU 0
+#   shardtel_redact blackhole-redact.toml (blackhole.toml plus a redaction processor that
+#                   changes no span), driver unpinned: compare with shardtel
 #
 # Knobs (environment, defaults in brackets):
 #   RUN_NAME        result folder name            [<UTC date>-<time>]
@@ -157,6 +159,19 @@ peer_shardtel_stats() {  # self-metrics are published once a second: wait for th
     /^shardtel_exporter_sent_spans_total\{exporter="blackhole"/ {e += $NF}
     END {printf "accepted=%d refused=%d exported=%d\n", a, r, e}'
 }
+# shardtel_redact: blackhole.toml plus the DESIGN.md redaction processor (blackhole-redact.toml),
+# whose keys no span of the payload has; against `shardtel`, what an attributes processor that
+# changes nothing costs end to end (issue 8's target: under 5%).
+peer_shardtel_redact_prepare() {
+  peer_shardtel_prepare
+  "$SHARDTEL_BIN" validate --config "$HERE/blackhole-redact.toml" >/dev/null || die "blackhole-redact.toml does not validate"
+}
+peer_shardtel_redact_cmd() {
+  [ "$1" = 1 ] && die "shardtel_redact has no 1-core variant"
+  echo "$SHARDTEL_BIN" --config "$HERE/blackhole-redact.toml"
+}
+peer_shardtel_redact_ready() { peer_shardtel_ready; }
+peer_shardtel_redact_stats() { peer_shardtel_stats; }
 peer_rotel_prepare() {
   ROTEL_BIN=${ROTEL_BIN:-$PEER_DIR/rotel/rotel/rotel-agent}
   if [ ! -x "$ROTEL_BIN" ]; then
