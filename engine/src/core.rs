@@ -1000,8 +1000,11 @@ pub async fn run(setup: CoreSetup) {
         sampler.borrow_mut().shutdown(Instant::now(), &mut kept);
         // Within the deadline: a full queue whose destination is down would hold this forever.
         let remaining = deadline.saturating_duration_since(Instant::now());
-        let _ =
-            glommio::timer::timeout(remaining, async { Ok(core.export_kept(kept).await) }).await;
+        let export = async {
+            core.export_kept(kept).await;
+            Ok(())
+        };
+        let _ = glommio::timer::timeout(remaining, export).await;
     }
     let mut drained = true;
     for exporter in &core.exporters {
