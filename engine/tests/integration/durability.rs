@@ -55,24 +55,33 @@ fn verify_numbers(json: &serde_json::Value) -> (u64, u64, u64) {
     (n("spans_acknowledged"), n("spans_lost"), n("duplicates"))
 }
 
-fn kill9_run(sampling: bool) {
-    let processors = if sampling {
-        r#"
+const SAMPLER: &str = r#"
 [processors.tail_sampling]
 decision_wait = "3s"
 [[processors.tail_sampling.policies]]
 name = "all"
 type = "always_sample"
-"#
-    } else {
-        ""
-    };
+"#;
+
+/// Processors that change every span, before and after the sampler: the rewritten spans are
+/// copies, which must keep their request's ingest-log frame until they are on disk downstream.
+const REWRITERS: &str = r#"
+[processors.tag_before]
+type = "attributes"
+actions = [{ key = "review.before", action = "upsert", value = "b" }]
+[processors.tag_after]
+type = "attributes"
+actions = [{ key = "review.after", action = "upsert", value = "a" }]
+"#;
+
+/// `processors` (TOML tables) listed as `list` in the traces pipeline; `what` names the run.
+fn kill9_run(what: &str, processors: &str, list: &[&str]) {
     let mut st = Shardtel::start(|dir, ports| {
         let mut pipelines = file_pipelines(dir);
-        if sampling {
+        if !list.is_empty() {
             pipelines = pipelines.replace(
                 "exporters = [\"file_traces\"]",
-                "processors = [\"tail_sampling\"]\nexporters = [\"file_traces\"]",
+                &format!("processors = {list:?}\nexporters = [\"file_traces\"]"),
             );
         }
         base_config(dir, ports, "") + processors + &pipelines
@@ -86,27 +95,43 @@ type = "always_sample"
     st.spawn();
     let (ok, report, json) = finish_loadgen(child, &json);
     let (acked, lost, duplicates) = verify_numbers(&json);
-    eprintln!(
-        "kill -9 (sampling: {sampling}): {acked} spans acknowledged, {lost} lost, {duplicates} duplicates"
-    );
+    eprintln!("kill -9 ({what}): {acked} spans acknowledged, {lost} lost, {duplicates} duplicates");
     assert!(
         ok && lost == 0 && acked > 10_000,
-        "loadgen --verify after kill -9 (sampling: {sampling}):\n{report}\nshardtel log:\n{}",
+        "loadgen --verify after kill -9 ({what}):\n{report}\nshardtel log:\n{}",
         st.log()
     );
     let log = st.log();
     assert!(log.contains("replaying"), "no replay after kill -9:\n{log}");
     assert_eq!(st.stop(), 0);
+    for tag in ["review.before", "review.after"] {
+        if processors.contains(tag) {
+            let lines = crate::harness::read_lines(&out, "traces");
+            assert!(
+                !lines.is_empty() && lines.iter().all(|(_, l)| l.contains(tag)),
+                "spans exported without {tag}"
+            );
+        }
+    }
 }
 
 #[test]
 fn kill_9_mid_stream_loses_no_acknowledged_span() {
-    kill9_run(false);
+    kill9_run("no processors", "", &[]);
 }
 
 #[test]
 fn kill_9_with_tail_sampling_replays_the_traces_it_held() {
-    kill9_run(true);
+    kill9_run("tail sampling", SAMPLER, &["tail_sampling"]);
+}
+
+#[test]
+fn kill_9_with_rewriting_processors_around_the_sampler_loses_nothing() {
+    kill9_run(
+        "rewriting processors around tail sampling",
+        &format!("{SAMPLER}{REWRITERS}"),
+        &["tag_before", "tail_sampling", "tag_after"],
+    );
 }
 
 fn vm_rss_kib(pid: u32) -> u64 {
