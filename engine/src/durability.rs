@@ -299,6 +299,64 @@ impl IngestLog {
     }
 }
 
+/// Holds `engine.data_dir/LOCK` locked (`flock`, exclusive) while the process runs: two processes
+/// writing the same logs would corrupt them (and with SO_REUSEPORT a second one on the same
+/// ports starts without a bind error). Released when the process ends, however it ends.
+#[derive(Debug)]
+pub struct DataDirLock {
+    _file: std::fs::File,
+}
+
+/// Locks `engine.data_dir` when a write-ahead log lives there (`durability = "ack_after_sync"`
+/// or a disk queue); `None` otherwise. Start-up only (`std::fs`).
+pub fn lock_data_dir(config: &shardtel_config::Config) -> Result<Option<DataDirLock>, String> {
+    use std::io::{Read as _, Seek as _, Write as _};
+    use std::os::fd::AsRawFd as _;
+    let disk_queues = config.exporters.values().any(|e| {
+        e.kind
+            .queue()
+            .is_some_and(|q| q.storage == shardtel_config::QueueStorage::Disk)
+    });
+    if config.engine.durability != shardtel_config::Durability::AckAfterSync && !disk_queues {
+        return Ok(None);
+    }
+    let dir = &config.engine.data_dir;
+    let path = dir.join("LOCK");
+    let fail = |what: &str, e: &dyn std::fmt::Display| {
+        format!("engine.data_dir: failed to {what} {}: {e}", path.display())
+    };
+    std::fs::create_dir_all(dir).map_err(|e| fail("create the directory of", &e))?;
+    let mut file = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(&path)
+        .map_err(|e| fail("open", &e))?;
+    match nix::fcntl::flock(
+        file.as_raw_fd(),
+        nix::fcntl::FlockArg::LockExclusiveNonblock,
+    ) {
+        Ok(()) => {}
+        Err(nix::errno::Errno::EWOULDBLOCK) => {
+            let mut holder = String::new();
+            let _ = file.read_to_string(&mut holder);
+            return Err(format!(
+                "engine.data_dir {} is in use by another shardtel process (pid {}): give each process its own data_dir",
+                dir.display(),
+                holder.trim()
+            ));
+        }
+        Err(e) => return Err(fail("lock", &e)),
+    }
+    // The holder's pid, for the message above (the lock itself is what counts).
+    let _ = file
+        .set_len(0)
+        .and_then(|()| file.rewind())
+        .and_then(|()| writeln!(file, "{}", std::process::id()));
+    Ok(Some(DataDirLock { _file: file }))
+}
+
 /// The orphaned logs core `core` of `cores` drains: ingest logs and exporter queues of cores
 /// `core + k * cores` (k ≥ 1) that exist on disk, as (ingest dirs, (exporter, queue dir)).
 pub fn orphans_of(

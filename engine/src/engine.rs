@@ -80,6 +80,7 @@ pub fn run_until(config: Config, shutdown: Arc<AtomicBool>) -> Result<(), Engine
         .resolve()
         .map_err(|e| EngineError::Cores(e.to_string()))?;
     let cores = cpus.len();
+    let _data_dir_lock = crate::durability::lock_data_dir(&config).map_err(EngineError::Startup)?;
     crate::durability::report_orphaned_logs(&config);
     let board = Board::new(cores);
     for (what, addr, endpoint) in [

@@ -479,3 +479,31 @@ fn fewer_cores_drain_the_orphaned_export_queue() {
     );
     assert!(!upstream.dir.path().join("queues/downstream/core1").exists());
 }
+
+#[test]
+fn a_second_process_on_the_same_data_dir_refuses_to_start() {
+    let mut st = Shardtel::start(|dir, ports| base_config(dir, ports, "") + &file_pipelines(dir));
+    let pid = st.child.as_ref().unwrap().id();
+    // The same file: the same data_dir (and ports, which SO_REUSEPORT would let it share).
+    let second = Command::new(env!("CARGO_BIN_EXE_shardtel"))
+        .arg("--config")
+        .arg(&st.config_path)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&second.stderr);
+    assert!(
+        !second.status.success(),
+        "a second process started:\n{stderr}"
+    );
+    assert!(
+        stderr.contains(&format!(
+            "is in use by another shardtel process (pid {pid})"
+        )),
+        "{stderr}"
+    );
+    assert_eq!(
+        crate::harness::http_get(st.ports.health, "/").map(|r| r.0),
+        Some(200)
+    );
+    assert_eq!(st.stop(), 0);
+}
