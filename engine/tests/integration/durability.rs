@@ -390,7 +390,8 @@ fn shrink_to_one_core(st: &Shardtel) {
     .unwrap();
 }
 
-fn span_ids_in(dir: &Path) -> std::collections::HashSet<Vec<u8>> {
+/// The span ids in the file exporter's output under `dir`.
+pub(crate) fn span_ids_in(dir: &Path) -> std::collections::HashSet<Vec<u8>> {
     flatten(
         &read_traces(dir)
             .into_iter()

@@ -6,8 +6,9 @@ use std::time::Duration;
 
 use prost::Message;
 
+use crate::durability::span_ids_in;
 use crate::gen::{request, span};
-use crate::harness::{base_config, file_pipelines, free_port, read_traces, wait_until, Shardtel};
+use crate::harness::{base_config, file_pipelines, free_port, wait_until, Shardtel};
 
 fn post(client: &reqwest::blocking::Client, st: &Shardtel, body: Vec<u8>) -> reqwest::Result<u16> {
     client
@@ -16,16 +17,6 @@ fn post(client: &reqwest::blocking::Client, st: &Shardtel, body: Vec<u8>) -> req
         .body(body)
         .send()
         .map(|r| r.status().as_u16())
-}
-
-fn arrived_span_ids(st: &Shardtel) -> HashSet<Vec<u8>> {
-    read_traces(&st.out())
-        .into_iter()
-        .flat_map(|(_, r)| r.resource_spans)
-        .flat_map(|rs| rs.scope_spans)
-        .flat_map(|ss| ss.spans)
-        .map(|s| s.span_id)
-        .collect()
 }
 
 /// With `durability = "ack_after_sync"`, `on_shutdown = "drop"` drops no acknowledged span: the
@@ -64,7 +55,7 @@ type = "always_sample"
     );
     assert_eq!(st.stop(), 0, "log:\n{}", st.log());
     assert!(
-        arrived_span_ids(&st).is_empty(),
+        span_ids_in(&st.out()).is_empty(),
         "pending traces were exported at shutdown despite on_shutdown = \"drop\""
     );
 
@@ -77,9 +68,9 @@ type = "always_sample"
     .unwrap();
     st.spawn();
     assert!(
-        wait_until(60, || arrived_span_ids(&st).is_superset(&sent)),
+        wait_until(60, || span_ids_in(&st.out()).is_superset(&sent)),
         "{} of {} acknowledged spans exported after the restart; log:\n{}",
-        arrived_span_ids(&st).intersection(&sent).count(),
+        span_ids_in(&st.out()).intersection(&sent).count(),
         sent.len(),
         st.log()
     );
