@@ -166,9 +166,19 @@ impl Core {
             self.counters.refused(signal, transport, 0);
             return Err(e);
         }
+        // A full exporter queue on this core refuses at once, before any write to the ingest
+        // log and before the tail sampler, whose kept spans would otherwise wait for room while
+        // the client waits for its answer.
+        if self.pipelines[signal_index(signal)]
+            .iter()
+            .any(|e| !e.has_room(body.len()))
+        {
+            self.counters.failed_request(signal, transport);
+            return Err(IngestError::Overloaded("an exporter queue is full"));
+        }
         // Acknowledged means durable: the request is on disk before it is routed.
         let (body, hold) = match &self.ingest_log {
-            Some(log) => match self.log_request(log, signal, body).await {
+            Some(log) => match log.append(signal, body).await {
                 Ok(tracked) => (tracked.body, Some(tracked.hold)),
                 Err(e) => {
                     self.counters.failed_request(signal, transport);
@@ -191,21 +201,6 @@ impl Core {
                 Err(e)
             }
         }
-    }
-
-    /// Appends a request to the ingest log unless the local exporters of its signal are full
-    /// (then it is refused without a write).
-    async fn log_request(
-        &self,
-        log: &IngestLog,
-        signal: Signal,
-        body: Bytes,
-    ) -> Result<Tracked, IngestError> {
-        let exporters = &self.pipelines[signal_index(signal)];
-        if exporters.iter().any(|e| !e.has_room(body.len())) {
-            return Err(IngestError::Overloaded("an exporter queue is full"));
-        }
-        log.append(signal, body).await
     }
 
     /// Replays a request from the ingest log: routed like a new one (without logging it

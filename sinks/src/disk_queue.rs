@@ -251,7 +251,18 @@ impl DiskQueue {
                         Ok(_) => break,
                         Err(e) => log::warn!("{}: {e}; retrying", self.wal.dir().display()),
                     },
-                    Err(WalError::TooLarge { .. }) => break,
+                    Err(e @ WalError::TooLarge { .. }) => {
+                        // Cannot happen with the same segment size; if the new queue's is
+                        // smaller, the batch cannot move: say so, and count it as dropped.
+                        log::error!(
+                            "{}: dropped a batch of {} bytes from the orphaned queue {}: {e}",
+                            self.wal.dir().display(),
+                            frame.payload.len(),
+                            orphan.display()
+                        );
+                        self.wal.count_dropped(1, frame.payload.len() as u64);
+                        break;
+                    }
                     Err(_) => {}
                 }
                 glommio::timer::sleep(wait).await;

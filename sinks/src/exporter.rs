@@ -143,7 +143,12 @@ impl Exporter {
                 let path = core_file_path(&absolute, core).ok_or_else(invalid)?;
                 let max_bytes = c.rotation.max_megabytes.saturating_mul(1024 * 1024);
                 (
-                    Self::File(FileExporter::new(path, max_bytes, c.rotation.max_backups)),
+                    Self::File(FileExporter::new(
+                        path,
+                        max_bytes,
+                        c.rotation.max_backups,
+                        c.queue.storage == shardtel_config::QueueStorage::Disk,
+                    )),
                     QueueSettings::from_config(&c.batch, &c.retry, &c.queue),
                 )
             }

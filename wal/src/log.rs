@@ -553,6 +553,14 @@ impl Wal {
         Some((frames, seg.durable_end))
     }
 
+    /// Counts `frames` frames of `bytes` bytes that the caller dropped instead of appending
+    /// (reported with the frames [`Wal::drop_oldest_segment`] dropped).
+    pub fn count_dropped(&self, frames: u64, bytes: u64) {
+        let mut c = self.inner.counters.borrow_mut();
+        c.dropped_frames += frames;
+        c.dropped_bytes += bytes;
+    }
+
     /// A reader from `from` (use [`Wal::checkpoint_lsn`] to resume where the consumer left).
     pub fn reader(&self, from: u64) -> crate::reader::WalReader {
         crate::reader::WalReader::new(self.inner.clone(), from)

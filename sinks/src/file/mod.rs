@@ -50,17 +50,26 @@ pub(crate) struct FileExporter {
     /// Rotate before the file would exceed this; zero never rotates.
     max_bytes: u64,
     max_backups: u32,
+    /// `fdatasync` after every batch, before it counts as exported: with a disk queue in
+    /// front, the queue forgets a batch once exported, so the file must hold it durably.
+    sync_each_batch: bool,
     /// Taken out while a write is in progress (only one sender task writes).
     file: RefCell<Option<OpenFile>>,
 }
 
 impl FileExporter {
     /// `path` is this core's file (see [`core_file_path`]).
-    pub(crate) fn new(path: PathBuf, max_bytes: u64, max_backups: u32) -> Self {
+    pub(crate) fn new(
+        path: PathBuf,
+        max_bytes: u64,
+        max_backups: u32,
+        sync_each_batch: bool,
+    ) -> Self {
         Self {
             path,
             max_bytes,
             max_backups,
+            sync_each_batch,
             file: RefCell::new(None),
         }
     }
@@ -87,6 +96,12 @@ impl FileExporter {
         }
         // On error the file is dropped and reopened (at its real size) next time.
         open.size = self.write_all(&open.file, line, open.size).await?;
+        if self.sync_each_batch {
+            open.file
+                .fdatasync()
+                .await
+                .map_err(|e| self.err("sync", &self.path, e.into()))?;
+        }
         *self.file.borrow_mut() = Some(open);
         Ok(())
     }
