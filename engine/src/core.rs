@@ -27,6 +27,7 @@ use crate::mesh::{MeshEnds, MeshMessage};
 use crate::metric_routing::{self, MetricsRouter};
 use crate::processors::Processors;
 use crate::receiver;
+use crate::receiver::connections::ConnectionLimit;
 use crate::sampler::{CoreShare, Kept, Sampler};
 use crate::telemetry::{
     self, signal_index, Board, CoreState, MeshCounters, ReceiverCounters, Transport,
@@ -83,6 +84,8 @@ pub struct Core {
     pub limits: Limits,
     /// Receiver counters.
     pub counters: ReceiverCounters,
+    /// OTLP connections served on this core, and its share of `max_connections`.
+    pub connections: ConnectionLimit,
     mesh_counters: MeshCounters,
     senders: OnceCell<Vec<Option<ConnectedSender<MeshMessage>>>>,
     /// One permit per destination: glommio's `send().await` must not be
@@ -677,6 +680,7 @@ impl Core {
         snapshot.processors = self.processors.snapshot();
         snapshot.memory = self.memory.as_ref().map(CoreLimiter::snapshot);
         snapshot.ingest_log = self.ingest_log.as_ref().map(IngestLog::snapshot);
+        snapshot.connections = Some(self.connections.snapshot()).filter(|c| c.limit > 0);
         self.board.publish(snapshot);
     }
 }
@@ -820,6 +824,9 @@ pub async fn run(setup: CoreSetup) {
             max_concurrent_streams: otlp.as_ref().map_or(256, |o| o.max_concurrent_streams),
         },
         counters: ReceiverCounters::default(),
+        connections: ConnectionLimit::new(otlp.as_ref().map_or(0, |o| {
+            receiver::connections::per_core(o.max_connections, cores)
+        })),
         mesh_counters: MeshCounters::new(cores),
         senders: OnceCell::new(),
         send_permits: (0..cores).map(|_| Semaphore::new(1)).collect(),

@@ -14,7 +14,7 @@ use shardtel_protocol::status::export_response;
 use shardtel_protocol::Signal;
 use shardtel_sinks::net::{GlommioIo, LocalExec};
 
-use super::{collect_body, run_until_drained, CollectError, ResponseBody};
+use super::{collect_body, connections, run_until_drained, CollectError, ResponseBody};
 use crate::core::Core;
 use crate::ingest::IngestError;
 use crate::telemetry::Transport;
@@ -33,13 +33,53 @@ pub async fn serve_connection(core: Rc<Core>, stream: TcpStream) {
     let mut builder = hyper::server::conn::http2::Builder::new(LocalExec);
     builder
         .max_concurrent_streams(core.limits.max_concurrent_streams)
-        .max_frame_size(1 << 20)
-        .initial_stream_window_size(4 << 20)
-        .initial_connection_window_size(16 << 20)
-        .max_header_list_size(64 << 10);
+        .max_frame_size(connections::H2_MAX_FRAME)
+        .initial_stream_window_size(connections::H2_STREAM_WINDOW)
+        .initial_connection_window_size(connections::H2_CONNECTION_WINDOW)
+        .max_header_list_size(connections::H2_MAX_HEADER_LIST)
+        .max_send_buf_size(connections::H2_MAX_SEND_BUF);
     let conn = builder.serve_connection(GlommioIo::new(stream), service);
     let conn = std::pin::pin!(conn);
     run_until_drained(&core, conn, |c| c.graceful_shutdown()).await;
+}
+
+/// Answers the streams of a connection over the limit with `UNAVAILABLE` (trailers only,
+/// bodies unread) and closes it with `GOAWAY` once the first stream was answered. The
+/// connection keeps HTTP/2's default frame size and windows and at most
+/// [`connections::REFUSAL_STREAMS`] streams.
+pub async fn refuse_connection(core: Rc<Core>, stream: TcpStream) {
+    let answered = Rc::new(glommio::sync::Semaphore::new(0));
+    let signal = answered.clone();
+    let service = hyper::service::service_fn(move |_req: Request<Incoming>| {
+        signal.signal(1);
+        async { Ok::<_, Infallible>(error_response(&IngestError::TooManyConnections)) }
+    });
+    let mut builder = hyper::server::conn::http2::Builder::new(LocalExec);
+    builder
+        .max_concurrent_streams(connections::REFUSAL_STREAMS)
+        .max_header_list_size(connections::H2_MAX_HEADER_LIST)
+        .max_send_buf_size(connections::H2_MAX_SEND_BUF);
+    let conn = builder.serve_connection(GlommioIo::new(stream), service);
+    let mut conn = std::pin::pin!(conn);
+    let first = futures_lite::future::or(
+        async {
+            let _ = conn.as_mut().await;
+            false
+        },
+        async {
+            let _ = answered.acquire(1).await;
+            true
+        },
+    );
+    let answer_sent = futures_lite::future::or(first, async {
+        core.wait_draining().await;
+        true
+    })
+    .await;
+    if answer_sent {
+        conn.as_mut().graceful_shutdown();
+        let _ = conn.await;
+    }
 }
 
 fn signal_for(path: &str) -> Option<Signal> {

@@ -17,7 +17,9 @@ use shardtel_protocol::status::{
 use shardtel_protocol::Signal;
 use shardtel_sinks::net::GlommioIo;
 
-use super::{collect_body, discard_body, run_until_drained, CollectError, ResponseBody};
+use super::{
+    collect_body, connections, discard_body, run_until_drained, CollectError, ResponseBody,
+};
 use crate::core::Core;
 use crate::ingest::IngestError;
 use crate::telemetry::Transport;
@@ -31,7 +33,29 @@ pub async fn serve_connection(core: Rc<Core>, stream: TcpStream) {
     });
     let conn = hyper::server::conn::http1::Builder::new()
         .keep_alive(true)
-        .max_buf_size(4 << 20)
+        .max_buf_size(connections::HTTP1_MAX_BUF)
+        .serve_connection(GlommioIo::new(stream), service);
+    let conn = std::pin::pin!(conn);
+    run_until_drained(&core, conn, |c| c.graceful_shutdown()).await;
+}
+
+/// Answers the first request of a connection over the limit with 503 and `Retry-After`, then
+/// closes the connection. The read buffer is hyper's minimum; up to
+/// [`connections::REFUSAL_DISCARD`] body bytes are read and dropped first, so that the client
+/// reads the answer instead of a reset.
+pub async fn refuse_connection(core: Rc<Core>, stream: TcpStream) {
+    let service = hyper::service::service_fn(|req: Request<Incoming>| async move {
+        let format = match req.headers().get(http::header::CONTENT_TYPE) {
+            Some(v) if v.as_bytes().starts_with(b"application/json") => Format::Json,
+            _ => Format::Protobuf,
+        };
+        let mut body = req.into_body();
+        discard_body(&mut body, connections::REFUSAL_DISCARD).await;
+        Ok::<_, Infallible>(error_response(format, &IngestError::TooManyConnections))
+    });
+    let conn = hyper::server::conn::http1::Builder::new()
+        .keep_alive(false)
+        .max_buf_size(8192)
         .serve_connection(GlommioIo::new(stream), service);
     let conn = std::pin::pin!(conn);
     run_until_drained(&core, conn, |c| c.graceful_shutdown()).await;

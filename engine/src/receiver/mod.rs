@@ -1,7 +1,8 @@
 //! OTLP receivers: the gRPC (:4317) and HTTP (:4318) servers every core runs
 //! on the same ports, their accept loops, and what they share (body
-//! collection with a size limit, the response body type).
+//! collection with a size limit, the response body type, connection bounds).
 
+pub mod connections;
 pub mod grpc;
 pub mod http;
 
@@ -18,6 +19,7 @@ use http_body_util::BodyExt;
 use hyper::body::{Frame, Incoming, SizeHint};
 use shardtel_config::Config;
 
+use self::connections::Admission;
 use crate::core::Core;
 
 /// The protocol a listener speaks.
@@ -53,7 +55,8 @@ pub fn bind_all(config: &Config) -> Result<Vec<Listener>, String> {
 }
 
 /// Accepts connections until the core drains; each connection is a task of
-/// this core.
+/// this core. Connections over the core's share of `max_connections` are refused (see
+/// [`connections`]).
 pub async fn accept_loop(core: Rc<Core>, listener: Listener) {
     loop {
         let accepted =
@@ -65,8 +68,26 @@ pub async fn accept_loop(core: Rc<Core>, listener: Listener) {
         match accepted {
             None => break,
             Some(Ok(stream)) => {
-                let core = core.clone();
-                glommio::spawn_local(serve(core, stream, listener.protocol)).detach();
+                let protocol = listener.protocol;
+                match core.connections.admit(protocol) {
+                    Admission::Serve => {
+                        let core = core.clone();
+                        glommio::spawn_local(async move {
+                            let _slot = Slot(&core, Some(protocol));
+                            serve(core.clone(), stream, protocol).await;
+                        })
+                        .detach();
+                    }
+                    Admission::Refuse => {
+                        let core = core.clone();
+                        glommio::spawn_local(async move {
+                            let _slot = Slot(&core, None);
+                            refuse(core.clone(), stream, protocol).await;
+                        })
+                        .detach();
+                    }
+                    Admission::Close => drop(stream),
+                }
             }
             Some(Err(e)) => {
                 log::warn!("core {}: accept failed: {e}", core.id);
@@ -80,6 +101,32 @@ async fn serve(core: Rc<Core>, stream: TcpStream, protocol: Protocol) {
     match protocol {
         Protocol::Grpc => grpc::serve_connection(core, stream).await,
         Protocol::Http => http::serve_connection(core, stream).await,
+    }
+}
+
+/// Answers a connection over the limit with a retryable refusal and closes it, within
+/// [`connections::REFUSAL_TIMEOUT`].
+async fn refuse(core: Rc<Core>, stream: TcpStream, protocol: Protocol) {
+    let answer = async {
+        match protocol {
+            Protocol::Grpc => grpc::refuse_connection(core, stream).await,
+            Protocol::Http => http::refuse_connection(core, stream).await,
+        }
+        Ok(())
+    };
+    let _ = glommio::timer::timeout(connections::REFUSAL_TIMEOUT, answer).await;
+}
+
+/// A connection's place in its core's count, given back when the connection's task ends
+/// (`Some`: served, `None`: refused).
+struct Slot<'a>(&'a Core, Option<Protocol>);
+
+impl Drop for Slot<'_> {
+    fn drop(&mut self) {
+        match self.1 {
+            Some(protocol) => self.0.connections.served(protocol),
+            None => self.0.connections.refused(),
+        }
     }
 }
 
