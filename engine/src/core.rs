@@ -33,6 +33,11 @@ use crate::telemetry::{
     self, signal_index, Board, CoreState, MeshCounters, ReceiverCounters, Transport,
 };
 
+/// Request bytes in flight charged to every admitted request besides its body: its headers
+/// (an HTTP/2 header list is at most 8 KiB; HTTP/1.1 headers stay in the connection's read
+/// buffer) and its state.
+pub const REQUEST_OVERHEAD: usize = 16 << 10;
+
 /// How long a receiving core waits for room on a full mesh channel before it
 /// refuses the request as overloaded.
 const MESH_SEND_TIMEOUT: Duration = Duration::from_secs(2);
@@ -127,21 +132,19 @@ impl Core {
         let _ = self.drain_signal.acquire(1).await;
     }
 
-    /// Admits a request of `bytes` (0 if not yet known), or refuses it.
+    /// Admits a request, charging [`REQUEST_OVERHEAD`] to the core's request bytes in flight,
+    /// or refuses it. Its body is charged as it arrives ([`InflightGuard::try_add`]).
     pub fn admit(&self) -> Result<InflightGuard<'_>, IngestError> {
         if self.draining() {
             return Err(IngestError::Draining);
         }
-        if self.inflight_bytes.get() >= self.limits.max_inflight_bytes {
-            return Err(IngestError::Overloaded(
-                "too many request bytes in flight on this core",
-            ));
-        }
-        self.inflight_requests.set(self.inflight_requests.get() + 1);
-        Ok(InflightGuard {
+        let guard = InflightGuard {
             core: self,
             bytes: Cell::new(0),
-        })
+        };
+        self.inflight_requests.set(self.inflight_requests.get() + 1);
+        guard.try_add(REQUEST_OVERHEAD)?;
+        Ok(guard)
     }
 
     /// Like [`Core::admit`], also refusing when the memory limiter guards `signal` and the
@@ -700,12 +703,30 @@ pub struct InflightGuard<'a> {
 }
 
 impl InflightGuard<'_> {
-    /// Adds the request's body size to the core's in-flight bytes.
-    pub fn add_bytes(&self, n: usize) {
+    /// Charges `n` more bytes of this request (body, decompressed body) to the core's request
+    /// bytes in flight. Refuses when that would pass the core's bound, unless this request is
+    /// the only one in flight (so one request up to `max_recv_msg_size` always gets through).
+    pub fn try_add(&self, n: usize) -> Result<(), IngestError> {
+        let c = self.core;
+        if self.room() < n {
+            return Err(IngestError::Overloaded(
+                "too many request bytes in flight on this core",
+            ));
+        }
         self.bytes.set(self.bytes.get() + n);
-        self.core
-            .inflight_bytes
-            .set(self.core.inflight_bytes.get() + n);
+        c.inflight_bytes.set(c.inflight_bytes.get() + n);
+        Ok(())
+    }
+
+    /// Bytes this request may still add (see [`InflightGuard::try_add`]).
+    pub fn room(&self) -> usize {
+        let c = self.core;
+        if c.inflight_bytes.get() == self.bytes.get() {
+            return usize::MAX;
+        }
+        c.limits
+            .max_inflight_bytes
+            .saturating_sub(c.inflight_bytes.get())
     }
 }
 

@@ -18,7 +18,8 @@ use shardtel_protocol::Signal;
 use shardtel_sinks::net::GlommioIo;
 
 use super::{
-    collect_body, connections, discard_body, run_until_drained, CollectError, ResponseBody,
+    charge_decoded, collect_body, connections, discard_body, run_until_drained,
+    too_large_or_overloaded, CollectError, ResponseBody,
 };
 use crate::core::Core;
 use crate::ingest::IngestError;
@@ -147,8 +148,14 @@ async fn handle(core: &Core, req: Request<Incoming>) -> Response<ResponseBody> {
             return error_response(format, &e);
         }
     };
-    let body = match collect_body(&mut incoming, limit, declared.unwrap_or(0), |_| None).await {
+    let hint = declared.unwrap_or(0);
+    let body = match collect_body(&mut incoming, limit, hint, |_| None, &guard).await {
         Ok(b) => b,
+        Err(CollectError::Overloaded(e)) => {
+            core.counters.refused(signal, Transport::Http, 0);
+            discard_body(&mut incoming, limit).await;
+            return error_response(format, &e);
+        }
         Err(CollectError::TooLarge) => {
             core.counters.failed_request(signal, Transport::Http);
             discard_body(&mut incoming, limit.saturating_mul(4)).await;
@@ -162,15 +169,20 @@ async fn handle(core: &Core, req: Request<Incoming>) -> Response<ResponseBody> {
             );
         }
     };
-    guard.add_bytes(body.len());
-    let message = match decode(signal, format, encoding, body, limit) {
+    let received = body.as_ptr();
+    let decoded = decode(signal, format, encoding, body, limit, guard.room())
+        .and_then(|m| charge_decoded(&guard, received, m));
+    let message = match decoded {
         Ok(m) => m,
         Err(e) => {
-            core.counters.failed_request(signal, Transport::Http);
+            if e.is_retryable() {
+                core.counters.refused(signal, Transport::Http, 0);
+            } else {
+                core.counters.failed_request(signal, Transport::Http);
+            }
             return error_response(format, &e);
         }
     };
-    guard.add_bytes(message.len());
     match core.ingest(signal, Transport::Http, message).await {
         Ok(_) => {
             let (ctype, body) = match format {
@@ -186,17 +198,20 @@ async fn handle(core: &Core, req: Request<Incoming>) -> Response<ResponseBody> {
     }
 }
 
+/// Decompresses (at most `limit` bytes, and at most `room`: the request bytes this request may
+/// still add on its core) and converts JSON to protobuf.
 fn decode(
     signal: Signal,
     format: Format,
     encoding: Encoding,
     body: Bytes,
     limit: usize,
+    room: usize,
 ) -> Result<Bytes, IngestError> {
     let raw = match encoding {
         Encoding::Identity => body,
-        enc => decompress(enc, &body, limit).map_err(|e| match e {
-            DecompressError::TooLarge { .. } => IngestError::TooLarge { limit },
+        enc => decompress(enc, &body, limit.min(room)).map_err(|e| match e {
+            DecompressError::TooLarge { .. } => too_large_or_overloaded(limit, room),
             other => IngestError::Malformed(format!("failed to decompress the body: {other}")),
         })?,
     };

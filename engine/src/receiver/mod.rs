@@ -20,7 +20,8 @@ use hyper::body::{Frame, Incoming, SizeHint};
 use shardtel_config::Config;
 
 use self::connections::Admission;
-use crate::core::Core;
+use crate::core::{Core, InflightGuard};
+use crate::ingest::IngestError;
 
 /// The protocol a listener speaks.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -160,25 +161,31 @@ pub async fn run_until_drained<C: Future>(
 pub enum CollectError {
     /// Larger than the limit.
     TooLarge,
+    /// The core's request bytes in flight are at their bound.
+    Overloaded(IngestError),
     /// The connection failed mid-body.
     Transport(hyper::Error),
 }
 
-/// Collects a request body of at most `limit` bytes. A body that arrives in
-/// one frame is returned as that frame (no copy). One that arrives in several
-/// is joined into one allocation sized by `hint` (the content length), or when
-/// that is 0 by what `size_of` reads in the first frame (a gRPC length
-/// prefix): growing it by doubling would leave up to half of it unused for as
-/// long as the body is held (the tail sampler holds it for `decision_wait`).
+/// Collects a request body of at most `limit` bytes, charging what it holds to the request's
+/// `guard` as it grows (refusing with [`CollectError::Overloaded`] when the core's bound is
+/// reached). A body that arrives in one frame is returned as that frame (no copy). One that
+/// arrives in several is joined into one allocation sized by `hint` (the content length), or
+/// when that is 0 by what `size_of` reads in the first frame (a gRPC length prefix): growing it
+/// by doubling would leave up to half of it unused for as long as the body is held (the tail
+/// sampler holds it for `decision_wait`).
 pub async fn collect_body(
     body: &mut Incoming,
     limit: usize,
     hint: usize,
     size_of: fn(&[u8]) -> Option<usize>,
+    guard: &InflightGuard<'_>,
 ) -> Result<Bytes, CollectError> {
     let mut first: Option<Bytes> = None;
     let mut joined: Option<BytesMut> = None;
     let mut total = 0usize;
+    // Charged to `guard`: the first frame, then the joined allocation (and its growth).
+    let charge = |more: usize| guard.try_add(more).map_err(CollectError::Overloaded);
     while let Some(frame) = body.frame().await {
         let frame = frame.map_err(CollectError::Transport)?;
         let Ok(data) = frame.into_data() else {
@@ -189,25 +196,60 @@ pub async fn collect_body(
             return Err(CollectError::TooLarge);
         }
         match (&mut first, &mut joined) {
-            (None, None) => first = Some(data),
+            (None, None) => {
+                charge(data.len())?;
+                first = Some(data);
+            }
             (Some(head), None) => {
                 let size = if hint > 0 {
                     hint
                 } else {
                     size_of(head).unwrap_or(0)
                 };
-                let mut b = BytesMut::with_capacity(size.clamp(total, limit));
+                let capacity = size.clamp(total, limit);
+                charge(capacity)?;
+                let mut b = BytesMut::with_capacity(capacity);
                 b.extend_from_slice(&first.take().unwrap_or_default());
                 b.extend_from_slice(&data);
                 joined = Some(b);
             }
-            (_, Some(b)) => b.extend_from_slice(&data),
+            (_, Some(b)) => {
+                if b.capacity() - b.len() < data.len() {
+                    // A body longer than announced: growing may double the allocation.
+                    charge(b.capacity().max(data.len()))?;
+                }
+                b.extend_from_slice(&data);
+            }
         }
     }
     Ok(match joined {
         Some(b) => b.freeze(),
         None => first.unwrap_or_default(),
     })
+}
+
+/// The error for a decompressed body that passed `min(limit, room)`: too large if it passed
+/// the configured limit, else a retryable refusal (the core's request bytes in flight are near
+/// their bound).
+pub fn too_large_or_overloaded(limit: usize, room: usize) -> IngestError {
+    if room < limit {
+        IngestError::Overloaded("too many request bytes in flight on this core")
+    } else {
+        IngestError::TooLarge { limit }
+    }
+}
+
+/// Charges a decoded message to its request's `guard` unless it is the received body itself
+/// (at `received`), which `collect_body` charged already.
+pub fn charge_decoded(
+    guard: &InflightGuard<'_>,
+    received: *const u8,
+    message: Bytes,
+) -> Result<Bytes, IngestError> {
+    if message.as_ptr() != received {
+        guard.try_add(message.len())?;
+    }
+    Ok(message)
 }
 
 /// Reads and drops up to `max` more bytes of a body, so that an error
