@@ -151,9 +151,20 @@ impl Core {
     /// process is above its soft limit.
     pub fn admit_signal(&self, signal: Signal) -> Result<InflightGuard<'_>, IngestError> {
         if let Some(m) = &self.memory {
-            m.check(signal)?;
+            m.check(signal, || self.buffered_bytes())?;
         }
         self.admit()
+    }
+
+    /// Data this core holds now: request bytes in flight, its export queues' bytes in memory
+    /// and its tail sampler's charge (what the memory limiter's buffered threshold counts).
+    fn buffered_bytes(&self) -> u64 {
+        let queued: usize = self.exporters.iter().map(|e| e.queued_bytes()).sum();
+        let sampled = self
+            .sampler
+            .as_ref()
+            .map_or(0, |s| s.borrow().stats().buffered_bytes);
+        (self.inflight_bytes.get() + queued) as u64 + sampled
     }
 
     /// Ingests one decoded (decompressed, protobuf) Export*ServiceRequest
@@ -168,7 +179,7 @@ impl Core {
             self.counters.failed_request(signal, transport);
             return Err(IngestError::NoPipeline(signal));
         }
-        if let Some(Err(e)) = self.memory.as_ref().map(|m| m.check(signal)) {
+        if let Some(Err(e)) = self.memory.as_ref().map(|m| m.check_resident(signal)) {
             self.counters.refused(signal, transport, 0);
             return Err(e);
         }
@@ -775,6 +786,16 @@ pub async fn run(setup: CoreSetup) {
         segment_size: config.engine.wal.segment_size,
         group_commit_interval: config.engine.wal.group_commit_interval,
         group_commit_bytes: config.engine.wal.group_commit_bytes as usize,
+        memory_bytes: memory
+            .as_ref()
+            .map_or(shardtel_sinks::DiskQueueSettings::MEMORY_BYTES, |m| {
+                m.disk_queue_memory_bytes
+            }),
+        cache_bytes: memory
+            .as_ref()
+            .map_or(shardtel_sinks::DiskQueueSettings::CACHE_BYTES, |m| {
+                m.disk_queue_cache_bytes
+            }),
     };
 
     // Exporters used by some pipeline, one instance each on this core.
@@ -845,9 +866,14 @@ pub async fn run(setup: CoreSetup) {
             max_concurrent_streams: otlp.as_ref().map_or(256, |o| o.max_concurrent_streams),
         },
         counters: ReceiverCounters::default(),
-        connections: ConnectionLimit::new(otlp.as_ref().map_or(0, |o| {
-            receiver::connections::per_core(o.max_connections, cores)
-        })),
+        connections: otlp.as_ref().map_or(ConnectionLimit::new(0), |o| {
+            let limit =
+                ConnectionLimit::new(receiver::connections::per_core(o.max_connections, cores));
+            match memory.as_ref() {
+                Some(m) => limit.with_bytes_limit(m.connection_bytes, o.max_concurrent_streams),
+                None => limit,
+            }
+        }),
         mesh_counters: MeshCounters::new(cores),
         senders: OnceCell::new(),
         send_permits: (0..cores).map(|_| Semaphore::new(1)).collect(),
@@ -862,7 +888,7 @@ pub async fn run(setup: CoreSetup) {
         kafka_snapshot: RefCell::new(None),
         sampler,
         processors,
-        memory: memory.map(|m| CoreLimiter::new(m.gauge, &config)),
+        memory: memory.map(|m| CoreLimiter::new(m.gauge, &config, m.buffered_limit)),
         metrics_router: (cores > 1 && metric_routing::needed(&config)).then(MetricsRouter::default),
         ingest_log,
     });
@@ -965,6 +991,14 @@ pub async fn run(setup: CoreSetup) {
         .detach()
     };
 
+    // While the process is above its soft limit, this core's freed memory goes back to the OS.
+    let allocator = core.memory.as_ref().map(|m| {
+        glommio::spawn_local(crate::memory_limiter::return_freed_memory_while_limited(
+            m.gauge(),
+        ))
+        .detach()
+    });
+
     // Stopped through a flag, never cancelled: a cancel while it waits for exporter room
     // would lose the kept spans it is pushing.
     let ticker_stop = Rc::new(Cell::new(false));
@@ -1034,6 +1068,9 @@ pub async fn run(setup: CoreSetup) {
         log.close().await;
     }
     publisher.cancel();
+    if let Some(allocator) = allocator {
+        allocator.cancel();
+    }
     core.publish();
     board.set_state(id, CoreState::Stopped);
 }

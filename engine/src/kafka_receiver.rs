@@ -432,7 +432,7 @@ impl Receiver {
         };
         let mut wait = RETRY_INITIAL;
         loop {
-            let attempt = match self.core.admit() {
+            let attempt = match self.core.admit_signal(signal) {
                 Ok(guard) => match guard.try_add(body.len()) {
                     Ok(()) => {
                         self.core

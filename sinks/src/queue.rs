@@ -231,6 +231,12 @@ impl ExportQueue {
         Ok(())
     }
 
+    /// Bytes held in memory now: open, queued and in-flight batches (for a disk queue, until
+    /// their append is durable).
+    pub fn queued_bytes(&self) -> usize {
+        self.shared.queue_bytes.get()
+    }
+
     /// True when a piece of `bytes` would be accepted now (see [`ExportQueue::try_push`]).
     pub fn has_room(&self, bytes: usize) -> bool {
         self.shared.admits(bytes)

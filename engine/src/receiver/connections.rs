@@ -108,10 +108,16 @@ pub enum Admission {
     Close,
 }
 
-/// One core's connection count and limit. `!Send`: it lives in its core.
+/// One core's connection count and limits. `!Send`: it lives in its core.
 #[derive(Debug)]
 pub struct ConnectionLimit {
     limit: usize,
+    /// The most the served connections may hold together, each counted at its worst case
+    /// (the memory limiter's share for connections; unbounded without one).
+    bytes_limit: usize,
+    /// [`worst_case_bytes`] of a gRPC and of an HTTP connection.
+    worst: [usize; 2],
+    bytes: Cell<usize>,
     open: [Cell<usize>; 2],
     refusing: Cell<usize>,
     refused: [Cell<u64>; 2],
@@ -123,6 +129,9 @@ impl ConnectionLimit {
     pub fn new(limit: usize) -> Self {
         ConnectionLimit {
             limit,
+            bytes_limit: usize::MAX,
+            worst: [0; 2],
+            bytes: Cell::new(0),
             open: Default::default(),
             refusing: Cell::new(0),
             refused: Default::default(),
@@ -130,13 +139,28 @@ impl ConnectionLimit {
         }
     }
 
+    /// Also limits the served connections to `bytes_limit` bytes together, each counted at its
+    /// worst case for `max_concurrent_streams` (so a core serves more HTTP/1.1 connections than
+    /// gRPC ones in the same memory).
+    pub fn with_bytes_limit(mut self, bytes_limit: usize, max_concurrent_streams: u32) -> Self {
+        self.bytes_limit = bytes_limit;
+        self.worst = [
+            worst_case_bytes(Protocol::Grpc, max_concurrent_streams),
+            worst_case_bytes(Protocol::Http, max_concurrent_streams),
+        ];
+        self
+    }
+
     /// Decides what to do with a new connection of `protocol` and counts it; pair
     /// [`Admission::Serve`] with [`ConnectionLimit::served`] and [`Admission::Refuse`] with
     /// [`ConnectionLimit::refused`] when the connection ends.
     pub fn admit(&self, protocol: Protocol) -> Admission {
         let i = protocol as usize;
-        if self.open.iter().map(Cell::get).sum::<usize>() < self.limit {
+        let bytes = self.bytes.get() + self.worst[i];
+        if self.open.iter().map(Cell::get).sum::<usize>() < self.limit && bytes <= self.bytes_limit
+        {
             self.open[i].set(self.open[i].get() + 1);
+            self.bytes.set(bytes);
             return Admission::Serve;
         }
         if self.refusing.get() < REFUSING_PER_CORE {
@@ -153,6 +177,11 @@ impl ConnectionLimit {
         let c = &self.open[protocol as usize];
         debug_assert!(c.get() > 0);
         c.set(c.get().saturating_sub(1));
+        self.bytes.set(
+            self.bytes
+                .get()
+                .saturating_sub(self.worst[protocol as usize]),
+        );
     }
 
     /// A refused connection ended.
@@ -254,6 +283,20 @@ mod tests {
             "shardtel_receiver_refused_connections_total{transport=\"http\",answered=\"true\",core=\"0\"} 16"
         ));
         assert!(text.contains("shardtel_receiver_connections{transport=\"grpc\",core=\"0\"} 1"));
+    }
+
+    #[test]
+    fn a_byte_limit_counts_each_connection_at_its_worst_case() {
+        let grpc = worst_case_bytes(Protocol::Grpc, 16);
+        let http = worst_case_bytes(Protocol::Http, 16);
+        let l = ConnectionLimit::new(100).with_bytes_limit(grpc + 2 * http, 16);
+        assert_eq!(l.admit(Protocol::Grpc), Admission::Serve);
+        assert_eq!(l.admit(Protocol::Grpc), Admission::Refuse);
+        assert_eq!(l.admit(Protocol::Http), Admission::Serve);
+        assert_eq!(l.admit(Protocol::Http), Admission::Serve);
+        assert_eq!(l.admit(Protocol::Http), Admission::Refuse);
+        l.served(Protocol::Grpc);
+        assert_eq!(l.admit(Protocol::Http), Admission::Serve);
     }
 
     #[test]
