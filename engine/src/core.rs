@@ -14,7 +14,9 @@ use bytes::Bytes;
 use glommio::channels::shared_channel::ConnectedSender;
 use glommio::sync::Semaphore;
 use shardtel_config::{Config, ProcessorConfig};
-use shardtel_protocol::reframe::{encode_trace_spans, encode_traces, Encoded};
+use shardtel_protocol::reframe::{
+    encode_trace_spans, encode_trace_spans_rewritten, encode_traces, Encoded,
+};
 use shardtel_protocol::route::owner_core;
 use shardtel_protocol::scan::{scan_logs, scan_metrics, Hold, SpanBatch, TracesIndex};
 use shardtel_protocol::Signal;
@@ -288,8 +290,10 @@ impl Core {
             Signal::Metrics => match scan_metrics(&body) {
                 Ok(counts) => {
                     let n = counts.items as u64;
+                    let held = body.len();
                     let (piece, kept) = self.process_request(signal, body, n);
-                    Ok((n, self.push_local(signal, piece, kept).map(|_| n)))
+                    let held = held_bytes(piece.len, held);
+                    Ok((n, self.push_local(signal, piece, kept, held).map(|_| n)))
                 }
                 Err(e) => Err(IngestError::Malformed(format!(
                     "malformed ExportMetricsServiceRequest: {e}"
@@ -298,8 +302,10 @@ impl Core {
             Signal::Logs => match scan_logs(&body) {
                 Ok(counts) => {
                     let n = counts.items as u64;
+                    let held = body.len();
                     let (piece, kept) = self.process_request(signal, body, n);
-                    Ok((n, self.push_local(signal, piece, kept).map(|_| n)))
+                    let held = held_bytes(piece.len, held);
+                    Ok((n, self.push_local(signal, piece, kept, held).map(|_| n)))
                 }
                 Err(e) => Err(IngestError::Malformed(format!(
                     "malformed ExportLogsServiceRequest: {e}"
@@ -418,11 +424,14 @@ impl Core {
                 self.sample(batch).await;
                 Ok(())
             } else if is_whole {
-                self.push_local(Signal::Traces, whole(batch.buf), items)
+                let held = batch.buf.len();
+                self.push_local(Signal::Traces, whole(batch.buf), items, held)
             } else {
                 let mut enc = Encoded::default();
                 encode_traces(&batch, &mut enc);
-                self.push_local(Signal::Traces, enc, batch.index.spans.len() as u64)
+                let held = held_bytes(enc.len, batch.buf.len());
+                let spans = batch.index.spans.len() as u64;
+                self.push_local(Signal::Traces, enc, spans, held)
             };
             if let Err(e) = pushed {
                 return Ok((items, Err(e)));
@@ -480,12 +489,14 @@ impl Core {
         // Local first, as for spans: a refusal leaves nothing behind on other cores.
         parts.sort_by_key(|p| p.core != self.id);
         for part in parts {
+            let held = held_bytes(part.piece.len, body.len());
             let pushed = if part.core == self.id {
-                self.push_local(Signal::Metrics, part.piece, part.points)
+                self.push_local(Signal::Metrics, part.piece, part.points, held)
             } else {
                 let message = MeshMessage::Metrics {
                     piece: part.piece,
                     points: part.points,
+                    held,
                 };
                 self.send_to(part.core, message).await
             };
@@ -524,18 +535,27 @@ impl Core {
         }
     }
 
-    /// Hands an encoded piece to every exporter of the signal's pipeline on
-    /// this core, refusing if any queue is full.
-    fn push_local(&self, signal: Signal, piece: Encoded, items: u64) -> Result<(), IngestError> {
+    /// Hands an encoded piece that keeps `held` bytes alive (see [`held_bytes`]) to every
+    /// exporter of the signal's pipeline on this core, refusing if any queue is full.
+    fn push_local(
+        &self,
+        signal: Signal,
+        piece: Encoded,
+        items: u64,
+        held: usize,
+    ) -> Result<(), IngestError> {
         if piece.is_empty() {
             return Ok(());
         }
         let exporters = &self.pipelines[signal_index(signal)];
-        if exporters.iter().any(|e| !e.has_room(piece.len)) {
+        if exporters.iter().any(|e| !e.has_room(held.max(piece.len))) {
             return Err(IngestError::Overloaded("an exporter queue is full"));
         }
         for exporter in exporters {
-            if exporter.try_push(signal, piece.clone(), items).is_err() {
+            if exporter
+                .try_push_held(signal, piece.clone(), items, held)
+                .is_err()
+            {
                 return Err(IngestError::Overloaded("an exporter queue is full"));
             }
         }
@@ -548,8 +568,12 @@ impl Core {
     async fn deliver(&self, message: MeshMessage) {
         let mut batch = match message {
             MeshMessage::Spans(batch) => batch,
-            MeshMessage::Metrics { piece, points } => {
-                return self.push_wait(Signal::Metrics, piece, points).await;
+            MeshMessage::Metrics {
+                piece,
+                points,
+                held,
+            } => {
+                return self.push_wait(Signal::Metrics, piece, points, held).await;
             }
         };
         self.process_owned(&mut batch);
@@ -562,15 +586,20 @@ impl Core {
         let mut enc = Encoded::default();
         encode_traces(&batch, &mut enc);
         let items = batch.index.spans.len() as u64;
-        self.push_wait(Signal::Traces, enc, items).await;
+        let held = held_bytes(enc.len, batch.buf.len());
+        self.push_wait(Signal::Traces, enc, items, held).await;
     }
 
-    /// Pushes to every exporter of the signal, waiting for room in each.
-    async fn push_wait(&self, signal: Signal, enc: Encoded, items: u64) {
+    /// Pushes a piece that keeps `held` bytes alive to every exporter of the signal, waiting
+    /// for room in each.
+    async fn push_wait(&self, signal: Signal, enc: Encoded, items: u64, held: usize) {
         for exporter in &self.pipelines[signal_index(signal)] {
             loop {
-                exporter.reserve(enc.len).await;
-                if exporter.try_push(signal, enc.clone(), items).is_ok() {
+                exporter.reserve(held.max(enc.len)).await;
+                if exporter
+                    .try_push_held(signal, enc.clone(), items, held)
+                    .is_ok()
+                {
                     break;
                 }
             }
@@ -588,44 +617,51 @@ impl Core {
     }
 
     /// Encodes kept spans into one request (protobuf concatenation) and
-    /// pushes it to the traces exporters.
+    /// pushes it to the traces exporters. With processors listed after the sampler, they run on
+    /// the kept spans of each batch in place: the batch (shared with its spans still buffered)
+    /// is neither copied nor changed, their changes are applied while encoding.
     async fn export_kept(&self, kept: Vec<Kept>) {
         if kept.is_empty() {
             return;
         }
         let mut enc = Encoded::default();
         let mut items = 0u64;
+        let mut held = 0usize;
         for k in &kept {
+            let before = enc.len;
             match &self.processors.traces_after {
                 None => {
                     encode_trace_spans(&k.batch, &k.spans, &mut enc);
                     items += k.spans.len() as u64;
                 }
                 Some(chain) => {
-                    // Only the kept spans, then the processors listed after the sampler.
-                    let mut sub = SpanBatch {
-                        buf: k.batch.buf.clone(),
-                        index: k.batch.index.clone(),
-                        hold: k.batch.hold.clone(),
-                    };
-                    let mut cursor = 0;
-                    sub.index.retain_spans(|i| {
-                        let keep = k.spans.get(cursor) == Some(&i);
-                        cursor += usize::from(keep);
-                        keep
-                    });
-                    chain.process_traces(&mut sub);
-                    let all: Vec<u32> = (0..sub.index.spans.len() as u32).collect();
-                    encode_trace_spans(&sub, &all, &mut enc);
-                    items += all.len() as u64;
+                    let changes = chain.process_trace_spans(&k.batch, &k.spans);
+                    let rewrites = Some(&changes.rewrites);
+                    if changes.dropped.is_empty() {
+                        encode_trace_spans_rewritten(&k.batch, &k.spans, rewrites, &mut enc);
+                        items += k.spans.len() as u64;
+                    } else {
+                        let mut dropped = changes.dropped.iter().peekable();
+                        let left: Vec<u32> = k
+                            .spans
+                            .iter()
+                            .copied()
+                            .filter(|&i| dropped.next_if_eq(&&i).is_none())
+                            .collect();
+                        encode_trace_spans_rewritten(&k.batch, &left, rewrites, &mut enc);
+                        items += left.len() as u64;
+                    }
                 }
+            }
+            if enc.len > before {
+                held += held_bytes(enc.len - before, k.batch.buf.len());
             }
         }
         drop(kept);
         if enc.is_empty() {
             return;
         }
-        self.push_wait(Signal::Traces, enc, items).await;
+        self.push_wait(Signal::Traces, enc, items, held).await;
     }
 
     /// Decides the traces whose time has come; returns when the next one is due.
@@ -697,6 +733,17 @@ impl Core {
         snapshot.connections = Some(self.connections.snapshot()).filter(|c| c.limit > 0);
         self.board.publish(snapshot);
     }
+}
+
+/// What an export queue is charged for a piece of `piece` bytes whose chunks are slices of a
+/// request buffer of `buffer` bytes: the buffer stays in memory while any slice of it does, so
+/// the piece is charged its own bytes but at least a quarter of the buffer (as the tail sampler
+/// charges what it holds). Every buffer a queue keeps alive is then charged at least a quarter
+/// by some piece: a queue holds at most four times its `max_bytes` in request buffers. Pieces
+/// of one buffer on several cores or in several batches are each charged (a conservative
+/// count).
+pub fn held_bytes(piece: usize, buffer: usize) -> usize {
+    piece.max(buffer / 4)
 }
 
 fn whole(body: Bytes) -> Encoded {

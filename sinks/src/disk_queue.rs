@@ -213,6 +213,7 @@ impl DiskQueue {
                 Batch {
                     signal,
                     bytes: request.len(),
+                    held: request.len(),
                     chunks: vec![request],
                     items,
                 },

@@ -1,5 +1,5 @@
 //! Processors through the real process: the DESIGN.md redaction pipeline with real OTLP SDK
-//! clients (no secret reaches the output files), the health-check filter, and the memory
+//! clients (no secret reaches the output files; traces redacted after tail sampling), the health-check filter, and the memory
 //! limiter under overload (RSS under the hard limit, retryable refusals counted, nothing
 //! accepted lost).
 
@@ -105,14 +105,20 @@ const RECORDS: usize = 30;
 
 #[test]
 fn redaction_pipeline_leaves_no_secret_in_the_output() {
+    // Traces are redacted after tail sampling, where DESIGN.md puts rewriting processors: on
+    // the kept spans of each buffered batch, in place.
     let st = Shardtel::start(|dir, ports| {
         base_config(dir, ports, "")
             + REDACT
             + &file_exporters(dir)
             + r#"
+[processors.tail_sampling]
+decision_wait = "200ms"
+policies = [{ name = "all", type = "always_sample" }]
+
 [pipelines.traces]
 receivers = ["otlp"]
-processors = ["redact"]
+processors = ["tail_sampling", "redact"]
 exporters = ["file_traces"]
 [pipelines.logs]
 receivers = ["otlp"]
