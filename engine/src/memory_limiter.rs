@@ -1,18 +1,26 @@
 //! The `memory_limiter` processor: a process-wide memory limit, enforced at admission, and
 //! per-core buffer bounds that fit the limit.
 //!
-//! - **Measuring.** A plain thread (never a reactor) reads the process's resident set size from
-//!   `/proc/self/status` every `check_interval` and publishes it with one flag: "above the soft
-//!   limit". It is the only writer; cores read the flag with a relaxed load.
-//! - **Refusing.** While the flag is set, receivers of the pipelines that list the processor
-//!   refuse requests with a retryable error (gRPC `UNAVAILABLE`, HTTP 429 with `Retry-After`),
-//!   counted per core and signal. Kafka consumers pause (the message is retried).
-//! - **Bounding.** Soft limit = limit − spike limit; each core's share is soft limit / cores.
-//!   At start-up, [`fit`] shrinks each core's buffers — request bytes in flight, the mesh
-//!   channels into the core, its export queues, its tail sampler — so that together they fit
-//!   the share, logging each change, or refuses to start when even their minimums do not fit.
-//!   The spike limit is the headroom for what is not buffered data: the process's baseline,
-//!   requests being decoded, allocator slack.
+//! - **Bounding.** At start-up, [`setup`] measures the process's baseline (its resident set
+//!   before the cores start, plus [`CORE_RUNTIME_BYTES`] per core) and [`fit`] shrinks every
+//!   per-core buffer — requests in flight, the mesh channels into the core, the connections it
+//!   serves at their worst case, its export queues (a disk queue's memory part only), its tail
+//!   sampler — so that they fit an equal share of [`buffer_budget`] (the limit less half the
+//!   spike limit and the baseline), next to the parts it cannot shrink (the sampler's table,
+//!   connections being refused, the request being decoded, batches being sent, ingest log
+//!   writes, the Kafka consumer). Each change is logged; start-up fails when the minimums do
+//!   not fit.
+//! - **Refusing.** Receivers of the pipelines that list the processor refuse requests with a
+//!   retryable error (gRPC `UNAVAILABLE`, HTTP 429 with `Retry-After`), counted per core, signal
+//!   and reason, when the receiving core's buffered data reached its share of the soft limit
+//!   ([`Pressure::Buffered`]: exact, per core, no shared state), or when the resident set was
+//!   at or above the soft limit at the last check ([`Pressure::Resident`]). Kafka consumers
+//!   pause (the message is retried).
+//! - **Measuring.** A plain thread (never a reactor) reads the resident set from
+//!   `/proc/self/status` every `check_interval` and publishes it with one flag; cores read the
+//!   flag with a relaxed load. While the flag is set, every reactor and the monitor thread give
+//!   their freed memory back to the OS ([`return_freed_memory`]), so that the next measurement
+//!   sees what is held rather than what mimalloc kept for reuse.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
@@ -232,7 +240,7 @@ struct Item {
 
 /// Shrinks the per-core buffers of `config` to fit `budget / cores` per core, where `budget` is
 /// the soft limit minus the process's baseline (see the module docs): parts that cannot be
-/// scaled keep their size, the others share the rest ([`scale`]). Fails when the minimums do not
+/// scaled keep their size, the others share the rest (max-min fairness, see `scale`). Fails when the minimums do not
 /// fit.
 pub fn fit(config: &mut Config, cores: usize, budget: u64) -> Result<Budget, String> {
     let share = budget / cores.max(1) as u64;
