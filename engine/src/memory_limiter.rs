@@ -239,8 +239,8 @@ struct Item {
 }
 
 /// Shrinks the per-core buffers of `config` to fit `budget / cores` per core, where `budget` is
-/// the soft limit minus the process's baseline (see the module docs): parts that cannot be
-/// scaled keep their size, the others share the rest (max-min fairness, see `scale`). Fails when the minimums do not
+/// what all buffers may hold ([`buffer_budget`]): parts that cannot be scaled keep their size,
+/// the others share the rest by max-min fairness (see `scale`). Fails when the minimums do not
 /// fit.
 pub fn fit(config: &mut Config, cores: usize, budget: u64) -> Result<Budget, String> {
     let share = budget / cores.max(1) as u64;
