@@ -458,8 +458,10 @@ impl Chain {
         resource_rewrites: &mut Vec<(u32, Bytes)>,
     ) -> bool {
         // Only attribute actions that need keys none of which occurs anywhere in the request:
-        // nothing can change, and no span is looked at.
+        // nothing can change, and no span is looked at. (For a few spans of a batch, looking
+        // for the keys in each of them is cheaper than in the whole buffer.)
         if self.keyed_attributes_only
+            && !only_their_resources
             && batch.index.rewrites.is_empty()
             && self.stages.iter().all(|s| match &s.op {
                 Op::Attributes { actions, .. } => !actions.may_change(&batch.buf, false),

@@ -651,8 +651,12 @@ actions = [{ key = "owner.email", action = "hash" }, { key = "stage", action = "
 type = "filter"
 [processors.f.spans.exclude]
 span_names = ["drop"]
+[processors.keyed]
+type = "attributes"
+include_resource = true
+actions = [{ key = "owner.email", action = "hash" }, { key = "absent", action = "delete" }]
 "#;
-    let after = ["enrich", "scrub", "f"];
+    let chains: [&[&str]; 2] = [&["enrich", "scrub", "f"], &["keyed"]];
     let mut req = traces(
         vec![kv("service.name", s("a")), kv("owner.email", s("ops@a"))],
         vec![
@@ -672,6 +676,7 @@ span_names = ["drop"]
         .resource_spans
         .remove(0),
     );
+    let plain = SpanBatch::scan(Bytes::from(req.encode_to_vec())).unwrap();
     let mut batch = SpanBatch::scan(Bytes::from(req.encode_to_vec())).unwrap();
     // A processor before the sampler already rewrote every span.
     chain(Signal::Traces, processors, &["pre"]).process_traces(&mut batch);
@@ -684,15 +689,21 @@ span_names = ["drop"]
             })
             .collect()
     };
-    for subset in [
-        vec![0u32, 1, 2, 3, 4],
-        vec![0, 2],
-        vec![1],
-        vec![3, 4],
-        vec![2, 4],
-    ] {
+    let cases = [&batch, &plain].into_iter().flat_map(|b| {
+        chains.iter().flat_map(move |after| {
+            [
+                vec![0u32, 1, 2, 3, 4],
+                vec![0, 2],
+                vec![1],
+                vec![3, 4],
+                vec![2, 4],
+            ]
+            .map(|subset| (b, *after, subset))
+        })
+    });
+    for (batch, after, subset) in cases {
         // The way it was done: copy the index, keep the subset, run the chain on the copy.
-        let copy_chain = chain(Signal::Traces, processors, &after);
+        let copy_chain = chain(Signal::Traces, processors, after);
         let mut sub = SpanBatch {
             buf: batch.buf.clone(),
             index: batch.index.clone(),
@@ -708,8 +719,8 @@ span_names = ["drop"]
         let mut expected = Encoded::default();
         encode_traces(&sub, &mut expected);
         // In place.
-        let in_place = chain(Signal::Traces, processors, &after);
-        let changes = in_place.process_trace_spans(&batch, &subset);
+        let in_place = chain(Signal::Traces, processors, after);
+        let changes = in_place.process_trace_spans(batch, &subset);
         let left: Vec<u32> = subset
             .iter()
             .copied()
@@ -717,7 +728,7 @@ span_names = ["drop"]
             .collect();
         let mut got = Encoded::default();
         shardtel_protocol::reframe::encode_trace_spans_rewritten(
-            &batch,
+            batch,
             &left,
             Some(&changes.rewrites),
             &mut got,
