@@ -130,7 +130,13 @@ pub fn start(config: &MemoryLimiterConfig) -> Result<Arc<MemoryGauge>, String> {
     Ok(gauge)
 }
 
+/// How often the monitor logs the limiter turning on or off (the resident set can hover at the
+/// soft limit, switching every check).
+const LOG_EVERY: Duration = Duration::from_secs(10);
+
 fn monitor(gauge: &MemoryGauge, interval: Duration) {
+    let mut logged: Option<std::time::Instant> = None;
+    let mut unlogged = 0u64;
     loop {
         std::thread::sleep(interval);
         if gauge.limited() {
@@ -140,20 +146,30 @@ fn monitor(gauge: &MemoryGauge, interval: Duration) {
         let Some(rss) = resident_bytes() else {
             continue;
         };
-        if gauge.record(rss) {
-            if gauge.limited() {
-                log::warn!(
-                    "memory_limiter: resident memory {} MiB reached the soft limit {} MiB; refusing new data",
-                    rss >> 20,
-                    gauge.soft_limit >> 20
-                );
-            } else {
-                log::info!(
-                    "memory_limiter: resident memory {} MiB is below the soft limit {} MiB again; accepting data",
-                    rss >> 20,
-                    gauge.soft_limit >> 20
-                );
-            }
+        if !gauge.record(rss) {
+            continue;
+        }
+        if logged.is_some_and(|t| t.elapsed() < LOG_EVERY) {
+            unlogged += 1;
+            continue;
+        }
+        logged = Some(std::time::Instant::now());
+        let since = match std::mem::take(&mut unlogged) {
+            0 => String::new(),
+            n => format!(" ({n} changes since the last line)"),
+        };
+        if gauge.limited() {
+            log::warn!(
+                "memory_limiter: resident memory {} MiB reached the soft limit {} MiB; refusing new data{since}",
+                rss >> 20,
+                gauge.soft_limit >> 20
+            );
+        } else {
+            log::info!(
+                "memory_limiter: resident memory {} MiB is below the soft limit {} MiB again; accepting data{since}",
+                rss >> 20,
+                gauge.soft_limit >> 20
+            );
         }
     }
 }
