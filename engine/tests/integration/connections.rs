@@ -5,7 +5,6 @@
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
-use std::process::Command;
 use std::time::Duration;
 
 use prost::Message;
@@ -13,7 +12,7 @@ use prost::Message;
 use crate::gen::{request, span};
 use crate::grpc_client::{frame, GrpcClient, TRACES};
 use crate::harness::{base_config, file_pipelines, wait_until, Shardtel};
-use crate::loadgen::loadgen_bin;
+use crate::loadgen::{output_text, verifying};
 
 /// One core (so the limit is exact: the kernel spreads connections over cores by a hash) and
 /// `max_connections` connections.
@@ -135,29 +134,14 @@ fn connections_over_the_limit_are_refused_retryably_and_counted() {
 fn loadgen_over_the_connection_limit_loses_nothing_accepted() {
     let st = limited(2);
     let json = st.dir.path().join("loadgen.json");
-    let glob = format!("{}/traces*.jsonl*", st.out().display());
     for (protocol, endpoint) in [("http-protobuf", st.http_url()), ("grpc", st.grpc_url())] {
-        let out = Command::new(loadgen_bin())
+        let out = verifying(&st, &json)
             .args(["-p", protocol, "-e", &endpoint])
             .args(["--connections", "6", "--count", "600"])
             .args(["--spans-per-request", "10", "--timeout", "30s"])
-            .args([
-                "--verify",
-                "--verify-file",
-                &glob,
-                "--verify-wait",
-                "60s",
-                "-q",
-            ])
-            .arg("--json")
-            .arg(&json)
             .output()
             .unwrap();
-        let text = format!(
-            "{}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
+        let text = output_text(&out);
         assert!(
             out.status.success(),
             "{protocol}: loadgen --verify failed (exit {:?}):\n{text}\nshardtel log:\n{}",

@@ -5,7 +5,6 @@
 
 use std::collections::BTreeSet;
 use std::path::Path;
-use std::process::Command;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -25,7 +24,7 @@ use shardtel_protocol::Signal;
 use crate::gen::{request, span};
 use crate::grpc_client::{frame, GrpcClient, TRACES};
 use crate::harness::{base_config, read_lines, read_traces, wait_until, Shardtel};
-use crate::loadgen::loadgen_bin;
+use crate::loadgen::{output_text, verifying};
 
 /// The processor exactly as DESIGN.md sketches it.
 const REDACT: &str = r#"
@@ -446,21 +445,10 @@ fn memory_limiter_keeps_rss_under_the_hard_limit_and_recovers() {
     // Overload: 24 connections sending 1 MB requests back to back, far more than the tail
     // sampler can hold for its 1 s.
     let json = st.dir.path().join("loadgen.json");
-    let glob = format!("{}/traces*.jsonl*", st.out().display());
-    let child = Command::new(loadgen_bin())
+    let child = verifying(&st, &json)
         .args(["-p", "http-protobuf", "-e", &st.http_url()])
         .args(["--connections", "24", "--duration", "4s"])
         .args(["--spans-per-request", "1000", "--attribute-size", "64"])
-        .args([
-            "--verify",
-            "--verify-file",
-            &glob,
-            "--verify-wait",
-            "60s",
-            "-q",
-        ])
-        .arg("--json")
-        .arg(&json)
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
         .spawn()
@@ -482,11 +470,7 @@ fn memory_limiter_keeps_rss_under_the_hard_limit_and_recovers() {
     let out = child.wait_with_output().unwrap();
     stop.store(true, Ordering::Relaxed);
     sampler.join().unwrap();
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let text = output_text(&out);
     let max = max_rss.load(Ordering::Relaxed);
     eprintln!(
         "memory limiter: baseline {} MiB, soft {} MiB, hard {} MiB, max RSS {} MiB, {} gRPC \
