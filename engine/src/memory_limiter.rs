@@ -242,6 +242,9 @@ pub struct Budget {
 /// buffers (see the README's memory bound).
 const SAMPLER_BYTES_PER_TRACE: u64 = 170;
 const SAMPLER_BYTES_PER_CACHED_ID: u64 = 60;
+/// State a `prometheusremotewrite` exporter keeps per series (last timestamp, delta totals in a
+/// hash table); an estimate: histograms with many buckets take more.
+const PROMETHEUS_BYTES_PER_SERIES: u64 = 256;
 /// librdkafka's consumer defaults: `queued.max.messages.kbytes` (KiB) and `fetch.max.bytes`.
 const KAFKA_QUEUED_KBYTES: u64 = 65_536;
 const KAFKA_FETCH_MAX_BYTES: u64 = 52_428_800;
@@ -458,6 +461,12 @@ fn items(config: &Config, cores: usize) -> Vec<Item> {
                 Part::Queue(name.clone()),
                 q.max_bytes as u64,
                 b.max_bytes as u64,
+            ));
+        }
+        if let ExporterKind::PrometheusRemoteWrite(p) = &e.kind {
+            items.push(fixed(
+                format!("exporter {name} series state"),
+                PROMETHEUS_BYTES_PER_SERIES * p.max_series_per_core as u64,
             ));
         }
         // Batches being sent: read back from disk (a memory queue counts them in its bytes)
