@@ -423,8 +423,9 @@ fn memory_limiter_keeps_rss_under_the_hard_limit_and_recovers() {
         rss
     };
     // The default spike limit (20%): the buffers are fitted to the limit less half of it and
-    // less the baseline, so this leaves about 55 MiB of buffers per core on two cores.
-    let limit_mib = (baseline >> 20) + 150;
+    // less the baseline, so this leaves about 60 MiB of buffers per core (cores = "all").
+    let cores = std::thread::available_parallelism().map_or(2, |n| n.get() as u64);
+    let limit_mib = (baseline >> 20) + 75 * cores;
     let hard = limit_mib << 20;
     let soft = hard - hard / 5;
     let st = limited_collector(limit_mib);
