@@ -7,7 +7,20 @@
 //! - `rewrite_all`: an `upsert` that changes every span (each span is re-encoded);
 //! - `filter_none`: a health-check filter that drops nothing.
 //!
-//! Run: `cargo bench -p shardtel-benches --bench processors`.
+//! Group `after_sampler`: processors listed after `tail_sampling`, on the kept spans of a
+//! buffered batch, one trace at a time (each trace decided in its own call, the case where a
+//! batch's traces are decided at different ticks):
+//!
+//! - `copy/*`: what `export_kept` did before — copy the batch's index, cut it down to the kept
+//!   spans, run the chain on the copy, re-frame it (the index copy is per trace);
+//! - `in_place/*`: what it does now — run the chain on the kept spans of the shared batch
+//!   (`Chain::process_trace_spans`) and apply its changes while re-framing
+//!   (`encode_trace_spans_rewritten`);
+//! - `*/untouched` with the redaction chain (changes nothing here), `*/rewrite_all` with the
+//!   upsert (re-encodes every span).
+//!
+//! Run: `cargo bench -p shardtel-benches --bench processors` (both groups), or add
+//! `-- after_sampler` for the second one.
 
 use std::path::PathBuf;
 
@@ -15,7 +28,9 @@ use bytes::Bytes;
 use criterion::{black_box, criterion_group, criterion_main, Criterion, Throughput};
 use shardtel_config::Config;
 use shardtel_engine::processors::Chain;
-use shardtel_protocol::reframe::{encode_traces, Encoded};
+use shardtel_protocol::reframe::{
+    encode_trace_spans, encode_trace_spans_rewritten, encode_traces, Encoded,
+};
 use shardtel_protocol::scan::SpanBatch;
 use shardtel_protocol::Signal;
 
@@ -116,5 +131,97 @@ fn bench_processors(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, bench_processors);
+/// Span indices of each trace of `batch`, in order of first appearance (ascending within).
+fn traces_of(batch: &SpanBatch) -> Vec<Vec<u32>> {
+    let mut order: Vec<[u8; 16]> = Vec::new();
+    let mut groups: Vec<Vec<u32>> = Vec::new();
+    for (i, s) in batch.index.spans.iter().enumerate() {
+        let id: [u8; 16] = s.trace_id;
+        match order.iter().position(|t| *t == id) {
+            Some(g) => groups[g].push(i as u32),
+            None => {
+                order.push(id);
+                groups.push(vec![i as u32]);
+            }
+        }
+    }
+    groups
+}
+
+/// The former `export_kept` path: copy the index, keep `spans`, run the chain, re-frame.
+fn kept_by_copy(batch: &SpanBatch, spans: &[u32], chain: &Chain, out: &mut Encoded) {
+    let mut sub = SpanBatch {
+        buf: batch.buf.clone(),
+        index: batch.index.clone(),
+        hold: batch.hold.clone(),
+    };
+    let mut cursor = 0;
+    sub.index.retain_spans(|i| {
+        let keep = spans.get(cursor) == Some(&i);
+        cursor += usize::from(keep);
+        keep
+    });
+    chain.process_traces(&mut sub);
+    let all: Vec<u32> = (0..sub.index.spans.len() as u32).collect();
+    encode_trace_spans(&sub, &all, out);
+}
+
+/// The current path: the chain on the kept spans in place, changes applied while re-framing.
+fn kept_in_place(batch: &SpanBatch, spans: &[u32], chain: &Chain, out: &mut Encoded) {
+    let changes = chain.process_trace_spans(batch, spans);
+    if changes.dropped.is_empty() {
+        encode_trace_spans_rewritten(batch, spans, Some(&changes.rewrites), out);
+    } else {
+        let left: Vec<u32> = spans
+            .iter()
+            .copied()
+            .filter(|i| !changes.dropped.contains(i))
+            .collect();
+        encode_trace_spans_rewritten(batch, &left, Some(&changes.rewrites), out);
+    }
+}
+
+fn bench_after_sampler(c: &mut Criterion) {
+    let batches: Vec<SpanBatch> = payloads()
+        .into_iter()
+        .map(|p| SpanBatch::scan(p).unwrap())
+        .collect();
+    let traces: Vec<Vec<Vec<u32>>> = batches.iter().map(traces_of).collect();
+    let spans: usize = batches.iter().map(|b| b.index.spans.len()).sum();
+    let redact = chain("redact");
+    let tag = chain("tag");
+    // Both paths give the same request, trace by trace.
+    for (batch, traces) in batches.iter().zip(&traces) {
+        for t in traces {
+            let (mut a, mut b) = (Encoded::default(), Encoded::default());
+            kept_by_copy(batch, t, &tag, &mut a);
+            kept_in_place(batch, t, &tag, &mut b);
+            assert_eq!(a.to_bytes(), b.to_bytes());
+        }
+    }
+    let mut g = c.benchmark_group("after_sampler");
+    g.throughput(Throughput::Elements(spans as u64));
+    type Path = fn(&SpanBatch, &[u32], &Chain, &mut Encoded);
+    for (path, run) in [
+        ("copy", kept_by_copy as Path),
+        ("in_place", kept_in_place as Path),
+    ] {
+        for (name, chain) in [("untouched", &redact), ("rewrite_all", &tag)] {
+            g.bench_function(format!("{path}/{name}"), |b| {
+                b.iter(|| {
+                    for (batch, traces) in batches.iter().zip(&traces) {
+                        for t in traces {
+                            let mut out = Encoded::default();
+                            run(batch, t, chain, &mut out);
+                            black_box(out);
+                        }
+                    }
+                })
+            });
+        }
+    }
+    g.finish();
+}
+
+criterion_group!(benches, bench_processors, bench_after_sampler);
 criterion_main!(benches);

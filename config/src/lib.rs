@@ -329,6 +329,10 @@ exporters = [\"blackhole\"]
             otlp.max_concurrent_streams,
             OtlpReceiverConfig::default().max_concurrent_streams
         );
+        assert_eq!(
+            otlp.max_connections,
+            OtlpReceiverConfig::default().max_connections
+        );
         assert!(config.processors.is_empty());
         for (name, signal) in [
             ("file_traces", "traces"),
@@ -784,7 +788,7 @@ exporters = ["otlp", "tempo", "file", "blackhole"]
         );
         assert_eq!(
             err(&BASE.replace("[receivers.otlp]", "[receivers.otlp]\nprotocols = {}\n[receivers.jaeger]")),
-            "shardtel.toml:2: receivers.otlp.protocols: unknown key (allowed: grpc, http, max_recv_msg_size, max_concurrent_streams)\n\
+            "shardtel.toml:2: receivers.otlp.protocols: unknown key (allowed: grpc, http, max_recv_msg_size, max_concurrent_streams, max_connections)\n\
              shardtel.toml:3: receivers.jaeger: unknown key (allowed: otlp, kafka)"
         );
         assert_eq!(
@@ -948,11 +952,12 @@ exporters = ["otlp", "tempo", "file", "blackhole"]
         assert_eq!(
             err(&BASE.replace(
                 "[receivers.otlp]",
-                "[engine]\nchannel_capacity = 2000000\n[receivers.otlp]\nmax_recv_msg_size = 512\nmax_concurrent_streams = 0"
+                "[engine]\nchannel_capacity = 2000000\n[receivers.otlp]\nmax_recv_msg_size = 512\nmax_concurrent_streams = 0\nmax_connections = 0"
             )),
             "shardtel.toml:2: engine.channel_capacity: 2000000 is too large (maximum 1048576)\n\
              shardtel.toml:4: receivers.otlp.max_recv_msg_size: 512 bytes is too small (minimum 1KiB)\n\
-             shardtel.toml:5: receivers.otlp.max_concurrent_streams: 0 is too small (minimum 1)"
+             shardtel.toml:5: receivers.otlp.max_concurrent_streams: 0 is too small (minimum 1)\n\
+             shardtel.toml:6: receivers.otlp.max_connections: 0 is too small (minimum 1)"
         );
         assert_eq!(
             err_with_base("[exporters.f]\ntype = \"file\"\npath = \"x\"\nbatch = { max_items = 0, max_bytes = 512 }\nretry = { initial_interval = \"0s\" }\nrotation = { max_megabytes = 0 }\n"),

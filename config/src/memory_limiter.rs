@@ -10,8 +10,8 @@
 //!
 //! Soft limit = limit − spike limit. Above the soft limit, receivers of the pipelines that list
 //! the processor refuse new data with a retryable error. The engine also fits each core's
-//! buffers (requests in flight, mesh, export queues, sampler) into the core's share of the soft
-//! limit at start-up.
+//! buffers (requests in flight, mesh, connections, export queues, sampler, ...) into the core's
+//! share of the limit less half the spike limit and the process's baseline at start-up.
 
 use std::time::Duration;
 

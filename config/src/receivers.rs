@@ -40,6 +40,9 @@ pub struct OtlpReceiverConfig {
     pub max_recv_msg_size: usize,
     /// HTTP/2 streams allowed per connection. Default 256.
     pub max_concurrent_streams: u32,
+    /// Connections served at once, gRPC and HTTP together, for the whole process; each core
+    /// serves up to its share (`max_connections / cores`, rounded up). Default 4096.
+    pub max_connections: usize,
 }
 
 impl OtlpReceiverConfig {
@@ -49,11 +52,14 @@ impl OtlpReceiverConfig {
         "http",
         "max_recv_msg_size",
         "max_concurrent_streams",
+        "max_connections",
     ];
     /// Smallest accepted `max_recv_msg_size`.
     pub const MIN_RECV_MSG_SIZE: u64 = 1 << 10;
     /// Largest accepted `max_recv_msg_size`.
     pub const MAX_RECV_MSG_SIZE: u64 = 1 << 30;
+    /// Largest accepted `max_connections`.
+    pub const MAX_CONNECTIONS: u64 = 1 << 20;
 }
 
 impl Default for OtlpReceiverConfig {
@@ -63,6 +69,7 @@ impl Default for OtlpReceiverConfig {
             http: Some(SocketAddr::from((Ipv4Addr::UNSPECIFIED, 4318))),
             max_recv_msg_size: 4 << 20,
             max_concurrent_streams: 256,
+            max_connections: 4096,
         }
     }
 }
@@ -127,6 +134,10 @@ fn decode_otlp(
             default.max_concurrent_streams,
             |v| Ok(decode::in_range(decode::count(v, u64::MAX)?, 1, u64::from(u32::MAX))? as u32),
         ),
+        max_connections: d.field_or(&s, "max_connections", default.max_connections, |v| {
+            let n = decode::count(v, u64::MAX)?;
+            Ok(decode::in_range(n, 1, OtlpReceiverConfig::MAX_CONNECTIONS)? as usize)
+        }),
     }
 }
 
@@ -141,6 +152,7 @@ mod tests {
         assert_eq!(otlp.http.unwrap().to_string(), "0.0.0.0:4318");
         assert_eq!(otlp.max_recv_msg_size, 4 * 1024 * 1024);
         assert_eq!(otlp.max_concurrent_streams, 256);
+        assert_eq!(otlp.max_connections, 4096);
         assert!(Receivers::default().names().is_empty());
     }
 }

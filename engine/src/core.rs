@@ -14,7 +14,9 @@ use bytes::Bytes;
 use glommio::channels::shared_channel::ConnectedSender;
 use glommio::sync::Semaphore;
 use shardtel_config::{Config, ProcessorConfig};
-use shardtel_protocol::reframe::{encode_trace_spans, encode_traces, Encoded};
+use shardtel_protocol::reframe::{
+    encode_trace_spans, encode_trace_spans_rewritten, encode_traces, Encoded,
+};
 use shardtel_protocol::route::owner_core;
 use shardtel_protocol::scan::{scan_logs, scan_metrics, Hold, SpanBatch, TracesIndex};
 use shardtel_protocol::Signal;
@@ -27,10 +29,16 @@ use crate::mesh::{MeshEnds, MeshMessage};
 use crate::metric_routing::{self, MetricsRouter};
 use crate::processors::Processors;
 use crate::receiver;
+use crate::receiver::connections::ConnectionLimit;
 use crate::sampler::{CoreShare, Kept, Sampler};
 use crate::telemetry::{
     self, signal_index, Board, CoreState, MeshCounters, ReceiverCounters, Transport,
 };
+
+/// Request bytes in flight charged to every admitted request besides its body: its headers
+/// (an HTTP/2 header list is at most 8 KiB; HTTP/1.1 headers stay in the connection's read
+/// buffer) and its state.
+pub const REQUEST_OVERHEAD: usize = 16 << 10;
 
 /// How long a receiving core waits for room on a full mesh channel before it
 /// refuses the request as overloaded.
@@ -83,6 +91,8 @@ pub struct Core {
     pub limits: Limits,
     /// Receiver counters.
     pub counters: ReceiverCounters,
+    /// OTLP connections served on this core, and its share of `max_connections`.
+    pub connections: ConnectionLimit,
     mesh_counters: MeshCounters,
     senders: OnceCell<Vec<Option<ConnectedSender<MeshMessage>>>>,
     /// One permit per destination: glommio's `send().await` must not be
@@ -124,30 +134,39 @@ impl Core {
         let _ = self.drain_signal.acquire(1).await;
     }
 
-    /// Admits a request of `bytes` (0 if not yet known), or refuses it.
+    /// Admits a request, charging [`REQUEST_OVERHEAD`] to the core's request bytes in flight,
+    /// or refuses it. Its body is charged as it arrives ([`InflightGuard::try_add`]).
     pub fn admit(&self) -> Result<InflightGuard<'_>, IngestError> {
         if self.draining() {
             return Err(IngestError::Draining);
         }
-        if self.inflight_bytes.get() >= self.limits.max_inflight_bytes {
-            return Err(IngestError::Overloaded(
-                "too many request bytes in flight on this core",
-            ));
-        }
-        self.inflight_requests.set(self.inflight_requests.get() + 1);
-        Ok(InflightGuard {
+        let guard = InflightGuard {
             core: self,
             bytes: Cell::new(0),
-        })
+        };
+        self.inflight_requests.set(self.inflight_requests.get() + 1);
+        guard.try_add(REQUEST_OVERHEAD)?;
+        Ok(guard)
     }
 
     /// Like [`Core::admit`], also refusing when the memory limiter guards `signal` and the
     /// process is above its soft limit.
     pub fn admit_signal(&self, signal: Signal) -> Result<InflightGuard<'_>, IngestError> {
         if let Some(m) = &self.memory {
-            m.check(signal)?;
+            m.check(signal, || self.buffered_bytes())?;
         }
         self.admit()
+    }
+
+    /// Data this core holds now: request bytes in flight, its export queues' bytes in memory
+    /// and its tail sampler's charge (what the memory limiter's buffered threshold counts).
+    fn buffered_bytes(&self) -> u64 {
+        let queued: usize = self.exporters.iter().map(|e| e.queued_bytes()).sum();
+        let sampled = self
+            .sampler
+            .as_ref()
+            .map_or(0, |s| s.borrow().stats().buffered_bytes);
+        (self.inflight_bytes.get() + queued) as u64 + sampled
     }
 
     /// Ingests one decoded (decompressed, protobuf) Export*ServiceRequest
@@ -162,7 +181,7 @@ impl Core {
             self.counters.failed_request(signal, transport);
             return Err(IngestError::NoPipeline(signal));
         }
-        if let Some(Err(e)) = self.memory.as_ref().map(|m| m.check(signal)) {
+        if let Some(Err(e)) = self.memory.as_ref().map(|m| m.check_resident(signal)) {
             self.counters.refused(signal, transport, 0);
             return Err(e);
         }
@@ -266,8 +285,10 @@ impl Core {
             Signal::Metrics => match scan_metrics(&body) {
                 Ok(counts) => {
                     let n = counts.items as u64;
+                    let held = body.len();
                     let (piece, kept) = self.process_request(signal, body, n);
-                    Ok((n, self.push_local(signal, piece, kept).map(|_| n)))
+                    let held = held_bytes(piece.len, held);
+                    Ok((n, self.push_local(signal, piece, kept, held).map(|_| n)))
                 }
                 Err(e) => Err(IngestError::Malformed(format!(
                     "malformed ExportMetricsServiceRequest: {e}"
@@ -276,8 +297,10 @@ impl Core {
             Signal::Logs => match scan_logs(&body) {
                 Ok(counts) => {
                     let n = counts.items as u64;
+                    let held = body.len();
                     let (piece, kept) = self.process_request(signal, body, n);
-                    Ok((n, self.push_local(signal, piece, kept).map(|_| n)))
+                    let held = held_bytes(piece.len, held);
+                    Ok((n, self.push_local(signal, piece, kept, held).map(|_| n)))
                 }
                 Err(e) => Err(IngestError::Malformed(format!(
                     "malformed ExportLogsServiceRequest: {e}"
@@ -398,11 +421,14 @@ impl Core {
                 self.sample(batch).await;
                 Ok(())
             } else if is_whole {
-                self.push_local(Signal::Traces, whole(batch.buf), items)
+                let held = batch.buf.len();
+                self.push_local(Signal::Traces, whole(batch.buf), items, held)
             } else {
                 let mut enc = Encoded::default();
                 encode_traces(&batch, &mut enc);
-                self.push_local(Signal::Traces, enc, batch.index.spans.len() as u64)
+                let held = held_bytes(enc.len, batch.buf.len());
+                let spans = batch.index.spans.len() as u64;
+                self.push_local(Signal::Traces, enc, spans, held)
             };
             if let Err(e) = pushed {
                 return Ok((items, Err(e)));
@@ -460,12 +486,14 @@ impl Core {
         // Local first, as for spans: a refusal leaves nothing behind on other cores.
         parts.sort_by_key(|p| p.core != self.id);
         for part in parts {
+            let held = held_bytes(part.piece.len, body.len());
             let pushed = if part.core == self.id {
-                self.push_local(Signal::Metrics, part.piece, part.points)
+                self.push_local(Signal::Metrics, part.piece, part.points, held)
             } else {
                 let message = MeshMessage::Metrics {
                     piece: part.piece,
                     points: part.points,
+                    held,
                 };
                 self.send_to(part.core, message).await
             };
@@ -504,18 +532,27 @@ impl Core {
         }
     }
 
-    /// Hands an encoded piece to every exporter of the signal's pipeline on
-    /// this core, refusing if any queue is full.
-    fn push_local(&self, signal: Signal, piece: Encoded, items: u64) -> Result<(), IngestError> {
+    /// Hands an encoded piece that keeps `held` bytes alive (see [`held_bytes`]) to every
+    /// exporter of the signal's pipeline on this core, refusing if any queue is full.
+    fn push_local(
+        &self,
+        signal: Signal,
+        piece: Encoded,
+        items: u64,
+        held: usize,
+    ) -> Result<(), IngestError> {
         if piece.is_empty() {
             return Ok(());
         }
         let exporters = &self.pipelines[signal_index(signal)];
-        if exporters.iter().any(|e| !e.has_room(piece.len)) {
+        if exporters.iter().any(|e| !e.has_room(held.max(piece.len))) {
             return Err(IngestError::Overloaded("an exporter queue is full"));
         }
         for exporter in exporters {
-            if exporter.try_push(signal, piece.clone(), items).is_err() {
+            if exporter
+                .try_push_held(signal, piece.clone(), items, held)
+                .is_err()
+            {
                 return Err(IngestError::Overloaded("an exporter queue is full"));
             }
         }
@@ -528,8 +565,12 @@ impl Core {
     async fn deliver(&self, message: MeshMessage) {
         let mut batch = match message {
             MeshMessage::Spans(batch) => batch,
-            MeshMessage::Metrics { piece, points } => {
-                return self.push_wait(Signal::Metrics, piece, points).await;
+            MeshMessage::Metrics {
+                piece,
+                points,
+                held,
+            } => {
+                return self.push_wait(Signal::Metrics, piece, points, held).await;
             }
         };
         self.process_owned(&mut batch);
@@ -542,15 +583,20 @@ impl Core {
         let mut enc = Encoded::default();
         encode_traces(&batch, &mut enc);
         let items = batch.index.spans.len() as u64;
-        self.push_wait(Signal::Traces, enc, items).await;
+        let held = held_bytes(enc.len, batch.buf.len());
+        self.push_wait(Signal::Traces, enc, items, held).await;
     }
 
-    /// Pushes to every exporter of the signal, waiting for room in each.
-    async fn push_wait(&self, signal: Signal, enc: Encoded, items: u64) {
+    /// Pushes a piece that keeps `held` bytes alive to every exporter of the signal, waiting
+    /// for room in each.
+    async fn push_wait(&self, signal: Signal, enc: Encoded, items: u64, held: usize) {
         for exporter in &self.pipelines[signal_index(signal)] {
             loop {
-                exporter.reserve(enc.len).await;
-                if exporter.try_push(signal, enc.clone(), items).is_ok() {
+                exporter.reserve(held.max(enc.len)).await;
+                if exporter
+                    .try_push_held(signal, enc.clone(), items, held)
+                    .is_ok()
+                {
                     break;
                 }
             }
@@ -568,44 +614,51 @@ impl Core {
     }
 
     /// Encodes kept spans into one request (protobuf concatenation) and
-    /// pushes it to the traces exporters.
+    /// pushes it to the traces exporters. With processors listed after the sampler, they run on
+    /// the kept spans of each batch in place: the batch (shared with its spans still buffered)
+    /// is neither copied nor changed, their changes are applied while encoding.
     async fn export_kept(&self, kept: Vec<Kept>) {
         if kept.is_empty() {
             return;
         }
         let mut enc = Encoded::default();
         let mut items = 0u64;
+        let mut held = 0usize;
         for k in &kept {
+            let before = enc.len;
             match &self.processors.traces_after {
                 None => {
                     encode_trace_spans(&k.batch, &k.spans, &mut enc);
                     items += k.spans.len() as u64;
                 }
                 Some(chain) => {
-                    // Only the kept spans, then the processors listed after the sampler.
-                    let mut sub = SpanBatch {
-                        buf: k.batch.buf.clone(),
-                        index: k.batch.index.clone(),
-                        hold: k.batch.hold.clone(),
-                    };
-                    let mut cursor = 0;
-                    sub.index.retain_spans(|i| {
-                        let keep = k.spans.get(cursor) == Some(&i);
-                        cursor += usize::from(keep);
-                        keep
-                    });
-                    chain.process_traces(&mut sub);
-                    let all: Vec<u32> = (0..sub.index.spans.len() as u32).collect();
-                    encode_trace_spans(&sub, &all, &mut enc);
-                    items += all.len() as u64;
+                    let changes = chain.process_trace_spans(&k.batch, &k.spans);
+                    let rewrites = Some(&changes.rewrites);
+                    if changes.dropped.is_empty() {
+                        encode_trace_spans_rewritten(&k.batch, &k.spans, rewrites, &mut enc);
+                        items += k.spans.len() as u64;
+                    } else {
+                        let mut dropped = changes.dropped.iter().peekable();
+                        let left: Vec<u32> = k
+                            .spans
+                            .iter()
+                            .copied()
+                            .filter(|&i| dropped.next_if_eq(&&i).is_none())
+                            .collect();
+                        encode_trace_spans_rewritten(&k.batch, &left, rewrites, &mut enc);
+                        items += left.len() as u64;
+                    }
                 }
+            }
+            if enc.len > before {
+                held += held_bytes(enc.len - before, k.batch.buf.len());
             }
         }
         drop(kept);
         if enc.is_empty() {
             return;
         }
-        self.push_wait(Signal::Traces, enc, items).await;
+        self.push_wait(Signal::Traces, enc, items, held).await;
     }
 
     /// Decides the traces whose time has come; returns when the next one is due.
@@ -674,8 +727,20 @@ impl Core {
         snapshot.processors = self.processors.snapshot();
         snapshot.memory = self.memory.as_ref().map(CoreLimiter::snapshot);
         snapshot.ingest_log = self.ingest_log.as_ref().map(IngestLog::snapshot);
+        snapshot.connections = Some(self.connections.snapshot()).filter(|c| c.limit > 0);
         self.board.publish(snapshot);
     }
+}
+
+/// What an export queue is charged for a piece of `piece` bytes whose chunks are slices of a
+/// request buffer of `buffer` bytes: the buffer stays in memory while any slice of it does, so
+/// the piece is charged its own bytes but at least a quarter of the buffer (as the tail sampler
+/// charges what it holds). Every buffer a queue keeps alive is then charged at least a quarter
+/// by some piece: a queue holds at most four times its `max_bytes` in request buffers. Pieces
+/// of one buffer on several cores or in several batches are each charged (a conservative
+/// count).
+pub fn held_bytes(piece: usize, buffer: usize) -> usize {
+    piece.max(buffer / 4)
 }
 
 fn whole(body: Bytes) -> Encoded {
@@ -693,12 +758,30 @@ pub struct InflightGuard<'a> {
 }
 
 impl InflightGuard<'_> {
-    /// Adds the request's body size to the core's in-flight bytes.
-    pub fn add_bytes(&self, n: usize) {
+    /// Charges `n` more bytes of this request (body, decompressed body) to the core's request
+    /// bytes in flight. Refuses when that would pass the core's bound, unless this request is
+    /// the only one in flight (so one request up to `max_recv_msg_size` always gets through).
+    pub fn try_add(&self, n: usize) -> Result<(), IngestError> {
+        let c = self.core;
+        if self.room() < n {
+            return Err(IngestError::Overloaded(
+                "too many request bytes in flight on this core",
+            ));
+        }
         self.bytes.set(self.bytes.get() + n);
-        self.core
-            .inflight_bytes
-            .set(self.core.inflight_bytes.get() + n);
+        c.inflight_bytes.set(c.inflight_bytes.get() + n);
+        Ok(())
+    }
+
+    /// Bytes this request may still add (see [`InflightGuard::try_add`]).
+    pub fn room(&self) -> usize {
+        let c = self.core;
+        if c.inflight_bytes.get() == self.bytes.get() {
+            return usize::MAX;
+        }
+        c.limits
+            .max_inflight_bytes
+            .saturating_sub(c.inflight_bytes.get())
     }
 }
 
@@ -747,6 +830,16 @@ pub async fn run(setup: CoreSetup) {
         segment_size: config.engine.wal.segment_size,
         group_commit_interval: config.engine.wal.group_commit_interval,
         group_commit_bytes: config.engine.wal.group_commit_bytes as usize,
+        memory_bytes: memory
+            .as_ref()
+            .map_or(shardtel_sinks::DiskQueueSettings::MEMORY_BYTES, |m| {
+                m.disk_queue_memory_bytes
+            }),
+        cache_bytes: memory
+            .as_ref()
+            .map_or(shardtel_sinks::DiskQueueSettings::CACHE_BYTES, |m| {
+                m.disk_queue_cache_bytes
+            }),
     };
 
     // Exporters used by some pipeline, one instance each on this core.
@@ -817,6 +910,14 @@ pub async fn run(setup: CoreSetup) {
             max_concurrent_streams: otlp.as_ref().map_or(256, |o| o.max_concurrent_streams),
         },
         counters: ReceiverCounters::default(),
+        connections: otlp.as_ref().map_or(ConnectionLimit::new(0), |o| {
+            let limit =
+                ConnectionLimit::new(receiver::connections::per_core(o.max_connections, cores));
+            match memory.as_ref() {
+                Some(m) => limit.with_bytes_limit(m.connection_bytes, o.max_concurrent_streams),
+                None => limit,
+            }
+        }),
         mesh_counters: MeshCounters::new(cores),
         senders: OnceCell::new(),
         send_permits: (0..cores).map(|_| Semaphore::new(1)).collect(),
@@ -831,7 +932,7 @@ pub async fn run(setup: CoreSetup) {
         kafka_snapshot: RefCell::new(None),
         sampler,
         processors,
-        memory: memory.map(|m| CoreLimiter::new(m.gauge, &config)),
+        memory: memory.map(|m| CoreLimiter::new(m.gauge, &config, m.buffered_limit)),
         metrics_router: (cores > 1 && metric_routing::needed(&config)).then(MetricsRouter::default),
         ingest_log,
     });
@@ -934,6 +1035,14 @@ pub async fn run(setup: CoreSetup) {
         .detach()
     };
 
+    // While the process is above its soft limit, this core's freed memory goes back to the OS.
+    let allocator = core.memory.as_ref().map(|m| {
+        glommio::spawn_local(crate::memory_limiter::return_freed_memory_while_limited(
+            m.gauge(),
+        ))
+        .detach()
+    });
+
     // Stopped through a flag, never cancelled: a cancel while it waits for exporter room
     // would lose the kept spans it is pushing.
     let ticker_stop = Rc::new(Cell::new(false));
@@ -1016,6 +1125,9 @@ pub async fn run(setup: CoreSetup) {
         log.close().await;
     }
     publisher.cancel();
+    if let Some(allocator) = allocator {
+        allocator.cancel();
+    }
     core.publish();
     board.set_state(id, CoreState::Stopped);
 }

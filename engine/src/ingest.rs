@@ -24,6 +24,10 @@ pub enum IngestError {
     /// Queues or channels are full: retry later.
     #[error("shardtel is overloaded ({0}); retry later")]
     Overloaded(&'static str),
+    /// The core serves as many connections as `receivers.otlp.max_connections` allows it:
+    /// retry later (on a new connection).
+    #[error("shardtel serves too many connections; retry later")]
+    TooManyConnections,
     /// The process's memory is above the memory limiter's soft limit: retry later.
     #[error("shardtel is above its memory limit; retry later")]
     MemoryLimited,
@@ -48,6 +52,7 @@ impl IngestError {
             IngestError::Malformed(_) => Code::InvalidArgument,
             IngestError::TooLarge { .. } => Code::ResourceExhausted,
             IngestError::Overloaded(_)
+            | IngestError::TooManyConnections
             | IngestError::Storage(_)
             | IngestError::Draining
             | IngestError::MemoryLimited => Code::Unavailable,
@@ -60,7 +65,10 @@ impl IngestError {
         match self {
             IngestError::Malformed(_) => 400,
             IngestError::TooLarge { .. } => 413,
-            IngestError::Overloaded(_) | IngestError::Storage(_) | IngestError::Draining => 503,
+            IngestError::Overloaded(_)
+            | IngestError::TooManyConnections
+            | IngestError::Storage(_)
+            | IngestError::Draining => 503,
             IngestError::MemoryLimited => 429,
             IngestError::NoPipeline(_) => 404,
             IngestError::Unsupported(_) => 415,
@@ -71,6 +79,7 @@ impl IngestError {
     pub fn retry_after(&self) -> Option<Duration> {
         match self {
             IngestError::Overloaded(_)
+            | IngestError::TooManyConnections
             | IngestError::Storage(_)
             | IngestError::Draining
             | IngestError::MemoryLimited => Some(Duration::from_secs(1)),

@@ -432,13 +432,15 @@ impl Receiver {
         };
         let mut wait = RETRY_INITIAL;
         loop {
-            let attempt = match self.core.admit() {
-                Ok(guard) => {
-                    guard.add_bytes(body.len());
-                    self.core
-                        .ingest(signal, Transport::Kafka, body.clone())
-                        .await
-                }
+            let attempt = match self.core.admit_signal(signal) {
+                Ok(guard) => match guard.try_add(body.len()) {
+                    Ok(()) => {
+                        self.core
+                            .ingest(signal, Transport::Kafka, body.clone())
+                            .await
+                    }
+                    Err(e) => Err(e),
+                },
                 Err(e) => Err(e),
             };
             match attempt {

@@ -21,6 +21,8 @@ pub enum MeshMessage {
         piece: Encoded,
         /// Data points in it.
         points: u64,
+        /// What it keeps alive: see `crate::core::held_bytes`.
+        held: usize,
     },
 }
 

@@ -138,6 +138,8 @@ pub struct CoreSnapshot {
     pub memory: Option<crate::memory_limiter::MemorySnapshot>,
     /// The ingest log, with `durability = "ack_after_sync"`.
     pub ingest_log: Option<crate::durability::IngestLogSnapshot>,
+    /// OTLP connections served and refused.
+    pub connections: Option<crate::receiver::connections::ConnectionSnapshot>,
 }
 
 /// Counters of one core's Kafka consumer (`[receivers.kafka]`).
@@ -206,6 +208,7 @@ pub fn snapshot(
         processors: Vec::new(),
         memory: None,
         ingest_log: None,
+        connections: None,
     }
 }
 
@@ -383,6 +386,11 @@ impl Board {
         }
         render_kafka(&mut out, &snaps);
         render_prometheus_exporter(&mut out, &snaps);
+        let connections: Vec<_> = snaps
+            .iter()
+            .filter_map(|s| s.connections.as_ref().map(|c| (s.core, c)))
+            .collect();
+        crate::receiver::connections::render(&connections, &mut out);
         let name = "shardtel_mesh_channel_depth";
         let _ = writeln!(
             out,

@@ -105,6 +105,11 @@ fn read_bounded(
     if out.len() > max_len {
         return Err(DecompressError::TooLarge { max_len });
     }
+    // The body may be held for long (the tail sampler keeps it for `decision_wait`): give back
+    // what doubling left unused, so it holds what it counts.
+    if out.capacity() - out.len() > out.len() / 8 {
+        out.shrink_to_fit();
+    }
     Ok(Bytes::from(out))
 }
 

@@ -13,7 +13,7 @@ use std::ops::Range;
 
 use bytes::{Buf, Bytes, BytesMut};
 
-use crate::scan::{SpanBatch, TracesIndex};
+use crate::scan::{Rewrites, SpanBatch, TracesIndex};
 use crate::wire::{put_varint, varint_len};
 
 /// An encoded protobuf message as a chain of chunks: new length prefixes (small owned chunks)
@@ -139,20 +139,64 @@ const TAG_CHILD: u8 = 0x12;
 /// slices.
 pub fn encode_traces(batch: &SpanBatch, out: &mut Encoded) {
     let n = batch.index.spans.len();
-    encode(batch, n, |i| i as u32, true, out);
+    let rewrites = Overlay::of(batch, None);
+    encode(batch, rewrites, n, |i| i as u32, true, out);
 }
 
 /// Same as [`encode_traces`], for a subset of spans of the batch (indices into
 /// `batch.index.spans`, ascending). Resources and scopes without a selected span are left out.
 /// Indices that are not ascending are sorted (and deduplicated) first, at the cost of a copy.
 pub fn encode_trace_spans(batch: &SpanBatch, spans: &[u32], out: &mut Encoded) {
+    encode_trace_spans_rewritten(batch, spans, None, out);
+}
+
+/// [`encode_trace_spans`] with more rewrites than the batch's own: a span or resource in
+/// `extra` is written as it is there (over the batch's rewrite, if any). This lets a shared
+/// batch be encoded with changes made for one export only, without copying its index.
+pub fn encode_trace_spans_rewritten(
+    batch: &SpanBatch,
+    spans: &[u32],
+    extra: Option<&Rewrites>,
+    out: &mut Encoded,
+) {
+    let rewrites = Overlay::of(batch, extra);
     if spans.windows(2).all(|w| w[0] < w[1]) {
-        encode(batch, spans.len(), |i| spans[i], false, out);
+        encode(batch, rewrites, spans.len(), |i| spans[i], false, out);
     } else {
         let mut sorted = spans.to_vec();
         sorted.sort_unstable();
         sorted.dedup();
-        encode(batch, sorted.len(), |i| sorted[i], false, out);
+        encode(batch, rewrites, sorted.len(), |i| sorted[i], false, out);
+    }
+}
+
+/// The rewrites an encoding applies: `extra`'s first, then the batch's own.
+#[derive(Clone, Copy)]
+struct Overlay<'a> {
+    base: &'a Rewrites,
+    extra: Option<&'a Rewrites>,
+}
+
+impl<'a> Overlay<'a> {
+    fn of(batch: &'a SpanBatch, extra: Option<&'a Rewrites>) -> Self {
+        Overlay {
+            base: &batch.index.rewrites,
+            extra: extra.filter(|e| !e.is_empty()),
+        }
+    }
+
+    #[inline]
+    fn span(&self, i: u32) -> Option<&'a Bytes> {
+        self.extra
+            .and_then(|e| e.span(i))
+            .or_else(|| self.base.span(i))
+    }
+
+    #[inline]
+    fn resource(&self, r: u32) -> Option<&'a Bytes> {
+        self.extra
+            .and_then(|e| e.resource(r))
+            .or_else(|| self.base.resource(r))
     }
 }
 
@@ -165,8 +209,8 @@ fn span_field_len(r: &Range<u32>) -> usize {
 
 /// Encoded size of span `i`'s field, rewritten or not.
 #[inline]
-fn span_len(index: &TracesIndex, i: u32, r: &Range<u32>) -> usize {
-    match index.rewrites.span(i) {
+fn span_len(rewrites: Overlay<'_>, i: u32, r: &Range<u32>) -> usize {
+    match rewrites.span(i) {
         Some(b) => 1 + varint_len(b.len() as u64) + b.len(),
         None => span_field_len(r),
     }
@@ -205,6 +249,7 @@ fn original_prefix_ok(buf: &[u8], r: &Range<u32>) -> bool {
 
 fn encode(
     batch: &SpanBatch,
+    rewrites: Overlay<'_>,
     count: usize,
     span_at: impl Fn(usize) -> u32,
     include_empty: bool,
@@ -235,7 +280,7 @@ fn encode(
                 .iter()
                 .take_while(|s| s.resource == ri)
                 .count();
-        let resource_rewrite = index.rewrites.resource(ri);
+        let resource_rewrite = rewrites.resource(ri);
         // Pass one: sizes.
         let mut res_len = match resource_rewrite {
             Some(b) => b.len(),
@@ -253,7 +298,7 @@ fn encode(
                 if s.scope as usize != si {
                     break;
                 }
-                scope_len += span_len(index, i, &s.range);
+                scope_len += span_len(rewrites, i, &s.range);
                 has = true;
                 c += 1;
             }
@@ -290,7 +335,7 @@ fn encode(
                 if s.scope as usize != si {
                     break;
                 }
-                scope_len += span_len(index, i, &s.range);
+                scope_len += span_len(rewrites, i, &s.range);
                 cursor += 1;
             }
             if first == cursor && !include_empty {
@@ -304,7 +349,7 @@ fn encode(
             }
             for i in first..cursor {
                 let si = span_at(i);
-                if let Some(b) = index.rewrites.span(si) {
+                if let Some(b) = rewrites.span(si) {
                     prefixes.extend_from_slice(&[TAG_CHILD]);
                     put_varint(&mut prefixes, b.len() as u64);
                     out.push(prefixes.split().freeze());
@@ -423,6 +468,53 @@ mod tests {
         let mut empty = Encoded::default();
         encode_trace_spans(&batch, &[], &mut empty);
         assert!(empty.is_empty());
+    }
+
+    #[test]
+    fn extra_rewrites_apply_over_the_batch_without_changing_it() {
+        let req = request();
+        let mut batch = SpanBatch::scan(Bytes::from(req.encode_to_vec())).unwrap();
+        let own = Bytes::from(span(20).encode_to_vec());
+        batch.index.rewrites.spans.push((1, own));
+        let extra = Rewrites {
+            spans: vec![(0, Bytes::from(span(10).encode_to_vec()))],
+            resources: vec![(1, {
+                let mut fields = Vec::new();
+                Resource {
+                    dropped_attributes_count: 7,
+                    ..Default::default()
+                }
+                .encode_length_delimited(&mut fields)
+                .unwrap();
+                let mut header = vec![0x0a];
+                header.extend_from_slice(&fields);
+                Bytes::from(header)
+            })],
+        };
+        let mut out = Encoded::default();
+        encode_trace_spans_rewritten(&batch, &[0, 1, 3], Some(&extra), &mut out);
+        let got = ExportTraceServiceRequest::decode(out.to_bytes()).unwrap();
+        assert_eq!(
+            got.resource_spans[0].scope_spans[0].spans,
+            vec![span(10), span(20)]
+        );
+        assert_eq!(
+            got.resource_spans[1]
+                .resource
+                .as_ref()
+                .unwrap()
+                .dropped_attributes_count,
+            7
+        );
+        assert_eq!(got.resource_spans[1].scope_spans[0].spans, vec![span(4)]);
+        // The batch itself is unchanged, and no extra rewrites means its own.
+        let mut plain = Encoded::default();
+        encode_trace_spans_rewritten(&batch, &[0, 1], None, &mut plain);
+        let got = ExportTraceServiceRequest::decode(plain.to_bytes()).unwrap();
+        assert_eq!(
+            got.resource_spans[0].scope_spans[0].spans,
+            vec![span(1), span(20)]
+        );
     }
 
     #[test]

@@ -33,6 +33,9 @@ pub(crate) struct Batch {
     pub chunks: Vec<Bytes>,
     /// Total length of `chunks`.
     pub bytes: usize,
+    /// Bytes it is charged against the queue's `max_bytes`: `bytes`, or more when its chunks
+    /// keep larger buffers alive (see [`crate::ExportQueue::try_push_held`]).
+    pub held: usize,
     /// Spans, points or records in it.
     pub items: u64,
 }
@@ -57,6 +60,7 @@ impl Batch {
 struct OpenBatch {
     chunks: Vec<Bytes>,
     bytes: usize,
+    held: usize,
     items: u64,
     opened_at: Option<Instant>,
 }
@@ -68,6 +72,7 @@ impl OpenBatch {
             signal,
             chunks: std::mem::take(&mut self.chunks),
             bytes: std::mem::replace(&mut self.bytes, 0),
+            held: std::mem::replace(&mut self.held, 0),
             items: std::mem::replace(&mut self.items, 0),
         })
     }
@@ -93,10 +98,24 @@ impl Batcher {
     /// Adds a piece; hands every batch this closes to `emit` (at most two:
     /// the one the piece did not fit into, and the one it filled).
     /// Returns true when the piece opened a new batch (the timer must look).
+    #[cfg(test)]
     pub(crate) fn push(
         &mut self,
         signal: Signal,
         piece: Encoded,
+        items: u64,
+        now: Instant,
+        emit: impl FnMut(Batch),
+    ) -> bool {
+        self.push_held(signal, piece, 0, items, now, emit)
+    }
+
+    /// [`Batcher::push`] of a piece charged `held` bytes (at least its length).
+    pub(crate) fn push_held(
+        &mut self,
+        signal: Signal,
+        piece: Encoded,
+        held: usize,
         items: u64,
         now: Instant,
         mut emit: impl FnMut(Batch),
@@ -116,6 +135,7 @@ impl Batcher {
             open.opened_at = Some(now);
         }
         open.bytes += piece.len;
+        open.held += held.max(piece.len);
         open.items += items;
         open.chunks.extend(piece.chunks);
         let full = (limits.max_items > 0 && open.items >= limits.max_items as u64)
@@ -256,6 +276,7 @@ mod tests {
             signal: Signal::Traces,
             chunks: vec![Bytes::from_static(b"ab"), Bytes::from_static(b"c")],
             bytes: 3,
+            held: 3,
             items: 1,
         };
         assert_eq!(Batch::join(&batch.chunks), Bytes::from_static(b"abc"));

@@ -7,7 +7,7 @@
 //! the encoded `Export*ServiceRequest`.
 //!
 //! Memory stays flat whatever the backlog: batches wait in memory only until their append is
-//! durable (bounded by `MEMORY_BYTES`), senders read one frame each from disk (or from the
+//! durable (bounded by `DiskQueueSettings::memory_bytes`), senders read one frame each from disk (or from the
 //! log's small cache of recent commits), and nothing else is held.
 
 use std::cell::{Cell, RefCell};
@@ -23,11 +23,6 @@ use shardtel_wal::{Append, Wal, WalError, WalOptions, WalReader, WalStats};
 use crate::batch::Batch;
 use crate::stats::signal_index;
 
-/// Bytes of batches a disk queue holds in memory until they are durable: open batches, closed
-/// batches waiting for their append and appends waiting for their group commit.
-const MEMORY_BYTES: usize = 64 << 20;
-/// Bytes of recent commits kept in memory for senders that are caught up.
-const CACHE_BYTES: usize = 8 << 20;
 /// Per-frame bytes besides the request: the header and the item count.
 const FRAME_OVERHEAD: usize = shardtel_wal::frame::HEADER_LEN + 8;
 
@@ -42,6 +37,26 @@ pub struct DiskQueueSettings {
     pub group_commit_interval: std::time::Duration,
     /// `[engine.wal] group_commit_bytes`.
     pub group_commit_bytes: usize,
+    /// Bytes of batches a disk queue holds in memory until they are durable (open batches,
+    /// closed batches waiting for their append, appends waiting for their group commit), at
+    /// most its `max_bytes`. Default [`DiskQueueSettings::MEMORY_BYTES`]; the memory limiter may lower it.
+    pub memory_bytes: usize,
+    /// Bytes of recent commits a disk queue keeps in memory for senders that are caught up.
+    /// Default [`DiskQueueSettings::CACHE_BYTES`]; the memory limiter may lower it.
+    pub cache_bytes: usize,
+}
+
+impl DiskQueueSettings {
+    /// Default of [`DiskQueueSettings::memory_bytes`].
+    pub const MEMORY_BYTES: usize = 64 << 20;
+    /// Default of [`DiskQueueSettings::cache_bytes`].
+    pub const CACHE_BYTES: usize = 8 << 20;
+
+    /// What one disk queue of `max_bytes` holds in memory at most, besides batches being sent:
+    /// appends not yet durable and the cache of recent commits.
+    pub fn memory_bound(memory_bytes: usize, cache_bytes: usize, max_bytes: usize) -> usize {
+        memory_bytes.min(max_bytes) + cache_bytes
+    }
 }
 
 /// The directory of exporter `name`'s queue on `core`: `root/NAME/coreN`, with every byte of
@@ -91,7 +106,7 @@ impl DiskQueue {
             group_commit_interval: settings.group_commit_interval,
             group_commit_bytes: settings.group_commit_bytes,
             checkpoint_interval: std::time::Duration::from_millis(200),
-            cache_bytes: CACHE_BYTES,
+            cache_bytes: settings.cache_bytes,
             name: format!("exporter {name} (core {core}) disk queue"),
         };
         let wal = Wal::open(dir, options).await?;
@@ -107,7 +122,7 @@ impl DiskQueue {
             reader: RefCell::new(Some(wal.reader(start))),
             wal,
             overflow,
-            memory_bytes: MEMORY_BYTES.min(max_bytes as usize).max(1),
+            memory_bytes: settings.memory_bytes.min(max_bytes as usize).max(1),
             read_lock: Semaphore::new(1),
             in_flight: RefCell::new(BTreeSet::new()),
             fetched_upto: Cell::new(start),
@@ -198,6 +213,7 @@ impl DiskQueue {
                 Batch {
                     signal,
                     bytes: request.len(),
+                    held: request.len(),
                     chunks: vec![request],
                     items,
                 },

@@ -28,6 +28,15 @@ pub const NETWORK_SENDERS: usize = 4;
 /// The queue's `max_bytes` still bounds what they hold.
 pub const KAFKA_SENDERS: usize = 16;
 
+/// Batches an exporter of kind `kind` (its `type`) sends at once per core.
+pub fn senders_of(kind: &str) -> usize {
+    match kind {
+        "otlp" | "otlphttp" | "loki" => NETWORK_SENDERS,
+        "kafka" => KAFKA_SENDERS,
+        _ => 1,
+    }
+}
+
 /// Queue-side settings of one exporter.
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct QueueSettings {
@@ -201,11 +210,7 @@ impl Exporter {
     /// and its per-series state changes batch by batch), one for the blackhole,
     /// [`KAFKA_SENDERS`] for Kafka, [`NETWORK_SENDERS`] otherwise.
     pub(crate) fn senders(&self) -> usize {
-        match self {
-            Self::Otlp(_) | Self::OtlpHttp(_) | Self::Loki(_) => NETWORK_SENDERS,
-            Self::Kafka(_) => KAFKA_SENDERS,
-            Self::File(_) | Self::Prometheus(_) | Self::Blackhole => 1,
-        }
+        senders_of(self.kind())
     }
 
     /// Converts a batch once, before its first attempt, for the kinds whose wire format is

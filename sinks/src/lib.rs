@@ -84,7 +84,7 @@ mod stats;
 
 pub use disk_queue::{queue_dir, DiskQueueSettings};
 pub use error::{Disposition, ExportError, QueueFull, SinkError};
-pub use exporter::NETWORK_SENDERS;
+pub use exporter::{senders_of, NETWORK_SENDERS};
 pub use file::{backup_path, core_file_path};
 pub use kafka::TraceMessages;
 pub use queue::{DrainOutcome, ExportQueue};

@@ -3,7 +3,8 @@
 //!
 //! In memory, every byte accepted by [`ExportQueue::try_push`] is counted in `queue_bytes`
 //! until its batch is sent or has failed for good, so open batches, queued batches and batches
-//! in flight together never exceed `queue.max_bytes`.
+//! in flight together never exceed `queue.max_bytes`. A piece whose chunks are slices of a
+//! larger buffer is counted as what it keeps alive ([`ExportQueue::try_push_held`]).
 //!
 //! On disk (`queue.storage = "disk"`, see [`crate::disk_queue`]), `queue_bytes` counts what is
 //! in memory until it is durable (open batches, batches being appended); a saver task appends
@@ -203,25 +204,45 @@ impl ExportQueue {
     /// A piece larger than `queue.max_bytes` is taken only into an empty
     /// queue, so it is delayed, never refused forever.
     pub fn try_push(&self, signal: Signal, piece: Encoded, items: u64) -> Result<(), QueueFull> {
+        let len = piece.len;
+        self.try_push_held(signal, piece, items, len)
+    }
+
+    /// [`ExportQueue::try_push`] of a piece that keeps `held` bytes in memory (at least its
+    /// length): the buffers its chunks are slices of, when they are larger than the piece. The
+    /// queue counts `held` against `queue.max_bytes` (and in `queue_bytes`) until the batch is
+    /// sent, or, on disk, until its append is durable.
+    pub fn try_push_held(
+        &self,
+        signal: Signal,
+        piece: Encoded,
+        items: u64,
+        held: usize,
+    ) -> Result<(), QueueFull> {
         let s = &*self.shared;
-        let held = s.queue_bytes.get();
-        if !s.admits(piece.len) {
+        let charge = held.max(piece.len);
+        let queued = s.queue_bytes.get();
+        if !s.admits(charge) {
             s.stats.borrow_mut().refused_items[signal_index(signal)] += items;
             return Err(QueueFull {
-                needed: piece.len,
-                queued_bytes: held,
+                needed: charge,
+                queued_bytes: queued,
                 max_bytes: s.max_bytes,
             });
         }
-        s.queue_bytes.set(held + piece.len);
+        s.queue_bytes.set(queued + charge);
         let mut closed_any = false;
-        let opened = s
-            .batcher
-            .borrow_mut()
-            .push(signal, piece, items, Instant::now(), |batch| {
+        let opened = s.batcher.borrow_mut().push_held(
+            signal,
+            piece,
+            charge,
+            items,
+            Instant::now(),
+            |batch| {
                 s.ready.borrow_mut().push_back(batch);
                 closed_any = true;
-            });
+            },
+        );
         if closed_any {
             s.work.notify_all();
         }
@@ -229,6 +250,12 @@ impl ExportQueue {
             s.opened.notify_all();
         }
         Ok(())
+    }
+
+    /// Bytes held in memory now: open, queued and in-flight batches (for a disk queue, until
+    /// their append is durable).
+    pub fn queued_bytes(&self) -> usize {
+        self.shared.queue_bytes.get()
     }
 
     /// True when a piece of `bytes` would be accepted now (see [`ExportQueue::try_push`]).
@@ -537,7 +564,7 @@ async fn sender(s: Rc<Shared>, worker: usize) {
         s.in_flight.set(s.in_flight.get() + 1);
         s.send_with_retry(worker, &batch).await;
         s.in_flight.set(s.in_flight.get() - 1);
-        s.queue_bytes.set(s.queue_bytes.get() - batch.bytes);
+        s.queue_bytes.set(s.queue_bytes.get() - batch.held);
         s.progress.notify_all();
     }
 }
@@ -570,7 +597,7 @@ async fn saver(s: Rc<Shared>) {
                 glommio::spawn_local(async move {
                     match append.durable().await {
                         Ok(_) => {
-                            s.queue_bytes.set(s.queue_bytes.get() - batch.bytes);
+                            s.queue_bytes.set(s.queue_bytes.get() - batch.held);
                             s.progress.notify_all();
                         }
                         Err(err) => {

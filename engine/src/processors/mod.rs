@@ -207,6 +207,17 @@ struct Scratch {
     at_stage: Vec<usize>,
     drops: Vec<u32>,
     rewrites: Vec<(u32, Bytes)>,
+    /// Resources a subset of spans belongs to ([`Chain::process_trace_spans`]).
+    resources_used: Vec<bool>,
+}
+
+/// What a chain did to some spans of a shared batch ([`Chain::process_trace_spans`]).
+#[derive(Clone, Debug, Default)]
+pub struct SpanChanges {
+    /// Spans filters dropped (ascending).
+    pub dropped: Vec<u32>,
+    /// Spans and resources rewritten.
+    pub rewrites: shardtel_protocol::scan::Rewrites,
 }
 
 /// What a chain did to a batch or request.
@@ -386,66 +397,13 @@ impl Chain {
 
     /// Applies the chain to the spans of `batch` (see the module docs).
     pub fn process_traces(&self, batch: &mut SpanBatch) -> ChainOutcome {
-        // Only attribute actions that need keys none of which occurs anywhere in the request:
-        // nothing can change, and no span is looked at.
-        if self.keyed_attributes_only
-            && batch.index.rewrites.is_empty()
-            && self.stages.iter().all(|s| match &s.op {
-                Op::Attributes { actions, .. } => !actions.may_change(&batch.buf, false),
-                _ => false,
-            })
-        {
-            for s in &self.stages {
-                bump(&s.stats.received, batch.index.spans.len() as u64);
-            }
-            return ChainOutcome::default();
-        }
         let mut scratch = self.scratch.borrow_mut();
         let scratch = &mut *scratch;
-        let index = &batch.index;
-        let buf = &batch.buf;
-        scratch.drops.clear();
-        scratch.rewrites.clear();
-        // Resources: the original body, and the version each stage sees, per resource.
-        let mut originals: Vec<&[u8]> = Vec::new();
-        let mut views: Vec<Vec<Bytes>> = Vec::new();
-        let mut stage_of: Vec<Vec<usize>> = Vec::new();
-        let mut resource_rewrites: Vec<(u32, Bytes)> = Vec::new();
-        if self.reads_resources {
-            for r in 0..index.resources.len() as u32 {
-                let resource = resource_body(index, buf, r);
-                originals.push(resource);
-                if let Some(new) = self.resources(resource, scratch) {
-                    let others = other_resource_headers(index, buf, r);
-                    let mut fields_out = Vec::with_capacity(new.len() + others.len() + 8);
-                    put_len_field(&mut fields_out, fields::RESOURCE, &new);
-                    fields_out.extend_from_slice(&others);
-                    resource_rewrites.push((r, held(Bytes::from(fields_out), buf)));
-                }
-                views.push(std::mem::take(&mut scratch.versions));
-                stage_of.push(std::mem::take(&mut scratch.at_stage));
-            }
+        let mut resource_rewrites = Vec::new();
+        let spans = 0..batch.index.spans.len() as u32;
+        if !self.walk_spans(batch, spans, false, scratch, &mut resource_rewrites) {
+            return ChainOutcome::default();
         }
-        let mut attrs = std::mem::take(&mut scratch.attrs);
-        for i in 0..index.spans.len() {
-            let msg = batch.span(i);
-            let r = index.scopes[index.spans[i].scope as usize].resource as usize;
-            let resource_of = |k: usize| -> &[u8] {
-                match stage_of.get(r).and_then(|s| s.get(k)) {
-                    Some(&v) if v > 0 => &views[r][v - 1],
-                    _ => originals.get(r).copied().unwrap_or_default(),
-                }
-            };
-            let mut item = Item::new(msg, ItemKind::Span, fields::SPAN_ATTRIBUTES, &mut attrs);
-            if !self.item(&mut item, resource_of) {
-                scratch.drops.push(i as u32);
-                continue;
-            }
-            if let Some(b) = item.finish(&mut scratch.arena) {
-                scratch.rewrites.push((i as u32, held(b, buf)));
-            }
-        }
-        scratch.attrs = attrs;
         let changed = !scratch.drops.is_empty()
             || !scratch.rewrites.is_empty()
             || !resource_rewrites.is_empty();
@@ -469,6 +427,109 @@ impl Chain {
             changed,
             dropped: dropped as u64,
         }
+    }
+
+    /// Applies the chain to spans `spans` (ascending indices) of a batch that is shared (the
+    /// tail sampler's kept spans), leaving the batch as it is: returns what the chain dropped
+    /// and rewrote, for [`shardtel_protocol::reframe::encode_trace_spans_rewritten`]. Nothing
+    /// is allocated unless something changed.
+    pub fn process_trace_spans(&self, batch: &SpanBatch, spans: &[u32]) -> SpanChanges {
+        let mut scratch = self.scratch.borrow_mut();
+        let scratch = &mut *scratch;
+        let mut out = SpanChanges::default();
+        let selected = spans.iter().copied();
+        if self.walk_spans(batch, selected, true, scratch, &mut out.rewrites.resources) {
+            out.dropped.extend_from_slice(&scratch.drops);
+            out.rewrites.spans.append(&mut scratch.rewrites);
+        }
+        out
+    }
+
+    /// Runs the chain over spans `spans` (ascending) of `batch`, leaving in `scratch.drops` the
+    /// spans filters dropped and in `scratch.rewrites` the rewritten ones, and pushing rewritten
+    /// resources to `resource_rewrites` — every resource, or with `only_their_resources` those of
+    /// the selected spans. False when nothing can change (no span was looked at).
+    fn walk_spans(
+        &self,
+        batch: &SpanBatch,
+        spans: impl ExactSizeIterator<Item = u32> + Clone,
+        only_their_resources: bool,
+        scratch: &mut Scratch,
+        resource_rewrites: &mut Vec<(u32, Bytes)>,
+    ) -> bool {
+        // Only attribute actions that need keys none of which occurs anywhere in the request:
+        // nothing can change, and no span is looked at. (For a few spans of a batch, looking
+        // for the keys in each of them is cheaper than in the whole buffer.)
+        if self.keyed_attributes_only
+            && !only_their_resources
+            && batch.index.rewrites.is_empty()
+            && self.stages.iter().all(|s| match &s.op {
+                Op::Attributes { actions, .. } => !actions.may_change(&batch.buf, false),
+                _ => false,
+            })
+        {
+            for s in &self.stages {
+                bump(&s.stats.received, spans.len() as u64);
+            }
+            return false;
+        }
+        let index = &batch.index;
+        let buf = &batch.buf;
+        scratch.drops.clear();
+        scratch.rewrites.clear();
+        // Resources: the original body, and the version each stage sees, per resource.
+        let mut originals: Vec<&[u8]> = Vec::new();
+        let mut views: Vec<Vec<Bytes>> = Vec::new();
+        let mut stage_of: Vec<Vec<usize>> = Vec::new();
+        if self.reads_resources {
+            let mut used = std::mem::take(&mut scratch.resources_used);
+            used.clear();
+            used.resize(index.resources.len(), !only_their_resources);
+            for i in spans.clone() {
+                let scope = index.spans[i as usize].scope as usize;
+                used[index.scopes[scope].resource as usize] = true;
+            }
+            for r in 0..index.resources.len() as u32 {
+                let resource = resource_body(index, buf, r);
+                originals.push(resource);
+                if !used[r as usize] {
+                    views.push(Vec::new());
+                    stage_of.push(Vec::new());
+                    continue;
+                }
+                if let Some(new) = self.resources(resource, scratch) {
+                    let others = other_resource_headers(index, buf, r);
+                    let mut fields_out = Vec::with_capacity(new.len() + others.len() + 8);
+                    put_len_field(&mut fields_out, fields::RESOURCE, &new);
+                    fields_out.extend_from_slice(&others);
+                    resource_rewrites.push((r, held(Bytes::from(fields_out), buf)));
+                }
+                views.push(std::mem::take(&mut scratch.versions));
+                stage_of.push(std::mem::take(&mut scratch.at_stage));
+            }
+            scratch.resources_used = used;
+        }
+        let mut attrs = std::mem::take(&mut scratch.attrs);
+        for i in spans {
+            let msg = batch.span(i as usize);
+            let r = index.scopes[index.spans[i as usize].scope as usize].resource as usize;
+            let resource_of = |k: usize| -> &[u8] {
+                match stage_of.get(r).and_then(|s| s.get(k)) {
+                    Some(&v) if v > 0 => &views[r][v - 1],
+                    _ => originals.get(r).copied().unwrap_or_default(),
+                }
+            };
+            let mut item = Item::new(msg, ItemKind::Span, fields::SPAN_ATTRIBUTES, &mut attrs);
+            if !self.item(&mut item, resource_of) {
+                scratch.drops.push(i);
+                continue;
+            }
+            if let Some(b) = item.finish(&mut scratch.arena) {
+                scratch.rewrites.push((i, held(b, buf)));
+            }
+        }
+        scratch.attrs = attrs;
+        true
     }
 
     /// Applies the chain to a validated metrics or logs request. `None` when nothing changed

@@ -631,3 +631,118 @@ fn chains_split_around_the_sampler() {
     assert_eq!(names(&p.traces_after), ["redact"]);
     assert!(p.metrics.is_none() && p.logs.is_none());
 }
+
+/// The kept spans of a shared batch through the processors after the sampler: running the
+/// chain on the subset in place ([`Chain::process_trace_spans`]) gives the same request and
+/// the same counts as running it on a copy of the batch cut down to the subset.
+#[test]
+fn chain_on_a_span_subset_equals_the_chain_on_a_cut_down_copy() {
+    let processors = r#"[processors.pre]
+type = "attributes"
+actions = [{ key = "stage", action = "upsert", value = "before" }]
+[processors.enrich]
+type = "resource"
+attributes = [{ key = "host.name", action = "upsert", value = "node-1" }]
+[processors.scrub]
+type = "attributes"
+include_resource = true
+actions = [{ key = "owner.email", action = "hash" }, { key = "stage", action = "update", value = "after" }]
+[processors.f]
+type = "filter"
+[processors.f.spans.exclude]
+span_names = ["drop"]
+[processors.keyed]
+type = "attributes"
+include_resource = true
+actions = [{ key = "owner.email", action = "hash" }, { key = "absent", action = "delete" }]
+"#;
+    let chains: [&[&str]; 2] = [&["enrich", "scrub", "f"], &["keyed"]];
+    let mut req = traces(
+        vec![kv("service.name", s("a")), kv("owner.email", s("ops@a"))],
+        vec![
+            span("s0", vec![kv("owner.email", s("x"))]),
+            span("drop", vec![]),
+            span("s2", vec![kv("k", s("v"))]),
+        ],
+    );
+    req.resource_spans.push(
+        traces(
+            vec![kv("service.name", s("b"))],
+            vec![
+                span("s3", vec![]),
+                span("s4", vec![kv("owner.email", s("y"))]),
+            ],
+        )
+        .resource_spans
+        .remove(0),
+    );
+    let plain = SpanBatch::scan(Bytes::from(req.encode_to_vec())).unwrap();
+    let mut batch = SpanBatch::scan(Bytes::from(req.encode_to_vec())).unwrap();
+    // A processor before the sampler already rewrote every span.
+    chain(Signal::Traces, processors, &["pre"]).process_traces(&mut batch);
+    let counts = |c: &Chain| -> Vec<(u64, u64, u64)> {
+        c.stages
+            .iter()
+            .map(|s| {
+                let st = &s.stats;
+                (st.received.get(), st.changed.get(), st.dropped.get())
+            })
+            .collect()
+    };
+    let cases = [&batch, &plain].into_iter().flat_map(|b| {
+        chains.iter().flat_map(move |after| {
+            [
+                vec![0u32, 1, 2, 3, 4],
+                vec![0, 2],
+                vec![1],
+                vec![3, 4],
+                vec![2, 4],
+            ]
+            .map(|subset| (b, *after, subset))
+        })
+    });
+    for (batch, after, subset) in cases {
+        // The way it was done: copy the index, keep the subset, run the chain on the copy.
+        let copy_chain = chain(Signal::Traces, processors, after);
+        let mut sub = SpanBatch {
+            buf: batch.buf.clone(),
+            index: batch.index.clone(),
+            hold: None,
+        };
+        let mut cursor = 0;
+        sub.index.retain_spans(|i| {
+            let keep = subset.get(cursor) == Some(&i);
+            cursor += usize::from(keep);
+            keep
+        });
+        copy_chain.process_traces(&mut sub);
+        let mut expected = Encoded::default();
+        encode_traces(&sub, &mut expected);
+        // In place.
+        let in_place = chain(Signal::Traces, processors, after);
+        let changes = in_place.process_trace_spans(batch, &subset);
+        let left: Vec<u32> = subset
+            .iter()
+            .copied()
+            .filter(|i| !changes.dropped.contains(i))
+            .collect();
+        let mut got = Encoded::default();
+        shardtel_protocol::reframe::encode_trace_spans_rewritten(
+            batch,
+            &left,
+            Some(&changes.rewrites),
+            &mut got,
+        );
+        assert_eq!(
+            ExportTraceServiceRequest::decode(got.to_bytes()).unwrap(),
+            ExportTraceServiceRequest::decode(expected.to_bytes()).unwrap(),
+            "subset {subset:?}"
+        );
+        assert_eq!(got.to_bytes(), expected.to_bytes(), "subset {subset:?}");
+        assert_eq!(counts(&in_place), counts(&copy_chain), "subset {subset:?}");
+    }
+    // The shared batch itself is untouched: still only the first processor's rewrites.
+    assert_eq!(batch.index.spans.len(), 5);
+    assert_eq!(batch.index.rewrites.spans.len(), 5);
+    assert!(batch.index.rewrites.resources.is_empty());
+}

@@ -14,7 +14,10 @@ use shardtel_protocol::status::export_response;
 use shardtel_protocol::Signal;
 use shardtel_sinks::net::{GlommioIo, LocalExec};
 
-use super::{collect_body, run_until_drained, CollectError, ResponseBody};
+use super::{
+    collect_body, connections, run_until_drained, too_large_or_overloaded, CollectError,
+    ResponseBody,
+};
 use crate::core::Core;
 use crate::ingest::IngestError;
 use crate::telemetry::Transport;
@@ -33,13 +36,53 @@ pub async fn serve_connection(core: Rc<Core>, stream: TcpStream) {
     let mut builder = hyper::server::conn::http2::Builder::new(LocalExec);
     builder
         .max_concurrent_streams(core.limits.max_concurrent_streams)
-        .max_frame_size(1 << 20)
-        .initial_stream_window_size(4 << 20)
-        .initial_connection_window_size(16 << 20)
-        .max_header_list_size(64 << 10);
+        .max_frame_size(connections::H2_MAX_FRAME)
+        .initial_stream_window_size(connections::H2_STREAM_WINDOW)
+        .initial_connection_window_size(connections::H2_CONNECTION_WINDOW)
+        .max_header_list_size(connections::H2_MAX_HEADER_LIST)
+        .max_send_buf_size(connections::H2_MAX_SEND_BUF);
     let conn = builder.serve_connection(GlommioIo::new(stream), service);
     let conn = std::pin::pin!(conn);
     run_until_drained(&core, conn, |c| c.graceful_shutdown()).await;
+}
+
+/// Answers the streams of a connection over the limit with `UNAVAILABLE` (trailers only,
+/// bodies unread) and closes it with `GOAWAY` once the first stream was answered. The
+/// connection keeps HTTP/2's default frame size and windows and at most
+/// [`connections::REFUSAL_STREAMS`] streams.
+pub async fn refuse_connection(core: Rc<Core>, stream: TcpStream) {
+    let answered = Rc::new(glommio::sync::Semaphore::new(0));
+    let signal = answered.clone();
+    let service = hyper::service::service_fn(move |_req: Request<Incoming>| {
+        signal.signal(1);
+        async { Ok::<_, Infallible>(error_response(&IngestError::TooManyConnections)) }
+    });
+    let mut builder = hyper::server::conn::http2::Builder::new(LocalExec);
+    builder
+        .max_concurrent_streams(connections::REFUSAL_STREAMS)
+        .max_header_list_size(connections::H2_MAX_HEADER_LIST)
+        .max_send_buf_size(connections::H2_MAX_SEND_BUF);
+    let conn = builder.serve_connection(GlommioIo::new(stream), service);
+    let mut conn = std::pin::pin!(conn);
+    let first = futures_lite::future::or(
+        async {
+            let _ = conn.as_mut().await;
+            false
+        },
+        async {
+            let _ = answered.acquire(1).await;
+            true
+        },
+    );
+    let answer_sent = futures_lite::future::or(first, async {
+        core.wait_draining().await;
+        true
+    })
+    .await;
+    if answer_sent {
+        conn.as_mut().graceful_shutdown();
+        let _ = conn.await;
+    }
 }
 
 fn signal_for(path: &str) -> Option<Signal> {
@@ -111,8 +154,12 @@ async fn handle(core: &Core, req: Request<Incoming>) -> Response<ResponseBody> {
         .and_then(|v| v.to_str().ok()?.parse::<usize>().ok())
         .unwrap_or(0);
     let mut incoming = req.into_body();
-    let body = match collect_body(&mut incoming, limit + 5, hint, framed_size).await {
+    let body = match collect_body(&mut incoming, limit + 5, hint, framed_size, &guard).await {
         Ok(b) => b,
+        Err(CollectError::Overloaded(e)) => {
+            core.counters.refused(signal, Transport::Grpc, 0);
+            return error_response(&e);
+        }
         Err(CollectError::TooLarge) => {
             core.counters.failed_request(signal, Transport::Grpc);
             return error_response(&IngestError::TooLarge { limit });
@@ -122,16 +169,24 @@ async fn handle(core: &Core, req: Request<Incoming>) -> Response<ResponseBody> {
             return status_only(Code::Cancelled, &format!("request body failed: {e}"));
         }
     };
-    guard.add_bytes(body.len());
-    let result = decode(encoding, &body, limit);
+    let result = decode(encoding, &body, limit, guard.room()).and_then(|(message, fresh)| {
+        if fresh {
+            guard.try_add(message.len())?;
+        }
+        Ok(message)
+    });
+    drop(body);
     let message = match result {
         Ok(m) => m,
         Err(e) => {
-            core.counters.failed_request(signal, Transport::Grpc);
+            if e.is_retryable() {
+                core.counters.refused(signal, Transport::Grpc, 0);
+            } else {
+                core.counters.failed_request(signal, Transport::Grpc);
+            }
             return error_response(&e);
         }
     };
-    guard.add_bytes(message.len());
     match core.ingest(signal, Transport::Grpc, message).await {
         Ok(_) => {
             let mut trailers = HeaderMap::new();
@@ -150,25 +205,34 @@ async fn handle(core: &Core, req: Request<Incoming>) -> Response<ResponseBody> {
     }
 }
 
-/// Unwraps the gRPC message and decompresses it, bounded by `limit`.
-fn decode(encoding: Encoding, body: &Bytes, limit: usize) -> Result<Bytes, IngestError> {
+/// Unwraps the gRPC message and decompresses it, bounded by `limit` and by `room` (the
+/// request bytes this request may still add on its core). True with a decompressed message (a
+/// new allocation); false with a slice of `body`.
+fn decode(
+    encoding: Encoding,
+    body: &Bytes,
+    limit: usize,
+    room: usize,
+) -> Result<(Bytes, bool), IngestError> {
     let (compressed, message) = decode_message(body)
         .map_err(|e| IngestError::Malformed(format!("malformed gRPC message framing: {e}")))?;
     if !compressed {
         if message.len() > limit {
             return Err(IngestError::TooLarge { limit });
         }
-        return Ok(message);
+        return Ok((message, false));
     }
     if encoding == Encoding::Identity {
         return Err(IngestError::Malformed(
             "message is flagged compressed but no grpc-encoding was sent".into(),
         ));
     }
-    decompress(encoding, &message, limit).map_err(|e| match e {
-        DecompressError::TooLarge { .. } => IngestError::TooLarge { limit },
-        other => IngestError::Malformed(format!("failed to decompress the message: {other}")),
-    })
+    decompress(encoding, &message, limit.min(room))
+        .map(|m| (m, true))
+        .map_err(|e| match e {
+            DecompressError::TooLarge { .. } => too_large_or_overloaded(limit, room),
+            other => IngestError::Malformed(format!("failed to decompress the message: {other}")),
+        })
 }
 
 fn error_response(e: &IngestError) -> Response<ResponseBody> {

@@ -17,7 +17,10 @@ use shardtel_protocol::status::{
 use shardtel_protocol::Signal;
 use shardtel_sinks::net::GlommioIo;
 
-use super::{collect_body, discard_body, run_until_drained, CollectError, ResponseBody};
+use super::{
+    charge_decoded, collect_body, connections, discard_body, run_until_drained,
+    too_large_or_overloaded, CollectError, ResponseBody,
+};
 use crate::core::Core;
 use crate::ingest::IngestError;
 use crate::telemetry::Transport;
@@ -31,7 +34,29 @@ pub async fn serve_connection(core: Rc<Core>, stream: TcpStream) {
     });
     let conn = hyper::server::conn::http1::Builder::new()
         .keep_alive(true)
-        .max_buf_size(4 << 20)
+        .max_buf_size(connections::HTTP1_MAX_BUF)
+        .serve_connection(GlommioIo::new(stream), service);
+    let conn = std::pin::pin!(conn);
+    run_until_drained(&core, conn, |c| c.graceful_shutdown()).await;
+}
+
+/// Answers the first request of a connection over the limit with 503 and `Retry-After`, then
+/// closes the connection. The read buffer is hyper's minimum; up to
+/// [`connections::REFUSAL_DISCARD`] body bytes are read and dropped first, so that the client
+/// reads the answer instead of a reset.
+pub async fn refuse_connection(core: Rc<Core>, stream: TcpStream) {
+    let service = hyper::service::service_fn(|req: Request<Incoming>| async move {
+        let format = match req.headers().get(http::header::CONTENT_TYPE) {
+            Some(v) if v.as_bytes().starts_with(b"application/json") => Format::Json,
+            _ => Format::Protobuf,
+        };
+        let mut body = req.into_body();
+        discard_body(&mut body, connections::REFUSAL_DISCARD).await;
+        Ok::<_, Infallible>(error_response(format, &IngestError::TooManyConnections))
+    });
+    let conn = hyper::server::conn::http1::Builder::new()
+        .keep_alive(false)
+        .max_buf_size(8192)
         .serve_connection(GlommioIo::new(stream), service);
     let conn = std::pin::pin!(conn);
     run_until_drained(&core, conn, |c| c.graceful_shutdown()).await;
@@ -123,8 +148,14 @@ async fn handle(core: &Core, req: Request<Incoming>) -> Response<ResponseBody> {
             return error_response(format, &e);
         }
     };
-    let body = match collect_body(&mut incoming, limit, declared.unwrap_or(0), |_| None).await {
+    let hint = declared.unwrap_or(0);
+    let body = match collect_body(&mut incoming, limit, hint, |_| None, &guard).await {
         Ok(b) => b,
+        Err(CollectError::Overloaded(e)) => {
+            core.counters.refused(signal, Transport::Http, 0);
+            discard_body(&mut incoming, limit).await;
+            return error_response(format, &e);
+        }
         Err(CollectError::TooLarge) => {
             core.counters.failed_request(signal, Transport::Http);
             discard_body(&mut incoming, limit.saturating_mul(4)).await;
@@ -138,15 +169,20 @@ async fn handle(core: &Core, req: Request<Incoming>) -> Response<ResponseBody> {
             );
         }
     };
-    guard.add_bytes(body.len());
-    let message = match decode(signal, format, encoding, body, limit) {
+    let received = body.as_ptr();
+    let decoded = decode(signal, format, encoding, body, limit, guard.room())
+        .and_then(|m| charge_decoded(&guard, received, m));
+    let message = match decoded {
         Ok(m) => m,
         Err(e) => {
-            core.counters.failed_request(signal, Transport::Http);
+            if e.is_retryable() {
+                core.counters.refused(signal, Transport::Http, 0);
+            } else {
+                core.counters.failed_request(signal, Transport::Http);
+            }
             return error_response(format, &e);
         }
     };
-    guard.add_bytes(message.len());
     match core.ingest(signal, Transport::Http, message).await {
         Ok(_) => {
             let (ctype, body) = match format {
@@ -162,17 +198,20 @@ async fn handle(core: &Core, req: Request<Incoming>) -> Response<ResponseBody> {
     }
 }
 
+/// Decompresses (at most `limit` bytes, and at most `room`: the request bytes this request may
+/// still add on its core) and converts JSON to protobuf.
 fn decode(
     signal: Signal,
     format: Format,
     encoding: Encoding,
     body: Bytes,
     limit: usize,
+    room: usize,
 ) -> Result<Bytes, IngestError> {
     let raw = match encoding {
         Encoding::Identity => body,
-        enc => decompress(enc, &body, limit).map_err(|e| match e {
-            DecompressError::TooLarge { .. } => IngestError::TooLarge { limit },
+        enc => decompress(enc, &body, limit.min(room)).map_err(|e| match e {
+            DecompressError::TooLarge { .. } => too_large_or_overloaded(limit, room),
             other => IngestError::Malformed(format!("failed to decompress the body: {other}")),
         })?,
     };

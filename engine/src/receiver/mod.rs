@@ -1,7 +1,8 @@
 //! OTLP receivers: the gRPC (:4317) and HTTP (:4318) servers every core runs
 //! on the same ports, their accept loops, and what they share (body
-//! collection with a size limit, the response body type).
+//! collection with a size limit, the response body type, connection bounds).
 
+pub mod connections;
 pub mod grpc;
 pub mod http;
 
@@ -18,7 +19,9 @@ use http_body_util::BodyExt;
 use hyper::body::{Frame, Incoming, SizeHint};
 use shardtel_config::Config;
 
-use crate::core::Core;
+use self::connections::Admission;
+use crate::core::{Core, InflightGuard};
+use crate::ingest::IngestError;
 
 /// The protocol a listener speaks.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -53,7 +56,8 @@ pub fn bind_all(config: &Config) -> Result<Vec<Listener>, String> {
 }
 
 /// Accepts connections until the core drains; each connection is a task of
-/// this core.
+/// this core. Connections over the core's share of `max_connections` are refused (see
+/// [`connections`]).
 pub async fn accept_loop(core: Rc<Core>, listener: Listener) {
     loop {
         let accepted =
@@ -65,8 +69,26 @@ pub async fn accept_loop(core: Rc<Core>, listener: Listener) {
         match accepted {
             None => break,
             Some(Ok(stream)) => {
-                let core = core.clone();
-                glommio::spawn_local(serve(core, stream, listener.protocol)).detach();
+                let protocol = listener.protocol;
+                match core.connections.admit(protocol) {
+                    Admission::Serve => {
+                        let core = core.clone();
+                        glommio::spawn_local(async move {
+                            let _slot = Slot(&core, Some(protocol));
+                            serve(core.clone(), stream, protocol).await;
+                        })
+                        .detach();
+                    }
+                    Admission::Refuse => {
+                        let core = core.clone();
+                        glommio::spawn_local(async move {
+                            let _slot = Slot(&core, None);
+                            refuse(core.clone(), stream, protocol).await;
+                        })
+                        .detach();
+                    }
+                    Admission::Close => drop(stream),
+                }
             }
             Some(Err(e)) => {
                 log::warn!("core {}: accept failed: {e}", core.id);
@@ -80,6 +102,32 @@ async fn serve(core: Rc<Core>, stream: TcpStream, protocol: Protocol) {
     match protocol {
         Protocol::Grpc => grpc::serve_connection(core, stream).await,
         Protocol::Http => http::serve_connection(core, stream).await,
+    }
+}
+
+/// Answers a connection over the limit with a retryable refusal and closes it, within
+/// [`connections::REFUSAL_TIMEOUT`].
+async fn refuse(core: Rc<Core>, stream: TcpStream, protocol: Protocol) {
+    let answer = async {
+        match protocol {
+            Protocol::Grpc => grpc::refuse_connection(core, stream).await,
+            Protocol::Http => http::refuse_connection(core, stream).await,
+        }
+        Ok(())
+    };
+    let _ = glommio::timer::timeout(connections::REFUSAL_TIMEOUT, answer).await;
+}
+
+/// A connection's place in its core's count, given back when the connection's task ends
+/// (`Some`: served, `None`: refused).
+struct Slot<'a>(&'a Core, Option<Protocol>);
+
+impl Drop for Slot<'_> {
+    fn drop(&mut self) {
+        match self.1 {
+            Some(protocol) => self.0.connections.served(protocol),
+            None => self.0.connections.refused(),
+        }
     }
 }
 
@@ -113,25 +161,31 @@ pub async fn run_until_drained<C: Future>(
 pub enum CollectError {
     /// Larger than the limit.
     TooLarge,
+    /// The core's request bytes in flight are at their bound.
+    Overloaded(IngestError),
     /// The connection failed mid-body.
     Transport(hyper::Error),
 }
 
-/// Collects a request body of at most `limit` bytes. A body that arrives in
-/// one frame is returned as that frame (no copy). One that arrives in several
-/// is joined into one allocation sized by `hint` (the content length), or when
-/// that is 0 by what `size_of` reads in the first frame (a gRPC length
-/// prefix): growing it by doubling would leave up to half of it unused for as
-/// long as the body is held (the tail sampler holds it for `decision_wait`).
+/// Collects a request body of at most `limit` bytes, charging what it holds to the request's
+/// `guard` as it grows (refusing with [`CollectError::Overloaded`] when the core's bound is
+/// reached). A body that arrives in one frame is returned as that frame (no copy). One that
+/// arrives in several is joined into one allocation sized by `hint` (the content length), or
+/// when that is 0 by what `size_of` reads in the first frame (a gRPC length prefix): growing it
+/// by doubling would leave up to half of it unused for as long as the body is held (the tail
+/// sampler holds it for `decision_wait`).
 pub async fn collect_body(
     body: &mut Incoming,
     limit: usize,
     hint: usize,
     size_of: fn(&[u8]) -> Option<usize>,
+    guard: &InflightGuard<'_>,
 ) -> Result<Bytes, CollectError> {
     let mut first: Option<Bytes> = None;
     let mut joined: Option<BytesMut> = None;
     let mut total = 0usize;
+    // Charged to `guard`: the first frame, then the joined allocation (and its growth).
+    let charge = |more: usize| guard.try_add(more).map_err(CollectError::Overloaded);
     while let Some(frame) = body.frame().await {
         let frame = frame.map_err(CollectError::Transport)?;
         let Ok(data) = frame.into_data() else {
@@ -142,25 +196,60 @@ pub async fn collect_body(
             return Err(CollectError::TooLarge);
         }
         match (&mut first, &mut joined) {
-            (None, None) => first = Some(data),
+            (None, None) => {
+                charge(data.len())?;
+                first = Some(data);
+            }
             (Some(head), None) => {
                 let size = if hint > 0 {
                     hint
                 } else {
                     size_of(head).unwrap_or(0)
                 };
-                let mut b = BytesMut::with_capacity(size.clamp(total, limit));
+                let capacity = size.clamp(total, limit);
+                charge(capacity)?;
+                let mut b = BytesMut::with_capacity(capacity);
                 b.extend_from_slice(&first.take().unwrap_or_default());
                 b.extend_from_slice(&data);
                 joined = Some(b);
             }
-            (_, Some(b)) => b.extend_from_slice(&data),
+            (_, Some(b)) => {
+                if b.capacity() - b.len() < data.len() {
+                    // A body longer than announced: growing may double the allocation.
+                    charge(b.capacity().max(data.len()))?;
+                }
+                b.extend_from_slice(&data);
+            }
         }
     }
     Ok(match joined {
         Some(b) => b.freeze(),
         None => first.unwrap_or_default(),
     })
+}
+
+/// The error for a decompressed body that passed `min(limit, room)`: too large if it passed
+/// the configured limit, else a retryable refusal (the core's request bytes in flight are near
+/// their bound).
+pub fn too_large_or_overloaded(limit: usize, room: usize) -> IngestError {
+    if room < limit {
+        IngestError::Overloaded("too many request bytes in flight on this core")
+    } else {
+        IngestError::TooLarge { limit }
+    }
+}
+
+/// Charges a decoded message to its request's `guard` unless it is the received body itself
+/// (at `received`), which `collect_body` charged already.
+pub fn charge_decoded(
+    guard: &InflightGuard<'_>,
+    received: *const u8,
+    message: Bytes,
+) -> Result<Bytes, IngestError> {
+    if message.as_ptr() != received {
+        guard.try_add(message.len())?;
+    }
+    Ok(message)
 }
 
 /// Reads and drops up to `max` more bytes of a body, so that an error

@@ -26,6 +26,33 @@ pub fn loadgen_bin() -> PathBuf {
     bin
 }
 
+/// shardtel-loadgen set up to verify what `st`'s file exporter wrote (`--verify`, reading for up
+/// to 60 s) and to write its report to `json`; the caller adds the target and the load.
+pub fn verifying(st: &Shardtel, json: &std::path::Path) -> Command {
+    let glob = format!("{}/traces*.jsonl*", st.out().display());
+    let mut cmd = Command::new(loadgen_bin());
+    cmd.args([
+        "--verify",
+        "--verify-file",
+        &glob,
+        "--verify-wait",
+        "60s",
+        "-q",
+    ])
+    .arg("--json")
+    .arg(json);
+    cmd
+}
+
+/// A finished process's stdout and stderr, as text.
+pub fn output_text(out: &std::process::Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
 fn run_loadgen(st: &Shardtel, protocol: &str, extra: &[&str]) -> (bool, String) {
     let endpoint = if protocol == "grpc" {
         st.grpc_url()

@@ -2,6 +2,7 @@
 //! files. One binary, a module per feature.
 
 mod cli;
+mod connections;
 mod durability;
 mod errors;
 mod forward;

@@ -1,11 +1,10 @@
 //! Processors through the real process: the DESIGN.md redaction pipeline with real OTLP SDK
-//! clients (no secret reaches the output files), the health-check filter, and the memory
+//! clients (no secret reaches the output files; traces redacted after tail sampling), the health-check filter, and the memory
 //! limiter under overload (RSS under the hard limit, retryable refusals counted, nothing
 //! accepted lost).
 
 use std::collections::BTreeSet;
 use std::path::Path;
-use std::process::Command;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -25,7 +24,7 @@ use shardtel_protocol::Signal;
 use crate::gen::{request, span};
 use crate::grpc_client::{frame, GrpcClient, TRACES};
 use crate::harness::{base_config, read_lines, read_traces, wait_until, Shardtel};
-use crate::loadgen::loadgen_bin;
+use crate::loadgen::{output_text, verifying};
 
 /// The processor exactly as DESIGN.md sketches it.
 const REDACT: &str = r#"
@@ -105,14 +104,20 @@ const RECORDS: usize = 30;
 
 #[test]
 fn redaction_pipeline_leaves_no_secret_in_the_output() {
+    // Traces are redacted after tail sampling, where DESIGN.md puts rewriting processors: on
+    // the kept spans of each buffered batch, in place.
     let st = Shardtel::start(|dir, ports| {
         base_config(dir, ports, "")
             + REDACT
             + &file_exporters(dir)
             + r#"
+[processors.tail_sampling]
+decision_wait = "200ms"
+policies = [{ name = "all", type = "always_sample" }]
+
 [pipelines.traces]
 receivers = ["otlp"]
-processors = ["redact"]
+processors = ["tail_sampling", "redact"]
 exporters = ["file_traces"]
 [pipelines.logs]
 receivers = ["otlp"]
@@ -344,44 +349,86 @@ fn rss_of(pid: u32) -> Option<u64> {
     Some(kb * 1024)
 }
 
-fn limited_collector(limit_mib: u64, spike_mib: u64) -> Shardtel {
+/// A collector whose traces pipeline runs the memory limiter (default spike limit: 20% of
+/// `limit_mib`) and a tail sampler that keeps everything for 1 s, into files. The per-connection
+/// and sampler settings are small so that the buffers' minimums fit a small limit.
+fn limited_collector(limit_mib: u64) -> Shardtel {
     Shardtel::start(|dir, ports| {
-        base_config(dir, ports, "").replace(
-            "[receivers.otlp]",
-            "[receivers.otlp]\nmax_recv_msg_size = \"2MiB\"",
+        base_config(
+            dir,
+            ports,
+            "max_recv_msg_size = \"2MiB\"\nmax_concurrent_streams = 16",
         ) + &format!(
             r#"
 [processors.memory_limiter]
 check_interval = "20ms"
 limit_mib = {limit_mib}
-spike_limit_mib = {spike_mib}
-"#
-        ) + &file_exporters(dir)
-            + r#"
+
+[processors.keep_all]
+type = "tail_sampling"
+decision_wait = "1s"
+max_traces_per_core = 10_000
+decision_cache = {{ sampled_cache_size = 10_000, non_sampled_cache_size = 10_000 }}
+policies = [{{ name = "all", type = "always_sample" }}]
+
+[exporters.file_traces]
+type = "file"
+path = "{dir}/out/traces.jsonl"
+batch = {{ timeout = "50ms", max_bytes = "1MiB" }}
+
 [pipelines.traces]
 receivers = ["otlp"]
-processors = ["memory_limiter"]
+processors = ["memory_limiter", "keep_all"]
 exporters = ["file_traces"]
-"#
+"#,
+            dir = dir.display()
+        )
     })
 }
 
+/// The value of a metric without labels.
+fn unlabelled(st: &Shardtel, name: &str) -> Option<u64> {
+    st.metrics()
+        .lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
+}
+
+/// Posts a one-span OTLP/HTTP request; the HTTP status.
+fn post_one_span(port: u16) -> Option<u16> {
+    use std::io::{Read, Write};
+    let body = request(vec![span(7, 1, 0)]).encode_to_vec();
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(10))).ok()?;
+    write!(
+        s,
+        "POST /v1/traces HTTP/1.1\r\nhost: 127.0.0.1\r\ncontent-type: application/x-protobuf\r\ncontent-length: {}\r\nconnection: close\r\n\r\n",
+        body.len()
+    )
+    .ok()?;
+    s.write_all(&body).ok()?;
+    let mut out = String::new();
+    s.read_to_string(&mut out).ok()?;
+    out.split_whitespace().nth(1)?.parse().ok()
+}
+
 #[test]
-fn memory_limiter_refuses_over_the_soft_limit_and_loses_nothing() {
+fn memory_limiter_keeps_rss_under_the_hard_limit_and_recovers() {
     // The process's own footprint at rest, with the limiter on.
     let baseline = {
-        let mut st = limited_collector(4096, 1024);
+        let mut st = limited_collector(4096);
         std::thread::sleep(Duration::from_millis(500));
         let pid = st.child.as_ref().unwrap().id();
         let rss = rss_of(pid).unwrap();
         st.stop();
         rss
     };
-    // Soft limit a little above the footprint at rest, hard limit well above it.
-    let soft_mib = (baseline >> 20) + 40;
-    let spike_mib = 160;
-    let hard = (soft_mib + spike_mib) << 20;
-    let st = limited_collector(soft_mib + spike_mib, spike_mib);
+    // The default spike limit (20%): the buffers are fitted to the limit less half of it and
+    // less the baseline, so this leaves about 60 MiB of buffers per core (cores = "all").
+    let cores = std::thread::available_parallelism().map_or(2, |n| n.get() as u64);
+    let limit_mib = (baseline >> 20) + 75 * cores;
+    let hard = limit_mib << 20;
+    let soft = hard - hard / 5;
+    let st = limited_collector(limit_mib);
     let pid = st.child.as_ref().unwrap().id();
     let stop = Arc::new(AtomicBool::new(false));
     let max_rss = Arc::new(AtomicU64::new(0));
@@ -396,36 +443,51 @@ fn memory_limiter_refuses_over_the_soft_limit_and_loses_nothing() {
             }
         })
     };
+    // Overload: 24 connections sending 1 MB requests back to back, far more than the tail
+    // sampler can hold for its 1 s.
     let json = st.dir.path().join("loadgen.json");
-    let glob = format!("{}/traces*.jsonl*", st.out().display());
-    let mut child = Command::new(loadgen_bin())
+    let child = verifying(&st, &json)
         .args(["-p", "http-protobuf", "-e", &st.http_url()])
         .args(["--connections", "24", "--duration", "4s"])
         .args(["--spans-per-request", "1000", "--attribute-size", "64"])
-        .args([
-            "--verify",
-            "--verify-file",
-            &glob,
-            "--verify-wait",
-            "60s",
-            "-q",
-        ])
-        .arg("--json")
-        .arg(&json)
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
         .spawn()
         .unwrap();
-    // Meanwhile, small gRPC requests: while memory is above the soft limit they are refused
-    // with UNAVAILABLE.
-    let probe = grpc_probe(st.ports.grpc, || matches!(child.try_wait(), Ok(None)));
+    // Meanwhile, small gRPC requests on one connection (one core): refused, if at all, with
+    // UNAVAILABLE. (Whether the limiter refuses one depends on when they hit their core's
+    // threshold, so it is printed, not required; the HTTP 429s below are.)
+    let load_ends = std::time::Instant::now() + Duration::from_secs(4);
+    let probe = grpc_probe(st.ports.grpc, || std::time::Instant::now() < load_ends);
+    std::thread::sleep(load_ends.saturating_duration_since(std::time::Instant::now()));
+    // Once the load stops (loadgen goes on reading the files back), refusals stop: the sampler
+    // decides what it holds within its 1 s, the resident set is back under the soft limit, and
+    // requests are accepted again.
+    let stopped = std::time::Instant::now();
+    let recovered = wait_until(30, || {
+        unlabelled(&st, "shardtel_memory_limiter_limited") == Some(0)
+            && (0..5).all(|_| post_one_span(st.ports.http) == Some(200))
+    });
+    let recovery = stopped.elapsed();
+    let rss_after = rss_of(pid).unwrap_or(0);
     let out = child.wait_with_output().unwrap();
     stop.store(true, Ordering::Relaxed);
     sampler.join().unwrap();
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
+    let text = output_text(&out);
+    let max = max_rss.load(Ordering::Relaxed);
+    eprintln!(
+        "memory limiter: baseline {} MiB, soft {} MiB, hard {} MiB, max RSS {} MiB; {} gRPC \
+         probes, {} refused by the memory limiter, {} as overloaded; accepting again {} ms \
+         after the load stopped (RSS then {} MiB)\n{text}",
+        baseline >> 20,
+        soft >> 20,
+        hard >> 20,
+        max >> 20,
+        probe.probes,
+        probe.memory_limited,
+        probe.overloaded,
+        recovery.as_millis(),
+        rss_after >> 20
     );
     assert!(
         out.status.success(),
@@ -435,18 +497,16 @@ fn memory_limiter_refuses_over_the_soft_limit_and_loses_nothing() {
     );
     let report: serde_json::Value = serde_json::from_slice(&std::fs::read(&json).unwrap()).unwrap();
     let requests = &report["requests"];
-    eprintln!(
-        "memory limiter: baseline {} MiB, soft {soft_mib} MiB, hard {} MiB, max RSS {} MiB\n{text}",
-        baseline >> 20,
-        hard >> 20,
-        max_rss.load(Ordering::Relaxed) >> 20
-    );
+    // Nothing accepted is lost, every refusal is retryable.
     assert_eq!(requests["failed"], 0, "non-retryable failures:\n{text}");
-    assert!(requests["accepted"].as_u64().unwrap() > 0, "{text}");
     assert_eq!(report["verify"]["spans_lost"], 0, "{text}");
+    // While overloaded, a useful share still gets in (what the buffers can hold as the
+    // sampler decides and the files are written), not almost nothing.
+    let sent = requests["sent"].as_u64().unwrap();
+    let accepted = requests["accepted"].as_u64().unwrap();
     assert!(
-        report["verify"]["spans_arrived"].as_u64().unwrap() > 0,
-        "{text}"
+        accepted * 20 >= sent,
+        "only {accepted} of {sent} requests accepted while overloaded:\n{text}"
     );
     // The limiter refused with HTTP 429, and counted it.
     let refused_429 = report["refused_by_reason"]["http 429"]
@@ -454,9 +514,9 @@ fn memory_limiter_refuses_over_the_soft_limit_and_loses_nothing() {
         .unwrap_or(0);
     assert!(
         refused_429 > 0,
-        "no 429 refusal (baseline {} MiB, soft limit {soft_mib} MiB, max RSS {} MiB):\n{text}",
-        baseline >> 20,
-        max_rss.load(Ordering::Relaxed) >> 20
+        "no 429 refusal (max RSS {} MiB):\n{text}\n{}",
+        max >> 20,
+        st.log()
     );
     assert!(
         wait_until(5, || st.metric_sum(
@@ -466,27 +526,31 @@ fn memory_limiter_refuses_over_the_soft_limit_and_loses_nothing() {
         "{}",
         st.metrics()
     );
-    assert!(
-        probe.saw_unavailable,
-        "no gRPC request was refused with UNAVAILABLE during the overload ({} probes)",
-        probe.probes
-    );
-    let max = max_rss.load(Ordering::Relaxed);
+    // The hard limit holds.
     assert!(
         max < hard,
         "RSS reached {} MiB, over the hard limit of {} MiB",
         max >> 20,
         hard >> 20
     );
+    assert!(
+        recovered,
+        "still refusing 30 s after the load stopped (RSS {} MiB):\n{}",
+        rss_after >> 20,
+        st.metrics()
+    );
 }
 
 struct Probe {
     probes: u32,
-    saw_unavailable: bool,
+    /// Refused by the memory limiter.
+    memory_limited: u32,
+    /// Refused because the core's request bytes in flight were at their bound.
+    overloaded: u32,
 }
 
-/// Sends a one-span gRPC request every 50 ms while `running()` (at most 2 minutes), until one
-/// is refused with UNAVAILABLE.
+/// Sends a one-span gRPC request every 20 ms while `running()` (at most 2 minutes); every answer
+/// must be OK or a retryable UNAVAILABLE.
 fn grpc_probe(port: u16, mut running: impl FnMut() -> bool) -> Probe {
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -498,22 +562,19 @@ fn grpc_probe(port: u16, mut running: impl FnMut() -> bool) -> Probe {
         let end = std::time::Instant::now() + Duration::from_secs(120);
         let mut p = Probe {
             probes: 0,
-            saw_unavailable: false,
+            memory_limited: 0,
+            overloaded: 0,
         };
-        // Stop at the first refusal: accepted probes land in the files loadgen verifies, which
-        // it reads until they are quiet.
-        while !p.saw_unavailable && running() && std::time::Instant::now() < end {
+        while running() && std::time::Instant::now() < end {
             let reply = c.call(TRACES, frame(&body), &[]).await;
             p.probes += 1;
             match reply.grpc_status {
-                Some(14) => {
-                    assert!(reply.grpc_message.contains("memory limit"), "{reply:?}");
-                    p.saw_unavailable = true;
-                }
+                Some(14) if reply.grpc_message.contains("memory limit") => p.memory_limited += 1,
+                Some(14) if reply.grpc_message.contains("overloaded") => p.overloaded += 1,
                 Some(0) => {}
                 other => panic!("gRPC probe got {other:?}: {reply:?}"),
             }
-            tokio::time::sleep(Duration::from_millis(50)).await;
+            tokio::time::sleep(Duration::from_millis(20)).await;
         }
         p
     })

@@ -145,6 +145,7 @@ impl LokiExporter {
         Ok(Batch {
             signal: batch.signal,
             bytes: body.len(),
+            held: body.len(),
             chunks: if body.is_empty() {
                 Vec::new()
             } else {

@@ -97,6 +97,7 @@ impl PrometheusExporter {
             signal: batch.signal,
             chunks: if bytes == 0 { Vec::new() } else { vec![body] },
             bytes,
+            held: bytes,
             items: batch.items.saturating_sub(dropped),
         })
     }

@@ -15,6 +15,8 @@ fn settings(root: &std::path::Path) -> DiskQueueSettings {
         segment_size: 64 << 10,
         group_commit_interval: Duration::from_millis(1),
         group_commit_bytes: 1 << 20,
+        memory_bytes: DiskQueueSettings::MEMORY_BYTES,
+        cache_bytes: DiskQueueSettings::CACHE_BYTES,
     }
 }
 

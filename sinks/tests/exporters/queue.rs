@@ -72,6 +72,46 @@ fn refuses_when_full_while_backend_down_and_accepts_after_it_drains() {
 }
 
 #[test]
+fn pieces_are_counted_as_the_buffers_they_keep_alive() {
+    run(|| async {
+        let addr = free_addr();
+        let piece = trace_request("q", 10, 100);
+        let size = encoded(&piece).len;
+        let mut cfg = otlphttp_config(addr);
+        cfg.queue = QueueConfig {
+            max_bytes: 10 * size,
+            ..QueueConfig::default()
+        };
+        cfg.batch = batch(10, Duration::from_millis(5));
+        let queue = ExportQueue::start(&exporter("down", ExporterKind::OtlpHttp(cfg)), 0).unwrap();
+        // A piece that is a slice of a buffer four times its size is charged the buffer.
+        queue
+            .try_push_held(Signal::Traces, encoded(&piece), 10, 4 * size)
+            .unwrap();
+        queue
+            .try_push_held(Signal::Traces, encoded(&piece), 10, 4 * size)
+            .unwrap();
+        let full = queue
+            .try_push_held(Signal::Traces, encoded(&piece), 10, 4 * size)
+            .unwrap_err();
+        assert_eq!(full.needed, 4 * size);
+        assert_eq!(full.queued_bytes, 8 * size);
+        // A charge below the piece's own length counts the piece.
+        queue
+            .try_push_held(Signal::Traces, encoded(&piece), 10, 1)
+            .unwrap();
+        assert_eq!(queue.queued_bytes(), 9 * size);
+        // Sending releases exactly what was charged.
+        let server = TestServer::start(Protocol::Http1, addr, vec![]);
+        let done = queue.drain(Instant::now() + Duration::from_secs(10)).await;
+        assert_eq!(done, DrainOutcome::Drained);
+        assert_eq!(queue.queued_bytes(), 0);
+        assert_eq!(queue.stats().signal(Signal::Traces).sent_items, 30);
+        drop(server);
+    });
+}
+
+#[test]
 fn drain_reports_what_is_left_at_the_deadline() {
     run(|| async {
         let queue = ExportQueue::start(
