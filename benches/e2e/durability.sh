@@ -6,13 +6,15 @@
 #     latency p50/p99/p99.9 from the intended send time (HdrHistogram, .hgrm kept).
 # Both against benches/e2e/blackhole.toml ("none") and blackhole-durable.toml (ingest log on
 # disk in /tmp/shardtel-e2e-data: put /tmp on the disk you want to measure).
-# Env: DURATION (20s), CONNECTIONS (8), CONCURRENCY (8), LOADGEN_CPUS (0), OUT (results dir).
+# Env: DURATION (20s), CONNECTIONS (8), CONCURRENCY (8), LOADGEN_CPUS (0), OUT (results dir),
+# DURABLE_CONFIG (benches/e2e/blackhole-durable.toml: the "ack_after_sync" configuration).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 DURATION=${DURATION:-20s}
 CONNECTIONS=${CONNECTIONS:-8}
 CONCURRENCY=${CONCURRENCY:-8}
 LOADGEN_CPUS=${LOADGEN_CPUS:-0}
+DURABLE_CONFIG=${DURABLE_CONFIG:-benches/e2e/blackhole-durable.toml}
 OUT=${OUT:-benches/results/durability-$(date -u +%Y%m%d-%H%M%S)}
 mkdir -p "$OUT"
 cargo build --release -q -p shardtel-engine -p shardtel-loadgen
@@ -21,7 +23,7 @@ ack_rate() { python3 -c 'import json,sys; print(int(json.load(open(sys.argv[1]))
 printf '| mode | peak acked spans/s | rate for latency | p50 ms | p99 ms | p99.9 ms | refused | failed |\n|---|---|---|---|---|---|---|---|\n' >"$OUT/table.md"
 for mode in none ack_after_sync; do
   cfg=benches/e2e/blackhole.toml
-  [ "$mode" = ack_after_sync ] && cfg=benches/e2e/blackhole-durable.toml
+  [ "$mode" = ack_after_sync ] && cfg=$DURABLE_CONFIG
   rm -rf /tmp/shardtel-e2e-data
   target/release/shardtel --config "$cfg" 2>"$OUT/$mode-shardtel.log" &
   pid=$!

@@ -612,6 +612,52 @@ fn spans_without_the_keys_are_not_parsed() {
     assert!(actions.may_change(&plain, true));
 }
 
+/// The one-pass key search covers only the batch's own spans (a core's share of a routed
+/// request): a key in another core's span does not make this core parse its spans, and a key
+/// in one of its own, adjacent or not, always does.
+#[test]
+fn the_key_search_covers_exactly_the_batch_spans() {
+    let c = chain(Signal::Traces, REDACT, &["redact"]);
+    let req = traces(
+        vec![kv(
+            "user.email",
+            s("resource attributes are not this chain's"),
+        )],
+        vec![
+            span("s0", vec![kv("http.route", s("/a"))]),
+            span("s1", vec![kv("http.route", s("/b"))]),
+            span("s2", vec![kv("user.email", s("x@y"))]),
+            span("s3", vec![kv("http.route", s("/c"))]),
+            span("s4", vec![kv("http.url", s("https://t?token=1"))]),
+        ],
+    );
+    let buf = Bytes::from(req.encode_to_vec());
+    for (keep, changed) in [
+        (&[0u32, 1, 3][..], false),
+        (&[0, 1], false),
+        (&[3], false),
+        (&[2], true),
+        (&[0, 4], true),
+        (&[1, 2, 3], true),
+        (&[0, 1, 2, 3, 4], true),
+    ] {
+        let mut batch = SpanBatch::scan(buf.clone()).unwrap();
+        let mut cursor = 0;
+        batch.index.retain_spans(|i| {
+            let k = keep.get(cursor) == Some(&i);
+            cursor += usize::from(k);
+            k
+        });
+        let outcome = c.process_traces(&mut batch);
+        assert_eq!(outcome.changed, changed, "spans {keep:?}");
+        assert_eq!(
+            !batch.index.rewrites.spans.is_empty(),
+            changed,
+            "spans {keep:?}"
+        );
+    }
+}
+
 #[test]
 fn chains_split_around_the_sampler() {
     let text = format!(
