@@ -610,8 +610,7 @@ impl KafkaReceiverHandle {
                     }
                 }
                 let counters = consumer.context().state().counters;
-                // Dropping leaves the group (blocking).
-                drop(consumer);
+                leave_group(consumer, id);
                 counters
             })
             .await;
@@ -620,6 +619,33 @@ impl KafkaReceiverHandle {
             snap.commits = closed.commits;
             snap.commit_failures = closed.commit_failures;
         }
+    }
+}
+
+/// Longest wait for a consumer to leave its group at shutdown.
+const LEAVE_GROUP_MAX: Duration = Duration::from_secs(5);
+
+/// Drops the consumer (which leaves the group) on a thread of its own, waiting at most
+/// [`LEAVE_GROUP_MAX`]: librdkafka's destroy can wait forever for its broker threads (seen on
+/// SIGTERM right after consuming a backlog, with fetched messages never polled), and shutdown
+/// must not hang on it. The final commit is already done; a consumer that did not leave in time
+/// is dropped from the group after `session_timeout`, and the process exits regardless.
+fn leave_group(consumer: BaseConsumer<ReceiverContext>, core: usize) {
+    let (done, left) = std::sync::mpsc::channel();
+    let spawned = std::thread::Builder::new()
+        .name(format!("kafka-leave-{core}"))
+        .spawn(move || {
+            drop(consumer);
+            let _ = done.send(());
+        });
+    if let Err(e) = spawned {
+        log::warn!("kafka receiver (core {core}): no thread to leave the group on: {e}");
+        return;
+    }
+    if left.recv_timeout(LEAVE_GROUP_MAX).is_err() {
+        log::warn!(
+            "kafka receiver (core {core}): the consumer did not leave the group within {LEAVE_GROUP_MAX:?} (offsets are committed); exiting without waiting for it"
+        );
     }
 }
 

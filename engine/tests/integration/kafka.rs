@@ -798,3 +798,28 @@ fn kill_one_processor(durability: &'static str) {
         "{duplicates} duplicates of {by_a} spans exported by a"
     );
 }
+
+/// A processor started on a backlog and stopped as soon as it consumed it exits on SIGTERM
+/// (librdkafka's destroy waited forever for its broker threads here: the consumer now leaves
+/// the group on a thread of its own, waited for at most 5 s).
+#[test]
+fn a_processor_stopped_right_after_a_backlog_exits() {
+    if !broker_available("a_processor_stopped_right_after_a_backlog_exits") {
+        return;
+    }
+    let topic = unique_topic("backlog-stop");
+    let group = unique_topic("backlog-stop-group");
+    create_topic(&topic, 2);
+    let sent = fill_topic(&topic, 54, 1_000, 2, |_| {});
+    let mut p = processor_with(&topic, &group, "ack_after_sync");
+    assert!(wait_until(120, || {
+        p.metric_sum("shardtel_receiver_kafka_messages_total", "") >= sent.len() as u64
+    }));
+    let started = Instant::now();
+    assert_eq!(p.stop(), 0, "{}", p.log());
+    eprintln!(
+        "stopped in {:?}; consumer left the group in time: {}",
+        started.elapsed(),
+        !p.log().contains("did not leave the group")
+    );
+}
