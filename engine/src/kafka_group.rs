@@ -526,7 +526,9 @@ mod tests {
                 .iter()
                 .flat_map(|(_, v)| {
                     let pb = shardtel_protocol::json::to_protobuf(Signal::Metrics, v).unwrap();
-                    ExportMetricsServiceRequest::decode(pb).unwrap().resource_metrics
+                    ExportMetricsServiceRequest::decode(pb)
+                        .unwrap()
+                        .resource_metrics
                 })
                 .collect(),
         };
