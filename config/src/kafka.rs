@@ -392,6 +392,12 @@ pub struct KafkaReceiverConfig {
     /// How often accepted offsets are committed. Each commit covers the messages accepted
     /// before the previous one, so data has at least this long to be exported. Default 1s.
     pub commit_interval: Duration,
+    /// Largest request made of consecutive messages of one signal (protobuf bytes): what a
+    /// poll returns is ingested as few requests (ingest-log frames) as these limits allow. A
+    /// larger message is a request of its own. Default 4MiB.
+    pub max_request_bytes: usize,
+    /// Most messages in one such request. Default 10000.
+    pub max_request_messages: usize,
     /// SASL and TLS.
     pub auth: KafkaAuth,
     /// Further librdkafka consumer properties, passed through as they are.
@@ -413,10 +419,18 @@ impl KafkaReceiverConfig {
         "heartbeat_interval",
         "rebalance_strategy",
         "commit_interval",
+        "max_request_bytes",
+        "max_request_messages",
         "sasl",
         "tls",
         "librdkafka",
     ];
+    /// Smallest accepted `max_request_bytes`.
+    pub const MIN_REQUEST_BYTES: u64 = 1 << 10;
+    /// Largest accepted `max_request_bytes` (as `receivers.otlp.max_recv_msg_size`).
+    pub const MAX_REQUEST_BYTES: u64 = 1 << 30;
+    /// Largest accepted `max_request_messages`.
+    pub const MAX_REQUEST_MESSAGES: u64 = 1_000_000;
 
     /// Defaults for everything but the brokers.
     pub fn new(brokers: Vec<String>) -> Self {
@@ -433,6 +447,8 @@ impl KafkaReceiverConfig {
             heartbeat_interval: Duration::from_secs(3),
             rebalance_strategy: RebalanceStrategy::CooperativeSticky,
             commit_interval: Duration::from_secs(1),
+            max_request_bytes: 4 << 20,
+            max_request_messages: 10_000,
             auth: KafkaAuth::default(),
             librdkafka: BTreeMap::new(),
         }
@@ -775,6 +791,20 @@ pub(crate) fn decode_receiver(d: &mut Decoder<'_>, s: &Section<'_, '_>) -> Kafka
     c.commit_interval = d.field_or(s, "commit_interval", c.commit_interval, |v| {
         millis(v, Duration::from_millis(1))
     });
+    c.max_request_bytes = d.field_or(s, "max_request_bytes", c.max_request_bytes, |v| {
+        let bytes = decode::min_size(decode::size(v)?, KafkaReceiverConfig::MIN_REQUEST_BYTES)?;
+        if bytes > KafkaReceiverConfig::MAX_REQUEST_BYTES {
+            return Err(ConfigErrorKind::TooLarge {
+                value: crate::units::format_size(bytes),
+                max: crate::units::format_size(KafkaReceiverConfig::MAX_REQUEST_BYTES),
+            });
+        }
+        Ok(bytes as usize)
+    });
+    c.max_request_messages = d.field_or(s, "max_request_messages", c.max_request_messages, |v| {
+        let n = decode::count(v, u64::MAX)?;
+        Ok(decode::in_range(n, 1, KafkaReceiverConfig::MAX_REQUEST_MESSAGES)? as usize)
+    });
     c.auth = decode_auth(d, s);
     c.librdkafka = decode_properties(d, s);
     let failed = |key: &str| d.locations.failed(&s.key(key));
@@ -909,6 +939,8 @@ session_timeout = "6s"
 heartbeat_interval = "1s"
 rebalance_strategy = "range"
 commit_interval = "250ms"
+max_request_bytes = "1MiB"
+max_request_messages = 500
 sasl = { mechanism = "SCRAM-SHA-256", username = "u", password = "p" }
 tls = { ca_file = "/ca.pem", cert_file = "/c.pem", key_file = "/k.pem" }
 librdkafka = { "fetch.wait.max.ms" = 50, "check.crcs" = true }
@@ -949,6 +981,8 @@ exporters = ["kafka"]
         assert_eq!(r.heartbeat_interval, Duration::from_secs(1));
         assert_eq!(r.rebalance_strategy, RebalanceStrategy::Range);
         assert_eq!(r.commit_interval, Duration::from_millis(250));
+        assert_eq!(r.max_request_bytes, 1 << 20);
+        assert_eq!(r.max_request_messages, 500);
         assert_eq!(
             r.auth.sasl.as_ref().unwrap().mechanism,
             SaslMechanism::ScramSha256
@@ -1018,6 +1052,40 @@ exporters = ["kafka"]
     }
 
     #[test]
+    fn request_limits_are_bounded() {
+        let errors = load(
+            r#"[receivers.kafka]
+brokers = ["k:9092"]
+max_request_bytes = 100
+max_request_messages = 0
+[receivers.otlp]
+[pipelines.traces]
+receivers = ["kafka"]
+exporters = []
+"#,
+        )
+        .unwrap_err();
+        assert!(
+            errors.starts_with(
+                "k.toml:3: receivers.kafka.max_request_bytes: 100 bytes is too small (minimum 1KiB)\n\
+                 k.toml:4: receivers.kafka.max_request_messages: 0 is too small (minimum 1)"
+            ),
+            "{errors}"
+        );
+        let errors = load(
+            "[receivers.kafka]\nbrokers = [\"k:9092\"]\nmax_request_bytes = \"2GiB\"\nmax_request_messages = 2000000\n",
+        )
+        .unwrap_err();
+        assert!(
+            errors.starts_with(
+                "k.toml:3: receivers.kafka.max_request_bytes: 2GiB is too large (maximum 1GiB)\n\
+                 k.toml:4: receivers.kafka.max_request_messages: 2000000 is too large (maximum 1000000)"
+            ),
+            "{errors}"
+        );
+    }
+
+    #[test]
     fn defaults() {
         let e = KafkaExporterConfig::new(vec!["k:9092".into()]);
         assert_eq!(e.topic(Signal::Traces), "otlp_spans");
@@ -1032,5 +1100,7 @@ exporters = ["kafka"]
         assert_eq!(r.initial_offset, InitialOffset::Latest);
         assert_eq!(r.rebalance_strategy, RebalanceStrategy::CooperativeSticky);
         assert_eq!(r.group_id, "shardtel");
+        assert_eq!(r.max_request_bytes, 4 << 20);
+        assert_eq!(r.max_request_messages, 10_000);
     }
 }

@@ -17,7 +17,7 @@
 //! Pure state: no clock of its own, no librdkafka; `kafka_receiver` feeds it and stores what
 //! it releases.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::time::{Duration, Instant};
 
 use shardtel_config::{Config, KafkaReceiverConfig, ProcessorConfig, Signal};
@@ -124,6 +124,9 @@ pub(crate) struct OffsetTracker {
     history: VecDeque<(Instant, u64, HashMap<PartitionKey, i64>)>,
     /// Offsets released for commit last, per partition.
     released: HashMap<PartitionKey, i64>,
+    /// Partitions revoked and not assigned again: positions reported for them are ignored (a
+    /// request built before the revocation may still carry their messages).
+    revoked: HashSet<PartitionKey>,
 }
 
 impl OffsetTracker {
@@ -139,6 +142,7 @@ impl OffsetTracker {
             processed: HashMap::new(),
             history: VecDeque::new(),
             released: HashMap::new(),
+            revoked: HashSet::new(),
         }
     }
 
@@ -156,8 +160,11 @@ impl OffsetTracker {
         }
     }
 
-    /// Marks everything before `next` in `key` as processed.
+    /// Marks everything before `next` in `key` as processed (ignored while `key` is revoked).
     pub(crate) fn processed(&mut self, key: &PartitionKey, next: i64) {
+        if self.revoked.contains(key) {
+            return;
+        }
         match self.processed.get_mut(key) {
             Some(n) => *n = next,
             None => {
@@ -207,9 +214,16 @@ impl OffsetTracker {
         self.history.push_front((at, lsn, snapshot));
     }
 
-    /// The partition is revoked: forgets it, and returns its safe offset if that was not
-    /// released yet (to store before letting go of it).
+    /// The partition is assigned (again): its positions count from now on.
+    pub(crate) fn assign(&mut self, key: &PartitionKey) {
+        self.revoked.remove(key);
+    }
+
+    /// The partition is revoked: forgets it (and ignores its positions until it is assigned
+    /// again), and returns its safe offset if that was not released yet (to store before
+    /// letting go of it).
     pub(crate) fn revoke(&mut self, key: &PartitionKey, clock: Clock) -> Option<i64> {
+        self.revoked.insert(key.clone());
         let safe = self
             .history
             .iter()
@@ -254,6 +268,7 @@ impl OffsetTracker {
         self.processed.clear();
         self.history.clear();
         self.released.clear();
+        self.revoked.clear();
     }
 }
 
@@ -309,7 +324,12 @@ mod tests {
             out.is_empty(),
             "a revoked partition is never released: {out:?}"
         );
+        // Positions reported after the revocation (a request built before it) are ignored.
+        tr.processed(&key(0), 12);
+        tr.tick(Clock::at(t0 + s(3)), &mut out);
+        assert!(out.is_empty(), "{out:?}");
         // Reassigned later: starts afresh.
+        tr.assign(&key(0));
         tr.processed(&key(0), 100);
         tr.tick(Clock::at(t0 + s(4)), &mut out);
         assert_eq!(

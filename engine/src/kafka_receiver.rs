@@ -1,6 +1,18 @@
-//! `[receivers.kafka]`: consumes OTLP from Kafka topics in a consumer group and ingests every
-//! message exactly like an OTLP request ([`Core::ingest`]: scanned, spans routed by trace ID to
+//! `[receivers.kafka]`: consumes OTLP from Kafka topics in a consumer group and ingests the
+//! messages exactly like OTLP requests ([`Core::ingest`]: scanned, spans routed by trace ID to
 //! their owner core), so tail sampling sees Kafka data unchanged.
+//!
+//! # Requests of many messages
+//!
+//! What one poll round finds in the consumer's queue is ingested as few requests as possible
+//! (`crate::kafka_group`): consecutive messages of one signal are checked one by one (a
+//! malformed one is skipped, counted and logged with topic, partition and offset), copied once
+//! into one buffer (OTLP/JSON converted to protobuf first), and ingested as one request of at
+//! most `max_request_bytes` / `max_request_messages`. With durability on that is one ingest-log
+//! frame and one group-commit entry for the whole run of messages, so the per-core bound on
+//! unreleased frames limits requests, not messages. A refused request is offered again whole;
+//! its offsets (and those of malformed messages skipped while it was gathered) are processed
+//! only once it was accepted.
 //!
 //! # Threads and cores
 //!
@@ -17,10 +29,11 @@
 //!
 //! # Offsets: at-least-once
 //!
-//! A message's offset counts as processed once `ingest` accepted its data, or once it was
-//! skipped as malformed (counted, logged with its offset, never retried, so it cannot block its
-//! partition). With `engine.durability = "ack_after_sync"` (the default), a message's offset is
-//! stored for commit once its ingest-log frame is released (every span decided and handed to
+//! A message's offset counts as processed once `ingest` accepted the request holding its data,
+//! or once it was skipped as malformed (counted, logged with its offset, never retried, so it
+//! cannot block its partition) and the request gathered with it was accepted. With
+//! `engine.durability = "ack_after_sync"` (the default), a message's offset is stored for
+//! commit once the ingest-log frame of its request is released (every span decided and handed to
 //! durable export queues, see [`crate::kafka_offsets::CommitGate::IngestLog`]); every
 //! `commit_interval` librdkafka commits what was stored. With `durability = "none"`,
 //! "accepted" means: in the receiving core's in-memory export queue or tail sampler, or in the
@@ -29,12 +42,13 @@
 //! processed [`crate::kafka_offsets::commit_delay`] earlier (commit interval + sampler
 //! `decision_wait` + batch timeout): a `kill -9` then loses nothing that the pipeline exported
 //! within that delay, and everything after the last commit is consumed again by the partition's
-//! next owner (duplicates, never gaps). A refused message (queues full, shutting down) is
-//! retried with backoff and its offset is not advanced.
+//! next owner (duplicates, never gaps). A refused request (queues full, shutting down) is
+//! retried with backoff and its offsets are not advanced.
 //!
 //! On a rebalance, partitions being revoked are stored at that same safe position, and
 //! librdkafka commits them before it lets go of them; their next owner consumes again what this
-//! process may still hold unexported. On shutdown, the consumer stops before the exporters
+//! process may still hold unexported; positions of a revoked partition reported later (by a
+//! request gathered before the revocation) are ignored until it is assigned again. On shutdown, the consumer stops before the exporters
 //! drain and commits every processed offset after they drained.
 
 use std::cell::Cell;
@@ -43,7 +57,6 @@ use std::rc::Rc;
 use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
 use glommio::task::JoinHandle;
 use rdkafka::config::{ClientConfig, RDKafkaLogLevel};
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance};
@@ -53,11 +66,12 @@ use rdkafka::statistics::Statistics;
 use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
 use rdkafka::ClientContext;
 use shardtel_config::{Config, KafkaEncoding, KafkaReceiverConfig, Signal as ConfigSignal};
+use shardtel_protocol::scan::TracesIndex;
 use shardtel_protocol::Signal;
 
 use crate::core::Core;
-use crate::ingest::IngestError;
-use crate::kafka_offsets::{commit_gate, Clock, OffsetTracker, PartitionKey};
+use crate::kafka_group::{check, Built, GroupLimits, GroupOffsets, RequestGroup};
+use crate::kafka_offsets::{commit_gate, Clock, OffsetTracker};
 use crate::telemetry::{KafkaConsumerSnapshot, Transport};
 
 /// Longest sleep between two polls of an empty queue.
@@ -67,6 +81,8 @@ const RETRY_INITIAL: Duration = Duration::from_millis(10);
 const RETRY_MAX: Duration = Duration::from_secs(1);
 /// How often librdkafka reports statistics (consumer lag).
 const STATISTICS_INTERVAL: Duration = Duration::from_secs(5);
+/// The poll loop yields to the core's other tasks at least this often (messages).
+const YIELD_EVERY_MESSAGES: usize = 256;
 /// Skipped malformed messages are logged at most this often per core.
 const MALFORMED_LOG_INTERVAL: Duration = Duration::from_secs(10);
 
@@ -87,6 +103,8 @@ struct ConsumerState {
 struct ConsumerCounters {
     consumed_messages: u64,
     consumed_bytes: u64,
+    /// Requests ingested (each made of one or more messages).
+    requests: u64,
     malformed_messages: u64,
     commits: u64,
     commit_failures: u64,
@@ -147,6 +165,9 @@ impl ConsumerContext for ReceiverContext {
                 let mut s = self.state();
                 s.counters.assigned_events += 1;
                 s.assigned += tpl.count();
+                for e in tpl.elements() {
+                    s.offsets.assign(&(e.topic().to_string(), e.partition()));
+                }
                 log::info!(
                     "kafka receiver (core {}): assigned {}",
                     self.core,
@@ -289,6 +310,10 @@ pub fn start(core: Rc<Core>, config: &Config) -> Result<Option<KafkaReceiverHand
         consumer,
         topics,
         encoding: kafka.encoding,
+        limits: GroupLimits {
+            max_bytes: kafka.max_request_bytes,
+            max_messages: kafka.max_request_messages,
+        },
         commit_interval: kafka.commit_interval,
         last_malformed_log: Cell::new(None),
         suppressed_malformed: Cell::new(0),
@@ -340,18 +365,22 @@ struct Receiver {
     consumer: BaseConsumer<ReceiverContext>,
     topics: HashMap<String, Signal>,
     encoding: KafkaEncoding,
+    limits: GroupLimits,
     commit_interval: Duration,
     last_malformed_log: Cell<Option<Instant>>,
     suppressed_malformed: Cell<u64>,
 }
 
-/// What became of one message.
+/// What became of one request built from messages.
 enum Outcome {
-    /// Accepted or skipped: its offset is processed.
+    /// Accepted or skipped: its offsets are processed.
     Done,
-    /// Shutting down before it was accepted: its offset stays.
+    /// Shutting down before it was accepted: its offsets stay.
     Stopped,
 }
+
+/// A message owned by librdkafka (its value is copied once, when its request is built).
+type Polled<'a> = BorrowedMessage<'a>;
 
 impl Receiver {
     fn state(&self) -> MutexGuard<'_, ConsumerState> {
@@ -363,6 +392,10 @@ impl Receiver {
         let mut idle = Duration::ZERO;
         let mut next_commit = Instant::now() + self.commit_interval;
         let mut next_publish = Instant::now();
+        let mut index = TracesIndex::default();
+        let mut group = RequestGroup::default();
+        // The message that did not fit the last request: the first of the next.
+        let mut carry: Option<Polled<'_>> = None;
         while !self.core.draining() {
             let now = Instant::now();
             if now >= next_commit {
@@ -373,70 +406,104 @@ impl Receiver {
                 self.publish();
                 next_publish = now + Duration::from_millis(500);
             }
-            let polled = match self.consumer.poll(Duration::ZERO) {
-                None => None,
-                Some(Err(e)) => {
-                    self.state().counters.poll_errors += 1;
-                    log::debug!("kafka receiver (core {}): {e}", self.core.id);
-                    None
-                }
-                Some(Ok(message)) => Some(self.take(&message)),
-            };
-            match polled {
-                None => {
+            carry = self.poll_round(carry, &mut group, &mut index).await;
+            let (built, offsets) = group.build(|m| m.payload().unwrap_or_default());
+            let Some(built) = built else {
+                if offsets.is_empty() && carry.is_none() {
                     idle = (idle * 2).clamp(Duration::from_millis(1), MAX_IDLE_SLEEP);
                     glommio::timer::sleep(idle).await;
+                } else {
+                    self.processed(&offsets);
                 }
-                Some(taken) => {
-                    idle = Duration::ZERO;
-                    if let Outcome::Stopped = self.ingest(taken).await {
-                        break;
-                    }
-                    glommio::yield_if_needed().await;
-                }
+                continue;
+            };
+            idle = Duration::ZERO;
+            if let Outcome::Stopped = self.ingest(built, &offsets).await {
+                break;
             }
+            glommio::yield_if_needed().await;
         }
+        drop(carry);
         self.publish();
         Some(self.consumer)
     }
 
-    /// Copies what is needed out of a borrowed message (its buffer belongs to librdkafka).
-    fn take(&self, message: &BorrowedMessage<'_>) -> Taken {
-        let payload = message.payload().unwrap_or_default();
-        Taken {
-            key: (message.topic().to_string(), message.partition()),
-            offset: message.offset(),
-            signal: self.topics.get(message.topic()).copied(),
-            body: Bytes::copy_from_slice(payload),
+    /// Gathers into `group` what the consumer's queue holds now (starting with `carry`): the
+    /// consecutive messages of one signal within the request limits, each checked (malformed
+    /// ones skipped). Returns the message that starts the next request, if one did not fit.
+    async fn poll_round<'a>(
+        &'a self,
+        mut carry: Option<Polled<'a>>,
+        group: &mut RequestGroup<Polled<'a>>,
+        index: &mut TracesIndex,
+    ) -> Option<Polled<'a>> {
+        let mut polled = 0usize;
+        loop {
+            let message = match carry.take() {
+                Some(m) => m,
+                None => match self.consumer.poll(Duration::ZERO) {
+                    None => return None,
+                    Some(Err(e)) => {
+                        self.state().counters.poll_errors += 1;
+                        log::debug!("kafka receiver (core {}): {e}", self.core.id);
+                        return None;
+                    }
+                    Some(Ok(m)) => m,
+                },
+            };
+            let (topic, partition, offset) =
+                (message.topic(), message.partition(), message.offset());
+            let Some(&signal) = self.topics.get(topic) else {
+                group.consumed(topic, partition, offset);
+                let reason = format!("topic {topic:?} is not subscribed");
+                self.skip_malformed(topic, partition, offset, &reason);
+                continue;
+            };
+            // Another signal, or no room left for even an empty message: the next request's.
+            if !group.admits(signal, 0, self.limits) {
+                return Some(message);
+            }
+            let value = message.payload().unwrap_or_default();
+            match check(signal, self.encoding, value, index) {
+                Err(reason) => {
+                    group.consumed(topic, partition, offset);
+                    self.skip_malformed(topic, partition, offset, &reason);
+                }
+                Ok(checked) => {
+                    let (len, value_len) = (checked.len(value), value.len());
+                    if !group.admits(signal, len, self.limits) {
+                        return Some(message);
+                    }
+                    group.consumed(topic, partition, offset);
+                    group.push(signal, message, (len, value_len), checked);
+                }
+            }
+            polled += 1;
+            if polled % YIELD_EVERY_MESSAGES == 0 {
+                glommio::yield_if_needed().await;
+            }
         }
     }
 
-    /// Ingests one message, waiting out refusals; marks its offset processed unless stopped.
-    async fn ingest(&self, m: Taken) -> Outcome {
-        let len = m.body.len() as u64;
-        let result = match (m.signal, self.encoding) {
-            (None, _) => Err(format!("topic {:?} is not subscribed", m.key.0)),
-            (Some(signal), KafkaEncoding::OtlpProto) => Ok((signal, m.body)),
-            (Some(signal), KafkaEncoding::OtlpJson) => {
-                shardtel_protocol::json::to_protobuf(signal, &m.body)
-                    .map(|pb| (signal, pb))
-                    .map_err(|e| format!("invalid OTLP JSON: {e}"))
-            }
-        };
-        let (signal, body) = match result {
-            Ok(ok) => ok,
-            Err(reason) => {
-                self.skip_malformed(&m.key, m.offset, &reason);
-                return Outcome::Done;
-            }
-        };
+    /// Marks the offsets of a request (and of the malformed messages skipped with it)
+    /// processed.
+    fn processed(&self, offsets: &GroupOffsets) {
+        let mut s = self.state();
+        for (key, next) in offsets.iter() {
+            s.offsets.processed(key, *next);
+        }
+    }
+
+    /// Ingests one request built from messages, waiting out refusals; marks its offsets
+    /// processed unless stopped. A refused request is offered again whole.
+    async fn ingest(&self, built: Built, offsets: &GroupOffsets) -> Outcome {
         let mut wait = RETRY_INITIAL;
         loop {
-            let attempt = match self.core.admit_signal(signal) {
-                Ok(guard) => match guard.try_add(body.len()) {
+            let attempt = match self.core.admit_signal(built.signal) {
+                Ok(guard) => match guard.try_add(built.body.len()) {
                     Ok(()) => {
                         self.core
-                            .ingest(signal, Transport::Kafka, body.clone())
+                            .ingest(built.signal, Transport::Kafka, built.body.clone())
                             .await
                     }
                     Err(e) => Err(e),
@@ -445,10 +512,13 @@ impl Receiver {
             };
             match attempt {
                 Ok(_) => {
-                    let mut s = self.state();
-                    s.counters.consumed_messages += 1;
-                    s.counters.consumed_bytes += len;
-                    s.offsets.processed(&m.key, m.offset + 1);
+                    {
+                        let mut s = self.state();
+                        s.counters.consumed_messages += built.messages;
+                        s.counters.consumed_bytes += built.value_bytes;
+                        s.counters.requests += 1;
+                    }
+                    self.processed(offsets);
                     return Outcome::Done;
                 }
                 Err(e) if e.is_retryable() => {
@@ -456,11 +526,9 @@ impl Receiver {
                         return Outcome::Stopped;
                     }
                     log::debug!(
-                        "kafka receiver (core {}): {}[{}] offset {} refused, retrying in {wait:?}: {e}",
+                        "kafka receiver (core {}): a request of {} messages refused, retrying in {wait:?}: {e}",
                         self.core.id,
-                        m.key.0,
-                        m.key.1,
-                        m.offset
+                        built.messages
                     );
                     futures_lite::future::or(
                         glommio::timer::sleep(wait),
@@ -469,25 +537,28 @@ impl Receiver {
                     .await;
                     wait = (wait * 2).min(RETRY_MAX);
                 }
-                Err(e @ (IngestError::Malformed(_) | IngestError::TooLarge { .. })) => {
-                    self.skip_malformed(&m.key, m.offset, &e.to_string());
-                    return Outcome::Done;
-                }
                 Err(e) => {
-                    // No pipeline or unsupported: retrying cannot help either.
-                    self.skip_malformed(&m.key, m.offset, &e.to_string());
+                    // Every message was checked, so this is not bad input but a pipeline that
+                    // cannot take the signal: retrying cannot help either.
+                    self.state().counters.malformed_messages += built.messages;
+                    for ((topic, partition), next) in offsets.iter() {
+                        log::warn!(
+                            "kafka receiver (core {}): skipped {topic}[{partition}] up to offset {}: {e}",
+                            self.core.id,
+                            next - 1
+                        );
+                    }
+                    self.processed(offsets);
                     return Outcome::Done;
                 }
             }
         }
     }
 
-    fn skip_malformed(&self, key: &PartitionKey, offset: i64, reason: &str) {
-        {
-            let mut s = self.state();
-            s.counters.malformed_messages += 1;
-            s.offsets.processed(key, offset + 1);
-        }
+    /// Counts and logs a skipped message (its offset is processed with the request being
+    /// gathered, see [`RequestGroup::consumed`]).
+    fn skip_malformed(&self, topic: &str, partition: i32, offset: i64, reason: &str) {
+        self.state().counters.malformed_messages += 1;
         let now = Instant::now();
         let due = self
             .last_malformed_log
@@ -496,10 +567,8 @@ impl Receiver {
         if due {
             let suppressed = self.suppressed_malformed.replace(0);
             log::warn!(
-                "kafka receiver (core {}): skipped malformed message {}[{}] offset {offset}: {reason}{}",
+                "kafka receiver (core {}): skipped malformed message {topic}[{partition}] offset {offset}: {reason}{}",
                 self.core.id,
-                key.0,
-                key.1,
                 if suppressed > 0 {
                     format!(" ({suppressed} more skipped since the last report)")
                 } else {
@@ -542,6 +611,7 @@ impl Receiver {
         *self.core.kafka_snapshot.borrow_mut() = Some(KafkaConsumerSnapshot {
             consumed_messages: c.consumed_messages,
             consumed_bytes: c.consumed_bytes,
+            requests: c.requests,
             malformed_messages: c.malformed_messages,
             commits: c.commits,
             commit_failures: c.commit_failures,
@@ -551,14 +621,6 @@ impl Receiver {
             lag: s.lag.clone(),
         });
     }
-}
-
-/// A message copied out of librdkafka's buffer.
-struct Taken {
-    key: PartitionKey,
-    offset: i64,
-    signal: Option<Signal>,
-    body: Bytes,
 }
 
 impl KafkaReceiverHandle {

@@ -22,9 +22,10 @@
 //! - [`core`]: the per-core [`core::Core`] value, routing spans by trace ID
 //!   (and metrics by series) to their owner core, and the core's lifecycle.
 //! - [`receiver`]: OTLP/gRPC and OTLP/HTTP servers (hyper on glommio).
-//! - [`kafka_receiver`]: one Kafka consumer per core in a consumer group; messages are
-//!   ingested like OTLP requests, offsets committed only once their data was handed on
-//!   (`kafka_offsets`: its ingest-log frame released, or, without durability, a delay passed).
+//! - [`kafka_receiver`]: one Kafka consumer per core in a consumer group; the consecutive
+//!   messages of one signal a poll finds are ingested as one request (`kafka_group`) like an
+//!   OTLP request, offsets committed only once their data was handed on (`kafka_offsets`: the
+//!   request's ingest-log frame released, or, without durability, a delay passed).
 //! - [`engine`]: start-up and shutdown of the whole process.
 //!
 //! Depends on `shardtel-protocol` (wire format), `shardtel-config`
@@ -40,6 +41,7 @@ pub mod core;
 pub mod durability;
 pub mod engine;
 pub mod ingest;
+mod kafka_group;
 mod kafka_offsets;
 pub mod kafka_receiver;
 pub mod logging;

@@ -149,6 +149,8 @@ pub struct KafkaConsumerSnapshot {
     pub consumed_messages: u64,
     /// Value bytes of those messages.
     pub consumed_bytes: u64,
+    /// Requests ingested: consecutive messages of one signal are ingested together.
+    pub requests: u64,
     /// Messages skipped as malformed (their offsets are committed).
     pub malformed_messages: u64,
     /// Offset commits the group coordinator confirmed.
@@ -621,7 +623,7 @@ fn render_kafka(out: &mut String, snaps: &[Arc<CoreSnapshot>]) {
         return;
     }
     type ConsumerField = fn(&KafkaConsumerSnapshot) -> u64;
-    let consumer: [(&str, &str, &str, ConsumerField); 8] = [
+    let consumer: [(&str, &str, &str, ConsumerField); 9] = [
         (
             "shardtel_receiver_kafka_messages_total",
             "counter",
@@ -633,6 +635,12 @@ fn render_kafka(out: &mut String, snaps: &[Arc<CoreSnapshot>]) {
             "counter",
             "Value bytes of accepted Kafka messages.",
             |k| k.consumed_bytes,
+        ),
+        (
+            "shardtel_receiver_kafka_requests_total",
+            "counter",
+            "Requests ingested, each made of consecutive Kafka messages of one signal.",
+            |k| k.requests,
         ),
         (
             "shardtel_receiver_kafka_malformed_messages_total",

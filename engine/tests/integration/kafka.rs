@@ -407,6 +407,25 @@ fn fill_topic(
     tag: u8,
     traces: u64,
     pieces: u64,
+    pause: impl FnMut(usize),
+) -> BTreeSet<(Vec<u8>, Vec<u8>)> {
+    fill_topic_as(topic, tag, traces, pieces, Encoding::Proto, pause)
+}
+
+/// How [`fill_topic_as`] encodes message values.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Encoding {
+    Proto,
+    Json,
+}
+
+/// [`fill_topic`] with values in `encoding`.
+fn fill_topic_as(
+    topic: &str,
+    tag: u8,
+    traces: u64,
+    pieces: u64,
+    encoding: Encoding,
     mut pause: impl FnMut(usize),
 ) -> BTreeSet<(Vec<u8>, Vec<u8>)> {
     let producer: BaseProducer = ClientConfig::new()
@@ -427,7 +446,14 @@ fn fill_topic(
         let req = request(vec![span(tag, t, piece)]);
         ids.extend(span_ids([&req]));
         let key = crate::gen::trace_id(tag, t);
-        let payload = req.encode_to_vec();
+        let payload = match encoding {
+            Encoding::Proto => req.encode_to_vec(),
+            Encoding::Json => shardtel_protocol::json::from_protobuf(
+                shardtel_protocol::Signal::Traces,
+                &req.encode_to_vec(),
+            )
+            .unwrap(),
+        };
         pause(i);
         loop {
             match producer.send(BaseRecord::to(topic).key(&key).payload(&payload)) {
@@ -460,6 +486,18 @@ fn processor(topic: &str, group: &str) -> Shardtel {
 
 /// A processor with `engine.durability = durability`.
 fn processor_with(topic: &str, group: &str, durability: &'static str) -> Shardtel {
+    processor_configured(topic, group, durability, "3s", "")
+}
+
+/// A processor with `engine.durability = durability`, the sampler's `decision_wait` and more
+/// `[receivers.kafka]` lines.
+fn processor_configured(
+    topic: &str,
+    group: &str,
+    durability: &'static str,
+    decision_wait: &'static str,
+    receiver_extra: &'static str,
+) -> Shardtel {
     let (topic, group) = (topic.to_string(), group.to_string());
     Shardtel::start(move |dir, ports| {
         base_config(
@@ -475,6 +513,7 @@ initial_offset = "earliest"
 session_timeout = "6s"
 heartbeat_interval = "1s"
 commit_interval = "1s"
+{receiver_extra}
 "#
             ),
         )
@@ -485,7 +524,7 @@ commit_interval = "1s"
         ) + &format!(
             r#"
 [processors.tail_sampling]
-decision_wait = "3s"
+decision_wait = "{decision_wait}"
 [[processors.tail_sampling.policies]]
 name = "even"
 type = "string_attribute"
@@ -822,4 +861,153 @@ fn a_processor_stopped_right_after_a_backlog_exits() {
         started.elapsed(),
         !p.log().contains("did not leave the group")
     );
+}
+
+/// Sends three malformed messages (keys spread over partitions) to `topic`.
+fn send_garbage(producer: &BaseProducer, topic: &str, n: u8) {
+    for i in 0..3u8 {
+        producer
+            .send(
+                BaseRecord::to(topic)
+                    .key(&[n.wrapping_mul(3).wrapping_add(i); 16][..])
+                    .payload(&b"\x0a\xff\xff garbage"[..]),
+            )
+            .unwrap();
+    }
+}
+
+/// The consumed messages, ingest-log frames and requests of a processor, once it consumed
+/// `messages` (of which `malformed` are skipped); checks nothing was refused.
+fn consumed_in_frames(p: &Shardtel, messages: u64, malformed: u64) -> (u64, u64) {
+    let consumed = || {
+        p.metric_sum("shardtel_receiver_kafka_messages_total", "")
+            + p.metric_sum("shardtel_receiver_kafka_malformed_messages_total", "")
+    };
+    assert!(
+        wait_until(180, || consumed() >= messages),
+        "consumed {} of {messages} messages; metrics:\n{}\nlog:\n{}",
+        consumed(),
+        p.metrics(),
+        p.log()
+    );
+    assert_eq!(
+        p.metric_sum("shardtel_receiver_kafka_malformed_messages_total", ""),
+        malformed,
+        "{}",
+        p.log()
+    );
+    assert!(p.log().contains("skipped malformed message"));
+    let frames = p.metric_sum("shardtel_ingest_log_appended_frames_total", "");
+    let requests = p.metric_sum("shardtel_receiver_kafka_requests_total", "");
+    assert_eq!(frames, requests, "one ingest-log frame per request");
+    for refusal in [
+        "shardtel_ingest_log_refused_unreleased_total",
+        "shardtel_ingest_log_refused_full_total",
+        "shardtel_receiver_failed_requests_total",
+        "shardtel_receiver_refused_spans_total",
+    ] {
+        assert_eq!(p.metric_sum(refusal, ""), 0, "{refusal}:\n{}", p.metrics());
+    }
+    (frames, requests)
+}
+
+/// The seed architecture's processing tier with durability on and the default-like 30 s
+/// decision wait: one ingest-log frame per message would cap a core at 262,144 / 30 = 8,738
+/// messages/s (the unreleased-frame bound). A backlog of 20,000 one-span messages (with
+/// malformed ones in the middle of it) is ingested as far fewer frames, without a refusal, and
+/// every kept span arrives (SIGTERM decides the held traces at once instead of 30 s later).
+#[test]
+fn a_backlog_is_ingested_in_few_frames_behind_a_30s_decision_wait() {
+    if !broker_available("a_backlog_is_ingested_in_few_frames_behind_a_30s_decision_wait") {
+        return;
+    }
+    let partitions = 4;
+    let topic = unique_topic("group-spans");
+    let group = unique_topic("group-group");
+    create_topic(&topic, partitions);
+    let garbage: BaseProducer = ClientConfig::new()
+        .set("bootstrap.servers", BROKER)
+        .create()
+        .unwrap();
+    let sent = fill_topic(&topic, 51, 10_000, 2, |i| {
+        if i % 7_000 == 3_500 {
+            send_garbage(&garbage, &topic, (i / 7_000) as u8);
+        }
+    });
+    garbage.flush(Duration::from_secs(10)).unwrap();
+    let messages = sent.len() as u64;
+    assert_eq!(messages, 20_000);
+
+    let mut p = processor_configured(&topic, &group, "ack_after_sync", "30s", "");
+    let (frames, _) = consumed_in_frames(&p, messages + 9, 9);
+    eprintln!(
+        "kafka grouping: {messages} messages in {frames} ingest-log frames ({:.0} per frame); the unreleased-frame bound now allows about {:.0} messages/s per core at decision_wait = 30s",
+        messages as f64 / frames as f64,
+        262_144.0 * messages as f64 / frames as f64 / 30.0
+    );
+    assert!(
+        frames > 0 && frames * 20 <= messages,
+        "{messages} messages took {frames} frames"
+    );
+    assert_eq!(
+        p.metric_sum(
+            "shardtel_receiver_accepted_spans_total",
+            "transport=\"kafka\""
+        ),
+        messages
+    );
+    assert_eq!(p.stop(), 0, "{}", p.log());
+    let (spans, _) = exported(&p.out());
+    let keep: BTreeSet<SpanId> = sent.iter().filter(|(t, _)| kept(t)).cloned().collect();
+    assert_eq!(
+        spans.keys().cloned().collect::<BTreeSet<_>>(),
+        keep,
+        "every kept span exported, nothing else"
+    );
+    assert!(spans.values().all(|&n| n == 1), "each exported once");
+}
+
+/// OTLP/JSON messages are converted to protobuf and joined into requests too; malformed JSON
+/// is skipped without losing the messages around it.
+#[test]
+fn json_messages_are_ingested_in_few_frames() {
+    if !broker_available("json_messages_are_ingested_in_few_frames") {
+        return;
+    }
+    let topic = unique_topic("group-json");
+    let group = unique_topic("group-json-group");
+    create_topic(&topic, 2);
+    let garbage: BaseProducer = ClientConfig::new()
+        .set("bootstrap.servers", BROKER)
+        .create()
+        .unwrap();
+    let sent = fill_topic_as(&topic, 52, 1_000, 2, Encoding::Json, |i| {
+        if i == 1_000 {
+            send_garbage(&garbage, &topic, 0);
+        }
+    });
+    garbage.flush(Duration::from_secs(10)).unwrap();
+    let messages = sent.len() as u64;
+    let mut p = processor_configured(
+        &topic,
+        &group,
+        "ack_after_sync",
+        "1s",
+        "encoding = \"otlp_json\"",
+    );
+    let (frames, _) = consumed_in_frames(&p, messages + 3, 3);
+    assert!(
+        frames > 0 && frames * 10 <= messages,
+        "{messages} messages took {frames} frames"
+    );
+    let keep: BTreeSet<SpanId> = sent.iter().filter(|(t, _)| kept(t)).cloned().collect();
+    assert!(
+        wait_until(60, || exported(&p.out()).0.len() == keep.len()),
+        "{} of {} kept spans exported",
+        exported(&p.out()).0.len(),
+        keep.len()
+    );
+    assert_eq!(p.stop(), 0);
+    let (spans, _) = exported(&p.out());
+    assert_eq!(spans.keys().cloned().collect::<BTreeSet<_>>(), keep);
 }
