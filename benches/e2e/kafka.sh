@@ -26,6 +26,10 @@
 #                   'librdkafka = { "linger.ms" = 20 }' ("\n" separates lines)   []
 #   CONNECTIONS [4]  CONCURRENCY [8]  SPANS [100]
 #   PORT_BASE [26000] (gRPC +317, HTTP +318, metrics +888, health +133)
+#   SHARDTEL_CORES  shardtel's [engine] cores, e.g. '[0]' ["all"]
+#   LOADGEN_CPUS    loadgen --cpus, e.g. 1 (unpinned when empty) []
+#   To give shardtel a core of its own in every step (the broker's share out of the way):
+#   taskset -c 1 tansu broker ... ; SHARDTEL_CORES='[0]' LOADGEN_CPUS=1 benches/e2e/kafka.sh
 #   SHARDTEL_BIN / LOADGEN_BIN / TOPIC_BIN  use these binaries instead of building them
 #
 # Writes OUT/table.md and OUT/raw/ (configs, logs, loadgen JSON, metric samples).
@@ -46,6 +50,8 @@ CONNECTIONS=${CONNECTIONS:-4}
 CONCURRENCY=${CONCURRENCY:-8}
 SPANS=${SPANS:-100}
 PORT_BASE=${PORT_BASE:-26000}
+SHARDTEL_CORES=${SHARDTEL_CORES:-'"all"'}
+LOADGEN_CPUS=${LOADGEN_CPUS:-}
 GRPC=127.0.0.1:$((PORT_BASE + 317)); HTTP=127.0.0.1:$((PORT_BASE + 318))
 METRICS=127.0.0.1:$((PORT_BASE + 888)); HEALTH=127.0.0.1:$((PORT_BASE + 133))
 HZ=$(getconf CLK_TCK)
@@ -97,7 +103,7 @@ start_shardtel() {  # name toml
 config_head() {
   cat <<TOML
 [engine]
-cores = "all"
+cores = $SHARDTEL_CORES
 data_dir = "$RAW/data"
 [telemetry]
 health = "$HEALTH"
@@ -115,6 +121,7 @@ BYTES_PER_SPAN=$(python3 -c 'import json,sys; w=json.load(open(sys.argv[1]))["dr
 load_step() {  # name exported-metric exported-filter
   local name=$1 m=$2 f=$3 t0 t1 e0 e1 c0 c1 b0 b1 v0 v1
   "$LOADGEN_BIN" -e "http://$GRPC" --spans-per-request "$SPANS" --connections "$CONNECTIONS" \
+    ${LOADGEN_CPUS:+--cpus "$LOADGEN_CPUS"} \
     --concurrency "$CONCURRENCY" --duration "${DURATION}s" --timeout 30s -q \
     --json "$RAW/$name.loadgen.json" >"$RAW/$name.loadgen.txt" 2>&1 &
   local lg=$!
