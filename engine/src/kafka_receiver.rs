@@ -292,9 +292,10 @@ pub fn start(core: Rc<Core>, config: &Config) -> Result<Option<KafkaReceiverHand
             counters: ConsumerCounters::default(),
         }),
     };
-    let consumer: BaseConsumer<ReceiverContext> = client_config(kafka)
-        .create_with_context(context)
-        .map_err(|e| format!("receivers.kafka: invalid consumer settings: {e}"))?;
+    // librdkafka's threads off this reactor's CPU (see `shardtel_sinks::threads`).
+    let consumer: BaseConsumer<ReceiverContext> =
+        shardtel_sinks::threads::unpinned(|| client_config(kafka).create_with_context(context))
+            .map_err(|e| format!("receivers.kafka: invalid consumer settings: {e}"))?;
     let mut names: Vec<&str> = topics.keys().map(String::as_str).collect();
     names.sort_unstable();
     consumer

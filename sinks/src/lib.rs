@@ -81,6 +81,7 @@ mod queue;
 mod report;
 mod retry;
 mod stats;
+pub mod threads;
 
 pub use disk_queue::{queue_dir, DiskQueueSettings};
 pub use error::{Disposition, ExportError, QueueFull, SinkError};

@@ -269,12 +269,14 @@ impl KafkaExporter {
         let context = DeliveryContext {
             exporter: name.to_string(),
         };
-        let producer: ThreadedProducer<DeliveryContext> = producer_config(c, queue_max_bytes)
-            .create_with_context(context)
-            .map_err(|e| SinkError::Kafka {
-                exporter: name.to_string(),
-                message: e.to_string(),
-            })?;
+        // librdkafka's threads off this reactor's CPU (see `crate::threads`).
+        let producer: ThreadedProducer<DeliveryContext> = crate::threads::unpinned(|| {
+            producer_config(c, queue_max_bytes).create_with_context(context)
+        })
+        .map_err(|e| SinkError::Kafka {
+            exporter: name.to_string(),
+            message: e.to_string(),
+        })?;
         Ok(KafkaExporter {
             name: name.to_string(),
             producer: Some(producer),
