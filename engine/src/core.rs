@@ -1099,6 +1099,9 @@ pub async fn run(setup: CoreSetup) {
             .sampler
             .as_ref()
             .is_some_and(|s| s.borrow().on_shutdown() == shardtel_config::OnShutdown::Drop);
+    if let Some(sampler) = core.sampler.as_ref().filter(|_| replay_pending) {
+        sampler.borrow_mut().leak_pending();
+    }
     if let Some(sampler) = core.sampler.as_ref().filter(|_| !replay_pending) {
         let mut kept = Vec::new();
         sampler.borrow_mut().shutdown(Instant::now(), &mut kept);

@@ -527,6 +527,14 @@ impl Sampler {
         Some(self.epoch? + Duration::from_nanos(deadline))
     }
 
+    /// Shutdown with durability on and `on_shutdown = "drop"`: leaks the buffers of the pending
+    /// traces, so they stay alive until the process exits and their ingest-log frames are
+    /// never released (the next start replays them). Dropping them with this core would let
+    /// the receiving core, still closing its log, checkpoint past them (seen: a trace lost).
+    pub fn leak_pending(&mut self) {
+        std::mem::forget(std::mem::take(&mut self.slots));
+    }
+
     /// Shutdown: decides (`on_shutdown = "decide"`, reason [`DecisionReason::Shutdown`]) or
     /// drops (`"drop"`, counted) every pending trace, oldest first.
     pub fn shutdown(&mut self, now: Instant, out: &mut Vec<Kept>) {
