@@ -530,9 +530,9 @@ pub fn render(
     ingest: &[(usize, IngestLogSnapshot)],
     queues: &[(usize, &str, WalStats)],
 ) {
+    use crate::telemetry::{header, render_families, Family};
     use std::fmt::Write as _;
-    type Field = fn(&IngestLogSnapshot) -> u64;
-    let series: [(&str, &str, &str, Field); 11] = [
+    let series: [Family<IngestLogSnapshot>; 11] = [
         (
             "shardtel_ingest_log_bytes",
             "gauge",
@@ -600,14 +600,12 @@ pub fn render(
             |s| s.replayed_frames,
         ),
     ];
-    for (name, kind, help, f) in series {
-        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
-        for (core, s) in ingest {
-            let _ = writeln!(out, "{name}{{core=\"{core}\"}} {}", f(s));
-        }
-    }
-    type QueueField = fn(&WalStats) -> u64;
-    let queue_series: [(&str, &str, &str, QueueField); 8] = [
+    let rows: Vec<(String, &IngestLogSnapshot)> = ingest
+        .iter()
+        .map(|(core, s)| (format!("core=\"{core}\""), s))
+        .collect();
+    render_families(out, &series, &rows);
+    let queue_series: [Family<WalStats>; 8] = [
         (
             "shardtel_exporter_queue_disk_bytes",
             "gauge",
@@ -657,20 +655,17 @@ pub fn render(
             |s| s.recovery.truncated_frames,
         ),
     ];
-    for (name, kind, help, f) in queue_series {
-        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
-        for (core, exporter, s) in queues {
-            let _ = writeln!(
-                out,
-                "{name}{{exporter=\"{exporter}\",core=\"{core}\"}} {}",
-                f(s)
-            );
-        }
-    }
+    let rows: Vec<(String, &WalStats)> = queues
+        .iter()
+        .map(|(core, exporter, s)| (format!("exporter=\"{exporter}\",core=\"{core}\""), s))
+        .collect();
+    render_families(out, &queue_series, &rows);
     let name = "shardtel_wal_fsync_seconds";
-    let _ = writeln!(
+    header(
         out,
-        "# HELP {name} fdatasync latency of write-ahead log group commits.\n# TYPE {name} summary"
+        name,
+        "summary",
+        "fdatasync latency of write-ahead log group commits.",
     );
     let logs = ingest
         .iter()

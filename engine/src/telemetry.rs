@@ -18,6 +18,25 @@ use arc_swap::ArcSwapOption;
 use shardtel_protocol::Signal;
 use shardtel_sinks::ExporterStats;
 
+/// A metric family read from rows of `T`: name, type, help, value of a row.
+pub(crate) type Family<T> = (&'static str, &'static str, &'static str, fn(&T) -> u64);
+
+/// Writes the `# HELP` and `# TYPE` lines of a metric family.
+pub(crate) fn header(out: &mut String, name: &str, kind: &str, help: &str) {
+    let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
+}
+
+/// Writes every family of `families`, with one sample per row: `labels` is the row's label
+/// set (without braces).
+pub(crate) fn render_families<T>(out: &mut String, families: &[Family<T>], rows: &[(String, &T)]) {
+    for (name, kind, help, value) in families {
+        header(out, name, kind, help);
+        for (labels, row) in rows {
+            let _ = writeln!(out, "{name}{{{labels}}} {}", value(row));
+        }
+    }
+}
+
 /// Index of a signal in per-signal arrays.
 pub fn signal_index(signal: Signal) -> usize {
     match signal {
@@ -488,8 +507,7 @@ impl Board {
 
 /// The `prometheusremotewrite` conversion series (only when such an exporter runs).
 fn render_prometheus_exporter(out: &mut String, snaps: &[Arc<CoreSnapshot>]) {
-    type Field = fn(&ExporterStats) -> u64;
-    let series: [(&str, &str, &str, Field); 8] = [
+    let series: [Family<ExporterStats>; 8] = [
         (
             "shardtel_exporter_prometheus_samples_total",
             "counter",
@@ -539,91 +557,78 @@ fn render_prometheus_exporter(out: &mut String, snaps: &[Arc<CoreSnapshot>]) {
             |st| st.prometheus.series_active,
         ),
     ];
-    let kind = "prometheusremotewrite";
-    if !snaps
+    let rows = exporter_rows(snaps, "prometheusremotewrite");
+    if !rows.is_empty() {
+        render_families(out, &series, &rows);
+    }
+}
+
+/// `exporter` and `core` labels and stats of every exporter of type `kind`, on every core.
+fn exporter_rows<'a>(
+    snaps: &'a [Arc<CoreSnapshot>],
+    kind: &str,
+) -> Vec<(String, &'a ExporterStats)> {
+    snaps
         .iter()
-        .any(|s| s.exporters.iter().any(|(_, k, _)| *k == kind))
-    {
-        return;
-    }
-    for (name, ty, help, f) in series {
-        let _ = writeln!(out, "# HELP {name} {help}");
-        let _ = writeln!(out, "# TYPE {name} {ty}");
-        for s in snaps {
-            for (exp, k, st) in &s.exporters {
-                if *k == kind {
-                    let _ = writeln!(
-                        out,
-                        "{name}{{exporter=\"{exp}\",core=\"{}\"}} {}",
-                        s.core,
-                        f(st)
-                    );
-                }
-            }
-        }
-    }
+        .flat_map(|s| {
+            s.exporters
+                .iter()
+                .filter(move |(_, k, _)| *k == kind)
+                .map(move |(exp, _, st)| (format!("exporter=\"{exp}\",core=\"{}\"", s.core), st))
+        })
+        .collect()
 }
 
 /// The Kafka exporter and receiver series (only for cores that run them).
 fn render_kafka(out: &mut String, snaps: &[Arc<CoreSnapshot>]) {
-    type ProducerField = fn(&ExporterStats) -> u64;
-    let producer: [(&str, &str, ProducerField); 5] = [
+    let producer: [Family<ExporterStats>; 5] = [
         (
             "shardtel_exporter_kafka_produced_messages_total",
+            "counter",
             "Messages the Kafka brokers acknowledged.",
             |st| st.kafka.produced_messages,
         ),
         (
             "shardtel_exporter_kafka_produced_bytes_total",
+            "counter",
             "Value bytes (before compression) of acknowledged messages.",
             |st| st.kafka.produced_bytes,
         ),
         (
             "shardtel_exporter_kafka_failed_messages_total",
+            "counter",
             "Messages whose delivery failed (their batch is retried or failed).",
             |st| st.kafka.failed_messages,
         ),
         (
             "shardtel_exporter_kafka_failed_bytes_total",
+            "counter",
             "Value bytes of messages whose delivery failed.",
             |st| st.kafka.failed_bytes,
         ),
         (
             "shardtel_exporter_kafka_queue_full_total",
+            "counter",
             "Times the producer's local queue was full when a message was offered.",
             |st| st.kafka.queue_full,
         ),
     ];
-    let any_producer = snaps
-        .iter()
-        .any(|s| s.exporters.iter().any(|(_, kind, _)| *kind == "kafka"));
-    if any_producer {
-        for (name, help, f) in producer {
-            let _ = writeln!(out, "# HELP {name} {help}");
-            let _ = writeln!(out, "# TYPE {name} counter");
-            for s in snaps {
-                for (exp, kind, st) in &s.exporters {
-                    if *kind == "kafka" {
-                        let _ = writeln!(
-                            out,
-                            "{name}{{exporter=\"{exp}\",core=\"{}\"}} {}",
-                            s.core,
-                            f(st)
-                        );
-                    }
-                }
-            }
-        }
+    let producers = exporter_rows(snaps, "kafka");
+    if !producers.is_empty() {
+        render_families(out, &producer, &producers);
     }
-    let consumers: Vec<(usize, &KafkaConsumerSnapshot)> = snaps
+    let consumers: Vec<(String, &KafkaConsumerSnapshot)> = snaps
         .iter()
-        .filter_map(|s| s.kafka_receiver.as_ref().map(|k| (s.core, k)))
+        .filter_map(|s| {
+            s.kafka_receiver
+                .as_ref()
+                .map(|k| (format!("core=\"{}\"", s.core), k))
+        })
         .collect();
     if consumers.is_empty() {
         return;
     }
-    type ConsumerField = fn(&KafkaConsumerSnapshot) -> u64;
-    let consumer: [(&str, &str, &str, ConsumerField); 9] = [
+    let consumer: [Family<KafkaConsumerSnapshot>; 9] = [
         (
             "shardtel_receiver_kafka_messages_total",
             "counter",
@@ -679,24 +684,19 @@ fn render_kafka(out: &mut String, snaps: &[Arc<CoreSnapshot>]) {
             |k| k.assigned_partitions,
         ),
     ];
-    for (name, kind, help, f) in consumer {
-        let _ = writeln!(out, "# HELP {name} {help}");
-        let _ = writeln!(out, "# TYPE {name} {kind}");
-        for (core, k) in &consumers {
-            let _ = writeln!(out, "{name}{{core=\"{core}\"}} {}", f(k));
-        }
-    }
+    render_families(out, &consumer, &consumers);
     let name = "shardtel_receiver_kafka_lag";
-    let _ = writeln!(
+    header(
         out,
-        "# HELP {name} Messages between the committed offset and the end of each assigned partition."
+        name,
+        "gauge",
+        "Messages between the committed offset and the end of each assigned partition.",
     );
-    let _ = writeln!(out, "# TYPE {name} gauge");
-    for (core, k) in &consumers {
+    for (labels, k) in &consumers {
         for (topic, partition, lag) in &k.lag {
             let _ = writeln!(
                 out,
-                "{name}{{topic=\"{topic}\",partition=\"{partition}\",core=\"{core}\"}} {lag}"
+                "{name}{{topic=\"{topic}\",partition=\"{partition}\",{labels}}} {lag}"
             );
         }
     }
