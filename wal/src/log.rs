@@ -424,14 +424,10 @@ impl Wal {
             });
         }
         let frame_len = (HEADER_LEN + len) as u64;
-        let used = inner.used_bytes();
-        let consumed = inner.checkpoint.get() >= inner.next_lsn.get();
-        if used + frame_len > inner.opts.max_bytes
-            && !(consumed && used == inner.retained_bytes.get() && frame_len > inner.opts.max_bytes)
-        {
+        if !inner.has_room(len) {
             inner.counters.borrow_mut().full_refusals += 1;
             return Err(WalError::Full {
-                retained: used,
+                retained: inner.used_bytes(),
                 max: inner.opts.max_bytes,
             });
         }
@@ -510,12 +506,7 @@ impl Wal {
 
     /// True when a frame with a payload of `len` bytes would be accepted now.
     pub fn has_room(&self, len: usize) -> bool {
-        let inner = &*self.inner;
-        let used = inner.used_bytes();
-        used + (HEADER_LEN + len) as u64 <= inner.opts.max_bytes
-            || (inner.checkpoint.get() >= inner.next_lsn.get()
-                && used == inner.retained_bytes.get()
-                && (HEADER_LEN + len) as u64 > inner.opts.max_bytes)
+        self.inner.has_room(len)
     }
 
     /// Drops the oldest sealed segment, consumed or not, to make room
@@ -653,6 +644,18 @@ impl Drop for Wal {
 impl Inner {
     fn used_bytes(&self) -> u64 {
         self.retained_bytes.get() + self.pending.borrow().bytes + self.committing_bytes.get()
+    }
+
+    /// True when a frame with a payload of `len` bytes fits under `max_bytes` now; a frame
+    /// larger than the whole bound is let into an otherwise empty log (nothing pending,
+    /// everything consumed) so it cannot block the log forever.
+    fn has_room(&self, len: usize) -> bool {
+        let frame_len = (HEADER_LEN + len) as u64;
+        let used = self.used_bytes();
+        used + frame_len <= self.opts.max_bytes
+            || (self.checkpoint.get() >= self.next_lsn.get()
+                && used == self.retained_bytes.get()
+                && frame_len > self.opts.max_bytes)
     }
 
     fn roll_requested(&self) {
