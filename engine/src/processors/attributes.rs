@@ -54,8 +54,6 @@ pub struct Actions {
     /// Finders for the exact keys, when every action needs its key to be present: an item
     /// whose bytes contain none of them cannot be changed.
     presence: Option<Vec<Finder<'static>>>,
-    /// The keys behind `presence`.
-    presence_keys: Option<Vec<Bytes>>,
     /// Some action changes log bodies.
     has_body: bool,
 }
@@ -141,7 +139,6 @@ impl Actions {
         Ok(Actions {
             actions: out,
             presence,
-            presence_keys: needs_presence.then_some(keys),
             has_body,
         })
     }
@@ -160,10 +157,11 @@ impl Actions {
         }
     }
 
-    /// The keys one of which an item must contain for an action to change it (outside log
-    /// bodies), or `None` when some action may change any item (insert, upsert, regex keys).
-    pub fn presence_keys(&self) -> Option<&[Bytes]> {
-        self.presence_keys.as_deref()
+    /// Finders of the keys one of which an item must contain for an action to change it
+    /// (outside log bodies), or `None` when some action may change any item (insert, upsert,
+    /// regex keys).
+    pub fn presence(&self) -> Option<&[Finder<'static>]> {
+        self.presence.as_deref()
     }
 
     /// Applies every action, in order, to `item`.

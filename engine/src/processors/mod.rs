@@ -236,10 +236,6 @@ pub struct ChainOutcome {
 struct KeySearch(Vec<Finder<'static>>);
 
 impl KeySearch {
-    fn new(keys: &[Bytes]) -> KeySearch {
-        KeySearch(keys.iter().map(|k| Finder::new(k).into_owned()).collect())
-    }
-
     fn is_match(&self, haystack: &[u8]) -> bool {
         self.0.iter().any(|f| f.find(haystack).is_some())
     }
@@ -327,31 +323,18 @@ impl Chain {
         let touches_resources = stages.iter().any(|s| s.resource_actions().is_some());
         let reads_resources =
             touches_resources || stages.iter().any(|s| matches!(s.op, Op::Filter(_)));
-        let keyed_attributes_only = stages.iter().all(|s| {
-            matches!(
-                s.op,
+        // Every stage an attributes stage on items only, each with keys it needs present.
+        let needed_keys = stages
+            .iter()
+            .map(|s| match &s.op {
                 Op::Attributes {
+                    actions,
                     include_resource: false,
-                    ..
-                }
-            )
-        });
-        let needed_keys = if keyed_attributes_only {
-            let mut keys: Vec<Bytes> = Vec::new();
-            let all = stages.iter().all(|s| match &s.op {
-                Op::Attributes { actions, .. } => actions
-                    .presence_keys()
-                    .map(|k| keys.extend_from_slice(k))
-                    .is_some(),
-                _ => false,
-            });
-            match all {
-                true => Some(KeySearch::new(&keys)),
-                false => None,
-            }
-        } else {
-            None
-        };
+                } => actions.presence(),
+                _ => None,
+            })
+            .collect::<Option<Vec<_>>>()
+            .map(|sets| KeySearch(sets.concat()));
         Ok(Some(Chain {
             signal,
             stages,
@@ -564,7 +547,7 @@ impl Chain {
                     let mut fields_out = Vec::with_capacity(new.len() + others.len() + 8);
                     put_len_field(&mut fields_out, fields::RESOURCE, &new);
                     fields_out.extend_from_slice(&others);
-                    resource_rewrites.push((r, held(Bytes::from(fields_out), buf)));
+                    resource_rewrites.push((r, held_by(batch, Bytes::from(fields_out))));
                 }
                 views.push(std::mem::take(&mut scratch.versions));
                 stage_of.push(std::mem::take(&mut scratch.at_stage));
@@ -587,7 +570,7 @@ impl Chain {
                 continue;
             }
             if let Some(b) = item.finish(&mut scratch.arena) {
-                scratch.rewrites.push((i, held(b, buf)));
+                scratch.rewrites.push((i, held_by(batch, b)));
             }
         }
         scratch.attrs = attrs;
@@ -624,6 +607,15 @@ impl Chain {
                 dropped,
             },
         )))
+    }
+}
+
+/// `new`, rewritten from spans of `batch`, kept alive with `batch`'s buffer when the batch
+/// holds an ingest-log frame (see [`held`]); as it is otherwise (nothing to keep unreleased).
+fn held_by(batch: &SpanBatch, new: Bytes) -> Bytes {
+    match batch.hold {
+        Some(_) => held(new, &batch.buf),
+        None => new,
     }
 }
 
