@@ -282,7 +282,7 @@ impl DiskQueue {
                     Err(_) => {}
                 }
                 glommio::timer::sleep(wait).await;
-                wait = (wait * 2).min(std::time::Duration::from_secs(1));
+                wait = crate::retry::grow(wait, std::time::Duration::from_secs(1));
             }
             old.checkpoint(frame.lsn + 1);
             moved += 1;

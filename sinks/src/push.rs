@@ -177,6 +177,16 @@ pub(crate) fn storage_response(response: FullResponse) -> Result<(), ExportError
     })
 }
 
+/// `raw` compressed with snappy's raw (block) format, as remote write and Loki's push API
+/// want it.
+pub(crate) fn snappy(raw: &[u8]) -> Bytes {
+    Bytes::from(
+        snap::raw::Encoder::new()
+            .compress_vec(raw)
+            .expect("snappy accepts any input below 4 GiB"),
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -475,22 +475,28 @@ impl KafkaExporter {
                     if encoding == KafkaEncoding::OtlpProto {
                         return Ok(BatchMessages::Traces(Box::new(traces)));
                     }
+                    // OTLP/JSON (the protobuf path returned above): each message converted
+                    // straight from the reused buffer.
                     let mut value = Vec::new();
                     while let Some((key, _)) = traces.next_into(&mut value) {
-                        values.push((Some(key), Bytes::copy_from_slice(&value)));
+                        let json = shardtel_protocol::json::from_protobuf(signal, &value)
+                            .map_err(|e| e.to_string())?;
+                        values.push((Some(key), Bytes::from(json)));
                     }
                 }
                 Signal::Metrics | Signal::Logs => {
                     let mut slices = Vec::new();
                     request_messages(&request, max_bytes, &mut slices).map_err(|e| invalid(&e))?;
-                    values.extend(slices.into_iter().map(|v| (None, v)));
-                }
-            }
-            if encoding == KafkaEncoding::OtlpJson {
-                for (_, value) in &mut values {
-                    let json = shardtel_protocol::json::from_protobuf(signal, value)
-                        .map_err(|e| e.to_string())?;
-                    *value = Bytes::from(json);
+                    for v in slices {
+                        let v = match encoding {
+                            KafkaEncoding::OtlpJson => Bytes::from(
+                                shardtel_protocol::json::from_protobuf(signal, &v)
+                                    .map_err(|e| e.to_string())?,
+                            ),
+                            KafkaEncoding::OtlpProto => v,
+                        };
+                        values.push((None, v));
+                    }
                 }
             }
             Ok::<_, String>(BatchMessages::Values(values))

@@ -470,10 +470,7 @@ fn protobuf_body(streams: BTreeMap<String, Stream>) -> Bytes {
             })
             .collect(),
     };
-    let compressed = snap::raw::Encoder::new()
-        .compress_vec(&request.encode_to_vec())
-        .expect("snappy accepts any input below 4 GiB");
-    Bytes::from(compressed)
+    crate::push::snappy(&request.encode_to_vec())
 }
 
 /// Loki's JSON push body: `{"streams":[{"stream":{...},"values":[["ns","line",{...}]]}]}`.

@@ -131,10 +131,7 @@ fn encode(out: Converted) -> (Bytes, u64) {
         timeseries: out.series,
     }
     .encode_to_vec();
-    let compressed = snap::raw::Encoder::new()
-        .compress_vec(&raw)
-        .expect("snappy accepts any input below 4 GiB");
-    (Bytes::from(compressed), out.dropped_points)
+    (crate::push::snappy(&raw), out.dropped_points)
 }
 
 /// Decodes a batch (concatenated `ExportMetricsServiceRequest`s) without joining its chunks.
