@@ -219,7 +219,7 @@ impl Exporter {
     pub(crate) async fn prepare(&self, batch: &Batch) -> Result<Option<Batch>, ExportError> {
         match self {
             Self::Prometheus(e) => e.prepare(batch).await.map(Some),
-            Self::Loki(e) => e.prepare(batch).map(Some),
+            Self::Loki(e) => e.prepare(batch).await.map(Some),
             _ => Ok(None),
         }
     }

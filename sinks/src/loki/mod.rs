@@ -17,6 +17,7 @@
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
+use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use ::http::header::{HeaderMap, HeaderName, HeaderValue, CONTENT_TYPE, USER_AGENT};
@@ -97,7 +98,8 @@ pub struct Timestamp {
 /// One `loki` exporter on one core.
 pub(crate) struct LokiExporter {
     endpoint: StorageEndpoint,
-    converter: LokiConverter,
+    /// Shared with the core's blocking thread, where large batches are converted.
+    converter: Arc<LokiConverter>,
 }
 
 impl LokiExporter {
@@ -128,20 +130,26 @@ impl LokiExporter {
                 timeout: cfg.timeout,
                 pool: ConnectionPool::new(senders),
             },
-            converter: LokiConverter::new(cfg),
+            converter: Arc::new(LokiConverter::new(cfg)),
         }
     }
 
-    /// Converts a batch of OTLP logs into the push body.
-    pub(crate) fn prepare(&self, batch: &Batch) -> Result<Batch, ExportError> {
+    /// Converts a batch of OTLP logs into the push body (decode, convert, encode, compress:
+    /// on the core's blocking thread for a large batch, see [`crate::offload`]).
+    pub(crate) async fn prepare(&self, batch: &Batch) -> Result<Batch, ExportError> {
         let buf = Encoded {
             chunks: batch.chunks.clone(),
             len: batch.bytes,
         };
-        let request = ExportLogsServiceRequest::decode(buf).map_err(|e| ExportError::Encode {
-            reason: format!("invalid ExportLogsServiceRequest: {e}"),
-        })?;
-        let body = self.converter.convert_decoded(&request);
+        let converter = self.converter.clone();
+        let body = crate::offload::run(batch.bytes, move || {
+            let request =
+                ExportLogsServiceRequest::decode(buf).map_err(|e| ExportError::Encode {
+                    reason: format!("invalid ExportLogsServiceRequest: {e}"),
+                })?;
+            Ok::<_, ExportError>(converter.convert_decoded(&request))
+        })
+        .await?;
         Ok(Batch {
             signal: batch.signal,
             bytes: body.len(),

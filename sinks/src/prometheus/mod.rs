@@ -91,7 +91,8 @@ impl PrometheusExporter {
                 .convert_resource(rm, now_ms, now, &mut out);
             glommio::yield_if_needed().await;
         }
-        let (body, dropped) = encode(out);
+        // Encoding and compressing the whole request: on the blocking thread when large.
+        let (body, dropped) = crate::offload::run(batch.bytes, move || encode(out)).await;
         let bytes = body.len();
         Ok(Batch {
             signal: batch.signal,
