@@ -82,6 +82,7 @@ pub use opentelemetry_proto::tonic as proto;
 
 pub mod compression;
 pub mod grpc;
+pub mod hash;
 pub mod json;
 pub mod reframe;
 pub mod rewrite;

@@ -4,7 +4,7 @@ use std::collections::{HashMap, VecDeque};
 
 use shardtel_protocol::TraceId;
 
-use super::table::TraceIdHashBuilder;
+use shardtel_protocol::hash::TraceIdHashBuilder;
 
 /// Sampled and not-sampled trace ids, each kind in its own FIFO of fixed capacity (the oldest
 /// id is forgotten first). A capacity of 0 turns that kind off.

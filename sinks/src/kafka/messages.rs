@@ -7,9 +7,9 @@
 //! per-message or per-span allocation. Metrics and logs messages are slices of the batch.
 
 use std::collections::HashMap;
-use std::hash::{BuildHasher, Hasher};
 
 use bytes::Bytes;
+use shardtel_protocol::hash::TraceIdHashBuilder;
 use shardtel_protocol::scan::{ScanError, SpanBatch, TracesIndex};
 use shardtel_protocol::wire::{put_varint, varint_len, Reader, WireError};
 use shardtel_protocol::TraceId;
@@ -33,64 +33,6 @@ pub(crate) fn value_limit(max_message_bytes: usize) -> usize {
     max_message_bytes
         .saturating_sub(FRAMING + max_message_bytes / 1024)
         .max(1)
-}
-
-/// Hashes trace ids for grouping: two multiply-xor rounds over the id's halves, keyed per
-/// process (from std's random SipHash keys), so ids a client chooses cannot be made to collide
-/// without knowing the keys. About a fifth of SipHash's cost on 16 bytes.
-#[derive(Clone, Copy)]
-struct TraceIdHash {
-    k0: u64,
-    k1: u64,
-}
-
-impl TraceIdHash {
-    fn new() -> Self {
-        thread_local! {
-            static KEYS: (u64, u64) = {
-                let s = std::collections::hash_map::RandomState::new();
-                (s.hash_one(0x5eed_u64) | 1, s.hash_one(0xfeed_u64))
-            };
-        }
-        let (k0, k1) = KEYS.with(|k| *k);
-        TraceIdHash { k0, k1 }
-    }
-}
-
-impl BuildHasher for TraceIdHash {
-    type Hasher = TraceIdHasher;
-    fn build_hasher(&self) -> TraceIdHasher {
-        TraceIdHasher {
-            h: self.k1,
-            k: self.k0,
-        }
-    }
-}
-
-struct TraceIdHasher {
-    h: u64,
-    k: u64,
-}
-
-impl Hasher for TraceIdHasher {
-    fn write(&mut self, bytes: &[u8]) {
-        for chunk in bytes.chunks(8) {
-            let mut word = [0u8; 8];
-            word[..chunk.len()].copy_from_slice(chunk);
-            self.h = (self.h ^ u64::from_le_bytes(word))
-                .wrapping_mul(self.k)
-                .rotate_left(29);
-        }
-    }
-
-    fn write_usize(&mut self, n: usize) {
-        self.h ^= n as u64;
-    }
-
-    fn finish(&self) -> u64 {
-        let h = self.h ^ (self.h >> 32);
-        h.wrapping_mul(0x9e37_79b9_7f4a_7c15) ^ (h >> 29)
-    }
 }
 
 /// The messages of one `ExportTraceServiceRequest`: one per trace, several with the same key
@@ -129,8 +71,8 @@ impl TraceMessages {
         let mut next = vec![NONE; spans.len()];
         let mut traces: Vec<(TraceId, u32)> = Vec::new();
         // Per trace: its index in `traces` and its last span so far.
-        let mut open: HashMap<TraceId, (u32, u32), TraceIdHash> =
-            HashMap::with_capacity_and_hasher(spans.len() / 4, TraceIdHash::new());
+        let mut open: HashMap<TraceId, (u32, u32), TraceIdHashBuilder> =
+            HashMap::with_capacity_and_hasher(spans.len() / 4, TraceIdHashBuilder::default());
         for (i, span) in spans.iter().enumerate() {
             let i = i as u32;
             match open.get_mut(&span.trace_id) {
