@@ -489,10 +489,7 @@ impl Receiver {
     /// Marks the offsets of a request (and of the malformed messages skipped with it)
     /// processed.
     fn processed(&self, offsets: &GroupOffsets) {
-        let mut s = self.state();
-        for (key, next) in offsets.iter() {
-            s.offsets.processed(key, *next);
-        }
+        mark_processed(&mut self.state(), offsets);
     }
 
     /// Ingests one request built from messages, waiting out refusals; marks its offsets
@@ -513,13 +510,11 @@ impl Receiver {
             };
             match attempt {
                 Ok(_) => {
-                    {
-                        let mut s = self.state();
-                        s.counters.consumed_messages += built.messages;
-                        s.counters.consumed_bytes += built.value_bytes;
-                        s.counters.requests += 1;
-                    }
-                    self.processed(offsets);
+                    let mut s = self.state();
+                    s.counters.consumed_messages += built.messages;
+                    s.counters.consumed_bytes += built.value_bytes;
+                    s.counters.requests += 1;
+                    mark_processed(&mut s, offsets);
                     return Outcome::Done;
                 }
                 Err(e) if e.is_retryable() => {
@@ -682,6 +677,13 @@ impl KafkaReceiverHandle {
             snap.commits = closed.commits;
             snap.commit_failures = closed.commit_failures;
         }
+    }
+}
+
+/// Marks the offsets of a request (and of the malformed messages skipped with it) processed.
+fn mark_processed(s: &mut ConsumerState, offsets: &GroupOffsets) {
+    for (key, next) in offsets.iter() {
+        s.offsets.processed(key, *next);
     }
 }
 
