@@ -895,7 +895,6 @@ pub async fn run(setup: CoreSetup) {
 
     let otlp = config.receivers.otlp.clone();
     let max_recv_msg_size = otlp.as_ref().map_or(4 << 20, |o| o.max_recv_msg_size);
-    let by_name_queues = by_name;
     let core = Rc::new(Core {
         id,
         cores,
@@ -921,7 +920,7 @@ pub async fn run(setup: CoreSetup) {
         mesh_counters: MeshCounters::new(cores),
         senders: OnceCell::new(),
         send_permits: (0..cores).map(|_| Semaphore::new(1)).collect(),
-        exporters: by_name_queues.values().cloned().collect(),
+        exporters: by_name.values().cloned().collect(),
         pipelines,
         scratch: RefCell::new(TracesIndex::default()),
         parts: RefCell::new(Vec::new()),
@@ -975,7 +974,7 @@ pub async fn run(setup: CoreSetup) {
         (Vec::new(), Vec::new())
     };
     let wal_config = config.engine.wal.clone();
-    crate::durability::adopt_orphaned_queues(&by_name_queues, orphan_queues);
+    crate::durability::adopt_orphaned_queues(&by_name, orphan_queues);
     // Requests acknowledged before a restart but not yet safe downstream are routed again
     // (the tail sampler rebuilds the traces it held); new requests are served meanwhile.
     let replay = core.ingest_log.is_some().then(|| {

@@ -288,8 +288,13 @@ impl IngestLog {
     pub fn snapshot(&self) -> IngestLogSnapshot {
         let mut s = self.counters.get();
         s.wal = self.wal.stats();
-        s.unreleased_frames = self.wal.next_lsn() - self.low.get();
+        s.unreleased_frames = self.unreleased_frames();
         s
+    }
+
+    /// Frames appended but not yet released (the watermark lag).
+    pub fn unreleased_frames(&self) -> u64 {
+        self.wal.next_lsn() - self.low.get()
     }
 
     /// Checkpoints what was released and closes the log (persisting the checkpoint).
@@ -423,7 +428,7 @@ pub(crate) async fn drain_orphaned_ingest_logs(
         let n = orphan
             .replay(|signal, tracked| core.replay(signal, tracked, true))
             .await;
-        while orphan.snapshot().unreleased_frames > 0 {
+        while orphan.unreleased_frames() > 0 {
             orphan.advance();
             glommio::timer::sleep(CHECKPOINT_EVERY).await;
         }
