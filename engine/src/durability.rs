@@ -13,10 +13,11 @@
 //! spans handed to *durable* export queues, dropped spans dropped) or, without a sampler, handed
 //! to the durable export queues. Instead of per-channel watermarks, the engine uses the fact
 //! that the hot path never copies span bytes (invariant 2): after the append, the request body
-//! is wrapped in a [`bytes::Bytes`] whose owner is a [`FrameGuard`]. Every span batch routed
+//! is wrapped in a [`bytes::Bytes`] that keeps the frame's token alive
+//! ([`shardtel_protocol::scan::keep_alive`]). Every span batch routed
 //! over the mesh, every buffer the sampler holds, every piece in an export batch waiting for
 //! its disk-queue append (or, for in-memory queues, for its send) is a slice of that buffer.
-//! When the last slice is dropped, on whichever core, the guard marks the frame's LSN released
+//! When the last slice (and the last clone of the token) is dropped, on whichever core, the token marks the frame's LSN released
 //! in a ring of single-writer-per-slot atomics. The receiving core scans the ring from its low
 //! watermark every [`CHECKPOINT_EVERY`] and checkpoints its log at the first unreleased LSN;
 //! whole segments below it are deleted. A refused request drops its body at once, so its frame
@@ -46,7 +47,7 @@ pub const CHECKPOINT_EVERY: Duration = Duration::from_millis(100);
 /// Requests per core whose frames may be unreleased at once; more are refused as overloaded.
 pub const MAX_UNRELEASED: u64 = 1 << 18;
 
-/// LSNs released by their [`FrameGuard`]s. Slot `lsn % MAX_UNRELEASED` holds `lsn + 1` once
+/// LSNs released by their frame tokens. Slot `lsn % MAX_UNRELEASED` holds `lsn + 1` once
 /// `lsn` is released; each slot has one writer at a time (the frame's guard), the owning core
 /// only reads.
 struct ReleaseRing {
@@ -81,18 +82,6 @@ struct FrameToken {
 impl Drop for FrameToken {
     fn drop(&mut self) {
         self.ring.release(self.lsn);
-    }
-}
-
-/// Owns a logged request body and a reference to its frame's token.
-struct FrameGuard {
-    body: Bytes,
-    _token: Hold,
-}
-
-impl AsRef<[u8]> for FrameGuard {
-    fn as_ref(&self) -> &[u8] {
-        &self.body
     }
 }
 
@@ -215,10 +204,7 @@ impl IngestLog {
             ring: self.ring.clone(),
         });
         Tracked {
-            body: Bytes::from_owner(FrameGuard {
-                body,
-                _token: hold.clone(),
-            }),
+            body: shardtel_protocol::scan::keep_alive(body, hold.clone()),
             hold,
         }
     }

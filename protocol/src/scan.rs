@@ -233,6 +233,21 @@ fn find(list: &[(u32, bytes::Bytes)], i: u32) -> Option<&bytes::Bytes> {
 /// itself (the engine uses it for the on-disk copy of the request: see [`SpanBatch::hold`]).
 pub type Hold = std::sync::Arc<dyn std::any::Any + Send + Sync>;
 
+/// `data` as a buffer that also keeps `keep` alive for as long as any slice of it lives (a
+/// [`Hold`], the buffer a copy was made from, ...).
+pub fn keep_alive<K: Send + 'static>(data: bytes::Bytes, keep: K) -> bytes::Bytes {
+    struct KeepAlive<K> {
+        data: bytes::Bytes,
+        _keep: K,
+    }
+    impl<K> AsRef<[u8]> for KeepAlive<K> {
+        fn as_ref(&self) -> &[u8] {
+            &self.data
+        }
+    }
+    bytes::Bytes::from_owner(KeepAlive { data, _keep: keep })
+}
+
 /// A self-contained batch of spans: the request buffer + its index. This is what crosses
 /// cores (`Send`).
 #[derive(Clone)]

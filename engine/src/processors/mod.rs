@@ -624,19 +624,7 @@ fn held_by(batch: &SpanBatch, new: Bytes) -> Bytes {
 /// body releases its ingest-log frame (see [`crate::durability`]); a rewritten copy must hold
 /// the original until the copy itself is safe downstream, or a crash could lose it.
 pub(crate) fn held(new: Bytes, origin: &Bytes) -> Bytes {
-    struct Held {
-        new: Bytes,
-        _origin: Bytes,
-    }
-    impl AsRef<[u8]> for Held {
-        fn as_ref(&self) -> &[u8] {
-            &self.new
-        }
-    }
-    Bytes::from_owner(Held {
-        new,
-        _origin: origin.clone(),
-    })
+    shardtel_protocol::scan::keep_alive(new, origin.clone())
 }
 
 fn to_config_signal(s: Signal) -> shardtel_config::Signal {

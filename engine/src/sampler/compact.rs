@@ -10,7 +10,7 @@
 
 use std::ops::Range;
 
-use bytes::{BufMut, Bytes, BytesMut};
+use bytes::{BufMut, BytesMut};
 use shardtel_protocol::scan::{ResourceEntry, ScopeEntry, SpanBatch, SpanEntry, TracesIndex};
 
 use super::table::span_field_len;
@@ -114,28 +114,13 @@ pub(crate) fn compact(batch: &SpanBatch, live: &[u32]) -> SpanBatch {
     // request's ingest-log frame, which must not be released while these spans are only in
     // memory), but not the original buffer itself.
     let buf = match &batch.hold {
-        Some(hold) => Bytes::from_owner(Compacted {
-            data: out.freeze(),
-            _hold: hold.clone(),
-        }),
+        Some(hold) => shardtel_protocol::scan::keep_alive(out.freeze(), hold.clone()),
         None => out.freeze(),
     };
     SpanBatch {
         buf,
         index,
         hold: batch.hold.clone(),
-    }
-}
-
-/// A compacted buffer that keeps its original's [`SpanBatch::hold`].
-struct Compacted {
-    data: Bytes,
-    _hold: shardtel_protocol::scan::Hold,
-}
-
-impl AsRef<[u8]> for Compacted {
-    fn as_ref(&self) -> &[u8] {
-        &self.data
     }
 }
 
