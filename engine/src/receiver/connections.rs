@@ -117,7 +117,6 @@ pub struct ConnectionLimit {
     bytes_limit: usize,
     /// [`worst_case_bytes`] of a gRPC and of an HTTP connection.
     worst: [usize; 2],
-    bytes: Cell<usize>,
     open: [Cell<usize>; 2],
     refusing: Cell<usize>,
     refused: [Cell<u64>; 2],
@@ -131,7 +130,6 @@ impl ConnectionLimit {
             limit,
             bytes_limit: usize::MAX,
             worst: [0; 2],
-            bytes: Cell::new(0),
             open: Default::default(),
             refusing: Cell::new(0),
             refused: Default::default(),
@@ -156,11 +154,10 @@ impl ConnectionLimit {
     /// [`ConnectionLimit::refused`] when the connection ends.
     pub fn admit(&self, protocol: Protocol) -> Admission {
         let i = protocol as usize;
-        let bytes = self.bytes.get() + self.worst[i];
-        if self.open.iter().map(Cell::get).sum::<usize>() < self.limit && bytes <= self.bytes_limit
+        if self.open.iter().map(Cell::get).sum::<usize>() < self.limit
+            && self.bytes() + self.worst[i] <= self.bytes_limit
         {
             self.open[i].set(self.open[i].get() + 1);
-            self.bytes.set(bytes);
             return Admission::Serve;
         }
         if self.refusing.get() < REFUSING_PER_CORE {
@@ -177,11 +174,11 @@ impl ConnectionLimit {
         let c = &self.open[protocol as usize];
         debug_assert!(c.get() > 0);
         c.set(c.get().saturating_sub(1));
-        self.bytes.set(
-            self.bytes
-                .get()
-                .saturating_sub(self.worst[protocol as usize]),
-        );
+    }
+
+    /// What the served connections may hold together, each at its worst case.
+    fn bytes(&self) -> usize {
+        self.open[0].get() * self.worst[0] + self.open[1].get() * self.worst[1]
     }
 
     /// A refused connection ended.
