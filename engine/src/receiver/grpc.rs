@@ -15,8 +15,8 @@ use shardtel_protocol::Signal;
 use shardtel_sinks::net::{GlommioIo, LocalExec};
 
 use super::{
-    collect_body, connections, run_until_drained, too_large_or_overloaded, CollectError,
-    ResponseBody,
+    charge_decoded, collect_body, connections, run_until_drained, too_large_or_overloaded,
+    CollectError, ResponseBody,
 };
 use crate::core::Core;
 use crate::ingest::IngestError;
@@ -169,12 +169,8 @@ async fn handle(core: &Core, req: Request<Incoming>) -> Response<ResponseBody> {
             return status_only(Code::Cancelled, &format!("request body failed: {e}"));
         }
     };
-    let result = decode(encoding, &body, limit, guard.room()).and_then(|(message, fresh)| {
-        if fresh {
-            guard.try_add(message.len())?;
-        }
-        Ok(message)
-    });
+    let result =
+        decode(encoding, &body, limit, guard.room()).and_then(|d| charge_decoded(&guard, d));
     drop(body);
     let message = match result {
         Ok(m) => m,

@@ -169,9 +169,8 @@ async fn handle(core: &Core, req: Request<Incoming>) -> Response<ResponseBody> {
             );
         }
     };
-    let received = body.as_ptr();
     let decoded = decode(signal, format, encoding, body, limit, guard.room())
-        .and_then(|m| charge_decoded(&guard, received, m));
+        .and_then(|decoded| charge_decoded(&guard, decoded));
     let message = match decoded {
         Ok(m) => m,
         Err(e) => {
@@ -199,7 +198,8 @@ async fn handle(core: &Core, req: Request<Incoming>) -> Response<ResponseBody> {
 }
 
 /// Decompresses (at most `limit` bytes, and at most `room`: the request bytes this request may
-/// still add on its core) and converts JSON to protobuf.
+/// still add on its core) and converts JSON to protobuf. The flag is true when the message is
+/// a new allocation (decompressed or converted), false when it is `body` itself.
 fn decode(
     signal: Signal,
     format: Format,
@@ -207,17 +207,21 @@ fn decode(
     body: Bytes,
     limit: usize,
     room: usize,
-) -> Result<Bytes, IngestError> {
-    let raw = match encoding {
-        Encoding::Identity => body,
-        enc => decompress(enc, &body, limit.min(room)).map_err(|e| match e {
-            DecompressError::TooLarge { .. } => too_large_or_overloaded(limit, room),
-            other => IngestError::Malformed(format!("failed to decompress the body: {other}")),
-        })?,
+) -> Result<(Bytes, bool), IngestError> {
+    let (raw, fresh) = match encoding {
+        Encoding::Identity => (body, false),
+        enc => (
+            decompress(enc, &body, limit.min(room)).map_err(|e| match e {
+                DecompressError::TooLarge { .. } => too_large_or_overloaded(limit, room),
+                other => IngestError::Malformed(format!("failed to decompress the body: {other}")),
+            })?,
+            true,
+        ),
     };
     match format {
-        Format::Protobuf => Ok(raw),
+        Format::Protobuf => Ok((raw, fresh)),
         Format::Json => json::to_protobuf(signal, &raw)
+            .map(|pb| (pb, true))
             .map_err(|e| IngestError::Malformed(format!("malformed OTLP/JSON request: {e}"))),
     }
 }

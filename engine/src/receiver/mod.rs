@@ -239,14 +239,13 @@ pub fn too_large_or_overloaded(limit: usize, room: usize) -> IngestError {
     }
 }
 
-/// Charges a decoded message to its request's `guard` unless it is the received body itself
-/// (at `received`), which `collect_body` charged already.
+/// Charges a decoded message to its request's `guard` when it is a new allocation (`fresh`:
+/// decompressed or converted); the received body itself was charged by `collect_body`.
 pub fn charge_decoded(
     guard: &InflightGuard<'_>,
-    received: *const u8,
-    message: Bytes,
+    (message, fresh): (Bytes, bool),
 ) -> Result<Bytes, IngestError> {
-    if message.as_ptr() != received {
+    if fresh {
         guard.try_add(message.len())?;
     }
     Ok(message)
