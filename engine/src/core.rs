@@ -457,27 +457,17 @@ impl Core {
         // The metrics processors run on the receiving core, before the split. A request they
         // changed is joined into one buffer (a copy of that request only) to be split.
         let mut dropped = 0;
-        let body = match self.processors.request_chain(Signal::Metrics) {
-            Some(chain) => {
-                scan_metrics(&body).map_err(malformed)?;
-                match chain.process_request(&body) {
-                    Ok(Some((piece, outcome))) => {
-                        dropped = outcome.dropped;
-                        let mut joined = Vec::with_capacity(piece.len);
-                        for chunk in &piece.chunks {
-                            joined.extend_from_slice(chunk);
-                        }
-                        crate::processors::held(Bytes::from(joined), &body)
-                    }
-                    Ok(None) => body,
-                    Err(e) => {
-                        log::warn!(
-                            "core {}: metrics processors skipped a request: {e}",
-                            self.id
-                        );
-                        body
-                    }
+        if self.processors.request_chain(Signal::Metrics).is_some() {
+            scan_metrics(&body).map_err(malformed)?;
+        }
+        let body = match self.run_request_chain(Signal::Metrics, &body) {
+            Some((piece, outcome)) => {
+                dropped = outcome.dropped;
+                let mut joined = Vec::with_capacity(piece.len);
+                for chunk in &piece.chunks {
+                    joined.extend_from_slice(chunk);
                 }
+                crate::processors::held(Bytes::from(joined), &body)
             }
             None => body,
         };
@@ -692,19 +682,28 @@ impl Core {
     /// Runs a metrics or logs pipeline's processors on a validated request of `items` items:
     /// the piece to export and how many items it holds.
     fn process_request(&self, signal: Signal, body: Bytes, items: u64) -> (Encoded, u64) {
-        let Some(chain) = self.processors.request_chain(signal) else {
-            return (whole(body), items);
-        };
-        match chain.process_request(&body) {
-            Ok(Some((piece, outcome))) => (piece, items.saturating_sub(outcome.dropped)),
-            Ok(None) => (whole(body), items),
+        match self.run_request_chain(signal, &body) {
+            Some((piece, outcome)) => (piece, items.saturating_sub(outcome.dropped)),
+            None => (whole(body), items),
+        }
+    }
+
+    /// Runs a metrics or logs pipeline's processors on a validated request: the changed request
+    /// and what the chain did, or `None` when there is no chain or it changed nothing.
+    fn run_request_chain(
+        &self,
+        signal: Signal,
+        body: &Bytes,
+    ) -> Option<(Encoded, crate::processors::ChainOutcome)> {
+        match self.processors.request_chain(signal)?.process_request(body) {
+            Ok(changed) => changed,
             Err(e) => {
                 // The scanner accepted the request, so the walk cannot fail; export it as is.
                 log::warn!(
                     "core {}: {signal} processors skipped a request: {e}",
                     self.id
                 );
-                (whole(body), items)
+                None
             }
         }
     }
