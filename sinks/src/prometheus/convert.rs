@@ -259,6 +259,8 @@ impl Converter {
     ) {
         let suffixes = self.settings.suffixes;
         let name = |ty| metric_name(&m.name, &m.unit, ty, suffixes);
+        // Temporality (delta or cumulative, else unconvertible), then the name.
+        let prelude = |temporality, ty| Some((is_delta(temporality)?, name(ty)?));
         match &m.data {
             Some(metric::Data::Gauge(g)) => {
                 let Some(name) = name(MetricType::Gauge) else {
@@ -274,10 +276,7 @@ impl Converter {
                 } else {
                     MetricType::NonMonotonicCounter
                 };
-                let Some(delta) = is_delta(s.aggregation_temporality) else {
-                    return self.invalid(out, s.data_points.len());
-                };
-                let Some(name) = name(ty) else {
+                let Some((delta, name)) = prelude(s.aggregation_temporality, ty) else {
                     return self.invalid(out, s.data_points.len());
                 };
                 for p in &s.data_points {
@@ -285,10 +284,9 @@ impl Converter {
                 }
             }
             Some(metric::Data::Histogram(h)) => {
-                let Some(delta) = is_delta(h.aggregation_temporality) else {
-                    return self.invalid(out, h.data_points.len());
-                };
-                let Some(name) = name(MetricType::Distribution) else {
+                let Some((delta, name)) =
+                    prelude(h.aggregation_temporality, MetricType::Distribution)
+                else {
                     return self.invalid(out, h.data_points.len());
                 };
                 for p in &h.data_points {
@@ -296,10 +294,9 @@ impl Converter {
                 }
             }
             Some(metric::Data::ExponentialHistogram(h)) => {
-                let Some(delta) = is_delta(h.aggregation_temporality) else {
-                    return self.invalid(out, h.data_points.len());
-                };
-                let Some(name) = name(MetricType::Distribution) else {
+                let Some((delta, name)) =
+                    prelude(h.aggregation_temporality, MetricType::Distribution)
+                else {
                     return self.invalid(out, h.data_points.len());
                 };
                 for p in &h.data_points {
@@ -454,11 +451,17 @@ impl Converter {
             else {
                 unreachable!()
             };
-            (bounds.clone(), counts.clone(), *count, Some(*sum))
+            // Copied: the state stays borrowed from `self` otherwise.
+            (
+                Cow::Owned(bounds.clone()),
+                Cow::Owned(counts.clone()),
+                *count,
+                Some(*sum),
+            )
         } else {
             (
-                p.explicit_bounds.clone(),
-                p.bucket_counts.clone(),
+                Cow::Borrowed(&p.explicit_bounds[..]),
+                Cow::Borrowed(&p.bucket_counts[..]),
                 p.count,
                 p.sum,
             )
