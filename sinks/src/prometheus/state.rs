@@ -7,6 +7,7 @@
 //! is forgotten (`evicted`). A forgotten delta series starts again from zero, which Prometheus
 //! reads as a counter reset.
 
+use std::borrow::Cow;
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
@@ -50,9 +51,9 @@ pub(crate) struct Buckets {
 
 impl Buckets {
     /// The same counts at a scale `by` lower (each bucket merges into `index >> by`).
-    pub(crate) fn downscaled(&self, by: u32) -> Buckets {
+    pub(crate) fn downscaled(&self, by: u32) -> Cow<'_, Buckets> {
         if by == 0 || self.counts.is_empty() {
-            return self.clone();
+            return Cow::Borrowed(self);
         }
         let by = by.min(31);
         let offset = self.offset >> by;
@@ -61,7 +62,7 @@ impl Buckets {
         for (i, c) in self.counts.iter().enumerate() {
             counts[(((self.offset + i as i32) >> by) - offset) as usize] += c;
         }
-        Buckets { offset, counts }
+        Cow::Owned(Buckets { offset, counts })
     }
 
     /// Adds `other`'s counts (same scale).
@@ -96,8 +97,10 @@ impl ExpBuckets {
         let scale = self.scale.min(delta.scale);
         let mine = (self.scale - scale) as u32;
         let theirs = (delta.scale - scale) as u32;
-        self.positive = self.positive.downscaled(mine);
-        self.negative = self.negative.downscaled(mine);
+        if mine > 0 {
+            self.positive = self.positive.downscaled(mine).into_owned();
+            self.negative = self.negative.downscaled(mine).into_owned();
+        }
         self.positive.add(&delta.positive.downscaled(theirs));
         self.negative.add(&delta.negative.downscaled(theirs));
         self.scale = scale;
@@ -246,7 +249,7 @@ mod tests {
         };
         // indices -3..=1 >> 1: -2,-1,-1,0,0
         assert_eq!(
-            b.downscaled(1),
+            b.downscaled(1).into_owned(),
             Buckets {
                 offset: -2,
                 counts: vec![1, 5, 9]
