@@ -219,14 +219,16 @@ impl LokiConverter {
                 .resource
                 .as_ref()
                 .map_or(&[], |r| r.attributes.as_slice());
+            // The resource's labels and the rest of its attributes: once per resource.
+            let mut resource_labels: Vec<(String, String)> = Vec::new();
+            let resource_rest = pick_labels(resource, &self.resource_labels, &mut resource_labels);
             for sl in &rl.scope_logs {
                 let (scope_name, scope_version) = sl
                     .scope
                     .as_ref()
                     .map_or(("", ""), |s| (s.name.as_str(), s.version.as_str()));
                 for record in &sl.log_records {
-                    let mut labels: Vec<(String, String)> = Vec::new();
-                    let resource_rest = pick_labels(resource, &self.resource_labels, &mut labels);
+                    let mut labels = resource_labels.clone();
                     let attributes_rest =
                         pick_labels(&record.attributes, &self.attribute_labels, &mut labels);
                     if labels.is_empty() {
