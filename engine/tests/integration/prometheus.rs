@@ -495,3 +495,93 @@ exporters = ["prom"]
         assert!(shardtel.metric_sum("shardtel_mesh_sent_batches_total", "") > 0);
     }
 }
+
+/// Through the OpenTelemetry SDK's own OTLP metric exporter (OTLP/HTTP protobuf): a counter and
+/// a histogram recorded by the SDK reach Prometheus by remote write, with their values, the
+/// `job`/`instance` labels from the SDK's resource and the spec's names.
+#[test]
+fn sdk_metrics_reach_prometheus() {
+    use opentelemetry::metrics::MeterProvider as _;
+    use opentelemetry_otlp::{Protocol, WithExportConfig};
+
+    if !prometheus_available("sdk_metrics_reach_prometheus") {
+        return;
+    }
+    let url = prometheus_url();
+    let shardtel = Shardtel::start(move |dir, ports| {
+        base_config(dir, ports, "")
+            + &format!(
+                r#"
+[exporters.prom]
+type = "prometheusremotewrite"
+endpoint = "{url}/api/v1/write"
+batch = {{ timeout = "50ms" }}
+
+[pipelines.metrics]
+receivers = ["otlp"]
+exporters = ["prom"]
+"#
+            )
+    });
+    let nanos = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_nanos();
+    let service = format!("sdk-{}-{nanos}", std::process::id());
+    let exporter = opentelemetry_otlp::MetricExporter::builder()
+        .with_http()
+        .with_protocol(Protocol::HttpBinary)
+        .with_endpoint(format!("{}/v1/metrics", shardtel.http_url()))
+        .build()
+        .unwrap();
+    let provider = opentelemetry_sdk::metrics::SdkMeterProvider::builder()
+        .with_resource(
+            opentelemetry_sdk::Resource::builder()
+                .with_service_name(service.clone())
+                .with_attribute(opentelemetry::KeyValue::new("service.instance.id", "sdk-1"))
+                .build(),
+        )
+        .with_periodic_exporter(exporter)
+        .build();
+    let meter = provider.meter("sdk-test");
+    let requests = meter.u64_counter("sdk.requests").build();
+    let latency = meter
+        .f64_histogram("sdk.latency")
+        .with_unit("ms")
+        .with_boundaries(vec![10.0, 100.0])
+        .build();
+    let route = [opentelemetry::KeyValue::new("route", "/a")];
+    requests.add(7, &route);
+    for ms in [5.0, 50.0, 500.0] {
+        latency.record(ms, &route);
+    }
+    provider.force_flush().unwrap();
+
+    let sel = format!("job=\"{service}\",instance=\"sdk-1\",route=\"/a\"");
+    let now = || {
+        SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap()
+            .as_millis() as i64
+    };
+    assert!(
+        wait_until(30, || value(&format!("sdk_requests_total{{{sel}}}"), now())
+            == Some(7.0)),
+        "sdk_requests_total is {:?}; shardtel log:\n{}\n{}",
+        value(&format!("sdk_requests_total{{{sel}}}"), now()),
+        shardtel.log(),
+        shardtel.metrics()
+    );
+    assert_eq!(
+        value(&format!("sdk_latency_milliseconds_count{{{sel}}}"), now()),
+        Some(3.0)
+    );
+    assert_eq!(
+        value(
+            &format!("sdk_latency_milliseconds_bucket{{{sel},le=\"100\"}}"),
+            now()
+        ),
+        Some(2.0)
+    );
+    provider.shutdown().unwrap();
+}
