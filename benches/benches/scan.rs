@@ -40,6 +40,15 @@ fn bench_scan(c: &mut Criterion) {
         })
     });
 
+    // The exporters' re-scan of a batch validated on its way in (Kafka trace messages).
+    g.bench_function("scan_structure", |b| {
+        b.iter(|| {
+            for p in &payloads {
+                index.scan_structure(black_box(p)).unwrap();
+            }
+        })
+    });
+
     let mut parts = Vec::new();
     g.bench_function("scan_partition_2", |b| {
         b.iter(|| {

@@ -374,7 +374,7 @@ impl Default for RetryConfig {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct QueueConfig {
     /// Where batches wait. Default: `disk` with `engine.durability = "ack_after_sync"`,
-    /// `memory` with `"none"`.
+    /// `memory` with `"none"`; `memory` for `kafka` exporters ([`Self::default_storage`]).
     pub storage: QueueStorage,
     /// Bytes queued per core (on disk, or in memory); when full, receivers refuse new data with
     /// a retryable error, or the oldest data is dropped with `overflow = "drop_oldest"`.
@@ -411,6 +411,21 @@ impl QueueConfig {
     pub const DISK_MAX_BYTES: usize = 1 << 30;
     /// Default `max_bytes` of a memory queue.
     pub const MEMORY_MAX_BYTES: usize = 64 << 20;
+
+    /// The default `storage` of an exporter's queue: `disk` with `engine.durability =
+    /// "ack_after_sync"`, `memory` with `"none"` — except for `kafka` exporters, whose queue is
+    /// in memory either way. Kafka is itself a replicated log: with durability on, a batch
+    /// keeps its ingest-log frames until the broker acknowledged every message of it, so a
+    /// crash replays it from the ingest log, and a disk queue would only write every batch a
+    /// second time (it cost the gateway 16 % of its throughput; `BENCHMARKS.md`). What a
+    /// disk queue adds is room to spill while the broker is down; `storage = "disk"` keeps it.
+    pub fn default_storage(kafka: bool, durability: crate::Durability) -> QueueStorage {
+        if kafka {
+            QueueStorage::Memory
+        } else {
+            Self::for_durability(durability).storage
+        }
+    }
 
     /// The defaults with `engine.durability = durability`.
     pub fn for_durability(durability: crate::Durability) -> Self {
@@ -808,13 +823,15 @@ pub(crate) fn decode_queue(d: &mut Decoder<'_>, parent: &Section<'_, '_>) -> Que
     }
 }
 
-/// Gives each exporter queue whose `storage` or `max_bytes` the file left out the default for
-/// `engine.durability`: a disk queue of 1 GiB with `"ack_after_sync"`, a memory queue of 64 MiB
-/// with `"none"`.
+/// Gives each exporter queue whose `storage` or `max_bytes` the file left out its default: a
+/// disk queue of 1 GiB with `engine.durability = "ack_after_sync"`, a memory queue of 64 MiB
+/// with `"none"` — and a memory queue for `kafka` exporters either way (see
+/// [`QueueConfig::default_storage`]).
 pub(crate) fn resolve_queue_defaults(config: &mut crate::Config, locations: &Locations) {
     let durability = config.engine.durability;
     for (name, exporter) in config.exporters.iter_mut() {
         let key = crate::decode::join(&crate::decode::join("exporters", name), "queue");
+        let kafka = matches!(exporter.kind, ExporterKind::Kafka(_));
         let queue = match &mut exporter.kind {
             ExporterKind::Otlp(c) => &mut c.queue,
             ExporterKind::OtlpHttp(c) => &mut c.queue,
@@ -825,7 +842,7 @@ pub(crate) fn resolve_queue_defaults(config: &mut crate::Config, locations: &Loc
             ExporterKind::Blackhole => continue,
         };
         if !locations.given(&crate::decode::join(&key, "storage")) {
-            queue.storage = QueueConfig::for_durability(durability).storage;
+            queue.storage = QueueConfig::default_storage(kafka, durability);
         }
         if !locations.given(&crate::decode::join(&key, "max_bytes")) {
             queue.max_bytes = match queue.storage {

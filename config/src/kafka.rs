@@ -239,7 +239,8 @@ pub struct KafkaExporterConfig {
     pub batch: BatchConfig,
     /// `[exporters.NAME.retry]`.
     pub retry: RetryConfig,
-    /// `[exporters.NAME.queue]`.
+    /// `[exporters.NAME.queue]`; in memory by default, whatever `engine.durability` is
+    /// ([`QueueConfig::default_storage`]).
     pub queue: QueueConfig,
 }
 
@@ -295,7 +296,7 @@ impl KafkaExporterConfig {
             librdkafka: BTreeMap::new(),
             batch: BatchConfig::default(),
             retry: RetryConfig::default(),
-            queue: QueueConfig::default(),
+            queue: QueueConfig::for_durability(crate::Durability::None),
         }
     }
 

@@ -928,6 +928,20 @@ exporters = ["otlp", "tempo", "file", "blackhole"]
             (h.storage, h.max_bytes, h.overflow),
             (QueueStorage::Disk, 8 << 20, QueueOverflow::DropOldest)
         );
+        // Kafka exporters queue in memory either way (their batches hold ingest-log frames
+        // until the broker acknowledged them); a disk queue is kept when asked for.
+        let kafka = ok("[engine]\ndurability = \"ack_after_sync\"\n\
+             [exporters.k]\ntype = \"kafka\"\nbrokers = [\"b:9092\"]\n\
+             [exporters.d]\ntype = \"kafka\"\nbrokers = [\"b:9092\"]\nqueue = { storage = \"disk\" }\n\
+             [receivers.otlp]\n[pipelines.traces]\nreceivers = [\"otlp\"]\nexporters = [\"k\", \"d\"]\n");
+        assert_eq!(
+            queue(&kafka, "k"),
+            QueueConfig::for_durability(Durability::None)
+        );
+        assert_eq!(
+            (queue(&kafka, "d").storage, queue(&kafka, "d").max_bytes),
+            (QueueStorage::Disk, 1 << 30)
+        );
         let fast = ok(
             "[engine]\ndurability = \"none\"\n[exporters.f]\ntype = \"file\"\npath = \"/tmp/x\"\n\
              [receivers.otlp]\n[pipelines.traces]\nreceivers = [\"otlp\"]\nexporters = [\"f\"]\n",

@@ -284,6 +284,17 @@ impl SpanBatch {
         })
     }
 
+    /// [`Self::scan`] for a request validated before ([`TracesIndex::scan_structure`]).
+    pub fn scan_structure(buf: bytes::Bytes) -> Result<SpanBatch, ScanError> {
+        let mut index = TracesIndex::default();
+        index.scan_structure(&buf)?;
+        Ok(SpanBatch {
+            buf,
+            index,
+            hold: None,
+        })
+    }
+
     /// The body of span `i` (index into `index.spans`) as a zero-copy slice (its rewritten
     /// body, if a processor rewrote it).
     pub fn span_body(&self, i: usize) -> bytes::Bytes {
@@ -816,6 +827,22 @@ pub(crate) fn container_headers<H>(
     body: Range<usize>,
     table: &'static [(u32, Kind)],
     depth: u32,
+    on_header: H,
+) -> Result<bool, ScanError>
+where
+    H: FnMut(Range<usize>),
+{
+    headers_pass::<true, H>(buf, body, table, depth, on_header)
+}
+
+/// [`container_headers`], validating the header fields only when `VALIDATE` (a structural
+/// pass otherwise: wire types and lengths).
+#[inline]
+fn headers_pass<const VALIDATE: bool, H>(
+    buf: &[u8],
+    body: Range<usize>,
+    table: &'static [(u32, Kind)],
+    depth: u32,
     mut on_header: H,
 ) -> Result<bool, ScanError>
 where
@@ -829,7 +856,11 @@ where
             read_msg(&mut r, key)?;
             children = true;
         } else {
-            validate_header(&mut r, key, table, depth)?;
+            if VALIDATE {
+                validate_header(&mut r, key, table, depth)?;
+            } else {
+                r.skip(key)?;
+            }
             on_header(key.offset..r.position());
         }
     }
@@ -991,6 +1022,26 @@ fn scan_span(buf: &[u8], body: Range<usize>) -> Result<TraceId, ScanError> {
     Ok(trace_id)
 }
 
+/// The trace id of a Span body, checking only the wire structure of its fields (see
+/// [`TracesIndex::scan_structure`]); the last `trace_id` field wins, as in [`scan_span`].
+#[inline]
+fn span_trace_id(buf: &[u8], body: Range<usize>) -> Result<TraceId, ScanError> {
+    let mut r = Reader::nested(buf, body);
+    let mut trace_id: &[u8] = &[];
+    while !r.is_empty() {
+        let key = r.read_key()?;
+        if key.field == 1 {
+            let b = read_msg(&mut r, key)?;
+            trace_id = &buf[b];
+        } else {
+            r.skip(key)?;
+        }
+    }
+    <TraceId>::try_from(trace_id).map_err(|_| ScanError::InvalidTraceIdLength {
+        len: trace_id.len() as u32,
+    })
+}
+
 impl TracesIndex {
     /// Empties the index, keeping its capacity.
     pub fn clear(&mut self) {
@@ -1004,6 +1055,19 @@ impl TracesIndex {
     /// Validates and indexes an `ExportTraceServiceRequest`; on error the index content is
     /// unspecified.
     pub fn scan(&mut self, buf: &[u8]) -> Result<(), ScanError> {
+        self.scan_with::<true>(buf)
+    }
+
+    /// Indexes an `ExportTraceServiceRequest` that was validated before (by [`Self::scan`] on
+    /// its way in, e.g. a batch re-framed from scanned requests): the same index as `scan` for
+    /// any request `scan` accepts, but only the wire structure is checked (tags, wire types,
+    /// lengths, nesting, 16-byte trace ids), not what fields hold (UTF-8, attribute values,
+    /// span id lengths, events, links). Several times cheaper; never panics on any input.
+    pub fn scan_structure(&mut self, buf: &[u8]) -> Result<(), ScanError> {
+        self.scan_with::<false>(buf)
+    }
+
+    fn scan_with<const VALIDATE: bool>(&mut self, buf: &[u8]) -> Result<(), ScanError> {
         self.clear();
         if buf.len() > u32::MAX as usize {
             return Err(ScanError::TooLarge);
@@ -1013,7 +1077,7 @@ impl TracesIndex {
             let key = r.read_key()?;
             if key.field == 1 {
                 let b = read_msg(&mut r, key)?;
-                self.scan_resource_spans(buf, b)?;
+                self.scan_resource_spans::<VALIDATE>(buf, b)?;
             } else {
                 r.skip(key)?;
             }
@@ -1021,15 +1085,22 @@ impl TracesIndex {
         Ok(())
     }
 
-    fn scan_resource_spans(&mut self, buf: &[u8], body: Range<usize>) -> Result<(), ScanError> {
+    fn scan_resource_spans<const VALIDATE: bool>(
+        &mut self,
+        buf: &[u8],
+        body: Range<usize>,
+    ) -> Result<(), ScanError> {
         let resource = self.resources.len() as u32;
         let first = self.headers.len() as u32;
         // Headers first (pass one), so that they are contiguous in `self.headers`.
         let headers = &mut self.headers;
-        let children =
-            container_headers(buf, body.clone(), RESOURCE_HEADERS, RESOURCE_DEPTH, |h| {
-                headers.push(h.start as u32..h.end as u32)
-            })?;
+        let children = headers_pass::<VALIDATE, _>(
+            buf,
+            body.clone(),
+            RESOURCE_HEADERS,
+            RESOURCE_DEPTH,
+            |h| headers.push(h.start as u32..h.end as u32),
+        )?;
         self.resources.push(ResourceEntry {
             headers: first..self.headers.len() as u32,
         });
@@ -1041,7 +1112,7 @@ impl TracesIndex {
                 ..
             } = self;
             container_children(buf, body, |scope_body| {
-                scan_scope_spans(buf, scope_body, resource, scopes, spans, headers)
+                scan_scope_spans::<VALIDATE>(buf, scope_body, resource, scopes, spans, headers)
             })?;
         }
         Ok(())
@@ -1237,7 +1308,7 @@ impl TracesIndex {
     }
 }
 
-fn scan_scope_spans(
+fn scan_scope_spans<const VALIDATE: bool>(
     buf: &[u8],
     body: Range<usize>,
     resource: u32,
@@ -1247,16 +1318,21 @@ fn scan_scope_spans(
 ) -> Result<(), ScanError> {
     let scope = scopes.len() as u32;
     let first = headers.len() as u32;
-    let children = container_headers(buf, body.clone(), SCOPE_HEADERS, SCOPE_DEPTH, |h| {
-        headers.push(h.start as u32..h.end as u32)
-    })?;
+    let children =
+        headers_pass::<VALIDATE, _>(buf, body.clone(), SCOPE_HEADERS, SCOPE_DEPTH, |h| {
+            headers.push(h.start as u32..h.end as u32)
+        })?;
     scopes.push(ScopeEntry {
         resource,
         headers: first..headers.len() as u32,
     });
     if children {
         container_children(buf, body, |span_body| {
-            let trace_id = scan_span(buf, span_body.clone())?;
+            let trace_id = if VALIDATE {
+                scan_span(buf, span_body.clone())?
+            } else {
+                span_trace_id(buf, span_body.clone())?
+            };
             spans.push(SpanEntry {
                 scope,
                 range: span_body.start as u32..span_body.end as u32,

@@ -577,6 +577,10 @@ proptest! {
         prop_assert_eq!(idx.scopes.len(), scope_i);
         prop_assert_eq!(idx.span_bytes(), decoded.resource_spans.iter().flat_map(|r| &r.scope_spans)
             .flat_map(|s| &s.spans).map(|s| s.encoded_len()).sum::<usize>());
+        // The structural scan (for batches validated before) builds the same index.
+        let mut structural = TracesIndex::default();
+        structural.scan_structure(&buf).unwrap();
+        prop_assert_eq!(&structural, &idx);
     }
 
     #[test]
@@ -686,6 +690,7 @@ proptest! {
     #[test]
     fn arbitrary_bytes_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..300)) {
         check_traces_input(&bytes);
+        let _ = TracesIndex::default().scan_structure(&bytes);
         check_metrics_input(&bytes);
         check_logs_input(&bytes);
         let _ = grpc::decode_message(&Bytes::from(bytes.clone()));
@@ -698,6 +703,13 @@ proptest! {
     #[test]
     fn damaged_traces_never_panic(bytes in damaged(gen_traces().prop_map(|r| r.encode_to_vec()))) {
         check_traces_input(&bytes);
+        // The structural scan accepts whatever the validating scan accepts, with the same index.
+        let (mut full, mut structural) = (TracesIndex::default(), TracesIndex::default());
+        let structure = structural.scan_structure(&bytes);
+        if full.scan(&bytes).is_ok() {
+            prop_assert!(structure.is_ok());
+            prop_assert_eq!(&structural, &full);
+        }
         // Whatever scans re-frames into something prost decodes.
         if let Ok(batch) = SpanBatch::scan(Bytes::from(bytes)) {
             let mut out = Encoded::default();

@@ -29,7 +29,7 @@ use shardtel_protocol::proto::logs::v1::{LogRecord, ResourceLogs, ScopeLogs};
 use crate::gen::{request, span};
 use crate::harness::{base_config, read_traces, wait_until, Shardtel};
 
-const BROKER: &str = "127.0.0.1:9092";
+pub const BROKER: &str = "127.0.0.1:9092";
 
 /// (trace id, span id).
 type SpanId = (Vec<u8>, Vec<u8>);
@@ -45,7 +45,7 @@ pub fn kafka_optional() -> bool {
 
 /// True when the broker is reachable; false (after a loud message) when it is not and
 /// `SHARDTEL_KAFKA_OPTIONAL=1`; panics otherwise.
-fn broker_available(test: &str) -> bool {
+pub fn broker_available(test: &str) -> bool {
     let reachable =
         TcpStream::connect_timeout(&BROKER.parse().unwrap(), Duration::from_secs(2)).is_ok();
     if reachable {

@@ -1,9 +1,17 @@
-//! Broker restart mid-stream: a gateway publishes to a durable Kafka-protocol broker (Tansu
-//! with its `sqlite://` storage, on a port of its own, not the shared :9092) that is killed
-//! (SIGKILL) and restarted while a real OTLP/HTTP client keeps sending. The producer's
-//! deliveries fail while the broker is down, the exporter retries them, and afterwards every
-//! span acknowledged to the client is in the topic (read back with an rdkafka consumer and
-//! decoded with prost); duplicates are counted and reported.
+//! Restarts mid-stream, with real OTLP/HTTP clients recording every span acknowledged to them,
+//! read back from the topic with an rdkafka consumer and decoded with prost (duplicates are
+//! counted and reported):
+//!
+//! - the broker: a gateway publishes to a durable Kafka-protocol broker (Tansu with its
+//!   `sqlite://` storage, on a port of its own, not the shared :9092) that is killed (SIGKILL)
+//!   and restarted while the clients keep sending. The producer's deliveries fail while the
+//!   broker is down, the exporter retries them, and afterwards every acknowledged span is in
+//!   the topic.
+//! - the gateway: `kill -9` of the gateway while acknowledged spans wait in its export queue
+//!   and in librdkafka (a 300 ms linger keeps some there), then a restart on the same
+//!   `data_dir` — with the Kafka exporter's default memory queue (its batches hold their
+//!   ingest-log frames until the broker acknowledged them, so the ingest log replays them) and
+//!   with a disk queue. Against the shared broker on :9092.
 //!
 //! The durable Tansu is a separate build (`cargo install tansu --features dynostore,libsql`,
 //! which test.sh caches under `target/tansu-sqlite`); `SHARDTEL_TANSU_SQLITE` names another
@@ -22,7 +30,10 @@ use shardtel_protocol::proto::collector::trace::v1::ExportTraceServiceRequest;
 
 use crate::gen::{request, span};
 use crate::harness::{base_config, free_port, wait_until, Shardtel};
-use crate::kafka::{create_topic_on, kafka_optional, read_topic_on, span_ids, unique_topic};
+use crate::kafka::{
+    broker_available, create_topic_on, kafka_optional, read_topic_on, span_ids, unique_topic,
+    BROKER,
+};
 
 /// The durable Tansu binary, if it is built.
 fn tansu_sqlite() -> Option<PathBuf> {
@@ -171,66 +182,19 @@ exporters = ["kafka"]
 
     // Two clients send requests of 5 new traces of 4 spans over OTLP/HTTP for 14 s;
     // the broker is killed at 4 s and restarted at 9 s.
-    let record = Arc::new(Mutex::new(ClientRecord::default()));
-    let stop = Arc::new(AtomicBool::new(false));
-    let sent_requests = Arc::new(AtomicU64::new(0));
-    let url = format!("{}/v1/traces", gateway.http_url());
-    let clients: Vec<_> = (0..2u8)
-        .map(|c| {
-            let (record, stop, sent, url) = (
-                record.clone(),
-                stop.clone(),
-                sent_requests.clone(),
-                url.clone(),
-            );
-            std::thread::spawn(move || {
-                let client = reqwest::blocking::Client::builder()
-                    .timeout(Duration::from_secs(10))
-                    .build()
-                    .unwrap();
-                let mut n = 0u64;
-                while !stop.load(Ordering::Relaxed) {
-                    let req = request(
-                        (0..20)
-                            .map(|i| span(60 + c, n * 5 + i % 5, n * 4 + i / 5))
-                            .collect(),
-                    );
-                    n += 1;
-                    sent.fetch_add(1, Ordering::Relaxed);
-                    let ok = client
-                        .post(&url)
-                        .header("content-type", "application/x-protobuf")
-                        .body(req.encode_to_vec())
-                        .send()
-                        .is_ok_and(|r| r.status().is_success());
-                    let mut r = record.lock().unwrap();
-                    if ok {
-                        r.acknowledged.extend(span_ids([&req]));
-                    } else {
-                        r.refused += 1;
-                    }
-                    drop(r);
-                    std::thread::sleep(Duration::from_millis(10));
-                }
-            })
-        })
-        .collect();
+    let clients = Clients::start(&gateway, 60);
     let started = Instant::now();
     let until = |secs: u64| {
         let at = started + Duration::from_secs(secs);
         std::thread::sleep(at.saturating_duration_since(Instant::now()));
     };
     until(4);
-    let acked_before = record.lock().unwrap().acknowledged.len();
+    let acked_before = clients.acknowledged();
     broker.kill();
     until(9);
     broker.spawn();
     until(14);
-    stop.store(true, Ordering::Relaxed);
-    for c in clients {
-        c.join().unwrap();
-    }
-    let record = std::mem::take(&mut *record.lock().unwrap());
+    let (record, sent_requests) = clients.finish();
     let acked = &record.acknowledged;
     assert!(acked_before > 0, "nothing acknowledged before the restart");
     assert!(
@@ -258,7 +222,110 @@ exporters = ["kafka"]
         gateway.metrics()
     );
 
-    // Read it all back from the restarted broker (decoding each message once).
+    // Read it all back from the restarted broker.
+    let (lost, duplicates, unacknowledged) =
+        read_back(&broker.address(), &topic, partitions, acked);
+    eprintln!(
+        "kafka broker restart: {} requests sent, {} refused; {} spans acknowledged, {lost} lost, {duplicates} duplicates, {unacknowledged} unacknowledged spans published; exporter retries {retries}, failed deliveries {failed_messages}",
+        sent_requests,
+        record.refused,
+        acked.len()
+    );
+    assert_eq!(
+        lost,
+        0,
+        "{lost} acknowledged spans are not in the topic; gateway log:\n{}\nbroker log:\n{}",
+        gateway.log(),
+        broker.log()
+    );
+}
+
+/// OTLP/HTTP clients recording what was acknowledged to them.
+struct Clients {
+    record: Arc<Mutex<ClientRecord>>,
+    stop: Arc<AtomicBool>,
+    sent: Arc<AtomicU64>,
+    threads: Vec<std::thread::JoinHandle<()>>,
+}
+
+impl Clients {
+    /// Two clients, each sending a request of 5 new traces of 4 spans every 10 ms (trace ids
+    /// built from `seed`), until [`Clients::finish`]. A refused or failed request (the gateway
+    /// or the broker down) is counted and the client goes on.
+    fn start(gateway: &Shardtel, seed: u8) -> Self {
+        let record = Arc::new(Mutex::new(ClientRecord::default()));
+        let stop = Arc::new(AtomicBool::new(false));
+        let sent = Arc::new(AtomicU64::new(0));
+        let url = format!("{}/v1/traces", gateway.http_url());
+        let threads = (0..2u8)
+            .map(|c| {
+                let (record, stop, sent, url) =
+                    (record.clone(), stop.clone(), sent.clone(), url.clone());
+                std::thread::spawn(move || {
+                    let client = reqwest::blocking::Client::builder()
+                        .timeout(Duration::from_secs(10))
+                        .build()
+                        .unwrap();
+                    let mut n = 0u64;
+                    while !stop.load(Ordering::Relaxed) {
+                        let req = request(
+                            (0..20)
+                                .map(|i| span(seed + c, n * 5 + i % 5, n * 4 + i / 5))
+                                .collect(),
+                        );
+                        n += 1;
+                        sent.fetch_add(1, Ordering::Relaxed);
+                        let ok = client
+                            .post(&url)
+                            .header("content-type", "application/x-protobuf")
+                            .body(req.encode_to_vec())
+                            .send()
+                            .is_ok_and(|r| r.status().is_success());
+                        let mut r = record.lock().unwrap();
+                        if ok {
+                            r.acknowledged.extend(span_ids([&req]));
+                        } else {
+                            r.refused += 1;
+                        }
+                        drop(r);
+                        std::thread::sleep(Duration::from_millis(10));
+                    }
+                })
+            })
+            .collect();
+        Clients {
+            record,
+            stop,
+            sent,
+            threads,
+        }
+    }
+
+    /// Spans acknowledged so far.
+    fn acknowledged(&self) -> usize {
+        self.record.lock().unwrap().acknowledged.len()
+    }
+
+    /// Stops the clients; returns what they saw and the requests they sent.
+    fn finish(self) -> (ClientRecord, u64) {
+        self.stop.store(true, Ordering::Relaxed);
+        for t in self.threads {
+            t.join().unwrap();
+        }
+        let record = std::mem::take(&mut *self.record.lock().unwrap());
+        (record, self.sent.load(Ordering::Relaxed))
+    }
+}
+
+/// Reads `topic` back (decoding each message once) until every span of `acked` is seen or
+/// 120 s pass; returns (acknowledged spans not found, duplicates, spans found that were never
+/// acknowledged).
+fn read_back(
+    broker: &str,
+    topic: &str,
+    partitions: i32,
+    acked: &BTreeSet<(Vec<u8>, Vec<u8>)>,
+) -> (usize, usize, usize) {
     let mut seen: BTreeMap<(Vec<u8>, Vec<u8>), usize> = BTreeMap::new();
     let mut decoded = 0;
     let mut missing = acked.len();
@@ -278,22 +345,88 @@ exporters = ["kafka"]
         decoded = ms.len();
         missing == 0
     };
-    let messages = read_topic_on(&broker.address(), &topic, partitions, 120, &mut done);
+    let messages = read_topic_on(broker, topic, partitions, 120, &mut done);
     done(&messages);
     let lost = acked.iter().filter(|id| !seen.contains_key(*id)).count();
     let duplicates: usize = seen.values().map(|n| n - 1).sum();
     let unacknowledged = seen.keys().filter(|id| !acked.contains(*id)).count();
+    (lost, duplicates, unacknowledged)
+}
+
+#[test]
+fn gateway_kill_9_with_the_default_memory_queue_loses_nothing_acknowledged() {
+    gateway_kill_9("memory queue (default)", "", 70);
+}
+
+#[test]
+fn gateway_kill_9_with_a_disk_queue_loses_nothing_acknowledged() {
+    gateway_kill_9("disk queue", "queue = { storage = \"disk\" }", 80);
+}
+
+/// `kill -9` of a gateway (durability on, the default) mid-stream, restart on the same
+/// `data_dir`: every span acknowledged to the clients is in the topic afterwards.
+fn gateway_kill_9(what: &str, queue: &str, seed: u8) {
+    if !broker_available("gateway_kill_9") {
+        return;
+    }
+    let partitions = 4;
+    let topic = unique_topic("gateway-kill9");
+    create_topic_on(BROKER, &topic, partitions);
+    // A 300 ms linger and 200 ms batches keep acknowledged spans in the export queue and in
+    // librdkafka at any moment.
+    let mut gateway = {
+        let topic = topic.clone();
+        let queue = queue.to_string();
+        Shardtel::start(move |dir, ports| {
+            base_config(dir, ports, "")
+                + &format!(
+                    r#"
+[exporters.kafka]
+brokers = ["{BROKER}"]
+traces_topic = "{topic}"
+linger = "300ms"
+batch = {{ timeout = "200ms" }}
+{queue}
+
+[pipelines.traces]
+receivers = ["otlp"]
+exporters = ["kafka"]
+"#
+                )
+        })
+    };
+    let clients = Clients::start(&gateway, seed);
+    std::thread::sleep(Duration::from_secs(3));
+    let acked_before = clients.acknowledged();
+    let exported_before =
+        gateway.metric_sum("shardtel_exporter_sent_spans_total", "exporter=\"kafka\"");
+    gateway.kill();
+    std::thread::sleep(Duration::from_millis(500));
+    gateway.spawn();
+    std::thread::sleep(Duration::from_secs(3));
+    let (record, sent_requests) = clients.finish();
+    let acked = &record.acknowledged;
+    assert!(
+        acked_before > 0 && acked.len() > acked_before,
+        "acknowledged {acked_before} spans before the kill and {} in all",
+        acked.len()
+    );
+    let (lost, duplicates, unacknowledged) = read_back(BROKER, &topic, partitions, acked);
+    let log = gateway.log();
     eprintln!(
-        "kafka broker restart: {} requests sent, {} refused; {} spans acknowledged, {lost} lost, {duplicates} duplicates, {unacknowledged} unacknowledged spans published; exporter retries {retries}, failed deliveries {failed_messages}",
-        sent_requests.load(Ordering::Relaxed),
+        "gateway kill -9 ({what}): {sent_requests} requests sent, {} refused; {} spans acknowledged ({acked_before} before the kill, {exported_before} exported by then), {lost} lost, {duplicates} duplicates, {unacknowledged} unacknowledged spans published",
         record.refused,
         acked.len()
     );
     assert_eq!(
-        lost,
-        0,
-        "{lost} acknowledged spans are not in the topic; gateway log:\n{}\nbroker log:\n{}",
-        gateway.log(),
-        broker.log()
+        lost, 0,
+        "{lost} acknowledged spans are not in the topic ({what}); gateway log:\n{log}"
     );
+    // Acknowledged requests were still unreleased in the ingest log at the kill (waiting in
+    // the queue or in librdkafka), so the test exercised the replay.
+    assert!(
+        log.contains("replaying"),
+        "no replay after kill -9 ({what}):\n{log}"
+    );
+    assert_eq!(gateway.stop(), 0, "gateway log:\n{}", gateway.log());
 }

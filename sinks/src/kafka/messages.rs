@@ -64,9 +64,11 @@ pub struct TraceMessages {
 
 impl TraceMessages {
     /// Scans `request` and groups its spans by trace; values stay within `max_bytes` unless a
-    /// single span (with its resource and scope) is larger.
+    /// single span (with its resource and scope) is larger. `request` holds spans validated on
+    /// their way in (an export batch): only its structure is scanned again
+    /// ([`SpanBatch::scan_structure`]).
     pub fn new(request: Bytes, max_bytes: usize) -> Result<Self, ScanError> {
-        let batch = SpanBatch::scan(request)?;
+        let batch = SpanBatch::scan_structure(request)?;
         let spans = &batch.index.spans;
         let mut next = vec![NONE; spans.len()];
         let mut traces: Vec<(TraceId, u32)> = Vec::new();
