@@ -1308,6 +1308,9 @@ impl TracesIndex {
     }
 }
 
+/// One pass over a `ScopeSpans`: its header fields (validated when `VALIDATE`) and its spans,
+/// in field order. (Spans add no headers, so the scope's headers stay contiguous without the
+/// two passes a `ResourceSpans` needs; one pass reads each span's tag and length once.)
 fn scan_scope_spans<const VALIDATE: bool>(
     buf: &[u8],
     body: Range<usize>,
@@ -1318,16 +1321,11 @@ fn scan_scope_spans<const VALIDATE: bool>(
 ) -> Result<(), ScanError> {
     let scope = scopes.len() as u32;
     let first = headers.len() as u32;
-    let children =
-        headers_pass::<VALIDATE, _>(buf, body.clone(), SCOPE_HEADERS, SCOPE_DEPTH, |h| {
-            headers.push(h.start as u32..h.end as u32)
-        })?;
-    scopes.push(ScopeEntry {
-        resource,
-        headers: first..headers.len() as u32,
-    });
-    if children {
-        container_children(buf, body, |span_body| {
+    let mut r = Reader::nested(buf, body);
+    while !r.is_empty() {
+        let key = r.read_key()?;
+        if key.field == 2 {
+            let span_body = read_msg(&mut r, key)?;
             let trace_id = if VALIDATE {
                 scan_span(buf, span_body.clone())?
             } else {
@@ -1338,9 +1336,19 @@ fn scan_scope_spans<const VALIDATE: bool>(
                 range: span_body.start as u32..span_body.end as u32,
                 trace_id,
             });
-            Ok(())
-        })?;
+        } else {
+            if VALIDATE {
+                validate_header(&mut r, key, SCOPE_HEADERS, SCOPE_DEPTH)?;
+            } else {
+                r.skip(key)?;
+            }
+            headers.push(key.offset as u32..r.position() as u32);
+        }
     }
+    scopes.push(ScopeEntry {
+        resource,
+        headers: first..headers.len() as u32,
+    });
     Ok(())
 }
 
