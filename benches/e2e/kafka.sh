@@ -6,13 +6,14 @@
 #   3. processor  topic -> shardtel kafka receiver -> tail sampling (seed policy) -> blackhole
 # Load: shardtel-loadgen, closed loop (CONNECTIONS x CONCURRENCY requests in flight, SPANS
 # spans per request, gRPC, no compression) for DURATION seconds. Rates come from shardtel's
-# self-metrics, sampled after WARMUP seconds and at the end of the load (steady state):
+# self-metrics, sampled after WARMUP seconds and 1 s before the end of the load (steady state):
 # spans/s exported (blackhole: to the blackhole; gateway: acknowledged by the broker), and
 # MB/s (OTLP bytes: spans/s x loadgen's bytes per span; gateway: also the Kafka message values
 # produced, before compression). The processor consumes everything the gateway step produced,
 # from the start of the topic, and its rate is spans / time from its first to its last
-# accepted span. CPU % of shardtel and of the broker (utime+stime, 100 % = one core) is
-# recorded per step.
+# accepted span. CPU % of shardtel (and of its librdkafka threads), of the broker and of
+# loadgen (utime+stime, 100 % = one core) is recorded per step, and shardtel's CPU time per
+# span (µs; all its threads).
 #
 #   benches/e2e/kafka.sh                                  # about 2 minutes
 #   COMPRESSION=zstd RUN_NAME=kafka-zstd benches/e2e/kafka.sh
@@ -87,6 +88,18 @@ metric() {  # name [label filter]: sum over series
     'index($0, n"{") == 1 && index($0, f) {s += $NF} END {printf "%.0f\n", s}'
 }
 cpu_ticks() { [ -n "$1" ] && [ -r "/proc/$1/stat" ] && awk '{print $14 + $15}' "/proc/$1/stat" || echo 0; }
+# CPU ticks of pid $1's threads whose name matches the regex $2 (librdkafka: rdk:*, and
+# rdkafka's producer poll thread).
+thread_ticks() {
+  [ -n "$1" ] && [ -d "/proc/$1/task" ] || { echo 0; return; }
+  cat /proc/"$1"/task/*/stat 2>/dev/null | awk -v re="$2" '{
+    s = $0; sub(/^[0-9]+ \(/, "", s); comm = substr(s, 1, index(s, ") ") - 1)
+    sub(/^.*\) /, "", s); split(s, f, " ")
+    if (comm ~ re) t += f[12] + f[13]
+  } END {print t + 0}'
+}
+RDK_THREADS='^(rdk:|producer poll)'
+
 now() { date +%s.%N; }
 
 start_shardtel() {  # name toml
@@ -120,7 +133,7 @@ BYTES_PER_SPAN=$(python3 -c 'import json,sys; w=json.load(open(sys.argv[1]))["dr
 # Runs the load against the running shardtel; samples `exported` (a metric expression) after
 # WARMUP and at the end. Sets RATE (spans/s), CPU, BROKER_CPU, VALUE_MBPS (kafka values).
 load_step() {  # name exported-metric exported-filter
-  local name=$1 m=$2 f=$3 t0 t1 e0 e1 c0 c1 b0 b1 v0 v1
+  local name=$1 m=$2 f=$3 t0 t1 e0 e1 c0 c1 b0 b1 v0 v1 r0 r1 l0 l1
   "$LOADGEN_BIN" -e "http://$GRPC" --spans-per-request "$SPANS" --connections "$CONNECTIONS" \
     ${LOADGEN_CPUS:+--cpus "$LOADGEN_CPUS"} \
     --concurrency "$CONCURRENCY" --duration "${DURATION}s" --timeout 30s -q \
@@ -129,17 +142,21 @@ load_step() {  # name exported-metric exported-filter
   sleep "$WARMUP"
   t0=$(now); e0=$(metric "$m" "$f"); c0=$(cpu_ticks "$PID"); b0=$(cpu_ticks "$BROKER_PID")
   v0=$(metric shardtel_exporter_kafka_produced_bytes_total)
-  sleep $((DURATION - WARMUP))
+  r0=$(thread_ticks "$PID" "$RDK_THREADS"); l0=$(cpu_ticks "$lg")
+  sleep $((DURATION - WARMUP - 1))  # ends 1 s before the load does (loadgen still running)
   t1=$(now); e1=$(metric "$m" "$f"); c1=$(cpu_ticks "$PID"); b1=$(cpu_ticks "$BROKER_PID")
   v1=$(metric shardtel_exporter_kafka_produced_bytes_total)
+  r1=$(thread_ticks "$PID" "$RDK_THREADS"); l1=$(cpu_ticks "$lg")
   wait "$lg" || log "$name: loadgen exited non-zero (refusals under overload are expected); see $RAW/$name.loadgen.txt"
-  read -r RATE CPU BROKER_CPU VALUE_MBPS < <(python3 -c '
+  read -r RATE CPU BROKER_CPU VALUE_MBPS RDK_CPU LG_CPU US_PER_SPAN < <(python3 -c '
 import sys
-t0,t1,e0,e1,c0,c1,b0,b1,v0,v1,hz = map(float, sys.argv[1:])
+t0,t1,e0,e1,c0,c1,b0,b1,v0,v1,r0,r1,l0,l1,hz = map(float, sys.argv[1:])
 dt = t1 - t0
-print(f"{(e1-e0)/dt:.0f} {100*(c1-c0)/hz/dt:.0f} {100*(b1-b0)/hz/dt:.0f} {(v1-v0)/dt/1e6:.1f}")' \
-    "$t0" "$t1" "$e0" "$e1" "$c0" "$c1" "$b0" "$b1" "$v0" "$v1" "$HZ")
-  echo "$name rate=$RATE cpu=$CPU broker_cpu=$BROKER_CPU value_mbps=$VALUE_MBPS window=${t0}..${t1}" >>"$RAW/samples.txt"
+rate = (e1 - e0) / dt
+cpu = (c1 - c0) / hz / dt
+print(f"{rate:.0f} {100*cpu:.0f} {100*(b1-b0)/hz/dt:.0f} {(v1-v0)/dt/1e6:.1f} {100*(r1-r0)/hz/dt:.0f} {100*(l1-l0)/hz/dt:.0f} {1e6*cpu/max(rate,1):.2f}")' \
+    "$t0" "$t1" "$e0" "$e1" "$c0" "$c1" "$b0" "$b1" "$v0" "$v1" "$r0" "$r1" "$l0" "$l1" "$HZ")
+  echo "$name rate=$RATE cpu=$CPU rdk_cpu=$RDK_CPU broker_cpu=$BROKER_CPU loadgen_cpu=$LG_CPU us_per_span=$US_PER_SPAN value_mbps=$VALUE_MBPS window=${t0}..${t1}" >>"$RAW/samples.txt"
 }
 
 mbps() { python3 -c 'import sys; print(f"{float(sys.argv[1])*float(sys.argv[2])/1e6:.1f}")' "$1" "$BYTES_PER_SPAN"; }
@@ -148,11 +165,11 @@ mbps() { python3 -c 'import sys; print(f"{float(sys.argv[1])*float(sys.argv[2])/
   echo
   echo "- machine: $(nproc) CPUs, $(free -g | awk '/Mem:/{print $2}') GiB, $(uname -sr), $(sed -nE 's/^model name\s*: //p' /proc/cpuinfo | head -1)"
   echo "- shardtel: git $(git -C "$ROOT" rev-parse --short HEAD)$(git -C "$ROOT" diff --quiet || echo +uncommitted); broker $BROKER (pid ${BROKER_PID:-?}: $(ps -o comm= -p "${BROKER_PID:-1}" 2>/dev/null || true))"
-  echo "- load: shardtel-loadgen closed loop, gRPC, $CONNECTIONS connections x $CONCURRENCY in flight, $SPANS spans/request, $(printf '%.0f' "$BYTES_PER_SPAN") bytes/span; rates over ${WARMUP}..${DURATION} s"
+  echo "- load: shardtel-loadgen closed loop, gRPC, $CONNECTIONS connections x $CONCURRENCY in flight, $SPANS spans/request, $(printf '%.0f' "$BYTES_PER_SPAN") bytes/span; rates over ${WARMUP}..$((DURATION - 1)) s"
   echo "- kafka exporter: $PARTITIONS partitions, compression $COMPRESSION, otherwise defaults${KAFKA_EXTRA:+ plus: $KAFKA_EXTRA}"
   echo
-  echo "| step | spans/s | MB/s (OTLP) | Kafka values MB/s | vs blackhole | shardtel CPU % | broker CPU % |"
-  echo "|---|---|---|---|---|---|---|"
+  echo "| step | spans/s | MB/s (OTLP) | Kafka values MB/s | vs blackhole | shardtel CPU % (librdkafka threads) | shardtel CPU µs/span | broker CPU % | loadgen CPU % |"
+  echo "|---|---|---|---|---|---|---|---|---|"
 } >"$OUT/table.md"
 
 # ---- 1. blackhole ----------------------------------------------------------------------------
@@ -171,7 +188,7 @@ start_shardtel blackhole "$RAW/blackhole.toml"
 load_step blackhole shardtel_exporter_sent_spans_total 'exporter="blackhole"'
 stop
 BH=$RATE
-echo "| OTLP -> blackhole | $BH | $(mbps "$BH") | - | 100 % | $CPU | $BROKER_CPU |" >>"$OUT/table.md"
+echo "| OTLP -> blackhole | $BH | $(mbps "$BH") | - | 100 % | $CPU | $US_PER_SPAN | $BROKER_CPU | $LG_CPU |" >>"$OUT/table.md"
 log "blackhole: $BH spans/s, shardtel CPU $CPU %"
 
 # ---- 2. gateway -------------------------------------------------------------------------------
@@ -194,7 +211,7 @@ TOML
 log "2/3 OTLP -> kafka (topic $TOPIC)"
 start_shardtel gateway "$RAW/gateway.toml"
 load_step gateway shardtel_exporter_sent_spans_total 'exporter="kafka"'
-GW=$RATE GW_CPU=$CPU GW_BROKER=$BROKER_CPU GW_VALUES=$VALUE_MBPS
+GW=$RATE GW_CPU=$CPU GW_BROKER=$BROKER_CPU GW_VALUES=$VALUE_MBPS GW_RDK=$RDK_CPU GW_LG=$LG_CPU GW_US=$US_PER_SPAN
 # Let the queue drain, then count what the topic holds.
 for _ in $(seq 1 120); do
   [ "$(metric shardtel_exporter_queue_size_bytes)" = 0 ] && break
@@ -203,7 +220,7 @@ done
 PRODUCED=$(metric shardtel_exporter_sent_spans_total 'exporter="kafka"')
 stop
 RATIO=$(python3 -c 'import sys; print(f"{100*float(sys.argv[1])/max(float(sys.argv[2]),1):.0f}")' "$GW" "$BH")
-echo "| OTLP -> kafka (gateway) | $GW | $(mbps "$GW") | $GW_VALUES | $RATIO % | $GW_CPU | $GW_BROKER |" >>"$OUT/table.md"
+echo "| OTLP -> kafka (gateway) | $GW | $(mbps "$GW") | $GW_VALUES | $RATIO % | $GW_CPU ($GW_RDK) | $GW_US | $GW_BROKER | $GW_LG |" >>"$OUT/table.md"
 log "gateway: $GW spans/s ($RATIO % of blackhole), $PRODUCED spans in the topic"
 
 # ---- 3. processor -----------------------------------------------------------------------------
@@ -264,7 +281,7 @@ import sys
 first,last,n,c0,c1,b0,b1,hz = map(float, sys.argv[1:])
 dt = max(last - first, 1e-3)
 print(f"{n/dt:.0f} {100*(c1-c0)/hz/dt:.0f} {100*(b1-b0)/hz/dt:.0f}")' "$first" "$last" "$consumed" "$c0" "$c1" "$b0" "$b1" "$HZ")
-echo "| kafka -> sampling -> blackhole (processor) | $PR | $(mbps "$PR") | - | $(python3 -c 'import sys; print(f"{100*float(sys.argv[1])/max(float(sys.argv[2]),1):.0f}")' "$PR" "$BH") % | $PR_CPU | $PR_BROKER |" >>"$OUT/table.md"
+echo "| kafka -> sampling -> blackhole (processor) | $PR | $(mbps "$PR") | - | $(python3 -c 'import sys; print(f"{100*float(sys.argv[1])/max(float(sys.argv[2]),1):.0f}")' "$PR" "$BH") % | $PR_CPU | $(python3 -c 'import sys; print(f"{1e4*float(sys.argv[2])/max(float(sys.argv[1]),1):.2f}")' "$PR" "$PR_CPU") | $PR_BROKER | - |" >>"$OUT/table.md"
 log "processor: $PR spans/s"
 {
   echo

@@ -25,8 +25,9 @@ use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
 use shardtel_protocol::proto::collector::logs::v1::ExportLogsServiceRequest;
 use shardtel_protocol::proto::collector::trace::v1::ExportTraceServiceRequest;
 use shardtel_protocol::proto::logs::v1::{LogRecord, ResourceLogs, ScopeLogs};
+use shardtel_protocol::proto::resource::v1::Resource;
 
-use crate::gen::{request, span};
+use crate::gen::{kv, request, s, span};
 use crate::harness::{base_config, read_traces, wait_until, Shardtel};
 
 pub const BROKER: &str = "127.0.0.1:9092";
@@ -317,20 +318,28 @@ fn gateway_publishes_one_trace_per_message_keyed_by_trace_id() {
         post(request((0..40).map(|t| span(21, t, piece)).collect()));
     }
     post(request((0..300).map(|i| span(22, 7, i)).collect()));
-    // Logs go to their own topic as whole requests.
-    let logs = ExportLogsServiceRequest {
-        resource_logs: vec![ResourceLogs {
-            scope_logs: vec![ScopeLogs {
-                log_records: (0..10)
-                    .map(|i| LogRecord {
-                        severity_text: format!("INFO-{i}"),
-                        ..Default::default()
-                    })
-                    .collect(),
-                ..Default::default()
-            }],
+    // Logs go to their own topic, one message per service instance, keyed by it.
+    let resource_logs = |service: &str| ResourceLogs {
+        resource: Some(Resource {
+            attributes: vec![
+                kv("service.name", s(service)),
+                kv("service.instance.id", s("i-1")),
+            ],
+            ..Default::default()
+        }),
+        scope_logs: vec![ScopeLogs {
+            log_records: (0..10)
+                .map(|i| LogRecord {
+                    severity_text: format!("INFO-{service}-{i}"),
+                    ..Default::default()
+                })
+                .collect(),
             ..Default::default()
         }],
+        ..Default::default()
+    };
+    let logs = ExportLogsServiceRequest {
+        resource_logs: vec![resource_logs("svc-a"), resource_logs("svc-b")],
     };
     let resp = client
         .post(format!("{}/v1/logs", gw.http_url()))
@@ -378,18 +387,26 @@ fn gateway_publishes_one_trace_per_message_keyed_by_trace_id() {
     let used: BTreeSet<i32> = messages.iter().map(|m| m.partition).collect();
     assert_eq!(used.len(), partitions as usize);
 
-    let log_messages = read_topic(&logs_topic, 1, 30, |ms| !ms.is_empty());
-    assert_eq!(log_messages.len(), 1);
-    assert!(log_messages[0].key.is_none());
-    assert_eq!(
-        ExportLogsServiceRequest::decode(log_messages[0].payload.as_slice()).unwrap(),
-        logs
-    );
+    let log_messages = read_topic(&logs_topic, 1, 30, |ms| ms.len() >= 2);
+    assert_eq!(log_messages.len(), 2);
+    for (m, (service, resource)) in log_messages.iter().zip([
+        ("svc-a", &logs.resource_logs[0]),
+        ("svc-b", &logs.resource_logs[1]),
+    ]) {
+        let key = shardtel_protocol::series::resource_key(b"", service.as_bytes(), b"i-1");
+        assert_eq!(m.key.as_deref(), Some(&key.to_be_bytes()[..]), "{service}");
+        assert_eq!(
+            ExportLogsServiceRequest::decode(m.payload.as_slice())
+                .unwrap()
+                .resource_logs,
+            [resource.clone()]
+        );
+    }
 
     assert!(
         wait_until(5, || gw
             .metric_sum("shardtel_exporter_kafka_produced_messages_total", "")
-            == messages.len() as u64 + 1),
+            == messages.len() as u64 + 2),
         "{}",
         gw.metrics()
     );

@@ -11,6 +11,7 @@ use std::collections::HashMap;
 use bytes::Bytes;
 use shardtel_protocol::hash::TraceIdHashBuilder;
 use shardtel_protocol::scan::{ScanError, SpanBatch, TracesIndex};
+use shardtel_protocol::series::resource_key_of;
 use shardtel_protocol::wire::{put_varint, varint_len, Reader, WireError};
 use shardtel_protocol::TraceId;
 
@@ -245,29 +246,73 @@ fn write_trace_message(
     }
 }
 
-/// Appends to `out` the metrics or logs request in `request` as values of at most
-/// `max_bytes`, cut between its top-level `ResourceMetrics`/`ResourceLogs` fields (one that
-/// is larger on its own is a value of its own). Every value is a slice of `request`.
+/// The key of a metrics or logs message: the resource key ([`resource_key_of`]: a hash of
+/// `service.namespace`, `service.name` and `service.instance.id`) of its resources, 8 bytes
+/// big-endian. Every message of one service instance has the same key, so the partitioner
+/// puts them on one partition, and one processor of a consumer group gets all of them: what
+/// it keeps per series (delta → cumulative for remote write) or per stream (Loki's order)
+/// stays on one machine.
+pub(crate) type ResourceKey = [u8; 8];
+
+/// The [`ResourceKey`] of a top-level `ResourceMetrics`/`ResourceLogs` body (field 1 of both
+/// is the `Resource`; none counts as an empty one).
+fn resource_key(body: &[u8]) -> Result<ResourceKey, WireError> {
+    let mut reader = Reader::new(body);
+    let mut resource: &[u8] = &[];
+    while !reader.is_empty() {
+        let key = reader.read_key()?;
+        let start = reader.position();
+        reader.skip(key)?;
+        if key.field == 1 {
+            let field = &body[start..reader.position()];
+            // A length-delimited field: the varint length, then the `Resource` body.
+            let mut len = Reader::new(field);
+            len.read_varint()?;
+            resource = &field[len.position()..];
+        }
+    }
+    Ok(resource_key_of(resource).to_be_bytes())
+}
+
+/// Appends to `out` the metrics or logs request in `request` as keyed values of at most
+/// `max_bytes`: consecutive top-level `ResourceMetrics`/`ResourceLogs` fields with the same
+/// [`ResourceKey`] share a value, cut between them when larger than the limit (one that is
+/// larger on its own is a value of its own). Every value is a slice of `request`.
 pub(crate) fn request_messages(
     request: &Bytes,
     max_bytes: usize,
-    out: &mut Vec<Bytes>,
+    out: &mut Vec<(ResourceKey, Bytes)>,
 ) -> Result<(), WireError> {
     let mut reader = Reader::new(request);
-    let mut start = 0usize;
-    let mut end = 0usize;
+    let (mut start, mut end) = (0usize, 0usize);
+    let mut current: Option<ResourceKey> = None;
     while !reader.is_empty() {
+        let field_start = reader.position();
         let key = reader.read_key()?;
+        let body_start = reader.position();
         reader.skip(key)?;
         let field_end = reader.position();
-        if end > start && field_end - start > max_bytes {
-            out.push(request.slice(start..end));
-            start = end;
+        // Fields other than resources (unknown to OTLP) stay with the value they follow.
+        let resource = if key.field == 1 {
+            let field = &request[body_start..field_end];
+            let mut len = Reader::new(field);
+            len.read_varint()?;
+            Some(resource_key(&field[len.position()..])?)
+        } else {
+            None
+        };
+        let other_key = resource.is_some_and(|k| current.is_some_and(|c| c != k));
+        if end > start && (other_key || field_end - start > max_bytes) {
+            out.push((current.unwrap_or_default(), request.slice(start..end)));
+            start = field_start;
+        }
+        if resource.is_some() {
+            current = resource;
         }
         end = field_end;
     }
     if end > start {
-        out.push(request.slice(start..end));
+        out.push((current.unwrap_or_default(), request.slice(start..end)));
     }
     Ok(())
 }
@@ -511,8 +556,13 @@ mod tests {
         request_messages(&bytes, 1000, &mut out).unwrap();
         assert!(out.len() >= 4, "{}", out.len());
         let mut all = Vec::new();
-        for m in &out {
+        for (key, m) in &out {
             assert!(m.len() <= 1000);
+            assert_eq!(
+                *key,
+                resource_key_of(&[]).to_be_bytes(),
+                "no resource: one key"
+            );
             all.extend(
                 ExportLogsServiceRequest::decode(m.clone())
                     .unwrap()
@@ -524,6 +574,63 @@ mod tests {
         let mut whole = Vec::new();
         request_messages(&bytes, 1 << 20, &mut whole).unwrap();
         assert_eq!(whole.len(), 1);
-        assert_eq!(whole[0], bytes);
+        assert_eq!(whole[0].1, bytes);
+    }
+
+    #[test]
+    fn metrics_and_logs_are_keyed_by_service_instance() {
+        use shardtel_protocol::proto::common::v1::{any_value, AnyValue, KeyValue};
+        let attr = |k: &str, v: &str| KeyValue {
+            key: k.into(),
+            value: Some(AnyValue {
+                value: Some(any_value::Value::StringValue(v.into())),
+            }),
+            ..Default::default()
+        };
+        let resource = |service: &str, instance: &str, records: usize| ResourceLogs {
+            resource: Some(Resource {
+                attributes: vec![
+                    attr("service.name", service),
+                    attr("service.instance.id", instance),
+                    attr("host.name", "h"),
+                ],
+                ..Default::default()
+            }),
+            scope_logs: vec![ScopeLogs {
+                log_records: vec![LogRecord::default(); records],
+                ..Default::default()
+            }],
+            ..Default::default()
+        };
+        // a, a, b, a: three runs; the first two resources share a value.
+        let req = ExportLogsServiceRequest {
+            resource_logs: vec![
+                resource("a", "1", 2),
+                resource("a", "1", 3),
+                resource("b", "1", 1),
+                resource("a", "1", 1),
+            ],
+        };
+        let bytes = Bytes::from(req.encode_to_vec());
+        let mut out = Vec::new();
+        request_messages(&bytes, 1 << 20, &mut out).unwrap();
+        let key = |service: &[u8], instance: &[u8]| {
+            shardtel_protocol::series::resource_key(b"", service, instance).to_be_bytes()
+        };
+        let keys: Vec<_> = out.iter().map(|(k, _)| *k).collect();
+        assert_eq!(keys, [key(b"a", b"1"), key(b"b", b"1"), key(b"a", b"1")]);
+        let decoded: Vec<_> = out
+            .iter()
+            .map(|(_, v)| {
+                ExportLogsServiceRequest::decode(v.clone())
+                    .unwrap()
+                    .resource_logs
+            })
+            .collect();
+        assert_eq!(decoded[0], req.resource_logs[..2]);
+        assert_eq!(decoded[1], req.resource_logs[2..3]);
+        assert_eq!(decoded[2], req.resource_logs[3..]);
+        // Other instances of the same service get other keys.
+        assert_ne!(key(b"a", b"1"), key(b"a", b"2"));
     }
 }

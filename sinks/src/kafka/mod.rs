@@ -4,8 +4,10 @@
 //! `partitioner = murmur2_random` (the Java client's partitioner) keeps a trace on one
 //! partition. A trace whose encoding exceeds the topic's `max_message_bytes` (less the record
 //! framing, [`messages::value_limit`]) becomes several messages with the same key; it is never
-//! dropped. Metrics and logs: whole requests, cut between resources when larger than the
-//! limit, without a key.
+//! dropped. Metrics and logs: slices of the batch, one per run of consecutive resources of one
+//! service instance (cut between resources when larger than the limit), keyed by the
+//! instance's resource key, so one partition (and one processor) gets all of an instance's
+//! series and log streams.
 //!
 //! Copies: a trace message's value is written once into a reused buffer (new length prefixes,
 //! header fields, span bytes), and librdkafka copies it into its own message (rdkafka's safe
@@ -48,7 +50,7 @@ use crate::otlp::ExportReply;
 use crate::stats::KafkaProducerStats;
 
 pub use self::messages::TraceMessages;
-use self::messages::{request_messages, value_limit};
+use self::messages::{request_messages, value_limit, ResourceKey};
 
 /// How long the reactor sleeps before offering a message again to a full producer queue.
 const QUEUE_FULL_PAUSE: Duration = Duration::from_millis(5);
@@ -206,7 +208,22 @@ enum BatchMessages {
     /// Protobuf traces: written one at a time into a reused buffer.
     Traces(Box<TraceMessages>),
     /// Metrics and logs slices, or OTLP/JSON values of any signal.
-    Values(Vec<(Option<TraceId>, Bytes)>),
+    Values(Vec<(MessageKey, Bytes)>),
+}
+
+/// The key of a message: its trace's id, or its resources' [`ResourceKey`].
+enum MessageKey {
+    Trace(TraceId),
+    Resource(ResourceKey),
+}
+
+impl MessageKey {
+    fn bytes(&self) -> &[u8] {
+        match self {
+            MessageKey::Trace(id) => id,
+            MessageKey::Resource(key) => key,
+        }
+    }
 }
 
 /// librdkafka producer properties for `c`, with `queue_max_bytes` of local buffering.
@@ -336,12 +353,11 @@ impl KafkaExporter {
             }
             BatchMessages::Values(values) => {
                 for (key, value) in &values {
-                    let key = key.as_ref().map(|k| &k[..]);
                     if !self
                         .offer(
                             producer,
                             topic,
-                            key,
+                            Some(key.bytes()),
                             value,
                             &delivery,
                             deadline,
@@ -467,7 +483,7 @@ impl KafkaExporter {
             let request = Batch::join(&chunks);
             let invalid =
                 |e: &dyn std::fmt::Display| format!("batch is not a valid {signal} request: {e}");
-            let mut values: Vec<(Option<TraceId>, Bytes)> = Vec::new();
+            let mut values: Vec<(MessageKey, Bytes)> = Vec::new();
             match signal {
                 Signal::Traces => {
                     let mut traces =
@@ -481,13 +497,13 @@ impl KafkaExporter {
                     while let Some((key, _)) = traces.next_into(&mut value) {
                         let json = shardtel_protocol::json::from_protobuf(signal, &value)
                             .map_err(|e| e.to_string())?;
-                        values.push((Some(key), Bytes::from(json)));
+                        values.push((MessageKey::Trace(key), Bytes::from(json)));
                     }
                 }
                 Signal::Metrics | Signal::Logs => {
                     let mut slices = Vec::new();
                     request_messages(&request, max_bytes, &mut slices).map_err(|e| invalid(&e))?;
-                    for v in slices {
+                    for (key, v) in slices {
                         let v = match encoding {
                             KafkaEncoding::OtlpJson => Bytes::from(
                                 shardtel_protocol::json::from_protobuf(signal, &v)
@@ -495,7 +511,7 @@ impl KafkaExporter {
                             ),
                             KafkaEncoding::OtlpProto => v,
                         };
-                        values.push((None, v));
+                        values.push((MessageKey::Resource(key), v));
                     }
                 }
             }
