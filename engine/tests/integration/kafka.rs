@@ -399,7 +399,7 @@ fn gateway_publishes_one_trace_per_message_keyed_by_trace_id() {
             ExportLogsServiceRequest::decode(m.payload.as_slice())
                 .unwrap()
                 .resource_logs,
-            [resource.clone()]
+            std::slice::from_ref(resource)
         );
     }
 
