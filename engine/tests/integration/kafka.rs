@@ -117,15 +117,30 @@ pub fn read_topic_on(
     topic: &str,
     partitions: i32,
     secs: u64,
+    done: impl FnMut(&[Consumed]) -> bool,
+) -> Vec<Consumed> {
+    read_topic_with(broker, &[], topic, partitions, secs, done)
+}
+
+/// [`read_topic_on`] with more librdkafka consumer properties (authentication, TLS).
+pub fn read_topic_with(
+    broker: &str,
+    properties: &[(&str, &str)],
+    topic: &str,
+    partitions: i32,
+    secs: u64,
     mut done: impl FnMut(&[Consumed]) -> bool,
 ) -> Vec<Consumed> {
-    let consumer: BaseConsumer = ClientConfig::new()
+    let mut config = ClientConfig::new();
+    config
         .set("bootstrap.servers", broker)
         .set("group.id", format!("reader-{topic}"))
         .set("enable.auto.commit", "false")
-        .set("session.timeout.ms", "6000")
-        .create()
-        .unwrap();
+        .set("session.timeout.ms", "6000");
+    for (key, value) in properties {
+        config.set(*key, *value);
+    }
+    let consumer: BaseConsumer = config.create().unwrap();
     let mut tpl = TopicPartitionList::new();
     for p in 0..partitions {
         tpl.add_partition_offset(topic, p, Offset::Beginning)

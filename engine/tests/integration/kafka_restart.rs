@@ -36,7 +36,7 @@ use crate::kafka::{
 };
 
 /// The durable Tansu binary, if it is built.
-fn tansu_sqlite() -> Option<PathBuf> {
+pub(crate) fn tansu_sqlite() -> Option<PathBuf> {
     let bin = std::env::var_os("SHARDTEL_TANSU_SQLITE")
         .map(PathBuf::from)
         .unwrap_or_else(|| {
@@ -46,35 +46,53 @@ fn tansu_sqlite() -> Option<PathBuf> {
 }
 
 /// A Tansu broker on `127.0.0.1:port` keeping its data in `dir/tansu.db`.
-struct DurableBroker {
+pub(crate) struct DurableBroker {
     bin: PathBuf,
     dir: PathBuf,
     port: u16,
     child: Option<Child>,
+    /// More `tansu broker` arguments (authentication, TLS), from the next spawn on.
+    pub(crate) args: Vec<String>,
 }
 
 impl DurableBroker {
-    fn start(bin: PathBuf, dir: &Path, port: u16) -> Self {
+    pub(crate) fn start(bin: PathBuf, dir: &Path, port: u16) -> Self {
         let mut broker = DurableBroker {
             bin,
             dir: dir.to_path_buf(),
             port,
             child: None,
+            args: Vec::new(),
         };
         broker.spawn();
         broker
     }
 
-    fn address(&self) -> String {
+    pub(crate) fn address(&self) -> String {
         format!("127.0.0.1:{}", self.port)
     }
 
-    fn log(&self) -> String {
+    pub(crate) fn log(&self) -> String {
         std::fs::read_to_string(self.dir.join("tansu.log")).unwrap_or_default()
     }
 
+    /// Runs `tansu ARGS` (e.g. `user create`) against this broker's binary; panics on failure.
+    pub(crate) fn tansu(&self, args: &[&str]) {
+        let out = Command::new(&self.bin)
+            .current_dir(&self.dir)
+            .args(args)
+            .output()
+            .expect("failed to run tansu");
+        assert!(
+            out.status.success(),
+            "tansu {args:?}: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
     /// Starts the broker on the same storage and waits until it accepts connections.
-    fn spawn(&mut self) {
+    pub(crate) fn spawn(&mut self) {
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
@@ -92,6 +110,7 @@ impl DurableBroker {
             ])
             // Relative to the working directory: `dir/tansu.db`.
             .args(["--storage-engine", "sqlite://tansu.db"])
+            .args(&self.args)
             .stdout(log.try_clone().unwrap())
             .stderr(log)
             .stdin(Stdio::null())
@@ -112,7 +131,7 @@ impl DurableBroker {
     }
 
     /// SIGKILL: the broker stops at once, as in a crash.
-    fn kill(&mut self) {
+    pub(crate) fn kill(&mut self) {
         if let Some(mut child) = self.child.take() {
             let _ = child.kill();
             let _ = child.wait();

@@ -10,6 +10,7 @@ mod gen;
 mod grpc_client;
 mod harness;
 mod kafka;
+mod kafka_auth;
 mod kafka_restart;
 mod loadgen;
 mod loki;

@@ -688,7 +688,7 @@ mod tests {
 
     /// Every SASL mechanism with and without TLS maps to librdkafka's properties, and
     /// librdkafka accepts them (creating a client checks every name and value; no broker is
-    /// contacted). There is no SASL or TLS broker in the tests.
+    /// contacted). SCRAM is also run against a real broker (`engine/tests/integration/kafka_auth.rs`); PLAIN and TLS only here.
     #[test]
     fn sasl_and_tls_map_to_properties_librdkafka_accepts() {
         let dir = std::env::temp_dir().join(format!("shardtel-kafka-tls-{}", std::process::id()));
