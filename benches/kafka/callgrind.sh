@@ -9,8 +9,11 @@
 #   none    builds the workload only
 #   before  the exporter's message path before the rewrite (join, scan, sort, re-frame into
 #           chunks, copy to one Bytes per message, librdkafka enqueue)
-#   after   the exporter's message path now (shardtel_sinks::TraceMessages: join, scan, group,
-#           write each value once into a reused buffer, librdkafka enqueue)
+#   after   the exporter's message path from a batch of bytes (shardtel_sinks::TraceMessages:
+#           join, structural scan, group, write each value once into a reused buffer,
+#           librdkafka enqueue): a disk queue, or a processor-tier batch
+#   indexed the same from the owner cores' span indexes handed over with the batch (the
+#           default memory queue of a gateway): no join, no scan
 # and prints the instructions (Ir, all threads) per span of before and after, with `none`
 # subtracted. librdkafka's enqueue (copy, key, queue) is counted; its broker threads'
 # batching, compression and network are not (the producer has no broker).
@@ -22,13 +25,13 @@
 #   benches/kafka/callgrind.sh                  # BATCHES=40 (327,680 spans)
 #   BATCHES=10 benches/kafka/callgrind.sh
 #
-# Knobs: BATCHES [40], MODES [none before after], OUT [target/callgrind-kafka-<date>].
+# Knobs: BATCHES [40], MODES [none before after indexed], OUT [target/callgrind-kafka-<date>].
 # Needs valgrind (apt-get install valgrind).
 set -euo pipefail
 HERE=$(cd "$(dirname "$0")" && pwd)
 ROOT=$(cd "$HERE/../.." && pwd)
 BATCHES=${BATCHES:-40}
-MODES=${MODES:-"none before after"}
+MODES=${MODES:-"none before after indexed"}
 OUT=${OUT:-$ROOT/target/callgrind-kafka-$(date -u +%Y%m%d-%H%M%S)}
 mkdir -p "$OUT"
 die() { echo "callgrind.sh: $*" >&2; exit 1; }
@@ -48,7 +51,7 @@ for mode in $MODES; do
   printf '%-7s Ir %14d   %s\n' "$mode" "${IR[$mode]}" "$(cat "$OUT/$mode.txt")" | tee -a "$OUT/summary.txt"
 done
 if [ -n "${IR[none]:-}" ]; then
-  for mode in before after; do
+  for mode in before after indexed; do
     [ -n "${IR[$mode]:-}" ] || continue
     printf '%-7s Ir/span %d (none subtracted, %d spans)\n' "$mode" $(((IR[$mode] - IR[none]) / SPANS)) "$SPANS" | tee -a "$OUT/summary.txt"
   done

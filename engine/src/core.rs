@@ -288,7 +288,10 @@ impl Core {
                     let held = body.len();
                     let (piece, kept) = self.process_request(signal, body, n);
                     let held = held_bytes(piece.len, held);
-                    Ok((n, self.push_local(signal, piece, kept, held).map(|_| n)))
+                    Ok((
+                        n,
+                        self.push_local(signal, piece, None, kept, held).map(|_| n),
+                    ))
                 }
                 Err(e) => Err(IngestError::Malformed(format!(
                     "malformed ExportMetricsServiceRequest: {e}"
@@ -300,7 +303,10 @@ impl Core {
                     let held = body.len();
                     let (piece, kept) = self.process_request(signal, body, n);
                     let held = held_bytes(piece.len, held);
-                    Ok((n, self.push_local(signal, piece, kept, held).map(|_| n)))
+                    Ok((
+                        n,
+                        self.push_local(signal, piece, None, kept, held).map(|_| n),
+                    ))
                 }
                 Err(e) => Err(IngestError::Malformed(format!(
                     "malformed ExportLogsServiceRequest: {e}"
@@ -367,9 +373,14 @@ impl Core {
                     owner_core(&index.spans[0].trace_id, n)
                 };
                 if dest == self.id {
-                    // The request as received is already the request to export;
-                    // only the sampler needs its index.
-                    let index = if self.sampler.is_some() || self.processors.traces_before.is_some()
+                    // The request as received is already the request to export; only
+                    // the sampler, processors and exporters that cut messages from the
+                    // index need it.
+                    let index = if self.sampler.is_some()
+                        || self.processors.traces_before.is_some()
+                        || self.pipelines[signal_index(Signal::Traces)]
+                            .iter()
+                            .any(|e| e.wants_span_index())
                     {
                         index.clone()
                     } else {
@@ -422,13 +433,16 @@ impl Core {
                 Ok(())
             } else if is_whole {
                 let held = batch.buf.len();
-                self.push_local(Signal::Traces, whole(batch.buf), items, held)
+                let piece = whole(batch.buf.clone());
+                // (The index is empty when no one needs it.)
+                let index = (batch.index.spans.len() as u64 == items).then_some(&batch);
+                self.push_local(Signal::Traces, piece, index, items, held)
             } else {
                 let mut enc = Encoded::default();
                 encode_traces(&batch, &mut enc);
                 let held = held_bytes(enc.len, batch.buf.len());
                 let spans = batch.index.spans.len() as u64;
-                self.push_local(Signal::Traces, enc, spans, held)
+                self.push_local(Signal::Traces, enc, Some(&batch), spans, held)
             };
             if let Err(e) = pushed {
                 return Ok((items, Err(e)));
@@ -478,7 +492,7 @@ impl Core {
         for part in parts {
             let held = held_bytes(part.piece.len, body.len());
             let pushed = if part.core == self.id {
-                self.push_local(Signal::Metrics, part.piece, part.points, held)
+                self.push_local(Signal::Metrics, part.piece, None, part.points, held)
             } else {
                 let message = MeshMessage::Metrics {
                     piece: part.piece,
@@ -523,11 +537,13 @@ impl Core {
     }
 
     /// Hands an encoded piece that keeps `held` bytes alive (see [`held_bytes`]) to every
-    /// exporter of the signal's pipeline on this core, refusing if any queue is full.
+    /// exporter of the signal's pipeline on this core, refusing if any queue is full. `index`:
+    /// the spans the piece was encoded from, for exporters that cut messages from it.
     fn push_local(
         &self,
         signal: Signal,
         piece: Encoded,
+        index: Option<&SpanBatch>,
         items: u64,
         held: usize,
     ) -> Result<(), IngestError> {
@@ -540,7 +556,7 @@ impl Core {
         }
         for exporter in exporters {
             if exporter
-                .try_push_held(signal, piece.clone(), items, held)
+                .try_push_indexed(signal, piece.clone(), index, items, held)
                 .is_err()
             {
                 return Err(IngestError::Overloaded("an exporter queue is full"));
@@ -560,7 +576,9 @@ impl Core {
                 points,
                 held,
             } => {
-                return self.push_wait(Signal::Metrics, piece, points, held).await;
+                return self
+                    .push_wait(Signal::Metrics, piece, None, points, held)
+                    .await;
             }
         };
         self.process_owned(&mut batch);
@@ -574,17 +592,25 @@ impl Core {
         encode_traces(&batch, &mut enc);
         let items = batch.index.spans.len() as u64;
         let held = held_bytes(enc.len, batch.buf.len());
-        self.push_wait(Signal::Traces, enc, items, held).await;
+        self.push_wait(Signal::Traces, enc, Some(&batch), items, held)
+            .await;
     }
 
     /// Pushes a piece that keeps `held` bytes alive to every exporter of the signal, waiting
-    /// for room in each.
-    async fn push_wait(&self, signal: Signal, enc: Encoded, items: u64, held: usize) {
+    /// for room in each (`index`: as for [`Core::push_local`]).
+    async fn push_wait(
+        &self,
+        signal: Signal,
+        enc: Encoded,
+        index: Option<&SpanBatch>,
+        items: u64,
+        held: usize,
+    ) {
         for exporter in &self.pipelines[signal_index(signal)] {
             loop {
                 exporter.reserve(held.max(enc.len)).await;
                 if exporter
-                    .try_push_held(signal, enc.clone(), items, held)
+                    .try_push_indexed(signal, enc.clone(), index, items, held)
                     .is_ok()
                 {
                     break;
@@ -648,7 +674,7 @@ impl Core {
         if enc.is_empty() {
             return;
         }
-        self.push_wait(Signal::Traces, enc, items, held).await;
+        self.push_wait(Signal::Traces, enc, None, items, held).await;
     }
 
     /// Decides the traces whose time has come; returns when the next one is due.

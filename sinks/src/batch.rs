@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use shardtel_protocol::reframe::Encoded;
+use shardtel_protocol::scan::SpanBatch;
 use shardtel_protocol::Signal;
 
 use crate::stats::signal_index;
@@ -38,6 +39,10 @@ pub(crate) struct Batch {
     pub held: usize,
     /// Spans, points or records in it.
     pub items: u64,
+    /// Traces only, for queues that keep them (see [`crate::ExportQueue::wants_span_index`]):
+    /// each piece's spans as its owner core indexed them, in piece order — when every piece
+    /// came with its index; empty otherwise (and always after a disk queue).
+    pub traces: Vec<SpanBatch>,
 }
 
 impl Batch {
@@ -63,17 +68,25 @@ struct OpenBatch {
     held: usize,
     items: u64,
     opened_at: Option<Instant>,
+    traces: Vec<SpanBatch>,
+    /// A piece came without its index: the batch hands over none.
+    unindexed: bool,
 }
 
 impl OpenBatch {
     fn take(&mut self, signal: Signal) -> Option<Batch> {
         self.opened_at.take()?;
+        let mut traces = std::mem::take(&mut self.traces);
+        if std::mem::replace(&mut self.unindexed, false) {
+            traces.clear();
+        }
         Some(Batch {
             signal,
             chunks: std::mem::take(&mut self.chunks),
             bytes: std::mem::replace(&mut self.bytes, 0),
             held: std::mem::replace(&mut self.held, 0),
             items: std::mem::replace(&mut self.items, 0),
+            traces,
         })
     }
 }
@@ -107,14 +120,17 @@ impl Batcher {
         now: Instant,
         emit: impl FnMut(Batch),
     ) -> bool {
-        self.push_held(signal, piece, 0, items, now, emit)
+        self.push_held(signal, piece, None, 0, items, now, emit)
     }
 
-    /// [`Batcher::push`] of a piece charged `held` bytes (at least its length).
+    /// [`Batcher::push`] of a piece charged `held` bytes (at least its length), with its spans'
+    /// index when the queue keeps them.
+    #[allow(clippy::too_many_arguments)]
     pub(crate) fn push_held(
         &mut self,
         signal: Signal,
         piece: Encoded,
+        index: Option<SpanBatch>,
         held: usize,
         items: u64,
         now: Instant,
@@ -138,6 +154,14 @@ impl Batcher {
         open.held += held.max(piece.len);
         open.items += items;
         open.chunks.extend(piece.chunks);
+        match index {
+            Some(index) if !open.unindexed => open.traces.push(index),
+            Some(_) => {}
+            None => {
+                open.unindexed = true;
+                open.traces.clear();
+            }
+        }
         let full = (limits.max_items > 0 && open.items >= limits.max_items as u64)
             || (limits.max_bytes > 0 && open.bytes >= limits.max_bytes)
             || limits.timeout.is_zero();
@@ -278,6 +302,7 @@ mod tests {
             bytes: 3,
             held: 3,
             items: 1,
+            traces: Vec::new(),
         };
         assert_eq!(Batch::join(&batch.chunks), Bytes::from_static(b"abc"));
     }

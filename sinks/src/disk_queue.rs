@@ -216,6 +216,7 @@ impl DiskQueue {
                     held: request.len(),
                     chunks: vec![request],
                     items,
+                    traces: Vec::new(),
                 },
             )));
         }

@@ -193,6 +193,12 @@ impl Exporter {
     }
 
     /// The configuration's name for this kind.
+    /// Whether it cuts trace batches with the owner cores' span indexes when it gets them
+    /// (`Batch::traces`).
+    pub(crate) fn uses_span_index(&self) -> bool {
+        matches!(self, Self::Kafka(e) if e.uses_span_index())
+    }
+
     pub(crate) fn kind(&self) -> &'static str {
         match self {
             Self::Otlp(_) => "otlp",

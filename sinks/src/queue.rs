@@ -19,6 +19,7 @@ use std::time::Instant;
 use futures_lite::future;
 use shardtel_config::ExporterConfig;
 use shardtel_protocol::reframe::Encoded;
+use shardtel_protocol::scan::SpanBatch;
 use shardtel_protocol::Signal;
 
 use crate::batch::{Batch, Batcher};
@@ -73,6 +74,8 @@ struct Shared {
     closing: Notify,
     /// `queue.storage = "disk"`.
     disk: Option<DiskQueue>,
+    /// Keeps the owner cores' span indexes with trace batches ([`ExportQueue::wants_span_index`]).
+    keeps_index: bool,
     /// After a failed append, the saver waits until then.
     save_retry_at: Cell<Option<Instant>>,
 }
@@ -159,6 +162,7 @@ impl ExportQueue {
         disk: Option<DiskQueue>,
     ) -> Rc<Self> {
         let senders = exporter.senders();
+        let keeps_index = disk.is_none() && exporter.uses_span_index();
         let label = format!("exporter {name} (core {core})");
         let shared = Rc::new(Shared {
             name,
@@ -178,6 +182,7 @@ impl ExportQueue {
             progress: Notify::default(),
             closing: Notify::default(),
             disk,
+            keeps_index,
             save_retry_at: Cell::new(None),
         });
         glommio::spawn_local(batch_timer(shared.clone())).detach();
@@ -219,7 +224,29 @@ impl ExportQueue {
         items: u64,
         held: usize,
     ) -> Result<(), QueueFull> {
+        self.try_push_indexed(signal, piece, None, items, held)
+    }
+
+    /// Whether this queue keeps the owner core's index of the spans pushed with
+    /// [`ExportQueue::try_push_indexed`] (a `kafka` exporter of OTLP protobuf with a memory
+    /// queue: it then cuts trace messages without joining and re-scanning the batch). A disk
+    /// queue hands over bytes only.
+    pub fn wants_span_index(&self) -> bool {
+        self.shared.keeps_index
+    }
+
+    /// [`ExportQueue::try_push_held`] of a trace piece encoded from `index` (its spans, as the
+    /// owner core indexed them), kept with the batch when [`Self::wants_span_index`].
+    pub fn try_push_indexed(
+        &self,
+        signal: Signal,
+        piece: Encoded,
+        index: Option<&SpanBatch>,
+        items: u64,
+        held: usize,
+    ) -> Result<(), QueueFull> {
         let s = &*self.shared;
+        let index = index.filter(|_| s.keeps_index).cloned();
         let charge = held.max(piece.len);
         let queued = s.queue_bytes.get();
         if !s.admits(charge) {
@@ -235,6 +262,7 @@ impl ExportQueue {
         let opened = s.batcher.borrow_mut().push_held(
             signal,
             piece,
+            index,
             charge,
             items,
             Instant::now(),

@@ -4,7 +4,7 @@
 //! `io_uring_enter` holds valgrind's global lock, and every other thread (librdkafka's) waits.
 //!
 //! ```text
-//! shardtel-kafka-path MODE [BATCHES]      MODE: none | before | after
+//! shardtel-kafka-path MODE [BATCHES]      MODE: none | before | after | indexed
 //! ```
 //!
 //! The workload: `benches/data/traces-00{0,1}.pb` (100 spans, ~10 traces, 355 bytes/span) in
@@ -15,8 +15,12 @@
 //! - `before`: the exporter as it was before this change: join the chunks, scan, sort the spans
 //!   by trace id, re-frame each trace into chunks (`encode_trace_spans`) and copy them into one
 //!   `Bytes` (`Encoded::to_bytes`), hand it to librdkafka;
-//! - `after`: [`shardtel_sinks::TraceMessages`]: join, scan, group by trace, write each value
-//!   into a reused buffer, hand it to librdkafka;
+//! - `after`: [`shardtel_sinks::TraceMessages::new`]: join, structural scan, group by trace,
+//!   write each value into a reused buffer, hand it to librdkafka (a batch of bytes: from a
+//!   disk queue);
+//! - `indexed`: [`shardtel_sinks::TraceMessages::from_batches`] on the owner core's indexed
+//!   parts that make up the batch (cloned, as the memory queue keeps them): group, write, hand
+//!   to librdkafka; no join, no scan;
 //! - `none`: builds the workload only (subtract it).
 //!
 //! librdkafka gets every message (`rd_kafka_producev`: copy, key, queueing) from a producer
@@ -75,13 +79,17 @@ fn main() -> Result<()> {
         "none" => 0,
         "before" => work
             .iter()
-            .map(|(chunks, _)| before(&producer, chunks))
+            .map(|(chunks, _, _)| before(&producer, chunks))
             .sum::<Result<usize>>()?,
         "after" => work
             .iter()
-            .map(|(chunks, _)| after(&producer, chunks))
+            .map(|(chunks, _, _)| after(&producer, chunks))
             .sum::<Result<usize>>()?,
-        other => bail!("unknown mode {other:?} (none, before, after)"),
+        "indexed" => work
+            .iter()
+            .map(|(_, _, parts)| indexed(&producer, parts))
+            .sum::<Result<usize>>()?,
+        other => bail!("unknown mode {other:?} (none, before, after, indexed)"),
     };
     if broker.is_some() {
         producer.flush(std::time::Duration::from_secs(600))?;
@@ -99,8 +107,11 @@ fn main() -> Result<()> {
     Ok(())
 }
 
-/// Export batches (chunks, spans) for core 0 of two.
-fn workload(batches: usize) -> Result<Vec<(Vec<Bytes>, usize)>> {
+/// An export batch: its chunks, spans, and the indexed parts it was encoded from.
+type WorkBatch = (Vec<Bytes>, usize, Vec<SpanBatch>);
+
+/// Export batches for core 0 of two.
+fn workload(batches: usize) -> Result<Vec<WorkBatch>> {
     let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("data");
     let payloads: Vec<Vec<u8>> = ["traces-000.pb", "traces-001.pb"]
         .iter()
@@ -108,6 +119,7 @@ fn workload(batches: usize) -> Result<Vec<(Vec<Bytes>, usize)>> {
         .collect::<Result<_>>()?;
     let mut out = Vec::new();
     let (mut chunks, mut spans, mut bytes) = (Vec::new(), 0usize, 0usize);
+    let mut indexed = Vec::new();
     let mut parts = Vec::new();
     let mut variant = 0u32;
     while out.len() < batches {
@@ -137,12 +149,17 @@ fn workload(batches: usize) -> Result<Vec<(Vec<Bytes>, usize)>> {
             encode_traces(&part, &mut piece);
             let n = part.index.spans.len();
             if spans > 0 && (spans + n > BATCH_SPANS || bytes + piece.len > BATCH_BYTES) {
-                out.push((std::mem::take(&mut chunks), spans));
+                out.push((
+                    std::mem::take(&mut chunks),
+                    spans,
+                    std::mem::take(&mut indexed),
+                ));
                 (spans, bytes) = (0, 0);
             }
             spans += n;
             bytes += piece.len;
             chunks.extend(piece.chunks);
+            indexed.push(part);
         }
     }
     out.truncate(batches);
@@ -196,6 +213,19 @@ fn before(producer: &BaseProducer, chunks: &[Bytes]) -> Result<usize> {
 /// The exporter's path now.
 fn after(producer: &BaseProducer, chunks: &[Bytes]) -> Result<usize> {
     let mut messages = shardtel_sinks::TraceMessages::new(join(chunks), MAX_MESSAGE_BYTES - 1085)?;
+    let mut value = Vec::with_capacity(64 << 10);
+    let mut n = 0;
+    while let Some((key, _)) = messages.next_into(&mut value) {
+        send(producer, &key, &value)?;
+        n += 1;
+    }
+    Ok(n)
+}
+
+/// The exporter's path from the owner cores' indexes (the default memory queue).
+fn indexed(producer: &BaseProducer, parts: &[SpanBatch]) -> Result<usize> {
+    let mut messages =
+        shardtel_sinks::TraceMessages::from_batches(parts.to_vec(), MAX_MESSAGE_BYTES - 1085);
     let mut value = Vec::with_capacity(64 << 10);
     let mut n = 0;
     while let Some((key, _)) = messages.next_into(&mut value) {

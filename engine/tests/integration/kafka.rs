@@ -431,6 +431,58 @@ fn gateway_publishes_one_trace_per_message_keyed_by_trace_id() {
     );
 }
 
+/// With one core every request is exported as it was received (the whole-request path), and
+/// the exporter cuts messages from the receiving core's index: every span must be published.
+#[test]
+fn one_core_gateway_publishes_every_span_of_whole_requests() {
+    if !broker_available("one_core_gateway_publishes_every_span_of_whole_requests") {
+        return;
+    }
+    let topic = unique_topic("gw1-spans");
+    create_topic(&topic, 2);
+    let gw = {
+        let topic = topic.clone();
+        Shardtel::start(move |dir, ports| {
+            base_config(dir, ports, "").replacen("cores = \"all\"", "cores = [0]", 1)
+                + &format!(
+                    r#"
+[exporters.kafka]
+brokers = ["{BROKER}"]
+traces_topic = "{topic}"
+batch = {{ timeout = "50ms" }}
+
+[pipelines.traces]
+receivers = ["otlp"]
+exporters = ["kafka"]
+"#
+                )
+        })
+    };
+    let client = reqwest::blocking::Client::new();
+    let mut sent = BTreeSet::new();
+    for r in 0..5 {
+        let req = request((0..20).map(|i| span(23, r * 4 + i % 4, i)).collect());
+        sent.extend(span_ids([&req]));
+        let resp = client
+            .post(format!("{}/v1/traces", gw.http_url()))
+            .header("content-type", "application/x-protobuf")
+            .body(req.encode_to_vec())
+            .send()
+            .unwrap();
+        assert_eq!(resp.status(), 200);
+    }
+    let ids = |ms: &[Consumed]| -> BTreeSet<(Vec<u8>, Vec<u8>)> {
+        ms.iter()
+            .flat_map(|m| {
+                span_ids([&ExportTraceServiceRequest::decode(m.payload.as_slice()).unwrap()])
+            })
+            .collect()
+    };
+    let messages = read_topic(&topic, 2, 30, |ms| ids(ms).len() >= sent.len());
+    assert_eq!(ids(&messages), sent, "gateway log:\n{}", gw.log());
+    assert_eq!(messages.len(), 20, "one message per trace");
+}
+
 /// Produces `traces` traces of `pieces` spans each, every span its own message keyed by its
 /// trace id, as a gateway would; returns the span ids. Message `i` is produced after
 /// `pause(i)`.

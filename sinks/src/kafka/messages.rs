@@ -10,7 +10,7 @@ use std::collections::HashMap;
 
 use bytes::Bytes;
 use shardtel_protocol::hash::TraceIdHashBuilder;
-use shardtel_protocol::scan::{ScanError, SpanBatch, TracesIndex};
+use shardtel_protocol::scan::{ScanError, SpanBatch};
 use shardtel_protocol::series::resource_key_of;
 use shardtel_protocol::wire::{put_varint, varint_len, Reader, WireError};
 use shardtel_protocol::TraceId;
@@ -36,9 +36,10 @@ pub(crate) fn value_limit(max_message_bytes: usize) -> usize {
         .max(1)
 }
 
-/// The messages of one `ExportTraceServiceRequest`: one per trace, several with the same key
-/// when a trace's encoding exceeds the limit. Traces come in order of first appearance; within
-/// a message, spans keep their request order. (Public for the benches.)
+/// The messages of one `ExportTraceServiceRequest`, or of several indexed span batches: one
+/// per trace, several with the same key when a trace's encoding exceeds the limit. Traces come
+/// in order of first appearance; within a message, spans keep their order. (Public for the
+/// benches.)
 ///
 /// ```
 /// # use bytes::Bytes;
@@ -49,7 +50,12 @@ pub(crate) fn value_limit(max_message_bytes: usize) -> usize {
 /// }
 /// ```
 pub struct TraceMessages {
-    batch: SpanBatch,
+    /// The spans, in batches (each a buffer and its index); spans are numbered across them.
+    batches: Vec<SpanBatch>,
+    /// Per batch: the number of its first span.
+    bases: Vec<u32>,
+    /// Per span: its batch.
+    owner: Vec<u32>,
     max_bytes: usize,
     /// Per trace, in order of first appearance: its id and first span.
     traces: Vec<(TraceId, u32)>,
@@ -63,35 +69,116 @@ pub struct TraceMessages {
     scope_lens: Vec<usize>,
 }
 
+/// Where span `g` (numbered across the batches) is: its batch's index, buffer and position.
+#[derive(Clone, Copy)]
+struct Spans<'a> {
+    batches: &'a [SpanBatch],
+    bases: &'a [u32],
+    owner: &'a [u32],
+}
+
+impl<'a> Spans<'a> {
+    #[inline]
+    fn locate(&self, g: u32) -> (u32, &'a SpanBatch, usize) {
+        let b = self.owner[g as usize];
+        (
+            b,
+            &self.batches[b as usize],
+            (g - self.bases[b as usize]) as usize,
+        )
+    }
+
+    /// The span's body bytes.
+    #[inline]
+    fn body(&self, g: u32) -> &'a [u8] {
+        let (_, batch, i) = self.locate(g);
+        let r = &batch.index.spans[i].range;
+        &batch.buf[r.start as usize..r.end as usize]
+    }
+
+    /// (batch, scope) and (batch, resource) of a span, as comparable keys.
+    #[inline]
+    fn scope(&self, g: u32) -> (u64, u64) {
+        let (b, batch, i) = self.locate(g);
+        let scope = batch.index.spans[i].scope;
+        let resource = batch.index.scopes[scope as usize].resource;
+        (
+            (u64::from(b) << 32) | u64::from(scope),
+            (u64::from(b) << 32) | u64::from(resource),
+        )
+    }
+
+    /// The header fields (complete encoded fields) of a scope or resource key of
+    /// [`Spans::scope`].
+    fn headers(&self, key: u64, scope: bool) -> impl Iterator<Item = &'a [u8]> + 'a {
+        let batch = &self.batches[(key >> 32) as usize];
+        let i = (key & u64::from(u32::MAX)) as usize;
+        let range = if scope {
+            batch.index.scopes[i].headers.clone()
+        } else {
+            batch.index.resources[i].headers.clone()
+        };
+        batch.index.headers[range.start as usize..range.end as usize]
+            .iter()
+            .map(move |r| &batch.buf[r.start as usize..r.end as usize])
+    }
+}
+
 impl TraceMessages {
     /// Scans `request` and groups its spans by trace; values stay within `max_bytes` unless a
     /// single span (with its resource and scope) is larger. `request` holds spans validated on
     /// their way in (an export batch): only its structure is scanned again
     /// ([`SpanBatch::scan_structure`]).
     pub fn new(request: Bytes, max_bytes: usize) -> Result<Self, ScanError> {
-        let batch = SpanBatch::scan_structure(request)?;
-        let spans = &batch.index.spans;
-        let mut next = vec![NONE; spans.len()];
+        Ok(Self::from_batches(
+            vec![SpanBatch::scan_structure(request)?],
+            max_bytes,
+        ))
+    }
+
+    /// Groups the spans of already indexed batches (the owner cores' own indexes, handed over
+    /// with the export batch: nothing is joined or scanned again). A batch with spans or
+    /// resources a processor rewrote is re-encoded and re-indexed first.
+    pub fn from_batches(mut batches: Vec<SpanBatch>, max_bytes: usize) -> Self {
+        for batch in &mut batches {
+            if !batch.index.rewrites.is_empty() {
+                let mut enc = shardtel_protocol::reframe::Encoded::default();
+                shardtel_protocol::reframe::encode_traces(batch, &mut enc);
+                *batch = SpanBatch::scan_structure(enc.to_bytes())
+                    .expect("a re-encoded span batch scans");
+            }
+        }
+        let total: usize = batches.iter().map(|b| b.index.spans.len()).sum();
+        let mut bases = Vec::with_capacity(batches.len());
+        let mut owner = Vec::with_capacity(total);
+        let mut next = vec![NONE; total];
         let mut traces: Vec<(TraceId, u32)> = Vec::new();
         // Per trace: its index in `traces` and its last span so far.
         let mut open: HashMap<TraceId, (u32, u32), TraceIdHashBuilder> =
-            HashMap::with_capacity_and_hasher(spans.len() / 4, TraceIdHashBuilder::default());
-        for (i, span) in spans.iter().enumerate() {
-            let i = i as u32;
-            match open.get_mut(&span.trace_id) {
-                Some((_, last)) => {
-                    next[*last as usize] = i;
-                    *last = i;
+            HashMap::with_capacity_and_hasher(total / 4, TraceIdHashBuilder::default());
+        let mut g = 0u32;
+        for (b, batch) in batches.iter().enumerate() {
+            bases.push(g);
+            for span in &batch.index.spans {
+                owner.push(b as u32);
+                match open.get_mut(&span.trace_id) {
+                    Some((_, last)) => {
+                        next[*last as usize] = g;
+                        *last = g;
+                    }
+                    None => {
+                        open.insert(span.trace_id, (traces.len() as u32, g));
+                        traces.push((span.trace_id, g));
+                    }
                 }
-                None => {
-                    open.insert(span.trace_id, (traces.len() as u32, i));
-                    traces.push((span.trace_id, i));
-                }
+                g += 1;
             }
         }
         let cursor = traces.first().map_or(NONE, |t| t.1);
-        Ok(TraceMessages {
-            batch,
+        TraceMessages {
+            batches,
+            bases,
+            owner,
             max_bytes,
             traces,
             next,
@@ -99,13 +186,13 @@ impl TraceMessages {
             cursor,
             part: Vec::new(),
             scope_lens: Vec::new(),
-        })
+        }
     }
 
     /// Spans in the request.
     #[cfg(test)]
     fn spans(&self) -> usize {
-        self.batch.index.spans.len()
+        self.owner.len()
     }
 
     /// Writes the next message value into `value` (cleared first); returns its key and span
@@ -116,14 +203,19 @@ impl TraceMessages {
             self.cursor = self.traces.get(self.trace)?.1;
         }
         let key = self.traces[self.trace].0;
+        let spans = Spans {
+            batches: &self.batches,
+            bases: &self.bases,
+            owner: &self.owner,
+        };
         self.cursor = take_part(
-            &self.batch.index,
+            spans,
             &self.next,
             self.cursor,
             self.max_bytes,
             &mut self.part,
         );
-        write_trace_message(&self.batch, &self.part, &mut self.scope_lens, value);
+        write_trace_message(spans, &self.part, &mut self.scope_lens, value);
         Some((key, self.part.len()))
     }
 }
@@ -132,33 +224,28 @@ impl TraceMessages {
 /// within `max_bytes` (at least one); returns the first span left over, or [`NONE`]. The bound
 /// counts every resource and scope header the part needs, with worst-case length prefixes.
 fn take_part(
-    index: &TracesIndex,
+    spans: Spans<'_>,
     next: &[u32],
     first: u32,
     max_bytes: usize,
     part: &mut Vec<u32>,
 ) -> u32 {
-    let headers = |h: &std::ops::Range<u32>| -> usize {
-        index.headers[h.start as usize..h.end as usize]
-            .iter()
-            .map(|r| (r.end - r.start) as usize)
-            .sum()
-    };
+    let headers =
+        |key: u64, scope: bool| -> usize { spans.headers(key, scope).map(<[u8]>::len).sum() };
     part.clear();
-    let (mut size, mut scope, mut resource) = (0usize, NONE, NONE);
+    let (mut size, mut scope, mut resource) = (0usize, u64::MAX, u64::MAX);
     let mut i = first;
     while i != NONE {
-        let entry = &index.spans[i as usize];
-        let body = (entry.range.end - entry.range.start) as usize;
+        let body = spans.body(i).len();
         let mut cost = 1 + varint_len(body as u64) + body;
-        if entry.scope != scope {
-            let s = &index.scopes[entry.scope as usize];
-            cost += PREFIX_BOUND + headers(&s.headers);
-            if s.resource != resource {
-                cost += PREFIX_BOUND + headers(&index.resources[s.resource as usize].headers);
-                resource = s.resource;
+        let (s, r) = spans.scope(i);
+        if s != scope {
+            cost += PREFIX_BOUND + headers(s, true);
+            if r != resource {
+                cost += PREFIX_BOUND + headers(r, false);
+                resource = r;
             }
-            scope = entry.scope;
+            scope = s;
         }
         if !part.is_empty() && size + cost > max_bytes {
             return i;
@@ -171,26 +258,16 @@ fn take_part(
 }
 
 /// Writes into `out` (cleared first) an `ExportTraceServiceRequest` holding the spans `part`
-/// (ascending indices into the batch's index) under their resources and scopes.
+/// (ascending numbers) under their resources and scopes.
 fn write_trace_message(
-    batch: &SpanBatch,
+    spans: Spans<'_>,
     part: &[u32],
     scope_lens: &mut Vec<usize>,
     out: &mut Vec<u8>,
 ) {
-    let index = &batch.index;
-    let buf = &batch.buf[..];
-    let header_bytes = |h: &std::ops::Range<u32>| {
-        index.headers[h.start as usize..h.end as usize]
-            .iter()
-            .map(|r| &buf[r.start as usize..r.end as usize])
-    };
-    let span_len = |i: u32| {
-        let r = &index.spans[i as usize].range;
-        (r.end - r.start) as usize
-    };
-    let scope_of = |i: u32| index.spans[i as usize].scope;
-    let resource_of = |i: u32| index.scopes[scope_of(i) as usize].resource;
+    let span_len = |g: u32| spans.body(g).len();
+    let scope_of = |g: u32| spans.scope(g).0;
+    let resource_of = |g: u32| spans.scope(g).1;
     out.clear();
     let mut at = 0;
     while at < part.len() {
@@ -202,16 +279,12 @@ fn write_trace_message(
                 .take_while(|&&i| resource_of(i) == resource)
                 .count();
         scope_lens.clear();
-        let mut resource_len: usize = header_bytes(&index.resources[resource as usize].headers)
-            .map(<[u8]>::len)
-            .sum();
+        let mut resource_len: usize = spans.headers(resource, false).map(<[u8]>::len).sum();
         let mut s = at;
         while s < end {
             let scope = scope_of(part[s]);
             let run = part[s..end].iter().take_while(|&&i| scope_of(i) == scope);
-            let mut len: usize = header_bytes(&index.scopes[scope as usize].headers)
-                .map(<[u8]>::len)
-                .sum();
+            let mut len: usize = spans.headers(scope, true).map(<[u8]>::len).sum();
             let mut n = 0;
             for &i in run {
                 len += 1 + varint_len(span_len(i) as u64) + span_len(i);
@@ -223,7 +296,7 @@ fn write_trace_message(
         }
         out.push(TAG_RESOURCE_SPANS);
         put_varint(out, resource_len as u64);
-        for h in header_bytes(&index.resources[resource as usize].headers) {
+        for h in spans.headers(resource, false) {
             out.extend_from_slice(h);
         }
         let mut s = at;
@@ -231,14 +304,14 @@ fn write_trace_message(
             let scope = scope_of(part[s]);
             out.push(TAG_CHILD);
             put_varint(out, len as u64);
-            for h in header_bytes(&index.scopes[scope as usize].headers) {
+            for h in spans.headers(scope, true) {
                 out.extend_from_slice(h);
             }
             while s < end && scope_of(part[s]) == scope {
-                let r = &index.spans[part[s] as usize].range;
+                let body = spans.body(part[s]);
                 out.push(TAG_CHILD);
-                put_varint(out, (r.end - r.start) as u64);
-                out.extend_from_slice(&buf[r.start as usize..r.end as usize]);
+                put_varint(out, body.len() as u64);
+                out.extend_from_slice(body);
                 s += 1;
             }
         }
@@ -528,6 +601,51 @@ mod tests {
                 );
             }
             assert_eq!(decode_all(&out), expected, "round {round}");
+
+            // From the owner cores' indexes instead: the spans spread over up to 3 batches of
+            // the same buffer (a trace across several), one of them with a rewritten span.
+            let full = SpanBatch::scan(Bytes::from(req.encode_to_vec())).unwrap();
+            let parts = rng.usize(1..4);
+            let assign: Vec<usize> = (0..full.index.spans.len())
+                .map(|_| rng.usize(0..parts))
+                .collect();
+            let mut batches: Vec<SpanBatch> = (0..parts)
+                .map(|p| {
+                    let mut b = full.clone();
+                    b.index.retain_spans(|i| assign[i as usize] == p);
+                    b
+                })
+                .collect();
+            if let Some(first) = batches[0].index.spans.first() {
+                let key = first.trace_id;
+                let body = batches[0].span(0).to_vec();
+                let mut renamed = Span::decode(&body[..]).unwrap();
+                let old = renamed.clone();
+                renamed.name.push_str("-rewritten");
+                batches[0].index.rewrites.spans = vec![(0, Bytes::from(renamed.encode_to_vec()))];
+                let spans = expected.get_mut(&key).unwrap();
+                let at = spans.iter().position(|s| *s == old).unwrap();
+                spans[at] = renamed;
+            }
+            let mut m = TraceMessages::from_batches(batches, limit);
+            let (mut out, mut value) = (Vec::new(), Vec::new());
+            while let Some((key, spans)) = m.next_into(&mut value) {
+                assert!(
+                    value.len() <= limit || spans == 1,
+                    "{} > {limit}",
+                    value.len()
+                );
+                out.push(Out {
+                    key,
+                    value: value.clone(),
+                    spans,
+                });
+            }
+            let mut got = decode_all(&out);
+            for spans in got.values_mut().chain(expected.values_mut()) {
+                spans.sort_by(|a, b| a.name.cmp(&b.name));
+            }
+            assert_eq!(got, expected, "round {round}, from {parts} indexed batches");
         }
     }
 

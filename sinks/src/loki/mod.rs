@@ -160,6 +160,7 @@ impl LokiExporter {
                 vec![body]
             },
             items: batch.items,
+            traces: Vec::new(),
         })
     }
 

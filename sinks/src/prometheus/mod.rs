@@ -100,6 +100,7 @@ impl PrometheusExporter {
             bytes,
             held: bytes,
             items: batch.items.saturating_sub(dropped),
+            traces: Vec::new(),
         })
     }
 
