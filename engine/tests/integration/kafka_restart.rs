@@ -325,6 +325,11 @@ impl Clients {
         self.record.lock().unwrap().acknowledged.len()
     }
 
+    /// The spans acknowledged so far.
+    fn snapshot(&self) -> BTreeSet<(Vec<u8>, Vec<u8>)> {
+        self.record.lock().unwrap().acknowledged.clone()
+    }
+
     /// Stops the clients; returns what they saw and the requests they sent.
     fn finish(self) -> (ClientRecord, u64) {
         self.stop.store(true, Ordering::Relaxed);
@@ -416,7 +421,8 @@ exporters = ["kafka"]
     };
     let clients = Clients::start(&gateway, seed);
     std::thread::sleep(Duration::from_secs(3));
-    let acked_before = clients.acknowledged();
+    let before_kill = clients.snapshot();
+    let acked_before = before_kill.len();
     let exported_before =
         gateway.metric_sum("shardtel_exporter_sent_spans_total", "exporter=\"kafka\"");
     gateway.kill();
@@ -439,8 +445,9 @@ exporters = ["kafka"]
     );
     if lost > 0 {
         // Tell a lost span from a slow or lossy read: a second reader, and what the gateway
-        // says it produced.
+        // says it produced; and whether the missing spans were acknowledged before the kill.
         let (again, _, _) = read_back(BROKER, &topic, partitions, acked);
+        let (missing_before, _, _) = read_back(BROKER, &topic, partitions, &before_kill);
         let metrics = gateway.metrics();
         let kafka: Vec<&str> = metrics
             .lines()
@@ -450,7 +457,7 @@ exporters = ["kafka"]
             })
             .collect();
         panic!(
-            "{lost} acknowledged spans are not in the topic ({what}; a second read misses {again}); gateway metrics:\n{}\ngateway log:\n{log}",
+            "{lost} acknowledged spans are not in the topic ({what}; a second read misses {again}, {missing_before} of them acknowledged before the kill); gateway metrics:\n{}\ngateway log:\n{log}",
             kafka.join("\n")
         );
     }
