@@ -41,7 +41,9 @@ pub(crate) struct Batch {
     pub items: u64,
     /// Traces only, for queues that keep them (see [`crate::ExportQueue::wants_span_index`]):
     /// each piece's spans as its owner core indexed them, in piece order — when every piece
-    /// came with its index; empty otherwise (and always after a disk queue).
+    /// came with its index; empty otherwise (and always after a disk queue). The buffers are
+    /// the chunks' own; the index entries (about 30 bytes per span) are not charged against
+    /// `queue.max_bytes`, which bounds them through the spans' bytes.
     pub traces: Vec<SpanBatch>,
 }
 

@@ -210,22 +210,24 @@ fn before(producer: &BaseProducer, chunks: &[Bytes]) -> Result<usize> {
     Ok(values.len())
 }
 
-/// The exporter's path now.
+/// The exporter's path now, from a batch of bytes (a disk queue).
 fn after(producer: &BaseProducer, chunks: &[Bytes]) -> Result<usize> {
-    let mut messages = shardtel_sinks::TraceMessages::new(join(chunks), MAX_MESSAGE_BYTES - 1085)?;
-    let mut value = Vec::with_capacity(64 << 10);
-    let mut n = 0;
-    while let Some((key, _)) = messages.next_into(&mut value) {
-        send(producer, &key, &value)?;
-        n += 1;
-    }
-    Ok(n)
+    let messages = shardtel_sinks::TraceMessages::new(join(chunks), MAX_MESSAGE_BYTES - 1085)?;
+    produce_all(producer, messages)
 }
 
 /// The exporter's path from the owner cores' indexes (the default memory queue).
 fn indexed(producer: &BaseProducer, parts: &[SpanBatch]) -> Result<usize> {
-    let mut messages =
+    let messages =
         shardtel_sinks::TraceMessages::from_batches(parts.to_vec(), MAX_MESSAGE_BYTES - 1085);
+    produce_all(producer, messages)
+}
+
+/// Writes every message into a reused buffer and hands it to librdkafka; returns how many.
+fn produce_all(
+    producer: &BaseProducer,
+    mut messages: shardtel_sinks::TraceMessages,
+) -> Result<usize> {
     let mut value = Vec::with_capacity(64 << 10);
     let mut n = 0;
     while let Some((key, _)) = messages.next_into(&mut value) {
