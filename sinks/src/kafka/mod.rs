@@ -9,6 +9,11 @@
 //! instance's resource key, so one partition (and one processor) gets all of an instance's
 //! series and log streams.
 //!
+//! Trace batches of a memory queue come with the owner cores' span indexes
+//! ([`crate::batch::Batch::traces`]): the exporter groups spans by trace from them without
+//! joining or scanning the batch; batches of bytes (a disk queue) are joined and scanned
+//! structurally first.
+//!
 //! Copies: a trace message's value is written once into a reused buffer (new length prefixes,
 //! header fields, span bytes), and librdkafka copies it into its own message (rdkafka's safe
 //! API always passes `RD_KAFKA_MSG_F_COPY`). Metrics and logs values are slices of the batch.
@@ -483,7 +488,7 @@ impl KafkaExporter {
     /// The batch as messages: joining, scanning and grouping run on the core's blocking
     /// thread for large batches.
     async fn messages(&self, batch: &Batch) -> Result<BatchMessages, ExportError> {
-        let (signal, chunks) = (batch.signal, batch.chunks.clone());
+        let signal = batch.signal;
         let (max_bytes, encoding) = (self.max_value_bytes, self.encoding);
         let indexed: usize = batch.traces.iter().map(|t| t.index.spans.len()).sum();
         if signal == Signal::Traces
@@ -500,6 +505,7 @@ impl KafkaExporter {
             })
             .await);
         }
+        let chunks = batch.chunks.clone();
         offload::run(batch.bytes, move || {
             let request = Batch::join(&chunks);
             let invalid =
