@@ -538,6 +538,22 @@ pub(crate) fn min_size(value: u64, min: u64) -> Result<u64, ConfigErrorKind> {
     Ok(value)
 }
 
+/// A size (`"4MiB"`, bytes) with `min <= size <= max`, both reported as sizes.
+pub(crate) fn size_between(
+    value: &DeValue<'_>,
+    min: u64,
+    max: u64,
+) -> Result<usize, ConfigErrorKind> {
+    let bytes = min_size(size(value)?, min)?;
+    if bytes > max {
+        return Err(ConfigErrorKind::TooLarge {
+            value: format_size(bytes),
+            max: format_size(max),
+        });
+    }
+    Ok(bytes as usize)
+}
+
 /// Checks `min <= value <= max` for plain numbers.
 pub(crate) fn in_range(value: u64, min: u64, max: u64) -> Result<u64, ConfigErrorKind> {
     if value < min {

@@ -575,14 +575,11 @@ fn acks(value: &DeValue<'_>) -> Result<KafkaAcks, ConfigErrorKind> {
 }
 
 fn message_bytes(value: &DeValue<'_>) -> Result<usize, ConfigErrorKind> {
-    let bytes = decode::min_size(decode::size(value)?, KafkaExporterConfig::MIN_MESSAGE_BYTES)?;
-    if bytes > KafkaExporterConfig::MAX_MESSAGE_BYTES {
-        return Err(ConfigErrorKind::TooLarge {
-            value: crate::units::format_size(bytes),
-            max: crate::units::format_size(KafkaExporterConfig::MAX_MESSAGE_BYTES),
-        });
-    }
-    Ok(bytes as usize)
+    decode::size_between(
+        value,
+        KafkaExporterConfig::MIN_MESSAGE_BYTES,
+        KafkaExporterConfig::MAX_MESSAGE_BYTES,
+    )
 }
 
 fn millis(value: &DeValue<'_>, min: Duration) -> Result<Duration, ConfigErrorKind> {
@@ -793,14 +790,11 @@ pub(crate) fn decode_receiver(d: &mut Decoder<'_>, s: &Section<'_, '_>) -> Kafka
         millis(v, Duration::from_millis(1))
     });
     c.max_request_bytes = d.field_or(s, "max_request_bytes", c.max_request_bytes, |v| {
-        let bytes = decode::min_size(decode::size(v)?, KafkaReceiverConfig::MIN_REQUEST_BYTES)?;
-        if bytes > KafkaReceiverConfig::MAX_REQUEST_BYTES {
-            return Err(ConfigErrorKind::TooLarge {
-                value: crate::units::format_size(bytes),
-                max: crate::units::format_size(KafkaReceiverConfig::MAX_REQUEST_BYTES),
-            });
-        }
-        Ok(bytes as usize)
+        decode::size_between(
+            v,
+            KafkaReceiverConfig::MIN_REQUEST_BYTES,
+            KafkaReceiverConfig::MAX_REQUEST_BYTES,
+        )
     });
     c.max_request_messages = d.field_or(s, "max_request_messages", c.max_request_messages, |v| {
         let n = decode::count(v, u64::MAX)?;

@@ -119,14 +119,11 @@ fn decode_otlp(
         grpc: d.field_or(&s, "grpc", default.grpc, decode::listen_address),
         http: d.field_or(&s, "http", default.http, decode::listen_address),
         max_recv_msg_size: d.field_or(&s, "max_recv_msg_size", default.max_recv_msg_size, |v| {
-            let bytes = decode::min_size(decode::size(v)?, OtlpReceiverConfig::MIN_RECV_MSG_SIZE)?;
-            if bytes > OtlpReceiverConfig::MAX_RECV_MSG_SIZE {
-                return Err(ConfigErrorKind::TooLarge {
-                    value: crate::units::format_size(bytes),
-                    max: crate::units::format_size(OtlpReceiverConfig::MAX_RECV_MSG_SIZE),
-                });
-            }
-            Ok(bytes as usize)
+            decode::size_between(
+                v,
+                OtlpReceiverConfig::MIN_RECV_MSG_SIZE,
+                OtlpReceiverConfig::MAX_RECV_MSG_SIZE,
+            )
         }),
         max_concurrent_streams: d.field_or(
             &s,
