@@ -275,19 +275,17 @@ impl std::fmt::Debug for SpanBatch {
 impl SpanBatch {
     /// Scans `buf` into a new batch.
     pub fn scan(buf: bytes::Bytes) -> Result<SpanBatch, ScanError> {
-        let mut index = TracesIndex::default();
-        index.scan(&buf)?;
-        Ok(SpanBatch {
-            buf,
-            index,
-            hold: None,
-        })
+        Self::scan_with::<true>(buf)
     }
 
     /// [`Self::scan`] for a request validated before ([`TracesIndex::scan_structure`]).
     pub fn scan_structure(buf: bytes::Bytes) -> Result<SpanBatch, ScanError> {
+        Self::scan_with::<false>(buf)
+    }
+
+    fn scan_with<const VALIDATE: bool>(buf: bytes::Bytes) -> Result<SpanBatch, ScanError> {
         let mut index = TracesIndex::default();
-        index.scan_structure(&buf)?;
+        index.scan_with::<VALIDATE>(&buf)?;
         Ok(SpanBatch {
             buf,
             index,
