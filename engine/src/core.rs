@@ -378,9 +378,7 @@ impl Core {
                     // index need it.
                     let index = if self.sampler.is_some()
                         || self.processors.traces_before.is_some()
-                        || self.pipelines[signal_index(Signal::Traces)]
-                            .iter()
-                            .any(|e| e.wants_span_index())
+                        || self.traces_want_index()
                     {
                         index.clone()
                     } else {
@@ -435,14 +433,15 @@ impl Core {
                 let held = batch.buf.len();
                 let piece = whole(batch.buf.clone());
                 // (The index is empty when no one needs it.)
-                let index = (batch.index.spans.len() as u64 == items).then_some(&batch);
-                self.push_local(Signal::Traces, piece, index, items, held)
+                let index = self.shared_index(batch, items);
+                self.push_local(Signal::Traces, piece, index.as_ref(), items, held)
             } else {
                 let mut enc = Encoded::default();
                 encode_traces(&batch, &mut enc);
                 let held = held_bytes(enc.len, batch.buf.len());
                 let spans = batch.index.spans.len() as u64;
-                self.push_local(Signal::Traces, enc, Some(&batch), spans, held)
+                let index = self.shared_index(batch, spans);
+                self.push_local(Signal::Traces, enc, index.as_ref(), spans, held)
             };
             if let Err(e) = pushed {
                 return Ok((items, Err(e)));
@@ -543,7 +542,7 @@ impl Core {
         &self,
         signal: Signal,
         piece: Encoded,
-        index: Option<&SpanBatch>,
+        index: Option<&Arc<SpanBatch>>,
         items: u64,
         held: usize,
     ) -> Result<(), IngestError> {
@@ -592,8 +591,24 @@ impl Core {
         encode_traces(&batch, &mut enc);
         let items = batch.index.spans.len() as u64;
         let held = held_bytes(enc.len, batch.buf.len());
-        self.push_wait(Signal::Traces, enc, Some(&batch), items, held)
+        let index = self.shared_index(batch, items);
+        self.push_wait(Signal::Traces, enc, index.as_ref(), items, held)
             .await;
+    }
+
+    /// Whether an exporter of the traces pipeline cuts messages from the spans' index.
+    fn traces_want_index(&self) -> bool {
+        self.pipelines[signal_index(Signal::Traces)]
+            .iter()
+            .any(|e| e.wants_span_index())
+    }
+
+    /// `batch` (the owner core's spans, encoded into the piece being pushed) shared with the
+    /// exporters that cut messages from its index, when there is one and it indexes all
+    /// `items` spans; moved, not copied.
+    fn shared_index(&self, batch: SpanBatch, items: u64) -> Option<Arc<SpanBatch>> {
+        (batch.index.spans.len() as u64 == items && self.traces_want_index())
+            .then(|| Arc::new(batch))
     }
 
     /// Pushes a piece that keeps `held` bytes alive to every exporter of the signal, waiting
@@ -602,7 +617,7 @@ impl Core {
         &self,
         signal: Signal,
         enc: Encoded,
-        index: Option<&SpanBatch>,
+        index: Option<&Arc<SpanBatch>>,
         items: u64,
         held: usize,
     ) {

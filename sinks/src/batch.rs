@@ -10,6 +10,7 @@ use bytes::Bytes;
 use shardtel_protocol::reframe::Encoded;
 use shardtel_protocol::scan::SpanBatch;
 use shardtel_protocol::Signal;
+use std::sync::Arc;
 
 use crate::stats::signal_index;
 
@@ -41,10 +42,11 @@ pub(crate) struct Batch {
     pub items: u64,
     /// Traces only, for queues that keep them (see [`crate::ExportQueue::wants_span_index`]):
     /// each piece's spans as its owner core indexed them, in piece order — when every piece
-    /// came with its index; empty otherwise (and always after a disk queue). The buffers are
-    /// the chunks' own; the index entries (about 30 bytes per span) are not charged against
-    /// `queue.max_bytes`, which bounds them through the spans' bytes.
-    pub traces: Vec<SpanBatch>,
+    /// came with its index; empty otherwise (and always after a disk queue). Shared with the
+    /// core that made them, never copied; the buffers are the chunks' own, and the index
+    /// entries (about 30 bytes per span) are not charged against `queue.max_bytes`, which
+    /// bounds them through the spans' bytes.
+    pub traces: Vec<Arc<SpanBatch>>,
 }
 
 impl Batch {
@@ -70,7 +72,7 @@ struct OpenBatch {
     held: usize,
     items: u64,
     opened_at: Option<Instant>,
-    traces: Vec<SpanBatch>,
+    traces: Vec<Arc<SpanBatch>>,
     /// A piece came without its index: the batch hands over none.
     unindexed: bool,
 }
@@ -132,7 +134,7 @@ impl Batcher {
         &mut self,
         signal: Signal,
         piece: Encoded,
-        index: Option<SpanBatch>,
+        index: Option<Arc<SpanBatch>>,
         held: usize,
         items: u64,
         now: Instant,

@@ -14,6 +14,7 @@
 use std::cell::{Cell, RefCell};
 use std::collections::VecDeque;
 use std::rc::Rc;
+use std::sync::Arc;
 use std::time::Instant;
 
 use futures_lite::future;
@@ -241,7 +242,7 @@ impl ExportQueue {
         &self,
         signal: Signal,
         piece: Encoded,
-        index: Option<&SpanBatch>,
+        index: Option<&Arc<SpanBatch>>,
         items: u64,
         held: usize,
     ) -> Result<(), QueueFull> {

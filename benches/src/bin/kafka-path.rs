@@ -19,7 +19,7 @@
 //!   write each value into a reused buffer, hand it to librdkafka (a batch of bytes: from a
 //!   disk queue);
 //! - `indexed`: [`shardtel_sinks::TraceMessages::from_batches`] on the owner core's indexed
-//!   parts that make up the batch (cloned, as the memory queue keeps them): group, write, hand
+//!   parts that make up the batch (shared, as the memory queue holds them): group, write, hand
 //!   to librdkafka; no join, no scan;
 //! - `none`: builds the workload only (subtract it).
 //!
@@ -33,6 +33,7 @@
 //! shardtel's receiving side.
 
 use std::path::PathBuf;
+use std::sync::Arc;
 
 use anyhow::{bail, Context, Result};
 use bytes::Bytes;
@@ -107,8 +108,9 @@ fn main() -> Result<()> {
     Ok(())
 }
 
-/// An export batch: its chunks, spans, and the indexed parts it was encoded from.
-type WorkBatch = (Vec<Bytes>, usize, Vec<SpanBatch>);
+/// An export batch: its chunks, spans, and the indexed parts it was encoded from (shared, as
+/// the memory queue holds them).
+type WorkBatch = (Vec<Bytes>, usize, Vec<Arc<SpanBatch>>);
 
 /// Export batches for core 0 of two.
 fn workload(batches: usize) -> Result<Vec<WorkBatch>> {
@@ -159,7 +161,7 @@ fn workload(batches: usize) -> Result<Vec<WorkBatch>> {
             spans += n;
             bytes += piece.len;
             chunks.extend(piece.chunks);
-            indexed.push(part);
+            indexed.push(Arc::new(part));
         }
     }
     out.truncate(batches);
@@ -217,7 +219,7 @@ fn after(producer: &BaseProducer, chunks: &[Bytes]) -> Result<usize> {
 }
 
 /// The exporter's path from the owner cores' indexes (the default memory queue).
-fn indexed(producer: &BaseProducer, parts: &[SpanBatch]) -> Result<usize> {
+fn indexed(producer: &BaseProducer, parts: &[Arc<SpanBatch>]) -> Result<usize> {
     let messages =
         shardtel_sinks::TraceMessages::from_batches(parts.to_vec(), MAX_MESSAGE_BYTES - 1085);
     produce_all(producer, messages)

@@ -7,6 +7,7 @@
 //! per-message or per-span allocation. Metrics and logs messages are slices of the batch.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 
 use bytes::Bytes;
 use shardtel_protocol::hash::TraceIdHashBuilder;
@@ -51,7 +52,7 @@ pub(crate) fn value_limit(max_message_bytes: usize) -> usize {
 /// ```
 pub struct TraceMessages {
     /// The spans, in batches (each a buffer and its index); spans are numbered across them.
-    batches: Vec<SpanBatch>,
+    batches: Vec<Arc<SpanBatch>>,
     /// Per batch: the number of its first span.
     bases: Vec<u32>,
     /// Per span: its batch.
@@ -72,7 +73,7 @@ pub struct TraceMessages {
 /// Where span `g` (numbered across the batches) is: its batch's index, buffer and position.
 #[derive(Clone, Copy)]
 struct Spans<'a> {
-    batches: &'a [SpanBatch],
+    batches: &'a [Arc<SpanBatch>],
     bases: &'a [u32],
     owner: &'a [u32],
 }
@@ -131,7 +132,7 @@ impl TraceMessages {
     /// ([`SpanBatch::scan_structure`]).
     pub fn new(request: Bytes, max_bytes: usize) -> Result<Self, ScanError> {
         Ok(Self::from_batches(
-            vec![SpanBatch::scan_structure(request)?],
+            vec![Arc::new(SpanBatch::scan_structure(request)?)],
             max_bytes,
         ))
     }
@@ -139,13 +140,15 @@ impl TraceMessages {
     /// Groups the spans of already indexed batches (the owner cores' own indexes, handed over
     /// with the export batch: nothing is joined or scanned again). A batch with spans or
     /// resources a processor rewrote is re-encoded and re-indexed first.
-    pub fn from_batches(mut batches: Vec<SpanBatch>, max_bytes: usize) -> Self {
+    pub fn from_batches(mut batches: Vec<Arc<SpanBatch>>, max_bytes: usize) -> Self {
         for batch in &mut batches {
             if !batch.index.rewrites.is_empty() {
                 let mut enc = shardtel_protocol::reframe::Encoded::default();
                 shardtel_protocol::reframe::encode_traces(batch, &mut enc);
-                *batch = SpanBatch::scan_structure(enc.to_bytes())
-                    .expect("a re-encoded span batch scans");
+                *batch = Arc::new(
+                    SpanBatch::scan_structure(enc.to_bytes())
+                        .expect("a re-encoded span batch scans"),
+                );
             }
         }
         let total: usize = batches.iter().map(|b| b.index.spans.len()).sum();
@@ -627,7 +630,8 @@ mod tests {
                 let at = spans.iter().position(|s| *s == old).unwrap();
                 spans[at] = renamed;
             }
-            let mut m = TraceMessages::from_batches(batches, limit);
+            let mut m =
+                TraceMessages::from_batches(batches.into_iter().map(Arc::new).collect(), limit);
             let (mut out, mut value) = (Vec::new(), Vec::new());
             while let Some((key, spans)) = m.next_into(&mut value) {
                 assert!(

@@ -498,7 +498,7 @@ impl KafkaExporter {
             && indexed as u64 == batch.items
         {
             // The owner cores' indexes came with the batch: only grouping is left, nothing
-            // to join or scan (still off the reactor for large batches).
+            // to join or scan (still off the reactor for large batches). (Shared, not copied.)
             let traces = batch.traces.clone();
             return Ok(offload::run(batch.bytes, move || {
                 BatchMessages::Traces(Box::new(TraceMessages::from_batches(traces, max_bytes)))
