@@ -363,19 +363,12 @@ fn post_traces(
     (0..n)
         .map(|r| {
             // A new connection per request: the kernel spreads them over the cores.
-            let client = reqwest::blocking::Client::new();
             let req = request(
                 (0..40)
                     .map(|i| span(tag, r * 10 + i % 10, i / 10))
                     .collect(),
             );
-            let resp = client
-                .post(format!("{}/v1/traces", st.http_url()))
-                .header("content-type", "application/x-protobuf")
-                .body(req.encode_to_vec())
-                .send()
-                .unwrap();
-            assert_eq!(resp.status(), 200, "{}", resp.text().unwrap_or_default());
+            st.post_traces(&req);
             req
         })
         .collect()

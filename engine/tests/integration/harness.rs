@@ -121,6 +121,17 @@ exporters = ["file_logs"]
 }
 
 impl Shardtel {
+    /// Posts `req` as OTLP/HTTP protobuf on a new connection; it must be accepted (200).
+    pub fn post_traces(&self, req: &ExportTraceServiceRequest) {
+        let resp = reqwest::blocking::Client::new()
+            .post(format!("{}/v1/traces", self.http_url()))
+            .header("content-type", "application/x-protobuf")
+            .body(req.encode_to_vec())
+            .send()
+            .unwrap();
+        assert_eq!(resp.status(), 200, "{}", resp.text().unwrap_or_default());
+    }
+
     /// Starts shardtel on a config built by `make(dir, ports)`; waits for health 200.
     pub fn start(make: impl FnOnce(&Path, Ports) -> String) -> Self {
         let dir = tempfile::tempdir().unwrap();

@@ -458,18 +458,11 @@ exporters = ["kafka"]
                 )
         })
     };
-    let client = reqwest::blocking::Client::new();
     let mut sent = BTreeSet::new();
     for r in 0..5 {
         let req = request((0..20).map(|i| span(23, r * 4 + i % 4, i)).collect());
         sent.extend(span_ids([&req]));
-        let resp = client
-            .post(format!("{}/v1/traces", gw.http_url()))
-            .header("content-type", "application/x-protobuf")
-            .body(req.encode_to_vec())
-            .send()
-            .unwrap();
-        assert_eq!(resp.status(), 200);
+        gw.post_traces(&req);
     }
     let ids = |ms: &[Consumed]| -> BTreeSet<(Vec<u8>, Vec<u8>)> {
         ms.iter()

@@ -16,8 +16,6 @@
 use std::path::Path;
 use std::time::Duration;
 
-use prost::Message as _;
-
 use crate::gen::{request, span};
 use crate::harness::{base_config, free_port, read_traces, wait_until, Shardtel};
 use crate::kafka::{create_topic_on, kafka_optional, unique_topic};
@@ -86,14 +84,7 @@ exporters = ["kafka"]
 
 /// Posts 10 traces of 5 spans (trace ids from `tag`) over OTLP/HTTP; returns the spans.
 fn post_spans(gw: &Shardtel, tag: u8) -> u64 {
-    let req = request((0..50).map(|i| span(tag, i % 10, i)).collect());
-    let resp = reqwest::blocking::Client::new()
-        .post(format!("{}/v1/traces", gw.http_url()))
-        .header("content-type", "application/x-protobuf")
-        .body(req.encode_to_vec())
-        .send()
-        .unwrap();
-    assert_eq!(resp.status(), 200);
+    gw.post_traces(&request((0..50).map(|i| span(tag, i % 10, i)).collect()));
     50
 }
 
