@@ -13,7 +13,7 @@ use bytes::Bytes;
 use shardtel_protocol::hash::TraceIdHashBuilder;
 use shardtel_protocol::scan::{ScanError, SpanBatch};
 use shardtel_protocol::series::resource_key_of;
-use shardtel_protocol::wire::{put_varint, varint_len, Reader, WireError};
+use shardtel_protocol::wire::{put_varint, varint_len, Key, Reader, WireError, WireType};
 use shardtel_protocol::TraceId;
 
 /// Upper bound of a length-delimited field's key and length prefix.
@@ -334,20 +334,29 @@ pub(crate) type ResourceKey = [u8; 8];
 /// is the `Resource`; none counts as an empty one).
 fn resource_key(body: &[u8]) -> Result<ResourceKey, WireError> {
     let mut reader = Reader::new(body);
-    let mut resource: &[u8] = &[];
+    let mut resource = 0..0;
     while !reader.is_empty() {
         let key = reader.read_key()?;
-        let start = reader.position();
-        reader.skip(key)?;
-        if key.field == 1 {
-            let field = &body[start..reader.position()];
-            // A length-delimited field: the varint length, then the `Resource` body.
-            let mut len = Reader::new(field);
-            len.read_varint()?;
-            resource = &field[len.position()..];
+        match len_field(&mut reader, key, 1)? {
+            Some(range) => resource = range,
+            None => reader.skip(key)?,
         }
     }
-    Ok(resource_key_of(resource).to_be_bytes())
+    Ok(resource_key_of(&body[resource]).to_be_bytes())
+}
+
+/// The body of a length-delimited field number `field` just keyed by `key` (the reader moves
+/// past it), or `None` (the reader stays) for any other field.
+fn len_field(
+    reader: &mut Reader<'_>,
+    key: Key,
+    field: u32,
+) -> Result<Option<std::ops::Range<usize>>, WireError> {
+    if key.field == field && key.wire_type == WireType::Len {
+        reader.read_len().map(Some)
+    } else {
+        Ok(None)
+    }
 }
 
 /// Appends to `out` the metrics or logs request in `request` as keyed values of at most
@@ -365,18 +374,15 @@ pub(crate) fn request_messages(
     while !reader.is_empty() {
         let field_start = reader.position();
         let key = reader.read_key()?;
-        let body_start = reader.position();
-        reader.skip(key)?;
-        let field_end = reader.position();
         // Fields other than resources (unknown to OTLP) stay with the value they follow.
-        let resource = if key.field == 1 {
-            let field = &request[body_start..field_end];
-            let mut len = Reader::new(field);
-            len.read_varint()?;
-            Some(resource_key(&field[len.position()..])?)
-        } else {
-            None
+        let resource = match len_field(&mut reader, key, 1)? {
+            Some(body) => Some(resource_key(&request[body])?),
+            None => {
+                reader.skip(key)?;
+                None
+            }
         };
+        let field_end = reader.position();
         let other_key = resource.is_some_and(|k| current.is_some_and(|c| c != k));
         if end > start && (other_key || field_end - start > max_bytes) {
             out.push((current.unwrap_or_default(), request.slice(start..end)));
