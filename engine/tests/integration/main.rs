@@ -14,6 +14,7 @@ mod kafka_auth;
 mod kafka_restart;
 mod loadgen;
 mod loki;
+mod otelcol;
 mod processors;
 mod prometheus;
 mod receive;
