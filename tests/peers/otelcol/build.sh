@@ -81,11 +81,14 @@ fi
 say "building the OpenTelemetry Collector ($(sed -nE 's/^\s*go.opentelemetry.io\/collector\/otelcol (v[0-9.]+)$/core \1/p' "$here/go.mod"), go $have) into $dir"
 start=$(date +%s)
 # -mod=readonly: go.mod and go.sum are the manifest; the build never changes them. In the
-# background and waited for, so that a TERM (test.sh stopping early) stops the build too.
+# background, in its own process group (set -m), and waited for, so that a TERM (test.sh
+# stopping early) stops the go command and the compilers and linker it started.
+set -m
 (cd "$here" && exec env GOTOOLCHAIN="$toolchain" GOFLAGS="-mod=readonly -buildvcs=false" \
   "$go" build -trimpath -ldflags='-s -w' -o "$bin.tmp" .) >&2 &
 gopid=$!
-trap 'kill "$gopid" 2>/dev/null; rm -f "$bin.tmp"; exit 143' TERM INT
+set +m
+trap 'kill -TERM -- -"$gopid" 2>/dev/null; rm -f "$bin.tmp"; exit 143' TERM INT
 wait "$gopid" || { say "go build failed"; exit 1; }
 trap - TERM INT
 mv "$bin.tmp" "$bin"
