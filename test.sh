@@ -57,7 +57,7 @@ wait_tansu_sqlite() {
 # Built from the contrib Go modules pinned in tests/peers/otelcol/ (go.mod, go.sum, main.go) by
 # its build.sh, once per manifest, into ~/.cache/shardtel/otelcol/<hash>/ (Go's module and
 # build caches are kept as well). A cold build downloads ~600 MB of modules and costs ~270
-# CPU-seconds (4-5 minutes on an idle 2-core machine, ~14 under heavy load; ~1.5 GB of Go
+# CPU-seconds (measured on 2 cores: 4 minutes at load 5, 14 at load 20; ~1.5 GB of Go
 # caches); with Go's caches warm it takes ~15 s, with the binary cached nothing. It runs in the
 # background while the lint steps run, and the tests wait for it. It needs Go (the version of go.mod's `go` line; build.sh says what to install when it is
 # missing). A SHARDTEL_OTELCOL_BIN set by the caller is used as it is. Without the binary the
