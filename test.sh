@@ -57,11 +57,12 @@ wait_tansu_sqlite() {
 # Built from the contrib Go modules pinned in tests/peers/otelcol/ (go.mod, go.sum, main.go) by
 # its build.sh, once per manifest, into ~/.cache/shardtel/otelcol/<hash>/ (Go's module and
 # build caches are kept as well). A cold build downloads ~600 MB of modules and costs ~270
-# CPU-seconds (measured on 2 cores: 4 minutes at load 5, 14 at load 20; ~1.5 GB of Go
-# caches); with Go's caches warm it takes ~15 s, with the binary cached nothing. It runs in the
-# background while the lint steps run, and the tests wait for it. It needs Go (the version of go.mod's `go` line; build.sh says what to install when it is
-# missing). A SHARDTEL_OTELCOL_BIN set by the caller is used as it is. Without the binary the
-# OTLP interop tests fail, unless SHARDTEL_OTELCOL_OPTIONAL=1 (they skip loudly).
+# CPU-seconds (measured on 2 cores: 4 minutes at load 5, 14 at load 20; ~1.5 GB of Go caches);
+# with Go's caches warm it takes ~15 s, with the binary cached nothing. It runs in the
+# background while the lint steps run, and the tests wait for it. It needs Go (the version of
+# go.mod's `go` line; build.sh says what to install when it is missing). A SHARDTEL_OTELCOL_BIN
+# set by the caller is used as it is. Without the binary the OTLP interop tests fail, unless
+# SHARDTEL_OTELCOL_OPTIONAL=1 (they skip loudly).
 otelcol_pid=""
 if [ -z "${SHARDTEL_OTELCOL_BIN:-}" ]; then
   step "opentelemetry collector build (background)"
