@@ -21,6 +21,10 @@
 //!   flag with a relaxed load. While the flag is set, every reactor and the monitor thread give
 //!   their freed memory back to the OS ([`return_freed_memory`]), so that the next measurement
 //!   sees what is held rather than what mimalloc kept for reuse.
+//!
+//! It imports no receiver and no pipeline: what the OTLP connections may hold arrives as data
+//! ([`ConnectionBounds`]), a refusal leaves as a [`Pressure`] (the receivers' intake answers it
+//! as a retryable error), and its counters leave as metric families.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
@@ -31,7 +35,82 @@ use shardtel_config::{
 };
 use shardtel_sinks::DiskQueueSettings;
 
-use crate::receiver::{connections, Protocol};
+use crate::telemetry::{signal_index, Exposition, Families};
+
+/// Why the memory limiter could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum MemoryLimiterError {
+    /// The monitor thread could not be spawned.
+    #[error("memory_limiter: failed to start its thread: {0}")]
+    Thread(#[source] std::io::Error),
+    /// The soft limit leaves nothing for buffers.
+    #[error(
+        "memory_limiter: the soft limit {} MiB is below the process's own baseline of about \
+         {} MiB ({} MiB now, {} MiB per core once running); raise limit_mib",
+        .soft_limit >> 20,
+        .baseline.div_ceil(1 << 20),
+        .resident >> 20,
+        CORE_RUNTIME_BYTES >> 20
+    )]
+    BelowBaseline {
+        /// The soft limit, bytes.
+        soft_limit: u64,
+        /// The baseline: resident now plus [`CORE_RUNTIME_BYTES`] per core, bytes.
+        baseline: u64,
+        /// Resident now, bytes.
+        resident: u64,
+    },
+    /// The parts of a core's memory that cannot shrink further do not fit its share.
+    #[error(
+        "memory_limiter: each core's share of the memory for buffers (the limit less half \
+         the spike limit and the baseline) is {} MiB ({} MiB / {cores} cores), less than the \
+         {} MiB its buffers need at least ({}); raise limit_mib, lower max_recv_msg_size, \
+         batch.max_bytes, max_concurrent_streams or the tail sampler's table and cache \
+         sizes, or run on fewer cores",
+        .share >> 20,
+        .budget >> 20,
+        .minimums.iter().map(|(_, b)| b).sum::<u64>().div_ceil(1 << 20),
+        describe_parts(.minimums)
+    )]
+    DoesNotFit {
+        /// Each core's share, bytes.
+        share: u64,
+        /// What all cores' buffers may hold, bytes.
+        budget: u64,
+        /// Cores.
+        cores: usize,
+        /// Each part's least size: (what, bytes).
+        minimums: Vec<(String, u64)>,
+    },
+}
+
+/// `what N KiB, ...`
+fn describe_parts(parts: &[(String, u64)]) -> String {
+    parts
+        .iter()
+        .map(|(what, bytes)| format!("{what} {} KiB", bytes >> 10))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// What the OTLP receivers' connections may hold, as the memory limiter counts it; computed from
+/// the configuration by the receivers (`receivers::otlp::connections::bounds`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ConnectionBounds {
+    /// `receivers.otlp.max_connections`.
+    pub max_connections: usize,
+    /// Connections one core serves: its share of `max_connections`.
+    pub per_core: usize,
+    /// The most one served connection holds besides the request bodies it delivered (the worst
+    /// case of the configured listeners).
+    pub per_connection_bytes: usize,
+    /// That worst case for a gRPC connection.
+    pub grpc_bytes: usize,
+    /// That worst case for an HTTP/1.1 connection.
+    pub http_bytes: usize,
+    /// What the connections one core refuses at once hold at most, together.
+    pub refusing_bytes: usize,
+}
 
 /// The process's memory state, written by the monitor thread, read by every core.
 #[derive(Debug)]
@@ -112,7 +191,7 @@ pub fn available_memory() -> u64 {
 }
 
 /// Starts the monitor thread for `config`; returns the gauge the cores read.
-pub fn start(config: &MemoryLimiterConfig) -> Result<Arc<MemoryGauge>, String> {
+pub fn start(config: &MemoryLimiterConfig) -> Result<Arc<MemoryGauge>, MemoryLimiterError> {
     let (hard, soft) = config.limits(available_memory());
     let gauge = Arc::new(MemoryGauge {
         check_interval: config.check_interval,
@@ -126,7 +205,7 @@ pub fn start(config: &MemoryLimiterConfig) -> Result<Arc<MemoryGauge>, String> {
     std::thread::Builder::new()
         .name("shardtel-memory".into())
         .spawn(move || monitor(&g, interval))
-        .map_err(|e| format!("memory_limiter: failed to start its thread: {e}"))?;
+        .map_err(MemoryLimiterError::Thread)?;
     Ok(gauge)
 }
 
@@ -259,28 +338,24 @@ struct Item {
 
 /// Shrinks the per-core buffers of `config` to fit `budget / cores` per core, where `budget` is
 /// what all buffers may hold ([`buffer_budget`]): parts that cannot be scaled keep their size,
-/// the others share the rest by max-min fairness (see `scale`). Fails when the minimums do not
-/// fit.
-pub fn fit(config: &mut Config, cores: usize, budget: u64) -> Result<Budget, String> {
+/// the others share the rest by max-min fairness (see `scale`). `connections`: what the OTLP
+/// receivers' connections hold, when there are any. Fails when the minimums do not fit.
+pub fn fit(
+    config: &mut Config,
+    cores: usize,
+    budget: u64,
+    connections: Option<&ConnectionBounds>,
+) -> Result<Budget, MemoryLimiterError> {
     let share = budget / cores.max(1) as u64;
-    let items = items(config, cores);
+    let items = items(config, cores, connections);
     let minimum: u64 = items.iter().map(|i| i.minimum).sum();
     if minimum > share {
-        return Err(format!(
-            "memory_limiter: each core's share of the memory for buffers (the limit less half \
-             the spike limit and the baseline) is {} MiB ({} MiB / {cores} cores), less than the \
-             {} MiB its buffers need at least ({}); raise limit_mib, lower max_recv_msg_size, \
-             batch.max_bytes, max_concurrent_streams or the tail sampler's table and cache \
-             sizes, or run on fewer cores",
-            share >> 20,
-            budget >> 20,
-            minimum.div_ceil(1 << 20),
-            items
-                .iter()
-                .map(|i| format!("{} {} KiB", i.part.name(), i.minimum >> 10))
-                .collect::<Vec<_>>()
-                .join(", ")
-        ));
+        return Err(MemoryLimiterError::DoesNotFit {
+            share,
+            budget,
+            cores,
+            minimums: items.iter().map(|i| (i.part.name(), i.minimum)).collect(),
+        });
     }
     let sizes = scale(&items, share);
     let max_recv = max_recv_msg_size(config);
@@ -363,14 +438,13 @@ pub fn fit(config: &mut Config, cores: usize, budget: u64) -> Result<Budget, Str
                 }
             }
             Part::Connections => {
-                if let Some(otlp) = &config.receivers.otlp {
-                    let streams = otlp.max_concurrent_streams;
-                    let grpc = connections::worst_case_bytes(Protocol::Grpc, streams) as u64;
-                    let http = connections::worst_case_bytes(Protocol::Http, streams) as u64;
+                if let Some(c) = connections {
+                    let grpc = c.grpc_bytes as u64;
+                    let http = c.http_bytes as u64;
                     changes.push(format!(
                         "connections per core: {} of receivers.otlp.max_connections {} -> {} KiB at their worst case: {} gRPC ({} KiB each) or {} HTTP/1.1 ({} KiB each) connections",
-                        connections::per_core(otlp.max_connections, cores),
-                        otlp.max_connections,
+                        c.per_core,
+                        c.max_connections,
                         size >> 10,
                         size / grpc,
                         grpc >> 10,
@@ -394,7 +468,7 @@ fn max_recv_msg_size(config: &Config) -> u64 {
 }
 
 /// Every part of one core's memory that `config` bounds (see the module docs).
-fn items(config: &Config, cores: usize) -> Vec<Item> {
+fn items(config: &Config, cores: usize, connections: Option<&ConnectionBounds>) -> Vec<Item> {
     let max_recv = max_recv_msg_size(config);
     let scalable = |part, demand: u64, minimum: u64| Item {
         part,
@@ -419,9 +493,9 @@ fn items(config: &Config, cores: usize) -> Vec<Item> {
             per_slot,
         ));
     }
-    if let Some(otlp) = &config.receivers.otlp {
-        let per_connection = connections::per_connection_bytes(otlp) as u64;
-        let per_core = connections::per_core(otlp.max_connections, cores) as u64;
+    if let Some(c) = connections {
+        let per_connection = c.per_connection_bytes as u64;
+        let per_core = c.per_core as u64;
         items.push(scalable(
             Part::Connections,
             per_core * per_connection,
@@ -429,8 +503,10 @@ fn items(config: &Config, cores: usize) -> Vec<Item> {
         ));
         items.push(fixed(
             "connections being refused".into(),
-            (connections::REFUSING_PER_CORE * connections::refusal_bytes()) as u64,
+            c.refusing_bytes as u64,
         ));
+    }
+    if let Some(otlp) = &config.receivers.otlp {
         // One request is decoded at a time per core: decompression may grow its output to
         // twice the limit before trimming it; OTLP/JSON (HTTP) is parsed into a document
         // tree, about five times its size, then encoded.
@@ -661,24 +737,26 @@ pub const CORE_RUNTIME_BYTES: u64 = 24 << 20;
 
 /// Starts the memory limiter the pipelines list, if any: the monitor thread, and `config`'s
 /// per-core buffers fitted to the soft limit less the process's baseline (each change logged).
-pub fn setup(mut config: Config, cores: usize) -> Result<(Config, Option<MemorySetup>), String> {
+/// `connections`: what the OTLP receivers' connections hold, when there are any.
+pub fn setup(
+    mut config: Config,
+    cores: usize,
+    connections: Option<&ConnectionBounds>,
+) -> Result<(Config, Option<MemorySetup>), MemoryLimiterError> {
     let Some(limiter) = configured(&config).copied() else {
         return Ok((config, None));
     };
     let gauge = start(&limiter)?;
     let baseline = resident_bytes().unwrap_or(0) + cores as u64 * CORE_RUNTIME_BYTES;
     if baseline >= gauge.soft_limit {
-        return Err(format!(
-            "memory_limiter: the soft limit {} MiB is below the process's own baseline of about \
-             {} MiB ({} MiB now, {} MiB per core once running); raise limit_mib",
-            gauge.soft_limit >> 20,
-            baseline.div_ceil(1 << 20),
-            resident_bytes().unwrap_or(0) >> 20,
-            CORE_RUNTIME_BYTES >> 20
-        ));
+        return Err(MemoryLimiterError::BelowBaseline {
+            soft_limit: gauge.soft_limit,
+            baseline,
+            resident: resident_bytes().unwrap_or(0),
+        });
     }
     let total = buffer_budget(&gauge, baseline);
-    let budget = fit(&mut config, cores, total)?;
+    let budget = fit(&mut config, cores, total, connections)?;
     // Buffers full to `total` would put the resident set half-way into the spike limit; the
     // soft limit's share of them is where a core starts refusing.
     let buffered_limit = (budget.buffered as u128 * (gauge.soft_limit - baseline) as u128
@@ -689,12 +767,7 @@ pub fn setup(mut config: Config, cores: usize) -> Result<(Config, Option<MemoryS
         gauge.soft_limit >> 20,
         baseline >> 20,
         budget.share >> 20,
-        budget
-            .parts
-            .iter()
-            .map(|(what, bytes)| format!("{what} {} KiB", bytes >> 10))
-            .collect::<Vec<_>>()
-            .join(", ")
+        describe_parts(&budget.parts)
     );
     for change in &budget.changes {
         log::info!("memory_limiter: fitted to the per-core share: {change}");
@@ -765,8 +838,8 @@ impl CoreLimiter {
         &self,
         signal: shardtel_protocol::Signal,
         buffered: impl FnOnce() -> u64,
-    ) -> Result<(), crate::ingest::IngestError> {
-        let i = crate::telemetry::signal_index(signal);
+    ) -> Result<(), Pressure> {
+        let i = signal_index(signal);
         if !self.signals[i] {
             return Ok(());
         }
@@ -779,15 +852,12 @@ impl CoreLimiter {
         };
         let c = &self.refused[pressure as usize][i];
         c.set(c.get() + 1);
-        Err(crate::ingest::IngestError::MemoryLimited)
+        Err(pressure)
     }
 
     /// Like [`CoreLimiter::check`], on the resident set only (for requests already read).
     #[inline]
-    pub fn check_resident(
-        &self,
-        signal: shardtel_protocol::Signal,
-    ) -> Result<(), crate::ingest::IngestError> {
+    pub fn check_resident(&self, signal: shardtel_protocol::Signal) -> Result<(), Pressure> {
         self.check(signal, || 0)
     }
 
@@ -828,61 +898,54 @@ pub struct MemorySnapshot {
     pub refused_requests: [[u64; 3]; 2],
 }
 
-/// Renders the memory limiter series of every core that has one.
-pub fn render(cores: &[(usize, &MemorySnapshot)], out: &mut String) {
-    use std::fmt::Write as _;
-    let Some((_, first)) = cores.first() else {
-        return;
-    };
-    for (name, help, v) in [
-        (
-            "shardtel_memory_limiter_resident_bytes",
-            "Resident memory of the process at the last check.",
-            first.rss,
-        ),
-        (
-            "shardtel_memory_limiter_soft_limit_bytes",
-            "Soft limit (limit - spike limit): above it receivers refuse data.",
-            first.soft_limit,
-        ),
-        (
-            "shardtel_memory_limiter_hard_limit_bytes",
-            "The configured limit.",
-            first.hard_limit,
-        ),
-        (
-            "shardtel_memory_limiter_limited",
-            "1 while the resident memory is above the soft limit (receivers refuse), else 0.",
-            u64::from(first.limited),
-        ),
-    ] {
-        let _ = writeln!(out, "# HELP {name} {help}");
-        let _ = writeln!(out, "# TYPE {name} gauge");
-        let _ = writeln!(out, "{name} {v}");
-    }
-    let name = "shardtel_memory_limiter_buffered_limit_bytes";
-    let _ = writeln!(
-        out,
-        "# HELP {name} Buffered data (requests in flight, export queues in memory, tail sampler) at which a core refuses."
-    );
-    let _ = writeln!(out, "# TYPE {name} gauge");
-    for (core, s) in cores {
-        let _ = writeln!(out, "{name}{{core=\"{core}\"}} {}", s.buffered_limit);
-    }
-    let name = "shardtel_memory_limiter_refused_requests_total";
-    let _ = writeln!(
-        out,
-        "# HELP {name} Requests refused because memory was above the soft limit (retryable: gRPC UNAVAILABLE, HTTP 429); reason resident (the process's resident set) or buffered (the core's buffered data)."
-    );
-    let _ = writeln!(out, "# TYPE {name} counter");
-    for (core, s) in cores {
-        for (r, reason) in ["resident", "buffered"].iter().enumerate() {
-            for (i, signal) in ["traces", "metrics", "logs"].iter().enumerate() {
-                let _ = writeln!(
-                    out,
-                    "{name}{{signal=\"{signal}\",reason=\"{reason}\",core=\"{core}\"}} {}",
-                    s.refused_requests[r][i]
-                );
+impl Families for MemorySnapshot {
+    fn families(cores: &[(usize, &Self)], out: &mut Exposition) {
+        let Some((_, first)) = cores.first() else {
+            return;
+        };
+        for (name, help, v) in [
+            (
+                "shardtel_memory_limiter_resident_bytes",
+                "Resident memory of the process at the last check.",
+                first.rss,
+            ),
+            (
+                "shardtel_memory_limiter_soft_limit_bytes",
+                "Soft limit (limit - spike limit): above it receivers refuse data.",
+                first.soft_limit,
+            ),
+            (
+                "shardtel_memory_limiter_hard_limit_bytes",
+                "The configured limit.",
+                first.hard_limit,
+            ),
+            (
+                "shardtel_memory_limiter_limited",
+                "1 while the resident memory is above the soft limit (receivers refuse), else 0.",
+                u64::from(first.limited),
+            ),
+        ] {
+            out.gauge(name, help).sample(&[], v);
+        }
+        let limit = out.gauge(
+            "shardtel_memory_limiter_buffered_limit_bytes",
+            "Buffered data (requests in flight, export queues in memory, tail sampler) at which a core refuses.",
+        );
+        for (core, s) in cores {
+            limit.sample(&[("core", core)], s.buffered_limit);
+        }
+        let refused = out.counter(
+            "shardtel_memory_limiter_refused_requests_total",
+            "Requests refused because memory was above the soft limit (retryable: gRPC UNAVAILABLE, HTTP 429); reason resident (the process's resident set) or buffered (the core's buffered data).",
+        );
+        for (core, s) in cores {
+            for (r, reason) in ["resident", "buffered"].iter().enumerate() {
+                for (i, signal) in ["traces", "metrics", "logs"].iter().enumerate() {
+                    refused.sample(
+                        &[("signal", signal), ("reason", reason), ("core", core)],
+                        s.refused_requests[r][i],
+                    );
+                }
             }
         }
     }
@@ -891,6 +954,17 @@ pub fn render(cores: &[(usize, &MemorySnapshot)], out: &mut String) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::receivers::otlp::connections::{self, Protocol};
+
+    /// `fit` with the connection bounds the OTLP receivers report for `config`.
+    fn fit(config: &mut Config, cores: usize, budget: u64) -> Result<Budget, MemoryLimiterError> {
+        let bounds = config
+            .receivers
+            .otlp
+            .as_ref()
+            .map(|otlp| connections::bounds(otlp, cores));
+        super::fit(config, cores, budget, bounds.as_ref())
+    }
 
     fn config(text: &str) -> Config {
         Config::from_str_with_env(text, "t.toml", &|_| None).unwrap()
@@ -942,7 +1016,7 @@ exporters = ["f"]
         let part = |what: &str| budget.parts.iter().find(|(w, _)| w == what).unwrap().1;
         assert_eq!(
             part("connections"),
-            64 * connections::worst_case_bytes(crate::receiver::Protocol::Grpc, 16) as u64
+            64 * connections::worst_case_bytes(Protocol::Grpc, 16) as u64
         );
         assert_eq!(part("exporter f sending"), 6 * (4 << 20));
         assert_eq!(
@@ -1001,7 +1075,7 @@ exporters = ["f"]
     #[test]
     fn minimums_that_do_not_fit_are_an_error() {
         let mut c = config(BASE);
-        let e = fit(&mut c, 2, 8 << 20).unwrap_err();
+        let e = fit(&mut c, 2, 8 << 20).unwrap_err().to_string();
         assert!(e.contains("less than the"), "{e}");
         assert!(e.contains("connections"), "{e}");
     }
@@ -1029,18 +1103,19 @@ exporters = ["f"]
         assert!(l.check(Signal::Traces, || 999).is_ok());
         assert!(matches!(
             l.check(Signal::Traces, || 1000),
-            Err(crate::ingest::IngestError::MemoryLimited)
+            Err(Pressure::Buffered)
         ));
         assert!(l.check_resident(Signal::Traces).is_ok());
         gauge.record(90);
         assert!(matches!(
             l.check_resident(Signal::Traces),
-            Err(crate::ingest::IngestError::MemoryLimited)
+            Err(Pressure::Resident)
         ));
         assert!(l.check(Signal::Logs, || 5000).is_ok());
         assert_eq!(l.snapshot().refused_requests, [[1, 0, 0], [1, 0, 0]]);
-        let mut text = String::new();
-        render(&[(0, &l.snapshot())], &mut text);
+        let mut out = Exposition::default();
+        MemorySnapshot::families(&[(0, &l.snapshot())], &mut out);
+        let text = out.render();
         assert!(text.contains(
             "shardtel_memory_limiter_refused_requests_total{signal=\"traces\",reason=\"buffered\",core=\"0\"} 1"
         ));
