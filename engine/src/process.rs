@@ -56,7 +56,7 @@ pub enum EngineError {
     /// A core failed during start-up.
     #[error(transparent)]
     CoreStart(Box<CoreStartError>),
-    /// A core did not report within [`CORE_START_TIMEOUT`].
+    /// A core did not report within 60 s.
     #[error("a core did not start within {} s", CORE_START_TIMEOUT.as_secs())]
     CoreStartTimeout,
     /// Signal handling could not be installed.

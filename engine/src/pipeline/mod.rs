@@ -5,7 +5,7 @@
 //! (`shardtel-sinks`).
 //!
 //! A [`Pipeline`] is built per core ([`Pipeline::build`]) and groups its state in a few parts:
-//! the [`exporters`](Exporters), the mesh's sending ends, the routing scratch, the processors,
+//! the exporters, the mesh's sending ends, the routing scratch, the processors,
 //! the sampler and the ingest log. The receivers reach it only through their intake
 //! (`crate::receivers::Intake`): [`Pipeline::ingest`] is the one entry for new data;
 //! [`Pipeline::deliver`] takes what other cores route here.

@@ -1,12 +1,12 @@
 //! One reactor: the [`Core`] value built inside its glommio executor, and its lifecycle as
 //! three steps, each a function of its own:
 //!
-//! - [`start`](start::start): build the core's pipeline and intake, connect the mesh, recover
-//!   what the ingest log holds, bind the receivers (everything that can fail, with a typed
+//! - `start` (`start.rs`): build the core's pipeline and intake, connect the mesh, recover what
+//!   the ingest log holds, bind the receivers (everything that can fail, with a typed
 //!   [`StartError`]);
-//! - [`serve`](serve::serve): report ready, publish snapshots, run the sampler's timer, until
-//!   the process asks for shutdown (the receivers and the mesh run as tasks meanwhile);
-//! - [`drain`](drain::drain): refuse new data, let in-flight requests and mesh traffic finish,
+//! - `serve` (`serve.rs`): report ready, publish snapshots, run the sampler's timer, until the
+//!   process asks for shutdown (the receivers and the mesh run as tasks meanwhile);
+//! - `drain` (`drain.rs`): refuse new data, let in-flight requests and mesh traffic finish,
 //!   decide what the sampler holds, drain the exporters, commit Kafka offsets, close the log.
 //!
 //! A core's state is grouped into a few parts: the [`Pipeline`] (data path), the [`Intake`]
@@ -119,9 +119,8 @@ impl Core {
     }
 }
 
-/// Runs one core until shutdown completes: [`start`](start::start), then
-/// [`serve`](serve::serve) until `shutdown` is set, then [`drain`](drain::drain). Called inside
-/// its executor.
+/// Runs one core until shutdown completes: `start`, then `serve` until `shutdown` is set, then
+/// `drain`. Called inside its executor.
 pub async fn run(setup: CoreSetup) {
     let (core, cpu) = (setup.id, setup.cpu);
     let ready = setup.ready.clone();

@@ -5,7 +5,7 @@
 //! # Requests of many messages
 //!
 //! What one poll round finds in the consumer's queue is ingested as few requests as possible
-//! ([`batching`]): consecutive messages of one signal are checked one by one (a
+//! (`batching`): consecutive messages of one signal are checked one by one (a
 //! malformed one is skipped, counted and logged with topic, partition and offset), copied once
 //! into one buffer (OTLP/JSON converted to protobuf first), and ingested as one request of at
 //! most `max_request_bytes` / `max_request_messages`. With durability on that is one ingest-log
