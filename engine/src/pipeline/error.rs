@@ -81,9 +81,26 @@ fn request_name(signal: Signal) -> &'static str {
     }
 }
 
+/// What a refusal means to the client: the one classification the gRPC code, the HTTP status
+/// and the retry advice are read from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Class {
+    /// The request itself is wrong: do not retry it.
+    Invalid,
+    /// Larger than allowed: do not retry it.
+    TooLarge,
+    /// Not now: retry later.
+    Unavailable,
+    /// Above the memory limit: retry later.
+    MemoryLimited,
+    /// No pipeline for the signal.
+    NoPipeline,
+    /// A content type or encoding this receiver does not take.
+    Unsupported,
+}
+
 impl IngestError {
-    /// The gRPC status code for this error.
-    pub fn grpc_code(&self) -> Code {
+    fn class(&self) -> Class {
         match self {
             IngestError::Malformed { .. }
             | IngestError::GrpcFraming(_)
@@ -91,46 +108,44 @@ impl IngestError {
             | IngestError::DecompressMessage(_)
             | IngestError::DecompressBody(_)
             | IngestError::Json(_)
-            | IngestError::TooLargeToLog(_) => Code::InvalidArgument,
-            IngestError::TooLarge { .. } => Code::ResourceExhausted,
+            | IngestError::TooLargeToLog(_) => Class::Invalid,
+            IngestError::TooLarge { .. } => Class::TooLarge,
             IngestError::Overloaded(_)
             | IngestError::TooManyConnections
             | IngestError::Storage(_)
-            | IngestError::Draining
-            | IngestError::MemoryLimited => Code::Unavailable,
-            IngestError::NoPipeline(_) | IngestError::Unsupported(_) => Code::Unimplemented,
+            | IngestError::Draining => Class::Unavailable,
+            IngestError::MemoryLimited => Class::MemoryLimited,
+            IngestError::NoPipeline(_) => Class::NoPipeline,
+            IngestError::Unsupported(_) => Class::Unsupported,
+        }
+    }
+
+    /// The gRPC status code for this error.
+    pub fn grpc_code(&self) -> Code {
+        match self.class() {
+            Class::Invalid => Code::InvalidArgument,
+            Class::TooLarge => Code::ResourceExhausted,
+            Class::Unavailable | Class::MemoryLimited => Code::Unavailable,
+            Class::NoPipeline | Class::Unsupported => Code::Unimplemented,
         }
     }
 
     /// The HTTP status for this error.
     pub fn http_status(&self) -> u16 {
-        match self {
-            IngestError::Malformed { .. }
-            | IngestError::GrpcFraming(_)
-            | IngestError::CompressedWithoutEncoding
-            | IngestError::DecompressMessage(_)
-            | IngestError::DecompressBody(_)
-            | IngestError::Json(_)
-            | IngestError::TooLargeToLog(_) => 400,
-            IngestError::TooLarge { .. } => 413,
-            IngestError::Overloaded(_)
-            | IngestError::TooManyConnections
-            | IngestError::Storage(_)
-            | IngestError::Draining => 503,
-            IngestError::MemoryLimited => 429,
-            IngestError::NoPipeline(_) => 404,
-            IngestError::Unsupported(_) => 415,
+        match self.class() {
+            Class::Invalid => 400,
+            Class::TooLarge => 413,
+            Class::Unavailable => 503,
+            Class::MemoryLimited => 429,
+            Class::NoPipeline => 404,
+            Class::Unsupported => 415,
         }
     }
 
     /// How long a client should wait before retrying, for retryable errors.
     pub fn retry_after(&self) -> Option<Duration> {
-        match self {
-            IngestError::Overloaded(_)
-            | IngestError::TooManyConnections
-            | IngestError::Storage(_)
-            | IngestError::Draining
-            | IngestError::MemoryLimited => Some(Duration::from_secs(1)),
+        match self.class() {
+            Class::Unavailable | Class::MemoryLimited => Some(Duration::from_secs(1)),
             _ => None,
         }
     }
@@ -166,6 +181,85 @@ mod tests {
         assert_eq!(e.http_status(), 429);
         assert_eq!(e.retry_after(), Some(Duration::from_secs(1)));
         assert!(e.is_retryable());
+    }
+
+    #[test]
+    fn each_error_has_one_code_one_status_and_retry_advice() {
+        let wal = || Box::new(WalError::TooLarge { len: 9, max: 8 });
+        let corrupt = DecompressError::Corrupt;
+        for (e, code, status, retry) in [
+            (
+                IngestError::Malformed {
+                    signal: Signal::Logs,
+                    source: ScanError::Truncated { offset: 0 },
+                },
+                Code::InvalidArgument,
+                400,
+                false,
+            ),
+            (
+                IngestError::GrpcFraming(GrpcFrameError::TooShort { len: 1 }),
+                Code::InvalidArgument,
+                400,
+                false,
+            ),
+            (
+                IngestError::CompressedWithoutEncoding,
+                Code::InvalidArgument,
+                400,
+                false,
+            ),
+            (
+                IngestError::DecompressMessage(corrupt),
+                Code::InvalidArgument,
+                400,
+                false,
+            ),
+            (
+                IngestError::DecompressBody(corrupt),
+                Code::InvalidArgument,
+                400,
+                false,
+            ),
+            (
+                IngestError::TooLargeToLog(wal()),
+                Code::InvalidArgument,
+                400,
+                false,
+            ),
+            (
+                IngestError::TooLarge { limit: 1 },
+                Code::ResourceExhausted,
+                413,
+                false,
+            ),
+            (IngestError::Overloaded("x"), Code::Unavailable, 503, true),
+            (
+                IngestError::TooManyConnections,
+                Code::Unavailable,
+                503,
+                true,
+            ),
+            (IngestError::Storage(wal()), Code::Unavailable, 503, true),
+            (IngestError::Draining, Code::Unavailable, 503, true),
+            (IngestError::MemoryLimited, Code::Unavailable, 429, true),
+            (
+                IngestError::NoPipeline(Signal::Traces),
+                Code::Unimplemented,
+                404,
+                false,
+            ),
+            (
+                IngestError::Unsupported("x".into()),
+                Code::Unimplemented,
+                415,
+                false,
+            ),
+        ] {
+            assert_eq!(e.grpc_code(), code, "{e:?}");
+            assert_eq!(e.http_status(), status, "{e:?}");
+            assert_eq!(e.is_retryable(), retry, "{e:?}");
+        }
     }
 
     #[test]
