@@ -27,7 +27,7 @@ use std::path::PathBuf;
 use bytes::Bytes;
 use criterion::{black_box, criterion_group, criterion_main, Criterion, Throughput};
 use shardtel_config::Config;
-use shardtel_engine::processors::Chain;
+use shardtel_processors::Chain;
 use shardtel_protocol::reframe::{
     encode_trace_spans, encode_trace_spans_rewritten, encode_traces, Encoded,
 };
@@ -153,7 +153,7 @@ fn kept_by_copy(batch: &SpanBatch, spans: &[u32], chain: &Chain, out: &mut Encod
     let mut sub = SpanBatch {
         buf: batch.buf.clone(),
         index: batch.index.clone(),
-        hold: batch.hold.clone(),
+        release_token: batch.release_token.clone(),
     };
     let mut cursor = 0;
     sub.index.retain_spans(|i| {

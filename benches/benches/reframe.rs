@@ -30,7 +30,7 @@ fn bench_reframe(c: &mut Criterion) {
         batches.extend(parts.into_iter().map(|index| SpanBatch {
             buf: p.clone(),
             index,
-            hold: None,
+            release_token: None,
         }));
     }
     let spans: usize = batches.iter().map(|b| b.index.spans.len()).sum();

@@ -29,10 +29,10 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use criterion::{black_box, criterion_group, criterion_main, BatchSize, Criterion, Throughput};
 use shardtel_config::{Percentage, PolicyConfig, PolicyKind, StatusCode, TailSamplingConfig};
-use shardtel_engine::sampler::{CoreShare, Kept, Sampler};
 use shardtel_protocol::route::owner_core;
 use shardtel_protocol::scan::{SpanBatch, TracesIndex};
 use shardtel_protocol::span::SpanView;
+use shardtel_sampler::{CoreShare, Kept, Sampler};
 
 const VARIANTS: u32 = 400;
 
@@ -86,7 +86,7 @@ fn half(batch: &SpanBatch, half: usize) -> SpanBatch {
     SpanBatch {
         buf: batch.buf.clone(),
         index,
-        hold: None,
+        release_token: None,
     }
 }
 
@@ -184,7 +184,7 @@ fn partition(batch: &SpanBatch, cores: usize) -> Vec<SpanBatch> {
         .map(|index| SpanBatch {
             buf: batch.buf.clone(),
             index,
-            hold: None,
+            release_token: None,
         })
         .collect()
 }
