@@ -44,21 +44,11 @@ fn payloads() -> Vec<Bytes> {
         .collect()
 }
 
-const PROCESSORS: &str = r#"
-[processors.redact]
-type = "attributes"
-[[processors.redact.actions]]
-key = "http.url"
-action = "hash"
-[[processors.redact.actions]]
-key = "user.email"
-action = "delete"
-[[processors.redact.actions]]
-key = "log.body"
-action = "mask"
-pattern = '\d{4}-\d{4}-\d{4}-\d{4}'
-replacement = "[REDACTED]"
+/// The DESIGN.md redaction processor (`[processors.redact]`), shared with the tests and the docs.
+const REDACTION: &str = include_str!("../../tests/fixtures/redaction.toml");
 
+/// The other processors and the pipeline, after [`REDACTION`].
+const PROCESSORS: &str = r#"
 [processors.tag]
 type = "attributes"
 actions = [{ key = "deployment.environment.name", action = "upsert", value = "prod" }]
@@ -78,7 +68,8 @@ exporters = ["blackhole"]
 "#;
 
 fn chain(name: &str) -> Chain {
-    let config = Config::from_str(PROCESSORS, "bench.toml").expect("bench config");
+    let config =
+        Config::from_str(&format!("{REDACTION}{PROCESSORS}"), "bench.toml").expect("bench config");
     Chain::build(&config, Signal::Traces, &[name.to_string()])
         .expect("chain")
         .expect("non-empty chain")

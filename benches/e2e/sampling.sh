@@ -14,7 +14,10 @@
 #
 # 1. Throughput. For each protocol, each rate of RATES, on a FRESH collector each:
 #      shardtel --config blackhole.toml            (no sampling)
-#      shardtel --config blackhole-sampling.toml   (seed policies, decision_wait = 10s)
+#      shardtel --config blackhole-sampling.toml   (seed policies, decision_wait = 10s;
+#                                                   written to raw/ from
+#                                                   blackhole-sampling.base.toml and the
+#                                                   policies of tests/fixtures/reference-sampling.toml)
 #    A step passes at zero loss: >= 97 % of the offered rate acknowledged, no refused or
 #    failed request, the collector accepted every acknowledged span and (sampling) its
 #    samplers received them all. Steps last STEP_SECS (default 30 s: three decision_waits, so
@@ -73,7 +76,10 @@ log() { echo "[$(date -u +%H:%M:%S)] $*" | tee -a "$RAW/run.log"; }
 command -v curl >/dev/null || die "curl is required"
 command -v python3 >/dev/null || die "python3 is required"
 
-config_file() { case $1 in plain) echo "$HERE/blackhole.toml" ;; sampling) echo "$HERE/blackhole-sampling.toml" ;; *) die "unknown config $1" ;; esac; }
+# shellcheck source=fixtures.sh
+. "$HERE/fixtures.sh"
+SAMPLING_CONFIG=$RAW/blackhole-sampling.toml
+config_file() { case $1 in plain) echo "$HERE/blackhole.toml" ;; sampling) echo "$SAMPLING_CONFIG" ;; *) die "unknown config $1" ;; esac; }
 
 # ---- binaries (built before any measurement) ---------------------------------------------
 if [ -z "${SHARDTEL_BIN:-}" ]; then
@@ -84,7 +90,8 @@ if [ -z "${LOADGEN_BIN:-}" ]; then
   (cd "$ROOT" && cargo build --release -q -p shardtel-loadgen) || die "cargo build --release -p shardtel-loadgen failed"
   LOADGEN_BIN=$ROOT/target/release/shardtel-loadgen
 fi
-for c in plain sampling; do "$SHARDTEL_BIN" validate --config "$(config_file $c)" >/dev/null || die "$(config_file $c) does not validate"; done
+write_config "$SAMPLING_CONFIG" "$HERE/blackhole-sampling.base.toml" reference_sampling_policies
+"$SHARDTEL_BIN" validate --config "$HERE/blackhole.toml" >/dev/null || die "$HERE/blackhole.toml does not validate"
 
 # ---- collector control (by PID only) -------------------------------------------------------
 start_collector() {  # config-file log
@@ -222,7 +229,7 @@ done
 MEM_SUMMARY="memory step skipped (MEM_SECS=0)"
 if [ "$MEM_SECS" != 0 ]; then
   wait_quiet memory
-  start_collector "$HERE/blackhole-sampling.toml" "$RAW/memory-collector.log"
+  start_collector "$SAMPLING_CONFIG" "$RAW/memory-collector.log"
   sleep 2
   idle_kib=$(status_kib VmRSS)
   printf "t_s\trss_kib\tbuffered_spans\tbuffered_span_bytes\tbuffered_bytes\n" >"$RAW/memory.tsv"
