@@ -22,10 +22,9 @@
 //! Run: `cargo bench -p shardtel-benches --bench processors` (both groups), or add
 //! `-- after_sampler` for the second one.
 
-use std::path::PathBuf;
-
 use bytes::Bytes;
 use criterion::{black_box, criterion_group, criterion_main, Criterion, Throughput};
+use shardtel_benches::{trace_payloads, REDACTION};
 use shardtel_config::Config;
 use shardtel_engine::processors::Chain;
 use shardtel_protocol::reframe::{
@@ -35,17 +34,8 @@ use shardtel_protocol::scan::SpanBatch;
 use shardtel_protocol::Signal;
 
 fn payloads() -> Vec<Bytes> {
-    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("data");
-    ["traces-000.pb", "traces-001.pb"]
-        .iter()
-        .map(|f| {
-            Bytes::from(std::fs::read(dir.join(f)).unwrap_or_else(|e| panic!("reading {f}: {e}")))
-        })
-        .collect()
+    trace_payloads().into_iter().map(Bytes::from).collect()
 }
-
-/// The DESIGN.md redaction processor (`[processors.redact]`), shared with the tests and the docs.
-const REDACTION: &str = include_str!("../../tests/fixtures/redaction.toml");
 
 /// The other processors and the pipeline, after [`REDACTION`].
 const PROCESSORS: &str = r#"

@@ -23,11 +23,11 @@
 //! status, parent, the policies' attribute matches) is computed once, as it is added; a
 //! decision reads only the trace's summary.
 
-use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use criterion::{black_box, criterion_group, criterion_main, BatchSize, Criterion, Throughput};
+use shardtel_benches::{trace_payloads, REFERENCE_SAMPLING};
 use shardtel_config::{Config, ProcessorConfig, TailSamplingConfig};
 use shardtel_engine::sampler::{CoreShare, Kept, Sampler};
 use shardtel_protocol::route::owner_core;
@@ -36,20 +36,12 @@ use shardtel_protocol::span::SpanView;
 
 const VARIANTS: u32 = 400;
 
-fn payloads() -> Vec<Vec<u8>> {
-    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("data");
-    ["traces-000.pb", "traces-001.pb"]
-        .iter()
-        .map(|f| std::fs::read(dir.join(f)).unwrap_or_else(|e| panic!("reading {f}: {e}")))
-        .collect()
-}
-
 /// `VARIANTS` copies of each payload, the last 4 bytes of every trace id xor-ed with the
 /// variant number, scanned.
 fn requests() -> Vec<SpanBatch> {
     let mut out = Vec::new();
     for variant in 1..=VARIANTS {
-        for payload in payloads() {
+        for payload in trace_payloads() {
             let scanned = SpanBatch::scan(Bytes::from(payload.clone())).expect("payload scans");
             let mut bytes = payload;
             for e in &scanned.index.spans {
@@ -89,9 +81,6 @@ fn half(batch: &SpanBatch, half: usize) -> SpanBatch {
         hold: None,
     }
 }
-
-/// The recommended policy shared with the tests and the docs.
-const REFERENCE_SAMPLING: &str = include_str!("../../tests/fixtures/reference-sampling.toml");
 
 /// The reference policies with this bench's bounds: `decision_wait = 10s`, the default 100 000
 /// traces per core (as the figures in BENCHMARKS.md were measured) and 1 GiB of buffers.
