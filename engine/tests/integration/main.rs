@@ -3,6 +3,7 @@
 
 mod cli;
 mod connections;
+mod docs;
 mod durability;
 mod errors;
 mod forward;
@@ -22,3 +23,4 @@ mod routing;
 mod sampling;
 mod sampling_memory;
 mod shutdown;
+mod test_config;
