@@ -507,6 +507,7 @@ pub fn otlp_config(addr: SocketAddr) -> OtlpExporterConfig {
         compression: Compression::Gzip,
         timeout: Duration::from_secs(5),
         headers: Default::default(),
+        tls: None,
         batch: batch(10_000, Duration::from_millis(20)),
         retry: retry(10, 50, 0),
         queue: QueueConfig {
@@ -525,6 +526,7 @@ pub fn otlphttp_config(addr: SocketAddr) -> OtlpHttpExporterConfig {
         compression: Compression::Gzip,
         timeout: Duration::from_secs(5),
         headers: Default::default(),
+        tls: None,
         batch: batch(10_000, Duration::from_millis(20)),
         retry: retry(10, 50, 0),
         queue: QueueConfig {
