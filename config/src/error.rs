@@ -225,12 +225,6 @@ pub enum ConfigErrorKind {
         /// The value given.
         value: String,
     },
-    /// An `https://` endpoint; this build has no TLS.
-    #[error("{value:?}: TLS is not supported yet (use an http:// endpoint)")]
-    TlsNotSupported {
-        /// The value given.
-        value: String,
-    },
     /// An OTLP/gRPC endpoint with a path.
     #[error("{value:?}: an OTLP/gRPC endpoint takes no path (expected http://host:port)")]
     UnexpectedUrlPath {
@@ -590,6 +584,42 @@ pub enum ConfigErrorKind {
     KafkaSetting {
         /// What is wrong and how to fix it.
         reason: &'static str,
+    },
+    // TLS and authentication (`[receivers.otlp.tls]`, `[receivers.otlp.auth]`,
+    // `[exporters.NAME.tls]`).
+    /// TLS settings that do not fit together.
+    #[error("{reason}")]
+    TlsSetting {
+        /// What is wrong and how to fix it.
+        reason: &'static str,
+    },
+    /// `[exporters.NAME.tls]` on an exporter none of whose endpoints is `https://`.
+    #[error(
+        "tls settings apply to https:// endpoints only, and {endpoint} is plaintext (use https://)"
+    )]
+    TlsNeedsHttps {
+        /// The exporter's (first) endpoint.
+        endpoint: String,
+    },
+    /// A `server_name` that is neither a DNS name nor an IP address.
+    #[error("invalid server name {value:?} (expected a DNS name like \"tempo.internal\" or an IP address)")]
+    InvalidServerName {
+        /// The value given.
+        value: String,
+    },
+    /// A bearer token with characters RFC 6750 does not allow. The token itself is never
+    /// shown.
+    #[error("a bearer token may only contain letters, digits and -._~+/ followed by = padding (RFC 6750); the value is not shown")]
+    InvalidToken,
+    /// A file named by the configuration (certificate, key, CA bundle, token file) is missing or
+    /// does not parse; found by a [`crate::CheckFiles`] implementation.
+    #[error("{}: {source}", .path.display())]
+    BadFile {
+        /// The file.
+        path: std::path::PathBuf,
+        /// What is wrong with it.
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
     },
 }
 

@@ -18,6 +18,7 @@ use crate::error::{ComponentKind, ConfigErrorKind};
 use crate::kafka::KafkaExporterConfig;
 use crate::pipelines::Signal;
 use crate::storage::{LokiExporterConfig, PrometheusRemoteWriteExporterConfig};
+use crate::tls::ClientTlsConfig;
 
 /// One `[exporters.NAME]` table.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -126,10 +127,10 @@ impl ExporterKind {
     }
 }
 
-/// `type = "otlp"`: OTLP over gRPC (HTTP/2, no TLS yet).
+/// `type = "otlp"`: OTLP over gRPC (HTTP/2: h2c, or TLS with `https://`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct OtlpExporterConfig {
-    /// `http://host:port`, required. `https://` is rejected: no TLS yet.
+    /// `http://host:port` or `https://host:port`, required.
     pub endpoint: Endpoint,
     /// Request body compression. Default gzip.
     pub compression: Compression,
@@ -137,6 +138,8 @@ pub struct OtlpExporterConfig {
     pub timeout: Duration,
     /// Extra request headers (gRPC metadata), names lowercased.
     pub headers: BTreeMap<String, String>,
+    /// `[exporters.NAME.tls]`, for an `https://` endpoint.
+    pub tls: Option<ClientTlsConfig>,
     /// `[exporters.NAME.batch]`.
     pub batch: BatchConfig,
     /// `[exporters.NAME.retry]`.
@@ -153,6 +156,7 @@ impl OtlpExporterConfig {
         "compression",
         "timeout",
         "headers",
+        "tls",
         "batch",
         "retry",
         "queue",
@@ -170,6 +174,7 @@ impl OtlpExporterConfig {
             compression: Self::DEFAULT_COMPRESSION,
             timeout: Self::DEFAULT_TIMEOUT,
             headers: BTreeMap::new(),
+            tls: None,
             batch: BatchConfig::default(),
             retry: RetryConfig::default(),
             queue: QueueConfig::default(),
@@ -177,7 +182,7 @@ impl OtlpExporterConfig {
     }
 }
 
-/// `type = "otlphttp"`: OTLP over HTTP with protobuf bodies (no TLS yet).
+/// `type = "otlphttp"`: OTLP over HTTP with protobuf bodies (TLS with `https://`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct OtlpHttpExporterConfig {
     /// Base URL, e.g. `http://127.0.0.1:4318`; `/v1/traces`, `/v1/metrics`, `/v1/logs` are
@@ -195,6 +200,8 @@ pub struct OtlpHttpExporterConfig {
     pub timeout: Duration,
     /// Extra request headers, names lowercased.
     pub headers: BTreeMap<String, String>,
+    /// `[exporters.NAME.tls]`, for `https://` endpoints.
+    pub tls: Option<ClientTlsConfig>,
     /// `[exporters.NAME.batch]`.
     pub batch: BatchConfig,
     /// `[exporters.NAME.retry]`.
@@ -214,6 +221,7 @@ impl OtlpHttpExporterConfig {
         "compression",
         "timeout",
         "headers",
+        "tls",
         "batch",
         "retry",
         "queue",
@@ -230,6 +238,7 @@ impl OtlpHttpExporterConfig {
             compression: otlp.compression,
             timeout: otlp.timeout,
             headers: otlp.headers,
+            tls: None,
             batch: otlp.batch,
             retry: otlp.retry,
             queue: otlp.queue,
@@ -698,9 +707,6 @@ pub(crate) fn parse_endpoint(
 ) -> Result<Endpoint, ConfigErrorKind> {
     let text = decode::string(value)?;
     let endpoint: Endpoint = text.parse()?;
-    if endpoint.scheme == "https" {
-        return Err(ConfigErrorKind::TlsNotSupported { value: text });
-    }
     if usage == EndpointUse::Grpc && !endpoint.path.is_empty() && endpoint.path != "/" {
         return Err(ConfigErrorKind::UnexpectedUrlPath { value: text });
     }
@@ -863,6 +869,7 @@ fn decode_otlp(d: &mut Decoder<'_>, s: &Section<'_, '_>) -> Option<OtlpExporterC
     );
     let timeout = d.field_or(s, "timeout", OtlpExporterConfig::DEFAULT_TIMEOUT, timeout);
     let headers = decode_headers(d, s);
+    let tls = crate::tls::decode_client(d, s);
     let batch = decode_batch(d, s);
     let retry = decode_retry(d, s);
     let queue = decode_queue(d, s);
@@ -871,6 +878,7 @@ fn decode_otlp(d: &mut Decoder<'_>, s: &Section<'_, '_>) -> Option<OtlpExporterC
         compression,
         timeout,
         headers,
+        tls,
         batch,
         retry,
         queue,
@@ -891,6 +899,7 @@ fn decode_otlp_http(d: &mut Decoder<'_>, s: &Section<'_, '_>) -> Option<OtlpHttp
     );
     let timeout = d.field_or(s, "timeout", OtlpExporterConfig::DEFAULT_TIMEOUT, timeout);
     let headers = decode_headers(d, s);
+    let tls = crate::tls::decode_client(d, s);
     let batch = decode_batch(d, s);
     let retry = decode_retry(d, s);
     let queue = decode_queue(d, s);
@@ -902,6 +911,7 @@ fn decode_otlp_http(d: &mut Decoder<'_>, s: &Section<'_, '_>) -> Option<OtlpHttp
         compression,
         timeout,
         headers,
+        tls,
         batch,
         retry,
         queue,

@@ -68,6 +68,7 @@ mod processors;
 mod receivers;
 mod storage;
 mod telemetry;
+mod tls;
 mod units;
 mod validate;
 mod wal;
@@ -107,6 +108,10 @@ pub use storage::{
     PrometheusRemoteWriteExporterConfig,
 };
 pub use telemetry::{check_log_level, TelemetryConfig};
+pub use tls::{
+    is_valid_bearer_token, AuthConfig, CheckFiles, ClientTlsConfig, FileProblem, ServerTlsConfig,
+    TlsVersion,
+};
 pub use units::{format_duration, format_size, parse_duration, parse_size};
 pub use wal::WalConfig;
 
@@ -155,10 +160,33 @@ impl Config {
         Config::from_str(&text, &origin)
     }
 
+    /// Like [`Config::from_file`], and also checks with `files` that the files the
+    /// configuration names (certificates, keys, CA bundles, token files) exist and parse; their
+    /// problems are reported at the key naming the file, with the others. `shardtel validate`
+    /// and start-up use this, with `shardtel-tls`'s checker.
+    pub fn from_file_checked(path: &Path, files: &dyn CheckFiles) -> Result<Config, ConfigErrors> {
+        let origin = path.display().to_string();
+        let text = std::fs::read_to_string(path).map_err(|source| {
+            ConfigError::new("", ConfigErrorKind::Io { source }).at(&origin, None)
+        })?;
+        Config::from_str_checked(&text, &origin, files)
+    }
+
     /// Substitutes `${ENV_VAR}`s from the process environment, parses and validates `text`;
     /// `origin` is the file name used in messages.
     pub fn from_str(text: &str, origin: &str) -> Result<Config, ConfigErrors> {
         Config::from_str_with_env(text, origin, &|name| std::env::var(name).ok())
+    }
+
+    /// Like [`Config::from_str`], and also checks the files it names with `files` (see
+    /// [`Config::from_file_checked`]).
+    pub fn from_str_checked(
+        text: &str,
+        origin: &str,
+        files: &dyn CheckFiles,
+    ) -> Result<Config, ConfigErrors> {
+        let lookup = |name: &str| std::env::var(name).ok();
+        Config::load_checked(text, origin, &lookup, &usable_cpus(), Some(files))
     }
 
     /// Like [`Config::from_str`], looking variables up with `lookup` instead of the process
@@ -199,6 +227,16 @@ impl Config {
         origin: &str,
         lookup: &dyn Fn(&str) -> Option<String>,
         usable_cpus: &[usize],
+    ) -> Result<Config, ConfigErrors> {
+        Config::load_checked(text, origin, lookup, usable_cpus, None)
+    }
+
+    fn load_checked(
+        text: &str,
+        origin: &str,
+        lookup: &dyn Fn(&str) -> Option<String>,
+        usable_cpus: &[usize],
+        files: Option<&dyn CheckFiles>,
     ) -> Result<Config, ConfigErrors> {
         let substituted = match env::substitute(text, lookup) {
             Ok(substituted) => substituted,
@@ -255,6 +293,10 @@ impl Config {
             origin,
             usable_cpus,
         ));
+        errors.extend(tls::validate(&config, &d.locations, origin));
+        if let Some(files) = files {
+            errors.extend(tls::check_files(&config, &d.locations, origin, files));
+        }
         if errors.is_empty() {
             Ok(config)
         } else {
@@ -788,7 +830,7 @@ exporters = ["otlp", "tempo", "file", "blackhole"]
         );
         assert_eq!(
             err(&BASE.replace("[receivers.otlp]", "[receivers.otlp]\nprotocols = {}\n[receivers.jaeger]")),
-            "shardtel.toml:2: receivers.otlp.protocols: unknown key (allowed: grpc, http, max_recv_msg_size, max_concurrent_streams, max_connections)\n\
+            "shardtel.toml:2: receivers.otlp.protocols: unknown key (allowed: grpc, http, max_recv_msg_size, max_concurrent_streams, max_connections, tls, auth)\n\
              shardtel.toml:3: receivers.jaeger: unknown key (allowed: otlp, kafka)"
         );
         assert_eq!(
@@ -863,8 +905,7 @@ exporters = ["otlp", "tempo", "file", "blackhole"]
         );
         assert_eq!(
             err_with_base("[exporters.a]\ntype = \"otlp\"\nendpoint = \"https://tempo:4317\"\n[exporters.b]\ntype = \"otlp\"\nendpoint = \"http://tempo:4317/v1\"\n[exporters.c]\ntype = \"otlphttp\"\nendpoint = \"http://c:4318\"\nlogs_endpoint = \"loki:3100\"\n"),
-            "shardtel.toml:3: exporters.a.endpoint: \"https://tempo:4317\": TLS is not supported yet (use an http:// endpoint)\n\
-             shardtel.toml:6: exporters.b.endpoint: \"http://tempo:4317/v1\": an OTLP/gRPC endpoint takes no path (expected http://host:port)\n\
+            "shardtel.toml:6: exporters.b.endpoint: \"http://tempo:4317/v1\": an OTLP/gRPC endpoint takes no path (expected http://host:port)\n\
              shardtel.toml:10: exporters.c.logs_endpoint: invalid url \"loki:3100\" (expected http://host:port or https://host:port)"
         );
     }

@@ -145,6 +145,8 @@ fn run(args: Args) -> Result<ExitCode> {
         insecure_skip_verify: args.insecure_skip_verify,
         ca_file: args.ca_file.clone(),
         server_name: args.tls_server_name.clone(),
+        client_cert: args.client_cert.clone(),
+        client_key: args.client_key.clone(),
     };
     let transport = Arc::new(Transport::new(
         endpoint,
@@ -154,7 +156,7 @@ fn run(args: Args) -> Result<ExitCode> {
         compression,
         args.timeout,
         &tls,
-        &args.headers,
+        &args.request_headers(),
     )?);
     let workers = args.workers;
     let connections = args.connections.unwrap_or(workers);

@@ -260,6 +260,102 @@ fn grpc_over_tls_with_a_ca_file_or_without_verification() {
 }
 
 #[test]
+fn grpc_over_mtls_with_a_bearer_token() {
+    let dir = temp_dir("mtls");
+    // A CA signing the server's certificate (localhost) and the client's.
+    let ca_key = rcgen::KeyPair::generate().unwrap();
+    let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    ca_params
+        .distinguished_name
+        .push(rcgen::DnType::CommonName, "loadgen test ca");
+    let ca_cert = ca_params.self_signed(&ca_key).unwrap();
+    let leaf = |sans: Vec<String>, usage| {
+        let key = rcgen::KeyPair::generate().unwrap();
+        let mut params = rcgen::CertificateParams::new(sans).unwrap();
+        params.extended_key_usages = vec![usage];
+        let cert = params.signed_by(&key, &ca_cert, &ca_key).unwrap();
+        (cert, key)
+    };
+    let (server_cert, server_key) = leaf(
+        vec!["localhost".into()],
+        rcgen::ExtendedKeyUsagePurpose::ServerAuth,
+    );
+    let (client_cert, client_key) = leaf(vec![], rcgen::ExtendedKeyUsagePurpose::ClientAuth);
+    let ca = dir.join("ca.pem");
+    std::fs::write(&ca, ca_cert.pem()).unwrap();
+    let cert_file = dir.join("client.pem");
+    std::fs::write(&cert_file, client_cert.pem()).unwrap();
+    let key_file = dir.join("client.key");
+    std::fs::write(&key_file, client_key.serialize_pem()).unwrap();
+
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add(ca_cert.der().clone()).unwrap();
+    let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(
+        Arc::new(roots),
+        provider.clone(),
+    )
+    .build()
+    .unwrap();
+    let key_der = rustls::pki_types::PrivateKeyDer::Pkcs8(
+        rustls::pki_types::PrivatePkcs8KeyDer::from(server_key.serialize_der()),
+    );
+    let mut config = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_client_cert_verifier(verifier)
+        .with_single_cert(vec![server_cert.der().clone()], key_der)
+        .unwrap();
+    config.alpn_protocols = vec![b"h2".to_vec()];
+    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+    let target = grpc_receiver_on(Box::new(|_| 0), Some(acceptor));
+    let endpoint = format!("grpcs://localhost:{}", target.addr.port());
+
+    let (code, res, text) = run(
+        &dir,
+        "mtls",
+        &[
+            "-e",
+            &endpoint,
+            "--count",
+            "4",
+            "--ca-file",
+            ca.to_str().unwrap(),
+            "--client-cert",
+            cert_file.to_str().unwrap(),
+            "--client-key",
+            key_file.to_str().unwrap(),
+            "--bearer-token",
+            "loadgen-token",
+        ],
+    );
+    assert_eq!(code, Some(0), "{text}");
+    assert_eq!(res["requests"]["accepted"], 4, "{text}");
+    assert_eq!(target.authorizations(), vec!["Bearer loadgen-token"; 4]);
+
+    // Without the client certificate the server refuses the handshake: nothing is sent.
+    let (code, res, text) = run(
+        &dir,
+        "no-cert",
+        &[
+            "-e",
+            &endpoint,
+            "--count",
+            "1",
+            "--timeout",
+            "1s",
+            "--ca-file",
+            ca.to_str().unwrap(),
+        ],
+    );
+    assert_eq!(code, Some(1), "{text}");
+    assert_eq!(res["requests"]["accepted"], 0, "{text}");
+    assert_eq!(target.authorizations().len(), 4);
+    std::fs::remove_dir_all(dir).unwrap();
+}
+
+#[test]
 fn otlp_http_over_h2c_with_several_streams_per_connection() {
     let dir = temp_dir("h2c");
     let target = http_file_exporter_on(&dir.join("traces.jsonl"), Box::new(|_| false), true);

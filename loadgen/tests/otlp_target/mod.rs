@@ -49,6 +49,7 @@ struct GrpcState {
     requests: AtomicU64,
     spans: AtomicU64,
     encodings: Mutex<Vec<String>>,
+    authorizations: Mutex<Vec<String>>,
 }
 
 /// A running target; stops when dropped.
@@ -68,6 +69,14 @@ impl Target {
         self.grpc
             .as_ref()
             .map(|g| g.encodings.lock().unwrap().clone())
+            .unwrap_or_default()
+    }
+
+    /// Every `authorization` header seen (gRPC targets); empty for requests without one.
+    pub fn authorizations(&self) -> Vec<String> {
+        self.grpc
+            .as_ref()
+            .map(|g| g.authorizations.lock().unwrap().clone())
             .unwrap_or_default()
     }
 
@@ -241,6 +250,7 @@ pub fn grpc_receiver_on(
         requests: AtomicU64::new(0),
         spans: AtomicU64::new(0),
         encodings: Mutex::new(Vec::new()),
+        authorizations: Mutex::new(Vec::new()),
     });
     let requests = Arc::new(AtomicU64::new(0));
     let counter = requests.clone();
@@ -289,6 +299,11 @@ async fn handle_grpc(
         .headers()
         .get("grpc-encoding")
         .map(|v| v.to_str().unwrap().to_string());
+    let authorization = req
+        .headers()
+        .get("authorization")
+        .map_or_else(String::new, |v| v.to_str().unwrap().to_string());
+    state.authorizations.lock().unwrap().push(authorization);
     let now = state.in_flight.fetch_add(1, Ordering::SeqCst) + 1;
     state.max_in_flight.fetch_max(now, Ordering::SeqCst);
     // Hold each request briefly so that concurrency is visible.
