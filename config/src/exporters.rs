@@ -11,12 +11,12 @@ use std::path::PathBuf;
 use std::str::FromStr;
 use std::time::Duration;
 
+use shardtel_protocol::Signal;
 use toml::de::DeValue;
 
 use crate::decode::{self, Decoder, Locations, Section};
 use crate::error::{ComponentKind, ConfigErrorKind};
 use crate::kafka::KafkaExporterConfig;
-use crate::pipelines::Signal;
 use crate::storage::{LokiExporterConfig, PrometheusRemoteWriteExporterConfig};
 
 /// One `[exporters.NAME]` table.

@@ -14,12 +14,12 @@
 //! Properties combine with AND; the values listed for one property with OR; every listed
 //! attribute must match.
 
+use shardtel_protocol::Signal;
 use toml::de::DeValue;
 
 use crate::attributes::{attribute_value, check_regex, AttributeValue};
 use crate::decode::{self, Decoder, Section};
 use crate::error::ConfigErrorKind;
-use crate::pipelines::Signal;
 use crate::processors::StatusCode;
 
 /// `type = "filter"`.

@@ -9,12 +9,12 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::time::Duration;
 
+use shardtel_protocol::Signal;
 use toml::de::DeValue;
 
 use crate::decode::{self, Decoder, Section};
 use crate::error::ConfigErrorKind;
 use crate::exporters::{self, BatchConfig, QueueConfig, RetryConfig};
-use crate::pipelines::Signal;
 
 /// How a message value encodes its `Export*ServiceRequest`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -96,12 +96,14 @@ pub use kafka::{
     SaslConfig, SaslMechanism,
 };
 pub use memory_limiter::{MemoryAmount, MemoryLimiterConfig};
-pub use pipelines::{Pipeline, Pipelines, Signal};
+pub use pipelines::{Pipeline, Pipelines};
 pub use processors::{
     DecisionCacheConfig, OnShutdown, Percentage, PolicyConfig, PolicyKind, ProcessorConfig,
     RateAllocation, StatusCode, TailSamplingConfig,
 };
 pub use receivers::{OtlpReceiverConfig, Receivers};
+/// The OTLP signal of a pipeline: `shardtel-protocol`'s, so every crate shares one type.
+pub use shardtel_protocol::Signal;
 pub use storage::{
     ExponentialHistograms, LokiEncoding, LokiExporterConfig, LokiLineFormat,
     PrometheusRemoteWriteExporterConfig,

@@ -74,9 +74,9 @@ impl ProcessorConfig {
 
     /// Whether the processor handles this signal's pipeline (tail sampling: traces only; a
     /// filter: the signals it has conditions for; the others: every signal).
-    pub fn supports(&self, signal: crate::Signal) -> bool {
+    pub fn supports(&self, signal: shardtel_protocol::Signal) -> bool {
         match self {
-            ProcessorConfig::TailSampling(_) => signal == crate::Signal::Traces,
+            ProcessorConfig::TailSampling(_) => signal == shardtel_protocol::Signal::Traces,
             ProcessorConfig::Filter(f) => f.rules(signal).is_some(),
             _ => true,
         }
@@ -84,7 +84,7 @@ impl ProcessorConfig {
 
     /// The signals it handles, for messages: `"traces"`, `"traces and logs"`, ...
     pub fn supported_signals(&self) -> &'static str {
-        use crate::Signal::{Logs, Metrics, Traces};
+        use shardtel_protocol::Signal::{Logs, Metrics, Traces};
         match (
             self.supports(Traces),
             self.supports(Metrics),
@@ -781,8 +781,13 @@ fn decode_policy(d: &mut Decoder<'_>, s: &Section<'_, '_>, level: Level) -> Opti
             });
         }
         if let Level::Inside(inside) = level {
-            if !level.allowed().contains(&ty.as_str()) {
-                return Err(ConfigErrorKind::PolicyTypeNotAllowed { ty, inside });
+            let allowed = level.allowed();
+            if !allowed.contains(&ty.as_str()) {
+                return Err(ConfigErrorKind::PolicyTypeNotAllowed {
+                    ty: ty.into(),
+                    inside,
+                    allowed,
+                });
             }
         }
         Ok(ty)
