@@ -56,6 +56,8 @@
 
 mod attributes;
 mod decode;
+mod delivery;
+mod endpoint;
 mod engine;
 mod env;
 mod error;
@@ -79,12 +81,13 @@ pub use attributes::{
     ActionKind, AttributeAction, AttributeValue, AttributesConfig, KeyMatch, ResourceConfig,
     ValueSource, LOG_BODY_KEY,
 };
+pub use delivery::{BatchConfig, QueueConfig, QueueOverflow, QueueStorage, RetryConfig};
+pub use endpoint::{check_header, Endpoint};
 pub use engine::{format_cpu_list, parse_cpu_list, usable_cpus, Cores, Durability, EngineConfig};
 pub use error::{ComponentKind, ConfigError, ConfigErrorKind, ConfigErrors};
 pub use exporters::{
-    check_header, BatchConfig, Compression, Endpoint, ExporterConfig, ExporterKind,
-    FileExporterConfig, OtlpExporterConfig, OtlpHttpExporterConfig, QueueConfig, QueueOverflow,
-    QueueStorage, RetryConfig, RotationConfig,
+    Compression, ExporterConfig, ExporterKind, FileExporterConfig, OtlpExporterConfig,
+    OtlpHttpExporterConfig, RotationConfig,
 };
 pub use filter::{
     AttributeMatch, FilterConfig, FilterRules, MatchProperties, MatchType, SeverityMatch,
@@ -249,7 +252,11 @@ impl Config {
             exporters: exporters::decode(&mut d, &root),
             pipelines: pipelines::decode(&mut d, &root),
         };
-        exporters::resolve_queue_defaults(&mut config, &d.locations);
+        exporters::resolve_queue_defaults(
+            &mut config.exporters,
+            config.engine.durability,
+            &d.locations,
+        );
         let mut errors = d.errors;
         errors.extend(validate::validate(
             &config,

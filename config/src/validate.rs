@@ -5,8 +5,9 @@
 use std::collections::BTreeSet;
 
 use crate::decode::{join, Locations};
+use crate::delivery::{QueueOverflow, QueueStorage};
 use crate::error::{ComponentKind, ConfigError, ConfigErrorKind};
-use crate::exporters::{ExporterKind, QueueOverflow, QueueStorage};
+use crate::exporters::ExporterKind;
 use crate::{Config, ProcessorConfig};
 
 /// Every cross-key problem of `config`, placed with `locations`; `usable_cpus` is the machine's
