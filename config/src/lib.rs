@@ -15,9 +15,26 @@
 //! - [`Cores`]: which CPUs run reactors; [`Cores::resolve`] checks them against this machine.
 //!
 //! Loading runs once at start-up, before any reactor: it may read the file and `/proc` with
-//! `std::fs`. This is a leaf crate — no glommio, no sockets — depended on by `sinks` and
-//! `engine`. It reads TOML with the `toml` crate's spanned document tree (not serde derive) so
-//! that it can report all problems at once, each with its line; see the `decode` module.
+//! `std::fs`. No glommio, no sockets; depended on by `sinks` and `engine`. It depends on
+//! `shardtel-protocol` (another leaf) for [`Signal`] alone, re-exported here, so a pipeline's
+//! signal and the wire's are one type. It reads TOML with the `toml` crate's spanned document
+//! tree (not serde derive) so that it can report all problems at once, each with its line; see
+//! the `decode` module.
+//!
+//! Modules, bottom up (each uses only those above it):
+//! - `error` and `units`: problems as data ([`ConfigErrorKind`] variants carry the values and
+//!   what is allowed), sizes and durations (units' parsers return `ConfigErrorKind`, error
+//!   messages print values with units' formatters: the one pair that uses each other).
+//! - `env` (`${ENV}` substitution), then `decode` (the spanned tree, keys, lines, values).
+//! - Sections and shared settings: `wal`, `engine` (on `wal`), `telemetry`, `pipelines`,
+//!   `attributes`, `memory_limiter`, `filter` (on `attributes`), `endpoint` (URL, headers,
+//!   timeout of network exporters), `delivery` (batch, retry, queue of every exporter; on
+//!   `engine`'s `Durability`).
+//! - Components with types of their own: `processors` (on `attributes`, `filter`,
+//!   `memory_limiter`; holds `tail_sampling`), `kafka` and `storage` (exporter types on
+//!   `delivery` and `endpoint`), `receivers` (on `kafka`), then `exporters` (the `[exporters.*]`
+//!   dispatch over every exporter type).
+//! - `validate`: checks across sections, on the whole [`Config`], which this file defines.
 //!
 //! ```
 //! use shardtel_config::{Config, ExporterKind, Signal};
@@ -91,7 +108,7 @@ pub use exporters::{
 };
 pub use filter::{
     AttributeMatch, FilterConfig, FilterRules, MatchProperties, MatchType, SeverityMatch,
-    SPAN_KINDS,
+    StatusCode, SPAN_KINDS,
 };
 pub use kafka::{
     check_broker, default_topic, InitialOffset, KafkaAcks, KafkaAuth, KafkaCompression,
@@ -102,7 +119,7 @@ pub use memory_limiter::{MemoryAmount, MemoryLimiterConfig};
 pub use pipelines::{Pipeline, Pipelines};
 pub use processors::{
     DecisionCacheConfig, OnShutdown, Percentage, PolicyConfig, PolicyKind, ProcessorConfig,
-    RateAllocation, StatusCode, TailSamplingConfig,
+    RateAllocation, TailSamplingConfig,
 };
 pub use receivers::{OtlpReceiverConfig, Receivers};
 /// The OTLP signal of a pipeline: `shardtel-protocol`'s, so every crate shares one type.

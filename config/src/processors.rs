@@ -26,7 +26,7 @@ use toml::de::DeValue;
 use crate::attributes::{decode_attributes, decode_resource, AttributesConfig, ResourceConfig};
 use crate::decode::{self, Decoder, Section};
 use crate::error::{ComponentKind, ConfigErrorKind};
-use crate::filter::{decode_filter, FilterConfig};
+use crate::filter::{decode_filter, FilterConfig, StatusCode};
 use crate::memory_limiter::{decode_memory_limiter, MemoryLimiterConfig};
 use crate::units::format_duration;
 
@@ -480,31 +480,6 @@ impl PolicyKind {
     }
 }
 
-/// A span status code, as written in `status_codes`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub enum StatusCode {
-    /// `"UNSET"` (0).
-    Unset,
-    /// `"OK"` (1).
-    Ok,
-    /// `"ERROR"` (2).
-    Error,
-}
-
-impl StatusCode {
-    /// The accepted values.
-    pub const NAMES: &'static [&'static str] = &["ERROR", "OK", "UNSET"];
-
-    /// The OTLP `Status.code` value.
-    pub fn code(self) -> i32 {
-        match self {
-            StatusCode::Unset => 0,
-            StatusCode::Ok => 1,
-            StatusCode::Error => 2,
-        }
-    }
-}
-
 /// A percentage from 0 to 100 (compared by bits, so that configs stay `Eq`).
 #[derive(Debug, Clone, Copy)]
 pub struct Percentage(f64);
@@ -808,13 +783,7 @@ fn decode_policy(d: &mut Decoder<'_>, s: &Section<'_, '_>, level: Level) -> Opti
                 }
                 array
                     .iter()
-                    .map(|e| {
-                        Ok(match decode::one_of(e.get_ref(), StatusCode::NAMES)? {
-                            "ERROR" => StatusCode::Error,
-                            "OK" => StatusCode::Ok,
-                            _ => StatusCode::Unset,
-                        })
-                    })
+                    .map(|e| StatusCode::decode(e.get_ref()))
                     .collect()
             });
             let invert = invert(d, s);
@@ -849,30 +818,7 @@ fn decode_policy(d: &mut Decoder<'_>, s: &Section<'_, '_>, level: Level) -> Opti
             let min_value = d.field(s, "min_value", decode::signed);
             let max_value = d.field(s, "max_value", decode::signed);
             let invert = invert(d, s);
-            let present = s.get("min_value").is_some() || s.get("max_value").is_some();
-            if !present {
-                d.report_at_key(
-                    s.path.clone(),
-                    ConfigErrorKind::MissingOneOf {
-                        keys: &["min_value", "max_value"],
-                    },
-                );
-            }
-            if let (Some(min), Some(max)) = (min_value, max_value) {
-                if min > max {
-                    d.report_at_key(
-                        s.key("min_value"),
-                        ConfigErrorKind::BoundsOrder {
-                            lower: format!("min_value ({min})"),
-                            upper: format!("max_value ({max})"),
-                        },
-                    );
-                    return None;
-                }
-            }
-            let failed = (s.get("min_value").is_some() && min_value.is_none())
-                || (s.get("max_value").is_some() && max_value.is_none());
-            (present && !failed).then_some(())?;
+            bounds(d, s, &["min_value", "max_value"], min_value, max_value)?;
             Some(PolicyKind::NumericAttribute {
                 key: key?,
                 min_value,
@@ -926,30 +872,7 @@ fn decode_policy(d: &mut Decoder<'_>, s: &Section<'_, '_>, level: Level) -> Opti
             let min_spans = d.field(s, "min_spans", span_count);
             let max_spans = d.field(s, "max_spans", span_count);
             let invert = invert(d, s);
-            let present = s.get("min_spans").is_some() || s.get("max_spans").is_some();
-            if !present {
-                d.report_at_key(
-                    s.path.clone(),
-                    ConfigErrorKind::MissingOneOf {
-                        keys: &["min_spans", "max_spans"],
-                    },
-                );
-            }
-            if let (Some(min), Some(max)) = (min_spans, max_spans) {
-                if min > max {
-                    d.report_at_key(
-                        s.key("min_spans"),
-                        ConfigErrorKind::BoundsOrder {
-                            lower: format!("min_spans ({min})"),
-                            upper: format!("max_spans ({max})"),
-                        },
-                    );
-                    return None;
-                }
-            }
-            let failed = (s.get("min_spans").is_some() && min_spans.is_none())
-                || (s.get("max_spans").is_some() && max_spans.is_none());
-            (present && !failed).then_some(())?;
+            bounds(d, s, &["min_spans", "max_spans"], min_spans, max_spans)?;
             Some(PolicyKind::SpanCount {
                 min_spans: min_spans.unwrap_or(0),
                 max_spans,
@@ -992,6 +915,38 @@ fn required<T>(
         return None;
     }
     d.field(s, key, parse)
+}
+
+/// Checks the bounds of a range policy (`numeric_attribute`, `span_count`), decoded from
+/// `keys` (minimum, maximum): at least one is set, every one set is valid, and the minimum is
+/// not above the maximum. `None` after reporting a problem.
+fn bounds<T: Copy + PartialOrd + std::fmt::Display>(
+    d: &mut Decoder<'_>,
+    s: &Section<'_, '_>,
+    keys: &'static [&'static str; 2],
+    min: Option<T>,
+    max: Option<T>,
+) -> Option<()> {
+    let [min_key, max_key] = *keys;
+    let present = s.get(min_key).is_some() || s.get(max_key).is_some();
+    if !present {
+        d.report_at_key(s.path.clone(), ConfigErrorKind::MissingOneOf { keys });
+    }
+    if let (Some(min), Some(max)) = (min, max) {
+        if min > max {
+            d.report_at_key(
+                s.key(min_key),
+                ConfigErrorKind::BoundsOrder {
+                    lower: format!("{min_key} ({min})"),
+                    upper: format!("{max_key} ({max})"),
+                },
+            );
+            return None;
+        }
+    }
+    let failed =
+        (s.get(min_key).is_some() && min.is_none()) || (s.get(max_key).is_some() && max.is_none());
+    (present && !failed).then_some(())
 }
 
 fn attribute_key(d: &mut Decoder<'_>, s: &Section<'_, '_>) -> Option<String> {
