@@ -74,6 +74,15 @@ pub struct QueueFull {
     pub max_bytes: usize,
 }
 
+/// What the backend said about an accepted request.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub(crate) struct ExportReply {
+    /// Items the backend rejected (`partial_success`).
+    pub rejected: u64,
+    /// The backend's explanation for the rejection.
+    pub message: String,
+}
+
 /// One failed export attempt.
 #[derive(Debug, thiserror::Error)]
 pub enum ExportError {

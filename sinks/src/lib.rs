@@ -64,7 +64,6 @@
 
 mod attributes;
 mod batch;
-mod body;
 mod disk_queue;
 mod error;
 mod exporter;
@@ -82,6 +81,7 @@ mod report;
 mod retry;
 mod stats;
 pub mod threads;
+mod transport;
 
 pub use disk_queue::{queue_dir, DiskQueueSettings};
 pub use error::{Disposition, ExportError, QueueFull, SinkError};

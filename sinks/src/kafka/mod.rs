@@ -49,9 +49,8 @@ use shardtel_config::{KafkaEncoding, KafkaExporterConfig, Signal as ConfigSignal
 use shardtel_protocol::{Signal, TraceId};
 
 use crate::batch::Batch;
-use crate::error::{ExportError, SinkError};
+use crate::error::{ExportError, ExportReply, SinkError};
 use crate::offload;
-use crate::otlp::ExportReply;
 use crate::stats::KafkaProducerStats;
 
 pub use self::messages::TraceMessages;
