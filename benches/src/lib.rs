@@ -1,1 +1,2 @@
 //! Bench helpers.
+#![forbid(unsafe_code)]

@@ -76,7 +76,8 @@
 //!     .unwrap();
 //! ```
 
-// net.rs implements hyper's read trait with one audited `unsafe` block.
+// net.rs implements hyper's read trait with one audited `unsafe` block (`#[allow]`ed there,
+// with its `// SAFETY:` note); nothing else may.
 #![deny(unsafe_code)]
 #![deny(missing_docs)]
 
