@@ -387,26 +387,15 @@ pub(crate) fn decode(
                 d.check_keys(&table, LokiExporterConfig::KEYS);
                 crate::storage::decode_loki(d, &table).map(ExporterKind::Loki)
             }
-            other => {
-                let span = table.get("type").map_or_else(|| key.span(), |v| v.span());
-                let kind = if ExporterKind::PLANNED.contains(&other) {
-                    ConfigErrorKind::UnsupportedType {
-                        kind: ComponentKind::Exporter,
-                        ty: ty.clone(),
-                    }
-                } else {
-                    ConfigErrorKind::UnknownType {
-                        kind: ComponentKind::Exporter,
-                        ty: ty.clone(),
-                        allowed: ExporterKind::SUPPORTED,
-                    }
-                };
-                let key = if table.get("type").is_some() {
-                    table.key("type")
-                } else {
-                    table.path.clone()
-                };
-                d.report(key, span, kind);
+            _ => {
+                d.report_unknown_type(
+                    &table,
+                    key.span(),
+                    ty.clone(),
+                    ComponentKind::Exporter,
+                    ExporterKind::SUPPORTED,
+                    ExporterKind::PLANNED,
+                );
                 None
             }
         };

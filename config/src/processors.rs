@@ -559,25 +559,14 @@ pub(crate) fn decode(
             }
             continue;
         }
-        let span = table.get("type").map_or_else(|| key.span(), |v| v.span());
-        let kind = if ProcessorConfig::PLANNED.contains(&ty.as_str()) {
-            ConfigErrorKind::UnsupportedType {
-                kind: ComponentKind::Processor,
-                ty,
-            }
-        } else {
-            ConfigErrorKind::UnknownType {
-                kind: ComponentKind::Processor,
-                ty,
-                allowed: ProcessorConfig::SUPPORTED,
-            }
-        };
-        let key = if table.get("type").is_some() {
-            table.key("type")
-        } else {
-            table.path.clone()
-        };
-        d.report(key, span, kind);
+        d.report_unknown_type(
+            &table,
+            key.span(),
+            ty,
+            ComponentKind::Processor,
+            ProcessorConfig::SUPPORTED,
+            ProcessorConfig::PLANNED,
+        );
     }
     processors
 }
