@@ -475,27 +475,23 @@ fn severity_match(value: &DeValue<'_>) -> Result<SeverityMatch, ConfigErrorKind>
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::testing::{pipeline_through, problems};
     use crate::{Config, ProcessorConfig};
 
     fn load(text: &str, pipeline: &str) -> Result<Config, crate::ConfigErrors> {
-        let base = format!(
-            "[receivers.otlp]\n[exporters.blackhole]\n[pipelines.{pipeline}]\nreceivers = [\"otlp\"]\nprocessors = [\"f\"]\nexporters = [\"blackhole\"]\n"
-        );
-        Config::from_str_with_env(&format!("{text}{base}"), "shardtel.toml", &|_| None)
+        let base = pipeline_through(pipeline, &["f"]);
+        crate::testing::load(&format!("{text}{base}"), &|_| None)
     }
 
     fn filter(text: &str) -> FilterConfig {
-        match load(text, "traces").map(|mut c| c.processors.remove("f")) {
-            Ok(Some(ProcessorConfig::Filter(f))) => f,
+        match crate::testing::processor(load(text, "traces"), "f") {
+            ProcessorConfig::Filter(f) => f,
             other => panic!("{other:?}"),
         }
     }
 
     fn err(text: &str, pipeline: &str) -> String {
-        match load(text, pipeline) {
-            Ok(c) => panic!("expected errors, got {c:?}"),
-            Err(e) => e.to_string(),
-        }
+        problems(load(text, pipeline))
     }
 
     #[test]

@@ -87,6 +87,8 @@ mod processors;
 mod receivers;
 mod storage;
 mod telemetry;
+#[cfg(test)]
+mod testing;
 mod units;
 mod validate;
 mod wal;
@@ -328,10 +330,7 @@ exporters = [\"blackhole\"]
     }
 
     fn err(text: &str) -> String {
-        match load(text) {
-            Ok(config) => panic!("expected errors, got {config:?}"),
-            Err(errors) => errors.to_string(),
-        }
+        crate::testing::problems(load(text))
     }
 
     /// The problems of `snippet` followed by [`BASE`].

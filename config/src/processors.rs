@@ -1179,10 +1179,7 @@ exporters = [\"blackhole\"]
     }
 
     fn err(text: &str) -> String {
-        match load(text) {
-            Ok(c) => panic!("expected errors, got {c:?}"),
-            Err(e) => e.to_string(),
-        }
+        crate::testing::problems(load(text))
     }
 
     fn policy(name: &str, kind: PolicyKind) -> PolicyConfig {
