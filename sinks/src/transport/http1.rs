@@ -10,7 +10,7 @@ use bytes::Bytes;
 use hyper::body::Incoming;
 use hyper::client::conn::http1;
 
-use super::{read_body, with_timeout, ChunkBody, Route, Target};
+use super::{drive, read_body, with_timeout, ChunkBody, Route, Target};
 use crate::error::ExportError;
 
 struct PooledConnection {
@@ -113,11 +113,6 @@ async fn connect(target: &Target) -> Result<http1::SendRequest<ChunkBody>, Expor
     let (sender, connection) = http1::handshake::<_, ChunkBody>(io)
         .await
         .map_err(|source| ExportError::Transport { source })?;
-    glommio::spawn_local(async move {
-        if let Err(err) = connection.await {
-            log::debug!("http connection closed: {err}");
-        }
-    })
-    .detach();
+    drive(connection);
     Ok(sender)
 }

@@ -5,7 +5,7 @@ use std::cell::RefCell;
 
 use hyper::client::conn::http2;
 
-use super::{ChunkBody, Target};
+use super::{drive, ChunkBody, Target};
 use crate::error::ExportError;
 use crate::net::LocalExec;
 
@@ -45,12 +45,7 @@ impl SharedConnection {
             .handshake::<_, ChunkBody>(io)
             .await
             .map_err(|source| ExportError::Transport { source })?;
-        glommio::spawn_local(async move {
-            if let Err(err) = connection.await {
-                log::debug!("http2 connection closed: {err}");
-            }
-        })
-        .detach();
+        drive(connection);
         *self.conn.borrow_mut() = Some(sender.clone());
         Ok(sender)
     }

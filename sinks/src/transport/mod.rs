@@ -155,6 +155,17 @@ pub(crate) fn invalid_endpoint(exporter: &str, endpoint: &Endpoint) -> SinkError
     }
 }
 
+/// Runs a client connection (hyper's I/O half, after the handshake) as a task of this core
+/// until the peer or the last sender closes it.
+fn drive(connection: impl Future<Output = Result<(), hyper::Error>> + 'static) {
+    glommio::spawn_local(async move {
+        if let Err(err) = connection.await {
+            log::debug!("http connection closed: {err}");
+        }
+    })
+    .detach();
+}
+
 /// Reads a whole response body (bounded) and its trailers, mapping errors.
 pub(crate) async fn read_body(
     body: hyper::body::Incoming,
