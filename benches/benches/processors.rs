@@ -21,6 +21,7 @@
 //!
 //! Run: `cargo bench -p shardtel-benches --bench processors` (both groups), or add
 //! `-- after_sampler` for the second one.
+#![forbid(unsafe_code)]
 
 use bytes::Bytes;
 use criterion::{black_box, criterion_group, criterion_main, Criterion, Throughput};

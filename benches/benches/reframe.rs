@@ -1,6 +1,7 @@
 //! Re-framing throughput: encode each destination's part of a scanned request as an
 //! `ExportTraceServiceRequest` chunk chain (what an owner core does before export), and the
 //! contiguous copy a sink makes when it needs one buffer.
+#![forbid(unsafe_code)]
 
 use bytes::Bytes;
 use criterion::{black_box, criterion_group, criterion_main, Criterion, Throughput};

@@ -22,6 +22,7 @@
 //! a `pieces` and a `two_cores` run, against the spans' wire size. Each span's summary (times,
 //! status, parent, the policies' attribute matches) is computed once, as it is added; a
 //! decision reads only the trace's summary.
+#![forbid(unsafe_code)]
 
 use std::time::{Duration, Instant};
 

@@ -4,6 +4,7 @@
 //! Payloads come from `benches/data/` (copies of two of `shared/bench/payloads/`).
 //! Criterion measures wall time: on a busy 2-core machine other processes' CPU use shows up
 //! as lower throughput (`perf stat -e task-clock` on a fixed loop gives the CPU-time rate).
+#![forbid(unsafe_code)]
 
 use criterion::{black_box, criterion_group, criterion_main, Criterion, Throughput};
 use shardtel_benches::trace_payloads;

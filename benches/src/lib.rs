@@ -1,5 +1,6 @@
 //! Bench helpers: the recorded payloads the criterion benches read, and the reference
 //! configurations they share with the tests and the docs (`tests/fixtures/`).
+#![forbid(unsafe_code)]
 
 use std::path::PathBuf;
 

@@ -426,12 +426,14 @@ pub enum ConfigErrorKind {
         allowed: &'static [&'static str],
     },
     /// A policy type that exists but is not allowed in this list (e.g. `composite` inside `and`).
-    #[error("policy type {ty:?} is not allowed inside {} {inside:?} policy (allowed: {})", if *.inside == "and" { "an" } else { "a" }, crate::processors::PolicyKind::allowed_inside(.inside).join(", "))]
+    #[error("policy type {ty:?} is not allowed inside {} {inside:?} policy (allowed: {})", if *.inside == "and" { "an" } else { "a" }, .allowed.join(", "))]
     PolicyTypeNotAllowed {
-        /// The type given.
-        ty: String,
+        /// The type given (boxed, so that this variant is no larger than the others).
+        ty: Box<str>,
         /// The type of the enclosing policy: `and`, `drop` or `composite`.
         inside: &'static str,
+        /// The types allowed there.
+        allowed: &'static [&'static str],
     },
     /// Two policies of one list with the same name.
     #[error("policy name {name:?} is used twice in this list (names must be unique)")]
@@ -503,7 +505,7 @@ pub enum ConfigErrorKind {
         /// Its type, and the signals it processes (e.g. `traces` or `traces and logs`).
         kind: Box<(&'static str, &'static str)>,
         /// The pipeline's signal.
-        signal: crate::Signal,
+        signal: shardtel_protocol::Signal,
     },
     /// Two keys of which at most one may be set.
     #[error("set only one of {}", .keys.join(", "))]
@@ -562,9 +564,9 @@ pub enum ConfigErrorKind {
         /// Its type.
         ty: &'static str,
         /// The signal it exports.
-        supported: crate::Signal,
+        supported: shardtel_protocol::Signal,
         /// The pipeline's signal.
-        signal: crate::Signal,
+        signal: shardtel_protocol::Signal,
     },
     // Kafka (`[exporters.NAME] type = "kafka"`, `[receivers.kafka]`).
     /// A broker address that is not `host:port`.

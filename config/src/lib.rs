@@ -15,9 +15,26 @@
 //! - [`Cores`]: which CPUs run reactors; [`Cores::resolve`] checks them against this machine.
 //!
 //! Loading runs once at start-up, before any reactor: it may read the file and `/proc` with
-//! `std::fs`. This is a leaf crate — no glommio, no sockets — depended on by `sinks` and
-//! `engine`. It reads TOML with the `toml` crate's spanned document tree (not serde derive) so
-//! that it can report all problems at once, each with its line; see the `decode` module.
+//! `std::fs`. No glommio, no sockets; depended on by `sinks` and `engine`. It depends on
+//! `shardtel-protocol` (another leaf) for [`Signal`] alone, re-exported here, so a pipeline's
+//! signal and the wire's are one type. It reads TOML with the `toml` crate's spanned document
+//! tree (not serde derive) so that it can report all problems at once, each with its line; see
+//! the `decode` module.
+//!
+//! Modules, bottom up (each uses only those above it):
+//! - `error` and `units`: problems as data ([`ConfigErrorKind`] variants carry the values and
+//!   what is allowed), sizes and durations (units' parsers return `ConfigErrorKind`, error
+//!   messages print values with units' formatters: the one pair that uses each other).
+//! - `env` (`${ENV}` substitution), then `decode` (the spanned tree, keys, lines, values).
+//! - Sections and shared settings: `wal`, `engine` (on `wal`), `telemetry`, `pipelines`,
+//!   `attributes`, `memory_limiter`, `filter` (on `attributes`), `endpoint` (URL, headers,
+//!   timeout of network exporters), `delivery` (batch, retry, queue of every exporter; on
+//!   `engine`'s `Durability`).
+//! - Components with types of their own: `processors` (on `attributes`, `filter`,
+//!   `memory_limiter`; holds `tail_sampling`), `kafka` and `storage` (exporter types on
+//!   `delivery` and `endpoint`), `receivers` (on `kafka`), then `exporters` (the `[exporters.*]`
+//!   dispatch over every exporter type).
+//! - `validate`: checks across sections, on the whole [`Config`], which this file defines.
 //!
 //! ```
 //! use shardtel_config::{Config, ExporterKind, Signal};
@@ -56,6 +73,8 @@
 
 mod attributes;
 mod decode;
+mod delivery;
+mod endpoint;
 mod engine;
 mod env;
 mod error;
@@ -68,6 +87,8 @@ mod processors;
 mod receivers;
 mod storage;
 mod telemetry;
+#[cfg(test)]
+mod testing;
 mod tls;
 mod units;
 mod validate;
@@ -80,16 +101,17 @@ pub use attributes::{
     ActionKind, AttributeAction, AttributeValue, AttributesConfig, KeyMatch, ResourceConfig,
     ValueSource, LOG_BODY_KEY,
 };
+pub use delivery::{BatchConfig, QueueConfig, QueueOverflow, QueueStorage, RetryConfig};
+pub use endpoint::{check_header, Endpoint};
 pub use engine::{format_cpu_list, parse_cpu_list, usable_cpus, Cores, Durability, EngineConfig};
 pub use error::{ComponentKind, ConfigError, ConfigErrorKind, ConfigErrors};
 pub use exporters::{
-    check_header, BatchConfig, Compression, Endpoint, ExporterConfig, ExporterKind,
-    FileExporterConfig, OtlpExporterConfig, OtlpHttpExporterConfig, QueueConfig, QueueOverflow,
-    QueueStorage, RetryConfig, RotationConfig,
+    Compression, ExporterConfig, ExporterKind, FileExporterConfig, OtlpExporterConfig,
+    OtlpHttpExporterConfig, RotationConfig,
 };
 pub use filter::{
     AttributeMatch, FilterConfig, FilterRules, MatchProperties, MatchType, SeverityMatch,
-    SPAN_KINDS,
+    StatusCode, SPAN_KINDS,
 };
 pub use kafka::{
     check_broker, default_topic, InitialOffset, KafkaAcks, KafkaAuth, KafkaCompression,
@@ -97,12 +119,14 @@ pub use kafka::{
     SaslConfig, SaslMechanism,
 };
 pub use memory_limiter::{MemoryAmount, MemoryLimiterConfig};
-pub use pipelines::{Pipeline, Pipelines, Signal};
+pub use pipelines::{Pipeline, Pipelines};
 pub use processors::{
     DecisionCacheConfig, OnShutdown, Percentage, PolicyConfig, PolicyKind, ProcessorConfig,
-    RateAllocation, StatusCode, TailSamplingConfig,
+    RateAllocation, TailSamplingConfig,
 };
 pub use receivers::{OtlpReceiverConfig, Receivers};
+/// The OTLP signal of a pipeline: `shardtel-protocol`'s, so every crate shares one type.
+pub use shardtel_protocol::Signal;
 pub use storage::{
     ExponentialHistograms, LokiEncoding, LokiExporterConfig, LokiLineFormat,
     PrometheusRemoteWriteExporterConfig,
@@ -285,7 +309,11 @@ impl Config {
             exporters: exporters::decode(&mut d, &root),
             pipelines: pipelines::decode(&mut d, &root),
         };
-        exporters::resolve_queue_defaults(&mut config, &d.locations);
+        exporters::resolve_queue_defaults(
+            &mut config.exporters,
+            config.engine.durability,
+            &d.locations,
+        );
         let mut errors = d.errors;
         errors.extend(validate::validate(
             &config,
@@ -293,9 +321,9 @@ impl Config {
             origin,
             usable_cpus,
         ));
-        errors.extend(tls::validate(&config, &d.locations, origin));
+        errors.extend(validate::check_tls_endpoints(&config, &d.locations, origin));
         if let Some(files) = files {
-            errors.extend(tls::check_files(&config, &d.locations, origin, files));
+            errors.extend(validate::check_files(&config, &d.locations, origin, files));
         }
         if errors.is_empty() {
             Ok(config)
@@ -344,10 +372,7 @@ exporters = [\"blackhole\"]
     }
 
     fn err(text: &str) -> String {
-        match load(text) {
-            Ok(config) => panic!("expected errors, got {config:?}"),
-            Err(errors) => errors.to_string(),
-        }
+        crate::testing::problems(load(text))
     }
 
     /// The problems of `snippet` followed by [`BASE`].

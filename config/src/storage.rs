@@ -10,11 +10,13 @@ use std::time::Duration;
 use toml::de::DeValue;
 
 use crate::decode::{self, Decoder, Section};
-use crate::error::ConfigErrorKind;
-use crate::exporters::{
-    decode_batch, decode_headers, decode_queue, decode_retry, parse_endpoint, timeout, BatchConfig,
-    Endpoint, EndpointUse, QueueConfig, RetryConfig,
+use crate::delivery::{
+    decode_batch, decode_queue, decode_retry, BatchConfig, QueueConfig, RetryConfig,
 };
+use crate::endpoint::{
+    check_header, decode_headers, parse_endpoint, timeout, Endpoint, EndpointUse,
+};
+use crate::error::ConfigErrorKind;
 use crate::tls::ClientTlsConfig;
 
 /// How exponential histograms are written to Prometheus.
@@ -316,7 +318,7 @@ pub(crate) fn decode_loki(d: &mut Decoder<'_>, s: &Section<'_, '_>) -> Option<Lo
     });
     c.tenant_id = d.field(s, "tenant_id", |v| {
         let text = decode::non_empty_string(v)?;
-        crate::exporters::check_header("x-scope-orgid", &text)?;
+        check_header("x-scope-orgid", &text)?;
         Ok(text)
     });
     c.timeout = d.field_or(s, "timeout", c.timeout, timeout);

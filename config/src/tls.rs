@@ -12,7 +12,6 @@
 //! [`crate::Config::from_file_checked`]; its problems come back here to be placed at their key
 //! and line like every other problem.
 
-use std::collections::BTreeSet;
 use std::fmt;
 use std::net::IpAddr;
 use std::path::PathBuf;
@@ -20,10 +19,8 @@ use std::time::Duration;
 
 use toml::de::DeValue;
 
-use crate::decode::{self, join, Decoder, Locations, Section};
-use crate::error::{ConfigError, ConfigErrorKind};
-use crate::exporters::{Endpoint, ExporterKind};
-use crate::Config;
+use crate::decode::{self, Decoder, Section};
+use crate::error::ConfigErrorKind;
 
 /// The lowest TLS protocol version a side accepts.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord)]
@@ -194,34 +191,6 @@ pub struct FileProblem {
     pub path: PathBuf,
     /// What is wrong with it.
     pub error: Box<dyn std::error::Error + Send + Sync>,
-}
-
-impl ExporterKind {
-    /// `[exporters.NAME.tls]`, for the kinds that speak HTTP or gRPC.
-    pub fn tls(&self) -> Option<&ClientTlsConfig> {
-        match self {
-            ExporterKind::Otlp(c) => c.tls.as_ref(),
-            ExporterKind::OtlpHttp(c) => c.tls.as_ref(),
-            ExporterKind::PrometheusRemoteWrite(c) => c.tls.as_ref(),
-            ExporterKind::Loki(c) => c.tls.as_ref(),
-            ExporterKind::File(_) | ExporterKind::Blackhole | ExporterKind::Kafka(_) => None,
-        }
-    }
-
-    /// Every endpoint the exporter sends to (the HTTP and gRPC kinds).
-    pub fn endpoints(&self) -> Vec<&Endpoint> {
-        match self {
-            ExporterKind::Otlp(c) => vec![&c.endpoint],
-            ExporterKind::OtlpHttp(c) => std::iter::once(&c.endpoint)
-                .chain(c.traces_endpoint.iter())
-                .chain(c.metrics_endpoint.iter())
-                .chain(c.logs_endpoint.iter())
-                .collect(),
-            ExporterKind::PrometheusRemoteWrite(c) => vec![&c.endpoint],
-            ExporterKind::Loki(c) => vec![&c.endpoint],
-            ExporterKind::File(_) | ExporterKind::Blackhole | ExporterKind::Kafka(_) => Vec::new(),
-        }
-    }
 }
 
 /// `[receivers.otlp.tls]`, when present and valid (problems are reported).
@@ -468,75 +437,10 @@ fn server_name(value: &DeValue<'_>) -> Result<String, ConfigErrorKind> {
     }
 }
 
-/// Cross-key checks: a `tls` table on an exporter that has no `https://` endpoint.
-pub(crate) fn validate(config: &Config, locations: &Locations, origin: &str) -> Vec<ConfigError> {
-    let mut errors = Vec::new();
-    for (name, exporter) in &config.exporters {
-        if exporter.kind.tls().is_none() {
-            continue;
-        }
-        let endpoints = exporter.kind.endpoints();
-        if endpoints.iter().any(|e| e.scheme == "https") {
-            continue;
-        }
-        let key = join(&join("exporters", name), "tls");
-        let line = locations.line(&key);
-        let endpoint = endpoints.first().map(|e| e.to_string()).unwrap_or_default();
-        errors.push(
-            ConfigError::new(key, ConfigErrorKind::TlsNeedsHttps { endpoint }).at(origin, line),
-        );
-    }
-    errors
-}
-
-/// The problems `files` finds with the files of every TLS and auth table, each at the line of
-/// the key naming the file.
-pub(crate) fn check_files(
-    config: &Config,
-    locations: &Locations,
-    origin: &str,
-    files: &dyn CheckFiles,
-) -> Vec<ConfigError> {
-    let mut tables: Vec<(String, Vec<FileProblem>)> = Vec::new();
-    if let Some(otlp) = &config.receivers.otlp {
-        if let Some(tls) = &otlp.tls {
-            tables.push(("receivers.otlp.tls".into(), files.server_tls(tls)));
-        }
-        if let Some(auth) = &otlp.auth {
-            tables.push(("receivers.otlp.auth".into(), files.auth(auth)));
-        }
-    }
-    for (name, exporter) in &config.exporters {
-        if let Some(tls) = exporter.kind.tls() {
-            let table = join(&join("exporters", name), "tls");
-            tables.push((table, files.client_tls(tls)));
-        }
-    }
-    let mut errors = Vec::new();
-    let mut seen = BTreeSet::new();
-    for (table, problems) in tables {
-        for problem in problems {
-            let key = join(&table, problem.key);
-            // One file named by two keys (a combined cert+key PEM) may fail twice the same way.
-            let message = problem.error.to_string();
-            if !seen.insert((key.clone(), message)) {
-                continue;
-            }
-            let line = locations.line(&key);
-            let kind = ConfigErrorKind::BadFile {
-                path: problem.path,
-                source: problem.error,
-            };
-            errors.push(ConfigError::new(key, kind).at(origin, line));
-        }
-    }
-    errors
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::{ConfigErrors, OtlpReceiverConfig};
+    use crate::{Config, ConfigErrors, OtlpReceiverConfig};
 
     /// A pipeline for every signal, so any exporter fits; `snippet` comes first (line 1).
     fn with_base(snippet: &str) -> String {

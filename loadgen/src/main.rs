@@ -229,7 +229,7 @@ fn run(args: Args) -> Result<ExitCode> {
     }
     report::progress_loop(
         &live,
-        signal.item_name(),
+        wire::item_name(signal),
         items_per_request,
         Duration::from_secs(1),
         args.quiet,
@@ -260,8 +260,8 @@ fn run(args: Args) -> Result<ExitCode> {
     }
     let mut rep = RunReport {
         run_id: format!("{run_id:04x}"),
-        signal: signal.as_str().into(),
-        item: signal.item_name().into(),
+        signal: signal.name().into(),
+        item: wire::item_name(signal).into(),
         protocol: protocol.as_str().into(),
         endpoint: transport.endpoint.url(),
         compression: compression.header_value().unwrap_or("none").into(),
@@ -274,7 +274,7 @@ fn run(args: Args) -> Result<ExitCode> {
         target_rate: args.rate,
         rate_unit: args.rate.map(|_| match args.rate_unit {
             RateUnit::Requests => "requests".to_string(),
-            RateUnit::Items => signal.item_name().to_string(),
+            RateUnit::Items => wire::item_name(signal).to_string(),
         }),
         concurrency: requests_per_second.is_none().then(|| {
             if transport.http2 {
@@ -415,7 +415,7 @@ fn dry_run(
             Err(_) => bail!("a dry-run thread panicked"),
         }
     }
-    let item = encoder.signal.item_name();
+    let item = wire::item_name(encoder.signal);
     println!(
         "dry run: {} {} per request, {} framing, {} compression{}, {} template groups",
         set.shape.items_per_request,
