@@ -48,13 +48,15 @@ fi
 # directory, a test CA and SASL users, on 127.0.0.1:9092 (PLAINTEXT), :9093 (SASL_PLAINTEXT),
 # :9094 (SSL, client certificates), :9095 (SASL_SSL), :9096 (controller); stopped when this
 # script exits. Other tests may rely on it being up on :9092 during `cargo test`.
-# An already running broker on :9092 is used as it is. Without a broker the Kafka tests fail,
+# SHARDTEL_KAFKA_PORT=N moves the five ports to N..N+4 (the Kafka tests follow it). An already
+# running broker on that port is used as it is. Without a broker the Kafka tests fail,
 # unless SHARDTEL_KAFKA_OPTIONAL=1 (they skip loudly).
 step "kafka broker (Apache Kafka)"
-broker_up() { (exec 3<>/dev/tcp/127.0.0.1/9092) 2>/dev/null; }
+kafka_port="${SHARDTEL_KAFKA_PORT:-9092}"
+broker_up() { (exec 3<>"/dev/tcp/127.0.0.1/$kafka_port") 2>/dev/null; }
 kafka_t0=$(date +%s)
 if broker_up; then
-  echo "a broker already listens on 127.0.0.1:9092; using it"
+  echo "a broker already listens on 127.0.0.1:$kafka_port; using it"
 elif tests/peers/kafka/kafka.sh start; then
   kafka_started=1
   echo "kafka setup took $(( $(date +%s) - kafka_t0 )) s"
