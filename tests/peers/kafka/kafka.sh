@@ -192,7 +192,11 @@ EOF
 pid_alive() { [ -f "$DIR/broker.pid" ] && kill -0 "$(cat "$DIR/broker.pid")" 2>/dev/null; }
 
 start() {
-  if pid_alive; then echo "kafka.sh: already running (pid $(cat "$DIR/broker.pid"))"; return; fi
+  if pid_alive; then
+    listening "$PLAINTEXT_PORT" || die "the broker of $DIR (pid $(cat "$DIR/broker.pid")) runs, but not on port $PLAINTEXT_PORT: stop it, or set SHARDTEL_KAFKA_DIR"
+    echo "kafka.sh: already running (pid $(cat "$DIR/broker.pid"))"
+    return
+  fi
   for p in $PLAINTEXT_PORT $SASL_PORT $SSL_PORT $SASL_SSL_PORT $CONTROLLER_PORT; do
     ! listening "$p" || die "port $p is taken; stop what listens there (ss -ltnp 'sport = :$p')"
   done
