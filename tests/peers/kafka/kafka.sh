@@ -125,8 +125,9 @@ transaction.state.log.replication.factor=1
 transaction.state.log.min.isr=1
 share.coordinator.state.topic.replication.factor=1
 share.coordinator.state.topic.min.isr=1
-# Consumer groups form at once (the default waits 3 s for more members).
-group.initial.rebalance.delay.ms=0
+# group.initial.rebalance.delay.ms stays at Kafka's 3 s: a new group waits that long for more
+# members, so the consumers of all cores of a processor join before the first assignment (with
+# 0 the first core gets every partition and a rebalance follows at once).
 EOF
 }
 
