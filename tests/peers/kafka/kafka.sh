@@ -44,7 +44,11 @@ HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 ROOT=$(cd "$HERE/../../.." && pwd)
 VERSION=$(sed -nE 's:.*<kafka.version>([^<]+)</kafka.version>.*:\1:p' "$HERE/pom.xml")
 [ -n "$VERSION" ] || { echo "kafka.sh: no <kafka.version> in $HERE/pom.xml" >&2; exit 1; }
-CACHE=${SHARDTEL_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/shardtel}/kafka-$VERSION
+if [ -n "${SHARDTEL_CACHE:-}" ]; then CACHE=$SHARDTEL_CACHE
+elif [ -n "${XDG_CACHE_HOME:-}" ]; then CACHE=$XDG_CACHE_HOME/shardtel
+elif [ -n "${HOME:-}" ]; then CACHE=$HOME/.cache/shardtel
+else CACHE=$ROOT/target/cache; fi
+CACHE=$CACHE/kafka-$VERSION
 LIB=$CACHE/lib
 DIR=${SHARDTEL_KAFKA_DIR:-$ROOT/target/kafka}
 HEAP=${KAFKA_HEAP:--Xms256m -Xmx512m}
