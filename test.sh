@@ -4,7 +4,8 @@
 # Installs what the tests need, then runs format and lint checks, every
 # unit, property and end-to-end test, and builds the fuzz targets.
 # Env: SKIP_LINT=1 (skip fmt/clippy), SKIP_FUZZ=1 (skip the fuzz build),
-# SHARDTEL_KAFKA_OPTIONAL=1 / SHARDTEL_PROMETHEUS_OPTIONAL=1 (skip those tests without their server).
+# SHARDTEL_KAFKA_OPTIONAL=1 / SHARDTEL_PROMETHEUS_OPTIONAL=1 / SHARDTEL_OTELCOL_OPTIONAL=1 (skip
+# those tests without their server or binary), SHARDTEL_OTELCOL_BIN (a Collector to use as is).
 set -euo pipefail
 cd "$(dirname "$0")"
 
@@ -34,6 +35,41 @@ cleanup() {
   if [ -n "$kafka_started" ]; then tests/peers/kafka/kafka.sh stop || true; fi
 }
 trap cleanup EXIT
+
+# ---- OpenTelemetry Collector (engine/tests/integration/otelcol.rs) ------------------------
+# Built from the contrib Go modules pinned in tests/peers/otelcol/ (go.mod, go.sum, main.go) by
+# its build.sh, once per manifest, into ~/.cache/shardtel/otelcol/<hash>/ (Go's module and
+# build caches are kept as well). A cold build downloads ~600 MB of modules and costs ~270
+# CPU-seconds (measured on 2 cores: 4 minutes at load 5, 14 at load 20; ~1.5 GB of Go caches);
+# with Go's caches warm it takes ~15 s, with the binary cached nothing. It runs in the
+# background while the lint steps run, and the tests wait for it. It needs Go (the version of
+# go.mod's `go` line; build.sh says what to install when it is missing). A SHARDTEL_OTELCOL_BIN
+# set by the caller is used as it is. Without the binary the OTLP interop tests fail, unless
+# SHARDTEL_OTELCOL_OPTIONAL=1 (they skip loudly).
+otelcol_pid=""
+if [ -z "${SHARDTEL_OTELCOL_BIN:-}" ]; then
+  step "opentelemetry collector build (background)"
+  mkdir -p target
+  tests/peers/otelcol/build.sh >target/otelcol-path 2>target/otelcol-build.log &
+  otelcol_pid=$!
+fi
+stop_otelcol_build() { if [ -n "$otelcol_pid" ]; then kill "$otelcol_pid" 2>/dev/null || true; fi; }
+trap 'cleanup; stop_otelcol_build' EXIT
+wait_otelcol() {
+  [ -n "$otelcol_pid" ] || return 0
+  step "opentelemetry collector build (waiting)"
+  if wait "$otelcol_pid"; then
+    SHARDTEL_OTELCOL_BIN="$(cat target/otelcol-path)"
+    export SHARDTEL_OTELCOL_BIN
+    echo "$("$SHARDTEL_OTELCOL_BIN" --version) at $SHARDTEL_OTELCOL_BIN"
+  else
+    cat target/otelcol-build.log
+    [ "${SHARDTEL_OTELCOL_OPTIONAL:-}" = 1 ] || { echo "building the OpenTelemetry Collector failed"; exit 1; }
+    echo "no OpenTelemetry Collector: its tests skip (SHARDTEL_OTELCOL_OPTIONAL=1)"
+  fi
+  otelcol_pid=""
+}
+# ---- end of OpenTelemetry Collector -------------------------------------------------------
 
 if [ -z "${SKIP_LINT:-}" ]; then
   step "cargo fmt --check"
@@ -84,7 +120,7 @@ stop_prometheus() {
   if [ -n "$prom_pid" ]; then kill "$prom_pid" 2>/dev/null || true; wait "$prom_pid" 2>/dev/null || true; fi
   if [ -n "$prom_dir" ]; then rm -rf "$prom_dir"; fi
 }
-trap 'cleanup; stop_prometheus' EXIT
+trap 'cleanup; stop_prometheus; stop_otelcol_build' EXIT
 if ! command -v prometheus >/dev/null; then
   export DEBIAN_FRONTEND=noninteractive
   policy=""
@@ -116,6 +152,7 @@ else
 fi
 # ---- end of Prometheus --------------------------------------------------------------------
 
+wait_otelcol
 step "cargo test"
 cargo test --workspace --no-fail-fast 2>&1 | tee /tmp/shardtel-test.log
 status=${PIPESTATUS[0]}

@@ -121,9 +121,10 @@ def main():
     md.append("## Highest sustained rate\n")
     md.append("Held for the sustained duration on a fresh process with >= 97 % of the offered rate achieved, "
               "no failed request and RSS flat (growth < 64 MiB). CPU 100 % = one core. "
-              "p99 from h2load (measured from each request's actual send).\n")
-    md.append("| config | cores | proto | sustained spans/s | per core | collector CPU | spans/s per busy core | RSS / peak MiB | p99 ms | driver CPU | other CPU | best achieved in sweep | closed-loop acked |")
-    md.append("|---|---|---|---|---|---|---|---|---|---|---|---|---|")
+              "p99 from h2load (measured from each request's actual send). CPU per span = collector CPU "
+              "time / spans acknowledged over the sustained step.\n")
+    md.append("| config | cores | proto | sustained spans/s | per core | collector CPU | CPU µs/span | spans/s per busy core | RSS / peak MiB | p99 ms | driver CPU | other CPU | best achieved in sweep | closed-loop acked |")
+    md.append("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
     for cfg in configs:
         for proto in protos:
             line = summ.get((cfg, proto))
@@ -134,13 +135,14 @@ def main():
             if s and s != "none":
                 cpu = num((kv(line, "collector_cpu") or "").rstrip("%"))
                 busy = k(num(s) / (cpu / 100.0)) if cpu else "-"
-                md.append("| %s | %d | %s | **%s** | %s | %s | %s | %s / %s | %s | %s | %s | %s | %s |" % (
-                    cfg, c, proto, k(s), k(kv(line, "per_core")), kv(line, "collector_cpu"), busy,
+                us = "%.2f" % (cpu / 100.0 * 1e6 / num(s)) if cpu and num(s) else "-"
+                md.append("| %s | %d | %s | **%s** | %s | %s | %s | %s | %s / %s | %s | %s | %s | %s | %s |" % (
+                    cfg, c, proto, k(s), k(kv(line, "per_core")), kv(line, "collector_cpu"), us, busy,
                     kv(line, "rss_mib"), kv(line, "peak_rss_mib"), kv(line, "p99_ms"), kv(line, "driver_cpu"),
                     kv(line, "other_cpu"), k(kv(line, "sweep_max_achieved")), k(kv(line, "closed_loop"))))
             else:
                 why = line.split("sustained_spans/s=none", 1)[1].split("|")[0].strip()
-                md.append("| %s | %d | %s | none %s | - | - | - | - | - | - | - | %s | %s |" % (
+                md.append("| %s | %d | %s | none %s | - | - | - | - | - | - | - | - | %s | %s |" % (
                     cfg, c, proto, why, k(kv(line, "sweep_max_achieved")), k(kv(line, "closed_loop"))))
     md.append("")
 
@@ -237,7 +239,8 @@ def main():
         md.append("## Count check\n")
         md.append("Each collector received 200 gRPC + 200 HTTP requests plus one check request per protocol; "
                   "shardtel counted by its self-metrics (`shardtel_receiver_accepted_spans_total`, "
-                  "`shardtel_exporter_sent_spans_total{exporter=\"blackhole\"}`), Rotel by its debug log.\n")
+                  "`shardtel_exporter_sent_spans_total{exporter=\"blackhole\"}`), Rotel by its debug log, the "
+                  "OpenTelemetry Collector by its own metrics (`otelcol_receiver_accepted_spans`).\n")
         md.append("```\n" + open(cc).read().strip() + "\n```\n")
 
     crit = os.path.join(raw, "criterion.txt")
@@ -301,7 +304,8 @@ def plot(out, raw, rows, configs, protos, summ):
                       and kv(summ.get((cfg, proto)), "offered") == str(top))
             if s1 and sn and not capped:
                 eff[(cfg, proto)] = 100 * sn / (n * s1)
-    colors = {"shardtel": "#1f77b4", "rotel": "#d62728", "shardtel-1core": "#2ca02c", "rotel-1core": "#ff7f0e"}
+    colors = {"shardtel": "#1f77b4", "rotel": "#d62728", "shardtel-1core": "#2ca02c", "rotel-1core": "#ff7f0e",
+              "otelcol": "#7f7f7f", "otelcol-1core": "#bcbd22"}
     extra = ["#9467bd", "#8c564b", "#e377c2"]
     for c in configs:
         if c not in colors:

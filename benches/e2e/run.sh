@@ -29,13 +29,17 @@
 #   shardtel-1core  blackhole-1core.toml (cores = [1]) under taskset -c 1,
 #                   driver pinned to CPU 0 (scaling report)
 #   rotel-1core     rotel-agent under taskset -c 1, driver pinned to CPU 0
-#   shardtel_redact blackhole-redact.toml (blackhole.toml plus a redaction processor that
+#   otelcol         the OpenTelemetry Collector (tests/peers/otelcol: contrib modules, built
+#                   once and cached) on tests/peers/otelcol/configs/bench-nop.yaml: OTLP ->
+#                   nop exporter, no processor; driver unpinned
+#   otelcol-1core   the same under taskset -c 1, driver pinned to CPU 0
+#   shardtel_redact raw/blackhole-redact.toml (blackhole.toml plus a redaction processor that
 #                   changes no span), driver unpinned: compare with shardtel
 #
 # Knobs (environment, defaults in brackets):
 #   RUN_NAME        result folder name            [<UTC date>-<time>]
 #   OUT             result folder                 [benches/results/RUN_NAME]
-#   CONFIGS         see above                     [shardtel rotel shardtel-1core]
+#   CONFIGS         see above                     [shardtel rotel otelcol shardtel-1core]
 #   PROTOS          grpc and/or http              [grpc http]
 #   RATES           offered spans/s per step      [100000 200000 250000 300000 400000 500000 600000 800000 1000000]
 #   STEP_SECS       seconds per rate step         [10]
@@ -52,10 +56,15 @@
 #   CRITERION       1 = also run the criterion benches at the end [0]
 #   COUNT_REQS      requests per protocol in the count check [200]
 #   QUIET_WAIT      max seconds to wait before a phase while rustc runs [0]
-#   PORT_WAIT       max seconds to wait for 4317/4318/8888/13133 to be free [600]
+#   PORT_WAIT       max seconds to wait for the ports below to be free [600]
+#   GRPC_PORT / HTTP_PORT / METRICS_PORT / HEALTH_PORT  where every collector listens on
+#                   127.0.0.1 (OTLP/gRPC, OTLP/HTTP, self-metrics, health) [4317 / 4318 / 8888 / 13133];
+#                   shardtel then runs on a copy of its config under raw/configs/ with them
 #   KEEP_REQLOG     1 = keep h2load per-request logs (large) [0]
 #   SEED / PAYLOADS gen_payload.py --seed / -k    [1 / 8]
 #   ROTEL_BIN       use this rotel-agent instead of the PyPI wheel
+#   OTELCOL_BIN     use this OpenTelemetry Collector instead of building tests/peers/otelcol
+#                   (SHARDTEL_OTELCOL_BIN, as test.sh exports it, is used too)
 #   SHARDTEL_BIN / LOADGEN_BIN  use these binaries instead of building them
 #
 # Every process started here is stopped by its PID (TERM, KILL after 15 s).
@@ -66,7 +75,7 @@ ROOT=$(cd "$HERE/../.." && pwd)
 RUN_NAME=${RUN_NAME:-$(date -u +%Y%m%d-%H%M%S)}
 OUT=${OUT:-$ROOT/benches/results/$RUN_NAME}
 RAW=$OUT/raw
-CONFIGS=${CONFIGS:-"shardtel rotel shardtel-1core"}
+CONFIGS=${CONFIGS:-"shardtel rotel otelcol shardtel-1core"}
 PROTOS=${PROTOS:-"grpc http"}
 RATES=${RATES:-"100000 200000 250000 300000 400000 500000 600000 800000 1000000"}
 STEP_SECS=${STEP_SECS:-10}
@@ -91,8 +100,15 @@ SEED=${SEED:-1}
 PAYLOADS=${PAYLOADS:-8}
 PEER_DIR=${PEER_DIR:-/tmp/bench-peers}
 PAYLOAD_DIR=${PAYLOAD_DIR:-/tmp/shardtel-e2e-payloads-seed$SEED-k$PAYLOADS}
-GRPC_ADDR=127.0.0.1:4317
-HTTP_ADDR=127.0.0.1:4318
+GRPC_PORT=${GRPC_PORT:-4317}
+HTTP_PORT=${HTTP_PORT:-4318}
+METRICS_PORT=${METRICS_PORT:-8888}
+HEALTH_PORT=${HEALTH_PORT:-13133}
+PORTS="$GRPC_PORT $HTTP_PORT $METRICS_PORT $HEALTH_PORT"
+GRPC_ADDR=127.0.0.1:$GRPC_PORT
+HTTP_ADDR=127.0.0.1:$HTTP_PORT
+# The OpenTelemetry Collector's bench configs read their addresses from these.
+export OTELCOL_GRPC_ENDPOINT=$GRPC_ADDR OTELCOL_HTTP_ENDPOINT=$HTTP_ADDR OTELCOL_METRICS_PORT=$METRICS_PORT
 GRPC_PATH=/opentelemetry.proto.collector.trace.v1.TraceService/Export
 COLLECTOR_CPU=1   # the 1-core configurations: collector on CPU 1, driver on CPU 0
 DRIVER_CPU=0
@@ -132,43 +148,58 @@ HTTP_BODY=$PAYLOAD_DIR/traces-000.pb
 
 # ---- peers ------------------------------------------------------------------------
 # peer_<name>_prepare   find or build the binary
-# peer_<name>_cmd ONE   argv (ONE=1: the 1-core variant); OTLP on 127.0.0.1:4317/4318, blackhole
+# peer_<name>_cmd ONE   argv (ONE=1: the 1-core variant); OTLP on GRPC_ADDR/HTTP_ADDR, blackhole
 # peer_<name>_ready     optional: 0 once it serves (besides both ports listening)
 # peer_<name>_stats     optional: "accepted=N refused=N exported=N" spans, read from the collector
 # peer_<name>_debug_args / peer_<name>_count_spans LOG   optional: count check from a debug log
+# ported FILE: a shardtel config listening on the chosen ports: FILE itself on the default
+# ports, else a copy under raw/configs/ with its quoted 127.0.0.1:<default port> addresses
+# replaced (nothing else in it changes).
+ported() {
+  if [ "$PORTS" = "4317 4318 8888 13133" ]; then echo "$1"; return; fi
+  mkdir -p "$RAW/configs"
+  sed -e "s/\"127\.0\.0\.1:4317\"/\"127.0.0.1:$GRPC_PORT\"/" -e "s/\"127\.0\.0\.1:4318\"/\"127.0.0.1:$HTTP_PORT\"/" \
+    -e "s/\"127\.0\.0\.1:8888\"/\"127.0.0.1:$METRICS_PORT\"/" -e "s/\"127\.0\.0\.1:13133\"/\"127.0.0.1:$HEALTH_PORT\"/" \
+    "$1" >"$RAW/configs/$(basename "$1")"
+  echo "$RAW/configs/$(basename "$1")"
+}
 peer_shardtel_prepare() {
   if [ -z "${SHARDTEL_BIN:-}" ]; then
     (cd "$ROOT" && cargo build --release -q -p shardtel-engine) || die "cargo build --release -p shardtel-engine failed"
     SHARDTEL_BIN=$ROOT/target/release/shardtel
   fi
   "$SHARDTEL_BIN" default-config >/dev/null || die "shardtel default-config failed"
-  "$SHARDTEL_BIN" validate --config "$HERE/blackhole.toml" >/dev/null || die "blackhole.toml does not validate"
-  "$SHARDTEL_BIN" validate --config "$HERE/blackhole-1core.toml" >/dev/null || die "blackhole-1core.toml does not validate"
+  "$SHARDTEL_BIN" validate --config "$(ported "$HERE/blackhole.toml")" >/dev/null || die "blackhole.toml does not validate"
+  "$SHARDTEL_BIN" validate --config "$(ported "$HERE/blackhole-1core.toml")" >/dev/null || die "blackhole-1core.toml does not validate"
   echo "shardtel: $SHARDTEL_BIN ($("$SHARDTEL_BIN" --version 2>&1 | head -1), git $(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null)$(git -C "$ROOT" diff --quiet 2>/dev/null || echo +uncommitted))"
 }
 peer_shardtel_cmd() {
-  if [ "$1" = 1 ]; then echo "$SHARDTEL_BIN" --config "$HERE/blackhole-1core.toml"
-  else echo "$SHARDTEL_BIN" --config "$HERE/blackhole.toml"; fi
+  if [ "$1" = 1 ]; then echo "$SHARDTEL_BIN" --config "$(ported "$HERE/blackhole-1core.toml")"
+  else echo "$SHARDTEL_BIN" --config "$(ported "$HERE/blackhole.toml")"; fi
 }
-peer_shardtel_ready() { [ "$(curl -s -o /dev/null -w '%{http_code}' --max-time 1 http://127.0.0.1:13133/ || true)" = 200 ]; }
+peer_shardtel_ready() { [ "$(curl -s -o /dev/null -w '%{http_code}' --max-time 1 "http://127.0.0.1:$HEALTH_PORT/" || true)" = 200 ]; }
 peer_shardtel_stats() {  # self-metrics are published once a second: wait for the last snapshot
   sleep 1.5
-  curl -s --max-time 5 http://127.0.0.1:8888/metrics | awk '
+  curl -s --max-time 5 "http://127.0.0.1:$METRICS_PORT/metrics" | awk '
     /^shardtel_receiver_accepted_spans_total\{/ {a += $NF}
     /^shardtel_receiver_refused_spans_total\{/ {r += $NF}
     /^shardtel_exporter_sent_spans_total\{exporter="blackhole"/ {e += $NF}
     END {printf "accepted=%d refused=%d exported=%d\n", a, r, e}'
 }
-# shardtel_redact: blackhole.toml plus the DESIGN.md redaction processor (blackhole-redact.toml),
-# whose keys no span of the payload has; against `shardtel`, what an attributes processor that
-# changes nothing costs end to end (issue 8's target: under 5%).
+# shardtel_redact: blackhole.toml plus the DESIGN.md redaction processor (raw/blackhole-redact.toml,
+# written from blackhole-redact.base.toml and tests/fixtures/redaction.toml), whose keys no span
+# of the payload has; against `shardtel`, what an attributes processor that changes nothing
+# costs end to end (issue 8's target: under 5%).
 peer_shardtel_redact_prepare() {
   peer_shardtel_prepare
-  "$SHARDTEL_BIN" validate --config "$HERE/blackhole-redact.toml" >/dev/null || die "blackhole-redact.toml does not validate"
+  # shellcheck source=fixtures.sh
+  . "$HERE/fixtures.sh"
+  write_config "$RAW/blackhole-redact.toml" "$HERE/blackhole-redact.base.toml" redaction_processor
+  "$SHARDTEL_BIN" validate --config "$(ported "$RAW/blackhole-redact.toml")" >/dev/null || die "blackhole-redact.toml does not validate"
 }
 peer_shardtel_redact_cmd() {
   [ "$1" = 1 ] && die "shardtel_redact has no 1-core variant"
-  echo "$SHARDTEL_BIN" --config "$HERE/blackhole-redact.toml"
+  echo "$SHARDTEL_BIN" --config "$(ported "$RAW/blackhole-redact.toml")"
 }
 peer_shardtel_redact_ready() { peer_shardtel_ready; }
 peer_shardtel_redact_stats() { peer_shardtel_stats; }
@@ -183,12 +214,40 @@ peer_rotel_prepare() {
   echo "rotel: $ROTEL_BIN ($("$ROTEL_BIN" --version 2>&1 | head -1); wheel $(ls "$PEER_DIR"/rotel-wheel 2>/dev/null | head -1))"
 }
 peer_rotel_cmd() {
-  echo "$ROTEL_BIN" start --otlp-grpc-endpoint 127.0.0.1:4317 --otlp-http-endpoint 127.0.0.1:4318 \
+  echo "$ROTEL_BIN" start --otlp-grpc-endpoint "$GRPC_ADDR" --otlp-http-endpoint "$HTTP_ADDR" \
     --exporter blackhole --pid-file "$PEER_DIR/rotel-agent.pid" --log-file "$PEER_DIR/rotel-agent.logfile"
 }
 peer_rotel_debug_args() { echo --debug-log traces --debug-log-verbosity basic; }
 peer_rotel_count_spans() {  # "Received traces. ... spans=100" per request
   sed -E 's/\x1b\[[0-9;]*m//g' "$1" | sed -nE 's/.*Received traces\..* spans=([0-9]+).*/\1/p' | awk '{s+=$1} END{print s+0}'
+}
+
+# otelcol: the OpenTelemetry Collector built from the contrib Go modules pinned in
+# tests/peers/otelcol/ (its build.sh; cached), on tests/peers/otelcol/configs/bench-nop.yaml:
+# OTLP on GRPC_ADDR/HTTP_ADDR -> the nop exporter, no processor; its own metrics on
+# METRICS_PORT count what it received (the OTELCOL_* variables exported above). The 1-core variant runs the same under taskset (the Go runtime sizes
+# GOMAXPROCS from the CPU affinity).
+OTELCOL_CONFIGS=$ROOT/tests/peers/otelcol/configs
+peer_otelcol_prepare() {
+  OTELCOL_BIN=${OTELCOL_BIN:-${SHARDTEL_OTELCOL_BIN:-}}
+  if [ -z "$OTELCOL_BIN" ]; then
+    OTELCOL_BIN=$("$ROOT/tests/peers/otelcol/build.sh") || die "building the OpenTelemetry Collector failed"
+  fi
+  "$OTELCOL_BIN" validate --config "$OTELCOL_CONFIGS/bench-nop.yaml" >/dev/null || die "bench-nop.yaml does not validate"
+  echo "otelcol: $OTELCOL_BIN ($("$OTELCOL_BIN" --version 2>&1 | head -1); manifest tests/peers/otelcol/go.mod)"
+}
+peer_otelcol_cmd() { echo "$OTELCOL_BIN" --config "$OTELCOL_CONFIGS/bench-nop.yaml"; }
+peer_otelcol_ready() { curl -fs -o /dev/null --max-time 1 "http://127.0.0.1:$METRICS_PORT/metrics"; }
+# The nop exporter publishes no sent-spans counter: then `exported` is the receiver's accepted
+# count, which the receiver only counts once the (synchronous, queue-less) pipeline returned.
+peer_otelcol_stats() {  # the Collector's own metrics (with or without the _total suffix)
+  sleep 0.5
+  curl -s --max-time 5 "http://127.0.0.1:$METRICS_PORT/metrics" | awk '
+    /^otelcol_receiver_accepted_spans(_total)?\{/ {a += $NF}
+    /^otelcol_receiver_refused_spans(_total)?\{/ {r += $NF}
+    /^otelcol_receiver_failed_spans(_total)?\{/ {r += $NF}
+    /^otelcol_exporter_sent_spans(_total)?\{exporter="nop"/ {e += $NF; seen = 1}
+    END {printf "accepted=%d refused=%d exported=%d\n", a, r, seen ? e : a}'
 }
 
 # ---- collector process control (by PID only) -------------------------------------
@@ -200,9 +259,9 @@ start_collector() {  # peer one log [extra args...]
   local waited=0 p busy
   while :; do   # another process (someone else's test) may hold the ports for a while
     busy=""
-    for p in 4317 4318 8888 13133; do port_busy "$p" && busy="$busy $p"; done
+    for p in $PORTS; do port_busy "$p" && busy="$busy $p"; done
     [ -z "$busy" ] && break
-    [ "$waited" -ge "$PORT_WAIT" ] && die "ports$busy still in use after ${PORT_WAIT}s: $(ss -ltnpH | grep -E ':(4317|4318|8888|13133) ' | sed -nE 's/.*users:\(\("([^"]+)",pid=([0-9]+).*/\1 pid \2/p' | sort -u | tr '\n' ' ')"
+    [ "$waited" -ge "$PORT_WAIT" ] && die "ports$busy still in use after ${PORT_WAIT}s: $(ss -ltnpH | grep -E ":(${PORTS// /|}) " | sed -nE 's/.*users:\(\("([^"]+)",pid=([0-9]+).*/\1 pid \2/p' | sort -u | tr '\n' ' ')"
     [ $((waited % 30)) -eq 0 ] && log "ports$busy in use by another process; waiting (${waited}s)"
     sleep 2; waited=$((waited + 2))
   done
@@ -217,17 +276,17 @@ start_collector() {  # peer one log [extra args...]
         # a listener that does not set SO_REUSEADDR cannot bind while the previous
         # collector's closed connections sit in TIME_WAIT on the port (up to 60 s)
         if grep -qi 'address already in use' "$logf" && [ "$attempt" -lt 5 ]; then
-          log "$peer could not bind (address in use; $(ss -tanH state time-wait '( sport = :4317 or sport = :4318 )' | wc -l) TIME_WAIT sockets): retry in 15 s"
+          log "$peer could not bind (address in use; $(ss -tanH state time-wait "( sport = :$GRPC_PORT or sport = :$HTTP_PORT )" | wc -l) TIME_WAIT sockets): retry in 15 s"
           sleep 15; continue 2
         fi
         tail -5 "$logf" >&2; die "$peer exited at start"
       fi
-      if port_busy 4317 && port_busy 4318; then
+      if port_busy "$GRPC_PORT" && port_busy "$HTTP_PORT"; then
         if ! declare -F "peer_${peer}_ready" >/dev/null || "peer_${peer}_ready"; then return 0; fi
       fi
       sleep 0.1
     done
-    die "$peer did not serve on 4317/4318 within 20 s"
+    die "$peer did not serve on $GRPC_PORT/$HTTP_PORT within 20 s"
   done
 }
 stop_collector() {
@@ -434,11 +493,14 @@ record() {  # config cores pin proto driver phase secs
   echo "$1 $4 $5 $6 $S_LOAD: $S_CMD" >>"$RAW/commands.txt"
 }
 
+# A driver that stops at its deadline cuts the requests in flight: hyper logs those as
+# IncompleteMessage/IncompleteBody, Go's gRPC server as "transport is closing". Not errors.
+CUT_RE='IncompleteMessage|IncompleteBody|transport is closing'
 scan_log() {  # collector log -> count of error/warn lines (cut in-flight requests counted apart)
   local clean
   [ -f "$1" ] || { echo 0; return; }
   clean=$(sed -E 's/\x1b\[[0-9;]*m//g' "$1")
-  grep -iE 'error|warn|drop|refus|exhaust|reject|panic' <<<"$clean" | grep -vcE 'IncompleteMessage|IncompleteBody' || true
+  grep -iE 'error|warn|drop|refus|exhaust|reject|panic' <<<"$clean" | grep -vcE "$CUT_RE" || true
 }
 trim_log() {  # keep collector logs small enough to commit
   [ -f "$1" ] || return 0
@@ -459,7 +521,7 @@ fresh_step() {
   record "$cfg" "$([ "$one" = 1 ] && echo 1 || echo "$NCPU")" "$([ "$one" = 1 ] && echo "$DRIVER_CPU" || echo any)" "$proto" "$driver" "$phase" "$secs"
   stop_collector
   local bad; bad=$(scan_log "$base-collector.log")
-  [ "$bad" -eq 0 ] || log "$tag: collector log has $bad error/warn lines, e.g.: $(sed -E 's/\x1b\[[0-9;]*m//g' "$base-collector.log" | grep -iE 'error|warn|drop|refus|exhaust|reject|panic' | grep -vE 'IncompleteMessage|IncompleteBody' | head -1 | cut -c1-200)"
+  [ "$bad" -eq 0 ] || log "$tag: collector log has $bad error/warn lines, e.g.: $(sed -E 's/\x1b\[[0-9;]*m//g' "$base-collector.log" | grep -iE 'error|warn|drop|refus|exhaust|reject|panic' | grep -vE "$CUT_RE" | head -1 | cut -c1-200)"
   trim_log "$base-collector.log"
   echo "$bad" >"$base.logerrors"
 }

@@ -12,20 +12,31 @@
 # default shape (100 spans per request in traces of 5..15 spans, 8 attributes, ~400 bytes per
 # span, about 3 % error spans, 1 % VIP traces, log-normal latencies, some traces over 1 s).
 #
-# 1. Throughput. For each protocol, each rate of RATES, on a FRESH collector each:
-#      shardtel --config blackhole.toml            (no sampling)
-#      shardtel --config blackhole-sampling.toml   (seed policies, decision_wait = 10s)
+# 1. Throughput. For each protocol, each rate of RATES, on a FRESH collector each, the configs
+#    of CONFIGS:
+#      plain             shardtel --config blackhole.toml            (no sampling)
+#      sampling          shardtel --config raw/blackhole-sampling.toml (seed policies, decision_wait = 10s;
+#                        written from blackhole-sampling.base.toml and the policies of
+#                        tests/fixtures/reference-sampling.toml)
+#      otelcol-plain     the OpenTelemetry Collector (tests/peers/otelcol, built once and cached)
+#                        on tests/peers/otelcol/configs/bench-nop.yaml (OTLP -> nop)
+#      otelcol-sampling  the same on bench-sampling.yaml: tail_sampling with the same policies
+#                        (errors, latency > 1 s, user.id = vip, 10 %), decision_wait = 10s
 #    A step passes at zero loss: >= 97 % of the offered rate acknowledged, no refused or
 #    failed request, the collector accepted every acknowledged span and (sampling) its
-#    samplers received them all. Steps last STEP_SECS (default 30 s: three decision_waits, so
+#    samplers received them all (the Collector: no trace dropped before its decision). Steps last STEP_SECS (default 30 s: three decision_waits, so
 #    the sampler decides at the rate it buffers). Result per protocol: the highest passing rate
 #    with and without sampling, and their ratio (target: sampling keeps >= 75 %).
-# 2. Memory per buffered span. One step at MEM_RATE for MEM_SECS against the sampling config:
+# 2. Memory per buffered span. One step at MEM_RATE for MEM_SECS per config of MEM_CONFIGS:
 #      (peak RSS - idle RSS) / spans buffered at the peak
-#    with idle RSS read before the load, peak RSS = VmHWM, spans buffered from
-#    shardtel_sampler_buffered_spans (summed over cores) sampled every second, compared with the
+#    with idle RSS read before the load, peak RSS = VmHWM, and spans buffered sampled every
+#    second. shardtel: shardtel_sampler_buffered_spans (summed over cores), compared with the
 #    spans' wire size (shardtel_sampler_buffered_span_bytes / buffered_spans). Target: <= 1.5x.
-#    At steady state the sampler holds MEM_RATE x 10 s of spans.
+#    The Collector: traces not yet decided (new_trace_id_received - global_count_traces_sampled)
+#    x spans per trace (accepted spans / new trace ids); its live Go heap per buffered span
+#    (otelcol_process_runtime_heap_alloc_bytes) is printed next to it. It keeps a decided trace's
+#    entry (not its spans) until num_traces pushes it out: that memory counts in its RSS too.
+#    At steady state a sampler holds MEM_RATE x 10 s of spans.
 #
 # Knobs (environment, defaults in brackets):
 #   RUN_NAME      result folder name            [<UTC date>-<time>-sampling]
@@ -38,9 +49,15 @@
 #   MEM_RATE      spans/s of the memory step    [200000]
 #   MEM_SECS      seconds of the memory step    [25]
 #   MEM_PROTO     protocol of the memory step   [grpc]
-#   CONFIGS       throughput configs ("" = none) [plain sampling]
+#   CONFIGS       throughput configs ("" = none) [plain sampling otelcol-plain otelcol-sampling]
+#   MEM_CONFIGS   memory step configs            [sampling otelcol-sampling]
+#   GRPC_PORT / HTTP_PORT / METRICS_PORT / HEALTH_PORT  where the collectors listen on 127.0.0.1
+#                 [4317 / 4318 / 8888 / 13133]; shardtel then runs on a copy of its config
+#                 under raw/configs/ with them
 #   QUIET_WAIT    max seconds to wait before a phase while rustc runs [0]
 #   SHARDTEL_BIN / LOADGEN_BIN  use these binaries instead of building them
+#   OTELCOL_BIN   use this OpenTelemetry Collector instead of building tests/peers/otelcol
+#                 (SHARDTEL_OTELCOL_BIN, as test.sh exports it, is used too)
 #
 # Every process started here is stopped by its PID (TERM, KILL after 15 s).
 set -euo pipefail
@@ -59,9 +76,18 @@ HTTP_CONNS=${HTTP_CONNS:-64}
 MEM_RATE=${MEM_RATE:-200000}
 MEM_SECS=${MEM_SECS:-25}
 MEM_PROTO=${MEM_PROTO:-grpc}
-CONFIGS=${CONFIGS-"plain sampling"}
+CONFIGS=${CONFIGS-"plain sampling otelcol-plain otelcol-sampling"}
+MEM_CONFIGS=${MEM_CONFIGS-"sampling otelcol-sampling"}
 QUIET_WAIT=${QUIET_WAIT:-0}
-METRICS=http://127.0.0.1:8888/metrics
+GRPC_PORT=${GRPC_PORT:-4317}
+HTTP_PORT=${HTTP_PORT:-4318}
+METRICS_PORT=${METRICS_PORT:-8888}
+HEALTH_PORT=${HEALTH_PORT:-13133}
+PORTS="$GRPC_PORT $HTTP_PORT $METRICS_PORT $HEALTH_PORT"
+METRICS=http://127.0.0.1:$METRICS_PORT/metrics
+OTELCOL_CONFIGS=$ROOT/tests/peers/otelcol/configs
+# The OpenTelemetry Collector's bench configs read their addresses from these.
+export OTELCOL_GRPC_ENDPOINT=127.0.0.1:$GRPC_PORT OTELCOL_HTTP_ENDPOINT=127.0.0.1:$HTTP_PORT OTELCOL_METRICS_PORT=$METRICS_PORT
 COLL_PID=""
 SAMPLER_PID=""
 LOADGEN_PID=""
@@ -73,39 +99,84 @@ log() { echo "[$(date -u +%H:%M:%S)] $*" | tee -a "$RAW/run.log"; }
 command -v curl >/dev/null || die "curl is required"
 command -v python3 >/dev/null || die "python3 is required"
 
-config_file() { case $1 in plain) echo "$HERE/blackhole.toml" ;; sampling) echo "$HERE/blackhole-sampling.toml" ;; *) die "unknown config $1" ;; esac; }
+# shellcheck source=fixtures.sh
+. "$HERE/fixtures.sh"
+SAMPLING_CONFIG=$RAW/blackhole-sampling.toml
+# ported FILE: a shardtel config listening on the chosen ports: FILE itself on the default
+# ports, else a copy under raw/configs/ with its quoted 127.0.0.1:<default port> addresses
+# replaced (nothing else in it changes).
+ported() {
+  if [ "$PORTS" = "4317 4318 8888 13133" ]; then echo "$1"; return; fi
+  mkdir -p "$RAW/configs"
+  sed -e "s/\"127\.0\.0\.1:4317\"/\"127.0.0.1:$GRPC_PORT\"/" -e "s/\"127\.0\.0\.1:4318\"/\"127.0.0.1:$HTTP_PORT\"/" \
+    -e "s/\"127\.0\.0\.1:8888\"/\"127.0.0.1:$METRICS_PORT\"/" -e "s/\"127\.0\.0\.1:13133\"/\"127.0.0.1:$HEALTH_PORT\"/" \
+    "$1" >"$RAW/configs/$(basename "$1")"
+  echo "$RAW/configs/$(basename "$1")"
+}
+config_file() {
+  case $1 in
+    plain) ported "$HERE/blackhole.toml" ;;
+    sampling) ported "$SAMPLING_CONFIG" ;;
+    otelcol-plain) echo "$OTELCOL_CONFIGS/bench-nop.yaml" ;;
+    otelcol-sampling) echo "$OTELCOL_CONFIGS/bench-sampling.yaml" ;;
+    *) die "unknown config $1" ;;
+  esac
+}
+kind() { case $1 in otelcol-*) echo otelcol ;; *) echo shardtel ;; esac; }
+sampling_config() { case $1 in sampling | otelcol-sampling) return 0 ;; *) return 1 ;; esac; }
 
 # ---- binaries (built before any measurement) ---------------------------------------------
-if [ -z "${SHARDTEL_BIN:-}" ]; then
-  (cd "$ROOT" && cargo build --release -q -p shardtel-engine) || die "cargo build --release -p shardtel-engine failed"
-  SHARDTEL_BIN=$ROOT/target/release/shardtel
+for c in $CONFIGS $MEM_CONFIGS; do kind "$c" >/dev/null; case $c in plain | sampling | otelcol-plain | otelcol-sampling) ;; *) die "unknown config $c" ;; esac; done
+if [[ " $CONFIGS $MEM_CONFIGS " == *" plain "* || " $CONFIGS $MEM_CONFIGS " == *" sampling "* ]]; then
+  if [ -z "${SHARDTEL_BIN:-}" ]; then
+    (cd "$ROOT" && cargo build --release -q -p shardtel-engine) || die "cargo build --release -p shardtel-engine failed"
+    SHARDTEL_BIN=$ROOT/target/release/shardtel
+  fi
+  write_config "$SAMPLING_CONFIG" "$HERE/blackhole-sampling.base.toml" reference_sampling_policies
+  for c in plain sampling; do "$SHARDTEL_BIN" validate --config "$(config_file $c)" >/dev/null || die "$(config_file $c) does not validate"; done
+fi
+if [[ " $CONFIGS $MEM_CONFIGS " == *" otelcol-"* ]]; then
+  OTELCOL_BIN=${OTELCOL_BIN:-${SHARDTEL_OTELCOL_BIN:-}}
+  if [ -z "$OTELCOL_BIN" ]; then
+    OTELCOL_BIN=$("$ROOT/tests/peers/otelcol/build.sh") || die "building the OpenTelemetry Collector failed"
+  fi
+  for c in otelcol-plain otelcol-sampling; do "$OTELCOL_BIN" validate --config "$(config_file $c)" >/dev/null || die "$(config_file $c) does not validate"; done
 fi
 if [ -z "${LOADGEN_BIN:-}" ]; then
   (cd "$ROOT" && cargo build --release -q -p shardtel-loadgen) || die "cargo build --release -p shardtel-loadgen failed"
   LOADGEN_BIN=$ROOT/target/release/shardtel-loadgen
 fi
-for c in plain sampling; do "$SHARDTEL_BIN" validate --config "$(config_file $c)" >/dev/null || die "$(config_file $c) does not validate"; done
 
 # ---- collector control (by PID only) -------------------------------------------------------
-start_collector() {  # config-file log
+start_collector() {  # config log
   local p
-  for p in 4317 4318 8888 13133; do
+  for p in $PORTS; do
     if (exec 3<>"/dev/tcp/127.0.0.1/$p") 2>/dev/null; then die "port $p is in use: stop what listens there first"; fi
   done
-  "$SHARDTEL_BIN" --config "$1" >"$2" 2>&1 &
+  if [ "$(kind "$1")" = otelcol ]; then
+    "$OTELCOL_BIN" --config "$(config_file "$1")" >"$2" 2>&1 &
+  else
+    "$SHARDTEL_BIN" --config "$(config_file "$1")" >"$2" 2>&1 &
+  fi
   COLL_PID=$!
   for _ in $(seq 1 200); do
-    kill -0 "$COLL_PID" 2>/dev/null || { tail -5 "$2" >&2; die "shardtel exited at start"; }
-    [ "$(curl -s -o /dev/null -w '%{http_code}' --max-time 1 http://127.0.0.1:13133/ || true)" = 200 ] && return 0
+    kill -0 "$COLL_PID" 2>/dev/null || { tail -5 "$2" >&2; die "$1 exited at start"; }
+    if [ "$(kind "$1")" = otelcol ]; then
+      # receivers start last: once they and the metrics endpoint answer, the pipeline is up
+      (exec 3<>"/dev/tcp/127.0.0.1/$GRPC_PORT") 2>/dev/null && (exec 3<>"/dev/tcp/127.0.0.1/$HTTP_PORT") 2>/dev/null \
+        && curl -fs -o /dev/null --max-time 1 "$METRICS" && return 0
+    else
+      [ "$(curl -s -o /dev/null -w '%{http_code}' --max-time 1 "http://127.0.0.1:$HEALTH_PORT/" || true)" = 200 ] && return 0
+    fi
     sleep 0.1
   done
-  die "shardtel not healthy within 20 s"
+  die "$1 not ready within 20 s"
 }
 stop_collector() {
   [ -n "$COLL_PID" ] || return 0
   kill -TERM "$COLL_PID" 2>/dev/null || true
   for _ in $(seq 1 150); do kill -0 "$COLL_PID" 2>/dev/null || break; sleep 0.1; done
-  kill -0 "$COLL_PID" 2>/dev/null && { echo "shardtel $COLL_PID ignored TERM for 15 s: KILL" >&2; kill -KILL "$COLL_PID" 2>/dev/null || true; }
+  kill -0 "$COLL_PID" 2>/dev/null && { echo "collector $COLL_PID ignored TERM for 15 s: KILL" >&2; kill -KILL "$COLL_PID" 2>/dev/null || true; }
   wait "$COLL_PID" 2>/dev/null || true
   COLL_PID=""
 }
@@ -127,13 +198,18 @@ wait_quiet() {
   [ "$(rustc_count)" -eq 0 ] || log "WARNING: $1 starts with $(rustc_count) rustc processes running: its numbers are disturbed"
 }
 status_kib() { awk -v k="$1:" '$1==k{print $2}' "/proc/$COLL_PID/status" 2>/dev/null || echo 0; }
-# metric NAME [LABEL-FILTER]: sum over series
-metric() { curl -s --max-time 5 "$METRICS" | awk -v n="$1" -v f="${2:-}" 'index($0, n "{") == 1 && (f == "" || index($0, f)) {s += $NF} END {printf "%.0f\n", s}'; }
+# metric NAME [LABEL-FILTER]: sum over series (the Collector's names with or without _total,
+# with or without labels)
+metric() {
+  curl -s --max-time 5 "$METRICS" | awk -v n="$1" -v f="${2:-}" '
+    (index($0, n "{") == 1 || index($0, n " ") == 1 || index($0, n "_total{") == 1 || index($0, n "_total ") == 1) \
+      && (f == "" || index($0, f)) {s += $NF} END {printf "%.0f\n", s}'
+}
 
 loadgen() {  # proto rate secs json log
   local proto=$1 args=()
-  if [ "$proto" = grpc ]; then args=(-p grpc -e http://127.0.0.1:4317 --connections "$GRPC_CONNS")
-  else args=(-p http-protobuf -e http://127.0.0.1:4318 --connections "$HTTP_CONNS"); fi
+  if [ "$proto" = grpc ]; then args=(-p grpc -e "http://127.0.0.1:$GRPC_PORT" --connections "$GRPC_CONNS")
+  else args=(-p http-protobuf -e "http://127.0.0.1:$HTTP_PORT" --connections "$HTTP_CONNS"); fi
   args+=(--rate "$2" --duration "${3}s" --split-traces "$SPLIT" --workers 1 --json "$4" -q)
   echo "shardtel-loadgen ${args[*]}" >>"$RAW/commands.txt"
   # In the background and waited for, so that Ctrl-C stops the run at once.
@@ -143,15 +219,47 @@ loadgen() {  # proto rate secs json log
   LOADGEN_PID=""
 }
 
-# After the load: wait until the collector's counters stop moving (published once a second).
-settle() {
+# After the load: wait until the collector's counters stop moving (shardtel publishes them once
+# a second).
+settle() {  # config
   local last=-1 now
   for _ in $(seq 1 30); do
     sleep 1.2
-    now=$(metric shardtel_receiver_accepted_spans_total)-$(metric shardtel_sampler_spans_received_total)
+    if [ "$(kind "$1")" = otelcol ]; then
+      now=$(metric otelcol_receiver_accepted_spans)-$(metric otelcol_processor_tail_sampling_new_trace_id_received)
+    else
+      now=$(metric shardtel_receiver_accepted_spans_total)-$(metric shardtel_sampler_spans_received_total)
+    fi
     [ "$now" = "$last" ] && return 0
     last=$now
   done
+}
+
+# The step's counters: "accepted received kept early timer" (spans, except the Collector's kept
+# and decisions, which it counts in traces: kept is then "N_traces").
+# shardtel: accepted by the receivers; received by the samplers; kept = sent by the blackhole;
+# early = decisions forced by a bound; timer = decisions at decision_wait.
+# The Collector: accepted by the receiver, which counts only once the pipeline (the sampler's
+# queue) took the spans, so received = accepted; kept = traces sampled; early = traces dropped
+# before their decision (num_traces full); timer = traces decided. Without sampling only
+# accepted is known ("-" for the rest).
+step_counters() {  # config
+  if [ "$1" = otelcol-plain ]; then
+    echo "$(metric otelcol_receiver_accepted_spans) - - - -"
+    return
+  fi
+  if [ "$(kind "$1")" = otelcol ]; then
+    local accepted; accepted=$(metric otelcol_receiver_accepted_spans)
+    echo "$accepted $accepted $(metric otelcol_processor_tail_sampling_global_count_traces_sampled 'sampled="true"')_traces" \
+      "$(metric otelcol_processor_tail_sampling_sampling_trace_dropped_too_early)" \
+      "$(metric otelcol_processor_tail_sampling_global_count_traces_sampled)"
+    return
+  fi
+  local early
+  early=$(( $(metric shardtel_sampler_decisions_total 'reason="max_traces"') + $(metric shardtel_sampler_decisions_total 'reason="max_buffered_bytes"') \
+          + $(metric shardtel_sampler_decisions_total 'reason="max_spans_per_trace"') + $(metric shardtel_sampler_decisions_total 'reason="max_bytes_per_trace"') ))
+  echo "$(metric shardtel_receiver_accepted_spans_total) $(metric shardtel_sampler_spans_received_total)" \
+    "$(metric shardtel_exporter_sent_spans_total 'exporter="blackhole"') $early $(metric shardtel_sampler_decisions_total 'reason="timer"')"
 }
 
 # ---- machine ---------------------------------------------------------------------------------
@@ -163,8 +271,9 @@ settle() {
   echo "loadavg_at_start: $(cut -d' ' -f1-3 /proc/loadavg)"
   echo "rustc_at_start: $(rustc_count)"
   echo "git: $(git -C "$ROOT" rev-parse HEAD 2>/dev/null)$(git -C "$ROOT" diff --quiet 2>/dev/null || echo ' +uncommitted changes')"
-  echo "shardtel: $SHARDTEL_BIN; loadgen: $LOADGEN_BIN"
-  echo "knobs: PROTOS='$PROTOS' RATES='$RATES' STEP_SECS=$STEP_SECS SPLIT=$SPLIT GRPC_CONNS=$GRPC_CONNS HTTP_CONNS=$HTTP_CONNS MEM_RATE=$MEM_RATE MEM_SECS=$MEM_SECS MEM_PROTO=$MEM_PROTO CONFIGS='$CONFIGS'"
+  echo "shardtel: ${SHARDTEL_BIN:-not used}; loadgen: $LOADGEN_BIN"
+  if [ -n "${OTELCOL_BIN:-}" ]; then echo "otelcol: $OTELCOL_BIN ($("$OTELCOL_BIN" --version 2>&1 | head -1); manifest tests/peers/otelcol/go.mod)"; fi
+  echo "knobs: PROTOS='$PROTOS' RATES='$RATES' STEP_SECS=$STEP_SECS SPLIT=$SPLIT GRPC_CONNS=$GRPC_CONNS HTTP_CONNS=$HTTP_CONNS MEM_RATE=$MEM_RATE MEM_SECS=$MEM_SECS MEM_PROTO=$MEM_PROTO CONFIGS='$CONFIGS' MEM_CONFIGS='$MEM_CONFIGS' PORTS='$PORTS'"
 } >"$RAW/machine.txt"
 : >"$RAW/commands.txt"
 printf "config\tproto\toffered\tsecs\tacked_spans_s\tachieved_pct\trefused\tfailed\tbehind\tcoll_accepted\tsampler_received\tkept\tearly_decisions\ttimer_decisions\tpeak_rss_mib\tcollector_cpu_pct\tpass\trustc\n" >"$RAW/steps.tsv"
@@ -172,26 +281,23 @@ printf "config\tproto\toffered\tsecs\tacked_spans_s\tachieved_pct\trefused\tfail
 # ---- 1. throughput with and without sampling ---------------------------------------------------
 step() {  # config proto rate secs
   local cfg=$1 proto=$2 rate=$3 secs=$4 tag="$1-$2-$3"
-  start_collector "$(config_file "$cfg")" "$RAW/$tag-collector.log"
+  start_collector "$cfg" "$RAW/$tag-collector.log"
   local t0 c0 c1 t1
   t0=$(date +%s.%N); c0=$(sed -E 's/^.*\) //' "/proc/$COLL_PID/stat" | awk '{print $12 + $13}')
   loadgen "$proto" "$rate" "$secs" "$RAW/$tag.json" "$RAW/$tag.log"
   c1=$(sed -E 's/^.*\) //' "/proc/$COLL_PID/stat" | awk '{print $12 + $13}'); t1=$(date +%s.%N)
   local cpu; cpu=$(awk -v d="$((c1 - c0))" -v hz="$(getconf CLK_TCK)" -v a="$t0" -v b="$t1" 'BEGIN{printf "%.0f", 100*d/hz/(b-a)}')
-  settle
+  settle "$cfg"
   local accepted received kept early timer hwm
-  accepted=$(metric shardtel_receiver_accepted_spans_total)
-  received=$(metric shardtel_sampler_spans_received_total)
-  kept=$(metric shardtel_exporter_sent_spans_total 'exporter="blackhole"')
-  early=$(( $(metric shardtel_sampler_decisions_total 'reason="max_traces"') + $(metric shardtel_sampler_decisions_total 'reason="max_buffered_bytes"') \
-          + $(metric shardtel_sampler_decisions_total 'reason="max_spans_per_trace"') + $(metric shardtel_sampler_decisions_total 'reason="max_bytes_per_trace"') ))
-  timer=$(metric shardtel_sampler_decisions_total 'reason="timer"')
+  read -r accepted received kept early timer <<<"$(step_counters "$cfg")"
   hwm=$(( $(status_kib VmHWM) / 1024 ))
   stop_collector
   local row
-  row=$(python3 - "$RAW/$tag.json" "$rate" "$accepted" "$received" "$cfg" <<'PY'
+  row=$(python3 - "$RAW/$tag.json" "$rate" "$accepted" "$received" "$cfg" "$early" <<'PY'
 import json, sys
-path, rate, accepted, received, cfg = sys.argv[1], float(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4]), sys.argv[5]
+num = lambda v: int(v) if v.isdigit() else -1  # "-": not counted by this collector
+path, rate, accepted, received, cfg = sys.argv[1], float(sys.argv[2]), int(sys.argv[3]), num(sys.argv[4]), sys.argv[5]
+early = num(sys.argv[6])
 try:
     r = json.load(open(path))
 except Exception:
@@ -201,13 +307,15 @@ sps = r["achieved"]["acknowledged_items_per_second"]
 ok = sps >= 0.97 * rate and q["refused"] == 0 and q["failed"] == 0 and accepted == acked
 if cfg == "sampling":
     ok = ok and received == accepted
+if cfg == "otelcol-sampling":  # no trace dropped before its decision
+    ok = ok and early == 0
 print("%.0f %.1f %d %d %d %d" % (sps, 100 * sps / rate, q["refused"], q["failed"], q["behind_schedule"], int(ok)))
 PY
 )
   read -r S_SPS S_PCT S_REF S_FAIL S_BEHIND S_PASS <<<"$row"
   printf "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n" "$cfg" "$proto" "$rate" "$secs" "$S_SPS" "$S_PCT" \
     "$S_REF" "$S_FAIL" "$S_BEHIND" "$accepted" "$received" "$kept" "$early" "$timer" "$hwm" "$cpu" "$S_PASS" "$(rustc_count)" >>"$RAW/steps.tsv"
-  log "$(printf '%-8s %-4s offered=%-8s acked=%8s sp/s (%5s%%) refused=%s failed=%s accepted=%s sampler=%s kept=%s early=%s timer=%s peak_rss=%sMiB cpu=%s%% pass=%s' \
+  log "$(printf '%-16s %-4s offered=%-8s acked=%8s sp/s (%5s%%) refused=%s failed=%s accepted=%s sampler=%s kept=%s early=%s timer=%s peak_rss=%sMiB cpu=%s%% pass=%s' \
     "$cfg" "$proto" "$rate" "$S_SPS" "$S_PCT" "$S_REF" "$S_FAIL" "$accepted" "$received" "$kept" "$early" "$timer" "$hwm" "$cpu" "$S_PASS")"
 }
 
@@ -219,49 +327,92 @@ for proto in $PROTOS; do
 done
 
 # ---- 2. memory per buffered span -------------------------------------------------------------
-MEM_SUMMARY="memory step skipped (MEM_SECS=0)"
-if [ "$MEM_SECS" != 0 ]; then
-  wait_quiet memory
-  start_collector "$HERE/blackhole-sampling.toml" "$RAW/memory-collector.log"
-  sleep 2
-  idle_kib=$(status_kib VmRSS)
-  printf "t_s\trss_kib\tbuffered_spans\tbuffered_span_bytes\tbuffered_bytes\n" >"$RAW/memory.tsv"
-  (
-    t=0
-    while kill -0 "$COLL_PID" 2>/dev/null; do
-      m=$(curl -s --max-time 1 "$METRICS" || true)
-      printf "%s\t%s\t%s\t%s\t%s\n" "$t" "$(status_kib VmRSS)" \
-        "$(awk '/^shardtel_sampler_buffered_spans\{/{s+=$NF} END{printf "%.0f", s}' <<<"$m")" \
-        "$(awk '/^shardtel_sampler_buffered_span_bytes\{/{s+=$NF} END{printf "%.0f", s}' <<<"$m")" \
-        "$(awk '/^shardtel_sampler_buffered_bytes\{/{s+=$NF} END{printf "%.0f", s}' <<<"$m")" >>"$RAW/memory.tsv"
-      sleep 1; t=$((t + 1))
-    done
-  ) &
-  SAMPLER_PID=$!
-  loadgen "$MEM_PROTO" "$MEM_RATE" "$MEM_SECS" "$RAW/memory.json" "$RAW/memory.log"
-  hwm_kib=$(status_kib VmHWM)
-  kill "$SAMPLER_PID" 2>/dev/null || true; wait "$SAMPLER_PID" 2>/dev/null || true; SAMPLER_PID=""
-  early=$(( $(metric shardtel_sampler_decisions_total 'reason="max_traces"') + $(metric shardtel_sampler_decisions_total 'reason="max_buffered_bytes"') ))
-  stop_collector
-  MEM_SUMMARY=$(python3 - "$RAW/memory.tsv" "$idle_kib" "$hwm_kib" "$early" <<'PY'
+# One step per config of MEM_CONFIGS; 1 s samples of RSS and the spans buffered into
+# raw/memory-<config>.tsv; one summary line each.
+MEM_SUMMARY="memory step skipped (MEM_SECS=0 or MEM_CONFIGS empty)"
+mem_sample() {  # config t -> a row of memory-<config>.tsv
+  local m; m=$(curl -s --max-time 1 "$METRICS" || true)
+  msum() {  # NAME: sum over its series (with or without the _total suffix)
+    awk -v n="$1" '(index($0, n "{") == 1 || index($0, n " ") == 1 || index($0, n "_total{") == 1 || index($0, n "_total ") == 1) {s += $NF}
+      END {printf "%.0f", s}' <<<"$m"
+  }
+  if [ "$(kind "$1")" = otelcol ]; then
+    # t rss spans_accepted trace_ids_received traces_decided heap_alloc_bytes traces_on_memory
+    printf "%s\t%s\t%s\t%s\t%s\t%s\t%s\n" "$2" "$(status_kib VmRSS)" "$(msum otelcol_receiver_accepted_spans)" \
+      "$(msum otelcol_processor_tail_sampling_new_trace_id_received)" "$(msum otelcol_processor_tail_sampling_global_count_traces_sampled)" \
+      "$(msum otelcol_process_runtime_heap_alloc_bytes)" "$(msum otelcol_processor_tail_sampling_sampling_traces_on_memory)"
+  else
+    # t rss buffered_spans buffered_span_bytes buffered_bytes
+    printf "%s\t%s\t%s\t%s\t%s\n" "$2" "$(status_kib VmRSS)" "$(msum shardtel_sampler_buffered_spans)" \
+      "$(msum shardtel_sampler_buffered_span_bytes)" "$(msum shardtel_sampler_buffered_bytes)"
+  fi
+}
+if [ "$MEM_SECS" != 0 ] && [ -n "$MEM_CONFIGS" ]; then
+  MEM_SUMMARY=""
+  for cfg in $MEM_CONFIGS; do
+    sampling_config "$cfg" || die "MEM_CONFIGS: $cfg has no tail sampling"
+    wait_quiet "memory $cfg"
+    start_collector "$cfg" "$RAW/memory-$cfg-collector.log"
+    sleep 2
+    idle_kib=$(status_kib VmRSS)
+    tsv="$RAW/memory-$cfg.tsv"
+    if [ "$(kind "$cfg")" = otelcol ]; then
+      printf "t_s\trss_kib\tspans_accepted\ttrace_ids_received\ttraces_decided\theap_alloc_bytes\ttraces_on_memory\n" >"$tsv"
+    else
+      printf "t_s\trss_kib\tbuffered_spans\tbuffered_span_bytes\tbuffered_bytes\n" >"$tsv"
+    fi
+    (
+      t=0
+      while kill -0 "$COLL_PID" 2>/dev/null; do
+        mem_sample "$cfg" "$t" >>"$tsv"
+        sleep 1; t=$((t + 1))
+      done
+    ) &
+    SAMPLER_PID=$!
+    loadgen "$MEM_PROTO" "$MEM_RATE" "$MEM_SECS" "$RAW/memory-$cfg.json" "$RAW/memory-$cfg.log"
+    hwm_kib=$(status_kib VmHWM)
+    kill "$SAMPLER_PID" 2>/dev/null || true; wait "$SAMPLER_PID" 2>/dev/null || true; SAMPLER_PID=""
+    early=$(read -r _ _ _ e _ <<<"$(step_counters "$cfg")"; echo "$e")
+    stop_collector
+    line=$(python3 - "$tsv" "$idle_kib" "$hwm_kib" "$early" "$(kind "$cfg")" <<'PY'
 import sys
 rows = [l.split("\t") for l in open(sys.argv[1]).read().splitlines()[1:]]
-rows = [tuple(int(x or 0) for x in r) for r in rows if len(r) == 5]
-idle, hwm, early = int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])
-if not rows or max(r[2] for r in rows) == 0:
-    print("no spans were buffered"); sys.exit()
-# The sample with the most spans buffered (the steady state's peak), and the RSS peak.
-t, rss, spans, wire, charged = max(rows, key=lambda r: r[2])
-per_span = (hwm - idle) * 1024 / spans
-wire_per_span = wire / spans
-print("idle_rss_mib=%.0f peak_rss_mib=%.0f spans_buffered_at_peak=%d wire_bytes_per_span=%.0f "
-      "rss_bytes_per_buffered_span=%.0f ratio=%.2f target<=1.5 charged_bytes_per_span=%.0f "
-      "early_decisions=%d (at t=%ds; RSS then %.0f MiB)"
-      % (idle / 1024, hwm / 1024, spans, wire_per_span, per_span, per_span / wire_per_span,
-         charged / spans, early, t, rss / 1024))
+idle, hwm, early, kind = int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4]), sys.argv[5]
+if kind == "otelcol":
+    rows = [tuple(int(float(x or 0)) for x in r) for r in rows if len(r) == 7]
+    # Spans buffered = traces not yet decided x spans per trace (both from the Collector's
+    # counters at that second).
+    def buffered(r):
+        t, rss, spans, ids, decided, heap, on_mem = r
+        return (ids - decided) * spans / ids if ids else 0
+    if not rows or max(buffered(r) for r in rows) == 0:
+        print("no spans were buffered"); sys.exit()
+    r = max(rows, key=buffered)
+    t, rss, spans, ids, decided, heap, on_mem = r
+    b = buffered(r)
+    print("idle_rss_mib=%.0f peak_rss_mib=%.0f spans_buffered_at_peak=%d (%d traces undecided x %.1f spans/trace) "
+          "rss_bytes_per_buffered_span=%.0f live_heap_bytes_per_buffered_span=%.0f traces_held=%d "
+          "dropped_before_decision=%d (at t=%ds; RSS then %.0f MiB)"
+          % (idle / 1024, hwm / 1024, b, ids - decided, spans / ids, (hwm - idle) * 1024 / b, heap / b,
+             on_mem, early, t, rss / 1024))
+else:
+    rows = [tuple(int(x or 0) for x in r) for r in rows if len(r) == 5]
+    if not rows or max(r[2] for r in rows) == 0:
+        print("no spans were buffered"); sys.exit()
+    # The sample with the most spans buffered (the steady state's peak), and the RSS peak.
+    t, rss, spans, wire, charged = max(rows, key=lambda r: r[2])
+    per_span = (hwm - idle) * 1024 / spans
+    wire_per_span = wire / spans
+    print("idle_rss_mib=%.0f peak_rss_mib=%.0f spans_buffered_at_peak=%d wire_bytes_per_span=%.0f "
+          "rss_bytes_per_buffered_span=%.0f ratio=%.2f target<=1.5 charged_bytes_per_span=%.0f "
+          "early_decisions=%d (at t=%ds; RSS then %.0f MiB)"
+          % (idle / 1024, hwm / 1024, spans, wire_per_span, per_span, per_span / wire_per_span,
+             charged / spans, early, t, rss / 1024))
 PY
 )
-  log "memory: $MEM_SUMMARY"
+    log "memory $cfg: $line"
+    MEM_SUMMARY+="$cfg: $line"$'\n'
+  done
 fi
 
 # ---- report ------------------------------------------------------------------------------------
@@ -270,19 +421,33 @@ python3 - "$RAW/steps.tsv" "$MEM_SUMMARY" >"$OUT/table.md" <<'PY'
 import csv, sys
 rows = list(csv.DictReader(open(sys.argv[1]), delimiter="\t"))
 print("# Tail sampling end to end (benches/e2e/sampling.sh)\n")
-print("Highest offered rate passing at zero loss, without and with tail sampling (seed policies, decision_wait = 10s):\n")
-print("| proto | without sampling | with sampling | ratio (target >= 0.75) |")
-print("|---|---|---|---|")
-for proto in sorted({r["proto"] for r in rows}):
-    best = {}
-    for cfg in ("plain", "sampling"):
-        ok = [r for r in rows if r["proto"] == proto and r["config"] == cfg and r["pass"] == "1"]
-        best[cfg] = max(ok, key=lambda r: float(r["acked_spans_s"])) if ok else None
-    def fmt(r):
-        return "%s spans/s (offered %s, CPU %s%%)" % (r["acked_spans_s"], r["offered"], r["collector_cpu_pct"]) if r else "none passed"
-    ratio = "%.2f" % (float(best["sampling"]["acked_spans_s"]) / float(best["plain"]["acked_spans_s"])) if best["plain"] and best["sampling"] else "-"
-    print("| %s | %s | %s | %s |" % (proto, fmt(best["plain"]), fmt(best["sampling"]), ratio))
-print("\nMemory per buffered span: %s\n" % sys.argv[2])
+print("Highest offered rate passing at zero loss, without and with tail sampling (the reference policies: "
+      "errors, latency > 1 s, user.id = vip, 10 %; decision_wait = 10s). CPU 100 % = one core; "
+      "CPU per span = collector CPU time / spans acknowledged in the step.\n")
+print("| collector | proto | without sampling | with sampling | ratio (target >= 0.75) |")
+print("|---|---|---|---|---|")
+def fmt(r):
+    if not r:
+        return "none passed"
+    sps, cpu = float(r["acked_spans_s"]), float(r["collector_cpu_pct"] or 0)
+    us = "%.2f" % (cpu / 100.0 * 1e6 / sps) if sps else "-"
+    return "%s spans/s (offered %s, CPU %s%%, %s µs/span, peak RSS %s MiB)" % (
+        r["acked_spans_s"], r["offered"], r["collector_cpu_pct"], us, r["peak_rss_mib"])
+for name, plain, sampling in (("shardtel", "plain", "sampling"), ("OpenTelemetry Collector", "otelcol-plain", "otelcol-sampling")):
+    for proto in sorted({r["proto"] for r in rows}):
+        if not any(r["config"] in (plain, sampling) and r["proto"] == proto for r in rows):
+            continue
+        best = {}
+        for cfg in (plain, sampling):
+            ok = [r for r in rows if r["proto"] == proto and r["config"] == cfg and r["pass"] == "1"]
+            best[cfg] = max(ok, key=lambda r: float(r["acked_spans_s"])) if ok else None
+        ratio = "%.2f" % (float(best[sampling]["acked_spans_s"]) / float(best[plain]["acked_spans_s"])) if best[plain] and best[sampling] else "-"
+        print("| %s | %s | %s | %s | %s |" % (name, proto, fmt(best[plain]), fmt(best[sampling]), ratio))
+print("\nMemory per buffered span (MEM_RATE spans/s for MEM_SECS; the Collector's kept and decision "
+      "counts below are traces, shardtel's spans):\n")
+for line in sys.argv[2].strip().splitlines():
+    print("- " + line)
+print()
 print("Every step:\n")
 cols = ["config", "proto", "offered", "acked_spans_s", "achieved_pct", "refused", "failed", "coll_accepted",
         "sampler_received", "kept", "early_decisions", "timer_decisions", "peak_rss_mib", "collector_cpu_pct", "pass", "rustc"]

@@ -68,8 +68,8 @@ fn main() -> ExitCode {
                     return ExitCode::FAILURE;
                 }
             };
-            shardtel_engine::logging::init(&config.telemetry.log_level);
-            match shardtel_engine::engine::run(config) {
+            shardtel_engine::telemetry::logging::init(&config.telemetry.log_level);
+            match shardtel_engine::process::run(config) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
                     log::error!("{e}");

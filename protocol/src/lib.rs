@@ -63,7 +63,7 @@
 //! // Owner core: read fields lazily, then re-frame its spans for export (zero copy).
 //! let mut out = Encoded::default();
 //! for part in parts {
-//!     let batch = SpanBatch { buf: buf.clone(), index: part, hold: None };
+//!     let batch = SpanBatch { buf: buf.clone(), index: part, release_token: None };
 //!     for s in &batch.index.spans {
 //!         let view = SpanView::new(&batch.buf[s.range.start as usize..s.range.end as usize]);
 //!         assert!(view.name().starts_with(b"op"));

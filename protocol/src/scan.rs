@@ -229,12 +229,13 @@ fn find(list: &[(u32, bytes::Bytes)], i: u32) -> Option<&bytes::Bytes> {
         .map(|p| &list[p].1)
 }
 
-/// Keeps alive, while any clone lives, whatever a buffer's data depends on beyond the buffer
-/// itself (the engine uses it for the on-disk copy of the request: see [`SpanBatch::hold`]).
-pub type Hold = std::sync::Arc<dyn std::any::Any + Send + Sync>;
+/// Releases something when its last clone is dropped: what a buffer's data depends on beyond
+/// the buffer itself (the engine: the on-disk copy of the request, whose frame is released with
+/// the token; see [`SpanBatch::release_token`]).
+pub type ReleaseToken = std::sync::Arc<dyn std::any::Any + Send + Sync>;
 
 /// `data` as a buffer that also keeps `keep` alive for as long as any slice of it lives (a
-/// [`Hold`], the buffer a copy was made from, ...).
+/// [`ReleaseToken`], the buffer a copy was made from, ...).
 pub fn keep_alive<K: Send + 'static>(data: bytes::Bytes, keep: K) -> bytes::Bytes {
     struct KeepAlive<K> {
         data: bytes::Bytes,
@@ -259,7 +260,7 @@ pub struct SpanBatch {
     /// Kept with the batch and with any copy made of its spans (the engine: the token that
     /// keeps the request's ingest-log frame from being released while its spans are only in
     /// memory). `None` when nothing needs keeping.
-    pub hold: Option<Hold>,
+    pub release_token: Option<ReleaseToken>,
 }
 
 impl std::fmt::Debug for SpanBatch {
@@ -267,7 +268,7 @@ impl std::fmt::Debug for SpanBatch {
         f.debug_struct("SpanBatch")
             .field("buf", &self.buf)
             .field("index", &self.index)
-            .field("hold", &self.hold.is_some())
+            .field("release_token", &self.release_token.is_some())
             .finish()
     }
 }
@@ -289,7 +290,7 @@ impl SpanBatch {
         Ok(SpanBatch {
             buf,
             index,
-            hold: None,
+            release_token: None,
         })
     }
 

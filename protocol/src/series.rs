@@ -264,7 +264,7 @@ impl MetricsRouting {
             let batch = scan::SpanBatch {
                 buf: buf.clone(),
                 index: std::mem::take(part),
-                hold: None,
+                release_token: None,
             };
             encode_traces(&batch, &mut out.encoded);
             *part = batch.index;

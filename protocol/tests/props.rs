@@ -596,7 +596,7 @@ proptest! {
             for s in &part.spans {
                 prop_assert_eq!(owner_core(&{ let mut x = s.trace_id; x[0] ^= salt; x }, n), d);
             }
-            let part_batch = SpanBatch { buf: buf.clone(), index: part, hold: None };
+            let part_batch = SpanBatch { buf: buf.clone(), index: part, release_token: None };
             let mut one = Encoded::default();
             encode_traces(&part_batch, &mut one);
             // Each part alone is a valid request holding exactly its spans.
@@ -752,7 +752,7 @@ fn bench_payloads_partition() {
                 &SpanBatch {
                     buf: buf.clone(),
                     index: p,
-                    hold: None,
+                    release_token: None,
                 },
                 &mut all,
             );

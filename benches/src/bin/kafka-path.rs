@@ -145,7 +145,7 @@ fn workload(batches: usize) -> Result<Vec<WorkBatch>> {
             let part = SpanBatch {
                 buf: request.buf.clone(),
                 index: std::mem::take(&mut parts[0]),
-                hold: None,
+                release_token: None,
             };
             let mut piece = Encoded::new();
             encode_traces(&part, &mut piece);

@@ -3,6 +3,7 @@
 
 mod cli;
 mod connections;
+mod docs;
 mod durability;
 mod errors;
 mod forward;
@@ -14,6 +15,7 @@ mod kafka_auth;
 mod kafka_restart;
 mod loadgen;
 mod loki;
+mod otelcol;
 mod processors;
 mod prometheus;
 mod receive;
@@ -21,3 +23,4 @@ mod routing;
 mod sampling;
 mod sampling_memory;
 mod shutdown;
+mod test_config;

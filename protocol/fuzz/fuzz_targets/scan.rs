@@ -39,7 +39,7 @@ fuzz_target!(|data: &[u8]| {
                 &SpanBatch {
                     buf: buf.clone(),
                     index: p,
-                    hold: None,
+                    release_token: None,
                 },
                 &mut out,
             );

@@ -1,0 +1,428 @@
+//! One core's ingest log: append and wait for the group commit, track each frame's release,
+//! checkpoint at the first unreleased frame, replay what a restart found; its metric families.
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use shardtel_config::WalConfig;
+use shardtel_protocol::scan::ReleaseToken;
+use shardtel_protocol::Signal;
+use shardtel_wal::{Wal, WalError, WalOptions, WalStats, FSYNC_QUANTILES};
+
+use crate::telemetry::{Column, Exposition, Families, MetricFamily, MetricType};
+
+/// How often a core moves its ingest log's checkpoint.
+pub const CHECKPOINT_EVERY: Duration = Duration::from_millis(100);
+/// Requests per core whose frames may be unreleased at once; more are refused as overloaded.
+pub const MAX_UNRELEASED: u64 = 1 << 18;
+
+/// Why an ingest log could not be opened.
+#[derive(Debug, thiserror::Error)]
+#[error("failed to open the ingest log {}: {source}", .dir.display())]
+pub struct OpenError {
+    /// The log's directory.
+    pub dir: PathBuf,
+    /// What the log reported.
+    #[source]
+    pub source: WalError,
+}
+
+/// Why the ingest log did not take a request (each counted in [`IngestLogSnapshot`]).
+#[derive(Debug, thiserror::Error)]
+pub enum AppendError {
+    /// [`MAX_UNRELEASED`] frames wait for their data to be handed on: retry later.
+    #[error("too many requests on this core wait for their export")]
+    Unreleased,
+    /// The log holds `ingest_max_bytes`: retry later.
+    #[error("the ingest log is full")]
+    Full(#[source] WalError),
+    /// The request is larger than a frame may be: permanent.
+    #[error("{0}")]
+    TooLarge(#[source] WalError),
+    /// The disk failed (out of space, I/O error): retry later.
+    #[error("ingest log: {0}")]
+    Disk(#[source] WalError),
+}
+
+/// LSNs released by their frame tokens. Slot `lsn % MAX_UNRELEASED` holds `lsn + 1` once
+/// `lsn` is released; each slot has one writer at a time (the frame's guard), the owning core
+/// only reads.
+struct ReleaseRing {
+    slots: Box<[AtomicU64]>,
+}
+
+impl ReleaseRing {
+    fn new() -> Self {
+        ReleaseRing {
+            slots: (0..MAX_UNRELEASED).map(|_| AtomicU64::new(0)).collect(),
+        }
+    }
+
+    fn release(&self, lsn: u64) {
+        self.slots[(lsn % MAX_UNRELEASED) as usize].store(lsn + 1, Ordering::Release);
+    }
+
+    fn released(&self, lsn: u64) -> bool {
+        self.slots[(lsn % MAX_UNRELEASED) as usize].load(Ordering::Acquire) == lsn + 1
+    }
+}
+/// Releases a frame's LSN when dropped: once the last slice of the logged body and every
+/// [`Tracked::release_token`] clone (kept by copies of its spans, see [`SpanBatch::release_token`]) are gone.
+///
+/// [`SpanBatch::release_token`]: shardtel_protocol::scan::SpanBatch::release_token
+struct FrameToken {
+    lsn: u64,
+    ring: Arc<ReleaseRing>,
+}
+
+impl Drop for FrameToken {
+    fn drop(&mut self) {
+        self.ring.release(self.lsn);
+    }
+}
+
+/// A logged request body, ready to route: `body` is the same bytes, tracked so that the frame is
+/// released when the last slice of them and the last clone of `release_token` are dropped.
+pub struct Tracked {
+    /// The request body.
+    pub body: Bytes,
+    /// The frame's token: give a clone to whatever copies span bytes out of `body` and keeps
+    /// the copy in memory (the sampler's compaction), so the frame outlives the copy.
+    pub release_token: ReleaseToken,
+}
+
+/// Counters of one core's ingest log, with the log's own statistics.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct IngestLogSnapshot {
+    /// The log.
+    pub wal: WalStats,
+    /// Requests refused because the log was full.
+    pub refused_full: u64,
+    /// Requests refused because the disk failed (out of space, I/O error).
+    pub refused_disk: u64,
+    /// Requests refused because [`MAX_UNRELEASED`] frames were unreleased.
+    pub refused_unreleased: u64,
+    /// Frames replayed at start-up.
+    pub replayed_frames: u64,
+    /// Frames appended but not yet released (the watermark lag).
+    pub unreleased_frames: u64,
+}
+
+/// One core's ingest log.
+pub struct IngestLog {
+    wal: Wal,
+    ring: Arc<ReleaseRing>,
+    low: std::cell::Cell<u64>,
+    counters: std::cell::Cell<IngestLogSnapshot>,
+}
+
+impl IngestLog {
+    /// Opens (and recovers) the log of core `core` under `data_dir/ingest/coreN`.
+    pub async fn open(
+        data_dir: &Path,
+        core: usize,
+        cfg: &WalConfig,
+    ) -> Result<IngestLog, OpenError> {
+        let dir = data_dir.join("ingest").join(format!("core{core}"));
+        Self::open_dir(&dir, core, cfg).await
+    }
+
+    /// Opens (and recovers) the ingest log in `dir`.
+    pub async fn open_dir(
+        dir: &Path,
+        core: usize,
+        cfg: &WalConfig,
+    ) -> Result<IngestLog, OpenError> {
+        let dir = dir.to_path_buf();
+        let options = WalOptions {
+            segment_bytes: cfg.segment_bytes_for(cfg.ingest_max_bytes),
+            max_bytes: cfg.ingest_max_bytes,
+            group_commit_interval: cfg.group_commit_interval,
+            group_commit_bytes: cfg.group_commit_bytes as usize,
+            checkpoint_interval: Duration::from_millis(200),
+            cache_bytes: 0,
+            name: format!("ingest log (core {core})"),
+        };
+        let wal = match Wal::open(&dir, options).await {
+            Ok(wal) => wal,
+            Err(source) => return Err(OpenError { dir, source }),
+        };
+        let low = wal.checkpoint_lsn();
+        Ok(IngestLog {
+            wal,
+            ring: Arc::new(ReleaseRing::new()),
+            low: std::cell::Cell::new(low),
+            counters: std::cell::Cell::new(IngestLogSnapshot::default()),
+        })
+    }
+
+    fn count(&self, f: impl FnOnce(&mut IngestLogSnapshot)) {
+        let mut c = self.counters.get();
+        f(&mut c);
+        self.counters.set(c);
+    }
+
+    /// Appends `body` (a decoded request of `signal`), waits until it is on disk, and returns
+    /// the body to route, tracked (see [`Tracked`]).
+    pub async fn append(&self, signal: Signal, body: Bytes) -> Result<Tracked, AppendError> {
+        if self.wal.next_lsn() - self.low.get() >= MAX_UNRELEASED {
+            self.advance();
+            if self.wal.next_lsn() - self.low.get() >= MAX_UNRELEASED {
+                self.count(|c| c.refused_unreleased += 1);
+                return Err(AppendError::Unreleased);
+            }
+        }
+        let append = match self.wal.append(kind(signal), vec![body.clone()]) {
+            Ok(append) => append,
+            Err(e) => return Err(self.refusal(e)),
+        };
+        let lsn = append.lsn();
+        match append.durable().await {
+            Ok(_) => Ok(self.track(lsn, body)),
+            Err(e) => {
+                self.ring.release(lsn);
+                Err(self.refusal(e))
+            }
+        }
+    }
+
+    fn refusal(&self, e: WalError) -> AppendError {
+        match e {
+            WalError::Full { .. } => {
+                self.count(|c| c.refused_full += 1);
+                AppendError::Full(e)
+            }
+            WalError::TooLarge { .. } => AppendError::TooLarge(e),
+            e => {
+                self.count(|c| c.refused_disk += 1);
+                AppendError::Disk(e)
+            }
+        }
+    }
+
+    /// `body`, tracked for the frame `lsn`.
+    fn track(&self, lsn: u64, body: Bytes) -> Tracked {
+        let release_token: ReleaseToken = Arc::new(FrameToken {
+            lsn,
+            ring: self.ring.clone(),
+        });
+        Tracked {
+            body: shardtel_protocol::scan::keep_alive(body, release_token.clone()),
+            release_token,
+        }
+    }
+
+    /// The next LSN to be appended and the first unreleased one: every frame below the second
+    /// is released (as of the last [`IngestLog::advance`]).
+    pub fn position(&self) -> (u64, u64) {
+        (self.wal.next_lsn(), self.low.get())
+    }
+
+    /// Moves the low watermark over released frames and checkpoints the log there.
+    pub fn advance(&self) {
+        let next = self.wal.next_lsn();
+        let mut low = self.low.get();
+        while low < next && self.ring.released(low) {
+            low += 1;
+        }
+        self.low.set(low);
+        self.wal.checkpoint(low);
+    }
+
+    /// Reads the frames retained from before the restart, hands each (tracked) to `ingest`,
+    /// and releases the LSNs that have no frame (failed commits). Returns the frames replayed.
+    pub async fn replay<F, Fut>(&self, mut ingest: F) -> u64
+    where
+        F: FnMut(Signal, Tracked) -> Fut,
+        Fut: std::future::Future<Output = ()>,
+    {
+        let end = self.wal.next_lsn();
+        let mut expect = self.low.get();
+        let mut reader = self.wal.reader(expect);
+        let mut replayed = 0;
+        loop {
+            let frame = match reader.next().await {
+                Ok(Some(frame)) if frame.lsn < end => frame,
+                Ok(_) => break,
+                Err(e) => {
+                    log::error!("ingest log: replay stopped early: {e}");
+                    break;
+                }
+            };
+            for gap in expect..frame.lsn {
+                self.ring.release(gap);
+            }
+            expect = frame.lsn + 1;
+            let Some(signal) = signal_of(frame.kind) else {
+                self.ring.release(frame.lsn);
+                continue;
+            };
+            let tracked = self.track(frame.lsn, frame.payload);
+            ingest(signal, tracked).await;
+            replayed += 1;
+            self.count(|c| c.replayed_frames += 1);
+        }
+        for gap in expect..end {
+            self.ring.release(gap);
+        }
+        replayed
+    }
+
+    /// Frames recovered at open (to replay).
+    pub fn recovered_frames(&self) -> u64 {
+        self.wal.recovery().recovered_frames
+    }
+
+    /// Counters and log statistics.
+    pub fn snapshot(&self) -> IngestLogSnapshot {
+        let mut s = self.counters.get();
+        s.wal = self.wal.stats();
+        s.unreleased_frames = self.unreleased_frames();
+        s
+    }
+
+    /// Frames appended but not yet released (the watermark lag).
+    pub fn unreleased_frames(&self) -> u64 {
+        self.wal.next_lsn() - self.low.get()
+    }
+
+    /// Checkpoints what was released and closes the log (persisting the checkpoint).
+    pub async fn close(&self) {
+        self.advance();
+        self.wal.close().await;
+    }
+}
+
+fn kind(signal: Signal) -> u8 {
+    match signal {
+        Signal::Traces => 1,
+        Signal::Metrics => 2,
+        Signal::Logs => 3,
+    }
+}
+
+fn signal_of(kind: u8) -> Option<Signal> {
+    match kind {
+        1 => Some(Signal::Traces),
+        2 => Some(Signal::Metrics),
+        3 => Some(Signal::Logs),
+        _ => None,
+    }
+}
+
+impl Families for IngestLogSnapshot {
+    fn families(cores: &[(usize, &Self)], out: &mut Exposition) {
+        if cores.is_empty() {
+            return;
+        }
+        let columns: [Column<IngestLogSnapshot>; 11] = [
+            (
+                "shardtel_ingest_log_bytes",
+                MetricType::Gauge,
+                "Bytes of the ingest log on disk (retained segments).",
+                |s| s.wal.retained_bytes.into(),
+            ),
+            (
+                "shardtel_ingest_log_segments",
+                MetricType::Gauge,
+                "Segment files of the ingest log.",
+                |s| s.wal.segments.into(),
+            ),
+            (
+                "shardtel_ingest_log_frames",
+                MetricType::Gauge,
+                "Requests in the ingest log not yet released (watermark lag).",
+                |s| s.unreleased_frames.into(),
+            ),
+            (
+                "shardtel_ingest_log_oldest_age_seconds",
+                MetricType::Gauge,
+                "Age of the oldest unreleased segment of the ingest log.",
+                |s| (s.wal.oldest_unconsumed_age_ms / 1000).into(),
+            ),
+            (
+                "shardtel_ingest_log_appended_frames_total",
+                MetricType::Counter,
+                "Requests appended to the ingest log.",
+                |s| s.wal.appended_frames.into(),
+            ),
+            (
+                "shardtel_ingest_log_refused_full_total",
+                MetricType::Counter,
+                "Requests refused because the ingest log was full (backpressure).",
+                |s| s.refused_full.into(),
+            ),
+            (
+                "shardtel_ingest_log_refused_disk_errors_total",
+                MetricType::Counter,
+                "Requests refused because the disk failed (out of space, I/O error).",
+                |s| s.refused_disk.into(),
+            ),
+            (
+                "shardtel_ingest_log_refused_unreleased_total",
+                MetricType::Counter,
+                "Requests refused because too many requests awaited their export.",
+                |s| s.refused_unreleased.into(),
+            ),
+            (
+                "shardtel_ingest_log_recovered_frames_total",
+                MetricType::Counter,
+                "Frames found in the ingest log at start-up.",
+                |s| s.wal.recovery.recovered_frames.into(),
+            ),
+            (
+                "shardtel_ingest_log_truncated_frames_total",
+                MetricType::Counter,
+                "Torn or corrupt frames cut off at start-up.",
+                |s| s.wal.recovery.truncated_frames.into(),
+            ),
+            (
+                "shardtel_ingest_log_replayed_frames_total",
+                MetricType::Counter,
+                "Frames replayed at start-up.",
+                |s| s.replayed_frames.into(),
+            ),
+        ];
+        let rows: Vec<_> = cores
+            .iter()
+            .map(|(core, s)| (crate::telemetry::label_values(&[("core", core)]), *s))
+            .collect();
+        out.table(&columns, &rows);
+        for (core, s) in cores {
+            wal_fsync_latency(out, "ingest", *core, &s.wal);
+        }
+    }
+}
+
+/// The name and help text of the summary of write-ahead log fsync latencies, shared by the
+/// ingest logs and the exporters' disk queues (label `log`).
+pub const WAL_FSYNC_SECONDS: (&str, &str) = (
+    "shardtel_wal_fsync_seconds",
+    "fdatasync latency of write-ahead log group commits.",
+);
+
+/// Adds the fsync latency of one write-ahead log (`log`: `ingest`, `queue/<exporter>`) of
+/// `core` to the [`WAL_FSYNC_SECONDS`] summary.
+pub fn wal_fsync_latency(out: &mut Exposition, log: &str, core: usize, stats: &WalStats) {
+    let family: &mut MetricFamily = out.summary(WAL_FSYNC_SECONDS.0, WAL_FSYNC_SECONDS.1);
+    for (q, v) in FSYNC_QUANTILES.iter().zip(stats.fsync_quantiles_us) {
+        family.sample(
+            &[("log", &log), ("core", &core), ("quantile", q)],
+            v as f64 / 1e6,
+        );
+    }
+    family
+        .sample_with_suffix(
+            "_sum",
+            &[("log", &log), ("core", &core)],
+            stats.fsync_sum_us as f64 / 1e6,
+        )
+        .sample_with_suffix(
+            "_count",
+            &[("log", &log), ("core", &core)],
+            stats.fsync_count,
+        );
+}

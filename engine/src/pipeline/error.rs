@@ -1,0 +1,287 @@
+//! Why a request was not accepted, and what each reason answers: one gRPC code, one HTTP status
+//! and whether to retry, decided here for every receiver.
+
+use std::time::Duration;
+
+use shardtel_protocol::compression::DecompressError;
+use shardtel_protocol::grpc::{Code, GrpcFrameError};
+use shardtel_protocol::json::JsonError;
+use shardtel_protocol::scan::ScanError;
+use shardtel_protocol::Signal;
+use shardtel_wal::WalError;
+
+/// Why a request was not accepted. Each variant maps to exactly one gRPC code and one HTTP
+/// status (see [`IngestError::grpc_code`] and [`IngestError::http_status`]). The variants of
+/// the hot path (overload, draining, memory) carry no allocation.
+#[derive(Debug, thiserror::Error)]
+pub enum IngestError {
+    /// The payload is not a valid Export*ServiceRequest.
+    #[error("malformed {}: {source}", request_name(*.signal))]
+    Malformed {
+        /// The request's signal.
+        signal: Signal,
+        /// What the scanner found.
+        #[source]
+        source: ScanError,
+    },
+    /// The gRPC message prefix is broken.
+    #[error("malformed gRPC message framing: {0}")]
+    GrpcFraming(#[source] GrpcFrameError),
+    /// A gRPC message is flagged compressed but no `grpc-encoding` was sent.
+    #[error("message is flagged compressed but no grpc-encoding was sent")]
+    CompressedWithoutEncoding,
+    /// The compressed gRPC message is corrupt.
+    #[error("failed to decompress the message: {0}")]
+    DecompressMessage(#[source] DecompressError),
+    /// The compressed HTTP body is corrupt.
+    #[error("failed to decompress the body: {0}")]
+    DecompressBody(#[source] DecompressError),
+    /// An OTLP/JSON body that does not convert to protobuf.
+    #[error("malformed OTLP/JSON request: {0}")]
+    Json(#[source] JsonError),
+    /// The request (compressed or decompressed) exceeds the configured limit.
+    #[error("request larger than the limit of {limit} bytes")]
+    TooLarge {
+        /// The configured maximum, in bytes.
+        limit: usize,
+    },
+    /// The request is larger than an ingest-log frame may be.
+    #[error("{0}")]
+    TooLargeToLog(#[source] Box<WalError>),
+    /// Queues or channels are full: retry later.
+    #[error("shardtel is overloaded ({0}); retry later")]
+    Overloaded(&'static str),
+    /// The core serves as many connections as `receivers.otlp.max_connections` allows it:
+    /// retry later (on a new connection).
+    #[error("shardtel serves too many connections; retry later")]
+    TooManyConnections,
+    /// The process's memory is above the memory limiter's soft limit: retry later.
+    #[error("shardtel is above its memory limit; retry later")]
+    MemoryLimited,
+    /// The ingest log could not take the request (disk full, I/O error): retry later.
+    #[error("shardtel cannot store the request (ingest log: {0}); retry later")]
+    Storage(#[source] Box<WalError>),
+    /// The collector is shutting down.
+    #[error("shardtel is shutting down; retry on another instance or later")]
+    Draining,
+    /// No pipeline is configured for this signal.
+    #[error("no {} pipeline is configured", .0.name())]
+    NoPipeline(Signal),
+    /// Content type or encoding not supported (the message names the value and what is).
+    #[error("{0}")]
+    Unsupported(String),
+}
+
+/// The protobuf message a request of `signal` carries.
+fn request_name(signal: Signal) -> &'static str {
+    match signal {
+        Signal::Traces => "ExportTraceServiceRequest",
+        Signal::Metrics => "ExportMetricsServiceRequest",
+        Signal::Logs => "ExportLogsServiceRequest",
+    }
+}
+
+/// What a refusal means to the client: the one classification the gRPC code, the HTTP status
+/// and the retry advice are read from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Class {
+    /// The request itself is wrong: do not retry it.
+    Invalid,
+    /// Larger than allowed: do not retry it.
+    TooLarge,
+    /// Not now: retry later.
+    Unavailable,
+    /// Above the memory limit: retry later.
+    MemoryLimited,
+    /// No pipeline for the signal.
+    NoPipeline,
+    /// A content type or encoding this receiver does not take.
+    Unsupported,
+}
+
+impl IngestError {
+    fn class(&self) -> Class {
+        match self {
+            IngestError::Malformed { .. }
+            | IngestError::GrpcFraming(_)
+            | IngestError::CompressedWithoutEncoding
+            | IngestError::DecompressMessage(_)
+            | IngestError::DecompressBody(_)
+            | IngestError::Json(_)
+            | IngestError::TooLargeToLog(_) => Class::Invalid,
+            IngestError::TooLarge { .. } => Class::TooLarge,
+            IngestError::Overloaded(_)
+            | IngestError::TooManyConnections
+            | IngestError::Storage(_)
+            | IngestError::Draining => Class::Unavailable,
+            IngestError::MemoryLimited => Class::MemoryLimited,
+            IngestError::NoPipeline(_) => Class::NoPipeline,
+            IngestError::Unsupported(_) => Class::Unsupported,
+        }
+    }
+
+    /// The gRPC status code for this error.
+    pub fn grpc_code(&self) -> Code {
+        match self.class() {
+            Class::Invalid => Code::InvalidArgument,
+            Class::TooLarge => Code::ResourceExhausted,
+            Class::Unavailable | Class::MemoryLimited => Code::Unavailable,
+            Class::NoPipeline | Class::Unsupported => Code::Unimplemented,
+        }
+    }
+
+    /// The HTTP status for this error.
+    pub fn http_status(&self) -> u16 {
+        match self.class() {
+            Class::Invalid => 400,
+            Class::TooLarge => 413,
+            Class::Unavailable => 503,
+            Class::MemoryLimited => 429,
+            Class::NoPipeline => 404,
+            Class::Unsupported => 415,
+        }
+    }
+
+    /// How long a client should wait before retrying, for retryable errors.
+    pub fn retry_after(&self) -> Option<Duration> {
+        match self.class() {
+            Class::Unavailable | Class::MemoryLimited => Some(Duration::from_secs(1)),
+            _ => None,
+        }
+    }
+
+    /// True when the client may retry the same request.
+    pub fn is_retryable(&self) -> bool {
+        self.retry_after().is_some()
+    }
+}
+
+impl From<crate::durability::AppendError> for IngestError {
+    fn from(e: crate::durability::AppendError) -> Self {
+        use crate::durability::AppendError;
+        match e {
+            AppendError::Unreleased => {
+                IngestError::Overloaded("too many requests on this core wait for their export")
+            }
+            AppendError::Full(_) => IngestError::Overloaded("the ingest log is full"),
+            AppendError::TooLarge(e) => IngestError::TooLargeToLog(Box::new(e)),
+            AppendError::Disk(e) => IngestError::Storage(Box::new(e)),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn memory_limit_refusals_are_retryable() {
+        let e = IngestError::MemoryLimited;
+        assert_eq!(e.grpc_code(), Code::Unavailable);
+        assert_eq!(e.http_status(), 429);
+        assert_eq!(e.retry_after(), Some(Duration::from_secs(1)));
+        assert!(e.is_retryable());
+    }
+
+    #[test]
+    fn each_error_has_one_code_one_status_and_retry_advice() {
+        let wal = || Box::new(WalError::TooLarge { len: 9, max: 8 });
+        let corrupt = DecompressError::Corrupt;
+        for (e, code, status, retry) in [
+            (
+                IngestError::Malformed {
+                    signal: Signal::Logs,
+                    source: ScanError::Truncated { offset: 0 },
+                },
+                Code::InvalidArgument,
+                400,
+                false,
+            ),
+            (
+                IngestError::GrpcFraming(GrpcFrameError::TooShort { len: 1 }),
+                Code::InvalidArgument,
+                400,
+                false,
+            ),
+            (
+                IngestError::CompressedWithoutEncoding,
+                Code::InvalidArgument,
+                400,
+                false,
+            ),
+            (
+                IngestError::DecompressMessage(corrupt),
+                Code::InvalidArgument,
+                400,
+                false,
+            ),
+            (
+                IngestError::DecompressBody(corrupt),
+                Code::InvalidArgument,
+                400,
+                false,
+            ),
+            (
+                IngestError::TooLargeToLog(wal()),
+                Code::InvalidArgument,
+                400,
+                false,
+            ),
+            (
+                IngestError::TooLarge { limit: 1 },
+                Code::ResourceExhausted,
+                413,
+                false,
+            ),
+            (IngestError::Overloaded("x"), Code::Unavailable, 503, true),
+            (
+                IngestError::TooManyConnections,
+                Code::Unavailable,
+                503,
+                true,
+            ),
+            (IngestError::Storage(wal()), Code::Unavailable, 503, true),
+            (IngestError::Draining, Code::Unavailable, 503, true),
+            (IngestError::MemoryLimited, Code::Unavailable, 429, true),
+            (
+                IngestError::NoPipeline(Signal::Traces),
+                Code::Unimplemented,
+                404,
+                false,
+            ),
+            (
+                IngestError::Unsupported("x".into()),
+                Code::Unimplemented,
+                415,
+                false,
+            ),
+        ] {
+            assert_eq!(e.grpc_code(), code, "{e:?}");
+            assert_eq!(e.http_status(), status, "{e:?}");
+            assert_eq!(e.is_retryable(), retry, "{e:?}");
+        }
+    }
+
+    #[test]
+    fn errors_keep_their_source_and_their_message() {
+        use std::error::Error as _;
+        let scan = ScanError::Truncated { offset: 7 };
+        let e = IngestError::Malformed {
+            signal: Signal::Traces,
+            source: scan,
+        };
+        assert_eq!(
+            e.to_string(),
+            "malformed ExportTraceServiceRequest: truncated protobuf at offset 7"
+        );
+        assert_eq!(e.source().map(|s| s.to_string()), Some(scan.to_string()));
+        assert_eq!(e.http_status(), 400);
+        let wal = WalError::TooLarge { len: 9, max: 8 };
+        let e = IngestError::from(crate::durability::AppendError::TooLarge(wal.clone()));
+        assert_eq!(e.to_string(), wal.to_string());
+        assert_eq!(e.grpc_code(), Code::InvalidArgument);
+        assert!(e.source().is_some());
+        // The hot path's refusals stay small.
+        assert!(std::mem::size_of::<IngestError>() <= 32);
+    }
+}

@@ -1,0 +1,189 @@
+//! The ingest step: a decoded request's checks (a pipeline for its signal, room in its export
+//! queues), the durability hand-off (appended to the ingest log and on disk before it is
+//! routed), then the scan and route of its signal; and the replay of what the ingest log holds
+//! after a restart.
+
+use std::path::PathBuf;
+use std::rc::Rc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use shardtel_config::WalConfig;
+use shardtel_protocol::scan::{scan_logs, scan_metrics, ReleaseToken};
+use shardtel_protocol::Signal;
+
+use super::exporters::queue_charge;
+use super::{IngestError, Pipeline};
+use crate::durability::{self, Tracked, CHECKPOINT_EVERY};
+
+/// Why the pipeline did not take a request, and how the receiver counts it.
+#[derive(Debug)]
+pub struct Rejected {
+    /// The answer to the client.
+    pub error: IngestError,
+    /// `Some(items)`: a well-formed request of `items` items refused (counted as refused
+    /// items); `None`: rejected before its items were counted (a failed request).
+    pub refused_items: Option<u64>,
+}
+
+impl Rejected {
+    /// A request rejected before its items were counted.
+    fn request(error: IngestError) -> Rejected {
+        Rejected {
+            error,
+            refused_items: None,
+        }
+    }
+
+    /// A well-formed request of `items` items refused.
+    pub(super) fn items(items: u64, error: IngestError) -> Rejected {
+        Rejected {
+            error,
+            refused_items: Some(items),
+        }
+    }
+}
+
+impl From<IngestError> for Rejected {
+    fn from(error: IngestError) -> Self {
+        Rejected::request(error)
+    }
+}
+
+impl Pipeline {
+    /// Ingests one decoded (decompressed, protobuf) Export*ServiceRequest: the items accepted.
+    pub async fn ingest(&self, signal: Signal, body: Bytes) -> Result<u64, Rejected> {
+        let exporters = self.exporters.of(signal);
+        if exporters.is_empty() {
+            return Err(IngestError::NoPipeline(signal).into());
+        }
+        // A full exporter queue on this core refuses at once, before any write to the ingest
+        // log and before the tail sampler, whose kept spans would otherwise wait for room while
+        // the client waits for its answer.
+        if exporters.iter().any(|e| !e.has_room(body.len())) {
+            return Err(IngestError::Overloaded("an exporter queue is full").into());
+        }
+        // Acknowledged means durable: the request is on disk before it is routed.
+        let (body, release_token) = match &self.ingest_log {
+            Some(log) => match log.append(signal, body).await {
+                Ok(tracked) => (tracked.body, Some(tracked.release_token)),
+                Err(e) => return Err(IngestError::from(e).into()),
+            },
+            None => (body, None),
+        };
+        self.route(signal, body, release_token).await
+    }
+
+    /// Scans and routes a request of `signal`: the items accepted.
+    async fn route(
+        &self,
+        signal: Signal,
+        body: Bytes,
+        release_token: Option<ReleaseToken>,
+    ) -> Result<u64, Rejected> {
+        match signal {
+            Signal::Traces => self.route_traces(body, release_token).await,
+            Signal::Metrics if self.routing.metrics.is_some() => {
+                self.route_metrics_by_series(body).await
+            }
+            Signal::Metrics | Signal::Logs => {
+                let scanned = match signal {
+                    Signal::Logs => scan_logs(&body),
+                    _ => scan_metrics(&body),
+                };
+                let items = match scanned {
+                    Ok(counts) => counts.items as u64,
+                    Err(source) => return Err(IngestError::Malformed { signal, source }.into()),
+                };
+                let buffer = body.len();
+                let (piece, kept) = self.process_request(signal, body, items);
+                let charge = queue_charge(piece.len, buffer);
+                self.exporters
+                    .push_now(signal, piece, None, kept, charge)
+                    .map(|()| items)
+                    .map_err(|e| Rejected::items(items, e))
+            }
+        }
+    }
+
+    /// Replays a request from the ingest log: routed like a new one (without logging it
+    /// again, unless `relog`: a request of another core's log goes into this core's log
+    /// first), waiting out refusals.
+    pub async fn replay(&self, signal: Signal, tracked: Tracked, relog: bool) {
+        let mut wait = Duration::from_millis(10);
+        loop {
+            let body = match (&self.ingest_log, relog) {
+                (Some(log), true) => match log.append(signal, tracked.body.clone()).await {
+                    Ok(tracked) => tracked,
+                    Err(e) => {
+                        let e = IngestError::from(e);
+                        if e.is_retryable() {
+                            glommio::timer::sleep(wait).await;
+                            wait = (wait * 2).min(Duration::from_secs(1));
+                            continue;
+                        }
+                        log::warn!(
+                            "core {}: skipped a replayed {} request: {e}",
+                            self.core,
+                            signal.name()
+                        );
+                        return;
+                    }
+                },
+                _ => Tracked {
+                    body: tracked.body.clone(),
+                    release_token: tracked.release_token.clone(),
+                },
+            };
+            match self
+                .route(signal, body.body, Some(body.release_token))
+                .await
+            {
+                Ok(_) => return,
+                Err(r) if r.refused_items.is_some() && r.error.is_retryable() => {
+                    glommio::timer::sleep(wait).await;
+                    wait = (wait * 2).min(Duration::from_secs(1));
+                }
+                Err(r) => {
+                    log::warn!(
+                        "core {}: skipped a replayed {} request: {}",
+                        self.core,
+                        signal.name(),
+                        r.error
+                    );
+                    return;
+                }
+            }
+        }
+    }
+
+    /// Routes again the requests acknowledged before a restart but not yet safe downstream
+    /// (the tail sampler rebuilds the traces it held), then those of the `orphans` ingest logs
+    /// (of cores that no longer exist), then moves the log's checkpoint every
+    /// [`CHECKPOINT_EVERY`] until the task is cancelled. New requests are served meanwhile.
+    pub async fn recover(self: Rc<Self>, orphans: Vec<PathBuf>, wal: WalConfig) {
+        let Some(log) = &self.ingest_log else { return };
+        let recovered = log.recovered_frames();
+        if recovered > 0 {
+            log::info!(
+                "core {}: replaying {recovered} requests from the ingest log",
+                self.core
+            );
+        }
+        let replayed = log
+            .replay(|signal, tracked| self.replay(signal, tracked, false))
+            .await;
+        if replayed > 0 {
+            log::info!("core {}: replayed {replayed} requests", self.core);
+        }
+        // Ingest logs of cores that no longer exist (the core count shrank).
+        durability::drain_orphaned_ingest_logs(self.core, &orphans, &wal, |signal, tracked| {
+            self.replay(signal, tracked, true)
+        })
+        .await;
+        loop {
+            log.advance();
+            glommio::timer::sleep(CHECKPOINT_EVERY).await;
+        }
+    }
+}

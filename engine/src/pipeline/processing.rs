@@ -1,0 +1,104 @@
+//! Where the processors (`shardtel-processors`) run on this core: the traces processors before
+//! the sampler on the spans the core owns, those of metrics and logs on the receiving core; and
+//! their metric families.
+
+use bytes::Bytes;
+use shardtel_processors::{ChainOutcome, ProcessorSnapshot};
+use shardtel_protocol::reframe::Encoded;
+use shardtel_protocol::scan::SpanBatch;
+use shardtel_protocol::Signal;
+
+use super::route::whole;
+use super::Pipeline;
+use crate::telemetry::{Exposition, Families};
+
+impl Pipeline {
+    /// Runs the traces processors listed before the sampler (all of them without one) on a
+    /// batch this core owns. Returns whether anything changed.
+    pub(super) fn process_owned(&self, batch: &mut SpanBatch) -> bool {
+        match &self.processors.traces_before {
+            Some(chain) => chain.process_traces(batch).changed,
+            None => false,
+        }
+    }
+
+    /// Runs a metrics or logs pipeline's processors on a validated request of `items` items:
+    /// the piece to export and how many items it holds.
+    pub(super) fn process_request(
+        &self,
+        signal: Signal,
+        body: Bytes,
+        items: u64,
+    ) -> (Encoded, u64) {
+        match self.run_request_chain(signal, &body) {
+            Some((piece, outcome)) => (piece, items.saturating_sub(outcome.dropped)),
+            None => (whole(body), items),
+        }
+    }
+
+    /// Runs a metrics or logs pipeline's processors on a validated request: the changed request
+    /// and what the chain did, or `None` when there is no chain or it changed nothing.
+    pub(super) fn run_request_chain(
+        &self,
+        signal: Signal,
+        body: &Bytes,
+    ) -> Option<(Encoded, ChainOutcome)> {
+        match self.processors.request_chain(signal)?.process_request(body) {
+            Ok(changed) => changed,
+            Err(e) => {
+                // The scanner accepted the request, so the walk cannot fail; export it as is.
+                log::warn!(
+                    "core {}: {signal} processors skipped a request: {e}",
+                    self.core
+                );
+                None
+            }
+        }
+    }
+
+    /// Counters of every processor on this core, for telemetry.
+    pub fn processor_snapshot(&self) -> Vec<ProcessorSnapshot> {
+        self.processors.snapshot()
+    }
+}
+
+impl Families for [ProcessorSnapshot] {
+    fn families(cores: &[(usize, &Self)], out: &mut Exposition) {
+        if cores.iter().all(|(_, p)| p.is_empty()) {
+            return;
+        }
+        for (name, help, field) in [
+            (
+                "shardtel_processor_items_received_total",
+                "Items (spans, data points, log records; resources for the resource processor) that reached the processor.",
+                0,
+            ),
+            (
+                "shardtel_processor_items_changed_total",
+                "Items the processor changed (rewritten; the others stay untouched slices).",
+                1,
+            ),
+            (
+                "shardtel_processor_items_dropped_total",
+                "Items the processor dropped (filter).",
+                2,
+            ),
+        ] {
+            let family = out.counter(name, help);
+            for (core, snaps) in cores {
+                for s in *snaps {
+                    let v = [s.received, s.changed, s.dropped][field];
+                    family.sample(
+                        &[
+                            ("processor", &s.name),
+                            ("type", &s.kind),
+                            ("signal", &s.signal),
+                            ("core", core),
+                        ],
+                        v,
+                    );
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,187 @@
+//! Routing spans by trace ID: the receiving core scans a trace request, partitions its spans by
+//! owner core (`owner_core(trace_id, cores)`), keeps its own part (first, so that a refusal
+//! leaves nothing behind on other cores) and sends the others over the mesh; the owner core
+//! runs the processors and the sampler on what it receives, and queues it for export.
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use shardtel_protocol::reframe::{encode_traces, Encoded};
+use shardtel_protocol::route::owner_core;
+use shardtel_protocol::scan::{ReleaseToken, SpanBatch, TracesIndex};
+use shardtel_protocol::Signal;
+
+use super::exporters::queue_charge;
+use super::ingest::Rejected;
+use super::mesh::MeshMessage;
+use super::{IngestError, Pipeline};
+
+impl Pipeline {
+    /// Scans and routes a trace request: the spans accepted.
+    pub(super) async fn route_traces(
+        &self,
+        body: Bytes,
+        release_token: Option<ReleaseToken>,
+    ) -> Result<u64, Rejected> {
+        // (spans owned here, true when they are the whole request as received)
+        let mut local: Option<(SpanBatch, bool)> = None;
+        let mut remote: Vec<(usize, SpanBatch)> = Vec::new();
+        let items;
+        {
+            let mut index = self.routing.scratch.borrow_mut();
+            index.scan(&body).map_err(|source| IngestError::Malformed {
+                signal: Signal::Traces,
+                source,
+            })?;
+            items = index.spans.len() as u64;
+            if items == 0 {
+                return Ok(0);
+            }
+            let n = self.cores;
+            let mut parts = self.routing.parts.borrow_mut();
+            if n > 1 {
+                index.partition(n, |t| owner_core(t, n), &mut parts);
+            }
+            let single = n == 1 || parts.iter().filter(|p| !p.spans.is_empty()).count() == 1;
+            if single {
+                let dest = if n == 1 {
+                    0
+                } else {
+                    owner_core(&index.spans[0].trace_id, n)
+                };
+                if dest == self.core {
+                    // The request as received is already the request to export; only
+                    // the sampler, processors and exporters that cut messages from the
+                    // index need it.
+                    let index = if self.sampler.is_some()
+                        || self.processors.traces_before.is_some()
+                        || self.exporters.traces_want_index()
+                    {
+                        index.clone()
+                    } else {
+                        TracesIndex::default()
+                    };
+                    local = Some((
+                        SpanBatch {
+                            buf: body.clone(),
+                            index,
+                            release_token: release_token.clone(),
+                        },
+                        true,
+                    ));
+                } else {
+                    remote.push((
+                        dest,
+                        SpanBatch {
+                            buf: body.clone(),
+                            index: index.clone(),
+                            release_token: release_token.clone(),
+                        },
+                    ));
+                }
+            } else {
+                for (dest, part) in parts.iter_mut().enumerate() {
+                    if part.spans.is_empty() {
+                        continue;
+                    }
+                    let batch = SpanBatch {
+                        buf: body.clone(),
+                        index: std::mem::take(part),
+                        release_token: release_token.clone(),
+                    };
+                    if dest == self.core {
+                        local = Some((batch, false));
+                    } else {
+                        remote.push((dest, batch));
+                    }
+                }
+            }
+        }
+        // Local first: if it is refused, nothing has left this core yet and
+        // the client's retry creates no duplicate.
+        if let Some((mut batch, mut is_whole)) = local {
+            is_whole &= !self.process_owned(&mut batch);
+            let pushed = if batch.index.spans.is_empty() && !is_whole {
+                Ok(())
+            } else if self.sampler.is_some() {
+                self.sample(batch).await;
+                Ok(())
+            } else if is_whole {
+                let charge = batch.buf.len();
+                let piece = whole(batch.buf.clone());
+                // (The index is empty when no one needs it.)
+                let index = self.shared_index(batch, items);
+                self.exporters
+                    .push_now(Signal::Traces, piece, index.as_ref(), items, charge)
+            } else {
+                let mut enc = Encoded::default();
+                encode_traces(&batch, &mut enc);
+                let charge = queue_charge(enc.len, batch.buf.len());
+                let spans = batch.index.spans.len() as u64;
+                let index = self.shared_index(batch, spans);
+                self.exporters
+                    .push_now(Signal::Traces, enc, index.as_ref(), spans, charge)
+            };
+            if let Err(e) = pushed {
+                return Err(Rejected::items(items, e));
+            }
+        }
+        for (dest, batch) in remote {
+            if let Err(e) = self.mesh.send_to(dest, MeshMessage::Spans(batch)).await {
+                return Err(Rejected::items(items, e));
+            }
+        }
+        Ok(items)
+    }
+
+    /// Delivers a message received from another core: spans through the processors and the
+    /// sampler if there is one, else straight to the exporters, waiting for queue room
+    /// (backpressure flows back through the mesh).
+    pub async fn deliver(&self, message: MeshMessage) {
+        let mut batch = match message {
+            MeshMessage::Spans(batch) => batch,
+            MeshMessage::Metrics {
+                piece,
+                points,
+                charge,
+            } => {
+                return self
+                    .exporters
+                    .push_waiting(Signal::Metrics, piece, None, points, charge)
+                    .await;
+            }
+        };
+        self.process_owned(&mut batch);
+        if batch.index.spans.is_empty() {
+            return;
+        }
+        if self.sampler.is_some() {
+            return self.sample(batch).await;
+        }
+        let mut enc = Encoded::default();
+        encode_traces(&batch, &mut enc);
+        let items = batch.index.spans.len() as u64;
+        let charge = queue_charge(enc.len, batch.buf.len());
+        let index = self.shared_index(batch, items);
+        self.exporters
+            .push_waiting(Signal::Traces, enc, index.as_ref(), items, charge)
+            .await;
+    }
+
+    /// `batch` (the owner core's spans, encoded into the piece being pushed) shared with the
+    /// exporters that cut messages from its index, when there is one and it indexes all
+    /// `items` spans; moved, not copied.
+    fn shared_index(&self, batch: SpanBatch, items: u64) -> Option<Arc<SpanBatch>> {
+        (batch.index.spans.len() as u64 == items && self.exporters.traces_want_index())
+            .then(|| Arc::new(batch))
+    }
+}
+
+/// A request buffer as one encoded piece.
+pub(super) fn whole(body: Bytes) -> Encoded {
+    let len = body.len();
+    Encoded {
+        chunks: vec![body],
+        len,
+    }
+}

@@ -1,0 +1,400 @@
+//! Where the tail sampler (`shardtel-sampler`) runs on this core: spans this core owns go in,
+//! kept spans come out (through the processors listed after the sampler) into the traces
+//! exporters; its decision timer; what it still holds at shutdown; its metric families.
+
+use std::time::{Duration, Instant};
+
+use shardtel_config::OnShutdown;
+use shardtel_protocol::reframe::{encode_trace_spans, encode_trace_spans_rewritten, Encoded};
+use shardtel_protocol::scan::SpanBatch;
+use shardtel_protocol::Signal;
+use shardtel_sampler::{DecisionReason, Kept, SamplerStats};
+
+use super::exporters::queue_charge;
+use super::Pipeline;
+use crate::telemetry::{Exposition, Families, MetricType};
+
+impl Pipeline {
+    /// True when the traces pipeline has a tail sampler.
+    pub fn samples(&self) -> bool {
+        self.sampler.is_some()
+    }
+
+    /// Hands spans this core owns to the tail sampler and exports what it decided to keep
+    /// (late spans of sampled traces, early decisions).
+    pub(super) async fn sample(&self, batch: SpanBatch) {
+        let mut kept = Vec::new();
+        if let Some(sampler) = &self.sampler {
+            sampler.borrow_mut().add(batch, Instant::now(), &mut kept);
+        }
+        self.export_kept(kept).await;
+    }
+
+    /// Encodes kept spans into one request (protobuf concatenation) and pushes it to the
+    /// traces exporters. With processors listed after the sampler, they run on the kept spans
+    /// of each batch in place: the batch (shared with its spans still buffered) is neither
+    /// copied nor changed, their changes are applied while encoding.
+    async fn export_kept(&self, kept: Vec<Kept>) {
+        if kept.is_empty() {
+            return;
+        }
+        let mut enc = Encoded::default();
+        let mut items = 0u64;
+        let mut charge = 0usize;
+        for k in &kept {
+            let before = enc.len;
+            match &self.processors.traces_after {
+                None => {
+                    encode_trace_spans(&k.batch, &k.spans, &mut enc);
+                    items += k.spans.len() as u64;
+                }
+                Some(chain) => {
+                    let changes = chain.process_trace_spans(&k.batch, &k.spans);
+                    let rewrites = Some(&changes.rewrites);
+                    if changes.dropped.is_empty() {
+                        encode_trace_spans_rewritten(&k.batch, &k.spans, rewrites, &mut enc);
+                        items += k.spans.len() as u64;
+                    } else {
+                        let mut dropped = changes.dropped.iter().peekable();
+                        let left: Vec<u32> = k
+                            .spans
+                            .iter()
+                            .copied()
+                            .filter(|&i| dropped.next_if_eq(&&i).is_none())
+                            .collect();
+                        encode_trace_spans_rewritten(&k.batch, &left, rewrites, &mut enc);
+                        items += left.len() as u64;
+                    }
+                }
+            }
+            if enc.len > before {
+                charge += queue_charge(enc.len - before, k.batch.buf.len());
+            }
+        }
+        drop(kept);
+        if enc.is_empty() {
+            return;
+        }
+        self.exporters
+            .push_waiting(Signal::Traces, enc, None, items, charge)
+            .await;
+    }
+
+    /// Decides the traces whose time has come; returns when the next one is due.
+    pub async fn sampler_tick(&self) -> Duration {
+        let Some(sampler) = &self.sampler else {
+            return Duration::from_secs(1);
+        };
+        let mut kept = Vec::new();
+        let now = Instant::now();
+        let next = {
+            let mut s = sampler.borrow_mut();
+            s.tick(now, &mut kept);
+            s.next_deadline()
+        };
+        self.export_kept(kept).await;
+        next.map_or(Duration::from_millis(100), |d| {
+            d.saturating_duration_since(Instant::now())
+        })
+        .clamp(Duration::from_millis(1), Duration::from_millis(100))
+    }
+
+    /// At shutdown, once every span this core owns has arrived: decides (or drops) what the
+    /// sampler still holds, as configured, and exports what it keeps before `deadline` (a full
+    /// queue whose destination is down would hold it forever). With durability on,
+    /// `on_shutdown = "drop"` drops nothing acknowledged: the pending traces' ingest-log frames
+    /// stay unreleased, and the next start replays them.
+    pub async fn finish_sampling(&self, deadline: Instant) {
+        let Some(sampler) = &self.sampler else { return };
+        let replay_pending = self.durable() && sampler.borrow().on_shutdown() == OnShutdown::Drop;
+        if replay_pending {
+            sampler.borrow_mut().leak_pending();
+            return;
+        }
+        let mut kept = Vec::new();
+        sampler.borrow_mut().shutdown(Instant::now(), &mut kept);
+        let remaining = deadline.saturating_duration_since(Instant::now());
+        let export = async {
+            self.export_kept(kept).await;
+            Ok(())
+        };
+        let _ = glommio::timer::timeout(remaining, export).await;
+    }
+
+    /// The sampler's statistics, for telemetry.
+    pub fn sampler_snapshot(&self) -> Option<SamplerStats> {
+        self.sampler.as_ref().map(|s| s.borrow().stats().clone())
+    }
+}
+
+/// A sampler family read from each core's statistics: `(label value, value)` pairs under the
+/// family's label (`""`: one sample per core, no label besides `core`).
+type SamplerColumn = (
+    &'static str,
+    MetricType,
+    &'static str,
+    &'static str,
+    fn(&SamplerStats) -> Vec<(&'static str, u64)>,
+);
+
+/// The sampler series, one per core (label `core`):
+///
+/// | metric | type | labels |
+/// |---|---|---|
+/// | `shardtel_sampler_spans_received_total` | counter | |
+/// | `shardtel_sampler_traces_received_total` | counter | |
+/// | `shardtel_sampler_traces_total` | counter | `decision` = `sampled` / `not_sampled` |
+/// | `shardtel_sampler_spans_total` | counter | `decision` |
+/// | `shardtel_sampler_decisions_total` | counter | `reason` = `timer`, `root_done`, `max_traces`, `max_buffered_bytes`, `max_spans_per_trace`, `max_bytes_per_trace`, `shutdown` |
+/// | `shardtel_sampler_policy_votes_total` | counter | `policy`, `vote` = `sample` / `not_sample` / `drop` |
+/// | `shardtel_sampler_late_spans_total` | counter | `decision` = `forwarded` / `dropped` |
+/// | `shardtel_sampler_shutdown_dropped_traces_total` | counter | |
+/// | `shardtel_sampler_shutdown_dropped_spans_total` | counter | |
+/// | `shardtel_sampler_decision_latency_seconds` | summary | `quantile` = 0.5, 0.9, 0.99, 0.999 (+ `_sum`, `_count`) |
+/// | `shardtel_sampler_buffered_traces` | gauge | |
+/// | `shardtel_sampler_buffered_spans` | gauge | |
+/// | `shardtel_sampler_buffered_span_bytes` | gauge | |
+/// | `shardtel_sampler_buffered_bytes` | gauge | |
+/// | `shardtel_sampler_buffered_batches` | gauge | |
+/// | `shardtel_sampler_decision_cache_entries` | gauge | `decision` = `sampled` / `not_sampled` |
+/// | `shardtel_sampler_compactions_total` | counter | |
+/// | `shardtel_sampler_compacted_spans_total` | counter | |
+/// | `shardtel_sampler_compacted_bytes_total` | counter | |
+impl Families for SamplerStats {
+    fn families(cores: &[(usize, &Self)], out: &mut Exposition) {
+        if cores.is_empty() {
+            return;
+        }
+        use MetricType::{Counter, Gauge};
+        let columns: [SamplerColumn; 17] = [
+            (
+                "shardtel_sampler_spans_received_total",
+                Counter,
+                "Spans that reached the tail sampler on their owner core.",
+                "",
+                |s| vec![("", s.spans_received)],
+            ),
+            (
+                "shardtel_sampler_traces_received_total",
+                Counter,
+                "Traces that started buffering in the tail sampler.",
+                "",
+                |s| vec![("", s.traces_received)],
+            ),
+            (
+                "shardtel_sampler_traces_total",
+                Counter,
+                "Traces decided, by outcome.",
+                "decision",
+                |s| vec![("sampled", s.traces_sampled), ("not_sampled", s.traces_not_sampled)],
+            ),
+            (
+                "shardtel_sampler_spans_total",
+                Counter,
+                "Spans of decided traces at decision time, by outcome.",
+                "decision",
+                |s| vec![("sampled", s.spans_sampled), ("not_sampled", s.spans_not_sampled)],
+            ),
+            (
+                "shardtel_sampler_decisions_total",
+                Counter,
+                "Traces decided, by what triggered the decision (all but timer, root_done and shutdown are bounds crossed).",
+                "reason",
+                |s| {
+                    DecisionReason::ALL
+                        .iter()
+                        .map(|r| (r.name(), s.decided(*r)))
+                        .collect()
+                },
+            ),
+            (
+                "shardtel_sampler_late_spans_total",
+                Counter,
+                "Spans that arrived after their trace was decided, forwarded or dropped per the cached decision.",
+                "decision",
+                |s| vec![("forwarded", s.late_spans_forwarded), ("dropped", s.late_spans_dropped)],
+            ),
+            (
+                "shardtel_sampler_shutdown_dropped_traces_total",
+                Counter,
+                "Traces dropped undecided at shutdown (on_shutdown = \"drop\").",
+                "",
+                |s| vec![("", s.shutdown_dropped_traces)],
+            ),
+            (
+                "shardtel_sampler_shutdown_dropped_spans_total",
+                Counter,
+                "Spans of traces dropped undecided at shutdown.",
+                "",
+                |s| vec![("", s.shutdown_dropped_spans)],
+            ),
+            (
+                "shardtel_sampler_buffered_traces",
+                Gauge,
+                "Traces buffered, waiting for their decision.",
+                "",
+                |s| vec![("", s.buffered_traces)],
+            ),
+            (
+                "shardtel_sampler_buffered_spans",
+                Gauge,
+                "Spans buffered, waiting for their trace's decision.",
+                "",
+                |s| vec![("", s.buffered_spans)],
+            ),
+            (
+                "shardtel_sampler_buffered_span_bytes",
+                Gauge,
+                "Wire bytes of the buffered spans.",
+                "",
+                |s| vec![("", s.buffered_span_bytes)],
+            ),
+            (
+                "shardtel_sampler_buffered_bytes",
+                Gauge,
+                "Bytes charged against max_buffered_bytes_per_core: this core's share of retained request buffers (at least a quarter of each), their indexes and the trace table.",
+                "",
+                |s| vec![("", s.buffered_bytes)],
+            ),
+            (
+                "shardtel_sampler_buffered_batches",
+                Gauge,
+                "Request batches retained because some of their spans are buffered.",
+                "",
+                |s| vec![("", s.buffered_batches)],
+            ),
+            (
+                "shardtel_sampler_decision_cache_entries",
+                Gauge,
+                "Trace ids remembered in the decision cache.",
+                "decision",
+                |s| vec![("sampled", s.cache_sampled), ("not_sampled", s.cache_not_sampled)],
+            ),
+            (
+                "shardtel_sampler_compactions_total",
+                Counter,
+                "Sparse request buffers whose few buffered spans were copied out so the buffer could be freed.",
+                "",
+                |s| vec![("", s.compactions)],
+            ),
+            (
+                "shardtel_sampler_compacted_spans_total",
+                Counter,
+                "Spans copied by compactions.",
+                "",
+                |s| vec![("", s.compacted_spans)],
+            ),
+            (
+                "shardtel_sampler_compacted_bytes_total",
+                Counter,
+                "Bytes copied by compactions (the size of the buffers they made).",
+                "",
+                |s| vec![("", s.compacted_bytes)],
+            ),
+        ];
+        for (name, kind, help, label, values) in columns {
+            let family = out.family(name, kind, help);
+            for (core, s) in cores {
+                for (value, n) in values(s) {
+                    if label.is_empty() {
+                        family.sample(&[("core", core)], n);
+                    } else {
+                        family.sample(&[("core", core), (label, &value)], n);
+                    }
+                }
+            }
+        }
+        let votes = out.counter(
+            "shardtel_sampler_policy_votes_total",
+            "Votes of each top-level policy, one per decided trace.",
+        );
+        for (core, s) in cores {
+            for p in &s.policies {
+                let counts: &[(&str, u64)] = if p.is_drop {
+                    &[("not_sample", p.not_sample), ("drop", p.drop)]
+                } else {
+                    &[("sample", p.sample), ("not_sample", p.not_sample)]
+                };
+                for (vote, n) in counts {
+                    votes.sample(&[("core", core), ("policy", &p.name), ("vote", vote)], *n);
+                }
+            }
+        }
+        let latency = out.summary(
+            "shardtel_sampler_decision_latency_seconds",
+            "Time from a trace's first span to its decision.",
+        );
+        for (core, s) in cores {
+            let h = &s.decision_latency_us;
+            for q in [0.5, 0.9, 0.99, 0.999] {
+                let seconds = h.value_at_quantile(q) as f64 / 1e6;
+                latency.sample(&[("core", core), ("quantile", &q)], seconds);
+            }
+            latency
+                .sample_with_suffix(
+                    "_sum",
+                    &[("core", core)],
+                    s.decision_latency_sum_us as f64 / 1e6,
+                )
+                .sample_with_suffix("_count", &[("core", core)], h.len());
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::telemetry::exposition::parse;
+
+    #[test]
+    fn renders_each_family_once_with_a_series_per_core() {
+        let mut a = SamplerStats::new(
+            [
+                ("errors".to_string(), false),
+                ("no \"health\"".to_string(), true),
+            ]
+            .into_iter(),
+        );
+        a.spans_received = 10;
+        a.decisions[DecisionReason::MaxTraces.index()] = 3;
+        a.policies[0].sample = 2;
+        a.policies[1].drop = 1;
+        a.decision_latency_us.record(2_000_000).unwrap();
+        a.decision_latency_sum_us = 2_000_000;
+        let b = SamplerStats::new([("errors".to_string(), false)].into_iter());
+        let mut e = Exposition::default();
+        SamplerStats::families(&[(0, &a), (1, &b)], &mut e);
+        let out = e.render();
+        assert_eq!(
+            out.matches("# TYPE shardtel_sampler_spans_received_total counter")
+                .count(),
+            1
+        );
+        assert!(out.contains("shardtel_sampler_spans_received_total{core=\"0\"} 10\n"));
+        assert!(out.contains("shardtel_sampler_spans_received_total{core=\"1\"} 0\n"));
+        assert!(
+            out.contains("shardtel_sampler_decisions_total{core=\"0\",reason=\"max_traces\"} 3\n")
+        );
+        assert!(out.contains(
+            "shardtel_sampler_policy_votes_total{core=\"0\",policy=\"errors\",vote=\"sample\"} 2\n"
+        ));
+        assert!(out.contains(
+            "shardtel_sampler_policy_votes_total{core=\"0\",policy=\"no \\\"health\\\"\",vote=\"drop\"} 1\n"
+        ));
+        assert!(out.contains(
+            "shardtel_sampler_decision_latency_seconds{core=\"0\",quantile=\"0.5\"} 2.0"
+        ));
+        assert!(out.contains("shardtel_sampler_decision_latency_seconds_count{core=\"0\"} 1\n"));
+        assert!(out.contains("shardtel_sampler_decision_latency_seconds_sum{core=\"0\"} 2\n"));
+        // Every non-comment line is `name{labels} value`.
+        for line in out.lines().filter(|l| !l.starts_with('#')) {
+            let (series, value) = line.rsplit_once(' ').unwrap();
+            assert!(
+                series.starts_with("shardtel_sampler_") && series.ends_with('}'),
+                "{line}"
+            );
+            value.parse::<f64>().unwrap();
+        }
+        parse(&out).unwrap();
+    }
+}

@@ -1,0 +1,65 @@
+//! Draining a core within `engine.shutdown_timeout`: nothing new comes in, what is in flight
+//! finishes, what the core holds goes out.
+
+use std::time::Instant;
+
+use super::serve::{Serving, Tasks};
+use crate::telemetry::CoreState;
+
+/// Drains the core: refuses new data, lets in-flight requests and mesh traffic finish, decides
+/// what the sampler holds, drains the exporters, commits Kafka offsets, closes the ingest log.
+pub(super) async fn drain(serving: Serving) {
+    let Serving { core, tasks } = serving;
+    let Tasks {
+        consumers,
+        recovery,
+        publisher,
+        allocator,
+        ticker,
+    } = tasks;
+    let deadline = Instant::now() + core.shutdown_timeout;
+    core.set_state(CoreState::Draining);
+    core.intake.start_draining();
+    // The receivers' connections are told to close; the poll loop of the Kafka consumer stops.
+    if let Some(otlp) = &core.receivers.otlp {
+        otlp.stop_accepting().await;
+    }
+    // In-flight requests finish.
+    while core.intake.requests_in_flight() > 0 && Instant::now() < deadline {
+        glommio::timer::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    // Nothing more leaves this core: close the mesh; peers' consumers end once every sender
+    // into them is closed and their channels are empty.
+    core.pipeline.close_mesh();
+    let remaining = deadline.saturating_duration_since(Instant::now());
+    let _ = glommio::timer::timeout(remaining, async {
+        for c in consumers {
+            c.await;
+        }
+        Ok(())
+    })
+    .await;
+    // Every span this core owns has arrived: decide (or keep for the next start) what the
+    // sampler still holds.
+    if let Some((ticker, stop)) = ticker {
+        stop.set(true);
+        let remaining = deadline.saturating_duration_since(Instant::now());
+        let _ = glommio::timer::timeout(remaining, async { Ok(ticker.await) }).await;
+    }
+    core.pipeline.finish_sampling(deadline).await;
+    let drained = core.pipeline.drain_exporters(deadline).await;
+    // Kafka receiver: commit what was handed on, leave the group.
+    if let Some(kafka) = &core.receivers.kafka {
+        kafka.finish(drained).await;
+    }
+    if let Some(recovery) = recovery {
+        recovery.cancel();
+    }
+    core.pipeline.close_ingest_log().await;
+    publisher.cancel();
+    if let Some(allocator) = allocator {
+        allocator.cancel();
+    }
+    core.publish();
+    core.set_state(CoreState::Stopped);
+}

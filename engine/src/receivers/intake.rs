@@ -1,0 +1,364 @@
+//! The intake: the narrow handle every receiver of a core gets instead of the whole core.
+//!
+//! A receiver admits a request ([`Intake::admit`]: refused while draining, above the memory
+//! limiter's threshold, or when the core's request bytes in flight are at their bound), charges
+//! what the request holds as it grows ([`InflightGuard::try_add`]), hands the decoded body to
+//! [`Intake::ingest`], and counts what it refused itself ([`Intake::counters`]). It waits for
+//! [`Intake::wait_draining`] to stop. Nothing else of the core is within its reach.
+
+use std::cell::Cell;
+use std::rc::Rc;
+
+use bytes::Bytes;
+use glommio::sync::Semaphore;
+use shardtel_protocol::Signal;
+
+use crate::memory_limiter::CoreLimiter;
+use crate::pipeline::{IngestError, Pipeline, Rejected};
+use crate::telemetry::{signal_index, Exposition, Families, SIGNALS};
+
+/// Request bytes in flight charged to every admitted request besides its body: its headers
+/// (an HTTP/2 header list is at most 8 KiB; HTTP/1.1 headers stay in the connection's read
+/// buffer) and its state.
+pub const REQUEST_OVERHEAD: usize = 16 << 10;
+
+/// Limits that bound one core's intake.
+#[derive(Clone, Copy, Debug)]
+pub struct Limits {
+    /// Largest accepted message, compressed or not, in bytes.
+    pub max_recv_msg_size: usize,
+    /// Request bytes being processed on this core at once; above it new
+    /// requests are refused as overloaded.
+    pub max_inflight_bytes: usize,
+    /// HTTP/2 concurrent streams per connection.
+    pub max_concurrent_streams: u32,
+}
+
+/// The receiver transport a request came in on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Transport {
+    /// OTLP/gRPC.
+    Grpc = 0,
+    /// OTLP/HTTP.
+    Http = 1,
+    /// A Kafka topic (`[receivers.kafka]`).
+    Kafka = 2,
+}
+
+/// Number of [`Transport`] variants (the size of per-transport arrays).
+const TRANSPORTS: usize = 3;
+
+impl Transport {
+    fn name(i: usize) -> &'static str {
+        ["grpc", "http", "kafka"][i]
+    }
+
+    /// The receiver a transport belongs to (the `receiver` label).
+    fn receiver(i: usize) -> &'static str {
+        ["otlp", "otlp", "kafka"][i]
+    }
+}
+
+/// One core's intake (see the module docs). `!Send`: it never leaves its core.
+pub struct Intake {
+    core: usize,
+    pipeline: Rc<Pipeline>,
+    limits: Limits,
+    counters: ReceiverCounters,
+    inflight_bytes: Cell<usize>,
+    inflight_requests: Cell<usize>,
+    /// Closed when draining starts; every waiter wakes.
+    drain_signal: Semaphore,
+    /// The memory limiter's view from this core.
+    memory: Option<CoreLimiter>,
+}
+
+impl Intake {
+    /// The intake of `pipeline`'s core.
+    pub fn new(pipeline: Rc<Pipeline>, limits: Limits, memory: Option<CoreLimiter>) -> Intake {
+        Intake {
+            core: pipeline.core(),
+            pipeline,
+            limits,
+            counters: ReceiverCounters::default(),
+            inflight_bytes: Cell::new(0),
+            inflight_requests: Cell::new(0),
+            drain_signal: Semaphore::new(0),
+            memory,
+        }
+    }
+
+    /// The core this intake belongs to (for log lines).
+    pub fn core(&self) -> usize {
+        self.core
+    }
+
+    /// The limits of this core's intake.
+    pub fn limits(&self) -> &Limits {
+        &self.limits
+    }
+
+    /// The receiver counters, for what a receiver refuses before [`Intake::ingest`].
+    pub fn counters(&self) -> &ReceiverCounters {
+        &self.counters
+    }
+
+    /// True once draining started.
+    pub fn draining(&self) -> bool {
+        self.drain_signal.try_acquire(1).is_err()
+    }
+
+    /// Resolves when draining starts.
+    pub async fn wait_draining(&self) {
+        let _ = self.drain_signal.acquire(1).await;
+    }
+
+    /// Starts draining: new requests are refused, every [`Intake::wait_draining`] wakes.
+    pub fn start_draining(&self) {
+        self.drain_signal.close();
+    }
+
+    /// Requests admitted and not finished.
+    pub fn requests_in_flight(&self) -> usize {
+        self.inflight_requests.get()
+    }
+
+    /// The memory limiter's view from this core, when a pipeline lists one.
+    pub fn memory(&self) -> Option<&CoreLimiter> {
+        self.memory.as_ref()
+    }
+
+    /// Admits a request of `signal`, charging [`REQUEST_OVERHEAD`] to the core's request bytes
+    /// in flight, or refuses it: while draining, when the memory limiter guards `signal` and
+    /// the core's buffered data or the process is above its threshold, or when the core's
+    /// request bytes in flight are at their bound. Its body is charged as it arrives
+    /// ([`InflightGuard::try_add`]).
+    pub fn admit(&self, signal: Signal) -> Result<InflightGuard<'_>, IngestError> {
+        if let Some(m) = &self.memory {
+            m.check(signal, || self.buffered_bytes())
+                .map_err(|_| IngestError::MemoryLimited)?;
+        }
+        if self.draining() {
+            return Err(IngestError::Draining);
+        }
+        let guard = InflightGuard {
+            intake: self,
+            bytes: Cell::new(0),
+        };
+        self.inflight_requests.set(self.inflight_requests.get() + 1);
+        guard.try_add(REQUEST_OVERHEAD)?;
+        Ok(guard)
+    }
+
+    /// Data this core holds now: request bytes in flight, its export queues' bytes in memory
+    /// and its tail sampler's charge (what the memory limiter's buffered threshold counts).
+    fn buffered_bytes(&self) -> u64 {
+        self.inflight_bytes.get() as u64 + self.pipeline.buffered_bytes()
+    }
+
+    /// Ingests one decoded (decompressed, protobuf) Export*ServiceRequest received over
+    /// `transport` and counts the outcome. Returns the number of items accepted.
+    pub async fn ingest(
+        &self,
+        signal: Signal,
+        transport: Transport,
+        body: Bytes,
+    ) -> Result<u64, IngestError> {
+        if let Some(Err(_)) = self.memory.as_ref().map(|m| m.check_resident(signal)) {
+            self.counters.refused(signal, transport, 0);
+            return Err(IngestError::MemoryLimited);
+        }
+        match self.pipeline.ingest(signal, body).await {
+            Ok(n) => {
+                self.counters.accepted(signal, transport, n);
+                Ok(n)
+            }
+            Err(Rejected {
+                error,
+                refused_items: Some(n),
+            }) => {
+                self.counters.refused(signal, transport, n);
+                Err(error)
+            }
+            Err(Rejected {
+                error,
+                refused_items: None,
+            }) => {
+                self.counters.failed_request(signal, transport);
+                Err(error)
+            }
+        }
+    }
+
+    /// True when requests are acknowledged only once on disk (the ingest log).
+    pub fn durable(&self) -> bool {
+        self.pipeline.durable()
+    }
+
+    /// With an ingest log: its next LSN and the first unreleased one (every frame below is
+    /// released). A receiver that acknowledges upstream (Kafka offsets) only once its data is
+    /// safe reads it.
+    pub fn ingest_log_position(&self) -> Option<(u64, u64)> {
+        self.pipeline.ingest_log_position()
+    }
+}
+
+/// Tracks one admitted request; releases its accounting when dropped.
+pub struct InflightGuard<'a> {
+    intake: &'a Intake,
+    bytes: Cell<usize>,
+}
+
+impl InflightGuard<'_> {
+    /// Charges `n` more bytes of this request (body, decompressed body) to the core's request
+    /// bytes in flight. Refuses when that would pass the core's bound, unless this request is
+    /// the only one in flight (so one request up to `max_recv_msg_size` always gets through).
+    pub fn try_add(&self, n: usize) -> Result<(), IngestError> {
+        let c = self.intake;
+        if self.room() < n {
+            return Err(IngestError::Overloaded(
+                "too many request bytes in flight on this core",
+            ));
+        }
+        self.bytes.set(self.bytes.get() + n);
+        c.inflight_bytes.set(c.inflight_bytes.get() + n);
+        Ok(())
+    }
+
+    /// Bytes this request may still add (see [`InflightGuard::try_add`]).
+    pub fn room(&self) -> usize {
+        let c = self.intake;
+        if c.inflight_bytes.get() == self.bytes.get() {
+            return usize::MAX;
+        }
+        c.limits
+            .max_inflight_bytes
+            .saturating_sub(c.inflight_bytes.get())
+    }
+}
+
+impl Drop for InflightGuard<'_> {
+    fn drop(&mut self) {
+        let c = self.intake;
+        c.inflight_bytes
+            .set(c.inflight_bytes.get() - self.bytes.get());
+        c.inflight_requests.set(c.inflight_requests.get() - 1);
+    }
+}
+
+/// Receiver counters of one core: `[signal][transport]`.
+#[derive(Default)]
+pub struct ReceiverCounters {
+    accepted: [[Cell<u64>; TRANSPORTS]; 3],
+    refused: [[Cell<u64>; TRANSPORTS]; 3],
+    requests_failed: [[Cell<u64>; TRANSPORTS]; 3],
+}
+
+impl ReceiverCounters {
+    /// Counts items (spans, points, records) accepted.
+    pub fn accepted(&self, signal: Signal, transport: Transport, items: u64) {
+        let c = &self.accepted[signal_index(signal)][transport as usize];
+        c.set(c.get() + items);
+    }
+
+    /// Counts items refused (overload, shutdown) and the failed request.
+    pub fn refused(&self, signal: Signal, transport: Transport, items: u64) {
+        let c = &self.refused[signal_index(signal)][transport as usize];
+        c.set(c.get() + items);
+        self.failed_request(signal, transport);
+    }
+
+    /// Counts a request that failed (malformed, too large, refused).
+    pub fn failed_request(&self, signal: Signal, transport: Transport) {
+        let c = &self.requests_failed[signal_index(signal)][transport as usize];
+        c.set(c.get() + 1);
+    }
+
+    /// The counters, for telemetry; `kafka`: whether the core runs a Kafka consumer (its
+    /// series are published only then).
+    pub fn snapshot(&self, kafka: bool) -> ReceiverSnapshot {
+        let mut counts = [[[0; 3]; TRANSPORTS]; 3];
+        for (s, by_transport) in counts.iter_mut().enumerate() {
+            for (t, c) in by_transport.iter_mut().enumerate() {
+                *c = [
+                    self.accepted[s][t].get(),
+                    self.refused[s][t].get(),
+                    self.requests_failed[s][t].get(),
+                ];
+            }
+        }
+        ReceiverSnapshot { counts, kafka }
+    }
+}
+
+/// What a core publishes about its receivers.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ReceiverSnapshot {
+    /// `[signal][transport][accepted, refused, failed_requests]`.
+    pub counts: [[[u64; 3]; TRANSPORTS]; 3],
+    /// Whether the core runs a Kafka consumer.
+    pub kafka: bool,
+}
+
+impl ReceiverSnapshot {
+    /// The transports whose series this core publishes.
+    fn transports(&self) -> impl Iterator<Item = usize> + '_ {
+        (0..TRANSPORTS).filter(|t| *t != Transport::Kafka as usize || self.kafka)
+    }
+}
+
+impl Families for ReceiverSnapshot {
+    fn families(cores: &[(usize, &Self)], out: &mut Exposition) {
+        let item = |s: Signal| match s {
+            Signal::Traces => "spans",
+            Signal::Metrics => "metric_points",
+            Signal::Logs => "log_records",
+        };
+        for (field, what, help) in [
+            (0, "accepted", "successfully pushed into the pipeline"),
+            (
+                1,
+                "refused",
+                "refused (overload or shutdown); the client may retry",
+            ),
+        ] {
+            for signal in SIGNALS {
+                let family = out.counter(
+                    format!("shardtel_receiver_{what}_{}_total", item(signal)),
+                    format!("Number of {} {help}.", item(signal)),
+                );
+                for (core, s) in cores {
+                    for t in s.transports() {
+                        family.sample(
+                            &[
+                                ("receiver", &Transport::receiver(t)),
+                                ("transport", &Transport::name(t)),
+                                ("core", core),
+                            ],
+                            s.counts[signal_index(signal)][t][field],
+                        );
+                    }
+                }
+            }
+        }
+        let failed = out.counter(
+            "shardtel_receiver_failed_requests_total",
+            "Requests answered with an error (malformed, too large, refused).",
+        );
+        for (core, s) in cores {
+            for signal in SIGNALS {
+                for t in s.transports() {
+                    failed.sample(
+                        &[
+                            ("receiver", &Transport::receiver(t)),
+                            ("transport", &Transport::name(t)),
+                            ("signal", &signal.name()),
+                            ("core", core),
+                        ],
+                        s.counts[signal_index(signal)][t][2],
+                    );
+                }
+            }
+        }
+    }
+}

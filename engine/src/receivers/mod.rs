@@ -1,0 +1,18 @@
+//! Receivers: where data enters a core. Each receiver turns what it receives into decoded
+//! OTLP protobuf requests and hands them to the core's [`Intake`], the one narrow interface it
+//! gets (admission and charging, limits, ingest, the draining signal, counters).
+//!
+//! - [`otlp`]: OTLP/gRPC (:4317) and OTLP/HTTP (:4318) servers on every core (the same ports,
+//!   SO_REUSEPORT), hyper on glommio, and the bounds on the connections they serve.
+//! - [`kafka`]: one consumer of the group per core; consecutive messages of one signal
+//!   ingested as one request, offsets committed only once their data was handed on.
+//!
+//! A receiver for another format translates to OTLP protobuf once, on the receiving core, and
+//! enters the same intake. Uses the pipeline (through the intake), the memory limiter and
+//! telemetry; knows nothing of reactors or the process.
+
+pub mod intake;
+pub mod kafka;
+pub mod otlp;
+
+pub use intake::{InflightGuard, Intake, Limits, ReceiverCounters, ReceiverSnapshot, Transport};

@@ -1,0 +1,285 @@
+//! OTLP/gRPC receiver: unary `Export` of the trace, metrics and logs
+//! services over HTTP/2 (h2c), with `grpc-encoding` gzip or zstd.
+
+use std::convert::Infallible;
+use std::rc::Rc;
+
+use bytes::Bytes;
+use glommio::net::TcpStream;
+use http::{HeaderMap, HeaderValue, Request, Response};
+use hyper::body::Incoming;
+use shardtel_protocol::compression::{decompress, DecompressError, Encoding};
+use shardtel_protocol::grpc::{decode_message, encode_message, Code};
+use shardtel_protocol::status::export_response;
+use shardtel_protocol::Signal;
+use shardtel_sinks::net::{GlommioIo, LocalExec};
+
+use super::{
+    charge_decoded, collect_body, connections, run_until_drained, too_large_or_overloaded,
+    CollectError, ResponseBody,
+};
+use crate::pipeline::IngestError;
+use crate::receivers::{Intake, Transport};
+
+const TRACES: &str = "/opentelemetry.proto.collector.trace.v1.TraceService/Export";
+const METRICS: &str = "/opentelemetry.proto.collector.metrics.v1.MetricsService/Export";
+const LOGS: &str = "/opentelemetry.proto.collector.logs.v1.LogsService/Export";
+
+/// Serves one HTTP/2 connection until it closes or the core drains.
+pub async fn serve_connection(intake: Rc<Intake>, stream: TcpStream) {
+    let svc_intake = intake.clone();
+    let service = hyper::service::service_fn(move |req| {
+        let intake = svc_intake.clone();
+        async move { Ok::<_, Infallible>(handle(&intake, req).await) }
+    });
+    let mut builder = hyper::server::conn::http2::Builder::new(LocalExec);
+    builder
+        .max_concurrent_streams(intake.limits().max_concurrent_streams)
+        .max_frame_size(connections::H2_MAX_FRAME)
+        .initial_stream_window_size(connections::H2_STREAM_WINDOW)
+        .initial_connection_window_size(connections::H2_CONNECTION_WINDOW)
+        .max_header_list_size(connections::H2_MAX_HEADER_LIST)
+        .max_send_buf_size(connections::H2_MAX_SEND_BUF);
+    let conn = builder.serve_connection(GlommioIo::new(stream), service);
+    let conn = std::pin::pin!(conn);
+    run_until_drained(&intake, conn, |c| c.graceful_shutdown()).await;
+}
+
+/// Answers the streams of a connection over the limit with `UNAVAILABLE` (trailers only,
+/// bodies unread) and closes it with `GOAWAY` once the first stream was answered. The
+/// connection keeps HTTP/2's default frame size and windows and at most
+/// [`connections::REFUSAL_STREAMS`] streams.
+pub async fn refuse_connection(intake: Rc<Intake>, stream: TcpStream) {
+    let answered = Rc::new(glommio::sync::Semaphore::new(0));
+    let signal = answered.clone();
+    let service = hyper::service::service_fn(move |_req: Request<Incoming>| {
+        signal.signal(1);
+        async { Ok::<_, Infallible>(error_response(&IngestError::TooManyConnections)) }
+    });
+    let mut builder = hyper::server::conn::http2::Builder::new(LocalExec);
+    builder
+        .max_concurrent_streams(connections::REFUSAL_STREAMS)
+        .max_header_list_size(connections::H2_MAX_HEADER_LIST)
+        .max_send_buf_size(connections::H2_MAX_SEND_BUF);
+    let conn = builder.serve_connection(GlommioIo::new(stream), service);
+    let mut conn = std::pin::pin!(conn);
+    let first = futures_lite::future::or(
+        async {
+            let _ = conn.as_mut().await;
+            false
+        },
+        async {
+            let _ = answered.acquire(1).await;
+            true
+        },
+    );
+    let answer_sent = futures_lite::future::or(first, async {
+        intake.wait_draining().await;
+        true
+    })
+    .await;
+    if answer_sent {
+        conn.as_mut().graceful_shutdown();
+        let _ = conn.await;
+    }
+}
+
+fn signal_for(path: &str) -> Option<Signal> {
+    match path {
+        TRACES => Some(Signal::Traces),
+        METRICS => Some(Signal::Metrics),
+        LOGS => Some(Signal::Logs),
+        _ => None,
+    }
+}
+
+async fn handle(intake: &Intake, req: Request<Incoming>) -> Response<ResponseBody> {
+    let Some(signal) = signal_for(req.uri().path()) else {
+        return status_only(
+            Code::Unimplemented,
+            &format!("unknown method {}", req.uri().path()),
+        );
+    };
+    let ctype = req
+        .headers()
+        .get(http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    if !(ctype == "application/grpc"
+        || ctype.starts_with("application/grpc+proto")
+        || ctype.starts_with("application/grpc;"))
+    {
+        intake.counters().failed_request(signal, Transport::Grpc);
+        // gRPC over HTTP/2: a non-gRPC content type is answered with HTTP 415.
+        let mut resp = Response::new(ResponseBody::default());
+        *resp.status_mut() = http::StatusCode::UNSUPPORTED_MEDIA_TYPE;
+        return resp;
+    }
+    let encoding = match req
+        .headers()
+        .get("grpc-encoding")
+        .map(|v| v.to_str().unwrap_or("?"))
+    {
+        None => Encoding::Identity,
+        Some(name) => match Encoding::from_header(name) {
+            Some(e) => e,
+            None => {
+                intake.counters().failed_request(signal, Transport::Grpc);
+                let mut resp = status_only(
+                    Code::Unimplemented,
+                    &format!(
+                        "unsupported grpc-encoding {name:?} (supported: identity, gzip, zstd)"
+                    ),
+                );
+                resp.headers_mut().insert(
+                    "grpc-accept-encoding",
+                    HeaderValue::from_static("identity,gzip,zstd"),
+                );
+                return resp;
+            }
+        },
+    };
+    let guard = match intake.admit(signal) {
+        Ok(g) => g,
+        Err(e) => {
+            intake.counters().refused(signal, Transport::Grpc, 0);
+            return error_response(&e);
+        }
+    };
+    let limit = intake.limits().max_recv_msg_size;
+    let hint = req
+        .headers()
+        .get(http::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok()?.parse::<usize>().ok())
+        .unwrap_or(0);
+    let mut incoming = req.into_body();
+    let body = match collect_body(&mut incoming, limit + 5, hint, framed_size, &guard).await {
+        Ok(b) => b,
+        Err(CollectError::Overloaded(e)) => {
+            intake.counters().refused(signal, Transport::Grpc, 0);
+            return error_response(&e);
+        }
+        Err(CollectError::TooLarge) => {
+            intake.counters().failed_request(signal, Transport::Grpc);
+            return error_response(&IngestError::TooLarge { limit });
+        }
+        Err(CollectError::Transport(e)) => {
+            intake.counters().failed_request(signal, Transport::Grpc);
+            return status_only(Code::Cancelled, &format!("request body failed: {e}"));
+        }
+    };
+    let result =
+        decode(encoding, &body, limit, guard.room()).and_then(|d| charge_decoded(&guard, d));
+    drop(body);
+    let message = match result {
+        Ok(m) => m,
+        Err(e) => {
+            if e.is_retryable() {
+                intake.counters().refused(signal, Transport::Grpc, 0);
+            } else {
+                intake.counters().failed_request(signal, Transport::Grpc);
+            }
+            return error_response(&e);
+        }
+    };
+    match intake.ingest(signal, Transport::Grpc, message).await {
+        Ok(_) => {
+            let mut trailers = HeaderMap::new();
+            trailers.insert("grpc-status", HeaderValue::from_static("0"));
+            let mut resp = Response::new(ResponseBody::with_trailers(
+                encode_message(&export_response(signal, 0, "")),
+                trailers,
+            ));
+            resp.headers_mut().insert(
+                http::header::CONTENT_TYPE,
+                HeaderValue::from_static("application/grpc"),
+            );
+            resp
+        }
+        Err(e) => error_response(&e),
+    }
+}
+
+/// Unwraps the gRPC message and decompresses it, bounded by `limit` and by `room` (the
+/// request bytes this request may still add on its core). True with a decompressed message (a
+/// new allocation); false with a slice of `body`.
+fn decode(
+    encoding: Encoding,
+    body: &Bytes,
+    limit: usize,
+    room: usize,
+) -> Result<(Bytes, bool), IngestError> {
+    let (compressed, message) = decode_message(body).map_err(IngestError::GrpcFraming)?;
+    if !compressed {
+        if message.len() > limit {
+            return Err(IngestError::TooLarge { limit });
+        }
+        return Ok((message, false));
+    }
+    if encoding == Encoding::Identity {
+        return Err(IngestError::CompressedWithoutEncoding);
+    }
+    decompress(encoding, &message, limit.min(room))
+        .map(|m| (m, true))
+        .map_err(|e| match e {
+            DecompressError::TooLarge { .. } => too_large_or_overloaded(limit, room),
+            other => IngestError::DecompressMessage(other),
+        })
+}
+
+fn error_response(e: &IngestError) -> Response<ResponseBody> {
+    status_only(e.grpc_code(), &e.to_string())
+}
+
+/// A trailers-only response: grpc-status and grpc-message in the headers.
+fn status_only(code: Code, message: &str) -> Response<ResponseBody> {
+    let mut resp = Response::new(ResponseBody::default());
+    let h = resp.headers_mut();
+    h.insert(
+        http::header::CONTENT_TYPE,
+        HeaderValue::from_static("application/grpc"),
+    );
+    h.insert("grpc-status", HeaderValue::from(code as i32));
+    if let Ok(v) = HeaderValue::from_str(&percent_encode(message)) {
+        h.insert("grpc-message", v);
+    }
+    resp
+}
+
+/// Percent-encodes a grpc-message value as the gRPC HTTP/2 spec requires.
+fn percent_encode(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for b in s.bytes() {
+        if (0x20..=0x7e).contains(&b) && b != b'%' {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+/// The size of a gRPC-framed message (prefix included) from its 5-byte prefix.
+fn framed_size(first: &[u8]) -> Option<usize> {
+    let len: [u8; 4] = first.get(1..5)?.try_into().ok()?;
+    Some(5 + u32::from_be_bytes(len) as usize)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn percent_encoding_keeps_printable_ascii() {
+        assert_eq!(percent_encode("bad span: 100%"), "bad span: 100%25");
+        assert_eq!(percent_encode("é\n"), "%C3%A9%0A");
+    }
+
+    #[test]
+    fn paths_map_to_signals() {
+        assert_eq!(signal_for(TRACES), Some(Signal::Traces));
+        assert_eq!(signal_for(METRICS), Some(Signal::Metrics));
+        assert_eq!(signal_for(LOGS), Some(Signal::Logs));
+        assert_eq!(signal_for("/x"), None);
+    }
+}

@@ -1,0 +1,260 @@
+//! OTLP/HTTP receiver: `POST /v1/traces`, `/v1/metrics`, `/v1/logs` with
+//! `application/x-protobuf` or `application/json` bodies, optionally gzip-
+//! or zstd-compressed; errors as `google.rpc.Status` bodies.
+
+use std::convert::Infallible;
+use std::rc::Rc;
+
+use bytes::Bytes;
+use glommio::net::TcpStream;
+use http::{HeaderValue, Method, Request, Response, StatusCode};
+use hyper::body::Incoming;
+use shardtel_protocol::compression::{decompress, DecompressError, Encoding};
+use shardtel_protocol::json;
+use shardtel_protocol::status::{
+    export_response, export_response_json, rpc_status_json, rpc_status_protobuf,
+};
+use shardtel_protocol::Signal;
+use shardtel_sinks::net::GlommioIo;
+
+use super::{
+    charge_decoded, collect_body, connections, discard_body, run_until_drained,
+    too_large_or_overloaded, CollectError, ResponseBody,
+};
+use crate::pipeline::IngestError;
+use crate::receivers::{Intake, Transport};
+
+/// Serves one HTTP/1.1 connection (keep-alive) until it closes or the core drains.
+pub async fn serve_connection(intake: Rc<Intake>, stream: TcpStream) {
+    let svc_intake = intake.clone();
+    let service = hyper::service::service_fn(move |req| {
+        let intake = svc_intake.clone();
+        async move { Ok::<_, Infallible>(handle(&intake, req).await) }
+    });
+    let conn = hyper::server::conn::http1::Builder::new()
+        .keep_alive(true)
+        .max_buf_size(connections::HTTP1_MAX_BUF)
+        .serve_connection(GlommioIo::new(stream), service);
+    let conn = std::pin::pin!(conn);
+    run_until_drained(&intake, conn, |c| c.graceful_shutdown()).await;
+}
+
+/// Answers the first request of a connection over the limit with 503 and `Retry-After`, then
+/// closes the connection. The read buffer is hyper's minimum; up to
+/// [`connections::REFUSAL_DISCARD`] body bytes are read and dropped first, so that the client
+/// reads the answer instead of a reset.
+pub async fn refuse_connection(intake: Rc<Intake>, stream: TcpStream) {
+    let service = hyper::service::service_fn(|req: Request<Incoming>| async move {
+        let format = match req.headers().get(http::header::CONTENT_TYPE) {
+            Some(v) if v.as_bytes().starts_with(b"application/json") => Format::Json,
+            _ => Format::Protobuf,
+        };
+        let mut body = req.into_body();
+        discard_body(&mut body, connections::REFUSAL_DISCARD).await;
+        Ok::<_, Infallible>(error_response(format, &IngestError::TooManyConnections))
+    });
+    let conn = hyper::server::conn::http1::Builder::new()
+        .keep_alive(false)
+        .max_buf_size(8192)
+        .serve_connection(GlommioIo::new(stream), service);
+    let conn = std::pin::pin!(conn);
+    run_until_drained(&intake, conn, |c| c.graceful_shutdown()).await;
+}
+
+/// The body format of a request, which is also the format of its response.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Format {
+    Protobuf,
+    Json,
+}
+
+async fn handle(intake: &Intake, req: Request<Incoming>) -> Response<ResponseBody> {
+    let signal = match req.uri().path() {
+        "/v1/traces" => Signal::Traces,
+        "/v1/metrics" => Signal::Metrics,
+        "/v1/logs" => Signal::Logs,
+        other => {
+            return plain(
+                StatusCode::NOT_FOUND,
+                &format!("unknown path {other} (use /v1/traces, /v1/metrics or /v1/logs)"),
+            );
+        }
+    };
+    if req.method() != Method::POST {
+        let mut r = plain(StatusCode::METHOD_NOT_ALLOWED, "use POST");
+        r.headers_mut()
+            .insert(http::header::ALLOW, HeaderValue::from_static("POST"));
+        return r;
+    }
+    let ctype = req
+        .headers()
+        .get(http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    let mime = ctype
+        .split(';')
+        .next()
+        .unwrap_or("")
+        .trim()
+        .to_ascii_lowercase();
+    let format = match mime.as_str() {
+        "application/x-protobuf" | "application/protobuf" => Format::Protobuf,
+        "application/json" => Format::Json,
+        _ => {
+            intake.counters().failed_request(signal, Transport::Http);
+            return error_response(
+                Format::Protobuf,
+                &IngestError::Unsupported(format!(
+                    "unsupported content type {ctype:?} (use application/x-protobuf or application/json)"
+                )),
+            );
+        }
+    };
+    let encoding = match req.headers().get(http::header::CONTENT_ENCODING) {
+        None => Encoding::Identity,
+        Some(v) => match v.to_str().ok().and_then(Encoding::from_header) {
+            Some(e) => e,
+            None => {
+                intake.counters().failed_request(signal, Transport::Http);
+                return error_response(
+                    format,
+                    &IngestError::Unsupported(format!(
+                        "unsupported content encoding {v:?} (use gzip, zstd or none)"
+                    )),
+                );
+            }
+        },
+    };
+    let limit = intake.limits().max_recv_msg_size;
+    let declared = req
+        .headers()
+        .get(http::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok()?.parse::<usize>().ok());
+    let mut incoming = req.into_body();
+    if let Some(n) = declared.filter(|&n| n > limit) {
+        intake.counters().failed_request(signal, Transport::Http);
+        if n <= limit.saturating_mul(4) {
+            discard_body(&mut incoming, n).await;
+        }
+        return error_response(format, &IngestError::TooLarge { limit });
+    }
+    let guard = match intake.admit(signal) {
+        Ok(g) => g,
+        Err(e) => {
+            intake.counters().refused(signal, Transport::Http, 0);
+            // Read (and drop) the body, so that the refusal is not lost to a TCP reset.
+            discard_body(&mut incoming, limit).await;
+            return error_response(format, &e);
+        }
+    };
+    let hint = declared.unwrap_or(0);
+    let body = match collect_body(&mut incoming, limit, hint, |_| None, &guard).await {
+        Ok(b) => b,
+        Err(CollectError::Overloaded(e)) => {
+            intake.counters().refused(signal, Transport::Http, 0);
+            discard_body(&mut incoming, limit).await;
+            return error_response(format, &e);
+        }
+        Err(CollectError::TooLarge) => {
+            intake.counters().failed_request(signal, Transport::Http);
+            discard_body(&mut incoming, limit.saturating_mul(4)).await;
+            return error_response(format, &IngestError::TooLarge { limit });
+        }
+        Err(CollectError::Transport(e)) => {
+            intake.counters().failed_request(signal, Transport::Http);
+            return plain(
+                StatusCode::BAD_REQUEST,
+                &format!("request body failed: {e}"),
+            );
+        }
+    };
+    let decoded = decode(signal, format, encoding, body, limit, guard.room())
+        .and_then(|decoded| charge_decoded(&guard, decoded));
+    let message = match decoded {
+        Ok(m) => m,
+        Err(e) => {
+            if e.is_retryable() {
+                intake.counters().refused(signal, Transport::Http, 0);
+            } else {
+                intake.counters().failed_request(signal, Transport::Http);
+            }
+            return error_response(format, &e);
+        }
+    };
+    match intake.ingest(signal, Transport::Http, message).await {
+        Ok(_) => {
+            let (ctype, body) = match format {
+                Format::Protobuf => ("application/x-protobuf", export_response(signal, 0, "")),
+                Format::Json => ("application/json", export_response_json(signal, 0, "")),
+            };
+            let mut r = Response::new(ResponseBody::data(body));
+            r.headers_mut()
+                .insert(http::header::CONTENT_TYPE, HeaderValue::from_static(ctype));
+            r
+        }
+        Err(e) => error_response(format, &e),
+    }
+}
+
+/// Decompresses (at most `limit` bytes, and at most `room`: the request bytes this request may
+/// still add on its core) and converts JSON to protobuf. The flag is true when the message is
+/// a new allocation (decompressed or converted), false when it is `body` itself.
+fn decode(
+    signal: Signal,
+    format: Format,
+    encoding: Encoding,
+    body: Bytes,
+    limit: usize,
+    room: usize,
+) -> Result<(Bytes, bool), IngestError> {
+    let (raw, fresh) = match encoding {
+        Encoding::Identity => (body, false),
+        enc => (
+            decompress(enc, &body, limit.min(room)).map_err(|e| match e {
+                DecompressError::TooLarge { .. } => too_large_or_overloaded(limit, room),
+                other => IngestError::DecompressBody(other),
+            })?,
+            true,
+        ),
+    };
+    match format {
+        Format::Protobuf => Ok((raw, fresh)),
+        Format::Json => json::to_protobuf(signal, &raw)
+            .map(|pb| (pb, true))
+            .map_err(IngestError::Json),
+    }
+}
+
+/// An OTLP/HTTP error: the status code plus a `google.rpc.Status` body in
+/// the request's format.
+fn error_response(format: Format, e: &IngestError) -> Response<ResponseBody> {
+    let code = e.grpc_code();
+    let (ctype, body) = match format {
+        Format::Protobuf => (
+            "application/x-protobuf",
+            rpc_status_protobuf(code, &e.to_string()),
+        ),
+        Format::Json => ("application/json", rpc_status_json(code, &e.to_string())),
+    };
+    let mut r = Response::new(ResponseBody::data(body));
+    *r.status_mut() = StatusCode::from_u16(e.http_status()).unwrap_or(StatusCode::BAD_REQUEST);
+    let h = r.headers_mut();
+    h.insert(http::header::CONTENT_TYPE, HeaderValue::from_static(ctype));
+    if let Some(after) = e.retry_after() {
+        h.insert(
+            http::header::RETRY_AFTER,
+            HeaderValue::from(after.as_secs().max(1)),
+        );
+    }
+    r
+}
+
+fn plain(status: StatusCode, message: &str) -> Response<ResponseBody> {
+    let mut r = Response::new(ResponseBody::data(Bytes::from(format!("{message}\n"))));
+    *r.status_mut() = status;
+    r.headers_mut().insert(
+        http::header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    r
+}

@@ -1,0 +1,376 @@
+//! The OTLP receiver: the gRPC (:4317) and HTTP (:4318) servers every core runs on the same
+//! ports, their accept loops, and what they share (body collection with a size limit, the
+//! response body type, connection bounds). Everything a request needs of its core goes through
+//! the core's [`Intake`].
+
+pub mod connections;
+mod grpc;
+mod http;
+
+use std::cell::RefCell;
+use std::convert::Infallible;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::rc::Rc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use bytes::{Bytes, BytesMut};
+use glommio::net::{TcpListener, TcpStream};
+use glommio::task::JoinHandle;
+use http_body_util::BodyExt;
+use hyper::body::{Frame, Incoming, SizeHint};
+use shardtel_config::OtlpReceiverConfig;
+
+use self::connections::{Admission, ConnectionLimit};
+pub use self::connections::{ConnectionSnapshot, Protocol};
+use super::intake::{InflightGuard, Intake};
+use crate::pipeline::IngestError;
+
+/// Why a listener could not be bound.
+#[derive(Debug, thiserror::Error)]
+#[error("failed to bind the OTLP {protocol:?} receiver on {addr}: {source}")]
+pub struct BindError {
+    /// The listener's protocol.
+    pub protocol: Protocol,
+    /// The address.
+    pub addr: SocketAddr,
+    /// What glommio reported.
+    #[source]
+    pub source: glommio::GlommioError<()>,
+}
+
+/// One core's OTLP receiver: its intake and the connections it serves.
+struct OtlpReceiver {
+    intake: Rc<Intake>,
+    connections: ConnectionLimit,
+}
+
+/// One core's running OTLP receiver: its accept loops (ended when the core starts draining).
+pub struct OtlpServer {
+    receiver: Rc<OtlpReceiver>,
+    acceptors: RefCell<Vec<JoinHandle<()>>>,
+}
+
+/// Binds the listeners of `otlp` on this core (SO_REUSEPORT: every core binds the same
+/// addresses) and accepts connections on them, each served as a task of this core. This core
+/// serves its share of `max_connections` of `cores`; with `connection_bytes` (the memory
+/// limiter's share), also only as many as fit it at their worst case.
+pub fn start(
+    intake: Rc<Intake>,
+    otlp: &OtlpReceiverConfig,
+    cores: usize,
+    connection_bytes: Option<usize>,
+) -> Result<OtlpServer, BindError> {
+    let mut listeners = Vec::new();
+    for (protocol, addr) in [(Protocol::Grpc, otlp.grpc), (Protocol::Http, otlp.http)] {
+        let Some(addr) = addr else { continue };
+        let socket = TcpListener::bind(addr).map_err(|source| BindError {
+            protocol,
+            addr,
+            source,
+        })?;
+        listeners.push((protocol, socket));
+    }
+    let limit = ConnectionLimit::new(connections::per_core(otlp.max_connections, cores));
+    let connections = match connection_bytes {
+        Some(bytes) => limit.with_bytes_limit(bytes, otlp.max_concurrent_streams),
+        None => limit,
+    };
+    let receiver = Rc::new(OtlpReceiver {
+        intake,
+        connections,
+    });
+    let acceptors = listeners
+        .into_iter()
+        .map(|(protocol, socket)| {
+            glommio::spawn_local(accept_loop(receiver.clone(), protocol, socket)).detach()
+        })
+        .collect();
+    Ok(OtlpServer {
+        receiver,
+        acceptors: RefCell::new(acceptors),
+    })
+}
+
+impl OtlpServer {
+    /// The connection counters, for telemetry (`None` when this core serves none).
+    pub fn connections(&self) -> Option<ConnectionSnapshot> {
+        Some(self.receiver.connections.snapshot()).filter(|c| c.limit > 0)
+    }
+
+    /// Waits for the accept loops to end (they do once the core starts draining; the
+    /// connections they started are told to close).
+    pub async fn stop_accepting(&self) {
+        let acceptors = std::mem::take(&mut *self.acceptors.borrow_mut());
+        for acceptor in acceptors {
+            acceptor.await;
+        }
+    }
+}
+
+/// Accepts connections until the core drains; each connection is a task of
+/// this core. Connections over the core's share of `max_connections` are refused (see
+/// [`connections`]).
+async fn accept_loop(receiver: Rc<OtlpReceiver>, protocol: Protocol, socket: TcpListener) {
+    loop {
+        let accepted = futures_lite::future::or(async { Some(socket.accept().await) }, async {
+            receiver.intake.wait_draining().await;
+            None
+        })
+        .await;
+        match accepted {
+            None => break,
+            Some(Ok(stream)) => match receiver.connections.admit(protocol) {
+                Admission::Serve => {
+                    let receiver = receiver.clone();
+                    glommio::spawn_local(async move {
+                        let _slot = Slot(&receiver, Some(protocol));
+                        serve(receiver.intake.clone(), stream, protocol).await;
+                    })
+                    .detach();
+                }
+                Admission::Refuse => {
+                    let receiver = receiver.clone();
+                    glommio::spawn_local(async move {
+                        let _slot = Slot(&receiver, None);
+                        refuse(receiver.intake.clone(), stream, protocol).await;
+                    })
+                    .detach();
+                }
+                Admission::Close => drop(stream),
+            },
+            Some(Err(e)) => {
+                log::warn!("core {}: accept failed: {e}", receiver.intake.core());
+                glommio::timer::sleep(Duration::from_millis(10)).await;
+            }
+        }
+    }
+}
+
+async fn serve(intake: Rc<Intake>, stream: TcpStream, protocol: Protocol) {
+    match protocol {
+        Protocol::Grpc => grpc::serve_connection(intake, stream).await,
+        Protocol::Http => http::serve_connection(intake, stream).await,
+    }
+}
+
+/// Answers a connection over the limit with a retryable refusal and closes it, within
+/// [`connections::REFUSAL_TIMEOUT`].
+async fn refuse(intake: Rc<Intake>, stream: TcpStream, protocol: Protocol) {
+    let answer = async {
+        match protocol {
+            Protocol::Grpc => grpc::refuse_connection(intake, stream).await,
+            Protocol::Http => http::refuse_connection(intake, stream).await,
+        }
+        Ok(())
+    };
+    let _ = glommio::timer::timeout(connections::REFUSAL_TIMEOUT, answer).await;
+}
+
+/// A connection's place in its core's count, given back when the connection's task ends
+/// (`Some`: served, `None`: refused).
+struct Slot<'a>(&'a OtlpReceiver, Option<Protocol>);
+
+impl Drop for Slot<'_> {
+    fn drop(&mut self) {
+        match self.1 {
+            Some(protocol) => self.0.connections.served(protocol),
+            None => self.0.connections.refused(),
+        }
+    }
+}
+
+/// Runs a served connection until it ends. If the core starts draining
+/// first, `graceful` asks the connection to finish (HTTP/2 GOAWAY, HTTP/1.1
+/// close after the current response) and the connection is awaited.
+async fn run_until_drained<C: Future>(
+    intake: &Intake,
+    mut conn: Pin<&mut C>,
+    graceful: impl FnOnce(Pin<&mut C>),
+) {
+    let drained = futures_lite::future::or(
+        async {
+            let _ = conn.as_mut().await;
+            false
+        },
+        async {
+            intake.wait_draining().await;
+            true
+        },
+    )
+    .await;
+    if drained {
+        graceful(conn.as_mut());
+        let _ = conn.await;
+    }
+}
+
+/// Why a body could not be collected.
+#[derive(Debug)]
+enum CollectError {
+    /// Larger than the limit.
+    TooLarge,
+    /// The core's request bytes in flight are at their bound.
+    Overloaded(IngestError),
+    /// The connection failed mid-body.
+    Transport(hyper::Error),
+}
+
+/// Collects a request body of at most `limit` bytes, charging what it holds to the request's
+/// `guard` as it grows (refusing with [`CollectError::Overloaded`] when the core's bound is
+/// reached). A body that arrives in one frame is returned as that frame (no copy). One that
+/// arrives in several is joined into one allocation sized by `hint` (the content length), or
+/// when that is 0 by what `size_of` reads in the first frame (a gRPC length prefix): growing it
+/// by doubling would leave up to half of it unused for as long as the body is held (the tail
+/// sampler holds it for `decision_wait`).
+async fn collect_body(
+    body: &mut Incoming,
+    limit: usize,
+    hint: usize,
+    size_of: fn(&[u8]) -> Option<usize>,
+    guard: &InflightGuard<'_>,
+) -> Result<Bytes, CollectError> {
+    let mut first: Option<Bytes> = None;
+    let mut joined: Option<BytesMut> = None;
+    let mut total = 0usize;
+    // Charged to `guard`: the first frame, then the joined allocation (and its growth).
+    let charge = |more: usize| guard.try_add(more).map_err(CollectError::Overloaded);
+    while let Some(frame) = body.frame().await {
+        let frame = frame.map_err(CollectError::Transport)?;
+        let Ok(data) = frame.into_data() else {
+            continue;
+        };
+        total += data.len();
+        if total > limit {
+            return Err(CollectError::TooLarge);
+        }
+        match (&mut first, &mut joined) {
+            (None, None) => {
+                charge(data.len())?;
+                first = Some(data);
+            }
+            (Some(head), None) => {
+                let size = if hint > 0 {
+                    hint
+                } else {
+                    size_of(head).unwrap_or(0)
+                };
+                let capacity = size.clamp(total, limit);
+                charge(capacity)?;
+                let mut b = BytesMut::with_capacity(capacity);
+                b.extend_from_slice(&first.take().unwrap_or_default());
+                b.extend_from_slice(&data);
+                joined = Some(b);
+            }
+            (_, Some(b)) => {
+                if b.capacity() - b.len() < data.len() {
+                    // A body longer than announced: growing may double the allocation.
+                    charge(b.capacity().max(data.len()))?;
+                }
+                b.extend_from_slice(&data);
+            }
+        }
+    }
+    Ok(match joined {
+        Some(b) => b.freeze(),
+        None => first.unwrap_or_default(),
+    })
+}
+
+/// The error for a decompressed body that passed `min(limit, room)`: too large if it passed
+/// the configured limit, else a retryable refusal (the core's request bytes in flight are near
+/// their bound).
+fn too_large_or_overloaded(limit: usize, room: usize) -> IngestError {
+    if room < limit {
+        IngestError::Overloaded("too many request bytes in flight on this core")
+    } else {
+        IngestError::TooLarge { limit }
+    }
+}
+
+/// Charges a decoded message to its request's `guard` when it is a new allocation (`fresh`:
+/// decompressed or converted); the received body itself was charged by `collect_body`.
+fn charge_decoded(
+    guard: &InflightGuard<'_>,
+    (message, fresh): (Bytes, bool),
+) -> Result<Bytes, IngestError> {
+    if fresh {
+        guard.try_add(message.len())?;
+    }
+    Ok(message)
+}
+
+/// Reads and drops up to `max` more bytes of a body, so that an error
+/// response to an oversized HTTP/1.1 request is not lost to a TCP reset when
+/// the connection closes with unread data. Returns true if the body ended.
+async fn discard_body(body: &mut Incoming, max: usize) -> bool {
+    let mut seen = 0usize;
+    while let Some(frame) = body.frame().await {
+        let Ok(frame) = frame else { return false };
+        if let Ok(data) = frame.into_data() {
+            seen += data.len();
+            if seen > max {
+                return false;
+            }
+        }
+    }
+    true
+}
+
+/// A response body: at most one data frame, then optional trailers.
+#[derive(Debug, Default)]
+struct ResponseBody {
+    data: Option<Bytes>,
+    trailers: Option<::http::HeaderMap>,
+}
+
+impl ResponseBody {
+    /// A body with `data` and no trailers.
+    fn data(data: Bytes) -> Self {
+        Self {
+            data: (!data.is_empty()).then_some(data),
+            trailers: None,
+        }
+    }
+
+    /// A body with `data` followed by `trailers`.
+    fn with_trailers(data: Bytes, trailers: ::http::HeaderMap) -> Self {
+        Self {
+            data: (!data.is_empty()).then_some(data),
+            trailers: Some(trailers),
+        }
+    }
+}
+
+impl hyper::body::Body for ResponseBody {
+    type Data = Bytes;
+    type Error = Infallible;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        _cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
+        if let Some(d) = self.data.take() {
+            return Poll::Ready(Some(Ok(Frame::data(d))));
+        }
+        if let Some(t) = self.trailers.take() {
+            return Poll::Ready(Some(Ok(Frame::trailers(t))));
+        }
+        Poll::Ready(None)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.data.is_none() && self.trailers.is_none()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        // With trailers to follow (gRPC), send no content-length: some
+        // clients stop reading at the length and never see grpc-status.
+        if self.trailers.is_some() {
+            return SizeHint::default();
+        }
+        SizeHint::with_exact(self.data.as_ref().map_or(0, |d| d.len() as u64))
+    }
+}

@@ -1,0 +1,145 @@
+//! Self-telemetry: the lifecycle state and published snapshots of every core, the one
+//! Prometheus text renderer, the health (:13133) and metrics (:8888) endpoints, and the log.
+//!
+//! Counters live on their core as `Cell<u64>`; once a second (and on every state change) each
+//! core publishes a snapshot into its own slot of a [`Board`]. The telemetry threads only read
+//! snapshots, so the hot path never shares a cache line with them.
+//!
+//! Telemetry imports no component. Each component describes its counters as metric families
+//! ([`Families`]: one function from the snapshots of every core to an [`Exposition`]); the
+//! reactor's snapshot type calls them all; [`Board::render_metrics`] adds the cores' states and
+//! renders the text once, escaping label values in one place ([`exposition`]).
+
+pub mod exposition;
+pub mod logging;
+mod server;
+
+use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::Arc;
+
+use arc_swap::ArcSwapOption;
+use shardtel_protocol::Signal;
+
+pub use exposition::{
+    label_values, Column, Exposition, LabelValues, Labels, MetricFamily, MetricType, SampleValue,
+};
+pub use server::{serve, Endpoint};
+
+/// A component's published counters, described as metric families.
+pub trait Families {
+    /// Adds the families of this component on every core (`(core, snapshot)`, in core order)
+    /// to `out`.
+    fn families(cores: &[(usize, &Self)], out: &mut Exposition);
+}
+
+/// Index of a signal in per-signal arrays.
+pub fn signal_index(signal: Signal) -> usize {
+    match signal {
+        Signal::Traces => 0,
+        Signal::Metrics => 1,
+        Signal::Logs => 2,
+    }
+}
+
+/// Every signal, in [`signal_index`] order.
+pub const SIGNALS: [Signal; 3] = [Signal::Traces, Signal::Metrics, Signal::Logs];
+
+/// Lifecycle of one core, as the health endpoint sees it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(u8)]
+pub enum CoreState {
+    /// Building exporters, connecting the mesh, binding listeners.
+    Starting = 0,
+    /// Accepting requests.
+    Serving = 1,
+    /// Refusing new work and flushing what it holds.
+    Draining = 2,
+    /// Done.
+    Stopped = 3,
+}
+
+impl CoreState {
+    fn name(state: u8) -> &'static str {
+        match state {
+            0 => "starting",
+            1 => "serving",
+            2 => "draining",
+            _ => "stopped",
+        }
+    }
+}
+
+/// Where cores publish their state and snapshots (of type `S`); read by the telemetry threads.
+pub struct Board<S> {
+    cpus: Vec<usize>,
+    states: Vec<AtomicU8>,
+    snapshots: Vec<ArcSwapOption<S>>,
+}
+
+impl<S: Families + Send + Sync + 'static> Board<S> {
+    /// A board for one core per CPU of `cpus`, all `Starting`.
+    pub fn new(cpus: &[usize]) -> Arc<Self> {
+        Arc::new(Self {
+            cpus: cpus.to_vec(),
+            states: cpus
+                .iter()
+                .map(|_| AtomicU8::new(CoreState::Starting as u8))
+                .collect(),
+            snapshots: cpus.iter().map(|_| ArcSwapOption::empty()).collect(),
+        })
+    }
+
+    /// Records a core's lifecycle state.
+    pub fn set_state(&self, core: usize, state: CoreState) {
+        self.states[core].store(state as u8, Ordering::Release);
+    }
+
+    /// Publishes a core's snapshot.
+    pub fn publish(&self, core: usize, snapshot: S) {
+        self.snapshots[core].store(Some(Arc::new(snapshot)));
+    }
+
+    /// True once every core serves and none drains.
+    pub fn healthy(&self) -> bool {
+        self.states
+            .iter()
+            .all(|s| s.load(Ordering::Acquire) == CoreState::Serving as u8)
+    }
+
+    fn state_names(&self) -> Vec<&'static str> {
+        self.states
+            .iter()
+            .map(|s| CoreState::name(s.load(Ordering::Acquire)))
+            .collect()
+    }
+
+    /// Renders the snapshots of every core that published one, and their states, in the
+    /// Prometheus text exposition format.
+    pub fn render_metrics(&self) -> String {
+        let snaps: Vec<(usize, Arc<S>)> = self
+            .snapshots
+            .iter()
+            .enumerate()
+            .filter_map(|(core, s)| s.load_full().map(|s| (core, s)))
+            .collect();
+        let rows: Vec<(usize, &S)> = snaps.iter().map(|(core, s)| (*core, &**s)).collect();
+        let mut out = Exposition::default();
+        S::families(&rows, &mut out);
+        let states = self.state_names();
+        let info = out.gauge(
+            "shardtel_core_info",
+            "One series per core: its CPU and state.",
+        );
+        for (core, _) in &rows {
+            info.sample(
+                &[
+                    ("core", core),
+                    ("cpu", &self.cpus[*core]),
+                    ("state", &states[*core]),
+                ],
+                1u64,
+            );
+        }
+        out.render()
+    }
+}

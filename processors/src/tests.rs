@@ -1,0 +1,794 @@
+//! Unit tests: every action, key form, target and filter condition, through the compiled
+//! chains, checked against prost decodes of the output.
+
+use super::*;
+use prost::Message;
+use shardtel_protocol::proto::collector::logs::v1::ExportLogsServiceRequest;
+use shardtel_protocol::proto::collector::metrics::v1::ExportMetricsServiceRequest;
+use shardtel_protocol::proto::collector::trace::v1::ExportTraceServiceRequest;
+use shardtel_protocol::proto::common::v1::{any_value::Value as V, AnyValue, KeyValue};
+use shardtel_protocol::proto::logs::v1::{LogRecord, ResourceLogs, ScopeLogs};
+use shardtel_protocol::proto::metrics::v1::{
+    metric, Gauge, Metric, NumberDataPoint, ResourceMetrics, ScopeMetrics,
+};
+use shardtel_protocol::proto::resource::v1::Resource;
+use shardtel_protocol::proto::trace::v1::{ResourceSpans, ScopeSpans, Span, Status};
+use shardtel_protocol::reframe::encode_traces;
+
+fn kv(k: &str, v: V) -> KeyValue {
+    KeyValue {
+        key: k.into(),
+        value: Some(AnyValue { value: Some(v) }),
+        ..Default::default()
+    }
+}
+
+fn s(v: &str) -> V {
+    V::StringValue(v.into())
+}
+
+fn attr<'a>(attrs: &'a [KeyValue], key: &str) -> Option<&'a V> {
+    attrs
+        .iter()
+        .find(|kv| kv.key == key)
+        .and_then(|kv| kv.value.as_ref()?.value.as_ref())
+}
+
+/// A chain of the processors `names` defined in `processors` (TOML), for `signal`.
+fn chain(signal: Signal, processors: &str, names: &[&str]) -> Chain {
+    let pipeline = match signal {
+        Signal::Traces => "traces",
+        Signal::Metrics => "metrics",
+        Signal::Logs => "logs",
+    };
+    let list: Vec<String> = names.iter().map(|n| format!("{n:?}")).collect();
+    let text = format!(
+        "{processors}\n[receivers.otlp]\n[exporters.blackhole]\n[pipelines.{pipeline}]\nreceivers = [\"otlp\"]\nprocessors = [{}]\nexporters = [\"blackhole\"]\n",
+        list.join(", ")
+    );
+    let env = |name: &str| (name == "SHARDTEL_TEST_REGION").then(|| "eu-west-9".to_string());
+    let config = Config::from_str_with_env(&text, "t.toml", &env).unwrap_or_else(|e| panic!("{e}"));
+    let names: Vec<String> = names.iter().map(|n| n.to_string()).collect();
+    Chain::build(&config, signal, &names)
+        .unwrap()
+        .expect("a chain")
+}
+
+fn span(name: &str, attributes: Vec<KeyValue>) -> Span {
+    Span {
+        trace_id: vec![1; 16],
+        span_id: vec![2; 8],
+        name: name.into(),
+        attributes,
+        ..Default::default()
+    }
+}
+
+fn traces(resource: Vec<KeyValue>, spans: Vec<Span>) -> ExportTraceServiceRequest {
+    ExportTraceServiceRequest {
+        resource_spans: vec![ResourceSpans {
+            resource: Some(Resource {
+                attributes: resource,
+                ..Default::default()
+            }),
+            scope_spans: vec![ScopeSpans {
+                spans,
+                ..Default::default()
+            }],
+            schema_url: "https://schema".into(),
+        }],
+    }
+}
+
+/// Runs `chain` over `req`; returns the output and the batch (to look at what was copied).
+fn run_traces(
+    chain: &Chain,
+    req: &ExportTraceServiceRequest,
+) -> (ExportTraceServiceRequest, SpanBatch) {
+    let mut batch = SpanBatch::scan(Bytes::from(req.encode_to_vec())).unwrap();
+    chain.process_traces(&mut batch);
+    let mut out = Encoded::default();
+    encode_traces(&batch, &mut out);
+    (
+        ExportTraceServiceRequest::decode(out.to_bytes()).unwrap(),
+        batch,
+    )
+}
+
+fn logs(resource: Vec<KeyValue>, records: Vec<LogRecord>) -> ExportLogsServiceRequest {
+    ExportLogsServiceRequest {
+        resource_logs: vec![ResourceLogs {
+            resource: Some(Resource {
+                attributes: resource,
+                ..Default::default()
+            }),
+            scope_logs: vec![ScopeLogs {
+                log_records: records,
+                ..Default::default()
+            }],
+            schema_url: String::new(),
+        }],
+    }
+}
+
+fn record(body: &str, attributes: Vec<KeyValue>) -> LogRecord {
+    LogRecord {
+        body: Some(AnyValue {
+            value: Some(s(body)),
+        }),
+        attributes,
+        severity_number: 9,
+        severity_text: "INFO".into(),
+        ..Default::default()
+    }
+}
+
+fn run_logs(chain: &Chain, req: &ExportLogsServiceRequest) -> (ExportLogsServiceRequest, bool) {
+    let buf = Bytes::from(req.encode_to_vec());
+    match chain.process_request(&buf).unwrap() {
+        Some((out, _)) => (
+            ExportLogsServiceRequest::decode(out.to_bytes()).unwrap(),
+            true,
+        ),
+        None => (req.clone(), false),
+    }
+}
+
+fn sha256_hex(bytes: &[u8]) -> String {
+    use sha2::{Digest, Sha256};
+    Sha256::digest(bytes)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+const REDACT: &str = r#"
+[processors.redact]
+type = "attributes"
+[[processors.redact.actions]]
+key = "http.url"
+action = "hash"
+[[processors.redact.actions]]
+key = "user.email"
+action = "delete"
+[[processors.redact.actions]]
+key = "log.body"            # the log record's body
+action = "mask"
+pattern = '\d{4}-\d{4}-\d{4}-\d{4}'
+replacement = "[REDACTED]"
+"#;
+
+#[test]
+fn redact_spans_hash_and_delete_and_leave_others_as_slices() {
+    let c = chain(Signal::Traces, REDACT, &["redact"]);
+    let url = "https://shop/cart?token=s3cr3t";
+    let req = traces(
+        vec![kv("service.name", s("shop"))],
+        vec![
+            span(
+                "a",
+                vec![
+                    kv("http.url", s(url)),
+                    kv("user.email", s("a@b.c")),
+                    kv("k", s("v")),
+                ],
+            ),
+            span("b", vec![kv("http.route", s("/cart"))]),
+        ],
+    );
+    let (out, batch) = run_traces(&c, &req);
+    let spans = &out.resource_spans[0].scope_spans[0].spans;
+    assert_eq!(
+        attr(&spans[0].attributes, "http.url"),
+        Some(&s(&sha256_hex(url.as_bytes())))
+    );
+    assert_eq!(attr(&spans[0].attributes, "user.email"), None);
+    assert_eq!(attr(&spans[0].attributes, "k"), Some(&s("v")));
+    assert_eq!(spans[1], req.resource_spans[0].scope_spans[0].spans[1]);
+    // Only the changed span was rewritten; the resource was not.
+    assert_eq!(batch.index.rewrites.spans.len(), 1);
+    assert_eq!(batch.index.rewrites.spans[0].0, 0);
+    assert!(batch.index.rewrites.resources.is_empty());
+    assert_eq!(
+        out.resource_spans[0].resource,
+        req.resource_spans[0].resource
+    );
+    let snap = {
+        let mut v = Vec::new();
+        c.snapshot(&mut v);
+        v
+    };
+    assert_eq!(
+        (snap[0].received, snap[0].changed, snap[0].dropped),
+        (2, 1, 0)
+    );
+}
+
+#[test]
+fn redact_log_bodies_and_attributes() {
+    let c = chain(Signal::Logs, REDACT, &["redact"]);
+    let req = logs(
+        vec![],
+        vec![
+            record(
+                "paid with 4111-1111-1111-1111 and 5500-0000-0000-0004",
+                vec![kv("user.email", s("x@y"))],
+            ),
+            record("nothing to see", vec![kv("a", s("b"))]),
+        ],
+    );
+    let (out, changed) = run_logs(&c, &req);
+    assert!(changed);
+    let recs = &out.resource_logs[0].scope_logs[0].log_records;
+    assert_eq!(
+        recs[0].body.as_ref().unwrap().value,
+        Some(s("paid with [REDACTED] and [REDACTED]"))
+    );
+    assert!(recs[0].attributes.is_empty());
+    assert_eq!(recs[0].severity_text, "INFO");
+    assert_eq!(recs[1], req.resource_logs[0].scope_logs[0].log_records[1]);
+    // A request nothing matches comes back unchanged.
+    let (_, changed) = run_logs(&c, &logs(vec![], vec![record("plain", vec![])]));
+    assert!(!changed);
+}
+
+#[test]
+fn insert_update_upsert_and_from_attribute() {
+    let c = chain(
+        Signal::Traces,
+        r#"[processors.p]
+type = "attributes"
+actions = [
+  { key = "env", action = "insert", value = "prod" },
+  { key = "present", action = "insert", value = "ignored" },
+  { key = "present", action = "update", value = 7 },
+  { key = "missing", action = "update", value = 1 },
+  { key = "ratio", action = "upsert", value = 0.5 },
+  { key = "flag", action = "upsert", value = true },
+  { key = "copy", action = "upsert", from_attribute = "present" },
+  { key = "none", action = "insert", from_attribute = "nope" },
+]"#,
+        &["p"],
+    );
+    let req = traces(
+        vec![],
+        vec![span(
+            "a",
+            vec![kv("present", s("x")), kv("flag", V::BoolValue(false))],
+        )],
+    );
+    let (out, _) = run_traces(&c, &req);
+    let a = &out.resource_spans[0].scope_spans[0].spans[0].attributes;
+    assert_eq!(attr(a, "present"), Some(&V::IntValue(7)));
+    assert_eq!(attr(a, "env"), Some(&s("prod")));
+    assert_eq!(attr(a, "missing"), None);
+    assert_eq!(attr(a, "ratio"), Some(&V::DoubleValue(0.5)));
+    assert_eq!(attr(a, "flag"), Some(&V::BoolValue(true)));
+    assert_eq!(attr(a, "copy"), Some(&V::IntValue(7)));
+    assert_eq!(attr(a, "none"), None);
+    let keys: Vec<&str> = a.iter().map(|kv| kv.key.as_str()).collect();
+    assert_eq!(keys, ["present", "flag", "env", "ratio", "copy"]);
+}
+
+#[test]
+fn regex_keys_hash_mask_delete_and_update() {
+    let c = chain(
+        Signal::Traces,
+        r#####"[processors.p]
+type = "attributes"
+actions = [
+  { pattern = "^secret\\.", action = "delete" },
+  { key_pattern = "token", action = "hash" },
+  { key_pattern = "^card", action = "mask", pattern = "\\d{4}-", replacement = "####-" },
+  { key_pattern = "^tier$", action = "update", value = "gold" },
+]"#####,
+        &["p"],
+    );
+    let req = traces(
+        vec![],
+        vec![span(
+            "a",
+            vec![
+                kv("secret.a", s("1")),
+                kv("secret.b", s("2")),
+                kv("auth.token", V::IntValue(42)),
+                kv("card.number", s("4111-1111")),
+                kv("tier", s("free")),
+                kv("keep", s("me")),
+            ],
+        )],
+    );
+    let (out, _) = run_traces(&c, &req);
+    let a = &out.resource_spans[0].scope_spans[0].spans[0].attributes;
+    assert_eq!(attr(a, "secret.a"), None);
+    assert_eq!(attr(a, "secret.b"), None);
+    assert_eq!(
+        attr(a, "auth.token"),
+        Some(&s(&sha256_hex(&42i64.to_le_bytes())))
+    );
+    assert_eq!(attr(a, "card.number"), Some(&s("####-1111")));
+    assert_eq!(attr(a, "tier"), Some(&s("gold")));
+    assert_eq!(attr(a, "keep"), Some(&s("me")));
+}
+
+#[test]
+fn extract_named_groups() {
+    let c = chain(
+        Signal::Traces,
+        r#"[processors.p]
+type = "attributes"
+[[processors.p.actions]]
+key = "http.route"
+action = "extract"
+pattern = '^/api/(?P<version>v\d+)/(?P<resource>\w+)'
+"#,
+        &["p"],
+    );
+    let req = traces(
+        vec![],
+        vec![
+            span(
+                "a",
+                vec![
+                    kv("http.route", s("/api/v2/orders/7")),
+                    kv("version", s("old")),
+                ],
+            ),
+            span("b", vec![kv("http.route", s("/health"))]),
+        ],
+    );
+    let (out, batch) = run_traces(&c, &req);
+    let spans = &out.resource_spans[0].scope_spans[0].spans;
+    assert_eq!(attr(&spans[0].attributes, "version"), Some(&s("v2")));
+    assert_eq!(attr(&spans[0].attributes, "resource"), Some(&s("orders")));
+    assert_eq!(spans[1], req.resource_spans[0].scope_spans[0].spans[1]);
+    assert_eq!(batch.index.rewrites.spans.len(), 1);
+}
+
+#[test]
+fn hash_of_every_value_type_follows_the_collector() {
+    use shardtel_protocol::span::AnyValueRef;
+    assert_eq!(
+        attributes::hash_value(AnyValueRef::String("abc")).unwrap(),
+        "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
+    );
+    assert_eq!(
+        attributes::hash_value(AnyValueRef::Bool(true)).unwrap(),
+        sha256_hex(&[1])
+    );
+    assert_eq!(
+        attributes::hash_value(AnyValueRef::Double(1.5)).unwrap(),
+        sha256_hex(&1.5f64.to_bits().to_le_bytes())
+    );
+    assert_eq!(attributes::hash_value(AnyValueRef::Empty), None);
+}
+
+#[test]
+fn include_resource_and_the_resource_processor() {
+    let c = chain(
+        Signal::Traces,
+        r#"[processors.enrich]
+type = "resource"
+attributes = [
+  { key = "cloud.region", action = "insert", value = "${SHARDTEL_TEST_REGION}" },
+  { key = "host.name", action = "upsert", value = "${SHARDTEL_TEST_HOST:-node-1}" },
+  { key = "telemetry.sdk.name", action = "delete" },
+]
+[processors.scrub]
+type = "attributes"
+include_resource = true
+actions = [{ key = "owner.email", action = "hash" }]
+"#,
+        &["enrich", "scrub"],
+    );
+    let req = traces(
+        vec![
+            kv("service.name", s("shop")),
+            kv("telemetry.sdk.name", s("opentelemetry")),
+            kv("owner.email", s("ops@shop")),
+        ],
+        vec![
+            span("a", vec![]),
+            span("b", vec![kv("owner.email", s("x"))]),
+        ],
+    );
+    let (out, batch) = run_traces(&c, &req);
+    let r = &out.resource_spans[0].resource.as_ref().unwrap().attributes;
+    assert_eq!(attr(r, "cloud.region"), Some(&s("eu-west-9")));
+    assert_eq!(attr(r, "host.name"), Some(&s("node-1")));
+    assert_eq!(attr(r, "telemetry.sdk.name"), None);
+    assert_eq!(attr(r, "owner.email"), Some(&s(&sha256_hex(b"ops@shop"))));
+    assert_eq!(out.resource_spans[0].schema_url, "https://schema");
+    // The resource is substituted; of the spans only the one with the key is rewritten.
+    assert_eq!(batch.index.rewrites.resources.len(), 1);
+    assert_eq!(batch.index.rewrites.spans.len(), 1);
+    let spans = &out.resource_spans[0].scope_spans[0].spans;
+    assert_eq!(spans[0], req.resource_spans[0].scope_spans[0].spans[0]);
+    assert_eq!(
+        attr(&spans[1].attributes, "owner.email"),
+        Some(&s(&sha256_hex(b"x")))
+    );
+}
+
+#[test]
+fn filter_spans_by_every_condition() {
+    let health = r#"[processors.f]
+type = "filter"
+[processors.f.spans.exclude]
+match_type = "regexp"
+attributes = [{ key = "http.route", value = "^/(health|ready)" }]
+"#;
+    let c = chain(Signal::Traces, health, &["f"]);
+    let req = traces(
+        vec![],
+        vec![
+            span("GET /health", vec![kv("http.route", s("/health"))]),
+            span("GET /cart", vec![kv("http.route", s("/cart"))]),
+            span("GET /ready", vec![kv("http.route", s("/ready"))]),
+        ],
+    );
+    let (out, batch) = run_traces(&c, &req);
+    let names: Vec<&str> = out.resource_spans[0].scope_spans[0]
+        .spans
+        .iter()
+        .map(|s| s.name.as_str())
+        .collect();
+    assert_eq!(names, ["GET /cart"]);
+    assert!(
+        batch.index.rewrites.spans.is_empty(),
+        "filtering copies nothing"
+    );
+
+    let c = chain(
+        Signal::Traces,
+        r#"[processors.f]
+type = "filter"
+[processors.f.spans.include]
+services = ["shop"]
+span_kinds = ["SERVER"]
+[processors.f.spans.exclude]
+span_names = ["skip"]
+status_codes = ["OK"]
+resource_attributes = [{ key = "env", value = "prod" }]
+"#,
+        &["f"],
+    );
+    let mut server = span("keep", vec![]);
+    server.kind = 2;
+    let mut skipped = span("skip", vec![]);
+    skipped.kind = 2;
+    skipped.status = Some(Status {
+        code: 1,
+        ..Default::default()
+    });
+    let mut skip_but_error = span("skip", vec![]);
+    skip_but_error.kind = 2;
+    skip_but_error.status = Some(Status {
+        code: 2,
+        ..Default::default()
+    });
+    let client = span("client", vec![]);
+    let req = traces(
+        vec![kv("service.name", s("shop")), kv("env", s("prod"))],
+        vec![server, skipped, skip_but_error, client],
+    );
+    let (out, _) = run_traces(&c, &req);
+    let names: Vec<&str> = out.resource_spans[0].scope_spans[0]
+        .spans
+        .iter()
+        .map(|s| s.name.as_str())
+        .collect();
+    assert_eq!(names, ["keep", "skip"]);
+    // Another service: nothing passes the include, so the resource goes too.
+    let other = traces(
+        vec![kv("service.name", s("other"))],
+        vec![span("keep", vec![])],
+    );
+    let (out, _) = run_traces(&c, &other);
+    assert!(out.resource_spans.is_empty());
+}
+
+#[test]
+fn filter_logs_by_severity_body_and_attributes() {
+    let c = chain(
+        Signal::Logs,
+        r#"[processors.f]
+type = "filter"
+[processors.f.logs.exclude]
+severity_number = { min = "WARN", match_undefined = true }
+[processors.f.logs.include]
+match_type = "regexp"
+bodies = ["^GET"]
+attributes = [{ key = "user.id" }]
+"#,
+        &["f"],
+    );
+    let mut warn = record("GET /a", vec![kv("user.id", s("1"))]);
+    warn.severity_number = 13;
+    let mut undefined = record("GET /b", vec![kv("user.id", s("1"))]);
+    undefined.severity_number = 0;
+    let req = logs(
+        vec![],
+        vec![
+            record("GET /keep", vec![kv("user.id", s("1"))]),
+            record("POST /x", vec![kv("user.id", s("1"))]),
+            record("GET /no-user", vec![]),
+            warn,
+            undefined,
+        ],
+    );
+    let (out, _) = run_logs(&c, &req);
+    let bodies: Vec<_> = out.resource_logs[0].scope_logs[0]
+        .log_records
+        .iter()
+        .map(|r| r.body.clone().unwrap().value.unwrap())
+        .collect();
+    assert_eq!(bodies, [s("GET /keep")]);
+    let text = chain(
+        Signal::Logs,
+        "[processors.f]\ntype = \"filter\"\n[processors.f.logs.exclude]\nseverity_texts = [\"DEBUG\"]\n",
+        &["f"],
+    );
+    let mut debug = record("x", vec![]);
+    debug.severity_text = "DEBUG".into();
+    let (out, _) = run_logs(&text, &logs(vec![], vec![debug, record("y", vec![])]));
+    assert_eq!(out.resource_logs[0].scope_logs[0].log_records.len(), 1);
+    // Everything dropped: the resource is gone.
+    let (out, _) = run_logs(&c, &logs(vec![], vec![record("POST", vec![])]));
+    assert!(out.resource_logs.is_empty());
+}
+
+#[test]
+fn metrics_points_filtered_and_rewritten() {
+    let gauge = |name: &str, points: Vec<NumberDataPoint>| Metric {
+        name: name.into(),
+        data: Some(metric::Data::Gauge(Gauge {
+            data_points: points,
+        })),
+        ..Default::default()
+    };
+    let point = |attrs: Vec<KeyValue>, v: f64| NumberDataPoint {
+        attributes: attrs,
+        value: Some(shardtel_protocol::proto::metrics::v1::number_data_point::Value::AsDouble(v)),
+        ..Default::default()
+    };
+    let req = ExportMetricsServiceRequest {
+        resource_metrics: vec![ResourceMetrics {
+            resource: None,
+            scope_metrics: vec![ScopeMetrics {
+                metrics: vec![
+                    gauge("go_gc", vec![point(vec![], 1.0)]),
+                    gauge(
+                        "http_requests",
+                        vec![
+                            point(vec![kv("user.email", s("a@b")), kv("code", s("200"))], 2.0),
+                            point(vec![kv("code", s("500"))], 3.0),
+                        ],
+                    ),
+                ],
+                ..Default::default()
+            }],
+            schema_url: String::new(),
+        }],
+    };
+    let c = chain(
+        Signal::Metrics,
+        r#"[processors.f]
+type = "filter"
+[processors.f.metrics.exclude]
+match_type = "regexp"
+metric_names = ["^go_"]
+[processors.redact]
+type = "attributes"
+actions = [{ key = "user.email", action = "delete" }]
+"#,
+        &["f", "redact"],
+    );
+    let buf = Bytes::from(req.encode_to_vec());
+    let (out, outcome) = c.process_request(&buf).unwrap().unwrap();
+    assert_eq!(outcome.dropped, 1);
+    let got = ExportMetricsServiceRequest::decode(out.to_bytes()).unwrap();
+    let metrics = &got.resource_metrics[0].scope_metrics[0].metrics;
+    assert_eq!(metrics.len(), 1);
+    assert_eq!(metrics[0].name, "http_requests");
+    let Some(metric::Data::Gauge(g)) = &metrics[0].data else {
+        panic!()
+    };
+    assert_eq!(g.data_points[0].attributes, vec![kv("code", s("200"))]);
+    assert_eq!(g.data_points[1], point(vec![kv("code", s("500"))], 3.0));
+}
+
+#[test]
+fn spans_without_the_keys_are_not_parsed() {
+    let c = chain(Signal::Traces, REDACT, &["redact"]);
+    let Op::Attributes { actions, .. } = &c.stages[0].op else {
+        panic!()
+    };
+    let plain = span("a", vec![kv("http.route", s("/x"))]).encode_to_vec();
+    let with = span("a", vec![kv("user.email", s("x"))]).encode_to_vec();
+    assert!(!actions.may_change(&plain, false));
+    assert!(actions.may_change(&with, false));
+    // Log records with a body always go through the body action.
+    assert!(actions.may_change(&plain, true));
+}
+
+/// The one-pass key search covers only the batch's own spans (a core's share of a routed
+/// request): a key in another core's span does not make this core parse its spans, and a key
+/// in one of its own, adjacent or not, always does.
+#[test]
+fn the_key_search_covers_exactly_the_batch_spans() {
+    let c = chain(Signal::Traces, REDACT, &["redact"]);
+    let req = traces(
+        vec![kv(
+            "user.email",
+            s("resource attributes are not this chain's"),
+        )],
+        vec![
+            span("s0", vec![kv("http.route", s("/a"))]),
+            span("s1", vec![kv("http.route", s("/b"))]),
+            span("s2", vec![kv("user.email", s("x@y"))]),
+            span("s3", vec![kv("http.route", s("/c"))]),
+            span("s4", vec![kv("http.url", s("https://t?token=1"))]),
+        ],
+    );
+    let buf = Bytes::from(req.encode_to_vec());
+    for (keep, changed) in [
+        (&[0u32, 1, 3][..], false),
+        (&[0, 1], false),
+        (&[3], false),
+        (&[2], true),
+        (&[0, 4], true),
+        (&[1, 2, 3], true),
+        (&[0, 1, 2, 3, 4], true),
+    ] {
+        let mut batch = SpanBatch::scan(buf.clone()).unwrap();
+        let mut cursor = 0;
+        batch.index.retain_spans(|i| {
+            let k = keep.get(cursor) == Some(&i);
+            cursor += usize::from(k);
+            k
+        });
+        let outcome = c.process_traces(&mut batch);
+        assert_eq!(outcome.changed, changed, "spans {keep:?}");
+        assert_eq!(
+            !batch.index.rewrites.spans.is_empty(),
+            changed,
+            "spans {keep:?}"
+        );
+    }
+}
+
+#[test]
+fn chains_split_around_the_sampler() {
+    let text = format!(
+        "{REDACT}\n[processors.tail_sampling]\npolicies = [{{ name = \"all\", type = \"always_sample\" }}]\n\
+         [processors.f]\ntype = \"filter\"\n[processors.f.spans.exclude]\nspan_names = [\"x\"]\n\
+         [receivers.otlp]\n[exporters.blackhole]\n[pipelines.traces]\nreceivers = [\"otlp\"]\n\
+         processors = [\"f\", \"tail_sampling\", \"redact\"]\nexporters = [\"blackhole\"]\n"
+    );
+    let config = Config::from_str_with_env(&text, "t.toml", &|_| None).unwrap();
+    let p = Processors::build(&config).unwrap();
+    let names = |c: &Option<Chain>| -> Vec<String> {
+        c.as_ref()
+            .map(|c| c.stages.iter().map(|s| s.name.clone()).collect())
+            .unwrap_or_default()
+    };
+    assert_eq!(names(&p.traces_before), ["f"]);
+    assert_eq!(names(&p.traces_after), ["redact"]);
+    assert!(p.metrics.is_none() && p.logs.is_none());
+}
+
+/// The kept spans of a shared batch through the processors after the sampler: running the
+/// chain on the subset in place ([`Chain::process_trace_spans`]) gives the same request and
+/// the same counts as running it on a copy of the batch cut down to the subset.
+#[test]
+fn chain_on_a_span_subset_equals_the_chain_on_a_cut_down_copy() {
+    let processors = r#"[processors.pre]
+type = "attributes"
+actions = [{ key = "stage", action = "upsert", value = "before" }]
+[processors.enrich]
+type = "resource"
+attributes = [{ key = "host.name", action = "upsert", value = "node-1" }]
+[processors.scrub]
+type = "attributes"
+include_resource = true
+actions = [{ key = "owner.email", action = "hash" }, { key = "stage", action = "update", value = "after" }]
+[processors.f]
+type = "filter"
+[processors.f.spans.exclude]
+span_names = ["drop"]
+[processors.keyed]
+type = "attributes"
+include_resource = true
+actions = [{ key = "owner.email", action = "hash" }, { key = "absent", action = "delete" }]
+"#;
+    let chains: [&[&str]; 2] = [&["enrich", "scrub", "f"], &["keyed"]];
+    let mut req = traces(
+        vec![kv("service.name", s("a")), kv("owner.email", s("ops@a"))],
+        vec![
+            span("s0", vec![kv("owner.email", s("x"))]),
+            span("drop", vec![]),
+            span("s2", vec![kv("k", s("v"))]),
+        ],
+    );
+    req.resource_spans.push(
+        traces(
+            vec![kv("service.name", s("b"))],
+            vec![
+                span("s3", vec![]),
+                span("s4", vec![kv("owner.email", s("y"))]),
+            ],
+        )
+        .resource_spans
+        .remove(0),
+    );
+    let plain = SpanBatch::scan(Bytes::from(req.encode_to_vec())).unwrap();
+    let mut batch = SpanBatch::scan(Bytes::from(req.encode_to_vec())).unwrap();
+    // A processor before the sampler already rewrote every span.
+    chain(Signal::Traces, processors, &["pre"]).process_traces(&mut batch);
+    let counts = |c: &Chain| -> Vec<(u64, u64, u64)> {
+        c.stages
+            .iter()
+            .map(|s| {
+                let st = &s.stats;
+                (st.received.get(), st.changed.get(), st.dropped.get())
+            })
+            .collect()
+    };
+    let cases = [&batch, &plain].into_iter().flat_map(|b| {
+        chains.iter().flat_map(move |after| {
+            [
+                vec![0u32, 1, 2, 3, 4],
+                vec![0, 2],
+                vec![1],
+                vec![3, 4],
+                vec![2, 4],
+            ]
+            .map(|subset| (b, *after, subset))
+        })
+    });
+    for (batch, after, subset) in cases {
+        // The way it was done: copy the index, keep the subset, run the chain on the copy.
+        let copy_chain = chain(Signal::Traces, processors, after);
+        let mut sub = SpanBatch {
+            buf: batch.buf.clone(),
+            index: batch.index.clone(),
+            release_token: None,
+        };
+        let mut cursor = 0;
+        sub.index.retain_spans(|i| {
+            let keep = subset.get(cursor) == Some(&i);
+            cursor += usize::from(keep);
+            keep
+        });
+        copy_chain.process_traces(&mut sub);
+        let mut expected = Encoded::default();
+        encode_traces(&sub, &mut expected);
+        // In place.
+        let in_place = chain(Signal::Traces, processors, after);
+        let changes = in_place.process_trace_spans(batch, &subset);
+        let left: Vec<u32> = subset
+            .iter()
+            .copied()
+            .filter(|i| !changes.dropped.contains(i))
+            .collect();
+        let mut got = Encoded::default();
+        shardtel_protocol::reframe::encode_trace_spans_rewritten(
+            batch,
+            &left,
+            Some(&changes.rewrites),
+            &mut got,
+        );
+        assert_eq!(
+            ExportTraceServiceRequest::decode(got.to_bytes()).unwrap(),
+            ExportTraceServiceRequest::decode(expected.to_bytes()).unwrap(),
+            "subset {subset:?}"
+        );
+        assert_eq!(got.to_bytes(), expected.to_bytes(), "subset {subset:?}");
+        assert_eq!(counts(&in_place), counts(&copy_chain), "subset {subset:?}");
+    }
+    // The shared batch itself is untouched: still only the first processor's rewrites.
+    assert_eq!(batch.index.spans.len(), 5);
+    assert_eq!(batch.index.rewrites.spans.len(), 5);
+    assert!(batch.index.rewrites.resources.is_empty());
+}

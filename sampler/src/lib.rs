@@ -1,0 +1,1232 @@
+//! Tail sampling on the owner core: whole-trace decisions, no locks, bounded memory,
+//! deterministic.
+//!
+//! Each core owns one [`Sampler`], a synchronous state machine with no clock and no I/O: the
+//! core hands it the span batches it owns ([`Sampler::add`]), calls [`Sampler::tick`] from a
+//! timer set to [`Sampler::next_deadline`], and exports the [`Kept`] spans it returns. The same
+//! inputs (batches, times, configuration) always give the same outputs.
+//!
+//! Depends on `shardtel-protocol` (span batches, trace ids) and `shardtel-config` only: the
+//! engine feeds one [`Sampler`] per core, exports the [`Kept`] spans, and publishes its
+//! [`SamplerStats`] as metric families.
+//!
+//! - **Zero copy.** A buffered span is a `(batch slot, span index)` pair pointing into the
+//!   request buffer it arrived in (an `Rc<SpanBatch>`, stored once per batch). Kept spans are
+//!   returned the same way, ready for `reframe::encode_trace_spans`. The one exception is the
+//!   compaction of stragglers (below).
+//! - **Trace table.** Per pending trace: first/last arrival, root arrival, span count
+//!   and bytes, earliest start and latest end, status codes seen, and one bit per span predicate
+//!   policy, all updated as spans arrive (see [`policy`]), so a decision reads only the summary.
+//! - **When.** `decision_wait` after the trace's first span, or `decision_wait_after_root` after
+//!   its root span (no parent) arrived if that is sooner — or early, when a bound would be
+//!   crossed (see below). Every decision is counted by [`DecisionReason`]. Due decisions are
+//!   made by [`Sampler::tick`] and also at the start of every [`Sampler::add`], so a flood of
+//!   arriving spans cannot starve the decision timer.
+//! - **Root span "ended".** An SDK exports a span only once it has ended, so the root span's
+//!   *arrival* is when the collector learns the root has ended; `decision_wait_after_root`
+//!   counts from there, on the sampler's monotonic clock. The root's `end_time_unix_nano` is
+//!   not used: it comes from the sender's wall clock (skew), and a backlog replayed from Kafka
+//!   or a write-ahead log would find every root long "ended" and decide each trace before the
+//!   rest of its spans were read.
+//! - **Decision cache.** Decided trace ids are remembered (bounded FIFOs, one per outcome);
+//!   a late span of a remembered trace is forwarded (sampled) or dropped (not sampled) at once
+//!   and counted. A late span of a forgotten trace starts a new trace.
+//!
+//! # Bounds
+//!
+//! | bound | when it would be crossed |
+//! |---|---|
+//! | `max_traces_per_core` | a new trace first decides the oldest pending trace |
+//! | `max_spans_per_trace`, `max_bytes_per_trace` | the trace is decided with what it has; the span follows the decision through the cache (a single span larger than `max_bytes_per_trace` is decided alone at once) |
+//! | `max_buffered_bytes_per_core` | after each batch, the oldest traces are decided until the charge is within the bound |
+//!
+//! Every trace that starts buffering is decided (by one reason) or dropped at shutdown:
+//! `traces_received = Σ decisions + shutdown drops + buffered`.
+//!
+//! # How memory is counted
+//!
+//! A buffered span keeps its whole request buffer alive, and when a request's spans belong to
+//! several cores, each of them holds the same buffer (an `Rc` per core of one `Bytes`). The
+//! per-core charge against `max_buffered_bytes_per_core` is, for every retained batch, this
+//! core's **share** of the buffer — the bytes its spans and their resource and scope headers
+//! occupy — but **at least a quarter** of the buffer (`table::MIN_SHARE_DIVISOR`), plus the
+//! batch's index and each pending trace's table entry and span list (see `table::batch_cost`,
+//! `table::trace_cost`). Shares add up to the buffer once across cores (full charging, the
+//! earlier rule, counted it once per core); the floor bounds what a core can hold without being
+//! charged for it: whatever the other cores released, the retained buffers are at most four
+//! times their charge.
+//!
+//! Stragglers would keep that floor, and a whole buffer, for a few spans: a batch whose buffered
+//! spans on this core have fallen below a quarter of its charged share (after some of them were
+//! decided) is **compacted** once it has stayed so for `decision_wait / 4` — its remaining spans
+//! are copied into a buffer of their own and the big one is released (see `compact`). That
+//! is the sampler's only copy of span bytes; it frees at least four times what it copies, and
+//! is counted (`compactions`, `compacted_spans`, `compacted_bytes`).
+//!
+//! While a batch is being added the charge may exceed the bound by that batch (it is already
+//! in memory); when `add` returns it is within the bound again. The decision cache (about 60
+//! bytes per id) and the slab of the trace table (about 170 bytes × `max_traces_per_core`) are
+//! bounded by their own settings and not charged.
+//!
+//! # Example
+//!
+//! ```
+//! use std::time::{Duration, Instant};
+//! use shardtel_config::{PolicyConfig, PolicyKind, StatusCode, TailSamplingConfig};
+//! use shardtel_sampler::{CoreShare, Sampler};
+//! # let batch = shardtel_protocol::scan::SpanBatch::scan(bytes::Bytes::new()).unwrap();
+//!
+//! let mut config = TailSamplingConfig::new(vec![PolicyConfig {
+//!     name: "errors".into(),
+//!     kind: PolicyKind::StatusCode { status_codes: vec![StatusCode::Error], invert: false },
+//! }]);
+//! config.decision_wait = Duration::from_secs(10);
+//! let mut sampler = Sampler::new(&config, CoreShare::SINGLE)?;
+//!
+//! let start = Instant::now();
+//! let mut kept = Vec::new();
+//! sampler.add(batch, start, &mut kept);
+//! if let Some(deadline) = sampler.next_deadline() {
+//!     sampler.tick(deadline, &mut kept);
+//! }
+//! for k in &kept {
+//!     // encode_trace_spans(&k.batch, &k.spans, &mut encoded) and export
+//! }
+//! sampler.shutdown(start + Duration::from_secs(60), &mut kept);
+//! assert_eq!(sampler.stats().buffered_traces, 0);
+//! # Ok::<(), shardtel_sampler::SamplerError>(())
+//! ```
+#![deny(missing_docs)]
+#![forbid(unsafe_code)]
+
+mod cache;
+mod compact;
+pub mod policy;
+mod span_fields;
+mod stats;
+mod table;
+
+#[cfg(test)]
+mod model;
+#[cfg(test)]
+pub(crate) mod testing;
+
+use std::collections::VecDeque;
+use std::rc::Rc;
+use std::time::{Duration, Instant};
+
+use shardtel_config::{OnShutdown, TailSamplingConfig};
+use shardtel_protocol::scan::SpanBatch;
+use shardtel_protocol::TraceId;
+
+use cache::DecisionCache;
+use policy::{Facts, Policies, Vote};
+use table::{span_list_capacity, trace_cost, BatchSlots, SpanRef, TraceTable};
+
+pub use policy::{probabilistic_hash, MAX_SPAN_PREDICATES};
+pub use stats::{PolicyStats, SamplerStats};
+
+/// Why a [`Sampler`] could not be built from a (validated) configuration.
+#[derive(Debug, thiserror::Error)]
+pub enum SamplerError {
+    /// A `string_attribute` regex did not compile (the config crate checks them, so this
+    /// happens only with hand-built configurations).
+    #[error("policy {policy:?}: invalid regex: {source}")]
+    InvalidRegex {
+        /// The policy's name.
+        policy: String,
+        /// The regex error.
+        source: regex::Error,
+    },
+    /// More span predicate policies than [`MAX_SPAN_PREDICATES`].
+    #[error("policy {policy:?}: more than {max} attribute and trace_state policies")]
+    TooManySpanPredicates {
+        /// The first policy over the limit.
+        policy: String,
+        /// The limit.
+        max: usize,
+    },
+}
+
+/// Which share of process-wide rates this core gets: `rate_limiting.spans_per_second` and
+/// `composite.max_total_spans_per_second` are split evenly across cores, the remainder going
+/// one span/s each to the lowest-numbered cores (11 spans/s on 3 cores: 4, 4, 3).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct CoreShare {
+    /// This core's index, `0..cores`.
+    pub core: usize,
+    /// Number of cores running a sampler.
+    pub cores: usize,
+}
+
+impl CoreShare {
+    /// A single core: the whole rate.
+    pub const SINGLE: CoreShare = CoreShare { core: 0, cores: 1 };
+
+    /// This core's part of `total`.
+    pub fn split(self, total: u64) -> u64 {
+        let cores = self.cores.max(1) as u64;
+        let core = self.core as u64;
+        total / cores + u64::from(core < total % cores)
+    }
+}
+
+/// What triggered a decision.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum DecisionReason {
+    /// `decision_wait` after the trace's first span.
+    Timer,
+    /// `decision_wait_after_root` after the root span arrived.
+    RootDone,
+    /// A new trace found `max_traces_per_core` traces pending; this was the oldest.
+    MaxTraces,
+    /// The core's buffered bytes crossed `max_buffered_bytes_per_core`; this was the oldest.
+    MaxBufferedBytes,
+    /// The trace would have exceeded `max_spans_per_trace`.
+    MaxSpansPerTrace,
+    /// The trace would have exceeded `max_bytes_per_trace`.
+    MaxBytesPerTrace,
+    /// [`Sampler::shutdown`] with `on_shutdown = "decide"`.
+    Shutdown,
+}
+
+impl DecisionReason {
+    /// Every reason, in [`DecisionReason::index`] order.
+    pub const ALL: [DecisionReason; 7] = [
+        DecisionReason::Timer,
+        DecisionReason::RootDone,
+        DecisionReason::MaxTraces,
+        DecisionReason::MaxBufferedBytes,
+        DecisionReason::MaxSpansPerTrace,
+        DecisionReason::MaxBytesPerTrace,
+        DecisionReason::Shutdown,
+    ];
+
+    /// Position in [`DecisionReason::ALL`] and [`SamplerStats::decisions`].
+    pub fn index(self) -> usize {
+        self as usize
+    }
+
+    /// The `reason` label value.
+    pub fn name(self) -> &'static str {
+        match self {
+            DecisionReason::Timer => "timer",
+            DecisionReason::RootDone => "root_done",
+            DecisionReason::MaxTraces => "max_traces",
+            DecisionReason::MaxBufferedBytes => "max_buffered_bytes",
+            DecisionReason::MaxSpansPerTrace => "max_spans_per_trace",
+            DecisionReason::MaxBytesPerTrace => "max_bytes_per_trace",
+            DecisionReason::Shutdown => "shutdown",
+        }
+    }
+
+    /// Whether this is an early decision forced by a bound.
+    pub fn is_bound(self) -> bool {
+        !matches!(
+            self,
+            DecisionReason::Timer | DecisionReason::RootDone | DecisionReason::Shutdown
+        )
+    }
+}
+
+/// Spans to export: a subset of one batch, as ascending indices into `batch.index.spans`. The
+/// `Rc` is shared with traces of the same batch that are still buffered.
+#[derive(Clone, Debug)]
+pub struct Kept {
+    /// The batch the spans are in.
+    pub batch: Rc<SpanBatch>,
+    /// Ascending span indices, each at most once (for `reframe::encode_trace_spans`).
+    pub spans: Vec<u32>,
+}
+
+/// The settings the sampler applies, in its own units.
+#[derive(Clone, Copy, Debug)]
+struct Limits {
+    wait: u64,
+    wait_after_root: Option<u64>,
+    /// How long a batch stays sparse before its spans are compacted: `decision_wait / 4`.
+    compact_after: u64,
+    max_traces: usize,
+    max_bytes: u64,
+    max_spans_per_trace: usize,
+    max_bytes_per_trace: u64,
+    on_shutdown: OnShutdown,
+}
+
+fn nanos(d: Duration) -> u64 {
+    d.as_nanos().min(u128::from(u64::MAX)) as u64
+}
+
+/// One core's tail sampler. `!Send`: it holds `Rc`s of the batches it buffers.
+pub struct Sampler {
+    limits: Limits,
+    /// The first `now` seen; times are kept as nanoseconds since then.
+    epoch: Option<Instant>,
+    /// The latest time seen (time never goes backwards inside the sampler).
+    now: u64,
+    table: TraceTable,
+    slots: BatchSlots,
+    cache: DecisionCache,
+    policies: Policies,
+    stats: SamplerStats,
+    /// Counts public calls, to group a call's kept spans per batch.
+    call: u64,
+    /// The slot of the batch being added (not freed mid-call when its refs drop to zero).
+    pinned: Option<u32>,
+    /// Sparse batches to compact: (slot, serial, when it became sparse), oldest first.
+    sparse: VecDeque<(u32, u64, u64)>,
+    votes: Vec<Vote>,
+    resource_bits: Vec<u64>,
+}
+
+impl Sampler {
+    /// A sampler for one of `share.cores` cores, with `config`'s bounds and policies compiled.
+    pub fn new(config: &TailSamplingConfig, share: CoreShare) -> Result<Sampler, SamplerError> {
+        let policies = Policies::compile(config, share)?;
+        let stats = SamplerStats::new(policies.names().map(|(n, d)| (n.to_string(), d)));
+        Ok(Sampler {
+            limits: Limits {
+                wait: nanos(config.decision_wait),
+                wait_after_root: config.decision_wait_after_root.map(nanos),
+                compact_after: nanos(config.decision_wait) / 4,
+                max_traces: config.max_traces_per_core.max(1),
+                max_bytes: config.max_buffered_bytes_per_core,
+                max_spans_per_trace: (config.max_spans_per_trace as usize).max(1),
+                max_bytes_per_trace: config.max_bytes_per_trace,
+                on_shutdown: config.on_shutdown,
+            },
+            epoch: None,
+            now: 0,
+            table: TraceTable::new(),
+            slots: BatchSlots::default(),
+            cache: DecisionCache::new(
+                config.decision_cache.sampled_cache_size,
+                config.decision_cache.non_sampled_cache_size,
+            ),
+            policies,
+            stats,
+            call: 0,
+            pinned: None,
+            sparse: VecDeque::new(),
+            votes: Vec::new(),
+            resource_bits: Vec::new(),
+        })
+    }
+
+    /// Statistics, current as of the last call.
+    pub fn stats(&self) -> &SamplerStats {
+        &self.stats
+    }
+
+    /// What [`Sampler::shutdown`] does with pending traces (`on_shutdown`).
+    pub fn on_shutdown(&self) -> OnShutdown {
+        self.limits.on_shutdown
+    }
+
+    /// Adds a batch whose spans this core owns.
+    ///
+    /// First, as [`Sampler::tick`] would, traces whose decision time has come are decided and
+    /// due compactions done, so a flood of batches cannot hold decisions back even if the
+    /// caller's timer runs late. Then spans of pending traces join them; spans of traces in
+    /// the decision cache are resolved at once (forwarded into `out` if sampled, dropped and
+    /// counted otherwise); other spans start new traces. Bounds this batch would cross force
+    /// early decisions (counted by reason). Kept spans of every decision go to `out`.
+    pub fn add(&mut self, batch: SpanBatch, now: Instant, out: &mut Vec<Kept>) {
+        let now = self.advance(now);
+        let first_out = out.len();
+        self.catch_up(now, out);
+        if batch.index.spans.is_empty() {
+            self.finish(out, first_out);
+            return;
+        }
+        let batch = Rc::new(batch);
+        let slot = self.slots.insert(Rc::clone(&batch));
+        self.pinned = Some(slot);
+        self.stats.buffered_batches = self.slots.len() as u64;
+        let mut resource_bits = std::mem::take(&mut self.resource_bits);
+        self.policies.resource_bits(&batch, &mut resource_bits);
+
+        // Consecutive spans usually belong to the same trace: remember the last lookup until a
+        // decision may have invalidated it.
+        let mut last: Option<(TraceId, u32)> = None;
+        for (i, entry) in batch.index.spans.iter().enumerate() {
+            self.stats.spans_received += 1;
+            let body = batch.span(i);
+            let len = body.len() as u64;
+            let id = entry.trace_id;
+            let pending = match last {
+                Some((last_id, t)) if last_id == id => Some(t),
+                _ => self.table.find(&id),
+            };
+            if let Some(t) = pending {
+                let trace = self.table.get(t);
+                let reason = if trace.spans.len() + 1 > self.limits.max_spans_per_trace {
+                    Some(DecisionReason::MaxSpansPerTrace)
+                } else if trace.span_bytes + len > self.limits.max_bytes_per_trace {
+                    Some(DecisionReason::MaxBytesPerTrace)
+                } else {
+                    None
+                };
+                match reason {
+                    None => {
+                        let resource = batch.index.scopes[entry.scope as usize].resource as usize;
+                        self.append(t, slot, i as u32, body, resource_bits[resource]);
+                        last = Some((id, t));
+                        continue;
+                    }
+                    Some(reason) => {
+                        self.decide(t, reason, now, out);
+                        last = None;
+                    }
+                }
+            }
+            if let Some(sampled) = self.cache.get(&id) {
+                if sampled {
+                    self.stats.late_spans_forwarded += 1;
+                    self.emit(slot, i as u32, out);
+                } else {
+                    self.stats.late_spans_dropped += 1;
+                }
+                continue;
+            }
+            if self.table.len() >= self.limits.max_traces {
+                if let Some(oldest) = self.table.oldest() {
+                    self.decide(oldest, DecisionReason::MaxTraces, now, out);
+                }
+            }
+            let t = self.table.create(id, now);
+            self.stats.traces_received += 1;
+            self.stats.buffered_traces += 1;
+            self.charge(trace_cost(0));
+            let resource = batch.index.scopes[entry.scope as usize].resource as usize;
+            self.append(t, slot, i as u32, body, resource_bits[resource]);
+            if len > self.limits.max_bytes_per_trace {
+                self.decide(t, DecisionReason::MaxBytesPerTrace, now, out);
+                last = None;
+            } else {
+                last = Some((id, t));
+            }
+        }
+        self.resource_bits = resource_bits;
+        while self.stats.buffered_bytes > self.limits.max_bytes {
+            let Some(oldest) = self.table.oldest() else {
+                break;
+            };
+            self.decide(oldest, DecisionReason::MaxBufferedBytes, now, out);
+        }
+        self.pinned = None;
+        if self.slots.get(slot).refs == 0 {
+            self.slots.remove(slot);
+            self.stats.buffered_batches = self.slots.len() as u64;
+        } else {
+            self.mark_if_sparse(slot);
+        }
+        self.finish(out, first_out);
+    }
+
+    /// Decides every trace whose decision time has come, oldest deadline first, then compacts
+    /// the batches that have been sparse for `decision_wait / 4` (see the module docs).
+    pub fn tick(&mut self, now: Instant, out: &mut Vec<Kept>) {
+        let now = self.advance(now);
+        let first_out = out.len();
+        self.catch_up(now, out);
+        self.finish(out, first_out);
+    }
+
+    /// Due decisions, then due compactions.
+    fn catch_up(&mut self, now: u64, out: &mut Vec<Kept>) {
+        while let Some((t, deadline, reason)) = self.next_due() {
+            if deadline > now {
+                break;
+            }
+            self.decide(t, reason, now, out);
+        }
+        while let Some(&(slot, serial, since)) = self.sparse.front() {
+            if since.saturating_add(self.limits.compact_after) > now {
+                break;
+            }
+            self.sparse.pop_front();
+            if self
+                .slots
+                .get_serial(slot, serial)
+                .is_some_and(|b| b.refs > 0)
+            {
+                self.compact(slot);
+            }
+        }
+    }
+
+    /// Queues batch `slot` for compaction if it has just become sparse.
+    fn mark_if_sparse(&mut self, slot: u32) {
+        let b = self.slots.get_mut(slot);
+        if !b.queued && b.cost.is_sparse(b.refs) {
+            b.queued = true;
+            let serial = b.serial;
+            self.sparse.push_back((slot, serial, self.now));
+        }
+    }
+
+    /// Copies the spans still buffered from batch `slot` into a batch of their own and points
+    /// their traces at it; the old batch is released.
+    fn compact(&mut self, slot: u32) {
+        let old = Rc::clone(&self.slots.get(slot).batch);
+        let refs = self.slots.get(slot).refs;
+        // The pending traces with spans in this batch, and those spans.
+        let mut traces: Vec<u32> = Vec::new();
+        let mut last = None;
+        for e in &old.index.spans {
+            if last == Some(e.trace_id) {
+                continue;
+            }
+            last = Some(e.trace_id);
+            if let Some(t) = self.table.find(&e.trace_id) {
+                traces.push(t);
+            }
+        }
+        traces.sort_unstable();
+        traces.dedup();
+        let mut live: Vec<u32> = Vec::with_capacity(refs as usize);
+        for &t in &traces {
+            live.extend(
+                self.table
+                    .get(t)
+                    .spans
+                    .iter()
+                    .filter(|r| r.slot == slot)
+                    .map(|r| r.span),
+            );
+        }
+        live.sort_unstable();
+        debug_assert_eq!(live.len(), refs as usize);
+        let small = compact::compact(&old, &live);
+        drop(old);
+        let bytes = small.buf.len() as u64;
+        let new = self.slots.insert(Rc::new(small));
+        self.slots.get_mut(new).refs = refs;
+        for &t in &traces {
+            for r in &mut self.table.get_mut(t).spans {
+                if r.slot == slot {
+                    let k = live.binary_search(&r.span).expect("live span") as u32;
+                    *r = SpanRef { slot: new, span: k };
+                }
+            }
+        }
+        let charge = self.slots.get(new).cost.charge();
+        self.charge(charge);
+        let b = self.slots.get_mut(slot);
+        b.refs = 0;
+        let charge = b.cost.charge();
+        self.refund(charge);
+        self.slots.remove(slot);
+        self.stats.buffered_batches = self.slots.len() as u64;
+        self.stats.compactions += 1;
+        self.stats.compacted_spans += u64::from(refs);
+        self.stats.compacted_bytes += bytes;
+    }
+
+    /// When the next decision is due (`None` when nothing is buffered). A deadline already
+    /// past is returned as is: call [`Sampler::tick`] at once. Re-read it after every
+    /// [`Sampler::add`] and [`Sampler::tick`]: a root span arriving with
+    /// `decision_wait_after_root` set can bring it forward.
+    pub fn next_deadline(&self) -> Option<Instant> {
+        let (_, deadline, _) = self.next_due()?;
+        Some(self.epoch? + Duration::from_nanos(deadline))
+    }
+
+    /// Shutdown with durability on and `on_shutdown = "drop"`: leaks the buffers of the pending
+    /// traces, so they stay alive until the process exits and their ingest-log frames are
+    /// never released (the next start replays them). Dropping them with this core would let
+    /// the receiving core, still closing its log, checkpoint past them (seen: a trace lost).
+    pub fn leak_pending(&mut self) {
+        std::mem::forget(std::mem::take(&mut self.slots));
+    }
+
+    /// Shutdown: decides (`on_shutdown = "decide"`, reason [`DecisionReason::Shutdown`]) or
+    /// drops (`"drop"`, counted) every pending trace, oldest first.
+    pub fn shutdown(&mut self, now: Instant, out: &mut Vec<Kept>) {
+        let now = self.advance(now);
+        let first_out = out.len();
+        while let Some(t) = self.table.oldest() {
+            match self.limits.on_shutdown {
+                OnShutdown::Decide => self.decide(t, DecisionReason::Shutdown, now, out),
+                OnShutdown::Drop => {
+                    let trace = self.table.remove(t);
+                    self.stats.shutdown_dropped_traces += 1;
+                    self.stats.shutdown_dropped_spans += trace.spans.len() as u64;
+                    self.release(&trace);
+                }
+            }
+        }
+        self.finish(out, first_out);
+    }
+
+    /// Converts `now` to nanoseconds since the epoch, never going backwards.
+    fn advance(&mut self, now: Instant) -> u64 {
+        self.call += 1;
+        let epoch = *self.epoch.get_or_insert(now);
+        let t = nanos(now.saturating_duration_since(epoch));
+        self.now = self.now.max(t);
+        self.now
+    }
+
+    /// The pending trace with the earliest deadline: the head of the arrival list (timer) or of
+    /// the root list (root_done); on a tie, the timer.
+    fn next_due(&self) -> Option<(u32, u64, DecisionReason)> {
+        let timer = self.table.oldest().map(|t| {
+            let deadline = self
+                .table
+                .get(t)
+                .first_seen
+                .saturating_add(self.limits.wait);
+            (t, deadline, DecisionReason::Timer)
+        });
+        let root = self.limits.wait_after_root.and_then(|wait| {
+            let t = self.table.oldest_root()?;
+            let seen = self.table.get(t).root_seen?;
+            Some((t, seen.saturating_add(wait), DecisionReason::RootDone))
+        });
+        match (timer, root) {
+            (Some(a), Some(b)) => Some(if b.1 < a.1 { b } else { a }),
+            (a, b) => a.or(b),
+        }
+    }
+
+    fn charge(&mut self, bytes: u64) {
+        self.stats.buffered_bytes += bytes;
+    }
+
+    fn refund(&mut self, bytes: u64) {
+        debug_assert!(self.stats.buffered_bytes >= bytes);
+        self.stats.buffered_bytes -= bytes;
+    }
+
+    /// Buffers span `span` of batch `slot` (body `body`) in trace `t`.
+    fn append(&mut self, t: u32, slot: u32, span: u32, body: &[u8], resource_bits: u64) {
+        let (fields, span_bits) = self.policies.scan_span(body);
+        let bits = resource_bits | span_bits;
+        let now = self.now;
+        let trace = self.table.get_mut(t);
+        let len = trace.spans.len();
+        let (old_cap, new_cap) = (span_list_capacity(len), span_list_capacity(len + 1));
+        if new_cap != old_cap {
+            trace.spans.reserve_exact(new_cap - len);
+        }
+        trace.spans.push(SpanRef { slot, span });
+        trace.span_bytes += body.len() as u64;
+        trace.last_seen = now;
+        if fields.start != 0 {
+            trace.min_start = trace.min_start.min(fields.start);
+        }
+        trace.max_end = trace.max_end.max(fields.end);
+        if (0..8).contains(&fields.status) {
+            trace.status_seen |= 1 << fields.status;
+        }
+        trace.matched |= bits;
+        let new_root = !fields.has_parent && trace.root_seen.is_none();
+        if new_root {
+            trace.root_seen = Some(now);
+        }
+        if new_root && self.limits.wait_after_root.is_some() {
+            self.table.push_root(t);
+        }
+        if new_cap != old_cap {
+            self.charge(trace_cost(len + 1) - trace_cost(len));
+        }
+        let batch = self.slots.get_mut(slot);
+        batch.refs += 1;
+        if batch.refs == 1 {
+            let cost = batch.cost.charge();
+            self.charge(cost);
+        }
+        self.stats.buffered_spans += 1;
+        self.stats.buffered_span_bytes += body.len() as u64;
+    }
+
+    /// Decides trace `t` now, emitting its spans if sampled.
+    fn decide(&mut self, t: u32, reason: DecisionReason, now: u64, out: &mut Vec<Kept>) {
+        let trace = self.table.remove(t);
+        let facts = Facts { trace: &trace, now };
+        let sampled = self.policies.decide(&facts, &mut self.votes);
+        for (p, vote) in self.stats.policies.iter_mut().zip(&self.votes) {
+            p.count(*vote);
+        }
+        let spans = trace.spans.len() as u64;
+        let stats = &mut self.stats;
+        stats.decisions[reason.index()] += 1;
+        if sampled {
+            stats.traces_sampled += 1;
+            stats.spans_sampled += spans;
+        } else {
+            stats.traces_not_sampled += 1;
+            stats.spans_not_sampled += spans;
+        }
+        let latency_us = now.saturating_sub(trace.first_seen) / 1_000;
+        stats.decision_latency_us.saturating_record(latency_us);
+        stats.decision_latency_sum_us += latency_us;
+        self.cache.insert(trace.id, sampled);
+        self.stats.cache_sampled = self.cache.len(true) as u64;
+        self.stats.cache_not_sampled = self.cache.len(false) as u64;
+        if sampled {
+            for r in &trace.spans {
+                self.emit(r.slot, r.span, out);
+            }
+        }
+        self.release(&trace);
+    }
+
+    /// Drops a removed trace's references to its batches and its charge.
+    fn release(&mut self, trace: &table::Trace) {
+        for r in &trace.spans {
+            let batch = self.slots.get_mut(r.slot);
+            batch.refs -= 1;
+            if batch.refs == 0 {
+                let cost = batch.cost.charge();
+                self.refund(cost);
+                if self.pinned != Some(r.slot) {
+                    self.slots.remove(r.slot);
+                }
+            } else if self.pinned != Some(r.slot) {
+                self.mark_if_sparse(r.slot);
+            }
+        }
+        self.refund(trace_cost(trace.spans.len()));
+        self.stats.buffered_traces -= 1;
+        self.stats.buffered_spans -= trace.spans.len() as u64;
+        self.stats.buffered_span_bytes -= trace.span_bytes;
+        self.stats.buffered_batches = self.slots.len() as u64;
+    }
+
+    /// Adds span `span` of batch `slot` to this call's [`Kept`] for that batch.
+    fn emit(&mut self, slot: u32, span: u32, out: &mut Vec<Kept>) {
+        let call = self.call;
+        let batch = self.slots.get_mut(slot);
+        if batch.kept_call != call {
+            batch.kept_call = call;
+            batch.kept_at = out.len();
+            out.push(Kept {
+                batch: Rc::clone(&batch.batch),
+                spans: Vec::new(),
+            });
+        }
+        out[batch.kept_at].spans.push(span);
+    }
+
+    /// Sorts the span lists this call produced (several traces and late spans may interleave).
+    fn finish(&mut self, out: &mut [Kept], first: usize) {
+        for kept in &mut out[first..] {
+            if !kept.spans.is_sorted() {
+                kept.spans.sort_unstable();
+            }
+            debug_assert!(kept.spans.windows(2).all(|w| w[0] < w[1]));
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::testing::{batch, batch_of, config, kv, policy, span, trace_id, ResourceSpec};
+    use super::*;
+    use shardtel_config::{PolicyKind, StatusCode};
+    use shardtel_protocol::proto::common::v1::any_value::Value;
+    use shardtel_protocol::scan::SpanBatch;
+    use shardtel_protocol::span::SpanView;
+
+    fn errors() -> TailSamplingConfig {
+        config(vec![policy(
+            "errors",
+            PolicyKind::StatusCode {
+                status_codes: vec![StatusCode::Error],
+                invert: false,
+            },
+        )])
+    }
+
+    fn secs(s: u64) -> Duration {
+        Duration::from_secs(s)
+    }
+
+    /// (trace id, span id) of every kept span, in output order.
+    fn kept_ids(kept: &[Kept]) -> Vec<(TraceId, u64)> {
+        let mut ids = Vec::new();
+        for k in kept {
+            for &i in &k.spans {
+                let e = &k.batch.index.spans[i as usize];
+                let view =
+                    SpanView::new(&k.batch.buf[e.range.start as usize..e.range.end as usize]);
+                let mut sid = [0; 8];
+                sid.copy_from_slice(view.span_id());
+                ids.push((e.trace_id, u64::from_be_bytes(sid)));
+            }
+        }
+        ids
+    }
+
+    #[test]
+    fn decides_after_decision_wait_and_keeps_whole_traces() {
+        let mut cfg = errors();
+        cfg.decision_wait = secs(10);
+        let mut s = Sampler::new(&cfg, CoreShare::SINGLE).unwrap();
+        let t0 = Instant::now();
+        let mut out = Vec::new();
+        // Trace 1 arrives in two pieces, the error in the second; trace 2 has no error.
+        s.add(
+            batch(vec![span(1, 1).root(), span(2, 1).root(), span(1, 2)]),
+            t0,
+            &mut out,
+        );
+        s.add(
+            batch(vec![span(1, 3).status(2), span(2, 2)]),
+            t0 + secs(3),
+            &mut out,
+        );
+        assert!(out.is_empty());
+        assert_eq!(s.next_deadline(), Some(t0 + secs(10)));
+        s.tick(t0 + secs(9), &mut out);
+        assert!(out.is_empty());
+        s.tick(t0 + secs(10), &mut out);
+        // One Kept per batch, spans ascending.
+        assert_eq!(out.len(), 2);
+        assert_eq!(out[0].spans, [0, 2]);
+        assert_eq!(out[1].spans, [0]);
+        assert_eq!(
+            kept_ids(&out),
+            [(trace_id(1), 1), (trace_id(1), 2), (trace_id(1), 3)]
+        );
+        let st = s.stats();
+        assert_eq!((st.traces_sampled, st.traces_not_sampled), (1, 1));
+        assert_eq!((st.spans_sampled, st.spans_not_sampled), (3, 2));
+        assert_eq!(st.decided(DecisionReason::Timer), 2);
+        assert_eq!(st.policies[0].sample, 1);
+        assert_eq!(st.decision_latency_us.len(), 2);
+        let p100 = st.decision_latency_us.value_at_quantile(1.0);
+        assert!(
+            st.decision_latency_us.equivalent(p100, 10_000_000),
+            "{p100}"
+        );
+        assert_eq!(
+            (st.buffered_traces, st.buffered_spans, st.buffered_bytes),
+            (0, 0, 0)
+        );
+        assert_eq!(st.buffered_batches, 0);
+        assert_eq!(s.next_deadline(), None);
+    }
+
+    #[test]
+    fn late_spans_follow_the_cached_decision() {
+        let mut s = Sampler::new(&errors(), CoreShare::SINGLE).unwrap();
+        let t0 = Instant::now();
+        let mut out = Vec::new();
+        s.add(batch(vec![span(1, 1).status(2), span(2, 1)]), t0, &mut out);
+        s.tick(t0 + secs(30), &mut out);
+        assert_eq!(kept_ids(&out), [(trace_id(1), 1)]);
+        out.clear();
+        // Late spans of both; a span of a new trace 3 in the same batch is buffered.
+        s.add(
+            batch(vec![span(2, 2).status(2), span(1, 2), span(3, 1)]),
+            t0 + secs(31),
+            &mut out,
+        );
+        assert_eq!(kept_ids(&out), [(trace_id(1), 2)]);
+        assert_eq!(out[0].spans, [1]);
+        let st = s.stats();
+        assert_eq!((st.late_spans_forwarded, st.late_spans_dropped), (1, 1));
+        assert_eq!((st.buffered_traces, st.buffered_batches), (1, 1));
+        assert_eq!((st.cache_sampled, st.cache_not_sampled), (1, 1));
+    }
+
+    #[test]
+    fn decision_wait_after_root() {
+        let mut cfg = errors();
+        cfg.decision_wait = secs(30);
+        cfg.decision_wait_after_root = Some(secs(2));
+        cfg.policies = vec![policy("all", PolicyKind::AlwaysSample)];
+        let mut s = Sampler::new(&cfg, CoreShare::SINGLE).unwrap();
+        let t0 = Instant::now();
+        let mut out = Vec::new();
+        s.add(batch(vec![span(1, 2), span(2, 2)]), t0, &mut out);
+        s.add(batch(vec![span(2, 1).root()]), t0 + secs(5), &mut out);
+        s.add(batch(vec![span(1, 1).root()]), t0 + secs(6), &mut out);
+        assert_eq!(s.next_deadline(), Some(t0 + secs(7)));
+        s.tick(t0 + secs(7), &mut out);
+        assert_eq!(kept_ids(&out), [(trace_id(2), 2), (trace_id(2), 1)]);
+        s.tick(t0 + secs(8), &mut out);
+        assert_eq!(s.stats().decided(DecisionReason::RootDone), 2);
+        // A trace whose root never comes waits for decision_wait.
+        s.add(batch(vec![span(3, 2)]), t0 + secs(9), &mut out);
+        assert_eq!(s.next_deadline(), Some(t0 + secs(39)));
+        s.tick(t0 + secs(39), &mut out);
+        assert_eq!(s.stats().decided(DecisionReason::Timer), 1);
+    }
+
+    #[test]
+    fn max_traces_decides_the_oldest_early() {
+        let mut cfg = errors();
+        cfg.max_traces_per_core = 2;
+        let mut s = Sampler::new(&cfg, CoreShare::SINGLE).unwrap();
+        let t0 = Instant::now();
+        let mut out = Vec::new();
+        s.add(batch(vec![span(1, 1).status(2)]), t0, &mut out);
+        s.add(batch(vec![span(2, 1)]), t0 + secs(1), &mut out);
+        s.add(batch(vec![span(3, 1), span(1, 2)]), t0 + secs(2), &mut out);
+        // Trace 3 evicted trace 1 (kept, it has an error); its second span followed the cache.
+        assert_eq!(kept_ids(&out), [(trace_id(1), 1), (trace_id(1), 2)]);
+        assert_eq!(out.len(), 2);
+        let st = s.stats();
+        assert_eq!(st.decided(DecisionReason::MaxTraces), 1);
+        assert_eq!(st.buffered_traces, 2);
+        assert_eq!(st.late_spans_forwarded, 1);
+    }
+
+    #[test]
+    fn per_trace_bounds_decide_that_trace_and_later_spans_follow() {
+        let mut cfg = errors();
+        cfg.max_spans_per_trace = 2;
+        let mut s = Sampler::new(&cfg, CoreShare::SINGLE).unwrap();
+        let t0 = Instant::now();
+        let mut out = Vec::new();
+        s.add(
+            batch(vec![
+                span(1, 1).status(2),
+                span(1, 2),
+                span(1, 3),
+                span(2, 1),
+            ]),
+            t0,
+            &mut out,
+        );
+        assert_eq!(
+            kept_ids(&out),
+            [(trace_id(1), 1), (trace_id(1), 2), (trace_id(1), 3)]
+        );
+        assert_eq!(s.stats().decided(DecisionReason::MaxSpansPerTrace), 1);
+        assert_eq!(s.stats().late_spans_forwarded, 1);
+
+        let mut cfg = errors();
+        cfg.max_bytes_per_trace = 300;
+        let mut s = Sampler::new(&cfg, CoreShare::SINGLE).unwrap();
+        out.clear();
+        s.add(
+            batch(vec![
+                span(1, 1).status(2).pad(100),
+                span(1, 2).pad(100),
+                span(1, 3).pad(100),
+            ]),
+            t0,
+            &mut out,
+        );
+        assert_eq!(kept_ids(&out).len(), 3);
+        assert_eq!(s.stats().decided(DecisionReason::MaxBytesPerTrace), 1);
+        // A single span larger than the bound is decided alone, at once.
+        out.clear();
+        s.add(
+            batch(vec![span(7, 1).status(2).pad(400), span(8, 1)]),
+            t0,
+            &mut out,
+        );
+        assert_eq!(kept_ids(&out), [(trace_id(7), 1)]);
+        assert_eq!(s.stats().decided(DecisionReason::MaxBytesPerTrace), 2);
+        assert_eq!(s.stats().buffered_traces, 1);
+    }
+
+    #[test]
+    fn buffered_bytes_bound_decides_the_oldest_traces() {
+        let one = batch(vec![span(1, 1).status(2)]);
+        let cost = table::batch_cost(&one).charge() + trace_cost(1);
+        let mut cfg = errors();
+        // Room for two one-span batches, not three.
+        cfg.max_buffered_bytes_per_core = 2 * cost + cost / 2;
+        let mut s = Sampler::new(&cfg, CoreShare::SINGLE).unwrap();
+        let t0 = Instant::now();
+        let mut out = Vec::new();
+        for n in 1..=3 {
+            s.add(batch(vec![span(n, 1).status(2)]), t0 + secs(n), &mut out);
+            assert!(s.stats().buffered_bytes <= cfg.max_buffered_bytes_per_core);
+        }
+        assert_eq!(s.stats().decided(DecisionReason::MaxBufferedBytes), 1);
+        assert_eq!(kept_ids(&out), [(trace_id(1), 1)]);
+        assert_eq!(s.stats().buffered_bytes, 2 * cost);
+        assert_eq!(s.stats().buffered_batches, 2);
+        // A batch alone larger than the bound: its own traces are decided at once.
+        let big: Vec<_> = (10..40).map(|n| span(n, 1).pad(50)).collect();
+        out.clear();
+        s.add(batch(big), t0 + secs(5), &mut out);
+        assert!(s.stats().buffered_bytes <= cfg.max_buffered_bytes_per_core);
+        assert_eq!(
+            s.stats().decided(DecisionReason::MaxBufferedBytes),
+            1 + 2 + 30
+        );
+        assert_eq!(s.stats().buffered_traces, 0);
+    }
+
+    /// The parts of one request that `partition` sends to `cores` cores.
+    fn parts(request: &SpanBatch, cores: usize) -> Vec<SpanBatch> {
+        let mut parts = Vec::new();
+        request.index.partition(
+            cores,
+            |t| shardtel_protocol::route::owner_core(t, cores),
+            &mut parts,
+        );
+        parts
+            .into_iter()
+            .map(|index| SpanBatch {
+                buf: request.buf.clone(),
+                index,
+                release_token: None,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_shared_request_buffer_is_charged_by_share_with_a_floor() {
+        // 40 traces of one 200-byte span: the parts of a 2-core split share the buffer.
+        let request = batch((0..40).map(|n| span(n, 1).pad(200)).collect());
+        let b = request.buf.len() as u64;
+        let whole = table::batch_cost(&request);
+        // A core owning the whole request is charged all of it but the request framing.
+        assert!(whole.part() <= b && whole.part() + 16 > b, "{whole:?}");
+        let halves = parts(&request, 2);
+        let shares: Vec<u64> = halves.iter().map(|p| table::batch_cost(p).part()).collect();
+        assert!(shares.iter().all(|&p| p < b));
+        // Together the parts are charged about the buffer once, not once per core.
+        let sum: u64 = shares.iter().sum();
+        assert!(sum <= b + 16 && sum + 16 >= b, "{shares:?} of {b}");
+        // A tiny part is charged a quarter of the buffer.
+        let mut tiny = halves[0].clone();
+        tiny.index.spans.truncate(1);
+        assert_eq!(table::batch_cost(&tiny).part(), b.div_ceil(4));
+        // Each sampler charges its part, and the pinned buffer is held once in memory.
+        let t0 = Instant::now();
+        let mut out = Vec::new();
+        let mut total = 0;
+        for (core, part) in halves.into_iter().enumerate() {
+            let share = CoreShare { core, cores: 2 };
+            let mut s = Sampler::new(&errors(), share).unwrap();
+            let cost = table::batch_cost(&part).charge();
+            let traces = part.index.spans.len();
+            s.add(part, t0, &mut out);
+            assert_eq!(
+                s.stats().buffered_bytes,
+                cost + traces as u64 * trace_cost(1)
+            );
+            total += s.stats().buffered_bytes;
+        }
+        assert!(total < 2 * b, "{total}");
+    }
+
+    #[test]
+    fn add_decides_due_traces_before_its_own_spans() {
+        // A caller whose timer runs late still gets decisions on time from its adds.
+        let mut cfg = errors();
+        cfg.decision_wait = secs(10);
+        let mut s = Sampler::new(&cfg, CoreShare::SINGLE).unwrap();
+        let t0 = Instant::now();
+        let mut out = Vec::new();
+        s.add(batch(vec![span(1, 1).status(2)]), t0, &mut out);
+        s.add(batch(vec![span(2, 1)]), t0 + secs(9), &mut out);
+        assert!(out.is_empty());
+        // No tick: the add at t0 + 10 s decides trace 1, then its late span follows.
+        s.add(batch(vec![span(1, 2), span(3, 1)]), t0 + secs(10), &mut out);
+        assert_eq!(kept_ids(&out), [(trace_id(1), 1), (trace_id(1), 2)]);
+        let st = s.stats();
+        assert_eq!(st.decided(DecisionReason::Timer), 1);
+        assert_eq!(st.late_spans_forwarded, 1);
+        assert_eq!(st.buffered_traces, 2);
+    }
+
+    #[test]
+    fn stragglers_of_a_released_buffer_are_compacted_and_exported_intact() {
+        // 8 traces in one request; 7 end (root) soon, one straggles until decision_wait.
+        let mut cfg = errors();
+        cfg.policies = vec![policy("all", PolicyKind::AlwaysSample)];
+        cfg.decision_wait = secs(40);
+        cfg.decision_wait_after_root = Some(secs(1));
+        let mut s = Sampler::new(&cfg, CoreShare::SINGLE).unwrap();
+        let t0 = Instant::now();
+        let mut out = Vec::new();
+        let spans: Vec<_> = (1..=8)
+            .map(|n| {
+                let sp = span(n, 1).pad(300);
+                if n == 8 {
+                    sp
+                } else {
+                    sp.root()
+                }
+            })
+            .collect();
+        let request = batch(spans);
+        let straggler = request.span_body(7);
+        let whole = table::batch_cost(&request).charge();
+        s.add(request, t0, &mut out);
+        s.tick(t0 + secs(1), &mut out);
+        assert_eq!(out.len(), 1);
+        assert_eq!(out[0].spans.len(), 7);
+        // The buffer is held for one span; it is still charged whole ...
+        assert_eq!(s.stats().buffered_bytes, whole + trace_cost(1));
+        // ... until it has been sparse for decision_wait / 4.
+        s.tick(t0 + secs(10), &mut out);
+        assert_eq!(s.stats().compactions, 0);
+        s.tick(t0 + secs(11), &mut out);
+        let st = s.stats();
+        assert_eq!((st.compactions, st.compacted_spans), (1, 1));
+        assert!(st.compacted_bytes < 400, "{}", st.compacted_bytes);
+        // What is left: the straggler's small buffer, its batch's fixed overhead (index, slot)
+        // and the trace's entry.
+        assert!(
+            st.buffered_bytes < whole / 3,
+            "{} of {whole}",
+            st.buffered_bytes
+        );
+        assert_eq!((st.buffered_batches, st.buffered_spans), (1, 1));
+        // More spans of the straggler join it; at its decision all are exported, intact.
+        out.clear();
+        s.add(batch(vec![span(8, 2)]), t0 + secs(12), &mut out);
+        s.tick(t0 + secs(40), &mut out);
+        assert_eq!(kept_ids(&out), [(trace_id(8), 1), (trace_id(8), 2)]);
+        let kept = out
+            .iter()
+            .find(|k| k.batch.index.spans.len() == 1 && k.spans == [0]);
+        let body = kept.map(|k| k.batch.span_body(0));
+        assert_eq!(body.as_ref(), Some(&straggler));
+        let st = s.stats();
+        assert_eq!((st.buffered_bytes, st.buffered_batches), (0, 0));
+    }
+
+    #[test]
+    fn time_never_goes_backwards_and_empty_batches_are_ignored() {
+        let mut cfg = errors();
+        cfg.decision_wait = secs(10);
+        let mut s = Sampler::new(&cfg, CoreShare::SINGLE).unwrap();
+        let t0 = Instant::now();
+        let mut out = Vec::new();
+        s.add(batch(vec![span(1, 1)]), t0 + secs(5), &mut out);
+        // An earlier `now` counts as the latest one seen.
+        s.add(batch(vec![span(2, 1)]), t0, &mut out);
+        assert_eq!(s.next_deadline(), Some(t0 + secs(15)));
+        s.tick(t0 + secs(14), &mut out);
+        assert_eq!(s.stats().buffered_traces, 2);
+        s.tick(t0 + secs(15), &mut out);
+        assert_eq!(s.stats().buffered_traces, 0);
+        s.add(batch(Vec::new()), t0 + secs(16), &mut out);
+        assert_eq!(
+            (s.stats().spans_received, s.stats().buffered_batches),
+            (2, 0)
+        );
+    }
+
+    #[test]
+    fn shutdown_decides_or_drops() {
+        let t0 = Instant::now();
+        for mode in [OnShutdown::Decide, OnShutdown::Drop] {
+            let mut cfg = errors();
+            cfg.on_shutdown = mode;
+            let mut s = Sampler::new(&cfg, CoreShare::SINGLE).unwrap();
+            let mut out = Vec::new();
+            s.add(
+                batch(vec![span(1, 1).status(2), span(2, 1), span(2, 2)]),
+                t0,
+                &mut out,
+            );
+            s.shutdown(t0 + secs(1), &mut out);
+            let st = s.stats();
+            assert_eq!(st.buffered_traces, 0);
+            assert_eq!(st.buffered_bytes, 0);
+            match mode {
+                OnShutdown::Decide => {
+                    assert_eq!(kept_ids(&out), [(trace_id(1), 1)]);
+                    assert_eq!(st.decided(DecisionReason::Shutdown), 2);
+                }
+                OnShutdown::Drop => {
+                    assert!(out.is_empty());
+                    assert_eq!(
+                        (st.shutdown_dropped_traces, st.shutdown_dropped_spans),
+                        (2, 3)
+                    );
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn seed_policy_set_on_a_realistic_mix() {
+        let cfg = shardtel_config::Config::from_str(
+            r#"
+[receivers.otlp]
+[exporters.blackhole]
+[pipelines.traces]
+receivers = ["otlp"]
+processors = ["tail_sampling"]
+exporters = ["blackhole"]
+[processors.tail_sampling]
+decision_wait = "10s"
+[[processors.tail_sampling.policies]]
+name = "errors"
+type = "status_code"
+status_codes = ["ERROR"]
+[[processors.tail_sampling.policies]]
+name = "slow"
+type = "latency"
+threshold = "1s"
+[[processors.tail_sampling.policies]]
+name = "vip"
+type = "string_attribute"
+key = "user.id"
+values = ["vip"]
+[[processors.tail_sampling.policies]]
+name = "baseline"
+type = "probabilistic"
+percent = 10
+"#,
+            "seed.toml",
+        )
+        .unwrap();
+        let shardtel_config::ProcessorConfig::TailSampling(ts) = &cfg.processors["tail_sampling"]
+        else {
+            panic!("not a tail sampler")
+        };
+        let mut s = Sampler::new(ts, CoreShare::SINGLE).unwrap();
+        let t0 = Instant::now();
+        let mut out = Vec::new();
+        let ms = 1_000_000;
+        let n = 4000u64;
+        let mut expected = std::collections::BTreeSet::new();
+        for t in 0..n {
+            let kind = t % 10;
+            let root = span(t, 1).root();
+            let (a, b) = match kind {
+                0 => (root, span(t, 2).status(2)),
+                1 => (root.times(ms, 1500 * ms), span(t, 2)),
+                2 => (
+                    root,
+                    span(t, 2).with_attrs(vec![("user.id", Value::StringValue("vip".into()))]),
+                ),
+                _ => (
+                    root,
+                    span(t, 2).with_attrs(vec![("user.id", Value::StringValue("u-1".into()))]),
+                ),
+            };
+            let by_hash = u128::from(probabilistic_hash(&trace_id(t), b"")) * 10 < 1 << 64;
+            if kind <= 2 || by_hash {
+                expected.insert(trace_id(t));
+            }
+            // Each trace in two pieces, under a resource.
+            let r = ResourceSpec {
+                attrs: vec![kv("service.name", Value::StringValue("cart".into()))],
+            };
+            s.add(batch_of(&[(r.clone(), vec![a])]), t0, &mut out);
+            s.add(batch_of(&[(r, vec![b])]), t0, &mut out);
+        }
+        s.tick(t0 + secs(10), &mut out);
+        let kept: std::collections::BTreeSet<TraceId> =
+            kept_ids(&out).into_iter().map(|(t, _)| t).collect();
+        assert_eq!(kept, expected);
+        assert_eq!(kept_ids(&out).len(), 2 * kept.len());
+        let rest = kept.len() as f64 - 0.3 * n as f64;
+        // About 10% of the other 70%.
+        assert!((rest - 0.07 * n as f64).abs() < 0.02 * n as f64, "{rest}");
+        let st = s.stats();
+        assert_eq!(
+            st.policies.iter().map(|p| p.sample).collect::<Vec<_>>()[..3],
+            [n / 10, n / 10, n / 10]
+        );
+    }
+}
