@@ -127,6 +127,8 @@ impl ProducerContext for DeliveryContext {
 /// sends the counts through `done` to the task. Lock-free.
 struct BatchDelivery {
     signal: Signal,
+    /// How the message values are encoded (to count the items of failed ones).
+    encoding: KafkaEncoding,
     delivered_messages: AtomicU64,
     delivered_bytes: AtomicU64,
     failed_messages: AtomicU64,
@@ -152,10 +154,14 @@ struct DeliveryOutcome {
 }
 
 impl BatchDelivery {
-    fn new(signal: Signal) -> (Arc<Self>, oneshot::Receiver<DeliveryOutcome>) {
+    fn new(
+        signal: Signal,
+        encoding: KafkaEncoding,
+    ) -> (Arc<Self>, oneshot::Receiver<DeliveryOutcome>) {
         let (done, rx) = oneshot::channel();
         let delivery = Arc::new(BatchDelivery {
             signal,
+            encoding,
             delivered_messages: AtomicU64::new(0),
             delivered_bytes: AtomicU64::new(0),
             failed_messages: AtomicU64::new(0),
@@ -182,8 +188,10 @@ impl BatchDelivery {
             let _ = self.retryable.set(code);
         } else {
             let _ = self.permanent.set(code);
-            self.rejected_items
-                .fetch_add(count_items(self.signal, payload), Ordering::Relaxed);
+            self.rejected_items.fetch_add(
+                count_items(self.signal, self.encoding, payload),
+                Ordering::Relaxed,
+            );
         }
     }
 
@@ -208,9 +216,21 @@ impl Drop for BatchDelivery {
     }
 }
 
-/// Spans, points or records in an encoded request (0 if it does not scan).
-fn count_items(signal: Signal, payload: &[u8]) -> u64 {
+/// Spans, points or records in an encoded request (0 if it does not scan). OTLP/JSON is
+/// converted to protobuf first (only failed messages are counted, so this is rare).
+fn count_items(signal: Signal, encoding: KafkaEncoding, payload: &[u8]) -> u64 {
     use shardtel_protocol::scan::{scan_logs, scan_metrics, TracesIndex};
+    let converted;
+    let payload = match encoding {
+        KafkaEncoding::OtlpProto => payload,
+        KafkaEncoding::OtlpJson => match shardtel_protocol::json::to_protobuf(signal, payload) {
+            Ok(pb) => {
+                converted = pb;
+                &converted[..]
+            }
+            Err(_) => return 0,
+        },
+    };
     match signal {
         Signal::Traces => {
             let mut index = TracesIndex::default();
@@ -352,7 +372,7 @@ impl KafkaExporter {
         };
         let messages = self.messages(batch).await?;
         let topic = &self.topics[batch.signal.index()];
-        let (delivery, done) = BatchDelivery::new(batch.signal);
+        let (delivery, done) = BatchDelivery::new(batch.signal, self.encoding);
         let deadline = Instant::now() + self.enqueue_timeout;
         let mut offered = Offered::default();
         match messages {
@@ -447,7 +467,7 @@ impl KafkaExporter {
             // and carry on with the others.
             offered.rejected_messages += 1;
             offered.rejected_bytes += value.len() as u64;
-            offered.rejected_items += count_items(delivery.signal, value);
+            offered.rejected_items += count_items(delivery.signal, delivery.encoding, value);
             offered.permanent.get_or_insert(error);
             return true;
         }
@@ -531,27 +551,33 @@ impl KafkaExporter {
                     if encoding == KafkaEncoding::OtlpProto {
                         return Ok(BatchMessages::Traces(Box::new(traces)));
                     }
-                    // OTLP/JSON (the protobuf path returned above): each message converted
-                    // straight from the reused buffer.
+                    // OTLP/JSON (the protobuf path returned above): each message converted,
+                    // and cut again where its JSON outgrows the limit.
                     let mut value = Vec::new();
                     while let Some((key, _)) = traces.next_into(&mut value) {
-                        let json = shardtel_protocol::json::from_protobuf(signal, &value)
-                            .map_err(|e| e.to_string())?;
-                        values.push((MessageKey::Trace(key), Bytes::from(json)));
+                        push_json(
+                            signal,
+                            MessageKey::Trace(key),
+                            &value,
+                            max_bytes,
+                            &mut values,
+                        )?;
                     }
                 }
                 Signal::Metrics | Signal::Logs => {
                     let mut slices = Vec::new();
                     request_messages(&request, max_bytes, &mut slices).map_err(|e| invalid(&e))?;
                     for (key, v) in slices {
-                        let v = match encoding {
-                            KafkaEncoding::OtlpJson => Bytes::from(
-                                shardtel_protocol::json::from_protobuf(signal, &v)
-                                    .map_err(|e| e.to_string())?,
-                            ),
-                            KafkaEncoding::OtlpProto => v,
-                        };
-                        values.push((MessageKey::Resource(key), v));
+                        match encoding {
+                            KafkaEncoding::OtlpJson => push_json(
+                                signal,
+                                MessageKey::Resource(key),
+                                &v,
+                                max_bytes,
+                                &mut values,
+                            )?,
+                            KafkaEncoding::OtlpProto => values.push((MessageKey::Resource(key), v)),
+                        }
                     }
                 }
             }
@@ -560,6 +586,64 @@ impl KafkaExporter {
         .await
         .map_err(|reason| ExportError::Encode { reason })
     }
+}
+
+/// Appends the OTLP/JSON value(s) of `proto`, one message of `signal` (protobuf, cut to at most
+/// `max_bytes`), keyed `key`, to `out`: one value when its JSON fits `max_bytes`. OTLP/JSON is
+/// larger than protobuf (hex ids, field names, quoting: 1.5 to 3 times), so a message cut to
+/// the limit as protobuf may be over it as JSON and would be refused by the broker. Such a
+/// message is cut again (spans of a trace; metrics and logs between resources) with its
+/// protobuf limit shrunk by the factor its JSON grew, and every piece is converted in turn.
+/// A piece that cannot be cut further (one span, one resource) goes as it is, like an
+/// oversized protobuf one: if the broker refuses it, it is counted and reported as rejected.
+fn push_json(
+    signal: Signal,
+    key: MessageKey,
+    proto: &[u8],
+    max_bytes: usize,
+    out: &mut Vec<(MessageKey, Bytes)>,
+) -> Result<(), String> {
+    let json = shardtel_protocol::json::from_protobuf(signal, proto).map_err(|e| e.to_string())?;
+    if json.len() <= max_bytes {
+        out.push((key, Bytes::from(json)));
+        return Ok(());
+    }
+    // The protobuf bytes whose JSON fits, with a tenth to spare for pieces that grow more
+    // than the average.
+    let limit = (proto.len() as u128 * max_bytes as u128 * 9 / 10 / json.len() as u128) as usize;
+    let invalid =
+        |e: &dyn std::fmt::Display| format!("message is not a valid {signal} request: {e}");
+    // (A copy, on this rare path only.)
+    let proto = Bytes::copy_from_slice(proto);
+    let mut pieces: Vec<(MessageKey, Bytes)> = Vec::new();
+    match signal {
+        Signal::Traces => {
+            let mut traces = TraceMessages::new(proto, limit.max(1)).map_err(|e| invalid(&e))?;
+            let mut value = Vec::new();
+            while let Some((trace, _)) = traces.next_into(&mut value) {
+                pieces.push((MessageKey::Trace(trace), Bytes::copy_from_slice(&value)));
+            }
+        }
+        Signal::Metrics | Signal::Logs => {
+            let mut slices = Vec::new();
+            request_messages(&proto, limit.max(1), &mut slices).map_err(|e| invalid(&e))?;
+            pieces.extend(
+                slices
+                    .into_iter()
+                    .map(|(k, v)| (MessageKey::Resource(k), v)),
+            );
+        }
+    }
+    if pieces.len() <= 1 {
+        // Cannot be cut: one span or one resource.
+        out.push((key, Bytes::from(json)));
+        return Ok(());
+    }
+    // Each piece holds fewer spans or resources than `proto`: the recursion ends.
+    for (key, piece) in pieces {
+        push_json(signal, key, &piece, max_bytes, out)?;
+    }
+    Ok(())
 }
 
 /// What happened while offering a batch's messages to the producer.
@@ -600,7 +684,7 @@ mod tests {
 
     #[test]
     fn delivery_completes_when_the_last_report_is_in() {
-        let (d, mut rx) = BatchDelivery::new(Signal::Logs);
+        let (d, mut rx) = BatchDelivery::new(Signal::Logs, KafkaEncoding::OtlpProto);
         let (m1, m2) = (d.clone(), d.clone());
         drop(d); // the sending task is done offering
         m1.delivered(10);
@@ -638,7 +722,7 @@ mod tests {
             }],
         }
         .encode_to_vec();
-        let (d, mut rx) = BatchDelivery::new(Signal::Logs);
+        let (d, mut rx) = BatchDelivery::new(Signal::Logs, KafkaEncoding::OtlpProto);
         d.failed(RDKafkaErrorCode::MessageSizeTooLarge, &payload);
         drop(d);
         let outcome = rx.try_recv().unwrap().unwrap();
@@ -648,6 +732,173 @@ mod tests {
             Some(RDKafkaErrorCode::MessageSizeTooLarge)
         );
         assert_eq!(outcome.retryable, None);
+    }
+
+    /// A trace of `spans` spans, and a logs request of `resources` resources of 20 records.
+    fn json_fixtures(spans: u32, resources: usize) -> (Vec<u8>, Vec<u8>) {
+        use prost::Message;
+        use shardtel_protocol::proto::collector::logs::v1::ExportLogsServiceRequest;
+        use shardtel_protocol::proto::collector::trace::v1::ExportTraceServiceRequest;
+        use shardtel_protocol::proto::logs::v1::{LogRecord, ResourceLogs, ScopeLogs};
+        use shardtel_protocol::proto::trace::v1::{ResourceSpans, ScopeSpans, Span};
+        let traces = ExportTraceServiceRequest {
+            resource_spans: vec![ResourceSpans {
+                scope_spans: vec![ScopeSpans {
+                    spans: (0..spans)
+                        .map(|i| Span {
+                            trace_id: vec![7; 16],
+                            span_id: (u64::from(i) + 1).to_be_bytes().to_vec(),
+                            parent_span_id: vec![9; 8],
+                            name: format!("span-{i}"),
+                            ..Default::default()
+                        })
+                        .collect(),
+                    ..Default::default()
+                }],
+                ..Default::default()
+            }],
+        };
+        let logs = ExportLogsServiceRequest {
+            resource_logs: (0..resources)
+                .map(|r| ResourceLogs {
+                    scope_logs: vec![ScopeLogs {
+                        log_records: (0..20)
+                            .map(|i| LogRecord {
+                                trace_id: vec![r as u8; 16],
+                                span_id: vec![i; 8],
+                                severity_text: "INFO".into(),
+                                ..Default::default()
+                            })
+                            .collect(),
+                        ..Default::default()
+                    }],
+                    ..Default::default()
+                })
+                .collect(),
+        };
+        (traces.encode_to_vec(), logs.encode_to_vec())
+    }
+
+    #[test]
+    fn json_messages_are_cut_again_to_fit_the_limit() {
+        use prost::Message;
+        use shardtel_protocol::proto::collector::logs::v1::ExportLogsServiceRequest;
+        use shardtel_protocol::proto::collector::trace::v1::ExportTraceServiceRequest;
+        use shardtel_protocol::proto::trace::v1::Span;
+        let max = 4096;
+        let (traces, logs) = json_fixtures(200, 30);
+        // Cut as protobuf first (as `messages` does), then converted.
+        let mut trace_messages = TraceMessages::new(Bytes::from(traces.clone()), max).unwrap();
+        let (mut proto_messages, mut values) = (0, Vec::new());
+        let mut value = Vec::new();
+        while let Some((key, _)) = trace_messages.next_into(&mut value) {
+            proto_messages += 1;
+            push_json(
+                Signal::Traces,
+                MessageKey::Trace(key),
+                &value,
+                max,
+                &mut values,
+            )
+            .unwrap();
+        }
+        assert!(values.len() > proto_messages, "JSON needs more messages");
+        let mut spans = Vec::new();
+        for (key, v) in &values {
+            assert!(v.len() <= max, "a JSON trace message of {} bytes", v.len());
+            assert_eq!(key.bytes(), [7; 16]);
+            let pb = shardtel_protocol::json::to_protobuf(Signal::Traces, v).unwrap();
+            let req = ExportTraceServiceRequest::decode(pb).unwrap();
+            spans.extend(req.resource_spans[0].scope_spans[0].spans.clone());
+        }
+        // Every span once, in order (JSON writes an absent status as an empty one).
+        let sent = ExportTraceServiceRequest::decode(&traces[..]).unwrap();
+        let names = |spans: &[Span]| spans.iter().map(|s| s.name.clone()).collect::<Vec<_>>();
+        assert_eq!(
+            names(&spans),
+            names(&sent.resource_spans[0].scope_spans[0].spans)
+        );
+
+        let mut slices = Vec::new();
+        request_messages(&Bytes::from(logs.clone()), max, &mut slices).unwrap();
+        let mut values = Vec::new();
+        for (key, v) in &slices {
+            push_json(
+                Signal::Logs,
+                MessageKey::Resource(*key),
+                v,
+                max,
+                &mut values,
+            )
+            .unwrap();
+        }
+        assert!(values.len() > slices.len());
+        // Every record once, in order (JSON writes an absent resource or scope as an empty one).
+        let records = |req: ExportLogsServiceRequest| -> Vec<(Vec<u8>, Vec<u8>)> {
+            req.resource_logs
+                .into_iter()
+                .flat_map(|r| r.scope_logs)
+                .flat_map(|s| s.log_records)
+                .map(|r| (r.trace_id, r.span_id))
+                .collect()
+        };
+        let mut got = Vec::new();
+        for (_, v) in &values {
+            assert!(v.len() <= max, "a JSON logs message of {} bytes", v.len());
+            let pb = shardtel_protocol::json::to_protobuf(Signal::Logs, v).unwrap();
+            got.extend(records(ExportLogsServiceRequest::decode(pb).unwrap()));
+        }
+        assert_eq!(
+            got,
+            records(ExportLogsServiceRequest::decode(&logs[..]).unwrap())
+        );
+
+        // One resource bigger than the limit as JSON cannot be cut: it goes alone, whole.
+        let (_, one) = json_fixtures(1, 1);
+        let mut values = Vec::new();
+        push_json(
+            Signal::Logs,
+            MessageKey::Resource([0; 8]),
+            &one,
+            512,
+            &mut values,
+        )
+        .unwrap();
+        assert_eq!(values.len(), 1);
+        assert!(values[0].1.len() > 512);
+    }
+
+    #[test]
+    fn failed_json_messages_count_their_items() {
+        let (traces, logs) = json_fixtures(3, 2);
+        let json = |signal, pb: &[u8]| shardtel_protocol::json::from_protobuf(signal, pb).unwrap();
+        assert_eq!(
+            count_items(
+                Signal::Traces,
+                KafkaEncoding::OtlpJson,
+                &json(Signal::Traces, &traces)
+            ),
+            3
+        );
+        assert_eq!(
+            count_items(
+                Signal::Logs,
+                KafkaEncoding::OtlpJson,
+                &json(Signal::Logs, &logs)
+            ),
+            40
+        );
+        assert_eq!(
+            count_items(Signal::Logs, KafkaEncoding::OtlpProto, &logs),
+            40
+        );
+        let (d, mut rx) = BatchDelivery::new(Signal::Traces, KafkaEncoding::OtlpJson);
+        d.failed(
+            RDKafkaErrorCode::MessageSizeTooLarge,
+            &json(Signal::Traces, &traces),
+        );
+        drop(d);
+        assert_eq!(rx.try_recv().unwrap().unwrap().rejected_items, 3);
     }
 
     fn config(auth: KafkaAuth) -> KafkaExporterConfig {
