@@ -16,6 +16,7 @@ mod kafka_restart;
 mod loadgen;
 mod loki;
 mod otelcol;
+mod otelcol_kafka;
 mod processors;
 mod prometheus;
 mod receive;
