@@ -264,7 +264,7 @@ impl Wal {
     /// Runs at start-up: it lists and creates directories with `std::fs` (metadata only);
     /// segment contents are read through glommio.
     pub async fn open(dir: &Path, opts: WalOptions) -> Result<Wal, WalError> {
-        std::fs::create_dir_all(dir).map_err(|e| WalError::io("create", dir, e))?;
+        crate::permissions::create_dir_all(dir).map_err(|e| WalError::io("create", dir, e))?;
         probe_device(dir).await?;
         let (checkpoint_file, stored) = CheckpointFile::open(dir).await?;
         let mut names: Vec<(u64, PathBuf)> = std::fs::read_dir(dir)
@@ -1040,6 +1040,7 @@ impl Writer {
             .write(true)
             .create(true)
             .truncate(true)
+            .mode(crate::permissions::FILE_MODE)
             .dma_open(&path)
             .await
             .map_err(|e| WalError::io("create", &path, e.into()))?;
