@@ -335,9 +335,13 @@ impl Wal {
                 created: now,
             });
         }
+        // The highest end, not the last segment's: segments whose LSNs overlap (damaged names or
+        // contents) must not make a new frame reuse an LSN a recovered frame has.
         let next_lsn = segments
-            .back()
-            .map_or(0, |s: &Segment| s.end_lsn)
+            .iter()
+            .map(|s: &Segment| s.end_lsn)
+            .max()
+            .unwrap_or(0)
             .max(stored);
         recovery.next_lsn = next_lsn;
         let retained = segments.iter().map(|s| s.durable_end).sum();
