@@ -93,7 +93,7 @@ impl Edits {
     fn resource(&mut self, resource: &[u8]) -> Option<Bytes> {
         let mut attrs: Vec<Attr> = Vec::new();
         read_attributes(resource, fields::RESOURCE_ATTRIBUTES, &mut attrs);
-        if self.next() % 3 != 0 {
+        if !self.next().is_multiple_of(3) {
             return None;
         }
         let (key, value) = (self.text(), self.text());
@@ -119,7 +119,7 @@ impl RequestRewriter for Rewriter<'_> {
     fn item(&mut self, item: &[u8]) -> ItemOutcome {
         match self.signal {
             Signal::Logs => {
-                if self.edits.next() % 5 == 0 {
+                if self.edits.next().is_multiple_of(5) {
                     self.dropped += 1;
                     return ItemOutcome::Drop;
                 }
@@ -133,7 +133,7 @@ impl RequestRewriter for Rewriter<'_> {
                 let edits = &mut *self.edits;
                 let mut dropped = 0;
                 let outcome = rewrite_metric_points(item, &mut arena, |point, field| {
-                    if edits.next() % 5 == 0 {
+                    if edits.next().is_multiple_of(5) {
                         dropped += 1;
                         return ItemOutcome::Drop;
                     }
@@ -226,7 +226,7 @@ fn traces(request: &Bytes, edits: &mut Edits) -> (Bytes, usize) {
         }
     }
     let before = index.spans.len();
-    let dropped = index.retain_spans(|_| edits.next() % 5 != 0);
+    let dropped = index.retain_spans(|_| !edits.next().is_multiple_of(5));
     let kept = index.spans.len();
     assert_eq!(kept + dropped, before);
     let batch = SpanBatch {
