@@ -14,7 +14,7 @@
 #![no_main]
 
 use std::collections::BTreeSet;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::mpsc;
 use std::sync::{Mutex, OnceLock};
@@ -60,12 +60,7 @@ fn worker() -> &'static Mutex<mpsc::Sender<Job>> {
     static WORKER: OnceLock<Mutex<mpsc::Sender<Job>>> = OnceLock::new();
     WORKER.get_or_init(|| {
         let (tx, rx) = mpsc::channel::<Job>();
-        let root = tempfile::Builder::new()
-            .prefix("shardtel-fuzz-wal")
-            .tempdir_in("/dev/shm")
-            .or_else(|_| tempfile::tempdir())
-            .expect("a temporary directory")
-            .keep();
+        let root = scratch_dir();
         glommio::LocalExecutorBuilder::default()
             .name("wal-fuzz")
             .spawn(move || async move {
@@ -78,6 +73,28 @@ fn worker() -> &'static Mutex<mpsc::Sender<Job>> {
             .expect("glommio executor");
         Mutex::new(tx)
     })
+}
+
+/// `shardtel-fuzz-wal-PID` in /dev/shm (else the temporary directory), after removing those
+/// of processes that are gone (the directory lives as long as the process).
+fn scratch_dir() -> PathBuf {
+    let base = if Path::new("/dev/shm").is_dir() {
+        PathBuf::from("/dev/shm")
+    } else {
+        std::env::temp_dir()
+    };
+    for entry in std::fs::read_dir(&base).into_iter().flatten().flatten() {
+        let name = entry.file_name();
+        let pid = name
+            .to_str()
+            .and_then(|n| n.strip_prefix("shardtel-fuzz-wal-"));
+        if pid.is_some_and(|pid| !Path::new("/proc").join(pid).exists()) {
+            let _ = std::fs::remove_dir_all(entry.path());
+        }
+    }
+    let dir = base.join(format!("shardtel-fuzz-wal-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("a scratch directory");
+    dir
 }
 
 fn options() -> WalOptions {
