@@ -2,8 +2,8 @@
 # The whole test suite, from a fresh Debian machine with Rust installed:
 #   ./test.sh
 # Installs what the tests need, then runs format and lint checks, every
-# unit, property and end-to-end test, and builds the fuzz targets.
-# Env: SKIP_LINT=1 (skip fmt/clippy), SKIP_FUZZ=1 (skip the fuzz build),
+# unit, property and end-to-end test, and builds and smoke-runs the fuzz targets.
+# Env: SKIP_LINT=1 (skip fmt/clippy), SKIP_FUZZ=1 (skip the fuzz build and smoke),
 # SHARDTEL_KAFKA_OPTIONAL=1 / SHARDTEL_PROMETHEUS_OPTIONAL=1 / SHARDTEL_OTELCOL_OPTIONAL=1 (skip
 # those tests without their server or binary), SHARDTEL_OTELCOL_BIN (a Collector to use as is).
 set -euo pipefail
@@ -36,7 +36,7 @@ cleanup() {
 }
 trap cleanup EXIT
 
-# ---- OpenTelemetry Collector (engine/tests/integration/otelcol.rs) ------------------------
+# ---- OpenTelemetry Collector (engine/tests/integration/otelcol.rs, otelcol_kafka.rs) --------
 # Built from the contrib Go modules pinned in tests/peers/otelcol/ (go.mod, go.sum, main.go) by
 # its build.sh, once per manifest, into ~/.cache/shardtel/otelcol/<hash>/ (Go's module and
 # build caches are kept as well). A cold build downloads ~600 MB of modules and costs ~270
@@ -159,10 +159,11 @@ status=${PIPESTATUS[0]}
 [ "$status" -eq 0 ] || { echo "cargo test failed ($status)"; exit "$status"; }
 
 if [ -z "${SKIP_FUZZ:-}" ]; then
-  step "fuzz targets build"
-  command -v cargo-fuzz >/dev/null || cargo install --locked cargo-fuzz --quiet
-  # -s none: no sanitizer, which stable Rust cannot build; the target still runs with libFuzzer
-  (cd protocol/fuzz && cargo fuzz build -s none)
+  # Every fuzz target (fuzz/Cargo.toml) builds and runs a few seconds each (-s none: no
+  # sanitizer, which stable Rust cannot build; -a: overflow checks). The long campaign:
+  # fuzz/campaign.sh.
+  step "fuzz targets: build and smoke"
+  SMOKE=1 fuzz/campaign.sh
 fi
 
 passed=$(grep -Eo 'test result: ok\. [0-9]+ passed' /tmp/shardtel-test.log | awk '{s+=$4} END{print s+0}')

@@ -191,6 +191,15 @@ pub enum ConfigErrorKind {
         /// What is wrong with it.
         reason: &'static str,
     },
+    /// `${NAME}` whose value would change the file's structure where the reference sits (see
+    /// the `env` module): it is refused rather than let it add keys, tables or comments.
+    #[error("the value of environment variable {name} {reason}")]
+    EnvValueUnfit {
+        /// The variable (its default's text when the default was used).
+        name: String,
+        /// What is wrong with the value there, and what would work.
+        reason: &'static str,
+    },
     /// A key that this table does not have.
     #[error("unknown key (allowed: {})", .allowed.join(", "))]
     UnknownKey {

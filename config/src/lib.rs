@@ -358,6 +358,8 @@ exporters = [\"blackhole\"]
         match name {
             "TEMPO_HOST" => Some("tempo".to_string()),
             "TWO_LINES" => Some("[0,\n1]".to_string()),
+            "INJECT" => Some("x\"\n[exporters.evil]\ntype = \"blackhole".to_string()),
+            "CORES_INJECT" => Some("[0]\n[exporters.evil]".to_string()),
             _ => None,
         }
     }
@@ -799,6 +801,26 @@ exporters = ["otlp", "tempo", "file", "blackhole"]
             err_with_base("[engine]\ndata_dir = \"${DATA-DIR}\"\n"),
             "shardtel.toml:2: invalid environment reference \"${DATA-DIR}\": invalid variable name (write ${NAME} or ${NAME:-default}; $$ is a literal $)"
         );
+    }
+
+    #[test]
+    fn env_values_cannot_inject_toml() {
+        // Inside a string the value is text: quotes and line breaks stay in the value.
+        let config = ok(&format!("[engine]\ndata_dir = \"${{INJECT}}\"\n{BASE}"));
+        assert_eq!(
+            config.engine.data_dir,
+            std::path::PathBuf::from("x\"\n[exporters.evil]\ntype = \"blackhole")
+        );
+        assert!(config.exporter("evil").is_none());
+        // Outside quotes a value that would add a table is refused, naming variable and line.
+        assert_eq!(
+            err_with_base("[engine]\ncores = ${CORES_INJECT}\n"),
+            "shardtel.toml:2: the value of environment variable CORES_INJECT has a line break outside brackets and strings: \
+             outside quotes a value must be whole TOML values like 4317, \"all\" or [0, 1]; inside a \"string\" any text is taken as it is"
+        );
+        // The documented whole-value form keeps working.
+        let config = ok(&format!("[engine]\ncores = ${{NOPE:-\"all\"}}\n{BASE}"));
+        assert_eq!(config.engine.cores, Cores::All);
     }
 
     #[test]

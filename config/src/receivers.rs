@@ -33,9 +33,10 @@ impl Receivers {
 /// `[receivers.otlp]`: OTLP over gRPC and over HTTP (protobuf or JSON).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct OtlpReceiverConfig {
-    /// OTLP/gRPC listener; `false` disables it. Default `0.0.0.0:4317`.
+    /// OTLP/gRPC listener; `false` disables it. Default `127.0.0.1:4317` (loopback only, as the
+    /// OpenTelemetry Collector's default; listen on `0.0.0.0:4317` to accept other hosts).
     pub grpc: Option<SocketAddr>,
-    /// OTLP/HTTP listener; `false` disables it. Default `0.0.0.0:4318`.
+    /// OTLP/HTTP listener; `false` disables it. Default `127.0.0.1:4318`.
     pub http: Option<SocketAddr>,
     /// Largest accepted request body, after decompression, in bytes. Default 4 MiB.
     pub max_recv_msg_size: usize,
@@ -72,8 +73,8 @@ impl OtlpReceiverConfig {
 impl Default for OtlpReceiverConfig {
     fn default() -> Self {
         OtlpReceiverConfig {
-            grpc: Some(SocketAddr::from((Ipv4Addr::UNSPECIFIED, 4317))),
-            http: Some(SocketAddr::from((Ipv4Addr::UNSPECIFIED, 4318))),
+            grpc: Some(SocketAddr::from((Ipv4Addr::LOCALHOST, 4317))),
+            http: Some(SocketAddr::from((Ipv4Addr::LOCALHOST, 4318))),
             max_recv_msg_size: 4 << 20,
             max_concurrent_streams: 256,
             max_connections: 4096,
@@ -154,10 +155,13 @@ mod tests {
     use super::*;
 
     #[test]
-    fn defaults_listen_on_all_interfaces() {
+    fn defaults_listen_on_loopback_only() {
         let otlp = OtlpReceiverConfig::default();
-        assert_eq!(otlp.grpc.unwrap().to_string(), "0.0.0.0:4317");
-        assert_eq!(otlp.http.unwrap().to_string(), "0.0.0.0:4318");
+        assert_eq!(otlp.grpc.unwrap().to_string(), "127.0.0.1:4317");
+        assert_eq!(otlp.http.unwrap().to_string(), "127.0.0.1:4318");
+        // The same as the embedded default configuration, which writes them out.
+        let embedded = crate::Config::embedded_default().receivers.otlp.unwrap();
+        assert_eq!((embedded.grpc, embedded.http), (otlp.grpc, otlp.http));
         assert_eq!(otlp.max_recv_msg_size, 4 * 1024 * 1024);
         assert_eq!(otlp.max_concurrent_streams, 256);
         assert_eq!(otlp.max_connections, 4096);

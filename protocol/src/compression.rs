@@ -2,7 +2,9 @@
 //!
 //! [`decompress`] never produces more than `max_len` bytes: it streams and stops as soon as the
 //! output would exceed the bound, so a zip bomb costs at most `max_len` bytes of memory and the
-//! time to inflate them.
+//! time to inflate them. A zstd frame also declares the window its decoder allocates before
+//! any output; windows beyond [`zstd_window_log`] are refused as corrupt (libzstd alone would
+//! allocate up to 128 MiB for a few bytes of input).
 
 use std::io::{Read, Write};
 
@@ -84,11 +86,23 @@ pub fn decompress(enc: Encoding, data: &[u8], max_len: usize) -> Result<Bytes, D
             read_bounded(flate2::read::MultiGzDecoder::new(data), data.len(), max_len)
         }
         Encoding::Zstd => {
-            let dec = zstd::stream::read::Decoder::with_buffer(data)
+            let mut dec = zstd::stream::read::Decoder::with_buffer(data)
+                .map_err(|_| DecompressError::Corrupt)?;
+            dec.window_log_max(zstd_window_log(max_len))
                 .map_err(|_| DecompressError::Corrupt)?;
             read_bounded(dec, data.len(), max_len)
         }
     }
+}
+
+/// The largest zstd window (as a power of two) accepted when at most `max_len` bytes may come
+/// out. A back-reference never reaches further back than what was already decoded, so a window
+/// beyond `max_len` is never needed; but encoders declare their level's window for streams of
+/// unknown size (8 MiB: zstd's levels up to 19, Go's klauspost default), so 8 MiB is always
+/// accepted. At most 128 MiB, libzstd's own default.
+pub fn zstd_window_log(max_len: usize) -> u32 {
+    let needed = usize::BITS - max_len.saturating_sub(1).leading_zeros();
+    needed.clamp(23, 27)
 }
 
 fn read_bounded(
@@ -200,6 +214,38 @@ mod tests {
                 "{enc:?}"
             );
         }
+    }
+
+    /// A zstd frame of a few bytes declaring a 128 MiB window: refused under a 4 MiB limit
+    /// (its decoder would allocate the window first); the 8 MiB window encoders declare for
+    /// streams is accepted.
+    #[test]
+    fn zstd_windows_are_bounded() {
+        use std::io::Write as _;
+        let frame = |window_log: u32| {
+            let mut e = zstd::stream::write::Encoder::new(Vec::new(), 1).unwrap();
+            e.window_log(window_log).unwrap();
+            e.include_contentsize(false).unwrap();
+            e.write_all(b"a small body").unwrap();
+            e.finish().unwrap()
+        };
+        assert_eq!(
+            decompress(Encoding::Zstd, &frame(27), 4 << 20),
+            Err(DecompressError::Corrupt)
+        );
+        assert_eq!(
+            decompress(Encoding::Zstd, &frame(23), 4 << 20).unwrap(),
+            &b"a small body"[..]
+        );
+        // A larger limit allows a larger window, up to libzstd's default.
+        assert_eq!(
+            decompress(Encoding::Zstd, &frame(27), 1 << 30).unwrap(),
+            &b"a small body"[..]
+        );
+        assert_eq!(zstd_window_log(0), 23);
+        assert_eq!(zstd_window_log(4 << 20), 23);
+        assert_eq!(zstd_window_log((16 << 20) + 1), 25);
+        assert_eq!(zstd_window_log(usize::MAX), 27);
     }
 
     #[test]

@@ -1601,6 +1601,77 @@ mod tests {
             .starts_with("invalid protobuf"));
     }
 
+    /// A traces request with one span whose one attribute is `value` (JSON).
+    fn span_with_attribute(value: &str) -> String {
+        format!(
+            r#"{{"resourceSpans":[{{"scopeSpans":[{{"spans":[{{"attributes":[{{"key":"k","value":{value}}}]}}]}}]}}]}}"#
+        )
+    }
+
+    /// Regression: hostile nesting gets a clean error, never a stack overflow: 65-deep kvlists
+    /// pass serde_json's recursion limit; array nesting that JSON allows but OTLP's depth limit
+    /// does not is refused by the scanner the receivers run next.
+    #[test]
+    fn deep_nesting_gets_clean_errors() {
+        let nest = |depth: usize, open: &str, close: &str| {
+            format!(
+                "{}{{\"intValue\":1}}{}",
+                open.repeat(depth),
+                close.repeat(depth)
+            )
+        };
+        let kvlists = nest(
+            65,
+            r#"{"kvlistValue":{"values":[{"key":"k","value":"#,
+            "}]}}",
+        );
+        let e = to_protobuf(Signal::Traces, span_with_attribute(&kvlists).as_bytes()).unwrap_err();
+        assert!(
+            e.message
+                .starts_with("invalid json: recursion limit exceeded"),
+            "{e}"
+        );
+        let arrays = nest(35, r#"{"arrayValue":{"values":["#, "]}}");
+        let pb = to_protobuf(Signal::Traces, span_with_attribute(&arrays).as_bytes()).unwrap();
+        assert_eq!(
+            crate::scan::TracesIndex::default().scan(&pb),
+            Err(crate::scan::ScanError::TooDeep)
+        );
+    }
+
+    /// Regression: out-of-range numbers and protobuf with 11-byte varints or huge length
+    /// prefixes get clean errors from both directions of the conversion.
+    #[test]
+    fn hostile_numbers_and_lengths_get_clean_errors() {
+        for value in [
+            r#"{"intValue":"99999999999999999999"}"#,
+            r#"{"intValue":1e300}"#,
+            r#"{"intValue":"-9223372036854775809"}"#,
+        ] {
+            let e = to_protobuf(Signal::Traces, span_with_attribute(value).as_bytes()).unwrap_err();
+            assert!(
+                e.message.contains("expected a 64-bit integer"),
+                "{value}: {e}"
+            );
+        }
+        let e = to_protobuf(Signal::Traces, span_with_attribute("1e999").as_bytes()).unwrap_err();
+        assert!(
+            e.message.starts_with("invalid json: number out of range"),
+            "{e}"
+        );
+        let eleven = [
+            0x0a, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0x80, 0x01,
+        ];
+        let mut huge = vec![0x0a];
+        crate::wire::put_varint(&mut huge, u64::MAX);
+        for pb in [&eleven[..], &huge[..]] {
+            for s in Signal::ALL {
+                let e = from_protobuf(s, pb).unwrap_err();
+                assert!(e.message.starts_with("invalid protobuf"), "{e}");
+            }
+        }
+    }
+
     #[test]
     fn empty_requests() {
         for s in Signal::ALL {

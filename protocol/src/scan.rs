@@ -1644,6 +1644,184 @@ mod tests {
         assert_eq!(idx.scan(&request(vec![s])), Err(ScanError::TooDeep));
     }
 
+    /// An attribute value nested `depth` kvlists deep.
+    fn kvlist_nest(depth: usize) -> AnyValue {
+        let mut v = AnyValue {
+            value: Some(any_value::Value::IntValue(1)),
+        };
+        for _ in 0..depth {
+            v = AnyValue {
+                value: Some(any_value::Value::KvlistValue(
+                    crate::proto::common::v1::KeyValueList {
+                        values: vec![KeyValue {
+                            key: "k".into(),
+                            value: Some(v),
+                            ..Default::default()
+                        }],
+                    },
+                )),
+            };
+        }
+        v
+    }
+
+    /// Regression: 65-deep kvlists in every signal are refused as too deep, not recursed into
+    /// without bound.
+    #[test]
+    fn deep_kvlists_are_refused_in_every_signal() {
+        use crate::proto::collector::logs::v1::ExportLogsServiceRequest;
+        use crate::proto::collector::metrics::v1::ExportMetricsServiceRequest;
+        use crate::proto::logs::v1::{LogRecord, ResourceLogs, ScopeLogs};
+        use crate::proto::metrics::v1::{
+            metric, Gauge, Metric, NumberDataPoint, ResourceMetrics, ScopeMetrics,
+        };
+        let attribute = |depth| KeyValue {
+            key: "k".into(),
+            value: Some(kvlist_nest(depth)),
+            ..Default::default()
+        };
+        let mut s = span(1, "a");
+        s.attributes.push(attribute(65));
+        let mut idx = TracesIndex::default();
+        assert_eq!(idx.scan(&request(vec![s])), Err(ScanError::TooDeep));
+        // 19 levels (3 messages each) stay within MAX_DEPTH.
+        let mut s = span(1, "a");
+        s.attributes.push(attribute(19));
+        idx.scan(&request(vec![s])).unwrap();
+
+        let logs = |depth| {
+            ExportLogsServiceRequest {
+                resource_logs: vec![ResourceLogs {
+                    scope_logs: vec![ScopeLogs {
+                        log_records: vec![LogRecord {
+                            body: Some(kvlist_nest(depth)),
+                            ..Default::default()
+                        }],
+                        ..Default::default()
+                    }],
+                    ..Default::default()
+                }],
+            }
+            .encode_to_vec()
+        };
+        assert_eq!(scan_logs(&logs(65)), Err(ScanError::TooDeep));
+        assert_eq!(scan_logs(&logs(19)).unwrap().items, 1);
+
+        let metrics = ExportMetricsServiceRequest {
+            resource_metrics: vec![ResourceMetrics {
+                scope_metrics: vec![ScopeMetrics {
+                    metrics: vec![Metric {
+                        name: "m".into(),
+                        data: Some(metric::Data::Gauge(Gauge {
+                            data_points: vec![NumberDataPoint {
+                                attributes: vec![attribute(65)],
+                                ..Default::default()
+                            }],
+                        })),
+                        ..Default::default()
+                    }],
+                    ..Default::default()
+                }],
+                ..Default::default()
+            }],
+        }
+        .encode_to_vec();
+        assert_eq!(scan_metrics(&metrics), Err(ScanError::TooDeep));
+    }
+
+    /// Regression: a varint of 11 bytes, or of 10 that overflows 64 bits, is an invalid varint
+    /// wherever it is (a length, a key, a span's time); it never reads past its tenth byte.
+    #[test]
+    fn overlong_varints_are_invalid() {
+        let eleven = [
+            0xFFu8, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0x80, 0x01,
+        ];
+        let overflow = [0xFFu8, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0x02];
+        for varint in [&eleven[..], &overflow[..]] {
+            // As the length of a ResourceSpans.
+            let mut buf = vec![0x0a];
+            buf.extend_from_slice(varint);
+            buf.extend_from_slice(&[0; 16]);
+            let mut idx = TracesIndex::default();
+            assert_eq!(
+                idx.scan(&buf),
+                Err(ScanError::InvalidVarint { offset: 1 }),
+                "{varint:?}"
+            );
+            assert!(matches!(
+                scan_metrics(&buf),
+                Err(ScanError::InvalidVarint { offset: 1 })
+            ));
+            assert!(matches!(
+                scan_logs(&buf),
+                Err(ScanError::InvalidVarint { offset: 1 })
+            ));
+            // As a key at the top.
+            assert_eq!(
+                idx.scan(varint),
+                Err(ScanError::InvalidVarint { offset: 0 })
+            );
+            // As a span's kind (field 6, varint), inside a valid span.
+            let mut body = span(1, "a").encode_to_vec();
+            let at = body.len();
+            body.push(6 << 3);
+            body.extend_from_slice(varint);
+            let err = idx.scan(&request_with_span_body(&body)).unwrap_err();
+            assert!(
+                matches!(err, ScanError::InvalidVarint { offset } if offset as usize > at),
+                "{err:?}"
+            );
+        }
+    }
+
+    /// `ExportTraceServiceRequest` holding one span whose body is `body` (valid or not).
+    fn request_with_span_body(body: &[u8]) -> Vec<u8> {
+        let len_field = |field: u8, payload: &[u8]| {
+            let mut out = vec![field << 3 | 2];
+            crate::wire::put_varint(&mut out, payload.len() as u64);
+            out.extend_from_slice(payload);
+            out
+        };
+        len_field(1, &len_field(2, &len_field(2, body)))
+    }
+
+    /// Regression: a length prefix far beyond the buffer (up to u64::MAX) is a truncated
+    /// message, found without allocating or overflowing.
+    #[test]
+    fn huge_length_prefixes_are_truncation() {
+        for len in [
+            u64::from(u32::MAX),
+            u64::from(u32::MAX) + 1,
+            1 << 40,
+            i64::MAX as u64,
+            u64::MAX,
+        ] {
+            let mut buf = vec![0x0a];
+            crate::wire::put_varint(&mut buf, len);
+            buf.extend_from_slice(&[0x12, 0x00]);
+            let mut idx = TracesIndex::default();
+            assert!(
+                matches!(idx.scan(&buf), Err(ScanError::Truncated { .. })),
+                "{len}: {:?}",
+                idx.scan(&buf)
+            );
+            assert!(matches!(
+                scan_metrics(&buf),
+                Err(ScanError::Truncated { .. })
+            ));
+            assert!(matches!(scan_logs(&buf), Err(ScanError::Truncated { .. })));
+            // Deeper: a span attribute's key.
+            let mut key_value = vec![0x0a];
+            crate::wire::put_varint(&mut key_value, len);
+            let mut body = span(1, "a").encode_to_vec();
+            body.push(9 << 3 | 2);
+            crate::wire::put_varint(&mut body, key_value.len() as u64);
+            body.extend_from_slice(&key_value);
+            let err = idx.scan(&request_with_span_body(&body)).unwrap_err();
+            assert!(matches!(err, ScanError::Truncated { .. }), "{len}: {err:?}");
+        }
+    }
+
     #[test]
     fn partition_keeps_needed_parents() {
         let buf = request(vec![span(1, "a"), span(2, "b"), span(1, "c")]);

@@ -13,11 +13,12 @@
 
 use std::cell::{Cell, RefCell};
 use std::collections::VecDeque;
+use std::panic::AssertUnwindSafe;
 use std::rc::Rc;
 use std::sync::Arc;
 use std::time::Instant;
 
-use futures_lite::future;
+use futures_lite::{future, FutureExt};
 use shardtel_config::ExporterConfig;
 use shardtel_protocol::reframe::Encoded;
 use shardtel_protocol::scan::SpanBatch;
@@ -457,9 +458,34 @@ impl Shared {
     async fn send_with_retry(&self, worker: usize, batch: &Batch) -> bool {
         let i = batch.signal.index();
         // Kinds that convert (prometheusremotewrite, loki) do it once, before the first attempt.
-        let prepared = match self.exporter.prepare(batch).await {
-            Ok(prepared) => prepared,
-            Err(err) => {
+        // A panic there fails the batch for good (counted): retried, or replayed from a disk
+        // queue after a restart, it would only panic again. Converter state the panic left half
+        // updated is per-series bookkeeping; the next batch carries on from it.
+        let prepared = match AssertUnwindSafe(self.exporter.prepare(batch))
+            .catch_unwind()
+            .await
+        {
+            Ok(Ok(prepared)) => prepared,
+            Ok(Err(err)) => {
+                self.failed(i, batch.items, &err, Instant::now());
+                return true;
+            }
+            Err(panic) => {
+                self.stats.borrow_mut().conversion_panics += 1;
+                let message = panic
+                    .downcast_ref::<&str>()
+                    .map(|s| s.to_string())
+                    .or_else(|| panic.downcast_ref::<String>().cloned())
+                    .unwrap_or_default();
+                log::error!(
+                    "exporter {} (core {}): converting a batch panicked ({message}); its {} items are dropped",
+                    self.name,
+                    self.core,
+                    batch.items
+                );
+                let err = ExportError::Encode {
+                    reason: format!("conversion panicked: {message}"),
+                };
                 self.failed(i, batch.items, &err, Instant::now());
                 return true;
             }

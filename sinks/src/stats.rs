@@ -23,6 +23,9 @@ pub struct ExporterStats {
     pub retries_by_signal: [u64; 3],
     /// Retried attempts, all signals.
     pub retries: u64,
+    /// Batches whose conversion (prometheusremotewrite, loki) panicked; each failed for good
+    /// and left the queue (also in `failed_requests`).
+    pub conversion_panics: u64,
     /// Bytes held: open batches, queued batches and batches in flight.
     pub queue_bytes: usize,
     /// Closed batches waiting for a sender.

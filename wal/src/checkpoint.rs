@@ -53,6 +53,7 @@ impl CheckpointFile {
             .read(true)
             .write(true)
             .create(true)
+            .mode(crate::permissions::FILE_MODE)
             .dma_open(&path)
             .await
             .map_err(|e| WalError::io("open", &path, e.into()))?;

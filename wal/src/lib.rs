@@ -24,6 +24,8 @@
 //! logical block size): a commit writes the last partial block again, with the same leading
 //! bytes, followed by the new frames and zeros.
 //!
+//! Directories the log creates are `0700` and its files `0600` ([`permissions`]).
+//!
 //! The checkpoint file holds the first unconsumed LSN in one of two 4 KiB slots, alternated and
 //! checksummed, written and synced every `checkpoint_interval` when it moved.
 //!
@@ -72,6 +74,7 @@ mod error;
 pub mod frame;
 mod log;
 pub mod notify;
+pub mod permissions;
 mod reader;
 
 pub use error::WalError;

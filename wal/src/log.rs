@@ -264,7 +264,7 @@ impl Wal {
     /// Runs at start-up: it lists and creates directories with `std::fs` (metadata only);
     /// segment contents are read through glommio.
     pub async fn open(dir: &Path, opts: WalOptions) -> Result<Wal, WalError> {
-        std::fs::create_dir_all(dir).map_err(|e| WalError::io("create", dir, e))?;
+        crate::permissions::create_dir_all(dir).map_err(|e| WalError::io("create", dir, e))?;
         probe_device(dir).await?;
         let (checkpoint_file, stored) = CheckpointFile::open(dir).await?;
         let mut names: Vec<(u64, PathBuf)> = std::fs::read_dir(dir)
@@ -335,9 +335,13 @@ impl Wal {
                 created: now,
             });
         }
+        // The highest end, not the last segment's: segments whose LSNs overlap (damaged names or
+        // contents) must not make a new frame reuse an LSN a recovered frame has.
         let next_lsn = segments
-            .back()
-            .map_or(0, |s: &Segment| s.end_lsn)
+            .iter()
+            .map(|s: &Segment| s.end_lsn)
+            .max()
+            .unwrap_or(0)
             .max(stored);
         recovery.next_lsn = next_lsn;
         let retained = segments.iter().map(|s| s.durable_end).sum();
@@ -1040,6 +1044,7 @@ impl Writer {
             .write(true)
             .create(true)
             .truncate(true)
+            .mode(crate::permissions::FILE_MODE)
             .dma_open(&path)
             .await
             .map_err(|e| WalError::io("create", &path, e.into()))?;

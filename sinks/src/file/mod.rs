@@ -126,6 +126,7 @@ impl FileExporter {
         let file = OpenOptions::new()
             .write(true)
             .create(true)
+            .mode(shardtel_wal::permissions::FILE_MODE)
             .buffered_open(&self.path)
             .await
             .map_err(|e| self.err("open", &self.path, e.into()))?;
@@ -189,6 +190,7 @@ impl FileExporter {
             .write(true)
             .create(true)
             .truncate(true)
+            .mode(shardtel_wal::permissions::FILE_MODE)
             .buffered_open(&self.path)
             .await
             .map_err(|e| self.err("open", &self.path, e.into()))?;
@@ -205,17 +207,12 @@ impl FileExporter {
     }
 }
 
-/// `mkdir -p` through io_uring.
+/// `mkdir -p`, new directories private (`0700`), on the core's blocking thread.
 async fn create_dir_all(dir: &Path) -> io::Result<()> {
-    let mut missing: Vec<&Path> = dir
-        .ancestors()
-        .filter(|p| !p.as_os_str().is_empty())
-        .collect();
-    missing.reverse();
-    for path in missing {
-        Directory::create(path).await.map_err(io::Error::from)?;
-    }
-    Ok(())
+    let dir = dir.to_owned();
+    glommio::executor()
+        .spawn_blocking(move || shardtel_wal::permissions::create_dir_all(&dir))
+        .await
 }
 
 async fn rename_if_exists(from: &Path, to: &Path) -> io::Result<()> {
@@ -263,5 +260,38 @@ mod tests {
             backup_path(Path::new("d/traces.core0.jsonl"), 2),
             Path::new("d/traces.core0.jsonl.2")
         );
+    }
+
+    #[test]
+    fn files_and_directories_it_creates_are_private() {
+        use std::os::unix::fs::PermissionsExt;
+        let root = std::env::temp_dir().join(format!("shardtel-file-mode-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&root);
+        let path = root.join("a/b/traces.core0.jsonl");
+        let file = path.clone();
+        glommio::LocalExecutorBuilder::default()
+            .spawn(move || async move {
+                let exporter = FileExporter::new(file, 1, 2, false);
+                let batch = || Batch {
+                    signal: shardtel_protocol::Signal::Traces,
+                    chunks: Vec::new(),
+                    bytes: 0,
+                    held: 0,
+                    items: 0,
+                    traces: Vec::new(),
+                };
+                // The second line rotates the first into a backup.
+                exporter.export(&batch()).await.unwrap();
+                exporter.export(&batch()).await.unwrap();
+            })
+            .unwrap()
+            .join()
+            .unwrap();
+        let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode(&root.join("a")), 0o700);
+        assert_eq!(mode(&root.join("a/b")), 0o700);
+        assert_eq!(mode(&path), 0o600);
+        assert_eq!(mode(&backup_path(&path, 1)), 0o600);
+        std::fs::remove_dir_all(&root).unwrap();
     }
 }

@@ -7,6 +7,12 @@
 //! - Histograms → `_bucket{le}` (cumulative, `+Inf` = count), `_sum` (when set), `_count`.
 //! - Exponential histograms → native histograms (scale above 8 lowered to 8, below -4
 //!   dropped), or classic `_bucket` series when configured.
+//! - Hostile points cannot take memory or crash the converter: scales outside OTLP's -10..=20,
+//!   bucket indices no float64 reaches at the point's scale, more than [`MAX_BUCKETS`] buckets
+//!   (or quantiles), and points whose labels times the series they become pass
+//!   [`MAX_POINT_LABEL_BYTES`] are dropped, counted by [`InvalidReason`]. Accumulated delta
+//!   exponential histograms are lowered in scale to stay within [`MAX_BUCKETS`]. Arithmetic on
+//!   bucket indices is widened to `i64`, on counts it saturates.
 //! - Summaries → `{quantile}` samples, `_sum`, `_count`.
 //! - Labels: point attributes (sanitised; attributes that collide after sanitising are joined
 //!   with `;` in key order), promoted resource attributes (never over a point attribute),
@@ -45,6 +51,61 @@ const NO_RECORDED_VALUE: u32 = 1;
 /// Native histogram schemas Prometheus accepts.
 const MIN_SCHEMA: i32 = -4;
 const MAX_SCHEMA: i32 = 8;
+/// Exponential histogram scales OTLP defines.
+const MIN_SCALE: i32 = -10;
+const MAX_SCALE: i32 = 20;
+/// Buckets one histogram point may have (explicit: bucket counts; exponential: positive and
+/// negative buckets together), and quantiles one summary point may have. SDKs default to 160
+/// exponential buckets a side and a few dozen explicit ones.
+pub(crate) const MAX_BUCKETS: usize = 4096;
+/// Label bytes one point may write: the size of its labels times the series it becomes
+/// (classic histograms and summaries repeat every label on each bucket or quantile series).
+pub(crate) const MAX_POINT_LABEL_BYTES: usize = 8 << 20;
+
+/// Why a point was dropped as unconvertible.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum InvalidReason {
+    /// The metric's name leaves nothing valid.
+    Name,
+    /// Unspecified aggregation temporality.
+    Temporality,
+    /// Explicit bucket counts that do not match the bounds.
+    BucketLayout,
+    /// An exponential scale outside OTLP's -10..=20, or below -4 for native histograms.
+    Scale,
+    /// Exponential bucket indices beyond what a float64 reaches at the point's scale.
+    BucketIndex,
+    /// More than [`MAX_BUCKETS`] buckets or quantiles.
+    TooManyBuckets,
+    /// Labels times series over [`MAX_POINT_LABEL_BYTES`].
+    LabelBytes,
+}
+
+impl InvalidReason {
+    /// Every reason, in the order of [`ConversionStats::dropped_invalid_by_reason`].
+    pub const ALL: [InvalidReason; 7] = [
+        InvalidReason::Name,
+        InvalidReason::Temporality,
+        InvalidReason::BucketLayout,
+        InvalidReason::Scale,
+        InvalidReason::BucketIndex,
+        InvalidReason::TooManyBuckets,
+        InvalidReason::LabelBytes,
+    ];
+
+    /// The `reason` label value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            InvalidReason::Name => "name",
+            InvalidReason::Temporality => "temporality",
+            InvalidReason::BucketLayout => "bucket_layout",
+            InvalidReason::Scale => "scale",
+            InvalidReason::BucketIndex => "bucket_index",
+            InvalidReason::TooManyBuckets => "too_many_buckets",
+            InvalidReason::LabelBytes => "label_bytes",
+        }
+    }
+}
 
 /// Conversion settings (from the exporter's configuration) and this core's place.
 #[derive(Clone, Debug)]
@@ -67,9 +128,11 @@ pub struct ConversionStats {
     pub histograms: u64,
     /// Points dropped because their series already had a sample at or after their time.
     pub dropped_out_of_order: u64,
-    /// Points dropped as unconvertible (no valid name, unspecified temporality, bucket counts
-    /// that do not match the bounds, exponential scale below -4).
+    /// Points dropped as unconvertible: the sum of [`Self::dropped_invalid_by_reason`].
     pub dropped_invalid: u64,
+    /// Points dropped as unconvertible, by [`InvalidReason`] (indexed like
+    /// [`InvalidReason::ALL`]).
+    pub dropped_invalid_by_reason: [u64; InvalidReason::ALL.len()],
     /// Delta histograms whose bucket layout changed, restarting their accumulation.
     pub delta_resets: u64,
     /// Series forgotten after `series_ttl` without a point.
@@ -257,14 +320,24 @@ impl Converter {
         now: Instant,
         out: &mut Converted,
     ) {
+        #[cfg(test)]
+        assert_ne!(
+            m.name,
+            super::tests::PANIC_METRIC,
+            "test-only panic in conversion"
+        );
         let suffixes = self.settings.suffixes;
-        let name = |ty| metric_name(&m.name, &m.unit, ty, suffixes);
+        let name = |ty| metric_name(&m.name, &m.unit, ty, suffixes).ok_or(InvalidReason::Name);
         // Temporality (delta or cumulative, else unconvertible), then the name.
-        let prelude = |temporality, ty| Some((is_delta(temporality)?, name(ty)?));
+        let prelude = |temporality, ty| {
+            let delta = is_delta(temporality).ok_or(InvalidReason::Temporality)?;
+            Ok::<_, InvalidReason>((delta, name(ty)?))
+        };
         match &m.data {
             Some(metric::Data::Gauge(g)) => {
-                let Some(name) = name(MetricType::Gauge) else {
-                    return self.invalid(out, g.data_points.len());
+                let name = match name(MetricType::Gauge) {
+                    Ok(name) => name,
+                    Err(reason) => return self.invalid(out, g.data_points.len(), reason),
                 };
                 for p in &g.data_points {
                     self.number(p, &name, false, scope, now_ms, now, out);
@@ -276,36 +349,38 @@ impl Converter {
                 } else {
                     MetricType::NonMonotonicCounter
                 };
-                let Some((delta, name)) = prelude(s.aggregation_temporality, ty) else {
-                    return self.invalid(out, s.data_points.len());
+                let (delta, name) = match prelude(s.aggregation_temporality, ty) {
+                    Ok(prelude) => prelude,
+                    Err(reason) => return self.invalid(out, s.data_points.len(), reason),
                 };
                 for p in &s.data_points {
                     self.number(p, &name, delta, scope, now_ms, now, out);
                 }
             }
             Some(metric::Data::Histogram(h)) => {
-                let Some((delta, name)) =
-                    prelude(h.aggregation_temporality, MetricType::Distribution)
-                else {
-                    return self.invalid(out, h.data_points.len());
-                };
+                let (delta, name) =
+                    match prelude(h.aggregation_temporality, MetricType::Distribution) {
+                        Ok(prelude) => prelude,
+                        Err(reason) => return self.invalid(out, h.data_points.len(), reason),
+                    };
                 for p in &h.data_points {
                     self.histogram(p, &name, delta, scope, now_ms, now, out);
                 }
             }
             Some(metric::Data::ExponentialHistogram(h)) => {
-                let Some((delta, name)) =
-                    prelude(h.aggregation_temporality, MetricType::Distribution)
-                else {
-                    return self.invalid(out, h.data_points.len());
-                };
+                let (delta, name) =
+                    match prelude(h.aggregation_temporality, MetricType::Distribution) {
+                        Ok(prelude) => prelude,
+                        Err(reason) => return self.invalid(out, h.data_points.len(), reason),
+                    };
                 for p in &h.data_points {
                     self.exponential(p, &name, delta, scope, now_ms, now, out);
                 }
             }
             Some(metric::Data::Summary(s)) => {
-                let Some(name) = name(MetricType::Distribution) else {
-                    return self.invalid(out, s.data_points.len());
+                let name = match name(MetricType::Distribution) {
+                    Ok(name) => name,
+                    Err(reason) => return self.invalid(out, s.data_points.len(), reason),
                 };
                 for p in &s.data_points {
                     self.summary(p, &name, scope, now_ms, now, out);
@@ -315,8 +390,9 @@ impl Converter {
         }
     }
 
-    fn invalid(&mut self, out: &mut Converted, points: usize) {
+    fn invalid(&mut self, out: &mut Converted, points: usize, reason: InvalidReason) {
         self.stats.dropped_invalid += points as u64;
+        self.stats.dropped_invalid_by_reason[reason as usize] += points as u64;
         out.dropped_points += points as u64;
     }
 
@@ -362,6 +438,9 @@ impl Converter {
     ) {
         let ts = timestamp(p.time_unix_nano, now_ms);
         let labels = named(&point_labels(&p.attributes, scope), name, None);
+        if label_bytes(&labels) > MAX_POINT_LABEL_BYTES {
+            return self.invalid(out, 1, InvalidReason::LabelBytes);
+        }
         let value = match p.value {
             Some(number_data_point::Value::AsDouble(v)) => v,
             Some(number_data_point::Value::AsInt(v)) => v as f64,
@@ -404,11 +483,17 @@ impl Converter {
         now: Instant,
         out: &mut Converted,
     ) {
+        if p.bucket_counts.len() > MAX_BUCKETS || p.explicit_bounds.len() > MAX_BUCKETS {
+            return self.invalid(out, 1, InvalidReason::TooManyBuckets);
+        }
         if !p.bucket_counts.is_empty() && p.bucket_counts.len() != p.explicit_bounds.len() + 1 {
-            return self.invalid(out, 1);
+            return self.invalid(out, 1, InvalidReason::BucketLayout);
         }
         let ts = timestamp(p.time_unix_nano, now_ms);
         let base = point_labels(&p.attributes, scope);
+        if classic_label_bytes(&base, name, p.explicit_bounds.len()) > MAX_POINT_LABEL_BYTES {
+            return self.invalid(out, 1, InvalidReason::LabelBytes);
+        }
         let key_labels = named(&base, name, None);
         let stale = p.flags & NO_RECORDED_VALUE != 0;
         let mut resets = 0;
@@ -425,9 +510,9 @@ impl Converter {
                     sum,
                 } if *bounds == p.explicit_bounds && counts.len() == p.bucket_counts.len() => {
                     for (c, d) in counts.iter_mut().zip(&p.bucket_counts) {
-                        *c += d;
+                        *c = c.saturating_add(*d);
                     }
-                    *count += p.count;
+                    *count = count.saturating_add(p.count);
                     *sum += p.sum.unwrap_or(0.0);
                 }
                 other => {
@@ -496,7 +581,7 @@ impl Converter {
         let bucket = format!("{}_bucket", c.name);
         let mut cumulative = 0u64;
         for (bound, n) in buckets {
-            cumulative += n;
+            cumulative = cumulative.saturating_add(n);
             let labels = named(c.base, &bucket, Some(("le", float_label(bound))));
             self.push_sample(out, labels, value(cumulative as f64), c.ts);
         }
@@ -521,11 +606,16 @@ impl Converter {
         now: Instant,
         out: &mut Converted,
     ) {
-        if self.settings.native_histograms && p.scale < MIN_SCHEMA {
-            return self.invalid(out, 1);
+        let native = self.settings.native_histograms;
+        if let Err(reason) = check_exponential(p, native) {
+            return self.invalid(out, 1, reason);
         }
         let ts = timestamp(p.time_unix_nano, now_ms);
         let base = point_labels(&p.attributes, scope);
+        let classic_bytes = |h: &ExpBuckets| {
+            let buckets = h.positive.counts.len() + h.negative.counts.len() + 1;
+            classic_label_bytes(&base, name, buckets)
+        };
         let key_labels = named(&base, name, None);
         let stale = p.flags & NO_RECORDED_VALUE != 0;
         let point = ExpBuckets {
@@ -537,13 +627,21 @@ impl Converter {
             positive: buckets(p.positive.as_ref()),
             negative: buckets(p.negative.as_ref()),
         };
+        let too_large = |labels: usize| labels > MAX_POINT_LABEL_BYTES;
+        if too_large(if native {
+            label_bytes(&key_labels)
+        } else {
+            classic_bytes(&point)
+        }) {
+            return self.invalid(out, 1, InvalidReason::LabelBytes);
+        }
         let Some(series) = self.admit(&key_labels, ts, now) else {
             out.dropped_points += 1;
             return;
         };
         let h = if delta && !stale {
             match &mut series.accumulated {
-                Accumulated::Exponential(total) => total.add(&point),
+                Accumulated::Exponential(total) => total.add(&point, MAX_BUCKETS),
                 other => *other = Accumulated::Exponential(point),
             }
             let Accumulated::Exponential(total) = &series.accumulated else {
@@ -554,7 +652,11 @@ impl Converter {
             point
         };
         let has_sum = delta || p.sum.is_some();
-        if self.settings.native_histograms {
+        if native {
+            if h.scale < MIN_SCHEMA {
+                // Never from checked points (fitting MAX_BUCKETS needs no scale below -4).
+                return self.invalid(out, 1, InvalidReason::Scale);
+            }
             let mut native = native_histogram(&h, ts);
             if stale {
                 native.sum = f64::from_bits(STALE_NAN);
@@ -566,6 +668,10 @@ impl Converter {
                 histograms: vec![native],
             });
             return;
+        }
+        if too_large(classic_bytes(&h)) {
+            // Accumulated delta buckets grew past the bound.
+            return self.invalid(out, 1, InvalidReason::LabelBytes);
         }
         let classic = Classic {
             base: &base,
@@ -587,8 +693,14 @@ impl Converter {
         now: Instant,
         out: &mut Converted,
     ) {
+        if p.quantile_values.len() > MAX_BUCKETS {
+            return self.invalid(out, 1, InvalidReason::TooManyBuckets);
+        }
         let ts = timestamp(p.time_unix_nano, now_ms);
         let base = point_labels(&p.attributes, scope);
+        if classic_label_bytes(&base, name, p.quantile_values.len()) > MAX_POINT_LABEL_BYTES {
+            return self.invalid(out, 1, InvalidReason::LabelBytes);
+        }
         let key_labels = named(&base, name, None);
         let stale = p.flags & NO_RECORDED_VALUE != 0;
         if self.admit(&key_labels, ts, now).is_none() {
@@ -605,6 +717,66 @@ impl Converter {
         let labels = named(&base, &format!("{name}_count"), None);
         self.push_sample(out, labels, value(p.count as f64), ts);
     }
+}
+
+/// Checks an exponential histogram point: its scale (OTLP's range; for native histograms also
+/// Prometheus's lowest schema), its bucket count and that every bucket index is one a float64
+/// reaches at its scale (which also keeps every index arithmetic within `i32`).
+fn check_exponential(p: &ExponentialHistogramDataPoint, native: bool) -> Result<(), InvalidReason> {
+    if !(MIN_SCALE..=MAX_SCALE).contains(&p.scale) || (native && p.scale < MIN_SCHEMA) {
+        return Err(InvalidReason::Scale);
+    }
+    let sides = [p.positive.as_ref(), p.negative.as_ref()];
+    let len = |b: Option<&exponential_histogram_data_point::Buckets>| {
+        b.map_or(0, |b| b.bucket_counts.len())
+    };
+    if sides.iter().map(|b| len(*b)).sum::<usize>() > MAX_BUCKETS {
+        return Err(InvalidReason::TooManyBuckets);
+    }
+    let (lowest, highest) = index_range(p.scale);
+    for b in sides.into_iter().flatten() {
+        if b.bucket_counts.is_empty() {
+            continue;
+        }
+        let first = i64::from(b.offset);
+        let last = first + b.bucket_counts.len() as i64 - 1;
+        if first < lowest || last > highest {
+            return Err(InvalidReason::BucketIndex);
+        }
+    }
+    Ok(())
+}
+
+/// The lowest and highest bucket index of a finite non-zero float64 magnitude at `scale` (with
+/// a bucket to spare either side). Bucket `i` holds `(2^(i / 2^scale), 2^((i + 1) / 2^scale)]`
+/// and magnitudes run from 2^-1074 to under 2^1024.
+fn index_range(scale: i32) -> (i64, i64) {
+    const LOWEST_EXPONENT: i64 = -1075;
+    const HIGHEST_EXPONENT: i64 = 1024;
+    if scale >= 0 {
+        (LOWEST_EXPONENT << scale, HIGHEST_EXPONENT << scale)
+    } else {
+        (
+            (LOWEST_EXPONENT >> -scale) - 1,
+            (HIGHEST_EXPONENT >> -scale) + 1,
+        )
+    }
+}
+
+/// Bytes of a series' labels, as they weigh on the wire and in memory (with a little per label).
+fn label_bytes(labels: &[Label]) -> usize {
+    labels
+        .iter()
+        .map(|l| l.name.len() + l.value.len() + 8)
+        .sum()
+}
+
+/// Label bytes of a classic histogram (or summary) point with `buckets` bucket series besides
+/// `_bucket{le="+Inf"}`, `_sum` and `_count`.
+fn classic_label_bytes(base: &[Label], name: &str, buckets: usize) -> usize {
+    // `__name__` with its suffix, and `le` or `quantile`, on top of the base labels.
+    let per_series = label_bytes(base) + name.len() + 48;
+    per_series.saturating_mul(buckets.saturating_add(3))
 }
 
 /// The state key of a series: a hash of its labels (`__name__` included).
@@ -721,29 +893,33 @@ fn native_histogram(h: &ExpBuckets, ts: i64) -> Histogram {
 /// Spans over the non-empty buckets and their delta-encoded counts. OTLP bucket `i` holds
 /// `(base^i, base^(i+1)]`, Prometheus bucket `i` holds `(base^(i-1), base^i]`: indices shift
 /// by one.
+///
+/// Indices are computed in `i64` and written as `i32`, which every checked point fits; counts
+/// above `i64::MAX` wrap in the delta encoding exactly as Prometheus's decoder wraps them back.
 fn spans(b: &Buckets) -> (Vec<BucketSpan>, Vec<i64>) {
     let mut spans: Vec<BucketSpan> = Vec::new();
     let mut deltas = Vec::new();
     let mut previous = 0i64;
-    let mut next_index: Option<i32> = None;
+    let mut next_index: Option<i64> = None;
     for (i, &count) in b.counts.iter().enumerate() {
         if count == 0 {
             continue;
         }
-        let index = b.offset + i as i32 + 1;
+        let index = i64::from(b.offset) + i as i64 + 1;
+        let gap = |from: i64| i32::try_from(index - from).unwrap_or(i32::MAX);
         match (next_index, spans.last_mut()) {
             (Some(expected), Some(span)) if expected == index => span.length += 1,
             (Some(expected), _) => spans.push(BucketSpan {
-                offset: index - expected,
+                offset: gap(expected),
                 length: 1,
             }),
             (None, _) => spans.push(BucketSpan {
-                offset: index,
+                offset: gap(0),
                 length: 1,
             }),
         }
         next_index = Some(index + 1);
-        deltas.push(count as i64 - previous);
+        deltas.push((count as i64).wrapping_sub(previous));
         previous = count as i64;
     }
     (spans, deltas)
@@ -752,14 +928,14 @@ fn spans(b: &Buckets) -> (Vec<BucketSpan>, Vec<i64>) {
 /// Classic buckets of an exponential histogram, ascending: negative buckets (upper bound
 /// `-base^i`), the zero bucket (`zero_threshold`), positive buckets (`base^(i+1)`).
 fn classic_buckets(h: &ExpBuckets) -> Vec<(f64, u64)> {
-    let bound = |index: i32| (f64::from(index) * (-f64::from(h.scale)).exp2()).exp2();
+    let bound = |index: i64| (index as f64 * (-f64::from(h.scale)).exp2()).exp2();
     let mut out = Vec::with_capacity(h.negative.counts.len() + h.positive.counts.len() + 1);
     for (i, &c) in h.negative.counts.iter().enumerate().rev() {
-        out.push((-bound(h.negative.offset + i as i32), c));
+        out.push((-bound(i64::from(h.negative.offset) + i as i64), c));
     }
     out.push((h.zero_threshold, h.zero_count));
     for (i, &c) in h.positive.counts.iter().enumerate() {
-        out.push((bound(h.positive.offset + i as i32 + 1), c));
+        out.push((bound(i64::from(h.positive.offset) + i as i64 + 1), c));
     }
     out
 }

@@ -26,7 +26,7 @@ use shardtel_config::{ExponentialHistograms, PrometheusRemoteWriteExporterConfig
 use shardtel_protocol::proto::collector::metrics::v1::ExportMetricsServiceRequest;
 use shardtel_protocol::reframe::Encoded;
 
-pub use self::convert::ConversionStats;
+pub use self::convert::{ConversionStats, InvalidReason};
 use self::convert::{Converted, Converter, Settings};
 use self::prompb::WriteRequest;
 use self::state::SeriesTable;

@@ -50,51 +50,85 @@ pub(crate) struct Buckets {
 }
 
 impl Buckets {
-    /// The same counts at a scale `by` lower (each bucket merges into `index >> by`).
-    pub(crate) fn downscaled(&self, by: u32) -> Cow<'_, Buckets> {
-        if by == 0 || self.counts.is_empty() {
-            return Cow::Borrowed(self);
+    /// The first index and one past the last at a scale `by` lower, widened to `i64` (so no
+    /// offset and length overflow); `None` when there are no buckets.
+    fn range(&self, by: u32) -> Option<(i64, i64)> {
+        if self.counts.is_empty() {
+            return None;
         }
-        let by = by.min(31);
-        let offset = self.offset >> by;
-        let last = (self.offset + self.counts.len() as i32 - 1) >> by;
-        let mut counts = vec![0u64; (last - offset + 1) as usize];
-        for (i, c) in self.counts.iter().enumerate() {
-            counts[(((self.offset + i as i32) >> by) - offset) as usize] += c;
-        }
-        Cow::Owned(Buckets { offset, counts })
+        let by = by.min(63);
+        let first = i64::from(self.offset);
+        let last = first + self.counts.len() as i64 - 1;
+        Some((first >> by, (last >> by) + 1))
     }
 
-    /// Adds `other`'s counts (same scale).
-    pub(crate) fn add(&mut self, other: &Buckets) {
-        if other.counts.is_empty() {
-            return;
-        }
-        if self.counts.is_empty() {
-            *self = other.clone();
-            return;
-        }
-        let start = self.offset.min(other.offset);
-        let end =
-            (self.offset + self.counts.len() as i32).max(other.offset + other.counts.len() as i32);
+    /// The same counts at a scale `by` lower (each bucket merges into `index >> by`): never
+    /// more buckets than before.
+    pub(crate) fn downscaled(&self, by: u32) -> Cow<'_, Buckets> {
+        let Some((start, end)) = self.range(by).filter(|_| by > 0) else {
+            return Cow::Borrowed(self);
+        };
+        let by = by.min(63);
         let mut counts = vec![0u64; (end - start) as usize];
         for (i, c) in self.counts.iter().enumerate() {
-            counts[(self.offset - start) as usize + i] += c;
+            let at = &mut counts[(((i64::from(self.offset) + i as i64) >> by) - start) as usize];
+            *at = at.saturating_add(*c);
         }
-        for (i, c) in other.counts.iter().enumerate() {
-            counts[(other.offset - start) as usize + i] += c;
+        Cow::Owned(Buckets {
+            // Shifting an i32 right keeps it an i32.
+            offset: start as i32,
+            counts,
+        })
+    }
+
+    /// Adds `other`'s counts (same scale). The caller bounds the union of the two ranges
+    /// ([`ExpBuckets::add`] lowers the scale until it fits).
+    fn add(&mut self, other: &Buckets) {
+        let (Some((a, b)), Some((c, d))) = (self.range(0), other.range(0)) else {
+            if self.counts.is_empty() {
+                self.clone_from(other);
+            }
+            return;
+        };
+        let start = a.min(c);
+        let mut counts = vec![0u64; (b.max(d) - start) as usize];
+        for (from, at) in [(&*self, a), (other, c)] {
+            let at = (at - start) as usize;
+            for (slot, n) in counts[at..].iter_mut().zip(&from.counts) {
+                *slot = slot.saturating_add(*n);
+            }
         }
         *self = Buckets {
-            offset: start,
+            offset: start as i32,
             counts,
         };
     }
 }
 
+/// Buckets the union of `a` lowered by `by_a` and `b` lowered by `by_b` spans.
+fn union_span(a: &Buckets, by_a: u32, b: &Buckets, by_b: u32) -> u64 {
+    match (a.range(by_a), b.range(by_b)) {
+        (Some((s, e)), Some((t, f))) => (e.max(f) - s.min(t)) as u64,
+        (Some((s, e)), None) | (None, Some((s, e))) => (e - s) as u64,
+        (None, None) => 0,
+    }
+}
+
 impl ExpBuckets {
-    /// Adds a delta point, lowering the scale of either side to the coarser one.
-    pub(crate) fn add(&mut self, delta: &ExpBuckets) {
-        let scale = self.scale.min(delta.scale);
+    /// Adds a delta point, lowering the scale of either side to the coarser one, and lower
+    /// still while the sum would span more than `max_buckets` buckets (positive and negative
+    /// together; each halving of the resolution halves the span).
+    pub(crate) fn add(&mut self, delta: &ExpBuckets, max_buckets: usize) {
+        let mut scale = self.scale.min(delta.scale);
+        loop {
+            let (mine, theirs) = ((self.scale - scale) as u32, (delta.scale - scale) as u32);
+            let span = union_span(&self.positive, mine, &delta.positive, theirs)
+                + union_span(&self.negative, mine, &delta.negative, theirs);
+            if span <= max_buckets as u64 || mine.max(theirs) >= 63 {
+                break;
+            }
+            scale -= 1;
+        }
         let mine = (self.scale - scale) as u32;
         let theirs = (delta.scale - scale) as u32;
         if mine > 0 {
@@ -104,9 +138,9 @@ impl ExpBuckets {
         self.positive.add(&delta.positive.downscaled(theirs));
         self.negative.add(&delta.negative.downscaled(theirs));
         self.scale = scale;
-        self.zero_count += delta.zero_count;
+        self.zero_count = self.zero_count.saturating_add(delta.zero_count);
         self.zero_threshold = self.zero_threshold.max(delta.zero_threshold);
-        self.count += delta.count;
+        self.count = self.count.saturating_add(delta.count);
         self.sum += delta.sum;
     }
 }
@@ -279,15 +313,18 @@ mod tests {
             },
             ..Default::default()
         };
-        e.add(&ExpBuckets {
-            scale: 1,
-            count: 1,
-            positive: Buckets {
-                offset: 2,
-                counts: vec![1],
+        e.add(
+            &ExpBuckets {
+                scale: 1,
+                count: 1,
+                positive: Buckets {
+                    offset: 2,
+                    counts: vec![1],
+                },
+                ..Default::default()
             },
-            ..Default::default()
-        });
+            100,
+        );
         assert_eq!(e.scale, 1);
         assert_eq!(e.count, 4);
         assert_eq!(
@@ -297,5 +334,88 @@ mod tests {
                 counts: vec![4]
             }
         );
+    }
+
+    #[test]
+    fn indices_near_the_ends_of_i32_do_not_overflow() {
+        // offset + len - 1 passes i32::MAX: computed in i64, the merged bucket is right.
+        let b = Buckets {
+            offset: i32::MAX - 1,
+            counts: vec![1, 2, 3],
+        };
+        assert_eq!(
+            b.downscaled(1).into_owned(),
+            Buckets {
+                offset: (i32::MAX - 1) >> 1,
+                counts: vec![3, 3]
+            }
+        );
+        let b = Buckets {
+            offset: i32::MIN,
+            counts: vec![1, 1],
+        };
+        assert_eq!(
+            b.downscaled(40).into_owned(),
+            Buckets {
+                offset: -1,
+                counts: vec![2]
+            }
+        );
+    }
+
+    #[test]
+    fn far_apart_delta_buckets_are_merged_to_a_scale_that_fits() {
+        // Offsets -1e9 and +1e9 at scale 20 would take a 2e9-bucket (16 GB) vector at that
+        // scale; the sum is lowered until it spans at most 64 buckets.
+        let point = |offset| ExpBuckets {
+            scale: 20,
+            count: 1,
+            positive: Buckets {
+                offset,
+                counts: vec![1],
+            },
+            ..Default::default()
+        };
+        let mut e = point(-1_000_000_000);
+        e.add(&point(1_000_000_000), 64);
+        assert!(e.positive.counts.len() <= 64, "{}", e.positive.counts.len());
+        assert_eq!(e.positive.counts.iter().sum::<u64>(), 2);
+        assert_eq!(e.count, 2);
+        // 2e9 buckets fit in 64 after 25 halvings.
+        assert_eq!(e.scale, 20 - 25);
+        // Both sides count together.
+        let mut e = ExpBuckets {
+            negative: Buckets {
+                offset: 0,
+                counts: vec![1; 40],
+            },
+            ..point(0)
+        };
+        e.add(
+            &ExpBuckets {
+                negative: Buckets {
+                    offset: 0,
+                    counts: vec![1; 40],
+                },
+                ..point(30)
+            },
+            64,
+        );
+        assert!(e.positive.counts.len() + e.negative.counts.len() <= 64);
+        assert_eq!(e.scale, 19);
+        assert_eq!(e.negative.counts.iter().sum::<u64>(), 80);
+        // Counts saturate instead of wrapping.
+        let mut e = ExpBuckets {
+            count: u64::MAX,
+            zero_count: u64::MAX,
+            positive: Buckets {
+                offset: 0,
+                counts: vec![u64::MAX],
+            },
+            ..Default::default()
+        };
+        e.add(&e.clone(), 64);
+        assert_eq!((e.count, e.zero_count), (u64::MAX, u64::MAX));
+        assert_eq!(e.positive.counts, [u64::MAX]);
     }
 }

@@ -15,6 +15,7 @@ use shardtel_protocol::proto::metrics::v1::{
 use shardtel_protocol::proto::resource::v1::Resource;
 use shardtel_protocol::series::{key_owner, resource_key};
 
+use super::convert::{InvalidReason, MAX_BUCKETS};
 use super::prompb::{TimeSeries, WriteRequest, STALE_NAN};
 use super::RemoteWriteConverter;
 
@@ -555,4 +556,393 @@ fn series_state_is_bounded() {
     let stats = c.stats();
     assert!(stats.series_active <= 8, "{stats:?}");
     assert!(stats.series_evicted >= 12, "{stats:?}");
+}
+
+/// A metric of this name makes the converter panic (test builds only), to show that a panic in
+/// conversion fails its batch for good instead of taking the core or coming back.
+pub(super) const PANIC_METRIC: &str = "shardtel.test.panic";
+
+fn exponential_point(
+    t: u64,
+    scale: i32,
+    positive: (i32, Vec<u64>),
+    attrs: Vec<KeyValue>,
+) -> ExponentialHistogramDataPoint {
+    ExponentialHistogramDataPoint {
+        attributes: attrs,
+        time_unix_nano: t,
+        count: positive.1.iter().fold(0u64, |a, b| a.saturating_add(*b)),
+        sum: Some(1.0),
+        scale,
+        positive: Some(Buckets {
+            offset: positive.0,
+            bucket_counts: positive.1,
+        }),
+        ..Default::default()
+    }
+}
+
+fn exponential_request(temporality: i32, points: Vec<ExponentialHistogramDataPoint>) -> Vec<u8> {
+    request(
+        service(),
+        vec![metric(
+            "latency",
+            "s",
+            metric::Data::ExponentialHistogram(ExponentialHistogram {
+                data_points: points,
+                aggregation_temporality: temporality,
+            }),
+        )],
+    )
+}
+
+fn invalid(c: &RemoteWriteConverter, reason: InvalidReason) -> u64 {
+    c.stats().dropped_invalid_by_reason[reason as usize]
+}
+
+fn histograms(series: &[TimeSeries]) -> Vec<&super::prompb::Histogram> {
+    series.iter().flat_map(|t| &t.histograms).collect()
+}
+
+#[test]
+fn exponential_points_that_overflow_or_exhaust_memory_are_dropped_and_counted() {
+    for mode in [
+        ExponentialHistograms::Native,
+        ExponentialHistograms::Classic,
+    ] {
+        let mut cfg = config();
+        cfg.exponential_histograms = mode;
+        let mut c = RemoteWriteConverter::new(&cfg, 0, 1);
+        // Scale 9 with positive.offset near i32::MAX: offset + length overflowed i32 (a
+        // negative length in release builds, a panic in debug ones). No float64 reaches those
+        // buckets at scale 9: the point is dropped.
+        let near_max = exponential_point(T, 9, (i32::MAX - 2, vec![1, 1, 1]), vec![]);
+        let (series, dropped) = convert(&mut c, &exponential_request(2, vec![near_max]));
+        assert_eq!(dropped, 1, "{mode:?}");
+        assert!(histograms(&series).is_empty());
+        assert!(
+            !series.iter().any(|t| render(t).starts_with("latency")),
+            "{mode:?}"
+        );
+        assert_eq!(invalid(&c, InvalidReason::BucketIndex), 1);
+        // Scales outside OTLP's -10..=20.
+        for scale in [21, -11, i32::MAX, i32::MIN] {
+            let p = exponential_point(T + 1_000_000, scale, (0, vec![1]), vec![]);
+            assert_eq!(convert(&mut c, &exponential_request(2, vec![p])).1, 1);
+        }
+        assert_eq!(invalid(&c, InvalidReason::Scale), 4);
+        // More buckets than a point may have.
+        let p = exponential_point(T + 2_000_000, 0, (0, vec![1; MAX_BUCKETS + 1]), vec![]);
+        assert_eq!(convert(&mut c, &exponential_request(2, vec![p])).1, 1);
+        assert_eq!(invalid(&c, InvalidReason::TooManyBuckets), 1);
+        let stats = c.stats();
+        assert_eq!(
+            stats.dropped_invalid,
+            stats.dropped_invalid_by_reason.iter().sum::<u64>()
+        );
+        assert_eq!(stats.dropped_invalid, 6);
+        // The converter still converts good points.
+        let good = exponential_point(T + 3_000_000, 0, (0, vec![1]), vec![]);
+        let (series, dropped) = convert(&mut c, &exponential_request(2, vec![good]));
+        assert_eq!(dropped, 0);
+        assert!(series.iter().any(|t| render(t).starts_with("latency")));
+    }
+}
+
+#[test]
+fn far_apart_delta_exponential_points_stay_bounded() {
+    // Delta points at offsets -1e9 and +1e9 (scale 20, both reachable): summed at scale 20
+    // they would need 2e9 buckets (16 GB). The sum is lowered to scale 1, where 3816 buckets
+    // cover both.
+    let mut c = RemoteWriteConverter::new(&config(), 0, 1);
+    let low = exponential_point(T, 20, (-1_000_000_000, vec![1]), vec![]);
+    let high = exponential_point(T + 1_000_000, 20, (1_000_000_000, vec![1]), vec![]);
+    let (series, dropped) = convert(&mut c, &exponential_request(1, vec![low]));
+    assert_eq!((dropped, histograms(&series)[0].schema), (0, 8));
+    let (series, dropped) = convert(&mut c, &exponential_request(1, vec![high]));
+    assert_eq!(dropped, 0);
+    let h = histograms(&series)[0];
+    assert_eq!((h.schema, h.count_int), (1, 2));
+    // OTLP buckets -1908 and 1907 at scale 1 (the indices >> 19) are Prometheus buckets
+    // -1907 and 1908.
+    let spans: Vec<(i32, u32)> = h
+        .positive_spans
+        .iter()
+        .map(|s| (s.offset, s.length))
+        .collect();
+    assert_eq!(spans, [(-1907, 1), (1908 - (-1906), 1)]);
+    assert_eq!(h.positive_deltas, [1, 0]);
+
+    // As classic buckets: 3816 bucket series of a few hundred label bytes each, within bounds.
+    let mut cfg = config();
+    cfg.exponential_histograms = ExponentialHistograms::Classic;
+    let mut c = RemoteWriteConverter::new(&cfg, 0, 1);
+    let low = exponential_point(T, 20, (-1_000_000_000, vec![1]), vec![]);
+    let high = exponential_point(T + 1_000_000, 20, (1_000_000_000, vec![1]), vec![]);
+    convert(&mut c, &exponential_request(1, vec![low]));
+    let (series, dropped) = convert(&mut c, &exponential_request(1, vec![high]));
+    assert_eq!(dropped, 0);
+    let got = samples(&series);
+    let buckets = got
+        .keys()
+        .filter(|k| k.starts_with("latency_seconds_bucket"))
+        .count();
+    // The positive buckets, the zero bucket and +Inf.
+    assert_eq!(buckets, 3816 + 2);
+    assert_eq!(
+        got[&format!("latency_seconds_bucket{{{BASE},le=\"+Inf\"}}")][0].1,
+        2.0
+    );
+}
+
+#[test]
+fn counts_beyond_i64_and_repeated_deltas_saturate() {
+    let mut c = RemoteWriteConverter::new(&config(), 0, 1);
+    // A count above i64::MAX in a native histogram: delta-encoded with wrapping, no panic.
+    let p = exponential_point(T, 0, (0, vec![u64::MAX, 1]), vec![]);
+    let (series, dropped) = convert(&mut c, &exponential_request(2, vec![p]));
+    assert_eq!(dropped, 0);
+    let h = histograms(&series)[0];
+    assert_eq!(h.positive_deltas, [-1, 2]);
+    // Delta explicit histograms and delta exponential histograms at u64::MAX, twice.
+    for t in [T + 1_000_000, T + 2_000_000] {
+        let explicit = request(
+            service(),
+            vec![metric(
+                "size",
+                "",
+                metric::Data::Histogram(Histogram {
+                    data_points: vec![HistogramDataPoint {
+                        time_unix_nano: t,
+                        count: u64::MAX,
+                        bucket_counts: vec![u64::MAX, u64::MAX],
+                        explicit_bounds: vec![1.0],
+                        ..Default::default()
+                    }],
+                    aggregation_temporality: 1,
+                }),
+            )],
+        );
+        let (series, dropped) = convert(&mut c, &explicit);
+        assert_eq!(dropped, 0);
+        let got = samples(&series);
+        let le = |b: &str| got[&format!("size_bucket{{{BASE},le=\"{b}\"}}")][0].1;
+        assert_eq!((le("1"), le("+Inf")), (u64::MAX as f64, u64::MAX as f64));
+        let p = exponential_point(t, 0, (0, vec![u64::MAX]), vec![]);
+        let (_, dropped) = convert(&mut c, &exponential_request(1, vec![p]));
+        assert_eq!(dropped, 0);
+    }
+}
+
+#[test]
+fn bucket_and_label_bounds_of_histograms_and_summaries() {
+    let mut c = RemoteWriteConverter::new(&config(), 0, 1);
+    let histogram = |t: u64, buckets: usize, attrs: Vec<KeyValue>| {
+        request(
+            service(),
+            vec![metric(
+                "size",
+                "",
+                metric::Data::Histogram(Histogram {
+                    data_points: vec![HistogramDataPoint {
+                        attributes: attrs,
+                        time_unix_nano: t,
+                        count: 1,
+                        bucket_counts: vec![0; buckets + 1],
+                        explicit_bounds: (0..buckets).map(|i| i as f64).collect(),
+                        ..Default::default()
+                    }],
+                    aggregation_temporality: 2,
+                }),
+            )],
+        )
+    };
+    assert_eq!(convert(&mut c, &histogram(T, MAX_BUCKETS, vec![])).1, 1);
+    assert_eq!(invalid(&c, InvalidReason::TooManyBuckets), 1);
+    // 4000 buckets, each a series repeating a 4 KiB label: 16 MB of labels for one point.
+    let big = vec![s("blob", &"x".repeat(4096))];
+    assert_eq!(convert(&mut c, &histogram(T, 4000, big.clone())).1, 1);
+    assert_eq!(invalid(&c, InvalidReason::LabelBytes), 1);
+    // The same label on a few buckets is fine.
+    let (series, dropped) = convert(&mut c, &histogram(T + 1, 10, big.clone()));
+    let size_series = series
+        .iter()
+        .filter(|t| render(t).starts_with("size"))
+        .count();
+    // Ten buckets, +Inf and _count (no sum was set).
+    assert_eq!((dropped, size_series), (0, 12));
+
+    let summary = |quantiles: usize, attrs: Vec<KeyValue>| {
+        request(
+            service(),
+            vec![metric(
+                "rpc",
+                "",
+                metric::Data::Summary(Summary {
+                    data_points: vec![SummaryDataPoint {
+                        attributes: attrs,
+                        time_unix_nano: T,
+                        quantile_values: (0..quantiles)
+                            .map(|i| ValueAtQuantile {
+                                quantile: i as f64 / quantiles as f64,
+                                value: 1.0,
+                            })
+                            .collect(),
+                        ..Default::default()
+                    }],
+                }),
+            )],
+        )
+    };
+    assert_eq!(convert(&mut c, &summary(MAX_BUCKETS + 1, vec![])).1, 1);
+    assert_eq!(invalid(&c, InvalidReason::TooManyBuckets), 2);
+    assert_eq!(convert(&mut c, &summary(3000, big)).1, 1);
+    assert_eq!(invalid(&c, InvalidReason::LabelBytes), 2);
+    assert_eq!(c.stats().dropped_invalid, 4);
+}
+
+#[test]
+fn invalid_points_are_counted_by_reason() {
+    let mut c = RemoteWriteConverter::new(&config(), 0, 1);
+    let sum = |name: &str, temporality| {
+        request(
+            service(),
+            vec![metric(
+                name,
+                "",
+                metric::Data::Sum(Sum {
+                    data_points: vec![number(T, 1.0, vec![]), number(T + 1, 1.0, vec![])],
+                    aggregation_temporality: temporality,
+                    is_monotonic: true,
+                }),
+            )],
+        )
+    };
+    assert_eq!(convert(&mut c, &sum("ok", 0)).1, 2);
+    assert_eq!(invalid(&c, InvalidReason::Temporality), 2);
+    // A gauge's empty name leaves nothing (a counter's would still be `total`).
+    let unnamed = request(
+        service(),
+        vec![metric(
+            "",
+            "",
+            metric::Data::Gauge(Gauge {
+                data_points: vec![number(T, 1.0, vec![]), number(T + 1_000_000, 1.0, vec![])],
+            }),
+        )],
+    );
+    assert_eq!(convert(&mut c, &unnamed).1, 2);
+    assert_eq!(invalid(&c, InvalidReason::Name), 2);
+    let names: Vec<&str> = InvalidReason::ALL.iter().map(|r| r.as_str()).collect();
+    assert_eq!(
+        names,
+        [
+            "name",
+            "temporality",
+            "bucket_layout",
+            "scale",
+            "bucket_index",
+            "too_many_buckets",
+            "label_bytes"
+        ]
+    );
+    for (i, reason) in InvalidReason::ALL.into_iter().enumerate() {
+        assert_eq!(reason as usize, i);
+    }
+}
+
+/// A conversion that panics fails its batch for good (counted), the queue carries on, and a
+/// disk queue does not give the batch back after a restart.
+#[test]
+fn a_panicking_conversion_fails_its_batch_for_good_and_does_not_come_back() {
+    use std::time::{Duration, Instant};
+
+    use shardtel_config::{ExporterConfig, ExporterKind, QueueStorage};
+    use shardtel_protocol::Signal;
+
+    use crate::{DiskQueueSettings, DrainOutcome, ExportQueue};
+
+    let root = std::env::temp_dir().join(format!("shardtel-prw-panic-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&root);
+    let settings = DiskQueueSettings {
+        root: root.clone(),
+        segment_size: 64 << 10,
+        group_commit_interval: Duration::from_millis(1),
+        group_commit_bytes: 1 << 20,
+        memory_bytes: DiskQueueSettings::MEMORY_BYTES,
+        cache_bytes: DiskQueueSettings::CACHE_BYTES,
+    };
+    // Nothing listens there: a batch that got past conversion would be retried, not lost.
+    let mut prw = PrometheusRemoteWriteExporterConfig::new(
+        "http://127.0.0.1:9/api/v1/write".parse().unwrap(),
+    );
+    prw.queue.storage = QueueStorage::Disk;
+    prw.batch.max_items = 1;
+    prw.batch.timeout = Duration::from_millis(1);
+    let cfg = ExporterConfig {
+        name: "prw".into(),
+        kind: ExporterKind::PrometheusRemoteWrite(prw),
+    };
+    let poison = request(
+        service(),
+        vec![metric(
+            PANIC_METRIC,
+            "",
+            metric::Data::Gauge(Gauge {
+                data_points: vec![number(T, 1.0, vec![])],
+            }),
+        )],
+    );
+    let wait = |what: &'static str,
+                queue: std::rc::Rc<ExportQueue>,
+                f: fn(&crate::ExporterStats) -> bool| async move {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !f(&queue.stats()) {
+            assert!(Instant::now() < deadline, "{what}: {:?}", queue.stats());
+            glommio::timer::sleep(Duration::from_millis(5)).await;
+        }
+    };
+    glommio::LocalExecutorBuilder::default()
+        .spawn(move || async move {
+            let queue = ExportQueue::start_with_storage(&cfg, 0, 1, Some(&settings))
+                .await
+                .unwrap();
+            let piece = || {
+                let mut piece = shardtel_protocol::reframe::Encoded::default();
+                piece.push(bytes::Bytes::from(poison.clone()));
+                piece
+            };
+            queue.try_push(Signal::Metrics, piece(), 1).unwrap();
+            wait("first panic", queue.clone(), |s| s.conversion_panics == 1).await;
+            // The sender survived: the next batch is taken and fails the same way.
+            queue.try_push(Signal::Metrics, piece(), 1).unwrap();
+            wait("second panic", queue.clone(), |s| {
+                s.conversion_panics == 2 && s.disk.is_some_and(|d| d.unconsumed_frames == 0)
+            })
+            .await;
+            let stats = queue.stats().signal(Signal::Metrics);
+            assert_eq!((stats.failed_requests, stats.failed_items), (2, 2));
+            assert_eq!(stats.retries, 0, "a panic is not retried");
+            assert_eq!(
+                queue.drain(Instant::now() + Duration::from_secs(5)).await,
+                DrainOutcome::Drained
+            );
+            // Past the disk queue's checkpoint interval: the checkpoint is on disk.
+            glommio::timer::sleep(Duration::from_millis(600)).await;
+            drop(queue);
+            glommio::timer::sleep(Duration::from_millis(100)).await;
+
+            // Restarted on the same directory: nothing to replay, nothing panics again.
+            let queue = ExportQueue::start_with_storage(&cfg, 0, 1, Some(&settings))
+                .await
+                .unwrap();
+            let disk = queue.stats().disk.unwrap();
+            assert_eq!(disk.recovery.recovered_frames, 0, "{disk:?}");
+            glommio::timer::sleep(Duration::from_millis(200)).await;
+            assert_eq!(queue.stats().conversion_panics, 0);
+        })
+        .unwrap()
+        .join()
+        .unwrap();
+    std::fs::remove_dir_all(&root).unwrap();
 }
