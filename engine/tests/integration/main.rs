@@ -1,6 +1,7 @@
 //! End-to-end tests: real `shardtel` processes, real OTLP clients, real
 //! files. One binary, a module per feature.
 
+mod backends;
 mod cli;
 mod connections;
 mod durability;
@@ -9,6 +10,7 @@ mod forward;
 mod gen;
 mod grpc_client;
 mod harness;
+mod jaeger;
 mod kafka;
 mod kafka_auth;
 mod kafka_restart;
@@ -22,3 +24,5 @@ mod routing;
 mod sampling;
 mod sampling_memory;
 mod shutdown;
+mod victorialogs;
+mod victoriametrics;
