@@ -151,7 +151,8 @@ where() {
 
 The stack is up (logs and data in $STACK_DIR):
   send OTLP to      grpc://127.0.0.1:4317, http://127.0.0.1:4318   (the gateway)
-  traces            http://127.0.0.1:16686                         (Jaeger UI: pick a service, Find Traces)
+  traces            http://127.0.0.1:16686/api/traces?service=checkout&limit=20
+                    (Jaeger's query API; its UI needs JAEGER_UI_ASSETS, see examples/stack/README.md)
   metrics           http://127.0.0.1:8428/vmui                     (VictoriaMetrics; PromQL at /api/v1/query)
   logs              http://127.0.0.1:9428/select/vmui              (VictoriaLogs; LogsQL at /select/logsql/query)
   shardtel itself   http://127.0.0.1:9090/graph?g0.expr=rate(shardtel_receiver_accepted_spans_total[1m])
