@@ -115,9 +115,14 @@ up() {
     for port in "${kafka_ports[@]}"; do listening "$port" && taken+=("$port"); done
   fi
   [ ${#taken[@]} -eq 0 ] || die "ports taken on 127.0.0.1: ${taken[*]} (stop what listens there; a running Kafka can be used with STACK_KAFKA=127.0.0.1:9092)"
+  # STACK_DIR is wiped: only when it is new, empty, or made by this script before.
+  if [ -d "$STACK_DIR" ] && [ -n "$(ls -A "$STACK_DIR")" ] && [ ! -f "$STACK_DIR/.shardtel-stack" ]; then
+    die "STACK_DIR=$STACK_DIR is not empty and was not made by stack.sh; name another one"
+  fi
   binaries
   rm -rf "$STACK_DIR"
   mkdir -p "$run" "$STACK_DIR/kept"
+  touch "$STACK_DIR/.shardtel-stack"
   trap 'say "start-up failed; stopping what started"; down' ERR
 
   if [ -n "${STACK_KAFKA:-}" ]; then
