@@ -356,3 +356,93 @@ exporters = ["loki"]
     );
     assert!(logs(0, &format!("service_name:=\"{service}\"")).is_empty());
 }
+
+/// `line_format = "json"`: VictoriaLogs parses each JSON line into fields (nested objects
+/// flattened with dots: `attributes.user.id`, `resources.host.name`), so every part of the
+/// record is a field of its own, the body as `body`, and the entry keeps no message.
+#[test]
+fn loki_json_lines_become_victorialogs_fields() {
+    if !VICTORIALOGS.available("loki_json_lines_become_victorialogs_fields") {
+        return;
+    }
+    let url = VICTORIALOGS.url();
+    let shardtel = Shardtel::start(move |dir, ports| {
+        base_config(dir, ports, "")
+            + &format!(
+                r#"
+[exporters.loki]
+endpoint = "{url}/insert/loki/api/v1/push"
+line_format = "json"
+batch = {{ timeout = "50ms" }}
+
+[pipelines.logs]
+receivers = ["otlp"]
+exporters = ["loki"]
+"#
+            )
+    });
+    let service = unique("vl-json-line");
+    let t = now_ns() - 1_000_000_000;
+    let request = ExportLogsServiceRequest {
+        resource_logs: vec![ResourceLogs {
+            resource: Some(Resource {
+                attributes: vec![
+                    kv("service.name", s(&service)),
+                    kv("host.name", s("node-1")),
+                ],
+                ..Default::default()
+            }),
+            scope_logs: vec![ScopeLogs {
+                scope: Some(InstrumentationScope {
+                    name: "app".into(),
+                    ..Default::default()
+                }),
+                log_records: vec![record(t, s("disk full"), "error")],
+                ..Default::default()
+            }],
+            ..Default::default()
+        }],
+    };
+    let response = reqwest::blocking::Client::new()
+        .post(format!("{}/v1/logs", shardtel.http_url()))
+        .header("content-type", "application/x-protobuf")
+        .body(request.encode_to_vec())
+        .send()
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    let filter = format!("service_name:=\"{service}\"");
+    let mut got = Vec::new();
+    assert!(
+        wait_until(30, || {
+            got = logs(0, &filter);
+            !got.is_empty()
+        }),
+        "{}",
+        shardtel.log()
+    );
+    assert_eq!(got.len(), 1, "{got:#?}");
+    let mut entry = got[0].clone();
+    assert!(entry.remove("_stream_id").is_some());
+    let want: BTreeMap<String, String> = [
+        (
+            "_msg",
+            "missing _msg field; see https://docs.victoriametrics.com/victorialogs/keyconcepts/#message-field",
+        ),
+        ("_time", &rfc3339(t)),
+        ("_stream", &format!("{{service_name=\"{service}\"}}")),
+        ("service_name", &service),
+        ("body", "disk full"),
+        ("attributes.level", "error"),
+        ("attributes.user.id", "u-42"),
+        ("resources.host.name", "node-1"),
+        ("instrumentation_scope.name", "app"),
+        ("severity_text", "ERROR"),
+        ("severity_number", "17"),
+        ("trace_id", "11111111111111111111111111111111"),
+        ("span_id", "2222222222222222"),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_string(), v.to_string()))
+    .collect();
+    assert_eq!(entry, want);
+}
