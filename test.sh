@@ -117,6 +117,7 @@ stop_backends() {
 trap 'cleanup; stop_otelcol_build; stop_backends' EXIT
 start_backends() {
   step "jaeger, victoriametrics, victorialogs"
+  tests/peers/backends.sh stop "$backends_dir" # left over from a run that was killed
   if wait "$backends_pid" && tests/peers/backends.sh start "$backends_dir"; then
     # shellcheck disable=SC1091
     source "$backends_dir/env"

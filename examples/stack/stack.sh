@@ -81,6 +81,7 @@ start() {
   shift 2
   "$@" >"$run/$name.log" 2>&1 &
   echo $! >"$run/$name.pid"
+  readlink -f "$(command -v "$1")" >"$run/$name.exe"
   wait_for "$url" "$name" "$run/$name.pid"
 }
 
@@ -88,11 +89,13 @@ stop_pid() { # NAME: SIGTERM, up to 30 s, then SIGKILL
   local pid
   [ -f "$run/$1.pid" ] || return 0
   pid=$(cat "$run/$1.pid")
+  rm -f "$run/$1.pid"
+  # Only that process: after a reboot the pid may name another one.
+  [ "$(readlink "/proc/$pid/exe" 2>/dev/null | sed "s/ (deleted)$//")" = "$(cat "$run/$1.exe" 2>/dev/null)" ] || return 0
   if kill "$pid" 2>/dev/null; then
     for _ in $(seq 1 300); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
     kill -9 "$pid" 2>/dev/null || true
   fi
-  rm -f "$run/$1.pid"
 }
 
 down() {

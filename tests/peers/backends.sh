@@ -48,6 +48,7 @@ start_one() {
   shift 2
   "$@" >"$dir/$name.log" 2>&1 &
   echo $! >"$dir/$name.pid"
+  readlink -f "$1" >"$dir/$name.exe"
   for _ in $(seq 1 300); do
     answers "$ready" && return 0
     kill -0 "$(cat "$dir/$name.pid")" 2>/dev/null || break
@@ -63,10 +64,12 @@ stop_all() {
   for name in jaeger victoriametrics victorialogs; do
     [ -f "$dir/$name.pid" ] || continue
     pid=$(cat "$dir/$name.pid")
+    rm -f "$dir/$name.pid"
+    # Only that server: a pid file left by a run that was killed may name another process now.
+    [ "$(readlink "/proc/$pid/exe" 2>/dev/null | sed "s/ (deleted)$//")" = "$(cat "$dir/$name.exe" 2>/dev/null)" ] || continue
     kill "$pid" 2>/dev/null || true
     for _ in $(seq 1 100); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
     kill -9 "$pid" 2>/dev/null || true
-    rm -f "$dir/$name.pid"
   done
 }
 
