@@ -191,7 +191,7 @@ load() {
 }
 
 check() {
-  export STACK_DECISION_WAIT=2s
+  export STACK_DECISION_WAIT=5s
   trap down EXIT
   up
   local status=0
