@@ -21,7 +21,9 @@
 #
 # Knobs (environment, defaults in brackets):
 #   RUN_NAME [kafka-<UTC date>-<time>]  OUT [benches/results/RUN_NAME]
-#   BROKER [127.0.0.1:9092] (a Kafka-protocol broker must listen there; test.sh starts Tansu)
+#   BROKER [127.0.0.1:9092] (a Kafka broker; when none listens on the default address, the
+#                   script starts Apache Kafka with tests/peers/kafka/kafka.sh, as test.sh
+#                   does, and stops it at the end)
 #   PARTITIONS [8]  COMPRESSION [lz4]  DURATION [30]  WARMUP [5]
 #   KAFKA_EXTRA     more [exporters.kafka] lines, e.g. 'enable_idempotence = false' or
 #                   'librdkafka = { "linger.ms" = 20 }' ("\n" separates lines)   []
@@ -30,7 +32,7 @@
 #   SHARDTEL_CORES  shardtel's [engine] cores, e.g. '[0]' ["all"]
 #   LOADGEN_CPUS    loadgen --cpus, e.g. 1 (unpinned when empty) []
 #   To give shardtel a core of its own in every step (the broker's share out of the way):
-#   taskset -c 1 tansu broker ... ; SHARDTEL_CORES='[0]' LOADGEN_CPUS=1 benches/e2e/kafka.sh
+#   taskset -c 1 tests/peers/kafka/kafka.sh start; SHARDTEL_CORES='[0]' LOADGEN_CPUS=1 benches/e2e/kafka.sh
 #   SHARDTEL_BIN / LOADGEN_BIN / TOPIC_BIN  use these binaries instead of building them
 #   PROCESSOR [1]   0 skips step 3 (for quick gateway comparisons)
 #
@@ -61,7 +63,16 @@ mkdir -p "$RAW"
 die() { echo "kafka.sh: $*" >&2; exit 1; }
 log() { echo "[$(date -u +%H:%M:%S)] $*" | tee -a "$RAW/run.log"; }
 
-(exec 3<>"/dev/tcp/${BROKER%:*}/${BROKER#*:}") 2>/dev/null || die "no Kafka broker on $BROKER (./test.sh starts Tansu; see its kafka broker step)"
+broker_up() { (exec 3<>"/dev/tcp/${BROKER%:*}/${BROKER#*:}") 2>/dev/null; }
+STARTED_BROKER=""
+stop_broker() { if [ -n "$STARTED_BROKER" ]; then "$ROOT/tests/peers/kafka/kafka.sh" stop; fi; }
+trap stop_broker EXIT
+if ! broker_up; then
+  [ "$BROKER" = 127.0.0.1:9092 ] || die "no Kafka broker on $BROKER"
+  log "no broker on $BROKER: starting Apache Kafka (tests/peers/kafka/kafka.sh start)"
+  "$ROOT/tests/peers/kafka/kafka.sh" start >>"$RAW/run.log" 2>&1 || die "the Kafka broker did not start; see $RAW/run.log"
+  STARTED_BROKER=1
+fi
 if [ -z "${SHARDTEL_BIN:-}" ] || [ -z "${LOADGEN_BIN:-}" ] || [ -z "${TOPIC_BIN:-}" ]; then
   (cd "$ROOT" && cargo build --release -q -p shardtel-engine -p shardtel-loadgen -p shardtel-benches \
     --bin shardtel --bin shardtel-loadgen --bin shardtel-kafka-topic) || die "cargo build --release failed"
@@ -81,7 +92,7 @@ stop() {
   fi
   PID=""
 }
-trap stop EXIT
+trap 'stop; stop_broker' EXIT
 
 metric() {  # name [label filter]: sum over series
   curl -s --max-time 5 "http://$METRICS/metrics" | awk -v n="$1" -v f="${2:-}" \

@@ -6,6 +6,7 @@ use std::net::{Ipv4Addr, SocketAddr};
 use crate::decode::{self, Decoder, Section};
 use crate::error::{ComponentKind, ConfigErrorKind};
 use crate::kafka::KafkaReceiverConfig;
+use crate::tls::{AuthConfig, ServerTlsConfig};
 
 /// `[receivers]`.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -43,6 +44,10 @@ pub struct OtlpReceiverConfig {
     /// Connections served at once, gRPC and HTTP together, for the whole process; each core
     /// serves up to its share (`max_connections / cores`, rounded up). Default 4096.
     pub max_connections: usize,
+    /// `[receivers.otlp.tls]`: TLS (and mTLS) on both listeners; plaintext when absent.
+    pub tls: Option<ServerTlsConfig>,
+    /// `[receivers.otlp.auth]`: bearer tokens every request must carry; none when absent.
+    pub auth: Option<AuthConfig>,
 }
 
 impl OtlpReceiverConfig {
@@ -53,6 +58,8 @@ impl OtlpReceiverConfig {
         "max_recv_msg_size",
         "max_concurrent_streams",
         "max_connections",
+        "tls",
+        "auth",
     ];
     /// Smallest accepted `max_recv_msg_size`.
     pub const MIN_RECV_MSG_SIZE: u64 = 1 << 10;
@@ -70,6 +77,8 @@ impl Default for OtlpReceiverConfig {
             max_recv_msg_size: 4 << 20,
             max_concurrent_streams: 256,
             max_connections: 4096,
+            tls: None,
+            auth: None,
         }
     }
 }
@@ -135,6 +144,8 @@ fn decode_otlp(
             let n = decode::count(v, u64::MAX)?;
             Ok(decode::in_range(n, 1, OtlpReceiverConfig::MAX_CONNECTIONS)? as usize)
         }),
+        tls: crate::tls::decode_server(d, &s),
+        auth: crate::tls::decode_auth(d, &s),
     }
 }
 

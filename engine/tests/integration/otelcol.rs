@@ -38,7 +38,8 @@ use shardtel_protocol::proto::resource::v1::Resource;
 use shardtel_protocol::Signal;
 
 use crate::gen::{flatten, kv, request, s, span};
-use crate::harness::{base_config, file_pipelines, free_port, read_lines, wait_until, Shardtel};
+use crate::harness::{free_port, read_lines, wait_until, Shardtel};
+use crate::test_config::{Batch, Component, Pipeline};
 
 /// The Collector's configurations (one copy each).
 const CONFIGS: &str = concat!(
@@ -447,30 +448,17 @@ fn shardtel_to_collector(test: &str, kind: &str, compression: &str) {
         "otlp" => format!("http://127.0.0.1:{}", collector.grpc),
         _ => format!("http://127.0.0.1:{}", collector.http),
     };
-    let kind_owned = kind.to_string();
-    let compression_owned = compression.to_string();
-    let mut st = Shardtel::start(move |dir, ports| {
-        base_config(dir, ports, "")
-            + &format!(
-                r#"
-[exporters.collector]
-type = "{kind_owned}"
-endpoint = "{endpoint}"
-compression = "{compression_owned}"
-[exporters.collector.batch]
-timeout = "50ms"
-
-[pipelines.traces]
-receivers = ["otlp"]
-exporters = ["collector"]
-[pipelines.metrics]
-receivers = ["otlp"]
-exporters = ["collector"]
-[pipelines.logs]
-receivers = ["otlp"]
-exporters = ["collector"]
-"#
-            )
+    let mut st = Shardtel::start_config(|c| {
+        c.exporter(
+            "collector",
+            Component::of_type(kind)
+                .set("endpoint", endpoint.as_str())
+                .set("compression", compression)
+                .batch(Batch::timeout(Duration::from_millis(50))),
+        )
+        .traces(Pipeline::otlp_to(&["collector"]))
+        .metrics(Pipeline::otlp_to(&["collector"]))
+        .logs(Pipeline::otlp_to(&["collector"]))
     });
 
     let traces: Vec<ExportTraceServiceRequest> = (0..30u64)
@@ -686,7 +674,7 @@ fn collector_to_shardtel(test: &str, exporter: &str) {
     let Some(bin) = otelcol_bin(test) else {
         return;
     };
-    let mut st = Shardtel::start(|dir, ports| base_config(dir, ports, "") + &file_pipelines(dir));
+    let mut st = Shardtel::start_config(|c| c.file_pipelines());
     let mut collector = Otelcol::start(
         &bin,
         "otlp-forward",

@@ -15,10 +15,12 @@ use shardtel_protocol::proto::common::v1::{
 };
 use shardtel_protocol::proto::logs::v1::{LogRecord, ResourceLogs, ScopeLogs};
 use shardtel_protocol::proto::resource::v1::Resource;
+use shardtel_protocol::Signal;
 
 use crate::backends::{now_ns, unique, VICTORIALOGS};
 use crate::gen::{kv, s};
-use crate::harness::{base_config, wait_until, Shardtel};
+use crate::harness::{wait_until, Shardtel};
+use crate::test_config::{millis, Batch, Component, Pipeline, Retry};
 
 /// Every log entry of tenant `account` (VictoriaLogs' `AccountID`) that matches the LogsQL
 /// `filter`, oldest first; each as its field → value object.
@@ -52,6 +54,20 @@ fn logs(account: u32, filter: &str) -> Vec<BTreeMap<String, String>> {
                 .collect()
         })
         .collect()
+}
+
+/// A shardtel whose logs pipeline pushes to VictoriaLogs' Loki endpoint through `loki`, a
+/// `loki` exporter with the endpoint set (the test adds its keys).
+fn loki_to_victorialogs(change: impl FnOnce(Component) -> Component) -> Shardtel {
+    let exporter = change(Component::loki(&format!(
+        "{}/insert/loki/api/v1/push",
+        VICTORIALOGS.url()
+    )))
+    .batch(Batch::timeout(millis(50)));
+    Shardtel::start_config(|c| {
+        c.exporter("loki", exporter)
+            .logs(Pipeline::otlp_to(&["loki"]))
+    })
 }
 
 fn record(t: u64, body: any_value::Value, level: &str) -> LogRecord {
@@ -109,30 +125,22 @@ fn push_and_read_back(case: Case) {
     if !VICTORIALOGS.available(case.test) {
         return;
     }
-    let url = VICTORIALOGS.url();
-    let mut keys = format!("encoding = \"{}\"\n", case.encoding);
-    if let Some(tenant) = case.tenant {
-        keys += &format!("tenant_id = \"{tenant}\"\n");
-    }
-    if !case.parse_messages {
-        keys += "headers = { \"VL-Loki-Disable-Message-Parsing\" = \"1\" }\n";
-    }
-    let shardtel = Shardtel::start(move |dir, ports| {
-        base_config(dir, ports, "")
-            + &format!(
-                r#"
-[exporters.loki]
-endpoint = "{url}/insert/loki/api/v1/push"
-{keys}
-labels = {{ resource = ["service.name", "deployment.environment"], attributes = ["level"] }}
-batch = {{ timeout = "50ms" }}
-retry = {{ initial_interval = "50ms", max_interval = "200ms" }}
-
-[pipelines.logs]
-receivers = ["otlp"]
-exporters = ["loki"]
-"#
+    let shardtel = loki_to_victorialogs(|loki| {
+        let mut loki = loki
+            .set("encoding", case.encoding)
+            .set(
+                "labels.resource",
+                vec!["service.name", "deployment.environment"],
             )
+            .set("labels.attributes", vec!["level"])
+            .retry(Retry::backoff(millis(50), millis(200)));
+        if let Some(tenant) = case.tenant {
+            loki = loki.set("tenant_id", tenant.to_string());
+        }
+        if !case.parse_messages {
+            loki = loki.set("headers.VL-Loki-Disable-Message-Parsing", "1");
+        }
+        loki
     });
     let service = unique(&format!("vl-{}", case.encoding));
     let t0 = now_ns() - 5_000_000_000;
@@ -168,13 +176,7 @@ exporters = ["loki"]
             ..Default::default()
         }],
     };
-    let response = reqwest::blocking::Client::new()
-        .post(format!("{}/v1/logs", shardtel.http_url()))
-        .header("content-type", "application/x-protobuf")
-        .body(request.encode_to_vec())
-        .send()
-        .unwrap();
-    assert_eq!(response.status(), 200);
+    shardtel.post_accepted(Signal::Logs, request.encode_to_vec());
 
     let account = case.tenant.unwrap_or(0);
     let filter = format!("service_name:=\"{service}\"");
@@ -305,22 +307,7 @@ fn loki_tenant_victorialogs_cannot_read_is_refused() {
     if !VICTORIALOGS.available("loki_tenant_victorialogs_cannot_read_is_refused") {
         return;
     }
-    let url = VICTORIALOGS.url();
-    let shardtel = Shardtel::start(move |dir, ports| {
-        base_config(dir, ports, "")
-            + &format!(
-                r#"
-[exporters.loki]
-endpoint = "{url}/insert/loki/api/v1/push"
-tenant_id = "team-a"
-batch = {{ timeout = "50ms" }}
-
-[pipelines.logs]
-receivers = ["otlp"]
-exporters = ["loki"]
-"#
-            )
-    });
+    let shardtel = loki_to_victorialogs(|loki| loki.set("tenant_id", "team-a"));
     let service = unique("vl-tenant");
     let request = ExportLogsServiceRequest {
         resource_logs: vec![ResourceLogs {
@@ -335,13 +322,7 @@ exporters = ["loki"]
             ..Default::default()
         }],
     };
-    let response = reqwest::blocking::Client::new()
-        .post(format!("{}/v1/logs", shardtel.http_url()))
-        .header("content-type", "application/x-protobuf")
-        .body(request.encode_to_vec())
-        .send()
-        .unwrap();
-    assert_eq!(response.status(), 200);
+    shardtel.post_accepted(Signal::Logs, request.encode_to_vec());
     assert!(
         wait_until(30, || shardtel.metric_sum(
             "shardtel_exporter_send_failed_log_records_total",
@@ -365,22 +346,7 @@ fn loki_json_lines_become_victorialogs_fields() {
     if !VICTORIALOGS.available("loki_json_lines_become_victorialogs_fields") {
         return;
     }
-    let url = VICTORIALOGS.url();
-    let shardtel = Shardtel::start(move |dir, ports| {
-        base_config(dir, ports, "")
-            + &format!(
-                r#"
-[exporters.loki]
-endpoint = "{url}/insert/loki/api/v1/push"
-line_format = "json"
-batch = {{ timeout = "50ms" }}
-
-[pipelines.logs]
-receivers = ["otlp"]
-exporters = ["loki"]
-"#
-            )
-    });
+    let shardtel = loki_to_victorialogs(|loki| loki.set("line_format", "json"));
     let service = unique("vl-json-line");
     let t = now_ns() - 1_000_000_000;
     let request = ExportLogsServiceRequest {
@@ -403,13 +369,7 @@ exporters = ["loki"]
             ..Default::default()
         }],
     };
-    let response = reqwest::blocking::Client::new()
-        .post(format!("{}/v1/logs", shardtel.http_url()))
-        .header("content-type", "application/x-protobuf")
-        .body(request.encode_to_vec())
-        .send()
-        .unwrap();
-    assert_eq!(response.status(), 200);
+    shardtel.post_accepted(Signal::Logs, request.encode_to_vec());
     let filter = format!("service_name:=\"{service}\"");
     let mut got = Vec::new();
     assert!(

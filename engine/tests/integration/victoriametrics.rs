@@ -12,8 +12,11 @@ use std::collections::BTreeMap;
 
 use serde_json::Value;
 
+use shardtel_protocol::Signal;
+
 use crate::backends::{now_ns, unique, VICTORIAMETRICS};
-use crate::harness::{base_config, wait_until, Shardtel};
+use crate::harness::{wait_until, Shardtel};
+use crate::test_config::{millis, Batch, Component, Pipeline, Retry};
 // The requests of the Prometheus test: one copy of the cases for both backends.
 use crate::prometheus::request;
 
@@ -69,37 +72,19 @@ fn range(q: &str, start_ms: i64, end_ms: i64, step_ms: i64) -> Vec<(i64, f64)> {
     values_of(json["data"]["result"].as_array().and_then(|r| r.first()))
 }
 
-/// Posts over a new connection (a new client), so the kernel may pick any core.
-fn post(shardtel: &Shardtel, body: Vec<u8>) {
-    let response = reqwest::blocking::Client::new()
-        .post(format!("{}/v1/metrics", shardtel.http_url()))
-        .header("content-type", "application/x-protobuf")
-        .body(body)
-        .send()
-        .unwrap();
-    assert_eq!(response.status(), 200);
-}
-
 /// A shardtel remote-writing its metrics pipeline to VictoriaMetrics as exporter `vm`, with
-/// `extra` keys in the exporter's table.
-fn remote_writer(extra: &'static str) -> Shardtel {
-    let url = VICTORIAMETRICS.url();
-    Shardtel::start(move |dir, ports| {
-        base_config(dir, ports, "")
-            + &format!(
-                r#"
-[exporters.vm]
-type = "prometheusremotewrite"
-endpoint = "{url}/api/v1/write"
-batch = {{ timeout = "50ms" }}
-retry = {{ initial_interval = "50ms", max_interval = "500ms" }}
-{extra}
-
-[pipelines.metrics]
-receivers = ["otlp"]
-exporters = ["vm"]
-"#
-            )
+/// `exponential_histograms` set when given.
+fn remote_writer(exponential_histograms: Option<&str>) -> Shardtel {
+    let mut exporter =
+        Component::prometheus_remote_write(&format!("{}/api/v1/write", VICTORIAMETRICS.url()))
+            .batch(Batch::timeout(millis(50)))
+            .retry(Retry::backoff(millis(50), millis(500)));
+    if let Some(mode) = exponential_histograms {
+        exporter = exporter.set("exponential_histograms", mode);
+    }
+    Shardtel::start_config(|c| {
+        c.exporter("vm", exporter)
+            .metrics(Pipeline::otlp_to(&["vm"]))
     })
 }
 
@@ -121,7 +106,7 @@ fn remote_write_to_victoriametrics() {
     if !VICTORIAMETRICS.available("remote_write_to_victoriametrics") {
         return;
     }
-    let shardtel = remote_writer("exponential_histograms = \"classic\"");
+    let shardtel = remote_writer(Some("classic"));
     let nanos = now_ns();
     let service = unique("vm");
     let sel = format!("job=\"shop/{service}\"");
@@ -139,8 +124,9 @@ fn remote_write_to_victoriametrics() {
     ];
     let expected_jobs = [5.0, 12.0, 13.0];
     for (i, (jobs, batch, total)) in steps.into_iter().enumerate() {
-        post(
-            &shardtel,
+        // Over a new connection, so the kernel may pick any core.
+        shardtel.post_accepted(
+            Signal::Metrics,
             request(&service, t(i as i64), jobs, batch, total),
         );
         let want = expected_jobs[i];
@@ -325,12 +311,12 @@ fn native_histograms_become_victoriametrics_vmrange_buckets() {
     if !VICTORIAMETRICS.available("native_histograms_become_victoriametrics_vmrange_buckets") {
         return;
     }
-    let shardtel = remote_writer("");
+    let shardtel = remote_writer(None);
     let service = unique("vm-native");
     let sel = format!("job=\"shop/{service}\"");
     let t_ms = (now_ns() / 1_000_000) as i64 - 10_000;
-    post(
-        &shardtel,
+    shardtel.post_accepted(
+        Signal::Metrics,
         request(&service, (t_ms as u64) * 1_000_000, 5.0, [1, 1, 0], 10.0),
     );
     assert!(

@@ -45,14 +45,12 @@ use rdkafka::message::Message as _;
 use rdkafka::producer::{BaseRecord, DeliveryResult, ProducerContext, ThreadedProducer};
 use rdkafka::types::RDKafkaErrorCode;
 use rdkafka::ClientContext;
-use shardtel_config::{KafkaEncoding, KafkaExporterConfig, Signal as ConfigSignal};
+use shardtel_config::{KafkaEncoding, KafkaExporterConfig};
 use shardtel_protocol::{Signal, TraceId};
 
 use crate::batch::Batch;
-use crate::error::{ExportError, SinkError};
+use crate::error::{kafka_code_is_retryable, ExportError, ExportReply, SinkError};
 use crate::offload;
-use crate::otlp::ExportReply;
-use crate::stats::KafkaProducerStats;
 
 pub use self::messages::TraceMessages;
 use self::messages::{request_messages, value_limit, ResourceKey};
@@ -65,6 +63,21 @@ const REQUEST_OVERHEAD: usize = 4096;
 const YIELD_EVERY: usize = 64;
 /// Undeliverable messages are logged at most this often per exporter and core.
 const REJECTED_LOG_INTERVAL: Duration = Duration::from_secs(10);
+
+/// Message-level counters of one `kafka` exporter on one core.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct KafkaProducerStats {
+    /// Messages the brokers acknowledged.
+    pub produced_messages: u64,
+    /// Value bytes of those messages (before compression).
+    pub produced_bytes: u64,
+    /// Messages whose delivery failed (the batch is retried or counted as failed).
+    pub failed_messages: u64,
+    /// Value bytes of those messages.
+    pub failed_bytes: u64,
+    /// Times the producer's local queue was full when a message was offered.
+    pub queue_full: u64,
+}
 
 /// librdkafka log lines go to the `log` crate under target `librdkafka`.
 struct DeliveryContext {
@@ -165,7 +178,7 @@ impl BatchDelivery {
         self.failed_messages.fetch_add(1, Ordering::Relaxed);
         self.failed_bytes
             .fetch_add(payload.len() as u64, Ordering::Relaxed);
-        if is_retryable_code(code) {
+        if kafka_code_is_retryable(code) {
             let _ = self.retryable.set(code);
         } else {
             let _ = self.permanent.set(code);
@@ -303,9 +316,9 @@ impl KafkaExporter {
             name: name.to_string(),
             producer: Some(producer),
             topics: [
-                c.topic(ConfigSignal::Traces).to_string(),
-                c.topic(ConfigSignal::Metrics).to_string(),
-                c.topic(ConfigSignal::Logs).to_string(),
+                c.topic(Signal::Traces).to_string(),
+                c.topic(Signal::Metrics).to_string(),
+                c.topic(Signal::Logs).to_string(),
             ],
             encoding: c.encoding,
             max_value_bytes: value_limit(c.max_message_bytes),
@@ -338,7 +351,7 @@ impl KafkaExporter {
             return Ok(ExportReply::default());
         };
         let messages = self.messages(batch).await?;
-        let topic = &self.topics[crate::stats::signal_index(batch.signal)];
+        let topic = &self.topics[batch.signal.index()];
         let (delivery, done) = BatchDelivery::new(batch.signal);
         let deadline = Instant::now() + self.enqueue_timeout;
         let mut offered = Offered::default();
@@ -426,7 +439,7 @@ impl KafkaExporter {
                     continue;
                 }
             }
-            if is_retryable_code(code) {
+            if kafka_code_is_retryable(code) {
                 offered.retryable = Some(error);
                 return false;
             }
@@ -580,50 +593,10 @@ impl Drop for KafkaExporter {
     }
 }
 
-/// Whether a Kafka error code can clear up by itself (broker down, leader moving, timeouts,
-/// a full queue) or will come back on every attempt (message too large, not authorized,
-/// invalid topic or record).
-fn is_retryable_code(code: RDKafkaErrorCode) -> bool {
-    use RDKafkaErrorCode as C;
-    !matches!(
-        code,
-        C::MessageSizeTooLarge
-            | C::MessageBatchTooLarge
-            | C::InvalidRecord
-            | C::InvalidTopic
-            | C::TopicAuthorizationFailed
-            | C::ClusterAuthorizationFailed
-            | C::InvalidArgument
-    )
-}
-
-/// [`is_retryable_code`] for any Kafka error; configuration errors are permanent.
-pub(crate) fn is_retryable(error: &KafkaError) -> bool {
-    !matches!(error, KafkaError::ClientConfig(..) | KafkaError::Nul(_))
-        && error.rdkafka_error_code().is_none_or(is_retryable_code)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use shardtel_config::{KafkaAuth, KafkaTlsConfig, SaslConfig, SaslMechanism};
-
-    #[test]
-    fn classification() {
-        let produce = |code| KafkaError::MessageProduction(code);
-        assert!(is_retryable(&produce(RDKafkaErrorCode::QueueFull)));
-        assert!(is_retryable(&produce(RDKafkaErrorCode::MessageTimedOut)));
-        assert!(is_retryable(&produce(RDKafkaErrorCode::AllBrokersDown)));
-        assert!(is_retryable(&produce(
-            RDKafkaErrorCode::NotLeaderForPartition
-        )));
-        assert!(!is_retryable(&produce(
-            RDKafkaErrorCode::MessageSizeTooLarge
-        )));
-        assert!(!is_retryable(&produce(
-            RDKafkaErrorCode::TopicAuthorizationFailed
-        )));
-    }
 
     #[test]
     fn delivery_completes_when_the_last_report_is_in() {

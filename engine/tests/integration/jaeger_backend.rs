@@ -4,8 +4,9 @@
 //! stored. The api_v3 (`/api/v3/traces/{id}`, OTLP JSON) answer is compared with what was
 //! sent, resource, scope and span field by field; the classic `/api/traces/{id}` answer
 //! (Jaeger's model: processes, references, tags) is checked for span count, parent links,
-//! service names and tags. Behind the reference tail-sampling policy, every trace Jaeger holds
-//! is complete and every trace the policy must keep is there.
+//! service names and tags. Behind the reference tail-sampling policy
+//! (`tests/fixtures/reference-sampling.toml`, `decision_wait` 1 s), every trace Jaeger holds is
+//! complete and every trace the policy must keep is there.
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -19,7 +20,8 @@ use shardtel_protocol::Signal;
 
 use crate::backends::{jaeger_otlp_grpc, jaeger_otlp_http, now_ns, JAEGER_QUERY};
 use crate::gen::{kv, s};
-use crate::harness::{base_config, wait_until, Shardtel};
+use crate::harness::{wait_until, Shardtel};
+use crate::test_config::{millis, secs, Batch, Component, Pipeline, Retry, TailSampling};
 
 /// Spans per trace.
 const SPANS: u64 = 5;
@@ -236,29 +238,23 @@ fn wait_for_trace(id: &[u8], want: usize, shardtel: &Shardtel) -> ExportTraceSer
     last.unwrap()
 }
 
-/// A shardtel whose traces pipeline exports through `exporter` (a TOML table body).
-fn shardtel_to_jaeger(exporter: String, processors: &'static str) -> Shardtel {
-    Shardtel::start(move |dir, ports| {
-        base_config(dir, ports, "")
-            + processors
-            + &format!(
-                r#"
-[exporters.jaeger]
-{exporter}
-batch = {{ timeout = "50ms" }}
-retry = {{ initial_interval = "50ms", max_interval = "500ms" }}
-
-[pipelines.traces]
-receivers = ["otlp"]
-processors = [{list}]
-exporters = ["jaeger"]
-"#,
-                list = if processors.is_empty() {
-                    ""
-                } else {
-                    "\"tail_sampling\""
-                }
+/// A shardtel whose traces pipeline exports through `exporter` (as `jaeger`), behind the
+/// reference tail-sampling policy (`decision_wait` 1 s) when `sampled`.
+fn shardtel_to_jaeger(exporter: Component, sampled: bool) -> Shardtel {
+    let exporter = exporter
+        .batch(Batch::timeout(millis(50)))
+        .retry(Retry::backoff(millis(50), millis(500)));
+    Shardtel::start_config(|c| {
+        let c = c.exporter("jaeger", exporter);
+        if sampled {
+            c.processor(
+                "tail_sampling",
+                TailSampling::reference().decision_wait(secs(1)),
             )
+            .traces(Pipeline::otlp_to(&["jaeger"]).processors(&["tail_sampling"]))
+        } else {
+            c.traces(Pipeline::otlp_to(&["jaeger"]))
+        }
     })
 }
 
@@ -386,11 +382,11 @@ fn check_classic_api(run: u64, t: u64, sent: &Flat) {
 }
 
 /// Sends 12 traces through `exporter` and compares what Jaeger stored with what was sent.
-fn export_and_compare(test: &str, exporter: String) {
+fn export_and_compare(test: &str, exporter: Component) {
     if !JAEGER_QUERY.available(test) {
         return;
     }
-    let shardtel = shardtel_to_jaeger(exporter, "");
+    let shardtel = shardtel_to_jaeger(exporter, false);
     let traces = 12;
     let (run, sent) = send_traces(&shardtel, traces);
     for (t, sent) in sent.iter().enumerate() {
@@ -419,7 +415,7 @@ fn export_and_compare(test: &str, exporter: String) {
 fn otlp_exporter_traces_arrive_in_jaeger_field_by_field() {
     export_and_compare(
         "otlp_exporter_traces_arrive_in_jaeger_field_by_field",
-        format!("type = \"otlp\"\nendpoint = \"{}\"", jaeger_otlp_grpc()),
+        Component::otlp(&jaeger_otlp_grpc()),
     );
 }
 
@@ -427,39 +423,9 @@ fn otlp_exporter_traces_arrive_in_jaeger_field_by_field() {
 fn otlphttp_exporter_traces_arrive_in_jaeger_field_by_field() {
     export_and_compare(
         "otlphttp_exporter_traces_arrive_in_jaeger_field_by_field",
-        format!(
-            "type = \"otlphttp\"\nendpoint = \"{}\"\ncompression = \"zstd\"",
-            jaeger_otlp_http()
-        ),
+        Component::otlphttp(&jaeger_otlp_http()).set("compression", "zstd"),
     );
 }
-
-/// The reference policy (errors, slower than 1 s, user `vip`, 10 % of the rest), with
-/// `decision_wait` at 1 s instead of 10 s so the test takes seconds.
-// TODO(fixtures): read tests/fixtures/reference-sampling.toml once the `fixtures` branch has
-// merged, overriding only decision_wait.
-const REFERENCE_POLICY: &str = r#"
-[processors.tail_sampling]
-decision_wait = "1s"
-max_traces_per_core = 200_000
-[[processors.tail_sampling.policies]]
-name = "errors"
-type = "status_code"
-status_codes = ["ERROR"]
-[[processors.tail_sampling.policies]]
-name = "slow"
-type = "latency"
-threshold = "1s"
-[[processors.tail_sampling.policies]]
-name = "vip"
-type = "string_attribute"
-key = "user.id"
-values = ["vip"]
-[[processors.tail_sampling.policies]]
-name = "baseline"
-type = "probabilistic"
-percent = 10
-"#;
 
 /// Kind of trace `t`: 0 error, 1 slow, 2 vip, 3 ordinary.
 fn kind(t: u64) -> u8 {
@@ -494,10 +460,7 @@ fn tail_sampled_traces_are_complete_in_jaeger() {
     if !JAEGER_QUERY.available("tail_sampled_traces_are_complete_in_jaeger") {
         return;
     }
-    let shardtel = shardtel_to_jaeger(
-        format!("type = \"otlp\"\nendpoint = \"{}\"", jaeger_otlp_grpc()),
-        REFERENCE_POLICY,
-    );
+    let shardtel = shardtel_to_jaeger(Component::otlp(&jaeger_otlp_grpc()), true);
     const TRACES: u64 = 300;
     let run = now_ns();
     let base_ns = now_ns() - 60_000_000_000;
