@@ -72,7 +72,7 @@ wait_otelcol() {
 }
 # ---- end of OpenTelemetry Collector -------------------------------------------------------
 
-# ---- Jaeger, VictoriaMetrics, VictoriaLogs (engine/tests/integration/{jaeger,victoria*}.rs) --
+# ---- Jaeger, VictoriaMetrics, VictoriaLogs (engine/tests/integration/{jaeger_backend,victoria*}.rs)
 # Storage backends built from the Go modules pinned in tests/peers/{jaeger,victoriametrics,
 # victorialogs}/ by tests/peers/go-build.sh, once per manifest, into ~/.cache/shardtel/<name>/
 # (Go's module and build caches are kept as well). Cold, from empty Go caches (measured on 2

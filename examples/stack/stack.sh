@@ -23,7 +23,8 @@
 #   8428         VictoriaMetrics (vmui, PromQL, remote write)
 #   9428         VictoriaLogs (vmui, LogsQL, Loki push)
 #   9090         Prometheus
-#   9092-9096    Kafka (tests/peers/kafka/kafka.sh start), unless STACK_KAFKA names a broker
+#   9092-9096    Kafka (tests/peers/kafka/kafka.sh start; SHARDTEL_KAFKA_PORT moves them), unless
+#                STACK_KAFKA names a broker
 #
 # Env:
 #   STACK_DIR     where logs, data and pid files go [<repo>/target/stack]; wiped by `up`
@@ -45,7 +46,8 @@ rate=${STACK_RATE:-2000}
 export JAEGER_OTLP_GRPC_PORT=14317 JAEGER_OTLP_HTTP_PORT=14318 JAEGER_QUERY_PORT=16686
 export JAEGER_QUERY_GRPC_PORT=16685 VICTORIAMETRICS_PORT=8428 VICTORIALOGS_PORT=9428
 stack_ports=(4317 4318 13133 8888 13134 8889 14317 14318 16686 16685 8428 9428 9090)
-kafka_ports=(9092 9093 9094 9095 9096)
+kafka_port=${SHARDTEL_KAFKA_PORT:-9092}
+kafka_ports=("$kafka_port" $((kafka_port + 1)) $((kafka_port + 2)) $((kafka_port + 3)) $((kafka_port + 4)))
 
 say() { echo "stack: $*" >&2; }
 die() { say "$*"; exit 1; }
@@ -132,13 +134,11 @@ up() {
     listening "${STACK_KAFKA##*:}" || die "no broker answers at STACK_KAFKA=$STACK_KAFKA"
     say "using the Kafka broker at $STACK_KAFKA"
   else
-    [ -x "$root/tests/peers/kafka/kafka.sh" ] \
-      || die "tests/peers/kafka/kafka.sh is missing (it comes with Apache Kafka in the test suite); start a broker yourself and set STACK_KAFKA=host:port"
     say "starting Apache Kafka (tests/peers/kafka/kafka.sh start)"
     SHARDTEL_KAFKA_DIR=$STACK_DIR/kafka "$root/tests/peers/kafka/kafka.sh" start >"$run/kafka-start.log" 2>&1 \
       || { cat "$run/kafka-start.log" >&2; false; }
     touch "$run/kafka.started"
-    export STACK_KAFKA=127.0.0.1:9092
+    export STACK_KAFKA=127.0.0.1:$kafka_port
   fi
 
   say "starting Jaeger, VictoriaMetrics, VictoriaLogs"

@@ -25,6 +25,7 @@ mod routing;
 mod sampling;
 mod sampling_memory;
 mod shutdown;
+mod stack_example;
 mod test_config;
 mod victorialogs;
 mod victoriametrics;
