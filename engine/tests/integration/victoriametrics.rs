@@ -141,6 +141,50 @@ fn remote_write_to_victoriametrics() {
         );
     }
 
+    // Series are routed to owner cores, and each core writes its own requests: wait until the
+    // last step of every series is in, then check each value exactly.
+    let names = || -> Vec<String> {
+        let series =
+            VICTORIAMETRICS.get_json("/api/v1/series", &[("match[]", &format!("{{{sel}}}"))]);
+        let mut names: Vec<String> = series["data"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|s| Some(s["__name__"].as_str()?.to_string()))
+            .collect();
+        names.sort();
+        names.dedup();
+        names
+    };
+    let expected_names = [
+        "batch_size_bucket",
+        "batch_size_count",
+        "batch_size_sum",
+        "gc_pause_milliseconds",
+        "gc_pause_milliseconds_count",
+        "gc_pause_milliseconds_sum",
+        "http_requests_total",
+        "http_server_duration_milliseconds_bucket",
+        "http_server_duration_milliseconds_count",
+        "http_server_duration_milliseconds_sum",
+        "jobs_done_total",
+        "room_temperature_celsius",
+        "rpc_latency_seconds_bucket",
+        "rpc_latency_seconds_count",
+        "rpc_latency_seconds_sum",
+        "target_info",
+    ];
+    assert!(
+        wait_until(30, || names() == expected_names
+            && value(&format!("batch_size_count{{{sel}}}"), at) == Some(6.0)
+            && value(&format!("http_requests_total{{{sel}}}"), at)
+                == Some(16.0)),
+        "the last step did not arrive whole: {:?}; shardtel log:\n{}\n{}",
+        names(),
+        shardtel.log(),
+        shardtel.metrics()
+    );
+
     // Delta → cumulative, sample by sample, raw and through query_range.
     assert_eq!(
         samples(&format!("jobs_done_total{{{sel}}}"), at),
@@ -256,36 +300,7 @@ fn remote_write_to_victoriametrics() {
     assert_eq!(info[0]["metric"]["instance"], "i-1");
 
     // The series API sees exactly the expected names for this job.
-    let series = VICTORIAMETRICS.get_json("/api/v1/series", &[("match[]", &format!("{{{sel}}}"))]);
-    let mut names: Vec<String> = series["data"]
-        .as_array()
-        .unwrap_or_else(|| panic!("{series}"))
-        .iter()
-        .map(|s| s["__name__"].as_str().unwrap().to_string())
-        .collect();
-    names.sort();
-    names.dedup();
-    assert_eq!(
-        names,
-        [
-            "batch_size_bucket",
-            "batch_size_count",
-            "batch_size_sum",
-            "gc_pause_milliseconds",
-            "gc_pause_milliseconds_count",
-            "gc_pause_milliseconds_sum",
-            "http_requests_total",
-            "http_server_duration_milliseconds_bucket",
-            "http_server_duration_milliseconds_count",
-            "http_server_duration_milliseconds_sum",
-            "jobs_done_total",
-            "room_temperature_celsius",
-            "rpc_latency_seconds_bucket",
-            "rpc_latency_seconds_count",
-            "rpc_latency_seconds_sum",
-            "target_info",
-        ]
-    );
+    assert_eq!(names(), expected_names);
 
     // Every point was sent, nothing dropped or refused.
     assert!(
