@@ -3,9 +3,10 @@
 #   ./test.sh
 # Installs what the tests need, then runs format and lint checks, every
 # unit, property and end-to-end test, and builds and smoke-runs the fuzz targets.
-# Env: SKIP_LINT=1 (skip fmt/clippy), SKIP_FUZZ=1 (skip the fuzz build and smoke),
-# SHARDTEL_KAFKA_OPTIONAL=1 / SHARDTEL_PROMETHEUS_OPTIONAL=1 / SHARDTEL_OTELCOL_OPTIONAL=1 (skip
-# those tests without their server or binary), SHARDTEL_OTELCOL_BIN (a Collector to use as is).
+# Env: SKIP_LINT=1 (skip fmt/clippy), SKIP_FUZZ=1 (skip the fuzz build and smoke), SKIP_STACK=1
+# (skip the examples/stack check), SHARDTEL_KAFKA_OPTIONAL=1 / SHARDTEL_PROMETHEUS_OPTIONAL=1 /
+# SHARDTEL_OTELCOL_OPTIONAL=1 / SHARDTEL_BACKENDS_OPTIONAL=1 (skip those tests without their
+# server or binary), SHARDTEL_OTELCOL_BIN (a Collector to use as is).
 set -euo pipefail
 cd "$(dirname "$0")"
 
@@ -71,6 +72,47 @@ wait_otelcol() {
 }
 # ---- end of OpenTelemetry Collector -------------------------------------------------------
 
+# ---- Jaeger, VictoriaMetrics, VictoriaLogs (engine/tests/integration/{jaeger_backend,victoria*}.rs)
+# Storage backends built from the Go modules pinned in tests/peers/{jaeger,victoriametrics,
+# victorialogs}/ by tests/peers/go-build.sh, once per manifest, into ~/.cache/shardtel/<name>/
+# (Go's module and build caches are kept as well). Cold, from empty Go caches (measured on 2
+# cores shared with a load of 10-16): VictoriaMetrics 66 CPU-s (147 s there), VictoriaLogs
+# 59 CPU-s (150 s), Jaeger 454 CPU-s (21 min there; ~4-5 min on 2 quiet cores); 1.8 GB of
+# modules and 2 GB of build cache; binaries 18, 16 and 81 MiB. Warm Go caches: 3, 6 and 13 s
+# (link only); binaries cached: nothing. Built in the background while the lint steps run
+# (with the Collector's build, ~850 CPU-s cold in all); tests/peers/backends.sh then starts them on
+# 127.0.0.1 (ports in its head) with data under target/backends/, exports their URLs, and
+# they stop when this script exits. Without them the backend tests fail, unless
+# SHARDTEL_BACKENDS_OPTIONAL=1 (they skip loudly). SKIP_STACK=1 skips the examples/stack check.
+backends_pid=""
+backends_dir="$PWD/target/backends"
+step "jaeger, victoriametrics, victorialogs build (background)"
+mkdir -p "$backends_dir"
+# In a process group of its own (set -m), so that stopping it stops the go builds it started.
+set -m
+tests/peers/backends.sh build >"$backends_dir/paths" 2>"$backends_dir/build.log" &
+backends_pid=$!
+set +m
+stop_backends() {
+  if [ -n "$backends_pid" ]; then kill -TERM -- -"$backends_pid" 2>/dev/null || true; fi
+  tests/peers/backends.sh stop "$backends_dir" 2>/dev/null || true
+}
+trap 'cleanup; stop_otelcol_build; stop_backends' EXIT
+start_backends() {
+  step "jaeger, victoriametrics, victorialogs"
+  tests/peers/backends.sh stop "$backends_dir" # left over from a run that was killed
+  if wait "$backends_pid" && tests/peers/backends.sh start "$backends_dir"; then
+    # shellcheck disable=SC1091
+    source "$backends_dir/env"
+  else
+    cat "$backends_dir/build.log"
+    [ "${SHARDTEL_BACKENDS_OPTIONAL:-}" = 1 ] || { echo "building or starting the backends failed"; exit 1; }
+    echo "no backends: their tests skip (SHARDTEL_BACKENDS_OPTIONAL=1)"
+  fi
+  backends_pid=""
+}
+# ---- end of Jaeger, VictoriaMetrics, VictoriaLogs -----------------------------------------
+
 if [ -z "${SKIP_LINT:-}" ]; then
   step "cargo fmt --check"
   cargo fmt --all --check
@@ -120,7 +162,7 @@ stop_prometheus() {
   if [ -n "$prom_pid" ]; then kill "$prom_pid" 2>/dev/null || true; wait "$prom_pid" 2>/dev/null || true; fi
   if [ -n "$prom_dir" ]; then rm -rf "$prom_dir"; fi
 }
-trap 'cleanup; stop_prometheus; stop_otelcol_build' EXIT
+trap 'cleanup; stop_prometheus; stop_otelcol_build; stop_backends' EXIT
 if ! command -v prometheus >/dev/null; then
   export DEBIAN_FRONTEND=noninteractive
   policy=""
@@ -153,10 +195,30 @@ fi
 # ---- end of Prometheus --------------------------------------------------------------------
 
 wait_otelcol
+start_backends
 step "cargo test"
 cargo test --workspace --no-fail-fast 2>&1 | tee /tmp/shardtel-test.log
 status=${PIPESTATUS[0]}
 [ "$status" -eq 0 ] || { echo "cargo test failed ($status)"; exit "$status"; }
+
+# ---- the local stack (examples/stack): gateway -> Kafka -> processing tier -> backends -------
+# A short run of the whole example with the debug binaries cargo test built, on the stack's
+# own ports, against this script's Kafka broker; shardtel-loadgen --verify --sampled, every
+# kept trace complete in Jaeger, shardtel's self-metrics in Prometheus.
+stack_passed=0 stack_failed=0
+if [ -n "${SKIP_STACK:-}" ]; then
+  :
+elif ! broker_up; then
+  echo "!!!!!!!! no Kafka broker: the examples/stack check is skipped !!!!!!!!"
+else
+  step "examples/stack check"
+  if SHARDTEL_BIN="$PWD/target/debug/shardtel" LOADGEN_BIN="$PWD/target/debug/shardtel-loadgen" \
+    STACK_KAFKA="127.0.0.1:${SHARDTEL_KAFKA_PORT:-9092}" examples/stack/stack.sh check; then
+    stack_passed=1
+  else
+    stack_failed=1
+  fi
+fi
 
 if [ -z "${SKIP_FUZZ:-}" ]; then
   # Every fuzz target (fuzz/Cargo.toml) builds and runs a few seconds each (-s none: no
@@ -169,4 +231,5 @@ fi
 passed=$(grep -Eo 'test result: ok\. [0-9]+ passed' /tmp/shardtel-test.log | awk '{s+=$4} END{print s+0}')
 failed=$(grep -Eo '[0-9]+ failed' /tmp/shardtel-test.log | awk '{s+=$1} END{print s+0}')
 echo
-echo "${passed} passed, ${failed} failed"
+echo "$((passed + stack_passed)) passed, $((failed + stack_failed)) failed"
+[ "$stack_failed" -eq 0 ] || exit 1

@@ -1,6 +1,7 @@
 //! End-to-end tests: real `shardtel` processes, real OTLP clients, real
 //! files. One binary, a module per feature.
 
+mod backends;
 mod cli;
 mod connections;
 mod docs;
@@ -11,6 +12,7 @@ mod gen;
 mod grpc_client;
 mod hardening;
 mod harness;
+mod jaeger_backend;
 mod kafka;
 mod kafka_auth;
 mod kafka_restart;
@@ -25,4 +27,7 @@ mod routing;
 mod sampling;
 mod sampling_memory;
 mod shutdown;
+mod stack_example;
 mod test_config;
+mod victorialogs;
+mod victoriametrics;

@@ -121,7 +121,13 @@ fn metric(name: &str, unit: &str, data: metric::Data) -> Metric {
 
 /// One request of the test's service at `t` (ns); `delta` is the delta step's values
 /// (jobs.done, batch.size buckets), `total` the cumulative http.requests.
-fn request(service: &str, t: u64, jobs_done: f64, batch: [u64; 3], total: f64) -> Vec<u8> {
+pub(crate) fn request(
+    service: &str,
+    t: u64,
+    jobs_done: f64,
+    batch: [u64; 3],
+    total: f64,
+) -> Vec<u8> {
     let mut metrics = vec![
         metric(
             "jobs.done",
