@@ -84,6 +84,28 @@ impl Drop for FrameToken {
     }
 }
 
+/// A frame appended and waiting for its group commit: released when dropped, unless
+/// [`PendingFrame::tracked`] handed its LSN on to a [`FrameToken`].
+struct PendingFrame<'a> {
+    lsn: u64,
+    ring: &'a ReleaseRing,
+}
+
+impl PendingFrame<'_> {
+    /// The frame is on disk: its release now belongs to the token made from the returned LSN.
+    fn tracked(self) -> u64 {
+        let lsn = self.lsn;
+        std::mem::forget(self);
+        lsn
+    }
+}
+
+impl Drop for PendingFrame<'_> {
+    fn drop(&mut self) {
+        self.ring.release(self.lsn);
+    }
+}
+
 /// A logged request body, ready to route: `body` is the same bytes, tracked so that the frame is
 /// released when the last slice of them and the last clone of `release_token` are dropped.
 pub struct Tracked {
@@ -179,13 +201,15 @@ impl IngestLog {
             Ok(append) => append,
             Err(e) => return Err(self.refusal(e)),
         };
-        let lsn = append.lsn();
+        // Released if this future is dropped before the commit completes (a drained or
+        // timed-out request): nothing was routed, and the client was never answered.
+        let pending = PendingFrame {
+            lsn: append.lsn(),
+            ring: &self.ring,
+        };
         match append.durable().await {
-            Ok(_) => Ok(self.track(lsn, body)),
-            Err(e) => {
-                self.ring.release(lsn);
-                Err(self.refusal(e))
-            }
+            Ok(_) => Ok(self.track(pending.tracked(), body)),
+            Err(e) => Err(self.refusal(e)),
         }
     }
 
@@ -425,4 +449,72 @@ pub fn wal_fsync_latency(out: &mut Exposition, log: &str, core: usize, stats: &W
             &[("log", &log), ("core", &core)],
             stats.fsync_count,
         );
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn wal_config() -> WalConfig {
+        WalConfig {
+            ingest_max_bytes: 64 << 20,
+            segment_size: 1 << 20,
+            // Long enough that the first poll of an append finds its commit still pending.
+            group_commit_interval: Duration::from_millis(50),
+            group_commit_bytes: 1 << 20,
+        }
+    }
+
+    /// Runs `test` on a glommio executor of its own.
+    fn on_executor<F: std::future::Future<Output = ()> + 'static>(
+        test: impl FnOnce() -> F + Send + 'static,
+    ) {
+        glommio::LocalExecutorBuilder::default()
+            .spawn(move || async move { test().await })
+            .unwrap()
+            .join()
+            .unwrap();
+    }
+
+    /// A request future dropped while it waits for the group commit (a drain, a timeout) must
+    /// not leave its frame unreleased: the watermark would stop there, every later request
+    /// would be replayed after a restart, and the log would fill.
+    #[test]
+    fn a_dropped_append_future_releases_its_frame() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().to_path_buf();
+        on_executor(move || async move {
+            let log = IngestLog::open_dir(&path, 0, &wal_config()).await.unwrap();
+            let mut dropped = Box::pin(log.append(Signal::Traces, Bytes::from_static(b"dropped")));
+            assert!(
+                futures_lite::future::poll_once(&mut dropped)
+                    .await
+                    .is_none(),
+                "the commit is 50 ms away"
+            );
+            assert_eq!(log.position(), (1, 0), "appended, not yet released");
+            drop(dropped);
+            // An acknowledged request after it, then exported (body and token dropped).
+            let kept = log
+                .append(Signal::Traces, Bytes::from_static(b"kept"))
+                .await
+                .unwrap();
+            drop(kept);
+            log.advance();
+            assert_eq!(log.unreleased_frames(), 0);
+            log.close().await;
+
+            // A clean restart replays nothing: no duplicate of the exported request.
+            let log = IngestLog::open_dir(&path, 0, &wal_config()).await.unwrap();
+            let replayed = std::rc::Rc::new(std::cell::RefCell::new(Vec::new()));
+            let sink = replayed.clone();
+            log.replay(|_, tracked| {
+                sink.borrow_mut().push(tracked.body.clone());
+                async {}
+            })
+            .await;
+            assert_eq!(*replayed.borrow(), Vec::<Bytes>::new());
+            log.close().await;
+        });
+    }
 }
