@@ -11,7 +11,7 @@
 //!   publishes) and its lifecycle: start, serve, drain, as separate steps.
 //! - [`receivers`]: OTLP/gRPC, OTLP/HTTP and Kafka; each gets the core's narrow
 //!   [`receivers::Intake`] handle, never the core.
-//! - [`pipeline`]: ingest (checks, the durability hand-off, scan), routing of spans by trace
+//! - [`pipeline`]: ingest (checks, scan, the durability hand-off), routing of spans by trace
 //!   and metrics by series over the mesh, processors and tail sampler (the
 //!   `shardtel-processors` and `shardtel-sampler` crates), exporters.
 //! - [`memory_limiter`]: the process-wide memory limit: per-core buffers fitted to it at

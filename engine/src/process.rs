@@ -174,12 +174,15 @@ pub fn run_until(config: Config, shutdown: Arc<AtomicBool>) -> Result<(), Engine
         return Err(e);
     }
     if let Some(otlp) = &config.receivers.otlp {
+        let default = shardtel_config::OtlpReceiverConfig::default();
         let addrs: Vec<String> = [
-            otlp.grpc.map(|a| format!("OTLP/gRPC on {a}")),
-            otlp.http.map(|a| format!("OTLP/HTTP on {a}")),
+            ("OTLP/gRPC", "grpc", otlp.grpc, default.grpc),
+            ("OTLP/HTTP", "http", otlp.http, default.http),
         ]
         .into_iter()
-        .flatten()
+        .filter_map(|(what, key, addr, default)| {
+            Some(listener_description(what, key, addr?, default))
+        })
         .collect();
         log::info!(
             "serving {} on {cores} cores (cpus {cpus:?})",
@@ -191,4 +194,44 @@ pub fn run_until(config: Config, shutdown: Arc<AtomicBool>) -> Result<(), Engine
     }
     log::info!("drained; exiting");
     Ok(())
+}
+
+/// How the start-up log names a receiver's listener: its address, which interfaces that
+/// reaches, and whether it is the default (`receivers.otlp.<key>` not set).
+fn listener_description(
+    what: &str,
+    key: &str,
+    addr: std::net::SocketAddr,
+    default: Option<std::net::SocketAddr>,
+) -> String {
+    let reach = if addr.ip().is_loopback() {
+        "loopback only"
+    } else if addr.ip().is_unspecified() {
+        "all interfaces"
+    } else {
+        "one interface"
+    };
+    if Some(addr) == default {
+        format!("{what} on {addr} ({reach}: the default; set receivers.otlp.{key} to choose)")
+    } else {
+        format!("{what} on {addr} ({reach})")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn listeners_say_what_they_reach_and_when_they_are_the_default() {
+        let loopback = "127.0.0.1:4317".parse().unwrap();
+        assert_eq!(
+            listener_description("OTLP/gRPC", "grpc", loopback, Some(loopback)),
+            "OTLP/gRPC on 127.0.0.1:4317 (loopback only: the default; set receivers.otlp.grpc to choose)"
+        );
+        assert_eq!(
+            listener_description("OTLP/HTTP", "http", "0.0.0.0:4318".parse().unwrap(), None),
+            "OTLP/HTTP on 0.0.0.0:4318 (all interfaces)"
+        );
+    }
 }

@@ -159,6 +159,16 @@ impl IngestLog {
         cfg: &WalConfig,
     ) -> Result<IngestLog, OpenError> {
         let dir = dir.to_path_buf();
+        if let Err(e) = super::create_private_dir(&dir) {
+            let source = WalError::Io {
+                op: "create",
+                path: dir.display().to_string(),
+                kind: e.kind(),
+                errno: e.raw_os_error(),
+                message: e.to_string(),
+            };
+            return Err(OpenError { dir, source });
+        }
         let options = WalOptions {
             segment_bytes: cfg.segment_bytes_for(cfg.ingest_max_bytes),
             max_bytes: cfg.ingest_max_bytes,

@@ -21,6 +21,7 @@ mod metric_routing;
 mod processing;
 mod route;
 mod sampling;
+mod scratch;
 
 use std::cell::RefCell;
 use std::path::Path;
@@ -102,8 +103,8 @@ pub struct Pipeline {
 
 /// Scratch for routing, reused request after request.
 struct Routing {
-    /// The index of the request being scanned.
-    scratch: RefCell<TracesIndex>,
+    /// Indexes of the trace requests between their scan and their routing.
+    indexes: scratch::Pool<TracesIndex>,
     /// Its spans per owner core.
     parts: RefCell<Vec<TracesIndex>>,
     /// Splits metrics by series owner when the metrics pipeline keeps per-series state.
@@ -153,7 +154,7 @@ impl Pipeline {
             exporters,
             mesh: Mesh::new(cores),
             routing: Routing {
-                scratch: RefCell::new(TracesIndex::default()),
+                indexes: scratch::Pool::default(),
                 parts: RefCell::new(Vec::new()),
                 metrics: (cores > 1 && metric_routing::needed(config)).then(MetricsRouter::default),
             },
