@@ -39,6 +39,9 @@ pub enum IngestError {
     /// An OTLP/JSON body that does not convert to protobuf.
     #[error("malformed OTLP/JSON request: {0}")]
     Json(#[source] JsonError),
+    /// The request body did not arrive within `receivers.otlp.read_timeout`.
+    #[error("the request body did not arrive within {}", shardtel_config::format_duration(*.0))]
+    BodyTimeout(Duration),
     /// The request (compressed or decompressed) exceeds the configured limit.
     #[error("request larger than the limit of {limit} bytes")]
     TooLarge {
@@ -97,6 +100,8 @@ enum Class {
     NoPipeline,
     /// A content type or encoding this receiver does not take.
     Unsupported,
+    /// The client was too slow to send its request.
+    Timeout,
 }
 
 impl IngestError {
@@ -117,6 +122,7 @@ impl IngestError {
             IngestError::MemoryLimited => Class::MemoryLimited,
             IngestError::NoPipeline(_) => Class::NoPipeline,
             IngestError::Unsupported(_) => Class::Unsupported,
+            IngestError::BodyTimeout(_) => Class::Timeout,
         }
     }
 
@@ -127,6 +133,7 @@ impl IngestError {
             Class::TooLarge => Code::ResourceExhausted,
             Class::Unavailable | Class::MemoryLimited => Code::Unavailable,
             Class::NoPipeline | Class::Unsupported => Code::Unimplemented,
+            Class::Timeout => Code::DeadlineExceeded,
         }
     }
 
@@ -139,6 +146,7 @@ impl IngestError {
             Class::MemoryLimited => 429,
             Class::NoPipeline => 404,
             Class::Unsupported => 415,
+            Class::Timeout => 408,
         }
     }
 
@@ -253,6 +261,12 @@ mod tests {
                 IngestError::Unsupported("x".into()),
                 Code::Unimplemented,
                 415,
+                false,
+            ),
+            (
+                IngestError::BodyTimeout(Duration::from_secs(30)),
+                Code::DeadlineExceeded,
+                408,
                 false,
             ),
         ] {

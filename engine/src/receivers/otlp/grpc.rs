@@ -14,9 +14,10 @@ use shardtel_protocol::status::export_response;
 use shardtel_protocol::Signal;
 use shardtel_sinks::net::{GlommioIo, LocalExec};
 
+use super::timeouts::{self, ConnectionClock, GlommioTimer, RequestClock, WatchedIo};
 use super::{
-    charge_decoded, collect_body, connections, run_until_drained, too_large_or_overloaded,
-    CollectError, ResponseBody,
+    charge_decoded, collect_body, connections, drive, too_large_or_overloaded, CollectError,
+    ResponseBody,
 };
 use crate::pipeline::IngestError;
 use crate::receivers::{Intake, Transport};
@@ -25,24 +26,30 @@ const TRACES: &str = "/opentelemetry.proto.collector.trace.v1.TraceService/Expor
 const METRICS: &str = "/opentelemetry.proto.collector.metrics.v1.MetricsService/Export";
 const LOGS: &str = "/opentelemetry.proto.collector.logs.v1.LogsService/Export";
 
-/// Serves one HTTP/2 connection until it closes or the core drains.
-pub async fn serve_connection(intake: Rc<Intake>, stream: TcpStream) {
-    let svc_intake = intake.clone();
+/// Serves one HTTP/2 connection until it closes, times out (see [`super::timeouts`]) or the
+/// core drains.
+pub async fn serve_connection(intake: Rc<Intake>, stream: TcpStream, clock: Rc<ConnectionClock>) {
+    let (svc_intake, svc_clock) = (intake.clone(), clock.clone());
     let service = hyper::service::service_fn(move |req| {
         let intake = svc_intake.clone();
-        async move { Ok::<_, Infallible>(handle(&intake, req).await) }
+        let request = svc_clock.request();
+        async move { Ok::<_, Infallible>(handle(&intake, req, &request).await) }
     });
+    let (ping_interval, ping_timeout) = timeouts::h2_keep_alive(clock.timeouts());
     let mut builder = hyper::server::conn::http2::Builder::new(LocalExec);
     builder
+        .timer(GlommioTimer)
+        .keep_alive_interval(ping_interval)
+        .keep_alive_timeout(ping_timeout)
         .max_concurrent_streams(intake.limits().max_concurrent_streams)
         .max_frame_size(connections::H2_MAX_FRAME)
         .initial_stream_window_size(connections::H2_STREAM_WINDOW)
         .initial_connection_window_size(connections::H2_CONNECTION_WINDOW)
         .max_header_list_size(connections::H2_MAX_HEADER_LIST)
         .max_send_buf_size(connections::H2_MAX_SEND_BUF);
-    let conn = builder.serve_connection(GlommioIo::new(stream), service);
+    let conn = builder.serve_connection(WatchedIo::new(stream, clock.clone()), service);
     let conn = std::pin::pin!(conn);
-    run_until_drained(&intake, conn, |c| c.graceful_shutdown()).await;
+    drive(&intake, &clock, conn, |c| c.graceful_shutdown()).await;
 }
 
 /// Answers the streams of a connection over the limit with `UNAVAILABLE` (trailers only,
@@ -93,7 +100,11 @@ fn signal_for(path: &str) -> Option<Signal> {
     }
 }
 
-async fn handle(intake: &Intake, req: Request<Incoming>) -> Response<ResponseBody> {
+async fn handle(
+    intake: &Intake,
+    req: Request<Incoming>,
+    request: &RequestClock,
+) -> Response<ResponseBody> {
     let Some(signal) = signal_for(req.uri().path()) else {
         return status_only(
             Code::Unimplemented,
@@ -153,7 +164,8 @@ async fn handle(intake: &Intake, req: Request<Incoming>) -> Response<ResponseBod
         .and_then(|v| v.to_str().ok()?.parse::<usize>().ok())
         .unwrap_or(0);
     let mut incoming = req.into_body();
-    let body = match collect_body(&mut incoming, limit + 5, hint, framed_size, &guard).await {
+    let collected = collect_body(&mut incoming, limit + 5, hint, framed_size, &guard, request);
+    let body = match collected.await {
         Ok(b) => b,
         Err(CollectError::Overloaded(e)) => {
             intake.counters().refused(signal, Transport::Grpc, 0);
@@ -162,6 +174,10 @@ async fn handle(intake: &Intake, req: Request<Incoming>) -> Response<ResponseBod
         Err(CollectError::TooLarge) => {
             intake.counters().failed_request(signal, Transport::Grpc);
             return error_response(&IngestError::TooLarge { limit });
+        }
+        Err(CollectError::TimedOut) => {
+            intake.counters().failed_request(signal, Transport::Grpc);
+            return error_response(&IngestError::BodyTimeout(request.timeout()));
         }
         Err(CollectError::Transport(e)) => {
             intake.counters().failed_request(signal, Transport::Grpc);
