@@ -8,6 +8,7 @@ mod errors;
 mod forward;
 mod gen;
 mod grpc_client;
+mod hardening;
 mod harness;
 mod kafka;
 mod kafka_auth;
