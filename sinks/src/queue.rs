@@ -28,6 +28,7 @@ use crate::disk_queue::{queue_dir, DiskQueue, DiskQueueSettings};
 use crate::error::{Disposition, ExportError, QueueFull, SinkError};
 use crate::exporter::{Exporter, QueueSettings};
 use crate::notify::Notify;
+use crate::panics::Contained;
 use crate::report::{FailureReport, REPORT_INTERVAL};
 use crate::retry::{random_unit, Backoff, RetryPolicy};
 use crate::stats::{signal_index, ExporterStats};
@@ -457,7 +458,9 @@ impl Shared {
     async fn send_with_retry(&self, worker: usize, batch: &Batch) -> bool {
         let i = signal_index(batch.signal);
         // Kinds that convert (prometheusremotewrite, loki) do it once, before the first attempt.
-        let prepared = match self.exporter.prepare(batch).await {
+        // A conversion or export that panics fails this batch (counted), not the core.
+        let prepare = Contained::new(Box::pin(self.exporter.prepare(batch)));
+        let prepared = match prepare.await.unwrap_or_else(|p| Err(p.into())) {
             Ok(prepared) => prepared,
             Err(err) => {
                 self.failed(i, batch.items, &err, Instant::now());
@@ -477,7 +480,8 @@ impl Shared {
         };
         let mut backoff = Backoff::new(self.retry, Instant::now());
         loop {
-            let result = self.exporter.export(worker, batch).await;
+            let export = Contained::new(Box::pin(self.exporter.export(worker, batch)));
+            let result = export.await.unwrap_or_else(|p| Err(p.into()));
             let now = Instant::now();
             let err = match result {
                 Ok(reply) => {

@@ -133,23 +133,47 @@ pub struct IngestLogSnapshot {
     pub unreleased_frames: u64,
 }
 
+/// Whether the ingest logs of the process may still move their checkpoints. Frozen when a
+/// reactor dies: unwinding it drops the spans it held for other cores, which releases their
+/// frames although the spans were never exported; no log checkpoints past them after that, so
+/// the next start replays them (and nothing acknowledged is lost).
+#[derive(Clone, Debug, Default)]
+pub struct Checkpoints {
+    frozen: Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl Checkpoints {
+    /// Stops every log of the process from moving its checkpoint, for good.
+    pub fn freeze(&self) {
+        self.frozen.store(true, Ordering::SeqCst);
+    }
+
+    /// True once frozen.
+    pub fn frozen(&self) -> bool {
+        self.frozen.load(Ordering::SeqCst)
+    }
+}
+
 /// One core's ingest log.
 pub struct IngestLog {
     wal: Wal,
     ring: Arc<ReleaseRing>,
+    checkpoints: Checkpoints,
     low: std::cell::Cell<u64>,
     counters: std::cell::Cell<IngestLogSnapshot>,
 }
 
 impl IngestLog {
-    /// Opens (and recovers) the log of core `core` under `data_dir/ingest/coreN`.
+    /// Opens (and recovers) the log of core `core` under `data_dir/ingest/coreN`; it moves its
+    /// checkpoint until `checkpoints` is frozen.
     pub async fn open(
         data_dir: &Path,
         core: usize,
         cfg: &WalConfig,
+        checkpoints: Checkpoints,
     ) -> Result<IngestLog, OpenError> {
         let dir = data_dir.join("ingest").join(format!("core{core}"));
-        Self::open_dir(&dir, core, cfg).await
+        Self::open_dir(&dir, core, cfg, checkpoints).await
     }
 
     /// Opens (and recovers) the ingest log in `dir`.
@@ -157,6 +181,7 @@ impl IngestLog {
         dir: &Path,
         core: usize,
         cfg: &WalConfig,
+        checkpoints: Checkpoints,
     ) -> Result<IngestLog, OpenError> {
         let dir = dir.to_path_buf();
         if let Err(e) = super::create_private_dir(&dir) {
@@ -186,6 +211,7 @@ impl IngestLog {
         Ok(IngestLog {
             wal,
             ring: Arc::new(ReleaseRing::new()),
+            checkpoints,
             low: std::cell::Cell::new(low),
             counters: std::cell::Cell::new(IngestLogSnapshot::default()),
         })
@@ -255,12 +281,17 @@ impl IngestLog {
         (self.wal.next_lsn(), self.low.get())
     }
 
-    /// Moves the low watermark over released frames and checkpoints the log there.
+    /// Moves the low watermark over released frames and checkpoints the log there (not once
+    /// [`Checkpoints`] are frozen).
     pub fn advance(&self) {
         let next = self.wal.next_lsn();
         let mut low = self.low.get();
         while low < next && self.ring.released(low) {
             low += 1;
+        }
+        // Read after the ring: a release made by a dying reactor follows its freeze.
+        if self.checkpoints.frozen() {
+            return;
         }
         self.low.set(low);
         self.wal.checkpoint(low);
@@ -494,7 +525,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().to_path_buf();
         on_executor(move || async move {
-            let log = IngestLog::open_dir(&path, 0, &wal_config()).await.unwrap();
+            let log = IngestLog::open_dir(&path, 0, &wal_config(), Checkpoints::default()).await.unwrap();
             let mut dropped = Box::pin(log.append(Signal::Traces, Bytes::from_static(b"dropped")));
             assert!(
                 futures_lite::future::poll_once(&mut dropped)
@@ -515,7 +546,7 @@ mod tests {
             log.close().await;
 
             // A clean restart replays nothing: no duplicate of the exported request.
-            let log = IngestLog::open_dir(&path, 0, &wal_config()).await.unwrap();
+            let log = IngestLog::open_dir(&path, 0, &wal_config(), Checkpoints::default()).await.unwrap();
             let replayed = std::rc::Rc::new(std::cell::RefCell::new(Vec::new()));
             let sink = replayed.clone();
             log.replay(|_, tracked| {

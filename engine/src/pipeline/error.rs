@@ -39,6 +39,9 @@ pub enum IngestError {
     /// An OTLP/JSON body that does not convert to protobuf.
     #[error("malformed OTLP/JSON request: {0}")]
     Json(#[source] JsonError),
+    /// Converting the request panicked (a bug; the request would panic again).
+    #[error(transparent)]
+    Internal(#[from] shardtel_sinks::panics::Panicked),
     /// The request body did not arrive within `receivers.otlp.read_timeout`.
     #[error("the request body did not arrive within {}", shardtel_config::format_duration(*.0))]
     BodyTimeout(Duration),
@@ -102,6 +105,8 @@ enum Class {
     Unsupported,
     /// The client was too slow to send its request.
     Timeout,
+    /// A bug: the request cannot be processed.
+    Internal,
 }
 
 impl IngestError {
@@ -123,6 +128,7 @@ impl IngestError {
             IngestError::NoPipeline(_) => Class::NoPipeline,
             IngestError::Unsupported(_) => Class::Unsupported,
             IngestError::BodyTimeout(_) => Class::Timeout,
+            IngestError::Internal(_) => Class::Internal,
         }
     }
 
@@ -134,6 +140,7 @@ impl IngestError {
             Class::Unavailable | Class::MemoryLimited => Code::Unavailable,
             Class::NoPipeline | Class::Unsupported => Code::Unimplemented,
             Class::Timeout => Code::DeadlineExceeded,
+            Class::Internal => Code::Internal,
         }
     }
 
@@ -147,6 +154,7 @@ impl IngestError {
             Class::NoPipeline => 404,
             Class::Unsupported => 415,
             Class::Timeout => 408,
+            Class::Internal => 500,
         }
     }
 
@@ -267,6 +275,14 @@ mod tests {
                 IngestError::BodyTimeout(Duration::from_secs(30)),
                 Code::DeadlineExceeded,
                 408,
+                false,
+            ),
+            (
+                IngestError::Internal(shardtel_sinks::panics::Panicked {
+                    message: "x".into(),
+                }),
+                Code::Internal,
+                500,
                 false,
             ),
         ] {

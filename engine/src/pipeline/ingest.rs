@@ -234,8 +234,9 @@ impl Pipeline {
             log::info!("core {}: replayed {replayed} requests", self.core);
         }
         // Ingest logs of cores that no longer exist (the core count shrank).
-        durability::drain_orphaned_ingest_logs(self.core, &orphans, &wal, |signal, tracked| {
-            self.replay(signal, tracked, true)
+        let checkpoints = &self.checkpoints;
+        durability::drain_orphaned_ingest_logs(self.core, &orphans, &wal, checkpoints, |s, t| {
+            self.replay(s, t, true)
         })
         .await;
         loop {

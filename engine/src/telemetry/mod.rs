@@ -56,6 +56,8 @@ pub enum CoreState {
     Draining = 2,
     /// Done.
     Stopped = 3,
+    /// Stopped by a panic: the process drains the other cores and exits non-zero.
+    Failed = 4,
 }
 
 impl CoreState {
@@ -64,7 +66,8 @@ impl CoreState {
             0 => "starting",
             1 => "serving",
             2 => "draining",
-            _ => "stopped",
+            3 => "stopped",
+            _ => "failed",
         }
     }
 }
@@ -89,9 +92,11 @@ impl<S: Families + Send + Sync + 'static> Board<S> {
         })
     }
 
-    /// Records a core's lifecycle state.
+    /// Records a core's lifecycle state. A failed core stays failed.
     pub fn set_state(&self, core: usize, state: CoreState) {
-        self.states[core].store(state as u8, Ordering::Release);
+        let _ = self.states[core].fetch_update(Ordering::AcqRel, Ordering::Acquire, |s| {
+            (s != CoreState::Failed as u8).then_some(state as u8)
+        });
     }
 
     /// Publishes a core's snapshot.
