@@ -115,6 +115,9 @@ mod tests {
         assert!(!is_contained());
         let fut = Contained::new(Box::pin(async { panic!("in a future") }));
         let e: Result<(), Panicked> = futures_lite::future::block_on(fut);
-        assert_eq!(e.unwrap_err().to_string(), "internal error (a panic: in a future)");
+        assert_eq!(
+            e.unwrap_err().to_string(),
+            "internal error (a panic: in a future)"
+        );
     }
 }

@@ -525,7 +525,9 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().to_path_buf();
         on_executor(move || async move {
-            let log = IngestLog::open_dir(&path, 0, &wal_config(), Checkpoints::default()).await.unwrap();
+            let log = IngestLog::open_dir(&path, 0, &wal_config(), Checkpoints::default())
+                .await
+                .unwrap();
             let mut dropped = Box::pin(log.append(Signal::Traces, Bytes::from_static(b"dropped")));
             assert!(
                 futures_lite::future::poll_once(&mut dropped)
@@ -546,7 +548,9 @@ mod tests {
             log.close().await;
 
             // A clean restart replays nothing: no duplicate of the exported request.
-            let log = IngestLog::open_dir(&path, 0, &wal_config(), Checkpoints::default()).await.unwrap();
+            let log = IngestLog::open_dir(&path, 0, &wal_config(), Checkpoints::default())
+                .await
+                .unwrap();
             let replayed = std::rc::Rc::new(std::cell::RefCell::new(Vec::new()));
             let sink = replayed.clone();
             log.replay(|_, tracked| {

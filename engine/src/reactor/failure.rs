@@ -37,16 +37,18 @@ pub fn install_panic_hook() {
                 );
                 return;
             }
-            log::error!("thread {name} panicked at {location}: {message}");
-            let backtrace = std::backtrace::Backtrace::capture();
-            if backtrace.status() == std::backtrace::BacktraceStatus::Captured {
-                log::error!("backtrace:\n{backtrace}");
-            }
+            // First the core's action (health, checkpoints): logging a backtrace can take a
+            // second (symbols).
             let _ = ON_PANIC.try_with(|action| {
                 if let Some(action) = action.borrow().as_ref() {
                     action();
                 }
             });
+            log::error!("thread {name} panicked at {location}: {message}");
+            let backtrace = std::backtrace::Backtrace::capture();
+            if backtrace.status() == std::backtrace::BacktraceStatus::Captured {
+                log::error!("backtrace:\n{backtrace}");
+            }
         }));
     });
 }

@@ -104,11 +104,20 @@ impl<S: Families + Send + Sync + 'static> Board<S> {
         self.snapshots[core].store(Some(Arc::new(snapshot)));
     }
 
-    /// True once every core serves and none drains.
+    /// True once every core serves and none drains (or failed).
     pub fn healthy(&self) -> bool {
-        self.states
+        self.health().0
+    }
+
+    /// Whether every core serves, and the name of each core's state, read once.
+    pub(super) fn health(&self) -> (bool, Vec<&'static str>) {
+        let states: Vec<u8> = self
+            .states
             .iter()
-            .all(|s| s.load(Ordering::Acquire) == CoreState::Serving as u8)
+            .map(|s| s.load(Ordering::Acquire))
+            .collect();
+        let healthy = states.iter().all(|s| *s == CoreState::Serving as u8);
+        (healthy, states.into_iter().map(CoreState::name).collect())
     }
 
     fn state_names(&self) -> Vec<&'static str> {

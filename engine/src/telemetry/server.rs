@@ -96,8 +96,9 @@ fn answer<S: Families + Send + Sync + 'static>(
     let path = head.split_whitespace().nth(1).unwrap_or("/");
     let (status, ctype, body) = match endpoint {
         Endpoint::Health => {
-            let states = board.state_names().join(",");
-            if board.healthy() {
+            let (healthy, states) = board.health();
+            let states = states.join(",");
+            if healthy {
                 (
                     "200 OK",
                     "application/json",

@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use prost::Message;
 
 use crate::gen;
-use crate::harness::{file_pipelines, http_get, wait_until, Ports, Shardtel};
+use crate::harness::{http_get, wait_until, Ports, Shardtel};
 
 /// The connection timeouts of a test's `[receivers.otlp]`.
 #[derive(Clone, Copy)]
@@ -28,16 +28,40 @@ const SHORT: Timeouts = Timeouts {
     idle: Duration::from_millis(1500),
 };
 
-/// One core (so that connection limits are exact), files for every signal, `timeouts`, and
-/// `otlp` / `engine` lines added to their tables.
-fn config(dir: &Path, ports: Ports, timeouts: Timeouts, otlp: &str, engine: &str) -> String {
+/// What a test's process runs with: one core by default (so that connection limits are
+/// exact), the ingest log on, traces into a file.
+struct Setup<'a> {
+    /// `engine.cores`.
+    cores: &'a str,
+    /// `engine.data_dir`, under the test's directory.
+    data_dir: &'a str,
+    timeouts: Timeouts,
+    /// More `[receivers.otlp]` lines.
+    otlp: &'a str,
+    /// The file exporter's batch timeout.
+    batch_timeout: &'a str,
+    /// The traces pipeline's processors, and their tables.
+    processors: &'a str,
+    tables: &'a str,
+}
+
+const ONE_CORE: Setup<'static> = Setup {
+    cores: "[0]",
+    data_dir: "",
+    timeouts: SHORT,
+    otlp: "",
+    batch_timeout: "50ms",
+    processors: "",
+    tables: "",
+};
+
+fn config(dir: &Path, ports: Ports, setup: Setup<'_>) -> String {
     format!(
         r#"
 [engine]
-cores = [0]
-data_dir = "{dir}"
+cores = {cores}
+data_dir = "{dir}/{data_dir}"
 shutdown_timeout = "5s"
-{engine}
 
 [telemetry]
 health = "127.0.0.1:{health}"
@@ -50,16 +74,31 @@ read_header_timeout = "{header}ms"
 read_timeout = "{read}ms"
 idle_timeout = "{idle}ms"
 {otlp}
-{pipelines}"#,
+
+[exporters.file_traces]
+type = "file"
+path = "{dir}/out/traces.jsonl"
+batch = {{ timeout = "{batch_timeout}" }}
+
+[pipelines.traces]
+receivers = ["otlp"]
+processors = [{processors}]
+exporters = ["file_traces"]
+{tables}"#,
+        cores = setup.cores,
         dir = dir.display(),
+        data_dir = setup.data_dir,
         health = ports.health,
         metrics = ports.metrics,
         grpc = ports.grpc,
         http = ports.http,
-        header = timeouts.read_header.as_millis(),
-        read = timeouts.read.as_millis(),
-        idle = timeouts.idle.as_millis(),
-        pipelines = file_pipelines(dir),
+        header = setup.timeouts.read_header.as_millis(),
+        read = setup.timeouts.read.as_millis(),
+        idle = setup.timeouts.idle.as_millis(),
+        otlp = setup.otlp,
+        batch_timeout = setup.batch_timeout,
+        processors = setup.processors,
+        tables = setup.tables,
     )
 }
 
@@ -139,7 +178,16 @@ const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\x00\x00\x00\x04\x00
 
 #[test]
 fn idle_and_slow_header_connections_at_the_limit_are_closed_then_a_good_client_is_served() {
-    let s = Shardtel::start(|dir, ports| config(dir, ports, SHORT, "max_connections = 4", ""));
+    let s = Shardtel::start(|dir, ports| {
+        config(
+            dir,
+            ports,
+            Setup {
+                otlp: "max_connections = 4",
+                ..ONE_CORE
+            },
+        )
+    });
     let (http, grpc) = (s.ports.http, s.ports.grpc);
     // 1: HTTP/1.1, one request answered, then idle (keep-alive).
     let mut keep_alive = connect(http);
@@ -234,7 +282,7 @@ impl hyper::body::Body for Stalling {
 #[test]
 fn stalled_4mb_bodies_do_not_stop_a_good_client_longer_than_read_timeout() {
     const FOUR_MB: usize = 4 << 20;
-    let s = Shardtel::start(|dir, ports| config(dir, ports, SHORT, "", ""));
+    let s = Shardtel::start(|dir, ports| config(dir, ports, ONE_CORE));
     let start = Instant::now();
     // 48 HTTP/1.1 bodies declaring 4 MB: 128 KiB sent in two pieces, then nothing.
     let http_stalls: Vec<_> = (0..48)
@@ -350,7 +398,7 @@ fn stalled_4mb_bodies_do_not_stop_a_good_client_longer_than_read_timeout() {
 
 #[test]
 fn a_trickling_client_on_the_health_port_does_not_fail_a_concurrent_health_check() {
-    let s = Shardtel::start(|dir, ports| config(dir, ports, SHORT, "", ""));
+    let s = Shardtel::start(|dir, ports| config(dir, ports, ONE_CORE));
     let stop = Arc::new(AtomicBool::new(false));
     let trickler = {
         let (port, stop) = (s.ports.health, stop.clone());
@@ -388,4 +436,314 @@ fn a_trickling_client_on_the_health_port_does_not_fail_a_concurrent_health_check
     stop.store(true, Ordering::Relaxed);
     trickler.join().unwrap();
     assert_eq!(http_get(s.ports.health, "/").map(|(c, _)| c), Some(200));
+}
+
+/// The resident set of process `pid`, in bytes.
+fn rss_of(pid: u32) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let kb: u64 = status
+        .lines()
+        .find(|l| l.starts_with("VmRSS:"))?
+        .split_whitespace()
+        .nth(1)?
+        .parse()
+        .ok()?;
+    Some(kb * 1024)
+}
+
+/// Posts `body` on a new connection with `headers`; the status (0 when the connection failed
+/// without an answer).
+fn post_with(port: u16, path: &str, headers: &[(&str, &str)], body: &[u8]) -> u16 {
+    let Ok(mut s) = TcpStream::connect(("127.0.0.1", port)) else {
+        return 0;
+    };
+    s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    let mut head = format!(
+        "POST {path} HTTP/1.1\r\nhost: x\r\ncontent-length: {}\r\n",
+        body.len()
+    );
+    for (k, v) in headers {
+        head.push_str(&format!("{k}: {v}\r\n"));
+    }
+    head.push_str("\r\n");
+    if s.write_all(head.as_bytes()).is_err() || s.write_all(body).is_err() {
+        return 0;
+    }
+    read_response(&mut s)
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0)
+}
+
+const PROTOBUF: (&str, &str) = ("content-type", "application/x-protobuf");
+
+#[test]
+fn eight_parallel_gzipped_4mb_json_bodies_of_empty_spans_stay_under_a_400mib_limiter() {
+    const LIMIT_MIB: u64 = 400;
+    let tables = format!(
+        "[processors.memory_limiter]\ncheck_interval = \"20ms\"\nlimit_mib = {LIMIT_MIB}\n"
+    );
+    let s = Shardtel::start(|dir, ports| {
+        config(
+            dir,
+            ports,
+            Setup {
+                processors: "\"memory_limiter\"",
+                tables: &tables,
+                ..ONE_CORE
+            },
+        )
+    });
+    assert!(
+        s.log().contains("memory_limiter"),
+        "the limiter runs: {}",
+        s.log()
+    );
+    // 4 MB of `{}` spans (1.3 million), gzip'd to a few KB.
+    let json = {
+        let mut j = String::from(r#"{"resourceSpans":[{"scopeSpans":[{"spans":[{}"#);
+        while j.len() < 4_000_000 - 8 {
+            j.push_str(",{}");
+        }
+        j.push_str("]}]}]}");
+        j
+    };
+    let gzipped = {
+        let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::best());
+        e.write_all(json.as_bytes()).unwrap();
+        e.finish().unwrap()
+    };
+    assert!(gzipped.len() < 100_000, "{}", gzipped.len());
+    let pid = s.child.as_ref().unwrap().id();
+    let idle = rss_of(pid).unwrap();
+    let stop = Arc::new(AtomicBool::new(false));
+    let peak = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let sampler = {
+        let (stop, peak) = (stop.clone(), peak.clone());
+        std::thread::spawn(move || {
+            while !stop.load(Ordering::Relaxed) {
+                if let Some(rss) = rss_of(pid) {
+                    peak.fetch_max(rss, Ordering::Relaxed);
+                }
+                std::thread::sleep(Duration::from_millis(5));
+            }
+        })
+    };
+    let gzipped = Arc::new(gzipped);
+    for _round in 0..3 {
+        let posts: Vec<_> = (0..8)
+            .map(|_| {
+                let (port, body) = (s.ports.http, gzipped.clone());
+                std::thread::spawn(move || {
+                    post_with(
+                        port,
+                        "/v1/traces",
+                        &[
+                            ("content-type", "application/json"),
+                            ("content-encoding", "gzip"),
+                        ],
+                        &body,
+                    )
+                })
+            })
+            .collect();
+        for post in posts {
+            let code = post.join().unwrap();
+            // Spans without ids are refused as malformed once converted; or the limiter or the
+            // core's bytes in flight refuse first. Never anything else.
+            assert!([400, 429, 503].contains(&code), "status {code}");
+        }
+    }
+    stop.store(true, Ordering::Relaxed);
+    sampler.join().unwrap();
+    let peak = peak.load(Ordering::Relaxed);
+    assert!(
+        peak < LIMIT_MIB << 20,
+        "peak RSS {} MiB (idle {} MiB)",
+        peak >> 20,
+        idle >> 20
+    );
+    assert_eq!(post_once(s.ports.http), 200, "{}", s.log());
+    println!(
+        "8 × 3 gzip'd 4 MB JSON bodies of empty spans: peak RSS {} MiB (idle {} MiB)",
+        peak >> 20,
+        idle >> 20
+    );
+}
+
+#[test]
+fn data_dir_and_the_directories_the_engine_creates_are_private() {
+    use std::os::unix::fs::PermissionsExt;
+    let s = Shardtel::start(|dir, ports| {
+        // A data directory the engine has to create.
+        config(
+            dir,
+            ports,
+            Setup {
+                data_dir: "data",
+                ..ONE_CORE
+            },
+        )
+    });
+    assert_eq!(post_once(s.ports.http), 200);
+    let data = s.dir.path().join("data");
+    let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+    for dir in [data.clone(), data.join("ingest"), data.join("ingest/core0")] {
+        assert_eq!(mode(&dir), 0o700, "{}", dir.display());
+    }
+    assert_eq!(mode(&data.join("LOCK")), 0o600);
+}
+
+/// Every directory under `data_dir` 0700, every file 0600 (the ingest log's segments and
+/// checkpoint are written by `shardtel-wal`; the `harden` branch gives them their modes).
+#[test]
+#[ignore = "passes once the wal and sinks create their files 0600 (branch harden)"]
+fn every_file_in_data_dir_is_0600() {
+    use std::os::unix::fs::PermissionsExt;
+    let s = Shardtel::start(|dir, ports| config(dir, ports, ONE_CORE));
+    assert_eq!(post_once(s.ports.http), 200);
+    let mut stack = vec![s.dir.path().join("ingest")];
+    while let Some(dir) = stack.pop() {
+        for entry in std::fs::read_dir(&dir).unwrap().flatten() {
+            let path = entry.path();
+            let mode = entry.metadata().unwrap().permissions().mode() & 0o777;
+            if path.is_dir() {
+                assert_eq!(mode, 0o700, "{}", path.display());
+                stack.push(path);
+            } else {
+                assert_eq!(mode, 0o600, "{}", path.display());
+            }
+        }
+    }
+}
+
+#[test]
+fn an_injected_reactor_panic_turns_health_503_exits_non_zero_and_loses_no_acknowledged_span() {
+    let mut s = Shardtel::start(|dir, ports| {
+        // Two cores; spans wait in the exporters' memory (a long batch timeout) when the
+        // panic comes.
+        config(
+            dir,
+            ports,
+            Setup {
+                cores: "\"all\"",
+                batch_timeout: "1h",
+                ..ONE_CORE
+            },
+        )
+    });
+    // Acknowledged spans, over 8 connections at once (spread over both cores).
+    let posters: Vec<_> = (0..8u64)
+        .map(|c| {
+            let port = s.ports.http;
+            std::thread::spawn(move || {
+                let mut conn = connect(port);
+                let mut acked = Vec::new();
+                for t in (0..200u64).filter(|t| t % 8 == c) {
+                    let spans: Vec<_> = (0..4).map(|i| gen::span(9, t, i)).collect();
+                    let body = gen::request(spans.clone()).encode_to_vec();
+                    let head = post(&mut conn, &body);
+                    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+                    acked.extend(spans.into_iter().map(|sp| (sp.trace_id, sp.span_id)));
+                }
+                acked
+            })
+        })
+        .collect();
+    let sent: Vec<_> = posters
+        .into_iter()
+        .flat_map(|p| p.join().unwrap())
+        .collect();
+    assert_eq!(sent.len(), 800);
+    // Health, watched closely from now on.
+    let health = s.ports.health;
+    let watching = Arc::new(AtomicBool::new(true));
+    let watcher = {
+        let watching = watching.clone();
+        std::thread::spawn(move || {
+            let start = Instant::now();
+            while watching.load(Ordering::Relaxed) {
+                if let Some((503, body)) = http_get(health, "/") {
+                    return Some((start.elapsed(), body));
+                }
+                std::thread::sleep(Duration::from_millis(2));
+            }
+            None
+        })
+    };
+    // The fault: a reactor panics on this request (test builds only).
+    let status = post_with(
+        s.ports.http,
+        "/v1/traces",
+        &[PROTOBUF, ("x-shardtel-fault", "reactor")],
+        &good_request(),
+    );
+    assert_eq!(status, 0, "the panicking core answers nothing");
+    let exited = {
+        let child = s.child.as_mut().unwrap();
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            if let Some(status) = child.try_wait().unwrap() {
+                break status;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "still running 20 s after the panic"
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    };
+    watching.store(false, Ordering::Relaxed);
+    let unhealthy = watcher.join().unwrap();
+    let log = s.log();
+    let (after, body) =
+        unhealthy.unwrap_or_else(|| panic!("health never answered 503; log:\n{log}"));
+    assert!(after < Duration::from_secs(1), "503 after {after:?}");
+    assert!(body.contains("failed"), "{body}");
+    assert_eq!(exited.code(), Some(1), "log:\n{log}");
+    assert!(log.contains("injected fault: the reactor panics"), "{log}");
+    assert!(log.contains("stopped by a panic"), "{log}");
+    s.child = None;
+
+    // After a restart, every acknowledged span arrives (at least once).
+    s.spawn();
+    let missing = |s: &Shardtel| {
+        let got: std::collections::HashSet<(Vec<u8>, Vec<u8>)> =
+            crate::harness::read_traces(&s.out())
+                .into_iter()
+                .flat_map(|(_, r)| gen::flatten(&[r]))
+                .map(|(_, _, sp)| (sp.trace_id, sp.span_id))
+                .collect();
+        sent.iter().filter(|k| !got.contains(*k)).count()
+    };
+    // The spans the restart replays wait for their batch timeout (1 h): drain them out.
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(s.stop(), 0);
+    assert_eq!(missing(&s), 0, "acknowledged spans lost; log:\n{}", s.log());
+}
+
+#[test]
+fn a_panic_while_decoding_fails_only_its_request() {
+    let s = Shardtel::start(|dir, ports| config(dir, ports, ONE_CORE));
+    for _ in 0..3 {
+        let status = post_with(
+            s.ports.http,
+            "/v1/traces",
+            &[PROTOBUF, ("x-shardtel-fault", "decode")],
+            &good_request(),
+        );
+        assert_eq!(status, 500);
+    }
+    assert_eq!(post_once(s.ports.http), 200);
+    assert_eq!(http_get(s.ports.health, "/").map(|(c, _)| c), Some(200));
+    assert!(
+        s.log().contains("(contained: its request or batch failed)"),
+        "{}",
+        s.log()
+    );
+    assert!(wait_until(5, || s.metric_sum(
+        "shardtel_receiver_failed_requests_total",
+        "transport=\"http\""
+    ) >= 3));
 }

@@ -629,7 +629,7 @@ const WIRE_LEN: u32 = 2;
 const WIRE_FIXED32: u32 = 5;
 
 fn varint_len(v: u64) -> usize {
-    ((64 - (v | 1).leading_zeros() as usize) + 6) / 7
+    (64 - (v | 1).leading_zeros() as usize).div_ceil(7)
 }
 
 impl Transcoder {

@@ -8,18 +8,16 @@ use bytes::Bytes;
 use glommio::net::TcpStream;
 use http::{HeaderMap, HeaderValue, Request, Response};
 use hyper::body::Incoming;
-use shardtel_protocol::compression::{decompress, DecompressError, Encoding};
+use shardtel_protocol::compression::Encoding;
 use shardtel_protocol::grpc::{decode_message, encode_message, Code};
 use shardtel_protocol::status::export_response;
 use shardtel_protocol::Signal;
 use shardtel_sinks::net::{GlommioIo, LocalExec};
 
 use super::timeouts::{self, ConnectionClock, GlommioTimer, RequestClock, WatchedIo};
-use super::{
-    charge_decoded, collect_body, connections, drive, too_large_or_overloaded, CollectError,
-    ResponseBody,
-};
+use super::{collect_body, connections, drive, fault_requested, CollectError, Fault, ResponseBody};
 use crate::pipeline::IngestError;
+use crate::receivers::decode::{Format, Job, Payload};
 use crate::receivers::{Intake, Transport};
 
 const TRACES: &str = "/opentelemetry.proto.collector.trace.v1.TraceService/Export";
@@ -105,6 +103,10 @@ async fn handle(
     req: Request<Incoming>,
     request: &RequestClock,
 ) -> Response<ResponseBody> {
+    let fault = fault_requested(req.headers());
+    if fault == Fault::Reactor {
+        panic!("injected fault: the reactor panics");
+    }
     let Some(signal) = signal_for(req.uri().path()) else {
         return status_only(
             Code::Unimplemented,
@@ -184,10 +186,23 @@ async fn handle(
             return status_only(Code::Cancelled, &format!("request body failed: {e}"));
         }
     };
-    let result =
-        decode(encoding, &body, limit, guard.room()).and_then(|d| charge_decoded(&guard, d));
-    drop(body);
-    let message = match result {
+    let message = match unframe(encoding, &body, limit) {
+        Ok((encoding, input)) => {
+            drop(body);
+            let job = Job {
+                signal,
+                format: Format::Protobuf,
+                encoding,
+                payload: Payload::Message,
+                input,
+                limit,
+                fault: fault == Fault::Decode,
+            };
+            intake.decoder().decode(&guard, job).await
+        }
+        Err(e) => Err(e),
+    };
+    let message = match message {
         Ok(m) => m,
         Err(e) => {
             if e.is_retryable() {
@@ -216,31 +231,24 @@ async fn handle(
     }
 }
 
-/// Unwraps the gRPC message and decompresses it, bounded by `limit` and by `room` (the
-/// request bytes this request may still add on its core). True with a decompressed message (a
-/// new allocation); false with a slice of `body`.
-fn decode(
+/// Unwraps the gRPC message: its encoding (identity when not flagged compressed) and its bytes
+/// (a slice of `body`), at most `limit` when not compressed.
+fn unframe(
     encoding: Encoding,
     body: &Bytes,
     limit: usize,
-    room: usize,
-) -> Result<(Bytes, bool), IngestError> {
+) -> Result<(Encoding, Bytes), IngestError> {
     let (compressed, message) = decode_message(body).map_err(IngestError::GrpcFraming)?;
     if !compressed {
         if message.len() > limit {
             return Err(IngestError::TooLarge { limit });
         }
-        return Ok((message, false));
+        return Ok((Encoding::Identity, message));
     }
     if encoding == Encoding::Identity {
         return Err(IngestError::CompressedWithoutEncoding);
     }
-    decompress(encoding, &message, limit.min(room))
-        .map(|m| (m, true))
-        .map_err(|e| match e {
-            DecompressError::TooLarge { .. } => too_large_or_overloaded(limit, room),
-            other => IngestError::DecompressMessage(other),
-        })
+    Ok((encoding, message))
 }
 
 fn error_response(e: &IngestError) -> Response<ResponseBody> {

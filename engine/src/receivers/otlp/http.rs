@@ -9,8 +9,7 @@ use bytes::Bytes;
 use glommio::net::TcpStream;
 use http::{HeaderValue, Method, Request, Response, StatusCode};
 use hyper::body::Incoming;
-use shardtel_protocol::compression::{decompress, DecompressError, Encoding};
-use shardtel_protocol::json;
+use shardtel_protocol::compression::Encoding;
 use shardtel_protocol::status::{
     export_response, export_response_json, rpc_status_json, rpc_status_protobuf,
 };
@@ -19,10 +18,11 @@ use shardtel_sinks::net::GlommioIo;
 
 use super::timeouts::{ConnectionClock, RequestClock, WatchedIo};
 use super::{
-    charge_decoded, collect_body, connections, discard_body, drive, run_until_drained,
-    too_large_or_overloaded, CollectError, ResponseBody,
+    collect_body, connections, discard_body, drive, fault_requested, run_until_drained,
+    CollectError, Fault, ResponseBody,
 };
 use crate::pipeline::IngestError;
+use crate::receivers::decode::{Format, Job, Payload};
 use crate::receivers::{Intake, Transport};
 
 /// Serves one HTTP/1.1 connection (keep-alive) until it closes, times out (see
@@ -64,18 +64,15 @@ pub async fn refuse_connection(intake: Rc<Intake>, stream: TcpStream) {
     run_until_drained(&intake, conn, |c| c.graceful_shutdown()).await;
 }
 
-/// The body format of a request, which is also the format of its response.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Format {
-    Protobuf,
-    Json,
-}
-
 async fn handle(
     intake: &Intake,
     req: Request<Incoming>,
     request: &RequestClock,
 ) -> Response<ResponseBody> {
+    let fault = fault_requested(req.headers());
+    if fault == Fault::Reactor {
+        panic!("injected fault: the reactor panics");
+    }
     let signal = match req.uri().path() {
         "/v1/traces" => Signal::Traces,
         "/v1/metrics" => Signal::Metrics,
@@ -183,9 +180,16 @@ async fn handle(
             );
         }
     };
-    let decoded = decode(signal, format, encoding, body, limit, guard.room())
-        .and_then(|decoded| charge_decoded(&guard, decoded));
-    let message = match decoded {
+    let job = Job {
+        signal,
+        format,
+        encoding,
+        payload: Payload::Body,
+        input: body,
+        limit,
+        fault: fault == Fault::Decode,
+    };
+    let message = match intake.decoder().decode(&guard, job).await {
         Ok(m) => m,
         Err(e) => {
             if e.is_retryable() {
@@ -208,35 +212,6 @@ async fn handle(
             r
         }
         Err(e) => error_response(format, &e),
-    }
-}
-
-/// Decompresses (at most `limit` bytes, and at most `room`: the request bytes this request may
-/// still add on its core) and converts JSON to protobuf. The flag is true when the message is
-/// a new allocation (decompressed or converted), false when it is `body` itself.
-fn decode(
-    signal: Signal,
-    format: Format,
-    encoding: Encoding,
-    body: Bytes,
-    limit: usize,
-    room: usize,
-) -> Result<(Bytes, bool), IngestError> {
-    let (raw, fresh) = match encoding {
-        Encoding::Identity => (body, false),
-        enc => (
-            decompress(enc, &body, limit.min(room)).map_err(|e| match e {
-                DecompressError::TooLarge { .. } => too_large_or_overloaded(limit, room),
-                other => IngestError::DecompressBody(other),
-            })?,
-            true,
-        ),
-    };
-    match format {
-        Format::Protobuf => Ok((raw, fresh)),
-        Format::Json => json::to_protobuf(signal, &raw)
-            .map(|pb| (pb, true))
-            .map_err(IngestError::Json),
     }
 }
 

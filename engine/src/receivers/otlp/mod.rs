@@ -390,27 +390,32 @@ fn grown_capacity(current: usize, needed: usize, declared: usize, limit: usize) 
     capped.min(limit).max(needed)
 }
 
-/// The error for a decompressed body that passed `min(limit, room)`: too large if it passed
-/// the configured limit, else a retryable refusal (the core's request bytes in flight are near
-/// their bound).
-fn too_large_or_overloaded(limit: usize, room: usize) -> IngestError {
-    if room < limit {
-        IngestError::Overloaded("too many request bytes in flight on this core")
-    } else {
-        IngestError::TooLarge { limit }
-    }
+/// A test-only fault a request asks for, with the header `x-shardtel-fault: reactor` (the
+/// reactor panics: nothing contains it) or `decode` (decoding panics: contained). Only a build
+/// with the `fault-injection` feature (the integration tests') reads the header; any other
+/// build never asks for a fault.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Fault {
+    None,
+    Reactor,
+    Decode,
 }
 
-/// Charges a decoded message to its request's `guard` when it is a new allocation (`fresh`:
-/// decompressed or converted); the received body itself was charged by `collect_body`.
-fn charge_decoded(
-    guard: &InflightGuard<'_>,
-    (message, fresh): (Bytes, bool),
-) -> Result<Bytes, IngestError> {
-    if fresh {
-        guard.try_add(message.len())?;
+/// The fault `headers` ask for (always [`Fault::None`] without `fault-injection`).
+fn fault_requested(headers: &::http::HeaderMap) -> Fault {
+    #[cfg(feature = "fault-injection")]
+    {
+        match headers.get("x-shardtel-fault").map(|v| v.as_bytes()) {
+            Some(b"reactor") => Fault::Reactor,
+            Some(b"decode") => Fault::Decode,
+            _ => Fault::None,
+        }
     }
-    Ok(message)
+    #[cfg(not(feature = "fault-injection"))]
+    {
+        let _ = headers;
+        Fault::None
+    }
 }
 
 /// Reads and drops up to `max` more bytes of a body (within the request's deadline), so that
