@@ -747,3 +747,282 @@ fn a_panic_while_decoding_fails_only_its_request() {
         "transport=\"http\""
     ) >= 3));
 }
+
+// ---------------------------------------------------------------------------------------------
+// Bad input through the process: clean errors, and good clients go on being served.
+
+/// Good clients are served: a request over HTTP and one over gRPC, and health is 200.
+fn still_serving(s: &Shardtel) {
+    assert_eq!(post_once(s.ports.http), 200, "{}", s.log());
+    let port = s.ports.grpc;
+    let reply = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+        .block_on(async move {
+            let mut client = crate::grpc_client::GrpcClient::connect(port).await;
+            let frame = crate::grpc_client::frame(&good_request());
+            client.call(crate::grpc_client::TRACES, frame, &[]).await
+        });
+    assert_eq!(reply.grpc_status, Some(0), "{reply:?}");
+    assert_eq!(http_get(s.ports.health, "/").map(|(c, _)| c), Some(200));
+}
+
+/// An HTTP/2 frame.
+fn h2_frame(kind: u8, flags: u8, stream: u32, payload: &[u8]) -> Vec<u8> {
+    let mut f = (payload.len() as u32).to_be_bytes()[1..].to_vec();
+    f.extend_from_slice(&[kind, flags]);
+    f.extend_from_slice(&stream.to_be_bytes());
+    f.extend_from_slice(payload);
+    f
+}
+
+const DATA: u8 = 0;
+const HEADERS: u8 = 1;
+const RST_STREAM: u8 = 3;
+const SETTINGS: u8 = 4;
+const CONTINUATION: u8 = 9;
+const END_STREAM: u8 = 1;
+const END_HEADERS: u8 = 4;
+
+/// The HPACK block of an OTLP/gRPC traces export (literals, no Huffman, no indexing).
+fn grpc_request_headers() -> Vec<u8> {
+    let path = crate::grpc_client::TRACES.as_bytes();
+    let mut h = vec![0x83, 0x86]; // :method POST, :scheme http
+    h.extend_from_slice(&[0x04, path.len() as u8]); // :path
+    h.extend_from_slice(path);
+    h.extend_from_slice(&[0x01, 1, b'x']); // :authority
+    h.extend_from_slice(&[0x0f, 0x10, 16]); // content-type
+    h.extend_from_slice(b"application/grpc");
+    h.extend_from_slice(&[0x00, 2]);
+    h.extend_from_slice(b"te");
+    h.push(8);
+    h.extend_from_slice(b"trailers");
+    h
+}
+
+/// A raw HTTP/2 connection: the preface and SETTINGS are sent; a thread reads what the server
+/// sends (frame types and streams) until it closes.
+struct RawH2 {
+    stream: TcpStream,
+    frames: std::thread::JoinHandle<(Vec<(u8, u32)>, Duration)>,
+}
+
+impl RawH2 {
+    fn connect(port: u16) -> RawH2 {
+        let mut stream = connect(port);
+        stream.write_all(H2_PREFACE).unwrap();
+        stream.write_all(&h2_frame(SETTINGS, 1, 0, &[])).unwrap();
+        let mut reader = stream.try_clone().unwrap();
+        let start = Instant::now();
+        let frames = std::thread::spawn(move || {
+            let mut seen = Vec::new();
+            let mut head = [0u8; 9];
+            while reader.read_exact(&mut head).is_ok() {
+                let len = u32::from_be_bytes([0, head[0], head[1], head[2]]) as usize;
+                let stream = u32::from_be_bytes([head[5], head[6], head[7], head[8]]) & 0x7fff_ffff;
+                let mut payload = vec![0u8; len];
+                if reader.read_exact(&mut payload).is_err() {
+                    break;
+                }
+                if head[3] == GOAWAY && payload.len() >= 8 {
+                    // The error code, as the "stream" of the GOAWAY.
+                    let code = u32::from_be_bytes([payload[4], payload[5], payload[6], payload[7]]);
+                    seen.push((GOAWAY, code));
+                    continue;
+                }
+                seen.push((head[3], stream));
+            }
+            (seen, start.elapsed())
+        });
+        RawH2 { stream, frames }
+    }
+
+    /// Writes `bytes` (an error means the server closed the connection).
+    fn send(&mut self, bytes: &[u8]) -> bool {
+        self.stream.write_all(bytes).is_ok()
+    }
+
+    /// Waits for the server to close the connection: the frames it sent, and when it closed.
+    fn closed(self) -> (Vec<(u8, u32)>, Duration) {
+        let _ = self.stream.shutdown(std::net::Shutdown::Write);
+        self.frames.join().unwrap()
+    }
+}
+
+const GOAWAY: u8 = 7;
+/// GOAWAY error codes.
+const PROTOCOL_ERROR: u32 = 1;
+const ENHANCE_YOUR_CALM: u32 = 11;
+
+#[test]
+fn rapid_reset_continuation_and_small_data_floods_get_clean_errors() {
+    let s = Shardtel::start(|dir, ports| config(dir, ports, ONE_CORE));
+    let headers = grpc_request_headers();
+
+    // Rapid reset: 10,000 streams opened and cancelled at once.
+    let mut h2 = RawH2::connect(s.ports.grpc);
+    let mut burst = Vec::new();
+    for i in 0..10_000u32 {
+        let id = 2 * i + 1;
+        burst.extend(h2_frame(HEADERS, END_HEADERS, id, &headers));
+        burst.extend(h2_frame(RST_STREAM, 0, id, &8u32.to_be_bytes()));
+    }
+    h2.send(&burst);
+    let (frames, after) = h2.closed();
+    assert!(
+        frames.contains(&(GOAWAY, ENHANCE_YOUR_CALM)),
+        "{:?}",
+        &frames[..frames.len().min(20)]
+    );
+    assert!(after < Duration::from_secs(10), "closed after {after:?}");
+    still_serving(&s);
+
+    // CONTINUATION flood: a header block that never ends, 16 MB of it.
+    let mut h2 = RawH2::connect(s.ports.grpc);
+    h2.send(&h2_frame(HEADERS, 0, 1, &headers));
+    let mut pad = vec![0x00, 5];
+    pad.extend_from_slice(b"x-pad");
+    pad.extend_from_slice(&[0x7f, 0x81, 0x07]); // a 1,000-byte value (127 + 0x381)
+    pad.resize(pad.len() + 1000, b'a');
+    let chunk: Vec<u8> = (0..64)
+        .flat_map(|_| h2_frame(CONTINUATION, 0, 1, &pad))
+        .collect();
+    for _ in 0..256 {
+        if !h2.send(&chunk) {
+            break;
+        }
+    }
+    let (frames, after) = h2.closed();
+    assert!(frames.contains(&(GOAWAY, PROTOCOL_ERROR)), "{frames:?}");
+    assert!(after < Duration::from_secs(10), "closed after {after:?}");
+    still_serving(&s);
+
+    // Small-DATA flood: a 100,000-byte message in 1-byte DATA frames.
+    std::thread::sleep(Duration::from_millis(100));
+    let mut h2 = RawH2::connect(s.ports.grpc);
+    let mut flood = h2_frame(HEADERS, END_HEADERS, 1, &headers);
+    let mut message = vec![0u8];
+    message.extend_from_slice(&99_995u32.to_be_bytes());
+    message.resize(100_000, 0);
+    for (i, b) in message.iter().enumerate() {
+        let last = i + 1 == message.len();
+        flood.extend(h2_frame(DATA, if last { END_STREAM } else { 0 }, 1, &[*b]));
+    }
+    h2.send(&flood);
+    std::thread::sleep(Duration::from_millis(500));
+    let (frames, _) = h2.closed();
+    // The HTTP/2 layer closes the connection before the body is whole.
+    assert!(frames.contains(&(GOAWAY, ENHANCE_YOUR_CALM)), "{frames:?}");
+    still_serving(&s);
+}
+
+/// `depth` kvlists nested in a span attribute.
+fn nested_kvlists(depth: usize) -> shardtel_protocol::proto::common::v1::AnyValue {
+    use shardtel_protocol::proto::common::v1::{any_value, AnyValue, KeyValue, KeyValueList};
+    let mut value = AnyValue {
+        value: Some(any_value::Value::StringValue("leaf".into())),
+    };
+    for _ in 0..depth {
+        value = AnyValue {
+            value: Some(any_value::Value::KvlistValue(KeyValueList {
+                values: vec![KeyValue {
+                    key: "k".into(),
+                    value: Some(value),
+                    ..Default::default()
+                }],
+            })),
+        };
+    }
+    value
+}
+
+/// An OTLP/JSON trace request with `depth` kvlists nested in a span attribute.
+fn deep_json(depth: usize) -> String {
+    let mut value = r#"{"stringValue":"leaf"}"#.to_string();
+    for _ in 0..depth {
+        value = format!(r#"{{"kvlistValue":{{"values":[{{"key":"k","value":{value}}}]}}}}"#);
+    }
+    format!(
+        r#"{{"resourceSpans":[{{"scopeSpans":[{{"spans":[{{"traceId":"0102030405060708090a0b0c0d0e0f10","spanId":"0102030405060708","attributes":[{{"key":"deep","value":{value}}}]}}]}}]}}]}}"#
+    )
+}
+
+/// Posts `body` to `/v1/traces` as `content_type`: the status and the response body as text.
+fn post_body(port: u16, content_type: &str, body: &[u8]) -> (u16, String) {
+    let resp = reqwest::blocking::Client::new()
+        .post(format!("http://127.0.0.1:{port}/v1/traces"))
+        .header("content-type", content_type)
+        .body(body.to_vec())
+        .send()
+        .unwrap();
+    let status = resp.status().as_u16();
+    (
+        status,
+        String::from_utf8_lossy(&resp.bytes().unwrap()).into_owned(),
+    )
+}
+
+#[test]
+fn deep_kvlists_long_varints_and_huge_length_prefixes_get_clean_errors() {
+    let s = Shardtel::start(|dir, ports| config(dir, ports, ONE_CORE));
+    let http = s.ports.http;
+    let protobuf = "application/x-protobuf";
+
+    // 65 nested kvlists, in protobuf and in JSON.
+    let mut span = gen::span(3, 1, 0);
+    span.attributes
+        .push(shardtel_protocol::proto::common::v1::KeyValue {
+            key: "deep".into(),
+            value: Some(nested_kvlists(65)),
+            ..Default::default()
+        });
+    let deep = gen::request(vec![span]);
+    let (status, body) = post_body(http, protobuf, &deep.encode_to_vec());
+    assert_eq!(status, 400, "{body}");
+    assert!(body.contains("nested deeper than 64"), "{body}");
+    let (status, body) = post_body(http, "application/json", deep_json(65).as_bytes());
+    assert_eq!(status, 400, "{body}");
+    // (serde_json's own limit, 128 nested JSON values, comes first.)
+    assert!(body.contains("recursion limit exceeded"), "{body}");
+    // 25 kvlists pass it (about 110 JSON levels) and convert to messages nested 80 deep.
+    let (status, body) = post_body(http, "application/json", deep_json(25).as_bytes());
+    assert_eq!(status, 400, "{body}");
+    assert!(body.contains("nested deeper than 64"), "{body}");
+
+    // An 11-byte varint (an unknown field 15 of the request).
+    let mut long_varint = good_request();
+    long_varint.push(15 << 3);
+    long_varint.extend_from_slice(&[0xff; 10]);
+    long_varint.push(0x01);
+    let (status, body) = post_body(http, protobuf, &long_varint);
+    assert_eq!(status, 400, "{body}");
+    assert!(body.contains("invalid varint"), "{body}");
+
+    // A length prefix of 4 GiB (resource_spans) on a 20-byte request.
+    let mut huge = vec![0x0a, 0xff, 0xff, 0xff, 0xff, 0x0f];
+    huge.extend_from_slice(&[0; 14]);
+    let (status, body) = post_body(http, protobuf, &huge);
+    assert_eq!(status, 400, "{body}");
+    assert!(body.contains("truncated"), "{body}");
+
+    // A gRPC message prefix declaring 4 GiB, with 10 bytes behind it.
+    let port = s.ports.grpc;
+    let reply = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+        .block_on(async move {
+            let mut client = crate::grpc_client::GrpcClient::connect(port).await;
+            let mut frame = vec![0, 0xff, 0xff, 0xff, 0xff];
+            frame.extend_from_slice(&[0; 10]);
+            client
+                .call(crate::grpc_client::TRACES, frame.into(), &[])
+                .await
+        });
+    assert_eq!(reply.grpc_status, Some(3), "INVALID_ARGUMENT: {reply:?}");
+
+    still_serving(&s);
+    let rss = rss_of(s.child.as_ref().unwrap().id()).unwrap();
+    assert!(rss < 200 << 20, "RSS {} MiB", rss >> 20);
+}
