@@ -35,6 +35,8 @@ struct Setup<'a> {
     cores: &'a str,
     /// `engine.data_dir`, under the test's directory.
     data_dir: &'a str,
+    /// More `[engine]` lines.
+    engine: &'a str,
     timeouts: Timeouts,
     /// More `[receivers.otlp]` lines.
     otlp: &'a str,
@@ -48,6 +50,7 @@ struct Setup<'a> {
 const ONE_CORE: Setup<'static> = Setup {
     cores: "[0]",
     data_dir: "",
+    engine: "",
     timeouts: SHORT,
     otlp: "",
     batch_timeout: "50ms",
@@ -62,6 +65,7 @@ fn config(dir: &Path, ports: Ports, setup: Setup<'_>) -> String {
 cores = {cores}
 data_dir = "{dir}/{data_dir}"
 shutdown_timeout = "5s"
+{engine}
 
 [telemetry]
 health = "127.0.0.1:{health}"
@@ -88,6 +92,7 @@ exporters = ["file_traces"]
         cores = setup.cores,
         dir = dir.display(),
         data_dir = setup.data_dir,
+        engine = setup.engine,
         health = ports.health,
         metrics = ports.metrics,
         grpc = ports.grpc,
@@ -1025,4 +1030,68 @@ fn deep_kvlists_long_varints_and_huge_length_prefixes_get_clean_errors() {
     still_serving(&s);
     let rss = rss_of(s.child.as_ref().unwrap().id()).unwrap();
     assert!(rss < 200 << 20, "RSS {} MiB", rss >> 20);
+}
+
+#[test]
+fn requests_cancelled_while_their_append_waits_leave_no_frame_behind() {
+    // Group commits 800 ms apart: a request waits that long for its append.
+    let mut s = Shardtel::start(|dir, ports| {
+        config(
+            dir,
+            ports,
+            Setup {
+                engine: "[engine.wal]\ngroup_commit_interval = \"800ms\"",
+                ..ONE_CORE
+            },
+        )
+    });
+    let headers = grpc_request_headers();
+    let message =
+        crate::grpc_client::frame(&gen::request(vec![gen::span(4, 1, 0)]).encode_to_vec());
+    // Five requests sent whole, each cancelled by its client (RST_STREAM) 200 ms later: the
+    // server drops the request's future while it waits for the group commit.
+    let mut h2 = RawH2::connect(s.ports.grpc);
+    for i in 0..5u32 {
+        let id = 2 * i + 1;
+        let mut request = h2_frame(HEADERS, END_HEADERS, id, &headers);
+        request.extend(h2_frame(DATA, END_STREAM, id, &message));
+        assert!(h2.send(&request));
+        std::thread::sleep(Duration::from_millis(200));
+        assert!(h2.send(&h2_frame(RST_STREAM, 0, id, &8u32.to_be_bytes())));
+    }
+    let (frames, _) = h2.closed();
+    assert!(
+        !frames.contains(&(HEADERS, 1)),
+        "cancelled requests got no answer: {frames:?}"
+    );
+    // One request acknowledged after them, and exported.
+    let acked = gen::request(vec![gen::span(4, 2, 0)]);
+    s.post_traces(&acked);
+    let exported = |s: &Shardtel| -> Vec<Vec<u8>> {
+        crate::harness::read_traces(&s.out())
+            .into_iter()
+            .flat_map(|(_, r)| gen::flatten(&[r]))
+            .map(|(_, _, sp)| sp.trace_id)
+            .collect()
+    };
+    assert!(wait_until(10, || !exported(&s).is_empty()));
+    // Every frame released once the export is done: the watermark is not stuck.
+    assert!(
+        wait_until(10, || s.metric_sum("shardtel_ingest_log_frames", "core")
+            == 0),
+        "unreleased frames: {}",
+        s.metric_sum("shardtel_ingest_log_frames", "core")
+    );
+    assert_eq!(s.stop(), 0);
+    // A clean restart replays nothing, so nothing is exported twice.
+    s.spawn();
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(s.stop(), 0);
+    assert!(!s.log().contains("replaying"), "{}", s.log());
+    assert_eq!(
+        exported(&s),
+        vec![acked.resource_spans[0].scope_spans[0].spans[0]
+            .trace_id
+            .clone()]
+    );
 }
