@@ -18,8 +18,7 @@ thread_local! {
 }
 
 /// Installs the process-wide panic hook (once): every panic is logged with its thread and
-/// location; an uncontained one on a reactor runs that reactor's [`watch_this_reactor`]
-/// action.
+/// location; an uncontained one on a reactor runs the action its reactor registered.
 pub fn install_panic_hook() {
     static INSTALLED: Once = Once::new();
     INSTALLED.call_once(|| {

@@ -9,6 +9,9 @@
 //! - `drain` (`drain.rs`): refuse new data, let in-flight requests and mesh traffic finish,
 //!   decide what the sampler holds, drain the exporters, commit Kafka offsets, close the log.
 //!
+//! A reactor that dies of a panic fails loudly ([`failure`]): its core is marked failed at once
+//! and the ingest logs stop checkpointing; the process above drains the others and exits.
+//!
 //! A core's state is grouped into a few parts: the [`Pipeline`] (data path), the [`Intake`]
 //! (the narrow handle its receivers get), the running receivers, and where it publishes
 //! ([`snapshot`]). Uses every layer below it; the process above builds one per CPU.
