@@ -17,7 +17,6 @@
 //! keep-alive ([`set_tcp_keepalive`]). A closed connection frees its `max_connections` slot.
 
 use std::cell::{Cell, RefCell};
-use std::collections::VecDeque;
 use std::future::Future;
 use std::mem::ManuallyDrop;
 use std::os::fd::{AsRawFd, BorrowedFd};
@@ -117,9 +116,9 @@ pub struct ConnectionClock {
     /// Since when a request head (HTTP/1.1), or the first bytes (HTTP/2), have been awaited:
     /// set at the accept and by a request head's first byte, cleared when the request starts.
     head_since: Cell<Option<Instant>>,
-    /// The bodies being read, oldest first: they share one timeout, so this is also the order
-    /// of their deadlines.
-    bodies: RefCell<VecDeque<Rc<BodyDeadline>>>,
+    /// The bodies being read (at most `max_concurrent_streams`): a body leaves when it is done
+    /// or expired.
+    bodies: RefCell<Vec<Rc<BodyDeadline>>>,
 }
 
 impl ConnectionClock {
@@ -132,7 +131,7 @@ impl ConnectionClock {
             active: Cell::new(0),
             idle_since: Cell::new(now),
             head_since: Cell::new(Some(now)),
-            bodies: RefCell::new(VecDeque::new()),
+            bodies: RefCell::new(Vec::new()),
         })
     }
 
@@ -175,7 +174,7 @@ impl ConnectionClock {
             state: Cell::new(BodyState::Reading),
             waker: Cell::new(None),
         });
-        self.bodies.borrow_mut().push_back(body.clone());
+        self.bodies.borrow_mut().push(body.clone());
         RequestClock {
             clock: self.clone(),
             body,
@@ -185,21 +184,16 @@ impl ConnectionClock {
     /// Expires what is due at `now`: bodies past their deadline fail (their requests are
     /// woken); the connection itself expires when it waited too long for a head or idled.
     fn check(&self, now: Instant) -> Option<Expiry> {
-        let mut bodies = self.bodies.borrow_mut();
-        while let Some(front) = bodies.front() {
-            match front.state.get() {
-                BodyState::Reading if front.at > now => break,
-                BodyState::Reading => {
-                    front.state.set(BodyState::Expired);
-                    if let Some(waker) = front.waker.take() {
-                        waker.wake();
-                    }
-                }
-                BodyState::Done | BodyState::Expired => {}
+        self.bodies.borrow_mut().retain(|body| {
+            if body.at > now {
+                return true;
             }
-            bodies.pop_front();
-        }
-        drop(bodies);
+            body.state.set(BodyState::Expired);
+            if let Some(waker) = body.waker.take() {
+                waker.wake();
+            }
+            false
+        });
         if self.active.get() > 0 {
             return None;
         }
@@ -213,12 +207,7 @@ impl ConnectionClock {
 
     /// The earliest deadline that is running.
     fn next_deadline(&self) -> Option<Instant> {
-        let body = self
-            .bodies
-            .borrow()
-            .iter()
-            .find(|b| b.state.get() == BodyState::Reading)
-            .map(|b| b.at);
+        let body = self.bodies.borrow().iter().map(|b| b.at).min();
         let connection = (self.active.get() == 0).then(|| match self.head_since.get() {
             Some(since) => since + self.timeouts.read_header,
             None => self.idle_since.get() + self.timeouts.idle,
@@ -291,6 +280,10 @@ impl RequestClock {
         if self.body.state.get() == BodyState::Reading {
             self.body.state.set(BodyState::Done);
             self.body.waker.take();
+            let mut bodies = self.clock.bodies.borrow_mut();
+            if let Some(i) = bodies.iter().position(|b| Rc::ptr_eq(b, &self.body)) {
+                bodies.swap_remove(i);
+            }
         }
     }
 }
