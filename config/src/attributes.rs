@@ -420,34 +420,21 @@ fn value_source(d: &mut Decoder<'_>, s: &Section<'_, '_>) -> Option<ValueSource>
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::testing::{pipeline_through, problems};
     use crate::{Config, ProcessorConfig};
-
-    const BASE: &str = "\
-[receivers.otlp]
-[exporters.blackhole]
-[pipelines.logs]
-receivers = [\"otlp\"]
-processors = [\"p\"]
-exporters = [\"blackhole\"]
-";
 
     fn load(text: &str) -> Result<Config, crate::ConfigErrors> {
         let env = |name: &str| (name == "HOST_NAME").then(|| "node-7".to_string());
-        Config::from_str_with_env(&format!("{text}{BASE}"), "shardtel.toml", &env)
+        let base = pipeline_through("logs", &["p"]);
+        crate::testing::load(&format!("{text}{base}"), &env)
     }
 
     fn processor(text: &str) -> ProcessorConfig {
-        match load(text) {
-            Ok(mut config) => config.processors.remove("p").expect("processor p"),
-            Err(e) => panic!("unexpected errors:\n{e}"),
-        }
+        crate::testing::processor(load(text), "p")
     }
 
     fn err(text: &str) -> String {
-        match load(text) {
-            Ok(c) => panic!("expected errors, got {c:?}"),
-            Err(e) => e.to_string(),
-        }
+        problems(load(text))
     }
 
     #[test]

@@ -346,6 +346,36 @@ impl<'s> Decoder<'s> {
         None
     }
 
+    /// Reports that component table `s` (whose name spans `name_span`) has a type this build
+    /// does not implement: a planned one, or an unknown one (naming the `supported` types). The
+    /// problem is placed at the `type` key, or at the table when its name gave the type.
+    pub(crate) fn report_unknown_type(
+        &mut self,
+        s: &Section<'_, '_>,
+        name_span: Range<usize>,
+        ty: String,
+        kind: ComponentKind,
+        supported: &'static [&'static str],
+        planned: &'static [&'static str],
+    ) {
+        let span = s.get("type").map_or(name_span, |v| v.span());
+        let problem = if planned.contains(&ty.as_str()) {
+            ConfigErrorKind::UnsupportedType { kind, ty }
+        } else {
+            ConfigErrorKind::UnknownType {
+                kind,
+                ty,
+                allowed: supported,
+            }
+        };
+        let key = if s.get("type").is_some() {
+            s.key("type")
+        } else {
+            s.path.clone()
+        };
+        self.report(key, span, problem);
+    }
+
     /// Notes that the file defines a component, valid or not.
     pub(crate) fn define(&mut self, kind: ComponentKind, name: &str) {
         self.locations

@@ -225,12 +225,6 @@ pub enum ConfigErrorKind {
         /// The value given.
         value: String,
     },
-    /// An `https://` endpoint; this build has no TLS.
-    #[error("{value:?}: TLS is not supported yet (use an http:// endpoint)")]
-    TlsNotSupported {
-        /// The value given.
-        value: String,
-    },
     /// An OTLP/gRPC endpoint with a path.
     #[error("{value:?}: an OTLP/gRPC endpoint takes no path (expected http://host:port)")]
     UnexpectedUrlPath {
@@ -432,12 +426,14 @@ pub enum ConfigErrorKind {
         allowed: &'static [&'static str],
     },
     /// A policy type that exists but is not allowed in this list (e.g. `composite` inside `and`).
-    #[error("policy type {ty:?} is not allowed inside {} {inside:?} policy (allowed: {})", if *.inside == "and" { "an" } else { "a" }, crate::processors::PolicyKind::allowed_inside(.inside).join(", "))]
+    #[error("policy type {ty:?} is not allowed inside {} {inside:?} policy (allowed: {})", if *.inside == "and" { "an" } else { "a" }, .allowed.join(", "))]
     PolicyTypeNotAllowed {
-        /// The type given.
-        ty: String,
+        /// The type given (boxed, so that this variant is no larger than the others).
+        ty: Box<str>,
         /// The type of the enclosing policy: `and`, `drop` or `composite`.
         inside: &'static str,
+        /// The types allowed there.
+        allowed: &'static [&'static str],
     },
     /// Two policies of one list with the same name.
     #[error("policy name {name:?} is used twice in this list (names must be unique)")]
@@ -509,7 +505,7 @@ pub enum ConfigErrorKind {
         /// Its type, and the signals it processes (e.g. `traces` or `traces and logs`).
         kind: Box<(&'static str, &'static str)>,
         /// The pipeline's signal.
-        signal: crate::Signal,
+        signal: shardtel_protocol::Signal,
     },
     /// Two keys of which at most one may be set.
     #[error("set only one of {}", .keys.join(", "))]
@@ -568,9 +564,9 @@ pub enum ConfigErrorKind {
         /// Its type.
         ty: &'static str,
         /// The signal it exports.
-        supported: crate::Signal,
+        supported: shardtel_protocol::Signal,
         /// The pipeline's signal.
-        signal: crate::Signal,
+        signal: shardtel_protocol::Signal,
     },
     // Kafka (`[exporters.NAME] type = "kafka"`, `[receivers.kafka]`).
     /// A broker address that is not `host:port`.
@@ -590,6 +586,42 @@ pub enum ConfigErrorKind {
     KafkaSetting {
         /// What is wrong and how to fix it.
         reason: &'static str,
+    },
+    // TLS and authentication (`[receivers.otlp.tls]`, `[receivers.otlp.auth]`,
+    // `[exporters.NAME.tls]`).
+    /// TLS settings that do not fit together.
+    #[error("{reason}")]
+    TlsSetting {
+        /// What is wrong and how to fix it.
+        reason: &'static str,
+    },
+    /// `[exporters.NAME.tls]` on an exporter none of whose endpoints is `https://`.
+    #[error(
+        "tls settings apply to https:// endpoints only, and {endpoint} is plaintext (use https://)"
+    )]
+    TlsNeedsHttps {
+        /// The exporter's (first) endpoint.
+        endpoint: String,
+    },
+    /// A `server_name` that is neither a DNS name nor an IP address.
+    #[error("invalid server name {value:?} (expected a DNS name like \"tempo.internal\" or an IP address)")]
+    InvalidServerName {
+        /// The value given.
+        value: String,
+    },
+    /// A bearer token with characters RFC 6750 does not allow. The token itself is never
+    /// shown.
+    #[error("a bearer token may only contain letters, digits and -._~+/ followed by = padding (RFC 6750); the value is not shown")]
+    InvalidToken,
+    /// A file named by the configuration (certificate, key, CA bundle, token file) is missing or
+    /// does not parse; found by a [`crate::CheckFiles`] implementation.
+    #[error("{}: {source}", .path.display())]
+    BadFile {
+        /// The file.
+        path: std::path::PathBuf,
+        /// What is wrong with it.
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
     },
 }
 

@@ -14,13 +14,12 @@
 //! Properties combine with AND; the values listed for one property with OR; every listed
 //! attribute must match.
 
+use shardtel_protocol::Signal;
 use toml::de::DeValue;
 
 use crate::attributes::{attribute_value, check_regex, AttributeValue};
 use crate::decode::{self, Decoder, Section};
 use crate::error::ConfigErrorKind;
-use crate::pipelines::Signal;
-use crate::processors::StatusCode;
 
 /// `type = "filter"`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -129,6 +128,40 @@ pub const SPAN_KINDS: &[&str] = &[
     "PRODUCER",
     "CONSUMER",
 ];
+
+/// A span status code, as written in `status_codes`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum StatusCode {
+    /// `"UNSET"` (0).
+    Unset,
+    /// `"OK"` (1).
+    Ok,
+    /// `"ERROR"` (2).
+    Error,
+}
+
+impl StatusCode {
+    /// The accepted values.
+    pub const NAMES: &'static [&'static str] = &["ERROR", "OK", "UNSET"];
+
+    /// The OTLP `Status.code` value.
+    pub fn code(self) -> i32 {
+        match self {
+            StatusCode::Unset => 0,
+            StatusCode::Ok => 1,
+            StatusCode::Error => 2,
+        }
+    }
+
+    /// Decodes one entry of a `status_codes` list.
+    pub(crate) fn decode(value: &DeValue<'_>) -> Result<StatusCode, ConfigErrorKind> {
+        Ok(match decode::one_of(value, StatusCode::NAMES)? {
+            "ERROR" => StatusCode::Error,
+            "OK" => StatusCode::Ok,
+            _ => StatusCode::Unset,
+        })
+    }
+}
 
 const SEVERITIES: &[&str] = &["TRACE", "DEBUG", "INFO", "WARN", "ERROR", "FATAL"];
 
@@ -242,13 +275,7 @@ fn properties(
         })
     });
     let status_codes = list_field(d, &s, "status_codes", &mut failed, |v| {
-        each(v, |e| {
-            Ok(match decode::one_of(e, StatusCode::NAMES)? {
-                "ERROR" => StatusCode::Error,
-                "OK" => StatusCode::Ok,
-                _ => StatusCode::Unset,
-            })
-        })
+        each(v, StatusCode::decode)
     });
     let severity_number = if s.get("severity_number").is_some() {
         let parsed = d.field(&s, "severity_number", severity_match);
@@ -448,27 +475,23 @@ fn severity_match(value: &DeValue<'_>) -> Result<SeverityMatch, ConfigErrorKind>
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::testing::{pipeline_through, problems};
     use crate::{Config, ProcessorConfig};
 
     fn load(text: &str, pipeline: &str) -> Result<Config, crate::ConfigErrors> {
-        let base = format!(
-            "[receivers.otlp]\n[exporters.blackhole]\n[pipelines.{pipeline}]\nreceivers = [\"otlp\"]\nprocessors = [\"f\"]\nexporters = [\"blackhole\"]\n"
-        );
-        Config::from_str_with_env(&format!("{text}{base}"), "shardtel.toml", &|_| None)
+        let base = pipeline_through(pipeline, &["f"]);
+        crate::testing::load(&format!("{text}{base}"), &|_| None)
     }
 
     fn filter(text: &str) -> FilterConfig {
-        match load(text, "traces").map(|mut c| c.processors.remove("f")) {
-            Ok(Some(ProcessorConfig::Filter(f))) => f,
+        match crate::testing::processor(load(text, "traces"), "f") {
+            ProcessorConfig::Filter(f) => f,
             other => panic!("{other:?}"),
         }
     }
 
     fn err(text: &str, pipeline: &str) -> String {
-        match load(text, pipeline) {
-            Ok(c) => panic!("expected errors, got {c:?}"),
-            Err(e) => e.to_string(),
-        }
+        problems(load(text, pipeline))
     }
 
     #[test]

@@ -9,12 +9,12 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::time::Duration;
 
+use shardtel_protocol::Signal;
 use toml::de::DeValue;
 
 use crate::decode::{self, Decoder, Section};
+use crate::delivery::{self, BatchConfig, QueueConfig, RetryConfig};
 use crate::error::ConfigErrorKind;
-use crate::exporters::{self, BatchConfig, QueueConfig, RetryConfig};
-use crate::pipelines::Signal;
 
 /// How a message value encodes its `Export*ServiceRequest`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -296,7 +296,7 @@ impl KafkaExporterConfig {
             librdkafka: BTreeMap::new(),
             batch: BatchConfig::default(),
             retry: RetryConfig::default(),
-            queue: QueueConfig::for_durability(crate::Durability::None),
+            queue: QueueConfig::for_durability(crate::engine::Durability::None),
         }
     }
 
@@ -744,9 +744,9 @@ pub(crate) fn decode_exporter(
     c.client_id = d.field_or(s, "client_id", c.client_id, decode::non_empty_string);
     c.auth = decode_auth(d, s);
     c.librdkafka = decode_properties(d, s);
-    c.batch = exporters::decode_batch(d, s);
-    c.retry = exporters::decode_retry(d, s);
-    c.queue = exporters::decode_queue(d, s);
+    c.batch = delivery::decode_batch(d, s);
+    c.retry = delivery::decode_retry(d, s);
+    c.queue = delivery::decode_queue(d, s);
     if c.enable_idempotence
         && c.acks != KafkaAcks::All
         && !d.locations.failed(&s.key("acks"))

@@ -15,9 +15,26 @@
 //! - [`Cores`]: which CPUs run reactors; [`Cores::resolve`] checks them against this machine.
 //!
 //! Loading runs once at start-up, before any reactor: it may read the file and `/proc` with
-//! `std::fs`. This is a leaf crate — no glommio, no sockets — depended on by `sinks` and
-//! `engine`. It reads TOML with the `toml` crate's spanned document tree (not serde derive) so
-//! that it can report all problems at once, each with its line; see the `decode` module.
+//! `std::fs`. No glommio, no sockets; depended on by `sinks` and `engine`. It depends on
+//! `shardtel-protocol` (another leaf) for [`Signal`] alone, re-exported here, so a pipeline's
+//! signal and the wire's are one type. It reads TOML with the `toml` crate's spanned document
+//! tree (not serde derive) so that it can report all problems at once, each with its line; see
+//! the `decode` module.
+//!
+//! Modules, bottom up (each uses only those above it):
+//! - `error` and `units`: problems as data ([`ConfigErrorKind`] variants carry the values and
+//!   what is allowed), sizes and durations (units' parsers return `ConfigErrorKind`, error
+//!   messages print values with units' formatters: the one pair that uses each other).
+//! - `env` (`${ENV}` substitution), then `decode` (the spanned tree, keys, lines, values).
+//! - Sections and shared settings: `wal`, `engine` (on `wal`), `telemetry`, `pipelines`,
+//!   `attributes`, `memory_limiter`, `filter` (on `attributes`), `endpoint` (URL, headers,
+//!   timeout of network exporters), `delivery` (batch, retry, queue of every exporter; on
+//!   `engine`'s `Durability`).
+//! - Components with types of their own: `processors` (on `attributes`, `filter`,
+//!   `memory_limiter`; holds `tail_sampling`), `kafka` and `storage` (exporter types on
+//!   `delivery` and `endpoint`), `receivers` (on `kafka`), then `exporters` (the `[exporters.*]`
+//!   dispatch over every exporter type).
+//! - `validate`: checks across sections, on the whole [`Config`], which this file defines.
 //!
 //! ```
 //! use shardtel_config::{Config, ExporterKind, Signal};
@@ -56,6 +73,8 @@
 
 mod attributes;
 mod decode;
+mod delivery;
+mod endpoint;
 mod engine;
 mod env;
 mod error;
@@ -68,6 +87,9 @@ mod processors;
 mod receivers;
 mod storage;
 mod telemetry;
+#[cfg(test)]
+mod testing;
+mod tls;
 mod units;
 mod validate;
 mod wal;
@@ -79,16 +101,17 @@ pub use attributes::{
     ActionKind, AttributeAction, AttributeValue, AttributesConfig, KeyMatch, ResourceConfig,
     ValueSource, LOG_BODY_KEY,
 };
+pub use delivery::{BatchConfig, QueueConfig, QueueOverflow, QueueStorage, RetryConfig};
+pub use endpoint::{check_header, Endpoint};
 pub use engine::{format_cpu_list, parse_cpu_list, usable_cpus, Cores, Durability, EngineConfig};
 pub use error::{ComponentKind, ConfigError, ConfigErrorKind, ConfigErrors};
 pub use exporters::{
-    check_header, BatchConfig, Compression, Endpoint, ExporterConfig, ExporterKind,
-    FileExporterConfig, OtlpExporterConfig, OtlpHttpExporterConfig, QueueConfig, QueueOverflow,
-    QueueStorage, RetryConfig, RotationConfig,
+    Compression, ExporterConfig, ExporterKind, FileExporterConfig, OtlpExporterConfig,
+    OtlpHttpExporterConfig, RotationConfig,
 };
 pub use filter::{
     AttributeMatch, FilterConfig, FilterRules, MatchProperties, MatchType, SeverityMatch,
-    SPAN_KINDS,
+    StatusCode, SPAN_KINDS,
 };
 pub use kafka::{
     check_broker, default_topic, InitialOffset, KafkaAcks, KafkaAuth, KafkaCompression,
@@ -96,17 +119,23 @@ pub use kafka::{
     SaslConfig, SaslMechanism,
 };
 pub use memory_limiter::{MemoryAmount, MemoryLimiterConfig};
-pub use pipelines::{Pipeline, Pipelines, Signal};
+pub use pipelines::{Pipeline, Pipelines};
 pub use processors::{
     DecisionCacheConfig, OnShutdown, Percentage, PolicyConfig, PolicyKind, ProcessorConfig,
-    RateAllocation, StatusCode, TailSamplingConfig,
+    RateAllocation, TailSamplingConfig,
 };
 pub use receivers::{OtlpReceiverConfig, Receivers};
+/// The OTLP signal of a pipeline: `shardtel-protocol`'s, so every crate shares one type.
+pub use shardtel_protocol::Signal;
 pub use storage::{
     ExponentialHistograms, LokiEncoding, LokiExporterConfig, LokiLineFormat,
     PrometheusRemoteWriteExporterConfig,
 };
 pub use telemetry::{check_log_level, TelemetryConfig};
+pub use tls::{
+    is_valid_bearer_token, AuthConfig, CheckFiles, ClientTlsConfig, FileProblem, ServerTlsConfig,
+    TlsVersion,
+};
 pub use units::{format_duration, format_size, parse_duration, parse_size};
 pub use wal::WalConfig;
 
@@ -155,10 +184,33 @@ impl Config {
         Config::from_str(&text, &origin)
     }
 
+    /// Like [`Config::from_file`], and also checks with `files` that the files the
+    /// configuration names (certificates, keys, CA bundles, token files) exist and parse; their
+    /// problems are reported at the key naming the file, with the others. `shardtel validate`
+    /// and start-up use this, with `shardtel-tls`'s checker.
+    pub fn from_file_checked(path: &Path, files: &dyn CheckFiles) -> Result<Config, ConfigErrors> {
+        let origin = path.display().to_string();
+        let text = std::fs::read_to_string(path).map_err(|source| {
+            ConfigError::new("", ConfigErrorKind::Io { source }).at(&origin, None)
+        })?;
+        Config::from_str_checked(&text, &origin, files)
+    }
+
     /// Substitutes `${ENV_VAR}`s from the process environment, parses and validates `text`;
     /// `origin` is the file name used in messages.
     pub fn from_str(text: &str, origin: &str) -> Result<Config, ConfigErrors> {
         Config::from_str_with_env(text, origin, &|name| std::env::var(name).ok())
+    }
+
+    /// Like [`Config::from_str`], and also checks the files it names with `files` (see
+    /// [`Config::from_file_checked`]).
+    pub fn from_str_checked(
+        text: &str,
+        origin: &str,
+        files: &dyn CheckFiles,
+    ) -> Result<Config, ConfigErrors> {
+        let lookup = |name: &str| std::env::var(name).ok();
+        Config::load_checked(text, origin, &lookup, &usable_cpus(), Some(files))
     }
 
     /// Like [`Config::from_str`], looking variables up with `lookup` instead of the process
@@ -199,6 +251,16 @@ impl Config {
         origin: &str,
         lookup: &dyn Fn(&str) -> Option<String>,
         usable_cpus: &[usize],
+    ) -> Result<Config, ConfigErrors> {
+        Config::load_checked(text, origin, lookup, usable_cpus, None)
+    }
+
+    fn load_checked(
+        text: &str,
+        origin: &str,
+        lookup: &dyn Fn(&str) -> Option<String>,
+        usable_cpus: &[usize],
+        files: Option<&dyn CheckFiles>,
     ) -> Result<Config, ConfigErrors> {
         let substituted = match env::substitute(text, lookup) {
             Ok(substituted) => substituted,
@@ -247,7 +309,11 @@ impl Config {
             exporters: exporters::decode(&mut d, &root),
             pipelines: pipelines::decode(&mut d, &root),
         };
-        exporters::resolve_queue_defaults(&mut config, &d.locations);
+        exporters::resolve_queue_defaults(
+            &mut config.exporters,
+            config.engine.durability,
+            &d.locations,
+        );
         let mut errors = d.errors;
         errors.extend(validate::validate(
             &config,
@@ -255,6 +321,10 @@ impl Config {
             origin,
             usable_cpus,
         ));
+        errors.extend(validate::check_tls_endpoints(&config, &d.locations, origin));
+        if let Some(files) = files {
+            errors.extend(validate::check_files(&config, &d.locations, origin, files));
+        }
         if errors.is_empty() {
             Ok(config)
         } else {
@@ -302,10 +372,7 @@ exporters = [\"blackhole\"]
     }
 
     fn err(text: &str) -> String {
-        match load(text) {
-            Ok(config) => panic!("expected errors, got {config:?}"),
-            Err(errors) => errors.to_string(),
-        }
+        crate::testing::problems(load(text))
     }
 
     /// The problems of `snippet` followed by [`BASE`].
@@ -788,7 +855,7 @@ exporters = ["otlp", "tempo", "file", "blackhole"]
         );
         assert_eq!(
             err(&BASE.replace("[receivers.otlp]", "[receivers.otlp]\nprotocols = {}\n[receivers.jaeger]")),
-            "shardtel.toml:2: receivers.otlp.protocols: unknown key (allowed: grpc, http, max_recv_msg_size, max_concurrent_streams, max_connections, read_header_timeout, read_timeout, idle_timeout)\n\
+            "shardtel.toml:2: receivers.otlp.protocols: unknown key (allowed: grpc, http, max_recv_msg_size, max_concurrent_streams, max_connections, read_header_timeout, read_timeout, idle_timeout, tls, auth)\n\
              shardtel.toml:3: receivers.jaeger: unknown key (allowed: otlp, kafka)"
         );
         assert_eq!(
@@ -863,8 +930,7 @@ exporters = ["otlp", "tempo", "file", "blackhole"]
         );
         assert_eq!(
             err_with_base("[exporters.a]\ntype = \"otlp\"\nendpoint = \"https://tempo:4317\"\n[exporters.b]\ntype = \"otlp\"\nendpoint = \"http://tempo:4317/v1\"\n[exporters.c]\ntype = \"otlphttp\"\nendpoint = \"http://c:4318\"\nlogs_endpoint = \"loki:3100\"\n"),
-            "shardtel.toml:3: exporters.a.endpoint: \"https://tempo:4317\": TLS is not supported yet (use an http:// endpoint)\n\
-             shardtel.toml:6: exporters.b.endpoint: \"http://tempo:4317/v1\": an OTLP/gRPC endpoint takes no path (expected http://host:port)\n\
+            "shardtel.toml:6: exporters.b.endpoint: \"http://tempo:4317/v1\": an OTLP/gRPC endpoint takes no path (expected http://host:port)\n\
              shardtel.toml:10: exporters.c.logs_endpoint: invalid url \"loki:3100\" (expected http://host:port or https://host:port)"
         );
     }

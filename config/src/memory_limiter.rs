@@ -173,19 +173,19 @@ mod tests {
     use crate::{Config, ProcessorConfig};
 
     fn load(text: &str) -> Result<Config, crate::ConfigErrors> {
-        let base = "[receivers.otlp]\n[exporters.blackhole]\n[pipelines.metrics]\nreceivers = [\"otlp\"]\nprocessors = [\"memory_limiter\"]\nexporters = [\"blackhole\"]\n";
-        Config::from_str_with_env(&format!("{text}{base}"), "shardtel.toml", &|_| None)
+        let base = crate::testing::pipeline_through("metrics", &["memory_limiter"]);
+        crate::testing::load(&format!("{text}{base}"), &|_| None)
     }
 
     fn limiter(text: &str) -> MemoryLimiterConfig {
-        match load(text).map(|mut c| c.processors.remove("memory_limiter")) {
-            Ok(Some(ProcessorConfig::MemoryLimiter(m))) => m,
+        match crate::testing::processor(load(text), "memory_limiter") {
+            ProcessorConfig::MemoryLimiter(m) => m,
             other => panic!("{other:?}"),
         }
     }
 
     fn err(text: &str) -> String {
-        load(text).unwrap_err().to_string()
+        crate::testing::problems(load(text))
     }
 
     #[test]

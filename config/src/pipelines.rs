@@ -1,39 +1,8 @@
 //! `[pipelines.*]`: which receivers feed which processors and exporters, one pipeline per signal.
 
-use std::fmt;
+use shardtel_protocol::Signal;
 
 use crate::decode::{Decoder, Section};
-
-/// The three OTLP signals.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub enum Signal {
-    /// Spans.
-    Traces,
-    /// Metric data points.
-    Metrics,
-    /// Log records.
-    Logs,
-}
-
-impl Signal {
-    /// All signals, in config order.
-    pub const ALL: [Signal; 3] = [Signal::Traces, Signal::Metrics, Signal::Logs];
-
-    /// `"traces"`, `"metrics"` or `"logs"`: the pipeline key and the OTLP/HTTP path segment.
-    pub fn name(self) -> &'static str {
-        match self {
-            Signal::Traces => "traces",
-            Signal::Metrics => "metrics",
-            Signal::Logs => "logs",
-        }
-    }
-}
-
-impl fmt::Display for Signal {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.name())
-    }
-}
 
 /// `[pipelines]`: at most one pipeline per signal.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]

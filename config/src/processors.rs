@@ -26,7 +26,7 @@ use toml::de::DeValue;
 use crate::attributes::{decode_attributes, decode_resource, AttributesConfig, ResourceConfig};
 use crate::decode::{self, Decoder, Section};
 use crate::error::{ComponentKind, ConfigErrorKind};
-use crate::filter::{decode_filter, FilterConfig};
+use crate::filter::{decode_filter, FilterConfig, StatusCode};
 use crate::memory_limiter::{decode_memory_limiter, MemoryLimiterConfig};
 use crate::units::format_duration;
 
@@ -74,9 +74,9 @@ impl ProcessorConfig {
 
     /// Whether the processor handles this signal's pipeline (tail sampling: traces only; a
     /// filter: the signals it has conditions for; the others: every signal).
-    pub fn supports(&self, signal: crate::Signal) -> bool {
+    pub fn supports(&self, signal: shardtel_protocol::Signal) -> bool {
         match self {
-            ProcessorConfig::TailSampling(_) => signal == crate::Signal::Traces,
+            ProcessorConfig::TailSampling(_) => signal == shardtel_protocol::Signal::Traces,
             ProcessorConfig::Filter(f) => f.rules(signal).is_some(),
             _ => true,
         }
@@ -84,7 +84,7 @@ impl ProcessorConfig {
 
     /// The signals it handles, for messages: `"traces"`, `"traces and logs"`, ...
     pub fn supported_signals(&self) -> &'static str {
-        use crate::Signal::{Logs, Metrics, Traces};
+        use shardtel_protocol::Signal::{Logs, Metrics, Traces};
         match (
             self.supports(Traces),
             self.supports(Metrics),
@@ -480,31 +480,6 @@ impl PolicyKind {
     }
 }
 
-/// A span status code, as written in `status_codes`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub enum StatusCode {
-    /// `"UNSET"` (0).
-    Unset,
-    /// `"OK"` (1).
-    Ok,
-    /// `"ERROR"` (2).
-    Error,
-}
-
-impl StatusCode {
-    /// The accepted values.
-    pub const NAMES: &'static [&'static str] = &["ERROR", "OK", "UNSET"];
-
-    /// The OTLP `Status.code` value.
-    pub fn code(self) -> i32 {
-        match self {
-            StatusCode::Unset => 0,
-            StatusCode::Ok => 1,
-            StatusCode::Error => 2,
-        }
-    }
-}
-
 /// A percentage from 0 to 100 (compared by bits, so that configs stay `Eq`).
 #[derive(Debug, Clone, Copy)]
 pub struct Percentage(f64);
@@ -584,25 +559,14 @@ pub(crate) fn decode(
             }
             continue;
         }
-        let span = table.get("type").map_or_else(|| key.span(), |v| v.span());
-        let kind = if ProcessorConfig::PLANNED.contains(&ty.as_str()) {
-            ConfigErrorKind::UnsupportedType {
-                kind: ComponentKind::Processor,
-                ty,
-            }
-        } else {
-            ConfigErrorKind::UnknownType {
-                kind: ComponentKind::Processor,
-                ty,
-                allowed: ProcessorConfig::SUPPORTED,
-            }
-        };
-        let key = if table.get("type").is_some() {
-            table.key("type")
-        } else {
-            table.path.clone()
-        };
-        d.report(key, span, kind);
+        d.report_unknown_type(
+            &table,
+            key.span(),
+            ty,
+            ComponentKind::Processor,
+            ProcessorConfig::SUPPORTED,
+            ProcessorConfig::PLANNED,
+        );
     }
     processors
 }
@@ -781,8 +745,13 @@ fn decode_policy(d: &mut Decoder<'_>, s: &Section<'_, '_>, level: Level) -> Opti
             });
         }
         if let Level::Inside(inside) = level {
-            if !level.allowed().contains(&ty.as_str()) {
-                return Err(ConfigErrorKind::PolicyTypeNotAllowed { ty, inside });
+            let allowed = level.allowed();
+            if !allowed.contains(&ty.as_str()) {
+                return Err(ConfigErrorKind::PolicyTypeNotAllowed {
+                    ty: ty.into(),
+                    inside,
+                    allowed,
+                });
             }
         }
         Ok(ty)
@@ -803,13 +772,7 @@ fn decode_policy(d: &mut Decoder<'_>, s: &Section<'_, '_>, level: Level) -> Opti
                 }
                 array
                     .iter()
-                    .map(|e| {
-                        Ok(match decode::one_of(e.get_ref(), StatusCode::NAMES)? {
-                            "ERROR" => StatusCode::Error,
-                            "OK" => StatusCode::Ok,
-                            _ => StatusCode::Unset,
-                        })
-                    })
+                    .map(|e| StatusCode::decode(e.get_ref()))
                     .collect()
             });
             let invert = invert(d, s);
@@ -844,30 +807,7 @@ fn decode_policy(d: &mut Decoder<'_>, s: &Section<'_, '_>, level: Level) -> Opti
             let min_value = d.field(s, "min_value", decode::signed);
             let max_value = d.field(s, "max_value", decode::signed);
             let invert = invert(d, s);
-            let present = s.get("min_value").is_some() || s.get("max_value").is_some();
-            if !present {
-                d.report_at_key(
-                    s.path.clone(),
-                    ConfigErrorKind::MissingOneOf {
-                        keys: &["min_value", "max_value"],
-                    },
-                );
-            }
-            if let (Some(min), Some(max)) = (min_value, max_value) {
-                if min > max {
-                    d.report_at_key(
-                        s.key("min_value"),
-                        ConfigErrorKind::BoundsOrder {
-                            lower: format!("min_value ({min})"),
-                            upper: format!("max_value ({max})"),
-                        },
-                    );
-                    return None;
-                }
-            }
-            let failed = (s.get("min_value").is_some() && min_value.is_none())
-                || (s.get("max_value").is_some() && max_value.is_none());
-            (present && !failed).then_some(())?;
+            bounds(d, s, &["min_value", "max_value"], min_value, max_value)?;
             Some(PolicyKind::NumericAttribute {
                 key: key?,
                 min_value,
@@ -921,30 +861,7 @@ fn decode_policy(d: &mut Decoder<'_>, s: &Section<'_, '_>, level: Level) -> Opti
             let min_spans = d.field(s, "min_spans", span_count);
             let max_spans = d.field(s, "max_spans", span_count);
             let invert = invert(d, s);
-            let present = s.get("min_spans").is_some() || s.get("max_spans").is_some();
-            if !present {
-                d.report_at_key(
-                    s.path.clone(),
-                    ConfigErrorKind::MissingOneOf {
-                        keys: &["min_spans", "max_spans"],
-                    },
-                );
-            }
-            if let (Some(min), Some(max)) = (min_spans, max_spans) {
-                if min > max {
-                    d.report_at_key(
-                        s.key("min_spans"),
-                        ConfigErrorKind::BoundsOrder {
-                            lower: format!("min_spans ({min})"),
-                            upper: format!("max_spans ({max})"),
-                        },
-                    );
-                    return None;
-                }
-            }
-            let failed = (s.get("min_spans").is_some() && min_spans.is_none())
-                || (s.get("max_spans").is_some() && max_spans.is_none());
-            (present && !failed).then_some(())?;
+            bounds(d, s, &["min_spans", "max_spans"], min_spans, max_spans)?;
             Some(PolicyKind::SpanCount {
                 min_spans: min_spans.unwrap_or(0),
                 max_spans,
@@ -987,6 +904,38 @@ fn required<T>(
         return None;
     }
     d.field(s, key, parse)
+}
+
+/// Checks the bounds of a range policy (`numeric_attribute`, `span_count`), decoded from
+/// `keys` (minimum, maximum): at least one is set, every one set is valid, and the minimum is
+/// not above the maximum. `None` after reporting a problem.
+fn bounds<T: Copy + PartialOrd + std::fmt::Display>(
+    d: &mut Decoder<'_>,
+    s: &Section<'_, '_>,
+    keys: &'static [&'static str; 2],
+    min: Option<T>,
+    max: Option<T>,
+) -> Option<()> {
+    let [min_key, max_key] = *keys;
+    let present = s.get(min_key).is_some() || s.get(max_key).is_some();
+    if !present {
+        d.report_at_key(s.path.clone(), ConfigErrorKind::MissingOneOf { keys });
+    }
+    if let (Some(min), Some(max)) = (min, max) {
+        if min > max {
+            d.report_at_key(
+                s.key(min_key),
+                ConfigErrorKind::BoundsOrder {
+                    lower: format!("{min_key} ({min})"),
+                    upper: format!("{max_key} ({max})"),
+                },
+            );
+            return None;
+        }
+    }
+    let failed =
+        (s.get(min_key).is_some() && min.is_none()) || (s.get(max_key).is_some() && max.is_none());
+    (present && !failed).then_some(())
 }
 
 fn attribute_key(d: &mut Decoder<'_>, s: &Section<'_, '_>) -> Option<String> {
@@ -1230,10 +1179,7 @@ exporters = [\"blackhole\"]
     }
 
     fn err(text: &str) -> String {
-        match load(text) {
-            Ok(c) => panic!("expected errors, got {c:?}"),
-            Err(e) => e.to_string(),
-        }
+        crate::testing::problems(load(text))
     }
 
     fn policy(name: &str, kind: PolicyKind) -> PolicyConfig {

@@ -7,6 +7,7 @@ use std::time::Duration;
 use crate::decode::{self, Decoder, Section};
 use crate::error::{ComponentKind, ConfigErrorKind};
 use crate::kafka::KafkaReceiverConfig;
+use crate::tls::{AuthConfig, ServerTlsConfig};
 
 /// `[receivers]`.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -53,6 +54,10 @@ pub struct OtlpReceiverConfig {
     /// How long a connection may stay without a request in progress; then it is closed
     /// (HTTP/2 with `GOAWAY`). Default 60 s.
     pub idle_timeout: Duration,
+    /// `[receivers.otlp.tls]`: TLS (and mTLS) on both listeners; plaintext when absent.
+    pub tls: Option<ServerTlsConfig>,
+    /// `[receivers.otlp.auth]`: bearer tokens every request must carry; none when absent.
+    pub auth: Option<AuthConfig>,
 }
 
 impl OtlpReceiverConfig {
@@ -66,6 +71,8 @@ impl OtlpReceiverConfig {
         "read_header_timeout",
         "read_timeout",
         "idle_timeout",
+        "tls",
+        "auth",
     ];
     /// Smallest accepted `max_recv_msg_size`.
     pub const MIN_RECV_MSG_SIZE: u64 = 1 << 10;
@@ -90,6 +97,8 @@ impl Default for OtlpReceiverConfig {
             read_header_timeout: Duration::from_secs(10),
             read_timeout: Duration::from_secs(30),
             idle_timeout: Duration::from_secs(60),
+            tls: None,
+            auth: None,
         }
     }
 }
@@ -163,6 +172,8 @@ fn decode_otlp(
         ),
         read_timeout: d.field_or(&s, "read_timeout", default.read_timeout, timeout),
         idle_timeout: d.field_or(&s, "idle_timeout", default.idle_timeout, timeout),
+        tls: crate::tls::decode_server(d, &s),
+        auth: crate::tls::decode_auth(d, &s),
     }
 }
 

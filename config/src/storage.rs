@@ -10,11 +10,14 @@ use std::time::Duration;
 use toml::de::DeValue;
 
 use crate::decode::{self, Decoder, Section};
-use crate::error::ConfigErrorKind;
-use crate::exporters::{
-    decode_batch, decode_headers, decode_queue, decode_retry, parse_endpoint, timeout, BatchConfig,
-    Endpoint, EndpointUse, QueueConfig, RetryConfig,
+use crate::delivery::{
+    decode_batch, decode_queue, decode_retry, BatchConfig, QueueConfig, RetryConfig,
 };
+use crate::endpoint::{
+    check_header, decode_headers, parse_endpoint, timeout, Endpoint, EndpointUse,
+};
+use crate::error::ConfigErrorKind;
+use crate::tls::ClientTlsConfig;
 
 /// How exponential histograms are written to Prometheus.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -43,6 +46,8 @@ pub struct PrometheusRemoteWriteExporterConfig {
     pub timeout: Duration,
     /// Extra request headers (e.g. `x-scope-orgid` for Mimir), names lowercased.
     pub headers: BTreeMap<String, String>,
+    /// `[exporters.NAME.tls]`, for an `https://` endpoint.
+    pub tls: Option<ClientTlsConfig>,
     /// Unit and type suffixes on metric names (`_seconds`, `_total`, `_ratio`). Default true.
     pub add_metric_suffixes: bool,
     /// A `target_info` series per resource with its attributes. Default true.
@@ -73,6 +78,7 @@ impl PrometheusRemoteWriteExporterConfig {
         "endpoint",
         "timeout",
         "headers",
+        "tls",
         "add_metric_suffixes",
         "target_info",
         "scope_labels",
@@ -93,6 +99,7 @@ impl PrometheusRemoteWriteExporterConfig {
             endpoint,
             timeout: Duration::from_secs(10),
             headers: BTreeMap::new(),
+            tls: None,
             add_metric_suffixes: true,
             target_info: true,
             scope_labels: true,
@@ -152,6 +159,8 @@ pub struct LokiExporterConfig {
     pub timeout: Duration,
     /// Extra request headers, names lowercased.
     pub headers: BTreeMap<String, String>,
+    /// `[exporters.NAME.tls]`, for an `https://` endpoint.
+    pub tls: Option<ClientTlsConfig>,
     /// Resource attributes that become stream labels.
     pub resource_labels: Vec<String>,
     /// Log record attributes that become stream labels. Default none.
@@ -175,6 +184,7 @@ impl LokiExporterConfig {
         "tenant_id",
         "timeout",
         "headers",
+        "tls",
         "labels",
         "line_format",
         "batch",
@@ -213,6 +223,7 @@ impl LokiExporterConfig {
             tenant_id: None,
             timeout: Duration::from_secs(10),
             headers: BTreeMap::new(),
+            tls: None,
             resource_labels: Self::DEFAULT_RESOURCE_LABELS
                 .iter()
                 .map(|s| s.to_string())
@@ -261,6 +272,7 @@ pub(crate) fn decode_prometheus(
     });
     c.timeout = d.field_or(s, "timeout", c.timeout, timeout);
     c.headers = decode_headers(d, s);
+    c.tls = crate::tls::decode_client(d, s);
     c.add_metric_suffixes = d.field_or(
         s,
         "add_metric_suffixes",
@@ -306,11 +318,12 @@ pub(crate) fn decode_loki(d: &mut Decoder<'_>, s: &Section<'_, '_>) -> Option<Lo
     });
     c.tenant_id = d.field(s, "tenant_id", |v| {
         let text = decode::non_empty_string(v)?;
-        crate::exporters::check_header("x-scope-orgid", &text)?;
+        check_header("x-scope-orgid", &text)?;
         Ok(text)
     });
     c.timeout = d.field_or(s, "timeout", c.timeout, timeout);
     c.headers = decode_headers(d, s);
+    c.tls = crate::tls::decode_client(d, s);
     let labels = d.section(s, "labels", LokiExporterConfig::LABELS_KEYS);
     c.resource_labels = d.field_or(&labels, "resource", c.resource_labels, keys);
     c.attribute_labels = d.field_or(&labels, "attributes", c.attribute_labels, keys);
@@ -386,7 +399,7 @@ mod tests {
             load("type = \"prometheusremotewrite\"\nendpoint = \"http://p:1/w\"\nexponential_histograms = \"both\"\nmax_series_per_core = 0\nsuffixes = 1\npromote_resource_attributes = [\"a\", \"a\"]").unwrap_err(),
             "s.toml:4: exporters.x.exponential_histograms: invalid value \"both\" (allowed: \"native\", \"classic\")\n\
              s.toml:5: exporters.x.max_series_per_core: 0 is too small (minimum 1)\n\
-             s.toml:6: exporters.x.suffixes: unknown key (allowed: type, endpoint, timeout, headers, add_metric_suffixes, target_info, scope_labels, promote_resource_attributes, exponential_histograms, max_series_per_core, series_ttl, batch, retry, queue)\n\
+             s.toml:6: exporters.x.suffixes: unknown key (allowed: type, endpoint, timeout, headers, tls, add_metric_suffixes, target_info, scope_labels, promote_resource_attributes, exponential_histograms, max_series_per_core, series_ttl, batch, retry, queue)\n\
              s.toml:7: exporters.x.promote_resource_attributes: \"a\" is listed twice"
         );
     }

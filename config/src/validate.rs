@@ -5,8 +5,10 @@
 use std::collections::BTreeSet;
 
 use crate::decode::{join, Locations};
+use crate::delivery::{QueueOverflow, QueueStorage};
 use crate::error::{ComponentKind, ConfigError, ConfigErrorKind};
-use crate::exporters::{ExporterKind, QueueOverflow, QueueStorage};
+use crate::exporters::ExporterKind;
+use crate::tls::{CheckFiles, FileProblem};
 use crate::{Config, ProcessorConfig};
 
 /// Every cross-key problem of `config`, placed with `locations`; `usable_cpus` is the machine's
@@ -311,6 +313,75 @@ fn check_tail_samplers(config: &Config, locations: &Locations, report: &mut Repo
             }
         }
     }
+}
+
+/// Cross-key checks: a `tls` table on an exporter that has no `https://` endpoint.
+pub(crate) fn check_tls_endpoints(
+    config: &Config,
+    locations: &Locations,
+    origin: &str,
+) -> Vec<ConfigError> {
+    let mut errors = Vec::new();
+    for (name, exporter) in &config.exporters {
+        if exporter.kind.tls().is_none() {
+            continue;
+        }
+        let endpoints = exporter.kind.endpoints();
+        if endpoints.iter().any(|e| e.scheme == "https") {
+            continue;
+        }
+        let key = join(&join("exporters", name), "tls");
+        let line = locations.line(&key);
+        let endpoint = endpoints.first().map(|e| e.to_string()).unwrap_or_default();
+        errors.push(
+            ConfigError::new(key, ConfigErrorKind::TlsNeedsHttps { endpoint }).at(origin, line),
+        );
+    }
+    errors
+}
+
+/// The problems `files` finds with the files of every TLS and auth table, each at the line of
+/// the key naming the file.
+pub(crate) fn check_files(
+    config: &Config,
+    locations: &Locations,
+    origin: &str,
+    files: &dyn CheckFiles,
+) -> Vec<ConfigError> {
+    let mut tables: Vec<(String, Vec<FileProblem>)> = Vec::new();
+    if let Some(otlp) = &config.receivers.otlp {
+        if let Some(tls) = &otlp.tls {
+            tables.push(("receivers.otlp.tls".into(), files.server_tls(tls)));
+        }
+        if let Some(auth) = &otlp.auth {
+            tables.push(("receivers.otlp.auth".into(), files.auth(auth)));
+        }
+    }
+    for (name, exporter) in &config.exporters {
+        if let Some(tls) = exporter.kind.tls() {
+            let table = join(&join("exporters", name), "tls");
+            tables.push((table, files.client_tls(tls)));
+        }
+    }
+    let mut errors = Vec::new();
+    let mut seen = BTreeSet::new();
+    for (table, problems) in tables {
+        for problem in problems {
+            let key = join(&table, problem.key);
+            // One file named by two keys (a combined cert+key PEM) may fail twice the same way.
+            let message = problem.error.to_string();
+            if !seen.insert((key.clone(), message)) {
+                continue;
+            }
+            let line = locations.line(&key);
+            let kind = ConfigErrorKind::BadFile {
+                path: problem.path,
+                source: problem.error,
+            };
+            errors.push(ConfigError::new(key, kind).at(origin, line));
+        }
+    }
+    errors
 }
 
 #[cfg(test)]

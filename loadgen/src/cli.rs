@@ -112,6 +112,29 @@ pub struct Args {
     #[arg(long, value_name = "NAME", help_heading = "Target")]
     pub tls_server_name: Option<String>,
 
+    /// TLS: present this client certificate chain (PEM) for mTLS; needs --client-key.
+    #[arg(
+        long,
+        value_name = "PEM",
+        requires = "client_key",
+        help_heading = "Target"
+    )]
+    pub client_cert: Option<PathBuf>,
+
+    /// TLS: the private key (PEM) of --client-cert.
+    #[arg(
+        long,
+        value_name = "PEM",
+        requires = "client_cert",
+        help_heading = "Target"
+    )]
+    pub client_key: Option<PathBuf>,
+
+    /// Send `authorization: Bearer TOKEN` with every request (the same as
+    /// -H 'authorization: Bearer TOKEN').
+    #[arg(long, value_name = "TOKEN", help_heading = "Target")]
+    pub bearer_token: Option<String>,
+
     // ---- load ----
     /// Signal to send.
     #[arg(short, long, value_enum, default_value_t = SignalArg::Traces, help_heading = "Load")]
@@ -514,7 +537,22 @@ impl Args {
         if self.items_per_request() == 0 {
             bail!("items per request must be at least 1");
         }
+        if self.bearer_token.is_some() && self.headers.iter().any(|(k, _)| k == "authorization") {
+            bail!("--bearer-token and -H 'authorization: ...' both set the authorization header");
+        }
+        if self.bearer_token.as_deref().is_some_and(str::is_empty) {
+            bail!("--bearer-token must not be empty");
+        }
         Ok(())
+    }
+
+    /// The extra request headers: -H ones, and `authorization` from --bearer-token.
+    pub fn request_headers(&self) -> Vec<(String, String)> {
+        let mut headers = self.headers.clone();
+        if let Some(token) = &self.bearer_token {
+            headers.push(("authorization".into(), format!("Bearer {token}")));
+        }
+        headers
     }
 
     /// Items per request for the chosen signal.
@@ -577,5 +615,34 @@ mod tests {
         assert!(a.validate().is_err());
         let a = Args::try_parse_from(["x", "--rate-unit", "spans"]).unwrap();
         assert_eq!(a.rate_unit, RateUnit::Items);
+    }
+
+    #[test]
+    fn client_certificate_and_token_flags() {
+        assert!(Args::try_parse_from(["x", "--client-cert", "c.pem"]).is_err());
+        assert!(Args::try_parse_from(["x", "--client-key", "c.key"]).is_err());
+        let a = Args::try_parse_from([
+            "x",
+            "--client-cert",
+            "c.pem",
+            "--client-key",
+            "c.key",
+            "--bearer-token",
+            "s3cret",
+            "-H",
+            "x-scope-orgid: t1",
+        ])
+        .unwrap();
+        a.validate().unwrap();
+        assert_eq!(
+            a.request_headers(),
+            [
+                ("x-scope-orgid".to_string(), "t1".to_string()),
+                ("authorization".to_string(), "Bearer s3cret".to_string())
+            ]
+        );
+        let a = Args::try_parse_from(["x", "--bearer-token", "a", "-H", "Authorization: Bearer b"])
+            .unwrap();
+        assert!(a.validate().is_err());
     }
 }

@@ -145,6 +145,8 @@ fn run(args: Args) -> Result<ExitCode> {
         insecure_skip_verify: args.insecure_skip_verify,
         ca_file: args.ca_file.clone(),
         server_name: args.tls_server_name.clone(),
+        client_cert: args.client_cert.clone(),
+        client_key: args.client_key.clone(),
     };
     let transport = Arc::new(Transport::new(
         endpoint,
@@ -154,7 +156,7 @@ fn run(args: Args) -> Result<ExitCode> {
         compression,
         args.timeout,
         &tls,
-        &args.headers,
+        &args.request_headers(),
     )?);
     let workers = args.workers;
     let connections = args.connections.unwrap_or(workers);
@@ -227,7 +229,7 @@ fn run(args: Args) -> Result<ExitCode> {
     }
     report::progress_loop(
         &live,
-        signal.item_name(),
+        wire::item_name(signal),
         items_per_request,
         Duration::from_secs(1),
         args.quiet,
@@ -258,8 +260,8 @@ fn run(args: Args) -> Result<ExitCode> {
     }
     let mut rep = RunReport {
         run_id: format!("{run_id:04x}"),
-        signal: signal.as_str().into(),
-        item: signal.item_name().into(),
+        signal: signal.name().into(),
+        item: wire::item_name(signal).into(),
         protocol: protocol.as_str().into(),
         endpoint: transport.endpoint.url(),
         compression: compression.header_value().unwrap_or("none").into(),
@@ -272,7 +274,7 @@ fn run(args: Args) -> Result<ExitCode> {
         target_rate: args.rate,
         rate_unit: args.rate.map(|_| match args.rate_unit {
             RateUnit::Requests => "requests".to_string(),
-            RateUnit::Items => signal.item_name().to_string(),
+            RateUnit::Items => wire::item_name(signal).to_string(),
         }),
         concurrency: requests_per_second.is_none().then(|| {
             if transport.http2 {
@@ -413,7 +415,7 @@ fn dry_run(
             Err(_) => bail!("a dry-run thread panicked"),
         }
     }
-    let item = encoder.signal.item_name();
+    let item = wire::item_name(encoder.signal);
     println!(
         "dry run: {} {} per request, {} framing, {} compression{}, {} template groups",
         set.shape.items_per_request,

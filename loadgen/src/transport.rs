@@ -15,7 +15,7 @@ use http::{Method, Request, Uri};
 use http_body_util::{BodyExt, Full};
 use hyper::client::conn::{http1, http2};
 use hyper_util::rt::{TokioExecutor, TokioIo};
-use rustls::pki_types::{pem::PemObject, CertificateDer, ServerName};
+use rustls::pki_types::{pem::PemObject, CertificateDer, PrivateKeyDer, ServerName};
 use tokio::net::TcpStream;
 
 use crate::outcome::{classify_grpc, classify_http_error, classify_hyper_error, Outcome, Reason};
@@ -140,6 +140,10 @@ pub struct TlsOptions {
     pub ca_file: Option<std::path::PathBuf>,
     /// Name to verify the certificate against (default: the endpoint host).
     pub server_name: Option<String>,
+    /// Client certificate chain (PEM) to present (mTLS); needs `client_key`.
+    pub client_cert: Option<std::path::PathBuf>,
+    /// Private key (PEM) of `client_cert`.
+    pub client_key: Option<std::path::PathBuf>,
 }
 
 /// Everything a worker needs to open connections and send requests.
@@ -174,6 +178,12 @@ impl Transport {
         extra_headers: &[(String, String)],
     ) -> Result<Self> {
         let http2 = http2 || protocol == Protocol::Grpc;
+        if !endpoint.tls && tls.client_cert.is_some() {
+            bail!(
+                "--client-cert needs a TLS endpoint (https:// or grpcs://), not {}",
+                endpoint.url()
+            );
+        }
         let tls = if endpoint.tls {
             let config = client_tls_config(tls, http2)?;
             let name = tls
@@ -465,11 +475,10 @@ fn client_tls_config(opts: &TlsOptions, http2: bool) -> Result<rustls::ClientCon
     let builder = rustls::ClientConfig::builder_with_provider(provider.clone())
         .with_safe_default_protocol_versions()
         .context("tls protocol versions")?;
-    let mut config = if opts.insecure_skip_verify {
+    let config = if opts.insecure_skip_verify {
         builder
             .dangerous()
             .with_custom_certificate_verifier(Arc::new(insecure::AcceptAnyCertificate(provider)))
-            .with_no_client_auth()
     } else {
         let mut roots = rustls::RootCertStore::empty();
         match &opts.ca_file {
@@ -489,7 +498,27 @@ fn client_tls_config(opts: &TlsOptions, http2: bool) -> Result<rustls::ClientCon
             }
             None => roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned()),
         }
-        builder.with_root_certificates(roots).with_no_client_auth()
+        builder.with_root_certificates(roots)
+    };
+    let mut config = match (&opts.client_cert, &opts.client_key) {
+        (Some(cert), Some(key)) => {
+            let chain = CertificateDer::pem_file_iter(cert)
+                .with_context(|| format!("failed to read client certificate {}", cert.display()))?
+                .collect::<Result<Vec<_>, _>>()
+                .with_context(|| format!("bad certificate in {}", cert.display()))?;
+            if chain.is_empty() {
+                bail!(
+                    "no certificates in client certificate file {}",
+                    cert.display()
+                );
+            }
+            let key = PrivateKeyDer::from_pem_file(key)
+                .with_context(|| format!("no private key in {}", key.display()))?;
+            config
+                .with_client_auth_cert(chain, key)
+                .context("client certificate and key do not fit together")?
+        }
+        _ => config.with_no_client_auth(),
     };
     config.alpn_protocols = if http2 {
         vec![b"h2".to_vec()]

@@ -1,5 +1,5 @@
-//! The wire-format boundary: signals and their paths, compression, gRPC framing and
-//! OTLP/JSON conversion.
+//! The wire-format boundary: signals (the protocol crate's [`Signal`], with their paths),
+//! compression, gRPC framing and OTLP/JSON conversion.
 //!
 //! Everything loadgen needs from the OTLP wire format beyond prost message types goes
 //! through this module. gRPC framing, decompression and OTLP/JSON come from
@@ -14,61 +14,15 @@ use prost::Message;
 use shardtel_protocol::compression::{self as protocol_compression, Encoding};
 use shardtel_protocol::grpc;
 
-/// Which OTLP signal a run sends.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum Signal {
-    /// Spans: `ExportTraceServiceRequest`.
-    Traces,
-    /// Metric data points: `ExportMetricsServiceRequest`.
-    Metrics,
-    /// Log records: `ExportLogsServiceRequest`.
-    Logs,
-}
+/// Which OTLP signal a run sends: the protocol crate's, with its names and paths.
+pub use shardtel_protocol::Signal;
 
-impl Signal {
-    /// The unary gRPC method path.
-    pub fn grpc_path(self) -> &'static str {
-        match self {
-            Signal::Traces => "/opentelemetry.proto.collector.trace.v1.TraceService/Export",
-            Signal::Metrics => "/opentelemetry.proto.collector.metrics.v1.MetricsService/Export",
-            Signal::Logs => "/opentelemetry.proto.collector.logs.v1.LogsService/Export",
-        }
-    }
-
-    /// The default OTLP/HTTP path.
-    pub fn http_path(self) -> &'static str {
-        match self {
-            Signal::Traces => "/v1/traces",
-            Signal::Metrics => "/v1/metrics",
-            Signal::Logs => "/v1/logs",
-        }
-    }
-
-    /// What one item of this signal is called in reports.
-    pub fn item_name(self) -> &'static str {
-        match self {
-            Signal::Traces => "spans",
-            Signal::Metrics => "points",
-            Signal::Logs => "records",
-        }
-    }
-
-    /// The protocol crate's name for this signal.
-    pub fn to_protocol(self) -> shardtel_protocol::Signal {
-        match self {
-            Signal::Traces => shardtel_protocol::Signal::Traces,
-            Signal::Metrics => shardtel_protocol::Signal::Metrics,
-            Signal::Logs => shardtel_protocol::Signal::Logs,
-        }
-    }
-
-    /// The signal's name as used on the command line and in JSON results.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Signal::Traces => "traces",
-            Signal::Metrics => "metrics",
-            Signal::Logs => "logs",
-        }
+/// What one item of `signal` is called in reports.
+pub fn item_name(signal: Signal) -> &'static str {
+    match signal {
+        Signal::Traces => "spans",
+        Signal::Metrics => "points",
+        Signal::Logs => "records",
     }
 }
 
@@ -225,14 +179,12 @@ pub fn grpc_first_message(body: &[u8], encoding: Option<&str>) -> Result<Option<
 
 /// Converts an `Export*ServiceRequest` in protobuf to OTLP/JSON.
 pub fn protobuf_to_json(signal: Signal, protobuf: &[u8]) -> Result<Vec<u8>> {
-    shardtel_protocol::json::from_protobuf(signal.to_protocol(), protobuf)
-        .context("failed to encode otlp json")
+    shardtel_protocol::json::from_protobuf(signal, protobuf).context("failed to encode otlp json")
 }
 
 /// Converts an OTLP/JSON `Export*ServiceRequest` to protobuf.
 pub fn json_to_protobuf(signal: Signal, json: &[u8]) -> Result<bytes::Bytes> {
-    shardtel_protocol::json::to_protobuf(signal.to_protocol(), json)
-        .context("failed to read otlp json")
+    shardtel_protocol::json::to_protobuf(signal, json).context("failed to read otlp json")
 }
 
 /// Items the server rejected, read from an `Export*ServiceResponse` in protobuf

@@ -6,29 +6,21 @@ mod otlp_target;
 
 use std::sync::Arc;
 
+use std::time::{Duration, Instant};
+
 use otlp_target::{
-    describe, grpc_receiver, grpc_receiver_on, http_file_exporter_on, loadgen, read_json, temp_dir,
+    grpc_receiver, grpc_receiver_on, http_file_exporter_on, run_with_json, temp_dir, url,
 };
 
+/// loadgen with `args` and 4 request templates; (exit code, JSON results, output).
 fn run(
     dir: &std::path::Path,
     name: &str,
     args: &[&str],
 ) -> (Option<i32>, serde_json::Value, String) {
-    let json = dir.join(format!("{name}.json"));
-    let mut all: Vec<&str> = args.to_vec();
-    all.extend_from_slice(&[
-        "--quiet",
-        "--templates",
-        "4",
-        "--json",
-        json.to_str().unwrap(),
-    ]);
-    let out = loadgen(&all);
-    let text = describe(&out);
-    eprintln!("{text}");
-    assert!(json.exists(), "no json results\n{text}");
-    (out.status.code(), read_json(&json), text)
+    let mut all = args.to_vec();
+    all.extend_from_slice(&["--templates", "4"]);
+    run_with_json(dir, name, &all)
 }
 
 #[test]
@@ -36,7 +28,7 @@ fn grpc_counts_accepted_and_refused_with_gzip_and_zstd() {
     let dir = temp_dir("grpc");
     // Every fourth request is refused with UNAVAILABLE (trailers-only response).
     let target = grpc_receiver(Box::new(|i| if i % 4 == 3 { 14 } else { 0 }));
-    let endpoint = format!("http://127.0.0.1:{}", target.addr.port());
+    let endpoint = url("http", &target);
     let (code, res, text) = run(
         &dir,
         "gzip",
@@ -74,7 +66,7 @@ fn grpc_counts_accepted_and_refused_with_gzip_and_zstd() {
 
     // Open loop at 200 requests/s for one second, zstd.
     let target = grpc_receiver(Box::new(|_| 0));
-    let endpoint = format!("grpc://127.0.0.1:{}", target.addr.port());
+    let endpoint = url("grpc", &target);
     let (code, res, text) = run(
         &dir,
         "zstd",
@@ -115,7 +107,7 @@ fn grpc_counts_accepted_and_refused_with_gzip_and_zstd() {
 fn grpc_errors_are_failures_by_code_and_no_acceptance_exits_1() {
     let dir = temp_dir("grpc-fail");
     let target = grpc_receiver(Box::new(|_| 3));
-    let endpoint = format!("http://127.0.0.1:{}", target.addr.port());
+    let endpoint = url("http", &target);
     let (code, res, text) = run(&dir, "fail", &["-e", &endpoint, "--count", "7"]);
     assert_eq!(code, Some(1), "{text}");
     assert_eq!(
@@ -135,7 +127,7 @@ fn grpc_errors_are_failures_by_code_and_no_acceptance_exits_1() {
 fn metrics_and_logs_are_sent_too() {
     let dir = temp_dir("signals");
     let target = grpc_receiver(Box::new(|_| 0));
-    let endpoint = format!("http://127.0.0.1:{}", target.addr.port());
+    let endpoint = url("http", &target);
     let (code, res, text) = run(
         &dir,
         "metrics",
@@ -183,14 +175,26 @@ fn an_unreachable_target_gives_up_after_the_timeout() {
         .unwrap()
         .port();
     let endpoint = format!("http://127.0.0.1:{port}");
-    let started = std::time::Instant::now();
+    // Process start, the connection attempts' backoff and the report: well within this.
+    const MARGIN: Duration = Duration::from_secs(9);
+    let started = Instant::now();
     let (code, res, text) = run(
         &dir,
         "down",
         &["-e", &endpoint, "--count", "5", "--timeout", "1s"],
     );
+    let took = started.elapsed();
     assert_eq!(code, Some(1), "{text}");
-    assert!(started.elapsed() < std::time::Duration::from_secs(10));
+    // It tries for the whole timeout (1 s without a connection), then gives up.
+    assert!(
+        took >= Duration::from_secs(1),
+        "gave up after {took:?}\n{text}"
+    );
+    assert!(
+        took < Duration::from_secs(1) + MARGIN,
+        "took {took:?}\n{text}"
+    );
+    assert!(text.contains("giving up"), "{text}");
     assert!(res["connection_failures"].as_u64().unwrap() > 0, "{text}");
     assert_eq!(res["requests"]["sent"], 0);
     std::fs::remove_dir_all(dir).unwrap();
@@ -256,10 +260,106 @@ fn grpc_over_tls_with_a_ca_file_or_without_verification() {
 }
 
 #[test]
+fn grpc_over_mtls_with_a_bearer_token() {
+    let dir = temp_dir("mtls");
+    // A CA signing the server's certificate (localhost) and the client's.
+    let ca_key = rcgen::KeyPair::generate().unwrap();
+    let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    ca_params
+        .distinguished_name
+        .push(rcgen::DnType::CommonName, "loadgen test ca");
+    let ca_cert = ca_params.self_signed(&ca_key).unwrap();
+    let leaf = |sans: Vec<String>, usage| {
+        let key = rcgen::KeyPair::generate().unwrap();
+        let mut params = rcgen::CertificateParams::new(sans).unwrap();
+        params.extended_key_usages = vec![usage];
+        let cert = params.signed_by(&key, &ca_cert, &ca_key).unwrap();
+        (cert, key)
+    };
+    let (server_cert, server_key) = leaf(
+        vec!["localhost".into()],
+        rcgen::ExtendedKeyUsagePurpose::ServerAuth,
+    );
+    let (client_cert, client_key) = leaf(vec![], rcgen::ExtendedKeyUsagePurpose::ClientAuth);
+    let ca = dir.join("ca.pem");
+    std::fs::write(&ca, ca_cert.pem()).unwrap();
+    let cert_file = dir.join("client.pem");
+    std::fs::write(&cert_file, client_cert.pem()).unwrap();
+    let key_file = dir.join("client.key");
+    std::fs::write(&key_file, client_key.serialize_pem()).unwrap();
+
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add(ca_cert.der().clone()).unwrap();
+    let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(
+        Arc::new(roots),
+        provider.clone(),
+    )
+    .build()
+    .unwrap();
+    let key_der = rustls::pki_types::PrivateKeyDer::Pkcs8(
+        rustls::pki_types::PrivatePkcs8KeyDer::from(server_key.serialize_der()),
+    );
+    let mut config = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_client_cert_verifier(verifier)
+        .with_single_cert(vec![server_cert.der().clone()], key_der)
+        .unwrap();
+    config.alpn_protocols = vec![b"h2".to_vec()];
+    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+    let target = grpc_receiver_on(Box::new(|_| 0), Some(acceptor));
+    let endpoint = format!("grpcs://localhost:{}", target.addr.port());
+
+    let (code, res, text) = run(
+        &dir,
+        "mtls",
+        &[
+            "-e",
+            &endpoint,
+            "--count",
+            "4",
+            "--ca-file",
+            ca.to_str().unwrap(),
+            "--client-cert",
+            cert_file.to_str().unwrap(),
+            "--client-key",
+            key_file.to_str().unwrap(),
+            "--bearer-token",
+            "loadgen-token",
+        ],
+    );
+    assert_eq!(code, Some(0), "{text}");
+    assert_eq!(res["requests"]["accepted"], 4, "{text}");
+    assert_eq!(target.authorizations(), vec!["Bearer loadgen-token"; 4]);
+
+    // Without the client certificate the server refuses the handshake: nothing is sent.
+    let (code, res, text) = run(
+        &dir,
+        "no-cert",
+        &[
+            "-e",
+            &endpoint,
+            "--count",
+            "1",
+            "--timeout",
+            "1s",
+            "--ca-file",
+            ca.to_str().unwrap(),
+        ],
+    );
+    assert_eq!(code, Some(1), "{text}");
+    assert_eq!(res["requests"]["accepted"], 0, "{text}");
+    assert_eq!(target.authorizations().len(), 4);
+    std::fs::remove_dir_all(dir).unwrap();
+}
+
+#[test]
 fn otlp_http_over_h2c_with_several_streams_per_connection() {
     let dir = temp_dir("h2c");
     let target = http_file_exporter_on(&dir.join("traces.jsonl"), Box::new(|_| false), true);
-    let endpoint = format!("http://127.0.0.1:{}", target.addr.port());
+    let endpoint = url("http", &target);
     let (code, res, text) = run(
         &dir,
         "h2c",

@@ -4,7 +4,7 @@
 
 mod otlp_target;
 
-use otlp_target::{describe, http_file_exporter, loadgen, read_json, temp_dir};
+use otlp_target::{http_file_exporter, run_with_json, temp_dir};
 
 const REQUESTS: u64 = 50;
 const SPANS_PER_REQUEST: u64 = 100;
@@ -15,10 +15,7 @@ fn run_verify(
     port: u16,
     extra: &[&str],
 ) -> (Option<i32>, serde_json::Value, String) {
-    let json = dir.join(format!(
-        "result-{}.json",
-        extra.join("_").replace(['-', ' '], "")
-    ));
+    let name = format!("result-{}", extra.join("_").replace(['-', ' '], ""));
     let endpoint = format!("http://127.0.0.1:{port}");
     let pattern = format!("{}/traces*.jsonl*", dir.display());
     let count = REQUESTS.to_string();
@@ -38,21 +35,14 @@ fn run_verify(
         "2s",
         "--verify-settle",
         "300ms",
-        "--quiet",
         "--templates",
         "8",
-        "--json",
-        json.to_str().unwrap(),
     ];
     args.extend_from_slice(extra);
     if !extra.contains(&"--protocol") {
         args.extend_from_slice(&["--protocol", "http-protobuf"]);
     }
-    let out = loadgen(&args);
-    let text = describe(&out);
-    eprintln!("{text}");
-    assert!(json.exists(), "no json results written\n{text}");
-    (out.status.code(), read_json(&json), text)
+    run_with_json(dir, &name, &args)
 }
 
 #[test]

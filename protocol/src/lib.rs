@@ -3,6 +3,9 @@
 //! This crate is a leaf: it knows nothing of executors, sockets or files, and no engine types.
 //! Its layers, bottom up:
 //!
+//! - [`Signal`] ([`signal`]): traces, metrics or logs, with [`Signal::index`] for per-signal
+//!   arrays, the name and the OTLP/HTTP and gRPC paths. The one signal type of the workspace:
+//!   `shardtel-config` re-exports it, sinks, the engine and loadgen use it.
 //! - [`wire`]: a zero-copy protobuf reader (varints, keys, length-delimited fields) with small
 //!   `Copy` errors carrying absolute offsets.
 //! - [`scan`]: the validating scanner. [`scan::TracesIndex`] indexes an
@@ -89,40 +92,12 @@ pub mod rewrite;
 pub mod route;
 pub mod scan;
 pub mod series;
+pub mod signal;
 pub mod span;
 pub mod status;
 pub mod wire;
 
+pub use signal::Signal;
+
 /// A trace id: 16 bytes.
 pub type TraceId = [u8; 16];
-
-/// An OTLP signal.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub enum Signal {
-    /// Spans (`ExportTraceServiceRequest`).
-    Traces,
-    /// Metric data points (`ExportMetricsServiceRequest`).
-    Metrics,
-    /// Log records (`ExportLogsServiceRequest`).
-    Logs,
-}
-
-impl Signal {
-    /// `"traces"`, `"metrics"` or `"logs"`.
-    pub fn name(&self) -> &'static str {
-        match self {
-            Signal::Traces => "traces",
-            Signal::Metrics => "metrics",
-            Signal::Logs => "logs",
-        }
-    }
-
-    /// All three signals.
-    pub const ALL: [Signal; 3] = [Signal::Traces, Signal::Metrics, Signal::Logs];
-}
-
-impl std::fmt::Display for Signal {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(self.name())
-    }
-}

@@ -35,6 +35,20 @@ pub(crate) fn find<'a>(attributes: &'a [KeyValue], key: &str) -> Option<&'a KeyV
     attributes.iter().find(|kv| kv.key == key)
 }
 
+/// A double as Go's `FormatFloat(f, 'f', -1, 64)` writes it, with `+Inf`, `-Inf` and `NaN`: the
+/// text of double attribute values, and of Prometheus bucket bounds and quantiles.
+pub(crate) fn float_label(value: f64) -> String {
+    if value == f64::INFINITY {
+        "+Inf".to_string()
+    } else if value == f64::NEG_INFINITY {
+        "-Inf".to_string()
+    } else if value.is_nan() {
+        "NaN".to_string()
+    } else {
+        format!("{value}")
+    }
+}
+
 fn write_plain(value: &Value, out: &mut String) {
     match value {
         Value::StringValue(s) => out.push_str(s),
@@ -46,7 +60,7 @@ fn write_plain(value: &Value, out: &mut String) {
         Value::StringValueStrindex(i) => {
             let _ = write!(out, "{i}");
         }
-        Value::DoubleValue(d) => out.push_str(&crate::prometheus::naming::float_label(*d)),
+        Value::DoubleValue(d) => out.push_str(&float_label(*d)),
         Value::BytesValue(b) => out.push_str(&base64::engine::general_purpose::STANDARD.encode(b)),
         Value::ArrayValue(_) | Value::KvlistValue(_) => write_json(value, out),
     }
@@ -63,7 +77,7 @@ pub(crate) fn write_json(value: &Value, out: &mut String) {
             write_plain(value, out)
         }
         Value::DoubleValue(d) if d.is_finite() => write_plain(value, out),
-        Value::DoubleValue(d) => json_string(&crate::prometheus::naming::float_label(*d), out),
+        Value::DoubleValue(d) => json_string(&float_label(*d), out),
         Value::ArrayValue(array) => {
             out.push('[');
             for (i, v) in array.values.iter().enumerate() {
@@ -154,5 +168,15 @@ mod tests {
             }],
         });
         assert_eq!(value_text(Some(&any(map))), "{\"k\":\"v\\n\"}");
+    }
+
+    #[test]
+    fn float_labels_match_go() {
+        assert_eq!(float_label(1.0), "1");
+        assert_eq!(float_label(0.5), "0.5");
+        assert_eq!(float_label(0.005), "0.005");
+        assert_eq!(float_label(1e21), "1000000000000000000000");
+        assert_eq!(float_label(f64::INFINITY), "+Inf");
+        assert_eq!(float_label(-2.5), "-2.5");
     }
 }

@@ -12,8 +12,6 @@ use shardtel_protocol::scan::SpanBatch;
 use shardtel_protocol::Signal;
 use std::sync::Arc;
 
-use crate::stats::signal_index;
-
 /// Limits of one batch (from `shardtel_config::BatchConfig`); zero means no limit.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) struct BatchLimits {
@@ -141,7 +139,7 @@ impl Batcher {
         mut emit: impl FnMut(Batch),
     ) -> bool {
         let limits = self.limits;
-        let open = &mut self.open[signal_index(signal)];
+        let open = &mut self.open[signal.index()];
         if open.opened_at.is_some()
             && limits.max_bytes > 0
             && open.bytes + piece.len > limits.max_bytes

@@ -21,7 +21,6 @@ use shardtel_protocol::Signal;
 use shardtel_wal::{Append, Wal, WalError, WalOptions, WalReader, WalStats};
 
 use crate::batch::Batch;
-use crate::stats::signal_index;
 
 /// Per-frame bytes besides the request: the header and the item count.
 const FRAME_OVERHEAD: usize = shardtel_wal::frame::HEADER_LEN + 8;
@@ -170,8 +169,7 @@ impl DiskQueue {
         let mut payload = Vec::with_capacity(batch.chunks.len() + 1);
         payload.push(Bytes::copy_from_slice(&batch.items.to_le_bytes()));
         payload.extend(batch.chunks.iter().cloned());
-        self.wal
-            .append(1 + signal_index(batch.signal) as u8, payload)
+        self.wal.append(1 + batch.signal.index() as u8, payload)
     }
 
     /// The next batch to send and its LSN, waiting until one is durable; `None` once the log

@@ -1,10 +1,15 @@
-//! Errors, and the one place that decides which export failures are retried.
+//! What an export attempt returns — an [`ExportReply`] or an [`ExportError`] — and the one
+//! place that decides which failures are retried ([`ExportError::disposition`], with the Kafka
+//! error codes in [`kafka_code_is_retryable`]). Errors hold data; nothing here calls into an
+//! exporter.
 
 use std::io;
 use std::path::PathBuf;
 use std::time::Duration;
 
 use http::StatusCode;
+use rdkafka::error::KafkaError;
+use rdkafka::types::RDKafkaErrorCode;
 use shardtel_protocol::grpc::Code;
 
 /// Building an exporter failed (bad configuration that validation let through).
@@ -72,6 +77,15 @@ pub struct QueueFull {
     pub queued_bytes: usize,
     /// The queue's bound (`queue.max_bytes`).
     pub max_bytes: usize,
+}
+
+/// What the backend said about an accepted request.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub(crate) struct ExportReply {
+    /// Items the backend rejected (`partial_success`).
+    pub rejected: u64,
+    /// The backend's explanation for the rejection.
+    pub message: String,
 }
 
 /// One failed export attempt.
@@ -157,7 +171,7 @@ pub enum ExportError {
     #[error("kafka: {source} ({failed} messages failed delivery)")]
     Kafka {
         /// The first error (enqueueing or a delivery report).
-        source: rdkafka::error::KafkaError,
+        source: KafkaError,
         /// Messages whose delivery report was an error.
         failed: u64,
     },
@@ -201,7 +215,7 @@ impl ExportError {
             | Self::Encode { .. }
             | Self::Panicked(_) => Disposition::Permanent,
             Self::Kafka { source, .. } => {
-                if crate::kafka::is_retryable(source) {
+                if kafka_error_is_retryable(source) {
                     Disposition::Retry { after: None }
                 } else {
                     Disposition::Permanent
@@ -251,6 +265,31 @@ impl ExportError {
             },
         }
     }
+}
+
+/// Whether a Kafka error code can clear up by itself (broker down, leader moving, timeouts,
+/// a full queue) or will come back on every attempt (message too large, not authorized,
+/// invalid topic or record). The Kafka exporter also decides per message with it.
+pub(crate) fn kafka_code_is_retryable(code: RDKafkaErrorCode) -> bool {
+    use RDKafkaErrorCode as C;
+    !matches!(
+        code,
+        C::MessageSizeTooLarge
+            | C::MessageBatchTooLarge
+            | C::InvalidRecord
+            | C::InvalidTopic
+            | C::TopicAuthorizationFailed
+            | C::ClusterAuthorizationFailed
+            | C::InvalidArgument
+    )
+}
+
+/// [`kafka_code_is_retryable`] for any Kafka error; configuration errors are permanent.
+fn kafka_error_is_retryable(error: &KafkaError) -> bool {
+    !matches!(error, KafkaError::ClientConfig(..) | KafkaError::Nul(_))
+        && error
+            .rdkafka_error_code()
+            .is_none_or(kafka_code_is_retryable)
 }
 
 /// The gRPC code a non-200 HTTP answer to a gRPC call stands for (gRPC's
@@ -378,6 +417,24 @@ mod tests {
             ExportError::MalformedResponse { reason: "x" }.disposition(),
             Disposition::Permanent
         );
+    }
+
+    #[test]
+    fn kafka_classification() {
+        let is_retryable = kafka_error_is_retryable;
+        let produce = |code| KafkaError::MessageProduction(code);
+        assert!(is_retryable(&produce(RDKafkaErrorCode::QueueFull)));
+        assert!(is_retryable(&produce(RDKafkaErrorCode::MessageTimedOut)));
+        assert!(is_retryable(&produce(RDKafkaErrorCode::AllBrokersDown)));
+        assert!(is_retryable(&produce(
+            RDKafkaErrorCode::NotLeaderForPartition
+        )));
+        assert!(!is_retryable(&produce(
+            RDKafkaErrorCode::MessageSizeTooLarge
+        )));
+        assert!(!is_retryable(&produce(
+            RDKafkaErrorCode::TopicAuthorizationFailed
+        )));
     }
 
     #[test]

@@ -2,23 +2,23 @@
 //! (no trait objects), and how each is built from its configuration.
 
 use ::http::header::{HeaderMap, HeaderName, HeaderValue};
-use ::http::Uri;
 use shardtel_config::{
-    BatchConfig, Compression, Endpoint, ExporterConfig, ExporterKind, QueueConfig, QueueOverflow,
-    QueueStorage, RetryConfig, Signal as ConfigSignal,
+    BatchConfig, Compression, ExporterConfig, ExporterKind, QueueConfig, QueueOverflow,
+    QueueStorage, RetryConfig,
 };
 use shardtel_protocol::compression::Encoding;
+use shardtel_protocol::Signal;
 
 use crate::batch::{Batch, BatchLimits};
-use crate::error::{ExportError, SinkError};
+use crate::error::{ExportError, ExportReply, SinkError};
 use crate::file::{core_file_path, FileExporter};
 use crate::kafka::KafkaExporter;
 use crate::loki::LokiExporter;
 use crate::otlp::grpc::OtlpGrpcExporter;
-use crate::otlp::http::{OtlpHttpExporter, SignalRoute};
-use crate::otlp::{ExportReply, Target};
+use crate::otlp::http::OtlpHttpExporter;
 use crate::prometheus::PrometheusExporter;
 use crate::retry::RetryPolicy;
+use crate::transport::{invalid_endpoint, Route, Target};
 
 /// Concurrent requests per network exporter per core.
 pub const NETWORK_SENDERS: usize = 4;
@@ -100,7 +100,7 @@ impl Exporter {
         let name = cfg.name.as_str();
         Ok(match &cfg.kind {
             ExporterKind::Otlp(c) => {
-                let target = target(name, &c.endpoint)?;
+                let target = Target::from_endpoint(name, &c.endpoint)?;
                 let headers = headers(name, &c.headers)?;
                 let exporter =
                     OtlpGrpcExporter::new(target, encoding(c.compression), c.timeout, headers)
@@ -111,23 +111,11 @@ impl Exporter {
                 )
             }
             ExporterKind::OtlpHttp(c) => {
-                let route = |signal: ConfigSignal| -> Result<SignalRoute, SinkError> {
-                    let endpoint = c.signal_endpoint(signal);
-                    let path = match endpoint.path.as_str() {
-                        "" => "/",
-                        path => path,
-                    };
-                    Ok(SignalRoute {
-                        target: target(name, &endpoint)?,
-                        path: path
-                            .parse::<Uri>()
-                            .map_err(|_| invalid_endpoint(name, &endpoint))?,
-                    })
-                };
+                let route = |signal| Route::from_endpoint(name, &c.signal_endpoint(signal));
                 let routes = [
-                    route(ConfigSignal::Traces)?,
-                    route(ConfigSignal::Metrics)?,
-                    route(ConfigSignal::Logs)?,
+                    route(Signal::Traces)?,
+                    route(Signal::Metrics)?,
+                    route(Signal::Logs)?,
                 ];
                 let headers = headers(name, &c.headers)?;
                 (
@@ -171,20 +159,18 @@ impl Exporter {
                 QueueSettings::from_config(&c.batch, &c.retry, &c.queue),
             ),
             ExporterKind::PrometheusRemoteWrite(c) => {
-                let (target, path) = http_target(name, &c.endpoint)?;
+                let route = Route::from_endpoint(name, &c.endpoint)?;
                 let headers = headers(name, &c.headers)?;
                 (
-                    Self::Prometheus(PrometheusExporter::new(
-                        target, path, headers, c, core, cores,
-                    )),
+                    Self::Prometheus(PrometheusExporter::new(route, headers, c, core, cores)),
                     QueueSettings::from_config(&c.batch, &c.retry, &c.queue),
                 )
             }
             ExporterKind::Loki(c) => {
-                let (target, path) = http_target(name, &c.endpoint)?;
+                let route = Route::from_endpoint(name, &c.endpoint)?;
                 let headers = headers(name, &c.headers)?;
                 (
-                    Self::Loki(LokiExporter::new(target, path, headers, c, NETWORK_SENDERS)),
+                    Self::Loki(LokiExporter::new(route, headers, c, NETWORK_SENDERS)),
                     QueueSettings::from_config(&c.batch, &c.retry, &c.queue),
                 )
             }
@@ -192,13 +178,13 @@ impl Exporter {
         })
     }
 
-    /// The configuration's name for this kind.
     /// Whether it cuts trace batches with the owner cores' span indexes when it gets them
     /// (`Batch::traces`).
     pub(crate) fn uses_span_index(&self) -> bool {
         matches!(self, Self::Kafka(e) if e.uses_span_index())
     }
 
+    /// The configuration's name for this kind.
     pub(crate) fn kind(&self) -> &'static str {
         match self {
             Self::Otlp(_) => "otlp",
@@ -276,40 +262,6 @@ fn encoding(compression: Compression) -> Encoding {
         Compression::None => Encoding::Identity,
         Compression::Gzip => Encoding::Gzip,
         Compression::Zstd => Encoding::Zstd,
-    }
-}
-
-fn target(exporter: &str, endpoint: &Endpoint) -> Result<Target, SinkError> {
-    if !endpoint.scheme.eq_ignore_ascii_case("http") {
-        return Err(SinkError::UnsupportedScheme {
-            exporter: exporter.to_string(),
-            scheme: endpoint.scheme.to_string(),
-        });
-    }
-    let authority = endpoint.authority();
-    if authority.parse::<::http::uri::Authority>().is_err() {
-        return Err(invalid_endpoint(exporter, endpoint));
-    }
-    Ok(Target {
-        host: endpoint.host.to_string(),
-        port: endpoint.port,
-        authority,
-    })
-}
-
-/// Host, port and request path of a storage endpoint (`http://host:port/path`).
-fn http_target(exporter: &str, endpoint: &Endpoint) -> Result<(Target, Uri), SinkError> {
-    let path = endpoint
-        .path_or_root()
-        .parse::<Uri>()
-        .map_err(|_| invalid_endpoint(exporter, endpoint))?;
-    Ok((target(exporter, endpoint)?, path))
-}
-
-fn invalid_endpoint(exporter: &str, endpoint: &Endpoint) -> SinkError {
-    SinkError::InvalidEndpoint {
-        exporter: exporter.to_string(),
-        endpoint: endpoint.to_string(),
     }
 }
 

@@ -10,9 +10,9 @@
 //! - [`ExportQueue`]: one exporter on one core; [`ExportQueue::try_push`]
 //!   refuses with [`QueueFull`] instead of growing, [`ExportQueue::drain`]
 //!   flushes on shutdown, [`ExportQueue::stats`] gives an [`ExporterStats`]
-//!   snapshot (per-signal arrays indexed by [`signal_index`]).
-//! - The kinds behind it (chosen by `type` in `[exporters.NAME]`): `otlp`
-//!   (OTLP/gRPC over h2c, gzip by default), `otlphttp` (OTLP/HTTP protobuf over
+//!   snapshot (per-signal arrays indexed by [`Signal::index`](shardtel_protocol::Signal::index)).
+//! - The kinds behind it (chosen by `type` in `[exporters.NAME]`, one folder or file each):
+//!   `otlp` (OTLP/gRPC over h2c, gzip by default), `otlphttp` (OTLP/HTTP protobuf over
 //!   HTTP/1.1 keep-alive), `file` (OTLP JSON lines, one file per core, rotated
 //!   by size), `kafka` (one message per trace keyed by trace ID, librdkafka's threads beside
 //!   the reactors), `prometheusremotewrite` (remote write v1 with per-series delta →
@@ -25,11 +25,29 @@
 //! - [`panics`]: a conversion or export that panics fails its batch (counted) instead of its
 //!   core; shared with the engine's receivers.
 //!
-//! Layers: `shardtel-protocol` (wire format: [`shardtel_protocol::reframe::Encoded`]
-//! pieces, compression, OTLP JSON) and `shardtel-config` (exporter settings)
-//! below; the engine above owns the executors and calls [`ExportQueue::start`]
-//! once per core and exporter. Runtime: glommio (timers, io_uring files and
-//! sockets), hyper (HTTP/1.1 and HTTP/2 clients), `log` for messages.
+//! Modules, bottom up (each uses only those above it):
+//! - `net`, `retry` (backoff, `Retry-After`, `google.rpc.Status`), `offload`, `notify`,
+//!   `threads`, `report`, `attributes` (attribute values as text): helpers that know no
+//!   exporter.
+//! - `error`: what an attempt returns ([`ExportError`], `ExportReply`) and its classification;
+//!   data only.
+//! - `transport`: the HTTP transport of every network exporter: targets built from
+//!   endpoints, the one place connections are opened (`Target::connect`, where TLS goes), an
+//!   HTTP/1.1 keep-alive pool, a shared HTTP/2 connection, request and response bodies.
+//! - `batch`: batches and the per-signal batcher.
+//! - The kinds, one folder or file each: `file`, `kafka`, `otlp` (on `transport`), `push`
+//!   (what the storage kinds share, on `transport`), `prometheus` (on `push`), `loki` (on
+//!   `push`, and on `prometheus`'s label naming, which Loki's labels follow).
+//! - `stats` (the snapshot, with a slot for each kind's counters), `exporter` (the dispatch
+//!   over the kinds, built from their configuration), `disk_queue`.
+//! - `queue`: [`ExportQueue`], batching, the bounded queue and the sender tasks.
+//!
+//! Crates below: `shardtel-protocol` (wire format: [`shardtel_protocol::reframe::Encoded`]
+//! pieces, [`shardtel_protocol::Signal`], compression, OTLP JSON), `shardtel-config`
+//! (exporter settings) and `shardtel-wal` (disk queues); the engine above owns the executors
+//! and calls [`ExportQueue::start`] once per core and exporter. Runtime: glommio (timers,
+//! io_uring files and sockets), hyper (HTTP/1.1 and HTTP/2 clients), rdkafka, `log` for
+//! messages.
 //!
 //! # Example
 //!
@@ -60,13 +78,13 @@
 //!     .unwrap();
 //! ```
 
-// net.rs implements hyper's read trait with one audited `unsafe` block.
+// net.rs implements hyper's read trait with one audited `unsafe` block (`#[allow]`ed there,
+// with its `// SAFETY:` note); nothing else may.
 #![deny(unsafe_code)]
 #![deny(missing_docs)]
 
 mod attributes;
 mod batch;
-mod body;
 mod disk_queue;
 mod error;
 mod exporter;
@@ -85,16 +103,17 @@ mod report;
 mod retry;
 mod stats;
 pub mod threads;
+mod transport;
 
 pub use disk_queue::{queue_dir, DiskQueueSettings};
 pub use error::{Disposition, ExportError, QueueFull, SinkError};
 pub use exporter::{senders_of, NETWORK_SENDERS};
 pub use file::{backup_path, core_file_path};
-pub use kafka::TraceMessages;
+pub use kafka::{KafkaProducerStats, TraceMessages};
 pub use queue::{DrainOutcome, ExportQueue};
 pub use report::REPORT_INTERVAL;
 pub use retry::{RetryPolicy, MULTIPLIER, RANDOMIZATION};
-pub use stats::{signal_index, ExporterStats, KafkaProducerStats, SignalStats};
+pub use stats::{ExporterStats, SignalStats};
 
 /// `user-agent` of every request.
 pub(crate) const USER_AGENT: &str = concat!("shardtel/", env!("CARGO_PKG_VERSION"));

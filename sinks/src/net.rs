@@ -52,9 +52,11 @@ impl hyper::rt::Read for GlommioIo {
         let dst = buf.initialize_unfilled();
         match Pin::new(&mut self.stream).poll_read(cx, dst) {
             Poll::Ready(Ok(n)) => {
+                // The one unsafe site of this crate (`#![deny(unsafe_code)]` in lib.rs).
                 #[allow(unsafe_code)]
-                // SAFETY: the read wrote `n <= dst.len()` bytes into the
-                // initialised, unfilled part of the buffer.
+                // SAFETY: `advance(n)` requires the next `n` bytes of the cursor to be
+                // initialised; `poll_read` wrote `n <= dst.len()` bytes into `dst`, which is
+                // exactly that initialised, unfilled part of the buffer.
                 unsafe {
                     buf.advance(n)
                 };

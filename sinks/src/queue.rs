@@ -31,7 +31,7 @@ use crate::notify::Notify;
 use crate::panics::Contained;
 use crate::report::{FailureReport, REPORT_INTERVAL};
 use crate::retry::{random_unit, Backoff, RetryPolicy};
-use crate::stats::{signal_index, ExporterStats};
+use crate::stats::ExporterStats;
 
 /// How [`ExportQueue::drain`] ended.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -252,7 +252,7 @@ impl ExportQueue {
         let charge = held.max(piece.len);
         let queued = s.queue_bytes.get();
         if !s.admits(charge) {
-            s.stats.borrow_mut().refused_items[signal_index(signal)] += items;
+            s.stats.borrow_mut().refused_items[signal.index()] += items;
             return Err(QueueFull {
                 needed: charge,
                 queued_bytes: queued,
@@ -456,7 +456,7 @@ impl Shared {
     /// Sends one batch, retrying as the policy allows, and books the outcome. False when the
     /// queue was dropped before there was an outcome.
     async fn send_with_retry(&self, worker: usize, batch: &Batch) -> bool {
-        let i = signal_index(batch.signal);
+        let i = batch.signal.index();
         // Kinds that convert (prometheusremotewrite, loki) do it once, before the first attempt.
         // A conversion or export that panics fails this batch (counted), not the core.
         let prepare = Contained::new(Box::pin(self.exporter.prepare(batch)));

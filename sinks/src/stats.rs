@@ -1,19 +1,11 @@
-//! Counters of one exporter on one core, published as `Copy` snapshots.
+//! Counters of one exporter on one core, published as `Copy` snapshots: the queue's, which
+//! every kind has, and a slot for each kind's own counters (defined with that kind:
+//! [`crate::KafkaProducerStats`], [`crate::prometheus::ConversionStats`]).
 
 use shardtel_protocol::Signal;
 
-/// The position of `signal` in the per-signal arrays of [`ExporterStats`]:
-/// traces 0, metrics 1, logs 2.
-pub fn signal_index(signal: Signal) -> usize {
-    match signal {
-        Signal::Traces => 0,
-        Signal::Metrics => 1,
-        Signal::Logs => 2,
-    }
-}
-
 /// Snapshot of one exporter instance on one core. Arrays are indexed by
-/// [`signal_index`].
+/// [`Signal::index`].
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct ExporterStats {
     /// Spans / points / records the backend accepted.
@@ -38,26 +30,11 @@ pub struct ExporterStats {
     /// Batches being sent (including those waiting to retry).
     pub in_flight: usize,
     /// Message counters of a `kafka` exporter (zero for other kinds).
-    pub kafka: KafkaProducerStats,
+    pub kafka: crate::kafka::KafkaProducerStats,
     /// Conversion counters of a `prometheusremotewrite` exporter (zero for other kinds).
     pub prometheus: crate::prometheus::ConversionStats,
     /// The disk queue's log, with `queue.storage = "disk"`.
     pub disk: Option<shardtel_wal::WalStats>,
-}
-
-/// Message-level counters of one `kafka` exporter on one core.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct KafkaProducerStats {
-    /// Messages the brokers acknowledged.
-    pub produced_messages: u64,
-    /// Value bytes of those messages (before compression).
-    pub produced_bytes: u64,
-    /// Messages whose delivery failed (the batch is retried or counted as failed).
-    pub failed_messages: u64,
-    /// Value bytes of those messages.
-    pub failed_bytes: u64,
-    /// Times the producer's local queue was full when a message was offered.
-    pub queue_full: u64,
 }
 
 /// The counters of one signal, picked out of an [`ExporterStats`].
@@ -80,7 +57,7 @@ pub struct SignalStats {
 impl ExporterStats {
     /// The counters of `signal`.
     pub fn signal(&self, signal: Signal) -> SignalStats {
-        let i = signal_index(signal);
+        let i = signal.index();
         SignalStats {
             sent_items: self.sent_items[i],
             failed_items: self.failed_items[i],
@@ -99,13 +76,13 @@ mod tests {
     #[test]
     fn signal_picks_its_column() {
         let mut stats = ExporterStats::default();
-        stats.sent_items[signal_index(Signal::Metrics)] = 3;
-        stats.retries_by_signal[signal_index(Signal::Logs)] = 2;
+        stats.sent_items[Signal::Metrics.index()] = 3;
+        stats.retries_by_signal[Signal::Logs.index()] = 2;
         assert_eq!(stats.signal(Signal::Metrics).sent_items, 3);
         assert_eq!(stats.signal(Signal::Traces).sent_items, 0);
         assert_eq!(stats.signal(Signal::Logs).retries, 2);
         for (i, signal) in Signal::ALL.into_iter().enumerate() {
-            assert_eq!(signal_index(signal), i);
+            assert_eq!(signal.index(), i);
         }
     }
 }

@@ -31,6 +31,7 @@
 //! (lz4, acks all, idempotent, as the exporter's defaults), and the run waits for every
 //! delivery and prints the wall time: the broker's own ceiling for this traffic, without
 //! shardtel's receiving side.
+#![forbid(unsafe_code)]
 
 use std::path::PathBuf;
 use std::sync::Arc;

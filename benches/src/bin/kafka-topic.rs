@@ -8,6 +8,7 @@
 //!     every value must decode as an ExportTraceServiceRequest; prints
 //!     "messages M bytes B spans S unique U" and exits 1 if fewer than SPANS spans arrived
 //! ```
+#![forbid(unsafe_code)]
 
 use std::collections::HashSet;
 use std::time::{Duration, Instant};

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use shardtel_config::{Config, ProcessorConfig};
 
 use super::MemoryGauge;
-use crate::telemetry::{signal_index, Exposition, Families};
+use crate::telemetry::{Exposition, Families};
 
 /// Why the memory limiter refused a request (the `reason` label of its refusal counter).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -58,7 +58,7 @@ impl CoreLimiter {
         signal: shardtel_protocol::Signal,
         buffered: impl FnOnce() -> u64,
     ) -> Result<(), Pressure> {
-        let i = signal_index(signal);
+        let i = signal.index();
         if !self.signals[i] {
             return Ok(());
         }

@@ -16,9 +16,7 @@ use shardtel_wal::WalStats;
 
 use super::{BuildError, IngestError};
 use crate::durability::wal_fsync_latency;
-use crate::telemetry::{
-    label_values, signal_index, Column, Exposition, Families, LabelValues, MetricType, SIGNALS,
-};
+use crate::telemetry::{label_values, Column, Exposition, Families, LabelValues, MetricType};
 
 /// What an export queue is charged for a piece of `piece` bytes whose chunks are slices of a
 /// request buffer of `buffer` bytes: the buffer stays in memory while any slice of it does, so
@@ -35,7 +33,7 @@ pub fn queue_charge(piece: usize, buffer: usize) -> usize {
 pub(super) struct Exporters {
     /// Every exporter some pipeline lists, one instance each, by name.
     by_name: BTreeMap<String, Rc<ExportQueue>>,
-    /// The exporters of each signal's pipeline (index: [`signal_index`]).
+    /// The exporters of each signal's pipeline (index: [`Signal::index`]).
     by_signal: [Vec<Rc<ExportQueue>>; 3],
 }
 
@@ -73,7 +71,7 @@ impl Exporters {
                         queue
                     }
                 };
-                by_signal[signal_index(signal)].push(queue);
+                by_signal[signal.index()].push(queue);
             }
         }
         Ok(Exporters { by_name, by_signal })
@@ -86,7 +84,7 @@ impl Exporters {
 
     /// The exporters of `signal`'s pipeline (empty without one).
     pub(super) fn of(&self, signal: Signal) -> &[Rc<ExportQueue>] {
-        &self.by_signal[signal_index(signal)]
+        &self.by_signal[signal.index()]
     }
 
     /// Bytes the queues hold in memory now.
@@ -200,16 +198,16 @@ impl Families for [ExporterSnapshot] {
             ("sent", "successfully sent to the destination"),
             ("send_failed", "that failed to send (after retries)"),
         ] {
-            for signal in SIGNALS {
+            for signal in Signal::ALL {
                 let family = out.counter(
                     format!("shardtel_exporter_{what}_{}_total", item(signal)),
                     format!("Number of {} {help}.", item(signal)),
                 );
                 for (core, e) in exporters() {
                     let v = if what == "sent" {
-                        e.stats.sent_items[signal_index(signal)]
+                        e.stats.sent_items[signal.index()]
                     } else {
-                        e.stats.failed_items[signal_index(signal)]
+                        e.stats.failed_items[signal.index()]
                     };
                     family.sample(
                         &[("exporter", &e.name), ("type", &e.kind), ("core", &core)],

@@ -18,7 +18,7 @@ use shardtel_protocol::Signal;
 use super::decode::Decoder;
 use crate::memory_limiter::CoreLimiter;
 use crate::pipeline::{IngestError, Pipeline, Rejected};
-use crate::telemetry::{signal_index, Exposition, Families, SIGNALS};
+use crate::telemetry::{Exposition, Families};
 
 /// Request bytes in flight charged to every admitted request besides its body: its headers
 /// (an HTTP/2 header list is at most 8 KiB; HTTP/1.1 headers stay in the connection's read
@@ -276,20 +276,20 @@ pub struct ReceiverCounters {
 impl ReceiverCounters {
     /// Counts items (spans, points, records) accepted.
     pub fn accepted(&self, signal: Signal, transport: Transport, items: u64) {
-        let c = &self.accepted[signal_index(signal)][transport as usize];
+        let c = &self.accepted[signal.index()][transport as usize];
         c.set(c.get() + items);
     }
 
     /// Counts items refused (overload, shutdown) and the failed request.
     pub fn refused(&self, signal: Signal, transport: Transport, items: u64) {
-        let c = &self.refused[signal_index(signal)][transport as usize];
+        let c = &self.refused[signal.index()][transport as usize];
         c.set(c.get() + items);
         self.failed_request(signal, transport);
     }
 
     /// Counts a request that failed (malformed, too large, refused).
     pub fn failed_request(&self, signal: Signal, transport: Transport) {
-        let c = &self.requests_failed[signal_index(signal)][transport as usize];
+        let c = &self.requests_failed[signal.index()][transport as usize];
         c.set(c.get() + 1);
     }
 
@@ -341,7 +341,7 @@ impl Families for ReceiverSnapshot {
                 "refused (overload or shutdown); the client may retry",
             ),
         ] {
-            for signal in SIGNALS {
+            for signal in Signal::ALL {
                 let family = out.counter(
                     format!("shardtel_receiver_{what}_{}_total", item(signal)),
                     format!("Number of {} {help}.", item(signal)),
@@ -354,7 +354,7 @@ impl Families for ReceiverSnapshot {
                                 ("transport", &Transport::name(t)),
                                 ("core", core),
                             ],
-                            s.counts[signal_index(signal)][t][field],
+                            s.counts[signal.index()][t][field],
                         );
                     }
                 }
@@ -365,7 +365,7 @@ impl Families for ReceiverSnapshot {
             "Requests answered with an error (malformed, too large, refused).",
         );
         for (core, s) in cores {
-            for signal in SIGNALS {
+            for signal in Signal::ALL {
                 for t in s.transports() {
                     failed.sample(
                         &[
@@ -374,7 +374,7 @@ impl Families for ReceiverSnapshot {
                             ("signal", &signal.name()),
                             ("core", core),
                         ],
-                        s.counts[signal_index(signal)][t][2],
+                        s.counts[signal.index()][t][2],
                     );
                 }
             }

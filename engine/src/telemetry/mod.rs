@@ -18,7 +18,6 @@ use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::Arc;
 
 use arc_swap::ArcSwapOption;
-use shardtel_protocol::Signal;
 
 pub use exposition::{
     label_values, Column, Exposition, LabelValues, Labels, MetricFamily, MetricType, SampleValue,
@@ -31,18 +30,6 @@ pub trait Families {
     /// to `out`.
     fn families(cores: &[(usize, &Self)], out: &mut Exposition);
 }
-
-/// Index of a signal in per-signal arrays.
-pub fn signal_index(signal: Signal) -> usize {
-    match signal {
-        Signal::Traces => 0,
-        Signal::Metrics => 1,
-        Signal::Logs => 2,
-    }
-}
-
-/// Every signal, in [`signal_index`] order.
-pub const SIGNALS: [Signal; 3] = [Signal::Traces, Signal::Metrics, Signal::Logs];
 
 /// Lifecycle of one core, as the health endpoint sees it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

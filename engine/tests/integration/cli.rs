@@ -2,10 +2,9 @@
 
 use std::process::Command;
 
-use prost::Message;
-
 use crate::gen::{request, span};
-use crate::harness::{base_config, file_pipelines, read_traces, Shardtel};
+use crate::harness::{spans_in, Shardtel};
+use crate::test_config::{secs, Batch};
 
 fn shardtel(args: &[&str]) -> std::process::Output {
     Command::new(env!("CARGO_BIN_EXE_shardtel"))
@@ -50,25 +49,11 @@ fn validate_reports_every_problem_with_file_and_line() {
 #[test]
 fn sigterm_drains_batches_and_exits_zero() {
     // A long batch timeout: only the drain can flush these spans.
-    let mut st = Shardtel::start(|dir, ports| {
-        base_config(dir, ports, "")
-            + &file_pipelines(dir).replace("timeout = \"50ms\"", "timeout = \"1h\"")
+    let mut st = Shardtel::start_config(|c| {
+        c.file_pipelines()
+            .with_exporter("file_traces", |e| e.batch(Batch::timeout(secs(3600))))
     });
-    let client = reqwest::blocking::Client::new();
-    let req = request((0..100).map(|i| span(5, i, 0)).collect());
-    let resp = client
-        .post(format!("{}/v1/traces", st.http_url()))
-        .header("content-type", "application/x-protobuf")
-        .body(req.encode_to_vec())
-        .send()
-        .unwrap();
-    assert_eq!(resp.status(), 200);
+    st.post_traces(&request((0..100).map(|i| span(5, i, 0)).collect()));
     assert_eq!(st.stop(), 0, "log:\n{}", st.log());
-    let spans: usize = read_traces(&st.out())
-        .iter()
-        .flat_map(|(_, r)| &r.resource_spans)
-        .flat_map(|rs| &rs.scope_spans)
-        .map(|ss| ss.spans.len())
-        .sum();
-    assert_eq!(spans, 100, "log:\n{}", st.log());
+    assert_eq!(spans_in(&st.out()).len(), 100, "log:\n{}", st.log());
 }

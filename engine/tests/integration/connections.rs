@@ -3,65 +3,36 @@
 //! counted in /metrics; a freed slot serves again; and shardtel-loadgen with more connections
 //! than the limit loses nothing it was told was accepted.
 
-use std::io::{Read, Write};
+use std::io::Read;
 use std::net::TcpStream;
-use std::time::Duration;
 
 use prost::Message;
 
 use crate::gen::{request, span};
 use crate::grpc_client::{frame, GrpcClient, TRACES};
-use crate::harness::{base_config, file_pipelines, wait_until, Shardtel};
+use crate::harness::{self, http_post, tokio_runtime, wait_until, Shardtel};
 use crate::loadgen::{output_text, verifying};
+use crate::test_config::Cores;
 
 /// One core (so the limit is exact: the kernel spreads connections over cores by a hash) and
 /// `max_connections` connections.
-fn limited(max_connections: usize) -> Shardtel {
-    Shardtel::start(|dir, ports| {
-        base_config(dir, ports, &format!("max_connections = {max_connections}"))
-            .replace("cores = \"all\"", "cores = [0]")
-            + &file_pipelines(dir)
+fn limited(max_connections: u64) -> Shardtel {
+    Shardtel::start_config(|c| {
+        c.with(|c| {
+            c.engine.cores = Cores::List(vec![0]);
+            c.otlp.max_connections = Some(max_connections);
+        })
+        .file_pipelines()
     })
 }
 
-/// Sends one OTLP/HTTP protobuf trace request on `s` (keep-alive) and returns the response
-/// head (status line and headers), having read its body.
+/// Posts `body` on `s` (keep-alive); the response head.
 fn post(s: &mut TcpStream, body: &[u8]) -> String {
-    write!(
-        s,
-        "POST /v1/traces HTTP/1.1\r\nhost: 127.0.0.1\r\ncontent-type: application/x-protobuf\r\ncontent-length: {}\r\n\r\n",
-        body.len()
-    )
-    .unwrap();
-    s.write_all(body).unwrap();
-    let mut head = Vec::new();
-    let mut byte = [0u8; 1];
-    while !head.ends_with(b"\r\n\r\n") {
-        assert_eq!(
-            s.read(&mut byte).unwrap(),
-            1,
-            "connection closed mid-response"
-        );
-        head.push(byte[0]);
-    }
-    let head = String::from_utf8(head).unwrap();
-    let len: usize = head
-        .lines()
-        .find_map(|l| {
-            let (k, v) = l.split_once(':')?;
-            k.eq_ignore_ascii_case("content-length")
-                .then(|| v.trim().parse().ok())?
-        })
-        .unwrap_or(0);
-    let mut rest = vec![0u8; len];
-    s.read_exact(&mut rest).unwrap();
-    head
+    http_post(s, body).unwrap()
 }
 
 fn connect(port: u16) -> TcpStream {
-    let s = TcpStream::connect(("127.0.0.1", port)).unwrap();
-    s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
-    s
+    harness::connect(port).unwrap()
 }
 
 #[test]
@@ -94,11 +65,7 @@ fn connections_over_the_limit_are_refused_retryably_and_counted() {
         "connection left open"
     );
     // gRPC too: UNAVAILABLE, which OTLP clients retry.
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    let reply = rt.block_on(async {
+    let reply = tokio_runtime().block_on(async {
         let mut c = GrpcClient::connect(st.ports.grpc).await;
         c.call(TRACES, frame(&body), &[]).await
     });

@@ -7,10 +7,15 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use prost::Message;
+use shardtel_protocol::proto::collector::trace::v1::ExportTraceServiceRequest;
+use shardtel_protocol::Signal;
 
 use crate::gen::{flatten, request, span};
-use crate::harness::{base_config, file_pipelines, read_traces, wait_until, Shardtel};
-use crate::loadgen::loadgen_bin;
+use crate::harness::{proc_status_kib, read_lines, span_ids_in, wait_until, Shardtel};
+use crate::loadgen::{loadgen_bin, output_text};
+use crate::test_config::{
+    millis, secs, Action, Batch, Component, Cores, Pipeline, Queue, Retry, TailSampling,
+};
 
 /// Starts loadgen against `st` in the background: gRPC, open loop, verifying against
 /// `verify_dir`'s file exporter output at the end.
@@ -37,11 +42,7 @@ fn start_loadgen(st: &Shardtel, verify_dir: &Path, rate: u32, secs: u32, json: &
 /// Waits for loadgen; returns (exit ok, report text, json).
 fn finish_loadgen(child: Child, json: &Path) -> (bool, String, serde_json::Value) {
     let out = child.wait_with_output().unwrap();
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let text = output_text(&out);
     let value = std::fs::read_to_string(json)
         .ok()
         .and_then(|t| serde_json::from_str(&t).ok())
@@ -55,36 +56,26 @@ fn verify_numbers(json: &serde_json::Value) -> (u64, u64, u64) {
     (n("spans_acknowledged"), n("spans_lost"), n("duplicates"))
 }
 
-const SAMPLER: &str = r#"
-[processors.tail_sampling]
-decision_wait = "3s"
-[[processors.tail_sampling.policies]]
-name = "all"
-type = "always_sample"
-"#;
+fn sampler() -> (&'static str, Component) {
+    ("tail_sampling", TailSampling::keep_all(secs(3)).into())
+}
 
-/// Processors that change every span, before and after the sampler: the rewritten spans are
-/// copies, which must keep their request's ingest-log frame until they are on disk downstream.
-const REWRITERS: &str = r#"
-[processors.tag_before]
-type = "attributes"
-actions = [{ key = "review.before", action = "upsert", value = "b" }]
-[processors.tag_after]
-type = "attributes"
-actions = [{ key = "review.after", action = "upsert", value = "a" }]
-"#;
+/// A processor that upserts `key` on every span: the rewritten spans are copies, which must
+/// keep their request's ingest-log frame until they are on disk downstream.
+fn tagger(name: &'static str, key: &str) -> (&'static str, Component) {
+    (name, Component::attributes(&[Action::upsert(key, "x")]))
+}
 
-/// `processors` (TOML tables) listed as `list` in the traces pipeline; `what` names the run.
-fn kill9_run(what: &str, processors: &str, list: &[&str]) {
-    let mut st = Shardtel::start(|dir, ports| {
-        let mut pipelines = file_pipelines(dir);
-        if !list.is_empty() {
-            pipelines = pipelines.replace(
-                "exporters = [\"file_traces\"]",
-                &format!("processors = {list:?}\nexporters = [\"file_traces\"]"),
-            );
-        }
-        base_config(dir, ports, "") + processors + &pipelines
+/// `processors` in this order in the traces pipeline; every exported span must carry the
+/// attributes `tags`; `what` names the run.
+fn kill9_run(what: &str, processors: Vec<(&str, Component)>, tags: &[&str]) {
+    let mut st = Shardtel::start_config(|c| {
+        let names: Vec<&str> = processors.iter().map(|(name, _)| *name).collect();
+        processors
+            .into_iter()
+            .fold(c, |c, (name, p)| c.processor(name, p))
+            .file_pipelines()
+            .with_traces(|p| p.processors(&names))
     });
     let json = st.dir.path().join("loadgen.json");
     let out = st.out();
@@ -104,85 +95,80 @@ fn kill9_run(what: &str, processors: &str, list: &[&str]) {
     let log = st.log();
     assert!(log.contains("replaying"), "no replay after kill -9:\n{log}");
     assert_eq!(st.stop(), 0);
-    for tag in ["review.before", "review.after"] {
-        if processors.contains(tag) {
-            let lines = crate::harness::read_lines(&out, "traces");
-            assert!(
-                !lines.is_empty() && lines.iter().all(|(_, l)| l.contains(tag)),
-                "spans exported without {tag}"
-            );
-        }
+    for tag in tags {
+        let lines = read_lines(&out, "traces");
+        assert!(
+            !lines.is_empty() && lines.iter().all(|(_, l)| l.contains(tag)),
+            "spans exported without {tag}"
+        );
     }
 }
 
 #[test]
 fn kill_9_mid_stream_loses_no_acknowledged_span() {
-    kill9_run("no processors", "", &[]);
+    kill9_run("no processors", vec![], &[]);
 }
 
 #[test]
 fn kill_9_with_tail_sampling_replays_the_traces_it_held() {
-    kill9_run("tail sampling", SAMPLER, &["tail_sampling"]);
+    kill9_run("tail sampling", vec![sampler()], &[]);
 }
 
 #[test]
 fn kill_9_with_rewriting_processors_around_the_sampler_loses_nothing() {
     kill9_run(
         "rewriting processors around tail sampling",
-        &format!("{SAMPLER}{REWRITERS}"),
-        &["tag_before", "tail_sampling", "tag_after"],
+        vec![
+            tagger("tag_before", "review.before"),
+            sampler(),
+            tagger("tag_after", "review.after"),
+        ],
+        &["review.before", "review.after"],
     );
 }
 
-fn vm_rss_kib(pid: u32) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .unwrap_or_default()
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.split_whitespace().next()?.parse().ok())
-        .unwrap_or(0)
+/// A collector writing every signal to files.
+fn file_collector() -> Shardtel {
+    Shardtel::start_config(|c| c.file_pipelines())
 }
 
-fn forwarder(downstream: &Shardtel, queue: &str) -> Shardtel {
+/// A collector forwarding traces over OTLP/gRPC to `downstream` through `queue`, retrying
+/// for ever.
+fn forwarder(downstream: &Shardtel, queue: Queue) -> Shardtel {
     let endpoint = downstream.grpc_url();
-    let queue = queue.to_string();
-    Shardtel::start(move |dir, ports| {
-        base_config(dir, ports, "")
-            + &format!(
-                r#"
-[exporters.downstream]
-type = "otlp"
-endpoint = "{endpoint}"
-compression = "none"
-retry = {{ initial_interval = "50ms", max_interval = "500ms", max_elapsed_time = "0s" }}
-batch = {{ timeout = "50ms", max_bytes = "256KiB" }}
-queue = {queue}
-
-[pipelines.traces]
-receivers = ["otlp"]
-exporters = ["downstream"]
-"#
-            )
+    Shardtel::start_config(|c| {
+        c.exporter(
+            "downstream",
+            Component::otlp(&endpoint)
+                .set("compression", "none")
+                .retry(Retry::forever(millis(50), millis(500)))
+                .batch(Batch {
+                    timeout: Some(millis(50)),
+                    max_bytes: Some(256 << 10),
+                    ..Batch::default()
+                })
+                .queue(queue),
+        )
+        .traces(Pipeline::otlp_to(&["downstream"]))
     })
 }
 
 #[test]
 fn downstream_outage_queues_on_disk_with_flat_memory_and_drains() {
-    let mut downstream =
-        Shardtel::start(|dir, ports| base_config(dir, ports, "") + &file_pipelines(dir));
-    let upstream = forwarder(&downstream, r#"{ storage = "disk", max_bytes = "2GiB" }"#);
+    let mut downstream = file_collector();
+    let upstream = forwarder(&downstream, Queue::disk(Some(2 << 30)));
     let json = upstream.dir.path().join("loadgen.json");
     let child = start_loadgen(&upstream, &downstream.out(), 10_000, 45, &json);
     std::thread::sleep(Duration::from_secs(5));
     downstream.kill();
     let pid = upstream.child.as_ref().unwrap().id();
     let queued = || upstream.metric_sum("shardtel_exporter_queue_disk_bytes", "downstream");
-    let start_rss = vm_rss_kib(pid);
+    let start_rss = proc_status_kib(pid, "VmRSS");
     let mut max_rss = start_rss;
     let outage = Instant::now();
     while outage.elapsed() < Duration::from_secs(30) {
         std::thread::sleep(Duration::from_secs(1));
-        max_rss = max_rss.max(vm_rss_kib(pid));
+        max_rss = max_rss.max(proc_status_kib(pid, "VmRSS"));
     }
     let queued_bytes = queued();
     downstream.spawn();
@@ -217,20 +203,16 @@ fn downstream_outage_queues_on_disk_with_flat_memory_and_drains() {
 
 #[test]
 fn a_tiny_disk_queue_and_a_dead_backend_refuse_with_retryable_errors() {
-    let mut downstream =
-        Shardtel::start(|dir, ports| base_config(dir, ports, "") + &file_pipelines(dir));
+    let mut downstream = file_collector();
     downstream.kill();
-    let upstream = forwarder(&downstream, r#"{ storage = "disk", max_bytes = "1MiB" }"#);
+    let upstream = forwarder(&downstream, Queue::disk(Some(1 << 20)));
     let client = reqwest::blocking::Client::new();
     let mut accepted = Vec::new();
     let mut refused = 0;
     for r in 0..400u64 {
         let req = request((0..100).map(|i| span(9, r * 100 + i % 4, i / 4)).collect());
-        let resp = client
-            .post(format!("{}/v1/traces", upstream.http_url()))
-            .header("content-type", "application/x-protobuf")
-            .body(req.encode_to_vec())
-            .send()
+        let resp = upstream
+            .post(&client, Signal::Traces, req.encode_to_vec())
             .unwrap();
         match resp.status().as_u16() {
             200 => accepted.push(req),
@@ -270,10 +252,8 @@ fn a_tiny_disk_queue_and_a_dead_backend_refuse_with_retryable_errors() {
 #[test]
 fn a_full_disk_refuses_with_retryable_errors_and_recovers() {
     const LIMIT: u64 = 1 << 20;
-    let mut st = Shardtel::start(|dir, ports| {
-        // Start without the limit to lay out files, then restart with it.
-        base_config(dir, ports, "") + &file_pipelines(dir)
-    });
+    // Start without the limit to lay out files, then restart with it.
+    let mut st = file_collector();
     st.kill();
     st.spawn_with(|cmd| {
         use std::os::unix::process::CommandExt;
@@ -295,11 +275,8 @@ fn a_full_disk_refuses_with_retryable_errors_and_recovers() {
     let client = reqwest::blocking::Client::new();
     let post = |r: u64| {
         let req = request((0..10).map(|i| span(7, r * 10 + i, 0)).collect());
-        let resp = client
-            .post(format!("{}/v1/traces", st.http_url()))
-            .header("content-type", "application/x-protobuf")
-            .body(req.encode_to_vec())
-            .send()
+        let resp = st
+            .post(&client, Signal::Traces, req.encode_to_vec())
             .unwrap();
         let status = resp.status().as_u16();
         let retry_after = resp.headers().contains_key("retry-after");
@@ -355,11 +332,7 @@ fn a_full_disk_refuses_with_retryable_errors_and_recovers() {
 }
 
 /// Posts `n` requests of 40 spans (10 traces) over OTLP/HTTP; all must be accepted.
-fn post_traces(
-    st: &Shardtel,
-    tag: u8,
-    n: u64,
-) -> Vec<shardtel_protocol::proto::collector::trace::v1::ExportTraceServiceRequest> {
+fn post_traces(st: &Shardtel, tag: u8, n: u64) -> Vec<ExportTraceServiceRequest> {
     (0..n)
         .map(|r| {
             // A new connection per request: the kernel spreads them over the cores.
@@ -374,26 +347,9 @@ fn post_traces(
         .collect()
 }
 
-fn shrink_to_one_core(st: &Shardtel) {
-    let config = std::fs::read_to_string(&st.config_path).unwrap();
-    std::fs::write(
-        &st.config_path,
-        config.replace("cores = \"all\"", "cores = [0]"),
-    )
-    .unwrap();
-}
-
-/// The span ids in the file exporter's output under `dir`.
-pub(crate) fn span_ids_in(dir: &Path) -> std::collections::HashSet<Vec<u8>> {
-    flatten(
-        &read_traces(dir)
-            .into_iter()
-            .map(|(_, r)| r)
-            .collect::<Vec<_>>(),
-    )
-    .into_iter()
-    .map(|(_, _, s)| s.span_id)
-    .collect()
+/// The next start runs on core 0 only.
+fn shrink_to_one_core(st: &mut Shardtel) {
+    st.reconfigure(|c| c.engine.cores = Cores::List(vec![0]));
 }
 
 #[test]
@@ -401,18 +357,10 @@ fn fewer_cores_after_kill_9_drain_the_orphaned_ingest_log() {
     if std::thread::available_parallelism().map_or(1, |n| n.get()) < 2 {
         panic!("this test needs 2 CPUs (an orphaned core needs a second core to begin with)");
     }
-    let mut st = Shardtel::start(|dir, ports| {
-        base_config(dir, ports, "")
-            + r#"
-[processors.tail_sampling]
-decision_wait = "60s"
-[[processors.tail_sampling.policies]]
-name = "all"
-type = "always_sample"
-"# + &file_pipelines(dir).replace(
-            "exporters = [\"file_traces\"]",
-            "processors = [\"tail_sampling\"]\nexporters = [\"file_traces\"]",
-        )
+    let mut st = Shardtel::start_config(|c| {
+        c.processor("tail_sampling", TailSampling::keep_all(secs(60)))
+            .file_pipelines()
+            .with_traces(|p| p.processors(&["tail_sampling"]))
     });
     let sent = post_traces(&st, 11, 40);
     // The sampler holds every trace for 60 s: the requests stay in both cores' ingest logs.
@@ -420,7 +368,7 @@ type = "always_sample"
         .metric_sum("shardtel_ingest_log_frames", "core=\"1\"")
         > 0));
     st.kill();
-    shrink_to_one_core(&st);
+    shrink_to_one_core(&mut st);
     st.spawn();
     // Core 0 routes core 1's requests again (through its own ingest log); the sampler holds
     // them, so the orphaned log is kept until they are decided.
@@ -446,17 +394,16 @@ type = "always_sample"
 
 #[test]
 fn fewer_cores_drain_the_orphaned_export_queue() {
-    let mut downstream =
-        Shardtel::start(|dir, ports| base_config(dir, ports, "") + &file_pipelines(dir));
+    let mut downstream = file_collector();
     downstream.kill();
-    let mut upstream = forwarder(&downstream, r#"{ storage = "disk" }"#);
+    let mut upstream = forwarder(&downstream, Queue::disk(None));
     let sent = post_traces(&upstream, 12, 40);
     assert!(wait_until(10, || upstream.metric_sum(
         "shardtel_exporter_queue_disk_frames",
         "core=\"1\""
     ) > 0));
     assert_eq!(upstream.stop(), 0);
-    shrink_to_one_core(&upstream);
+    shrink_to_one_core(&mut upstream);
     downstream.spawn();
     upstream.spawn();
     let expected: Vec<Vec<u8>> = flatten(&sent)
@@ -476,7 +423,7 @@ fn fewer_cores_drain_the_orphaned_export_queue() {
 
 #[test]
 fn a_second_process_on_the_same_data_dir_refuses_to_start() {
-    let mut st = Shardtel::start(|dir, ports| base_config(dir, ports, "") + &file_pipelines(dir));
+    let mut st = file_collector();
     let pid = st.child.as_ref().unwrap().id();
     // The same file: the same data_dir (and ports, which SO_REUSEPORT would let it share).
     let second = Command::new(env!("CARGO_BIN_EXE_shardtel"))

@@ -7,11 +7,10 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use prost::Message;
-use shardtel_protocol::proto::collector::trace::v1::ExportTraceServiceRequest;
 
 use crate::gen::{request, span};
 use crate::grpc_client::{frame, GrpcClient, TRACES};
-use crate::harness::{base_config, file_pipelines, read_traces, wait_until, Shardtel};
+use crate::harness::{spans_in, tokio_runtime, wait_until, Shardtel};
 
 /// google.rpc.Status, decoded by hand (code = 1, message = 2).
 #[derive(Clone, PartialEq, prost::Message)]
@@ -30,8 +29,9 @@ fn gzip(data: &[u8]) -> Vec<u8> {
 
 #[test]
 fn bad_requests_get_documented_errors_and_good_ones_flow() {
-    let st = Shardtel::start(|dir, ports| {
-        base_config(dir, ports, "max_recv_msg_size = \"256KiB\"") + &file_pipelines(dir)
+    let st = Shardtel::start_config(|c| {
+        c.with(|c| c.otlp.max_recv_msg_size = Some(256 << 10))
+            .file_pipelines()
     });
     let url = format!("{}/v1/traces", st.http_url());
     let stop = Arc::new(AtomicBool::new(false));
@@ -141,11 +141,7 @@ fn bad_requests_get_documented_errors_and_good_ones_flow() {
     assert_eq!(code, 200);
 
     // gRPC error cases on one HTTP/2 connection, interleaved with good calls.
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    let grpc_good = rt.block_on(async {
+    let grpc_good = tokio_runtime().block_on(async {
         let mut c = GrpcClient::connect(st.ports.grpc).await;
         let mut good = 0u64;
         for i in 0..10u64 {
@@ -210,14 +206,7 @@ fn bad_requests_get_documented_errors_and_good_ones_flow() {
     stop.store(true, Ordering::Relaxed);
     let good_http = good.join().expect("good-request thread failed");
     let expected = (good_http + 1 + grpc_good) as usize;
-    let count = || {
-        read_traces(&st.out())
-            .iter()
-            .flat_map(|(_, r): &(usize, ExportTraceServiceRequest)| &r.resource_spans)
-            .flat_map(|rs| &rs.scope_spans)
-            .map(|ss| ss.spans.len())
-            .sum::<usize>()
-    };
+    let count = || spans_in(&st.out()).len();
     assert!(
         wait_until(20, || count() >= expected),
         "expected {expected} spans, got {}; log:\n{}",

@@ -110,10 +110,11 @@ pub fn request(spans: Vec<Span>) -> ExportTraceServiceRequest {
     }
 }
 
-/// (resource, scope, span) triples, sorted by span id, for exact comparison.
-pub fn flatten(
-    reqs: &[ExportTraceServiceRequest],
-) -> Vec<(Option<Resource>, Option<InstrumentationScope>, Span)> {
+/// A span with its resource and scope.
+pub type Flat = (Option<Resource>, Option<InstrumentationScope>, Span);
+
+/// (resource, scope, span) triples, sorted by trace and span id, for exact comparison.
+pub fn flatten(reqs: &[ExportTraceServiceRequest]) -> Vec<Flat> {
     let mut out = Vec::new();
     for r in reqs {
         for rs in &r.resource_spans {

@@ -1,5 +1,5 @@
-//! Starting and stopping real `shardtel` processes, and reading what their
-//! file exporters wrote.
+//! Starting and stopping real `shardtel` processes, sending them OTLP/HTTP requests, and
+//! reading what their file exporters wrote and what their metrics say.
 
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
@@ -9,7 +9,11 @@ use std::time::{Duration, Instant};
 
 use prost::Message;
 use shardtel_protocol::proto::collector::trace::v1::ExportTraceServiceRequest;
+use shardtel_protocol::proto::trace::v1::Span;
 use shardtel_protocol::Signal;
+
+use crate::gen::{flatten, Flat};
+use crate::test_config::TestConfig;
 
 /// A port that was free a moment ago.
 ///
@@ -58,9 +62,15 @@ pub struct Shardtel {
     pub dir: tempfile::TempDir,
     pub ports: Ports,
     pub config_path: PathBuf,
+    /// The configuration it was started with, when it came from [`Shardtel::start_config`].
+    config: Option<TestConfig>,
 }
 
-/// The common head of a test config: engine, telemetry, receivers.
+/// The common head of a test config as text: engine, telemetry, receivers.
+///
+/// Kept for the Kafka tests, which patch it with `replacen` (checked by
+/// `test_config::base_config_still_holds_what_the_kafka_tests_patch`); new tests use
+/// [`Shardtel::start_config`].
 pub fn base_config(dir: &Path, ports: Ports, extra_receiver: &str) -> String {
     format!(
         r#"
@@ -86,50 +96,63 @@ http = "127.0.0.1:{http}"
     )
 }
 
-/// Exporters writing every signal to files under the data dir, plus pipelines.
-pub fn file_pipelines(dir: &Path) -> String {
-    format!(
-        r#"
-[exporters.file_traces]
-type = "file"
-path = "{dir}/out/traces.jsonl"
-[exporters.file_traces.batch]
-timeout = "50ms"
-[exporters.file_metrics]
-type = "file"
-path = "{dir}/out/metrics.jsonl"
-[exporters.file_metrics.batch]
-timeout = "50ms"
-[exporters.file_logs]
-type = "file"
-path = "{dir}/out/logs.jsonl"
-[exporters.file_logs.batch]
-timeout = "50ms"
-
-[pipelines.traces]
-receivers = ["otlp"]
-exporters = ["file_traces"]
-[pipelines.metrics]
-receivers = ["otlp"]
-exporters = ["file_metrics"]
-[pipelines.logs]
-receivers = ["otlp"]
-exporters = ["file_logs"]
-"#,
-        dir = dir.display()
-    )
-}
-
 impl Shardtel {
-    /// Posts `req` as OTLP/HTTP protobuf on a new connection; it must be accepted (200).
-    pub fn post_traces(&self, req: &ExportTraceServiceRequest) {
-        let resp = reqwest::blocking::Client::new()
-            .post(format!("{}/v1/traces", self.http_url()))
+    /// Posts `body` (an encoded `Export*ServiceRequest` of `signal`) as OTLP/HTTP protobuf
+    /// with `client` (a keep-alive connection of its pool, or a new one); the response.
+    pub fn post(
+        &self,
+        client: &reqwest::blocking::Client,
+        signal: Signal,
+        body: Vec<u8>,
+    ) -> reqwest::Result<reqwest::blocking::Response> {
+        client
+            .post(format!("{}/v1/{signal}", self.http_url()))
             .header("content-type", "application/x-protobuf")
-            .body(req.encode_to_vec())
+            .body(body)
             .send()
+    }
+
+    /// Posts `body` as OTLP/HTTP protobuf of `signal` on a new connection (the kernel spreads
+    /// new connections over the cores); it must be accepted (200).
+    pub fn post_accepted(&self, signal: Signal, body: Vec<u8>) {
+        let resp = self
+            .post(&reqwest::blocking::Client::new(), signal, body)
             .unwrap();
         assert_eq!(resp.status(), 200, "{}", resp.text().unwrap_or_default());
+    }
+
+    /// Posts `req` as OTLP/HTTP protobuf on a new connection; it must be accepted (200).
+    pub fn post_traces(&self, req: &ExportTraceServiceRequest) {
+        self.post_accepted(Signal::Traces, req.encode_to_vec());
+    }
+
+    /// Starts shardtel on the configuration `build` makes of [`TestConfig::new`] (this
+    /// process's data dir and ports); waits for health 200.
+    pub fn start_config(build: impl FnOnce(TestConfig) -> TestConfig) -> Self {
+        let mut config = None;
+        let mut st = Self::start(|dir, ports| {
+            let built = build(TestConfig::new(dir, ports));
+            let text = built.render();
+            config = Some(built);
+            text
+        });
+        st.config = config;
+        st
+    }
+
+    /// Rewrites the config file with `change` made to the configuration it was started with;
+    /// the next [`Shardtel::spawn`] reads it.
+    ///
+    /// # Panics
+    ///
+    /// If it was not started by [`Shardtel::start_config`].
+    pub fn reconfigure(&mut self, change: impl FnOnce(&mut TestConfig)) {
+        let config = self
+            .config
+            .as_mut()
+            .expect("reconfigure needs a Shardtel started by start_config");
+        change(config);
+        std::fs::write(&self.config_path, config.render()).unwrap();
     }
 
     /// Starts shardtel on a config built by `make(dir, ports)`; waits for health 200.
@@ -144,6 +167,7 @@ impl Shardtel {
             dir,
             ports,
             config_path,
+            config: None,
         };
         s.spawn();
         s
@@ -212,28 +236,29 @@ impl Shardtel {
 
     /// Sum of a metric over all its series, filtered by a label substring.
     pub fn metric_sum(&self, name: &str, label_filter: &str) -> u64 {
-        self.metrics()
-            .lines()
-            .filter(|l| {
-                l.starts_with(name) && l[name.len()..].starts_with('{') && l.contains(label_filter)
-            })
-            .filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
-            .sum()
+        metric_sum_in(&self.metrics(), name, label_filter)
     }
 
     /// SIGTERM, then waits for a clean exit; returns the exit code.
     pub fn stop(&mut self) -> i32 {
+        self.stop_timed().0
+    }
+
+    /// SIGTERM, then waits for a clean exit; returns the exit code and the time from the
+    /// signal to the exit. Panics if the process still runs 30 s after the signal.
+    pub fn stop_timed(&mut self) -> (i32, Duration) {
         let Some(mut child) = self.child.take() else {
-            return 0;
+            return (0, Duration::ZERO);
         };
+        let signalled = Instant::now();
         let _ = Command::new("kill")
             .arg("-TERM")
             .arg(child.id().to_string())
             .status();
-        let deadline = Instant::now() + Duration::from_secs(30);
+        let deadline = signalled + Duration::from_secs(30);
         loop {
             if let Some(status) = child.try_wait().unwrap() {
-                return status.code().unwrap_or(-1);
+                return (status.code().unwrap_or(-1), signalled.elapsed());
             }
             if Instant::now() > deadline {
                 let _ = child.kill();
@@ -242,7 +267,7 @@ impl Shardtel {
                     self.log()
                 );
             }
-            std::thread::sleep(Duration::from_millis(20));
+            std::thread::sleep(Duration::from_millis(5));
         }
     }
 
@@ -278,6 +303,47 @@ pub fn http_get(port: u16, path: &str) -> Option<(u16, String)> {
         .map(|(_, b)| b.to_string())
         .unwrap_or_default();
     Some((code, body))
+}
+
+/// A connection to 127.0.0.1:`port` with a 20 s read timeout.
+pub fn connect(port: u16) -> std::io::Result<TcpStream> {
+    let s = TcpStream::connect(("127.0.0.1", port))?;
+    s.set_read_timeout(Some(Duration::from_secs(20)))?;
+    Ok(s)
+}
+
+/// Sends `body` as one OTLP/HTTP protobuf trace request on `s` (HTTP/1.1, keep-alive) and
+/// reads the response; returns its head (status line and headers), having read its body.
+pub fn http_post(s: &mut TcpStream, body: &[u8]) -> std::io::Result<String> {
+    write!(
+        s,
+        "POST /v1/traces HTTP/1.1\r\nhost: 127.0.0.1\r\ncontent-type: application/x-protobuf\r\ncontent-length: {}\r\n\r\n",
+        body.len()
+    )?;
+    s.write_all(body)?;
+    let mut head = Vec::new();
+    let mut byte = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        if s.read(&mut byte)? == 0 {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::UnexpectedEof,
+                "connection closed mid-response",
+            ));
+        }
+        head.push(byte[0]);
+    }
+    let head = String::from_utf8(head).map_err(std::io::Error::other)?;
+    let len: usize = head
+        .lines()
+        .find_map(|l| {
+            let (k, v) = l.split_once(':')?;
+            k.eq_ignore_ascii_case("content-length")
+                .then(|| v.trim().parse().ok())?
+        })
+        .unwrap_or(0);
+    let mut rest = vec![0u8; len];
+    s.read_exact(&mut rest)?;
+    Ok(head)
 }
 
 /// Every line of every file whose name starts with `stem` in `dir`, with the
@@ -323,6 +389,58 @@ pub fn read_traces(dir: &Path) -> Vec<(usize, ExportTraceServiceRequest)> {
             )
         })
         .collect()
+}
+
+/// The spans in the file exporter output under `dir`.
+pub fn spans_in(dir: &Path) -> Vec<Span> {
+    read_traces(dir)
+        .into_iter()
+        .flat_map(|(_, r)| r.resource_spans)
+        .flat_map(|rs| rs.scope_spans)
+        .flat_map(|ss| ss.spans)
+        .collect()
+}
+
+/// The spans in the file exporter output under `dir` with their resource and scope, sorted
+/// (see [`flatten`]).
+pub fn flat_spans_in(dir: &Path) -> Vec<Flat> {
+    let requests: Vec<_> = read_traces(dir).into_iter().map(|(_, r)| r).collect();
+    flatten(&requests)
+}
+
+/// The span ids in the file exporter output under `dir`.
+pub fn span_ids_in(dir: &Path) -> std::collections::HashSet<Vec<u8>> {
+    spans_in(dir).into_iter().map(|s| s.span_id).collect()
+}
+
+/// Sum of a metric over the series of Prometheus text `metrics` whose labels contain
+/// `label_filter`.
+pub fn metric_sum_in(metrics: &str, name: &str, label_filter: &str) -> u64 {
+    metrics
+        .lines()
+        .filter(|l| {
+            l.starts_with(name) && l[name.len()..].starts_with('{') && l.contains(label_filter)
+        })
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
+        .sum()
+}
+
+/// A `/proc/PID/status` field in KiB (`"VmRSS"`, `"VmHWM"`); 0 once the process is gone.
+pub fn proc_status_kib(pid: u32, field: &str) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| l.strip_prefix(field)?.strip_prefix(':'))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap_or(0)
+}
+
+/// A current-thread tokio runtime for the async clients (gRPC, the OTLP SDK).
+pub fn tokio_runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
 }
 
 /// Waits until `f` returns true, up to `secs`.

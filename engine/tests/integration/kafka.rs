@@ -1,7 +1,9 @@
-//! Kafka against a real broker on 127.0.0.1:9092 (Tansu, started by test.sh): the gateway
-//! publishes one trace per message keyed by trace ID; processors in one consumer group share
-//! the partitions, tail-sample, export every kept trace whole and once, and lose no kept trace
-//! when one of them is killed. (The broker-restart test is `kafka_restart`.)
+//! Kafka against a real broker: Apache Kafka on 127.0.0.1:9092, started by test.sh through
+//! `tests/peers/kafka/kafka.sh start` (`SHARDTEL_KAFKA_PORT` moves it and these tests with
+//! it). The gateway publishes one trace per message keyed by trace ID; processors in one
+//! consumer group share the partitions, tail-sample, export every kept trace whole and once,
+//! and lose no kept trace when one of them is killed. (Restarts of the broker and of a gateway
+//! are `kafka_restart`, SASL and TLS `kafka_auth`.)
 //!
 //! Without a broker these tests fail, unless `SHARDTEL_KAFKA_OPTIONAL=1`, which makes them
 //! skip with a loud message.
@@ -30,7 +32,45 @@ use shardtel_protocol::proto::resource::v1::Resource;
 use crate::gen::{kv, request, s, span};
 use crate::harness::{base_config, read_traces, wait_until, Shardtel};
 
-pub const BROKER: &str = "127.0.0.1:9092";
+/// The shared test broker's listeners (tests/peers/kafka/kafka.sh), in port order from
+/// `SHARDTEL_KAFKA_PORT` (default 9092).
+#[derive(Clone, Copy, Debug)]
+pub enum Listener {
+    Plaintext = 0,
+    /// SASL_PLAINTEXT: PLAIN user `carol`, SCRAM-SHA-256 user `alice`, SCRAM-SHA-512 user
+    /// `bob`; each password is the name and `-secret`.
+    Sasl = 1,
+    /// SSL with client certificates required (the test CA's `client.pem`).
+    Ssl = 2,
+    /// SASL_SSL: TLS with the broker's certificate only, and the SASL users above.
+    SaslSsl = 3,
+}
+
+/// `127.0.0.1:PORT` of a listener of the shared test broker.
+pub fn listener(l: Listener) -> String {
+    let base: u16 = match std::env::var("SHARDTEL_KAFKA_PORT") {
+        Ok(p) => p
+            .parse()
+            .unwrap_or_else(|_| panic!("SHARDTEL_KAFKA_PORT={p:?} is not a port")),
+        Err(_) => 9092,
+    };
+    format!("127.0.0.1:{}", base + l as u16)
+}
+
+/// The shared test broker's PLAINTEXT listener.
+pub fn broker() -> String {
+    listener(Listener::Plaintext)
+}
+
+/// A file of the shared test broker's CA directory (`ca.pem`, `client.pem`, `client.key`):
+/// `$SHARDTEL_KAFKA_DIR/tls`, by default `target/kafka/tls` of the workspace.
+pub fn tls_file(name: &str) -> std::path::PathBuf {
+    std::env::var_os("SHARDTEL_KAFKA_DIR")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/kafka"))
+        .join("tls")
+        .join(name)
+}
 
 /// (trace id, span id).
 type SpanId = (Vec<u8>, Vec<u8>);
@@ -47,19 +87,24 @@ pub fn kafka_optional() -> bool {
 /// True when the broker is reachable; false (after a loud message) when it is not and
 /// `SHARDTEL_KAFKA_OPTIONAL=1`; panics otherwise.
 pub fn broker_available(test: &str) -> bool {
+    listening(test, &broker())
+}
+
+/// [`broker_available`] for another address of the shared broker.
+pub fn listening(test: &str, address: &str) -> bool {
     let reachable =
-        TcpStream::connect_timeout(&BROKER.parse().unwrap(), Duration::from_secs(2)).is_ok();
+        TcpStream::connect_timeout(&address.parse().unwrap(), Duration::from_secs(2)).is_ok();
     if reachable {
         return true;
     }
     if kafka_optional() {
         eprintln!(
-            "\n!!!!!!!! SKIPPED {test}: no Kafka broker on {BROKER} (SHARDTEL_KAFKA_OPTIONAL=1) !!!!!!!!\n"
+            "\n!!!!!!!! SKIPPED {test}: no Kafka broker on {address} (SHARDTEL_KAFKA_OPTIONAL=1) !!!!!!!!\n"
         );
         return false;
     }
     panic!(
-        "no Kafka broker on {BROKER}: run ./test.sh (it starts Tansu), or set SHARDTEL_KAFKA_OPTIONAL=1 to skip"
+        "no Kafka broker on {address}: run ./test.sh (it starts Apache Kafka with tests/peers/kafka/kafka.sh), or set SHARDTEL_KAFKA_OPTIONAL=1 to skip"
     );
 }
 
@@ -73,7 +118,7 @@ pub fn unique_topic(prefix: &str) -> String {
 }
 
 fn create_topic(name: &str, partitions: i32) {
-    create_topic_on(BROKER, name, partitions)
+    create_topic_on(&broker(), name, partitions)
 }
 
 /// Creates a topic on `broker`.
@@ -108,7 +153,7 @@ fn read_topic(
     secs: u64,
     done: impl FnMut(&[Consumed]) -> bool,
 ) -> Vec<Consumed> {
-    read_topic_on(BROKER, topic, partitions, secs, done)
+    read_topic_on(&broker(), topic, partitions, secs, done)
 }
 
 /// [`read_topic`] from `broker`.
@@ -164,7 +209,7 @@ pub fn read_topic_with(
 }
 
 /// The Java client's murmur2 partitioner (what `murmur2_random` computes for a key).
-fn java_partition(key: &[u8], partitions: i32) -> i32 {
+pub fn java_partition(key: &[u8], partitions: i32) -> i32 {
     assert_eq!(key.len() % 4, 0);
     let m: i32 = 0x5bd1_e995;
     let mut h: i32 = (0x9747_b28c_u32 as i32) ^ key.len() as i32;
@@ -188,12 +233,13 @@ fn gateway(topic: &str, logs_topic: &str, max_message_bytes: &str) -> Shardtel {
         logs_topic.to_string(),
         max_message_bytes.to_string(),
     );
+    let broker = broker();
     Shardtel::start(move |dir, ports| {
         base_config(dir, ports, "")
             + &format!(
                 r#"
 [exporters.kafka]
-brokers = ["{BROKER}"]
+brokers = ["{broker}"]
 traces_topic = "{topic}"
 logs_topic = "{logs_topic}"
 max_message_bytes = "{max}"
@@ -441,13 +487,13 @@ fn one_core_gateway_publishes_every_span_of_whole_requests() {
     let topic = unique_topic("gw1-spans");
     create_topic(&topic, 2);
     let gw = {
-        let topic = topic.clone();
+        let (topic, broker) = (topic.clone(), broker());
         Shardtel::start(move |dir, ports| {
             base_config(dir, ports, "").replacen("cores = \"all\"", "cores = [0]", 1)
                 + &format!(
                     r#"
 [exporters.kafka]
-brokers = ["{BROKER}"]
+brokers = ["{broker}"]
 traces_topic = "{topic}"
 batch = {{ timeout = "50ms" }}
 
@@ -506,7 +552,7 @@ fn fill_topic_as(
     mut pause: impl FnMut(usize),
 ) -> BTreeSet<(Vec<u8>, Vec<u8>)> {
     let producer: BaseProducer = ClientConfig::new()
-        .set("bootstrap.servers", BROKER)
+        .set("bootstrap.servers", broker())
         .set("partitioner", "murmur2_random")
         .set("linger.ms", "5")
         .create()
@@ -575,7 +621,7 @@ fn processor_configured(
     decision_wait: &'static str,
     receiver_extra: &'static str,
 ) -> Shardtel {
-    let (topic, group) = (topic.to_string(), group.to_string());
+    let (topic, group, broker) = (topic.to_string(), group.to_string(), broker());
     Shardtel::start(move |dir, ports| {
         base_config(
             dir,
@@ -583,7 +629,7 @@ fn processor_configured(
             &format!(
                 r#"
 [receivers.kafka]
-brokers = ["{BROKER}"]
+brokers = ["{broker}"]
 traces_topics = ["{topic}"]
 group_id = "{group}"
 initial_offset = "earliest"
@@ -678,7 +724,7 @@ fn processors_in_one_group_split_partitions_and_export_every_trace_once() {
     let sent = fill_topic(&topic, 31, 300, 4, |_| {});
     // Malformed messages are counted and skipped; they block nothing.
     let producer: BaseProducer = ClientConfig::new()
-        .set("bootstrap.servers", BROKER)
+        .set("bootstrap.servers", broker())
         .create()
         .unwrap();
     for i in 0..3u8 {
@@ -891,10 +937,37 @@ fn kill_one_processor(durability: &'static str) {
     let missing = keep.len() - arrived(&spans);
     assert_eq!(missing, 0, "{missing} spans of kept traces lost");
     let unexpected = spans.keys().filter(|id| !keep.contains(*id)).count();
-    assert_eq!(
-        unexpected, 0,
-        "spans of traces the sampler drops were exported"
-    );
+    if unexpected > 0 {
+        // Which process exported them, of how many traces, and what the survivor's sampler
+        // and receiver counted.
+        let dropped_by = |p: &Shardtel| -> (usize, BTreeSet<Vec<u8>>) {
+            let ids: Vec<SpanId> = exported(&p.out())
+                .0
+                .into_keys()
+                .filter(|id| !keep.contains(id))
+                .collect();
+            (ids.len(), ids.into_iter().map(|(t, _)| t).collect())
+        };
+        let ((by_a, traces_a), (by_b, traces_b)) = (dropped_by(&a), dropped_by(&b));
+        let metrics = b.metrics();
+        let sampler: Vec<&str> = metrics
+            .lines()
+            .filter(|l| {
+                !l.starts_with('#')
+                    && (l.contains("sampler")
+                        || l.contains("receiver_kafka")
+                        || l.contains("replay"))
+            })
+            .collect();
+        panic!(
+            "{unexpected} spans of traces the sampler drops were exported: {by_a} spans of {} traces by a (killed), {by_b} spans of {} traces by b; b's metrics:\n{}\na log:\n{}\nb log:\n{}",
+            traces_a.len(),
+            traces_b.len(),
+            sampler.join("\n"),
+            a.log(),
+            b.log()
+        );
+    }
     let duplicates: usize = spans.values().map(|n| n - 1).sum();
     eprintln!(
         "kafka kill test ({durability}): {} spans sent, {} kept, {} exported by the killed processor, {duplicates} duplicates after the takeover",
@@ -1003,7 +1076,7 @@ fn a_backlog_is_ingested_in_few_frames_behind_a_30s_decision_wait() {
     let group = unique_topic("group-group");
     create_topic(&topic, partitions);
     let garbage: BaseProducer = ClientConfig::new()
-        .set("bootstrap.servers", BROKER)
+        .set("bootstrap.servers", broker())
         .create()
         .unwrap();
     let sent = fill_topic(&topic, 51, 10_000, 2, |i| {
@@ -1055,7 +1128,7 @@ fn json_messages_are_ingested_in_few_frames() {
     let group = unique_topic("group-json-group");
     create_topic(&topic, 2);
     let garbage: BaseProducer = ClientConfig::new()
-        .set("bootstrap.servers", BROKER)
+        .set("bootstrap.servers", broker())
         .create()
         .unwrap();
     let sent = fill_topic_as(&topic, 52, 1_000, 2, Encoding::Json, |i| {

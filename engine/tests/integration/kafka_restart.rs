@@ -2,20 +2,25 @@
 //! read back from the topic with an rdkafka consumer and decoded with prost (duplicates are
 //! counted and reported):
 //!
-//! - the broker: a gateway publishes to a durable Kafka-protocol broker (Tansu with its
-//!   `sqlite://` storage, on a port of its own, not the shared :9092) that is killed (SIGKILL)
-//!   and restarted while the clients keep sending. The producer's deliveries fail while the
-//!   broker is down, the exporter retries them, and afterwards every acknowledged span is in
-//!   the topic.
+//! - the broker: a gateway publishes to an Apache Kafka broker of the test's own (on ports of
+//!   its own, not the shared :9092; `tests/peers/kafka/kafka.sh run`) that is killed (SIGKILL)
+//!   and restarted on the same log directory while the clients keep sending. The producer's
+//!   deliveries fail while the broker is down, the exporter retries them, and afterwards every
+//!   acknowledged span is in the topic.
 //! - the gateway: `kill -9` of the gateway while acknowledged spans wait in its export queue
 //!   and in librdkafka (a 300 ms linger keeps some there), then a restart on the same
 //!   `data_dir` — with the Kafka exporter's default memory queue (its batches hold their
 //!   ingest-log frames until the broker acknowledged them, so the ingest log replays them) and
-//!   with a disk queue. Against the shared broker on :9092.
+//!   with a disk queue. Against the shared broker.
 //!
-//! The durable Tansu is a separate build (`cargo install tansu --features dynostore,libsql`,
-//! which test.sh caches under `target/tansu-sqlite`); `SHARDTEL_TANSU_SQLITE` names another
-//! binary. Without it the test fails, unless `SHARDTEL_KAFKA_OPTIONAL=1` (it skips loudly).
+//! Before reading, each test waits until the gateway has nothing left to export and the
+//! partitions' high watermarks stop moving; then it reads every partition up to its high
+//! watermark and reports any gap in the offsets (with an idempotent producer and no
+//! transactions, a partition's offsets are contiguous), so that a span missing from the topic
+//! is told apart from a message the reader did not get.
+//!
+//! Without the shared broker these tests fail, unless `SHARDTEL_KAFKA_OPTIONAL=1` (they skip
+//! loudly); the broker of the restart test uses the jars test.sh fetched for it.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::TcpStream;
@@ -26,43 +31,35 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use prost::Message as _;
+use rdkafka::config::ClientConfig;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::message::Message as _;
+use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
 use shardtel_protocol::proto::collector::trace::v1::ExportTraceServiceRequest;
 
 use crate::gen::{request, span};
 use crate::harness::{base_config, free_port, wait_until, Shardtel};
 use crate::kafka::{
-    broker_available, create_topic_on, kafka_optional, read_topic_on, span_ids, unique_topic,
-    BROKER,
+    broker, broker_available, create_topic_on, java_partition, span_ids, unique_topic, Consumed,
 };
 
-/// The durable Tansu binary, if it is built.
-pub(crate) fn tansu_sqlite() -> Option<PathBuf> {
-    let bin = std::env::var_os("SHARDTEL_TANSU_SQLITE")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| {
-            Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/tansu-sqlite/bin/tansu")
-        });
-    bin.is_file().then_some(bin)
-}
-
-/// A Tansu broker on `127.0.0.1:port` keeping its data in `dir/tansu.db`.
-pub(crate) struct DurableBroker {
-    bin: PathBuf,
+/// An Apache Kafka broker of a test's own: `tests/peers/kafka/kafka.sh run`, PLAINTEXT on
+/// 127.0.0.1:`port`, its log directory under `dir/kafka` (kept across restarts), its output
+/// in `dir/kafka.log`.
+pub(crate) struct OwnBroker {
     dir: PathBuf,
     port: u16,
+    controller_port: u16,
     child: Option<Child>,
-    /// More `tansu broker` arguments (authentication, TLS), from the next spawn on.
-    pub(crate) args: Vec<String>,
 }
 
-impl DurableBroker {
-    pub(crate) fn start(bin: PathBuf, dir: &Path, port: u16) -> Self {
-        let mut broker = DurableBroker {
-            bin,
+impl OwnBroker {
+    pub(crate) fn start(dir: &Path) -> Self {
+        let mut broker = OwnBroker {
             dir: dir.to_path_buf(),
-            port,
+            port: free_port(),
+            controller_port: free_port(),
             child: None,
-            args: Vec::new(),
         };
         broker.spawn();
         broker
@@ -73,61 +70,45 @@ impl DurableBroker {
     }
 
     pub(crate) fn log(&self) -> String {
-        std::fs::read_to_string(self.dir.join("tansu.log")).unwrap_or_default()
+        let log = std::fs::read_to_string(self.dir.join("kafka.log")).unwrap_or_default();
+        // The end is what tells.
+        let lines: Vec<&str> = log.lines().collect();
+        lines[lines.len().saturating_sub(200)..].join("\n")
     }
 
-    /// Runs `tansu ARGS` (e.g. `user create`) against this broker's binary; panics on failure.
-    pub(crate) fn tansu(&self, args: &[&str]) {
-        let out = Command::new(&self.bin)
-            .current_dir(&self.dir)
-            .args(args)
-            .output()
-            .expect("failed to run tansu");
-        assert!(
-            out.status.success(),
-            "tansu {args:?}: {}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
-    }
-
-    /// Starts the broker on the same storage and waits until it accepts connections.
+    /// Starts the broker on its log directory (formatted the first time) and waits until it
+    /// accepts connections.
     pub(crate) fn spawn(&mut self) {
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
-            .open(self.dir.join("tansu.log"))
+            .open(self.dir.join("kafka.log"))
             .unwrap();
-        let url = format!("tcp://{}", self.address());
-        let child = Command::new(&self.bin)
-            .current_dir(&self.dir)
-            .args([
-                "broker",
-                "--listener-url",
-                &url,
-                "--advertised-listener-url",
-                &url,
-            ])
-            // Relative to the working directory: `dir/tansu.db`.
-            .args(["--storage-engine", "sqlite://tansu.db"])
-            .args(&self.args)
+        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/peers/kafka/kafka.sh");
+        // The script execs java: the child is the JVM, and `kill` is a SIGKILL of the broker.
+        let mut child = Command::new(script)
+            .arg("run")
+            .arg(self.dir.join("kafka"))
+            .arg(self.port.to_string())
+            .arg(self.controller_port.to_string())
             .stdout(log.try_clone().unwrap())
             .stderr(log)
             .stdin(Stdio::null())
             .spawn()
-            .expect("failed to start tansu");
-        self.child = Some(child);
+            .expect("failed to run tests/peers/kafka/kafka.sh");
         let address = self.address().parse().unwrap();
+        let up = wait_until(120, || {
+            TcpStream::connect_timeout(&address, Duration::from_millis(200)).is_ok()
+                || child.try_wait().unwrap().is_some()
+        });
+        let exited = child.try_wait().unwrap();
         assert!(
-            wait_until(60, || TcpStream::connect_timeout(
-                &address,
-                Duration::from_millis(200)
-            )
-            .is_ok()),
-            "tansu did not listen on {} within 60 s; log:\n{}",
+            up && exited.is_none(),
+            "the broker did not listen on {} within 120 s ({exited:?}); log:\n{}",
             self.address(),
             self.log()
         );
+        self.child = Some(child);
     }
 
     /// SIGKILL: the broker stops at once, as in a crash.
@@ -139,7 +120,7 @@ impl DurableBroker {
     }
 }
 
-impl Drop for DurableBroker {
+impl Drop for OwnBroker {
     fn drop(&mut self) {
         self.kill();
     }
@@ -154,28 +135,18 @@ struct ClientRecord {
 
 #[test]
 fn broker_restart_mid_stream_loses_nothing_acknowledged() {
-    let Some(bin) = tansu_sqlite() else {
-        if kafka_optional() {
-            eprintln!(
-                "\n!!!!!!!! SKIPPED broker_restart_mid_stream_loses_nothing_acknowledged: no durable tansu at target/tansu-sqlite/bin/tansu (SHARDTEL_KAFKA_OPTIONAL=1) !!!!!!!!\n"
-            );
-            return;
-        }
-        panic!(
-            "no durable tansu: run ./test.sh (it builds one into target/tansu-sqlite), set SHARDTEL_TANSU_SQLITE, or SHARDTEL_KAFKA_OPTIONAL=1 to skip"
-        );
-    };
+    if !broker_available("broker_restart_mid_stream_loses_nothing_acknowledged") {
+        return;
+    }
     let dir = tempfile::tempdir().unwrap();
-    let mut broker = DurableBroker::start(bin, dir.path(), free_port());
+    let mut broker = OwnBroker::start(dir.path());
     let partitions = 4;
     let topic = unique_topic("restart-spans");
     create_topic_on(&broker.address(), &topic, partitions);
 
     // Deliveries time out after 2 s (the outage below lasts longer), and the exporter retries
-    // them every 100 ms..1 s for as long as it takes. Idempotence is off: Tansu 0.6's sqlite
-    // storage panics on an idempotent producer's first produce after a restart
-    // (`idempotent_message_check`: "more or less than one row") and then refuses every
-    // produce, so the producer's own retries may add duplicates here (counted below).
+    // them every 100 ms..1 s for as long as it takes. The producer is idempotent (the
+    // default): the broker keeps its producer state across the restart.
     let gateway = {
         let (topic, address) = (topic.clone(), broker.address());
         Shardtel::start(move |dir, ports| {
@@ -186,7 +157,6 @@ fn broker_restart_mid_stream_loses_nothing_acknowledged() {
 brokers = ["{address}"]
 traces_topic = "{topic}"
 timeout = "2s"
-enable_idempotence = false
 batch = {{ timeout = "50ms" }}
 retry = {{ initial_interval = "100ms", max_interval = "1s", max_elapsed_time = "0s" }}
 queue = {{ max_bytes = "16MiB" }}
@@ -242,18 +212,32 @@ exporters = ["kafka"]
     );
 
     // Read it all back from the restarted broker.
-    let (lost, duplicates, unacknowledged) =
-        read_back(&broker.address(), &topic, partitions, acked);
+    assert!(
+        drained(&gateway),
+        "the gateway still holds data after 120 s; metrics:\n{}",
+        gateway.metrics()
+    );
+    let contents = TopicContents::settled(&broker.address(), &topic, partitions);
+    let (lost, duplicates, unacknowledged) = contents.tally(acked);
     eprintln!(
-        "kafka broker restart: {} requests sent, {} refused; {} spans acknowledged, {lost} lost, {duplicates} duplicates, {unacknowledged} unacknowledged spans published; exporter retries {retries}, failed deliveries {failed_messages}",
+        "kafka broker restart: {} requests sent, {} refused; {} spans acknowledged, {lost} lost, {duplicates} duplicates, {unacknowledged} unacknowledged spans published; exporter retries {retries}, failed deliveries {failed_messages}; {} messages, offsets (partition, low, high) {:?}, gaps {:?}",
         sent_requests,
         record.refused,
-        acked.len()
+        acked.len(),
+        contents.messages.len(),
+        contents.watermarks,
+        contents.gaps
+    );
+    assert!(
+        contents.gaps.is_empty(),
+        "the reader missed offsets of the topic (partition, first, last): {:?}",
+        contents.gaps
     );
     assert_eq!(
         lost,
         0,
-        "{lost} acknowledged spans are not in the topic; gateway log:\n{}\nbroker log:\n{}",
+        "{lost} acknowledged spans are not in the topic; {}\ngateway log:\n{}\nbroker log:\n{}",
+        contents.diagnose(acked, partitions),
         gateway.log(),
         broker.log()
     );
@@ -341,40 +325,171 @@ impl Clients {
     }
 }
 
-/// Reads `topic` back (decoding each message once) until every span of `acked` is seen or
-/// 120 s pass; returns (acknowledged spans not found, duplicates, spans found that were never
-/// acknowledged).
-fn read_back(
-    broker: &str,
-    topic: &str,
-    partitions: i32,
-    acked: &BTreeSet<(Vec<u8>, Vec<u8>)>,
-) -> (usize, usize, usize) {
-    let mut seen: BTreeMap<(Vec<u8>, Vec<u8>), usize> = BTreeMap::new();
-    let mut decoded = 0;
-    let mut missing = acked.len();
-    let mut done = |ms: &[crate::kafka::Consumed]| {
-        for m in &ms[decoded..] {
+/// What a topic held once its producers were done.
+struct TopicContents {
+    messages: Vec<Consumed>,
+    /// (partition, low watermark, high watermark) when the reading started.
+    watermarks: Vec<(i32, i64, i64)>,
+    /// Offsets below a partition's high watermark that the reader did not get:
+    /// (partition, first, last), inclusive.
+    gaps: Vec<(i32, i64, i64)>,
+}
+
+impl TopicContents {
+    /// Waits until the high watermarks of `topic`'s partitions stay the same for 2 s (at most
+    /// 120 s), then reads every partition from its low watermark up to its high watermark
+    /// (at most 120 s more) and notes every gap in the offsets read.
+    fn settled(broker: &str, topic: &str, partitions: i32) -> Self {
+        let consumer: BaseConsumer = ClientConfig::new()
+            .set("bootstrap.servers", broker)
+            .set("group.id", format!("reader-{topic}"))
+            .set("enable.auto.commit", "false")
+            .set("session.timeout.ms", "6000")
+            .create()
+            .unwrap();
+        let watermarks = || -> Vec<(i32, i64, i64)> {
+            (0..partitions)
+                .map(|p| {
+                    let (low, high) = consumer
+                        .fetch_watermarks(topic, p, Duration::from_secs(10))
+                        .unwrap_or_else(|e| panic!("watermarks of {topic}/{p}: {e}"));
+                    (p, low, high)
+                })
+                .collect()
+        };
+        let deadline = Instant::now() + Duration::from_secs(120);
+        let mut last = watermarks();
+        let mut stable_since = Instant::now();
+        while stable_since.elapsed() < Duration::from_secs(2) {
+            assert!(
+                Instant::now() < deadline,
+                "the high watermarks of {topic} still move after 120 s: {last:?}"
+            );
+            std::thread::sleep(Duration::from_millis(250));
+            let now = watermarks();
+            if now != last {
+                last = now;
+                stable_since = Instant::now();
+            }
+        }
+
+        let mut tpl = TopicPartitionList::new();
+        for p in 0..partitions {
+            tpl.add_partition_offset(topic, p, Offset::Beginning)
+                .unwrap();
+        }
+        consumer.assign(&tpl).unwrap();
+        let mut next: BTreeMap<i32, i64> = last.iter().map(|&(p, low, _)| (p, low)).collect();
+        let mut gaps = Vec::new();
+        let mut messages = Vec::new();
+        let done = |next: &BTreeMap<i32, i64>| last.iter().all(|&(p, _, high)| next[&p] >= high);
+        let deadline = Instant::now() + Duration::from_secs(120);
+        while !done(&next) && Instant::now() < deadline {
+            match consumer.poll(Duration::from_millis(100)) {
+                Some(Ok(m)) => {
+                    let (p, offset) = (m.partition(), m.offset());
+                    let expected = next[&p];
+                    if offset > expected {
+                        gaps.push((p, expected, offset - 1));
+                    }
+                    if offset >= expected {
+                        next.insert(p, offset + 1);
+                    }
+                    messages.push(Consumed {
+                        partition: p,
+                        key: m.key().map(<[u8]>::to_vec),
+                        payload: m.payload().unwrap_or_default().to_vec(),
+                    });
+                }
+                Some(Err(e)) => eprintln!("reader: {e}"),
+                None => {}
+            }
+        }
+        for &(p, _, high) in &last {
+            if next[&p] < high {
+                gaps.push((p, next[&p], high - 1));
+            }
+        }
+        TopicContents {
+            messages,
+            watermarks: last,
+            gaps,
+        }
+    }
+
+    /// (acknowledged spans not found, duplicates, spans found that were never acknowledged).
+    fn tally(&self, acked: &BTreeSet<(Vec<u8>, Vec<u8>)>) -> (usize, usize, usize) {
+        let mut seen: BTreeMap<(Vec<u8>, Vec<u8>), usize> = BTreeMap::new();
+        for m in &self.messages {
             let req = ExportTraceServiceRequest::decode(m.payload.as_slice())
                 .expect("every message value is an ExportTraceServiceRequest");
             for id in span_ids([&req]) {
-                let known = acked.contains(&id);
-                let n = seen.entry(id).or_default();
-                if *n == 0 && known {
-                    missing -= 1;
-                }
-                *n += 1;
+                *seen.entry(id).or_default() += 1;
             }
         }
-        decoded = ms.len();
-        missing == 0
-    };
-    let messages = read_topic_on(broker, topic, partitions, 120, &mut done);
-    done(&messages);
-    let lost = acked.iter().filter(|id| !seen.contains_key(*id)).count();
-    let duplicates: usize = seen.values().map(|n| n - 1).sum();
-    let unacknowledged = seen.keys().filter(|id| !acked.contains(*id)).count();
-    (lost, duplicates, unacknowledged)
+        let lost = acked.iter().filter(|id| !seen.contains_key(*id)).count();
+        let duplicates: usize = seen.values().map(|n| n - 1).sum();
+        let unacknowledged = seen.keys().filter(|id| !acked.contains(*id)).count();
+        (lost, duplicates, unacknowledged)
+    }
+
+    /// What to print when acknowledged spans are missing: the offsets read, the gaps, and for
+    /// each partition the missing spans' traces belong to (by the partitioner), how many.
+    fn diagnose(&self, acked: &BTreeSet<(Vec<u8>, Vec<u8>)>, partitions: i32) -> String {
+        let found: BTreeSet<(Vec<u8>, Vec<u8>)> = self
+            .messages
+            .iter()
+            .flat_map(|m| {
+                span_ids([&ExportTraceServiceRequest::decode(m.payload.as_slice()).unwrap()])
+            })
+            .collect();
+        let mut missing_by_partition: BTreeMap<i32, (BTreeSet<Vec<u8>>, usize)> = BTreeMap::new();
+        for (trace, span) in acked {
+            if !found.contains(&(trace.clone(), span.clone())) {
+                let e = missing_by_partition
+                    .entry(java_partition(trace, partitions))
+                    .or_default();
+                e.0.insert(trace.clone());
+                e.1 += 1;
+            }
+        }
+        let missing: Vec<String> = missing_by_partition
+            .iter()
+            .map(|(p, (traces, spans))| {
+                format!("partition {p}: {spans} spans of {} traces", traces.len())
+            })
+            .collect();
+        format!(
+            "watermarks (partition, low, high) {:?}; {} messages read; offset gaps (partition, first, last) {:?}; missing: {}",
+            self.watermarks,
+            self.messages.len(),
+            self.gaps,
+            missing.join(", ")
+        )
+    }
+}
+
+/// Waits (at most 120 s) until `gateway` holds nothing unexported: no unreleased ingest-log
+/// frame (with durability on, a frame is released once its spans are exported) and nothing
+/// in its export queues. True when it got there.
+fn drained(gateway: &Shardtel) -> bool {
+    wait_until(120, || {
+        let m = gateway.metrics();
+        let sum = |name: &str| -> Option<u64> {
+            let lines: Vec<&str> = m
+                .lines()
+                .filter(|l| l.starts_with(name) && l[name.len()..].starts_with('{'))
+                .collect();
+            (!lines.is_empty()).then(|| {
+                lines
+                    .iter()
+                    .filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
+                    .sum()
+            })
+        };
+        sum("shardtel_ingest_log_frames") == Some(0)
+            && sum("shardtel_exporter_queue_size_bytes") == Some(0)
+    })
 }
 
 #[test]
@@ -395,18 +510,19 @@ fn gateway_kill_9(what: &str, queue: &str, seed: u8) {
     }
     let partitions = 4;
     let topic = unique_topic("gateway-kill9");
-    create_topic_on(BROKER, &topic, partitions);
+    let broker = broker();
+    create_topic_on(&broker, &topic, partitions);
     // A 300 ms linger and 200 ms batches keep acknowledged spans in the export queue and in
     // librdkafka at any moment.
     let mut gateway = {
-        let topic = topic.clone();
+        let (topic, broker) = (topic.clone(), broker.clone());
         let queue = queue.to_string();
         Shardtel::start(move |dir, ports| {
             base_config(dir, ports, "")
                 + &format!(
                     r#"
 [exporters.kafka]
-brokers = ["{BROKER}"]
+brokers = ["{broker}"]
 traces_topic = "{topic}"
 linger = "300ms"
 batch = {{ timeout = "200ms" }}
@@ -436,18 +552,35 @@ exporters = ["kafka"]
         "acknowledged {acked_before} spans before the kill and {} in all",
         acked.len()
     );
-    let (lost, duplicates, unacknowledged) = read_back(BROKER, &topic, partitions, acked);
+    // Everything exported, and the broker done with it, before the topic is read.
+    assert!(
+        drained(&gateway),
+        "the restarted gateway still holds data after 120 s; metrics:\n{}\nlog:\n{}",
+        gateway.metrics(),
+        gateway.log()
+    );
+    let contents = TopicContents::settled(&broker, &topic, partitions);
+    let (lost, duplicates, unacknowledged) = contents.tally(acked);
     let log = gateway.log();
     eprintln!(
-        "gateway kill -9 ({what}): {sent_requests} requests sent, {} refused; {} spans acknowledged ({acked_before} before the kill, {exported_before} exported by then), {lost} lost, {duplicates} duplicates, {unacknowledged} unacknowledged spans published",
+        "gateway kill -9 ({what}): {sent_requests} requests sent, {} refused; {} spans acknowledged ({acked_before} before the kill, {exported_before} exported by then), {lost} lost, {duplicates} duplicates, {unacknowledged} unacknowledged spans published; {} messages at offsets {:?} (partition, low, high), gaps {:?}",
         record.refused,
-        acked.len()
+        acked.len(),
+        contents.messages.len(),
+        contents.watermarks,
+        contents.gaps
+    );
+    assert!(
+        contents.gaps.is_empty(),
+        "the reader missed offsets of the topic (partition, first, last): {:?}",
+        contents.gaps
     );
     if lost > 0 {
-        // Tell a lost span from a slow or lossy read: a second reader, and what the gateway
-        // says it produced; and whether the missing spans were acknowledged before the kill.
-        let (again, _, _) = read_back(BROKER, &topic, partitions, acked);
-        let (missing_before, _, _) = read_back(BROKER, &topic, partitions, &before_kill);
+        // Tell a lost span from a lossy read: a second reader, and what the gateway says it
+        // produced; and whether the missing spans were acknowledged before the kill.
+        let again = TopicContents::settled(&broker, &topic, partitions);
+        let (lost_again, _, _) = again.tally(acked);
+        let (missing_before, _, _) = again.tally(&before_kill);
         let metrics = gateway.metrics();
         let kafka: Vec<&str> = metrics
             .lines()
@@ -457,7 +590,8 @@ exporters = ["kafka"]
             })
             .collect();
         panic!(
-            "{lost} acknowledged spans are not in the topic ({what}; a second read misses {again}, {missing_before} of them acknowledged before the kill); gateway metrics:\n{}\ngateway log:\n{log}",
+            "{lost} acknowledged spans are not in the topic ({what}; a second read misses {lost_again}, {missing_before} of them acknowledged before the kill); {}\ngateway metrics:\n{}\ngateway log:\n{log}",
+            contents.diagnose(acked, partitions),
             kafka.join("\n")
         );
     }

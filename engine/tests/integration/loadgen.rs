@@ -5,7 +5,7 @@
 use std::path::PathBuf;
 use std::process::Command;
 
-use crate::harness::{base_config, file_pipelines, Shardtel};
+use crate::harness::Shardtel;
 
 /// The loadgen binary next to `shardtel` (built by `cargo test --workspace`;
 /// built here if this test runs alone).
@@ -83,17 +83,12 @@ fn run_loadgen(st: &Shardtel, protocol: &str, extra: &[&str]) -> (bool, String) 
         .args(extra)
         .output()
         .unwrap();
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    (out.status.success(), text)
+    (out.status.success(), output_text(&out))
 }
 
 #[test]
 fn loadgen_verify_reports_no_loss_through_shardtel() {
-    let st = Shardtel::start(|dir, ports| base_config(dir, ports, "") + &file_pipelines(dir));
+    let st = Shardtel::start_config(|c| c.file_pipelines());
     let (ok, report) = run_loadgen(&st, "grpc", &["-c", "gzip"]);
     assert!(
         ok,

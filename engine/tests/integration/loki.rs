@@ -15,8 +15,11 @@ use shardtel_protocol::proto::common::v1::{AnyValue, InstrumentationScope};
 use shardtel_protocol::proto::logs::v1::{LogRecord, ResourceLogs, ScopeLogs};
 use shardtel_protocol::proto::resource::v1::Resource;
 
+use shardtel_protocol::Signal;
+
 use crate::gen::{kv, s};
-use crate::harness::{base_config, wait_until, Shardtel};
+use crate::harness::{wait_until, Shardtel};
+use crate::test_config::{millis, Batch, Component, Pipeline, Retry};
 
 /// `logproto.PushRequest`.
 #[derive(Clone, PartialEq, Message)]
@@ -241,28 +244,26 @@ fn record(t: u64, body: &str, level: &str) -> LogRecord {
 fn loki_push_protobuf_and_json_to_a_recorder() {
     let recorded = Arc::new(Mutex::new(Recorded::default()));
     let port = recorder(recorded.clone());
-    let shardtel = Shardtel::start(move |dir, ports| {
-        base_config(dir, ports, "")
-            + &format!(
-                r#"
-[exporters.loki]
-endpoint = "http://127.0.0.1:{port}/proto/loki/api/v1/push"
-tenant_id = "team-a"
-labels = {{ resource = ["service.name", "deployment.environment"], attributes = ["level"] }}
-batch = {{ timeout = "50ms" }}
-retry = {{ initial_interval = "50ms", max_interval = "200ms" }}
-
-[exporters.loki_json]
-type = "loki"
-endpoint = "http://127.0.0.1:{port}/json/loki/api/v1/push"
-encoding = "json"
-batch = {{ timeout = "50ms" }}
-
-[pipelines.logs]
-receivers = ["otlp"]
-exporters = ["loki", "loki_json"]
-"#
-            )
+    let shardtel = Shardtel::start_config(|c| {
+        c.exporter(
+            "loki",
+            Component::loki(&format!("http://127.0.0.1:{port}/proto/loki/api/v1/push"))
+                .set("tenant_id", "team-a")
+                .set(
+                    "labels.resource",
+                    vec!["service.name", "deployment.environment"],
+                )
+                .set("labels.attributes", vec!["level"])
+                .batch(Batch::timeout(millis(50)))
+                .retry(Retry::backoff(millis(50), millis(200))),
+        )
+        .exporter(
+            "loki_json",
+            Component::loki(&format!("http://127.0.0.1:{port}/json/loki/api/v1/push"))
+                .set("encoding", "json")
+                .batch(Batch::timeout(millis(50))),
+        )
+        .logs(Pipeline::otlp_to(&["loki", "loki_json"]))
     });
     let t0 = SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -294,13 +295,7 @@ exporters = ["loki", "loki_json"]
             ..Default::default()
         }],
     };
-    let response = reqwest::blocking::Client::new()
-        .post(format!("{}/v1/logs", shardtel.http_url()))
-        .header("content-type", "application/x-protobuf")
-        .body(request.encode_to_vec())
-        .send()
-        .unwrap();
-    assert_eq!(response.status(), 200);
+    shardtel.post_accepted(Signal::Logs, request.encode_to_vec());
     assert!(
         wait_until(30, || {
             let r = recorded.lock().unwrap();

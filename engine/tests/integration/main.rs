@@ -3,6 +3,7 @@
 
 mod cli;
 mod connections;
+mod docs;
 mod durability;
 mod errors;
 mod forward;
@@ -16,6 +17,7 @@ mod kafka_restart;
 mod loadgen;
 mod loki;
 mod otelcol;
+mod otelcol_kafka;
 mod processors;
 mod prometheus;
 mod receive;
@@ -23,3 +25,4 @@ mod routing;
 mod sampling;
 mod sampling_memory;
 mod shutdown;
+mod test_config;

@@ -38,17 +38,18 @@ use shardtel_protocol::proto::resource::v1::Resource;
 use shardtel_protocol::Signal;
 
 use crate::gen::{flatten, kv, request, s, span};
-use crate::harness::{base_config, file_pipelines, free_port, read_lines, wait_until, Shardtel};
+use crate::harness::{free_port, read_lines, wait_until, Shardtel};
+use crate::test_config::{Batch, Component, Pipeline};
 
 /// The Collector's configurations (one copy each).
-const CONFIGS: &str = concat!(
+pub const CONFIGS: &str = concat!(
     env!("CARGO_MANIFEST_DIR"),
     "/../tests/peers/otelcol/configs"
 );
 
 /// The Collector binary from `SHARDTEL_OTELCOL_BIN`. `None` only when it is missing and
 /// `SHARDTEL_OTELCOL_OPTIONAL=1` (after a loud message); panics otherwise.
-fn otelcol_bin(test: &str) -> Option<PathBuf> {
+pub fn otelcol_bin(test: &str) -> Option<PathBuf> {
     let bin = std::env::var_os("SHARDTEL_OTELCOL_BIN").map(PathBuf::from);
     if let Some(bin) = bin.filter(|b| b.is_file()) {
         return Some(bin);
@@ -69,11 +70,11 @@ fn otelcol_bin(test: &str) -> Option<PathBuf> {
 }
 
 /// A running OpenTelemetry Collector with its own directory (log, file exporter output).
-struct Otelcol {
+pub struct Otelcol {
     child: Option<Child>,
     dir: tempfile::TempDir,
-    grpc: u16,
-    http: u16,
+    pub grpc: u16,
+    pub http: u16,
     metrics: u16,
 }
 
@@ -81,7 +82,17 @@ impl Otelcol {
     /// Starts `bin` on `configs/<config>.yaml` with the receiver, metrics and output-directory
     /// variables set, plus `env`; waits until its OTLP receivers and metrics endpoint accept
     /// connections (the Collector starts its receivers last, after the exporters).
-    fn start(bin: &Path, config: &str, env: &[(&str, String)]) -> Self {
+    pub fn start(bin: &Path, config: &str, env: &[(&str, String)]) -> Self {
+        Self::launch(bin, config, env, true)
+    }
+
+    /// [`Otelcol::start`] for a configuration without an OTLP receiver (a Kafka consumer):
+    /// waits for the metrics endpoint only.
+    pub fn start_without_otlp(bin: &Path, config: &str, env: &[(&str, String)]) -> Self {
+        Self::launch(bin, config, env, false)
+    }
+
+    fn launch(bin: &Path, config: &str, env: &[(&str, String)], otlp: bool) -> Self {
         let dir = tempfile::tempdir().unwrap();
         std::fs::create_dir(dir.path().join("out")).unwrap();
         let (grpc, http, metrics) = (free_port(), free_port(), free_port());
@@ -113,7 +124,12 @@ impl Otelcol {
                     c.log()
                 );
             }
-            if [grpc, http, metrics]
+            let ports: &[u16] = if otlp {
+                &[grpc, http, metrics]
+            } else {
+                &[metrics]
+            };
+            if ports
                 .iter()
                 .all(|p| TcpStream::connect(("127.0.0.1", *p)).is_ok())
             {
@@ -128,17 +144,17 @@ impl Otelcol {
         }
     }
 
-    fn log(&self) -> String {
+    pub fn log(&self) -> String {
         std::fs::read_to_string(self.dir.path().join("otelcol.log")).unwrap_or_default()
     }
 
-    fn out(&self) -> PathBuf {
+    pub fn out(&self) -> PathBuf {
         self.dir.path().join("out")
     }
 
     /// Sum of the Collector's self-metric `name` (with or without the `_total` suffix its
     /// Prometheus exporter may add) over the series whose labels contain `label_filter`.
-    fn metric_sum(&self, name: &str, label_filter: &str) -> u64 {
+    pub fn metric_sum(&self, name: &str, label_filter: &str) -> u64 {
         let text = crate::harness::http_get(self.metrics, "/metrics")
             .map(|(_, b)| b)
             .unwrap_or_default();
@@ -153,7 +169,7 @@ impl Otelcol {
 
     /// SIGTERM (the Collector drains its pipelines and closes its files), then waits for
     /// exit 0.
-    fn stop(&mut self) {
+    pub fn stop(&mut self) {
         let Some(mut child) = self.child.take() else {
             return;
         };
@@ -195,7 +211,7 @@ impl Drop for Otelcol {
 /// Every request the Collector's file exporter wrote to `<dir>/<stem>.jsonl` so far. The
 /// exporter flushes its buffer on a timer, so a last line without its newline is still being
 /// written and is left for the next read.
-fn read_collector_file<T: Message + Default>(dir: &Path, stem: &str, signal: Signal) -> Vec<T> {
+pub fn read_collector_file<T: Message + Default>(dir: &Path, stem: &str, signal: Signal) -> Vec<T> {
     let text = std::fs::read_to_string(dir.join(format!("{stem}.jsonl"))).unwrap_or_default();
     let complete = text.rfind('\n').map_or("", |end| &text[..end]);
     complete
@@ -209,7 +225,7 @@ fn read_collector_file<T: Message + Default>(dir: &Path, stem: &str, signal: Sig
         .collect()
 }
 
-fn hex(b: &[u8]) -> String {
+pub fn hex(b: &[u8]) -> String {
     b.iter().map(|x| format!("{x:02x}")).collect()
 }
 
@@ -217,7 +233,7 @@ fn hex(b: &[u8]) -> String {
 
 /// Metric requests: per request a cumulative monotonic sum, a gauge and a histogram, with
 /// data points told apart by `seq`.
-fn metrics_request(r: u64) -> ExportMetricsServiceRequest {
+pub fn metrics_request(r: u64) -> ExportMetricsServiceRequest {
     let t = 1_700_000_000_000_000_000 + r * 1_000_000;
     let attrs = |i: u64| vec![kv("seq", any_value::Value::IntValue((r * 10 + i) as i64))];
     let number = |i: u64, value: number_data_point::Value| NumberDataPoint {
@@ -301,7 +317,7 @@ fn metrics_request(r: u64) -> ExportMetricsServiceRequest {
 }
 
 /// (resource, scope, metric holding one data point) per data point, in a fixed order.
-fn flatten_metrics(
+pub fn flatten_metrics(
     reqs: &[ExportMetricsServiceRequest],
 ) -> Vec<(Option<Resource>, Option<InstrumentationScope>, Metric)> {
     let mut out = Vec::new();
@@ -361,7 +377,7 @@ fn flatten_metrics(
 }
 
 /// Log requests: records with bodies, severities, attributes and trace context.
-fn logs_request(r: u64) -> ExportLogsServiceRequest {
+pub fn logs_request(r: u64) -> ExportLogsServiceRequest {
     ExportLogsServiceRequest {
         resource_logs: vec![ResourceLogs {
             resource: Some(Resource {
@@ -404,7 +420,7 @@ fn logs_request(r: u64) -> ExportLogsServiceRequest {
 }
 
 /// (resource, scope, record) per log record, in a fixed order.
-fn flatten_logs(
+pub fn flatten_logs(
     reqs: &[ExportLogsServiceRequest],
 ) -> Vec<(Option<Resource>, Option<InstrumentationScope>, LogRecord)> {
     let mut out: Vec<_> = reqs
@@ -423,7 +439,7 @@ fn flatten_logs(
 }
 
 /// POSTs an OTLP/HTTP protobuf body to shardtel; it must be accepted.
-fn post(st: &Shardtel, path: &str, body: Vec<u8>) {
+pub fn post(st: &Shardtel, path: &str, body: Vec<u8>) {
     let resp = reqwest::blocking::Client::new()
         .post(format!("{}{path}", st.http_url()))
         .header("content-type", "application/x-protobuf")
@@ -447,30 +463,17 @@ fn shardtel_to_collector(test: &str, kind: &str, compression: &str) {
         "otlp" => format!("http://127.0.0.1:{}", collector.grpc),
         _ => format!("http://127.0.0.1:{}", collector.http),
     };
-    let kind_owned = kind.to_string();
-    let compression_owned = compression.to_string();
-    let mut st = Shardtel::start(move |dir, ports| {
-        base_config(dir, ports, "")
-            + &format!(
-                r#"
-[exporters.collector]
-type = "{kind_owned}"
-endpoint = "{endpoint}"
-compression = "{compression_owned}"
-[exporters.collector.batch]
-timeout = "50ms"
-
-[pipelines.traces]
-receivers = ["otlp"]
-exporters = ["collector"]
-[pipelines.metrics]
-receivers = ["otlp"]
-exporters = ["collector"]
-[pipelines.logs]
-receivers = ["otlp"]
-exporters = ["collector"]
-"#
-            )
+    let mut st = Shardtel::start_config(|c| {
+        c.exporter(
+            "collector",
+            Component::of_type(kind)
+                .set("endpoint", endpoint.as_str())
+                .set("compression", compression)
+                .batch(Batch::timeout(Duration::from_millis(50))),
+        )
+        .traces(Pipeline::otlp_to(&["collector"]))
+        .metrics(Pipeline::otlp_to(&["collector"]))
+        .logs(Pipeline::otlp_to(&["collector"]))
     });
 
     let traces: Vec<ExportTraceServiceRequest> = (0..30u64)
@@ -565,7 +568,7 @@ exporters = ["collector"]
 
 /// `got` equals `expected`, item by item (both in the same fixed order); on failure names the
 /// counts and the first item that differs instead of printing both lists whole.
-fn assert_same<T: PartialEq + std::fmt::Debug>(got: &[T], expected: &[T], what: &str) {
+pub fn assert_same<T: PartialEq + std::fmt::Debug>(got: &[T], expected: &[T], what: &str) {
     if got == expected {
         return;
     }
@@ -686,7 +689,7 @@ fn collector_to_shardtel(test: &str, exporter: &str) {
     let Some(bin) = otelcol_bin(test) else {
         return;
     };
-    let mut st = Shardtel::start(|dir, ports| base_config(dir, ports, "") + &file_pipelines(dir));
+    let mut st = Shardtel::start_config(|c| c.file_pipelines());
     let mut collector = Otelcol::start(
         &bin,
         "otlp-forward",
@@ -975,7 +978,7 @@ fn collector_has_its_components_and_every_config_validates() {
         .filter(|p| p.extension().is_some_and(|e| e == "yaml"))
         .collect();
     configs.sort();
-    assert!(configs.len() >= 4, "{configs:?}");
+    assert!(configs.len() >= 6, "{configs:?}");
     for config in configs {
         let out = Command::new(&bin)
             .arg("validate")
@@ -994,6 +997,11 @@ fn collector_has_its_components_and_every_config_validates() {
             .env("OTELCOL_EXPORTER", "otlp_grpc")
             .env("SHARDTEL_GRPC_ENDPOINT", "127.0.0.1:4317")
             .env("SHARDTEL_HTTP_URL", "http://127.0.0.1:4318")
+            .env("KAFKA_BROKER", "127.0.0.1:9092")
+            .env("KAFKA_GROUP", "validate")
+            .env("KAFKA_TRACES_TOPIC", "otlp_spans")
+            .env("KAFKA_METRICS_TOPIC", "otlp_metrics")
+            .env("KAFKA_LOGS_TOPIC", "otlp_logs")
             .output()
             .unwrap();
         assert!(

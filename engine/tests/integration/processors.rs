@@ -1,7 +1,7 @@
 //! Processors through the real process: the DESIGN.md redaction pipeline with real OTLP SDK
-//! clients (no secret reaches the output files; traces redacted after tail sampling), the health-check filter, and the memory
-//! limiter under overload (RSS under the hard limit, retryable refusals counted, nothing
-//! accepted lost).
+//! clients (no secret reaches the output files; traces redacted after tail sampling), the
+//! health-check filter, and the memory limiter under overload (RSS under the hard limit,
+//! retryable refusals counted, nothing accepted lost).
 
 use std::collections::BTreeSet;
 use std::path::Path;
@@ -23,41 +23,11 @@ use shardtel_protocol::Signal;
 
 use crate::gen::{request, span};
 use crate::grpc_client::{frame, GrpcClient, TRACES};
-use crate::harness::{base_config, read_lines, read_traces, wait_until, Shardtel};
+use crate::harness::{
+    connect, http_post, proc_status_kib, read_lines, spans_in, tokio_runtime, wait_until, Shardtel,
+};
 use crate::loadgen::{output_text, verifying};
-
-/// The processor exactly as DESIGN.md sketches it.
-const REDACT: &str = r#"
-[processors.redact]         # the seed architecture's PII example
-type = "attributes"
-[[processors.redact.actions]]
-key = "http.url"
-action = "hash"
-[[processors.redact.actions]]
-key = "user.email"
-action = "delete"
-[[processors.redact.actions]]
-key = "log.body"            # the log record's body
-action = "mask"
-pattern = '\d{4}-\d{4}-\d{4}-\d{4}'
-replacement = "[REDACTED]"
-"#;
-
-fn file_exporters(dir: &Path) -> String {
-    format!(
-        r#"
-[exporters.file_traces]
-type = "file"
-path = "{dir}/out/traces.jsonl"
-batch = {{ timeout = "50ms" }}
-[exporters.file_logs]
-type = "file"
-path = "{dir}/out/logs.jsonl"
-batch = {{ timeout = "50ms" }}
-"#,
-        dir = dir.display()
-    )
-}
+use crate::test_config::{millis, secs, Batch, Component, Pipeline, TailSampling};
 
 fn sha256_hex(b: &[u8]) -> String {
     use sha2::{Digest, Sha256};
@@ -104,26 +74,15 @@ const RECORDS: usize = 30;
 
 #[test]
 fn redaction_pipeline_leaves_no_secret_in_the_output() {
+    // The redaction processor exactly as DESIGN.md sketches it (tests/fixtures/redaction.toml).
     // Traces are redacted after tail sampling, where DESIGN.md puts rewriting processors: on
     // the kept spans of each buffered batch, in place.
-    let st = Shardtel::start(|dir, ports| {
-        base_config(dir, ports, "")
-            + REDACT
-            + &file_exporters(dir)
-            + r#"
-[processors.tail_sampling]
-decision_wait = "200ms"
-policies = [{ name = "all", type = "always_sample" }]
-
-[pipelines.traces]
-receivers = ["otlp"]
-processors = ["tail_sampling", "redact"]
-exporters = ["file_traces"]
-[pipelines.logs]
-receivers = ["otlp"]
-processors = ["redact"]
-exporters = ["file_logs"]
-"#
+    let st = Shardtel::start_config(|c| {
+        c.processor("redact", Component::redaction())
+            .processor("tail_sampling", TailSampling::keep_all(millis(200)))
+            .file_exporters()
+            .traces(Pipeline::otlp_to(&["file_traces"]).processors(&["tail_sampling", "redact"]))
+            .logs(Pipeline::otlp_to(&["file_logs"]).processors(&["redact"]))
     });
     let url = |i: usize| format!("https://shop.example/checkout?item={i}&token=tok_SECRET{i:04}x");
     let email = |i: usize| format!("customer{i}@example.com");
@@ -185,14 +144,7 @@ exporters = ["file_logs"]
         provider.shutdown().unwrap();
     }
     let out = st.out();
-    let spans = |out: &Path| -> Vec<shardtel_protocol::proto::trace::v1::Span> {
-        read_traces(out)
-            .into_iter()
-            .flat_map(|(_, r)| r.resource_spans)
-            .flat_map(|rs| rs.scope_spans)
-            .flat_map(|ss| ss.spans)
-            .collect()
-    };
+    let spans = spans_in;
     let records = |out: &Path| -> Vec<shardtel_protocol::proto::logs::v1::LogRecord> {
         read_logs(out)
             .into_iter()
@@ -268,21 +220,13 @@ exporters = ["file_logs"]
 
 #[test]
 fn filter_removes_health_check_traces() {
-    let st = Shardtel::start(|dir, ports| {
-        base_config(dir, ports, "")
-            + r#"
-[processors.drop_health_checks]
-type = "filter"
-[processors.drop_health_checks.spans.exclude]
-match_type = "regexp"
-attributes = [{ key = "http.route", value = "^/(health|ready)" }]
-"# + &file_exporters(dir)
-            + r#"
-[pipelines.traces]
-receivers = ["otlp"]
-processors = ["drop_health_checks"]
-exporters = ["file_traces"]
-"#
+    let st = Shardtel::start_config(|c| {
+        c.processor(
+            "drop_health_checks",
+            Component::filter_spans_by_route("^/(health|ready)"),
+        )
+        .file_exporters()
+        .traces(Pipeline::otlp_to(&["file_traces"]).processors(&["drop_health_checks"]))
     });
     let provider = {
         let exporter = opentelemetry_otlp::SpanExporter::builder()
@@ -310,15 +254,8 @@ exporters = ["file_traces"]
     }
     provider.force_flush().unwrap();
     provider.shutdown().unwrap();
-    let names = || -> BTreeSet<String> {
-        read_traces(&st.out())
-            .into_iter()
-            .flat_map(|(_, r)| r.resource_spans)
-            .flat_map(|rs| rs.scope_spans)
-            .flat_map(|ss| ss.spans)
-            .map(|s| s.name)
-            .collect()
-    };
+    let names =
+        || -> BTreeSet<String> { spans_in(&st.out()).into_iter().map(|s| s.name).collect() };
     assert!(
         wait_until(20, || names().len() >= kept.len()),
         "log:\n{}",
@@ -336,53 +273,39 @@ exporters = ["file_traces"]
     );
 }
 
-/// Resident set size of a process, from /proc/PID/status.
-fn rss_of(pid: u32) -> Option<u64> {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    let kb: u64 = status
-        .lines()
-        .find(|l| l.starts_with("VmRSS:"))?
-        .split_whitespace()
-        .nth(1)?
-        .parse()
-        .ok()?;
-    Some(kb * 1024)
+/// Resident set size of a process in bytes (0 once it is gone).
+fn rss_of(pid: u32) -> u64 {
+    proc_status_kib(pid, "VmRSS") * 1024
 }
 
 /// A collector whose traces pipeline runs the memory limiter (default spike limit: 20% of
 /// `limit_mib`) and a tail sampler that keeps everything for 1 s, into files. The per-connection
 /// and sampler settings are small so that the buffers' minimums fit a small limit.
 fn limited_collector(limit_mib: u64) -> Shardtel {
-    Shardtel::start(|dir, ports| {
-        base_config(
-            dir,
-            ports,
-            "max_recv_msg_size = \"2MiB\"\nmax_concurrent_streams = 16",
-        ) + &format!(
-            r#"
-[processors.memory_limiter]
-check_interval = "20ms"
-limit_mib = {limit_mib}
-
-[processors.keep_all]
-type = "tail_sampling"
-decision_wait = "1s"
-max_traces_per_core = 10_000
-decision_cache = {{ sampled_cache_size = 10_000, non_sampled_cache_size = 10_000 }}
-policies = [{{ name = "all", type = "always_sample" }}]
-
-[exporters.file_traces]
-type = "file"
-path = "{dir}/out/traces.jsonl"
-batch = {{ timeout = "50ms", max_bytes = "1MiB" }}
-
-[pipelines.traces]
-receivers = ["otlp"]
-processors = ["memory_limiter", "keep_all"]
-exporters = ["file_traces"]
-"#,
-            dir = dir.display()
+    let keep_all = TailSampling {
+        max_traces_per_core: Some(10_000),
+        decision_cache: Some(10_000),
+        ..TailSampling::keep_all(secs(1))
+    };
+    Shardtel::start_config(|c| {
+        c.with(|c| {
+            c.otlp.max_recv_msg_size = Some(2 << 20);
+            c.otlp.max_concurrent_streams = Some(16);
+        })
+        .processor(
+            "memory_limiter",
+            Component::memory_limiter(millis(20), limit_mib),
         )
+        .processor("keep_all", keep_all)
+        .file_exporters()
+        .with_exporter("file_traces", |e| {
+            e.batch(Batch {
+                timeout: Some(millis(50)),
+                max_bytes: Some(1 << 20),
+                ..Batch::default()
+            })
+        })
+        .traces(Pipeline::otlp_to(&["file_traces"]).processors(&["memory_limiter", "keep_all"]))
     })
 }
 
@@ -393,22 +316,11 @@ fn unlabelled(st: &Shardtel, name: &str) -> Option<u64> {
         .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
 }
 
-/// Posts a one-span OTLP/HTTP request; the HTTP status.
+/// Posts a one-span OTLP/HTTP request on a new connection; the HTTP status.
 fn post_one_span(port: u16) -> Option<u16> {
-    use std::io::{Read, Write};
     let body = request(vec![span(7, 1, 0)]).encode_to_vec();
-    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
-    s.set_read_timeout(Some(Duration::from_secs(10))).ok()?;
-    write!(
-        s,
-        "POST /v1/traces HTTP/1.1\r\nhost: 127.0.0.1\r\ncontent-type: application/x-protobuf\r\ncontent-length: {}\r\nconnection: close\r\n\r\n",
-        body.len()
-    )
-    .ok()?;
-    s.write_all(&body).ok()?;
-    let mut out = String::new();
-    s.read_to_string(&mut out).ok()?;
-    out.split_whitespace().nth(1)?.parse().ok()
+    let head = http_post(&mut connect(port).ok()?, &body).ok()?;
+    head.split_whitespace().nth(1)?.parse().ok()
 }
 
 #[test]
@@ -418,7 +330,7 @@ fn memory_limiter_keeps_rss_under_the_hard_limit_and_recovers() {
         let mut st = limited_collector(4096);
         std::thread::sleep(Duration::from_millis(500));
         let pid = st.child.as_ref().unwrap().id();
-        let rss = rss_of(pid).unwrap();
+        let rss = rss_of(pid);
         st.stop();
         rss
     };
@@ -436,9 +348,7 @@ fn memory_limiter_keeps_rss_under_the_hard_limit_and_recovers() {
         let (stop, max_rss) = (stop.clone(), max_rss.clone());
         std::thread::spawn(move || {
             while !stop.load(Ordering::Relaxed) {
-                if let Some(rss) = rss_of(pid) {
-                    max_rss.fetch_max(rss, Ordering::Relaxed);
-                }
+                max_rss.fetch_max(rss_of(pid), Ordering::Relaxed);
                 std::thread::sleep(Duration::from_millis(10));
             }
         })
@@ -469,7 +379,7 @@ fn memory_limiter_keeps_rss_under_the_hard_limit_and_recovers() {
             && (0..5).all(|_| post_one_span(st.ports.http) == Some(200))
     });
     let recovery = stopped.elapsed();
-    let rss_after = rss_of(pid).unwrap_or(0);
+    let rss_after = rss_of(pid);
     let out = child.wait_with_output().unwrap();
     stop.store(true, Ordering::Relaxed);
     sampler.join().unwrap();
@@ -552,11 +462,7 @@ struct Probe {
 /// Sends a one-span gRPC request every 20 ms while `running()` (at most 2 minutes); every answer
 /// must be OK or a retryable UNAVAILABLE.
 fn grpc_probe(port: u16, mut running: impl FnMut() -> bool) -> Probe {
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    rt.block_on(async {
+    tokio_runtime().block_on(async {
         let mut c = GrpcClient::connect(port).await;
         let body = request(vec![span(9, 1, 0)]).encode_to_vec();
         let end = std::time::Instant::now() + Duration::from_secs(120);

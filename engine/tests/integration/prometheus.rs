@@ -20,9 +20,11 @@ use shardtel_protocol::proto::metrics::v1::{
     Sum, Summary, SummaryDataPoint,
 };
 use shardtel_protocol::proto::resource::v1::Resource;
+use shardtel_protocol::Signal;
 
 use crate::gen::{kv, s};
-use crate::harness::{base_config, wait_until, Shardtel};
+use crate::harness::{wait_until, Shardtel};
+use crate::test_config::{millis, Batch, Component, Pipeline, Retry};
 
 fn prometheus_url() -> String {
     std::env::var("SHARDTEL_PROMETHEUS_URL").unwrap_or_else(|_| "http://127.0.0.1:19090".into())
@@ -249,15 +251,18 @@ fn request(service: &str, t: u64, jobs_done: f64, batch: [u64; 3], total: f64) -
     .encode_to_vec()
 }
 
-/// Posts over a new connection (a new client), so the kernel may pick any core.
-fn post(shardtel: &Shardtel, body: Vec<u8>) {
-    let response = reqwest::blocking::Client::new()
-        .post(format!("{}/v1/metrics", shardtel.http_url()))
-        .header("content-type", "application/x-protobuf")
-        .body(body)
-        .send()
-        .unwrap();
-    assert_eq!(response.status(), 200);
+/// A shardtel remote-writing its metrics pipeline to Prometheus (as exporter `prom`).
+fn remote_writer(retry: Option<Retry>) -> Shardtel {
+    let mut exporter =
+        Component::prometheus_remote_write(&format!("{}/api/v1/write", prometheus_url()))
+            .batch(Batch::timeout(millis(50)));
+    if let Some(retry) = retry {
+        exporter = exporter.retry(retry);
+    }
+    Shardtel::start_config(|c| {
+        c.exporter("prom", exporter)
+            .metrics(Pipeline::otlp_to(&["prom"]))
+    })
 }
 
 #[test]
@@ -265,23 +270,7 @@ fn remote_write_to_real_prometheus() {
     if !prometheus_available("remote_write_to_real_prometheus") {
         return;
     }
-    let url = prometheus_url();
-    let shardtel = Shardtel::start(move |dir, ports| {
-        base_config(dir, ports, "")
-            + &format!(
-                r#"
-[exporters.prom]
-type = "prometheusremotewrite"
-endpoint = "{url}/api/v1/write"
-batch = {{ timeout = "50ms" }}
-retry = {{ initial_interval = "50ms", max_interval = "500ms" }}
-
-[pipelines.metrics]
-receivers = ["otlp"]
-exporters = ["prom"]
-"#
-            )
-    });
+    let shardtel = remote_writer(Some(Retry::backoff(millis(50), millis(500))));
     let nanos = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .unwrap()
@@ -303,8 +292,9 @@ exporters = ["prom"]
     ];
     let expected_jobs = [5.0, 12.0, 13.0];
     for (i, (jobs, batch, total)) in steps.into_iter().enumerate() {
-        post(
-            &shardtel,
+        // Over a new connection, so the kernel may pick any core.
+        shardtel.post_accepted(
+            Signal::Metrics,
             request(&service, t(i as i64), jobs, batch, total),
         );
         let want = expected_jobs[i];
@@ -507,22 +497,7 @@ fn sdk_metrics_reach_prometheus() {
     if !prometheus_available("sdk_metrics_reach_prometheus") {
         return;
     }
-    let url = prometheus_url();
-    let shardtel = Shardtel::start(move |dir, ports| {
-        base_config(dir, ports, "")
-            + &format!(
-                r#"
-[exporters.prom]
-type = "prometheusremotewrite"
-endpoint = "{url}/api/v1/write"
-batch = {{ timeout = "50ms" }}
-
-[pipelines.metrics]
-receivers = ["otlp"]
-exporters = ["prom"]
-"#
-            )
-    });
+    let shardtel = remote_writer(None);
     let nanos = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .unwrap()

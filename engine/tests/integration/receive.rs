@@ -11,10 +11,10 @@ use prost::Message;
 use shardtel_protocol::Signal;
 
 use crate::gen::{flatten, request, span};
-use crate::harness::{base_config, file_pipelines, read_traces, wait_until, Shardtel};
+use crate::harness::{flat_spans_in, spans_in, wait_until, Shardtel};
 
 fn file_collector() -> Shardtel {
-    Shardtel::start(|dir, ports| base_config(dir, ports, "") + &file_pipelines(dir))
+    Shardtel::start_config(|c| c.file_pipelines())
 }
 
 #[test]
@@ -24,11 +24,8 @@ fn raw_protobuf_and_json_requests_arrive_identical() {
     let mut sent = Vec::new();
     for r in 0..20u64 {
         let req = request((0..50).map(|i| span(1, r * 10 + i % 10, i / 10)).collect());
-        let resp = client
-            .post(format!("{}/v1/traces", st.http_url()))
-            .header("content-type", "application/x-protobuf")
-            .body(req.encode_to_vec())
-            .send()
+        let resp = st
+            .post(&client, Signal::Traces, req.encode_to_vec())
             .unwrap();
         assert_eq!(resp.status(), 200, "{:?}", resp.text());
         sent.push(req);
@@ -53,23 +50,11 @@ fn raw_protobuf_and_json_requests_arrive_identical() {
     let expected = flatten(&sent);
     let out = st.out();
     assert!(
-        wait_until(20, || flatten(
-            &read_traces(&out)
-                .into_iter()
-                .map(|(_, r)| r)
-                .collect::<Vec<_>>()
-        )
-        .len()
-            >= expected.len()),
+        wait_until(20, || spans_in(&out).len() >= expected.len()),
         "spans did not all arrive; log:\n{}",
         st.log()
     );
-    let got = flatten(
-        &read_traces(&out)
-            .into_iter()
-            .map(|(_, r)| r)
-            .collect::<Vec<_>>(),
-    );
+    let got = flat_spans_in(&out);
     assert_eq!(got.len(), expected.len());
     assert_eq!(
         got, expected,
@@ -86,8 +71,10 @@ fn raw_protobuf_and_json_requests_arrive_identical() {
     );
 }
 
+/// Records `traces` traces of `per_trace` spans through `provider`, flushes and shuts it down;
+/// the (trace id, span id) of every span.
 fn sdk_spans(
-    provider: &SdkTracerProvider,
+    provider: SdkTracerProvider,
     prefix: &str,
     traces: usize,
     per_trace: usize,
@@ -110,15 +97,25 @@ fn sdk_spans(
         ids.insert((sc.trace_id().to_string(), sc.span_id().to_string()));
         span.end();
     }
+    provider.force_flush().unwrap();
+    provider.shutdown().unwrap();
     ids
 }
 
+/// A tracer provider exporting each span as it ends with `exporter`.
+fn simple_provider(
+    exporter: opentelemetry_otlp::SpanExporter,
+    resource: &Resource,
+) -> SdkTracerProvider {
+    SdkTracerProvider::builder()
+        .with_resource(resource.clone())
+        .with_simple_exporter(exporter)
+        .build()
+}
+
 fn arrived_ids(st: &Shardtel) -> BTreeSet<(String, String)> {
-    read_traces(&st.out())
+    spans_in(&st.out())
         .into_iter()
-        .flat_map(|(_, r)| r.resource_spans)
-        .flat_map(|rs| rs.scope_spans)
-        .flat_map(|ss| ss.spans)
         .map(|sp| (hex(&sp.trace_id), hex(&sp.span_id)))
         .collect()
 }
@@ -149,10 +146,7 @@ fn otlp_sdk_grpc_and_http_exporters_with_gzip() {
             .with_resource(resource.clone())
             .with_batch_exporter(exporter)
             .build();
-        let ids = sdk_spans(&provider, "grpc", 40, 5);
-        provider.force_flush().unwrap();
-        provider.shutdown().unwrap();
-        ids
+        sdk_spans(provider, "grpc", 40, 5)
     });
     // HTTP protobuf with gzip (blocking reqwest client, outside the runtime)
     let http_ids = {
@@ -163,14 +157,7 @@ fn otlp_sdk_grpc_and_http_exporters_with_gzip() {
             .with_compression(opentelemetry_otlp::Compression::Gzip)
             .build()
             .unwrap();
-        let provider = SdkTracerProvider::builder()
-            .with_resource(resource.clone())
-            .with_simple_exporter(exporter)
-            .build();
-        let ids = sdk_spans(&provider, "http", 10, 4);
-        provider.force_flush().unwrap();
-        provider.shutdown().unwrap();
-        ids
+        sdk_spans(simple_provider(exporter, &resource), "http", 10, 4)
     };
     // HTTP JSON
     let json_ids = {
@@ -180,14 +167,7 @@ fn otlp_sdk_grpc_and_http_exporters_with_gzip() {
             .with_endpoint(format!("{}/v1/traces", st.http_url()))
             .build()
             .unwrap();
-        let provider = SdkTracerProvider::builder()
-            .with_resource(resource)
-            .with_simple_exporter(exporter)
-            .build();
-        let ids = sdk_spans(&provider, "json", 5, 3);
-        provider.force_flush().unwrap();
-        provider.shutdown().unwrap();
-        ids
+        sdk_spans(simple_provider(exporter, &resource), "json", 5, 3)
     };
     let mut expected = grpc_ids;
     expected.extend(http_ids);
@@ -202,8 +182,7 @@ fn otlp_sdk_grpc_and_http_exporters_with_gzip() {
     );
     assert_eq!(arrived_ids(&st), expected);
     // names and attributes survive
-    let reqs: Vec<_> = read_traces(&st.out()).into_iter().map(|(_, r)| r).collect();
-    let flat = flatten(&reqs);
+    let flat = flat_spans_in(&st.out());
     let child = flat
         .iter()
         .find(|(_, _, sp)| sp.name == "grpc-child-3-2")

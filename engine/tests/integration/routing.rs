@@ -2,42 +2,22 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use prost::Message;
-
 use crate::gen::{request, span};
-use crate::harness::{base_config, file_pipelines, read_traces, wait_until, Shardtel};
+use crate::harness::{read_traces, spans_in, wait_until, Shardtel};
 
 #[test]
 fn trace_pieces_over_many_connections_meet_on_one_core() {
-    let st = Shardtel::start(|dir, ports| base_config(dir, ports, "") + &file_pipelines(dir));
+    let st = Shardtel::start_config(|c| c.file_pipelines());
     let traces = 64u64;
     let pieces = 8u64;
     // Request p carries span p of every trace: each trace arrives in 8 pieces.
-    // A fresh client per request means a fresh connection, which the kernel
-    // spreads over the cores' SO_REUSEPORT listeners.
+    // Each request on a fresh connection, which the kernel spreads over the cores'
+    // SO_REUSEPORT listeners.
     for p in 0..pieces {
-        let req = request((0..traces).map(|t| span(7, t, p)).collect());
-        let client = reqwest::blocking::Client::builder()
-            .pool_max_idle_per_host(0)
-            .build()
-            .unwrap();
-        let resp = client
-            .post(format!("{}/v1/traces", st.http_url()))
-            .header("content-type", "application/x-protobuf")
-            .body(req.encode_to_vec())
-            .send()
-            .unwrap();
-        assert_eq!(resp.status(), 200);
+        st.post_traces(&request((0..traces).map(|t| span(7, t, p)).collect()));
     }
     let total = (traces * pieces) as usize;
-    let count = || {
-        read_traces(&st.out())
-            .iter()
-            .flat_map(|(_, r)| &r.resource_spans)
-            .flat_map(|rs| &rs.scope_spans)
-            .map(|ss| ss.spans.len())
-            .sum::<usize>()
-    };
+    let count = || spans_in(&st.out()).len();
     assert!(
         wait_until(20, || count() >= total),
         "spans missing; log:\n{}",

@@ -7,55 +7,26 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use prost::Message;
 use shardtel_protocol::proto::trace::v1::status;
 
 use crate::gen::{kv, request, s, span};
-use crate::harness::{base_config, read_traces, wait_until, Shardtel};
-use crate::loadgen::loadgen_bin;
+use crate::harness::{spans_in, wait_until, Shardtel};
+use crate::loadgen::{loadgen_bin, output_text};
+use crate::test_config::{secs, Pipeline, TailSampling};
 
 const TRACES: u64 = 400;
 const SPANS: u64 = 6;
 
+/// The reference policy (tests/fixtures/reference-sampling.toml: errors, slower than 1 s, user
+/// `vip`, 10 % of the rest), deciding 1 s after a trace's first span.
 fn sampling_collector() -> Shardtel {
-    Shardtel::start(|dir, ports| {
-        base_config(dir, ports, "")
-            + &format!(
-                r#"
-[processors.tail_sampling]
-decision_wait = "1s"
-max_traces_per_core = 200_000
-[[processors.tail_sampling.policies]]
-name = "errors"
-type = "status_code"
-status_codes = ["ERROR"]
-[[processors.tail_sampling.policies]]
-name = "slow"
-type = "latency"
-threshold = "1s"
-[[processors.tail_sampling.policies]]
-name = "vip"
-type = "string_attribute"
-key = "user.id"
-values = ["vip"]
-[[processors.tail_sampling.policies]]
-name = "baseline"
-type = "probabilistic"
-percent = 10
-
-[exporters.file_traces]
-type = "file"
-path = "{dir}/out/traces.jsonl"
-[exporters.file_traces.batch]
-timeout = "50ms"
-
-[pipelines.traces]
-receivers = ["otlp"]
-processors = ["tail_sampling"]
-exporters = ["file_traces"]
-"#,
-                dir = dir.display()
-            )
+    Shardtel::start_config(|c| {
+        c.processor(
+            "tail_sampling",
+            TailSampling::reference().decision_wait(secs(1)),
+        )
+        .file_exporters()
+        .traces(Pipeline::otlp_to(&["file_traces"]).processors(&["tail_sampling"]))
     })
 }
 
@@ -96,17 +67,7 @@ fn send_all(st: &Shardtel) {
                 .filter(|t| t % 4 == part)
                 .map(|t| trace_span(t, piece))
                 .collect();
-            let client = reqwest::blocking::Client::builder()
-                .pool_max_idle_per_host(0)
-                .build()
-                .unwrap();
-            let resp = client
-                .post(format!("{}/v1/traces", st.http_url()))
-                .header("content-type", "application/x-protobuf")
-                .body(request(spans).encode_to_vec())
-                .send()
-                .unwrap();
-            assert_eq!(resp.status(), 200);
+            st.post_traces(&request(spans));
         }
     }
 }
@@ -114,18 +75,12 @@ fn send_all(st: &Shardtel) {
 /// trace number -> spans that arrived
 fn arrived(st: &Shardtel) -> BTreeMap<u64, BTreeSet<Vec<u8>>> {
     let mut out: BTreeMap<u64, BTreeSet<Vec<u8>>> = BTreeMap::new();
-    for (_, r) in read_traces(&st.out()) {
-        for rs in r.resource_spans {
-            for ss in rs.scope_spans {
-                for sp in ss.spans {
-                    let t = u64::from_be_bytes(sp.trace_id[8..16].try_into().unwrap());
-                    assert!(
-                        out.entry(t).or_default().insert(sp.span_id.clone()),
-                        "span exported twice"
-                    );
-                }
-            }
-        }
+    for sp in spans_in(&st.out()) {
+        let t = u64::from_be_bytes(sp.trace_id[8..16].try_into().unwrap());
+        assert!(
+            out.entry(t).or_default().insert(sp.span_id),
+            "span exported twice"
+        );
     }
     out
 }
@@ -191,11 +146,7 @@ fn loadgen_traces_split_over_connections_are_kept_whole() {
         .args(["--verify-wait", "30s", "-q"])
         .output()
         .unwrap();
-    let report = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let report = output_text(&out);
     assert!(
         out.status.success(),
         "loadgen --verify --sampled failed:\n{report}\nshardtel log:\n{}",

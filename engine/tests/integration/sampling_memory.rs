@@ -32,8 +32,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::harness::{base_config, wait_until, Shardtel};
-use crate::loadgen::loadgen_bin;
+use crate::harness::{metric_sum_in, proc_status_kib, wait_until, Shardtel};
+use crate::loadgen::{loadgen_bin, output_text};
+use crate::test_config::{Component, OnShutdown, Pipeline, Policy, TailSampling};
 
 const MAX_TRACES: u64 = 200;
 const MAX_BYTES: u64 = 1 << 20;
@@ -47,56 +48,28 @@ const SPANS_PER_REQUEST: u64 = 100;
 const MIB: u64 = 1 << 20;
 
 fn collector() -> Shardtel {
-    Shardtel::start(|dir, ports| {
-        let head = base_config(dir, ports, &format!("max_recv_msg_size = {MAX_MSG}")).replace(
-            "shutdown_timeout = \"10s\"",
-            &format!("shutdown_timeout = \"10s\"\nchannel_capacity = {CHANNEL}"),
-        );
-        head + &format!(
-            r#"
-[processors.tail_sampling]
-decision_wait = "10m"
-max_traces_per_core = {MAX_TRACES}
-max_buffered_bytes_per_core = {MAX_BYTES}
-decision_cache = {{ sampled_cache_size = {CACHE}, non_sampled_cache_size = {CACHE} }}
-on_shutdown = "drop"
-[[processors.tail_sampling.policies]]
-name = "errors"
-type = "status_code"
-status_codes = ["ERROR"]
-[[processors.tail_sampling.policies]]
-name = "baseline"
-type = "probabilistic"
-percent = 10
-
-[exporters.blackhole]
-
-[pipelines.traces]
-receivers = ["otlp"]
-processors = ["tail_sampling"]
-exporters = ["blackhole"]
-"#
+    let sampler = TailSampling {
+        max_traces_per_core: Some(MAX_TRACES),
+        max_buffered_bytes_per_core: Some(MAX_BYTES),
+        decision_cache: Some(CACHE),
+        on_shutdown: Some(OnShutdown::Drop),
+        ..TailSampling::new(
+            Duration::from_secs(600),
+            vec![
+                Policy::status_code("errors", &["ERROR"]),
+                Policy::probabilistic("baseline", 10),
+            ],
         )
+    };
+    Shardtel::start_config(|c| {
+        c.with(|c| {
+            c.engine.channel_capacity = Some(CHANNEL);
+            c.otlp.max_recv_msg_size = Some(MAX_MSG);
+        })
+        .processor("tail_sampling", sampler)
+        .exporter("blackhole", Component::blackhole())
+        .traces(Pipeline::otlp_to(&["blackhole"]).processors(&["tail_sampling"]))
     })
-}
-
-/// A `/proc/PID/status` field in KiB.
-fn status_kib(pid: u32, field: &str) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix(field)?.strip_prefix(':'))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .unwrap_or(0)
-}
-
-/// Sum of a metric's series whose labels contain `filter`.
-fn sum(metrics: &str, name: &str, filter: &str) -> u64 {
-    metrics
-        .lines()
-        .filter(|l| l.starts_with(name) && l[name.len()..].starts_with('{') && l.contains(filter))
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
-        .sum()
 }
 
 #[test]
@@ -110,7 +83,7 @@ fn tail_sampling_memory_stays_bounded_and_every_trace_is_accounted_for() {
             .count() as u64
     };
     assert!(cores >= 1, "no cores in /metrics");
-    let idle_kib = status_kib(pid, "VmRSS");
+    let idle_kib = proc_status_kib(pid, "VmRSS");
 
     // Sample VmRSS while the load runs (VmHWM gives the peak; the samples go in the message).
     let running = Arc::new(AtomicBool::new(true));
@@ -119,7 +92,7 @@ fn tail_sampling_memory_stays_bounded_and_every_trace_is_accounted_for() {
         std::thread::spawn(move || {
             let mut samples = Vec::new();
             while running.load(Ordering::Relaxed) {
-                samples.push(status_kib(pid, "VmRSS") / 1024);
+                samples.push(proc_status_kib(pid, "VmRSS") / 1024);
                 std::thread::sleep(Duration::from_millis(250));
             }
             samples
@@ -136,11 +109,7 @@ fn tail_sampling_memory_stays_bounded_and_every_trace_is_accounted_for() {
         .unwrap();
     running.store(false, Ordering::Relaxed);
     let rss_samples = sampler.join().unwrap();
-    let report = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let report = output_text(&out);
     assert!(
         out.status.success(),
         "loadgen failed:\n{report}\nshardtel log:\n{}",
@@ -157,21 +126,21 @@ fn tail_sampling_memory_stays_bounded_and_every_trace_is_accounted_for() {
     assert!(
         wait_until(60, || {
             metrics = st.metrics();
-            sum(&metrics, "shardtel_sampler_spans_received_total", "") == sent
+            metric_sum_in(&metrics, "shardtel_sampler_spans_received_total", "") == sent
         }),
         "the sampler saw {} of {sent} spans; log:\n{}",
-        sum(&metrics, "shardtel_sampler_spans_received_total", ""),
+        metric_sum_in(&metrics, "shardtel_sampler_spans_received_total", ""),
         st.log()
     );
     std::thread::sleep(Duration::from_millis(2500));
     let m = st.metrics();
-    let hwm_kib = status_kib(pid, "VmHWM");
+    let hwm_kib = proc_status_kib(pid, "VmHWM");
 
     // Every trace is accounted for, and every decision was forced by a bound.
-    let received = sum(&m, "shardtel_sampler_traces_received_total", "");
-    let decided = sum(&m, "shardtel_sampler_decisions_total", "");
+    let received = metric_sum_in(&m, "shardtel_sampler_traces_received_total", "");
+    let decided = metric_sum_in(&m, "shardtel_sampler_decisions_total", "");
     let by = |reason: &str| {
-        sum(
+        metric_sum_in(
             &m,
             "shardtel_sampler_decisions_total",
             &format!("reason=\"{reason}\""),
@@ -181,8 +150,8 @@ fn tail_sampling_memory_stays_bounded_and_every_trace_is_accounted_for() {
         + by("max_buffered_bytes")
         + by("max_spans_per_trace")
         + by("max_bytes_per_trace");
-    let buffered = sum(&m, "shardtel_sampler_buffered_traces", "");
-    let dropped = sum(&m, "shardtel_sampler_shutdown_dropped_traces_total", "");
+    let buffered = metric_sum_in(&m, "shardtel_sampler_buffered_traces", "");
+    let dropped = metric_sum_in(&m, "shardtel_sampler_shutdown_dropped_traces_total", "");
     assert_eq!(
         received,
         decided + dropped + buffered,
@@ -209,15 +178,15 @@ fn tail_sampling_memory_stays_bounded_and_every_trace_is_accounted_for() {
         assert!(v <= MAX_BYTES, "over max_buffered_bytes_per_core: {line}");
     }
     // The exporter got the kept spans: sampled at decision time plus late ones forwarded.
-    let kept = sum(&m, "shardtel_sampler_spans_total", "decision=\"sampled\"")
-        + sum(
+    let kept = metric_sum_in(&m, "shardtel_sampler_spans_total", "decision=\"sampled\"")
+        + metric_sum_in(
             &m,
             "shardtel_sampler_late_spans_total",
             "decision=\"forwarded\"",
         );
     assert!(kept > 0);
     assert_eq!(
-        sum(
+        metric_sum_in(
             &m,
             "shardtel_exporter_sent_spans_total",
             "exporter=\"blackhole\""

@@ -5,47 +5,37 @@ use std::collections::HashSet;
 use std::time::Duration;
 
 use prost::Message;
+use shardtel_protocol::Signal;
 
-use crate::durability::span_ids_in;
 use crate::gen::{request, span};
-use crate::harness::{base_config, file_pipelines, free_port, wait_until, Shardtel};
+use crate::harness::{free_port, span_ids_in, wait_until, Shardtel};
+use crate::test_config::{
+    millis, secs, Batch, Component, Durability, OnShutdown, Pipeline, Queue, Retry, TailSampling,
+};
 
-fn post(client: &reqwest::blocking::Client, st: &Shardtel, body: Vec<u8>) -> reqwest::Result<u16> {
-    client
-        .post(format!("{}/v1/traces", st.http_url()))
-        .header("content-type", "application/x-protobuf")
-        .body(body)
-        .send()
-        .map(|r| r.status().as_u16())
-}
+/// How long past `shutdown_timeout` the process may take to exit: noticing the signal (the
+/// reactors poll for it every 50 ms), closing the logs, joining the reactor threads and
+/// exiting, on a machine that other tests load.
+const EXIT_MARGIN: Duration = Duration::from_secs(3);
 
 /// With `durability = "ack_after_sync"`, `on_shutdown = "drop"` drops no acknowledged span: the
 /// traces the sampler held at SIGTERM stay in the ingest log and the next start replays them.
 #[test]
 fn on_shutdown_drop_with_durability_replays_pending_traces_at_the_next_start() {
-    let sampler = r#"
-[processors.tail_sampling]
-decision_wait = "1h"
-on_shutdown = "drop"
-[[processors.tail_sampling.policies]]
-name = "all"
-type = "always_sample"
-"#;
-    let mut st = Shardtel::start(|dir, ports| {
-        base_config(dir, ports, "")
-            + sampler
-            + &file_pipelines(dir).replace(
-                "exporters = [\"file_traces\"]",
-                "processors = [\"tail_sampling\"]\nexporters = [\"file_traces\"]",
-            )
+    let sampler =
+        |decision_wait| TailSampling::keep_all(decision_wait).on_shutdown(OnShutdown::Drop);
+    let mut st = Shardtel::start_config(|c| {
+        c.processor("tail_sampling", sampler(secs(3600)))
+            .file_pipelines()
+            .with_traces(|p| p.processors(&["tail_sampling"]))
     });
     let client = reqwest::blocking::Client::new();
     let mut sent = HashSet::new();
     for r in 0..5u64 {
         let spans: Vec<_> = (0..20).map(|i| span(11, r * 4 + i % 4, i / 4)).collect();
         sent.extend(spans.iter().map(|s| s.span_id.clone()));
-        let status = post(&client, &st, request(spans).encode_to_vec()).unwrap();
-        assert_eq!(status, 200);
+        let response = st.post(&client, Signal::Traces, request(spans).encode_to_vec());
+        assert_eq!(response.unwrap().status(), 200);
     }
     assert!(
         wait_until(30, || st.metric_sum("shardtel_sampler_buffered_spans", "")
@@ -60,12 +50,7 @@ type = "always_sample"
     );
 
     // The next start (deciding after 1 s now) replays them and exports them whole.
-    let config = std::fs::read_to_string(&st.config_path).unwrap();
-    std::fs::write(
-        &st.config_path,
-        config.replace("decision_wait = \"1h\"", "decision_wait = \"1s\""),
-    )
-    .unwrap();
+    st.reconfigure(|c| c.replace_processor("tail_sampling", sampler(secs(1))));
     st.spawn();
     assert!(
         wait_until(60, || span_ids_in(&st.out()).is_superset(&sent)),
@@ -79,35 +64,32 @@ type = "always_sample"
 }
 
 /// A destination that is down, an in-memory queue that is full, and a sampler that still holds
-/// traces at SIGTERM: shardtel still exits once `shutdown_timeout` has passed.
-fn shutdown_with_a_full_queue(durability: &str) {
+/// traces at SIGTERM: shardtel exits once `shutdown_timeout` has passed (not before: the
+/// drain waits for the destination until then), within [`EXIT_MARGIN`].
+fn shutdown_with_a_full_queue(durability: Durability) {
+    const SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(2);
     let dead = free_port();
-    let mut st = Shardtel::start(|dir, ports| {
-        base_config(dir, ports, "").replace(
-            "shutdown_timeout = \"10s\"",
-            &format!("shutdown_timeout = \"2s\"\ndurability = \"{durability}\""),
-        ) + &format!(
-            r#"
-[processors.tail_sampling]
-decision_wait = "1h"
-max_traces_per_core = 1
-[[processors.tail_sampling.policies]]
-name = "all"
-type = "always_sample"
-
-[exporters.down]
-type = "otlp"
-endpoint = "http://127.0.0.1:{dead}"
-batch = {{ max_bytes = "16KiB", timeout = "10ms" }}
-queue = {{ storage = "memory", max_bytes = "64KiB" }}
-retry = {{ initial_interval = "50ms", max_interval = "200ms", max_elapsed_time = "0s" }}
-
-[pipelines.traces]
-receivers = ["otlp"]
-processors = ["tail_sampling"]
-exporters = ["down"]
-"#
+    let mut st = Shardtel::start_config(|c| {
+        c.with(|c| {
+            c.engine.shutdown_timeout = SHUTDOWN_TIMEOUT;
+            c.engine.durability = Some(durability);
+        })
+        .processor(
+            "tail_sampling",
+            TailSampling::keep_all(secs(3600)).max_traces_per_core(1),
         )
+        .exporter(
+            "down",
+            Component::otlp(&format!("http://127.0.0.1:{dead}"))
+                .batch(Batch {
+                    max_bytes: Some(16 << 10),
+                    timeout: Some(millis(10)),
+                    ..Batch::default()
+                })
+                .queue(Queue::memory(64 << 10))
+                .retry(Retry::forever(millis(50), millis(200))),
+        )
+        .traces(Pipeline::otlp_to(&["down"]).processors(&["tail_sampling"]))
     });
     // Every new trace decides the one before it on its core (max_traces_per_core = 1), so kept
     // spans fill the queues until a request is refused (with an ingest log: 503 before it is
@@ -121,7 +103,11 @@ exporters = ["down"]
         // One trace per request, all of the same size: once a decided trace does not fit in
         // its core's queue, neither does the one the sampler still holds.
         let spans: Vec<_> = (0..40).map(|i| span(12, 1000 + r, i)).collect();
-        match post(&client, &st, request(spans).encode_to_vec()) {
+        let body = request(spans).encode_to_vec();
+        match st
+            .post(&client, Signal::Traces, body)
+            .map(|r| r.status().as_u16())
+        {
             Ok(200) => {}
             Ok(503) | Err(_) => {
                 full = true;
@@ -137,16 +123,30 @@ exporters = ["down"]
         "the sampler holds no trace: {}",
         st.metrics()
     );
-    // Harness::stop panics if the process is still running 30 s after SIGTERM.
-    assert_eq!(st.stop(), 0, "log:\n{}", st.log());
+    let (code, took) = st.stop_timed();
+    eprintln!("shardtel exited {took:?} after SIGTERM (shutdown_timeout {SHUTDOWN_TIMEOUT:?})");
+    assert_eq!(code, 0, "log:\n{}", st.log());
+    // The dead destination holds the drain until the deadline: the timeout is what ends it.
+    assert!(
+        took >= SHUTDOWN_TIMEOUT,
+        "exited {took:?} after SIGTERM, before shutdown_timeout, with data queued for a dead \
+         destination; log:\n{}",
+        st.log()
+    );
+    assert!(
+        took <= SHUTDOWN_TIMEOUT + EXIT_MARGIN,
+        "exited {took:?} after SIGTERM: over shutdown_timeout ({SHUTDOWN_TIMEOUT:?}) + \
+         {EXIT_MARGIN:?}; log:\n{}",
+        st.log()
+    );
 }
 
 #[test]
 fn shutdown_with_a_full_queue_and_a_dead_destination_ends_within_the_timeout() {
-    shutdown_with_a_full_queue("none");
+    shutdown_with_a_full_queue(Durability::None);
 }
 
 #[test]
 fn durable_shutdown_with_a_full_queue_and_a_dead_destination_ends_within_the_timeout() {
-    shutdown_with_a_full_queue("ack_after_sync");
+    shutdown_with_a_full_queue(Durability::AckAfterSync);
 }

@@ -83,37 +83,33 @@ fn build_request(
             let error = rng_bool(rng);
             descriptive_attributes(rng, shape.attributes, shape.attribute_size, error)
         };
+        // Gauges and sums: one point per stamp, its attributes drawn before its value.
+        let number_points = |rng: &mut Rng, value: fn(&mut Rng) -> number_data_point::Value| {
+            stamps
+                .iter()
+                .map(|&(start, time, _)| NumberDataPoint {
+                    attributes: attrs(rng),
+                    start_time_unix_nano: start,
+                    time_unix_nano: time,
+                    exemplars: Vec::new(),
+                    flags: 0,
+                    value: Some(value(rng)),
+                })
+                .collect()
+        };
         let (name, unit, data) = match kind % 3 {
             0 => {
                 let (name, unit) = pick(rng, GAUGES);
-                let data_points = stamps
-                    .iter()
-                    .map(|&(start, time, _)| NumberDataPoint {
-                        attributes: attrs(rng),
-                        start_time_unix_nano: start,
-                        time_unix_nano: time,
-                        exemplars: Vec::new(),
-                        flags: 0,
-                        value: Some(number_data_point::Value::AsDouble(rng.next_f64() * 100.0)),
-                    })
-                    .collect();
+                let data_points = number_points(rng, |rng| {
+                    number_data_point::Value::AsDouble(rng.next_f64() * 100.0)
+                });
                 (name, unit, Data::Gauge(Gauge { data_points }))
             }
             1 => {
                 let (name, unit) = pick(rng, SUMS);
-                let data_points = stamps
-                    .iter()
-                    .map(|&(start, time, _)| NumberDataPoint {
-                        attributes: attrs(rng),
-                        start_time_unix_nano: start,
-                        time_unix_nano: time,
-                        exemplars: Vec::new(),
-                        flags: 0,
-                        value: Some(number_data_point::Value::AsInt(
-                            (rng.next_u64() % 1_000_000) as i64,
-                        )),
-                    })
-                    .collect();
+                let data_points = number_points(rng, |rng| {
+                    number_data_point::Value::AsInt((rng.next_u64() % 1_000_000) as i64)
+                });
                 (
                     name,
                     unit,

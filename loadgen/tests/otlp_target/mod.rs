@@ -26,7 +26,7 @@ use opentelemetry_proto::tonic::collector::trace::v1::{
     ExportTraceServiceRequest, ExportTraceServiceResponse,
 };
 use prost::Message;
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::oneshot;
 
 /// Decides, from a request's arrival index, whether it is written to the file.
@@ -49,6 +49,7 @@ struct GrpcState {
     requests: AtomicU64,
     spans: AtomicU64,
     encodings: Mutex<Vec<String>>,
+    authorizations: Mutex<Vec<String>>,
 }
 
 /// A running target; stops when dropped.
@@ -68,6 +69,14 @@ impl Target {
         self.grpc
             .as_ref()
             .map(|g| g.encodings.lock().unwrap().clone())
+            .unwrap_or_default()
+    }
+
+    /// Every `authorization` header seen (gRPC targets); empty for requests without one.
+    pub fn authorizations(&self) -> Vec<String> {
+        self.grpc
+            .as_ref()
+            .map(|g| g.authorizations.lock().unwrap().clone())
             .unwrap_or_default()
     }
 
@@ -97,13 +106,15 @@ impl Drop for Target {
     }
 }
 
+/// Listens on 127.0.0.1:0 on a thread of its own and serves each accepted connection with
+/// `serve` (a task each) until the returned sender fires or is dropped.
 fn spawn_server<F, Fut>(serve: F) -> (SocketAddr, oneshot::Sender<()>, JoinHandle<()>)
 where
-    F: FnOnce(TcpListener, oneshot::Receiver<()>) -> Fut + Send + 'static,
-    Fut: std::future::Future<Output = ()>,
+    F: Fn(TcpStream) -> Fut + Send + 'static,
+    Fut: std::future::Future<Output = ()> + Send + 'static,
 {
     let (addr_tx, addr_rx) = std::sync::mpsc::channel();
-    let (stop_tx, stop_rx) = oneshot::channel();
+    let (stop_tx, mut stop_rx) = oneshot::channel();
     let thread = std::thread::spawn(move || {
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_all()
@@ -112,7 +123,14 @@ where
         rt.block_on(async move {
             let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
             addr_tx.send(listener.local_addr().unwrap()).unwrap();
-            serve(listener, stop_rx).await;
+            loop {
+                tokio::select! {
+                    _ = &mut stop_rx => break,
+                    accepted = listener.accept() => {
+                        tokio::spawn(serve(accepted.unwrap().0));
+                    }
+                }
+            }
         });
     });
     (addr_rx.recv().unwrap(), stop_tx, thread)
@@ -141,31 +159,23 @@ pub fn http_file_exporter_on(file: &Path, keep: Box<KeepFn>, http2: bool) -> Tar
     });
     let requests = Arc::new(AtomicU64::new(0));
     let counter = requests.clone();
-    let (addr, shutdown, thread) = spawn_server(move |listener, mut stop| async move {
-        loop {
-            tokio::select! {
-                _ = &mut stop => break,
-                accepted = listener.accept() => {
-                    let (stream, _) = accepted.unwrap();
-                    let state = state.clone();
-                    let counter = counter.clone();
-                    tokio::spawn(async move {
-                        let svc = service_fn(move |req| {
-                            counter.fetch_add(1, Ordering::SeqCst);
-                            handle_http(req, state.clone())
-                        });
-                        let io = TokioIo::new(stream);
-                        if http2 {
-                            let _ = hyper::server::conn::http2::Builder::new(TokioExecutor::new())
-                                .serve_connection(io, svc)
-                                .await;
-                        } else {
-                            let _ = hyper::server::conn::http1::Builder::new()
-                                .serve_connection(io, svc)
-                                .await;
-                        }
-                    });
-                }
+    let (addr, shutdown, thread) = spawn_server(move |stream| {
+        let state = state.clone();
+        let counter = counter.clone();
+        async move {
+            let svc = service_fn(move |req| {
+                counter.fetch_add(1, Ordering::SeqCst);
+                handle_http(req, state.clone())
+            });
+            let io = TokioIo::new(stream);
+            if http2 {
+                let _ = hyper::server::conn::http2::Builder::new(TokioExecutor::new())
+                    .serve_connection(io, svc)
+                    .await;
+            } else {
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(io, svc)
+                    .await;
             }
         }
     });
@@ -240,36 +250,31 @@ pub fn grpc_receiver_on(
         requests: AtomicU64::new(0),
         spans: AtomicU64::new(0),
         encodings: Mutex::new(Vec::new()),
+        authorizations: Mutex::new(Vec::new()),
     });
     let requests = Arc::new(AtomicU64::new(0));
     let counter = requests.clone();
     let served = state.clone();
-    let (addr, shutdown, thread) = spawn_server(move |listener, mut stop| async move {
-        loop {
-            tokio::select! {
-                _ = &mut stop => break,
-                accepted = listener.accept() => {
-                    let (stream, _) = accepted.unwrap();
-                    let state = served.clone();
-                    let counter = counter.clone();
-                    let acceptor = acceptor.clone();
-                    tokio::spawn(async move {
-                        let svc = service_fn(move |req| {
-                            counter.fetch_add(1, Ordering::SeqCst);
-                            handle_grpc(req, state.clone())
-                        });
-                        let builder = hyper::server::conn::http2::Builder::new(TokioExecutor::new());
-                        match acceptor {
-                            None => {
-                                let _ = builder.serve_connection(TokioIo::new(stream), svc).await;
-                            }
-                            Some(acceptor) => {
-                                // A client that distrusts the certificate aborts here.
-                                let Ok(tls) = acceptor.accept(stream).await else { return };
-                                let _ = builder.serve_connection(TokioIo::new(tls), svc).await;
-                            }
-                        }
-                    });
+    let (addr, shutdown, thread) = spawn_server(move |stream| {
+        let state = served.clone();
+        let counter = counter.clone();
+        let acceptor = acceptor.clone();
+        async move {
+            let svc = service_fn(move |req| {
+                counter.fetch_add(1, Ordering::SeqCst);
+                handle_grpc(req, state.clone())
+            });
+            let builder = hyper::server::conn::http2::Builder::new(TokioExecutor::new());
+            match acceptor {
+                None => {
+                    let _ = builder.serve_connection(TokioIo::new(stream), svc).await;
+                }
+                Some(acceptor) => {
+                    // A client that distrusts the certificate aborts here.
+                    let Ok(tls) = acceptor.accept(stream).await else {
+                        return;
+                    };
+                    let _ = builder.serve_connection(TokioIo::new(tls), svc).await;
                 }
             }
         }
@@ -294,6 +299,11 @@ async fn handle_grpc(
         .headers()
         .get("grpc-encoding")
         .map(|v| v.to_str().unwrap().to_string());
+    let authorization = req
+        .headers()
+        .get("authorization")
+        .map_or_else(String::new, |v| v.to_str().unwrap().to_string());
+    state.authorizations.lock().unwrap().push(authorization);
     let now = state.in_flight.fetch_add(1, Ordering::SeqCst) + 1;
     state.max_in_flight.fetch_max(now, Ordering::SeqCst);
     // Hold each request briefly so that concurrency is visible.
@@ -403,6 +413,28 @@ pub fn loadgen(args: &[&str]) -> Output {
         .args(args)
         .output()
         .expect("failed to run shardtel-loadgen")
+}
+
+/// Runs loadgen with `args` plus `--quiet --json DIR/NAME.json`; returns its exit code, the
+/// JSON results (which it must have written) and its output as text (also printed).
+pub fn run_with_json(
+    dir: &Path,
+    name: &str,
+    args: &[&str],
+) -> (Option<i32>, serde_json::Value, String) {
+    let json = dir.join(format!("{name}.json"));
+    let mut all = args.to_vec();
+    all.extend_from_slice(&["--quiet", "--json", json.to_str().unwrap()]);
+    let out = loadgen(&all);
+    let text = describe(&out);
+    eprintln!("{text}");
+    assert!(json.exists(), "no json results written\n{text}");
+    (out.status.code(), read_json(&json), text)
+}
+
+/// `scheme://127.0.0.1:PORT` of a target.
+pub fn url(scheme: &str, target: &Target) -> String {
+    format!("{scheme}://127.0.0.1:{}", target.addr.port())
 }
 
 /// Reads a `--json` result file.

@@ -45,14 +45,12 @@ use rdkafka::message::Message as _;
 use rdkafka::producer::{BaseRecord, DeliveryResult, ProducerContext, ThreadedProducer};
 use rdkafka::types::RDKafkaErrorCode;
 use rdkafka::ClientContext;
-use shardtel_config::{KafkaEncoding, KafkaExporterConfig, Signal as ConfigSignal};
+use shardtel_config::{KafkaEncoding, KafkaExporterConfig};
 use shardtel_protocol::{Signal, TraceId};
 
 use crate::batch::Batch;
-use crate::error::{ExportError, SinkError};
+use crate::error::{kafka_code_is_retryable, ExportError, ExportReply, SinkError};
 use crate::offload;
-use crate::otlp::ExportReply;
-use crate::stats::KafkaProducerStats;
 
 pub use self::messages::TraceMessages;
 use self::messages::{request_messages, value_limit, ResourceKey};
@@ -65,6 +63,21 @@ const REQUEST_OVERHEAD: usize = 4096;
 const YIELD_EVERY: usize = 64;
 /// Undeliverable messages are logged at most this often per exporter and core.
 const REJECTED_LOG_INTERVAL: Duration = Duration::from_secs(10);
+
+/// Message-level counters of one `kafka` exporter on one core.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct KafkaProducerStats {
+    /// Messages the brokers acknowledged.
+    pub produced_messages: u64,
+    /// Value bytes of those messages (before compression).
+    pub produced_bytes: u64,
+    /// Messages whose delivery failed (the batch is retried or counted as failed).
+    pub failed_messages: u64,
+    /// Value bytes of those messages.
+    pub failed_bytes: u64,
+    /// Times the producer's local queue was full when a message was offered.
+    pub queue_full: u64,
+}
 
 /// librdkafka log lines go to the `log` crate under target `librdkafka`.
 struct DeliveryContext {
@@ -114,6 +127,8 @@ impl ProducerContext for DeliveryContext {
 /// sends the counts through `done` to the task. Lock-free.
 struct BatchDelivery {
     signal: Signal,
+    /// How the message values are encoded (to count the items of failed ones).
+    encoding: KafkaEncoding,
     delivered_messages: AtomicU64,
     delivered_bytes: AtomicU64,
     failed_messages: AtomicU64,
@@ -139,10 +154,14 @@ struct DeliveryOutcome {
 }
 
 impl BatchDelivery {
-    fn new(signal: Signal) -> (Arc<Self>, oneshot::Receiver<DeliveryOutcome>) {
+    fn new(
+        signal: Signal,
+        encoding: KafkaEncoding,
+    ) -> (Arc<Self>, oneshot::Receiver<DeliveryOutcome>) {
         let (done, rx) = oneshot::channel();
         let delivery = Arc::new(BatchDelivery {
             signal,
+            encoding,
             delivered_messages: AtomicU64::new(0),
             delivered_bytes: AtomicU64::new(0),
             failed_messages: AtomicU64::new(0),
@@ -165,12 +184,14 @@ impl BatchDelivery {
         self.failed_messages.fetch_add(1, Ordering::Relaxed);
         self.failed_bytes
             .fetch_add(payload.len() as u64, Ordering::Relaxed);
-        if is_retryable_code(code) {
+        if kafka_code_is_retryable(code) {
             let _ = self.retryable.set(code);
         } else {
             let _ = self.permanent.set(code);
-            self.rejected_items
-                .fetch_add(count_items(self.signal, payload), Ordering::Relaxed);
+            self.rejected_items.fetch_add(
+                count_items(self.signal, self.encoding, payload),
+                Ordering::Relaxed,
+            );
         }
     }
 
@@ -195,9 +216,21 @@ impl Drop for BatchDelivery {
     }
 }
 
-/// Spans, points or records in an encoded request (0 if it does not scan).
-fn count_items(signal: Signal, payload: &[u8]) -> u64 {
+/// Spans, points or records in an encoded request (0 if it does not scan). OTLP/JSON is
+/// converted to protobuf first (only failed messages are counted, so this is rare).
+fn count_items(signal: Signal, encoding: KafkaEncoding, payload: &[u8]) -> u64 {
     use shardtel_protocol::scan::{scan_logs, scan_metrics, TracesIndex};
+    let converted;
+    let payload = match encoding {
+        KafkaEncoding::OtlpProto => payload,
+        KafkaEncoding::OtlpJson => match shardtel_protocol::json::to_protobuf(signal, payload) {
+            Ok(pb) => {
+                converted = pb;
+                &converted[..]
+            }
+            Err(_) => return 0,
+        },
+    };
     match signal {
         Signal::Traces => {
             let mut index = TracesIndex::default();
@@ -303,9 +336,9 @@ impl KafkaExporter {
             name: name.to_string(),
             producer: Some(producer),
             topics: [
-                c.topic(ConfigSignal::Traces).to_string(),
-                c.topic(ConfigSignal::Metrics).to_string(),
-                c.topic(ConfigSignal::Logs).to_string(),
+                c.topic(Signal::Traces).to_string(),
+                c.topic(Signal::Metrics).to_string(),
+                c.topic(Signal::Logs).to_string(),
             ],
             encoding: c.encoding,
             max_value_bytes: value_limit(c.max_message_bytes),
@@ -338,8 +371,8 @@ impl KafkaExporter {
             return Ok(ExportReply::default());
         };
         let messages = self.messages(batch).await?;
-        let topic = &self.topics[crate::stats::signal_index(batch.signal)];
-        let (delivery, done) = BatchDelivery::new(batch.signal);
+        let topic = &self.topics[batch.signal.index()];
+        let (delivery, done) = BatchDelivery::new(batch.signal, self.encoding);
         let deadline = Instant::now() + self.enqueue_timeout;
         let mut offered = Offered::default();
         match messages {
@@ -426,7 +459,7 @@ impl KafkaExporter {
                     continue;
                 }
             }
-            if is_retryable_code(code) {
+            if kafka_code_is_retryable(code) {
                 offered.retryable = Some(error);
                 return false;
             }
@@ -434,7 +467,7 @@ impl KafkaExporter {
             // and carry on with the others.
             offered.rejected_messages += 1;
             offered.rejected_bytes += value.len() as u64;
-            offered.rejected_items += count_items(delivery.signal, value);
+            offered.rejected_items += count_items(delivery.signal, delivery.encoding, value);
             offered.permanent.get_or_insert(error);
             return true;
         }
@@ -518,27 +551,33 @@ impl KafkaExporter {
                     if encoding == KafkaEncoding::OtlpProto {
                         return Ok(BatchMessages::Traces(Box::new(traces)));
                     }
-                    // OTLP/JSON (the protobuf path returned above): each message converted
-                    // straight from the reused buffer.
+                    // OTLP/JSON (the protobuf path returned above): each message converted,
+                    // and cut again where its JSON outgrows the limit.
                     let mut value = Vec::new();
                     while let Some((key, _)) = traces.next_into(&mut value) {
-                        let json = shardtel_protocol::json::from_protobuf(signal, &value)
-                            .map_err(|e| e.to_string())?;
-                        values.push((MessageKey::Trace(key), Bytes::from(json)));
+                        push_json(
+                            signal,
+                            MessageKey::Trace(key),
+                            &value,
+                            max_bytes,
+                            &mut values,
+                        )?;
                     }
                 }
                 Signal::Metrics | Signal::Logs => {
                     let mut slices = Vec::new();
                     request_messages(&request, max_bytes, &mut slices).map_err(|e| invalid(&e))?;
                     for (key, v) in slices {
-                        let v = match encoding {
-                            KafkaEncoding::OtlpJson => Bytes::from(
-                                shardtel_protocol::json::from_protobuf(signal, &v)
-                                    .map_err(|e| e.to_string())?,
-                            ),
-                            KafkaEncoding::OtlpProto => v,
-                        };
-                        values.push((MessageKey::Resource(key), v));
+                        match encoding {
+                            KafkaEncoding::OtlpJson => push_json(
+                                signal,
+                                MessageKey::Resource(key),
+                                &v,
+                                max_bytes,
+                                &mut values,
+                            )?,
+                            KafkaEncoding::OtlpProto => values.push((MessageKey::Resource(key), v)),
+                        }
                     }
                 }
             }
@@ -547,6 +586,64 @@ impl KafkaExporter {
         .await
         .map_err(|reason| ExportError::Encode { reason })
     }
+}
+
+/// Appends the OTLP/JSON value(s) of `proto`, one message of `signal` (protobuf, cut to at most
+/// `max_bytes`), keyed `key`, to `out`: one value when its JSON fits `max_bytes`. OTLP/JSON is
+/// larger than protobuf (hex ids, field names, quoting: 1.5 to 3 times), so a message cut to
+/// the limit as protobuf may be over it as JSON and would be refused by the broker. Such a
+/// message is cut again (spans of a trace; metrics and logs between resources) with its
+/// protobuf limit shrunk by the factor its JSON grew, and every piece is converted in turn.
+/// A piece that cannot be cut further (one span, one resource) goes as it is, like an
+/// oversized protobuf one: if the broker refuses it, it is counted and reported as rejected.
+fn push_json(
+    signal: Signal,
+    key: MessageKey,
+    proto: &[u8],
+    max_bytes: usize,
+    out: &mut Vec<(MessageKey, Bytes)>,
+) -> Result<(), String> {
+    let json = shardtel_protocol::json::from_protobuf(signal, proto).map_err(|e| e.to_string())?;
+    if json.len() <= max_bytes {
+        out.push((key, Bytes::from(json)));
+        return Ok(());
+    }
+    // The protobuf bytes whose JSON fits, with a tenth to spare for pieces that grow more
+    // than the average.
+    let limit = (proto.len() as u128 * max_bytes as u128 * 9 / 10 / json.len() as u128) as usize;
+    let invalid =
+        |e: &dyn std::fmt::Display| format!("message is not a valid {signal} request: {e}");
+    // (A copy, on this rare path only.)
+    let proto = Bytes::copy_from_slice(proto);
+    let mut pieces: Vec<(MessageKey, Bytes)> = Vec::new();
+    match signal {
+        Signal::Traces => {
+            let mut traces = TraceMessages::new(proto, limit.max(1)).map_err(|e| invalid(&e))?;
+            let mut value = Vec::new();
+            while let Some((trace, _)) = traces.next_into(&mut value) {
+                pieces.push((MessageKey::Trace(trace), Bytes::copy_from_slice(&value)));
+            }
+        }
+        Signal::Metrics | Signal::Logs => {
+            let mut slices = Vec::new();
+            request_messages(&proto, limit.max(1), &mut slices).map_err(|e| invalid(&e))?;
+            pieces.extend(
+                slices
+                    .into_iter()
+                    .map(|(k, v)| (MessageKey::Resource(k), v)),
+            );
+        }
+    }
+    if pieces.len() <= 1 {
+        // Cannot be cut: one span or one resource.
+        out.push((key, Bytes::from(json)));
+        return Ok(());
+    }
+    // Each piece holds fewer spans or resources than `proto`: the recursion ends.
+    for (key, piece) in pieces {
+        push_json(signal, key, &piece, max_bytes, out)?;
+    }
+    Ok(())
 }
 
 /// What happened while offering a batch's messages to the producer.
@@ -580,54 +677,14 @@ impl Drop for KafkaExporter {
     }
 }
 
-/// Whether a Kafka error code can clear up by itself (broker down, leader moving, timeouts,
-/// a full queue) or will come back on every attempt (message too large, not authorized,
-/// invalid topic or record).
-fn is_retryable_code(code: RDKafkaErrorCode) -> bool {
-    use RDKafkaErrorCode as C;
-    !matches!(
-        code,
-        C::MessageSizeTooLarge
-            | C::MessageBatchTooLarge
-            | C::InvalidRecord
-            | C::InvalidTopic
-            | C::TopicAuthorizationFailed
-            | C::ClusterAuthorizationFailed
-            | C::InvalidArgument
-    )
-}
-
-/// [`is_retryable_code`] for any Kafka error; configuration errors are permanent.
-pub(crate) fn is_retryable(error: &KafkaError) -> bool {
-    !matches!(error, KafkaError::ClientConfig(..) | KafkaError::Nul(_))
-        && error.rdkafka_error_code().is_none_or(is_retryable_code)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use shardtel_config::{KafkaAuth, KafkaTlsConfig, SaslConfig, SaslMechanism};
 
     #[test]
-    fn classification() {
-        let produce = |code| KafkaError::MessageProduction(code);
-        assert!(is_retryable(&produce(RDKafkaErrorCode::QueueFull)));
-        assert!(is_retryable(&produce(RDKafkaErrorCode::MessageTimedOut)));
-        assert!(is_retryable(&produce(RDKafkaErrorCode::AllBrokersDown)));
-        assert!(is_retryable(&produce(
-            RDKafkaErrorCode::NotLeaderForPartition
-        )));
-        assert!(!is_retryable(&produce(
-            RDKafkaErrorCode::MessageSizeTooLarge
-        )));
-        assert!(!is_retryable(&produce(
-            RDKafkaErrorCode::TopicAuthorizationFailed
-        )));
-    }
-
-    #[test]
     fn delivery_completes_when_the_last_report_is_in() {
-        let (d, mut rx) = BatchDelivery::new(Signal::Logs);
+        let (d, mut rx) = BatchDelivery::new(Signal::Logs, KafkaEncoding::OtlpProto);
         let (m1, m2) = (d.clone(), d.clone());
         drop(d); // the sending task is done offering
         m1.delivered(10);
@@ -665,7 +722,7 @@ mod tests {
             }],
         }
         .encode_to_vec();
-        let (d, mut rx) = BatchDelivery::new(Signal::Logs);
+        let (d, mut rx) = BatchDelivery::new(Signal::Logs, KafkaEncoding::OtlpProto);
         d.failed(RDKafkaErrorCode::MessageSizeTooLarge, &payload);
         drop(d);
         let outcome = rx.try_recv().unwrap().unwrap();
@@ -675,6 +732,173 @@ mod tests {
             Some(RDKafkaErrorCode::MessageSizeTooLarge)
         );
         assert_eq!(outcome.retryable, None);
+    }
+
+    /// A trace of `spans` spans, and a logs request of `resources` resources of 20 records.
+    fn json_fixtures(spans: u32, resources: usize) -> (Vec<u8>, Vec<u8>) {
+        use prost::Message;
+        use shardtel_protocol::proto::collector::logs::v1::ExportLogsServiceRequest;
+        use shardtel_protocol::proto::collector::trace::v1::ExportTraceServiceRequest;
+        use shardtel_protocol::proto::logs::v1::{LogRecord, ResourceLogs, ScopeLogs};
+        use shardtel_protocol::proto::trace::v1::{ResourceSpans, ScopeSpans, Span};
+        let traces = ExportTraceServiceRequest {
+            resource_spans: vec![ResourceSpans {
+                scope_spans: vec![ScopeSpans {
+                    spans: (0..spans)
+                        .map(|i| Span {
+                            trace_id: vec![7; 16],
+                            span_id: (u64::from(i) + 1).to_be_bytes().to_vec(),
+                            parent_span_id: vec![9; 8],
+                            name: format!("span-{i}"),
+                            ..Default::default()
+                        })
+                        .collect(),
+                    ..Default::default()
+                }],
+                ..Default::default()
+            }],
+        };
+        let logs = ExportLogsServiceRequest {
+            resource_logs: (0..resources)
+                .map(|r| ResourceLogs {
+                    scope_logs: vec![ScopeLogs {
+                        log_records: (0..20)
+                            .map(|i| LogRecord {
+                                trace_id: vec![r as u8; 16],
+                                span_id: vec![i; 8],
+                                severity_text: "INFO".into(),
+                                ..Default::default()
+                            })
+                            .collect(),
+                        ..Default::default()
+                    }],
+                    ..Default::default()
+                })
+                .collect(),
+        };
+        (traces.encode_to_vec(), logs.encode_to_vec())
+    }
+
+    #[test]
+    fn json_messages_are_cut_again_to_fit_the_limit() {
+        use prost::Message;
+        use shardtel_protocol::proto::collector::logs::v1::ExportLogsServiceRequest;
+        use shardtel_protocol::proto::collector::trace::v1::ExportTraceServiceRequest;
+        use shardtel_protocol::proto::trace::v1::Span;
+        let max = 4096;
+        let (traces, logs) = json_fixtures(200, 30);
+        // Cut as protobuf first (as `messages` does), then converted.
+        let mut trace_messages = TraceMessages::new(Bytes::from(traces.clone()), max).unwrap();
+        let (mut proto_messages, mut values) = (0, Vec::new());
+        let mut value = Vec::new();
+        while let Some((key, _)) = trace_messages.next_into(&mut value) {
+            proto_messages += 1;
+            push_json(
+                Signal::Traces,
+                MessageKey::Trace(key),
+                &value,
+                max,
+                &mut values,
+            )
+            .unwrap();
+        }
+        assert!(values.len() > proto_messages, "JSON needs more messages");
+        let mut spans = Vec::new();
+        for (key, v) in &values {
+            assert!(v.len() <= max, "a JSON trace message of {} bytes", v.len());
+            assert_eq!(key.bytes(), [7; 16]);
+            let pb = shardtel_protocol::json::to_protobuf(Signal::Traces, v).unwrap();
+            let req = ExportTraceServiceRequest::decode(pb).unwrap();
+            spans.extend(req.resource_spans[0].scope_spans[0].spans.clone());
+        }
+        // Every span once, in order (JSON writes an absent status as an empty one).
+        let sent = ExportTraceServiceRequest::decode(&traces[..]).unwrap();
+        let names = |spans: &[Span]| spans.iter().map(|s| s.name.clone()).collect::<Vec<_>>();
+        assert_eq!(
+            names(&spans),
+            names(&sent.resource_spans[0].scope_spans[0].spans)
+        );
+
+        let mut slices = Vec::new();
+        request_messages(&Bytes::from(logs.clone()), max, &mut slices).unwrap();
+        let mut values = Vec::new();
+        for (key, v) in &slices {
+            push_json(
+                Signal::Logs,
+                MessageKey::Resource(*key),
+                v,
+                max,
+                &mut values,
+            )
+            .unwrap();
+        }
+        assert!(values.len() > slices.len());
+        // Every record once, in order (JSON writes an absent resource or scope as an empty one).
+        let records = |req: ExportLogsServiceRequest| -> Vec<(Vec<u8>, Vec<u8>)> {
+            req.resource_logs
+                .into_iter()
+                .flat_map(|r| r.scope_logs)
+                .flat_map(|s| s.log_records)
+                .map(|r| (r.trace_id, r.span_id))
+                .collect()
+        };
+        let mut got = Vec::new();
+        for (_, v) in &values {
+            assert!(v.len() <= max, "a JSON logs message of {} bytes", v.len());
+            let pb = shardtel_protocol::json::to_protobuf(Signal::Logs, v).unwrap();
+            got.extend(records(ExportLogsServiceRequest::decode(pb).unwrap()));
+        }
+        assert_eq!(
+            got,
+            records(ExportLogsServiceRequest::decode(&logs[..]).unwrap())
+        );
+
+        // One resource bigger than the limit as JSON cannot be cut: it goes alone, whole.
+        let (_, one) = json_fixtures(1, 1);
+        let mut values = Vec::new();
+        push_json(
+            Signal::Logs,
+            MessageKey::Resource([0; 8]),
+            &one,
+            512,
+            &mut values,
+        )
+        .unwrap();
+        assert_eq!(values.len(), 1);
+        assert!(values[0].1.len() > 512);
+    }
+
+    #[test]
+    fn failed_json_messages_count_their_items() {
+        let (traces, logs) = json_fixtures(3, 2);
+        let json = |signal, pb: &[u8]| shardtel_protocol::json::from_protobuf(signal, pb).unwrap();
+        assert_eq!(
+            count_items(
+                Signal::Traces,
+                KafkaEncoding::OtlpJson,
+                &json(Signal::Traces, &traces)
+            ),
+            3
+        );
+        assert_eq!(
+            count_items(
+                Signal::Logs,
+                KafkaEncoding::OtlpJson,
+                &json(Signal::Logs, &logs)
+            ),
+            40
+        );
+        assert_eq!(
+            count_items(Signal::Logs, KafkaEncoding::OtlpProto, &logs),
+            40
+        );
+        let (d, mut rx) = BatchDelivery::new(Signal::Traces, KafkaEncoding::OtlpJson);
+        d.failed(
+            RDKafkaErrorCode::MessageSizeTooLarge,
+            &json(Signal::Traces, &traces),
+        );
+        drop(d);
+        assert_eq!(rx.try_recv().unwrap().unwrap().rejected_items, 3);
     }
 
     fn config(auth: KafkaAuth) -> KafkaExporterConfig {

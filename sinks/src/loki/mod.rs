@@ -20,8 +20,7 @@ use std::fmt::Write as _;
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use ::http::header::{HeaderMap, HeaderName, HeaderValue, CONTENT_TYPE, USER_AGENT};
-use ::http::Uri;
+use ::http::header::{HeaderMap, HeaderName, HeaderValue, CONTENT_TYPE};
 use bytes::Bytes;
 use prost::Message;
 use shardtel_config::{LokiEncoding, LokiExporterConfig, LokiLineFormat};
@@ -33,9 +32,9 @@ use shardtel_protocol::reframe::Encoded;
 use crate::attributes::{json_string, value_text, write_json_any, write_json_object};
 use crate::batch::Batch;
 use crate::error::ExportError;
-use crate::otlp::Target;
 use crate::prometheus::naming::label_name;
-use crate::push::{ConnectionPool, StorageEndpoint};
+use crate::push::{snappy, StorageEndpoint};
+use crate::transport::Route;
 
 /// `logproto.PushRequest`.
 #[derive(Clone, PartialEq, Message)]
@@ -105,8 +104,7 @@ pub(crate) struct LokiExporter {
 impl LokiExporter {
     /// `headers` already holds the configured headers.
     pub(crate) fn new(
-        target: Target,
-        path: Uri,
+        route: Route,
         mut headers: HeaderMap,
         cfg: &LokiExporterConfig,
         senders: usize,
@@ -116,20 +114,13 @@ impl LokiExporter {
             LokiEncoding::Json => "application/json",
         };
         headers.insert(CONTENT_TYPE, HeaderValue::from_static(content_type));
-        headers.insert(USER_AGENT, HeaderValue::from_static(crate::USER_AGENT));
         if let Some(tenant) = &cfg.tenant_id {
             if let Ok(value) = HeaderValue::from_str(tenant) {
                 headers.insert(HeaderName::from_static("x-scope-orgid"), value);
             }
         }
         Self {
-            endpoint: StorageEndpoint {
-                target,
-                path,
-                headers,
-                timeout: cfg.timeout,
-                pool: ConnectionPool::new(senders),
-            },
+            endpoint: StorageEndpoint::new(route, headers, cfg.timeout, senders),
             converter: Arc::new(LokiConverter::new(cfg)),
         }
     }
@@ -481,7 +472,7 @@ fn protobuf_body(streams: BTreeMap<String, Stream>) -> Bytes {
             })
             .collect(),
     };
-    crate::push::snappy(&request.encode_to_vec())
+    snappy(&request.encode_to_vec())
 }
 
 /// Loki's JSON push body: `{"streams":[{"stream":{...},"values":[["ns","line",{...}]]}]}`.

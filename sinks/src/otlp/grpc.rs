@@ -1,48 +1,31 @@
 //! `otlp`: OTLP/gRPC client, unary `Export` calls over one HTTP/2 (h2c)
-//! connection per core, shared by that core's senders.
+//! connection per core, shared by that core's senders ([`SharedConnection`]).
 
-use std::cell::RefCell;
 use std::time::Duration;
 
 use ::http::header::{HeaderMap, HeaderName, HeaderValue, CONTENT_TYPE, TE, USER_AGENT};
 use ::http::{Method, Request, Response, StatusCode, Uri, Version};
 use bytes::Bytes;
 use hyper::body::Incoming;
-use hyper::client::conn::http2;
-use shardtel_protocol::compression::{compress, Encoding};
+use shardtel_protocol::compression::Encoding;
 use shardtel_protocol::grpc::{decode_message, message_prefix, Code};
 use shardtel_protocol::Signal;
 
-use super::{parse_export_response, read_body, with_timeout, ExportReply, Target};
+use super::{parse_export_response, payload};
 use crate::batch::Batch;
-use crate::body::ChunkBody;
-use crate::error::{grpc_code_for_http, ExportError};
-use crate::net::LocalExec;
-use crate::offload;
-use crate::retry::{
-    decode_grpc_message, decode_status_details, parse_retry_after, retry_info_delay,
-};
-use crate::stats::signal_index;
-
-/// The gRPC method path of `signal`'s `Export` call.
-pub(crate) fn method_path(signal: Signal) -> &'static str {
-    match signal {
-        Signal::Traces => "/opentelemetry.proto.collector.trace.v1.TraceService/Export",
-        Signal::Metrics => "/opentelemetry.proto.collector.metrics.v1.MetricsService/Export",
-        Signal::Logs => "/opentelemetry.proto.collector.logs.v1.LogsService/Export",
-    }
-}
+use crate::error::{grpc_code_for_http, ExportError, ExportReply};
+use crate::retry::{decode_grpc_message, decode_status_details, retry_info_delay};
+use crate::transport::http2::SharedConnection;
+use crate::transport::{read_body, retry_after, with_timeout, ChunkBody, Target};
 
 /// One `otlp` exporter on one core.
 pub(crate) struct OtlpGrpcExporter {
-    target: Target,
+    /// Traces, metrics, logs.
     uris: [Uri; 3],
     encoding: Encoding,
     timeout: Duration,
     headers: HeaderMap,
-    conn: RefCell<Option<http2::SendRequest<ChunkBody>>>,
-    /// Lets one task connect while the others wait for its connection.
-    connecting: glommio::sync::Semaphore,
+    connection: SharedConnection,
 }
 
 impl OtlpGrpcExporter {
@@ -53,17 +36,10 @@ impl OtlpGrpcExporter {
         timeout: Duration,
         mut headers: HeaderMap,
     ) -> Result<Self, ::http::Error> {
-        let uri = |signal| -> Result<Uri, ::http::Error> {
-            Uri::builder()
-                .scheme("http")
-                .authority(target.authority.as_str())
-                .path_and_query(method_path(signal))
-                .build()
-        };
         let uris = [
-            uri(Signal::Traces)?,
-            uri(Signal::Metrics)?,
-            uri(Signal::Logs)?,
+            target.uri(Signal::Traces.grpc_path())?,
+            target.uri(Signal::Metrics.grpc_path())?,
+            target.uri(Signal::Logs.grpc_path())?,
         ];
         headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/grpc"));
         headers.insert(TE, HeaderValue::from_static("trailers"));
@@ -83,13 +59,11 @@ impl OtlpGrpcExporter {
             );
         }
         Ok(Self {
-            target,
             uris,
             encoding,
             timeout,
             headers,
-            conn: RefCell::new(None),
-            connecting: glommio::sync::Semaphore::new(1),
+            connection: SharedConnection::new(target),
         })
     }
 
@@ -97,7 +71,7 @@ impl OtlpGrpcExporter {
     pub(crate) async fn export(&self, batch: &Batch) -> Result<ExportReply, ExportError> {
         let request = self.request(batch).await;
         let result = with_timeout(self.timeout, async {
-            let mut sender = self.sender().await?;
+            let mut sender = self.connection.sender().await?;
             let response = sender
                 .send_request(request)
                 .await
@@ -111,69 +85,22 @@ impl OtlpGrpcExporter {
         ) {
             // Streams still running on the old connection finish there; new
             // ones get a fresh connection (a silent peer shows only as timeouts).
-            self.conn.borrow_mut().take();
+            self.connection.reset();
         }
         result
     }
 
     async fn request(&self, batch: &Batch) -> Request<ChunkBody> {
-        let (compressed, payload) = match self.encoding {
-            Encoding::Identity => (false, batch.chunks.clone()),
-            encoding => {
-                let chunks = batch.chunks.clone();
-                let packed = offload::run(batch.bytes, move || compress(encoding, &chunks)).await;
-                (true, vec![packed])
-            }
-        };
+        let payload = payload(batch, self.encoding).await;
         let len: usize = payload.iter().map(Bytes::len).sum();
-        let prefix = message_prefix(len, compressed);
+        let prefix = message_prefix(len, self.encoding != Encoding::Identity);
         let body = ChunkBody::new(std::iter::once(Bytes::copy_from_slice(&prefix)).chain(payload));
         let mut request = Request::new(body);
         *request.method_mut() = Method::POST;
         *request.version_mut() = Version::HTTP_2;
-        *request.uri_mut() = self.uris[signal_index(batch.signal)].clone();
+        *request.uri_mut() = self.uris[batch.signal.index()].clone();
         *request.headers_mut() = self.headers.clone();
         request
-    }
-
-    /// The shared connection, opened first if there is none (or it closed).
-    async fn sender(&self) -> Result<http2::SendRequest<ChunkBody>, ExportError> {
-        if let Some(sender) = self.live_sender() {
-            return Ok(sender);
-        }
-        let _permit = self
-            .connecting
-            .acquire_permit(1)
-            .await
-            .expect("the connect semaphore is never closed");
-        if let Some(sender) = self.live_sender() {
-            return Ok(sender);
-        }
-        let io = self.target.connect().await?;
-        let (sender, connection) = http2::Builder::new(LocalExec)
-            .handshake::<_, ChunkBody>(io)
-            .await
-            .map_err(|source| ExportError::Transport { source })?;
-        glommio::spawn_local(async move {
-            if let Err(err) = connection.await {
-                log::debug!("otlp grpc connection closed: {err}");
-            }
-        })
-        .detach();
-        *self.conn.borrow_mut() = Some(sender.clone());
-        Ok(sender)
-    }
-
-    fn live_sender(&self) -> Option<http2::SendRequest<ChunkBody>> {
-        let mut conn = self.conn.borrow_mut();
-        match conn.as_ref() {
-            Some(sender) if !sender.is_closed() => Some(sender.clone()),
-            Some(_) => {
-                conn.take();
-                None
-            }
-            None => None,
-        }
     }
 }
 
@@ -182,10 +109,7 @@ impl OtlpGrpcExporter {
 async fn read_response(response: Response<Incoming>) -> Result<ExportReply, ExportError> {
     let (parts, body) = response.into_parts();
     if parts.status != StatusCode::OK {
-        let retry_after = parts
-            .headers
-            .get(::http::header::RETRY_AFTER)
-            .and_then(|v| parse_retry_after(v.as_bytes(), std::time::SystemTime::now()));
+        let retry_after = retry_after(&parts.headers);
         // Read (and drop) the body so the stream ends cleanly.
         let _ = read_body(body).await;
         return Err(ExportError::Grpc {

@@ -1,34 +1,23 @@
 //! `otlphttp`: OTLP/HTTP protobuf POSTs over HTTP/1.1 keep-alive connections,
-//! one per sender task of the core (a small, fixed pool, see [`crate::push`]).
+//! one per sender task of the core (a small, fixed pool, see [`ConnectionPool`]).
 
 use std::time::Duration;
 
 use ::http::header::{HeaderMap, HeaderValue, CONTENT_ENCODING, CONTENT_TYPE, USER_AGENT};
-use ::http::Uri;
 use prost::Message;
-use shardtel_protocol::compression::{compress, Encoding};
+use shardtel_protocol::compression::Encoding;
 
-use super::{parse_export_response, ExportReply, Target};
+use super::{parse_export_response, payload};
 use crate::batch::Batch;
-use crate::error::ExportError;
-use crate::offload;
-use crate::push::{retry_after, text_excerpt, ConnectionPool, FullResponse};
+use crate::error::{ExportError, ExportReply};
 use crate::retry::RpcStatus;
-use crate::stats::signal_index;
-
-/// Where one signal is posted.
-#[derive(Clone, Debug)]
-pub(crate) struct SignalRoute {
-    /// Host and port.
-    pub target: Target,
-    /// Request path, e.g. `/v1/traces`.
-    pub path: Uri,
-}
+use crate::transport::http1::{ConnectionPool, FullResponse};
+use crate::transport::{retry_after, text_excerpt, Route};
 
 /// One `otlphttp` exporter on one core.
 pub(crate) struct OtlpHttpExporter {
     /// Traces, metrics, logs.
-    routes: [SignalRoute; 3],
+    routes: [Route; 3],
     encoding: Encoding,
     timeout: Duration,
     headers: HeaderMap,
@@ -39,7 +28,7 @@ pub(crate) struct OtlpHttpExporter {
 impl OtlpHttpExporter {
     /// `headers` already holds the configured headers; `senders` sizes the pool.
     pub(crate) fn new(
-        routes: [SignalRoute; 3],
+        routes: [Route; 3],
         encoding: Encoding,
         timeout: Duration,
         mut headers: HeaderMap,
@@ -71,22 +60,14 @@ impl OtlpHttpExporter {
         worker: usize,
         batch: &Batch,
     ) -> Result<ExportReply, ExportError> {
-        let route = signal_index(batch.signal);
-        let payload = match self.encoding {
-            Encoding::Identity => batch.chunks.clone(),
-            encoding => {
-                let chunks = batch.chunks.clone();
-                vec![offload::run(batch.bytes, move || compress(encoding, &chunks)).await]
-            }
-        };
-        let target = &self.routes[route];
+        let route = batch.signal.index();
+        let payload = payload(batch, self.encoding).await;
         let response = self
             .pool
             .post(
                 worker,
                 route,
-                &target.target,
-                &target.path,
+                &self.routes[route],
                 &self.headers,
                 payload,
                 self.timeout,

@@ -19,10 +19,7 @@ mod state;
 use std::cell::RefCell;
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
-use ::http::header::{
-    HeaderMap, HeaderName, HeaderValue, CONTENT_ENCODING, CONTENT_TYPE, USER_AGENT,
-};
-use ::http::Uri;
+use ::http::header::{HeaderMap, HeaderName, HeaderValue, CONTENT_ENCODING, CONTENT_TYPE};
 use bytes::Bytes;
 use prost::Message;
 use shardtel_config::{ExponentialHistograms, PrometheusRemoteWriteExporterConfig};
@@ -35,8 +32,8 @@ use self::prompb::WriteRequest;
 use self::state::SeriesTable;
 use crate::batch::Batch;
 use crate::error::ExportError;
-use crate::otlp::Target;
-use crate::push::{ConnectionPool, StorageEndpoint};
+use crate::push::{snappy, StorageEndpoint};
+use crate::transport::Route;
 
 /// One `prometheusremotewrite` exporter on one core.
 pub(crate) struct PrometheusExporter {
@@ -47,8 +44,7 @@ pub(crate) struct PrometheusExporter {
 impl PrometheusExporter {
     /// `headers` already holds the configured headers.
     pub(crate) fn new(
-        target: Target,
-        path: Uri,
+        route: Route,
         mut headers: HeaderMap,
         cfg: &PrometheusRemoteWriteExporterConfig,
         core: usize,
@@ -63,15 +59,9 @@ impl PrometheusExporter {
             HeaderName::from_static("x-prometheus-remote-write-version"),
             HeaderValue::from_static("0.1.0"),
         );
-        headers.insert(USER_AGENT, HeaderValue::from_static(crate::USER_AGENT));
         Self {
-            endpoint: StorageEndpoint {
-                target,
-                path,
-                headers,
-                timeout: cfg.timeout,
-                pool: ConnectionPool::new(1),
-            },
+            // One sender: see the module's documentation.
+            endpoint: StorageEndpoint::new(route, headers, cfg.timeout, 1),
             converter: RefCell::new(RemoteWriteConverter::new(cfg, core, cores)),
         }
     }
@@ -133,7 +123,7 @@ fn encode(out: Converted) -> (Bytes, u64) {
         timeseries: out.series,
     }
     .encode_to_vec();
-    (crate::push::snappy(&raw), out.dropped_points)
+    (snappy(&raw), out.dropped_points)
 }
 
 /// Decodes a batch (concatenated `ExportMetricsServiceRequest`s) without joining its chunks.

@@ -189,18 +189,8 @@ pub(crate) fn label_name(key: &str) -> Option<Cow<'_, str>> {
     Some(Cow::Owned(out))
 }
 
-/// A bucket bound or quantile as a label value: Go's `FormatFloat(f, 'f', -1, 64)`, `+Inf`.
-pub(crate) fn float_label(value: f64) -> String {
-    if value == f64::INFINITY {
-        "+Inf".to_string()
-    } else if value == f64::NEG_INFINITY {
-        "-Inf".to_string()
-    } else if value.is_nan() {
-        "NaN".to_string()
-    } else {
-        format!("{value}")
-    }
-}
+/// Bucket bounds and quantiles are written as attribute values are (`le="0.5"`, `+Inf`).
+pub(crate) use crate::attributes::float_label;
 
 #[cfg(test)]
 mod tests {
@@ -299,15 +289,5 @@ mod tests {
         assert_eq!(label_name("a__b").unwrap(), "a_b");
         assert_eq!(label_name("ключ").unwrap(), "key_");
         assert_eq!(label_name(""), None);
-    }
-
-    #[test]
-    fn float_labels_match_go() {
-        assert_eq!(float_label(1.0), "1");
-        assert_eq!(float_label(0.5), "0.5");
-        assert_eq!(float_label(0.005), "0.005");
-        assert_eq!(float_label(1e21), "1000000000000000000000");
-        assert_eq!(float_label(f64::INFINITY), "+Inf");
-        assert_eq!(float_label(-2.5), "-2.5");
     }
 }

@@ -15,7 +15,7 @@ fn deadline() -> Instant {
 #[test]
 fn sends_gzip_unary_export_with_headers() {
     run(|| async {
-        let server = TestServer::start(Protocol::Grpc, "127.0.0.1:0".parse().unwrap(), vec![]);
+        let server = TestServer::local(Protocol::Grpc, vec![]);
         let mut cfg = otlp_config(server.addr);
         cfg.headers.insert("x-scope-orgid".into(), "acme".into());
         let queue = ExportQueue::start(&exporter("tempo", ExporterKind::Otlp(cfg)), 1).unwrap();
@@ -56,10 +56,10 @@ fn sends_gzip_unary_export_with_headers() {
 #[test]
 fn identity_compression_sends_plain_frames() {
     run(|| async {
-        let server = TestServer::start(Protocol::Grpc, "127.0.0.1:0".parse().unwrap(), vec![]);
+        let server = TestServer::local(Protocol::Grpc, vec![]);
         let mut cfg = otlp_config(server.addr);
         cfg.compression = Compression::None;
-        let queue = ExportQueue::start(&exporter("plain", ExporterKind::Otlp(cfg)), 0).unwrap();
+        let queue = start_queue("plain", ExporterKind::Otlp(cfg));
         let a = trace_request("plain", 3, 5);
         queue.try_push(Signal::Traces, encoded(&a), 3).unwrap();
         assert_eq!(queue.drain(deadline()).await, DrainOutcome::Drained);
@@ -81,16 +81,11 @@ fn unavailable_is_retried_and_delivered_once() {
             message: "overloaded",
             retry_after_secs: None,
         };
-        let server = TestServer::start(
+        let server = TestServer::local(
             Protocol::Grpc,
-            "127.0.0.1:0".parse().unwrap(),
             vec![unavailable.clone(), unavailable.clone(), unavailable],
         );
-        let queue = ExportQueue::start(
-            &exporter("retry", ExporterKind::Otlp(otlp_config(server.addr))),
-            0,
-        )
-        .unwrap();
+        let queue = start_queue("retry", ExporterKind::Otlp(otlp_config(server.addr)));
         let a = trace_request("r", 7, 5);
         queue.try_push(Signal::Traces, encoded(&a), 7).unwrap();
         assert_eq!(queue.drain(deadline()).await, DrainOutcome::Drained);
@@ -112,9 +107,8 @@ fn unavailable_is_retried_and_delivered_once() {
 #[test]
 fn resource_exhausted_retries_only_with_retry_info() {
     run(|| async {
-        let server = TestServer::start(
+        let server = TestServer::local(
             Protocol::Grpc,
-            "127.0.0.1:0".parse().unwrap(),
             vec![
                 Reply::Grpc {
                     code: 8,
@@ -128,11 +122,7 @@ fn resource_exhausted_retries_only_with_retry_info() {
                 },
             ],
         );
-        let queue = ExportQueue::start(
-            &exporter("quota", ExporterKind::Otlp(otlp_config(server.addr))),
-            0,
-        )
-        .unwrap();
+        let queue = start_queue("quota", ExporterKind::Otlp(otlp_config(server.addr)));
         let started = Instant::now();
         queue
             .try_push(Signal::Traces, encoded(&trace_request("q", 2, 5)), 2)
@@ -158,20 +148,15 @@ fn resource_exhausted_retries_only_with_retry_info() {
 #[test]
 fn invalid_argument_is_permanent() {
     run(|| async {
-        let server = TestServer::start(
+        let server = TestServer::local(
             Protocol::Grpc,
-            "127.0.0.1:0".parse().unwrap(),
             vec![Reply::Grpc {
                 code: 3,
                 message: "bad span",
                 retry_after_secs: None,
             }],
         );
-        let queue = ExportQueue::start(
-            &exporter("strict", ExporterKind::Otlp(otlp_config(server.addr))),
-            0,
-        )
-        .unwrap();
+        let queue = start_queue("strict", ExporterKind::Otlp(otlp_config(server.addr)));
         queue
             .try_push(Signal::Traces, encoded(&trace_request("bad", 4, 5)), 4)
             .unwrap();
@@ -189,19 +174,14 @@ fn invalid_argument_is_permanent() {
 #[test]
 fn partial_success_counts_rejected_items() {
     run(|| async {
-        let server = TestServer::start(
+        let server = TestServer::local(
             Protocol::Grpc,
-            "127.0.0.1:0".parse().unwrap(),
             vec![Reply::Ok {
                 rejected: 3,
                 message: "too old",
             }],
         );
-        let queue = ExportQueue::start(
-            &exporter("partial", ExporterKind::Otlp(otlp_config(server.addr))),
-            0,
-        )
-        .unwrap();
+        let queue = start_queue("partial", ExporterKind::Otlp(otlp_config(server.addr)));
         queue
             .try_push(Signal::Traces, encoded(&trace_request("p", 10, 5)), 10)
             .unwrap();
@@ -217,10 +197,10 @@ fn partial_success_counts_rejected_items() {
 #[test]
 fn many_batches_share_one_connection() {
     run(|| async {
-        let server = TestServer::start(Protocol::Grpc, "127.0.0.1:0".parse().unwrap(), vec![]);
+        let server = TestServer::local(Protocol::Grpc, vec![]);
         let mut cfg = otlp_config(server.addr);
         cfg.batch = batch(10, Duration::from_millis(20));
-        let queue = ExportQueue::start(&exporter("conc", ExporterKind::Otlp(cfg)), 0).unwrap();
+        let queue = start_queue("conc", ExporterKind::Otlp(cfg));
         let pieces: Vec<_> = (0..40)
             .map(|i| trace_request(&format!("c{i}"), 10, 5))
             .collect();
@@ -248,12 +228,8 @@ fn many_batches_share_one_connection() {
 #[test]
 fn large_batches_are_compressed_and_arrive_intact() {
     run(|| async {
-        let server = TestServer::start(Protocol::Grpc, "127.0.0.1:0".parse().unwrap(), vec![]);
-        let queue = ExportQueue::start(
-            &exporter("big", ExporterKind::Otlp(otlp_config(server.addr))),
-            0,
-        )
-        .unwrap();
+        let server = TestServer::local(Protocol::Grpc, vec![]);
+        let queue = start_queue("big", ExporterKind::Otlp(otlp_config(server.addr)));
         // ~3 MB per batch: compressed off the reactor, sent in many HTTP/2 frames.
         let pieces: Vec<_> = (0..3)
             .map(|i| trace_request(&format!("big{i}"), 1000, 1000))

@@ -15,7 +15,7 @@ fn deadline() -> Instant {
 #[test]
 fn posts_gzip_protobuf_to_v1_traces() {
     run(|| async {
-        let server = TestServer::start(Protocol::Http1, "127.0.0.1:0".parse().unwrap(), vec![]);
+        let server = TestServer::local(Protocol::Http1, vec![]);
         let mut cfg = otlphttp_config(server.addr);
         cfg.headers
             .insert("authorization".into(), "Bearer t".into());
@@ -42,13 +42,13 @@ fn posts_gzip_protobuf_to_v1_traces() {
 #[test]
 fn endpoint_path_prefix_and_signal_override() {
     run(|| async {
-        let server = TestServer::start(Protocol::Http1, "127.0.0.1:0".parse().unwrap(), vec![]);
+        let server = TestServer::local(Protocol::Http1, vec![]);
         let mut cfg = otlphttp_config(server.addr);
         cfg.endpoint.path = "/otlp/".into();
         let mut logs = endpoint(server.addr);
         logs.path = "/custom/logs".into();
         cfg.logs_endpoint = Some(logs);
-        let queue = ExportQueue::start(&exporter("paths", ExporterKind::OtlpHttp(cfg)), 0).unwrap();
+        let queue = start_queue("paths", ExporterKind::OtlpHttp(cfg));
         // The bytes are only forwarded, so any payload shows the routing.
         let piece = encoded(&trace_request("x", 1, 1));
         queue.try_push(Signal::Traces, piece.clone(), 1).unwrap();
@@ -74,9 +74,8 @@ fn unavailable_with_retry_after_is_retried_and_delivered_once() {
             retry_after: Some("1"),
             body: "busy",
         };
-        let server = TestServer::start(
+        let server = TestServer::local(
             Protocol::Http1,
-            "127.0.0.1:0".parse().unwrap(),
             vec![
                 busy.clone(),
                 busy,
@@ -87,14 +86,10 @@ fn unavailable_with_retry_after_is_retried_and_delivered_once() {
                 },
             ],
         );
-        let queue = ExportQueue::start(
-            &exporter(
-                "retry",
-                ExporterKind::OtlpHttp(otlphttp_config(server.addr)),
-            ),
-            0,
-        )
-        .unwrap();
+        let queue = start_queue(
+            "retry",
+            ExporterKind::OtlpHttp(otlphttp_config(server.addr)),
+        );
         let a = trace_request("r", 6, 5);
         let started = Instant::now();
         queue.try_push(Signal::Traces, encoded(&a), 6).unwrap();
@@ -118,23 +113,18 @@ fn unavailable_with_retry_after_is_retried_and_delivered_once() {
 #[test]
 fn bad_request_is_permanent_and_not_retried() {
     run(|| async {
-        let server = TestServer::start(
+        let server = TestServer::local(
             Protocol::Http1,
-            "127.0.0.1:0".parse().unwrap(),
             vec![Reply::Http {
                 status: 400,
                 retry_after: None,
                 body: "malformed span",
             }],
         );
-        let queue = ExportQueue::start(
-            &exporter(
-                "strict",
-                ExporterKind::OtlpHttp(otlphttp_config(server.addr)),
-            ),
-            0,
-        )
-        .unwrap();
+        let queue = start_queue(
+            "strict",
+            ExporterKind::OtlpHttp(otlphttp_config(server.addr)),
+        );
         queue
             .try_push(Signal::Traces, encoded(&trace_request("b", 3, 5)), 3)
             .unwrap();
@@ -159,10 +149,10 @@ fn bad_request_is_permanent_and_not_retried() {
 #[test]
 fn keep_alive_pool_is_bounded() {
     run(|| async {
-        let server = TestServer::start(Protocol::Http1, "127.0.0.1:0".parse().unwrap(), vec![]);
+        let server = TestServer::local(Protocol::Http1, vec![]);
         let mut cfg = otlphttp_config(server.addr);
         cfg.batch = batch(5, Duration::from_millis(20));
-        let queue = ExportQueue::start(&exporter("pool", ExporterKind::OtlpHttp(cfg)), 0).unwrap();
+        let queue = start_queue("pool", ExporterKind::OtlpHttp(cfg));
         for round in 0..3 {
             for i in 0..20 {
                 let piece = trace_request(&format!("k{round}-{i}"), 5, 5);
@@ -183,10 +173,10 @@ fn keep_alive_pool_is_bounded() {
 #[test]
 fn zstd_compression() {
     run(|| async {
-        let server = TestServer::start(Protocol::Http1, "127.0.0.1:0".parse().unwrap(), vec![]);
+        let server = TestServer::local(Protocol::Http1, vec![]);
         let mut cfg = otlphttp_config(server.addr);
         cfg.compression = shardtel_config::Compression::Zstd;
-        let queue = ExportQueue::start(&exporter("z", ExporterKind::OtlpHttp(cfg)), 0).unwrap();
+        let queue = start_queue("z", ExporterKind::OtlpHttp(cfg));
         let a = trace_request("z", 4, 10);
         queue.try_push(Signal::Traces, encoded(&a), 4).unwrap();
         assert_eq!(queue.drain(deadline()).await, DrainOutcome::Drained);
@@ -210,7 +200,7 @@ fn server_closing_connections_costs_no_retries() {
         );
         let mut cfg = otlphttp_config(server.addr);
         cfg.batch = batch(1, Duration::from_millis(5));
-        let queue = ExportQueue::start(&exporter("close", ExporterKind::OtlpHttp(cfg)), 0).unwrap();
+        let queue = start_queue("close", ExporterKind::OtlpHttp(cfg));
         for i in 0..10 {
             let piece = trace_request(&format!("c{i}"), 1, 5);
             queue.try_push(Signal::Traces, encoded(&piece), 1).unwrap();

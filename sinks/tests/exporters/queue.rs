@@ -17,12 +17,9 @@ fn refuses_when_full_while_backend_down_and_accepts_after_it_drains() {
         let piece = trace_request("q", 10, 100);
         let size = encoded(&piece).len;
         let mut cfg = otlphttp_config(addr);
-        cfg.queue = QueueConfig {
-            max_bytes: 3 * size + size / 2,
-            ..QueueConfig::default()
-        };
+        cfg.queue = queue_of(3 * size + size / 2);
         cfg.batch = batch(10, Duration::from_millis(5));
-        let queue = ExportQueue::start(&exporter("down", ExporterKind::OtlpHttp(cfg)), 0).unwrap();
+        let queue = start_queue("down", ExporterKind::OtlpHttp(cfg));
 
         for _ in 0..3 {
             queue.try_push(Signal::Traces, encoded(&piece), 10).unwrap();
@@ -78,12 +75,9 @@ fn pieces_are_counted_as_the_buffers_they_keep_alive() {
         let piece = trace_request("q", 10, 100);
         let size = encoded(&piece).len;
         let mut cfg = otlphttp_config(addr);
-        cfg.queue = QueueConfig {
-            max_bytes: 10 * size,
-            ..QueueConfig::default()
-        };
+        cfg.queue = queue_of(10 * size);
         cfg.batch = batch(10, Duration::from_millis(5));
-        let queue = ExportQueue::start(&exporter("down", ExporterKind::OtlpHttp(cfg)), 0).unwrap();
+        let queue = start_queue("down", ExporterKind::OtlpHttp(cfg));
         // A piece that is a slice of a buffer four times its size is charged the buffer.
         queue
             .try_push_held(Signal::Traces, encoded(&piece), 10, 4 * size)
@@ -143,12 +137,27 @@ fn gives_up_after_max_elapsed_time() {
     run(|| async {
         let mut cfg = otlp_config(free_addr());
         cfg.retry = retry(20, 40, 250);
-        let queue = ExportQueue::start(&exporter("down", ExporterKind::Otlp(cfg)), 0).unwrap();
+        let max_elapsed = cfg.retry.max_elapsed_time;
+        // A delay is at most max_interval + 50 % jitter.
+        let longest_delay = cfg.retry.max_interval.mul_f64(1.5);
+        // The batch timeout before the first attempt, and scheduling on a loaded machine.
+        let margin = cfg.batch.timeout + Duration::from_secs(1);
+        let queue = start_queue("down", ExporterKind::Otlp(cfg));
+        let started = Instant::now();
         queue
             .try_push(Signal::Traces, encoded(&trace_request("g", 5, 3)), 5)
             .unwrap();
         let done = queue.drain(Instant::now() + Duration::from_secs(5)).await;
+        let took = started.elapsed();
         assert_eq!(done, DrainOutcome::Drained);
+        // It gives up once the next attempt would start after max_elapsed_time: not before
+        // max_elapsed_time less one delay, and (connection refused fails at once) not later
+        // than max_elapsed_time.
+        assert!(
+            took >= max_elapsed - longest_delay,
+            "gave up after {took:?}"
+        );
+        assert!(took <= max_elapsed + margin, "gave up after {took:?}");
         let stats = queue.stats();
         assert_eq!(
             (
@@ -167,7 +176,7 @@ fn retry_disabled_fails_at_once() {
     run(|| async {
         let mut cfg = otlp_config(free_addr());
         cfg.retry.enabled = false;
-        let queue = ExportQueue::start(&exporter("down", ExporterKind::Otlp(cfg)), 0).unwrap();
+        let queue = start_queue("down", ExporterKind::Otlp(cfg));
         queue
             .try_push(Signal::Metrics, encoded(&trace_request("m", 2, 3)), 2)
             .unwrap();
@@ -184,7 +193,7 @@ fn retry_disabled_fails_at_once() {
 #[test]
 fn blackhole_counts_and_drops() {
     run(|| async {
-        let queue = ExportQueue::start(&exporter("blackhole", ExporterKind::Blackhole), 0).unwrap();
+        let queue = start_queue("blackhole", ExporterKind::Blackhole);
         assert_eq!(queue.kind(), "blackhole");
         for _ in 0..100 {
             queue
@@ -217,13 +226,13 @@ fn rejects_https_endpoints() {
 #[test]
 fn oversized_piece_goes_alone_into_an_empty_queue() {
     run(|| async {
-        let server = TestServer::start(Protocol::Http1, "127.0.0.1:0".parse().unwrap(), vec![]);
+        let server = TestServer::local(Protocol::Http1, vec![]);
         let mut cfg = otlphttp_config(server.addr);
         cfg.queue = QueueConfig {
             max_bytes: 1024,
             ..QueueConfig::default()
         };
-        let queue = ExportQueue::start(&exporter("tiny", ExporterKind::OtlpHttp(cfg)), 0).unwrap();
+        let queue = start_queue("tiny", ExporterKind::OtlpHttp(cfg));
         let big = trace_request("big", 20, 200);
         let size = encoded(&big).len;
         assert!(size > 1024);

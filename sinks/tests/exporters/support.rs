@@ -229,6 +229,11 @@ impl TestServer {
         Self::start_with(protocol, addr, script, true)
     }
 
+    /// Starts a server on a free port of 127.0.0.1.
+    pub fn local(protocol: Protocol, script: Vec<Reply>) -> TestServer {
+        Self::start(protocol, "127.0.0.1:0".parse().unwrap(), script)
+    }
+
     /// Like [`TestServer::start`]; `keep_alive = false` makes the HTTP/1 server
     /// close each connection after one response.
     pub fn start_with(
@@ -501,18 +506,24 @@ pub fn endpoint(addr: SocketAddr) -> Endpoint {
     }
 }
 
+/// A queue of the default kind holding at most `max_bytes`.
+pub fn queue_of(max_bytes: usize) -> QueueConfig {
+    QueueConfig {
+        max_bytes,
+        ..QueueConfig::default()
+    }
+}
+
 pub fn otlp_config(addr: SocketAddr) -> OtlpExporterConfig {
     OtlpExporterConfig {
         endpoint: endpoint(addr),
         compression: Compression::Gzip,
         timeout: Duration::from_secs(5),
         headers: Default::default(),
+        tls: None,
         batch: batch(10_000, Duration::from_millis(20)),
         retry: retry(10, 50, 0),
-        queue: QueueConfig {
-            max_bytes: 16 << 20,
-            ..QueueConfig::default()
-        },
+        queue: queue_of(16 << 20),
     }
 }
 
@@ -525,12 +536,10 @@ pub fn otlphttp_config(addr: SocketAddr) -> OtlpHttpExporterConfig {
         compression: Compression::Gzip,
         timeout: Duration::from_secs(5),
         headers: Default::default(),
+        tls: None,
         batch: batch(10_000, Duration::from_millis(20)),
         retry: retry(10, 50, 0),
-        queue: QueueConfig {
-            max_bytes: 16 << 20,
-            ..QueueConfig::default()
-        },
+        queue: queue_of(16 << 20),
     }
 }
 
@@ -547,10 +556,7 @@ pub fn file_config(
         },
         batch: batch(10_000, Duration::ZERO),
         retry: retry(10, 50, 0),
-        queue: QueueConfig {
-            max_bytes: 64 << 20,
-            ..QueueConfig::default()
-        },
+        queue: queue_of(64 << 20),
     }
 }
 
@@ -559,6 +565,11 @@ pub fn exporter(name: &str, kind: ExporterKind) -> ExporterConfig {
         name: name.into(),
         kind,
     }
+}
+
+/// An export queue for exporter `name` on core 0.
+pub fn start_queue(name: &str, kind: ExporterKind) -> std::rc::Rc<shardtel_sinks::ExportQueue> {
+    shardtel_sinks::ExportQueue::start(&exporter(name, kind), 0).unwrap()
 }
 
 /// A fresh, empty directory for one test.
