@@ -399,6 +399,10 @@ pub struct KafkaReceiverConfig {
     pub max_request_bytes: usize,
     /// Most messages in one such request. Default 10000.
     pub max_request_messages: usize,
+    /// Largest message value accepted (as it is in Kafka: OTLP/JSON before conversion); a
+    /// larger message is skipped as malformed (counted, its offset committed). Its protobuf is
+    /// bounded by the same size. Default 4MiB.
+    pub max_message_bytes: usize,
     /// SASL and TLS.
     pub auth: KafkaAuth,
     /// Further librdkafka consumer properties, passed through as they are.
@@ -422,6 +426,7 @@ impl KafkaReceiverConfig {
         "commit_interval",
         "max_request_bytes",
         "max_request_messages",
+        "max_message_bytes",
         "sasl",
         "tls",
         "librdkafka",
@@ -450,6 +455,7 @@ impl KafkaReceiverConfig {
             commit_interval: Duration::from_secs(1),
             max_request_bytes: 4 << 20,
             max_request_messages: 10_000,
+            max_message_bytes: 4 << 20,
             auth: KafkaAuth::default(),
             librdkafka: BTreeMap::new(),
         }
@@ -800,6 +806,13 @@ pub(crate) fn decode_receiver(d: &mut Decoder<'_>, s: &Section<'_, '_>) -> Kafka
         let n = decode::count(v, u64::MAX)?;
         Ok(decode::in_range(n, 1, KafkaReceiverConfig::MAX_REQUEST_MESSAGES)? as usize)
     });
+    c.max_message_bytes = d.field_or(s, "max_message_bytes", c.max_message_bytes, |v| {
+        decode::size_between(
+            v,
+            KafkaReceiverConfig::MIN_REQUEST_BYTES,
+            KafkaReceiverConfig::MAX_REQUEST_BYTES,
+        )
+    });
     c.auth = decode_auth(d, s);
     c.librdkafka = decode_properties(d, s);
     let failed = |key: &str| d.locations.failed(&s.key(key));
@@ -936,6 +949,7 @@ rebalance_strategy = "range"
 commit_interval = "250ms"
 max_request_bytes = "1MiB"
 max_request_messages = 500
+max_message_bytes = "1KiB"
 sasl = { mechanism = "SCRAM-SHA-256", username = "u", password = "p" }
 tls = { ca_file = "/ca.pem", cert_file = "/c.pem", key_file = "/k.pem" }
 librdkafka = { "fetch.wait.max.ms" = 50, "check.crcs" = true }
@@ -977,6 +991,7 @@ exporters = ["kafka"]
         assert_eq!(r.rebalance_strategy, RebalanceStrategy::Range);
         assert_eq!(r.commit_interval, Duration::from_millis(250));
         assert_eq!(r.max_request_bytes, 1 << 20);
+        assert_eq!(r.max_message_bytes, 1 << 10);
         assert_eq!(r.max_request_messages, 500);
         assert_eq!(
             r.auth.sasl.as_ref().unwrap().mechanism,

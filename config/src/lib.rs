@@ -877,7 +877,7 @@ exporters = ["otlp", "tempo", "file", "blackhole"]
         );
         assert_eq!(
             err(&BASE.replace("[receivers.otlp]", "[receivers.otlp]\nprotocols = {}\n[receivers.jaeger]")),
-            "shardtel.toml:2: receivers.otlp.protocols: unknown key (allowed: grpc, http, max_recv_msg_size, max_concurrent_streams, max_connections, tls, auth)\n\
+            "shardtel.toml:2: receivers.otlp.protocols: unknown key (allowed: grpc, http, max_recv_msg_size, max_concurrent_streams, max_connections, read_header_timeout, read_timeout, idle_timeout, tls, auth)\n\
              shardtel.toml:3: receivers.jaeger: unknown key (allowed: otlp, kafka)"
         );
         assert_eq!(

@@ -2,6 +2,7 @@
 //! group; its settings live in the `kafka` module).
 
 use std::net::{Ipv4Addr, SocketAddr};
+use std::time::Duration;
 
 use crate::decode::{self, Decoder, Section};
 use crate::error::{ComponentKind, ConfigErrorKind};
@@ -45,6 +46,15 @@ pub struct OtlpReceiverConfig {
     /// Connections served at once, gRPC and HTTP together, for the whole process; each core
     /// serves up to its share (`max_connections / cores`, rounded up). Default 4096.
     pub max_connections: usize,
+    /// How long an HTTP/1.1 client may take to send a request head, from its first byte;
+    /// then the connection is closed. Default 10 s.
+    pub read_header_timeout: Duration,
+    /// How long a client may take to send a whole request body, from its head; then the
+    /// request fails (HTTP 408, gRPC `DEADLINE_EXCEEDED`). Default 30 s.
+    pub read_timeout: Duration,
+    /// How long a connection may stay without a request in progress; then it is closed
+    /// (HTTP/2 with `GOAWAY`). Default 60 s.
+    pub idle_timeout: Duration,
     /// `[receivers.otlp.tls]`: TLS (and mTLS) on both listeners; plaintext when absent.
     pub tls: Option<ServerTlsConfig>,
     /// `[receivers.otlp.auth]`: bearer tokens every request must carry; none when absent.
@@ -59,6 +69,9 @@ impl OtlpReceiverConfig {
         "max_recv_msg_size",
         "max_concurrent_streams",
         "max_connections",
+        "read_header_timeout",
+        "read_timeout",
+        "idle_timeout",
         "tls",
         "auth",
     ];
@@ -68,6 +81,10 @@ impl OtlpReceiverConfig {
     pub const MAX_RECV_MSG_SIZE: u64 = 1 << 30;
     /// Largest accepted `max_connections`.
     pub const MAX_CONNECTIONS: u64 = 1 << 20;
+    /// Shortest accepted connection timeout.
+    pub const MIN_TIMEOUT: Duration = Duration::from_millis(100);
+    /// Longest accepted connection timeout.
+    pub const MAX_TIMEOUT: Duration = Duration::from_secs(3600);
 }
 
 impl Default for OtlpReceiverConfig {
@@ -78,6 +95,9 @@ impl Default for OtlpReceiverConfig {
             max_recv_msg_size: 4 << 20,
             max_concurrent_streams: 256,
             max_connections: 4096,
+            read_header_timeout: Duration::from_secs(10),
+            read_timeout: Duration::from_secs(30),
+            idle_timeout: Duration::from_secs(60),
             tls: None,
             auth: None,
         }
@@ -145,9 +165,30 @@ fn decode_otlp(
             let n = decode::count(v, u64::MAX)?;
             Ok(decode::in_range(n, 1, OtlpReceiverConfig::MAX_CONNECTIONS)? as usize)
         }),
+        read_header_timeout: d.field_or(
+            &s,
+            "read_header_timeout",
+            default.read_header_timeout,
+            timeout,
+        ),
+        read_timeout: d.field_or(&s, "read_timeout", default.read_timeout, timeout),
+        idle_timeout: d.field_or(&s, "idle_timeout", default.idle_timeout, timeout),
         tls: crate::tls::decode_server(d, &s),
         auth: crate::tls::decode_auth(d, &s),
     }
+}
+
+/// A connection timeout: a duration between [`OtlpReceiverConfig::MIN_TIMEOUT`] and
+/// [`OtlpReceiverConfig::MAX_TIMEOUT`].
+fn timeout(value: &toml::de::DeValue<'_>) -> Result<Duration, ConfigErrorKind> {
+    let d = decode::min_duration(decode::duration(value)?, OtlpReceiverConfig::MIN_TIMEOUT)?;
+    if d > OtlpReceiverConfig::MAX_TIMEOUT {
+        return Err(ConfigErrorKind::TooLarge {
+            value: crate::format_duration(d),
+            max: crate::format_duration(OtlpReceiverConfig::MAX_TIMEOUT),
+        });
+    }
+    Ok(d)
 }
 
 #[cfg(test)]
@@ -165,6 +206,38 @@ mod tests {
         assert_eq!(otlp.max_recv_msg_size, 4 * 1024 * 1024);
         assert_eq!(otlp.max_concurrent_streams, 256);
         assert_eq!(otlp.max_connections, 4096);
+        assert_eq!(otlp.read_header_timeout, Duration::from_secs(10));
+        assert_eq!(otlp.read_timeout, Duration::from_secs(30));
+        assert_eq!(otlp.idle_timeout, Duration::from_secs(60));
         assert!(Receivers::default().names().is_empty());
+    }
+
+    const PIPELINE: &str = "[exporters.blackhole]\n[pipelines.traces]\nreceivers = [\"otlp\"]\nexporters = [\"blackhole\"]\n";
+
+    #[test]
+    fn connection_timeouts_are_read_and_bounded() {
+        let config = crate::Config::from_str(
+            &format!("[receivers.otlp]\nread_header_timeout = \"1s\"\nread_timeout = \"2s\"\nidle_timeout = \"3m\"\n{PIPELINE}"),
+            "test.toml",
+        )
+        .unwrap();
+        let otlp = config.receivers.otlp.unwrap();
+        assert_eq!(otlp.read_header_timeout, Duration::from_secs(1));
+        assert_eq!(otlp.read_timeout, Duration::from_secs(2));
+        assert_eq!(otlp.idle_timeout, Duration::from_secs(180));
+        for (value, wanted) in [
+            ("\"10ms\"", "minimum 100ms"),
+            ("\"2h\"", "maximum 1h"),
+            ("0", "minimum 100ms"),
+        ] {
+            let e = crate::Config::from_str(
+                &format!("[receivers.otlp]\nidle_timeout = {value}\n{PIPELINE}"),
+                "test.toml",
+            )
+            .unwrap_err()
+            .to_string();
+            assert!(e.contains("receivers.otlp.idle_timeout"), "{e}");
+            assert!(e.contains(wanted), "{value}: {e}");
+        }
     }
 }

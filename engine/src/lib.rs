@@ -6,18 +6,19 @@
 //! `crate::` path in `src/` against this list):
 //!
 //! - [`process`]: the process: data-directory lock, memory fitted to the limit, telemetry
-//!   endpoints, one pinned reactor per core, signals.
+//!   endpoints, one pinned reactor per core, signals, and a non-zero exit when a reactor dies.
 //! - [`reactor`]: one core's state ([`reactor::Core`]: pipeline, intake, receivers, where it
 //!   publishes) and its lifecycle: start, serve, drain, as separate steps.
-//! - [`receivers`]: OTLP/gRPC, OTLP/HTTP and Kafka; each gets the core's narrow
-//!   [`receivers::Intake`] handle, never the core.
-//! - [`pipeline`]: ingest (checks, the durability hand-off, scan), routing of spans by trace
+//! - [`receivers`]: OTLP/gRPC, OTLP/HTTP and Kafka (connection timeouts, decoding charged
+//!   before it allocates); each gets the core's narrow [`receivers::Intake`] handle, never the
+//!   core.
+//! - [`pipeline`]: ingest (checks, scan, the durability hand-off), routing of spans by trace
 //!   and metrics by series over the mesh, processors and tail sampler (the
 //!   `shardtel-processors` and `shardtel-sampler` crates), exporters.
 //! - [`memory_limiter`]: the process-wide memory limit: per-core buffers fitted to it at
 //!   start-up, the admission check the intake asks, the monitor thread.
-//! - [`durability`]: each core's ingest log, logs of cores that no longer exist, the data
-//!   directory's lock.
+//! - [`durability`]: each core's ingest log (its checkpoints frozen once a reactor died), logs
+//!   of cores that no longer exist, the data directory (its lock; created private).
 //! - [`telemetry`]: core states and published snapshots, the one Prometheus text renderer (every
 //!   component hands it metric families), the health and metrics endpoints, the log. Imports no
 //!   component.

@@ -1,22 +1,24 @@
 //! The process: lock the data directory, fit memory to the limit, bind the telemetry
 //! endpoints, start one pinned reactor per core with its ends of the mesh, wait for them to
-//! serve, and drain them on SIGTERM/SIGINT.
+//! serve, and drain them on SIGTERM/SIGINT. A reactor that dies of a panic makes the process
+//! drain the others (within `engine.shutdown_timeout`) and fail with
+//! [`EngineError::CorePanicked`], so that a supervisor restarts it.
 
 use std::net::TcpListener;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{mpsc, Arc};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use glommio::{LocalExecutorBuilder, Placement};
 use shardtel_config::Config;
 
-use crate::durability::{self, DataDirError};
+use crate::durability::{self, Checkpoints, DataDirError};
 use crate::memory_limiter::{self, MemoryLimiterError};
 use crate::pipeline::mesh;
 use crate::reactor::snapshot::CoreSnapshot;
 use crate::reactor::{self, CoreSetup, CoreStartError};
 use crate::receivers::otlp::connections;
-use crate::telemetry::{self, Board};
+use crate::telemetry::{self, Board, CoreState};
 
 /// How long the process waits for each core to report that it started.
 const CORE_START_TIMEOUT: Duration = Duration::from_secs(60);
@@ -62,7 +64,30 @@ pub enum EngineError {
     /// Signal handling could not be installed.
     #[error("failed to install signal handlers: {0}")]
     Signals(#[source] std::io::Error),
+    /// The thread that watches a reactor could not be started.
+    #[error("failed to start the thread that watches the reactor of cpu {cpu}: {source}")]
+    Supervisor {
+        /// The CPU.
+        cpu: usize,
+        /// The error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// A reactor died of a panic; the other cores were drained.
+    #[error("core {core} (cpu {cpu}) stopped by a panic: {message}")]
+    CorePanicked {
+        /// The core.
+        core: usize,
+        /// Its CPU.
+        cpu: usize,
+        /// The panic's message.
+        message: String,
+    },
 }
+
+/// How much longer than `engine.shutdown_timeout` the process waits for the other cores after a
+/// reactor died, before it exits anyway.
+const DRAIN_MARGIN: Duration = Duration::from_secs(5);
 
 /// Runs shardtel until SIGTERM or SIGINT, then drains and returns.
 pub fn run(config: Config) -> Result<(), EngineError> {
@@ -92,6 +117,7 @@ pub fn run(config: Config) -> Result<(), EngineError> {
 
 /// Runs until `shutdown` is set, then drains and returns.
 pub fn run_until(config: Config, shutdown: Arc<AtomicBool>) -> Result<(), EngineError> {
+    reactor::failure::install_panic_hook();
     let cpus = config.engine.cores.resolve().map_err(EngineError::Cores)?;
     let cores = cpus.len();
     let _data_dir_lock = durability::lock_data_dir(&config)?;
@@ -126,8 +152,11 @@ pub fn run_until(config: Config, shutdown: Arc<AtomicBool>) -> Result<(), Engine
         .map(|otlp| connections::bounds(otlp, cores));
     let (config, memory) = memory_limiter::setup(config, cores, connection_bounds.as_ref())?;
     let config = Arc::new(config);
+    let checkpoints = Checkpoints::default();
     let (ready_tx, ready_rx) = mpsc::channel();
-    let mut handles = Vec::with_capacity(cores);
+    // Each reactor's end (its thread's join), reported by a thread of its own: the first
+    // panic is noticed at once, whichever core it hits.
+    let (exit_tx, exits) = mpsc::channel::<(usize, Result<(), String>)>();
     for (id, (cpu, ends)) in cpus
         .iter()
         .copied()
@@ -144,51 +173,203 @@ pub fn run_until(config: Config, shutdown: Arc<AtomicBool>) -> Result<(), Engine
             shutdown: shutdown.clone(),
             ready: ready_tx.clone(),
             memory: memory.clone(),
+            checkpoints: checkpoints.clone(),
         };
         let handle = LocalExecutorBuilder::new(Placement::Fixed(cpu))
             .name(&format!("shardtel-core{id}"))
             .spawn(move || reactor::run(setup))
             .map_err(|source| EngineError::Executor { cpu, source })?;
-        handles.push(handle);
+        let exit_tx = exit_tx.clone();
+        std::thread::Builder::new()
+            .name(format!("shardtel-watch{id}"))
+            .spawn(move || {
+                let outcome = handle.join().map_err(|e| match e {
+                    glommio::GlommioError::BuilderError(
+                        glommio::BuilderErrorKind::ThreadPanic(payload),
+                    ) => shardtel_sinks::panics::Panicked::of(&*payload).message,
+                    other => other.to_string(),
+                });
+                let _ = exit_tx.send((id, outcome));
+            })
+            .map_err(|source| EngineError::Supervisor { cpu, source })?;
     }
-    drop(ready_tx);
-    let mut failure = None;
-    for _ in 0..cores {
-        match ready_rx.recv_timeout(CORE_START_TIMEOUT) {
-            Ok(Ok(_)) => {}
-            Ok(Err(e)) => {
-                failure = Some(EngineError::CoreStart(Box::new(e)));
-                break;
-            }
-            Err(_) => {
-                failure = Some(EngineError::CoreStartTimeout);
-                break;
-            }
-        }
-    }
-    if let Some(e) = failure {
+    drop((ready_tx, exit_tx));
+    let mut supervisor = Supervisor {
+        cpus: &cpus,
+        board: &board,
+        checkpoints: &checkpoints,
+        shutdown: &shutdown,
+        exits,
+        running: cores,
+        panicked: None,
+        deadline: None,
+        drain: config.engine.shutdown_timeout + DRAIN_MARGIN,
+    };
+    if let Err(e) = supervisor.wait_ready(&ready_rx) {
         shutdown.store(true, Ordering::Release);
-        for h in handles {
-            let _ = h.join();
-        }
+        supervisor.wait_all();
         return Err(e);
     }
     if let Some(otlp) = &config.receivers.otlp {
+        let default = shardtel_config::OtlpReceiverConfig::default();
         let addrs: Vec<String> = [
-            otlp.grpc.map(|a| format!("OTLP/gRPC on {a}")),
-            otlp.http.map(|a| format!("OTLP/HTTP on {a}")),
+            ("OTLP/gRPC", "grpc", otlp.grpc, default.grpc),
+            ("OTLP/HTTP", "http", otlp.http, default.http),
         ]
         .into_iter()
-        .flatten()
+        .filter_map(|(what, key, addr, default)| {
+            Some(listener_description(what, key, addr?, default))
+        })
         .collect();
         log::info!(
             "serving {} on {cores} cores (cpus {cpus:?})",
             addrs.join(", ")
         );
     }
-    for h in handles {
-        let _ = h.join();
+    supervisor.wait_all();
+    if let Some(e) = supervisor.failure() {
+        return Err(e);
     }
     log::info!("drained; exiting");
     Ok(())
+}
+
+/// Waits for the reactors: for each to report ready, then for each to end. The first that
+/// dies of a panic is marked failed (if its panic hook did not already) and makes the others
+/// drain; the process then waits at most `shutdown_timeout` + [`DRAIN_MARGIN`] for them.
+struct Supervisor<'a> {
+    cpus: &'a [usize],
+    board: &'a Board<CoreSnapshot>,
+    checkpoints: &'a Checkpoints,
+    shutdown: &'a AtomicBool,
+    /// (core, its end: `Err` with the panic's message when it panicked).
+    exits: mpsc::Receiver<(usize, Result<(), String>)>,
+    /// Reactors not yet ended.
+    running: usize,
+    /// The first core that panicked, and the message.
+    panicked: Option<(usize, String)>,
+    /// When the process stops waiting for the others.
+    deadline: Option<Instant>,
+    drain: Duration,
+}
+
+impl Supervisor<'_> {
+    /// Waits until every core reported ready (or one failed, or [`CORE_START_TIMEOUT`]).
+    fn wait_ready(
+        &mut self,
+        ready: &mpsc::Receiver<Result<usize, CoreStartError>>,
+    ) -> Result<(), EngineError> {
+        let deadline = Instant::now() + CORE_START_TIMEOUT;
+        let mut started = 0;
+        while started < self.cpus.len() {
+            match ready.recv_timeout(Duration::from_millis(20)) {
+                Ok(Ok(_)) => started += 1,
+                Ok(Err(e)) => return Err(EngineError::CoreStart(Box::new(e))),
+                Err(_) => {
+                    while let Ok(exit) = self.exits.try_recv() {
+                        self.ended(exit);
+                    }
+                    if let Some(e) = self.failure() {
+                        return Err(e);
+                    }
+                    if Instant::now() >= deadline {
+                        return Err(EngineError::CoreStartTimeout);
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Waits for every reactor to end (after a panic, until the drain deadline).
+    fn wait_all(&mut self) {
+        while self.running > 0 {
+            let exit = match self.deadline {
+                None => self.exits.recv().ok(),
+                Some(at) => self
+                    .exits
+                    .recv_timeout(at.saturating_duration_since(Instant::now()))
+                    .ok(),
+            };
+            let Some(exit) = exit else {
+                log::error!(
+                    "{} cores did not drain within {:?}; exiting anyway",
+                    self.running,
+                    self.drain
+                );
+                return;
+            };
+            self.ended(exit);
+        }
+    }
+
+    /// A reactor ended.
+    fn ended(&mut self, (core, outcome): (usize, Result<(), String>)) {
+        self.running -= 1;
+        let Err(message) = outcome else { return };
+        if self.panicked.is_some() {
+            return;
+        }
+        self.checkpoints.freeze();
+        self.board.set_state(core, CoreState::Failed);
+        log::error!(
+            "core {core} (cpu {}) stopped by a panic: {message}; draining the other cores (at most {:?}), then exiting",
+            self.cpus[core],
+            self.drain
+        );
+        self.shutdown.store(true, Ordering::Release);
+        self.deadline = Some(Instant::now() + self.drain);
+        self.panicked = Some((core, message));
+    }
+
+    /// The error to exit with, when a core panicked.
+    fn failure(&self) -> Option<EngineError> {
+        self.panicked
+            .as_ref()
+            .map(|(core, message)| EngineError::CorePanicked {
+                core: *core,
+                cpu: self.cpus[*core],
+                message: message.clone(),
+            })
+    }
+}
+
+/// How the start-up log names a receiver's listener: its address, which interfaces that
+/// reaches, and whether it is the default (`receivers.otlp.<key>` not set).
+fn listener_description(
+    what: &str,
+    key: &str,
+    addr: std::net::SocketAddr,
+    default: Option<std::net::SocketAddr>,
+) -> String {
+    let reach = if addr.ip().is_loopback() {
+        "loopback only"
+    } else if addr.ip().is_unspecified() {
+        "all interfaces"
+    } else {
+        "one interface"
+    };
+    if Some(addr) == default {
+        format!("{what} on {addr} ({reach}: the default; set receivers.otlp.{key} to choose)")
+    } else {
+        format!("{what} on {addr} ({reach})")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn listeners_say_what_they_reach_and_when_they_are_the_default() {
+        let loopback = "127.0.0.1:4317".parse().unwrap();
+        assert_eq!(
+            listener_description("OTLP/gRPC", "grpc", loopback, Some(loopback)),
+            "OTLP/gRPC on 127.0.0.1:4317 (loopback only: the default; set receivers.otlp.grpc to choose)"
+        );
+        assert_eq!(
+            listener_description("OTLP/HTTP", "http", "0.0.0.0:4318".parse().unwrap(), None),
+            "OTLP/HTTP on 0.0.0.0:4318 (all interfaces)"
+        );
+    }
 }

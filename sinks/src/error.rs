@@ -175,6 +175,9 @@ pub enum ExportError {
         /// Messages whose delivery report was an error.
         failed: u64,
     },
+    /// The conversion or export of the batch panicked (a bug; the batch would panic again).
+    #[error(transparent)]
+    Panicked(#[from] crate::panics::Panicked),
     /// A file operation failed.
     #[error("failed to {op} {path:?}: {source}")]
     File {
@@ -207,9 +210,10 @@ impl ExportError {
             | Self::Connect { .. }
             | Self::Transport { .. }
             | Self::Timeout { .. } => Disposition::Retry { after: None },
-            Self::MalformedResponse { .. } | Self::Json { .. } | Self::Encode { .. } => {
-                Disposition::Permanent
-            }
+            Self::MalformedResponse { .. }
+            | Self::Json { .. }
+            | Self::Encode { .. }
+            | Self::Panicked(_) => Disposition::Permanent,
             Self::Kafka { source, .. } => {
                 if kafka_error_is_retryable(source) {
                     Disposition::Retry { after: None }

@@ -22,6 +22,8 @@
 //!   decides whether a failure is retried; permanent failures are counted and
 //!   logged at most once per [`REPORT_INTERVAL`] per exporter per core.
 //! - [`net`]: hyper 1.x over glommio sockets, shared with the engine's receivers.
+//! - [`panics`]: a conversion or export that panics fails its batch (counted) instead of its
+//!   core; shared with the engine's receivers.
 //!
 //! Modules, bottom up (each uses only those above it):
 //! - `net`, `retry` (backoff, `Retry-After`, `google.rpc.Status`), `offload`, `notify`,
@@ -93,6 +95,7 @@ pub mod net;
 mod notify;
 mod offload;
 mod otlp;
+pub mod panics;
 pub mod prometheus;
 mod push;
 mod queue;

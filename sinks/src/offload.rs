@@ -9,7 +9,9 @@
 /// inline (a hand-off costs more than it saves).
 pub(crate) const OFFLOAD_BYTES: usize = 64 << 10;
 
-/// Runs `work` (sized `bytes`) inline or on the blocking thread.
+/// Runs `work` (sized `bytes`) inline or on the blocking thread. A panic of offloaded work is
+/// caught there (it would end the core's blocking thread, and every file operation of the core
+/// with it) and resumed here, where the caller's containment sees it (see [`crate::panics`]).
 pub(crate) async fn run<R>(bytes: usize, work: impl FnOnce() -> R + Send + 'static) -> R
 where
     R: Send + 'static,
@@ -17,6 +19,9 @@ where
     if bytes < OFFLOAD_BYTES {
         work()
     } else {
-        glommio::executor().spawn_blocking(work).await
+        let done = glommio::executor()
+            .spawn_blocking(move || crate::panics::contain_payload(work))
+            .await;
+        done.unwrap_or_else(|payload| std::panic::resume_unwind(payload))
     }
 }

@@ -13,12 +13,11 @@
 
 use std::cell::{Cell, RefCell};
 use std::collections::VecDeque;
-use std::panic::AssertUnwindSafe;
 use std::rc::Rc;
 use std::sync::Arc;
 use std::time::Instant;
 
-use futures_lite::{future, FutureExt};
+use futures_lite::future;
 use shardtel_config::ExporterConfig;
 use shardtel_protocol::reframe::Encoded;
 use shardtel_protocol::scan::SpanBatch;
@@ -29,6 +28,7 @@ use crate::disk_queue::{queue_dir, DiskQueue, DiskQueueSettings};
 use crate::error::{Disposition, ExportError, QueueFull, SinkError};
 use crate::exporter::{Exporter, QueueSettings};
 use crate::notify::Notify;
+use crate::panics::Contained;
 use crate::report::{FailureReport, REPORT_INTERVAL};
 use crate::retry::{random_unit, Backoff, RetryPolicy};
 use crate::stats::ExporterStats;
@@ -458,34 +458,27 @@ impl Shared {
     async fn send_with_retry(&self, worker: usize, batch: &Batch) -> bool {
         let i = batch.signal.index();
         // Kinds that convert (prometheusremotewrite, loki) do it once, before the first attempt.
-        // A panic there fails the batch for good (counted): retried, or replayed from a disk
-        // queue after a restart, it would only panic again. Converter state the panic left half
-        // updated is per-series bookkeeping; the next batch carries on from it.
-        let prepared = match AssertUnwindSafe(self.exporter.prepare(batch))
-            .catch_unwind()
-            .await
-        {
+        // A conversion or export that panics fails this batch for good (counted), not the core:
+        // retried, or replayed from a disk queue after a restart, it would only panic again.
+        // Converter state the panic left half updated is per-series bookkeeping; the next batch
+        // carries on from it.
+        let prepare = Contained::new(Box::pin(self.exporter.prepare(batch)));
+        let prepared = match prepare.await {
             Ok(Ok(prepared)) => prepared,
             Ok(Err(err)) => {
                 self.failed(i, batch.items, &err, Instant::now());
                 return true;
             }
-            Err(panic) => {
+            Err(panicked) => {
                 self.stats.borrow_mut().conversion_panics += 1;
-                let message = panic
-                    .downcast_ref::<&str>()
-                    .map(|s| s.to_string())
-                    .or_else(|| panic.downcast_ref::<String>().cloned())
-                    .unwrap_or_default();
                 log::error!(
-                    "exporter {} (core {}): converting a batch panicked ({message}); its {} items are dropped",
+                    "exporter {} (core {}): converting a batch panicked ({}); its {} items are dropped",
                     self.name,
                     self.core,
+                    panicked.message,
                     batch.items
                 );
-                let err = ExportError::Encode {
-                    reason: format!("conversion panicked: {message}"),
-                };
+                let err = ExportError::from(panicked);
                 self.failed(i, batch.items, &err, Instant::now());
                 return true;
             }
@@ -503,7 +496,8 @@ impl Shared {
         };
         let mut backoff = Backoff::new(self.retry, Instant::now());
         loop {
-            let result = self.exporter.export(worker, batch).await;
+            let export = Contained::new(Box::pin(self.exporter.export(worker, batch)));
+            let result = export.await.unwrap_or_else(|p| Err(p.into()));
             let now = Instant::now();
             let err = match result {
                 Ok(reply) => {

@@ -1,8 +1,11 @@
-//! One process per data directory: an exclusive `flock` on `engine.data_dir/LOCK`.
+//! One process per data directory: an exclusive `flock` on `engine.data_dir/LOCK`. The
+//! directories the engine creates there are private to the user it runs as (0700, the lock
+//! file 0600): they hold telemetry that may carry personal data.
 
 use std::io::{Read as _, Seek as _, Write as _};
 use std::os::fd::AsRawFd as _;
-use std::path::PathBuf;
+use std::os::unix::fs::{DirBuilderExt as _, OpenOptionsExt as _, PermissionsExt as _};
+use std::path::{Path, PathBuf};
 
 use shardtel_config::{Config, Durability, QueueStorage};
 
@@ -64,12 +67,14 @@ pub fn lock_data_dir(config: &Config) -> Result<Option<DataDirLock>, DataDirErro
         let path = path.clone();
         move |source| DataDirError::Io { what, path, source }
     };
-    std::fs::create_dir_all(dir).map_err(io("create the directory of"))?;
+    create_private_dir(dir).map_err(io("create the directory of"))?;
+    warn_if_shared(dir);
     let mut file = std::fs::OpenOptions::new()
         .read(true)
         .write(true)
         .create(true)
         .truncate(false)
+        .mode(0o600)
         .open(&path)
         .map_err(io("open"))?;
     match nix::fcntl::flock(
@@ -87,10 +92,49 @@ pub fn lock_data_dir(config: &Config) -> Result<Option<DataDirLock>, DataDirErro
         }
         Err(source) => return Err(DataDirError::Lock { path, source }),
     }
+    // The roots of the logs, before the logs create their directories in them.
+    let roots = [
+        (
+            config.engine.durability == Durability::AckAfterSync,
+            "ingest",
+        ),
+        (disk_queues, "queues"),
+    ];
+    for (_, root) in roots.iter().filter(|(used, _)| *used) {
+        let root = dir.join(root);
+        create_private_dir(&root).map_err(|source| DataDirError::Io {
+            what: "create",
+            path: root,
+            source,
+        })?;
+    }
     // The holder's pid, for the message above (the lock itself is what counts).
     let _ = file
         .set_len(0)
         .and_then(|()| file.rewind())
         .and_then(|()| writeln!(file, "{}", std::process::id()));
     Ok(Some(DataDirLock { _file: file }))
+}
+
+/// Creates `dir` and its missing parents with mode 0700 (an existing directory keeps its mode).
+/// Start-up only (`std::fs`).
+pub fn create_private_dir(dir: &Path) -> std::io::Result<()> {
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
+}
+
+/// Logs a warning when `dir` (made by someone else) is open to its group or to others.
+fn warn_if_shared(dir: &Path) {
+    let Ok(meta) = std::fs::metadata(dir) else {
+        return;
+    };
+    let mode = meta.permissions().mode() & 0o777;
+    if mode & 0o077 != 0 {
+        log::warn!(
+            "engine.data_dir {} has mode {mode:o}: its logs hold the telemetry received; consider chmod 700",
+            dir.display()
+        );
+    }
 }

@@ -84,6 +84,28 @@ impl Drop for FrameToken {
     }
 }
 
+/// A frame appended and waiting for its group commit: released when dropped, unless
+/// [`PendingFrame::tracked`] handed its LSN on to a [`FrameToken`].
+struct PendingFrame<'a> {
+    lsn: u64,
+    ring: &'a ReleaseRing,
+}
+
+impl PendingFrame<'_> {
+    /// The frame is on disk: its release now belongs to the token made from the returned LSN.
+    fn tracked(self) -> u64 {
+        let lsn = self.lsn;
+        std::mem::forget(self);
+        lsn
+    }
+}
+
+impl Drop for PendingFrame<'_> {
+    fn drop(&mut self) {
+        self.ring.release(self.lsn);
+    }
+}
+
 /// A logged request body, ready to route: `body` is the same bytes, tracked so that the frame is
 /// released when the last slice of them and the last clone of `release_token` are dropped.
 pub struct Tracked {
@@ -111,23 +133,47 @@ pub struct IngestLogSnapshot {
     pub unreleased_frames: u64,
 }
 
+/// Whether the ingest logs of the process may still move their checkpoints. Frozen when a
+/// reactor dies: unwinding it drops the spans it held for other cores, which releases their
+/// frames although the spans were never exported; no log checkpoints past them after that, so
+/// the next start replays them (and nothing acknowledged is lost).
+#[derive(Clone, Debug, Default)]
+pub struct Checkpoints {
+    frozen: Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl Checkpoints {
+    /// Stops every log of the process from moving its checkpoint, for good.
+    pub fn freeze(&self) {
+        self.frozen.store(true, Ordering::SeqCst);
+    }
+
+    /// True once frozen.
+    pub fn frozen(&self) -> bool {
+        self.frozen.load(Ordering::SeqCst)
+    }
+}
+
 /// One core's ingest log.
 pub struct IngestLog {
     wal: Wal,
     ring: Arc<ReleaseRing>,
+    checkpoints: Checkpoints,
     low: std::cell::Cell<u64>,
     counters: std::cell::Cell<IngestLogSnapshot>,
 }
 
 impl IngestLog {
-    /// Opens (and recovers) the log of core `core` under `data_dir/ingest/coreN`.
+    /// Opens (and recovers) the log of core `core` under `data_dir/ingest/coreN`; it moves its
+    /// checkpoint until `checkpoints` is frozen.
     pub async fn open(
         data_dir: &Path,
         core: usize,
         cfg: &WalConfig,
+        checkpoints: Checkpoints,
     ) -> Result<IngestLog, OpenError> {
         let dir = data_dir.join("ingest").join(format!("core{core}"));
-        Self::open_dir(&dir, core, cfg).await
+        Self::open_dir(&dir, core, cfg, checkpoints).await
     }
 
     /// Opens (and recovers) the ingest log in `dir`.
@@ -135,8 +181,19 @@ impl IngestLog {
         dir: &Path,
         core: usize,
         cfg: &WalConfig,
+        checkpoints: Checkpoints,
     ) -> Result<IngestLog, OpenError> {
         let dir = dir.to_path_buf();
+        if let Err(e) = super::create_private_dir(&dir) {
+            let source = WalError::Io {
+                op: "create",
+                path: dir.display().to_string(),
+                kind: e.kind(),
+                errno: e.raw_os_error(),
+                message: e.to_string(),
+            };
+            return Err(OpenError { dir, source });
+        }
         let options = WalOptions {
             segment_bytes: cfg.segment_bytes_for(cfg.ingest_max_bytes),
             max_bytes: cfg.ingest_max_bytes,
@@ -154,6 +211,7 @@ impl IngestLog {
         Ok(IngestLog {
             wal,
             ring: Arc::new(ReleaseRing::new()),
+            checkpoints,
             low: std::cell::Cell::new(low),
             counters: std::cell::Cell::new(IngestLogSnapshot::default()),
         })
@@ -179,13 +237,15 @@ impl IngestLog {
             Ok(append) => append,
             Err(e) => return Err(self.refusal(e)),
         };
-        let lsn = append.lsn();
+        // Released if this future is dropped before the commit completes (a drained or
+        // timed-out request): nothing was routed, and the client was never answered.
+        let pending = PendingFrame {
+            lsn: append.lsn(),
+            ring: &self.ring,
+        };
         match append.durable().await {
-            Ok(_) => Ok(self.track(lsn, body)),
-            Err(e) => {
-                self.ring.release(lsn);
-                Err(self.refusal(e))
-            }
+            Ok(_) => Ok(self.track(pending.tracked(), body)),
+            Err(e) => Err(self.refusal(e)),
         }
     }
 
@@ -221,12 +281,17 @@ impl IngestLog {
         (self.wal.next_lsn(), self.low.get())
     }
 
-    /// Moves the low watermark over released frames and checkpoints the log there.
+    /// Moves the low watermark over released frames and checkpoints the log there (not once
+    /// [`Checkpoints`] are frozen).
     pub fn advance(&self) {
         let next = self.wal.next_lsn();
         let mut low = self.low.get();
         while low < next && self.ring.released(low) {
             low += 1;
+        }
+        // Read after the ring: a release made by a dying reactor follows its freeze.
+        if self.checkpoints.frozen() {
+            return;
         }
         self.low.set(low);
         self.wal.checkpoint(low);
@@ -425,4 +490,76 @@ pub fn wal_fsync_latency(out: &mut Exposition, log: &str, core: usize, stats: &W
             &[("log", &log), ("core", &core)],
             stats.fsync_count,
         );
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn wal_config() -> WalConfig {
+        WalConfig {
+            ingest_max_bytes: 64 << 20,
+            segment_size: 1 << 20,
+            // Long enough that the first poll of an append finds its commit still pending.
+            group_commit_interval: Duration::from_millis(50),
+            group_commit_bytes: 1 << 20,
+        }
+    }
+
+    /// Runs `test` on a glommio executor of its own.
+    fn on_executor<F: std::future::Future<Output = ()> + 'static>(
+        test: impl FnOnce() -> F + Send + 'static,
+    ) {
+        glommio::LocalExecutorBuilder::default()
+            .spawn(move || async move { test().await })
+            .unwrap()
+            .join()
+            .unwrap();
+    }
+
+    /// A request future dropped while it waits for the group commit (a drain, a timeout) must
+    /// not leave its frame unreleased: the watermark would stop there, every later request
+    /// would be replayed after a restart, and the log would fill.
+    #[test]
+    fn a_dropped_append_future_releases_its_frame() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().to_path_buf();
+        on_executor(move || async move {
+            let log = IngestLog::open_dir(&path, 0, &wal_config(), Checkpoints::default())
+                .await
+                .unwrap();
+            let mut dropped = Box::pin(log.append(Signal::Traces, Bytes::from_static(b"dropped")));
+            assert!(
+                futures_lite::future::poll_once(&mut dropped)
+                    .await
+                    .is_none(),
+                "the commit is 50 ms away"
+            );
+            assert_eq!(log.position(), (1, 0), "appended, not yet released");
+            drop(dropped);
+            // An acknowledged request after it, then exported (body and token dropped).
+            let kept = log
+                .append(Signal::Traces, Bytes::from_static(b"kept"))
+                .await
+                .unwrap();
+            drop(kept);
+            log.advance();
+            assert_eq!(log.unreleased_frames(), 0);
+            log.close().await;
+
+            // A clean restart replays nothing: no duplicate of the exported request.
+            let log = IngestLog::open_dir(&path, 0, &wal_config(), Checkpoints::default())
+                .await
+                .unwrap();
+            let replayed = std::rc::Rc::new(std::cell::RefCell::new(Vec::new()));
+            let sink = replayed.clone();
+            log.replay(|_, tracked| {
+                sink.borrow_mut().push(tracked.body.clone());
+                async {}
+            })
+            .await;
+            assert_eq!(*replayed.borrow(), Vec::<Bytes>::new());
+            log.close().await;
+        });
+    }
 }

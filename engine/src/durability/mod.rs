@@ -36,9 +36,9 @@ mod data_dir_lock;
 mod ingest_log;
 mod orphans;
 
-pub use data_dir_lock::{lock_data_dir, DataDirError, DataDirLock};
+pub use data_dir_lock::{create_private_dir, lock_data_dir, DataDirError, DataDirLock};
 pub use ingest_log::{
-    wal_fsync_latency, AppendError, IngestLog, IngestLogSnapshot, OpenError, Tracked,
+    wal_fsync_latency, AppendError, Checkpoints, IngestLog, IngestLogSnapshot, OpenError, Tracked,
     CHECKPOINT_EVERY, MAX_UNRELEASED, WAL_FSYNC_SECONDS,
 };
 pub use orphans::{

@@ -10,7 +10,7 @@ use shardtel_config::{Config, WalConfig};
 use shardtel_protocol::Signal;
 use shardtel_sinks::ExportQueue;
 
-use super::ingest_log::{IngestLog, Tracked, CHECKPOINT_EVERY};
+use super::ingest_log::{Checkpoints, IngestLog, Tracked, CHECKPOINT_EVERY};
 
 /// The orphaned logs core `core` of `cores` drains: ingest logs and exporter queues of cores
 /// `core + k * cores` (k ≥ 1) that exist on disk, as (ingest dirs, (exporter, queue dir)).
@@ -61,13 +61,14 @@ pub async fn drain_orphaned_ingest_logs<F, Fut>(
     core: usize,
     dirs: &[PathBuf],
     cfg: &WalConfig,
+    checkpoints: &Checkpoints,
     mut replay: F,
 ) where
     F: FnMut(Signal, Tracked) -> Fut,
     Fut: std::future::Future<Output = ()>,
 {
     for dir in dirs {
-        let orphan = match IngestLog::open_dir(dir, core, cfg).await {
+        let orphan = match IngestLog::open_dir(dir, core, cfg, checkpoints.clone()).await {
             Ok(orphan) => orphan,
             Err(e) => {
                 log::error!("core {core}: {e}");

@@ -39,6 +39,12 @@ pub enum IngestError {
     /// An OTLP/JSON body that does not convert to protobuf.
     #[error("malformed OTLP/JSON request: {0}")]
     Json(#[source] JsonError),
+    /// Converting the request panicked (a bug; the request would panic again).
+    #[error(transparent)]
+    Internal(#[from] shardtel_sinks::panics::Panicked),
+    /// The request body did not arrive within `receivers.otlp.read_timeout`.
+    #[error("the request body did not arrive within {}", shardtel_config::format_duration(*.0))]
+    BodyTimeout(Duration),
     /// The request (compressed or decompressed) exceeds the configured limit.
     #[error("request larger than the limit of {limit} bytes")]
     TooLarge {
@@ -97,6 +103,10 @@ enum Class {
     NoPipeline,
     /// A content type or encoding this receiver does not take.
     Unsupported,
+    /// The client was too slow to send its request.
+    Timeout,
+    /// A bug: the request cannot be processed.
+    Internal,
 }
 
 impl IngestError {
@@ -117,6 +127,8 @@ impl IngestError {
             IngestError::MemoryLimited => Class::MemoryLimited,
             IngestError::NoPipeline(_) => Class::NoPipeline,
             IngestError::Unsupported(_) => Class::Unsupported,
+            IngestError::BodyTimeout(_) => Class::Timeout,
+            IngestError::Internal(_) => Class::Internal,
         }
     }
 
@@ -127,6 +139,8 @@ impl IngestError {
             Class::TooLarge => Code::ResourceExhausted,
             Class::Unavailable | Class::MemoryLimited => Code::Unavailable,
             Class::NoPipeline | Class::Unsupported => Code::Unimplemented,
+            Class::Timeout => Code::DeadlineExceeded,
+            Class::Internal => Code::Internal,
         }
     }
 
@@ -139,6 +153,8 @@ impl IngestError {
             Class::MemoryLimited => 429,
             Class::NoPipeline => 404,
             Class::Unsupported => 415,
+            Class::Timeout => 408,
+            Class::Internal => 500,
         }
     }
 
@@ -253,6 +269,20 @@ mod tests {
                 IngestError::Unsupported("x".into()),
                 Code::Unimplemented,
                 415,
+                false,
+            ),
+            (
+                IngestError::BodyTimeout(Duration::from_secs(30)),
+                Code::DeadlineExceeded,
+                408,
+                false,
+            ),
+            (
+                IngestError::Internal(shardtel_sinks::panics::Panicked {
+                    message: "x".into(),
+                }),
+                Code::Internal,
+                500,
                 false,
             ),
         ] {

@@ -1,7 +1,8 @@
 //! The ingest step: a decoded request's checks (a pipeline for its signal, room in its export
-//! queues), the durability hand-off (appended to the ingest log and on disk before it is
-//! routed), then the scan and route of its signal; and the replay of what the ingest log holds
-//! after a restart.
+//! queues), its scan (a malformed request is refused here, before it costs an ingest-log
+//! append), the durability hand-off (appended to the ingest log and on disk before it is
+//! routed), then the routing of its signal with what the scan found; and the replay of what the
+//! ingest log holds after a restart.
 
 use std::path::PathBuf;
 use std::rc::Rc;
@@ -9,10 +10,12 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use shardtel_config::WalConfig;
-use shardtel_protocol::scan::{scan_logs, scan_metrics, ReleaseToken};
+use shardtel_protocol::scan::{scan_logs, scan_metrics, ReleaseToken, TracesIndex};
+use shardtel_protocol::series::MetricsRouting;
 use shardtel_protocol::Signal;
 
 use super::exporters::queue_charge;
+use super::scratch::Loan;
 use super::{IngestError, Pipeline};
 use crate::durability::{self, Tracked, CHECKPOINT_EVERY};
 
@@ -50,6 +53,28 @@ impl From<IngestError> for Rejected {
     }
 }
 
+/// What the scan of a request found, kept for its routing: the scan runs before the
+/// ingest-log append (a malformed request is refused before it costs an fsync) and its result
+/// is used after it (the request is scanned once).
+pub(super) enum Scanned<'a> {
+    /// A trace request's index (empty: no spans).
+    Traces(Loan<'a, TracesIndex>),
+    /// A metrics request indexed by series, and its data points.
+    MetricsBySeries(Loan<'a, MetricsRouting>, u64),
+    /// A metrics or logs request, validated: its items.
+    Items(u64),
+}
+
+impl Scanned<'_> {
+    /// The items (spans, data points, log records) of the request.
+    fn items(&self) -> u64 {
+        match self {
+            Scanned::Traces(index) => index.spans.len() as u64,
+            Scanned::MetricsBySeries(_, points) | Scanned::Items(points) => *points,
+        }
+    }
+}
+
 impl Pipeline {
     /// Ingests one decoded (decompressed, protobuf) Export*ServiceRequest: the items accepted.
     pub async fn ingest(&self, signal: Signal, body: Bytes) -> Result<u64, Rejected> {
@@ -63,6 +88,11 @@ impl Pipeline {
         if exporters.iter().any(|e| !e.has_room(body.len())) {
             return Err(IngestError::Overloaded("an exporter queue is full").into());
         }
+        let scanned = self.scan(signal, &body)?;
+        if signal == Signal::Traces && scanned.items() == 0 {
+            // Nothing to route, so nothing to make durable.
+            return Ok(0);
+        }
         // Acknowledged means durable: the request is on disk before it is routed.
         let (body, release_token) = match &self.ingest_log {
             Some(log) => match log.append(signal, body).await {
@@ -71,30 +101,57 @@ impl Pipeline {
             },
             None => (body, None),
         };
-        self.route(signal, body, release_token).await
+        self.route_scanned(signal, body, release_token, scanned)
+            .await
     }
 
-    /// Scans and routes a request of `signal`: the items accepted.
+    /// Validates and indexes (traces, metrics routed by series) or counts (metrics, logs) a
+    /// request of `signal`.
+    fn scan(&self, signal: Signal, body: &Bytes) -> Result<Scanned<'_>, Rejected> {
+        let malformed = |source| IngestError::Malformed { signal, source };
+        Ok(match signal {
+            Signal::Traces => {
+                let mut index = self.routing.indexes.lend();
+                index.scan(body).map_err(malformed)?;
+                Scanned::Traces(index)
+            }
+            Signal::Metrics => match &self.routing.metrics {
+                Some(router) => {
+                    let (routing, points) = router.scan(body).map_err(malformed)?;
+                    Scanned::MetricsBySeries(routing, points)
+                }
+                None => Scanned::Items(scan_metrics(body).map_err(malformed)?.items as u64),
+            },
+            Signal::Logs => Scanned::Items(scan_logs(body).map_err(malformed)?.items as u64),
+        })
+    }
+
+    /// Scans and routes a request of `signal` (a replayed one): the items accepted.
     async fn route(
         &self,
         signal: Signal,
         body: Bytes,
         release_token: Option<ReleaseToken>,
     ) -> Result<u64, Rejected> {
-        match signal {
-            Signal::Traces => self.route_traces(body, release_token).await,
-            Signal::Metrics if self.routing.metrics.is_some() => {
-                self.route_metrics_by_series(body).await
+        let scanned = self.scan(signal, &body)?;
+        self.route_scanned(signal, body, release_token, scanned)
+            .await
+    }
+
+    /// Routes a request of `signal` that `scanned` describes: the items accepted.
+    async fn route_scanned(
+        &self,
+        signal: Signal,
+        body: Bytes,
+        release_token: Option<ReleaseToken>,
+        scanned: Scanned<'_>,
+    ) -> Result<u64, Rejected> {
+        match scanned {
+            Scanned::Traces(index) => self.route_traces(body, &index, release_token).await,
+            Scanned::MetricsBySeries(routing, points) => {
+                self.route_metrics_by_series(body, routing, points).await
             }
-            Signal::Metrics | Signal::Logs => {
-                let scanned = match signal {
-                    Signal::Logs => scan_logs(&body),
-                    _ => scan_metrics(&body),
-                };
-                let items = match scanned {
-                    Ok(counts) => counts.items as u64,
-                    Err(source) => return Err(IngestError::Malformed { signal, source }.into()),
-                };
+            Scanned::Items(items) => {
                 let buffer = body.len();
                 let (piece, kept) = self.process_request(signal, body, items);
                 let charge = queue_charge(piece.len, buffer);
@@ -177,8 +234,9 @@ impl Pipeline {
             log::info!("core {}: replayed {replayed} requests", self.core);
         }
         // Ingest logs of cores that no longer exist (the core count shrank).
-        durability::drain_orphaned_ingest_logs(self.core, &orphans, &wal, |signal, tracked| {
-            self.replay(signal, tracked, true)
+        let checkpoints = &self.checkpoints;
+        durability::drain_orphaned_ingest_logs(self.core, &orphans, &wal, checkpoints, |s, t| {
+            self.replay(s, t, true)
         })
         .await;
         loop {

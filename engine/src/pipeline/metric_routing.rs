@@ -10,13 +10,14 @@ use std::cell::RefCell;
 use bytes::Bytes;
 use shardtel_config::{Config, ExporterKind};
 use shardtel_protocol::reframe::Encoded;
-use shardtel_protocol::scan::{scan_metrics, ScanError};
+use shardtel_protocol::scan::ScanError;
 use shardtel_protocol::series::{MetricsPart, MetricsRouting};
 use shardtel_protocol::Signal;
 
 use super::exporters::queue_charge;
 use super::ingest::Rejected;
 use super::mesh::MeshMessage;
+use super::scratch::{Loan, Pool};
 use super::{IngestError, Pipeline};
 
 /// True when the metrics pipeline needs series routing.
@@ -44,37 +45,42 @@ pub(super) struct RoutedPart {
 /// A core's scratch for splitting metrics requests (reused; `!Send`).
 #[derive(Default)]
 pub(super) struct MetricsRouter {
-    routing: RefCell<MetricsRouting>,
+    routings: Pool<MetricsRouting>,
     parts: RefCell<Vec<MetricsPart>>,
 }
 
 impl MetricsRouter {
-    /// Validates `body` and splits it among `cores` owners: returns the total number of points
-    /// and the non-empty parts. A request that belongs to one core whole is passed on as it is.
-    pub(super) fn split(
-        &self,
-        body: &Bytes,
-        cores: usize,
-    ) -> Result<(u64, Vec<RoutedPart>), ScanError> {
-        let mut routing = self.routing.borrow_mut();
+    /// Validates and indexes `body`: the index (kept until the request is split) and its data
+    /// points.
+    pub(super) fn scan(&self, body: &[u8]) -> Result<(Loan<'_, MetricsRouting>, u64), ScanError> {
+        let mut routing = self.routings.lend();
         let points = routing.scan(body)?;
+        Ok((routing, points))
+    }
+
+    /// Splits `body`, which `routing` indexes (`points` data points), among `cores` owners:
+    /// the non-empty parts. A request that belongs to one core whole is passed on as it is.
+    fn split(
+        &self,
+        routing: &mut MetricsRouting,
+        body: &Bytes,
+        points: u64,
+        cores: usize,
+    ) -> Vec<RoutedPart> {
         if let Some(core) = routing.single_owner(cores) {
             let piece = Encoded {
                 chunks: vec![body.clone()],
                 len: body.len(),
             };
-            return Ok((
+            return vec![RoutedPart {
+                core,
+                piece,
                 points,
-                vec![RoutedPart {
-                    core,
-                    piece,
-                    points,
-                }],
-            ));
+            }];
         }
         let mut parts = self.parts.borrow_mut();
         routing.split(body, cores, &mut parts);
-        let routed = parts
+        parts
             .iter_mut()
             .enumerate()
             .filter(|(_, p)| !p.encoded.is_empty())
@@ -83,40 +89,44 @@ impl MetricsRouter {
                 piece: std::mem::take(&mut p.encoded),
                 points: p.points,
             })
-            .collect();
-        Ok((points, routed))
+            .collect()
     }
 }
 
 impl Pipeline {
-    /// Splits a metrics request by series owner: the local part first, then the others over
-    /// the mesh. The points accepted.
-    pub(super) async fn route_metrics_by_series(&self, body: Bytes) -> Result<u64, Rejected> {
+    /// Splits a metrics request by series owner (`routing`: its scan, `points` data points):
+    /// the local part first, then the others over the mesh. The points accepted.
+    pub(super) async fn route_metrics_by_series(
+        &self,
+        body: Bytes,
+        mut routing: Loan<'_, MetricsRouting>,
+        points: u64,
+    ) -> Result<u64, Rejected> {
         let Some(router) = &self.routing.metrics else {
             return Ok(0);
         };
-        let malformed = |source| IngestError::Malformed {
-            signal: Signal::Metrics,
-            source,
-        };
         // The metrics processors run on the receiving core, before the split. A request they
-        // changed is joined into one buffer (a copy of that request only) to be split.
-        let mut dropped = 0;
-        if self.processors.request_chain(Signal::Metrics).is_some() {
-            scan_metrics(&body).map_err(malformed)?;
-        }
-        let body = match self.run_request_chain(Signal::Metrics, &body) {
+        // changed is joined into one buffer (a copy of that request only) and scanned again to
+        // be split.
+        let (body, points, dropped) = match self.run_request_chain(Signal::Metrics, &body) {
             Some((piece, outcome)) => {
-                dropped = outcome.dropped;
                 let mut joined = Vec::with_capacity(piece.len);
                 for chunk in &piece.chunks {
                     joined.extend_from_slice(chunk);
                 }
-                shardtel_processors::tied_to_origin(Bytes::from(joined), &body)
+                let joined = shardtel_processors::tied_to_origin(Bytes::from(joined), &body);
+                let points = routing
+                    .scan(&joined)
+                    .map_err(|source| IngestError::Malformed {
+                        signal: Signal::Metrics,
+                        source,
+                    })?;
+                (joined, points, outcome.dropped)
             }
-            None => body,
+            None => (body, points, 0),
         };
-        let (points, mut parts) = router.split(&body, self.cores).map_err(malformed)?;
+        let mut parts = router.split(&mut routing, &body, points, self.cores);
+        drop(routing);
         let points = points + dropped;
         // Local first, as for spans: a refusal leaves nothing behind on other cores.
         parts.sort_by_key(|p| p.core != self.core);

@@ -21,6 +21,7 @@ mod metric_routing;
 mod processing;
 mod route;
 mod sampling;
+mod scratch;
 
 use std::cell::RefCell;
 use std::path::Path;
@@ -31,7 +32,7 @@ use shardtel_protocol::scan::TracesIndex;
 use shardtel_sampler::{CoreShare, Sampler, SamplerError};
 use shardtel_sinks::{DiskQueueSettings, SinkError};
 
-use crate::durability::{IngestLog, IngestLogSnapshot, OpenError};
+use crate::durability::{Checkpoints, IngestLog, IngestLogSnapshot, OpenError};
 use exporters::Exporters;
 use mesh::Mesh;
 use metric_routing::MetricsRouter;
@@ -98,12 +99,14 @@ pub struct Pipeline {
     sampler: Option<RefCell<Sampler>>,
     /// This core's ingest log, with `durability = "ack_after_sync"`.
     ingest_log: Option<IngestLog>,
+    /// Frozen when a reactor of the process dies (see [`Checkpoints`]).
+    checkpoints: Checkpoints,
 }
 
 /// Scratch for routing, reused request after request.
 struct Routing {
-    /// The index of the request being scanned.
-    scratch: RefCell<TracesIndex>,
+    /// Indexes of the trace requests between their scan and their routing.
+    indexes: scratch::Pool<TracesIndex>,
     /// Its spans per owner core.
     parts: RefCell<Vec<TracesIndex>>,
     /// Splits metrics by series owner when the metrics pipeline keeps per-series state.
@@ -112,7 +115,7 @@ struct Routing {
 
 impl Pipeline {
     /// Builds core `core`'s pipeline (of `cores`): opens its ingest log under `data_dir` (with
-    /// durability), starts its exporters (disk queues as `disk_queues` says), builds its tail
+    /// durability; it checkpoints until `checkpoints` is frozen), starts its exporters (disk queues as `disk_queues` says), builds its tail
     /// sampler and compiles its processors. The mesh is connected later
     /// ([`Pipeline::connect_mesh`]).
     pub async fn build(
@@ -121,9 +124,11 @@ impl Pipeline {
         config: &Config,
         data_dir: &Path,
         disk_queues: &DiskQueueSettings,
+        checkpoints: Checkpoints,
     ) -> Result<Pipeline, BuildError> {
         let ingest_log = if config.engine.durability == Durability::AckAfterSync {
-            Some(IngestLog::open(data_dir, core, &config.engine.wal).await?)
+            let log = IngestLog::open(data_dir, core, &config.engine.wal, checkpoints.clone());
+            Some(log.await?)
         } else {
             None
         };
@@ -153,13 +158,14 @@ impl Pipeline {
             exporters,
             mesh: Mesh::new(cores),
             routing: Routing {
-                scratch: RefCell::new(TracesIndex::default()),
+                indexes: scratch::Pool::default(),
                 parts: RefCell::new(Vec::new()),
                 metrics: (cores > 1 && metric_routing::needed(config)).then(MetricsRouter::default),
             },
             processors,
             sampler,
             ingest_log,
+            checkpoints,
         })
     }
 

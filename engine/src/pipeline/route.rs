@@ -14,13 +14,14 @@ use shardtel_protocol::Signal;
 use super::exporters::queue_charge;
 use super::ingest::Rejected;
 use super::mesh::MeshMessage;
-use super::{IngestError, Pipeline};
+use super::Pipeline;
 
 impl Pipeline {
-    /// Scans and routes a trace request: the spans accepted.
+    /// Routes a trace request that `index` (its scan) describes: the spans accepted.
     pub(super) async fn route_traces(
         &self,
         body: Bytes,
+        index: &TracesIndex,
         release_token: Option<ReleaseToken>,
     ) -> Result<u64, Rejected> {
         // (spans owned here, true when they are the whole request as received)
@@ -28,11 +29,6 @@ impl Pipeline {
         let mut remote: Vec<(usize, SpanBatch)> = Vec::new();
         let items;
         {
-            let mut index = self.routing.scratch.borrow_mut();
-            index.scan(&body).map_err(|source| IngestError::Malformed {
-                signal: Signal::Traces,
-                source,
-            })?;
             items = index.spans.len() as u64;
             if items == 0 {
                 return Ok(0);

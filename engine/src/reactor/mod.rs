@@ -9,11 +9,15 @@
 //! - `drain` (`drain.rs`): refuse new data, let in-flight requests and mesh traffic finish,
 //!   decide what the sampler holds, drain the exporters, commit Kafka offsets, close the log.
 //!
+//! A reactor that dies of a panic fails loudly ([`failure`]): its core is marked failed at once
+//! and the ingest logs stop checkpointing; the process above drains the others and exits.
+//!
 //! A core's state is grouped into a few parts: the [`Pipeline`] (data path), the [`Intake`]
 //! (the narrow handle its receivers get), the running receivers, and where it publishes
 //! ([`snapshot`]). Uses every layer below it; the process above builds one per CPU.
 
 mod drain;
+pub mod failure;
 mod serve;
 pub mod snapshot;
 mod start;
@@ -26,6 +30,7 @@ use std::time::Duration;
 
 use shardtel_config::Config;
 
+use crate::durability::Checkpoints;
 use crate::memory_limiter::MemorySetup;
 use crate::pipeline::{BuildError, MeshEnds, Pipeline};
 use crate::receivers::kafka::{KafkaReceiverError, KafkaReceiverHandle};
@@ -54,6 +59,8 @@ pub struct CoreSetup {
     pub ready: mpsc::Sender<Result<usize, CoreStartError>>,
     /// The memory limiter, when a pipeline lists one.
     pub memory: Option<MemorySetup>,
+    /// Frozen when a reactor dies (see [`Checkpoints`]).
+    pub checkpoints: Checkpoints,
 }
 
 /// Why a core could not start.
@@ -123,6 +130,7 @@ impl Core {
 /// `drain`. Called inside its executor.
 pub async fn run(setup: CoreSetup) {
     let (core, cpu) = (setup.id, setup.cpu);
+    failure::watch_this_reactor(core, setup.board.clone(), setup.checkpoints.clone());
     let ready = setup.ready.clone();
     let shutdown = setup.shutdown.clone();
     let started = match start::start(setup).await {

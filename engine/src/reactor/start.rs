@@ -30,6 +30,7 @@ pub(super) async fn start(setup: CoreSetup) -> Result<Started, StartError> {
         mesh,
         board,
         memory,
+        checkpoints,
         ..
     } = setup;
 
@@ -49,7 +50,8 @@ pub(super) async fn start(setup: CoreSetup) -> Result<Started, StartError> {
             .as_ref()
             .map_or(DiskQueueSettings::CACHE_BYTES, |m| m.disk_queue_cache_bytes),
     };
-    let pipeline = Rc::new(Pipeline::build(id, cores, &config, &data_dir, &disk_queues).await?);
+    let pipeline = Pipeline::build(id, cores, &config, &data_dir, &disk_queues, checkpoints);
+    let pipeline = Rc::new(pipeline.await?);
 
     let otlp_config = config.receivers.otlp.as_ref();
     let max_recv_msg_size = otlp_config.map_or(4 << 20, |o| o.max_recv_msg_size);

@@ -2,7 +2,9 @@
 //!
 //! A receiver admits a request ([`Intake::admit`]: refused while draining, above the memory
 //! limiter's threshold, or when the core's request bytes in flight are at their bound), charges
-//! what the request holds as it grows ([`InflightGuard::try_add`]), hands the decoded body to
+//! what the request holds as it grows ([`InflightGuard::try_add`]), decodes it
+//! ([`Intake::decoder`]: decompression, OTLP/JSON, charged before they allocate), hands the
+//! decoded body to
 //! [`Intake::ingest`], and counts what it refused itself ([`Intake::counters`]). It waits for
 //! [`Intake::wait_draining`] to stop. Nothing else of the core is within its reach.
 
@@ -13,6 +15,7 @@ use bytes::Bytes;
 use glommio::sync::Semaphore;
 use shardtel_protocol::Signal;
 
+use super::decode::Decoder;
 use crate::memory_limiter::CoreLimiter;
 use crate::pipeline::{IngestError, Pipeline, Rejected};
 use crate::telemetry::{Exposition, Families};
@@ -71,6 +74,8 @@ pub struct Intake {
     drain_signal: Semaphore,
     /// The memory limiter's view from this core.
     memory: Option<CoreLimiter>,
+    /// Decompression and OTLP/JSON conversion, and this core's turns to offload them.
+    decoder: Decoder,
 }
 
 impl Intake {
@@ -85,6 +90,7 @@ impl Intake {
             inflight_requests: Cell::new(0),
             drain_signal: Semaphore::new(0),
             memory,
+            decoder: Decoder::default(),
         }
     }
 
@@ -96,6 +102,11 @@ impl Intake {
     /// The limits of this core's intake.
     pub fn limits(&self) -> &Limits {
         &self.limits
+    }
+
+    /// Decodes (decompresses, converts) request bodies for this core's receivers.
+    pub fn decoder(&self) -> &Decoder {
+        &self.decoder
     }
 
     /// The receiver counters, for what a receiver refuses before [`Intake::ingest`].
@@ -223,6 +234,14 @@ impl InflightGuard<'_> {
         self.bytes.set(self.bytes.get() + n);
         c.inflight_bytes.set(c.inflight_bytes.get() + n);
         Ok(())
+    }
+
+    /// Gives back `n` of the bytes this request was charged (a reservation it did not use).
+    pub fn release(&self, n: usize) {
+        let c = self.intake;
+        let n = n.min(self.bytes.get());
+        self.bytes.set(self.bytes.get() - n);
+        c.inflight_bytes.set(c.inflight_bytes.get() - n);
     }
 
     /// Bytes this request may still add (see [`InflightGuard::try_add`]).

@@ -1,6 +1,7 @@
 //! Receivers: where data enters a core. Each receiver turns what it receives into decoded
 //! OTLP protobuf requests and hands them to the core's [`Intake`], the one narrow interface it
-//! gets (admission and charging, limits, ingest, the draining signal, counters).
+//! gets (admission and charging, limits, decoding ([`decode`]), ingest, the draining signal,
+//! counters).
 //!
 //! - [`otlp`]: OTLP/gRPC (:4317) and OTLP/HTTP (:4318) servers on every core (the same ports,
 //!   SO_REUSEPORT), hyper on glommio, and the bounds on the connections they serve.
@@ -11,6 +12,7 @@
 //! enters the same intake. Uses the pipeline (through the intake), the memory limiter and
 //! telemetry; knows nothing of reactors or the process.
 
+pub mod decode;
 pub mod intake;
 pub mod kafka;
 pub mod otlp;

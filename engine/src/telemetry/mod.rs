@@ -43,6 +43,8 @@ pub enum CoreState {
     Draining = 2,
     /// Done.
     Stopped = 3,
+    /// Stopped by a panic: the process drains the other cores and exits non-zero.
+    Failed = 4,
 }
 
 impl CoreState {
@@ -51,7 +53,8 @@ impl CoreState {
             0 => "starting",
             1 => "serving",
             2 => "draining",
-            _ => "stopped",
+            3 => "stopped",
+            _ => "failed",
         }
     }
 }
@@ -76,9 +79,11 @@ impl<S: Families + Send + Sync + 'static> Board<S> {
         })
     }
 
-    /// Records a core's lifecycle state.
+    /// Records a core's lifecycle state. A failed core stays failed.
     pub fn set_state(&self, core: usize, state: CoreState) {
-        self.states[core].store(state as u8, Ordering::Release);
+        let _ = self.states[core].fetch_update(Ordering::AcqRel, Ordering::Acquire, |s| {
+            (s != CoreState::Failed as u8).then_some(state as u8)
+        });
     }
 
     /// Publishes a core's snapshot.
@@ -86,11 +91,20 @@ impl<S: Families + Send + Sync + 'static> Board<S> {
         self.snapshots[core].store(Some(Arc::new(snapshot)));
     }
 
-    /// True once every core serves and none drains.
+    /// True once every core serves and none drains (or failed).
     pub fn healthy(&self) -> bool {
-        self.states
+        self.health().0
+    }
+
+    /// Whether every core serves, and the name of each core's state, read once.
+    pub(super) fn health(&self) -> (bool, Vec<&'static str>) {
+        let states: Vec<u8> = self
+            .states
             .iter()
-            .all(|s| s.load(Ordering::Acquire) == CoreState::Serving as u8)
+            .map(|s| s.load(Ordering::Acquire))
+            .collect();
+        let healthy = states.iter().all(|s| *s == CoreState::Serving as u8);
+        (healthy, states.into_iter().map(CoreState::name).collect())
     }
 
     fn state_names(&self) -> Vec<&'static str> {

@@ -47,21 +47,52 @@ impl Checked {
     }
 }
 
-/// Validates a message value of `signal` (converting OTLP/JSON to protobuf) as the receivers
-/// validate a request; `index` is scratch for traces. The error says what is wrong.
+/// Validates a message value of `signal` (converting OTLP/JSON to protobuf, see [`convert`])
+/// as the receivers validate a request; `index` is scratch for traces. A value larger than
+/// `max_bytes` is refused. The error says what is wrong.
 pub(crate) fn check(
     signal: Signal,
     encoding: KafkaEncoding,
     value: &[u8],
     index: &mut TracesIndex,
+    max_bytes: usize,
 ) -> Result<Checked, String> {
+    if value.len() > max_bytes {
+        return Err(too_large(value.len(), max_bytes));
+    }
     let converted = match encoding {
         KafkaEncoding::OtlpProto => None,
-        KafkaEncoding::OtlpJson => Some(
-            shardtel_protocol::json::to_protobuf(signal, value)
-                .map_err(|e| format!("invalid OTLP JSON: {e}"))?,
-        ),
+        KafkaEncoding::OtlpJson => Some(convert(signal, value, max_bytes)?),
     };
+    check_converted(signal, value, converted, index)
+}
+
+/// The error for a message value larger than `max_bytes`.
+pub(crate) fn too_large(len: usize, max_bytes: usize) -> String {
+    format!("message of {len} bytes is larger than receivers.kafka.max_message_bytes ({max_bytes})")
+}
+
+/// Converts an OTLP/JSON message value to protobuf of at most `max_bytes` (streaming: it
+/// costs its output). A panic while converting is contained: the message is malformed.
+pub(crate) fn convert(signal: Signal, value: &[u8], max_bytes: usize) -> Result<Bytes, String> {
+    let converted = shardtel_sinks::panics::contain(|| {
+        shardtel_protocol::json::to_protobuf_within(signal, value, max_bytes)
+    });
+    match converted {
+        Ok(Ok(pb)) => Ok(Bytes::from(pb)),
+        Ok(Err(e)) => Err(format!("invalid OTLP JSON: {e}")),
+        Err(panicked) => Err(format!("invalid OTLP JSON: {panicked}")),
+    }
+}
+
+/// Validates a message value whose protobuf is `converted` (from OTLP/JSON) or the value
+/// itself.
+pub(crate) fn check_converted(
+    signal: Signal,
+    value: &[u8],
+    converted: Option<Bytes>,
+    index: &mut TracesIndex,
+) -> Result<Checked, String> {
     let pb = converted.as_deref().unwrap_or(value);
     let scanned = match signal {
         Signal::Traces => index.scan(pb),
@@ -296,7 +327,7 @@ mod tests {
     ) -> Option<usize> {
         let mut index = TracesIndex::default();
         for (offset, (partition, value)) in messages.iter().enumerate() {
-            match check(signal, encoding, value, &mut index) {
+            match check(signal, encoding, value, &mut index, 1 << 20) {
                 Err(_) => group.consumed("t", *partition, offset as i64),
                 Ok(checked) => {
                     let len = checked.len(value);
@@ -473,6 +504,7 @@ mod tests {
             KafkaEncoding::OtlpProto,
             &value,
             &mut TracesIndex::default(),
+            1 << 20,
         )
         .unwrap();
         assert!(
@@ -562,6 +594,7 @@ mod tests {
             KafkaEncoding::OtlpJson,
             &value,
             &mut TracesIndex::default(),
+            1 << 20,
         )
         .unwrap();
         let Checked::Converted(pb) = &checked else {
@@ -590,6 +623,7 @@ mod tests {
             KafkaEncoding::OtlpJson,
             b"{not json",
             &mut index,
+            1 << 20,
         )
         .unwrap_err();
         assert!(e.starts_with("invalid OTLP JSON: invalid json"), "{e}");
@@ -598,8 +632,25 @@ mod tests {
             KafkaEncoding::OtlpProto,
             b"\x0a\x05\x01",
             &mut index,
+            1 << 20,
         )
         .unwrap_err();
         assert!(e.starts_with("malformed ExportLogsServiceRequest: "), "{e}");
+        // Larger than max_message_bytes, as it is in Kafka (JSON before conversion).
+        let json = br#"{"resourceLogs":[]}"#;
+        let e = check(Signal::Logs, KafkaEncoding::OtlpJson, json, &mut index, 10).unwrap_err();
+        assert_eq!(
+            e,
+            "message of 19 bytes is larger than receivers.kafka.max_message_bytes (10)"
+        );
+        // A value of empty spans converts to what it costs: two bytes a span.
+        let spans = format!(
+            r#"{{"resourceSpans":[{{"scopeSpans":[{{"spans":[{}]}}]}}]}}"#,
+            vec!["{}"; 1000].join(",")
+        );
+        let pb = convert(Signal::Traces, spans.as_bytes(), 1 << 20).unwrap();
+        assert!(pb.len() < 2010, "{}", pb.len());
+        let e = convert(Signal::Traces, spans.as_bytes(), 1000).unwrap_err();
+        assert!(e.contains("larger than 1000 bytes"), "{e}");
     }
 }

@@ -8,6 +8,7 @@ use std::rc::Rc;
 use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
+use bytes::Bytes;
 use rdkafka::config::{ClientConfig, RDKafkaLogLevel};
 use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext, Rebalance};
 use rdkafka::error::{KafkaError, KafkaResult};
@@ -19,9 +20,12 @@ use shardtel_config::{KafkaEncoding, KafkaReceiverConfig};
 use shardtel_protocol::scan::TracesIndex;
 use shardtel_protocol::Signal;
 
-use super::batching::{check, Built, GroupLimits, GroupOffsets, RequestGroup};
+use super::batching::{
+    check, check_converted, convert, Built, Checked, GroupLimits, GroupOffsets, RequestGroup,
+};
 use super::offsets::{Clock, OffsetTracker};
 use super::KafkaConsumerSnapshot;
+use crate::receivers::decode;
 use crate::receivers::{Intake, Transport};
 
 /// Longest sleep between two polls of an empty queue.
@@ -247,6 +251,8 @@ pub(super) struct PollLoop {
     pub(super) topics: HashMap<String, Signal>,
     pub(super) encoding: KafkaEncoding,
     pub(super) limits: GroupLimits,
+    /// `max_message_bytes`.
+    pub(super) max_message_bytes: usize,
     pub(super) commit_interval: Duration,
     /// Where the latest counters are published for the core's snapshot.
     pub(super) snapshot: Rc<RefCell<Option<KafkaConsumerSnapshot>>>,
@@ -347,7 +353,7 @@ impl PollLoop {
                 return Some(message);
             }
             let value = message.payload().unwrap_or_default();
-            match check(signal, self.encoding, value, index) {
+            match self.check(signal, value, index).await {
                 Err(reason) => {
                     group.consumed(topic, partition, offset);
                     self.skip_malformed(topic, partition, offset, &reason);
@@ -366,6 +372,30 @@ impl PollLoop {
                 glommio::yield_if_needed().await;
             }
         }
+    }
+
+    /// Checks a message value (see [`check`]); a large OTLP/JSON value is converted off the
+    /// reactor (the core's decoder's turns).
+    async fn check(
+        &self,
+        signal: Signal,
+        value: &[u8],
+        index: &mut TracesIndex,
+    ) -> Result<Checked, String> {
+        let max = self.max_message_bytes;
+        if self.encoding != KafkaEncoding::OtlpJson
+            || value.len() < decode::OFFLOAD_BYTES
+            || value.len() > max
+        {
+            return check(signal, self.encoding, value, index, max);
+        }
+        let owned = Bytes::copy_from_slice(value);
+        let converted = self
+            .intake
+            .decoder()
+            .offload(move || convert(signal, &owned, max))
+            .await?;
+        check_converted(signal, value, Some(converted), index)
     }
 
     /// Marks the offsets of a request (and of the malformed messages skipped with it)

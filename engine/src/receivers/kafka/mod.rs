@@ -165,6 +165,7 @@ pub fn start(
         consumer,
         topics,
         encoding: kafka.encoding,
+        max_message_bytes: kafka.max_message_bytes,
         limits: GroupLimits {
             max_bytes: kafka.max_request_bytes,
             max_messages: kafka.max_request_messages,

@@ -8,41 +8,46 @@ use bytes::Bytes;
 use glommio::net::TcpStream;
 use http::{HeaderMap, HeaderValue, Request, Response};
 use hyper::body::Incoming;
-use shardtel_protocol::compression::{decompress, DecompressError, Encoding};
+use shardtel_protocol::compression::Encoding;
 use shardtel_protocol::grpc::{decode_message, encode_message, Code};
 use shardtel_protocol::status::export_response;
 use shardtel_protocol::Signal;
 use shardtel_sinks::net::{GlommioIo, LocalExec};
 
-use super::{
-    charge_decoded, collect_body, connections, run_until_drained, too_large_or_overloaded,
-    CollectError, ResponseBody,
-};
+use super::timeouts::{self, ConnectionClock, GlommioTimer, RequestClock, WatchedIo};
+use super::{collect_body, connections, drive, fault_requested, CollectError, Fault, ResponseBody};
 use crate::pipeline::IngestError;
+use crate::receivers::decode::{Format, Job, Payload};
 use crate::receivers::{Intake, Transport};
 
 const TRACES: &str = "/opentelemetry.proto.collector.trace.v1.TraceService/Export";
 const METRICS: &str = "/opentelemetry.proto.collector.metrics.v1.MetricsService/Export";
 const LOGS: &str = "/opentelemetry.proto.collector.logs.v1.LogsService/Export";
 
-/// Serves one HTTP/2 connection until it closes or the core drains.
-pub async fn serve_connection(intake: Rc<Intake>, stream: TcpStream) {
-    let svc_intake = intake.clone();
+/// Serves one HTTP/2 connection until it closes, times out (see [`super::timeouts`]) or the
+/// core drains.
+pub async fn serve_connection(intake: Rc<Intake>, stream: TcpStream, clock: Rc<ConnectionClock>) {
+    let (svc_intake, svc_clock) = (intake.clone(), clock.clone());
     let service = hyper::service::service_fn(move |req| {
         let intake = svc_intake.clone();
-        async move { Ok::<_, Infallible>(handle(&intake, req).await) }
+        let request = svc_clock.request();
+        async move { Ok::<_, Infallible>(handle(&intake, req, &request).await) }
     });
+    let (ping_interval, ping_timeout) = timeouts::h2_keep_alive(clock.timeouts());
     let mut builder = hyper::server::conn::http2::Builder::new(LocalExec);
     builder
+        .timer(GlommioTimer)
+        .keep_alive_interval(ping_interval)
+        .keep_alive_timeout(ping_timeout)
         .max_concurrent_streams(intake.limits().max_concurrent_streams)
         .max_frame_size(connections::H2_MAX_FRAME)
         .initial_stream_window_size(connections::H2_STREAM_WINDOW)
         .initial_connection_window_size(connections::H2_CONNECTION_WINDOW)
         .max_header_list_size(connections::H2_MAX_HEADER_LIST)
         .max_send_buf_size(connections::H2_MAX_SEND_BUF);
-    let conn = builder.serve_connection(GlommioIo::new(stream), service);
+    let conn = builder.serve_connection(WatchedIo::new(stream, clock.clone()), service);
     let conn = std::pin::pin!(conn);
-    run_until_drained(&intake, conn, |c| c.graceful_shutdown()).await;
+    drive(&intake, &clock, conn, |c| c.graceful_shutdown()).await;
 }
 
 /// Answers the streams of a connection over the limit with `UNAVAILABLE` (trailers only,
@@ -93,7 +98,15 @@ fn signal_for(path: &str) -> Option<Signal> {
     }
 }
 
-async fn handle(intake: &Intake, req: Request<Incoming>) -> Response<ResponseBody> {
+async fn handle(
+    intake: &Intake,
+    req: Request<Incoming>,
+    request: &RequestClock,
+) -> Response<ResponseBody> {
+    let fault = fault_requested(req.headers());
+    if fault == Fault::Reactor {
+        panic!("injected fault: the reactor panics");
+    }
     let Some(signal) = signal_for(req.uri().path()) else {
         return status_only(
             Code::Unimplemented,
@@ -153,7 +166,8 @@ async fn handle(intake: &Intake, req: Request<Incoming>) -> Response<ResponseBod
         .and_then(|v| v.to_str().ok()?.parse::<usize>().ok())
         .unwrap_or(0);
     let mut incoming = req.into_body();
-    let body = match collect_body(&mut incoming, limit + 5, hint, framed_size, &guard).await {
+    let collected = collect_body(&mut incoming, limit + 5, hint, framed_size, &guard, request);
+    let body = match collected.await {
         Ok(b) => b,
         Err(CollectError::Overloaded(e)) => {
             intake.counters().refused(signal, Transport::Grpc, 0);
@@ -163,15 +177,32 @@ async fn handle(intake: &Intake, req: Request<Incoming>) -> Response<ResponseBod
             intake.counters().failed_request(signal, Transport::Grpc);
             return error_response(&IngestError::TooLarge { limit });
         }
+        Err(CollectError::TimedOut) => {
+            intake.counters().failed_request(signal, Transport::Grpc);
+            return error_response(&IngestError::BodyTimeout(request.timeout()));
+        }
         Err(CollectError::Transport(e)) => {
             intake.counters().failed_request(signal, Transport::Grpc);
             return status_only(Code::Cancelled, &format!("request body failed: {e}"));
         }
     };
-    let result =
-        decode(encoding, &body, limit, guard.room()).and_then(|d| charge_decoded(&guard, d));
-    drop(body);
-    let message = match result {
+    let message = match unframe(encoding, &body, limit) {
+        Ok((encoding, input)) => {
+            drop(body);
+            let job = Job {
+                signal,
+                format: Format::Protobuf,
+                encoding,
+                payload: Payload::Message,
+                input,
+                limit,
+                fault: fault == Fault::Decode,
+            };
+            intake.decoder().decode(&guard, job).await
+        }
+        Err(e) => Err(e),
+    };
+    let message = match message {
         Ok(m) => m,
         Err(e) => {
             if e.is_retryable() {
@@ -200,31 +231,24 @@ async fn handle(intake: &Intake, req: Request<Incoming>) -> Response<ResponseBod
     }
 }
 
-/// Unwraps the gRPC message and decompresses it, bounded by `limit` and by `room` (the
-/// request bytes this request may still add on its core). True with a decompressed message (a
-/// new allocation); false with a slice of `body`.
-fn decode(
+/// Unwraps the gRPC message: its encoding (identity when not flagged compressed) and its bytes
+/// (a slice of `body`), at most `limit` when not compressed.
+fn unframe(
     encoding: Encoding,
     body: &Bytes,
     limit: usize,
-    room: usize,
-) -> Result<(Bytes, bool), IngestError> {
+) -> Result<(Encoding, Bytes), IngestError> {
     let (compressed, message) = decode_message(body).map_err(IngestError::GrpcFraming)?;
     if !compressed {
         if message.len() > limit {
             return Err(IngestError::TooLarge { limit });
         }
-        return Ok((message, false));
+        return Ok((Encoding::Identity, message));
     }
     if encoding == Encoding::Identity {
         return Err(IngestError::CompressedWithoutEncoding);
     }
-    decompress(encoding, &message, limit.min(room))
-        .map(|m| (m, true))
-        .map_err(|e| match e {
-            DecompressError::TooLarge { .. } => too_large_or_overloaded(limit, room),
-            other => IngestError::DecompressMessage(other),
-        })
+    Ok((encoding, message))
 }
 
 fn error_response(e: &IngestError) -> Response<ResponseBody> {

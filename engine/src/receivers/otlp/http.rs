@@ -9,34 +9,37 @@ use bytes::Bytes;
 use glommio::net::TcpStream;
 use http::{HeaderValue, Method, Request, Response, StatusCode};
 use hyper::body::Incoming;
-use shardtel_protocol::compression::{decompress, DecompressError, Encoding};
-use shardtel_protocol::json;
+use shardtel_protocol::compression::Encoding;
 use shardtel_protocol::status::{
     export_response, export_response_json, rpc_status_json, rpc_status_protobuf,
 };
 use shardtel_protocol::Signal;
 use shardtel_sinks::net::GlommioIo;
 
+use super::timeouts::{ConnectionClock, RequestClock, WatchedIo};
 use super::{
-    charge_decoded, collect_body, connections, discard_body, run_until_drained,
-    too_large_or_overloaded, CollectError, ResponseBody,
+    collect_body, connections, discard_body, drive, fault_requested, run_until_drained,
+    CollectError, Fault, ResponseBody,
 };
 use crate::pipeline::IngestError;
+use crate::receivers::decode::{Format, Job, Payload};
 use crate::receivers::{Intake, Transport};
 
-/// Serves one HTTP/1.1 connection (keep-alive) until it closes or the core drains.
-pub async fn serve_connection(intake: Rc<Intake>, stream: TcpStream) {
-    let svc_intake = intake.clone();
+/// Serves one HTTP/1.1 connection (keep-alive) until it closes, times out (see
+/// [`super::timeouts`]) or the core drains.
+pub async fn serve_connection(intake: Rc<Intake>, stream: TcpStream, clock: Rc<ConnectionClock>) {
+    let (svc_intake, svc_clock) = (intake.clone(), clock.clone());
     let service = hyper::service::service_fn(move |req| {
         let intake = svc_intake.clone();
-        async move { Ok::<_, Infallible>(handle(&intake, req).await) }
+        let request = svc_clock.request();
+        async move { Ok::<_, Infallible>(handle(&intake, req, &request).await) }
     });
     let conn = hyper::server::conn::http1::Builder::new()
         .keep_alive(true)
         .max_buf_size(connections::HTTP1_MAX_BUF)
-        .serve_connection(GlommioIo::new(stream), service);
+        .serve_connection(WatchedIo::new(stream, clock.clone()), service);
     let conn = std::pin::pin!(conn);
-    run_until_drained(&intake, conn, |c| c.graceful_shutdown()).await;
+    drive(&intake, &clock, conn, |c| c.graceful_shutdown()).await;
 }
 
 /// Answers the first request of a connection over the limit with 503 and `Retry-After`, then
@@ -50,7 +53,7 @@ pub async fn refuse_connection(intake: Rc<Intake>, stream: TcpStream) {
             _ => Format::Protobuf,
         };
         let mut body = req.into_body();
-        discard_body(&mut body, connections::REFUSAL_DISCARD).await;
+        discard_body(&mut body, connections::REFUSAL_DISCARD, None).await;
         Ok::<_, Infallible>(error_response(format, &IngestError::TooManyConnections))
     });
     let conn = hyper::server::conn::http1::Builder::new()
@@ -61,14 +64,15 @@ pub async fn refuse_connection(intake: Rc<Intake>, stream: TcpStream) {
     run_until_drained(&intake, conn, |c| c.graceful_shutdown()).await;
 }
 
-/// The body format of a request, which is also the format of its response.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Format {
-    Protobuf,
-    Json,
-}
-
-async fn handle(intake: &Intake, req: Request<Incoming>) -> Response<ResponseBody> {
+async fn handle(
+    intake: &Intake,
+    req: Request<Incoming>,
+    request: &RequestClock,
+) -> Response<ResponseBody> {
+    let fault = fault_requested(req.headers());
+    if fault == Fault::Reactor {
+        panic!("injected fault: the reactor panics");
+    }
     let signal = match req.uri().path() {
         "/v1/traces" => Signal::Traces,
         "/v1/metrics" => Signal::Metrics,
@@ -134,7 +138,7 @@ async fn handle(intake: &Intake, req: Request<Incoming>) -> Response<ResponseBod
     if let Some(n) = declared.filter(|&n| n > limit) {
         intake.counters().failed_request(signal, Transport::Http);
         if n <= limit.saturating_mul(4) {
-            discard_body(&mut incoming, n).await;
+            discard_body(&mut incoming, n, Some(request)).await;
         }
         return error_response(format, &IngestError::TooLarge { limit });
     }
@@ -143,22 +147,30 @@ async fn handle(intake: &Intake, req: Request<Incoming>) -> Response<ResponseBod
         Err(e) => {
             intake.counters().refused(signal, Transport::Http, 0);
             // Read (and drop) the body, so that the refusal is not lost to a TCP reset.
-            discard_body(&mut incoming, limit).await;
+            discard_body(&mut incoming, limit, Some(request)).await;
             return error_response(format, &e);
         }
     };
     let hint = declared.unwrap_or(0);
-    let body = match collect_body(&mut incoming, limit, hint, |_| None, &guard).await {
+    let body = match collect_body(&mut incoming, limit, hint, |_| None, &guard, request).await {
         Ok(b) => b,
         Err(CollectError::Overloaded(e)) => {
             intake.counters().refused(signal, Transport::Http, 0);
-            discard_body(&mut incoming, limit).await;
+            discard_body(&mut incoming, limit, Some(request)).await;
             return error_response(format, &e);
         }
         Err(CollectError::TooLarge) => {
             intake.counters().failed_request(signal, Transport::Http);
-            discard_body(&mut incoming, limit.saturating_mul(4)).await;
+            discard_body(&mut incoming, limit.saturating_mul(4), Some(request)).await;
             return error_response(format, &IngestError::TooLarge { limit });
+        }
+        Err(CollectError::TimedOut) => {
+            intake.counters().failed_request(signal, Transport::Http);
+            let mut r = error_response(format, &IngestError::BodyTimeout(request.timeout()));
+            // The rest of the body is not read: the connection cannot carry another request.
+            r.headers_mut()
+                .insert(http::header::CONNECTION, HeaderValue::from_static("close"));
+            return r;
         }
         Err(CollectError::Transport(e)) => {
             intake.counters().failed_request(signal, Transport::Http);
@@ -168,9 +180,16 @@ async fn handle(intake: &Intake, req: Request<Incoming>) -> Response<ResponseBod
             );
         }
     };
-    let decoded = decode(signal, format, encoding, body, limit, guard.room())
-        .and_then(|decoded| charge_decoded(&guard, decoded));
-    let message = match decoded {
+    let job = Job {
+        signal,
+        format,
+        encoding,
+        payload: Payload::Body,
+        input: body,
+        limit,
+        fault: fault == Fault::Decode,
+    };
+    let message = match intake.decoder().decode(&guard, job).await {
         Ok(m) => m,
         Err(e) => {
             if e.is_retryable() {
@@ -193,35 +212,6 @@ async fn handle(intake: &Intake, req: Request<Incoming>) -> Response<ResponseBod
             r
         }
         Err(e) => error_response(format, &e),
-    }
-}
-
-/// Decompresses (at most `limit` bytes, and at most `room`: the request bytes this request may
-/// still add on its core) and converts JSON to protobuf. The flag is true when the message is
-/// a new allocation (decompressed or converted), false when it is `body` itself.
-fn decode(
-    signal: Signal,
-    format: Format,
-    encoding: Encoding,
-    body: Bytes,
-    limit: usize,
-    room: usize,
-) -> Result<(Bytes, bool), IngestError> {
-    let (raw, fresh) = match encoding {
-        Encoding::Identity => (body, false),
-        enc => (
-            decompress(enc, &body, limit.min(room)).map_err(|e| match e {
-                DecompressError::TooLarge { .. } => too_large_or_overloaded(limit, room),
-                other => IngestError::DecompressBody(other),
-            })?,
-            true,
-        ),
-    };
-    match format {
-        Format::Protobuf => Ok((raw, fresh)),
-        Format::Json => json::to_protobuf(signal, &raw)
-            .map(|pb| (pb, true))
-            .map_err(IngestError::Json),
     }
 }
 

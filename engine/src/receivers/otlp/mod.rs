@@ -1,11 +1,12 @@
 //! The OTLP receiver: the gRPC (:4317) and HTTP (:4318) servers every core runs on the same
-//! ports, their accept loops, and what they share (body collection with a size limit, the
-//! response body type, connection bounds). Everything a request needs of its core goes through
-//! the core's [`Intake`].
+//! ports, their accept loops, and what they share (body collection with a size limit and a
+//! deadline, the response body type, connection bounds and timeouts). Everything a request
+//! needs of its core goes through the core's [`Intake`].
 
 pub mod connections;
 mod grpc;
 mod http;
+pub mod timeouts;
 
 use std::cell::RefCell;
 use std::convert::Infallible;
@@ -25,6 +26,7 @@ use shardtel_config::OtlpReceiverConfig;
 
 use self::connections::{Admission, ConnectionLimit};
 pub use self::connections::{ConnectionSnapshot, Protocol};
+use self::timeouts::{ConnectionClock, Expiry, RequestClock, Timeouts};
 use super::intake::{InflightGuard, Intake};
 use crate::pipeline::IngestError;
 
@@ -41,10 +43,11 @@ pub struct BindError {
     pub source: glommio::GlommioError<()>,
 }
 
-/// One core's OTLP receiver: its intake and the connections it serves.
+/// One core's OTLP receiver: its intake, the connections it serves and their timeouts.
 struct OtlpReceiver {
     intake: Rc<Intake>,
     connections: ConnectionLimit,
+    timeouts: Timeouts,
 }
 
 /// One core's running OTLP receiver: its accept loops (ended when the core starts draining).
@@ -81,6 +84,7 @@ pub fn start(
     let receiver = Rc::new(OtlpReceiver {
         intake,
         connections,
+        timeouts: Timeouts::of(otlp),
     });
     let acceptors = listeners
         .into_iter()
@@ -125,9 +129,13 @@ async fn accept_loop(receiver: Rc<OtlpReceiver>, protocol: Protocol, socket: Tcp
             Some(Ok(stream)) => match receiver.connections.admit(protocol) {
                 Admission::Serve => {
                     let receiver = receiver.clone();
+                    if let Err(e) = timeouts::set_tcp_keepalive(&stream) {
+                        log::debug!("core {}: TCP keep-alive: {e}", receiver.intake.core());
+                    }
                     glommio::spawn_local(async move {
                         let _slot = Slot(&receiver, Some(protocol));
-                        serve(receiver.intake.clone(), stream, protocol).await;
+                        let clock = ConnectionClock::new(receiver.timeouts, protocol);
+                        serve(receiver.intake.clone(), stream, protocol, clock).await;
                     })
                     .detach();
                 }
@@ -149,10 +157,15 @@ async fn accept_loop(receiver: Rc<OtlpReceiver>, protocol: Protocol, socket: Tcp
     }
 }
 
-async fn serve(intake: Rc<Intake>, stream: TcpStream, protocol: Protocol) {
+async fn serve(
+    intake: Rc<Intake>,
+    stream: TcpStream,
+    protocol: Protocol,
+    clock: Rc<ConnectionClock>,
+) {
     match protocol {
-        Protocol::Grpc => grpc::serve_connection(intake, stream).await,
-        Protocol::Http => http::serve_connection(intake, stream).await,
+        Protocol::Grpc => grpc::serve_connection(intake, stream, clock).await,
+        Protocol::Http => http::serve_connection(intake, stream, clock).await,
     }
 }
 
@@ -182,9 +195,66 @@ impl Drop for Slot<'_> {
     }
 }
 
-/// Runs a served connection until it ends. If the core starts draining
-/// first, `graceful` asks the connection to finish (HTTP/2 GOAWAY, HTTP/1.1
-/// close after the current response) and the connection is awaited.
+/// Runs a served connection until it ends, its clock expires it (see [`timeouts`]), or the core
+/// drains. Draining asks the connection to finish (`graceful`: HTTP/2 GOAWAY, HTTP/1.1 close
+/// after the current response) and awaits it, still under its timeouts. A connection that
+/// waited too long for a request head is dropped (closed at once); an idle one too, except
+/// that HTTP/2 first gets a `GOAWAY` and `read_header_timeout` to see it.
+async fn drive<C: Future>(
+    intake: &Intake,
+    clock: &ConnectionClock,
+    mut conn: Pin<&mut C>,
+    graceful: impl FnOnce(Pin<&mut C>),
+) {
+    /// How the connection's first phase ended.
+    enum Ended {
+        Closed,
+        Draining,
+        Expired(Expiry),
+    }
+    let ended = futures_lite::future::or(
+        async {
+            let _ = conn.as_mut().await;
+            Ended::Closed
+        },
+        futures_lite::future::or(
+            async {
+                intake.wait_draining().await;
+                Ended::Draining
+            },
+            async { Ended::Expired(clock.watch().await) },
+        ),
+    )
+    .await;
+    match ended {
+        Ended::Closed | Ended::Expired(Expiry::Head) => {}
+        Ended::Draining => {
+            graceful(conn.as_mut());
+            futures_lite::future::or(
+                async {
+                    let _ = conn.await;
+                },
+                async {
+                    clock.watch().await;
+                },
+            )
+            .await;
+        }
+        Ended::Expired(Expiry::Idle) => {
+            if clock.speaks_h2() {
+                graceful(conn.as_mut());
+                let _ = glommio::timer::timeout(clock.grace(), async {
+                    let _ = conn.await;
+                    Ok(())
+                })
+                .await;
+            }
+        }
+    }
+}
+
+/// Runs a connection being refused until it ends; if the core starts draining first,
+/// `graceful` asks it to finish and it is awaited (its caller bounds the whole).
 async fn run_until_drained<C: Future>(
     intake: &Intake,
     mut conn: Pin<&mut C>,
@@ -212,20 +282,45 @@ async fn run_until_drained<C: Future>(
 enum CollectError {
     /// Larger than the limit.
     TooLarge,
+    /// Not all there within `read_timeout`.
+    TimedOut,
     /// The core's request bytes in flight are at their bound.
     Overloaded(IngestError),
     /// The connection failed mid-body.
     Transport(hyper::Error),
 }
 
-/// Collects a request body of at most `limit` bytes, charging what it holds to the request's
-/// `guard` as it grows (refusing with [`CollectError::Overloaded`] when the core's bound is
-/// reached). A body that arrives in one frame is returned as that frame (no copy). One that
-/// arrives in several is joined into one allocation sized by `hint` (the content length), or
-/// when that is 0 by what `size_of` reads in the first frame (a gRPC length prefix): growing it
-/// by doubling would leave up to half of it unused for as long as the body is held (the tail
-/// sampler holds it for `decision_wait`).
+/// Collects a request body of at most `limit` bytes within the request's deadline
+/// (`request`), charging what it holds to the request's `guard` as it grows (refusing with
+/// [`CollectError::Overloaded`] when the core's bound is reached). A body that arrives in one
+/// frame is returned as that frame (no copy). One that arrives in several is joined into one
+/// allocation that grows with what arrived (doubling), up to the size the client declared
+/// (`hint`, the content length, or when that is 0 what `size_of` reads in the first frame: a
+/// gRPC length prefix), so a client that declares 4 MiB and sends little is charged little,
+/// and a body that arrived whole leaves no unused room (the tail sampler holds it for
+/// `decision_wait`).
 async fn collect_body(
+    body: &mut Incoming,
+    limit: usize,
+    hint: usize,
+    size_of: fn(&[u8]) -> Option<usize>,
+    guard: &InflightGuard<'_>,
+    request: &RequestClock,
+) -> Result<Bytes, CollectError> {
+    let collected = futures_lite::future::or(
+        async { Some(collect_frames(body, limit, hint, size_of, guard).await) },
+        async {
+            request.body_expired().await;
+            None
+        },
+    )
+    .await;
+    request.body_done();
+    collected.unwrap_or(Err(CollectError::TimedOut))
+}
+
+/// The frames of a body, joined (see [`collect_body`]).
+async fn collect_frames(
     body: &mut Incoming,
     limit: usize,
     hint: usize,
@@ -234,6 +329,8 @@ async fn collect_body(
 ) -> Result<Bytes, CollectError> {
     let mut first: Option<Bytes> = None;
     let mut joined: Option<BytesMut> = None;
+    // What the client declared, once known (0: nothing).
+    let mut declared = hint;
     let mut total = 0usize;
     // Charged to `guard`: the first frame, then the joined allocation (and its growth).
     let charge = |more: usize| guard.try_add(more).map_err(CollectError::Overloaded);
@@ -252,12 +349,10 @@ async fn collect_body(
                 first = Some(data);
             }
             (Some(head), None) => {
-                let size = if hint > 0 {
-                    hint
-                } else {
-                    size_of(head).unwrap_or(0)
-                };
-                let capacity = size.clamp(total, limit);
+                if declared == 0 {
+                    declared = size_of(head).unwrap_or(0);
+                }
+                let capacity = grown_capacity(0, total, declared, limit);
                 charge(capacity)?;
                 let mut b = BytesMut::with_capacity(capacity);
                 b.extend_from_slice(&first.take().unwrap_or_default());
@@ -266,8 +361,11 @@ async fn collect_body(
             }
             (_, Some(b)) => {
                 if b.capacity() - b.len() < data.len() {
-                    // A body longer than announced: growing may double the allocation.
-                    charge(b.capacity().max(data.len()))?;
+                    let capacity = grown_capacity(b.capacity(), total, declared, limit);
+                    charge(capacity - b.capacity())?;
+                    let mut grown = BytesMut::with_capacity(capacity);
+                    grown.extend_from_slice(b);
+                    *b = grown;
                 }
                 b.extend_from_slice(&data);
             }
@@ -279,44 +377,74 @@ async fn collect_body(
     })
 }
 
-/// The error for a decompressed body that passed `min(limit, room)`: too large if it passed
-/// the configured limit, else a retryable refusal (the core's request bytes in flight are near
-/// their bound).
-fn too_large_or_overloaded(limit: usize, room: usize) -> IngestError {
-    if room < limit {
-        IngestError::Overloaded("too many request bytes in flight on this core")
+/// The capacity a joined body grows to from `current` when `needed` bytes arrived: doubled (at
+/// least 64 KiB), but not past what the client declared while it holds to that, and never past
+/// `limit` (`needed <= limit`).
+fn grown_capacity(current: usize, needed: usize, declared: usize, limit: usize) -> usize {
+    let doubled = current.saturating_mul(2).max(64 << 10);
+    let capped = if declared >= needed {
+        doubled.min(declared)
     } else {
-        IngestError::TooLarge { limit }
-    }
+        doubled
+    };
+    capped.min(limit).max(needed)
 }
 
-/// Charges a decoded message to its request's `guard` when it is a new allocation (`fresh`:
-/// decompressed or converted); the received body itself was charged by `collect_body`.
-fn charge_decoded(
-    guard: &InflightGuard<'_>,
-    (message, fresh): (Bytes, bool),
-) -> Result<Bytes, IngestError> {
-    if fresh {
-        guard.try_add(message.len())?;
-    }
-    Ok(message)
+/// A test-only fault a request asks for, with the header `x-shardtel-fault: reactor` (the
+/// reactor panics: nothing contains it) or `decode` (decoding panics: contained). Only a build
+/// with the `fault-injection` feature (the integration tests') reads the header; any other
+/// build never asks for a fault.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Fault {
+    None,
+    Reactor,
+    Decode,
 }
 
-/// Reads and drops up to `max` more bytes of a body, so that an error
-/// response to an oversized HTTP/1.1 request is not lost to a TCP reset when
-/// the connection closes with unread data. Returns true if the body ended.
-async fn discard_body(body: &mut Incoming, max: usize) -> bool {
-    let mut seen = 0usize;
-    while let Some(frame) = body.frame().await {
-        let Ok(frame) = frame else { return false };
-        if let Ok(data) = frame.into_data() {
-            seen += data.len();
-            if seen > max {
-                return false;
-            }
+/// The fault `headers` ask for (always [`Fault::None`] without `fault-injection`).
+fn fault_requested(headers: &::http::HeaderMap) -> Fault {
+    #[cfg(feature = "fault-injection")]
+    {
+        match headers.get("x-shardtel-fault").map(|v| v.as_bytes()) {
+            Some(b"reactor") => Fault::Reactor,
+            Some(b"decode") => Fault::Decode,
+            _ => Fault::None,
         }
     }
-    true
+    #[cfg(not(feature = "fault-injection"))]
+    {
+        let _ = headers;
+        Fault::None
+    }
+}
+
+/// Reads and drops up to `max` more bytes of a body (within the request's deadline), so that
+/// an error response to an oversized HTTP/1.1 request is not lost to a TCP reset when the
+/// connection closes with unread data. Returns true if the body ended.
+async fn discard_body(body: &mut Incoming, max: usize, request: Option<&RequestClock>) -> bool {
+    let discard = async {
+        let mut seen = 0usize;
+        while let Some(frame) = body.frame().await {
+            let Ok(frame) = frame else { return false };
+            if let Ok(data) = frame.into_data() {
+                seen += data.len();
+                if seen > max {
+                    return false;
+                }
+            }
+        }
+        true
+    };
+    let Some(request) = request else {
+        return discard.await;
+    };
+    let ended = futures_lite::future::or(discard, async {
+        request.body_expired().await;
+        false
+    })
+    .await;
+    request.body_done();
+    ended
 }
 
 /// A response body: at most one data frame, then optional trailers.
@@ -372,5 +500,35 @@ impl hyper::body::Body for ResponseBody {
             return SizeHint::default();
         }
         SizeHint::with_exact(self.data.as_ref().map_or(0, |d| d.len() as u64))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_joined_body_grows_with_what_arrived_up_to_what_was_declared() {
+        const MIB: usize = 1 << 20;
+        // 4 MiB declared, 128 KiB arrived: 128 KiB held, not 4 MiB.
+        assert_eq!(grown_capacity(0, 128 << 10, 4 * MIB, 16 * MIB), 128 << 10);
+        assert_eq!(
+            grown_capacity(128 << 10, 200 << 10, 4 * MIB, 16 * MIB),
+            256 << 10
+        );
+        // Doubling stops at the declared size, so a whole body leaves no unused room.
+        assert_eq!(
+            grown_capacity(3 * MIB, 3 * MIB + 1, 4 * MIB, 16 * MIB),
+            4 * MIB
+        );
+        // A body longer than declared keeps doubling, never past the limit.
+        assert_eq!(
+            grown_capacity(4 * MIB, 4 * MIB + 1, 4 * MIB, 16 * MIB),
+            8 * MIB
+        );
+        assert_eq!(grown_capacity(8 * MIB, 9 * MIB, 0, 10 * MIB), 10 * MIB);
+        // Small bodies start at 64 KiB.
+        assert_eq!(grown_capacity(0, 100, 0, 16 * MIB), 64 << 10);
+        assert_eq!(grown_capacity(0, 100, 300, 16 * MIB), 300);
     }
 }

@@ -1,6 +1,5 @@
-//! Hardening (issue 16) through the real process: hostile input that used to crash or exhaust
-//! a core is dropped and counted while the process keeps serving, and what shardtel writes to
-//! disk is private to its user.
+//! Hostile data that used to crash or exhaust a core is dropped and counted while the process
+//! keeps serving, and what shardtel writes to disk is private to its user.
 //!
 //! The `prometheusremotewrite` test needs a Prometheus as `prometheus.rs` does
 //! (`SHARDTEL_PROMETHEUS_URL`, started by test.sh; `SHARDTEL_PROMETHEUS_OPTIONAL=1` skips it).
@@ -294,8 +293,7 @@ fn modes_under(dir: &Path, out: &mut Vec<(String, u32)>) {
 /// What the process writes under `data_dir` (ingest logs, disk queues, files the file
 /// exporter writes) is private: directories 0700, files 0600.
 ///
-/// Left out until the engine creates them so: `data_dir` itself and its `LOCK` file (engine
-/// code, `durability::lock_data_dir`), and the config file and log this harness writes.
+/// Left out: the config file and log this harness writes into the directory.
 #[test]
 fn files_in_data_dir_are_private() {
     let mut shardtel = Shardtel::start_config(|c| c.file_pipelines());
@@ -311,12 +309,12 @@ fn files_in_data_dir_are_private() {
     modes_under(shardtel.dir.path(), &mut modes);
     let root = shardtel.dir.path().display().to_string();
     let harness = [
-        format!("{root}/LOCK"),
         format!("{root}/shardtel.toml"),
         format!("{root}/shardtel.log"),
     ];
     let checked: Vec<_> = modes.iter().filter(|(p, _)| !harness.contains(p)).collect();
     for want in [
+        "/LOCK",
         "/ingest/core0/",
         "/queues/file_traces/core",
         "/out/traces.core",
