@@ -70,6 +70,45 @@ pub enum IngestError {
     /// Content type or encoding not supported (the message names the value and what is).
     #[error("{0}")]
     Unsupported(String),
+    /// `[receivers.otlp.auth]` is set and the request carries no accepted bearer token.
+    #[error("{}", .0.message())]
+    Unauthenticated(TokenProblem),
+}
+
+/// What is wrong with a request's credentials (never the token itself).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum TokenProblem {
+    /// No `authorization: Bearer ...` header (or gRPC metadata), or an empty token.
+    Missing,
+    /// A bearer token that is not one of the accepted ones.
+    Wrong,
+}
+
+impl TokenProblem {
+    /// Both, in the order of [`TokenProblem::index`].
+    pub const ALL: [TokenProblem; 2] = [TokenProblem::Missing, TokenProblem::Wrong];
+
+    /// The `reason` label of `shardtel_receiver_auth_failures_total`.
+    pub fn label(self) -> &'static str {
+        match self {
+            TokenProblem::Missing => "missing",
+            TokenProblem::Wrong => "wrong",
+        }
+    }
+
+    /// The position in [`TokenProblem::ALL`].
+    pub fn index(self) -> usize {
+        self as usize
+    }
+
+    fn message(self) -> &'static str {
+        match self {
+            TokenProblem::Missing => {
+                "missing bearer token: send the header authorization: Bearer <token>"
+            }
+            TokenProblem::Wrong => "invalid bearer token",
+        }
+    }
 }
 
 /// The protobuf message a request of `signal` carries.
@@ -97,6 +136,8 @@ enum Class {
     NoPipeline,
     /// A content type or encoding this receiver does not take.
     Unsupported,
+    /// No accepted credentials: do not retry without new ones.
+    Unauthenticated,
 }
 
 impl IngestError {
@@ -117,6 +158,7 @@ impl IngestError {
             IngestError::MemoryLimited => Class::MemoryLimited,
             IngestError::NoPipeline(_) => Class::NoPipeline,
             IngestError::Unsupported(_) => Class::Unsupported,
+            IngestError::Unauthenticated(_) => Class::Unauthenticated,
         }
     }
 
@@ -127,6 +169,7 @@ impl IngestError {
             Class::TooLarge => Code::ResourceExhausted,
             Class::Unavailable | Class::MemoryLimited => Code::Unavailable,
             Class::NoPipeline | Class::Unsupported => Code::Unimplemented,
+            Class::Unauthenticated => Code::Unauthenticated,
         }
     }
 
@@ -139,6 +182,18 @@ impl IngestError {
             Class::MemoryLimited => 429,
             Class::NoPipeline => 404,
             Class::Unsupported => 415,
+            Class::Unauthenticated => 401,
+        }
+    }
+
+    /// The `WWW-Authenticate` challenge an HTTP answer carries (RFC 6750 §3), if any.
+    pub fn www_authenticate(&self) -> Option<&'static str> {
+        match self {
+            IngestError::Unauthenticated(TokenProblem::Missing) => Some("Bearer"),
+            IngestError::Unauthenticated(TokenProblem::Wrong) => {
+                Some("Bearer error=\"invalid_token\"")
+            }
+            _ => None,
         }
     }
 
@@ -255,10 +310,23 @@ mod tests {
                 415,
                 false,
             ),
+            (
+                IngestError::Unauthenticated(TokenProblem::Missing),
+                Code::Unauthenticated,
+                401,
+                false,
+            ),
+            (
+                IngestError::Unauthenticated(TokenProblem::Wrong),
+                Code::Unauthenticated,
+                401,
+                false,
+            ),
         ] {
             assert_eq!(e.grpc_code(), code, "{e:?}");
             assert_eq!(e.http_status(), status, "{e:?}");
             assert_eq!(e.is_retryable(), retry, "{e:?}");
+            assert_eq!(e.www_authenticate().is_some(), status == 401, "{e:?}");
         }
     }
 

@@ -30,6 +30,8 @@ pub(super) async fn start(setup: CoreSetup) -> Result<Started, StartError> {
         mesh,
         board,
         memory,
+        otlp_security,
+        exporter_tls,
         ..
     } = setup;
 
@@ -49,7 +51,9 @@ pub(super) async fn start(setup: CoreSetup) -> Result<Started, StartError> {
             .as_ref()
             .map_or(DiskQueueSettings::CACHE_BYTES, |m| m.disk_queue_cache_bytes),
     };
-    let pipeline = Rc::new(Pipeline::build(id, cores, &config, &data_dir, &disk_queues).await?);
+    let pipeline =
+        Pipeline::build(id, cores, &config, &data_dir, &disk_queues, &exporter_tls).await?;
+    let pipeline = Rc::new(pipeline);
 
     let otlp_config = config.receivers.otlp.as_ref();
     let max_recv_msg_size = otlp_config.map_or(4 << 20, |o| o.max_recv_msg_size);
@@ -101,6 +105,7 @@ pub(super) async fn start(setup: CoreSetup) -> Result<Started, StartError> {
         Some(o) => Some(otlp::start(
             intake.clone(),
             o,
+            otlp_security,
             cores,
             memory.as_ref().map(|m| m.connection_bytes),
         )?),

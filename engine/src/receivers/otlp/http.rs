@@ -1,13 +1,13 @@
 //! OTLP/HTTP receiver: `POST /v1/traces`, `/v1/metrics`, `/v1/logs` with
 //! `application/x-protobuf` or `application/json` bodies, optionally gzip-
-//! or zstd-compressed; errors as `google.rpc.Status` bodies.
+//! or zstd-compressed; errors as `google.rpc.Status` bodies. HTTP/1.1, and over TLS also
+//! HTTP/2 when the client chooses it through ALPN.
 
 use std::convert::Infallible;
 use std::rc::Rc;
 
 use bytes::Bytes;
-use glommio::net::TcpStream;
-use http::{HeaderValue, Method, Request, Response, StatusCode};
+use http::{HeaderValue, Method, Request, Response, StatusCode, Version};
 use hyper::body::Incoming;
 use shardtel_protocol::compression::{decompress, DecompressError, Encoding};
 use shardtel_protocol::json;
@@ -17,46 +17,77 @@ use shardtel_protocol::status::{
 use shardtel_protocol::Signal;
 use shardtel_sinks::net::GlommioIo;
 
+use super::security::{negotiated_h2, Connection, CoreSecurity};
 use super::{
-    charge_decoded, collect_body, connections, discard_body, run_until_drained,
-    too_large_or_overloaded, CollectError, ResponseBody,
+    charge_decoded, collect_body, connections, discard_body, grpc, run_until_drained,
+    too_large_or_overloaded, CollectError, Protocol, ResponseBody,
 };
 use crate::pipeline::IngestError;
 use crate::receivers::{Intake, Transport};
 
-/// Serves one HTTP/1.1 connection (keep-alive) until it closes or the core drains.
-pub async fn serve_connection(intake: Rc<Intake>, stream: TcpStream) {
+/// Serves one HTTP/1.1 connection (keep-alive), or an HTTP/2 one when TLS negotiated `h2`,
+/// until it closes or the core drains. With bearer tokens, a request without an accepted one
+/// is answered 401 before anything else.
+pub async fn serve_connection(intake: Rc<Intake>, stream: Connection, security: Rc<CoreSecurity>) {
+    let h2 = negotiated_h2(&stream);
     let svc_intake = intake.clone();
-    let service = hyper::service::service_fn(move |req| {
+    let service = hyper::service::service_fn(move |req: Request<Incoming>| {
         let intake = svc_intake.clone();
-        async move { Ok::<_, Infallible>(handle(&intake, req).await) }
+        let unauthenticated = security.authenticate(req.headers(), Protocol::Http).err();
+        async move {
+            Ok::<_, Infallible>(match unauthenticated {
+                Some(e) => refuse_request(req, &e).await,
+                None => handle(&intake, req).await,
+            })
+        }
     });
+    if h2 {
+        // The gRPC listener's HTTP/2 settings (connections::served_worst_cases counts an HTTP
+        // connection over TLS as an HTTP/2 one).
+        let builder = connections::http2_server(intake.limits().max_concurrent_streams);
+        let conn = builder.serve_connection(GlommioIo::over(stream), service);
+        let conn = std::pin::pin!(conn);
+        run_until_drained(&intake, conn, |c| c.graceful_shutdown()).await;
+        return;
+    }
     let conn = hyper::server::conn::http1::Builder::new()
         .keep_alive(true)
         .max_buf_size(connections::HTTP1_MAX_BUF)
-        .serve_connection(GlommioIo::new(stream), service);
+        .serve_connection(GlommioIo::over(stream), service);
     let conn = std::pin::pin!(conn);
     run_until_drained(&intake, conn, |c| c.graceful_shutdown()).await;
+}
+
+/// Answers a request with `e` without reading its body, except that over HTTP/1.1 up to
+/// [`connections::REFUSAL_DISCARD`] body bytes are read and dropped (never held or charged),
+/// so that the client reads the answer rather than a reset.
+async fn refuse_request(req: Request<Incoming>, e: &IngestError) -> Response<ResponseBody> {
+    let format = Format::of(&req);
+    if req.version() != Version::HTTP_2 {
+        let mut body = req.into_body();
+        discard_body(&mut body, connections::REFUSAL_DISCARD).await;
+    }
+    error_response(format, e)
 }
 
 /// Answers the first request of a connection over the limit with 503 and `Retry-After`, then
 /// closes the connection. The read buffer is hyper's minimum; up to
 /// [`connections::REFUSAL_DISCARD`] body bytes are read and dropped first, so that the client
 /// reads the answer instead of a reset.
-pub async fn refuse_connection(intake: Rc<Intake>, stream: TcpStream) {
-    let service = hyper::service::service_fn(|req: Request<Incoming>| async move {
-        let format = match req.headers().get(http::header::CONTENT_TYPE) {
-            Some(v) if v.as_bytes().starts_with(b"application/json") => Format::Json,
-            _ => Format::Protobuf,
+pub async fn refuse_connection(intake: Rc<Intake>, stream: Connection) {
+    if negotiated_h2(&stream) {
+        let answer = |req: &Request<Incoming>| {
+            error_response(Format::of(req), &IngestError::TooManyConnections)
         };
-        let mut body = req.into_body();
-        discard_body(&mut body, connections::REFUSAL_DISCARD).await;
-        Ok::<_, Infallible>(error_response(format, &IngestError::TooManyConnections))
+        return grpc::refuse_h2(intake, stream, answer).await;
+    }
+    let service = hyper::service::service_fn(|req: Request<Incoming>| async move {
+        Ok::<_, Infallible>(refuse_request(req, &IngestError::TooManyConnections).await)
     });
     let conn = hyper::server::conn::http1::Builder::new()
         .keep_alive(false)
         .max_buf_size(8192)
-        .serve_connection(GlommioIo::new(stream), service);
+        .serve_connection(GlommioIo::over(stream), service);
     let conn = std::pin::pin!(conn);
     run_until_drained(&intake, conn, |c| c.graceful_shutdown()).await;
 }
@@ -66,6 +97,17 @@ pub async fn refuse_connection(intake: Rc<Intake>, stream: TcpStream) {
 enum Format {
     Protobuf,
     Json,
+}
+
+impl Format {
+    /// The format of an answer given before the request's content type was checked: JSON for
+    /// a JSON request, else protobuf.
+    fn of(req: &Request<Incoming>) -> Format {
+        match req.headers().get(http::header::CONTENT_TYPE) {
+            Some(v) if v.as_bytes().starts_with(b"application/json") => Format::Json,
+            _ => Format::Protobuf,
+        }
+    }
 }
 
 async fn handle(intake: &Intake, req: Request<Incoming>) -> Response<ResponseBody> {
@@ -244,6 +286,12 @@ fn error_response(format: Format, e: &IngestError) -> Response<ResponseBody> {
         h.insert(
             http::header::RETRY_AFTER,
             HeaderValue::from(after.as_secs().max(1)),
+        );
+    }
+    if let Some(challenge) = e.www_authenticate() {
+        h.insert(
+            http::header::WWW_AUTHENTICATE,
+            HeaderValue::from_static(challenge),
         );
     }
     r

@@ -1,11 +1,12 @@
 //! The OTLP receiver: the gRPC (:4317) and HTTP (:4318) servers every core runs on the same
 //! ports, their accept loops, and what they share (body collection with a size limit, the
-//! response body type, connection bounds). Everything a request needs of its core goes through
-//! the core's [`Intake`].
+//! response body type, connection bounds, TLS and bearer tokens). Everything a request needs
+//! of its core goes through the core's [`Intake`].
 
 pub mod connections;
 mod grpc;
 mod http;
+pub mod security;
 
 use std::cell::RefCell;
 use std::convert::Infallible;
@@ -25,6 +26,8 @@ use shardtel_config::OtlpReceiverConfig;
 
 use self::connections::{Admission, ConnectionLimit};
 pub use self::connections::{ConnectionSnapshot, Protocol};
+use self::security::{Connection, CoreSecurity};
+pub use self::security::{OtlpSecurity, SecurityError, SecuritySnapshot};
 use super::intake::{InflightGuard, Intake};
 use crate::pipeline::IngestError;
 
@@ -41,10 +44,11 @@ pub struct BindError {
     pub source: glommio::GlommioError<()>,
 }
 
-/// One core's OTLP receiver: its intake and the connections it serves.
+/// One core's OTLP receiver: its intake, the connections it serves and their security.
 struct OtlpReceiver {
     intake: Rc<Intake>,
     connections: ConnectionLimit,
+    security: Rc<CoreSecurity>,
 }
 
 /// One core's running OTLP receiver: its accept loops (ended when the core starts draining).
@@ -54,12 +58,14 @@ pub struct OtlpServer {
 }
 
 /// Binds the listeners of `otlp` on this core (SO_REUSEPORT: every core binds the same
-/// addresses) and accepts connections on them, each served as a task of this core. This core
-/// serves its share of `max_connections` of `cores`; with `connection_bytes` (the memory
-/// limiter's share), also only as many as fit it at their worst case.
+/// addresses) and accepts connections on them, each served as a task of this core, over TLS
+/// and checking bearer tokens as `security` says. This core serves its share of
+/// `max_connections` of `cores`; with `connection_bytes` (the memory limiter's share), also
+/// only as many as fit it at their worst case.
 pub fn start(
     intake: Rc<Intake>,
     otlp: &OtlpReceiverConfig,
+    security: OtlpSecurity,
     cores: usize,
     connection_bytes: Option<usize>,
 ) -> Result<OtlpServer, BindError> {
@@ -75,12 +81,14 @@ pub fn start(
     }
     let limit = ConnectionLimit::new(connections::per_core(otlp.max_connections, cores));
     let connections = match connection_bytes {
-        Some(bytes) => limit.with_bytes_limit(bytes, otlp.max_concurrent_streams),
+        Some(bytes) => limit.with_bytes_limit(bytes, connections::served_worst_cases(otlp)),
         None => limit,
     };
+    let security = Rc::new(CoreSecurity::new(security, intake.core()));
     let receiver = Rc::new(OtlpReceiver {
         intake,
         connections,
+        security,
     });
     let acceptors = listeners
         .into_iter()
@@ -100,6 +108,11 @@ impl OtlpServer {
         Some(self.receiver.connections.snapshot()).filter(|c| c.limit > 0)
     }
 
+    /// The TLS handshake and token counters, for telemetry (`None` without either).
+    pub fn security(&self) -> Option<SecuritySnapshot> {
+        self.receiver.security.snapshot()
+    }
+
     /// Waits for the accept loops to end (they do once the core starts draining; the
     /// connections they started are told to close).
     pub async fn stop_accepting(&self) {
@@ -111,8 +124,8 @@ impl OtlpServer {
 }
 
 /// Accepts connections until the core drains; each connection is a task of
-/// this core. Connections over the core's share of `max_connections` are refused (see
-/// [`connections`]).
+/// this core, which runs the TLS handshake first (see [`security`]). Connections over the
+/// core's share of `max_connections` are refused (see [`connections`]).
 async fn accept_loop(receiver: Rc<OtlpReceiver>, protocol: Protocol, socket: TcpListener) {
     loop {
         let accepted = futures_lite::future::or(async { Some(socket.accept().await) }, async {
@@ -127,7 +140,10 @@ async fn accept_loop(receiver: Rc<OtlpReceiver>, protocol: Protocol, socket: Tcp
                     let receiver = receiver.clone();
                     glommio::spawn_local(async move {
                         let _slot = Slot(&receiver, Some(protocol));
-                        serve(receiver.intake.clone(), stream, protocol).await;
+                        let Some(stream) = receiver.security.secure(stream, protocol).await else {
+                            return;
+                        };
+                        serve(&receiver, stream, protocol).await;
                     })
                     .detach();
                 }
@@ -135,7 +151,7 @@ async fn accept_loop(receiver: Rc<OtlpReceiver>, protocol: Protocol, socket: Tcp
                     let receiver = receiver.clone();
                     glommio::spawn_local(async move {
                         let _slot = Slot(&receiver, None);
-                        refuse(receiver.intake.clone(), stream, protocol).await;
+                        refuse(&receiver, stream, protocol).await;
                     })
                     .detach();
                 }
@@ -149,17 +165,22 @@ async fn accept_loop(receiver: Rc<OtlpReceiver>, protocol: Protocol, socket: Tcp
     }
 }
 
-async fn serve(intake: Rc<Intake>, stream: TcpStream, protocol: Protocol) {
+async fn serve(receiver: &OtlpReceiver, stream: Connection, protocol: Protocol) {
+    let (intake, security) = (receiver.intake.clone(), receiver.security.clone());
     match protocol {
-        Protocol::Grpc => grpc::serve_connection(intake, stream).await,
-        Protocol::Http => http::serve_connection(intake, stream).await,
+        Protocol::Grpc => grpc::serve_connection(intake, stream, security).await,
+        Protocol::Http => http::serve_connection(intake, stream, security).await,
     }
 }
 
-/// Answers a connection over the limit with a retryable refusal and closes it, within
-/// [`connections::REFUSAL_TIMEOUT`].
-async fn refuse(intake: Rc<Intake>, stream: TcpStream, protocol: Protocol) {
+/// Answers a connection over the limit with a retryable refusal and closes it, its TLS
+/// handshake included, within [`connections::REFUSAL_TIMEOUT`].
+async fn refuse(receiver: &OtlpReceiver, stream: TcpStream, protocol: Protocol) {
+    let intake = receiver.intake.clone();
     let answer = async {
+        let Some(stream) = receiver.security.secure(stream, protocol).await else {
+            return Ok(());
+        };
         match protocol {
             Protocol::Grpc => grpc::refuse_connection(intake, stream).await,
             Protocol::Http => http::refuse_connection(intake, stream).await,
