@@ -24,3 +24,4 @@ mod sampling;
 mod sampling_memory;
 mod shutdown;
 mod test_config;
+mod tls;
