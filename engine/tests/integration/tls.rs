@@ -640,6 +640,16 @@ impl TlsConnection {
 
     /// POSTs `body` to `/v1/traces`; the response status.
     fn post_traces(&mut self, body: &[u8]) -> u16 {
+        self.post_traces_head(body)
+            .split_whitespace()
+            .nth(1)
+            .unwrap()
+            .parse()
+            .unwrap()
+    }
+
+    /// POSTs `body` to `/v1/traces`; the response head.
+    fn post_traces_head(&mut self, body: &[u8]) -> String {
         let head = format!(
             "POST /v1/traces HTTP/1.1\r\nhost: localhost\r\ncontent-type: application/x-protobuf\r\ncontent-length: {}\r\n\r\n",
             body.len()
@@ -665,7 +675,7 @@ impl TlsConnection {
             .unwrap_or(0);
         let mut rest = vec![0u8; length];
         self.stream.read_exact(&mut rest).unwrap();
-        head.split_whitespace().nth(1).unwrap().parse().unwrap()
+        head
     }
 }
 
@@ -711,6 +721,38 @@ fn rotated_certificates_reach_new_connections_and_open_ones_keep_working() {
         spans_in(&st.out()).len()
     );
     assert!(st.log().contains("reloaded"), "log:\n{}", st.log());
+}
+
+#[test]
+fn a_tls_connection_over_the_limit_completes_its_handshake_and_reads_a_retryable_refusal() {
+    let pki = Pki::new("tls-test CA");
+    let server = pki.issue("server", Leaf::Server);
+    // One core, so that the limit of one connection is exact.
+    let st = Shardtel::start_config(|c| {
+        c.file_pipelines().with(|c| {
+            c.engine.cores = crate::test_config::Cores::List(vec![0]);
+            c.otlp.max_connections = Some(1);
+            c.otlp.tls = Some(ReceiverTls::new(&server.cert, &server.key));
+        })
+    });
+    let body = gen::request(vec![gen::span(5, 1, 1)]).encode_to_vec();
+    let mut held = TlsConnection::open(st.ports.http, &pki.ca_file());
+    assert_eq!(held.post_traces(&body), 200);
+    let mut over = TlsConnection::open(st.ports.http, &pki.ca_file());
+    let head = over.post_traces_head(&body).to_ascii_lowercase();
+    assert!(head.starts_with("http/1.1 503"), "{head}");
+    assert!(head.contains("retry-after: 1"), "{head}");
+    // The held connection carries on.
+    assert_eq!(held.post_traces(&body), 200);
+    wait_for_metric(
+        &st,
+        "shardtel_receiver_refused_connections_total",
+        "transport=\"http\",answered=\"true\"",
+        |n| n == 1,
+    );
+    wait_for_metric(&st, "shardtel_receiver_tls_handshakes_total", "", |n| {
+        n == 2
+    });
 }
 
 #[test]

@@ -269,6 +269,37 @@ pub(crate) fn text_excerpt(body: &[u8]) -> String {
 mod tests {
     use super::*;
 
+    fn endpoint(text: &str) -> Endpoint {
+        text.parse().unwrap()
+    }
+
+    #[test]
+    fn https_targets_need_their_tls_settings_and_say_https() {
+        let plain = Target::from_endpoint("e", &endpoint("http://127.0.0.1:4317"), None).unwrap();
+        assert_eq!(plain.scheme(), "http");
+        let https = endpoint("https://127.0.0.1:4317");
+        let err = Target::from_endpoint("e", &https, None).unwrap_err();
+        assert!(matches!(err, SinkError::TlsNotPrepared { .. }), "{err}");
+        let settings = shardtel_config::ClientTlsConfig {
+            insecure_skip_verify: true,
+            ..Default::default()
+        };
+        let tls = ClientTls::new("exporters.e.tls", &settings, &[]).unwrap();
+        let target = Target::from_endpoint("e", &https, Some(&tls)).unwrap();
+        assert_eq!(target.scheme(), "https");
+        assert_eq!(
+            target.uri("/x").unwrap().to_string(),
+            "https://127.0.0.1:4317/x"
+        );
+        let ftp = endpoint("http://127.0.0.1:1");
+        let ftp = Endpoint {
+            scheme: "ftp".into(),
+            ..ftp
+        };
+        let err = Target::from_endpoint("e", &ftp, Some(&tls)).unwrap_err();
+        assert!(matches!(err, SinkError::UnsupportedScheme { .. }), "{err}");
+    }
+
     #[test]
     fn excerpt_is_short_and_single_line() {
         assert_eq!(text_excerpt(b"bad request\nmore"), "bad request");
