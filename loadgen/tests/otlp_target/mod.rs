@@ -109,7 +109,12 @@ impl Drop for Target {
 }
 
 /// A server thread: where it listens, connections accepted, its stop sender and its thread.
-type Server = (SocketAddr, Arc<AtomicU64>, oneshot::Sender<()>, JoinHandle<()>);
+type Server = (
+    SocketAddr,
+    Arc<AtomicU64>,
+    oneshot::Sender<()>,
+    JoinHandle<()>,
+);
 
 /// Listens on 127.0.0.1:0 on a thread of its own and serves each accepted connection with
 /// `serve` (a task each, counted) until the returned sender fires or is dropped.
