@@ -1,8 +1,8 @@
-//! The process: lock the data directory, fit memory to the limit, bind the telemetry
-//! endpoints, start one pinned reactor per core with its ends of the mesh, wait for them to
-//! serve, and drain them on SIGTERM/SIGINT. A reactor that dies of a panic makes the process
-//! drain the others (within `engine.shutdown_timeout`) and fail with
-//! [`EngineError::CorePanicked`], so that a supervisor restarts it.
+//! The process: lock the data directory, read the TLS files and tokens of the edges, fit memory
+//! to the limit, bind the telemetry endpoints, start one pinned reactor per core with its ends
+//! of the mesh, wait for them to serve, and drain them on SIGTERM/SIGINT. A reactor that dies
+//! of a panic makes the process drain the others (within `engine.shutdown_timeout`) and fail
+//! with [`EngineError::CorePanicked`], so that a supervisor restarts it.
 
 use std::net::TcpListener;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -14,10 +14,10 @@ use shardtel_config::Config;
 
 use crate::durability::{self, Checkpoints, DataDirError};
 use crate::memory_limiter::{self, MemoryLimiterError};
-use crate::pipeline::mesh;
+use crate::pipeline::{self, mesh, BuildError};
 use crate::reactor::snapshot::CoreSnapshot;
 use crate::reactor::{self, CoreSetup, CoreStartError};
-use crate::receivers::otlp::connections;
+use crate::receivers::otlp::{connections, OtlpSecurity, SecurityError};
 use crate::telemetry::{self, Board, CoreState};
 
 /// How long the process waits for each core to report that it started.
@@ -61,6 +61,12 @@ pub enum EngineError {
     /// A core did not report within 60 s.
     #[error("a core did not start within {} s", CORE_START_TIMEOUT.as_secs())]
     CoreStartTimeout,
+    /// The OTLP listeners' TLS files or token file could not be read or parsed.
+    #[error(transparent)]
+    ReceiverSecurity(#[from] SecurityError),
+    /// An exporter's TLS files could not be read or parsed.
+    #[error(transparent)]
+    ExporterTls(Box<BuildError>),
     /// Signal handling could not be installed.
     #[error("failed to install signal handlers: {0}")]
     Signals(#[source] std::io::Error),
@@ -122,6 +128,13 @@ pub fn run_until(config: Config, shutdown: Arc<AtomicBool>) -> Result<(), Engine
     let cores = cpus.len();
     let _data_dir_lock = durability::lock_data_dir(&config)?;
     durability::report_orphaned_logs(&config);
+    // Certificates, keys and tokens are read here, never on a reactor; their reload threads
+    // re-read them.
+    let otlp_security = match &config.receivers.otlp {
+        Some(otlp) => OtlpSecurity::new(otlp)?,
+        None => OtlpSecurity::default(),
+    };
+    let exporter_tls = Arc::new(pipeline::exporter_tls(&config).map_err(EngineError::ExporterTls)?);
     let board = Board::<CoreSnapshot>::new(&cpus);
     for (what, addr, endpoint) in [
         (
@@ -174,6 +187,8 @@ pub fn run_until(config: Config, shutdown: Arc<AtomicBool>) -> Result<(), Engine
             ready: ready_tx.clone(),
             memory: memory.clone(),
             checkpoints: checkpoints.clone(),
+            otlp_security: otlp_security.clone(),
+            exporter_tls: exporter_tls.clone(),
         };
         let handle = LocalExecutorBuilder::new(Placement::Fixed(cpu))
             .name(&format!("shardtel-core{id}"))

@@ -12,6 +12,7 @@ use shardtel_protocol::reframe::Encoded;
 use shardtel_protocol::scan::SpanBatch;
 use shardtel_protocol::Signal;
 use shardtel_sinks::{DiskQueueSettings, DrainOutcome, ExportQueue, ExporterStats};
+use shardtel_tls::ClientTls;
 use shardtel_wal::WalStats;
 
 use super::{BuildError, IngestError};
@@ -29,6 +30,40 @@ pub fn queue_charge(piece: usize, buffer: usize) -> usize {
     piece.max(buffer / 4)
 }
 
+/// The TLS settings of the exporters with `https://` endpoints, by name; built once before the
+/// reactors start ([`exporter_tls`]), shared by every core.
+pub type ExporterTls = BTreeMap<String, ClientTls>;
+
+/// Reads the TLS files of every exporter some pipeline of `config` lists that has an
+/// `https://` endpoint (see [`shardtel_sinks::client_tls`]). Call it before the reactors
+/// start.
+pub fn exporter_tls(config: &Config) -> Result<ExporterTls, Box<BuildError>> {
+    let mut built = ExporterTls::new();
+    let pipelines = [
+        &config.pipelines.traces,
+        &config.pipelines.metrics,
+        &config.pipelines.logs,
+    ];
+    for name in pipelines.into_iter().flatten().flat_map(|p| &p.exporters) {
+        let Some(cfg) = config.exporters.get(name) else {
+            continue;
+        };
+        if built.contains_key(name) {
+            continue;
+        }
+        let tls = shardtel_sinks::client_tls(cfg).map_err(|source| {
+            Box::new(BuildError::Exporter {
+                name: name.clone(),
+                source,
+            })
+        })?;
+        if let Some(tls) = tls {
+            built.insert(name.clone(), tls);
+        }
+    }
+    Ok(built)
+}
+
 /// The export queues of one core.
 pub(super) struct Exporters {
     /// Every exporter some pipeline lists, one instance each, by name.
@@ -38,12 +73,14 @@ pub(super) struct Exporters {
 }
 
 impl Exporters {
-    /// Starts one queue per exporter the pipelines of `config` list, on core `core` of `cores`.
+    /// Starts one queue per exporter the pipelines of `config` list, on core `core` of `cores`;
+    /// `tls`: what [`exporter_tls`] built.
     pub(super) async fn start(
         config: &Config,
         core: usize,
         cores: usize,
         disk_queues: &DiskQueueSettings,
+        tls: &ExporterTls,
     ) -> Result<Exporters, BuildError> {
         let mut by_name: BTreeMap<String, Rc<ExportQueue>> = BTreeMap::new();
         let mut by_signal: [Vec<Rc<ExportQueue>>; 3] = Default::default();
@@ -60,13 +97,18 @@ impl Exporters {
                         let Some(cfg) = config.exporters.get(name) else {
                             return Err(BuildError::UndefinedExporter { name: name.clone() });
                         };
-                        let queue =
-                            ExportQueue::start_with_storage(cfg, core, cores, Some(disk_queues))
-                                .await
-                                .map_err(|source| BuildError::Exporter {
-                                    name: name.clone(),
-                                    source,
-                                })?;
+                        let queue = ExportQueue::start_with_storage(
+                            cfg,
+                            core,
+                            cores,
+                            Some(disk_queues),
+                            tls.get(name),
+                        )
+                        .await
+                        .map_err(|source| BuildError::Exporter {
+                            name: name.clone(),
+                            source,
+                        })?;
                         by_name.insert(name.clone(), queue.clone());
                         queue
                     }

@@ -32,9 +32,9 @@ use shardtel_config::Config;
 
 use crate::durability::Checkpoints;
 use crate::memory_limiter::MemorySetup;
-use crate::pipeline::{BuildError, MeshEnds, Pipeline};
+use crate::pipeline::{BuildError, ExporterTls, MeshEnds, Pipeline};
 use crate::receivers::kafka::{KafkaReceiverError, KafkaReceiverHandle};
-use crate::receivers::otlp::{BindError, OtlpServer};
+use crate::receivers::otlp::{BindError, OtlpSecurity, OtlpServer};
 use crate::receivers::Intake;
 use crate::telemetry::{Board, CoreState};
 use snapshot::CoreSnapshot;
@@ -61,6 +61,10 @@ pub struct CoreSetup {
     pub memory: Option<MemorySetup>,
     /// Frozen when a reactor dies (see [`Checkpoints`]).
     pub checkpoints: Checkpoints,
+    /// The OTLP listeners' TLS and bearer tokens (read before the reactors start).
+    pub otlp_security: OtlpSecurity,
+    /// The TLS settings of the exporters with `https://` endpoints, by name.
+    pub exporter_tls: Arc<ExporterTls>,
 }
 
 /// Why a core could not start.

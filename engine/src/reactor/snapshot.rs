@@ -9,7 +9,7 @@ use crate::durability::IngestLogSnapshot;
 use crate::memory_limiter::MemorySnapshot;
 use crate::pipeline::{ExporterSnapshot, MeshSnapshot};
 use crate::receivers::kafka::KafkaConsumerSnapshot;
-use crate::receivers::otlp::ConnectionSnapshot;
+use crate::receivers::otlp::{ConnectionSnapshot, SecuritySnapshot};
 use crate::receivers::ReceiverSnapshot;
 use crate::telemetry::{Exposition, Families};
 
@@ -20,6 +20,8 @@ pub struct CoreSnapshot {
     pub receivers: ReceiverSnapshot,
     /// OTLP connections served and refused.
     pub connections: Option<ConnectionSnapshot>,
+    /// TLS handshakes and bearer-token refusals on the OTLP listeners.
+    pub security: Option<SecuritySnapshot>,
     /// This core's Kafka consumer, when `[receivers.kafka]` runs.
     pub kafka_receiver: Option<KafkaConsumerSnapshot>,
     /// Name, kind and statistics of each exporter instance on this core.
@@ -42,6 +44,7 @@ pub(super) fn take(core: &Core) -> CoreSnapshot {
     CoreSnapshot {
         receivers: core.intake.counters().snapshot(kafka_receiver.is_some()),
         connections: core.receivers.otlp.as_ref().and_then(|o| o.connections()),
+        security: core.receivers.otlp.as_ref().and_then(|o| o.security()),
         kafka_receiver,
         exporters: core.pipeline.exporter_snapshot(),
         mesh: core.pipeline.mesh_snapshot(),
@@ -58,6 +61,7 @@ impl Families for CoreSnapshot {
         component(cores, |s| Some(&s.exporters[..]), out);
         component(cores, |s| s.kafka_receiver.as_ref(), out);
         component(cores, |s| s.connections.as_ref(), out);
+        component(cores, |s| s.security.as_ref(), out);
         component(cores, |s| Some(&s.mesh), out);
         component(cores, |s| s.sampler.as_ref(), out);
         component(cores, |s| Some(&s.processors[..]), out);

@@ -31,6 +31,8 @@ pub(super) async fn start(setup: CoreSetup) -> Result<Started, StartError> {
         board,
         memory,
         checkpoints,
+        otlp_security,
+        exporter_tls,
         ..
     } = setup;
 
@@ -50,7 +52,15 @@ pub(super) async fn start(setup: CoreSetup) -> Result<Started, StartError> {
             .as_ref()
             .map_or(DiskQueueSettings::CACHE_BYTES, |m| m.disk_queue_cache_bytes),
     };
-    let pipeline = Pipeline::build(id, cores, &config, &data_dir, &disk_queues, checkpoints);
+    let pipeline = Pipeline::build(
+        id,
+        cores,
+        &config,
+        &data_dir,
+        &disk_queues,
+        checkpoints,
+        &exporter_tls,
+    );
     let pipeline = Rc::new(pipeline.await?);
 
     let otlp_config = config.receivers.otlp.as_ref();
@@ -103,6 +113,7 @@ pub(super) async fn start(setup: CoreSetup) -> Result<Started, StartError> {
         Some(o) => Some(otlp::start(
             intake.clone(),
             o,
+            otlp_security,
             cores,
             memory.as_ref().map(|m| m.connection_bytes),
         )?),

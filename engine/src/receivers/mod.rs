@@ -4,7 +4,8 @@
 //! counters).
 //!
 //! - [`otlp`]: OTLP/gRPC (:4317) and OTLP/HTTP (:4318) servers on every core (the same ports,
-//!   SO_REUSEPORT), hyper on glommio, and the bounds on the connections they serve.
+//!   SO_REUSEPORT), hyper on glommio, optionally over TLS (mTLS) and with bearer tokens, and
+//!   the bounds on the connections they serve.
 //! - [`kafka`]: one consumer of the group per core; consecutive messages of one signal
 //!   ingested as one request, offsets committed only once their data was handed on.
 //!

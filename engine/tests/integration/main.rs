@@ -29,5 +29,6 @@ mod sampling_memory;
 mod shutdown;
 mod stack_example;
 mod test_config;
+mod tls;
 mod victorialogs;
 mod victoriametrics;
