@@ -22,5 +22,6 @@ mod receive;
 mod routing;
 mod sampling;
 mod sampling_memory;
+mod scrape;
 mod shutdown;
 mod test_config;
