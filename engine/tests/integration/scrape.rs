@@ -208,7 +208,7 @@ fn node_exporter_metrics_become_otlp_with_start_times_and_stale_points() {
     };
     let target = format!("127.0.0.1:{}", exporter.port);
     let jobs = vec![with_labels(
-        job("node", &[target.clone()], "1s"),
+        job("node", std::slice::from_ref(&target), "1s"),
         &[("env", "test")],
     )];
     let st = scraping_to_files(jobs);
@@ -483,7 +483,11 @@ fn scrape_to_remote_write_matches_a_direct_prometheus_scrape() {
     let st = Shardtel::start_config(|c| {
         c.receiver(
             "prometheus",
-            Component::prometheus_receiver(vec![job(&job_name, &[target.clone()], "1s")]),
+            Component::prometheus_receiver(vec![job(
+                &job_name,
+                std::slice::from_ref(&target),
+                "1s",
+            )]),
         )
         .exporter(
             "prw",
