@@ -83,7 +83,7 @@ pub fn start(
         owned.len()
     );
     let counters = Rc::new(ScrapeCounters::default());
-    let builder = Rc::new(RefCell::new(ScrapeBuilder::default()));
+    let builder = Rc::new(RefCell::new(Translation::default()));
     let count = owned.len();
     let tasks = owned
         .into_iter()
@@ -95,7 +95,6 @@ pub fn start(
                 connection: client::Connection::default(),
                 builder: builder.clone(),
                 counters: counters.clone(),
-                out: Vec::new(),
                 was_up: true,
             };
             glommio::spawn_local(scraper.run()).detach()
@@ -140,10 +139,17 @@ struct Scraper {
     table: SeriesTable,
     connection: client::Connection,
     /// The core's translation scratch (borrowed only between awaits).
-    builder: Rc<RefCell<ScrapeBuilder>>,
+    builder: Rc<RefCell<Translation>>,
     counters: Rc<ScrapeCounters>,
-    out: Vec<u8>,
     was_up: bool,
+}
+
+/// What every scrape of a core reuses: the builder and the output buffer (one per core, not
+/// per target: a thousand targets would otherwise each hold their largest request).
+#[derive(Default)]
+struct Translation {
+    builder: ScrapeBuilder,
+    out: Vec<u8>,
 }
 
 fn unix_now() -> Duration {
@@ -213,8 +219,9 @@ impl Scraper {
         };
         let target = &self.target.labels;
         let series_before = self.table.len() as u64;
-        let (points, failure) = {
-            let mut builder = self.builder.borrow_mut();
+        let (body, failure) = {
+            let mut translation = self.builder.borrow_mut();
+            let Translation { builder, out } = &mut *translation;
             let gathered = match fetched {
                 Ok((body, format)) => match builder.gather(target, &body, format, time_ms) {
                     Ok(()) => Ok((body, format)),
@@ -237,13 +244,14 @@ impl Scraper {
                 series_added: stats.series_added,
             };
             builder.report(target, time_ms, &report);
-            let points = builder.encode(target, env!("CARGO_PKG_VERSION"), &mut self.out);
+            let points = builder.encode(target, env!("CARGO_PKG_VERSION"), out);
             let c = &self.counters;
             c.samples
                 .set(c.samples.get() + if up { samples } else { 0 });
             c.stale_points
                 .set(c.stale_points.get() + stats.stale_points);
-            (points, failure)
+            let body = (points > 0).then(|| Bytes::copy_from_slice(out));
+            (body, failure)
         };
         let c = &self.counters;
         c.series
@@ -274,10 +282,9 @@ impl Scraper {
                 self.was_up = true;
             }
         }
-        if points == 0 {
+        let Some(body) = body else {
             return;
-        }
-        let body = Bytes::copy_from_slice(&self.out);
+        };
         if guard.try_add(body.len()).is_err() {
             self.counters.refused.set(self.counters.refused.get() + 1);
             return;
