@@ -580,3 +580,167 @@ fn scrape_to_remote_write_matches_a_direct_prometheus_scrape() {
     drop(direct);
     drop(exporter);
 }
+
+/// A private CA and a certificate for 127.0.0.1 signed by it, made with the openssl CLI:
+/// (ca.pem, cert.pem, key.pem) in `dir`.
+fn certificates(dir: &std::path::Path) {
+    let run = |args: &[&str]| {
+        let status = Command::new("openssl")
+            .args(args)
+            .current_dir(dir)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .expect("the openssl CLI");
+        assert!(status.success(), "openssl {args:?}");
+    };
+    run(&[
+        "req",
+        "-x509",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-keyout",
+        "ca.key",
+        "-out",
+        "ca.pem",
+        "-days",
+        "2",
+        "-subj",
+        "/CN=scrape test CA",
+    ]);
+    run(&[
+        "req",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-keyout",
+        "key.pem",
+        "-out",
+        "cert.csr",
+        "-subj",
+        "/CN=127.0.0.1",
+    ]);
+    std::fs::write(
+        dir.join("ext.cnf"),
+        "subjectAltName=IP:127.0.0.1\nbasicConstraints=CA:FALSE\n",
+    )
+    .unwrap();
+    run(&[
+        "x509",
+        "-req",
+        "-in",
+        "cert.csr",
+        "-CA",
+        "ca.pem",
+        "-CAkey",
+        "ca.key",
+        "-CAcreateserial",
+        "-out",
+        "cert.pem",
+        "-days",
+        "2",
+        "-extfile",
+        "ext.cnf",
+    ]);
+}
+
+#[test]
+fn https_targets_with_basic_auth_a_private_ca_and_refusals() {
+    let test = "scrape::https_targets_with_basic_auth_a_private_ca_and_refusals";
+    let dir = tempfile::tempdir().unwrap();
+    certificates(dir.path());
+    // The node exporter's web config: TLS and one user (bcrypt, as it requires).
+    let hash = Command::new("python3")
+        .args([
+            "-c",
+            "import crypt; print(crypt.crypt('s3cret', crypt.mksalt(crypt.METHOD_BLOWFISH)))",
+        ])
+        .output()
+        .expect("python3");
+    let hash = String::from_utf8(hash.stdout).unwrap().trim().to_string();
+    assert!(hash.starts_with("$2"), "no bcrypt hash: {hash:?}");
+    let web = dir.path().join("web.yml");
+    std::fs::write(
+        &web,
+        format!(
+            "tls_server_config:\n  cert_file: {0}/cert.pem\n  key_file: {0}/key.pem\nbasic_auth_users:\n  scraper: '{hash}'\n",
+            dir.path().display()
+        ),
+    )
+    .unwrap();
+    let port = free_port();
+    let Ok(child) = Command::new(NODE_EXPORTER)
+        .args([
+            &format!("--web.listen-address=127.0.0.1:{port}"),
+            &format!("--web.config.file={}", web.display()),
+            "--collector.disable-defaults",
+            "--collector.loadavg",
+        ])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+    else {
+        skip_or_panic(
+            test,
+            "no prometheus-node-exporter binary",
+            "SHARDTEL_NODE_EXPORTER_OPTIONAL",
+        );
+        return;
+    };
+    let _exporter = Process {
+        child,
+        port,
+        _dir: None,
+    };
+    let target = format!("127.0.0.1:{port}");
+    let ca = dir.path().join("ca.pem").display().to_string();
+    let https = |name: &str, password: &str, ca_file: Option<&str>| {
+        let mut t = job(name, std::slice::from_ref(&target), "1s");
+        t.insert("scheme".into(), "https".into());
+        let mut auth = Table::new();
+        auth.insert("username".into(), "scraper".into());
+        auth.insert("password".into(), password.into());
+        t.insert("basic_auth".into(), Value::Table(auth));
+        if let Some(ca) = ca_file {
+            let mut tls = Table::new();
+            tls.insert("ca_file".into(), ca.into());
+            t.insert("tls_config".into(), Value::Table(tls));
+        }
+        t
+    };
+    let st = scraping_to_files(vec![
+        https("good", "s3cret", Some(&ca)),
+        https("wrong_password", "nope", Some(&ca)),
+        https("untrusted", "s3cret", None),
+    ]);
+    // `up` of each job, from the resources' service.name.
+    let up_of = |st: &Shardtel, job: &str| -> Vec<f64> {
+        metrics_named(&requests(st), "up")
+            .iter()
+            .filter(|(r, _, _)| r.get("service.name").map(String::as_str) == Some(job))
+            .flat_map(|(_, _, m)| gauge_values(m))
+            .filter_map(|(v, _)| v)
+            .collect()
+    };
+    assert!(
+        wait_until(30, || {
+            !up_of(&st, "good").is_empty()
+                && !up_of(&st, "wrong_password").is_empty()
+                && !up_of(&st, "untrusted").is_empty()
+        }),
+        "no up for every job; log:\n{}",
+        st.log()
+    );
+    assert!(
+        up_of(&st, "good").iter().all(|v| *v == 1.0),
+        "{:?}",
+        up_of(&st, "good")
+    );
+    assert!(!metrics_named(&requests(&st), "node_load1").is_empty());
+    assert!(up_of(&st, "wrong_password").iter().all(|v| *v == 0.0));
+    assert!(up_of(&st, "untrusted").iter().all(|v| *v == 0.0));
+    let log = st.log();
+    assert!(log.contains("status 401"), "{log}");
+    assert!(log.contains("cannot connect"), "{log}");
+}
