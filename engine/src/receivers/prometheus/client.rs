@@ -54,6 +54,9 @@ pub enum FetchError {
     /// The gzip body is corrupt.
     #[error("corrupt gzip body")]
     Corrupt,
+    /// The core started draining during the scrape.
+    #[error("shutting down")]
+    Draining,
     /// The scrape took longer than `scrape_timeout`.
     #[error("scrape timed out after {0:?}")]
     Timeout(Duration),

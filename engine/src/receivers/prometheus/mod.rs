@@ -205,8 +205,16 @@ impl Scraper {
                 return;
             }
         };
-        let fetched = self.connection.fetch(&self.target.endpoint).await;
+        // Draining does not wait for a slow target: the scrape is abandoned.
+        let intake = self.intake.clone();
+        let fetched =
+            futures_lite::future::or(self.connection.fetch(&self.target.endpoint), async {
+                intake.wait_draining().await;
+                Err(FetchError::Draining)
+            })
+            .await;
         let fetched = match fetched {
+            Err(FetchError::Draining) => return,
             Ok((body, format)) => match guard.try_add(body.len()) {
                 Ok(()) => Ok((body, format)),
                 Err(e) => {
