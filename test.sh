@@ -194,6 +194,28 @@ else
 fi
 # ---- end of Prometheus --------------------------------------------------------------------
 
+# ---- node exporter (engine/tests/integration/scrape.rs) -----------------------------------
+# Debian's prometheus-node-exporter is installed if missing, its packaged service kept from
+# starting (as above); the scrape tests start it themselves on a free 127.0.0.1 port. Without
+# it they fail, unless SHARDTEL_NODE_EXPORTER_OPTIONAL=1 (they skip loudly).
+step "node exporter"
+if ! command -v prometheus-node-exporter >/dev/null; then
+  export DEBIAN_FRONTEND=noninteractive
+  policy=""
+  if [ ! -e /usr/sbin/policy-rc.d ]; then
+    printf '#!/bin/sh\nexit 101\n' >/usr/sbin/policy-rc.d && chmod +x /usr/sbin/policy-rc.d && policy=1
+  fi
+  apt-get install -y -qq --no-install-recommends prometheus-node-exporter >/dev/null 2>&1 \
+    || { apt-get update -qq >/dev/null && apt-get install -y -qq --no-install-recommends prometheus-node-exporter >/dev/null; } \
+    || echo "failed to install prometheus-node-exporter"
+  if [ -n "$policy" ]; then rm -f /usr/sbin/policy-rc.d; fi
+  if command -v systemctl >/dev/null && systemctl is-active --quiet prometheus-node-exporter 2>/dev/null; then
+    systemctl disable --now prometheus-node-exporter >/dev/null 2>&1 || true
+  fi
+fi
+prometheus-node-exporter --version 2>&1 | head -1 || echo "no prometheus-node-exporter"
+# ---- end of node exporter -----------------------------------------------------------------
+
 wait_otelcol
 start_backends
 step "cargo test"

@@ -577,6 +577,45 @@ pub enum ConfigErrorKind {
         /// The pipeline's signal.
         signal: shardtel_protocol::Signal,
     },
+    /// A receiver in the pipeline of a signal it does not receive.
+    #[error("receiver {name:?} receives {supported} only; remove it from the {signal} pipeline")]
+    ReceiverSignal {
+        /// The receiver.
+        name: String,
+        /// The signal it receives.
+        supported: shardtel_protocol::Signal,
+        /// The pipeline's signal.
+        signal: shardtel_protocol::Signal,
+    },
+    // The Prometheus scrape receiver (`[receivers.prometheus]`).
+    /// Two scrape configs with one `job_name`.
+    #[error("job_name {name:?} is used by another scrape config (job names must be unique)")]
+    DuplicateJobName {
+        /// The name.
+        name: String,
+    },
+    /// A scrape target that is not `host:port`.
+    #[error(
+        "invalid target {value:?} (expected host:port like \"127.0.0.1:9100\", or a host name)"
+    )]
+    InvalidTarget {
+        /// The value given.
+        value: String,
+    },
+    /// A label name Prometheus does not allow, or a reserved one.
+    #[error("invalid label name {value:?} (letters, digits and '_', not starting with a digit or \"__\")")]
+    InvalidLabelName {
+        /// The value given.
+        value: String,
+    },
+    /// `scrape_timeout` longer than `scrape_interval`.
+    #[error("scrape_timeout {} is longer than scrape_interval {}", crate::units::format_duration(*.timeout), crate::units::format_duration(*.interval))]
+    ScrapeTimeoutTooLong {
+        /// The timeout.
+        timeout: std::time::Duration,
+        /// The interval.
+        interval: std::time::Duration,
+    },
     // Kafka (`[exporters.NAME] type = "kafka"`, `[receivers.kafka]`).
     /// A broker address that is not `host:port`.
     #[error("invalid broker address {value:?} (expected host:port like \"127.0.0.1:9092\")")]

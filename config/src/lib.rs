@@ -32,7 +32,8 @@
 //!   `engine`'s `Durability`).
 //! - Components with types of their own: `processors` (on `attributes`, `filter`,
 //!   `memory_limiter`; holds `tail_sampling`), `kafka` and `storage` (exporter types on
-//!   `delivery` and `endpoint`), `receivers` (on `kafka`), then `exporters` (the `[exporters.*]`
+//!   `delivery` and `endpoint`), `prometheus` (the scrape receiver, on `tls`), `receivers` (on
+//!   `kafka` and `prometheus`), then `exporters` (the `[exporters.*]`
 //!   dispatch over every exporter type).
 //! - `validate`: checks across sections, on the whole [`Config`], which this file defines.
 //!
@@ -84,6 +85,7 @@ mod kafka;
 mod memory_limiter;
 mod pipelines;
 mod processors;
+mod prometheus;
 mod receivers;
 mod storage;
 mod telemetry;
@@ -123,6 +125,10 @@ pub use pipelines::{Pipeline, Pipelines};
 pub use processors::{
     DecisionCacheConfig, OnShutdown, Percentage, PolicyConfig, PolicyKind, ProcessorConfig,
     RateAllocation, TailSamplingConfig,
+};
+pub use prometheus::{
+    is_valid_label_name, is_valid_target, Authorization, BasicAuth, PrometheusReceiverConfig,
+    ScrapeConfig, ScrapeScheme, StaticConfig,
 };
 pub use receivers::{OtlpReceiverConfig, Receivers};
 /// The OTLP signal of a pipeline: `shardtel-protocol`'s, so every crate shares one type.
@@ -878,7 +884,7 @@ exporters = ["otlp", "tempo", "file", "blackhole"]
         assert_eq!(
             err(&BASE.replace("[receivers.otlp]", "[receivers.otlp]\nprotocols = {}\n[receivers.jaeger]")),
             "shardtel.toml:2: receivers.otlp.protocols: unknown key (allowed: grpc, http, max_recv_msg_size, max_concurrent_streams, max_connections, read_header_timeout, read_timeout, idle_timeout, tls, auth)\n\
-             shardtel.toml:3: receivers.jaeger: unknown key (allowed: otlp, kafka)"
+             shardtel.toml:3: receivers.jaeger: unknown key (allowed: otlp, kafka, prometheus)"
         );
         assert_eq!(
             err(&format!("{BASE}name = \"x\"\n[pipelines.spans]\nreceivers = []\n")),

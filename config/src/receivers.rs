@@ -1,5 +1,6 @@
-//! `[receivers.*]`: where telemetry comes in: `otlp` (gRPC and HTTP) and `kafka` (a consumer
-//! group; its settings live in the `kafka` module).
+//! `[receivers.*]`: where telemetry comes in: `otlp` (gRPC and HTTP), `kafka` (a consumer
+//! group; its settings live in the `kafka` module) and `prometheus` (scrapes; the `prometheus`
+//! module).
 
 use std::net::{Ipv4Addr, SocketAddr};
 use std::time::Duration;
@@ -7,6 +8,7 @@ use std::time::Duration;
 use crate::decode::{self, Decoder, Section};
 use crate::error::{ComponentKind, ConfigErrorKind};
 use crate::kafka::KafkaReceiverConfig;
+use crate::prometheus::PrometheusReceiverConfig;
 use crate::tls::{AuthConfig, ServerTlsConfig};
 
 /// `[receivers]`.
@@ -16,18 +18,30 @@ pub struct Receivers {
     pub otlp: Option<OtlpReceiverConfig>,
     /// `[receivers.kafka]`; `None` when the table is absent.
     pub kafka: Option<KafkaReceiverConfig>,
+    /// `[receivers.prometheus]`; `None` when the table is absent.
+    pub prometheus: Option<PrometheusReceiverConfig>,
 }
 
 impl Receivers {
     /// Receiver names (table keys) this build supports.
-    pub const SUPPORTED: &'static [&'static str] = &["otlp", "kafka"];
+    pub const SUPPORTED: &'static [&'static str] = &["otlp", "kafka", "prometheus"];
     /// Receivers shardtel plans (DESIGN.md) that this build does not implement yet.
     pub const PLANNED: &'static [&'static str] = &[];
 
     /// Names of the receivers that are configured, for pipelines to refer to.
     pub fn names(&self) -> Vec<&'static str> {
         let otlp = self.otlp.iter().map(|_| "otlp");
-        otlp.chain(self.kafka.iter().map(|_| "kafka")).collect()
+        otlp.chain(self.kafka.iter().map(|_| "kafka"))
+            .chain(self.prometheus.iter().map(|_| "prometheus"))
+            .collect()
+    }
+
+    /// The one signal receiver `name` feeds, when it feeds only one (`prometheus`: metrics).
+    pub fn only_signal(name: &str) -> Option<crate::Signal> {
+        match name {
+            "prometheus" => Some(crate::Signal::Metrics),
+            _ => None,
+        }
     }
 }
 
@@ -116,6 +130,16 @@ pub(crate) fn decode(d: &mut Decoder<'_>, root: &Section<'_, '_>) -> Receivers {
                 let t = d.table(s.key("kafka"), value, Some(KafkaReceiverConfig::KEYS));
                 if t.exists() {
                     receivers.kafka = Some(crate::kafka::decode_receiver(d, &t));
+                }
+            }
+            "prometheus" => {
+                let t = d.table(
+                    s.key("prometheus"),
+                    value,
+                    Some(PrometheusReceiverConfig::KEYS),
+                );
+                if t.exists() {
+                    receivers.prometheus = crate::prometheus::decode(d, &t);
                 }
             }
             _ if Receivers::PLANNED.contains(&name) => d.report(

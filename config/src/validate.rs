@@ -242,6 +242,18 @@ fn check_pipelines(config: &Config, locations: &Locations, report: &mut Reporter
                             signal,
                         },
                     );
+                } else if let Some(supported) = crate::Receivers::only_signal(name)
+                    .filter(|s| kind == ComponentKind::Receiver && *s != signal)
+                {
+                    report.report_at(
+                        list_key.clone(),
+                        line,
+                        ConfigErrorKind::ReceiverSignal {
+                            name: name.clone(),
+                            supported,
+                            signal,
+                        },
+                    );
                 } else if !defined.contains(name) {
                     report.report_at(
                         list_key.clone(),
@@ -361,6 +373,14 @@ pub(crate) fn check_files(
         if let Some(tls) = exporter.kind.tls() {
             let table = join(&join("exporters", name), "tls");
             tables.push((table, files.client_tls(tls)));
+        }
+    }
+    if let Some(prometheus) = &config.receivers.prometheus {
+        for (i, scrape) in prometheus.scrape_configs.iter().enumerate() {
+            if let Some(tls) = &scrape.tls {
+                let table = format!("receivers.prometheus.scrape_configs[{i}].tls_config");
+                tables.push((table, files.client_tls(tls)));
+            }
         }
     }
     let mut errors = Vec::new();

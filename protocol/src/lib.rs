@@ -26,6 +26,8 @@
 //! - [`series`]: routing metrics by series identity (`job`, `instance`, metric name) to an
 //!   owner core, and [`series::MetricsRouting`], which splits a metrics request per owner with
 //!   the same re-framing encoder.
+//! - [`exposition`]: the Prometheus text and OpenMetrics scrape formats, parsed and translated
+//!   to OTLP metrics protobuf (the `prometheus` scrape receiver's pure part).
 //! - [`grpc`], [`compression`], [`json`], [`status`]: gRPC framing and status codes, bounded
 //!   gzip/zstd, OTLP/JSON ↔ protobuf, and response bodies.
 //!
@@ -84,6 +86,7 @@
 pub use opentelemetry_proto::tonic as proto;
 
 pub mod compression;
+pub mod exposition;
 pub mod grpc;
 pub mod hash;
 pub mod json;

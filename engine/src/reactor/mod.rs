@@ -35,6 +35,7 @@ use crate::memory_limiter::MemorySetup;
 use crate::pipeline::{BuildError, ExporterTls, MeshEnds, Pipeline};
 use crate::receivers::kafka::{KafkaReceiverError, KafkaReceiverHandle};
 use crate::receivers::otlp::{BindError, OtlpSecurity, OtlpServer};
+use crate::receivers::prometheus::{PrometheusReceiverHandle, TargetError};
 use crate::receivers::Intake;
 use crate::telemetry::{Board, CoreState};
 use snapshot::CoreSnapshot;
@@ -82,6 +83,9 @@ pub enum StartError {
     /// The Kafka consumer could not start.
     #[error(transparent)]
     Kafka(#[from] KafkaReceiverError),
+    /// A Prometheus scrape target could not be set up.
+    #[error(transparent)]
+    Prometheus(#[from] TargetError),
 }
 
 /// A core that failed to start: which one, and why.
@@ -117,6 +121,7 @@ pub struct Core {
 struct Receivers {
     otlp: Option<OtlpServer>,
     kafka: Option<KafkaReceiverHandle>,
+    prometheus: Option<PrometheusReceiverHandle>,
 }
 
 impl Core {

@@ -10,6 +10,7 @@ use crate::memory_limiter::MemorySnapshot;
 use crate::pipeline::{ExporterSnapshot, MeshSnapshot};
 use crate::receivers::kafka::KafkaConsumerSnapshot;
 use crate::receivers::otlp::{ConnectionSnapshot, SecuritySnapshot};
+use crate::receivers::prometheus::PrometheusSnapshot;
 use crate::receivers::ReceiverSnapshot;
 use crate::telemetry::{Exposition, Families};
 
@@ -24,6 +25,8 @@ pub struct CoreSnapshot {
     pub security: Option<SecuritySnapshot>,
     /// This core's Kafka consumer, when `[receivers.kafka]` runs.
     pub kafka_receiver: Option<KafkaConsumerSnapshot>,
+    /// This core's scrapes, when `[receivers.prometheus]` runs.
+    pub prometheus_receiver: Option<PrometheusSnapshot>,
     /// Name, kind and statistics of each exporter instance on this core.
     pub exporters: Vec<ExporterSnapshot>,
     /// Messages sent to and received from each other core over the mesh.
@@ -41,11 +44,16 @@ pub struct CoreSnapshot {
 /// The snapshot of `core` now.
 pub(super) fn take(core: &Core) -> CoreSnapshot {
     let kafka_receiver = core.receivers.kafka.as_ref().and_then(|k| k.snapshot());
+    let prometheus_receiver = core.receivers.prometheus.as_ref().map(|p| p.snapshot());
     CoreSnapshot {
-        receivers: core.intake.counters().snapshot(kafka_receiver.is_some()),
+        receivers: core
+            .intake
+            .counters()
+            .snapshot(kafka_receiver.is_some(), prometheus_receiver.is_some()),
         connections: core.receivers.otlp.as_ref().and_then(|o| o.connections()),
         security: core.receivers.otlp.as_ref().and_then(|o| o.security()),
         kafka_receiver,
+        prometheus_receiver,
         exporters: core.pipeline.exporter_snapshot(),
         mesh: core.pipeline.mesh_snapshot(),
         sampler: core.pipeline.sampler_snapshot(),
@@ -60,6 +68,7 @@ impl Families for CoreSnapshot {
         component(cores, |s| Some(&s.receivers), out);
         component(cores, |s| Some(&s.exporters[..]), out);
         component(cores, |s| s.kafka_receiver.as_ref(), out);
+        component(cores, |s| s.prometheus_receiver.as_ref(), out);
         component(cores, |s| s.connections.as_ref(), out);
         component(cores, |s| s.security.as_ref(), out);
         component(cores, |s| Some(&s.mesh), out);

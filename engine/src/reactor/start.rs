@@ -10,7 +10,7 @@ use super::{Core, CoreSetup, Receivers, StartError};
 use crate::durability;
 use crate::memory_limiter::{default_inflight_bytes, CoreLimiter};
 use crate::pipeline::Pipeline;
-use crate::receivers::{kafka, otlp, Intake, Limits};
+use crate::receivers::{kafka, otlp, prometheus, Intake, Limits};
 
 /// A started core and the tasks that already run: the mesh consumers (one per peer) and,
 /// with durability, the recovery of the ingest log.
@@ -121,13 +121,19 @@ pub(super) async fn start(setup: CoreSetup) -> Result<Started, StartError> {
     };
     // Kafka receiver: this core's consumer of the group (stops polling when draining starts).
     let kafka = kafka::start(intake.clone(), &config)?;
+    // Prometheus scrapes: the targets this core owns.
+    let prometheus = prometheus::start(intake.clone(), &config, cores)?;
 
     Ok(Started {
         core: Rc::new(Core {
             id,
             pipeline,
             intake,
-            receivers: Receivers { otlp, kafka },
+            receivers: Receivers {
+                otlp,
+                kafka,
+                prometheus,
+            },
             board,
             shutdown_timeout: config.engine.shutdown_timeout,
         }),

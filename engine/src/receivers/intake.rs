@@ -46,19 +46,21 @@ pub enum Transport {
     Http = 1,
     /// A Kafka topic (`[receivers.kafka]`).
     Kafka = 2,
+    /// Prometheus scrapes (`[receivers.prometheus]`).
+    Scrape = 3,
 }
 
 /// Number of [`Transport`] variants (the size of per-transport arrays).
-const TRANSPORTS: usize = 3;
+const TRANSPORTS: usize = 4;
 
 impl Transport {
     fn name(i: usize) -> &'static str {
-        ["grpc", "http", "kafka"][i]
+        ["grpc", "http", "kafka", "scrape"][i]
     }
 
     /// The receiver a transport belongs to (the `receiver` label).
     fn receiver(i: usize) -> &'static str {
-        ["otlp", "otlp", "kafka"][i]
+        ["otlp", "otlp", "kafka", "prometheus"][i]
     }
 }
 
@@ -293,9 +295,9 @@ impl ReceiverCounters {
         c.set(c.get() + 1);
     }
 
-    /// The counters, for telemetry; `kafka`: whether the core runs a Kafka consumer (its
-    /// series are published only then).
-    pub fn snapshot(&self, kafka: bool) -> ReceiverSnapshot {
+    /// The counters, for telemetry; `kafka`, `prometheus`: whether the core runs a Kafka
+    /// consumer, Prometheus scrapes (their series are published only then).
+    pub fn snapshot(&self, kafka: bool, prometheus: bool) -> ReceiverSnapshot {
         let mut counts = [[[0; 3]; TRANSPORTS]; 3];
         for (s, by_transport) in counts.iter_mut().enumerate() {
             for (t, c) in by_transport.iter_mut().enumerate() {
@@ -306,7 +308,11 @@ impl ReceiverCounters {
                 ];
             }
         }
-        ReceiverSnapshot { counts, kafka }
+        ReceiverSnapshot {
+            counts,
+            kafka,
+            prometheus,
+        }
     }
 }
 
@@ -317,12 +323,17 @@ pub struct ReceiverSnapshot {
     pub counts: [[[u64; 3]; TRANSPORTS]; 3],
     /// Whether the core runs a Kafka consumer.
     pub kafka: bool,
+    /// Whether the core runs Prometheus scrapes.
+    pub prometheus: bool,
 }
 
 impl ReceiverSnapshot {
     /// The transports whose series this core publishes.
     fn transports(&self) -> impl Iterator<Item = usize> + '_ {
-        (0..TRANSPORTS).filter(|t| *t != Transport::Kafka as usize || self.kafka)
+        (0..TRANSPORTS).filter(|t| {
+            (*t != Transport::Kafka as usize || self.kafka)
+                && (*t != Transport::Scrape as usize || self.prometheus)
+        })
     }
 }
 

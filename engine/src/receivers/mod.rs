@@ -8,6 +8,8 @@
 //!   the bounds on the connections they serve.
 //! - [`kafka`]: one consumer of the group per core; consecutive messages of one signal
 //!   ingested as one request, offsets committed only once their data was handed on.
+//! - [`prometheus`]: scrapes Prometheus targets, each owned by one core, and ingests what it
+//!   scrapes as OTLP metrics (translated by `shardtel_protocol::exposition`).
 //!
 //! A receiver for another format translates to OTLP protobuf once, on the receiving core, and
 //! enters the same intake. Uses the pipeline (through the intake), the memory limiter and
@@ -17,5 +19,6 @@ pub mod decode;
 pub mod intake;
 pub mod kafka;
 pub mod otlp;
+pub mod prometheus;
 
 pub use intake::{InflightGuard, Intake, Limits, ReceiverCounters, ReceiverSnapshot, Transport};

@@ -26,6 +26,7 @@ mod receive;
 mod routing;
 mod sampling;
 mod sampling_memory;
+mod scrape;
 mod shutdown;
 mod stack_example;
 mod test_config;

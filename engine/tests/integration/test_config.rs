@@ -321,6 +321,12 @@ impl Component {
             .set("group_id", group_id)
     }
 
+    /// A Prometheus scrape receiver with `scrape_configs` (tables of Prometheus's keys).
+    pub fn prometheus_receiver(scrape_configs: Vec<Table>) -> Self {
+        let configs = scrape_configs.into_iter().map(Value::Table).collect();
+        Self(Table::new()).set("scrape_configs", Value::Array(configs))
+    }
+
     // ---- processors ----
 
     /// An attributes processor with `actions`, in this order.
