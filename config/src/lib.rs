@@ -32,7 +32,8 @@
 //!   `engine`'s `Durability`).
 //! - Components with types of their own: `processors` (on `attributes`, `filter`,
 //!   `memory_limiter`; holds `tail_sampling`), `kafka` and `storage` (exporter types on
-//!   `delivery` and `endpoint`), `receivers` (on `kafka`), then `exporters` (the `[exporters.*]`
+//!   `delivery` and `endpoint`), `format_receivers` (`zipkin`, `jaeger`, `fluentforward`),
+//!   `receivers` (on `kafka` and `format_receivers`), then `exporters` (the `[exporters.*]`
 //!   dispatch over every exporter type).
 //! - `validate`: checks across sections, on the whole [`Config`], which this file defines.
 //!
@@ -80,6 +81,7 @@ mod env;
 mod error;
 mod exporters;
 mod filter;
+mod format_receivers;
 mod kafka;
 mod memory_limiter;
 mod pipelines;
@@ -112,6 +114,9 @@ pub use exporters::{
 pub use filter::{
     AttributeMatch, FilterConfig, FilterRules, MatchProperties, MatchType, SeverityMatch,
     StatusCode, SPAN_KINDS,
+};
+pub use format_receivers::{
+    FluentForwardReceiverConfig, JaegerReceiverConfig, ListenerLimits, ZipkinReceiverConfig,
 };
 pub use kafka::{
     check_broker, default_topic, InitialOffset, KafkaAcks, KafkaAuth, KafkaCompression,
@@ -854,9 +859,9 @@ exporters = ["otlp", "tempo", "file", "blackhole"]
              shardtel.toml:6: exporters.f.batch.max_item: unknown key (allowed: max_items, max_bytes, timeout)"
         );
         assert_eq!(
-            err(&BASE.replace("[receivers.otlp]", "[receivers.otlp]\nprotocols = {}\n[receivers.jaeger]")),
+            err(&BASE.replace("[receivers.otlp]", "[receivers.otlp]\nprotocols = {}\n[receivers.statsd]")),
             "shardtel.toml:2: receivers.otlp.protocols: unknown key (allowed: grpc, http, max_recv_msg_size, max_concurrent_streams, max_connections, tls, auth)\n\
-             shardtel.toml:3: receivers.jaeger: unknown key (allowed: otlp, kafka)"
+             shardtel.toml:3: receivers.statsd: unknown key (allowed: otlp, kafka, zipkin, jaeger, fluentforward)"
         );
         assert_eq!(
             err(&format!("{BASE}name = \"x\"\n[pipelines.spans]\nreceivers = []\n")),
