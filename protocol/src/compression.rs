@@ -91,6 +91,12 @@ pub fn decompress(enc: Encoding, data: &[u8], max_len: usize) -> Result<Bytes, D
     }
 }
 
+/// Decompresses a zlib stream (HTTP `Content-Encoding: deflate`, which Zipkin clients send),
+/// failing with [`DecompressError::TooLarge`] as soon as the output would exceed `max_len`.
+pub fn inflate_zlib(data: &[u8], max_len: usize) -> Result<Bytes, DecompressError> {
+    read_bounded(flate2::read::ZlibDecoder::new(data), data.len(), max_len)
+}
+
 fn read_bounded(
     reader: impl Read,
     compressed_len: usize,

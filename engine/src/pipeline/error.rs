@@ -70,6 +70,10 @@ pub enum IngestError {
     /// Content type or encoding not supported (the message names the value and what is).
     #[error("{0}")]
     Unsupported(String),
+    /// A request of another format (Zipkin, Jaeger, Fluent Forward) that does not translate to
+    /// OTLP; the message names what is wrong.
+    #[error("{0}")]
+    Invalid(String),
 }
 
 /// The protobuf message a request of `signal` carries.
@@ -108,6 +112,7 @@ impl IngestError {
             | IngestError::DecompressMessage(_)
             | IngestError::DecompressBody(_)
             | IngestError::Json(_)
+            | IngestError::Invalid(_)
             | IngestError::TooLargeToLog(_) => Class::Invalid,
             IngestError::TooLarge { .. } => Class::TooLarge,
             IngestError::Overloaded(_)

@@ -28,8 +28,11 @@ use shardtel_config::Config;
 
 use crate::memory_limiter::MemorySetup;
 use crate::pipeline::{BuildError, MeshEnds, Pipeline};
+use crate::receivers::fluentforward::FluentForwardServer;
+use crate::receivers::jaeger::JaegerServer;
 use crate::receivers::kafka::{KafkaReceiverError, KafkaReceiverHandle};
 use crate::receivers::otlp::{BindError, OtlpServer};
+use crate::receivers::zipkin::ZipkinServer;
 use crate::receivers::Intake;
 use crate::telemetry::{Board, CoreState};
 use snapshot::CoreSnapshot;
@@ -71,6 +74,9 @@ pub enum StartError {
     /// The Kafka consumer could not start.
     #[error(transparent)]
     Kafka(#[from] KafkaReceiverError),
+    /// A zipkin, jaeger or fluentforward listener could not be bound.
+    #[error(transparent)]
+    Listener(#[from] crate::receivers::listener::BindError),
 }
 
 /// A core that failed to start: which one, and why.
@@ -106,6 +112,9 @@ pub struct Core {
 struct Receivers {
     otlp: Option<OtlpServer>,
     kafka: Option<KafkaReceiverHandle>,
+    zipkin: Option<ZipkinServer>,
+    jaeger: Option<JaegerServer>,
+    fluentforward: Option<FluentForwardServer>,
 }
 
 impl Core {

@@ -10,7 +10,7 @@ use super::{Core, CoreSetup, Receivers, StartError};
 use crate::durability;
 use crate::memory_limiter::{default_inflight_bytes, CoreLimiter};
 use crate::pipeline::Pipeline;
-use crate::receivers::{kafka, otlp, Intake, Limits};
+use crate::receivers::{fluentforward, jaeger, kafka, otlp, zipkin, Intake, Limits};
 
 /// A started core and the tasks that already run: the mesh consumers (one per peer) and,
 /// with durability, the recovery of the ingest log.
@@ -108,13 +108,33 @@ pub(super) async fn start(setup: CoreSetup) -> Result<Started, StartError> {
     };
     // Kafka receiver: this core's consumer of the group (stops polling when draining starts).
     let kafka = kafka::start(intake.clone(), &config)?;
+    // Other formats, translated to OTLP on this core.
+    let r = &config.receivers;
+    let zipkin = match &r.zipkin {
+        Some(z) => Some(zipkin::start(intake.clone(), z, cores)?),
+        None => None,
+    };
+    let jaeger = match &r.jaeger {
+        Some(j) => Some(jaeger::start(intake.clone(), j, cores)?),
+        None => None,
+    };
+    let fluentforward = match &r.fluentforward {
+        Some(f) => Some(fluentforward::start(intake.clone(), f, cores)?),
+        None => None,
+    };
 
     Ok(Started {
         core: Rc::new(Core {
             id,
             pipeline,
             intake,
-            receivers: Receivers { otlp, kafka },
+            receivers: Receivers {
+                otlp,
+                kafka,
+                zipkin,
+                jaeger,
+                fluentforward,
+            },
             board,
             shutdown_timeout: config.engine.shutdown_timeout,
         }),
