@@ -2,6 +2,7 @@
 //! files. One binary, a module per feature.
 
 mod cli;
+mod clients;
 mod connections;
 mod docs;
 mod durability;
@@ -24,3 +25,4 @@ mod sampling;
 mod sampling_memory;
 mod shutdown;
 mod test_config;
+mod zipkin;
