@@ -11,6 +11,7 @@ mod forward;
 mod gen;
 mod grpc_client;
 mod harness;
+mod jaeger;
 mod kafka;
 mod kafka_auth;
 mod kafka_restart;
