@@ -7,6 +7,7 @@ mod connections;
 mod docs;
 mod durability;
 mod errors;
+mod fluentforward;
 mod forward;
 mod gen;
 mod grpc_client;

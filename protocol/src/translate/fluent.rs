@@ -62,9 +62,6 @@ pub enum FluentError {
     /// than the limit).
     #[error("compressed entries: {0}")]
     Decompress(#[from] crate::compression::DecompressError),
-    /// An unknown `compressed` option.
-    #[error("unsupported compression {0:?} (only gzip)")]
-    Compression(String),
 }
 
 /// What an event asks of the receiver besides its records.
@@ -171,8 +168,8 @@ pub fn translate_event(
                 Default::default()
             };
             let decompressed;
+            // Only "gzip" is a compression (npm's fluent-logger sends "text" for none).
             let entries = match options.1.as_deref() {
-                None => packed,
                 Some("gzip") => {
                     decompressed = crate::compression::decompress(
                         crate::compression::Encoding::Gzip,
@@ -181,7 +178,7 @@ pub fn translate_event(
                     )?;
                     &decompressed[..]
                 }
-                Some(other) => return Err(FluentError::Compression(other.to_string())),
+                _ => packed,
             };
             let mut er = Reader::new(entries);
             let mut records = Vec::new();
@@ -499,6 +496,15 @@ mod tests {
         let mut packed = W(Vec::new());
         packed.array(2).str("t").bin(entries);
         assert_eq!(translate(&packed.0).unwrap().1, forward);
+        // npm's fluent-logger marks uncompressed entries `compressed: "text"`.
+        let mut text = W(Vec::new());
+        text.array(3)
+            .str("t")
+            .bin(entries)
+            .map(1)
+            .str("compressed")
+            .str("text");
+        assert_eq!(translate(&text.0).unwrap().1, forward);
         let gz = {
             use std::io::Write;
             let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());

@@ -1,6 +1,6 @@
 """Sends records with PyPI's fluent-logger (Message mode; it has no acknowledgements):
 
-    python fluent.py PORT TAG N
+    python fluent_message.py PORT TAG N
 
 Prints the records it sent as JSON ([{time_ns, record}]); exits 1 if an emit failed.
 """
