@@ -17,6 +17,8 @@ use shardtel_protocol::proto::common::v1::{any_value, AnyValue, KeyValue, KeyVal
 use shardtel_protocol::proto::trace::v1::{span, Span, Status};
 
 use crate::gen::kv;
+use crate::harness::{free_port, read_traces, wait_until, Shardtel};
+use crate::otelcol::{otelcol_bin, Otelcol};
 
 /// Where the scripts are.
 pub const SCRIPTS: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../tests/peers/clients");
@@ -245,4 +247,82 @@ pub fn canonical(mut span: Span) -> Span {
         span.status = Some(Status::default());
     }
     span
+}
+
+/// The OpenTelemetry Collector's zipkin, jaeger and fluentforward receivers forwarding over
+/// OTLP/gRPC to a shardtel that writes what arrives to files
+/// (`tests/peers/otelcol/configs/receivers-forward.yaml`).
+pub struct CollectorPath {
+    pub otelcol: Otelcol,
+    /// The shardtel behind it (OTLP in, file exporters out).
+    pub shardtel: Shardtel,
+    pub zipkin: u16,
+    pub jaeger_grpc: u16,
+    pub jaeger_thrift: u16,
+    pub fluent: u16,
+}
+
+impl CollectorPath {
+    /// Starts both; `None` without a Collector binary (see [`otelcol_bin`]).
+    pub fn start(test: &str) -> Option<Self> {
+        let bin = otelcol_bin(test)?;
+        let shardtel = Shardtel::start_config(|c| c.file_pipelines());
+        let (zipkin, jaeger_grpc, jaeger_thrift, fluent) =
+            (free_port(), free_port(), free_port(), free_port());
+        let at = |p: u16| format!("127.0.0.1:{p}");
+        let otelcol = Otelcol::start(
+            &bin,
+            "receivers-forward",
+            &[
+                ("OTELCOL_ZIPKIN_ENDPOINT", at(zipkin)),
+                ("OTELCOL_JAEGER_GRPC_ENDPOINT", at(jaeger_grpc)),
+                ("OTELCOL_JAEGER_THRIFT_ENDPOINT", at(jaeger_thrift)),
+                ("OTELCOL_FLUENT_ENDPOINT", at(fluent)),
+                ("SHARDTEL_GRPC_ENDPOINT", at(shardtel.ports.grpc)),
+            ],
+        );
+        for port in [zipkin, jaeger_grpc, jaeger_thrift, fluent] {
+            assert!(
+                wait_until(20, || std::net::TcpStream::connect(("127.0.0.1", port))
+                    .is_ok()),
+                "the Collector's receiver on {port} did not listen; log:\n{}",
+                otelcol.log()
+            );
+        }
+        Some(CollectorPath {
+            otelcol,
+            shardtel,
+            zipkin,
+            jaeger_grpc,
+            jaeger_thrift,
+            fluent,
+        })
+    }
+}
+
+/// One span with its resource's attributes and its scope, in canonical form.
+pub type SpanInContext = (Vec<KeyValue>, (String, String), Span);
+
+/// Every span in the file exporter's output under `dir`, with its resource and scope, in
+/// canonical form, ordered by span id.
+pub fn spans_in_context(dir: &Path) -> Vec<SpanInContext> {
+    let mut out = Vec::new();
+    for (_, req) in read_traces(dir) {
+        for rs in req.resource_spans {
+            let resource = sorted(rs.resource.unwrap_or_default().attributes);
+            for ss in rs.scope_spans {
+                let scope = ss.scope.unwrap_or_default();
+                for span in ss.spans {
+                    out.push((
+                        resource.clone(),
+                        (scope.name.clone(), scope.version.clone()),
+                        canonical(span),
+                    ));
+                }
+            }
+        }
+    }
+    out.sort_by(|a, b| a.2.span_id.cmp(&b.2.span_id));
+    out.dedup();
+    out
 }

@@ -17,7 +17,7 @@ use shardtel_protocol::proto::common::v1::AnyValue;
 use shardtel_protocol::proto::logs::v1::LogRecord;
 use shardtel_protocol::Signal;
 
-use crate::clients::{clients_dir, run_json, sorted, typed, SCRIPTS};
+use crate::clients::{clients_dir, run_json, sorted, typed, CollectorPath, SCRIPTS};
 use crate::gen::{kv, s};
 use crate::harness::{free_port, read_lines, wait_until, Shardtel};
 use crate::test_config::{Batch, Component, Pipeline};
@@ -218,4 +218,40 @@ fn a_malformed_event_closes_its_connection_after_the_good_ones() {
         )
     };
     assert!(wait_until(5, || failed() == 1), "{}", failed());
+}
+
+#[test]
+fn the_collectors_fluentforward_receiver_and_shardtels_agree() {
+    let test = "fluentforward::the_collectors_fluentforward_receiver_and_shardtels_agree";
+    let Some(dir) = clients_dir(test) else { return };
+    let Some(collector) = CollectorPath::start(test) else {
+        return;
+    };
+    let port = free_port();
+    let direct = start(port, Duration::from_millis(50));
+    for target in [port, collector.fluent] {
+        for mode in ["Message", "PackedForward", "CompressedPackedForward"] {
+            node_send(
+                &dir,
+                target,
+                mode,
+                &format!("cmp.{}", mode.to_lowercase()),
+                10,
+            );
+        }
+    }
+    let via = &collector.shardtel;
+    let all = |st: &Shardtel| {
+        let mut records = records_in(&st.out());
+        records.sort_by_key(|r| (r.time_unix_nano, format!("{:?}", r.attributes)));
+        records
+    };
+    assert!(
+        wait_until(20, || all(&direct).len() == 30 && all(via).len() == 30),
+        "direct {}, through the Collector {} of 30; Collector log:\n{}",
+        all(&direct).len(),
+        all(via).len(),
+        collector.otelcol.log()
+    );
+    assert_eq!(all(&direct), all(via));
 }

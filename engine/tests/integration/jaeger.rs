@@ -7,7 +7,10 @@
 use shardtel_protocol::proto::trace::v1::span::{Event, Link};
 use shardtel_protocol::proto::trace::v1::{Span, Status};
 
-use crate::clients::{canonical, clients_dir, send_spans, sorted, typed, us_round, SdkSpan};
+use crate::clients::{
+    canonical, clients_dir, send_spans, sorted, spans_in_context, typed, us_round, CollectorPath,
+    SdkSpan,
+};
 use crate::gen::{kv, s};
 use crate::grpc_client::{frame, GrpcClient};
 use crate::harness::{free_port, read_traces, spans_in, tokio_runtime, wait_until, Shardtel};
@@ -243,4 +246,44 @@ fn bad_batches_get_clear_errors_and_nothing_else_is_lost() {
         )
     };
     assert!(wait_until(5, || failed("thrift_http") == 2 && failed("grpc") == 1));
+}
+
+#[test]
+fn the_collectors_jaeger_receiver_and_shardtels_agree() {
+    let test = "jaeger::the_collectors_jaeger_receiver_and_shardtels_agree";
+    let Some(dir) = clients_dir(test) else { return };
+    let Some(collector) = CollectorPath::start(test) else {
+        return;
+    };
+    let (grpc, thrift) = (free_port(), free_port());
+    let direct = start(grpc, thrift);
+    let mut sent = 0;
+    for (grpc, thrift) in [
+        (grpc, thrift),
+        (collector.jaeger_grpc, collector.jaeger_thrift),
+    ] {
+        let url = format!("http://127.0.0.1:{thrift}/api/traces");
+        sent = send_spans(&dir, "jaeger", "jaeger-thrift", &url, 7).len();
+        sent += send_spans(
+            &dir,
+            "jaeger",
+            "jaeger-grpc",
+            &format!("127.0.0.1:{grpc}"),
+            8,
+        )
+        .len();
+    }
+    let via = &collector.shardtel;
+    assert!(
+        wait_until(20, || spans_in_context(&direct.out()).len() == sent
+            && spans_in_context(&via.out()).len() == sent),
+        "direct {}, through the Collector {} of {sent}; Collector log:\n{}",
+        spans_in_context(&direct.out()).len(),
+        spans_in_context(&via.out()).len(),
+        collector.otelcol.log()
+    );
+    assert_eq!(
+        spans_in_context(&direct.out()),
+        spans_in_context(&via.out())
+    );
 }

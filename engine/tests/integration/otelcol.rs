@@ -49,7 +49,7 @@ const CONFIGS: &str = concat!(
 
 /// The Collector binary from `SHARDTEL_OTELCOL_BIN`. `None` only when it is missing and
 /// `SHARDTEL_OTELCOL_OPTIONAL=1` (after a loud message); panics otherwise.
-fn otelcol_bin(test: &str) -> Option<PathBuf> {
+pub(crate) fn otelcol_bin(test: &str) -> Option<PathBuf> {
     let bin = std::env::var_os("SHARDTEL_OTELCOL_BIN").map(PathBuf::from);
     if let Some(bin) = bin.filter(|b| b.is_file()) {
         return Some(bin);
@@ -70,7 +70,7 @@ fn otelcol_bin(test: &str) -> Option<PathBuf> {
 }
 
 /// A running OpenTelemetry Collector with its own directory (log, file exporter output).
-struct Otelcol {
+pub(crate) struct Otelcol {
     child: Option<Child>,
     dir: tempfile::TempDir,
     grpc: u16,
@@ -82,7 +82,7 @@ impl Otelcol {
     /// Starts `bin` on `configs/<config>.yaml` with the receiver, metrics and output-directory
     /// variables set, plus `env`; waits until its OTLP receivers and metrics endpoint accept
     /// connections (the Collector starts its receivers last, after the exporters).
-    fn start(bin: &Path, config: &str, env: &[(&str, String)]) -> Self {
+    pub(crate) fn start(bin: &Path, config: &str, env: &[(&str, String)]) -> Self {
         let dir = tempfile::tempdir().unwrap();
         std::fs::create_dir(dir.path().join("out")).unwrap();
         let (grpc, http, metrics) = (free_port(), free_port(), free_port());
@@ -129,7 +129,7 @@ impl Otelcol {
         }
     }
 
-    fn log(&self) -> String {
+    pub(crate) fn log(&self) -> String {
         std::fs::read_to_string(self.dir.path().join("otelcol.log")).unwrap_or_default()
     }
 

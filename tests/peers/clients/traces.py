@@ -39,7 +39,8 @@ class SeededIds(IdGenerator):
 def make_spans(seed):
     memory = InMemorySpanExporter()
     provider = TracerProvider(
-        resource=Resource.create({"service.name": "checkout", "deployment.environment": "test"}),
+        resource=Resource.create({"service.name": "checkout", "service.instance.id": "checkout-1",
+                                  "deployment.environment": "test"}),
         id_generator=SeededIds(seed),
     )
     provider.add_span_processor(SimpleSpanProcessor(memory))
