@@ -34,6 +34,10 @@ pub const TAG_ATTRIBUTE: &str = "fluent.tag";
 pub const MAX_ENTRIES: usize = 1_000_000;
 /// Most options an event may carry (the Collector's bound).
 pub const MAX_OPTIONS: usize = 1_000;
+/// Deepest nesting of arrays and maps in a record's values: each level is three levels of
+/// OTLP messages (`AnyValue`, `KeyValueList`, `KeyValue`), and decoders stop at 100 (prost's
+/// recursion limit).
+pub const MAX_VALUE_DEPTH: usize = 16;
 
 /// Why an event was refused. The connection it came on cannot continue (the stream's
 /// framing is lost or the client sent something else than Fluent Forward).
@@ -244,7 +248,7 @@ fn log_record<'a>(
         let mut a = attributes;
         for (key, value) in pairs {
             let key = map_key(key)?;
-            let value = value_of(value)?;
+            let value = value_of(value, 0)?;
             if key == "message" || key == "log" {
                 body = value;
             } else {
@@ -268,8 +272,14 @@ fn map_key(key: Msg<'_>) -> Result<Cow<'_, str>, FluentError> {
     }
 }
 
-/// A value as the Collector maps it (see the module docs).
-fn value_of(v: Msg<'_>) -> Result<Value<'_>, FluentError> {
+/// A value as the Collector maps it (see the module docs), nested at most
+/// [`MAX_VALUE_DEPTH`] deep.
+fn value_of(v: Msg<'_>, depth: usize) -> Result<Value<'_>, FluentError> {
+    if depth > MAX_VALUE_DEPTH && matches!(v, Msg::Array(_) | Msg::Map(_)) {
+        return Err(FluentError::Event(
+            "a record value nests arrays or maps more than 16 levels deep",
+        ));
+    }
     Ok(match v {
         Msg::Nil => Value::Empty,
         Msg::Bool(b) => Value::Bool(b),
@@ -288,13 +298,13 @@ fn value_of(v: Msg<'_>) -> Result<Value<'_>, FluentError> {
         Msg::Array(items) => Value::Array(
             items
                 .into_iter()
-                .map(value_of)
+                .map(|item| value_of(item, depth + 1))
                 .collect::<Result<Vec<_>, _>>()?,
         ),
         Msg::Map(pairs) => {
             let mut m = Attributes::with_capacity(pairs.len());
             for (k, v) in pairs {
-                m.put(map_key(k)?, value_of(v)?);
+                m.put(map_key(k)?, value_of(v, depth + 1)?);
             }
             Value::Map(m)
         }
