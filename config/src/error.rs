@@ -343,6 +343,22 @@ pub enum ConfigErrorKind {
     /// No `[pipelines.*]` table.
     #[error("no pipeline is defined (define at least one of [pipelines.traces], [pipelines.metrics], [pipelines.logs])")]
     NoPipelines,
+    /// A receiver with every listener disabled.
+    #[error("every listener ({}) is disabled (enable at least one)", .keys.join(", "))]
+    NoListener {
+        /// The listener keys.
+        keys: &'static [&'static str],
+    },
+    /// A receiver in the pipeline of a signal it does not receive.
+    #[error("receiver {name:?} receives {supported} only; remove it from the {signal} pipeline")]
+    ReceiverSignal {
+        /// The receiver's name.
+        name: String,
+        /// The signal it receives.
+        supported: shardtel_protocol::Signal,
+        /// The pipeline's signal.
+        signal: shardtel_protocol::Signal,
+    },
     /// `[receivers.otlp]` with both protocols disabled.
     #[error("grpc and http are both disabled (enable at least one)")]
     NoOtlpProtocol,
@@ -573,16 +589,6 @@ pub enum ConfigErrorKind {
         /// Its type.
         ty: &'static str,
         /// The signal it exports.
-        supported: shardtel_protocol::Signal,
-        /// The pipeline's signal.
-        signal: shardtel_protocol::Signal,
-    },
-    /// A receiver in the pipeline of a signal it does not receive.
-    #[error("receiver {name:?} receives {supported} only; remove it from the {signal} pipeline")]
-    ReceiverSignal {
-        /// The receiver.
-        name: String,
-        /// The signal it receives.
         supported: shardtel_protocol::Signal,
         /// The pipeline's signal.
         signal: shardtel_protocol::Signal,

@@ -79,6 +79,10 @@ pub enum IngestError {
     /// `[receivers.otlp.auth]` is set and the request carries no accepted bearer token.
     #[error("{}", .0.message())]
     Unauthenticated(TokenProblem),
+    /// A request of another format (Zipkin, Jaeger, Fluent Forward) that does not translate to
+    /// OTLP; the message names what is wrong.
+    #[error("{0}")]
+    Invalid(String),
 }
 
 /// What is wrong with a request's credentials (never the token itself).
@@ -159,6 +163,7 @@ impl IngestError {
             | IngestError::DecompressMessage(_)
             | IngestError::DecompressBody(_)
             | IngestError::Json(_)
+            | IngestError::Invalid(_)
             | IngestError::TooLargeToLog(_) => Class::Invalid,
             IngestError::TooLarge { .. } => Class::TooLarge,
             IngestError::Overloaded(_)

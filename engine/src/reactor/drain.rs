@@ -33,6 +33,15 @@ pub(super) async fn drain(serving: Serving) {
         })
         .await;
     }
+    if let Some(zipkin) = &core.receivers.zipkin {
+        zipkin.stop_accepting().await;
+    }
+    if let Some(jaeger) = &core.receivers.jaeger {
+        jaeger.stop_accepting().await;
+    }
+    if let Some(fluentforward) = &core.receivers.fluentforward {
+        fluentforward.stop_accepting().await;
+    }
     // In-flight requests finish.
     while core.intake.requests_in_flight() > 0 && Instant::now() < deadline {
         glommio::timer::sleep(std::time::Duration::from_millis(10)).await;

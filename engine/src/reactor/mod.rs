@@ -33,9 +33,12 @@ use shardtel_config::Config;
 use crate::durability::Checkpoints;
 use crate::memory_limiter::MemorySetup;
 use crate::pipeline::{BuildError, ExporterTls, MeshEnds, Pipeline};
+use crate::receivers::fluentforward::FluentForwardServer;
+use crate::receivers::jaeger::JaegerServer;
 use crate::receivers::kafka::{KafkaReceiverError, KafkaReceiverHandle};
 use crate::receivers::otlp::{BindError, OtlpSecurity, OtlpServer};
 use crate::receivers::prometheus::{PrometheusReceiverHandle, TargetError};
+use crate::receivers::zipkin::ZipkinServer;
 use crate::receivers::Intake;
 use crate::telemetry::{Board, CoreState};
 use snapshot::CoreSnapshot;
@@ -86,6 +89,9 @@ pub enum StartError {
     /// A Prometheus scrape target could not be set up.
     #[error(transparent)]
     Prometheus(#[from] TargetError),
+    /// A zipkin, jaeger or fluentforward listener could not be bound.
+    #[error(transparent)]
+    Listener(#[from] crate::receivers::listener::BindError),
 }
 
 /// A core that failed to start: which one, and why.
@@ -122,6 +128,9 @@ struct Receivers {
     otlp: Option<OtlpServer>,
     kafka: Option<KafkaReceiverHandle>,
     prometheus: Option<PrometheusReceiverHandle>,
+    zipkin: Option<ZipkinServer>,
+    jaeger: Option<JaegerServer>,
+    fluentforward: Option<FluentForwardServer>,
 }
 
 impl Core {

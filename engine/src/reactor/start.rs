@@ -10,7 +10,7 @@ use super::{Core, CoreSetup, Receivers, StartError};
 use crate::durability;
 use crate::memory_limiter::{default_inflight_bytes, CoreLimiter};
 use crate::pipeline::Pipeline;
-use crate::receivers::{kafka, otlp, prometheus, Intake, Limits};
+use crate::receivers::{fluentforward, jaeger, kafka, otlp, prometheus, zipkin, Intake, Limits};
 
 /// A started core and the tasks that already run: the mesh consumers (one per peer) and,
 /// with durability, the recovery of the ingest log.
@@ -123,6 +123,20 @@ pub(super) async fn start(setup: CoreSetup) -> Result<Started, StartError> {
     let kafka = kafka::start(intake.clone(), &config)?;
     // Prometheus scrapes: the targets this core owns.
     let prometheus = prometheus::start(intake.clone(), &config, cores)?;
+    // Other formats, translated to OTLP on this core.
+    let r = &config.receivers;
+    let zipkin = match &r.zipkin {
+        Some(z) => Some(zipkin::start(intake.clone(), z, cores)?),
+        None => None,
+    };
+    let jaeger = match &r.jaeger {
+        Some(j) => Some(jaeger::start(intake.clone(), j, cores)?),
+        None => None,
+    };
+    let fluentforward = match &r.fluentforward {
+        Some(f) => Some(fluentforward::start(intake.clone(), f, cores)?),
+        None => None,
+    };
 
     Ok(Started {
         core: Rc::new(Core {
@@ -133,6 +147,9 @@ pub(super) async fn start(setup: CoreSetup) -> Result<Started, StartError> {
                 otlp,
                 kafka,
                 prometheus,
+                zipkin,
+                jaeger,
+                fluentforward,
             },
             board,
             shutdown_timeout: config.engine.shutdown_timeout,

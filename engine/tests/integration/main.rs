@@ -3,15 +3,18 @@
 
 mod backends;
 mod cli;
+mod clients;
 mod connections;
 mod docs;
 mod durability;
 mod errors;
+mod fluentforward;
 mod forward;
 mod gen;
 mod grpc_client;
 mod hardening;
 mod harness;
+mod jaeger;
 mod jaeger_backend;
 mod kafka;
 mod kafka_auth;
@@ -33,3 +36,4 @@ mod test_config;
 mod tls;
 mod victorialogs;
 mod victoriametrics;
+mod zipkin;

@@ -327,6 +327,24 @@ impl Component {
         Self(Table::new()).set("scrape_configs", Value::Array(configs))
     }
 
+    /// A `[receivers.zipkin]` on 127.0.0.1:`port`.
+    pub fn zipkin_receiver(port: u16) -> Self {
+        Self(Table::new()).set("endpoint", format!("127.0.0.1:{port}"))
+    }
+
+    /// A `[receivers.jaeger]` with gRPC on 127.0.0.1:`grpc` and Thrift over HTTP on
+    /// 127.0.0.1:`thrift_http`.
+    pub fn jaeger_receiver(grpc: u16, thrift_http: u16) -> Self {
+        Self(Table::new())
+            .set("grpc", format!("127.0.0.1:{grpc}"))
+            .set("thrift_http", format!("127.0.0.1:{thrift_http}"))
+    }
+
+    /// A `[receivers.fluentforward]` on 127.0.0.1:`port`.
+    pub fn fluentforward_receiver(port: u16) -> Self {
+        Self(Table::new()).set("endpoint", format!("127.0.0.1:{port}"))
+    }
+
     // ---- processors ----
 
     /// An attributes processor with `actions`, in this order.
