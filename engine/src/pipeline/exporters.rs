@@ -11,6 +11,7 @@ use shardtel_config::Config;
 use shardtel_protocol::reframe::Encoded;
 use shardtel_protocol::scan::SpanBatch;
 use shardtel_protocol::Signal;
+use shardtel_sinks::prometheus::InvalidReason;
 use shardtel_sinks::{DiskQueueSettings, DrainOutcome, ExportQueue, ExporterStats};
 use shardtel_tls::ClientTls;
 use shardtel_wal::WalStats;
@@ -258,7 +259,7 @@ impl Families for [ExporterSnapshot] {
                 }
             }
         }
-        let queue: [Column<ExporterStats>; 3] = [
+        let queue: [Column<ExporterStats>; 4] = [
             (
                 "shardtel_exporter_queue_size_bytes",
                 MetricType::Gauge,
@@ -277,6 +278,12 @@ impl Families for [ExporterSnapshot] {
                 "Send attempts that were retried.",
                 |st| st.retries.into(),
             ),
+            (
+                "shardtel_exporter_conversion_panics_total",
+                MetricType::Counter,
+                "Batches whose conversion panicked (contained: the batch failed, the core lives).",
+                |st| st.conversion_panics.into(),
+            ),
         ];
         out.table(&queue, &rows(cores, None));
         let kafka = rows(cores, Some("kafka"));
@@ -286,6 +293,22 @@ impl Families for [ExporterSnapshot] {
         let prometheus = rows(cores, Some("prometheusremotewrite"));
         if !prometheus.is_empty() {
             out.table(&PROMETHEUS_CONVERSION, &prometheus);
+            let family = out.counter(
+                "shardtel_exporter_prometheus_dropped_invalid_points_total",
+                "Points dropped as unconvertible, by reason.",
+            );
+            for (core, e) in exporters().filter(|(_, e)| e.kind == "prometheusremotewrite") {
+                for reason in InvalidReason::ALL {
+                    family.sample(
+                        &[
+                            ("exporter", &e.name),
+                            ("core", &core),
+                            ("reason", &reason.as_str()),
+                        ],
+                        e.stats.prometheus.dropped_invalid_by_reason[reason as usize],
+                    );
+                }
+            }
         }
         let disk: Vec<(LabelValues, &WalStats)> = exporters()
             .filter_map(|(core, e)| {
@@ -359,7 +382,7 @@ const KAFKA_PRODUCER: [Column<ExporterStats>; 5] = [
 ];
 
 /// The `prometheusremotewrite` conversion series (only when such an exporter runs).
-const PROMETHEUS_CONVERSION: [Column<ExporterStats>; 8] = [
+const PROMETHEUS_CONVERSION: [Column<ExporterStats>; 7] = [
     (
         "shardtel_exporter_prometheus_samples_total",
         MetricType::Counter,
@@ -377,12 +400,6 @@ const PROMETHEUS_CONVERSION: [Column<ExporterStats>; 8] = [
         MetricType::Counter,
         "Points dropped because their series already had a sample at or after their time.",
         |st| st.prometheus.dropped_out_of_order.into(),
-    ),
-    (
-        "shardtel_exporter_prometheus_dropped_invalid_points_total",
-        MetricType::Counter,
-        "Points dropped as unconvertible (name, temporality, buckets, scale).",
-        |st| st.prometheus.dropped_invalid.into(),
     ),
     (
         "shardtel_exporter_prometheus_delta_resets_total",
