@@ -385,10 +385,16 @@ mod tests {
         assert_eq!(tls.reload_interval, Some(Duration::from_secs(60)));
         assert_eq!(zipkin.auth.as_ref().unwrap().bearer_tokens, ["t0k"]);
         let jaeger = config.receivers.jaeger.as_ref().unwrap();
-        assert_eq!(jaeger.tls.as_ref().unwrap().cert_file, PathBuf::from("/j.pem"));
+        assert_eq!(
+            jaeger.tls.as_ref().unwrap().cert_file,
+            PathBuf::from("/j.pem")
+        );
         assert!(jaeger.auth.as_ref().unwrap().bearer_token_file.is_some());
         let fluent = config.receivers.fluentforward.as_ref().unwrap();
-        assert_eq!(fluent.tls.as_ref().unwrap().key_file, PathBuf::from("/f.key"));
+        assert_eq!(
+            fluent.tls.as_ref().unwrap().key_file,
+            PathBuf::from("/f.key")
+        );
 
         let errors = Config::from_str_checked(&text, "t.toml", &EveryFileIsBad)
             .unwrap_err()
@@ -416,7 +422,10 @@ mod tests {
             "t.toml:2: receivers.fluentforward.auth: unknown key",
             "receivers.zipkin.tls.cert_file: ",
         ] {
-            assert!(errors.contains(expected), "missing {expected:?} in\n{errors}");
+            assert!(
+                errors.contains(expected),
+                "missing {expected:?} in\n{errors}"
+            );
         }
     }
 }

@@ -33,8 +33,14 @@ pub struct Receivers {
 
 impl Receivers {
     /// Receiver names (table keys) this build supports.
-    pub const SUPPORTED: &'static [&'static str] =
-        &["otlp", "kafka", "prometheus", "zipkin", "jaeger", "fluentforward"];
+    pub const SUPPORTED: &'static [&'static str] = &[
+        "otlp",
+        "kafka",
+        "prometheus",
+        "zipkin",
+        "jaeger",
+        "fluentforward",
+    ];
     /// Receivers shardtel plans (DESIGN.md) that this build does not implement yet.
     pub const PLANNED: &'static [&'static str] = &[];
 

@@ -397,7 +397,10 @@ pub(crate) fn check_files(
     let servers = [
         ("zipkin", r.zipkin.as_ref().map(|z| (&z.tls, &z.auth))),
         ("jaeger", r.jaeger.as_ref().map(|j| (&j.tls, &j.auth))),
-        ("fluentforward", r.fluentforward.as_ref().map(|f| (&f.tls, &None))),
+        (
+            "fluentforward",
+            r.fluentforward.as_ref().map(|f| (&f.tls, &None)),
+        ),
     ];
     for (receiver, (tls, auth)) in servers.into_iter().filter_map(|(n, t)| Some((n, t?))) {
         if let Some(tls) = tls {

@@ -26,6 +26,7 @@ pub mod kafka;
 pub mod listener;
 pub mod otlp;
 pub mod prometheus;
+pub mod security;
 pub mod zipkin;
 
 pub use intake::{
