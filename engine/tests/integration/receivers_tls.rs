@@ -7,8 +7,9 @@
 //! `tls`/`tlsOptions` (acknowledged events, over mTLS) and PyPI's fluent-logger (plaintext, to
 //! a TLS port). What is accepted arrives field by field as the receivers' own tests check it;
 //! what is refused gets its status (401 with `WWW-Authenticate`, `UNAUTHENTICATED`, a closed
-//! handshake), is counted under its receiver and transport, and writes nothing.
-//! Certificates are made per test (`tls::Pki`, rcgen).
+//! handshake), is counted under its receiver and transport, and writes nothing. A certificate
+//! rotated under `reload_interval` reaches new connections; `shardtel validate` names bad files
+//! of these tables. Certificates are made per test (`tls::Pki`, rcgen).
 
 use std::ffi::OsStr;
 use std::path::Path;
@@ -434,4 +435,73 @@ fn validate_checks_the_files_of_these_receivers() {
     ] {
         assert!(err.contains(expected), "missing {expected:?} in\n{err}");
     }
+}
+
+/// Copies `pair` to `cert` and `key` atomically (copy, then rename), as certificate tooling
+/// replaces files.
+fn install(pair: &Pair, cert: &Path, key: &Path) {
+    for (from, to) in [(&pair.cert, cert), (&pair.key, key)] {
+        let tmp = to.with_extension("tmp");
+        std::fs::copy(from, &tmp).unwrap();
+        std::fs::rename(&tmp, to).unwrap();
+    }
+}
+
+#[test]
+fn zipkin_picks_up_a_rotated_certificate_with_reload_interval() {
+    let test = "receivers_tls::zipkin_picks_up_a_rotated_certificate_with_reload_interval";
+    let Some(dir) = clients_dir(test) else { return };
+    let (old_ca, new_ca) = (Pki::new("old CA"), Pki::new("new CA"));
+    let files = tempfile::tempdir().unwrap();
+    let (cert, key) = (
+        files.path().join("server.pem"),
+        files.path().join("server.key"),
+    );
+    install(&old_ca.issue("server", Leaf::Server), &cert, &key);
+    let port = free_port();
+    let st = Shardtel::start_config(|c| {
+        c.receiver(
+            "zipkin",
+            Component::zipkin_receiver(port).server_tls(
+                &ReceiverTls::new(&cert, &key).reload_interval(std::time::Duration::from_secs(1)),
+            ),
+        )
+        .file_exporters()
+        .traces(Pipeline::otlp_to(&["file_traces"]).receivers(&["zipkin"]))
+    });
+    let url = format!("https://127.0.0.1:{port}/api/v2/spans");
+    let trusting = |pki: &Pki, seed: u64| {
+        let ca = pki.ca_file();
+        try_send_spans(
+            &dir,
+            "otel",
+            "zipkin-json",
+            &url,
+            seed,
+            &[("SHARDTEL_CA_FILE", ca.as_os_str())],
+        )
+    };
+    let before = trusting(&old_ca, 51)
+        .unwrap_or_else(|e| panic!("before the rotation: {e}\nlog:\n{}", st.log()));
+    install(&new_ca.issue("server", Leaf::Server), &cert, &key);
+    let mut seed = 52;
+    let after = crate::harness::wait_until(15, || {
+        seed += 1;
+        trusting(&new_ca, seed).is_ok()
+    });
+    assert!(
+        after,
+        "the new certificate was not served; log:\n{}",
+        st.log()
+    );
+    assert!(
+        st.log().contains("receivers.zipkin.tls: reloaded"),
+        "the reload is not logged under its table; log:\n{}",
+        st.log()
+    );
+    assert!(
+        trusting(&old_ca, 99).is_err(),
+        "the old certificate is still served"
+    );
+    crate::zipkin::check_delivered(&st, &before);
 }
