@@ -2,7 +2,9 @@
 //! formats other than OTLP, each translated to OTLP on the receiving core. Every listener
 //! defaults to 127.0.0.1 on its format's conventional port, and each table bounds what one
 //! request may hold, how many connections the process serves, and how long a connection may
-//! take to send a request or stay idle ([`ListenerLimits`]).
+//! take to send a request or stay idle ([`ListenerLimits`]). Their listeners speak TLS (and
+//! mTLS) with a `tls` table and, over HTTP and gRPC, require bearer tokens with an `auth`
+//! table: the same [`ServerTlsConfig`] and [`AuthConfig`] as `[receivers.otlp]`.
 
 use std::net::{Ipv4Addr, SocketAddr};
 use std::time::Duration;
@@ -11,6 +13,7 @@ use toml::de::DeValue;
 
 use crate::decode::{self, Decoder, Section};
 use crate::error::ConfigErrorKind;
+use crate::tls::{AuthConfig, ServerTlsConfig};
 
 /// Bounds every listener of these receivers has (flattened into its table).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -90,6 +93,10 @@ pub struct ZipkinReceiverConfig {
     pub parse_string_tags: bool,
     /// Size, connection and time bounds (default 4 MiB per request).
     pub limits: ListenerLimits,
+    /// `[receivers.zipkin.tls]`: TLS (and mTLS) on the listener; plaintext when absent.
+    pub tls: Option<ServerTlsConfig>,
+    /// `[receivers.zipkin.auth]`: bearer tokens every request must carry; none when absent.
+    pub auth: Option<AuthConfig>,
 }
 
 impl ZipkinReceiverConfig {
@@ -101,6 +108,8 @@ impl ZipkinReceiverConfig {
         "max_connections",
         "read_timeout",
         "idle_timeout",
+        "tls",
+        "auth",
     ];
 }
 
@@ -110,6 +119,8 @@ impl Default for ZipkinReceiverConfig {
             endpoint: local(9411),
             parse_string_tags: false,
             limits: ListenerLimits::with_size(4 << 20),
+            tls: None,
+            auth: None,
         }
     }
 }
@@ -126,6 +137,11 @@ pub struct JaegerReceiverConfig {
     pub max_concurrent_streams: u32,
     /// Size, connection and time bounds (default 4 MiB per request).
     pub limits: ListenerLimits,
+    /// `[receivers.jaeger.tls]`: TLS (and mTLS) on both listeners; plaintext when absent.
+    pub tls: Option<ServerTlsConfig>,
+    /// `[receivers.jaeger.auth]`: bearer tokens every request must carry (HTTP header or gRPC
+    /// metadata) on both listeners; none when absent.
+    pub auth: Option<AuthConfig>,
 }
 
 impl JaegerReceiverConfig {
@@ -138,6 +154,8 @@ impl JaegerReceiverConfig {
         "max_connections",
         "read_timeout",
         "idle_timeout",
+        "tls",
+        "auth",
     ];
 }
 
@@ -148,6 +166,8 @@ impl Default for JaegerReceiverConfig {
             thrift_http: Some(local(14268)),
             max_concurrent_streams: 256,
             limits: ListenerLimits::with_size(4 << 20),
+            tls: None,
+            auth: None,
         }
     }
 }
@@ -160,6 +180,9 @@ pub struct FluentForwardReceiverConfig {
     pub endpoint: SocketAddr,
     /// Size, connection and time bounds (default 8 MiB per event).
     pub limits: ListenerLimits,
+    /// `[receivers.fluentforward.tls]`: TLS (and mTLS) on the listener; plaintext when absent.
+    /// (The forward protocol's own shared-key handshake is not supported.)
+    pub tls: Option<ServerTlsConfig>,
 }
 
 impl FluentForwardReceiverConfig {
@@ -170,6 +193,7 @@ impl FluentForwardReceiverConfig {
         "max_connections",
         "read_timeout",
         "idle_timeout",
+        "tls",
     ];
 }
 
@@ -178,6 +202,7 @@ impl Default for FluentForwardReceiverConfig {
         FluentForwardReceiverConfig {
             endpoint: local(24224),
             limits: ListenerLimits::with_size(8 << 20),
+            tls: None,
         }
     }
 }
@@ -196,6 +221,8 @@ pub(crate) fn decode_zipkin(d: &mut Decoder<'_>, s: &Section<'_, '_>) -> ZipkinR
         endpoint: d.field_or(s, "endpoint", default.endpoint, address),
         parse_string_tags: d.field_or(s, "parse_string_tags", false, decode::boolean),
         limits: ListenerLimits::decode(d, s, default.limits),
+        tls: crate::tls::decode_server(d, s),
+        auth: crate::tls::decode_auth(d, s),
     }
 }
 
@@ -216,6 +243,8 @@ pub(crate) fn decode_jaeger(d: &mut Decoder<'_>, s: &Section<'_, '_>) -> JaegerR
             |v| Ok(decode::in_range(decode::count(v, u64::MAX)?, 1, u64::from(u32::MAX))? as u32),
         ),
         limits: ListenerLimits::decode(d, s, default.limits),
+        tls: crate::tls::decode_server(d, s),
+        auth: crate::tls::decode_auth(d, s),
     }
 }
 
@@ -227,11 +256,14 @@ pub(crate) fn decode_fluentforward(
     FluentForwardReceiverConfig {
         endpoint: d.field_or(s, "endpoint", default.endpoint, address),
         limits: ListenerLimits::decode(d, s, default.limits),
+        tls: crate::tls::decode_server(d, s),
     }
 }
 
 #[cfg(test)]
 mod tests {
+    use std::path::PathBuf;
+
     use crate::Config;
 
     use super::*;
@@ -305,6 +337,95 @@ mod tests {
             "t.toml:15: pipelines.logs.receivers: receiver \"jaeger\" receives traces only; remove it from the logs pipeline",
         ] {
             assert!(errors.contains(expected), "missing {expected:?} in\n{errors}");
+        }
+    }
+
+    /// Reports every file it is shown, to check that validation looks at these tables' files.
+    struct EveryFileIsBad;
+
+    impl crate::CheckFiles for EveryFileIsBad {
+        fn server_tls(&self, tls: &ServerTlsConfig) -> Vec<crate::FileProblem> {
+            vec![crate::FileProblem {
+                key: "cert_file",
+                path: tls.cert_file.clone(),
+                error: "bad cert_file".into(),
+            }]
+        }
+        fn client_tls(&self, _: &crate::ClientTlsConfig) -> Vec<crate::FileProblem> {
+            Vec::new()
+        }
+        fn auth(&self, auth: &AuthConfig) -> Vec<crate::FileProblem> {
+            auth.bearer_token_file
+                .iter()
+                .map(|p| crate::FileProblem {
+                    key: "bearer_token_file",
+                    path: p.clone(),
+                    error: "bad bearer_token_file".into(),
+                })
+                .collect()
+        }
+    }
+
+    #[test]
+    fn tls_and_auth_tables_are_read_and_their_files_checked() {
+        let text = format!(
+            "[receivers.zipkin]\n[receivers.zipkin.tls]\ncert_file = \"/z.pem\"\nkey_file = \"/z.key\"\n\
+             client_ca_file = \"/ca.pem\"\nmin_version = \"1.3\"\nreload_interval = \"1m\"\n\
+             [receivers.zipkin.auth]\nbearer_tokens = [\"t0k\"]\n\
+             [receivers.jaeger]\ntls = {{ cert_file = \"/j.pem\", key_file = \"/j.key\" }}\n\
+             auth = {{ bearer_token_file = \"/tokens\" }}\n\
+             [receivers.fluentforward]\ntls = {{ cert_file = \"/f.pem\", key_file = \"/f.key\" }}\n\
+             {PIPELINES}"
+        );
+        let config = Config::from_str(&text, "t.toml").unwrap();
+        let zipkin = config.receivers.zipkin.as_ref().unwrap();
+        let tls = zipkin.tls.as_ref().unwrap();
+        assert_eq!(tls.client_ca_file.as_deref(), Some("/ca.pem".as_ref()));
+        assert_eq!(tls.min_version, crate::TlsVersion::Tls13);
+        assert_eq!(tls.reload_interval, Some(Duration::from_secs(60)));
+        assert_eq!(zipkin.auth.as_ref().unwrap().bearer_tokens, ["t0k"]);
+        let jaeger = config.receivers.jaeger.as_ref().unwrap();
+        assert_eq!(
+            jaeger.tls.as_ref().unwrap().cert_file,
+            PathBuf::from("/j.pem")
+        );
+        assert!(jaeger.auth.as_ref().unwrap().bearer_token_file.is_some());
+        let fluent = config.receivers.fluentforward.as_ref().unwrap();
+        assert_eq!(
+            fluent.tls.as_ref().unwrap().key_file,
+            PathBuf::from("/f.key")
+        );
+
+        let errors = Config::from_str_checked(&text, "t.toml", &EveryFileIsBad)
+            .unwrap_err()
+            .to_string();
+        assert_eq!(
+            errors,
+            "t.toml:3: receivers.zipkin.tls.cert_file: /z.pem: bad cert_file\n\
+             t.toml:11: receivers.jaeger.tls.cert_file: /j.pem: bad cert_file\n\
+             t.toml:12: receivers.jaeger.auth.bearer_token_file: /tokens: bad bearer_token_file\n\
+             t.toml:14: receivers.fluentforward.tls.cert_file: /f.pem: bad cert_file"
+        );
+
+        // The forward protocol's shared key is not supported: no auth table there.
+        let errors = Config::from_str(
+            &format!(
+                "[receivers.fluentforward]\n[receivers.fluentforward.auth]\n\
+                 bearer_tokens = [\"x\"]\n[receivers.zipkin]\n[receivers.zipkin.tls]\n\
+                 key_file = \"/k\"\n[receivers.jaeger]\n{PIPELINES}"
+            ),
+            "t.toml",
+        )
+        .unwrap_err()
+        .to_string();
+        for expected in [
+            "t.toml:2: receivers.fluentforward.auth: unknown key",
+            "receivers.zipkin.tls.cert_file: ",
+        ] {
+            assert!(
+                errors.contains(expected),
+                "missing {expected:?} in\n{errors}"
+            );
         }
     }
 }

@@ -1,5 +1,7 @@
 //! TLS and authentication settings of the network edges: `[receivers.otlp.tls]` (the server
-//! side), `[receivers.otlp.auth]` (bearer tokens) and `[exporters.NAME.tls]` (the client side of
+//! side; also `[receivers.zipkin.tls]`, `.jaeger.tls`, `.fluentforward.tls`),
+//! `[receivers.otlp.auth]` (bearer tokens; also `[receivers.zipkin.auth]`, `.jaeger.auth`) and
+//! `[exporters.NAME.tls]` (the client side of
 //! the `otlp`, `otlphttp`, `prometheusremotewrite` and `loki` exporters).
 //!
 //! Key names are the OpenTelemetry Collector's `configtls` ones (`cert_file`, `key_file`,
@@ -52,7 +54,8 @@ impl fmt::Display for TlsVersion {
 }
 
 /// `[receivers.otlp.tls]`: TLS on both OTLP listeners (gRPC and HTTP), optionally requiring
-/// client certificates (mTLS).
+/// client certificates (mTLS). The zipkin, jaeger and fluentforward receivers' `tls` tables
+/// are the same.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ServerTlsConfig {
     /// The server's certificate chain (PEM, leaf first). Required.
@@ -129,7 +132,8 @@ impl ClientTlsConfig {
 }
 
 /// `[receivers.otlp.auth]`: requests must carry `authorization: Bearer TOKEN` with one of these
-/// tokens (HTTP header or gRPC metadata).
+/// tokens (HTTP header or gRPC metadata). The zipkin and jaeger receivers' `auth` tables are
+/// the same.
 ///
 /// `Debug` shows how many tokens there are, never the tokens.
 #[derive(Clone, Default, PartialEq, Eq)]

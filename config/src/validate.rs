@@ -393,6 +393,23 @@ pub(crate) fn check_files(
             tables.push(("receivers.otlp.auth".into(), files.auth(auth)));
         }
     }
+    let r = &config.receivers;
+    let servers = [
+        ("zipkin", r.zipkin.as_ref().map(|z| (&z.tls, &z.auth))),
+        ("jaeger", r.jaeger.as_ref().map(|j| (&j.tls, &j.auth))),
+        (
+            "fluentforward",
+            r.fluentforward.as_ref().map(|f| (&f.tls, &None)),
+        ),
+    ];
+    for (receiver, (tls, auth)) in servers.into_iter().filter_map(|(n, t)| Some((n, t?))) {
+        if let Some(tls) = tls {
+            tables.push((format!("receivers.{receiver}.tls"), files.server_tls(tls)));
+        }
+        if let Some(auth) = auth {
+            tables.push((format!("receivers.{receiver}.auth"), files.auth(auth)));
+        }
+    }
     for (name, exporter) in &config.exporters {
         if let Some(tls) = exporter.kind.tls() {
             let table = join(&join("exporters", name), "tls");

@@ -17,7 +17,8 @@ use crate::memory_limiter::{self, MemoryLimiterError};
 use crate::pipeline::{self, mesh, BuildError};
 use crate::reactor::snapshot::CoreSnapshot;
 use crate::reactor::{self, CoreSetup, CoreStartError};
-use crate::receivers::otlp::{connections, OtlpSecurity, SecurityError};
+use crate::receivers::otlp::connections;
+use crate::receivers::security::{SecurityError, ServerSecurity};
 use crate::telemetry::{self, Board, CoreState};
 
 /// How long the process waits for each core to report that it started.
@@ -61,7 +62,7 @@ pub enum EngineError {
     /// A core did not report within 60 s.
     #[error("a core did not start within {} s", CORE_START_TIMEOUT.as_secs())]
     CoreStartTimeout,
-    /// The OTLP listeners' TLS files or token file could not be read or parsed.
+    /// A server receiver's TLS files or token file could not be read or parsed.
     #[error(transparent)]
     ReceiverSecurity(#[from] SecurityError),
     /// An exporter's TLS files could not be read or parsed.
@@ -130,10 +131,7 @@ pub fn run_until(config: Config, shutdown: Arc<AtomicBool>) -> Result<(), Engine
     durability::report_orphaned_logs(&config);
     // Certificates, keys and tokens are read here, never on a reactor; their reload threads
     // re-read them.
-    let otlp_security = match &config.receivers.otlp {
-        Some(otlp) => OtlpSecurity::new(otlp)?,
-        None => OtlpSecurity::default(),
-    };
+    let security = ServerSecurity::new(&config.receivers)?;
     let exporter_tls = Arc::new(pipeline::exporter_tls(&config).map_err(EngineError::ExporterTls)?);
     let board = Board::<CoreSnapshot>::new(&cpus);
     for (what, addr, endpoint) in [
@@ -187,7 +185,7 @@ pub fn run_until(config: Config, shutdown: Arc<AtomicBool>) -> Result<(), Engine
             ready: ready_tx.clone(),
             memory: memory.clone(),
             checkpoints: checkpoints.clone(),
-            otlp_security: otlp_security.clone(),
+            security: security.clone(),
             exporter_tls: exporter_tls.clone(),
         };
         let handle = LocalExecutorBuilder::new(Placement::Fixed(cpu))

@@ -47,12 +47,18 @@ impl ServerTls {
     /// [`alpn::H2`]: crate::alpn::H2
     /// [`alpn::HTTP1`]: crate::alpn::HTTP1
     pub fn new(config: &ServerTlsConfig, alpn: &[&[u8]]) -> Result<Self, Error> {
+        ServerTls::for_table("receivers.otlp.tls", config, alpn)
+    }
+
+    /// Like [`ServerTls::new`], for the table `table` (e.g. `receivers.zipkin.tls`), which the
+    /// reload thread's log lines name.
+    pub fn for_table(table: &str, config: &ServerTlsConfig, alpn: &[&[u8]]) -> Result<Self, Error> {
         let mut paths = vec![config.cert_file.clone(), config.key_file.clone()];
         paths.extend(config.client_ca_file.clone());
         let settings = config.clone();
         let alpn: Vec<Vec<u8>> = alpn.iter().map(|p| p.to_vec()).collect();
         let built = Reloading::start(
-            "receivers.otlp.tls".to_string(),
+            table.to_string(),
             paths,
             config.reload_interval,
             move |contents| build(&settings, &alpn, contents),

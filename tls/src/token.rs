@@ -72,6 +72,12 @@ impl BearerTokens {
     /// has a malformed line keeps the previous tokens (logged once); an empty file is valid and
     /// leaves only `bearer_tokens` (so emptying it revokes its tokens).
     pub fn with_poll_interval(config: &AuthConfig, interval: Duration) -> Result<Self, Error> {
+        BearerTokens::for_table("receivers.otlp.auth", config, interval)
+    }
+
+    /// Like [`BearerTokens::with_poll_interval`], for the table `table` (e.g.
+    /// `receivers.zipkin.auth`), which the file's reload log lines name.
+    pub fn for_table(table: &str, config: &AuthConfig, interval: Duration) -> Result<Self, Error> {
         let fixed: Vec<[u8; 32]> = config
             .bearer_tokens
             .iter()
@@ -79,18 +85,14 @@ impl BearerTokens {
             .collect();
         let file = config.bearer_token_file.clone();
         let paths = file.iter().cloned().collect();
-        let digests = Reloading::start(
-            "receivers.otlp.auth".to_string(),
-            paths,
-            Some(interval),
-            move |contents| {
+        let digests =
+            Reloading::start(table.to_string(), paths, Some(interval), move |contents| {
                 let mut digests = fixed.clone();
                 if let (Some(path), Some(text)) = (&file, contents.first()) {
                     digests.extend(file_tokens(path, text)?.into_iter().map(digest));
                 }
                 Ok(digests)
-            },
-        )?;
+            })?;
         if digests.load().is_empty() {
             let path = config.bearer_token_file.clone().unwrap_or_default();
             return Err(FileIssue::NoTokens.at(path));

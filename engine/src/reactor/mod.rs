@@ -36,8 +36,9 @@ use crate::pipeline::{BuildError, ExporterTls, MeshEnds, Pipeline};
 use crate::receivers::fluentforward::FluentForwardServer;
 use crate::receivers::jaeger::JaegerServer;
 use crate::receivers::kafka::{KafkaReceiverError, KafkaReceiverHandle};
-use crate::receivers::otlp::{BindError, OtlpSecurity, OtlpServer};
+use crate::receivers::otlp::{BindError, OtlpServer};
 use crate::receivers::prometheus::{PrometheusReceiverHandle, TargetError};
+use crate::receivers::security::ServerSecurity;
 use crate::receivers::zipkin::ZipkinServer;
 use crate::receivers::Intake;
 use crate::telemetry::{Board, CoreState};
@@ -65,8 +66,8 @@ pub struct CoreSetup {
     pub memory: Option<MemorySetup>,
     /// Frozen when a reactor dies (see [`Checkpoints`]).
     pub checkpoints: Checkpoints,
-    /// The OTLP listeners' TLS and bearer tokens (read before the reactors start).
-    pub otlp_security: OtlpSecurity,
+    /// The server receivers' TLS and bearer tokens (read before the reactors start).
+    pub security: ServerSecurity,
     /// The TLS settings of the exporters with `https://` endpoints, by name.
     pub exporter_tls: Arc<ExporterTls>,
 }

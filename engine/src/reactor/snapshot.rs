@@ -10,8 +10,9 @@ use crate::memory_limiter::MemorySnapshot;
 use crate::pipeline::{ExporterSnapshot, MeshSnapshot};
 use crate::receivers::kafka::KafkaConsumerSnapshot;
 use crate::receivers::listener::ListenerSnapshot;
-use crate::receivers::otlp::{ConnectionSnapshot, SecuritySnapshot};
+use crate::receivers::otlp::ConnectionSnapshot;
 use crate::receivers::prometheus::PrometheusSnapshot;
+use crate::receivers::security::SecuritySnapshot;
 use crate::receivers::{ReceiverSnapshot, Transport, TRANSPORTS};
 use crate::telemetry::{Exposition, Families};
 
@@ -22,8 +23,8 @@ pub struct CoreSnapshot {
     pub receivers: ReceiverSnapshot,
     /// OTLP connections served and refused.
     pub connections: Option<ConnectionSnapshot>,
-    /// TLS handshakes and bearer-token refusals on the OTLP listeners.
-    pub security: Option<SecuritySnapshot>,
+    /// TLS handshakes and bearer-token refusals, per server receiver that has either.
+    pub security: Vec<SecuritySnapshot>,
     /// Connections of the zipkin, jaeger and fluentforward listeners.
     pub listeners: Vec<ListenerSnapshot>,
     /// This core's Kafka consumer, when `[receivers.kafka]` runs.
@@ -55,6 +56,11 @@ pub(super) fn take(core: &Core) -> CoreSnapshot {
         listeners.extend(jaeger.snapshots());
     }
     listeners.extend(r.fluentforward.as_ref().map(|f| f.snapshot()));
+    let mut security = Vec::new();
+    security.extend(r.otlp.as_ref().and_then(|o| o.security()));
+    security.extend(r.zipkin.as_ref().and_then(|z| z.security()));
+    security.extend(r.jaeger.as_ref().and_then(|j| j.security()));
+    security.extend(r.fluentforward.as_ref().and_then(|f| f.security()));
     let mut active = [false; TRANSPORTS];
     active[Transport::Kafka as usize] = kafka_receiver.is_some();
     active[Transport::Scrape as usize] = prometheus_receiver.is_some();
@@ -65,7 +71,7 @@ pub(super) fn take(core: &Core) -> CoreSnapshot {
         receivers: core.intake.counters().snapshot(active),
         listeners,
         connections: core.receivers.otlp.as_ref().and_then(|o| o.connections()),
-        security: core.receivers.otlp.as_ref().and_then(|o| o.security()),
+        security,
         kafka_receiver,
         prometheus_receiver,
         exporters: core.pipeline.exporter_snapshot(),
@@ -84,7 +90,7 @@ impl Families for CoreSnapshot {
         component(cores, |s| s.kafka_receiver.as_ref(), out);
         component(cores, |s| s.prometheus_receiver.as_ref(), out);
         component(cores, |s| s.connections.as_ref(), out);
-        component(cores, |s| s.security.as_ref(), out);
+        component(cores, |s| Some(&s.security[..]), out);
         component(cores, |s| Some(&s.listeners[..]), out);
         component(cores, |s| Some(&s.mesh), out);
         component(cores, |s| s.sampler.as_ref(), out);

@@ -31,7 +31,7 @@ pub(super) async fn start(setup: CoreSetup) -> Result<Started, StartError> {
         board,
         memory,
         checkpoints,
-        otlp_security,
+        security,
         exporter_tls,
         ..
     } = setup;
@@ -113,7 +113,7 @@ pub(super) async fn start(setup: CoreSetup) -> Result<Started, StartError> {
         Some(o) => Some(otlp::start(
             intake.clone(),
             o,
-            otlp_security,
+            security.otlp,
             cores,
             memory.as_ref().map(|m| m.connection_bytes),
         )?),
@@ -126,15 +126,20 @@ pub(super) async fn start(setup: CoreSetup) -> Result<Started, StartError> {
     // Other formats, translated to OTLP on this core.
     let r = &config.receivers;
     let zipkin = match &r.zipkin {
-        Some(z) => Some(zipkin::start(intake.clone(), z, cores)?),
+        Some(z) => Some(zipkin::start(intake.clone(), z, security.zipkin, cores)?),
         None => None,
     };
     let jaeger = match &r.jaeger {
-        Some(j) => Some(jaeger::start(intake.clone(), j, cores)?),
+        Some(j) => Some(jaeger::start(intake.clone(), j, security.jaeger, cores)?),
         None => None,
     };
     let fluentforward = match &r.fluentforward {
-        Some(f) => Some(fluentforward::start(intake.clone(), f, cores)?),
+        Some(f) => Some(fluentforward::start(
+            intake.clone(),
+            f,
+            security.fluentforward,
+            cores,
+        )?),
         None => None,
     };
 

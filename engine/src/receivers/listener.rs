@@ -5,8 +5,9 @@
 //! ingest of a translated request with its counters.
 //!
 //! Connections are served by hyper (HTTP/1.1, HTTP/2) or read directly (Fluent Forward) over
-//! any stream; TLS and bearer tokens (`[receivers.otlp.tls]`, `.auth`) can wrap the accepted
-//! stream here once the OTLP receiver has them.
+//! the accepted stream, after its TLS handshake when the receiver has a `tls` table; requests
+//! are checked for bearer tokens with an `auth` table ([`authenticate`]). Both are the OTLP
+//! receiver's implementation ([`super::security`]), counted per receiver and listener.
 
 use std::cell::Cell;
 use std::future::Future;
@@ -18,13 +19,14 @@ use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
-use glommio::net::{TcpListener, TcpStream};
+use glommio::net::TcpListener;
 use glommio::task::JoinHandle;
 use http_body_util::BodyExt;
 use hyper::body::{Frame, Incoming, SizeHint};
 use shardtel_protocol::Signal;
 
 use super::intake::{InflightGuard, Intake, Transport};
+use super::security::{Connection, CoreSecurity};
 use crate::pipeline::IngestError;
 use crate::telemetry::{Exposition, Families};
 
@@ -93,17 +95,21 @@ pub fn bind(transport: Transport, addr: SocketAddr) -> Result<TcpListener, BindE
 }
 
 /// Accepts connections on `socket` until the core drains, serving each with `serve` as a task of
-/// this core; connections over the limit are closed at once (and counted).
+/// this core, once `security` secured it (its TLS handshake, when the listener speaks TLS;
+/// a failed handshake closes the connection, counted); connections over the limit are closed
+/// at once (and counted). `serve` is handed the connection and its peer's address.
 pub fn accept<F, Fut>(
     intake: Rc<Intake>,
     socket: TcpListener,
     connections: Rc<Connections>,
+    security: Rc<CoreSecurity>,
     serve: F,
 ) -> JoinHandle<()>
 where
-    F: Fn(TcpStream) -> Fut + 'static,
+    F: Fn(Connection, Option<SocketAddr>) -> Fut + 'static,
     Fut: Future<Output = ()> + 'static,
 {
+    let serve = Rc::new(serve);
     glommio::spawn_local(async move {
         loop {
             let accepted = futures_lite::future::or(async { Some(socket.accept().await) }, async {
@@ -121,7 +127,15 @@ where
                     }
                     connections.open.set(connections.open.get() + 1);
                     let connections = connections.clone();
-                    let served = serve(stream);
+                    let (security, serve) = (security.clone(), serve.clone());
+                    let peer = stream.peer_addr().ok();
+                    let transport = connections.transport;
+                    let handshake = async move { security.secure(stream, transport).await };
+                    let served = async move {
+                        if let Some(connection) = handshake.await {
+                            serve(connection, peer).await;
+                        }
+                    };
                     glommio::spawn_local(async move {
                         served.await;
                         connections.open.set(connections.open.get() - 1);
@@ -444,7 +458,8 @@ pub fn plain(status: http::StatusCode, message: &str) -> http::Response<Response
     r
 }
 
-/// The HTTP answer to `e`: its status, its message, and `Retry-After` when retryable.
+/// The HTTP answer to `e`: its status, its message, `Retry-After` when retryable, and
+/// `WWW-Authenticate` when refused for its bearer token.
 pub fn http_error(e: &IngestError) -> http::Response<ResponseBody> {
     let status =
         http::StatusCode::from_u16(e.http_status()).unwrap_or(http::StatusCode::BAD_REQUEST);
@@ -455,7 +470,38 @@ pub fn http_error(e: &IngestError) -> http::Response<ResponseBody> {
             http::HeaderValue::from(after.as_secs().max(1)),
         );
     }
+    if let Some(challenge) = e.www_authenticate() {
+        r.headers_mut().insert(
+            http::header::WWW_AUTHENTICATE,
+            http::HeaderValue::from_static(challenge),
+        );
+    }
     r
+}
+
+/// Request body bytes an HTTP/1.1 request refused for its token has read (and dropped) before
+/// it is answered, so that the client sees the answer rather than a reset.
+pub const REFUSAL_DISCARD: usize = 1 << 20;
+
+/// Checks an HTTP request's bearer token with `security` (when the receiver has an `auth`
+/// table). A refused request (counted by `security`) is answered 401 with `WWW-Authenticate`,
+/// its body never held or charged: up to [`REFUSAL_DISCARD`] bytes of it are read and dropped,
+/// within `timeout`.
+pub async fn authenticate(
+    security: &CoreSecurity,
+    transport: Transport,
+    req: http::Request<Incoming>,
+    timeout: Duration,
+) -> Result<http::Request<Incoming>, http::Response<ResponseBody>> {
+    let Err(e) = security.authenticate(req.headers(), transport) else {
+        return Ok(req);
+    };
+    let mut body = req.into_body();
+    futures_lite::future::or(discard_body(&mut body, REFUSAL_DISCARD), async {
+        glommio::timer::sleep(timeout).await;
+    })
+    .await;
+    Err(http_error(&e))
 }
 
 /// The answer to a body that could not be read, counted.

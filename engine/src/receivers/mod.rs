@@ -13,6 +13,8 @@
 //! - [`zipkin`] (:9411), [`jaeger`] (:14250 gRPC, :14268 Thrift over HTTP) and
 //!   [`fluentforward`] (:24224): other formats, translated to OTLP on the receiving core by
 //!   `shardtel_protocol::translate`, on the listeners, limits and timeouts of [`listener`].
+//! - [`security`]: TLS (mTLS) and bearer tokens for every server receiver (`otlp`, `zipkin`,
+//!   `jaeger`, `fluentforward`): one implementation, counted per receiver and listener.
 //!
 //! A receiver for another format translates to OTLP protobuf once, on the receiving core, and
 //! enters the same intake. Uses the pipeline (through the intake), the memory limiter and
@@ -26,6 +28,7 @@ pub mod kafka;
 pub mod listener;
 pub mod otlp;
 pub mod prometheus;
+pub mod security;
 pub mod zipkin;
 
 pub use intake::{

@@ -98,6 +98,40 @@ pub fn send_spans(
         .collect()
 }
 
+/// Like [`send_spans`], with `env` set for the script (its TLS and token settings, see
+/// `traces.py`): the SDK's spans when the export succeeded, else what the script wrote to
+/// stderr.
+pub fn try_send_spans(
+    dir: &Path,
+    venv: &str,
+    exporter: &str,
+    endpoint: &str,
+    seed: u64,
+    env: &[(&str, &std::ffi::OsStr)],
+) -> Result<Vec<SdkSpan>, String> {
+    let out = Command::new(dir.join(venv).join("bin/python"))
+        .args([
+            &format!("{SCRIPTS}/traces.py"),
+            exporter,
+            endpoint,
+            &seed.to_string(),
+        ])
+        .envs(env.iter().copied())
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    if !out.status.success() {
+        return Err(String::from_utf8_lossy(&out.stderr).into_owned());
+    }
+    let json: Json = serde_json::from_slice(&out.stdout).unwrap();
+    Ok(json
+        .as_array()
+        .expect("an array of spans")
+        .iter()
+        .map(SdkSpan::from_json)
+        .collect())
+}
+
 /// Attributes as (key, value) pairs in their order.
 pub type Attributes = Vec<(String, Json)>;
 

@@ -35,7 +35,7 @@ fn start(port: u16, batch_timeout: Duration) -> Shardtel {
 }
 
 /// Every log record in the file exporter's output, its attributes sorted.
-fn records_in(dir: &Path) -> Vec<LogRecord> {
+pub(crate) fn records_in(dir: &Path) -> Vec<LogRecord> {
     read_lines(dir, "logs")
         .into_iter()
         .flat_map(|(_, line)| {
@@ -54,7 +54,7 @@ fn records_in(dir: &Path) -> Vec<LogRecord> {
 }
 
 /// The records a client printed (`[{time_ns, record}]`) as shardtel must deliver them.
-fn expected(sent: &Json, tag: &str) -> Vec<LogRecord> {
+pub(crate) fn expected(sent: &Json, tag: &str) -> Vec<LogRecord> {
     sent.as_array()
         .unwrap()
         .iter()
@@ -81,7 +81,7 @@ fn expected(sent: &Json, tag: &str) -> Vec<LogRecord> {
 }
 
 /// Waits until every record of `want` arrived (matched by tag and time), then compares them.
-fn check_delivered(st: &Shardtel, want: &[LogRecord]) {
+pub(crate) fn check_delivered(st: &Shardtel, want: &[LogRecord]) {
     let tag = &want[0]
         .attributes
         .iter()

@@ -111,7 +111,7 @@ pub fn expected(sdk: &SdkSpan, grpc: bool) -> Span {
     })
 }
 
-fn check_delivered(st: &Shardtel, sdk: &[SdkSpan], grpc: bool) {
+pub(crate) fn check_delivered(st: &Shardtel, sdk: &[SdkSpan], grpc: bool) {
     let ids: Vec<_> = sdk.iter().map(|s| s.span_id.clone()).collect();
     let arrived = |st: &Shardtel| {
         spans_in(&st.out())

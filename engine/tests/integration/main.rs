@@ -26,6 +26,7 @@ mod otelcol_kafka;
 mod processors;
 mod prometheus;
 mod receive;
+mod receivers_tls;
 mod routing;
 mod sampling;
 mod sampling_memory;

@@ -345,6 +345,16 @@ impl Component {
         Self(Table::new()).set("endpoint", format!("127.0.0.1:{port}"))
     }
 
+    /// A server receiver's `tls` table.
+    pub fn server_tls(self, tls: &ReceiverTls) -> Self {
+        self.set("tls", tls.to_value())
+    }
+
+    /// A server receiver's `auth` table.
+    pub fn server_auth(self, auth: &ReceiverAuth) -> Self {
+        self.set("auth", auth.to_value())
+    }
+
     // ---- processors ----
 
     /// An attributes processor with `actions`, in this order.

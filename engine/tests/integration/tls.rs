@@ -46,13 +46,13 @@ use crate::gen;
 use crate::harness::{free_port, read_lines, spans_in, wait_until, Shardtel};
 use crate::test_config::{Batch, Component, Pipeline, ReceiverAuth, ReceiverTls};
 
-const TOKEN: &str = "s3cret-token-for-tests";
+pub(crate) const TOKEN: &str = "s3cret-token-for-tests";
 
 // ---------------------------------------------------------------------------------------------
 // Certificates
 
 /// A CA and the certificates issued by it, as PEM files in a directory of their own.
-struct Pki {
+pub(crate) struct Pki {
     dir: tempfile::TempDir,
     cert: rcgen::Certificate,
     key: KeyPair,
@@ -60,14 +60,14 @@ struct Pki {
 
 /// A certificate and its key, as files.
 #[derive(Clone, Debug)]
-struct Pair {
-    cert: PathBuf,
-    key: PathBuf,
+pub(crate) struct Pair {
+    pub(crate) cert: PathBuf,
+    pub(crate) key: PathBuf,
 }
 
 /// What a leaf certificate is for.
 #[derive(Clone, Copy)]
-enum Leaf {
+pub(crate) enum Leaf {
     /// `localhost` and 127.0.0.1, server authentication.
     Server,
     /// Client authentication.
@@ -78,7 +78,7 @@ enum Leaf {
 
 impl Pki {
     /// A new CA named `name`; its certificate is `ca.pem`.
-    fn new(name: &str) -> Pki {
+    pub(crate) fn new(name: &str) -> Pki {
         let dir = tempfile::tempdir().unwrap();
         let key = KeyPair::generate().unwrap();
         let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
@@ -94,13 +94,13 @@ impl Pki {
         Pki { dir, cert, key }
     }
 
-    fn ca_file(&self) -> PathBuf {
+    pub(crate) fn ca_file(&self) -> PathBuf {
         self.dir.path().join("ca.pem")
     }
 
     /// Issues a `leaf` certificate named `name`, written to `name.pem` and `name.key`
     /// (replacing them atomically, as certificate tooling does).
-    fn issue(&self, name: &str, leaf: Leaf) -> Pair {
+    pub(crate) fn issue(&self, name: &str, leaf: Leaf) -> Pair {
         let key = KeyPair::generate().unwrap();
         let sans = match leaf {
             Leaf::Server => vec!["localhost".to_string(), "127.0.0.1".to_string()],
@@ -174,7 +174,11 @@ fn rustls_client(ca: &Path, client: Option<&Pair>, alpn: &[&[u8]]) -> rustls::Cl
 
 /// A hyper-rustls connector over `rustls_client(ca, client, ...)`: HTTP/1.1 without ALPN, or
 /// (`h2`) HTTP/2 by ALPN `h2`; `http://` URLs go out in plaintext.
-fn connector(ca: &Path, client: Option<&Pair>, h2: bool) -> HttpsConnector<HttpConnector> {
+pub(crate) fn connector(
+    ca: &Path,
+    client: Option<&Pair>,
+    h2: bool,
+) -> HttpsConnector<HttpConnector> {
     let builder = HttpsConnectorBuilder::new()
         .with_tls_config(rustls_client(ca, client, &[]))
         .https_or_http();
@@ -186,16 +190,16 @@ fn connector(ca: &Path, client: Option<&Pair>, h2: bool) -> HttpsConnector<HttpC
 }
 
 /// An HTTP answer read in full.
-struct Reply {
-    status: u16,
-    version: http::Version,
-    headers: http::HeaderMap,
-    body: Vec<u8>,
+pub(crate) struct Reply {
+    pub(crate) status: u16,
+    pub(crate) version: http::Version,
+    pub(crate) headers: http::HeaderMap,
+    pub(crate) body: Vec<u8>,
 }
 
 /// One request with hyper over `connector` (a runtime of its own); the answer, or the error's
 /// text.
-fn request(
+pub(crate) fn request(
     connector: HttpsConnector<HttpConnector>,
     method: &str,
     url: &str,
@@ -340,7 +344,12 @@ fn export_http(url: &str, creds: &Credentials<'_>, spans: Vec<SpanData>) -> Resu
 
 /// Waits until the sum of `name` over the series whose labels contain `filter` satisfies
 /// `holds` (cores publish their counters once a second); panics with the metrics after 10 s.
-fn wait_for_metric(st: &Shardtel, name: &str, filter: &str, holds: impl Fn(u64) -> bool) {
+pub(crate) fn wait_for_metric(
+    st: &Shardtel,
+    name: &str,
+    filter: &str,
+    holds: impl Fn(u64) -> bool,
+) {
     let counted = || crate::harness::metric_sum_in(&st.metrics(), name, filter);
     assert!(
         wait_until(10, || holds(counted())),

@@ -97,7 +97,7 @@ pub fn expected(sdk: &SdkSpan) -> Span {
 }
 
 /// Waits for the spans of `sdk` in `st`'s output and checks each, its resource and its scope.
-fn check_delivered(st: &Shardtel, sdk: &[SdkSpan]) {
+pub(crate) fn check_delivered(st: &Shardtel, sdk: &[SdkSpan]) {
     let ids: Vec<_> = sdk.iter().map(|s| s.span_id.clone()).collect();
     let arrived = |st: &Shardtel| {
         spans_in(&st.out())

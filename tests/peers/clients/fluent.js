@@ -5,8 +5,10 @@
 //
 // MODE is Message, PackedForward or CompressedPackedForward. Prints the records it sent as JSON
 // ([{time_ns, record}]); exits 1 if any emit failed (no ack within the timeout, connection
-// closed).
+// closed). Over TLS when FLUENT_CA names the CA to verify the server with (the logger's `tls`
+// and `tlsOptions`); FLUENT_CERT and FLUENT_KEY add a client certificate (mTLS).
 'use strict';
+const fs = require('fs');
 const logger = require('fluent-logger');
 
 const [port, mode, tag, n] = [Number(process.argv[2]), process.argv[3], process.argv[4], Number(process.argv[5])];
@@ -19,6 +21,11 @@ const sender = logger.createFluentSender(null, {
   ackResponseTimeout: 10000,
   eventMode: mode,
   flushInterval: 10,
+  tls: !!process.env.FLUENT_CA,
+  tlsOptions: process.env.FLUENT_CA ? Object.assign(
+    { ca: fs.readFileSync(process.env.FLUENT_CA) },
+    process.env.FLUENT_CERT ? { cert: fs.readFileSync(process.env.FLUENT_CERT), key: fs.readFileSync(process.env.FLUENT_KEY) } : {},
+  ) : {},
 });
 const sent = [];
 let failed = 0;

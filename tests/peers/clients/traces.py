@@ -10,9 +10,17 @@ statuses ERROR and OK, kinds SERVER, CLIENT, INTERNAL, PRODUCER) are made with t
 an in-memory exporter, then handed to the exporter under test in one export call. Prints them
 as JSON (what the SDK had; the tests derive what must arrive from it) and exits 1 if the
 export did not succeed.
+
+Over TLS (https:// endpoints; for jaeger-grpc, SHARDTEL_CA_FILE set), from the environment:
+SHARDTEL_CA_FILE (the CA to verify shardtel with), SHARDTEL_CLIENT_CERT and SHARDTEL_CLIENT_KEY
+(a client certificate, for mTLS), SHARDTEL_TOKEN (sent as `authorization: Bearer TOKEN`: the
+requests session's header for Zipkin, gRPC call credentials for jaeger-grpc, the Thrift HTTP
+transport's custom header for jaeger-thrift, which verifies with SSL_CERT_FILE and presents no
+client certificate).
 """
 
 import json
+import os
 import random
 import sys
 
@@ -109,18 +117,52 @@ def describe(span):
 
 
 def exporter_for(kind, endpoint):
-    if kind == "zipkin-json":
-        from opentelemetry.exporter.zipkin.json import ZipkinExporter
-        return ZipkinExporter(endpoint=endpoint)
-    if kind == "zipkin-proto":
-        from opentelemetry.exporter.zipkin.proto.http import ZipkinExporter
-        return ZipkinExporter(endpoint=endpoint)
+    ca = os.environ.get("SHARDTEL_CA_FILE")
+    cert, key = os.environ.get("SHARDTEL_CLIENT_CERT"), os.environ.get("SHARDTEL_CLIENT_KEY")
+    token = os.environ.get("SHARDTEL_TOKEN")
+    if kind in ("zipkin-json", "zipkin-proto"):
+        import requests
+        session = requests.Session()
+        if ca:
+            # REQUESTS_CA_BUNDLE and CURL_CA_BUNDLE in the environment would win over verify.
+            session.trust_env = False
+            session.verify = ca
+        if cert:
+            session.cert = (cert, key)
+        if token:
+            session.headers["Authorization"] = f"Bearer {token}"
+        if kind == "zipkin-json":
+            from opentelemetry.exporter.zipkin.json import ZipkinExporter
+        else:
+            from opentelemetry.exporter.zipkin.proto.http import ZipkinExporter
+        return ZipkinExporter(endpoint=endpoint, session=session)
     if kind == "jaeger-thrift":
         from opentelemetry.exporter.jaeger.thrift import JaegerExporter
-        return JaegerExporter(collector_endpoint=endpoint)
+        exporter = JaegerExporter(collector_endpoint=endpoint)
+        if token:
+            # The exporter takes only basic auth; its Thrift HTTP transport takes any header.
+            exporter._collector_http_client.http_transport.setCustomHeaders(
+                {"Authorization": f"Bearer {token}"})
+        return exporter
     if kind == "jaeger-grpc":
         from opentelemetry.exporter.jaeger.proto.grpc import JaegerExporter
-        return JaegerExporter(collector_endpoint=endpoint, insecure=True)
+        if not ca:
+            return JaegerExporter(collector_endpoint=endpoint, insecure=True)
+        import grpc
+
+        def read(path):
+            with open(path, "rb") as f:
+                return f.read()
+
+        credentials = grpc.ssl_channel_credentials(
+            root_certificates=read(ca),
+            private_key=read(key) if key else None,
+            certificate_chain=read(cert) if cert else None,
+        )
+        if token:
+            credentials = grpc.composite_channel_credentials(
+                credentials, grpc.access_token_call_credentials(token))
+        return JaegerExporter(collector_endpoint=endpoint, insecure=False, credentials=credentials)
     raise SystemExit(f"unknown exporter {kind}")
 
 

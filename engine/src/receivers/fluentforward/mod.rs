@@ -16,16 +16,20 @@
 //! handled. A connection idle for `idle_timeout`, or holding part of an event for
 //! `read_timeout`, is closed.
 //!
+//! With `[receivers.fluentforward.tls]` the listener speaks TLS (and mTLS with
+//! `client_ca_file`), as Fluent Bit's `tls on` and Fluentd's `transport tls` do; no ALPN.
+//!
 //! Where shardtel differs from the Collector: no UDP heartbeat listener (Fluent Bit's and
-//! Fluentd's `heartbeat_type` default to none), and no shared-key handshake (the Collector has
-//! none either).
+//! Fluentd's `heartbeat_type` default to none), and no shared-key handshake (the forward
+//! protocol's `HELO`/`PING`/`PONG` with `shared_key` and user authentication; the Collector has
+//! none either): a client configured with a shared key waits for a `HELO` that never comes.
+//! Use TLS with client certificates to admit only known clients.
 
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use futures_lite::{AsyncReadExt, AsyncWriteExt};
-use glommio::net::TcpStream;
 use glommio::task::JoinHandle;
 use shardtel_config::FluentForwardReceiverConfig;
 use shardtel_protocol::translate::fluent::{self, FluentError};
@@ -34,6 +38,9 @@ use shardtel_protocol::translate::otlp::LogsWriter;
 use shardtel_protocol::Signal;
 
 use super::listener::{self, BindError, Connections, ListenerSnapshot};
+use super::security::{
+    Connection, CoreSecurity, ReceiverSecurity, SecurityError, SecuritySnapshot,
+};
 use super::{Intake, Transport};
 use crate::pipeline::IngestError;
 
@@ -44,6 +51,7 @@ const READ_CHUNK: usize = 64 << 10;
 /// One core's running Fluent Forward receiver.
 pub struct FluentForwardServer {
     connections: Rc<Connections>,
+    security: Rc<CoreSecurity>,
     acceptor: std::cell::RefCell<Option<JoinHandle<()>>>,
 }
 
@@ -52,11 +60,23 @@ struct Receiver {
     config: FluentForwardReceiverConfig,
 }
 
-/// Binds `config.endpoint` on this core and serves it; this core serves its share of
-/// `max_connections` of `cores`.
+/// The listener's TLS (no ALPN), from `[receivers.fluentforward.tls]`. Reads files: call it
+/// before the reactors start.
+pub fn security(config: &FluentForwardReceiverConfig) -> Result<ReceiverSecurity, SecurityError> {
+    ReceiverSecurity::new(
+        "fluentforward",
+        config.tls.as_ref(),
+        None,
+        &[(TRANSPORT, &[])],
+    )
+}
+
+/// Binds `config.endpoint` on this core and serves it, over TLS when `security` says so; this
+/// core serves its share of `max_connections` of `cores`.
 pub fn start(
     intake: Rc<Intake>,
     config: &FluentForwardReceiverConfig,
+    security: ReceiverSecurity,
     cores: usize,
 ) -> Result<FluentForwardServer, BindError> {
     let socket = listener::bind(TRANSPORT, config.endpoint)?;
@@ -68,20 +88,23 @@ pub fn start(
         intake: intake.clone(),
         config: config.clone(),
     });
-    let acceptor = listener::accept(intake, socket, connections.clone(), move |stream| {
-        let receiver = receiver.clone();
-        async move {
-            let peer = stream.peer_addr().ok();
-            if let Err(e) = serve_connection(&receiver, stream).await {
-                log::debug!(
-                    "core {}: fluentforward connection from {peer:?} closed: {e}",
-                    receiver.intake.core()
-                );
+    let security = Rc::new(CoreSecurity::new(security, intake.core()));
+    let acceptor = listener::accept(intake, socket, connections.clone(), security.clone(), {
+        move |stream, peer| {
+            let receiver = receiver.clone();
+            async move {
+                if let Err(e) = serve_connection(&receiver, stream).await {
+                    log::debug!(
+                        "core {}: fluentforward connection from {peer:?} closed: {e}",
+                        receiver.intake.core()
+                    );
+                }
             }
         }
     });
     Ok(FluentForwardServer {
         connections,
+        security,
         acceptor: std::cell::RefCell::new(Some(acceptor)),
     })
 }
@@ -90,6 +113,11 @@ impl FluentForwardServer {
     /// The listener's counters, for telemetry.
     pub fn snapshot(&self) -> ListenerSnapshot {
         self.connections.snapshot()
+    }
+
+    /// The TLS handshake counters, for telemetry (`None` without TLS).
+    pub fn security(&self) -> Option<SecuritySnapshot> {
+        self.security.snapshot()
     }
 
     /// Waits for the accept loop to end (it does once the core drains).
@@ -122,8 +150,7 @@ enum ConnectionEnd {
     Io(std::io::Error),
 }
 
-async fn serve_connection(r: &Receiver, mut stream: TcpStream) -> Result<(), ConnectionEnd> {
-    let _ = stream.set_nodelay(true);
+async fn serve_connection(r: &Receiver, mut stream: Connection) -> Result<(), ConnectionEnd> {
     let limits = r.config.limits;
     let mut buf: Vec<u8> = Vec::new();
     let mut framer = Framer::default();
@@ -225,7 +252,7 @@ async fn serve_connection(r: &Receiver, mut stream: TcpStream) -> Result<(), Con
 /// chunks. A malformed event ends the connection after the ones before it were handled.
 async fn handle_events(
     r: &Receiver,
-    stream: &mut TcpStream,
+    stream: &mut Connection,
     buf: &[u8],
     events: &[std::ops::Range<usize>],
 ) -> Result<(), ConnectionEnd> {
@@ -256,6 +283,10 @@ async fn handle_events(
             .write_all(&ack(chunk))
             .await
             .map_err(ConnectionEnd::Io)?;
+    }
+    if !chunks.is_empty() {
+        // A TLS session may hold the acks' records until flushed.
+        stream.flush().await.map_err(ConnectionEnd::Io)?;
     }
     match malformed {
         Some(e) => Err(ConnectionEnd::Malformed(e)),

@@ -5,7 +5,6 @@
 use std::convert::Infallible;
 use std::rc::Rc;
 
-use glommio::net::TcpStream;
 use http::{HeaderMap, HeaderValue, Request, Response};
 use hyper::body::Incoming;
 use shardtel_config::JaegerReceiverConfig;
@@ -18,6 +17,7 @@ use shardtel_sinks::net::{GlommioIo, LocalExec};
 use crate::pipeline::IngestError;
 use crate::receivers::listener::{self, Activity, ResponseBody, Watched};
 use crate::receivers::otlp::connections as h2;
+use crate::receivers::security::{Connection, CoreSecurity};
 use crate::receivers::{Intake, Transport};
 
 const POST_SPANS: &str = "/jaeger.api_v2.CollectorService/PostSpans";
@@ -27,15 +27,22 @@ const TRANSPORT: Transport = Transport::JaegerGrpc;
 pub(super) async fn serve_connection(
     intake: Rc<Intake>,
     config: Rc<JaegerReceiverConfig>,
-    stream: TcpStream,
+    security: Rc<CoreSecurity>,
+    stream: Connection,
 ) {
     let activity = Activity::new();
     let (i, c, a) = (intake.clone(), config.clone(), activity.clone());
-    let service = hyper::service::service_fn(move |req| {
+    let service = hyper::service::service_fn(move |req: Request<Incoming>| {
         let (i, c, a) = (i.clone(), c.clone(), a.clone());
+        // A refused request is answered UNAUTHENTICATED before its body is read (HTTP/2 resets
+        // the stream's unread body).
+        let unauthenticated = security.authenticate(req.headers(), TRANSPORT).err();
         async move {
             a.touch();
-            let resp = handle(&i, &c, req).await;
+            let resp = match unauthenticated {
+                Some(e) => error_response(&e),
+                None => handle(&i, &c, req).await,
+            };
             a.touch();
             Ok::<_, Infallible>(resp)
         }
@@ -49,7 +56,7 @@ pub(super) async fn serve_connection(
         .max_header_list_size(h2::H2_MAX_HEADER_LIST)
         .max_send_buf_size(h2::H2_MAX_SEND_BUF);
     let conn = builder.serve_connection(
-        Watched::new(GlommioIo::new(stream), activity.clone()),
+        Watched::new(GlommioIo::over(stream), activity.clone()),
         service,
     );
     let conn = std::pin::pin!(conn);

@@ -5,7 +5,6 @@
 use std::convert::Infallible;
 use std::rc::Rc;
 
-use glommio::net::TcpStream;
 use http::{Method, Request, Response, StatusCode};
 use hyper::body::Incoming;
 use shardtel_config::JaegerReceiverConfig;
@@ -15,6 +14,7 @@ use shardtel_sinks::net::GlommioIo;
 
 use crate::pipeline::IngestError;
 use crate::receivers::listener::{self, Activity, ResponseBody, Watched};
+use crate::receivers::security::{Connection, CoreSecurity};
 use crate::receivers::{Intake, Transport};
 
 const TRANSPORT: Transport = Transport::JaegerThrift;
@@ -23,15 +23,20 @@ const TRANSPORT: Transport = Transport::JaegerThrift;
 pub(super) async fn serve_connection(
     intake: Rc<Intake>,
     config: Rc<JaegerReceiverConfig>,
-    stream: TcpStream,
+    security: Rc<CoreSecurity>,
+    stream: Connection,
 ) {
     let activity = Activity::new();
     let (i, c, a) = (intake.clone(), config.clone(), activity.clone());
     let service = hyper::service::service_fn(move |req| {
-        let (i, c, a) = (i.clone(), c.clone(), a.clone());
+        let (i, c, a, t) = (i.clone(), c.clone(), a.clone(), security.clone());
         async move {
             a.touch();
-            let resp = handle(&i, &c, req).await;
+            let timeout = c.limits.read_timeout;
+            let resp = match listener::authenticate(&t, TRANSPORT, req, timeout).await {
+                Ok(req) => handle(&i, &c, req).await,
+                Err(refused) => refused,
+            };
             a.touch();
             Ok::<_, Infallible>(resp)
         }
@@ -40,7 +45,7 @@ pub(super) async fn serve_connection(
         .keep_alive(true)
         .max_buf_size(listener::HTTP1_MAX_BUF)
         .serve_connection(
-            Watched::new(GlommioIo::new(stream), activity.clone()),
+            Watched::new(GlommioIo::over(stream), activity.clone()),
             service,
         );
     let conn = std::pin::pin!(conn);

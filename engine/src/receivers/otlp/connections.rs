@@ -33,6 +33,16 @@ pub enum Protocol {
     Http,
 }
 
+impl Protocol {
+    /// The listener's transport.
+    pub fn transport(self) -> crate::receivers::Transport {
+        match self {
+            Protocol::Grpc => crate::receivers::Transport::Grpc,
+            Protocol::Http => crate::receivers::Transport::Http,
+        }
+    }
+}
+
 /// hyper's HTTP/1.1 read buffer limit (`max_buf_size`). A request head must fit in it; a
 /// body larger than what one read returns arrives in several frames and is joined into one
 /// allocation of its declared size.

@@ -13,13 +13,11 @@ use shardtel_protocol::status::export_response;
 use shardtel_protocol::Signal;
 use shardtel_sinks::net::{GlommioIo, LocalExec};
 
-use super::security::{Connection, CoreSecurity};
 use super::timeouts::{ConnectionClock, RequestClock, WatchedIo};
-use super::{
-    collect_body, connections, drive, fault_requested, CollectError, Fault, Protocol, ResponseBody,
-};
+use super::{collect_body, connections, drive, fault_requested, CollectError, Fault, ResponseBody};
 use crate::pipeline::IngestError;
 use crate::receivers::decode::{Format, Job, Payload};
+use crate::receivers::security::{Connection, CoreSecurity};
 use crate::receivers::{Intake, Transport};
 
 const TRACES: &str = "/opentelemetry.proto.collector.trace.v1.TraceService/Export";
@@ -39,7 +37,7 @@ pub async fn serve_connection(
     let service = hyper::service::service_fn(move |req: Request<Incoming>| {
         let intake = svc_intake.clone();
         let request = svc_clock.request();
-        let unauthenticated = security.authenticate(req.headers(), Protocol::Grpc).err();
+        let unauthenticated = security.authenticate(req.headers(), Transport::Grpc).err();
         async move {
             Ok::<_, Infallible>(match unauthenticated {
                 Some(e) => error_response(&e),

@@ -16,14 +16,14 @@ use shardtel_protocol::status::{
 use shardtel_protocol::Signal;
 use shardtel_sinks::net::GlommioIo;
 
-use super::security::{negotiated_h2, Connection, CoreSecurity};
 use super::timeouts::{ConnectionClock, RequestClock, WatchedIo};
 use super::{
     collect_body, connections, discard_body, drive, fault_requested, grpc, run_until_drained,
-    CollectError, Fault, Protocol, ResponseBody,
+    CollectError, Fault, ResponseBody,
 };
 use crate::pipeline::IngestError;
 use crate::receivers::decode::{Format, Job, Payload};
+use crate::receivers::security::{negotiated_h2, Connection, CoreSecurity};
 use crate::receivers::{Intake, Transport};
 
 /// Serves one HTTP/1.1 connection (keep-alive), or an HTTP/2 one when TLS negotiated `h2`,
@@ -40,7 +40,7 @@ pub async fn serve_connection(
     let service = hyper::service::service_fn(move |req: Request<Incoming>| {
         let intake = svc_intake.clone();
         let request = svc_clock.request();
-        let unauthenticated = security.authenticate(req.headers(), Protocol::Http).err();
+        let unauthenticated = security.authenticate(req.headers(), Transport::Http).err();
         async move {
             Ok::<_, Infallible>(match unauthenticated {
                 Some(e) => refuse_request(req, &e, Some(&request)).await,

@@ -6,7 +6,6 @@
 pub mod connections;
 mod grpc;
 mod http;
-pub mod security;
 pub mod timeouts;
 
 use std::cell::RefCell;
@@ -27,10 +26,11 @@ use shardtel_config::OtlpReceiverConfig;
 
 use self::connections::{Admission, ConnectionLimit};
 pub use self::connections::{ConnectionSnapshot, Protocol};
-use self::security::{Connection, CoreSecurity};
-pub use self::security::{OtlpSecurity, SecurityError, SecuritySnapshot};
 use self::timeouts::{ConnectionClock, Expiry, RequestClock, Timeouts};
-use super::intake::{InflightGuard, Intake};
+use super::intake::{InflightGuard, Intake, Transport};
+use super::security::{
+    Connection, CoreSecurity, ReceiverSecurity, SecurityError, SecuritySnapshot,
+};
 use crate::pipeline::IngestError;
 
 /// Why a listener could not be bound.
@@ -44,6 +44,22 @@ pub struct BindError {
     /// What glommio reported.
     #[source]
     pub source: glommio::GlommioError<()>,
+}
+
+/// The OTLP listeners' TLS (gRPC: ALPN `h2`; HTTP: `h2`, then `http/1.1`) and tokens, from
+/// `[receivers.otlp.tls]` and `.auth`. Reads files: call it before the reactors start.
+pub fn security(otlp: &OtlpReceiverConfig) -> Result<ReceiverSecurity, SecurityError> {
+    let mut listeners: Vec<(Transport, &[&[u8]])> = Vec::new();
+    if otlp.grpc.is_some() {
+        listeners.push((Transport::Grpc, &[shardtel_tls::alpn::H2]));
+    }
+    if otlp.http.is_some() {
+        listeners.push((
+            Transport::Http,
+            &[shardtel_tls::alpn::H2, shardtel_tls::alpn::HTTP1],
+        ));
+    }
+    ReceiverSecurity::new("otlp", otlp.tls.as_ref(), otlp.auth.as_ref(), &listeners)
 }
 
 /// One core's OTLP receiver: its intake, the connections it serves, their timeouts and their
@@ -69,7 +85,7 @@ pub struct OtlpServer {
 pub fn start(
     intake: Rc<Intake>,
     otlp: &OtlpReceiverConfig,
-    security: OtlpSecurity,
+    security: ReceiverSecurity,
     cores: usize,
     connection_bytes: Option<usize>,
 ) -> Result<OtlpServer, BindError> {
@@ -129,7 +145,7 @@ impl OtlpServer {
 }
 
 /// Accepts connections until the core drains; each connection is a task of
-/// this core, which runs the TLS handshake first (see [`security`]). Connections over the
+/// this core, which runs the TLS handshake first (see [`super::security`]). Connections over the
 /// core's share of `max_connections` are refused (see [`connections`]).
 async fn accept_loop(receiver: Rc<OtlpReceiver>, protocol: Protocol, socket: TcpListener) {
     loop {
@@ -148,7 +164,9 @@ async fn accept_loop(receiver: Rc<OtlpReceiver>, protocol: Protocol, socket: Tcp
                     }
                     glommio::spawn_local(async move {
                         let _slot = Slot(&receiver, Some(protocol));
-                        let Some(stream) = receiver.security.secure(stream, protocol).await else {
+                        let Some(stream) =
+                            receiver.security.secure(stream, protocol.transport()).await
+                        else {
                             return;
                         };
                         let clock = ConnectionClock::new(receiver.timeouts, protocol);
@@ -192,7 +210,7 @@ async fn serve(
 async fn refuse(receiver: &OtlpReceiver, stream: TcpStream, protocol: Protocol) {
     let intake = receiver.intake.clone();
     let answer = async {
-        let Some(stream) = receiver.security.secure(stream, protocol).await else {
+        let Some(stream) = receiver.security.secure(stream, protocol.transport()).await else {
             return Ok(());
         };
         match protocol {

@@ -30,8 +30,8 @@ use futures_lite::{AsyncRead, AsyncWrite};
 
 use shardtel_config::OtlpReceiverConfig;
 
-use super::security::Connection;
 use super::Protocol;
+use crate::receivers::security::Connection;
 
 /// TCP keep-alive: probes start after this long without traffic.
 pub const TCP_KEEPALIVE_IDLE: Duration = Duration::from_secs(30);

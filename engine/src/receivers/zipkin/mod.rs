@@ -5,13 +5,14 @@
 //! (`shardtel_protocol::translate::zipkin`), then ingested like OTLP; answered `202 Accepted`
 //! once accepted (with durability: once on disk). Errors: 400 for a body that does not
 //! translate (the message names the span and field), 413 over `max_recv_msg_size`, 415 for an
-//! unknown encoding, 429/503 with `Retry-After` when shardtel is overloaded.
+//! unknown encoding, 429/503 with `Retry-After` when shardtel is overloaded. Over TLS with a
+//! `tls` table (ALPN `http/1.1`); with an `auth` table, a request without an accepted bearer
+//! token is answered 401 with `WWW-Authenticate` before its body is read.
 
 use std::convert::Infallible;
 use std::rc::Rc;
 
 use bytes::Bytes;
-use glommio::net::TcpStream;
 use glommio::task::JoinHandle;
 use http::{Method, Request, Response, StatusCode};
 use hyper::body::Incoming;
@@ -24,6 +25,9 @@ use shardtel_sinks::net::GlommioIo;
 use super::listener::{
     self, Activity, BindError, Connections, ListenerSnapshot, ResponseBody, Watched,
 };
+use super::security::{
+    Connection, CoreSecurity, ReceiverSecurity, SecurityError, SecuritySnapshot,
+};
 use super::{Intake, Transport};
 use crate::pipeline::IngestError;
 
@@ -32,6 +36,7 @@ const TRANSPORT: Transport = Transport::Zipkin;
 /// One core's running Zipkin receiver.
 pub struct ZipkinServer {
     connections: Rc<Connections>,
+    security: Rc<CoreSecurity>,
     acceptor: std::cell::RefCell<Option<JoinHandle<()>>>,
 }
 
@@ -39,13 +44,26 @@ pub struct ZipkinServer {
 struct Receiver {
     intake: Rc<Intake>,
     config: ZipkinReceiverConfig,
+    security: Rc<CoreSecurity>,
 }
 
-/// Binds `config.endpoint` on this core and serves it; this core serves its share of
-/// `max_connections` of `cores`.
+/// The listener's TLS (ALPN `http/1.1`) and tokens, from `[receivers.zipkin.tls]` and `.auth`.
+/// Reads files: call it before the reactors start.
+pub fn security(config: &ZipkinReceiverConfig) -> Result<ReceiverSecurity, SecurityError> {
+    ReceiverSecurity::new(
+        "zipkin",
+        config.tls.as_ref(),
+        config.auth.as_ref(),
+        &[(TRANSPORT, &[shardtel_tls::alpn::HTTP1])],
+    )
+}
+
+/// Binds `config.endpoint` on this core and serves it, over TLS and checking tokens as
+/// `security` says; this core serves its share of `max_connections` of `cores`.
 pub fn start(
     intake: Rc<Intake>,
     config: &ZipkinReceiverConfig,
+    security: ReceiverSecurity,
     cores: usize,
 ) -> Result<ZipkinServer, BindError> {
     let socket = listener::bind(TRANSPORT, config.endpoint)?;
@@ -53,15 +71,22 @@ pub fn start(
         TRANSPORT,
         listener::per_core(config.limits.max_connections, cores),
     ));
+    let security = Rc::new(CoreSecurity::new(security, intake.core()));
     let receiver = Rc::new(Receiver {
         intake: intake.clone(),
         config: config.clone(),
+        security: security.clone(),
     });
-    let acceptor = listener::accept(intake, socket, connections.clone(), move |stream| {
-        serve_connection(receiver.clone(), stream)
-    });
+    let acceptor = listener::accept(
+        intake,
+        socket,
+        connections.clone(),
+        security.clone(),
+        move |stream, _| serve_connection(receiver.clone(), stream),
+    );
     Ok(ZipkinServer {
         connections,
+        security,
         acceptor: std::cell::RefCell::new(Some(acceptor)),
     })
 }
@@ -70,6 +95,11 @@ impl ZipkinServer {
     /// The listener's counters, for telemetry.
     pub fn snapshot(&self) -> ListenerSnapshot {
         self.connections.snapshot()
+    }
+
+    /// The TLS handshake and token counters, for telemetry (`None` without either).
+    pub fn security(&self) -> Option<SecuritySnapshot> {
+        self.security.snapshot()
     }
 
     /// Waits for the accept loop to end (it does once the core drains).
@@ -81,7 +111,7 @@ impl ZipkinServer {
     }
 }
 
-async fn serve_connection(receiver: Rc<Receiver>, stream: TcpStream) {
+async fn serve_connection(receiver: Rc<Receiver>, stream: Connection) {
     let activity = Activity::new();
     let r = receiver.clone();
     let a = activity.clone();
@@ -98,7 +128,7 @@ async fn serve_connection(receiver: Rc<Receiver>, stream: TcpStream) {
         .keep_alive(true)
         .max_buf_size(listener::HTTP1_MAX_BUF)
         .serve_connection(
-            Watched::new(GlommioIo::new(stream), activity.clone()),
+            Watched::new(GlommioIo::over(stream), activity.clone()),
             service,
         );
     let conn = std::pin::pin!(conn);
@@ -125,6 +155,11 @@ fn is_protobuf(req: &Request<Incoming>) -> bool {
 async fn handle(r: &Receiver, req: Request<Incoming>) -> Response<ResponseBody> {
     let intake = &r.intake;
     let limit = r.config.limits.max_recv_msg_size;
+    let timeout = r.config.limits.read_timeout;
+    let req = match listener::authenticate(&r.security, TRANSPORT, req, timeout).await {
+        Ok(req) => req,
+        Err(refused) => return refused,
+    };
     match req.uri().path() {
         "/api/v2/spans" => {}
         "/api/v1/spans" => {
