@@ -99,6 +99,7 @@
 #![deny(missing_docs)]
 #![forbid(unsafe_code)]
 
+pub mod capacity;
 mod cache;
 mod compact;
 pub mod policy;
