@@ -28,7 +28,9 @@
 //! this binary's allocator, over the heap before the first request), against the spans' wire
 //! size.
 
-use std::alloc::{GlobalAlloc, Layout, System};
+use std::alloc::{GlobalAlloc, Layout};
+
+use mimalloc::MiMalloc;
 use std::collections::VecDeque;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -45,27 +47,27 @@ use shardtel_sampler::{CoreShare, Kept, Sampler};
 /// Heap bytes allocated and not freed (requested sizes), for the heap per buffered span.
 static LIVE: AtomicUsize = AtomicUsize::new(0);
 
-/// The system allocator, counting live bytes in [`LIVE`].
+/// The engine's allocator (mimalloc), counting live bytes in [`LIVE`].
 struct Counting;
 
-// SAFETY: every call is forwarded to `System` with the same arguments; the counter has no
+// SAFETY: every call is forwarded to `MiMalloc` with the same arguments; the counter has no
 // effect on the memory handed out.
 unsafe impl GlobalAlloc for Counting {
     unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
         LIVE.fetch_add(layout.size(), Ordering::Relaxed);
         // SAFETY: the caller's contract, forwarded.
-        unsafe { System.alloc(layout) }
+        unsafe { MiMalloc.alloc(layout) }
     }
     unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
         LIVE.fetch_sub(layout.size(), Ordering::Relaxed);
         // SAFETY: the caller's contract, forwarded.
-        unsafe { System.dealloc(ptr, layout) }
+        unsafe { MiMalloc.dealloc(ptr, layout) }
     }
     unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
         LIVE.fetch_add(new_size, Ordering::Relaxed);
         LIVE.fetch_sub(layout.size(), Ordering::Relaxed);
         // SAFETY: the caller's contract, forwarded.
-        unsafe { System.realloc(ptr, layout, new_size) }
+        unsafe { MiMalloc.realloc(ptr, layout, new_size) }
     }
 }
 
@@ -119,6 +121,17 @@ fn request(payloads: &[(Vec<u8>, Vec<usize>)], n: usize) -> Vec<u8> {
         }
     }
     bytes
+}
+
+/// This process's resident memory in bytes (`VmRSS`).
+fn rss() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            let line = s.lines().find(|l| l.starts_with("VmRSS:"))?;
+            line.split_whitespace().nth(1)?.parse::<u64>().ok()
+        })
+        .map_or(0, |kib| kib * 1024)
 }
 
 fn main() {
@@ -184,6 +197,8 @@ fn main() {
     let mut peak = (0u64, 0u64, 0u64);
     let mut peak_heap = 0usize;
     let idle_heap = LIVE.load(Ordering::Relaxed);
+    let idle_rss = rss();
+    let mut peak_rss = 0;
     let mut now = start;
     for k in 0..requests + PIECES - 1 {
         let batch = arrival(k);
@@ -199,7 +214,10 @@ fn main() {
             batch
                 .index
                 .partition(CORES, |t| owner_core(t, CORES), &mut parts);
-            for (core, index) in parts.drain(..).enumerate() {
+            // As engine/src/pipeline/route.rs hands the parts over: copies of the reused
+            // scratch (vectors with exactly the room they use).
+            for (core, index) in parts.iter().enumerate() {
+                let index = index.clone();
                 if mode == "sample" {
                     let part = SpanBatch {
                         buf: batch.buf.clone(),
@@ -231,6 +249,7 @@ fn main() {
         if total.2 > peak.2 {
             peak = total;
             peak_heap = LIVE.load(Ordering::Relaxed);
+            peak_rss = rss();
         }
     }
     if mode == "sample" {
@@ -244,12 +263,14 @@ fn main() {
         let (charge, wire, buffered) = peak;
         let heap = peak_heap.saturating_sub(idle_heap) as f64;
         println!(
-            "mode {mode} spans {spans} kept {kept} scanned {scanned} peak_buffered_spans {buffered} charged_per_span {:.0} wire_per_span {:.0} charge_vs_wire {:.2} heap_per_span {:.0} heap_vs_wire {:.2}",
+            "mode {mode} spans {spans} kept {kept} scanned {scanned} peak_buffered_spans {buffered} charged_per_span {:.0} wire_per_span {:.0} charge_vs_wire {:.2} heap_per_span {:.0} heap_vs_wire {:.2} rss_per_span {:.0} rss_vs_wire {:.2}",
             charge as f64 / buffered.max(1) as f64,
             wire as f64 / buffered.max(1) as f64,
             charge as f64 / wire.max(1) as f64,
             heap / buffered.max(1) as f64,
             heap / wire.max(1) as f64,
+            peak_rss.saturating_sub(idle_rss) as f64 / buffered.max(1) as f64,
+            peak_rss.saturating_sub(idle_rss) as f64 / wire.max(1) as f64,
         );
     } else {
         println!("mode {mode} spans {spans} kept {kept} scanned {scanned}");
