@@ -99,8 +99,8 @@
 #![deny(missing_docs)]
 #![forbid(unsafe_code)]
 
-pub mod capacity;
 mod cache;
+pub mod capacity;
 mod compact;
 pub mod policy;
 mod span_fields;
