@@ -67,6 +67,9 @@
 #                    it takes them all (a 2-core machine): loadgen and the reactors then share
 #                    both CPUs and the driver-bound check is what separates the two]
 #   LAG_P99_MS       send lag p99 above which loadgen counts as behind schedule [20]
+#   SHARDTEL_ENV     extra environment of every shardtel started, e.g.
+#                    "MIMALLOC_ARENA_EAGER_COMMIT=0" (RSS per buffered span 1.56x -> 1.37x
+#                    wire in the memory step, docs/tail-sampling.md) [""]
 #   MEM_RATE      spans/s of the memory step    [200000]
 #   MEM_SECS      seconds of the memory step    [25]
 #   MEM_PROTO     protocol of the memory step   [grpc]
@@ -74,7 +77,9 @@
 #   MEM_CONFIGS   memory step configs            [sampling otelcol-sampling]
 #   GRPC_PORT / HTTP_PORT / METRICS_PORT / HEALTH_PORT  where the collectors listen on 127.0.0.1
 #                 [4317 / 4318 / 8888 / 13133]; shardtel then runs on a copy of its config
-#                 under raw/configs/ with them
+#                 under raw/configs/ with them. Pick ports below 32768: the check that a port is free
+#                 connects to it, and a connect to a free port of the ephemeral range can take
+#                 it for a moment (seen: "failed to bind the metrics endpoint")
 #   QUIET_WAIT    max seconds to wait before a phase while rustc runs [0]
 #   SHARDTEL_BIN / LOADGEN_BIN  use these binaries instead of building them
 #   OTELCOL_BIN   use this OpenTelemetry Collector instead of building tests/peers/otelcol
@@ -202,7 +207,8 @@ start_collector() {  # config log
   if [ "$(kind "$1")" = otelcol ]; then
     "$OTELCOL_BIN" --config "$(config_file "$1")" >"$2" 2>&1 &
   else
-    "$SHARDTEL_BIN" --config "$(config_file "$1")" >"$2" 2>&1 &
+    # shellcheck disable=SC2086 # SHARDTEL_ENV: words of NAME=VALUE
+    env ${SHARDTEL_ENV:-} "$SHARDTEL_BIN" --config "$(config_file "$1")" >"$2" 2>&1 &
   fi
   COLL_PID=$!
   for _ in $(seq 1 200); do
@@ -325,7 +331,7 @@ step_counters() {  # config
   echo "git: $(git -C "$ROOT" rev-parse HEAD 2>/dev/null)$(git -C "$ROOT" diff --quiet 2>/dev/null || echo ' +uncommitted changes')"
   echo "shardtel: ${SHARDTEL_BIN:-not used}; loadgen: $LOADGEN_BIN"
   if [ -n "${OTELCOL_BIN:-}" ]; then echo "otelcol: $OTELCOL_BIN ($("$OTELCOL_BIN" --version 2>&1 | head -1); manifest tests/peers/otelcol/go.mod)"; fi
-  echo "pinning: $PINNING; loadgen workers: $LOADGEN_WORKERS"
+  echo "pinning: $PINNING; loadgen workers: $LOADGEN_WORKERS; shardtel environment: ${SHARDTEL_ENV:-none}"
   echo "knobs: LOADGEN_WORKERS=$LOADGEN_WORKERS SHARDTEL_CORES='$SHARDTEL_CORES' LOADGEN_CPUS='$LOADGEN_CPUS' LAG_P99_MS=$LAG_P99_MS PROTOS='$PROTOS' RATES='$RATES' STEP_SECS=$STEP_SECS SPLIT=$SPLIT GRPC_CONNS=$GRPC_CONNS HTTP_CONNS=$HTTP_CONNS MEM_RATE=$MEM_RATE MEM_SECS=$MEM_SECS MEM_PROTO=$MEM_PROTO CONFIGS='$CONFIGS' MEM_CONFIGS='$MEM_CONFIGS' PORTS='$PORTS'"
 } >"$RAW/machine.txt"
 : >"$RAW/commands.txt"
