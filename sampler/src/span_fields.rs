@@ -30,6 +30,8 @@ const TAG_TRACE_ID: u8 = 1 << 3 | 2;
 const TAG_SPAN_ID: u8 = 2 << 3 | 2;
 const TAG_TRACE_STATE: u8 = 3 << 3 | 2;
 const TAG_PARENT: u8 = 4 << 3 | 2;
+const TAG_NAME: u8 = 5 << 3 | 2;
+const TAG_KIND: u8 = 6 << 3;
 const TAG_START: u8 = 7 << 3 | 1;
 const TAG_END: u8 = 8 << 3 | 1;
 const TAG_ATTRIBUTE: u8 = 9 << 3 | 2;
@@ -61,6 +63,32 @@ pub(crate) fn read<'a>(
         pos = 18;
         if body.get(18..20) == Some(&[TAG_SPAN_ID, 8]) && n >= 28 {
             pos = 28;
+        }
+    }
+    // Then what every encoder writes next, in this order: trace_state (if any), parent_span_id,
+    // name, kind, start and end time. Each is read here when it comes next with a one-byte
+    // length, exactly as the loop below would read it; whatever does not (and everything after)
+    // is left to the loop.
+    if let Some((value, next)) = short_len(body, pos, TAG_TRACE_STATE) {
+        facts.trace_state = value;
+        pos = next;
+    }
+    if let Some((value, next)) = short_len(body, pos, TAG_PARENT) {
+        facts.has_parent = !value.is_empty();
+        pos = next;
+    }
+    if let Some((_, next)) = short_len(body, pos, TAG_NAME) {
+        pos = next;
+    }
+    if body.get(pos) == Some(&TAG_KIND) && body.get(pos + 1).is_some_and(|b| *b < 0x80) {
+        pos += 2;
+    }
+    for (tag, field) in [(TAG_START, &mut facts.start), (TAG_END, &mut facts.end)] {
+        if body.get(pos) == Some(&tag) {
+            if let Some(&bytes) = body.get(pos + 1..).and_then(|b| b.first_chunk::<8>()) {
+                *field = u64::from_le_bytes(bytes);
+                pos += 9;
+            }
         }
     }
     while let Some(&tag) = body.get(pos) {
@@ -149,6 +177,18 @@ pub(crate) fn read_attributes<'a>(
                 *seen |= 1 << i;
             }
         }
+    }
+}
+
+/// The value of a length-delimited field at `body[pos]` with tag `tag` and a one-byte length,
+/// and the position after it; `None` when the field there is not that.
+#[inline(always)]
+fn short_len(body: &[u8], pos: usize, tag: u8) -> Option<(&[u8], usize)> {
+    match body.get(pos..)? {
+        [t, len, rest @ ..] if *t == tag && *len < 0x80 && rest.len() >= usize::from(*len) => {
+            Some((&rest[..usize::from(*len)], pos + 2 + usize::from(*len)))
+        }
+        _ => None,
     }
 }
 
@@ -365,12 +405,16 @@ mod tests {
             trace_state in "[a-z=,]{0,10}",
             start in any::<u64>(),
             end in any::<u64>(),
+            name in "[a-z]{0,200}",
+            kind in 0i32..6,
         ) {
             let span = Span {
                 trace_id: vec![1; 16],
                 span_id: vec![2; 8],
                 parent_span_id: if parent { vec![3; 8] } else { Vec::new() },
                 trace_state,
+                name,
+                kind,
                 start_time_unix_nano: start,
                 end_time_unix_nano: end,
                 attributes: attrs.into_iter().map(|(k, v)| kv(k, v)).collect(),
