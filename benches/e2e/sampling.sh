@@ -35,7 +35,7 @@
 #    while its in-flight window had room (Little's law: requests/s x (latency - send lag) below
 #    90 % of connections x max in flight), or when loadgen used >= 90 % of its workers' CPUs.
 #    A lag with a full window is the collector's (it did not answer), not the driver's.
-#    Per step: collector CPU µs per acknowledged span, loadgen's CPU, send lag, and the reason
+#    Per step: collector CPU µs per accepted span (after CPU_WARMUP_SECS), loadgen's CPU, send lag, and the reason
 #    of every refusal: loadgen's (gRPC status / HTTP code) and shardtel's own counters of
 #    refusals (/metrics: memory limiter by reason, refused spans, failed requests, mesh send
 #    timeouts, queue-full refusals, ingest log refusals), summed over cores.
@@ -67,6 +67,9 @@
 #                    it takes them all (a 2-core machine): loadgen and the reactors then share
 #                    both CPUs and the driver-bound check is what separates the two]
 #   LAG_P99_MS       send lag p99 above which loadgen counts as behind schedule [20]
+#   CPU_WARMUP_SECS  CPU per span counts from this second of a step to its end (the sampler's
+#                    decision_wait: from then on it decides at the rate it buffers); steps
+#                    shorter than twice that are counted whole [10]
 #   SHARDTEL_ENV     extra environment of every shardtel started, e.g.
 #                    "MIMALLOC_ARENA_EAGER_COMMIT=0" (RSS per buffered span 1.56x -> 1.37x
 #                    wire in the memory step, docs/tail-sampling.md) [""]
@@ -106,6 +109,7 @@ CONFIGS=${CONFIGS-"plain sampling otelcol-plain otelcol-sampling"}
 MEM_CONFIGS=${MEM_CONFIGS-"sampling otelcol-sampling"}
 QUIET_WAIT=${QUIET_WAIT:-0}
 LAG_P99_MS=${LAG_P99_MS:-20}
+CPU_WARMUP_SECS=${CPU_WARMUP_SECS:-10}
 NPROC=$(nproc)
 # expand "0-2,5" into "0 1 2 5"
 cpu_list() { local p a b out=""; for p in ${1//,/ }; do if [[ $p == *-* ]]; then a=${p%-*}; b=${p#*-}; out+=" $(seq -s ' ' "$a" "$b")"; else out+=" $p"; fi; done; echo $out; }
@@ -357,15 +361,29 @@ refusal_counters() {  # config
 }
 
 # ---- 1. throughput with and without sampling ---------------------------------------------------
+ticks() { sed -E 's/^.*\) //' "/proc/$COLL_PID/stat" | awk '{print $12 + $13}'; }
+accepted_now() {  # config: spans the collector accepted so far
+  if [ "$(kind "$1")" = otelcol ]; then metric otelcol_receiver_accepted_spans; else metric shardtel_receiver_accepted_spans_total; fi
+}
 step() {  # config proto rate secs
   local cfg=$1 proto=$2 rate=$3 secs=$4 tag="$1-$2-$3"
   start_collector "$cfg" "$RAW/$tag-collector.log"
-  local t0 c0 c1 t1
-  t0=$(date +%s.%N); c0=$(sed -E 's/^.*\) //' "/proc/$COLL_PID/stat" | awk '{print $12 + $13}')
+  local t0 c0 c1 t1 warm=$CPU_WARMUP_SECS
+  # CPU per span is measured after the first CPU_WARMUP_SECS of the step (by then a sampler
+  # decides at the rate it buffers), from the collector's CPU time and accepted spans then and
+  # at the end; a step too short for that is measured whole.
+  [ "$secs" -ge $((2 * warm)) ] || warm=0
+  t0=$(date +%s.%N); c0=$(ticks)
+  echo "$c0 0" >"$RAW/$tag.cpu0"
+  if [ "$warm" -gt 0 ]; then (sleep "$warm"; echo "$(ticks) $(accepted_now "$cfg")" >"$RAW/$tag.cpu0") & fi
+  local snap=$!
   loadgen "$proto" "$rate" "$secs" "$RAW/$tag.json" "$RAW/$tag.log"
-  c1=$(sed -E 's/^.*\) //' "/proc/$COLL_PID/stat" | awk '{print $12 + $13}'); t1=$(date +%s.%N)
+  if [ "$warm" -gt 0 ]; then wait "$snap" 2>/dev/null || true; fi
+  c1=$(ticks); t1=$(date +%s.%N)
+  local a1 cw aw; a1=$(accepted_now "$cfg"); read -r cw aw <"$RAW/$tag.cpu0"
   local cpu cpu_s; cpu=$(awk -v d="$((c1 - c0))" -v hz="$(getconf CLK_TCK)" -v a="$t0" -v b="$t1" 'BEGIN{printf "%.0f", 100*d/hz/(b-a)}')
-  cpu_s=$(awk -v d="$((c1 - c0))" -v hz="$(getconf CLK_TCK)" 'BEGIN{printf "%.2f", d/hz}')
+  cpu_s=$(awk -v d="$((c1 - cw))" -v hz="$(getconf CLK_TCK)" 'BEGIN{printf "%.2f", d/hz}')
+  local cpu_spans=$((a1 - aw))
   settle "$cfg"
   local accepted received kept early timer hwm reasons
   read -r accepted received kept early timer <<<"$(step_counters "$cfg")"
@@ -373,7 +391,7 @@ step() {  # config proto rate secs
   hwm=$(( $(status_kib VmHWM) / 1024 ))
   stop_collector
   local row
-  row=$(python3 - "$RAW/$tag.json" "$rate" "$accepted" "$received" "$cfg" "$early" "$cpu_s" "$LAG_P99_MS" "$LOADGEN_WORKERS" "$reasons" <<'PY'
+  row=$(python3 - "$RAW/$tag.json" "$rate" "$accepted" "$received" "$cfg" "$early" "$cpu_s" "$LAG_P99_MS" "$LOADGEN_WORKERS" "$reasons" "$cpu_spans" <<'PY'
 import json, os, sys
 num = lambda v: int(v) if v.isdigit() else -1  # "-": not counted by this collector
 path, rate, accepted, received, cfg = sys.argv[1], float(sys.argv[2]), int(sys.argv[3]), num(sys.argv[4]), sys.argv[5]
@@ -384,7 +402,8 @@ except Exception:
     print("0\t0\t-1\t-1\t-1\t-\t-\t-\t-\tloadgen-failed\t-\t0"); sys.exit()
 q = r["requests"]; acked = r["items"]["acknowledged"]
 sps = r["achieved"]["acknowledged_items_per_second"]
-us_per_span = "%.3f" % (cpu_s * 1e6 / acked) if acked else "-"
+cpu_spans = int(sys.argv[11])  # spans accepted while cpu_s was counted
+us_per_span = "%.3f" % (cpu_s * 1e6 / cpu_spans) if cpu_spans > 0 else "-"
 # The driver: send lag, requests never sent, its CPU, its in-flight window.
 lag_p99_ms = r["send_lag_us"]["p99"] / 1000.0
 lg_cpu = "-"
@@ -534,7 +553,7 @@ rows = list(csv.DictReader(open(sys.argv[1]), delimiter="\t"))
 print("# Tail sampling end to end (benches/e2e/sampling.sh)\n")
 print("Highest offered rate passing at zero loss, without and with tail sampling (the reference policies: "
       "errors, latency > 1 s, user.id = vip, 10 %; decision_wait = 10s). CPU 100 % = one core; "
-      "CPU per span = collector CPU time / spans acknowledged in the step.\n")
+      "CPU per span = collector CPU time / spans it accepted, from CPU_WARMUP_SECS into the step to its end.\n")
 print("| collector | proto | without sampling | with sampling | ratio (target >= 0.75) |")
 print("|---|---|---|---|---|")
 def fmt(r):
@@ -554,7 +573,7 @@ for name, plain, sampling in (("shardtel", "plain", "sampling"), ("OpenTelemetry
             best[cfg] = max(ok, key=lambda r: float(r["acked_spans_s"])) if ok else None
         ratio = "%.2f" % (float(best[sampling]["acked_spans_s"]) / float(best[plain]["acked_spans_s"])) if best[plain] and best[sampling] else "-"
         print("| %s | %s | %s | %s | %s |" % (name, proto, fmt(best[plain]), fmt(best[sampling]), ratio))
-print("\nCPU per span at the same offered rate (collector CPU seconds / spans acknowledged; the "
+print("\nCPU per span at the same offered rate (collector CPU seconds / spans accepted, after the warm-up; the "
       "driver's state of both steps; target: sampling <= +15 %):\n")
 print("| proto | offered | plain µs/span | sampling µs/span | sampling vs plain | plain driver | sampling driver | sampling refusals |")
 print("|---|---|---|---|---|---|---|---|")
