@@ -27,11 +27,25 @@
 #    samplers received them all (the Collector: no trace dropped before its decision). Steps last STEP_SECS (default 30 s: three decision_waits, so
 #    the sampler decides at the rate it buffers). Result per protocol: the highest passing rate
 #    with and without sampling, and their ratio (target: sampling keeps >= 75 %).
+#    The driver: loadgen runs LOADGEN_WORKERS workers, pinned to LOADGEN_CPUS when the
+#    reactors (SHARDTEL_CORES) leave CPUs free. A step is DRIVER-BOUND (pass column
+#    "driver-bound", logged loudly, never counted for or against the collector) when loadgen
+#    fell behind its schedule (over 0.5 % of requests due but never sent, or send lag p99 over
+#    LAG_P99_MS)
+#    while its in-flight window had room (Little's law: requests/s x (latency - send lag) below
+#    90 % of connections x max in flight), or when loadgen used >= 90 % of its workers' CPUs.
+#    A lag with a full window is the collector's (it did not answer), not the driver's.
+#    Per step: collector CPU µs per accepted span (after CPU_WARMUP_SECS), loadgen's CPU, send lag, and the reason
+#    of every refusal: loadgen's (gRPC status / HTTP code) and shardtel's own counters of
+#    refusals (/metrics: memory limiter by reason, refused spans, failed requests, mesh send
+#    timeouts, queue-full refusals, ingest log refusals), summed over cores.
+#    The report puts plain and sampling side by side at each offered rate (CPU per span and
+#    its increase with sampling: target <= +15 %).
 # 2. Memory per buffered span. One step at MEM_RATE for MEM_SECS per config of MEM_CONFIGS:
 #      (peak RSS - idle RSS) / spans buffered at the peak
 #    with idle RSS read before the load, peak RSS = VmHWM, and spans buffered sampled every
 #    second. shardtel: shardtel_sampler_buffered_spans (summed over cores), compared with the
-#    spans' wire size (shardtel_sampler_buffered_span_bytes / buffered_spans). Target: <= 1.5x.
+#    spans' wire size (shardtel_sampler_buffered_span_bytes / buffered_spans). Target: <= 1.25x.
 #    The Collector: traces not yet decided (new_trace_id_received - global_count_traces_sampled)
 #    x spans per trace (accepted spans / new trace ids); its live Go heap per buffered span
 #    (otelcol_process_runtime_heap_alloc_bytes) is printed next to it. It keeps a decided trace's
@@ -46,6 +60,19 @@
 #   STEP_SECS     seconds per throughput step   [30]
 #   SPLIT         --split-traces pieces         [3]
 #   GRPC_CONNS / HTTP_CONNS  loadgen --connections [16 / 64]
+#   LOADGEN_WORKERS  loadgen --workers           [2, or the CPUs left to loadgen if more]
+#   SHARDTEL_CORES   shardtel's engine.cores, e.g. "0,1" or "0-3" ["all"; on more than 2 CPUs:
+#                    the first half of them, so that loadgen gets the rest]
+#   LOADGEN_CPUS     loadgen --cpus             [the CPUs SHARDTEL_CORES leaves free; none when
+#                    it takes them all (a 2-core machine): loadgen and the reactors then share
+#                    both CPUs and the driver-bound check is what separates the two]
+#   LAG_P99_MS       send lag p99 above which loadgen counts as behind schedule [20]
+#   CPU_WARMUP_SECS  CPU per span counts from this second of a step to its end (the sampler's
+#                    decision_wait: from then on it decides at the rate it buffers); steps
+#                    shorter than twice that are counted whole [10]
+#   SHARDTEL_ENV     extra environment of every shardtel started, e.g.
+#                    "MIMALLOC_ARENA_EAGER_COMMIT=0" (RSS per buffered span 1.56x -> 1.37x
+#                    wire in the memory step, docs/tail-sampling.md) [""]
 #   MEM_RATE      spans/s of the memory step    [200000]
 #   MEM_SECS      seconds of the memory step    [25]
 #   MEM_PROTO     protocol of the memory step   [grpc]
@@ -53,7 +80,9 @@
 #   MEM_CONFIGS   memory step configs            [sampling otelcol-sampling]
 #   GRPC_PORT / HTTP_PORT / METRICS_PORT / HEALTH_PORT  where the collectors listen on 127.0.0.1
 #                 [4317 / 4318 / 8888 / 13133]; shardtel then runs on a copy of its config
-#                 under raw/configs/ with them
+#                 under raw/configs/ with them. Pick ports below 32768: the check that a port is free
+#                 connects to it, and a connect to a free port of the ephemeral range can take
+#                 it for a moment (seen: "failed to bind the metrics endpoint")
 #   QUIET_WAIT    max seconds to wait before a phase while rustc runs [0]
 #   SHARDTEL_BIN / LOADGEN_BIN  use these binaries instead of building them
 #   OTELCOL_BIN   use this OpenTelemetry Collector instead of building tests/peers/otelcol
@@ -79,6 +108,29 @@ MEM_PROTO=${MEM_PROTO:-grpc}
 CONFIGS=${CONFIGS-"plain sampling otelcol-plain otelcol-sampling"}
 MEM_CONFIGS=${MEM_CONFIGS-"sampling otelcol-sampling"}
 QUIET_WAIT=${QUIET_WAIT:-0}
+LAG_P99_MS=${LAG_P99_MS:-20}
+CPU_WARMUP_SECS=${CPU_WARMUP_SECS:-10}
+NPROC=$(nproc)
+# expand "0-2,5" into "0 1 2 5"
+cpu_list() { local p a b out=""; for p in ${1//,/ }; do if [[ $p == *-* ]]; then a=${p%-*}; b=${p#*-}; out+=" $(seq -s ' ' "$a" "$b")"; else out+=" $p"; fi; done; echo $out; }
+ALL_CPUS=$(cpu_list "$(cat /sys/fs/cgroup/cpuset.cpus.effective 2>/dev/null || echo "0-$((NPROC - 1))")")
+[ -n "$ALL_CPUS" ] || ALL_CPUS=$(seq -s ' ' 0 $((NPROC - 1)))
+set -- $ALL_CPUS; N_CPUS=$#; set --
+if [ -z "${SHARDTEL_CORES:-}" ]; then
+  if [ "$N_CPUS" -gt 2 ]; then SHARDTEL_CORES=$(echo $ALL_CPUS | cut -d' ' -f1-$((N_CPUS / 2)) | tr ' ' ,); else SHARDTEL_CORES=all; fi
+fi
+if [ "$SHARDTEL_CORES" = all ]; then REACTOR_CPUS=$ALL_CPUS; else REACTOR_CPUS=$(cpu_list "$SHARDTEL_CORES"); fi
+if [ -z "${LOADGEN_CPUS+x}" ]; then
+  LOADGEN_CPUS=""
+  for c in $ALL_CPUS; do [[ " $REACTOR_CPUS " == *" $c "* ]] || LOADGEN_CPUS+="${LOADGEN_CPUS:+,}$c"; done
+fi
+if [ -n "$LOADGEN_CPUS" ]; then
+  set -- $(cpu_list "$LOADGEN_CPUS"); LOADGEN_WORKERS=${LOADGEN_WORKERS:-$(($# > 2 ? $# : 2))}; set --
+  PINNING="loadgen pinned to CPUs $LOADGEN_CPUS, shardtel reactors on $SHARDTEL_CORES"
+else
+  LOADGEN_WORKERS=${LOADGEN_WORKERS:-2}
+  PINNING="loadgen NOT pinned: shardtel's reactors take every CPU ($SHARDTEL_CORES of $N_CPUS), so loadgen shares them; driver-bound steps are detected from its lag and CPU"
+fi
 GRPC_PORT=${GRPC_PORT:-4317}
 HTTP_PORT=${HTTP_PORT:-4318}
 METRICS_PORT=${METRICS_PORT:-8888}
@@ -98,17 +150,20 @@ mkdir -p "$RAW"
 log() { echo "[$(date -u +%H:%M:%S)] $*" | tee -a "$RAW/run.log"; }
 command -v curl >/dev/null || die "curl is required"
 command -v python3 >/dev/null || die "python3 is required"
+[ -x /usr/bin/time ] || die "/usr/bin/time is required (apt-get install time): it measures loadgen's CPU"
 
 # shellcheck source=fixtures.sh
 . "$HERE/fixtures.sh"
 SAMPLING_CONFIG=$RAW/blackhole-sampling.toml
 # ported FILE: a shardtel config listening on the chosen ports: FILE itself on the default
 # ports, else a copy under raw/configs/ with its quoted 127.0.0.1:<default port> addresses
-# replaced (nothing else in it changes).
+# replaced and engine.cores = SHARDTEL_CORES (nothing else in it changes).
 ported() {
-  if [ "$PORTS" = "4317 4318 8888 13133" ]; then echo "$1"; return; fi
+  if [ "$PORTS" = "4317 4318 8888 13133" ] && [ "$SHARDTEL_CORES" = all ]; then echo "$1"; return; fi
+  local cores='"all"'
+  [ "$SHARDTEL_CORES" = all ] || cores="[$(cpu_list "$SHARDTEL_CORES" | tr ' ' ,)]"
   mkdir -p "$RAW/configs"
-  sed -e "s/\"127\.0\.0\.1:4317\"/\"127.0.0.1:$GRPC_PORT\"/" -e "s/\"127\.0\.0\.1:4318\"/\"127.0.0.1:$HTTP_PORT\"/" \
+  sed -e "s/^cores = \"all\"/cores = $cores/" -e "s/\"127\.0\.0\.1:4317\"/\"127.0.0.1:$GRPC_PORT\"/" -e "s/\"127\.0\.0\.1:4318\"/\"127.0.0.1:$HTTP_PORT\"/" \
     -e "s/\"127\.0\.0\.1:8888\"/\"127.0.0.1:$METRICS_PORT\"/" -e "s/\"127\.0\.0\.1:13133\"/\"127.0.0.1:$HEALTH_PORT\"/" \
     "$1" >"$RAW/configs/$(basename "$1")"
   echo "$RAW/configs/$(basename "$1")"
@@ -156,7 +211,8 @@ start_collector() {  # config log
   if [ "$(kind "$1")" = otelcol ]; then
     "$OTELCOL_BIN" --config "$(config_file "$1")" >"$2" 2>&1 &
   else
-    "$SHARDTEL_BIN" --config "$(config_file "$1")" >"$2" 2>&1 &
+    # shellcheck disable=SC2086 # SHARDTEL_ENV: words of NAME=VALUE
+    env ${SHARDTEL_ENV:-} "$SHARDTEL_BIN" --config "$(config_file "$1")" >"$2" 2>&1 &
   fi
   COLL_PID=$!
   for _ in $(seq 1 200); do
@@ -182,7 +238,11 @@ stop_collector() {
 }
 cleanup() {
   if [ -n "$SAMPLER_PID" ]; then kill "$SAMPLER_PID" 2>/dev/null || true; fi
-  if [ -n "$LOADGEN_PID" ]; then kill "$LOADGEN_PID" 2>/dev/null || true; fi
+  if [ -n "$LOADGEN_PID" ]; then
+    # loadgen runs under /usr/bin/time: stop loadgen (time's child) first, then time
+    for c in $(cat "/proc/$LOADGEN_PID/task/$LOADGEN_PID/children" 2>/dev/null); do kill "$c" 2>/dev/null || true; done
+    kill "$LOADGEN_PID" 2>/dev/null || true
+  fi
   stop_collector
 }
 trap cleanup EXIT
@@ -210,10 +270,12 @@ loadgen() {  # proto rate secs json log
   local proto=$1 args=()
   if [ "$proto" = grpc ]; then args=(-p grpc -e "http://127.0.0.1:$GRPC_PORT" --connections "$GRPC_CONNS")
   else args=(-p http-protobuf -e "http://127.0.0.1:$HTTP_PORT" --connections "$HTTP_CONNS"); fi
-  args+=(--rate "$2" --duration "${3}s" --split-traces "$SPLIT" --workers 1 --json "$4" -q)
+  args+=(--rate "$2" --duration "${3}s" --split-traces "$SPLIT" --workers "$LOADGEN_WORKERS" --json "$4" -q)
+  [ -z "$LOADGEN_CPUS" ] || args+=(--cpus "$LOADGEN_CPUS")
   echo "shardtel-loadgen ${args[*]}" >>"$RAW/commands.txt"
-  # In the background and waited for, so that Ctrl-C stops the run at once.
-  "$LOADGEN_BIN" "${args[@]}" >"$5" 2>&1 &
+  # In the background and waited for, so that Ctrl-C stops the run at once; under
+  # /usr/bin/time for loadgen's CPU seconds (user system wall) in <json>.time.
+  /usr/bin/time -f "%U %S %e" -o "$4.time" "$LOADGEN_BIN" "${args[@]}" >"$5" 2>&1 &
   LOADGEN_PID=$!
   wait "$LOADGEN_PID" || true
   LOADGEN_PID=""
@@ -273,50 +335,118 @@ step_counters() {  # config
   echo "git: $(git -C "$ROOT" rev-parse HEAD 2>/dev/null)$(git -C "$ROOT" diff --quiet 2>/dev/null || echo ' +uncommitted changes')"
   echo "shardtel: ${SHARDTEL_BIN:-not used}; loadgen: $LOADGEN_BIN"
   if [ -n "${OTELCOL_BIN:-}" ]; then echo "otelcol: $OTELCOL_BIN ($("$OTELCOL_BIN" --version 2>&1 | head -1); manifest tests/peers/otelcol/go.mod)"; fi
-  echo "knobs: PROTOS='$PROTOS' RATES='$RATES' STEP_SECS=$STEP_SECS SPLIT=$SPLIT GRPC_CONNS=$GRPC_CONNS HTTP_CONNS=$HTTP_CONNS MEM_RATE=$MEM_RATE MEM_SECS=$MEM_SECS MEM_PROTO=$MEM_PROTO CONFIGS='$CONFIGS' MEM_CONFIGS='$MEM_CONFIGS' PORTS='$PORTS'"
+  echo "pinning: $PINNING; loadgen workers: $LOADGEN_WORKERS; shardtel environment: ${SHARDTEL_ENV:-none}"
+  echo "knobs: LOADGEN_WORKERS=$LOADGEN_WORKERS SHARDTEL_CORES='$SHARDTEL_CORES' LOADGEN_CPUS='$LOADGEN_CPUS' LAG_P99_MS=$LAG_P99_MS PROTOS='$PROTOS' RATES='$RATES' STEP_SECS=$STEP_SECS SPLIT=$SPLIT GRPC_CONNS=$GRPC_CONNS HTTP_CONNS=$HTTP_CONNS MEM_RATE=$MEM_RATE MEM_SECS=$MEM_SECS MEM_PROTO=$MEM_PROTO CONFIGS='$CONFIGS' MEM_CONFIGS='$MEM_CONFIGS' PORTS='$PORTS'"
 } >"$RAW/machine.txt"
 : >"$RAW/commands.txt"
-printf "config\tproto\toffered\tsecs\tacked_spans_s\tachieved_pct\trefused\tfailed\tbehind\tcoll_accepted\tsampler_received\tkept\tearly_decisions\ttimer_decisions\tpeak_rss_mib\tcollector_cpu_pct\tpass\trustc\n" >"$RAW/steps.tsv"
+printf "config\tproto\toffered\tsecs\tacked_spans_s\tachieved_pct\trefused\tfailed\tbehind\tcoll_accepted\tsampler_received\tkept\tearly_decisions\ttimer_decisions\tpeak_rss_mib\tcollector_cpu_pct\tcpu_us_per_span\tsend_lag_p99_ms\tloadgen_cpu_pct\twindow_pct\tdriver\trefusal_reasons\tpass\trustc\n" >"$RAW/steps.tsv"
+log "$PINNING; loadgen workers: $LOADGEN_WORKERS"
+
+# The collector's own refusal counters, non-zero ones, summed over cores and other labels but
+# the reason/transport ones: "name{reason=...}=N,..." ("-" when none; the Collector: its
+# refused/failed counters the same way).
+refusal_counters() {  # config
+  curl -s --max-time 5 "$METRICS" | awk '
+    /^#/ {next}
+    $1 ~ /refused|failed_requests|send_timeouts|queue_full|_dropped_too_early|rejected/ && $NF + 0 > 0 {
+      name = $1; keep = ""
+      if (match(name, /\{.*\}/)) {
+        labels = substr(name, RSTART + 1, RLENGTH - 2); name = substr(name, 1, RSTART - 1)
+        n = split(labels, l, ",")
+        for (i = 1; i <= n; i++) if (l[i] ~ /^(reason|signal|answered)=/) keep = keep (keep == "" ? "" : ",") l[i]
+      }
+      k = name (keep == "" ? "" : "{" keep "}"); s[k] += $NF
+    }
+    END {out = ""; for (k in s) out = out (out == "" ? "" : " ") k "=" s[k]; print (out == "" ? "-" : out)}'
+}
 
 # ---- 1. throughput with and without sampling ---------------------------------------------------
+ticks() { sed -E 's/^.*\) //' "/proc/$COLL_PID/stat" | awk '{print $12 + $13}'; }
+accepted_now() {  # config: spans the collector accepted so far
+  if [ "$(kind "$1")" = otelcol ]; then metric otelcol_receiver_accepted_spans; else metric shardtel_receiver_accepted_spans_total; fi
+}
 step() {  # config proto rate secs
   local cfg=$1 proto=$2 rate=$3 secs=$4 tag="$1-$2-$3"
   start_collector "$cfg" "$RAW/$tag-collector.log"
-  local t0 c0 c1 t1
-  t0=$(date +%s.%N); c0=$(sed -E 's/^.*\) //' "/proc/$COLL_PID/stat" | awk '{print $12 + $13}')
+  local t0 c0 c1 t1 warm=$CPU_WARMUP_SECS
+  # CPU per span is measured after the first CPU_WARMUP_SECS of the step (by then a sampler
+  # decides at the rate it buffers), from the collector's CPU time and accepted spans then and
+  # at the end; a step too short for that is measured whole.
+  [ "$secs" -ge $((2 * warm)) ] || warm=0
+  t0=$(date +%s.%N); c0=$(ticks)
+  echo "$c0 0" >"$RAW/$tag.cpu0"
+  if [ "$warm" -gt 0 ]; then (sleep "$warm"; echo "$(ticks) $(accepted_now "$cfg")" >"$RAW/$tag.cpu0") & fi
+  local snap=$!
   loadgen "$proto" "$rate" "$secs" "$RAW/$tag.json" "$RAW/$tag.log"
-  c1=$(sed -E 's/^.*\) //' "/proc/$COLL_PID/stat" | awk '{print $12 + $13}'); t1=$(date +%s.%N)
-  local cpu; cpu=$(awk -v d="$((c1 - c0))" -v hz="$(getconf CLK_TCK)" -v a="$t0" -v b="$t1" 'BEGIN{printf "%.0f", 100*d/hz/(b-a)}')
+  if [ "$warm" -gt 0 ]; then wait "$snap" 2>/dev/null || true; fi
+  c1=$(ticks); t1=$(date +%s.%N)
+  local a1 cw aw; a1=$(accepted_now "$cfg"); read -r cw aw <"$RAW/$tag.cpu0"
+  local cpu cpu_s; cpu=$(awk -v d="$((c1 - c0))" -v hz="$(getconf CLK_TCK)" -v a="$t0" -v b="$t1" 'BEGIN{printf "%.0f", 100*d/hz/(b-a)}')
+  cpu_s=$(awk -v d="$((c1 - cw))" -v hz="$(getconf CLK_TCK)" 'BEGIN{printf "%.2f", d/hz}')
+  local cpu_spans=$((a1 - aw))
   settle "$cfg"
-  local accepted received kept early timer hwm
+  local accepted received kept early timer hwm reasons
   read -r accepted received kept early timer <<<"$(step_counters "$cfg")"
+  reasons=$(refusal_counters "$cfg")
   hwm=$(( $(status_kib VmHWM) / 1024 ))
   stop_collector
   local row
-  row=$(python3 - "$RAW/$tag.json" "$rate" "$accepted" "$received" "$cfg" "$early" <<'PY'
-import json, sys
+  row=$(python3 - "$RAW/$tag.json" "$rate" "$accepted" "$received" "$cfg" "$early" "$cpu_s" "$LAG_P99_MS" "$LOADGEN_WORKERS" "$reasons" "$cpu_spans" <<'PY'
+import json, os, sys
 num = lambda v: int(v) if v.isdigit() else -1  # "-": not counted by this collector
 path, rate, accepted, received, cfg = sys.argv[1], float(sys.argv[2]), int(sys.argv[3]), num(sys.argv[4]), sys.argv[5]
-early = num(sys.argv[6])
+early, cpu_s, lag_max_ms, workers, reasons = num(sys.argv[6]), float(sys.argv[7]), float(sys.argv[8]), int(sys.argv[9]), sys.argv[10]
 try:
     r = json.load(open(path))
 except Exception:
-    print("0 0 -1 -1 -1 0"); sys.exit()
+    print("0\t0\t-1\t-1\t-1\t-\t-\t-\t-\tloadgen-failed\t-\t0"); sys.exit()
 q = r["requests"]; acked = r["items"]["acknowledged"]
 sps = r["achieved"]["acknowledged_items_per_second"]
+cpu_spans = int(sys.argv[11])  # spans accepted while cpu_s was counted
+us_per_span = "%.3f" % (cpu_s * 1e6 / cpu_spans) if cpu_spans > 0 else "-"
+# The driver: send lag, requests never sent, its CPU, its in-flight window.
+lag_p99_ms = r["send_lag_us"]["p99"] / 1000.0
+lg_cpu = "-"
+try:
+    u, s_, e = (float(x) for x in open(path + ".time").read().split()[-3:])
+    lg_cpu = 100.0 * (u + s_) / e if e else 0.0
+except Exception:
+    pass
+http1 = r["protocol"] != "grpc"
+window = r["connections"] * (1 if http1 else 256)  # loadgen --max-in-flight default (HTTP/2)
+in_flight = r["achieved"]["requests_per_second"] * max(r["latency_us"]["mean"] - r["send_lag_us"]["mean"], 0) / 1e6
+window_pct = 100.0 * in_flight / window if window else 0.0
+# A few requests due in the last instants of the run are "behind" in any run: only more than
+# 0.5 % of them counts.
+lagging = q["behind_schedule"] > max(2, 0.005 * q["sent"]) or lag_p99_ms > lag_max_ms
+cpu_saturated = lg_cpu != "-" and lg_cpu >= 90.0 * workers
+if cpu_saturated or (lagging and window_pct < 90.0):
+    driver = "DRIVER-BOUND"
+elif lagging:
+    driver = "window-full"  # behind because the collector held every in-flight slot: its limit
+else:
+    driver = "ok"
 ok = sps >= 0.97 * rate and q["refused"] == 0 and q["failed"] == 0 and accepted == acked
 if cfg == "sampling":
     ok = ok and received == accepted
 if cfg == "otelcol-sampling":  # no trace dropped before its decision
     ok = ok and early == 0
-print("%.0f %.1f %d %d %d %d" % (sps, 100 * sps / rate, q["refused"], q["failed"], q["behind_schedule"], int(ok)))
+verdict = "driver-bound" if driver == "DRIVER-BOUND" else str(int(ok))
+lg = ",".join("%s=%d" % kv for kv in sorted({**r.get("refused_by_reason", {}), **r.get("failed_by_reason", {})}.items())) or "-"
+print("%.0f\t%.1f\t%d\t%d\t%d\t%s\t%.1f\t%s\t%.0f\t%s\tloadgen: %s; collector: %s\t%s" % (
+    sps, 100 * sps / rate, q["refused"], q["failed"], q["behind_schedule"], us_per_span, lag_p99_ms,
+    "-" if lg_cpu == "-" else "%.0f" % lg_cpu, window_pct, driver, lg, reasons, verdict))
 PY
 )
-  read -r S_SPS S_PCT S_REF S_FAIL S_BEHIND S_PASS <<<"$row"
-  printf "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n" "$cfg" "$proto" "$rate" "$secs" "$S_SPS" "$S_PCT" \
-    "$S_REF" "$S_FAIL" "$S_BEHIND" "$accepted" "$received" "$kept" "$early" "$timer" "$hwm" "$cpu" "$S_PASS" "$(rustc_count)" >>"$RAW/steps.tsv"
-  log "$(printf '%-16s %-4s offered=%-8s acked=%8s sp/s (%5s%%) refused=%s failed=%s accepted=%s sampler=%s kept=%s early=%s timer=%s peak_rss=%sMiB cpu=%s%% pass=%s' \
-    "$cfg" "$proto" "$rate" "$S_SPS" "$S_PCT" "$S_REF" "$S_FAIL" "$accepted" "$received" "$kept" "$early" "$timer" "$hwm" "$cpu" "$S_PASS")"
+  IFS=$'\t' read -r S_SPS S_PCT S_REF S_FAIL S_BEHIND S_US S_LAG S_LGCPU S_WIN S_DRIVER S_REASONS S_PASS <<<"$row"
+  printf "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n" "$cfg" "$proto" "$rate" "$secs" "$S_SPS" "$S_PCT" \
+    "$S_REF" "$S_FAIL" "$S_BEHIND" "$accepted" "$received" "$kept" "$early" "$timer" "$hwm" "$cpu" "$S_US" "$S_LAG" "$S_LGCPU" "$S_WIN" "$S_DRIVER" "$S_REASONS" "$S_PASS" "$(rustc_count)" >>"$RAW/steps.tsv"
+  log "$(printf '%-16s %-4s offered=%-8s acked=%8s sp/s (%5s%%) refused=%s failed=%s accepted=%s sampler=%s kept=%s early=%s timer=%s peak_rss=%sMiB cpu=%s%% %sus/span driver=%s (lag p99 %sms, behind %s, loadgen cpu %s%%, window %s%%) pass=%s' \
+    "$cfg" "$proto" "$rate" "$S_SPS" "$S_PCT" "$S_REF" "$S_FAIL" "$accepted" "$received" "$kept" "$early" "$timer" "$hwm" "$cpu" "$S_US" "$S_DRIVER" "$S_LAG" "$S_BEHIND" "$S_LGCPU" "$S_WIN" "$S_PASS")"
+  [ "$S_REASONS" = "loadgen: -; collector: -" ] || log "    refusals $cfg $proto $rate: $S_REASONS"
+  if [ "$S_DRIVER" = DRIVER-BOUND ]; then
+    log "!!!!!!!! DRIVER-BOUND: $cfg $proto at $rate spans/s: loadgen fell behind its schedule (send lag p99 ${S_LAG} ms, ${S_BEHIND} requests never sent, loadgen CPU ${S_LGCPU}% of ${LOADGEN_WORKERS} workers) with room in its window: this step measures the driver, not $cfg. More LOADGEN_WORKERS, free CPUs (LOADGEN_CPUS), or a lower rate. !!!!!!!!"
+  fi
 }
 
 for proto in $PROTOS; do
@@ -404,7 +534,7 @@ else:
     per_span = (hwm - idle) * 1024 / spans
     wire_per_span = wire / spans
     print("idle_rss_mib=%.0f peak_rss_mib=%.0f spans_buffered_at_peak=%d wire_bytes_per_span=%.0f "
-          "rss_bytes_per_buffered_span=%.0f ratio=%.2f target<=1.5 charged_bytes_per_span=%.0f "
+          "rss_bytes_per_buffered_span=%.0f ratio=%.2f target<=1.25 charged_bytes_per_span=%.0f "
           "early_decisions=%d (at t=%ds; RSS then %.0f MiB)"
           % (idle / 1024, hwm / 1024, spans, wire_per_span, per_span, per_span / wire_per_span,
              charged / spans, early, t, rss / 1024))
@@ -423,7 +553,7 @@ rows = list(csv.DictReader(open(sys.argv[1]), delimiter="\t"))
 print("# Tail sampling end to end (benches/e2e/sampling.sh)\n")
 print("Highest offered rate passing at zero loss, without and with tail sampling (the reference policies: "
       "errors, latency > 1 s, user.id = vip, 10 %; decision_wait = 10s). CPU 100 % = one core; "
-      "CPU per span = collector CPU time / spans acknowledged in the step.\n")
+      "CPU per span = collector CPU time / spans it accepted, from CPU_WARMUP_SECS into the step to its end.\n")
 print("| collector | proto | without sampling | with sampling | ratio (target >= 0.75) |")
 print("|---|---|---|---|---|")
 def fmt(r):
@@ -443,6 +573,23 @@ for name, plain, sampling in (("shardtel", "plain", "sampling"), ("OpenTelemetry
             best[cfg] = max(ok, key=lambda r: float(r["acked_spans_s"])) if ok else None
         ratio = "%.2f" % (float(best[sampling]["acked_spans_s"]) / float(best[plain]["acked_spans_s"])) if best[plain] and best[sampling] else "-"
         print("| %s | %s | %s | %s | %s |" % (name, proto, fmt(best[plain]), fmt(best[sampling]), ratio))
+print("\nCPU per span at the same offered rate (collector CPU seconds / spans accepted, after the warm-up; the "
+      "driver's state of both steps; target: sampling <= +15 %):\n")
+print("| proto | offered | plain µs/span | sampling µs/span | sampling vs plain | plain driver | sampling driver | sampling refusals |")
+print("|---|---|---|---|---|---|---|---|")
+by = {(r["config"], r["proto"], r["offered"]): r for r in rows}
+for proto in sorted({r["proto"] for r in rows}):
+    for off in sorted({r["offered"] for r in rows if r["proto"] == proto}, key=float):
+        p, q = by.get(("plain", proto, off)), by.get(("sampling", proto, off))
+        if not p and not q:
+            continue
+        us = lambda r: r["cpu_us_per_span"] if r else "-"
+        try:
+            d = "%+.0f %%" % (100.0 * (float(q["cpu_us_per_span"]) / float(p["cpu_us_per_span"]) - 1))
+        except Exception:
+            d = "-"
+        print("| %s | %s | %s | %s | %s | %s | %s | %s |" % (proto, off, us(p), us(q), d, p["driver"] if p else "-",
+              q["driver"] if q else "-", q["refusal_reasons"] if q else "-"))
 print("\nMemory per buffered span (MEM_RATE spans/s for MEM_SECS; the Collector's kept and decision "
       "counts below are traces, shardtel's spans):\n")
 for line in sys.argv[2].strip().splitlines():
@@ -450,7 +597,8 @@ for line in sys.argv[2].strip().splitlines():
 print()
 print("Every step:\n")
 cols = ["config", "proto", "offered", "acked_spans_s", "achieved_pct", "refused", "failed", "coll_accepted",
-        "sampler_received", "kept", "early_decisions", "timer_decisions", "peak_rss_mib", "collector_cpu_pct", "pass", "rustc"]
+        "sampler_received", "kept", "early_decisions", "timer_decisions", "peak_rss_mib", "collector_cpu_pct", "cpu_us_per_span",
+        "send_lag_p99_ms", "loadgen_cpu_pct", "window_pct", "driver", "refusal_reasons", "pass", "rustc"]
 print("| " + " | ".join(cols) + " |")
 print("|" + "---|" * len(cols))
 for r in rows:

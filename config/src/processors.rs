@@ -135,6 +135,10 @@ pub struct TailSamplingConfig {
     /// The policies, at least one; a trace is kept when any says sample and no `drop` policy
     /// matches.
     pub policies: Vec<PolicyConfig>,
+    /// Spans/s the whole process is expected to take, for the start-up check of the bounds
+    /// against `decision_wait` (a warning in the log). Default: not set, derived from the
+    /// number of cores (`shardtel_sampler::capacity`).
+    pub expected_spans_per_second: Option<u64>,
 }
 
 impl TailSamplingConfig {
@@ -150,6 +154,7 @@ impl TailSamplingConfig {
         "decision_cache",
         "on_shutdown",
         "policies",
+        "expected_spans_per_second",
     ];
     /// Default `decision_wait`.
     pub const DEFAULT_DECISION_WAIT: Duration = Duration::from_secs(30);
@@ -176,6 +181,7 @@ impl TailSamplingConfig {
             decision_cache: DecisionCacheConfig::default(),
             on_shutdown: OnShutdown::Decide,
             policies,
+            expected_spans_per_second: None,
         }
     }
 }
@@ -638,6 +644,9 @@ fn decode_tail_sampling(d: &mut Decoder<'_>, s: &Section<'_, '_>) -> Option<Tail
             _ => OnShutdown::Decide,
         })
     });
+    let expected_spans_per_second = d.field(s, "expected_spans_per_second", |v| {
+        decode::in_range(decode::count(v, u64::MAX)?, 1, u64::MAX)
+    });
     let policies = decode_policies(d, s, Level::Top)?;
     Some(TailSamplingConfig {
         decision_wait,
@@ -649,6 +658,7 @@ fn decode_tail_sampling(d: &mut Decoder<'_>, s: &Section<'_, '_>) -> Option<Tail
         decision_cache,
         on_shutdown,
         policies,
+        expected_spans_per_second,
     })
 }
 

@@ -162,6 +162,7 @@ pub fn run_until(config: Config, shutdown: Arc<AtomicBool>) -> Result<(), Engine
         .as_ref()
         .map(|otlp| connections::bounds(otlp, cores));
     let (config, memory) = memory_limiter::setup(config, cores, connection_bounds.as_ref())?;
+    crate::pipeline::sampling::check_capacity(&config, cores);
     let config = Arc::new(config);
     let checkpoints = Checkpoints::default();
     let (ready_tx, ready_rx) = mpsc::channel();

@@ -100,6 +100,7 @@
 #![forbid(unsafe_code)]
 
 mod cache;
+pub mod capacity;
 mod compact;
 pub mod policy;
 mod span_fields;

@@ -16,6 +16,7 @@ use regex::RegexSet;
 use shardtel_config::{PolicyConfig, PolicyKind, TailSamplingConfig};
 use shardtel_protocol::scan::SpanBatch;
 use shardtel_protocol::span::AnyValueRef;
+use shardtel_protocol::wire::{Reader, Value};
 use shardtel_protocol::TraceId;
 
 use super::span_fields::{self, SpanFacts};
@@ -459,12 +460,40 @@ impl Policies {
             return;
         }
         for r in 0..resources as u32 {
+            // One pass over the resource's attributes for every key (the first attribute with a
+            // key counts, as `TracesIndex::resource_attribute` finds it).
             let mut bits = 0;
-            for (bit, p) in self.predicates.iter().enumerate() {
-                if let Some(key) = p.attribute_key() {
-                    let value = batch.index.resource_attribute(&batch.buf, r, key);
-                    if value.is_some_and(|v| p.matches_value(&v)) {
-                        bits |= 1 << bit;
+            let mut seen = 0;
+            let mut resource = |body: &[u8]| {
+                span_fields::read_attributes(body, 1, &self.keys, &mut seen, |i, value| {
+                    for &bit in &self.key_predicates[i] {
+                        if self.predicates[bit].matches_encoded(value) {
+                            bits |= 1 << bit;
+                        }
+                    }
+                });
+            };
+            match batch.index.rewrites.resource(r) {
+                // A rewritten resource: its header fields, one after the other.
+                Some(fields) => {
+                    let mut f = Reader::new(fields);
+                    while let Some(Ok((k, v))) = f.next_field() {
+                        if let (1, Value::Len(b)) = (k.field, v) {
+                            resource(&fields[b]);
+                        }
+                    }
+                }
+                None => {
+                    for h in batch.index.resource_headers(r) {
+                        let Some(field) = batch.buf.get(h) else {
+                            continue;
+                        };
+                        let mut f = Reader::new(field);
+                        if let Some(Ok((k, Value::Len(b)))) = f.next_field() {
+                            if k.field == 1 {
+                                resource(&field[b]);
+                            }
+                        }
                     }
                 }
             }

@@ -26,8 +26,12 @@ pub(crate) struct SpanFacts<'a> {
     pub(crate) status: i32,
 }
 
+const TAG_TRACE_ID: u8 = 1 << 3 | 2;
+const TAG_SPAN_ID: u8 = 2 << 3 | 2;
 const TAG_TRACE_STATE: u8 = 3 << 3 | 2;
 const TAG_PARENT: u8 = 4 << 3 | 2;
+const TAG_NAME: u8 = 5 << 3 | 2;
+const TAG_KIND: u8 = 6 << 3;
 const TAG_START: u8 = 7 << 3 | 1;
 const TAG_END: u8 = 8 << 3 | 1;
 const TAG_ATTRIBUTE: u8 = 9 << 3 | 2;
@@ -52,30 +56,73 @@ pub(crate) fn read<'a>(
     } else {
         (1 << keys.len()) - 1
     };
-    let mut r = Reader::new(body);
-    while let Some(tag) = r.peek() {
+    let n = body.len();
+    let mut pos = 0;
+    // trace_id and span_id as every encoder writes them first (16 and 8 bytes): nothing to read.
+    if body.get(..2) == Some(&[TAG_TRACE_ID, 16]) && n >= 18 {
+        pos = 18;
+        if body.get(18..20) == Some(&[TAG_SPAN_ID, 8]) && n >= 28 {
+            pos = 28;
+        }
+    }
+    // Then what every encoder writes next, in this order: trace_state (if any), parent_span_id,
+    // name, kind, start and end time. Each is read here when it comes next with a one-byte
+    // length, exactly as the loop below would read it; whatever does not (and everything after)
+    // is left to the loop.
+    if let Some((value, next)) = short_len(body, pos, TAG_TRACE_STATE) {
+        facts.trace_state = value;
+        pos = next;
+    }
+    if let Some((value, next)) = short_len(body, pos, TAG_PARENT) {
+        facts.has_parent = !value.is_empty();
+        pos = next;
+    }
+    if let Some((_, next)) = short_len(body, pos, TAG_NAME) {
+        pos = next;
+    }
+    if body.get(pos) == Some(&TAG_KIND) && body.get(pos + 1).is_some_and(|b| *b < 0x80) {
+        pos += 2;
+    }
+    for (tag, field) in [(TAG_START, &mut facts.start), (TAG_END, &mut facts.end)] {
+        if body.get(pos) == Some(&tag) {
+            if let Some(&bytes) = body.get(pos + 1..).and_then(|b| b.first_chunk::<8>()) {
+                *field = u64::from_le_bytes(bytes);
+                pos += 9;
+            }
+        }
+    }
+    while let Some(&tag) = body.get(pos) {
         // Field numbers 1..=15 have one-byte tags: dispatch on the wire type directly.
         if !(8..0x80).contains(&tag) {
+            let mut r = Reader::nested(body, pos..n);
             let Ok(key) = r.read_key() else { break };
             if r.skip(key).is_err() {
                 break;
             }
+            pos = r.position();
             continue;
         }
-        r.bump();
+        pos += 1;
         match tag & 7 {
             2 => {
-                let Ok(range) = r.read_len() else { break };
+                let Some(len) = varint(body, &mut pos) else {
+                    break;
+                };
+                if len > (n - pos) as u64 {
+                    break;
+                }
+                let value = &body[pos..pos + len as usize];
+                pos += len as usize;
                 match tag {
                     TAG_ATTRIBUTE if seen != all => {
-                        if let Some(i) = match_key_value(&body[range], keys, seen, &mut found) {
+                        if let Some(i) = match_key_value(value, keys, seen, &mut found) {
                             seen |= 1 << i;
                         }
                     }
-                    TAG_TRACE_STATE => facts.trace_state = &body[range],
-                    TAG_PARENT => facts.has_parent = !range.is_empty(),
+                    TAG_TRACE_STATE => facts.trace_state = value,
+                    TAG_PARENT => facts.has_parent = !value.is_empty(),
                     TAG_STATUS => {
-                        if let Some(code) = status_code(&body[range]) {
+                        if let Some(code) = status_code(value) {
                             facts.status = code;
                         }
                     }
@@ -83,22 +130,26 @@ pub(crate) fn read<'a>(
                 }
             }
             1 => {
-                let Ok(value) = r.read_fixed64() else { break };
+                let Some(&bytes) = body.get(pos..).and_then(|b| b.first_chunk::<8>()) else {
+                    break;
+                };
+                pos += 8;
                 if tag == TAG_START {
-                    facts.start = value;
+                    facts.start = u64::from_le_bytes(bytes);
                 } else if tag == TAG_END {
-                    facts.end = value;
+                    facts.end = u64::from_le_bytes(bytes);
                 }
             }
             0 => {
-                if r.read_varint().is_err() {
+                if varint(body, &mut pos).is_none() {
                     break;
                 }
             }
             5 => {
-                if r.read_fixed32().is_err() {
+                if n - pos < 4 {
                     break;
                 }
+                pos += 4;
             }
             // Groups and wire types 6/7: malformed here, as for a full decode.
             _ => break,
@@ -107,9 +158,61 @@ pub(crate) fn read<'a>(
     facts
 }
 
+/// For each `keys[i]` not in `seen`, calls `found(i, value)` with the encoded `AnyValue` body of
+/// the first `KeyValue` field `field` (a one-byte tag, wire type LEN) of message `body` with that
+/// key, and adds `i` to `seen`. Used for a Resource's attributes (field 1), which may come in
+/// several Resource messages: `seen` carries over from one to the next, so the first wins, as
+/// `ResourceView::attribute` finds it.
+pub(crate) fn read_attributes<'a>(
+    body: &'a [u8],
+    field: u32,
+    keys: &[Vec<u8>],
+    seen: &mut u64,
+    mut found: impl FnMut(usize, &'a [u8]),
+) {
+    let mut r = Reader::new(body);
+    while let Some(Ok((k, v))) = r.next_field() {
+        if let (true, shardtel_protocol::wire::Value::Len(range)) = (k.field == field, v) {
+            if let Some(i) = match_key_value(&body[range], keys, *seen, &mut found) {
+                *seen |= 1 << i;
+            }
+        }
+    }
+}
+
+/// The value of a length-delimited field at `body[pos]` with tag `tag` and a one-byte length,
+/// and the position after it; `None` when the field there is not that.
+#[inline(always)]
+fn short_len(body: &[u8], pos: usize, tag: u8) -> Option<(&[u8], usize)> {
+    match body.get(pos..)? {
+        [t, len, rest @ ..] if *t == tag && *len < 0x80 && rest.len() >= usize::from(*len) => {
+            Some((&rest[..usize::from(*len)], pos + 2 + usize::from(*len)))
+        }
+        _ => None,
+    }
+}
+
+/// The varint at `body[*pos]`, moving `pos` past it; `None` when truncated or invalid.
+#[inline(always)]
+fn varint(body: &[u8], pos: &mut usize) -> Option<u64> {
+    match body.get(*pos) {
+        Some(&b) if b < 0x80 => {
+            *pos += 1;
+            Some(u64::from(b))
+        }
+        Some(_) => {
+            let mut r = Reader::nested(body, *pos..body.len());
+            let v = r.read_varint().ok()?;
+            *pos = r.position();
+            Some(v)
+        }
+        None => None,
+    }
+}
+
 /// If KeyValue `kv` has one of `keys` not yet in `seen`, calls `found` with its index and
 /// value and returns the index.
-#[inline]
+#[inline(always)]
 fn match_key_value<'a>(
     kv: &'a [u8],
     keys: &[Vec<u8>],
@@ -127,7 +230,7 @@ fn match_key_value<'a>(
 
 /// The key and (encoded AnyValue) value of a KeyValue body; the last occurrence of each wins,
 /// as in a full decode.
-#[inline]
+#[inline(always)]
 fn split_key_value(kv: &[u8]) -> (&[u8], Option<&[u8]>) {
     // The shape every encoder writes: the key, then the value, nothing else.
     if let [TAG_KV_KEY, key_len, rest @ ..] = kv {
@@ -302,12 +405,16 @@ mod tests {
             trace_state in "[a-z=,]{0,10}",
             start in any::<u64>(),
             end in any::<u64>(),
+            name in "[a-z]{0,200}",
+            kind in 0i32..6,
         ) {
             let span = Span {
                 trace_id: vec![1; 16],
                 span_id: vec![2; 8],
                 parent_span_id: if parent { vec![3; 8] } else { Vec::new() },
                 trace_state,
+                name,
+                kind,
                 start_time_unix_nano: start,
                 end_time_unix_nano: end,
                 attributes: attrs.into_iter().map(|(k, v)| kv(k, v)).collect(),

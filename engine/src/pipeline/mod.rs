@@ -20,7 +20,7 @@ pub mod mesh;
 mod metric_routing;
 mod processing;
 mod route;
-mod sampling;
+pub(crate) mod sampling;
 mod scratch;
 
 use std::cell::RefCell;

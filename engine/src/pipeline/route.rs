@@ -80,9 +80,13 @@ impl Pipeline {
                     if part.spans.is_empty() {
                         continue;
                     }
+                    // A copy, not the part itself: its vectors then have exactly the room
+                    // they use (a tail sampler holds them for decision_wait, and pushing into
+                    // fresh vectors left them up to twice that), and `parts` keeps its
+                    // capacity for the next request.
                     let batch = SpanBatch {
                         buf: body.clone(),
-                        index: std::mem::take(part),
+                        index: part.clone(),
                         release_token: release_token.clone(),
                     };
                     if dest == self.core {

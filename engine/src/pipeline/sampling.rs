@@ -4,15 +4,58 @@
 
 use std::time::{Duration, Instant};
 
-use shardtel_config::OnShutdown;
+use shardtel_config::{Config, Durability, OnShutdown, ProcessorConfig};
 use shardtel_protocol::reframe::{encode_trace_spans, encode_trace_spans_rewritten, Encoded};
 use shardtel_protocol::scan::SpanBatch;
 use shardtel_protocol::Signal;
-use shardtel_sampler::{DecisionReason, Kept, SamplerStats};
+use shardtel_sampler::{capacity, DecisionReason, Kept, SamplerStats};
 
 use super::exporters::queue_charge;
 use super::Pipeline;
 use crate::telemetry::{Exposition, Families, MetricType};
+
+/// At start: warns, with the numbers, for each bound of the traces pipeline's tail sampler (and
+/// of the ingest log, with durability on) that cannot hold `decision_wait` of traffic at the
+/// rate the process is expected to take (`shardtel_sampler::capacity`). Returns the warnings.
+pub fn check_capacity(config: &Config, cores: usize) -> Vec<String> {
+    let Some(traces) = &config.pipelines.traces else {
+        return Vec::new();
+    };
+    let ingest_log = (config.engine.durability == Durability::AckAfterSync)
+        .then_some(config.engine.wal.ingest_max_bytes);
+    let mut warnings = Vec::new();
+    for name in &traces.processors {
+        let Some(ProcessorConfig::TailSampling(t)) = config.processors.get(name) else {
+            continue;
+        };
+        let rate = capacity::Rate::of(t, cores);
+        let shortfalls = capacity::check(t, cores, rate, ingest_log);
+        if shortfalls.is_empty() {
+            continue;
+        }
+        let source = if rate.derived {
+            format!(
+                "derived: {} spans/s per core x {cores} cores; set processors.{name}.expected_spans_per_second",
+                capacity::DERIVED_SPANS_PER_SECOND_PER_CORE
+            )
+        } else {
+            format!("processors.{name}.expected_spans_per_second")
+        };
+        for s in shortfalls {
+            let w = format!(
+                "tail sampling {name:?}: at {} spans/s ({source}), decision_wait = {:?} needs more than the bounds hold ({} assumed bytes per buffered span, {} on the wire, {} spans per trace): {s}; beyond that, traces are decided early or receivers refuse",
+                rate.spans_per_second,
+                t.decision_wait,
+                capacity::assumed_charge_per_span(),
+                capacity::ASSUMED_WIRE_BYTES_PER_SPAN,
+                capacity::ASSUMED_SPANS_PER_TRACE,
+            );
+            log::warn!("{w}");
+            warnings.push(w);
+        }
+    }
+    warnings
+}
 
 impl Pipeline {
     /// True when the traces pipeline has a tail sampler.

@@ -163,3 +163,57 @@ fn loadgen_traces_split_over_connections_are_kept_whole() {
         st.metrics()
     );
 }
+
+/// At start, the process checks the sampler's bounds and the ingest log's size against
+/// `decision_wait` at the rate it is expected to take (derived from its cores unless
+/// `expected_spans_per_second` is set) and warns, with the numbers, for each one that cannot
+/// hold it; a rate the bounds hold gives no warning.
+#[test]
+fn bounds_too_small_for_decision_wait_are_logged_at_start() {
+    let start = |rate: Option<u64>| {
+        Shardtel::start_config(|c| {
+            let mut sampling = crate::test_config::Component::from(
+                TailSampling::reference().decision_wait(secs(10)),
+            )
+            .set("max_buffered_bytes_per_core", "64MiB");
+            if let Some(r) = rate {
+                sampling = sampling.set("expected_spans_per_second", r as i64);
+            }
+            c.processor("tail_sampling", sampling)
+                .file_exporters()
+                .traces(Pipeline::otlp_to(&["file_traces"]).processors(&["tail_sampling"]))
+        })
+    };
+    let mut st = start(None);
+    let log = st.log();
+    st.stop();
+    let warnings: Vec<&str> = log
+        .lines()
+        .filter(|l| l.contains("WARN") && l.contains("tail sampling \"tail_sampling\""))
+        .collect();
+    // 64 MiB / 500 assumed bytes per span = 134,217 spans over 10 s; 200,000 traces x 10
+    // spans over 10 s; 1 GiB of ingest log / 400 wire bytes over 10 s.
+    for expected in [
+        "tail_sampling.max_buffered_bytes_per_core = 67108864 bytes holds decision_wait of traffic up to 13421 spans/s per core only",
+        "tail_sampling.max_traces_per_core = 200000 traces holds decision_wait of traffic up to 200000 spans/s per core only",
+        "engine.wal.ingest_max_bytes = 1073741824 bytes holds decision_wait of traffic up to 268435 spans/s per core only",
+    ] {
+        assert!(
+            warnings.iter().any(|w| w.contains(expected)
+                && w.contains("derived: 500000 spans/s per core")
+                && w.contains("decision_wait = 10s")),
+            "no warning with {expected:?} in the log:\n{log}"
+        );
+    }
+    assert_eq!(warnings.len(), 3, "{log}");
+
+    // 10,000 spans/s: 5,000 per core on 2 cores (10,000 on one) fit in every bound.
+    let mut st = start(Some(10_000));
+    let log = st.log();
+    st.stop();
+    assert!(
+        !log.contains("tail sampling \"tail_sampling\""),
+        "a warning for a rate the bounds hold:\n{log}"
+    );
+    assert!(log.contains("INFO"), "the process logged nothing:\n{log}");
+}
