@@ -85,6 +85,7 @@ mod memory_limiter;
 mod pipelines;
 mod processors;
 mod receivers;
+pub mod reload;
 mod storage;
 mod telemetry;
 #[cfg(test)]
