@@ -29,7 +29,7 @@
 //!
 //! ```no_run
 //! let config = shardtel_config::Config::embedded_default();
-//! shardtel_engine::process::run(config).expect("shardtel failed");
+//! shardtel_engine::process::run(config, None).expect("shardtel failed");
 //! ```
 #![deny(missing_docs)]
 #![deny(unsafe_code)]

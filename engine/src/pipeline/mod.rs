@@ -19,12 +19,14 @@ mod ingest;
 pub mod mesh;
 mod metric_routing;
 mod processing;
+mod reload;
 mod route;
 mod sampling;
 mod scratch;
 
 use std::cell::RefCell;
 use std::path::Path;
+use std::rc::Rc;
 
 use shardtel_config::{Config, Durability, ProcessorConfig};
 use shardtel_processors::{ProcessorError, Processors};
@@ -33,7 +35,7 @@ use shardtel_sampler::{CoreShare, Sampler, SamplerError};
 use shardtel_sinks::{DiskQueueSettings, SinkError};
 
 use crate::durability::{Checkpoints, IngestLog, IngestLogSnapshot, OpenError};
-use exporters::Exporters;
+use exporters::{Exporters, RetiredExporters};
 use mesh::Mesh;
 use metric_routing::MetricsRouter;
 
@@ -41,6 +43,7 @@ pub use error::IngestError;
 pub use exporters::{queue_charge, ExporterSnapshot};
 pub use ingest::Rejected;
 pub use mesh::{MeshEnds, MeshMessage, MeshSnapshot};
+pub use reload::{PreparedReload, ReloadError};
 
 /// Why a core's pipeline could not be built.
 #[derive(Debug, thiserror::Error)]
@@ -89,11 +92,17 @@ pub struct Pipeline {
     core: usize,
     /// Number of cores.
     cores: usize,
-    exporters: Exporters,
+    /// The export queues; a reload swaps in a new set ([`Pipeline::exporters`] lends it).
+    exporters: RefCell<Rc<Exporters>>,
+    /// Queues a reload replaced, sending what they hold.
+    retired_exporters: Rc<RetiredExporters>,
+    /// Where disk queues live (for exporters a reload starts).
+    disk_queues: DiskQueueSettings,
     mesh: Mesh,
     routing: Routing,
-    /// The attributes, resource and filter processors of every pipeline.
-    processors: Processors,
+    /// The attributes, resource and filter processors of every pipeline; a reload swaps in
+    /// new ones ([`Pipeline::processors`] lends them).
+    processors: RefCell<Rc<Processors>>,
     /// The tail sampler of the traces pipeline, when it has one. Spans owned by this core pass
     /// through it before any exporter.
     sampler: Option<RefCell<Sampler>>,
@@ -155,18 +164,30 @@ impl Pipeline {
         Ok(Pipeline {
             core,
             cores,
-            exporters,
+            exporters: RefCell::new(Rc::new(exporters)),
+            retired_exporters: Rc::default(),
+            disk_queues: disk_queues.clone(),
             mesh: Mesh::new(cores),
             routing: Routing {
                 indexes: scratch::Pool::default(),
                 parts: RefCell::new(Vec::new()),
                 metrics: (cores > 1 && metric_routing::needed(config)).then(MetricsRouter::default),
             },
-            processors,
+            processors: RefCell::new(Rc::new(processors)),
             sampler,
             ingest_log,
             checkpoints,
         })
+    }
+
+    /// The export queues now (a reload may swap them; what was lent keeps working).
+    fn exporters(&self) -> Rc<Exporters> {
+        self.exporters.borrow().clone()
+    }
+
+    /// The processors now (a reload may swap them).
+    fn processors(&self) -> Rc<Processors> {
+        self.processors.borrow().clone()
     }
 
     /// The core this pipeline runs on.
@@ -196,19 +217,20 @@ impl Pipeline {
             .sampler
             .as_ref()
             .map_or(0, |s| s.borrow().stats().buffered_bytes);
-        self.exporters.queued_bytes() as u64 + sampled
+        (self.exporters().queued_bytes() + self.retired_exporters.queued_bytes()) as u64 + sampled
     }
 
     /// Moves each orphaned export queue (`(exporter, directory)`, see
     /// [`crate::durability::orphans_of`]) into this core's queue of the same exporter, in the
     /// background.
     pub fn adopt_orphaned_queues(&self, orphans: Vec<(String, std::path::PathBuf)>) {
-        crate::durability::adopt_orphaned_queues(self.exporters.by_name(), orphans);
+        crate::durability::adopt_orphaned_queues(self.exporters().by_name(), orphans);
     }
 
     /// Sends what the export queues hold until `deadline`; true when all of them drained.
     pub async fn drain_exporters(&self, deadline: std::time::Instant) -> bool {
-        self.exporters.drain(deadline).await
+        let current = self.exporters().drain(deadline).await;
+        self.retired_exporters.drain(deadline).await && current
     }
 
     /// Checkpoints what was released and closes the ingest log, if there is one.
@@ -220,7 +242,7 @@ impl Pipeline {
 
     /// Statistics of every exporter, for telemetry.
     pub fn exporter_snapshot(&self) -> Vec<ExporterSnapshot> {
-        self.exporters.snapshot()
+        self.retired_exporters.snapshot(self.exporters().snapshot())
     }
 
     /// The mesh counters, for telemetry.

@@ -41,9 +41,10 @@ impl Pipeline {
         let mut enc = Encoded::default();
         let mut items = 0u64;
         let mut charge = 0usize;
+        let processors = self.processors();
         for k in &kept {
             let before = enc.len;
-            match &self.processors.traces_after {
+            match &processors.traces_after {
                 None => {
                     encode_trace_spans(&k.batch, &k.spans, &mut enc);
                     items += k.spans.len() as u64;
@@ -75,7 +76,7 @@ impl Pipeline {
         if enc.is_empty() {
             return;
         }
-        self.exporters
+        self.exporters()
             .push_waiting(Signal::Traces, enc, None, items, charge)
             .await;
     }

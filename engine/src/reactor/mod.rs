@@ -18,6 +18,7 @@
 
 mod drain;
 pub mod failure;
+pub mod reload;
 mod serve;
 pub mod snapshot;
 mod start;
@@ -61,6 +62,8 @@ pub struct CoreSetup {
     pub memory: Option<MemorySetup>,
     /// Frozen when a reactor dies (see [`Checkpoints`]).
     pub checkpoints: Checkpoints,
+    /// Where reloads reach this core (none: the configuration never changes).
+    pub reload: Option<reload::ReloadInbox>,
 }
 
 /// Why a core could not start.
@@ -128,8 +131,9 @@ impl Core {
 
 /// Runs one core until shutdown completes: `start`, then `serve` until `shutdown` is set, then
 /// `drain`. Called inside its executor.
-pub async fn run(setup: CoreSetup) {
+pub async fn run(mut setup: CoreSetup) {
     let (core, cpu) = (setup.id, setup.cpu);
+    let reload = setup.reload.take();
     failure::watch_this_reactor(core, setup.board.clone(), setup.checkpoints.clone());
     let ready = setup.ready.clone();
     let shutdown = setup.shutdown.clone();
@@ -140,6 +144,6 @@ pub async fn run(setup: CoreSetup) {
             return;
         }
     };
-    let serving = serve::serve(started, &ready, &shutdown).await;
+    let serving = serve::serve(started, &ready, &shutdown, reload).await;
     drain::drain(serving).await;
 }

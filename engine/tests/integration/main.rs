@@ -23,6 +23,7 @@ mod otelcol_kafka;
 mod processors;
 mod prometheus;
 mod receive;
+mod reload;
 mod routing;
 mod sampling;
 mod sampling_memory;

@@ -1,0 +1,126 @@
+//! A reload on this core, in two steps so that every core changes or none does:
+//! [`Pipeline::prepare_reload`] builds what the new configuration needs (processors compiled,
+//! the sampler's policies checked, changed exporters started) and can fail;
+//! [`Pipeline::apply_reload`] swaps it in at once and cannot fail.
+//!
+//! What a swap leaves alone: requests in flight finish with the processors and export queues
+//! they started with (they hold them); an exporter's replaced queue sends what it holds with
+//! its old settings before it closes; the sampler keeps every buffered trace (see
+//! `shardtel_sampler::Sampler::reconfigure` for which policies decide which trace).
+
+use std::rc::{Rc, Weak};
+
+use shardtel_config::reload::LiveChanges;
+use shardtel_config::{Config, ProcessorConfig, TailSamplingConfig};
+use shardtel_processors::Processors;
+use shardtel_sampler::{CoreShare, Sampler};
+use shardtel_sinks::ExportQueue;
+
+use super::exporters::Exporters;
+use super::{BuildError, Pipeline};
+
+/// What a core built for a reload, waiting for every other core to have built theirs.
+/// `!Send`: it stays on its core.
+pub struct PreparedReload {
+    processors: Option<Processors>,
+    sampler: Option<TailSamplingConfig>,
+    exporters: Option<(Exporters, Vec<Rc<ExportQueue>>)>,
+}
+
+/// Why a core could not prepare a reload.
+pub type ReloadError = BuildError;
+
+impl Pipeline {
+    /// Builds what `changes` need from `config` (validated, and fitted to the memory limit like
+    /// the running one); nothing changes yet.
+    pub async fn prepare_reload(
+        &self,
+        config: &Config,
+        changes: &LiveChanges,
+    ) -> Result<PreparedReload, ReloadError> {
+        let processors = if changes.processors {
+            Some(Processors::build(config)?)
+        } else {
+            None
+        };
+        let sampler = match (changes.sampler, tail_sampling(config)) {
+            (true, Some((name, cfg))) => {
+                // Compiled here so that applying cannot fail.
+                let share = CoreShare {
+                    core: self.core,
+                    cores: self.cores,
+                };
+                Sampler::new(cfg, share).map_err(|source| BuildError::Sampler {
+                    name: name.to_string(),
+                    source,
+                })?;
+                Some(cfg.clone())
+            }
+            _ => None,
+        };
+        let exporters = if changes.exporters.is_empty() {
+            None
+        } else {
+            let current = self.exporters();
+            let built = current
+                .with_restarted(
+                    config,
+                    &changes.exporters,
+                    self.core,
+                    self.cores,
+                    &self.disk_queues,
+                )
+                .await?;
+            Some(built)
+        };
+        Ok(PreparedReload {
+            processors,
+            sampler,
+            exporters,
+        })
+    }
+
+    /// Swaps in what [`Pipeline::prepare_reload`] built.
+    pub fn apply_reload(&self, prepared: PreparedReload) {
+        let PreparedReload {
+            processors,
+            sampler,
+            exporters,
+        } = prepared;
+        if let Some(new) = processors {
+            let old = self.processors.replace(Rc::new(new));
+            self.processors.borrow().carry_counters(&old);
+        }
+        if let (Some(cfg), Some(sampler)) = (sampler, &self.sampler) {
+            let share = CoreShare {
+                core: self.core,
+                cores: self.cores,
+            };
+            if let Err(e) = sampler.borrow_mut().reconfigure(&cfg, share) {
+                // prepare_reload compiled the same policies.
+                log::error!(
+                    "core {}: tail sampling policies not reloaded: {e}",
+                    self.core
+                );
+            }
+        }
+        if let Some((new, replaced)) = exporters {
+            let old: Weak<Exporters> = Rc::downgrade(&self.exporters.replace(Rc::new(new)));
+            self.retired_exporters.retire(replaced, old);
+        }
+    }
+}
+
+/// The tail sampler of the traces pipeline in `config`: its name and settings.
+fn tail_sampling(config: &Config) -> Option<(&str, &TailSamplingConfig)> {
+    config
+        .pipelines
+        .traces
+        .as_ref()?
+        .processors
+        .iter()
+        .find_map(|name| match config.processors.get(name) {
+            Some(ProcessorConfig::TailSampling(cfg)) => Some((name.as_str(), cfg)),
+            _ => None,
+        })
+}
