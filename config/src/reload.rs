@@ -4,16 +4,17 @@
 //!
 //! Live: the settings of processors (`attributes`, `resource`, `filter`, and `tail_sampling`'s
 //! policies and bounds except its decision cache sizes), the order of a pipeline's processors
-//! (with the same tail sampler and memory limiter in it), the settings of exporters whose queue
-//! lives in memory (not `file` exporters, which own their path), processors no pipeline lists,
-//! and `telemetry.log_level`. Everything else — `[engine]`, listener addresses, receivers and
-//! their settings, which receivers and exporters a pipeline has, the memory limiter, disk
+//! (with the same tail sampler and memory limiter in it), the settings of exporters but their
+//! type and `queue` table (endpoint, headers, timeout, compression, `batch`, `retry`, topic...;
+//! not `file` exporters, which own their files), processors no pipeline lists, and
+//! `telemetry.log_level`. Everything else — `[engine]`, listener addresses, receivers and their
+//! settings, which receivers and exporters a pipeline has, the memory limiter, exporters'
 //! queues — is fixed at start-up.
 
 use std::collections::BTreeSet;
 use std::fmt;
 
-use crate::{Config, ExporterKind, ProcessorConfig, QueueStorage, TailSamplingConfig};
+use crate::{Config, ExporterKind, ProcessorConfig, TailSamplingConfig};
 
 /// What a reload changes; every field says what the running process must apply.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -89,8 +90,8 @@ const LISTENER: &str = "listeners and their limits are bound and sized at start-
 const TOPOLOGY: &str = "which receivers and exporters a pipeline has is fixed at start-up";
 const MEMORY: &str = "the memory limiter fits every buffer at start-up";
 const CACHE: &str = "the decision cache is sized at start-up";
-const OWNS_FILES: &str =
-    "an exporter with a disk queue or writing files owns them until the process exits";
+const OWNS_FILES: &str = "a file exporter owns its files until the process exits";
+const QUEUE: &str = "an exporter's queue is sized (and its disk log opened) at start-up";
 
 /// Compares the configuration a process runs (`old`, as read from its file) with a new,
 /// validated one: the live changes, or every key only a restart can change.
@@ -274,16 +275,12 @@ pub fn compare(old: &Config, new: &Config) -> Result<LiveChanges, RestartRequire
             continue;
         }
         let key = format!("exporters.{name}");
-        let owns_files = |k: &ExporterKind| {
-            matches!(k, ExporterKind::File(_))
-                || k.queue().is_some_and(|q| q.storage == QueueStorage::Disk)
-        };
         if std::mem::discriminant(&a.kind) != std::mem::discriminant(&b.kind) {
             refuse(format!("{key}.type"), TOPOLOGY);
-        } else if owns_files(&a.kind) || owns_files(&b.kind) {
+        } else if matches!(a.kind, ExporterKind::File(_)) {
             refuse(key, OWNS_FILES);
-        } else if memory_limited && a.kind.queue() != b.kind.queue() {
-            refuse(format!("{key}.queue"), MEMORY);
+        } else if a.kind.queue() != b.kind.queue() {
+            refuse(format!("{key}.queue"), QUEUE);
         } else {
             live.exporters.push(name.clone());
         }

@@ -2,17 +2,18 @@
 //! of each signal's pipeline, how a piece is pushed to them (refused when full, or waiting for
 //! room), what a piece is charged, and the exporter metric families.
 
-use std::cell::RefCell;
 use std::collections::BTreeMap;
-use std::rc::{Rc, Weak};
+use std::rc::Rc;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use shardtel_config::Config;
 use shardtel_protocol::reframe::Encoded;
 use shardtel_protocol::scan::SpanBatch;
 use shardtel_protocol::Signal;
-use shardtel_sinks::{DiskQueueSettings, DrainOutcome, ExportQueue, ExporterStats};
+use shardtel_sinks::{
+    DiskQueueSettings, DrainOutcome, ExportQueue, ExporterStats, PreparedSettings,
+};
 use shardtel_wal::WalStats;
 
 use super::{BuildError, IngestError};
@@ -78,44 +79,31 @@ impl Exporters {
         Ok(Exporters { by_name, by_signal })
     }
 
-    /// A set like this one in which the exporters `restart` (their settings changed in
-    /// `config`, a reload) are new queues started from `config`; the others are the same queues.
-    /// Returns the set and the queues it replaces.
-    pub(super) async fn with_restarted(
+    /// New settings from `config` (a reload) for the exporters `names`, built and ready to swap
+    /// into their queues ([`ExportQueue::apply_settings`]).
+    pub(super) fn prepare_settings(
         &self,
         config: &Config,
-        restart: &[String],
-        core: usize,
+        names: &[String],
         cores: usize,
-        disk_queues: &DiskQueueSettings,
-    ) -> Result<(Exporters, Vec<Rc<ExportQueue>>), BuildError> {
-        let mut fresh: BTreeMap<String, Rc<ExportQueue>> = BTreeMap::new();
-        let mut replaced = Vec::new();
-        for name in restart {
-            let (Some(cfg), Some(old)) = (config.exporters.get(name), self.by_name.get(name))
-            else {
-                return Err(BuildError::UndefinedExporter { name: name.clone() });
-            };
-            let queue = ExportQueue::start_with_storage(cfg, core, cores, Some(disk_queues))
-                .await
-                .map_err(|source| BuildError::Exporter {
-                    name: name.clone(),
-                    source,
-                })?;
-            fresh.insert(name.clone(), queue);
-            replaced.push(old.clone());
-        }
-        let pick = |q: &Rc<ExportQueue>| fresh.get(q.name()).unwrap_or(q).clone();
-        let by_name = self
-            .by_name
+    ) -> Result<Vec<(Rc<ExportQueue>, PreparedSettings)>, BuildError> {
+        names
             .iter()
-            .map(|(name, q)| (name.clone(), pick(q)))
-            .collect();
-        let by_signal = self
-            .by_signal
-            .each_ref()
-            .map(|list| list.iter().map(pick).collect());
-        Ok((Exporters { by_name, by_signal }, replaced))
+            .map(|name| {
+                let (Some(cfg), Some(queue)) = (config.exporters.get(name), self.by_name.get(name))
+                else {
+                    return Err(BuildError::UndefinedExporter { name: name.clone() });
+                };
+                let prepared =
+                    queue
+                        .prepare_settings(cfg, cores)
+                        .map_err(|source| BuildError::Exporter {
+                            name: name.clone(),
+                            source,
+                        })?;
+                Ok((queue.clone(), prepared))
+            })
+            .collect()
     }
 
     /// Every exporter, by name.
@@ -210,106 +198,6 @@ impl Exporters {
             })
             .collect()
     }
-}
-
-/// Export queues a reload replaced: each keeps sending what it holds (with its old settings)
-/// until it is empty and nothing can push to it any more, then it is closed. Their counters
-/// stay in the exporter's series.
-#[derive(Default)]
-pub(super) struct RetiredExporters {
-    /// Queues still sending.
-    sending: RefCell<Vec<Rc<ExportQueue>>>,
-    /// Final counters of the queues that finished, by exporter name.
-    finished: RefCell<BTreeMap<String, ExporterStats>>,
-}
-
-impl RetiredExporters {
-    /// Retires `queues`, replaced along with the set `old` (which requests in flight may still
-    /// push to): a task per queue sends what it holds until it is empty and `old` is gone.
-    pub(super) fn retire(self: &Rc<Self>, queues: Vec<Rc<ExportQueue>>, old: Weak<Exporters>) {
-        for queue in queues {
-            self.sending.borrow_mut().push(queue.clone());
-            let (retired, old) = (self.clone(), old.clone());
-            glommio::spawn_local(async move {
-                loop {
-                    let far = Instant::now() + Duration::from_secs(3600);
-                    let drained = queue.drain(far).await == DrainOutcome::Drained;
-                    if drained && old.strong_count() == 0 && queue.queued_bytes() == 0 {
-                        break;
-                    }
-                    glommio::timer::sleep(Duration::from_millis(100)).await;
-                }
-                let stats = queue.stats();
-                retired
-                    .sending
-                    .borrow_mut()
-                    .retain(|q| !Rc::ptr_eq(q, &queue));
-                let mut finished = retired.finished.borrow_mut();
-                add_counters(
-                    finished.entry(queue.name().to_string()).or_default(),
-                    &stats,
-                );
-                log::info!(
-                    "exporter {} (core {}): the queue replaced by a reload sent what it held",
-                    queue.name(),
-                    queue.core()
-                );
-            })
-            .detach();
-        }
-    }
-
-    /// Bytes the retired queues still hold.
-    pub(super) fn queued_bytes(&self) -> usize {
-        self.sending.borrow().iter().map(|q| q.queued_bytes()).sum()
-    }
-
-    /// Sends what the retired queues hold until `deadline` (shutdown); true when they drained.
-    pub(super) async fn drain(&self, deadline: Instant) -> bool {
-        let queues = self.sending.borrow().clone();
-        let mut drained = true;
-        for queue in queues {
-            drained &= queue.drain(deadline).await == DrainOutcome::Drained;
-        }
-        drained
-    }
-
-    /// `current` (the running queues' snapshot) with the counters of the retired queues of
-    /// each exporter added, so that its series keep growing across reloads.
-    pub(super) fn snapshot(&self, mut current: Vec<ExporterSnapshot>) -> Vec<ExporterSnapshot> {
-        let sending = self.sending.borrow();
-        let finished = self.finished.borrow();
-        if sending.is_empty() && finished.is_empty() {
-            return current;
-        }
-        for e in &mut current {
-            if let Some(done) = finished.get(&e.name) {
-                add_counters(&mut e.stats, done);
-            }
-            for q in sending.iter().filter(|q| q.name() == e.name) {
-                let stats = q.stats();
-                add_counters(&mut e.stats, &stats);
-                e.stats.queue_bytes += stats.queue_bytes;
-                e.stats.queued_batches += stats.queued_batches;
-                e.stats.in_flight += stats.in_flight;
-            }
-        }
-        current
-    }
-}
-
-/// Adds the counters of `from` to `into` (not the gauges, nor the kind's own counters).
-fn add_counters(into: &mut ExporterStats, from: &ExporterStats) {
-    for i in 0..3 {
-        into.sent_items[i] += from.sent_items[i];
-        into.failed_items[i] += from.failed_items[i];
-        into.sent_requests[i] += from.sent_requests[i];
-        into.failed_requests[i] += from.failed_requests[i];
-        into.refused_items[i] += from.refused_items[i];
-        into.retries_by_signal[i] += from.retries_by_signal[i];
-    }
-    into.retries += from.retries;
-    into.conversion_panics += from.conversion_panics;
 }
 
 /// What a core publishes about one exporter instance.

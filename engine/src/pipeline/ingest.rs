@@ -78,8 +78,7 @@ impl Scanned<'_> {
 impl Pipeline {
     /// Ingests one decoded (decompressed, protobuf) Export*ServiceRequest: the items accepted.
     pub async fn ingest(&self, signal: Signal, body: Bytes) -> Result<u64, Rejected> {
-        let all = self.exporters();
-        let exporters = all.of(signal);
+        let exporters = self.exporters.of(signal);
         if exporters.is_empty() {
             return Err(IngestError::NoPipeline(signal).into());
         }
@@ -156,7 +155,7 @@ impl Pipeline {
                 let buffer = body.len();
                 let (piece, kept) = self.process_request(signal, body, items);
                 let charge = queue_charge(piece.len, buffer);
-                self.exporters()
+                self.exporters
                     .push_now(signal, piece, None, kept, charge)
                     .map(|()| items)
                     .map_err(|e| Rejected::items(items, e))

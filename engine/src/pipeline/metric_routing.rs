@@ -133,7 +133,7 @@ impl Pipeline {
         for part in parts {
             let charge = queue_charge(part.piece.len, body.len());
             let pushed = if part.core == self.core {
-                self.exporters()
+                self.exporters
                     .push_now(Signal::Metrics, part.piece, None, part.points, charge)
             } else {
                 let message = MeshMessage::Metrics {

@@ -35,7 +35,7 @@ use shardtel_sampler::{CoreShare, Sampler, SamplerError};
 use shardtel_sinks::{DiskQueueSettings, SinkError};
 
 use crate::durability::{Checkpoints, IngestLog, IngestLogSnapshot, OpenError};
-use exporters::{Exporters, RetiredExporters};
+use exporters::Exporters;
 use mesh::Mesh;
 use metric_routing::MetricsRouter;
 
@@ -92,12 +92,7 @@ pub struct Pipeline {
     core: usize,
     /// Number of cores.
     cores: usize,
-    /// The export queues; a reload swaps in a new set ([`Pipeline::exporters`] lends it).
-    exporters: RefCell<Rc<Exporters>>,
-    /// Queues a reload replaced, sending what they hold.
-    retired_exporters: Rc<RetiredExporters>,
-    /// Where disk queues live (for exporters a reload starts).
-    disk_queues: DiskQueueSettings,
+    exporters: Exporters,
     mesh: Mesh,
     routing: Routing,
     /// The attributes, resource and filter processors of every pipeline; a reload swaps in
@@ -164,9 +159,7 @@ impl Pipeline {
         Ok(Pipeline {
             core,
             cores,
-            exporters: RefCell::new(Rc::new(exporters)),
-            retired_exporters: Rc::default(),
-            disk_queues: disk_queues.clone(),
+            exporters,
             mesh: Mesh::new(cores),
             routing: Routing {
                 indexes: scratch::Pool::default(),
@@ -178,11 +171,6 @@ impl Pipeline {
             ingest_log,
             checkpoints,
         })
-    }
-
-    /// The export queues now (a reload may swap them; what was lent keeps working).
-    fn exporters(&self) -> Rc<Exporters> {
-        self.exporters.borrow().clone()
     }
 
     /// The processors now (a reload may swap them).
@@ -217,20 +205,19 @@ impl Pipeline {
             .sampler
             .as_ref()
             .map_or(0, |s| s.borrow().stats().buffered_bytes);
-        (self.exporters().queued_bytes() + self.retired_exporters.queued_bytes()) as u64 + sampled
+        self.exporters.queued_bytes() as u64 + sampled
     }
 
     /// Moves each orphaned export queue (`(exporter, directory)`, see
     /// [`crate::durability::orphans_of`]) into this core's queue of the same exporter, in the
     /// background.
     pub fn adopt_orphaned_queues(&self, orphans: Vec<(String, std::path::PathBuf)>) {
-        crate::durability::adopt_orphaned_queues(self.exporters().by_name(), orphans);
+        crate::durability::adopt_orphaned_queues(self.exporters.by_name(), orphans);
     }
 
     /// Sends what the export queues hold until `deadline`; true when all of them drained.
     pub async fn drain_exporters(&self, deadline: std::time::Instant) -> bool {
-        let current = self.exporters().drain(deadline).await;
-        self.retired_exporters.drain(deadline).await && current
+        self.exporters.drain(deadline).await
     }
 
     /// Checkpoints what was released and closes the ingest log, if there is one.
@@ -242,7 +229,7 @@ impl Pipeline {
 
     /// Statistics of every exporter, for telemetry.
     pub fn exporter_snapshot(&self) -> Vec<ExporterSnapshot> {
-        self.retired_exporters.snapshot(self.exporters().snapshot())
+        self.exporters.snapshot()
     }
 
     /// The mesh counters, for telemetry.

@@ -3,20 +3,21 @@
 //! the sampler's policies checked, changed exporters started) and can fail;
 //! [`Pipeline::apply_reload`] swaps it in at once and cannot fail.
 //!
-//! What a swap leaves alone: requests in flight finish with the processors and export queues
-//! they started with (they hold them); an exporter's replaced queue sends what it holds with
-//! its old settings before it closes; the sampler keeps every buffered trace (see
-//! `shardtel_sampler::Sampler::reconfigure` for which policies decide which trace).
+//! What a swap leaves alone: a request being processed finishes with the processors it started
+//! with (it holds them); an export queue keeps what it holds, its counters and its disk log,
+//! and sends it with the new settings from its next attempt on (attempts in flight finish with
+//! the old ones; see `shardtel_sinks::ExportQueue::apply_settings`); the sampler keeps every
+//! buffered trace (see `shardtel_sampler::Sampler::reconfigure` for which policies decide which
+//! trace).
 
-use std::rc::{Rc, Weak};
+use std::rc::Rc;
 
 use shardtel_config::reload::LiveChanges;
 use shardtel_config::{Config, ProcessorConfig, TailSamplingConfig};
 use shardtel_processors::Processors;
 use shardtel_sampler::{CoreShare, Sampler};
-use shardtel_sinks::ExportQueue;
+use shardtel_sinks::{ExportQueue, PreparedSettings};
 
-use super::exporters::Exporters;
 use super::{BuildError, Pipeline};
 
 /// What a core built for a reload, waiting for every other core to have built theirs.
@@ -24,7 +25,7 @@ use super::{BuildError, Pipeline};
 pub struct PreparedReload {
     processors: Option<Processors>,
     sampler: Option<TailSamplingConfig>,
-    exporters: Option<(Exporters, Vec<Rc<ExportQueue>>)>,
+    exporters: Vec<(Rc<ExportQueue>, PreparedSettings)>,
 }
 
 /// Why a core could not prepare a reload.
@@ -58,21 +59,9 @@ impl Pipeline {
             }
             _ => None,
         };
-        let exporters = if changes.exporters.is_empty() {
-            None
-        } else {
-            let current = self.exporters();
-            let built = current
-                .with_restarted(
-                    config,
-                    &changes.exporters,
-                    self.core,
-                    self.cores,
-                    &self.disk_queues,
-                )
-                .await?;
-            Some(built)
-        };
+        let exporters = self
+            .exporters
+            .prepare_settings(config, &changes.exporters, self.cores)?;
         Ok(PreparedReload {
             processors,
             sampler,
@@ -104,9 +93,8 @@ impl Pipeline {
                 );
             }
         }
-        if let Some((new, replaced)) = exporters {
-            let old: Weak<Exporters> = Rc::downgrade(&self.exporters.replace(Rc::new(new)));
-            self.retired_exporters.retire(replaced, old);
+        for (queue, settings) in exporters {
+            queue.apply_settings(settings);
         }
     }
 }

@@ -51,7 +51,7 @@ impl Pipeline {
                     // index need it.
                     let index = if self.sampler.is_some()
                         || self.processors().traces_before.is_some()
-                        || self.exporters().traces_want_index()
+                        || self.exporters.traces_want_index()
                     {
                         index.clone()
                     } else {
@@ -107,7 +107,7 @@ impl Pipeline {
                 let piece = whole(batch.buf.clone());
                 // (The index is empty when no one needs it.)
                 let index = self.shared_index(batch, items);
-                self.exporters()
+                self.exporters
                     .push_now(Signal::Traces, piece, index.as_ref(), items, charge)
             } else {
                 let mut enc = Encoded::default();
@@ -115,7 +115,7 @@ impl Pipeline {
                 let charge = queue_charge(enc.len, batch.buf.len());
                 let spans = batch.index.spans.len() as u64;
                 let index = self.shared_index(batch, spans);
-                self.exporters()
+                self.exporters
                     .push_now(Signal::Traces, enc, index.as_ref(), spans, charge)
             };
             if let Err(e) = pushed {
@@ -142,7 +142,7 @@ impl Pipeline {
                 charge,
             } => {
                 return self
-                    .exporters()
+                    .exporters
                     .push_waiting(Signal::Metrics, piece, None, points, charge)
                     .await;
             }
@@ -159,7 +159,7 @@ impl Pipeline {
         let items = batch.index.spans.len() as u64;
         let charge = queue_charge(enc.len, batch.buf.len());
         let index = self.shared_index(batch, items);
-        self.exporters()
+        self.exporters
             .push_waiting(Signal::Traces, enc, index.as_ref(), items, charge)
             .await;
     }
@@ -168,7 +168,7 @@ impl Pipeline {
     /// exporters that cut messages from its index, when there is one and it indexes all
     /// `items` spans; moved, not copied.
     fn shared_index(&self, batch: SpanBatch, items: u64) -> Option<Arc<SpanBatch>> {
-        (batch.index.spans.len() as u64 == items && self.exporters().traces_want_index())
+        (batch.index.spans.len() as u64 == items && self.exporters.traces_want_index())
             .then(|| Arc::new(batch))
     }
 }

@@ -76,7 +76,7 @@ impl Pipeline {
         if enc.is_empty() {
             return;
         }
-        self.exporters()
+        self.exporters
             .push_waiting(Signal::Traces, enc, None, items, charge)
             .await;
     }

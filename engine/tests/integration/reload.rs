@@ -8,8 +8,10 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
+use shardtel_protocol::proto::collector::trace::v1::ExportTraceServiceRequest;
 use shardtel_protocol::proto::common::v1::any_value::Value;
 use shardtel_protocol::proto::trace::v1::Span;
+use shardtel_protocol::Signal;
 
 use crate::gen;
 use crate::harness::{free_port, spans_in, wait_until, Shardtel};
@@ -73,6 +75,19 @@ fn generation(span: &Span) -> String {
         .unwrap_or_default()
 }
 
+/// The spans of one line of file exporter output.
+fn spans_of_json_line(line: &str) -> Vec<Span> {
+    use prost::Message as _;
+    let pb = shardtel_protocol::json::to_protobuf(Signal::Traces, line.as_bytes()).unwrap();
+    ExportTraceServiceRequest::decode(pb.as_ref())
+        .unwrap()
+        .resource_spans
+        .into_iter()
+        .flat_map(|rs| rs.scope_spans)
+        .flat_map(|ss| ss.spans)
+        .collect()
+}
+
 /// The generations of the spans of each trace in the file output under `dir`.
 fn generations_by_trace(dir: &Path) -> BTreeMap<Vec<u8>, Vec<String>> {
     let mut by_trace: BTreeMap<Vec<u8>, Vec<String>> = BTreeMap::new();
@@ -98,11 +113,22 @@ fn reload_under_load_keeps_every_span_and_the_decisions_of_traces_in_flight() {
         .args(["-p", "grpc", "-e", &st.grpc_url()])
         .args(["--rate", "20000", "--duration", "8s", "--connections", "4"])
         .args(["--split-traces", "5", "--sampled"])
+        // Kept traces leave the sampler up to decision_wait after their last span: a settle
+        // longer than that lets them all arrive before the verdict.
+        .args(["--verify-settle", "6s"])
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    std::thread::sleep(Duration::from_secs(4));
+    // Reload once kept traces flow out (this machine may be slow: it shares its cores).
+    std::thread::sleep(Duration::from_secs(3));
+    assert!(
+        wait_until(30, || st
+            .metric_sum("shardtel_exporter_sent_spans_total", "")
+            > 0),
+        "nothing exported before the reload; log:\n{}",
+        st.log()
+    );
     st.reconfigure(|c| {
         c.replace_processor("stamp", stamp("2"));
         c.replace_processor(
@@ -133,6 +159,12 @@ fn reload_under_load_keeps_every_span_and_the_decisions_of_traces_in_flight() {
     assert_eq!(report["verify"]["spans_lost"], 0, "{text}");
     assert_eq!(report["verify"]["duplicates"], 0, "{text}");
     assert_eq!(report["verify"]["traces_incomplete"], 0, "{text}");
+    assert!(
+        report["verify"]["traces_complete"].as_u64() > Some(0),
+        "no kept trace arrived: {text}\nlog:\n{}\nmetrics:\n{}",
+        st.log(),
+        st.metrics()
+    );
     assert_eq!(
         st.metric_sum("shardtel_config_reloads_total", "result=\"success\""),
         1,
@@ -145,6 +177,11 @@ fn reload_under_load_keeps_every_span_and_the_decisions_of_traces_in_flight() {
         st.log()
     );
 
+    assert!(
+        wait_until(30, || st.metric_sum("shardtel_sampler_buffered_traces", "")
+            == 0),
+        "the sampler still holds traces"
+    );
     let by_trace = generations_by_trace(&st.out());
     let started_after: Vec<_> = by_trace
         .values()
@@ -255,4 +292,89 @@ fn bad_and_refused_reloads_change_nothing() {
         .collect();
     assert_eq!(last.len(), 2, "the new stamp is not in the output");
     assert_eq!(st.stop(), 0);
+}
+
+/// Under load, an exporter's endpoint and the processors change together: the gateway
+/// forwards to one downstream shardtel, then (after the reload) to another, through the same
+/// export queue (on disk, the default with durability). Every acknowledged span arrives once
+/// across the two; no span stamped after the reload reaches the old endpoint; what the queue
+/// held at the reload may go to either; the exporter's counters keep growing.
+#[test]
+fn reload_moves_an_exporter_to_a_new_endpoint_without_losing_what_it_held() {
+    let first = Shardtel::start_config(|c| {
+        c.file_exporters()
+            .traces(Pipeline::otlp_to(&["file_traces"]))
+    });
+    // The second writes next to the first's output, so one glob verifies both.
+    let beside = first.out().join("traces-second.jsonl");
+    let second = Shardtel::start_config(|c| {
+        c.exporter("file_traces", Component::file(&beside))
+            .traces(Pipeline::otlp_to(&["file_traces"]))
+    });
+    let mut gateway = Shardtel::start_config(|c| {
+        c.exporter("up", Component::otlp(&first.grpc_url()))
+            .processor("stamp", stamp("1"))
+            .traces(Pipeline::otlp_to(&["up"]).processors(&["stamp"]))
+    });
+    let json = gateway.dir.path().join("loadgen.json");
+    let glob = format!("{}/traces*.jsonl*", first.out().display());
+    let loadgen = Command::new(crate::loadgen::loadgen_bin())
+        .args(["-p", "grpc", "-e", &gateway.grpc_url()])
+        .args(["--rate", "20000", "--duration", "6s", "--connections", "4"])
+        .args(["--split-traces", "3", "--verify", "--verify-file", &glob])
+        .args(["--verify-wait", "60s", "-q", "--json"])
+        .arg(&json)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_secs(2));
+    assert!(
+        wait_until(30, || first
+            .metric_sum("shardtel_exporter_sent_spans_total", "")
+            > 0),
+        "nothing reached the first endpoint before the reload; log:\n{}",
+        gateway.log()
+    );
+    let endpoint = second.grpc_url();
+    gateway.reconfigure(|c| {
+        c.exporters.insert("up".into(), Component::otlp(&endpoint));
+        c.replace_processor("stamp", stamp("2"));
+    });
+    reload_and_wait(&gateway, "success", 1);
+    let out = loadgen.wait_with_output().unwrap();
+    let text = output_text(&out);
+    assert!(
+        out.status.success(),
+        "loadgen --verify failed:\n{text}\ngateway log:\n{}",
+        gateway.log()
+    );
+    let report: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    assert_eq!(report["verify"]["spans_lost"], 0, "{text}");
+    assert_eq!(report["verify"]["duplicates"], 0, "{text}");
+    let log = gateway.log();
+    assert!(log.contains("reloaded: processors; exporters up"), "{log}");
+
+    // spans_in reads both files: split them by file.
+    let second_spans: Vec<Span> = crate::harness::read_lines(&first.out(), "traces-second")
+        .into_iter()
+        .flat_map(|(_, line)| spans_of_json_line(&line))
+        .collect();
+    let all = spans_in(&first.out());
+    let stamped_after = all.iter().filter(|s| generation(s) == "2").count();
+    let after_at_second = second_spans.iter().filter(|s| generation(s) == "2").count();
+    assert!(stamped_after > 0, "the new stamp is not in the output");
+    assert_eq!(
+        stamped_after, after_at_second,
+        "a span stamped after the reload went to the old endpoint"
+    );
+    assert!(
+        all.len() > second_spans.len(),
+        "nothing reached the old endpoint"
+    );
+    // The exporter's counters kept growing across the swap (the old queue's are added).
+    let sent = gateway.metric_sum("shardtel_exporter_sent_spans_total", "exporter=\"up\"");
+    assert_eq!(sent, all.len() as u64, "{}", gateway.metrics());
+    assert_eq!(gateway.stop(), 0);
 }
