@@ -325,3 +325,136 @@ pub fn carry_fitted_bounds(running: &Config, new: &mut Config) {
         queue.max_bytes = fitted.max_bytes;
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::testing::load;
+    use crate::{ExporterKind, PolicyConfig, PolicyKind};
+
+    /// OTLP in, redaction and tail sampling, out to an OTLP exporter.
+    fn base() -> Config {
+        let text = r#"
+[receivers.otlp]
+[processors.redact]
+type = "attributes"
+actions = [{ key = "user.email", action = "delete" }]
+[processors.tail_sampling]
+policies = [{ name = "all", type = "always_sample" }]
+[exporters.up]
+type = "otlp"
+endpoint = "http://127.0.0.1:4317"
+[pipelines.traces]
+receivers = ["otlp"]
+processors = ["redact", "tail_sampling"]
+exporters = ["up"]
+"#;
+        load(text, &|_| None).unwrap()
+    }
+
+    fn sampling(c: &mut Config) -> &mut TailSamplingConfig {
+        match c.processors.get_mut("tail_sampling") {
+            Some(ProcessorConfig::TailSampling(t)) => t,
+            _ => unreachable!(),
+        }
+    }
+
+    fn refused_keys(old: &Config, new: &Config) -> Vec<String> {
+        compare(old, new)
+            .unwrap_err()
+            .keys
+            .into_iter()
+            .map(|(k, _)| k)
+            .collect()
+    }
+
+    #[test]
+    fn processors_policies_exporter_settings_and_log_level_change_live() {
+        let old = base();
+        assert!(compare(&old, &old).unwrap().is_empty());
+        let mut new = old.clone();
+        new.processors.insert(
+            "redact".into(),
+            load(
+                "[processors.redact]\ntype = \"attributes\"\nactions = [{ key = \"user.id\", action = \"hash\" }]\n[receivers.otlp]\n[exporters.blackhole]\n[pipelines.traces]\nreceivers = [\"otlp\"]\nexporters = [\"blackhole\"]\n",
+                &|_| None,
+            )
+            .unwrap()
+            .processors["redact"]
+            .clone(),
+        );
+        sampling(&mut new).policies = vec![PolicyConfig {
+            name: "half".into(),
+            kind: PolicyKind::Probabilistic {
+                sampling_percentage: crate::Percentage::new(50.0).unwrap(),
+                hash_salt: String::new(),
+            },
+        }];
+        sampling(&mut new).decision_wait = std::time::Duration::from_secs(3);
+        let ExporterKind::Otlp(up) = &mut new.exporters.get_mut("up").unwrap().kind else {
+            unreachable!()
+        };
+        up.timeout = std::time::Duration::from_secs(9);
+        new.telemetry.log_level = "debug".into();
+        let live = compare(&old, &new).unwrap();
+        assert_eq!(
+            live,
+            LiveChanges {
+                processors: true,
+                sampler: true,
+                exporters: vec!["up".into()],
+                log_level: true,
+                receiver_security: false,
+            }
+        );
+        assert_eq!(
+            live.describe(),
+            "processors; tail sampling policies and bounds; exporters up; log level"
+        );
+    }
+
+    #[test]
+    fn every_key_that_needs_a_restart_is_named() {
+        let old = base();
+        let mut new = old.clone();
+        new.engine.channel_capacity += 1;
+        new.engine.data_dir = "/elsewhere".into();
+        let otlp = new.receivers.otlp.as_mut().unwrap();
+        otlp.grpc = Some("127.0.0.1:14317".parse().unwrap());
+        otlp.max_connections += 1;
+        sampling(&mut new).decision_cache.sampled_cache_size += 1;
+        let ExporterKind::Otlp(up) = &mut new.exporters.get_mut("up").unwrap().kind else {
+            unreachable!()
+        };
+        up.queue.max_bytes += 1;
+        new.pipelines.traces.as_mut().unwrap().processors = vec!["redact".into()];
+        assert_eq!(
+            refused_keys(&old, &new),
+            [
+                "engine.data_dir",
+                "engine.channel_capacity",
+                "receivers.otlp.grpc",
+                "receivers.otlp.max_connections",
+                "pipelines.traces.processors",
+                "processors.tail_sampling.decision_cache",
+                "exporters.up.queue",
+            ]
+        );
+        let message = compare(&old, &new).unwrap_err().to_string();
+        assert!(
+            message.starts_with("reload refused: these keys change only at a restart: engine.data_dir (cores, data directory"),
+            "{message}"
+        );
+    }
+
+    #[test]
+    fn reordering_processors_is_live_but_moving_the_sampler_out_is_not() {
+        let old = base();
+        let mut new = old.clone();
+        new.pipelines.traces.as_mut().unwrap().processors =
+            vec!["tail_sampling".into(), "redact".into()];
+        assert!(compare(&old, &new).unwrap().processors);
+        new.pipelines.traces.as_mut().unwrap().exporters = vec![];
+        assert_eq!(refused_keys(&old, &new), ["pipelines.traces.exporters"]);
+    }
+}
