@@ -86,24 +86,24 @@ impl Exporters {
         config: &Config,
         names: &[String],
         cores: usize,
-    ) -> Result<Vec<(Rc<ExportQueue>, PreparedSettings)>, BuildError> {
-        names
-            .iter()
-            .map(|name| {
-                let (Some(cfg), Some(queue)) = (config.exporters.get(name), self.by_name.get(name))
-                else {
-                    return Err(BuildError::UndefinedExporter { name: name.clone() });
-                };
-                let prepared =
-                    queue
-                        .prepare_settings(cfg, cores)
-                        .map_err(|source| BuildError::Exporter {
-                            name: name.clone(),
-                            source,
-                        })?;
-                Ok((queue.clone(), prepared))
-            })
-            .collect()
+    ) -> Result<Vec<(Rc<ExportQueue>, PreparedSettings)>, Box<BuildError>> {
+        let mut prepared = Vec::with_capacity(names.len());
+        for name in names {
+            let (Some(cfg), Some(queue)) = (config.exporters.get(name), self.by_name.get(name))
+            else {
+                return Err(Box::new(BuildError::UndefinedExporter {
+                    name: name.clone(),
+                }));
+            };
+            let settings = queue.prepare_settings(cfg, cores).map_err(|source| {
+                Box::new(BuildError::Exporter {
+                    name: name.clone(),
+                    source,
+                })
+            })?;
+            prepared.push((queue.clone(), settings));
+        }
+        Ok(prepared)
     }
 
     /// Every exporter, by name.

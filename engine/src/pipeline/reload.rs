@@ -29,7 +29,7 @@ pub struct PreparedReload {
 }
 
 /// Why a core could not prepare a reload.
-pub type ReloadError = BuildError;
+pub type ReloadError = Box<BuildError>;
 
 impl Pipeline {
     /// Builds what `changes` need from `config` (validated, and fitted to the memory limit like
@@ -40,7 +40,7 @@ impl Pipeline {
         changes: &LiveChanges,
     ) -> Result<PreparedReload, ReloadError> {
         let processors = if changes.processors {
-            Some(Processors::build(config)?)
+            Some(Processors::build(config).map_err(|e| Box::new(BuildError::from(e)))?)
         } else {
             None
         };
@@ -51,9 +51,11 @@ impl Pipeline {
                     core: self.core,
                     cores: self.cores,
                 };
-                Sampler::new(cfg, share).map_err(|source| BuildError::Sampler {
-                    name: name.to_string(),
-                    source,
+                Sampler::new(cfg, share).map_err(|source| {
+                    Box::new(BuildError::Sampler {
+                        name: name.to_string(),
+                        source,
+                    })
                 })?;
                 Some(cfg.clone())
             }
