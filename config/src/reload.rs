@@ -448,6 +448,25 @@ exporters = ["up"]
     }
 
     #[test]
+    fn fitted_bounds_carry_over_to_the_new_configuration() {
+        let mut running = base();
+        sampling(&mut running).max_buffered_bytes_per_core = 1 << 20;
+        let ExporterKind::Otlp(up) = &mut running.exporters.get_mut("up").unwrap().kind else {
+            unreachable!()
+        };
+        up.queue.max_bytes = 1 << 16;
+        let mut new = base();
+        sampling(&mut new).decision_wait = std::time::Duration::from_secs(7);
+        carry_fitted_bounds(&running, &mut new);
+        assert_eq!(sampling(&mut new).max_buffered_bytes_per_core, 1 << 20);
+        assert_eq!(new.exporters["up"].kind.queue().unwrap().max_bytes, 1 << 16);
+        assert_eq!(
+            sampling(&mut new).decision_wait,
+            std::time::Duration::from_secs(7)
+        );
+    }
+
+    #[test]
     fn reordering_processors_is_live_but_moving_the_sampler_out_is_not() {
         let old = base();
         let mut new = old.clone();

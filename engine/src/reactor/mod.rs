@@ -4,8 +4,9 @@
 //! - `start` (`start.rs`): build the core's pipeline and intake, connect the mesh, recover what
 //!   the ingest log holds, bind the receivers (everything that can fail, with a typed
 //!   [`StartError`]);
-//! - `serve` (`serve.rs`): report ready, publish snapshots, run the sampler's timer, until the
-//!   process asks for shutdown (the receivers and the mesh run as tasks meanwhile);
+//! - `serve` (`serve.rs`): report ready, publish snapshots, run the sampler's timer, apply
+//!   configuration reloads sent to this core ([`reload`]), until the process asks for shutdown
+//!   (the receivers and the mesh run as tasks meanwhile);
 //! - `drain` (`drain.rs`): refuse new data, let in-flight requests and mesh traffic finish,
 //!   decide what the sampler holds, drain the exporters, commit Kafka offsets, close the log.
 //!

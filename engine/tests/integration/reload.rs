@@ -378,3 +378,43 @@ fn reload_moves_an_exporter_to_a_new_endpoint_without_losing_what_it_held() {
     assert_eq!(sent, all.len() as u64, "{}", gateway.metrics());
     assert_eq!(gateway.stop(), 0);
 }
+
+/// `shardtel reload` names no process it cannot be sure of: without `--pid` or `--config` it
+/// says what to pass, and a lock file that no live shardtel holds (its pid may be anyone's by
+/// now) is refused without a signal.
+#[test]
+fn shardtel_reload_refuses_to_guess_the_process() {
+    let reload = |args: &[&str]| {
+        Command::new(env!("CARGO_BIN_EXE_shardtel"))
+            .arg("reload")
+            .args(args)
+            .output()
+            .unwrap()
+    };
+    let out = reload(&[]);
+    assert!(!out.status.success());
+    assert!(output_text(&out).contains("pass --pid PID or --config FILE"));
+
+    // A stale lock file naming a live process that is not shardtel.
+    let dir = tempfile::tempdir().unwrap();
+    let config = TestConfig::new(dir.path(), crate::harness::Ports::new())
+        .exporter("blackhole", Component::blackhole())
+        .traces(Pipeline::otlp_to(&["blackhole"]));
+    let path = dir.path().join("shardtel.toml");
+    std::fs::write(&path, config.render()).unwrap();
+    let mut bystander = Command::new("sleep").arg("30").spawn().unwrap();
+    std::fs::write(dir.path().join("LOCK"), format!("{}\n", bystander.id())).unwrap();
+    let out = reload(&["--config", path.to_str().unwrap()]);
+    assert!(!out.status.success());
+    assert!(
+        output_text(&out).contains("no running shardtel holds"),
+        "{}",
+        output_text(&out)
+    );
+    assert!(
+        bystander.try_wait().unwrap().is_none(),
+        "the process named by the stale lock file was signalled"
+    );
+    let _ = bystander.kill();
+    let _ = bystander.wait();
+}
