@@ -1024,6 +1024,60 @@ mod tests {
     }
 
     #[test]
+    fn reloads_in_a_row_keep_each_generation_of_pending_traces_with_its_policies() {
+        let user_of = |v: &str| vec![("user.id", Value::StringValue(v.into()))];
+        let mut s = Sampler::new(&user("vip"), CoreShare::SINGLE).unwrap();
+        let t0 = Instant::now();
+        let mut out = Vec::new();
+        // Generation vip: 1 (vip), 5 (no user yet).
+        s.add(
+            batch(vec![span(1, 1).with_attrs(user_of("vip")), span(5, 1)]),
+            t0,
+            &mut out,
+        );
+        s.reconfigure(&user("gold"), CoreShare::SINGLE).unwrap();
+        // Generation gold: 2 (gold); 5 gets a gold span, still under vip.
+        s.add(
+            batch(vec![
+                span(2, 1).with_attrs(user_of("gold")),
+                span(5, 2).with_attrs(user_of("gold")),
+            ]),
+            t0 + secs(1),
+            &mut out,
+        );
+        s.reconfigure(&user("silver"), CoreShare::SINGLE).unwrap();
+        assert_eq!(s.traces_under_replaced_policies(), 3);
+        // Generation silver: 3 (silver), 4 (vip); 1 and 2 get more spans.
+        s.add(
+            batch(vec![
+                span(3, 1).with_attrs(user_of("silver")),
+                span(4, 1).with_attrs(user_of("vip")),
+                span(1, 2),
+                span(2, 2).with_attrs(user_of("silver")),
+            ]),
+            t0 + secs(2),
+            &mut out,
+        );
+        assert!(out.is_empty());
+        s.tick(t0 + secs(60), &mut out);
+        let mut kept: Vec<(TraceId, u64)> = kept_ids(&out);
+        kept.sort();
+        let mut expected = vec![
+            (trace_id(1), 1),
+            (trace_id(1), 2),
+            (trace_id(2), 1),
+            (trace_id(2), 2),
+            (trace_id(3), 1),
+        ];
+        expected.sort();
+        assert_eq!(kept, expected);
+        assert_eq!(s.traces_under_replaced_policies(), 0);
+        let st = s.stats();
+        assert_eq!((st.traces_sampled, st.traces_not_sampled), (3, 2));
+        assert_eq!(st.buffered_traces, 0);
+    }
+
+    #[test]
     fn a_reload_with_the_same_policies_only_changes_bounds() {
         let mut s = Sampler::new(&errors(), CoreShare::SINGLE).unwrap();
         let t0 = Instant::now();

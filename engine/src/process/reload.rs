@@ -77,6 +77,10 @@ impl Reloader {
                 return ReloadOutcome::Refused;
             }
         };
+        if let Some(refused) = kafka_commit_delay_grows(&self.file_config, &new) {
+            log::error!("{refused}; nothing changed");
+            return ReloadOutcome::Refused;
+        }
         if changes.receiver_security {
             // The listeners read their certificates and tokens once, at start-up, in this build;
             // when they can swap them, prepare them here (files are read on this thread, never
@@ -161,6 +165,28 @@ impl Reloader {
             Err(problems)
         }
     }
+}
+
+/// Without durability, the Kafka receiver commits an offset once its data had time to leave
+/// (`commit_delay`: the commit interval plus the pipeline's longest `decision_wait` and batch
+/// timeout), a delay set at start-up: a reload that would lengthen it is refused, or offsets
+/// could be committed before their data left.
+fn kafka_commit_delay_grows(old: &Config, new: &Config) -> Option<String> {
+    let kafka = old.receivers.kafka.as_ref()?;
+    if old.engine.durability == shardtel_config::Durability::AckAfterSync {
+        return None;
+    }
+    let (before, after) = (
+        crate::receivers::kafka::commit_delay(old, kafka),
+        crate::receivers::kafka::commit_delay(new, kafka),
+    );
+    (after > before).then(|| {
+        format!(
+            "reload refused: the longer decision_wait or exporter batch.timeout would make the \
+             Kafka receiver's commit delay {after:?} (set to {before:?} at start-up, without \
+             durability); restart to apply it"
+        )
+    })
 }
 
 /// What a successful reload changed, for the log.
