@@ -5,8 +5,9 @@
 # unit, property and end-to-end test, and builds and smoke-runs the fuzz targets.
 # Env: SKIP_LINT=1 (skip fmt/clippy), SKIP_FUZZ=1 (skip the fuzz build and smoke), SKIP_STACK=1
 # (skip the examples/stack check), SHARDTEL_KAFKA_OPTIONAL=1 / SHARDTEL_PROMETHEUS_OPTIONAL=1 /
-# SHARDTEL_OTELCOL_OPTIONAL=1 / SHARDTEL_BACKENDS_OPTIONAL=1 (skip those tests without their
-# server or binary), SHARDTEL_OTELCOL_BIN (a Collector to use as is).
+# SHARDTEL_OTELCOL_OPTIONAL=1 / SHARDTEL_BACKENDS_OPTIONAL=1 / SHARDTEL_CLIENTS_OPTIONAL=1
+# (skip those tests without their server, binary or clients), SHARDTEL_OTELCOL_BIN (a
+# Collector to use as is), SHARDTEL_CLIENTS_DIR (test clients to use).
 set -euo pipefail
 cd "$(dirname "$0")"
 
@@ -193,6 +194,48 @@ else
   echo "no prometheus binary: the Prometheus tests will fail unless SHARDTEL_PROMETHEUS_OPTIONAL=1"
 fi
 # ---- end of Prometheus --------------------------------------------------------------------
+
+# ---- node exporter (engine/tests/integration/scrape.rs) -----------------------------------
+# Debian's prometheus-node-exporter is installed if missing, its packaged service kept from
+# starting (as above); the scrape tests start it themselves on a free 127.0.0.1 port. Without
+# it they fail, unless SHARDTEL_NODE_EXPORTER_OPTIONAL=1 (they skip loudly).
+step "node exporter"
+if ! command -v prometheus-node-exporter >/dev/null; then
+  export DEBIAN_FRONTEND=noninteractive
+  policy=""
+  if [ ! -e /usr/sbin/policy-rc.d ]; then
+    printf '#!/bin/sh\nexit 101\n' >/usr/sbin/policy-rc.d && chmod +x /usr/sbin/policy-rc.d && policy=1
+  fi
+  apt-get install -y -qq --no-install-recommends prometheus-node-exporter >/dev/null 2>&1 \
+    || { apt-get update -qq >/dev/null && apt-get install -y -qq --no-install-recommends prometheus-node-exporter >/dev/null; } \
+    || echo "failed to install prometheus-node-exporter"
+  if [ -n "$policy" ]; then rm -f /usr/sbin/policy-rc.d; fi
+  if command -v systemctl >/dev/null && systemctl is-active --quiet prometheus-node-exporter 2>/dev/null; then
+    systemctl disable --now prometheus-node-exporter >/dev/null 2>&1 || true
+  fi
+fi
+prometheus-node-exporter --version 2>&1 | head -1 || echo "no prometheus-node-exporter"
+# ---- end of node exporter -----------------------------------------------------------------
+
+# ---- Test clients (engine/tests/integration/zipkin.rs, jaeger.rs, fluentforward.rs) -------
+# The OpenTelemetry Python SDK's Zipkin and Jaeger exporters and fluent-logger (PyPI and npm),
+# every version pinned in tests/peers/clients/, installed by its setup.sh once per manifest
+# into ~/.cache/shardtel/clients/<hash>/ (two venvs and an npm folder, ~150 MB; about a minute
+# the first time, nothing after). A SHARDTEL_CLIENTS_DIR set by the caller is used as it is.
+# Without them the receivers' client tests fail, unless SHARDTEL_CLIENTS_OPTIONAL=1 (they skip
+# loudly).
+if [ -z "${SHARDTEL_CLIENTS_DIR:-}" ]; then
+  step "test clients (Python SDK exporters, fluent-logger)"
+  if SHARDTEL_CLIENTS_DIR="$(tests/peers/clients/setup.sh)"; then
+    export SHARDTEL_CLIENTS_DIR
+    echo "clients in $SHARDTEL_CLIENTS_DIR"
+  elif [ "${SHARDTEL_CLIENTS_OPTIONAL:-}" = 1 ]; then
+    echo "no test clients: their tests skip (SHARDTEL_CLIENTS_OPTIONAL=1)"
+  else
+    echo "installing the test clients failed"; exit 1
+  fi
+fi
+# ---- end of test clients ------------------------------------------------------------------
 
 wait_otelcol
 start_backends

@@ -72,6 +72,8 @@ METRICS=127.0.0.1:$((PORT_BASE + 888)); HEALTH=127.0.0.1:$((PORT_BASE + 133))
 HZ=$(getconf CLK_TCK)
 mkdir -p "$RAW"
 die() { echo "kafka.sh: $*" >&2; exit 1; }
+# shellcheck source=fixtures.sh
+. "$HERE/fixtures.sh"
 log() { echo "[$(date -u +%H:%M:%S)] $*" | tee -a "$RAW/run.log"; }
 
 broker_up() { (exec 3<>"/dev/tcp/${BROKER%:*}/${BROKER#*:}") 2>/dev/null; }
@@ -320,29 +322,13 @@ session_timeout = "6s"
 heartbeat_interval = "1s"
 [processors.tail_sampling]
 decision_wait = "2s"
-[[processors.tail_sampling.policies]]
-name = "errors"
-type = "status_code"
-status_codes = ["ERROR"]
-[[processors.tail_sampling.policies]]
-name = "slow"
-type = "latency"
-threshold = "1s"
-[[processors.tail_sampling.policies]]
-name = "vip"
-type = "string_attribute"
-key = "user.id"
-values = ["vip"]
-[[processors.tail_sampling.policies]]
-name = "baseline"
-type = "probabilistic"
-percent = 10
 [exporters.blackhole]
 [pipelines.traces]
 receivers = ["kafka"]
 processors = ["tail_sampling"]
 exporters = ["blackhole"]
 TOML
+reference_sampling_policies
 } >"$RAW/processor.toml"
 log "4/4 kafka -> tail sampling -> blackhole ($PRODUCED spans)"
 start_shardtel processor "$RAW/processor.toml"

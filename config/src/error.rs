@@ -343,6 +343,22 @@ pub enum ConfigErrorKind {
     /// No `[pipelines.*]` table.
     #[error("no pipeline is defined (define at least one of [pipelines.traces], [pipelines.metrics], [pipelines.logs])")]
     NoPipelines,
+    /// A receiver with every listener disabled.
+    #[error("every listener ({}) is disabled (enable at least one)", .keys.join(", "))]
+    NoListener {
+        /// The listener keys.
+        keys: &'static [&'static str],
+    },
+    /// A receiver in the pipeline of a signal it does not receive.
+    #[error("receiver {name:?} receives {supported} only; remove it from the {signal} pipeline")]
+    ReceiverSignal {
+        /// The receiver's name.
+        name: String,
+        /// The signal it receives.
+        supported: shardtel_protocol::Signal,
+        /// The pipeline's signal.
+        signal: shardtel_protocol::Signal,
+    },
     /// `[receivers.otlp]` with both protocols disabled.
     #[error("grpc and http are both disabled (enable at least one)")]
     NoOtlpProtocol,
@@ -576,6 +592,35 @@ pub enum ConfigErrorKind {
         supported: shardtel_protocol::Signal,
         /// The pipeline's signal.
         signal: shardtel_protocol::Signal,
+    },
+    // The Prometheus scrape receiver (`[receivers.prometheus]`).
+    /// Two scrape configs with one `job_name`.
+    #[error("job_name {name:?} is used by another scrape config (job names must be unique)")]
+    DuplicateJobName {
+        /// The name.
+        name: String,
+    },
+    /// A scrape target that is not `host:port`.
+    #[error(
+        "invalid target {value:?} (expected host:port like \"127.0.0.1:9100\", or a host name)"
+    )]
+    InvalidTarget {
+        /// The value given.
+        value: String,
+    },
+    /// A label name Prometheus does not allow, or a reserved one.
+    #[error("invalid label name {value:?} (letters, digits and '_', not starting with a digit or \"__\")")]
+    InvalidLabelName {
+        /// The value given.
+        value: String,
+    },
+    /// `scrape_timeout` longer than `scrape_interval`.
+    #[error("scrape_timeout {} is longer than scrape_interval {}", crate::units::format_duration(*.timeout), crate::units::format_duration(*.interval))]
+    ScrapeTimeoutTooLong {
+        /// The timeout.
+        timeout: std::time::Duration,
+        /// The interval.
+        interval: std::time::Duration,
     },
     // Kafka (`[exporters.NAME] type = "kafka"`, `[receivers.kafka]`).
     /// A broker address that is not `host:port`.

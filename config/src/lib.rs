@@ -32,7 +32,9 @@
 //!   `engine`'s `Durability`).
 //! - Components with types of their own: `processors` (on `attributes`, `filter`,
 //!   `memory_limiter`; holds `tail_sampling`), `kafka` and `storage` (exporter types on
-//!   `delivery` and `endpoint`), `receivers` (on `kafka`), then `exporters` (the `[exporters.*]`
+//!   `delivery` and `endpoint`), `prometheus` (the scrape receiver, on `tls`),
+//!   `format_receivers` (`zipkin`, `jaeger`, `fluentforward`), `receivers` (on `kafka`,
+//!   `prometheus` and `format_receivers`), then `exporters` (the `[exporters.*]`
 //!   dispatch over every exporter type).
 //! - `validate`: checks across sections, on the whole [`Config`], which this file defines.
 //!
@@ -80,10 +82,12 @@ mod env;
 mod error;
 mod exporters;
 mod filter;
+mod format_receivers;
 mod kafka;
 mod memory_limiter;
 mod pipelines;
 mod processors;
+mod prometheus;
 mod receivers;
 pub mod reload;
 mod storage;
@@ -114,6 +118,9 @@ pub use filter::{
     AttributeMatch, FilterConfig, FilterRules, MatchProperties, MatchType, SeverityMatch,
     StatusCode, SPAN_KINDS,
 };
+pub use format_receivers::{
+    FluentForwardReceiverConfig, JaegerReceiverConfig, ListenerLimits, ZipkinReceiverConfig,
+};
 pub use kafka::{
     check_broker, default_topic, InitialOffset, KafkaAcks, KafkaAuth, KafkaCompression,
     KafkaEncoding, KafkaExporterConfig, KafkaReceiverConfig, KafkaTlsConfig, RebalanceStrategy,
@@ -124,6 +131,10 @@ pub use pipelines::{Pipeline, Pipelines};
 pub use processors::{
     DecisionCacheConfig, OnShutdown, Percentage, PolicyConfig, PolicyKind, ProcessorConfig,
     RateAllocation, TailSamplingConfig,
+};
+pub use prometheus::{
+    is_valid_label_name, is_valid_target, Authorization, BasicAuth, PrometheusReceiverConfig,
+    ScrapeConfig, ScrapeScheme, StaticConfig,
 };
 pub use receivers::{OtlpReceiverConfig, Receivers};
 /// The OTLP signal of a pipeline: `shardtel-protocol`'s, so every crate shares one type.
@@ -877,9 +888,9 @@ exporters = ["otlp", "tempo", "file", "blackhole"]
              shardtel.toml:6: exporters.f.batch.max_item: unknown key (allowed: max_items, max_bytes, timeout)"
         );
         assert_eq!(
-            err(&BASE.replace("[receivers.otlp]", "[receivers.otlp]\nprotocols = {}\n[receivers.jaeger]")),
+            err(&BASE.replace("[receivers.otlp]", "[receivers.otlp]\nprotocols = {}\n[receivers.statsd]")),
             "shardtel.toml:2: receivers.otlp.protocols: unknown key (allowed: grpc, http, max_recv_msg_size, max_concurrent_streams, max_connections, read_header_timeout, read_timeout, idle_timeout, tls, auth)\n\
-             shardtel.toml:3: receivers.jaeger: unknown key (allowed: otlp, kafka)"
+             shardtel.toml:3: receivers.statsd: unknown key (allowed: otlp, kafka, prometheus, zipkin, jaeger, fluentforward)"
         );
         assert_eq!(
             err(&format!("{BASE}name = \"x\"\n[pipelines.spans]\nreceivers = []\n")),

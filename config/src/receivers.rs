@@ -1,12 +1,17 @@
-//! `[receivers.*]`: where telemetry comes in: `otlp` (gRPC and HTTP) and `kafka` (a consumer
-//! group; its settings live in the `kafka` module).
+//! `[receivers.*]`: where telemetry comes in: `otlp` (gRPC and HTTP), `kafka` (a consumer
+//! group; its settings live in the `kafka` module), `prometheus` (scrapes; the `prometheus`
+//! module), and `zipkin`, `jaeger` and `fluentforward` (the `format_receivers` module).
 
 use std::net::{Ipv4Addr, SocketAddr};
 use std::time::Duration;
 
 use crate::decode::{self, Decoder, Section};
 use crate::error::{ComponentKind, ConfigErrorKind};
+use crate::format_receivers::{
+    FluentForwardReceiverConfig, JaegerReceiverConfig, ZipkinReceiverConfig,
+};
 use crate::kafka::KafkaReceiverConfig;
+use crate::prometheus::PrometheusReceiverConfig;
 use crate::tls::{AuthConfig, ServerTlsConfig};
 
 /// `[receivers]`.
@@ -16,18 +21,48 @@ pub struct Receivers {
     pub otlp: Option<OtlpReceiverConfig>,
     /// `[receivers.kafka]`; `None` when the table is absent.
     pub kafka: Option<KafkaReceiverConfig>,
+    /// `[receivers.prometheus]`; `None` when the table is absent.
+    pub prometheus: Option<PrometheusReceiverConfig>,
+    /// `[receivers.zipkin]`; `None` when the table is absent.
+    pub zipkin: Option<ZipkinReceiverConfig>,
+    /// `[receivers.jaeger]`; `None` when the table is absent.
+    pub jaeger: Option<JaegerReceiverConfig>,
+    /// `[receivers.fluentforward]`; `None` when the table is absent.
+    pub fluentforward: Option<FluentForwardReceiverConfig>,
 }
 
 impl Receivers {
     /// Receiver names (table keys) this build supports.
-    pub const SUPPORTED: &'static [&'static str] = &["otlp", "kafka"];
+    pub const SUPPORTED: &'static [&'static str] = &[
+        "otlp",
+        "kafka",
+        "prometheus",
+        "zipkin",
+        "jaeger",
+        "fluentforward",
+    ];
     /// Receivers shardtel plans (DESIGN.md) that this build does not implement yet.
     pub const PLANNED: &'static [&'static str] = &[];
 
     /// Names of the receivers that are configured, for pipelines to refer to.
     pub fn names(&self) -> Vec<&'static str> {
         let otlp = self.otlp.iter().map(|_| "otlp");
-        otlp.chain(self.kafka.iter().map(|_| "kafka")).collect()
+        otlp.chain(self.kafka.iter().map(|_| "kafka"))
+            .chain(self.prometheus.iter().map(|_| "prometheus"))
+            .chain(self.zipkin.iter().map(|_| "zipkin"))
+            .chain(self.jaeger.iter().map(|_| "jaeger"))
+            .chain(self.fluentforward.iter().map(|_| "fluentforward"))
+            .collect()
+    }
+
+    /// The one signal a receiver of this name carries, if it carries one only.
+    pub fn only_signal(name: &str) -> Option<shardtel_protocol::Signal> {
+        match name {
+            "prometheus" => Some(shardtel_protocol::Signal::Metrics),
+            "zipkin" | "jaeger" => Some(shardtel_protocol::Signal::Traces),
+            "fluentforward" => Some(shardtel_protocol::Signal::Logs),
+            _ => None,
+        }
     }
 }
 
@@ -116,6 +151,39 @@ pub(crate) fn decode(d: &mut Decoder<'_>, root: &Section<'_, '_>) -> Receivers {
                 let t = d.table(s.key("kafka"), value, Some(KafkaReceiverConfig::KEYS));
                 if t.exists() {
                     receivers.kafka = Some(crate::kafka::decode_receiver(d, &t));
+                }
+            }
+            "prometheus" => {
+                let t = d.table(
+                    s.key("prometheus"),
+                    value,
+                    Some(PrometheusReceiverConfig::KEYS),
+                );
+                if t.exists() {
+                    receivers.prometheus = crate::prometheus::decode(d, &t);
+                }
+            }
+            "zipkin" => {
+                let t = d.table(s.key("zipkin"), value, Some(ZipkinReceiverConfig::KEYS));
+                if t.exists() {
+                    receivers.zipkin = Some(crate::format_receivers::decode_zipkin(d, &t));
+                }
+            }
+            "jaeger" => {
+                let t = d.table(s.key("jaeger"), value, Some(JaegerReceiverConfig::KEYS));
+                if t.exists() {
+                    receivers.jaeger = Some(crate::format_receivers::decode_jaeger(d, &t));
+                }
+            }
+            "fluentforward" => {
+                let t = d.table(
+                    s.key("fluentforward"),
+                    value,
+                    Some(FluentForwardReceiverConfig::KEYS),
+                );
+                if t.exists() {
+                    receivers.fluentforward =
+                        Some(crate::format_receivers::decode_fluentforward(d, &t));
                 }
             }
             _ if Receivers::PLANNED.contains(&name) => d.report(

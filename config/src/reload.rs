@@ -87,6 +87,7 @@ impl std::error::Error for RestartRequired {}
 
 const ENGINE: &str = "cores, data directory, durability and channels are set up at start-up";
 const LISTENER: &str = "listeners and their limits are bound and sized at start-up";
+const RECEIVER: &str = "receivers are started (bound, joined, scheduled) at start-up";
 const TOPOLOGY: &str = "which receivers and exporters a pipeline has is fixed at start-up";
 const MEMORY: &str = "the memory limiter fits every buffer at start-up";
 const CACHE: &str = "the decision cache is sized at start-up";
@@ -164,11 +165,26 @@ pub fn compare(old: &Config, new: &Config) -> Result<LiveChanges, RestartRequire
         (None, None) => {}
         _ => refuse("receivers.otlp".into(), TOPOLOGY),
     }
-    if old.receivers.kafka != new.receivers.kafka {
-        refuse(
-            "receivers.kafka".into(),
-            "the Kafka consumer group is joined at start-up",
-        );
+    // Every other receiver (its listener, consumer group or scrape jobs) is set up at start-up.
+    let (mut ra, mut rb) = (old.receivers.clone(), new.receivers.clone());
+    (ra.otlp, rb.otlp) = (None, None);
+    if ra != rb {
+        let mut named = false;
+        for (name, same) in [
+            ("kafka", ra.kafka == rb.kafka),
+            ("prometheus", ra.prometheus == rb.prometheus),
+            ("zipkin", ra.zipkin == rb.zipkin),
+            ("jaeger", ra.jaeger == rb.jaeger),
+            ("fluentforward", ra.fluentforward == rb.fluentforward),
+        ] {
+            if !same {
+                refuse(format!("receivers.{name}"), RECEIVER);
+                named = true;
+            }
+        }
+        if !named {
+            refuse("receivers".into(), RECEIVER);
+        }
     }
 
     // Pipelines: the same receivers and exporters; the processors may be reordered or changed,

@@ -227,8 +227,18 @@ pub(crate) fn decode_client(
     d: &mut Decoder<'_>,
     parent: &Section<'_, '_>,
 ) -> Option<ClientTlsConfig> {
-    parent.get("tls")?;
-    let s = d.section(parent, "tls", ClientTlsConfig::KEYS);
+    decode_client_at(d, parent, "tls")
+}
+
+/// A client TLS table under `key` of `parent` (`tls_config` in a scrape config, Prometheus's
+/// name), when present and valid (problems are reported).
+pub(crate) fn decode_client_at(
+    d: &mut Decoder<'_>,
+    parent: &Section<'_, '_>,
+    key: &str,
+) -> Option<ClientTlsConfig> {
+    parent.get(key)?;
+    let s = d.section(parent, key, ClientTlsConfig::KEYS);
     if !s.exists() {
         return None;
     }

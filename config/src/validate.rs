@@ -38,6 +38,18 @@ pub(crate) fn validate(
             report.report("receivers.otlp".into(), ConfigErrorKind::NoOtlpProtocol);
         }
     }
+    if let Some(jaeger) = &config.receivers.jaeger {
+        let failed = locations.failed("receivers.jaeger.grpc")
+            || locations.failed("receivers.jaeger.thrift_http");
+        if jaeger.grpc.is_none() && jaeger.thrift_http.is_none() && !failed {
+            report.report(
+                "receivers.jaeger".into(),
+                ConfigErrorKind::NoListener {
+                    keys: &["grpc", "thrift_http"],
+                },
+            );
+        }
+    }
     check_ports(config, locations, &mut report);
     check_exporters(config, locations, &mut report);
     check_pipelines(config, locations, &mut report);
@@ -73,6 +85,16 @@ fn check_ports(config: &Config, locations: &Locations, report: &mut Reporter<'_>
     if let Some(otlp) = &config.receivers.otlp {
         listeners.push(("receivers.otlp.grpc", otlp.grpc));
         listeners.push(("receivers.otlp.http", otlp.http));
+    }
+    if let Some(zipkin) = &config.receivers.zipkin {
+        listeners.push(("receivers.zipkin.endpoint", Some(zipkin.endpoint)));
+    }
+    if let Some(jaeger) = &config.receivers.jaeger {
+        listeners.push(("receivers.jaeger.grpc", jaeger.grpc));
+        listeners.push(("receivers.jaeger.thrift_http", jaeger.thrift_http));
+    }
+    if let Some(fluent) = &config.receivers.fluentforward {
+        listeners.push(("receivers.fluentforward.endpoint", Some(fluent.endpoint)));
     }
     let mut listeners: Vec<(&str, u16, Option<usize>)> = listeners
         .into_iter()
@@ -209,6 +231,20 @@ fn check_pipelines(config: &Config, locations: &Locations, report: &mut Reporter
                         ConfigErrorKind::ListedTwice {
                             kind,
                             name: name.clone(),
+                        },
+                    );
+                } else if let Some(supported) = Some(name)
+                    .filter(|_| kind == ComponentKind::Receiver)
+                    .and_then(|n| crate::Receivers::only_signal(n))
+                    .filter(|supported| *supported != signal)
+                {
+                    report.report_at(
+                        list_key.clone(),
+                        line,
+                        ConfigErrorKind::ReceiverSignal {
+                            name: name.clone(),
+                            supported,
+                            signal,
                         },
                     );
                 } else if let Some(processor) = config
@@ -361,6 +397,14 @@ pub(crate) fn check_files(
         if let Some(tls) = exporter.kind.tls() {
             let table = join(&join("exporters", name), "tls");
             tables.push((table, files.client_tls(tls)));
+        }
+    }
+    if let Some(prometheus) = &config.receivers.prometheus {
+        for (i, scrape) in prometheus.scrape_configs.iter().enumerate() {
+            if let Some(tls) = &scrape.tls {
+                let table = format!("receivers.prometheus.scrape_configs[{i}].tls_config");
+                tables.push((table, files.client_tls(tls)));
+            }
         }
     }
     let mut errors = Vec::new();

@@ -26,8 +26,8 @@
 //!   component.
 //!
 //! Depends on `shardtel-protocol` (wire format), `shardtel-config` (configuration),
-//! `shardtel-wal` (write-ahead logs), `shardtel-sinks` (exporters), `shardtel-processors` and
-//! `shardtel-sampler`.
+//! `shardtel-wal` (write-ahead logs), `shardtel-sinks` (exporters), `shardtel-tls` (TLS and
+//! bearer tokens at the edges), `shardtel-processors` and `shardtel-sampler`.
 //!
 //! ```no_run
 //! let config = shardtel_config::Config::embedded_default();

@@ -1,8 +1,9 @@
-//! The process: lock the data directory, fit memory to the limit, bind the telemetry
-//! endpoints, start one pinned reactor per core with its ends of the mesh, wait for them to
-//! serve, reload the configuration on SIGHUP ([`reload`]), and drain them on SIGTERM/SIGINT. A reactor that dies of a panic makes the process
-//! drain the others (within `engine.shutdown_timeout`) and fail with
-//! [`EngineError::CorePanicked`], so that a supervisor restarts it.
+//! The process: lock the data directory, read the TLS files and tokens of the edges, fit memory
+//! to the limit, bind the telemetry endpoints, start one pinned reactor per core with its ends
+//! of the mesh, wait for them to serve, reload the configuration on SIGHUP ([`reload`]), and
+//! drain them on SIGTERM/SIGINT. A reactor that dies of a panic makes the process drain the
+//! others (within `engine.shutdown_timeout`) and fail with [`EngineError::CorePanicked`], so
+//! that a supervisor restarts it.
 
 mod reload;
 
@@ -16,11 +17,11 @@ use shardtel_config::Config;
 
 use crate::durability::{self, Checkpoints, DataDirError};
 use crate::memory_limiter::{self, MemoryLimiterError};
-use crate::pipeline::mesh;
+use crate::pipeline::{self, mesh, BuildError};
 use crate::reactor::reload::ReloadInbox;
 use crate::reactor::snapshot::CoreSnapshot;
 use crate::reactor::{self, CoreSetup, CoreStartError};
-use crate::receivers::otlp::connections;
+use crate::receivers::otlp::{connections, OtlpSecurity, SecurityError};
 use crate::telemetry::{self, Board, CoreState};
 
 pub use reload::ConfigSource;
@@ -66,6 +67,12 @@ pub enum EngineError {
     /// A core did not report within 60 s.
     #[error("a core did not start within {} s", CORE_START_TIMEOUT.as_secs())]
     CoreStartTimeout,
+    /// The OTLP listeners' TLS files or token file could not be read or parsed.
+    #[error(transparent)]
+    ReceiverSecurity(#[from] SecurityError),
+    /// An exporter's TLS files could not be read or parsed.
+    #[error(transparent)]
+    ExporterTls(Box<BuildError>),
     /// Signal handling could not be installed.
     #[error("failed to install signal handlers: {0}")]
     Signals(#[source] std::io::Error),
@@ -148,6 +155,13 @@ pub fn run_until(
     let cores = cpus.len();
     let _data_dir_lock = durability::lock_data_dir(&config)?;
     durability::report_orphaned_logs(&config);
+    // Certificates, keys and tokens are read here, never on a reactor; their reload threads
+    // re-read them.
+    let otlp_security = match &config.receivers.otlp {
+        Some(otlp) => OtlpSecurity::new(otlp)?,
+        None => OtlpSecurity::default(),
+    };
+    let exporter_tls = Arc::new(pipeline::exporter_tls(&config).map_err(EngineError::ExporterTls)?);
     let board = Board::<CoreSnapshot>::new(&cpus);
     for (what, addr, endpoint) in [
         (
@@ -203,6 +217,8 @@ pub fn run_until(
             ready: ready_tx.clone(),
             memory: memory.clone(),
             checkpoints: checkpoints.clone(),
+            otlp_security: otlp_security.clone(),
+            exporter_tls: exporter_tls.clone(),
             reload: reload.is_some().then(|| {
                 let (tx, messages) = mpsc::channel();
                 reload_senders.push(tx);

@@ -185,6 +185,12 @@ pub struct Args {
     #[arg(long, value_name = "N", help_heading = "Load")]
     pub connections: Option<usize>,
 
+    /// Close a connection once it carried N requests and open a new one in its place (1: a
+    /// new connection, and TLS handshake, per request: measures the connection rate a target
+    /// sustains). Default: connections live as long as the run.
+    #[arg(long, value_name = "N", help_heading = "Load")]
+    pub requests_per_connection: Option<u64>,
+
     /// Busy-wait for sub-millisecond send timing instead of sleeping (burns the
     /// worker's CPU; the default timer is accurate to about 1 ms, see "send lag").
     #[arg(long, help_heading = "Load")]
@@ -513,6 +519,9 @@ impl Args {
         }
         if self.count == Some(0) {
             bail!("--count must be at least 1");
+        }
+        if self.requests_per_connection == Some(0) {
+            bail!("--requests-per-connection must be at least 1");
         }
         if self.latency_p99 < self.latency_median {
             bail!("--latency-p99 must not be below --latency-median");

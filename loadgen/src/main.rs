@@ -209,6 +209,7 @@ fn run(args: Args) -> Result<ExitCode> {
             duration,
             phase,
             spin: args.spin,
+            requests_per_connection: args.requests_per_connection,
         };
         let ids = IdScheme {
             run_id,

@@ -320,6 +320,12 @@ pub fn verify_text(v: &VerifyReport) -> String {
     }
     let verdict = if v.passed {
         "PASS".to_string()
+    } else if v.nothing_arrived && v.spans_lost == 0 && v.traces_incomplete == 0 {
+        format!(
+            "FAIL: none of {} acknowledged traces arrived (a sampler that keeps nothing, or no \
+             exporter writing where --verify reads)",
+            v.traces_acknowledged
+        )
     } else {
         format!(
             "FAIL: {} lost spans, {} incomplete traces",

@@ -3,7 +3,8 @@
 //!
 //! The loop asks the [`RateController`] what to do, generates and sends requests on the
 //! least recently used connection with room, and handles completions, connection events
-//! and reconnects. Each request's latency is measured from its intended time in the
+//! and reconnects (and, with `--requests-per-connection`, replaces a connection once it carried
+//! its share). Each request's latency is measured from its intended time in the
 //! request's own task, so a busy loop cannot inflate it.
 
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -42,6 +43,8 @@ pub struct WorkerPlan {
     pub phase: Duration,
     /// Busy-wait for sub-millisecond send accuracy instead of sleeping.
     pub spin: bool,
+    /// Replace a connection once it carried this many requests (`None`: never).
+    pub requests_per_connection: Option<u64>,
 }
 
 /// What a worker hands back.
@@ -98,6 +101,8 @@ struct Conn {
     state: ConnState,
     generation: u64,
     in_flight: usize,
+    /// Requests started on this generation of the connection.
+    started: u64,
     backoff: Duration,
 }
 
@@ -133,6 +138,7 @@ pub fn run_worker(
             1
         },
         transport,
+        requests_per_connection: plan.requests_per_connection.unwrap_or(u64::MAX),
         conns: Vec::new(),
         next_conn: 0,
         in_flight: 0,
@@ -163,6 +169,7 @@ struct Worker {
     index: u8,
     transport: Arc<Transport>,
     per_connection: usize,
+    requests_per_connection: u64,
     conns: Vec<Conn>,
     next_conn: usize,
     in_flight: usize,
@@ -178,6 +185,7 @@ impl Worker {
     fn capacity(&self) -> usize {
         self.conns
             .iter()
+            .filter(|c| c.started < self.requests_per_connection)
             .filter(|c| match &c.state {
                 ConnState::Ready(s) => !s.is_closed(),
                 ConnState::Busy => true,
@@ -190,6 +198,7 @@ impl Worker {
     fn start_connect(&mut self, conn: usize, delay: Duration, tx: &mpsc::UnboundedSender<Event>) {
         let c = &mut self.conns[conn];
         c.generation += 1;
+        c.started = 0;
         c.state = ConnState::Connecting;
         let generation = c.generation;
         let transport = self.transport.clone();
@@ -230,6 +239,7 @@ impl Worker {
                 state: ConnState::Down,
                 generation: 0,
                 in_flight: 0,
+                started: 0,
                 backoff: MIN_BACKOFF,
             });
             self.start_connect(i, Duration::ZERO, tx);
@@ -290,6 +300,14 @@ impl Worker {
                     Outcome::Failed(_) => LiveStats::add(&self.live.failed, 1),
                 }
                 if self.conns[conn].generation != generation {
+                    return;
+                }
+                let c = &self.conns[conn];
+                if c.started >= self.requests_per_connection && c.in_flight == 0 {
+                    // It carried its share: closed (its sender dropped), a new one opened.
+                    drop(sender);
+                    self.conns[conn].state = ConnState::Down;
+                    self.start_connect(conn, Duration::ZERO, tx);
                     return;
                 }
                 match sender {
@@ -365,8 +383,9 @@ impl Worker {
         for k in 0..n {
             let i = (self.next_conn + k) % n;
             let per = self.per_connection;
+            let limit = self.requests_per_connection;
             let c = &mut self.conns[i];
-            if c.in_flight >= per {
+            if c.in_flight >= per || c.started >= limit {
                 continue;
             }
             let sender = match &c.state {
@@ -381,6 +400,7 @@ impl Worker {
                 _ => continue,
             };
             c.in_flight += 1;
+            c.started += 1;
             self.next_conn = (i + 1) % n;
             return Some((i, c.generation, sender));
         }

@@ -9,7 +9,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use otlp_target::{
-    grpc_receiver, grpc_receiver_on, http_file_exporter_on, run_with_json, temp_dir, url,
+    grpc_receiver, grpc_receiver_on, http_file_exporter, http_file_exporter_on, run_with_json,
+    temp_dir, url,
 };
 
 /// loadgen with `args` and 4 request templates; (exit code, JSON results, output).
@@ -352,6 +353,56 @@ fn grpc_over_mtls_with_a_bearer_token() {
     assert_eq!(code, Some(1), "{text}");
     assert_eq!(res["requests"]["accepted"], 0, "{text}");
     assert_eq!(target.authorizations().len(), 4);
+    std::fs::remove_dir_all(dir).unwrap();
+}
+
+#[test]
+fn requests_per_connection_replaces_connections_on_both_http_versions() {
+    let dir = temp_dir("reconnect");
+    // gRPC (HTTP/2): 2 connections, each replaced after every request.
+    let grpc = grpc_receiver(Box::new(|_| 0));
+    let (code, res, text) = run(
+        &dir,
+        "grpc",
+        &[
+            "-e",
+            &url("http", &grpc),
+            "--count",
+            "8",
+            "--connections",
+            "2",
+            "--requests-per-connection",
+            "1",
+        ],
+    );
+    assert_eq!(code, Some(0), "{text}");
+    assert_eq!(res["requests"]["accepted"], 8, "{text}");
+    // Each request had a connection of its own; the replacements of the last two may open
+    // before loadgen exits.
+    let opened = res["connections_opened"].as_u64().unwrap();
+    assert!((8..=10).contains(&opened), "{opened} opened: {text}");
+    let accepted = grpc.connections.load(std::sync::atomic::Ordering::SeqCst);
+    assert!(accepted >= 8, "the target accepted {accepted} connections");
+    // HTTP/1.1: one connection, replaced after every third request.
+    let http = http_file_exporter(&dir.join("traces.jsonl"), Box::new(|_| false));
+    let (code, res, text) = run(
+        &dir,
+        "http",
+        &[
+            "-p",
+            "http-protobuf",
+            "-e",
+            &url("http", &http),
+            "--count",
+            "9",
+            "--requests-per-connection",
+            "3",
+        ],
+    );
+    assert_eq!(code, Some(0), "{text}");
+    assert_eq!(res["requests"]["accepted"], 9, "{text}");
+    let opened = res["connections_opened"].as_u64().unwrap();
+    assert!((3..=4).contains(&opened), "{opened} opened: {text}");
     std::fs::remove_dir_all(dir).unwrap();
 }
 

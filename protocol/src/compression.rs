@@ -105,6 +105,12 @@ pub fn zstd_window_log(max_len: usize) -> u32 {
     needed.clamp(23, 27)
 }
 
+/// Decompresses a zlib stream (HTTP `Content-Encoding: deflate`, which Zipkin clients send),
+/// failing with [`DecompressError::TooLarge`] as soon as the output would exceed `max_len`.
+pub fn inflate_zlib(data: &[u8], max_len: usize) -> Result<Bytes, DecompressError> {
+    read_bounded(flate2::read::ZlibDecoder::new(data), data.len(), max_len)
+}
+
 fn read_bounded(
     reader: impl Read,
     compressed_len: usize,

@@ -26,8 +26,13 @@
 //! - [`series`]: routing metrics by series identity (`job`, `instance`, metric name) to an
 //!   owner core, and [`series::MetricsRouting`], which splits a metrics request per owner with
 //!   the same re-framing encoder.
+//! - [`exposition`]: the Prometheus text and OpenMetrics scrape formats, parsed and translated
+//!   to OTLP metrics protobuf (the `prometheus` scrape receiver's pure part).
 //! - [`grpc`], [`compression`], [`json`], [`status`]: gRPC framing and status codes, bounded
 //!   gzip/zstd, OTLP/JSON ↔ protobuf, and response bodies.
+//! - [`translate`]: other formats to OTLP protobuf, once, on the receiving core — Zipkin
+//!   (JSON, protobuf), Jaeger (protobuf, Thrift), Fluent Forward (MessagePack) — on bounded
+//!   readers of their own ([`translate::thrift`], [`translate::msgpack`]).
 //!
 //! The hot path (scan, partition, re-frame) never decodes into message structs; the `prost`
 //! types of `opentelemetry-proto` (re-exported as [`proto`]) serve the slow paths (JSON) and
@@ -84,6 +89,7 @@
 pub use opentelemetry_proto::tonic as proto;
 
 pub mod compression;
+pub mod exposition;
 pub mod grpc;
 pub mod hash;
 pub mod json;
@@ -95,6 +101,7 @@ pub mod series;
 pub mod signal;
 pub mod span;
 pub mod status;
+pub mod translate;
 pub mod wire;
 
 pub use signal::Signal;

@@ -17,13 +17,29 @@ use shardtel_protocol::grpc::Code;
 /// `exporter` field carries it.
 #[derive(Debug, thiserror::Error)]
 pub enum SinkError {
-    /// Only plain `http` (h2c for gRPC) endpoints are supported for now.
-    #[error("endpoint scheme {scheme:?} is not supported, use \"http\"")]
+    /// Only `http` (h2c for gRPC) and `https` endpoints are supported.
+    #[error("endpoint scheme {scheme:?} is not supported, use \"http\" or \"https\"")]
     UnsupportedScheme {
         /// Exporter name.
         exporter: String,
         /// The scheme that was configured.
         scheme: String,
+    },
+    /// The exporter's TLS settings (certificates, keys, CA bundle, server name) could not be
+    /// loaded.
+    #[error("tls: {source}")]
+    Tls {
+        /// Exporter name.
+        exporter: String,
+        /// What shardtel-tls reported (names the file and what is wrong with it).
+        source: shardtel_tls::Error,
+    },
+    /// An `https://` endpoint was handed no TLS settings (a caller bug: build them with
+    /// [`crate::client_tls`] before the reactors start).
+    #[error("an https endpoint needs its tls settings, built before the reactors start")]
+    TlsNotPrepared {
+        /// Exporter name.
+        exporter: String,
     },
     /// A configured header name or value is not valid HTTP.
     #[error("header {name:?} is not a valid http header")]
@@ -105,6 +121,16 @@ pub enum ExportError {
         /// `host:port`.
         addr: String,
         /// Socket error.
+        source: io::Error,
+    },
+    /// The TLS handshake with the endpoint failed (certificate not trusted, name mismatch, no
+    /// common protocol, refused client certificate, ...). Retried: certificates are re-read
+    /// on both sides, and a backend may be restarting.
+    #[error("tls handshake with {addr} failed: {source}")]
+    Tls {
+        /// `host:port`.
+        addr: String,
+        /// rustls's error inside an I/O error.
         source: io::Error,
     },
     /// The HTTP connection failed during the request.
@@ -208,6 +234,7 @@ impl ExportError {
         match self {
             Self::Resolve { .. }
             | Self::Connect { .. }
+            | Self::Tls { .. }
             | Self::Transport { .. }
             | Self::Timeout { .. } => Disposition::Retry { after: None },
             Self::MalformedResponse { .. }

@@ -8,6 +8,7 @@ use shardtel_config::{
 };
 use shardtel_protocol::compression::Encoding;
 use shardtel_protocol::Signal;
+use shardtel_tls::{alpn, ClientTls};
 
 use crate::batch::{Batch, BatchLimits};
 use crate::error::{ExportError, ExportReply, SinkError};
@@ -35,6 +36,32 @@ pub fn senders_of(kind: &str) -> usize {
         "kafka" => KAFKA_SENDERS,
         _ => 1,
     }
+}
+
+/// The TLS settings of `cfg`'s `https://` endpoints: its `[exporters.NAME.tls]` table, or the
+/// defaults without one (the system's trust store, no client certificate); `None` when no
+/// endpoint is `https://`. ALPN offers `h2` for `otlp` (gRPC) and `http/1.1` for the others.
+///
+/// Reads the certificate, key and CA files (and starts their reload thread when
+/// `reload_interval` is set): call it once per exporter before the reactors start, and hand the
+/// result to every core's [`crate::ExportQueue::start_with_storage`].
+pub fn client_tls(cfg: &ExporterConfig) -> Result<Option<ClientTls>, SinkError> {
+    let https = cfg.kind.endpoints().iter().any(|e| e.scheme == "https");
+    if !https {
+        return Ok(None);
+    }
+    let protocols: &[&[u8]] = match cfg.kind {
+        ExporterKind::Otlp(_) => &[alpn::H2],
+        _ => &[alpn::HTTP1],
+    };
+    let settings = cfg.kind.tls().cloned().unwrap_or_default();
+    let what = format!("exporters.{}.tls", cfg.name);
+    ClientTls::new(&what, &settings, protocols)
+        .map(Some)
+        .map_err(|source| SinkError::Tls {
+            exporter: cfg.name.clone(),
+            source,
+        })
 }
 
 /// Queue-side settings of one exporter.
@@ -91,16 +118,18 @@ pub(crate) enum Exporter {
 }
 
 impl Exporter {
-    /// Builds the exporter for `core` of `cores` from its configuration.
+    /// Builds the exporter for `core` of `cores` from its configuration; `tls`: what
+    /// [`client_tls`] made of it.
     pub(crate) fn build(
         cfg: &ExporterConfig,
         core: usize,
         cores: usize,
+        tls: Option<&ClientTls>,
     ) -> Result<(Self, QueueSettings), SinkError> {
         let name = cfg.name.as_str();
         Ok(match &cfg.kind {
             ExporterKind::Otlp(c) => {
-                let target = Target::from_endpoint(name, &c.endpoint)?;
+                let target = Target::from_endpoint(name, &c.endpoint, tls)?;
                 let headers = headers(name, &c.headers)?;
                 let exporter =
                     OtlpGrpcExporter::new(target, encoding(c.compression), c.timeout, headers)
@@ -111,7 +140,7 @@ impl Exporter {
                 )
             }
             ExporterKind::OtlpHttp(c) => {
-                let route = |signal| Route::from_endpoint(name, &c.signal_endpoint(signal));
+                let route = |signal| Route::from_endpoint(name, &c.signal_endpoint(signal), tls);
                 let routes = [
                     route(Signal::Traces)?,
                     route(Signal::Metrics)?,
@@ -159,7 +188,7 @@ impl Exporter {
                 QueueSettings::from_config(&c.batch, &c.retry, &c.queue),
             ),
             ExporterKind::PrometheusRemoteWrite(c) => {
-                let route = Route::from_endpoint(name, &c.endpoint)?;
+                let route = Route::from_endpoint(name, &c.endpoint, tls)?;
                 let headers = headers(name, &c.headers)?;
                 (
                     Self::Prometheus(PrometheusExporter::new(route, headers, c, core, cores)),
@@ -167,7 +196,7 @@ impl Exporter {
                 )
             }
             ExporterKind::Loki(c) => {
-                let route = Route::from_endpoint(name, &c.endpoint)?;
+                let route = Route::from_endpoint(name, &c.endpoint, tls)?;
                 let headers = headers(name, &c.headers)?;
                 (
                     Self::Loki(LokiExporter::new(route, headers, c, NETWORK_SENDERS)),

@@ -12,8 +12,8 @@
 //!   flushes on shutdown, [`ExportQueue::stats`] gives an [`ExporterStats`]
 //!   snapshot (per-signal arrays indexed by [`Signal::index`](shardtel_protocol::Signal::index)).
 //! - The kinds behind it (chosen by `type` in `[exporters.NAME]`, one folder or file each):
-//!   `otlp` (OTLP/gRPC over h2c, gzip by default), `otlphttp` (OTLP/HTTP protobuf over
-//!   HTTP/1.1 keep-alive), `file` (OTLP JSON lines, one file per core, rotated
+//!   `otlp` (OTLP/gRPC over h2c or TLS, gzip by default), `otlphttp` (OTLP/HTTP protobuf over
+//!   HTTP/1.1 keep-alive, plaintext or TLS), `file` (OTLP JSON lines, one file per core, rotated
 //!   by size), `kafka` (one message per trace keyed by trace ID, librdkafka's threads beside
 //!   the reactors), `prometheusremotewrite` (remote write v1 with per-series delta →
 //!   cumulative state, see [`prometheus`]), `loki` (push API, see [`loki`]) and `blackhole`
@@ -24,6 +24,10 @@
 //! - [`net`]: hyper 1.x over glommio sockets, shared with the engine's receivers.
 //! - [`panics`]: a conversion or export that panics fails its batch (counted) instead of its
 //!   core; shared with the engine's receivers.
+//! - [`net`]: hyper 1.x over glommio sockets (plaintext or TLS), shared with the engine's
+//!   receivers.
+//! - [`client_tls`]: an exporter's `https://` settings (`[exporters.NAME.tls]`), built before
+//!   the reactors start and handed to every core's queue.
 //!
 //! Modules, bottom up (each uses only those above it):
 //! - `net`, `retry` (backoff, `Retry-After`, `google.rpc.Status`), `offload`, `notify`,
@@ -44,7 +48,8 @@
 //!
 //! Crates below: `shardtel-protocol` (wire format: [`shardtel_protocol::reframe::Encoded`]
 //! pieces, [`shardtel_protocol::Signal`], compression, OTLP JSON), `shardtel-config`
-//! (exporter settings) and `shardtel-wal` (disk queues); the engine above owns the executors
+//! (exporter settings), `shardtel-wal` (disk queues) and `shardtel-tls` (rustls client settings,
+//! re-read on change); the engine above owns the executors
 //! and calls [`ExportQueue::start`] once per core and exporter. Runtime: glommio (timers,
 //! io_uring files and sockets), hyper (HTTP/1.1 and HTTP/2 clients), rdkafka, `log` for
 //! messages.
@@ -107,7 +112,7 @@ mod transport;
 
 pub use disk_queue::{queue_dir, DiskQueueSettings};
 pub use error::{Disposition, ExportError, QueueFull, SinkError};
-pub use exporter::{senders_of, NETWORK_SENDERS};
+pub use exporter::{client_tls, senders_of, NETWORK_SENDERS};
 pub use file::{backup_path, core_file_path};
 pub use kafka::{KafkaProducerStats, TraceMessages};
 pub use queue::{DrainOutcome, ExportQueue, PreparedSettings};

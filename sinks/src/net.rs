@@ -1,5 +1,6 @@
-//! hyper 1.x on glommio: an I/O adapter over glommio's `TcpStream` and a
-//! task executor that spawns on the current core.
+//! hyper 1.x on glommio: an I/O adapter over glommio's `TcpStream` (or any futures-io stream
+//! over it, such as a TLS session), the [`Stream`] of a connection that is plaintext or TLS,
+//! and a task executor that spawns on the current core.
 //!
 //! Both the receivers (in the engine) and the network exporters (here) run
 //! hyper connections as tasks of the reactor that owns the socket, so a
@@ -14,9 +15,10 @@ use std::task::{Context, Poll};
 use futures_lite::{AsyncRead, AsyncWrite};
 use glommio::net::TcpStream;
 
-/// A glommio `TcpStream` seen through hyper's `rt::Read`/`rt::Write` traits.
-pub struct GlommioIo {
-    stream: TcpStream,
+/// A futures-io stream (by default glommio's `TcpStream`) seen through hyper's
+/// `rt::Read`/`rt::Write` traits.
+pub struct GlommioIo<S = TcpStream> {
+    stream: S,
 }
 
 impl GlommioIo {
@@ -41,7 +43,20 @@ impl GlommioIo {
     }
 }
 
-impl hyper::rt::Read for GlommioIo {
+impl<S> GlommioIo<S> {
+    /// Wraps any stream over a socket (e.g. a [`Stream`]); `TCP_NODELAY` is the caller's to
+    /// set on the socket.
+    pub fn over(stream: S) -> Self {
+        Self { stream }
+    }
+
+    /// The stream.
+    pub fn get_ref(&self) -> &S {
+        &self.stream
+    }
+}
+
+impl<S: AsyncRead + Unpin> hyper::rt::Read for GlommioIo<S> {
     fn poll_read(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
@@ -68,7 +83,7 @@ impl hyper::rt::Read for GlommioIo {
     }
 }
 
-impl hyper::rt::Write for GlommioIo {
+impl<S: AsyncWrite + Unpin> hyper::rt::Write for GlommioIo<S> {
     fn poll_write(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
@@ -83,6 +98,63 @@ impl hyper::rt::Write for GlommioIo {
 
     fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         Pin::new(&mut self.stream).poll_close(cx)
+    }
+}
+
+/// A connection's byte stream: the TCP socket itself, or a TLS session over it (`T`: a
+/// futures-rustls server or client stream). One type for both, so a hyper connection is built
+/// once for either.
+pub enum Stream<T> {
+    /// Plaintext.
+    Plain(TcpStream),
+    /// TLS (boxed: a TLS session holds its buffers and state inline).
+    Tls(Box<T>),
+}
+
+impl<T> Stream<T> {
+    /// Whether this is a TLS session.
+    pub fn is_tls(&self) -> bool {
+        matches!(self, Stream::Tls(_))
+    }
+}
+
+impl<T: AsyncRead + Unpin> AsyncRead for Stream<T> {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut [u8],
+    ) -> Poll<io::Result<usize>> {
+        match self.get_mut() {
+            Stream::Plain(s) => Pin::new(s).poll_read(cx, buf),
+            Stream::Tls(s) => Pin::new(&mut **s).poll_read(cx, buf),
+        }
+    }
+}
+
+impl<T: AsyncWrite + Unpin> AsyncWrite for Stream<T> {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        match self.get_mut() {
+            Stream::Plain(s) => Pin::new(s).poll_write(cx, buf),
+            Stream::Tls(s) => Pin::new(&mut **s).poll_write(cx, buf),
+        }
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Stream::Plain(s) => Pin::new(s).poll_flush(cx),
+            Stream::Tls(s) => Pin::new(&mut **s).poll_flush(cx),
+        }
+    }
+
+    fn poll_close(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Stream::Plain(s) => Pin::new(s).poll_close(cx),
+            Stream::Tls(s) => Pin::new(&mut **s).poll_close(cx),
+        }
     }
 }
 

@@ -22,6 +22,7 @@ use shardtel_config::ExporterConfig;
 use shardtel_protocol::reframe::Encoded;
 use shardtel_protocol::scan::SpanBatch;
 use shardtel_protocol::Signal;
+use shardtel_tls::ClientTls;
 
 use crate::batch::{Batch, Batcher};
 use crate::disk_queue::{queue_dir, DiskQueue, DiskQueueSettings};
@@ -106,13 +107,16 @@ impl ExportQueue {
 
     /// [`ExportQueue::start`] for `core` of `cores`: exporters that own part of the data by
     /// routing key (`prometheusremotewrite` writes the `target_info` of the resources its core
-    /// owns) need the count.
+    /// owns) need the count. An `https://` exporter's TLS files are read here, on the calling
+    /// reactor (tests and tools; the engine reads them before its reactors start with
+    /// [`crate::client_tls`] and calls [`ExportQueue::start_with_storage`]).
     pub fn start_on(
         cfg: &ExporterConfig,
         core: usize,
         cores: usize,
     ) -> Result<Rc<ExportQueue>, SinkError> {
-        let (exporter, settings) = Exporter::build(cfg, core, cores)?;
+        let tls = crate::client_tls(cfg)?;
+        let (exporter, settings) = Exporter::build(cfg, core, cores, tls.as_ref())?;
         Ok(Self::with_exporter(
             cfg.name.clone(),
             core,
@@ -125,14 +129,16 @@ impl ExportQueue {
     /// Like [`ExportQueue::start_on`], with a disk queue under `disk.root` when the exporter's
     /// `queue.storage` is `"disk"` (never for the blackhole, which keeps nothing). Opening
     /// recovers what the queue held: batches not yet accepted by the destination are sent
-    /// again.
+    /// again. `tls`: what [`crate::client_tls`] made of `cfg` before the reactors started
+    /// (required for an `https://` endpoint).
     pub async fn start_with_storage(
         cfg: &ExporterConfig,
         core: usize,
         cores: usize,
         disk: Option<&DiskQueueSettings>,
+        tls: Option<&ClientTls>,
     ) -> Result<Rc<ExportQueue>, SinkError> {
-        let (exporter, settings) = Exporter::build(cfg, core, cores)?;
+        let (exporter, settings) = Exporter::build(cfg, core, cores, tls)?;
         let disk = match disk {
             Some(d)
                 if settings.storage == shardtel_config::QueueStorage::Disk
@@ -393,13 +399,15 @@ impl ExportQueue {
     }
 
     /// Builds the exporter `cfg` describes (a reload: same name and type, same queue settings)
-    /// for this queue's core of `cores`, to swap in with [`ExportQueue::apply_settings`].
+    /// for this queue's core of `cores`, with `tls` for an `https://` endpoint (read off the
+    /// reactors, see [`crate::client_tls`]), to swap in with [`ExportQueue::apply_settings`].
     pub fn prepare_settings(
         &self,
         cfg: &ExporterConfig,
         cores: usize,
+        tls: Option<&ClientTls>,
     ) -> Result<PreparedSettings, SinkError> {
-        let (exporter, settings) = Exporter::build(cfg, self.shared.core, cores)?;
+        let (exporter, settings) = Exporter::build(cfg, self.shared.core, cores, tls)?;
         Ok(PreparedSettings { exporter, settings })
     }
 

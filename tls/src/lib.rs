@@ -54,6 +54,9 @@ mod reload;
 mod server;
 mod token;
 
+/// The rustls this crate builds on (for `ServerName` and the connection types).
+pub use rustls;
+
 pub use check::FileChecker;
 pub use client::{ClientStream, ClientTls};
 pub use error::{Error, FileIssue};

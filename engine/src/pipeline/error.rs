@@ -76,6 +76,49 @@ pub enum IngestError {
     /// Content type or encoding not supported (the message names the value and what is).
     #[error("{0}")]
     Unsupported(String),
+    /// `[receivers.otlp.auth]` is set and the request carries no accepted bearer token.
+    #[error("{}", .0.message())]
+    Unauthenticated(TokenProblem),
+    /// A request of another format (Zipkin, Jaeger, Fluent Forward) that does not translate to
+    /// OTLP; the message names what is wrong.
+    #[error("{0}")]
+    Invalid(String),
+}
+
+/// What is wrong with a request's credentials (never the token itself).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum TokenProblem {
+    /// No `authorization: Bearer ...` header (or gRPC metadata), or an empty token.
+    Missing,
+    /// A bearer token that is not one of the accepted ones.
+    Wrong,
+}
+
+impl TokenProblem {
+    /// Both, in the order of [`TokenProblem::index`].
+    pub const ALL: [TokenProblem; 2] = [TokenProblem::Missing, TokenProblem::Wrong];
+
+    /// The `reason` label of `shardtel_receiver_auth_failures_total`.
+    pub fn label(self) -> &'static str {
+        match self {
+            TokenProblem::Missing => "missing",
+            TokenProblem::Wrong => "wrong",
+        }
+    }
+
+    /// The position in [`TokenProblem::ALL`].
+    pub fn index(self) -> usize {
+        self as usize
+    }
+
+    fn message(self) -> &'static str {
+        match self {
+            TokenProblem::Missing => {
+                "missing bearer token: send the header authorization: Bearer <token>"
+            }
+            TokenProblem::Wrong => "invalid bearer token",
+        }
+    }
 }
 
 /// The protobuf message a request of `signal` carries.
@@ -107,6 +150,8 @@ enum Class {
     Timeout,
     /// A bug: the request cannot be processed.
     Internal,
+    /// No accepted credentials: do not retry without new ones.
+    Unauthenticated,
 }
 
 impl IngestError {
@@ -118,6 +163,7 @@ impl IngestError {
             | IngestError::DecompressMessage(_)
             | IngestError::DecompressBody(_)
             | IngestError::Json(_)
+            | IngestError::Invalid(_)
             | IngestError::TooLargeToLog(_) => Class::Invalid,
             IngestError::TooLarge { .. } => Class::TooLarge,
             IngestError::Overloaded(_)
@@ -129,6 +175,7 @@ impl IngestError {
             IngestError::Unsupported(_) => Class::Unsupported,
             IngestError::BodyTimeout(_) => Class::Timeout,
             IngestError::Internal(_) => Class::Internal,
+            IngestError::Unauthenticated(_) => Class::Unauthenticated,
         }
     }
 
@@ -141,6 +188,7 @@ impl IngestError {
             Class::NoPipeline | Class::Unsupported => Code::Unimplemented,
             Class::Timeout => Code::DeadlineExceeded,
             Class::Internal => Code::Internal,
+            Class::Unauthenticated => Code::Unauthenticated,
         }
     }
 
@@ -155,6 +203,18 @@ impl IngestError {
             Class::Unsupported => 415,
             Class::Timeout => 408,
             Class::Internal => 500,
+            Class::Unauthenticated => 401,
+        }
+    }
+
+    /// The `WWW-Authenticate` challenge an HTTP answer carries (RFC 6750 §3), if any.
+    pub fn www_authenticate(&self) -> Option<&'static str> {
+        match self {
+            IngestError::Unauthenticated(TokenProblem::Missing) => Some("Bearer"),
+            IngestError::Unauthenticated(TokenProblem::Wrong) => {
+                Some("Bearer error=\"invalid_token\"")
+            }
+            _ => None,
         }
     }
 
@@ -285,10 +345,23 @@ mod tests {
                 500,
                 false,
             ),
+            (
+                IngestError::Unauthenticated(TokenProblem::Missing),
+                Code::Unauthenticated,
+                401,
+                false,
+            ),
+            (
+                IngestError::Unauthenticated(TokenProblem::Wrong),
+                Code::Unauthenticated,
+                401,
+                false,
+            ),
         ] {
             assert_eq!(e.grpc_code(), code, "{e:?}");
             assert_eq!(e.http_status(), status, "{e:?}");
             assert_eq!(e.is_retryable(), retry, "{e:?}");
+            assert_eq!(e.www_authenticate().is_some(), status == 401, "{e:?}");
         }
     }
 

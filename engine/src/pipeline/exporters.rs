@@ -11,9 +11,11 @@ use shardtel_config::Config;
 use shardtel_protocol::reframe::Encoded;
 use shardtel_protocol::scan::SpanBatch;
 use shardtel_protocol::Signal;
+use shardtel_sinks::prometheus::InvalidReason;
 use shardtel_sinks::{
     DiskQueueSettings, DrainOutcome, ExportQueue, ExporterStats, PreparedSettings,
 };
+use shardtel_tls::ClientTls;
 use shardtel_wal::WalStats;
 
 use super::{BuildError, IngestError};
@@ -31,6 +33,40 @@ pub fn queue_charge(piece: usize, buffer: usize) -> usize {
     piece.max(buffer / 4)
 }
 
+/// The TLS settings of the exporters with `https://` endpoints, by name; built once before the
+/// reactors start ([`exporter_tls`]), shared by every core.
+pub type ExporterTls = BTreeMap<String, ClientTls>;
+
+/// Reads the TLS files of every exporter some pipeline of `config` lists that has an
+/// `https://` endpoint (see [`shardtel_sinks::client_tls`]). Call it before the reactors
+/// start.
+pub fn exporter_tls(config: &Config) -> Result<ExporterTls, Box<BuildError>> {
+    let mut built = ExporterTls::new();
+    let pipelines = [
+        &config.pipelines.traces,
+        &config.pipelines.metrics,
+        &config.pipelines.logs,
+    ];
+    for name in pipelines.into_iter().flatten().flat_map(|p| &p.exporters) {
+        let Some(cfg) = config.exporters.get(name) else {
+            continue;
+        };
+        if built.contains_key(name) {
+            continue;
+        }
+        let tls = shardtel_sinks::client_tls(cfg).map_err(|source| {
+            Box::new(BuildError::Exporter {
+                name: name.clone(),
+                source,
+            })
+        })?;
+        if let Some(tls) = tls {
+            built.insert(name.clone(), tls);
+        }
+    }
+    Ok(built)
+}
+
 /// The export queues of one core.
 pub(super) struct Exporters {
     /// Every exporter some pipeline lists, one instance each, by name.
@@ -40,12 +76,14 @@ pub(super) struct Exporters {
 }
 
 impl Exporters {
-    /// Starts one queue per exporter the pipelines of `config` list, on core `core` of `cores`.
+    /// Starts one queue per exporter the pipelines of `config` list, on core `core` of `cores`;
+    /// `tls`: what [`exporter_tls`] built.
     pub(super) async fn start(
         config: &Config,
         core: usize,
         cores: usize,
         disk_queues: &DiskQueueSettings,
+        tls: &ExporterTls,
     ) -> Result<Exporters, BuildError> {
         let mut by_name: BTreeMap<String, Rc<ExportQueue>> = BTreeMap::new();
         let mut by_signal: [Vec<Rc<ExportQueue>>; 3] = Default::default();
@@ -62,13 +100,18 @@ impl Exporters {
                         let Some(cfg) = config.exporters.get(name) else {
                             return Err(BuildError::UndefinedExporter { name: name.clone() });
                         };
-                        let queue =
-                            ExportQueue::start_with_storage(cfg, core, cores, Some(disk_queues))
-                                .await
-                                .map_err(|source| BuildError::Exporter {
-                                    name: name.clone(),
-                                    source,
-                                })?;
+                        let queue = ExportQueue::start_with_storage(
+                            cfg,
+                            core,
+                            cores,
+                            Some(disk_queues),
+                            tls.get(name),
+                        )
+                        .await
+                        .map_err(|source| BuildError::Exporter {
+                            name: name.clone(),
+                            source,
+                        })?;
                         by_name.insert(name.clone(), queue.clone());
                         queue
                     }
@@ -79,13 +122,15 @@ impl Exporters {
         Ok(Exporters { by_name, by_signal })
     }
 
-    /// New settings from `config` (a reload) for the exporters `names`, built and ready to swap
-    /// into their queues ([`ExportQueue::apply_settings`]).
+    /// New settings from `config` (a reload) for the exporters `names` (`tls`: what
+    /// [`exporter_tls`] built for `config`), ready to swap into their queues
+    /// ([`ExportQueue::apply_settings`]).
     pub(super) fn prepare_settings(
         &self,
         config: &Config,
         names: &[String],
         cores: usize,
+        tls: &ExporterTls,
     ) -> Result<Vec<(Rc<ExportQueue>, PreparedSettings)>, Box<BuildError>> {
         let mut prepared = Vec::with_capacity(names.len());
         for name in names {
@@ -95,12 +140,14 @@ impl Exporters {
                     name: name.clone(),
                 }));
             };
-            let settings = queue.prepare_settings(cfg, cores).map_err(|source| {
-                Box::new(BuildError::Exporter {
-                    name: name.clone(),
-                    source,
-                })
-            })?;
+            let settings = queue
+                .prepare_settings(cfg, cores, tls.get(name))
+                .map_err(|source| {
+                    Box::new(BuildError::Exporter {
+                        name: name.clone(),
+                        source,
+                    })
+                })?;
             prepared.push((queue.clone(), settings));
         }
         Ok(prepared)
@@ -245,7 +292,7 @@ impl Families for [ExporterSnapshot] {
                 }
             }
         }
-        let queue: [Column<ExporterStats>; 3] = [
+        let queue: [Column<ExporterStats>; 4] = [
             (
                 "shardtel_exporter_queue_size_bytes",
                 MetricType::Gauge,
@@ -264,6 +311,12 @@ impl Families for [ExporterSnapshot] {
                 "Send attempts that were retried.",
                 |st| st.retries.into(),
             ),
+            (
+                "shardtel_exporter_conversion_panics_total",
+                MetricType::Counter,
+                "Batches whose conversion panicked (contained: the batch failed, the core lives).",
+                |st| st.conversion_panics.into(),
+            ),
         ];
         out.table(&queue, &rows(cores, None));
         let kafka = rows(cores, Some("kafka"));
@@ -273,6 +326,22 @@ impl Families for [ExporterSnapshot] {
         let prometheus = rows(cores, Some("prometheusremotewrite"));
         if !prometheus.is_empty() {
             out.table(&PROMETHEUS_CONVERSION, &prometheus);
+            let family = out.counter(
+                "shardtel_exporter_prometheus_dropped_invalid_points_total",
+                "Points dropped as unconvertible, by reason.",
+            );
+            for (core, e) in exporters().filter(|(_, e)| e.kind == "prometheusremotewrite") {
+                for reason in InvalidReason::ALL {
+                    family.sample(
+                        &[
+                            ("exporter", &e.name),
+                            ("core", &core),
+                            ("reason", &reason.as_str()),
+                        ],
+                        e.stats.prometheus.dropped_invalid_by_reason[reason as usize],
+                    );
+                }
+            }
         }
         let disk: Vec<(LabelValues, &WalStats)> = exporters()
             .filter_map(|(core, e)| {
@@ -346,7 +415,7 @@ const KAFKA_PRODUCER: [Column<ExporterStats>; 5] = [
 ];
 
 /// The `prometheusremotewrite` conversion series (only when such an exporter runs).
-const PROMETHEUS_CONVERSION: [Column<ExporterStats>; 8] = [
+const PROMETHEUS_CONVERSION: [Column<ExporterStats>; 7] = [
     (
         "shardtel_exporter_prometheus_samples_total",
         MetricType::Counter,
@@ -364,12 +433,6 @@ const PROMETHEUS_CONVERSION: [Column<ExporterStats>; 8] = [
         MetricType::Counter,
         "Points dropped because their series already had a sample at or after their time.",
         |st| st.prometheus.dropped_out_of_order.into(),
-    ),
-    (
-        "shardtel_exporter_prometheus_dropped_invalid_points_total",
-        MetricType::Counter,
-        "Points dropped as unconvertible (name, temporality, buckets, scale).",
-        |st| st.prometheus.dropped_invalid.into(),
     ),
     (
         "shardtel_exporter_prometheus_delta_resets_total",

@@ -39,8 +39,8 @@ use exporters::Exporters;
 use mesh::Mesh;
 use metric_routing::MetricsRouter;
 
-pub use error::IngestError;
-pub use exporters::{queue_charge, ExporterSnapshot};
+pub use error::{IngestError, TokenProblem};
+pub use exporters::{exporter_tls, queue_charge, ExporterSnapshot, ExporterTls};
 pub use ingest::Rejected;
 pub use mesh::{MeshEnds, MeshMessage, MeshSnapshot};
 pub use reload::{PreparedReload, ReloadError};
@@ -129,6 +129,7 @@ impl Pipeline {
         data_dir: &Path,
         disk_queues: &DiskQueueSettings,
         checkpoints: Checkpoints,
+        exporter_tls: &ExporterTls,
     ) -> Result<Pipeline, BuildError> {
         let ingest_log = if config.engine.durability == Durability::AckAfterSync {
             let log = IngestLog::open(data_dir, core, &config.engine.wal, checkpoints.clone());
@@ -136,7 +137,7 @@ impl Pipeline {
         } else {
             None
         };
-        let exporters = Exporters::start(config, core, cores, disk_queues).await?;
+        let exporters = Exporters::start(config, core, cores, disk_queues, exporter_tls).await?;
         let mut sampler = None;
         if let Some(traces) = &config.pipelines.traces {
             for name in &traces.processors {

@@ -18,7 +18,7 @@ use shardtel_processors::Processors;
 use shardtel_sampler::{CoreShare, Sampler};
 use shardtel_sinks::{ExportQueue, PreparedSettings};
 
-use super::{BuildError, Pipeline};
+use super::{BuildError, ExporterTls, Pipeline};
 
 /// What a core built for a reload, waiting for every other core to have built theirs.
 /// `!Send`: it stays on its core.
@@ -33,11 +33,13 @@ pub type ReloadError = Box<BuildError>;
 
 impl Pipeline {
     /// Builds what `changes` need from `config` (validated, and fitted to the memory limit like
-    /// the running one); nothing changes yet.
+    /// the running one; `exporter_tls`: its exporters' TLS, read off the reactors); nothing
+    /// changes yet.
     pub async fn prepare_reload(
         &self,
         config: &Config,
         changes: &LiveChanges,
+        exporter_tls: &ExporterTls,
     ) -> Result<PreparedReload, ReloadError> {
         let processors = if changes.processors {
             Some(Processors::build(config).map_err(|e| Box::new(BuildError::from(e)))?)
@@ -61,9 +63,12 @@ impl Pipeline {
             }
             _ => None,
         };
-        let exporters = self
-            .exporters
-            .prepare_settings(config, &changes.exporters, self.cores)?;
+        let exporters = self.exporters.prepare_settings(
+            config,
+            &changes.exporters,
+            self.cores,
+            exporter_tls,
+        )?;
         Ok(PreparedReload {
             processors,
             sampler,

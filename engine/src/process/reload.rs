@@ -100,10 +100,19 @@ impl Reloader {
             changes.log_level = false;
         }
         if !changes.is_empty() {
+            // Certificates and keys are read here, never on a reactor.
+            let exporter_tls = match crate::pipeline::exporter_tls(&fitted) {
+                Ok(tls) => Arc::new(tls),
+                Err(e) => {
+                    log::error!("reload failed, nothing changed: {e}");
+                    return ReloadOutcome::Failure;
+                }
+            };
             let (config, shared) = (Arc::new(fitted.clone()), Arc::new(changes.clone()));
             let prepared = self.ask_all(|| ReloadMessage::Prepare {
                 config: config.clone(),
                 changes: shared.clone(),
+                exporter_tls: exporter_tls.clone(),
             });
             if let Err(problems) = prepared {
                 for line in &problems {

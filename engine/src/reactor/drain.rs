@@ -24,6 +24,24 @@ pub(super) async fn drain(serving: Serving) {
     if let Some(otlp) = &core.receivers.otlp {
         otlp.stop_accepting().await;
     }
+    // Scrape loops stop (a scrape in flight finishes as a request in flight).
+    if let Some(prometheus) = &core.receivers.prometheus {
+        let remaining = deadline.saturating_duration_since(Instant::now());
+        let _ = glommio::timer::timeout(remaining, async {
+            prometheus.finish().await;
+            Ok(())
+        })
+        .await;
+    }
+    if let Some(zipkin) = &core.receivers.zipkin {
+        zipkin.stop_accepting().await;
+    }
+    if let Some(jaeger) = &core.receivers.jaeger {
+        jaeger.stop_accepting().await;
+    }
+    if let Some(fluentforward) = &core.receivers.fluentforward {
+        fluentforward.stop_accepting().await;
+    }
     // In-flight requests finish.
     while core.intake.requests_in_flight() > 0 && Instant::now() < deadline {
         glommio::timer::sleep(std::time::Duration::from_millis(10)).await;

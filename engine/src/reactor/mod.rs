@@ -34,9 +34,13 @@ use shardtel_config::Config;
 
 use crate::durability::Checkpoints;
 use crate::memory_limiter::MemorySetup;
-use crate::pipeline::{BuildError, MeshEnds, Pipeline};
+use crate::pipeline::{BuildError, ExporterTls, MeshEnds, Pipeline};
+use crate::receivers::fluentforward::FluentForwardServer;
+use crate::receivers::jaeger::JaegerServer;
 use crate::receivers::kafka::{KafkaReceiverError, KafkaReceiverHandle};
-use crate::receivers::otlp::{BindError, OtlpServer};
+use crate::receivers::otlp::{BindError, OtlpSecurity, OtlpServer};
+use crate::receivers::prometheus::{PrometheusReceiverHandle, TargetError};
+use crate::receivers::zipkin::ZipkinServer;
 use crate::receivers::Intake;
 use crate::telemetry::{Board, CoreState};
 use snapshot::CoreSnapshot;
@@ -63,6 +67,10 @@ pub struct CoreSetup {
     pub memory: Option<MemorySetup>,
     /// Frozen when a reactor dies (see [`Checkpoints`]).
     pub checkpoints: Checkpoints,
+    /// The OTLP listeners' TLS and bearer tokens (read before the reactors start).
+    pub otlp_security: OtlpSecurity,
+    /// The TLS settings of the exporters with `https://` endpoints, by name.
+    pub exporter_tls: Arc<ExporterTls>,
     /// Where reloads reach this core (none: the configuration never changes).
     pub reload: Option<reload::ReloadInbox>,
 }
@@ -82,6 +90,12 @@ pub enum StartError {
     /// The Kafka consumer could not start.
     #[error(transparent)]
     Kafka(#[from] KafkaReceiverError),
+    /// A Prometheus scrape target could not be set up.
+    #[error(transparent)]
+    Prometheus(#[from] TargetError),
+    /// A zipkin, jaeger or fluentforward listener could not be bound.
+    #[error(transparent)]
+    Listener(#[from] crate::receivers::listener::BindError),
 }
 
 /// A core that failed to start: which one, and why.
@@ -117,6 +131,10 @@ pub struct Core {
 struct Receivers {
     otlp: Option<OtlpServer>,
     kafka: Option<KafkaReceiverHandle>,
+    prometheus: Option<PrometheusReceiverHandle>,
+    zipkin: Option<ZipkinServer>,
+    jaeger: Option<JaegerServer>,
+    fluentforward: Option<FluentForwardServer>,
 }
 
 impl Core {

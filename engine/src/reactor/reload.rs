@@ -10,7 +10,7 @@ use shardtel_config::reload::LiveChanges;
 use shardtel_config::Config;
 
 use super::Core;
-use crate::pipeline::PreparedReload;
+use crate::pipeline::{ExporterTls, PreparedReload};
 
 /// What the process asks of a core.
 pub enum ReloadMessage {
@@ -20,6 +20,9 @@ pub enum ReloadMessage {
         config: Arc<Config>,
         /// What changes.
         changes: Arc<LiveChanges>,
+        /// The TLS settings of its exporters with `https://` endpoints (files read by the
+        /// process, never on a reactor).
+        exporter_tls: Arc<ExporterTls>,
     },
     /// Swap in what was prepared.
     Commit,
@@ -44,8 +47,15 @@ impl ReloadInbox {
     pub(super) async fn handle_waiting(&self, core: &Core, prepared: &mut Option<PreparedReload>) {
         while let Ok(message) = self.messages.try_recv() {
             let outcome = match message {
-                ReloadMessage::Prepare { config, changes } => {
-                    match core.pipeline.prepare_reload(&config, &changes).await {
+                ReloadMessage::Prepare {
+                    config,
+                    changes,
+                    exporter_tls,
+                } => {
+                    let built = core
+                        .pipeline
+                        .prepare_reload(&config, &changes, &exporter_tls);
+                    match built.await {
                         Ok(p) => {
                             *prepared = Some(p);
                             Ok(())

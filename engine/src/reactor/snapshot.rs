@@ -9,8 +9,10 @@ use crate::durability::IngestLogSnapshot;
 use crate::memory_limiter::MemorySnapshot;
 use crate::pipeline::{ExporterSnapshot, MeshSnapshot};
 use crate::receivers::kafka::KafkaConsumerSnapshot;
-use crate::receivers::otlp::ConnectionSnapshot;
-use crate::receivers::ReceiverSnapshot;
+use crate::receivers::listener::ListenerSnapshot;
+use crate::receivers::otlp::{ConnectionSnapshot, SecuritySnapshot};
+use crate::receivers::prometheus::PrometheusSnapshot;
+use crate::receivers::{ReceiverSnapshot, Transport, TRANSPORTS};
 use crate::telemetry::{Exposition, Families};
 
 /// What one core publishes.
@@ -20,8 +22,14 @@ pub struct CoreSnapshot {
     pub receivers: ReceiverSnapshot,
     /// OTLP connections served and refused.
     pub connections: Option<ConnectionSnapshot>,
+    /// TLS handshakes and bearer-token refusals on the OTLP listeners.
+    pub security: Option<SecuritySnapshot>,
+    /// Connections of the zipkin, jaeger and fluentforward listeners.
+    pub listeners: Vec<ListenerSnapshot>,
     /// This core's Kafka consumer, when `[receivers.kafka]` runs.
     pub kafka_receiver: Option<KafkaConsumerSnapshot>,
+    /// This core's scrapes, when `[receivers.prometheus]` runs.
+    pub prometheus_receiver: Option<PrometheusSnapshot>,
     /// Name, kind and statistics of each exporter instance on this core.
     pub exporters: Vec<ExporterSnapshot>,
     /// Messages sent to and received from each other core over the mesh.
@@ -38,11 +46,28 @@ pub struct CoreSnapshot {
 
 /// The snapshot of `core` now.
 pub(super) fn take(core: &Core) -> CoreSnapshot {
-    let kafka_receiver = core.receivers.kafka.as_ref().and_then(|k| k.snapshot());
+    let r = &core.receivers;
+    let kafka_receiver = r.kafka.as_ref().and_then(|k| k.snapshot());
+    let prometheus_receiver = r.prometheus.as_ref().map(|p| p.snapshot());
+    let mut listeners = Vec::new();
+    listeners.extend(r.zipkin.as_ref().map(|z| z.snapshot()));
+    if let Some(jaeger) = &r.jaeger {
+        listeners.extend(jaeger.snapshots());
+    }
+    listeners.extend(r.fluentforward.as_ref().map(|f| f.snapshot()));
+    let mut active = [false; TRANSPORTS];
+    active[Transport::Kafka as usize] = kafka_receiver.is_some();
+    active[Transport::Scrape as usize] = prometheus_receiver.is_some();
+    for l in &listeners {
+        active[l.transport as usize] = true;
+    }
     CoreSnapshot {
-        receivers: core.intake.counters().snapshot(kafka_receiver.is_some()),
+        receivers: core.intake.counters().snapshot(active),
+        listeners,
         connections: core.receivers.otlp.as_ref().and_then(|o| o.connections()),
+        security: core.receivers.otlp.as_ref().and_then(|o| o.security()),
         kafka_receiver,
+        prometheus_receiver,
         exporters: core.pipeline.exporter_snapshot(),
         mesh: core.pipeline.mesh_snapshot(),
         sampler: core.pipeline.sampler_snapshot(),
@@ -57,7 +82,10 @@ impl Families for CoreSnapshot {
         component(cores, |s| Some(&s.receivers), out);
         component(cores, |s| Some(&s.exporters[..]), out);
         component(cores, |s| s.kafka_receiver.as_ref(), out);
+        component(cores, |s| s.prometheus_receiver.as_ref(), out);
         component(cores, |s| s.connections.as_ref(), out);
+        component(cores, |s| s.security.as_ref(), out);
+        component(cores, |s| Some(&s.listeners[..]), out);
         component(cores, |s| Some(&s.mesh), out);
         component(cores, |s| s.sampler.as_ref(), out);
         component(cores, |s| Some(&s.processors[..]), out);

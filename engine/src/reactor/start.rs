@@ -10,7 +10,7 @@ use super::{Core, CoreSetup, Receivers, StartError};
 use crate::durability;
 use crate::memory_limiter::{default_inflight_bytes, CoreLimiter};
 use crate::pipeline::Pipeline;
-use crate::receivers::{kafka, otlp, Intake, Limits};
+use crate::receivers::{fluentforward, jaeger, kafka, otlp, prometheus, zipkin, Intake, Limits};
 
 /// A started core and the tasks that already run: the mesh consumers (one per peer) and,
 /// with durability, the recovery of the ingest log.
@@ -31,6 +31,8 @@ pub(super) async fn start(setup: CoreSetup) -> Result<Started, StartError> {
         board,
         memory,
         checkpoints,
+        otlp_security,
+        exporter_tls,
         ..
     } = setup;
 
@@ -50,7 +52,15 @@ pub(super) async fn start(setup: CoreSetup) -> Result<Started, StartError> {
             .as_ref()
             .map_or(DiskQueueSettings::CACHE_BYTES, |m| m.disk_queue_cache_bytes),
     };
-    let pipeline = Pipeline::build(id, cores, &config, &data_dir, &disk_queues, checkpoints);
+    let pipeline = Pipeline::build(
+        id,
+        cores,
+        &config,
+        &data_dir,
+        &disk_queues,
+        checkpoints,
+        &exporter_tls,
+    );
     let pipeline = Rc::new(pipeline.await?);
 
     let otlp_config = config.receivers.otlp.as_ref();
@@ -103,6 +113,7 @@ pub(super) async fn start(setup: CoreSetup) -> Result<Started, StartError> {
         Some(o) => Some(otlp::start(
             intake.clone(),
             o,
+            otlp_security,
             cores,
             memory.as_ref().map(|m| m.connection_bytes),
         )?),
@@ -110,13 +121,36 @@ pub(super) async fn start(setup: CoreSetup) -> Result<Started, StartError> {
     };
     // Kafka receiver: this core's consumer of the group (stops polling when draining starts).
     let kafka = kafka::start(intake.clone(), &config)?;
+    // Prometheus scrapes: the targets this core owns.
+    let prometheus = prometheus::start(intake.clone(), &config, cores)?;
+    // Other formats, translated to OTLP on this core.
+    let r = &config.receivers;
+    let zipkin = match &r.zipkin {
+        Some(z) => Some(zipkin::start(intake.clone(), z, cores)?),
+        None => None,
+    };
+    let jaeger = match &r.jaeger {
+        Some(j) => Some(jaeger::start(intake.clone(), j, cores)?),
+        None => None,
+    };
+    let fluentforward = match &r.fluentforward {
+        Some(f) => Some(fluentforward::start(intake.clone(), f, cores)?),
+        None => None,
+    };
 
     Ok(Started {
         core: Rc::new(Core {
             id,
             pipeline,
             intake,
-            receivers: Receivers { otlp, kafka },
+            receivers: Receivers {
+                otlp,
+                kafka,
+                prometheus,
+                zipkin,
+                jaeger,
+                fluentforward,
+            },
             board,
             shutdown_timeout: config.engine.shutdown_timeout,
         }),

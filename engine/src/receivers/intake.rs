@@ -46,19 +46,56 @@ pub enum Transport {
     Http = 1,
     /// A Kafka topic (`[receivers.kafka]`).
     Kafka = 2,
+    /// Zipkin over HTTP (`[receivers.zipkin]`).
+    Zipkin = 3,
+    /// Jaeger gRPC `PostSpans` (`[receivers.jaeger]`).
+    JaegerGrpc = 4,
+    /// Jaeger Thrift over HTTP (`[receivers.jaeger]`).
+    JaegerThrift = 5,
+    /// Fluent Forward over TCP (`[receivers.fluentforward]`).
+    FluentForward = 6,
+    /// Prometheus scrapes (`[receivers.prometheus]`).
+    Scrape = 7,
 }
 
 /// Number of [`Transport`] variants (the size of per-transport arrays).
-const TRANSPORTS: usize = 3;
+pub const TRANSPORTS: usize = 8;
 
 impl Transport {
-    fn name(i: usize) -> &'static str {
-        ["grpc", "http", "kafka"][i]
+    /// Every transport, in index order.
+    pub const ALL: [Transport; TRANSPORTS] = [
+        Transport::Grpc,
+        Transport::Http,
+        Transport::Kafka,
+        Transport::Zipkin,
+        Transport::JaegerGrpc,
+        Transport::JaegerThrift,
+        Transport::FluentForward,
+        Transport::Scrape,
+    ];
+
+    /// The `transport` label.
+    pub fn name(self) -> &'static str {
+        match self {
+            Transport::Grpc | Transport::JaegerGrpc => "grpc",
+            Transport::Http | Transport::Zipkin => "http",
+            Transport::Kafka => "kafka",
+            Transport::JaegerThrift => "thrift_http",
+            Transport::FluentForward => "tcp",
+            Transport::Scrape => "scrape",
+        }
     }
 
     /// The receiver a transport belongs to (the `receiver` label).
-    fn receiver(i: usize) -> &'static str {
-        ["otlp", "otlp", "kafka"][i]
+    pub fn receiver(self) -> &'static str {
+        match self {
+            Transport::Grpc | Transport::Http => "otlp",
+            Transport::Kafka => "kafka",
+            Transport::Zipkin => "zipkin",
+            Transport::JaegerGrpc | Transport::JaegerThrift => "jaeger",
+            Transport::FluentForward => "fluentforward",
+            Transport::Scrape => "prometheus",
+        }
     }
 }
 
@@ -293,9 +330,9 @@ impl ReceiverCounters {
         c.set(c.get() + 1);
     }
 
-    /// The counters, for telemetry; `kafka`: whether the core runs a Kafka consumer (its
-    /// series are published only then).
-    pub fn snapshot(&self, kafka: bool) -> ReceiverSnapshot {
+    /// The counters, for telemetry; `active`: the transports whose series the core publishes
+    /// (OTLP's always; the others only where their receiver runs).
+    pub fn snapshot(&self, active: [bool; TRANSPORTS]) -> ReceiverSnapshot {
         let mut counts = [[[0; 3]; TRANSPORTS]; 3];
         for (s, by_transport) in counts.iter_mut().enumerate() {
             for (t, c) in by_transport.iter_mut().enumerate() {
@@ -306,7 +343,7 @@ impl ReceiverCounters {
                 ];
             }
         }
-        ReceiverSnapshot { counts, kafka }
+        ReceiverSnapshot { counts, active }
     }
 }
 
@@ -315,14 +352,16 @@ impl ReceiverCounters {
 pub struct ReceiverSnapshot {
     /// `[signal][transport][accepted, refused, failed_requests]`.
     pub counts: [[[u64; 3]; TRANSPORTS]; 3],
-    /// Whether the core runs a Kafka consumer.
-    pub kafka: bool,
+    /// The transports whose series this core publishes.
+    pub active: [bool; TRANSPORTS],
 }
 
 impl ReceiverSnapshot {
     /// The transports whose series this core publishes.
-    fn transports(&self) -> impl Iterator<Item = usize> + '_ {
-        (0..TRANSPORTS).filter(|t| *t != Transport::Kafka as usize || self.kafka)
+    fn transports(&self) -> impl Iterator<Item = Transport> + '_ {
+        Transport::ALL
+            .into_iter()
+            .filter(|t| matches!(t, Transport::Grpc | Transport::Http) || self.active[*t as usize])
     }
 }
 
@@ -350,11 +389,11 @@ impl Families for ReceiverSnapshot {
                     for t in s.transports() {
                         family.sample(
                             &[
-                                ("receiver", &Transport::receiver(t)),
-                                ("transport", &Transport::name(t)),
+                                ("receiver", &t.receiver()),
+                                ("transport", &t.name()),
                                 ("core", core),
                             ],
-                            s.counts[signal.index()][t][field],
+                            s.counts[signal.index()][t as usize][field],
                         );
                     }
                 }
@@ -369,12 +408,12 @@ impl Families for ReceiverSnapshot {
                 for t in s.transports() {
                     failed.sample(
                         &[
-                            ("receiver", &Transport::receiver(t)),
-                            ("transport", &Transport::name(t)),
+                            ("receiver", &t.receiver()),
+                            ("transport", &t.name()),
                             ("signal", &signal.name()),
                             ("core", core),
                         ],
-                        s.counts[signal.index()][t][2],
+                        s.counts[signal.index()][t as usize][2],
                     );
                 }
             }

@@ -993,6 +993,22 @@ fn collector_has_its_components_and_every_config_validates() {
                 format!("127.0.0.1:{}", free_port()),
             )
             .env("OTELCOL_METRICS_PORT", free_port().to_string())
+            .env(
+                "OTELCOL_ZIPKIN_ENDPOINT",
+                format!("127.0.0.1:{}", free_port()),
+            )
+            .env(
+                "OTELCOL_JAEGER_GRPC_ENDPOINT",
+                format!("127.0.0.1:{}", free_port()),
+            )
+            .env(
+                "OTELCOL_JAEGER_THRIFT_ENDPOINT",
+                format!("127.0.0.1:{}", free_port()),
+            )
+            .env(
+                "OTELCOL_FLUENT_ENDPOINT",
+                format!("127.0.0.1:{}", free_port()),
+            )
             .env("OTELCOL_OUT_DIR", dir.path())
             .env("OTELCOL_EXPORTER", "otlp_grpc")
             .env("SHARDTEL_GRPC_ENDPOINT", "127.0.0.1:4317")

@@ -319,6 +319,28 @@ fn remote_write_to_real_prometheus() {
         );
     }
 
+    // Series are routed to owner cores, and each core writes its own requests: jobs_done being
+    // in says nothing of the other series. Wait until the last write of every series is in,
+    // then check each value exactly.
+    let whole = || {
+        value(&format!("batch_size_count{{{sel}}}"), at) == Some(6.0)
+            && value(&format!("http_requests_total{{{sel}}}"), at) == Some(16.0)
+            && value(&format!("room_temperature_celsius{{{sel}}}"), at).is_some()
+            && value(
+                &format!("http_server_duration_milliseconds_sum{{{sel}}}"),
+                at,
+            )
+            .is_some()
+            && value(&format!("gc_pause_milliseconds_count{{{sel}}}"), at).is_some()
+            && !query(&format!("rpc_latency_seconds{{{sel}}}"), at).is_empty()
+    };
+    assert!(
+        wait_until(30, whole),
+        "not every series arrived; shardtel log:\n{}\n{}",
+        shardtel.log(),
+        shardtel.metrics()
+    );
+
     // Delta → cumulative, sample by sample.
     assert_eq!(
         samples(&format!("jobs_done_total{{{sel}}}"), at),

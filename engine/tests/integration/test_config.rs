@@ -99,6 +99,79 @@ pub struct OtlpReceiver {
     pub max_recv_msg_size: Option<u64>,
     pub max_concurrent_streams: Option<u64>,
     pub max_connections: Option<u64>,
+    /// `[receivers.otlp.tls]`.
+    pub tls: Option<ReceiverTls>,
+    /// `[receivers.otlp.auth]`.
+    pub auth: Option<ReceiverAuth>,
+}
+
+/// `[receivers.otlp.tls]`.
+#[derive(Clone, Debug)]
+pub struct ReceiverTls {
+    pub cert_file: PathBuf,
+    pub key_file: PathBuf,
+    /// Set: clients must present a certificate of this CA (mTLS).
+    pub client_ca_file: Option<PathBuf>,
+    pub reload_interval: Option<Duration>,
+}
+
+impl ReceiverTls {
+    pub fn new(cert_file: impl Into<PathBuf>, key_file: impl Into<PathBuf>) -> Self {
+        ReceiverTls {
+            cert_file: cert_file.into(),
+            key_file: key_file.into(),
+            client_ca_file: None,
+            reload_interval: None,
+        }
+    }
+
+    /// Requires client certificates of the CA in `ca_file`.
+    pub fn client_ca(mut self, ca_file: impl Into<PathBuf>) -> Self {
+        self.client_ca_file = Some(ca_file.into());
+        self
+    }
+
+    pub fn reload_interval(mut self, interval: Duration) -> Self {
+        self.reload_interval = Some(interval);
+        self
+    }
+
+    fn to_value(&self) -> Value {
+        let mut t = Table::new();
+        t.insert("cert_file".into(), path(&self.cert_file));
+        t.insert("key_file".into(), path(&self.key_file));
+        insert_opt(
+            &mut t,
+            "client_ca_file",
+            self.client_ca_file.as_deref().map(path),
+        );
+        insert_opt(
+            &mut t,
+            "reload_interval",
+            self.reload_interval.map(duration),
+        );
+        Value::Table(t)
+    }
+}
+
+/// `[receivers.otlp.auth]`.
+#[derive(Clone, Debug)]
+pub struct ReceiverAuth {
+    pub bearer_tokens: Vec<String>,
+}
+
+impl ReceiverAuth {
+    pub fn tokens(tokens: &[&str]) -> Self {
+        ReceiverAuth {
+            bearer_tokens: strings(tokens),
+        }
+    }
+
+    fn to_value(&self) -> Value {
+        let mut t = Table::new();
+        t.insert("bearer_tokens".into(), string_array(&self.bearer_tokens));
+        Value::Table(t)
+    }
 }
 
 /// A `[pipelines.SIGNAL]` table.
@@ -226,6 +299,18 @@ impl Component {
         Self::of_type("kafka").set("brokers", string_array(&strings(brokers)))
     }
 
+    /// `tls = { ca_file, cert_file, key_file }` for an `https://` endpoint: trust `ca_file`,
+    /// present the client certificate `cert_key` (certificate, key) when given.
+    pub fn tls(self, ca_file: &Path, cert_key: Option<(&Path, &Path)>) -> Self {
+        let c = self.set("tls.ca_file", path(ca_file));
+        match cert_key {
+            Some((cert, key)) => c
+                .set("tls.cert_file", path(cert))
+                .set("tls.key_file", path(key)),
+            None => c,
+        }
+    }
+
     // ---- receivers ----
 
     /// A Kafka receiver (consumer group `group_id`) of `traces_topics`.
@@ -234,6 +319,30 @@ impl Component {
             .set("brokers", string_array(&strings(brokers)))
             .set("traces_topics", string_array(&strings(traces_topics)))
             .set("group_id", group_id)
+    }
+
+    /// A Prometheus scrape receiver with `scrape_configs` (tables of Prometheus's keys).
+    pub fn prometheus_receiver(scrape_configs: Vec<Table>) -> Self {
+        let configs = scrape_configs.into_iter().map(Value::Table).collect();
+        Self(Table::new()).set("scrape_configs", Value::Array(configs))
+    }
+
+    /// A `[receivers.zipkin]` on 127.0.0.1:`port`.
+    pub fn zipkin_receiver(port: u16) -> Self {
+        Self(Table::new()).set("endpoint", format!("127.0.0.1:{port}"))
+    }
+
+    /// A `[receivers.jaeger]` with gRPC on 127.0.0.1:`grpc` and Thrift over HTTP on
+    /// 127.0.0.1:`thrift_http`.
+    pub fn jaeger_receiver(grpc: u16, thrift_http: u16) -> Self {
+        Self(Table::new())
+            .set("grpc", format!("127.0.0.1:{grpc}"))
+            .set("thrift_http", format!("127.0.0.1:{thrift_http}"))
+    }
+
+    /// A `[receivers.fluentforward]` on 127.0.0.1:`port`.
+    pub fn fluentforward_receiver(port: u16) -> Self {
+        Self(Table::new()).set("endpoint", format!("127.0.0.1:{port}"))
     }
 
     // ---- processors ----
@@ -588,6 +697,8 @@ impl TestConfig {
                 max_recv_msg_size: None,
                 max_concurrent_streams: None,
                 max_connections: None,
+                tls: None,
+                auth: None,
             },
             receivers: BTreeMap::new(),
             processors: BTreeMap::new(),
@@ -750,6 +861,16 @@ impl TestConfig {
             "max_connections",
             self.otlp.max_connections.map(int),
         );
+        insert_opt(
+            &mut otlp,
+            "tls",
+            self.otlp.tls.as_ref().map(ReceiverTls::to_value),
+        );
+        insert_opt(
+            &mut otlp,
+            "auth",
+            self.otlp.auth.as_ref().map(ReceiverAuth::to_value),
+        );
         let mut receivers = components(&self.receivers);
         assert!(
             !receivers.contains_key("otlp"),
@@ -865,6 +986,10 @@ fn string_array(s: &[String]) -> Value {
 
 fn int(n: u64) -> Value {
     Value::Integer(i64::try_from(n).expect("fits a TOML integer"))
+}
+
+fn path(p: &Path) -> Value {
+    p.display().to_string().into()
 }
 
 fn local(port: u16) -> Value {

@@ -103,7 +103,9 @@ pub struct VerifyReport {
     pub inputs_read: u64,
     /// Seconds spent waiting for arrivals.
     pub waited_seconds: f64,
-    /// No loss and no incomplete kept trace.
+    /// Traces were acknowledged but not one arrived whole (a failure even with `--sampled`).
+    pub nothing_arrived: bool,
+    /// No loss, no incomplete kept trace, and some trace arrived whole.
     pub passed: bool,
 }
 
@@ -245,7 +247,10 @@ impl<'a> Verifier<'a> {
                 }
             }
         }
-        r.passed = r.spans_lost == 0 && r.traces_incomplete == 0;
+        // With `--sampled`, a run where nothing arrived at all would count every trace as "not
+        // kept": a sampler that keeps nothing, or an exporter that never wrote, must not pass.
+        r.nothing_arrived = r.traces_acknowledged > 0 && r.traces_complete == 0;
+        r.passed = r.spans_lost == 0 && r.traces_incomplete == 0 && !r.nothing_arrived;
         r
     }
 }
@@ -399,6 +404,17 @@ mod tests {
             assert_eq!(rep.spans_lost, if sampled { 0 } else { 100 });
             assert_eq!(rep.passed, sampled);
         }
+    }
+
+    #[test]
+    fn a_sampled_run_where_nothing_arrived_fails() {
+        let set = TemplateSet::build(&shape(Signal::Traces)).unwrap();
+        let v = Verifier::new(ledger(&set, 3, &[0, 1, 2]), true);
+        let rep = v.report();
+        assert_eq!(rep.spans_lost, 0);
+        assert_eq!(rep.traces_incomplete, 0);
+        assert!(rep.nothing_arrived);
+        assert!(!rep.passed);
     }
 
     #[test]

@@ -58,6 +58,8 @@ pub struct Target {
     pub addr: SocketAddr,
     /// Requests received.
     pub requests: Arc<AtomicU64>,
+    /// Connections accepted.
+    pub connections: Arc<AtomicU64>,
     shutdown: Option<oneshot::Sender<()>>,
     thread: Option<JoinHandle<()>>,
     grpc: Option<Arc<GrpcState>>,
@@ -106,15 +108,25 @@ impl Drop for Target {
     }
 }
 
+/// A server thread: where it listens, connections accepted, its stop sender and its thread.
+type Server = (
+    SocketAddr,
+    Arc<AtomicU64>,
+    oneshot::Sender<()>,
+    JoinHandle<()>,
+);
+
 /// Listens on 127.0.0.1:0 on a thread of its own and serves each accepted connection with
-/// `serve` (a task each) until the returned sender fires or is dropped.
-fn spawn_server<F, Fut>(serve: F) -> (SocketAddr, oneshot::Sender<()>, JoinHandle<()>)
+/// `serve` (a task each, counted) until the returned sender fires or is dropped.
+fn spawn_server<F, Fut>(serve: F) -> Server
 where
     F: Fn(TcpStream) -> Fut + Send + 'static,
     Fut: std::future::Future<Output = ()> + Send + 'static,
 {
     let (addr_tx, addr_rx) = std::sync::mpsc::channel();
     let (stop_tx, mut stop_rx) = oneshot::channel();
+    let connections = Arc::new(AtomicU64::new(0));
+    let accepted_count = connections.clone();
     let thread = std::thread::spawn(move || {
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_all()
@@ -127,13 +139,14 @@ where
                 tokio::select! {
                     _ = &mut stop_rx => break,
                     accepted = listener.accept() => {
+                        accepted_count.fetch_add(1, Ordering::SeqCst);
                         tokio::spawn(serve(accepted.unwrap().0));
                     }
                 }
             }
         });
     });
-    (addr_rx.recv().unwrap(), stop_tx, thread)
+    (addr_rx.recv().unwrap(), connections, stop_tx, thread)
 }
 
 /// An OTLP/HTTP (protobuf or JSON, HTTP/1.1) trace receiver: acknowledges every request
@@ -159,7 +172,7 @@ pub fn http_file_exporter_on(file: &Path, keep: Box<KeepFn>, http2: bool) -> Tar
     });
     let requests = Arc::new(AtomicU64::new(0));
     let counter = requests.clone();
-    let (addr, shutdown, thread) = spawn_server(move |stream| {
+    let (addr, connections, shutdown, thread) = spawn_server(move |stream| {
         let state = state.clone();
         let counter = counter.clone();
         async move {
@@ -182,6 +195,7 @@ pub fn http_file_exporter_on(file: &Path, keep: Box<KeepFn>, http2: bool) -> Tar
     Target {
         addr,
         requests,
+        connections,
         shutdown: Some(shutdown),
         thread: Some(thread),
         grpc: None,
@@ -255,7 +269,7 @@ pub fn grpc_receiver_on(
     let requests = Arc::new(AtomicU64::new(0));
     let counter = requests.clone();
     let served = state.clone();
-    let (addr, shutdown, thread) = spawn_server(move |stream| {
+    let (addr, connections, shutdown, thread) = spawn_server(move |stream| {
         let state = served.clone();
         let counter = counter.clone();
         let acceptor = acceptor.clone();
@@ -282,6 +296,7 @@ pub fn grpc_receiver_on(
     Target {
         addr,
         requests,
+        connections,
         shutdown: Some(shutdown),
         thread: Some(thread),
         grpc: Some(state),

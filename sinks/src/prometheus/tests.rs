@@ -904,7 +904,7 @@ fn a_panicking_conversion_fails_its_batch_for_good_and_does_not_come_back() {
     };
     glommio::LocalExecutorBuilder::default()
         .spawn(move || async move {
-            let queue = ExportQueue::start_with_storage(&cfg, 0, 1, Some(&settings))
+            let queue = ExportQueue::start_with_storage(&cfg, 0, 1, Some(&settings), None)
                 .await
                 .unwrap();
             let piece = || {
@@ -933,7 +933,7 @@ fn a_panicking_conversion_fails_its_batch_for_good_and_does_not_come_back() {
             glommio::timer::sleep(Duration::from_millis(100)).await;
 
             // Restarted on the same directory: nothing to replay, nothing panics again.
-            let queue = ExportQueue::start_with_storage(&cfg, 0, 1, Some(&settings))
+            let queue = ExportQueue::start_with_storage(&cfg, 0, 1, Some(&settings), None)
                 .await
                 .unwrap();
             let disk = queue.stats().disk.unwrap();

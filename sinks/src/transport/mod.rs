@@ -4,10 +4,12 @@
 //!
 //! - [`Target`]: host, port and authority, built once from a configured endpoint
 //!   ([`Target::from_endpoint`], [`Route::from_endpoint`] with a request path), and
-//!   [`Target::connect`]: the one place a connection to a backend is opened. TLS (`https://`
-//!   with rustls) goes there: `from_endpoint` accepts the scheme and keeps the client settings,
-//!   `scheme` names it in request URIs, and `connect` wraps the TCP stream before either
-//!   HTTP handshake below sees it.
+//!   [`Target::connect`]: the one place a connection to a backend is opened. An `https://`
+//!   target holds the exporter's [`ClientTls`] and the name to verify (SNI, or `server_name`);
+//!   `connect` runs the TLS handshake over the TCP stream before either HTTP handshake below
+//!   sees it (within the attempt's timeout, like the TCP connect), and `scheme` names it in
+//!   request URIs. New connections use the certificates the `ClientTls` holds now (it re-reads
+//!   its files); open ones keep theirs.
 //! - [`http1::ConnectionPool`]: HTTP/1.1 keep-alive connections, one per sender task, posting a
 //!   body and reading the whole answer ([`http1::FullResponse`]).
 //! - [`http2::SharedConnection`]: one HTTP/2 connection per core, shared by its senders.
@@ -23,25 +25,32 @@ pub(crate) mod http1;
 pub(crate) mod http2;
 
 use std::future::Future;
+use std::io;
 use std::net::{IpAddr, SocketAddr, ToSocketAddrs};
 use std::time::{Duration, SystemTime};
 
 use ::http::header::{HeaderMap, RETRY_AFTER};
 use ::http::Uri;
 use bytes::Bytes;
+use glommio::net::TcpStream;
 use http_body_util::BodyExt;
 use shardtel_config::Endpoint;
+use shardtel_tls::rustls::pki_types::ServerName;
+use shardtel_tls::{ClientStream, ClientTls};
 
 pub(crate) use self::body::ChunkBody;
 use crate::error::{ExportError, SinkError};
-use crate::net::GlommioIo;
+use crate::net::{GlommioIo, Stream};
 use crate::retry::parse_retry_after;
 
 /// Largest response body read; the backends' answers are small.
 const MAX_RESPONSE_BYTES: usize = 1 << 20;
 
+/// A connection to a target: plaintext, or TLS over the socket.
+pub(crate) type Connection = GlommioIo<Stream<ClientStream<TcpStream>>>;
+
 /// Where requests of one exporter (or one signal of it) go.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug)]
 pub(crate) struct Target {
     /// Host name or IP address (without brackets).
     pub host: String,
@@ -49,17 +58,42 @@ pub(crate) struct Target {
     pub port: u16,
     /// `host:port` as sent in `Host` / `:authority`.
     pub authority: String,
+    /// For `https://`: the exporter's TLS settings and the name the server's certificate must
+    /// carry (boxed: an exporter holds a target per signal, most of them plaintext).
+    tls: Option<Box<(ClientTls, ServerName<'static>)>>,
 }
 
 impl Target {
-    /// The target of `exporter`'s `endpoint`. Only `http` (h2c for gRPC) is supported.
-    pub(crate) fn from_endpoint(exporter: &str, endpoint: &Endpoint) -> Result<Self, SinkError> {
-        if !endpoint.scheme.eq_ignore_ascii_case("http") {
-            return Err(SinkError::UnsupportedScheme {
-                exporter: exporter.to_string(),
-                scheme: endpoint.scheme.to_string(),
-            });
-        }
+    /// The target of `exporter`'s `endpoint`: `http` (h2c for gRPC), or `https` with `tls`
+    /// (the exporter's [`ClientTls`], see [`crate::client_tls`]).
+    pub(crate) fn from_endpoint(
+        exporter: &str,
+        endpoint: &Endpoint,
+        tls: Option<&ClientTls>,
+    ) -> Result<Self, SinkError> {
+        let tls = match endpoint.scheme.to_ascii_lowercase().as_str() {
+            "http" => None,
+            "https" => {
+                let Some(tls) = tls else {
+                    return Err(SinkError::TlsNotPrepared {
+                        exporter: exporter.to_string(),
+                    });
+                };
+                let name = tls
+                    .server_name(&endpoint.host)
+                    .map_err(|source| SinkError::Tls {
+                        exporter: exporter.to_string(),
+                        source,
+                    })?;
+                Some(Box::new((tls.clone(), name)))
+            }
+            _ => {
+                return Err(SinkError::UnsupportedScheme {
+                    exporter: exporter.to_string(),
+                    scheme: endpoint.scheme.to_string(),
+                })
+            }
+        };
         let authority = endpoint.authority();
         if authority.parse::<::http::uri::Authority>().is_err() {
             return Err(invalid_endpoint(exporter, endpoint));
@@ -68,12 +102,17 @@ impl Target {
             host: endpoint.host.to_string(),
             port: endpoint.port,
             authority,
+            tls,
         })
     }
 
     /// The URI scheme requests to this target carry.
     pub(crate) fn scheme(&self) -> &'static str {
-        "http"
+        if self.tls.is_some() {
+            "https"
+        } else {
+            "http"
+        }
     }
 
     /// The absolute URI of `path` on this target (HTTP/2 requests carry one).
@@ -85,15 +124,25 @@ impl Target {
             .build()
     }
 
-    /// Opens a connection on the current core; host names are resolved off the reactor.
-    pub(crate) async fn connect(&self) -> Result<GlommioIo, ExportError> {
+    /// Opens a connection on the current core (TCP, then the TLS handshake for `https`);
+    /// host names are resolved off the reactor.
+    pub(crate) async fn connect(&self) -> Result<Connection, ExportError> {
         let addr = self.resolve().await?;
-        GlommioIo::connect_addr(addr)
-            .await
-            .map_err(|source| ExportError::Connect {
-                addr: self.authority.clone(),
-                source,
-            })
+        let connected = TcpStream::connect(addr).await.map_err(io::Error::from);
+        let tcp = connected.map_err(|source| ExportError::Connect {
+            addr: self.authority.clone(),
+            source,
+        })?;
+        let _ = tcp.set_nodelay(true);
+        let Some((tls, name)) = self.tls.as_deref() else {
+            return Ok(GlommioIo::over(Stream::Plain(tcp)));
+        };
+        let session = tls.connect(tcp, name.clone()).await;
+        let session = session.map_err(|source| ExportError::Tls {
+            addr: self.authority.clone(),
+            source,
+        })?;
+        Ok(GlommioIo::over(Stream::Tls(Box::new(session))))
     }
 
     async fn resolve(&self) -> Result<SocketAddr, ExportError> {
@@ -134,14 +183,18 @@ pub(crate) struct Route {
 }
 
 impl Route {
-    /// The route of `exporter`'s `endpoint`.
-    pub(crate) fn from_endpoint(exporter: &str, endpoint: &Endpoint) -> Result<Self, SinkError> {
+    /// The route of `exporter`'s `endpoint` (`tls`: as for [`Target::from_endpoint`]).
+    pub(crate) fn from_endpoint(
+        exporter: &str,
+        endpoint: &Endpoint,
+        tls: Option<&ClientTls>,
+    ) -> Result<Self, SinkError> {
         let path = endpoint
             .path_or_root()
             .parse::<Uri>()
             .map_err(|_| invalid_endpoint(exporter, endpoint))?;
         Ok(Route {
-            target: Target::from_endpoint(exporter, endpoint)?,
+            target: Target::from_endpoint(exporter, endpoint, tls)?,
             path,
         })
     }
@@ -215,6 +268,37 @@ pub(crate) fn text_excerpt(body: &[u8]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn endpoint(text: &str) -> Endpoint {
+        text.parse().unwrap()
+    }
+
+    #[test]
+    fn https_targets_need_their_tls_settings_and_say_https() {
+        let plain = Target::from_endpoint("e", &endpoint("http://127.0.0.1:4317"), None).unwrap();
+        assert_eq!(plain.scheme(), "http");
+        let https = endpoint("https://127.0.0.1:4317");
+        let err = Target::from_endpoint("e", &https, None).unwrap_err();
+        assert!(matches!(err, SinkError::TlsNotPrepared { .. }), "{err}");
+        let settings = shardtel_config::ClientTlsConfig {
+            insecure_skip_verify: true,
+            ..Default::default()
+        };
+        let tls = ClientTls::new("exporters.e.tls", &settings, &[]).unwrap();
+        let target = Target::from_endpoint("e", &https, Some(&tls)).unwrap();
+        assert_eq!(target.scheme(), "https");
+        assert_eq!(
+            target.uri("/x").unwrap().to_string(),
+            "https://127.0.0.1:4317/x"
+        );
+        let ftp = endpoint("http://127.0.0.1:1");
+        let ftp = Endpoint {
+            scheme: "ftp".into(),
+            ..ftp
+        };
+        let err = Target::from_endpoint("e", &ftp, Some(&tls)).unwrap_err();
+        assert!(matches!(err, SinkError::UnsupportedScheme { .. }), "{err}");
+    }
 
     #[test]
     fn excerpt_is_short_and_single_line() {

@@ -38,7 +38,7 @@ fn batches_wait_on_disk_for_a_dead_backend_and_survive_a_restart() {
         cfg.queue = disk_queue(8 << 20, QueueOverflow::Refuse);
         cfg.batch = batch(10, Duration::from_millis(1));
         let cfg = exporter("up/stream", ExporterKind::OtlpHttp(cfg));
-        let queue = ExportQueue::start_with_storage(&cfg, 1, 2, Some(&settings(&root)))
+        let queue = ExportQueue::start_with_storage(&cfg, 1, 2, Some(&settings(&root)), None)
             .await
             .unwrap();
         for _ in 0..50 {
@@ -62,7 +62,7 @@ fn batches_wait_on_disk_for_a_dead_backend_and_survive_a_restart() {
 
         // Restart with the backend up: every batch is delivered, then the log is empty.
         let server = TestServer::start(Protocol::Http1, addr, vec![]);
-        let queue = ExportQueue::start_with_storage(&cfg, 1, 2, Some(&settings(&root)))
+        let queue = ExportQueue::start_with_storage(&cfg, 1, 2, Some(&settings(&root)), None)
             .await
             .unwrap();
         assert_eq!(queue.stats().disk.unwrap().recovery.recovered_frames, 50);
@@ -103,7 +103,7 @@ fn a_full_disk_queue_refuses_or_drops_the_oldest() {
             cfg.queue = disk_queue(1 << 20, overflow);
             cfg.batch = batch(10, Duration::from_millis(1));
             let cfg = exporter(name, ExporterKind::OtlpHttp(cfg));
-            let queue = ExportQueue::start_with_storage(&cfg, 0, 1, Some(&settings(&root)))
+            let queue = ExportQueue::start_with_storage(&cfg, 0, 1, Some(&settings(&root)), None)
                 .await
                 .unwrap();
             let size = encoded(&piece).len;

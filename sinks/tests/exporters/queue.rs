@@ -210,15 +210,16 @@ fn blackhole_counts_and_drops() {
 }
 
 #[test]
-fn rejects_https_endpoints() {
+fn rejects_endpoints_neither_http_nor_https() {
     let mut cfg = otlp_config(free_addr());
-    cfg.endpoint.scheme = "https".into();
+    cfg.endpoint.scheme = "ftp".into();
     // Fails before touching the executor.
-    let err = ExportQueue::start(&exporter("tls", ExporterKind::Otlp(cfg)), 0)
+    let err = ExportQueue::start(&exporter("ftp", ExporterKind::Otlp(cfg)), 0)
         .err()
         .unwrap();
     assert!(
-        err.to_string().contains("\"https\" is not supported"),
+        err.to_string()
+            .contains("\"ftp\" is not supported, use \"http\" or \"https\""),
         "{err}"
     );
 }

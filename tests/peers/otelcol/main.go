@@ -33,7 +33,10 @@ import (
 	"github.com/open-telemetry/opentelemetry-collector-contrib/extension/storage/filestorage"
 	"github.com/open-telemetry/opentelemetry-collector-contrib/processor/attributesprocessor"
 	"github.com/open-telemetry/opentelemetry-collector-contrib/processor/tailsamplingprocessor"
+	"github.com/open-telemetry/opentelemetry-collector-contrib/receiver/fluentforwardreceiver"
+	"github.com/open-telemetry/opentelemetry-collector-contrib/receiver/jaegerreceiver"
 	"github.com/open-telemetry/opentelemetry-collector-contrib/receiver/kafkareceiver"
+	"github.com/open-telemetry/opentelemetry-collector-contrib/receiver/zipkinreceiver"
 )
 
 // version is the contrib release every component comes from (go.mod pins the same).
@@ -50,6 +53,9 @@ func components() (otelcol.Factories, error) {
 	if factories.Receivers, err = otelcol.MakeFactoryMap[receiver.Factory](
 		otlpreceiver.NewFactory(),
 		kafkareceiver.NewFactory(),
+		zipkinreceiver.NewFactory(),
+		jaegerreceiver.NewFactory(),
+		fluentforwardreceiver.NewFactory(),
 	); err != nil {
 		return otelcol.Factories{}, err
 	}

@@ -4,7 +4,8 @@
 //!   windows, header list size and send buffer are fixed here, so [`worst_case_bytes`] knows what
 //!   one connection can hold at most besides the request bodies it delivers (those are charged
 //!   to the core's request bytes in flight as they arrive, see
-//!   [`crate::receivers::InflightGuard`]).
+//!   [`crate::receivers::InflightGuard`]); [`served_worst_cases`] adds a TLS session
+//!   ([`TLS_SESSION_BYTES`]) when the listeners speak TLS.
 //! - **Connection limit.** Each core serves up to its share of `receivers.otlp.max_connections`
 //!   ([`ConnectionLimit`]). A connection over the share is **accepted and refused**: its first
 //!   request is answered with a retryable error (HTTP 503 with `Retry-After`, gRPC
@@ -19,15 +20,16 @@ use std::time::Duration;
 
 use shardtel_config::OtlpReceiverConfig;
 
+use super::timeouts::{self, GlommioTimer, Timeouts};
 use crate::memory_limiter::ConnectionBounds;
 use crate::telemetry::{Exposition, Families};
 
 /// The protocol a listener speaks.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Protocol {
-    /// OTLP/gRPC over HTTP/2 (h2c).
+    /// OTLP/gRPC over HTTP/2 (h2c, or h2 over TLS).
     Grpc,
-    /// OTLP/HTTP over HTTP/1.1.
+    /// OTLP/HTTP over HTTP/1.1 (over TLS also HTTP/2, when the client chooses it by ALPN).
     Http,
 }
 
@@ -51,6 +53,12 @@ const H2_STREAM_STATE: usize = 2 << 10;
 /// State of one connection besides its buffers (the connection task, socket, parser, HPACK
 /// tables, write buffer).
 const CONNECTION_STATE: usize = 32 << 10;
+
+/// What one TLS session holds besides the connection's HTTP buffers: rustls's incoming buffer
+/// (one 16 KiB record, or a handshake message of up to 64 KiB while handshaking), its received
+/// plaintext (16 KiB) and queued outgoing records (its 64 KiB limit), the handshake writes
+/// buffered until the first flush, and the session's state.
+pub const TLS_SESSION_BYTES: usize = 160 << 10;
 
 /// Connections a core refuses at once (each answered, then closed); more are closed at once.
 pub const REFUSING_PER_CORE: usize = 16;
@@ -76,6 +84,41 @@ pub fn worst_case_bytes(protocol: Protocol, max_concurrent_streams: u32) -> usiz
     }
 }
 
+/// The HTTP/2 server settings of a served connection (the bounds above, and keep-alive pings
+/// on glommio's timers as `timeouts` ask): the gRPC listener's, and the OTLP/HTTP listener's
+/// when a TLS client chose `h2`.
+pub fn http2_server(
+    max_concurrent_streams: u32,
+    timeouts: &Timeouts,
+) -> hyper::server::conn::http2::Builder<shardtel_sinks::net::LocalExec> {
+    let (ping_interval, ping_timeout) = timeouts::h2_keep_alive(timeouts);
+    let mut builder = hyper::server::conn::http2::Builder::new(shardtel_sinks::net::LocalExec);
+    builder
+        .timer(GlommioTimer)
+        .keep_alive_interval(ping_interval)
+        .keep_alive_timeout(ping_timeout)
+        .max_concurrent_streams(max_concurrent_streams)
+        .max_frame_size(H2_MAX_FRAME)
+        .initial_stream_window_size(H2_STREAM_WINDOW)
+        .initial_connection_window_size(H2_CONNECTION_WINDOW)
+        .max_header_list_size(H2_MAX_HEADER_LIST)
+        .max_send_buf_size(H2_MAX_SEND_BUF);
+    builder
+}
+
+/// The most one served connection of each protocol (`[gRPC, HTTP]`) of `otlp`'s listeners
+/// holds: [`worst_case_bytes`], and with `[receivers.otlp.tls]` a TLS session more, an HTTP
+/// connection then counted as the larger of HTTP/1.1 and HTTP/2 (its client picks by ALPN).
+pub fn served_worst_cases(otlp: &OtlpReceiverConfig) -> [usize; 2] {
+    let streams = otlp.max_concurrent_streams;
+    let grpc = worst_case_bytes(Protocol::Grpc, streams);
+    let http = worst_case_bytes(Protocol::Http, streams);
+    if otlp.tls.is_none() {
+        return [grpc, http];
+    }
+    [grpc + TLS_SESSION_BYTES, grpc.max(http) + TLS_SESSION_BYTES]
+}
+
 /// The most one connection being refused holds (minimal buffers, [`REFUSAL_STREAMS`]).
 pub fn refusal_bytes() -> usize {
     // HTTP/1.1: hyper's minimum read buffer; HTTP/2: default frame size and windows.
@@ -87,17 +130,15 @@ pub fn refusal_bytes() -> usize {
     http.max(grpc)
 }
 
-/// The most any served connection of `otlp`'s listeners holds (see [`worst_case_bytes`]).
+/// The most any served connection of `otlp`'s listeners holds (see [`served_worst_cases`]).
 pub fn per_connection_bytes(otlp: &OtlpReceiverConfig) -> usize {
+    let [grpc, http] = served_worst_cases(otlp);
     let mut worst = 0;
     if otlp.grpc.is_some() {
-        worst = worst_case_bytes(Protocol::Grpc, otlp.max_concurrent_streams);
+        worst = grpc;
     }
     if otlp.http.is_some() {
-        worst = worst.max(worst_case_bytes(
-            Protocol::Http,
-            otlp.max_concurrent_streams,
-        ));
+        worst = worst.max(http);
     }
     worst
 }
@@ -110,13 +151,19 @@ pub fn per_core(max_connections: usize, cores: usize) -> usize {
 /// What the connections of `otlp`'s listeners on one core of `cores` may hold, for the memory
 /// limiter.
 pub fn bounds(otlp: &OtlpReceiverConfig, cores: usize) -> ConnectionBounds {
+    let [grpc_bytes, http_bytes] = served_worst_cases(otlp);
+    let tls = if otlp.tls.is_some() {
+        TLS_SESSION_BYTES
+    } else {
+        0
+    };
     ConnectionBounds {
         max_connections: otlp.max_connections,
         per_core: per_core(otlp.max_connections, cores),
         per_connection_bytes: per_connection_bytes(otlp),
-        grpc_bytes: worst_case_bytes(Protocol::Grpc, otlp.max_concurrent_streams),
-        http_bytes: worst_case_bytes(Protocol::Http, otlp.max_concurrent_streams),
-        refusing_bytes: REFUSING_PER_CORE * refusal_bytes(),
+        grpc_bytes,
+        http_bytes,
+        refusing_bytes: REFUSING_PER_CORE * (refusal_bytes() + tls),
     }
 }
 
@@ -161,14 +208,11 @@ impl ConnectionLimit {
     }
 
     /// Also limits the served connections to `bytes_limit` bytes together, each counted at its
-    /// worst case for `max_concurrent_streams` (so a core serves more HTTP/1.1 connections than
-    /// gRPC ones in the same memory).
-    pub fn with_bytes_limit(mut self, bytes_limit: usize, max_concurrent_streams: u32) -> Self {
+    /// worst case (`[gRPC, HTTP]`, see [`served_worst_cases`]; so a core serves more HTTP/1.1
+    /// connections than gRPC ones in the same memory).
+    pub fn with_bytes_limit(mut self, bytes_limit: usize, worst: [usize; 2]) -> Self {
         self.bytes_limit = bytes_limit;
-        self.worst = [
-            worst_case_bytes(Protocol::Grpc, max_concurrent_streams),
-            worst_case_bytes(Protocol::Http, max_concurrent_streams),
-        ];
+        self.worst = worst;
         self
     }
 
@@ -308,7 +352,7 @@ mod tests {
     fn a_byte_limit_counts_each_connection_at_its_worst_case() {
         let grpc = worst_case_bytes(Protocol::Grpc, 16);
         let http = worst_case_bytes(Protocol::Http, 16);
-        let l = ConnectionLimit::new(100).with_bytes_limit(grpc + 2 * http, 16);
+        let l = ConnectionLimit::new(100).with_bytes_limit(grpc + 2 * http, [grpc, http]);
         assert_eq!(l.admit(Protocol::Grpc), Admission::Serve);
         assert_eq!(l.admit(Protocol::Grpc), Admission::Refuse);
         assert_eq!(l.admit(Protocol::Http), Admission::Serve);
@@ -316,6 +360,13 @@ mod tests {
         assert_eq!(l.admit(Protocol::Http), Admission::Refuse);
         l.served(Protocol::Grpc);
         assert_eq!(l.admit(Protocol::Http), Admission::Serve);
+    }
+
+    fn grpc_default() -> usize {
+        worst_case_bytes(
+            Protocol::Grpc,
+            OtlpReceiverConfig::default().max_concurrent_streams,
+        )
     }
 
     #[test]
@@ -332,6 +383,22 @@ mod tests {
             ..Default::default()
         };
         assert_eq!(per_connection_bytes(&otlp), (128 + 32) << 10);
+        assert_eq!(
+            served_worst_cases(&otlp),
+            [grpc_default(), (128 + 32) << 10]
+        );
+        // Over TLS an HTTP connection may be HTTP/2, and each holds a TLS session.
+        let tls = OtlpReceiverConfig {
+            tls: Some(shardtel_config::ServerTlsConfig::new("c.pem", "k.pem")),
+            ..otlp.clone()
+        };
+        let session = TLS_SESSION_BYTES;
+        assert_eq!(
+            served_worst_cases(&tls),
+            [grpc_default() + session, grpc_default() + session]
+        );
+        // Only the HTTP listener, counted as HTTP/2.
+        assert_eq!(per_connection_bytes(&tls), grpc_default() + session);
         assert_eq!(per_core(4096, 3), 1366);
         assert_eq!(per_core(1, 4), 1);
         assert!(refusal_bytes() < 256 << 10);

@@ -1,11 +1,10 @@
 //! OTLP/gRPC receiver: unary `Export` of the trace, metrics and logs
-//! services over HTTP/2 (h2c), with `grpc-encoding` gzip or zstd.
+//! services over HTTP/2 (h2c, or h2 over TLS), with `grpc-encoding` gzip or zstd.
 
 use std::convert::Infallible;
 use std::rc::Rc;
 
 use bytes::Bytes;
-use glommio::net::TcpStream;
 use http::{HeaderMap, HeaderValue, Request, Response};
 use hyper::body::Incoming;
 use shardtel_protocol::compression::Encoding;
@@ -14,8 +13,11 @@ use shardtel_protocol::status::export_response;
 use shardtel_protocol::Signal;
 use shardtel_sinks::net::{GlommioIo, LocalExec};
 
-use super::timeouts::{self, ConnectionClock, GlommioTimer, RequestClock, WatchedIo};
-use super::{collect_body, connections, drive, fault_requested, CollectError, Fault, ResponseBody};
+use super::security::{Connection, CoreSecurity};
+use super::timeouts::{ConnectionClock, RequestClock, WatchedIo};
+use super::{
+    collect_body, connections, drive, fault_requested, CollectError, Fault, Protocol, ResponseBody,
+};
 use crate::pipeline::IngestError;
 use crate::receivers::decode::{Format, Job, Payload};
 use crate::receivers::{Intake, Transport};
@@ -25,26 +27,28 @@ const METRICS: &str = "/opentelemetry.proto.collector.metrics.v1.MetricsService/
 const LOGS: &str = "/opentelemetry.proto.collector.logs.v1.LogsService/Export";
 
 /// Serves one HTTP/2 connection until it closes, times out (see [`super::timeouts`]) or the
-/// core drains.
-pub async fn serve_connection(intake: Rc<Intake>, stream: TcpStream, clock: Rc<ConnectionClock>) {
+/// core drains. With bearer tokens, a request without an accepted one is answered
+/// `UNAUTHENTICATED` before anything else.
+pub async fn serve_connection(
+    intake: Rc<Intake>,
+    stream: Connection,
+    security: Rc<CoreSecurity>,
+    clock: Rc<ConnectionClock>,
+) {
     let (svc_intake, svc_clock) = (intake.clone(), clock.clone());
-    let service = hyper::service::service_fn(move |req| {
+    let service = hyper::service::service_fn(move |req: Request<Incoming>| {
         let intake = svc_intake.clone();
         let request = svc_clock.request();
-        async move { Ok::<_, Infallible>(handle(&intake, req, &request).await) }
+        let unauthenticated = security.authenticate(req.headers(), Protocol::Grpc).err();
+        async move {
+            Ok::<_, Infallible>(match unauthenticated {
+                Some(e) => error_response(&e),
+                None => handle(&intake, req, &request).await,
+            })
+        }
     });
-    let (ping_interval, ping_timeout) = timeouts::h2_keep_alive(clock.timeouts());
-    let mut builder = hyper::server::conn::http2::Builder::new(LocalExec);
-    builder
-        .timer(GlommioTimer)
-        .keep_alive_interval(ping_interval)
-        .keep_alive_timeout(ping_timeout)
-        .max_concurrent_streams(intake.limits().max_concurrent_streams)
-        .max_frame_size(connections::H2_MAX_FRAME)
-        .initial_stream_window_size(connections::H2_STREAM_WINDOW)
-        .initial_connection_window_size(connections::H2_CONNECTION_WINDOW)
-        .max_header_list_size(connections::H2_MAX_HEADER_LIST)
-        .max_send_buf_size(connections::H2_MAX_SEND_BUF);
+    let builder =
+        connections::http2_server(intake.limits().max_concurrent_streams, clock.timeouts());
     let conn = builder.serve_connection(WatchedIo::new(stream, clock.clone()), service);
     let conn = std::pin::pin!(conn);
     drive(&intake, &clock, conn, |c| c.graceful_shutdown()).await;
@@ -54,19 +58,34 @@ pub async fn serve_connection(intake: Rc<Intake>, stream: TcpStream, clock: Rc<C
 /// bodies unread) and closes it with `GOAWAY` once the first stream was answered. The
 /// connection keeps HTTP/2's default frame size and windows and at most
 /// [`connections::REFUSAL_STREAMS`] streams.
-pub async fn refuse_connection(intake: Rc<Intake>, stream: TcpStream) {
+pub async fn refuse_connection(intake: Rc<Intake>, stream: Connection) {
+    refuse_h2(intake, stream, |_| {
+        error_response(&IngestError::TooManyConnections)
+    })
+    .await
+}
+
+/// Answers the streams of an HTTP/2 connection over the limit with `answer` (bodies unread) and
+/// closes it as [`refuse_connection`] does; the OTLP/HTTP listener's HTTP/2 connections (over
+/// TLS) are refused with it too.
+pub async fn refuse_h2(
+    intake: Rc<Intake>,
+    stream: Connection,
+    answer: fn(&Request<Incoming>) -> Response<ResponseBody>,
+) {
     let answered = Rc::new(glommio::sync::Semaphore::new(0));
     let signal = answered.clone();
-    let service = hyper::service::service_fn(move |_req: Request<Incoming>| {
+    let service = hyper::service::service_fn(move |req: Request<Incoming>| {
         signal.signal(1);
-        async { Ok::<_, Infallible>(error_response(&IngestError::TooManyConnections)) }
+        let response = answer(&req);
+        async { Ok::<_, Infallible>(response) }
     });
     let mut builder = hyper::server::conn::http2::Builder::new(LocalExec);
     builder
         .max_concurrent_streams(connections::REFUSAL_STREAMS)
         .max_header_list_size(connections::H2_MAX_HEADER_LIST)
         .max_send_buf_size(connections::H2_MAX_SEND_BUF);
-    let conn = builder.serve_connection(GlommioIo::new(stream), service);
+    let conn = builder.serve_connection(GlommioIo::over(stream), service);
     let mut conn = std::pin::pin!(conn);
     let first = futures_lite::future::or(
         async {

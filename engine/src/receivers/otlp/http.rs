@@ -1,13 +1,13 @@
 //! OTLP/HTTP receiver: `POST /v1/traces`, `/v1/metrics`, `/v1/logs` with
 //! `application/x-protobuf` or `application/json` bodies, optionally gzip-
-//! or zstd-compressed; errors as `google.rpc.Status` bodies.
+//! or zstd-compressed; errors as `google.rpc.Status` bodies. HTTP/1.1, and over TLS also
+//! HTTP/2 when the client chooses it through ALPN.
 
 use std::convert::Infallible;
 use std::rc::Rc;
 
 use bytes::Bytes;
-use glommio::net::TcpStream;
-use http::{HeaderValue, Method, Request, Response, StatusCode};
+use http::{HeaderValue, Method, Request, Response, StatusCode, Version};
 use hyper::body::Incoming;
 use shardtel_protocol::compression::Encoding;
 use shardtel_protocol::status::{
@@ -16,24 +16,48 @@ use shardtel_protocol::status::{
 use shardtel_protocol::Signal;
 use shardtel_sinks::net::GlommioIo;
 
+use super::security::{negotiated_h2, Connection, CoreSecurity};
 use super::timeouts::{ConnectionClock, RequestClock, WatchedIo};
 use super::{
-    collect_body, connections, discard_body, drive, fault_requested, run_until_drained,
-    CollectError, Fault, ResponseBody,
+    collect_body, connections, discard_body, drive, fault_requested, grpc, run_until_drained,
+    CollectError, Fault, Protocol, ResponseBody,
 };
 use crate::pipeline::IngestError;
 use crate::receivers::decode::{Format, Job, Payload};
 use crate::receivers::{Intake, Transport};
 
-/// Serves one HTTP/1.1 connection (keep-alive) until it closes, times out (see
-/// [`super::timeouts`]) or the core drains.
-pub async fn serve_connection(intake: Rc<Intake>, stream: TcpStream, clock: Rc<ConnectionClock>) {
+/// Serves one HTTP/1.1 connection (keep-alive), or an HTTP/2 one when TLS negotiated `h2`,
+/// until it closes, times out (see [`super::timeouts`]) or the core drains. With bearer tokens,
+/// a request without an accepted one is answered 401 before anything else.
+pub async fn serve_connection(
+    intake: Rc<Intake>,
+    stream: Connection,
+    security: Rc<CoreSecurity>,
+    clock: Rc<ConnectionClock>,
+) {
+    let h2 = negotiated_h2(&stream);
     let (svc_intake, svc_clock) = (intake.clone(), clock.clone());
-    let service = hyper::service::service_fn(move |req| {
+    let service = hyper::service::service_fn(move |req: Request<Incoming>| {
         let intake = svc_intake.clone();
         let request = svc_clock.request();
-        async move { Ok::<_, Infallible>(handle(&intake, req, &request).await) }
+        let unauthenticated = security.authenticate(req.headers(), Protocol::Http).err();
+        async move {
+            Ok::<_, Infallible>(match unauthenticated {
+                Some(e) => refuse_request(req, &e, Some(&request)).await,
+                None => handle(&intake, req, &request).await,
+            })
+        }
     });
+    if h2 {
+        // The gRPC listener's HTTP/2 settings (connections::served_worst_cases counts an HTTP
+        // connection over TLS as an HTTP/2 one).
+        let builder =
+            connections::http2_server(intake.limits().max_concurrent_streams, clock.timeouts());
+        let conn = builder.serve_connection(WatchedIo::new(stream, clock.clone()), service);
+        let conn = std::pin::pin!(conn);
+        drive(&intake, &clock, conn, |c| c.graceful_shutdown()).await;
+        return;
+    }
     let conn = hyper::server::conn::http1::Builder::new()
         .keep_alive(true)
         .max_buf_size(connections::HTTP1_MAX_BUF)
@@ -42,26 +66,51 @@ pub async fn serve_connection(intake: Rc<Intake>, stream: TcpStream, clock: Rc<C
     drive(&intake, &clock, conn, |c| c.graceful_shutdown()).await;
 }
 
+/// Answers a request with `e` without reading its body, except that over HTTP/1.1 up to
+/// [`connections::REFUSAL_DISCARD`] body bytes are read and dropped (never held or charged),
+/// so that the client reads the answer rather than a reset.
+async fn refuse_request(
+    req: Request<Incoming>,
+    e: &IngestError,
+    request: Option<&RequestClock>,
+) -> Response<ResponseBody> {
+    let format = format_of(&req);
+    if req.version() != Version::HTTP_2 {
+        let mut body = req.into_body();
+        discard_body(&mut body, connections::REFUSAL_DISCARD, request).await;
+    }
+    error_response(format, e)
+}
+
 /// Answers the first request of a connection over the limit with 503 and `Retry-After`, then
 /// closes the connection. The read buffer is hyper's minimum; up to
 /// [`connections::REFUSAL_DISCARD`] body bytes are read and dropped first, so that the client
 /// reads the answer instead of a reset.
-pub async fn refuse_connection(intake: Rc<Intake>, stream: TcpStream) {
-    let service = hyper::service::service_fn(|req: Request<Incoming>| async move {
-        let format = match req.headers().get(http::header::CONTENT_TYPE) {
-            Some(v) if v.as_bytes().starts_with(b"application/json") => Format::Json,
-            _ => Format::Protobuf,
+pub async fn refuse_connection(intake: Rc<Intake>, stream: Connection) {
+    if negotiated_h2(&stream) {
+        let answer = |req: &Request<Incoming>| {
+            error_response(format_of(req), &IngestError::TooManyConnections)
         };
-        let mut body = req.into_body();
-        discard_body(&mut body, connections::REFUSAL_DISCARD, None).await;
-        Ok::<_, Infallible>(error_response(format, &IngestError::TooManyConnections))
+        return grpc::refuse_h2(intake, stream, answer).await;
+    }
+    let service = hyper::service::service_fn(|req: Request<Incoming>| async move {
+        Ok::<_, Infallible>(refuse_request(req, &IngestError::TooManyConnections, None).await)
     });
     let conn = hyper::server::conn::http1::Builder::new()
         .keep_alive(false)
         .max_buf_size(8192)
-        .serve_connection(GlommioIo::new(stream), service);
+        .serve_connection(GlommioIo::over(stream), service);
     let conn = std::pin::pin!(conn);
     run_until_drained(&intake, conn, |c| c.graceful_shutdown()).await;
+}
+
+/// The format of an answer given before the request's content type was checked: JSON for a
+/// JSON request, else protobuf.
+fn format_of(req: &Request<Incoming>) -> Format {
+    match req.headers().get(http::header::CONTENT_TYPE) {
+        Some(v) if v.as_bytes().starts_with(b"application/json") => Format::Json,
+        _ => Format::Protobuf,
+    }
 }
 
 async fn handle(
@@ -234,6 +283,12 @@ fn error_response(format: Format, e: &IngestError) -> Response<ResponseBody> {
         h.insert(
             http::header::RETRY_AFTER,
             HeaderValue::from(after.as_secs().max(1)),
+        );
+    }
+    if let Some(challenge) = e.www_authenticate() {
+        h.insert(
+            http::header::WWW_AUTHENTICATE,
+            HeaderValue::from_static(challenge),
         );
     }
     r

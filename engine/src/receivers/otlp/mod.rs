@@ -1,11 +1,12 @@
 //! The OTLP receiver: the gRPC (:4317) and HTTP (:4318) servers every core runs on the same
 //! ports, their accept loops, and what they share (body collection with a size limit and a
-//! deadline, the response body type, connection bounds and timeouts). Everything a request
-//! needs of its core goes through the core's [`Intake`].
+//! deadline, the response body type, connection bounds and timeouts, TLS and bearer tokens).
+//! Everything a request needs of its core goes through the core's [`Intake`].
 
 pub mod connections;
 mod grpc;
 mod http;
+pub mod security;
 pub mod timeouts;
 
 use std::cell::RefCell;
@@ -26,6 +27,8 @@ use shardtel_config::OtlpReceiverConfig;
 
 use self::connections::{Admission, ConnectionLimit};
 pub use self::connections::{ConnectionSnapshot, Protocol};
+use self::security::{Connection, CoreSecurity};
+pub use self::security::{OtlpSecurity, SecurityError, SecuritySnapshot};
 use self::timeouts::{ConnectionClock, Expiry, RequestClock, Timeouts};
 use super::intake::{InflightGuard, Intake};
 use crate::pipeline::IngestError;
@@ -43,11 +46,13 @@ pub struct BindError {
     pub source: glommio::GlommioError<()>,
 }
 
-/// One core's OTLP receiver: its intake, the connections it serves and their timeouts.
+/// One core's OTLP receiver: its intake, the connections it serves, their timeouts and their
+/// security.
 struct OtlpReceiver {
     intake: Rc<Intake>,
     connections: ConnectionLimit,
     timeouts: Timeouts,
+    security: Rc<CoreSecurity>,
 }
 
 /// One core's running OTLP receiver: its accept loops (ended when the core starts draining).
@@ -57,12 +62,14 @@ pub struct OtlpServer {
 }
 
 /// Binds the listeners of `otlp` on this core (SO_REUSEPORT: every core binds the same
-/// addresses) and accepts connections on them, each served as a task of this core. This core
-/// serves its share of `max_connections` of `cores`; with `connection_bytes` (the memory
-/// limiter's share), also only as many as fit it at their worst case.
+/// addresses) and accepts connections on them, each served as a task of this core, over TLS
+/// and checking bearer tokens as `security` says. This core serves its share of
+/// `max_connections` of `cores`; with `connection_bytes` (the memory limiter's share), also
+/// only as many as fit it at their worst case.
 pub fn start(
     intake: Rc<Intake>,
     otlp: &OtlpReceiverConfig,
+    security: OtlpSecurity,
     cores: usize,
     connection_bytes: Option<usize>,
 ) -> Result<OtlpServer, BindError> {
@@ -78,13 +85,15 @@ pub fn start(
     }
     let limit = ConnectionLimit::new(connections::per_core(otlp.max_connections, cores));
     let connections = match connection_bytes {
-        Some(bytes) => limit.with_bytes_limit(bytes, otlp.max_concurrent_streams),
+        Some(bytes) => limit.with_bytes_limit(bytes, connections::served_worst_cases(otlp)),
         None => limit,
     };
+    let security = Rc::new(CoreSecurity::new(security, intake.core()));
     let receiver = Rc::new(OtlpReceiver {
         intake,
         connections,
         timeouts: Timeouts::of(otlp),
+        security,
     });
     let acceptors = listeners
         .into_iter()
@@ -104,6 +113,11 @@ impl OtlpServer {
         Some(self.receiver.connections.snapshot()).filter(|c| c.limit > 0)
     }
 
+    /// The TLS handshake and token counters, for telemetry (`None` without either).
+    pub fn security(&self) -> Option<SecuritySnapshot> {
+        self.receiver.security.snapshot()
+    }
+
     /// Waits for the accept loops to end (they do once the core starts draining; the
     /// connections they started are told to close).
     pub async fn stop_accepting(&self) {
@@ -115,8 +129,8 @@ impl OtlpServer {
 }
 
 /// Accepts connections until the core drains; each connection is a task of
-/// this core. Connections over the core's share of `max_connections` are refused (see
-/// [`connections`]).
+/// this core, which runs the TLS handshake first (see [`security`]). Connections over the
+/// core's share of `max_connections` are refused (see [`connections`]).
 async fn accept_loop(receiver: Rc<OtlpReceiver>, protocol: Protocol, socket: TcpListener) {
     loop {
         let accepted = futures_lite::future::or(async { Some(socket.accept().await) }, async {
@@ -134,8 +148,11 @@ async fn accept_loop(receiver: Rc<OtlpReceiver>, protocol: Protocol, socket: Tcp
                     }
                     glommio::spawn_local(async move {
                         let _slot = Slot(&receiver, Some(protocol));
+                        let Some(stream) = receiver.security.secure(stream, protocol).await else {
+                            return;
+                        };
                         let clock = ConnectionClock::new(receiver.timeouts, protocol);
-                        serve(receiver.intake.clone(), stream, protocol, clock).await;
+                        serve(&receiver, stream, protocol, clock).await;
                     })
                     .detach();
                 }
@@ -143,7 +160,7 @@ async fn accept_loop(receiver: Rc<OtlpReceiver>, protocol: Protocol, socket: Tcp
                     let receiver = receiver.clone();
                     glommio::spawn_local(async move {
                         let _slot = Slot(&receiver, None);
-                        refuse(receiver.intake.clone(), stream, protocol).await;
+                        refuse(&receiver, stream, protocol).await;
                     })
                     .detach();
                 }
@@ -158,21 +175,26 @@ async fn accept_loop(receiver: Rc<OtlpReceiver>, protocol: Protocol, socket: Tcp
 }
 
 async fn serve(
-    intake: Rc<Intake>,
-    stream: TcpStream,
+    receiver: &OtlpReceiver,
+    stream: Connection,
     protocol: Protocol,
     clock: Rc<ConnectionClock>,
 ) {
+    let (intake, security) = (receiver.intake.clone(), receiver.security.clone());
     match protocol {
-        Protocol::Grpc => grpc::serve_connection(intake, stream, clock).await,
-        Protocol::Http => http::serve_connection(intake, stream, clock).await,
+        Protocol::Grpc => grpc::serve_connection(intake, stream, security, clock).await,
+        Protocol::Http => http::serve_connection(intake, stream, security, clock).await,
     }
 }
 
-/// Answers a connection over the limit with a retryable refusal and closes it, within
-/// [`connections::REFUSAL_TIMEOUT`].
-async fn refuse(intake: Rc<Intake>, stream: TcpStream, protocol: Protocol) {
+/// Answers a connection over the limit with a retryable refusal and closes it, its TLS
+/// handshake included, within [`connections::REFUSAL_TIMEOUT`].
+async fn refuse(receiver: &OtlpReceiver, stream: TcpStream, protocol: Protocol) {
+    let intake = receiver.intake.clone();
     let answer = async {
+        let Some(stream) = receiver.security.secure(stream, protocol).await else {
+            return Ok(());
+        };
         match protocol {
             Protocol::Grpc => grpc::refuse_connection(intake, stream).await,
             Protocol::Http => http::refuse_connection(intake, stream).await,

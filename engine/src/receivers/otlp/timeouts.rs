@@ -27,9 +27,10 @@ use std::thread::ThreadId;
 use std::time::{Duration, Instant};
 
 use futures_lite::{AsyncRead, AsyncWrite};
-use glommio::net::TcpStream;
+
 use shardtel_config::OtlpReceiverConfig;
 
+use super::security::Connection;
 use super::Protocol;
 
 /// TCP keep-alive: probes start after this long without traffic.
@@ -302,14 +303,14 @@ impl Drop for RequestClock {
 /// A connection's socket seen through hyper's `rt::Read`/`rt::Write` (as
 /// `shardtel_sinks::net::GlommioIo`), telling its clock when bytes arrive.
 pub struct WatchedIo {
-    stream: TcpStream,
+    stream: Connection,
     clock: Rc<ConnectionClock>,
 }
 
 impl WatchedIo {
-    /// `stream`, watched by `clock`; sets `TCP_NODELAY` (OTLP is request/response).
-    pub fn new(stream: TcpStream, clock: Rc<ConnectionClock>) -> WatchedIo {
-        let _ = stream.set_nodelay(true);
+    /// `stream` (plaintext or TLS; `TCP_NODELAY` was set when it was secured), watched by
+    /// `clock`.
+    pub fn new(stream: Connection, clock: Rc<ConnectionClock>) -> WatchedIo {
         WatchedIo { stream, clock }
     }
 }

@@ -206,6 +206,16 @@ fn hostile_exponential_histograms_are_dropped_and_counted_while_serving() {
         shardtel.log(),
         shardtel.metrics()
     );
+    // Counted under its reason: bucket indices out of range for the scale.
+    assert_eq!(
+        shardtel.metric_sum(
+            "shardtel_exporter_prometheus_dropped_invalid_points_total",
+            "reason=\"bucket_index\"",
+        ),
+        1,
+        "{}",
+        shardtel.metrics()
+    );
     // The two delta points summed, at a scale where both fit.
     let spread = query(&format!("spread{{{sel}}}"), t0_ms + 2000);
     assert_eq!(spread[0]["histogram"][1]["count"], "2", "{spread:?}");

@@ -1,0 +1,216 @@
+//! `jaeger.api_v2.CollectorService/PostSpans` over HTTP/2: one unary call per request, its
+//! `PostSpansRequest` translated to OTLP and ingested; an empty `PostSpansResponse` with
+//! `grpc-status: 0` once accepted, a status with a message otherwise.
+
+use std::convert::Infallible;
+use std::rc::Rc;
+
+use glommio::net::TcpStream;
+use http::{HeaderMap, HeaderValue, Request, Response};
+use hyper::body::Incoming;
+use shardtel_config::JaegerReceiverConfig;
+use shardtel_protocol::compression::{decompress, DecompressError, Encoding};
+use shardtel_protocol::grpc::{decode_message, encode_message, Code};
+use shardtel_protocol::translate::jaeger;
+use shardtel_protocol::Signal;
+use shardtel_sinks::net::{GlommioIo, LocalExec};
+
+use crate::pipeline::IngestError;
+use crate::receivers::listener::{self, Activity, ResponseBody, Watched};
+use crate::receivers::otlp::connections as h2;
+use crate::receivers::{Intake, Transport};
+
+const POST_SPANS: &str = "/jaeger.api_v2.CollectorService/PostSpans";
+const TRANSPORT: Transport = Transport::JaegerGrpc;
+
+/// Serves one HTTP/2 connection until it closes, idles out or the core drains.
+pub(super) async fn serve_connection(
+    intake: Rc<Intake>,
+    config: Rc<JaegerReceiverConfig>,
+    stream: TcpStream,
+) {
+    let activity = Activity::new();
+    let (i, c, a) = (intake.clone(), config.clone(), activity.clone());
+    let service = hyper::service::service_fn(move |req| {
+        let (i, c, a) = (i.clone(), c.clone(), a.clone());
+        async move {
+            a.touch();
+            let resp = handle(&i, &c, req).await;
+            a.touch();
+            Ok::<_, Infallible>(resp)
+        }
+    });
+    let mut builder = hyper::server::conn::http2::Builder::new(LocalExec);
+    builder
+        .max_concurrent_streams(config.max_concurrent_streams)
+        .max_frame_size(h2::H2_MAX_FRAME)
+        .initial_stream_window_size(h2::H2_STREAM_WINDOW)
+        .initial_connection_window_size(h2::H2_CONNECTION_WINDOW)
+        .max_header_list_size(h2::H2_MAX_HEADER_LIST)
+        .max_send_buf_size(h2::H2_MAX_SEND_BUF);
+    let conn = builder.serve_connection(
+        Watched::new(GlommioIo::new(stream), activity.clone()),
+        service,
+    );
+    let conn = std::pin::pin!(conn);
+    listener::serve_until(&intake, conn, &activity, config.limits.idle_timeout, |c| {
+        c.graceful_shutdown()
+    })
+    .await;
+}
+
+async fn handle(
+    intake: &Intake,
+    config: &JaegerReceiverConfig,
+    req: Request<Incoming>,
+) -> Response<ResponseBody> {
+    if req.uri().path() != POST_SPANS {
+        return status_only(
+            Code::Unimplemented,
+            &format!("unknown method {} (this is {POST_SPANS})", req.uri().path()),
+        );
+    }
+    let ctype = req
+        .headers()
+        .get(http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    if !ctype.starts_with("application/grpc") {
+        intake.counters().failed_request(Signal::Traces, TRANSPORT);
+        let mut resp = Response::new(ResponseBody::default());
+        *resp.status_mut() = http::StatusCode::UNSUPPORTED_MEDIA_TYPE;
+        return resp;
+    }
+    let encoding = match req.headers().get("grpc-encoding") {
+        None => Encoding::Identity,
+        Some(v) => match v.to_str().ok().and_then(Encoding::from_header) {
+            Some(e) => e,
+            None => {
+                intake.counters().failed_request(Signal::Traces, TRANSPORT);
+                let mut resp = status_only(
+                    Code::Unimplemented,
+                    "unsupported grpc-encoding (supported: identity, gzip, zstd)",
+                );
+                resp.headers_mut().insert(
+                    "grpc-accept-encoding",
+                    HeaderValue::from_static("identity,gzip,zstd"),
+                );
+                return resp;
+            }
+        },
+    };
+    let guard = match intake.admit(Signal::Traces) {
+        Ok(g) => g,
+        Err(e) => {
+            intake.counters().refused(Signal::Traces, TRANSPORT, 0);
+            return error_response(&e);
+        }
+    };
+    let limit = config.limits.max_recv_msg_size;
+    let mut body = req.into_body();
+    let framed =
+        match listener::read_body(&mut body, limit + 5, config.limits.read_timeout, &guard).await {
+            Ok(b) => b,
+            Err(e) => {
+                let e = listener::body_error(intake, Signal::Traces, TRANSPORT, e, limit);
+                return error_response(&e);
+            }
+        };
+    let translated = unframe(encoding, &framed, limit, guard.room())
+        .and_then(|(message, fresh)| {
+            if fresh {
+                guard.try_add(message.len())?;
+            }
+            Ok(message)
+        })
+        .and_then(|message| {
+            jaeger::proto_to_otlp(&message).map_err(|e| IngestError::Invalid(e.to_string()))
+        });
+    drop(framed);
+    let translated = match translated {
+        Ok(t) => t,
+        Err(e) => {
+            listener::count_failure(intake, Signal::Traces, TRANSPORT, &e);
+            return error_response(&e);
+        }
+    };
+    match listener::ingest(
+        intake,
+        Signal::Traces,
+        TRANSPORT,
+        &guard,
+        bytes::Bytes::from(translated.request),
+    )
+    .await
+    {
+        Ok(_) => {
+            let mut trailers = HeaderMap::new();
+            trailers.insert("grpc-status", HeaderValue::from_static("0"));
+            // An empty PostSpansResponse.
+            let mut resp =
+                Response::new(ResponseBody::with_trailers(encode_message(&[]), trailers));
+            resp.headers_mut().insert(
+                http::header::CONTENT_TYPE,
+                HeaderValue::from_static("application/grpc"),
+            );
+            resp
+        }
+        Err(e) => error_response(&e),
+    }
+}
+
+/// The gRPC message, decompressed when flagged so (bounded by `limit` and `room`); true when
+/// it is a new allocation.
+fn unframe(
+    encoding: Encoding,
+    body: &bytes::Bytes,
+    limit: usize,
+    room: usize,
+) -> Result<(bytes::Bytes, bool), IngestError> {
+    let (compressed, message) = decode_message(body).map_err(IngestError::GrpcFraming)?;
+    if !compressed {
+        if message.len() > limit {
+            return Err(IngestError::TooLarge { limit });
+        }
+        return Ok((message, false));
+    }
+    if encoding == Encoding::Identity {
+        return Err(IngestError::CompressedWithoutEncoding);
+    }
+    decompress(encoding, &message, limit.min(room))
+        .map(|m| (m, true))
+        .map_err(|e| match e {
+            DecompressError::TooLarge { .. } if room < limit => {
+                IngestError::Overloaded("too many request bytes in flight on this core")
+            }
+            DecompressError::TooLarge { .. } => IngestError::TooLarge { limit },
+            other => IngestError::DecompressMessage(other),
+        })
+}
+
+fn error_response(e: &IngestError) -> Response<ResponseBody> {
+    status_only(e.grpc_code(), &e.to_string())
+}
+
+/// A trailers-only response: `grpc-status` and `grpc-message` in the headers.
+fn status_only(code: Code, message: &str) -> Response<ResponseBody> {
+    let mut resp = Response::new(ResponseBody::default());
+    let h = resp.headers_mut();
+    h.insert(
+        http::header::CONTENT_TYPE,
+        HeaderValue::from_static("application/grpc"),
+    );
+    h.insert("grpc-status", HeaderValue::from(code as i32));
+    let mut encoded = String::with_capacity(message.len());
+    for b in message.bytes() {
+        if (0x20..=0x7e).contains(&b) && b != b'%' {
+            encoded.push(b as char);
+        } else {
+            encoded.push_str(&format!("%{b:02X}"));
+        }
+    }
+    if let Ok(v) = HeaderValue::from_str(&encoded) {
+        h.insert("grpc-message", v);
+    }
+    resp
+}

@@ -1,0 +1,533 @@
+//! What the receivers of other formats (`zipkin`, `jaeger`, `fluentforward`) share: binding a
+//! listener on every core, accepting up to the core's share of `max_connections` (more are
+//! closed at once and counted), an idle timeout on every connection, request bodies read
+//! within a size limit and a time limit and charged to the intake as they arrive, and the
+//! ingest of a translated request with its counters.
+//!
+//! Connections are served by hyper (HTTP/1.1, HTTP/2) or read directly (Fluent Forward) over
+//! any stream; TLS and bearer tokens (`[receivers.otlp.tls]`, `.auth`) can wrap the accepted
+//! stream here once the OTLP receiver has them.
+
+use std::cell::Cell;
+use std::future::Future;
+use std::io;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::rc::Rc;
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+
+use bytes::{Bytes, BytesMut};
+use glommio::net::{TcpListener, TcpStream};
+use glommio::task::JoinHandle;
+use http_body_util::BodyExt;
+use hyper::body::{Frame, Incoming, SizeHint};
+use shardtel_protocol::Signal;
+
+use super::intake::{InflightGuard, Intake, Transport};
+use crate::pipeline::IngestError;
+use crate::telemetry::{Exposition, Families};
+
+/// Why a listener could not be bound.
+#[derive(Debug, thiserror::Error)]
+#[error("failed to bind the {receiver} receiver ({transport}) on {addr}: {source}")]
+pub struct BindError {
+    /// The receiver.
+    pub receiver: &'static str,
+    /// The listener's transport.
+    pub transport: &'static str,
+    /// The address.
+    pub addr: SocketAddr,
+    /// What glommio reported.
+    #[source]
+    pub source: glommio::GlommioError<()>,
+}
+
+/// hyper's HTTP/1.1 read buffer limit for these listeners (a request head must fit).
+pub const HTTP1_MAX_BUF: usize = 64 << 10;
+
+/// One listener of one core: its connection count and limit.
+#[derive(Debug)]
+pub struct Connections {
+    transport: Transport,
+    limit: usize,
+    open: Cell<usize>,
+    refused: Cell<u64>,
+}
+
+impl Connections {
+    /// A listener of `transport` serving up to `limit` connections on this core.
+    pub fn new(transport: Transport, limit: usize) -> Self {
+        Connections {
+            transport,
+            limit,
+            open: Cell::new(0),
+            refused: Cell::new(0),
+        }
+    }
+
+    /// The counters, for telemetry.
+    pub fn snapshot(&self) -> ListenerSnapshot {
+        ListenerSnapshot {
+            transport: self.transport,
+            limit: self.limit,
+            open: self.open.get(),
+            refused: self.refused.get(),
+        }
+    }
+}
+
+/// A core's share of `max_connections`, rounded up.
+pub fn per_core(max_connections: usize, cores: usize) -> usize {
+    max_connections.div_ceil(cores.max(1))
+}
+
+/// Binds `addr` on this core (SO_REUSEPORT: every core binds the same address).
+pub fn bind(transport: Transport, addr: SocketAddr) -> Result<TcpListener, BindError> {
+    TcpListener::bind(addr).map_err(|source| BindError {
+        receiver: transport.receiver(),
+        transport: transport.name(),
+        addr,
+        source,
+    })
+}
+
+/// Accepts connections on `socket` until the core drains, serving each with `serve` as a task of
+/// this core; connections over the limit are closed at once (and counted).
+pub fn accept<F, Fut>(
+    intake: Rc<Intake>,
+    socket: TcpListener,
+    connections: Rc<Connections>,
+    serve: F,
+) -> JoinHandle<()>
+where
+    F: Fn(TcpStream) -> Fut + 'static,
+    Fut: Future<Output = ()> + 'static,
+{
+    glommio::spawn_local(async move {
+        loop {
+            let accepted = futures_lite::future::or(async { Some(socket.accept().await) }, async {
+                intake.wait_draining().await;
+                None
+            })
+            .await;
+            match accepted {
+                None => break,
+                Some(Ok(stream)) => {
+                    if connections.open.get() >= connections.limit {
+                        connections.refused.set(connections.refused.get() + 1);
+                        drop(stream);
+                        continue;
+                    }
+                    connections.open.set(connections.open.get() + 1);
+                    let connections = connections.clone();
+                    let served = serve(stream);
+                    glommio::spawn_local(async move {
+                        served.await;
+                        connections.open.set(connections.open.get() - 1);
+                    })
+                    .detach();
+                }
+                Some(Err(e)) => {
+                    log::warn!(
+                        "core {}: {} receiver: accept failed: {e}",
+                        intake.core(),
+                        connections.transport.receiver()
+                    );
+                    glommio::timer::sleep(Duration::from_millis(10)).await;
+                }
+            }
+        }
+    })
+    .detach()
+}
+
+/// When a connection last moved bytes (or a request on it started or ended).
+#[derive(Debug)]
+pub struct Activity(Cell<Instant>);
+
+impl Activity {
+    /// Active now.
+    pub fn new() -> Rc<Self> {
+        Rc::new(Activity(Cell::new(Instant::now())))
+    }
+
+    /// Marks the connection active now.
+    pub fn touch(&self) {
+        self.0.set(Instant::now());
+    }
+
+    /// Resolves once the connection has been idle for `idle`.
+    pub async fn idle_for(&self, idle: Duration) {
+        loop {
+            let since = self.0.get().elapsed();
+            if since >= idle {
+                return;
+            }
+            glommio::timer::sleep(idle - since).await;
+        }
+    }
+}
+
+/// A hyper I/O stream that marks its connection's [`Activity`] on every read and write.
+pub struct Watched<T> {
+    inner: T,
+    activity: Rc<Activity>,
+}
+
+impl<T> Watched<T> {
+    /// Watches `inner`.
+    pub fn new(inner: T, activity: Rc<Activity>) -> Self {
+        Watched { inner, activity }
+    }
+}
+
+impl<T: hyper::rt::Read + Unpin> hyper::rt::Read for Watched<T> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: hyper::rt::ReadBufCursor<'_>,
+    ) -> Poll<io::Result<()>> {
+        let r = Pin::new(&mut self.inner).poll_read(cx, buf);
+        if r.is_ready() {
+            self.activity.touch();
+        }
+        r
+    }
+}
+
+impl<T: hyper::rt::Write + Unpin> hyper::rt::Write for Watched<T> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        let r = Pin::new(&mut self.inner).poll_write(cx, buf);
+        if r.is_ready() {
+            self.activity.touch();
+        }
+        r
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+}
+
+/// Runs a hyper connection until it ends, it has been idle for `idle` (then it is dropped),
+/// or the core drains (then `graceful` asks it to finish, and it gets `idle` more to do so).
+pub async fn serve_until<C: Future>(
+    intake: &Intake,
+    mut conn: Pin<&mut C>,
+    activity: &Activity,
+    idle: Duration,
+    graceful: impl FnOnce(Pin<&mut C>),
+) {
+    enum End {
+        Done,
+        Idle,
+        Draining,
+    }
+    let end = futures_lite::future::or(
+        async {
+            let _ = conn.as_mut().await;
+            End::Done
+        },
+        futures_lite::future::or(
+            async {
+                activity.idle_for(idle).await;
+                End::Idle
+            },
+            async {
+                intake.wait_draining().await;
+                End::Draining
+            },
+        ),
+    )
+    .await;
+    if let End::Draining = end {
+        graceful(conn.as_mut());
+        activity.touch();
+        futures_lite::future::or(
+            async {
+                let _ = conn.await;
+            },
+            activity.idle_for(idle),
+        )
+        .await;
+    }
+}
+
+/// Why a request body could not be read.
+#[derive(Debug)]
+pub enum BodyError {
+    /// Larger than the limit.
+    TooLarge,
+    /// The core's request bytes in flight are at their bound.
+    Overloaded(IngestError),
+    /// Not whole within the read timeout.
+    Timeout,
+    /// The connection failed mid-body.
+    Transport(hyper::Error),
+}
+
+/// Reads a request body of at most `limit` bytes within `timeout`, charging what it holds to
+/// `guard` as it grows. A body that arrives in one frame is that frame (no copy).
+pub async fn read_body(
+    body: &mut Incoming,
+    limit: usize,
+    timeout: Duration,
+    guard: &InflightGuard<'_>,
+) -> Result<Bytes, BodyError> {
+    let read = async {
+        let mut first: Option<Bytes> = None;
+        let mut joined: Option<BytesMut> = None;
+        let mut charged = 0usize;
+        let mut total = 0usize;
+        while let Some(frame) = body.frame().await {
+            let frame = frame.map_err(BodyError::Transport)?;
+            let Ok(data) = frame.into_data() else {
+                continue;
+            };
+            total += data.len();
+            if total > limit {
+                return Err(BodyError::TooLarge);
+            }
+            match (&mut first, &mut joined) {
+                (None, None) => {
+                    guard.try_add(data.len()).map_err(BodyError::Overloaded)?;
+                    charged = data.len();
+                    first = Some(data);
+                }
+                (Some(_), None) => {
+                    let mut b = BytesMut::with_capacity((2 * total).min(limit));
+                    b.extend_from_slice(&first.take().unwrap_or_default());
+                    b.extend_from_slice(&data);
+                    joined = Some(b);
+                }
+                (_, Some(b)) => b.extend_from_slice(&data),
+            }
+            // Charged for what the body holds (a joined buffer's capacity), as it grows.
+            if let Some(b) = &joined {
+                if b.capacity() > charged {
+                    guard
+                        .try_add(b.capacity() - charged)
+                        .map_err(BodyError::Overloaded)?;
+                    charged = b.capacity();
+                }
+            }
+        }
+        Ok(match joined {
+            Some(b) => b.freeze(),
+            None => first.unwrap_or_default(),
+        })
+    };
+    futures_lite::future::or(read, async {
+        glommio::timer::sleep(timeout).await;
+        Err(BodyError::Timeout)
+    })
+    .await
+}
+
+/// Reads and drops up to `max` more bytes of a body, so that an error response is not lost to
+/// a TCP reset when the connection closes with unread data.
+pub async fn discard_body(body: &mut Incoming, max: usize) {
+    let mut seen = 0usize;
+    while let Some(Ok(frame)) = body.frame().await {
+        if let Ok(data) = frame.into_data() {
+            seen += data.len();
+            if seen > max {
+                return;
+            }
+        }
+    }
+}
+
+/// Ingests a translated request (a new allocation, charged to `guard` first) and counts it
+/// under `transport`; the items accepted.
+pub async fn ingest(
+    intake: &Intake,
+    signal: Signal,
+    transport: Transport,
+    guard: &InflightGuard<'_>,
+    request: Bytes,
+) -> Result<u64, IngestError> {
+    if let Err(e) = guard.try_add(request.len()) {
+        intake.counters().refused(signal, transport, 0);
+        return Err(e);
+    }
+    intake.ingest(signal, transport, request).await
+}
+
+/// Counts a request refused before [`ingest`]: retryable refusals as refused, the rest as failed.
+pub fn count_failure(intake: &Intake, signal: Signal, transport: Transport, e: &IngestError) {
+    if e.is_retryable() {
+        intake.counters().refused(signal, transport, 0);
+    } else {
+        intake.counters().failed_request(signal, transport);
+    }
+}
+
+/// A response body: at most one data frame, then optional trailers.
+#[derive(Debug, Default)]
+pub struct ResponseBody {
+    data: Option<Bytes>,
+    trailers: Option<::http::HeaderMap>,
+}
+
+impl ResponseBody {
+    /// A body with `data` and no trailers.
+    pub fn data(data: Bytes) -> Self {
+        Self {
+            data: (!data.is_empty()).then_some(data),
+            trailers: None,
+        }
+    }
+
+    /// A body with `data` followed by `trailers`.
+    pub fn with_trailers(data: Bytes, trailers: ::http::HeaderMap) -> Self {
+        Self {
+            data: (!data.is_empty()).then_some(data),
+            trailers: Some(trailers),
+        }
+    }
+}
+
+impl hyper::body::Body for ResponseBody {
+    type Data = Bytes;
+    type Error = std::convert::Infallible;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        _cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
+        if let Some(d) = self.data.take() {
+            return Poll::Ready(Some(Ok(Frame::data(d))));
+        }
+        if let Some(t) = self.trailers.take() {
+            return Poll::Ready(Some(Ok(Frame::trailers(t))));
+        }
+        Poll::Ready(None)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.data.is_none() && self.trailers.is_none()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        if self.trailers.is_some() {
+            return SizeHint::default();
+        }
+        SizeHint::with_exact(self.data.as_ref().map_or(0, |d| d.len() as u64))
+    }
+}
+
+/// A plain-text HTTP response.
+pub fn plain(status: http::StatusCode, message: &str) -> http::Response<ResponseBody> {
+    let body = if message.is_empty() {
+        Bytes::new()
+    } else {
+        Bytes::from(format!("{message}\n"))
+    };
+    let mut r = http::Response::new(ResponseBody::data(body));
+    *r.status_mut() = status;
+    if !message.is_empty() {
+        r.headers_mut().insert(
+            http::header::CONTENT_TYPE,
+            http::HeaderValue::from_static("text/plain; charset=utf-8"),
+        );
+    }
+    r
+}
+
+/// The HTTP answer to `e`: its status, its message, and `Retry-After` when retryable.
+pub fn http_error(e: &IngestError) -> http::Response<ResponseBody> {
+    let status =
+        http::StatusCode::from_u16(e.http_status()).unwrap_or(http::StatusCode::BAD_REQUEST);
+    let mut r = plain(status, &e.to_string());
+    if let Some(after) = e.retry_after() {
+        r.headers_mut().insert(
+            http::header::RETRY_AFTER,
+            http::HeaderValue::from(after.as_secs().max(1)),
+        );
+    }
+    r
+}
+
+/// The answer to a body that could not be read, counted.
+pub fn body_error(
+    intake: &Intake,
+    signal: Signal,
+    transport: Transport,
+    e: BodyError,
+    limit: usize,
+) -> IngestError {
+    let e = match e {
+        BodyError::TooLarge => IngestError::TooLarge { limit },
+        BodyError::Overloaded(e) => e,
+        BodyError::Timeout => {
+            IngestError::Invalid("the request body did not arrive in time".into())
+        }
+        BodyError::Transport(e) => IngestError::Invalid(format!("request body failed: {e}")),
+    };
+    count_failure(intake, signal, transport, &e);
+    e
+}
+
+/// What a core publishes about one listener of these receivers.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ListenerSnapshot {
+    /// The listener's transport.
+    pub transport: Transport,
+    /// Connections this core serves at most.
+    pub limit: usize,
+    /// Connections served now.
+    pub open: usize,
+    /// Connections over the limit, closed at once.
+    pub refused: u64,
+}
+
+impl Families for [ListenerSnapshot] {
+    fn families(cores: &[(usize, &Self)], out: &mut Exposition) {
+        let rows = || {
+            cores
+                .iter()
+                .flat_map(|(core, listeners)| listeners.iter().map(move |s| (core, s)))
+        };
+        if rows().next().is_none() {
+            return;
+        }
+        let labels = |core: &usize, s: &ListenerSnapshot| {
+            crate::telemetry::label_values(&[
+                ("receiver", &s.transport.receiver()),
+                ("transport", &s.transport.name()),
+                ("core", core),
+            ])
+        };
+        let open = out.gauge(
+            "shardtel_receiver_listener_connections",
+            "Connections served now by the zipkin, jaeger and fluentforward listeners.",
+        );
+        for (core, s) in rows() {
+            open.sample_owned("", labels(core, s), s.open);
+        }
+        let limit = out.gauge(
+            "shardtel_receiver_listener_connections_limit",
+            "Connections a core serves at most on a listener (its share of max_connections).",
+        );
+        for (core, s) in rows() {
+            limit.sample_owned("", labels(core, s), s.limit);
+        }
+        let refused = out.counter(
+            "shardtel_receiver_listener_refused_connections_total",
+            "Connections over a listener's limit, closed at once.",
+        );
+        for (core, s) in rows() {
+            refused.sample_owned("", labels(core, s), s.refused);
+        }
+    }
+}

@@ -1,0 +1,260 @@
+//! `[receivers.zipkin]`: `POST /api/v2/spans` on every core (the same port, SO_REUSEPORT),
+//! HTTP/1.1, as Zipkin's collector API and the Collector's `zipkinreceiver` take it:
+//! `application/x-protobuf` bodies are `zipkin.proto3.ListOfSpans`, any other content type is
+//! JSON; `Content-Encoding` gzip, deflate (zlib) or zstd. Translated to OTLP once, on this core
+//! (`shardtel_protocol::translate::zipkin`), then ingested like OTLP; answered `202 Accepted`
+//! once accepted (with durability: once on disk). Errors: 400 for a body that does not
+//! translate (the message names the span and field), 413 over `max_recv_msg_size`, 415 for an
+//! unknown encoding, 429/503 with `Retry-After` when shardtel is overloaded.
+
+use std::convert::Infallible;
+use std::rc::Rc;
+
+use bytes::Bytes;
+use glommio::net::TcpStream;
+use glommio::task::JoinHandle;
+use http::{Method, Request, Response, StatusCode};
+use hyper::body::Incoming;
+use shardtel_config::ZipkinReceiverConfig;
+use shardtel_protocol::compression::{decompress, inflate_zlib, DecompressError, Encoding};
+use shardtel_protocol::translate::zipkin::{self, ZipkinOptions};
+use shardtel_protocol::Signal;
+use shardtel_sinks::net::GlommioIo;
+
+use super::listener::{
+    self, Activity, BindError, Connections, ListenerSnapshot, ResponseBody, Watched,
+};
+use super::{Intake, Transport};
+use crate::pipeline::IngestError;
+
+const TRANSPORT: Transport = Transport::Zipkin;
+
+/// One core's running Zipkin receiver.
+pub struct ZipkinServer {
+    connections: Rc<Connections>,
+    acceptor: std::cell::RefCell<Option<JoinHandle<()>>>,
+}
+
+/// What a request handler needs.
+struct Receiver {
+    intake: Rc<Intake>,
+    config: ZipkinReceiverConfig,
+}
+
+/// Binds `config.endpoint` on this core and serves it; this core serves its share of
+/// `max_connections` of `cores`.
+pub fn start(
+    intake: Rc<Intake>,
+    config: &ZipkinReceiverConfig,
+    cores: usize,
+) -> Result<ZipkinServer, BindError> {
+    let socket = listener::bind(TRANSPORT, config.endpoint)?;
+    let connections = Rc::new(Connections::new(
+        TRANSPORT,
+        listener::per_core(config.limits.max_connections, cores),
+    ));
+    let receiver = Rc::new(Receiver {
+        intake: intake.clone(),
+        config: config.clone(),
+    });
+    let acceptor = listener::accept(intake, socket, connections.clone(), move |stream| {
+        serve_connection(receiver.clone(), stream)
+    });
+    Ok(ZipkinServer {
+        connections,
+        acceptor: std::cell::RefCell::new(Some(acceptor)),
+    })
+}
+
+impl ZipkinServer {
+    /// The listener's counters, for telemetry.
+    pub fn snapshot(&self) -> ListenerSnapshot {
+        self.connections.snapshot()
+    }
+
+    /// Waits for the accept loop to end (it does once the core drains).
+    pub async fn stop_accepting(&self) {
+        let acceptor = self.acceptor.borrow_mut().take();
+        if let Some(acceptor) = acceptor {
+            acceptor.await;
+        }
+    }
+}
+
+async fn serve_connection(receiver: Rc<Receiver>, stream: TcpStream) {
+    let activity = Activity::new();
+    let r = receiver.clone();
+    let a = activity.clone();
+    let service = hyper::service::service_fn(move |req| {
+        let (r, a) = (r.clone(), a.clone());
+        async move {
+            a.touch();
+            let resp = handle(&r, req).await;
+            a.touch();
+            Ok::<_, Infallible>(resp)
+        }
+    });
+    let conn = hyper::server::conn::http1::Builder::new()
+        .keep_alive(true)
+        .max_buf_size(listener::HTTP1_MAX_BUF)
+        .serve_connection(
+            Watched::new(GlommioIo::new(stream), activity.clone()),
+            service,
+        );
+    let conn = std::pin::pin!(conn);
+    listener::serve_until(
+        &receiver.intake,
+        conn,
+        &activity,
+        receiver.config.limits.idle_timeout,
+        |c| c.graceful_shutdown(),
+    )
+    .await;
+}
+
+/// The body's format: protobuf with `application/x-protobuf`, JSON otherwise (as the
+/// Collector decides).
+fn is_protobuf(req: &Request<Incoming>) -> bool {
+    req.headers()
+        .get(http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(';').next())
+        .is_some_and(|v| v.trim().eq_ignore_ascii_case("application/x-protobuf"))
+}
+
+async fn handle(r: &Receiver, req: Request<Incoming>) -> Response<ResponseBody> {
+    let intake = &r.intake;
+    let limit = r.config.limits.max_recv_msg_size;
+    match req.uri().path() {
+        "/api/v2/spans" => {}
+        "/api/v1/spans" => {
+            intake.counters().failed_request(Signal::Traces, TRANSPORT);
+            return listener::plain(
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                "zipkin v1 is not supported: send v2 spans to /api/v2/spans",
+            );
+        }
+        other => {
+            return listener::plain(
+                StatusCode::NOT_FOUND,
+                &format!("unknown path {other} (use POST /api/v2/spans)"),
+            )
+        }
+    }
+    if req.method() != Method::POST {
+        let mut resp = listener::plain(StatusCode::METHOD_NOT_ALLOWED, "use POST");
+        resp.headers_mut()
+            .insert(http::header::ALLOW, http::HeaderValue::from_static("POST"));
+        return resp;
+    }
+    let protobuf = is_protobuf(&req);
+    let encoding = match req.headers().get(http::header::CONTENT_ENCODING) {
+        None => None,
+        Some(v) => match v
+            .to_str()
+            .unwrap_or("?")
+            .trim()
+            .to_ascii_lowercase()
+            .as_str()
+        {
+            "" | "identity" => None,
+            "gzip" => Some(BodyEncoding::Gzip),
+            "zstd" => Some(BodyEncoding::Zstd),
+            "deflate" | "zlib" => Some(BodyEncoding::Zlib),
+            other => {
+                let e = IngestError::Unsupported(format!(
+                    "unsupported content encoding {other:?} (use gzip, deflate, zstd or none)"
+                ));
+                listener::count_failure(intake, Signal::Traces, TRANSPORT, &e);
+                return listener::http_error(&e);
+            }
+        },
+    };
+    let mut body = req.into_body();
+    let guard = match intake.admit(Signal::Traces) {
+        Ok(g) => g,
+        Err(e) => {
+            intake.counters().refused(Signal::Traces, TRANSPORT, 0);
+            listener::discard_body(&mut body, limit).await;
+            return listener::http_error(&e);
+        }
+    };
+    let raw =
+        match listener::read_body(&mut body, limit, r.config.limits.read_timeout, &guard).await {
+            Ok(b) => b,
+            Err(e) => {
+                let e = listener::body_error(intake, Signal::Traces, TRANSPORT, e, limit);
+                return listener::http_error(&e);
+            }
+        };
+    let plain = decode(encoding, &raw, limit, guard.room()).and_then(|plain| {
+        if encoding.is_some() {
+            guard.try_add(plain.len())?;
+        }
+        Ok(plain)
+    });
+    drop(raw);
+    let translated = plain.and_then(|plain| {
+        let options = ZipkinOptions {
+            parse_string_tags: r.config.parse_string_tags,
+        };
+        let translated = if protobuf {
+            zipkin::proto_to_otlp(&plain, options)
+        } else {
+            zipkin::json_v2_to_otlp(&plain, options)
+        };
+        translated.map_err(|e| IngestError::Invalid(e.to_string()))
+    });
+    let translated = match translated {
+        Ok(t) => t,
+        Err(e) => {
+            listener::count_failure(intake, Signal::Traces, TRANSPORT, &e);
+            return listener::http_error(&e);
+        }
+    };
+    match listener::ingest(
+        intake,
+        Signal::Traces,
+        TRANSPORT,
+        &guard,
+        bytes::Bytes::from(translated.request),
+    )
+    .await
+    {
+        Ok(_) => listener::plain(StatusCode::ACCEPTED, ""),
+        Err(e) => listener::http_error(&e),
+    }
+}
+
+/// A body's `Content-Encoding`.
+#[derive(Clone, Copy, Debug)]
+enum BodyEncoding {
+    Gzip,
+    Zstd,
+    /// `deflate` (a zlib stream, as HTTP defines it).
+    Zlib,
+}
+
+/// Decompresses the body (at most `limit` bytes, and at most `room`, what the request may
+/// still add on its core).
+fn decode(
+    encoding: Option<BodyEncoding>,
+    raw: &Bytes,
+    limit: usize,
+    room: usize,
+) -> Result<Bytes, IngestError> {
+    let max = limit.min(room);
+    let out = match encoding {
+        None => return Ok(raw.clone()),
+        Some(BodyEncoding::Zlib) => inflate_zlib(raw, max),
+        Some(BodyEncoding::Gzip) => decompress(Encoding::Gzip, raw, max),
+        Some(BodyEncoding::Zstd) => decompress(Encoding::Zstd, raw, max),
+    };
+    out.map_err(|e| match e {
+        DecompressError::TooLarge { .. } if room < limit => {
+            IngestError::Overloaded("too many request bytes in flight on this core")
+        }
+        DecompressError::TooLarge { .. } => IngestError::TooLarge { limit },
+        other => IngestError::DecompressBody(other),
+    })
+}
