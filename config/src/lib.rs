@@ -89,6 +89,7 @@ mod pipelines;
 mod processors;
 mod prometheus;
 mod receivers;
+pub mod reload;
 mod storage;
 mod telemetry;
 #[cfg(test)]

@@ -6,7 +6,9 @@
 //! `crate::` path in `src/` against this list):
 //!
 //! - [`process`]: the process: data-directory lock, memory fitted to the limit, telemetry
-//!   endpoints, one pinned reactor per core, signals, and a non-zero exit when a reactor dies.
+//!   endpoints, one pinned reactor per core, signals, configuration reloads on SIGHUP (validated,
+//!   compared, then prepared and committed on every core), and a non-zero exit when a reactor
+//!   dies.
 //! - [`reactor`]: one core's state ([`reactor::Core`]: pipeline, intake, receivers, where it
 //!   publishes) and its lifecycle: start, serve, drain, as separate steps.
 //! - [`receivers`]: OTLP/gRPC, OTLP/HTTP and Kafka (connection timeouts, decoding charged
@@ -29,7 +31,7 @@
 //!
 //! ```no_run
 //! let config = shardtel_config::Config::embedded_default();
-//! shardtel_engine::process::run(config).expect("shardtel failed");
+//! shardtel_engine::process::run(config, None).expect("shardtel failed");
 //! ```
 #![deny(missing_docs)]
 #![deny(unsafe_code)]

@@ -28,6 +28,15 @@ enum Command {
     Validate,
     /// Print the embedded default configuration.
     DefaultConfig,
+    /// Ask a running shardtel to reload its configuration file (sends it SIGHUP; the result is
+    /// in its log and in shardtel_config_reloads_total). Names the process with --pid, or
+    /// finds it through the lock file in engine.data_dir of --config (written when durability
+    /// or a disk queue is on).
+    Reload {
+        /// Process id of the running shardtel.
+        #[arg(long)]
+        pid: Option<i32>,
+    },
 }
 
 fn load(path: &Option<PathBuf>) -> Result<Config, String> {
@@ -42,6 +51,39 @@ fn check_file(path: &Path) -> Result<Config, String> {
     Config::from_file_checked(path, &shardtel_tls::FileChecker).map_err(|e| e.to_string())
 }
 
+/// Sends SIGHUP to `pid`, or to the pid in `engine.data_dir/LOCK` of the file at `config`.
+fn send_reload(pid: Option<i32>, config: Option<&Path>) -> Result<i32, String> {
+    let pid = match (pid, config) {
+        (Some(pid), _) => pid,
+        (None, Some(path)) => {
+            let config = Config::from_file(path).map_err(|e| e.to_string())?;
+            let lock = config.engine.data_dir.join("LOCK");
+            let text = std::fs::read_to_string(&lock).map_err(|e| {
+                format!(
+                    "cannot read {} ({e}); it exists only with durability or a disk queue: pass --pid",
+                    lock.display()
+                )
+            })?;
+            // A stale file names a pid that may belong to another process by now.
+            let file = std::fs::File::open(&lock).map_err(|e| e.to_string())?;
+            use std::os::fd::AsRawFd as _;
+            let free =
+                nix::fcntl::flock(file.as_raw_fd(), nix::fcntl::FlockArg::LockSharedNonblock);
+            if free.is_ok() {
+                return Err(format!("no running shardtel holds {}", lock.display()));
+            }
+            text.trim()
+                .parse()
+                .map_err(|_| format!("{} holds no pid: pass --pid", lock.display()))?
+        }
+        (None, None) => return Err("pass --pid PID or --config FILE".to_string()),
+    };
+    let target = nix::unistd::Pid::from_raw(pid);
+    nix::sys::signal::kill(target, nix::sys::signal::Signal::SIGHUP)
+        .map_err(|e| format!("cannot signal pid {pid}: {e}"))?;
+    Ok(pid)
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
@@ -49,6 +91,16 @@ fn main() -> ExitCode {
             print!("{DEFAULT_CONFIG}");
             ExitCode::SUCCESS
         }
+        Some(Command::Reload { pid }) => match send_reload(pid, cli.config.as_deref()) {
+            Ok(pid) => {
+                println!("sent SIGHUP to shardtel (pid {pid}); see its log for the outcome");
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("shardtel reload: {e}");
+                ExitCode::FAILURE
+            }
+        },
         Some(Command::Validate) => {
             let Some(path) = &cli.config else {
                 eprintln!("shardtel validate needs --config FILE");
@@ -74,7 +126,11 @@ fn main() -> ExitCode {
                 }
             };
             shardtel_engine::telemetry::logging::init(&config.telemetry.log_level);
-            match shardtel_engine::process::run(config) {
+            let source: Option<shardtel_engine::process::ConfigSource> =
+                cli.config.clone().map(|path| {
+                    Box::new(move || check_file(&path)) as shardtel_engine::process::ConfigSource
+                });
+            match shardtel_engine::process::run(config, source) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
                     log::error!("{e}");

@@ -1,8 +1,11 @@
 //! The process: lock the data directory, read the TLS files and tokens of the edges, fit memory
 //! to the limit, bind the telemetry endpoints, start one pinned reactor per core with its ends
-//! of the mesh, wait for them to serve, and drain them on SIGTERM/SIGINT. A reactor that dies
-//! of a panic makes the process drain the others (within `engine.shutdown_timeout`) and fail
-//! with [`EngineError::CorePanicked`], so that a supervisor restarts it.
+//! of the mesh, wait for them to serve, reload the configuration on SIGHUP ([`reload`]), and
+//! drain them on SIGTERM/SIGINT. A reactor that dies of a panic makes the process drain the
+//! others (within `engine.shutdown_timeout`) and fail with [`EngineError::CorePanicked`], so
+//! that a supervisor restarts it.
+
+mod reload;
 
 use std::net::TcpListener;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -15,11 +18,14 @@ use shardtel_config::Config;
 use crate::durability::{self, Checkpoints, DataDirError};
 use crate::memory_limiter::{self, MemoryLimiterError};
 use crate::pipeline::{self, mesh, BuildError};
+use crate::reactor::reload::ReloadInbox;
 use crate::reactor::snapshot::CoreSnapshot;
 use crate::reactor::{self, CoreSetup, CoreStartError};
 use crate::receivers::otlp::connections;
 use crate::receivers::security::{SecurityError, ServerSecurity};
 use crate::telemetry::{self, Board, CoreState};
+
+pub use reload::ConfigSource;
 
 /// How long the process waits for each core to report that it started.
 const CORE_START_TIMEOUT: Duration = Duration::from_secs(60);
@@ -96,20 +102,34 @@ pub enum EngineError {
 /// reactor died, before it exits anyway.
 const DRAIN_MARGIN: Duration = Duration::from_secs(5);
 
-/// Runs shardtel until SIGTERM or SIGINT, then drains and returns.
-pub fn run(config: Config) -> Result<(), EngineError> {
+/// Runs shardtel until SIGTERM or SIGINT, then drains and returns. `source` reads the
+/// configuration file again on SIGHUP (without one, SIGHUP is logged and ignored).
+pub fn run(config: Config, source: Option<ConfigSource>) -> Result<(), EngineError> {
     let shutdown = Arc::new(AtomicBool::new(false));
     let mut signals = signal_hook::iterator::Signals::new([
         signal_hook::consts::SIGTERM,
         signal_hook::consts::SIGINT,
+        signal_hook::consts::SIGHUP,
     ])
     .map_err(EngineError::Signals)?;
+    let (reload_tx, reload_rx) = mpsc::channel();
+    let reloadable = source.is_some();
     {
         let shutdown = shutdown.clone();
         std::thread::Builder::new()
             .name("shardtel-signals".into())
             .spawn(move || {
                 for sig in signals.forever() {
+                    if sig == signal_hook::consts::SIGHUP {
+                        if !reloadable {
+                            log::warn!(
+                                "SIGHUP: running on the embedded default, there is no file to reload"
+                            );
+                        } else if reload_tx.send(()).is_err() {
+                            log::warn!("SIGHUP: reloads have stopped");
+                        }
+                        continue;
+                    }
                     if shutdown.swap(true, Ordering::AcqRel) {
                         log::warn!("second signal {sig}: exiting without draining");
                         std::process::exit(130);
@@ -119,12 +139,19 @@ pub fn run(config: Config) -> Result<(), EngineError> {
             })
             .map_err(EngineError::Signals)?;
     }
-    run_until(config, shutdown)
+    let reload = source.map(|source| (source, reload_rx));
+    run_until(config, shutdown, reload)
 }
 
-/// Runs until `shutdown` is set, then drains and returns.
-pub fn run_until(config: Config, shutdown: Arc<AtomicBool>) -> Result<(), EngineError> {
+/// Runs until `shutdown` is set, then drains and returns. With `reload`, each message on its
+/// channel reloads the configuration from its source.
+pub fn run_until(
+    config: Config,
+    shutdown: Arc<AtomicBool>,
+    reload: Option<(ConfigSource, mpsc::Receiver<()>)>,
+) -> Result<(), EngineError> {
     reactor::failure::install_panic_hook();
+    let file_config = config.clone();
     let cpus = config.engine.cores.resolve().map_err(EngineError::Cores)?;
     let cores = cpus.len();
     let _data_dir_lock = durability::lock_data_dir(&config)?;
@@ -163,12 +190,15 @@ pub fn run_until(config: Config, shutdown: Arc<AtomicBool>) -> Result<(), Engine
         .map(|otlp| connections::bounds(otlp, cores));
     let (config, memory) = memory_limiter::setup(config, cores, connection_bounds.as_ref())?;
     crate::pipeline::sampling::check_capacity(&config, cores);
+    let memory_limited = memory.is_some();
     let config = Arc::new(config);
     let checkpoints = Checkpoints::default();
     let (ready_tx, ready_rx) = mpsc::channel();
     // Each reactor's end (its thread's join), reported by a thread of its own: the first
     // panic is noticed at once, whichever core it hits.
     let (exit_tx, exits) = mpsc::channel::<(usize, Result<(), String>)>();
+    let (reply_tx, replies) = mpsc::channel();
+    let mut reload_senders = Vec::new();
     for (id, (cpu, ends)) in cpus
         .iter()
         .copied()
@@ -188,6 +218,14 @@ pub fn run_until(config: Config, shutdown: Arc<AtomicBool>) -> Result<(), Engine
             checkpoints: checkpoints.clone(),
             security: security.clone(),
             exporter_tls: exporter_tls.clone(),
+            reload: reload.is_some().then(|| {
+                let (tx, messages) = mpsc::channel();
+                reload_senders.push(tx);
+                ReloadInbox {
+                    messages,
+                    replies: reply_tx.clone(),
+                }
+            }),
         };
         let handle = LocalExecutorBuilder::new(Placement::Fixed(cpu))
             .name(&format!("shardtel-core{id}"))
@@ -223,6 +261,24 @@ pub fn run_until(config: Config, shutdown: Arc<AtomicBool>) -> Result<(), Engine
         shutdown.store(true, Ordering::Release);
         supervisor.wait_all();
         return Err(e);
+    }
+    if let Some((source, requests)) = reload {
+        let reloader = reload::Reloader {
+            source,
+            file_config,
+            running: (*config).clone(),
+            memory_limited,
+            cores: reload_senders,
+            replies,
+            board: board.clone(),
+            shutdown: shutdown.clone(),
+        };
+        let spawned = std::thread::Builder::new()
+            .name("shardtel-reload".into())
+            .spawn(move || reloader.run(requests));
+        if let Err(e) = spawned {
+            log::error!("failed to start the reload thread, SIGHUP will do nothing: {e}");
+        }
     }
     if let Some(otlp) = &config.receivers.otlp {
         let default = shardtel_config::OtlpReceiverConfig::default();

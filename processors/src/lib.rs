@@ -867,6 +867,29 @@ impl Processors {
         }
     }
 
+    /// Adds the counters of `old`'s processors (replaced by a reload) to those of the same name
+    /// and signal here, so that their series keep growing.
+    pub fn carry_counters(&self, old: &Processors) {
+        fn chains(p: &Processors) -> Vec<(Signal, &Stage)> {
+            [&p.traces_before, &p.traces_after, &p.metrics, &p.logs]
+                .into_iter()
+                .flatten()
+                .flat_map(|c| c.stages.iter().map(move |s| (c.signal, s)))
+                .collect()
+        }
+        let old = chains(old);
+        for (signal, stage) in chains(self) {
+            for (_, was) in old
+                .iter()
+                .filter(|(sig, was)| *sig == signal && was.name == stage.name)
+            {
+                bump(&stage.stats.received, was.stats.received.get());
+                bump(&stage.stats.changed, was.stats.changed.get());
+                bump(&stage.stats.dropped, was.stats.dropped.get());
+            }
+        }
+    }
+
     /// Counters of every processor on this core.
     pub fn snapshot(&self) -> Vec<ProcessorSnapshot> {
         let mut out = Vec::new();

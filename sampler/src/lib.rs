@@ -116,7 +116,7 @@ use std::collections::VecDeque;
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
-use shardtel_config::{OnShutdown, TailSamplingConfig};
+use shardtel_config::{OnShutdown, PolicyConfig, TailSamplingConfig};
 use shardtel_protocol::scan::SpanBatch;
 use shardtel_protocol::TraceId;
 
@@ -254,6 +254,55 @@ struct Limits {
     on_shutdown: OnShutdown,
 }
 
+impl Limits {
+    fn of(config: &TailSamplingConfig) -> Limits {
+        Limits {
+            wait: nanos(config.decision_wait),
+            wait_after_root: config.decision_wait_after_root.map(nanos),
+            compact_after: nanos(config.decision_wait) / 4,
+            max_traces: config.max_traces_per_core.max(1),
+            max_bytes: config.max_buffered_bytes_per_core,
+            max_spans_per_trace: (config.max_spans_per_trace as usize).max(1),
+            max_bytes_per_trace: config.max_bytes_per_trace,
+            on_shutdown: config.on_shutdown,
+        }
+    }
+}
+
+/// The policies of an earlier configuration, kept after a reload ([`Sampler::reconfigure`])
+/// to decide the traces that were pending then; dropped once the last of them is decided.
+struct Retiring {
+    policies: Policies,
+    /// Its pending traces: one bit per trace table index (as of the reload).
+    traces: Vec<u64>,
+    /// How many of them are still pending.
+    pending: usize,
+    /// Where each of its top-level policies counts its votes in `SamplerStats::policies`.
+    stats_at: Vec<usize>,
+    /// Predicate bits of the resources of the batch being added, under these policies.
+    resource_bits: Vec<u64>,
+}
+
+impl Retiring {
+    fn holds(&self, t: u32) -> bool {
+        let (word, bit) = ((t / 64) as usize, t % 64);
+        self.traces.get(word).is_some_and(|w| w & (1 << bit) != 0)
+    }
+
+    /// Marks trace `t` decided; true when it was this generation's.
+    fn release(&mut self, t: u32) -> bool {
+        let (word, bit) = ((t / 64) as usize, t % 64);
+        match self.traces.get_mut(word) {
+            Some(w) if *w & (1 << bit) != 0 => {
+                *w &= !(1 << bit);
+                self.pending -= 1;
+                true
+            }
+            _ => false,
+        }
+    }
+}
+
 fn nanos(d: Duration) -> u64 {
     d.as_nanos().min(u128::from(u64::MAX)) as u64
 }
@@ -269,6 +318,11 @@ pub struct Sampler {
     slots: BatchSlots,
     cache: DecisionCache,
     policies: Policies,
+    /// The configuration `policies` was compiled from.
+    policy_config: Vec<PolicyConfig>,
+    /// Earlier policies still deciding the traces pending when they were replaced, oldest first
+    /// (empty but for the `decision_wait` after a reload that changed the policies).
+    retiring: Vec<Retiring>,
     stats: SamplerStats,
     /// Counts public calls, to group a call's kept spans per batch.
     call: u64,
@@ -286,16 +340,7 @@ impl Sampler {
         let policies = Policies::compile(config, share)?;
         let stats = SamplerStats::new(policies.names().map(|(n, d)| (n.to_string(), d)));
         Ok(Sampler {
-            limits: Limits {
-                wait: nanos(config.decision_wait),
-                wait_after_root: config.decision_wait_after_root.map(nanos),
-                compact_after: nanos(config.decision_wait) / 4,
-                max_traces: config.max_traces_per_core.max(1),
-                max_bytes: config.max_buffered_bytes_per_core,
-                max_spans_per_trace: (config.max_spans_per_trace as usize).max(1),
-                max_bytes_per_trace: config.max_bytes_per_trace,
-                on_shutdown: config.on_shutdown,
-            },
+            limits: Limits::of(config),
             epoch: None,
             now: 0,
             table: TraceTable::new(),
@@ -305,6 +350,8 @@ impl Sampler {
                 config.decision_cache.non_sampled_cache_size,
             ),
             policies,
+            policy_config: config.policies.clone(),
+            retiring: Vec::new(),
             stats,
             call: 0,
             pinned: None,
@@ -322,6 +369,125 @@ impl Sampler {
     /// What [`Sampler::shutdown`] does with pending traces (`on_shutdown`).
     pub fn on_shutdown(&self) -> OnShutdown {
         self.limits.on_shutdown
+    }
+
+    /// Applies a new configuration (a reload) without losing what is buffered.
+    ///
+    /// - **Bounds** (`decision_wait`, `decision_wait_after_root`, `max_traces_per_core`,
+    ///   `max_buffered_bytes_per_core`, `max_spans_per_trace`, `max_bytes_per_trace`,
+    ///   `on_shutdown`) apply at once, to pending traces too: their deadlines are recomputed from
+    ///   their first span with the new `decision_wait`, and the next [`Sampler::add`] decides
+    ///   the oldest early if a lowered bound is crossed. `decision_wait_after_root` counts for
+    ///   roots that arrive after the reload.
+    /// - **Policies**, when they changed, decide the traces that start after the reload. Every
+    ///   trace pending at the reload keeps being summarised and is decided by the policies it
+    ///   started under, so a reload never changes the decision of a trace in flight; those
+    ///   policies are dropped once their last trace is decided (at most `decision_wait` later).
+    ///   Per-policy counters carry over by policy name.
+    /// - The decision cache (its sizes) is kept as it is.
+    pub fn reconfigure(
+        &mut self,
+        config: &TailSamplingConfig,
+        share: CoreShare,
+    ) -> Result<(), SamplerError> {
+        let limits = Limits::of(config);
+        if config.policies == self.policy_config {
+            self.limits = limits;
+            return Ok(());
+        }
+        let policies = Policies::compile(config, share)?;
+        self.limits = limits;
+        let old = std::mem::replace(&mut self.policies, policies);
+        self.policy_config = config.policies.clone();
+        let mut retiring = Retiring {
+            policies: old,
+            traces: Vec::new(),
+            pending: 0,
+            stats_at: Vec::new(),
+            resource_bits: Vec::new(),
+        };
+        for t in self.table.arrival_order() {
+            if self.retiring.iter().any(|r| r.holds(t)) {
+                continue;
+            }
+            let word = (t / 64) as usize;
+            if retiring.traces.len() <= word {
+                retiring.traces.resize(word + 1, 0);
+            }
+            retiring.traces[word] |= 1 << (t % 64);
+            retiring.pending += 1;
+        }
+        if retiring.pending > 0 {
+            self.retiring.push(retiring);
+        }
+        // Counters by name: the new policies first, then those only earlier ones have.
+        let mut old_stats = std::mem::take(&mut self.stats.policies);
+        let mut stats: Vec<PolicyStats> = self
+            .policies
+            .names()
+            .map(
+                |(name, is_drop)| match old_stats.iter().position(|p| p.name == name) {
+                    Some(i) => old_stats.remove(i),
+                    None => PolicyStats {
+                        name: name.to_string(),
+                        is_drop,
+                        sample: 0,
+                        not_sample: 0,
+                        drop: 0,
+                    },
+                },
+            )
+            .collect();
+        stats.append(&mut old_stats);
+        for r in &mut self.retiring {
+            r.stats_at = r
+                .policies
+                .names()
+                .map(|(name, is_drop)| {
+                    stats
+                        .iter()
+                        .position(|p| p.name == name)
+                        .unwrap_or_else(|| {
+                            stats.push(PolicyStats {
+                                name: name.to_string(),
+                                is_drop,
+                                sample: 0,
+                                not_sample: 0,
+                                drop: 0,
+                            });
+                            stats.len() - 1
+                        })
+                })
+                .collect();
+        }
+        self.stats.policies = stats;
+        Ok(())
+    }
+
+    /// Traces pending under policies a reload replaced (see [`Sampler::reconfigure`]).
+    pub fn traces_under_replaced_policies(&self) -> usize {
+        self.retiring.iter().map(|r| r.pending).sum()
+    }
+
+    /// The earlier policies that decide trace `t`, if a reload replaced them while it was
+    /// pending.
+    fn generation_of(&self, t: u32) -> Option<usize> {
+        if self.retiring.is_empty() {
+            return None;
+        }
+        self.retiring.iter().position(|r| r.holds(t))
+    }
+
+    /// Trace `t` leaves the table: it leaves its generation, and a generation with no pending
+    /// trace left is dropped. Returns the generation it was in.
+    fn forget_generation(&mut self, t: u32) -> Option<Retiring> {
+        let g = self.generation_of(t)?;
+        self.retiring[g].release(t);
+        if self.retiring[g].pending == 0 {
+            Some(self.retiring.remove(g))
+        } else {
+            None
+        }
     }
 
     /// Adds a batch whose spans this core owns.
@@ -346,6 +512,9 @@ impl Sampler {
         self.stats.buffered_batches = self.slots.len() as u64;
         let mut resource_bits = std::mem::take(&mut self.resource_bits);
         self.policies.resource_bits(&batch, &mut resource_bits);
+        for r in &mut self.retiring {
+            r.policies.resource_bits(&batch, &mut r.resource_bits);
+        }
 
         // Consecutive spans usually belong to the same trace: remember the last lookup until a
         // decision may have invalidated it.
@@ -371,7 +540,11 @@ impl Sampler {
                 match reason {
                     None => {
                         let resource = batch.index.scopes[entry.scope as usize].resource as usize;
-                        self.append(t, slot, i as u32, body, resource_bits[resource]);
+                        let bits = match self.generation_of(t) {
+                            Some(g) => self.retiring[g].resource_bits[resource],
+                            None => resource_bits[resource],
+                        };
+                        self.append(t, slot, i as u32, body, bits);
                         last = Some((id, t));
                         continue;
                     }
@@ -390,10 +563,12 @@ impl Sampler {
                 }
                 continue;
             }
-            if self.table.len() >= self.limits.max_traces {
-                if let Some(oldest) = self.table.oldest() {
-                    self.decide(oldest, DecisionReason::MaxTraces, now, out);
-                }
+            // (A loop: a reload may have lowered the bound below what is pending.)
+            while self.table.len() >= self.limits.max_traces {
+                let Some(oldest) = self.table.oldest() else {
+                    break;
+                };
+                self.decide(oldest, DecisionReason::MaxTraces, now, out);
             }
             let t = self.table.create(id, now);
             self.stats.traces_received += 1;
@@ -551,6 +726,7 @@ impl Sampler {
             match self.limits.on_shutdown {
                 OnShutdown::Decide => self.decide(t, DecisionReason::Shutdown, now, out),
                 OnShutdown::Drop => {
+                    self.forget_generation(t);
                     let trace = self.table.remove(t);
                     self.stats.shutdown_dropped_traces += 1;
                     self.stats.shutdown_dropped_spans += trace.spans.len() as u64;
@@ -603,7 +779,10 @@ impl Sampler {
 
     /// Buffers span `span` of batch `slot` (body `body`) in trace `t`.
     fn append(&mut self, t: u32, slot: u32, span: u32, body: &[u8], resource_bits: u64) {
-        let (fields, span_bits) = self.policies.scan_span(body);
+        let (fields, span_bits) = match self.generation_of(t) {
+            Some(g) => self.retiring[g].policies.scan_span(body),
+            None => self.policies.scan_span(body),
+        };
         let bits = resource_bits | span_bits;
         let now = self.now;
         let trace = self.table.get_mut(t);
@@ -645,12 +824,31 @@ impl Sampler {
 
     /// Decides trace `t` now, emitting its spans if sampled.
     fn decide(&mut self, t: u32, reason: DecisionReason, now: u64, out: &mut Vec<Kept>) {
+        let sampled = match self.generation_of(t) {
+            None => {
+                let trace = self.table.get(t);
+                let facts = Facts { trace, now };
+                let sampled = self.policies.decide(&facts, &mut self.votes);
+                for (p, vote) in self.stats.policies.iter_mut().zip(&self.votes) {
+                    p.count(*vote);
+                }
+                sampled
+            }
+            Some(g) => {
+                let r = &mut self.retiring[g];
+                let facts = Facts {
+                    trace: self.table.get(t),
+                    now,
+                };
+                let sampled = r.policies.decide(&facts, &mut self.votes);
+                for (&at, vote) in r.stats_at.iter().zip(&self.votes) {
+                    self.stats.policies[at].count(*vote);
+                }
+                self.forget_generation(t);
+                sampled
+            }
+        };
         let trace = self.table.remove(t);
-        let facts = Facts { trace: &trace, now };
-        let sampled = self.policies.decide(&facts, &mut self.votes);
-        for (p, vote) in self.stats.policies.iter_mut().zip(&self.votes) {
-            p.count(*vote);
-        }
         let spans = trace.spans.len() as u64;
         let stats = &mut self.stats;
         stats.decisions[reason.index()] += 1;
@@ -760,6 +958,140 @@ mod tests {
             }
         }
         ids
+    }
+
+    fn user(value: &str) -> TailSamplingConfig {
+        config(vec![policy(
+            &format!("user-{value}"),
+            PolicyKind::StringAttribute {
+                key: "user.id".into(),
+                values: vec![value.into()],
+                enabled_regex_matching: false,
+                invert: false,
+            },
+        )])
+    }
+
+    #[test]
+    fn a_reload_decides_pending_traces_by_their_policies_and_new_ones_by_the_new() {
+        let user_of = |v: &str| vec![("user.id", Value::StringValue(v.into()))];
+        let mut cfg = user("vip");
+        cfg.decision_wait = secs(10);
+        let mut s = Sampler::new(&cfg, CoreShare::SINGLE).unwrap();
+        let t0 = Instant::now();
+        let mut out = Vec::new();
+        // Pending at the reload: 1 (vip), 2 (gold, its gold span arrives after the reload).
+        s.add(
+            batch(vec![
+                span(1, 1).with_attrs(user_of("vip")),
+                span(2, 1).root(),
+            ]),
+            t0,
+            &mut out,
+        );
+        let mut gold = user("gold");
+        gold.decision_wait = secs(5);
+        s.reconfigure(&gold, CoreShare::SINGLE).unwrap();
+        assert_eq!(s.traces_under_replaced_policies(), 2);
+        // After: 3 (vip) and 4 (gold) start under the new policy; 1 and 2 get more spans.
+        s.add(
+            batch(vec![
+                span(2, 2).with_attrs(user_of("gold")),
+                span(3, 1).with_attrs(user_of("vip")),
+                span(4, 1).with_attrs(user_of("gold")),
+                span(1, 2),
+            ]),
+            t0 + secs(1),
+            &mut out,
+        );
+        assert!(out.is_empty());
+        // The new decision_wait (5 s) applies to the pending traces too.
+        s.tick(t0 + secs(5), &mut out);
+        assert_eq!(kept_ids(&out), [(trace_id(1), 1), (trace_id(1), 2)]);
+        assert_eq!(s.traces_under_replaced_policies(), 0);
+        out.clear();
+        s.tick(t0 + secs(6), &mut out);
+        assert_eq!(kept_ids(&out), [(trace_id(4), 1)]);
+        let st = s.stats();
+        assert_eq!((st.traces_sampled, st.traces_not_sampled), (2, 2));
+        // Votes counted under each policy's own name; the new one listed first.
+        let votes: Vec<(&str, u64, u64)> = st
+            .policies
+            .iter()
+            .map(|p| (p.name.as_str(), p.sample, p.not_sample))
+            .collect();
+        assert_eq!(votes, [("user-gold", 1, 1), ("user-vip", 1, 1)]);
+        assert_eq!(st.buffered_traces, 0);
+    }
+
+    #[test]
+    fn reloads_in_a_row_keep_each_generation_of_pending_traces_with_its_policies() {
+        let user_of = |v: &str| vec![("user.id", Value::StringValue(v.into()))];
+        let mut s = Sampler::new(&user("vip"), CoreShare::SINGLE).unwrap();
+        let t0 = Instant::now();
+        let mut out = Vec::new();
+        // Generation vip: 1 (vip), 5 (no user yet).
+        s.add(
+            batch(vec![span(1, 1).with_attrs(user_of("vip")), span(5, 1)]),
+            t0,
+            &mut out,
+        );
+        s.reconfigure(&user("gold"), CoreShare::SINGLE).unwrap();
+        // Generation gold: 2 (gold); 5 gets a gold span, still under vip.
+        s.add(
+            batch(vec![
+                span(2, 1).with_attrs(user_of("gold")),
+                span(5, 2).with_attrs(user_of("gold")),
+            ]),
+            t0 + secs(1),
+            &mut out,
+        );
+        s.reconfigure(&user("silver"), CoreShare::SINGLE).unwrap();
+        assert_eq!(s.traces_under_replaced_policies(), 3);
+        // Generation silver: 3 (silver), 4 (vip); 1 and 2 get more spans.
+        s.add(
+            batch(vec![
+                span(3, 1).with_attrs(user_of("silver")),
+                span(4, 1).with_attrs(user_of("vip")),
+                span(1, 2),
+                span(2, 2).with_attrs(user_of("silver")),
+            ]),
+            t0 + secs(2),
+            &mut out,
+        );
+        assert!(out.is_empty());
+        s.tick(t0 + secs(60), &mut out);
+        let mut kept: Vec<(TraceId, u64)> = kept_ids(&out);
+        kept.sort();
+        let mut expected = vec![
+            (trace_id(1), 1),
+            (trace_id(1), 2),
+            (trace_id(2), 1),
+            (trace_id(2), 2),
+            (trace_id(3), 1),
+        ];
+        expected.sort();
+        assert_eq!(kept, expected);
+        assert_eq!(s.traces_under_replaced_policies(), 0);
+        let st = s.stats();
+        assert_eq!((st.traces_sampled, st.traces_not_sampled), (3, 2));
+        assert_eq!(st.buffered_traces, 0);
+    }
+
+    #[test]
+    fn a_reload_with_the_same_policies_only_changes_bounds() {
+        let mut s = Sampler::new(&errors(), CoreShare::SINGLE).unwrap();
+        let t0 = Instant::now();
+        let mut out = Vec::new();
+        s.add(batch(vec![span(1, 1), span(2, 1)]), t0, &mut out);
+        let mut cfg = errors();
+        cfg.max_traces_per_core = 1;
+        s.reconfigure(&cfg, CoreShare::SINGLE).unwrap();
+        assert_eq!(s.traces_under_replaced_policies(), 0);
+        // The lowered bound decides the oldest early at the next batch.
+        s.add(batch(vec![span(3, 1)]), t0, &mut out);
+        assert_eq!(s.stats().decided(DecisionReason::MaxTraces), 2);
+        assert_eq!(s.stats().buffered_traces, 1);
     }
 
     #[test]

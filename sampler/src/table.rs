@@ -432,8 +432,8 @@ impl TraceTable {
         trace
     }
 
-    /// Pending traces in arrival order (tests and shutdown).
-    #[cfg(test)]
+    /// Pending traces in arrival order (tests, and a reload marking the traces its old policies
+    /// still decide).
     pub(crate) fn arrival_order(&self) -> Vec<u32> {
         let mut out = Vec::new();
         let mut i = self.fifo_head;

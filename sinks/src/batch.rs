@@ -177,6 +177,11 @@ impl Batcher {
     }
 
     /// When the oldest open batch times out.
+    /// New limits for the batches opened from now on (a reload).
+    pub(crate) fn set_limits(&mut self, limits: BatchLimits) {
+        self.limits = limits;
+    }
+
     pub(crate) fn next_deadline(&self) -> Option<Instant> {
         self.open
             .iter()

@@ -48,6 +48,13 @@ pub enum DrainOutcome {
     },
 }
 
+/// New settings for an [`ExportQueue`], built and ready to swap in
+/// ([`ExportQueue::prepare_settings`]).
+pub struct PreparedSettings {
+    exporter: Exporter,
+    settings: QueueSettings,
+}
+
 /// One exporter instance on one core: batcher → bounded in-memory queue →
 /// sender task(s) with retry. `!Send`: it lives and dies on its core.
 pub struct ExportQueue {
@@ -57,8 +64,10 @@ pub struct ExportQueue {
 struct Shared {
     name: String,
     core: usize,
-    exporter: Exporter,
-    retry: RetryPolicy,
+    /// Swapped by [`ExportQueue::apply_settings`] (a reload); each send attempt takes the
+    /// current one.
+    exporter: RefCell<Rc<Exporter>>,
+    retry: Cell<RetryPolicy>,
     max_bytes: usize,
     batcher: RefCell<Batcher>,
     ready: RefCell<VecDeque<Batch>>,
@@ -175,8 +184,8 @@ impl ExportQueue {
         let shared = Rc::new(Shared {
             name,
             core,
-            exporter,
-            retry: settings.retry,
+            exporter: RefCell::new(Rc::new(exporter)),
+            retry: Cell::new(settings.retry),
             max_bytes: settings.max_queue_bytes,
             batcher: RefCell::new(Batcher::new(settings.batch)),
             ready: RefCell::new(VecDeque::new()),
@@ -355,7 +364,8 @@ impl ExportQueue {
         if let Some(disk) = &s.disk {
             disk.close().await;
         }
-        if let Err(err) = s.exporter.sync().await {
+        let exporter = s.exporter.borrow().clone();
+        if let Err(err) = exporter.sync().await {
             log::warn!("exporter {} (core {}): {err}", s.name, s.core);
         }
         s.report.borrow_mut().flush(Instant::now());
@@ -384,8 +394,33 @@ impl ExportQueue {
         stats.queued_batches = s.ready.borrow().len();
         stats.in_flight = s.in_flight.get();
         stats.disk = s.disk.as_ref().map(DiskQueue::stats);
-        s.exporter.add_stats(&mut stats);
+        s.exporter.borrow().add_stats(&mut stats);
         stats
+    }
+
+    /// Builds the exporter `cfg` describes (a reload: same name and type, same queue settings)
+    /// for this queue's core of `cores`, with `tls` for an `https://` endpoint (read off the
+    /// reactors, see [`crate::client_tls`]), to swap in with [`ExportQueue::apply_settings`].
+    pub fn prepare_settings(
+        &self,
+        cfg: &ExporterConfig,
+        cores: usize,
+        tls: Option<&ClientTls>,
+    ) -> Result<PreparedSettings, SinkError> {
+        let (exporter, settings) = Exporter::build(cfg, self.shared.core, cores, tls)?;
+        Ok(PreparedSettings { exporter, settings })
+    }
+
+    /// Swaps in new settings: the next send attempt of every batch (queued, or retrying) uses
+    /// the new destination, headers, timeout and compression; the retry policy applies to
+    /// batches whose first attempt starts after it; new batches close by the new batch
+    /// limits. Attempts in flight finish with the old ones. The queue itself (its bytes, its
+    /// disk log, its counters) stays as it is.
+    pub fn apply_settings(&self, prepared: PreparedSettings) {
+        let s = &*self.shared;
+        s.exporter.replace(Rc::new(prepared.exporter));
+        s.retry.set(prepared.settings.retry);
+        s.batcher.borrow_mut().set_limits(prepared.settings.batch);
     }
 
     /// The exporter's configured name (`[exporters.NAME]`).
@@ -395,7 +430,7 @@ impl ExportQueue {
 
     /// The exporter's kind: `otlp`, `otlphttp`, `file`, `kafka` or `blackhole`.
     pub fn kind(&self) -> &'static str {
-        self.shared.exporter.kind()
+        self.shared.exporter.borrow().kind()
     }
 
     /// The core this instance belongs to.
@@ -468,7 +503,8 @@ impl Shared {
         // retried, or replayed from a disk queue after a restart, it would only panic again.
         // Converter state the panic left half updated is per-series bookkeeping; the next batch
         // carries on from it.
-        let prepare = Contained::new(Box::pin(self.exporter.prepare(batch)));
+        let exporter = self.exporter.borrow().clone();
+        let prepare = Contained::new(Box::pin(exporter.prepare(batch)));
         let prepared = match prepare.await {
             Ok(Ok(prepared)) => prepared,
             Ok(Err(err)) => {
@@ -500,9 +536,11 @@ impl Shared {
             }
             None => batch,
         };
-        let mut backoff = Backoff::new(self.retry, Instant::now());
+        let mut backoff = Backoff::new(self.retry.get(), Instant::now());
         loop {
-            let export = Contained::new(Box::pin(self.exporter.export(worker, batch)));
+            // After a reload, the next attempt goes out with the new settings.
+            let exporter = self.exporter.borrow().clone();
+            let export = Contained::new(Box::pin(exporter.export(worker, batch)));
             let result = export.await.unwrap_or_else(|p| Err(p.into()));
             let now = Instant::now();
             let err = match result {
@@ -523,7 +561,7 @@ impl Shared {
                 Err(err) => err,
             };
             let retry_in = match err.disposition() {
-                Disposition::Retry { after } if self.retry.enabled => {
+                Disposition::Retry { after } if self.retry.get().enabled => {
                     backoff.next_delay(now, after, random_unit())
                 }
                 _ => None,
@@ -563,7 +601,7 @@ impl Shared {
         self.report.borrow_mut().permanent(
             items,
             || {
-                if gave_up && self.retry.enabled {
+                if gave_up && self.retry.get().enabled {
                     format!("gave up retrying: {err}")
                 } else {
                     err.to_string()

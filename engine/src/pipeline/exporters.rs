@@ -12,7 +12,9 @@ use shardtel_protocol::reframe::Encoded;
 use shardtel_protocol::scan::SpanBatch;
 use shardtel_protocol::Signal;
 use shardtel_sinks::prometheus::InvalidReason;
-use shardtel_sinks::{DiskQueueSettings, DrainOutcome, ExportQueue, ExporterStats};
+use shardtel_sinks::{
+    DiskQueueSettings, DrainOutcome, ExportQueue, ExporterStats, PreparedSettings,
+};
 use shardtel_tls::ClientTls;
 use shardtel_wal::WalStats;
 
@@ -118,6 +120,37 @@ impl Exporters {
             }
         }
         Ok(Exporters { by_name, by_signal })
+    }
+
+    /// New settings from `config` (a reload) for the exporters `names` (`tls`: what
+    /// [`exporter_tls`] built for `config`), ready to swap into their queues
+    /// ([`ExportQueue::apply_settings`]).
+    pub(super) fn prepare_settings(
+        &self,
+        config: &Config,
+        names: &[String],
+        cores: usize,
+        tls: &ExporterTls,
+    ) -> Result<Vec<(Rc<ExportQueue>, PreparedSettings)>, Box<BuildError>> {
+        let mut prepared = Vec::with_capacity(names.len());
+        for name in names {
+            let (Some(cfg), Some(queue)) = (config.exporters.get(name), self.by_name.get(name))
+            else {
+                return Err(Box::new(BuildError::UndefinedExporter {
+                    name: name.clone(),
+                }));
+            };
+            let settings = queue
+                .prepare_settings(cfg, cores, tls.get(name))
+                .map_err(|source| {
+                    Box::new(BuildError::Exporter {
+                        name: name.clone(),
+                        source,
+                    })
+                })?;
+            prepared.push((queue.clone(), settings));
+        }
+        Ok(prepared)
     }
 
     /// Every exporter, by name.

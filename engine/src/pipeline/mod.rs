@@ -19,12 +19,14 @@ mod ingest;
 pub mod mesh;
 mod metric_routing;
 mod processing;
+mod reload;
 mod route;
 pub(crate) mod sampling;
 mod scratch;
 
 use std::cell::RefCell;
 use std::path::Path;
+use std::rc::Rc;
 
 use shardtel_config::{Config, Durability, ProcessorConfig};
 use shardtel_processors::{ProcessorError, Processors};
@@ -41,6 +43,7 @@ pub use error::{IngestError, TokenProblem};
 pub use exporters::{exporter_tls, queue_charge, ExporterSnapshot, ExporterTls};
 pub use ingest::Rejected;
 pub use mesh::{MeshEnds, MeshMessage, MeshSnapshot};
+pub use reload::{PreparedReload, ReloadError};
 
 /// Why a core's pipeline could not be built.
 #[derive(Debug, thiserror::Error)]
@@ -92,8 +95,9 @@ pub struct Pipeline {
     exporters: Exporters,
     mesh: Mesh,
     routing: Routing,
-    /// The attributes, resource and filter processors of every pipeline.
-    processors: Processors,
+    /// The attributes, resource and filter processors of every pipeline; a reload swaps in
+    /// new ones ([`Pipeline::processors`] lends them).
+    processors: RefCell<Rc<Processors>>,
     /// The tail sampler of the traces pipeline, when it has one. Spans owned by this core pass
     /// through it before any exporter.
     sampler: Option<RefCell<Sampler>>,
@@ -163,11 +167,16 @@ impl Pipeline {
                 parts: RefCell::new(Vec::new()),
                 metrics: (cores > 1 && metric_routing::needed(config)).then(MetricsRouter::default),
             },
-            processors,
+            processors: RefCell::new(Rc::new(processors)),
             sampler,
             ingest_log,
             checkpoints,
         })
+    }
+
+    /// The processors now (a reload may swap them).
+    fn processors(&self) -> Rc<Processors> {
+        self.processors.borrow().clone()
     }
 
     /// The core this pipeline runs on.

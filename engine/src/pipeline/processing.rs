@@ -16,7 +16,7 @@ impl Pipeline {
     /// Runs the traces processors listed before the sampler (all of them without one) on a
     /// batch this core owns. Returns whether anything changed.
     pub(super) fn process_owned(&self, batch: &mut SpanBatch) -> bool {
-        match &self.processors.traces_before {
+        match &self.processors().traces_before {
             Some(chain) => chain.process_traces(batch).changed,
             None => false,
         }
@@ -43,7 +43,11 @@ impl Pipeline {
         signal: Signal,
         body: &Bytes,
     ) -> Option<(Encoded, ChainOutcome)> {
-        match self.processors.request_chain(signal)?.process_request(body) {
+        match self
+            .processors()
+            .request_chain(signal)?
+            .process_request(body)
+        {
             Ok(changed) => changed,
             Err(e) => {
                 // The scanner accepted the request, so the walk cannot fail; export it as is.
@@ -58,7 +62,7 @@ impl Pipeline {
 
     /// Counters of every processor on this core, for telemetry.
     pub fn processor_snapshot(&self) -> Vec<ProcessorSnapshot> {
-        self.processors.snapshot()
+        self.processors().snapshot()
     }
 }
 

@@ -50,7 +50,7 @@ impl Pipeline {
                     // the sampler, processors and exporters that cut messages from the
                     // index need it.
                     let index = if self.sampler.is_some()
-                        || self.processors.traces_before.is_some()
+                        || self.processors().traces_before.is_some()
                         || self.exporters.traces_want_index()
                     {
                         index.clone()

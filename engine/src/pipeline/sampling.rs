@@ -84,9 +84,10 @@ impl Pipeline {
         let mut enc = Encoded::default();
         let mut items = 0u64;
         let mut charge = 0usize;
+        let processors = self.processors();
         for k in &kept {
             let before = enc.len;
-            match &self.processors.traces_after {
+            match &processors.traces_after {
                 None => {
                     encode_trace_spans(&k.batch, &k.spans, &mut enc);
                     items += k.spans.len() as u64;

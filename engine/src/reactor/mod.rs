@@ -4,8 +4,9 @@
 //! - `start` (`start.rs`): build the core's pipeline and intake, connect the mesh, recover what
 //!   the ingest log holds, bind the receivers (everything that can fail, with a typed
 //!   [`StartError`]);
-//! - `serve` (`serve.rs`): report ready, publish snapshots, run the sampler's timer, until the
-//!   process asks for shutdown (the receivers and the mesh run as tasks meanwhile);
+//! - `serve` (`serve.rs`): report ready, publish snapshots, run the sampler's timer, apply
+//!   configuration reloads sent to this core ([`reload`]), until the process asks for shutdown
+//!   (the receivers and the mesh run as tasks meanwhile);
 //! - `drain` (`drain.rs`): refuse new data, let in-flight requests and mesh traffic finish,
 //!   decide what the sampler holds, drain the exporters, commit Kafka offsets, close the log.
 //!
@@ -18,6 +19,7 @@
 
 mod drain;
 pub mod failure;
+pub mod reload;
 mod serve;
 pub mod snapshot;
 mod start;
@@ -70,6 +72,8 @@ pub struct CoreSetup {
     pub security: ServerSecurity,
     /// The TLS settings of the exporters with `https://` endpoints, by name.
     pub exporter_tls: Arc<ExporterTls>,
+    /// Where reloads reach this core (none: the configuration never changes).
+    pub reload: Option<reload::ReloadInbox>,
 }
 
 /// Why a core could not start.
@@ -147,8 +151,9 @@ impl Core {
 
 /// Runs one core until shutdown completes: `start`, then `serve` until `shutdown` is set, then
 /// `drain`. Called inside its executor.
-pub async fn run(setup: CoreSetup) {
+pub async fn run(mut setup: CoreSetup) {
     let (core, cpu) = (setup.id, setup.cpu);
+    let reload = setup.reload.take();
     failure::watch_this_reactor(core, setup.board.clone(), setup.checkpoints.clone());
     let ready = setup.ready.clone();
     let shutdown = setup.shutdown.clone();
@@ -159,6 +164,6 @@ pub async fn run(setup: CoreSetup) {
             return;
         }
     };
-    let serving = serve::serve(started, &ready, &shutdown).await;
+    let serving = serve::serve(started, &ready, &shutdown, reload).await;
     drain::drain(serving).await;
 }

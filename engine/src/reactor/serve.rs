@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use glommio::task::JoinHandle;
 
+use super::reload::ReloadInbox;
 use super::start::Started;
 use super::{Core, CoreStartError};
 use crate::memory_limiter;
@@ -41,6 +42,7 @@ pub(super) async fn serve(
     started: Started,
     ready: &mpsc::Sender<Result<usize, CoreStartError>>,
     shutdown: &AtomicBool,
+    reload: Option<ReloadInbox>,
 ) -> Serving {
     let Started {
         core,
@@ -75,8 +77,12 @@ pub(super) async fn serve(
         .detach();
         (task, stop)
     });
+    let mut prepared = None;
     while !shutdown.load(Ordering::Acquire) {
         glommio::timer::sleep(Duration::from_millis(50)).await;
+        if let Some(inbox) = &reload {
+            inbox.handle_waiting(&core, &mut prepared).await;
+        }
     }
     Serving {
         core,

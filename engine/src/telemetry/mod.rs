@@ -14,7 +14,7 @@ pub mod exposition;
 pub mod logging;
 mod server;
 
-use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicU8, Ordering};
 use std::sync::Arc;
 
 use arc_swap::ArcSwapOption;
@@ -59,11 +59,30 @@ impl CoreState {
     }
 }
 
+/// How a configuration reload ended (`shardtel_config_reloads_total{result}`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ReloadOutcome {
+    /// The new configuration runs.
+    Success = 0,
+    /// The new file had problems, or a core could not build what it needs: nothing changed.
+    Failure = 1,
+    /// The new file changes keys that only a restart can change: nothing changed.
+    Refused = 2,
+}
+
+impl ReloadOutcome {
+    const NAMES: [&'static str; 3] = ["success", "failure", "refused"];
+}
+
 /// Where cores publish their state and snapshots (of type `S`); read by the telemetry threads.
 pub struct Board<S> {
     cpus: Vec<usize>,
     states: Vec<AtomicU8>,
     snapshots: Vec<ArcSwapOption<S>>,
+    /// Configuration reloads by [`ReloadOutcome`] (written by the reload thread only).
+    reloads: [AtomicU64; 3],
+    /// The outcome of the last reload (`Success` before any).
+    last_reload: AtomicU8,
 }
 
 impl<S: Families + Send + Sync + 'static> Board<S> {
@@ -76,7 +95,15 @@ impl<S: Families + Send + Sync + 'static> Board<S> {
                 .map(|_| AtomicU8::new(CoreState::Starting as u8))
                 .collect(),
             snapshots: cpus.iter().map(|_| ArcSwapOption::empty()).collect(),
+            reloads: Default::default(),
+            last_reload: AtomicU8::new(ReloadOutcome::Success as u8),
         })
+    }
+
+    /// Counts a configuration reload.
+    pub fn count_reload(&self, outcome: ReloadOutcome) {
+        self.reloads[outcome as usize].fetch_add(1, Ordering::Relaxed);
+        self.last_reload.store(outcome as u8, Ordering::Relaxed);
     }
 
     /// Records a core's lifecycle state. A failed core stays failed.
@@ -141,6 +168,22 @@ impl<S: Families + Send + Sync + 'static> Board<S> {
                 1u64,
             );
         }
+        let reloads = out.counter(
+            "shardtel_config_reloads_total",
+            "Configuration reloads (SIGHUP, shardtel reload) by result: success, failure (a problem in the file or in building it; nothing changed), refused (keys that change only at a restart; nothing changed).",
+        );
+        for (i, result) in ReloadOutcome::NAMES.iter().enumerate() {
+            reloads.sample(
+                &[("result", result)],
+                self.reloads[i].load(Ordering::Relaxed),
+            );
+        }
+        let last_ok = u64::from(self.last_reload.load(Ordering::Relaxed) == 0);
+        out.gauge(
+            "shardtel_config_last_reload_successful",
+            "1 when the last configuration reload (or the start) succeeded, 0 when it failed or was refused.",
+        )
+        .sample(&[], last_ok);
         out.render()
     }
 }

@@ -27,6 +27,7 @@ mod processors;
 mod prometheus;
 mod receive;
 mod receivers_tls;
+mod reload;
 mod routing;
 mod sampling;
 mod sampling_memory;

@@ -55,6 +55,8 @@ mod batching;
 mod consumer;
 mod offsets;
 
+pub(crate) use offsets::commit_delay;
+
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
 use std::rc::Rc;
