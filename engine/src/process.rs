@@ -1,9 +1,9 @@
 //! The process: lock the data directory, fit memory to the limit, bind the telemetry
 //! endpoints, start one pinned reactor per core with its ends of the mesh, wait for them to
-//! serve, and drain them on SIGTERM/SIGINT. A reactor that dies of a panic makes the process
-//! drain the others (within `engine.shutdown_timeout`) and fail with
-//! [`EngineError::CorePanicked`], so that a supervisor restarts it.
-
+//! serve (then tell systemd: [`telemetry::sd_notify`]), and drain them on SIGTERM/SIGINT. A
+//! reactor that dies of a panic makes the process drain the others (within
+//! `engine.shutdown_timeout`) and fail with [`EngineError::CorePanicked`], so that a
+//! supervisor restarts it.
 use std::net::TcpListener;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{mpsc, Arc};
@@ -108,6 +108,7 @@ pub fn run(config: Config) -> Result<(), EngineError> {
                         std::process::exit(130);
                     }
                     log::info!("signal {sig}: draining (send it again to exit at once)");
+                    telemetry::sd_notify::stopping();
                 }
             })
             .map_err(EngineError::Signals)?;
@@ -210,6 +211,7 @@ pub fn run_until(config: Config, shutdown: Arc<AtomicBool>) -> Result<(), Engine
         supervisor.wait_all();
         return Err(e);
     }
+    telemetry::sd_notify::ready(&format!("serving on {cores} cores (cpus {cpus:?})"));
     if let Some(otlp) = &config.receivers.otlp {
         let default = shardtel_config::OtlpReceiverConfig::default();
         let addrs: Vec<String> = [
@@ -318,6 +320,7 @@ impl Supervisor<'_> {
             self.drain
         );
         self.shutdown.store(true, Ordering::Release);
+        telemetry::sd_notify::stopping();
         self.deadline = Some(Instant::now() + self.drain);
         self.panicked = Some((core, message));
     }

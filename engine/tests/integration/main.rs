@@ -18,6 +18,7 @@ mod kafka_auth;
 mod kafka_restart;
 mod loadgen;
 mod loki;
+mod operations;
 mod otelcol;
 mod otelcol_kafka;
 mod processors;

@@ -312,6 +312,9 @@ pub(crate) struct KafkaExporter {
     enqueue_timeout: Duration,
     stats: std::cell::Cell<KafkaProducerStats>,
     last_rejected_log: std::cell::Cell<Option<Instant>>,
+    /// Requests with undeliverable messages not logged since the last line (the next line
+    /// says how many).
+    suppressed_rejected_logs: std::cell::Cell<u64>,
 }
 
 impl KafkaExporter {
@@ -345,6 +348,7 @@ impl KafkaExporter {
             enqueue_timeout: c.timeout,
             stats: std::cell::Cell::new(KafkaProducerStats::default()),
             last_rejected_log: std::cell::Cell::new(None),
+            suppressed_rejected_logs: std::cell::Cell::new(0),
         })
     }
 
@@ -510,7 +514,19 @@ impl KafkaExporter {
             .is_none_or(|t| now.duration_since(t) >= REJECTED_LOG_INTERVAL)
         {
             self.last_rejected_log.set(Some(now));
-            log::warn!("exporter {}: {message}", self.name);
+            let suppressed = self.suppressed_rejected_logs.replace(0);
+            log::warn!(
+                "exporter {}: {message}{}",
+                self.name,
+                if suppressed > 0 {
+                    format!(" ({suppressed} more requests with undeliverable messages since the last report)")
+                } else {
+                    String::new()
+                }
+            );
+        } else {
+            self.suppressed_rejected_logs
+                .set(self.suppressed_rejected_logs.get() + 1);
         }
         Ok(ExportReply {
             rejected: offered.rejected_items + outcome.rejected_items,
