@@ -4,6 +4,7 @@
 mod backends;
 mod cli;
 mod connections;
+mod dashboard;
 mod docs;
 mod durability;
 mod errors;
