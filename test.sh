@@ -221,7 +221,7 @@ else
 fi
 
 # ---- the Debian package (packaging/deb): built from the dev profile (cargo rebuilds the
-# binary without the tests' fault-injection feature: about a minute), unpacked, checked, unit
+# binary without the tests' fault-injection feature: one to three minutes on 2 busy cores), unpacked, checked, unit
 # verified, postinst run against a scratch root.
 step "debian package"
 package_passed=0 package_failed=0

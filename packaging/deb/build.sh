@@ -33,8 +33,10 @@ case "$profile" in
 esac
 
 if [ "${SHARDTEL_DEB_NO_BUILD:-}" != 1 ]; then
-  cargo build --profile "$profile" -p shardtel-engine --bin shardtel -p shardtel-loadgen \
-    --bin shardtel-loadgen >&2
+  # One package per invocation: built together, their dependencies' features would unify
+  # differently from the test suite's builds, and each side would rebuild them every time.
+  cargo build --profile "$profile" -p shardtel-engine --bin shardtel >&2
+  cargo build --profile "$profile" -p shardtel-loadgen --bin shardtel-loadgen >&2
 fi
 for bin in shardtel shardtel-loadgen; do
   [ -x "$bin_dir/$bin" ] || { echo "$bin_dir/$bin is missing" >&2; exit 1; }
