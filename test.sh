@@ -221,8 +221,8 @@ else
 fi
 
 # ---- the Debian package (packaging/deb): built from the dev profile (cargo rebuilds the
-# binary without the tests' fault-injection feature: one to three minutes on 2 busy cores), unpacked, checked, unit
-# verified, postinst run against a scratch root.
+# binary without the tests' fault-injection feature: one to three minutes on 2 busy cores),
+# unpacked, checked, unit verified, postinst run against a scratch root.
 step "debian package"
 package_passed=0 package_failed=0
 if packaging/deb/test.sh --profile dev; then package_passed=1; else package_failed=1; fi
