@@ -143,7 +143,7 @@ pub use storage::{
     ExponentialHistograms, LokiEncoding, LokiExporterConfig, LokiLineFormat,
     PrometheusRemoteWriteExporterConfig,
 };
-pub use telemetry::{check_log_level, TelemetryConfig};
+pub use telemetry::{check_log_level, LogFormat, TelemetryConfig};
 pub use tls::{
     is_valid_bearer_token, AuthConfig, CheckFiles, ClientTlsConfig, FileProblem, ServerTlsConfig,
     TlsVersion,
@@ -470,6 +470,7 @@ shutdown_timeout = "1m30s"
 health = false
 metrics = "[::1]:9999"
 log_level = "warn,shardtel_engine=debug"
+log_format = "json"
 
 [receivers.otlp]
 grpc = "0.0.0.0:0"
@@ -525,6 +526,7 @@ exporters = ["vendor"]
             Some("[::1]:9999".parse::<SocketAddr>().unwrap())
         );
         assert_eq!(config.telemetry.log_level, "warn,shardtel_engine=debug");
+        assert_eq!(config.telemetry.log_format, LogFormat::Json);
 
         let otlp = config.receivers.otlp.as_ref().unwrap();
         assert_eq!(otlp.grpc, Some("0.0.0.0:0".parse().unwrap()));
@@ -873,7 +875,7 @@ exporters = ["otlp", "tempo", "file", "blackhole"]
         assert_eq!(
             err_with_base("[server]\n[telemetry]\nport = 1\n"),
             "shardtel.toml:1: server: unknown key (allowed: engine, telemetry, receivers, processors, exporters, pipelines)\n\
-             shardtel.toml:3: telemetry.port: unknown key (allowed: health, metrics, log_level)"
+             shardtel.toml:3: telemetry.port: unknown key (allowed: health, metrics, log_level, log_format)"
         );
         assert_eq!(
             err(&BASE.replace(
@@ -953,6 +955,10 @@ exporters = ["otlp", "tempo", "file", "blackhole"]
         assert_eq!(
             err_with_base("[telemetry]\nlog_level = \"loud\"\n"),
             "shardtel.toml:2: telemetry.log_level: invalid log level \"loud\" (expected off, error, warn, info, debug or trace, optionally per module: \"info,shardtel_engine=debug\")"
+        );
+        assert_eq!(
+            err_with_base("[telemetry]\nlog_format = \"logfmt\"\n"),
+            "shardtel.toml:2: telemetry.log_format: invalid value \"logfmt\" (allowed: \"text\", \"json\")"
         );
     }
 

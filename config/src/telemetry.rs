@@ -1,4 +1,5 @@
-//! `[telemetry]`: shardtel's own health endpoint, Prometheus metrics endpoint and log level.
+//! `[telemetry]`: shardtel's own health endpoint, Prometheus metrics endpoint, log level and
+//! log format.
 
 use std::net::{Ipv4Addr, SocketAddr};
 
@@ -17,11 +18,29 @@ pub struct TelemetryConfig {
     /// Log filter: a level (`off`, `error`, `warn`, `info`, `debug`, `trace`), optionally with
     /// per-module levels: `"info,shardtel_engine=debug"`. Default `"info"`.
     pub log_level: String,
+    /// How each log line is written to stderr. Default [`LogFormat::Text`].
+    pub log_format: LogFormat,
+}
+
+/// `[telemetry] log_format`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum LogFormat {
+    /// `"text"`: `2026-12-06T10:00:00.123Z INFO  core=1 target: message`, for people.
+    #[default]
+    Text,
+    /// `"json"`: one JSON object per line, with the field names of the OpenTelemetry
+    /// Collector's JSON logs (`ts`, `level`, `logger`, `caller`, `msg`), for log shippers.
+    Json,
+}
+
+impl LogFormat {
+    /// The values `log_format` accepts.
+    pub const NAMES: &'static [&'static str] = &["text", "json"];
 }
 
 impl TelemetryConfig {
     /// The keys `[telemetry]` accepts.
-    pub const KEYS: &'static [&'static str] = &["health", "metrics", "log_level"];
+    pub const KEYS: &'static [&'static str] = &["health", "metrics", "log_level", "log_format"];
 }
 
 impl Default for TelemetryConfig {
@@ -30,6 +49,7 @@ impl Default for TelemetryConfig {
             health: Some(SocketAddr::from((Ipv4Addr::LOCALHOST, 13133))),
             metrics: Some(SocketAddr::from((Ipv4Addr::LOCALHOST, 8888))),
             log_level: "info".to_string(),
+            log_format: LogFormat::Text,
         }
     }
 }
@@ -64,6 +84,12 @@ pub(crate) fn decode(d: &mut Decoder<'_>, root: &Section<'_, '_>) -> TelemetryCo
             check_log_level(&level)?;
             Ok(level)
         }),
+        log_format: d.field_or(&s, "log_format", default.log_format, |v| {
+            Ok(match decode::one_of(v, LogFormat::NAMES)? {
+                "json" => LogFormat::Json,
+                _ => LogFormat::Text,
+            })
+        }),
     }
 }
 
@@ -96,5 +122,6 @@ mod tests {
         assert_eq!(t.health.unwrap().to_string(), "127.0.0.1:13133");
         assert_eq!(t.metrics.unwrap().to_string(), "127.0.0.1:8888");
         assert_eq!(t.log_level, "info");
+        assert_eq!(t.log_format, LogFormat::Text);
     }
 }

@@ -10,13 +10,45 @@ use shardtel_config::{Config, DEFAULT_CONFIG};
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
-/// shardtel: an OpenTelemetry collector with one pinned reactor per core.
+/// What `shardtel --help` opens with: what shardtel is, for someone who just installed it.
+const ABOUT: &str = "shardtel: an OpenTelemetry collector for traces, metrics and logs.
+
+It receives OTLP over gRPC and HTTP (or from Kafka), filters it, rewrites attributes,
+tail-samples whole traces, batches it and exports it to OTLP backends, Kafka, Prometheus
+remote write, Loki or files. One reactor runs pinned to each CPU core; by default a request
+is on disk before its client is acknowledged.
+
+Without a command it runs until SIGTERM or SIGINT, then drains what it holds and exits.";
+
+/// What follows the options in `--help`: the first steps.
+const AFTER_HELP: &str = "Getting started:
+  shardtel default-config > shardtel.toml    the embedded default configuration, commented
+  shardtel validate --config shardtel.toml   print every problem with its file and line
+  shardtel --config shardtel.toml            run (health on :13133, metrics on :8888)
+
+Logs go to stderr ([telemetry] log_level, log_format = \"text\" or \"json\"; SHARDTEL_LOG
+overrides the level). Documentation: README.md and docs/ (configuration.md, operations.md).";
+
+/// `shardtel --version`: the version, and what the program is.
+const LONG_VERSION: &str = concat!(
+    env!("CARGO_PKG_VERSION"),
+    "\nAn OpenTelemetry collector (OTLP traces, metrics and logs) with one pinned reactor per CPU core.",
+    "\nSee `shardtel --help`; start from `shardtel default-config` and check files with `shardtel validate --config FILE`."
+);
+
 #[derive(Parser)]
-#[command(version, about, long_about = None)]
+#[command(
+    name = "shardtel",
+    version,
+    long_version = LONG_VERSION,
+    about = "shardtel: an OpenTelemetry collector for traces, metrics and logs",
+    long_about = ABOUT,
+    after_help = AFTER_HELP
+)]
 struct Cli {
     /// Configuration file (TOML). Without it, the embedded default runs:
     /// OTLP in on 127.0.0.1:4317/4318, every core, files under ./shardtel-data/.
-    #[arg(long, short, global = true)]
+    #[arg(long, short, global = true, value_name = "FILE")]
     config: Option<PathBuf>,
     #[command(subcommand)]
     command: Option<Command>,
@@ -24,9 +56,9 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Check a configuration file; print every problem and exit non-zero if any.
+    /// Check a configuration file (--config FILE); print every problem and exit non-zero if any.
     Validate,
-    /// Print the embedded default configuration.
+    /// Print the embedded default configuration (commented; a starting point for your own).
     DefaultConfig,
     /// Ask a running shardtel to reload its configuration file (sends it SIGHUP; the result is
     /// in its log and in shardtel_config_reloads_total). Names the process with --pid, or
@@ -125,7 +157,10 @@ fn main() -> ExitCode {
                     return ExitCode::FAILURE;
                 }
             };
-            shardtel_engine::telemetry::logging::init(&config.telemetry.log_level);
+            shardtel_engine::telemetry::logging::init(
+                &config.telemetry.log_level,
+                config.telemetry.log_format,
+            );
             let source: Option<shardtel_engine::process::ConfigSource> =
                 cli.config.clone().map(|path| {
                     Box::new(move || check_file(&path)) as shardtel_engine::process::ConfigSource

@@ -1,9 +1,9 @@
 //! The process: lock the data directory, read the TLS files and tokens of the edges, fit memory
 //! to the limit, bind the telemetry endpoints, start one pinned reactor per core with its ends
-//! of the mesh, wait for them to serve, reload the configuration on SIGHUP ([`reload`]), and
-//! drain them on SIGTERM/SIGINT. A reactor that dies of a panic makes the process drain the
-//! others (within `engine.shutdown_timeout`) and fail with [`EngineError::CorePanicked`], so
-//! that a supervisor restarts it.
+//! of the mesh, wait for them to serve (then tell systemd: [`telemetry::sd_notify`]), reload
+//! the configuration on SIGHUP ([`reload`]), and drain them on SIGTERM/SIGINT. A reactor that
+//! dies of a panic makes the process drain the others (within `engine.shutdown_timeout`) and
+//! fail with [`EngineError::CorePanicked`], so that a supervisor restarts it.
 
 mod reload;
 
@@ -135,6 +135,7 @@ pub fn run(config: Config, source: Option<ConfigSource>) -> Result<(), EngineErr
                         std::process::exit(130);
                     }
                     log::info!("signal {sig}: draining (send it again to exit at once)");
+                    telemetry::sd_notify::stopping();
                 }
             })
             .map_err(EngineError::Signals)?;
@@ -280,6 +281,7 @@ pub fn run_until(
             log::error!("failed to start the reload thread, SIGHUP will do nothing: {e}");
         }
     }
+    telemetry::sd_notify::ready(&format!("serving on {cores} cores (cpus {cpus:?})"));
     if let Some(otlp) = &config.receivers.otlp {
         let default = shardtel_config::OtlpReceiverConfig::default();
         let addrs: Vec<String> = [
@@ -388,6 +390,7 @@ impl Supervisor<'_> {
             self.drain
         );
         self.shutdown.store(true, Ordering::Release);
+        telemetry::sd_notify::stopping();
         self.deadline = Some(Instant::now() + self.drain);
         self.panicked = Some((core, message));
     }

@@ -1,4 +1,5 @@
-//! Rate-limited failure logging: one summary per interval per exporter per core.
+//! Rate-limited failure logging: one summary per interval per exporter per core, and a
+//! [`Throttle`] for single warnings that says how many it held back.
 
 use std::time::{Duration, Instant};
 
@@ -116,9 +117,63 @@ impl FailureReport {
     }
 }
 
+/// A warning logged at most once per interval; the next line says how many were held back.
+#[derive(Debug)]
+pub(crate) struct Throttle {
+    interval: Duration,
+    last: std::cell::Cell<Option<Instant>>,
+    suppressed: std::cell::Cell<u64>,
+}
+
+impl Throttle {
+    pub(crate) fn new(interval: Duration) -> Self {
+        Self {
+            interval,
+            last: std::cell::Cell::new(None),
+            suppressed: std::cell::Cell::new(0),
+        }
+    }
+
+    /// `Some(suffix)` when a line is due at `now` (the suffix, empty or
+    /// ` (N more since the last report)`, ends the line); `None` counts one held back.
+    pub(crate) fn due(&self, now: Instant) -> Option<String> {
+        if self
+            .last
+            .get()
+            .is_some_and(|t| now.duration_since(t) < self.interval)
+        {
+            self.suppressed.set(self.suppressed.get() + 1);
+            return None;
+        }
+        self.last.set(Some(now));
+        Some(match self.suppressed.replace(0) {
+            0 => String::new(),
+            n => format!(" ({n} more since the last report)"),
+        })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_throttled_warning_says_how_many_it_held_back() {
+        let t0 = Instant::now();
+        let throttle = Throttle::new(Duration::from_secs(10));
+        assert_eq!(throttle.due(t0).as_deref(), Some(""));
+        for i in 1..=5 {
+            assert_eq!(throttle.due(t0 + Duration::from_secs(i)), None);
+        }
+        assert_eq!(
+            throttle.due(t0 + Duration::from_secs(10)).as_deref(),
+            Some(" (5 more since the last report)")
+        );
+        assert_eq!(
+            throttle.due(t0 + Duration::from_secs(20)).as_deref(),
+            Some("")
+        );
+    }
 
     #[test]
     fn first_failure_logs_then_at_most_once_per_interval() {

@@ -54,8 +54,10 @@ impl Reloader {
                 log::warn!("reload ignored: the process is draining");
                 continue;
             }
+            crate::telemetry::sd_notify::reloading();
             let outcome = self.reload();
             self.board.count_reload(outcome);
+            crate::telemetry::sd_notify::ready(&format!("serving (last reload: {outcome:?})"));
         }
     }
 
@@ -86,8 +88,8 @@ impl Reloader {
             // when they can swap them, prepare them here (files are read on this thread, never
             // on a reactor) and send them with `Prepare`.
             log::error!(
-                "reload refused: receivers.otlp.tls and receivers.otlp.auth change only at a \
-                 restart in this build; nothing changed"
+                "reload refused: receivers' tls and auth tables change only at a restart in \
+                 this build (their files are re-read by reload_interval); nothing changed"
             );
             return ReloadOutcome::Refused;
         }

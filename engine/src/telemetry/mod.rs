@@ -1,5 +1,6 @@
 //! Self-telemetry: the lifecycle state and published snapshots of every core, the one
-//! Prometheus text renderer, the health (:13133) and metrics (:8888) endpoints, and the log.
+//! Prometheus text renderer, the health (:13133) and metrics (:8888) endpoints, the log, and
+//! systemd's readiness notifications.
 //!
 //! Counters live on their core as `Cell<u64>`; once a second (and on every state change) each
 //! core publishes a snapshot into its own slot of a [`Board`]. The telemetry threads only read
@@ -12,6 +13,7 @@
 
 pub mod exposition;
 pub mod logging;
+pub mod sd_notify;
 mod server;
 
 use std::sync::atomic::{AtomicU64, AtomicU8, Ordering};

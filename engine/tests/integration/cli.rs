@@ -57,3 +57,62 @@ fn sigterm_drains_batches_and_exits_zero() {
     assert_eq!(st.stop(), 0, "log:\n{}", st.log());
     assert_eq!(spans_in(&st.out()).len(), 100, "log:\n{}", st.log());
 }
+
+#[test]
+fn help_says_what_shardtel_is_and_where_to_start() {
+    let out = shardtel(&["--help"]);
+    assert!(out.status.success());
+    let help = String::from_utf8(out.stdout).unwrap();
+    let first = help.lines().next().unwrap();
+    assert_eq!(
+        first,
+        "shardtel: an OpenTelemetry collector for traces, metrics and logs."
+    );
+    for expected in [
+        "OTLP over gRPC and HTTP",
+        "tail-samples whole traces",
+        "pinned to each CPU core",
+        "until SIGTERM or SIGINT",
+        "shardtel default-config > shardtel.toml",
+        "shardtel validate --config shardtel.toml",
+        "--config <FILE>",
+        "log_format",
+        "docs/",
+    ] {
+        assert!(
+            help.contains(expected),
+            "{expected:?} missing from:\n{help}"
+        );
+    }
+    assert!(
+        !help.contains("shardtel engine:"),
+        "the crate's internal description leaked into the help:\n{help}"
+    );
+    // -h: the one-line summary and the same pointers.
+    let short = String::from_utf8(shardtel(&["-h"]).stdout).unwrap();
+    assert!(
+        short.starts_with("shardtel: an OpenTelemetry collector"),
+        "{short}"
+    );
+    assert!(short.contains("shardtel validate --config"), "{short}");
+}
+
+#[test]
+fn version_names_the_release_and_what_it_is() {
+    let out = shardtel(&["--version"]);
+    assert!(out.status.success());
+    let text = String::from_utf8(out.stdout).unwrap();
+    let mut lines = text.lines();
+    assert_eq!(
+        lines.next(),
+        Some(concat!("shardtel ", env!("CARGO_PKG_VERSION")))
+    );
+    let rest: Vec<&str> = lines.collect();
+    let rest = rest.join("\n");
+    assert!(rest.contains("OpenTelemetry collector"), "{text}");
+    assert!(rest.contains("shardtel default-config"), "{text}");
+    assert!(rest.contains("shardtel validate --config FILE"), "{text}");
+    // -V: the version alone, for scripts.
+    let short = String::from_utf8(shardtel(&["-V"]).stdout).unwrap();
+    assert_eq!(short, concat!("shardtel ", env!("CARGO_PKG_VERSION"), "\n"));
+}

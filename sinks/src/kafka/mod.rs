@@ -311,7 +311,8 @@ pub(crate) struct KafkaExporter {
     /// How long to keep offering messages to a full producer queue before failing the attempt.
     enqueue_timeout: Duration,
     stats: std::cell::Cell<KafkaProducerStats>,
-    last_rejected_log: std::cell::Cell<Option<Instant>>,
+    /// Undeliverable messages: one warning per interval, with a count of those held back.
+    rejected_log: crate::report::Throttle,
 }
 
 impl KafkaExporter {
@@ -344,7 +345,7 @@ impl KafkaExporter {
             max_value_bytes: value_limit(c.max_message_bytes),
             enqueue_timeout: c.timeout,
             stats: std::cell::Cell::new(KafkaProducerStats::default()),
-            last_rejected_log: std::cell::Cell::new(None),
+            rejected_log: crate::report::Throttle::new(REJECTED_LOG_INTERVAL),
         })
     }
 
@@ -503,14 +504,8 @@ impl KafkaExporter {
         };
         let messages = offered.rejected_messages + outcome.failed_messages;
         let message = format!("{messages} {signal} messages can never be delivered: {error}");
-        let now = Instant::now();
-        if self
-            .last_rejected_log
-            .get()
-            .is_none_or(|t| now.duration_since(t) >= REJECTED_LOG_INTERVAL)
-        {
-            self.last_rejected_log.set(Some(now));
-            log::warn!("exporter {}: {message}", self.name);
+        if let Some(held_back) = self.rejected_log.due(Instant::now()) {
+            log::warn!("exporter {}: {message}{held_back}", self.name);
         }
         Ok(ExportReply {
             rejected: offered.rejected_items + outcome.rejected_items,
