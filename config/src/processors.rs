@@ -28,6 +28,7 @@ use crate::decode::{self, Decoder, Section};
 use crate::error::{ComponentKind, ConfigErrorKind};
 use crate::filter::{decode_filter, FilterConfig, StatusCode};
 use crate::memory_limiter::{decode_memory_limiter, MemoryLimiterConfig};
+use crate::transform::{decode_routing, decode_transform, RoutingConfig, TransformConfig};
 use crate::units::format_duration;
 
 /// One `[processors.NAME]` table.
@@ -47,6 +48,10 @@ pub enum ProcessorConfig {
     Filter(FilterConfig),
     /// `type = "memory_limiter"`: process-wide memory limit enforced at admission.
     MemoryLimiter(MemoryLimiterConfig),
+    /// `type = "routing"`: each item to the exporters of the first route whose condition holds.
+    Routing(RoutingConfig),
+    /// `type = "transform"`: statements that change items where their conditions hold.
+    Transform(TransformConfig),
 }
 
 impl ProcessorConfig {
@@ -57,6 +62,8 @@ impl ProcessorConfig {
         "resource",
         "filter",
         "memory_limiter",
+        "routing",
+        "transform",
     ];
     /// Processor types shardtel plans (DESIGN.md) that this build does not implement yet.
     pub const PLANNED: &'static [&'static str] = &["probabilistic_sampler", "batch"];
@@ -69,6 +76,8 @@ impl ProcessorConfig {
             ProcessorConfig::Resource(_) => "resource",
             ProcessorConfig::Filter(_) => "filter",
             ProcessorConfig::MemoryLimiter(_) => "memory_limiter",
+            ProcessorConfig::Routing(_) => "routing",
+            ProcessorConfig::Transform(_) => "transform",
         }
     }
 
@@ -78,6 +87,8 @@ impl ProcessorConfig {
         match self {
             ProcessorConfig::TailSampling(_) => signal == shardtel_protocol::Signal::Traces,
             ProcessorConfig::Filter(f) => f.rules(signal).is_some(),
+            ProcessorConfig::Routing(r) => r.supports(signal),
+            ProcessorConfig::Transform(t) => !t.groups(signal).is_empty(),
             _ => true,
         }
     }
@@ -551,6 +562,8 @@ pub(crate) fn decode(
             "memory_limiter" => {
                 Some(decode_memory_limiter(d, &table).map(ProcessorConfig::MemoryLimiter))
             }
+            "routing" => Some(decode_routing(d, &table).map(ProcessorConfig::Routing)),
+            "transform" => Some(decode_transform(d, &table).map(ProcessorConfig::Transform)),
             _ => None,
         };
         if let Some(decoded) = decoded {

@@ -27,7 +27,9 @@
 #![forbid(unsafe_code)]
 
 mod attributes;
+pub mod condition;
 mod filter;
+pub mod routing;
 
 use std::cell::{Cell, RefCell};
 
@@ -45,6 +47,7 @@ use shardtel_protocol::Signal;
 
 pub use attributes::Actions;
 pub use filter::Filter;
+pub use routing::{ExporterSet, Router, RouterSnapshot, RoutingError, SpanGroups, SpanPart};
 
 /// Why the processors of a (validated) configuration could not be compiled.
 #[derive(Debug, thiserror::Error)]
@@ -54,6 +57,15 @@ pub enum ProcessorError {
     Undefined {
         /// The processor's name.
         name: String,
+    },
+    /// A routing processor could not be built.
+    #[error("processor {name}: {source}")]
+    Routing {
+        /// The processor's name.
+        name: String,
+        /// Why.
+        #[source]
+        source: RoutingError,
     },
     /// A processor's regular expression does not compile.
     #[error("processor {name}: {source}")]
@@ -334,9 +346,12 @@ impl Chain {
                     Some(rules) => Op::Filter(Box::new(Filter::compile(rules).map_err(err)?)),
                     None => continue,
                 },
-                Some(ProcessorConfig::TailSampling(_) | ProcessorConfig::MemoryLimiter(_)) => {
-                    continue
-                }
+                Some(
+                    ProcessorConfig::TailSampling(_)
+                    | ProcessorConfig::MemoryLimiter(_)
+                    | ProcessorConfig::Routing(_)
+                    | ProcessorConfig::Transform(_),
+                ) => continue,
                 None => return Err(ProcessorError::Undefined { name: name.clone() }),
             };
             stages.push(Stage {
@@ -716,6 +731,17 @@ fn resource_headers<'a>(
     }
 }
 
+/// The `Resource` body among a resource's rewritten header fields (complete fields).
+fn resource_field_in(fields: &[u8]) -> Option<&[u8]> {
+    let mut rd = Reader::new(fields);
+    while let Some(Ok((k, v))) = rd.next_field() {
+        if let (true, Value::Len(b)) = (k.field == fields::RESOURCE, v) {
+            return Some(&fields[b]);
+        }
+    }
+    None
+}
+
 /// The body of field `resource` (1), if `field` is that field.
 fn resource_field(field: &[u8]) -> Option<&[u8]> {
     match Reader::new(field).next_field() {
@@ -829,6 +855,9 @@ pub struct Processors {
     pub metrics: Option<Chain>,
     /// Logs, on the receiving core.
     pub logs: Option<Chain>,
+    /// The traces pipeline's routing processor: which exporters each trace goes to, decided
+    /// on the owner core after the sampler and every other processor.
+    pub traces_router: Option<Router>,
 }
 
 impl Processors {
@@ -848,6 +877,16 @@ impl Processors {
             };
             p.traces_before = Chain::build(config, Signal::Traces, before)?;
             p.traces_after = Chain::build(config, Signal::Traces, after)?;
+            for name in &traces.processors {
+                if let Some(ProcessorConfig::Routing(r)) = config.processors.get(name) {
+                    let router = Router::build(name, r, Signal::Traces, &traces.exporters)
+                        .map_err(|source| ProcessorError::Routing {
+                            name: name.clone(),
+                            source,
+                        })?;
+                    p.traces_router = Some(router);
+                }
+            }
         }
         if let Some(metrics) = &config.pipelines.metrics {
             p.metrics = Chain::build(config, Signal::Metrics, &metrics.processors)?;
@@ -865,6 +904,11 @@ impl Processors {
             Signal::Logs => self.logs.as_ref(),
             Signal::Traces => None,
         }
+    }
+
+    /// Counters of every routing processor on this core.
+    pub fn router_snapshot(&self) -> Vec<RouterSnapshot> {
+        self.traces_router.iter().map(Router::snapshot).collect()
     }
 
     /// Counters of every processor on this core.

@@ -3,7 +3,7 @@
 //! their metric families.
 
 use bytes::Bytes;
-use shardtel_processors::{ChainOutcome, ProcessorSnapshot};
+use shardtel_processors::{ChainOutcome, ProcessorSnapshot, RouterSnapshot};
 use shardtel_protocol::reframe::Encoded;
 use shardtel_protocol::scan::SpanBatch;
 use shardtel_protocol::Signal;
@@ -59,6 +59,41 @@ impl Pipeline {
     /// Counters of every processor on this core, for telemetry.
     pub fn processor_snapshot(&self) -> Vec<ProcessorSnapshot> {
         self.processors.snapshot()
+    }
+
+    /// Counters of every routing processor on this core, for telemetry.
+    pub fn router_snapshot(&self) -> Vec<RouterSnapshot> {
+        self.processors.router_snapshot()
+    }
+}
+
+/// `shardtel_routing_items_total{processor, signal, route, core}`: items (spans for traces)
+/// each route took; `route="default"` counts those no route matched (dropped when `default`
+/// is empty).
+impl Families for [RouterSnapshot] {
+    fn families(cores: &[(usize, &Self)], out: &mut Exposition) {
+        if cores.iter().all(|(_, r)| r.is_empty()) {
+            return;
+        }
+        let family = out.counter(
+            "shardtel_routing_items_total",
+            "Items each route of a routing processor took (route=\"default\": no route matched).",
+        );
+        for (core, routers) in cores {
+            for r in *routers {
+                for (route, n) in &r.routed {
+                    family.sample(
+                        &[
+                            ("processor", &r.name),
+                            ("signal", &r.signal),
+                            ("route", route),
+                            ("core", core),
+                        ],
+                        *n,
+                    );
+                }
+            }
+        }
     }
 }
 

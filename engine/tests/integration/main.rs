@@ -23,6 +23,7 @@ mod otelcol_kafka;
 mod processors;
 mod prometheus;
 mod receive;
+mod route_processor;
 mod routing;
 mod sampling;
 mod sampling_memory;

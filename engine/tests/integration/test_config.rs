@@ -264,6 +264,23 @@ impl Component {
             )
     }
 
+    /// A routing processor: `routes` as `(condition, exporters)`, tried in order, then
+    /// `default`.
+    pub fn routing(default: &[&str], routes: &[(&str, &[&str])]) -> Self {
+        let routes = routes
+            .iter()
+            .map(|(condition, exporters)| {
+                let mut t = Table::new();
+                t.insert("condition".into(), (*condition).into());
+                t.insert("exporters".into(), string_array(&strings(exporters)));
+                Value::Table(t)
+            })
+            .collect();
+        Self::of_type("routing")
+            .set("default", string_array(&strings(default)))
+            .set("routes", Value::Array(routes))
+    }
+
     /// A memory limiter.
     pub fn memory_limiter(check_interval: Duration, limit_mib: u64) -> Self {
         Self::of_type("memory_limiter")
