@@ -429,4 +429,254 @@ mod tests {
         .unwrap();
         assert!(Condition::compile(&e).unwrap().eval(&f));
     }
+
+    mod model {
+        //! Random conditions on random spans: the wire evaluation agrees with a reference
+        //! evaluator over the prost-decoded span, and every condition survives render → parse.
+        use super::super::*;
+        use proptest::prelude::*;
+        use prost::Message;
+        use shardtel_config::ottl::{parse_condition, Context};
+        use shardtel_protocol::proto::common::v1::{any_value, AnyValue, KeyValue};
+        use shardtel_protocol::proto::resource::v1::Resource;
+        use shardtel_protocol::proto::trace::v1::{Span, Status};
+
+        #[derive(Clone, Debug, PartialEq)]
+        enum M {
+            S(String),
+            I(i64),
+            D(f64),
+            B(bool),
+            Nil,
+        }
+
+        const KEYS: [&str; 3] = ["a", "b", "c"];
+        const STRS: [&str; 3] = ["x", "y", "GET /a"];
+
+        fn any_m() -> impl Strategy<Value = M> {
+            prop_oneof![
+                prop::sample::select(&STRS[..]).prop_map(|s| M::S(s.to_string())),
+                (-2i64..3).prop_map(M::I),
+                prop::sample::select(vec![-1.0, 0.0, 0.5, 2.0]).prop_map(M::D),
+                any::<bool>().prop_map(M::B),
+            ]
+        }
+
+        fn lit(m: &M) -> String {
+            match m {
+                M::S(s) => format!("{s:?}"),
+                M::I(i) => i.to_string(),
+                M::D(d) => format!("{d:?}"),
+                M::B(b) => b.to_string(),
+                M::Nil => "nil".into(),
+            }
+        }
+
+        fn encode(m: &M) -> Option<AnyValue> {
+            let v = match m {
+                M::S(s) => any_value::Value::StringValue(s.clone()),
+                M::I(i) => any_value::Value::IntValue(*i),
+                M::D(d) => any_value::Value::DoubleValue(*d),
+                M::B(b) => any_value::Value::BoolValue(*b),
+                M::Nil => return None,
+            };
+            Some(AnyValue { value: Some(v) })
+        }
+
+        fn decode(v: &Option<AnyValue>) -> M {
+            match v.as_ref().and_then(|v| v.value.as_ref()) {
+                Some(any_value::Value::StringValue(s)) => M::S(s.clone()),
+                Some(any_value::Value::IntValue(i)) => M::I(*i),
+                Some(any_value::Value::DoubleValue(d)) => M::D(*d),
+                Some(any_value::Value::BoolValue(b)) => M::B(*b),
+                _ => M::Nil,
+            }
+        }
+
+        /// A path as text, and how the model reads it.
+        #[derive(Clone, Debug)]
+        enum P {
+            Attr(&'static str),
+            Res(&'static str),
+            Name,
+            Kind,
+            Status,
+        }
+
+        fn any_path() -> impl Strategy<Value = P> {
+            prop_oneof![
+                prop::sample::select(&KEYS[..]).prop_map(P::Attr),
+                prop::sample::select(&KEYS[..]).prop_map(P::Res),
+                Just(P::Name),
+                Just(P::Kind),
+                Just(P::Status),
+            ]
+        }
+
+        #[derive(Clone, Debug)]
+        enum C {
+            Cmp(P, &'static str, M),
+            Match(P, &'static str),
+            Truthy(P),
+            Not(Box<C>),
+            And(Box<C>, Box<C>),
+            Or(Box<C>, Box<C>),
+        }
+
+        fn any_cond() -> impl Strategy<Value = C> {
+            let leaf = prop_oneof![
+                (
+                    any_path(),
+                    prop::sample::select(vec!["==", "!=", "<", "<=", ">", ">="]),
+                    prop_oneof![any_m(), Just(M::Nil)]
+                )
+                    .prop_map(|(p, op, m)| C::Cmp(p, op, m)),
+                (any_path(), prop::sample::select(vec!["^G", "x|y", "\\d"]))
+                    .prop_map(|(p, re)| C::Match(p, re)),
+                prop::sample::select(&KEYS[..]).prop_map(|k| C::Truthy(P::Attr(k))),
+            ];
+            leaf.prop_recursive(3, 12, 2, |inner| {
+                prop_oneof![
+                    inner.clone().prop_map(|c| C::Not(Box::new(c))),
+                    (inner.clone(), inner.clone())
+                        .prop_map(|(a, b)| C::And(Box::new(a), Box::new(b))),
+                    (inner.clone(), inner).prop_map(|(a, b)| C::Or(Box::new(a), Box::new(b))),
+                ]
+            })
+        }
+
+        fn path_text(p: &P) -> String {
+            match p {
+                P::Attr(k) => format!("attributes[{k:?}]"),
+                P::Res(k) => format!("resource.attributes[{k:?}]"),
+                P::Name => "name".into(),
+                P::Kind => "kind".into(),
+                P::Status => "status.code".into(),
+            }
+        }
+
+        fn text(c: &C) -> String {
+            match c {
+                C::Cmp(p, op, m) => format!("{} {op} {}", path_text(p), lit(m)),
+                C::Match(p, re) => format!("IsMatch({}, {re:?})", path_text(p)),
+                C::Truthy(p) => path_text(p),
+                C::Not(c) => format!("not ({})", text(c)),
+                C::And(a, b) => format!("({}) and ({})", text(a), text(b)),
+                C::Or(a, b) => format!("({}) or ({})", text(a), text(b)),
+            }
+        }
+
+        fn read(p: &P, span: &Span, resource: &Resource) -> M {
+            let find = |kvs: &[KeyValue], k: &str| {
+                kvs.iter()
+                    .find(|kv| kv.key == k)
+                    .map_or(M::Nil, |kv| decode(&kv.value))
+            };
+            match p {
+                P::Attr(k) => find(&span.attributes, k),
+                P::Res(k) => find(&resource.attributes, k),
+                P::Name => M::S(span.name.clone()),
+                P::Kind => M::I(i64::from(span.kind)),
+                P::Status => M::I(i64::from(span.status.as_ref().map_or(0, |s| s.code))),
+            }
+        }
+
+        fn num(m: &M) -> Option<f64> {
+            match m {
+                M::I(i) => Some(*i as f64),
+                M::D(d) => Some(*d),
+                _ => None,
+            }
+        }
+
+        fn model(c: &C, span: &Span, resource: &Resource) -> bool {
+            match c {
+                C::Cmp(p, op, m) => {
+                    let v = read(p, span, resource);
+                    let eq = match (&v, m) {
+                        (M::I(a), M::I(b)) => a == b,
+                        (M::S(a), M::S(b)) => a == b,
+                        (M::B(a), M::B(b)) => a == b,
+                        (M::Nil, M::Nil) => true,
+                        _ => matches!((num(&v), num(m)), (Some(a), Some(b)) if a == b),
+                    };
+                    let ord = match (&v, m) {
+                        (M::I(a), M::I(b)) => Some(a.cmp(b)),
+                        (M::S(a), M::S(b)) => Some(a.as_bytes().cmp(b.as_bytes())),
+                        _ => num(&v).zip(num(m)).and_then(|(a, b)| a.partial_cmp(&b)),
+                    };
+                    use std::cmp::Ordering::*;
+                    match *op {
+                        "==" => eq,
+                        "!=" => !eq,
+                        "<" => ord == Some(Less),
+                        "<=" => matches!(ord, Some(Less | Equal)),
+                        ">" => ord == Some(Greater),
+                        _ => matches!(ord, Some(Greater | Equal)),
+                    }
+                }
+                C::Match(p, re) => match read(p, span, resource) {
+                    M::S(s) => regex::Regex::new(re).unwrap().is_match(&s),
+                    _ => false,
+                },
+                C::Truthy(p) => read(p, span, resource) == M::B(true),
+                C::Not(c) => !model(c, span, resource),
+                C::And(a, b) => model(a, span, resource) && model(b, span, resource),
+                C::Or(a, b) => model(a, span, resource) || model(b, span, resource),
+            }
+        }
+
+        fn attrs() -> impl Strategy<Value = Vec<KeyValue>> {
+            prop::collection::vec((prop::sample::select(&KEYS[..]), any_m()), 0..4).prop_map(|v| {
+                v.into_iter()
+                    .map(|(k, m)| KeyValue {
+                        key: k.into(),
+                        value: encode(&m),
+                        ..Default::default()
+                    })
+                    .collect()
+            })
+        }
+
+        proptest! {
+            #![proptest_config(ProptestConfig::with_cases(512))]
+            #[test]
+            fn wire_evaluation_agrees_with_the_decoded_model(
+                cond in any_cond(),
+                span_attrs in attrs(),
+                res_attrs in attrs(),
+                name in prop::sample::select(&STRS[..]),
+                kind in 0i32..6,
+                code in 0i32..3,
+            ) {
+                let span = Span {
+                    name: name.into(),
+                    kind,
+                    attributes: span_attrs,
+                    status: Some(Status { code, ..Default::default() }),
+                    ..Default::default()
+                };
+                let resource = Resource { attributes: res_attrs, ..Default::default() };
+                let text = text(&cond);
+                let expr = parse_condition(&text, Context::Span, false)
+                    .unwrap_or_else(|e| panic!("{text}: {e}"));
+                let compiled = Condition::compile(&expr).unwrap();
+                let span_bytes = span.encode_to_vec();
+                let resource_bytes = resource.encode_to_vec();
+                let fields = SpanFields {
+                    span: &span_bytes,
+                    scalars: SpanScalars::read(&span_bytes),
+                    resource: &resource_bytes,
+                    trace_has_error: false,
+                };
+                prop_assert_eq!(compiled.eval(&fields), model(&cond, &span, &resource), "{}", text);
+            }
+
+            #[test]
+            fn arbitrary_text_never_panics_the_parser(text in "\\PC{0,40}") {
+                let _ = parse_condition(&text, Context::Span, true);
+                let _ = shardtel_config::ottl::parse_statement(&text, Context::Span);
+            }
+        }
+    }
 }
