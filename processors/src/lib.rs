@@ -30,6 +30,7 @@ mod attributes;
 pub mod condition;
 mod filter;
 pub mod routing;
+mod transform;
 
 use std::cell::{Cell, RefCell};
 
@@ -48,6 +49,7 @@ use shardtel_protocol::Signal;
 pub use attributes::Actions;
 pub use filter::Filter;
 pub use routing::{ExporterSet, Router, RouterSnapshot, RoutingError, SpanGroups, SpanPart};
+pub use transform::Transform;
 
 /// Why the processors of a (validated) configuration could not be compiled.
 #[derive(Debug, thiserror::Error)]
@@ -104,6 +106,8 @@ pub struct Item<'a> {
     read: bool,
     body: AttrValue,
     body_changed: bool,
+    /// Other fields a `transform` replaced: `(field, new length-delimited value)`.
+    edits: Vec<(u32, Bytes)>,
     /// Some action changed the item.
     pub changed: bool,
 }
@@ -130,8 +134,26 @@ impl<'a> Item<'a> {
             read: false,
             body,
             body_changed: false,
+            edits: Vec::new(),
             changed: false,
         }
+    }
+
+    /// The new value of field `field`, if a statement replaced it.
+    fn edit(&self, field: u32) -> Option<&[u8]> {
+        self.edits
+            .iter()
+            .rev()
+            .find(|(f, _)| *f == field)
+            .map(|(_, b)| &b[..])
+    }
+
+    /// Replaces length-delimited field `field` (a span's name or status, a log record's
+    /// severity text).
+    fn set_edit(&mut self, field: u32, value: Bytes) {
+        self.edits.retain(|(f, _)| *f != field);
+        self.edits.push((field, value));
+        self.changed = true;
     }
 
     /// The attribute list, read on first use.
@@ -164,7 +186,19 @@ impl<'a> Item<'a> {
             value: &self.body,
         });
         write_message(self.msg, self.attr_field, self.attrs, edit, arena);
-        Some(arena.split().freeze())
+        let mut out = arena.split().freeze();
+        // Each other replaced field: one more pass (only items a transform changed).
+        for (field, value) in &self.edits {
+            let value = AttrValue::Encoded(value.clone());
+            let edit = Some(FieldEdit {
+                field: *field,
+                value: &value,
+            });
+            // Field 0 never occurs: every attribute is copied as it is.
+            write_message(&out, 0, &[], edit, arena);
+            out = arena.split().freeze();
+        }
+        Some(out)
     }
 }
 
@@ -205,6 +239,7 @@ enum Op {
     },
     Resource(Actions),
     Filter(Box<Filter>),
+    Transform(Box<Transform>),
 }
 
 #[derive(Debug)]
@@ -231,6 +266,7 @@ impl Stage {
             Op::Attributes { .. } => "attributes",
             Op::Resource(_) => "resource",
             Op::Filter(_) => "filter",
+            Op::Transform(_) => "transform",
         }
     }
 }
@@ -346,11 +382,17 @@ impl Chain {
                     Some(rules) => Op::Filter(Box::new(Filter::compile(rules).map_err(err)?)),
                     None => continue,
                 },
+                Some(ProcessorConfig::Transform(t)) => {
+                    let groups = t.groups(signal);
+                    if groups.is_empty() {
+                        continue;
+                    }
+                    Op::Transform(Box::new(Transform::compile(groups).map_err(err)?))
+                }
                 Some(
                     ProcessorConfig::TailSampling(_)
                     | ProcessorConfig::MemoryLimiter(_)
-                    | ProcessorConfig::Routing(_)
-                    | ProcessorConfig::Transform(_),
+                    | ProcessorConfig::Routing(_),
                 ) => continue,
                 None => return Err(ProcessorError::Undefined { name: name.clone() }),
             };
@@ -363,9 +405,14 @@ impl Chain {
         if stages.is_empty() {
             return Ok(None);
         }
-        let touches_resources = stages.iter().any(|s| s.resource_actions().is_some());
-        let reads_resources =
-            touches_resources || stages.iter().any(|s| matches!(s.op, Op::Filter(_)));
+        let touches_resources = stages.iter().any(|s| {
+            s.resource_actions().is_some()
+                || matches!(&s.op, Op::Transform(t) if t.has_resource_statements())
+        });
+        let reads_resources = touches_resources
+            || stages
+                .iter()
+                .any(|s| matches!(s.op, Op::Filter(_) | Op::Transform(_)));
         // Every stage an attributes stage on items only, each with keys it needs present.
         let needed_keys = stages
             .iter()
@@ -402,6 +449,13 @@ impl Chain {
         }
     }
 
+    #[cfg(test)]
+    fn snapshot_vec(&self) -> Vec<ProcessorSnapshot> {
+        let mut v = Vec::new();
+        self.snapshot(&mut v);
+        v
+    }
+
     /// Runs the resource actions of every stage on `resource` (a `Resource` body): fills
     /// `scratch.versions` / `scratch.at_stage` (the resource each stage sees: 0 is the
     /// original, `i` is `versions[i - 1]`) and returns the final resource if it changed.
@@ -420,6 +474,28 @@ impl Chain {
         }
         for stage in &self.stages {
             at_stage.push(versions.len());
+            if let Op::Transform(t) = &stage.op {
+                if !t.has_resource_statements() {
+                    continue;
+                }
+                let new = {
+                    let current: &[u8] = versions.last().map_or(resource, |b| &b[..]);
+                    let mut item = Item::new(
+                        current,
+                        ItemKind::Resource,
+                        fields::RESOURCE_ATTRIBUTES,
+                        attrs,
+                    );
+                    t.apply_resource(&mut item);
+                    if !item.changed {
+                        continue;
+                    }
+                    write_resource(current, item.attrs(), arena);
+                    arena.split().freeze()
+                };
+                versions.push(new);
+                continue;
+            }
             let Some(actions) = stage.resource_actions() else {
                 continue;
             };
@@ -471,6 +547,18 @@ impl Chain {
                     item.changed |= before;
                 }
                 Op::Resource(_) => {}
+                Op::Transform(t) => {
+                    if !t.has_item_statements() {
+                        continue;
+                    }
+                    bump(&stage.stats.received, 1);
+                    let before = std::mem::replace(&mut item.changed, false);
+                    t.apply_item(item, resource_of(k));
+                    if item.changed {
+                        bump(&stage.stats.changed, 1);
+                    }
+                    item.changed |= before;
+                }
                 Op::Filter(filter) => {
                     bump(&stage.stats.received, 1);
                     if !filter.keeps(item, resource_of(k)) {
