@@ -30,5 +30,6 @@ mod sampling_memory;
 mod shutdown;
 mod stack_example;
 mod test_config;
+mod transform;
 mod victorialogs;
 mod victoriametrics;
