@@ -468,6 +468,12 @@ pub enum ConfigErrorKind {
         /// What the pipeline lists.
         listed: Vec<String>,
     },
+    /// A spanmetrics processor without a metrics pipeline to hand its metrics to.
+    #[error("spanmetrics processor {name} needs a [pipelines.metrics] for its metrics")]
+    SpanMetricsWithoutMetricsPipeline {
+        /// The processor.
+        name: String,
+    },
     /// A routing processor that is not the last of its pipeline.
     #[error("routing processor {name} must be the last processor of the pipeline (it chooses the exporters)")]
     RoutingNotLast {

@@ -138,7 +138,9 @@ pub use tls::{
     is_valid_bearer_token, AuthConfig, CheckFiles, ClientTlsConfig, FileProblem, ServerTlsConfig,
     TlsVersion,
 };
-pub use transform::{item_context, Route, RoutingConfig, StatementGroup, TransformConfig};
+pub use transform::{
+    item_context, Route, RoutingConfig, SpanMetricsConfig, StatementGroup, TransformConfig,
+};
 pub use units::{format_duration, format_size, parse_duration, parse_size};
 pub use wal::WalConfig;
 
@@ -986,8 +988,8 @@ exporters = ["otlp", "tempo", "file", "blackhole"]
             err_with_base("[processors.tail_sampling]\ndecision_wait = \"10s\"\n[processors.redact]\ntype = \"attributes\"\n[processors.mine]\n[processors.other]\ntype = \"magic\"\n"),
             "shardtel.toml:1: processors.tail_sampling.policies: at least one policy is required (each policy is a table with a name and a type)\n\
              shardtel.toml:3: processors.redact.actions: missing required key ([[...actions]] tables like { key = \"user.email\", action = \"delete\" })\n\
-             shardtel.toml:5: processors.mine: missing key \"type\" (\"mine\" is not a processor type; allowed types: tail_sampling, attributes, resource, filter, memory_limiter, routing, transform)\n\
-             shardtel.toml:7: processors.other.type: unknown processor type \"magic\" (allowed types: tail_sampling, attributes, resource, filter, memory_limiter, routing, transform)"
+             shardtel.toml:5: processors.mine: missing key \"type\" (\"mine\" is not a processor type; allowed types: tail_sampling, attributes, resource, filter, memory_limiter, routing, transform, spanmetrics)\n\
+             shardtel.toml:7: processors.other.type: unknown processor type \"magic\" (allowed types: tail_sampling, attributes, resource, filter, memory_limiter, routing, transform, spanmetrics)"
         );
         assert_eq!(
             err_with_base("[receivers.kafka]\n"),

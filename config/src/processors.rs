@@ -28,7 +28,10 @@ use crate::decode::{self, Decoder, Section};
 use crate::error::{ComponentKind, ConfigErrorKind};
 use crate::filter::{decode_filter, FilterConfig, StatusCode};
 use crate::memory_limiter::{decode_memory_limiter, MemoryLimiterConfig};
-use crate::transform::{decode_routing, decode_transform, RoutingConfig, TransformConfig};
+use crate::transform::{
+    decode_routing, decode_spanmetrics, decode_transform, RoutingConfig, SpanMetricsConfig,
+    TransformConfig,
+};
 use crate::units::format_duration;
 
 /// One `[processors.NAME]` table.
@@ -52,6 +55,8 @@ pub enum ProcessorConfig {
     Routing(RoutingConfig),
     /// `type = "transform"`: statements that change items where their conditions hold.
     Transform(TransformConfig),
+    /// `type = "spanmetrics"`: calls and duration metrics from spans, into the metrics pipeline.
+    SpanMetrics(SpanMetricsConfig),
 }
 
 impl ProcessorConfig {
@@ -64,6 +69,7 @@ impl ProcessorConfig {
         "memory_limiter",
         "routing",
         "transform",
+        "spanmetrics",
     ];
     /// Processor types shardtel plans (DESIGN.md) that this build does not implement yet.
     pub const PLANNED: &'static [&'static str] = &["probabilistic_sampler", "batch"];
@@ -78,6 +84,7 @@ impl ProcessorConfig {
             ProcessorConfig::MemoryLimiter(_) => "memory_limiter",
             ProcessorConfig::Routing(_) => "routing",
             ProcessorConfig::Transform(_) => "transform",
+            ProcessorConfig::SpanMetrics(_) => "spanmetrics",
         }
     }
 
@@ -85,7 +92,9 @@ impl ProcessorConfig {
     /// filter: the signals it has conditions for; the others: every signal).
     pub fn supports(&self, signal: shardtel_protocol::Signal) -> bool {
         match self {
-            ProcessorConfig::TailSampling(_) => signal == shardtel_protocol::Signal::Traces,
+            ProcessorConfig::TailSampling(_) | ProcessorConfig::SpanMetrics(_) => {
+                signal == shardtel_protocol::Signal::Traces
+            }
             ProcessorConfig::Filter(f) => f.rules(signal).is_some(),
             ProcessorConfig::Routing(r) => r.supports(signal),
             ProcessorConfig::Transform(t) => !t.groups(signal).is_empty(),
@@ -564,6 +573,7 @@ pub(crate) fn decode(
             }
             "routing" => Some(decode_routing(d, &table).map(ProcessorConfig::Routing)),
             "transform" => Some(decode_transform(d, &table).map(ProcessorConfig::Transform)),
+            "spanmetrics" => Some(decode_spanmetrics(d, &table).map(ProcessorConfig::SpanMetrics)),
             _ => None,
         };
         if let Some(decoded) = decoded {

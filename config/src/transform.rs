@@ -322,6 +322,102 @@ pub(crate) fn decode_transform(
     ok.then_some(config)
 }
 
+/// `type = "spanmetrics"`: request, error and duration metrics from spans, computed on each
+/// span's owner core (before `tail_sampling` when listed before it, so dropped traces count) and
+/// handed to the metrics pipeline every `flush_interval`, as delta sums and histograms (the
+/// `prometheusremotewrite` exporter accumulates them into cumulative series).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SpanMetricsConfig {
+    /// Span (then resource) attributes added as labels.
+    pub dimensions: Vec<String>,
+    /// Explicit histogram bounds, ascending.
+    pub buckets: Vec<std::time::Duration>,
+    /// Series kept per core; more go to one `otel.metric.overflow="true"` series, counted.
+    pub max_series: usize,
+    /// How often each core hands its metrics to the metrics pipeline.
+    pub flush_interval: std::time::Duration,
+    /// Prefix of the metric names: `{namespace}.calls`, `{namespace}.duration`.
+    pub namespace: String,
+}
+
+impl SpanMetricsConfig {
+    /// The keys `type = "spanmetrics"` accepts.
+    pub const KEYS: &'static [&'static str] = &[
+        "type",
+        "dimensions",
+        "buckets",
+        "max_series",
+        "flush_interval",
+        "namespace",
+    ];
+    /// The OpenTelemetry Collector's default bounds, in milliseconds.
+    pub const DEFAULT_BUCKETS_MS: &'static [u64] = &[
+        2, 4, 6, 8, 10, 50, 100, 200, 400, 800, 1000, 1400, 2000, 5000, 10_000, 15_000,
+    ];
+    /// Default `max_series`.
+    pub const DEFAULT_MAX_SERIES: usize = 1000;
+}
+
+pub(crate) fn decode_spanmetrics(
+    d: &mut Decoder<'_>,
+    s: &Section<'_, '_>,
+) -> Option<SpanMetricsConfig> {
+    d.check_keys(s, SpanMetricsConfig::KEYS);
+    let dimensions = d.field_or(s, "dimensions", Vec::new(), decode::strings);
+    let default_buckets = SpanMetricsConfig::DEFAULT_BUCKETS_MS
+        .iter()
+        .map(|ms| std::time::Duration::from_millis(*ms))
+        .collect();
+    let buckets = d.field_or(s, "buckets", default_buckets, |v| {
+        let DeValue::Array(list) = v else {
+            return Err(ConfigErrorKind::WrongType {
+                expected: "an array of durations like [\"2ms\", \"10ms\", \"1s\"]",
+                found: decode::describe(v),
+            });
+        };
+        let mut out: Vec<std::time::Duration> = Vec::new();
+        for item in list {
+            let b = decode::duration(item.get_ref())?;
+            if out.last().is_some_and(|last| *last >= b) {
+                return Err(ConfigErrorKind::WrongType {
+                    expected: "strictly ascending durations",
+                    found: format!("{b:?} after {:?}", out.last().copied().unwrap_or_default()),
+                });
+            }
+            out.push(b);
+        }
+        if out.is_empty() {
+            return Err(ConfigErrorKind::Empty);
+        }
+        Ok(out)
+    });
+    let max_series = d.field_or(
+        s,
+        "max_series",
+        SpanMetricsConfig::DEFAULT_MAX_SERIES,
+        |v| Ok(decode::in_range(decode::count(v, u64::MAX)?, 1, 10_000_000)? as usize),
+    );
+    let flush_interval = d.field_or(
+        s,
+        "flush_interval",
+        std::time::Duration::from_secs(15),
+        |v| decode::min_duration(decode::duration(v)?, std::time::Duration::from_millis(10)),
+    );
+    let namespace = d.field_or(
+        s,
+        "namespace",
+        "traces.span.metrics".to_string(),
+        decode::non_empty_string,
+    );
+    Some(SpanMetricsConfig {
+        dimensions,
+        buckets,
+        max_series,
+        flush_interval,
+        namespace,
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use crate::{Config, ProcessorConfig};

@@ -44,6 +44,7 @@ pub(crate) fn validate(
     check_memory_limiters(config, locations, &mut report);
     check_tail_samplers(config, locations, &mut report);
     check_routing(config, locations, &mut report);
+    check_spanmetrics(config, locations, &mut report);
     report.errors
 }
 
@@ -423,6 +424,29 @@ fn check_routing(config: &Config, locations: &Locations, report: &mut Reporter<'
                     }
                 }
             }
+        }
+    }
+}
+
+/// A `spanmetrics` processor hands its metrics to the metrics pipeline: there must be one.
+fn check_spanmetrics(config: &Config, locations: &Locations, report: &mut Reporter<'_>) {
+    let Some(traces) = &config.pipelines.traces else {
+        return;
+    };
+    if config.pipelines.metrics.is_some() {
+        return;
+    }
+    let list_key = "pipelines.traces.processors".to_string();
+    for (i, name) in traces.processors.iter().enumerate() {
+        if matches!(
+            config.processors.get(name),
+            Some(ProcessorConfig::SpanMetrics(_))
+        ) {
+            report.report_at(
+                list_key.clone(),
+                locations.line(&format!("{list_key}[{i}]")),
+                ConfigErrorKind::SpanMetricsWithoutMetricsPipeline { name: name.clone() },
+            );
         }
     }
 }

@@ -30,6 +30,7 @@ mod attributes;
 pub mod condition;
 mod filter;
 pub mod routing;
+mod spanmetrics;
 mod transform;
 
 use std::cell::{Cell, RefCell};
@@ -49,6 +50,7 @@ use shardtel_protocol::Signal;
 pub use attributes::Actions;
 pub use filter::Filter;
 pub use routing::{ExporterSet, Router, RouterSnapshot, RoutingError, SpanGroups, SpanPart};
+pub use spanmetrics::{SpanMetrics, SpanMetricsSnapshot};
 pub use transform::Transform;
 
 /// Why the processors of a (validated) configuration could not be compiled.
@@ -392,7 +394,8 @@ impl Chain {
                 Some(
                     ProcessorConfig::TailSampling(_)
                     | ProcessorConfig::MemoryLimiter(_)
-                    | ProcessorConfig::Routing(_),
+                    | ProcessorConfig::Routing(_)
+                    | ProcessorConfig::SpanMetrics(_),
                 ) => continue,
                 None => return Err(ProcessorError::Undefined { name: name.clone() }),
             };
@@ -946,6 +949,13 @@ pub struct Processors {
     /// The traces pipeline's routing processor: which exporters each trace goes to, decided
     /// on the owner core after the sampler and every other processor.
     pub traces_router: Option<Router>,
+    /// The traces pipeline's `spanmetrics` processor, when listed before `tail_sampling` (or
+    /// without one): counts every span the owner core receives.
+    pub spanmetrics_before: Option<SpanMetrics>,
+    /// The same, listed after `tail_sampling`: counts the spans of kept traces.
+    pub spanmetrics_after: Option<SpanMetrics>,
+    /// Its flush interval.
+    pub spanmetrics_flush: Option<std::time::Duration>,
 }
 
 impl Processors {
@@ -965,7 +975,19 @@ impl Processors {
             };
             p.traces_before = Chain::build(config, Signal::Traces, before)?;
             p.traces_after = Chain::build(config, Signal::Traces, after)?;
-            for name in &traces.processors {
+            let now_ns = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_nanos() as u64);
+            for (i, name) in traces.processors.iter().enumerate() {
+                if let Some(ProcessorConfig::SpanMetrics(c)) = config.processors.get(name) {
+                    let m = SpanMetrics::new(c, now_ns);
+                    p.spanmetrics_flush = Some(c.flush_interval);
+                    if split.is_some_and(|s| i > s) {
+                        p.spanmetrics_after = Some(m);
+                    } else {
+                        p.spanmetrics_before = Some(m);
+                    }
+                }
                 if let Some(ProcessorConfig::Routing(r)) = config.processors.get(name) {
                     let router = Router::build(name, r, Signal::Traces, &traces.exporters)
                         .map_err(|source| ProcessorError::Routing {

@@ -39,6 +39,11 @@ impl Pipeline {
         if kept.is_empty() {
             return;
         }
+        if let Some(metrics) = &self.processors.spanmetrics_after {
+            for k in &kept {
+                metrics.record_batch(&k.batch, Some(&k.spans));
+            }
+        }
         if self.processors.traces_router.is_some() {
             return self.export_kept_routed(kept).await;
         }

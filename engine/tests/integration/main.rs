@@ -28,6 +28,7 @@ mod routing;
 mod sampling;
 mod sampling_memory;
 mod shutdown;
+mod spanmetrics;
 mod stack_example;
 mod test_config;
 mod transform;
