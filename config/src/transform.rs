@@ -525,4 +525,48 @@ mod tests {
             .to_string();
         assert!(e.contains("processor \"t\""), "{e}");
     }
+
+    #[test]
+    fn spanmetrics_decodes_defaults_and_needs_a_metrics_pipeline() {
+        let text = base(
+            "[processors.sm]\ntype = \"spanmetrics\"\ndimensions = [\"http.route\"]\n",
+            "[\"sm\"]",
+            "[\"a\"]",
+        );
+        let e = Config::from_str(&text, "shardtel.toml")
+            .unwrap_err()
+            .to_string();
+        assert_eq!(
+            e,
+            "shardtel.toml:11: pipelines.traces.processors: spanmetrics processor sm needs a [pipelines.metrics] for its metrics"
+        );
+        let with_metrics =
+            format!("{text}[pipelines.metrics]\nreceivers = [\"otlp\"]\nexporters = [\"b\"]\n");
+        let config = Config::from_str(&with_metrics, "shardtel.toml").unwrap();
+        let Some(ProcessorConfig::SpanMetrics(m)) = config.processors.get("sm") else {
+            panic!()
+        };
+        assert_eq!(m.dimensions, ["http.route"]);
+        assert_eq!(m.buckets.len(), 16);
+        assert_eq!(m.max_series, 1000);
+        assert_eq!(m.namespace, "traces.span.metrics");
+        let bad = base(
+            "[processors.sm]\ntype = \"spanmetrics\"\nbuckets = [\"10ms\", \"5ms\"]\n",
+            "[\"sm\"]",
+            "[\"a\"]",
+        );
+        let e = Config::from_str(&bad, "shardtel.toml")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("processors.sm.buckets") && e.contains("strictly ascending"),
+            "{e}"
+        );
+        // Not in a metrics or logs pipeline.
+        let in_logs = format!("{with_metrics}[pipelines.logs]\nreceivers = [\"otlp\"]\nprocessors = [\"sm\"]\nexporters = [\"a\"]\n");
+        let e = Config::from_str(&in_logs, "shardtel.toml")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("pipelines.logs.processors"), "{e}");
+    }
 }
