@@ -62,7 +62,7 @@ fn errors_go_to_one_exporter_and_the_rest_to_another_after_tail_sampling() {
         };
         c.exporter("errors_store", file("errors"))
             .exporter("main_store", file("main"))
-            .processor("tail_sampling", TailSampling::keep_all(millis(500)))
+            .processor("tail_sampling", TailSampling::keep_all(millis(2000)))
             .processor(
                 "route",
                 Component::routing(
@@ -170,8 +170,13 @@ fn errors_go_to_one_exporter_and_the_rest_to_another_after_tail_sampling() {
     assert_eq!(tally(&errors_dir), want_errors);
     assert_eq!(tally(&main_dir), want_main);
     // The route counters add up to the spans routed (dev spans counted once, by their route).
-    let routed = st.metric_sum("shardtel_routing_items_total", "processor=\"route\"");
-    assert_eq!(routed, (3 * (TRACES + DEV_TRACES)) as u64);
+    // (Published once a second.)
+    let routed = || st.metric_sum("shardtel_routing_items_total", "processor=\"route\"");
+    assert!(
+        wait_until(10, || routed() == (3 * (TRACES + DEV_TRACES)) as u64),
+        "routed {}",
+        routed()
+    );
     let default = st.metric_sum("shardtel_routing_items_total", "route=\"default\"");
     assert_eq!(
         default,
