@@ -466,6 +466,36 @@ pub enum ConfigErrorKind {
         /// The name.
         name: String,
     },
+    /// A condition or statement of the statement language that does not parse or check.
+    #[error("invalid statement `{statement}`: {message}")]
+    InvalidStatement {
+        /// The text.
+        statement: String,
+        /// What is wrong.
+        message: String,
+    },
+    /// A route names an exporter that the pipeline does not list.
+    #[error("exporter {name:?} is not listed in pipelines.{signal}.exporters (listed: {})", .listed.join(", "))]
+    RouteExporterNotListed {
+        /// The exporter.
+        name: String,
+        /// The pipeline.
+        signal: shardtel_protocol::Signal,
+        /// What the pipeline lists.
+        listed: Vec<String>,
+    },
+    /// A spanmetrics processor without a metrics pipeline to hand its metrics to.
+    #[error("spanmetrics processor {name} needs a [pipelines.metrics] for its metrics")]
+    SpanMetricsWithoutMetricsPipeline {
+        /// The processor.
+        name: String,
+    },
+    /// A routing processor that is not the last of its pipeline.
+    #[error("routing processor {name} must be the last processor of the pipeline (it chooses the exporters)")]
+    RoutingNotLast {
+        /// The processor.
+        name: String,
+    },
     /// A regular expression that does not compile.
     #[error("invalid regex {pattern:?}: {message}")]
     InvalidRegex {

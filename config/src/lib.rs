@@ -85,6 +85,7 @@ mod filter;
 mod format_receivers;
 mod kafka;
 mod memory_limiter;
+pub mod ottl;
 mod pipelines;
 mod processors;
 mod prometheus;
@@ -95,6 +96,7 @@ mod telemetry;
 #[cfg(test)]
 mod testing;
 mod tls;
+mod transform;
 mod units;
 mod validate;
 mod wal;
@@ -147,6 +149,9 @@ pub use telemetry::{check_log_level, LogFormat, TelemetryConfig};
 pub use tls::{
     is_valid_bearer_token, AuthConfig, CheckFiles, ClientTlsConfig, FileProblem, ServerTlsConfig,
     TlsVersion,
+};
+pub use transform::{
+    item_context, Route, RoutingConfig, SpanMetricsConfig, StatementGroup, TransformConfig,
 };
 pub use units::{format_duration, format_size, parse_duration, parse_size};
 pub use wal::WalConfig;
@@ -1001,8 +1006,8 @@ exporters = ["otlp", "tempo", "file", "blackhole"]
             err_with_base("[processors.tail_sampling]\ndecision_wait = \"10s\"\n[processors.redact]\ntype = \"attributes\"\n[processors.mine]\n[processors.other]\ntype = \"magic\"\n"),
             "shardtel.toml:1: processors.tail_sampling.policies: at least one policy is required (each policy is a table with a name and a type)\n\
              shardtel.toml:3: processors.redact.actions: missing required key ([[...actions]] tables like { key = \"user.email\", action = \"delete\" })\n\
-             shardtel.toml:5: processors.mine: missing key \"type\" (\"mine\" is not a processor type; allowed types: tail_sampling, attributes, resource, filter, memory_limiter)\n\
-             shardtel.toml:7: processors.other.type: unknown processor type \"magic\" (allowed types: tail_sampling, attributes, resource, filter, memory_limiter)"
+             shardtel.toml:5: processors.mine: missing key \"type\" (\"mine\" is not a processor type; allowed types: tail_sampling, attributes, resource, filter, memory_limiter, routing, transform, spanmetrics)\n\
+             shardtel.toml:7: processors.other.type: unknown processor type \"magic\" (allowed types: tail_sampling, attributes, resource, filter, memory_limiter, routing, transform, spanmetrics)"
         );
         assert_eq!(
             err_with_base("[receivers.kafka]\n"),

@@ -28,6 +28,10 @@ use crate::decode::{self, Decoder, Section};
 use crate::error::{ComponentKind, ConfigErrorKind};
 use crate::filter::{decode_filter, FilterConfig, StatusCode};
 use crate::memory_limiter::{decode_memory_limiter, MemoryLimiterConfig};
+use crate::transform::{
+    decode_routing, decode_spanmetrics, decode_transform, RoutingConfig, SpanMetricsConfig,
+    TransformConfig,
+};
 use crate::units::format_duration;
 
 /// One `[processors.NAME]` table.
@@ -47,6 +51,12 @@ pub enum ProcessorConfig {
     Filter(FilterConfig),
     /// `type = "memory_limiter"`: process-wide memory limit enforced at admission.
     MemoryLimiter(MemoryLimiterConfig),
+    /// `type = "routing"`: each item to the exporters of the first route whose condition holds.
+    Routing(RoutingConfig),
+    /// `type = "transform"`: statements that change items where their conditions hold.
+    Transform(TransformConfig),
+    /// `type = "spanmetrics"`: calls and duration metrics from spans, into the metrics pipeline.
+    SpanMetrics(SpanMetricsConfig),
 }
 
 impl ProcessorConfig {
@@ -57,6 +67,9 @@ impl ProcessorConfig {
         "resource",
         "filter",
         "memory_limiter",
+        "routing",
+        "transform",
+        "spanmetrics",
     ];
     /// Processor types shardtel plans (DESIGN.md) that this build does not implement yet.
     pub const PLANNED: &'static [&'static str] = &["probabilistic_sampler", "batch"];
@@ -69,6 +82,9 @@ impl ProcessorConfig {
             ProcessorConfig::Resource(_) => "resource",
             ProcessorConfig::Filter(_) => "filter",
             ProcessorConfig::MemoryLimiter(_) => "memory_limiter",
+            ProcessorConfig::Routing(_) => "routing",
+            ProcessorConfig::Transform(_) => "transform",
+            ProcessorConfig::SpanMetrics(_) => "spanmetrics",
         }
     }
 
@@ -76,8 +92,12 @@ impl ProcessorConfig {
     /// filter: the signals it has conditions for; the others: every signal).
     pub fn supports(&self, signal: shardtel_protocol::Signal) -> bool {
         match self {
-            ProcessorConfig::TailSampling(_) => signal == shardtel_protocol::Signal::Traces,
+            ProcessorConfig::TailSampling(_) | ProcessorConfig::SpanMetrics(_) => {
+                signal == shardtel_protocol::Signal::Traces
+            }
             ProcessorConfig::Filter(f) => f.rules(signal).is_some(),
+            ProcessorConfig::Routing(r) => r.supports(signal),
+            ProcessorConfig::Transform(t) => !t.groups(signal).is_empty(),
             _ => true,
         }
     }
@@ -557,6 +577,9 @@ pub(crate) fn decode(
             "memory_limiter" => {
                 Some(decode_memory_limiter(d, &table).map(ProcessorConfig::MemoryLimiter))
             }
+            "routing" => Some(decode_routing(d, &table).map(ProcessorConfig::Routing)),
+            "transform" => Some(decode_transform(d, &table).map(ProcessorConfig::Transform)),
+            "spanmetrics" => Some(decode_spanmetrics(d, &table).map(ProcessorConfig::SpanMetrics)),
             _ => None,
         };
         if let Some(decoded) = decoded {

@@ -2,14 +2,14 @@
 //! the configuration the process runs and a new, validated one, and returns either the
 //! [`LiveChanges`] to apply or every key that only a restart can change ([`RestartRequired`]).
 //!
-//! Live: the settings of processors (`attributes`, `resource`, `filter`, and `tail_sampling`'s
-//! policies and bounds except its decision cache sizes), the order of a pipeline's processors
+//! Live: the settings of processors (`attributes`, `resource`, `filter`, `transform`, `routing`,
+//! and `tail_sampling`'s policies and bounds except its decision cache sizes), the order of a pipeline's processors
 //! (with the same tail sampler and memory limiter in it), the settings of exporters but their
 //! type and `queue` table (endpoint, headers, timeout, compression, `batch`, `retry`, topic...;
 //! not `file` exporters, which own their files), processors no pipeline lists, and
 //! `telemetry.log_level`. Everything else — `[engine]`, listener addresses, receivers and their
 //! settings, which receivers and exporters a pipeline has, the memory limiter, exporters'
-//! queues — is fixed at start-up.
+//! queues, `spanmetrics` processors — is fixed at start-up.
 
 use std::collections::BTreeSet;
 use std::fmt;
@@ -195,10 +195,12 @@ pub fn compare(old: &Config, new: &Config) -> Result<LiveChanges, RestartRequire
             Some(ProcessorConfig::MemoryLimiter(_))
         )
     };
+    // The sampler and span metrics keep state (buffered traces, a window of counts) and
+    // span metrics its flush timer, all set up at start-up.
     let sampler = |c: &Config, name: &str| {
         matches!(
             c.processors.get(name),
-            Some(ProcessorConfig::TailSampling(_))
+            Some(ProcessorConfig::TailSampling(_) | ProcessorConfig::SpanMetrics(_))
         )
     };
     for signal in crate::Signal::ALL {
@@ -227,7 +229,7 @@ pub fn compare(old: &Config, new: &Config) -> Result<LiveChanges, RestartRequire
                 if special(old, a) != special(new, b) {
                     refuse(
                         format!("{key}.processors"),
-                        "the tail sampler and memory limiter of a pipeline are set up at start-up",
+                        "the tail sampler, span metrics and memory limiter of a pipeline are set up at start-up",
                     );
                 } else if a.processors != b.processors {
                     live.processors = true;
@@ -273,6 +275,11 @@ pub fn compare(old: &Config, new: &Config) -> Result<LiveChanges, RestartRequire
             | (_, Some(ProcessorConfig::TailSampling(_))) => {
                 refuse(key, "the tail sampler of a pipeline is set up at start-up")
             }
+            (Some(ProcessorConfig::SpanMetrics(_)), _)
+            | (_, Some(ProcessorConfig::SpanMetrics(_))) => refuse(
+                key,
+                "span metrics keep a window of counts and a flush timer set up at start-up",
+            ),
             _ => live.processors = true,
         }
     }
@@ -426,6 +433,58 @@ exporters = ["up"]
         assert_eq!(
             live.describe(),
             "processors; tail sampling policies and bounds; exporters up; log level"
+        );
+    }
+
+    #[test]
+    fn span_metrics_need_a_restart_and_routing_changes_live() {
+        let text = |condition: &str, spanmetrics: &str| {
+            format!(
+                r#"
+[receivers.otlp]
+[processors.route]
+type = "routing"
+default = ["up"]
+routes = [{{ condition = '{condition}', exporters = ["errors"] }}]
+[processors.sm]
+type = "spanmetrics"
+dimensions = ["{spanmetrics}"]
+[exporters.up]
+type = "otlp"
+endpoint = "http://127.0.0.1:4317"
+[exporters.errors]
+type = "otlp"
+endpoint = "http://127.0.0.1:4327"
+[pipelines.traces]
+receivers = ["otlp"]
+processors = ["sm", "route"]
+exporters = ["up", "errors"]
+[pipelines.metrics]
+receivers = ["otlp"]
+exporters = ["up"]
+"#
+            )
+        };
+        let old = load(&text("trace.has_error", "http.route"), &|_| None).unwrap();
+        let new = load(
+            &text(r#"attributes["tier"] == "gold""#, "http.route"),
+            &|_| None,
+        )
+        .unwrap();
+        assert_eq!(
+            compare(&old, &new).unwrap(),
+            LiveChanges {
+                processors: true,
+                ..LiveChanges::default()
+            }
+        );
+        let new = load(&text("trace.has_error", "http.method"), &|_| None).unwrap();
+        assert_eq!(refused_keys(&old, &new), vec!["processors.sm".to_string()]);
+        let mut new = old.clone();
+        new.pipelines.traces.as_mut().unwrap().processors = vec!["route".into()];
+        assert_eq!(
+            refused_keys(&old, &new),
+            vec!["pipelines.traces.processors".to_string()]
         );
     }
 

@@ -55,6 +55,8 @@ pub(crate) fn validate(
     check_pipelines(config, locations, &mut report);
     check_memory_limiters(config, locations, &mut report);
     check_tail_samplers(config, locations, &mut report);
+    check_routing(config, locations, &mut report);
+    check_spanmetrics(config, locations, &mut report);
     report.errors
 }
 
@@ -443,6 +445,71 @@ pub(crate) fn check_files(
         }
     }
     errors
+}
+
+/// A routing processor comes last in its pipeline, and every exporter its routes name is one
+/// of the pipeline's (those are the exporters started for the signal).
+fn check_routing(config: &Config, locations: &Locations, report: &mut Reporter<'_>) {
+    for (signal, pipeline) in config.pipelines.iter() {
+        let list_key = join(&join("pipelines", signal.name()), "processors");
+        for (i, name) in pipeline.processors.iter().enumerate() {
+            let Some(ProcessorConfig::Routing(routing)) = config.processors.get(name) else {
+                continue;
+            };
+            if i + 1 != pipeline.processors.len() {
+                report.report_at(
+                    list_key.clone(),
+                    locations.line(&format!("{list_key}[{i}]")),
+                    ConfigErrorKind::RoutingNotLast { name: name.clone() },
+                );
+            }
+            let base = join("processors", name);
+            let keyed = std::iter::once(("default".to_string(), &routing.default)).chain(
+                routing
+                    .routes
+                    .iter()
+                    .enumerate()
+                    .map(|(r, route)| (format!("routes[{r}].exporters"), &route.exporters)),
+            );
+            for (key, exporters) in keyed {
+                for exporter in exporters {
+                    if !pipeline.exporters.contains(exporter) {
+                        report.report(
+                            format!("{base}.{key}"),
+                            ConfigErrorKind::RouteExporterNotListed {
+                                name: exporter.clone(),
+                                signal,
+                                listed: pipeline.exporters.clone(),
+                            },
+                        );
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// A `spanmetrics` processor hands its metrics to the metrics pipeline: there must be one.
+fn check_spanmetrics(config: &Config, locations: &Locations, report: &mut Reporter<'_>) {
+    let Some(traces) = &config.pipelines.traces else {
+        return;
+    };
+    if config.pipelines.metrics.is_some() {
+        return;
+    }
+    let list_key = "pipelines.traces.processors".to_string();
+    for (i, name) in traces.processors.iter().enumerate() {
+        if matches!(
+            config.processors.get(name),
+            Some(ProcessorConfig::SpanMetrics(_))
+        ) {
+            report.report_at(
+                list_key.clone(),
+                locations.line(&format!("{list_key}[{i}]")),
+                ConfigErrorKind::SpanMetricsWithoutMetricsPipeline { name: name.clone() },
+            );
+        }
+    }
 }
 
 #[cfg(test)]

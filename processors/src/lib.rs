@@ -27,9 +27,14 @@
 #![forbid(unsafe_code)]
 
 mod attributes;
+pub mod condition;
 mod filter;
+pub mod routing;
+mod spanmetrics;
+mod transform;
 
 use std::cell::{Cell, RefCell};
+use std::rc::Rc;
 
 use bytes::{Bytes, BytesMut};
 use memchr::memmem::Finder;
@@ -45,6 +50,9 @@ use shardtel_protocol::Signal;
 
 pub use attributes::Actions;
 pub use filter::Filter;
+pub use routing::{ExporterSet, Router, RouterSnapshot, RoutingError, SpanGroups, SpanPart};
+pub use spanmetrics::{SpanMetrics, SpanMetricsSnapshot};
+pub use transform::Transform;
 
 /// Why the processors of a (validated) configuration could not be compiled.
 #[derive(Debug, thiserror::Error)]
@@ -54,6 +62,15 @@ pub enum ProcessorError {
     Undefined {
         /// The processor's name.
         name: String,
+    },
+    /// A routing processor could not be built.
+    #[error("processor {name}: {source}")]
+    Routing {
+        /// The processor's name.
+        name: String,
+        /// Why.
+        #[source]
+        source: RoutingError,
     },
     /// A processor's regular expression does not compile.
     #[error("processor {name}: {source}")]
@@ -92,6 +109,8 @@ pub struct Item<'a> {
     read: bool,
     body: AttrValue,
     body_changed: bool,
+    /// Other fields a `transform` replaced: `(field, new length-delimited value)`.
+    edits: Vec<(u32, Bytes)>,
     /// Some action changed the item.
     pub changed: bool,
 }
@@ -118,8 +137,26 @@ impl<'a> Item<'a> {
             read: false,
             body,
             body_changed: false,
+            edits: Vec::new(),
             changed: false,
         }
+    }
+
+    /// The new value of field `field`, if a statement replaced it.
+    fn edit(&self, field: u32) -> Option<&[u8]> {
+        self.edits
+            .iter()
+            .rev()
+            .find(|(f, _)| *f == field)
+            .map(|(_, b)| &b[..])
+    }
+
+    /// Replaces length-delimited field `field` (a span's name or status, a log record's
+    /// severity text).
+    fn set_edit(&mut self, field: u32, value: Bytes) {
+        self.edits.retain(|(f, _)| *f != field);
+        self.edits.push((field, value));
+        self.changed = true;
     }
 
     /// The attribute list, read on first use.
@@ -152,7 +189,19 @@ impl<'a> Item<'a> {
             value: &self.body,
         });
         write_message(self.msg, self.attr_field, self.attrs, edit, arena);
-        Some(arena.split().freeze())
+        let mut out = arena.split().freeze();
+        // Each other replaced field: one more pass (only items a transform changed).
+        for (field, value) in &self.edits {
+            let value = AttrValue::Encoded(value.clone());
+            let edit = Some(FieldEdit {
+                field: *field,
+                value: &value,
+            });
+            // Field 0 never occurs: every attribute is copied as it is.
+            write_message(&out, 0, &[], edit, arena);
+            out = arena.split().freeze();
+        }
+        Some(out)
     }
 }
 
@@ -193,6 +242,7 @@ enum Op {
     },
     Resource(Actions),
     Filter(Box<Filter>),
+    Transform(Box<Transform>),
 }
 
 #[derive(Debug)]
@@ -219,6 +269,7 @@ impl Stage {
             Op::Attributes { .. } => "attributes",
             Op::Resource(_) => "resource",
             Op::Filter(_) => "filter",
+            Op::Transform(_) => "transform",
         }
     }
 }
@@ -334,9 +385,19 @@ impl Chain {
                     Some(rules) => Op::Filter(Box::new(Filter::compile(rules).map_err(err)?)),
                     None => continue,
                 },
-                Some(ProcessorConfig::TailSampling(_) | ProcessorConfig::MemoryLimiter(_)) => {
-                    continue
+                Some(ProcessorConfig::Transform(t)) => {
+                    let groups = t.groups(signal);
+                    if groups.is_empty() {
+                        continue;
+                    }
+                    Op::Transform(Box::new(Transform::compile(groups).map_err(err)?))
                 }
+                Some(
+                    ProcessorConfig::TailSampling(_)
+                    | ProcessorConfig::MemoryLimiter(_)
+                    | ProcessorConfig::Routing(_)
+                    | ProcessorConfig::SpanMetrics(_),
+                ) => continue,
                 None => return Err(ProcessorError::Undefined { name: name.clone() }),
             };
             stages.push(Stage {
@@ -348,9 +409,14 @@ impl Chain {
         if stages.is_empty() {
             return Ok(None);
         }
-        let touches_resources = stages.iter().any(|s| s.resource_actions().is_some());
-        let reads_resources =
-            touches_resources || stages.iter().any(|s| matches!(s.op, Op::Filter(_)));
+        let touches_resources = stages.iter().any(|s| {
+            s.resource_actions().is_some()
+                || matches!(&s.op, Op::Transform(t) if t.has_resource_statements())
+        });
+        let reads_resources = touches_resources
+            || stages
+                .iter()
+                .any(|s| matches!(s.op, Op::Filter(_) | Op::Transform(_)));
         // Every stage an attributes stage on items only, each with keys it needs present.
         let needed_keys = stages
             .iter()
@@ -387,6 +453,13 @@ impl Chain {
         }
     }
 
+    #[cfg(test)]
+    fn snapshot_vec(&self) -> Vec<ProcessorSnapshot> {
+        let mut v = Vec::new();
+        self.snapshot(&mut v);
+        v
+    }
+
     /// Runs the resource actions of every stage on `resource` (a `Resource` body): fills
     /// `scratch.versions` / `scratch.at_stage` (the resource each stage sees: 0 is the
     /// original, `i` is `versions[i - 1]`) and returns the final resource if it changed.
@@ -405,6 +478,28 @@ impl Chain {
         }
         for stage in &self.stages {
             at_stage.push(versions.len());
+            if let Op::Transform(t) = &stage.op {
+                if !t.has_resource_statements() {
+                    continue;
+                }
+                let new = {
+                    let current: &[u8] = versions.last().map_or(resource, |b| &b[..]);
+                    let mut item = Item::new(
+                        current,
+                        ItemKind::Resource,
+                        fields::RESOURCE_ATTRIBUTES,
+                        attrs,
+                    );
+                    t.apply_resource(&mut item);
+                    if !item.changed {
+                        continue;
+                    }
+                    write_resource(current, item.attrs(), arena);
+                    arena.split().freeze()
+                };
+                versions.push(new);
+                continue;
+            }
             let Some(actions) = stage.resource_actions() else {
                 continue;
             };
@@ -456,6 +551,18 @@ impl Chain {
                     item.changed |= before;
                 }
                 Op::Resource(_) => {}
+                Op::Transform(t) => {
+                    if !t.has_item_statements() {
+                        continue;
+                    }
+                    bump(&stage.stats.received, 1);
+                    let before = std::mem::replace(&mut item.changed, false);
+                    t.apply_item(item, resource_of(k));
+                    if item.changed {
+                        bump(&stage.stats.changed, 1);
+                    }
+                    item.changed |= before;
+                }
                 Op::Filter(filter) => {
                     bump(&stage.stats.received, 1);
                     if !filter.keeps(item, resource_of(k)) {
@@ -716,6 +823,17 @@ fn resource_headers<'a>(
     }
 }
 
+/// The `Resource` body among a resource's rewritten header fields (complete fields).
+fn resource_field_in(fields: &[u8]) -> Option<&[u8]> {
+    let mut rd = Reader::new(fields);
+    while let Some(Ok((k, v))) = rd.next_field() {
+        if let (true, Value::Len(b)) = (k.field == fields::RESOURCE, v) {
+            return Some(&fields[b]);
+        }
+    }
+    None
+}
+
 /// The body of field `resource` (1), if `field` is that field.
 fn resource_field(field: &[u8]) -> Option<&[u8]> {
     match Reader::new(field).next_field() {
@@ -829,6 +947,16 @@ pub struct Processors {
     pub metrics: Option<Chain>,
     /// Logs, on the receiving core.
     pub logs: Option<Chain>,
+    /// The traces pipeline's routing processor: which exporters each trace goes to, decided
+    /// on the owner core after the sampler and every other processor.
+    pub traces_router: Option<Router>,
+    /// The traces pipeline's `spanmetrics` processor, when listed before `tail_sampling` (or
+    /// without one): counts every span the owner core receives.
+    pub spanmetrics_before: Option<Rc<SpanMetrics>>,
+    /// The same, listed after `tail_sampling`: counts the spans of kept traces.
+    pub spanmetrics_after: Option<Rc<SpanMetrics>>,
+    /// Its flush interval.
+    pub spanmetrics_flush: Option<std::time::Duration>,
 }
 
 impl Processors {
@@ -848,6 +976,28 @@ impl Processors {
             };
             p.traces_before = Chain::build(config, Signal::Traces, before)?;
             p.traces_after = Chain::build(config, Signal::Traces, after)?;
+            let now_ns = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_nanos() as u64);
+            for (i, name) in traces.processors.iter().enumerate() {
+                if let Some(ProcessorConfig::SpanMetrics(c)) = config.processors.get(name) {
+                    let m = Rc::new(SpanMetrics::new(c, now_ns));
+                    p.spanmetrics_flush = Some(c.flush_interval);
+                    if split.is_some_and(|s| i > s) {
+                        p.spanmetrics_after = Some(m);
+                    } else {
+                        p.spanmetrics_before = Some(m);
+                    }
+                }
+                if let Some(ProcessorConfig::Routing(r)) = config.processors.get(name) {
+                    let router = Router::build(name, r, Signal::Traces, &traces.exporters)
+                        .map_err(|source| ProcessorError::Routing {
+                            name: name.clone(),
+                            source,
+                        })?;
+                    p.traces_router = Some(router);
+                }
+            }
         }
         if let Some(metrics) = &config.pipelines.metrics {
             p.metrics = Chain::build(config, Signal::Metrics, &metrics.processors)?;
@@ -867,9 +1017,11 @@ impl Processors {
         }
     }
 
-    /// Adds the counters of `old`'s processors (replaced by a reload) to those of the same name
-    /// and signal here, so that their series keep growing.
-    pub fn carry_counters(&self, old: &Processors) {
+    /// Takes over from `old`, the processors a reload replaces: adds their counters to those
+    /// of the same name and signal here, so that their series keep growing, and keeps `old`'s
+    /// span metrics themselves (a reload cannot change them: `shardtel_config::reload`), with
+    /// the counts of their window.
+    pub fn carry_over(&mut self, old: &Processors) {
         fn chains(p: &Processors) -> Vec<(Signal, &Stage)> {
             [&p.traces_before, &p.traces_after, &p.metrics, &p.logs]
                 .into_iter()
@@ -877,9 +1029,9 @@ impl Processors {
                 .flat_map(|c| c.stages.iter().map(move |s| (c.signal, s)))
                 .collect()
         }
-        let old = chains(old);
+        let was = chains(old);
         for (signal, stage) in chains(self) {
-            for (_, was) in old
+            for (_, was) in was
                 .iter()
                 .filter(|(sig, was)| *sig == signal && was.name == stage.name)
             {
@@ -888,6 +1040,16 @@ impl Processors {
                 bump(&stage.stats.dropped, was.stats.dropped.get());
             }
         }
+        if let (Some(new), Some(was)) = (&self.traces_router, &old.traces_router) {
+            new.carry_counters(was);
+        }
+        self.spanmetrics_before.clone_from(&old.spanmetrics_before);
+        self.spanmetrics_after.clone_from(&old.spanmetrics_after);
+    }
+
+    /// Counters of every routing processor on this core.
+    pub fn router_snapshot(&self) -> Vec<RouterSnapshot> {
+        self.traces_router.iter().map(Router::snapshot).collect()
     }
 
     /// Counters of every processor on this core.

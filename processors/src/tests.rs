@@ -792,3 +792,482 @@ actions = [{ key = "owner.email", action = "hash" }, { key = "absent", action = 
     assert_eq!(batch.index.rewrites.spans.len(), 5);
     assert!(batch.index.rewrites.resources.is_empty());
 }
+
+mod transform {
+    //! The `transform` processor: each function on spans, logs and data points, and a model
+    //! test against a decode–modify–encode reference on random spans.
+    use super::*;
+    use proptest::prelude::*;
+
+    fn transform_chain(signal: Signal, groups: &[(&str, &str, &[&str])]) -> Chain {
+        let mut text = String::from("[processors.t]\ntype = \"transform\"\n");
+        for (key, context, statements) in groups {
+            let list: Vec<String> = statements.iter().map(|s| format!("'{s}'")).collect();
+            text.push_str(&format!(
+                "[[processors.t.{key}]]\ncontext = \"{context}\"\nstatements = [{}]\n",
+                list.join(", ")
+            ));
+        }
+        chain(signal, &text, &["t"])
+    }
+
+    #[test]
+    fn span_statements_change_only_the_spans_they_match() {
+        let c = transform_chain(
+            Signal::Traces,
+            &[
+                (
+                    "trace_statements",
+                    "resource",
+                    &[r#"set(attributes["env"], "prod") where attributes["env"] == nil"#],
+                ),
+                (
+                    "trace_statements",
+                    "span",
+                    &[
+                        r#"set(attributes["team"], "shop") where resource.attributes["service.name"] == "checkout" and IsMatch(name, "^POST")"#,
+                        r#"set(status.code, STATUS_CODE_ERROR) where attributes["http.status_code"] >= 500"#,
+                        r#"set(status.message, "server error") where status.code == STATUS_CODE_ERROR"#,
+                        r#"replace_pattern(name, "/\\d+", "/{id}")"#,
+                        r#"delete_key(attributes, "user.email")"#,
+                        r#"rename(attributes, "http.status_code", "http.response.status_code")"#,
+                    ],
+                ),
+            ],
+        );
+        let req = traces(
+            vec![kv("service.name", s("checkout"))],
+            vec![
+                span(
+                    "POST /orders",
+                    vec![kv("http.status_code", V::IntValue(503))],
+                ),
+                span("GET /health", vec![kv("k", s("v"))]),
+                span(
+                    "GET /orders/42",
+                    vec![
+                        kv("user.email", s("a@b")),
+                        kv("http.status_code", V::IntValue(200)),
+                    ],
+                ),
+            ],
+        );
+        let (out, batch) = run_traces(&c, &req);
+        let rs = &out.resource_spans[0];
+        assert_eq!(
+            rs.resource.as_ref().unwrap().attributes,
+            vec![kv("service.name", s("checkout")), kv("env", s("prod"))]
+        );
+        let spans = &rs.scope_spans[0].spans;
+        assert_eq!(spans[0].name, "POST /orders");
+        assert_eq!(
+            spans[0].attributes,
+            vec![
+                kv("team", s("shop")),
+                kv("http.response.status_code", V::IntValue(503)),
+            ]
+            .into_iter()
+            .rev()
+            .collect::<Vec<_>>()
+        );
+        let status = spans[0].status.as_ref().unwrap();
+        assert_eq!((status.code, status.message.as_str()), (2, "server error"));
+        // Untouched: still a slice of the request.
+        assert_eq!(spans[1], req.resource_spans[0].scope_spans[0].spans[1]);
+        assert_eq!(spans[2].name, "GET /orders/{id}");
+        assert_eq!(
+            spans[2].attributes,
+            vec![kv("http.response.status_code", V::IntValue(200))]
+        );
+        assert!(spans[2].status.is_none());
+        let rewritten: Vec<u32> = batch.index.rewrites.spans.iter().map(|r| r.0).collect();
+        assert_eq!(rewritten, [0, 2]);
+        let snap = c.snapshot_vec();
+        assert_eq!((snap[0].received, snap[0].changed), (3, 2));
+    }
+
+    #[test]
+    fn attribute_map_functions() {
+        let c = transform_chain(
+            Signal::Traces,
+            &[(
+                "trace_statements",
+                "span",
+                &[
+                    r#"delete_matching_keys(attributes, "^tmp\\.")"#,
+                    r#"truncate_all(attributes, 3)"#,
+                    r##"replace_all_patterns(attributes, "value", "[0-9]", "#")"##,
+                    r#"replace_all_patterns(attributes, "key", "^old_", "new_")"#,
+                    r#"limit(attributes, 3, ["keep"])"#,
+                ],
+            )],
+        );
+        let req = traces(
+            vec![],
+            vec![span(
+                "s",
+                vec![
+                    kv("tmp.a", s("x")),
+                    kv("old_x", s("ab1")),
+                    kv("long", s("héllo")),
+                    kv("n", V::IntValue(12345)),
+                    kv("z", s("q")),
+                    kv("keep", s("k9")),
+                ],
+            )],
+        );
+        let (out, _) = run_traces(&c, &req);
+        let got = &out.resource_spans[0].scope_spans[0].spans[0].attributes;
+        // "héllo" cut to 3 bytes is "h" + the 2-byte é.
+        assert_eq!(
+            got,
+            &vec![
+                kv("new_x", s("ab#")),
+                kv("long", s("hé")),
+                kv("keep", s("k#"))
+            ]
+        );
+        let c = transform_chain(
+            Signal::Traces,
+            &[(
+                "trace_statements",
+                "span",
+                &[r#"keep_keys(attributes, ["a", "c"])"#],
+            )],
+        );
+        let req = traces(
+            vec![],
+            vec![span(
+                "s",
+                vec![kv("a", s("1")), kv("b", s("2")), kv("c", s("3"))],
+            )],
+        );
+        let (out, _) = run_traces(&c, &req);
+        assert_eq!(
+            out.resource_spans[0].scope_spans[0].spans[0].attributes,
+            vec![kv("a", s("1")), kv("c", s("3"))]
+        );
+    }
+
+    #[test]
+    fn setting_what_is_already_there_copies_nothing() {
+        let c = transform_chain(
+            Signal::Traces,
+            &[(
+                "trace_statements",
+                "span",
+                &[
+                    r#"set(attributes["a"], "1")"#,
+                    r#"set(name, "s")"#,
+                    r#"delete_key(attributes, "absent")"#,
+                    r#"keep_keys(attributes, ["a"])"#,
+                    r#"truncate_all(attributes, 10)"#,
+                ],
+            )],
+        );
+        let req = traces(vec![], vec![span("s", vec![kv("a", s("1"))])]);
+        let (out, batch) = run_traces(&c, &req);
+        assert!(batch.index.rewrites.is_empty());
+        assert_eq!(out, req);
+    }
+
+    #[test]
+    fn log_and_datapoint_statements() {
+        let c = transform_chain(
+            Signal::Logs,
+            &[(
+                "log_statements",
+                "log",
+                &[
+                    r#"set(severity_text, "WARNING") where severity_number >= SEVERITY_NUMBER_WARN"#,
+                    r#"replace_pattern(body, "\\d{4}-\\d{4}", "****")"#,
+                    r#"set(attributes["from_body"], body) where IsMatch(body, "^card")"#,
+                ],
+            )],
+        );
+        let mut warn = record("card 1234-5678 declined", vec![]);
+        warn.severity_number = 13;
+        let info = record("all good", vec![]);
+        let (out, changed) = run_logs(&c, &logs(vec![], vec![warn, info.clone()]));
+        assert!(changed);
+        let recs = &out.resource_logs[0].scope_logs[0].log_records;
+        assert_eq!(recs[0].severity_text, "WARNING");
+        assert_eq!(
+            recs[0].body,
+            Some(AnyValue {
+                value: Some(s("card **** declined"))
+            })
+        );
+        assert_eq!(
+            recs[0].attributes,
+            vec![kv("from_body", s("card **** declined"))]
+        );
+        assert_eq!(recs[1], info);
+
+        let c = transform_chain(
+            Signal::Metrics,
+            &[(
+                "metric_statements",
+                "datapoint",
+                &[r#"set(attributes["unit"], "ms") where metric.name == "latency""#],
+            )],
+        );
+        let gauge = |name: &str| Metric {
+            name: name.into(),
+            data: Some(metric::Data::Gauge(Gauge {
+                data_points: vec![NumberDataPoint::default()],
+            })),
+            ..Default::default()
+        };
+        let req = ExportMetricsServiceRequest {
+            resource_metrics: vec![ResourceMetrics {
+                resource: None,
+                scope_metrics: vec![ScopeMetrics {
+                    metrics: vec![gauge("latency"), gauge("other")],
+                    ..Default::default()
+                }],
+                schema_url: String::new(),
+            }],
+        };
+        let buf = Bytes::from(req.encode_to_vec());
+        let (out, _) = c.process_request(&buf).unwrap().unwrap();
+        let got = ExportMetricsServiceRequest::decode(out.to_bytes()).unwrap();
+        let points = |i: usize| match &got.resource_metrics[0].scope_metrics[0].metrics[i].data {
+            Some(metric::Data::Gauge(g)) => g.data_points.clone(),
+            _ => panic!(),
+        };
+        assert_eq!(points(0)[0].attributes, vec![kv("unit", s("ms"))]);
+        assert!(points(1)[0].attributes.is_empty());
+    }
+
+    // ---- model ----
+
+    /// The statement pool of the model test, each with its reference on a decoded span.
+    type Reference = fn(&mut Span, &Resource);
+
+    fn find(attrs: &[KeyValue], key: &str) -> Option<usize> {
+        attrs.iter().position(|kv| kv.key == key)
+    }
+
+    fn upsert(attrs: &mut Vec<KeyValue>, key: &str, v: V) {
+        match find(attrs, key) {
+            Some(i) => attrs[i].value = Some(AnyValue { value: Some(v) }),
+            None => attrs.push(kv(key, v)),
+        }
+    }
+
+    fn string_value(kv: &KeyValue) -> Option<&str> {
+        match kv.value.as_ref()?.value.as_ref()? {
+            V::StringValue(s) => Some(s),
+            _ => None,
+        }
+    }
+
+    fn status_of(sp: &Span) -> (i32, String) {
+        sp.status
+            .as_ref()
+            .map_or((0, String::new()), |s| (s.code, s.message.clone()))
+    }
+
+    const POOL: &[(&str, Reference)] = &[
+        (
+            r#"set(attributes["team"], "shop") where name == "GET /a""#,
+            |sp, _| {
+                if sp.name == "GET /a" {
+                    upsert(&mut sp.attributes, "team", s("shop"));
+                }
+            },
+        ),
+        (r#"delete_key(attributes, "a")"#, |sp, _| {
+            sp.attributes.retain(|kv| kv.key != "a")
+        }),
+        (r#"delete_matching_keys(attributes, "^[bc]$")"#, |sp, _| {
+            sp.attributes.retain(|kv| kv.key != "b" && kv.key != "c")
+        }),
+        (r#"keep_keys(attributes, ["a", "team"])"#, |sp, _| {
+            sp.attributes.retain(|kv| kv.key == "a" || kv.key == "team")
+        }),
+        (r#"truncate_all(attributes, 1)"#, |sp, _| {
+            for kv in &mut sp.attributes {
+                if let Some(v) = string_value(kv) {
+                    if v.len() > 1 {
+                        let cut = v[..1].to_string();
+                        kv.value = Some(AnyValue {
+                            value: Some(s(&cut)),
+                        });
+                    }
+                }
+            }
+        }),
+        (r#"limit(attributes, 2, ["c"])"#, |sp, _| {
+            if sp.attributes.len() > 2 {
+                let mut keep: Vec<bool> = sp.attributes.iter().map(|kv| kv.key == "c").collect();
+                let mut n = keep.iter().filter(|k| **k).count().min(2);
+                for k in keep.iter_mut() {
+                    if n < 2 && !*k {
+                        *k = true;
+                        n += 1;
+                    }
+                }
+                let mut i = 0;
+                sp.attributes.retain(|_| {
+                    i += 1;
+                    keep[i - 1]
+                });
+            }
+        }),
+        (r#"replace_pattern(name, "GET", "POST")"#, |sp, _| {
+            sp.name = sp.name.replace("GET", "POST")
+        }),
+        (
+            r#"replace_all_patterns(attributes, "value", "x", "z")"#,
+            |sp, _| {
+                for kv in &mut sp.attributes {
+                    if let Some(v) = string_value(kv) {
+                        let new = v.replace('x', "z");
+                        kv.value = Some(AnyValue {
+                            value: Some(s(&new)),
+                        });
+                    }
+                }
+            },
+        ),
+        (
+            r#"replace_all_patterns(attributes, "key", "^a$", "aa")"#,
+            |sp, _| {
+                for kv in &mut sp.attributes {
+                    if kv.key == "a" {
+                        kv.key = "aa".into();
+                    }
+                }
+            },
+        ),
+        (r#"rename(attributes, "b", "a")"#, |sp, _| {
+            if let Some(i) = find(&sp.attributes, "b") {
+                sp.attributes[i].key = "a".into();
+                let mut j = 0;
+                sp.attributes.retain(|kv| {
+                    j += 1;
+                    j - 1 == i || kv.key != "a"
+                });
+            }
+        }),
+        (
+            r#"set(status.code, STATUS_CODE_ERROR) where attributes["c"] == true"#,
+            |sp, _| {
+                let c = find(&sp.attributes, "c").and_then(|i| sp.attributes[i].value.clone());
+                if c == Some(AnyValue {
+                    value: Some(V::BoolValue(true)),
+                }) {
+                    let (_, message) = status_of(sp);
+                    sp.status = Some(Status { code: 2, message });
+                }
+            },
+        ),
+        (r#"set(attributes["copy"], attributes["a"])"#, |sp, _| {
+            let a = find(&sp.attributes, "a").and_then(|i| sp.attributes[i].value.clone());
+            if let Some(AnyValue { value: Some(v) }) = a {
+                upsert(&mut sp.attributes, "copy", v);
+            }
+        }),
+        (
+            r#"set(name, resource.attributes["a"]) where IsMatch(resource.attributes["a"], "x|y")"#,
+            |sp, res| {
+                if let Some(v) =
+                    find(&res.attributes, "a").and_then(|i| string_value(&res.attributes[i]))
+                {
+                    if v.contains('x') || v.contains('y') {
+                        sp.name = v.to_string();
+                    }
+                }
+            },
+        ),
+        (
+            r#"set(status.message, "boom") where status.code == STATUS_CODE_ERROR"#,
+            |sp, _| {
+                let (code, _) = status_of(sp);
+                if code == 2 {
+                    sp.status = Some(Status {
+                        code,
+                        message: "boom".into(),
+                    });
+                }
+            },
+        ),
+    ];
+
+    fn value() -> impl Strategy<Value = V> {
+        prop_oneof![
+            prop::sample::select(vec!["x", "y", "xy", "GET /a"]).prop_map(s),
+            (-2i64..3).prop_map(V::IntValue),
+            any::<bool>().prop_map(V::BoolValue),
+            Just(V::DoubleValue(0.5)),
+        ]
+    }
+
+    fn attributes() -> impl Strategy<Value = Vec<KeyValue>> {
+        prop::collection::btree_map(
+            prop::sample::select(vec!["a", "b", "c", "team", "copy"]),
+            value(),
+            0..5,
+        )
+        .prop_map(|m| m.into_iter().map(|(k, v)| kv(k, v)).collect())
+    }
+
+    fn any_span() -> impl Strategy<Value = Span> {
+        (
+            attributes(),
+            prop::sample::select(vec!["GET /a", "POST /b", "x"]),
+            0i32..3,
+            prop::sample::select(vec!["", "m"]),
+            any::<bool>(),
+        )
+            .prop_map(|(attributes, name, code, message, has_status)| Span {
+                trace_id: vec![1; 16],
+                span_id: vec![2; 8],
+                name: name.into(),
+                attributes,
+                status: has_status.then(|| Status {
+                    code,
+                    message: message.into(),
+                }),
+                ..Default::default()
+            })
+    }
+
+    fn normal(sp: &Span) -> (String, Vec<KeyValue>, (i32, String)) {
+        (sp.name.clone(), sp.attributes.clone(), status_of(sp))
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(256))]
+        #[test]
+        fn transform_agrees_with_decode_modify_encode(
+            spans in prop::collection::vec(any_span(), 1..6),
+            resource in attributes(),
+            picks in prop::collection::vec(0..POOL.len(), 1..5),
+        ) {
+            let statements: Vec<&str> = picks.iter().map(|&i| POOL[i].0).collect();
+            let c = transform_chain(Signal::Traces, &[("trace_statements", "span", &statements)]);
+            let req = traces(resource.clone(), spans.clone());
+            let (out, batch) = run_traces(&c, &req);
+            let res = Resource { attributes: resource, ..Default::default() };
+            let got = &out.resource_spans[0].scope_spans[0].spans;
+            prop_assert_eq!(got.len(), spans.len());
+            for (i, (sp, got)) in spans.iter().zip(got).enumerate() {
+                let mut want = sp.clone();
+                for &p in &picks {
+                    (POOL[p].1)(&mut want, &res);
+                }
+                prop_assert_eq!(normal(got), normal(&want), "statements {:?} on {:?}", statements, sp);
+                // One statement that leaves the span as it was: the span is not rewritten.
+                if picks.len() == 1 && normal(&want) == normal(sp) {
+                    prop_assert!(
+                        batch.index.rewrites.span(i as u32).is_none(),
+                        "{:?} rewrote {:?} without changing it", statements, sp
+                    );
+                }
+            }
+        }
+    }
+}

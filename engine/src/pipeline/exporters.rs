@@ -8,6 +8,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use shardtel_config::Config;
+use shardtel_processors::ExporterSet;
 use shardtel_protocol::reframe::Encoded;
 use shardtel_protocol::scan::SpanBatch;
 use shardtel_protocol::Signal;
@@ -184,14 +185,44 @@ impl Exporters {
         items: u64,
         charge: usize,
     ) -> Result<(), IngestError> {
+        self.push_now_to(signal, ExporterSet::MAX, piece, index, items, charge)
+    }
+
+    /// The exporters of `signal`'s pipeline in `set` (bits of their positions in its list).
+    fn of_set(&self, signal: Signal, set: ExporterSet) -> impl Iterator<Item = &Rc<ExportQueue>> {
+        self.of(signal)
+            .iter()
+            .enumerate()
+            .filter(move |(i, _)| *i >= 64 || set & (1 << i) != 0)
+            .map(|(_, e)| e)
+    }
+
+    /// Whether every exporter of `set` has room for `bytes`.
+    pub(super) fn has_room_in(&self, signal: Signal, set: ExporterSet, bytes: usize) -> bool {
+        self.of_set(signal, set).all(|e| e.has_room(bytes))
+    }
+
+    /// [`Exporters::push_now`] to the exporters of `set` only (a routing processor's choice):
+    /// each gets a reference to the same piece.
+    pub(super) fn push_now_to(
+        &self,
+        signal: Signal,
+        set: ExporterSet,
+        piece: Encoded,
+        index: Option<&Arc<SpanBatch>>,
+        items: u64,
+        charge: usize,
+    ) -> Result<(), IngestError> {
         if piece.is_empty() {
             return Ok(());
         }
-        let exporters = self.of(signal);
-        if exporters.iter().any(|e| !e.has_room(charge.max(piece.len))) {
+        if self
+            .of_set(signal, set)
+            .any(|e| !e.has_room(charge.max(piece.len)))
+        {
             return Err(IngestError::Overloaded("an exporter queue is full"));
         }
-        for exporter in exporters {
+        for exporter in self.of_set(signal, set) {
             if exporter
                 .try_push_indexed(signal, piece.clone(), index, items, charge)
                 .is_err()
@@ -212,7 +243,21 @@ impl Exporters {
         items: u64,
         charge: usize,
     ) {
-        for exporter in self.of(signal) {
+        self.push_waiting_to(signal, ExporterSet::MAX, piece, index, items, charge)
+            .await
+    }
+
+    /// [`Exporters::push_waiting`] to the exporters of `set` only.
+    pub(super) async fn push_waiting_to(
+        &self,
+        signal: Signal,
+        set: ExporterSet,
+        piece: Encoded,
+        index: Option<&Arc<SpanBatch>>,
+        items: u64,
+        charge: usize,
+    ) {
+        for exporter in self.of_set(signal, set) {
             loop {
                 exporter.reserve(charge.max(piece.len)).await;
                 if exporter

@@ -3,7 +3,7 @@
 //! their metric families.
 
 use bytes::Bytes;
-use shardtel_processors::{ChainOutcome, ProcessorSnapshot};
+use shardtel_processors::{ChainOutcome, ProcessorSnapshot, RouterSnapshot, SpanMetricsSnapshot};
 use shardtel_protocol::reframe::Encoded;
 use shardtel_protocol::scan::SpanBatch;
 use shardtel_protocol::Signal;
@@ -16,10 +16,57 @@ impl Pipeline {
     /// Runs the traces processors listed before the sampler (all of them without one) on a
     /// batch this core owns. Returns whether anything changed.
     pub(super) fn process_owned(&self, batch: &mut SpanBatch) -> bool {
-        match &self.processors().traces_before {
+        let processors = self.processors();
+        let changed = match &processors.traces_before {
             Some(chain) => chain.process_traces(batch).changed,
             None => false,
+        };
+        if let Some(metrics) = &processors.spanmetrics_before {
+            metrics.record_batch(batch, None);
         }
+        changed
+    }
+
+    /// How often the span metrics are handed to the metrics pipeline, when there are any.
+    pub fn spanmetrics_interval(&self) -> Option<std::time::Duration> {
+        self.processors().spanmetrics_flush
+    }
+
+    /// Hands the span metrics counted since the last flush to the metrics pipeline (as a
+    /// request from a receiver would be: durability, series routing, processors, exporters).
+    /// A refused flush is counted and its counts kept for the next one.
+    pub async fn flush_spanmetrics(&self) {
+        let processors = self.processors();
+        let metrics = [
+            &processors.spanmetrics_before,
+            &processors.spanmetrics_after,
+        ];
+        for m in metrics.into_iter().flatten() {
+            let start = m.window_start();
+            let now = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_nanos() as u64);
+            let Some((body, _points)) = m.flush(now) else {
+                continue;
+            };
+            if let Err(e) = self.ingest(Signal::Metrics, body.clone()).await {
+                log::debug!(
+                    "core {}: span metrics refused, kept for the next flush: {e:?}",
+                    self.core
+                );
+                m.refused(&body, start);
+            }
+        }
+    }
+
+    /// The span metrics counters, for telemetry.
+    pub fn spanmetrics_snapshot(&self) -> Option<SpanMetricsSnapshot> {
+        let processors = self.processors();
+        processors
+            .spanmetrics_before
+            .as_ref()
+            .or(processors.spanmetrics_after.as_ref())
+            .map(|m| m.snapshot())
     }
 
     /// Runs a metrics or logs pipeline's processors on a validated request of `items` items:
@@ -64,6 +111,41 @@ impl Pipeline {
     pub fn processor_snapshot(&self) -> Vec<ProcessorSnapshot> {
         self.processors().snapshot()
     }
+
+    /// Counters of every routing processor on this core, for telemetry.
+    pub fn router_snapshot(&self) -> Vec<RouterSnapshot> {
+        self.processors().router_snapshot()
+    }
+}
+
+/// `shardtel_routing_items_total{processor, signal, route, core}`: items (spans for traces)
+/// each route took; `route="default"` counts those no route matched (dropped when `default`
+/// is empty).
+impl Families for [RouterSnapshot] {
+    fn families(cores: &[(usize, &Self)], out: &mut Exposition) {
+        if cores.iter().all(|(_, r)| r.is_empty()) {
+            return;
+        }
+        let family = out.counter(
+            "shardtel_routing_items_total",
+            "Items each route of a routing processor took (route=\"default\": no route matched).",
+        );
+        for (core, routers) in cores {
+            for r in *routers {
+                for (route, n) in &r.routed {
+                    family.sample(
+                        &[
+                            ("processor", &r.name),
+                            ("signal", &r.signal),
+                            ("route", route),
+                            ("core", core),
+                        ],
+                        *n,
+                    );
+                }
+            }
+        }
+    }
 }
 
 impl Families for [ProcessorSnapshot] {
@@ -102,6 +184,60 @@ impl Families for [ProcessorSnapshot] {
                         v,
                     );
                 }
+            }
+        }
+    }
+}
+
+/// The span metrics counters, one series per core:
+/// `shardtel_spanmetrics_spans_total`, `shardtel_spanmetrics_overflow_spans_total` (spans
+/// counted in the `otel.metric.overflow` series), `shardtel_spanmetrics_series` (gauge),
+/// `shardtel_spanmetrics_refused_flushes_total`.
+impl Families for SpanMetricsSnapshot {
+    fn families(cores: &[(usize, &Self)], out: &mut Exposition) {
+        if cores.is_empty() {
+            return;
+        }
+        type Column = (
+            &'static str,
+            &'static str,
+            bool,
+            fn(&SpanMetricsSnapshot) -> u64,
+        );
+        let columns: [Column; 4] = [
+            (
+                "shardtel_spanmetrics_spans_total",
+                "Spans counted by the spanmetrics processor.",
+                true,
+                |s| s.spans,
+            ),
+            (
+                "shardtel_spanmetrics_overflow_spans_total",
+                "Spans counted in the otel.metric.overflow series because max_series was reached.",
+                true,
+                |s| s.overflow_spans,
+            ),
+            (
+                "shardtel_spanmetrics_series",
+                "Span metrics series held on the core.",
+                false,
+                |s| s.series,
+            ),
+            (
+                "shardtel_spanmetrics_refused_flushes_total",
+                "Flushes the metrics pipeline refused (counts kept for the next flush).",
+                true,
+                |s| s.refused_flushes,
+            ),
+        ];
+        for (name, help, counter, get) in columns {
+            let family = if counter {
+                out.counter(name, help)
+            } else {
+                out.family(name, crate::telemetry::MetricType::Gauge, help)
+            };
+            for (core, s) in cores {
+                family.sample(&[("core", core)], get(s));
             }
         }
     }

@@ -83,9 +83,9 @@ impl Pipeline {
             sampler,
             exporters,
         } = prepared;
-        if let Some(new) = processors {
-            let old = self.processors.replace(Rc::new(new));
-            self.processors.borrow().carry_counters(&old);
+        if let Some(mut new) = processors {
+            new.carry_over(&self.processors());
+            self.processors.replace(Rc::new(new));
         }
         if let (Some(cfg), Some(sampler)) = (sampler, &self.sampler) {
             let share = CoreShare {

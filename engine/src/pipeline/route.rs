@@ -6,7 +6,8 @@
 use std::sync::Arc;
 
 use bytes::Bytes;
-use shardtel_protocol::reframe::{encode_traces, Encoded};
+use shardtel_processors::ExporterSet;
+use shardtel_protocol::reframe::{encode_trace_spans, encode_traces, Encoded};
 use shardtel_protocol::route::owner_core;
 use shardtel_protocol::scan::{ReleaseToken, SpanBatch, TracesIndex};
 use shardtel_protocol::Signal;
@@ -14,6 +15,7 @@ use shardtel_protocol::Signal;
 use super::exporters::queue_charge;
 use super::ingest::Rejected;
 use super::mesh::MeshMessage;
+use super::IngestError;
 use super::Pipeline;
 
 impl Pipeline {
@@ -51,6 +53,7 @@ impl Pipeline {
                     // index need it.
                     let index = if self.sampler.is_some()
                         || self.processors().traces_before.is_some()
+                        || self.processors().traces_router.is_some()
                         || self.exporters.traces_want_index()
                     {
                         index.clone()
@@ -106,6 +109,28 @@ impl Pipeline {
             } else if self.sampler.is_some() {
                 self.sample(batch).await;
                 Ok(())
+            } else if self.processors().traces_router.is_some() {
+                let groups = self.routed_groups(&batch);
+                let room = groups.iter().all(|(set, enc, _, charge)| {
+                    self.exporters
+                        .has_room_in(Signal::Traces, *set, (*charge).max(enc.len))
+                });
+                if room {
+                    groups
+                        .into_iter()
+                        .try_for_each(|(set, enc, spans, charge)| {
+                            self.exporters.push_now_to(
+                                Signal::Traces,
+                                set,
+                                enc,
+                                None,
+                                spans,
+                                charge,
+                            )
+                        })
+                } else {
+                    Err(IngestError::Overloaded("an exporter queue is full"))
+                }
             } else if is_whole {
                 let charge = batch.buf.len();
                 let piece = whole(batch.buf.clone());
@@ -158,6 +183,14 @@ impl Pipeline {
         if self.sampler.is_some() {
             return self.sample(batch).await;
         }
+        if self.processors().traces_router.is_some() {
+            for (set, enc, spans, charge) in self.routed_groups(&batch) {
+                self.exporters
+                    .push_waiting_to(Signal::Traces, set, enc, None, spans, charge)
+                    .await;
+            }
+            return;
+        }
         let mut enc = Encoded::default();
         encode_traces(&batch, &mut enc);
         let items = batch.index.spans.len() as u64;
@@ -166,6 +199,27 @@ impl Pipeline {
         self.exporters
             .push_waiting(Signal::Traces, enc, index.as_ref(), items, charge)
             .await;
+    }
+
+    /// The spans of `batch` (owned here, processed) grouped by the exporters the routing
+    /// processor sends their traces to: `(set, piece, spans, charge)` per non-empty set.
+    fn routed_groups(&self, batch: &SpanBatch) -> Vec<(ExporterSet, Encoded, u64, usize)> {
+        let Some(router) = &self.processors().traces_router else {
+            return Vec::new();
+        };
+        let spans: Vec<u32> = (0..batch.index.spans.len() as u32).collect();
+        let mut groups = Vec::new();
+        router.route_spans(batch, &spans, None, &mut groups);
+        groups
+            .into_iter()
+            .filter(|(set, _)| *set != 0)
+            .map(|(set, group)| {
+                let mut enc = Encoded::default();
+                encode_trace_spans(batch, &group, &mut enc);
+                let charge = queue_charge(enc.len, batch.buf.len());
+                (set, enc, group.len() as u64, charge)
+            })
+            .collect()
     }
 
     /// `batch` (the owner core's spans, encoded into the piece being pushed) shared with the

@@ -5,6 +5,7 @@
 use std::time::{Duration, Instant};
 
 use shardtel_config::{Config, Durability, OnShutdown, ProcessorConfig};
+use shardtel_processors::{ExporterSet, SpanChanges, SpanGroups, SpanPart};
 use shardtel_protocol::reframe::{encode_trace_spans, encode_trace_spans_rewritten, Encoded};
 use shardtel_protocol::scan::SpanBatch;
 use shardtel_protocol::Signal;
@@ -81,10 +82,18 @@ impl Pipeline {
         if kept.is_empty() {
             return;
         }
+        let processors = self.processors();
+        if let Some(metrics) = &processors.spanmetrics_after {
+            for k in &kept {
+                metrics.record_batch(&k.batch, Some(&k.spans));
+            }
+        }
+        if processors.traces_router.is_some() {
+            return self.export_kept_routed(kept).await;
+        }
         let mut enc = Encoded::default();
         let mut items = 0u64;
         let mut charge = 0usize;
-        let processors = self.processors();
         for k in &kept {
             let before = enc.len;
             match &processors.traces_after {
@@ -99,13 +108,7 @@ impl Pipeline {
                         encode_trace_spans_rewritten(&k.batch, &k.spans, rewrites, &mut enc);
                         items += k.spans.len() as u64;
                     } else {
-                        let mut dropped = changes.dropped.iter().peekable();
-                        let left: Vec<u32> = k
-                            .spans
-                            .iter()
-                            .copied()
-                            .filter(|&i| dropped.next_if_eq(&&i).is_none())
-                            .collect();
+                        let left = without(&k.spans, &changes.dropped);
                         encode_trace_spans_rewritten(&k.batch, &left, rewrites, &mut enc);
                         items += left.len() as u64;
                     }
@@ -122,6 +125,72 @@ impl Pipeline {
         self.exporters
             .push_waiting(Signal::Traces, enc, None, items, charge)
             .await;
+    }
+
+    /// [`Pipeline::export_kept`] with a routing processor: each kept trace goes, after the
+    /// processors listed after the sampler, to the exporters of its route; one encoding per
+    /// destination set, shared by its exporters.
+    async fn export_kept_routed(&self, kept: Vec<Kept>) {
+        let processors = self.processors();
+        let Some(router) = &processors.traces_router else {
+            return;
+        };
+        let changes: Vec<Option<SpanChanges>> = kept
+            .iter()
+            .map(|k| {
+                let chain = processors.traces_after.as_ref()?;
+                Some(chain.process_trace_spans(&k.batch, &k.spans))
+            })
+            .collect();
+        let lefts: Vec<Option<Vec<u32>>> = kept
+            .iter()
+            .zip(&changes)
+            .map(|(k, c)| match c {
+                Some(c) if !c.dropped.is_empty() => Some(without(&k.spans, &c.dropped)),
+                _ => None,
+            })
+            .collect();
+        let parts: Vec<SpanPart<'_>> = kept
+            .iter()
+            .zip(&changes)
+            .zip(&lefts)
+            .map(|((k, c), left)| SpanPart {
+                batch: &k.batch,
+                spans: left.as_deref().unwrap_or(&k.spans),
+                extra: c.as_ref().map(|c| &c.rewrites),
+            })
+            .collect();
+        let mut groups: Vec<SpanGroups> = vec![Vec::new(); parts.len()];
+        router.route_parts(&parts, &mut groups);
+        let mut out: Vec<(ExporterSet, Encoded, u64, usize)> = Vec::new();
+        for (part, groups) in parts.iter().zip(&groups) {
+            for (set, group) in groups {
+                if *set == 0 {
+                    continue;
+                }
+                let pos = match out.iter().position(|o| o.0 == *set) {
+                    Some(p) => p,
+                    None => {
+                        out.push((*set, Encoded::default(), 0, 0));
+                        out.len() - 1
+                    }
+                };
+                let o = &mut out[pos];
+                let before = o.1.len;
+                encode_trace_spans_rewritten(part.batch, group, part.extra, &mut o.1);
+                o.2 += group.len() as u64;
+                o.3 += queue_charge(o.1.len - before, part.batch.buf.len());
+            }
+        }
+        drop(parts);
+        drop(kept);
+        for (set, enc, items, charge) in out {
+            if !enc.is_empty() {
+                self.exporters
+                    .push_waiting_to(Signal::Traces, set, enc, None, items, charge)
+                    .await;
+            }
+        }
     }
 
     /// Decides the traces whose time has come; returns when the next one is due.
@@ -169,6 +238,16 @@ impl Pipeline {
     pub fn sampler_snapshot(&self) -> Option<SamplerStats> {
         self.sampler.as_ref().map(|s| s.borrow().stats().clone())
     }
+}
+
+/// `spans` (ascending) without `dropped` (ascending).
+fn without(spans: &[u32], dropped: &[u32]) -> Vec<u32> {
+    let mut dropped = dropped.iter().peekable();
+    spans
+        .iter()
+        .copied()
+        .filter(|&i| dropped.next_if_eq(&&i).is_none())
+        .collect()
 }
 
 /// A sampler family read from each core's statistics: `(label value, value)` pairs under the

@@ -16,6 +16,7 @@ pub(super) async fn drain(serving: Serving) {
         publisher,
         allocator,
         ticker,
+        spanmetrics,
     } = tasks;
     let deadline = Instant::now() + core.shutdown_timeout;
     core.set_state(CoreState::Draining);
@@ -45,6 +46,14 @@ pub(super) async fn drain(serving: Serving) {
     // In-flight requests finish.
     while core.intake.requests_in_flight() > 0 && Instant::now() < deadline {
         glommio::timer::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    // The span metrics counted so far go to the metrics pipeline while the mesh still runs
+    // (their series may be owned by another core).
+    if let Some((task, stop)) = spanmetrics {
+        stop.set(true);
+        let remaining = deadline.saturating_duration_since(Instant::now());
+        let _ = glommio::timer::timeout(remaining, async { Ok(task.await) }).await;
+        core.pipeline.flush_spanmetrics().await;
     }
     // Nothing more leaves this core: close the mesh; peers' consumers end once every sender
     // into them is closed and their channels are empty.

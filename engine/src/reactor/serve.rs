@@ -35,6 +35,9 @@ pub(super) struct Tasks {
     /// cancelled: a cancel while it waits for exporter room would lose the kept spans it is
     /// pushing.
     pub(super) ticker: Option<(JoinHandle<()>, Rc<Cell<bool>>)>,
+    /// Hands the span metrics to the metrics pipeline every flush interval; stopped through
+    /// its flag like the ticker.
+    pub(super) spanmetrics: Option<(JoinHandle<()>, Rc<Cell<bool>>)>,
 }
 
 /// Reports the core ready, starts its periodic tasks, and waits until `shutdown` is set.
@@ -78,6 +81,18 @@ pub(super) async fn serve(
         (task, stop)
     });
     let mut prepared = None;
+    let spanmetrics = core.pipeline.spanmetrics_interval().map(|interval| {
+        let stop = Rc::new(Cell::new(false));
+        let (pipeline, flag) = (core.pipeline.clone(), stop.clone());
+        let task = glommio::spawn_local(async move {
+            while !flag.get() {
+                glommio::timer::sleep(interval).await;
+                pipeline.flush_spanmetrics().await;
+            }
+        })
+        .detach();
+        (task, stop)
+    });
     while !shutdown.load(Ordering::Acquire) {
         glommio::timer::sleep(Duration::from_millis(50)).await;
         if let Some(inbox) = &reload {
@@ -92,6 +107,7 @@ pub(super) async fn serve(
             publisher,
             allocator,
             ticker,
+            spanmetrics,
         },
     }
 }

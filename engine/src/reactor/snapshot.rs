@@ -1,7 +1,7 @@
 //! What a core publishes once a second: a snapshot of every component's counters, and how the
 //! snapshots of all cores become metric families (each component describes its own).
 
-use shardtel_processors::ProcessorSnapshot;
+use shardtel_processors::{ProcessorSnapshot, RouterSnapshot, SpanMetricsSnapshot};
 use shardtel_sampler::SamplerStats;
 
 use super::Core;
@@ -39,6 +39,10 @@ pub struct CoreSnapshot {
     pub sampler: Option<SamplerStats>,
     /// Counters of the attributes, resource and filter processors on this core.
     pub processors: Vec<ProcessorSnapshot>,
+    /// Counters of the routing processors on this core.
+    pub routers: Vec<RouterSnapshot>,
+    /// The spanmetrics processor's counters.
+    pub spanmetrics: Option<SpanMetricsSnapshot>,
     /// The memory limiter, when a pipeline lists one.
     pub memory: Option<MemorySnapshot>,
     /// The ingest log, with `durability = "ack_after_sync"`.
@@ -78,6 +82,8 @@ pub(super) fn take(core: &Core) -> CoreSnapshot {
         mesh: core.pipeline.mesh_snapshot(),
         sampler: core.pipeline.sampler_snapshot(),
         processors: core.pipeline.processor_snapshot(),
+        routers: core.pipeline.router_snapshot(),
+        spanmetrics: core.pipeline.spanmetrics_snapshot(),
         memory: core.intake.memory().map(|m| m.snapshot()),
         ingest_log: core.pipeline.ingest_log_snapshot(),
     }
@@ -95,6 +101,8 @@ impl Families for CoreSnapshot {
         component(cores, |s| Some(&s.mesh), out);
         component(cores, |s| s.sampler.as_ref(), out);
         component(cores, |s| Some(&s.processors[..]), out);
+        component(cores, |s| Some(&s.routers[..]), out);
+        component(cores, |s| s.spanmetrics.as_ref(), out);
         component(cores, |s| s.memory.as_ref(), out);
         component(cores, |s| s.ingest_log.as_ref(), out);
     }

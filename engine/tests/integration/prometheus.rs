@@ -26,13 +26,13 @@ use crate::gen::{kv, s};
 use crate::harness::{wait_until, Shardtel};
 use crate::test_config::{millis, Batch, Component, Pipeline, Retry};
 
-fn prometheus_url() -> String {
+pub(crate) fn prometheus_url() -> String {
     std::env::var("SHARDTEL_PROMETHEUS_URL").unwrap_or_else(|_| "http://127.0.0.1:19090".into())
 }
 
 /// True when Prometheus answers; false (after a loud message) when it does not and
 /// `SHARDTEL_PROMETHEUS_OPTIONAL=1`; panics otherwise.
-fn prometheus_available(test: &str) -> bool {
+pub(crate) fn prometheus_available(test: &str) -> bool {
     let url = prometheus_url();
     let ready = reqwest::blocking::Client::new()
         .get(format!("{url}/-/ready"))
@@ -54,7 +54,7 @@ fn prometheus_available(test: &str) -> bool {
 }
 
 /// A Prometheus instant query at `at_ms`: the `result` array.
-fn query(q: &str, at_ms: i64) -> Vec<Value> {
+pub(crate) fn query(q: &str, at_ms: i64) -> Vec<Value> {
     let response: Value = reqwest::blocking::Client::new()
         .get(format!("{}/api/v1/query", prometheus_url()))
         .query(&[

@@ -16,7 +16,9 @@ use shardtel_protocol::Signal;
 use crate::gen;
 use crate::harness::{free_port, spans_in, wait_until, Shardtel};
 use crate::loadgen::{output_text, verifying};
-use crate::test_config::{Action, Component, Pipeline, Policy, TailSampling, TestConfig};
+use crate::test_config::{
+    millis, Action, Batch, Component, Pipeline, Policy, TailSampling, TestConfig,
+};
 
 const GEN_KEY: &str = "reload.gen";
 
@@ -417,4 +419,88 @@ fn shardtel_reload_refuses_to_guess_the_process() {
     );
     let _ = bystander.kill();
     let _ = bystander.wait();
+}
+
+/// A routing processor's routes change live: requests after the reload follow the new routes,
+/// and the route counters keep growing (carried over, not reset).
+#[test]
+fn routes_change_live_and_their_counters_keep_growing() {
+    let mut dirs = None;
+    let route = |default: &str, slow: &str| {
+        Component::routing(&[default], &[(r#"attributes["slow"] == true"#, &[slow])])
+    };
+    let mut st = Shardtel::start_config(|c| {
+        let out = c.out_dir();
+        dirs = Some((out.join("a"), out.join("b")));
+        let file = |dir: &str| {
+            Component::file(out.join(dir).join("traces.jsonl")).batch(Batch::timeout(millis(50)))
+        };
+        c.exporter("a_store", file("a"))
+            .exporter("b_store", file("b"))
+            .processor("route", route("a_store", "b_store"))
+            .traces(Pipeline::otlp_to(&["a_store", "b_store"]).processors(&["route"]))
+    });
+    let (a_dir, b_dir) = dirs.unwrap();
+    // Traces `first..first + 8` of 2 spans; the even ones carry `slow = true`.
+    let send = |st: &Shardtel, first: u64| {
+        let mut spans = Vec::new();
+        for t in first..first + 8 {
+            for i in 0..2 {
+                let mut sp = gen::span(23, t, i);
+                sp.attributes.push(gen::kv("t", gen::s(&t.to_string())));
+                if t % 2 == 0 {
+                    sp.attributes.push(gen::kv("slow", Value::BoolValue(true)));
+                }
+                spans.push(sp);
+            }
+        }
+        st.post_traces(&gen::request(spans));
+    };
+    let traces_in = |dir: &Path| -> Vec<u64> {
+        let mut v: Vec<u64> = spans_in(dir)
+            .iter()
+            .map(|sp| {
+                let t = sp.attributes.iter().find(|kv| kv.key == "t").unwrap();
+                match t.value.as_ref().and_then(|v| v.value.as_ref()) {
+                    Some(Value::StringValue(t)) => t.parse().unwrap(),
+                    other => panic!("t is {other:?}"),
+                }
+            })
+            .collect();
+        v.sort();
+        v.dedup();
+        v
+    };
+    let routed =
+        |st: &Shardtel| st.metric_sum("shardtel_routing_items_total", "processor=\"route\"");
+    send(&st, 0);
+    assert!(
+        wait_until(20, || routed(&st) == 16),
+        "routed {}; log:\n{}",
+        routed(&st),
+        st.log()
+    );
+
+    // Slow traces now go to a_store, the rest to b_store.
+    st.reconfigure(|c| c.replace_processor("route", route("b_store", "a_store")));
+    reload_and_wait(&st, "success", 1);
+    send(&st, 100);
+    assert!(
+        wait_until(20, || routed(&st) == 32),
+        "routed {} (the counters must keep growing across the reload); log:\n{}",
+        routed(&st),
+        st.log()
+    );
+    let want = |range: std::ops::Range<u64>, even: bool| -> Vec<u64> {
+        range.filter(|t| (t % 2 == 0) == even).collect()
+    };
+    assert!(wait_until(20, || traces_in(&a_dir).len()
+        + traces_in(&b_dir).len()
+        == 16));
+    let mut want_a = want(0..8, false);
+    want_a.extend(want(100..108, true));
+    let mut want_b = want(0..8, true);
+    want_b.extend(want(100..108, false));
+    assert_eq!(traces_in(&a_dir), want_a);
+    assert_eq!(traces_in(&b_dir), want_b);
 }

@@ -383,6 +383,40 @@ impl Component {
             )
     }
 
+    /// A routing processor: `routes` as `(condition, exporters)`, tried in order, then
+    /// `default`.
+    pub fn routing(default: &[&str], routes: &[(&str, &[&str])]) -> Self {
+        let routes = routes
+            .iter()
+            .map(|(condition, exporters)| {
+                let mut t = Table::new();
+                t.insert("condition".into(), (*condition).into());
+                t.insert("exporters".into(), string_array(&strings(exporters)));
+                Value::Table(t)
+            })
+            .collect();
+        Self::of_type("routing")
+            .set("default", string_array(&strings(default)))
+            .set("routes", Value::Array(routes))
+    }
+
+    /// A transform processor: `groups` as `(signal key, context, statements)`, e.g.
+    /// `("trace_statements", "span", &["set(...)"])`.
+    pub fn transform(groups: &[(&str, &str, &[&str])]) -> Self {
+        let mut by_key: BTreeMap<&str, Vec<Value>> = BTreeMap::new();
+        for (key, context, statements) in groups {
+            let mut t = Table::new();
+            t.insert("context".into(), (*context).into());
+            t.insert("statements".into(), string_array(&strings(statements)));
+            by_key.entry(key).or_default().push(Value::Table(t));
+        }
+        by_key
+            .into_iter()
+            .fold(Self::of_type("transform"), |c, (key, groups)| {
+                c.set(key, Value::Array(groups))
+            })
+    }
+
     /// A memory limiter.
     pub fn memory_limiter(check_interval: Duration, limit_mib: u64) -> Self {
         Self::of_type("memory_limiter")

@@ -1,0 +1,538 @@
+//! The `transform` processor: statements of the statement language ([`shardtel_config::ottl`])
+//! compiled once and applied to one [`Item`] at a time.
+//!
+//! A statement reads the item through its wire view (attributes are parsed only when a
+//! statement changes them or a condition reads them after a change), so an item no statement
+//! changes is left as its original bytes. Setting a value to what it already is changes
+//! nothing.
+
+use bytes::Bytes;
+use regex::Regex;
+use shardtel_config::ottl::{Context, Expr, Function, Literal, Path, PatternMode};
+use shardtel_config::StatementGroup;
+use shardtel_protocol::rewrite::{value_ref, Attr, AttrKey, AttrValue};
+use shardtel_protocol::span::AnyValueRef;
+use shardtel_protocol::wire::{Reader, Value};
+
+use crate::attributes::encode_value;
+use crate::condition::{raw_attribute, Condition, Fields, SpanScalars, Val};
+use crate::{Item, ItemKind};
+
+/// `Span.name`, `Span.status`, `LogRecord.severity_number`, `LogRecord.severity_text`.
+const SPAN_NAME: u32 = 5;
+const SPAN_STATUS: u32 = 15;
+const LOG_SEVERITY_NUMBER: u32 = 2;
+const LOG_SEVERITY_TEXT: u32 = 3;
+
+#[derive(Debug)]
+enum Source {
+    /// A constant, encoded as an `AnyValue` body, and as a value to compare with.
+    Const(Bytes, Literal),
+    Path(Path),
+}
+
+#[derive(Debug)]
+enum Op {
+    Set(Path, Source),
+    DeleteKey(Bytes),
+    DeleteMatchingKeys(Regex),
+    KeepKeys(Vec<Bytes>),
+    TruncateAll(usize),
+    Limit(usize, Vec<Bytes>),
+    ReplacePattern(Path, Regex, String),
+    ReplaceAllPatterns(PatternMode, Regex, String),
+    Rename(Bytes, Bytes),
+}
+
+#[derive(Debug)]
+struct CompiledStatement {
+    op: Op,
+    condition: Option<Condition>,
+}
+
+/// The statements of one transform processor for one signal, compiled.
+#[derive(Debug, Default)]
+pub struct Transform {
+    /// Statements of the resource context.
+    resource: Vec<CompiledStatement>,
+    /// Statements of the item context (span, log, data point).
+    item: Vec<CompiledStatement>,
+}
+
+fn literal_value(l: &Literal) -> Option<Bytes> {
+    use shardtel_config::AttributeValue as A;
+    let v = match l {
+        Literal::String(s) => A::String(s.clone()),
+        Literal::Int(i) => A::Int(*i),
+        Literal::Double(d) => A::Double(*d),
+        Literal::Bool(b) => A::Bool(*b),
+        Literal::Nil => return None,
+    };
+    Some(encode_value(&v))
+}
+
+fn keys(list: &[String]) -> Vec<Bytes> {
+    list.iter()
+        .map(|k| Bytes::from(k.clone().into_bytes()))
+        .collect()
+}
+
+impl Transform {
+    /// Compiles the (checked) statement groups of one signal.
+    pub fn compile(groups: &[StatementGroup]) -> Result<Transform, regex::Error> {
+        let mut t = Transform::default();
+        for g in groups {
+            for st in &g.statements {
+                let op = match &st.function {
+                    Function::Set { target, value } => {
+                        let source = match value {
+                            Expr::Path(p) => Source::Path(p.clone()),
+                            Expr::Literal(l) => match literal_value(l) {
+                                Some(b) => Source::Const(b, l.clone()),
+                                // `set(x, nil)` does nothing, as in OTTL.
+                                None => continue,
+                            },
+                            _ => continue,
+                        };
+                        Op::Set(target.clone(), source)
+                    }
+                    Function::DeleteKey { key, .. } => {
+                        Op::DeleteKey(Bytes::from(key.clone().into_bytes()))
+                    }
+                    Function::DeleteMatchingKeys { pattern, .. } => {
+                        Op::DeleteMatchingKeys(Regex::new(pattern)?)
+                    }
+                    Function::KeepKeys { keys: k, .. } => Op::KeepKeys(keys(k)),
+                    Function::TruncateAll { limit, .. } => Op::TruncateAll(*limit),
+                    Function::Limit {
+                        limit, priority, ..
+                    } => Op::Limit(*limit, keys(priority)),
+                    Function::ReplacePattern {
+                        target,
+                        pattern,
+                        replacement,
+                    } => Op::ReplacePattern(
+                        target.clone(),
+                        Regex::new(pattern)?,
+                        replacement.clone(),
+                    ),
+                    Function::ReplaceAllPatterns {
+                        mode,
+                        pattern,
+                        replacement,
+                        ..
+                    } => Op::ReplaceAllPatterns(*mode, Regex::new(pattern)?, replacement.clone()),
+                    Function::Rename { from, to, .. } => Op::Rename(
+                        Bytes::from(from.clone().into_bytes()),
+                        Bytes::from(to.clone().into_bytes()),
+                    ),
+                };
+                let condition = st.condition.as_ref().map(Condition::compile).transpose()?;
+                let compiled = CompiledStatement { op, condition };
+                match g.context {
+                    Context::Resource => t.resource.push(compiled),
+                    _ => t.item.push(compiled),
+                }
+            }
+        }
+        Ok(t)
+    }
+
+    /// Whether some statement runs on resources.
+    pub fn has_resource_statements(&self) -> bool {
+        !self.resource.is_empty()
+    }
+
+    /// Whether some statement runs on items.
+    pub fn has_item_statements(&self) -> bool {
+        !self.item.is_empty()
+    }
+
+    /// Runs the resource statements on `item` (a `Resource`).
+    pub fn apply_resource(&self, item: &mut Item<'_>) {
+        run(&self.resource, item, &[]);
+    }
+
+    /// Runs the item statements on `item`, whose resource is the `Resource` body `resource`.
+    pub fn apply_item(&self, item: &mut Item<'_>, resource: &[u8]) {
+        run(&self.item, item, resource);
+    }
+}
+
+fn run(statements: &[CompiledStatement], item: &mut Item<'_>, resource: &[u8]) {
+    for st in statements {
+        if let Some(c) = &st.condition {
+            if !c.eval(&ItemFields { item, resource }) {
+                continue;
+            }
+        }
+        apply(&st.op, item, resource);
+    }
+}
+
+/// An item as conditions and `set` sources see it: its current state.
+struct ItemFields<'x, 'a> {
+    item: &'x Item<'a>,
+    resource: &'x [u8],
+}
+
+impl Fields for ItemFields<'_, '_> {
+    fn get(&self, path: &Path) -> Val<'_> {
+        let item = self.item;
+        let msg = item.msg;
+        match path {
+            Path::Attribute(k) => {
+                if item.read {
+                    let found = item.attrs.iter().find(|a| a.key(msg) == k.as_bytes());
+                    found.map_or(Val::Nil, |a| Val::from(a.value(msg)))
+                } else {
+                    raw_attribute(msg, item.attr_field, k.as_bytes()).map_or(Val::Nil, Val::from)
+                }
+            }
+            Path::ResourceAttribute(k) => {
+                raw_attribute(self.resource, 1, k.as_bytes()).map_or(Val::Nil, Val::from)
+            }
+            Path::Name => match item.edit(SPAN_NAME) {
+                Some(b) => Val::Str(b),
+                None => Val::Str(SpanScalars::read(msg).name),
+            },
+            Path::Kind => Val::Int(i64::from(SpanScalars::read(msg).kind)),
+            Path::StatusCode => Val::Int(i64::from(status(item).0)),
+            Path::StatusMessage => Val::Str(status(item).1),
+            Path::Body => Val::from(value_ref(&item.body, msg)),
+            Path::SeverityNumber => Val::Int(scalar(msg, LOG_SEVERITY_NUMBER)),
+            Path::SeverityText => match item.edit(LOG_SEVERITY_TEXT) {
+                Some(b) => Val::Str(b),
+                None => Val::Str(len_field(msg, LOG_SEVERITY_TEXT)),
+            },
+            Path::MetricName => match item.kind {
+                ItemKind::Point { metric_name } => Val::Str(metric_name),
+                _ => Val::Nil,
+            },
+            Path::TraceHasError => Val::Nil,
+        }
+    }
+}
+
+fn scalar(msg: &[u8], field: u32) -> i64 {
+    let mut out = 0;
+    let mut r = Reader::new(msg);
+    while let Some(Ok((k, v))) = r.next_field() {
+        if let (true, Value::Varint(x)) = (k.field == field, v) {
+            out = x as i64;
+        }
+    }
+    out
+}
+
+fn len_field(msg: &[u8], field: u32) -> &[u8] {
+    shardtel_protocol::rewrite::last_len_field(msg, field).map_or(&[][..], |r| &msg[r])
+}
+
+/// `(code, message)` of a span's status, edited or original.
+fn status<'i>(item: &'i Item<'_>) -> (i32, &'i [u8]) {
+    let body = match item.edit(SPAN_STATUS) {
+        Some(b) => b,
+        None => len_field(item.msg, SPAN_STATUS),
+    };
+    let mut code = 0;
+    let mut message: &[u8] = &[];
+    let mut r = Reader::new(body);
+    while let Some(Ok((k, v))) = r.next_field() {
+        match (k.field, v) {
+            (2, Value::Len(m)) => message = &body[m],
+            (3, Value::Varint(c)) => code = c as i32,
+            _ => {}
+        }
+    }
+    (code, message)
+}
+
+fn encode_status(code: i32, message: &[u8]) -> Bytes {
+    use bytes::BufMut;
+    let mut b = bytes::BytesMut::new();
+    if !message.is_empty() {
+        b.put_u8(0x12);
+        shardtel_protocol::wire::put_varint(&mut b, message.len() as u64);
+        b.put_slice(message);
+    }
+    if code != 0 {
+        b.put_u8(0x18);
+        shardtel_protocol::wire::put_varint(&mut b, code as u64);
+    }
+    b.freeze()
+}
+
+/// A value to write, from a `set` source.
+fn resolve(
+    source: &Source,
+    item: &Item<'_>,
+    resource: &[u8],
+) -> Option<(AttrValue, Option<Vec<u8>>)> {
+    match source {
+        Source::Const(b, l) => {
+            let s = match l {
+                Literal::String(s) => Some(s.as_bytes().to_vec()),
+                _ => None,
+            };
+            Some((AttrValue::Encoded(b.clone()), s))
+        }
+        Source::Path(p) => {
+            let fields = ItemFields { item, resource };
+            let v = fields.get(p);
+            let out = match v {
+                Val::Str(s) => (
+                    AttrValue::String(String::from_utf8_lossy(s).into_owned()),
+                    Some(s.to_vec()),
+                ),
+                Val::Int(i) => (AttrValue::Encoded(literal_value(&Literal::Int(i))?), None),
+                Val::Double(d) => (
+                    AttrValue::Encoded(literal_value(&Literal::Double(d))?),
+                    None,
+                ),
+                Val::Bool(b) => (AttrValue::Encoded(literal_value(&Literal::Bool(b))?), None),
+                Val::Nil | Val::Other => return None,
+            };
+            Some(out)
+        }
+    }
+}
+
+/// The current value of an attribute as an encoded `AnyValue` body, for comparing.
+fn same_value(a: &Attr, new: &AttrValue, msg: &[u8]) -> bool {
+    let new = match new {
+        AttrValue::String(s) => AnyValueRef::String(s),
+        AttrValue::Encoded(b) => AnyValueRef::parse(b),
+        other => value_ref(other, msg),
+    };
+    a.value(msg) == new
+}
+
+fn position(item: &mut Item<'_>, key: &[u8]) -> Option<usize> {
+    let msg = item.msg;
+    item.attrs().iter().position(|a| a.key(msg) == key)
+}
+
+fn apply(op: &Op, item: &mut Item<'_>, resource: &[u8]) {
+    let msg = item.msg;
+    match op {
+        Op::Set(target, source) => {
+            let Some((value, text)) = resolve(source, item, resource) else {
+                return;
+            };
+            set(target, value, text, item);
+        }
+        Op::DeleteKey(k) => retain(item, |key, _| key != &k[..]),
+        Op::DeleteMatchingKeys(re) => retain(item, |key, _| {
+            !std::str::from_utf8(key).is_ok_and(|k| re.is_match(k))
+        }),
+        Op::KeepKeys(keys) => retain(item, |key, _| keys.iter().any(|k| &k[..] == key)),
+        Op::TruncateAll(limit) => {
+            let attrs = item.attrs();
+            let mut changed = false;
+            for a in attrs.iter_mut() {
+                let AnyValueRef::String(s) = a.value(msg) else {
+                    continue;
+                };
+                if s.len() <= *limit {
+                    continue;
+                }
+                let mut end = *limit;
+                while !s.is_char_boundary(end) {
+                    end -= 1;
+                }
+                let cut = s[..end].to_string();
+                a.set_value(AttrValue::String(cut));
+                changed = true;
+            }
+            item.changed |= changed;
+        }
+        Op::Limit(limit, priority) => {
+            let attrs = item.attrs();
+            if attrs.len() <= *limit {
+                return;
+            }
+            let mut keep = vec![false; attrs.len()];
+            let mut kept = 0;
+            for (i, a) in attrs.iter().enumerate() {
+                if kept < *limit && priority.iter().any(|p| &p[..] == a.key(msg)) {
+                    keep[i] = true;
+                    kept += 1;
+                }
+            }
+            for k in keep.iter_mut() {
+                if kept < *limit && !*k {
+                    *k = true;
+                    kept += 1;
+                }
+            }
+            let mut i = 0;
+            attrs.retain(|_| {
+                i += 1;
+                keep[i - 1]
+            });
+            item.changed = true;
+        }
+        Op::ReplacePattern(target, re, replacement) => {
+            let current = {
+                let fields = ItemFields { item, resource };
+                match fields.get(target) {
+                    Val::Str(s) => match std::str::from_utf8(s) {
+                        Ok(s) => Some(s.to_string()),
+                        Err(_) => None,
+                    },
+                    _ => None,
+                }
+            };
+            let Some(current) = current else { return };
+            if let std::borrow::Cow::Owned(new) = re.replace_all(&current, replacement.as_str()) {
+                if new != current {
+                    let text = Some(new.as_bytes().to_vec());
+                    set(target, AttrValue::String(new), text, item);
+                }
+            }
+        }
+        Op::ReplaceAllPatterns(mode, re, replacement) => {
+            let attrs = item.attrs();
+            let mut changed = false;
+            for a in attrs.iter_mut() {
+                match mode {
+                    PatternMode::Value => {
+                        let AnyValueRef::String(s) = a.value(msg) else {
+                            continue;
+                        };
+                        if let std::borrow::Cow::Owned(new) =
+                            re.replace_all(s, replacement.as_str())
+                        {
+                            if new != s {
+                                a.set_value(AttrValue::String(new));
+                                changed = true;
+                            }
+                        }
+                    }
+                    PatternMode::Key => {
+                        let Ok(k) = std::str::from_utf8(a.key(msg)) else {
+                            continue;
+                        };
+                        if let std::borrow::Cow::Owned(new) =
+                            re.replace_all(k, replacement.as_str())
+                        {
+                            if new != k {
+                                a.key = AttrKey::Shared(Bytes::from(new.into_bytes()));
+                                a.original = None;
+                                changed = true;
+                            }
+                        }
+                    }
+                }
+            }
+            item.changed |= changed;
+        }
+        Op::Rename(from, to) => {
+            if from == to {
+                return;
+            }
+            let Some(i) = position(item, from) else {
+                return;
+            };
+            let attrs = item.attrs();
+            attrs[i].key = AttrKey::Shared(to.clone());
+            attrs[i].original = None;
+            let mut j = 0;
+            attrs.retain(|a| {
+                j += 1;
+                j - 1 == i || a.key(msg) != &to[..]
+            });
+            item.changed = true;
+        }
+    }
+}
+
+fn retain(item: &mut Item<'_>, mut keep: impl FnMut(&[u8], &Attr) -> bool) {
+    let msg = item.msg;
+    let attrs = item.attrs();
+    let before = attrs.len();
+    attrs.retain(|a| keep(a.key(msg), a));
+    if attrs.len() != before {
+        item.changed = true;
+    }
+}
+
+fn set(target: &Path, value: AttrValue, text: Option<Vec<u8>>, item: &mut Item<'_>) {
+    let msg = item.msg;
+    match target {
+        Path::Attribute(k) => match position(item, k.as_bytes()) {
+            Some(i) => {
+                if !same_value(&item.attrs()[i], &value, msg) {
+                    item.attrs()[i].set_value(value);
+                    item.changed = true;
+                }
+            }
+            None => {
+                item.attrs()
+                    .push(Attr::new(Bytes::from(k.clone().into_bytes()), value));
+                item.changed = true;
+            }
+        },
+        Path::Body => {
+            let same = {
+                let fields = ItemFields {
+                    item,
+                    resource: &[],
+                };
+                let current = fields.get(&Path::Body);
+                let new = match &value {
+                    AttrValue::String(s) => AnyValueRef::String(s),
+                    AttrValue::Encoded(b) => AnyValueRef::parse(b),
+                    _ => AnyValueRef::Empty,
+                };
+                current == Val::from(new)
+            };
+            if !same {
+                item.set_body(value);
+            }
+        }
+        Path::Name | Path::StatusMessage | Path::SeverityText => {
+            let Some(text) = text else { return };
+            let current: Vec<u8> = {
+                let fields = ItemFields {
+                    item,
+                    resource: &[],
+                };
+                match fields.get(target) {
+                    Val::Str(s) => s.to_vec(),
+                    _ => Vec::new(),
+                }
+            };
+            if current == text {
+                return;
+            }
+            match target {
+                Path::Name => item.set_edit(SPAN_NAME, Bytes::from(text)),
+                Path::SeverityText => item.set_edit(LOG_SEVERITY_TEXT, Bytes::from(text)),
+                _ => {
+                    let code = status(item).0;
+                    item.set_edit(SPAN_STATUS, encode_status(code, &text));
+                }
+            }
+        }
+        Path::StatusCode => {
+            let AttrValue::Encoded(b) = &value else {
+                return;
+            };
+            let AnyValueRef::Int(code) = AnyValueRef::parse(b) else {
+                return;
+            };
+            if !(0..=2).contains(&code) {
+                return;
+            }
+            let (current, message) = status(item);
+            if i64::from(current) == code {
+                return;
+            }
+            let new = encode_status(code as i32, message);
+            item.set_edit(SPAN_STATUS, new);
+        }
+        _ => {}
+    }
+}
