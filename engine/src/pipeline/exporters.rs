@@ -476,7 +476,7 @@ const PROMETHEUS_CONVERSION: [Column<ExporterStats>; 7] = [
     (
         "shardtel_exporter_prometheus_dropped_out_of_order_points_total",
         MetricType::Counter,
-        "Points dropped because their series already had a sample at or after their time.",
+        "Cumulative and gauge points dropped because their series already had a sample at or after their time (late deltas are added instead).",
         |st| st.prometheus.dropped_out_of_order.into(),
     ),
     (

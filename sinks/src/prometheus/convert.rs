@@ -126,7 +126,8 @@ pub struct ConversionStats {
     pub samples: u64,
     /// Native histogram samples written.
     pub histograms: u64,
-    /// Points dropped because their series already had a sample at or after their time.
+    /// Cumulative and gauge points dropped because their series already had a sample at or
+    /// after their time (late deltas are added and written just after it instead).
     pub dropped_out_of_order: u64,
     /// Points dropped as unconvertible: the sum of [`Self::dropped_invalid_by_reason`].
     pub dropped_invalid: u64,
@@ -307,7 +308,11 @@ impl Converter {
         );
         let labels = named(&labels, "target_info", None);
         // Written at most once per millisecond per resource; a repeat is no dropped point.
-        if self.table.admit(series_key(&labels), now_ms, now).is_some() {
+        if self
+            .table
+            .admit(series_key(&labels), now_ms, now, false)
+            .is_some()
+        {
             self.push_sample(out, labels, 1.0, now_ms);
         }
     }
@@ -396,16 +401,18 @@ impl Converter {
         out.dropped_points += points as u64;
     }
 
-    /// The series state for a point with `labels` at `ts`, or `None` (counted) when out of
-    /// order.
+    /// The series state for a point with `labels` at `ts` and the time to write it at, or
+    /// `None` (counted) when out of order (a late delta, `additive`, is kept: see
+    /// `SeriesTable::admit`).
     fn admit(
         &mut self,
         labels: &[Label],
         ts: i64,
         now: Instant,
-    ) -> Option<&mut super::state::Series> {
-        match self.table.admit(series_key(labels), ts, now) {
-            Some(series) => Some(series),
+        additive: bool,
+    ) -> Option<(&mut super::state::Series, i64)> {
+        match self.table.admit(series_key(labels), ts, now, additive) {
+            Some(admitted) => Some(admitted),
             None => {
                 self.stats.dropped_out_of_order += 1;
                 None
@@ -447,7 +454,7 @@ impl Converter {
             None => 0.0,
         };
         let stale = p.flags & NO_RECORDED_VALUE != 0;
-        let Some(series) = self.admit(&labels, ts, now) else {
+        let Some((series, ts)) = self.admit(&labels, ts, now, delta && !stale) else {
             out.dropped_points += 1;
             return;
         };
@@ -497,7 +504,7 @@ impl Converter {
         let key_labels = named(&base, name, None);
         let stale = p.flags & NO_RECORDED_VALUE != 0;
         let mut resets = 0;
-        let Some(series) = self.admit(&key_labels, ts, now) else {
+        let Some((series, ts)) = self.admit(&key_labels, ts, now, delta && !stale) else {
             out.dropped_points += 1;
             return;
         };
@@ -635,7 +642,7 @@ impl Converter {
         }) {
             return self.invalid(out, 1, InvalidReason::LabelBytes);
         }
-        let Some(series) = self.admit(&key_labels, ts, now) else {
+        let Some((series, ts)) = self.admit(&key_labels, ts, now, delta && !stale) else {
             out.dropped_points += 1;
             return;
         };
@@ -703,7 +710,7 @@ impl Converter {
         }
         let key_labels = named(&base, name, None);
         let stale = p.flags & NO_RECORDED_VALUE != 0;
-        if self.admit(&key_labels, ts, now).is_none() {
+        if self.admit(&key_labels, ts, now, false).is_none() {
             out.dropped_points += 1;
             return;
         }

@@ -188,11 +188,26 @@ impl SeriesTable {
         self.series.len()
     }
 
-    /// The state of series `key` for a sample at `ts_ms`, or `None` when the series already
-    /// has a sample at or after `ts_ms` (out of order: drop it).
-    pub(crate) fn admit(&mut self, key: u64, ts_ms: i64, now: Instant) -> Option<&mut Series> {
-        if self.series.get(&key).is_some_and(|s| s.last_ms >= ts_ms) {
-            return None;
+    /// The state of series `key` for a sample at `ts_ms` and the time to write it at, or `None`
+    /// when the series already has a sample at or after `ts_ms` (out of order: drop it) —
+    /// unless the point is a delta (`additive`): deltas add up in any order, so a late one (a
+    /// `spanmetrics` flush of another core in the same millisecond, say) is added and written
+    /// 1 ms after the series' last sample, which Prometheus accepts.
+    pub(crate) fn admit(
+        &mut self,
+        key: u64,
+        ts_ms: i64,
+        now: Instant,
+        additive: bool,
+    ) -> Option<(&mut Series, i64)> {
+        let mut ts_ms = ts_ms;
+        if let Some(last) = self.series.get(&key).map(|s| s.last_ms) {
+            if last >= ts_ms {
+                if !additive {
+                    return None;
+                }
+                ts_ms = last.saturating_add(1);
+            }
         }
         if !self.series.contains_key(&key) && self.series.len() >= self.max_series {
             self.make_room(now);
@@ -204,7 +219,7 @@ impl SeriesTable {
         });
         series.last_ms = ts_ms;
         series.seen = now;
-        Some(series)
+        Some((series, ts_ms))
     }
 
     /// Forgets series not seen for `ttl`, at most every `ttl / 4`.
@@ -247,11 +262,22 @@ mod tests {
     fn out_of_order_and_duplicate_timestamps_are_refused() {
         let now = Instant::now();
         let mut t = SeriesTable::new(10, Duration::from_secs(60));
-        assert!(t.admit(1, 100, now).is_some());
-        assert!(t.admit(1, 100, now).is_none());
-        assert!(t.admit(1, 99, now).is_none());
-        assert!(t.admit(1, 101, now).is_some());
-        assert!(t.admit(2, 50, now).is_some());
+        assert!(t.admit(1, 100, now, false).is_some());
+        assert!(t.admit(1, 100, now, false).is_none());
+        assert!(t.admit(1, 99, now, false).is_none());
+        assert!(t.admit(1, 101, now, false).is_some());
+        assert!(t.admit(2, 50, now, false).is_some());
+    }
+
+    #[test]
+    fn late_deltas_are_written_just_after_the_last_sample() {
+        let now = Instant::now();
+        let mut t = SeriesTable::new(10, Duration::from_secs(60));
+        assert_eq!(t.admit(1, 100, now, true).map(|(_, ts)| ts), Some(100));
+        assert_eq!(t.admit(1, 100, now, true).map(|(_, ts)| ts), Some(101));
+        assert_eq!(t.admit(1, 90, now, true).map(|(_, ts)| ts), Some(102));
+        assert_eq!(t.admit(1, 200, now, true).map(|(_, ts)| ts), Some(200));
+        assert!(t.admit(1, 150, now, false).is_none());
     }
 
     #[test]
@@ -259,14 +285,14 @@ mod tests {
         let t0 = Instant::now();
         let mut t = SeriesTable::new(16, Duration::from_secs(60));
         for k in 0..16 {
-            t.admit(k, 1, t0 + Duration::from_millis(k)).unwrap();
+            t.admit(k, 1, t0 + Duration::from_millis(k), false).unwrap();
         }
         // Full, nothing stale: the two least recently seen go.
-        t.admit(100, 1, t0 + Duration::from_secs(1)).unwrap();
+        t.admit(100, 1, t0 + Duration::from_secs(1), false).unwrap();
         assert_eq!(t.len(), 15);
         assert_eq!(t.stats.evicted, 2);
         assert!(
-            t.admit(0, 2, t0).is_some(),
+            t.admit(0, 2, t0, false).is_some(),
             "series 0 was evicted, so it starts over"
         );
         // Everything older than the ttl expires.

@@ -212,7 +212,35 @@ fn gauges_sums_and_target_info() {
 }
 
 #[test]
-fn delta_sums_accumulate_per_series_and_old_points_are_dropped() {
+fn cumulative_points_out_of_order_are_dropped_and_counted() {
+    let mut c = RemoteWriteConverter::new(&config(), 0, 1);
+    let cumulative = |t: u64, v: f64| {
+        request(
+            service(),
+            vec![metric(
+                "requests",
+                "",
+                metric::Data::Sum(Sum {
+                    data_points: vec![number(t, v, vec![s("path", "/a")])],
+                    aggregation_temporality: 2,
+                    is_monotonic: true,
+                }),
+            )],
+        )
+    };
+    let name = format!("requests_total{{{BASE},path=\"/a\"}}");
+    let (a, _) = convert(&mut c, &cumulative(T + 1_000_000_000, 5.0));
+    assert_eq!(samples(&a)[&name], [(MS + 1000, 5.0)]);
+    for late in [T, T + 1_000_000_000] {
+        let (out, dropped) = convert(&mut c, &cumulative(late, 9.0));
+        assert_eq!(dropped, 1);
+        assert!(samples(&out).keys().all(|k| !k.starts_with("requests")));
+    }
+    assert_eq!(c.stats().dropped_out_of_order, 2);
+}
+
+#[test]
+fn delta_sums_accumulate_per_series_even_out_of_order() {
     let mut c = RemoteWriteConverter::new(&config(), 0, 1);
     let delta = |t: u64, v: f64, path: &str| {
         request(
@@ -235,13 +263,16 @@ fn delta_sums_accumulate_per_series_and_old_points_are_dropped() {
     assert_eq!(samples(&a)[&name("/a")], [(MS, 5.0)]);
     assert_eq!(samples(&b)[&name("/a")], [(MS + 1000, 12.0)]);
     assert_eq!(samples(&other)[&name("/b")], [(MS + 1000, 1.0)]);
-    // A point older than (or as old as) the last one written is dropped and counted.
+    // A delta older than (or as old as) the last one written (another core's spanmetrics
+    // flush, say) still adds up; it is written 1 ms after the last sample.
     let (late, dropped) = convert(&mut c, &delta(T + 500_000_000, 100.0, "/a"));
-    assert_eq!(dropped, 1);
-    assert!(samples(&late).keys().all(|k| !k.starts_with("requests")));
+    assert_eq!(dropped, 0);
+    assert_eq!(samples(&late)[&name("/a")], [(MS + 1001, 112.0)]);
+    let (same, _) = convert(&mut c, &delta(T + 1_000_000_000, 1.0, "/a"));
+    assert_eq!(samples(&same)[&name("/a")], [(MS + 1002, 113.0)]);
     let (next, _) = convert(&mut c, &delta(T + 2_000_000_000, 1.0, "/a"));
-    assert_eq!(samples(&next)[&name("/a")], [(MS + 2000, 13.0)]);
-    assert_eq!(c.stats().dropped_out_of_order, 1);
+    assert_eq!(samples(&next)[&name("/a")], [(MS + 2000, 114.0)]);
+    assert_eq!(c.stats().dropped_out_of_order, 0);
     // Unspecified temporality is invalid.
     let bad = request(
         service(),
