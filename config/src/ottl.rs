@@ -203,6 +203,19 @@ pub enum Expr {
 pub enum MapPath {
     /// `attributes` (in the resource context, the resource's).
     Attributes,
+    /// `resource.attributes` (read-only; a `merge_maps` source in item contexts).
+    ResourceAttributes,
+}
+
+/// How `merge_maps` treats keys the target has.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum MergeStrategy {
+    /// Adds only keys the target lacks.
+    Insert,
+    /// Changes only keys the target has.
+    Update,
+    /// Both.
+    Upsert,
 }
 
 /// `replace_all_patterns`' mode.
@@ -282,6 +295,15 @@ pub enum Function {
         pattern: String,
         /// The replacement.
         replacement: String,
+    },
+    /// `merge_maps(attributes, resource.attributes, "insert" | "update" | "upsert")`.
+    MergeMaps {
+        /// The map changed.
+        target: MapPath,
+        /// The map read.
+        source: MapPath,
+        /// Which keys change.
+        strategy: MergeStrategy,
     },
     /// `rename(attributes, "from", "to")`: renames a key (replacing `to` if present).
     Rename {
@@ -620,6 +642,9 @@ impl Parser {
         let joined = segments.join(".");
         let path = match (joined.as_str(), key) {
             ("attributes", None) => return Ok(Operand::Map(MapPath::Attributes)),
+            ("resource.attributes", None) if self.context != Context::Resource => {
+                return Ok(Operand::Map(MapPath::ResourceAttributes))
+            }
             ("attributes", Some(k)) => Path::Attribute(k),
             ("resource.attributes", Some(k)) => Path::ResourceAttribute(k),
             ("name", None) => Path::Name,
@@ -698,9 +723,14 @@ impl Parser {
         }
     }
 
+    /// A map a function changes: `attributes`.
     fn map(&mut self) -> Result<MapPath, LangError> {
         match self.operand()? {
-            Operand::Map(m) => Ok(m),
+            Operand::Map(MapPath::Attributes) => Ok(MapPath::Attributes),
+            Operand::Map(MapPath::ResourceAttributes) => err(format!(
+                "resource.attributes is read-only in the {} context: change it in the resource context",
+                self.context.name()
+            )),
             Operand::Expr(_) => err("the first argument must be the map `attributes`"),
         }
     }
@@ -810,6 +840,32 @@ impl Parser {
                     replacement,
                 }
             }
+            "merge_maps" => {
+                let target = self.map()?;
+                self.comma()?;
+                let source = match self.operand()? {
+                    Operand::Map(m) => m,
+                    Operand::Expr(_) => {
+                        return err("merge_maps reads a map: resource.attributes or attributes")
+                    }
+                };
+                self.comma()?;
+                let strategy = match self.string("\"insert\", \"update\" or \"upsert\"")?.as_str() {
+                    "insert" => MergeStrategy::Insert,
+                    "update" => MergeStrategy::Update,
+                    "upsert" => MergeStrategy::Upsert,
+                    other => {
+                        return err(format!(
+                            "merge_maps strategy must be \"insert\", \"update\" or \"upsert\", not {other:?}"
+                        ))
+                    }
+                };
+                Function::MergeMaps {
+                    target,
+                    source,
+                    strategy,
+                }
+            }
             "rename" => {
                 let map = self.map()?;
                 self.comma()?;
@@ -858,6 +914,7 @@ pub const FUNCTIONS: &[&str] = &[
     "limit",
     "replace_pattern",
     "replace_all_patterns",
+    "merge_maps",
     "rename",
 ];
 
@@ -1118,6 +1175,7 @@ mod tests {
             r#"replace_pattern(name, "\\d+", "N")"#,
             r#"replace_all_patterns(attributes, "value", "secret=\\w+", "secret=***")"#,
             r#"rename(attributes, "a", "b") where IsMatch(name, "^GET")"#,
+            r#"merge_maps(attributes, resource.attributes, "insert")"#,
         ];
         for text in ok {
             let st = parse_statement(text, Context::Span).unwrap_or_else(|e| panic!("{text}: {e}"));

@@ -1183,6 +1183,26 @@ mod transform {
             },
         ),
         (
+            r#"merge_maps(attributes, resource.attributes, "upsert")"#,
+            |sp, res| {
+                for kv in &res.attributes {
+                    if let Some(AnyValue { value: Some(v) }) = &kv.value {
+                        upsert(&mut sp.attributes, &kv.key, v.clone());
+                    }
+                }
+            },
+        ),
+        (
+            r#"merge_maps(attributes, resource.attributes, "insert")"#,
+            |sp, res| {
+                for kv in &res.attributes {
+                    if find(&sp.attributes, &kv.key).is_none() {
+                        sp.attributes.push(kv.clone());
+                    }
+                }
+            },
+        ),
+        (
             r#"set(status.message, "boom") where status.code == STATUS_CODE_ERROR"#,
             |sp, _| {
                 let (code, _) = status_of(sp);

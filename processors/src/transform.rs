@@ -8,7 +8,9 @@
 
 use bytes::Bytes;
 use regex::Regex;
-use shardtel_config::ottl::{Context, Expr, Function, Literal, Path, PatternMode};
+use shardtel_config::ottl::{
+    Context, Expr, Function, Literal, MapPath, MergeStrategy, Path, PatternMode,
+};
 use shardtel_config::StatementGroup;
 use shardtel_protocol::rewrite::{value_ref, Attr, AttrKey, AttrValue};
 use shardtel_protocol::span::AnyValueRef;
@@ -42,6 +44,8 @@ enum Op {
     ReplacePattern(Path, Regex, String),
     ReplaceAllPatterns(PatternMode, Regex, String),
     Rename(Bytes, Bytes),
+    /// `merge_maps(attributes, resource.attributes, strategy)`.
+    MergeResource(MergeStrategy),
 }
 
 #[derive(Debug)]
@@ -122,6 +126,13 @@ impl Transform {
                         replacement,
                         ..
                     } => Op::ReplaceAllPatterns(*mode, Regex::new(pattern)?, replacement.clone()),
+                    Function::MergeMaps {
+                        source, strategy, ..
+                    } => match source {
+                        MapPath::ResourceAttributes => Op::MergeResource(*strategy),
+                        // Merging a map into itself changes nothing.
+                        MapPath::Attributes => continue,
+                    },
                     Function::Rename { from, to, .. } => Op::Rename(
                         Bytes::from(from.clone().into_bytes()),
                         Bytes::from(to.clone().into_bytes()),
@@ -427,6 +438,28 @@ fn apply(op: &Op, item: &mut Item<'_>, resource: &[u8]) {
                 }
             }
             item.changed |= changed;
+        }
+        Op::MergeResource(strategy) => {
+            let mut source = Vec::new();
+            shardtel_protocol::rewrite::read_attributes(resource, 1, &mut source);
+            for a in &source {
+                let key = a.key(resource);
+                let value = shardtel_protocol::rewrite::value_bytes(&a.value, resource);
+                match (position(item, key), strategy) {
+                    (None, MergeStrategy::Insert | MergeStrategy::Upsert) => {
+                        item.attrs()
+                            .push(Attr::new(Bytes::copy_from_slice(key), value));
+                        item.changed = true;
+                    }
+                    (Some(i), MergeStrategy::Update | MergeStrategy::Upsert) => {
+                        if !same_value(&item.attrs()[i], &value, msg) {
+                            item.attrs()[i].set_value(value);
+                            item.changed = true;
+                        }
+                    }
+                    _ => {}
+                }
+            }
         }
         Op::Rename(from, to) => {
             if from == to {

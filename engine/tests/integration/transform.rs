@@ -56,6 +56,7 @@ fn one_transform_chain_on_spans_logs_and_points() {
                             r#"set(attributes["slow"], true) where attributes["ms"] >= 500"#,
                             r#"replace_pattern(name, "/users/\\d+", "/users/{id}")"#,
                             r#"delete_key(attributes, "user.email")"#,
+                            r#"merge_maps(attributes, resource.attributes, "insert")"#,
                             r#"set(status.code, STATUS_CODE_ERROR) where attributes["http.status_code"] >= 500"#,
                         ],
                     ),
@@ -223,6 +224,11 @@ fn one_transform_chain_on_spans_logs_and_points() {
             };
             assert_eq!(sp.name, "GET /users/{id}");
             assert!(sp.attributes.iter().all(|kv| kv.key != "user.email"));
+            // merge_maps copied the resource's attributes in.
+            assert_eq!(
+                string(&sp.attributes, "service.name").as_deref(),
+                Some("users")
+            );
             let slow = sp.attributes.iter().any(|kv| kv.key == "slow");
             assert_eq!(slow, i * 50 >= 500, "span {i}");
             let code = sp.status.as_ref().map_or(0, |s| s.code);
