@@ -451,11 +451,11 @@ fn apply(op: &Op, item: &mut Item<'_>, resource: &[u8]) {
                             .push(Attr::new(Bytes::copy_from_slice(key), value));
                         item.changed = true;
                     }
-                    (Some(i), MergeStrategy::Update | MergeStrategy::Upsert) => {
-                        if !same_value(&item.attrs()[i], &value, msg) {
-                            item.attrs()[i].set_value(value);
-                            item.changed = true;
-                        }
+                    (Some(i), MergeStrategy::Update | MergeStrategy::Upsert)
+                        if !same_value(&item.attrs()[i], &value, msg) =>
+                    {
+                        item.attrs()[i].set_value(value);
+                        item.changed = true;
                     }
                     _ => {}
                 }
