@@ -276,15 +276,33 @@ impl<'a> SpanScalars<'a> {
 }
 
 /// A span as a condition sees it: its bytes, its resource and whether its trace has an error.
+/// Its scalar fields are read from the bytes the first time a condition asks for one (most
+/// route conditions read only attributes).
 pub struct SpanFields<'a> {
     /// The `Span` body.
-    pub span: &'a [u8],
-    /// Its scalar fields.
-    pub scalars: SpanScalars<'a>,
+    span: &'a [u8],
+    /// Its scalar fields, once read.
+    scalars: std::cell::OnceCell<SpanScalars<'a>>,
     /// The `Resource` body of its `ResourceSpans`.
-    pub resource: &'a [u8],
+    resource: &'a [u8],
     /// Some span of the trace (of those seen together) has status ERROR.
-    pub trace_has_error: bool,
+    trace_has_error: bool,
+}
+
+impl<'a> SpanFields<'a> {
+    /// The span `span` (a `Span` body) of the resource `resource` (a `Resource` body).
+    pub fn new(span: &'a [u8], resource: &'a [u8], trace_has_error: bool) -> Self {
+        SpanFields {
+            span,
+            scalars: std::cell::OnceCell::new(),
+            resource,
+            trace_has_error,
+        }
+    }
+
+    fn scalars(&self) -> &SpanScalars<'a> {
+        self.scalars.get_or_init(|| SpanScalars::read(self.span))
+    }
 }
 
 impl Fields for SpanFields<'_> {
@@ -296,10 +314,10 @@ impl Fields for SpanFields<'_> {
             Path::ResourceAttribute(k) => {
                 raw_attribute(self.resource, 1, k.as_bytes()).map_or(Val::Nil, Val::from)
             }
-            Path::Name => Val::Str(self.scalars.name),
-            Path::Kind => Val::Int(i64::from(self.scalars.kind)),
-            Path::StatusCode => Val::Int(i64::from(self.scalars.status_code)),
-            Path::StatusMessage => Val::Str(self.scalars.status_message),
+            Path::Name => Val::Str(self.scalars().name),
+            Path::Kind => Val::Int(i64::from(self.scalars().kind)),
+            Path::StatusCode => Val::Int(i64::from(self.scalars().status_code)),
+            Path::StatusMessage => Val::Str(self.scalars().status_message),
             Path::TraceHasError => Val::Bool(self.trace_has_error),
             _ => Val::Nil,
         }
@@ -415,12 +433,7 @@ mod tests {
             Some(AnyValueRef::String("x"))
         );
         assert_eq!(raw_attribute(&bytes, 9, b"c"), None);
-        let f = SpanFields {
-            span: &bytes,
-            scalars: SpanScalars::read(&bytes),
-            resource: &[],
-            trace_has_error: false,
-        };
+        let f = SpanFields::new(&bytes, &[], false);
         let e = parse_condition(
             r#"attributes["a"] == 7 and name == "n""#,
             Context::Span,
@@ -663,12 +676,7 @@ mod tests {
                 let compiled = Condition::compile(&expr).unwrap();
                 let span_bytes = span.encode_to_vec();
                 let resource_bytes = resource.encode_to_vec();
-                let fields = SpanFields {
-                    span: &span_bytes,
-                    scalars: SpanScalars::read(&span_bytes),
-                    resource: &resource_bytes,
-                    trace_has_error: false,
-                };
+                let fields = SpanFields::new(&span_bytes, &resource_bytes, false);
                 prop_assert_eq!(compiled.eval(&fields), model(&cond, &span, &resource), "{}", text);
             }
 

@@ -249,12 +249,7 @@ impl Router {
                     continue;
                 }
                 let body = part.span(i);
-                let fields = SpanFields {
-                    span: body,
-                    scalars: SpanScalars::read(body),
-                    resource: part.resource_of(i),
-                    trace_has_error: has_error,
-                };
+                let fields = SpanFields::new(body, part.resource_of(i), has_error);
                 for (r, (cond, _)) in self.routes.iter().enumerate() {
                     if undecided & (1 << r) == 0 {
                         break;
