@@ -538,11 +538,28 @@ pub fn rewrite_metric_points(
     let mut total = 0usize;
     let mut kept = 0usize;
     let mut outcomes: Vec<(Range<usize>, ItemOutcome)> = Vec::new();
+    // The data oneof as prost decodes it (and the scanner counts it): a data field of another
+    // kind replaces what came before, one of the same kind merges. Only the points of the last
+    // run of one kind are the metric's; earlier data fields are copied as they are.
+    let mut kind = 0u32;
+    let mut run_from = 0usize;
+    let mut r = Reader::new(metric);
+    while let Some(Ok((k, v))) = r.next_field() {
+        if let (Some(_), Value::Len(data)) = (point_attributes_field(k.field), v) {
+            if k.field != kind {
+                kind = k.field;
+                run_from = data.start;
+            }
+        }
+    }
     let mut r = Reader::new(metric);
     while let Some(Ok((k, v))) = r.next_field() {
         let (Some(_), Value::Len(data)) = (point_attributes_field(k.field), v) else {
             continue;
         };
+        if data.start < run_from {
+            continue;
+        }
         let attr_field = point_attributes_field(k.field).unwrap_or(7);
         let mut inner = Reader::nested(metric, data);
         while let Some(Ok((pk, pv))) = inner.next_field() {
@@ -620,6 +637,57 @@ mod tests {
                 value: Some(any_value::Value::StringValue(v.into())),
             }),
             ..Default::default()
+        }
+    }
+
+    /// Found by the fuzzing campaign (target `rewrite`): a `Metric` with a histogram and then a
+    /// gauge. prost keeps only the gauge (a later data field of another kind replaces), and so
+    /// does the scanner's count; the rewriter must decide only the gauge's points, or the
+    /// items it reports dropped are not the ones that leave the request.
+    #[test]
+    fn only_the_data_field_prost_keeps_is_rewritten() {
+        use crate::proto::metrics::v1::{
+            metric, Gauge, Histogram, HistogramDataPoint, Metric, NumberDataPoint,
+        };
+        let hist = Metric {
+            name: "m".into(),
+            data: Some(metric::Data::Histogram(Histogram {
+                data_points: vec![HistogramDataPoint::default()],
+                aggregation_temporality: 2,
+            })),
+            ..Default::default()
+        }
+        .encode_to_vec();
+        let gauge = Metric {
+            data: Some(metric::Data::Gauge(Gauge {
+                data_points: vec![NumberDataPoint::default(), NumberDataPoint::default()],
+            })),
+            ..Default::default()
+        }
+        .encode_to_vec();
+        let both = [hist.as_slice(), gauge.as_slice()].concat();
+        let decoded = Metric::decode(both.as_slice()).unwrap();
+        assert!(
+            matches!(decoded.data, Some(metric::Data::Gauge(ref g)) if g.data_points.len() == 2)
+        );
+        // Dropping the first point the rewriter is shown drops a gauge point.
+        let mut seen = Vec::new();
+        let mut arena = BytesMut::new();
+        let outcome = rewrite_metric_points(&both, &mut arena, |_point, field| {
+            seen.push(field);
+            if seen.len() == 1 {
+                ItemOutcome::Drop
+            } else {
+                ItemOutcome::Keep
+            }
+        });
+        assert_eq!(seen, [7, 7], "only the gauge's points are decided");
+        let ItemOutcome::Replace(out) = outcome else {
+            panic!("{outcome:?}")
+        };
+        match Metric::decode(out.as_ref()).unwrap().data {
+            Some(metric::Data::Gauge(g)) => assert_eq!(g.data_points.len(), 1),
+            other => panic!("{other:?}"),
         }
     }
 
