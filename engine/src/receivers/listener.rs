@@ -377,6 +377,29 @@ pub async fn ingest(
     intake.ingest(signal, transport, request).await
 }
 
+/// The end of an HTTP translating receiver's request (Zipkin, Jaeger Thrift): a body that did
+/// not translate is counted and answered with its error; a translated one is ingested as
+/// traces and answered `202 Accepted`.
+pub async fn accept_translated(
+    intake: &Intake,
+    transport: Transport,
+    guard: &InflightGuard<'_>,
+    translated: Result<shardtel_protocol::translate::Translated, IngestError>,
+) -> http::Response<ResponseBody> {
+    let translated = match translated {
+        Ok(t) => t,
+        Err(e) => {
+            count_failure(intake, Signal::Traces, transport, &e);
+            return http_error(&e);
+        }
+    };
+    let request = Bytes::from(translated.request);
+    match ingest(intake, Signal::Traces, transport, guard, request).await {
+        Ok(_) => plain(http::StatusCode::ACCEPTED, ""),
+        Err(e) => http_error(&e),
+    }
+}
+
 /// Counts a request refused before [`ingest`]: retryable refusals as refused, the rest as failed.
 pub fn count_failure(intake: &Intake, signal: Signal, transport: Transport, e: &IngestError) {
     if e.is_retryable() {

@@ -110,23 +110,5 @@ async fn handle(
     };
     let translated = jaeger::thrift_to_otlp(&raw).map_err(|e| IngestError::Invalid(e.to_string()));
     drop(raw);
-    let translated = match translated {
-        Ok(t) => t,
-        Err(e) => {
-            listener::count_failure(intake, Signal::Traces, TRANSPORT, &e);
-            return listener::http_error(&e);
-        }
-    };
-    match listener::ingest(
-        intake,
-        Signal::Traces,
-        TRANSPORT,
-        &guard,
-        bytes::Bytes::from(translated.request),
-    )
-    .await
-    {
-        Ok(_) => listener::plain(StatusCode::ACCEPTED, ""),
-        Err(e) => listener::http_error(&e),
-    }
+    listener::accept_translated(intake, TRANSPORT, &guard, translated).await
 }

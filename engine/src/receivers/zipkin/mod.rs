@@ -240,25 +240,7 @@ async fn handle(r: &Receiver, req: Request<Incoming>) -> Response<ResponseBody> 
         };
         translated.map_err(|e| IngestError::Invalid(e.to_string()))
     });
-    let translated = match translated {
-        Ok(t) => t,
-        Err(e) => {
-            listener::count_failure(intake, Signal::Traces, TRANSPORT, &e);
-            return listener::http_error(&e);
-        }
-    };
-    match listener::ingest(
-        intake,
-        Signal::Traces,
-        TRANSPORT,
-        &guard,
-        bytes::Bytes::from(translated.request),
-    )
-    .await
-    {
-        Ok(_) => listener::plain(StatusCode::ACCEPTED, ""),
-        Err(e) => listener::http_error(&e),
-    }
+    listener::accept_translated(intake, TRANSPORT, &guard, translated).await
 }
 
 /// A body's `Content-Encoding`.
