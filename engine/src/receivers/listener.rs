@@ -456,6 +456,8 @@ impl hyper::body::Body for ResponseBody {
     }
 
     fn size_hint(&self) -> SizeHint {
+        // With trailers to follow (gRPC), send no content-length: some
+        // clients stop reading at the length and never see grpc-status.
         if self.trailers.is_some() {
             return SizeHint::default();
         }

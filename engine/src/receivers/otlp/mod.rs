@@ -9,25 +9,25 @@ mod http;
 pub mod timeouts;
 
 use std::cell::RefCell;
-use std::convert::Infallible;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::rc::Rc;
-use std::task::{Context, Poll};
+
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 use glommio::net::{TcpListener, TcpStream};
 use glommio::task::JoinHandle;
 use http_body_util::BodyExt;
-use hyper::body::{Frame, Incoming, SizeHint};
+use hyper::body::Incoming;
 use shardtel_config::OtlpReceiverConfig;
 
 use self::connections::{Admission, ConnectionLimit};
 pub use self::connections::{ConnectionSnapshot, Protocol};
 use self::timeouts::{ConnectionClock, Expiry, RequestClock, Timeouts};
 use super::intake::{InflightGuard, Intake, Transport};
+use super::listener::ResponseBody;
 use super::security::{
     Connection, CoreSecurity, ReceiverSecurity, SecurityError, SecuritySnapshot,
 };
@@ -485,62 +485,6 @@ async fn discard_body(body: &mut Incoming, max: usize, request: Option<&RequestC
     .await;
     request.body_done();
     ended
-}
-
-/// A response body: at most one data frame, then optional trailers.
-#[derive(Debug, Default)]
-struct ResponseBody {
-    data: Option<Bytes>,
-    trailers: Option<::http::HeaderMap>,
-}
-
-impl ResponseBody {
-    /// A body with `data` and no trailers.
-    fn data(data: Bytes) -> Self {
-        Self {
-            data: (!data.is_empty()).then_some(data),
-            trailers: None,
-        }
-    }
-
-    /// A body with `data` followed by `trailers`.
-    fn with_trailers(data: Bytes, trailers: ::http::HeaderMap) -> Self {
-        Self {
-            data: (!data.is_empty()).then_some(data),
-            trailers: Some(trailers),
-        }
-    }
-}
-
-impl hyper::body::Body for ResponseBody {
-    type Data = Bytes;
-    type Error = Infallible;
-
-    fn poll_frame(
-        mut self: Pin<&mut Self>,
-        _cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
-        if let Some(d) = self.data.take() {
-            return Poll::Ready(Some(Ok(Frame::data(d))));
-        }
-        if let Some(t) = self.trailers.take() {
-            return Poll::Ready(Some(Ok(Frame::trailers(t))));
-        }
-        Poll::Ready(None)
-    }
-
-    fn is_end_stream(&self) -> bool {
-        self.data.is_none() && self.trailers.is_none()
-    }
-
-    fn size_hint(&self) -> SizeHint {
-        // With trailers to follow (gRPC), send no content-length: some
-        // clients stop reading at the length and never see grpc-status.
-        if self.trailers.is_some() {
-            return SizeHint::default();
-        }
-        SizeHint::with_exact(self.data.as_ref().map_or(0, |d| d.len() as u64))
-    }
 }
 
 #[cfg(test)]
