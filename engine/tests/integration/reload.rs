@@ -21,6 +21,9 @@ use crate::test_config::{
 };
 
 const GEN_KEY: &str = "reload.gen";
+/// The tag of the trace ids the reload test cuts itself, and how many it cuts.
+const CUT_TAG: u8 = 0xC7;
+const CUT_TRACES: u64 = 16;
 
 /// Stamps every span with `reload.gen = generation` (an attributes processor).
 fn stamp(generation: &str) -> Component {
@@ -111,9 +114,9 @@ fn reload_under_load_keeps_every_span_and_the_decisions_of_traces_in_flight() {
     let wait = Duration::from_secs(2);
     let mut st = Shardtel::start_config(|c| stamped(c, TailSampling::keep_all(wait)));
     let json = st.dir.path().join("loadgen.json");
-    let loadgen = verifying(&st, &json)
+    let mut loadgen = verifying(&st, &json)
         .args(["-p", "grpc", "-e", &st.grpc_url()])
-        .args(["--rate", "20000", "--duration", "8s", "--connections", "4"])
+        .args(["--rate", "20000", "--duration", "12s", "--connections", "4"])
         .args(["--split-traces", "5", "--sampled"])
         // Kept traces leave the sampler up to decision_wait after their last span: a settle
         // longer than that lets them all arrive before the verdict.
@@ -145,9 +148,27 @@ fn reload_under_load_keeps_every_span_and_the_decisions_of_traces_in_flight() {
             ),
         );
     });
+    // Traces the test cuts itself, whatever the timing of this machine: their first pieces
+    // arrive before the reload and their last pieces after it.
+    let cut_piece = |first: u64| {
+        let spans = (0..CUT_TRACES)
+            .flat_map(|t| (first..first + 2).map(move |i| gen::span(CUT_TAG, t, i)))
+            .collect();
+        st.post_traces(&gen::request(spans));
+    };
+    cut_piece(0);
     // Through the lock file of the data directory, as an operator would.
     let said = shardtel_reload(&["--config", st.config_path.to_str().unwrap()]);
     assert!(said.contains("sent SIGHUP"), "{said}");
+    assert!(
+        wait_until(30, || st
+            .metric_sum("shardtel_config_reloads_total", "result=\"success\"")
+            == 1),
+        "the reload was not counted; log:\n{}",
+        st.log()
+    );
+    cut_piece(2);
+    let reloaded_under_load = matches!(loadgen.try_wait(), Ok(None));
     let out = loadgen.wait_with_output().unwrap();
     let text = output_text(&out);
     let report: serde_json::Value =
@@ -194,17 +215,27 @@ fn reload_under_load_keeps_every_span_and_the_decisions_of_traces_in_flight() {
         .filter(|g| g.iter().any(|g| g == "1") && g.iter().any(|g| g == "2"))
         .count();
     let before = by_trace.len() - in_flight;
-    eprintln!("kept traces: {before} decided before the reload, {in_flight} in flight at it");
+    eprintln!(
+        "kept traces: {before} decided before the reload, {in_flight} in flight at it \
+         (reloaded while loadgen ran: {reloaded_under_load})"
+    );
     assert!(
         started_after.is_empty(),
         "{} traces that started after the reload were kept by the old policy",
         started_after.len()
     );
-    assert!(
-        in_flight > 0,
-        "no trace was in flight at the reload ({before} traces before it): the test \
-         did not exercise the cut"
-    );
+    // The traces cut by the test: kept whole by the old policy, each piece with the stamp of
+    // the processors that were running when it arrived.
+    for t in 0..CUT_TRACES {
+        let id = gen::trace_id(CUT_TAG, t);
+        let mut got = by_trace.get(&id).cloned().unwrap_or_default();
+        got.sort();
+        assert_eq!(
+            got,
+            ["1", "1", "2", "2"],
+            "trace {t} cut by the reload: the generations of its spans"
+        );
+    }
     assert!(
         by_trace.values().flatten().all(|g| g == "1" || g == "2"),
         "a span without a stamp"
