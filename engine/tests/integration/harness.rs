@@ -346,8 +346,9 @@ pub fn http_post(s: &mut TcpStream, body: &[u8]) -> std::io::Result<String> {
     Ok(head)
 }
 
-/// Every line of every file whose name starts with `stem` in `dir`, with the
-/// core index parsed from `<stem>.core<N>.jsonl*`.
+/// Every complete line of every file whose name starts with `stem` in `dir`, with the
+/// core index parsed from `<stem>.core<N>.jsonl*`. A last line without its newline is being
+/// written (tests read while the exporter writes): it is left for the next read.
 pub fn read_lines(dir: &Path, stem: &str) -> Vec<(usize, String)> {
     let mut out = Vec::new();
     let Ok(entries) = std::fs::read_dir(dir) else {
@@ -367,7 +368,9 @@ pub fn read_lines(dir: &Path, stem: &str) -> Vec<(usize, String)> {
             .and_then(|r| r.split('.').next())
             .and_then(|n| n.parse().ok())
             .unwrap_or(usize::MAX);
-        for line in std::fs::read_to_string(&f).unwrap().lines() {
+        let bytes = std::fs::read(&f).unwrap();
+        let complete = &bytes[..bytes.iter().rposition(|&b| b == b'\n').map_or(0, |i| i + 1)];
+        for line in String::from_utf8_lossy(complete).lines() {
             if !line.trim().is_empty() {
                 out.push((core, line.to_string()));
             }
