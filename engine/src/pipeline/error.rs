@@ -55,8 +55,8 @@ pub enum IngestError {
     #[error("{0}")]
     TooLargeToLog(#[source] Box<WalError>),
     /// Queues or channels are full: retry later.
-    #[error("shardtel is overloaded ({0}); retry later")]
-    Overloaded(&'static str),
+    #[error("shardtel is overloaded ({}); retry later", .0.message())]
+    Overloaded(Overload),
     /// The core serves as many connections as `receivers.otlp.max_connections` allows it:
     /// retry later (on a new connection).
     #[error("shardtel serves too many connections; retry later")]
@@ -92,6 +92,127 @@ pub enum TokenProblem {
     Missing,
     /// A bearer token that is not one of the accepted ones.
     Wrong,
+}
+
+/// Which bound refused an overloaded request (see [`IngestError::Overloaded`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Overload {
+    /// The core's request bytes in flight are at `max_inflight_bytes`.
+    InflightBytes,
+    /// The channel to the core that owns some of the request's items is full.
+    OwnerChannel,
+    /// Too many acknowledged requests on this core wait for their export (ingest log).
+    ExportWaiters,
+    /// The ingest log is at its size bound.
+    IngestLogFull,
+    /// An exporter's queue is full.
+    ExportQueue,
+}
+
+impl Overload {
+    /// What the client is told.
+    pub fn message(self) -> &'static str {
+        match self {
+            Overload::InflightBytes => "too many request bytes in flight on this core",
+            Overload::OwnerChannel => "the owner core's channel is full",
+            Overload::ExportWaiters => "too many requests on this core wait for their export",
+            Overload::IngestLogFull => "the ingest log is full",
+            Overload::ExportQueue => "an exporter queue is full",
+        }
+    }
+}
+
+/// Why a receiver answered a request with an error: the `reason` label of
+/// `shardtel_receiver_failed_requests_total`. One per bound or check, so an operator can
+/// tell a client's fault (`malformed`, `too_large`, ...) from shardtel's own limits
+/// (`inflight_bytes`, `export_queue_full`, ...), which say what to tune.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FailReason {
+    /// Not a valid request: bad protobuf or JSON, framing, compression (400).
+    Malformed,
+    /// Larger than `max_recv_msg_size` or than the ingest log takes (413).
+    TooLarge,
+    /// A content type, encoding or method the receiver does not take (415, UNIMPLEMENTED).
+    Unsupported,
+    /// No pipeline for the signal.
+    NoPipeline,
+    /// The body did not arrive within `read_timeout`.
+    Timeout,
+    /// The client's stream failed or ended before the body was complete.
+    ClientAborted,
+    /// No or a wrong bearer token.
+    Unauthenticated,
+    /// A bug contained to the request.
+    Internal,
+    /// Shutting down.
+    Draining,
+    /// At `max_connections`.
+    Connections,
+    /// Above the memory limiter's threshold.
+    MemoryLimit,
+    /// [`Overload::InflightBytes`].
+    InflightBytes,
+    /// [`Overload::OwnerChannel`].
+    OwnerChannelFull,
+    /// [`Overload::ExportWaiters`].
+    ExportWaiters,
+    /// [`Overload::IngestLogFull`].
+    IngestLogFull,
+    /// The ingest log could not store the request (a disk error).
+    IngestLogError,
+    /// [`Overload::ExportQueue`].
+    ExportQueueFull,
+}
+
+impl FailReason {
+    /// Every reason, in the order of [`FailReason::index`].
+    pub const ALL: [FailReason; 17] = [
+        FailReason::Malformed,
+        FailReason::TooLarge,
+        FailReason::Unsupported,
+        FailReason::NoPipeline,
+        FailReason::Timeout,
+        FailReason::ClientAborted,
+        FailReason::Unauthenticated,
+        FailReason::Internal,
+        FailReason::Draining,
+        FailReason::Connections,
+        FailReason::MemoryLimit,
+        FailReason::InflightBytes,
+        FailReason::OwnerChannelFull,
+        FailReason::ExportWaiters,
+        FailReason::IngestLogFull,
+        FailReason::IngestLogError,
+        FailReason::ExportQueueFull,
+    ];
+
+    /// The position in [`FailReason::ALL`].
+    pub fn index(self) -> usize {
+        self as usize
+    }
+
+    /// The label value.
+    pub fn label(self) -> &'static str {
+        match self {
+            FailReason::Malformed => "malformed",
+            FailReason::TooLarge => "too_large",
+            FailReason::Unsupported => "unsupported",
+            FailReason::NoPipeline => "no_pipeline",
+            FailReason::Timeout => "timeout",
+            FailReason::ClientAborted => "client_aborted",
+            FailReason::Unauthenticated => "unauthenticated",
+            FailReason::Internal => "internal",
+            FailReason::Draining => "draining",
+            FailReason::Connections => "max_connections",
+            FailReason::MemoryLimit => "memory_limit",
+            FailReason::InflightBytes => "inflight_bytes",
+            FailReason::OwnerChannelFull => "owner_channel_full",
+            FailReason::ExportWaiters => "export_waiters",
+            FailReason::IngestLogFull => "ingest_log_full",
+            FailReason::IngestLogError => "ingest_log_error",
+            FailReason::ExportQueueFull => "export_queue_full",
+        }
+    }
 }
 
 impl TokenProblem {
@@ -179,6 +300,36 @@ impl IngestError {
         }
     }
 
+    /// The `reason` label this error is counted under.
+    pub fn reason(&self) -> FailReason {
+        match self {
+            IngestError::Malformed { .. }
+            | IngestError::GrpcFraming(_)
+            | IngestError::CompressedWithoutEncoding
+            | IngestError::DecompressMessage(_)
+            | IngestError::DecompressBody(_)
+            | IngestError::Json(_)
+            | IngestError::Invalid(_) => FailReason::Malformed,
+            IngestError::TooLarge { .. } | IngestError::TooLargeToLog(_) => FailReason::TooLarge,
+            IngestError::Overloaded(o) => match o {
+                Overload::InflightBytes => FailReason::InflightBytes,
+                Overload::OwnerChannel => FailReason::OwnerChannelFull,
+                Overload::ExportWaiters => FailReason::ExportWaiters,
+                Overload::IngestLogFull => FailReason::IngestLogFull,
+                Overload::ExportQueue => FailReason::ExportQueueFull,
+            },
+            IngestError::TooManyConnections => FailReason::Connections,
+            IngestError::Storage(_) => FailReason::IngestLogError,
+            IngestError::Draining => FailReason::Draining,
+            IngestError::MemoryLimited => FailReason::MemoryLimit,
+            IngestError::NoPipeline(_) => FailReason::NoPipeline,
+            IngestError::Unsupported(_) => FailReason::Unsupported,
+            IngestError::BodyTimeout(_) => FailReason::Timeout,
+            IngestError::Internal(_) => FailReason::Internal,
+            IngestError::Unauthenticated(_) => FailReason::Unauthenticated,
+        }
+    }
+
     /// The gRPC status code for this error.
     pub fn grpc_code(&self) -> Code {
         match self.class() {
@@ -236,10 +387,8 @@ impl From<crate::durability::AppendError> for IngestError {
     fn from(e: crate::durability::AppendError) -> Self {
         use crate::durability::AppendError;
         match e {
-            AppendError::Unreleased => {
-                IngestError::Overloaded("too many requests on this core wait for their export")
-            }
-            AppendError::Full(_) => IngestError::Overloaded("the ingest log is full"),
+            AppendError::Unreleased => IngestError::Overloaded(Overload::ExportWaiters),
+            AppendError::Full(_) => IngestError::Overloaded(Overload::IngestLogFull),
             AppendError::TooLarge(e) => IngestError::TooLargeToLog(Box::new(e)),
             AppendError::Disk(e) => IngestError::Storage(Box::new(e)),
         }
@@ -309,7 +458,12 @@ mod tests {
                 413,
                 false,
             ),
-            (IngestError::Overloaded("x"), Code::Unavailable, 503, true),
+            (
+                IngestError::Overloaded(Overload::ExportQueue),
+                Code::Unavailable,
+                503,
+                true,
+            ),
             (
                 IngestError::TooManyConnections,
                 Code::Unavailable,

@@ -19,7 +19,7 @@ use shardtel_sinks::{
 use shardtel_tls::ClientTls;
 use shardtel_wal::WalStats;
 
-use super::{BuildError, IngestError};
+use super::{BuildError, IngestError, Overload};
 use crate::durability::wal_fsync_latency;
 use crate::telemetry::{label_values, Column, Exposition, Families, LabelValues, MetricType};
 
@@ -220,14 +220,14 @@ impl Exporters {
             .of_set(signal, set)
             .any(|e| !e.has_room(charge.max(piece.len)))
         {
-            return Err(IngestError::Overloaded("an exporter queue is full"));
+            return Err(IngestError::Overloaded(Overload::ExportQueue));
         }
         for exporter in self.of_set(signal, set) {
             if exporter
                 .try_push_indexed(signal, piece.clone(), index, items, charge)
                 .is_err()
             {
-                return Err(IngestError::Overloaded("an exporter queue is full"));
+                return Err(IngestError::Overloaded(Overload::ExportQueue));
             }
         }
         Ok(())

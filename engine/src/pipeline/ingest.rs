@@ -16,7 +16,7 @@ use shardtel_protocol::Signal;
 
 use super::exporters::queue_charge;
 use super::scratch::Loan;
-use super::{IngestError, Pipeline};
+use super::{IngestError, Overload, Pipeline};
 use crate::durability::{self, Tracked, CHECKPOINT_EVERY};
 
 /// Why the pipeline did not take a request, and how the receiver counts it.
@@ -86,7 +86,7 @@ impl Pipeline {
         // log and before the tail sampler, whose kept spans would otherwise wait for room while
         // the client waits for its answer.
         if exporters.iter().any(|e| !e.has_room(body.len())) {
-            return Err(IngestError::Overloaded("an exporter queue is full").into());
+            return Err(IngestError::Overloaded(Overload::ExportQueue).into());
         }
         let scanned = self.scan(signal, &body)?;
         if signal == Signal::Traces && scanned.items() == 0 {

@@ -15,7 +15,7 @@ use glommio::sync::Semaphore;
 use shardtel_protocol::reframe::Encoded;
 use shardtel_protocol::scan::SpanBatch;
 
-use super::{IngestError, Pipeline};
+use super::{IngestError, Overload, Pipeline};
 use crate::telemetry::{Exposition, Families};
 
 /// How long a receiving core waits for room on a full mesh channel before it refuses the
@@ -134,7 +134,7 @@ impl Mesh {
             Err(_) => {
                 let c = &self.send_timeouts;
                 c.set(c.get() + 1);
-                Err(IngestError::Overloaded("the owner core's channel is full"))
+                Err(IngestError::Overloaded(Overload::OwnerChannel))
             }
         }
     }

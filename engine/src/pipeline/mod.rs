@@ -39,7 +39,7 @@ use exporters::Exporters;
 use mesh::Mesh;
 use metric_routing::MetricsRouter;
 
-pub use error::{IngestError, TokenProblem};
+pub use error::{FailReason, IngestError, Overload, TokenProblem};
 pub use exporters::{exporter_tls, queue_charge, ExporterSnapshot, ExporterTls};
 pub use ingest::Rejected;
 pub use mesh::{MeshEnds, MeshMessage, MeshSnapshot};

@@ -15,8 +15,8 @@ use shardtel_protocol::Signal;
 use super::exporters::queue_charge;
 use super::ingest::Rejected;
 use super::mesh::MeshMessage;
-use super::IngestError;
 use super::Pipeline;
+use super::{IngestError, Overload};
 
 impl Pipeline {
     /// Routes a trace request that `index` (its scan) describes: the spans accepted.
@@ -129,7 +129,7 @@ impl Pipeline {
                             )
                         })
                 } else {
-                    Err(IngestError::Overloaded("an exporter queue is full"))
+                    Err(IngestError::Overloaded(Overload::ExportQueue))
                 }
             } else if is_whole {
                 let charge = batch.buf.len();

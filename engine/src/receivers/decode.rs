@@ -21,7 +21,7 @@ use shardtel_protocol::Signal;
 use shardtel_sinks::panics;
 
 use super::intake::InflightGuard;
-use crate::pipeline::IngestError;
+use crate::pipeline::{IngestError, Overload};
 
 /// Bodies of at least this many bytes are decoded off the reactor.
 pub const OFFLOAD_BYTES: usize = 64 << 10;
@@ -177,7 +177,7 @@ fn decode_bounded(job: Job, reserved: usize) -> Result<Bytes, IngestError> {
 /// `limit`, else a retryable refusal (the core's request bytes in flight are near their bound).
 pub fn too_large_or_overloaded(limit: usize, cap: usize) -> IngestError {
     if cap < limit {
-        IngestError::Overloaded("too many request bytes in flight on this core")
+        IngestError::Overloaded(Overload::InflightBytes)
     } else {
         IngestError::TooLarge { limit }
     }

@@ -17,7 +17,7 @@ use shardtel_protocol::Signal;
 
 use super::decode::Decoder;
 use crate::memory_limiter::CoreLimiter;
-use crate::pipeline::{IngestError, Pipeline, Rejected};
+use crate::pipeline::{FailReason, IngestError, Overload, Pipeline, Rejected};
 use crate::telemetry::{Exposition, Families};
 
 /// Request bytes in flight charged to every admitted request besides its body: its headers
@@ -213,8 +213,9 @@ impl Intake {
         body: Bytes,
     ) -> Result<u64, IngestError> {
         if let Some(Err(_)) = self.memory.as_ref().map(|m| m.check_resident(signal)) {
-            self.counters.refused(signal, transport, 0);
-            return Err(IngestError::MemoryLimited);
+            let error = IngestError::MemoryLimited;
+            self.counters.refused(signal, transport, 0, &error);
+            return Err(error);
         }
         match self.pipeline.ingest(signal, body).await {
             Ok(n) => {
@@ -225,14 +226,15 @@ impl Intake {
                 error,
                 refused_items: Some(n),
             }) => {
-                self.counters.refused(signal, transport, n);
+                self.counters.refused(signal, transport, n, &error);
                 Err(error)
             }
             Err(Rejected {
                 error,
                 refused_items: None,
             }) => {
-                self.counters.failed_request(signal, transport);
+                self.counters
+                    .failed_request(signal, transport, error.reason());
                 Err(error)
             }
         }
@@ -264,9 +266,7 @@ impl InflightGuard<'_> {
     pub fn try_add(&self, n: usize) -> Result<(), IngestError> {
         let c = self.intake;
         if self.room() < n {
-            return Err(IngestError::Overloaded(
-                "too many request bytes in flight on this core",
-            ));
+            return Err(IngestError::Overloaded(Overload::InflightBytes));
         }
         self.bytes.set(self.bytes.get() + n);
         c.inflight_bytes.set(c.inflight_bytes.get() + n);
@@ -302,13 +302,16 @@ impl Drop for InflightGuard<'_> {
     }
 }
 
-/// Receiver counters of one core: `[signal][transport]`.
+/// Receiver counters of one core: `[signal][transport]`, failed requests also by reason.
 #[derive(Default)]
 pub struct ReceiverCounters {
     accepted: [[Cell<u64>; TRANSPORTS]; 3],
     refused: [[Cell<u64>; TRANSPORTS]; 3],
-    requests_failed: [[Cell<u64>; TRANSPORTS]; 3],
+    requests_failed: [[[Cell<u64>; REASONS]; TRANSPORTS]; 3],
 }
+
+/// How many [`FailReason`]s there are.
+const REASONS: usize = FailReason::ALL.len();
 
 impl ReceiverCounters {
     /// Counts items (spans, points, records) accepted.
@@ -317,43 +320,76 @@ impl ReceiverCounters {
         c.set(c.get() + items);
     }
 
-    /// Counts items refused (overload, shutdown) and the failed request.
-    pub fn refused(&self, signal: Signal, transport: Transport, items: u64) {
+    /// Counts items refused by a retryable error (overload, shutdown) and the failed request.
+    pub fn refused(&self, signal: Signal, transport: Transport, items: u64, why: &IngestError) {
         let c = &self.refused[signal.index()][transport as usize];
         c.set(c.get() + items);
-        self.failed_request(signal, transport);
+        self.failed_request(signal, transport, why.reason());
     }
 
-    /// Counts a request that failed (malformed, too large, refused).
-    pub fn failed_request(&self, signal: Signal, transport: Transport) {
-        let c = &self.requests_failed[signal.index()][transport as usize];
+    /// Counts a request answered with `error`: its items as refused when the client may retry
+    /// it, else only the failed request.
+    pub fn failed(&self, signal: Signal, transport: Transport, error: &IngestError) {
+        if error.is_retryable() {
+            self.refused(signal, transport, 0, error);
+        } else {
+            self.failed_request(signal, transport, error.reason());
+        }
+    }
+
+    /// Counts a request that failed (malformed, too large, refused), by reason.
+    pub fn failed_request(&self, signal: Signal, transport: Transport, reason: FailReason) {
+        let c = &self.requests_failed[signal.index()][transport as usize][reason.index()];
         c.set(c.get() + 1);
     }
 
     /// The counters, for telemetry; `active`: the transports whose series the core publishes
     /// (OTLP's always; the others only where their receiver runs).
     pub fn snapshot(&self, active: [bool; TRANSPORTS]) -> ReceiverSnapshot {
-        let mut counts = [[[0; 3]; TRANSPORTS]; 3];
-        for (s, by_transport) in counts.iter_mut().enumerate() {
-            for (t, c) in by_transport.iter_mut().enumerate() {
-                *c = [
-                    self.accepted[s][t].get(),
-                    self.refused[s][t].get(),
-                    self.requests_failed[s][t].get(),
-                ];
+        let mut counts = [[[0; 2]; TRANSPORTS]; 3];
+        let mut failed = [[[0; REASONS]; TRANSPORTS]; 3];
+        for s in 0..3 {
+            for t in 0..TRANSPORTS {
+                counts[s][t] = [self.accepted[s][t].get(), self.refused[s][t].get()];
+                for (r, c) in self.requests_failed[s][t].iter().enumerate() {
+                    failed[s][t][r] = c.get();
+                }
             }
         }
-        ReceiverSnapshot { counts, active }
+        ReceiverSnapshot {
+            counts,
+            failed,
+            active,
+        }
     }
 }
 
 /// What a core publishes about its receivers.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ReceiverSnapshot {
-    /// `[signal][transport][accepted, refused, failed_requests]`.
-    pub counts: [[[u64; 3]; TRANSPORTS]; 3],
+    /// `[signal][transport][accepted, refused]` items.
+    pub counts: [[[u64; 2]; TRANSPORTS]; 3],
+    /// `[signal][transport][reason]` failed requests, by [`FailReason::index`].
+    pub failed: [[[u64; REASONS]; TRANSPORTS]; 3],
     /// The transports whose series this core publishes.
     pub active: [bool; TRANSPORTS],
+}
+
+impl Default for ReceiverSnapshot {
+    fn default() -> Self {
+        ReceiverSnapshot {
+            counts: [[[0; 2]; TRANSPORTS]; 3],
+            failed: [[[0; REASONS]; TRANSPORTS]; 3],
+            active: [false; TRANSPORTS],
+        }
+    }
+}
+
+impl ReceiverSnapshot {
+    /// Failed requests of `signal` over `transport`, whatever the reason.
+    pub fn failed_requests(&self, signal: Signal, transport: Transport) -> u64 {
+        self.failed[signal.index()][transport as usize].iter().sum()
+    }
 }
 
 impl ReceiverSnapshot {
@@ -413,8 +449,37 @@ impl Families for ReceiverSnapshot {
                             ("signal", &signal.name()),
                             ("core", core),
                         ],
-                        s.counts[signal.index()][t as usize][2],
+                        s.failed_requests(signal, t),
                     );
+                }
+            }
+        }
+        let by_reason = out.counter(
+            "shardtel_receiver_failed_requests_by_reason_total",
+            "Requests answered with an error, by reason: the client's (malformed, too_large, \
+             unsupported, timeout, client_aborted, unauthenticated) or a bound of shardtel's \
+             (inflight_bytes, owner_channel_full, export_queue_full, ingest_log_full, \
+             export_waiters, memory_limit, max_connections, draining). A reason has a series \
+             once it occurred.",
+        );
+        for (core, s) in cores {
+            for signal in Signal::ALL {
+                for t in s.transports() {
+                    for reason in FailReason::ALL {
+                        let n = s.failed[signal.index()][t as usize][reason.index()];
+                        if n > 0 {
+                            by_reason.sample(
+                                &[
+                                    ("receiver", &t.receiver()),
+                                    ("transport", &t.name()),
+                                    ("signal", &signal.name()),
+                                    ("core", core),
+                                    ("reason", &reason.label()),
+                                ],
+                                n,
+                            );
+                        }
+                    }
                 }
             }
         }

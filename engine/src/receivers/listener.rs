@@ -371,7 +371,7 @@ pub async fn ingest(
     request: Bytes,
 ) -> Result<u64, IngestError> {
     if let Err(e) = guard.try_add(request.len()) {
-        intake.counters().refused(signal, transport, 0);
+        intake.counters().refused(signal, transport, 0, &e);
         return Err(e);
     }
     intake.ingest(signal, transport, request).await
@@ -402,11 +402,7 @@ pub async fn accept_translated(
 
 /// Counts a request refused before [`ingest`]: retryable refusals as refused, the rest as failed.
 pub fn count_failure(intake: &Intake, signal: Signal, transport: Transport, e: &IngestError) {
-    if e.is_retryable() {
-        intake.counters().refused(signal, transport, 0);
-    } else {
-        intake.counters().failed_request(signal, transport);
-    }
+    intake.counters().failed(signal, transport, e);
 }
 
 /// A response body: at most one data frame, then optional trailers.

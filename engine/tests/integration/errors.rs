@@ -221,4 +221,27 @@ fn bad_requests_get_documented_errors_and_good_ones_flow() {
         "{}",
         st.metrics()
     );
+    // Each failure is counted under its reason: per round 4 malformed bodies and 2 unsupported
+    // content types or encodings; every fifth round 2 oversized bodies.
+    let metrics = st.metrics();
+    let http_failures = |reason: &str| -> u64 {
+        let reason = format!("reason=\"{reason}\"");
+        metrics
+            .lines()
+            .filter(|l| l.starts_with("shardtel_receiver_failed_requests_by_reason_total{"))
+            .filter(|l| l.contains("transport=\"http\",signal=\"traces\"") && l.contains(&reason))
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
+            .sum()
+    };
+    assert_eq!(http_failures("malformed"), 80, "{metrics}");
+    assert_eq!(http_failures("unsupported"), 40, "{metrics}");
+    assert_eq!(http_failures("too_large"), 8, "{metrics}");
+    assert_eq!(
+        http_failures("malformed") + http_failures("unsupported") + http_failures("too_large"),
+        st.metric_sum(
+            "shardtel_receiver_failed_requests_total",
+            "transport=\"http\",signal=\"traces\""
+        ),
+        "every failed request has one reason: {metrics}"
+    );
 }

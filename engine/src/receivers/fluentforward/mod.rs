@@ -42,7 +42,7 @@ use super::security::{
     Connection, CoreSecurity, ReceiverSecurity, SecurityError, SecuritySnapshot,
 };
 use super::{Intake, Transport};
-use crate::pipeline::IngestError;
+use crate::pipeline::{FailReason, IngestError};
 
 const TRANSPORT: Transport = Transport::FluentForward;
 /// Bytes read from the socket at once.
@@ -176,7 +176,11 @@ async fn serve_connection(r: &Receiver, mut stream: Connection) -> Result<(), Co
                 Err(e) => {
                     // The events before it are still handled.
                     if events.is_empty() {
-                        r.intake.counters().failed_request(Signal::Logs, TRANSPORT);
+                        r.intake.counters().failed_request(
+                            Signal::Logs,
+                            TRANSPORT,
+                            FailReason::Malformed,
+                        );
                         return Err(ConnectionEnd::Malformed(e.into()));
                     }
                     break;
@@ -192,7 +196,9 @@ async fn serve_connection(r: &Receiver, mut stream: Connection) -> Result<(), Co
             continue;
         }
         if buf.len() > limits.max_recv_msg_size {
-            r.intake.counters().failed_request(Signal::Logs, TRANSPORT);
+            r.intake
+                .counters()
+                .failed_request(Signal::Logs, TRANSPORT, FailReason::TooLarge);
             return Err(ConnectionEnd::TooLarge(limits.max_recv_msg_size));
         }
         // More bytes: within idle_timeout between events, within read_timeout of an event's
@@ -273,7 +279,9 @@ async fn handle_events(
     let records = logs.records();
     logs.finish();
     if malformed.is_some() {
-        r.intake.counters().failed_request(Signal::Logs, TRANSPORT);
+        r.intake
+            .counters()
+            .failed_request(Signal::Logs, TRANSPORT, FailReason::Malformed);
     }
     if records > 0 {
         ingest_with_backoff(r, Bytes::from(request), limits.read_timeout).await?;
@@ -305,7 +313,7 @@ async fn ingest_with_backoff(
         let guard = match r.intake.admit(Signal::Logs) {
             Ok(g) => g,
             Err(e) => {
-                r.intake.counters().refused(Signal::Logs, TRANSPORT, 0);
+                r.intake.counters().refused(Signal::Logs, TRANSPORT, 0, &e);
                 if r.intake.draining() || Instant::now() + wait > deadline {
                     return Err(ConnectionEnd::Refused(e));
                 }

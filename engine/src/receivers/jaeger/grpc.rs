@@ -14,7 +14,7 @@ use shardtel_protocol::translate::jaeger;
 use shardtel_protocol::Signal;
 use shardtel_sinks::net::{GlommioIo, LocalExec};
 
-use crate::pipeline::IngestError;
+use crate::pipeline::{FailReason, IngestError, Overload};
 use crate::receivers::listener::{self, Activity, ResponseBody, Watched};
 use crate::receivers::otlp::connections as h2;
 use crate::receivers::security::{Connection, CoreSecurity};
@@ -83,7 +83,9 @@ async fn handle(
         .and_then(|v| v.to_str().ok())
         .unwrap_or("");
     if !ctype.starts_with("application/grpc") {
-        intake.counters().failed_request(Signal::Traces, TRANSPORT);
+        intake
+            .counters()
+            .failed_request(Signal::Traces, TRANSPORT, FailReason::Unsupported);
         let mut resp = Response::new(ResponseBody::default());
         *resp.status_mut() = http::StatusCode::UNSUPPORTED_MEDIA_TYPE;
         return resp;
@@ -93,7 +95,11 @@ async fn handle(
         Some(v) => match v.to_str().ok().and_then(Encoding::from_header) {
             Some(e) => e,
             None => {
-                intake.counters().failed_request(Signal::Traces, TRANSPORT);
+                intake.counters().failed_request(
+                    Signal::Traces,
+                    TRANSPORT,
+                    FailReason::Unsupported,
+                );
                 let mut resp = status_only(
                     Code::Unimplemented,
                     "unsupported grpc-encoding (supported: identity, gzip, zstd)",
@@ -109,7 +115,7 @@ async fn handle(
     let guard = match intake.admit(Signal::Traces) {
         Ok(g) => g,
         Err(e) => {
-            intake.counters().refused(Signal::Traces, TRANSPORT, 0);
+            intake.counters().refused(Signal::Traces, TRANSPORT, 0, &e);
             return error_response(&e);
         }
     };
@@ -188,7 +194,7 @@ fn unframe(
         .map(|m| (m, true))
         .map_err(|e| match e {
             DecompressError::TooLarge { .. } if room < limit => {
-                IngestError::Overloaded("too many request bytes in flight on this core")
+                IngestError::Overloaded(Overload::InflightBytes)
             }
             DecompressError::TooLarge { .. } => IngestError::TooLarge { limit },
             other => IngestError::DecompressMessage(other),

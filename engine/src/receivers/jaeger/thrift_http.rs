@@ -95,7 +95,7 @@ async fn handle(
     let guard = match intake.admit(Signal::Traces) {
         Ok(g) => g,
         Err(e) => {
-            intake.counters().refused(Signal::Traces, TRANSPORT, 0);
+            intake.counters().refused(Signal::Traces, TRANSPORT, 0, &e);
             listener::discard_body(&mut body, limit).await;
             return listener::http_error(&e);
         }

@@ -15,7 +15,7 @@ use shardtel_sinks::net::{GlommioIo, LocalExec};
 
 use super::timeouts::{ConnectionClock, RequestClock, WatchedIo};
 use super::{collect_body, connections, drive, fault_requested, CollectError, Fault, ResponseBody};
-use crate::pipeline::IngestError;
+use crate::pipeline::{FailReason, IngestError};
 use crate::receivers::decode::{Format, Job, Payload};
 use crate::receivers::security::{Connection, CoreSecurity};
 use crate::receivers::{Intake, Transport};
@@ -139,7 +139,9 @@ async fn handle(
         || ctype.starts_with("application/grpc+proto")
         || ctype.starts_with("application/grpc;"))
     {
-        intake.counters().failed_request(signal, Transport::Grpc);
+        intake
+            .counters()
+            .failed_request(signal, Transport::Grpc, FailReason::Unsupported);
         // gRPC over HTTP/2: a non-gRPC content type is answered with HTTP 415.
         let mut resp = Response::new(ResponseBody::default());
         *resp.status_mut() = http::StatusCode::UNSUPPORTED_MEDIA_TYPE;
@@ -154,7 +156,9 @@ async fn handle(
         Some(name) => match Encoding::from_header(name) {
             Some(e) => e,
             None => {
-                intake.counters().failed_request(signal, Transport::Grpc);
+                intake
+                    .counters()
+                    .failed_request(signal, Transport::Grpc, FailReason::Unsupported);
                 let mut resp = status_only(
                     Code::Unimplemented,
                     &format!(
@@ -172,7 +176,7 @@ async fn handle(
     let guard = match intake.admit(signal) {
         Ok(g) => g,
         Err(e) => {
-            intake.counters().refused(signal, Transport::Grpc, 0);
+            intake.counters().refused(signal, Transport::Grpc, 0, &e);
             return error_response(&e);
         }
     };
@@ -187,19 +191,25 @@ async fn handle(
     let body = match collected.await {
         Ok(b) => b,
         Err(CollectError::Overloaded(e)) => {
-            intake.counters().refused(signal, Transport::Grpc, 0);
+            intake.counters().refused(signal, Transport::Grpc, 0, &e);
             return error_response(&e);
         }
         Err(CollectError::TooLarge) => {
-            intake.counters().failed_request(signal, Transport::Grpc);
+            intake
+                .counters()
+                .failed_request(signal, Transport::Grpc, FailReason::TooLarge);
             return error_response(&IngestError::TooLarge { limit });
         }
         Err(CollectError::TimedOut) => {
-            intake.counters().failed_request(signal, Transport::Grpc);
+            intake
+                .counters()
+                .failed_request(signal, Transport::Grpc, FailReason::Timeout);
             return error_response(&IngestError::BodyTimeout(request.timeout()));
         }
         Err(CollectError::Transport(e)) => {
-            intake.counters().failed_request(signal, Transport::Grpc);
+            intake
+                .counters()
+                .failed_request(signal, Transport::Grpc, FailReason::ClientAborted);
             return status_only(Code::Cancelled, &format!("request body failed: {e}"));
         }
     };
@@ -222,11 +232,7 @@ async fn handle(
     let message = match message {
         Ok(m) => m,
         Err(e) => {
-            if e.is_retryable() {
-                intake.counters().refused(signal, Transport::Grpc, 0);
-            } else {
-                intake.counters().failed_request(signal, Transport::Grpc);
-            }
+            intake.counters().failed(signal, Transport::Grpc, &e);
             return error_response(&e);
         }
     };

@@ -21,7 +21,7 @@ use super::{
     collect_body, connections, discard_body, drive, fault_requested, grpc, run_until_drained,
     CollectError, Fault, ResponseBody,
 };
-use crate::pipeline::IngestError;
+use crate::pipeline::{FailReason, IngestError};
 use crate::receivers::decode::{Format, Job, Payload};
 use crate::receivers::security::{negotiated_h2, Connection, CoreSecurity};
 use crate::receivers::{Intake, Transport};
@@ -154,7 +154,9 @@ async fn handle(
         "application/x-protobuf" | "application/protobuf" => Format::Protobuf,
         "application/json" => Format::Json,
         _ => {
-            intake.counters().failed_request(signal, Transport::Http);
+            intake
+                .counters()
+                .failed_request(signal, Transport::Http, FailReason::Unsupported);
             return error_response(
                 Format::Protobuf,
                 &IngestError::Unsupported(format!(
@@ -168,7 +170,9 @@ async fn handle(
         Some(v) => match v.to_str().ok().and_then(Encoding::from_header) {
             Some(e) => e,
             None => {
-                intake.counters().failed_request(signal, Transport::Http);
+                intake
+                    .counters()
+                    .failed_request(signal, Transport::Http, FailReason::Unsupported);
                 return error_response(
                     format,
                     &IngestError::Unsupported(format!(
@@ -185,7 +189,9 @@ async fn handle(
         .and_then(|v| v.to_str().ok()?.parse::<usize>().ok());
     let mut incoming = req.into_body();
     if let Some(n) = declared.filter(|&n| n > limit) {
-        intake.counters().failed_request(signal, Transport::Http);
+        intake
+            .counters()
+            .failed_request(signal, Transport::Http, FailReason::TooLarge);
         if n <= limit.saturating_mul(4) {
             discard_body(&mut incoming, n, Some(request)).await;
         }
@@ -194,7 +200,7 @@ async fn handle(
     let guard = match intake.admit(signal) {
         Ok(g) => g,
         Err(e) => {
-            intake.counters().refused(signal, Transport::Http, 0);
+            intake.counters().refused(signal, Transport::Http, 0, &e);
             // Read (and drop) the body, so that the refusal is not lost to a TCP reset.
             discard_body(&mut incoming, limit, Some(request)).await;
             return error_response(format, &e);
@@ -204,17 +210,21 @@ async fn handle(
     let body = match collect_body(&mut incoming, limit, hint, |_| None, &guard, request).await {
         Ok(b) => b,
         Err(CollectError::Overloaded(e)) => {
-            intake.counters().refused(signal, Transport::Http, 0);
+            intake.counters().refused(signal, Transport::Http, 0, &e);
             discard_body(&mut incoming, limit, Some(request)).await;
             return error_response(format, &e);
         }
         Err(CollectError::TooLarge) => {
-            intake.counters().failed_request(signal, Transport::Http);
+            intake
+                .counters()
+                .failed_request(signal, Transport::Http, FailReason::TooLarge);
             discard_body(&mut incoming, limit.saturating_mul(4), Some(request)).await;
             return error_response(format, &IngestError::TooLarge { limit });
         }
         Err(CollectError::TimedOut) => {
-            intake.counters().failed_request(signal, Transport::Http);
+            intake
+                .counters()
+                .failed_request(signal, Transport::Http, FailReason::Timeout);
             let mut r = error_response(format, &IngestError::BodyTimeout(request.timeout()));
             // The rest of the body is not read: the connection cannot carry another request.
             r.headers_mut()
@@ -222,7 +232,9 @@ async fn handle(
             return r;
         }
         Err(CollectError::Transport(e)) => {
-            intake.counters().failed_request(signal, Transport::Http);
+            intake
+                .counters()
+                .failed_request(signal, Transport::Http, FailReason::ClientAborted);
             return plain(
                 StatusCode::BAD_REQUEST,
                 &format!("request body failed: {e}"),
@@ -241,11 +253,7 @@ async fn handle(
     let message = match intake.decoder().decode(&guard, job).await {
         Ok(m) => m,
         Err(e) => {
-            if e.is_retryable() {
-                intake.counters().refused(signal, Transport::Http, 0);
-            } else {
-                intake.counters().failed_request(signal, Transport::Http);
-            }
+            intake.counters().failed(signal, Transport::Http, &e);
             return error_response(format, &e);
         }
     };

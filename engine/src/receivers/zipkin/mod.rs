@@ -29,7 +29,7 @@ use super::security::{
     Connection, CoreSecurity, ReceiverSecurity, SecurityError, SecuritySnapshot,
 };
 use super::{Intake, Transport};
-use crate::pipeline::IngestError;
+use crate::pipeline::{FailReason, IngestError, Overload};
 
 const TRANSPORT: Transport = Transport::Zipkin;
 
@@ -163,7 +163,9 @@ async fn handle(r: &Receiver, req: Request<Incoming>) -> Response<ResponseBody> 
     match req.uri().path() {
         "/api/v2/spans" => {}
         "/api/v1/spans" => {
-            intake.counters().failed_request(Signal::Traces, TRANSPORT);
+            intake
+                .counters()
+                .failed_request(Signal::Traces, TRANSPORT, FailReason::Unsupported);
             return listener::plain(
                 StatusCode::UNSUPPORTED_MEDIA_TYPE,
                 "zipkin v1 is not supported: send v2 spans to /api/v2/spans",
@@ -209,7 +211,7 @@ async fn handle(r: &Receiver, req: Request<Incoming>) -> Response<ResponseBody> 
     let guard = match intake.admit(Signal::Traces) {
         Ok(g) => g,
         Err(e) => {
-            intake.counters().refused(Signal::Traces, TRANSPORT, 0);
+            intake.counters().refused(Signal::Traces, TRANSPORT, 0, &e);
             listener::discard_body(&mut body, limit).await;
             return listener::http_error(&e);
         }
@@ -269,7 +271,7 @@ fn decode(
     };
     out.map_err(|e| match e {
         DecompressError::TooLarge { .. } if room < limit => {
-            IngestError::Overloaded("too many request bytes in flight on this core")
+            IngestError::Overloaded(Overload::InflightBytes)
         }
         DecompressError::TooLarge { .. } => IngestError::TooLarge { limit },
         other => IngestError::DecompressBody(other),
