@@ -338,6 +338,29 @@ pub struct SpanMetricsConfig {
     pub flush_interval: std::time::Duration,
     /// Prefix of the metric names: `{namespace}.calls`, `{namespace}.duration`.
     pub namespace: String,
+    /// The kind of the duration histogram.
+    pub histogram: SpanHistogram,
+}
+
+/// The duration histogram of `spanmetrics`: `histogram = "explicit"` (bounds `buckets`) or
+/// `"exponential"` (base-2 exponential buckets, at most `max_size` a point; the scale is
+/// chosen per point, as the Collector's spanmetrics connector does).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SpanHistogram {
+    /// Explicit bounds (`buckets`).
+    Explicit,
+    /// Base-2 exponential buckets.
+    Exponential {
+        /// Buckets a point holds at most (the Collector's default: 160).
+        max_size: u32,
+    },
+}
+
+impl SpanHistogram {
+    /// The words of `histogram`.
+    pub const NAMES: &'static [&'static str] = &["explicit", "exponential"];
+    /// Default `max_size` of exponential histograms (the Collector's).
+    pub const DEFAULT_MAX_SIZE: u32 = 160;
 }
 
 impl SpanMetricsConfig {
@@ -349,6 +372,8 @@ impl SpanMetricsConfig {
         "max_series",
         "flush_interval",
         "namespace",
+        "histogram",
+        "max_size",
     ];
     /// The OpenTelemetry Collector's default bounds, in milliseconds.
     pub const DEFAULT_BUCKETS_MS: &'static [u64] = &[
@@ -409,12 +434,42 @@ pub(crate) fn decode_spanmetrics(
         "traces.span.metrics".to_string(),
         decode::non_empty_string,
     );
+    let kind = d.field_or(s, "histogram", "explicit", |v| {
+        decode::one_of(v, SpanHistogram::NAMES)
+    });
+    let histogram = if kind == "exponential" {
+        if s.get("buckets").is_some() {
+            d.report_at_key(
+                s.key("buckets"),
+                ConfigErrorKind::KeyConflict {
+                    keys: &["buckets", "histogram = \"exponential\""],
+                },
+            );
+            return None;
+        }
+        let max_size = d.field_or(s, "max_size", SpanHistogram::DEFAULT_MAX_SIZE, |v| {
+            Ok(decode::in_range(decode::count(v, u64::MAX)?, 2, 16_384)? as u32)
+        });
+        SpanHistogram::Exponential { max_size }
+    } else {
+        if s.get("max_size").is_some() {
+            d.report_at_key(
+                s.key("max_size"),
+                ConfigErrorKind::KeyConflict {
+                    keys: &["max_size", "histogram = \"explicit\""],
+                },
+            );
+            return None;
+        }
+        SpanHistogram::Explicit
+    };
     Some(SpanMetricsConfig {
         dimensions,
         buckets,
         max_series,
         flush_interval,
         namespace,
+        histogram,
     })
 }
 
@@ -524,6 +579,48 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("processor \"t\""), "{e}");
+    }
+
+    #[test]
+    fn spanmetrics_histograms_are_explicit_or_exponential() {
+        let parse = |keys: &str| {
+            let text = base(
+                &format!("[processors.sm]\ntype = \"spanmetrics\"\n{keys}"),
+                "[\"sm\"]",
+                "[\"a\"]",
+            );
+            let text =
+                format!("{text}[pipelines.metrics]\nreceivers = [\"otlp\"]\nexporters = [\"b\"]\n");
+            Config::from_str(&text, "shardtel.toml").map(|c| match c.processors.get("sm") {
+                Some(ProcessorConfig::SpanMetrics(m)) => m.histogram,
+                _ => panic!(),
+            })
+        };
+        use super::SpanHistogram;
+        assert_eq!(parse("").unwrap(), SpanHistogram::Explicit);
+        assert_eq!(
+            parse("histogram = \"exponential\"\n").unwrap(),
+            SpanHistogram::Exponential { max_size: 160 }
+        );
+        assert_eq!(
+            parse("histogram = \"exponential\"\nmax_size = 40\n").unwrap(),
+            SpanHistogram::Exponential { max_size: 40 }
+        );
+        let err = |keys: &str| parse(keys).unwrap_err().to_string();
+        let e = err("histogram = \"exponential\"\nbuckets = [\"1ms\"]\n");
+        assert!(
+            e.contains("processors.sm.buckets") && e.contains("set only one of"),
+            "{e}"
+        );
+        let e = err("max_size = 40\n");
+        assert!(e.contains("processors.sm.max_size"), "{e}");
+        let e = err("histogram = \"exponential\"\nmax_size = 1\n");
+        assert!(e.contains("processors.sm.max_size"), "{e}");
+        let e = err("histogram = \"native\"\n");
+        assert!(
+            e.contains("processors.sm.histogram") && e.contains("\"exponential\""),
+            "{e}"
+        );
     }
 
     #[test]

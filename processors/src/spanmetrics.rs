@@ -1,6 +1,8 @@
 //! The `spanmetrics` processor: calls and a duration histogram per (service, span name, kind,
 //! status, configured dimensions), aggregated on each span's owner core and handed to the
-//! metrics pipeline as one OTLP request per flush (delta sums and histograms).
+//! metrics pipeline as one OTLP request per flush (delta sums and histograms). The histogram has
+//! explicit bounds, or base-2 exponential buckets ([`ExpHistogram`]: the highest scale at which
+//! a window's durations fit in `max_size` buckets, as the OpenTelemetry SDKs aggregate).
 //!
 //! A span costs one pass over its fields and a hash lookup with a reused key buffer; a series is
 //! allocated only when it first appears. At most `max_series` series per core: the spans of
@@ -12,11 +14,12 @@ use std::collections::HashMap;
 
 use bytes::Bytes;
 use prost::Message;
-use shardtel_config::SpanMetricsConfig;
+use shardtel_config::{SpanHistogram, SpanMetricsConfig};
 use shardtel_protocol::proto::collector::metrics::v1::ExportMetricsServiceRequest;
 use shardtel_protocol::proto::common::v1::{any_value, AnyValue, KeyValue};
 use shardtel_protocol::proto::metrics::v1::{
-    metric, number_data_point, AggregationTemporality, Histogram, HistogramDataPoint, Metric,
+    exponential_histogram_data_point, metric, number_data_point, AggregationTemporality,
+    ExponentialHistogram, ExponentialHistogramDataPoint, Histogram, HistogramDataPoint, Metric,
     NumberDataPoint, ResourceMetrics, ScopeMetrics, Sum,
 };
 use shardtel_protocol::proto::resource::v1::Resource;
@@ -44,7 +47,175 @@ struct Series {
     labels: Vec<(String, String)>,
     calls: u64,
     sum_ms: f64,
+    /// Explicit histogram: a count per bucket (empty with an exponential histogram).
     counts: Vec<u64>,
+    /// Exponential histogram (with `histogram = "exponential"`).
+    exp: Option<ExpHistogram>,
+}
+
+impl Series {
+    fn new(service: String, labels: Vec<(String, String)>, histogram: &Hist) -> Series {
+        Series {
+            service,
+            labels,
+            calls: 0,
+            sum_ms: 0.0,
+            counts: match histogram {
+                Hist::Explicit(bounds) => vec![0; bounds.len() + 1],
+                Hist::Exponential(_) => Vec::new(),
+            },
+            exp: matches!(histogram, Hist::Exponential(_)).then(ExpHistogram::default),
+        }
+    }
+
+    /// Starts a new window.
+    fn reset(&mut self) {
+        self.calls = 0;
+        self.sum_ms = 0.0;
+        self.counts.iter_mut().for_each(|c| *c = 0);
+        if let Some(e) = &mut self.exp {
+            *e = ExpHistogram::default();
+        }
+    }
+}
+
+/// The histogram a processor builds.
+#[derive(Debug, Clone)]
+enum Hist {
+    /// Upper bounds in ms.
+    Explicit(Vec<f64>),
+    /// `max_size`.
+    Exponential(usize),
+}
+
+/// OTLP's highest exponential histogram scale (where a window starts).
+const MAX_SCALE: i32 = 20;
+
+/// A base-2 exponential histogram of durations (ms) in one window: bucket `i` counts values in
+/// (2^(i·2^-scale), 2^((i+1)·2^-scale)], as OTLP defines it; zero durations count in
+/// `zero_count`. It starts at scale 20 and lowers the scale (merging neighbouring buckets) when
+/// the values seen would need more than `max_size` buckets.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ExpHistogram {
+    /// The scale.
+    pub scale: i32,
+    /// The index of `counts[0]`.
+    pub offset: i32,
+    /// Counts of consecutive buckets.
+    pub counts: Vec<u64>,
+    /// Values that were zero.
+    pub zero_count: u64,
+    /// Smallest and largest value (`f64::INFINITY` and `-INFINITY` while empty).
+    pub min: f64,
+    /// See `min`.
+    pub max: f64,
+}
+
+impl Default for ExpHistogram {
+    fn default() -> Self {
+        ExpHistogram {
+            scale: MAX_SCALE,
+            offset: 0,
+            counts: Vec::new(),
+            zero_count: 0,
+            min: f64::INFINITY,
+            max: f64::NEG_INFINITY,
+        }
+    }
+}
+
+/// The bucket of a positive, finite `v` at `scale`: `ceil(log2(v) · 2^scale) − 1`, exact for
+/// powers of two (the exponent of the float, not a logarithm).
+pub fn exp_index(v: f64, scale: i32) -> i32 {
+    let bits = v.to_bits();
+    let biased = ((bits >> 52) & 0x7ff) as i32;
+    let mantissa = bits & ((1u64 << 52) - 1);
+    if biased != 0 && mantissa == 0 {
+        // An exact power of two, 2^e: the upper bound of bucket (e << scale) − 1.
+        let e = biased - 1023;
+        return if scale >= 0 {
+            (e << scale) - 1
+        } else {
+            (e - 1) >> -scale
+        };
+    }
+    if scale <= 0 && biased != 0 {
+        // floor(log2 v) for v that is not a power of two is the unbiased exponent.
+        return (biased - 1023) >> -scale;
+    }
+    (v.log2() * 2f64.powi(scale)).ceil() as i32 - 1
+}
+
+impl ExpHistogram {
+    /// Counts one value (a duration in ms, `>= 0`).
+    pub fn record(&mut self, v: f64, max_size: usize) {
+        self.min = self.min.min(v);
+        self.max = self.max.max(v);
+        if v.is_nan() || v <= 0.0 {
+            self.zero_count += 1;
+            return;
+        }
+        let index = exp_index(v, self.scale);
+        self.add(index, 1, max_size);
+    }
+
+    /// Adds `n` to bucket `index` at the current scale, lowering the scale first when the
+    /// buckets would span more than `max_size`.
+    fn add(&mut self, index: i32, n: u64, max_size: usize) {
+        if self.counts.is_empty() {
+            self.offset = index;
+            self.counts.push(n);
+            return;
+        }
+        let last = self.offset + self.counts.len() as i32 - 1;
+        let (lo, hi) = (self.offset.min(index), last.max(index));
+        let mut shift = 0;
+        while i64::from(hi >> shift) - i64::from(lo >> shift) + 1 > max_size as i64 {
+            shift += 1;
+        }
+        self.downscale(shift);
+        let index = index >> shift;
+        if index < self.offset {
+            let grow = (self.offset - index) as usize;
+            self.counts.splice(0..0, std::iter::repeat_n(0, grow));
+            self.offset = index;
+        }
+        let at = (index - self.offset) as usize;
+        if at >= self.counts.len() {
+            self.counts.resize(at + 1, 0);
+        }
+        self.counts[at] += n;
+    }
+
+    /// Lowers the scale by `shift`: every 2^shift neighbouring buckets become one.
+    fn downscale(&mut self, shift: i32) {
+        if shift == 0 {
+            return;
+        }
+        let offset = self.offset >> shift;
+        let last = (self.offset + self.counts.len() as i32 - 1) >> shift;
+        let mut counts = vec![0u64; (last - offset + 1) as usize];
+        for (i, c) in self.counts.iter().enumerate() {
+            counts[(((self.offset + i as i32) >> shift) - offset) as usize] += c;
+        }
+        self.scale -= shift;
+        self.offset = offset;
+        self.counts = counts;
+    }
+
+    /// Adds the buckets of a point at `scale` (a refused flush put back).
+    fn merge(&mut self, scale: i32, offset: i32, counts: &[u64], max_size: usize) {
+        if scale < self.scale {
+            self.downscale(self.scale - scale);
+        }
+        for (i, &n) in counts.iter().enumerate() {
+            if n > 0 {
+                // At or below the point's scale (adding may lower it further).
+                let shift = scale - self.scale;
+                self.add((offset + i as i32) >> shift, n, max_size);
+            }
+        }
+    }
 }
 
 #[derive(Default)]
@@ -71,7 +242,7 @@ pub struct SpanMetricsSnapshot {
 /// One core's span metrics.
 pub struct SpanMetrics {
     dimensions: Vec<String>,
-    bounds_ms: Vec<f64>,
+    histogram: Hist,
     max_series: usize,
     namespace: String,
     state: RefCell<State>,
@@ -112,11 +283,16 @@ impl SpanMetrics {
     pub fn new(config: &SpanMetricsConfig, now_ns: u64) -> SpanMetrics {
         SpanMetrics {
             dimensions: config.dimensions.clone(),
-            bounds_ms: config
-                .buckets
-                .iter()
-                .map(|d| d.as_secs_f64() * 1000.0)
-                .collect(),
+            histogram: match config.histogram {
+                SpanHistogram::Explicit => Hist::Explicit(
+                    config
+                        .buckets
+                        .iter()
+                        .map(|d| d.as_secs_f64() * 1000.0)
+                        .collect(),
+                ),
+                SpanHistogram::Exponential { max_size } => Hist::Exponential(max_size as usize),
+            },
             max_series: config.max_series,
             namespace: config.namespace.clone(),
             state: RefCell::new(State::default()),
@@ -169,8 +345,6 @@ impl SpanMetrics {
             }
         }
         let duration_ms = f.end_time_unix_nano.saturating_sub(f.start_time_unix_nano) as f64 / 1e6;
-        let bucket = self.bounds_ms.partition_point(|b| *b < duration_ms);
-        let n_buckets = self.bounds_ms.len() + 1;
         let s = match index.get(&key[..]) {
             Some(&i) => &mut series[i],
             None if series.len() < self.max_series => {
@@ -197,29 +371,24 @@ impl SpanMetrics {
                     }
                 }
                 index.insert(key.clone().into_boxed_slice(), series.len());
-                series.push(Series {
-                    service: service.to_string(),
-                    labels,
-                    calls: 0,
-                    sum_ms: 0.0,
-                    counts: vec![0; n_buckets],
-                });
+                series.push(Series::new(service.to_string(), labels, &self.histogram));
                 series.last_mut().expect("just pushed")
             }
             None => {
                 self.overflow_spans.set(self.overflow_spans.get() + 1);
-                overflow.get_or_insert_with(|| Series {
-                    service: String::new(),
-                    labels: vec![("otel.metric.overflow".to_string(), "true".to_string())],
-                    calls: 0,
-                    sum_ms: 0.0,
-                    counts: vec![0; n_buckets],
-                })
+                overflow.get_or_insert_with(|| self.overflow_series())
             }
         };
         s.calls += 1;
         s.sum_ms += duration_ms;
-        s.counts[bucket] += 1;
+        match &self.histogram {
+            Hist::Explicit(bounds) => s.counts[bounds.partition_point(|b| *b < duration_ms)] += 1,
+            Hist::Exponential(max_size) => {
+                if let Some(e) = &mut s.exp {
+                    e.record(duration_ms, *max_size);
+                }
+            }
+        }
         self.spans.set(self.spans.get() + 1);
     }
 
@@ -234,9 +403,7 @@ impl SpanMetrics {
             .filter(|s| s.calls > 0)
             .map(|s| {
                 let out = s.clone();
-                s.calls = 0;
-                s.sum_ms = 0.0;
-                s.counts.iter_mut().for_each(|c| *c = 0);
+                s.reset();
                 out
             })
             .collect();
@@ -282,22 +449,7 @@ impl SpanMetrics {
                 let duration = Metric {
                     name: format!("{}.duration", self.namespace),
                     unit: "ms".into(),
-                    data: Some(metric::Data::Histogram(Histogram {
-                        data_points: series
-                            .iter()
-                            .map(|s| HistogramDataPoint {
-                                attributes: attrs(s),
-                                start_time_unix_nano: start,
-                                time_unix_nano: now_ns,
-                                count: s.calls,
-                                sum: Some(s.sum_ms),
-                                bucket_counts: s.counts.clone(),
-                                explicit_bounds: self.bounds_ms.clone(),
-                                ..Default::default()
-                            })
-                            .collect(),
-                        aggregation_temporality: AggregationTemporality::Delta as i32,
-                    })),
+                    data: Some(self.duration_data(&series, start, now_ns, &attrs)),
                     ..Default::default()
                 };
                 ResourceMetrics {
@@ -325,6 +477,69 @@ impl SpanMetrics {
         Some((Bytes::from(req.encode_to_vec()), points))
     }
 
+    /// The series that counts spans past `max_series`.
+    fn overflow_series(&self) -> Series {
+        Series::new(
+            String::new(),
+            vec![("otel.metric.overflow".to_string(), "true".to_string())],
+            &self.histogram,
+        )
+    }
+
+    /// The duration histogram of `series` for the window `start..now_ns`.
+    fn duration_data(
+        &self,
+        series: &[Series],
+        start: u64,
+        now_ns: u64,
+        attrs: &dyn Fn(&Series) -> Vec<KeyValue>,
+    ) -> metric::Data {
+        let delta = AggregationTemporality::Delta as i32;
+        match &self.histogram {
+            Hist::Explicit(bounds) => metric::Data::Histogram(Histogram {
+                data_points: series
+                    .iter()
+                    .map(|s| HistogramDataPoint {
+                        attributes: attrs(s),
+                        start_time_unix_nano: start,
+                        time_unix_nano: now_ns,
+                        count: s.calls,
+                        sum: Some(s.sum_ms),
+                        bucket_counts: s.counts.clone(),
+                        explicit_bounds: bounds.clone(),
+                        ..Default::default()
+                    })
+                    .collect(),
+                aggregation_temporality: delta,
+            }),
+            Hist::Exponential(_) => metric::Data::ExponentialHistogram(ExponentialHistogram {
+                data_points: series
+                    .iter()
+                    .map(|s| {
+                        let e = s.exp.clone().unwrap_or_default();
+                        ExponentialHistogramDataPoint {
+                            attributes: attrs(s),
+                            start_time_unix_nano: start,
+                            time_unix_nano: now_ns,
+                            count: s.calls,
+                            sum: Some(s.sum_ms),
+                            scale: e.scale,
+                            zero_count: e.zero_count,
+                            positive: Some(exponential_histogram_data_point::Buckets {
+                                offset: e.offset,
+                                bucket_counts: e.counts,
+                            }),
+                            min: (s.calls > 0).then_some(e.min),
+                            max: (s.calls > 0).then_some(e.max),
+                            ..Default::default()
+                        }
+                    })
+                    .collect(),
+                aggregation_temporality: delta,
+            }),
+        }
+    }
+
     /// Puts back the counts of a flush the metrics pipeline refused.
     pub fn refused(&self, body: &Bytes, window_start_ns: u64) {
         self.refused.set(self.refused.get() + 1);
@@ -332,48 +547,70 @@ impl SpanMetrics {
         let Ok(req) = ExportMetricsServiceRequest::decode(body.as_ref()) else {
             return;
         };
+        let labels_of = |attributes: &[KeyValue]| -> Vec<(String, String)> {
+            attributes
+                .iter()
+                .filter_map(|kv| match kv.value.as_ref()?.value.as_ref()? {
+                    any_value::Value::StringValue(v) => Some((kv.key.clone(), v.clone())),
+                    _ => None,
+                })
+                .collect()
+        };
         let mut state = self.state.borrow_mut();
-        for rm in req.resource_metrics {
-            for sm in rm.scope_metrics {
-                for m in sm.metrics {
-                    let Some(metric::Data::Histogram(h)) = m.data else {
-                        continue;
-                    };
+        let State {
+            series, overflow, ..
+        } = &mut *state;
+        // The series a point of `labels` came from, or the overflow series.
+        fn target<'a>(
+            series: &'a mut [Series],
+            overflow: &'a mut Option<Series>,
+            labels: Vec<(String, String)>,
+            make: impl FnOnce() -> Series,
+        ) -> &'a mut Series {
+            match series.iter().position(|s| s.labels == labels) {
+                Some(i) => &mut series[i],
+                None => overflow.get_or_insert_with(make),
+            }
+        }
+        for m in req
+            .resource_metrics
+            .into_iter()
+            .flat_map(|rm| rm.scope_metrics)
+            .flat_map(|sm| sm.metrics)
+        {
+            match m.data {
+                Some(metric::Data::Histogram(h)) => {
                     for p in h.data_points {
-                        let labels: Vec<(String, String)> = p
-                            .attributes
-                            .iter()
-                            .filter_map(|kv| match kv.value.as_ref()?.value.as_ref()? {
-                                any_value::Value::StringValue(v) => {
-                                    Some((kv.key.clone(), v.clone()))
-                                }
-                                _ => None,
-                            })
-                            .collect();
-                        let n_buckets = p.bucket_counts.len();
-                        let State {
-                            series, overflow, ..
-                        } = &mut *state;
-                        let target = match series.iter_mut().find(|s| s.labels == labels) {
-                            Some(s) => s,
-                            None => overflow.get_or_insert_with(|| Series {
-                                service: String::new(),
-                                labels: vec![(
-                                    "otel.metric.overflow".to_string(),
-                                    "true".to_string(),
-                                )],
-                                calls: 0,
-                                sum_ms: 0.0,
-                                counts: vec![0; n_buckets],
-                            }),
-                        };
-                        target.calls += p.count;
-                        target.sum_ms += p.sum.unwrap_or(0.0);
-                        for (c, n) in target.counts.iter_mut().zip(&p.bucket_counts) {
+                        let t = target(series, overflow, labels_of(&p.attributes), || {
+                            self.overflow_series()
+                        });
+                        t.calls += p.count;
+                        t.sum_ms += p.sum.unwrap_or(0.0);
+                        for (c, n) in t.counts.iter_mut().zip(&p.bucket_counts) {
                             *c += n;
                         }
                     }
                 }
+                Some(metric::Data::ExponentialHistogram(h)) => {
+                    let Hist::Exponential(max_size) = self.histogram else {
+                        continue;
+                    };
+                    for p in h.data_points {
+                        let t = target(series, overflow, labels_of(&p.attributes), || {
+                            self.overflow_series()
+                        });
+                        t.calls += p.count;
+                        t.sum_ms += p.sum.unwrap_or(0.0);
+                        let e = t.exp.get_or_insert_with(ExpHistogram::default);
+                        e.zero_count += p.zero_count;
+                        e.min = e.min.min(p.min.unwrap_or(f64::INFINITY));
+                        e.max = e.max.max(p.max.unwrap_or(f64::NEG_INFINITY));
+                        if let Some(b) = &p.positive {
+                            e.merge(p.scale, b.offset, &b.bucket_counts, max_size);
+                        }
+                    }
+                }
+                _ => {}
             }
         }
     }
@@ -409,6 +646,7 @@ mod tests {
             max_series,
             flush_interval: std::time::Duration::from_secs(1),
             namespace: "traces.span.metrics".into(),
+            histogram: SpanHistogram::Explicit,
         }
     }
 
@@ -543,5 +781,143 @@ mod tests {
         m.refused(&body, start);
         let (again, _) = m.flush(2).unwrap();
         assert_eq!(points(&again), p);
+    }
+
+    /// The lower and upper bound of bucket `index` at `scale`.
+    fn bounds(index: i32, scale: i32) -> (f64, f64) {
+        let at = |i: i32| (f64::from(i) * 2f64.powi(-scale)).exp2();
+        (at(index), at(index + 1))
+    }
+
+    #[test]
+    fn exponential_indices_follow_the_otlp_bucket_bounds() {
+        for scale in [-4, -1, 0, 1, 3, 8, 20] {
+            // Exact powers of two are the upper bound of their bucket.
+            for e in [-20, -1, 0, 1, 10, 30] {
+                let v = 2f64.powi(e);
+                let i = exp_index(v, scale);
+                let (lo, hi) = bounds(i, scale);
+                assert!(
+                    lo < v * (1.0 + 1e-12) && v <= hi * (1.0 + 1e-12),
+                    "{v} in {i} at {scale}"
+                );
+                if scale >= 0 {
+                    assert!(exp_index(v * 1.000_001, scale) > i, "{v} ends bucket {i}");
+                }
+            }
+            let mut x = 0.000_37_f64;
+            while x < 1e7 {
+                let i = exp_index(x, scale);
+                let (lo, hi) = bounds(i, scale);
+                assert!(
+                    lo <= x * (1.0 + 1e-9) && x <= hi * (1.0 + 1e-9),
+                    "{x} in {i} ({lo}, {hi}] at {scale}"
+                );
+                x *= 1.37;
+            }
+        }
+    }
+
+    #[test]
+    fn an_exponential_histogram_keeps_every_value_within_max_size_buckets() {
+        let mut h = ExpHistogram::default();
+        let mut values = Vec::new();
+        let mut x = 0.002_f64;
+        for i in 0..5_000 {
+            // Spread over nine decades, in no particular order.
+            x = (x * 1.618_033_988_7) % 1e6 + 0.001;
+            values.push(if i % 97 == 0 { 0.0 } else { x });
+        }
+        for &v in &values {
+            h.record(v, 160);
+        }
+        assert!(h.counts.len() <= 160, "{} buckets", h.counts.len());
+        assert!(h.scale < MAX_SCALE);
+        assert_eq!(
+            h.zero_count,
+            values.iter().filter(|v| **v == 0.0).count() as u64
+        );
+        // Every value is in the bucket its index at the final scale names.
+        let mut want = vec![0u64; h.counts.len()];
+        for &v in values.iter().filter(|v| **v > 0.0) {
+            let i = exp_index(v, h.scale) - h.offset;
+            want[usize::try_from(i).expect("within the buckets")] += 1;
+        }
+        assert_eq!(h.counts, want);
+        assert_eq!(h.min, 0.0);
+        assert_eq!(h.max, values.iter().cloned().fold(0.0, f64::max));
+        // A narrow range keeps the highest scale that fits.
+        let mut narrow = ExpHistogram::default();
+        for v in [100.0, 100.5, 101.0] {
+            narrow.record(v, 160);
+        }
+        // log2(101 / 100) · 2^13 = 117.6 buckets; at scale 14 it would be 235.
+        assert_eq!(narrow.scale, 13, "{narrow:?}");
+        assert!(narrow.counts.len() <= 160);
+    }
+
+    #[test]
+    fn exponential_points_count_every_span_and_survive_a_refused_flush() {
+        let mut c = config(10);
+        c.histogram = SpanHistogram::Exponential { max_size: 20 };
+        let m = SpanMetrics::new(&c, 0);
+        let r = resource("shop");
+        for ms in [0, 1, 2, 5, 50, 500, 5000, 7, 7, 7] {
+            m.record(&span("GET /", ms, false, "GET"), &r);
+        }
+        let (body, n) = m.flush(10).unwrap();
+        assert_eq!(n, 2);
+        let exp_points = |body: &Bytes| -> Vec<ExponentialHistogramDataPoint> {
+            ExportMetricsServiceRequest::decode(body.as_ref())
+                .unwrap()
+                .resource_metrics
+                .into_iter()
+                .flat_map(|rm| rm.scope_metrics)
+                .flat_map(|sm| sm.metrics)
+                .filter_map(|m| match m.data {
+                    Some(metric::Data::ExponentialHistogram(h)) => {
+                        assert_eq!(
+                            h.aggregation_temporality,
+                            AggregationTemporality::Delta as i32
+                        );
+                        Some(h.data_points)
+                    }
+                    _ => None,
+                })
+                .flatten()
+                .collect()
+        };
+        let p = exp_points(&body);
+        assert_eq!(p.len(), 1);
+        let p = &p[0];
+        assert_eq!(p.count, 10);
+        assert_eq!(p.zero_count, 1);
+        assert_eq!(p.sum, Some(5579.0));
+        assert_eq!((p.min, p.max), (Some(0.0), Some(5000.0)));
+        let b = p.positive.as_ref().unwrap();
+        assert!(b.bucket_counts.len() <= 20);
+        assert_eq!(b.bucket_counts.iter().sum::<u64>(), 9);
+        // Refused: put back, and flushed again the same.
+        m.refused(&body, m.window_start());
+        let (again, _) = m.flush(20).unwrap();
+        assert_eq!(
+            exp_points(&again),
+            exp_points(&body)
+                .into_iter()
+                .map(|mut p| {
+                    p.start_time_unix_nano = 10;
+                    p.time_unix_nano = 20;
+                    p
+                })
+                .collect::<Vec<_>>()
+        );
+        // Put back into a window that already has other values: they add up.
+        m.record(&span("GET /", 3, false, "GET"), &r);
+        m.refused(&again, m.window_start());
+        let (merged, _) = m.flush(30).unwrap();
+        let p = &exp_points(&merged)[0];
+        assert_eq!(p.count, 11);
+        let b = p.positive.as_ref().unwrap();
+        assert_eq!(b.bucket_counts.iter().sum::<u64>() + p.zero_count, 11);
     }
 }

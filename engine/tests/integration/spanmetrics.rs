@@ -1,7 +1,8 @@
 //! The `spanmetrics` processor end to end: spans from the OpenTelemetry SDK, counted on their
 //! owner cores before tail sampling (which drops every trace here), handed to the metrics
 //! pipeline and written to a real Prometheus through remote write; what Prometheus stores
-//! equals the calls, errors and durations sent.
+//! equals the calls, errors and durations sent: explicit histograms as `_bucket` series,
+//! exponential ones as native histograms.
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -41,6 +42,18 @@ fn span_metrics_reach_prometheus_equal_to_what_was_sent_even_for_dropped_traces(
     if !prometheus_available("span_metrics_reach_prometheus") {
         return;
     }
+    span_metrics_reach_prometheus(false);
+}
+
+#[test]
+fn exponential_span_metrics_reach_prometheus_as_native_histograms() {
+    if !prometheus_available("exponential_span_metrics_reach_prometheus") {
+        return;
+    }
+    span_metrics_reach_prometheus(true);
+}
+
+fn span_metrics_reach_prometheus(exponential: bool) {
     let service = format!(
         "spanmetrics-{}-{}",
         std::process::id(),
@@ -56,13 +69,16 @@ fn span_metrics_reach_prometheus_equal_to_what_was_sent_even_for_dropped_traces(
                 Component::prometheus_remote_write(&format!("{}/api/v1/write", prometheus_url()))
                     .batch(Batch::timeout(millis(50))),
             )
-            .processor(
-                "spanmetrics",
-                Component::of_type("spanmetrics")
+            .processor("spanmetrics", {
+                let sm = Component::of_type("spanmetrics")
                     .set("dimensions", vec!["http.route".to_string()])
-                    .set("buckets", vec!["10ms".to_string(), "100ms".to_string()])
-                    .set("flush_interval", "200ms"),
-            )
+                    .set("flush_interval", "200ms");
+                if exponential {
+                    sm.set("histogram", "exponential").set("max_size", 20)
+                } else {
+                    sm.set("buckets", vec!["10ms".to_string(), "100ms".to_string()])
+                }
+            })
             // Keeps only traces with a span named "never": every trace here is dropped.
             .processor(
                 "tail_sampling",
@@ -147,17 +163,42 @@ fn span_metrics_reach_prometheus_equal_to_what_was_sent_even_for_dropped_traces(
         )),
         Some(30.0)
     );
-    let hist = |suffix: &str, extra: &str| {
-        total(&format!(
-            "traces_span_metrics_duration_milliseconds_{suffix}{{{sel}{extra}}}"
-        ))
-    };
-    assert_eq!(hist("count", ""), Some(30.0));
-    let sum = hist("sum", "").unwrap();
-    assert!((sum - sent_ms).abs() < 1.0, "sum {sum} != {sent_ms}");
-    assert_eq!(hist("bucket", ",le=\"10\""), Some(under_10 as f64));
-    assert_eq!(hist("bucket", ",le=\"100\""), Some(under_100 as f64));
-    assert_eq!(hist("bucket", ",le=\"+Inf\""), Some(30.0));
+    if exponential {
+        // Native histogram series (one per status code): their count, sum and the share of
+        // durations up to 10 ms
+        // and 100 ms (bucket bounds of scale >= 0 fall on powers of two: 8 < 10 < 16 and
+        // 64 < 100 < 128, so the fractions at 16 and 128 count exactly the spans sent below 10
+        // and 100 ms).
+        let native = format!("traces_span_metrics_duration_milliseconds{{{sel}}}");
+        assert_eq!(total(&format!("histogram_count({native})")), Some(30.0));
+        let sum = total(&format!("histogram_sum({native})")).unwrap();
+        assert!((sum - sent_ms).abs() < 1.0, "sum {sum} != {sent_ms}");
+        let below = |ms: u32| total(&format!("histogram_fraction(0, {ms}, sum({native}))"));
+        assert_eq!(below(16).map(|f| (f * 30.0).round()), Some(under_10 as f64));
+        assert_eq!(
+            below(128).map(|f| (f * 30.0).round()),
+            Some(under_100 as f64)
+        );
+        assert_eq!(
+            total(&format!(
+                "traces_span_metrics_duration_milliseconds_bucket{{{sel}}}"
+            )),
+            None,
+            "no classic buckets"
+        );
+    } else {
+        let hist = |suffix: &str, extra: &str| {
+            total(&format!(
+                "traces_span_metrics_duration_milliseconds_{suffix}{{{sel}{extra}}}"
+            ))
+        };
+        assert_eq!(hist("count", ""), Some(30.0));
+        let sum = hist("sum", "").unwrap();
+        assert!((sum - sent_ms).abs() < 1.0, "sum {sum} != {sent_ms}");
+        assert_eq!(hist("bucket", ",le=\"10\""), Some(under_10 as f64));
+        assert_eq!(hist("bucket", ",le=\"100\""), Some(under_100 as f64));
+        assert_eq!(hist("bucket", ",le=\"+Inf\""), Some(30.0));
+    }
     // The traces themselves were all dropped by the sampler.
     std::thread::sleep(Duration::from_millis(300));
     assert!(spans_in(&st.out()).is_empty());
