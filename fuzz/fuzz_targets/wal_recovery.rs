@@ -35,7 +35,7 @@ struct Layout {
 type Job = (Layout, mpsc::Sender<()>);
 
 /// An input that takes longer is reported as a hang, naming the step the log was at. With
-/// `HOLD_ON_HANG=1` the process waits instead (for `gdb -p PID -ex "thread apply all bt"`).
+/// `HOLD_ON_HANG=1` the process writes every thread's stack (gdb) to /tmp/wal-hang-PID.txt and waits.
 const HANG: Duration = Duration::from_secs(25);
 
 /// The step the executor thread is at, for the message when an input hangs.
@@ -265,11 +265,17 @@ fuzz_target!(|data: &[u8]| {
     match finished.recv_timeout(HANG) {
         Ok(()) => {}
         Err(mpsc::RecvTimeoutError::Timeout) if std::env::var_os("HOLD_ON_HANG").is_some() => {
-            eprintln!(
-                "HANG {} at step {}",
-                std::process::id(),
-                STEP.load(Ordering::Relaxed)
-            );
+            let pid = std::process::id();
+            eprintln!("HANG {pid} at step {}", STEP.load(Ordering::Relaxed));
+            // Every thread's stack, before libFuzzer's own timeout ends the process.
+            let stacks = std::process::Command::new("gdb")
+                .args(["-p", &pid.to_string(), "-batch", "-ex", "thread apply all bt"])
+                .output();
+            if let Ok(out) = stacks {
+                let path = format!("/tmp/wal-hang-{pid}.txt");
+                let _ = std::fs::write(&path, &out.stdout);
+                eprintln!("stacks in {path}");
+            }
             loop {
                 std::thread::sleep(Duration::from_secs(60));
             }
