@@ -25,6 +25,7 @@
 //! through as an invalid string).
 
 use std::borrow::Cow;
+use std::collections::HashMap;
 use std::ops::Range;
 
 use super::otlp::{
@@ -95,8 +96,9 @@ struct JSpan<'a> {
     tags: Tags<'a>,
     /// (time, fields).
     logs: Vec<(u64, Tags<'a>)>,
-    /// The span's own process (protobuf only).
-    process: Option<Process<'a>>,
+    /// The bytes of the span's own process message (protobuf only), decoded once per distinct
+    /// byte string when spans are grouped.
+    process: Option<Range<usize>>,
 }
 
 impl JSpan<'_> {
@@ -345,22 +347,37 @@ pub fn proto_to_otlp(body: &[u8]) -> Result<Translated, JaegerError> {
         }
     }
     let items = spans.len();
-    // Regroup by process: a span's own process, else the batch's.
+    // Regroup by process: a span's own process, else the batch's. An exporter that gives every
+    // span its process (the OpenTelemetry SDKs' Jaeger exporters do) repeats the same bytes:
+    // each distinct byte string is decoded and compared once.
     let mut groups: Vec<(Option<Process<'_>>, Vec<JSpan<'_>>)> = vec![(batch_process, Vec::new())];
+    let mut decoded: HashMap<&[u8], usize> = HashMap::new();
+    let mut last: Option<(&[u8], usize)> = None;
     for mut span in spans {
-        let own = span.process.take();
-        let group = match own {
+        let group = match span.process.take() {
             None => 0,
-            Some(p) => {
-                let p = Some(p);
-                match groups.iter().position(|(g, _)| same_process(g, &p)) {
-                    Some(i) => i,
-                    None => {
-                        groups.push((p, Vec::new()));
-                        groups.len() - 1
-                    }
+            Some(raw) => match last.filter(|(bytes, _)| *bytes == &body[raw.clone()]) {
+                Some((_, g)) => g,
+                None => {
+                    let g = match decoded.get(&body[raw.clone()]) {
+                        Some(&g) => g,
+                        None => {
+                            let p = Some(proto_process(body, raw.clone())?);
+                            let g = match groups.iter().position(|(g, _)| same_process(g, &p)) {
+                                Some(i) => i,
+                                None => {
+                                    groups.push((p, Vec::new()));
+                                    groups.len() - 1
+                                }
+                            };
+                            decoded.insert(&body[raw.clone()], g);
+                            g
+                        }
+                    };
+                    last = Some((&body[raw], g));
+                    g
                 }
-            }
+            },
         };
         groups[group].1.push(span);
     }
@@ -536,7 +553,7 @@ fn proto_span(buf: &[u8], range: Range<usize>) -> Result<JSpan<'_>, JaegerError>
                 }
                 span.logs.push((unix_nano(time.0, time.1, 0), fields));
             }
-            (k, WireValue::Len(b)) if k.field == 10 => span.process = Some(proto_process(buf, b)?),
+            (k, WireValue::Len(b)) if k.field == 10 => span.process = Some(b),
             _ => {}
         }
     }
@@ -1125,6 +1142,55 @@ mod tests {
         assert_eq!(
             child.links[0].attributes,
             [kv("opentracing.ref_type", sv("follows_from"))]
+        );
+    }
+
+    #[test]
+    fn spans_carrying_their_process_group_by_process_whatever_its_bytes() {
+        // As the SDK exporters send them: every span with its own copy of a process. Three
+        // copies of "db" (two with the same bytes, one with its tags in another order: processes
+        // compare by service name and tags in order, so it is a resource of its own) and one of
+        // "cart" equal to the batch's process.
+        let mut req = sample_request();
+        let batch = req.batch.as_mut().unwrap();
+        let db = batch.spans[1].clone();
+        let mut reordered = db.clone();
+        reordered.span_id = 4u64.to_be_bytes().to_vec();
+        reordered.process.as_mut().unwrap().tags.reverse();
+        let mut again = db.clone();
+        again.span_id = 5u64.to_be_bytes().to_vec();
+        let mut cart = batch.spans[0].clone();
+        cart.span_id = 6u64.to_be_bytes().to_vec();
+        cart.process = batch.process.clone();
+        batch.spans.extend([reordered, again, cart]);
+        let t = proto_to_otlp(&req.encode_to_vec()).unwrap();
+        assert_eq!(t.items, 5);
+        let req = decode(&t);
+        let services: Vec<(String, usize)> = req
+            .resource_spans
+            .iter()
+            .map(|rs| {
+                let attrs = &rs.resource.as_ref().unwrap().attributes;
+                let spans = rs.scope_spans.iter().map(|s| s.spans.len()).sum();
+                (format!("{:?}", attrs[0].value), spans)
+            })
+            .collect();
+        assert_eq!(services.len(), 3, "{services:?}");
+        assert_eq!(
+            services.iter().map(|s| s.1).collect::<Vec<_>>(),
+            [2, 2, 1],
+            "cart (batch and own), db twice with the same bytes, db with other tag order"
+        );
+        // A bad process is refused wherever it is.
+        let mut bytes = sample_request().encode_to_vec();
+        let at = bytes
+            .windows(4)
+            .position(|w| w == b"db-1")
+            .expect("the hostname tag");
+        bytes[at] = 0xff;
+        assert!(
+            proto_to_otlp(&bytes).is_err(),
+            "invalid UTF-8 in a process tag"
         );
     }
 
