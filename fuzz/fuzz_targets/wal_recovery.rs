@@ -52,7 +52,27 @@ const STEPS: [&str; 9] = [
     "closing again",
 ];
 
+thread_local! {
+    /// When the current step began, and the slowest step of this input (step, time).
+    static TIMING: std::cell::Cell<(std::time::Instant, u8, Duration)> =
+        std::cell::Cell::new((std::time::Instant::now(), 0, Duration::ZERO));
+}
+
 fn step(n: u8) {
+    let now = std::time::Instant::now();
+    TIMING.with(|t| {
+        let (began, slowest, took) = t.get();
+        let this = now - began;
+        let prev = STEP.load(Ordering::Relaxed);
+        let (slowest, took) = if n == 1 {
+            (0, Duration::ZERO)
+        } else if this > took {
+            (prev, this)
+        } else {
+            (slowest, took)
+        };
+        t.set((now, slowest, took));
+    });
     STEP.store(n, Ordering::Relaxed);
 }
 
@@ -64,9 +84,29 @@ fn worker() -> &'static Mutex<mpsc::Sender<Job>> {
         glommio::LocalExecutorBuilder::default()
             .name("wal-fuzz")
             .spawn(move || async move {
+                if let Some(ms) = std::env::var("WAL_FUZZ_TICK_MS").ok().and_then(|v| v.parse().ok()) {
+                    // A task that wakes the reactor every `ms`: an input that then stalls for
+                    // up to `ms` but completes points at a wake-up the reactor missed, not at
+                    // the log (a tick re-polls no task but its own).
+                    glommio::spawn_local(async move {
+                        loop {
+                            glommio::timer::sleep(Duration::from_millis(ms)).await;
+                        }
+                    })
+                    .detach();
+                }
                 // Blocking between inputs is fine: nothing else runs on this executor.
                 while let Ok((layout, done)) = rx.recv() {
+                    let started = std::time::Instant::now();
                     check(&root.join("log"), layout).await;
+                    if started.elapsed() > Duration::from_secs(2) {
+                        let (_, slowest, took) = TIMING.with(|t| t.get());
+                        eprintln!(
+                            "SLOW input: {:?}, {took:?} of it {}",
+                            started.elapsed(),
+                            STEPS[slowest as usize]
+                        );
+                    }
                     let _ = done.send(());
                 }
             })
