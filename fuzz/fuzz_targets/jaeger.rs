@@ -8,7 +8,10 @@ use shardtel_protocol::proto::collector::trace::v1::ExportTraceServiceRequest;
 use shardtel_protocol::translate::jaeger::{proto_to_otlp, thrift_to_otlp};
 
 fuzz_target!(|data: &[u8]| {
-    for translated in [proto_to_otlp(data), thrift_to_otlp(data)].into_iter().flatten() {
+    for translated in [proto_to_otlp(data), thrift_to_otlp(data)]
+        .into_iter()
+        .flatten()
+    {
         ExportTraceServiceRequest::decode(&translated.request[..])
             .expect("a translation is a valid ExportTraceServiceRequest");
     }

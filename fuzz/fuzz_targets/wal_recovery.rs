@@ -84,10 +84,19 @@ fn worker() -> &'static Mutex<mpsc::Sender<Job>> {
         glommio::LocalExecutorBuilder::default()
             .name("wal-fuzz")
             .spawn(move || async move {
-                if let Some(ms) = std::env::var("WAL_FUZZ_TICK_MS").ok().and_then(|v| v.parse().ok()) {
-                    // A task that wakes the reactor every `ms`: an input that then stalls for
-                    // up to `ms` but completes points at a wake-up the reactor missed, not at
-                    // the log (a tick re-polls no task but its own).
+                // A task that wakes the reactor every `WAL_FUZZ_TICK_MS` (default 50; 0: none),
+                // as the engine's reactors always have one (their serve loop polls for shutdown
+                // and reloads every 50 ms). Without it glommio 0.9 was seen to sleep through the
+                // completion of a step on tmpfs (the executor parked in io_uring_enter with the
+                // step's future pending; 4 times in about 560,000 executions, docs/testing.md);
+                // with it, no input stalled. A tick re-polls no task but its own: only a
+                // reactor-level event it lets the reactor see can unblock another task.
+                let tick = std::env::var("WAL_FUZZ_TICK_MS")
+                    .ok()
+                    .and_then(|v| v.parse::<u64>().ok())
+                    .unwrap_or(50);
+                if tick > 0 {
+                    let ms = tick;
                     glommio::spawn_local(async move {
                         loop {
                             glommio::timer::sleep(Duration::from_millis(ms)).await;
@@ -309,7 +318,13 @@ fuzz_target!(|data: &[u8]| {
             eprintln!("HANG {pid} at step {}", STEP.load(Ordering::Relaxed));
             // Every thread's stack, before libFuzzer's own timeout ends the process.
             let stacks = std::process::Command::new("gdb")
-                .args(["-p", &pid.to_string(), "-batch", "-ex", "thread apply all bt"])
+                .args([
+                    "-p",
+                    &pid.to_string(),
+                    "-batch",
+                    "-ex",
+                    "thread apply all bt",
+                ])
                 .output();
             if let Ok(out) = stacks {
                 let path = format!("/tmp/wal-hang-{pid}.txt");

