@@ -484,6 +484,17 @@ pub enum ConfigErrorKind {
         /// What the pipeline lists.
         listed: Vec<String>,
     },
+    /// A route whose condition does not check in the context of a pipeline that lists its
+    /// routing processor (e.g. `trace.has_error` in a logs pipeline).
+    #[error("condition `{condition}` cannot route {signal} (the routing processor is listed in pipelines.{signal}.processors): {message}")]
+    RouteConditionSignal {
+        /// The condition's text.
+        condition: String,
+        /// The pipeline.
+        signal: shardtel_protocol::Signal,
+        /// What is wrong in that pipeline's item context.
+        message: String,
+    },
     /// A spanmetrics processor without a metrics pipeline to hand its metrics to.
     #[error("spanmetrics processor {name} needs a [pipelines.metrics] for its metrics")]
     SpanMetricsWithoutMetricsPipeline {

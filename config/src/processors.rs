@@ -96,7 +96,9 @@ impl ProcessorConfig {
                 signal == shardtel_protocol::Signal::Traces
             }
             ProcessorConfig::Filter(f) => f.rules(signal).is_some(),
-            ProcessorConfig::Routing(r) => r.supports(signal),
+            // Every signal; a route whose condition does not fit the pipeline's items is
+            // reported at the route (`validate::check_routing`).
+            ProcessorConfig::Routing(_) => true,
             ProcessorConfig::Transform(t) => !t.groups(signal).is_empty(),
             _ => true,
         }

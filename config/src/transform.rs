@@ -530,6 +530,53 @@ mod tests {
         );
     }
 
+    /// The same routing processor in a logs and a metrics pipeline: each route's condition is
+    /// parsed in the log record and data point contexts; `trace.has_error` (traces only) is an
+    /// error at its route, naming the file, the line and the pipeline.
+    #[test]
+    fn routing_in_logs_and_metrics_pipelines() {
+        let text = |condition: &str| {
+            format!(
+                "[receivers.otlp]\n[exporters.a]\ntype = \"blackhole\"\n[exporters.b]\ntype = \"blackhole\"\n\
+                 [processors.route]\ntype = \"routing\"\ndefault = [\"a\"]\n\
+                 [[processors.route.routes]]\ncondition = '{condition}'\nexporters = [\"b\"]\n\
+                 [pipelines.logs]\nreceivers = [\"otlp\"]\nprocessors = [\"route\"]\nexporters = [\"a\", \"b\"]\n\
+                 [pipelines.metrics]\nreceivers = [\"otlp\"]\nprocessors = [\"route\"]\nexporters = [\"a\", \"b\"]\n"
+            )
+        };
+        let config = Config::from_str(
+            &text(r#"resource.attributes["env"] == "dev" or attributes["x"] == 1"#),
+            "shardtel.toml",
+        )
+        .unwrap();
+        let Some(ProcessorConfig::Routing(r)) = config.processors.get("route") else {
+            panic!()
+        };
+        for signal in crate::Signal::ALL {
+            assert!(r.routes[0].condition(signal).is_some(), "{signal}");
+        }
+        // A log path in a metrics pipeline.
+        let e = Config::from_str(
+            &text("severity_number >= SEVERITY_NUMBER_ERROR"),
+            "shardtel.toml",
+        )
+        .unwrap_err()
+        .to_string();
+        assert_eq!(
+            e,
+            "shardtel.toml:10: processors.route.routes[0].condition: condition `severity_number >= SEVERITY_NUMBER_ERROR` cannot route metrics (the routing processor is listed in pipelines.metrics.processors): path `severity_number` is not available in the datapoint context (available: attributes[\"key\"], resource.attributes[\"key\"], metric.name)"
+        );
+        let e = Config::from_str(&text("trace.has_error"), "shardtel.toml")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("shardtel.toml:10: processors.route.routes[0].condition: condition `trace.has_error` cannot route logs")
+                && e.contains("trace.has_error is for routing traces")
+                && e.contains("cannot route metrics"),
+            "{e}"
+        );
+    }
+
     #[test]
     fn routing_must_come_last() {
         let text = base(

@@ -8,6 +8,7 @@ use crate::decode::{join, Locations};
 use crate::delivery::{QueueOverflow, QueueStorage};
 use crate::error::{ComponentKind, ConfigError, ConfigErrorKind};
 use crate::exporters::ExporterKind;
+use crate::ottl::parse_condition;
 use crate::tls::{CheckFiles, FileProblem};
 use crate::{Config, ProcessorConfig};
 
@@ -447,8 +448,9 @@ pub(crate) fn check_files(
     errors
 }
 
-/// A routing processor comes last in its pipeline, and every exporter its routes name is one
-/// of the pipeline's (those are the exporters started for the signal).
+/// A routing processor comes last in its pipeline, every route's condition checks in the context
+/// of the pipeline's items (span, log record, data point), and every exporter its routes name is
+/// one of the pipeline's (those are the exporters started for the signal).
 fn check_routing(config: &Config, locations: &Locations, report: &mut Reporter<'_>) {
     for (signal, pipeline) in config.pipelines.iter() {
         let list_key = join(&join("pipelines", signal.name()), "processors");
@@ -464,6 +466,24 @@ fn check_routing(config: &Config, locations: &Locations, report: &mut Reporter<'
                 );
             }
             let base = join("processors", name);
+            for (r, route) in routing.routes.iter().enumerate() {
+                if route.condition(signal).is_some() {
+                    continue;
+                }
+                let context = crate::transform::item_context(signal);
+                let message = match parse_condition(&route.condition, context, true) {
+                    Err(e) => e.message,
+                    Ok(_) => continue,
+                };
+                report.report(
+                    format!("{base}.routes[{r}].condition"),
+                    ConfigErrorKind::RouteConditionSignal {
+                        condition: route.condition.clone(),
+                        signal,
+                        message,
+                    },
+                );
+            }
             let keyed = std::iter::once(("default".to_string(), &routing.default)).chain(
                 routing
                     .routes

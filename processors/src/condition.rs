@@ -324,6 +324,126 @@ impl Fields for SpanFields<'_> {
     }
 }
 
+/// `LogRecord.severity_number`, `severity_text`, `body` and `attributes`.
+const LOG_SEVERITY_NUMBER: u32 = 2;
+const LOG_SEVERITY_TEXT: u32 = 3;
+const LOG_BODY: u32 = 5;
+const LOG_ATTRIBUTES: u32 = 6;
+
+/// The scalar fields of a log record a condition may read, in one pass (the last of each
+/// field, as prost decodes them).
+#[derive(Clone, Copy, Debug, Default)]
+pub struct LogScalars<'a> {
+    /// `severity_number`.
+    pub severity_number: i64,
+    /// `severity_text` (empty when absent).
+    pub severity_text: &'a [u8],
+    /// The `AnyValue` body of `body`, when present.
+    pub body: Option<&'a [u8]>,
+}
+
+impl<'a> LogScalars<'a> {
+    /// Reads them from a `LogRecord` body.
+    pub fn read(record: &'a [u8]) -> LogScalars<'a> {
+        let mut out = LogScalars::default();
+        let mut r = Reader::new(record);
+        while let Some(Ok((k, v))) = r.next_field() {
+            match (k.field, v) {
+                (LOG_SEVERITY_NUMBER, Value::Varint(x)) => out.severity_number = x as i32 as i64,
+                (LOG_SEVERITY_TEXT, Value::Len(b)) => out.severity_text = &record[b],
+                (LOG_BODY, Value::Len(b)) => out.body = Some(&record[b]),
+                _ => {}
+            }
+        }
+        out
+    }
+}
+
+/// A log record as a route's condition sees it (the `log` context): its bytes and its
+/// resource. Its scalar fields are read the first time a condition asks for one.
+pub struct LogFields<'a> {
+    record: &'a [u8],
+    scalars: std::cell::OnceCell<LogScalars<'a>>,
+    resource: &'a [u8],
+}
+
+impl<'a> LogFields<'a> {
+    /// The record `record` (a `LogRecord` body) of the resource `resource` (a `Resource` body).
+    pub fn new(record: &'a [u8], resource: &'a [u8]) -> Self {
+        LogFields {
+            record,
+            scalars: std::cell::OnceCell::new(),
+            resource,
+        }
+    }
+
+    fn scalars(&self) -> &LogScalars<'a> {
+        self.scalars.get_or_init(|| LogScalars::read(self.record))
+    }
+}
+
+impl Fields for LogFields<'_> {
+    fn get(&self, path: &Path) -> Val<'_> {
+        match path {
+            Path::Attribute(k) => {
+                raw_attribute(self.record, LOG_ATTRIBUTES, k.as_bytes()).map_or(Val::Nil, Val::from)
+            }
+            Path::ResourceAttribute(k) => {
+                raw_attribute(self.resource, 1, k.as_bytes()).map_or(Val::Nil, Val::from)
+            }
+            Path::Body => self
+                .scalars()
+                .body
+                .map_or(Val::Nil, |b| Val::from(AnyValueRef::parse(b))),
+            Path::SeverityNumber => Val::Int(self.scalars().severity_number),
+            Path::SeverityText => Val::Str(self.scalars().severity_text),
+            _ => Val::Nil,
+        }
+    }
+}
+
+/// A metric data point as a route's condition sees it (the `datapoint` context): its bytes,
+/// where its attributes are, its metric's name and its resource.
+pub struct PointFields<'a> {
+    point: &'a [u8],
+    attributes_field: u32,
+    metric_name: &'a [u8],
+    resource: &'a [u8],
+}
+
+impl<'a> PointFields<'a> {
+    /// The point `point` (a data point body whose attributes are fields `attributes_field`;
+    /// empty for a metric without points) of the metric named `metric_name`, of the resource
+    /// `resource` (a `Resource` body).
+    pub fn new(
+        point: &'a [u8],
+        attributes_field: u32,
+        metric_name: &'a [u8],
+        resource: &'a [u8],
+    ) -> Self {
+        PointFields {
+            point,
+            attributes_field,
+            metric_name,
+            resource,
+        }
+    }
+}
+
+impl Fields for PointFields<'_> {
+    fn get(&self, path: &Path) -> Val<'_> {
+        match path {
+            Path::Attribute(k) => raw_attribute(self.point, self.attributes_field, k.as_bytes())
+                .map_or(Val::Nil, Val::from),
+            Path::ResourceAttribute(k) => {
+                raw_attribute(self.resource, 1, k.as_bytes()).map_or(Val::Nil, Val::from)
+            }
+            Path::MetricName => Val::Str(self.metric_name),
+            _ => Val::Nil,
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -1,5 +1,5 @@
-//! The `attributes`, `resource` and `filter` processors of each pipeline, per core, and where
-//! they run.
+//! The `attributes`, `resource`, `filter`, `transform`, `routing` and `spanmetrics` processors of
+//! each pipeline, per core, and where they run.
 //!
 //! A pipeline's processors (without `tail_sampling` and `memory_limiter`, which act elsewhere)
 //! form a [`Chain`], applied to one item at a time in the listed order:
@@ -15,6 +15,11 @@
 //!   request around the changed records / data points
 //!   ([`shardtel_protocol::rewrite::rewrite_request`]); a request nothing changed is exported
 //!   as the buffer it arrived in.
+//!
+//! A pipeline's `routing` processor (its last) is compiled into a [`Router`] beside the chain:
+//! on the owner core for traces ([`Router::route_parts`], whole traces), on the receiving core
+//! for metrics and logs ([`Router::route_request`], each data point or log record), choosing the
+//! pipeline's exporters ([`ExporterSet`]) of each item; see [`routing`].
 //!
 //! Before touching a span, an `attributes` stage whose actions all need an exact key looks for
 //! those keys in the span's bytes (SIMD substring search): a span that contains none of them is
@@ -50,7 +55,9 @@ use shardtel_protocol::Signal;
 
 pub use attributes::Actions;
 pub use filter::Filter;
-pub use routing::{ExporterSet, Router, RouterSnapshot, RoutingError, SpanGroups, SpanPart};
+pub use routing::{
+    ExporterSet, RoutedPiece, Router, RouterSnapshot, RoutingError, SpanGroups, SpanPart,
+};
 pub use spanmetrics::{SpanMetrics, SpanMetricsSnapshot};
 pub use transform::Transform;
 
@@ -950,6 +957,12 @@ pub struct Processors {
     /// The traces pipeline's routing processor: which exporters each trace goes to, decided
     /// on the owner core after the sampler and every other processor.
     pub traces_router: Option<Router>,
+    /// The metrics pipeline's routing processor: which exporters each data point goes to,
+    /// decided on the receiving core after the metrics processors.
+    pub metrics_router: Option<Router>,
+    /// The logs pipeline's routing processor: which exporters each log record goes to,
+    /// decided on the receiving core after the logs processors.
+    pub logs_router: Option<Router>,
     /// The traces pipeline's `spanmetrics` processor, when listed before `tail_sampling` (or
     /// without one): counts every span the owner core receives.
     pub spanmetrics_before: Option<Rc<SpanMetrics>>,
@@ -1001,9 +1014,11 @@ impl Processors {
         }
         if let Some(metrics) = &config.pipelines.metrics {
             p.metrics = Chain::build(config, Signal::Metrics, &metrics.processors)?;
+            p.metrics_router = build_router(config, Signal::Metrics, metrics)?;
         }
         if let Some(logs) = &config.pipelines.logs {
             p.logs = Chain::build(config, Signal::Logs, &logs.processors)?;
+            p.logs_router = build_router(config, Signal::Logs, logs)?;
         }
         Ok(p)
     }
@@ -1013,6 +1028,15 @@ impl Processors {
         match signal {
             Signal::Metrics => self.metrics.as_ref(),
             Signal::Logs => self.logs.as_ref(),
+            Signal::Traces => None,
+        }
+    }
+
+    /// The routing processor of a metrics or logs pipeline, if it has one.
+    pub fn request_router(&self, signal: Signal) -> Option<&Router> {
+        match signal {
+            Signal::Metrics => self.metrics_router.as_ref(),
+            Signal::Logs => self.logs_router.as_ref(),
             Signal::Traces => None,
         }
     }
@@ -1040,8 +1064,14 @@ impl Processors {
                 bump(&stage.stats.dropped, was.stats.dropped.get());
             }
         }
-        if let (Some(new), Some(was)) = (&self.traces_router, &old.traces_router) {
-            new.carry_counters(was);
+        for (new, was) in [
+            (&self.traces_router, &old.traces_router),
+            (&self.metrics_router, &old.metrics_router),
+            (&self.logs_router, &old.logs_router),
+        ] {
+            if let (Some(new), Some(was)) = (new, was) {
+                new.carry_counters(was);
+            }
         }
         self.spanmetrics_before.clone_from(&old.spanmetrics_before);
         self.spanmetrics_after.clone_from(&old.spanmetrics_after);
@@ -1049,7 +1079,11 @@ impl Processors {
 
     /// Counters of every routing processor on this core.
     pub fn router_snapshot(&self) -> Vec<RouterSnapshot> {
-        self.traces_router.iter().map(Router::snapshot).collect()
+        [&self.traces_router, &self.metrics_router, &self.logs_router]
+            .into_iter()
+            .flatten()
+            .map(Router::snapshot)
+            .collect()
     }
 
     /// Counters of every processor on this core.
@@ -1068,6 +1102,27 @@ impl Processors {
         }
         out
     }
+}
+
+/// The routing processor of `signal`'s pipeline `pipeline` (the last processor, if it is one),
+/// compiled for its exporters.
+fn build_router(
+    config: &Config,
+    signal: Signal,
+    pipeline: &shardtel_config::Pipeline,
+) -> Result<Option<Router>, ProcessorError> {
+    for name in &pipeline.processors {
+        if let Some(ProcessorConfig::Routing(r)) = config.processors.get(name) {
+            let router = Router::build(name, r, signal, &pipeline.exporters).map_err(|source| {
+                ProcessorError::Routing {
+                    name: name.clone(),
+                    source,
+                }
+            })?;
+            return Ok(Some(router));
+        }
+    }
+    Ok(None)
 }
 
 #[cfg(test)]

@@ -1,22 +1,37 @@
 //! The `routing` processor: which of a pipeline's exporters each trace (its spans in a batch on
 //! the owner core), log record or data point goes to.
 //!
-//! Routes are tried in order; the first whose condition holds wins, else `default`. A trace
-//! matches a route when its condition holds for any of its spans (with `trace.has_error` true
-//! when any of them has status ERROR), so a trace is never split between routes. The spans of
-//! each destination set are re-framed as slices of the request buffer: nothing is copied, and
-//! one encoding is shared (reference-counted) by every exporter of the set.
+//! Routes are tried in order; the first whose condition holds wins, else `default` (the
+//! OpenTelemetry Collector's routing connector does the same).
+//!
+//! - **Traces** ([`Router::route_spans`], [`Router::route_parts`]): a trace matches a route when
+//!   its condition holds for any of its spans (with `trace.has_error` true when any of them has
+//!   status ERROR), so a trace is never split between routes.
+//! - **Logs** ([`Router::route_request`]): each log record on its own (the `log` context).
+//! - **Metrics** ([`Router::route_request`]): each data point on its own (the `datapoint`
+//!   context: its attributes, its metric's name, its resource), as the Collector's `datapoint`
+//!   context does. A metric whose points all take one route, the common case (conditions on
+//!   `metric.name` or the resource), stays one slice; a metric whose points go different ways is
+//!   written once per destination with only that destination's points (a copy of that metric
+//!   alone). A metric without points goes where a point without attributes would.
+//!
+//! The items of each destination set are re-framed as slices of the request buffer (new length
+//! prefixes only), and one encoding is shared (reference-counted) by every exporter of the set;
+//! a request whose items all go to one set is passed on as the buffer it arrived in.
 
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
 
+use bytes::{Bytes, BytesMut};
 use shardtel_config::{RoutingConfig, Signal};
 use shardtel_protocol::hash::TraceIdHashBuilder;
-use shardtel_protocol::scan::{Rewrites, SpanBatch};
+use shardtel_protocol::reframe::{encode_items, Encoded};
+use shardtel_protocol::rewrite::{for_each_metric_point, rewrite_metric_points, ItemOutcome};
+use shardtel_protocol::scan::{Rewrites, SpanBatch, TracesIndex};
 use shardtel_protocol::TraceId;
 
-use crate::condition::{Condition, SpanFields, SpanScalars};
-use crate::resource_body;
+use crate::condition::{Condition, Fields, LogFields, PointFields, SpanFields, SpanScalars};
+use crate::{metric_name, resource_body, tied_to_origin};
 
 /// A set of a pipeline's exporters, as bits of their positions in its `exporters` list.
 pub type ExporterSet = u64;
@@ -62,6 +77,33 @@ pub struct RouterSnapshot {
     pub routed: Vec<(String, u64)>,
 }
 
+/// One destination of a routed logs or metrics request ([`Router::route_request`]).
+#[derive(Debug)]
+pub struct RoutedPiece {
+    /// The exporters it goes to (never empty).
+    pub set: ExporterSet,
+    /// The `Export{Logs,Metrics}ServiceRequest` for them: new length prefixes and slices of
+    /// the request buffer (metrics split between sets: their copies, which keep the buffer
+    /// alive).
+    pub piece: Encoded,
+    /// Log records or data points in it.
+    pub items: u64,
+    /// The piece is the request buffer as it arrived (every item goes to `set`).
+    pub whole: bool,
+}
+
+/// The items of a logs or metrics request going to one set, while routing.
+#[derive(Default)]
+struct ItemGroup {
+    set: ExporterSet,
+    /// Ascending item (log record, metric) indices.
+    items: Vec<u32>,
+    /// Log records or data points.
+    count: u64,
+    /// Metrics written with only this set's points.
+    rewrites: Rewrites,
+}
+
 #[derive(Default)]
 struct Scratch {
     traces: HashMap<TraceId, u32, TraceIdHashBuilder>,
@@ -71,6 +113,34 @@ struct Scratch {
     matched: Vec<(u64, bool)>,
     /// Per span of the walk: its trace's position in `sets`.
     trace_of: Vec<u32>,
+    /// Logs and metrics: the groups of the current request (the first `groups_used`), kept with
+    /// their capacity.
+    groups: Vec<ItemGroup>,
+    groups_used: usize,
+    /// The set of each point of the current metric.
+    point_sets: Vec<ExporterSet>,
+    /// Where the metrics written for one set are copied.
+    arena: BytesMut,
+}
+
+impl Scratch {
+    /// The group of `set` among those used by the current request, added when new.
+    fn group(&mut self, set: ExporterSet) -> &mut ItemGroup {
+        let used = &mut self.groups[..self.groups_used];
+        if let Some(i) = used.iter().position(|g| g.set == set) {
+            return &mut self.groups[i];
+        }
+        if self.groups_used == self.groups.len() {
+            self.groups.push(ItemGroup::default());
+        }
+        let g = &mut self.groups[self.groups_used];
+        self.groups_used += 1;
+        g.set = set;
+        g.items.clear();
+        g.count = 0;
+        g.rewrites = Rewrites::default();
+        g
+    }
 }
 
 /// A routing processor compiled for one pipeline on one core.
@@ -171,6 +241,155 @@ impl Router {
         }
     }
 
+    /// The route (its position; `routes.len()` for the default) of the first route whose
+    /// condition holds for `fields`.
+    fn first_match(&self, fields: &impl Fields) -> usize {
+        self.routes
+            .iter()
+            .position(|(cond, _)| cond.eval(fields))
+            .unwrap_or(self.routes.len())
+    }
+
+    /// The exporters of route `route` (see [`Router::first_match`]).
+    fn set_of(&self, route: usize) -> ExporterSet {
+        self.routes.get(route).map_or(self.default, |r| r.1)
+    }
+
+    /// Routes the items of a validated logs or metrics request `buf` (of this router's
+    /// signal), which `index` indexes (its log records or metrics as entries of `spans`; see
+    /// [`TracesIndex::scan_items`]): each log record, or each data point, goes to the exporters
+    /// of the first route whose condition holds for it, else to `default`. `out` (cleared
+    /// first) receives one piece per destination set, in the order the sets first occur;
+    /// items whose set is empty (an empty `default`) are dropped, counted in the default
+    /// route. A request that goes to one set whole is passed on as `buf` itself (one without
+    /// items, to `default`).
+    pub fn route_request(&self, buf: &Bytes, index: &TracesIndex, out: &mut Vec<RoutedPiece>) {
+        out.clear();
+        if index.spans.is_empty() {
+            // No items (resources alone): nothing to decide, and nothing to count.
+            if self.default != 0 {
+                out.push(RoutedPiece {
+                    set: self.default,
+                    piece: Encoded {
+                        chunks: vec![buf.clone()],
+                        len: buf.len(),
+                    },
+                    items: 0,
+                    whole: true,
+                });
+            }
+            return;
+        }
+        let mut guard = self.scratch.borrow_mut();
+        let scratch = &mut *guard;
+        scratch.groups_used = 0;
+        let mut resource: (u32, &[u8]) = (u32::MAX, &[]);
+        for (i, entry) in index.spans.iter().enumerate() {
+            let r = index.scopes[entry.scope as usize].resource;
+            if r != resource.0 {
+                resource = (r, resource_body(index, buf, r));
+            }
+            let item = &buf[entry.range.start as usize..entry.range.end as usize];
+            match self.signal {
+                Signal::Metrics => self.route_metric(buf, i as u32, item, resource.1, scratch),
+                _ => {
+                    let route = self.first_match(&LogFields::new(item, resource.1));
+                    bump(&self.stats.routed[route]);
+                    let group = scratch.group(self.set_of(route));
+                    group.items.push(i as u32);
+                    group.count += 1;
+                }
+            }
+        }
+        let groups = &scratch.groups[..scratch.groups_used];
+        if let [only] = groups {
+            if only.set != 0 && only.rewrites.is_empty() {
+                out.push(RoutedPiece {
+                    set: only.set,
+                    piece: Encoded {
+                        chunks: vec![buf.clone()],
+                        len: buf.len(),
+                    },
+                    items: only.count,
+                    whole: true,
+                });
+                return;
+            }
+        }
+        for g in groups.iter().filter(|g| g.set != 0) {
+            let mut piece = Encoded::default();
+            encode_items(buf, index, &g.items, Some(&g.rewrites), &mut piece);
+            out.push(RoutedPiece {
+                set: g.set,
+                piece,
+                items: g.count,
+                whole: false,
+            });
+        }
+    }
+
+    /// Routes metric `i` (`metric`, its body, of the resource `resource`) point by point into
+    /// the groups of `scratch`.
+    fn route_metric(
+        &self,
+        buf: &Bytes,
+        i: u32,
+        metric: &[u8],
+        resource: &[u8],
+        scratch: &mut Scratch,
+    ) {
+        let name = metric_name(metric);
+        scratch.point_sets.clear();
+        for_each_metric_point(metric, |p, attributes_field| {
+            let fields = PointFields::new(&metric[p], attributes_field, name, resource);
+            let route = self.first_match(&fields);
+            bump(&self.stats.routed[route]);
+            scratch.point_sets.push(self.set_of(route));
+        });
+        let Some(&first) = scratch.point_sets.first() else {
+            // No points: where a point without attributes would go (nothing to count).
+            let route = self.first_match(&PointFields::new(&[], 0, name, resource));
+            scratch.group(self.set_of(route)).items.push(i);
+            return;
+        };
+        if scratch.point_sets.iter().all(|s| *s == first) {
+            let points = scratch.point_sets.len() as u64;
+            let group = scratch.group(first);
+            group.items.push(i);
+            group.count += points;
+            return;
+        }
+        // Points of several sets: the metric once per set, with that set's points only.
+        let sets = std::mem::take(&mut scratch.point_sets);
+        for (k, &set) in sets.iter().enumerate() {
+            if sets[..k].contains(&set) {
+                continue;
+            }
+            let points = sets.iter().filter(|s| **s == set).count() as u64;
+            scratch.group(set).count += points;
+            if set == 0 {
+                continue;
+            }
+            let mut at = 0usize;
+            let outcome = rewrite_metric_points(metric, &mut scratch.arena, |_, _| {
+                let keep = sets.get(at) == Some(&set);
+                at += 1;
+                if keep {
+                    ItemOutcome::Keep
+                } else {
+                    ItemOutcome::Drop
+                }
+            });
+            // Always a new body: the metric has points of this set and of another.
+            if let ItemOutcome::Replace(body) = outcome {
+                let group = scratch.group(set);
+                group.items.push(i);
+                group.rewrites.spans.push((i, tied_to_origin(body, buf)));
+            }
+        }
+        scratch.point_sets = sets;
+    }
+
     /// Groups spans `spans` (ascending indices) of `batch` by the exporters their trace goes
     /// to, into `out` (cleared first; at most one group per distinct set, spans ascending).
     /// `extra`: rewrites made for this export only (the processors after the sampler), read
@@ -206,6 +425,7 @@ impl Router {
             sets,
             matched,
             trace_of,
+            ..
         } = &mut *scratch;
         traces.clear();
         sets.clear();
@@ -319,4 +539,476 @@ impl SpanPart<'_> {
 
 fn bump(c: &Cell<u64>) {
     c.set(c.get() + 1);
+}
+
+#[cfg(test)]
+mod tests {
+    //! Logs and metrics routing: every log record and data point lands in exactly the pieces of
+    //! its first matching route (else `default`), pieces are slices of the request, counters add
+    //! up. (Traces routing is tested through the engine's integration tests.)
+    use super::*;
+    use prost::Message;
+    use shardtel_config::Config;
+    use shardtel_protocol::proto::collector::logs::v1::ExportLogsServiceRequest;
+    use shardtel_protocol::proto::collector::metrics::v1::ExportMetricsServiceRequest;
+    use shardtel_protocol::proto::common::v1::{any_value::Value as V, AnyValue, KeyValue};
+    use shardtel_protocol::proto::logs::v1::{LogRecord, ResourceLogs, ScopeLogs};
+    use shardtel_protocol::proto::metrics::v1::{
+        metric, number_data_point, Gauge, Histogram, HistogramDataPoint, Metric, NumberDataPoint,
+        ResourceMetrics, ScopeMetrics,
+    };
+    use shardtel_protocol::proto::resource::v1::Resource;
+
+    fn kv(k: &str, v: V) -> KeyValue {
+        KeyValue {
+            key: k.into(),
+            value: Some(AnyValue { value: Some(v) }),
+            ..Default::default()
+        }
+    }
+
+    fn s(v: &str) -> V {
+        V::StringValue(v.into())
+    }
+
+    /// The routing processor `route` (its TOML body) of a `signal` pipeline whose exporters are
+    /// `a`, `b`, `c` (bits 1, 2, 4).
+    fn router(signal: Signal, body: &str) -> Router {
+        let text = format!(
+            "[receivers.otlp]\n[exporters.a]\ntype = \"blackhole\"\n[exporters.b]\ntype = \"blackhole\"\n\
+             [exporters.c]\ntype = \"blackhole\"\n[processors.route]\ntype = \"routing\"\n{body}\n\
+             [pipelines.{}]\nreceivers = [\"otlp\"]\nprocessors = [\"route\"]\nexporters = [\"a\", \"b\", \"c\"]\n",
+            signal.name()
+        );
+        let config = Config::from_str(&text, "t.toml").unwrap_or_else(|e| panic!("{e}"));
+        let mut p = crate::Processors::build(&config).unwrap();
+        match signal {
+            Signal::Logs => p.logs_router.take(),
+            _ => p.metrics_router.take(),
+        }
+        .expect("a router")
+    }
+
+    fn route(router: &Router, signal: Signal, buf: &Bytes) -> Vec<RoutedPiece> {
+        let mut index = TracesIndex::default();
+        index.scan_items(buf, signal).unwrap();
+        let mut out = Vec::new();
+        router.route_request(buf, &index, &mut out);
+        out
+    }
+
+    /// Every chunk of `piece` that is longer than a length prefix is a slice of `buf`.
+    fn slices_of(piece: &Encoded, buf: &Bytes) -> bool {
+        let range = buf.as_ptr() as usize..buf.as_ptr() as usize + buf.len();
+        piece
+            .chunks
+            .iter()
+            .filter(|c| c.len() > 6)
+            .all(|c| range.contains(&(c.as_ptr() as usize)))
+    }
+
+    /// A piece as the tests compare it: its set, what it holds, its item count.
+    type Routed<T> = (ExporterSet, Vec<T>, u64);
+
+    fn routed(router: &Router) -> Vec<(String, u64)> {
+        router.snapshot().routed
+    }
+
+    fn record(n: i64, severity: i32, body: &str) -> LogRecord {
+        LogRecord {
+            severity_number: severity,
+            severity_text: ["", "TRACE", "DEBUG", "INFO", "WARN", "ERROR", "FATAL"]
+                [(severity as usize).div_ceil(4)]
+            .into(),
+            body: Some(AnyValue {
+                value: Some(s(body)),
+            }),
+            attributes: vec![kv("n", V::IntValue(n))],
+            ..Default::default()
+        }
+    }
+
+    fn logs(resources: Vec<(&str, Vec<LogRecord>)>) -> Bytes {
+        let req = ExportLogsServiceRequest {
+            resource_logs: resources
+                .into_iter()
+                .map(|(env, log_records)| ResourceLogs {
+                    resource: Some(Resource {
+                        attributes: vec![kv("env", s(env))],
+                        ..Default::default()
+                    }),
+                    scope_logs: vec![ScopeLogs {
+                        log_records,
+                        schema_url: "scope".into(),
+                        ..Default::default()
+                    }],
+                    schema_url: "res".into(),
+                })
+                .collect(),
+        };
+        Bytes::from(req.encode_to_vec())
+    }
+
+    /// `(env, n)` of every record of a piece.
+    fn records_of(piece: &Encoded) -> Vec<(String, i64)> {
+        let req = ExportLogsServiceRequest::decode(piece.to_bytes()).unwrap();
+        let mut out = Vec::new();
+        for rl in req.resource_logs {
+            assert_eq!(rl.schema_url, "res");
+            let env = match &rl.resource.unwrap().attributes[0].value {
+                Some(AnyValue {
+                    value: Some(V::StringValue(e)),
+                }) => e.clone(),
+                other => panic!("{other:?}"),
+            };
+            for sl in rl.scope_logs {
+                assert_eq!(sl.schema_url, "scope");
+                for r in sl.log_records {
+                    let Some(AnyValue {
+                        value: Some(V::IntValue(n)),
+                    }) = r.attributes[0].value
+                    else {
+                        panic!()
+                    };
+                    out.push((env.clone(), n));
+                }
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn log_records_go_one_by_one_to_their_first_matching_route() {
+        let r = router(
+            Signal::Logs,
+            r#"default = ["a"]
+[[processors.route.routes]]
+condition = 'severity_number >= SEVERITY_NUMBER_ERROR'
+exporters = ["b"]
+[[processors.route.routes]]
+condition = 'resource.attributes["env"] == "dev" or IsMatch(body, "^audit")'
+exporters = ["b", "c"]
+[[processors.route.routes]]
+condition = 'severity_text == "WARN" and attributes["n"] > 3'
+exporters = ["c"]
+"#,
+        );
+        let buf = logs(vec![
+            (
+                "prod",
+                vec![
+                    record(0, 9, "ok"),
+                    record(1, 17, "boom"),
+                    record(2, 13, "audit: x"),
+                    record(3, 13, "warn"),
+                    record(4, 13, "warn"),
+                    record(5, 21, "fatal"),
+                ],
+            ),
+            ("dev", vec![record(6, 9, "ok"), record(7, 18, "err")]),
+        ]);
+        let pieces = route(&r, Signal::Logs, &buf);
+        let by_set: Vec<Routed<(String, i64)>> = pieces
+            .iter()
+            .map(|p| (p.set, records_of(&p.piece), p.items))
+            .collect();
+        let prod = |ns: &[i64]| {
+            ns.iter()
+                .map(|n| ("prod".to_string(), *n))
+                .collect::<Vec<_>>()
+        };
+        let mut dev_and_audit = prod(&[2]);
+        dev_and_audit.push(("dev".into(), 6));
+        let mut errors = prod(&[1, 5]);
+        errors.push(("dev".into(), 7));
+        assert_eq!(
+            by_set,
+            vec![
+                (0b001, prod(&[0, 3]), 2),
+                (0b010, errors, 3),
+                (0b110, dev_and_audit, 2),
+                (0b100, prod(&[4]), 1),
+            ]
+        );
+        assert!(pieces.iter().all(|p| !p.whole && slices_of(&p.piece, &buf)));
+        assert_eq!(
+            routed(&r),
+            [("0", 3), ("1", 2), ("2", 1), ("default", 2)]
+                .map(|(k, n)| (k.to_string(), n))
+                .to_vec()
+        );
+    }
+
+    #[test]
+    fn a_request_that_goes_one_way_is_passed_on_whole_and_an_empty_default_drops() {
+        let r = router(
+            Signal::Logs,
+            r#"[[processors.route.routes]]
+condition = 'severity_number >= SEVERITY_NUMBER_WARN'
+exporters = ["b"]
+"#,
+        );
+        let buf = logs(vec![("prod", vec![record(0, 13, "w"), record(1, 17, "e")])]);
+        let pieces = route(&r, Signal::Logs, &buf);
+        assert_eq!(pieces.len(), 1);
+        assert!(pieces[0].whole);
+        assert_eq!(pieces[0].piece.chunks.len(), 1);
+        assert_eq!(pieces[0].piece.chunks[0].as_ptr(), buf.as_ptr());
+        assert_eq!(pieces[0].items, 2);
+        // No default: unmatched records go nowhere, counted under "default".
+        let buf = logs(vec![("prod", vec![record(0, 9, "i"), record(1, 17, "e")])]);
+        let pieces = route(&r, Signal::Logs, &buf);
+        assert_eq!(pieces.len(), 1);
+        assert_eq!(records_of(&pieces[0].piece), vec![("prod".to_string(), 1)]);
+        let buf = logs(vec![("prod", vec![record(0, 9, "i")])]);
+        assert!(route(&r, Signal::Logs, &buf).is_empty());
+        assert_eq!(
+            routed(&r),
+            vec![("0".to_string(), 3), ("default".to_string(), 2)]
+        );
+    }
+
+    fn gauge(name: &str, tenants: &[&str]) -> Metric {
+        Metric {
+            name: name.into(),
+            unit: "1".into(),
+            data: Some(metric::Data::Gauge(Gauge {
+                data_points: tenants
+                    .iter()
+                    .enumerate()
+                    .map(|(i, t)| NumberDataPoint {
+                        attributes: vec![kv("tenant", s(t))],
+                        value: Some(number_data_point::Value::AsInt(i as i64)),
+                        ..Default::default()
+                    })
+                    .collect(),
+            })),
+            ..Default::default()
+        }
+    }
+
+    fn metrics(metrics: Vec<Metric>) -> Bytes {
+        let req = ExportMetricsServiceRequest {
+            resource_metrics: vec![ResourceMetrics {
+                resource: Some(Resource {
+                    attributes: vec![kv("service.name", s("shop"))],
+                    ..Default::default()
+                }),
+                scope_metrics: vec![ScopeMetrics {
+                    metrics,
+                    ..Default::default()
+                }],
+                schema_url: String::new(),
+            }],
+        };
+        Bytes::from(req.encode_to_vec())
+    }
+
+    /// `(metric, tenant or bucket count, value)` of every point of a piece.
+    fn points_of(piece: &Encoded) -> Vec<(String, String)> {
+        let req = ExportMetricsServiceRequest::decode(piece.to_bytes()).unwrap();
+        let mut out = Vec::new();
+        for m in req
+            .resource_metrics
+            .into_iter()
+            .flat_map(|r| r.scope_metrics)
+            .flat_map(|s| s.metrics)
+        {
+            assert_eq!(m.unit, "1", "the metric's other fields stay");
+            match m.data {
+                Some(metric::Data::Gauge(g)) => {
+                    for p in g.data_points {
+                        let Some(AnyValue {
+                            value: Some(V::StringValue(t)),
+                        }) = &p.attributes[0].value
+                        else {
+                            panic!()
+                        };
+                        out.push((m.name.clone(), t.clone()));
+                    }
+                }
+                Some(metric::Data::Histogram(h)) => {
+                    for p in h.data_points {
+                        out.push((m.name.clone(), format!("count {}", p.count)));
+                    }
+                }
+                None => out.push((m.name.clone(), "no points".into())),
+                other => panic!("{other:?}"),
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn data_points_go_one_by_one_and_a_split_metric_keeps_only_its_points() {
+        let r = router(
+            Signal::Metrics,
+            r#"default = ["a"]
+[[processors.route.routes]]
+condition = 'metric.name == "errors" or IsMatch(metric.name, "^latency")'
+exporters = ["b"]
+[[processors.route.routes]]
+condition = 'attributes["tenant"] == "vip" and resource.attributes["service.name"] == "shop"'
+exporters = ["b", "c"]
+"#,
+        );
+        let latency = Metric {
+            name: "latency".into(),
+            unit: "1".into(),
+            data: Some(metric::Data::Histogram(Histogram {
+                data_points: vec![HistogramDataPoint {
+                    count: 3,
+                    ..Default::default()
+                }],
+                aggregation_temporality: 2,
+            })),
+            ..Default::default()
+        };
+        let empty = Metric {
+            name: "errors".into(),
+            unit: "1".into(),
+            ..Default::default()
+        };
+        let buf = metrics(vec![
+            gauge("requests", &["x", "vip", "y", "vip"]),
+            gauge("errors", &["vip", "x"]),
+            latency,
+            gauge("cpu", &["x"]),
+            empty,
+        ]);
+        let pieces = route(&r, Signal::Metrics, &buf);
+        let got: Vec<Routed<(String, String)>> = pieces
+            .iter()
+            .map(|p| (p.set, points_of(&p.piece), p.items))
+            .collect();
+        let pts = |v: &[(&str, &str)]| -> Vec<(String, String)> {
+            v.iter()
+                .map(|(a, b)| (a.to_string(), b.to_string()))
+                .collect()
+        };
+        assert_eq!(
+            got,
+            vec![
+                (
+                    0b001,
+                    pts(&[("requests", "x"), ("requests", "y"), ("cpu", "x")]),
+                    3
+                ),
+                (0b110, pts(&[("requests", "vip"), ("requests", "vip")]), 2),
+                (
+                    0b010,
+                    pts(&[
+                        ("errors", "vip"),
+                        ("errors", "x"),
+                        ("latency", "count 3"),
+                        ("errors", "no points")
+                    ]),
+                    3
+                ),
+            ]
+        );
+        // Whole metrics stay slices of the request; only `requests` (split) was copied.
+        assert!(slices_of(&pieces[2].piece, &buf));
+        assert_eq!(
+            routed(&r),
+            vec![
+                ("0".to_string(), 3),
+                ("1".to_string(), 2),
+                ("default".to_string(), 3)
+            ]
+        );
+    }
+
+    /// A reload builds new processors; the logs and metrics routers' counters carry over,
+    /// route by route, as the traces router's do.
+    #[test]
+    fn reload_carries_the_logs_and_metrics_route_counters() {
+        let text = "[receivers.otlp]\n[exporters.a]\ntype = \"blackhole\"\n[exporters.b]\ntype = \"blackhole\"\n\
+             [processors.route]\ntype = \"routing\"\ndefault = [\"a\"]\n[[processors.route.routes]]\n\
+             condition = 'attributes[\"n\"] == 1'\nexporters = [\"b\"]\n\
+             [pipelines.logs]\nreceivers = [\"otlp\"]\nprocessors = [\"route\"]\nexporters = [\"a\", \"b\"]\n\
+             [pipelines.metrics]\nreceivers = [\"otlp\"]\nprocessors = [\"route\"]\nexporters = [\"a\", \"b\"]\n";
+        let config = Config::from_str(text, "t.toml").unwrap();
+        let old = crate::Processors::build(&config).unwrap();
+        let buf = logs(vec![("prod", vec![record(1, 9, "x"), record(2, 9, "y")])]);
+        route(old.logs_router.as_ref().unwrap(), Signal::Logs, &buf);
+        let buf = metrics(vec![gauge("m", &["a", "b", "c"])]);
+        route(old.metrics_router.as_ref().unwrap(), Signal::Metrics, &buf);
+        let mut new = crate::Processors::build(&config).unwrap();
+        new.carry_over(&old);
+        let counters: Vec<(Signal, Vec<(String, u64)>)> = new
+            .router_snapshot()
+            .into_iter()
+            .map(|r| (r.signal, r.routed))
+            .collect();
+        let c = |a: u64, d: u64| vec![("0".to_string(), a), ("default".to_string(), d)];
+        assert_eq!(
+            counters,
+            vec![(Signal::Metrics, c(0, 3)), (Signal::Logs, c(1, 1))]
+        );
+    }
+
+    mod model {
+        //! Random logs requests and routes: each record is in exactly the pieces of the first
+        //! route its severity and attribute match (else the default), once.
+        use super::*;
+        use proptest::prelude::*;
+
+        proptest! {
+            #![proptest_config(ProptestConfig::with_cases(128))]
+            #[test]
+            fn every_record_lands_once_where_its_first_route_says(
+                resources in prop::collection::vec(
+                    prop::collection::vec((1i32..25, 0i64..4), 0..8), 1..4),
+                min_severity in 1i32..25,
+                wanted in 0i64..4,
+                empty_default in any::<bool>(),
+            ) {
+                let default = if empty_default { "" } else { "\"a\"" };
+                let r = router(Signal::Logs, &format!(
+                    "default = [{default}]\n[[processors.route.routes]]\ncondition = 'severity_number >= {min_severity}'\nexporters = [\"b\"]\n\
+                     [[processors.route.routes]]\ncondition = 'attributes[\"n\"] == {wanted}'\nexporters = [\"a\", \"c\"]\n"));
+                let mut n = 0;
+                let mut expected: Vec<(ExporterSet, Vec<(String, i64)>)> = Vec::new();
+                let mut rs = Vec::new();
+                for (k, recs) in resources.iter().enumerate() {
+                    let env = format!("r{k}");
+                    let mut records = Vec::new();
+                    for (sev, attr) in recs {
+                        let rec = record(*attr, *sev, "b");
+                        let set = if *sev >= min_severity { 0b010 } else if *attr == wanted { 0b101 } else if empty_default { 0 } else { 0b001 };
+                        if set != 0 {
+                            match expected.iter_mut().find(|(s, _)| *s == set) {
+                                Some((_, v)) => v.push((env.clone(), *attr)),
+                                None => expected.push((set, vec![(env.clone(), *attr)])),
+                            }
+                        }
+                        records.push(rec);
+                        n += 1;
+                    }
+                    rs.push((env, records));
+                }
+                let buf = {
+                    let req = ExportLogsServiceRequest {
+                        resource_logs: rs.iter().map(|(env, recs)| ResourceLogs {
+                            resource: Some(Resource { attributes: vec![kv("env", s(env))], ..Default::default() }),
+                            scope_logs: vec![ScopeLogs { log_records: recs.clone(), schema_url: "scope".into(), ..Default::default() }],
+                            schema_url: "res".into(),
+                        }).collect(),
+                    };
+                    Bytes::from(req.encode_to_vec())
+                };
+                if n == 0 && !empty_default {
+                    // No records: the request goes to the default as it is.
+                    expected.push((0b001, Vec::new()));
+                }
+                let pieces = route(&r, Signal::Logs, &buf);
+                let got: Vec<(ExporterSet, Vec<(String, i64)>)> =
+                    pieces.iter().map(|p| (p.set, records_of(&p.piece))).collect();
+                prop_assert_eq!(got, expected);
+                let total: u64 = routed(&r).iter().map(|(_, n)| n).sum();
+                prop_assert_eq!(total, n as u64);
+            }
+        }
+    }
 }

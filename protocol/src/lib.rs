@@ -11,13 +11,16 @@
 //! - [`scan`]: the validating scanner. [`scan::TracesIndex`] indexes an
 //!   `ExportTraceServiceRequest` in place (resources, scopes, spans with their trace ids) and
 //!   splits it per destination ([`scan::TracesIndex::partition`]); [`scan::scan_metrics`] and
-//!   [`scan::scan_logs`] validate and count the other signals. A [`scan::SpanBatch`] (buffer +
-//!   index) is what crosses cores.
+//!   [`scan::scan_logs`] validate and count the other signals, and
+//!   [`scan::TracesIndex::scan_items`] also indexes their log records or metrics in the same
+//!   index (for a routing processor). A [`scan::SpanBatch`] (buffer + index) is what crosses
+//!   cores.
 //! - [`span`]: lazy field access to one span or resource ([`span::SpanView`],
 //!   [`span::AnyValueRef`]) for routing and sampling decisions.
-//! - [`reframe`]: writes an `ExportTraceServiceRequest` for a batch or a subset of its spans as
-//!   an [`reframe::Encoded`] chain of `Bytes` — new length prefixes plus slices of the original
-//!   buffer, never a copy of a span.
+//! - [`reframe`]: writes an `ExportTraceServiceRequest` for a batch or a subset of its spans
+//!   (and a logs or metrics request for a subset of its items) as an [`reframe::Encoded`] chain
+//!   of `Bytes` — new length prefixes plus slices of the original buffer, never a copy of a
+//!   span.
 //! - [`rewrite`]: processors' wire-level edits: a new encoding of just the span, log record,
 //!   data point or resource an action changes ([`rewrite::write_message`]), metrics and logs
 //!   requests re-framed around the changed items ([`rewrite::rewrite_request`]); rewritten spans

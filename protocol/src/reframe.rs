@@ -1,5 +1,7 @@
 //! Re-framing encoder: writes an `ExportTraceServiceRequest` for (part of) a [`SpanBatch`]
-//! without copying span bytes.
+//! without copying span bytes; and, with [`encode_items`], an `ExportLogsServiceRequest` or
+//! `ExportMetricsServiceRequest` for a subset of its log records or metrics (the same layout
+//! and field numbers, indexed by [`TracesIndex::scan_items`]).
 //!
 //! Only the length prefixes of `ResourceSpans`, `ScopeSpans` (and of spans whose original
 //! prefix cannot be reused) are written; span bodies and resource/scope header fields are
@@ -139,8 +141,16 @@ const TAG_CHILD: u8 = 0x12;
 /// slices.
 pub fn encode_traces(batch: &SpanBatch, out: &mut Encoded) {
     let n = batch.index.spans.len();
-    let rewrites = Overlay::of(batch, None);
-    encode(batch, rewrites, n, |i| i as u32, true, out);
+    let rewrites = Overlay::of(&batch.index, None);
+    encode(
+        &batch.buf,
+        &batch.index,
+        rewrites,
+        n,
+        |i| i as u32,
+        true,
+        out,
+    );
 }
 
 /// Same as [`encode_traces`], for a subset of spans of the batch (indices into
@@ -159,14 +169,37 @@ pub fn encode_trace_spans_rewritten(
     extra: Option<&Rewrites>,
     out: &mut Encoded,
 ) {
-    let rewrites = Overlay::of(batch, extra);
-    if spans.windows(2).all(|w| w[0] < w[1]) {
-        encode(batch, rewrites, spans.len(), |i| spans[i], false, out);
+    encode_items(&batch.buf, &batch.index, spans, extra, out);
+}
+
+/// [`encode_trace_spans_rewritten`] over a buffer and its index, for any signal indexed into a
+/// [`TracesIndex`] (see [`TracesIndex::scan_items`]: the items of a logs or metrics request
+/// are its "spans", and the output is an `ExportLogsServiceRequest` or
+/// `ExportMetricsServiceRequest` with the same field numbers). Items in `extra` are written as
+/// they are there; every other item and header is a slice of `buf`.
+pub fn encode_items(
+    buf: &Bytes,
+    index: &TracesIndex,
+    items: &[u32],
+    extra: Option<&Rewrites>,
+    out: &mut Encoded,
+) {
+    let rewrites = Overlay::of(index, extra);
+    if items.windows(2).all(|w| w[0] < w[1]) {
+        encode(buf, index, rewrites, items.len(), |i| items[i], false, out);
     } else {
-        let mut sorted = spans.to_vec();
+        let mut sorted = items.to_vec();
         sorted.sort_unstable();
         sorted.dedup();
-        encode(batch, rewrites, sorted.len(), |i| sorted[i], false, out);
+        encode(
+            buf,
+            index,
+            rewrites,
+            sorted.len(),
+            |i| sorted[i],
+            false,
+            out,
+        );
     }
 }
 
@@ -178,9 +211,9 @@ struct Overlay<'a> {
 }
 
 impl<'a> Overlay<'a> {
-    fn of(batch: &'a SpanBatch, extra: Option<&'a Rewrites>) -> Self {
+    fn of(index: &'a TracesIndex, extra: Option<&'a Rewrites>) -> Self {
         Overlay {
-            base: &batch.index.rewrites,
+            base: &index.rewrites,
             extra: extra.filter(|e| !e.is_empty()),
         }
     }
@@ -248,15 +281,14 @@ fn original_prefix_ok(buf: &[u8], r: &Range<u32>) -> bool {
 }
 
 fn encode(
-    batch: &SpanBatch,
+    buf: &Bytes,
+    index: &TracesIndex,
     rewrites: Overlay<'_>,
     count: usize,
     span_at: impl Fn(usize) -> u32,
     include_empty: bool,
     out: &mut Encoded,
 ) {
-    let index = &batch.index;
-    let buf = &batch.buf;
     assert!(
         index.spans.windows(2).all(|w| w[0].scope <= w[1].scope)
             && index

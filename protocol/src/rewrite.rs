@@ -525,22 +525,12 @@ pub fn point_attributes_field(data_field: u32) -> Option<u32> {
     }
 }
 
-/// Rewrites the data points of one `Metric` body: `point(point_body, attributes_field)`
-/// decides each point. Returns `Keep` when every point was kept, `Drop` when the metric had
-/// points and all were dropped, else the new `Metric` body (other fields and kept points copied).
-pub fn rewrite_metric_points(
-    metric: &[u8],
-    arena: &mut BytesMut,
-    mut point: impl FnMut(&[u8], u32) -> ItemOutcome,
-) -> ItemOutcome {
-    // (data field range in metric, data body, outcomes of its points)
-    let mut changed = false;
-    let mut total = 0usize;
-    let mut kept = 0usize;
-    let mut outcomes: Vec<(Range<usize>, ItemOutcome)> = Vec::new();
-    // The data oneof as prost decodes it (and the scanner counts it): a data field of another
-    // kind replaces what came before, one of the same kind merges. Only the points of the last
-    // run of one kind are the metric's; earlier data fields are copied as they are.
+/// Calls `point(range, attributes_field)` for each data point of one `Metric` body, in order:
+/// `metric[range]` is the point's body. Only the points prost keeps are visited (the data
+/// oneof: a data field of another kind replaces what came before, one of the same kind
+/// merges), the ones the scanner counts. Allocates nothing.
+pub fn for_each_metric_point(metric: &[u8], mut point: impl FnMut(Range<usize>, u32)) {
+    // Only the points of the last run of one kind are the metric's.
     let mut kind = 0u32;
     let mut run_from = 0usize;
     let mut r = Reader::new(metric);
@@ -554,26 +544,43 @@ pub fn rewrite_metric_points(
     }
     let mut r = Reader::new(metric);
     while let Some(Ok((k, v))) = r.next_field() {
-        let (Some(_), Value::Len(data)) = (point_attributes_field(k.field), v) else {
+        let (Some(attr_field), Value::Len(data)) = (point_attributes_field(k.field), v) else {
             continue;
         };
         if data.start < run_from {
             continue;
         }
-        let attr_field = point_attributes_field(k.field).unwrap_or(7);
         let mut inner = Reader::nested(metric, data);
         while let Some(Ok((pk, pv))) = inner.next_field() {
             if let (1, Value::Len(p)) = (pk.field, pv) {
-                let o = point(&metric[p.clone()], attr_field);
-                total += 1;
-                if o != ItemOutcome::Drop {
-                    kept += 1;
-                }
-                changed |= o != ItemOutcome::Keep;
-                outcomes.push((p, o));
+                point(p, attr_field);
             }
         }
     }
+}
+
+/// Rewrites the data points of one `Metric` body: `point(point_body, attributes_field)`
+/// decides each point (those [`for_each_metric_point`] visits; earlier data fields are copied
+/// as they are). Returns `Keep` when every point was kept, `Drop` when the metric had points
+/// and all were dropped, else the new `Metric` body (other fields and kept points copied).
+pub fn rewrite_metric_points(
+    metric: &[u8],
+    arena: &mut BytesMut,
+    mut point: impl FnMut(&[u8], u32) -> ItemOutcome,
+) -> ItemOutcome {
+    let mut changed = false;
+    let mut total = 0usize;
+    let mut kept = 0usize;
+    let mut outcomes: Vec<(Range<usize>, ItemOutcome)> = Vec::new();
+    for_each_metric_point(metric, |p, attr_field| {
+        let o = point(&metric[p.clone()], attr_field);
+        total += 1;
+        if o != ItemOutcome::Drop {
+            kept += 1;
+        }
+        changed |= o != ItemOutcome::Keep;
+        outcomes.push((p, o));
+    });
     if !changed {
         return ItemOutcome::Keep;
     }

@@ -1450,6 +1450,87 @@ pub fn scan_logs(buf: &[u8]) -> Result<ItemCounts, ScanError> {
     Ok(counts)
 }
 
+impl TracesIndex {
+    /// Validates an `ExportLogsServiceRequest` or `ExportMetricsServiceRequest` (`signal`) as
+    /// [`scan_logs`] and [`scan_metrics`] do, and indexes it like a trace request: the three
+    /// signals share the layout `Resource* → Scope* → item` (fields 1, 2 and 2), so each
+    /// `LogRecord` or `Metric` becomes an entry of [`TracesIndex::spans`] (its trace id zeros)
+    /// and the re-framing encoder ([`crate::reframe::encode_items`]) writes any subset of them
+    /// as slices of `buf`. Returns the items: log records, data points (for traces, as
+    /// [`TracesIndex::scan`]: spans). On error the index content is unspecified.
+    pub fn scan_items(&mut self, buf: &[u8], signal: crate::Signal) -> Result<u64, ScanError> {
+        if signal == crate::Signal::Traces {
+            self.scan(buf)?;
+            return Ok(self.spans.len() as u64);
+        }
+        self.clear();
+        if buf.len() > u32::MAX as usize {
+            return Err(ScanError::TooLarge);
+        }
+        let mut total = 0u64;
+        let mut r = Reader::new(buf);
+        while !r.is_empty() {
+            let key = r.read_key()?;
+            if key.field != 1 {
+                r.skip(key)?;
+                continue;
+            }
+            let body = read_msg(&mut r, key)?;
+            let resource = self.resources.len() as u32;
+            let first = self.headers.len() as u32;
+            let headers = &mut self.headers;
+            let children =
+                container_headers(buf, body.clone(), RESOURCE_HEADERS, RESOURCE_DEPTH, |h| {
+                    headers.push(h.start as u32..h.end as u32)
+                })?;
+            self.resources.push(ResourceEntry {
+                headers: first..self.headers.len() as u32,
+            });
+            if !children {
+                continue;
+            }
+            let TracesIndex {
+                scopes,
+                spans,
+                headers,
+                ..
+            } = &mut *self;
+            container_children(buf, body, |scope_body| {
+                let scope = scopes.len() as u32;
+                let first = headers.len() as u32;
+                let has_items =
+                    container_headers(buf, scope_body.clone(), SCOPE_HEADERS, SCOPE_DEPTH, |h| {
+                        headers.push(h.start as u32..h.end as u32)
+                    })?;
+                scopes.push(ScopeEntry {
+                    resource,
+                    headers: first..headers.len() as u32,
+                });
+                if has_items {
+                    container_children(buf, scope_body, |item| {
+                        let n = match signal {
+                            crate::Signal::Metrics => scan_metric(buf, item.clone())?,
+                            _ => {
+                                validate_table(buf, item.clone(), LOG_RECORD, ITEM_DEPTH)?;
+                                1
+                            }
+                        };
+                        total += u64::from(n);
+                        spans.push(SpanEntry {
+                            scope,
+                            range: item.start as u32..item.end as u32,
+                            trace_id: [0; 16],
+                        });
+                        Ok(())
+                    })?;
+                }
+                Ok(())
+            })?;
+        }
+        Ok(total)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -201,6 +201,12 @@ impl MetricsRouting {
         Ok(total)
     }
 
+    /// The index of the last scanned request: its resources, scopes and metrics (each metric an
+    /// entry of `spans`, as [`TracesIndex::scan_items`] indexes it).
+    pub fn index(&self) -> &TracesIndex {
+        &self.index
+    }
+
     /// The owner core of every metric (and `target_info`) of the last scanned request when
     /// all of them have the same one, else `None`.
     pub fn single_owner(&self, cores: usize) -> Option<usize> {

@@ -21,7 +21,7 @@ use shardtel_protocol::proto::metrics::v1::{
 };
 use shardtel_protocol::proto::resource::v1::Resource;
 use shardtel_protocol::proto::trace::v1::{span, ResourceSpans, ScopeSpans, Span, Status};
-use shardtel_protocol::reframe::{encode_trace_spans, encode_traces, Encoded};
+use shardtel_protocol::reframe::{encode_items, encode_trace_spans, encode_traces, Encoded};
 use shardtel_protocol::route::owner_core;
 use shardtel_protocol::scan::{scan_logs, scan_metrics, SpanBatch, TracesIndex};
 use shardtel_protocol::{grpc, json, Signal};
@@ -524,6 +524,15 @@ fn check_traces_input(bytes: &[u8]) {
 }
 
 fn check_metrics_input(bytes: &[u8]) {
+    // The indexing scan (routing) accepts and counts exactly what the counting scan does.
+    let indexed = TracesIndex::default().scan_items(bytes, Signal::Metrics);
+    assert_eq!(
+        indexed.as_ref().ok(),
+        scan_metrics(bytes)
+            .ok()
+            .map(|c| u64::from(c.items))
+            .as_ref()
+    );
     if let Ok(c) = scan_metrics(bytes) {
         let req = ExportMetricsServiceRequest::decode(bytes)
             .expect("scan_metrics accepted what prost rejects");
@@ -533,6 +542,11 @@ fn check_metrics_input(bytes: &[u8]) {
 }
 
 fn check_logs_input(bytes: &[u8]) {
+    let indexed = TracesIndex::default().scan_items(bytes, Signal::Logs);
+    assert_eq!(
+        indexed.as_ref().ok(),
+        scan_logs(bytes).ok().map(|c| u64::from(c.items)).as_ref()
+    );
     if let Ok(c) = scan_logs(bytes) {
         let req =
             ExportLogsServiceRequest::decode(bytes).expect("scan_logs accepted what prost rejects");
@@ -648,6 +662,65 @@ proptest! {
         let c = scan_logs(&buf).unwrap();
         prop_assert_eq!(c.resources as usize, req.resource_logs.len());
         prop_assert_eq!(c.items, log_records(&req));
+    }
+
+    /// A logs request indexed by `scan_items` re-frames any subset of its records (routing):
+    /// exactly those records, in order, and the whole set re-frames to the same request.
+    #[test]
+    fn log_subsets_reframe(req in gen_logs(), picks in proptest::collection::vec(any::<bool>(), 0..40)) {
+        let buf = Bytes::from(req.encode_to_vec());
+        let mut index = TracesIndex::default();
+        let items = index.scan_items(&buf, Signal::Logs).unwrap();
+        prop_assert_eq!(items, u64::from(log_records(&req)));
+        let chosen: Vec<u32> = (0..index.spans.len() as u32)
+            .filter(|i| picks.get(*i as usize).copied().unwrap_or(false))
+            .collect();
+        let mut out = Encoded::default();
+        encode_items(&buf, &index, &chosen, None, &mut out);
+        let got = ExportLogsServiceRequest::decode(out.to_bytes()).unwrap();
+        // (Compared encoded: values may hold NaN.) Each record under its own resource and scope.
+        let with_parents = |r: &ExportLogsServiceRequest| -> Vec<Vec<u8>> {
+            r.resource_logs.iter().flat_map(|rl| rl.scope_logs.iter().flat_map(move |sl| {
+                sl.log_records.iter().map(move |rec| {
+                    let mut b = rl.resource.as_ref().map(|r| r.encode_to_vec()).unwrap_or_default();
+                    b.extend(rl.schema_url.as_bytes());
+                    b.extend(sl.scope.as_ref().map(|s| s.encode_to_vec()).unwrap_or_default());
+                    b.extend(sl.schema_url.as_bytes());
+                    b.extend(rec.encode_to_vec());
+                    b
+                })
+            })).collect()
+        };
+        let all = with_parents(&req);
+        let want: Vec<Vec<u8>> = chosen.iter().map(|&i| all[i as usize].clone()).collect();
+        prop_assert_eq!(with_parents(&got), want);
+        let every: Vec<u32> = (0..index.spans.len() as u32).collect();
+        let mut whole = Encoded::default();
+        encode_items(&buf, &index, &every, None, &mut whole);
+        let whole = ExportLogsServiceRequest::decode(whole.to_bytes()).unwrap();
+        prop_assert_eq!(with_parents(&whole), all);
+    }
+
+    /// The same for metrics: any subset of the `Metric`s, and the points they hold.
+    #[test]
+    fn metric_subsets_reframe(req in gen_metrics(), picks in proptest::collection::vec(any::<bool>(), 0..40)) {
+        let buf = Bytes::from(req.encode_to_vec());
+        let mut index = TracesIndex::default();
+        let points = index.scan_items(&buf, Signal::Metrics).unwrap();
+        prop_assert_eq!(points, u64::from(metric_points(&req)));
+        let chosen: Vec<u32> = (0..index.spans.len() as u32)
+            .filter(|i| picks.get(*i as usize).copied().unwrap_or(false))
+            .collect();
+        let mut out = Encoded::default();
+        encode_items(&buf, &index, &chosen, None, &mut out);
+        let got = ExportMetricsServiceRequest::decode(out.to_bytes()).unwrap();
+        let encoded = |r: &ExportMetricsServiceRequest| -> Vec<Vec<u8>> {
+            r.resource_metrics.iter().flat_map(|r| &r.scope_metrics)
+                .flat_map(|s| &s.metrics).map(|m| m.encode_to_vec()).collect()
+        };
+        let all = encoded(&req);
+        let want: Vec<Vec<u8>> = chosen.iter().map(|&i| all[i as usize].clone()).collect();
+        prop_assert_eq!(encoded(&got), want);
     }
 
     #[test]

@@ -14,7 +14,6 @@ use shardtel_protocol::scan::{scan_logs, scan_metrics, ReleaseToken, TracesIndex
 use shardtel_protocol::series::MetricsRouting;
 use shardtel_protocol::Signal;
 
-use super::exporters::queue_charge;
 use super::scratch::Loan;
 use super::{IngestError, Overload, Pipeline};
 use crate::durability::{self, Tracked, CHECKPOINT_EVERY};
@@ -61,6 +60,9 @@ pub(super) enum Scanned<'a> {
     Traces(Loan<'a, TracesIndex>),
     /// A metrics request indexed by series, and its data points.
     MetricsBySeries(Loan<'a, MetricsRouting>, u64),
+    /// A metrics or logs request indexed for its pipeline's routing processor (see
+    /// `TracesIndex::scan_items`), and its items.
+    Indexed(Loan<'a, TracesIndex>, u64),
     /// A metrics or logs request, validated: its items.
     Items(u64),
 }
@@ -70,7 +72,9 @@ impl Scanned<'_> {
     fn items(&self) -> u64 {
         match self {
             Scanned::Traces(index) => index.spans.len() as u64,
-            Scanned::MetricsBySeries(_, points) | Scanned::Items(points) => *points,
+            Scanned::MetricsBySeries(_, points)
+            | Scanned::Indexed(_, points)
+            | Scanned::Items(points) => *points,
         }
     }
 }
@@ -105,10 +109,18 @@ impl Pipeline {
             .await
     }
 
-    /// Validates and indexes (traces, metrics routed by series) or counts (metrics, logs) a
-    /// request of `signal`.
+    /// Validates and indexes (traces, metrics routed by series, metrics and logs for a routing
+    /// processor) or counts (metrics, logs) a request of `signal`.
     fn scan(&self, signal: Signal, body: &Bytes) -> Result<Scanned<'_>, Rejected> {
         let malformed = |source| IngestError::Malformed { signal, source };
+        let routed = signal != Signal::Traces
+            && self.processors().request_router(signal).is_some()
+            && (signal == Signal::Logs || self.routing.metrics.is_none());
+        if routed {
+            let mut index = self.routing.indexes.lend();
+            let items = index.scan_items(body, signal).map_err(malformed)?;
+            return Ok(Scanned::Indexed(index, items));
+        }
         Ok(match signal {
             Signal::Traces => {
                 let mut index = self.routing.indexes.lend();
@@ -151,15 +163,8 @@ impl Pipeline {
             Scanned::MetricsBySeries(routing, points) => {
                 self.route_metrics_by_series(body, routing, points).await
             }
-            Scanned::Items(items) => {
-                let buffer = body.len();
-                let (piece, kept) = self.process_request(signal, body, items);
-                let charge = queue_charge(piece.len, buffer);
-                self.exporters
-                    .push_now(signal, piece, None, kept, charge)
-                    .map(|()| items)
-                    .map_err(|e| Rejected::items(items, e))
-            }
+            Scanned::Indexed(index, items) => self.route_items(signal, body, Some(index), items),
+            Scanned::Items(items) => self.route_items(signal, body, None, items),
         }
     }
 

@@ -36,6 +36,9 @@ pub enum MeshMessage {
         points: u64,
         /// What the export queues are charged for it (see `pipeline::queue_charge`).
         charge: usize,
+        /// The exporters it goes to (a routing processor's choice; all of the metrics
+        /// pipeline's without one).
+        set: shardtel_processors::ExporterSet,
     },
 }
 

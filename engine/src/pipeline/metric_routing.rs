@@ -4,11 +4,17 @@
 //! the `Metric` level (owner = `hash(job, instance, metric name)`, see
 //! `shardtel_protocol::series`) and re-frames each part without copying metric bytes; parts for
 //! other cores go over the mesh. Without such an exporter, metrics stay on the receiving core.
+//!
+//! With a `routing` processor too, the receiving core routes the points first (after the other
+//! processors) and splits each destination set's piece by series owner: a piece that is the
+//! whole request is split as it is; the pieces of a request whose points go different ways are
+//! each joined into one buffer (a copy) and scanned again to be split.
 
 use std::cell::RefCell;
 
 use bytes::Bytes;
 use shardtel_config::{Config, ExporterKind};
+use shardtel_processors::ExporterSet;
 use shardtel_protocol::reframe::Encoded;
 use shardtel_protocol::scan::ScanError;
 use shardtel_protocol::series::{MetricsPart, MetricsRouting};
@@ -40,6 +46,10 @@ pub(super) struct RoutedPart {
     pub(super) piece: Encoded,
     /// Data points in it.
     pub(super) points: u64,
+    /// The exporters it goes to (all of the pipeline's without a routing processor).
+    pub(super) set: ExporterSet,
+    /// Bytes of the buffer its slices keep alive (for its queue charge).
+    pub(super) buffer: usize,
 }
 
 /// A core's scratch for splitting metrics requests (reused; `!Send`).
@@ -76,6 +86,8 @@ impl MetricsRouter {
                 core,
                 piece,
                 points,
+                set: ExporterSet::MAX,
+                buffer: body.len(),
             }];
         }
         let mut parts = self.parts.borrow_mut();
@@ -88,6 +100,8 @@ impl MetricsRouter {
                 core,
                 piece: std::mem::take(&mut p.encoded),
                 points: p.points,
+                set: ExporterSet::MAX,
+                buffer: body.len(),
             })
             .collect()
     }
@@ -125,21 +139,66 @@ impl Pipeline {
             }
             None => (body, points, 0),
         };
-        let mut parts = router.split(&mut routing, &body, points, self.cores);
+        let processors = self.processors();
+        let mut parts = match &processors.metrics_router {
+            None => router.split(&mut routing, &body, points, self.cores),
+            Some(points_router) => {
+                let mut pieces = Vec::new();
+                points_router.route_request(&body, routing.index(), &mut pieces);
+                let mut parts = Vec::new();
+                for piece in pieces {
+                    let split = if piece.whole {
+                        router.split(&mut routing, &body, piece.items, self.cores)
+                    } else {
+                        let joined =
+                            shardtel_processors::tied_to_origin(piece.piece.to_bytes(), &body);
+                        let (mut again, n) =
+                            router
+                                .scan(&joined)
+                                .map_err(|source| IngestError::Malformed {
+                                    signal: Signal::Metrics,
+                                    source,
+                                })?;
+                        router.split(&mut again, &joined, n, self.cores)
+                    };
+                    parts.extend(split.into_iter().map(|p| RoutedPart {
+                        set: piece.set,
+                        ..p
+                    }));
+                }
+                parts
+            }
+        };
         drop(routing);
         let points = points + dropped;
         // Local first, as for spans: a refusal leaves nothing behind on other cores.
         parts.sort_by_key(|p| p.core != self.core);
+        let local_room = parts.iter().filter(|p| p.core == self.core).all(|p| {
+            let charge = queue_charge(p.piece.len, p.buffer);
+            self.exporters
+                .has_room_in(Signal::Metrics, p.set, charge.max(p.piece.len))
+        });
+        if !local_room {
+            let full = IngestError::Overloaded("an exporter queue is full");
+            return Err(Rejected::items(points, full));
+        }
         for part in parts {
-            let charge = queue_charge(part.piece.len, body.len());
+            let charge = queue_charge(part.piece.len, part.buffer);
             let pushed = if part.core == self.core {
-                self.exporters
-                    .push_now(Signal::Metrics, part.piece, None, part.points, charge)
+                self.exporters.push_now_to(
+                    Signal::Metrics,
+                    part.set,
+                    part.piece,
+                    None,
+                    part.points,
+                    charge,
+                )
             } else {
                 let message = MeshMessage::Metrics {
                     piece: part.piece,
                     points: part.points,
                     charge,
+                    set: part.set,
                 };
                 self.mesh.send_to(part.core, message).await
             };

@@ -1,7 +1,8 @@
 //! One core's data path, from a decoded request to the export queues: the ingest step (checks,
 //! the durability hand-off, the scan), routing (spans by trace ID and, when an exporter keeps
 //! per-series state, metrics by series, to their owner cores over the [`mesh`]), the
-//! processors (`shardtel-processors`), the tail sampler (`shardtel-sampler`) and the exporters
+//! processors (`shardtel-processors`; a `routing` processor's choice of exporters per trace,
+//! log record or data point), the tail sampler (`shardtel-sampler`) and the exporters
 //! (`shardtel-sinks`).
 //!
 //! A [`Pipeline`] is built per core ([`Pipeline::build`]) and groups its state in a few parts:
@@ -21,6 +22,7 @@ mod metric_routing;
 mod processing;
 mod reload;
 mod route;
+mod route_items;
 pub(crate) mod sampling;
 mod scratch;
 

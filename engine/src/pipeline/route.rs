@@ -169,10 +169,11 @@ impl Pipeline {
                 piece,
                 points,
                 charge,
+                set,
             } => {
                 return self
                     .exporters
-                    .push_waiting(Signal::Metrics, piece, None, points, charge)
+                    .push_waiting_to(Signal::Metrics, set, piece, None, points, charge)
                     .await;
             }
         };
