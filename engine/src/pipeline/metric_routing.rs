@@ -24,7 +24,7 @@ use super::exporters::queue_charge;
 use super::ingest::Rejected;
 use super::mesh::MeshMessage;
 use super::scratch::{Loan, Pool};
-use super::{IngestError, Pipeline};
+use super::{IngestError, Overload, Pipeline};
 
 /// True when the metrics pipeline needs series routing.
 pub(super) fn needed(config: &Config) -> bool {
@@ -179,7 +179,7 @@ impl Pipeline {
                 .has_room_in(Signal::Metrics, p.set, charge.max(p.piece.len))
         });
         if !local_room {
-            let full = IngestError::Overloaded("an exporter queue is full");
+            let full = IngestError::Overloaded(Overload::ExportQueue);
             return Err(Rejected::items(points, full));
         }
         for part in parts {

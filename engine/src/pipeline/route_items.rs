@@ -12,7 +12,7 @@ use shardtel_protocol::Signal;
 use super::exporters::queue_charge;
 use super::ingest::Rejected;
 use super::scratch::Loan;
-use super::{IngestError, Pipeline};
+use super::{IngestError, Overload, Pipeline};
 
 impl Pipeline {
     /// Routes a validated metrics or logs request of `items` items (`index`: its scan by
@@ -66,7 +66,7 @@ impl Pipeline {
                 .has_room_in(signal, p.set, charge.max(p.piece.len))
         });
         if !room {
-            let full = IngestError::Overloaded("an exporter queue is full");
+            let full = IngestError::Overloaded(Overload::ExportQueue);
             return Err(Rejected::items(items, full));
         }
         for p in pieces {
