@@ -139,8 +139,8 @@ pub struct TailSamplingConfig {
     /// Default 100 000.
     pub max_traces_per_core: usize,
     /// Memory held per core: this core's share of every retained request buffer (at least a
-    /// quarter of it), plus indexes and the trace table. Crossing it decides the oldest traces
-    /// early. Default 256 MiB.
+    /// quarter of it) or, with `buffer_compression = "lz4"`, its compressed blocks, plus indexes
+    /// and the trace table. Crossing it decides the oldest traces early. Default 256 MiB.
     pub max_buffered_bytes_per_core: u64,
     /// Spans buffered per trace; the span that would cross it decides the trace, and later spans
     /// follow that decision. Default 10 000.

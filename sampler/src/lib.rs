@@ -12,8 +12,8 @@
 //!
 //! - **Zero copy.** A buffered span is a `(batch slot, span index)` pair pointing into the
 //!   request buffer it arrived in (an `Rc<SpanBatch>`, stored once per batch). Kept spans are
-//!   returned the same way, ready for `reframe::encode_trace_spans`. The one exception is the
-//!   compaction of stragglers (below).
+//!   returned the same way, ready for `reframe::encode_trace_spans`. The exceptions are the
+//!   compaction of stragglers (below) and, when configured, compressed buffers (below).
 //! - **Trace table.** Per pending trace: first/last arrival, root arrival, span count
 //!   and bytes, earliest start and latest end, status codes seen, and one bit per span predicate
 //!   policy, all updated as spans arrive (see [`policy`]), so a decision reads only the summary.
@@ -62,6 +62,15 @@
 //! are copied into a buffer of their own and the big one is released (see `compact`). That
 //! is the sampler's only copy of span bytes; it frees at least four times what it copies, and
 //! is counted (`compactions`, `compacted_spans`, `compacted_bytes`).
+//!
+//! **Compressed buffers** (`buffer_compression = "lz4"`, see `compress`). At the end of
+//! [`Sampler::add`], the batch's spans still buffered on this core are copied (as a compaction
+//! lays them out, at the same span positions) into one LZ4 block and the request buffer is
+//! released. Such a batch is charged its block exactly, with no share and no floor, plus its
+//! index; decisions never decompress (every policy reads the trace table's summary, built as
+//! spans arrive), and kept spans are decompressed for export through a small bounded cache of
+//! decompressed blocks (not charged, like the decision cache). Counted in
+//! `compressed_batches`, `compression_*`, `decompress*`.
 //!
 //! While a batch is being added the charge may exceed the bound by that batch (it is already
 //! in memory); when `add` returns it is within the bound again. The decision cache (about 60
