@@ -131,8 +131,8 @@ pub use kafka::{
 pub use memory_limiter::{MemoryAmount, MemoryLimiterConfig};
 pub use pipelines::{Pipeline, Pipelines};
 pub use processors::{
-    DecisionCacheConfig, OnShutdown, Percentage, PolicyConfig, PolicyKind, ProcessorConfig,
-    RateAllocation, TailSamplingConfig,
+    BufferCompression, DecisionCacheConfig, OnShutdown, Percentage, PolicyConfig, PolicyKind,
+    ProcessorConfig, RateAllocation, TailSamplingConfig,
 };
 pub use prometheus::{
     is_valid_label_name, is_valid_target, Authorization, BasicAuth, PrometheusReceiverConfig,

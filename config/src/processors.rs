@@ -141,8 +141,8 @@ pub struct TailSamplingConfig {
     /// Default 100 000.
     pub max_traces_per_core: usize,
     /// Memory held per core: this core's share of every retained request buffer (at least a
-    /// quarter of it), plus indexes and the trace table. Crossing it decides the oldest traces
-    /// early. Default 256 MiB.
+    /// quarter of it) or, with `buffer_compression = "lz4"`, its compressed blocks, plus indexes
+    /// and the trace table. Crossing it decides the oldest traces early. Default 256 MiB.
     pub max_buffered_bytes_per_core: u64,
     /// Spans buffered per trace; the span that would cross it decides the trace, and later spans
     /// follow that decision. Default 10 000.
@@ -161,6 +161,8 @@ pub struct TailSamplingConfig {
     /// against `decision_wait` (a warning in the log). Default: not set, derived from the
     /// number of cores (`shardtel_sampler::capacity`).
     pub expected_spans_per_second: Option<u64>,
+    /// How undecided spans are held on their owner core. Default [`BufferCompression::None`].
+    pub buffer_compression: BufferCompression,
 }
 
 impl TailSamplingConfig {
@@ -177,6 +179,7 @@ impl TailSamplingConfig {
         "on_shutdown",
         "policies",
         "expected_spans_per_second",
+        "buffer_compression",
     ];
     /// Default `decision_wait`.
     pub const DEFAULT_DECISION_WAIT: Duration = Duration::from_secs(30);
@@ -204,6 +207,7 @@ impl TailSamplingConfig {
             on_shutdown: OnShutdown::Decide,
             policies,
             expected_spans_per_second: None,
+            buffer_compression: BufferCompression::None,
         }
     }
 }
@@ -246,6 +250,24 @@ pub enum OnShutdown {
 impl OnShutdown {
     /// The accepted values.
     pub const NAMES: &'static [&'static str] = &["decide", "drop"];
+}
+
+/// `buffer_compression`: how the tail sampler holds the spans of undecided traces.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum BufferCompression {
+    /// `"none"`: spans stay in the request buffers they arrived in, shared, never copied (the
+    /// default).
+    #[default]
+    None,
+    /// `"lz4"`: each batch's buffered spans are copied into one LZ4 block on the owner core and
+    /// the request buffer is released; kept traces are decompressed for export. Less memory per
+    /// buffered span, more CPU (docs/tail-sampling.md has the measured numbers).
+    Lz4,
+}
+
+impl BufferCompression {
+    /// The accepted values.
+    pub const NAMES: &'static [&'static str] = &["none", "lz4"];
 }
 
 /// One named policy.
@@ -672,6 +694,12 @@ fn decode_tail_sampling(d: &mut Decoder<'_>, s: &Section<'_, '_>) -> Option<Tail
     let expected_spans_per_second = d.field(s, "expected_spans_per_second", |v| {
         decode::in_range(decode::count(v, u64::MAX)?, 1, u64::MAX)
     });
+    let buffer_compression = d.field_or(s, "buffer_compression", BufferCompression::None, |v| {
+        Ok(match decode::one_of(v, BufferCompression::NAMES)? {
+            "lz4" => BufferCompression::Lz4,
+            _ => BufferCompression::None,
+        })
+    });
     let policies = decode_policies(d, s, Level::Top)?;
     Some(TailSamplingConfig {
         decision_wait,
@@ -684,6 +712,7 @@ fn decode_tail_sampling(d: &mut Decoder<'_>, s: &Section<'_, '_>) -> Option<Tail
         on_shutdown,
         policies,
         expected_spans_per_second,
+        buffer_compression,
     })
 }
 
@@ -1332,6 +1361,7 @@ max_spans_per_trace = 1000
 max_bytes_per_trace = "1MiB"
 decision_cache = { sampled_cache_size = 7, non_sampled_cache_size = 0 }
 on_shutdown = "drop"
+buffer_compression = "lz4"
 policies = [
   { name = "all", type = "always_sample" },
   { name = "st", type = "status_code", status_codes = ["OK", "UNSET"], invert_match = true },
@@ -1372,6 +1402,7 @@ policies = [
             }
         );
         assert_eq!(c.on_shutdown, OnShutdown::Drop);
+        assert_eq!(c.buffer_compression, BufferCompression::Lz4);
         let types: Vec<&str> = c.policies.iter().map(|p| p.kind.type_name()).collect();
         assert_eq!(
             types,
@@ -1470,6 +1501,7 @@ threshold = "2s"
         assert_eq!(policies.len(), 2);
         assert_eq!(c.decision_wait, Duration::from_secs(30));
         assert_eq!(c.on_shutdown, OnShutdown::Decide);
+        assert_eq!(c.buffer_compression, BufferCompression::None);
     }
 
     #[test]
@@ -1477,6 +1509,7 @@ threshold = "2s"
         let text = r#"[processors.tail_sampling]
 decision_wait = "0s"
 on_shutdown = "flush"
+buffer_compression = "zstd"
 [[processors.tail_sampling.policies]]
 name = "a"
 type = "magic"
@@ -1528,19 +1561,20 @@ type = "span_count"
             err(text),
             "shardtel.toml:2: processors.tail_sampling.decision_wait: 0s is too small (minimum 1ms)\n\
              shardtel.toml:3: processors.tail_sampling.on_shutdown: invalid value \"flush\" (allowed: \"decide\", \"drop\")\n\
-             shardtel.toml:6: processors.tail_sampling.policies[0].type: unknown policy type \"magic\" (allowed: always_sample, status_code, latency, string_attribute, numeric_attribute, boolean_attribute, probabilistic, rate_limiting, span_count, trace_state, and, drop, composite)\n\
-             shardtel.toml:10: processors.tail_sampling.policies[1].status_codes: invalid value \"FAILED\" (allowed: \"ERROR\", \"OK\", \"UNSET\")\n\
-             shardtel.toml:11: processors.tail_sampling.policies[2].name: missing required key (name = \"errors\")\n\
-             shardtel.toml:11: processors.tail_sampling.policies[2].threshold: missing required key (threshold = \"1s\")\n\
-             shardtel.toml:17: processors.tail_sampling.policies[3].values: invalid regex \"(unclosed\": unclosed group\n\
-             shardtel.toml:19: processors.tail_sampling.policies[3].colour: unknown key (allowed: name, type, key, values, enabled_regex_matching, invert_match, invert)\n\
-             shardtel.toml:24: processors.tail_sampling.policies[4].sampling_percentage: sampling_percentage and percent mean the same thing (set only one)\n\
-             shardtel.toml:28: processors.tail_sampling.policies[5].percent: 101 is not in the range 0 to 100\n\
-             shardtel.toml:32: processors.tail_sampling.policies[6].policies[0].type: policy type \"composite\" is not allowed inside an \"and\" policy (allowed: always_sample, status_code, latency, string_attribute, numeric_attribute, boolean_attribute, probabilistic, rate_limiting, span_count, trace_state)\n\
-             shardtel.toml:34: processors.tail_sampling.policies[7].name: policy name \"g\" is used twice in this list (names must be unique)\n\
-             shardtel.toml:40: processors.tail_sampling.policies[8].min_value: min_value (5) is greater than max_value (1)\n\
-             shardtel.toml:46: processors.tail_sampling.policies[9].upper_threshold: threshold (2s) is greater than upper_threshold (1s)\n\
-             shardtel.toml:47: processors.tail_sampling.policies[10]: missing required key (set at least one of min_spans, max_spans)"
+             shardtel.toml:4: processors.tail_sampling.buffer_compression: invalid value \"zstd\" (allowed: \"none\", \"lz4\")\n\
+             shardtel.toml:7: processors.tail_sampling.policies[0].type: unknown policy type \"magic\" (allowed: always_sample, status_code, latency, string_attribute, numeric_attribute, boolean_attribute, probabilistic, rate_limiting, span_count, trace_state, and, drop, composite)\n\
+             shardtel.toml:11: processors.tail_sampling.policies[1].status_codes: invalid value \"FAILED\" (allowed: \"ERROR\", \"OK\", \"UNSET\")\n\
+             shardtel.toml:12: processors.tail_sampling.policies[2].name: missing required key (name = \"errors\")\n\
+             shardtel.toml:12: processors.tail_sampling.policies[2].threshold: missing required key (threshold = \"1s\")\n\
+             shardtel.toml:18: processors.tail_sampling.policies[3].values: invalid regex \"(unclosed\": unclosed group\n\
+             shardtel.toml:20: processors.tail_sampling.policies[3].colour: unknown key (allowed: name, type, key, values, enabled_regex_matching, invert_match, invert)\n\
+             shardtel.toml:25: processors.tail_sampling.policies[4].sampling_percentage: sampling_percentage and percent mean the same thing (set only one)\n\
+             shardtel.toml:29: processors.tail_sampling.policies[5].percent: 101 is not in the range 0 to 100\n\
+             shardtel.toml:33: processors.tail_sampling.policies[6].policies[0].type: policy type \"composite\" is not allowed inside an \"and\" policy (allowed: always_sample, status_code, latency, string_attribute, numeric_attribute, boolean_attribute, probabilistic, rate_limiting, span_count, trace_state)\n\
+             shardtel.toml:35: processors.tail_sampling.policies[7].name: policy name \"g\" is used twice in this list (names must be unique)\n\
+             shardtel.toml:41: processors.tail_sampling.policies[8].min_value: min_value (5) is greater than max_value (1)\n\
+             shardtel.toml:47: processors.tail_sampling.policies[9].upper_threshold: threshold (2s) is greater than upper_threshold (1s)\n\
+             shardtel.toml:48: processors.tail_sampling.policies[10]: missing required key (set at least one of min_spans, max_spans)"
         );
     }
 

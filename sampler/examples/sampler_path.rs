@@ -3,7 +3,9 @@
 //! scan that every span pays on the plain path too. Instruction counts do not depend on the
 //! load of a shared machine, unlike wall time.
 //!
-//!   sampler_path MODE REQUESTS
+//!   sampler_path MODE REQUESTS [COMPRESSION]
+//!
+//! COMPRESSION is the samplers' `buffer_compression`: `none` (the default) or `lz4`.
 //!
 //! Workload (built in every mode): REQUESTS requests of 100 spans, copies of
 //! `benches/data/traces-00{0,1}.pb` whose trace ids are rewritten so that every copy holds new
@@ -37,7 +39,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use shardtel_config::{Config, ProcessorConfig, TailSamplingConfig};
+use shardtel_config::{BufferCompression, Config, ProcessorConfig, TailSamplingConfig};
 use shardtel_protocol::reframe::{encode_trace_spans, Encoded};
 use shardtel_protocol::route::owner_core;
 use shardtel_protocol::scan::{SpanBatch, TracesIndex};
@@ -81,7 +83,7 @@ fn root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..")
 }
 
-fn config() -> TailSamplingConfig {
+fn config(compression: BufferCompression) -> TailSamplingConfig {
     let policies = std::fs::read_to_string(root().join("tests/fixtures/reference-sampling.toml"))
         .expect("reading tests/fixtures/reference-sampling.toml");
     let text = format!(
@@ -107,6 +109,7 @@ exporters = [\"blackhole\"]
     // spans/s the default cache is a few bytes per buffered span; here it would be 20).
     c.decision_cache.sampled_cache_size = 1000;
     c.decision_cache.non_sampled_cache_size = 1000;
+    c.buffer_compression = compression;
     c
 }
 
@@ -138,6 +141,11 @@ fn main() {
     let mut args = std::env::args().skip(1);
     let mode = args.next().unwrap_or_else(|| "sample".into());
     let requests: usize = args.next().map_or(6000, |n| n.parse().expect("REQUESTS"));
+    let compression = match args.next().as_deref() {
+        None | Some("none") => BufferCompression::None,
+        Some("lz4") => BufferCompression::Lz4,
+        Some(other) => panic!("COMPRESSION: none or lz4, not {other}"),
+    };
     assert!(
         ["none", "scan", "route", "sample"].contains(&mode.as_str()),
         "mode: none, scan, route or sample"
@@ -185,7 +193,7 @@ fn main() {
     };
     let mut spans = 0usize;
 
-    let config = config();
+    let config = config(compression);
     let mut samplers: Vec<Sampler> = (0..CORES)
         .map(|core| Sampler::new(&config, CoreShare { core, cores: CORES }).expect("config"))
         .collect();
@@ -272,6 +280,29 @@ fn main() {
             peak_rss.saturating_sub(idle_rss) as f64 / buffered.max(1) as f64,
             peak_rss.saturating_sub(idle_rss) as f64 / wire.max(1) as f64,
         );
+        if compression != BufferCompression::None {
+            let sum = |f: fn(&shardtel_sampler::SamplerStats) -> u64| -> u64 {
+                samplers.iter().map(|s| f(s.stats())).sum()
+            };
+            let (cin, cout, cns) = (
+                sum(|s| s.compression_in_bytes),
+                sum(|s| s.compression_out_bytes),
+                sum(|s| s.compression_nanos),
+            );
+            let (dn, dbytes, dns, hits) = (
+                sum(|s| s.decompressions),
+                sum(|s| s.decompressed_bytes),
+                sum(|s| s.decompression_nanos),
+                sum(|s| s.decompression_cache_hits),
+            );
+            println!(
+                "compression batches {} in {cin} out {cout} ratio {:.3} ns_per_span {:.0} decompressions {dn} bytes {dbytes} ns_per_kept_span {:.0} cache_hits {hits}",
+                sum(|s| s.compressed_batches),
+                cout as f64 / cin.max(1) as f64,
+                cns as f64 / spans.max(1) as f64,
+                dns as f64 / kept.max(1) as f64,
+            );
+        }
     } else {
         println!("mode {mode} spans {spans} kept {kept} scanned {scanned}");
     }

@@ -22,16 +22,80 @@ const TAG_SPANS: u8 = 2 << 3 | 2;
 /// `k` of the result. The buffer is laid out as the re-framing encoder reads it (header fields,
 /// then each span as a `spans` field), and every vector is allocated to its exact size.
 pub(crate) fn compact(batch: &SpanBatch, live: &[u32]) -> SpanBatch {
+    let (resources, scopes, headers, bytes) = sizes(batch, live);
+    let mut out = BytesMut::with_capacity(bytes);
+    let mut index = TracesIndex {
+        resources: Vec::with_capacity(resources),
+        scopes: Vec::with_capacity(scopes),
+        spans: Vec::with_capacity(live.len()),
+        headers: Vec::with_capacity(headers),
+        rewrites: Default::default(),
+    };
+    write(batch, live, &mut out, &mut index);
+    debug_assert_eq!(out.len(), bytes);
+    // The copy keeps what the original buffer's data depends on (with durability on: the
+    // request's ingest-log frame, which must not be released while these spans are only in
+    // memory), but not the original buffer itself.
+    let buf = match &batch.release_token {
+        Some(token) => shardtel_protocol::scan::keep_alive(out.freeze(), token.clone()),
+        None => out.freeze(),
+    };
+    SpanBatch {
+        buf,
+        index,
+        release_token: batch.release_token.clone(),
+    }
+}
+
+/// Like [`compact`], but the copy goes to `out` (cleared first, reused between batches) and
+/// the index keeps every span's position: span `i` of `batch` is span `i` of the result, and a
+/// span not in `live` keeps its trace id with an empty range (no byte of it is copied; nothing
+/// may read it). So references to the batch's spans stay valid without being rewritten. Every
+/// vector of the index is allocated to its exact size.
+pub(crate) fn compact_in_place(batch: &SpanBatch, live: &[u32], out: &mut Vec<u8>) -> TracesIndex {
+    let (resources, scopes, headers, bytes) = sizes(batch, live);
+    out.clear();
+    out.reserve(bytes);
+    let mut index = TracesIndex {
+        resources: Vec::with_capacity(resources),
+        scopes: Vec::with_capacity(scopes),
+        spans: Vec::with_capacity(live.len()),
+        headers: Vec::with_capacity(headers),
+        rewrites: Default::default(),
+    };
+    write(batch, live, out, &mut index);
+    debug_assert_eq!(out.len(), bytes);
+    let copied = std::mem::take(&mut index.spans);
+    let mut copied = copied.into_iter().peekable();
+    let mut live = live.iter().peekable();
+    let mut spans = Vec::with_capacity(batch.index.spans.len());
+    for (i, e) in batch.index.spans.iter().enumerate() {
+        if live.next_if_eq(&&(i as u32)).is_some() {
+            spans.push(copied.next().expect("one copied span per live span"));
+        } else {
+            // After the copied span before it, so that `scope` stays non-decreasing.
+            let scope = spans.last().map_or(0, |s: &SpanEntry| s.scope);
+            spans.push(SpanEntry {
+                scope,
+                range: 0..0,
+                trace_id: e.trace_id,
+            });
+        }
+    }
+    index.spans = spans;
+    index
+}
+
+/// (resources, scopes, header ranges, bytes) of the copy of spans `live` of `batch`.
+fn sizes(batch: &SpanBatch, live: &[u32]) -> (usize, usize, usize, usize) {
     debug_assert!(live.windows(2).all(|w| w[0] < w[1]));
     let old = &batch.index;
-    let buf = &batch.buf;
     let header_bytes = |h: &Range<u32>| -> usize {
         old.headers[h.start as usize..h.end as usize]
             .iter()
             .map(|r| (r.end - r.start) as usize)
             .sum()
     };
-    // Sizes first, for exact allocations.
     let (mut resources, mut scopes, mut headers, mut bytes) = (0, 0, 0, 0usize);
     walk(old, live, |resource, scope, i, _| {
         if let Some((r, entry)) = resource {
@@ -54,15 +118,18 @@ pub(crate) fn compact(batch: &SpanBatch, live: &[u32]) -> SpanBatch {
         scopes += usize::from(scope.is_some());
         bytes += span_field_len(batch.span(i as usize).len() as u64) as usize;
     });
-    let mut out = BytesMut::with_capacity(bytes);
-    let mut index = TracesIndex {
-        resources: Vec::with_capacity(resources),
-        scopes: Vec::with_capacity(scopes),
-        spans: Vec::with_capacity(live.len()),
-        headers: Vec::with_capacity(headers),
-        rewrites: Default::default(),
-    };
-    let copy_headers = |h: &Range<u32>, out: &mut BytesMut, new: &mut Vec<Range<u32>>| {
+    (resources, scopes, headers, bytes)
+}
+
+/// Appends spans `live` of `batch` to `out`, laid out as the re-framing encoder reads them
+/// (header fields, then each span as a `spans` field), and their entries to `index`.
+fn write<B>(batch: &SpanBatch, live: &[u32], out: &mut B, index: &mut TracesIndex)
+where
+    B: BufMut + std::ops::Deref<Target = [u8]>,
+{
+    let old = &batch.index;
+    let buf = &batch.buf;
+    let copy_headers = |h: &Range<u32>, out: &mut B, new: &mut Vec<Range<u32>>| {
         let first = new.len() as u32;
         for r in &old.headers[h.start as usize..h.end as usize] {
             let at = out.len() as u32;
@@ -81,12 +148,12 @@ pub(crate) fn compact(batch: &SpanBatch, live: &[u32]) -> SpanBatch {
                     index.headers.push(at..out.len() as u32);
                     index.headers.len() as u32 - 1..index.headers.len() as u32
                 }
-                None => copy_headers(&entry.headers, &mut out, &mut index.headers),
+                None => copy_headers(&entry.headers, out, &mut index.headers),
             };
             index.resources.push(ResourceEntry { headers });
         }
         if let Some(s) = scope {
-            let headers = copy_headers(&s.headers, &mut out, &mut index.headers);
+            let headers = copy_headers(&s.headers, out, &mut index.headers);
             index.scopes.push(ScopeEntry {
                 resource: index.resources.len() as u32 - 1,
                 headers,
@@ -109,19 +176,6 @@ pub(crate) fn compact(batch: &SpanBatch, live: &[u32]) -> SpanBatch {
             trace_id: span.trace_id,
         });
     });
-    debug_assert_eq!(out.len(), bytes);
-    // The copy keeps what the original buffer's data depends on (with durability on: the
-    // request's ingest-log frame, which must not be released while these spans are only in
-    // memory), but not the original buffer itself.
-    let buf = match &batch.release_token {
-        Some(token) => shardtel_protocol::scan::keep_alive(out.freeze(), token.clone()),
-        None => out.freeze(),
-    };
-    SpanBatch {
-        buf,
-        index,
-        release_token: batch.release_token.clone(),
-    }
 }
 
 /// Visits spans `live` of `index` in order, each with the resource and the scope it opens (the

@@ -12,8 +12,8 @@
 //!
 //! - **Zero copy.** A buffered span is a `(batch slot, span index)` pair pointing into the
 //!   request buffer it arrived in (an `Rc<SpanBatch>`, stored once per batch). Kept spans are
-//!   returned the same way, ready for `reframe::encode_trace_spans`. The one exception is the
-//!   compaction of stragglers (below).
+//!   returned the same way, ready for `reframe::encode_trace_spans`. The exceptions are the
+//!   compaction of stragglers (below) and, when configured, compressed buffers (below).
 //! - **Trace table.** Per pending trace: first/last arrival, root arrival, span count
 //!   and bytes, earliest start and latest end, status codes seen, and one bit per span predicate
 //!   policy, all updated as spans arrive (see [`policy`]), so a decision reads only the summary.
@@ -63,6 +63,15 @@
 //! is the sampler's only copy of span bytes; it frees at least four times what it copies, and
 //! is counted (`compactions`, `compacted_spans`, `compacted_bytes`).
 //!
+//! **Compressed buffers** (`buffer_compression = "lz4"`, see `compress`). At the end of
+//! [`Sampler::add`], the batch's spans still buffered on this core are copied (as a compaction
+//! lays them out, at the same span positions) into one LZ4 block and the request buffer is
+//! released. Such a batch is charged its block exactly, with no share and no floor, plus its
+//! index; decisions never decompress (every policy reads the trace table's summary, built as
+//! spans arrive), and kept spans are decompressed for export through a small bounded cache of
+//! decompressed blocks (not charged, like the decision cache). Counted in
+//! `compressed_batches`, `compression_*`, `decompress*`.
+//!
 //! While a batch is being added the charge may exceed the bound by that batch (it is already
 //! in memory); when `add` returns it is within the bound again. The decision cache (about 60
 //! bytes per id) and the slab of the trace table (about 170 bytes × `max_traces_per_core`) are
@@ -102,6 +111,7 @@
 mod cache;
 pub mod capacity;
 mod compact;
+mod compress;
 pub mod policy;
 mod span_fields;
 mod stats;
@@ -116,13 +126,14 @@ use std::collections::VecDeque;
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
-use shardtel_config::{OnShutdown, PolicyConfig, TailSamplingConfig};
+use shardtel_config::{BufferCompression, OnShutdown, PolicyConfig, TailSamplingConfig};
 use shardtel_protocol::scan::SpanBatch;
 use shardtel_protocol::TraceId;
 
 use cache::DecisionCache;
+use compress::{Compressor, DecompressedCache};
 use policy::{Facts, Policies, Vote};
-use table::{span_list_capacity, trace_cost, BatchSlots, SpanRef, TraceTable};
+use table::{span_list_capacity, trace_cost, BatchSlots, Held, SpanRef, TraceTable};
 
 pub use policy::{probabilistic_hash, MAX_SPAN_PREDICATES};
 pub use stats::{PolicyStats, SamplerStats};
@@ -332,6 +343,14 @@ pub struct Sampler {
     sparse: VecDeque<(u32, u64, u64)>,
     votes: Vec<Vote>,
     resource_bits: Vec<u64>,
+    /// `buffer_compression`, as of the last configuration (applies to batches added after it).
+    compression: BufferCompression,
+    compressor: Compressor,
+    decompressed: DecompressedCache,
+    /// Which spans of the batch being added are buffered (with compression on).
+    adding_live: Vec<bool>,
+    /// Scratch: their indices.
+    live_scratch: Vec<u32>,
 }
 
 impl Sampler {
@@ -358,6 +377,11 @@ impl Sampler {
             sparse: VecDeque::new(),
             votes: Vec::new(),
             resource_bits: Vec::new(),
+            compression: config.buffer_compression,
+            compressor: Compressor::default(),
+            decompressed: DecompressedCache::default(),
+            adding_live: Vec::new(),
+            live_scratch: Vec::new(),
         })
     }
 
@@ -385,12 +409,15 @@ impl Sampler {
     ///   policies are dropped once their last trace is decided (at most `decision_wait` later).
     ///   Per-policy counters carry over by policy name.
     /// - The decision cache (its sizes) is kept as it is.
+    /// - `buffer_compression` applies to the batches added after the reload; batches already
+    ///   held stay as they are.
     pub fn reconfigure(
         &mut self,
         config: &TailSamplingConfig,
         share: CoreShare,
     ) -> Result<(), SamplerError> {
         let limits = Limits::of(config);
+        self.compression = config.buffer_compression;
         if config.policies == self.policy_config {
             self.limits = limits;
             return Ok(());
@@ -509,6 +536,11 @@ impl Sampler {
         let batch = Rc::new(batch);
         let slot = self.slots.insert(Rc::clone(&batch));
         self.pinned = Some(slot);
+        let compress = self.compression == BufferCompression::Lz4;
+        if compress {
+            self.adding_live.clear();
+            self.adding_live.resize(batch.index.spans.len(), false);
+        }
         self.stats.buffered_batches = self.slots.len() as u64;
         let mut resource_bits = std::mem::take(&mut self.resource_bits);
         self.policies.resource_bits(&batch, &mut resource_bits);
@@ -584,6 +616,11 @@ impl Sampler {
             }
         }
         self.resource_bits = resource_bits;
+        drop(batch);
+        if compress && self.slots.get(slot).refs > 0 {
+            self.compress_slot(slot);
+        }
+        self.adding_live.clear();
         while self.stats.buffered_bytes > self.limits.max_bytes {
             let Some(oldest) = self.table.oldest() else {
                 break;
@@ -592,8 +629,7 @@ impl Sampler {
         }
         self.pinned = None;
         if self.slots.get(slot).refs == 0 {
-            self.slots.remove(slot);
-            self.stats.buffered_batches = self.slots.len() as u64;
+            self.remove_slot(slot);
         } else {
             self.mark_if_sparse(slot);
         }
@@ -645,7 +681,17 @@ impl Sampler {
     /// Copies the spans still buffered from batch `slot` into a batch of their own and points
     /// their traces at it; the old batch is released.
     fn compact(&mut self, slot: u32) {
-        let old = Rc::clone(&self.slots.get(slot).batch);
+        let old = match &self.slots.get(slot).held {
+            Held::Plain(batch) => Rc::clone(batch),
+            Held::Compressed(c) => {
+                let started = Instant::now();
+                let batch = c.decompress();
+                self.stats.decompressions += 1;
+                self.stats.decompressed_bytes += c.plain_len();
+                self.stats.decompression_nanos += nanos(started.elapsed());
+                Rc::new(batch)
+            }
+        };
         let refs = self.slots.get(slot).refs;
         // The pending traces with spans in this batch, and those spans.
         let mut traces: Vec<u32> = Vec::new();
@@ -677,7 +723,13 @@ impl Sampler {
         let small = compact::compact(&old, &live);
         drop(old);
         let bytes = small.buf.len() as u64;
-        let new = self.slots.insert(Rc::new(small));
+        let new = if self.compression == BufferCompression::Lz4 {
+            let all: Vec<u32> = (0..refs).collect();
+            let c = self.compress_counted(&small, &all);
+            self.slots.insert_compressed(c)
+        } else {
+            self.slots.insert(Rc::new(small))
+        };
         self.slots.get_mut(new).refs = refs;
         for &t in &traces {
             for r in &mut self.table.get_mut(t).spans {
@@ -693,8 +745,7 @@ impl Sampler {
         b.refs = 0;
         let charge = b.cost.charge();
         self.refund(charge);
-        self.slots.remove(slot);
-        self.stats.buffered_batches = self.slots.len() as u64;
+        self.remove_slot(slot);
         self.stats.compactions += 1;
         self.stats.compacted_spans += u64::from(refs);
         self.stats.compacted_bytes += bytes;
@@ -812,6 +863,9 @@ impl Sampler {
         if new_cap != old_cap {
             self.charge(trace_cost(len + 1) - trace_cost(len));
         }
+        if self.pinned == Some(slot) && !self.adding_live.is_empty() {
+            self.adding_live[span as usize] = true;
+        }
         let batch = self.slots.get_mut(slot);
         batch.refs += 1;
         if batch.refs == 1 {
@@ -876,13 +930,16 @@ impl Sampler {
     /// Drops a removed trace's references to its batches and its charge.
     fn release(&mut self, trace: &table::Trace) {
         for r in &trace.spans {
+            if self.pinned == Some(r.slot) && !self.adding_live.is_empty() {
+                self.adding_live[r.span as usize] = false;
+            }
             let batch = self.slots.get_mut(r.slot);
             batch.refs -= 1;
             if batch.refs == 0 {
                 let cost = batch.cost.charge();
                 self.refund(cost);
                 if self.pinned != Some(r.slot) {
-                    self.slots.remove(r.slot);
+                    self.remove_slot(r.slot);
                 }
             } else if self.pinned != Some(r.slot) {
                 self.mark_if_sparse(r.slot);
@@ -902,12 +959,88 @@ impl Sampler {
         if batch.kept_call != call {
             batch.kept_call = call;
             batch.kept_at = out.len();
+            let spans = match &batch.held {
+                Held::Plain(b) => Rc::clone(b),
+                Held::Compressed(c) => match self.decompressed.get(slot, batch.serial) {
+                    Some(b) => {
+                        self.stats.decompression_cache_hits += 1;
+                        b
+                    }
+                    None => {
+                        let started = Instant::now();
+                        let b = Rc::new(c.decompress());
+                        self.stats.decompressions += 1;
+                        self.stats.decompressed_bytes += c.plain_len();
+                        self.stats.decompression_nanos += nanos(started.elapsed());
+                        self.decompressed.insert(slot, batch.serial, Rc::clone(&b));
+                        self.stats.decompressed_cached_bytes = self.decompressed.bytes();
+                        b
+                    }
+                },
+            };
             out.push(Kept {
-                batch: Rc::clone(&batch.batch),
+                batch: spans,
                 spans: Vec::new(),
             });
         }
         out[batch.kept_at].spans.push(span);
+    }
+
+    /// Releases batch slot `slot` (no span of it is buffered any more), with its decompressed
+    /// block if the cache holds it.
+    fn remove_slot(&mut self, slot: u32) {
+        if let Held::Compressed(c) = &self.slots.get(slot).held {
+            self.stats.compressed_held_bytes -= c.cost().buf;
+            self.stats.compressed_held_plain_bytes -= c.plain_len();
+            self.decompressed.forget(slot);
+            self.stats.decompressed_cached_bytes = self.decompressed.bytes();
+        }
+        self.slots.remove(slot);
+        self.stats.buffered_batches = self.slots.len() as u64;
+    }
+
+    /// Replaces the batch being added (slot `slot`) by a compressed copy of its spans that are
+    /// still buffered, and charges the copy instead of the request buffer's share. Span
+    /// positions do not change, so the trace table is left as it is.
+    fn compress_slot(&mut self, slot: u32) {
+        let mut live = std::mem::take(&mut self.live_scratch);
+        live.clear();
+        live.extend(
+            self.adding_live
+                .iter()
+                .enumerate()
+                .filter(|(_, l)| **l)
+                .map(|(i, _)| i as u32),
+        );
+        let b = self.slots.get(slot);
+        debug_assert_eq!(live.len(), b.refs as usize);
+        let Held::Plain(batch) = &b.held else {
+            unreachable!("a batch being added is not compressed yet")
+        };
+        let batch = Rc::clone(batch);
+        let c = self.compress_counted(&batch, &live);
+        drop(batch);
+        self.live_scratch = live;
+        let cost = c.cost();
+        let b = self.slots.get_mut(slot);
+        let old = b.cost.charge();
+        b.held = Held::Compressed(Box::new(c));
+        b.cost = cost;
+        self.refund(old);
+        self.charge(cost.charge());
+    }
+
+    /// Compresses spans `live` of `batch`, counted in the statistics.
+    fn compress_counted(&mut self, batch: &SpanBatch, live: &[u32]) -> compress::CompressedBatch {
+        let started = Instant::now();
+        let c = self.compressor.compress(batch, live);
+        self.stats.compression_nanos += nanos(started.elapsed());
+        self.stats.compressed_batches += 1;
+        self.stats.compression_in_bytes += c.plain_len();
+        self.stats.compression_out_bytes += c.cost().buf;
+        self.stats.compressed_held_bytes += c.cost().buf;
+        self.stats.compressed_held_plain_bytes += c.plain_len();
+        c
     }
 
     /// Sorts the span lists this call produced (several traces and late spans may interleave).
@@ -925,6 +1058,7 @@ impl Sampler {
 mod tests {
     use super::testing::{batch, batch_of, config, kv, policy, span, trace_id, ResourceSpec};
     use super::*;
+    use shardtel_config::BufferCompression;
     use shardtel_config::{PolicyKind, StatusCode};
     use shardtel_protocol::proto::common::v1::any_value::Value;
     use shardtel_protocol::scan::SpanBatch;
@@ -1422,6 +1556,201 @@ mod tests {
         assert_eq!(body.as_ref(), Some(&straggler));
         let st = s.stats();
         assert_eq!((st.buffered_bytes, st.buffered_batches), (0, 0));
+    }
+
+    fn lz4(mut cfg: TailSamplingConfig) -> TailSamplingConfig {
+        cfg.buffer_compression = BufferCompression::Lz4;
+        cfg
+    }
+
+    /// The re-framed bytes of every `Kept`, in output order.
+    fn encoded(out: &[Kept]) -> Vec<Vec<u8>> {
+        out.iter()
+            .map(|k| {
+                let mut enc = shardtel_protocol::reframe::Encoded::default();
+                shardtel_protocol::reframe::encode_trace_spans(&k.batch, &k.spans, &mut enc);
+                enc.chunks.iter().flat_map(|c| c.iter().copied()).collect()
+            })
+            .collect()
+    }
+
+    #[test]
+    fn compression_charges_the_block_exactly_and_releases_the_request_buffer() {
+        let res = |name: &str| ResourceSpec {
+            attrs: vec![kv("service.name", Value::StringValue(name.into()))],
+        };
+        // Trace 1 is decided at once (its single span is over max_bytes_per_trace), trace 3's
+        // span is late (cached): neither is in the block.
+        let mut cfg = lz4(errors());
+        cfg.max_bytes_per_trace = 2000;
+        let mut s = Sampler::new(&cfg, CoreShare::SINGLE).unwrap();
+        let t0 = Instant::now();
+        let mut out = Vec::new();
+        s.add(batch(vec![span(3, 1).status(2)]), t0, &mut out);
+        s.tick(t0 + secs(30), &mut out);
+        out.clear();
+        let request = batch_of(&[
+            (res("a"), vec![span(1, 1).pad(2500), span(2, 1).pad(300)]),
+            (res("b"), vec![span(3, 2), span(4, 1).pad(200), span(4, 2)]),
+        ]);
+        let watch = request.buf.clone();
+        let expected = {
+            let live = [1, 3, 4];
+            let copy = compact::compact(&request, &live);
+            let block = lz4_flex::block::compress(&copy.buf).len() as u64;
+            let index = &copy.index;
+            block
+                + compress::compressed_overhead(
+                    index.resources.len(),
+                    index.scopes.len(),
+                    request.index.spans.len(),
+                    index.headers.len(),
+                )
+                + trace_cost(1)
+                + trace_cost(2)
+        };
+        s.add(request, t0 + secs(31), &mut out);
+        let st = s.stats();
+        assert_eq!(st.decided(DecisionReason::MaxBytesPerTrace), 1);
+        assert_eq!(st.late_spans_forwarded, 1);
+        assert_eq!((st.buffered_traces, st.buffered_spans), (2, 3));
+        assert_eq!(st.buffered_bytes, expected);
+        assert_eq!(st.compressed_batches, 2);
+        assert!(st.compressed_held_bytes < st.compressed_held_plain_bytes);
+        // The outputs of this call hold the request; once they are gone, only the copy is.
+        drop(out);
+        assert!(
+            watch.is_unique(),
+            "the sampler still holds the request buffer"
+        );
+        // Everything released at the end.
+        let mut out = Vec::new();
+        s.shutdown(t0 + secs(40), &mut out);
+        let st = s.stats();
+        assert_eq!(
+            (
+                st.buffered_bytes,
+                st.compressed_held_bytes,
+                st.decompressed_cached_bytes
+            ),
+            (0, 0, 0)
+        );
+    }
+
+    #[test]
+    fn compressed_and_plain_samplers_keep_the_same_bytes() {
+        // Pieces of traces over many batches and resources, decided by timer, root and bounds.
+        let mut cfg = errors();
+        cfg.policies = vec![
+            policy(
+                "errors",
+                PolicyKind::StatusCode {
+                    status_codes: vec![StatusCode::Error],
+                    invert: false,
+                },
+            ),
+            policy(
+                "vip",
+                PolicyKind::StringAttribute {
+                    key: "user.id".into(),
+                    values: vec!["vip".into()],
+                    enabled_regex_matching: false,
+                    invert: false,
+                },
+            ),
+        ];
+        cfg.decision_wait = secs(10);
+        cfg.decision_wait_after_root = Some(secs(2));
+        cfg.max_traces_per_core = 4;
+        let mut plain = Sampler::new(&cfg, CoreShare::SINGLE).unwrap();
+        let mut packed = Sampler::new(&lz4(cfg), CoreShare::SINGLE).unwrap();
+        let t0 = Instant::now();
+        let res = |n: u64| ResourceSpec {
+            attrs: vec![kv(
+                "service.name",
+                Value::StringValue(format!("svc-{}", n % 3)),
+            )],
+        };
+        let (mut a, mut b) = (Vec::new(), Vec::new());
+        let mut kept = 0;
+        for step in 0..60u64 {
+            let mut groups = Vec::new();
+            for g in 0..3 {
+                let spans = (0..4)
+                    .map(|k| {
+                        let trace = step * 2 + k % 3;
+                        let mut sp = span(trace, step * 100 + g * 10 + k).pad((k * 37) as usize);
+                        if trace % 7 == 0 && k == 1 {
+                            sp = sp.status(2);
+                        }
+                        if trace % 5 == 0 {
+                            sp = sp.with_attrs(vec![("user.id", Value::StringValue("vip".into()))]);
+                        }
+                        if k == 3 && step % 2 == 0 {
+                            sp = sp.root();
+                        }
+                        sp
+                    })
+                    .collect();
+                groups.push((res(step + g), spans));
+            }
+            let now = t0 + Duration::from_millis(step * 700);
+            a.clear();
+            b.clear();
+            plain.add(batch_of(&groups), now, &mut a);
+            packed.add(batch_of(&groups), now, &mut b);
+            plain.tick(now, &mut a);
+            packed.tick(now, &mut b);
+            assert_eq!(encoded(&a), encoded(&b), "step {step}");
+            kept += kept_ids(&a).len();
+        }
+        a.clear();
+        b.clear();
+        plain.shutdown(t0 + secs(100), &mut a);
+        packed.shutdown(t0 + secs(100), &mut b);
+        assert_eq!(encoded(&a), encoded(&b));
+        kept += kept_ids(&a).len();
+        assert!(kept > 100, "{kept}");
+        let (p, c) = (plain.stats(), packed.stats());
+        assert_eq!(
+            (p.traces_sampled, p.spans_sampled, p.decided_early()),
+            (c.traces_sampled, c.spans_sampled, c.decided_early())
+        );
+        assert!(c.decided_early() > 0);
+        assert!(c.decompressions > 0 && c.decompression_cache_hits > 0);
+    }
+
+    #[test]
+    fn the_decompressed_block_cache_is_bounded() {
+        // 30 batches, each of 10 root spans (kept 1 s later) and a straggler that stays
+        // buffered: every block is decompressed once and stays held; the cache keeps only the
+        // most recent few.
+        let mut cfg = lz4(errors());
+        cfg.policies = vec![policy("all", PolicyKind::AlwaysSample)];
+        cfg.decision_wait_after_root = Some(secs(1));
+        let mut s = Sampler::new(&cfg, CoreShare::SINGLE).unwrap();
+        let t0 = Instant::now();
+        let mut out = Vec::new();
+        for b in 0..30u64 {
+            let mut spans: Vec<_> = (0..10)
+                .map(|k| span(b * 100 + k, 1).root().pad(50_000))
+                .collect();
+            spans.push(span(b * 100 + 99, 1));
+            s.add(batch(spans), t0, &mut out);
+        }
+        s.tick(t0 + secs(1), &mut out);
+        assert_eq!(out.len(), 30);
+        let st = s.stats();
+        assert_eq!(st.decompressions, 30);
+        assert_eq!((st.buffered_batches, st.buffered_spans), (30, 30));
+        // About 500 KB per block: the byte bound (4 MiB) holds the last 8 at most.
+        let cache = &s.decompressed;
+        assert!(cache.len() > 0 && cache.len() <= compress::DecompressedCache::MAX_BLOCKS);
+        assert!(cache.bytes() <= compress::DecompressedCache::MAX_BYTES);
+        assert_eq!(st.decompressed_cached_bytes, cache.bytes());
+        // Released with their slots.
+        s.shutdown(t0 + secs(60), &mut out);
+        assert_eq!((s.decompressed.len(), s.stats().buffered_bytes), (0, 0));
     }
 
     #[test]

@@ -11,14 +11,18 @@ use std::time::{Duration, Instant};
 
 use proptest::prelude::*;
 use shardtel_config::{
-    DecisionCacheConfig, OnShutdown, Percentage, PolicyKind, StatusCode, TailSamplingConfig,
+    BufferCompression, DecisionCacheConfig, OnShutdown, Percentage, PolicyKind, StatusCode,
+    TailSamplingConfig,
 };
 use shardtel_protocol::proto::common::v1::any_value::Value;
 use shardtel_protocol::TraceId;
 
+use super::compact::compact;
+use super::compress::compressed_overhead;
 use super::table::{batch_cost, batch_overhead, span_field_len, trace_cost, BatchCost};
 use super::testing::{batch_of, kv, policy, span, trace_id, ResourceSpec, SpanSpec};
 use super::{probabilistic_hash, CoreShare, DecisionReason, Kept, Sampler};
+use shardtel_protocol::scan::SpanBatch;
 
 const MS: u64 = 1_000_000;
 const RATE: u64 = 3;
@@ -56,6 +60,8 @@ struct Setup {
     wait_ms: u64,
     after_root_ms: Option<u64>,
     drop_on_shutdown: bool,
+    /// `buffer_compression = "lz4"` (set by the test, not drawn).
+    compress: bool,
 }
 
 fn span_gen() -> impl Strategy<Value = SpanGen> {
@@ -131,6 +137,7 @@ fn setup() -> impl Strategy<Value = Setup> {
                 wait_ms,
                 after_root_ms,
                 drop_on_shutdown,
+                compress: false,
             },
         )
 }
@@ -248,6 +255,11 @@ fn sampler_config(s: &Setup) -> TailSamplingConfig {
     } else {
         OnShutdown::Decide
     };
+    c.buffer_compression = if s.compress {
+        BufferCompression::Lz4
+    } else {
+        BufferCompression::None
+    };
     c
 }
 
@@ -346,6 +358,29 @@ struct ModelBatch {
     cost: BatchCost,
     places: Vec<SpanPlace>,
     queued: bool,
+    /// With compression: the batch's spans uncompressed (the request as received, or the
+    /// spans a compaction copied).
+    plain: Option<SpanBatch>,
+}
+
+/// The cost of holding `plain`'s `spans` spans compressed, written out from the rule in
+/// `CompressedBatch::cost`'s docs: the LZ4 block of the straggler compaction's layout of the
+/// spans exactly, plus an index with `index_spans` span entries (the batch's whole index when
+/// compressed as it is added) and `plain`'s resources, scopes and header ranges.
+fn lz4_cost(plain: &SpanBatch, spans: u32, index_spans: usize) -> BatchCost {
+    let block = lz4_flex::block::compress(&plain.buf).len() as u64;
+    BatchCost {
+        buf: block,
+        own: block,
+        own_spans_bytes: block,
+        own_spans: spans,
+        overhead: compressed_overhead(
+            plain.index.resources.len(),
+            plain.index.scopes.len(),
+            index_spans,
+            plain.index.headers.len(),
+        ),
+    }
 }
 
 impl ModelBatch {
@@ -467,6 +502,7 @@ impl Model {
     }
 
     fn add(&mut self, spans: Vec<ModelSpan>) {
+        let added = spans.first().map(|s| s.batch);
         self.catch_up();
         for span in spans {
             self.counts.spans_received += 1;
@@ -517,11 +553,33 @@ impl Model {
                 self.decide(seq, DecisionReason::MaxBytesPerTrace);
             }
         }
+        if let (true, Some(b)) = (self.setup.compress, added) {
+            self.compress_added(b);
+        }
         while self.bytes() > self.setup.max_bytes && !self.pending.is_empty() {
             let oldest = *self.pending.keys().next().unwrap();
             self.decide(oldest, DecisionReason::MaxBufferedBytes);
         }
         self.mark_sparse();
+    }
+
+    /// The batch just added (`b`) is held compressed: its buffered spans, at their positions.
+    fn compress_added(&mut self, b: usize) {
+        let mut live: Vec<u32> = self
+            .pending
+            .values()
+            .flat_map(|t| &t.spans)
+            .filter(|s| s.batch == b)
+            .map(|s| s.index)
+            .collect();
+        if live.is_empty() {
+            return;
+        }
+        live.sort();
+        let batch = &mut self.batches[b];
+        let plain = batch.plain.as_ref().expect("plain batch with compression");
+        let copy = compact(plain, &live);
+        batch.cost = lz4_cost(&copy, live.len() as u32, plain.index.spans.len());
     }
 
     /// The earliest deadline: timer of the first-arrived trace, or root_done of the trace
@@ -622,16 +680,26 @@ impl Model {
             s.batch = new;
             s.index = i as u32;
         }
-        self.batches.push(ModelBatch {
-            cost: BatchCost {
+        let (cost, plain) = if self.setup.compress {
+            let old = self.batches[b].plain.as_ref().expect("plain batch");
+            let indices: Vec<u32> = live.iter().map(|l| l.0).collect();
+            let copy = compact(old, &indices);
+            (lz4_cost(&copy, live.len() as u32, live.len()), Some(copy))
+        } else {
+            let cost = BatchCost {
                 buf,
                 own: buf,
                 own_spans_bytes: spans_bytes,
                 own_spans: live.len() as u32,
                 overhead: batch_overhead(resources, scopes, live.len(), headers),
-            },
+            };
+            (cost, None)
+        };
+        self.batches.push(ModelBatch {
+            cost,
             places,
             queued: false,
+            plain,
         });
         self.counts.compactions += 1;
         self.counts.compacted_spans += live.len() as u64;
@@ -835,6 +903,7 @@ fn run(setup: &Setup, ops: &[Op]) -> Result<Trail, TestCaseError> {
                     cost: batch_cost(&batch),
                     places: places(&batch),
                     queued: false,
+                    plain: setup.compress.then(|| batch.clone()),
                 });
                 let model_spans = order
                     .into_iter()
@@ -936,6 +1005,28 @@ proptest! {
         let second = run(&setup, &ops)?;
         prop_assert_eq!(first, second);
     }
+
+    /// The same with `buffer_compression = "lz4"`: the same spans kept, the same counts, and
+    /// the charge of the compressed blocks exact.
+    #[test]
+    fn sampler_with_compression_agrees_with_the_reference_model(
+        setup in setup(),
+        ops in prop::collection::vec(op(), 1..60),
+    ) {
+        let setup = Setup { compress: true, ..setup };
+        let first = run(&setup, &ops)?;
+        let second = run(&setup, &ops)?;
+        prop_assert_eq!(&first, &second);
+        // Compression changes where spans are held, never which are kept.
+        let plain = run(&Setup { compress: false, ..setup }, &ops)?;
+        let sorted = |t: &Trail| -> Vec<Vec<u64>> {
+            t.iter().map(|ids| { let mut ids = ids.clone(); ids.sort_unstable(); ids }).collect()
+        };
+        // (Bounds decide by the charge, which compression changes: only unbounded runs.)
+        if setup.max_bytes == 1 << 40 {
+            prop_assert_eq!(sorted(&first), sorted(&plain));
+        }
+    }
 }
 
 /// The random runs do reach compactions and early decisions (not only the happy path).
@@ -944,9 +1035,17 @@ fn model_runs_cover_compaction_and_bounds() {
     use proptest::strategy::ValueTree;
     let mut runner = proptest::test_runner::TestRunner::deterministic();
     let strategy = (setup(), prop::collection::vec(op(), 1..60));
-    for _ in 0..200 {
+    for n in 0..200 {
         let (setup, ops) = strategy.new_tree(&mut runner).unwrap().current();
-        run(&setup, &ops).unwrap();
+        // Every other run with compression.
+        run(
+            &Setup {
+                compress: n % 2 == 1,
+                ..setup
+            },
+            &ops,
+        )
+        .unwrap();
     }
     COVERAGE.with(|c| {
         let c = c.borrow();

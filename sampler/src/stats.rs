@@ -88,6 +88,29 @@ pub struct SamplerStats {
     pub compacted_spans: u64,
     /// Bytes of the buffers they made (the bytes copied).
     pub compacted_bytes: u64,
+    /// Batches compressed (`buffer_compression = "lz4"`): one per added batch with buffered
+    /// spans, one per compaction.
+    pub compressed_batches: u64,
+    /// Bytes they held before compression (spans and their resource and scope headers).
+    pub compression_in_bytes: u64,
+    /// Bytes of the compressed blocks made.
+    pub compression_out_bytes: u64,
+    /// Time spent copying and compressing them, in nanoseconds.
+    pub compression_nanos: u64,
+    /// Compressed blocks held now.
+    pub compressed_held_bytes: u64,
+    /// Their size uncompressed.
+    pub compressed_held_plain_bytes: u64,
+    /// Blocks decompressed (to export kept spans, or to compact), not counting cache hits.
+    pub decompressions: u64,
+    /// Bytes they gave.
+    pub decompressed_bytes: u64,
+    /// Time spent decompressing, in nanoseconds.
+    pub decompression_nanos: u64,
+    /// Kept spans exported from an already decompressed block.
+    pub decompression_cache_hits: u64,
+    /// Bytes of decompressed blocks kept for the next decisions (bounded, not charged).
+    pub decompressed_cached_bytes: u64,
 }
 
 impl SamplerStats {
@@ -137,6 +160,17 @@ impl SamplerStats {
             compactions: 0,
             compacted_spans: 0,
             compacted_bytes: 0,
+            compressed_batches: 0,
+            compression_in_bytes: 0,
+            compression_out_bytes: 0,
+            compression_nanos: 0,
+            compressed_held_bytes: 0,
+            compressed_held_plain_bytes: 0,
+            decompressions: 0,
+            decompressed_bytes: 0,
+            decompression_nanos: 0,
+            decompression_cache_hits: 0,
+            decompressed_cached_bytes: 0,
         }
     }
 

@@ -16,6 +16,8 @@ use shardtel_protocol::hash::TraceIdHashBuilder;
 use shardtel_protocol::scan::{ResourceEntry, ScopeEntry, SpanBatch, SpanEntry, TracesIndex};
 use shardtel_protocol::TraceId;
 
+use super::compress::CompressedBatch;
+
 /// No slab entry.
 pub(crate) const NIL: u32 = u32::MAX;
 
@@ -193,10 +195,19 @@ pub(crate) fn batch_overhead(resources: usize, scopes: usize, spans: usize, head
     (index + fixed) as u64
 }
 
+/// How a retained batch holds its spans.
+#[derive(Debug)]
+pub(crate) enum Held {
+    /// In the request buffer, shared (with other cores, and with [`super::Kept`] values).
+    Plain(Rc<SpanBatch>),
+    /// As one LZ4 block of this core's own (`buffer_compression = "lz4"`).
+    Compressed(Box<CompressedBatch>),
+}
+
 /// A retained batch.
 #[derive(Debug)]
 pub(crate) struct BatchSlot {
-    pub(crate) batch: Rc<SpanBatch>,
+    pub(crate) held: Held,
     /// Buffered spans pointing into this batch.
     pub(crate) refs: u32,
     /// What [`batch_cost`] said; `cost.charge()` is charged while `refs > 0`.
@@ -223,9 +234,19 @@ pub(crate) struct BatchSlots {
 impl BatchSlots {
     pub(crate) fn insert(&mut self, batch: Rc<SpanBatch>) -> u32 {
         let cost = batch_cost(&batch);
+        self.insert_held(Held::Plain(batch), cost)
+    }
+
+    /// Inserts a compressed batch, at [`CompressedBatch::cost`].
+    pub(crate) fn insert_compressed(&mut self, batch: CompressedBatch) -> u32 {
+        let cost = batch.cost();
+        self.insert_held(Held::Compressed(Box::new(batch)), cost)
+    }
+
+    fn insert_held(&mut self, held: Held, cost: BatchCost) -> u32 {
         self.serial += 1;
         let slot = BatchSlot {
-            batch,
+            held,
             refs: 0,
             cost,
             serial: self.serial,

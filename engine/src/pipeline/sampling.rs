@@ -283,13 +283,21 @@ type SamplerColumn = (
 /// | `shardtel_sampler_compactions_total` | counter | |
 /// | `shardtel_sampler_compacted_spans_total` | counter | |
 /// | `shardtel_sampler_compacted_bytes_total` | counter | |
+/// | `shardtel_sampler_compressed_batches_total` | counter | |
+/// | `shardtel_sampler_compression_bytes_total` | counter | `stage` = `in` / `out` |
+/// | `shardtel_sampler_compression_seconds_total` | counter | |
+/// | `shardtel_sampler_compressed_bytes` | gauge | `stage` = `compressed` / `uncompressed` |
+/// | `shardtel_sampler_decompressions_total` | counter | `cache` = `miss` / `hit` |
+/// | `shardtel_sampler_decompressed_bytes_total` | counter | |
+/// | `shardtel_sampler_decompression_seconds_total` | counter | |
+/// | `shardtel_sampler_decompressed_cache_bytes` | gauge | |
 impl Families for SamplerStats {
     fn families(cores: &[(usize, &Self)], out: &mut Exposition) {
         if cores.is_empty() {
             return;
         }
         use MetricType::{Counter, Gauge};
-        let columns: [SamplerColumn; 17] = [
+        let columns: [SamplerColumn; 23] = [
             (
                 "shardtel_sampler_spans_received_total",
                 Counter,
@@ -414,6 +422,53 @@ impl Families for SamplerStats {
                 "",
                 |s| vec![("", s.compacted_bytes)],
             ),
+            (
+                "shardtel_sampler_compressed_batches_total",
+                Counter,
+                "Batches whose buffered spans were compressed (buffer_compression = \"lz4\").",
+                "",
+                |s| vec![("", s.compressed_batches)],
+            ),
+            (
+                "shardtel_sampler_compression_bytes_total",
+                Counter,
+                "Bytes compressed: the spans and headers copied (in) and the blocks made (out).",
+                "stage",
+                |s| vec![("in", s.compression_in_bytes), ("out", s.compression_out_bytes)],
+            ),
+            (
+                "shardtel_sampler_compressed_bytes",
+                Gauge,
+                "Compressed blocks held now, and their size uncompressed.",
+                "stage",
+                |s| {
+                    vec![
+                        ("compressed", s.compressed_held_bytes),
+                        ("uncompressed", s.compressed_held_plain_bytes),
+                    ]
+                },
+            ),
+            (
+                "shardtel_sampler_decompressions_total",
+                Counter,
+                "Blocks decompressed to export kept spans (miss) or found already decompressed in the cache (hit).",
+                "cache",
+                |s| vec![("miss", s.decompressions), ("hit", s.decompression_cache_hits)],
+            ),
+            (
+                "shardtel_sampler_decompressed_bytes_total",
+                Counter,
+                "Bytes decompressed.",
+                "",
+                |s| vec![("", s.decompressed_bytes)],
+            ),
+            (
+                "shardtel_sampler_decompressed_cache_bytes",
+                Gauge,
+                "Bytes of decompressed blocks kept for the next decisions (bounded, not charged).",
+                "",
+                |s| vec![("", s.decompressed_cached_bytes)],
+            ),
         ];
         for (name, kind, help, label, values) in columns {
             let family = out.family(name, kind, help);
@@ -425,6 +480,23 @@ impl Families for SamplerStats {
                         family.sample(&[("core", core), (label, &value)], n);
                     }
                 }
+            }
+        }
+        for (name, help, nanos) in [
+            (
+                "shardtel_sampler_compression_seconds_total",
+                "Time spent copying and compressing buffered spans.",
+                (|s| s.compression_nanos) as fn(&SamplerStats) -> u64,
+            ),
+            (
+                "shardtel_sampler_decompression_seconds_total",
+                "Time spent decompressing blocks of kept spans.",
+                |s| s.decompression_nanos,
+            ),
+        ] {
+            let family = out.counter(name, help);
+            for (core, s) in cores {
+                family.sample(&[("core", core)], nanos(s) as f64 / 1e9);
             }
         }
         let votes = out.counter(

@@ -3,7 +3,8 @@
 //! VIP trace is kept, the probabilistic share of the rest is within bounds,
 //! and a second run with the same input makes the same decisions. Then the
 //! same through shardtel-loadgen's traces (split over requests and gRPC
-//! connections), checked by its `--verify --sampled`.
+//! connections), checked by its `--verify --sampled`. Both also with the
+//! buffered spans held compressed (`buffer_compression = "lz4"`).
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -18,12 +19,15 @@ const TRACES: u64 = 400;
 const SPANS: u64 = 6;
 
 /// The reference policy (tests/fixtures/reference-sampling.toml: errors, slower than 1 s, user
-/// `vip`, 10 % of the rest), deciding 1 s after a trace's first span.
-fn sampling_collector() -> Shardtel {
+/// `vip`, 10 % of the rest), deciding 1 s after a trace's first span, with `buffer_compression`
+/// `compression`.
+fn sampling_collector(compression: &'static str) -> Shardtel {
     Shardtel::start_config(|c| {
         c.processor(
             "tail_sampling",
-            TailSampling::reference().decision_wait(secs(1)),
+            TailSampling::reference()
+                .decision_wait(secs(1))
+                .buffer_compression(compression),
         )
         .file_exporters()
         .traces(Pipeline::otlp_to(&["file_traces"]).processors(&["tail_sampling"]))
@@ -85,8 +89,8 @@ fn arrived(st: &Shardtel) -> BTreeMap<u64, BTreeSet<Vec<u8>>> {
     out
 }
 
-fn run_once() -> BTreeSet<u64> {
-    let mut st = sampling_collector();
+fn run_once(compression: &'static str) -> BTreeSet<u64> {
+    let mut st = sampling_collector(compression);
     send_all(&st);
     // decision_wait is 1 s: every trace is decided within a few seconds
     let must = (0..TRACES).filter(|&t| kind(t) != 3).count();
@@ -100,6 +104,7 @@ fn run_once() -> BTreeSet<u64> {
         st.log()
     );
     std::thread::sleep(std::time::Duration::from_secs(2));
+    assert_compressed_as_configured(&st, compression);
     assert_eq!(st.stop(), 0);
     let got = arrived(&st);
     for (t, spans) in &got {
@@ -125,19 +130,49 @@ fn run_once() -> BTreeSet<u64> {
     got.keys().copied().collect()
 }
 
+/// With `"lz4"`, batches were compressed and kept spans decompressed; with `"none"`, nothing.
+fn assert_compressed_as_configured(st: &Shardtel, compression: &str) {
+    let compressed = st.metric_sum("shardtel_sampler_compressed_batches_total", "");
+    let decompressed = st.metric_sum("shardtel_sampler_decompressions_total", "cache=\"miss\"");
+    if compression == "lz4" {
+        assert!(
+            compressed > 0 && decompressed > 0,
+            "lz4: {compressed} batches compressed, {decompressed} decompressed:\n{}",
+            st.metrics()
+        );
+    } else {
+        assert_eq!((compressed, decompressed), (0, 0));
+    }
+}
+
 #[test]
 fn tail_sampling_keeps_whole_traces_deterministically() {
-    let first = run_once();
-    let second = run_once();
+    let first = run_once("none");
+    let second = run_once("none");
     assert_eq!(
         first, second,
         "decisions differ between two runs with the same input"
     );
 }
 
+/// Compression changes where buffered spans are held, never which traces are kept.
+#[test]
+fn compressed_buffers_keep_the_same_whole_traces() {
+    assert_eq!(run_once("lz4"), run_once("none"));
+}
+
 #[test]
 fn loadgen_traces_split_over_connections_are_kept_whole() {
-    let st = sampling_collector();
+    loadgen_traces_kept_whole("none");
+}
+
+#[test]
+fn loadgen_traces_in_compressed_buffers_are_kept_whole() {
+    loadgen_traces_kept_whole("lz4");
+}
+
+fn loadgen_traces_kept_whole(compression: &'static str) {
+    let st = sampling_collector(compression);
     let glob = format!("{}/traces*.jsonl*", st.out().display());
     let out = std::process::Command::new(loadgen_bin())
         .args(["-p", "grpc", "-e", &st.grpc_url(), "--rate", "20000"])
@@ -162,6 +197,7 @@ fn loadgen_traces_split_over_connections_are_kept_whole() {
         "no decisions of both kinds:\n{}",
         st.metrics()
     );
+    assert_compressed_as_configured(&st, compression);
 }
 
 /// At start, the process checks the sampler's bounds and the ingest log's size against

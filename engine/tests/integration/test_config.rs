@@ -562,6 +562,8 @@ pub struct TailSampling {
     /// `decision_cache = { sampled_cache_size, non_sampled_cache_size }`, both this size.
     pub decision_cache: Option<u64>,
     pub on_shutdown: Option<OnShutdown>,
+    /// `buffer_compression` (`"none"` or `"lz4"`).
+    pub buffer_compression: Option<&'static str>,
     pub policies: Vec<Policy>,
 }
 
@@ -580,6 +582,7 @@ impl TailSampling {
             max_buffered_bytes_per_core: None,
             decision_cache: None,
             on_shutdown: None,
+            buffer_compression: None,
             policies,
         }
     }
@@ -649,6 +652,11 @@ impl TailSampling {
         self.on_shutdown = Some(on_shutdown);
         self
     }
+
+    pub fn buffer_compression(mut self, compression: &'static str) -> Self {
+        self.buffer_compression = Some(compression);
+        self
+    }
 }
 
 impl From<TailSampling> for Component {
@@ -672,6 +680,9 @@ impl From<TailSampling> for Component {
                 OnShutdown::Drop => "drop",
             };
             c = c.set("on_shutdown", name);
+        }
+        if let Some(compression) = s.buffer_compression {
+            c = c.set("buffer_compression", compression);
         }
         c.set(
             "policies",

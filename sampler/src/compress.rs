@@ -1,0 +1,258 @@
+//! Buffer compression (`buffer_compression = "lz4"`): a batch's buffered spans held as one LZ4
+//! block on the owner core instead of inside their request buffer.
+//!
+//! At the end of [`super::Sampler::add`], the spans of the batch that this core still buffers
+//! (and their resource and scope header fields) are copied as `compact` lays them out and
+//! compressed into a [`CompressedBatch`]; the core's reference to the request buffer is then
+//! dropped. The index keeps every span's position (`compact::compact_in_place`), so the trace
+//! table's `(slot, span)` references stay as they are, and decisions, which read only the trace
+//! table's summaries, never decompress. Exporting a kept trace decompresses the blocks its spans
+//! are in, through a small [`DecompressedCache`]: the traces of one batch are decided at about
+//! the same time, so a block is usually decompressed once.
+
+use std::mem::size_of;
+use std::ops::Range;
+use std::rc::Rc;
+
+use shardtel_protocol::scan::{
+    keep_alive, ReleaseToken, ResourceEntry, ScopeEntry, SpanBatch, SpanEntry, TracesIndex,
+};
+
+use super::compact;
+use super::table::{BatchCost, BatchSlot};
+
+/// A batch's buffered spans as one LZ4 block, with the index of the uncompressed bytes.
+#[derive(Debug)]
+pub(crate) struct CompressedBatch {
+    /// Positions in the uncompressed bytes; one entry per span of the batch it was made from
+    /// (spans not buffered then have an empty range).
+    index: TracesIndex,
+    /// The LZ4 block, allocated to its exact size.
+    block: Box<[u8]>,
+    plain_len: u32,
+    /// Spans the block holds.
+    spans: u32,
+    release_token: Option<ReleaseToken>,
+}
+
+impl CompressedBatch {
+    /// What holding it costs: the block exactly (no share, no floor: the block is this core's
+    /// alone), the index, this value (boxed) and the slot.
+    pub(crate) fn cost(&self) -> BatchCost {
+        let block = self.block.len() as u64;
+        BatchCost {
+            buf: block,
+            own: block,
+            own_spans_bytes: block,
+            own_spans: self.spans,
+            overhead: compressed_overhead(
+                self.index.resources.capacity(),
+                self.index.scopes.capacity(),
+                self.index.spans.capacity(),
+                self.index.headers.capacity(),
+            ),
+        }
+    }
+
+    /// Bytes before compression.
+    pub(crate) fn plain_len(&self) -> u64 {
+        u64::from(self.plain_len)
+    }
+
+    /// The spans, uncompressed: a batch with the same span positions, holding the release token.
+    pub(crate) fn decompress(&self) -> SpanBatch {
+        let plain = lz4_flex::block::decompress(&self.block, self.plain_len as usize)
+            .expect("a block this sampler compressed decompresses");
+        debug_assert_eq!(plain.len(), self.plain_len as usize);
+        let buf = bytes::Bytes::from(plain);
+        let buf = match &self.release_token {
+            Some(token) => keep_alive(buf, token.clone()),
+            None => buf,
+        };
+        SpanBatch {
+            buf,
+            index: self.index.clone(),
+            release_token: self.release_token.clone(),
+        }
+    }
+}
+
+/// Bytes of a compressed batch besides its block: index vectors with room for that many
+/// resources, scopes, spans and header ranges, the boxed [`CompressedBatch`] and the slot.
+pub(crate) fn compressed_overhead(
+    resources: usize,
+    scopes: usize,
+    spans: usize,
+    headers: usize,
+) -> u64 {
+    let index = resources * size_of::<ResourceEntry>()
+        + scopes * size_of::<ScopeEntry>()
+        + spans * size_of::<SpanEntry>()
+        + headers * size_of::<Range<u32>>();
+    (index + size_of::<CompressedBatch>() + size_of::<BatchSlot>()) as u64
+}
+
+/// Compresses batches, reusing its scratch buffers (no allocation but the block and the index).
+#[derive(Debug, Default)]
+pub(crate) struct Compressor {
+    plain: Vec<u8>,
+    out: Vec<u8>,
+}
+
+impl Compressor {
+    /// Spans `live` (ascending) of `batch` as a compressed batch; span `i` of `batch` is span
+    /// `i` of [`CompressedBatch::decompress`].
+    pub(crate) fn compress(&mut self, batch: &SpanBatch, live: &[u32]) -> CompressedBatch {
+        let index = compact::compact_in_place(batch, live, &mut self.plain);
+        self.out.resize(
+            lz4_flex::block::get_maximum_output_size(self.plain.len()),
+            0,
+        );
+        let n = lz4_flex::block::compress_into(&self.plain, &mut self.out)
+            .expect("the output has room for the worst case");
+        CompressedBatch {
+            index,
+            block: Box::from(&self.out[..n]),
+            plain_len: self.plain.len() as u32,
+            spans: live.len() as u32,
+            release_token: batch.release_token.clone(),
+        }
+    }
+}
+
+/// Decompressed blocks kept for the next decisions, most recently used first: at most
+/// [`DecompressedCache::MAX_BLOCKS`] blocks and [`DecompressedCache::MAX_BYTES`] bytes (a block
+/// larger than that is not kept). Not charged against `max_buffered_bytes_per_core`, like the
+/// decision cache: bounded by its own limits.
+#[derive(Debug, Default)]
+pub(crate) struct DecompressedCache {
+    /// (slot, serial, batch), most recently used first.
+    blocks: Vec<(u32, u64, Rc<SpanBatch>)>,
+    bytes: u64,
+}
+
+impl DecompressedCache {
+    /// Most blocks kept.
+    pub(crate) const MAX_BLOCKS: usize = 8;
+    /// Most uncompressed bytes kept.
+    pub(crate) const MAX_BYTES: u64 = 4 << 20;
+
+    /// The block of slot `slot` (inserted as `serial`), if kept; it becomes the most recent.
+    pub(crate) fn get(&mut self, slot: u32, serial: u64) -> Option<Rc<SpanBatch>> {
+        let at = self
+            .blocks
+            .iter()
+            .position(|(s, n, _)| *s == slot && *n == serial)?;
+        let entry = self.blocks.remove(at);
+        let batch = Rc::clone(&entry.2);
+        self.blocks.insert(0, entry);
+        Some(batch)
+    }
+
+    /// Keeps `batch` as the most recent, dropping the least recent beyond the bounds.
+    pub(crate) fn insert(&mut self, slot: u32, serial: u64, batch: Rc<SpanBatch>) {
+        let len = batch.buf.len() as u64;
+        if len > Self::MAX_BYTES {
+            return;
+        }
+        self.bytes += len;
+        self.blocks.insert(0, (slot, serial, batch));
+        while self.blocks.len() > Self::MAX_BLOCKS || self.bytes > Self::MAX_BYTES {
+            let (_, _, old) = self.blocks.pop().expect("over the bounds means not empty");
+            self.bytes -= old.buf.len() as u64;
+        }
+    }
+
+    /// Drops the block of slot `slot`, if kept (the slot was released).
+    pub(crate) fn forget(&mut self, slot: u32) {
+        if let Some(at) = self.blocks.iter().position(|(s, _, _)| *s == slot) {
+            let (_, _, old) = self.blocks.remove(at);
+            self.bytes -= old.buf.len() as u64;
+        }
+    }
+
+    /// Blocks kept now.
+    #[cfg(test)]
+    pub(crate) fn len(&self) -> usize {
+        self.blocks.len()
+    }
+
+    /// Uncompressed bytes kept now.
+    pub(crate) fn bytes(&self) -> u64 {
+        self.bytes
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::testing::{batch_of, kv, span, ResourceSpec};
+    use shardtel_protocol::proto::common::v1::any_value::Value;
+
+    #[test]
+    fn a_block_decompresses_to_its_spans_at_their_positions() {
+        let res = |name: &str| ResourceSpec {
+            attrs: vec![kv("service.name", Value::StringValue(name.into()))],
+        };
+        let batch = batch_of(&[
+            (res("a"), vec![span(1, 1), span(2, 1).pad(300)]),
+            (res("b"), vec![span(3, 1), span(4, 1).pad(100)]),
+        ]);
+        let token: ReleaseToken = std::sync::Arc::new(());
+        let watch = std::sync::Arc::downgrade(&token);
+        let mut batch = batch;
+        batch.release_token = Some(token);
+        let live = [1, 3];
+        let c = Compressor::default().compress(&batch, &live);
+        assert_eq!(c.spans, 2);
+        let plain = c.decompress();
+        assert_eq!(plain.index.spans.len(), 4);
+        for &i in &live {
+            assert_eq!(plain.span_body(i as usize), batch.span_body(i as usize));
+        }
+        // The same bytes as the straggler compaction of those spans.
+        assert_eq!(plain.buf, compact::compact(&batch, &live).buf);
+        assert_eq!(c.cost().buf, c.block.len() as u64);
+        // The release token lives as long as the block or anything decompressed from it.
+        drop(batch);
+        drop(c);
+        assert!(watch.upgrade().is_some());
+        drop(plain);
+        assert!(watch.upgrade().is_none());
+    }
+
+    #[test]
+    fn the_cache_keeps_the_most_recent_blocks_within_its_bounds() {
+        let block = |n: usize| {
+            Rc::new(batch_of(&[(
+                ResourceSpec::default(),
+                vec![span(1, 1).pad(n)],
+            )]))
+        };
+        let mut cache = DecompressedCache::default();
+        for slot in 0..20 {
+            cache.insert(slot, 1, block(100));
+        }
+        assert_eq!(cache.len(), DecompressedCache::MAX_BLOCKS);
+        assert!(cache.get(19, 1).is_some() && cache.get(0, 1).is_none());
+        // A use makes a block the most recent: it outlives the others.
+        assert!(cache.get(12, 1).is_some());
+        for slot in 20..27 {
+            cache.insert(slot, 1, block(100));
+        }
+        assert!(cache.get(12, 1).is_some() && cache.get(13, 1).is_none());
+        // Another serial in the same slot is another block.
+        assert!(cache.get(12, 2).is_none());
+        // The byte bound.
+        cache.insert(30, 1, block(3 << 20));
+        cache.insert(31, 1, block(3 << 20));
+        assert!(cache.bytes() <= DecompressedCache::MAX_BYTES);
+        assert!(cache.get(30, 1).is_none() && cache.get(31, 1).is_some());
+        cache.insert(32, 1, block(5 << 20));
+        assert!(cache.get(32, 1).is_none());
+        cache.forget(31);
+        assert!(cache.get(31, 1).is_none());
+        let left: u64 = cache.blocks.iter().map(|b| b.2.buf.len() as u64).sum();
+        assert_eq!(cache.bytes(), left);
+    }
+}
