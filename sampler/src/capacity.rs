@@ -12,11 +12,13 @@
 //! [`DERIVED_SPANS_PER_SECOND_PER_CORE`] × cores. Sizes per span are assumptions stated here
 //! (and in docs/tail-sampling.md): [`ASSUMED_WIRE_BYTES_PER_SPAN`] on the wire (loadgen's
 //! default spans: 8 attributes, about 400 bytes), charged at [`ASSUMED_CHARGE_PER_WIRE_BYTE`]
-//! times that plus [`ASSUMED_CHARGE_PER_SPAN`], in traces of [`ASSUMED_SPANS_PER_TRACE`].
+//! times that plus [`ASSUMED_CHARGE_PER_SPAN`] (with `buffer_compression = "lz4"`,
+//! [`ASSUMED_LZ4_CHARGE_PER_WIRE_BYTE`] and [`ASSUMED_LZ4_CHARGE_PER_SPAN`]), in traces of
+//! [`ASSUMED_SPANS_PER_TRACE`].
 
 use std::time::Duration;
 
-use shardtel_config::TailSamplingConfig;
+use shardtel_config::{BufferCompression, TailSamplingConfig};
 
 /// Spans/s one core takes with tail sampling when no rate is configured: about what the
 /// 2-core reference machine acknowledged at zero loss with the reference policies (1M spans/s
@@ -71,9 +73,27 @@ impl Rate {
     }
 }
 
-/// Charged bytes per buffered span assumed.
-pub fn assumed_charge_per_span() -> u64 {
-    ASSUMED_WIRE_BYTES_PER_SPAN * ASSUMED_CHARGE_PER_WIRE_BYTE / 100 + ASSUMED_CHARGE_PER_SPAN
+/// Charge per wire byte of a buffered span in an LZ4 block (`buffer_compression = "lz4"`), in
+/// hundredths: its copy with its share of the resource and scope headers, compressed (the
+/// loadgen-shaped spans of `sampler_path` compress to about 0.25 of that copy, 0.27 of their
+/// wire size).
+pub const ASSUMED_LZ4_CHARGE_PER_WIRE_BYTE: u64 = 30;
+/// Charge per buffered span in an LZ4 block on top of its bytes: its index entry in the block
+/// and its share of the trace entry and span list.
+pub const ASSUMED_LZ4_CHARGE_PER_SPAN: u64 = 65;
+
+/// Charged bytes per buffered span assumed, for `config`'s `buffer_compression`.
+pub fn assumed_charge_per_span(config: &TailSamplingConfig) -> u64 {
+    match config.buffer_compression {
+        BufferCompression::None => {
+            ASSUMED_WIRE_BYTES_PER_SPAN * ASSUMED_CHARGE_PER_WIRE_BYTE / 100
+                + ASSUMED_CHARGE_PER_SPAN
+        }
+        BufferCompression::Lz4 => {
+            ASSUMED_WIRE_BYTES_PER_SPAN * ASSUMED_LZ4_CHARGE_PER_WIRE_BYTE / 100
+                + ASSUMED_LZ4_CHARGE_PER_SPAN
+        }
+    }
 }
 
 /// The bounds that cannot hold `decision_wait` at `rate` on `cores` cores: the sampler's
@@ -103,7 +123,7 @@ pub fn check(
     bound(
         "tail_sampling.max_buffered_bytes_per_core",
         config.max_buffered_bytes_per_core,
-        assumed_charge_per_span(),
+        assumed_charge_per_span(config),
         1,
     );
     bound(
@@ -171,8 +191,26 @@ mod tests {
             spans_per_second: 1_000_000,
             derived: false,
         };
-        assert_eq!(assumed_charge_per_span(), 500);
+        assert_eq!(assumed_charge_per_span(&bench_config()), 500);
         assert_eq!(check(&bench_config(), 2, rate, Some(4 << 30)), vec![]);
+    }
+
+    #[test]
+    fn compressed_buffers_are_assumed_to_hold_more_spans() {
+        // 185 bytes per span in LZ4 blocks: 2 GiB per core holds 10 s of 1.16M spans/s, where
+        // uncompressed (500 bytes) it holds 429K.
+        let mut c = bench_config();
+        c.max_buffered_bytes_per_core = 2 << 30;
+        let rate = Rate {
+            spans_per_second: 2_000_000,
+            derived: false,
+        };
+        let short = check(&c, 2, rate, None);
+        assert_eq!(short.len(), 1, "{short:?}");
+        assert_eq!(short[0].holds_spans_per_second_per_core, 429_496);
+        c.buffer_compression = BufferCompression::Lz4;
+        assert_eq!(assumed_charge_per_span(&c), 185);
+        assert_eq!(check(&c, 2, rate, None), vec![]);
     }
 
     #[test]

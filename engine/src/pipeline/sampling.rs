@@ -47,7 +47,7 @@ pub fn check_capacity(config: &Config, cores: usize) -> Vec<String> {
                 "tail sampling {name:?}: at {} spans/s ({source}), decision_wait = {:?} needs more than the bounds hold ({} assumed bytes per buffered span, {} on the wire, {} spans per trace): {s}; beyond that, traces are decided early or receivers refuse",
                 rate.spans_per_second,
                 t.decision_wait,
-                capacity::assumed_charge_per_span(),
+                capacity::assumed_charge_per_span(t),
                 capacity::ASSUMED_WIRE_BYTES_PER_SPAN,
                 capacity::ASSUMED_SPANS_PER_TRACE,
             );
