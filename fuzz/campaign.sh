@@ -80,16 +80,16 @@ for t in "${targets[@]}"; do
     -artifact_prefix="artifacts/$t/" -print_final_stats=1 >"$log" 2>&1
   status=$?
   secs=$(( $(date +%s) - start ))
-  execs=$(grep -Eo 'stat::number_of_executed_units: *[0-9]+' "$log" | grep -Eo '[0-9]+$' | tail -1)
-  rate=$(grep -Eo 'stat::average_exec_per_sec: *[0-9]+' "$log" | grep -Eo '[0-9]+$' | tail -1)
-  cov=$(grep -Eo 'cov: [0-9]+' "$log" | tail -1 | grep -Eo '[0-9]+')
+  execs=$(grep -aEo 'stat::number_of_executed_units: *[0-9]+' "$log" | grep -Eo '[0-9]+$' | tail -1)
+  rate=$(grep -aEo 'stat::average_exec_per_sec: *[0-9]+' "$log" | grep -Eo '[0-9]+$' | tail -1)
+  cov=$(grep -aEo 'cov: [0-9]+' "$log" | tail -1 | grep -Eo '[0-9]+')
   corpus=$(find "corpus/$t" -type f | wc -l)
   found=$(find "artifacts/$t" -type f | wc -l)
   if [ "$status" -eq 0 ] && [ "$found" -eq 0 ]; then
     findings="none"
   else
     failed=1
-    findings="exit $status; $(grep -m1 -E 'panicked at|ERROR: libFuzzer' "$log" | cut -c1-120); inputs: artifacts/$t/"
+    findings="exit $status; $(grep -a -m1 -E 'panicked at|ERROR: libFuzzer' "$log" | cut -c1-120); inputs: artifacts/$t/"
   fi
   printf '%-16s %12s execs %6ss  %s\n' "$t" "${execs:-?}" "$secs" "$findings"
   if [ -z "$smoke" ]; then
