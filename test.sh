@@ -38,7 +38,7 @@ cleanup() {
 }
 trap cleanup EXIT
 
-# ---- OpenTelemetry Collector (engine/tests/integration/otelcol.rs, otelcol_kafka.rs) --------
+# ---- OpenTelemetry Collector (engine/tests/integration/otelcol{,_kafka,_processing}.rs) --
 # Built from the contrib Go modules pinned in tests/peers/otelcol/ (go.mod, go.sum, main.go) by
 # its build.sh, once per manifest, into ~/.cache/shardtel/otelcol/<hash>/ (Go's module and
 # build caches are kept as well). A cold build downloads ~600 MB of modules and costs ~270

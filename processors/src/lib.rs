@@ -468,8 +468,10 @@ impl Chain {
     }
 
     /// Runs the resource actions of every stage on `resource` (a `Resource` body): fills
-    /// `scratch.versions` / `scratch.at_stage` (the resource each stage sees: 0 is the
-    /// original, `i` is `versions[i - 1]`) and returns the final resource if it changed.
+    /// `scratch.versions` / `scratch.at_stage` (the resource each stage's items see: 0 is the
+    /// original, `i` is `versions[i - 1]`; a filter sees what the stages before it left, a
+    /// transform's item statements what its own resource statements left) and returns the
+    /// final resource if it changed.
     fn resources(&self, resource: &[u8], scratch: &mut Scratch) -> Option<Bytes> {
         let Scratch {
             attrs,
@@ -505,6 +507,10 @@ impl Chain {
                     arena.split().freeze()
                 };
                 versions.push(new);
+                // The stage's item statements run after its resource statements (as the
+                // Collector runs a resource group before the span group listed after it), so
+                // they see the resource those left.
+                *at_stage.last_mut().expect("pushed above") = versions.len();
                 continue;
             }
             let Some(actions) = stage.resource_actions() else {

@@ -949,6 +949,113 @@ mod transform {
         );
     }
 
+    /// A processor's item statements see the resource its resource statements left, as the
+    /// Collector runs a resource group before the span or log group listed after it.
+    #[test]
+    fn item_statements_see_the_resource_the_resource_statements_left() {
+        let c = transform_chain(
+            Signal::Traces,
+            &[
+                (
+                    "trace_statements",
+                    "resource",
+                    &[
+                        r#"set(attributes["tier"], "processing")"#,
+                        r#"delete_key(attributes, "host.name")"#,
+                    ],
+                ),
+                (
+                    "trace_statements",
+                    "span",
+                    &[
+                        r#"set(attributes["tier.seen"], resource.attributes["tier"])"#,
+                        r#"merge_maps(attributes, resource.attributes, "insert")"#,
+                    ],
+                ),
+            ],
+        );
+        let req = traces(
+            vec![kv("service.name", s("checkout")), kv("host.name", s("h"))],
+            vec![span("s", vec![kv("a", s("1"))])],
+        );
+        let (out, _) = run_traces(&c, &req);
+        let rs = &out.resource_spans[0];
+        assert_eq!(
+            rs.resource.as_ref().unwrap().attributes,
+            vec![
+                kv("service.name", s("checkout")),
+                kv("tier", s("processing"))
+            ]
+        );
+        assert_eq!(
+            rs.scope_spans[0].spans[0].attributes,
+            vec![
+                kv("a", s("1")),
+                kv("tier.seen", s("processing")),
+                kv("service.name", s("checkout")),
+                kv("tier", s("processing")),
+            ]
+        );
+        let c = transform_chain(
+            Signal::Logs,
+            &[
+                (
+                    "log_statements",
+                    "resource",
+                    &[r#"set(attributes["pipeline"], "logs")"#],
+                ),
+                (
+                    "log_statements",
+                    "log",
+                    &[r#"set(attributes["seen"], resource.attributes["pipeline"])"#],
+                ),
+            ],
+        );
+        let (out, _) = run_logs(&c, &logs(vec![], vec![record("r", vec![])]));
+        assert_eq!(
+            out.resource_logs[0].scope_logs[0].log_records[0].attributes,
+            vec![kv("seen", s("logs"))]
+        );
+    }
+
+    /// `replace_all_patterns(attributes, "key", ...)` never leaves two attributes with one key:
+    /// as in the Collector, the key stays where it first was and takes the last value.
+    #[test]
+    fn keys_renamed_onto_each_other_become_one_attribute() {
+        let c = transform_chain(
+            Signal::Traces,
+            &[(
+                "trace_statements",
+                "span",
+                &[r#"replace_all_patterns(attributes, "key", "^http\\.", "h.")"#],
+            )],
+        );
+        let req = traces(
+            vec![],
+            vec![
+                span(
+                    "renamed first",
+                    vec![
+                        kv("http.route", s("/a")),
+                        kv("x", V::IntValue(1)),
+                        kv("h.route", s("/pre")),
+                    ],
+                ),
+                span(
+                    "renamed last",
+                    vec![kv("h.route", s("/pre")), kv("http.route", s("/a"))],
+                ),
+            ],
+        );
+        let (out, _) = run_traces(&c, &req);
+        let spans = &out.resource_spans[0].scope_spans[0].spans;
+        assert_eq!(
+            spans[0].attributes,
+            vec![kv("h.route", s("/pre")), kv("x", V::IntValue(1))]
+        );
+        assert_eq!(spans[1].attributes, vec![kv("h.route", s("/a"))]);
+    }
+
     #[test]
     fn setting_what_is_already_there_copies_nothing() {
         let c = transform_chain(
@@ -1135,11 +1242,21 @@ mod transform {
         (
             r#"replace_all_patterns(attributes, "key", "^a$", "aa")"#,
             |sp, _| {
-                for kv in &mut sp.attributes {
+                // Into a new map, in order: a repeated key keeps its first place, the last value.
+                if find(&sp.attributes, "a").is_none() {
+                    return;
+                }
+                let mut out: Vec<KeyValue> = Vec::new();
+                for mut kv in std::mem::take(&mut sp.attributes) {
                     if kv.key == "a" {
                         kv.key = "aa".into();
                     }
+                    match find(&out, &kv.key) {
+                        Some(i) => out[i].value = kv.value,
+                        None => out.push(kv),
+                    }
                 }
+                sp.attributes = out;
             },
         ),
         (r#"rename(attributes, "b", "a")"#, |sp, _| {
@@ -1227,7 +1344,7 @@ mod transform {
 
     fn attributes() -> impl Strategy<Value = Vec<KeyValue>> {
         prop::collection::btree_map(
-            prop::sample::select(vec!["a", "b", "c", "team", "copy"]),
+            prop::sample::select(vec!["a", "aa", "b", "c", "team", "copy"]),
             value(),
             0..5,
         )

@@ -437,6 +437,9 @@ fn apply(op: &Op, item: &mut Item<'_>, resource: &[u8]) {
                     }
                 }
             }
+            if changed && *mode == PatternMode::Key {
+                merge_repeated_keys(attrs, msg);
+            }
             item.changed |= changed;
         }
         Op::MergeResource(strategy) => {
@@ -477,6 +480,24 @@ fn apply(op: &Op, item: &mut Item<'_>, resource: &[u8]) {
                 j - 1 == i || a.key(msg) != &to[..]
             });
             item.changed = true;
+        }
+    }
+}
+
+/// Keys made equal by renaming become one attribute, as in the Collector (whose
+/// `replace_all_patterns` writes each attribute into a new map in order): at the first
+/// position, with the value of the last attribute that has the key. OTLP attribute keys are
+/// unique.
+fn merge_repeated_keys(attrs: &mut Vec<Attr>, msg: &[u8]) {
+    let mut j = 1;
+    while j < attrs.len() {
+        let key = attrs[j].key(msg);
+        match attrs[..j].iter().position(|a| a.key(msg) == key) {
+            Some(i) => {
+                let later = attrs.remove(j);
+                attrs[i].set_value(later.value);
+            }
+            None => j += 1,
         }
     }
 }

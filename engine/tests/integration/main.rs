@@ -25,6 +25,7 @@ mod loki;
 mod operations;
 mod otelcol;
 mod otelcol_kafka;
+mod otelcol_processing;
 mod processors;
 mod prometheus;
 mod receive;

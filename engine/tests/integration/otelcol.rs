@@ -923,8 +923,9 @@ fn collector_otlp_http_exporter_to_shardtel() {
 // ---- the build and the configurations ------------------------------------------------------
 
 /// The Collector built from `tests/peers/otelcol/` has every component the tests and
-/// benchmarks use (the Kafka receiver and exporter included, for the Kafka interop tests),
-/// and every configuration in `configs/` is valid for it.
+/// benchmarks use (the Kafka receiver and exporter included, for the Kafka interop tests; the
+/// transform processor and the spanmetrics connector, for `otelcol_processing.rs`), and every
+/// configuration in `configs/` is valid for it.
 #[test]
 fn collector_has_its_components_and_every_config_validates() {
     let Some(bin) = otelcol_bin("collector_has_its_components_and_every_config_validates") else {
@@ -954,12 +955,20 @@ fn collector_has_its_components_and_every_config_validates() {
         ("receivers", &["otlp", "kafka"][..]),
         (
             "processors",
-            &["batch", "memory_limiter", "attributes", "tail_sampling"][..],
+            &[
+                "batch",
+                "memory_limiter",
+                "attributes",
+                "tail_sampling",
+                "transform",
+            ][..],
         ),
         (
             "exporters",
             &["otlp_grpc", "otlp_http", "file", "nop", "debug", "kafka"][..],
         ),
+        // The spanmetrics connector's type is `span_metrics` (`spanmetrics` is its old name).
+        ("connectors", &["span_metrics"][..]),
         ("extensions", &["file_storage"][..]),
     ] {
         for name in names {
