@@ -369,14 +369,20 @@ pub fn read_lines(dir: &Path, stem: &str) -> Vec<(usize, String)> {
             .and_then(|n| n.parse().ok())
             .unwrap_or(usize::MAX);
         let bytes = std::fs::read(&f).unwrap();
-        let complete = &bytes[..bytes.iter().rposition(|&b| b == b'\n').map_or(0, |i| i + 1)];
-        for line in String::from_utf8_lossy(complete).lines() {
-            if !line.trim().is_empty() {
-                out.push((core, line.to_string()));
-            }
-        }
+        out.extend(complete_lines(&bytes).into_iter().map(|line| (core, line)));
     }
     out
+}
+
+/// The non-empty lines of a file being written, leaving out a last line without its newline
+/// (still being written: the next read gets it).
+pub fn complete_lines(bytes: &[u8]) -> Vec<String> {
+    let complete = &bytes[..bytes.iter().rposition(|&b| b == b'\n').map_or(0, |i| i + 1)];
+    String::from_utf8_lossy(complete)
+        .lines()
+        .filter(|l| !l.trim().is_empty())
+        .map(str::to_string)
+        .collect()
 }
 
 /// Decoded trace requests from the file exporter output, with their core.

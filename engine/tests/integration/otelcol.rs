@@ -212,11 +212,9 @@ impl Drop for Otelcol {
 /// exporter flushes its buffer on a timer, so a last line without its newline is still being
 /// written and is left for the next read.
 pub fn read_collector_file<T: Message + Default>(dir: &Path, stem: &str, signal: Signal) -> Vec<T> {
-    let text = std::fs::read_to_string(dir.join(format!("{stem}.jsonl"))).unwrap_or_default();
-    let complete = text.rfind('\n').map_or("", |end| &text[..end]);
-    complete
-        .lines()
-        .filter(|l| !l.trim().is_empty())
+    let bytes = std::fs::read(dir.join(format!("{stem}.jsonl"))).unwrap_or_default();
+    crate::harness::complete_lines(&bytes)
+        .into_iter()
         .map(|line| {
             let pb = shardtel_protocol::json::to_protobuf(signal, line.as_bytes())
                 .unwrap_or_else(|e| panic!("the Collector wrote invalid OTLP JSON: {e}: {line}"));
