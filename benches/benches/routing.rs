@@ -10,7 +10,11 @@
 //!   split between two destination sets, two pieces per request;
 //! - `noop_transform`: statements whose conditions hold for no span (nothing is rewritten);
 //! - `routing_and_transform`: both;
-//! - `spanmetrics`: every span counted (service, name, kind, status, one dimension).
+//! - `spanmetrics`: every span counted (service, name, kind, status, one dimension);
+//! - `routing_walk`, `transform_walk`, `routing_and_transform_walk`: idle as above, but with
+//!   conditions that must be evaluated on every span (a route under `not`; a statement whose
+//!   condition's string, "GET", occurs in the spans' bytes), so no span can be skipped by the
+//!   key search.
 //!
 //! Run: `cargo bench -p shardtel-benches --bench routing`.
 #![forbid(unsafe_code)]
@@ -47,6 +51,25 @@ type = "transform"
 context = "span"
 statements = [
   'set(attributes["tier"], "gold") where name == "never-this-name"',
+  'delete_key(attributes, "absent.key")',
+]
+
+[processors.route_walk]
+type = "routing"
+default = ["a"]
+[[processors.route_walk.routes]]
+condition = 'resource.attributes["deployment.environment"] == "dev"'
+exporters = ["b"]
+[[processors.route_walk.routes]]
+condition = 'not (attributes["user.id"] != "u-0")'
+exporters = ["a", "b"]
+
+[processors.tidy_walk]
+type = "transform"
+[[processors.tidy_walk.trace_statements]]
+context = "span"
+statements = [
+  'set(attributes["tier"], "gold") where name == "GET"',
   'delete_key(attributes, "absent.key")',
 ]
 
@@ -116,11 +139,19 @@ fn bench_routing(c: &mut Criterion) {
         ("routing_and_transform", processors(&["tidy", "route"])),
         ("spanmetrics", processors(&["spanmetrics"])),
         ("routing_errors", processors(&["route_errors"])),
+        ("routing_walk", processors(&["route_walk"])),
+        ("transform_walk", processors(&["tidy_walk"])),
+        (
+            "routing_and_transform_walk",
+            processors(&["tidy_walk", "route_walk"]),
+        ),
     ];
     // The idle cases change nothing and keep every span on one route.
-    for p in &payloads {
+    for (p, both) in payloads
+        .iter()
+        .flat_map(|p| [(p, &cases[3].1), (p, &cases[8].1)])
+    {
         let mut groups = Vec::new();
-        let both = &cases[3].1;
         let mut batch = SpanBatch::scan(p.clone()).unwrap();
         assert!(
             !both

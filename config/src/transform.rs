@@ -124,6 +124,9 @@ fn lang_error(text: &str, e: LangError) -> ConfigErrorKind {
     }
 }
 
+/// At most this many routes in one routing processor.
+pub const MAX_ROUTES: usize = 64;
+
 pub(crate) fn decode_routing(d: &mut Decoder<'_>, s: &Section<'_, '_>) -> Option<RoutingConfig> {
     d.check_keys(s, RoutingConfig::KEYS);
     let default = d.string_list(s, "default").unwrap_or_default();
@@ -145,7 +148,16 @@ pub(crate) fn decode_routing(d: &mut Decoder<'_>, s: &Section<'_, '_>) -> Option
         });
         return None;
     };
-    d.value(path.clone(), value, |_| Ok(()));
+    d.value(path.clone(), value, |_| {
+        // A route is a bit of a 64-bit set while traces are routed.
+        if list.len() > MAX_ROUTES {
+            return Err(ConfigErrorKind::TooLarge {
+                value: format!("{} routes", list.len()),
+                max: format!("{MAX_ROUTES} routes"),
+            });
+        }
+        Ok(())
+    });
     let mut routes = Vec::new();
     let mut ok = true;
     for (i, element) in list.iter().enumerate() {

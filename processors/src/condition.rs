@@ -207,6 +207,77 @@ impl Condition {
         }
     }
 
+    /// Byte strings one of which occurs in an item's own bytes (a span's or a log record's
+    /// body, as the scan found it) whenever the condition holds for that item: when none of
+    /// them occurs in a batch's items, the condition holds for none of them and need not be
+    /// evaluated. `None` when no such set is known (the condition may hold for an item whose
+    /// bytes contain none of them: `attributes["k"] == nil`, `not`, resource or integer paths,
+    /// two paths compared).
+    ///
+    /// Sound because a string compared equal is the string's own bytes in the item (values are
+    /// compared byte for byte), and an attribute that compares equal, ordered, matching or true
+    /// exists, so its key's bytes are in the item. Empty strings are never witnesses (they
+    /// occur everywhere).
+    pub fn witnesses(&self) -> Option<Vec<Vec<u8>>> {
+        match self {
+            Condition::Const(false) => Some(Vec::new()),
+            Condition::Const(true) | Condition::Not(_) => None,
+            Condition::Truthy(p) => item_key(p).map(|k| vec![k]),
+            Condition::IsMatch(m) => match &(m.0).0 {
+                Operand::Path(p) => item_key(p).map(|k| vec![k]),
+                Operand::Const(_) => None,
+            },
+            Condition::Compare(c) => {
+                let (Operand2(a, b), op) = &**c;
+                let (path, value) = match (a, b) {
+                    (Operand::Path(p), Operand::Const(v))
+                    | (Operand::Const(v), Operand::Path(p)) => (p, v),
+                    _ => return None,
+                };
+                let ordered = matches!(op, CmpOp::Lt | CmpOp::Le | CmpOp::Gt | CmpOp::Ge);
+                let witness = match (op, value) {
+                    // Absent reads as nil: equal to nil, unequal to everything else.
+                    (CmpOp::Ne, _) | (CmpOp::Eq, ConstVal::Nil) => None,
+                    // A string read from the item's bytes, equal to a constant.
+                    (CmpOp::Eq, ConstVal::Str(s)) if !s.is_empty() && in_item_bytes(path) => {
+                        Some(s.as_bytes().to_vec())
+                    }
+                    _ if ordered || *op == CmpOp::Eq => item_key(path),
+                    _ => None,
+                };
+                witness.filter(|w| !w.is_empty()).map(|w| vec![w])
+            }
+            Condition::And(a, b) => match (a.witnesses(), b.witnesses()) {
+                (Some(x), Some(y)) => Some(if x.len() <= y.len() { x } else { y }),
+                (x, y) => x.or(y),
+            },
+            Condition::Or(a, b) => {
+                let mut x = a.witnesses()?;
+                x.extend(b.witnesses()?);
+                Some(x)
+            }
+        }
+    }
+
+    /// Whether every path the condition reads is a resource attribute: it has one value for
+    /// all the items of a resource.
+    pub fn reads_only_resource(&self) -> bool {
+        let path = |o: &Operand| match o {
+            Operand::Path(p) => matches!(p, Path::ResourceAttribute(_)),
+            Operand::Const(_) => true,
+        };
+        match self {
+            Condition::Const(_) => true,
+            Condition::Truthy(p) => matches!(p, Path::ResourceAttribute(_)),
+            Condition::Compare(c) => path(&(c.0).0) && path(&(c.0).1),
+            Condition::IsMatch(m) => path(&(m.0).0),
+            Condition::Not(c) => c.reads_only_resource(),
+            Condition::And(a, b) | Condition::Or(a, b) => {
+                a.reads_only_resource() && b.reads_only_resource()
+            }
+        }
+    }
+
     /// Whether the condition reads `trace.has_error`.
     pub fn uses_trace(&self) -> bool {
         match self {
@@ -224,30 +295,31 @@ impl Condition {
     }
 }
 
-/// The first attribute named `key` among the `KeyValue` fields `field` of `msg` (the item's
-/// bytes, before any change), read without copying.
-pub fn raw_attribute<'a>(msg: &'a [u8], field: u32, key: &[u8]) -> Option<AnyValueRef<'a>> {
-    let mut r = Reader::new(msg);
-    while let Some(Ok((k, v))) = r.next_field() {
-        let (true, Value::Len(b)) = (k.field == field, v) else {
-            continue;
-        };
-        let mut kr = Reader::nested(msg, b);
-        let mut found: &[u8] = &[];
-        let mut value = None;
-        while let Some(Ok((kk, vv))) = kr.next_field() {
-            match (kk.field, vv) {
-                (1, Value::Len(x)) => found = &msg[x],
-                (2, Value::Len(x)) => value = Some(x),
-                _ => {}
-            }
-        }
-        if found == key {
-            return Some(value.map_or(AnyValueRef::Empty, |x| AnyValueRef::parse(&msg[x])));
-        }
+/// The key of an attribute of the item itself (not of its resource), whose bytes are in the
+/// item's.
+fn item_key(p: &Path) -> Option<Vec<u8>> {
+    match p {
+        Path::Attribute(k) if !k.is_empty() => Some(k.as_bytes().to_vec()),
+        _ => None,
     }
-    None
 }
+
+/// Whether `p` reads a string from the item's own bytes (not its resource's or its metric's).
+fn in_item_bytes(p: &Path) -> bool {
+    match p {
+        Path::Attribute(_) | Path::Name | Path::StatusMessage | Path::Body | Path::SeverityText => {
+            true
+        }
+        Path::ResourceAttribute(_)
+        | Path::Kind
+        | Path::StatusCode
+        | Path::SeverityNumber
+        | Path::MetricName
+        | Path::TraceHasError => false,
+    }
+}
+
+pub use shardtel_protocol::span::find_attribute as raw_attribute;
 
 /// The scalar fields of a span a condition may read, in one pass.
 #[derive(Clone, Copy, Debug, Default)]
@@ -583,8 +655,10 @@ mod tests {
             Nil,
         }
 
-        const KEYS: [&str; 3] = ["a", "b", "c"];
-        const STRS: [&str; 3] = ["x", "y", "GET /a"];
+        // Keys and strings long enough not to occur by chance in other bytes of a span, so the
+        // witness check below can fail.
+        const KEYS: [&str; 3] = ["key.a", "key.b", "key.c"];
+        const STRS: [&str; 3] = ["val-x", "val-y", "GET /a"];
 
         fn any_m() -> impl Strategy<Value = M> {
             prop_oneof![
@@ -797,7 +871,21 @@ mod tests {
                 let span_bytes = span.encode_to_vec();
                 let resource_bytes = resource.encode_to_vec();
                 let fields = SpanFields::new(&span_bytes, &resource_bytes, false);
-                prop_assert_eq!(compiled.eval(&fields), model(&cond, &span, &resource), "{}", text);
+                let holds = compiled.eval(&fields);
+                prop_assert_eq!(holds, model(&cond, &span, &resource), "{}", text);
+                // What the shortcuts of routing and transform rely on: a condition that holds
+                // has one of its witnesses in the span's bytes, and one that reads only the
+                // resource holds whatever the span.
+                if let (true, Some(w)) = (holds, compiled.witnesses()) {
+                    prop_assert!(
+                        w.iter().any(|n| memchr::memmem::find(&span_bytes, n).is_some()),
+                        "{} holds without any of its witnesses {:?}", text, w
+                    );
+                }
+                if compiled.reads_only_resource() {
+                    let other = SpanFields::new(&[], &resource_bytes, false);
+                    prop_assert_eq!(compiled.eval(&other), holds, "{}", text);
+                }
             }
 
             #[test]

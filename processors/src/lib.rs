@@ -316,9 +316,19 @@ pub struct ChainOutcome {
 /// Looks for any of a few keys: one SIMD substring search per key (memchr's `memmem`; measured
 /// faster than a one-pass multi-key search such as Teddy here, whose 3-byte fingerprints match
 /// every `http.*` key of a typical span).
-struct KeySearch(Vec<Finder<'static>>);
+pub(crate) struct KeySearch(Vec<Finder<'static>>);
 
 impl KeySearch {
+    /// A search for any of `needles`.
+    pub(crate) fn new(needles: &[Vec<u8>]) -> KeySearch {
+        KeySearch(
+            needles
+                .iter()
+                .map(|n| Finder::new(n).into_owned())
+                .collect(),
+        )
+    }
+
     fn is_match(&self, haystack: &[u8]) -> bool {
         self.0.iter().any(|f| f.find(haystack).is_some())
     }
@@ -331,7 +341,11 @@ const SPAN_GAP: usize = 16;
 /// Whether any of `keys` occurs in the bytes of spans `spans` (ascending ranges in the batch's
 /// buffer, as a scan or a partition leaves them): neighbouring spans are searched as one run,
 /// so a run may also cover the few bytes between them (a false "maybe", never a miss).
-fn spans_contain(keys: &KeySearch, batch: &SpanBatch, spans: impl Iterator<Item = u32>) -> bool {
+pub(crate) fn spans_contain(
+    keys: &KeySearch,
+    batch: &SpanBatch,
+    spans: impl Iterator<Item = u32>,
+) -> bool {
     let buf = &batch.buf[..];
     let mut run: Option<(usize, usize)> = None;
     for i in spans {
@@ -360,8 +374,10 @@ pub struct Chain {
     touches_resources: bool,
     /// Some stage changes or reads resources.
     reads_resources: bool,
-    /// When every stage is an `attributes` stage on items only: every key some stage needs present to change an item, all
-    /// looked for in the spans before any is parsed; `None` when some stage may change any item.
+    /// When every stage is an `attributes` stage on items only or a `transform` whose every
+    /// statement needs some string in an item to change it ([`Transform::presence`]): all those
+    /// strings, looked for in the spans before any is parsed; `None` when some stage may change
+    /// any item.
     needed_keys: Option<KeySearch>,
     scratch: RefCell<Scratch>,
 }
@@ -431,7 +447,10 @@ impl Chain {
                 Op::Attributes {
                     actions,
                     include_resource: false,
-                } => actions.presence(),
+                } => actions.presence().map(<[_]>::to_vec),
+                Op::Transform(t) => t
+                    .presence()
+                    .map(|w| w.iter().map(|n| Finder::new(n).into_owned()).collect()),
                 _ => None,
             })
             .collect::<Option<Vec<_>>>()

@@ -31,7 +31,7 @@ use shardtel_protocol::scan::{Rewrites, SpanBatch, TracesIndex};
 use shardtel_protocol::TraceId;
 
 use crate::condition::{Condition, Fields, LogFields, PointFields, SpanFields, SpanScalars};
-use crate::{metric_name, resource_body, tied_to_origin};
+use crate::{metric_name, resource_body, spans_contain, tied_to_origin, KeySearch};
 
 /// A set of a pipeline's exporters, as bits of their positions in its `exporters` list.
 pub type ExporterSet = u64;
@@ -143,11 +143,56 @@ impl Scratch {
     }
 }
 
+/// How a route's condition is decided for the spans of a batch without evaluating it on each.
+struct RoutePlan {
+    /// Strings one of which is in a span's bytes whenever the condition holds for it
+    /// ([`Condition::witnesses`]): when none is in a batch's spans, the route matches none.
+    witnesses: Option<KeySearch>,
+    /// The condition reads resource attributes only: evaluated once per resource.
+    per_resource: bool,
+}
+
+impl RoutePlan {
+    fn of(c: &Condition) -> RoutePlan {
+        RoutePlan {
+            witnesses: c.witnesses().map(|w| KeySearch::new(&w)),
+            per_resource: c.reads_only_resource(),
+        }
+    }
+}
+
+/// What is known of some routes for the items of a batch or a resource, before evaluating
+/// their conditions on each item.
+#[derive(Clone, Copy, Default)]
+struct Known {
+    /// Routes that hold for none of the items (no witness in their bytes).
+    never: u64,
+    /// Routes that read the resource only: decided by `holds`.
+    per_resource: u64,
+    /// Of `per_resource`, those that hold for the current resource.
+    holds: u64,
+}
+
+impl Known {
+    /// Whether route `r` holds, evaluating it with `eval` only when it is not known.
+    #[inline]
+    fn holds(&self, r: usize, eval: impl FnOnce() -> bool) -> bool {
+        let bit = 1u64.checked_shl(r as u32).unwrap_or(0);
+        if self.per_resource & bit != 0 {
+            self.holds & bit != 0
+        } else {
+            self.never & bit == 0 && eval()
+        }
+    }
+}
+
 /// A routing processor compiled for one pipeline on one core.
 pub struct Router {
     name: String,
     signal: Signal,
     routes: Vec<(Condition, ExporterSet)>,
+    /// Per route: how its condition can be decided for many spans at once.
+    plans: Vec<RoutePlan>,
     default: ExporterSet,
     /// Some condition reads `trace.has_error`.
     uses_trace: bool,
@@ -204,6 +249,7 @@ impl Router {
             routes.push((Condition::compile(expr)?, set(&r.exporters)?));
         }
         let uses_trace = routes.iter().any(|(c, _)| c.uses_trace());
+        let plans = routes.iter().map(|(c, _)| RoutePlan::of(c)).collect();
         let stats = RouterStats {
             routed: (0..=routes.len()).map(|_| Cell::new(0)).collect(),
         };
@@ -212,6 +258,7 @@ impl Router {
             signal,
             default: set(&config.default)?,
             routes,
+            plans,
             uses_trace,
             stats,
             scratch: RefCell::new(Scratch::default()),
@@ -242,12 +289,44 @@ impl Router {
     }
 
     /// The route (its position; `routes.len()` for the default) of the first route whose
-    /// condition holds for `fields`.
-    fn first_match(&self, fields: &impl Fields) -> usize {
+    /// condition holds for `fields`, with what `known` says of some routes without evaluating
+    /// them.
+    fn first_match(&self, fields: &impl Fields, known: &Known) -> usize {
         self.routes
             .iter()
-            .position(|(cond, _)| cond.eval(fields))
+            .enumerate()
+            .position(|(r, (cond, _))| known.holds(r, || cond.eval(fields)))
             .unwrap_or(self.routes.len())
+    }
+
+    /// The routes that hold for no item whose bytes are in `hay` (no witness of theirs in it),
+    /// and those decided per resource.
+    fn known_in(&self, hay: Option<&[u8]>) -> Known {
+        let mut k = Known::default();
+        for (r, plan) in self.plans.iter().enumerate().take(64) {
+            if plan.per_resource {
+                k.per_resource |= 1 << r;
+            } else if let (Some(hay), Some(w)) = (hay, &plan.witnesses) {
+                if !w.is_match(hay) {
+                    k.never |= 1 << r;
+                }
+            }
+        }
+        k
+    }
+
+    /// Sets in `known` the resource-only routes that hold for the resource `resource`.
+    fn resource_routes(&self, resource: &[u8], known: &mut Known) {
+        known.holds = 0;
+        if known.per_resource == 0 {
+            return;
+        }
+        let fields = SpanFields::new(&[], resource, false);
+        for (r, (cond, _)) in self.routes.iter().enumerate().take(64) {
+            if known.per_resource & (1 << r) != 0 && cond.eval(&fields) {
+                known.holds |= 1 << r;
+            }
+        }
     }
 
     /// The exporters of route `route` (see [`Router::first_match`]).
@@ -283,17 +362,21 @@ impl Router {
         let mut guard = self.scratch.borrow_mut();
         let scratch = &mut *guard;
         scratch.groups_used = 0;
+        let mut known = self.known_in(Some(buf));
         let mut resource: (u32, &[u8]) = (u32::MAX, &[]);
         for (i, entry) in index.spans.iter().enumerate() {
             let r = index.scopes[entry.scope as usize].resource;
             if r != resource.0 {
                 resource = (r, resource_body(index, buf, r));
+                self.resource_routes(resource.1, &mut known);
             }
             let item = &buf[entry.range.start as usize..entry.range.end as usize];
             match self.signal {
-                Signal::Metrics => self.route_metric(buf, i as u32, item, resource.1, scratch),
+                Signal::Metrics => {
+                    self.route_metric(buf, i as u32, item, resource.1, &known, scratch)
+                }
                 _ => {
-                    let route = self.first_match(&LogFields::new(item, resource.1));
+                    let route = self.first_match(&LogFields::new(item, resource.1), &known);
                     bump(&self.stats.routed[route]);
                     let group = scratch.group(self.set_of(route));
                     group.items.push(i as u32);
@@ -336,19 +419,20 @@ impl Router {
         i: u32,
         metric: &[u8],
         resource: &[u8],
+        known: &Known,
         scratch: &mut Scratch,
     ) {
         let name = metric_name(metric);
         scratch.point_sets.clear();
         for_each_metric_point(metric, |p, attributes_field| {
             let fields = PointFields::new(&metric[p], attributes_field, name, resource);
-            let route = self.first_match(&fields);
+            let route = self.first_match(&fields, known);
             bump(&self.stats.routed[route]);
             scratch.point_sets.push(self.set_of(route));
         });
         let Some(&first) = scratch.point_sets.first() else {
             // No points: where a point without attributes would go (nothing to count).
-            let route = self.first_match(&PointFields::new(&[], 0, name, resource));
+            let route = self.first_match(&PointFields::new(&[], 0, name, resource), known);
             scratch.group(self.set_of(route)).items.push(i);
             return;
         };
@@ -456,6 +540,22 @@ impl Router {
         };
         let mut pos = 0;
         for part in parts {
+            // Per part: the routes that match none of its spans (no witness in their bytes),
+            // and those decided once per resource. Rewritten spans are not in the buffer, so
+            // witnesses are looked for only in a part without rewrites.
+            let pristine = part.extra.is_none() && part.batch.index.rewrites.is_empty();
+            let mut known = self.known_in(None);
+            if pristine {
+                for (r, plan) in self.plans.iter().enumerate().take(64) {
+                    if let (false, Some(w)) = (plan.per_resource, &plan.witnesses) {
+                        if !spans_contain(w, part.batch, part.spans.iter().copied()) {
+                            known.never |= 1 << r;
+                        }
+                    }
+                }
+            }
+            // The current resource: its index and body.
+            let mut resource: Option<(u32, &[u8])> = None;
             for &i in part.spans {
                 let k = trace_of[pos] as usize;
                 pos += 1;
@@ -468,14 +568,26 @@ impl Router {
                 if undecided == 0 {
                     continue;
                 }
+                let index = &part.batch.index;
+                let r_of = index.scopes[index.spans[i as usize].scope as usize].resource;
+                let resource_body = match resource {
+                    Some((r, body)) if r == r_of => body,
+                    _ => {
+                        let body = part.resource_of(i);
+                        self.resource_routes(body, &mut known);
+                        resource = Some((r_of, body));
+                        body
+                    }
+                };
                 let body = part.span(i);
-                let fields = SpanFields::new(body, part.resource_of(i), has_error);
+                let fields = SpanFields::new(body, resource_body, has_error);
                 for (r, (cond, _)) in self.routes.iter().enumerate() {
-                    if undecided & (1 << r) == 0 {
+                    let bit = 1u64.checked_shl(r as u32).unwrap_or(0);
+                    if undecided & bit == 0 {
                         break;
                     }
-                    if cond.eval(&fields) {
-                        matched[k].0 |= 1 << r;
+                    if known.holds(r, || cond.eval(&fields)) {
+                        matched[k].0 |= bit;
                         break;
                     }
                 }
@@ -1008,6 +1120,194 @@ exporters = ["b", "c"]
                 prop_assert_eq!(got, expected);
                 let total: u64 = routed(&r).iter().map(|(_, n)| n).sum();
                 prop_assert_eq!(total, n as u64);
+            }
+        }
+    }
+
+    mod traces_model {
+        //! Random traces and routes: each trace goes to the first route whose condition holds
+        //! for any of its spans (evaluated here on decoded spans), else the default. The
+        //! shortcuts (routes without a witness in the batch, routes decided once per resource)
+        //! never change where a trace goes.
+        use super::*;
+        use proptest::prelude::*;
+        use shardtel_protocol::proto::collector::trace::v1::ExportTraceServiceRequest;
+        use shardtel_protocol::proto::trace::v1::{ResourceSpans, ScopeSpans, Span, Status};
+
+        type Pred = fn(&Span, &[KeyValue], bool) -> bool;
+
+        fn get<'a>(attrs: &'a [KeyValue], k: &str) -> Option<&'a V> {
+            attrs
+                .iter()
+                .find(|kv| kv.key == k)
+                .and_then(|kv| kv.value.as_ref()?.value.as_ref())
+        }
+
+        fn is_str(v: Option<&V>, want: &str) -> bool {
+            matches!(v, Some(V::StringValue(x)) if x == want)
+        }
+
+        const POOL: &[(&str, Pred)] = &[
+            (r#"resource.attributes["env"] == "dev""#, |_, r, _| {
+                is_str(get(r, "env"), "dev")
+            }),
+            (r#"attributes["debug"] == true"#, |sp, _, _| {
+                matches!(get(&sp.attributes, "debug"), Some(V::BoolValue(true)))
+            }),
+            ("trace.has_error", |_, _, e| e),
+            (
+                r#"attributes["key.a"] == "val-x" or name == "GET /a""#,
+                |sp, _, _| is_str(get(&sp.attributes, "key.a"), "val-x") || sp.name == "GET /a",
+            ),
+            (
+                r#"resource.attributes["env"] != "dev" and attributes["key.b"] > 0"#,
+                |sp, r, _| {
+                    !is_str(get(r, "env"), "dev")
+                        && match get(&sp.attributes, "key.b") {
+                            Some(V::IntValue(i)) => *i > 0,
+                            Some(V::DoubleValue(d)) => *d > 0.0,
+                            _ => false,
+                        }
+                },
+            ),
+            (r#"not (attributes["key.a"] == "val-y")"#, |sp, _, _| {
+                !is_str(get(&sp.attributes, "key.a"), "val-y")
+            }),
+            (
+                r#"IsMatch(attributes["key.a"], "^val-x")"#,
+                |sp, _, _| matches!(get(&sp.attributes, "key.a"), Some(V::StringValue(x)) if x.starts_with("val-x")),
+            ),
+            (r#"attributes["zz"] == nil"#, |_, _, _| true),
+            (r#"attributes["key.a"] != "val-x""#, |sp, _, _| {
+                !is_str(get(&sp.attributes, "key.a"), "val-x")
+            }),
+            (
+                r#"status.code == STATUS_CODE_ERROR and attributes["key.a"] == "val-xy""#,
+                |sp, _, _| {
+                    sp.status.as_ref().is_some_and(|s| s.code == 2)
+                        && is_str(get(&sp.attributes, "key.a"), "val-xy")
+                },
+            ),
+            (
+                r#"resource.attributes["env"] == "dev" or attributes["key.a"] == "val-xy""#,
+                |sp, r, _| {
+                    is_str(get(r, "env"), "dev") || is_str(get(&sp.attributes, "key.a"), "val-xy")
+                },
+            ),
+        ];
+
+        fn value() -> impl Strategy<Value = V> {
+            prop_oneof![
+                prop::sample::select(vec!["val-x", "val-y", "val-xy", "GET /a", "dev"]).prop_map(s),
+                (-1i64..3).prop_map(V::IntValue),
+                any::<bool>().prop_map(V::BoolValue),
+                Just(V::DoubleValue(0.5)),
+            ]
+        }
+
+        fn attributes() -> impl Strategy<Value = Vec<KeyValue>> {
+            prop::collection::btree_map(
+                prop::sample::select(vec!["key.a", "key.b", "debug", "key.c"]),
+                value(),
+                0..4,
+            )
+            .prop_map(|m| m.into_iter().map(|(k, v)| kv(k, v)).collect())
+        }
+
+        fn any_span() -> impl Strategy<Value = Span> {
+            (
+                attributes(),
+                prop::sample::select(vec!["GET /a", "x"]),
+                0i32..3,
+                0u8..4,
+            )
+                .prop_map(|(attributes, name, code, trace)| Span {
+                    trace_id: vec![trace + 1; 16],
+                    span_id: vec![2; 8],
+                    name: name.into(),
+                    attributes,
+                    status: (code != 0).then(|| Status {
+                        code,
+                        message: String::new(),
+                    }),
+                    ..Default::default()
+                })
+        }
+
+        fn env() -> impl Strategy<Value = Vec<KeyValue>> {
+            prop::sample::select(vec![None, Some("dev"), Some("prod")])
+                .prop_map(|e| e.map(|e| vec![kv("env", s(e))]).unwrap_or_default())
+        }
+
+        proptest! {
+            #![proptest_config(ProptestConfig::with_cases(256))]
+            #[test]
+            fn every_trace_goes_where_its_first_matching_route_says(
+                resources in prop::collection::vec(
+                    (env(), prop::collection::vec(any_span(), 0..6)), 1..4),
+                picks in prop::collection::vec(0..POOL.len(), 1..4),
+            ) {
+                let mut text = String::from("[receivers.otlp]\n");
+                for e in 0..4 {
+                    text += &format!("[exporters.e{e}]\ntype = \"blackhole\"\n");
+                }
+                text += "[processors.route]\ntype = \"routing\"\ndefault = [\"e3\"]\n";
+                for (k, &p) in picks.iter().enumerate() {
+                    text += &format!(
+                        "[[processors.route.routes]]\ncondition = '{}'\nexporters = [\"e{k}\"]\n",
+                        POOL[p].0
+                    );
+                }
+                text += "[pipelines.traces]\nreceivers = [\"otlp\"]\nprocessors = [\"route\"]\n\
+                         exporters = [\"e0\", \"e1\", \"e2\", \"e3\"]\n";
+                let config = Config::from_str(&text, "t.toml").unwrap_or_else(|e| panic!("{e}"));
+                let router = crate::Processors::build(&config).unwrap().traces_router.take().unwrap();
+
+                // The reference: per trace, whether it has an error, then its first route.
+                let spans: Vec<(&Span, &[KeyValue])> = resources
+                    .iter()
+                    .flat_map(|(r, sp)| sp.iter().map(move |sp| (sp, &r[..])))
+                    .collect();
+                let has_error = |t: &[u8]| {
+                    spans.iter().any(|(sp, _)| {
+                        sp.trace_id == t && sp.status.as_ref().is_some_and(|s| s.code == 2)
+                    })
+                };
+                let route_of = |t: &[u8]| {
+                    let e = has_error(t);
+                    picks
+                        .iter()
+                        .position(|&p| {
+                            spans
+                                .iter()
+                                .any(|(sp, r)| sp.trace_id == t && (POOL[p].1)(sp, r, e))
+                        })
+                        .unwrap_or(3)
+                };
+                let mut expected: SpanGroups = Vec::new();
+                for (i, (sp, _)) in spans.iter().enumerate() {
+                    let set = 1 << route_of(&sp.trace_id);
+                    match expected.iter_mut().find(|(s, _)| *s == set) {
+                        Some((_, g)) => g.push(i as u32),
+                        None => expected.push((set, vec![i as u32])),
+                    }
+                }
+
+                let req = ExportTraceServiceRequest {
+                    resource_spans: resources
+                        .iter()
+                        .map(|(r, sp)| ResourceSpans {
+                            resource: Some(Resource { attributes: r.clone(), ..Default::default() }),
+                            scope_spans: vec![ScopeSpans { spans: sp.clone(), ..Default::default() }],
+                            ..Default::default()
+                        })
+                        .collect(),
+                };
+                let batch = SpanBatch::scan(Bytes::from(req.encode_to_vec())).unwrap();
+                let all: Vec<u32> = (0..batch.index.spans.len() as u32).collect();
+                let mut got = Vec::new();
+                router.route_spans(&batch, &all, None, &mut got);
+                prop_assert_eq!(got, expected, "routes {:?}", picks.iter().map(|&p| POOL[p].0).collect::<Vec<_>>());
             }
         }
     }

@@ -812,6 +812,39 @@ mod transform {
     }
 
     #[test]
+    fn a_transform_needing_strings_a_batch_lacks_skips_it() {
+        let needing: &[&str] = &[
+            r#"set(attributes["tier"], "gold") where name == "checkout""#,
+            r#"delete_key(attributes, "secret.token")"#,
+            r#"rename(attributes, "old.key", "new.key") where attributes["x"] == nil"#,
+        ];
+        let c = transform_chain(Signal::Traces, &[("trace_statements", "span", needing)]);
+        assert!(c.needed_keys.is_some());
+        // None of the strings: nothing parsed, nothing changed.
+        let req = traces(vec![], vec![span("GET /", vec![kv("user.id", s("u1"))])]);
+        let (out, batch) = run_traces(&c, &req);
+        assert!(batch.index.rewrites.is_empty());
+        assert_eq!(out, req);
+        // One of them: the statements run.
+        let req = traces(vec![], vec![span("checkout", vec![kv("user.id", s("u1"))])]);
+        let (out, _) = run_traces(&c, &req);
+        let attrs = &out.resource_spans[0].scope_spans[0].spans[0].attributes;
+        assert_eq!(attr(attrs, "tier"), Some(&s("gold")));
+        // A statement that may change any span, or a resource statement: no skipping.
+        for (context, st) in [
+            ("span", r#"set(attributes["tier"], "gold")"#),
+            (
+                "span",
+                r#"set(attributes["t"], "g") where attributes["x"] != "y""#,
+            ),
+            ("resource", r#"delete_key(attributes, "secret.token")"#),
+        ] {
+            let c = transform_chain(Signal::Traces, &[("trace_statements", context, &[st])]);
+            assert!(c.needed_keys.is_none(), "{st}");
+        }
+    }
+
+    #[test]
     fn span_statements_change_only_the_spans_they_match() {
         let c = transform_chain(
             Signal::Traces,
@@ -1330,6 +1363,45 @@ mod transform {
                     });
                 }
             },
+        ),
+        // Conditions whose witnesses let a batch without them skip the chain
+        // (`Transform::presence`), and one without any.
+        (
+            r#"set(attributes["team"], "ops") where attributes["a"] > 0 or name == "x""#,
+            |sp, _| {
+                let a = find(&sp.attributes, "a").and_then(|i| sp.attributes[i].value.clone());
+                let positive = match a.and_then(|v| v.value) {
+                    Some(V::IntValue(i)) => i > 0,
+                    Some(V::DoubleValue(d)) => d > 0.0,
+                    _ => false,
+                };
+                if positive || sp.name == "x" {
+                    upsert(&mut sp.attributes, "team", s("ops"));
+                }
+            },
+        ),
+        (
+            r#"delete_key(attributes, "b") where not (attributes["a"] == "x")"#,
+            |sp, _| {
+                let a = find(&sp.attributes, "a").and_then(|i| string_value(&sp.attributes[i]));
+                if a != Some("x") {
+                    sp.attributes.retain(|kv| kv.key != "b");
+                }
+            },
+        ),
+        (
+            r#"set(status.code, STATUS_CODE_OK) where IsMatch(attributes["b"], "^x") and attributes["c"] != nil"#,
+            |sp, _| {
+                let b = find(&sp.attributes, "b").and_then(|i| string_value(&sp.attributes[i]));
+                if b.is_some_and(|b| b.starts_with('x')) && find(&sp.attributes, "c").is_some() {
+                    let (_, message) = status_of(sp);
+                    sp.status = Some(Status { code: 1, message });
+                }
+            },
+        ),
+        (
+            r#"set(attributes["none"], "yes") where attributes["zz"] == nil"#,
+            |sp, _| upsert(&mut sp.attributes, "none", s("yes")),
         ),
     ];
 

@@ -17,11 +17,12 @@ use shardtel_protocol::span::AnyValueRef;
 use shardtel_protocol::wire::{Reader, Value};
 
 use crate::attributes::encode_value;
-use crate::condition::{raw_attribute, Condition, Fields, SpanScalars, Val};
+use crate::condition::{raw_attribute, Condition, Fields, Val};
 use crate::{Item, ItemKind};
 
-/// `Span.name`, `Span.status`, `LogRecord.severity_number`, `LogRecord.severity_text`.
+/// `Span.name`, `Span.kind`, `Span.status`, `LogRecord.severity_number`, `LogRecord.severity_text`.
 const SPAN_NAME: u32 = 5;
+const SPAN_KIND: u32 = 6;
 const SPAN_STATUS: u32 = 15;
 const LOG_SEVERITY_NUMBER: u32 = 2;
 const LOG_SEVERITY_TEXT: u32 = 3;
@@ -154,6 +155,43 @@ impl Transform {
         !self.resource.is_empty()
     }
 
+    /// Byte strings one of which occurs in an item's bytes whenever some statement may change
+    /// it (for each statement, the keys its action needs or the witnesses of its condition,
+    /// [`Condition::witnesses`]): when none occurs in a batch, the processor changes none of its
+    /// items. `None` when some statement may change any item, or runs on resources.
+    ///
+    /// Statements run in order, but one that changes nothing leaves the next one the item's
+    /// original bytes, so the witnesses of each statement on those bytes hold for the whole list.
+    pub fn presence(&self) -> Option<Vec<Vec<u8>>> {
+        if !self.resource.is_empty() {
+            return None;
+        }
+        let mut all = Vec::new();
+        for st in &self.item {
+            let action = match &st.op {
+                Op::DeleteKey(k) | Op::Rename(k, _) => Some(vec![k.to_vec()]),
+                Op::ReplacePattern(Path::Attribute(k), ..) => Some(vec![k.as_bytes().to_vec()]),
+                _ => None,
+            };
+            let condition = st.condition.as_ref().and_then(Condition::witnesses);
+            let w = match (action, condition) {
+                (Some(a), Some(c)) => {
+                    if a.len() <= c.len() {
+                        a
+                    } else {
+                        c
+                    }
+                }
+                (a, c) => a.or(c)?,
+            };
+            if w.iter().any(Vec::is_empty) {
+                return None;
+            }
+            all.extend(w);
+        }
+        Some(all)
+    }
+
     /// Whether some statement runs on items.
     pub fn has_item_statements(&self) -> bool {
         !self.item.is_empty()
@@ -205,9 +243,9 @@ impl Fields for ItemFields<'_, '_> {
             }
             Path::Name => match item.edit(SPAN_NAME) {
                 Some(b) => Val::Str(b),
-                None => Val::Str(SpanScalars::read(msg).name),
+                None => Val::Str(len_field(msg, SPAN_NAME)),
             },
-            Path::Kind => Val::Int(i64::from(SpanScalars::read(msg).kind)),
+            Path::Kind => Val::Int(i64::from(scalar(msg, SPAN_KIND) as i32)),
             Path::StatusCode => Val::Int(i64::from(status(item).0)),
             Path::StatusMessage => Val::Str(status(item).1),
             Path::Body => Val::from(value_ref(&item.body, msg)),
@@ -326,6 +364,13 @@ fn position(item: &mut Item<'_>, key: &[u8]) -> Option<usize> {
 
 fn apply(op: &Op, item: &mut Item<'_>, resource: &[u8]) {
     let msg = item.msg;
+    // An action on one key the item does not have changes nothing: look for the key in the
+    // item's bytes rather than read its attribute list.
+    if let Op::DeleteKey(k) | Op::Rename(k, _) = op {
+        if !item.read && raw_attribute(msg, item.attr_field, k).is_none() {
+            return;
+        }
+    }
     match op {
         Op::Set(target, source) => {
             let Some((value, text)) = resolve(source, item, resource) else {

@@ -6,7 +6,7 @@
 //! accessors stop at the damage and return what they found so far, or defaults.
 
 use crate::scan::TracesIndex;
-use crate::wire::{Reader, Value};
+use crate::wire::{Reader, Value, WireType};
 
 /// A borrowed `AnyValue`.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -107,30 +107,58 @@ fn parse_key_value(body: &[u8]) -> (&[u8], AnyValueRef<'_>) {
     (key, value)
 }
 
-/// First attribute named `key` among the `KeyValue` fields numbered `field` of `body`.
-fn find_attribute<'a>(body: &'a [u8], field: u32, key: &[u8]) -> Option<AnyValueRef<'a>> {
-    let mut r = Reader::new(body);
-    while let Some(Ok((k, v))) = r.next_field() {
-        let (true, Value::Len(b)) = (k.field == field, v) else {
+/// The first attribute named `key` among the `KeyValue` fields `field` of `msg` (the item's
+/// bytes, before any change), read without copying.
+///
+/// The common shape of a `KeyValue` (`key` first, one-byte lengths, then only its `value`) is
+/// told apart from `key` by its bytes alone; any other shape is parsed in full, as a decoder
+/// would (the last `key` and `value` fields count).
+pub fn find_attribute<'a>(msg: &'a [u8], field: u32, key: &[u8]) -> Option<AnyValueRef<'a>> {
+    let mut r = Reader::new(msg);
+    while !r.is_empty() {
+        let k = r.read_key().ok()?;
+        if k.field != field || k.wire_type != WireType::Len {
+            r.skip(k).ok()?;
             continue;
-        };
-        let kv = &body[b];
-        // Fast reject on the key before parsing the value.
-        let mut kr = Reader::new(kv);
-        let mut found_key: Option<&[u8]> = None;
-        let mut value: Option<&[u8]> = None;
+        }
+        let b = r.read_len().ok()?;
+        if other_key(&msg[b.clone()], key) {
+            continue;
+        }
+        let mut kr = Reader::nested(msg, b);
+        let mut found: &[u8] = &[];
+        let mut value = None;
         while let Some(Ok((kk, vv))) = kr.next_field() {
             match (kk.field, vv) {
-                (1, Value::Len(x)) => found_key = Some(&kv[x]),
-                (2, Value::Len(x)) => value = Some(&kv[x]),
+                (1, Value::Len(x)) => found = &msg[x],
+                (2, Value::Len(x)) => value = Some(x),
                 _ => {}
             }
         }
-        if found_key.unwrap_or(&[]) == key {
-            return Some(value.map(AnyValueRef::parse).unwrap_or(AnyValueRef::Empty));
+        if found == key {
+            return Some(value.map_or(AnyValueRef::Empty, |x| AnyValueRef::parse(&msg[x])));
         }
     }
     None
+}
+
+/// Whether the `KeyValue` body `kv` is certainly not named `key`: its key comes first with a
+/// one-byte length, differs from `key`, and is followed by nothing or by one `value` field
+/// with a one-byte length that ends the message (so no later `key` field can rename it).
+#[inline(always)]
+fn other_key(kv: &[u8], key: &[u8]) -> bool {
+    let [0x0a, n, rest @ ..] = kv else {
+        return false;
+    };
+    let n = usize::from(*n);
+    if n >= 0x80 || rest.len() < n || &rest[..n] == key {
+        return false;
+    }
+    match &rest[n..] {
+        [] => true,
+        [0x12, l, v @ ..] => *l < 0x80 && v.len() == usize::from(*l),
+        _ => false,
+    }
 }
 
 /// All scalar fields of a span, read in one pass.
@@ -497,5 +525,117 @@ mod tests {
             Some(AnyValueRef::String("svc"))
         );
         assert_eq!(idx.resource_attribute(&buf, 0, b"other"), None);
+    }
+
+    /// `find_attribute` before its fast path: every `KeyValue` parsed in full.
+    fn find_attribute_parsed<'a>(
+        body: &'a [u8],
+        field: u32,
+        key: &[u8],
+    ) -> Option<AnyValueRef<'a>> {
+        let mut r = Reader::new(body);
+        while let Some(Ok((k, v))) = r.next_field() {
+            let (true, Value::Len(b)) = (k.field == field, v) else {
+                continue;
+            };
+            let kv = &body[b];
+            let mut kr = Reader::new(kv);
+            let (mut found, mut value) = (&[][..], None);
+            while let Some(Ok((kk, vv))) = kr.next_field() {
+                match (kk.field, vv) {
+                    (1, Value::Len(x)) => found = &kv[x],
+                    (2, Value::Len(x)) => value = Some(&kv[x]),
+                    _ => {}
+                }
+            }
+            if found == key {
+                return Some(value.map_or(AnyValueRef::Empty, AnyValueRef::parse));
+            }
+        }
+        None
+    }
+
+    mod find_attribute_model {
+        //! The fast path of `find_attribute` (a `KeyValue` told apart by its first bytes) finds
+        //! exactly what parsing every `KeyValue` finds, for canonical and odd shapes: value
+        //! first, repeated keys, long keys and values, unknown fields, truncated bytes.
+        use super::*;
+        use proptest::prelude::*;
+
+        fn put_len(out: &mut Vec<u8>, field: u32, payload: &[u8]) {
+            crate::wire::put_len_field(out, field, payload);
+        }
+
+        /// One field of a `KeyValue`: 0 key, 1 string value, 2 int value, 3 unknown varint.
+        fn kv_field() -> impl Strategy<Value = (u8, usize)> {
+            (0u8..4, 0usize..4)
+        }
+
+        const KEYS: [&str; 4] = ["a", "b", "http.method", ""];
+
+        fn encode_kv(fields: &[(u8, usize)]) -> Vec<u8> {
+            let long_key = "k".repeat(130);
+            let long_value = "v".repeat(200);
+            let mut kv = Vec::new();
+            for &(f, pick) in fields {
+                match f {
+                    0 => {
+                        let key = if pick == 3 {
+                            long_key.as_str()
+                        } else {
+                            KEYS[pick]
+                        };
+                        put_len(&mut kv, 1, key.as_bytes());
+                    }
+                    1 => {
+                        let mut any = Vec::new();
+                        let v = if pick == 3 { long_value.as_str() } else { "x" };
+                        put_len(&mut any, 1, v.as_bytes());
+                        put_len(&mut kv, 2, &any);
+                    }
+                    2 => {
+                        let mut any = vec![0x18];
+                        crate::wire::put_varint(&mut any, pick as u64 * 300);
+                        put_len(&mut kv, 2, &any);
+                    }
+                    _ => {
+                        kv.push(0x18);
+                        crate::wire::put_varint(&mut kv, pick as u64);
+                    }
+                }
+            }
+            kv
+        }
+
+        proptest! {
+            #![proptest_config(ProptestConfig::with_cases(512))]
+            #[test]
+            fn fast_path_finds_what_parsing_finds(
+                kvs in prop::collection::vec(prop::collection::vec(kv_field(), 0..4), 0..6),
+                cut in prop::option::of(0usize..400),
+                wanted in 0usize..5,
+            ) {
+                let mut body = Vec::new();
+                put_len(&mut body, 5, b"name");
+                for fields in &kvs {
+                    put_len(&mut body, 9, &encode_kv(fields));
+                }
+                body.push(0x50); // field 10, varint
+                body.push(1);
+                if let Some(c) = cut {
+                    body.truncate(c.min(body.len()));
+                }
+                let long_key = "k".repeat(130);
+                let key = match wanted {
+                    3 => long_key.as_str(),
+                    4 => "absent",
+                    k => KEYS[k],
+                };
+                prop_assert_eq!(
+                    find_attribute(&body, 9, key.as_bytes()),
+                    find_attribute_parsed(&body, 9, key.as_bytes())
+                );
+            }
+        }
     }
 }
