@@ -21,110 +21,9 @@
 
 use bytes::Bytes;
 use criterion::{black_box, criterion_group, criterion_main, Criterion, Throughput};
+use shardtel_benches::routing_path::{cases, trip};
 use shardtel_benches::trace_payloads;
-use shardtel_config::Config;
-use shardtel_processors::Processors;
-use shardtel_protocol::reframe::{encode_trace_spans, encode_traces, Encoded};
 use shardtel_protocol::scan::SpanBatch;
-
-const CONFIG: &str = r#"
-[processors.route]
-type = "routing"
-default = ["a"]
-[[processors.route.routes]]
-condition = 'resource.attributes["deployment.environment"] == "dev"'
-exporters = ["b"]
-[[processors.route.routes]]
-condition = 'attributes["debug"] == true'
-exporters = ["a", "b"]
-
-[processors.route_errors]
-type = "routing"
-default = ["a"]
-[[processors.route_errors.routes]]
-condition = 'trace.has_error'
-exporters = ["a", "b"]
-
-[processors.tidy]
-type = "transform"
-[[processors.tidy.trace_statements]]
-context = "span"
-statements = [
-  'set(attributes["tier"], "gold") where name == "never-this-name"',
-  'delete_key(attributes, "absent.key")',
-]
-
-[processors.route_walk]
-type = "routing"
-default = ["a"]
-[[processors.route_walk.routes]]
-condition = 'resource.attributes["deployment.environment"] == "dev"'
-exporters = ["b"]
-[[processors.route_walk.routes]]
-condition = 'not (attributes["user.id"] != "u-0")'
-exporters = ["a", "b"]
-
-[processors.tidy_walk]
-type = "transform"
-[[processors.tidy_walk.trace_statements]]
-context = "span"
-statements = [
-  'set(attributes["tier"], "gold") where name == "GET"',
-  'delete_key(attributes, "absent.key")',
-]
-
-[processors.spanmetrics]
-type = "spanmetrics"
-dimensions = ["http.route"]
-
-[receivers.otlp]
-[exporters.a]
-type = "blackhole"
-[exporters.b]
-type = "blackhole"
-[pipelines.metrics]
-receivers = ["otlp"]
-exporters = ["a"]
-"#;
-
-fn processors(list: &[&str]) -> Processors {
-    let names: Vec<String> = list.iter().map(|n| format!("{n:?}")).collect();
-    let text = format!(
-        "{CONFIG}[pipelines.traces]\nreceivers = [\"otlp\"]\nprocessors = [{}]\nexporters = [\"a\", \"b\"]\n",
-        names.join(", ")
-    );
-    let config = Config::from_str(&text, "bench.toml").expect("bench config");
-    Processors::build(&config).expect("processors")
-}
-
-/// One request's trip through an owner core with `p`.
-fn trip(buf: &Bytes, p: &Processors, groups: &mut shardtel_processors::SpanGroups) -> usize {
-    let mut batch = SpanBatch::scan(buf.clone()).expect("payload scans");
-    if let Some(chain) = &p.traces_before {
-        chain.process_traces(&mut batch);
-    }
-    if let Some(m) = &p.spanmetrics_before {
-        m.record_batch(&batch, None);
-    }
-    match &p.traces_router {
-        None => {
-            let mut out = Encoded::default();
-            encode_traces(&batch, &mut out);
-            out.len
-        }
-        Some(router) => {
-            let spans: Vec<u32> = (0..batch.index.spans.len() as u32).collect();
-            router.route_spans(&batch, &spans, None, groups);
-            let mut len = 0;
-            for (_, group) in groups.iter() {
-                let mut out = Encoded::default();
-                encode_trace_spans(&batch, group, &mut out);
-                len += out.len;
-            }
-            len
-        }
-    }
-}
 
 fn bench_routing(c: &mut Criterion) {
     let payloads: Vec<Bytes> = trace_payloads().into_iter().map(Bytes::from).collect();
@@ -132,20 +31,7 @@ fn bench_routing(c: &mut Criterion) {
         .iter()
         .map(|p| SpanBatch::scan(p.clone()).unwrap().index.spans.len())
         .sum();
-    let cases = [
-        ("baseline", processors(&[])),
-        ("idle_routing", processors(&["route"])),
-        ("noop_transform", processors(&["tidy"])),
-        ("routing_and_transform", processors(&["tidy", "route"])),
-        ("spanmetrics", processors(&["spanmetrics"])),
-        ("routing_errors", processors(&["route_errors"])),
-        ("routing_walk", processors(&["route_walk"])),
-        ("transform_walk", processors(&["tidy_walk"])),
-        (
-            "routing_and_transform_walk",
-            processors(&["tidy_walk", "route_walk"]),
-        ),
-    ];
+    let cases = cases();
     // The idle cases change nothing and keep every span on one route.
     for (p, both) in payloads
         .iter()

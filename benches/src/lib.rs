@@ -4,6 +4,8 @@
 
 use std::path::PathBuf;
 
+pub mod routing_path;
+
 /// `tests/fixtures/reference-sampling.toml`: the recommended tail-sampling policy (errors,
 /// slower than 1 s, user.id = "vip", 10 % of the rest).
 pub const REFERENCE_SAMPLING: &str = include_str!("../../tests/fixtures/reference-sampling.toml");

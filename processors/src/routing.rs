@@ -474,6 +474,60 @@ impl Router {
         scratch.point_sets = sets;
     }
 
+    /// The route every span of `parts` takes, when it is known without looking at any span:
+    /// every route either holds for none of them (no witness in their bytes) or reads only the
+    /// resource, and the routes that hold are the same for every resource of the spans.
+    fn uniform_route(&self, parts: &[SpanPart<'_>]) -> Option<usize> {
+        let all = if self.routes.len() >= 64 {
+            u64::MAX
+        } else {
+            (1u64 << self.routes.len()) - 1
+        };
+        let mut holds: Option<u64> = None;
+        for part in parts {
+            if part.spans.is_empty() {
+                continue;
+            }
+            let mut known = self.known_in(None);
+            for (r, plan) in self.plans.iter().enumerate().take(64) {
+                if known.per_resource & (1 << r) != 0 {
+                    continue;
+                }
+                let pristine = part.extra.is_none() && part.batch.index.rewrites.is_empty();
+                match &plan.witnesses {
+                    Some(w) if pristine => {
+                        if spans_contain(w, part.batch, part.spans.iter().copied()) {
+                            return None;
+                        }
+                        known.never |= 1 << r;
+                    }
+                    _ => return None,
+                }
+            }
+            debug_assert_eq!(known.never | known.per_resource, all);
+            let index = &part.batch.index;
+            let mut last = u32::MAX;
+            for &i in part.spans {
+                let r = index.scopes[index.spans[i as usize].scope as usize].resource;
+                if r == last {
+                    continue;
+                }
+                last = r;
+                self.resource_routes(part.resource_of(i), &mut known);
+                match holds {
+                    Some(h) if h != known.holds => return None,
+                    _ => holds = Some(known.holds),
+                }
+            }
+        }
+        let holds = holds?;
+        Some(if holds == 0 {
+            self.routes.len()
+        } else {
+            holds.trailing_zeros() as usize
+        })
+    }
+
     /// Groups spans `spans` (ascending indices) of `batch` by the exporters their trace goes
     /// to, into `out` (cleared first; at most one group per distinct set, spans ascending).
     /// `extra`: rewrites made for this export only (the processors after the sampler), read
@@ -503,6 +557,18 @@ impl Router {
     /// `k`'s groups.
     pub fn route_parts(&self, parts: &[SpanPart<'_>], out: &mut [SpanGroups]) {
         debug_assert_eq!(parts.len(), out.len());
+        if let Some(route) = self.uniform_route(parts) {
+            // Every trace goes one way: no trace needs to be told apart.
+            let set = self.set_of(route);
+            for (part, out) in parts.iter().zip(out.iter_mut()) {
+                out.clear();
+                if !part.spans.is_empty() {
+                    out.push((set, part.spans.to_vec()));
+                    bump_by(&self.stats.routed[route], part.spans.len() as u64);
+                }
+            }
+            return;
+        }
         let mut scratch = self.scratch.borrow_mut();
         let Scratch {
             traces,
@@ -516,14 +582,23 @@ impl Router {
         matched.clear();
         trace_of.clear();
         // Traces in order of their first span, with whether any span has an error.
+        // Spans of a trace often come one after another: the last trace is kept at hand.
+        let mut last: Option<(TraceId, u32)> = None;
         for part in parts {
             for &i in part.spans {
                 let t = part.batch.index.spans[i as usize].trace_id;
-                let next = matched.len() as u32;
-                let k = *traces.entry(t).or_insert(next);
-                if k == next {
-                    matched.push((0, false));
-                }
+                let k = match last {
+                    Some((lt, k)) if lt == t => k,
+                    _ => {
+                        let next = matched.len() as u32;
+                        let k = *traces.entry(t).or_insert(next);
+                        if k == next {
+                            matched.push((0, false));
+                        }
+                        last = Some((t, k));
+                        k
+                    }
+                };
                 trace_of.push(k);
                 if self.uses_trace {
                     let code = SpanScalars::read(part.span(i)).status_code;
@@ -554,6 +629,7 @@ impl Router {
                     }
                 }
             }
+            let all_known = known.never | known.per_resource;
             // The current resource: its index and body.
             let mut resource: Option<(u32, &[u8])> = None;
             for &i in part.spans {
@@ -579,6 +655,14 @@ impl Router {
                         body
                     }
                 };
+                if all_known & undecided == undecided {
+                    // Every route still open is decided for the whole part or the resource.
+                    let holds = known.holds & undecided;
+                    if holds != 0 {
+                        matched[k].0 |= 1 << holds.trailing_zeros();
+                    }
+                    continue;
+                }
                 let body = part.span(i);
                 let fields = SpanFields::new(body, resource_body, has_error);
                 for (r, (cond, _)) in self.routes.iter().enumerate() {
@@ -651,6 +735,10 @@ impl SpanPart<'_> {
 
 fn bump(c: &Cell<u64>) {
     c.set(c.get() + 1);
+}
+
+fn bump_by(c: &Cell<u64>, n: u64) {
+    c.set(c.get() + n);
 }
 
 #[cfg(test)]
