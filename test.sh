@@ -6,8 +6,9 @@
 # Env: SKIP_LINT=1 (skip fmt/clippy), SKIP_FUZZ=1 (skip the fuzz build and smoke), SKIP_STACK=1
 # (skip the examples/stack check), SHARDTEL_KAFKA_OPTIONAL=1 / SHARDTEL_PROMETHEUS_OPTIONAL=1 /
 # SHARDTEL_OTELCOL_OPTIONAL=1 / SHARDTEL_BACKENDS_OPTIONAL=1 / SHARDTEL_CLIENTS_OPTIONAL=1
-# (skip those tests without their server, binary or clients), SHARDTEL_OTELCOL_BIN (a
-# Collector to use as is), SHARDTEL_CLIENTS_DIR (test clients to use).
+# (skip those tests without their server, binary or clients), SHARDTEL_OTELCOL_BIN and
+# SHARDTEL_OTELCOL_ROUTING_BIN (Collectors to use as they are), SHARDTEL_CLIENTS_DIR (test
+# clients to use).
 set -euo pipefail
 cd "$(dirname "$0")"
 
@@ -38,32 +39,55 @@ cleanup() {
 }
 trap cleanup EXIT
 
-# ---- OpenTelemetry Collector (engine/tests/integration/otelcol{,_kafka,_processing}.rs) --
+# ---- OpenTelemetry Collector (engine/tests/integration/otelcol{,_kafka,_processing,_routing}.rs)
 # Built from the contrib Go modules pinned in tests/peers/otelcol/ (go.mod, go.sum, main.go) by
 # its build.sh, once per manifest, into ~/.cache/shardtel/otelcol/<hash>/ (Go's module and
 # build caches are kept as well). A cold build downloads ~600 MB of modules and costs ~270
 # CPU-seconds (measured on 2 cores: 4 minutes at load 5, 14 at load 20; ~1.5 GB of Go caches);
-# with Go's caches warm it takes ~15 s, with the binary cached nothing. It runs in the
-# background while the lint steps run, and the tests wait for it. It needs Go (the version of
-# go.mod's `go` line; build.sh says what to install when it is missing). A SHARDTEL_OTELCOL_BIN
-# set by the caller is used as it is. Without the binary the OTLP interop tests fail, unless
-# SHARDTEL_OTELCOL_OPTIONAL=1 (they skip loudly).
+# with Go's caches warm it takes ~15 s, with the binary cached nothing. Then, the same way, the
+# Collector's routing build (tests/peers/otelcol-routing, contrib v0.148.0: its README says why
+# it is a second build) into ~/.cache/shardtel/otelcol-routing/<hash>/ (~75 CPU-seconds cold),
+# exported as SHARDTEL_OTELCOL_ROUTING_BIN. They run in the background, one after the other,
+# while the lint steps run, and the tests wait for them. They need Go (the version of go.mod's
+# `go` line; build.sh says what to install when it is missing). A SHARDTEL_OTELCOL_BIN or
+# SHARDTEL_OTELCOL_ROUTING_BIN set by the caller is used as it is. Without the binaries the
+# Collector tests fail, unless SHARDTEL_OTELCOL_OPTIONAL=1 (they skip loudly).
 otelcol_pid=""
-if [ -z "${SHARDTEL_OTELCOL_BIN:-}" ]; then
-  step "opentelemetry collector build (background)"
+# Each build in turn, each path into target/; a TERM stops the running build.sh (which stops
+# its go command).
+build_otelcols() {
+  local child=""
+  trap 'if [ -n "$child" ]; then kill -TERM "$child" 2>/dev/null; fi; exit 143' TERM
+  if [ -z "${SHARDTEL_OTELCOL_BIN:-}" ]; then
+    tests/peers/otelcol/build.sh >target/otelcol-path &
+    child=$!
+    wait "$child"
+  fi
+  if [ -z "${SHARDTEL_OTELCOL_ROUTING_BIN:-}" ]; then
+    tests/peers/otelcol-routing/build.sh >target/otelcol-routing-path &
+    child=$!
+    wait "$child"
+  fi
+}
+if [ -z "${SHARDTEL_OTELCOL_BIN:-}" ] || [ -z "${SHARDTEL_OTELCOL_ROUTING_BIN:-}" ]; then
+  step "opentelemetry collector builds (background)"
   mkdir -p target
-  tests/peers/otelcol/build.sh >target/otelcol-path 2>target/otelcol-build.log &
+  build_otelcols 2>target/otelcol-build.log &
   otelcol_pid=$!
 fi
 stop_otelcol_build() { if [ -n "$otelcol_pid" ]; then kill "$otelcol_pid" 2>/dev/null || true; fi; }
 trap 'cleanup; stop_otelcol_build' EXIT
 wait_otelcol() {
   [ -n "$otelcol_pid" ] || return 0
-  step "opentelemetry collector build (waiting)"
+  step "opentelemetry collector builds (waiting)"
   if wait "$otelcol_pid"; then
-    SHARDTEL_OTELCOL_BIN="$(cat target/otelcol-path)"
-    export SHARDTEL_OTELCOL_BIN
+    if [ -z "${SHARDTEL_OTELCOL_BIN:-}" ]; then SHARDTEL_OTELCOL_BIN="$(cat target/otelcol-path)"; fi
+    if [ -z "${SHARDTEL_OTELCOL_ROUTING_BIN:-}" ]; then
+      SHARDTEL_OTELCOL_ROUTING_BIN="$(cat target/otelcol-routing-path)"
+    fi
+    export SHARDTEL_OTELCOL_BIN SHARDTEL_OTELCOL_ROUTING_BIN
     echo "$("$SHARDTEL_OTELCOL_BIN" --version) at $SHARDTEL_OTELCOL_BIN"
+    echo "$("$SHARDTEL_OTELCOL_ROUTING_BIN" --version) at $SHARDTEL_OTELCOL_ROUTING_BIN"
   else
     cat target/otelcol-build.log
     [ "${SHARDTEL_OTELCOL_OPTIONAL:-}" = 1 ] || { echo "building the OpenTelemetry Collector failed"; exit 1; }

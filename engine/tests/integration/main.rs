@@ -26,6 +26,7 @@ mod operations;
 mod otelcol;
 mod otelcol_kafka;
 mod otelcol_processing;
+mod otelcol_routing;
 mod processors;
 mod prometheus;
 mod receive;

@@ -42,7 +42,7 @@ use crate::test_config::{Component, Pipeline};
 
 /// The Collector's resolved configuration `configs/<config>.yaml` (its `print-config`, JSON),
 /// with the variables the harness sets filled in.
-fn collector_config(bin: &Path, config: &str) -> Json {
+pub fn collector_config(bin: &Path, config: &str) -> Json {
     let out = Command::new(bin)
         .args(["print-config", "--mode", "unredacted", "--format", "json"])
         .arg("--config")
@@ -62,7 +62,7 @@ fn collector_config(bin: &Path, config: &str) -> Json {
 }
 
 /// POSTs an OTLP/HTTP protobuf body of `signal` to the Collector; it must be accepted.
-fn post_collector(collector: &Otelcol, signal: Signal, body: Vec<u8>) {
+pub fn post_collector(collector: &Otelcol, signal: Signal, body: Vec<u8>) {
     let resp = reqwest::blocking::Client::new()
         .post(format!("http://127.0.0.1:{}/v1/{signal}", collector.http))
         .header("content-type", "application/x-protobuf")
