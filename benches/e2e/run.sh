@@ -35,6 +35,10 @@
 #   otelcol-1core   the same under taskset -c 1, driver pinned to CPU 0
 #   shardtel_redact raw/blackhole-redact.toml (blackhole.toml plus a redaction processor that
 #                   changes no span), driver unpinned: compare with shardtel
+#   shardtel_processing  blackhole-processing.toml (an idle routing and a no-op transform),
+#                   driver unpinned: compare with shardtel
+#   shardtel_spanmetrics blackhole-spanmetrics.toml (a spanmetrics processor), driver
+#                   unpinned: compare with shardtel
 #
 # Knobs (environment, defaults in brackets):
 #   RUN_NAME        result folder name            [<UTC date>-<time>]
@@ -203,6 +207,30 @@ peer_shardtel_redact_cmd() {
 }
 peer_shardtel_redact_ready() { peer_shardtel_ready; }
 peer_shardtel_redact_stats() { peer_shardtel_stats; }
+# shardtel_processing / shardtel_spanmetrics: blackhole.toml plus issue 20's idle routing and
+# no-op transform (blackhole-processing.toml) or a spanmetrics processor
+# (blackhole-spanmetrics.toml); against `shardtel` at the same rate, what they cost end to end
+# (targets: under 10 % and 20 % CPU per span).
+peer_shardtel_processing_prepare() {
+  peer_shardtel_prepare
+  "$SHARDTEL_BIN" validate --config "$(ported "$HERE/blackhole-processing.toml")" >/dev/null || die "blackhole-processing.toml does not validate"
+}
+peer_shardtel_processing_cmd() {
+  [ "$1" = 1 ] && die "shardtel_processing has no 1-core variant"
+  echo "$SHARDTEL_BIN" --config "$(ported "$HERE/blackhole-processing.toml")"
+}
+peer_shardtel_processing_ready() { peer_shardtel_ready; }
+peer_shardtel_processing_stats() { peer_shardtel_stats; }
+peer_shardtel_spanmetrics_prepare() {
+  peer_shardtel_prepare
+  "$SHARDTEL_BIN" validate --config "$(ported "$HERE/blackhole-spanmetrics.toml")" >/dev/null || die "blackhole-spanmetrics.toml does not validate"
+}
+peer_shardtel_spanmetrics_cmd() {
+  [ "$1" = 1 ] && die "shardtel_spanmetrics has no 1-core variant"
+  echo "$SHARDTEL_BIN" --config "$(ported "$HERE/blackhole-spanmetrics.toml")"
+}
+peer_shardtel_spanmetrics_ready() { peer_shardtel_ready; }
+peer_shardtel_spanmetrics_stats() { peer_shardtel_stats; }
 peer_rotel_prepare() {
   ROTEL_BIN=${ROTEL_BIN:-$PEER_DIR/rotel/rotel/rotel-agent}
   if [ ! -x "$ROTEL_BIN" ]; then
