@@ -18,6 +18,8 @@
 #      sampling          shardtel --config raw/blackhole-sampling.toml (seed policies, decision_wait = 10s;
 #                        written from blackhole-sampling.base.toml and the policies of
 #                        tests/fixtures/reference-sampling.toml)
+#      sampling-lz4      the same with buffer_compression = "lz4" (raw/blackhole-sampling-lz4.toml):
+#                        undecided traces held compressed on their owner core
 #      otelcol-plain     the OpenTelemetry Collector (tests/peers/otelcol, built once and cached)
 #                        on tests/peers/otelcol/configs/bench-nop.yaml (OTLP -> nop)
 #      otelcol-sampling  the same on bench-sampling.yaml: tail_sampling with the same policies
@@ -76,8 +78,8 @@
 #   MEM_RATE      spans/s of the memory step    [200000]
 #   MEM_SECS      seconds of the memory step    [25]
 #   MEM_PROTO     protocol of the memory step   [grpc]
-#   CONFIGS       throughput configs ("" = none) [plain sampling otelcol-plain otelcol-sampling]
-#   MEM_CONFIGS   memory step configs            [sampling otelcol-sampling]
+#   CONFIGS       throughput configs ("" = none) [plain sampling sampling-lz4 otelcol-plain otelcol-sampling]
+#   MEM_CONFIGS   memory step configs            [sampling sampling-lz4 otelcol-sampling]
 #   GRPC_PORT / HTTP_PORT / METRICS_PORT / HEALTH_PORT  where the collectors listen on 127.0.0.1
 #                 [4317 / 4318 / 8888 / 13133]; shardtel then runs on a copy of its config
 #                 under raw/configs/ with them. Pick ports below 32768: the check that a port is free
@@ -105,8 +107,8 @@ HTTP_CONNS=${HTTP_CONNS:-64}
 MEM_RATE=${MEM_RATE:-200000}
 MEM_SECS=${MEM_SECS:-25}
 MEM_PROTO=${MEM_PROTO:-grpc}
-CONFIGS=${CONFIGS-"plain sampling otelcol-plain otelcol-sampling"}
-MEM_CONFIGS=${MEM_CONFIGS-"sampling otelcol-sampling"}
+CONFIGS=${CONFIGS-"plain sampling sampling-lz4 otelcol-plain otelcol-sampling"}
+MEM_CONFIGS=${MEM_CONFIGS-"sampling sampling-lz4 otelcol-sampling"}
 QUIET_WAIT=${QUIET_WAIT:-0}
 LAG_P99_MS=${LAG_P99_MS:-20}
 CPU_WARMUP_SECS=${CPU_WARMUP_SECS:-10}
@@ -155,6 +157,7 @@ command -v python3 >/dev/null || die "python3 is required"
 # shellcheck source=fixtures.sh
 . "$HERE/fixtures.sh"
 SAMPLING_CONFIG=$RAW/blackhole-sampling.toml
+SAMPLING_LZ4_CONFIG=$RAW/blackhole-sampling-lz4.toml
 # ported FILE: a shardtel config listening on the chosen ports: FILE itself on the default
 # ports, else a copy under raw/configs/ with its quoted 127.0.0.1:<default port> addresses
 # replaced and engine.cores = SHARDTEL_CORES (nothing else in it changes).
@@ -172,23 +175,26 @@ config_file() {
   case $1 in
     plain) ported "$HERE/blackhole.toml" ;;
     sampling) ported "$SAMPLING_CONFIG" ;;
+    sampling-lz4) ported "$SAMPLING_LZ4_CONFIG" ;;
     otelcol-plain) echo "$OTELCOL_CONFIGS/bench-nop.yaml" ;;
     otelcol-sampling) echo "$OTELCOL_CONFIGS/bench-sampling.yaml" ;;
     *) die "unknown config $1" ;;
   esac
 }
 kind() { case $1 in otelcol-*) echo otelcol ;; *) echo shardtel ;; esac; }
-sampling_config() { case $1 in sampling | otelcol-sampling) return 0 ;; *) return 1 ;; esac; }
+sampling_config() { case $1 in sampling | sampling-lz4 | otelcol-sampling) return 0 ;; *) return 1 ;; esac; }
 
 # ---- binaries (built before any measurement) ---------------------------------------------
-for c in $CONFIGS $MEM_CONFIGS; do kind "$c" >/dev/null; case $c in plain | sampling | otelcol-plain | otelcol-sampling) ;; *) die "unknown config $c" ;; esac; done
-if [[ " $CONFIGS $MEM_CONFIGS " == *" plain "* || " $CONFIGS $MEM_CONFIGS " == *" sampling "* ]]; then
+for c in $CONFIGS $MEM_CONFIGS; do kind "$c" >/dev/null; case $c in plain | sampling | sampling-lz4 | otelcol-plain | otelcol-sampling) ;; *) die "unknown config $c" ;; esac; done
+if [[ " $CONFIGS $MEM_CONFIGS " == *" plain "* || " $CONFIGS $MEM_CONFIGS " == *" sampling"* ]]; then
   if [ -z "${SHARDTEL_BIN:-}" ]; then
     (cd "$ROOT" && cargo build --release -q -p shardtel-engine) || die "cargo build --release -p shardtel-engine failed"
     SHARDTEL_BIN=$ROOT/target/release/shardtel
   fi
   write_config "$SAMPLING_CONFIG" "$HERE/blackhole-sampling.base.toml" reference_sampling_policies
-  for c in plain sampling; do "$SHARDTEL_BIN" validate --config "$(config_file $c)" >/dev/null || die "$(config_file $c) does not validate"; done
+  sed 's/^\[processors\.tail_sampling\]$/[processors.tail_sampling]\nbuffer_compression = "lz4"/' "$SAMPLING_CONFIG" >"$SAMPLING_LZ4_CONFIG"
+  grep -q '^buffer_compression = "lz4"$' "$SAMPLING_LZ4_CONFIG" || die "could not write $SAMPLING_LZ4_CONFIG"
+  for c in plain sampling sampling-lz4; do "$SHARDTEL_BIN" validate --config "$(config_file $c)" >/dev/null || die "$(config_file $c) does not validate"; done
 fi
 if [[ " $CONFIGS $MEM_CONFIGS " == *" otelcol-"* ]]; then
   OTELCOL_BIN=${OTELCOL_BIN:-${SHARDTEL_OTELCOL_BIN:-}}
@@ -427,7 +433,7 @@ elif lagging:
 else:
     driver = "ok"
 ok = sps >= 0.97 * rate and q["refused"] == 0 and q["failed"] == 0 and accepted == acked
-if cfg == "sampling":
+if cfg in ("sampling", "sampling-lz4"):
     ok = ok and received == accepted
 if cfg == "otelcol-sampling":  # no trace dropped before its decision
     ok = ok and early == 0
@@ -574,22 +580,24 @@ for name, plain, sampling in (("shardtel", "plain", "sampling"), ("OpenTelemetry
         ratio = "%.2f" % (float(best[sampling]["acked_spans_s"]) / float(best[plain]["acked_spans_s"])) if best[plain] and best[sampling] else "-"
         print("| %s | %s | %s | %s | %s |" % (name, proto, fmt(best[plain]), fmt(best[sampling]), ratio))
 print("\nCPU per span at the same offered rate (collector CPU seconds / spans accepted, after the warm-up; the "
-      "driver's state of both steps; target: sampling <= +15 %):\n")
-print("| proto | offered | plain µs/span | sampling µs/span | sampling vs plain | plain driver | sampling driver | sampling refusals |")
-print("|---|---|---|---|---|---|---|---|")
+      "driver's state of the steps; targets: sampling <= +15 % over plain, lz4 <= +15 % over sampling):\n")
+print("| proto | offered | plain µs/span | sampling µs/span | sampling vs plain | lz4 µs/span | lz4 vs sampling | plain driver | sampling driver | lz4 driver | sampling refusals | lz4 refusals |")
+print("|---|---|---|---|---|---|---|---|---|---|---|---|")
 by = {(r["config"], r["proto"], r["offered"]): r for r in rows}
 for proto in sorted({r["proto"] for r in rows}):
     for off in sorted({r["offered"] for r in rows if r["proto"] == proto}, key=float):
-        p, q = by.get(("plain", proto, off)), by.get(("sampling", proto, off))
-        if not p and not q:
+        p, q, z = (by.get((c, proto, off)) for c in ("plain", "sampling", "sampling-lz4"))
+        if not p and not q and not z:
             continue
         us = lambda r: r["cpu_us_per_span"] if r else "-"
-        try:
-            d = "%+.0f %%" % (100.0 * (float(q["cpu_us_per_span"]) / float(p["cpu_us_per_span"]) - 1))
-        except Exception:
-            d = "-"
-        print("| %s | %s | %s | %s | %s | %s | %s | %s |" % (proto, off, us(p), us(q), d, p["driver"] if p else "-",
-              q["driver"] if q else "-", q["refusal_reasons"] if q else "-"))
+        def vs(a, b):
+            try:
+                return "%+.0f %%" % (100.0 * (float(a["cpu_us_per_span"]) / float(b["cpu_us_per_span"]) - 1))
+            except Exception:
+                return "-"
+        col = lambda r, k: r[k] if r else "-"
+        print("| %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s |" % (proto, off, us(p), us(q), vs(q, p), us(z), vs(z, q),
+              col(p, "driver"), col(q, "driver"), col(z, "driver"), col(q, "refusal_reasons"), col(z, "refusal_reasons")))
 print("\nMemory per buffered span (MEM_RATE spans/s for MEM_SECS; the Collector's kept and decision "
       "counts below are traces, shardtel's spans):\n")
 for line in sys.argv[2].strip().splitlines():
