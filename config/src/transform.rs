@@ -218,7 +218,7 @@ pub(crate) fn decode_transform(
         (
             Signal::Traces,
             "trace_statements",
-            &["resource", "span"][..],
+            &["resource", "span", "spanevent"][..],
         ),
         (
             Signal::Metrics,
@@ -264,7 +264,7 @@ pub(crate) fn decode_transform(
                     d.require(
                         &table,
                         "context",
-                        "context = \"span\" (or resource, log, datapoint)",
+                        "context = \"span\" (or resource, spanevent, log, datapoint)",
                     );
                     None
                 }
@@ -626,6 +626,45 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("processor \"t\""), "{e}");
+    }
+
+    #[test]
+    fn spanevent_statements_decode_and_name_file_line_and_statement() {
+        let text = base(
+            "[processors.t]\ntype = \"transform\"\n[[processors.t.trace_statements]]\ncontext = \"spanevent\"\nstatements = [\n  'set(name, \"error\") where name == \"exception\"',\n]\n",
+            "[\"t\"]",
+            "[\"a\"]",
+        );
+        let config = Config::from_str(&text, "shardtel.toml").unwrap();
+        let Some(ProcessorConfig::Transform(t)) = config.processors.get("t") else {
+            panic!()
+        };
+        assert_eq!(
+            t.groups(crate::Signal::Traces)[0].context,
+            crate::ottl::Context::SpanEvent
+        );
+        let text = base(
+            "[processors.t]\ntype = \"transform\"\n[[processors.t.trace_statements]]\ncontext = \"spanevent\"\nstatements = [\n  'set(name, \"error\")',\n  'set(time_unix_nano, 0)',\n]\n",
+            "[\"t\"]",
+            "[\"a\"]",
+        );
+        let e = Config::from_str(&text, "shardtel.toml")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.starts_with("shardtel.toml:12: processors.t.trace_statements[0].statements[1]: invalid statement `set(time_unix_nano, 0)`: time_unix_nano cannot be changed in the spanevent context"),
+            "{e}"
+        );
+        // Not a context of logs.
+        let text = base(
+            "[processors.t]\ntype = \"transform\"\n[[processors.t.log_statements]]\ncontext = \"spanevent\"\nstatements = ['set(name, \"x\")']\n",
+            "[\"t\"]",
+            "[\"a\"]",
+        );
+        let e = Config::from_str(&text, "shardtel.toml")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("processors.t.log_statements[0].context"), "{e}");
     }
 
     #[test]

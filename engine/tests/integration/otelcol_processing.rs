@@ -199,6 +199,29 @@ fn transform_traces(r: u64) -> ExportTraceServiceRequest {
             if k % 5 == 4 {
                 sp.attributes.push(kv("limit.me", Value::BoolValue(true)));
             }
+            // Events for the spanevent group: none, one, or two (the second with dropped
+            // attributes, so the condition on dropped_attributes_count fails for it).
+            let time = sp.start_time_unix_nano + k;
+            if k % 3 != 2 {
+                sp.events.push(span::Event {
+                    time_unix_nano: time,
+                    name: if k % 2 == 0 { "exception" } else { "log" }.into(),
+                    attributes: vec![
+                        kv("msg", s(&format!("boom secret=abc{k}"))),
+                        kv("drop.me", Value::IntValue(1)),
+                        kv("n", Value::IntValue(k as i64)),
+                    ],
+                    dropped_attributes_count: 0,
+                });
+            }
+            if k % 3 == 0 {
+                sp.events.push(span::Event {
+                    time_unix_nano: time + 1,
+                    name: "exception".into(),
+                    attributes: vec![kv("long", s("a value longer than twelve bytes"))],
+                    dropped_attributes_count: 2,
+                });
+            }
             sp
         })
         .collect();
@@ -209,12 +232,15 @@ const TRACE_REQUESTS: u64 = 3;
 const LOG_REQUESTS: u64 = 3;
 const METRIC_REQUESTS: u64 = 3;
 
-/// Spans (resource and span attributes by key), sorted by trace and span id.
+/// Spans (resource, span and event attributes by key), sorted by trace and span id.
 fn normal_spans(reqs: &[ExportTraceServiceRequest]) -> Vec<Flat> {
     flatten(reqs)
         .into_iter()
         .map(|(r, sc, mut sp)| {
             by_key(&mut sp.attributes);
+            for e in &mut sp.events {
+                by_key(&mut e.attributes);
+            }
             (sorted_resource(&r), sc, sp)
         })
         .collect()
@@ -398,6 +424,25 @@ fn transform_statements_give_the_same_items_as_the_collector() {
         .map(|(_, _, sp)| sp.status.clone().unwrap_or_default().code)
         .collect();
     assert_eq!(codes, BTreeSet::from([0, 1, 2]));
+    // The spanevent group changed the events, and left spans without events alone.
+    let events: Vec<&span::Event> = spans.iter().flat_map(|(_, _, sp)| &sp.events).collect();
+    assert_eq!(events.len(), 60, "events of the 60 spans");
+    let named = |n: &str| events.iter().filter(|e| e.name == n).count();
+    assert!(named("error") > 0 && named("exception") > 0 && named("log") > 0);
+    assert!(events
+        .iter()
+        .all(|e| attr(&e.attributes, "drop.me").is_none() && text(&e.attributes, "svc").is_some()));
+    assert!(events
+        .iter()
+        .any(|e| text(&e.attributes, "route").is_some()));
+    assert!(events
+        .iter()
+        .any(|e| text(&e.attributes, "msg").as_deref() == Some("boom secret=")));
+    assert!(events.iter().any(|e| attr(&e.attributes, "late").is_some()));
+    assert!(events.iter().any(|e| attr(&e.attributes, "late").is_none()));
+    assert!(events
+        .iter()
+        .any(|e| attr(&e.attributes, "span.failed").is_some()));
     assert!(records
         .iter()
         .any(|(_, _, lr)| lr.severity_text == "SEVERE"));
