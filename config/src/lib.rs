@@ -151,8 +151,8 @@ pub use tls::{
     TlsVersion,
 };
 pub use transform::{
-    item_context, Route, RoutingConfig, SpanHistogram, SpanMetricsConfig, StatementGroup,
-    TransformConfig,
+    item_context, Route, RoutingConfig, SpanHistogram, SpanMetricsConfig, SpanTemporality,
+    StatementGroup, TransformConfig,
 };
 pub use units::{format_duration, format_size, parse_duration, parse_size};
 pub use wal::WalConfig;

@@ -27,15 +27,19 @@ pub enum Context {
     Log,
     /// A metric data point (`metric.name` is its metric's name).
     DataPoint,
+    /// A span event (`Span.events[i]`): `name`, `attributes` and `time_unix_nano` are the
+    /// event's; `span.*` reads the span it belongs to.
+    SpanEvent,
 }
 
 impl Context {
     /// Every context, with its name in configurations.
-    pub const ALL: [(Context, &'static str); 4] = [
+    pub const ALL: [(Context, &'static str); 5] = [
         (Context::Resource, "resource"),
         (Context::Span, "span"),
         (Context::Log, "log"),
         (Context::DataPoint, "datapoint"),
+        (Context::SpanEvent, "spanevent"),
     ];
 
     /// The name in configurations.
@@ -45,6 +49,7 @@ impl Context {
             Context::Span => "span",
             Context::Log => "log",
             Context::DataPoint => "datapoint",
+            Context::SpanEvent => "spanevent",
         }
     }
 
@@ -54,6 +59,7 @@ impl Context {
             Context::Span => "attributes[\"key\"], resource.attributes[\"key\"], name, kind, status.code, status.message",
             Context::Log => "attributes[\"key\"], resource.attributes[\"key\"], body, severity_number, severity_text",
             Context::DataPoint => "attributes[\"key\"], resource.attributes[\"key\"], metric.name",
+            Context::SpanEvent => "attributes[\"key\"], name, time_unix_nano, dropped_attributes_count, span.name, span.attributes[\"key\"], span.kind, span.status.code, span.status.message, resource.attributes[\"key\"]; not supported: instrumentation_scope.*, span.trace_id, span.span_id, span times and the other span fields, event `time`",
         }
     }
 }
@@ -97,6 +103,20 @@ pub enum Path {
     MetricName,
     /// `trace.has_error`: some span of the trace has status ERROR (routing of traces only).
     TraceHasError,
+    /// `time_unix_nano`: a span event's time (an integer).
+    TimeUnixNano,
+    /// `dropped_attributes_count`: a span event's.
+    DroppedAttributesCount,
+    /// `span.name`: the name of the span an event belongs to.
+    SpanName,
+    /// `span.kind`: the kind of the span an event belongs to.
+    SpanKind,
+    /// `span.status.code`: the status code of the span an event belongs to.
+    SpanStatusCode,
+    /// `span.status.message`.
+    SpanStatusMessage,
+    /// `span.attributes["key"]`: an attribute of the span an event belongs to.
+    SpanAttribute(String),
 }
 
 impl Path {
@@ -106,6 +126,17 @@ impl Path {
             (Attribute(_), _) => true,
             (ResourceAttribute(_), c) => c != Context::Resource,
             (Name | Kind | StatusCode | StatusMessage, Context::Span) => true,
+            (
+                Name
+                | TimeUnixNano
+                | DroppedAttributesCount
+                | SpanName
+                | SpanKind
+                | SpanStatusCode
+                | SpanStatusMessage
+                | SpanAttribute(_),
+                Context::SpanEvent,
+            ) => true,
             (TraceHasError, Context::Span) => routing,
             (Body | SeverityNumber | SeverityText, Context::Log) => true,
             (MetricName, Context::DataPoint) => true,
@@ -128,6 +159,13 @@ impl fmt::Display for Path {
             Path::SeverityText => f.write_str("severity_text"),
             Path::MetricName => f.write_str("metric.name"),
             Path::TraceHasError => f.write_str("trace.has_error"),
+            Path::TimeUnixNano => f.write_str("time_unix_nano"),
+            Path::DroppedAttributesCount => f.write_str("dropped_attributes_count"),
+            Path::SpanName => f.write_str("span.name"),
+            Path::SpanKind => f.write_str("span.kind"),
+            Path::SpanStatusCode => f.write_str("span.status.code"),
+            Path::SpanStatusMessage => f.write_str("span.status.message"),
+            Path::SpanAttribute(k) => write!(f, "span.attributes[{k:?}]"),
         }
     }
 }
@@ -656,6 +694,13 @@ impl Parser {
             ("severity_text", None) => Path::SeverityText,
             ("metric.name", None) => Path::MetricName,
             ("trace.has_error", None) => Path::TraceHasError,
+            ("time_unix_nano", None) => Path::TimeUnixNano,
+            ("dropped_attributes_count", None) => Path::DroppedAttributesCount,
+            ("span.name", None) => Path::SpanName,
+            ("span.kind", None) => Path::SpanKind,
+            ("span.status.code", None) => Path::SpanStatusCode,
+            ("span.status.message", None) => Path::SpanStatusMessage,
+            ("span.attributes", Some(k)) => Path::SpanAttribute(k),
             (other, key) => {
                 let shown = match key {
                     Some(k) => format!("{other}[{k:?}]"),
@@ -894,7 +939,11 @@ impl Parser {
         match (&path, self.context) {
             (Path::Attribute(_), _)
             | (Path::Name | Path::StatusCode | Path::StatusMessage, Context::Span)
+            | (Path::Name, Context::SpanEvent)
             | (Path::Body | Path::SeverityText, Context::Log) => Ok(path),
+            (_, Context::SpanEvent) => err(format!(
+                "{path} cannot be changed in the spanevent context (set changes name and attributes[\"key\"]; span.* and resource.* are read-only here)"
+            )),
             (Path::ResourceAttribute(_), _) => err(format!(
                 "{path} is read-only in the {} context: change it in the resource context",
                 self.context.name()
@@ -984,7 +1033,12 @@ pub fn parse_condition(text: &str, context: Context, routing: bool) -> Result<Ex
 fn check_boolean(e: &Expr) -> Result<(), LangError> {
     match e {
         Expr::Literal(Literal::Bool(_)) | Expr::Compare(..) | Expr::IsMatch(..) => Ok(()),
-        Expr::Path(Path::TraceHasError | Path::Attribute(_) | Path::ResourceAttribute(_)) => Ok(()),
+        Expr::Path(
+            Path::TraceHasError
+            | Path::Attribute(_)
+            | Path::ResourceAttribute(_)
+            | Path::SpanAttribute(_),
+        ) => Ok(()),
         Expr::Not(e) => check_boolean(e),
         Expr::And(a, b) | Expr::Or(a, b) => {
             check_boolean(a)?;
@@ -1199,6 +1253,57 @@ mod tests {
         )
         .unwrap();
         parse_statement(r#"delete_key(attributes, "host.name")"#, Context::Resource).unwrap();
+    }
+
+    #[test]
+    fn span_event_paths_and_what_they_may_change() {
+        for text in [
+            r#"set(attributes["k"], span.attributes["a"]) where span.name == "x" and span.kind == SPAN_KIND_SERVER"#,
+            r#"set(name, "error") where name == "exception" and time_unix_nano > 0 and dropped_attributes_count == 0"#,
+            r#"delete_key(attributes, "a") where span.status.code == STATUS_CODE_ERROR or span.status.message == "m""#,
+            r#"merge_maps(attributes, resource.attributes, "upsert") where span.attributes["b"]"#,
+            r#"replace_pattern(name, "a", "b")"#,
+        ] {
+            parse_statement(text, Context::SpanEvent).unwrap_or_else(|e| panic!("{text}: {e}"));
+        }
+        let cases = [
+            (
+                "set(time_unix_nano, 1)",
+                Context::SpanEvent,
+                "time_unix_nano cannot be changed in the spanevent context",
+            ),
+            (
+                "set(span.name, \"x\")",
+                Context::SpanEvent,
+                "span.name cannot be changed in the spanevent context",
+            ),
+            (
+                "set(attributes[\"a\"], kind)",
+                Context::SpanEvent,
+                "path `kind` is not available in the spanevent context",
+            ),
+            (
+                "set(attributes[\"a\"], span.trace_id)",
+                Context::SpanEvent,
+                "unknown path `span.trace_id` (in the spanevent context: ",
+            ),
+            (
+                "set(attributes[\"a\"], span.name)",
+                Context::Span,
+                "path `span.name` is not available in the span context",
+            ),
+        ];
+        for (text, context, want) in cases {
+            let got = parse_statement(text, context).unwrap_err().message;
+            assert!(got.contains(want), "{text}: {got}");
+        }
+        let got = parse_statement("set(attributes[\"a\"], span.trace_id)", Context::SpanEvent)
+            .unwrap_err()
+            .message;
+        assert!(
+            got.contains("not supported: instrumentation_scope.*"),
+            "{got}"
+        );
     }
 
     #[test]

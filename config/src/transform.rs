@@ -230,7 +230,7 @@ pub(crate) fn decode_transform(
         (
             Signal::Traces,
             "trace_statements",
-            &["resource", "span"][..],
+            &["resource", "span", "spanevent"][..],
         ),
         (
             Signal::Metrics,
@@ -276,7 +276,7 @@ pub(crate) fn decode_transform(
                     d.require(
                         &table,
                         "context",
-                        "context = \"span\" (or resource, log, datapoint)",
+                        "context = \"span\" (or resource, spanevent, log, datapoint)",
                     );
                     None
                 }
@@ -337,7 +337,9 @@ pub(crate) fn decode_transform(
 /// `type = "spanmetrics"`: request, error and duration metrics from spans, computed on each
 /// span's owner core (before `tail_sampling` when listed before it, so dropped traces count) and
 /// handed to the metrics pipeline every `flush_interval`, as delta sums and histograms (the
-/// `prometheusremotewrite` exporter accumulates them into cumulative series).
+/// `prometheusremotewrite` exporter accumulates them into cumulative series) or, with
+/// `aggregation_temporality = "AGGREGATION_TEMPORALITY_CUMULATIVE"`, as cumulative ones (one
+/// stream per core, told apart by `collector.instance.id`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SpanMetricsConfig {
     /// Span (then resource) attributes added as labels.
@@ -352,6 +354,30 @@ pub struct SpanMetricsConfig {
     pub namespace: String,
     /// The kind of the duration histogram.
     pub histogram: SpanHistogram,
+    /// Delta (the default here) or cumulative sums and histograms.
+    pub aggregation_temporality: SpanTemporality,
+    /// A series with no span for this long is forgotten at a flush (frees its place under
+    /// `max_series`); zero: never.
+    pub metrics_expiration: std::time::Duration,
+}
+
+/// `aggregation_temporality` of `spanmetrics`, with the Collector's words (and the short forms).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SpanTemporality {
+    /// Each flush holds the counts since the last one (shardtel's default).
+    Delta,
+    /// Each flush holds every series' counts since its first span (the Collector's default).
+    Cumulative,
+}
+
+impl SpanTemporality {
+    /// The words of `aggregation_temporality`.
+    pub const NAMES: &'static [&'static str] = &[
+        "AGGREGATION_TEMPORALITY_DELTA",
+        "AGGREGATION_TEMPORALITY_CUMULATIVE",
+        "delta",
+        "cumulative",
+    ];
 }
 
 /// The duration histogram of `spanmetrics`: `histogram = "explicit"` (bounds `buckets`) or
@@ -386,6 +412,8 @@ impl SpanMetricsConfig {
         "namespace",
         "histogram",
         "max_size",
+        "aggregation_temporality",
+        "metrics_expiration",
     ];
     /// The OpenTelemetry Collector's default bounds, in milliseconds.
     pub const DEFAULT_BUCKETS_MS: &'static [u64] = &[
@@ -475,6 +503,19 @@ pub(crate) fn decode_spanmetrics(
         }
         SpanHistogram::Explicit
     };
+    let aggregation_temporality =
+        d.field_or(s, "aggregation_temporality", SpanTemporality::Delta, |v| {
+            Ok(match decode::one_of(v, SpanTemporality::NAMES)? {
+                "AGGREGATION_TEMPORALITY_CUMULATIVE" | "cumulative" => SpanTemporality::Cumulative,
+                _ => SpanTemporality::Delta,
+            })
+        });
+    let metrics_expiration = d.field_or(
+        s,
+        "metrics_expiration",
+        std::time::Duration::ZERO,
+        decode::duration,
+    );
     Some(SpanMetricsConfig {
         dimensions,
         buckets,
@@ -482,6 +523,8 @@ pub(crate) fn decode_spanmetrics(
         flush_interval,
         namespace,
         histogram,
+        aggregation_temporality,
+        metrics_expiration,
     })
 }
 
@@ -641,6 +684,45 @@ mod tests {
     }
 
     #[test]
+    fn spanevent_statements_decode_and_name_file_line_and_statement() {
+        let text = base(
+            "[processors.t]\ntype = \"transform\"\n[[processors.t.trace_statements]]\ncontext = \"spanevent\"\nstatements = [\n  'set(name, \"error\") where name == \"exception\"',\n]\n",
+            "[\"t\"]",
+            "[\"a\"]",
+        );
+        let config = Config::from_str(&text, "shardtel.toml").unwrap();
+        let Some(ProcessorConfig::Transform(t)) = config.processors.get("t") else {
+            panic!()
+        };
+        assert_eq!(
+            t.groups(crate::Signal::Traces)[0].context,
+            crate::ottl::Context::SpanEvent
+        );
+        let text = base(
+            "[processors.t]\ntype = \"transform\"\n[[processors.t.trace_statements]]\ncontext = \"spanevent\"\nstatements = [\n  'set(name, \"error\")',\n  'set(time_unix_nano, 0)',\n]\n",
+            "[\"t\"]",
+            "[\"a\"]",
+        );
+        let e = Config::from_str(&text, "shardtel.toml")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.starts_with("shardtel.toml:12: processors.t.trace_statements[0].statements[1]: invalid statement `set(time_unix_nano, 0)`: time_unix_nano cannot be changed in the spanevent context"),
+            "{e}"
+        );
+        // Not a context of logs.
+        let text = base(
+            "[processors.t]\ntype = \"transform\"\n[[processors.t.log_statements]]\ncontext = \"spanevent\"\nstatements = ['set(name, \"x\")']\n",
+            "[\"t\"]",
+            "[\"a\"]",
+        );
+        let e = Config::from_str(&text, "shardtel.toml")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("processors.t.log_statements[0].context"), "{e}");
+    }
+
+    #[test]
     fn spanmetrics_histograms_are_explicit_or_exponential() {
         let parse = |keys: &str| {
             let text = base(
@@ -680,6 +762,57 @@ mod tests {
             e.contains("processors.sm.histogram") && e.contains("\"exponential\""),
             "{e}"
         );
+    }
+
+    #[test]
+    fn spanmetrics_temporality_and_expiration() {
+        use super::SpanTemporality;
+        let parse = |keys: &str| {
+            let text = base(
+                &format!("[processors.sm]\ntype = \"spanmetrics\"\n{keys}"),
+                "[\"sm\"]",
+                "[\"a\"]",
+            );
+            let text =
+                format!("{text}[pipelines.metrics]\nreceivers = [\"otlp\"]\nexporters = [\"b\"]\n");
+            Config::from_str(&text, "shardtel.toml").map(|c| match c.processors.get("sm") {
+                Some(ProcessorConfig::SpanMetrics(m)) => {
+                    (m.aggregation_temporality, m.metrics_expiration)
+                }
+                _ => panic!(),
+            })
+        };
+        let zero = std::time::Duration::ZERO;
+        assert_eq!(parse("").unwrap(), (SpanTemporality::Delta, zero));
+        for (word, want) in [
+            (
+                "AGGREGATION_TEMPORALITY_CUMULATIVE",
+                SpanTemporality::Cumulative,
+            ),
+            ("cumulative", SpanTemporality::Cumulative),
+            ("AGGREGATION_TEMPORALITY_DELTA", SpanTemporality::Delta),
+            ("delta", SpanTemporality::Delta),
+        ] {
+            let keys =
+                format!("aggregation_temporality = \"{word}\"\nmetrics_expiration = \"5m\"\n");
+            assert_eq!(
+                parse(&keys).unwrap(),
+                (want, std::time::Duration::from_secs(300))
+            );
+        }
+        let e = parse("aggregation_temporality = \"CUMULATIVE\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.starts_with("shardtel.toml:8: processors.sm.aggregation_temporality")
+                && e.contains("AGGREGATION_TEMPORALITY_CUMULATIVE"),
+            "{e}"
+        );
+        let e = parse("metrics_expiration = \"soon\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("processors.sm.metrics_expiration"), "{e}");
+        assert_eq!(parse("metrics_expiration = 0\n").unwrap().1, zero);
     }
 
     #[test]

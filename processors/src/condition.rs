@@ -296,26 +296,37 @@ impl Condition {
 }
 
 /// The key of an attribute of the item itself (not of its resource), whose bytes are in the
-/// item's.
+/// item's. (A span event's bytes, and so its span's, are inside its span's: the witnesses of a
+/// `spanevent` condition are in the span.)
 fn item_key(p: &Path) -> Option<Vec<u8>> {
     match p {
-        Path::Attribute(k) if !k.is_empty() => Some(k.as_bytes().to_vec()),
+        Path::Attribute(k) | Path::SpanAttribute(k) if !k.is_empty() => Some(k.as_bytes().to_vec()),
         _ => None,
     }
 }
 
-/// Whether `p` reads a string from the item's own bytes (not its resource's or its metric's).
+/// Whether `p` reads a string from the item's own bytes (not its resource's or its metric's),
+/// or, for a span event, from its span's.
 fn in_item_bytes(p: &Path) -> bool {
     match p {
-        Path::Attribute(_) | Path::Name | Path::StatusMessage | Path::Body | Path::SeverityText => {
-            true
-        }
+        Path::Attribute(_)
+        | Path::Name
+        | Path::StatusMessage
+        | Path::Body
+        | Path::SeverityText
+        | Path::SpanAttribute(_)
+        | Path::SpanName
+        | Path::SpanStatusMessage => true,
         Path::ResourceAttribute(_)
         | Path::Kind
         | Path::StatusCode
         | Path::SeverityNumber
         | Path::MetricName
-        | Path::TraceHasError => false,
+        | Path::TraceHasError
+        | Path::TimeUnixNano
+        | Path::DroppedAttributesCount
+        | Path::SpanKind
+        | Path::SpanStatusCode => false,
     }
 }
 

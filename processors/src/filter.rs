@@ -172,7 +172,7 @@ impl Properties {
                     }
                 }
             }
-            ItemKind::Resource => {}
+            ItemKind::Resource | ItemKind::SpanEvent => {}
         }
         for (key, m) in &self.attributes {
             let msg = item.msg;

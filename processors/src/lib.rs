@@ -90,6 +90,9 @@ pub enum ProcessorError {
     },
 }
 
+/// `Span.events`.
+const SPAN_EVENTS: u32 = 11;
+
 /// What kind of message an [`Item`] is.
 #[derive(Clone, Copy, Debug)]
 pub enum ItemKind<'a> {
@@ -104,6 +107,8 @@ pub enum ItemKind<'a> {
     },
     /// A `Resource`.
     Resource,
+    /// A `Span.Event` (its name is field 2).
+    SpanEvent,
 }
 
 /// One message going through a chain: its original bytes and, once read, its attributes
@@ -118,6 +123,9 @@ pub struct Item<'a> {
     body_changed: bool,
     /// Other fields a `transform` replaced: `(field, new length-delimited value)`.
     edits: Vec<(u32, Bytes)>,
+    /// A span's events once a `spanevent` statement changed one: every event's body, in
+    /// order (the unchanged ones copied), written in place of the original `events`.
+    events: Option<Vec<Bytes>>,
     /// Some action changed the item.
     pub changed: bool,
 }
@@ -145,6 +153,7 @@ impl<'a> Item<'a> {
             body,
             body_changed: false,
             edits: Vec::new(),
+            events: None,
             changed: false,
         }
     }
@@ -206,6 +215,15 @@ impl<'a> Item<'a> {
             });
             // Field 0 never occurs: every attribute is copied as it is.
             write_message(&out, 0, &[], edit, arena);
+            out = arena.split().freeze();
+        }
+        // Events a `spanevent` statement changed: every original event left out, the new list
+        // appended (in order; OTLP does not order a message's fields).
+        if let Some(events) = &self.events {
+            write_message(&out, SPAN_EVENTS, &[], None, arena);
+            for e in events {
+                put_len_field(arena, SPAN_EVENTS, e);
+            }
             out = arena.split().freeze();
         }
         Some(out)

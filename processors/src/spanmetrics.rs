@@ -8,13 +8,21 @@
 //! allocated only when it first appears. At most `max_series` series per core: the spans of
 //! any further series count in one `otel.metric.overflow="true"` series (and in
 //! [`SpanMetricsSnapshot::overflow_spans`]).
+//!
+//! With `aggregation_temporality` cumulative, a series' counts are never reset: each flush
+//! sends every series, from the time of its first span (its `start_time_unix_nano`, fixed) to
+//! now. Each core's series are a stream of their own, so every point carries the core's
+//! `collector.instance.id` (a random id per core and start, as the Collector has one per
+//! process): two cores' cumulative counts of one series are two series downstream, never one
+//! that jumps between them. With `metrics_expiration`, a series with no span for that long is
+//! forgotten at a flush (in either temporality), which frees its place under `max_series`.
 
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
 
 use bytes::Bytes;
 use prost::Message;
-use shardtel_config::{SpanHistogram, SpanMetricsConfig};
+use shardtel_config::{SpanHistogram, SpanMetricsConfig, SpanTemporality};
 use shardtel_protocol::proto::collector::metrics::v1::ExportMetricsServiceRequest;
 use shardtel_protocol::proto::common::v1::{any_value, AnyValue, KeyValue};
 use shardtel_protocol::proto::metrics::v1::{
@@ -42,6 +50,14 @@ const STATUS: [&str; 3] = ["STATUS_CODE_UNSET", "STATUS_CODE_OK", "STATUS_CODE_E
 /// One series' labels and aggregates.
 #[derive(Debug, Clone)]
 struct Series {
+    /// Its key in [`State::index`] (empty for the overflow series).
+    key: Box<[u8]>,
+    /// Unix ns of its first span (the start of its cumulative points).
+    start_ns: u64,
+    /// Unix ns of the end of the last window in which it had a span.
+    last_seen_ns: u64,
+    /// A span was counted since the last flush.
+    updated: bool,
     service: String,
     /// Point labels (span.name, span.kind, status.code, dimensions), or the overflow label.
     labels: Vec<(String, String)>,
@@ -54,8 +70,18 @@ struct Series {
 }
 
 impl Series {
-    fn new(service: String, labels: Vec<(String, String)>, histogram: &Hist) -> Series {
+    fn new(
+        key: Box<[u8]>,
+        service: String,
+        labels: Vec<(String, String)>,
+        histogram: &Hist,
+    ) -> Series {
+        let now = unix_now_ns();
         Series {
+            key,
+            start_ns: now,
+            last_seen_ns: now,
+            updated: false,
             service,
             labels,
             calls: 0,
@@ -77,6 +103,36 @@ impl Series {
             *e = ExpHistogram::default();
         }
     }
+}
+
+/// The wall clock in unix ns.
+fn unix_now_ns() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as u64)
+}
+
+/// A random id for one core's cumulative streams, formatted as a UUID (version 4): random keys
+/// of the standard library's hasher (seeded from the OS per thread), the time and the process
+/// id.
+fn new_instance_id() -> String {
+    use std::hash::{BuildHasher, Hasher};
+    let half = |salt: u64| {
+        let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+        h.write_u64(unix_now_ns());
+        h.write_u32(std::process::id());
+        h.write_u64(salt);
+        h.finish()
+    };
+    let (a, b) = (half(1), half(2));
+    format!(
+        "{:08x}-{:04x}-4{:03x}-{:04x}-{:012x}",
+        a >> 32,
+        (a >> 16) & 0xffff,
+        a & 0xfff,
+        0x8000 | (b >> 48) & 0x3fff,
+        b & 0xffff_ffff_ffff
+    )
 }
 
 /// The histogram a processor builds.
@@ -237,6 +293,8 @@ pub struct SpanMetricsSnapshot {
     pub series: u64,
     /// Flushes the metrics pipeline refused (their counts are kept for the next flush).
     pub refused_flushes: u64,
+    /// Series forgotten after `metrics_expiration`.
+    pub expired_series: u64,
 }
 
 /// One core's span metrics.
@@ -245,12 +303,20 @@ pub struct SpanMetrics {
     histogram: Hist,
     max_series: usize,
     namespace: String,
+    /// Cumulative points (series never reset), or delta.
+    cumulative: bool,
+    /// `metrics_expiration` in ns (0: never).
+    expiration_ns: u64,
+    /// `collector.instance.id` of this core's cumulative points.
+    instance_id: Option<String>,
     state: RefCell<State>,
     /// Start of the current delta window (unix ns).
     window_start: Cell<u64>,
     spans: Cell<u64>,
     overflow_spans: Cell<u64>,
     refused: Cell<u64>,
+    /// Series forgotten after `metrics_expiration`.
+    expired: Cell<u64>,
 }
 
 fn label(v: Option<AnyValueRef<'_>>) -> Option<String> {
@@ -295,11 +361,19 @@ impl SpanMetrics {
             },
             max_series: config.max_series,
             namespace: config.namespace.clone(),
+            cumulative: config.aggregation_temporality == SpanTemporality::Cumulative,
+            expiration_ns: config
+                .metrics_expiration
+                .as_nanos()
+                .min(u128::from(u64::MAX)) as u64,
+            instance_id: (config.aggregation_temporality == SpanTemporality::Cumulative)
+                .then(new_instance_id),
             state: RefCell::new(State::default()),
             window_start: Cell::new(now_ns),
             spans: Cell::new(0),
             overflow_spans: Cell::new(0),
             refused: Cell::new(0),
+            expired: Cell::new(0),
         }
     }
 
@@ -370,8 +444,14 @@ impl SpanMetrics {
                         labels.push((d.clone(), v));
                     }
                 }
-                index.insert(key.clone().into_boxed_slice(), series.len());
-                series.push(Series::new(service.to_string(), labels, &self.histogram));
+                let boxed = key.clone().into_boxed_slice();
+                index.insert(boxed.clone(), series.len());
+                series.push(Series::new(
+                    boxed,
+                    service.to_string(),
+                    labels,
+                    &self.histogram,
+                ));
                 series.last_mut().expect("just pushed")
             }
             None => {
@@ -379,6 +459,7 @@ impl SpanMetrics {
                 overflow.get_or_insert_with(|| self.overflow_series())
             }
         };
+        s.updated = true;
         s.calls += 1;
         s.sum_ms += duration_ms;
         match &self.histogram {
@@ -392,27 +473,43 @@ impl SpanMetrics {
         self.spans.set(self.spans.get() + 1);
     }
 
-    /// The counts since the last flush as an `ExportMetricsServiceRequest` (delta sums and
-    /// histograms ending at `now_ns`) and its number of data points; the counts restart.
-    /// `None` when no span was counted.
+    /// The counts as an `ExportMetricsServiceRequest` ending at `now_ns` and its number of
+    /// data points: delta, the counts since the last flush (which restart); cumulative, every
+    /// series' counts since its first span. Series not updated for `metrics_expiration` are
+    /// forgotten first. `None` when there is nothing to send.
     pub fn flush(&self, now_ns: u64) -> Option<(Bytes, u64)> {
         let mut state = self.state.borrow_mut();
-        let mut all: Vec<Series> = state
-            .series
-            .iter_mut()
-            .filter(|s| s.calls > 0)
-            .map(|s| {
-                let out = s.clone();
-                s.reset();
-                out
-            })
-            .collect();
-        all.extend(state.overflow.take());
+        self.expire(&mut state, now_ns);
+        let mut all: Vec<Series> = if self.cumulative {
+            let State {
+                series, overflow, ..
+            } = &*state;
+            series.iter().chain(overflow.as_ref()).cloned().collect()
+        } else {
+            let mut all: Vec<Series> = state
+                .series
+                .iter_mut()
+                .filter(|s| s.calls > 0)
+                .map(|s| {
+                    let out = s.clone();
+                    s.reset();
+                    out
+                })
+                .collect();
+            all.extend(state.overflow.take());
+            all
+        };
         drop(state);
+        all.retain(|s| s.calls > 0);
         if all.is_empty() {
             return None;
         }
-        let start = self.window_start.replace(now_ns);
+        let window_start = self.window_start.replace(now_ns);
+        if !self.cumulative {
+            for s in &mut all {
+                s.start_ns = window_start;
+            }
+        }
         let mut by_service: Vec<(String, Vec<Series>)> = Vec::new();
         for s in all {
             match by_service.iter_mut().find(|(svc, _)| *svc == s.service) {
@@ -425,7 +522,12 @@ impl SpanMetrics {
             .into_iter()
             .map(|(service, series)| {
                 let attrs = |s: &Series| -> Vec<KeyValue> {
-                    s.labels.iter().map(|(k, v)| string_kv(k, v)).collect()
+                    let labels = s.labels.iter().map(|(k, v)| string_kv(k, v));
+                    let instance = self
+                        .instance_id
+                        .as_deref()
+                        .map(|id| string_kv("collector.instance.id", id));
+                    labels.chain(instance).collect()
                 };
                 points += 2 * series.len() as u64;
                 let calls = Metric {
@@ -435,13 +537,13 @@ impl SpanMetrics {
                             .iter()
                             .map(|s| NumberDataPoint {
                                 attributes: attrs(s),
-                                start_time_unix_nano: start,
+                                start_time_unix_nano: s.start_ns,
                                 time_unix_nano: now_ns,
                                 value: Some(number_data_point::Value::AsInt(s.calls as i64)),
                                 ..Default::default()
                             })
                             .collect(),
-                        aggregation_temporality: AggregationTemporality::Delta as i32,
+                        aggregation_temporality: self.temporality(),
                         is_monotonic: true,
                     })),
                     ..Default::default()
@@ -449,7 +551,7 @@ impl SpanMetrics {
                 let duration = Metric {
                     name: format!("{}.duration", self.namespace),
                     unit: "ms".into(),
-                    data: Some(self.duration_data(&series, start, now_ns, &attrs)),
+                    data: Some(self.duration_data(&series, now_ns, &attrs)),
                     ..Default::default()
                 };
                 ResourceMetrics {
@@ -477,9 +579,44 @@ impl SpanMetrics {
         Some((Bytes::from(req.encode_to_vec()), points))
     }
 
+    /// The temporality of the points, as OTLP numbers it.
+    fn temporality(&self) -> i32 {
+        if self.cumulative {
+            AggregationTemporality::Cumulative as i32
+        } else {
+            AggregationTemporality::Delta as i32
+        }
+    }
+
+    /// Forgets the series (and the overflow series) with no span in the last
+    /// `metrics_expiration`; notes `now_ns` as the last time of those with one.
+    fn expire(&self, state: &mut State, now_ns: u64) {
+        let expiration = self.expiration_ns;
+        let mut live = |s: &mut Series| {
+            if s.updated {
+                s.updated = false;
+                s.last_seen_ns = now_ns;
+            }
+            expiration == 0 || now_ns.saturating_sub(s.last_seen_ns) < expiration
+        };
+        if state.overflow.as_mut().is_some_and(|o| !live(o)) {
+            state.overflow = None;
+        }
+        let before = state.series.len();
+        state.series.retain_mut(&mut live);
+        if state.series.len() != before {
+            self.expired
+                .set(self.expired.get() + (before - state.series.len()) as u64);
+            let State { index, series, .. } = state;
+            index.clear();
+            index.extend(series.iter().enumerate().map(|(i, s)| (s.key.clone(), i)));
+        }
+    }
+
     /// The series that counts spans past `max_series`.
     fn overflow_series(&self) -> Series {
         Series::new(
+            Box::default(),
             String::new(),
             vec![("otel.metric.overflow".to_string(), "true".to_string())],
             &self.histogram,
@@ -490,18 +627,17 @@ impl SpanMetrics {
     fn duration_data(
         &self,
         series: &[Series],
-        start: u64,
         now_ns: u64,
         attrs: &dyn Fn(&Series) -> Vec<KeyValue>,
     ) -> metric::Data {
-        let delta = AggregationTemporality::Delta as i32;
+        let temporality = self.temporality();
         match &self.histogram {
             Hist::Explicit(bounds) => metric::Data::Histogram(Histogram {
                 data_points: series
                     .iter()
                     .map(|s| HistogramDataPoint {
                         attributes: attrs(s),
-                        start_time_unix_nano: start,
+                        start_time_unix_nano: s.start_ns,
                         time_unix_nano: now_ns,
                         count: s.calls,
                         sum: Some(s.sum_ms),
@@ -510,7 +646,7 @@ impl SpanMetrics {
                         ..Default::default()
                     })
                     .collect(),
-                aggregation_temporality: delta,
+                aggregation_temporality: temporality,
             }),
             Hist::Exponential(_) => metric::Data::ExponentialHistogram(ExponentialHistogram {
                 data_points: series
@@ -519,7 +655,7 @@ impl SpanMetrics {
                         let e = s.exp.clone().unwrap_or_default();
                         ExponentialHistogramDataPoint {
                             attributes: attrs(s),
-                            start_time_unix_nano: start,
+                            start_time_unix_nano: s.start_ns,
                             time_unix_nano: now_ns,
                             count: s.calls,
                             sum: Some(s.sum_ms),
@@ -535,14 +671,18 @@ impl SpanMetrics {
                         }
                     })
                     .collect(),
-                aggregation_temporality: delta,
+                aggregation_temporality: temporality,
             }),
         }
     }
 
-    /// Puts back the counts of a flush the metrics pipeline refused.
+    /// Puts back the counts of a flush the metrics pipeline refused (cumulative: nothing to put
+    /// back, the next flush carries the totals).
     pub fn refused(&self, body: &Bytes, window_start_ns: u64) {
         self.refused.set(self.refused.get() + 1);
+        if self.cumulative {
+            return;
+        }
         self.window_start.set(window_start_ns);
         let Ok(req) = ExportMetricsServiceRequest::decode(body.as_ref()) else {
             return;
@@ -627,6 +767,7 @@ impl SpanMetrics {
             overflow_spans: self.overflow_spans.get(),
             series: self.state.borrow().series.len() as u64,
             refused_flushes: self.refused.get(),
+            expired_series: self.expired.get(),
         }
     }
 }
@@ -635,6 +776,7 @@ impl SpanMetrics {
 mod tests {
     use super::*;
     use shardtel_protocol::proto::trace::v1::{Span, Status};
+    use std::collections::{BTreeMap, BTreeSet};
 
     fn config(max_series: usize) -> SpanMetricsConfig {
         SpanMetricsConfig {
@@ -647,6 +789,8 @@ mod tests {
             flush_interval: std::time::Duration::from_secs(1),
             namespace: "traces.span.metrics".into(),
             histogram: SpanHistogram::Explicit,
+            aggregation_temporality: SpanTemporality::Delta,
+            metrics_expiration: std::time::Duration::ZERO,
         }
     }
 
@@ -781,6 +925,296 @@ mod tests {
         m.refused(&body, start);
         let (again, _) = m.flush(2).unwrap();
         assert_eq!(points(&again), p);
+    }
+
+    fn cumulative(max_series: usize, expiration: std::time::Duration) -> SpanMetricsConfig {
+        SpanMetricsConfig {
+            aggregation_temporality: SpanTemporality::Cumulative,
+            metrics_expiration: expiration,
+            ..config(max_series)
+        }
+    }
+
+    /// (labels without the instance id, start, time, temporality, instance id) of a point.
+    type Stamp = (Vec<String>, u64, u64, i32, Option<String>);
+
+    /// The [`Stamp`] of every point.
+    fn stamps(body: &Bytes) -> Vec<Stamp> {
+        let req = ExportMetricsServiceRequest::decode(body.as_ref()).unwrap();
+        let mut out = Vec::new();
+        for m in req
+            .resource_metrics
+            .into_iter()
+            .flat_map(|rm| rm.scope_metrics)
+            .flat_map(|sm| sm.metrics)
+        {
+            let mut push = |attrs: &[KeyValue], start, time, temporality| {
+                let mut id = None;
+                let mut labels = Vec::new();
+                for kv in attrs {
+                    let Some(any_value::Value::StringValue(v)) =
+                        kv.value.as_ref().and_then(|v| v.value.as_ref())
+                    else {
+                        panic!()
+                    };
+                    if kv.key == "collector.instance.id" {
+                        id = Some(v.clone());
+                    } else {
+                        labels.push(format!("{}={v}", kv.key));
+                    }
+                }
+                out.push((labels, start, time, temporality, id));
+            };
+            match m.data {
+                Some(metric::Data::Sum(s)) => {
+                    assert!(s.is_monotonic);
+                    for p in &s.data_points {
+                        push(
+                            &p.attributes,
+                            p.start_time_unix_nano,
+                            p.time_unix_nano,
+                            s.aggregation_temporality,
+                        );
+                    }
+                }
+                Some(metric::Data::Histogram(h)) => {
+                    for p in &h.data_points {
+                        push(
+                            &p.attributes,
+                            p.start_time_unix_nano,
+                            p.time_unix_nano,
+                            h.aggregation_temporality,
+                        );
+                    }
+                }
+                Some(metric::Data::ExponentialHistogram(h)) => {
+                    for p in &h.data_points {
+                        push(
+                            &p.attributes,
+                            p.start_time_unix_nano,
+                            p.time_unix_nano,
+                            h.aggregation_temporality,
+                        );
+                    }
+                }
+                other => panic!("{other:?}"),
+            }
+        }
+        out
+    }
+
+    /// Without the `collector.instance.id` label.
+    fn plain(mut p: Vec<Point>) -> Vec<Point> {
+        for x in &mut p {
+            x.0.retain(|(k, _)| k != "collector.instance.id");
+        }
+        p
+    }
+
+    /// Cumulative: every flush sends every series from its first span, counts only growing;
+    /// the start stays the time of the series' first span; each core has its own instance id.
+    #[test]
+    fn cumulative_counts_accumulate_across_flushes() {
+        let before = unix_now_ns();
+        let m = SpanMetrics::new(&cumulative(10, std::time::Duration::ZERO), 0);
+        let r = resource("shop");
+        m.record(&span("GET /", 5, false, "GET"), &r);
+        m.record(&span("GET /", 50, false, "GET"), &r);
+        let (first, n) = m.flush(before + 10).unwrap();
+        assert_eq!(n, 2);
+        let p = plain(points(&first));
+        assert_eq!(p.len(), 1);
+        assert_eq!((p[0].1, p[0].2, &p[0].3), (2, 55.0, &vec![1, 1, 0]));
+        // Nothing new: the same totals again, at the new time.
+        let (second, _) = m.flush(before + 20).unwrap();
+        assert_eq!(plain(points(&second)), p);
+        m.record(&span("GET /", 500, false, "GET"), &r);
+        m.record(&span("POST /", 5, true, "POST"), &r);
+        let (third, n) = m.flush(before + 30).unwrap();
+        assert_eq!(n, 4);
+        let p = plain(points(&third));
+        let get = p.iter().find(|x| x.0[1].1 == "GET /").unwrap();
+        assert_eq!((get.1, get.2, &get.3), (3, 555.0, &vec![1, 1, 1]));
+        let post = p.iter().find(|x| x.0[1].1 == "POST /").unwrap();
+        assert_eq!((post.1, &post.3), (1, &vec![1, 0, 0]));
+        // Start: when the series' first span was counted, the same in every flush.
+        let s1 = stamps(&first);
+        let s3 = stamps(&third);
+        let start_of = |s: &[Stamp], name: &str| {
+            let starts: BTreeSet<u64> = s
+                .iter()
+                .filter(|x| x.0.iter().any(|l| l == &format!("span.name={name}")))
+                .map(|x| x.1)
+                .collect();
+            assert_eq!(starts.len(), 1, "{s:?}");
+            starts.into_iter().next().unwrap()
+        };
+        let get_start = start_of(&s1, "GET /");
+        assert!(get_start >= before && get_start <= unix_now_ns());
+        assert_eq!(start_of(&s3, "GET /"), get_start);
+        assert!(start_of(&s3, "POST /") >= get_start);
+        for (_, _, time, temporality, id) in &s3 {
+            assert_eq!(*time, before + 30);
+            assert_eq!(*temporality, AggregationTemporality::Cumulative as i32);
+            assert_eq!(id.as_deref().map(str::len), Some(36), "{id:?}");
+        }
+        let ids: BTreeSet<_> = s1.iter().chain(&s3).map(|x| x.4.clone()).collect();
+        assert_eq!(ids.len(), 1);
+        // Another core (another instance): another id.
+        let other = SpanMetrics::new(&cumulative(10, std::time::Duration::ZERO), 0);
+        other.record(&span("GET /", 5, false, "GET"), &r);
+        let (o, _) = other.flush(before + 10).unwrap();
+        assert_ne!(stamps(&o)[0].4, s1[0].4);
+        // A refused flush changes nothing: the next one carries the totals.
+        m.refused(&third, m.window_start());
+        assert_eq!(plain(points(&m.flush(before + 40).unwrap().0)), p);
+        assert_eq!(m.snapshot().refused_flushes, 1);
+    }
+
+    /// Cumulative and bounded: series past `max_series` count in the overflow series, which
+    /// accumulates too; with `metrics_expiration`, series without spans are forgotten (in
+    /// both temporalities) and their places taken by new series.
+    #[test]
+    fn cumulative_overflow_and_expiry() {
+        let sec = 1_000_000_000u64;
+        let m = SpanMetrics::new(&cumulative(2, std::time::Duration::from_secs(5)), 0);
+        let r = resource("shop");
+        for name in ["a", "b", "c", "d"] {
+            m.record(&span(name, 1, false, "GET"), &r);
+        }
+        let overflow_label = vec![("otel.metric.overflow".to_string(), "true".to_string())];
+        let calls_of = |body: &Bytes| -> BTreeMap<String, u64> {
+            plain(points(body))
+                .into_iter()
+                .map(|(labels, count, _, _)| {
+                    let name = if labels == overflow_label {
+                        "overflow".to_string()
+                    } else {
+                        labels[1].1.clone()
+                    };
+                    (name, count)
+                })
+                .collect()
+        };
+        let t0 = 1_000 * sec;
+        let got = calls_of(&m.flush(t0).unwrap().0);
+        assert_eq!(
+            got,
+            BTreeMap::from([("a".into(), 1), ("b".into(), 1), ("overflow".into(), 2)])
+        );
+        m.record(&span("a", 1, false, "GET"), &r);
+        m.record(&span("e", 1, false, "GET"), &r);
+        let got = calls_of(&m.flush(t0 + 3 * sec).unwrap().0);
+        assert_eq!(
+            got,
+            BTreeMap::from([("a".into(), 2), ("b".into(), 1), ("overflow".into(), 3)])
+        );
+        // At t0 + 6 s: b had no span for 6 s ≥ 5 s (forgotten), a and the overflow series for 3 s.
+        let got = calls_of(&m.flush(t0 + 6 * sec).unwrap().0);
+        assert_eq!(
+            got,
+            BTreeMap::from([("a".into(), 2), ("overflow".into(), 3)])
+        );
+        let s = m.snapshot();
+        assert_eq!((s.series, s.expired_series, s.overflow_spans), (1, 1, 3));
+        // The freed place goes to a new series (c, which counted in the overflow series
+        // before); the overflow series keeps growing.
+        m.record(&span("c", 1, false, "GET"), &r);
+        m.record(&span("b", 1, false, "GET"), &r);
+        m.record(&span("z", 1, false, "GET"), &r);
+        let got = calls_of(&m.flush(t0 + 7 * sec).unwrap().0);
+        assert_eq!(
+            got,
+            BTreeMap::from([("a".into(), 2), ("c".into(), 1), ("overflow".into(), 5)])
+        );
+        // Everything expired: nothing to send.
+        assert!(m.flush(t0 + 20 * sec).is_none());
+        assert_eq!(m.snapshot().series, 0);
+
+        // Delta with expiration: expired series free their places too.
+        let d = SpanMetrics::new(
+            &SpanMetricsConfig {
+                metrics_expiration: std::time::Duration::from_secs(5),
+                ..config(1)
+            },
+            0,
+        );
+        d.record(&span("a", 1, false, "GET"), &r);
+        d.flush(t0).unwrap();
+        d.record(&span("b", 1, false, "GET"), &r);
+        assert_eq!(d.snapshot().overflow_spans, 1);
+        d.flush(t0 + sec).unwrap();
+        assert!(d.flush(t0 + 10 * sec).is_none());
+        assert_eq!(d.snapshot().series, 0);
+        d.record(&span("b", 1, false, "GET"), &r);
+        let p = points(&d.flush(t0 + 11 * sec).unwrap().0);
+        assert_eq!((p.len(), p[0].0[1].1.as_str(), p[0].1), (1, "b", 1));
+    }
+
+    /// Cumulative exponential histograms: bucket counts only grow, across a change of scale.
+    #[test]
+    fn cumulative_exponential_histograms_are_monotonic() {
+        let mut c = cumulative(10, std::time::Duration::ZERO);
+        c.histogram = SpanHistogram::Exponential { max_size: 8 };
+        let m = SpanMetrics::new(&c, 0);
+        let r = resource("shop");
+        let point = |body: &Bytes| {
+            ExportMetricsServiceRequest::decode(body.as_ref())
+                .unwrap()
+                .resource_metrics
+                .into_iter()
+                .flat_map(|rm| rm.scope_metrics)
+                .flat_map(|sm| sm.metrics)
+                .find_map(|m| match m.data {
+                    Some(metric::Data::ExponentialHistogram(h)) => {
+                        assert_eq!(
+                            h.aggregation_temporality,
+                            AggregationTemporality::Cumulative as i32
+                        );
+                        Some(h.data_points[0].clone())
+                    }
+                    _ => None,
+                })
+                .unwrap()
+        };
+        let mut last: Option<ExponentialHistogramDataPoint> = None;
+        let mut sent = 0u64;
+        for (round, values) in [vec![3, 3, 4], vec![0, 5], vec![1000, 2], vec![]]
+            .into_iter()
+            .enumerate()
+        {
+            for ms in &values {
+                m.record(&span("GET /", *ms, false, "GET"), &r);
+            }
+            sent += values.len() as u64;
+            let p = point(&m.flush(10 + round as u64).unwrap().0);
+            let b = p.positive.clone().unwrap();
+            assert_eq!(p.count, sent);
+            assert_eq!(b.bucket_counts.iter().sum::<u64>() + p.zero_count, sent);
+            assert!(b.bucket_counts.len() <= 8);
+            if let Some(prev) = &last {
+                // Every earlier bucket's count fits in the bucket that covers it now.
+                assert!(
+                    p.scale <= prev.scale && p.start_time_unix_nano == prev.start_time_unix_nano
+                );
+                let pb = prev.positive.clone().unwrap();
+                let shift = prev.scale - p.scale;
+                let mut folded = std::collections::BTreeMap::<i32, u64>::new();
+                for (i, n) in pb.bucket_counts.iter().enumerate() {
+                    *folded.entry((pb.offset + i as i32) >> shift).or_default() += n;
+                }
+                for (index, n) in folded {
+                    let now = b
+                        .bucket_counts
+                        .get((index - b.offset) as usize)
+                        .copied()
+                        .unwrap_or(0);
+                    assert!(now >= n, "bucket {index}: {now} < {n}");
+                }
+                assert!(p.zero_count >= prev.zero_count && p.sum >= prev.sum);
+            }
+            last = Some(p);
+        }
     }
 
     /// The lower and upper bound of bucket `index` at `scale`.

@@ -12,7 +12,7 @@ use shardtel_protocol::proto::metrics::v1::{
     metric, Gauge, Metric, NumberDataPoint, ResourceMetrics, ScopeMetrics,
 };
 use shardtel_protocol::proto::resource::v1::Resource;
-use shardtel_protocol::proto::trace::v1::{ResourceSpans, ScopeSpans, Span, Status};
+use shardtel_protocol::proto::trace::v1::{span::Event, ResourceSpans, ScopeSpans, Span, Status};
 use shardtel_protocol::reframe::encode_traces;
 
 fn kv(k: &str, v: V) -> KeyValue {
@@ -1180,6 +1180,123 @@ mod transform {
         assert!(points(1)[0].attributes.is_empty());
     }
 
+    fn event(name: &str, time: u64, attributes: Vec<KeyValue>) -> Event {
+        Event {
+            time_unix_nano: time,
+            name: name.into(),
+            attributes,
+            dropped_attributes_count: 0,
+        }
+    }
+
+    /// Span-event statements run in their place among the span statements, on every event of
+    /// each span, reading the event, its span (as the span statements before left it) and the
+    /// resource; a span none of whose events change stays a slice of the request.
+    #[test]
+    fn span_event_statements_change_only_the_events_they_match() {
+        let c = transform_chain(
+            Signal::Traces,
+            &[
+                (
+                    "trace_statements",
+                    "span",
+                    &[r#"set(attributes["x"], "1") where name == "A""#],
+                ),
+                (
+                    "trace_statements",
+                    "spanevent",
+                    &[
+                        r#"set(attributes["span.name"], span.name) where name == "exception""#,
+                        r#"replace_all_patterns(attributes, "value", "secret=\\w+", "secret=***")"#,
+                        r#"set(name, "error") where name == "exception" and span.kind == SPAN_KIND_SERVER"#,
+                        r#"delete_key(attributes, "drop.me")"#,
+                        r#"set(attributes["marked"], true) where span.attributes["x"] == "1" and time_unix_nano > 5 and dropped_attributes_count == 0"#,
+                        r#"set(attributes["env"], resource.attributes["env"]) where span.status.code == STATUS_CODE_ERROR"#,
+                    ],
+                ),
+                (
+                    "trace_statements",
+                    "span",
+                    &[r#"set(attributes["after"], "y") where name == "A""#],
+                ),
+            ],
+        );
+        let mut a = span("A", vec![]);
+        a.kind = 2;
+        a.status = Some(Status {
+            code: 2,
+            message: String::new(),
+        });
+        a.events = vec![
+            event(
+                "exception",
+                10,
+                vec![kv("msg", s("boom secret=abc")), kv("drop.me", s("1"))],
+            ),
+            event("retry", 3, vec![kv("n", V::IntValue(1))]),
+        ];
+        a.dropped_events_count = 4;
+        let mut b = span("B", vec![kv("k", s("v"))]);
+        b.events = vec![event("log", 20, vec![kv("k", s("v"))])];
+        let plain = span("C", vec![]);
+        let req = traces(
+            vec![kv("env", s("prod"))],
+            vec![a.clone(), b.clone(), plain.clone()],
+        );
+        let (out, batch) = run_traces(&c, &req);
+        let spans = &out.resource_spans[0].scope_spans[0].spans;
+        let mut want = a.clone();
+        want.attributes = vec![kv("x", s("1")), kv("after", s("y"))];
+        want.events = vec![
+            event(
+                "error",
+                10,
+                vec![
+                    kv("msg", s("boom secret=***")),
+                    kv("span.name", s("A")),
+                    kv("marked", V::BoolValue(true)),
+                    kv("env", s("prod")),
+                ],
+            ),
+            event(
+                "retry",
+                3,
+                vec![kv("n", V::IntValue(1)), kv("env", s("prod"))],
+            ),
+        ];
+        assert_eq!(spans[0], want);
+        assert_eq!(spans[1], b);
+        assert_eq!(spans[2], plain);
+        let rewritten: Vec<u32> = batch.index.rewrites.spans.iter().map(|r| r.0).collect();
+        assert_eq!(rewritten, [0]);
+    }
+
+    #[test]
+    fn span_event_statements_that_change_nothing_copy_nothing() {
+        let c = transform_chain(
+            Signal::Traces,
+            &[(
+                "trace_statements",
+                "spanevent",
+                &[
+                    r#"set(name, "log")"#,
+                    r#"set(attributes["k"], "v")"#,
+                    r#"delete_key(attributes, "absent")"#,
+                    r#"set(attributes["never"], "x") where span.name == "other""#,
+                ],
+            )],
+        );
+        let mut sp = span("s", vec![]);
+        sp.events = vec![
+            event("log", 1, vec![kv("k", s("v"))]),
+            event("log", 2, vec![kv("k", s("v"))]),
+        ];
+        let req = traces(vec![], vec![sp, span("no events", vec![])]);
+        let (out, batch) = run_traces(&c, &req);
+        assert!(batch.index.rewrites.is_empty());
+        assert_eq!(out, req);
+    }
+
     // ---- model ----
 
     /// The statement pool of the model test, each with its reference on a decoded span.
@@ -1446,6 +1563,170 @@ mod transform {
 
     fn normal(sp: &Span) -> (String, Vec<KeyValue>, (i32, String)) {
         (sp.name.clone(), sp.attributes.clone(), status_of(sp))
+    }
+
+    /// The span-event statement pool of the model test, each with its reference on a decoded
+    /// event of a decoded span.
+    type EventReference = fn(&mut Event, &Span, &Resource);
+
+    const EVENT_POOL: &[(&str, EventReference)] = &[
+        (
+            r#"set(attributes["team"], "shop") where name == "exception""#,
+            |ev, _, _| {
+                if ev.name == "exception" {
+                    upsert(&mut ev.attributes, "team", s("shop"));
+                }
+            },
+        ),
+        (r#"delete_key(attributes, "a")"#, |ev, _, _| {
+            ev.attributes.retain(|kv| kv.key != "a")
+        }),
+        (r#"keep_keys(attributes, ["a", "team"])"#, |ev, _, _| {
+            ev.attributes.retain(|kv| kv.key == "a" || kv.key == "team")
+        }),
+        (r#"truncate_all(attributes, 1)"#, |ev, _, _| {
+            for kv in &mut ev.attributes {
+                if let Some(v) = string_value(kv) {
+                    if v.len() > 1 {
+                        let cut = v[..1].to_string();
+                        kv.value = Some(AnyValue {
+                            value: Some(s(&cut)),
+                        });
+                    }
+                }
+            }
+        }),
+        (r#"replace_pattern(name, "x", "z")"#, |ev, _, _| {
+            ev.name = ev.name.replace('x', "z")
+        }),
+        (r#"rename(attributes, "b", "a")"#, |ev, _, _| {
+            if let Some(i) = find(&ev.attributes, "b") {
+                ev.attributes[i].key = "a".into();
+                let mut j = 0;
+                ev.attributes.retain(|kv| {
+                    j += 1;
+                    j - 1 == i || kv.key != "a"
+                });
+            }
+        }),
+        (
+            r#"set(name, span.name) where span.kind == SPAN_KIND_SERVER"#,
+            |ev, sp, _| {
+                if sp.kind == 2 {
+                    ev.name = sp.name.clone();
+                }
+            },
+        ),
+        (
+            r#"set(attributes["copy"], span.attributes["a"]) where time_unix_nano >= 2"#,
+            |ev, sp, _| {
+                let a = find(&sp.attributes, "a").and_then(|i| sp.attributes[i].value.clone());
+                if let (true, Some(AnyValue { value: Some(v) })) = (ev.time_unix_nano >= 2, a) {
+                    upsert(&mut ev.attributes, "copy", v);
+                }
+            },
+        ),
+        (
+            r#"set(attributes["err"], true) where span.status.code == STATUS_CODE_ERROR"#,
+            |ev, sp, _| {
+                if status_of(sp).0 == 2 {
+                    upsert(&mut ev.attributes, "err", V::BoolValue(true));
+                }
+            },
+        ),
+        (
+            r#"merge_maps(attributes, resource.attributes, "insert")"#,
+            |ev, _, res| {
+                for kv in &res.attributes {
+                    if find(&ev.attributes, &kv.key).is_none() {
+                        ev.attributes.push(kv.clone());
+                    }
+                }
+            },
+        ),
+        (
+            r#"set(attributes["b"], "x") where dropped_attributes_count > 0"#,
+            |ev, _, _| {
+                if ev.dropped_attributes_count > 0 {
+                    upsert(&mut ev.attributes, "b", s("x"));
+                }
+            },
+        ),
+    ];
+
+    fn any_event() -> impl Strategy<Value = Event> {
+        (
+            attributes(),
+            prop::sample::select(vec!["exception", "x", "GET /a"]),
+            0u64..4,
+            0u32..2,
+        )
+            .prop_map(|(attributes, name, time, dropped)| Event {
+                time_unix_nano: time,
+                name: name.into(),
+                attributes,
+                dropped_attributes_count: dropped,
+            })
+    }
+
+    fn span_with_events() -> impl Strategy<Value = Span> {
+        (
+            any_span(),
+            prop::collection::vec(any_event(), 0..4),
+            0i32..4,
+        )
+            .prop_map(|(mut sp, events, kind)| {
+                sp.events = events;
+                sp.kind = kind;
+                sp
+            })
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(256))]
+        /// Random span-event statements (after a span statement whose change they may read)
+        /// on random spans with events agree with a decode → modify → encode reference; one
+        /// statement that changes no event of a span does not rewrite it.
+        #[test]
+        fn span_event_statements_agree_with_decode_modify_encode(
+            spans in prop::collection::vec(span_with_events(), 1..5),
+            resource in attributes(),
+            picks in prop::collection::vec(0..EVENT_POOL.len(), 1..5),
+        ) {
+            let statements: Vec<&str> = picks.iter().map(|&i| EVENT_POOL[i].0).collect();
+            let c = transform_chain(
+                Signal::Traces,
+                &[
+                    ("trace_statements", "span", &[r#"set(attributes["a"], "x") where name == "x""#]),
+                    ("trace_statements", "spanevent", &statements),
+                ],
+            );
+            let req = traces(resource.clone(), spans.clone());
+            let (out, batch) = run_traces(&c, &req);
+            let res = Resource { attributes: resource, ..Default::default() };
+            let got = &out.resource_spans[0].scope_spans[0].spans;
+            prop_assert_eq!(got.len(), spans.len());
+            for (i, (sp, got)) in spans.iter().zip(got).enumerate() {
+                let mut want = sp.clone();
+                if want.name == "x" {
+                    upsert(&mut want.attributes, "a", s("x"));
+                }
+                let span_now = want.clone();
+                for ev in &mut want.events {
+                    for &p in &picks {
+                        (EVENT_POOL[p].1)(ev, &span_now, &res);
+                    }
+                }
+                prop_assert_eq!(got, &want, "statements {:?} on {:?}", statements, sp);
+                // One statement that leaves every event as it was: the span is not rewritten.
+                if picks.len() == 1 && &want == sp {
+                    prop_assert!(
+                        batch.index.rewrites.span(i as u32).is_none(),
+                        "{:?} rewrote {:?} without changing it", statements, sp
+                    );
+                }
+            }
+        }
     }
 
     proptest! {

@@ -5,8 +5,16 @@
 //! statement changes them or a condition reads them after a change), so an item no statement
 //! changes is left as its original bytes. Setting a value to what it already is changes
 //! nothing.
+//!
+//! Statements of the `spanevent` context run, in their place among the span statements, on
+//! each event of the span: an event is an [`Item`] of its own (over its bytes inside the span),
+//! whose conditions may read the span as the statements before left it (`span.name`, ...). A
+//! span one of whose events changed is re-encoded with the new list of events; a span whose
+//! events none changed stays as it is.
 
-use bytes::Bytes;
+use std::cell::RefCell;
+
+use bytes::{Bytes, BytesMut};
 use regex::Regex;
 use shardtel_config::ottl::{
     Context, Expr, Function, Literal, MapPath, MergeStrategy, Path, PatternMode,
@@ -26,6 +34,13 @@ const SPAN_KIND: u32 = 6;
 const SPAN_STATUS: u32 = 15;
 const LOG_SEVERITY_NUMBER: u32 = 2;
 const LOG_SEVERITY_TEXT: u32 = 3;
+/// `Span.Event.time_unix_nano` (fixed64), `name`, `attributes`, `dropped_attributes_count`.
+const EVENT_TIME: u32 = 1;
+const EVENT_NAME: u32 = 2;
+const EVENT_ATTRIBUTES: u32 = 3;
+const EVENT_DROPPED_ATTRIBUTES: u32 = 4;
+/// `Span.events`.
+const SPAN_EVENTS: u32 = 11;
 
 #[derive(Debug)]
 enum Source {
@@ -53,6 +68,8 @@ enum Op {
 struct CompiledStatement {
     op: Op,
     condition: Option<Condition>,
+    /// A `spanevent` statement: it runs on each event of the span.
+    event: bool,
 }
 
 /// The statements of one transform processor for one signal, compiled.
@@ -60,8 +77,11 @@ struct CompiledStatement {
 pub struct Transform {
     /// Statements of the resource context.
     resource: Vec<CompiledStatement>,
-    /// Statements of the item context (span, log, data point).
+    /// Statements of the item context (span, log, data point), and of the span-event
+    /// context in their place among the span statements.
     item: Vec<CompiledStatement>,
+    /// The attribute list of the event being looked at (reused).
+    event_attrs: RefCell<Vec<Attr>>,
 }
 
 fn literal_value(l: &Literal) -> Option<Bytes> {
@@ -140,7 +160,11 @@ impl Transform {
                     ),
                 };
                 let condition = st.condition.as_ref().map(Condition::compile).transpose()?;
-                let compiled = CompiledStatement { op, condition };
+                let compiled = CompiledStatement {
+                    op,
+                    condition,
+                    event: g.context == Context::SpanEvent,
+                };
                 match g.context {
                     Context::Resource => t.resource.push(compiled),
                     _ => t.item.push(compiled),
@@ -199,52 +223,158 @@ impl Transform {
 
     /// Runs the resource statements on `item` (a `Resource`).
     pub fn apply_resource(&self, item: &mut Item<'_>) {
-        run(&self.resource, item, &[]);
+        run(&self.resource, item, &[], None);
     }
 
-    /// Runs the item statements on `item`, whose resource is the `Resource` body `resource`.
+    /// Runs the item statements on `item`, whose resource is the `Resource` body `resource`:
+    /// each run of span (log, data point) statements on the item, each run of span-event
+    /// statements on every event of the span.
     pub fn apply_item(&self, item: &mut Item<'_>, resource: &[u8]) {
-        run(&self.item, item, resource);
+        let mut rest = &self.item[..];
+        while let Some(first) = rest.first() {
+            let n = rest.iter().take_while(|s| s.event == first.event).count();
+            let (statements, tail) = rest.split_at(n);
+            if first.event {
+                self.run_events(statements, item, resource);
+            } else {
+                run(statements, item, resource, None);
+            }
+            rest = tail;
+        }
+    }
+
+    /// Runs span-event statements on each event of `span`: an event they change is
+    /// re-encoded, and the span takes the new list of events.
+    fn run_events(&self, statements: &[CompiledStatement], span: &mut Item<'_>, resource: &[u8]) {
+        let msg = span.msg;
+        let mut scratch = self.event_attrs.borrow_mut();
+        let mut arena = BytesMut::new();
+        let mut originals = Reader::new(msg);
+        let mut j = 0;
+        loop {
+            // The event as earlier statements left it: a slice of the span, or its new body.
+            let holder;
+            let body: &[u8] = match &span.events {
+                Some(events) => {
+                    let Some(b) = events.get(j) else { break };
+                    holder = b.clone();
+                    &holder
+                }
+                None => match next_len_field(&mut originals, SPAN_EVENTS) {
+                    Some(r) => &msg[r],
+                    None => break,
+                },
+            };
+            let mut event = Item::new(body, ItemKind::SpanEvent, EVENT_ATTRIBUTES, &mut scratch);
+            run(statements, &mut event, resource, Some(&*span));
+            if let Some(new) = event.finish(&mut arena) {
+                let events = span.events.get_or_insert_with(|| {
+                    let mut r = Reader::new(msg);
+                    std::iter::from_fn(|| next_len_field(&mut r, SPAN_EVENTS))
+                        .map(|r| Bytes::copy_from_slice(&msg[r]))
+                        .collect()
+                });
+                events[j] = new;
+                span.changed = true;
+            }
+            j += 1;
+        }
     }
 }
 
-fn run(statements: &[CompiledStatement], item: &mut Item<'_>, resource: &[u8]) {
+/// The payload range of the next field `field` (length-delimited) `r` reads.
+fn next_len_field(r: &mut Reader<'_>, field: u32) -> Option<std::ops::Range<usize>> {
+    while let Some(Ok((k, v))) = r.next_field() {
+        if let (true, Value::Len(b)) = (k.field == field, v) {
+            return Some(b);
+        }
+    }
+    None
+}
+
+/// Runs `statements` on `item`; `span` is the span of a span event.
+fn run(
+    statements: &[CompiledStatement],
+    item: &mut Item<'_>,
+    resource: &[u8],
+    span: Option<&Item<'_>>,
+) {
     for st in statements {
         if let Some(c) = &st.condition {
-            if !c.eval(&ItemFields { item, resource }) {
+            if !c.eval(&ItemFields {
+                item,
+                resource,
+                span,
+            }) {
                 continue;
             }
         }
-        apply(&st.op, item, resource);
+        apply(&st.op, item, resource, span);
     }
 }
 
-/// An item as conditions and `set` sources see it: its current state.
-struct ItemFields<'x, 'a> {
+/// An item as conditions and `set` sources see it: its current state (and, for a span event,
+/// its span's).
+struct ItemFields<'x, 'a, 's> {
     item: &'x Item<'a>,
     resource: &'x [u8],
+    span: Option<&'x Item<'s>>,
 }
 
-impl Fields for ItemFields<'_, '_> {
+/// Attribute `key` of `item` as it is now.
+fn attribute<'x>(item: &'x Item<'_>, key: &str) -> Val<'x> {
+    let msg = item.msg;
+    if item.read {
+        let found = item.attrs.iter().find(|a| a.key(msg) == key.as_bytes());
+        found.map_or(Val::Nil, |a| Val::from(a.value(msg)))
+    } else {
+        raw_attribute(msg, item.attr_field, key.as_bytes()).map_or(Val::Nil, Val::from)
+    }
+}
+
+/// `time_unix_nano` (fixed64) of a span event.
+fn fixed64(msg: &[u8], field: u32) -> i64 {
+    let mut out = 0;
+    let mut r = Reader::new(msg);
+    while let Some(Ok((k, v))) = r.next_field() {
+        if let (true, Value::I64(x)) = (k.field == field, v) {
+            out = x as i64;
+        }
+    }
+    out
+}
+
+impl Fields for ItemFields<'_, '_, '_> {
     fn get(&self, path: &Path) -> Val<'_> {
         let item = self.item;
         let msg = item.msg;
+        let span = || {
+            self.span.map(|s| ItemFields {
+                item: s,
+                resource: self.resource,
+                span: None,
+            })
+        };
         match path {
-            Path::Attribute(k) => {
-                if item.read {
-                    let found = item.attrs.iter().find(|a| a.key(msg) == k.as_bytes());
-                    found.map_or(Val::Nil, |a| Val::from(a.value(msg)))
-                } else {
-                    raw_attribute(msg, item.attr_field, k.as_bytes()).map_or(Val::Nil, Val::from)
-                }
-            }
+            Path::Attribute(k) => attribute(item, k),
             Path::ResourceAttribute(k) => {
                 raw_attribute(self.resource, 1, k.as_bytes()).map_or(Val::Nil, Val::from)
             }
+            Path::Name if matches!(item.kind, ItemKind::SpanEvent) => match item.edit(EVENT_NAME) {
+                Some(b) => Val::Str(b),
+                None => Val::Str(len_field(msg, EVENT_NAME)),
+            },
             Path::Name => match item.edit(SPAN_NAME) {
                 Some(b) => Val::Str(b),
                 None => Val::Str(len_field(msg, SPAN_NAME)),
             },
+            Path::TimeUnixNano => Val::Int(fixed64(msg, EVENT_TIME)),
+            Path::DroppedAttributesCount => Val::Int(scalar(msg, EVENT_DROPPED_ATTRIBUTES)),
+            Path::SpanAttribute(k) => self.span.map_or(Val::Nil, |s| attribute(s, k)),
+            Path::SpanName => span().map_or(Val::Nil, |s| s.owned(&Path::Name)),
+            Path::SpanKind => span().map_or(Val::Nil, |s| s.owned(&Path::Kind)),
+            Path::SpanStatusCode => span().map_or(Val::Nil, |s| s.owned(&Path::StatusCode)),
+            Path::SpanStatusMessage => span().map_or(Val::Nil, |s| s.owned(&Path::StatusMessage)),
             Path::Kind => Val::Int(i64::from(scalar(msg, SPAN_KIND) as i32)),
             Path::StatusCode => Val::Int(i64::from(status(item).0)),
             Path::StatusMessage => Val::Str(status(item).1),
@@ -259,6 +389,24 @@ impl Fields for ItemFields<'_, '_> {
                 _ => Val::Nil,
             },
             Path::TraceHasError => Val::Nil,
+        }
+    }
+}
+
+impl<'x> ItemFields<'x, '_, '_> {
+    /// [`Fields::get`] of a span's scalar fields, borrowing the span rather than `self`.
+    fn owned(&self, path: &Path) -> Val<'x> {
+        let item: &'x Item<'_> = self.item;
+        let msg = item.msg;
+        match path {
+            Path::Name => match item.edit(SPAN_NAME) {
+                Some(b) => Val::Str(b),
+                None => Val::Str(len_field(msg, SPAN_NAME)),
+            },
+            Path::Kind => Val::Int(i64::from(scalar(msg, SPAN_KIND) as i32)),
+            Path::StatusCode => Val::Int(i64::from(status(item).0)),
+            Path::StatusMessage => Val::Str(status(item).1),
+            _ => Val::Nil,
         }
     }
 }
@@ -317,6 +465,7 @@ fn resolve(
     source: &Source,
     item: &Item<'_>,
     resource: &[u8],
+    span: Option<&Item<'_>>,
 ) -> Option<(AttrValue, Option<Vec<u8>>)> {
     match source {
         Source::Const(b, l) => {
@@ -327,7 +476,11 @@ fn resolve(
             Some((AttrValue::Encoded(b.clone()), s))
         }
         Source::Path(p) => {
-            let fields = ItemFields { item, resource };
+            let fields = ItemFields {
+                item,
+                resource,
+                span,
+            };
             let v = fields.get(p);
             let out = match v {
                 Val::Str(s) => (
@@ -362,7 +515,7 @@ fn position(item: &mut Item<'_>, key: &[u8]) -> Option<usize> {
     item.attrs().iter().position(|a| a.key(msg) == key)
 }
 
-fn apply(op: &Op, item: &mut Item<'_>, resource: &[u8]) {
+fn apply(op: &Op, item: &mut Item<'_>, resource: &[u8], span: Option<&Item<'_>>) {
     let msg = item.msg;
     // An action on one key the item does not have changes nothing: look for the key in the
     // item's bytes rather than read its attribute list.
@@ -373,7 +526,7 @@ fn apply(op: &Op, item: &mut Item<'_>, resource: &[u8]) {
     }
     match op {
         Op::Set(target, source) => {
-            let Some((value, text)) = resolve(source, item, resource) else {
+            let Some((value, text)) = resolve(source, item, resource, span) else {
                 return;
             };
             set(target, value, text, item);
@@ -431,7 +584,11 @@ fn apply(op: &Op, item: &mut Item<'_>, resource: &[u8]) {
         }
         Op::ReplacePattern(target, re, replacement) => {
             let current = {
-                let fields = ItemFields { item, resource };
+                let fields = ItemFields {
+                    item,
+                    resource,
+                    span,
+                };
                 match fields.get(target) {
                     Val::Str(s) => match std::str::from_utf8(s) {
                         Ok(s) => Some(s.to_string()),
@@ -578,6 +735,7 @@ fn set(target: &Path, value: AttrValue, text: Option<Vec<u8>>, item: &mut Item<'
                 let fields = ItemFields {
                     item,
                     resource: &[],
+                    span: None,
                 };
                 let current = fields.get(&Path::Body);
                 let new = match &value {
@@ -597,6 +755,7 @@ fn set(target: &Path, value: AttrValue, text: Option<Vec<u8>>, item: &mut Item<'
                 let fields = ItemFields {
                     item,
                     resource: &[],
+                    span: None,
                 };
                 match fields.get(target) {
                     Val::Str(s) => s.to_vec(),
@@ -607,6 +766,9 @@ fn set(target: &Path, value: AttrValue, text: Option<Vec<u8>>, item: &mut Item<'
                 return;
             }
             match target {
+                Path::Name if matches!(item.kind, ItemKind::SpanEvent) => {
+                    item.set_edit(EVENT_NAME, Bytes::from(text))
+                }
                 Path::Name => item.set_edit(SPAN_NAME, Bytes::from(text)),
                 Path::SeverityText => item.set_edit(LOG_SEVERITY_TEXT, Bytes::from(text)),
                 _ => {

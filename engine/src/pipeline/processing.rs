@@ -192,7 +192,7 @@ impl Families for [ProcessorSnapshot] {
 /// The span metrics counters, one series per core:
 /// `shardtel_spanmetrics_spans_total`, `shardtel_spanmetrics_overflow_spans_total` (spans
 /// counted in the `otel.metric.overflow` series), `shardtel_spanmetrics_series` (gauge),
-/// `shardtel_spanmetrics_refused_flushes_total`.
+/// `shardtel_spanmetrics_refused_flushes_total`, `shardtel_spanmetrics_expired_series_total`.
 impl Families for SpanMetricsSnapshot {
     fn families(cores: &[(usize, &Self)], out: &mut Exposition) {
         if cores.is_empty() {
@@ -204,7 +204,7 @@ impl Families for SpanMetricsSnapshot {
             bool,
             fn(&SpanMetricsSnapshot) -> u64,
         );
-        let columns: [Column; 4] = [
+        let columns: [Column; 5] = [
             (
                 "shardtel_spanmetrics_spans_total",
                 "Spans counted by the spanmetrics processor.",
@@ -228,6 +228,12 @@ impl Families for SpanMetricsSnapshot {
                 "Flushes the metrics pipeline refused (counts kept for the next flush).",
                 true,
                 |s| s.refused_flushes,
+            ),
+            (
+                "shardtel_spanmetrics_expired_series_total",
+                "Series forgotten after metrics_expiration without a span.",
+                true,
+                |s| s.expired_series,
             ),
         ];
         for (name, help, counter, get) in columns {

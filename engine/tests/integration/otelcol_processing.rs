@@ -42,7 +42,7 @@ use crate::test_config::{Component, Pipeline};
 
 /// The Collector's resolved configuration `configs/<config>.yaml` (its `print-config`, JSON),
 /// with the variables the harness sets filled in.
-pub fn collector_config(bin: &Path, config: &str) -> Json {
+pub fn collector_config(bin: &Path, config: &str, env: &[(&str, String)]) -> Json {
     let out = Command::new(bin)
         .args(["print-config", "--mode", "unredacted", "--format", "json"])
         .arg("--config")
@@ -51,6 +51,7 @@ pub fn collector_config(bin: &Path, config: &str) -> Json {
         .env("OTELCOL_HTTP_ENDPOINT", "127.0.0.1:4318")
         .env("OTELCOL_METRICS_PORT", "8888")
         .env("OTELCOL_OUT_DIR", std::env::temp_dir())
+        .envs(env.iter().map(|(k, v)| (k, v)))
         .output()
         .unwrap();
     assert!(
@@ -199,6 +200,29 @@ fn transform_traces(r: u64) -> ExportTraceServiceRequest {
             if k % 5 == 4 {
                 sp.attributes.push(kv("limit.me", Value::BoolValue(true)));
             }
+            // Events for the spanevent group: none, one, or two (the second with dropped
+            // attributes, so the condition on dropped_attributes_count fails for it).
+            let time = sp.start_time_unix_nano + k;
+            if k % 3 != 2 {
+                sp.events.push(span::Event {
+                    time_unix_nano: time,
+                    name: if k % 2 == 0 { "exception" } else { "log" }.into(),
+                    attributes: vec![
+                        kv("msg", s(&format!("boom secret=abc{k}"))),
+                        kv("drop.me", Value::IntValue(1)),
+                        kv("n", Value::IntValue(k as i64)),
+                    ],
+                    dropped_attributes_count: 0,
+                });
+            }
+            if k % 3 == 0 {
+                sp.events.push(span::Event {
+                    time_unix_nano: time + 1,
+                    name: "exception".into(),
+                    attributes: vec![kv("long", s("a value longer than twelve bytes"))],
+                    dropped_attributes_count: 2,
+                });
+            }
             sp
         })
         .collect();
@@ -209,12 +233,15 @@ const TRACE_REQUESTS: u64 = 3;
 const LOG_REQUESTS: u64 = 3;
 const METRIC_REQUESTS: u64 = 3;
 
-/// Spans (resource and span attributes by key), sorted by trace and span id.
+/// Spans (resource, span and event attributes by key), sorted by trace and span id.
 fn normal_spans(reqs: &[ExportTraceServiceRequest]) -> Vec<Flat> {
     flatten(reqs)
         .into_iter()
         .map(|(r, sc, mut sp)| {
             by_key(&mut sp.attributes);
+            for e in &mut sp.events {
+                by_key(&mut e.attributes);
+            }
             (sorted_resource(&r), sc, sp)
         })
         .collect()
@@ -287,7 +314,7 @@ fn transform_statements_give_the_same_items_as_the_collector() {
     let Some(bin) = otelcol_bin("transform_statements_give_the_same_items_as_the_collector") else {
         return;
     };
-    let (groups, error_mode) = transform_groups(&collector_config(&bin, "transform-to-file"));
+    let (groups, error_mode) = transform_groups(&collector_config(&bin, "transform-to-file", &[]));
     assert!(groups.len() >= 6, "{groups:?}");
     let statements: Vec<Vec<&str>> = groups
         .iter()
@@ -398,6 +425,25 @@ fn transform_statements_give_the_same_items_as_the_collector() {
         .map(|(_, _, sp)| sp.status.clone().unwrap_or_default().code)
         .collect();
     assert_eq!(codes, BTreeSet::from([0, 1, 2]));
+    // The spanevent group changed the events, and left spans without events alone.
+    let events: Vec<&span::Event> = spans.iter().flat_map(|(_, _, sp)| &sp.events).collect();
+    assert_eq!(events.len(), 60, "events of the 60 spans");
+    let named = |n: &str| events.iter().filter(|e| e.name == n).count();
+    assert!(named("error") > 0 && named("exception") > 0 && named("log") > 0);
+    assert!(events
+        .iter()
+        .all(|e| attr(&e.attributes, "drop.me").is_none() && text(&e.attributes, "svc").is_some()));
+    assert!(events
+        .iter()
+        .any(|e| text(&e.attributes, "route").is_some()));
+    assert!(events
+        .iter()
+        .any(|e| text(&e.attributes, "msg").as_deref() == Some("boom secret=")));
+    assert!(events.iter().any(|e| attr(&e.attributes, "late").is_some()));
+    assert!(events.iter().any(|e| attr(&e.attributes, "late").is_none()));
+    assert!(events
+        .iter()
+        .any(|e| attr(&e.attributes, "span.failed").is_some()));
     assert!(records
         .iter()
         .any(|(_, _, lr)| lr.severity_text == "SEVERE"));
@@ -457,15 +503,19 @@ struct SpanMetricsSettings {
     buckets_ns: Vec<u64>,
     flush_interval_ns: u64,
     namespace: String,
+    /// `aggregation_temporality`, as shardtel takes it.
+    temporality: String,
 }
 
 /// The connector's settings; panics on one shardtel has no equivalent for (so that the
 /// comparison never runs on different configurations unnoticed).
 fn span_metrics_settings(config: &Json) -> SpanMetricsSettings {
     let c = &config["connectors"]["span_metrics"];
-    assert_eq!(
-        c["aggregation_temporality"], "AGGREGATION_TEMPORALITY_DELTA",
-        "shardtel's cores emit deltas"
+    let temporality = c["aggregation_temporality"].as_str().unwrap().to_string();
+    assert!(
+        temporality == "AGGREGATION_TEMPORALITY_DELTA"
+            || temporality == "AGGREGATION_TEMPORALITY_CUMULATIVE",
+        "{temporality}"
     );
     let h = &c["histogram"];
     assert_eq!(h["unit"], "ms", "shardtel's durations are in ms");
@@ -499,6 +549,7 @@ fn span_metrics_settings(config: &Json) -> SpanMetricsSettings {
             .collect(),
         flush_interval_ns: c["metrics_flush_interval"].as_u64().unwrap(),
         namespace: c["namespace"].as_str().unwrap().to_string(),
+        temporality,
     }
 }
 
@@ -679,13 +730,15 @@ impl SpanMetricsOut {
     /// The series of a point with `attributes` under a resource with attributes `resource`:
     /// counts the point, its `collector.instance.id` (left out of the key) and its attributes'
     /// types, and notes the resource.
-    fn series_key(&mut self, attributes: &[KeyValue], resource: &SeriesKey) -> SeriesKey {
+    fn series_key(&mut self, attributes: &[KeyValue], resource: &SeriesKey) -> (SeriesKey, String) {
         self.points += 1;
         let mut key = SeriesKey::new();
+        let mut instance = String::new();
         for kv in attributes {
             let (text, kind) = rendered(kv.value.as_ref().and_then(|v| v.value.as_ref()));
             if kv.key == "collector.instance.id" {
                 self.instance_ids += 1;
+                instance = text;
                 continue;
             }
             self.types.entry(kv.key.clone()).or_default().insert(kind);
@@ -700,7 +753,7 @@ impl SpanMetricsOut {
             .entry(service)
             .or_default()
             .insert(resource.clone());
-        key
+        (key, instance)
     }
 }
 
@@ -714,9 +767,17 @@ fn rendered(v: Option<&Value>) -> (String, &'static str) {
     }
 }
 
+/// One point's share of its series' totals, and its stream: (series, resource, instance id,
+/// metric), with its time.
+type StreamPoint = ((SeriesKey, SeriesKey, String, bool), u64, Totals);
+
 /// The span metrics in `reqs`; `collector.instance.id` is counted and left out of the series.
+/// Delta points add up; of cumulative points, each stream's (series, resource, instance id)
+/// latest counts, and the streams of a series add up.
 fn span_metrics_out(reqs: &[ExportMetricsServiceRequest], namespace: &str) -> SpanMetricsOut {
     let mut out = SpanMetricsOut::default();
+    let mut points: Vec<StreamPoint> = Vec::new();
+    let mut cumulative = BTreeSet::new();
     for rm in reqs.iter().flat_map(|r| &r.resource_metrics) {
         let resource: SeriesKey = {
             let mut attrs = rm.resource.clone().unwrap_or_default().attributes;
@@ -744,13 +805,25 @@ fn span_metrics_out(reqs: &[ExportMetricsServiceRequest], namespace: &str) -> Sp
                             ),
                             m.unit.clone(),
                         ));
+                        cumulative.insert(
+                            sum.aggregation_temporality
+                                == AggregationTemporality::Cumulative as i32,
+                        );
                         for p in &sum.data_points {
                             let NumberDataPoint { value, .. } = p;
                             let Some(number_data_point::Value::AsInt(calls)) = *value else {
                                 panic!("calls as {value:?}");
                             };
-                            let key = out.series_key(&p.attributes, &resource);
-                            out.series.entry(key).or_default().calls += calls;
+                            let (key, instance) = out.series_key(&p.attributes, &resource);
+                            let totals = Totals {
+                                calls,
+                                ..Totals::default()
+                            };
+                            points.push((
+                                (key, resource.clone(), instance, false),
+                                p.time_unix_nano,
+                                totals,
+                            ));
                         }
                     }
                     Some(metric::Data::Histogram(Histogram {
@@ -765,23 +838,62 @@ fn span_metrics_out(reqs: &[ExportMetricsServiceRequest], namespace: &str) -> Sp
                             ),
                             m.unit.clone(),
                         ));
+                        cumulative.insert(
+                            *aggregation_temporality == AggregationTemporality::Cumulative as i32,
+                        );
                         for p in data_points {
-                            let key = out.series_key(&p.attributes, &resource);
-                            let t = out.series.entry(key).or_default();
-                            t.count += p.count;
-                            t.sum_ms += p.sum.unwrap_or_default();
-                            if t.buckets.is_empty() {
-                                t.buckets = vec![0; p.bucket_counts.len()];
-                                t.bounds = p.explicit_bounds.clone();
-                            }
-                            assert_eq!(t.bounds, p.explicit_bounds);
-                            for (total, c) in t.buckets.iter_mut().zip(&p.bucket_counts) {
-                                *total += c;
-                            }
+                            let (key, instance) = out.series_key(&p.attributes, &resource);
+                            let totals = Totals {
+                                count: p.count,
+                                sum_ms: p.sum.unwrap_or_default(),
+                                buckets: p.bucket_counts.clone(),
+                                bounds: p.explicit_bounds.clone(),
+                                ..Totals::default()
+                            };
+                            points.push((
+                                (key, resource.clone(), instance, true),
+                                p.time_unix_nano,
+                                totals,
+                            ));
                         }
                     }
                     _ => panic!("unexpected metric {m:?}"),
                 }
+            }
+        }
+    }
+    assert!(cumulative.len() <= 1, "delta and cumulative points");
+    if cumulative.contains(&true) {
+        // The latest point of each stream (a later point of a cumulative stream holds the
+        // earlier ones' counts; one with the same time must be the same).
+        let mut latest: BTreeMap<_, (u64, Totals)> = BTreeMap::new();
+        for (stream, time, totals) in points.drain(..) {
+            match latest.get(&stream) {
+                Some((t, was)) if *t > time => assert!(was.calls >= totals.calls),
+                Some((t, was)) if *t == time => assert!(was.same(&totals), "{stream:?}"),
+                _ => {
+                    latest.insert(stream, (time, totals));
+                }
+            }
+        }
+        points = latest
+            .into_iter()
+            .map(|(stream, (time, totals))| (stream, time, totals))
+            .collect();
+    }
+    for ((key, _, _, _), _, p) in points {
+        let t = out.series.entry(key).or_default();
+        t.calls += p.calls;
+        t.count += p.count;
+        t.sum_ms += p.sum_ms;
+        if !p.bounds.is_empty() {
+            if t.buckets.is_empty() {
+                t.buckets = vec![0; p.buckets.len()];
+                t.bounds = p.bounds.clone();
+            }
+            assert_eq!(t.bounds, p.bounds);
+            for (total, c) in t.buckets.iter_mut().zip(&p.buckets) {
+                *total += c;
             }
         }
     }
@@ -798,7 +910,31 @@ fn span_metrics_equal_the_collectors_span_metrics_connector() {
     let Some(bin) = otelcol_bin("span_metrics_equal_the_collectors_span_metrics_connector") else {
         return;
     };
-    let settings = span_metrics_settings(&collector_config(&bin, "spanmetrics-to-file"));
+    span_metrics_compared(&bin, &[]);
+}
+
+/// The same in cumulative temporality: the latest point of each stream (shardtel: one per core;
+/// the Collector: one per resource) added up per series.
+#[test]
+fn cumulative_span_metrics_equal_the_collectors_span_metrics_connector() {
+    let Some(bin) =
+        otelcol_bin("cumulative_span_metrics_equal_the_collectors_span_metrics_connector")
+    else {
+        return;
+    };
+    span_metrics_compared(
+        &bin,
+        &[(
+            "OTELCOL_SM_TEMPORALITY",
+            "AGGREGATION_TEMPORALITY_CUMULATIVE".to_string(),
+        )],
+    );
+}
+
+fn span_metrics_compared(bin: &Path, env: &[(&str, String)]) {
+    let settings = span_metrics_settings(&collector_config(bin, "spanmetrics-to-file", env));
+    let cumulative = settings.temporality == "AGGREGATION_TEMPORALITY_CUMULATIVE";
+    assert_eq!(cumulative, !env.is_empty());
     let ns = |v: u64| format!("{v}ns");
     let mut st = Shardtel::start_config(|c| {
         c.file_exporters()
@@ -815,12 +951,13 @@ fn span_metrics_equal_the_collectors_span_metrics_connector() {
                             .collect::<Vec<_>>(),
                     )
                     .set("flush_interval", ns(settings.flush_interval_ns))
-                    .set("namespace", settings.namespace.as_str()),
+                    .set("namespace", settings.namespace.as_str())
+                    .set("aggregation_temporality", settings.temporality.as_str()),
             )
             .traces(Pipeline::otlp_to(&["file_traces"]).processors(&["spanmetrics"]))
             .metrics(Pipeline::otlp_to(&["file_metrics"]))
     });
-    let mut collector = Otelcol::start(&bin, "spanmetrics-to-file", &[]);
+    let mut collector = Otelcol::start(bin, "spanmetrics-to-file", env);
     let requests = sm_requests();
     for req in &requests {
         st.post_accepted(Signal::Traces, req.encode_to_vec());
@@ -875,10 +1012,11 @@ fn span_metrics_equal_the_collectors_span_metrics_connector() {
     }
 
     // Differences, each where docs/processors.md says it is.
-    // 1. The Collector adds collector.instance.id to every point; shardtel has none.
+    // 1. The Collector adds collector.instance.id to every point; shardtel has none in delta
+    //    temporality, and one per core in cumulative.
     assert_eq!(
         (theirs.instance_ids, ours.instance_ids),
-        (theirs.points, 0),
+        (theirs.points, if cumulative { ours.points } else { 0 }),
         "collector.instance.id"
     );
     // 2. A dimension keeps its value type in the Collector; shardtel writes it as a string.

@@ -381,7 +381,7 @@ fn traces_route_like_the_collector_but_whole_traces() {
         return;
     };
     check_table(
-        &collector_config(&bin, "routing-to-file"),
+        &collector_config(&bin, "routing-to-file", &[]),
         "traces",
         &TRACE_ROUTES,
     );
@@ -612,7 +612,7 @@ fn logs_route_like_the_collector() {
         return;
     };
     check_table(
-        &collector_config(&bin, "routing-to-file"),
+        &collector_config(&bin, "routing-to-file", &[]),
         "logs",
         &LOG_ROUTES,
     );
@@ -891,7 +891,7 @@ fn metrics_route_like_the_collector() {
         return;
     };
     check_table(
-        &collector_config(&bin, "routing-to-file"),
+        &collector_config(&bin, "routing-to-file", &[]),
         "metrics",
         &METRIC_ROUTES,
     );

@@ -214,3 +214,130 @@ fn span_metrics_reach_prometheus(exponential: bool) {
         0
     );
 }
+
+/// Sends `n` SDK spans of `service` (route /a, 5 ms each, every 5th an error) to `st`.
+fn send_spans(st: &Shardtel, service: &str, n: u64) {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let exporter = opentelemetry_otlp::SpanExporter::builder()
+            .with_tonic()
+            .with_endpoint(st.grpc_url())
+            .build()
+            .unwrap();
+        let provider = SdkTracerProvider::builder()
+            .with_resource(
+                Resource::builder()
+                    .with_service_name(service.to_string())
+                    .build(),
+            )
+            .with_batch_exporter(exporter)
+            .build();
+        let tracer = provider.tracer("spanmetrics-test");
+        let t0 = SystemTime::now();
+        for i in 0..n {
+            let mut span = tracer
+                .span_builder("GET /a")
+                .with_kind(opentelemetry::trace::SpanKind::Server)
+                .with_start_time(t0)
+                .start(&tracer);
+            span.set_attribute(KeyValue::new("http.route", "/a"));
+            if i % 5 == 0 {
+                span.set_status(Status::error("boom"));
+            }
+            span.end_with_timestamp(t0 + Duration::from_millis(5));
+        }
+        provider.force_flush().unwrap();
+        provider.shutdown().unwrap();
+    });
+}
+
+/// `aggregation_temporality = "AGGREGATION_TEMPORALITY_CUMULATIVE"`: each core sends its
+/// series' totals at every flush (one stream per core, told apart by `collector.instance.id`),
+/// and `prometheusremotewrite` writes them as they are. Spans sent in two rounds, several
+/// flush intervals apart: Prometheus holds the sum of both rounds, not a multiple of it (the
+/// same totals sent again at every flush are not added up).
+#[test]
+fn cumulative_span_metrics_count_every_span_across_flushes() {
+    if !prometheus_available("cumulative_span_metrics_count_every_span_across_flushes") {
+        return;
+    }
+    let service = format!(
+        "spanmetrics-cumulative-{}-{}",
+        std::process::id(),
+        SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap()
+            .as_nanos()
+    );
+    let st = Shardtel::start_config(|c| {
+        c.file_exporters()
+            .exporter(
+                "prom",
+                Component::prometheus_remote_write(&format!("{}/api/v1/write", prometheus_url()))
+                    .batch(Batch::timeout(millis(50))),
+            )
+            .processor(
+                "spanmetrics",
+                Component::of_type("spanmetrics")
+                    .set("dimensions", vec!["http.route".to_string()])
+                    .set("buckets", vec!["10ms".to_string(), "100ms".to_string()])
+                    .set("flush_interval", "200ms")
+                    .set(
+                        "aggregation_temporality",
+                        "AGGREGATION_TEMPORALITY_CUMULATIVE",
+                    ),
+            )
+            .traces(Pipeline::otlp_to(&["file_traces"]).processors(&["spanmetrics"]))
+            .metrics(Pipeline::otlp_to(&["prom"]))
+    });
+    let sel = format!("job=\"{service}\",span_name=\"GET /a\",http_route=\"/a\"");
+    let calls = format!("traces_span_metrics_calls_total{{{sel}}}");
+    let count = format!("traces_span_metrics_duration_milliseconds_count{{{sel}}}");
+    let errors =
+        format!("traces_span_metrics_calls_total{{{sel},status_code=\"STATUS_CODE_ERROR\"}}");
+    send_spans(&st, &service, 30);
+    assert!(
+        wait_until(30, || total(&calls) == Some(30.0)),
+        "calls after the first round: {:?}; log:\n{}",
+        total(&calls),
+        st.log()
+    );
+    // Five more flushes of the same totals: still 30.
+    std::thread::sleep(Duration::from_millis(1000));
+    assert_eq!(total(&calls), Some(30.0));
+    send_spans(&st, &service, 20);
+    assert!(
+        wait_until(30, || total(&calls) == Some(50.0)),
+        "calls after the second round: {:?}; log:\n{}",
+        total(&calls),
+        st.log()
+    );
+    std::thread::sleep(Duration::from_millis(1000));
+    assert_eq!(total(&calls), Some(50.0));
+    assert_eq!(total(&count), Some(50.0));
+    assert_eq!(total(&errors), Some(10.0));
+    let le10 = format!("traces_span_metrics_duration_milliseconds_bucket{{{sel},le=\"10\"}}");
+    assert_eq!(total(&le10), Some(50.0));
+    // Every series carries its core's instance id; no two cores share one.
+    let series = query(&calls, now_ms());
+    let ids: std::collections::BTreeSet<String> = series
+        .iter()
+        .map(|r| {
+            r["metric"]["collector_instance_id"]
+                .as_str()
+                .unwrap_or_else(|| panic!("no collector_instance_id: {r}"))
+                .to_string()
+        })
+        .collect();
+    assert!(!ids.is_empty(), "{series:?}");
+    assert!(
+        wait_until(10, || st.metric_sum("shardtel_spanmetrics_spans_total", "")
+            == 50),
+        "{}",
+        st.metrics()
+    );
+}
