@@ -73,8 +73,9 @@
 #                    decision_wait: from then on it decides at the rate it buffers); steps
 #                    shorter than twice that are counted whole [10]
 #   SHARDTEL_ENV     extra environment of every shardtel started, e.g.
-#                    "MIMALLOC_ARENA_EAGER_COMMIT=0" (RSS per buffered span 1.56x -> 1.37x
-#                    wire in the memory step, docs/tail-sampling.md) [""]
+#                    "MIMALLOC_ALLOW_THP=1" (transparent huge pages back on: shardtel turns
+#                    them off at start; RSS per buffered span 1.38x -> 1.56x wire in the
+#                    memory step, docs/tail-sampling.md) [""]
 #   MEM_RATE      spans/s of the memory step    [200000]
 #   MEM_SECS      seconds of the memory step    [25]
 #   MEM_PROTO     protocol of the memory step   [grpc]

@@ -28,7 +28,8 @@
 //! Prints `spans N kept K`, and in `sample` mode, at the peak of spans buffered: the samplers'
 //! charge per buffered span and the heap it takes (bytes allocated and not freed, counted by
 //! this binary's allocator, over the heap before the first request), against the spans' wire
-//! size.
+//! size. Like the engine, it turns transparent huge pages off at start unless
+//! `MIMALLOC_ALLOW_THP` is set (`MIMALLOC_ALLOW_THP=1` measures RSS with them).
 
 use std::alloc::{GlobalAlloc, Layout};
 
@@ -138,6 +139,20 @@ fn rss() -> u64 {
 }
 
 fn main() {
+    // As the engine's `main` does (engine/src/main.rs): transparent huge pages off unless
+    // MIMALLOC_ALLOW_THP is set, so that RSS per buffered span is the engine's.
+    if std::env::var_os("MIMALLOC_ALLOW_THP").is_none() {
+        // SAFETY: plain integer arguments; no memory of ours is touched.
+        unsafe {
+            libc::prctl(
+                libc::PR_SET_THP_DISABLE,
+                1 as libc::c_ulong,
+                0 as libc::c_ulong,
+                0 as libc::c_ulong,
+                0 as libc::c_ulong,
+            );
+        }
+    }
     let mut args = std::env::args().skip(1);
     let mode = args.next().unwrap_or_else(|| "sample".into());
     let requests: usize = args.next().map_or(6000, |n| n.parse().expect("REQUESTS"));

@@ -810,7 +810,7 @@ impl Sampler {
         });
         let root = self.limits.wait_after_root.and_then(|wait| {
             let t = self.table.oldest_root()?;
-            let seen = self.table.get(t).root_seen?;
+            let seen = self.table.get(t).root_seen()?;
             Some((t, seen.saturating_add(wait), DecisionReason::RootDone))
         });
         match (timer, root) {
@@ -844,7 +844,6 @@ impl Sampler {
         }
         trace.spans.push(SpanRef { slot, span });
         trace.span_bytes += body.len() as u64;
-        trace.last_seen = now;
         if fields.start != 0 {
             trace.min_start = trace.min_start.min(fields.start);
         }
@@ -853,9 +852,9 @@ impl Sampler {
             trace.status_seen |= 1 << fields.status;
         }
         trace.matched |= bits;
-        let new_root = !fields.has_parent && trace.root_seen.is_none();
+        let new_root = !fields.has_parent && trace.root_at == table::NO_ROOT;
         if new_root {
-            trace.root_seen = Some(now);
+            trace.root_at = now;
         }
         if new_root && self.limits.wait_after_root.is_some() {
             self.table.push_root(t);

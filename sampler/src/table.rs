@@ -45,10 +45,9 @@ pub(crate) struct Trace {
     pub(crate) id: TraceId,
     /// Arrival of the first span, nanoseconds since the sampler's epoch.
     pub(crate) first_seen: u64,
-    /// Arrival of the latest span.
-    pub(crate) last_seen: u64,
-    /// Arrival of the first root span (no parent), if any.
-    pub(crate) root_seen: Option<u64>,
+    /// Arrival of the first root span (no parent), [`NO_ROOT`] until one arrives (see
+    /// [`Trace::root_seen`]; not an `Option`, which would take 8 bytes more per trace).
+    pub(crate) root_at: u64,
     pub(crate) spans: Vec<SpanRef>,
     /// Wire bytes of the buffered span bodies.
     pub(crate) span_bytes: u64,
@@ -56,17 +55,25 @@ pub(crate) struct Trace {
     pub(crate) min_start: u64,
     /// Latest `end_time_unix_nano` (0 if none).
     pub(crate) max_end: u64,
-    /// Bit `c` set when a span has status code `c` (0 unset, 1 ok, 2 error).
-    pub(crate) status_seen: u8,
     /// Bit `i` set when span predicate `i` matched a span or its resource.
     pub(crate) matched: u64,
     fifo: Link,
     root: Link,
+    /// Bit `c` set when a span has status code `c` (0 unset, 1 ok, 2 error).
+    pub(crate) status_seen: u8,
     in_root_list: bool,
     live: bool,
 }
 
+/// [`Trace::root_at`] of a trace whose root has not arrived.
+pub(crate) const NO_ROOT: u64 = u64::MAX;
+
 impl Trace {
+    /// Arrival of the first root span, if any.
+    pub(crate) fn root_seen(&self) -> Option<u64> {
+        (self.root_at != NO_ROOT).then_some(self.root_at)
+    }
+
     /// Latest end minus earliest start, 0 when either is unknown.
     pub(crate) fn duration_nanos(&self) -> u64 {
         if self.min_start == u64::MAX || self.max_end == 0 {
@@ -355,8 +362,7 @@ impl TraceTable {
         let trace = Trace {
             id,
             first_seen: now,
-            last_seen: now,
-            root_seen: None,
+            root_at: NO_ROOT,
             spans: Vec::new(),
             span_bytes: 0,
             min_start: u64::MAX,
@@ -503,5 +509,18 @@ mod tests {
             .collect();
         assert_eq!(caps, [0, 4, 4, 8, 8, 16, 1024]);
         assert!(trace_cost(5) > trace_cost(4));
+    }
+
+    #[test]
+    fn a_pending_trace_entry_stays_small() {
+        // 112 bytes on 64-bit targets (was 128 with an unused last-arrival time and an
+        // `Option` for the root's arrival): a trace table slot is paid per buffered trace and,
+        // as capacity, per `max_traces_per_core`.
+        assert!(size_of::<Trace>() <= 112, "{}", size_of::<Trace>());
+        let mut table = TraceTable::new();
+        let i = table.create([1; 16], 5);
+        assert_eq!(table.get(i).root_seen(), None);
+        table.get_mut(i).root_at = 7;
+        assert_eq!(table.get(i).root_seen(), Some(7));
     }
 }

@@ -83,6 +83,14 @@ fn tail_sampling_memory_stays_bounded_and_every_trace_is_accounted_for() {
             .count() as u64
     };
     assert!(cores >= 1, "no cores in /metrics");
+    // Transparent huge pages are off in the process (engine/src/main.rs): with them, a touched
+    // byte of a buffer held for decision_wait makes a whole 2 MiB page resident.
+    if std::env::var_os("MIMALLOC_ALLOW_THP").is_none() {
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+        if let Some(thp) = status.lines().find_map(|l| l.strip_prefix("THP_enabled:")) {
+            assert_eq!(thp.trim(), "0", "transparent huge pages are on in shardtel");
+        }
+    }
     let idle_kib = proc_status_kib(pid, "VmRSS");
 
     // Sample VmRSS while the load runs (VmHWM gives the peak; the samples go in the message).
