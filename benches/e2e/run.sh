@@ -211,13 +211,16 @@ peer_shardtel_redact_stats() { peer_shardtel_stats; }
 # no-op transform (blackhole-processing.toml) or a spanmetrics processor
 # (blackhole-spanmetrics.toml); against `shardtel` at the same rate, what they cost end to end
 # (targets: under 10 % and 20 % CPU per span).
+# PROCESSING_TOML picks the variant: blackhole-processing-walk.toml has conditions no request can
+# skip.
+PROCESSING_TOML=${PROCESSING_TOML:-blackhole-processing.toml}
 peer_shardtel_processing_prepare() {
   peer_shardtel_prepare
-  "$SHARDTEL_BIN" validate --config "$(ported "$HERE/blackhole-processing.toml")" >/dev/null || die "blackhole-processing.toml does not validate"
+  "$SHARDTEL_BIN" validate --config "$(ported "$HERE/$PROCESSING_TOML")" >/dev/null || die "$PROCESSING_TOML does not validate"
 }
 peer_shardtel_processing_cmd() {
   [ "$1" = 1 ] && die "shardtel_processing has no 1-core variant"
-  echo "$SHARDTEL_BIN" --config "$(ported "$HERE/blackhole-processing.toml")"
+  echo "$SHARDTEL_BIN" --config "$(ported "$HERE/$PROCESSING_TOML")"
 }
 peer_shardtel_processing_ready() { peer_shardtel_ready; }
 peer_shardtel_processing_stats() { peer_shardtel_stats; }
