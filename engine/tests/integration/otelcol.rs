@@ -986,7 +986,25 @@ fn collector_has_its_components_and_every_config_validates() {
         .collect();
     configs.sort();
     assert!(configs.len() >= 6, "{configs:?}");
+    // The routing connector is only in the Collector's second build
+    // (tests/peers/otelcol-routing, SHARDTEL_OTELCOL_ROUTING_BIN): its configs validate there.
+    let routing_bin = std::env::var_os("SHARDTEL_OTELCOL_ROUTING_BIN").map(PathBuf::from);
     for config in configs {
+        let routing = config
+            .file_name()
+            .is_some_and(|n| n.to_string_lossy().starts_with("routing-"));
+        let bin = match (routing, &routing_bin) {
+            (false, _) => bin.clone(),
+            (true, Some(b)) => b.clone(),
+            (true, None) => {
+                eprintln!(
+                    "!!!!!!!! {} not validated: it needs the Collector's routing build \
+                     (SHARDTEL_OTELCOL_ROUTING_BIN is not set) !!!!!!!!",
+                    config.display()
+                );
+                continue;
+            }
+        };
         let out = Command::new(&bin)
             .arg("validate")
             .arg("--config")
