@@ -23,6 +23,7 @@ use std::collections::HashMap;
 use bytes::Bytes;
 use prost::Message;
 use shardtel_config::{SpanHistogram, SpanMetricsConfig, SpanTemporality};
+use shardtel_protocol::hash::TraceIdHashBuilder;
 use shardtel_protocol::proto::collector::metrics::v1::ExportMetricsServiceRequest;
 use shardtel_protocol::proto::common::v1::{any_value, AnyValue, KeyValue};
 use shardtel_protocol::proto::metrics::v1::{
@@ -274,9 +275,18 @@ impl ExpHistogram {
     }
 }
 
+/// The `service.name` of a `Resource` body ("" when absent or not a string).
+fn service_of(resource: &[u8]) -> &str {
+    match raw_attribute(resource, 1, b"service.name") {
+        Some(AnyValueRef::String(s)) => s,
+        _ => "",
+    }
+}
+
 #[derive(Default)]
 struct State {
-    index: HashMap<Box<[u8]>, usize>,
+    /// Series by key (keyed hash: the keys are made of span names and attribute values).
+    index: HashMap<Box<[u8]>, usize, TraceIdHashBuilder>,
     series: Vec<Series>,
     overflow: Option<Series>,
     key: Vec<u8>,
@@ -380,9 +390,20 @@ impl SpanMetrics {
     /// Counts spans `spans` of `batch` (every span of it when `None`).
     pub fn record_batch(&self, batch: &SpanBatch, spans: Option<&[u32]>) {
         let index = &batch.index;
+        // The spans of a resource come one after another: its body and service are read once.
+        let mut last: Option<(u32, &[u8], &str)> = None;
         let mut each = |i: u32| {
             let r = index.scopes[index.spans[i as usize].scope as usize].resource;
-            self.record(batch.span(i as usize), resource_body(index, &batch.buf, r));
+            let (resource, service) = match last {
+                Some((lr, resource, service)) if lr == r => (resource, service),
+                _ => {
+                    let resource = resource_body(index, &batch.buf, r);
+                    let service = service_of(resource);
+                    last = Some((r, resource, service));
+                    (resource, service)
+                }
+            };
+            self.record_in(batch.span(i as usize), resource, service);
         };
         match spans {
             Some(list) => list.iter().copied().for_each(&mut each),
@@ -392,11 +413,12 @@ impl SpanMetrics {
 
     /// Counts one span (a `Span` body) of the resource `resource` (a `Resource` body).
     pub fn record(&self, span: &[u8], resource: &[u8]) {
+        self.record_in(span, resource, service_of(resource));
+    }
+
+    /// [`SpanMetrics::record`] with the resource's `service.name` already read.
+    fn record_in(&self, span: &[u8], resource: &[u8], service: &str) {
         let f = SpanView::new(span).fields();
-        let service = match raw_attribute(resource, 1, b"service.name") {
-            Some(AnyValueRef::String(s)) => s,
-            _ => "",
-        };
         let mut state = self.state.borrow_mut();
         let State {
             index,

@@ -1,5 +1,7 @@
 //! A keyed hash for trace ids, for the per-core maps keyed by them (the tail sampler's trace
-//! table and decision cache, the Kafka exporter's grouping of spans by trace).
+//! table and decision cache, the Kafka exporter's grouping of spans by trace). It hashes any
+//! short byte key the same way (16 bytes at a time, the slice's length mixed in), so the span
+//! metrics' series index uses it too.
 
 use std::hash::{BuildHasher, Hasher, RandomState};
 

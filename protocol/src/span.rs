@@ -210,34 +210,69 @@ impl<'a> SpanView<'a> {
         let mut f = SpanFields::default();
         let body = self.body;
         let mut r = Reader::new(body);
-        while let Some(Ok((k, v))) = r.next_field() {
+        // Each field's value read by its wire type directly (no `Value` built for the
+        // attributes, events and links skipped over); a malformed field ends the walk, as
+        // `next_field` would.
+        while !r.is_empty() {
+            let Ok(k) = r.read_key() else { break };
+            let v = match k.wire_type {
+                WireType::Len => match r.read_len() {
+                    Ok(b) => {
+                        match k.field {
+                            1 => f.trace_id = &body[b],
+                            2 => f.span_id = &body[b],
+                            3 => f.trace_state = &body[b],
+                            4 => f.parent_span_id = &body[b],
+                            5 => f.name = &body[b],
+                            15 => f.merge_status(&body[b]),
+                            _ => {}
+                        }
+                        continue;
+                    }
+                    Err(_) => break,
+                },
+                WireType::Varint => match r.read_varint() {
+                    Ok(x) => Value::Varint(x),
+                    Err(_) => break,
+                },
+                WireType::I64 => match r.read_fixed64() {
+                    Ok(x) => Value::I64(x),
+                    Err(_) => break,
+                },
+                WireType::I32 => match r.read_fixed32() {
+                    Ok(x) => Value::I32(x),
+                    Err(_) => break,
+                },
+                WireType::StartGroup | WireType::EndGroup => break,
+            };
             match (k.field, v) {
-                (1, Value::Len(b)) => f.trace_id = &body[b],
-                (2, Value::Len(b)) => f.span_id = &body[b],
-                (3, Value::Len(b)) => f.trace_state = &body[b],
-                (4, Value::Len(b)) => f.parent_span_id = &body[b],
-                (5, Value::Len(b)) => f.name = &body[b],
                 (6, Value::Varint(x)) => f.kind = x as i32,
                 (7, Value::I64(x)) => f.start_time_unix_nano = x,
                 (8, Value::I64(x)) => f.end_time_unix_nano = x,
-                (15, Value::Len(b)) => {
-                    let status = &body[b];
-                    let mut sr = Reader::new(status);
-                    while let Some(Ok((sk, sv))) = sr.next_field() {
-                        match (sk.field, sv) {
-                            (2, Value::Len(m)) => f.status_message = &status[m],
-                            (3, Value::Varint(c)) => f.status_code = c as i32,
-                            _ => {}
-                        }
-                    }
-                }
                 (16, Value::I32(x)) => f.flags = x,
                 _ => {}
             }
         }
         f
     }
+}
 
+impl<'a> SpanFields<'a> {
+    /// Merges a `Status` body into the status fields (a repeated `status` merges, as a decoder
+    /// does).
+    fn merge_status(&mut self, status: &'a [u8]) {
+        let mut sr = Reader::new(status);
+        while let Some(Ok((sk, sv))) = sr.next_field() {
+            match (sk.field, sv) {
+                (2, Value::Len(m)) => self.status_message = &status[m],
+                (3, Value::Varint(c)) => self.status_code = c as i32,
+                _ => {}
+            }
+        }
+    }
+}
+
+impl<'a> SpanView<'a> {
     fn last_len(&self, field: u32) -> &'a [u8] {
         let mut out: &'a [u8] = &[];
         let mut r = Reader::new(self.body);
@@ -635,6 +670,74 @@ mod tests {
                     find_attribute(&body, 9, key.as_bytes()),
                     find_attribute_parsed(&body, 9, key.as_bytes())
                 );
+            }
+        }
+    }
+
+    /// `SpanView::fields` as it read before its direct loop: every field through `next_field`.
+    fn fields_parsed(body: &[u8]) -> SpanFields<'_> {
+        let mut f = SpanFields::default();
+        let mut r = Reader::new(body);
+        while let Some(Ok((k, v))) = r.next_field() {
+            match (k.field, v) {
+                (1, Value::Len(b)) => f.trace_id = &body[b],
+                (2, Value::Len(b)) => f.span_id = &body[b],
+                (3, Value::Len(b)) => f.trace_state = &body[b],
+                (4, Value::Len(b)) => f.parent_span_id = &body[b],
+                (5, Value::Len(b)) => f.name = &body[b],
+                (6, Value::Varint(x)) => f.kind = x as i32,
+                (7, Value::I64(x)) => f.start_time_unix_nano = x,
+                (8, Value::I64(x)) => f.end_time_unix_nano = x,
+                (15, Value::Len(b)) => f.merge_status(&body[b]),
+                (16, Value::I32(x)) => f.flags = x,
+                _ => {}
+            }
+        }
+        f
+    }
+
+    mod fields_model {
+        //! The direct loop of `SpanView::fields` reads what reading every field through
+        //! `next_field` reads: for encoded spans cut anywhere, and for arbitrary bytes.
+        use super::*;
+        use proptest::prelude::*;
+
+        proptest! {
+            #![proptest_config(ProptestConfig::with_cases(512))]
+            #[test]
+            fn direct_loop_reads_what_next_field_reads(
+                name in "[a-z ]{0,20}",
+                kind in 0i32..6,
+                code in prop::option::of(0i32..3),
+                start in any::<u64>(),
+                flags in any::<u32>(),
+                attrs in 0usize..4,
+                cut in prop::option::of(0usize..200),
+            ) {
+                let span = Span {
+                    trace_id: vec![1; 16],
+                    span_id: vec![2; 8],
+                    name,
+                    kind,
+                    start_time_unix_nano: start,
+                    end_time_unix_nano: start.wrapping_add(5),
+                    attributes: (0..attrs).map(|i| kv(&format!("k{i}"), V::IntValue(i as i64))).collect(),
+                    status: code.map(|code| Status { code, message: "m".into() }),
+                    flags,
+                    ..Default::default()
+                };
+                let mut body = span.encode_to_vec();
+                if let Some(c) = cut {
+                    body.truncate(c.min(body.len()));
+                }
+                prop_assert_eq!(SpanView::new(&body).fields(), fields_parsed(&body));
+            }
+
+            #[test]
+            fn direct_loop_reads_what_next_field_reads_on_any_bytes(
+                body in prop::collection::vec(any::<u8>(), 0..64),
+            ) {
+                prop_assert_eq!(SpanView::new(&body).fields(), fields_parsed(&body));
             }
         }
     }

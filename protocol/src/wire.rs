@@ -331,7 +331,7 @@ impl<'a> Reader<'a> {
     }
 
     /// Reads the next field (key and value); `None` at the end of the message.
-    #[inline]
+    #[inline(always)]
     pub fn next_field(&mut self) -> Option<Result<(Key, Value), WireError>> {
         if self.is_empty() {
             return None;
