@@ -575,16 +575,20 @@ fn sdk_metrics_reach_prometheus() {
         shardtel.log(),
         shardtel.metrics()
     );
-    assert_eq!(
-        value(&format!("sdk_latency_milliseconds_count{{{sel}}}"), now()),
-        Some(3.0)
+    // The counter and the histogram are different series: series routing may put them on
+    // different cores, which write them to Prometheus in separate requests, so the histogram
+    // is waited for too rather than expected with the counter.
+    let count = format!("sdk_latency_milliseconds_count{{{sel}}}");
+    assert!(
+        wait_until(30, || value(&count, now()) == Some(3.0)),
+        "{count} is {:?}",
+        value(&count, now())
     );
-    assert_eq!(
-        value(
-            &format!("sdk_latency_milliseconds_bucket{{{sel},le=\"100\"}}"),
-            now()
-        ),
-        Some(2.0)
+    let bucket = format!("sdk_latency_milliseconds_bucket{{{sel},le=\"100\"}}");
+    assert!(
+        wait_until(30, || value(&bucket, now()) == Some(2.0)),
+        "{bucket} is {:?}",
+        value(&bucket, now())
     );
     provider.shutdown().unwrap();
 }
