@@ -78,11 +78,20 @@ pub fn from_protobuf(signal: Signal, pb: &[u8]) -> Result<Vec<u8>, JsonError> {
     let mut w = Writer {
         out: Vec::with_capacity(pb.len() * 2 + 16),
         comma: false,
+        bad_id: None,
     };
     match signal {
         Signal::Traces => w.traces(&ExportTraceServiceRequest::decode(pb).map_err(bad)?),
         Signal::Metrics => w.metrics(&ExportMetricsServiceRequest::decode(pb).map_err(bad)?),
         Signal::Logs => w.logs(&ExportLogsServiceRequest::decode(pb).map_err(bad)?),
+    }
+    // OTLP/JSON ids are 32 or 16 hex digits: an id of another length would be written as JSON
+    // no reader (ours or the Collector's) accepts. The scanner refuses such ids at ingest, so
+    // only bytes that did not come through it can have one.
+    if let Some(message) = w.bad_id {
+        return Err(JsonError {
+            message: format!("invalid protobuf: {message}"),
+        });
     }
     Ok(w.out)
 }
@@ -94,6 +103,9 @@ struct Writer {
     out: Vec<u8>,
     /// A value was written at the current level: the next key needs a comma.
     comma: bool,
+    /// The first id that was neither empty nor of its length (16 bytes for a trace id, 8 for
+    /// a span id).
+    bad_id: Option<String>,
 }
 
 impl Writer {
@@ -166,6 +178,10 @@ impl Writer {
     /// Ids are always written, as hex (`""` when empty).
     fn id_field(&mut self, k: &str, id: &[u8]) {
         const HEX: &[u8; 16] = b"0123456789abcdef";
+        let len = if k == "traceId" { 16 } else { 8 };
+        if !id.is_empty() && id.len() != len && self.bad_id.is_none() {
+            self.bad_id = Some(format!("{k} is {} bytes, expected {len}", id.len()));
+        }
         self.key(k);
         self.out.push(b'"');
         for b in id {
@@ -844,5 +860,44 @@ mod tests {
         assert_eq!(format_double(1e20), "100000000000000000000");
         assert_eq!(format_double(0.0), "0");
         assert_eq!(format_double(f64::INFINITY), "\"Infinity\"");
+    }
+
+    #[test]
+    fn ids_of_the_wrong_length_are_refused_not_written() {
+        // Found by the json fuzz target: a 2-byte trace id was written as 4 hex digits, which
+        // no OTLP/JSON reader accepts. (The scanner refuses such ids at ingest.)
+        use crate::proto::collector::trace::v1::ExportTraceServiceRequest;
+        use crate::proto::trace::v1::{ResourceSpans, ScopeSpans, Span};
+        let request = |trace_id: Vec<u8>, span_id: Vec<u8>| {
+            ExportTraceServiceRequest {
+                resource_spans: vec![ResourceSpans {
+                    scope_spans: vec![ScopeSpans {
+                        spans: vec![Span {
+                            trace_id,
+                            span_id,
+                            ..Default::default()
+                        }],
+                        ..Default::default()
+                    }],
+                    ..Default::default()
+                }],
+            }
+            .encode_to_vec()
+        };
+        let err = from_protobuf(Signal::Traces, &request(vec![1, 2], vec![3; 8])).unwrap_err();
+        assert_eq!(
+            err.message,
+            "invalid protobuf: traceId is 2 bytes, expected 16"
+        );
+        let err = from_protobuf(Signal::Traces, &request(vec![1; 16], vec![3; 9])).unwrap_err();
+        assert_eq!(
+            err.message,
+            "invalid protobuf: spanId is 9 bytes, expected 8"
+        );
+        // Empty ids and ids of their length are written, and read back.
+        for (t, sp) in [(vec![], vec![]), (vec![1; 16], vec![3; 8])] {
+            let json = from_protobuf(Signal::Traces, &request(t, sp)).unwrap();
+            to_protobuf(Signal::Traces, &json).unwrap();
+        }
     }
 }
