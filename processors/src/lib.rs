@@ -466,9 +466,7 @@ impl Chain {
                     actions,
                     include_resource: false,
                 } => actions.presence().map(<[_]>::to_vec),
-                Op::Transform(t) => t
-                    .presence()
-                    .map(|w| w.iter().map(|n| Finder::new(n).into_owned()).collect()),
+                Op::Transform(t) => t.presence().map(|w| KeySearch::new(&w).0),
                 _ => None,
             })
             .collect::<Option<Vec<_>>>()

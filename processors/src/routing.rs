@@ -121,6 +121,8 @@ struct Scratch {
     point_sets: Vec<ExporterSet>,
     /// Where the metrics written for one set are copied.
     arena: BytesMut,
+    /// Traces: what is known of the routes for each part, before looking at its spans.
+    knowns: Vec<Known>,
 }
 
 impl Scratch {
@@ -474,37 +476,47 @@ impl Router {
         scratch.point_sets = sets;
     }
 
-    /// The route every span of `parts` takes, when it is known without looking at any span:
-    /// every route either holds for none of them (no witness in their bytes) or reads only the
-    /// resource, and the routes that hold are the same for every resource of the spans.
-    fn uniform_route(&self, parts: &[SpanPart<'_>]) -> Option<usize> {
-        let all = if self.routes.len() >= 64 {
+    /// Every route, as bits.
+    fn all_routes(&self) -> u64 {
+        if self.routes.len() >= 64 {
             u64::MAX
         } else {
             (1u64 << self.routes.len()) - 1
-        };
+        }
+    }
+
+    /// What is known of the routes for the spans of `part` without looking at them: those
+    /// that read only the resource, and those without a witness in the spans' bytes.
+    /// Rewritten spans are not in the buffer, so witnesses are looked for only in a part
+    /// without rewrites.
+    fn known_in_part(&self, part: &SpanPart<'_>) -> Known {
+        let mut known = self.known_in(None);
+        if part.extra.is_none() && part.batch.index.rewrites.is_empty() {
+            for (r, plan) in self.plans.iter().enumerate().take(64) {
+                if let (false, Some(w)) = (plan.per_resource, &plan.witnesses) {
+                    if !spans_contain(w, part.batch, part.spans.iter().copied()) {
+                        known.never |= 1 << r;
+                    }
+                }
+            }
+        }
+        known
+    }
+
+    /// The route every span of `parts` takes, when it is known without looking at any span:
+    /// every route either holds for none of them (no witness in their bytes) or reads only the
+    /// resource, and the routes that hold are the same for every resource of the spans.
+    fn uniform_route(&self, parts: &[SpanPart<'_>], knowns: &[Known]) -> Option<usize> {
+        let all = self.all_routes();
         let mut holds: Option<u64> = None;
-        for part in parts {
+        for (part, known) in parts.iter().zip(knowns) {
             if part.spans.is_empty() {
                 continue;
             }
-            let mut known = self.known_in(None);
-            for (r, plan) in self.plans.iter().enumerate().take(64) {
-                if known.per_resource & (1 << r) != 0 {
-                    continue;
-                }
-                let pristine = part.extra.is_none() && part.batch.index.rewrites.is_empty();
-                match &plan.witnesses {
-                    Some(w) if pristine => {
-                        if spans_contain(w, part.batch, part.spans.iter().copied()) {
-                            return None;
-                        }
-                        known.never |= 1 << r;
-                    }
-                    _ => return None,
-                }
+            if known.never | known.per_resource != all {
+                return None;
             }
-            debug_assert_eq!(known.never | known.per_resource, all);
+            let mut known = *known;
             let index = &part.batch.index;
             let mut last = u32::MAX;
             for &i in part.spans {
@@ -557,7 +569,13 @@ impl Router {
     /// `k`'s groups.
     pub fn route_parts(&self, parts: &[SpanPart<'_>], out: &mut [SpanGroups]) {
         debug_assert_eq!(parts.len(), out.len());
-        if let Some(route) = self.uniform_route(parts) {
+        let mut scratch = self.scratch.borrow_mut();
+        // Each part's witnesses are looked for once, for both the check below and the walk.
+        scratch.knowns.clear();
+        scratch
+            .knowns
+            .extend(parts.iter().map(|part| self.known_in_part(part)));
+        if let Some(route) = self.uniform_route(parts, &scratch.knowns) {
             // Every trace goes one way: no trace needs to be told apart.
             let set = self.set_of(route);
             for (part, out) in parts.iter().zip(out.iter_mut()) {
@@ -569,12 +587,12 @@ impl Router {
             }
             return;
         }
-        let mut scratch = self.scratch.borrow_mut();
         let Scratch {
             traces,
             sets,
             matched,
             trace_of,
+            knowns,
             ..
         } = &mut *scratch;
         traces.clear();
@@ -608,27 +626,10 @@ impl Router {
         }
         // A route matches a trace when it holds for any span; routes after the first that
         // matched are not evaluated for that trace again.
-        let all_routes = if self.routes.len() >= 64 {
-            u64::MAX
-        } else {
-            (1u64 << self.routes.len()) - 1
-        };
+        let all_routes = self.all_routes();
         let mut pos = 0;
-        for part in parts {
-            // Per part: the routes that match none of its spans (no witness in their bytes),
-            // and those decided once per resource. Rewritten spans are not in the buffer, so
-            // witnesses are looked for only in a part without rewrites.
-            let pristine = part.extra.is_none() && part.batch.index.rewrites.is_empty();
-            let mut known = self.known_in(None);
-            if pristine {
-                for (r, plan) in self.plans.iter().enumerate().take(64) {
-                    if let (false, Some(w)) = (plan.per_resource, &plan.witnesses) {
-                        if !spans_contain(w, part.batch, part.spans.iter().copied()) {
-                            known.never |= 1 << r;
-                        }
-                    }
-                }
-            }
+        for (p, part) in parts.iter().enumerate() {
+            let mut known = knowns[p];
             let all_known = known.never | known.per_resource;
             // The current resource: its index and body.
             let mut resource: Option<(u32, &[u8])> = None;
