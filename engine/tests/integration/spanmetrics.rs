@@ -107,19 +107,7 @@ fn span_metrics_reach_prometheus(exponential: bool) {
     let mut under_10 = 0;
     let mut under_100 = 0;
     rt.block_on(async {
-        let exporter = opentelemetry_otlp::SpanExporter::builder()
-            .with_tonic()
-            .with_endpoint(st.grpc_url())
-            .build()
-            .unwrap();
-        let provider = SdkTracerProvider::builder()
-            .with_resource(
-                Resource::builder()
-                    .with_service_name(service.clone())
-                    .build(),
-            )
-            .with_batch_exporter(exporter)
-            .build();
+        let provider = tracer_provider(&st, &service);
         let tracer = provider.tracer("spanmetrics-test");
         let t0 = SystemTime::now();
         for i in 0..30u64 {
@@ -215,6 +203,24 @@ fn span_metrics_reach_prometheus(exponential: bool) {
     );
 }
 
+/// The OpenTelemetry SDK's tracer provider exporting the spans of `service` to `st` over
+/// OTLP/gRPC (in batches). Call it inside the Tokio runtime the exporter runs on.
+fn tracer_provider(st: &Shardtel, service: &str) -> SdkTracerProvider {
+    let exporter = opentelemetry_otlp::SpanExporter::builder()
+        .with_tonic()
+        .with_endpoint(st.grpc_url())
+        .build()
+        .unwrap();
+    SdkTracerProvider::builder()
+        .with_resource(
+            Resource::builder()
+                .with_service_name(service.to_string())
+                .build(),
+        )
+        .with_batch_exporter(exporter)
+        .build()
+}
+
 /// Sends `n` SDK spans of `service` (route /a, 5 ms each, every 5th an error) to `st`.
 fn send_spans(st: &Shardtel, service: &str, n: u64) {
     let rt = tokio::runtime::Builder::new_multi_thread()
@@ -223,19 +229,7 @@ fn send_spans(st: &Shardtel, service: &str, n: u64) {
         .build()
         .unwrap();
     rt.block_on(async {
-        let exporter = opentelemetry_otlp::SpanExporter::builder()
-            .with_tonic()
-            .with_endpoint(st.grpc_url())
-            .build()
-            .unwrap();
-        let provider = SdkTracerProvider::builder()
-            .with_resource(
-                Resource::builder()
-                    .with_service_name(service.to_string())
-                    .build(),
-            )
-            .with_batch_exporter(exporter)
-            .build();
+        let provider = tracer_provider(st, service);
         let tracer = provider.tracer("spanmetrics-test");
         let t0 = SystemTime::now();
         for i in 0..n {
