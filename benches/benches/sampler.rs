@@ -67,6 +67,7 @@ fn half(batch: &SpanBatch, half: usize) -> SpanBatch {
         spans: Vec::new(),
         headers: batch.index.headers.clone(),
         rewrites: Default::default(),
+        span_prefixes_minimal: batch.index.span_prefixes_minimal,
     };
     index.spans = batch
         .index

@@ -87,7 +87,8 @@
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 #![deny(missing_docs)]
-#![forbid(unsafe_code)]
+// Unsafe code is denied everywhere but `prefetch`'s one hint instruction.
+#![deny(unsafe_code)]
 
 pub use opentelemetry_proto::tonic as proto;
 
@@ -96,6 +97,7 @@ pub mod exposition;
 pub mod grpc;
 pub mod hash;
 pub mod json;
+pub mod prefetch;
 pub mod reframe;
 pub mod rewrite;
 pub mod route;

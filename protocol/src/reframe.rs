@@ -390,7 +390,7 @@ fn encode(
                 }
                 let r = &index.spans[si as usize].range;
                 let len = (r.end - r.start) as usize;
-                if original_prefix_ok(buf, r) {
+                if index.span_prefixes_minimal || original_prefix_ok(buf, r) {
                     let plen = 1 + varint_len(len as u64);
                     out.push_slice(buf, r.start as usize - plen..r.end as usize);
                 } else {
@@ -471,6 +471,49 @@ mod tests {
         );
         // Spans 1..3 are one run: the chunk count stays small.
         assert!(out.chunks.len() <= 12, "{}", out.chunks.len());
+    }
+
+    /// A request whose second span's field prefix is not minimal (its length as a two-byte
+    /// varint): the scan says so, and re-framing then writes that span's prefix anew instead
+    /// of reusing it. For minimal prefixes, the flag changes nothing in the output.
+    #[test]
+    fn span_prefixes_minimal_or_not() {
+        let (a, b) = (span(1).encode_to_vec(), span(2).encode_to_vec());
+        let mut scope = vec![0x12, a.len() as u8];
+        scope.extend(&a);
+        scope.extend([0x12, 0x80 | b.len() as u8, 0x00]);
+        scope.extend(&b);
+        let mut resource = vec![0x12, scope.len() as u8];
+        resource.extend(&scope);
+        let mut buf = vec![0x0a, resource.len() as u8];
+        buf.extend(&resource);
+        let odd = SpanBatch::scan(Bytes::from(buf)).unwrap();
+        assert!(!odd.index.span_prefixes_minimal);
+        let mut out = Encoded::default();
+        encode_trace_spans(&odd, &[0, 1], &mut out);
+        let got = ExportTraceServiceRequest::decode(out.to_bytes()).unwrap();
+        assert_eq!(
+            got.resource_spans[0].scope_spans[0].spans,
+            vec![span(1), span(2)]
+        );
+
+        let req = request();
+        let mut batch = SpanBatch::scan(Bytes::from(req.encode_to_vec())).unwrap();
+        assert!(batch.index.span_prefixes_minimal);
+        let mut parts = Vec::new();
+        batch
+            .index
+            .partition(2, |t| usize::from(t[0] % 2), &mut parts);
+        assert!(parts.iter().all(|p| p.span_prefixes_minimal));
+        for spans in [&[0u32, 1, 2, 3][..], &[1, 3], &[2]] {
+            let mut fast = Encoded::default();
+            encode_trace_spans(&batch, spans, &mut fast);
+            batch.index.span_prefixes_minimal = false;
+            let mut checked = Encoded::default();
+            encode_trace_spans(&batch, spans, &mut checked);
+            batch.index.span_prefixes_minimal = true;
+            assert_eq!(fast.to_bytes(), checked.to_bytes());
+        }
     }
 
     #[test]

@@ -171,6 +171,12 @@ pub struct TracesIndex {
     pub headers: Vec<Range<u32>>,
     /// Spans and resources that processors rewrote (empty after a scan).
     pub rewrites: Rewrites,
+    /// True when every span's field prefix in the buffer is minimal: the one-byte tag `0x12`
+    /// and the shortest length varint, as every encoder writes it. The re-framing encoder then
+    /// reuses the prefix without reading it (a cache miss per kept span when a sampler exports
+    /// a batch seconds after it arrived). Set by the scan and kept by `partition`; false where
+    /// unknown, which only costs that read.
+    pub span_prefixes_minimal: bool,
 }
 
 /// Messages of an indexed batch that processors rewrote: the re-framing encoder writes these
@@ -1049,6 +1055,7 @@ impl TracesIndex {
         self.spans.clear();
         self.headers.clear();
         self.rewrites.clear();
+        self.span_prefixes_minimal = false;
     }
 
     /// Validates and indexes an `ExportTraceServiceRequest`; on error the index content is
@@ -1068,6 +1075,7 @@ impl TracesIndex {
 
     fn scan_with<const VALIDATE: bool>(&mut self, buf: &[u8]) -> Result<(), ScanError> {
         self.clear();
+        self.span_prefixes_minimal = true;
         if buf.len() > u32::MAX as usize {
             return Err(ScanError::TooLarge);
         }
@@ -1108,10 +1116,19 @@ impl TracesIndex {
                 scopes,
                 spans,
                 headers,
+                span_prefixes_minimal,
                 ..
             } = self;
             container_children(buf, body, |scope_body| {
-                scan_scope_spans::<VALIDATE>(buf, scope_body, resource, scopes, spans, headers)
+                scan_scope_spans::<VALIDATE>(
+                    buf,
+                    scope_body,
+                    resource,
+                    scopes,
+                    spans,
+                    headers,
+                    span_prefixes_minimal,
+                )
             })?;
         }
         Ok(())
@@ -1141,6 +1158,9 @@ impl TracesIndex {
             large.resize(n, (u32::MAX, u32::MAX));
             &mut large
         };
+        for o in out.iter_mut() {
+            o.span_prefixes_minimal = self.span_prefixes_minimal;
+        }
         for (i, span) in self.spans.iter().enumerate() {
             let d = dest(&span.trace_id);
             assert!(d < n, "partition: dest returned {d} for {n} destinations");
@@ -1317,6 +1337,7 @@ fn scan_scope_spans<const VALIDATE: bool>(
     scopes: &mut Vec<ScopeEntry>,
     spans: &mut Vec<SpanEntry>,
     headers: &mut Vec<Range<u32>>,
+    prefixes_minimal: &mut bool,
 ) -> Result<(), ScanError> {
     let scope = scopes.len() as u32;
     let first = headers.len() as u32;
@@ -1325,6 +1346,10 @@ fn scan_scope_spans<const VALIDATE: bool>(
         let key = r.read_key()?;
         if key.field == 2 {
             let span_body = read_msg(&mut r, key)?;
+            // A one-byte tag and the shortest length varint, exactly when together they are
+            // one byte longer than the shortest varint (neither can be shorter).
+            *prefixes_minimal &= span_body.start - key.offset
+                == 1 + crate::wire::varint_len((span_body.end - span_body.start) as u64);
             let trace_id = if VALIDATE {
                 scan_span(buf, span_body.clone())?
             } else {

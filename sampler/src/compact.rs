@@ -30,6 +30,8 @@ pub(crate) fn compact(batch: &SpanBatch, live: &[u32]) -> SpanBatch {
         spans: Vec::with_capacity(live.len()),
         headers: Vec::with_capacity(headers),
         rewrites: Default::default(),
+        // `write` gives every span the shortest prefix.
+        span_prefixes_minimal: true,
     };
     write(batch, live, &mut out, &mut index);
     debug_assert_eq!(out.len(), bytes);
@@ -62,6 +64,8 @@ pub(crate) fn compact_in_place(batch: &SpanBatch, live: &[u32], out: &mut Vec<u8
         spans: Vec::with_capacity(live.len()),
         headers: Vec::with_capacity(headers),
         rewrites: Default::default(),
+        // `write` gives every span the shortest prefix.
+        span_prefixes_minimal: true,
     };
     write(batch, live, out, &mut index);
     debug_assert_eq!(out.len(), bytes);

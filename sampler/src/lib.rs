@@ -251,6 +251,9 @@ pub struct Kept {
     pub spans: Vec<u32>,
 }
 
+/// [`Sampler::add`]'s lookup of a span whose trace is not pending.
+const NOT_FOUND: u32 = u32::MAX;
+
 /// The settings the sampler applies, in its own units.
 #[derive(Clone, Copy, Debug)]
 struct Limits {
@@ -349,6 +352,9 @@ pub struct Sampler {
     decompressed: DecompressedCache,
     /// Which spans of the batch being added are buffered (with compression on).
     adding_live: Vec<bool>,
+    /// Scratch of [`Sampler::add`]: each span's pending trace as looked up before the batch
+    /// is added ([`NOT_FOUND`] when none).
+    lookups: Vec<u32>,
     /// Scratch: their indices.
     live_scratch: Vec<u32>,
 }
@@ -381,6 +387,7 @@ impl Sampler {
             compressor: Compressor::default(),
             decompressed: DecompressedCache::default(),
             adding_live: Vec::new(),
+            lookups: Vec::new(),
             live_scratch: Vec::new(),
         })
     }
@@ -548,16 +555,48 @@ impl Sampler {
             r.policies.resource_bits(&batch, &mut r.resource_bits);
         }
 
+        // Pass one: every span's pending trace looked up (and its entry asked for) before any
+        // is read or changed. With millions of traces pending, each lookup and each entry is a
+        // cache miss; in this loop, with no work between them, they overlap instead of being
+        // taken one after another in the loop below. The lookups stay valid until a trace is
+        // removed (a decision below); spans of traces created below are looked up again.
+        let removals = self.table.removals();
+        let mut lookups = std::mem::take(&mut self.lookups);
+        lookups.clear();
+        let mut prev: Option<(TraceId, u32)> = None;
+        for entry in &batch.index.spans {
+            let t = match prev {
+                Some((id, t)) if id == entry.trace_id => t,
+                _ => {
+                    let t = self.table.find(&entry.trace_id).unwrap_or(NOT_FOUND);
+                    if t != NOT_FOUND {
+                        self.table.prefetch(t);
+                    }
+                    prev = Some((entry.trace_id, t));
+                    t
+                }
+            };
+            lookups.push(t);
+        }
+
         // Consecutive spans usually belong to the same trace: remember the last lookup until a
         // decision may have invalidated it.
         let mut last: Option<(TraceId, u32)> = None;
         for (i, entry) in batch.index.spans.iter().enumerate() {
             self.stats.spans_received += 1;
+            // The span bytes two spans ahead, which have usually left the cache while the
+            // request waited for this core.
+            if i + 2 < batch.index.spans.len() {
+                shardtel_protocol::prefetch::prefetch_bytes(batch.span(i + 2));
+            }
             let body = batch.span(i);
             let len = body.len() as u64;
             let id = entry.trace_id;
             let pending = match last {
                 Some((last_id, t)) if last_id == id => Some(t),
+                _ if lookups[i] != NOT_FOUND && self.table.removals() == removals => {
+                    Some(lookups[i])
+                }
                 _ => self.table.find(&id),
             };
             if let Some(t) = pending {
@@ -616,6 +655,7 @@ impl Sampler {
             }
         }
         self.resource_bits = resource_bits;
+        self.lookups = lookups;
         drop(batch);
         if compress && self.slots.get(slot).refs > 0 {
             self.compress_slot(slot);
@@ -650,6 +690,9 @@ impl Sampler {
         while let Some((t, deadline, reason)) = self.next_due() {
             if deadline > now {
                 break;
+            }
+            if reason == DecisionReason::Timer {
+                self.table.prefetch_after(t);
             }
             self.decide(t, reason, now, out);
         }

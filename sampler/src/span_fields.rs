@@ -91,7 +91,41 @@ pub(crate) fn read<'a>(
             }
         }
     }
+    // Bit `l` set when one of `keys` is `l` bytes long (every bit when one is 128 or longer,
+    // whose KeyValues never take the one-byte-length path below).
+    let lens = key_lengths(keys);
     while let Some(&tag) = body.get(pos) {
+        // The common shape first: a one-byte tag of a length-delimited field (field numbers
+        // 1..=15) with a one-byte length, read without the general loop's dispatch.
+        if tag & 7 == 2 && tag < 0x80 {
+            if let Some(&len) = body.get(pos + 1) {
+                if len < 0x80 {
+                    let start = pos + 2;
+                    let end = start + usize::from(len);
+                    if end > n {
+                        break;
+                    }
+                    pos = end;
+                    let value = &body[start..end];
+                    match tag {
+                        TAG_ATTRIBUTE if seen != all => {
+                            if let Some(i) = match_key_value(value, keys, lens, seen, &mut found) {
+                                seen |= 1 << i;
+                            }
+                        }
+                        TAG_STATUS => {
+                            if let Some(code) = status_code(value) {
+                                facts.status = code;
+                            }
+                        }
+                        TAG_TRACE_STATE => facts.trace_state = value,
+                        TAG_PARENT => facts.has_parent = !value.is_empty(),
+                        _ => {}
+                    }
+                    continue;
+                }
+            }
+        }
         // Field numbers 1..=15 have one-byte tags: dispatch on the wire type directly.
         if !(8..0x80).contains(&tag) {
             let mut r = Reader::nested(body, pos..n);
@@ -115,7 +149,7 @@ pub(crate) fn read<'a>(
                 pos += len as usize;
                 match tag {
                     TAG_ATTRIBUTE if seen != all => {
-                        if let Some(i) = match_key_value(value, keys, seen, &mut found) {
+                        if let Some(i) = match_key_value(value, keys, lens, seen, &mut found) {
                             seen |= 1 << i;
                         }
                     }
@@ -170,10 +204,11 @@ pub(crate) fn read_attributes<'a>(
     seen: &mut u64,
     mut found: impl FnMut(usize, &'a [u8]),
 ) {
+    let lens = key_lengths(keys);
     let mut r = Reader::new(body);
     while let Some(Ok((k, v))) = r.next_field() {
         if let (true, shardtel_protocol::wire::Value::Len(range)) = (k.field == field, v) {
-            if let Some(i) = match_key_value(&body[range], keys, *seen, &mut found) {
+            if let Some(i) = match_key_value(&body[range], keys, lens, *seen, &mut found) {
                 *seen |= 1 << i;
             }
         }
@@ -210,16 +245,30 @@ fn varint(body: &[u8], pos: &mut usize) -> Option<u64> {
     }
 }
 
+/// Bit `l` set for every length `l` of `keys` (every bit when one is 128 bytes or longer).
+#[inline(always)]
+fn key_lengths(keys: &[Vec<u8>]) -> u128 {
+    keys.iter().fold(0, |m, k| match k.len() {
+        l @ 0..128 => m | 1 << l,
+        _ => u128::MAX,
+    })
+}
+
 /// If KeyValue `kv` has one of `keys` not yet in `seen`, calls `found` with its index and
-/// value and returns the index.
+/// value and returns the index. `lens` is [`key_lengths`] of `keys`: a KeyValue of the usual
+/// shape whose key has none of those lengths is passed over without comparing bytes.
 #[inline(always)]
 fn match_key_value<'a>(
     kv: &'a [u8],
     keys: &[Vec<u8>],
+    lens: u128,
     seen: u64,
     found: &mut impl FnMut(usize, &'a [u8]),
 ) -> Option<usize> {
     let (key, value) = split_key_value(kv);
+    if key.len() < 128 && lens & (1 << key.len()) == 0 {
+        return None;
+    }
     let i = keys
         .iter()
         .enumerate()

@@ -168,6 +168,7 @@ pub(crate) fn batch_cost(batch: &SpanBatch) -> BatchCost {
         spans,
         headers,
         rewrites,
+        span_prefixes_minimal: _,
     } = &batch.index;
     let overhead = batch_overhead(
         resources.capacity(),
@@ -313,6 +314,8 @@ pub(crate) struct TraceTable {
     fifo_tail: u32,
     root_head: u32,
     root_tail: u32,
+    /// Traces removed so far: an index found before stays valid while this is unchanged.
+    removals: u64,
 }
 
 impl TraceTable {
@@ -335,6 +338,22 @@ impl TraceTable {
         self.by_id.get(id).copied()
     }
 
+    /// Traces removed so far (see [`TraceTable::find`]: an index it returned is still that
+    /// trace's while this has not changed).
+    #[inline]
+    pub(crate) fn removals(&self) -> u64 {
+        self.removals
+    }
+
+    /// Asks the CPU for trace `i`'s entry ahead of its use (a hint; see
+    /// `shardtel_protocol::prefetch`).
+    #[inline]
+    pub(crate) fn prefetch(&self, i: u32) {
+        if let Some(t) = self.traces.get(i as usize) {
+            shardtel_protocol::prefetch::prefetch(t);
+        }
+    }
+
     pub(crate) fn get(&self, i: u32) -> &Trace {
         let t = &self.traces[i as usize];
         debug_assert!(t.live);
@@ -350,6 +369,24 @@ impl TraceTable {
     /// The pending trace that arrived first (the next timer deadline, the next to evict).
     pub(crate) fn oldest(&self) -> Option<u32> {
         (self.fifo_head != NIL).then_some(self.fifo_head)
+    }
+
+    /// Asks the CPU for what deciding the traces after `i` in arrival order will read: the
+    /// next one's span list and the entry of the one after it (whose own span list the next
+    /// call asks for). The timer decides in that order, and each of these is a cache miss
+    /// otherwise taken one after another (a hint; see `shardtel_protocol::prefetch`).
+    #[inline]
+    pub(crate) fn prefetch_after(&self, i: u32) {
+        let Some(next) = self.traces.get(i as usize).map(|t| t.fifo.next) else {
+            return;
+        };
+        let Some(t) = self.traces.get(next as usize) else {
+            return;
+        };
+        if let Some(first) = t.spans.first() {
+            shardtel_protocol::prefetch::prefetch(first);
+        }
+        self.prefetch(t.fifo.next);
     }
 
     /// The pending trace whose root arrived first among those on the root list.
@@ -420,6 +457,7 @@ impl TraceTable {
 
     /// Removes trace `i` from the table and both lists, returning it.
     pub(crate) fn remove(&mut self, i: u32) -> Trace {
+        self.removals += 1;
         let Link { prev, next } = self.traces[i as usize].fifo;
         if prev == NIL {
             self.fifo_head = next;
