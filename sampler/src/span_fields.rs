@@ -36,6 +36,8 @@ const TAG_START: u8 = 7 << 3 | 1;
 const TAG_END: u8 = 8 << 3 | 1;
 const TAG_ATTRIBUTE: u8 = 9 << 3 | 2;
 const TAG_STATUS: u8 = 15 << 3 | 2;
+/// `flags`: field 16, wire type I32, as a two-byte varint.
+const TAG_FLAGS: [u8; 2] = [(16 << 3 | 5) as u8 | 0x80, 1];
 const TAG_KV_KEY: u8 = 1 << 3 | 2;
 const TAG_KV_VALUE: u8 = 2 << 3 | 2;
 const TAG_STATUS_CODE: u8 = 3 << 3;
@@ -125,6 +127,15 @@ pub(crate) fn read<'a>(
                     continue;
                 }
             }
+        }
+        // `flags` (field 16, fixed32), which current SDKs write on every span, after the
+        // attributes: its two-byte tag and four bytes passed over without the general reader.
+        if tag == TAG_FLAGS[0] && body.get(pos + 1) == Some(&TAG_FLAGS[1]) {
+            if n - pos < 6 {
+                break;
+            }
+            pos += 6;
+            continue;
         }
         // Field numbers 1..=15 have one-byte tags: dispatch on the wire type directly.
         if !(8..0x80).contains(&tag) {
@@ -456,6 +467,7 @@ mod tests {
             end in any::<u64>(),
             name in "[a-z]{0,200}",
             kind in 0i32..6,
+            flags in any::<u32>(),
         ) {
             let span = Span {
                 trace_id: vec![1; 16],
@@ -468,6 +480,7 @@ mod tests {
                 end_time_unix_nano: end,
                 attributes: attrs.into_iter().map(|(k, v)| kv(k, v)).collect(),
                 status: status.map(|code| Status { code, message: String::new() }),
+                flags,
                 ..Default::default()
             };
             let body = span.encode_to_vec();
