@@ -692,7 +692,9 @@ impl Sampler {
                 break;
             }
             if reason == DecisionReason::Timer {
-                self.table.prefetch_after(t);
+                if let Some(next) = self.table.prefetch_after(t) {
+                    self.cache.ready(&next);
+                }
             }
             self.decide(t, reason, now, out);
         }
