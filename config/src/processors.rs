@@ -255,8 +255,9 @@ impl OnShutdown {
 /// `buffer_compression`: how the tail sampler holds the spans of undecided traces.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum BufferCompression {
-    /// `"none"`: spans stay in the request buffers they arrived in, shared, never copied (the
-    /// default).
+    /// `"none"`: spans stay in the request buffers they arrived in, shared between cores (the
+    /// default); the receiving core copies each request body once into memory sized to it
+    /// (`shardtel_sampler::arena`).
     #[default]
     None,
     /// `"lz4"`: each batch's buffered spans are copied into one LZ4 block on the owner core and

@@ -20,7 +20,8 @@
 //! - `scan`: every piece scanned (what the receiving core does for any span);
 //! - `route`: `scan` and the pieces partitioned by owner core on 2 cores (what sampling adds
 //!   on the receiving core);
-//! - `sample`: `route`, each part added to its core's sampler (the reference policies,
+//! - `sample`: `route`, the request body copied into the receiving core's chunks as the engine
+//!   does for a sampler without compression (`shardtel_sampler::arena`), each part added to its core's sampler (the reference policies,
 //!   `decision_wait = 10s`, the bounds of benches/e2e/blackhole-sampling.base.toml), the timer
 //!   ticked every request and the kept spans re-framed (`encode_trace_spans`) as the owner
 //!   core exports them; at the end every pending trace is decided.
@@ -45,6 +46,7 @@ use shardtel_protocol::reframe::{encode_trace_spans, Encoded};
 use shardtel_protocol::route::owner_core;
 use shardtel_protocol::scan::{SpanBatch, TracesIndex};
 use shardtel_protocol::span::SpanView;
+use shardtel_sampler::arena::BodyArena;
 use shardtel_sampler::{CoreShare, Kept, Sampler};
 
 /// Heap bytes allocated and not freed (requested sizes), for the heap per buffered span.
@@ -216,6 +218,7 @@ fn main() {
     let mut out: Vec<Kept> = Vec::new();
     let mut parts: Vec<TracesIndex> = Vec::new();
     let mut enc = Encoded::default();
+    let mut bodies = BodyArena::default();
     let (mut kept, mut scanned) = (0usize, 0usize);
     let mut peak = (0u64, 0u64, 0u64);
     let mut peak_heap = 0usize;
@@ -237,13 +240,20 @@ fn main() {
             batch
                 .index
                 .partition(CORES, |t| owner_core(t, CORES), &mut parts);
-            // As engine/src/pipeline/route.rs hands the parts over: copies of the reused
-            // scratch (vectors with exactly the room they use).
+            // As engine/src/pipeline/route.rs hands the parts over: the body copied into the
+            // receiving core's chunks (with a sampler that holds request buffers, i.e. without
+            // compression), and copies of the reused scratch (vectors with exactly the room
+            // they use).
+            let buf = if mode == "sample" && samplers[0].holds_request_buffers() {
+                bodies.copy(&batch.buf)
+            } else {
+                batch.buf.clone()
+            };
             for (core, index) in parts.iter().enumerate() {
                 let index = index.clone();
                 if mode == "sample" {
                     let part = SpanBatch {
-                        buf: batch.buf.clone(),
+                        buf: buf.clone(),
                         index,
                         release_token: None,
                     };

@@ -13,7 +13,10 @@
 //! - **Zero copy.** A buffered span is a `(batch slot, span index)` pair pointing into the
 //!   request buffer it arrived in (an `Rc<SpanBatch>`, stored once per batch). Kept spans are
 //!   returned the same way, ready for `reframe::encode_trace_spans`. The exceptions are the
-//!   compaction of stragglers (below) and, when configured, compressed buffers (below).
+//!   compaction of stragglers (below) and, when configured, compressed buffers (below). The
+//!   engine copies the request bodies of a sampling pipeline into shared chunks
+//!   ([`arena::BodyArena`]) before routing them: a buffer held for `decision_wait` then takes
+//!   its length in memory, not its allocator size class.
 //! - **Trace table.** Per pending trace: first/last arrival, root arrival, span count
 //!   and bytes, earliest start and latest end, status codes seen, and one bit per span predicate
 //!   policy, all updated as spans arrive (see [`policy`]), so a decision reads only the summary.
@@ -108,6 +111,7 @@
 #![deny(missing_docs)]
 #![forbid(unsafe_code)]
 
+pub mod arena;
 mod cache;
 pub mod capacity;
 mod compact;
@@ -395,6 +399,13 @@ impl Sampler {
     /// Statistics, current as of the last call.
     pub fn stats(&self) -> &SamplerStats {
         &self.stats
+    }
+
+    /// Whether the batches added now are held in their request buffers (`buffer_compression =
+    /// "none"`), which the engine then copies into memory sized to them (see [`arena`]). With
+    /// compression the sampler keeps its own block and lets go of the buffer at once.
+    pub fn holds_request_buffers(&self) -> bool {
+        self.compression == BufferCompression::None
     }
 
     /// What [`Sampler::shutdown`] does with pending traces (`on_shutdown`).

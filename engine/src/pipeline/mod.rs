@@ -33,6 +33,7 @@ use std::rc::Rc;
 use shardtel_config::{Config, Durability, ProcessorConfig};
 use shardtel_processors::{ProcessorError, Processors};
 use shardtel_protocol::scan::TracesIndex;
+use shardtel_sampler::arena::BodyArena;
 use shardtel_sampler::{CoreShare, Sampler, SamplerError};
 use shardtel_sinks::{DiskQueueSettings, SinkError};
 
@@ -117,6 +118,9 @@ struct Routing {
     parts: RefCell<Vec<TracesIndex>>,
     /// Splits metrics by series owner when the metrics pipeline keeps per-series state.
     metrics: Option<MetricsRouter>,
+    /// With a tail sampler: where this core copies the trace request bodies it receives, so
+    /// that the sampler holds them in memory sized to them (see `shardtel_sampler::arena`).
+    bodies: RefCell<BodyArena>,
 }
 
 impl Pipeline {
@@ -168,6 +172,7 @@ impl Pipeline {
                 indexes: scratch::Pool::default(),
                 parts: RefCell::new(Vec::new()),
                 metrics: (cores > 1 && metric_routing::needed(config)).then(MetricsRouter::default),
+                bodies: RefCell::new(BodyArena::default()),
             },
             processors: RefCell::new(Rc::new(processors)),
             sampler,

@@ -35,6 +35,19 @@ impl Pipeline {
             if items == 0 {
                 return Ok(0);
             }
+            // A tail sampler that holds request buffers holds the body for `decision_wait`: in
+            // memory sized to it (one copy per request, into this core's chunks), not in the
+            // allocation the receiver read it into (rounded up to the allocator's size class).
+            // One that compresses lets go of it at once: no copy.
+            let holds = self
+                .sampler
+                .as_ref()
+                .is_some_and(|s| s.borrow().holds_request_buffers());
+            let body = if holds {
+                self.routing.bodies.borrow_mut().copy(&body)
+            } else {
+                body
+            };
             let n = self.cores;
             let mut parts = self.routing.parts.borrow_mut();
             if n > 1 {
