@@ -104,10 +104,11 @@ impl Compressor {
     /// `i` of [`CompressedBatch::decompress`].
     pub(crate) fn compress(&mut self, batch: &SpanBatch, live: &[u32]) -> CompressedBatch {
         let index = compact::compact_in_place(batch, live, &mut self.plain);
-        self.out.resize(
-            lz4_flex::block::get_maximum_output_size(self.plain.len()),
-            0,
-        );
+        // Grown only: shrinking and growing again would zero the regrown part for every batch.
+        let room = lz4_flex::block::get_maximum_output_size(self.plain.len());
+        if self.out.len() < room {
+            self.out.resize(room, 0);
+        }
         let n = lz4_flex::block::compress_into(&self.plain, &mut self.out)
             .expect("the output has room for the worst case");
         CompressedBatch {
