@@ -1652,7 +1652,7 @@ mod tests {
         let expected = {
             let live = [1, 3, 4];
             let copy = compact::compact(&request, &live);
-            let block = lz4_flex::block::compress(&copy.buf).len() as u64;
+            let block = compress::block_len(&copy.buf) as u64;
             let index = &copy.index;
             block
                 + compress::compressed_overhead(

@@ -368,7 +368,7 @@ struct ModelBatch {
 /// spans exactly, plus an index with `index_spans` span entries (the batch's whole index when
 /// compressed as it is added) and `plain`'s resources, scopes and header ranges.
 fn lz4_cost(plain: &SpanBatch, spans: u32, index_spans: usize) -> BatchCost {
-    let block = lz4_flex::block::compress(&plain.buf).len() as u64;
+    let block = crate::compress::block_len(&plain.buf) as u64;
     BatchCost {
         buf: block,
         own: block,
