@@ -42,22 +42,6 @@ impl DecisionCache {
 
     /// Remembers the decision for `id`, forgetting the oldest id of the same kind when full.
     /// `id` must not be remembered already (a trace is only decided while not in the cache).
-    /// Looks up what inserting `id` will (the result unused), and the slot of the entry that
-    /// insert may forget, so that those cache misses are taken ahead of the insert, while
-    /// other work goes on (see `TraceTable::prefetch_after`).
-    #[inline]
-    pub(crate) fn ready(&self, id: &TraceId) {
-        if self.map.is_empty() {
-            return;
-        }
-        std::hint::black_box(self.map.get(id));
-        for ring in [&self.sampled, &self.not_sampled] {
-            if let Some(oldest) = ring.front() {
-                std::hint::black_box(self.map.get(oldest));
-            }
-        }
-    }
-
     pub(crate) fn insert(&mut self, id: TraceId, sampled: bool) {
         let (ring, capacity) = if sampled {
             (&mut self.sampled, self.sampled_capacity)

@@ -703,9 +703,7 @@ impl Sampler {
                 break;
             }
             if reason == DecisionReason::Timer {
-                if let Some(next) = self.table.prefetch_after(t) {
-                    self.cache.ready(&next);
-                }
+                self.table.prefetch_after(t);
             }
             self.decide(t, reason, now, out);
         }

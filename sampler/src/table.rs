@@ -371,22 +371,22 @@ impl TraceTable {
         (self.fifo_head != NIL).then_some(self.fifo_head)
     }
 
-    /// Readies what deciding the traces after `i` in arrival order will read: the next one's
-    /// span list and its slot in the id map (looked up now, the result unused), and the entry
-    /// of the one after it (whose own list and slot the next call readies). Returns the next
-    /// trace's id. The timer decides in that order, and each of these is a cache miss
-    /// otherwise taken one after another while the decision waits; readied one decision
-    /// ahead, they overlap with it (a hint; see `shardtel_protocol::prefetch`).
+    /// Asks the CPU for what deciding the traces after `i` in arrival order will read: the
+    /// next one's span list and the entry of the one after it (whose own span list the next
+    /// call asks for). The timer decides in that order, and each of these is a cache miss
+    /// otherwise taken one after another (a hint; see `shardtel_protocol::prefetch`).
     #[inline]
-    pub(crate) fn prefetch_after(&self, i: u32) -> Option<TraceId> {
-        let next = self.traces.get(i as usize)?.fifo.next;
-        let t = self.traces.get(next as usize)?;
+    pub(crate) fn prefetch_after(&self, i: u32) {
+        let Some(next) = self.traces.get(i as usize).map(|t| t.fifo.next) else {
+            return;
+        };
+        let Some(t) = self.traces.get(next as usize) else {
+            return;
+        };
         if let Some(first) = t.spans.first() {
             shardtel_protocol::prefetch::prefetch(first);
         }
-        std::hint::black_box(self.by_id.get(&t.id));
         self.prefetch(t.fifo.next);
-        Some(t.id)
     }
 
     /// The pending trace whose root arrived first among those on the root list.
