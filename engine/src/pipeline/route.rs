@@ -9,7 +9,7 @@ use bytes::Bytes;
 use shardtel_processors::ExporterSet;
 use shardtel_protocol::reframe::{encode_trace_spans, encode_traces, Encoded};
 use shardtel_protocol::route::owner_core;
-use shardtel_protocol::scan::{ReleaseToken, SpanBatch, TracesIndex};
+use shardtel_protocol::scan::{keep_alive, ReleaseToken, SpanBatch, TracesIndex};
 use shardtel_protocol::Signal;
 
 use super::exporters::queue_charge;
@@ -43,8 +43,15 @@ impl Pipeline {
                 .sampler
                 .as_ref()
                 .is_some_and(|s| s.borrow().holds_request_buffers());
+            // The copy keeps the ingest log's frame alive as the received body did: the
+            // exporters hold slices of the buffer after the sampler lets go of the batch (and
+            // its `release_token`), and the frame must stay until they have written them.
             let body = if holds {
-                self.routing.bodies.borrow_mut().copy(&body)
+                let copy = self.routing.bodies.borrow_mut().copy(&body);
+                match &release_token {
+                    Some(token) => keep_alive(copy, token.clone()),
+                    None => copy,
+                }
             } else {
                 body
             };
