@@ -21,8 +21,9 @@
 //! - `route`: `scan` and the pieces partitioned by owner core on 2 cores (what sampling adds
 //!   on the receiving core);
 //! - `sample`: `route`, the request body copied into the receiving core's chunks as the engine
-//!   does for a sampler without compression (`shardtel_sampler::arena`), each part added to its core's sampler (the reference policies,
-//!   `decision_wait = 10s`, the bounds of benches/e2e/blackhole-sampling.base.toml), the timer
+//!   does for a sampler without compression (`shardtel_sampler::arena`), each part added to its
+//!   core's sampler (the reference policies, `decision_wait = 10s`, the bounds of
+//!   benches/e2e/blackhole-sampling.base.toml), the timer
 //!   ticked every request and the kept spans re-framed (`encode_trace_spans`) as the owner
 //!   core exports them; at the end every pending trace is decided.
 //!

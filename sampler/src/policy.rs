@@ -19,7 +19,7 @@ use shardtel_protocol::span::AnyValueRef;
 use shardtel_protocol::wire::{Reader, Value};
 use shardtel_protocol::TraceId;
 
-use super::span_fields::{self, SpanFacts};
+use super::span_fields::{self, Keys, SpanFacts};
 use super::table::Trace;
 use super::{CoreShare, SamplerError};
 
@@ -236,7 +236,7 @@ pub(crate) struct Policies {
     predicates: Vec<SpanPredicate>,
     top: Vec<(String, Node)>,
     /// The distinct attribute keys the predicates read.
-    keys: Vec<Vec<u8>>,
+    keys: Keys,
     /// For each of `keys`, the predicates (bit numbers) that read it.
     key_predicates: Vec<Vec<usize>>,
     /// Bits of predicates that read attributes (span and resource).
@@ -253,7 +253,7 @@ impl Policies {
         let mut p = Policies {
             predicates: Vec::new(),
             top: Vec::new(),
-            keys: Vec::new(),
+            keys: Keys::default(),
             key_predicates: Vec::new(),
             attribute_bits: 0,
             trace_state_bits: 0,
@@ -268,7 +268,7 @@ impl Policies {
                 continue;
             };
             p.attribute_bits |= 1 << bit;
-            match p.keys.iter().position(|k| k.as_slice() == key) {
+            match p.keys.position(key) {
                 Some(i) => p.key_predicates[i].push(bit),
                 None => {
                     p.keys.push(key.to_vec());

@@ -26,6 +26,41 @@ pub(crate) struct SpanFacts<'a> {
     pub(crate) status: i32,
 }
 
+/// The attribute keys the policies read (at most 64), with the set of their lengths, which
+/// lets [`read`] pass over a `KeyValue` of any other length without comparing bytes.
+#[derive(Clone, Debug, Default)]
+pub(crate) struct Keys {
+    list: Vec<Vec<u8>>,
+    /// Bit `l` set when a key is `l` bytes long (every bit when one is 128 bytes or longer).
+    lens: u128,
+}
+
+impl Keys {
+    /// The index of `key`, if it is one of the keys.
+    pub(crate) fn position(&self, key: &[u8]) -> Option<usize> {
+        self.list.iter().position(|k| k.as_slice() == key)
+    }
+
+    /// Adds `key`; its index is the number of keys before it.
+    pub(crate) fn push(&mut self, key: Vec<u8>) {
+        self.lens |= match key.len() {
+            l @ 0..128 => 1 << l,
+            _ => u128::MAX,
+        };
+        self.list.push(key);
+    }
+
+    /// Every key, as bits.
+    fn all(&self) -> u64 {
+        debug_assert!(self.list.len() <= 64);
+        if self.list.len() >= 64 {
+            u64::MAX
+        } else {
+            (1 << self.list.len()) - 1
+        }
+    }
+}
+
 const TAG_TRACE_ID: u8 = 1 << 3 | 2;
 const TAG_SPAN_ID: u8 = 2 << 3 | 2;
 const TAG_TRACE_STATE: u8 = 3 << 3 | 2;
@@ -47,17 +82,12 @@ const TAG_STATUS_CODE: u8 = 3 << 3;
 /// the attribute has no value).
 pub(crate) fn read<'a>(
     body: &'a [u8],
-    keys: &[Vec<u8>],
+    keys: &Keys,
     mut found: impl FnMut(usize, &'a [u8]),
 ) -> SpanFacts<'a> {
-    debug_assert!(keys.len() <= 64);
     let mut facts = SpanFacts::default();
     let mut seen: u64 = 0;
-    let all: u64 = if keys.len() >= 64 {
-        u64::MAX
-    } else {
-        (1 << keys.len()) - 1
-    };
+    let all = keys.all();
     let n = body.len();
     let mut pos = 0;
     // trace_id and span_id as every encoder writes them first (16 and 8 bytes): nothing to read.
@@ -93,9 +123,6 @@ pub(crate) fn read<'a>(
             }
         }
     }
-    // Bit `l` set when one of `keys` is `l` bytes long (every bit when one is 128 or longer,
-    // whose KeyValues never take the one-byte-length path below).
-    let lens = key_lengths(keys);
     while let Some(&tag) = body.get(pos) {
         // The common shape first: a one-byte tag of a length-delimited field (field numbers
         // 1..=15) with a one-byte length, read without the general loop's dispatch.
@@ -109,20 +136,12 @@ pub(crate) fn read<'a>(
                     }
                     pos = end;
                     let value = &body[start..end];
-                    match tag {
-                        TAG_ATTRIBUTE if seen != all => {
-                            if let Some(i) = match_key_value(value, keys, lens, seen, &mut found) {
-                                seen |= 1 << i;
-                            }
+                    if tag == TAG_ATTRIBUTE && seen != all {
+                        if let Some(i) = match_key_value(value, keys, seen, &mut found) {
+                            seen |= 1 << i;
                         }
-                        TAG_STATUS => {
-                            if let Some(code) = status_code(value) {
-                                facts.status = code;
-                            }
-                        }
-                        TAG_TRACE_STATE => facts.trace_state = value,
-                        TAG_PARENT => facts.has_parent = !value.is_empty(),
-                        _ => {}
+                    } else {
+                        take_len_field(tag, value, &mut facts);
                     }
                     continue;
                 }
@@ -158,20 +177,12 @@ pub(crate) fn read<'a>(
                 }
                 let value = &body[pos..pos + len as usize];
                 pos += len as usize;
-                match tag {
-                    TAG_ATTRIBUTE if seen != all => {
-                        if let Some(i) = match_key_value(value, keys, lens, seen, &mut found) {
-                            seen |= 1 << i;
-                        }
+                if tag == TAG_ATTRIBUTE && seen != all {
+                    if let Some(i) = match_key_value(value, keys, seen, &mut found) {
+                        seen |= 1 << i;
                     }
-                    TAG_TRACE_STATE => facts.trace_state = value,
-                    TAG_PARENT => facts.has_parent = !value.is_empty(),
-                    TAG_STATUS => {
-                        if let Some(code) = status_code(value) {
-                            facts.status = code;
-                        }
-                    }
-                    _ => {}
+                } else {
+                    take_len_field(tag, value, &mut facts);
                 }
             }
             1 => {
@@ -211,15 +222,14 @@ pub(crate) fn read<'a>(
 pub(crate) fn read_attributes<'a>(
     body: &'a [u8],
     field: u32,
-    keys: &[Vec<u8>],
+    keys: &Keys,
     seen: &mut u64,
     mut found: impl FnMut(usize, &'a [u8]),
 ) {
-    let lens = key_lengths(keys);
     let mut r = Reader::new(body);
     while let Some(Ok((k, v))) = r.next_field() {
         if let (true, shardtel_protocol::wire::Value::Len(range)) = (k.field == field, v) {
-            if let Some(i) = match_key_value(&body[range], keys, lens, *seen, &mut found) {
+            if let Some(i) = match_key_value(&body[range], keys, *seen, &mut found) {
                 *seen |= 1 << i;
             }
         }
@@ -256,31 +266,38 @@ fn varint(body: &[u8], pos: &mut usize) -> Option<u64> {
     }
 }
 
-/// Bit `l` set for every length `l` of `keys` (every bit when one is 128 bytes or longer).
+/// What the sampler takes from length-delimited field `tag` (other than an attribute whose
+/// key is to be matched) with body `value`.
 #[inline(always)]
-fn key_lengths(keys: &[Vec<u8>]) -> u128 {
-    keys.iter().fold(0, |m, k| match k.len() {
-        l @ 0..128 => m | 1 << l,
-        _ => u128::MAX,
-    })
+fn take_len_field<'a>(tag: u8, value: &'a [u8], facts: &mut SpanFacts<'a>) {
+    match tag {
+        TAG_STATUS => {
+            if let Some(code) = status_code(value) {
+                facts.status = code;
+            }
+        }
+        TAG_TRACE_STATE => facts.trace_state = value,
+        TAG_PARENT => facts.has_parent = !value.is_empty(),
+        _ => {}
+    }
 }
 
 /// If KeyValue `kv` has one of `keys` not yet in `seen`, calls `found` with its index and
-/// value and returns the index. `lens` is [`key_lengths`] of `keys`: a KeyValue of the usual
-/// shape whose key has none of those lengths is passed over without comparing bytes.
+/// value and returns the index. A key of a length no key has is passed over without comparing
+/// bytes.
 #[inline(always)]
 fn match_key_value<'a>(
     kv: &'a [u8],
-    keys: &[Vec<u8>],
-    lens: u128,
+    keys: &Keys,
     seen: u64,
     found: &mut impl FnMut(usize, &'a [u8]),
 ) -> Option<usize> {
     let (key, value) = split_key_value(kv);
-    if key.len() < 128 && lens & (1 << key.len()) == 0 {
+    if key.len() < 128 && keys.lens & (1 << key.len()) == 0 {
         return None;
     }
     let i = keys
+        .list
         .iter()
         .enumerate()
         .position(|(i, k)| seen & (1 << i) == 0 && k.as_slice() == key)?;
@@ -374,7 +391,11 @@ mod tests {
 
     fn ours<'a>(body: &'a [u8], keys: &[Vec<u8>]) -> (SpanFacts<'a>, Vec<Option<AnyValueRef<'a>>>) {
         let mut values = vec![None; keys.len()];
-        let facts = read(body, keys, |i, v| values[i] = Some(AnyValueRef::parse(v)));
+        let mut set = Keys::default();
+        for k in keys {
+            set.push(k.clone());
+        }
+        let facts = read(body, &set, |i, v| values[i] = Some(AnyValueRef::parse(v)));
         (facts, values)
     }
 
