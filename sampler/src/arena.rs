@@ -52,8 +52,9 @@ impl BodyArena {
         self.free.split().freeze()
     }
 
-    /// Bytes still free in the current chunk (tests).
-    pub fn spare(&self) -> usize {
+    /// Bytes still free in the current chunk.
+    #[cfg(test)]
+    fn spare(&self) -> usize {
         self.free.capacity()
     }
 }
