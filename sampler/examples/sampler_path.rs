@@ -12,8 +12,8 @@
 //! traces. Each copy's traces are split in 3 pieces (spans by index mod 3) that arrive in 3
 //! consecutive requests, each request a buffer of its own holding pieces of 3 copies, as
 //! loadgen's `--split-traces 3` sends them; a simulated
-//! clock advances 5 ms per request, so `decision_wait = 10s` holds 2,000 requests and most of
-//! a run is decided by the timer, as at steady state.
+//! clock advances 5 ms per request (`SAMPLER_PATH_STEP_US` sets it), so `decision_wait = 10s`
+//! holds 2,000 requests and most of a run is decided by the timer, as at steady state.
 //!
 //! Modes (what is counted on top of building the workload):
 //! - `none`: nothing more;
@@ -30,8 +30,10 @@
 //! Prints `spans N kept K`, and in `sample` mode, at the peak of spans buffered: the samplers'
 //! charge per buffered span and the heap it takes (bytes allocated and not freed, counted by
 //! this binary's allocator, over the heap before the first request), against the spans' wire
-//! size. Like the engine, it turns transparent huge pages off at start unless
-//! `MIMALLOC_ALLOW_THP` is set (`MIMALLOC_ALLOW_THP=1` measures RSS with them).
+//! size; and over the run, the CPU time the samplers' `add` and `tick` took per span (noisy on a
+//! shared machine, unlike callgrind's counts, but it sees cache misses). Like the engine, it
+//! turns transparent huge pages off at start unless `MIMALLOC_ALLOW_THP` is set
+//! (`MIMALLOC_ALLOW_THP=1` measures RSS with them).
 
 use std::alloc::{GlobalAlloc, Layout};
 
@@ -141,6 +143,20 @@ fn rss() -> u64 {
         .map_or(0, |kib| kib * 1024)
 }
 
+/// This thread's CPU time in nanoseconds (what the samplers take of it is timed with this: it
+/// does not count the time the thread waits for a CPU on a loaded machine, as wall time would).
+fn cpu_nanos() -> u64 {
+    let mut t = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: `t` is a valid, writable timespec for the duration of the call.
+    unsafe {
+        libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut t);
+    }
+    t.tv_sec as u64 * 1_000_000_000 + t.tv_nsec as u64
+}
+
 fn main() {
     // As the engine's `main` does (engine/src/main.rs): transparent huge pages off unless
     // MIMALLOC_ALLOW_THP is set, so that RSS per buffered span is the engine's.
@@ -227,10 +243,19 @@ fn main() {
     let idle_rss = rss();
     let mut peak_rss = 0;
     let mut now = start;
+    // CPU time inside the samplers' `add` and `tick`.
+    let mut sampler_ns = 0u64;
+    // SAMPLER_PATH_STEP_US: the simulated time between requests (5 ms by default). Shorter
+    // steps hold more requests in `decision_wait` (200 µs holds 50,000 requests, 5 million
+    // spans), for the cache misses of tables as large as the engine's at 1M spans/s, which
+    // `perf stat` sees and callgrind does not.
+    let step = Duration::from_micros(
+        std::env::var("SAMPLER_PATH_STEP_US").map_or(5_000, |s| s.parse().expect("STEP_US")),
+    );
     for k in 0..requests + PIECES - 1 {
         let batch = arrival(k);
         spans += batch.index.spans.len();
-        now += Duration::from_millis(5);
+        now += step;
         if mode != "none" {
             // The receiving core's scan of what it received (the index built above is used
             // below; this is the cost).
@@ -258,16 +283,20 @@ fn main() {
                         index,
                         release_token: None,
                     };
+                    let t0 = cpu_nanos();
                     samplers[core].add(part, now, &mut out);
+                    sampler_ns += cpu_nanos() - t0;
                 }
             }
         }
         if mode != "sample" {
             continue;
         }
+        let t0 = cpu_nanos();
         for s in &mut samplers {
             s.tick(now, &mut out);
         }
+        sampler_ns += cpu_nanos() - t0;
         for k in out.drain(..) {
             encode_trace_spans(&k.batch, &k.spans, &mut enc);
             kept += k.spans.len();
@@ -297,7 +326,7 @@ fn main() {
         let (charge, wire, buffered) = peak;
         let heap = peak_heap.saturating_sub(idle_heap) as f64;
         println!(
-            "mode {mode} spans {spans} kept {kept} scanned {scanned} peak_buffered_spans {buffered} charged_per_span {:.0} wire_per_span {:.0} charge_vs_wire {:.2} heap_per_span {:.0} heap_vs_wire {:.2} rss_per_span {:.0} rss_vs_wire {:.2}",
+            "mode {mode} spans {spans} kept {kept} scanned {scanned} peak_buffered_spans {buffered} charged_per_span {:.0} wire_per_span {:.0} charge_vs_wire {:.2} heap_per_span {:.0} heap_vs_wire {:.2} rss_per_span {:.0} rss_vs_wire {:.2} sampler_cpu_ns_per_span {:.0}",
             charge as f64 / buffered.max(1) as f64,
             wire as f64 / buffered.max(1) as f64,
             charge as f64 / wire.max(1) as f64,
@@ -305,6 +334,7 @@ fn main() {
             heap / wire.max(1) as f64,
             peak_rss.saturating_sub(idle_rss) as f64 / buffered.max(1) as f64,
             peak_rss.saturating_sub(idle_rss) as f64 / wire.max(1) as f64,
+            sampler_ns as f64 / spans.max(1) as f64,
         );
         if compression != BufferCompression::None {
             let sum = |f: fn(&shardtel_sampler::SamplerStats) -> u64| -> u64 {

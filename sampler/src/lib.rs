@@ -76,7 +76,7 @@
 //! `compressed_batches`, `compression_*`, `decompress*`.
 //!
 //! While a batch is being added the charge may exceed the bound by that batch (it is already
-//! in memory); when `add` returns it is within the bound again. The decision cache (about 60
+//! in memory); when `add` returns it is within the bound again. The decision cache (32–48
 //! bytes per id) and the slab of the trace table (about 170 bytes × `max_traces_per_core`) are
 //! bounded by their own settings and not charged.
 //!
@@ -116,6 +116,7 @@ mod cache;
 pub mod capacity;
 mod compact;
 mod compress;
+mod idmap;
 pub mod policy;
 mod span_fields;
 mod stats;
@@ -131,11 +132,13 @@ use std::rc::Rc;
 use std::time::{Duration, Instant};
 
 use shardtel_config::{BufferCompression, OnShutdown, PolicyConfig, TailSamplingConfig};
+use shardtel_protocol::hash::TraceIdHashBuilder;
 use shardtel_protocol::scan::SpanBatch;
 use shardtel_protocol::TraceId;
 
 use cache::DecisionCache;
 use compress::{Compressor, DecompressedCache};
+use idmap::{IdHash, IdMap};
 use policy::{Facts, Policies, Vote};
 use table::{span_list_capacity, trace_cost, BatchSlots, Held, SpanRef, TraceTable};
 
@@ -356,9 +359,9 @@ pub struct Sampler {
     decompressed: DecompressedCache,
     /// Which spans of the batch being added are buffered (with compression on).
     adding_live: Vec<bool>,
-    /// Scratch of [`Sampler::add`]: each span's pending trace as looked up before the batch
-    /// is added ([`NOT_FOUND`] when none).
-    lookups: Vec<u32>,
+    /// Scratch of [`Sampler::add`]: each span's trace id hash, and its pending trace as looked
+    /// up (unconfirmed) before the batch is added ([`NOT_FOUND`] when none).
+    lookups: Vec<(IdHash, u32)>,
     /// Scratch: their indices.
     live_scratch: Vec<u32>,
 }
@@ -368,13 +371,17 @@ impl Sampler {
     pub fn new(config: &TailSamplingConfig, share: CoreShare) -> Result<Sampler, SamplerError> {
         let policies = Policies::compile(config, share)?;
         let stats = SamplerStats::new(policies.names().map(|(n, d)| (n.to_string(), d)));
+        // One key for the trace table's and the decision cache's maps: a span's hash serves
+        // both lookups.
+        let hasher = TraceIdHashBuilder::default();
         Ok(Sampler {
             limits: Limits::of(config),
             epoch: None,
             now: 0,
-            table: TraceTable::new(),
+            table: TraceTable::new(IdMap::with_hasher(hasher.clone())),
             slots: BatchSlots::default(),
             cache: DecisionCache::new(
+                IdMap::with_hasher(hasher),
                 config.decision_cache.sampled_cache_size,
                 config.decision_cache.non_sampled_cache_size,
             ),
@@ -566,28 +573,47 @@ impl Sampler {
             r.policies.resource_bits(&batch, &mut r.resource_bits);
         }
 
-        // Pass one: every span's pending trace looked up (and its entry asked for) before any
-        // is read or changed. With millions of traces pending, each lookup and each entry is a
-        // cache miss; in this loop, with no work between them, they overlap instead of being
-        // taken one after another in the loop below. The lookups stay valid until a trace is
-        // removed (a decision below); spans of traces created below are looked up again.
-        let removals = self.table.removals();
+        // Passes one and two: every span's trace id hashed and its id map slot asked for, then
+        // every span's pending trace looked up and its entry asked for (or, for a trace not
+        // pending, its decision cache slot), before any is read or changed. With millions of
+        // traces pending each of these is a cache miss; asked for in loops with no other work,
+        // they overlap instead of being taken one after another in the loop below. The lookups
+        // are confirmed there (the trace may have been decided meanwhile, and a hash match is
+        // not yet an id match); spans of traces created below are looked up again.
         let mut lookups = std::mem::take(&mut self.lookups);
         lookups.clear();
-        let mut prev: Option<(TraceId, u32)> = None;
+        let mut prev: Option<(TraceId, IdHash)> = None;
         for entry in &batch.index.spans {
-            let t = match prev {
-                Some((id, t)) if id == entry.trace_id => t,
+            let hash = match prev {
+                Some((id, hash)) if id == entry.trace_id => hash,
                 _ => {
-                    let t = self.table.find(&entry.trace_id).unwrap_or(NOT_FOUND);
-                    if t != NOT_FOUND {
-                        self.table.prefetch(t);
-                    }
-                    prev = Some((entry.trace_id, t));
+                    let hash = self.table.hash(&entry.trace_id);
+                    self.table.prefetch_slot(hash);
+                    prev = Some((entry.trace_id, hash));
+                    hash
+                }
+            };
+            lookups.push((hash, NOT_FOUND));
+        }
+        let mut prev: Option<(IdHash, u32)> = None;
+        for (hash, t) in &mut lookups {
+            *t = match prev {
+                Some((h, t)) if h == *hash => t,
+                _ => {
+                    let t = match self.table.candidate(*hash) {
+                        Some(t) => {
+                            self.table.prefetch(t);
+                            t
+                        }
+                        None => {
+                            self.cache.prefetch_get(*hash);
+                            NOT_FOUND
+                        }
+                    };
+                    prev = Some((*hash, t));
                     t
                 }
             };
-            lookups.push(t);
         }
 
         // Consecutive spans usually belong to the same trace: remember the last lookup until a
@@ -603,12 +629,11 @@ impl Sampler {
             let body = batch.span(i);
             let len = body.len() as u64;
             let id = entry.trace_id;
+            let (hash, candidate) = lookups[i];
             let pending = match last {
                 Some((last_id, t)) if last_id == id => Some(t),
-                _ if lookups[i] != NOT_FOUND && self.table.removals() == removals => {
-                    Some(lookups[i])
-                }
-                _ => self.table.find(&id),
+                _ if self.table.is(candidate, &id) => Some(candidate),
+                _ => self.table.find_hashed(hash, &id),
             };
             if let Some(t) = pending {
                 let trace = self.table.get(t);
@@ -636,7 +661,7 @@ impl Sampler {
                     }
                 }
             }
-            if let Some(sampled) = self.cache.get(&id) {
+            if let Some(sampled) = self.cache.get(hash, &id) {
                 if sampled {
                     self.stats.late_spans_forwarded += 1;
                     self.emit(slot, i as u32, out);
@@ -652,7 +677,7 @@ impl Sampler {
                 };
                 self.decide(oldest, DecisionReason::MaxTraces, now, out);
             }
-            let t = self.table.create(id, now);
+            let t = self.table.create_hashed(hash, id, now);
             self.stats.traces_received += 1;
             self.stats.buffered_traces += 1;
             self.charge(trace_cost(0));
@@ -703,7 +728,9 @@ impl Sampler {
                 break;
             }
             if reason == DecisionReason::Timer {
-                self.table.prefetch_after(t);
+                if let Some(next) = self.table.prefetch_after(t) {
+                    self.cache.prefetch_insert(next);
+                }
             }
             self.decide(t, reason, now, out);
         }
@@ -969,7 +996,8 @@ impl Sampler {
         let latency_us = now.saturating_sub(trace.first_seen) / 1_000;
         stats.decision_latency_us.saturating_record(latency_us);
         stats.decision_latency_sum_us += latency_us;
-        self.cache.insert(trace.id, sampled);
+        self.cache
+            .insert(self.table.hash(&trace.id), trace.id, sampled);
         self.stats.cache_sampled = self.cache.len(true) as u64;
         self.stats.cache_not_sampled = self.cache.len(false) as u64;
         if sampled {

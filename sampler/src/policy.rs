@@ -609,6 +609,7 @@ impl Composite {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::idmap::IdMap;
     use crate::table::TraceTable;
     use crate::testing::{batch_of, config, kv, policy, span, trace_id, ResourceSpec, SpanSpec};
     use shardtel_config::{Percentage, RateAllocation, StatusCode};
@@ -637,7 +638,7 @@ mod tests {
 
         fn vote_at(&mut self, resource: &ResourceSpec, spans: &[SpanSpec], now: u64) -> Vote {
             let batch = batch_of(&[(resource.clone(), spans.to_vec())]);
-            let mut table = TraceTable::new();
+            let mut table = TraceTable::new(IdMap::default());
             let t = table.create(spans[0].trace_id, 0);
             let mut resource_bits = Vec::new();
             self.policies.resource_bits(&batch, &mut resource_bits);
@@ -1047,7 +1048,7 @@ mod tests {
         // And the combined decision.
         p = h.policies;
         let batch = batch_of(&[(ResourceSpec::default(), route("/health"))]);
-        let mut table = TraceTable::new();
+        let mut table = TraceTable::new(IdMap::default());
         let t = table.create([1; 16], 0);
         let range = &batch.index.spans[0].range;
         table.get_mut(t).matched = p

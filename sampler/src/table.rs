@@ -1,22 +1,21 @@
 //! The per-core trace table: pending traces with their summaries, in arrival order, and the
 //! retained request batches their spans point into.
 //!
-//! Traces live in a slab (`Vec` plus free list) indexed by `u32`, found by trace id through a
-//! `HashMap`, and threaded on two intrusive doubly linked lists: by first arrival (the decision
+//! Traces live in a slab (`Vec` plus free list) indexed by `u32`, found by trace id through an
+//! [`IdMap`] (whose slots can be asked for ahead of a lookup), and threaded on two intrusive doubly linked lists: by first arrival (the decision
 //! timer order and the eviction order) and by root arrival (the `decision_wait_after_root`
 //! order). Both lists are sorted by their deadline because time never goes backwards, so the
 //! next deadline is always at a list head and removing a decided trace is O(1).
 
-use std::collections::HashMap;
 use std::mem::size_of;
 use std::ops::Range;
 use std::rc::Rc;
 
-use shardtel_protocol::hash::TraceIdHashBuilder;
 use shardtel_protocol::scan::{ResourceEntry, ScopeEntry, SpanBatch, SpanEntry, TracesIndex};
 use shardtel_protocol::TraceId;
 
 use super::compress::CompressedBatch;
+use super::idmap::{IdHash, IdMap, SLOT_BYTES};
 
 /// No slab entry.
 pub(crate) const NIL: u32 = u32::MAX;
@@ -89,9 +88,10 @@ impl Trace {
 }
 
 /// Bytes charged for a pending trace holding `spans` spans: the slab entry, its share of the
-/// id map, and its span list (capacity grows 4, 8, 16, … exactly as charged).
+/// id map (the map is 3/8 to 3/4 full: at most 8/3 slots per trace), and its span list
+/// (capacity grows 4, 8, 16, … exactly as charged).
 pub(crate) fn trace_cost(spans: usize) -> u64 {
-    const BASE: usize = size_of::<Trace>() + size_of::<(TraceId, u32)>() + 16;
+    const BASE: usize = size_of::<Trace>() + SLOT_BYTES * 8 / 3;
     (BASE + span_list_capacity(spans) * size_of::<SpanRef>()) as u64
 }
 
@@ -309,18 +309,18 @@ impl BatchSlots {
 pub(crate) struct TraceTable {
     traces: Vec<Trace>,
     free: Vec<u32>,
-    by_id: HashMap<TraceId, u32, TraceIdHashBuilder>,
+    by_id: IdMap,
     fifo_head: u32,
     fifo_tail: u32,
     root_head: u32,
     root_tail: u32,
-    /// Traces removed so far: an index found before stays valid while this is unchanged.
-    removals: u64,
 }
 
 impl TraceTable {
-    pub(crate) fn new() -> Self {
+    /// An empty table whose id map is `by_id`'s kind (its hasher; see [`IdMap::with_hasher`]).
+    pub(crate) fn new(by_id: IdMap) -> Self {
         TraceTable {
+            by_id,
             fifo_head: NIL,
             fifo_tail: NIL,
             root_head: NIL,
@@ -333,16 +333,43 @@ impl TraceTable {
         self.by_id.len()
     }
 
+    /// The hash the id map places `id` by.
     #[inline]
-    pub(crate) fn find(&self, id: &TraceId) -> Option<u32> {
-        self.by_id.get(id).copied()
+    pub(crate) fn hash(&self, id: &TraceId) -> IdHash {
+        self.by_id.hash(id)
     }
 
-    /// Traces removed so far (see [`TraceTable::find`]: an index it returned is still that
-    /// trace's while this has not changed).
     #[inline]
-    pub(crate) fn removals(&self) -> u64 {
-        self.removals
+    pub(crate) fn find(&self, id: &TraceId) -> Option<u32> {
+        self.find_hashed(self.hash(id), id)
+    }
+
+    /// [`TraceTable::find`] of an id whose hash is known.
+    #[inline]
+    pub(crate) fn find_hashed(&self, hash: IdHash, id: &TraceId) -> Option<u32> {
+        let traces = &self.traces;
+        self.by_id.get(hash, |i| traces[i as usize].id == *id)
+    }
+
+    /// The pending trace the id map holds for `hash`, not confirmed: a lookup that reads no
+    /// trace entry, for asking for it ahead. Confirm with [`TraceTable::is`].
+    #[inline]
+    pub(crate) fn candidate(&self, hash: IdHash) -> Option<u32> {
+        self.by_id.candidate(hash)
+    }
+
+    /// Whether `i` is the pending trace `id`.
+    #[inline]
+    pub(crate) fn is(&self, i: u32, id: &TraceId) -> bool {
+        self.traces
+            .get(i as usize)
+            .is_some_and(|t| t.live && t.id == *id)
+    }
+
+    /// Asks the CPU for the id map's slot of `hash` ahead of a lookup (a hint).
+    #[inline]
+    pub(crate) fn prefetch_slot(&self, hash: IdHash) {
+        self.by_id.prefetch(hash);
     }
 
     /// Asks the CPU for trace `i`'s entry ahead of its use (a hint; see
@@ -372,21 +399,21 @@ impl TraceTable {
     }
 
     /// Asks the CPU for what deciding the traces after `i` in arrival order will read: the
-    /// next one's span list and the entry of the one after it (whose own span list the next
-    /// call asks for). The timer decides in that order, and each of these is a cache miss
-    /// otherwise taken one after another (a hint; see `shardtel_protocol::prefetch`).
+    /// next one's span list and id map slot, and the entry of the one after it (whose own span
+    /// list the next call asks for). The timer decides in that order, and each of these is a
+    /// cache miss otherwise taken one after another (a hint; see `shardtel_protocol::prefetch`).
+    /// Returns the next trace's hash, for the caller's own hints.
     #[inline]
-    pub(crate) fn prefetch_after(&self, i: u32) {
-        let Some(next) = self.traces.get(i as usize).map(|t| t.fifo.next) else {
-            return;
-        };
-        let Some(t) = self.traces.get(next as usize) else {
-            return;
-        };
+    pub(crate) fn prefetch_after(&self, i: u32) -> Option<IdHash> {
+        let next = self.traces.get(i as usize)?.fifo.next;
+        let t = self.traces.get(next as usize)?;
         if let Some(first) = t.spans.first() {
             shardtel_protocol::prefetch::prefetch(first);
         }
         self.prefetch(t.fifo.next);
+        let hash = self.hash(&t.id);
+        self.by_id.prefetch(hash);
+        Some(hash)
     }
 
     /// The pending trace whose root arrived first among those on the root list.
@@ -395,7 +422,14 @@ impl TraceTable {
     }
 
     /// Adds an empty trace seen first at `now`, at the end of the arrival list.
+    #[cfg(test)]
     pub(crate) fn create(&mut self, id: TraceId, now: u64) -> u32 {
+        self.create_hashed(self.hash(&id), id, now)
+    }
+
+    /// [`TraceTable::create`] of an id whose hash is known.
+    pub(crate) fn create_hashed(&mut self, hash: IdHash, id: TraceId, now: u64) -> u32 {
+        debug_assert!(self.find_hashed(hash, &id).is_none());
         let trace = Trace {
             id,
             first_seen: now,
@@ -421,8 +455,7 @@ impl TraceTable {
                 (self.traces.len() - 1) as u32
             }
         };
-        let previous = self.by_id.insert(id, i);
-        debug_assert!(previous.is_none());
+        self.by_id.insert(hash, i);
         let tail = self.fifo_tail;
         self.traces[i as usize].fifo = Link {
             prev: tail,
@@ -457,7 +490,6 @@ impl TraceTable {
 
     /// Removes trace `i` from the table and both lists, returning it.
     pub(crate) fn remove(&mut self, i: u32) -> Trace {
-        self.removals += 1;
         let Link { prev, next } = self.traces[i as usize].fifo;
         if prev == NIL {
             self.fifo_head = next;
@@ -492,7 +524,8 @@ impl TraceTable {
             ..*t
         };
         t.live = false;
-        self.by_id.remove(&trace.id);
+        let removed = self.by_id.remove(self.by_id.hash(&trace.id), i);
+        debug_assert!(removed);
         self.free.push(i);
         trace
     }
@@ -516,7 +549,7 @@ mod tests {
 
     #[test]
     fn lists_keep_arrival_order_through_removals() {
-        let mut t = TraceTable::new();
+        let mut t = TraceTable::new(IdMap::default());
         let ids: Vec<u32> = (0..5u8).map(|n| t.create([n; 16], u64::from(n))).collect();
         t.push_root(ids[3]);
         t.push_root(ids[1]);
@@ -555,7 +588,7 @@ mod tests {
         // `Option` for the root's arrival): a trace table slot is paid per buffered trace and,
         // as capacity, per `max_traces_per_core`.
         assert!(size_of::<Trace>() <= 112, "{}", size_of::<Trace>());
-        let mut table = TraceTable::new();
+        let mut table = TraceTable::new(IdMap::default());
         let i = table.create([1; 16], 5);
         assert_eq!(table.get(i).root_seen(), None);
         table.get_mut(i).root_at = 7;
