@@ -268,7 +268,7 @@ mod tests {
         assert!(watch.upgrade().is_none());
     }
 
-    /// Not an assertion but a measurement (`cargo test --release -p shardtel-sampler --lib
+    /// A measurement more than a check (`cargo test --release -p shardtel-sampler --lib
     /// time_per_span -- --ignored --nocapture`): the time per span of copying (as `compress`
     /// does) and compressing a core's part of the benchmark payloads at several accelerations,
     /// and of decompressing it, with the ratio. Each figure is the fastest of many rounds, the
@@ -325,6 +325,27 @@ mod tests {
                 let stored: usize = blocks.iter().map(|b| b.0.len()).sum();
                 let plain: usize = blocks.iter().map(|b| b.1).sum();
                 best[k].2 = stored as f64 / plain as f64;
+            }
+        }
+        // What the figures rest on: every acceleration's blocks decompress to the bytes they
+        // were made from.
+        for (part, live) in &parts {
+            let index = compact::compact_in_place(part, live, &mut plain);
+            std::hint::black_box(index);
+            for &acceleration in &accelerations {
+                let n = compress_into(&plain, &mut out, acceleration);
+                let mut back = vec![0; plain.len()];
+                let m = lz4::block::decompress_to_buffer(
+                    &out[..n],
+                    Some(plain.len() as i32),
+                    &mut back,
+                )
+                .expect("decompresses");
+                assert_eq!(
+                    (m, &back),
+                    (plain.len(), &plain),
+                    "acceleration {acceleration}"
+                );
             }
         }
         for (k, acceleration) in accelerations.iter().enumerate() {
