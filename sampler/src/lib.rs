@@ -11,8 +11,9 @@
 //! [`SamplerStats`] as metric families.
 //!
 //! - **Zero copy.** A buffered span is a `(batch slot, span index)` pair pointing into the
-//!   request buffer it arrived in (an `Rc<SpanBatch>`, stored once per batch). Kept spans are
-//!   returned the same way, ready for `reframe::encode_trace_spans`. The exceptions are the
+//!   request buffer it arrived in (stored once per batch, its index without a trace id per
+//!   span: the trace knows it, see `held`). Kept spans are returned as a batch of their own
+//!   over the same buffer, ready for `reframe::encode_trace_spans`. The exceptions are the
 //!   compaction of stragglers (below) and, when configured, compressed buffers (below). The
 //!   engine copies the request bodies of a sampling pipeline into shared chunks
 //!   ([`arena::BodyArena`]) before routing them: a buffer held for `decision_wait` then takes
@@ -137,8 +138,8 @@ use shardtel_protocol::TraceId;
 
 use cache::DecisionCache;
 use compress::{Compressor, DecompressedCache};
-use policy::{Facts, Policies, Vote};
 use held::HeldBatch;
+use policy::{Facts, Policies, Vote};
 use table::{span_list_capacity, trace_cost, BatchSlots, Held, SpanRef, TraceTable};
 
 pub use policy::{probabilistic_hash, MAX_SPAN_PREDICATES};
@@ -1532,7 +1533,10 @@ mod tests {
         // A core owning the whole request is charged all of it but the request framing.
         assert!(whole.part() <= b && whole.part() + 16 > b, "{whole:?}");
         let halves = parts(&request, 2);
-        let shares: Vec<u64> = halves.iter().map(|p| table::batch_cost_of(p).part()).collect();
+        let shares: Vec<u64> = halves
+            .iter()
+            .map(|p| table::batch_cost_of(p).part())
+            .collect();
         assert!(shares.iter().all(|&p| p < b));
         // Together the parts are charged about the buffer once, not once per core.
         let sum: u64 = shares.iter().sum();
