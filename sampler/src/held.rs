@@ -226,4 +226,31 @@ mod tests {
         assert_eq!(kept.index.spans[0], original.index.spans[1]);
         assert_eq!(kept.index.spans[1], original.index.spans[3]);
     }
+
+    #[test]
+    fn kept_spans_keep_what_processors_rewrote() {
+        let res = |name: &str| ResourceSpec {
+            attrs: vec![kv("service.name", Value::StringValue(name.into()))],
+        };
+        let mut batch = batch_of(&[(res("a"), vec![span(1, 1), span(2, 1), span(3, 1)])]);
+        let other = batch_of(&[(res("b"), vec![span(2, 9).pad(40)])]);
+        let header = other.index.resources[0].headers.clone();
+        let header = &other.index.headers[header.start as usize..header.end as usize];
+        let header = other
+            .buf
+            .slice(header[0].start as usize..header[header.len() - 1].end as usize);
+        batch.index.rewrites.spans.push((1, other.span_body(0)));
+        batch.index.rewrites.resources.push((0, header));
+        let original = batch.clone();
+        let held = HeldBatch::from(batch);
+        let ids = |i: usize| (i as u32, original.index.spans[i].trace_id);
+        let kept = held.kept(&[ids(1), ids(2)]);
+        assert_eq!(kept.index.rewrites.spans.len(), 1);
+        assert_eq!(kept.index.rewrites.spans[0].0, 0);
+        let mut a = shardtel_protocol::reframe::Encoded::default();
+        shardtel_protocol::reframe::encode_trace_spans(&kept, &[0, 1], &mut a);
+        let mut b = shardtel_protocol::reframe::Encoded::default();
+        shardtel_protocol::reframe::encode_trace_spans(&original, &[1, 2], &mut b);
+        assert_eq!(a.to_bytes(), b.to_bytes());
+    }
 }
