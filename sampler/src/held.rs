@@ -212,9 +212,9 @@ mod tests {
         let (held, entries) = HeldBatch::split(batch);
         assert_eq!(entries, original.index.spans);
         assert_eq!(held.index.spans.capacity(), 4);
-        for i in 0..4 {
+        for (i, e) in entries.iter().enumerate() {
             assert_eq!(held.span(i), original.span(i));
-            assert_eq!(held.read_trace_id(i), Some(entries[i].trace_id));
+            assert_eq!(held.read_trace_id(i), Some(e.trace_id));
         }
         let pick = [(1, entries[1].trace_id), (3, entries[3].trace_id)];
         let kept = held.kept(&pick);

@@ -259,6 +259,9 @@ pub struct Kept {
     pub spans: Vec<u32>,
 }
 
+/// Kept spans of one batch in one call: (span index, its trace's id).
+type KeptSpans = Vec<(u32, TraceId)>;
+
 /// [`Sampler::add`]'s lookup of a span whose trace is not pending.
 const NOT_FOUND: u32 = u32::MAX;
 
@@ -367,9 +370,9 @@ pub struct Sampler {
     live_scratch: Vec<u32>,
     /// This call's kept spans, one group per batch in the order of their first kept span:
     /// the batch and its kept spans with their trace ids (made [`Kept`] by `finish`).
-    emitting: Vec<(Rc<HeldBatch>, Vec<(u32, TraceId)>)>,
+    emitting: Vec<(Rc<HeldBatch>, KeptSpans)>,
     /// The span lists of earlier calls' groups, kept for their room.
-    emitting_spare: Vec<Vec<(u32, TraceId)>>,
+    emitting_spare: Vec<KeptSpans>,
 }
 
 impl Sampler {
