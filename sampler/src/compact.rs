@@ -11,8 +11,9 @@
 use std::ops::Range;
 
 use bytes::{BufMut, BytesMut};
-use shardtel_protocol::scan::{ResourceEntry, ScopeEntry, SpanBatch, SpanEntry, TracesIndex};
+use shardtel_protocol::scan::{ResourceEntry, ScopeEntry};
 
+use super::held::{HeldBatch, HeldIndex, HeldSpan};
 use super::table::span_field_len;
 
 const TAG_SPANS: u8 = 2 << 3 | 2;
@@ -21,10 +22,10 @@ const TAG_SPANS: u8 = 2 << 3 | 2;
 /// `batch`, with their resources' and scopes' header fields; span `live[k]` of `batch` is span
 /// `k` of the result. The buffer is laid out as the re-framing encoder reads it (header fields,
 /// then each span as a `spans` field), and every vector is allocated to its exact size.
-pub(crate) fn compact(batch: &SpanBatch, live: &[u32]) -> SpanBatch {
+pub(crate) fn compact(batch: &HeldBatch, live: &[u32]) -> HeldBatch {
     let (resources, scopes, headers, bytes) = sizes(batch, live);
     let mut out = BytesMut::with_capacity(bytes);
-    let mut index = TracesIndex {
+    let mut index = HeldIndex {
         resources: Vec::with_capacity(resources),
         scopes: Vec::with_capacity(scopes),
         spans: Vec::with_capacity(live.len()),
@@ -42,7 +43,7 @@ pub(crate) fn compact(batch: &SpanBatch, live: &[u32]) -> SpanBatch {
         Some(token) => shardtel_protocol::scan::keep_alive(out.freeze(), token.clone()),
         None => out.freeze(),
     };
-    SpanBatch {
+    HeldBatch {
         buf,
         index,
         release_token: batch.release_token.clone(),
@@ -51,14 +52,14 @@ pub(crate) fn compact(batch: &SpanBatch, live: &[u32]) -> SpanBatch {
 
 /// Like [`compact`], but the copy goes to `out` (cleared first, reused between batches) and
 /// the index keeps every span's position: span `i` of `batch` is span `i` of the result, and a
-/// span not in `live` keeps its trace id with an empty range (no byte of it is copied; nothing
-/// may read it). So references to the batch's spans stay valid without being rewritten. Every
-/// vector of the index is allocated to its exact size.
-pub(crate) fn compact_in_place(batch: &SpanBatch, live: &[u32], out: &mut Vec<u8>) -> TracesIndex {
+/// span not in `live` has an empty range (no byte of it is copied; nothing may read it). So
+/// references to the batch's spans stay valid without being rewritten. Every vector of the
+/// index is allocated to its exact size.
+pub(crate) fn compact_in_place(batch: &HeldBatch, live: &[u32], out: &mut Vec<u8>) -> HeldIndex {
     let (resources, scopes, headers, bytes) = sizes(batch, live);
     out.clear();
     out.reserve(bytes);
-    let mut index = TracesIndex {
+    let mut index = HeldIndex {
         resources: Vec::with_capacity(resources),
         scopes: Vec::with_capacity(scopes),
         spans: Vec::with_capacity(live.len()),
@@ -73,16 +74,16 @@ pub(crate) fn compact_in_place(batch: &SpanBatch, live: &[u32], out: &mut Vec<u8
     let mut copied = copied.into_iter().peekable();
     let mut live = live.iter().peekable();
     let mut spans = Vec::with_capacity(batch.index.spans.len());
-    for (i, e) in batch.index.spans.iter().enumerate() {
+    for i in 0..batch.index.spans.len() {
         if live.next_if_eq(&&(i as u32)).is_some() {
             spans.push(copied.next().expect("one copied span per live span"));
         } else {
             // After the copied span before it, so that `scope` stays non-decreasing.
-            let scope = spans.last().map_or(0, |s: &SpanEntry| s.scope);
-            spans.push(SpanEntry {
+            let scope = spans.last().map_or(0, |s: &HeldSpan| s.scope);
+            spans.push(HeldSpan {
                 scope,
-                range: 0..0,
-                trace_id: e.trace_id,
+                start: 0,
+                end: 0,
             });
         }
     }
@@ -91,7 +92,7 @@ pub(crate) fn compact_in_place(batch: &SpanBatch, live: &[u32], out: &mut Vec<u8
 }
 
 /// (resources, scopes, header ranges, bytes) of the copy of spans `live` of `batch`.
-fn sizes(batch: &SpanBatch, live: &[u32]) -> (usize, usize, usize, usize) {
+fn sizes(batch: &HeldBatch, live: &[u32]) -> (usize, usize, usize, usize) {
     debug_assert!(live.windows(2).all(|w| w[0] < w[1]));
     let old = &batch.index;
     let header_bytes = |h: &Range<u32>| -> usize {
@@ -101,7 +102,7 @@ fn sizes(batch: &SpanBatch, live: &[u32]) -> (usize, usize, usize, usize) {
             .sum()
     };
     let (mut resources, mut scopes, mut headers, mut bytes) = (0, 0, 0, 0usize);
-    walk(old, live, |resource, scope, i, _| {
+    walk(old, live, |resource, scope, i| {
         if let Some((r, entry)) = resource {
             match old.rewrites.resource(r) {
                 Some(b) => {
@@ -127,7 +128,7 @@ fn sizes(batch: &SpanBatch, live: &[u32]) -> (usize, usize, usize, usize) {
 
 /// Appends spans `live` of `batch` to `out`, laid out as the re-framing encoder reads them
 /// (header fields, then each span as a `spans` field), and their entries to `index`.
-fn write<B>(batch: &SpanBatch, live: &[u32], out: &mut B, index: &mut TracesIndex)
+fn write<B>(batch: &HeldBatch, live: &[u32], out: &mut B, index: &mut HeldIndex)
 where
     B: BufMut + std::ops::Deref<Target = [u8]>,
 {
@@ -142,7 +143,7 @@ where
         }
         first..new.len() as u32
     };
-    walk(old, live, |resource, scope, i, span| {
+    walk(old, live, |resource, scope, i| {
         if let Some((r, entry)) = resource {
             let headers = match old.rewrites.resource(r) {
                 // A processor rewrote this resource: its new header fields, as one range.
@@ -174,10 +175,10 @@ where
         out.put_u8(len as u8);
         let at = out.len() as u32;
         out.put_slice(body);
-        index.spans.push(SpanEntry {
+        index.spans.push(HeldSpan {
             scope: index.scopes.len() as u32 - 1,
-            range: at..out.len() as u32,
-            trace_id: span.trace_id,
+            start: at,
+            end: out.len() as u32,
         });
     });
 }
@@ -185,9 +186,9 @@ where
 /// Visits spans `live` of `index` in order, each with the resource and the scope it opens (the
 /// first span under a resource or scope), if any.
 fn walk<'a>(
-    index: &'a TracesIndex,
+    index: &'a HeldIndex,
     live: &[u32],
-    mut visit: impl FnMut(Option<(u32, &'a ResourceEntry)>, Option<&'a ScopeEntry>, u32, &'a SpanEntry),
+    mut visit: impl FnMut(Option<(u32, &'a ResourceEntry)>, Option<&'a ScopeEntry>, u32),
 ) {
     let (mut last_scope, mut last_resource) = (u32::MAX, u32::MAX);
     for &i in live {
@@ -202,7 +203,7 @@ fn walk<'a>(
             scope = Some(s);
             last_scope = span.scope;
         }
-        visit(resource, scope, i, span);
+        visit(resource, scope, i);
     }
 }
 
@@ -213,7 +214,12 @@ mod tests {
     use crate::testing::{batch_of, kv, span, ResourceSpec};
     use shardtel_protocol::proto::common::v1::any_value::Value;
     use shardtel_protocol::reframe::{encode_trace_spans, Encoded};
-    use shardtel_protocol::scan::ReleaseToken;
+    use shardtel_protocol::scan::{ReleaseToken, SpanBatch};
+
+    /// [`super::compact`] of a batch as received, as a batch again.
+    fn compact(batch: &SpanBatch, live: &[u32]) -> SpanBatch {
+        super::compact(&HeldBatch::from(batch.clone()), live).to_batch()
+    }
 
     fn encoded(batch: &SpanBatch, spans: &[u32]) -> Vec<u8> {
         let mut enc = Encoded::default();
@@ -255,6 +261,7 @@ mod tests {
             assert_eq!(small.span_body(k), batch.span_body(i as usize));
         }
         // Exact allocations; the whole buffer is this core's part.
+        let small = super::compact(&HeldBatch::from(batch.clone()), &live);
         let cost = batch_cost(&small);
         assert_eq!(cost.own, cost.buf);
         assert_eq!(small.index.spans.capacity(), 3);

@@ -19,13 +19,12 @@ use std::mem::size_of;
 use std::ops::Range;
 use std::rc::Rc;
 
-use shardtel_protocol::scan::{
-    keep_alive, ReleaseToken, ResourceEntry, ScopeEntry, SpanBatch, SpanEntry, TracesIndex,
-};
+use shardtel_protocol::scan::{keep_alive, ReleaseToken, ResourceEntry, ScopeEntry};
 
 use lz4::block::CompressionMode;
 
 use super::compact;
+use super::held::{HeldBatch, HeldIndex, HeldSpan};
 use super::table::{BatchCost, BatchSlot};
 
 /// A batch's buffered spans as one LZ4 block, with the index of the uncompressed bytes.
@@ -33,7 +32,7 @@ use super::table::{BatchCost, BatchSlot};
 pub(crate) struct CompressedBatch {
     /// Positions in the uncompressed bytes; one entry per span of the batch it was made from
     /// (spans not buffered then have an empty range).
-    index: TracesIndex,
+    index: HeldIndex,
     /// The LZ4 block, allocated to its exact size.
     block: Box<[u8]>,
     plain_len: u32,
@@ -67,7 +66,7 @@ impl CompressedBatch {
     }
 
     /// The spans, uncompressed: a batch with the same span positions, holding the release token.
-    pub(crate) fn decompress(&self) -> SpanBatch {
+    pub(crate) fn decompress(&self) -> HeldBatch {
         let plain_len = self.plain_len as usize;
         let mut plain = vec![0; plain_len];
         let n = lz4::block::decompress_to_buffer(&self.block, Some(plain_len as i32), &mut plain)
@@ -78,7 +77,7 @@ impl CompressedBatch {
             Some(token) => keep_alive(buf, token.clone()),
             None => buf,
         };
-        SpanBatch {
+        HeldBatch {
             buf,
             index: self.index.clone(),
             release_token: self.release_token.clone(),
@@ -96,7 +95,7 @@ pub(crate) fn compressed_overhead(
 ) -> u64 {
     let index = resources * size_of::<ResourceEntry>()
         + scopes * size_of::<ScopeEntry>()
-        + spans * size_of::<SpanEntry>()
+        + spans * size_of::<HeldSpan>()
         + headers * size_of::<Range<u32>>();
     (index + size_of::<CompressedBatch>() + size_of::<BatchSlot>()) as u64
 }
@@ -111,7 +110,7 @@ pub(crate) struct Compressor {
 impl Compressor {
     /// Spans `live` (ascending) of `batch` as a compressed batch; span `i` of `batch` is span
     /// `i` of [`CompressedBatch::decompress`].
-    pub(crate) fn compress(&mut self, batch: &SpanBatch, live: &[u32]) -> CompressedBatch {
+    pub(crate) fn compress(&mut self, batch: &HeldBatch, live: &[u32]) -> CompressedBatch {
         let index = compact::compact_in_place(batch, live, &mut self.plain);
         let n = compress_into(&self.plain, &mut self.out, ACCELERATION);
         CompressedBatch {
@@ -174,7 +173,7 @@ pub(crate) fn block_len(plain: &[u8]) -> usize {
 #[derive(Debug, Default)]
 pub(crate) struct DecompressedCache {
     /// (slot, serial, batch), most recently used first.
-    blocks: Vec<(u32, u64, Rc<SpanBatch>)>,
+    blocks: Vec<(u32, u64, Rc<HeldBatch>)>,
     bytes: u64,
 }
 
@@ -185,7 +184,7 @@ impl DecompressedCache {
     pub(crate) const MAX_BYTES: u64 = 4 << 20;
 
     /// The block of slot `slot` (inserted as `serial`), if kept; it becomes the most recent.
-    pub(crate) fn get(&mut self, slot: u32, serial: u64) -> Option<Rc<SpanBatch>> {
+    pub(crate) fn get(&mut self, slot: u32, serial: u64) -> Option<Rc<HeldBatch>> {
         let at = self
             .blocks
             .iter()
@@ -197,7 +196,7 @@ impl DecompressedCache {
     }
 
     /// Keeps `batch` as the most recent, dropping the least recent beyond the bounds.
-    pub(crate) fn insert(&mut self, slot: u32, serial: u64, batch: Rc<SpanBatch>) {
+    pub(crate) fn insert(&mut self, slot: u32, serial: u64, batch: Rc<HeldBatch>) {
         let len = batch.buf.len() as u64;
         if len > Self::MAX_BYTES {
             return;
@@ -249,13 +248,14 @@ mod tests {
         let watch = std::sync::Arc::downgrade(&token);
         let mut batch = batch;
         batch.release_token = Some(token);
+        let batch = HeldBatch::from(batch);
         let live = [1, 3];
         let c = Compressor::default().compress(&batch, &live);
         assert_eq!(c.spans, 2);
         let plain = c.decompress();
         assert_eq!(plain.index.spans.len(), 4);
         for &i in &live {
-            assert_eq!(plain.span_body(i as usize), batch.span_body(i as usize));
+            assert_eq!(plain.span(i as usize), batch.span(i as usize));
         }
         // The same bytes as the straggler compaction of those spans.
         assert_eq!(plain.buf, compact::compact(&batch, &live).buf);
@@ -283,21 +283,22 @@ mod tests {
         let mut parts = Vec::new();
         for file in ["traces-000.pb", "traces-001.pb"] {
             let payload = std::fs::read(root.join(file)).expect("benches/data payload");
-            let batch = SpanBatch::scan(bytes::Bytes::from(payload)).expect("payload scans");
+            let batch = shardtel_protocol::scan::SpanBatch::scan(bytes::Bytes::from(payload))
+                .expect("payload scans");
             let mut indexes = Vec::new();
             let owner = |t: &_| shardtel_protocol::route::owner_core(t, 2);
             batch.index.partition(2, owner, &mut indexes);
             for index in indexes {
                 let live: Vec<u32> = (0..index.spans.len() as u32).collect();
-                let part = SpanBatch {
+                let part = shardtel_protocol::scan::SpanBatch {
                     buf: batch.buf.clone(),
                     index,
                     release_token: None,
                 };
-                parts.push((part, live));
+                parts.push((HeldBatch::split(part).0, live));
             }
         }
-        let spans: usize = parts.iter().map(|(p, _)| p.index.spans.len()).sum();
+        let spans: usize = parts.iter().map(|(_, live)| live.len()).sum();
         let accelerations = [1, 2, 3, 4, 6, 8, 12];
         // Per acceleration: fastest compression, fastest decompression (seconds), ratio.
         let mut best = vec![(f64::MAX, f64::MAX, 0.0); accelerations.len()];
@@ -361,10 +362,10 @@ mod tests {
     #[test]
     fn the_cache_keeps_the_most_recent_blocks_within_its_bounds() {
         let block = |n: usize| {
-            Rc::new(batch_of(&[(
+            Rc::new(HeldBatch::from(batch_of(&[(
                 ResourceSpec::default(),
                 vec![span(1, 1).pad(n)],
-            )]))
+            )])))
         };
         let mut cache = DecompressedCache::default();
         for slot in 0..20 {

@@ -11,8 +11,9 @@
 //! [`SamplerStats`] as metric families.
 //!
 //! - **Zero copy.** A buffered span is a `(batch slot, span index)` pair pointing into the
-//!   request buffer it arrived in (an `Rc<SpanBatch>`, stored once per batch). Kept spans are
-//!   returned the same way, ready for `reframe::encode_trace_spans`. The exceptions are the
+//!   request buffer it arrived in (stored once per batch, its index without a trace id per
+//!   span: the trace knows it, see `held`). Kept spans are returned as a batch of their own
+//!   over the same buffer, ready for `reframe::encode_trace_spans`. The exceptions are the
 //!   compaction of stragglers (below) and, when configured, compressed buffers (below). The
 //!   engine copies the request bodies of a sampling pipeline into shared chunks
 //!   ([`arena::BodyArena`]) before routing them: a buffer held for `decision_wait` then takes
@@ -116,6 +117,7 @@ mod cache;
 pub mod capacity;
 mod compact;
 mod compress;
+mod held;
 mod idmap;
 pub mod policy;
 mod span_fields;
@@ -138,6 +140,7 @@ use shardtel_protocol::TraceId;
 
 use cache::DecisionCache;
 use compress::{Compressor, DecompressedCache};
+use held::HeldBatch;
 use idmap::{IdHash, IdMap};
 use policy::{Facts, Policies, Vote};
 use table::{span_list_capacity, trace_cost, BatchSlots, Held, SpanRef, TraceTable};
@@ -249,7 +252,8 @@ impl DecisionReason {
 }
 
 /// Spans to export: a subset of one batch, as ascending indices into `batch.index.spans`. The
-/// `Rc` is shared with traces of the same batch that are still buffered.
+/// batch holds the kept spans only (its index is made for this value, its buffer is shared
+/// with the traces of the same request that are still buffered), so `spans` lists them all.
 #[derive(Clone, Debug)]
 pub struct Kept {
     /// The batch the spans are in.
@@ -257,6 +261,9 @@ pub struct Kept {
     /// Ascending span indices, each at most once (for `reframe::encode_trace_spans`).
     pub spans: Vec<u32>,
 }
+
+/// Kept spans of one batch in one call: (span index, its trace's id).
+type KeptSpans = Vec<(u32, TraceId)>;
 
 /// [`Sampler::add`]'s lookup of a span whose trace is not pending.
 const NOT_FOUND: u32 = u32::MAX;
@@ -364,6 +371,11 @@ pub struct Sampler {
     lookups: Vec<(IdHash, u32)>,
     /// Scratch: their indices.
     live_scratch: Vec<u32>,
+    /// This call's kept spans, one group per batch in the order of their first kept span:
+    /// the batch and its kept spans with their trace ids (made [`Kept`] by `finish`).
+    emitting: Vec<(Rc<HeldBatch>, KeptSpans)>,
+    /// The span lists of earlier calls' groups, kept for their room.
+    emitting_spare: Vec<KeptSpans>,
 }
 
 impl Sampler {
@@ -400,6 +412,8 @@ impl Sampler {
             adding_live: Vec::new(),
             lookups: Vec::new(),
             live_scratch: Vec::new(),
+            emitting: Vec::new(),
+            emitting_spare: Vec::new(),
         })
     }
 
@@ -552,26 +566,27 @@ impl Sampler {
     /// early decisions (counted by reason). Kept spans of every decision go to `out`.
     pub fn add(&mut self, batch: SpanBatch, now: Instant, out: &mut Vec<Kept>) {
         let now = self.advance(now);
-        let first_out = out.len();
-        self.catch_up(now, out);
+        self.catch_up(now);
         if batch.index.spans.is_empty() {
-            self.finish(out, first_out);
+            self.finish(out);
             return;
         }
+        let mut resource_bits = std::mem::take(&mut self.resource_bits);
+        self.policies.resource_bits(&batch, &mut resource_bits);
+        for r in &mut self.retiring {
+            r.policies.resource_bits(&batch, &mut r.resource_bits);
+        }
+        // Held without the spans' trace ids (see `held`); `entries` has them while adding.
+        let (batch, entries) = HeldBatch::split(batch);
         let batch = Rc::new(batch);
         let slot = self.slots.insert(Rc::clone(&batch));
         self.pinned = Some(slot);
         let compress = self.compression == BufferCompression::Lz4;
         if compress {
             self.adding_live.clear();
-            self.adding_live.resize(batch.index.spans.len(), false);
+            self.adding_live.resize(entries.len(), false);
         }
         self.stats.buffered_batches = self.slots.len() as u64;
-        let mut resource_bits = std::mem::take(&mut self.resource_bits);
-        self.policies.resource_bits(&batch, &mut resource_bits);
-        for r in &mut self.retiring {
-            r.policies.resource_bits(&batch, &mut r.resource_bits);
-        }
 
         // Passes one and two: every span's trace id hashed and its id map slot asked for, then
         // every span's pending trace looked up and its entry asked for (or, for a trace not
@@ -583,7 +598,7 @@ impl Sampler {
         let mut lookups = std::mem::take(&mut self.lookups);
         lookups.clear();
         let mut prev: Option<(TraceId, IdHash)> = None;
-        for entry in &batch.index.spans {
+        for entry in &entries {
             let hash = match prev {
                 Some((id, hash)) if id == entry.trace_id => hash,
                 _ => {
@@ -619,11 +634,11 @@ impl Sampler {
         // Consecutive spans usually belong to the same trace: remember the last lookup until a
         // decision may have invalidated it.
         let mut last: Option<(TraceId, u32)> = None;
-        for (i, entry) in batch.index.spans.iter().enumerate() {
+        for (i, entry) in entries.iter().enumerate() {
             self.stats.spans_received += 1;
             // The span bytes two spans ahead, which have usually left the cache while the
             // request waited for this core.
-            if i + 2 < batch.index.spans.len() {
+            if i + 2 < entries.len() {
                 shardtel_protocol::prefetch::prefetch_bytes(batch.span(i + 2));
             }
             let body = batch.span(i);
@@ -656,7 +671,7 @@ impl Sampler {
                         continue;
                     }
                     Some(reason) => {
-                        self.decide(t, reason, now, out);
+                        self.decide(t, reason, now);
                         last = None;
                     }
                 }
@@ -664,7 +679,7 @@ impl Sampler {
             if let Some(sampled) = self.cache.get(hash, &id) {
                 if sampled {
                     self.stats.late_spans_forwarded += 1;
-                    self.emit(slot, i as u32, out);
+                    self.emit(slot, i as u32, id);
                 } else {
                     self.stats.late_spans_dropped += 1;
                 }
@@ -675,7 +690,7 @@ impl Sampler {
                 let Some(oldest) = self.table.oldest() else {
                     break;
                 };
-                self.decide(oldest, DecisionReason::MaxTraces, now, out);
+                self.decide(oldest, DecisionReason::MaxTraces, now);
             }
             let t = self.table.create_hashed(hash, id, now);
             self.stats.traces_received += 1;
@@ -684,7 +699,7 @@ impl Sampler {
             let resource = batch.index.scopes[entry.scope as usize].resource as usize;
             self.append(t, slot, i as u32, body, resource_bits[resource]);
             if len > self.limits.max_bytes_per_trace {
-                self.decide(t, DecisionReason::MaxBytesPerTrace, now, out);
+                self.decide(t, DecisionReason::MaxBytesPerTrace, now);
                 last = None;
             } else {
                 last = Some((id, t));
@@ -692,6 +707,7 @@ impl Sampler {
         }
         self.resource_bits = resource_bits;
         self.lookups = lookups;
+        drop(entries);
         drop(batch);
         if compress && self.slots.get(slot).refs > 0 {
             self.compress_slot(slot);
@@ -701,7 +717,7 @@ impl Sampler {
             let Some(oldest) = self.table.oldest() else {
                 break;
             };
-            self.decide(oldest, DecisionReason::MaxBufferedBytes, now, out);
+            self.decide(oldest, DecisionReason::MaxBufferedBytes, now);
         }
         self.pinned = None;
         if self.slots.get(slot).refs == 0 {
@@ -709,20 +725,19 @@ impl Sampler {
         } else {
             self.mark_if_sparse(slot);
         }
-        self.finish(out, first_out);
+        self.finish(out);
     }
 
     /// Decides every trace whose decision time has come, oldest deadline first, then compacts
     /// the batches that have been sparse for `decision_wait / 4` (see the module docs).
     pub fn tick(&mut self, now: Instant, out: &mut Vec<Kept>) {
         let now = self.advance(now);
-        let first_out = out.len();
-        self.catch_up(now, out);
-        self.finish(out, first_out);
+        self.catch_up(now);
+        self.finish(out);
     }
 
     /// Due decisions, then due compactions.
-    fn catch_up(&mut self, now: u64, out: &mut Vec<Kept>) {
+    fn catch_up(&mut self, now: u64) {
         while let Some((t, deadline, reason)) = self.next_due() {
             if deadline > now {
                 break;
@@ -732,7 +747,7 @@ impl Sampler {
                     self.cache.prefetch_insert(next);
                 }
             }
-            self.decide(t, reason, now, out);
+            self.decide(t, reason, now);
         }
         while let Some(&(slot, serial, since)) = self.sparse.front() {
             if since.saturating_add(self.limits.compact_after) > now {
@@ -774,15 +789,20 @@ impl Sampler {
             }
         };
         let refs = self.slots.get(slot).refs;
-        // The pending traces with spans in this batch, and those spans.
+        // The pending traces with spans in this batch, and those spans. The held batch has no
+        // trace ids: they are read from the span bodies (a span whose bytes are not held, in a
+        // compressed batch, is not buffered).
         let mut traces: Vec<u32> = Vec::new();
         let mut last = None;
-        for e in &old.index.spans {
-            if last == Some(e.trace_id) {
+        for i in 0..old.index.spans.len() {
+            let Some(id) = old.read_trace_id(i) else {
+                continue;
+            };
+            if last == Some(id) {
                 continue;
             }
-            last = Some(e.trace_id);
-            if let Some(t) = self.table.find(&e.trace_id) {
+            last = Some(id);
+            if let Some(t) = self.table.find(&id) {
                 traces.push(t);
             }
         }
@@ -853,10 +873,9 @@ impl Sampler {
     /// drops (`"drop"`, counted) every pending trace, oldest first.
     pub fn shutdown(&mut self, now: Instant, out: &mut Vec<Kept>) {
         let now = self.advance(now);
-        let first_out = out.len();
         while let Some(t) = self.table.oldest() {
             match self.limits.on_shutdown {
-                OnShutdown::Decide => self.decide(t, DecisionReason::Shutdown, now, out),
+                OnShutdown::Decide => self.decide(t, DecisionReason::Shutdown, now),
                 OnShutdown::Drop => {
                     self.forget_generation(t);
                     let trace = self.table.remove(t);
@@ -866,7 +885,7 @@ impl Sampler {
                 }
             }
         }
-        self.finish(out, first_out);
+        self.finish(out);
     }
 
     /// Converts `now` to nanoseconds since the epoch, never going backwards.
@@ -957,7 +976,7 @@ impl Sampler {
     }
 
     /// Decides trace `t` now, emitting its spans if sampled.
-    fn decide(&mut self, t: u32, reason: DecisionReason, now: u64, out: &mut Vec<Kept>) {
+    fn decide(&mut self, t: u32, reason: DecisionReason, now: u64) {
         let sampled = match self.generation_of(t) {
             None => {
                 let trace = self.table.get(t);
@@ -1002,7 +1021,7 @@ impl Sampler {
         self.stats.cache_not_sampled = self.cache.len(false) as u64;
         if sampled {
             for r in &trace.spans {
-                self.emit(r.slot, r.span, out);
+                self.emit(r.slot, r.span, trace.id);
             }
         }
         self.release(&trace);
@@ -1033,13 +1052,14 @@ impl Sampler {
         self.stats.buffered_batches = self.slots.len() as u64;
     }
 
-    /// Adds span `span` of batch `slot` to this call's [`Kept`] for that batch.
-    fn emit(&mut self, slot: u32, span: u32, out: &mut Vec<Kept>) {
+    /// Adds span `span` of batch `slot`, of trace `id`, to this call's group for that batch
+    /// (see [`Sampler::finish`]).
+    fn emit(&mut self, slot: u32, span: u32, id: TraceId) {
         let call = self.call;
         let batch = self.slots.get_mut(slot);
         if batch.kept_call != call {
             batch.kept_call = call;
-            batch.kept_at = out.len();
+            batch.kept_at = self.emitting.len();
             let spans = match &batch.held {
                 Held::Plain(b) => Rc::clone(b),
                 Held::Compressed(c) => match self.decompressed.get(slot, batch.serial) {
@@ -1059,12 +1079,10 @@ impl Sampler {
                     }
                 },
             };
-            out.push(Kept {
-                batch: spans,
-                spans: Vec::new(),
-            });
+            let list = self.emitting_spare.pop().unwrap_or_default();
+            self.emitting.push((spans, list));
         }
-        out[batch.kept_at].spans.push(span);
+        self.emitting[batch.kept_at].1.push((span, id));
     }
 
     /// Releases batch slot `slot` (no span of it is buffered any more), with its decompressed
@@ -1112,7 +1130,7 @@ impl Sampler {
     }
 
     /// Compresses spans `live` of `batch`, counted in the statistics.
-    fn compress_counted(&mut self, batch: &SpanBatch, live: &[u32]) -> compress::CompressedBatch {
+    fn compress_counted(&mut self, batch: &HeldBatch, live: &[u32]) -> compress::CompressedBatch {
         let started = Instant::now();
         let c = self.compressor.compress(batch, live);
         self.stats.compression_nanos += nanos(started.elapsed());
@@ -1124,13 +1142,22 @@ impl Sampler {
         c
     }
 
-    /// Sorts the span lists this call produced (several traces and late spans may interleave).
-    fn finish(&mut self, out: &mut [Kept], first: usize) {
-        for kept in &mut out[first..] {
-            if !kept.spans.is_sorted() {
-                kept.spans.sort_unstable();
+    /// This call's kept spans as [`Kept`] values, one per batch in the order of their first
+    /// kept span: each a batch of just those spans, in order, their trace ids back in their
+    /// entries (see [`HeldBatch::kept`]).
+    fn finish(&mut self, out: &mut Vec<Kept>) {
+        for (batch, mut spans) in self.emitting.drain(..) {
+            // Several traces and late spans may interleave.
+            if !spans.is_sorted_by_key(|s| s.0) {
+                spans.sort_unstable_by_key(|s| s.0);
             }
-            debug_assert!(kept.spans.windows(2).all(|w| w[0] < w[1]));
+            debug_assert!(spans.windows(2).all(|w| w[0].0 < w[1].0));
+            out.push(Kept {
+                batch: Rc::new(batch.kept(&spans)),
+                spans: (0..spans.len() as u32).collect(),
+            });
+            spans.clear();
+            self.emitting_spare.push(spans);
         }
     }
 }
@@ -1332,9 +1359,11 @@ mod tests {
         s.tick(t0 + secs(9), &mut out);
         assert!(out.is_empty());
         s.tick(t0 + secs(10), &mut out);
-        // One Kept per batch, spans ascending.
+        // One Kept per batch, holding just the kept spans (spans 0 and 2 of the first batch),
+        // ascending.
         assert_eq!(out.len(), 2);
-        assert_eq!(out[0].spans, [0, 2]);
+        assert_eq!(out[0].spans, [0, 1]);
+        assert_eq!(out[0].batch.index.spans.len(), 2);
         assert_eq!(out[1].spans, [0]);
         assert_eq!(
             kept_ids(&out),
@@ -1375,7 +1404,9 @@ mod tests {
             &mut out,
         );
         assert_eq!(kept_ids(&out), [(trace_id(1), 2)]);
-        assert_eq!(out[0].spans, [1]);
+        // A batch of just the kept span (of the batch's three).
+        assert_eq!(out[0].spans, [0]);
+        assert_eq!(out[0].batch.index.spans.len(), 1);
         let st = s.stats();
         assert_eq!((st.late_spans_forwarded, st.late_spans_dropped), (1, 1));
         assert_eq!((st.buffered_traces, st.buffered_batches), (1, 1));
@@ -1479,7 +1510,7 @@ mod tests {
     #[test]
     fn buffered_bytes_bound_decides_the_oldest_traces() {
         let one = batch(vec![span(1, 1).status(2)]);
-        let cost = table::batch_cost(&one).charge() + trace_cost(1);
+        let cost = table::batch_cost_of(&one).charge() + trace_cost(1);
         let mut cfg = errors();
         // Room for two one-span batches, not three.
         cfg.max_buffered_bytes_per_core = 2 * cost + cost / 2;
@@ -1529,11 +1560,14 @@ mod tests {
         // 40 traces of one 200-byte span: the parts of a 2-core split share the buffer.
         let request = batch((0..40).map(|n| span(n, 1).pad(200)).collect());
         let b = request.buf.len() as u64;
-        let whole = table::batch_cost(&request);
+        let whole = table::batch_cost_of(&request);
         // A core owning the whole request is charged all of it but the request framing.
         assert!(whole.part() <= b && whole.part() + 16 > b, "{whole:?}");
         let halves = parts(&request, 2);
-        let shares: Vec<u64> = halves.iter().map(|p| table::batch_cost(p).part()).collect();
+        let shares: Vec<u64> = halves
+            .iter()
+            .map(|p| table::batch_cost_of(p).part())
+            .collect();
         assert!(shares.iter().all(|&p| p < b));
         // Together the parts are charged about the buffer once, not once per core.
         let sum: u64 = shares.iter().sum();
@@ -1541,7 +1575,7 @@ mod tests {
         // A tiny part is charged a quarter of the buffer.
         let mut tiny = halves[0].clone();
         tiny.index.spans.truncate(1);
-        assert_eq!(table::batch_cost(&tiny).part(), b.div_ceil(4));
+        assert_eq!(table::batch_cost_of(&tiny).part(), b.div_ceil(4));
         // Each sampler charges its part, and the pinned buffer is held once in memory.
         let t0 = Instant::now();
         let mut out = Vec::new();
@@ -1549,7 +1583,7 @@ mod tests {
         for (core, part) in halves.into_iter().enumerate() {
             let share = CoreShare { core, cores: 2 };
             let mut s = Sampler::new(&errors(), share).unwrap();
-            let cost = table::batch_cost(&part).charge();
+            let cost = table::batch_cost_of(&part).charge();
             let traces = part.index.spans.len();
             s.add(part, t0, &mut out);
             assert_eq!(
@@ -1603,7 +1637,7 @@ mod tests {
             .collect();
         let request = batch(spans);
         let straggler = request.span_body(7);
-        let whole = table::batch_cost(&request).charge();
+        let whole = table::batch_cost_of(&request).charge();
         s.add(request, t0, &mut out);
         s.tick(t0 + secs(1), &mut out);
         assert_eq!(out.len(), 1);
@@ -1677,7 +1711,7 @@ mod tests {
         let watch = request.buf.clone();
         let expected = {
             let live = [1, 3, 4];
-            let copy = compact::compact(&request, &live);
+            let copy = compact::compact(&HeldBatch::from(request.clone()), &live);
             let block = compress::block_len(&copy.buf) as u64;
             let index = &copy.index;
             block

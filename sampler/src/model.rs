@@ -19,10 +19,10 @@ use shardtel_protocol::TraceId;
 
 use super::compact::compact;
 use super::compress::compressed_overhead;
-use super::table::{batch_cost, batch_overhead, span_field_len, trace_cost, BatchCost};
+use super::held::HeldBatch;
+use super::table::{batch_cost_of, batch_overhead, span_field_len, trace_cost, BatchCost};
 use super::testing::{batch_of, kv, policy, span, trace_id, ResourceSpec, SpanSpec};
 use super::{probabilistic_hash, CoreShare, DecisionReason, Kept, Sampler};
-use shardtel_protocol::scan::SpanBatch;
 
 const MS: u64 = 1_000_000;
 const RATE: u64 = 3;
@@ -360,14 +360,14 @@ struct ModelBatch {
     queued: bool,
     /// With compression: the batch's spans uncompressed (the request as received, or the
     /// spans a compaction copied).
-    plain: Option<SpanBatch>,
+    plain: Option<HeldBatch>,
 }
 
 /// The cost of holding `plain`'s `spans` spans compressed, written out from the rule in
 /// `CompressedBatch::cost`'s docs: the LZ4 block of the straggler compaction's layout of the
 /// spans exactly, plus an index with `index_spans` span entries (the batch's whole index when
 /// compressed as it is added) and `plain`'s resources, scopes and header ranges.
-fn lz4_cost(plain: &SpanBatch, spans: u32, index_spans: usize) -> BatchCost {
+fn lz4_cost(plain: &HeldBatch, spans: u32, index_spans: usize) -> BatchCost {
     let block = crate::compress::block_len(&plain.buf) as u64;
     BatchCost {
         buf: block,
@@ -900,10 +900,10 @@ fn run(setup: &Setup, ops: &[Op]) -> Result<Trail, TestCaseError> {
                 let (batch, order) = build(spans, &mut next_span);
                 let n = model.batches.len();
                 model.batches.push(ModelBatch {
-                    cost: batch_cost(&batch),
+                    cost: batch_cost_of(&batch),
                     places: places(&batch),
                     queued: false,
-                    plain: setup.compress.then(|| batch.clone()),
+                    plain: setup.compress.then(|| HeldBatch::from(batch.clone())),
                 });
                 let model_spans = order
                     .into_iter()

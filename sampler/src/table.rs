@@ -11,10 +11,11 @@ use std::mem::size_of;
 use std::ops::Range;
 use std::rc::Rc;
 
-use shardtel_protocol::scan::{ResourceEntry, ScopeEntry, SpanBatch, SpanEntry, TracesIndex};
+use shardtel_protocol::scan::{ResourceEntry, ScopeEntry};
 use shardtel_protocol::TraceId;
 
 use super::compress::CompressedBatch;
+use super::held::{HeldBatch, HeldIndex, HeldSpan};
 use super::idmap::{IdHash, IdMap, SLOT_BYTES};
 
 /// No slab entry.
@@ -161,8 +162,8 @@ impl BatchCost {
 
 /// What retaining `batch` costs: its share of the request buffer (the bytes its index covers,
 /// at least a quarter of the buffer), the index's vectors (by capacity), and the slot.
-pub(crate) fn batch_cost(batch: &SpanBatch) -> BatchCost {
-    let TracesIndex {
+pub(crate) fn batch_cost(batch: &HeldBatch) -> BatchCost {
+    let HeldIndex {
         resources,
         scopes,
         spans,
@@ -170,44 +171,85 @@ pub(crate) fn batch_cost(batch: &SpanBatch) -> BatchCost {
         rewrites,
         span_prefixes_minimal: _,
     } = &batch.index;
-    let overhead = batch_overhead(
-        resources.capacity(),
-        scopes.capacity(),
-        spans.capacity(),
-        headers.capacity(),
-    ) + rewrites.bytes() as u64;
-    let own_spans_bytes: u64 = spans
-        .iter()
-        .map(|s| span_field_len(u64::from(s.range.end - s.range.start)))
+    cost_of(
+        batch.buf.len(),
+        [
+            resources.capacity(),
+            scopes.capacity(),
+            spans.capacity(),
+            headers.capacity(),
+        ],
+        spans.iter().map(|s| s.len()),
+        headers,
+        rewrites.bytes(),
+    )
+}
+
+/// [`batch_cost`] of `batch` once added (tests): the held spans are allocated to their number,
+/// the other vectors are held as they are.
+#[cfg(test)]
+pub(crate) fn batch_cost_of(batch: &shardtel_protocol::scan::SpanBatch) -> BatchCost {
+    let i = &batch.index;
+    cost_of(
+        batch.buf.len(),
+        [
+            i.resources.capacity(),
+            i.scopes.capacity(),
+            i.spans.len(),
+            i.headers.capacity(),
+        ],
+        i.spans.iter().map(|s| s.range.end - s.range.start),
+        &i.headers,
+        i.rewrites.bytes(),
+    )
+}
+
+/// [`batch_cost`] from the buffer's length, the capacities of the resource, scope, span and
+/// header vectors, the spans' body lengths, the header ranges and the rewritten bytes.
+fn cost_of(
+    buf: usize,
+    [resources, scopes, spans, headers_capacity]: [usize; 4],
+    span_lens: impl Iterator<Item = u32>,
+    headers: &[Range<u32>],
+    rewrites: usize,
+) -> BatchCost {
+    let overhead = batch_overhead(resources, scopes, spans, headers_capacity) + rewrites as u64;
+    let mut own_spans = 0u32;
+    let own_spans_bytes: u64 = span_lens
+        .map(|len| {
+            own_spans += 1;
+            span_field_len(u64::from(len))
+        })
         .sum();
     let own_headers: u64 = headers.iter().map(|h| u64::from(h.end - h.start)).sum();
-    let buf = batch.buf.len() as u64;
+    let buf = buf as u64;
     BatchCost {
         buf,
         own: (own_spans_bytes + own_headers).min(buf),
         own_spans_bytes,
-        own_spans: spans.len() as u32,
+        own_spans,
         overhead,
     }
 }
 
 /// Bytes of a retained batch besides its buffer: index vectors with room for that many
-/// resources, scopes, spans and header ranges, the `Rc` allocation (two counters and the
-/// `SpanBatch`) and the slot.
+/// resources, scopes, spans (held, without trace ids) and header ranges, the `Rc` allocation
+/// (two counters and the [`HeldBatch`]) and the slot.
 pub(crate) fn batch_overhead(resources: usize, scopes: usize, spans: usize, headers: usize) -> u64 {
     let index = resources * size_of::<ResourceEntry>()
         + scopes * size_of::<ScopeEntry>()
-        + spans * size_of::<SpanEntry>()
+        + spans * size_of::<HeldSpan>()
         + headers * size_of::<Range<u32>>();
-    let fixed = 2 * size_of::<usize>() + size_of::<SpanBatch>() + size_of::<BatchSlot>();
+    let fixed = 2 * size_of::<usize>() + size_of::<HeldBatch>() + size_of::<BatchSlot>();
     (index + fixed) as u64
 }
 
 /// How a retained batch holds its spans.
 #[derive(Debug)]
 pub(crate) enum Held {
-    /// In the request buffer, shared (with other cores, and with [`super::Kept`] values).
-    Plain(Rc<SpanBatch>),
+    /// In the request buffer, shared with other cores (and the buffer with [`super::Kept`]
+    /// values).
+    Plain(Rc<HeldBatch>),
     /// As one LZ4 block of this core's own (`buffer_compression = "lz4"`).
     Compressed(Box<CompressedBatch>),
 }
@@ -224,8 +266,8 @@ pub(crate) struct BatchSlot {
     pub(crate) serial: u64,
     /// Queued for compaction (see [`BatchCost::is_sparse`]).
     pub(crate) queued: bool,
-    /// The call (see `Sampler::call`) and `out` position of the [`super::Kept`] collecting this
-    /// batch's spans in the current call.
+    /// The call (see `Sampler::call`) and the position in `Sampler::emitting` of the group
+    /// collecting this batch's kept spans in the current call.
     pub(crate) kept_call: u64,
     pub(crate) kept_at: usize,
 }
@@ -240,7 +282,7 @@ pub(crate) struct BatchSlots {
 }
 
 impl BatchSlots {
-    pub(crate) fn insert(&mut self, batch: Rc<SpanBatch>) -> u32 {
+    pub(crate) fn insert(&mut self, batch: Rc<HeldBatch>) -> u32 {
         let cost = batch_cost(&batch);
         self.insert_held(Held::Plain(batch), cost)
     }
