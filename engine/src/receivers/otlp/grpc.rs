@@ -122,9 +122,9 @@ pub async fn refuse_h2(
 /// `RST_STREAM(NO_ERROR)` after the complete response) while the client's DATA frames are still
 /// in flight. h2 remembers a reset stream only briefly (50 streams, 1 s); DATA arriving on a
 /// stream it forgot is answered with `RST_STREAM(STREAM_CLOSED)`, and each of those counts
-/// toward hyper's `max_local_error_reset_streams` (1024 per connection, the "rapid reset"
-/// guard): at that count the connection is closed with `GOAWAY(ENHANCE_YOUR_CALM)`, failing every
-/// stream on it. Under overload a busy connection reaches it after a few thousand refusals.
+/// toward hyper's `max_local_error_reset_streams` (1024 per connection, h2's guard against peers
+/// that provoke resets): at that count the connection is closed with
+/// `GOAWAY(ENHANCE_YOUR_CALM, "too_many_internal_resets")`, failing every stream on it. Under overload a busy connection reaches it after a few thousand refusals.
 /// Draining keeps the refusal a retryable status and the connection up. It is bounded like a
 /// served body (`max_recv_msg_size`, `read_timeout`, and the stream keeps its place among the
 /// connection's `max_concurrent_streams` until it ends) but holds nothing: each frame is
