@@ -31,6 +31,7 @@ mod processors;
 mod prometheus;
 mod receive;
 mod receivers_tls;
+mod refusals;
 mod reload;
 mod route_processor;
 mod routing;

@@ -14,7 +14,10 @@ use shardtel_protocol::Signal;
 use shardtel_sinks::net::{GlommioIo, LocalExec};
 
 use super::timeouts::{ConnectionClock, RequestClock, WatchedIo};
-use super::{collect_body, connections, drive, fault_requested, CollectError, Fault, ResponseBody};
+use super::{
+    collect_body, connections, discard_body, drive, fault_requested, CollectError, Fault,
+    ResponseBody,
+};
 use crate::pipeline::{FailReason, IngestError};
 use crate::receivers::decode::{Format, Job, Payload};
 use crate::receivers::security::{Connection, CoreSecurity};
@@ -39,10 +42,16 @@ pub async fn serve_connection(
         let request = svc_clock.request();
         let unauthenticated = security.authenticate(req.headers(), Transport::Grpc).err();
         async move {
-            Ok::<_, Infallible>(match unauthenticated {
+            let mut unread = None;
+            let response = match unauthenticated {
                 Some(e) => error_response(&e),
-                None => handle(&intake, req, &request).await,
-            })
+                None => handle(&intake, req, &request, &mut unread).await,
+            };
+            if let Some(body) = unread {
+                let max = intake.limits().max_recv_msg_size + 5;
+                glommio::spawn_local(drain_refused(body, max, request)).detach();
+            }
+            Ok::<_, Infallible>(response)
         }
     });
     let builder =
@@ -106,6 +115,24 @@ pub async fn refuse_h2(
     }
 }
 
+/// Reads and drops the rest of a refused request's body (at most `max` bytes, by the request's
+/// `read_timeout` deadline) after its refusal was answered, so that the stream ends cleanly.
+///
+/// A request refused before its body was read would otherwise be reset (h2 sends
+/// `RST_STREAM(NO_ERROR)` after the complete response) while the client's DATA frames are still
+/// in flight. h2 remembers a reset stream only briefly (50 streams, 1 s); DATA arriving on a
+/// stream it forgot is answered with `RST_STREAM(STREAM_CLOSED)`, and each of those counts
+/// toward hyper's `max_local_error_reset_streams` (1024 per connection, h2's guard against peers
+/// that provoke resets): at that count the connection is closed with
+/// `GOAWAY(ENHANCE_YOUR_CALM, "too_many_internal_resets")`, failing every stream on it. Under overload a busy connection reaches it after a few thousand refusals.
+/// Draining keeps the refusal a retryable status and the connection up. It is bounded like a
+/// served body (`max_recv_msg_size`, `read_timeout`, and the stream keeps its place among the
+/// connection's `max_concurrent_streams` until it ends) but holds nothing: each frame is
+/// dropped as it arrives. A body larger or slower than that is reset, as before.
+async fn drain_refused(mut body: Incoming, max: usize, request: RequestClock) {
+    discard_body(&mut body, max, Some(&request)).await;
+}
+
 fn signal_for(path: &str) -> Option<Signal> {
     match path {
         TRACES => Some(Signal::Traces),
@@ -115,10 +142,13 @@ fn signal_for(path: &str) -> Option<Signal> {
     }
 }
 
+/// Answers one request. A request refused as overloaded leaves its unread body in `unread`,
+/// for the caller to drain once the refusal is on its way (see [`drain_refused`]).
 async fn handle(
     intake: &Intake,
     req: Request<Incoming>,
     request: &RequestClock,
+    unread: &mut Option<Incoming>,
 ) -> Response<ResponseBody> {
     let fault = fault_requested(req.headers());
     if fault == Fault::Reactor {
@@ -173,10 +203,11 @@ async fn handle(
             }
         },
     };
-    let guard = match intake.admit(signal) {
+    let guard = match super::admit(intake, signal, fault) {
         Ok(g) => g,
         Err(e) => {
             intake.counters().refused(signal, Transport::Grpc, 0, &e);
+            *unread = Some(req.into_body());
             return error_response(&e);
         }
     };
@@ -192,6 +223,7 @@ async fn handle(
         Ok(b) => b,
         Err(CollectError::Overloaded(e)) => {
             intake.counters().refused(signal, Transport::Grpc, 0, &e);
+            *unread = Some(incoming);
             return error_response(&e);
         }
         Err(CollectError::TooLarge) => {

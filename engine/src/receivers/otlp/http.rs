@@ -187,6 +187,7 @@ async fn handle(
         .headers()
         .get(http::header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok()?.parse::<usize>().ok());
+    let version = req.version();
     let mut incoming = req.into_body();
     if let Some(n) = declared.filter(|&n| n > limit) {
         intake
@@ -197,13 +198,11 @@ async fn handle(
         }
         return error_response(format, &IngestError::TooLarge { limit });
     }
-    let guard = match intake.admit(signal) {
+    let guard = match super::admit(intake, signal, fault) {
         Ok(g) => g,
         Err(e) => {
             intake.counters().refused(signal, Transport::Http, 0, &e);
-            // Read (and drop) the body, so that the refusal is not lost to a TCP reset.
-            discard_body(&mut incoming, limit, Some(request)).await;
-            return error_response(format, &e);
+            return refuse_after_discard(&mut incoming, limit, request, version, format, &e).await;
         }
     };
     let hint = declared.unwrap_or(0);
@@ -211,8 +210,7 @@ async fn handle(
         Ok(b) => b,
         Err(CollectError::Overloaded(e)) => {
             intake.counters().refused(signal, Transport::Http, 0, &e);
-            discard_body(&mut incoming, limit, Some(request)).await;
-            return error_response(format, &e);
+            return refuse_after_discard(&mut incoming, limit, request, version, format, &e).await;
         }
         Err(CollectError::TooLarge) => {
             intake
@@ -270,6 +268,29 @@ async fn handle(
         }
         Err(e) => error_response(format, &e),
     }
+}
+
+/// The answer to a request refused as overloaded before its body was read: the body is read
+/// and dropped first (at most `max` bytes, by the request's deadline), so that the refusal is
+/// neither lost to a TCP reset (HTTP/1.1) nor followed by a stream reset (HTTP/2), and the
+/// connection carries the next request. A body that did not end within that leaves the
+/// connection unable to: over HTTP/1.1 the answer then says `Connection: close` (hyper closes
+/// the connection after it); over HTTP/2 the stream is reset.
+async fn refuse_after_discard(
+    body: &mut Incoming,
+    max: usize,
+    request: &RequestClock,
+    version: Version,
+    format: Format,
+    e: &IngestError,
+) -> Response<ResponseBody> {
+    let ended = discard_body(body, max, Some(request)).await;
+    let mut r = error_response(format, e);
+    if !ended && version < Version::HTTP_2 {
+        r.headers_mut()
+            .insert(http::header::CONNECTION, HeaderValue::from_static("close"));
+    }
+    r
 }
 
 /// An OTLP/HTTP error: the status code plus a `google.rpc.Status` body in

@@ -1,0 +1,263 @@
+//! Refusals under overload keep an HTTP/2 connection up: a gRPC request refused before its body
+//! was read gets its retryable status while its body is still on the way, and thousands of them
+//! on one connection never make the server close it.
+//!
+//! The requests are refused on demand (`x-shardtel-fault: refuse`, the `fault-injection` build's
+//! hook in front of the core's admission: the same path as a core whose request bytes in flight
+//! are at their bound). Between the client and shardtel, [`LateBodies`] holds each request's
+//! DATA frames until shardtel has answered that stream, as happens under load when the answer
+//! comes before the body arrived: deterministically, with no timing in the assertions.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper_util::rt::TokioIo;
+use prost::Message;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+
+use crate::gen;
+use crate::grpc_client::frame;
+use crate::harness::{metric_sum_in, tokio_runtime, wait_until, Shardtel};
+
+const TRACES: &str = "/opentelemetry.proto.collector.trace.v1.TraceService/Export";
+const PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+/// HTTP/2 frame types and flags the proxy reads.
+const DATA: u8 = 0;
+const HEADERS: u8 = 1;
+const RST_STREAM: u8 = 3;
+const GOAWAY: u8 = 7;
+const END_STREAM: u8 = 1;
+
+/// One HTTP/2 frame: its 9-byte header and payload, as read.
+struct Frame {
+    kind: u8,
+    flags: u8,
+    stream: u32,
+    bytes: Vec<u8>,
+}
+
+/// Takes the complete frames at the front of `buf`.
+fn frames(buf: &mut Vec<u8>) -> Vec<Frame> {
+    let mut out = Vec::new();
+    loop {
+        if buf.len() < 9 {
+            return out;
+        }
+        let len = u32::from_be_bytes([0, buf[0], buf[1], buf[2]]) as usize;
+        if buf.len() < 9 + len {
+            return out;
+        }
+        let bytes: Vec<u8> = buf.drain(..9 + len).collect();
+        out.push(Frame {
+            kind: bytes[3],
+            flags: bytes[4],
+            stream: u32::from_be_bytes([bytes[5], bytes[6], bytes[7], bytes[8]]) & 0x7fff_ffff,
+            bytes,
+        });
+    }
+}
+
+/// A TCP proxy for one HTTP/2 connection that forwards everything at once, except the DATA
+/// frames that carry `held` (the body of the requests to be refused), and whatever the client
+/// sends on their streams after them: those wait until the server has ended the stream's
+/// response or reset it. (Accepted requests' bodies pass: the server reads them before it
+/// answers.) It records the server's `GOAWAY`s (error code and debug data).
+struct LateBodies {
+    port: u16,
+    goaways: Arc<Mutex<Vec<(u32, String)>>>,
+}
+
+impl LateBodies {
+    async fn start(upstream: u16, held: Bytes) -> LateBodies {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let goaways = Arc::new(Mutex::new(Vec::new()));
+        let seen = goaways.clone();
+        tokio::spawn(async move {
+            let (client, _) = listener.accept().await.unwrap();
+            let server = TcpStream::connect(("127.0.0.1", upstream)).await.unwrap();
+            let (mut client_rx, mut client_tx) = client.into_split();
+            let (mut server_rx, mut server_tx) = server.into_split();
+            let (answered_tx, mut answered_rx) = tokio::sync::mpsc::unbounded_channel::<u32>();
+            // Server to client: forwarded as read; streams it ends or resets are announced.
+            tokio::spawn(async move {
+                let mut buf = Vec::new();
+                let mut chunk = vec![0u8; 64 << 10];
+                loop {
+                    let n = match server_rx.read(&mut chunk).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => n,
+                    };
+                    buf.extend_from_slice(&chunk[..n]);
+                    for f in frames(&mut buf) {
+                        if client_tx.write_all(&f.bytes).await.is_err() {
+                            return;
+                        }
+                        let ends = matches!(f.kind, DATA | HEADERS) && f.flags & END_STREAM != 0;
+                        if ends || f.kind == RST_STREAM {
+                            let _ = answered_tx.send(f.stream);
+                        }
+                        if f.kind == GOAWAY && f.bytes.len() >= 17 {
+                            let code = u32::from_be_bytes(f.bytes[13..17].try_into().unwrap());
+                            let debug = String::from_utf8_lossy(&f.bytes[17..]).into_owned();
+                            seen.lock().unwrap().push((code, debug));
+                        }
+                    }
+                }
+            });
+            // Client to server: DATA waits for its stream's answer.
+            let mut preface = [0u8; PREFACE.len()];
+            client_rx.read_exact(&mut preface).await.unwrap();
+            server_tx.write_all(&preface).await.unwrap();
+            let mut buf = Vec::new();
+            let mut chunk = vec![0u8; 64 << 10];
+            let mut answered = HashSet::new();
+            let mut waiting: HashMap<u32, Vec<Frame>> = HashMap::new();
+            loop {
+                tokio::select! {
+                    read = client_rx.read(&mut chunk) => {
+                        let n = match read {
+                            Ok(0) | Err(_) => return,
+                            Ok(n) => n,
+                        };
+                        buf.extend_from_slice(&chunk[..n]);
+                        for f in frames(&mut buf) {
+                            let late_body = f.kind == DATA && f.bytes[9..] == held[..];
+                            let waits = f.stream != 0
+                                && !answered.contains(&f.stream)
+                                && (late_body || waiting.contains_key(&f.stream));
+                            if waits {
+                                waiting.entry(f.stream).or_default().push(f);
+                            } else if server_tx.write_all(&f.bytes).await.is_err() {
+                                return;
+                            }
+                        }
+                    }
+                    Some(stream) = answered_rx.recv() => {
+                        answered.insert(stream);
+                        for f in waiting.remove(&stream).unwrap_or_default() {
+                            if server_tx.write_all(&f.bytes).await.is_err() {
+                                return;
+                            }
+                        }
+                    }
+                }
+            }
+        });
+        LateBodies { port, goaways }
+    }
+}
+
+/// What became of one request: its grpc-status, or the transport error.
+type Outcome = Result<i32, String>;
+
+async fn export(
+    mut sender: hyper::client::conn::http2::SendRequest<Full<Bytes>>,
+    port: u16,
+    body: Bytes,
+    refuse: bool,
+) -> Outcome {
+    let mut req = http::Request::builder()
+        .method("POST")
+        .uri(format!("http://127.0.0.1:{port}{TRACES}"))
+        .header("content-type", "application/grpc")
+        .header("te", "trailers");
+    if refuse {
+        req = req.header("x-shardtel-fault", "refuse");
+    }
+    let resp = sender
+        .send_request(req.body(Full::new(body)).unwrap())
+        .await
+        .map_err(|e| format!("request: {e:?}"))?;
+    let head = resp.headers().clone();
+    let collected = resp
+        .into_body()
+        .collect()
+        .await
+        .map_err(|e| format!("response body: {e:?}"))?;
+    let trailers = collected.trailers().cloned().unwrap_or_default();
+    let status = trailers
+        .get("grpc-status")
+        .or_else(|| head.get("grpc-status"))
+        .ok_or("no grpc-status")?;
+    Ok(status.to_str().unwrap().parse().unwrap())
+}
+
+#[test]
+fn thousands_of_grpc_refusals_with_their_bodies_in_flight_leave_the_connection_up() {
+    // Batches of concurrent requests (more than the 50 reset streams h2 remembers), three of
+    // four refused: over 3,000 refusals, each with its DATA arriving after the answer.
+    const BATCHES: usize = 64;
+    const PER_BATCH: usize = 64;
+    let st = Shardtel::start_config(|c| c.file_pipelines());
+    let accepted = frame(&gen::request(vec![gen::span(1, 1, 1)]).encode_to_vec());
+    let refused = frame(&gen::request(vec![gen::span(2, 1, 1)]).encode_to_vec());
+    let (outcomes, goaways, open) = tokio_runtime().block_on(async {
+        let proxy = LateBodies::start(st.ports.grpc, refused.clone()).await;
+        let stream = TcpStream::connect(("127.0.0.1", proxy.port)).await.unwrap();
+        let (sender, conn) = hyper::client::conn::http2::handshake(
+            hyper_util::rt::TokioExecutor::new(),
+            TokioIo::new(stream),
+        )
+        .await
+        .unwrap();
+        let connection = tokio::spawn(conn);
+        let mut outcomes = Vec::new();
+        for batch in 0..BATCHES {
+            let calls: Vec<_> = (0..PER_BATCH)
+                .map(|i| {
+                    let refuse = (batch * PER_BATCH + i) % 4 != 0;
+                    let body = if refuse { &refused } else { &accepted };
+                    let call = export(sender.clone(), proxy.port, body.clone(), refuse);
+                    // A bound, so that a stuck request fails the test instead of hanging it.
+                    let bounded = tokio::time::timeout(Duration::from_secs(20), call);
+                    (refuse, tokio::spawn(bounded))
+                })
+                .collect();
+            for (refuse, call) in calls {
+                let outcome = call
+                    .await
+                    .unwrap()
+                    .unwrap_or(Err("no answer in 20 s".into()));
+                outcomes.push((refuse, outcome));
+            }
+        }
+        // The connection still carries a request, and is still open.
+        let last = export(sender.clone(), proxy.port, accepted.clone(), false).await;
+        outcomes.push((false, last));
+        let open = !connection.is_finished();
+        let goaways = proxy.goaways.lock().unwrap().clone();
+        (outcomes, goaways, open)
+    });
+    let failed: Vec<_> = outcomes
+        .iter()
+        .enumerate()
+        .filter(|(_, (refuse, outcome))| outcome != &Ok(if *refuse { 14 } else { 0 }))
+        .collect();
+    assert!(
+        failed.is_empty() && goaways.is_empty() && open,
+        "{} of {} requests not answered as expected (first: {:?}); server GOAWAYs {goaways:?}; \
+         connection open: {open}",
+        failed.len(),
+        outcomes.len(),
+        failed.first()
+    );
+    // Each refusal is counted (the cores' counters reach the endpoint within a moment).
+    let refused = outcomes.iter().filter(|(refuse, _)| *refuse).count() as u64;
+    let counted = || {
+        metric_sum_in(
+            &st.metrics(),
+            "shardtel_receiver_failed_requests_by_reason_total",
+            "reason=\"inflight_bytes\"",
+        )
+    };
+    assert!(
+        wait_until(10, || counted() == refused),
+        "{} refusals counted, {refused} made",
+        counted()
+    );
+}
