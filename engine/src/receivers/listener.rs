@@ -289,6 +289,30 @@ pub enum BodyError {
     Transport(hyper::Error),
 }
 
+/// Reads and drops, in a task of its own, the rest of an HTTP/2 request body refused as
+/// overloaded after the refusal was answered: at most `max` bytes within `timeout`. Without it
+/// the stream is reset with the client's DATA still in flight, and the resets h2 then sends for
+/// that DATA count toward hyper's cap of 1024 per connection, at which it closes the connection
+/// (see `drain_refused` in `otlp/grpc.rs`, which does the same for OTLP/gRPC with the request's
+/// own deadline). Holds nothing: each frame is dropped as it arrives.
+pub fn drain_refused(mut body: Incoming, max: usize, timeout: Duration) {
+    glommio::spawn_local(async move {
+        let drain = async {
+            let mut seen = 0usize;
+            while let Some(Ok(frame)) = body.frame().await {
+                if let Ok(data) = frame.into_data() {
+                    seen += data.len();
+                    if seen > max {
+                        return;
+                    }
+                }
+            }
+        };
+        futures_lite::future::or(drain, glommio::timer::sleep(timeout)).await;
+    })
+    .detach();
+}
+
 /// Reads a request body of at most `limit` bytes within `timeout`, charging what it holds to
 /// `guard` as it grows. A body that arrives in one frame is that frame (no copy).
 pub async fn read_body(

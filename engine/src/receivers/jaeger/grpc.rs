@@ -112,23 +112,30 @@ async fn handle(
             }
         },
     };
+    let limit = config.limits.max_recv_msg_size;
+    let timeout = config.limits.read_timeout;
     let guard = match intake.admit(Signal::Traces) {
         Ok(g) => g,
         Err(e) => {
             intake.counters().refused(Signal::Traces, TRANSPORT, 0, &e);
+            // The refusal goes out at once; the body is drained after it (see
+            // `listener::drain_refused`).
+            listener::drain_refused(req.into_body(), limit + 5, timeout);
             return error_response(&e);
         }
     };
-    let limit = config.limits.max_recv_msg_size;
     let mut body = req.into_body();
-    let framed =
-        match listener::read_body(&mut body, limit + 5, config.limits.read_timeout, &guard).await {
-            Ok(b) => b,
-            Err(e) => {
-                let e = listener::body_error(intake, Signal::Traces, TRANSPORT, e, limit);
-                return error_response(&e);
+    let framed = match listener::read_body(&mut body, limit + 5, timeout, &guard).await {
+        Ok(b) => b,
+        Err(e) => {
+            let overloaded = matches!(e, listener::BodyError::Overloaded(_));
+            let e = listener::body_error(intake, Signal::Traces, TRANSPORT, e, limit);
+            if overloaded {
+                listener::drain_refused(body, limit + 5, timeout);
             }
-        };
+            return error_response(&e);
+        }
+    };
     let translated = unframe(encoding, &framed, limit, guard.room())
         .and_then(|(message, fresh)| {
             if fresh {
