@@ -21,7 +21,8 @@ use tokio::net::{TcpListener, TcpStream};
 
 use crate::gen;
 use crate::grpc_client::frame;
-use crate::harness::{metric_sum_in, tokio_runtime, wait_until, Shardtel};
+use crate::harness::{free_port, metric_sum_in, tokio_runtime, wait_until, Shardtel};
+use crate::test_config::{Component, Pipeline};
 
 const TRACES: &str = "/opentelemetry.proto.collector.trace.v1.TraceService/Export";
 const PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
@@ -158,12 +159,13 @@ type Outcome = Result<i32, String>;
 async fn export(
     mut sender: hyper::client::conn::http2::SendRequest<Full<Bytes>>,
     port: u16,
+    path: &str,
     body: Bytes,
     refuse: bool,
 ) -> Outcome {
     let mut req = http::Request::builder()
         .method("POST")
-        .uri(format!("http://127.0.0.1:{port}{TRACES}"))
+        .uri(format!("http://127.0.0.1:{port}{path}"))
         .header("content-type", "application/grpc")
         .header("te", "trailers");
     if refuse {
@@ -189,15 +191,61 @@ async fn export(
 
 #[test]
 fn thousands_of_grpc_refusals_with_their_bodies_in_flight_leave_the_connection_up() {
-    // Batches of concurrent requests (more than the 50 reset streams h2 remembers), three of
-    // four refused: over 3,000 refusals, each with its DATA arriving after the answer.
-    const BATCHES: usize = 64;
-    const PER_BATCH: usize = 64;
     let st = Shardtel::start_config(|c| c.file_pipelines());
     let accepted = frame(&gen::request(vec![gen::span(1, 1, 1)]).encode_to_vec());
     let refused = frame(&gen::request(vec![gen::span(2, 1, 1)]).encode_to_vec());
+    refusals_leave_the_connection_up(&st, st.ports.grpc, TRACES, accepted, refused);
+}
+
+/// A Jaeger `PostSpansRequest` of one span (`n` makes its trace id), encoded by hand: batch
+/// { spans { trace_id, span_id, operation_name "x" }, process { service_name "p" } }.
+fn jaeger_request(n: u8) -> Vec<u8> {
+    let mut span = vec![0x0a, 16];
+    span.extend([n; 16]);
+    span.extend([0x12, 8]);
+    span.extend([n; 8]);
+    span.extend([0x1a, 1, b'x']);
+    let mut batch = vec![0x0a, span.len() as u8];
+    batch.extend(span);
+    batch.extend([0x12, 3, 0x0a, 1, b'p']);
+    let mut request = vec![0x0a, batch.len() as u8];
+    request.extend(batch);
+    request
+}
+
+#[test]
+fn thousands_of_jaeger_grpc_refusals_with_their_bodies_in_flight_leave_the_connection_up() {
+    let (grpc, thrift) = (free_port(), free_port());
+    let st = Shardtel::start_config(|c| {
+        c.receiver("jaeger", Component::jaeger_receiver(grpc, thrift))
+            .file_exporters()
+            .traces(Pipeline::otlp_to(&["file_traces"]).receivers(&["jaeger"]))
+    });
+    refusals_leave_the_connection_up(
+        &st,
+        grpc,
+        "/jaeger.api_v2.CollectorService/PostSpans",
+        frame(&jaeger_request(1)),
+        frame(&jaeger_request(2)),
+    );
+}
+
+/// Sends batches of concurrent requests on one HTTP/2 connection to `port` (more than the 50
+/// reset streams h2 remembers), three of four refused (`refused`, each with its DATA arriving
+/// after the answer: over 3,000 refusals), the others `accepted`; every answer must be OK or
+/// UNAVAILABLE as asked, the server must send no GOAWAY and the connection must carry one more
+/// request, and every refusal must be counted.
+fn refusals_leave_the_connection_up(
+    st: &Shardtel,
+    port: u16,
+    path: &'static str,
+    accepted: Bytes,
+    refused: Bytes,
+) {
+    const BATCHES: usize = 64;
+    const PER_BATCH: usize = 64;
     let (outcomes, goaways, open) = tokio_runtime().block_on(async {
-        let proxy = LateBodies::start(st.ports.grpc, refused.clone()).await;
+        let proxy = LateBodies::start(port, refused.clone()).await;
         let stream = TcpStream::connect(("127.0.0.1", proxy.port)).await.unwrap();
         let (sender, conn) = hyper::client::conn::http2::handshake(
             hyper_util::rt::TokioExecutor::new(),
@@ -212,7 +260,7 @@ fn thousands_of_grpc_refusals_with_their_bodies_in_flight_leave_the_connection_u
                 .map(|i| {
                     let refuse = (batch * PER_BATCH + i) % 4 != 0;
                     let body = if refuse { &refused } else { &accepted };
-                    let call = export(sender.clone(), proxy.port, body.clone(), refuse);
+                    let call = export(sender.clone(), proxy.port, path, body.clone(), refuse);
                     // A bound, so that a stuck request fails the test instead of hanging it.
                     let bounded = tokio::time::timeout(Duration::from_secs(20), call);
                     (refuse, tokio::spawn(bounded))
@@ -227,7 +275,7 @@ fn thousands_of_grpc_refusals_with_their_bodies_in_flight_leave_the_connection_u
             }
         }
         // The connection still carries a request, and is still open.
-        let last = export(sender.clone(), proxy.port, accepted.clone(), false).await;
+        let last = export(sender.clone(), proxy.port, path, accepted.clone(), false).await;
         outcomes.push((false, last));
         let open = !connection.is_finished();
         let goaways = proxy.goaways.lock().unwrap().clone();

@@ -114,7 +114,8 @@ async fn handle(
     };
     let limit = config.limits.max_recv_msg_size;
     let timeout = config.limits.read_timeout;
-    let guard = match intake.admit(Signal::Traces) {
+    let fault = crate::receivers::otlp::fault_requested(req.headers());
+    let guard = match crate::receivers::otlp::admit(intake, Signal::Traces, fault) {
         Ok(g) => g,
         Err(e) => {
             intake.counters().refused(Signal::Traces, TRANSPORT, 0, &e);

@@ -436,7 +436,7 @@ fn grown_capacity(current: usize, needed: usize, declared: usize, limit: usize) 
 /// bound: the overload path, on demand). Only a build with the `fault-injection` feature (the
 /// integration tests') reads the header; any other build never asks for a fault.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Fault {
+pub(crate) enum Fault {
     None,
     Reactor,
     Decode,
@@ -444,7 +444,7 @@ enum Fault {
 }
 
 /// The fault `headers` ask for (always [`Fault::None`] without `fault-injection`).
-fn fault_requested(headers: &::http::HeaderMap) -> Fault {
+pub(crate) fn fault_requested(headers: &::http::HeaderMap) -> Fault {
     #[cfg(feature = "fault-injection")]
     {
         match headers.get("x-shardtel-fault").map(|v| v.as_bytes()) {
@@ -462,8 +462,8 @@ fn fault_requested(headers: &::http::HeaderMap) -> Fault {
 }
 
 /// Admits a request of `signal` on `intake` ([`Intake::admit`]), or refuses it as overloaded
-/// when the request asks for [`Fault::Refuse`].
-fn admit(
+/// when the request asks for [`Fault::Refuse`] (the Jaeger gRPC receiver uses it too).
+pub(crate) fn admit(
     intake: &Intake,
     signal: shardtel_protocol::Signal,
     fault: Fault,
