@@ -181,6 +181,7 @@ impl HeldBatch {
     }
 }
 
+#[cfg(test)]
 impl From<SpanBatch> for HeldBatch {
     fn from(batch: SpanBatch) -> HeldBatch {
         HeldBatch::split(batch).0

@@ -93,7 +93,13 @@ impl IdMap {
 
     /// The value stored for `hash` for which `is` confirms the id.
     #[inline]
-    pub(crate) fn get(&self, hash: IdHash, mut is: impl FnMut(u32) -> bool) -> Option<u32> {
+    pub(crate) fn get(&self, hash: IdHash, is: impl FnMut(u32) -> bool) -> Option<u32> {
+        self.position(hash, is).map(|at| self.slots[at].value)
+    }
+
+    /// The slot of the first entry with this hash whose value `is` accepts.
+    #[inline]
+    fn position(&self, hash: IdHash, mut is: impl FnMut(u32) -> bool) -> Option<usize> {
         if self.len == 0 {
             return None;
         }
@@ -102,7 +108,7 @@ impl IdMap {
         loop {
             let slot = self.slots[at];
             if slot.hash() == hash && is(slot.value) {
-                return Some(slot.value);
+                return Some(at);
             }
             if slot.hash() == 0 {
                 return None;
@@ -146,21 +152,10 @@ impl IdMap {
 
     /// Removes the entry `(hash, value)`; false if there is none.
     pub(crate) fn remove(&mut self, hash: IdHash, value: u32) -> bool {
-        if self.len == 0 {
+        let Some(mut hole) = self.position(hash, |v| v == value) else {
             return false;
-        }
+        };
         let mask = self.mask();
-        let mut hole = hash as usize & mask;
-        loop {
-            let slot = self.slots[hole];
-            if slot.hash() == 0 {
-                return false;
-            }
-            if slot.hash() == hash && slot.value == value {
-                break;
-            }
-            hole = (hole + 1) & mask;
-        }
         // Backward shift: every entry after the hole, up to the next empty slot, that may live
         // at the hole (its home is not between the hole and itself) moves into it.
         let mut at = (hole + 1) & mask;

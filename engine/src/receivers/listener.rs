@@ -297,18 +297,11 @@ pub enum BodyError {
 /// own deadline). Holds nothing: each frame is dropped as it arrives.
 pub fn drain_refused(mut body: Incoming, max: usize, timeout: Duration) {
     glommio::spawn_local(async move {
-        let drain = async {
-            let mut seen = 0usize;
-            while let Some(Ok(frame)) = body.frame().await {
-                if let Ok(data) = frame.into_data() {
-                    seen += data.len();
-                    if seen > max {
-                        return;
-                    }
-                }
-            }
-        };
-        futures_lite::future::or(drain, glommio::timer::sleep(timeout)).await;
+        futures_lite::future::or(discard_body(&mut body, max), async {
+            glommio::timer::sleep(timeout).await;
+            false
+        })
+        .await;
     })
     .detach();
 }
@@ -372,17 +365,20 @@ pub async fn read_body(
 }
 
 /// Reads and drops up to `max` more bytes of a body, so that an error response is not lost to
-/// a TCP reset when the connection closes with unread data.
-pub async fn discard_body(body: &mut Incoming, max: usize) {
+/// a TCP reset when the connection closes with unread data. Returns true if the body ended
+/// (false: more than `max` bytes, or the connection failed).
+pub async fn discard_body(body: &mut Incoming, max: usize) -> bool {
     let mut seen = 0usize;
-    while let Some(Ok(frame)) = body.frame().await {
+    while let Some(frame) = body.frame().await {
+        let Ok(frame) = frame else { return false };
         if let Ok(data) = frame.into_data() {
             seen += data.len();
             if seen > max {
-                return;
+                return false;
             }
         }
     }
+    true
 }
 
 /// Ingests a translated request (a new allocation, charged to `guard` first) and counts it
@@ -544,6 +540,7 @@ pub async fn authenticate(
     let mut body = req.into_body();
     futures_lite::future::or(discard_body(&mut body, REFUSAL_DISCARD), async {
         glommio::timer::sleep(timeout).await;
+        false
     })
     .await;
     Err(http_error(&e))

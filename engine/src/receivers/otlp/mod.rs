@@ -480,19 +480,7 @@ pub(crate) fn admit(
 /// an error response to an oversized HTTP/1.1 request is not lost to a TCP reset when the
 /// connection closes with unread data. Returns true if the body ended.
 async fn discard_body(body: &mut Incoming, max: usize, request: Option<&RequestClock>) -> bool {
-    let discard = async {
-        let mut seen = 0usize;
-        while let Some(frame) = body.frame().await {
-            let Ok(frame) = frame else { return false };
-            if let Ok(data) = frame.into_data() {
-                seen += data.len();
-                if seen > max {
-                    return false;
-                }
-            }
-        }
-        true
-    };
+    let discard = super::listener::discard_body(body, max);
     let Some(request) = request else {
         return discard.await;
     };
