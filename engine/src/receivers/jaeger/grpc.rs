@@ -114,8 +114,8 @@ async fn handle(
     };
     let limit = config.limits.max_recv_msg_size;
     let timeout = config.limits.read_timeout;
-    let fault = crate::receivers::otlp::fault_requested(req.headers());
-    let guard = match crate::receivers::otlp::admit(intake, Signal::Traces, fault) {
+    let fault = listener::fault_requested(req.headers());
+    let guard = match listener::admit(intake, Signal::Traces, fault) {
         Ok(g) => g,
         Err(e) => {
             intake.counters().refused(Signal::Traces, TRANSPORT, 0, &e);

@@ -28,6 +28,7 @@ pub use self::connections::{ConnectionSnapshot, Protocol};
 use self::timeouts::{ConnectionClock, Expiry, RequestClock, Timeouts};
 use super::intake::{InflightGuard, Intake, Transport};
 use super::listener::ResponseBody;
+pub(crate) use super::listener::{admit, fault_requested, Fault};
 use super::security::{
     Connection, CoreSecurity, ReceiverSecurity, SecurityError, SecuritySnapshot,
 };
@@ -428,52 +429,6 @@ fn grown_capacity(current: usize, needed: usize, declared: usize, limit: usize) 
         doubled
     };
     capped.min(limit).max(needed)
-}
-
-/// A test-only fault a request asks for, with the header `x-shardtel-fault: reactor` (the
-/// reactor panics: nothing contains it), `decode` (decoding panics: contained) or `refuse` (the
-/// request is refused at admission as if its core's request bytes in flight were at their
-/// bound: the overload path, on demand). Only a build with the `fault-injection` feature (the
-/// integration tests') reads the header; any other build never asks for a fault.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) enum Fault {
-    None,
-    Reactor,
-    Decode,
-    Refuse,
-}
-
-/// The fault `headers` ask for (always [`Fault::None`] without `fault-injection`).
-pub(crate) fn fault_requested(headers: &::http::HeaderMap) -> Fault {
-    #[cfg(feature = "fault-injection")]
-    {
-        match headers.get("x-shardtel-fault").map(|v| v.as_bytes()) {
-            Some(b"reactor") => Fault::Reactor,
-            Some(b"decode") => Fault::Decode,
-            Some(b"refuse") => Fault::Refuse,
-            _ => Fault::None,
-        }
-    }
-    #[cfg(not(feature = "fault-injection"))]
-    {
-        let _ = headers;
-        Fault::None
-    }
-}
-
-/// Admits a request of `signal` on `intake` ([`Intake::admit`]), or refuses it as overloaded
-/// when the request asks for [`Fault::Refuse`] (the Jaeger gRPC receiver uses it too).
-pub(crate) fn admit(
-    intake: &Intake,
-    signal: shardtel_protocol::Signal,
-    fault: Fault,
-) -> Result<InflightGuard<'_>, IngestError> {
-    if fault == Fault::Refuse {
-        return Err(IngestError::Overloaded(
-            crate::pipeline::Overload::InflightBytes,
-        ));
-    }
-    intake.admit(signal)
 }
 
 /// Reads and drops up to `max` more bytes of a body (within the request's deadline), so that
