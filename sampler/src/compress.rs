@@ -18,8 +18,11 @@
 use std::mem::size_of;
 use std::ops::Range;
 use std::rc::Rc;
+use std::sync::Arc;
 
-use shardtel_protocol::scan::{keep_alive, ReleaseToken, ResourceEntry, ScopeEntry};
+use crossbeam::queue::ArrayQueue;
+
+use shardtel_protocol::scan::{ReleaseToken, ResourceEntry, ScopeEntry};
 
 use lz4::block::CompressionMode;
 
@@ -66,22 +69,96 @@ impl CompressedBatch {
     }
 
     /// The spans, uncompressed: a batch with the same span positions, holding the release token.
-    pub(crate) fn decompress(&self) -> HeldBatch {
-        let plain_len = self.plain_len as usize;
-        let mut plain = vec![0; plain_len];
-        let n = lz4::block::decompress_to_buffer(&self.block, Some(plain_len as i32), &mut plain)
+    /// The bytes are decompressed into a buffer from `pool` (see [`PlainPool`]).
+    pub(crate) fn decompress(&self, pool: &PlainPool) -> HeldBatch {
+        let len = self.plain_len as usize;
+        let mut plain = pool.take(len);
+        let n = lz4::block::decompress_to_buffer(&self.block, Some(len as i32), &mut plain[..len])
             .expect("a block this sampler compressed decompresses");
-        assert_eq!(n, plain_len, "a block decompresses to its length");
-        let buf = bytes::Bytes::from(plain);
-        let buf = match &self.release_token {
-            Some(token) => keep_alive(buf, token.clone()),
-            None => buf,
-        };
+        assert_eq!(n, len, "a block decompresses to its length");
+        let buf = bytes::Bytes::from_owner(Pooled {
+            plain,
+            len,
+            pool: pool.clone(),
+            _release_token: self.release_token.clone(),
+        });
         HeldBatch {
             buf,
             index: self.index.clone(),
             release_token: self.release_token.clone(),
         }
+    }
+}
+
+/// Buffers that held decompressed blocks, for the next decompressions. A buffer comes back
+/// when the last reference to its bytes goes (the decompressed cache's, the kept batches'
+/// being exported), and the next block is decompressed over its old bytes, which LZ4
+/// overwrites (`decompress` checks the length it wrote); only the part beyond the largest
+/// block it held before is zeroed. Otherwise every block took a fresh buffer, which safe Rust
+/// must zero before LZ4 writes to it: `perf` of the engine at 750K spans/s put that zeroing at
+/// about 2 % of the process's CPU (BENCHMARKS.md, morning of 2026-12-07).
+///
+/// Bounded: at most [`PlainPool::MAX_BUFFERS`] buffers, each at most [`PlainPool::MAX_BUFFER`]
+/// bytes (a larger one is freed, as is one that comes back to a full pool). Not charged
+/// against `max_buffered_bytes_per_core`, like the decompressed cache. Lock-free: a buffer may
+/// come back on whichever thread drops its bytes.
+#[derive(Clone, Debug)]
+pub(crate) struct PlainPool(Arc<ArrayQueue<Vec<u8>>>);
+
+impl Default for PlainPool {
+    fn default() -> Self {
+        Self(Arc::new(ArrayQueue::new(Self::MAX_BUFFERS)))
+    }
+}
+
+impl PlainPool {
+    /// Most buffers kept: the decompressed cache's blocks and a few being exported.
+    pub(crate) const MAX_BUFFERS: usize = 16;
+    /// Largest buffer kept.
+    pub(crate) const MAX_BUFFER: usize = 256 << 10;
+
+    /// A buffer of at least `len` bytes, whose contents are unspecified (old bytes or zeros).
+    fn take(&self, len: usize) -> Vec<u8> {
+        let mut plain = self.0.pop().unwrap_or_default();
+        if plain.len() < len {
+            plain.resize(len, 0);
+        }
+        plain
+    }
+
+    /// Keeps `plain` for a next decompression, if it is small enough and there is room.
+    fn give_back(&self, plain: Vec<u8>) {
+        if plain.capacity() <= Self::MAX_BUFFER {
+            let _ = self.0.push(plain);
+        }
+    }
+
+    /// Buffers kept now.
+    #[cfg(test)]
+    pub(crate) fn len(&self) -> usize {
+        self.0.len()
+    }
+}
+
+/// The owner of a decompressed block's bytes (the first `len` of `plain`): gives its buffer
+/// back to the pool when the last reference goes, and keeps the batch's release token until
+/// then.
+struct Pooled {
+    plain: Vec<u8>,
+    len: usize,
+    pool: PlainPool,
+    _release_token: Option<ReleaseToken>,
+}
+
+impl AsRef<[u8]> for Pooled {
+    fn as_ref(&self) -> &[u8] {
+        &self.plain[..self.len]
+    }
+}
+
+impl Drop for Pooled {
+    fn drop(&mut self) {
+        self.pool.give_back(std::mem::take(&mut self.plain));
     }
 }
 
@@ -252,7 +329,7 @@ mod tests {
         let live = [1, 3];
         let c = Compressor::default().compress(&batch, &live);
         assert_eq!(c.spans, 2);
-        let plain = c.decompress();
+        let plain = c.decompress(&PlainPool::default());
         assert_eq!(plain.index.spans.len(), 4);
         for &i in &live {
             assert_eq!(plain.span(i as usize), batch.span(i as usize));
@@ -357,6 +434,42 @@ mod tests {
                 d * 1e9 / spans as f64,
             );
         }
+    }
+
+    #[test]
+    fn decompression_reuses_buffers_within_the_pools_bounds() {
+        let spans = |n: usize| {
+            HeldBatch::from(batch_of(&[(
+                ResourceSpec::default(),
+                (1..=4).map(|i| span(i, 1).pad(n)).collect(),
+            )]))
+        };
+        let pool = PlainPool::default();
+        let mut compressor = Compressor::default();
+        let big = compressor.compress(&spans(2000), &[0, 1, 2, 3]);
+        let small = compressor.compress(&spans(10), &[1, 3]);
+        // A buffer comes back when the bytes go, and the next, smaller block is decompressed
+        // over the old bytes: what it holds is only its own.
+        let first = big.decompress(&pool);
+        assert_eq!(pool.len(), 0);
+        let expected = compact::compact(&spans(10), &[1, 3]).buf;
+        drop(first);
+        assert_eq!(pool.len(), 1);
+        let second = small.decompress(&pool);
+        assert_eq!(pool.len(), 0);
+        assert_eq!(second.buf, expected);
+        drop(second);
+        // Bounded in number...
+        let held: Vec<_> = (0..PlainPool::MAX_BUFFERS + 3)
+            .map(|_| small.decompress(&pool))
+            .collect();
+        drop(held);
+        assert_eq!(pool.len(), PlainPool::MAX_BUFFERS);
+        // ... and in size.
+        let pool = PlainPool::default();
+        let huge = compressor.compress(&spans(PlainPool::MAX_BUFFER), &[0]);
+        drop(huge.decompress(&pool));
+        assert_eq!(pool.len(), 0);
     }
 
     #[test]

@@ -139,7 +139,7 @@ use shardtel_protocol::scan::SpanBatch;
 use shardtel_protocol::TraceId;
 
 use cache::DecisionCache;
-use compress::{Compressor, DecompressedCache};
+use compress::{Compressor, DecompressedCache, PlainPool};
 use held::HeldBatch;
 use idmap::{IdHash, IdMap};
 use policy::{Facts, Policies, Vote};
@@ -364,6 +364,8 @@ pub struct Sampler {
     compression: BufferCompression,
     compressor: Compressor,
     decompressed: DecompressedCache,
+    /// Buffers for decompressed blocks, reused.
+    plain_pool: PlainPool,
     /// Which spans of the batch being added are buffered (with compression on).
     adding_live: Vec<bool>,
     /// Scratch of [`Sampler::add`]: each span's trace id hash, and its pending trace as looked
@@ -409,6 +411,7 @@ impl Sampler {
             compression: config.buffer_compression,
             compressor: Compressor::default(),
             decompressed: DecompressedCache::default(),
+            plain_pool: PlainPool::default(),
             adding_live: Vec::new(),
             lookups: Vec::new(),
             live_scratch: Vec::new(),
@@ -781,7 +784,7 @@ impl Sampler {
             Held::Plain(batch) => Rc::clone(batch),
             Held::Compressed(c) => {
                 let started = Instant::now();
-                let batch = c.decompress();
+                let batch = c.decompress(&self.plain_pool);
                 self.stats.decompressions += 1;
                 self.stats.decompressed_bytes += c.plain_len();
                 self.stats.decompression_nanos += nanos(started.elapsed());
@@ -1069,7 +1072,7 @@ impl Sampler {
                     }
                     None => {
                         let started = Instant::now();
-                        let b = Rc::new(c.decompress());
+                        let b = Rc::new(c.decompress(&self.plain_pool));
                         self.stats.decompressions += 1;
                         self.stats.decompressed_bytes += c.plain_len();
                         self.stats.decompression_nanos += nanos(started.elapsed());
