@@ -72,8 +72,9 @@
 //! lays them out, at the same span positions) into one LZ4 block and the request buffer is
 //! released. Such a batch is charged its block exactly, with no share and no floor, plus its
 //! index; decisions never decompress (every policy reads the trace table's summary, built as
-//! spans arrive), and kept spans are decompressed for export through a small bounded cache of
-//! decompressed blocks (not charged, like the decision cache). Counted in
+//! spans arrive), and kept spans are decompressed for export, into reused buffers of a small
+//! bounded pool, through a small bounded cache of decompressed blocks (neither charged, like
+//! the decision cache). Counted in
 //! `compressed_batches`, `compression_*`, `decompress*`.
 //!
 //! While a batch is being added the charge may exceed the bound by that batch (it is already
