@@ -1080,3 +1080,60 @@ fn requests_cancelled_while_their_append_waits_leave_no_frame_behind() {
             .clone()]
     );
 }
+
+/// A request refused as overloaded keeps its HTTP/1.1 connection when its body arrives in time
+/// (the body is read and dropped, the refusal answered, and the next request on the same
+/// connection is served), and gets `Connection: close` when its body does not end before
+/// `read_timeout`: the rest of that body would otherwise be read as the next request.
+#[test]
+fn a_refused_http1_request_keeps_its_connection_unless_its_body_stalls() {
+    let s = Shardtel::start(|dir, ports| config(dir, ports, ONE_CORE));
+    let body = good_request();
+    let refused_head = |declared: usize| {
+        format!(
+            "POST /v1/traces HTTP/1.1\r\nhost: x\r\ncontent-type: application/x-protobuf\r\nx-shardtel-fault: refuse\r\ncontent-length: {declared}\r\n\r\n"
+        )
+    };
+    // The whole body: refused, and the same connection carries a good request after.
+    let mut c = connect(s.ports.http);
+    c.write_all(refused_head(body.len()).as_bytes()).unwrap();
+    c.write_all(&body).unwrap();
+    let head = read_response(&mut c);
+    assert!(head.starts_with("HTTP/1.1 503"), "{head}");
+    assert!(head.to_ascii_lowercase().contains("retry-after"), "{head}");
+    assert!(
+        !head.to_ascii_lowercase().contains("connection: close"),
+        "{head}"
+    );
+    let head = post(&mut c, &body);
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    // A body that stops 1,000 bytes short: refused once read_timeout has passed, with
+    // `Connection: close`, and the connection closed.
+    let mut c = connect(s.ports.http);
+    let start = Instant::now();
+    c.write_all(refused_head(body.len() + 1000).as_bytes())
+        .unwrap();
+    c.write_all(&body).unwrap();
+    let head = read_response(&mut c);
+    let answered = start.elapsed();
+    assert!(head.starts_with("HTTP/1.1 503"), "{head}");
+    assert!(
+        head.to_ascii_lowercase().contains("connection: close"),
+        "{head}"
+    );
+    assert!(
+        answered >= SHORT.read - Duration::from_millis(100),
+        "answered after {answered:?}, before read_timeout"
+    );
+    let closed = closed_after(c, start);
+    assert!(
+        closed <= SHORT.read + Duration::from_secs(3),
+        "closed after {closed:?}"
+    );
+    // Both refusals are counted by reason; the service still serves.
+    assert!(wait_until(5, || s.metric_sum(
+        "shardtel_receiver_failed_requests_total",
+        "traces"
+    ) >= 2));
+    assert_eq!(post_once(s.ports.http), 200);
+}
