@@ -343,11 +343,7 @@ pub(crate) fn admit(
 /// own deadline). Holds nothing: each frame is dropped as it arrives.
 pub fn drain_refused(mut body: Incoming, max: usize, timeout: Duration) {
     glommio::spawn_local(async move {
-        futures_lite::future::or(discard_body(&mut body, max), async {
-            glommio::timer::sleep(timeout).await;
-            false
-        })
-        .await;
+        discard_within(&mut body, max, timeout).await;
     })
     .detach();
 }
@@ -425,6 +421,15 @@ pub async fn discard_body(body: &mut Incoming, max: usize) -> bool {
         }
     }
     true
+}
+
+/// [`discard_body`] within `timeout`: false too if the body had not ended by then.
+pub async fn discard_within(body: &mut Incoming, max: usize, timeout: Duration) -> bool {
+    futures_lite::future::or(discard_body(body, max), async {
+        glommio::timer::sleep(timeout).await;
+        false
+    })
+    .await
 }
 
 /// Ingests a translated request (a new allocation, charged to `guard` first) and counts it
@@ -583,12 +588,7 @@ pub async fn authenticate(
     let Err(e) = security.authenticate(req.headers(), transport) else {
         return Ok(req);
     };
-    let mut body = req.into_body();
-    futures_lite::future::or(discard_body(&mut body, REFUSAL_DISCARD), async {
-        glommio::timer::sleep(timeout).await;
-        false
-    })
-    .await;
+    discard_within(&mut req.into_body(), REFUSAL_DISCARD, timeout).await;
     Err(http_error(&e))
 }
 

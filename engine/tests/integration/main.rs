@@ -13,6 +13,7 @@ mod fluentforward;
 mod forward;
 mod gen;
 mod grpc_client;
+mod h2frames;
 mod hardening;
 mod harness;
 mod jaeger;

@@ -21,17 +21,10 @@ use tokio::net::{TcpListener, TcpStream};
 
 use crate::gen;
 use crate::grpc_client::frame;
+use crate::grpc_client::TRACES;
+use crate::h2frames::{DATA, END_STREAM, GOAWAY, HEADERS, PREFACE, RST_STREAM};
 use crate::harness::{free_port, metric_sum_in, tokio_runtime, wait_until, Shardtel};
 use crate::test_config::{Component, Pipeline};
-
-const TRACES: &str = "/opentelemetry.proto.collector.trace.v1.TraceService/Export";
-const PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
-/// HTTP/2 frame types and flags the proxy reads.
-const DATA: u8 = 0;
-const HEADERS: u8 = 1;
-const RST_STREAM: u8 = 3;
-const GOAWAY: u8 = 7;
-const END_STREAM: u8 = 1;
 
 /// One HTTP/2 frame: its 9-byte header and payload, as read.
 struct Frame {

@@ -12,6 +12,10 @@ use std::time::{Duration, Instant};
 use prost::Message;
 
 use crate::gen;
+use crate::h2frames::{
+    frame as h2_frame, CONTINUATION, DATA, END_HEADERS, END_STREAM, ENHANCE_YOUR_CALM, GOAWAY,
+    HEADERS, PROTOCOL_ERROR, RST_STREAM, SETTINGS,
+};
 use crate::harness::{http_get, wait_until, Ports, Shardtel};
 
 /// The connection timeouts of a test's `[receivers.otlp]`.
@@ -750,23 +754,6 @@ fn still_serving(s: &Shardtel) {
     assert_eq!(http_get(s.ports.health, "/").map(|(c, _)| c), Some(200));
 }
 
-/// An HTTP/2 frame.
-fn h2_frame(kind: u8, flags: u8, stream: u32, payload: &[u8]) -> Vec<u8> {
-    let mut f = (payload.len() as u32).to_be_bytes()[1..].to_vec();
-    f.extend_from_slice(&[kind, flags]);
-    f.extend_from_slice(&stream.to_be_bytes());
-    f.extend_from_slice(payload);
-    f
-}
-
-const DATA: u8 = 0;
-const HEADERS: u8 = 1;
-const RST_STREAM: u8 = 3;
-const SETTINGS: u8 = 4;
-const CONTINUATION: u8 = 9;
-const END_STREAM: u8 = 1;
-const END_HEADERS: u8 = 4;
-
 /// The HPACK block of an OTLP/gRPC traces export (literals, no Huffman, no indexing).
 fn grpc_request_headers() -> Vec<u8> {
     let path = crate::grpc_client::TRACES.as_bytes();
@@ -831,11 +818,6 @@ impl RawH2 {
         self.frames.join().unwrap()
     }
 }
-
-const GOAWAY: u8 = 7;
-/// GOAWAY error codes.
-const PROTOCOL_ERROR: u32 = 1;
-const ENHANCE_YOUR_CALM: u32 = 11;
 
 #[test]
 fn rapid_reset_continuation_and_small_data_floods_get_clean_errors() {
