@@ -12,7 +12,19 @@
 set -euo pipefail
 cd "$(dirname "$0")"
 
+# Disk: a clean run builds ~2.2 GB in target/ (tests, clippy, the package's binaries) and
+# ~0.9 GB in fuzz/target/, besides the peers' caches under ~/.cache and ~/go. Incremental
+# compilation would add ~2 GB that a one-off run never reuses, so it is off here.
+export CARGO_INCREMENTAL=0
+
 step() { printf '\n==> %s\n' "$*"; }
+
+step "disk"
+free_gb=$(( $(df -Pk . | awk 'NR==2 {print $4}') / 1048576 ))
+echo "${free_gb} GB free on $(df -P . | awk 'NR==2 {print $6}')"
+if [ "$free_gb" -lt 10 ]; then
+  echo "warning: a run from a clean clone needs ~3 GB for target/ and fuzz/target/, and ~6 GB for the peers' Go caches the first time"
+fi
 
 step "tools"
 need=()
@@ -282,6 +294,8 @@ else
   if SHARDTEL_BIN="$PWD/target/debug/shardtel" LOADGEN_BIN="$PWD/target/debug/shardtel-loadgen" \
     STACK_KAFKA="127.0.0.1:${SHARDTEL_KAFKA_PORT:-9092}" examples/stack/stack.sh check; then
     stack_passed=1
+    # Its data (write-ahead queues, backends) is only worth keeping to look into a failure.
+    rm -rf target/stack
   else
     stack_failed=1
   fi
@@ -301,6 +315,9 @@ if [ -z "${SKIP_FUZZ:-}" ]; then
   step "fuzz targets: build and smoke"
   SMOKE=1 fuzz/campaign.sh
 fi
+
+echo
+echo "disk: $(du -sh target fuzz/target 2>/dev/null | awk '{printf "%s %s  ", $2, $1}')$(( $(df -Pk . | awk 'NR==2 {print $4}') / 1048576 )) GB free"
 
 passed=$(grep -Eo 'test result: ok\. [0-9]+ passed' /tmp/shardtel-test.log | awk '{s+=$4} END{print s+0}')
 failed=$(grep -Eo '[0-9]+ failed' /tmp/shardtel-test.log | awk '{s+=$1} END{print s+0}')
