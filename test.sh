@@ -20,9 +20,9 @@ export CARGO_INCREMENTAL=0
 step() { printf '\n==> %s\n' "$*"; }
 
 step "disk"
-free_gb=$(( $(df -Pk . | awk 'NR==2 {print $4}') / 1048576 ))
-echo "${free_gb} GB free on $(df -P . | awk 'NR==2 {print $6}')"
-if [ "$free_gb" -lt 10 ]; then
+free_gb() { echo $(( $(df -Pk . | awk 'NR==2 {print $4}') / 1048576 )); }
+echo "$(free_gb) GB free on $(df -P . | awk 'NR==2 {print $6}')"
+if [ "$(free_gb)" -lt 10 ]; then
   echo "warning: a run from a clean clone needs ~3 GB for target/ and fuzz/target/, and ~6 GB for the peers' Go caches the first time"
 fi
 
@@ -317,7 +317,7 @@ if [ -z "${SKIP_FUZZ:-}" ]; then
 fi
 
 echo
-echo "disk: $(du -sh target fuzz/target 2>/dev/null | awk '{printf "%s %s  ", $2, $1}')$(( $(df -Pk . | awk 'NR==2 {print $4}') / 1048576 )) GB free"
+echo "disk: $(du -sh target fuzz/target 2>/dev/null | awk '{printf "%s %s  ", $2, $1}')$(free_gb) GB free"
 
 passed=$(grep -Eo 'test result: ok\. [0-9]+ passed' /tmp/shardtel-test.log | awk '{s+=$4} END{print s+0}')
 failed=$(grep -Eo '[0-9]+ failed' /tmp/shardtel-test.log | awk '{s+=$1} END{print s+0}')

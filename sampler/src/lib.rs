@@ -336,6 +336,21 @@ fn nanos(d: Duration) -> u64 {
     d.as_nanos().min(u128::from(u64::MAX)) as u64
 }
 
+/// `c` decompressed into a buffer from `pool`, counted in `stats` (a function, not a method:
+/// its callers hold a batch slot of the sampler mutably).
+fn decompress_counted(
+    c: &compress::CompressedBatch,
+    pool: &PlainPool,
+    stats: &mut SamplerStats,
+) -> HeldBatch {
+    let started = Instant::now();
+    let batch = c.decompress(pool);
+    stats.decompressions += 1;
+    stats.decompressed_bytes += c.plain_len();
+    stats.decompression_nanos += nanos(started.elapsed());
+    batch
+}
+
 /// One core's tail sampler. `!Send`: it holds `Rc`s of the batches it buffers.
 pub struct Sampler {
     limits: Limits,
@@ -784,12 +799,7 @@ impl Sampler {
         let old = match &self.slots.get(slot).held {
             Held::Plain(batch) => Rc::clone(batch),
             Held::Compressed(c) => {
-                let started = Instant::now();
-                let batch = c.decompress(&self.plain_pool);
-                self.stats.decompressions += 1;
-                self.stats.decompressed_bytes += c.plain_len();
-                self.stats.decompression_nanos += nanos(started.elapsed());
-                Rc::new(batch)
+                Rc::new(decompress_counted(c, &self.plain_pool, &mut self.stats))
             }
         };
         let refs = self.slots.get(slot).refs;
@@ -1072,11 +1082,7 @@ impl Sampler {
                         b
                     }
                     None => {
-                        let started = Instant::now();
-                        let b = Rc::new(c.decompress(&self.plain_pool));
-                        self.stats.decompressions += 1;
-                        self.stats.decompressed_bytes += c.plain_len();
-                        self.stats.decompression_nanos += nanos(started.elapsed());
+                        let b = Rc::new(decompress_counted(c, &self.plain_pool, &mut self.stats));
                         self.decompressed.insert(slot, batch.serial, Rc::clone(&b));
                         self.stats.decompressed_cached_bytes = self.decompressed.bytes();
                         b
