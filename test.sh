@@ -5,8 +5,9 @@
 # unit, property and end-to-end test, and builds and smoke-runs the fuzz targets.
 # Env: SKIP_LINT=1 (skip fmt/clippy), SKIP_FUZZ=1 (skip the fuzz build and smoke), SKIP_STACK=1
 # (skip the examples/stack check), SHARDTEL_KAFKA_OPTIONAL=1 / SHARDTEL_PROMETHEUS_OPTIONAL=1 /
-# SHARDTEL_OTELCOL_OPTIONAL=1 / SHARDTEL_BACKENDS_OPTIONAL=1 / SHARDTEL_CLIENTS_OPTIONAL=1
-# (skip those tests without their server, binary or clients), SHARDTEL_OTELCOL_BIN and
+# SHARDTEL_OTELCOL_OPTIONAL=1 / SHARDTEL_BACKENDS_OPTIONAL=1 / SHARDTEL_CLIENTS_OPTIONAL=1 /
+# SHARDTEL_NODE_EXPORTER_OPTIONAL=1 (skip those tests without their server, binary or clients),
+# SHARDTEL_KAFKA_PORT / SHARDTEL_PROMETHEUS_PORT (ports of the servers it starts), SHARDTEL_OTELCOL_BIN and
 # SHARDTEL_OTELCOL_ROUTING_BIN (Collectors to use as they are), SHARDTEL_CLIENTS_DIR (test
 # clients to use).
 set -euo pipefail

@@ -27,8 +27,6 @@ pub struct LiveChanges {
     pub exporters: Vec<String>,
     /// `telemetry.log_level` changed.
     pub log_level: bool,
-    /// `[receivers.otlp.tls]` or `[receivers.otlp.auth]` changed.
-    pub receiver_security: bool,
 }
 
 impl LiveChanges {
@@ -51,9 +49,6 @@ impl LiveChanges {
         }
         if self.log_level {
             parts.push("log level".to_string());
-        }
-        if self.receiver_security {
-            parts.push("receiver TLS and authentication".to_string());
         }
         if parts.is_empty() {
             "nothing".to_string()
@@ -91,6 +86,9 @@ const RECEIVER: &str = "receivers are started (bound, joined, scheduled) at star
 const TOPOLOGY: &str = "which receivers and exporters a pipeline has is fixed at start-up";
 const MEMORY: &str = "the memory limiter fits every buffer at start-up";
 const CACHE: &str = "the decision cache is sized at start-up";
+const LOG_FORMAT: &str = "the log's format is set when logging starts";
+const SECURITY: &str = "the listeners read their certificate and token files' names at start-up \
+                        (they re-read the files themselves: `reload_interval`, token file changes)";
 const OWNS_FILES: &str = "a file exporter owns its files until the process exits";
 const QUEUE: &str = "an exporter's queue is sized (and its disk log opened) at start-up";
 
@@ -129,6 +127,9 @@ pub fn compare(old: &Config, new: &Config) -> Result<LiveChanges, RestartRequire
             refuse(format!("telemetry.{key}"), LISTENER);
         }
     }
+    if t0.log_format != t1.log_format {
+        refuse("telemetry.log_format".into(), LOG_FORMAT);
+    }
     live.log_level = t0.log_level != t1.log_level;
 
     match (&old.receivers.otlp, &new.receivers.otlp) {
@@ -160,7 +161,11 @@ pub fn compare(old: &Config, new: &Config) -> Result<LiveChanges, RestartRequire
                     }
                 }
             }
-            live.receiver_security = a.tls != b.tls || a.auth != b.auth;
+            for (key, same) in [("tls", a.tls == b.tls), ("auth", a.auth == b.auth)] {
+                if !same {
+                    refuse(format!("receivers.otlp.{key}"), SECURITY);
+                }
+            }
         }
         (None, None) => {}
         _ => refuse("receivers.otlp".into(), TOPOLOGY),
@@ -261,11 +266,21 @@ pub fn compare(old: &Config, new: &Config) -> Result<LiveChanges, RestartRequire
                 if a.decision_cache != b.decision_cache {
                     refuse(format!("{key}.decision_cache"), CACHE);
                 }
-                if memory_limited
-                    && (a.max_buffered_bytes_per_core != b.max_buffered_bytes_per_core
-                        || a.max_traces_per_core != b.max_traces_per_core)
-                {
-                    refuse(format!("{key}.max_buffered_bytes_per_core"), MEMORY);
+                if memory_limited {
+                    for (bound, same) in [
+                        (
+                            "max_traces_per_core",
+                            a.max_traces_per_core == b.max_traces_per_core,
+                        ),
+                        (
+                            "max_buffered_bytes_per_core",
+                            a.max_buffered_bytes_per_core == b.max_buffered_bytes_per_core,
+                        ),
+                    ] {
+                        if !same {
+                            refuse(format!("{key}.{bound}"), MEMORY);
+                        }
+                    }
                 }
                 live.sampler = true;
             }
@@ -427,7 +442,6 @@ exporters = ["up"]
                 sampler: true,
                 exporters: vec!["up".into()],
                 log_level: true,
-                receiver_security: false,
             }
         );
         assert_eq!(
@@ -503,13 +517,20 @@ exporters = ["up"]
         };
         up.queue.max_bytes += 1;
         new.pipelines.traces.as_mut().unwrap().processors = vec!["redact".into()];
+        new.telemetry.log_format = crate::LogFormat::Json;
+        new.receivers.otlp.as_mut().unwrap().auth = Some(crate::AuthConfig {
+            bearer_tokens: vec!["t0k3n".into()],
+            bearer_token_file: None,
+        });
         assert_eq!(
             refused_keys(&old, &new),
             [
                 "engine.data_dir",
                 "engine.channel_capacity",
+                "telemetry.log_format",
                 "receivers.otlp.grpc",
                 "receivers.otlp.max_connections",
+                "receivers.otlp.auth",
                 "pipelines.traces.processors",
                 "processors.tail_sampling.decision_cache",
                 "exporters.up.queue",
@@ -538,6 +559,35 @@ exporters = ["up"]
         assert_eq!(
             sampling(&mut new).decision_wait,
             std::time::Duration::from_secs(7)
+        );
+    }
+
+    #[test]
+    fn with_a_memory_limiter_the_sampler_bound_that_changed_is_named() {
+        let mut old = base();
+        old.processors.insert(
+            "limit".into(),
+            load(
+                "[processors.limit]\ntype = \"memory_limiter\"\nlimit_mib = 1024\n[receivers.otlp]\n[exporters.blackhole]\n[pipelines.traces]\nreceivers = [\"otlp\"]\nexporters = [\"blackhole\"]\n",
+                &|_| None,
+            )
+            .unwrap()
+            .processors["limit"]
+            .clone(),
+        );
+        let mut new = old.clone();
+        sampling(&mut new).max_traces_per_core += 1;
+        assert_eq!(
+            refused_keys(&old, &new),
+            ["processors.tail_sampling.max_traces_per_core"]
+        );
+        sampling(&mut new).max_buffered_bytes_per_core += 1;
+        assert_eq!(
+            refused_keys(&old, &new),
+            [
+                "processors.tail_sampling.max_traces_per_core",
+                "processors.tail_sampling.max_buffered_bytes_per_core",
+            ]
         );
     }
 

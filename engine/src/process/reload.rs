@@ -83,16 +83,6 @@ impl Reloader {
             log::error!("{refused}; nothing changed");
             return ReloadOutcome::Refused;
         }
-        if changes.receiver_security {
-            // The listeners read their certificates and tokens once, at start-up, in this build;
-            // when they can swap them, prepare them here (files are read on this thread, never
-            // on a reactor) and send them with `Prepare`.
-            log::error!(
-                "reload refused: receivers' tls and auth tables change only at a restart in \
-                 this build (their files are re-read by reload_interval); nothing changed"
-            );
-            return ReloadOutcome::Refused;
-        }
         let mut fitted = new.clone();
         if self.memory_limited {
             reload::carry_fitted_bounds(&self.running, &mut fitted);
