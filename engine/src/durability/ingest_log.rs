@@ -116,6 +116,21 @@ pub struct Tracked {
     pub release_token: ReleaseToken,
 }
 
+/// Times a failed read during replay is retried before replay stops.
+pub const REPLAY_READ_RETRIES: u32 = 5;
+/// The first wait before such a retry (doubled each time: 0.2 s to 3.2 s).
+const REPLAY_RETRY_BACKOFF: Duration = Duration::from_millis(100);
+
+/// What [`IngestLog::replay`] did.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Replayed {
+    /// Frames handed to the pipeline.
+    pub frames: u64,
+    /// False when a read kept failing: the frames from there on were neither replayed nor
+    /// released.
+    pub complete: bool,
+}
+
 /// Counters of one core's ingest log, with the log's own statistics.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct IngestLogSnapshot {
@@ -129,6 +144,8 @@ pub struct IngestLogSnapshot {
     pub refused_unreleased: u64,
     /// Frames replayed at start-up.
     pub replayed_frames: u64,
+    /// Replays stopped by a read that kept failing (their frames stay in the log).
+    pub replay_stopped: u64,
     /// Frames appended but not yet released (the watermark lag).
     pub unreleased_frames: u64,
 }
@@ -298,8 +315,16 @@ impl IngestLog {
     }
 
     /// Reads the frames retained from before the restart, hands each (tracked) to `ingest`,
-    /// and releases the LSNs that have no frame (failed commits). Returns the frames replayed.
-    pub async fn replay<F, Fut>(&self, mut ingest: F) -> u64
+    /// and releases the LSNs that have no frame (failed commits).
+    ///
+    /// A frame that fails its checksum costs the rest of its segment (the reader skips there,
+    /// counted in `corrupt_frames` of the log's statistics); replay goes on with the next
+    /// segment. A read that fails (an I/O error, no file descriptor left) is retried
+    /// [`REPLAY_READ_RETRIES`] times, backing off; if it still fails, replay stops there and
+    /// the frames from that one on are **not** released: the log keeps them for the next start
+    /// (it cannot be checkpointed past them, so it fills, and receivers refuse, until the
+    /// process is restarted), instead of dropping acknowledged requests unread.
+    pub async fn replay<F, Fut>(&self, mut ingest: F) -> Replayed
     where
         F: FnMut(Signal, Tracked) -> Fut,
         Fut: std::future::Future<Output = ()>,
@@ -307,16 +332,39 @@ impl IngestLog {
         let end = self.wal.next_lsn();
         let mut expect = self.low.get();
         let mut reader = self.wal.reader(expect);
-        let mut replayed = 0;
+        let mut replayed = Replayed {
+            frames: 0,
+            complete: true,
+        };
+        let mut failures = 0;
         loop {
             let frame = match reader.next().await {
                 Ok(Some(frame)) if frame.lsn < end => frame,
                 Ok(_) => break,
+                // Logged by the reader, which moved to the next segment.
+                Err(WalError::Corrupt { .. }) => continue,
+                Err(e) if failures < REPLAY_READ_RETRIES => {
+                    failures += 1;
+                    let wait = REPLAY_RETRY_BACKOFF * (1 << failures);
+                    log::warn!(
+                        "ingest log: replay read failed at LSN {expect} ({e}); retrying in {wait:?}"
+                    );
+                    glommio::timer::sleep(wait).await;
+                    continue;
+                }
                 Err(e) => {
-                    log::error!("ingest log: replay stopped early: {e}");
-                    break;
+                    log::error!(
+                        "ingest log: replay stopped at LSN {expect}: {e}; the {} requests from \
+                         there stay in the log for the next start (the log cannot be \
+                         checkpointed past them: it fills, and receivers refuse, until a restart)",
+                        end - expect
+                    );
+                    self.count(|c| c.replay_stopped += 1);
+                    replayed.complete = false;
+                    return replayed;
                 }
             };
+            failures = 0;
             for gap in expect..frame.lsn {
                 self.ring.release(gap);
             }
@@ -327,7 +375,7 @@ impl IngestLog {
             };
             let tracked = self.track(frame.lsn, frame.payload);
             ingest(signal, tracked).await;
-            replayed += 1;
+            replayed.frames += 1;
             self.count(|c| c.replayed_frames += 1);
         }
         for gap in expect..end {
@@ -383,7 +431,7 @@ impl Families for IngestLogSnapshot {
         if cores.is_empty() {
             return;
         }
-        let columns: [Column<IngestLogSnapshot>; 11] = [
+        let columns: [Column<IngestLogSnapshot>; 12] = [
             (
                 "shardtel_ingest_log_bytes",
                 MetricType::Gauge,
@@ -450,6 +498,12 @@ impl Families for IngestLogSnapshot {
                 "Frames replayed at start-up.",
                 |s| s.replayed_frames.into(),
             ),
+            (
+                "shardtel_ingest_log_replay_stopped_total",
+                MetricType::Counter,
+                "Replays stopped by a read that kept failing; their requests stay in the log for the next start.",
+                |s| s.replay_stopped.into(),
+            ),
         ];
         let rows: Vec<_> = cores
             .iter()
@@ -515,6 +569,73 @@ mod tests {
             .unwrap()
             .join()
             .unwrap();
+    }
+
+    /// A frame that fails its checksum at replay costs the rest of its segment, not every
+    /// segment after it: those are replayed, and replay counts as complete.
+    #[test]
+    fn a_corrupt_frame_at_replay_costs_only_the_rest_of_its_segment() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().to_path_buf();
+        on_executor(move || async move {
+            let cfg = WalConfig {
+                segment_size: 1 << 20,
+                ..wal_config()
+            };
+            let log = IngestLog::open_dir(&path, 0, &cfg, Checkpoints::default())
+                .await
+                .unwrap();
+            // Nine requests of 300 KiB: three segments of three, none released (held).
+            let mut held = Vec::new();
+            for i in 0..9u8 {
+                let body = Bytes::from(vec![i; 300 << 10]);
+                held.push(log.append(Signal::Traces, body).await.unwrap());
+            }
+            log.close().await;
+            drop(held);
+
+            let log = IngestLog::open_dir(&path, 0, &cfg, Checkpoints::default())
+                .await
+                .unwrap();
+            let mut segments: Vec<_> = std::fs::read_dir(&path)
+                .unwrap()
+                .map(|e| e.unwrap().path())
+                .filter(|p| p.extension().is_some_and(|x| x == "seg"))
+                .collect();
+            segments.sort();
+            assert!(segments.len() >= 3, "{segments:?}");
+            // One byte of the first request's payload flipped on disk, after the open.
+            {
+                use std::io::{Read, Seek, SeekFrom, Write};
+                let mut f = std::fs::OpenOptions::new()
+                    .read(true)
+                    .write(true)
+                    .open(&segments[0])
+                    .unwrap();
+                let at = 4096;
+                let mut b = [0u8];
+                f.seek(SeekFrom::Start(at)).unwrap();
+                f.read_exact(&mut b).unwrap();
+                f.seek(SeekFrom::Start(at)).unwrap();
+                f.write_all(&[!b[0]]).unwrap();
+                f.sync_all().unwrap();
+            }
+            let seen = std::rc::Rc::new(std::cell::RefCell::new(Vec::new()));
+            let sink = seen.clone();
+            let replayed = log
+                .replay(|_, tracked| {
+                    sink.borrow_mut().push(tracked.body[0]);
+                    async {}
+                })
+                .await;
+            let seen = seen.borrow().clone();
+            assert!(replayed.complete);
+            assert_eq!(replayed.frames, seen.len() as u64);
+            // The first segment held requests 0, 1 and 2 (a fourth did not fit): the corrupt
+            // one and the rest of its segment are lost, every later segment is replayed.
+            assert_eq!(seen, [3, 4, 5, 6, 7, 8]);
+            log.close().await;
+        });
     }
 
     /// A request future dropped while it waits for the group commit (a drain, a timeout) must

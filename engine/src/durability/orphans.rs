@@ -80,7 +80,18 @@ pub async fn drain_orphaned_ingest_logs<F, Fut>(
             dir.display(),
             orphan.recovered_frames()
         );
-        let n = orphan.replay(&mut replay).await;
+        let replayed = orphan.replay(&mut replay).await;
+        if !replayed.complete {
+            // What was not read stays in the directory for the next start.
+            orphan.close().await;
+            log::error!(
+                "core {core}: the orphaned ingest log {} was not drained whole; it is kept \
+                 for the next start",
+                dir.display()
+            );
+            continue;
+        }
+        let n = replayed.frames;
         while orphan.unreleased_frames() > 0 {
             orphan.advance();
             glommio::timer::sleep(CHECKPOINT_EVERY).await;

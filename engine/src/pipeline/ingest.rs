@@ -235,8 +235,8 @@ impl Pipeline {
         let replayed = log
             .replay(|signal, tracked| self.replay(signal, tracked, false))
             .await;
-        if replayed > 0 {
-            log::info!("core {}: replayed {replayed} requests", self.core);
+        if replayed.frames > 0 {
+            log::info!("core {}: replayed {} requests", self.core, replayed.frames);
         }
         // Ingest logs of cores that no longer exist (the core count shrank).
         let checkpoints = &self.checkpoints;
