@@ -228,6 +228,19 @@ impl Pipeline {
         self.exporters.drain(deadline).await
     }
 
+    /// The drain ran out of time with data undelivered: with durability, no ingest log of the
+    /// process checkpoints any more (see [`Checkpoints`]), so that the next start replays it.
+    pub fn keep_undelivered_for_replay(&self) {
+        if self.ingest_log.is_some() && !self.checkpoints.frozen() {
+            log::warn!(
+                "core {}: shutdown_timeout passed with data undelivered; the ingest logs keep \
+                 it for the next start",
+                self.core
+            );
+            self.checkpoints.freeze();
+        }
+    }
+
     /// Checkpoints what was released and closes the ingest log, if there is one.
     pub async fn close_ingest_log(&self) {
         if let Some(log) = &self.ingest_log {

@@ -216,13 +216,16 @@ impl Pipeline {
     /// sampler still holds, as configured, and exports what it keeps before `deadline` (a full
     /// queue whose destination is down would hold it forever). With durability on,
     /// `on_shutdown = "drop"` drops nothing acknowledged: the pending traces' ingest-log frames
-    /// stay unreleased, and the next start replays them.
-    pub async fn finish_sampling(&self, deadline: Instant) {
-        let Some(sampler) = &self.sampler else { return };
+    /// stay unreleased, and the next start replays them. False when the export of the kept
+    /// traces ran out of time.
+    pub async fn finish_sampling(&self, deadline: Instant) -> bool {
+        let Some(sampler) = &self.sampler else {
+            return true;
+        };
         let replay_pending = self.durable() && sampler.borrow().on_shutdown() == OnShutdown::Drop;
         if replay_pending {
             sampler.borrow_mut().leak_pending();
-            return;
+            return true;
         }
         let mut kept = Vec::new();
         sampler.borrow_mut().shutdown(Instant::now(), &mut kept);
@@ -231,7 +234,7 @@ impl Pipeline {
             self.export_kept(kept).await;
             Ok(())
         };
-        let _ = glommio::timer::timeout(remaining, export).await;
+        glommio::timer::timeout(remaining, export).await.is_ok()
     }
 
     /// The sampler's statistics, for telemetry.

@@ -59,13 +59,14 @@ pub(super) async fn drain(serving: Serving) {
     // into them is closed and their channels are empty.
     core.pipeline.close_mesh();
     let remaining = deadline.saturating_duration_since(Instant::now());
-    let _ = glommio::timer::timeout(remaining, async {
+    let mut finished = glommio::timer::timeout(remaining, async {
         for c in consumers {
             c.await;
         }
         Ok(())
     })
-    .await;
+    .await
+    .is_ok();
     // Every span this core owns has arrived: decide (or keep for the next start) what the
     // sampler still holds.
     if let Some((ticker, stop)) = ticker {
@@ -73,8 +74,15 @@ pub(super) async fn drain(serving: Serving) {
         let remaining = deadline.saturating_duration_since(Instant::now());
         let _ = glommio::timer::timeout(remaining, async { Ok(ticker.await) }).await;
     }
-    core.pipeline.finish_sampling(deadline).await;
+    finished &= core.pipeline.finish_sampling(deadline).await;
     let drained = core.pipeline.drain_exporters(deadline).await;
+    if !(finished && drained) {
+        // What this core still holds (mesh messages, kept spans, queued batches) may carry
+        // other cores' requests; dropping it with the core releases their ingest-log frames as
+        // if exported. From here no log of the process checkpoints: the next start replays
+        // what was not delivered (at least once), instead of losing it.
+        core.pipeline.keep_undelivered_for_replay();
+    }
     // Kafka receiver: commit what was handed on, leave the group.
     if let Some(kafka) = &core.receivers.kafka {
         kafka.finish(drained).await;

@@ -66,7 +66,8 @@ fn on_shutdown_drop_with_durability_replays_pending_traces_at_the_next_start() {
 /// A destination that is down, an in-memory queue that is full, and a sampler that still holds
 /// traces at SIGTERM: shardtel exits once `shutdown_timeout` has passed (not before: the
 /// drain waits for the destination until then), within [`EXIT_MARGIN`].
-fn shutdown_with_a_full_queue(durability: Durability) {
+/// Returns the running harness (stopped) and the ids of the spans it acknowledged.
+fn shutdown_with_a_full_queue(durability: Durability) -> (Shardtel, HashSet<Vec<u8>>) {
     const SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(2);
     let dead = free_port();
     let mut st = Shardtel::start_config(|c| {
@@ -99,16 +100,18 @@ fn shutdown_with_a_full_queue(durability: Durability) {
         .build()
         .unwrap();
     let mut full = false;
+    let mut acked = HashSet::new();
     for r in 0..200u64 {
         // One trace per request, all of the same size: once a decided trace does not fit in
         // its core's queue, neither does the one the sampler still holds.
         let spans: Vec<_> = (0..40).map(|i| span(12, 1000 + r, i)).collect();
+        let ids: Vec<_> = spans.iter().map(|s| s.span_id.clone()).collect();
         let body = request(spans).encode_to_vec();
         match st
             .post(&client, Signal::Traces, body)
             .map(|r| r.status().as_u16())
         {
-            Ok(200) => {}
+            Ok(200) => acked.extend(ids),
             Ok(503) | Err(_) => {
                 full = true;
                 break;
@@ -139,6 +142,7 @@ fn shutdown_with_a_full_queue(durability: Durability) {
          {EXIT_MARGIN:?}; log:\n{}",
         st.log()
     );
+    (st, acked)
 }
 
 #[test]
@@ -146,7 +150,26 @@ fn shutdown_with_a_full_queue_and_a_dead_destination_ends_within_the_timeout() {
     shutdown_with_a_full_queue(Durability::None);
 }
 
+/// The same with `ack_after_sync`, then a restart whose destination is up: every acknowledged
+/// span arrives. Each request's spans are owned by both cores, so at the deadline one core's
+/// undelivered batches hold the other's requests: dropping them with the core must not let
+/// the other core's ingest log checkpoint past those requests.
 #[test]
 fn durable_shutdown_with_a_full_queue_and_a_dead_destination_ends_within_the_timeout() {
-    shutdown_with_a_full_queue(Durability::AckAfterSync);
+    let (mut st, acked) = shutdown_with_a_full_queue(Durability::AckAfterSync);
+    assert!(!acked.is_empty());
+    st.reconfigure(|c| {
+        let out = c.out_dir().join("traces.jsonl");
+        c.replace_processor("tail_sampling", TailSampling::keep_all(secs(1)));
+        c.exporters.insert("down".into(), Component::file(out));
+    });
+    st.spawn();
+    assert!(
+        wait_until(60, || span_ids_in(&st.out()).is_superset(&acked)),
+        "{} of {} acknowledged spans exported after the restart; log:\n{}",
+        span_ids_in(&st.out()).intersection(&acked).count(),
+        acked.len(),
+        st.log()
+    );
+    assert_eq!(st.stop(), 0);
 }
