@@ -90,6 +90,8 @@ pub(super) async fn drain(serving: Serving) {
     if let Some(recovery) = recovery {
         recovery.cancel();
     }
+    #[cfg(feature = "fault-injection")]
+    close_delay(core.id).await;
     core.pipeline.close_ingest_log().await;
     publisher.cancel();
     if let Some(allocator) = allocator {
@@ -97,4 +99,22 @@ pub(super) async fn drain(serving: Serving) {
     }
     core.publish();
     core.set_state(CoreState::Stopped);
+}
+
+/// Test-only (feature `fault-injection`): `SHARDTEL_FAULT_CLOSE_DELAY=CORE:MS` holds core
+/// `CORE` for `MS` milliseconds before it closes its ingest log, so that the other cores have
+/// ended (and dropped what they held) by then: the order a drain that ran out of time can take.
+#[cfg(feature = "fault-injection")]
+async fn close_delay(core: usize) {
+    let Ok(spec) = std::env::var("SHARDTEL_FAULT_CLOSE_DELAY") else {
+        return;
+    };
+    let parsed = spec
+        .split_once(':')
+        .and_then(|(c, ms)| Some((c.parse::<usize>().ok()?, ms.parse::<u64>().ok()?)));
+    if let Some((c, ms)) = parsed {
+        if c == core {
+            glommio::timer::sleep(std::time::Duration::from_millis(ms)).await;
+        }
+    }
 }

@@ -155,6 +155,27 @@ impl Shardtel {
         std::fs::write(&self.config_path, config.render()).unwrap();
     }
 
+    /// Like [`Shardtel::start_config`], letting `adjust` change the command first (env).
+    pub fn start_config_with(
+        build: impl FnOnce(TestConfig) -> TestConfig,
+        adjust: impl FnOnce(&mut Command),
+    ) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let ports = Ports::new();
+        let config = build(TestConfig::new(dir.path(), ports));
+        let config_path = dir.path().join("shardtel.toml");
+        std::fs::write(&config_path, config.render()).unwrap();
+        let mut s = Shardtel {
+            child: None,
+            dir,
+            ports,
+            config_path,
+            config: Some(config),
+        };
+        s.spawn_with(adjust);
+        s
+    }
+
     /// Starts shardtel on a config built by `make(dir, ports)`; waits for health 200.
     pub fn start(make: impl FnOnce(&Path, Ports) -> String) -> Self {
         let dir = tempfile::tempdir().unwrap();

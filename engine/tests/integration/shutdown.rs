@@ -173,3 +173,76 @@ fn durable_shutdown_with_a_full_queue_and_a_dead_destination_ends_within_the_tim
     );
     assert_eq!(st.stop(), 0);
 }
+
+/// A drain that runs out of time on one core must not let another core's ingest log
+/// checkpoint past requests the first core held. Every trace here is owned by core 1, so the
+/// requests that arrive on core 0 (every request on a connection of its own: both cores get
+/// some) are logged by core 0 and held by core 1, whose destination is down. Core 0 is held
+/// back before it closes its log (`SHARDTEL_FAULT_CLOSE_DELAY`) until core 1 has ended and
+/// dropped what it held, which releases those frames as if they had been exported. After a
+/// restart with the destination up, every acknowledged span must arrive.
+#[test]
+fn a_drain_out_of_time_loses_no_request_that_another_core_held() {
+    let dead = free_port();
+    let mut st = Shardtel::start_config_with(
+        |c| {
+            c.with(|c| {
+                c.engine.shutdown_timeout = Duration::from_secs(1);
+                c.engine.durability = Some(Durability::AckAfterSync);
+            })
+            .processor("tail_sampling", TailSampling::keep_all(secs(1)))
+            .exporter(
+                "down",
+                Component::otlp(&format!("http://127.0.0.1:{dead}"))
+                    .batch(Batch::timeout(millis(10)))
+                    .queue(Queue::memory(16 << 20))
+                    .retry(Retry::forever(millis(50), millis(200))),
+            )
+            .traces(Pipeline::otlp_to(&["down"]).processors(&["tail_sampling"]))
+        },
+        |command| {
+            command.env("SHARDTEL_FAULT_CLOSE_DELAY", "0:1500");
+        },
+    );
+    let owned_by_core_1 = (0u64..)
+        .filter(|&t| {
+            let id: shardtel_protocol::TraceId = crate::gen::trace_id(13, t).try_into().unwrap();
+            shardtel_protocol::route::owner_core(&id, 2) == 1
+        })
+        .take(60);
+    let mut acked = HashSet::new();
+    for t in owned_by_core_1 {
+        // A connection of its own: SO_REUSEPORT spreads them over both cores.
+        let client = reqwest::blocking::Client::builder()
+            .pool_max_idle_per_host(0)
+            .build()
+            .unwrap();
+        let spans: Vec<_> = (0..5).map(|i| span(13, t, i)).collect();
+        let ids: Vec<_> = spans.iter().map(|s| s.span_id.clone()).collect();
+        let response = st.post(&client, Signal::Traces, request(spans).encode_to_vec());
+        assert_eq!(response.unwrap().status(), 200, "log:\n{}", st.log());
+        acked.extend(ids);
+    }
+    // Decided and queued for the dead destination on core 1.
+    assert!(
+        wait_until(30, || st.metric_sum("shardtel_sampler_buffered_traces", "")
+            == 0),
+        "{}",
+        st.metrics()
+    );
+    assert_eq!(st.stop(), 0, "log:\n{}", st.log());
+
+    st.reconfigure(|c| {
+        let out = c.out_dir().join("traces.jsonl");
+        c.exporters.insert("down".into(), Component::file(out));
+    });
+    st.spawn();
+    assert!(
+        wait_until(60, || span_ids_in(&st.out()).is_superset(&acked)),
+        "{} of {} acknowledged spans exported after the restart; log:\n{}",
+        span_ids_in(&st.out()).intersection(&acked).count(),
+        acked.len(),
+        st.log()
+    );
+    assert_eq!(st.stop(), 0);
+}
