@@ -116,21 +116,51 @@ fn read_bounded(
     compressed_len: usize,
     max_len: usize,
 ) -> Result<Bytes, DecompressError> {
-    // Reserve for a typical 4-8x ratio; growth past that is amortised.
-    let mut out = Vec::with_capacity(compressed_len.saturating_mul(6).clamp(64, max_len.max(64)));
-    let mut limited = reader.take(max_len as u64 + 1);
-    limited
-        .read_to_end(&mut out)
-        .map_err(|_| DecompressError::Corrupt)?;
+    let mut out = read_at_most(reader, compressed_len, max_len.saturating_add(1))?;
     if out.len() > max_len {
         return Err(DecompressError::TooLarge { max_len });
     }
     // The body may be held for long (the tail sampler keeps it for `decision_wait`): give back
-    // what doubling left unused, so it holds what it counts.
+    // what growing left unused, so it holds what it counts.
     if out.capacity() - out.len() > out.len() / 8 {
         out.shrink_to_fit();
     }
     Ok(Bytes::from(out))
+}
+
+/// Reads `reader` to its end or to `limit` bytes, whichever comes first, into a buffer whose
+/// capacity never exceeds `limit`: the caller charged `limit` bytes, and `read_to_end` would
+/// double its buffer past that (up to twice the limit for a body just over a power of two).
+/// Starts from a typical 4-8x ratio over `compressed_len`, then doubles up to the limit.
+fn read_at_most(
+    mut reader: impl Read,
+    compressed_len: usize,
+    limit: usize,
+) -> Result<Vec<u8>, DecompressError> {
+    let first = compressed_len.saturating_mul(6).max(64).min(limit);
+    let mut out = Vec::new();
+    out.reserve_exact(first);
+    out.resize(first, 0);
+    let mut filled = 0;
+    loop {
+        if filled == out.len() {
+            if out.len() >= limit {
+                break;
+            }
+            let grow = out.len().max(64).min(limit - out.len());
+            out.reserve_exact(grow);
+            out.resize(out.len() + grow, 0);
+        }
+        match reader.read(&mut out[filled..]) {
+            Ok(0) => break,
+            Ok(n) => filled += n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(_) => return Err(DecompressError::Corrupt),
+        }
+    }
+    out.truncate(filled);
+    debug_assert!(out.capacity() <= limit);
+    Ok(out)
 }
 
 /// Compresses the concatenation of `chunks` (gzip at the fast level, zstd at level 1).
@@ -252,6 +282,54 @@ mod tests {
         assert_eq!(zstd_window_log(4 << 20), 23);
         assert_eq!(zstd_window_log((16 << 20) + 1), 25);
         assert_eq!(zstd_window_log(usize::MAX), 27);
+    }
+
+    /// The output buffer never grows past what the caller charged (`max_len + 1`), for a body
+    /// of exactly `max_len + 1` bytes and for one just over a power of two, where doubling
+    /// would reach twice the size.
+    #[test]
+    fn output_capacity_stays_within_the_limit() {
+        let body = |len: usize| -> Vec<u8> { (0..len).map(|i| (i % 251) as u8).collect() };
+        let cases = [
+            (1 << 16, (1 << 16) + 1),
+            (100_000, (1 << 16) + 1),
+            ((1 << 17) - 1, 1 << 17),
+            (1000, 1001),
+            (10, 11),
+            (0, 1),
+        ];
+        for enc in [Encoding::Gzip, Encoding::Zstd] {
+            for (max_len, len) in cases {
+                let plain = body(len);
+                let c = compress(enc, &[Bytes::from(plain.clone())]);
+                let out = match enc {
+                    Encoding::Gzip => read_at_most(
+                        flate2::read::MultiGzDecoder::new(&c[..]),
+                        c.len(),
+                        max_len + 1,
+                    ),
+                    _ => read_at_most(
+                        zstd::stream::read::Decoder::new(&c[..]).unwrap(),
+                        c.len(),
+                        max_len + 1,
+                    ),
+                }
+                .unwrap();
+                assert_eq!(out.len(), len.min(max_len + 1), "{enc:?} {max_len} {len}");
+                assert_eq!(out[..], plain[..out.len()], "{enc:?} {max_len} {len}");
+                assert!(
+                    out.capacity() <= max_len + 1,
+                    "{enc:?}: capacity {} for max_len {max_len}, body {len}",
+                    out.capacity()
+                );
+                let whole = decompress(enc, &c, max_len);
+                if len > max_len {
+                    assert_eq!(whole, Err(DecompressError::TooLarge { max_len }));
+                } else {
+                    assert_eq!(whole.unwrap(), plain);
+                }
+            }
+        }
     }
 
     #[test]

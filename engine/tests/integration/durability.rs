@@ -11,10 +11,10 @@ use shardtel_protocol::proto::collector::trace::v1::ExportTraceServiceRequest;
 use shardtel_protocol::Signal;
 
 use crate::gen::{flatten, request, span};
-use crate::harness::{proc_status_kib, read_lines, span_ids_in, wait_until, Shardtel};
+use crate::harness::{proc_status_kib, read_lines, span_ids_in, spans_in, wait_until, Shardtel};
 use crate::loadgen::{loadgen_bin, output_text};
 use crate::test_config::{
-    millis, secs, Action, Batch, Component, Cores, Pipeline, Queue, Retry, TailSampling,
+    millis, secs, Action, Batch, Component, Cores, Durability, Pipeline, Queue, Retry, TailSampling,
 };
 
 /// Starts loadgen against `st` in the background: gRPC, open loop, verifying against
@@ -329,6 +329,111 @@ fn a_full_disk_refuses_with_retryable_errors_and_recovers() {
         st.log()
     );
     assert_eq!(st.stop(), 0);
+}
+
+/// Sets `RLIMIT_FSIZE` of the running process `pid` (`None`: no limit).
+fn limit_file_size(pid: u32, bytes: Option<u64>) {
+    let limit = libc::rlimit {
+        rlim_cur: bytes.unwrap_or(libc::RLIM_INFINITY),
+        rlim_max: libc::RLIM_INFINITY,
+    };
+    // SAFETY: plain syscall on valid pointers.
+    let set = unsafe {
+        libc::prlimit(
+            pid as libc::pid_t,
+            libc::RLIMIT_FSIZE,
+            &limit,
+            std::ptr::null_mut(),
+        )
+    };
+    assert_eq!(set, 0, "prlimit: {}", std::io::Error::last_os_error());
+}
+
+/// The file exporter's disk fills up mid-line for real: `RLIMIT_FSIZE` is lowered on the
+/// running process to 100 bytes past the end of its file, so the next batch's write is short,
+/// then fails with `EFBIG`, and is retried. Once the limit is lifted, the file holds whole
+/// JSON lines only, and every accepted span exactly once.
+#[test]
+fn a_file_write_that_fails_mid_line_leaves_whole_lines_and_each_batch_once() {
+    let mut st = Shardtel::start_config(|c| {
+        let out = c.out_dir();
+        c.with(|c| {
+            c.engine.cores = Cores::List(vec![0]);
+            c.engine.durability = Some(Durability::None);
+        })
+        .exporter(
+            "file_traces",
+            Component::file(out.join("traces.jsonl"))
+                .batch(Batch::timeout(millis(20)))
+                .retry(Retry::forever(millis(50), millis(200))),
+        )
+        .traces(Pipeline::otlp_to(&["file_traces"]))
+    });
+    // A lowered limit sends SIGXFSZ, whose default action kills: ignore it, as a service would.
+    st.kill();
+    st.spawn_with(|cmd| {
+        use std::os::unix::process::CommandExt;
+        // SAFETY: only an async-signal-safe call (signal) between fork and exec.
+        unsafe {
+            cmd.pre_exec(|| {
+                libc::signal(libc::SIGXFSZ, libc::SIG_IGN);
+                Ok(())
+            });
+        }
+    });
+    let pid = st.child.as_ref().unwrap().id();
+    let file = st.out().join("traces.core0.jsonl");
+    let req = |r: u64| request((0..10).map(|i| span(9, r * 10 + i, 0)).collect());
+    let arrived = |reqs: &[ExportTraceServiceRequest]| {
+        let got = span_ids_in(&st.out());
+        flatten(reqs)
+            .iter()
+            .all(|(_, _, s)| got.contains(&s.span_id))
+    };
+    let mut sent = vec![req(0)];
+    st.post_traces(&sent[0]);
+    assert!(wait_until(20, || arrived(&sent)), "{}", st.log());
+    let whole = std::fs::metadata(&file).unwrap().len();
+
+    limit_file_size(pid, Some(whole + 100));
+    let retries = || st.metric_sum("shardtel_exporter_retries_total", "file_traces");
+    let retried_before = retries();
+    sent.push(req(1));
+    st.post_traces(&sent[1]);
+    assert!(
+        wait_until(20, || retries() >= retried_before + 2),
+        "the write past the limit was not retried: {}",
+        st.metrics()
+    );
+    // Each failed attempt is cut off again: between attempts the file ends where it did.
+    assert!(
+        wait_until(5, || std::fs::metadata(&file).unwrap().len() == whole),
+        "the failed batch left {} bytes behind",
+        std::fs::metadata(&file).unwrap().len() - whole
+    );
+
+    limit_file_size(pid, None);
+    assert!(
+        wait_until(20, || arrived(&sent)),
+        "the retried batch did not arrive:\n{}",
+        st.log()
+    );
+    sent.push(req(2));
+    st.post_traces(&sent[2]);
+    assert!(wait_until(20, || arrived(&sent)), "{}", st.log());
+    assert_eq!(st.stop(), 0);
+
+    let bytes = std::fs::read(&file).unwrap();
+    assert!(bytes.ends_with(b"\n"), "the file ends in a torn line");
+    // Every line parses (read_traces panics on one that does not) and no span is doubled.
+    let mut got: Vec<Vec<u8>> = spans_in(&st.out()).into_iter().map(|s| s.span_id).collect();
+    got.sort();
+    let mut expected: Vec<Vec<u8>> = flatten(&sent)
+        .into_iter()
+        .map(|(_, _, s)| s.span_id)
+        .collect();
+    expected.sort();
+    assert_eq!(got, expected, "each accepted span exactly once");
 }
 
 /// Posts `n` requests of 40 spans (10 traces) over OTLP/HTTP; all must be accepted.
