@@ -203,7 +203,7 @@ pub(crate) fn fault_requested(headers: &::http::HeaderMap) -> Fault {
 }
 
 /// Admits a request of `signal` on `intake` ([`Intake::admit`]), or refuses it as overloaded
-/// when the request asks for [`Fault::Refuse`] (the OTLP and Jaeger gRPC receivers' admission).
+/// when the request asks for [`Fault::Refuse`] (the admission of every HTTP receiver).
 pub(crate) fn admit(
     intake: &Intake,
     signal: Signal,

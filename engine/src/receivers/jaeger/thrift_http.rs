@@ -86,8 +86,9 @@ async fn handle(
         return listener::http_error(&e);
     }
     let limit = config.limits.max_recv_msg_size;
+    let fault = listener::fault_requested(req.headers());
     let mut body = req.into_body();
-    let guard = match intake.admit(Signal::Traces) {
+    let guard = match listener::admit(intake, Signal::Traces, fault) {
         Ok(g) => g,
         Err(e) => {
             intake.counters().refused(Signal::Traces, TRANSPORT, 0, &e);

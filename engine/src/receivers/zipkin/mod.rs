@@ -195,8 +195,9 @@ async fn handle(
             }
         },
     };
+    let fault = listener::fault_requested(req.headers());
     let mut body = req.into_body();
-    let guard = match intake.admit(Signal::Traces) {
+    let guard = match listener::admit(intake, Signal::Traces, fault) {
         Ok(g) => g,
         Err(e) => {
             intake.counters().refused(Signal::Traces, TRANSPORT, 0, &e);

@@ -260,3 +260,44 @@ fn stalled_bodies_get_408_counted_as_timeout_and_aborted_ones_count_as_client_ab
         );
     }
 }
+
+#[test]
+fn a_request_refused_as_overloaded_whose_body_stalls_is_answered_by_read_timeout() {
+    let (st, ports) = start();
+    for (receiver, port) in [("zipkin", ports.zipkin), ("jaeger", ports.thrift)] {
+        let (path, ctype, body) = good_request(&ports, port);
+        // Refused at admission (the overload path, on demand), its body stalled: the body is
+        // read and dropped by read_timeout at most, then the refusal goes out and the
+        // connection closes.
+        let mut stalled = connect(port);
+        write!(
+            stalled,
+            "POST {path} HTTP/1.1\r\nhost: x\r\ncontent-type: {ctype}\r\nx-shardtel-fault: refuse\r\ncontent-length: {}\r\n\r\n",
+            body.len() + 1000
+        )
+        .unwrap();
+        stalled.write_all(&body[..4]).unwrap();
+        let since = Instant::now();
+        let answer = read_head(&mut stalled);
+        let after = since.elapsed();
+        assert_eq!(status_of(&answer), 503, "{receiver}: {answer:?}");
+        assert!(
+            answer.to_ascii_lowercase().contains("connection: close"),
+            "{receiver}: {answer:?}"
+        );
+        assert!(
+            after >= READ - Duration::from_millis(50) && after <= READ + SLACK,
+            "{receiver}: answered after {after:?} (read_timeout {READ:?})"
+        );
+        let closed = closed_after(stalled, Instant::now());
+        assert!(
+            closed <= SLACK,
+            "{receiver}: closed {closed:?} after the 503"
+        );
+        assert!(
+            wait_until(5, || post_once(&ports, port) == 202),
+            "{receiver}"
+        );
+    }
+    drop(st);
+}
