@@ -1,8 +1,10 @@
 //! What the receivers of other formats (`zipkin`, `jaeger`, `fluentforward`) share: binding a
 //! listener on every core, accepting up to the core's share of `max_connections` (more are
-//! closed at once and counted), an idle timeout on every connection, request bodies read
-//! within a size limit and a time limit and charged to the intake as they arrive, and the
-//! ingest of a translated request with its counters.
+//! closed at once and counted), request bodies read within a size limit and their request's
+//! deadline and charged to the intake as they arrive, and the ingest of a translated request
+//! with its counters. The HTTP listeners' connections run on the OTLP receiver's clocks
+//! ([`super::timeouts`]: a deadline for each request head and body, an idle timeout that reads
+//! do not reset); Fluent Forward bounds its reads itself.
 //!
 //! Connections are served by hyper (HTTP/1.1, HTTP/2) or read directly (Fluent Forward) over
 //! the accepted stream, after its TLS handshake when the receiver has a `tls` table; requests
@@ -11,12 +13,11 @@
 
 use std::cell::Cell;
 use std::future::Future;
-use std::io;
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::rc::Rc;
 use std::task::{Context, Poll};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 use glommio::net::TcpListener;
@@ -27,7 +28,8 @@ use shardtel_protocol::Signal;
 
 use super::intake::{InflightGuard, Intake, Transport};
 use super::security::{Connection, CoreSecurity};
-use crate::pipeline::IngestError;
+use super::timeouts::RequestClock;
+use crate::pipeline::{FailReason, IngestError};
 use crate::telemetry::{Exposition, Families};
 
 /// Why a listener could not be bound.
@@ -156,126 +158,6 @@ where
     .detach()
 }
 
-/// When a connection last moved bytes (or a request on it started or ended).
-#[derive(Debug)]
-pub struct Activity(Cell<Instant>);
-
-impl Activity {
-    /// Active now.
-    pub fn new() -> Rc<Self> {
-        Rc::new(Activity(Cell::new(Instant::now())))
-    }
-
-    /// Marks the connection active now.
-    pub fn touch(&self) {
-        self.0.set(Instant::now());
-    }
-
-    /// Resolves once the connection has been idle for `idle`.
-    pub async fn idle_for(&self, idle: Duration) {
-        loop {
-            let since = self.0.get().elapsed();
-            if since >= idle {
-                return;
-            }
-            glommio::timer::sleep(idle - since).await;
-        }
-    }
-}
-
-/// A hyper I/O stream that marks its connection's [`Activity`] on every read and write.
-pub struct Watched<T> {
-    inner: T,
-    activity: Rc<Activity>,
-}
-
-impl<T> Watched<T> {
-    /// Watches `inner`.
-    pub fn new(inner: T, activity: Rc<Activity>) -> Self {
-        Watched { inner, activity }
-    }
-}
-
-impl<T: hyper::rt::Read + Unpin> hyper::rt::Read for Watched<T> {
-    fn poll_read(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: hyper::rt::ReadBufCursor<'_>,
-    ) -> Poll<io::Result<()>> {
-        let r = Pin::new(&mut self.inner).poll_read(cx, buf);
-        if r.is_ready() {
-            self.activity.touch();
-        }
-        r
-    }
-}
-
-impl<T: hyper::rt::Write + Unpin> hyper::rt::Write for Watched<T> {
-    fn poll_write(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<io::Result<usize>> {
-        let r = Pin::new(&mut self.inner).poll_write(cx, buf);
-        if r.is_ready() {
-            self.activity.touch();
-        }
-        r
-    }
-
-    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.inner).poll_flush(cx)
-    }
-
-    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.inner).poll_shutdown(cx)
-    }
-}
-
-/// Runs a hyper connection until it ends, it has been idle for `idle` (then it is dropped),
-/// or the core drains (then `graceful` asks it to finish, and it gets `idle` more to do so).
-pub async fn serve_until<C: Future>(
-    intake: &Intake,
-    mut conn: Pin<&mut C>,
-    activity: &Activity,
-    idle: Duration,
-    graceful: impl FnOnce(Pin<&mut C>),
-) {
-    enum End {
-        Done,
-        Idle,
-        Draining,
-    }
-    let end = futures_lite::future::or(
-        async {
-            let _ = conn.as_mut().await;
-            End::Done
-        },
-        futures_lite::future::or(
-            async {
-                activity.idle_for(idle).await;
-                End::Idle
-            },
-            async {
-                intake.wait_draining().await;
-                End::Draining
-            },
-        ),
-    )
-    .await;
-    if let End::Draining = end {
-        graceful(conn.as_mut());
-        activity.touch();
-        futures_lite::future::or(
-            async {
-                let _ = conn.await;
-            },
-            activity.idle_for(idle),
-        )
-        .await;
-    }
-}
-
 /// Why a request body could not be read.
 #[derive(Debug)]
 pub enum BodyError {
@@ -283,8 +165,8 @@ pub enum BodyError {
     TooLarge,
     /// The core's request bytes in flight are at their bound.
     Overloaded(IngestError),
-    /// Not whole within the read timeout.
-    Timeout,
+    /// Not whole within the read timeout (this long).
+    Timeout(Duration),
     /// The connection failed mid-body.
     Transport(hyper::Error),
 }
@@ -321,7 +203,7 @@ pub(crate) fn fault_requested(headers: &::http::HeaderMap) -> Fault {
 }
 
 /// Admits a request of `signal` on `intake` ([`Intake::admit`]), or refuses it as overloaded
-/// when the request asks for [`Fault::Refuse`] (the OTLP and Jaeger gRPC receivers' admission).
+/// when the request asks for [`Fault::Refuse`] (the admission of every HTTP receiver).
 pub(crate) fn admit(
     intake: &Intake,
     signal: Signal,
@@ -348,12 +230,12 @@ pub fn drain_refused(mut body: Incoming, max: usize, timeout: Duration) {
     .detach();
 }
 
-/// Reads a request body of at most `limit` bytes within `timeout`, charging what it holds to
-/// `guard` as it grows. A body that arrives in one frame is that frame (no copy).
+/// Reads a request body of at most `limit` bytes by its deadline (`request`'s), charging what
+/// it holds to `guard` as it grows. A body that arrives in one frame is that frame (no copy).
 pub async fn read_body(
     body: &mut Incoming,
     limit: usize,
-    timeout: Duration,
+    request: &RequestClock,
     guard: &InflightGuard<'_>,
 ) -> Result<Bytes, BodyError> {
     let read = async {
@@ -399,11 +281,13 @@ pub async fn read_body(
             None => first.unwrap_or_default(),
         })
     };
-    futures_lite::future::or(read, async {
-        glommio::timer::sleep(timeout).await;
-        Err(BodyError::Timeout)
+    let read = futures_lite::future::or(read, async {
+        request.body_expired().await;
+        Err(BodyError::Timeout(request.timeout()))
     })
-    .await
+    .await;
+    request.body_done();
+    read
 }
 
 /// Reads and drops up to `max` more bytes of a body, so that an error response is not lost to
@@ -578,21 +462,55 @@ pub const REFUSAL_DISCARD: usize = 1 << 20;
 /// Checks an HTTP request's bearer token with `security` (when the receiver has an `auth`
 /// table). A refused request (counted by `security`) is answered 401 with `WWW-Authenticate`,
 /// its body never held or charged: up to [`REFUSAL_DISCARD`] bytes of it are read and dropped,
-/// within `timeout`.
+/// by the body's deadline (`request`'s).
 pub async fn authenticate(
     security: &CoreSecurity,
     transport: Transport,
     req: http::Request<Incoming>,
-    timeout: Duration,
+    request: &RequestClock,
 ) -> Result<http::Request<Incoming>, http::Response<ResponseBody>> {
     let Err(e) = security.authenticate(req.headers(), transport) else {
         return Ok(req);
     };
-    discard_within(&mut req.into_body(), REFUSAL_DISCARD, timeout).await;
-    Err(http_error(&e))
+    let ended = request
+        .discard_body(&mut req.into_body(), REFUSAL_DISCARD)
+        .await;
+    Err(closing_unless(ended, http_error(&e)))
 }
 
-/// The answer to a body that could not be read, counted.
+/// The answer to an HTTP/1.1 request refused as overloaded before its body was read: the body
+/// is read and dropped first (at most `max` bytes, by the request's deadline), so that the
+/// refusal is not lost to a TCP reset and the connection carries the next request. A body that
+/// did not end by then leaves the connection unable to: the answer says `Connection: close`.
+pub async fn refuse_after_discard(
+    body: &mut Incoming,
+    max: usize,
+    request: &RequestClock,
+    e: &IngestError,
+) -> http::Response<ResponseBody> {
+    let ended = request.discard_body(body, max).await;
+    closing_unless(ended, http_error(e))
+}
+
+/// `response`, with `Connection: close` unless the request's body was read to its end (an
+/// HTTP/1.1 connection with a request body left unread cannot carry another request).
+pub fn closing_unless(
+    body_ended: bool,
+    mut response: http::Response<ResponseBody>,
+) -> http::Response<ResponseBody> {
+    if !body_ended {
+        response.headers_mut().insert(
+            http::header::CONNECTION,
+            http::HeaderValue::from_static("close"),
+        );
+    }
+    response
+}
+
+/// The answer to a body that could not be read, counted as the OTLP receiver counts it: a body
+/// late past `read_timeout` is [`IngestError::BodyTimeout`] (408, `DEADLINE_EXCEEDED`, reason
+/// `timeout`), one whose connection failed mid-body is answered 400 and counted as
+/// `client_aborted`.
 pub fn body_error(
     intake: &Intake,
     signal: Signal,
@@ -603,13 +521,31 @@ pub fn body_error(
     let e = match e {
         BodyError::TooLarge => IngestError::TooLarge { limit },
         BodyError::Overloaded(e) => e,
-        BodyError::Timeout => {
-            IngestError::Invalid("the request body did not arrive in time".into())
+        BodyError::Timeout(after) => IngestError::BodyTimeout(after),
+        BodyError::Transport(e) => {
+            intake
+                .counters()
+                .failed_request(signal, transport, FailReason::ClientAborted);
+            return IngestError::Invalid(format!("request body failed: {e}"));
         }
-        BodyError::Transport(e) => IngestError::Invalid(format!("request body failed: {e}")),
     };
     count_failure(intake, signal, transport, &e);
     e
+}
+
+/// The HTTP/1.1 answer to a body that could not be read, counted ([`body_error`]): a late body
+/// is answered 408 with `Connection: close` (the rest of it is not read, so the connection
+/// cannot carry another request).
+pub fn body_error_response(
+    intake: &Intake,
+    signal: Signal,
+    transport: Transport,
+    e: BodyError,
+    limit: usize,
+) -> http::Response<ResponseBody> {
+    let late = matches!(e, BodyError::Timeout(_));
+    let e = body_error(intake, signal, transport, e, limit);
+    closing_unless(!late, http_error(&e))
 }
 
 /// What a core publishes about one listener of these receivers.

@@ -29,6 +29,7 @@ pub mod listener;
 pub mod otlp;
 pub mod prometheus;
 pub mod security;
+pub mod timeouts;
 pub mod zipkin;
 
 pub use intake::{

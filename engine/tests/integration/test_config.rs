@@ -99,6 +99,10 @@ pub struct OtlpReceiver {
     pub max_recv_msg_size: Option<u64>,
     pub max_concurrent_streams: Option<u64>,
     pub max_connections: Option<u64>,
+    /// `read_header_timeout`, `read_timeout` and `idle_timeout`, when set.
+    pub read_header_timeout: Option<Duration>,
+    pub read_timeout: Option<Duration>,
+    pub idle_timeout: Option<Duration>,
     /// `[receivers.otlp.tls]`.
     pub tls: Option<ReceiverTls>,
     /// `[receivers.otlp.auth]`.
@@ -752,6 +756,9 @@ impl TestConfig {
                 max_recv_msg_size: None,
                 max_concurrent_streams: None,
                 max_connections: None,
+                read_header_timeout: None,
+                read_timeout: None,
+                idle_timeout: None,
                 tls: None,
                 auth: None,
             },
@@ -916,6 +923,13 @@ impl TestConfig {
             "max_connections",
             self.otlp.max_connections.map(int),
         );
+        for (key, value) in [
+            ("read_header_timeout", self.otlp.read_header_timeout),
+            ("read_timeout", self.otlp.read_timeout),
+            ("idle_timeout", self.otlp.idle_timeout),
+        ] {
+            insert_opt(&mut otlp, key, value.map(duration));
+        }
         insert_opt(
             &mut otlp,
             "tls",

@@ -983,3 +983,72 @@ fn prometheus_remote_write_over_https_with_a_client_certificate() {
     let sent = "shardtel_exporter_sent_metric_points_total";
     wait_for_metric(&st, sent, "exporter=\"prometheus\"", |n| n == 1);
 }
+
+/// An OTLP/HTTP client over TLS that chose `h2` (as Go's exporters do) gets the gRPC
+/// listener's connection clock: its SETTINGS ACK and PING answers start no request-head
+/// deadline, and once idle for `idle_timeout` it is told `GOAWAY` rather than dropped at
+/// `read_header_timeout`.
+#[test]
+fn an_idle_h2_client_of_the_https_listener_gets_goaway_at_idle_timeout() {
+    use crate::h2frames::{frame, GOAWAY, PREFACE, SETTINGS};
+    const PING: u8 = 6;
+    const ACK: u8 = 1;
+    let (read_header, idle) = (Duration::from_millis(500), Duration::from_millis(2000));
+    let pki = Pki::new("tls-test CA");
+    let server = pki.issue("server", Leaf::Server);
+    let st = Shardtel::start_config(|c| {
+        c.file_pipelines().with(|c| {
+            c.otlp.tls = Some(ReceiverTls::new(&server.cert, &server.key));
+            c.otlp.read_header_timeout = Some(read_header);
+            c.otlp.idle_timeout = Some(idle);
+        })
+    });
+    let config = Arc::new(rustls_client(&pki.ca_file(), None, &[b"h2"]));
+    let name = ServerName::try_from("localhost").unwrap();
+    let conn = rustls::ClientConnection::new(config, name).unwrap();
+    let tcp = TcpStream::connect(("127.0.0.1", st.ports.http)).unwrap();
+    tcp.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let mut tls = rustls::StreamOwned::new(conn, tcp);
+    while tls.conn.is_handshaking() {
+        tls.conn.complete_io(&mut tls.sock).unwrap();
+    }
+    assert_eq!(tls.conn.alpn_protocol(), Some(&b"h2"[..]));
+    let since = std::time::Instant::now();
+    tls.write_all(PREFACE).unwrap();
+    tls.write_all(&frame(SETTINGS, 0, 0, &[])).unwrap();
+    tls.flush().unwrap();
+    // Answer what the server sends (its SETTINGS, its keep-alive pings) until its GOAWAY.
+    let (mut settings_acked, mut pings) = (false, 0);
+    let goaway_after = loop {
+        let mut header = [0u8; 9];
+        if let Err(e) = tls.read_exact(&mut header) {
+            panic!(
+                "closed without GOAWAY after {:?} ({e}; {pings} pings answered); log:\n{}",
+                since.elapsed(),
+                st.log()
+            );
+        }
+        let len = u32::from_be_bytes([0, header[0], header[1], header[2]]) as usize;
+        let mut payload = vec![0u8; len];
+        tls.read_exact(&mut payload).unwrap();
+        match (header[3], header[4] & ACK) {
+            (GOAWAY, _) => break since.elapsed(),
+            (SETTINGS, 0) => {
+                tls.write_all(&frame(SETTINGS, ACK, 0, &[])).unwrap();
+                settings_acked = true;
+            }
+            (PING, 0) => {
+                tls.write_all(&frame(PING, ACK, 0, &payload)).unwrap();
+                pings += 1;
+            }
+            _ => {}
+        }
+        tls.flush().unwrap();
+    };
+    assert!(settings_acked);
+    assert!(
+        goaway_after >= idle - Duration::from_millis(50)
+            && goaway_after <= idle + Duration::from_millis(1500),
+        "GOAWAY after {goaway_after:?} (idle_timeout {idle:?}, {pings} pings answered)"
+    );
+}

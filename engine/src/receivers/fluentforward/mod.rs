@@ -140,6 +140,8 @@ enum ConnectionEnd {
     Idle,
     #[error("an event did not arrive whole within read_timeout")]
     Slow,
+    #[error("the acknowledgements were not read within read_timeout")]
+    SlowReader,
     #[error("an event is larger than max_recv_msg_size ({0} bytes)")]
     TooLarge(usize),
     #[error("malformed event: {0}")]
@@ -156,6 +158,9 @@ async fn serve_connection(r: &Receiver, mut stream: Connection) -> Result<(), Co
     let mut framer = Framer::default();
     // When the first byte of the event being read arrived.
     let mut event_started: Option<Instant> = None;
+    // When the last bytes arrived: an event left partial in the buffer after the whole ones
+    // were handled started no later (handling them does not extend its read_timeout).
+    let mut last_read = Instant::now();
     loop {
         // Every event that is whole in the buffer, up to max_recv_msg_size together.
         let mut events = Vec::new();
@@ -191,7 +196,7 @@ async fn serve_connection(r: &Receiver, mut stream: Connection) -> Result<(), Co
             let outcome = handle_events(r, &mut stream, &buf, &events).await;
             buf.drain(..end);
             framer = Framer::default();
-            event_started = (!buf.is_empty()).then(Instant::now);
+            event_started = (!buf.is_empty()).then_some(last_read);
             outcome?;
             continue;
         }
@@ -230,8 +235,9 @@ async fn serve_connection(r: &Receiver, mut stream: Connection) -> Result<(), Co
             }
             Some(Ok(n)) => {
                 buf.truncate(old + n);
+                last_read = Instant::now();
                 if event_started.is_none() {
-                    event_started = Some(Instant::now());
+                    event_started = Some(last_read);
                 }
             }
             Some(Err(e)) => {
@@ -286,15 +292,26 @@ async fn handle_events(
     if records > 0 {
         ingest_with_backoff(r, Bytes::from(request), limits.read_timeout).await?;
     }
-    for chunk in &chunks {
-        stream
-            .write_all(&ack(chunk))
-            .await
-            .map_err(ConnectionEnd::Io)?;
-    }
     if !chunks.is_empty() {
-        // A TLS session may hold the acks' records until flushed.
-        stream.flush().await.map_err(ConnectionEnd::Io)?;
+        // Within read_timeout: a client that reads no acks cannot hold the connection once its
+        // socket buffers are full.
+        let write = async {
+            for chunk in &chunks {
+                stream.write_all(&ack(chunk)).await?;
+            }
+            // A TLS session may hold the acks' records until flushed.
+            stream.flush().await
+        };
+        let written = futures_lite::future::or(async { Some(write.await) }, async {
+            glommio::timer::sleep(limits.read_timeout).await;
+            None
+        })
+        .await;
+        match written {
+            Some(Ok(())) => {}
+            Some(Err(e)) => return Err(ConnectionEnd::Io(e)),
+            None => return Err(ConnectionEnd::SlowReader),
+        }
     }
     match malformed {
         Some(e) => Err(ConnectionEnd::Malformed(e)),

@@ -12,64 +12,54 @@ use shardtel_protocol::compression::{decompress, DecompressError, Encoding};
 use shardtel_protocol::grpc::{decode_message, encode_message, Code};
 use shardtel_protocol::translate::jaeger;
 use shardtel_protocol::Signal;
-use shardtel_sinks::net::{GlommioIo, LocalExec};
 
 use crate::pipeline::{FailReason, IngestError, Overload};
-use crate::receivers::listener::{self, Activity, ResponseBody, Watched};
+use crate::receivers::listener::{self, ResponseBody};
 use crate::receivers::otlp::connections as h2;
 use crate::receivers::security::{Connection, CoreSecurity};
+use crate::receivers::timeouts::{self, ConnectionClock, RequestClock, Timeouts, WatchedIo, Wire};
 use crate::receivers::{Intake, Transport};
 
 const POST_SPANS: &str = "/jaeger.api_v2.CollectorService/PostSpans";
 const TRANSPORT: Transport = Transport::JaegerGrpc;
 
-/// Serves one HTTP/2 connection until it closes, idles out or the core drains.
+/// Serves one HTTP/2 connection until it closes, times out (the preface within the head
+/// deadline, each request body within `read_timeout`, `GOAWAY` after `idle_timeout` without a
+/// stream: see [`crate::receivers::timeouts`]) or the core drains. The HTTP/2 settings and
+/// keep-alive pings are the OTLP gRPC listener's.
 pub(super) async fn serve_connection(
     intake: Rc<Intake>,
     config: Rc<JaegerReceiverConfig>,
     security: Rc<CoreSecurity>,
     stream: Connection,
 ) {
-    let activity = Activity::new();
-    let (i, c, a) = (intake.clone(), config.clone(), activity.clone());
+    let clock = ConnectionClock::new(Timeouts::of_listener(&config.limits), Wire::H2);
+    let (i, c, k) = (intake.clone(), config.clone(), clock.clone());
     let service = hyper::service::service_fn(move |req: Request<Incoming>| {
-        let (i, c, a) = (i.clone(), c.clone(), a.clone());
+        let (i, c) = (i.clone(), c.clone());
+        let request = k.request();
         // A refused request is answered UNAUTHENTICATED before its body is read (HTTP/2 resets
         // the stream's unread body).
         let unauthenticated = security.authenticate(req.headers(), TRANSPORT).err();
         async move {
-            a.touch();
             let resp = match unauthenticated {
                 Some(e) => error_response(&e),
-                None => handle(&i, &c, req).await,
+                None => handle(&i, &c, req, &request).await,
             };
-            a.touch();
             Ok::<_, Infallible>(resp)
         }
     });
-    let mut builder = hyper::server::conn::http2::Builder::new(LocalExec);
-    builder
-        .max_concurrent_streams(config.max_concurrent_streams)
-        .max_frame_size(h2::H2_MAX_FRAME)
-        .initial_stream_window_size(h2::H2_STREAM_WINDOW)
-        .initial_connection_window_size(h2::H2_CONNECTION_WINDOW)
-        .max_header_list_size(h2::H2_MAX_HEADER_LIST)
-        .max_send_buf_size(h2::H2_MAX_SEND_BUF);
-    let conn = builder.serve_connection(
-        Watched::new(GlommioIo::over(stream), activity.clone()),
-        service,
-    );
+    let builder = h2::http2_server(config.max_concurrent_streams, clock.timeouts());
+    let conn = builder.serve_connection(WatchedIo::new(stream, clock.clone()), service);
     let conn = std::pin::pin!(conn);
-    listener::serve_until(&intake, conn, &activity, config.limits.idle_timeout, |c| {
-        c.graceful_shutdown()
-    })
-    .await;
+    timeouts::drive(&intake, &clock, conn, |c| c.graceful_shutdown()).await;
 }
 
 async fn handle(
     intake: &Intake,
     config: &JaegerReceiverConfig,
     req: Request<Incoming>,
+    request: &RequestClock,
 ) -> Response<ResponseBody> {
     if req.uri().path() != POST_SPANS {
         return status_only(
@@ -126,7 +116,7 @@ async fn handle(
         }
     };
     let mut body = req.into_body();
-    let framed = match listener::read_body(&mut body, limit + 5, timeout, &guard).await {
+    let framed = match listener::read_body(&mut body, limit + 5, request, &guard).await {
         Ok(b) => b,
         Err(e) => {
             let overloaded = matches!(e, listener::BodyError::Overloaded(_));

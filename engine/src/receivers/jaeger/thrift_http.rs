@@ -10,55 +10,50 @@ use hyper::body::Incoming;
 use shardtel_config::JaegerReceiverConfig;
 use shardtel_protocol::translate::jaeger;
 use shardtel_protocol::Signal;
-use shardtel_sinks::net::GlommioIo;
 
 use crate::pipeline::IngestError;
-use crate::receivers::listener::{self, Activity, ResponseBody, Watched};
+use crate::receivers::listener::{self, ResponseBody};
 use crate::receivers::security::{Connection, CoreSecurity};
+use crate::receivers::timeouts::{self, ConnectionClock, RequestClock, Timeouts, WatchedIo, Wire};
 use crate::receivers::{Intake, Transport};
 
 const TRANSPORT: Transport = Transport::JaegerThrift;
 
-/// Serves one HTTP/1.1 connection until it closes, idles out or the core drains.
+/// Serves one HTTP/1.1 connection (keep-alive) until it closes, times out (a deadline for each
+/// request head and body, and an idle timeout: see [`crate::receivers::timeouts`]) or the core
+/// drains.
 pub(super) async fn serve_connection(
     intake: Rc<Intake>,
     config: Rc<JaegerReceiverConfig>,
     security: Rc<CoreSecurity>,
     stream: Connection,
 ) {
-    let activity = Activity::new();
-    let (i, c, a) = (intake.clone(), config.clone(), activity.clone());
+    let clock = ConnectionClock::new(Timeouts::of_listener(&config.limits), Wire::Http1);
+    let (i, c, k) = (intake.clone(), config.clone(), clock.clone());
     let service = hyper::service::service_fn(move |req| {
-        let (i, c, a, t) = (i.clone(), c.clone(), a.clone(), security.clone());
+        let (i, c, t) = (i.clone(), c.clone(), security.clone());
+        let request = k.request();
         async move {
-            a.touch();
-            let timeout = c.limits.read_timeout;
-            let resp = match listener::authenticate(&t, TRANSPORT, req, timeout).await {
-                Ok(req) => handle(&i, &c, req).await,
+            let resp = match listener::authenticate(&t, TRANSPORT, req, &request).await {
+                Ok(req) => handle(&i, &c, req, &request).await,
                 Err(refused) => refused,
             };
-            a.touch();
             Ok::<_, Infallible>(resp)
         }
     });
     let conn = hyper::server::conn::http1::Builder::new()
         .keep_alive(true)
         .max_buf_size(listener::HTTP1_MAX_BUF)
-        .serve_connection(
-            Watched::new(GlommioIo::over(stream), activity.clone()),
-            service,
-        );
+        .serve_connection(WatchedIo::new(stream, clock.clone()), service);
     let conn = std::pin::pin!(conn);
-    listener::serve_until(&intake, conn, &activity, config.limits.idle_timeout, |c| {
-        c.graceful_shutdown()
-    })
-    .await;
+    timeouts::drive(&intake, &clock, conn, |c| c.graceful_shutdown()).await;
 }
 
 async fn handle(
     intake: &Intake,
     config: &JaegerReceiverConfig,
     req: Request<Incoming>,
+    request: &RequestClock,
 ) -> Response<ResponseBody> {
     if req.uri().path() != "/api/traces" {
         return listener::plain(
@@ -91,21 +86,19 @@ async fn handle(
         return listener::http_error(&e);
     }
     let limit = config.limits.max_recv_msg_size;
+    let fault = listener::fault_requested(req.headers());
     let mut body = req.into_body();
-    let guard = match intake.admit(Signal::Traces) {
+    let guard = match listener::admit(intake, Signal::Traces, fault) {
         Ok(g) => g,
         Err(e) => {
             intake.counters().refused(Signal::Traces, TRANSPORT, 0, &e);
-            listener::discard_body(&mut body, limit).await;
-            return listener::http_error(&e);
+            return listener::refuse_after_discard(&mut body, limit, request, &e).await;
         }
     };
-    let raw = match listener::read_body(&mut body, limit, config.limits.read_timeout, &guard).await
-    {
+    let raw = match listener::read_body(&mut body, limit, request, &guard).await {
         Ok(b) => b,
         Err(e) => {
-            let e = listener::body_error(intake, Signal::Traces, TRANSPORT, e, limit);
-            return listener::http_error(&e);
+            return listener::body_error_response(intake, Signal::Traces, TRANSPORT, e, limit)
         }
     };
     let translated = jaeger::thrift_to_otlp(&raw).map_err(|e| IngestError::Invalid(e.to_string()));

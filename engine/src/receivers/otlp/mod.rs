@@ -6,7 +6,6 @@
 pub mod connections;
 mod grpc;
 mod http;
-pub mod timeouts;
 
 use std::cell::RefCell;
 use std::future::Future;
@@ -25,13 +24,13 @@ use shardtel_config::OtlpReceiverConfig;
 
 use self::connections::{Admission, ConnectionLimit};
 pub use self::connections::{ConnectionSnapshot, Protocol};
-use self::timeouts::{ConnectionClock, Expiry, RequestClock, Timeouts};
 use super::intake::{InflightGuard, Intake, Transport};
 use super::listener::ResponseBody;
 pub(crate) use super::listener::{admit, fault_requested, Fault};
 use super::security::{
-    Connection, CoreSecurity, ReceiverSecurity, SecurityError, SecuritySnapshot,
+    negotiated_h2, Connection, CoreSecurity, ReceiverSecurity, SecurityError, SecuritySnapshot,
 };
+use super::timeouts::{self, drive, ConnectionClock, RequestClock, Timeouts, Wire};
 use crate::pipeline::IngestError;
 
 /// Why a listener could not be bound.
@@ -170,7 +169,10 @@ async fn accept_loop(receiver: Rc<OtlpReceiver>, protocol: Protocol, socket: Tcp
                         else {
                             return;
                         };
-                        let clock = ConnectionClock::new(receiver.timeouts, protocol);
+                        // The clock of what the client speaks: an HTTP listener's client over
+                        // TLS that chose `h2` has an HTTP/2 clock, as a gRPC client has.
+                        let h2 = protocol == Protocol::Grpc || negotiated_h2(&stream);
+                        let clock = ConnectionClock::new(receiver.timeouts, Wire::of(h2));
                         serve(&receiver, stream, protocol, clock).await;
                     })
                     .detach();
@@ -232,64 +234,6 @@ impl Drop for Slot<'_> {
         match self.1 {
             Some(protocol) => self.0.connections.served(protocol),
             None => self.0.connections.refused(),
-        }
-    }
-}
-
-/// Runs a served connection until it ends, its clock expires it (see [`timeouts`]), or the core
-/// drains. Draining asks the connection to finish (`graceful`: HTTP/2 GOAWAY, HTTP/1.1 close
-/// after the current response) and awaits it, still under its timeouts. A connection that
-/// waited too long for a request head is dropped (closed at once); an idle one too, except
-/// that HTTP/2 first gets a `GOAWAY` and `read_header_timeout` to see it.
-async fn drive<C: Future>(
-    intake: &Intake,
-    clock: &ConnectionClock,
-    mut conn: Pin<&mut C>,
-    graceful: impl FnOnce(Pin<&mut C>),
-) {
-    /// How the connection's first phase ended.
-    enum Ended {
-        Closed,
-        Draining,
-        Expired(Expiry),
-    }
-    let ended = futures_lite::future::or(
-        async {
-            let _ = conn.as_mut().await;
-            Ended::Closed
-        },
-        futures_lite::future::or(
-            async {
-                intake.wait_draining().await;
-                Ended::Draining
-            },
-            async { Ended::Expired(clock.watch().await) },
-        ),
-    )
-    .await;
-    match ended {
-        Ended::Closed | Ended::Expired(Expiry::Head) => {}
-        Ended::Draining => {
-            graceful(conn.as_mut());
-            futures_lite::future::or(
-                async {
-                    let _ = conn.await;
-                },
-                async {
-                    clock.watch().await;
-                },
-            )
-            .await;
-        }
-        Ended::Expired(Expiry::Idle) => {
-            if clock.speaks_h2() {
-                graceful(conn.as_mut());
-                let _ = glommio::timer::timeout(clock.grace(), async {
-                    let _ = conn.await;
-                    Ok(())
-                })
-                .await;
-            }
         }
     }
 }
@@ -431,21 +375,15 @@ fn grown_capacity(current: usize, needed: usize, declared: usize, limit: usize) 
     capped.min(limit).max(needed)
 }
 
-/// Reads and drops up to `max` more bytes of a body (within the request's deadline), so that
-/// an error response to an oversized HTTP/1.1 request is not lost to a TCP reset when the
-/// connection closes with unread data. Returns true if the body ended.
+/// Reads and drops up to `max` more bytes of a body (within the request's deadline, when it
+/// has one: see [`RequestClock::discard_body`]), so that an error response to an oversized
+/// HTTP/1.1 request is not lost to a TCP reset when the connection closes with unread data.
+/// Returns true if the body ended.
 async fn discard_body(body: &mut Incoming, max: usize, request: Option<&RequestClock>) -> bool {
-    let discard = super::listener::discard_body(body, max);
-    let Some(request) = request else {
-        return discard.await;
-    };
-    let ended = futures_lite::future::or(discard, async {
-        request.body_expired().await;
-        false
-    })
-    .await;
-    request.body_done();
-    ended
+    match request {
+        Some(request) => request.discard_body(body, max).await,
+        None => super::listener::discard_body(body, max).await,
+    }
 }
 
 #[cfg(test)]

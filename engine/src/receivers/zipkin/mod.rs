@@ -20,14 +20,12 @@ use shardtel_config::ZipkinReceiverConfig;
 use shardtel_protocol::compression::{decompress, inflate_zlib, DecompressError, Encoding};
 use shardtel_protocol::translate::zipkin::{self, ZipkinOptions};
 use shardtel_protocol::Signal;
-use shardtel_sinks::net::GlommioIo;
 
-use super::listener::{
-    self, Activity, BindError, Connections, ListenerSnapshot, ResponseBody, Watched,
-};
+use super::listener::{self, BindError, Connections, ListenerSnapshot, ResponseBody};
 use super::security::{
     Connection, CoreSecurity, ReceiverSecurity, SecurityError, SecuritySnapshot,
 };
+use super::timeouts::{self, ConnectionClock, RequestClock, Timeouts, WatchedIo, Wire};
 use super::{Intake, Transport};
 use crate::pipeline::{FailReason, IngestError, Overload};
 
@@ -111,35 +109,22 @@ impl ZipkinServer {
     }
 }
 
+/// Serves one HTTP/1.1 connection (keep-alive) until it closes, times out (a deadline for each
+/// request head and body, and an idle timeout: see [`super::timeouts`]) or the core drains.
 async fn serve_connection(receiver: Rc<Receiver>, stream: Connection) {
-    let activity = Activity::new();
-    let r = receiver.clone();
-    let a = activity.clone();
+    let clock = ConnectionClock::new(Timeouts::of_listener(&receiver.config.limits), Wire::Http1);
+    let (r, c) = (receiver.clone(), clock.clone());
     let service = hyper::service::service_fn(move |req| {
-        let (r, a) = (r.clone(), a.clone());
-        async move {
-            a.touch();
-            let resp = handle(&r, req).await;
-            a.touch();
-            Ok::<_, Infallible>(resp)
-        }
+        let r = r.clone();
+        let request = c.request();
+        async move { Ok::<_, Infallible>(handle(&r, req, &request).await) }
     });
     let conn = hyper::server::conn::http1::Builder::new()
         .keep_alive(true)
         .max_buf_size(listener::HTTP1_MAX_BUF)
-        .serve_connection(
-            Watched::new(GlommioIo::over(stream), activity.clone()),
-            service,
-        );
+        .serve_connection(WatchedIo::new(stream, clock.clone()), service);
     let conn = std::pin::pin!(conn);
-    listener::serve_until(
-        &receiver.intake,
-        conn,
-        &activity,
-        receiver.config.limits.idle_timeout,
-        |c| c.graceful_shutdown(),
-    )
-    .await;
+    timeouts::drive(&receiver.intake, &clock, conn, |c| c.graceful_shutdown()).await;
 }
 
 /// The body's format: protobuf with `application/x-protobuf`, JSON otherwise (as the
@@ -152,11 +137,14 @@ fn is_protobuf(req: &Request<Incoming>) -> bool {
         .is_some_and(|v| v.trim().eq_ignore_ascii_case("application/x-protobuf"))
 }
 
-async fn handle(r: &Receiver, req: Request<Incoming>) -> Response<ResponseBody> {
+async fn handle(
+    r: &Receiver,
+    req: Request<Incoming>,
+    request: &RequestClock,
+) -> Response<ResponseBody> {
     let intake = &r.intake;
     let limit = r.config.limits.max_recv_msg_size;
-    let timeout = r.config.limits.read_timeout;
-    let req = match listener::authenticate(&r.security, TRANSPORT, req, timeout).await {
+    let req = match listener::authenticate(&r.security, TRANSPORT, req, request).await {
         Ok(req) => req,
         Err(refused) => return refused,
     };
@@ -207,23 +195,21 @@ async fn handle(r: &Receiver, req: Request<Incoming>) -> Response<ResponseBody> 
             }
         },
     };
+    let fault = listener::fault_requested(req.headers());
     let mut body = req.into_body();
-    let guard = match intake.admit(Signal::Traces) {
+    let guard = match listener::admit(intake, Signal::Traces, fault) {
         Ok(g) => g,
         Err(e) => {
             intake.counters().refused(Signal::Traces, TRANSPORT, 0, &e);
-            listener::discard_body(&mut body, limit).await;
-            return listener::http_error(&e);
+            return listener::refuse_after_discard(&mut body, limit, request, &e).await;
         }
     };
-    let raw =
-        match listener::read_body(&mut body, limit, r.config.limits.read_timeout, &guard).await {
-            Ok(b) => b,
-            Err(e) => {
-                let e = listener::body_error(intake, Signal::Traces, TRANSPORT, e, limit);
-                return listener::http_error(&e);
-            }
-        };
+    let raw = match listener::read_body(&mut body, limit, request, &guard).await {
+        Ok(b) => b,
+        Err(e) => {
+            return listener::body_error_response(intake, Signal::Traces, TRANSPORT, e, limit)
+        }
+    };
     let plain = decode(encoding, &raw, limit, guard.room()).and_then(|plain| {
         if encoding.is_some() {
             guard.try_add(plain.len())?;

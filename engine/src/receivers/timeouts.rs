@@ -1,9 +1,13 @@
-//! Connection timeouts: every served connection has a [`ConnectionClock`] and one watchdog
-//! (a timer per connection, not per request) that closes it when the client is too slow or
-//! stays away, and fails a request whose body does not arrive in time.
+//! Connection timeouts of the HTTP receivers (`otlp`, `zipkin`, `jaeger`): every served
+//! connection has a [`ConnectionClock`] and one watchdog (a timer per connection, not per
+//! request, run by [`drive`]) that closes it when the client is too slow or stays away, and
+//! fails a request whose body does not arrive in time. Reads from the client never extend a
+//! deadline: a client that trickles a request head one byte at a time is closed at the head
+//! deadline all the same.
 //!
-//! - **Head** (`read_header_timeout`): an HTTP/1.1 request head must arrive within it, counted
-//!   from its first byte (or from the accept, for a connection that sends nothing). A gRPC
+//! - **Head** (`read_header_timeout`; the other receivers have no such key and use
+//!   [`Timeouts::of_listener`]): an HTTP/1.1 request head must arrive within it, counted
+//!   from its first byte (or from the accept, for a connection that sends nothing). An HTTP/2
 //!   connection must send its first bytes (the HTTP/2 preface) within it. Then the connection
 //!   is closed.
 //! - **Body** (`read_timeout`): a request's whole body must arrive within it, counted from the
@@ -11,6 +15,9 @@
 //!   gRPC `DEADLINE_EXCEEDED` on that stream only) and what it was charged is given back.
 //! - **Idle** (`idle_timeout`): a connection without a request in progress is closed after it
 //!   (HTTP/1.1 at once, HTTP/2 with `GOAWAY`).
+//!
+//! Which of HTTP/1.1 and HTTP/2 a connection speaks ([`Wire`]) is what it negotiated, not its
+//! listener's: an OTLP/HTTP client over TLS that chose `h2` by ALPN has an HTTP/2 clock.
 //!
 //! Besides these, HTTP/2 connections send keep-alive pings ([`h2_keep_alive`]) through hyper's
 //! timer, which runs on glommio's ([`GlommioTimer`]), and every accepted socket has TCP
@@ -28,9 +35,9 @@ use std::time::{Duration, Instant};
 
 use futures_lite::{AsyncRead, AsyncWrite};
 
-use shardtel_config::OtlpReceiverConfig;
+use shardtel_config::{ListenerLimits, OtlpReceiverConfig};
 
-use super::Protocol;
+use crate::receivers::intake::Intake;
 use crate::receivers::security::Connection;
 
 /// TCP keep-alive: probes start after this long without traffic.
@@ -40,7 +47,11 @@ pub const TCP_KEEPALIVE_INTERVAL: Duration = Duration::from_secs(10);
 /// TCP keep-alive: unanswered probes before the kernel drops the connection.
 pub const TCP_KEEPALIVE_PROBES: u32 = 3;
 
-/// The timeouts of `[receivers.otlp]`.
+/// The request head deadline of the `zipkin` and `jaeger` listeners, which have no
+/// `read_header_timeout` key: this, or `read_timeout` when shorter.
+pub const LISTENER_HEAD_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// A connection's timeouts (`[receivers.otlp]`'s, or another receiver's `limits`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Timeouts {
     /// `read_header_timeout`.
@@ -58,6 +69,17 @@ impl Timeouts {
             read_header: otlp.read_header_timeout,
             read: otlp.read_timeout,
             idle: otlp.idle_timeout,
+        }
+    }
+
+    /// The timeouts of a `zipkin` or `jaeger` listener: `read_timeout` and `idle_timeout` as
+    /// configured, and for the request head (which they have no key for)
+    /// [`LISTENER_HEAD_TIMEOUT`], or `read_timeout` when shorter.
+    pub fn of_listener(limits: &ListenerLimits) -> Timeouts {
+        Timeouts {
+            read_header: limits.read_timeout.min(LISTENER_HEAD_TIMEOUT),
+            read: limits.read_timeout,
+            idle: limits.idle_timeout,
         }
     }
 
@@ -106,10 +128,33 @@ pub enum Expiry {
     Idle,
 }
 
+/// What a connection speaks, as its clock sees it: what its client negotiated (ALPN over TLS,
+/// or its listener's protocol in plaintext), not which listener accepted it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Wire {
+    /// HTTP/1.1: every request has a head, whose first byte starts the head deadline.
+    Http1,
+    /// HTTP/2: the preface must arrive by the head deadline; after it only the idle timeout
+    /// applies between streams (pings, `WINDOW_UPDATE` and the like start nothing), and an
+    /// idle connection gets a `GOAWAY`.
+    H2,
+}
+
+impl Wire {
+    /// HTTP/2 when `h2` (a gRPC listener, or `h2` chosen by ALPN), else HTTP/1.1.
+    pub fn of(h2: bool) -> Wire {
+        if h2 {
+            Wire::H2
+        } else {
+            Wire::Http1
+        }
+    }
+}
+
 /// What one connection is doing, as its timeouts see it. `!Send`: it lives on its core.
 pub struct ConnectionClock {
     timeouts: Timeouts,
-    protocol: Protocol,
+    wire: Wire,
     /// Requests whose handler runs (HTTP/1.1: at most one).
     active: Cell<usize>,
     /// Since when the connection has had no request in progress.
@@ -123,12 +168,12 @@ pub struct ConnectionClock {
 }
 
 impl ConnectionClock {
-    /// The clock of a connection of `protocol` accepted now.
-    pub fn new(timeouts: Timeouts, protocol: Protocol) -> Rc<ConnectionClock> {
+    /// The clock of a connection speaking `wire` accepted now.
+    pub fn new(timeouts: Timeouts, wire: Wire) -> Rc<ConnectionClock> {
         let now = Instant::now();
         Rc::new(ConnectionClock {
             timeouts,
-            protocol,
+            wire,
             active: Cell::new(0),
             idle_since: Cell::new(now),
             head_since: Cell::new(Some(now)),
@@ -136,9 +181,9 @@ impl ConnectionClock {
         })
     }
 
-    /// True for a gRPC (HTTP/2) connection.
+    /// True for an HTTP/2 connection.
     pub fn speaks_h2(&self) -> bool {
-        self.protocol == Protocol::Grpc
+        self.wire == Wire::H2
     }
 
     /// How long an expired HTTP/2 connection gets to see its `GOAWAY` before it is dropped.
@@ -153,15 +198,15 @@ impl ConnectionClock {
 
     /// Bytes arrived from the client.
     fn received(&self) {
-        match self.protocol {
+        match self.wire {
             // The first byte of a request head while none is in progress starts its clock.
-            Protocol::Http => {
+            Wire::Http1 => {
                 if self.active.get() == 0 && self.head_since.get().is_none() {
                     self.head_since.set(Some(Instant::now()));
                 }
             }
             // The preface arrived; from now on only the idle timeout applies between streams.
-            Protocol::Grpc => self.head_since.set(None),
+            Wire::H2 => self.head_since.set(None),
         }
     }
 
@@ -235,6 +280,64 @@ impl ConnectionClock {
     }
 }
 
+/// Runs a served connection until it ends, its clock expires it (see the module docs), or the core
+/// drains. Draining asks the connection to finish (`graceful`: HTTP/2 GOAWAY, HTTP/1.1 close
+/// after the current response) and awaits it, still under its timeouts. A connection that
+/// waited too long for a request head is dropped (closed at once); an idle one too, except
+/// that HTTP/2 first gets a `GOAWAY` and `read_header_timeout` to see it.
+pub async fn drive<C: Future>(
+    intake: &Intake,
+    clock: &ConnectionClock,
+    mut conn: Pin<&mut C>,
+    graceful: impl FnOnce(Pin<&mut C>),
+) {
+    /// How the connection's first phase ended.
+    enum Ended {
+        Closed,
+        Draining,
+        Expired(Expiry),
+    }
+    let ended = futures_lite::future::or(
+        async {
+            let _ = conn.as_mut().await;
+            Ended::Closed
+        },
+        futures_lite::future::or(
+            async {
+                intake.wait_draining().await;
+                Ended::Draining
+            },
+            async { Ended::Expired(clock.watch().await) },
+        ),
+    )
+    .await;
+    match ended {
+        Ended::Closed | Ended::Expired(Expiry::Head) => {}
+        Ended::Draining => {
+            graceful(conn.as_mut());
+            futures_lite::future::or(
+                async {
+                    let _ = conn.await;
+                },
+                async {
+                    clock.watch().await;
+                },
+            )
+            .await;
+        }
+        Ended::Expired(Expiry::Idle) => {
+            if clock.speaks_h2() {
+                graceful(conn.as_mut());
+                let _ = glommio::timer::timeout(clock.grace(), async {
+                    let _ = conn.await;
+                    Ok(())
+                })
+                .await;
+            }
+        }
+    }
+}
+
 /// The state of one body's deadline.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum BodyState {
@@ -274,6 +377,20 @@ impl RequestClock {
     /// How long the body may take (`read_timeout`).
     pub fn timeout(&self) -> Duration {
         self.clock.timeouts.read
+    }
+
+    /// Reads and drops up to `max` more bytes of `body` by the body's deadline, so that an
+    /// error response to a request whose body is not used is not lost to a TCP reset when the
+    /// connection closes with unread data. Returns true if the body ended (false: more than
+    /// `max` bytes, the deadline passed, or the connection failed).
+    pub async fn discard_body(&self, body: &mut hyper::body::Incoming, max: usize) -> bool {
+        let ended = futures_lite::future::or(super::listener::discard_body(body, max), async {
+            self.body_expired().await;
+            false
+        })
+        .await;
+        self.body_done();
+        ended
     }
 
     /// The body arrived (or the request no longer reads it).
@@ -442,7 +559,7 @@ mod tests {
     #[test]
     fn http_heads_bodies_and_idle_connections_expire_on_time() {
         let t0 = Instant::now();
-        let clock = ConnectionClock::new(TIMEOUTS, Protocol::Http);
+        let clock = ConnectionClock::new(TIMEOUTS, Wire::Http1);
         // A fresh connection must send a head.
         assert_eq!(clock.check(t0 + TIMEOUTS.read_header - MS), None);
         let head = clock.next_deadline().unwrap() - t0;
@@ -480,7 +597,7 @@ mod tests {
 
     #[test]
     fn a_body_that_is_late_fails_its_request_only() {
-        let clock = ConnectionClock::new(TIMEOUTS, Protocol::Grpc);
+        let clock = ConnectionClock::new(TIMEOUTS, Wire::H2);
         clock.received();
         let slow = clock.request();
         let quick = clock.request();
@@ -504,10 +621,48 @@ mod tests {
     #[test]
     fn a_grpc_connection_that_sends_nothing_expires_at_the_header_timeout() {
         let t0 = Instant::now();
-        let clock = ConnectionClock::new(TIMEOUTS, Protocol::Grpc);
+        let clock = ConnectionClock::new(TIMEOUTS, Wire::H2);
         assert_eq!(
             clock.check(t0 + TIMEOUTS.read_header + MS),
             Some(Expiry::Head)
+        );
+    }
+
+    #[test]
+    fn a_client_that_negotiated_h2_has_an_h2_clock_whatever_its_listener() {
+        // An OTLP/HTTP client over TLS that chose h2 (Wire::of(negotiated_h2)): its pings and
+        // WINDOW_UPDATEs after the preface start no head deadline, and idling ends in GOAWAY.
+        let clock = ConnectionClock::new(TIMEOUTS, Wire::of(true));
+        assert!(clock.speaks_h2());
+        clock.received();
+        drop(clock.request());
+        clock.received();
+        let idle = Instant::now();
+        assert_eq!(clock.check(idle + TIMEOUTS.read_header + MS), None);
+        assert_eq!(clock.check(idle + TIMEOUTS.idle + MS), Some(Expiry::Idle));
+        // The same bytes on an HTTP/1.1 clock would have been a request head's first.
+        let clock = ConnectionClock::new(TIMEOUTS, Wire::of(false));
+        assert!(!clock.speaks_h2());
+        drop(clock.request());
+        clock.received();
+        assert_eq!(
+            clock.check(Instant::now() + TIMEOUTS.read_header + MS),
+            Some(Expiry::Head)
+        );
+    }
+
+    #[test]
+    fn a_listener_without_read_header_timeout_bounds_heads_by_read_timeout_or_10s() {
+        let mut limits = ListenerLimits::with_size(1 << 20);
+        limits.read_timeout = Duration::from_secs(30);
+        limits.idle_timeout = Duration::from_secs(60);
+        let t = Timeouts::of_listener(&limits);
+        assert_eq!(t.read_header, LISTENER_HEAD_TIMEOUT);
+        assert_eq!((t.read, t.idle), (limits.read_timeout, limits.idle_timeout));
+        limits.read_timeout = Duration::from_secs(2);
+        assert_eq!(
+            Timeouts::of_listener(&limits).read_header,
+            Duration::from_secs(2)
         );
     }
 }
