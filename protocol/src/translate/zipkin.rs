@@ -652,18 +652,19 @@ fn ip_string(ip: IpAddr) -> String {
     }
 }
 
-/// A hex id of at most `max` digits.
+/// A hex id of at most `max` digits (nothing but ASCII hex digits).
 fn hex_id(s: &str, max: usize) -> Option<u64> {
-    if s.is_empty() || s.len() > max {
+    if s.is_empty() || s.len() > max || !s.bytes().all(|b| b.is_ascii_hexdigit()) {
         return None;
     }
-    u64::from_str_radix(s, 16)
-        .ok()
-        .filter(|_| !s.starts_with('+'))
+    u64::from_str_radix(s, 16).ok()
 }
 
+/// A trace id of at most 32 hex digits (the high 64 bits from the digits before the last 16).
+/// Checked to be ASCII hex digits before it is split: a split by bytes inside a multi-byte
+/// character would panic.
 fn trace_id_from_hex(s: &str) -> Option<[u8; 16]> {
-    if s.is_empty() || s.len() > 32 {
+    if s.is_empty() || s.len() > 32 || !s.bytes().all(|b| b.is_ascii_hexdigit()) {
         return None;
     }
     let split = s.len().saturating_sub(16);
