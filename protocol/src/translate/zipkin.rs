@@ -1214,10 +1214,23 @@ mod tests {
 
     #[test]
     fn bad_spans_are_named_in_the_error() {
-        let cases: [(&[u8], &str); 7] = [
+        let cases: [(&[u8], &str); 10] = [
             (b"{}", "invalid zipkin json"),
             (
                 b"[{\"traceId\":\"xyz\",\"id\":\"1\"}]",
+                "span 0: invalid traceId",
+            ),
+            // A multi-byte character where a 17-32 digit id is split (this panicked).
+            (
+                "[{\"traceId\":\"\u{e9}23456789abcdef0\",\"id\":\"1\"}]".as_bytes(),
+                "span 0: invalid traceId",
+            ),
+            (
+                "[{\"traceId\":\"123456789abcdef0\u{e9}\",\"id\":\"1\"}]".as_bytes(),
+                "span 0: invalid traceId",
+            ),
+            (
+                b"[{\"traceId\":\"+1\",\"id\":\"1\"}]",
                 "span 0: invalid traceId",
             ),
             (
