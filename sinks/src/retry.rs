@@ -16,6 +16,10 @@ use prost::Message;
 pub const MULTIPLIER: f64 = 2.0;
 /// Relative jitter: a delay lies in `[interval × (1 − r), interval × (1 + r)]`.
 pub const RANDOMIZATION: f64 = 0.5;
+/// The longest wait a destination's `Retry-After` or `RetryInfo` is followed for; a longer
+/// one (`Retry-After: 18446744073709551615` from a broken proxy) waits this long. Taken as
+/// asked, it overflowed the clock and panicked the core.
+pub const MAX_SERVER_DELAY: Duration = Duration::from_secs(3600);
 
 /// Retry settings of one exporter (from `shardtel_config::RetryConfig`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -61,12 +65,14 @@ impl Backoff {
     ) -> Option<Duration> {
         let mut delay = jittered(self.interval, unit);
         if let Some(asked) = server_delay {
-            delay = delay.max(asked);
+            delay = delay.max(asked.min(MAX_SERVER_DELAY));
         }
         self.interval = grow(self.interval, self.policy.max_interval);
         let max_elapsed = self.policy.max_elapsed_time;
         if !max_elapsed.is_zero()
-            && (now + delay).saturating_duration_since(self.started) > max_elapsed
+            && now
+                .checked_add(delay)
+                .is_none_or(|at| at.saturating_duration_since(self.started) > max_elapsed)
         {
             return None;
         }
@@ -239,6 +245,44 @@ mod tests {
             backoff.next_delay(start, Some(short), 0.5),
             Some(Duration::from_secs(10))
         );
+    }
+
+    /// A destination asking for an absurd wait (a broken proxy, a hostile server) neither
+    /// overflows the clock (which panicked the core) nor parks the batch for years.
+    #[test]
+    fn a_huge_server_delay_is_capped() {
+        let start = Instant::now();
+        let huge = parse_retry_after(b"18446744073709551615", SystemTime::now()).unwrap();
+        for max_elapsed in [0, 20, 86_400] {
+            let mut backoff = Backoff::new(policy(max_elapsed), start);
+            let delay = backoff.next_delay(start, Some(huge), 0.5);
+            match max_elapsed {
+                20 => assert_eq!(delay, None, "past max_elapsed_time: given up"),
+                _ => assert_eq!(delay, Some(MAX_SERVER_DELAY)),
+            }
+        }
+        let status = RpcStatus {
+            code: 14,
+            message: String::new(),
+            details: vec![prost_types_any(i64::MAX)],
+        };
+        let asked = retry_info_delay(&status).unwrap();
+        let mut backoff = Backoff::new(policy(0), start);
+        assert_eq!(
+            backoff.next_delay(start, Some(asked), 0.5),
+            Some(MAX_SERVER_DELAY)
+        );
+    }
+
+    /// A `RetryInfo` detail asking for `seconds`.
+    fn prost_types_any(seconds: i64) -> ProtoAny {
+        let info = RetryInfo {
+            retry_delay: Some(ProtoDuration { seconds, nanos: 0 }),
+        };
+        ProtoAny {
+            type_url: RETRY_INFO_TYPE.into(),
+            value: info.encode_to_vec(),
+        }
     }
 
     #[test]

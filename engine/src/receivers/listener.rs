@@ -332,6 +332,18 @@ pub async fn ingest(
     intake.ingest(signal, transport, request).await
 }
 
+/// Runs a translation of a request body (Zipkin, Jaeger) so that a panic in it fails only that
+/// request, as a panic while decoding OTLP does (see `decode`): the translators read hostile
+/// bytes, and a core that panics takes the process down.
+pub fn translate_contained<E: std::fmt::Display>(
+    translate: impl FnOnce() -> Result<shardtel_protocol::translate::Translated, E>,
+) -> Result<shardtel_protocol::translate::Translated, IngestError> {
+    match shardtel_sinks::panics::contain(translate) {
+        Ok(translated) => translated.map_err(|e| IngestError::Invalid(e.to_string())),
+        Err(panicked) => Err(panicked.into()),
+    }
+}
+
 /// The end of an HTTP translating receiver's request (Zipkin, Jaeger Thrift): a body that did
 /// not translate is counted and answered with its error; a translated one is ingested as
 /// traces and answered `202 Accepted`.

@@ -134,9 +134,7 @@ async fn handle(
             }
             Ok(message)
         })
-        .and_then(|message| {
-            jaeger::proto_to_otlp(&message).map_err(|e| IngestError::Invalid(e.to_string()))
-        });
+        .and_then(|message| listener::translate_contained(|| jaeger::proto_to_otlp(&message)));
     drop(framed);
     let translated = match translated {
         Ok(t) => t,

@@ -101,7 +101,7 @@ async fn handle(
             return listener::body_error_response(intake, Signal::Traces, TRANSPORT, e, limit)
         }
     };
-    let translated = jaeger::thrift_to_otlp(&raw).map_err(|e| IngestError::Invalid(e.to_string()));
+    let translated = listener::translate_contained(|| jaeger::thrift_to_otlp(&raw));
     drop(raw);
     listener::accept_translated(intake, TRANSPORT, &guard, translated).await
 }

@@ -221,12 +221,13 @@ async fn handle(
         let options = ZipkinOptions {
             parse_string_tags: r.config.parse_string_tags,
         };
-        let translated = if protobuf {
-            zipkin::proto_to_otlp(&plain, options)
-        } else {
-            zipkin::json_v2_to_otlp(&plain, options)
-        };
-        translated.map_err(|e| IngestError::Invalid(e.to_string()))
+        listener::translate_contained(|| {
+            if protobuf {
+                zipkin::proto_to_otlp(&plain, options)
+            } else {
+                zipkin::json_v2_to_otlp(&plain, options)
+            }
+        })
     });
     listener::accept_translated(intake, TRANSPORT, &guard, translated).await
 }
