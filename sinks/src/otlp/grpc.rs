@@ -127,7 +127,12 @@ async fn read_response(response: Response<Incoming>) -> Result<ExportReply, Expo
         reason: "grpc response without grpc-status",
     })?;
     check_status(&trailers)?;
-    Ok(parse_message(&data))
+    let encoding = parts
+        .headers
+        .get("grpc-encoding")
+        .and_then(|v| v.to_str().ok())
+        .and_then(Encoding::from_header);
+    Ok(parse_message(&data, encoding))
 }
 
 /// `Ok` for `grpc-status: 0`, the error otherwise.
@@ -158,11 +163,25 @@ fn check_status(headers: &HeaderMap) -> Result<(), ExportError> {
     })
 }
 
-/// The partial success inside a length-prefixed response message. A
-/// compressed response is not decoded (we never advertise accepting one).
-fn parse_message(data: &Bytes) -> ExportReply {
+/// The largest response message decompressed (a partial success and its error message).
+const MAX_RESPONSE: usize = 1 << 20;
+
+/// The partial success inside a length-prefixed response message. A compressed one is
+/// decompressed by the response's `grpc-encoding`: grpc-go servers (the Collector among them)
+/// answer a gzip request with a gzip response unless told otherwise, so its rejected items
+/// would otherwise count as sent. One that cannot be read counts as full success, as before.
+fn parse_message(data: &Bytes, encoding: Option<Encoding>) -> ExportReply {
     match decode_message(data) {
         Ok((false, message)) => parse_export_response(&message),
+        Ok((true, message)) => match encoding {
+            Some(enc) if enc != Encoding::Identity => {
+                match shardtel_protocol::compression::decompress(enc, &message, MAX_RESPONSE) {
+                    Ok(plain) => parse_export_response(&plain),
+                    Err(_) => ExportReply::default(),
+                }
+            }
+            _ => ExportReply::default(),
+        },
         _ => ExportReply::default(),
     }
 }
@@ -200,9 +219,36 @@ mod tests {
 
     #[test]
     fn message_prefix_is_checked() {
-        let parse = |b: &'static [u8]| parse_message(&Bytes::from_static(b));
+        let parse = |b: &'static [u8]| parse_message(&Bytes::from_static(b), None);
         assert_eq!(parse(&[]), ExportReply::default());
         assert_eq!(parse(&[0, 0, 0, 0, 9, 1]), ExportReply::default());
         assert_eq!(parse(&[0, 0, 0, 0, 0]), ExportReply::default());
+    }
+
+    /// A grpc-go server answers a gzip request with a gzip response: its partial success is
+    /// read (it was taken for full success).
+    #[test]
+    fn a_compressed_partial_success_is_read() {
+        // ExportTraceServiceResponse { partial_success { rejected_spans: 3, error_message: "x" } }
+        let response = Bytes::from_static(&[0x0a, 0x05, 0x08, 0x03, 0x12, 0x01, b'x']);
+        for enc in [Encoding::Gzip, Encoding::Zstd] {
+            let packed = shardtel_protocol::compression::compress(enc, &[response.clone()]);
+            let mut framed = message_prefix(packed.len(), true).to_vec();
+            framed.extend_from_slice(&packed);
+            let reply = parse_message(&Bytes::from(framed), Some(enc));
+            assert_eq!(
+                (reply.rejected, reply.message.as_str()),
+                (3, "x"),
+                "{enc:?}"
+            );
+        }
+        // Without a known encoding it cannot be read: full success, as before.
+        let packed = shardtel_protocol::compression::compress(Encoding::Gzip, &[response]);
+        let mut framed = message_prefix(packed.len(), true).to_vec();
+        framed.extend_from_slice(&packed);
+        assert_eq!(
+            parse_message(&Bytes::from(framed), None),
+            ExportReply::default()
+        );
     }
 }
