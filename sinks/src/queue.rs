@@ -720,10 +720,18 @@ async fn saver(s: Rc<Shared>) {
     }
 }
 
+/// The first wait after a failed read of a disk queue, doubled up to [`FETCH_RETRY_MAX`].
+const FETCH_RETRY_MIN: std::time::Duration = std::time::Duration::from_millis(100);
+const FETCH_RETRY_MAX: std::time::Duration = std::time::Duration::from_secs(5);
+
 /// Disk queues: one sender reads the next durable batch from the log, sends it with retries,
 /// and marks it done, which moves the log's checkpoint past every finished batch.
 async fn disk_sender(s: Rc<Shared>, worker: usize) {
     let Some(disk) = &s.disk else { return };
+    // A log that cannot be read (a failing disk) is retried with backoff, and said once per
+    // REPORT_INTERVAL with what was held back: not ten lines a second onto that same disk.
+    let read_errors = crate::report::Throttle::new(REPORT_INTERVAL);
+    let mut read_backoff = FETCH_RETRY_MIN;
     loop {
         let closing = s.closing.notified();
         if s.closed.get() {
@@ -738,16 +746,21 @@ async fn disk_sender(s: Rc<Shared>, worker: usize) {
             None | Some(Ok(None)) => return,
             Some(Ok(Some(next))) => next,
             Some(Err(err)) => {
-                log::error!("exporter {} (core {}): {err}", s.name, s.core);
-                if !s
-                    .sleep_unless_closed(std::time::Duration::from_millis(100))
-                    .await
-                {
+                if let Some(more) = read_errors.due(Instant::now()) {
+                    log::error!(
+                        "exporter {} (core {}): reading its disk queue: {err}; retrying{more}",
+                        s.name,
+                        s.core
+                    );
+                }
+                if !s.sleep_unless_closed(read_backoff).await {
                     return;
                 }
+                read_backoff = (read_backoff * 2).min(FETCH_RETRY_MAX);
                 continue;
             }
         };
+        read_backoff = FETCH_RETRY_MIN;
         s.in_flight.set(s.in_flight.get() + 1);
         let finished = s.send_with_retry(worker, &batch).await;
         s.in_flight.set(s.in_flight.get() - 1);

@@ -17,7 +17,7 @@ use std::net::SocketAddr;
 use std::pin::Pin;
 use std::rc::Rc;
 use std::task::{Context, Poll};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
 use glommio::net::TcpListener;
@@ -113,6 +113,7 @@ where
 {
     let serve = Rc::new(serve);
     glommio::spawn_local(async move {
+        let mut accept_errors = AcceptErrors::default();
         loop {
             let accepted = futures_lite::future::or(async { Some(socket.accept().await) }, async {
                 intake.wait_draining().await;
@@ -122,6 +123,7 @@ where
             match accepted {
                 None => break,
                 Some(Ok(stream)) => {
+                    accept_errors.succeeded();
                     if connections.open.get() >= connections.limit {
                         connections.refused.set(connections.refused.get() + 1);
                         drop(stream);
@@ -145,12 +147,11 @@ where
                     .detach();
                 }
                 Some(Err(e)) => {
-                    log::warn!(
-                        "core {}: {} receiver: accept failed: {e}",
-                        intake.core(),
+                    let what = format!(
+                        "{} receiver: accept failed",
                         connections.transport.receiver()
                     );
-                    glommio::timer::sleep(Duration::from_millis(10)).await;
+                    accept_errors.failed(intake.core(), &what, &e).await;
                 }
             }
         }
@@ -611,5 +612,56 @@ impl Families for [ListenerSnapshot] {
         for (core, s) in rows() {
             refused.sample_owned("", labels(core, s), s.refused);
         }
+    }
+}
+
+/// Failed `accept`s of a listener (no file descriptor left, out of memory): retried after a
+/// wait that grows from 10 ms to 1 s while they keep failing, and logged at most once per
+/// 10 s with how many were held back, so that a process out of descriptors does not also
+/// flood its log.
+#[derive(Debug)]
+pub struct AcceptErrors {
+    last_log: Option<Instant>,
+    held: u64,
+    wait: Duration,
+}
+
+impl Default for AcceptErrors {
+    fn default() -> Self {
+        AcceptErrors {
+            last_log: None,
+            held: 0,
+            wait: Self::FIRST_WAIT,
+        }
+    }
+}
+
+impl AcceptErrors {
+    const FIRST_WAIT: Duration = Duration::from_millis(10);
+    const MAX_WAIT: Duration = Duration::from_secs(1);
+    const LOG_EVERY: Duration = Duration::from_secs(10);
+
+    /// Counts (and maybe logs) a failed accept, then waits before the next.
+    pub async fn failed(&mut self, core: usize, what: &str, e: &dyn std::fmt::Display) {
+        let now = Instant::now();
+        if self
+            .last_log
+            .is_none_or(|t| now.duration_since(t) >= Self::LOG_EVERY)
+        {
+            match std::mem::take(&mut self.held) {
+                0 => log::warn!("core {core}: {what}: {e}"),
+                n => log::warn!("core {core}: {what}: {e} ({n} more since the last report)"),
+            }
+            self.last_log = Some(now);
+        } else {
+            self.held += 1;
+        }
+        glommio::timer::sleep(self.wait).await;
+        self.wait = (self.wait * 2).min(Self::MAX_WAIT);
+    }
+
+    /// An accept succeeded: the next failure waits the shortest time again.
+    pub fn succeeded(&mut self) {
+        self.wait = Self::FIRST_WAIT;
     }
 }

@@ -13,8 +13,6 @@ use std::net::SocketAddr;
 use std::pin::Pin;
 use std::rc::Rc;
 
-use std::time::Duration;
-
 use bytes::{Bytes, BytesMut};
 use glommio::net::{TcpListener, TcpStream};
 use glommio::task::JoinHandle;
@@ -148,6 +146,7 @@ impl OtlpServer {
 /// this core, which runs the TLS handshake first (see [`super::security`]). Connections over the
 /// core's share of `max_connections` are refused (see [`connections`]).
 async fn accept_loop(receiver: Rc<OtlpReceiver>, protocol: Protocol, socket: TcpListener) {
+    let mut accept_errors = super::listener::AcceptErrors::default();
     loop {
         let accepted = futures_lite::future::or(async { Some(socket.accept().await) }, async {
             receiver.intake.wait_draining().await;
@@ -156,7 +155,10 @@ async fn accept_loop(receiver: Rc<OtlpReceiver>, protocol: Protocol, socket: Tcp
         .await;
         match accepted {
             None => break,
-            Some(Ok(stream)) => match receiver.connections.admit(protocol) {
+            Some(Ok(stream)) => match {
+                accept_errors.succeeded();
+                receiver.connections.admit(protocol)
+            } {
                 Admission::Serve => {
                     let receiver = receiver.clone();
                     if let Err(e) = timeouts::set_tcp_keepalive(&stream) {
@@ -188,8 +190,13 @@ async fn accept_loop(receiver: Rc<OtlpReceiver>, protocol: Protocol, socket: Tcp
                 Admission::Close => drop(stream),
             },
             Some(Err(e)) => {
-                log::warn!("core {}: accept failed: {e}", receiver.intake.core());
-                glommio::timer::sleep(Duration::from_millis(10)).await;
+                let what = format!(
+                    "OTLP {} receiver: accept failed",
+                    protocol.transport().receiver()
+                );
+                accept_errors
+                    .failed(receiver.intake.core(), &what, &e)
+                    .await;
             }
         }
     }
