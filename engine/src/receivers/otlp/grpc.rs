@@ -232,6 +232,8 @@ async fn handle(
 
 /// The signal and `grpc-encoding` of a request, from its method and headers; or the answer to
 /// a request that cannot be served (counted), given before its body is read.
+// The answer goes to hyper by value, once per request answered early: no need to box it.
+#[allow(clippy::result_large_err)]
 fn check(
     intake: &Intake,
     req: &Request<Incoming>,

@@ -191,6 +191,8 @@ async fn handle(
 /// Whether a request's body is protobuf, and its `Content-Encoding`, from its path, method
 /// and headers; or the answer to a request that cannot be served (counted), given before its
 /// body is read.
+// The answer goes to hyper by value, once per request answered early: no need to box it.
+#[allow(clippy::result_large_err)]
 fn check(
     intake: &Intake,
     req: &Request<Incoming>,
@@ -219,7 +221,7 @@ fn check(
             .insert(http::header::ALLOW, http::HeaderValue::from_static("POST"));
         return Err(resp);
     }
-    let protobuf = is_protobuf(&req);
+    let protobuf = is_protobuf(req);
     let encoding = match req.headers().get(http::header::CONTENT_ENCODING) {
         None => None,
         Some(v) => match v
