@@ -192,10 +192,25 @@ impl Intake {
         let guard = InflightGuard {
             intake: self,
             bytes: Cell::new(0),
+            request: true,
         };
         self.inflight_requests.set(self.inflight_requests.get() + 1);
         guard.try_add(REQUEST_OVERHEAD)?;
         Ok(guard)
+    }
+
+    /// A charge to the core's request bytes in flight for what a connection holds outside any
+    /// request (a Fluent Forward connection's partial events): nothing at first, then what it
+    /// adds ([`InflightGuard::try_add`], refused at the core's bound like a request body's
+    /// growth) until released or dropped. It is no request: it is not counted among the
+    /// requests in flight, and it is never refused for the memory limiter or draining (the
+    /// bytes it charges are what the memory limiter's buffered threshold sees).
+    pub fn hold(&self) -> InflightGuard<'_> {
+        InflightGuard {
+            intake: self,
+            bytes: Cell::new(0),
+            request: false,
+        }
     }
 
     /// Data this core holds now: request bytes in flight, its export queues' bytes in memory
@@ -253,10 +268,13 @@ impl Intake {
     }
 }
 
-/// Tracks one admitted request; releases its accounting when dropped.
+/// Tracks one admitted request (or a connection's [`Intake::hold`]); releases its accounting
+/// when dropped.
 pub struct InflightGuard<'a> {
     intake: &'a Intake,
     bytes: Cell<usize>,
+    /// Counted among the requests in flight (not a [`Intake::hold`]).
+    request: bool,
 }
 
 impl InflightGuard<'_> {
@@ -298,7 +316,9 @@ impl Drop for InflightGuard<'_> {
         let c = self.intake;
         c.inflight_bytes
             .set(c.inflight_bytes.get() - self.bytes.get());
-        c.inflight_requests.set(c.inflight_requests.get() - 1);
+        if self.request {
+            c.inflight_requests.set(c.inflight_requests.get() - 1);
+        }
     }
 }
 

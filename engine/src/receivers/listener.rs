@@ -218,15 +218,27 @@ pub(crate) fn admit(
     intake.admit(signal)
 }
 
-/// Reads and drops, in a task of its own, the rest of an HTTP/2 request body refused as
-/// overloaded after the refusal was answered: at most `max` bytes within `timeout`. Without it
-/// the stream is reset with the client's DATA still in flight, and the resets h2 then sends for
-/// that DATA count toward hyper's cap of 1024 per connection, at which it closes the connection
-/// (see `drain_refused` in `otlp/grpc.rs`, which does the same for OTLP/gRPC with the request's
-/// own deadline). Holds nothing: each frame is dropped as it arrives.
-pub fn drain_refused(mut body: Incoming, max: usize, timeout: Duration) {
+/// Reads and drops, in a task of its own, the rest of an HTTP/2 request body answered before
+/// it was read (refused as overloaded, or an error found in its headers: unknown method,
+/// content type or `grpc-encoding`, or a body over the limit), after the answer was sent: at
+/// most `max` bytes, by the request's `read_timeout` deadline, so that the stream ends cleanly.
+///
+/// A request answered before its body was read would otherwise be reset (h2 sends
+/// `RST_STREAM(NO_ERROR)` after the complete response) while the client's DATA frames are still
+/// in flight. h2 remembers a reset stream only briefly (50 streams, 1 s); DATA arriving on a
+/// stream it forgot is answered with `RST_STREAM(STREAM_CLOSED)`, and each of those counts
+/// toward hyper's `max_local_error_reset_streams` (1024 per connection, h2's guard against peers
+/// that provoke resets): at that count the connection is closed with
+/// `GOAWAY(ENHANCE_YOUR_CALM, "too_many_internal_resets")`, failing every stream on it. A busy
+/// connection reaches it after a few thousand such answers. Draining keeps the answer what it
+/// was and the connection up. It is bounded like a served body (`max`, `read_timeout`, and the
+/// stream keeps its place among the connection's `max_concurrent_streams` until it ends) but
+/// holds nothing: each frame is dropped as it arrives. A body larger or slower than that is
+/// reset, as before. (A body that was answered for being late is not drained: its deadline has
+/// passed.)
+pub fn drain_refused(mut body: Incoming, max: usize, request: RequestClock) {
     glommio::spawn_local(async move {
-        discard_within(&mut body, max, timeout).await;
+        request.discard_body(&mut body, max).await;
     })
     .detach();
 }
@@ -287,7 +299,10 @@ pub async fn read_body(
         Err(BodyError::Timeout(request.timeout()))
     })
     .await;
-    request.body_done();
+    // A body that failed keeps its deadline: what is left of it may still be discarded, by then.
+    if read.is_ok() {
+        request.body_done();
+    }
     read
 }
 
@@ -306,15 +321,6 @@ pub async fn discard_body(body: &mut Incoming, max: usize) -> bool {
         }
     }
     true
-}
-
-/// [`discard_body`] within `timeout`: false too if the body had not ended by then.
-pub async fn discard_within(body: &mut Incoming, max: usize, timeout: Duration) -> bool {
-    futures_lite::future::or(discard_body(body, max), async {
-        glommio::timer::sleep(timeout).await;
-        false
-    })
-    .await
 }
 
 /// Ingests a translated request (a new allocation, charged to `guard` first) and counts it
@@ -503,6 +509,20 @@ pub async fn refuse_after_discard(
 ) -> http::Response<ResponseBody> {
     let ended = request.discard_body(body, max).await;
     closing_unless(ended, http_error(e))
+}
+
+/// `answer`, given to an HTTP/1.1 request before its body was read (an unknown path or method,
+/// an unsupported content type or encoding): the body is read and dropped first, as
+/// [`refuse_after_discard`] does, so that the answer is not lost to a TCP reset and the
+/// connection carries the next request (`Connection: close` when the body did not end in time).
+pub async fn answer_after_discard(
+    req: http::Request<Incoming>,
+    max: usize,
+    request: &RequestClock,
+    answer: http::Response<ResponseBody>,
+) -> http::Response<ResponseBody> {
+    let ended = request.discard_body(&mut req.into_body(), max).await;
+    closing_unless(ended, answer)
 }
 
 /// `response`, with `Connection: close` unless the request's body was read to its end (an

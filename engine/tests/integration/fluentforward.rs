@@ -19,11 +19,16 @@ use shardtel_protocol::Signal;
 
 use crate::clients::{clients_dir, run_json, sorted, typed, CollectorPath, SCRIPTS};
 use crate::gen::{kv, s};
-use crate::harness::{free_port, read_lines, wait_until, Shardtel};
-use crate::test_config::{Batch, Component, Pipeline};
+use crate::harness::{free_port, proc_status_kib, read_lines, wait_until, Shardtel};
+use crate::test_config::{Batch, Component, Cores, Pipeline};
 
 fn start(port: u16, batch_timeout: Duration) -> Shardtel {
-    Shardtel::start_config(|c| {
+    start_on(port, batch_timeout, Cores::All)
+}
+
+fn start_on(port: u16, batch_timeout: Duration, cores: Cores) -> Shardtel {
+    Shardtel::start_config(|mut c| {
+        c.engine.cores = cores;
         let out = c.out_dir();
         c.receiver("fluentforward", Component::fluentforward_receiver(port))
             .exporter(
@@ -254,4 +259,84 @@ fn the_collectors_fluentforward_receiver_and_shardtels_agree() {
         collector.otelcol.log()
     );
     assert_eq!(all(&direct), all(via));
+}
+
+/// `["ok", 1700000000, {"log": "fine"}]`, a whole event.
+fn good_event() -> Vec<u8> {
+    let mut bytes = vec![0x93, 0xa2, b'o', b'k', 0xce];
+    bytes.extend_from_slice(&1_700_000_000u32.to_be_bytes());
+    bytes.extend_from_slice(&[0x81, 0xa3, b'l', b'o', b'g', 0xa4, b'f', b'i', b'n', b'e']);
+    bytes
+}
+
+#[test]
+fn connections_holding_large_unfinished_events_stay_within_the_cores_bytes_in_flight() {
+    // One core, no OTLP receiver: 64 MiB of request bytes in flight (the default), and the
+    // receiver's default max_recv_msg_size of 8 MiB.
+    const CONNECTIONS: usize = 16;
+    const SENT: usize = 7 << 20;
+    let port = free_port();
+    let st = start_on(port, Duration::from_millis(50), Cores::List(vec![0]));
+    let pid = st.child.as_ref().unwrap().id();
+    let rss_before = proc_status_kib(pid, "VmRSS");
+    // ["big", 1700000000, {"log": <a string of 8 MiB - 1 KiB>}], of which 7 MiB are sent.
+    let mut head = vec![0x93, 0xa3, b'b', b'i', b'g', 0xce];
+    head.extend_from_slice(&1_700_000_000u32.to_be_bytes());
+    head.extend_from_slice(&[0x81, 0xa3, b'l', b'o', b'g', 0xdb]);
+    head.extend_from_slice(&((8u32 << 20) - 1024).to_be_bytes());
+    let chunk = vec![b'y'; 1 << 20];
+    let mut held = Vec::new();
+    let mut closed = 0;
+    for _ in 0..CONNECTIONS {
+        let mut c = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+        let mut sent = c.write_all(&head).is_ok();
+        for _ in 0..SENT / chunk.len() {
+            sent = sent && c.write_all(&chunk).is_ok();
+        }
+        // Whatever the server read of it, it has read by now; a closed connection reads EOF
+        // or a reset at once.
+        std::thread::sleep(Duration::from_millis(300));
+        c.set_read_timeout(Some(Duration::from_millis(200)))
+            .unwrap();
+        let mut byte = [0u8; 1];
+        match std::io::Read::read(&mut c, &mut byte) {
+            Err(e) if sent && e.kind() == std::io::ErrorKind::WouldBlock => held.push(c),
+            _ => closed += 1,
+        }
+    }
+    let rss_after = proc_status_kib(pid, "VmRSS");
+    let refused = || {
+        st.metric_sum(
+            "shardtel_receiver_failed_requests_by_reason_total",
+            "reason=\"inflight_bytes\"",
+        )
+    };
+    assert!(
+        closed >= CONNECTIONS / 2 - 2 && !held.is_empty(),
+        "{} connections hold 7 MiB each, {closed} were closed",
+        held.len()
+    );
+    assert!(
+        wait_until(5, || refused() == closed as u64),
+        "{} refusals counted, {closed} connections closed",
+        refused()
+    );
+    // The held events are within the 64 MiB bound (each buffer 8 MiB), not 16 of them.
+    let grew = rss_after.saturating_sub(rss_before) >> 10;
+    assert!(grew < 100, "RSS grew by {grew} MiB");
+    // The held connections go away; a good client is served (once the server saw them close:
+    // a client that comes before may still be refused, and sends again).
+    drop(held);
+    let served = wait_until(20, || {
+        if records_in(&st.out()).is_empty() {
+            if let Ok(mut c) = std::net::TcpStream::connect(("127.0.0.1", port)) {
+                let _ = c.write_all(&good_event());
+                std::thread::sleep(Duration::from_millis(500));
+            }
+        }
+        !records_in(&st.out()).is_empty()
+    });
+    assert!(served, "log:\n{}", st.log());
+    let r = &records_in(&st.out())[0];
+    assert_eq!(r.body.clone().unwrap().value, Some(s("fine")));
 }

@@ -1,6 +1,7 @@
 //! Refusals under overload keep an HTTP/2 connection up: a gRPC request refused before its body
 //! was read gets its retryable status while its body is still on the way, and thousands of them
-//! on one connection never make the server close it.
+//! on one connection never make the server close it. So do the other answers given before the
+//! body was read: an unsupported `grpc-encoding`, an unknown method.
 //!
 //! The requests are refused on demand (`x-shardtel-fault: refuse`, the `fault-injection` build's
 //! hook in front of the core's admission: the same path as a core whose request bytes in flight
@@ -56,7 +57,8 @@ fn frames(buf: &mut Vec<u8>) -> Vec<Frame> {
 }
 
 /// A TCP proxy for one HTTP/2 connection that forwards everything at once, except the DATA
-/// frames that carry `held` (the body of the requests to be refused), and whatever the client
+/// frames that carry `held` (the body of the requests to be refused) or its first part (64
+/// bytes or more), and whatever the client
 /// sends on their streams after them: those wait until the server has ended the stream's
 /// response or reset it. (Accepted requests' bodies pass: the server reads them before it
 /// answers.) It records the server's `GOAWAY`s (error code and debug data).
@@ -120,7 +122,12 @@ impl LateBodies {
                         };
                         buf.extend_from_slice(&chunk[..n]);
                         for f in frames(&mut buf) {
-                            let late_body = f.kind == DATA && f.bytes[9..] == held[..];
+                            let payload = &f.bytes[9..];
+                            // At least 64 bytes of it (or all): flow control may split
+                            // any body into frames of a few bytes, which match anything.
+                            let late_body = f.kind == DATA
+                                && payload.len() >= held.len().min(64)
+                                && held.starts_with(payload);
                             let waits = f.stream != 0
                                 && !answered.contains(&f.stream)
                                 && (late_body || waiting.contains_key(&f.stream));
@@ -154,15 +161,15 @@ async fn export(
     port: u16,
     path: &str,
     body: Bytes,
-    refuse: bool,
+    header: Option<(&str, &str)>,
 ) -> Outcome {
     let mut req = http::Request::builder()
         .method("POST")
         .uri(format!("http://127.0.0.1:{port}{path}"))
         .header("content-type", "application/grpc")
         .header("te", "trailers");
-    if refuse {
-        req = req.header("x-shardtel-fault", "refuse");
+    if let Some((name, value)) = header {
+        req = req.header(name, value);
     }
     let resp = sender
         .send_request(req.body(Full::new(body)).unwrap())
@@ -187,7 +194,35 @@ fn thousands_of_grpc_refusals_with_their_bodies_in_flight_leave_the_connection_u
     let st = Shardtel::start_config(|c| c.file_pipelines());
     let accepted = frame(&gen::request(vec![gen::span(1, 1, 1)]).encode_to_vec());
     let refused = frame(&gen::request(vec![gen::span(2, 1, 1)]).encode_to_vec());
-    refusals_leave_the_connection_up(&st, st.ports.grpc, TRACES, accepted, refused);
+    refusals_leave_the_connection_up(&st, st.ports.grpc, TRACES, accepted, refused, OVERLOAD);
+}
+
+/// A 64 KiB gRPC message (its bytes never read: answered from the headers alone).
+fn large_body() -> Bytes {
+    frame(&vec![0x5a; 64 << 10])
+}
+
+#[test]
+fn thousands_of_unsupported_encodings_and_unknown_methods_with_bodies_in_flight_leave_the_connection_up(
+) {
+    let st = Shardtel::start_config(|c| c.file_pipelines());
+    let accepted = frame(&gen::request(vec![gen::span(1, 1, 1)]).encode_to_vec());
+    refusals_leave_the_connection_up(
+        &st,
+        st.ports.grpc,
+        TRACES,
+        accepted.clone(),
+        large_body(),
+        UNSUPPORTED_ENCODING,
+    );
+    refusals_leave_the_connection_up(
+        &st,
+        st.ports.grpc,
+        TRACES,
+        accepted,
+        large_body(),
+        UNKNOWN_METHOD,
+    );
 }
 
 /// A Jaeger `PostSpansRequest` of one span (`n` makes its trace id), encoded by hand: batch
@@ -214,29 +249,99 @@ fn thousands_of_jaeger_grpc_refusals_with_their_bodies_in_flight_leave_the_conne
             .file_exporters()
             .traces(Pipeline::otlp_to(&["file_traces"]).receivers(&["jaeger"]))
     });
+    let path = "/jaeger.api_v2.CollectorService/PostSpans";
     refusals_leave_the_connection_up(
         &st,
         grpc,
-        "/jaeger.api_v2.CollectorService/PostSpans",
+        path,
         frame(&jaeger_request(1)),
         frame(&jaeger_request(2)),
+        OVERLOAD,
+    );
+    refusals_leave_the_connection_up(
+        &st,
+        grpc,
+        path,
+        frame(&jaeger_request(1)),
+        large_body(),
+        UNSUPPORTED_ENCODING,
+    );
+    refusals_leave_the_connection_up(
+        &st,
+        grpc,
+        path,
+        frame(&jaeger_request(1)),
+        large_body(),
+        UNKNOWN_METHOD,
     );
 }
 
+/// How the refused requests of [`refusals_leave_the_connection_up`] are refused.
+struct Refusal {
+    /// Their path, when not the accepted requests'.
+    path: Option<&'static str>,
+    /// The header that has them refused.
+    header: Option<(&'static str, &'static str)>,
+    /// The grpc-status they get.
+    status: i32,
+    /// The reason they are counted under (`shardtel_receiver_failed_requests_by_reason_total`),
+    /// when they are counted.
+    reason: Option<&'static str>,
+    /// Batches of 64 requests.
+    batches: usize,
+}
+
+/// Refused as overloaded (`UNAVAILABLE`).
+const OVERLOAD: Refusal = Refusal {
+    path: None,
+    header: Some(("x-shardtel-fault", "refuse")),
+    status: 14,
+    reason: Some("inflight_bytes"),
+    batches: 64,
+};
+
+/// An unsupported `grpc-encoding` (`UNIMPLEMENTED`).
+const UNSUPPORTED_ENCODING: Refusal = Refusal {
+    path: None,
+    header: Some(("grpc-encoding", "snappy")),
+    status: 12,
+    reason: Some("unsupported"),
+    batches: 32,
+};
+
+/// An unknown method (`UNIMPLEMENTED`, not counted: it names no signal).
+const UNKNOWN_METHOD: Refusal = Refusal {
+    path: Some("/opentelemetry.proto.collector.trace.v1.TraceService/Nothing"),
+    header: None,
+    status: 12,
+    reason: None,
+    batches: 32,
+};
+
 /// Sends batches of concurrent requests on one HTTP/2 connection to `port` (more than the 50
-/// reset streams h2 remembers), three of four refused (`refused`, each with its DATA arriving
-/// after the answer: over 3,000 refusals), the others `accepted`; every answer must be OK or
-/// UNAVAILABLE as asked, the server must send no GOAWAY and the connection must carry one more
-/// request, and every refusal must be counted.
+/// reset streams h2 remembers), three of four refused as `how` says (`refused`, each with its
+/// DATA arriving after the answer: over 1,500 refusals), the others `accepted`; every answer
+/// must be OK or the refusal's status as asked, the server must send no GOAWAY and the
+/// connection must carry one more request, and every refusal must be counted (when counted).
 fn refusals_leave_the_connection_up(
     st: &Shardtel,
     port: u16,
     path: &'static str,
     accepted: Bytes,
     refused: Bytes,
+    how: Refusal,
 ) {
-    const BATCHES: usize = 64;
     const PER_BATCH: usize = 64;
+    let counted = || {
+        how.reason.map_or(0, |reason| {
+            metric_sum_in(
+                &st.metrics(),
+                "shardtel_receiver_failed_requests_by_reason_total",
+                &format!("reason=\"{reason}\""),
+            )
+        })
+    };
+    let before = counted();
     let (outcomes, goaways, open) = tokio_runtime().block_on(async {
         let proxy = LateBodies::start(port, refused.clone()).await;
         let stream = TcpStream::connect(("127.0.0.1", proxy.port)).await.unwrap();
@@ -248,12 +353,16 @@ fn refusals_leave_the_connection_up(
         .unwrap();
         let connection = tokio::spawn(conn);
         let mut outcomes = Vec::new();
-        for batch in 0..BATCHES {
+        for batch in 0..how.batches {
             let calls: Vec<_> = (0..PER_BATCH)
                 .map(|i| {
                     let refuse = (batch * PER_BATCH + i) % 4 != 0;
-                    let body = if refuse { &refused } else { &accepted };
-                    let call = export(sender.clone(), proxy.port, path, body.clone(), refuse);
+                    let call = if refuse {
+                        let to = how.path.unwrap_or(path);
+                        export(sender.clone(), proxy.port, to, refused.clone(), how.header)
+                    } else {
+                        export(sender.clone(), proxy.port, path, accepted.clone(), None)
+                    };
                     // A bound, so that a stuck request fails the test instead of hanging it.
                     let bounded = tokio::time::timeout(Duration::from_secs(20), call);
                     (refuse, tokio::spawn(bounded))
@@ -268,7 +377,7 @@ fn refusals_leave_the_connection_up(
             }
         }
         // The connection still carries a request, and is still open.
-        let last = export(sender.clone(), proxy.port, path, accepted.clone(), false).await;
+        let last = export(sender.clone(), proxy.port, path, accepted.clone(), None).await;
         outcomes.push((false, last));
         let open = !connection.is_finished();
         let goaways = proxy.goaways.lock().unwrap().clone();
@@ -277,7 +386,7 @@ fn refusals_leave_the_connection_up(
     let failed: Vec<_> = outcomes
         .iter()
         .enumerate()
-        .filter(|(_, (refuse, outcome))| outcome != &Ok(if *refuse { 14 } else { 0 }))
+        .filter(|(_, (refuse, outcome))| outcome != &Ok(if *refuse { how.status } else { 0 }))
         .collect();
     assert!(
         failed.is_empty() && goaways.is_empty() && open,
@@ -288,17 +397,13 @@ fn refusals_leave_the_connection_up(
         failed.first()
     );
     // Each refusal is counted (the cores' counters reach the endpoint within a moment).
+    if how.reason.is_none() {
+        return;
+    }
     let refused = outcomes.iter().filter(|(refuse, _)| *refuse).count() as u64;
-    let counted = || {
-        metric_sum_in(
-            &st.metrics(),
-            "shardtel_receiver_failed_requests_by_reason_total",
-            "reason=\"inflight_bytes\"",
-        )
-    };
     assert!(
-        wait_until(10, || counted() == refused),
+        wait_until(10, || counted() - before == refused),
         "{} refusals counted, {refused} made",
-        counted()
+        counted() - before
     );
 }

@@ -4,7 +4,12 @@
 //! MessagePack array, back to back on a connection.
 //!
 //! A connection is read into a buffer of at most `max_recv_msg_size` bytes of events not yet
-//! handled (an event larger than that closes the connection); the events found whole in it are
+//! handled (an event larger than that closes the connection). The buffer's capacity, and the
+//! request translated from its events while it is built, are charged to the core's request bytes
+//! in flight as they grow ([`Intake::hold`]): a connection whose growth would pass the core's
+//! bound is closed (counted as refused, reason `inflight_bytes`; the client sends its events
+//! again), so that many connections each holding most of a large event cannot hold more than
+//! that bound between them. The events found whole in it are
 //! translated to OTLP log records once, on this core (`shardtel_protocol::translate::fluent`),
 //! and ingested as one request. Events that carry a `chunk` option are acknowledged
 //! (`{"ack": chunk}`) only once that request was accepted — with durability, once it is in the
@@ -37,6 +42,7 @@ use shardtel_protocol::translate::msgpack::Framer;
 use shardtel_protocol::translate::otlp::LogsWriter;
 use shardtel_protocol::Signal;
 
+use super::intake::InflightGuard;
 use super::listener::{self, BindError, Connections, ListenerSnapshot};
 use super::security::{
     Connection, CoreSecurity, ReceiverSecurity, SecurityError, SecuritySnapshot,
@@ -148,6 +154,8 @@ enum ConnectionEnd {
     Malformed(FluentError),
     #[error("the events were not accepted: {0}")]
     Refused(IngestError),
+    #[error("its buffers would pass the core's bound of request bytes in flight")]
+    Inflight,
     #[error("socket: {0}")]
     Io(std::io::Error),
 }
@@ -155,6 +163,8 @@ enum ConnectionEnd {
 async fn serve_connection(r: &Receiver, mut stream: Connection) -> Result<(), ConnectionEnd> {
     let limits = r.config.limits;
     let mut buf: Vec<u8> = Vec::new();
+    // Charged for `buf`'s capacity (and, while one is built, a request's).
+    let held = r.intake.hold();
     let mut framer = Framer::default();
     // When the first byte of the event being read arrived.
     let mut event_started: Option<Instant> = None;
@@ -193,8 +203,9 @@ async fn serve_connection(r: &Receiver, mut stream: Connection) -> Result<(), Co
             }
         }
         if !events.is_empty() {
-            let outcome = handle_events(r, &mut stream, &buf, &events).await;
+            let outcome = handle_events(r, &mut stream, &buf, &events, &held).await;
             buf.drain(..end);
+            shrink(&mut buf, &held);
             framer = Framer::default();
             event_started = (!buf.is_empty()).then_some(last_read);
             outcome?;
@@ -213,6 +224,10 @@ async fn serve_connection(r: &Receiver, mut stream: Connection) -> Result<(), Co
             Some(t) => limits.read_timeout.saturating_sub(t.elapsed()),
         };
         let old = buf.len();
+        if let Err(e) = grow(&mut buf, &held, limits.max_recv_msg_size) {
+            r.intake.counters().refused(Signal::Logs, TRANSPORT, 0, &e);
+            return Err(ConnectionEnd::Inflight);
+        }
         buf.resize(old + READ_CHUNK, 0);
         let read = futures_lite::future::or(
             async { Some(stream.read(&mut buf[old..]).await) },
@@ -259,6 +274,39 @@ async fn serve_connection(r: &Receiver, mut stream: Connection) -> Result<(), Co
     }
 }
 
+/// Makes room in `buf` for [`READ_CHUNK`] more bytes, its capacity's growth charged to `held`
+/// first: doubled (as a `Vec` grows), but never past `limit` plus one read (`buf` holds at most
+/// `limit` bytes before a read). Refused when the charge would pass the core's bound.
+fn grow(buf: &mut Vec<u8>, held: &InflightGuard<'_>, limit: usize) -> Result<(), IngestError> {
+    let needed = buf.len() + READ_CHUNK;
+    let before = buf.capacity();
+    if before >= needed {
+        return Ok(());
+    }
+    let target = before
+        .saturating_mul(2)
+        .min(limit.saturating_add(READ_CHUNK))
+        .max(needed);
+    held.try_add(target - before)?;
+    buf.reserve_exact(target - buf.len());
+    // `reserve_exact` gives what was asked for; charge any more the allocator gave anyway.
+    if buf.capacity() > target {
+        held.try_add(buf.capacity() - target)?;
+    }
+    Ok(())
+}
+
+/// Gives back most of a buffer that grew for a large event once its events were handled: at
+/// most what it holds plus one read stays allocated (and charged to `held`).
+fn shrink(buf: &mut Vec<u8>, held: &InflightGuard<'_>) {
+    let keep = buf.len() + READ_CHUNK;
+    let before = buf.capacity();
+    if before > 2 * keep {
+        buf.shrink_to(keep);
+        held.release(before - buf.capacity());
+    }
+}
+
 /// Translates `events` (ranges of `buf`) into one request, ingests it (offered again with
 /// backoff while refused as retryable, for up to `read_timeout`), then acknowledges their
 /// chunks. A malformed event ends the connection after the ones before it were handled.
@@ -267,9 +315,17 @@ async fn handle_events(
     stream: &mut Connection,
     buf: &[u8],
     events: &[std::ops::Range<usize>],
+    held: &InflightGuard<'_>,
 ) -> Result<(), ConnectionEnd> {
     let limits = r.config.limits;
-    let mut request = Vec::with_capacity(events.iter().map(|e| e.len()).sum::<usize>() * 2);
+    // The request being built is charged to the connection's hold until it is ingested (then
+    // its admitted request is charged for it).
+    let capacity = events.iter().map(|e| e.len()).sum::<usize>() * 2;
+    if let Err(e) = held.try_add(capacity) {
+        r.intake.counters().refused(Signal::Logs, TRANSPORT, 0, &e);
+        return Err(ConnectionEnd::Inflight);
+    }
+    let mut request = Vec::with_capacity(capacity);
     let mut chunks = Vec::new();
     let mut malformed = None;
     let mut logs = LogsWriter::new(&mut request);
@@ -284,6 +340,7 @@ async fn handle_events(
     }
     let records = logs.records();
     logs.finish();
+    held.release(capacity);
     if malformed.is_some() {
         r.intake
             .counters()

@@ -38,14 +38,20 @@ pub(super) async fn serve_connection(
     let service = hyper::service::service_fn(move |req: Request<Incoming>| {
         let (i, c) = (i.clone(), c.clone());
         let request = k.request();
-        // A refused request is answered UNAUTHENTICATED before its body is read (HTTP/2 resets
-        // the stream's unread body).
+        // A refused request is answered UNAUTHENTICATED before its body is read (then drained).
         let unauthenticated = security.authenticate(req.headers(), TRANSPORT).err();
         async move {
+            let mut unread = None;
             let resp = match unauthenticated {
-                Some(e) => error_response(&e),
-                None => handle(&i, &c, req, &request).await,
+                Some(e) => {
+                    unread = Some(req.into_body());
+                    error_response(&e)
+                }
+                None => handle(&i, &c, req, &request, &mut unread).await,
             };
+            if let Some(body) = unread {
+                listener::drain_refused(body, c.limits.max_recv_msg_size + 5, request);
+            }
             Ok::<_, Infallible>(resp)
         }
     });
@@ -55,63 +61,32 @@ pub(super) async fn serve_connection(
     timeouts::drive(&intake, &clock, conn, |c| c.graceful_shutdown()).await;
 }
 
+/// Answers one request. A request answered before its body was read to its end (refused as
+/// overloaded, an unknown method, content type or `grpc-encoding`, a body over the limit)
+/// leaves the body in `unread`, for the caller to drain once the answer is on its way (see
+/// [`listener::drain_refused`]).
 async fn handle(
     intake: &Intake,
     config: &JaegerReceiverConfig,
     req: Request<Incoming>,
     request: &RequestClock,
+    unread: &mut Option<Incoming>,
 ) -> Response<ResponseBody> {
-    if req.uri().path() != POST_SPANS {
-        return status_only(
-            Code::Unimplemented,
-            &format!("unknown method {} (this is {POST_SPANS})", req.uri().path()),
-        );
-    }
-    let ctype = req
-        .headers()
-        .get(http::header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("");
-    if !ctype.starts_with("application/grpc") {
-        intake
-            .counters()
-            .failed_request(Signal::Traces, TRANSPORT, FailReason::Unsupported);
-        let mut resp = Response::new(ResponseBody::default());
-        *resp.status_mut() = http::StatusCode::UNSUPPORTED_MEDIA_TYPE;
-        return resp;
-    }
-    let encoding = match req.headers().get("grpc-encoding") {
-        None => Encoding::Identity,
-        Some(v) => match v.to_str().ok().and_then(Encoding::from_header) {
-            Some(e) => e,
-            None => {
-                intake.counters().failed_request(
-                    Signal::Traces,
-                    TRANSPORT,
-                    FailReason::Unsupported,
-                );
-                let mut resp = status_only(
-                    Code::Unimplemented,
-                    "unsupported grpc-encoding (supported: identity, gzip, zstd)",
-                );
-                resp.headers_mut().insert(
-                    "grpc-accept-encoding",
-                    HeaderValue::from_static("identity,gzip,zstd"),
-                );
-                return resp;
-            }
-        },
+    let encoding = match check(intake, &req) {
+        Ok(encoding) => encoding,
+        Err(answer) => {
+            *unread = Some(req.into_body());
+            return answer;
+        }
     };
     let limit = config.limits.max_recv_msg_size;
-    let timeout = config.limits.read_timeout;
     let fault = listener::fault_requested(req.headers());
     let guard = match listener::admit(intake, Signal::Traces, fault) {
         Ok(g) => g,
         Err(e) => {
             intake.counters().refused(Signal::Traces, TRANSPORT, 0, &e);
-            // The refusal goes out at once; the body is drained after it (see
-            // `listener::drain_refused`).
-            listener::drain_refused(req.into_body(), limit + 5, timeout);
+            // The refusal goes out at once; the body is drained after it.
+            *unread = Some(req.into_body());
             return error_response(&e);
         }
     };
@@ -119,10 +94,13 @@ async fn handle(
     let framed = match listener::read_body(&mut body, limit + 5, request, &guard).await {
         Ok(b) => b,
         Err(e) => {
-            let overloaded = matches!(e, listener::BodyError::Overloaded(_));
+            let drain = matches!(
+                e,
+                listener::BodyError::Overloaded(_) | listener::BodyError::TooLarge
+            );
             let e = listener::body_error(intake, Signal::Traces, TRANSPORT, e, limit);
-            if overloaded {
-                listener::drain_refused(body, limit + 5, timeout);
+            if drain {
+                *unread = Some(body);
             }
             return error_response(&e);
         }
@@ -166,6 +144,55 @@ async fn handle(
         }
         Err(e) => error_response(&e),
     }
+}
+
+/// The `grpc-encoding` of a request, from its method and headers; or the answer to a request
+/// that cannot be served (counted), given before its body is read.
+// The answer goes to hyper by value, once per request answered early: no need to box it.
+#[allow(clippy::result_large_err)]
+fn check(intake: &Intake, req: &Request<Incoming>) -> Result<Encoding, Response<ResponseBody>> {
+    if req.uri().path() != POST_SPANS {
+        return Err(status_only(
+            Code::Unimplemented,
+            &format!("unknown method {} (this is {POST_SPANS})", req.uri().path()),
+        ));
+    }
+    let ctype = req
+        .headers()
+        .get(http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    if !ctype.starts_with("application/grpc") {
+        intake
+            .counters()
+            .failed_request(Signal::Traces, TRANSPORT, FailReason::Unsupported);
+        let mut resp = Response::new(ResponseBody::default());
+        *resp.status_mut() = http::StatusCode::UNSUPPORTED_MEDIA_TYPE;
+        return Err(resp);
+    }
+    let encoding = match req.headers().get("grpc-encoding") {
+        None => Encoding::Identity,
+        Some(v) => match v.to_str().ok().and_then(Encoding::from_header) {
+            Some(e) => e,
+            None => {
+                intake.counters().failed_request(
+                    Signal::Traces,
+                    TRANSPORT,
+                    FailReason::Unsupported,
+                );
+                let mut resp = status_only(
+                    Code::Unimplemented,
+                    "unsupported grpc-encoding (supported: identity, gzip, zstd)",
+                );
+                resp.headers_mut().insert(
+                    "grpc-accept-encoding",
+                    HeaderValue::from_static("identity,gzip,zstd"),
+                );
+                return Err(resp);
+            }
+        },
+    };
+    Ok(encoding)
 }
 
 /// The gRPC message, decompressed when flagged so (bounded by `limit` and `room`); true when

@@ -55,37 +55,10 @@ async fn handle(
     req: Request<Incoming>,
     request: &RequestClock,
 ) -> Response<ResponseBody> {
-    if req.uri().path() != "/api/traces" {
-        return listener::plain(
-            StatusCode::NOT_FOUND,
-            &format!("unknown path {} (use POST /api/traces)", req.uri().path()),
-        );
-    }
-    if req.method() != Method::POST {
-        let mut resp = listener::plain(StatusCode::METHOD_NOT_ALLOWED, "use POST");
-        resp.headers_mut()
-            .insert(http::header::ALLOW, http::HeaderValue::from_static("POST"));
-        return resp;
-    }
-    let ctype = req
-        .headers()
-        .get(http::header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.split(';').next())
-        .unwrap_or("")
-        .trim()
-        .to_ascii_lowercase();
-    if !matches!(
-        ctype.as_str(),
-        "application/x-thrift" | "application/vnd.apache.thrift.binary"
-    ) {
-        let e = IngestError::Unsupported(format!(
-            "unsupported content type {ctype:?} (use application/x-thrift or application/vnd.apache.thrift.binary)"
-        ));
-        listener::count_failure(intake, Signal::Traces, TRANSPORT, &e);
-        return listener::http_error(&e);
-    }
     let limit = config.limits.max_recv_msg_size;
+    if let Err(answer) = check(intake, &req) {
+        return listener::answer_after_discard(req, limit, request, answer).await;
+    }
     let fault = listener::fault_requested(req.headers());
     let mut body = req.into_body();
     let guard = match listener::admit(intake, Signal::Traces, fault) {
@@ -104,4 +77,42 @@ async fn handle(
     let translated = listener::translate_contained(|| jaeger::thrift_to_otlp(&raw));
     drop(raw);
     listener::accept_translated(intake, TRANSPORT, &guard, translated).await
+}
+
+/// Checks a request's path, method and content type: the answer to one that cannot be served
+/// (counted), given before its body is read.
+// The answer goes to hyper by value, once per request answered early: no need to box it.
+#[allow(clippy::result_large_err)]
+fn check(intake: &Intake, req: &Request<Incoming>) -> Result<(), Response<ResponseBody>> {
+    if req.uri().path() != "/api/traces" {
+        return Err(listener::plain(
+            StatusCode::NOT_FOUND,
+            &format!("unknown path {} (use POST /api/traces)", req.uri().path()),
+        ));
+    }
+    if req.method() != Method::POST {
+        let mut resp = listener::plain(StatusCode::METHOD_NOT_ALLOWED, "use POST");
+        resp.headers_mut()
+            .insert(http::header::ALLOW, http::HeaderValue::from_static("POST"));
+        return Err(resp);
+    }
+    let ctype = req
+        .headers()
+        .get(http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(';').next())
+        .unwrap_or("")
+        .trim()
+        .to_ascii_lowercase();
+    if !matches!(
+        ctype.as_str(),
+        "application/x-thrift" | "application/vnd.apache.thrift.binary"
+    ) {
+        let e = IngestError::Unsupported(format!(
+            "unsupported content type {ctype:?} (use application/x-thrift or application/vnd.apache.thrift.binary)"
+        ));
+        listener::count_failure(intake, Signal::Traces, TRANSPORT, &e);
+        return Err(listener::http_error(&e));
+    }
+    Ok(())
 }

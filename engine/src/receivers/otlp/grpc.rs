@@ -14,12 +14,10 @@ use shardtel_protocol::Signal;
 use shardtel_sinks::net::{GlommioIo, LocalExec};
 
 use super::timeouts::{ConnectionClock, RequestClock, WatchedIo};
-use super::{
-    collect_body, connections, discard_body, drive, fault_requested, CollectError, Fault,
-    ResponseBody,
-};
+use super::{collect_body, connections, drive, fault_requested, CollectError, Fault, ResponseBody};
 use crate::pipeline::{FailReason, IngestError};
 use crate::receivers::decode::{Format, Job, Payload};
+use crate::receivers::listener;
 use crate::receivers::security::{Connection, CoreSecurity};
 use crate::receivers::{Intake, Transport};
 
@@ -44,12 +42,15 @@ pub async fn serve_connection(
         async move {
             let mut unread = None;
             let response = match unauthenticated {
-                Some(e) => error_response(&e),
+                Some(e) => {
+                    unread = Some(req.into_body());
+                    error_response(&e)
+                }
                 None => handle(&intake, req, &request, &mut unread).await,
             };
             if let Some(body) = unread {
                 let max = intake.limits().max_recv_msg_size + 5;
-                glommio::spawn_local(drain_refused(body, max, request)).detach();
+                listener::drain_refused(body, max, request);
             }
             Ok::<_, Infallible>(response)
         }
@@ -115,24 +116,6 @@ pub async fn refuse_h2(
     }
 }
 
-/// Reads and drops the rest of a refused request's body (at most `max` bytes, by the request's
-/// `read_timeout` deadline) after its refusal was answered, so that the stream ends cleanly.
-///
-/// A request refused before its body was read would otherwise be reset (h2 sends
-/// `RST_STREAM(NO_ERROR)` after the complete response) while the client's DATA frames are still
-/// in flight. h2 remembers a reset stream only briefly (50 streams, 1 s); DATA arriving on a
-/// stream it forgot is answered with `RST_STREAM(STREAM_CLOSED)`, and each of those counts
-/// toward hyper's `max_local_error_reset_streams` (1024 per connection, h2's guard against peers
-/// that provoke resets): at that count the connection is closed with
-/// `GOAWAY(ENHANCE_YOUR_CALM, "too_many_internal_resets")`, failing every stream on it. Under overload a busy connection reaches it after a few thousand refusals.
-/// Draining keeps the refusal a retryable status and the connection up. It is bounded like a
-/// served body (`max_recv_msg_size`, `read_timeout`, and the stream keeps its place among the
-/// connection's `max_concurrent_streams` until it ends) but holds nothing: each frame is
-/// dropped as it arrives. A body larger or slower than that is reset, as before.
-async fn drain_refused(mut body: Incoming, max: usize, request: RequestClock) {
-    discard_body(&mut body, max, Some(&request)).await;
-}
-
 fn signal_for(path: &str) -> Option<Signal> {
     match path {
         TRACES => Some(Signal::Traces),
@@ -142,8 +125,10 @@ fn signal_for(path: &str) -> Option<Signal> {
     }
 }
 
-/// Answers one request. A request refused as overloaded leaves its unread body in `unread`,
-/// for the caller to drain once the refusal is on its way (see [`drain_refused`]).
+/// Answers one request. A request answered before its body was read to its end (refused as
+/// overloaded, an unknown method, content type or `grpc-encoding`, a body over the limit)
+/// leaves the body in `unread`, for the caller to drain once the answer is on its way (see
+/// [`listener::drain_refused`]).
 async fn handle(
     intake: &Intake,
     req: Request<Incoming>,
@@ -154,54 +139,12 @@ async fn handle(
     if fault == Fault::Reactor {
         panic!("injected fault: the reactor panics");
     }
-    let Some(signal) = signal_for(req.uri().path()) else {
-        return status_only(
-            Code::Unimplemented,
-            &format!("unknown method {}", req.uri().path()),
-        );
-    };
-    let ctype = req
-        .headers()
-        .get(http::header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("");
-    if !(ctype == "application/grpc"
-        || ctype.starts_with("application/grpc+proto")
-        || ctype.starts_with("application/grpc;"))
-    {
-        intake
-            .counters()
-            .failed_request(signal, Transport::Grpc, FailReason::Unsupported);
-        // gRPC over HTTP/2: a non-gRPC content type is answered with HTTP 415.
-        let mut resp = Response::new(ResponseBody::default());
-        *resp.status_mut() = http::StatusCode::UNSUPPORTED_MEDIA_TYPE;
-        return resp;
-    }
-    let encoding = match req
-        .headers()
-        .get("grpc-encoding")
-        .map(|v| v.to_str().unwrap_or("?"))
-    {
-        None => Encoding::Identity,
-        Some(name) => match Encoding::from_header(name) {
-            Some(e) => e,
-            None => {
-                intake
-                    .counters()
-                    .failed_request(signal, Transport::Grpc, FailReason::Unsupported);
-                let mut resp = status_only(
-                    Code::Unimplemented,
-                    &format!(
-                        "unsupported grpc-encoding {name:?} (supported: identity, gzip, zstd)"
-                    ),
-                );
-                resp.headers_mut().insert(
-                    "grpc-accept-encoding",
-                    HeaderValue::from_static("identity,gzip,zstd"),
-                );
-                return resp;
-            }
-        },
+    let (signal, encoding) = match check(intake, &req) {
+        Ok(checked) => checked,
+        Err(answer) => {
+            *unread = Some(req.into_body());
+            return answer;
+        }
     };
     let guard = match super::admit(intake, signal, fault) {
         Ok(g) => g,
@@ -230,6 +173,7 @@ async fn handle(
             intake
                 .counters()
                 .failed_request(signal, Transport::Grpc, FailReason::TooLarge);
+            *unread = Some(incoming);
             return error_response(&IngestError::TooLarge { limit });
         }
         Err(CollectError::TimedOut) => {
@@ -284,6 +228,66 @@ async fn handle(
         }
         Err(e) => error_response(&e),
     }
+}
+
+/// The signal and `grpc-encoding` of a request, from its method and headers; or the answer to
+/// a request that cannot be served (counted), given before its body is read.
+// The answer goes to hyper by value, once per request answered early: no need to box it.
+#[allow(clippy::result_large_err)]
+fn check(
+    intake: &Intake,
+    req: &Request<Incoming>,
+) -> Result<(Signal, Encoding), Response<ResponseBody>> {
+    let Some(signal) = signal_for(req.uri().path()) else {
+        return Err(status_only(
+            Code::Unimplemented,
+            &format!("unknown method {}", req.uri().path()),
+        ));
+    };
+    let ctype = req
+        .headers()
+        .get(http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    if !(ctype == "application/grpc"
+        || ctype.starts_with("application/grpc+proto")
+        || ctype.starts_with("application/grpc;"))
+    {
+        intake
+            .counters()
+            .failed_request(signal, Transport::Grpc, FailReason::Unsupported);
+        // gRPC over HTTP/2: a non-gRPC content type is answered with HTTP 415.
+        let mut resp = Response::new(ResponseBody::default());
+        *resp.status_mut() = http::StatusCode::UNSUPPORTED_MEDIA_TYPE;
+        return Err(resp);
+    }
+    let encoding = match req
+        .headers()
+        .get("grpc-encoding")
+        .map(|v| v.to_str().unwrap_or("?"))
+    {
+        None => Encoding::Identity,
+        Some(name) => match Encoding::from_header(name) {
+            Some(e) => e,
+            None => {
+                intake
+                    .counters()
+                    .failed_request(signal, Transport::Grpc, FailReason::Unsupported);
+                let mut resp = status_only(
+                    Code::Unimplemented,
+                    &format!(
+                        "unsupported grpc-encoding {name:?} (supported: identity, gzip, zstd)"
+                    ),
+                );
+                resp.headers_mut().insert(
+                    "grpc-accept-encoding",
+                    HeaderValue::from_static("identity,gzip,zstd"),
+                );
+                return Err(resp);
+            }
+        },
+    };
+    Ok((signal, encoding))
 }
 
 /// Unwraps the gRPC message: its encoding (identity when not flagged compressed) and its bytes

@@ -122,72 +122,20 @@ async fn handle(
     if fault == Fault::Reactor {
         panic!("injected fault: the reactor panics");
     }
-    let signal = match req.uri().path() {
-        "/v1/traces" => Signal::Traces,
-        "/v1/metrics" => Signal::Metrics,
-        "/v1/logs" => Signal::Logs,
-        other => {
-            return plain(
-                StatusCode::NOT_FOUND,
-                &format!("unknown path {other} (use /v1/traces, /v1/metrics or /v1/logs)"),
-            );
-        }
-    };
-    if req.method() != Method::POST {
-        let mut r = plain(StatusCode::METHOD_NOT_ALLOWED, "use POST");
-        r.headers_mut()
-            .insert(http::header::ALLOW, HeaderValue::from_static("POST"));
-        return r;
-    }
-    let ctype = req
-        .headers()
-        .get(http::header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("");
-    let mime = ctype
-        .split(';')
-        .next()
-        .unwrap_or("")
-        .trim()
-        .to_ascii_lowercase();
-    let format = match mime.as_str() {
-        "application/x-protobuf" | "application/protobuf" => Format::Protobuf,
-        "application/json" => Format::Json,
-        _ => {
-            intake
-                .counters()
-                .failed_request(signal, Transport::Http, FailReason::Unsupported);
-            return error_response(
-                Format::Protobuf,
-                &IngestError::Unsupported(format!(
-                    "unsupported content type {ctype:?} (use application/x-protobuf or application/json)"
-                )),
-            );
-        }
-    };
-    let encoding = match req.headers().get(http::header::CONTENT_ENCODING) {
-        None => Encoding::Identity,
-        Some(v) => match v.to_str().ok().and_then(Encoding::from_header) {
-            Some(e) => e,
-            None => {
-                intake
-                    .counters()
-                    .failed_request(signal, Transport::Http, FailReason::Unsupported);
-                return error_response(
-                    format,
-                    &IngestError::Unsupported(format!(
-                        "unsupported content encoding {v:?} (use gzip, zstd or none)"
-                    )),
-                );
-            }
-        },
-    };
     let limit = intake.limits().max_recv_msg_size;
+    let version = req.version();
+    let (signal, format, encoding) = match check(intake, &req) {
+        Ok(checked) => checked,
+        Err(answer) => {
+            // Read and drop the body first, so that the answer is not lost to a TCP reset.
+            let mut body = req.into_body();
+            return after_discard(&mut body, limit, request, version, answer).await;
+        }
+    };
     let declared = req
         .headers()
         .get(http::header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok()?.parse::<usize>().ok());
-    let version = req.version();
     let mut incoming = req.into_body();
     if let Some(n) = declared.filter(|&n| n > limit) {
         intake
@@ -270,6 +218,77 @@ async fn handle(
     }
 }
 
+/// The signal, format and encoding of a request, from its path, method and headers; or the
+/// answer to a request that cannot be served (counted), given before its body is read.
+// The answer goes to hyper by value, once per request answered early: no need to box it.
+#[allow(clippy::result_large_err)]
+fn check(
+    intake: &Intake,
+    req: &Request<Incoming>,
+) -> Result<(Signal, Format, Encoding), Response<ResponseBody>> {
+    let signal = match req.uri().path() {
+        "/v1/traces" => Signal::Traces,
+        "/v1/metrics" => Signal::Metrics,
+        "/v1/logs" => Signal::Logs,
+        other => {
+            return Err(plain(
+                StatusCode::NOT_FOUND,
+                &format!("unknown path {other} (use /v1/traces, /v1/metrics or /v1/logs)"),
+            ));
+        }
+    };
+    if req.method() != Method::POST {
+        let mut r = plain(StatusCode::METHOD_NOT_ALLOWED, "use POST");
+        r.headers_mut()
+            .insert(http::header::ALLOW, HeaderValue::from_static("POST"));
+        return Err(r);
+    }
+    let ctype = req
+        .headers()
+        .get(http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    let mime = ctype
+        .split(';')
+        .next()
+        .unwrap_or("")
+        .trim()
+        .to_ascii_lowercase();
+    let format = match mime.as_str() {
+        "application/x-protobuf" | "application/protobuf" => Format::Protobuf,
+        "application/json" => Format::Json,
+        _ => {
+            intake
+                .counters()
+                .failed_request(signal, Transport::Http, FailReason::Unsupported);
+            return Err(error_response(
+                Format::Protobuf,
+                &IngestError::Unsupported(format!(
+                    "unsupported content type {ctype:?} (use application/x-protobuf or application/json)"
+                )),
+            ));
+        }
+    };
+    let encoding = match req.headers().get(http::header::CONTENT_ENCODING) {
+        None => Encoding::Identity,
+        Some(v) => match v.to_str().ok().and_then(Encoding::from_header) {
+            Some(e) => e,
+            None => {
+                intake
+                    .counters()
+                    .failed_request(signal, Transport::Http, FailReason::Unsupported);
+                return Err(error_response(
+                    format,
+                    &IngestError::Unsupported(format!(
+                        "unsupported content encoding {v:?} (use gzip, zstd or none)"
+                    )),
+                ));
+            }
+        },
+    };
+    Ok((signal, format, encoding))
+}
+
 /// The answer to a request refused as overloaded before its body was read: the body is read
 /// and dropped first (at most `max` bytes, by the request's deadline), so that the refusal is
 /// neither lost to a TCP reset (HTTP/1.1) nor followed by a stream reset (HTTP/2), and the
@@ -284,13 +303,27 @@ async fn refuse_after_discard(
     format: Format,
     e: &IngestError,
 ) -> Response<ResponseBody> {
+    after_discard(body, max, request, version, error_response(format, e)).await
+}
+
+/// `answer`, given to a request before its body was read (refused, or an unknown path or
+/// method, an unsupported content type or encoding), once the body was read and dropped (at
+/// most `max` bytes, by the request's deadline) as [`refuse_after_discard`] does: with
+/// `Connection: close` over HTTP/1.1 when the body did not end by then.
+async fn after_discard(
+    body: &mut Incoming,
+    max: usize,
+    request: &RequestClock,
+    version: Version,
+    mut answer: Response<ResponseBody>,
+) -> Response<ResponseBody> {
     let ended = discard_body(body, max, Some(request)).await;
-    let mut r = error_response(format, e);
     if !ended && version < Version::HTTP_2 {
-        r.headers_mut()
+        answer
+            .headers_mut()
             .insert(http::header::CONNECTION, HeaderValue::from_static("close"));
     }
-    r
+    answer
 }
 
 /// An OTLP/HTTP error: the status code plus a `google.rpc.Status` body in

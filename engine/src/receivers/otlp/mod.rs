@@ -307,7 +307,10 @@ async fn collect_body(
         },
     )
     .await;
-    request.body_done();
+    // A body that failed keeps its deadline: what is left of it may still be discarded, by then.
+    if matches!(collected, Some(Ok(_))) {
+        request.body_done();
+    }
     collected.unwrap_or(Err(CollectError::TimedOut))
 }
 

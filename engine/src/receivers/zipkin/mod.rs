@@ -148,52 +148,9 @@ async fn handle(
         Ok(req) => req,
         Err(refused) => return refused,
     };
-    match req.uri().path() {
-        "/api/v2/spans" => {}
-        "/api/v1/spans" => {
-            intake
-                .counters()
-                .failed_request(Signal::Traces, TRANSPORT, FailReason::Unsupported);
-            return listener::plain(
-                StatusCode::UNSUPPORTED_MEDIA_TYPE,
-                "zipkin v1 is not supported: send v2 spans to /api/v2/spans",
-            );
-        }
-        other => {
-            return listener::plain(
-                StatusCode::NOT_FOUND,
-                &format!("unknown path {other} (use POST /api/v2/spans)"),
-            )
-        }
-    }
-    if req.method() != Method::POST {
-        let mut resp = listener::plain(StatusCode::METHOD_NOT_ALLOWED, "use POST");
-        resp.headers_mut()
-            .insert(http::header::ALLOW, http::HeaderValue::from_static("POST"));
-        return resp;
-    }
-    let protobuf = is_protobuf(&req);
-    let encoding = match req.headers().get(http::header::CONTENT_ENCODING) {
-        None => None,
-        Some(v) => match v
-            .to_str()
-            .unwrap_or("?")
-            .trim()
-            .to_ascii_lowercase()
-            .as_str()
-        {
-            "" | "identity" => None,
-            "gzip" => Some(BodyEncoding::Gzip),
-            "zstd" => Some(BodyEncoding::Zstd),
-            "deflate" | "zlib" => Some(BodyEncoding::Zlib),
-            other => {
-                let e = IngestError::Unsupported(format!(
-                    "unsupported content encoding {other:?} (use gzip, deflate, zstd or none)"
-                ));
-                listener::count_failure(intake, Signal::Traces, TRANSPORT, &e);
-                return listener::http_error(&e);
-            }
-        },
+    let (protobuf, encoding) = match check(intake, &req) {
+        Ok(checked) => checked,
+        Err(answer) => return listener::answer_after_discard(req, limit, request, answer).await,
     };
     let fault = listener::fault_requested(req.headers());
     let mut body = req.into_body();
@@ -230,6 +187,65 @@ async fn handle(
         })
     });
     listener::accept_translated(intake, TRANSPORT, &guard, translated).await
+}
+
+/// Whether a request's body is protobuf, and its `Content-Encoding`, from its path, method
+/// and headers; or the answer to a request that cannot be served (counted), given before its
+/// body is read.
+// The answer goes to hyper by value, once per request answered early: no need to box it.
+#[allow(clippy::result_large_err)]
+fn check(
+    intake: &Intake,
+    req: &Request<Incoming>,
+) -> Result<(bool, Option<BodyEncoding>), Response<ResponseBody>> {
+    match req.uri().path() {
+        "/api/v2/spans" => {}
+        "/api/v1/spans" => {
+            intake
+                .counters()
+                .failed_request(Signal::Traces, TRANSPORT, FailReason::Unsupported);
+            return Err(listener::plain(
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                "zipkin v1 is not supported: send v2 spans to /api/v2/spans",
+            ));
+        }
+        other => {
+            return Err(listener::plain(
+                StatusCode::NOT_FOUND,
+                &format!("unknown path {other} (use POST /api/v2/spans)"),
+            ))
+        }
+    }
+    if req.method() != Method::POST {
+        let mut resp = listener::plain(StatusCode::METHOD_NOT_ALLOWED, "use POST");
+        resp.headers_mut()
+            .insert(http::header::ALLOW, http::HeaderValue::from_static("POST"));
+        return Err(resp);
+    }
+    let protobuf = is_protobuf(req);
+    let encoding = match req.headers().get(http::header::CONTENT_ENCODING) {
+        None => None,
+        Some(v) => match v
+            .to_str()
+            .unwrap_or("?")
+            .trim()
+            .to_ascii_lowercase()
+            .as_str()
+        {
+            "" | "identity" => None,
+            "gzip" => Some(BodyEncoding::Gzip),
+            "zstd" => Some(BodyEncoding::Zstd),
+            "deflate" | "zlib" => Some(BodyEncoding::Zlib),
+            other => {
+                let e = IngestError::Unsupported(format!(
+                    "unsupported content encoding {other:?} (use gzip, deflate, zstd or none)"
+                ));
+                listener::count_failure(intake, Signal::Traces, TRANSPORT, &e);
+                return Err(listener::http_error(&e));
+            }
+        },
+    };
+    Ok((protobuf, encoding))
 }
 
 /// A body's `Content-Encoding`.

@@ -16,7 +16,8 @@ use crate::h2frames::{
     frame as h2_frame, CONTINUATION, DATA, END_HEADERS, END_STREAM, ENHANCE_YOUR_CALM, GOAWAY,
     HEADERS, PROTOCOL_ERROR, RST_STREAM, SETTINGS,
 };
-use crate::harness::{http_get, wait_until, Ports, Shardtel};
+use crate::harness::{free_port, http_get, wait_until, Ports, Shardtel};
+use crate::test_config::{Component, Pipeline};
 
 /// The connection timeouts of a test's `[receivers.otlp]`.
 #[derive(Clone, Copy)]
@@ -1118,4 +1119,130 @@ fn a_refused_http1_request_keeps_its_connection_unless_its_body_stalls() {
         "traces"
     ) >= 2));
     assert_eq!(post_once(s.ports.http), 200);
+}
+
+/// Sends a request with `head` (its lines, without `content-length`) and an 80 KiB body in five
+/// writes 20 ms apart on `c`, after the answer was given (an answer from the head alone):
+/// returns the answer's head.
+fn early_answer(c: &mut TcpStream, head: &str) -> String {
+    let body = vec![b'x'; 80 << 10];
+    write!(
+        c,
+        "{head}\r\nhost: x\r\ncontent-length: {}\r\n\r\n",
+        body.len()
+    )
+    .unwrap();
+    for part in body.chunks(16 << 10) {
+        std::thread::sleep(Duration::from_millis(20));
+        // A write that fails (the server reset the connection) shows in the answer read next.
+        let _ = c.write_all(part);
+    }
+    read_response(c)
+}
+
+/// Each request of `wrong` (a head, and the status it must get), answered before its 80 KiB
+/// body arrived, is read whole by its client (no reset), and the same connection then carries
+/// `good` (a head with its content-length, and its body) with `ok`.
+fn early_answers_keep_their_connection(
+    port: u16,
+    wrong: &[(&str, &str)],
+    good: (&str, &[u8]),
+    ok: &str,
+) {
+    for (head, status) in wrong {
+        let mut c = connect(port);
+        let answer = early_answer(&mut c, head);
+        assert!(answer.starts_with(status), "{head}: {answer:?}");
+        assert!(
+            !answer.to_ascii_lowercase().contains("connection: close"),
+            "{head}: {answer}"
+        );
+        c.write_all(good.0.as_bytes()).unwrap();
+        c.write_all(good.1).unwrap();
+        let answer = read_response(&mut c);
+        assert!(answer.starts_with(ok), "after {head}: {answer:?}");
+    }
+}
+
+#[test]
+fn http1_answers_given_before_the_body_arrived_are_read_and_keep_the_connection() {
+    let s = Shardtel::start(|dir, ports| config(dir, ports, ONE_CORE));
+    let body = good_request();
+    let good = format!(
+        "POST /v1/traces HTTP/1.1\r\nhost: x\r\ncontent-type: application/x-protobuf\r\ncontent-length: {}\r\n\r\n",
+        body.len()
+    );
+    early_answers_keep_their_connection(
+        s.ports.http,
+        &[
+            (
+                "POST /v2/traces HTTP/1.1\r\ncontent-type: application/x-protobuf",
+                "HTTP/1.1 404",
+            ),
+            (
+                "PUT /v1/traces HTTP/1.1\r\ncontent-type: application/x-protobuf",
+                "HTTP/1.1 405",
+            ),
+            ("POST /v1/traces HTTP/1.1\r\ncontent-type: text/plain", "HTTP/1.1 415"),
+            (
+                "POST /v1/traces HTTP/1.1\r\ncontent-type: application/x-protobuf\r\ncontent-encoding: br",
+                "HTTP/1.1 415",
+            ),
+        ],
+        (&good, &body),
+        "HTTP/1.1 200",
+    );
+}
+
+#[test]
+fn zipkin_and_jaeger_thrift_answers_given_before_the_body_arrived_keep_the_connection() {
+    let (zipkin, grpc, thrift) = (free_port(), free_port(), free_port());
+    let _s = Shardtel::start_config(|c| {
+        c.receiver("zipkin", Component::zipkin_receiver(zipkin))
+            .receiver("jaeger", Component::jaeger_receiver(grpc, thrift))
+            .file_exporters()
+            .traces(Pipeline::otlp_to(&["file_traces"]).receivers(&["zipkin", "jaeger"]))
+    });
+    let spans = b"[]";
+    let good = format!(
+        "POST /api/v2/spans HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n",
+        spans.len()
+    );
+    early_answers_keep_their_connection(
+        zipkin,
+        &[
+            (
+                "POST /api/v1/spans HTTP/1.1\r\ncontent-type: application/json",
+                "HTTP/1.1 415",
+            ),
+            (
+                "POST /api/v3/spans HTTP/1.1\r\ncontent-type: application/json",
+                "HTTP/1.1 404",
+            ),
+            (
+                "POST /api/v2/spans HTTP/1.1\r\ncontent-type: application/json\r\ncontent-encoding: br",
+                "HTTP/1.1 415",
+            ),
+        ],
+        (&good, spans),
+        "HTTP/1.1 202",
+    );
+    // An empty Thrift batch is no valid Batch: the good request is one the receiver reads and
+    // answers 400 (the connection stays up).
+    let good = "POST /api/traces HTTP/1.1\r\nhost: x\r\ncontent-type: application/x-thrift\r\ncontent-length: 1\r\n\r\n";
+    early_answers_keep_their_connection(
+        thrift,
+        &[
+            (
+                "POST /api/traces HTTP/1.1\r\ncontent-type: text/plain",
+                "HTTP/1.1 415",
+            ),
+            (
+                "POST /api/other HTTP/1.1\r\ncontent-type: application/x-thrift",
+                "HTTP/1.1 404",
+            ),
+        ],
+        (good, b"\0"),
+        "HTTP/1.1 400",
+    );
 }
