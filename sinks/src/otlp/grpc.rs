@@ -232,7 +232,8 @@ mod tests {
         // ExportTraceServiceResponse { partial_success { rejected_spans: 3, error_message: "x" } }
         let response = Bytes::from_static(&[0x0a, 0x05, 0x08, 0x03, 0x12, 0x01, b'x']);
         for enc in [Encoding::Gzip, Encoding::Zstd] {
-            let packed = shardtel_protocol::compression::compress(enc, &[response.clone()]);
+            let packed =
+                shardtel_protocol::compression::compress(enc, std::slice::from_ref(&response));
             let mut framed = message_prefix(packed.len(), true).to_vec();
             framed.extend_from_slice(&packed);
             let reply = parse_message(&Bytes::from(framed), Some(enc));

@@ -155,40 +155,41 @@ async fn accept_loop(receiver: Rc<OtlpReceiver>, protocol: Protocol, socket: Tcp
         .await;
         match accepted {
             None => break,
-            Some(Ok(stream)) => match {
+            Some(Ok(stream)) => {
                 accept_errors.succeeded();
-                receiver.connections.admit(protocol)
-            } {
-                Admission::Serve => {
-                    let receiver = receiver.clone();
-                    if let Err(e) = timeouts::set_tcp_keepalive(&stream) {
-                        log::debug!("core {}: TCP keep-alive: {e}", receiver.intake.core());
+                let admission = receiver.connections.admit(protocol);
+                match admission {
+                    Admission::Serve => {
+                        let receiver = receiver.clone();
+                        if let Err(e) = timeouts::set_tcp_keepalive(&stream) {
+                            log::debug!("core {}: TCP keep-alive: {e}", receiver.intake.core());
+                        }
+                        glommio::spawn_local(async move {
+                            let _slot = Slot(&receiver, Some(protocol));
+                            let Some(stream) =
+                                receiver.security.secure(stream, protocol.transport()).await
+                            else {
+                                return;
+                            };
+                            // The clock of what the client speaks: an HTTP listener's client over
+                            // TLS that chose `h2` has an HTTP/2 clock, as a gRPC client has.
+                            let h2 = protocol == Protocol::Grpc || negotiated_h2(&stream);
+                            let clock = ConnectionClock::new(receiver.timeouts, Wire::of(h2));
+                            serve(&receiver, stream, protocol, clock).await;
+                        })
+                        .detach();
                     }
-                    glommio::spawn_local(async move {
-                        let _slot = Slot(&receiver, Some(protocol));
-                        let Some(stream) =
-                            receiver.security.secure(stream, protocol.transport()).await
-                        else {
-                            return;
-                        };
-                        // The clock of what the client speaks: an HTTP listener's client over
-                        // TLS that chose `h2` has an HTTP/2 clock, as a gRPC client has.
-                        let h2 = protocol == Protocol::Grpc || negotiated_h2(&stream);
-                        let clock = ConnectionClock::new(receiver.timeouts, Wire::of(h2));
-                        serve(&receiver, stream, protocol, clock).await;
-                    })
-                    .detach();
+                    Admission::Refuse => {
+                        let receiver = receiver.clone();
+                        glommio::spawn_local(async move {
+                            let _slot = Slot(&receiver, None);
+                            refuse(&receiver, stream, protocol).await;
+                        })
+                        .detach();
+                    }
+                    Admission::Close => drop(stream),
                 }
-                Admission::Refuse => {
-                    let receiver = receiver.clone();
-                    glommio::spawn_local(async move {
-                        let _slot = Slot(&receiver, None);
-                        refuse(&receiver, stream, protocol).await;
-                    })
-                    .detach();
-                }
-                Admission::Close => drop(stream),
-            },
+            }
             Some(Err(e)) => {
                 let what = format!(
                     "OTLP {} receiver: accept failed",
