@@ -43,7 +43,13 @@ pub fn serve<S: Families + Send + Sync + 'static>(
     std::thread::Builder::new()
         .name(name.into())
         .spawn(move || {
-            for stream in listener.incoming().flatten() {
+            for stream in listener.incoming() {
+                // A failed accept (descriptors exhausted) is retried after a pause, not at
+                // once: this thread would otherwise spin a CPU until descriptors came back.
+                let Ok(stream) = stream else {
+                    std::thread::sleep(std::time::Duration::from_millis(100));
+                    continue;
+                };
                 if open.fetch_add(1, Ordering::AcqRel) >= MAX_CONNECTIONS {
                     open.fetch_sub(1, Ordering::AcqRel);
                     continue;
