@@ -226,7 +226,11 @@ impl LokiConverter {
                     if labels.is_empty() {
                         labels.push(("service_name".into(), "unknown_service".into()));
                     }
-                    labels.sort();
+                    // Two keys that make the same label name: a record attribute wins over a
+                    // resource attribute, and the later of two attributes of one record (not
+                    // whichever value sorts first).
+                    labels.reverse();
+                    labels.sort_by(|a, b| a.0.cmp(&b.0));
                     labels.dedup_by(|a, b| a.0 == b.0);
                     let nanos = [record.time_unix_nano, record.observed_time_unix_nano, now]
                         .into_iter()

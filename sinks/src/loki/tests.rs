@@ -163,3 +163,23 @@ fn json_and_logfmt_lines_and_json_encoding() {
     assert_eq!(stream["values"][0][1], "boom");
     assert_eq!(stream["values"][0][2]["user_id"], "u 1");
 }
+
+/// Two chosen keys that make one label name: the record attribute wins, whichever value
+/// sorts first (it was the smaller value).
+#[test]
+fn a_record_attribute_label_wins_over_a_resource_label_of_the_same_name() {
+    let mut cfg = config();
+    cfg.attribute_labels = vec!["service_name".into()];
+    let c = LokiConverter::new(&cfg);
+    for (resource, attribute) in [("a-resource", "z-record"), ("z-resource", "a-record")] {
+        let req = request(
+            vec![s("service.name", resource)],
+            vec![record(1, "x", vec![s("service_name", attribute)])],
+        );
+        let push = decode(&c.convert(&req).unwrap());
+        assert_eq!(
+            push.streams[0].labels,
+            format!("{{service_name=\"{attribute}\"}}")
+        );
+    }
+}
