@@ -342,11 +342,7 @@ fn apply_body(op: &Op, item: &mut Item<'_>) {
 /// The new value of a `hash` or `mask` action, or `None` when it does not change `v`.
 fn rewrite_value(op: &Op, v: AnyValueRef<'_>) -> Option<AttrValue> {
     match op {
-        // An empty string hashes to itself: nothing to write.
-        Op::Hash => match v {
-            AnyValueRef::String("") => None,
-            v => Some(AttrValue::String(hash_value(v))),
-        },
+        Op::Hash => Some(AttrValue::String(hash_value(v))),
         Op::Mask { re, replacement } => {
             let s = v.as_str()?;
             match re.replace_all(s, replacement.as_str()) {
@@ -359,21 +355,18 @@ fn rewrite_value(op: &Op, v: AnyValueRef<'_>) -> Option<AttrValue> {
 }
 
 /// The value a `hash` action leaves, as the OpenTelemetry Collector's `sha2Hasher`
-/// (contrib `internal/coreinternal/attraction/hasher.go`) computes it: the lowercase hex
-/// SHA-256 of a non-empty string's UTF-8 bytes, of a boolean as one byte (1 or 0), of an
-/// integer or a double as its 8 little-endian bytes (the double's IEEE 754 bits). Every other
-/// value — an empty string, bytes, an array, a map, no value — hashes to the empty string
-/// (the Collector hashes only the types it converts to bytes, and an empty byte string not at
-/// all).
+/// (contrib `internal/coreinternal/attraction/hasher.go`, v0.165.0) computes it: the lowercase
+/// hex SHA-256 of a string's UTF-8 bytes (the empty string too), of a boolean as one byte (1 or
+/// 0), of an integer or a double as its 8 little-endian bytes (the double's IEEE 754 bits).
+/// Bytes, arrays, maps and no value become the empty string.
 pub(crate) fn hash_value(v: AnyValueRef<'_>) -> String {
     let mut h = Sha256::new();
     match v {
-        AnyValueRef::String(s) if !s.is_empty() => h.update(s.as_bytes()),
+        AnyValueRef::String(s) => h.update(s.as_bytes()),
         AnyValueRef::Bool(b) => h.update([u8::from(b)]),
         AnyValueRef::Int(i) => h.update(i.to_le_bytes()),
         AnyValueRef::Double(d) => h.update(d.to_bits().to_le_bytes()),
-        AnyValueRef::String(_)
-        | AnyValueRef::Bytes(_)
+        AnyValueRef::Bytes(_)
         | AnyValueRef::Array(_)
         | AnyValueRef::KvList(_)
         | AnyValueRef::Empty => return String::new(),
