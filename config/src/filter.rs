@@ -114,7 +114,8 @@ pub struct SeverityMatch {
 pub struct AttributeMatch {
     /// The attribute key (exact).
     pub key: String,
-    /// The value: equal (strict), or a regex on string values (regexp). Absent: the key is
+    /// The value: equal (strict), or a regex on the value's text (regexp: a string, or an int,
+    /// double or bool written as the Collector writes it). Absent: the key is
     /// present with any value.
     pub value: Option<AttributeValue>,
 }
@@ -573,6 +574,14 @@ bodies = ["x"]
              shardtel.toml:6: processors.f.spans.exclude.bodies: unknown key (allowed: match_type, span_names, services, attributes, resource_attributes, span_kinds, status_codes)\n\
              shardtel.toml:7: processors.f.spans.include: missing required key (set at least one of span_names, services, attributes, resource_attributes, span_kinds, status_codes)\n\
              shardtel.toml:8: processors.f.logs: missing required key (set at least one of include, exclude)"
+        );
+        // The Collector refuses a non-string value in regexp mode too.
+        assert_eq!(
+            err(
+                "[processors.f]\ntype = \"filter\"\n[processors.f.spans.exclude]\nmatch_type = \"regexp\"\nattributes = [{ key = \"code\", value = 503 }]\n",
+                "traces"
+            ),
+            "shardtel.toml:5: processors.f.spans.exclude.attributes: expected a string regex as value (match_type = \"regexp\"), found integer 503"
         );
         assert_eq!(
             err("[processors.f]\ntype = \"filter\"\n", "traces"),

@@ -145,7 +145,9 @@ impl Actions {
 
     /// False when no action can change a message whose bytes are `msg`: no body action
     /// applies (`has_body` false: spans, data points, resources) and none of the keys that
-    /// every other action needs occurs in its bytes. True means "maybe".
+    /// every other action needs occurs in its bytes. True means "maybe". `msg` must be what
+    /// the stage would see: an item's original bytes tell nothing once an earlier stage of the
+    /// chain changed it (it may have inserted or renamed one of the keys).
     #[inline]
     pub fn may_change(&self, msg: &[u8], has_body: bool) -> bool {
         if has_body && self.has_body {
@@ -222,13 +224,7 @@ fn apply_exact(key: &Bytes, op: &Op, item: &mut Item<'_>) {
                 return;
             };
             let Some(caps) = re.captures(s) else { return };
-            let found: Vec<(Bytes, String)> = groups
-                .iter()
-                .filter_map(|g| {
-                    let name = std::str::from_utf8(g).ok()?;
-                    Some((g.clone(), caps.name(name)?.as_str().to_string()))
-                })
-                .collect();
+            let found = group_values(groups, &caps);
             for (g, v) in found {
                 upsert(item, g, AttrValue::String(v));
             }
@@ -286,6 +282,22 @@ fn apply_regex(re: &Regex, op: &Op, item: &mut Item<'_>) {
     }
 }
 
+/// Each named group of an `extract` match with its text, in the pattern's order: `""` for a
+/// group that took no part in the match, as the Collector writes (Go's `FindStringSubmatch`
+/// gives `""` for it).
+fn group_values(groups: &[Bytes], caps: &regex::Captures<'_>) -> Vec<(Bytes, String)> {
+    groups
+        .iter()
+        .map(|g| {
+            let text = std::str::from_utf8(g)
+                .ok()
+                .and_then(|name| caps.name(name))
+                .map_or("", |m| m.as_str());
+            (g.clone(), text.to_string())
+        })
+        .collect()
+}
+
 fn upsert(item: &mut Item<'_>, key: Bytes, value: AttrValue) {
     match position(item, &key) {
         Some(i) => item.attrs()[i].set_value(value),
@@ -317,13 +329,7 @@ fn apply_body(op: &Op, item: &mut Item<'_>) {
                 let body = shardtel_protocol::rewrite::value_ref(&item.body, msg);
                 let Some(s) = body.as_str() else { return };
                 let Some(caps) = re.captures(s) else { return };
-                groups
-                    .iter()
-                    .filter_map(|g| {
-                        let name = std::str::from_utf8(g).ok()?;
-                        Some((g.clone(), caps.name(name)?.as_str().to_string()))
-                    })
-                    .collect()
+                group_values(groups, &caps)
             };
             for (g, v) in found {
                 upsert(item, g, AttrValue::String(v));
@@ -336,7 +342,7 @@ fn apply_body(op: &Op, item: &mut Item<'_>) {
 /// The new value of a `hash` or `mask` action, or `None` when it does not change `v`.
 fn rewrite_value(op: &Op, v: AnyValueRef<'_>) -> Option<AttrValue> {
     match op {
-        Op::Hash => hash_value(v).map(AttrValue::String),
+        Op::Hash => Some(AttrValue::String(hash_value(v))),
         Op::Mask { re, replacement } => {
             let s = v.as_str()?;
             match re.replace_all(s, replacement.as_str()) {
@@ -348,20 +354,24 @@ fn rewrite_value(op: &Op, v: AnyValueRef<'_>) -> Option<AttrValue> {
     }
 }
 
-/// Lowercase hex SHA-256 of a value's bytes, as the OpenTelemetry Collector hashes: a string's
-/// UTF-8 bytes, a boolean as one byte (1 or 0), an integer or double as its 8 little-endian
-/// bytes; bytes as they are; arrays and maps as their protobuf encoding. `None` for no value.
-pub(crate) fn hash_value(v: AnyValueRef<'_>) -> Option<String> {
+/// The value a `hash` action leaves, as the OpenTelemetry Collector's `sha2Hasher`
+/// (contrib `internal/coreinternal/attraction/hasher.go`, v0.165.0) computes it: the lowercase
+/// hex SHA-256 of a string's UTF-8 bytes (the empty string too), of a boolean as one byte (1 or
+/// 0), of an integer or a double as its 8 little-endian bytes (the double's IEEE 754 bits).
+/// Bytes, arrays, maps and no value become the empty string.
+pub(crate) fn hash_value(v: AnyValueRef<'_>) -> String {
     let mut h = Sha256::new();
     match v {
         AnyValueRef::String(s) => h.update(s.as_bytes()),
         AnyValueRef::Bool(b) => h.update([u8::from(b)]),
         AnyValueRef::Int(i) => h.update(i.to_le_bytes()),
         AnyValueRef::Double(d) => h.update(d.to_bits().to_le_bytes()),
-        AnyValueRef::Bytes(b) | AnyValueRef::Array(b) | AnyValueRef::KvList(b) => h.update(b),
-        AnyValueRef::Empty => return None,
+        AnyValueRef::Bytes(_)
+        | AnyValueRef::Array(_)
+        | AnyValueRef::KvList(_)
+        | AnyValueRef::Empty => return String::new(),
     }
-    Some(hex(&h.finalize()))
+    hex(&h.finalize())
 }
 
 fn hex(bytes: &[u8]) -> String {

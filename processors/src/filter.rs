@@ -5,7 +5,7 @@ use shardtel_config::{AttributeMatch, AttributeValue, FilterRules, MatchProperti
 use shardtel_protocol::span::{AnyValueRef, ResourceView, SpanView};
 use shardtel_protocol::wire::{Reader, Value};
 
-use super::{Item, ItemKind};
+use super::{transform, Item, ItemKind};
 
 #[derive(Debug)]
 enum Strings {
@@ -47,6 +47,10 @@ impl ValueMatch {
         match (self, v) {
             (ValueMatch::Any, _) => true,
             (ValueMatch::Regex(re), AnyValueRef::String(s)) => re.is_match(s),
+            (ValueMatch::Regex(re), v) => {
+                let mut text = ValueText::default();
+                value_text(v, &mut text).is_some_and(|s| re.is_match(s))
+            }
             (ValueMatch::Equal(AttributeValue::String(a)), AnyValueRef::String(b)) => a == b,
             (ValueMatch::Equal(AttributeValue::Int(a)), AnyValueRef::Int(b)) => *a == b,
             (ValueMatch::Equal(AttributeValue::Double(a)), AnyValueRef::Double(b)) => *a == b,
@@ -54,6 +58,56 @@ impl ValueMatch {
             _ => false,
         }
     }
+}
+
+/// A non-string value's text, written on the stack (a double's `'f'` form has at most
+/// 1 + 309 digits before the point or 2 + 324 digits after it: 512 bytes hold any).
+struct ValueText {
+    buf: [u8; 512],
+    len: usize,
+}
+
+impl Default for ValueText {
+    fn default() -> ValueText {
+        ValueText {
+            buf: [0; 512],
+            len: 0,
+        }
+    }
+}
+
+impl std::fmt::Write for ValueText {
+    fn write_str(&mut self, s: &str) -> std::fmt::Result {
+        let end = self.len + s.len();
+        self.buf
+            .get_mut(self.len..end)
+            .ok_or(std::fmt::Error)?
+            .copy_from_slice(s.as_bytes());
+        self.len = end;
+        Ok(())
+    }
+}
+
+/// The text a `regexp` attribute condition matches, as the Collector's filter processor makes
+/// it (`attributeStringValue`): a string as it is, a boolean `true` / `false`, an integer in
+/// decimal, a double in Go's `strconv.FormatFloat(v, 'f', -1, 64)` form (the shortest digits
+/// that read back to the same double, never an exponent: Rust's `Display` of `f64`, except
+/// that Go writes the infinities `+Inf` / `-Inf`). `None` for bytes, arrays, maps and no
+/// value, which never match.
+fn value_text<'v>(v: AnyValueRef<'v>, text: &'v mut ValueText) -> Option<&'v str> {
+    use std::fmt::Write;
+    match v {
+        AnyValueRef::String(s) => return Some(s),
+        AnyValueRef::Bool(b) => return Some(if b { "true" } else { "false" }),
+        AnyValueRef::Double(d) if d.is_infinite() => {
+            return Some(if d > 0.0 { "+Inf" } else { "-Inf" })
+        }
+        AnyValueRef::Int(i) => write!(text, "{i}").ok()?,
+        AnyValueRef::Double(d) => write!(text, "{d}").ok()?,
+        AnyValueRef::Bytes(_) | AnyValueRef::Array(_) | AnyValueRef::KvList(_) => return None,
+        AnyValueRef::Empty => return None,
+    }
+    std::str::from_utf8(&text.buf[..text.len]).ok()
 }
 
 fn attribute_matches(
@@ -124,14 +178,18 @@ impl Properties {
                     || !self.span_kinds.is_empty()
                     || !self.status_codes.is_empty()
                 {
+                    // The name and status an earlier `transform` left, else the original
+                    // (the kind no statement sets).
                     let f = SpanView::new(item.msg).fields();
-                    if self.names.as_ref().is_some_and(|n| !n.matches(f.name)) {
+                    let name = item.edit(transform::SPAN_NAME).unwrap_or(f.name);
+                    if self.names.as_ref().is_some_and(|n| !n.matches(name)) {
                         return false;
                     }
                     if !self.span_kinds.is_empty() && !self.span_kinds.contains(&f.kind) {
                         return false;
                     }
-                    if !self.status_codes.is_empty() && !self.status_codes.contains(&f.status_code)
+                    if !self.status_codes.is_empty()
+                        && !self.status_codes.contains(&transform::status(item).0)
                     {
                         return false;
                     }
@@ -146,6 +204,8 @@ impl Properties {
                 if self.bodies.is_some() || self.severity_texts.is_some() || self.severity.is_some()
                 {
                     let (number, text) = severity(item.msg);
+                    // The severity text an earlier `transform` left, else the original.
+                    let text = item.edit(transform::LOG_SEVERITY_TEXT).unwrap_or(text);
                     if let Some(bodies) = &self.bodies {
                         let msg = item.msg;
                         match shardtel_protocol::rewrite::value_ref(&item.body, msg) {

@@ -588,7 +588,10 @@ impl Chain {
             match &stage.op {
                 Op::Attributes { actions, .. } => {
                     bump(&stage.stats.received, 1);
-                    if !actions.may_change(item.msg, has_body) {
+                    // The key search looks at the original bytes, so it can rule the stage out
+                    // only while no earlier stage changed the item: one may have inserted,
+                    // renamed or set the very key this stage hashes or deletes.
+                    if !item.changed && !actions.may_change(item.msg, has_body) {
                         continue;
                     }
                     let before = std::mem::replace(&mut item.changed, false);

@@ -347,20 +347,302 @@ pattern = '^/api/(?P<version>v\d+)/(?P<resource>\w+)'
 
 #[test]
 fn hash_of_every_value_type_follows_the_collector() {
-    use shardtel_protocol::span::AnyValueRef;
-    assert_eq!(
-        attributes::hash_value(AnyValueRef::String("abc")).unwrap(),
-        "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
+    // The Collector's sha2Hasher (v0.165.0): SHA-256 of a string's bytes (an empty one too), a
+    // boolean's one byte, an integer's or double's 8 little-endian bytes; "" for bytes, arrays,
+    // maps and no value.
+    let c = chain(
+        Signal::Traces,
+        r#"[processors.p]
+type = "attributes"
+actions = [{ key_pattern = "^h\\.", action = "hash" }]
+"#,
+        &["p"],
     );
-    assert_eq!(
-        attributes::hash_value(AnyValueRef::Bool(true)).unwrap(),
-        sha256_hex(&[1])
+    let array = V::ArrayValue(shardtel_protocol::proto::common::v1::ArrayValue {
+        values: vec![AnyValue {
+            value: Some(s("x")),
+        }],
+    });
+    let map = V::KvlistValue(shardtel_protocol::proto::common::v1::KeyValueList {
+        values: vec![kv("k", s("v"))],
+    });
+    let empty = KeyValue {
+        key: "h.none".into(),
+        value: Some(AnyValue { value: None }),
+        ..Default::default()
+    };
+    let req = traces(
+        vec![],
+        vec![span(
+            "a",
+            vec![
+                kv("h.str", s("abc")),
+                kv("h.empty_str", s("")),
+                kv("h.true", V::BoolValue(true)),
+                kv("h.false", V::BoolValue(false)),
+                kv("h.int", V::IntValue(-7)),
+                kv("h.double", V::DoubleValue(1.5)),
+                kv("h.bytes", V::BytesValue(vec![1, 2, 3])),
+                kv("h.array", array),
+                kv("h.map", map),
+                empty,
+            ],
+        )],
     );
+    let (out, _) = run_traces(&c, &req);
+    let a = &out.resource_spans[0].scope_spans[0].spans[0].attributes;
+    let got = |k: &str| attr(a, k).cloned();
     assert_eq!(
-        attributes::hash_value(AnyValueRef::Double(1.5)).unwrap(),
-        sha256_hex(&1.5f64.to_bits().to_le_bytes())
+        got("h.str"),
+        Some(s(
+            "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
+        ))
     );
-    assert_eq!(attributes::hash_value(AnyValueRef::Empty), None);
+    assert_eq!(got("h.empty_str"), Some(s(&sha256_hex(b""))));
+    assert_eq!(got("h.true"), Some(s(&sha256_hex(&[1]))));
+    assert_eq!(got("h.false"), Some(s(&sha256_hex(&[0]))));
+    assert_eq!(got("h.int"), Some(s(&sha256_hex(&(-7i64).to_le_bytes()))));
+    assert_eq!(
+        got("h.double"),
+        Some(s(&sha256_hex(&1.5f64.to_bits().to_le_bytes())))
+    );
+    for k in ["h.bytes", "h.array", "h.map", "h.none"] {
+        assert_eq!(got(k), Some(s("")), "{k}");
+    }
+    assert_eq!(a.len(), 10);
+}
+
+#[test]
+fn extract_writes_an_empty_string_for_a_group_that_did_not_match() {
+    // Go's FindStringSubmatch gives "" for a group outside the match; the Collector writes it.
+    let c = chain(
+        Signal::Traces,
+        r#"[processors.p]
+type = "attributes"
+[[processors.p.actions]]
+key = "http.route"
+action = "extract"
+pattern = '^/(?P<section>\w+)(/(?P<id>\d+))?'
+"#,
+        &["p"],
+    );
+    let req = traces(
+        vec![],
+        vec![
+            span(
+                "a",
+                vec![kv("http.route", s("/orders")), kv("id", s("stale"))],
+            ),
+            span("b", vec![kv("http.route", s("/orders/42"))]),
+        ],
+    );
+    let (out, _) = run_traces(&c, &req);
+    let spans = &out.resource_spans[0].scope_spans[0].spans;
+    assert_eq!(attr(&spans[0].attributes, "section"), Some(&s("orders")));
+    assert_eq!(attr(&spans[0].attributes, "id"), Some(&s("")));
+    assert_eq!(attr(&spans[1].attributes, "id"), Some(&s("42")));
+}
+
+/// An `attributes` processor that copies `http.url` into `url.full`, and one that hashes
+/// `url.full`: the second must see the key the first added, though the item's original bytes
+/// lack it.
+const ENRICH_THEN_REDACT: &str = r#"
+[processors.enrich]
+type = "attributes"
+actions = [{ key = "url.full", action = "insert", from_attribute = "http.url" }]
+[processors.redact]
+type = "attributes"
+actions = [{ key = "url.full", action = "hash" }]
+[processors.t]
+type = "transform"
+[[processors.t.trace_statements]]
+context = "span"
+statements = ['set(attributes["url.full"], attributes["http.url"])']
+[[processors.t.log_statements]]
+context = "log"
+statements = ['set(attributes["url.full"], attributes["http.url"])']
+[[processors.t.metric_statements]]
+context = "datapoint"
+statements = ['set(attributes["url.full"], attributes["http.url"])']
+[processors.rename]
+type = "transform"
+[[processors.rename.trace_statements]]
+context = "span"
+statements = ['rename(attributes, "http.url", "url.full")']
+"#;
+
+#[test]
+fn a_stage_sees_the_keys_earlier_stages_added() {
+    let url = "https://shop/cart?token=s3cr3t";
+    let hashed = s(&sha256_hex(url.as_bytes()));
+    // Spans: after an attributes insert, a transform set, a transform rename.
+    for names in [
+        &["enrich", "redact"][..],
+        &["t", "redact"],
+        &["rename", "redact"],
+    ] {
+        let c = chain(Signal::Traces, ENRICH_THEN_REDACT, names);
+        let req = traces(
+            vec![],
+            vec![
+                span("a", vec![kv("http.url", s(url))]),
+                span("b", vec![kv("k", s("v"))]),
+            ],
+        );
+        let (out, _) = run_traces(&c, &req);
+        let spans = &out.resource_spans[0].scope_spans[0].spans;
+        assert_eq!(
+            attr(&spans[0].attributes, "url.full"),
+            Some(&hashed),
+            "{names:?}"
+        );
+        assert_eq!(spans[1], req.resource_spans[0].scope_spans[0].spans[1]);
+        let snap = c.snapshot_vec();
+        assert_eq!((snap[1].received, snap[1].changed), (2, 1), "{names:?}");
+    }
+    // Log records.
+    for names in [&["enrich", "redact"][..], &["t", "redact"]] {
+        let c = chain(Signal::Logs, ENRICH_THEN_REDACT, names);
+        let req = logs(vec![], vec![record("hi", vec![kv("http.url", s(url))])]);
+        let (out, changed) = run_logs(&c, &req);
+        assert!(changed);
+        let rec = &out.resource_logs[0].scope_logs[0].log_records[0];
+        assert_eq!(
+            attr(&rec.attributes, "url.full"),
+            Some(&hashed),
+            "{names:?}"
+        );
+    }
+    // Data points.
+    for names in [&["enrich", "redact"][..], &["t", "redact"]] {
+        let c = chain(Signal::Metrics, ENRICH_THEN_REDACT, names);
+        let req = ExportMetricsServiceRequest {
+            resource_metrics: vec![ResourceMetrics {
+                resource: None,
+                scope_metrics: vec![ScopeMetrics {
+                    metrics: vec![Metric {
+                        name: "requests".into(),
+                        data: Some(metric::Data::Gauge(Gauge {
+                            data_points: vec![NumberDataPoint {
+                                attributes: vec![kv("http.url", s(url))],
+                                ..Default::default()
+                            }],
+                        })),
+                        ..Default::default()
+                    }],
+                    ..Default::default()
+                }],
+                schema_url: String::new(),
+            }],
+        };
+        let buf = Bytes::from(req.encode_to_vec());
+        let (out, _) = c.process_request(&buf).unwrap().unwrap();
+        let got = ExportMetricsServiceRequest::decode(out.to_bytes()).unwrap();
+        let Some(metric::Data::Gauge(g)) =
+            &got.resource_metrics[0].scope_metrics[0].metrics[0].data
+        else {
+            panic!()
+        };
+        assert_eq!(
+            attr(&g.data_points[0].attributes, "url.full"),
+            Some(&hashed),
+            "{names:?}"
+        );
+    }
+}
+
+#[test]
+fn filters_see_the_name_status_and_severity_a_transform_left() {
+    let procs = r#"
+[processors.t]
+type = "transform"
+[[processors.t.trace_statements]]
+context = "span"
+statements = [
+  'set(status.code, STATUS_CODE_ERROR) where attributes["http.status_code"] >= 500',
+  'replace_pattern(name, "/\\d+", "/{id}")',
+]
+[[processors.t.log_statements]]
+context = "log"
+statements = ['set(severity_text, "DEBUG") where IsMatch(body, "^ping")']
+[processors.no_errors]
+type = "filter"
+[processors.no_errors.spans.exclude]
+status_codes = ["ERROR"]
+[processors.no_ids]
+type = "filter"
+[processors.no_ids.spans.exclude]
+span_names = ["GET /orders/{id}"]
+[processors.no_debug]
+type = "filter"
+[processors.no_debug.logs.exclude]
+severity_texts = ["DEBUG"]
+"#;
+    let c = chain(Signal::Traces, procs, &["t", "no_errors", "no_ids"]);
+    let req = traces(
+        vec![],
+        vec![
+            span("POST /pay", vec![kv("http.status_code", V::IntValue(503))]),
+            span("GET /orders/42", vec![]),
+            span("GET /", vec![kv("http.status_code", V::IntValue(200))]),
+        ],
+    );
+    let (out, _) = run_traces(&c, &req);
+    let names: Vec<&str> = out.resource_spans[0].scope_spans[0]
+        .spans
+        .iter()
+        .map(|sp| sp.name.as_str())
+        .collect();
+    assert_eq!(names, ["GET /"]);
+    let snap = c.snapshot_vec();
+    assert_eq!((snap[1].dropped, snap[2].dropped), (1, 1));
+
+    let c = chain(Signal::Logs, procs, &["t", "no_debug"]);
+    let req = logs(vec![], vec![record("ping", vec![]), record("pay", vec![])]);
+    let (out, _) = run_logs(&c, &req);
+    let bodies: Vec<_> = out.resource_logs[0].scope_logs[0]
+        .log_records
+        .iter()
+        .map(|r| r.body.clone().unwrap().value.unwrap())
+        .collect();
+    assert_eq!(bodies, [s("pay")]);
+}
+
+#[test]
+fn regexp_attribute_values_match_the_text_of_any_scalar() {
+    // As the Collector: an int in decimal, a double in Go's shortest 'f' form, a bool as
+    // true / false; bytes, arrays and maps never match.
+    let c = chain(
+        Signal::Traces,
+        r#"[processors.f]
+type = "filter"
+[processors.f.spans.exclude]
+match_type = "regexp"
+attributes = [{ key = "v", value = "^(5|true$|0\\.00000015$|1000000000000000000000$|-Inf$)" }]
+"#,
+        &["f"],
+    );
+    let req = traces(
+        vec![],
+        vec![
+            span("int", vec![kv("v", V::IntValue(503))]),
+            span("bool", vec![kv("v", V::BoolValue(true))]),
+            span("small", vec![kv("v", V::DoubleValue(1.5e-7))]),
+            span("large", vec![kv("v", V::DoubleValue(1e21))]),
+            span("inf", vec![kv("v", V::DoubleValue(f64::NEG_INFINITY))]),
+            span("ok", vec![kv("v", V::IntValue(200))]),
+            span("false", vec![kv("v", V::BoolValue(false))]),
+            span("double", vec![kv("v", V::DoubleValue(0.5))]),
+            span("bytes", vec![kv("v", V::BytesValue(b"5".to_vec()))]),
+        ],
+    );
+    let (out, _) = run_traces(&c, &req);
+    let names: Vec<&str> = out.resource_spans[0].scope_spans[0]
+        .spans
+        .iter()
+        .map(|sp| sp.name.as_str())
+        .collect();
+    assert_eq!(names, ["ok", "false", "double", "bytes"]);
 }
 
 #[test]

@@ -29,11 +29,11 @@ use crate::condition::{raw_attribute, Condition, Fields, Val};
 use crate::{Item, ItemKind};
 
 /// `Span.name`, `Span.kind`, `Span.status`, `LogRecord.severity_number`, `LogRecord.severity_text`.
-const SPAN_NAME: u32 = 5;
+pub(crate) const SPAN_NAME: u32 = 5;
 const SPAN_KIND: u32 = 6;
 const SPAN_STATUS: u32 = 15;
 const LOG_SEVERITY_NUMBER: u32 = 2;
-const LOG_SEVERITY_TEXT: u32 = 3;
+pub(crate) const LOG_SEVERITY_TEXT: u32 = 3;
 /// `Span.Event.time_unix_nano` (fixed64), `name`, `attributes`, `dropped_attributes_count`.
 const EVENT_TIME: u32 = 1;
 const EVENT_NAME: u32 = 2;
@@ -427,7 +427,7 @@ fn len_field(msg: &[u8], field: u32) -> &[u8] {
 }
 
 /// `(code, message)` of a span's status, edited or original.
-fn status<'i>(item: &'i Item<'_>) -> (i32, &'i [u8]) {
+pub(crate) fn status<'i>(item: &'i Item<'_>) -> (i32, &'i [u8]) {
     let body = match item.edit(SPAN_STATUS) {
         Some(b) => b,
         None => len_field(item.msg, SPAN_STATUS),
