@@ -69,7 +69,11 @@ struct Series {
     last_seen_ns: u64,
     /// A span was counted since the last flush.
     updated: bool,
+    /// Spans of the `calls` sum.
     calls: u64,
+    /// Spans of the duration histogram: `calls`, unless only one of the two metrics of a
+    /// refused flush was queued (they may go to different cores).
+    count: u64,
     sum_ms: f64,
     /// Explicit histogram: a count per bucket (empty with an exponential histogram).
     counts: Vec<u64>,
@@ -85,6 +89,7 @@ impl Series {
             last_seen_ns: now,
             updated: false,
             calls: 0,
+            count: 0,
             sum_ms: 0.0,
             counts: match histogram {
                 Hist::Explicit(bounds) => vec![0; bounds.len() + 1],
@@ -97,6 +102,7 @@ impl Series {
     /// Starts a new window.
     fn reset(&mut self) {
         self.calls = 0;
+        self.count = 0;
         self.sum_ms = 0.0;
         self.counts.iter_mut().for_each(|c| *c = 0);
         if let Some(e) = &mut self.exp {
@@ -536,6 +542,7 @@ impl SpanMetrics {
     fn count(&self, s: &mut Series, duration_ms: f64) {
         s.updated = true;
         s.calls += 1;
+        s.count += 1;
         s.sum_ms += duration_ms;
         match &self.histogram {
             Hist::Explicit(bounds) => s.counts[bounds.partition_point(|b| *b < duration_ms)] += 1,
@@ -583,7 +590,7 @@ impl SpanMetrics {
         // A key starts with its service: sorted keys group each service's series.
         let mut sent: Vec<Entry<'_>> = series
             .iter()
-            .filter(|(_, s)| s.calls > 0)
+            .filter(|(_, s)| s.calls > 0 || s.count > 0)
             .map(|(k, s)| (Some(&**k), s))
             .collect();
         sent.sort_unstable_by_key(|e| e.0);
@@ -594,7 +601,10 @@ impl SpanMetrics {
             .map(|group| (service_of_key(group[0].0.unwrap_or_default()), group))
             .collect();
         // The overflow series has no service: with the series without one, if any.
-        let overflow_entry = overflow.as_ref().filter(|o| o.calls > 0).map(|o| (None, o));
+        let overflow_entry = overflow
+            .as_ref()
+            .filter(|o| o.calls > 0 || o.count > 0)
+            .map(|o| (None, o));
         let mut with_overflow: Vec<Entry<'_>> = Vec::new();
         if let Some(o) = overflow_entry {
             match by_service.first() {
@@ -632,12 +642,12 @@ impl SpanMetrics {
                         .map(|id| string_kv("collector.instance.id", id));
                     labels.into_iter().chain(instance).collect()
                 };
-                points += 2 * series.len() as u64;
                 let calls = Metric {
                     name: format!("{}.calls", self.namespace),
                     data: Some(metric::Data::Sum(Sum {
                         data_points: series
                             .iter()
+                            .filter(|e| e.1.calls > 0)
                             .map(|e| NumberDataPoint {
                                 attributes: attrs(e),
                                 start_time_unix_nano: start_of(e.1),
@@ -657,6 +667,9 @@ impl SpanMetrics {
                     data: Some(self.duration_data(series, now_ns, &start_of, &attrs)),
                     ..Default::default()
                 };
+                points += (series.iter().filter(|e| e.1.calls > 0).count()
+                    + series.iter().filter(|e| e.1.count > 0).count())
+                    as u64;
                 ResourceMetrics {
                     resource: Some(Resource {
                         attributes: if service.is_empty() {
@@ -683,7 +696,7 @@ impl SpanMetrics {
         if !self.cumulative {
             series
                 .values_mut()
-                .filter(|s| s.calls > 0)
+                .filter(|s| s.calls > 0 || s.count > 0)
                 .for_each(Series::reset);
             *overflow = None;
         }
@@ -766,11 +779,12 @@ impl SpanMetrics {
             Hist::Explicit(bounds) => metric::Data::Histogram(Histogram {
                 data_points: series
                     .iter()
+                    .filter(|e| e.1.count > 0)
                     .map(|e| HistogramDataPoint {
                         attributes: attrs(e),
                         start_time_unix_nano: start_of(e.1),
                         time_unix_nano: now_ns,
-                        count: e.1.calls,
+                        count: e.1.count,
                         sum: Some(e.1.sum_ms),
                         bucket_counts: e.1.counts.clone(),
                         explicit_bounds: bounds.clone(),
@@ -782,6 +796,7 @@ impl SpanMetrics {
             Hist::Exponential(_) => metric::Data::ExponentialHistogram(ExponentialHistogram {
                 data_points: series
                     .iter()
+                    .filter(|e| e.1.count > 0)
                     .map(|e| {
                         let s = e.1;
                         let x = s.exp.clone().unwrap_or_default();
@@ -789,7 +804,7 @@ impl SpanMetrics {
                             attributes: attrs(e),
                             start_time_unix_nano: start_of(s),
                             time_unix_nano: now_ns,
-                            count: s.calls,
+                            count: s.count,
                             sum: Some(s.sum_ms),
                             scale: x.scale,
                             zero_count: x.zero_count,
@@ -797,8 +812,8 @@ impl SpanMetrics {
                                 offset: x.offset,
                                 bucket_counts: x.counts,
                             }),
-                            min: (s.calls > 0).then_some(x.min),
-                            max: (s.calls > 0).then_some(x.max),
+                            min: Some(x.min),
+                            max: Some(x.max),
                             ..Default::default()
                         }
                     })
@@ -813,11 +828,29 @@ impl SpanMetrics {
     /// back to its series, found by the key its labels make (a hash lookup); a point whose
     /// series is gone goes to the overflow series.
     pub fn refused(&self, body: &[u8], window_start_ns: u64) {
+        self.refused_parts([body], window_start_ns);
+    }
+
+    /// [`SpanMetrics::refused`] for a flush of which only `parts` (requests of their own, the
+    /// parts of a flush split among cores) were refused: the others were queued and are not
+    /// counted again.
+    pub fn refused_parts<'a>(
+        &self,
+        parts: impl IntoIterator<Item = &'a [u8]>,
+        window_start_ns: u64,
+    ) {
         self.refused.set(self.refused.get() + 1);
         if self.cumulative {
             return;
         }
         self.window_start.set(window_start_ns);
+        for body in parts {
+            self.put_back(body);
+        }
+    }
+
+    /// Adds the counts of a refused request to their series.
+    fn put_back(&self, body: &[u8]) {
         let Ok(req) = ExportMetricsServiceRequest::decode(body) else {
             return;
         };
@@ -836,10 +869,18 @@ impl SpanMetrics {
                 .unwrap_or_default();
             for m in rm.scope_metrics.into_iter().flat_map(|sm| sm.metrics) {
                 match m.data {
+                    Some(metric::Data::Sum(sum)) => {
+                        for p in sum.data_points {
+                            let t = self.target(series, overflow, key, service, &p.attributes);
+                            if let Some(number_data_point::Value::AsInt(n)) = p.value {
+                                t.calls += n.max(0) as u64;
+                            }
+                        }
+                    }
                     Some(metric::Data::Histogram(h)) => {
                         for p in h.data_points {
                             let t = self.target(series, overflow, key, service, &p.attributes);
-                            t.calls += p.count;
+                            t.count += p.count;
                             t.sum_ms += p.sum.unwrap_or(0.0);
                             for (c, n) in t.counts.iter_mut().zip(&p.bucket_counts) {
                                 *c += n;
@@ -852,7 +893,7 @@ impl SpanMetrics {
                         };
                         for p in h.data_points {
                             let t = self.target(series, overflow, key, service, &p.attributes);
-                            t.calls += p.count;
+                            t.count += p.count;
                             t.sum_ms += p.sum.unwrap_or(0.0);
                             let e = t.exp.get_or_insert_with(ExpHistogram::default);
                             e.zero_count += p.zero_count;
