@@ -109,7 +109,8 @@ impl MetricsRouter {
 
 impl Pipeline {
     /// Splits a metrics request by series owner (`routing`: its scan, `points` data points):
-    /// the local part first, then the others over the mesh. The points accepted.
+    /// the local part first, then the others over the mesh. The points accepted; refused after
+    /// some parts were queued, the parts not queued ([`Rejected::partial`]).
     pub(super) async fn route_metrics_by_series(
         &self,
         body: Bytes,
@@ -171,7 +172,9 @@ impl Pipeline {
         };
         drop(routing);
         let points = points + dropped;
-        // Local first, as for spans: a refusal leaves nothing behind on other cores.
+        // Local first, as for spans: a refusal here leaves nothing behind on other cores. A mesh
+        // send that times out after earlier parts were queued refuses only the rest (see
+        // `deliver_parts`).
         parts.sort_by_key(|p| p.core != self.core);
         let local_room = parts.iter().filter(|p| p.core == self.core).all(|p| {
             let charge = queue_charge(p.piece.len, p.buffer);

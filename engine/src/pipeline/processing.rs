@@ -34,7 +34,8 @@ impl Pipeline {
 
     /// Hands the span metrics counted since the last flush to the metrics pipeline (as a
     /// request from a receiver would be: durability, series routing, processors, exporters).
-    /// A refused flush is counted and its counts kept for the next one.
+    /// A refused flush is counted and its counts kept for the next one (of a flush split among
+    /// cores whose first parts were queued, only the parts not queued).
     pub async fn flush_spanmetrics(&self) {
         let processors = self.processors();
         let metrics = [
