@@ -7,7 +7,9 @@
 //! A span costs one pass over its fields and a hash lookup with a reused key buffer; a series is
 //! allocated only when it first appears. At most `max_series` series per core: the spans of
 //! any further series count in one `otel.metric.overflow="true"` series (and in
-//! [`SpanMetricsSnapshot::overflow_spans`]).
+//! [`SpanMetricsSnapshot::overflow_spans`]). A series' labels are its key, stored once, each
+//! label cut to [`MAX_LABEL_BYTES`]: one core's series hold at most
+//! [`SpanMetrics::max_held_bytes`] (counted in [`SpanMetricsSnapshot::held_bytes`]).
 //!
 //! With `aggregation_temporality` cumulative, a series' counts are never reset: each flush
 //! sends every series, from the time of its first span (its `start_time_unix_nano`, fixed) to
@@ -48,21 +50,30 @@ const KINDS: [&str; 6] = [
 ];
 const STATUS: [&str; 3] = ["STATUS_CODE_UNSET", "STATUS_CODE_OK", "STATUS_CODE_ERROR"];
 
-/// One series' labels and aggregates.
+/// The longest service name, span name or dimension value a series keeps, in bytes: a longer
+/// one is cut at the last UTF-8 character boundary at or before it (spans that differ only
+/// after it count in one series). The Collector's `span_metrics` connector keeps them whole and
+/// bounds only the number of series; here a series' bytes are bounded too (a span name can be
+/// as long as `max_recv_msg_size`).
+pub const MAX_LABEL_BYTES: usize = 1024;
+
+/// The key of an absent dimension (a part's length is at most [`MAX_LABEL_BYTES`]).
+const ABSENT: u16 = u16::MAX;
+
+/// One series' aggregates; its labels are its key in [`State::series`], stored once.
 #[derive(Debug, Clone)]
 struct Series {
-    /// Its key in [`State::index`] (empty for the overflow series).
-    key: Box<[u8]>,
     /// Unix ns of its first span (the start of its cumulative points).
     start_ns: u64,
     /// Unix ns of the end of the last window in which it had a span.
     last_seen_ns: u64,
     /// A span was counted since the last flush.
     updated: bool,
-    service: String,
-    /// Point labels (span.name, span.kind, status.code, dimensions), or the overflow label.
-    labels: Vec<(String, String)>,
+    /// Spans of the `calls` sum.
     calls: u64,
+    /// Spans of the duration histogram: `calls`, unless only one of the two metrics of a
+    /// refused flush was queued (they may go to different cores).
+    count: u64,
     sum_ms: f64,
     /// Explicit histogram: a count per bucket (empty with an exponential histogram).
     counts: Vec<u64>,
@@ -71,21 +82,14 @@ struct Series {
 }
 
 impl Series {
-    fn new(
-        key: Box<[u8]>,
-        service: String,
-        labels: Vec<(String, String)>,
-        histogram: &Hist,
-    ) -> Series {
+    fn new(histogram: &Hist) -> Series {
         let now = unix_now_ns();
         Series {
-            key,
             start_ns: now,
             last_seen_ns: now,
             updated: false,
-            service,
-            labels,
             calls: 0,
+            count: 0,
             sum_ms: 0.0,
             counts: match histogram {
                 Hist::Explicit(bounds) => vec![0; bounds.len() + 1],
@@ -98,6 +102,7 @@ impl Series {
     /// Starts a new window.
     fn reset(&mut self) {
         self.calls = 0;
+        self.count = 0;
         self.sum_ms = 0.0;
         self.counts.iter_mut().for_each(|c| *c = 0);
         if let Some(e) = &mut self.exp {
@@ -285,11 +290,16 @@ fn service_of(resource: &[u8]) -> &str {
 
 #[derive(Default)]
 struct State {
-    /// Series by key (keyed hash: the keys are made of span names and attribute values).
-    index: HashMap<Box<[u8]>, usize, TraceIdHashBuilder>,
-    series: Vec<Series>,
+    /// Series by key (keyed hash: the keys are made of span names and attribute values). A key
+    /// is the series' labels, each cut to [`MAX_LABEL_BYTES`]: service name and span name
+    /// (each a little-endian `u16` length and the bytes), kind and status code (a byte each),
+    /// then each configured dimension (a length and the bytes, or [`ABSENT`]).
+    series: HashMap<Box<[u8]>, Series, TraceIdHashBuilder>,
     overflow: Option<Series>,
+    /// The key being built (reused).
     key: Vec<u8>,
+    /// Bytes the series hold (see [`SpanMetrics::series_bytes`]).
+    held_bytes: u64,
 }
 
 /// Published counters of one core's span metrics.
@@ -305,6 +315,9 @@ pub struct SpanMetricsSnapshot {
     pub refused_flushes: u64,
     /// Series forgotten after `metrics_expiration`.
     pub expired_series: u64,
+    /// Bytes the series hold (keys, aggregates, histogram buckets), at most
+    /// [`SpanMetrics::max_held_bytes`].
+    pub held_bytes: u64,
 }
 
 /// One core's span metrics.
@@ -339,9 +352,82 @@ fn label(v: Option<AnyValueRef<'_>>) -> Option<String> {
     })
 }
 
-fn push_key(key: &mut Vec<u8>, part: &[u8]) {
-    key.extend_from_slice(&(part.len() as u32).to_le_bytes());
-    key.extend_from_slice(part);
+/// `s` cut to at most [`MAX_LABEL_BYTES`], at a character boundary.
+fn truncated(s: &str) -> &str {
+    if s.len() <= MAX_LABEL_BYTES {
+        return s;
+    }
+    let mut end = MAX_LABEL_BYTES;
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    &s[..end]
+}
+
+/// Appends one label value (cut to [`MAX_LABEL_BYTES`]) to a series key.
+fn push_part(key: &mut Vec<u8>, part: &str) {
+    let part = truncated(part);
+    key.extend_from_slice(&(part.len() as u16).to_le_bytes());
+    key.extend_from_slice(part.as_bytes());
+}
+
+/// Appends an absent dimension to a series key.
+fn push_absent(key: &mut Vec<u8>) {
+    key.extend_from_slice(&ABSENT.to_le_bytes());
+}
+
+/// Reads a series key back, part by part (see [`State::series`]).
+struct KeyReader<'a>(&'a [u8]);
+
+impl<'a> KeyReader<'a> {
+    /// The next length-prefixed part (`None`: an absent dimension, or the end).
+    fn part(&mut self) -> Option<&'a str> {
+        let (len, rest) = self.0.split_first_chunk::<2>()?;
+        let len = u16::from_le_bytes(*len);
+        if len == ABSENT {
+            self.0 = rest;
+            return None;
+        }
+        let (part, rest) = rest.split_at(usize::from(len).min(rest.len()));
+        self.0 = rest;
+        // Parts are made from `&str`s cut at character boundaries.
+        Some(std::str::from_utf8(part).unwrap_or_default())
+    }
+
+    /// The next byte (kind or status code).
+    fn byte(&mut self) -> u8 {
+        let (b, rest) = self.0.split_first().unwrap_or((&0, &[]));
+        self.0 = rest;
+        *b
+    }
+}
+
+/// The service name a series key starts with.
+fn service_of_key(key: &[u8]) -> &str {
+    KeyReader(key).part().unwrap_or_default()
+}
+
+/// A series' entry in a flush: its key (`None`: the overflow series) and aggregates.
+type Entry<'a> = (Option<&'a [u8]>, &'a Series);
+
+/// What a series of `key_len` key bytes holds: its key, its map entry and its histogram
+/// buckets at their most (an estimate for an exponential histogram's vector).
+fn series_bytes(histogram: &Hist, key_len: usize) -> u64 {
+    let buckets = match histogram {
+        Hist::Explicit(bounds) => (bounds.len() + 1) * 8,
+        Hist::Exponential(max_size) => max_size * 8,
+    };
+    (key_len + std::mem::size_of::<(Box<[u8]>, Series)>() + buckets) as u64
+}
+
+/// The string value of attribute `name`.
+fn string_attr<'a>(attributes: &'a [KeyValue], name: &str) -> Option<&'a str> {
+    attributes.iter().find(|kv| kv.key == name).and_then(|kv| {
+        match kv.value.as_ref()?.value.as_ref()? {
+            any_value::Value::StringValue(v) => Some(v.as_str()),
+            _ => None,
+        }
+    })
 }
 
 fn string_kv(k: &str, v: &str) -> KeyValue {
@@ -359,16 +445,7 @@ impl SpanMetrics {
     pub fn new(config: &SpanMetricsConfig, now_ns: u64) -> SpanMetrics {
         SpanMetrics {
             dimensions: config.dimensions.clone(),
-            histogram: match config.histogram {
-                SpanHistogram::Explicit => Hist::Explicit(
-                    config
-                        .buckets
-                        .iter()
-                        .map(|d| d.as_secs_f64() * 1000.0)
-                        .collect(),
-                ),
-                SpanHistogram::Exponential { max_size } => Hist::Exponential(max_size as usize),
-            },
+            histogram: Self::hist_of(config),
             max_series: config.max_series,
             namespace: config.namespace.clone(),
             cumulative: config.aggregation_temporality == SpanTemporality::Cumulative,
@@ -421,68 +498,51 @@ impl SpanMetrics {
         let f = SpanView::new(span).fields();
         let mut state = self.state.borrow_mut();
         let State {
-            index,
             series,
             overflow,
             key,
+            held_bytes,
         } = &mut *state;
         key.clear();
-        push_key(key, service.as_bytes());
-        push_key(key, f.name);
+        push_part(key, service);
+        // Borrowed unless the name is not UTF-8 (the label is what the key holds).
+        push_part(key, &String::from_utf8_lossy(f.name));
         key.push(f.kind.clamp(0, 5) as u8);
         key.push(f.status_code.clamp(0, 2) as u8);
         for d in &self.dimensions {
             let v = raw_attribute(span, 9, d.as_bytes())
                 .or_else(|| raw_attribute(resource, 1, d.as_bytes()));
             match v {
-                Some(AnyValueRef::String(s)) => push_key(key, s.as_bytes()),
-                Some(other) => push_key(key, label(Some(other)).unwrap_or_default().as_bytes()),
-                None => key.push(0xff),
+                Some(AnyValueRef::String(s)) => push_part(key, s),
+                other => match label(other) {
+                    Some(l) => push_part(key, &l),
+                    None => push_absent(key),
+                },
             }
         }
         let duration_ms = f.end_time_unix_nano.saturating_sub(f.start_time_unix_nano) as f64 / 1e6;
-        let s = match index.get(&key[..]) {
-            Some(&i) => &mut series[i],
-            None if series.len() < self.max_series => {
-                let mut labels = vec![
-                    ("service.name".to_string(), service.to_string()),
-                    (
-                        "span.name".to_string(),
-                        String::from_utf8_lossy(f.name).into_owned(),
-                    ),
-                    (
-                        "span.kind".to_string(),
-                        KINDS[f.kind.clamp(0, 5) as usize].to_string(),
-                    ),
-                    (
-                        "status.code".to_string(),
-                        STATUS[f.status_code.clamp(0, 2) as usize].to_string(),
-                    ),
-                ];
-                for d in &self.dimensions {
-                    let v = raw_attribute(span, 9, d.as_bytes())
-                        .or_else(|| raw_attribute(resource, 1, d.as_bytes()));
-                    if let Some(v) = label(v) {
-                        labels.push((d.clone(), v));
-                    }
-                }
-                let boxed = key.clone().into_boxed_slice();
-                index.insert(boxed.clone(), series.len());
-                series.push(Series::new(
-                    boxed,
-                    service.to_string(),
-                    labels,
-                    &self.histogram,
-                ));
-                series.last_mut().expect("just pushed")
-            }
-            None => {
-                self.overflow_spans.set(self.overflow_spans.get() + 1);
-                overflow.get_or_insert_with(|| self.overflow_series())
-            }
-        };
+        if let Some(s) = series.get_mut(&key[..]) {
+            self.count(s, duration_ms);
+        } else if series.len() < self.max_series {
+            let mut s = Series::new(&self.histogram);
+            self.count(&mut s, duration_ms);
+            *held_bytes += series_bytes(&self.histogram, key.len());
+            series.insert(key.as_slice().into(), s);
+        } else {
+            self.overflow_spans.set(self.overflow_spans.get() + 1);
+            self.count(
+                overflow.get_or_insert_with(|| Series::new(&self.histogram)),
+                duration_ms,
+            );
+        }
+        self.spans.set(self.spans.get() + 1);
+    }
+
+    /// Counts one span of `duration_ms` in `s`.
+    fn count(&self, s: &mut Series, duration_ms: f64) {
         s.updated = true;
         s.calls += 1;
+        s.count += 1;
         s.sum_ms += duration_ms;
         match &self.histogram {
             Hist::Explicit(bounds) => s.counts[bounds.partition_point(|b| *b < duration_ms)] += 1,
@@ -492,7 +552,29 @@ impl SpanMetrics {
                 }
             }
         }
-        self.spans.set(self.spans.get() + 1);
+    }
+
+    /// The most bytes one core's series can hold with `config` (an estimate of the map's
+    /// entries, not of its spare capacity): `max_series` series whose labels are all
+    /// [`MAX_LABEL_BYTES`] long, and the overflow series.
+    pub fn max_held_bytes(config: &SpanMetricsConfig) -> u64 {
+        let histogram = Self::hist_of(config);
+        let key = 2 * (2 + MAX_LABEL_BYTES) + 2 + config.dimensions.len() * (2 + MAX_LABEL_BYTES);
+        (config.max_series as u64 + 1) * series_bytes(&histogram, key)
+    }
+
+    /// The histogram `config` asks for.
+    fn hist_of(config: &SpanMetricsConfig) -> Hist {
+        match config.histogram {
+            SpanHistogram::Explicit => Hist::Explicit(
+                config
+                    .buckets
+                    .iter()
+                    .map(|d| d.as_secs_f64() * 1000.0)
+                    .collect(),
+            ),
+            SpanHistogram::Exponential { max_size } => Hist::Exponential(max_size as usize),
+        }
     }
 
     /// The counts as an `ExportMetricsServiceRequest` ending at `now_ns` and its number of
@@ -502,66 +584,75 @@ impl SpanMetrics {
     pub fn flush(&self, now_ns: u64) -> Option<(Bytes, u64)> {
         let mut state = self.state.borrow_mut();
         self.expire(&mut state, now_ns);
-        let mut all: Vec<Series> = if self.cumulative {
-            let State {
-                series, overflow, ..
-            } = &*state;
-            series.iter().chain(overflow.as_ref()).cloned().collect()
-        } else {
-            let mut all: Vec<Series> = state
-                .series
-                .iter_mut()
-                .filter(|s| s.calls > 0)
-                .map(|s| {
-                    let out = s.clone();
-                    s.reset();
-                    out
-                })
-                .collect();
-            all.extend(state.overflow.take());
-            all
-        };
-        drop(state);
-        all.retain(|s| s.calls > 0);
-        if all.is_empty() {
+        let State {
+            series, overflow, ..
+        } = &mut *state;
+        // A key starts with its service: sorted keys group each service's series.
+        let mut sent: Vec<Entry<'_>> = series
+            .iter()
+            .filter(|(_, s)| s.calls > 0 || s.count > 0)
+            .map(|(k, s)| (Some(&**k), s))
+            .collect();
+        sent.sort_unstable_by_key(|e| e.0);
+        let mut by_service: Vec<(&str, &[Entry<'_>])> = sent
+            .chunk_by(|a, b| {
+                service_of_key(a.0.unwrap_or_default()) == service_of_key(b.0.unwrap_or_default())
+            })
+            .map(|group| (service_of_key(group[0].0.unwrap_or_default()), group))
+            .collect();
+        // The overflow series has no service: with the series without one, if any.
+        let overflow_entry = overflow
+            .as_ref()
+            .filter(|o| o.calls > 0 || o.count > 0)
+            .map(|o| (None, o));
+        let mut with_overflow: Vec<Entry<'_>> = Vec::new();
+        if let Some(o) = overflow_entry {
+            match by_service.first() {
+                Some(("", group)) => {
+                    with_overflow.extend_from_slice(group);
+                    with_overflow.push(o);
+                    by_service.remove(0);
+                }
+                _ => with_overflow.push(o),
+            }
+        }
+        if !with_overflow.is_empty() {
+            by_service.insert(0, ("", &with_overflow));
+        }
+        if by_service.is_empty() {
             return None;
         }
         let window_start = self.window_start.replace(now_ns);
-        if !self.cumulative {
-            for s in &mut all {
-                s.start_ns = window_start;
+        let start_of = |s: &Series| {
+            if self.cumulative {
+                s.start_ns
+            } else {
+                window_start
             }
-        }
-        let mut by_service: Vec<(String, Vec<Series>)> = Vec::new();
-        for s in all {
-            match by_service.iter_mut().find(|(svc, _)| *svc == s.service) {
-                Some((_, v)) => v.push(s),
-                None => by_service.push((s.service.clone(), vec![s])),
-            }
-        }
+        };
         let mut points = 0u64;
         let resource_metrics = by_service
             .into_iter()
             .map(|(service, series)| {
-                let attrs = |s: &Series| -> Vec<KeyValue> {
-                    let labels = s.labels.iter().map(|(k, v)| string_kv(k, v));
+                let attrs = |e: &Entry<'_>| -> Vec<KeyValue> {
+                    let labels = self.labels_of(e.0);
                     let instance = self
                         .instance_id
                         .as_deref()
                         .map(|id| string_kv("collector.instance.id", id));
-                    labels.chain(instance).collect()
+                    labels.into_iter().chain(instance).collect()
                 };
-                points += 2 * series.len() as u64;
                 let calls = Metric {
                     name: format!("{}.calls", self.namespace),
                     data: Some(metric::Data::Sum(Sum {
                         data_points: series
                             .iter()
-                            .map(|s| NumberDataPoint {
-                                attributes: attrs(s),
-                                start_time_unix_nano: s.start_ns,
+                            .filter(|e| e.1.calls > 0)
+                            .map(|e| NumberDataPoint {
+                                attributes: attrs(e),
+                                start_time_unix_nano: start_of(e.1),
                                 time_unix_nano: now_ns,
-                                value: Some(number_data_point::Value::AsInt(s.calls as i64)),
+                                value: Some(number_data_point::Value::AsInt(e.1.calls as i64)),
                                 ..Default::default()
                             })
                             .collect(),
@@ -573,15 +664,18 @@ impl SpanMetrics {
                 let duration = Metric {
                     name: format!("{}.duration", self.namespace),
                     unit: "ms".into(),
-                    data: Some(self.duration_data(&series, now_ns, &attrs)),
+                    data: Some(self.duration_data(series, now_ns, &start_of, &attrs)),
                     ..Default::default()
                 };
+                points += (series.iter().filter(|e| e.1.calls > 0).count()
+                    + series.iter().filter(|e| e.1.count > 0).count())
+                    as u64;
                 ResourceMetrics {
                     resource: Some(Resource {
                         attributes: if service.is_empty() {
                             Vec::new()
                         } else {
-                            vec![string_kv("service.name", &service)]
+                            vec![string_kv("service.name", service)]
                         },
                         ..Default::default()
                     }),
@@ -597,8 +691,41 @@ impl SpanMetrics {
                 }
             })
             .collect();
+        drop(with_overflow);
+        drop(sent);
+        if !self.cumulative {
+            series
+                .values_mut()
+                .filter(|s| s.calls > 0 || s.count > 0)
+                .for_each(Series::reset);
+            *overflow = None;
+        }
         let req = ExportMetricsServiceRequest { resource_metrics };
         Some((Bytes::from(req.encode_to_vec()), points))
+    }
+
+    /// The point labels of the series with key `key` (`None`: the overflow series).
+    fn labels_of(&self, key: Option<&[u8]>) -> Vec<KeyValue> {
+        let Some(key) = key else {
+            return vec![string_kv("otel.metric.overflow", "true")];
+        };
+        let mut r = KeyReader(key);
+        let service = r.part().unwrap_or_default();
+        let name = r.part().unwrap_or_default();
+        let kind = KINDS[usize::from(r.byte()).min(5)];
+        let status = STATUS[usize::from(r.byte()).min(2)];
+        let mut labels = vec![
+            string_kv("service.name", service),
+            string_kv("span.name", name),
+            string_kv("span.kind", kind),
+            string_kv("status.code", status),
+        ];
+        for d in &self.dimensions {
+            if let Some(v) = r.part() {
+                labels.push(string_kv(d, v));
+            }
+        }
+        labels
     }
 
     /// The temporality of the points, as OTLP numbers it.
@@ -614,7 +741,7 @@ impl SpanMetrics {
     /// `metrics_expiration`; notes `now_ns` as the last time of those with one.
     fn expire(&self, state: &mut State, now_ns: u64) {
         let expiration = self.expiration_ns;
-        let mut live = |s: &mut Series| {
+        let live = |s: &mut Series| {
             if s.updated {
                 s.updated = false;
                 s.last_seen_ns = now_ns;
@@ -624,46 +751,42 @@ impl SpanMetrics {
         if state.overflow.as_mut().is_some_and(|o| !live(o)) {
             state.overflow = None;
         }
-        let before = state.series.len();
-        state.series.retain_mut(&mut live);
-        if state.series.len() != before {
-            self.expired
-                .set(self.expired.get() + (before - state.series.len()) as u64);
-            let State { index, series, .. } = state;
-            index.clear();
-            index.extend(series.iter().enumerate().map(|(i, s)| (s.key.clone(), i)));
-        }
-    }
-
-    /// The series that counts spans past `max_series`.
-    fn overflow_series(&self) -> Series {
-        Series::new(
-            Box::default(),
-            String::new(),
-            vec![("otel.metric.overflow".to_string(), "true".to_string())],
-            &self.histogram,
-        )
+        let State {
+            series, held_bytes, ..
+        } = state;
+        let before = series.len();
+        series.retain(|k, s| {
+            let keep = live(s);
+            if !keep {
+                *held_bytes -= series_bytes(&self.histogram, k.len());
+            }
+            keep
+        });
+        self.expired
+            .set(self.expired.get() + (before - series.len()) as u64);
     }
 
     /// The duration histogram of `series` for the window `start..now_ns`.
     fn duration_data(
         &self,
-        series: &[Series],
+        series: &[Entry<'_>],
         now_ns: u64,
-        attrs: &dyn Fn(&Series) -> Vec<KeyValue>,
+        start_of: &dyn Fn(&Series) -> u64,
+        attrs: &dyn Fn(&Entry<'_>) -> Vec<KeyValue>,
     ) -> metric::Data {
         let temporality = self.temporality();
         match &self.histogram {
             Hist::Explicit(bounds) => metric::Data::Histogram(Histogram {
                 data_points: series
                     .iter()
-                    .map(|s| HistogramDataPoint {
-                        attributes: attrs(s),
-                        start_time_unix_nano: s.start_ns,
+                    .filter(|e| e.1.count > 0)
+                    .map(|e| HistogramDataPoint {
+                        attributes: attrs(e),
+                        start_time_unix_nano: start_of(e.1),
                         time_unix_nano: now_ns,
-                        count: s.calls,
-                        sum: Some(s.sum_ms),
-                        bucket_counts: s.counts.clone(),
+                        count: e.1.count,
+                        sum: Some(e.1.sum_ms),
+                        bucket_counts: e.1.counts.clone(),
                         explicit_bounds: bounds.clone(),
                         ..Default::default()
                     })
@@ -673,22 +796,24 @@ impl SpanMetrics {
             Hist::Exponential(_) => metric::Data::ExponentialHistogram(ExponentialHistogram {
                 data_points: series
                     .iter()
-                    .map(|s| {
-                        let e = s.exp.clone().unwrap_or_default();
+                    .filter(|e| e.1.count > 0)
+                    .map(|e| {
+                        let s = e.1;
+                        let x = s.exp.clone().unwrap_or_default();
                         ExponentialHistogramDataPoint {
-                            attributes: attrs(s),
-                            start_time_unix_nano: s.start_ns,
+                            attributes: attrs(e),
+                            start_time_unix_nano: start_of(s),
                             time_unix_nano: now_ns,
-                            count: s.calls,
+                            count: s.count,
                             sum: Some(s.sum_ms),
-                            scale: e.scale,
-                            zero_count: e.zero_count,
+                            scale: x.scale,
+                            zero_count: x.zero_count,
                             positive: Some(exponential_histogram_data_point::Buckets {
-                                offset: e.offset,
-                                bucket_counts: e.counts,
+                                offset: x.offset,
+                                bucket_counts: x.counts,
                             }),
-                            min: (s.calls > 0).then_some(e.min),
-                            max: (s.calls > 0).then_some(e.max),
+                            min: Some(x.min),
+                            max: Some(x.max),
                             ..Default::default()
                         }
                     })
@@ -698,83 +823,123 @@ impl SpanMetrics {
         }
     }
 
-    /// Puts back the counts of a flush the metrics pipeline refused (cumulative: nothing to put
-    /// back, the next flush carries the totals).
-    pub fn refused(&self, body: &Bytes, window_start_ns: u64) {
+    /// Puts back the counts of a flush (or of the parts of one) the metrics pipeline refused
+    /// (cumulative: nothing to put back, the next flush carries the totals). Each point goes
+    /// back to its series, found by the key its labels make (a hash lookup); a point whose
+    /// series is gone goes to the overflow series.
+    pub fn refused(&self, body: &[u8], window_start_ns: u64) {
+        self.refused_parts([body], window_start_ns);
+    }
+
+    /// [`SpanMetrics::refused`] for a flush of which only `parts` (requests of their own, the
+    /// parts of a flush split among cores) were refused: the others were queued and are not
+    /// counted again.
+    pub fn refused_parts<'a>(
+        &self,
+        parts: impl IntoIterator<Item = &'a [u8]>,
+        window_start_ns: u64,
+    ) {
         self.refused.set(self.refused.get() + 1);
         if self.cumulative {
             return;
         }
         self.window_start.set(window_start_ns);
-        let Ok(req) = ExportMetricsServiceRequest::decode(body.as_ref()) else {
+        for body in parts {
+            self.put_back(body);
+        }
+    }
+
+    /// Adds the counts of a refused request to their series.
+    fn put_back(&self, body: &[u8]) {
+        let Ok(req) = ExportMetricsServiceRequest::decode(body) else {
             return;
-        };
-        let labels_of = |attributes: &[KeyValue]| -> Vec<(String, String)> {
-            attributes
-                .iter()
-                .filter_map(|kv| match kv.value.as_ref()?.value.as_ref()? {
-                    any_value::Value::StringValue(v) => Some((kv.key.clone(), v.clone())),
-                    _ => None,
-                })
-                .collect()
         };
         let mut state = self.state.borrow_mut();
         let State {
-            series, overflow, ..
+            series,
+            overflow,
+            key,
+            ..
         } = &mut *state;
-        // The series a point of `labels` came from, or the overflow series.
-        fn target<'a>(
-            series: &'a mut [Series],
-            overflow: &'a mut Option<Series>,
-            labels: Vec<(String, String)>,
-            make: impl FnOnce() -> Series,
-        ) -> &'a mut Series {
-            match series.iter().position(|s| s.labels == labels) {
-                Some(i) => &mut series[i],
-                None => overflow.get_or_insert_with(make),
-            }
-        }
-        for m in req
-            .resource_metrics
-            .into_iter()
-            .flat_map(|rm| rm.scope_metrics)
-            .flat_map(|sm| sm.metrics)
-        {
-            match m.data {
-                Some(metric::Data::Histogram(h)) => {
-                    for p in h.data_points {
-                        let t = target(series, overflow, labels_of(&p.attributes), || {
-                            self.overflow_series()
-                        });
-                        t.calls += p.count;
-                        t.sum_ms += p.sum.unwrap_or(0.0);
-                        for (c, n) in t.counts.iter_mut().zip(&p.bucket_counts) {
-                            *c += n;
+        for rm in req.resource_metrics {
+            let service = rm
+                .resource
+                .as_ref()
+                .and_then(|r| string_attr(&r.attributes, "service.name"))
+                .unwrap_or_default();
+            for m in rm.scope_metrics.into_iter().flat_map(|sm| sm.metrics) {
+                match m.data {
+                    Some(metric::Data::Sum(sum)) => {
+                        for p in sum.data_points {
+                            let t = self.target(series, overflow, key, service, &p.attributes);
+                            if let Some(number_data_point::Value::AsInt(n)) = p.value {
+                                t.calls += n.max(0) as u64;
+                            }
                         }
                     }
-                }
-                Some(metric::Data::ExponentialHistogram(h)) => {
-                    let Hist::Exponential(max_size) = self.histogram else {
-                        continue;
-                    };
-                    for p in h.data_points {
-                        let t = target(series, overflow, labels_of(&p.attributes), || {
-                            self.overflow_series()
-                        });
-                        t.calls += p.count;
-                        t.sum_ms += p.sum.unwrap_or(0.0);
-                        let e = t.exp.get_or_insert_with(ExpHistogram::default);
-                        e.zero_count += p.zero_count;
-                        e.min = e.min.min(p.min.unwrap_or(f64::INFINITY));
-                        e.max = e.max.max(p.max.unwrap_or(f64::NEG_INFINITY));
-                        if let Some(b) = &p.positive {
-                            e.merge(p.scale, b.offset, &b.bucket_counts, max_size);
+                    Some(metric::Data::Histogram(h)) => {
+                        for p in h.data_points {
+                            let t = self.target(series, overflow, key, service, &p.attributes);
+                            t.count += p.count;
+                            t.sum_ms += p.sum.unwrap_or(0.0);
+                            for (c, n) in t.counts.iter_mut().zip(&p.bucket_counts) {
+                                *c += n;
+                            }
                         }
                     }
+                    Some(metric::Data::ExponentialHistogram(h)) => {
+                        let Hist::Exponential(max_size) = self.histogram else {
+                            continue;
+                        };
+                        for p in h.data_points {
+                            let t = self.target(series, overflow, key, service, &p.attributes);
+                            t.count += p.count;
+                            t.sum_ms += p.sum.unwrap_or(0.0);
+                            let e = t.exp.get_or_insert_with(ExpHistogram::default);
+                            e.zero_count += p.zero_count;
+                            e.min = e.min.min(p.min.unwrap_or(f64::INFINITY));
+                            e.max = e.max.max(p.max.unwrap_or(f64::NEG_INFINITY));
+                            if let Some(b) = &p.positive {
+                                e.merge(p.scale, b.offset, &b.bucket_counts, max_size);
+                            }
+                        }
+                    }
+                    _ => {}
                 }
-                _ => {}
             }
         }
+    }
+
+    /// The series a refused point of `service` with `attributes` came from (its key rebuilt in
+    /// `key`), or the overflow series.
+    fn target<'a>(
+        &self,
+        series: &'a mut HashMap<Box<[u8]>, Series, TraceIdHashBuilder>,
+        overflow: &'a mut Option<Series>,
+        key: &mut Vec<u8>,
+        service: &str,
+        attributes: &[KeyValue],
+    ) -> &'a mut Series {
+        let get = |name: &str| string_attr(attributes, name);
+        if get("otel.metric.overflow").is_none() {
+            key.clear();
+            push_part(key, service);
+            push_part(key, get("span.name").unwrap_or_default());
+            let kind = get("span.kind").and_then(|k| KINDS.iter().position(|x| *x == k));
+            key.push(kind.unwrap_or(0) as u8);
+            let status = get("status.code").and_then(|c| STATUS.iter().position(|x| *x == c));
+            key.push(status.unwrap_or(0) as u8);
+            for d in &self.dimensions {
+                match get(d) {
+                    Some(v) => push_part(key, v),
+                    None => push_absent(key),
+                }
+            }
+            if let Some(s) = series.get_mut(&key[..]) {
+                return s;
+            }
+        }
+        overflow.get_or_insert_with(|| Series::new(&self.histogram))
     }
 
     /// The start of the current window (to hand back to [`SpanMetrics::refused`]).
@@ -790,6 +955,7 @@ impl SpanMetrics {
             series: self.state.borrow().series.len() as u64,
             refused_flushes: self.refused.get(),
             expired_series: self.expired.get(),
+            held_bytes: self.state.borrow().held_bytes,
         }
     }
 }
@@ -947,6 +1113,102 @@ mod tests {
         m.refused(&body, start);
         let (again, _) = m.flush(2).unwrap();
         assert_eq!(points(&again), p);
+    }
+
+    /// A series' bytes are bounded: 1000 spans with unique 1 MiB names (and a 1 MiB service
+    /// name and dimension value) hold at most `max_series` series of [`MAX_LABEL_BYTES`]
+    /// labels, not 1000 × 3 MiB; labels are cut at a character boundary; normal names keep
+    /// their own series.
+    #[test]
+    fn long_names_are_cut_and_held_bytes_stay_bounded() {
+        let cfg = config(1000);
+        let m = SpanMetrics::new(&cfg, 0);
+        let long = "x".repeat(1 << 20);
+        let r = resource(&format!("svc{long}"));
+        for i in 0..1000 {
+            m.record(&span(&format!("{i:04}{long}"), 1, false, &long), &r);
+        }
+        let s = m.snapshot();
+        assert_eq!((s.series, s.overflow_spans), (1000, 0));
+        assert!(s.held_bytes <= SpanMetrics::max_held_bytes(&cfg), "{s:?}");
+        // Three labels of at most 1 KiB and the aggregates: far below one name.
+        assert!(s.held_bytes <= 1000 * 4 * 1024, "{s:?}");
+        let (body, _) = m.flush(1).unwrap();
+        let p = points(&body);
+        assert_eq!(p.len(), 1000);
+        for (labels, count, _, _) in &p {
+            assert_eq!(*count, 1);
+            for (k, v) in labels {
+                assert!(v.len() <= MAX_LABEL_BYTES, "{k}: {} bytes", v.len());
+            }
+            assert_eq!(labels[1].1.len(), MAX_LABEL_BYTES);
+        }
+        let names: BTreeSet<&str> = p.iter().map(|x| x.0[1].1.as_str()).collect();
+        assert_eq!(names.len(), 1000);
+        // Names that differ only after the limit are one series; a multi-byte character across
+        // the limit is left out whole.
+        let m = SpanMetrics::new(&config(10), 0);
+        let r = resource("shop");
+        let cut = format!("{}é", "a".repeat(MAX_LABEL_BYTES - 1));
+        m.record(&span(&format!("{cut}1"), 1, false, "GET"), &r);
+        m.record(&span(&format!("{cut}2"), 1, false, "GET"), &r);
+        m.record(&span("GET /a", 1, false, "GET"), &r);
+        m.record(&span("GET /b", 1, false, "GET"), &r);
+        m.record(&span("GET /a", 1, false, "POST"), &r);
+        m.record(&span("GET /a", 1, false, "GET"), &r);
+        let p = points(&m.flush(1).unwrap().0);
+        let calls: BTreeMap<(String, String), u64> = p
+            .into_iter()
+            .map(|(l, n, _, _)| ((l[1].1.clone(), l[4].1.clone()), n))
+            .collect();
+        let a = "a".repeat(MAX_LABEL_BYTES - 1);
+        let want: BTreeMap<(String, String), u64> = [
+            (a.as_str(), "GET", 2),
+            ("GET /a", "GET", 2),
+            ("GET /a", "POST", 1),
+            ("GET /b", "GET", 1),
+        ]
+        .into_iter()
+        .map(|(n, d, c)| ((n.to_string(), d.to_string()), c))
+        .collect();
+        assert_eq!(calls, want);
+    }
+
+    /// A refused flush of 100 000 series puts every point back into its own series (one hash
+    /// lookup per point; the speed itself is `benches/benches/routing.rs`' concern).
+    #[test]
+    fn a_refused_flush_of_many_series_goes_back_to_each_series() {
+        let n = 100_000;
+        let m = SpanMetrics::new(&config(n), 0);
+        let r = resource("shop");
+        let other = resource("cart");
+        for i in 0..n {
+            let r = if i % 3 == 0 { &other } else { &r };
+            m.record(
+                &span(&format!("op{i}"), (i % 200) as u64, i % 7 == 0, "GET"),
+                r,
+            );
+        }
+        let (body, points_sent) = m.flush(10).unwrap();
+        assert_eq!(points_sent, 2 * n as u64);
+        m.refused(&body, m.window_start());
+        m.record(&span("op1", 5, false, "GET"), &r);
+        let (again, _) = m.flush(20).unwrap();
+        let mut before = points(&body);
+        let mut after = points(&again);
+        before.sort_by(|a, b| a.0.cmp(&b.0));
+        after.sort_by(|a, b| a.0.cmp(&b.0));
+        assert_eq!(after.len(), n);
+        let op1 = |p: &[Point]| p.iter().position(|x| x.0[1].1 == "op1").unwrap();
+        let (i, j) = (op1(&before), op1(&after));
+        assert_eq!(
+            (after[j].1, &after[j].3),
+            (before[i].1 + 1, &vec![before[i].3[0] + 1, 0, 0])
+        );
+        after.remove(j);
+        before.remove(i);
+        assert_eq!(after, before);
+        assert_eq!(m.snapshot().overflow_spans, 0);
     }
 
     fn cumulative(max_series: usize, expiration: std::time::Duration) -> SpanMetricsConfig {
@@ -1151,7 +1413,7 @@ mod tests {
         );
         // Everything expired: nothing to send.
         assert!(m.flush(t0 + 20 * sec).is_none());
-        assert_eq!(m.snapshot().series, 0);
+        assert_eq!((m.snapshot().series, m.snapshot().held_bytes), (0, 0));
 
         // Delta with expiration: expired series free their places too.
         let d = SpanMetrics::new(

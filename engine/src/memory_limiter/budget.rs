@@ -303,6 +303,12 @@ fn items(config: &Config, cores: usize, connections: Option<&ConnectionBounds>) 
             .traces
             .as_ref()
             .is_some_and(|t| t.processors.contains(name));
+        if let (ProcessorConfig::SpanMetrics(m), true) = (p, listed) {
+            items.push(fixed(
+                format!("{name} series"),
+                shardtel_processors::SpanMetrics::max_held_bytes(m),
+            ));
+        }
         if let (ProcessorConfig::TailSampling(t), true) = (p, listed) {
             items.push(scalable(
                 Part::Sampler(name.clone()),

@@ -10,6 +10,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use shardtel_config::WalConfig;
+use shardtel_protocol::reframe::Encoded;
 use shardtel_protocol::scan::{scan_logs, scan_metrics, ReleaseToken, TracesIndex};
 use shardtel_protocol::series::MetricsRouting;
 use shardtel_protocol::Signal;
@@ -26,6 +27,19 @@ pub struct Rejected {
     /// `Some(items)`: a well-formed request of `items` items refused (counted as refused
     /// items); `None`: rejected before its items were counted (a failed request).
     pub refused_items: Option<u64>,
+    /// `Some`: a request split among cores of which some parts were queued before one was
+    /// refused (their items are not in `refused_items`; sending the whole request again
+    /// exports them twice). `None`: nothing of it was queued.
+    pub partial: Option<Partial>,
+}
+
+/// What a request split among cores left behind when one of its parts was refused.
+#[derive(Debug)]
+pub struct Partial {
+    /// The parts not queued (the refused one and those after it): requests of their own.
+    pub unsent: Vec<Encoded>,
+    /// The items of the parts queued.
+    pub queued_items: u64,
 }
 
 impl Rejected {
@@ -34,6 +48,7 @@ impl Rejected {
         Rejected {
             error,
             refused_items: None,
+            partial: None,
         }
     }
 
@@ -42,7 +57,15 @@ impl Rejected {
         Rejected {
             error,
             refused_items: Some(items),
+            partial: None,
         }
+    }
+}
+
+impl Rejected {
+    /// With what a split request left behind (see [`Rejected::partial`]).
+    pub(super) fn with_partial(self, partial: Option<Partial>) -> Rejected {
+        Rejected { partial, ..self }
     }
 }
 

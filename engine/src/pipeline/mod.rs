@@ -44,7 +44,7 @@ use metric_routing::MetricsRouter;
 
 pub use error::{FailReason, IngestError, Overload, TokenProblem};
 pub use exporters::{exporter_tls, queue_charge, ExporterSnapshot, ExporterTls};
-pub use ingest::Rejected;
+pub use ingest::{Partial, Rejected};
 pub use mesh::{MeshEnds, MeshMessage, MeshSnapshot};
 pub use reload::{PreparedReload, ReloadError};
 

@@ -34,7 +34,8 @@ impl Pipeline {
 
     /// Hands the span metrics counted since the last flush to the metrics pipeline (as a
     /// request from a receiver would be: durability, series routing, processors, exporters).
-    /// A refused flush is counted and its counts kept for the next one.
+    /// A refused flush is counted and its counts kept for the next one (of a flush split among
+    /// cores whose first parts were queued, only the parts not queued).
     pub async fn flush_spanmetrics(&self) {
         let processors = self.processors();
         let metrics = [
@@ -51,10 +52,19 @@ impl Pipeline {
             };
             if let Err(e) = self.ingest(Signal::Metrics, body.clone()).await {
                 log::debug!(
-                    "core {}: span metrics refused, kept for the next flush: {e:?}",
-                    self.core
+                    "core {}: span metrics refused, kept for the next flush: {:?}",
+                    self.core,
+                    e.error
                 );
-                m.refused(&body, start);
+                // Parts of the flush already queued on other cores are not put back: the next
+                // flush would send them again (a delta counted twice downstream).
+                match &e.partial {
+                    Some(p) => {
+                        let unsent: Vec<Bytes> = p.unsent.iter().map(Encoded::to_bytes).collect();
+                        m.refused_parts(unsent.iter().map(|b| &b[..]), start);
+                    }
+                    None => m.refused(&body, start),
+                }
             }
         }
     }
@@ -192,7 +202,8 @@ impl Families for [ProcessorSnapshot] {
 /// The span metrics counters, one series per core:
 /// `shardtel_spanmetrics_spans_total`, `shardtel_spanmetrics_overflow_spans_total` (spans
 /// counted in the `otel.metric.overflow` series), `shardtel_spanmetrics_series` (gauge),
-/// `shardtel_spanmetrics_refused_flushes_total`, `shardtel_spanmetrics_expired_series_total`.
+/// `shardtel_spanmetrics_refused_flushes_total`, `shardtel_spanmetrics_expired_series_total`,
+/// `shardtel_spanmetrics_held_bytes` (gauge).
 impl Families for SpanMetricsSnapshot {
     fn families(cores: &[(usize, &Self)], out: &mut Exposition) {
         if cores.is_empty() {
@@ -204,7 +215,7 @@ impl Families for SpanMetricsSnapshot {
             bool,
             fn(&SpanMetricsSnapshot) -> u64,
         );
-        let columns: [Column; 5] = [
+        let columns: [Column; 6] = [
             (
                 "shardtel_spanmetrics_spans_total",
                 "Spans counted by the spanmetrics processor.",
@@ -234,6 +245,12 @@ impl Families for SpanMetricsSnapshot {
                 "Series forgotten after metrics_expiration without a span.",
                 true,
                 |s| s.expired_series,
+            ),
+            (
+                "shardtel_spanmetrics_held_bytes",
+                "Bytes the span metrics series hold on the core (labels cut to 1024 bytes each).",
+                false,
+                |s| s.held_bytes,
             ),
         ];
         for (name, help, counter, get) in columns {

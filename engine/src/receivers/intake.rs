@@ -240,13 +240,19 @@ impl Intake {
             Err(Rejected {
                 error,
                 refused_items: Some(n),
+                partial,
             }) => {
+                // Parts of a split request queued before another was refused are exported.
+                if let Some(p) = partial {
+                    self.counters.accepted(signal, transport, p.queued_items);
+                }
                 self.counters.refused(signal, transport, n, &error);
                 Err(error)
             }
             Err(Rejected {
                 error,
                 refused_items: None,
+                ..
             }) => {
                 self.counters
                     .failed_request(signal, transport, error.reason());
