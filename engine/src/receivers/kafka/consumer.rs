@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use rdkafka::config::{ClientConfig, RDKafkaLogLevel};
-use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext, Rebalance};
+use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance};
 use rdkafka::error::{KafkaError, KafkaResult};
 use rdkafka::message::{BorrowedMessage, Message as _};
 use rdkafka::statistics::Statistics;
@@ -337,7 +337,10 @@ impl PollLoop {
                         log::debug!("kafka receiver (core {}): {e}", self.intake.core());
                         return None;
                     }
-                    Some(Ok(m)) => m,
+                    Some(Ok(m)) => {
+                        self.note_start(&m);
+                        m
+                    }
                 },
             };
             let (topic, partition, offset) =
@@ -487,6 +490,31 @@ impl PollLoop {
         } else {
             self.suppressed_malformed
                 .set(self.suppressed_malformed.get() + 1);
+        }
+    }
+
+    /// The first message read from a partition since it was assigned: stores its offset, the
+    /// position this consumer starts from, and commits it at once (asynchronously; librdkafka's
+    /// auto-commit commits the stored offset again if that fails), so that a next owner starts
+    /// there rather than at `initial_offset` even if this process dies before anything it read
+    /// is safe (see [`OffsetTracker::start`]).
+    fn note_start(&self, message: &Polled<'_>) {
+        let (topic, partition, offset) = (message.topic(), message.partition(), message.offset());
+        if !self.state().offsets.start(topic, partition, offset) {
+            return;
+        }
+        let mut tpl = TopicPartitionList::new();
+        let _ = tpl.add_partition_offset(topic, partition, Offset::Offset(offset));
+        let result = self
+            .consumer
+            .store_offsets(&tpl)
+            .and_then(|()| self.consumer.commit(&tpl, CommitMode::Async));
+        if let Err(e) = result {
+            self.state().counters.commit_failures += 1;
+            log::warn!(
+                "kafka receiver (core {}): failed to commit the starting offset {offset} of {topic}[{partition}]: {e}",
+                self.intake.core()
+            );
         }
     }
 
