@@ -1076,6 +1076,52 @@ fn a_new_group_whose_first_processor_dies_before_its_first_commit_loses_nothing(
     );
 }
 
+/// A processor whose topic does not exist (consumers do not create topics) is not left idle in
+/// silence: the consumer's errors are warned about, at most one line per 10 s per core, and
+/// counted in `shardtel_receiver_kafka_poll_errors_total`.
+#[test]
+fn a_missing_topic_is_warned_about_and_counted() {
+    if !broker_available("a_missing_topic_is_warned_about_and_counted") {
+        return;
+    }
+    let topic = unique_topic("missing-topic");
+    let group = unique_topic("missing-group");
+    let p = processor(&topic, &group);
+    let errors = || p.metric_sum("shardtel_receiver_kafka_poll_errors_total", "");
+    assert!(
+        wait_until(60, || errors() > 0),
+        "no consumer error counted; metrics:\n{}\nlog:\n{}",
+        p.metrics(),
+        p.log()
+    );
+    let started = Instant::now();
+    let warnings = |log: &str| {
+        log.lines()
+            .filter(|l| l.contains("WARN") && l.contains("kafka receiver (core"))
+            .filter(|l| l.contains("nknown topic"))
+            .count()
+    };
+    assert!(
+        wait_until(10, || warnings(&p.log()) > 0),
+        "no warning about the missing topic; log:\n{}",
+        p.log()
+    );
+    // Throttled: librdkafka reports the error at every metadata refresh, the log says it at
+    // most once per 10 s per core (2 cores), with the number held back.
+    std::thread::sleep(Duration::from_secs(12));
+    let log = p.log();
+    let lines = warnings(&log);
+    let allowed = 2 * (2 + started.elapsed().as_secs() / 10) as usize;
+    assert!(
+        lines <= allowed,
+        "{lines} warnings (at most {allowed}); log:\n{log}"
+    );
+    eprintln!(
+        "missing topic: {} consumer errors counted, {lines} warnings logged",
+        errors()
+    );
+}
+
 /// A processor started on a backlog and stopped as soon as it consumed it exits on SIGTERM
 /// (librdkafka's destroy waited forever for its broker threads here: the consumer now leaves
 /// the group on a thread of its own, waited for at most 5 s).

@@ -39,6 +39,8 @@ const STATISTICS_INTERVAL: Duration = Duration::from_secs(5);
 const YIELD_EVERY_MESSAGES: usize = 256;
 /// Skipped malformed messages are logged at most this often per core.
 const MALFORMED_LOG_INTERVAL: Duration = Duration::from_secs(10);
+/// Consumer errors are logged at most this often per core.
+const ERROR_LOG_INTERVAL: Duration = Duration::from_secs(10);
 
 /// State shared by the poll loop and the consumer's callbacks. Both run on the core's thread
 /// (callbacks inside `poll`), except while the consumer is destroyed on the blocking thread;
@@ -51,6 +53,15 @@ pub(super) struct ConsumerState {
     pub(super) assigned: usize,
     pub(super) lag: Vec<(String, i32, i64)>,
     pub(super) counters: ConsumerCounters,
+    /// Consumer errors: one warning per [`ERROR_LOG_INTERVAL`].
+    pub(super) error_log: ErrorLog,
+}
+
+/// When a consumer error was last logged, and how many were held back since.
+#[derive(Default)]
+pub(super) struct ErrorLog {
+    last: Option<Instant>,
+    suppressed: u64,
 }
 
 #[derive(Clone, Copy, Default)]
@@ -78,6 +89,36 @@ impl ReceiverContext {
         // A poisoned lock only means a panic elsewhere; the offsets are still right.
         self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
+
+    /// Counts an error the consumer reported and warns about it, at most once per
+    /// [`ERROR_LOG_INTERVAL`] per core (with the number held back): a missing topic, failed
+    /// authentication or unreachable brokers leave the core idle, and that must show.
+    /// librdkafka keeps retrying by itself.
+    pub(super) fn consumer_error(&self, error: &dyn std::fmt::Display) {
+        let now = Instant::now();
+        let mut s = self.state();
+        s.counters.poll_errors += 1;
+        let log = &mut s.error_log;
+        if log
+            .last
+            .is_some_and(|t| now.duration_since(t) < ERROR_LOG_INTERVAL)
+        {
+            log.suppressed += 1;
+            return;
+        }
+        log.last = Some(now);
+        let suppressed = std::mem::take(&mut log.suppressed);
+        drop(s);
+        log::warn!(
+            "kafka receiver (core {}): {error}{}",
+            self.core,
+            if suppressed > 0 {
+                format!(" ({suppressed} more errors since the last report)")
+            } else {
+                String::new()
+            }
+        );
+    }
 }
 
 impl ClientContext for ReceiverContext {
@@ -95,7 +136,7 @@ impl ClientContext for ReceiverContext {
     }
 
     fn error(&self, error: KafkaError, reason: &str) {
-        log::debug!(target: "librdkafka", "kafka receiver (core {}): {error}: {reason}", self.core);
+        self.consumer_error(&format_args!("{error}: {reason}"));
     }
 
     fn stats(&self, statistics: Statistics) {
@@ -333,8 +374,7 @@ impl PollLoop {
                 None => match self.consumer.poll(Duration::ZERO) {
                     None => return None,
                     Some(Err(e)) => {
-                        self.state().counters.poll_errors += 1;
-                        log::debug!("kafka receiver (core {}): {e}", self.intake.core());
+                        self.consumer.context().consumer_error(&e);
                         return None;
                     }
                     Some(Ok(m)) => {
@@ -551,6 +591,7 @@ impl PollLoop {
             malformed_messages: c.malformed_messages,
             commits: c.commits,
             commit_failures: c.commit_failures,
+            poll_errors: c.poll_errors,
             assigned_events: c.assigned_events,
             revoked_events: c.revoked_events,
             assigned_partitions: s.assigned as u64,
