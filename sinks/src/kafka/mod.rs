@@ -445,9 +445,13 @@ impl KafkaExporter {
         let Some(producer) = self.producer() else {
             return Ok(ExportReply::default());
         };
-        let result = self.export_with(&producer, batch).await;
-        self.retire(producer);
-        result
+        // Retired when done, also when this future is dropped half-way.
+        let in_use = InUse {
+            exporter: self,
+            producer: Some(producer),
+        };
+        let producer = in_use.producer.as_deref().expect("set above");
+        self.export_with(producer, batch).await
     }
 
     /// [`Self::export`] on `producer`.
@@ -744,6 +748,21 @@ impl Drop for KafkaExporter {
         // Every batch was awaited before, so nothing is left to deliver.
         if let Some(producer) = self.producer.get_mut().take() {
             drop_off_reactor(&self.name, producer);
+        }
+    }
+}
+
+/// The producer an attempt sends with, retired ([`KafkaExporter::retire`]) when the attempt
+/// ends or is dropped.
+struct InUse<'a> {
+    exporter: &'a KafkaExporter,
+    producer: Option<Arc<CoreProducer>>,
+}
+
+impl Drop for InUse<'_> {
+    fn drop(&mut self) {
+        if let Some(producer) = self.producer.take() {
+            self.exporter.retire(producer);
         }
     }
 }
