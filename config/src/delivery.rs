@@ -38,6 +38,9 @@ impl Default for BatchConfig {
 }
 
 /// `[exporters.NAME.retry]`: exponential backoff for failed exports that can be retried.
+///
+/// [`Default`] gives the defaults with `engine.durability = "none"`; a decoded configuration
+/// gets `max_elapsed_time` for its durability ([`RetryConfig::default_max_elapsed_time`]).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RetryConfig {
     /// Retry at all. Default true.
@@ -46,7 +49,9 @@ pub struct RetryConfig {
     pub initial_interval: Duration,
     /// Longest wait between two attempts. Default 5s.
     pub max_interval: Duration,
-    /// Give up on a batch after this long; zero retries forever. Default 300s.
+    /// Give up on a batch after this long; zero retries forever. Default: zero (never give
+    /// up) with `engine.durability = "ack_after_sync"`, 300s with `"none"`
+    /// ([`Self::default_max_elapsed_time`]).
     pub max_elapsed_time: Duration,
 }
 
@@ -58,6 +63,20 @@ impl RetryConfig {
         "max_interval",
         "max_elapsed_time",
     ];
+
+    /// The default `max_elapsed_time` with `engine.durability = durability` (applied when the
+    /// file leaves it out, in `exporters::resolve_delivery_defaults`). With `"ack_after_sync"`
+    /// zero, retry until the destination accepts: a batch given up is released from the
+    /// ingest log (and checkpointed past in a disk queue), so giving up after a while would
+    /// lose acknowledged data whenever a destination is down longer than that. The bounded
+    /// queue then fills and receivers refuse with retryable errors, which pushes the waiting
+    /// back to the clients. With `"none"` 300s, the OpenTelemetry Collector's default.
+    pub fn default_max_elapsed_time(durability: Durability) -> Duration {
+        match durability {
+            Durability::AckAfterSync => Duration::ZERO,
+            Durability::None => Duration::from_secs(300),
+        }
+    }
 }
 
 impl Default for RetryConfig {

@@ -432,24 +432,31 @@ fn compression(value: &DeValue<'_>) -> Result<Compression, ConfigErrorKind> {
 /// Gives each exporter queue whose `storage` or `max_bytes` the file left out its default: a
 /// disk queue of 1 GiB with `engine.durability = "ack_after_sync"`, a memory queue of 64 MiB
 /// with `"none"` — and a memory queue for `kafka` exporters either way (see
-/// [`QueueConfig::default_storage`]).
-pub(crate) fn resolve_queue_defaults(
+/// [`QueueConfig::default_storage`]). And each `retry.max_elapsed_time` left out its default
+/// for the durability ([`RetryConfig::default_max_elapsed_time`]): never give up with
+/// `"ack_after_sync"`, 300 s with `"none"`.
+pub(crate) fn resolve_delivery_defaults(
     exporters: &mut BTreeMap<String, ExporterConfig>,
     durability: Durability,
     locations: &Locations,
 ) {
     for (name, exporter) in exporters.iter_mut() {
-        let key = decode::join(&decode::join("exporters", name), "queue");
+        let exporter_key = decode::join("exporters", name);
+        let key = decode::join(&exporter_key, "queue");
         let kafka = matches!(exporter.kind, ExporterKind::Kafka(_));
-        let queue = match &mut exporter.kind {
-            ExporterKind::Otlp(c) => &mut c.queue,
-            ExporterKind::OtlpHttp(c) => &mut c.queue,
-            ExporterKind::File(c) => &mut c.queue,
-            ExporterKind::Kafka(c) => &mut c.queue,
-            ExporterKind::PrometheusRemoteWrite(c) => &mut c.queue,
-            ExporterKind::Loki(c) => &mut c.queue,
+        let (retry, queue) = match &mut exporter.kind {
+            ExporterKind::Otlp(c) => (&mut c.retry, &mut c.queue),
+            ExporterKind::OtlpHttp(c) => (&mut c.retry, &mut c.queue),
+            ExporterKind::File(c) => (&mut c.retry, &mut c.queue),
+            ExporterKind::Kafka(c) => (&mut c.retry, &mut c.queue),
+            ExporterKind::PrometheusRemoteWrite(c) => (&mut c.retry, &mut c.queue),
+            ExporterKind::Loki(c) => (&mut c.retry, &mut c.queue),
             ExporterKind::Blackhole => continue,
         };
+        let retry_key = decode::join(&exporter_key, "retry");
+        if !locations.given(&decode::join(&retry_key, "max_elapsed_time")) {
+            retry.max_elapsed_time = RetryConfig::default_max_elapsed_time(durability);
+        }
         if !locations.given(&decode::join(&key, "storage")) {
             queue.storage = QueueConfig::default_storage(kafka, durability);
         }

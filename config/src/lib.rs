@@ -327,7 +327,7 @@ impl Config {
             exporters: exporters::decode(&mut d, &root),
             pipelines: pipelines::decode(&mut d, &root),
         };
-        exporters::resolve_queue_defaults(
+        exporters::resolve_delivery_defaults(
             &mut config.exporters,
             config.engine.durability,
             &d.locations,
@@ -429,11 +429,12 @@ exporters = [\"blackhole\"]
             let ExporterKind::File(file) = &config.exporters[name].kind else {
                 panic!("{name} is not a file exporter");
             };
-            // Every value spelled out in the default equals the built-in default.
-            assert_eq!(
-                *file,
-                FileExporterConfig::new(format!("./shardtel-data/{signal}.jsonl"))
-            );
+            // Every value spelled out in the default equals the built-in default (for the
+            // default durability, which gives up on no batch).
+            let mut expected = FileExporterConfig::new(format!("./shardtel-data/{signal}.jsonl"));
+            expected.retry.max_elapsed_time =
+                RetryConfig::default_max_elapsed_time(Durability::AckAfterSync);
+            assert_eq!(*file, expected);
         }
         for (signal, pipeline) in config.pipelines.iter() {
             assert_eq!(pipeline.receivers, ["otlp"]);
@@ -1020,6 +1021,53 @@ exporters = ["otlp", "tempo", "file", "blackhole"]
             config.exporters["file/a"].kind,
             ExporterKind::File(_)
         ));
+    }
+
+    #[test]
+    fn durability_sets_the_retry_give_up_default() {
+        // With ack_after_sync a batch given up would be released from the ingest log: lost
+        // though acknowledged. So exporters retry until accepted unless the file says otherwise.
+        let exporters = "[exporters.f]\ntype = \"file\"\npath = \"/tmp/x\"\n\
+             [exporters.o]\ntype = \"otlp\"\nendpoint = \"http://a:1\"\nretry = { max_interval = \"1s\" }\n\
+             [exporters.k]\ntype = \"kafka\"\nbrokers = [\"b:9092\"]\n\
+             [exporters.e]\ntype = \"otlphttp\"\nendpoint = \"http://a:1\"\nretry = { max_elapsed_time = \"10m\" }\n\
+             [exporters.z]\ntype = \"loki\"\nendpoint = \"http://a:1/loki/api/v1/push\"\n[exporters.z.retry]\nmax_elapsed_time = \"300s\"\n\
+             [receivers.otlp]\n[pipelines.traces]\nreceivers = [\"otlp\"]\nexporters = [\"f\", \"o\", \"k\", \"e\"]\n\
+             [pipelines.logs]\nreceivers = [\"otlp\"]\nexporters = [\"z\"]\n";
+        let give_up =
+            |c: &Config, name: &str| c.exporters[name].kind.retry().unwrap().max_elapsed_time;
+        let s = Duration::from_secs;
+        for durable in [
+            ok(exporters),
+            ok(&format!(
+                "[engine]\ndurability = \"ack_after_sync\"\n{exporters}"
+            )),
+        ] {
+            assert_eq!(give_up(&durable, "f"), Duration::ZERO, "never give up");
+            assert_eq!(
+                give_up(&durable, "o"),
+                Duration::ZERO,
+                "other retry keys given"
+            );
+            assert_eq!(give_up(&durable, "k"), Duration::ZERO);
+            // Explicit values are honoured, inline or as a sub-table.
+            assert_eq!(give_up(&durable, "e"), s(600));
+            assert_eq!(give_up(&durable, "z"), s(300));
+            let o = durable.exporters["o"].kind.retry().unwrap();
+            assert_eq!(o.max_interval, s(1));
+        }
+        let fast = ok(&format!("[engine]\ndurability = \"none\"\n{exporters}"));
+        assert_eq!(give_up(&fast, "f"), s(300), "the Collector's default");
+        assert_eq!(give_up(&fast, "o"), s(300));
+        assert_eq!(give_up(&fast, "k"), s(300));
+        assert_eq!(give_up(&fast, "e"), s(600));
+        // The embedded default config (ack_after_sync) never gives up.
+        let default = Config::embedded_default();
+        for (name, exporter) in &default.exporters {
+            if let Some(retry) = exporter.kind.retry() {
+                assert_eq!(retry.max_elapsed_time, Duration::ZERO, "{name}");
+            }
+        }
     }
 
     #[test]

@@ -296,7 +296,9 @@ impl ExportError {
 
 /// Whether a Kafka error code can clear up by itself (broker down, leader moving, timeouts,
 /// a full queue) or will come back on every attempt (message too large, not authorized,
-/// invalid topic or record). The Kafka exporter also decides per message with it.
+/// invalid topic or record). The Kafka exporter also decides per message with it. A fatal
+/// error ([`kafka_code_is_fatal`]) is retryable: not on the same producer, which it leaves
+/// unusable, but on the new one the exporter creates before the next attempt.
 pub(crate) fn kafka_code_is_retryable(code: RDKafkaErrorCode) -> bool {
     use RDKafkaErrorCode as C;
     !matches!(
@@ -309,6 +311,13 @@ pub(crate) fn kafka_code_is_retryable(code: RDKafkaErrorCode) -> bool {
             | C::ClusterAuthorizationFailed
             | C::InvalidArgument
     )
+}
+
+/// Whether a Kafka error code means the producer is unusable for good (librdkafka's fatal
+/// errors, mostly the idempotent producer's lost sequence, e.g. an out-of-order sequence
+/// number): every later message fails on it too, so it must be created again.
+pub(crate) fn kafka_code_is_fatal(code: RDKafkaErrorCode) -> bool {
+    code == RDKafkaErrorCode::Fatal
 }
 
 /// [`kafka_code_is_retryable`] for any Kafka error; configuration errors are permanent.

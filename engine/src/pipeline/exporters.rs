@@ -426,7 +426,7 @@ fn rows<'a>(
 }
 
 /// The Kafka producer series (only when a `kafka` exporter runs).
-const KAFKA_PRODUCER: [Column<ExporterStats>; 5] = [
+const KAFKA_PRODUCER: [Column<ExporterStats>; 6] = [
     (
         "shardtel_exporter_kafka_produced_messages_total",
         MetricType::Counter,
@@ -456,6 +456,12 @@ const KAFKA_PRODUCER: [Column<ExporterStats>; 5] = [
         MetricType::Counter,
         "Times the producer's local queue was full when a message was offered.",
         |st| st.kafka.queue_full.into(),
+    ),
+    (
+        "shardtel_exporter_kafka_producer_restarts_total",
+        MetricType::Counter,
+        "Times the producer was created again after a fatal librdkafka error.",
+        |st| st.kafka.producer_restarts.into(),
     ),
 ];
 

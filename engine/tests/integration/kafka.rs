@@ -621,6 +621,25 @@ fn processor_configured(
     decision_wait: &'static str,
     receiver_extra: &'static str,
 ) -> Shardtel {
+    processor_starting_at(
+        topic,
+        group,
+        durability,
+        decision_wait,
+        "earliest",
+        receiver_extra,
+    )
+}
+
+/// [`processor_configured`] with the receiver's `initial_offset`.
+fn processor_starting_at(
+    topic: &str,
+    group: &str,
+    durability: &'static str,
+    decision_wait: &'static str,
+    initial_offset: &'static str,
+    receiver_extra: &'static str,
+) -> Shardtel {
     let (topic, group, broker) = (topic.to_string(), group.to_string(), broker());
     Shardtel::start(move |dir, ports| {
         base_config(
@@ -632,7 +651,7 @@ fn processor_configured(
 brokers = ["{broker}"]
 traces_topics = ["{topic}"]
 group_id = "{group}"
-initial_offset = "earliest"
+initial_offset = "{initial_offset}"
 session_timeout = "6s"
 heartbeat_interval = "1s"
 commit_interval = "1s"
@@ -985,6 +1004,121 @@ fn kill_one_processor(durability: &'static str) {
     assert!(
         duplicates < by_a,
         "{duplicates} duplicates of {by_a} spans exported by a"
+    );
+}
+
+/// A brand-new group with the default `initial_offset = "latest"`, and a processor that holds
+/// all it consumed behind a 20 s `decision_wait`: no frame of it is released, so no offset it
+/// consumed may be committed yet when it is killed (SIGKILL) for good. Its partitions had no
+/// committed offset, so without the position it started from committed at once, the next
+/// owner would start at the log's end (`latest`) and skip everything the first one consumed.
+/// Every kept span must arrive through the processor that takes over.
+#[test]
+fn a_new_group_whose_first_processor_dies_before_its_first_commit_loses_nothing() {
+    if !broker_available(
+        "a_new_group_whose_first_processor_dies_before_its_first_commit_loses_nothing",
+    ) {
+        return;
+    }
+    let partitions = 4;
+    let topic = unique_topic("fresh-kill-spans");
+    let group = unique_topic("fresh-kill-group");
+    create_topic(&topic, partitions);
+    let assigned = |p: &Shardtel| p.metric_sum("shardtel_receiver_kafka_assigned_partitions", "");
+    let mut a = processor_starting_at(&topic, &group, "ack_after_sync", "20s", "latest", "");
+    assert!(
+        wait_until(60, || assigned(&a) == partitions as u64),
+        "a got no partitions; log:\n{}",
+        a.log()
+    );
+    // `latest`: the group starts where the log ends when `a` looks it up (right after the
+    // assignment); what was produced before that is not a's to consume.
+    std::thread::sleep(Duration::from_secs(2));
+    let sent = fill_topic(&topic, 61, 200, 3, |_| {});
+    assert!(
+        wait_until(30, || a
+            .metric_sum("shardtel_receiver_kafka_messages_total", "")
+            == sent.len() as u64),
+        "a consumed {} of {} messages; log:\n{}",
+        a.metric_sum("shardtel_receiver_kafka_messages_total", ""),
+        sent.len(),
+        a.log()
+    );
+    // Nothing decided yet (20 s wait), so no frame released and nothing exported.
+    assert_eq!(a.metric_sum("shardtel_sampler_traces_total", ""), 0);
+    a.kill();
+    let b = processor_starting_at(&topic, &group, "ack_after_sync", "3s", "latest", "");
+    // b gets every partition once a's session times out (6 s).
+    assert!(
+        wait_until(60, || assigned(&b) == partitions as u64),
+        "b did not take over; b log:\n{}",
+        b.log()
+    );
+    let keep: BTreeSet<SpanId> = sent.iter().filter(|(t, _)| kept(t)).cloned().collect();
+    let arrived = || {
+        let spans = exported(&b.out()).0;
+        keep.iter().filter(|id| spans.contains_key(*id)).count()
+    };
+    assert!(
+        wait_until(60, || arrived() == keep.len()),
+        "{} of {} kept spans exported after the takeover (b consumed {} messages); a log:\n{}\nb log:\n{}",
+        arrived(),
+        keep.len(),
+        b.metric_sum("shardtel_receiver_kafka_messages_total", ""),
+        a.log(),
+        b.log()
+    );
+    assert!(exported(&a.out()).0.is_empty(), "a exported nothing");
+    let (spans, _) = exported(&b.out());
+    assert!(
+        spans.keys().all(|id| keep.contains(id)),
+        "nothing of a dropped trace exported"
+    );
+}
+
+/// A processor whose topic does not exist (consumers do not create topics) is not left idle in
+/// silence: the consumer's errors are warned about, at most one line per 10 s per core, and
+/// counted in `shardtel_receiver_kafka_poll_errors_total`.
+#[test]
+fn a_missing_topic_is_warned_about_and_counted() {
+    if !broker_available("a_missing_topic_is_warned_about_and_counted") {
+        return;
+    }
+    let topic = unique_topic("missing-topic");
+    let group = unique_topic("missing-group");
+    let p = processor(&topic, &group);
+    let errors = || p.metric_sum("shardtel_receiver_kafka_poll_errors_total", "");
+    assert!(
+        wait_until(60, || errors() > 0),
+        "no consumer error counted; metrics:\n{}\nlog:\n{}",
+        p.metrics(),
+        p.log()
+    );
+    let started = Instant::now();
+    let warnings = |log: &str| {
+        log.lines()
+            .filter(|l| l.contains("WARN") && l.contains("kafka receiver (core"))
+            .filter(|l| l.contains("nknown topic"))
+            .count()
+    };
+    assert!(
+        wait_until(10, || warnings(&p.log()) > 0),
+        "no warning about the missing topic; log:\n{}",
+        p.log()
+    );
+    // Throttled: librdkafka reports the error at every metadata refresh, the log says it at
+    // most once per 10 s per core (2 cores), with the number held back.
+    std::thread::sleep(Duration::from_secs(12));
+    let log = p.log();
+    let lines = warnings(&log);
+    let allowed = 2 * (2 + started.elapsed().as_secs() / 10) as usize;
+    assert!(
+        lines <= allowed,
+        "{lines} warnings (at most {allowed}); log:\n{log}"
+    );
+    eprintln!(
+        "missing topic: {} consumer errors counted, {lines} warnings logged",
+        errors()
     );
 }
 

@@ -489,7 +489,8 @@ impl Retry {
         }
     }
 
-    /// Backing off from `initial` to `max`, giving up after the default time.
+    /// Backing off from `initial` to `max`, giving up after the default time (never with
+    /// `durability = "ack_after_sync"`, 300 s with `"none"`).
     pub fn backoff(initial: Duration, max: Duration) -> Self {
         Retry {
             initial_interval: Some(initial),

@@ -30,9 +30,18 @@
 //! whole, so messages delivered by the failed attempt are delivered again (at-least-once). A
 //! message that can never be delivered (too large for the topic, not authorized) is counted,
 //! logged and reported as rejected; it does not hold back the rest of its batch.
+//!
+//! A librdkafka *fatal* error (the idempotent producer lost track of its sequence numbers,
+//! e.g. an out-of-order sequence) leaves the producer unusable: every later message fails
+//! with `_FATAL`. Before each attempt the exporter checks its producer and, after a fatal
+//! error, logs it (at most once per 10 s per core) and creates a new producer; the batch
+//! that failed is retried on it whole. Batches still in flight on the old producer finish
+//! there (their delivery reports come from its threads), and the old producer is destroyed
+//! off the reactor once the last of them is done.
 
 mod messages;
 
+use std::cell::RefCell;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
@@ -42,14 +51,18 @@ use futures_channel::oneshot;
 use rdkafka::config::{ClientConfig, RDKafkaLogLevel};
 use rdkafka::error::KafkaError;
 use rdkafka::message::Message as _;
-use rdkafka::producer::{BaseRecord, DeliveryResult, ProducerContext, ThreadedProducer};
+use rdkafka::producer::{
+    BaseRecord, DeliveryResult, Producer as _, ProducerContext, ThreadedProducer,
+};
 use rdkafka::types::RDKafkaErrorCode;
 use rdkafka::ClientContext;
 use shardtel_config::{KafkaEncoding, KafkaExporterConfig};
 use shardtel_protocol::{Signal, TraceId};
 
 use crate::batch::Batch;
-use crate::error::{kafka_code_is_retryable, ExportError, ExportReply, SinkError};
+use crate::error::{
+    kafka_code_is_fatal, kafka_code_is_retryable, ExportError, ExportReply, SinkError,
+};
 use crate::offload;
 
 pub use self::messages::TraceMessages;
@@ -63,6 +76,12 @@ const REQUEST_OVERHEAD: usize = 4096;
 const YIELD_EVERY: usize = 64;
 /// Undeliverable messages are logged at most this often per exporter and core.
 const REJECTED_LOG_INTERVAL: Duration = Duration::from_secs(10);
+/// Producers re-created after a fatal error are logged at most this often per exporter and
+/// core.
+const FATAL_LOG_INTERVAL: Duration = Duration::from_secs(10);
+
+/// One core's librdkafka producer, shared by the batches in flight on it.
+type CoreProducer = ThreadedProducer<DeliveryContext>;
 
 /// Message-level counters of one `kafka` exporter on one core.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -77,6 +96,8 @@ pub struct KafkaProducerStats {
     pub failed_bytes: u64,
     /// Times the producer's local queue was full when a message was offered.
     pub queue_full: u64,
+    /// Times the producer was re-created after a fatal librdkafka error.
+    pub producer_restarts: u64,
 }
 
 /// librdkafka log lines go to the `log` crate under target `librdkafka`.
@@ -99,6 +120,12 @@ impl ClientContext for DeliveryContext {
     }
 
     fn error(&self, error: KafkaError, reason: &str) {
+        // A fatal error makes the producer unusable; it is raised once per producer (which the
+        // exporter then re-creates, logging that too, throttled).
+        if error.rdkafka_error_code().is_some_and(kafka_code_is_fatal) {
+            log::error!(target: "librdkafka", "exporter {}: fatal producer error: {error}: {reason}", self.exporter);
+            return;
+        }
         // Transient broker errors are retried by librdkafka and show up in delivery reports;
         // log them at debug to keep a down broker from flooding the log.
         log::debug!(target: "librdkafka", "exporter {}: {error}: {reason}", self.exporter);
@@ -302,8 +329,13 @@ fn producer_config(c: &KafkaExporterConfig, queue_max_bytes: usize) -> ClientCon
 /// One `kafka` exporter on one core.
 pub(crate) struct KafkaExporter {
     name: String,
-    /// `None` only while dropping (the producer is destroyed off the reactor).
-    producer: Option<ThreadedProducer<DeliveryContext>>,
+    /// The producer's properties, to create it again after a fatal error.
+    config: ClientConfig,
+    /// `None` only while dropping (the producer is destroyed off the reactor). Replaced after a
+    /// fatal error; batches in flight keep the one they were sent with.
+    producer: RefCell<Option<Arc<CoreProducer>>>,
+    /// Fatal errors (producer re-created): one error line per interval.
+    fatal_log: crate::report::Throttle,
     topics: [String; 3],
     encoding: KafkaEncoding,
     /// Largest message value ([`value_limit`] of `max_message_bytes`).
@@ -322,20 +354,13 @@ impl KafkaExporter {
         c: &KafkaExporterConfig,
         queue_max_bytes: usize,
     ) -> Result<Self, SinkError> {
-        let context = DeliveryContext {
-            exporter: name.to_string(),
-        };
-        // librdkafka's threads off this reactor's CPU (see `crate::threads`).
-        let producer: ThreadedProducer<DeliveryContext> = crate::threads::unpinned(|| {
-            producer_config(c, queue_max_bytes).create_with_context(context)
-        })
-        .map_err(|e| SinkError::Kafka {
-            exporter: name.to_string(),
-            message: e.to_string(),
-        })?;
+        let config = producer_config(c, queue_max_bytes);
+        let producer = create_producer(name, &config)?;
         Ok(KafkaExporter {
             name: name.to_string(),
-            producer: Some(producer),
+            config,
+            producer: RefCell::new(Some(Arc::new(producer))),
+            fatal_log: crate::report::Throttle::new(FATAL_LOG_INTERVAL),
             topics: [
                 c.topic(Signal::Traces).to_string(),
                 c.topic(Signal::Metrics).to_string(),
@@ -366,11 +391,75 @@ impl KafkaExporter {
         self.stats.set(stats);
     }
 
+    /// The producer to send the next attempt with: the current one, or, when it hit a fatal
+    /// error, a new one (the old one stays with the batches in flight on it). `None` only
+    /// while dropping.
+    fn producer(&self) -> Option<Arc<CoreProducer>> {
+        let current = self.producer.borrow().clone()?;
+        let Some((code, reason)) = current.client().fatal_error() else {
+            return Some(current);
+        };
+        let held_back = self.fatal_log.due(Instant::now());
+        match create_producer(&self.name, &self.config) {
+            Ok(fresh) => {
+                let fresh = Arc::new(fresh);
+                *self.producer.borrow_mut() = Some(fresh.clone());
+                self.count(|s| s.producer_restarts += 1);
+                if let Some(held_back) = held_back {
+                    log::error!(
+                        "exporter {}: the kafka producer hit a fatal error ({code:?}: {reason}); created a new one, failed batches are retried on it{held_back}",
+                        self.name
+                    );
+                }
+                self.retire(current);
+                Some(fresh)
+            }
+            Err(e) => {
+                // This attempt fails on the old producer (`_FATAL`, retryable); the next
+                // one tries again.
+                if let Some(held_back) = held_back {
+                    log::error!(
+                        "exporter {}: the kafka producer hit a fatal error ({code:?}: {reason}) and could not be created again: {e}{held_back}",
+                        self.name
+                    );
+                }
+                Some(current)
+            }
+        }
+    }
+
+    /// Lets go of a producer a batch was sent with: when it is not the current one any more
+    /// (replaced after a fatal error), it may be the last reference, and destroying a producer
+    /// blocks, so it is dropped on a thread of its own.
+    fn retire(&self, producer: Arc<CoreProducer>) {
+        let current = self.producer.borrow();
+        if current.as_ref().is_some_and(|c| Arc::ptr_eq(c, &producer)) {
+            return;
+        }
+        drop(current);
+        drop_off_reactor(&self.name, producer);
+    }
+
     /// Produces `batch` as messages and waits until every one was acknowledged or failed.
     pub(crate) async fn export(&self, batch: &Batch) -> Result<ExportReply, ExportError> {
-        let Some(producer) = &self.producer else {
+        let Some(producer) = self.producer() else {
             return Ok(ExportReply::default());
         };
+        // Retired when done, also when this future is dropped half-way.
+        let in_use = InUse {
+            exporter: self,
+            producer: Some(producer),
+        };
+        let producer = in_use.producer.as_deref().expect("set above");
+        self.export_with(producer, batch).await
+    }
+
+    /// [`Self::export`] on `producer`.
+    async fn export_with(
+        &self,
+        producer: &CoreProducer,
+        batch: &Batch,
+    ) -> Result<ExportReply, ExportError> {
         let messages = self.messages(batch).await?;
         let topic = &self.topics[batch.signal.index()];
         let (delivery, done) = BatchDelivery::new(batch.signal, self.encoding);
@@ -429,7 +518,7 @@ impl KafkaExporter {
     #[allow(clippy::too_many_arguments)]
     async fn offer(
         &self,
-        producer: &ThreadedProducer<DeliveryContext>,
+        producer: &CoreProducer,
         topic: &str,
         key: Option<&[u8]>,
         value: &[u8],
@@ -656,19 +745,49 @@ struct Offered {
 
 impl Drop for KafkaExporter {
     fn drop(&mut self) {
-        // Destroying a producer joins its threads and waits up to 500 ms for a flush: never
-        // on a reactor. Every batch was awaited before, so nothing is left to deliver.
-        if let Some(producer) = self.producer.take() {
-            let name = self.name.clone();
-            let spawned = std::thread::Builder::new()
-                .name("shardtel-kafka-drop".into())
-                .spawn(move || drop(producer));
-            if let Err(e) = spawned {
-                log::warn!(
-                    "exporter {name}: could not stop the kafka producer off the reactor: {e}"
-                );
-            }
+        // Every batch was awaited before, so nothing is left to deliver.
+        if let Some(producer) = self.producer.get_mut().take() {
+            drop_off_reactor(&self.name, producer);
         }
+    }
+}
+
+/// The producer an attempt sends with, retired ([`KafkaExporter::retire`]) when the attempt
+/// ends or is dropped.
+struct InUse<'a> {
+    exporter: &'a KafkaExporter,
+    producer: Option<Arc<CoreProducer>>,
+}
+
+impl Drop for InUse<'_> {
+    fn drop(&mut self) {
+        if let Some(producer) = self.producer.take() {
+            self.exporter.retire(producer);
+        }
+    }
+}
+
+/// Creates a producer with `config` (librdkafka starts its threads, off this reactor's CPU:
+/// see `crate::threads`; no broker is contacted yet).
+fn create_producer(name: &str, config: &ClientConfig) -> Result<CoreProducer, SinkError> {
+    let context = DeliveryContext {
+        exporter: name.to_string(),
+    };
+    crate::threads::unpinned(|| config.create_with_context(context)).map_err(|e| SinkError::Kafka {
+        exporter: name.to_string(),
+        message: e.to_string(),
+    })
+}
+
+/// Drops a reference to a producer on a thread of its own: destroying a producer (when this
+/// is the last reference) joins its threads and waits up to 500 ms for a flush, never on a
+/// reactor.
+fn drop_off_reactor(name: &str, producer: Arc<CoreProducer>) {
+    let spawned = std::thread::Builder::new()
+        .name("shardtel-kafka-drop".into())
+        .spawn(move || drop(producer));
+    if let Err(e) = spawned {
+        log::warn!("exporter {name}: could not stop the kafka producer off the reactor: {e}");
     }
 }
 
@@ -1014,5 +1133,102 @@ mod tests {
         c.max_message_bytes = 256 << 10;
         let p = props(&producer_config(&c, 1 << 20));
         assert_eq!(p["batch.size"], (256 << 10).to_string());
+    }
+}
+
+/// A fatal librdkafka error on a producer (librdkafka's mock cluster, no broker needed).
+#[cfg(test)]
+mod fatal_tests {
+    use super::*;
+    use prost::Message as _;
+    use shardtel_protocol::proto::collector::logs::v1::ExportLogsServiceRequest;
+    use shardtel_protocol::proto::logs::v1::{LogRecord, ResourceLogs, ScopeLogs};
+
+    fn logs_batch() -> Batch {
+        let req = ExportLogsServiceRequest {
+            resource_logs: vec![ResourceLogs {
+                scope_logs: vec![ScopeLogs {
+                    log_records: vec![LogRecord {
+                        severity_text: "fatal-test".into(),
+                        ..Default::default()
+                    }],
+                    ..Default::default()
+                }],
+                ..Default::default()
+            }],
+        };
+        let bytes = Bytes::from(req.encode_to_vec());
+        Batch {
+            signal: Signal::Logs,
+            bytes: bytes.len(),
+            held: bytes.len(),
+            chunks: vec![bytes],
+            items: 1,
+            traces: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn fatal_is_the_only_code_that_needs_a_new_producer_and_it_is_retried() {
+        assert!(kafka_code_is_fatal(RDKafkaErrorCode::Fatal));
+        assert!(kafka_code_is_retryable(RDKafkaErrorCode::Fatal));
+        for code in [
+            RDKafkaErrorCode::MessageTimedOut,
+            RDKafkaErrorCode::OutOfOrderSequenceNumber,
+            RDKafkaErrorCode::QueueFull,
+            RDKafkaErrorCode::MessageSizeTooLarge,
+        ] {
+            assert!(!kafka_code_is_fatal(code), "{code:?}");
+        }
+    }
+
+    /// After a fatal error (raised with librdkafka's test hook) every message fails on that
+    /// producer with `_FATAL`; the next attempt goes through a new producer.
+    #[test]
+    #[allow(unsafe_code)]
+    fn a_fatal_error_makes_a_new_producer_and_the_next_attempt_is_delivered() {
+        glommio::LocalExecutorBuilder::default()
+            .spawn(|| async {
+                let mut c = KafkaExporterConfig::new(vec!["127.0.0.1:1".into()]);
+                // An in-process mock cluster (replaces bootstrap.servers).
+                c.librdkafka
+                    .insert("test.mock.num.brokers".into(), "1".into());
+                c.timeout = Duration::from_secs(20);
+                let e = KafkaExporter::new("k", &c, 1 << 20).unwrap();
+                e.export(&logs_batch()).await.unwrap();
+                assert_eq!(e.stats().produced_messages, 1);
+                let old = e.producer.borrow().clone().unwrap();
+                let reason = c"injected by a test";
+                // SAFETY: `old` keeps the client alive for the call; librdkafka's test hook
+                // only records a fatal error on it (the reason is copied).
+                let code = unsafe {
+                    rdkafka::bindings::rd_kafka_test_fatal_error(
+                        old.client().native_ptr(),
+                        rdkafka::bindings::rd_kafka_resp_err_t::RD_KAFKA_RESP_ERR_OUT_OF_ORDER_SEQUENCE_NUMBER,
+                        reason.as_ptr(),
+                    )
+                };
+                assert_eq!(
+                    code,
+                    rdkafka::bindings::rd_kafka_resp_err_t::RD_KAFKA_RESP_ERR_NO_ERROR
+                );
+                assert!(old.client().fatal_error().is_some());
+                drop(old);
+                // Old code: `_FATAL` on every attempt, forever.
+                for _ in 0..3 {
+                    e.export(&logs_batch()).await.unwrap();
+                }
+                let stats = e.stats();
+                assert_eq!(
+                    (stats.produced_messages, stats.producer_restarts),
+                    (4, 1),
+                    "{stats:?}"
+                );
+                let current = e.producer.borrow().clone().unwrap();
+                assert!(current.client().fatal_error().is_none());
+            })
+            .unwrap()
+            .join()
+            .unwrap();
     }
 }

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use rdkafka::config::{ClientConfig, RDKafkaLogLevel};
-use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext, Rebalance};
+use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance};
 use rdkafka::error::{KafkaError, KafkaResult};
 use rdkafka::message::{BorrowedMessage, Message as _};
 use rdkafka::statistics::Statistics;
@@ -39,6 +39,8 @@ const STATISTICS_INTERVAL: Duration = Duration::from_secs(5);
 const YIELD_EVERY_MESSAGES: usize = 256;
 /// Skipped malformed messages are logged at most this often per core.
 const MALFORMED_LOG_INTERVAL: Duration = Duration::from_secs(10);
+/// Consumer errors are logged at most this often per core.
+const ERROR_LOG_INTERVAL: Duration = Duration::from_secs(10);
 
 /// State shared by the poll loop and the consumer's callbacks. Both run on the core's thread
 /// (callbacks inside `poll`), except while the consumer is destroyed on the blocking thread;
@@ -51,6 +53,15 @@ pub(super) struct ConsumerState {
     pub(super) assigned: usize,
     pub(super) lag: Vec<(String, i32, i64)>,
     pub(super) counters: ConsumerCounters,
+    /// Consumer errors: one warning per [`ERROR_LOG_INTERVAL`].
+    pub(super) error_log: ErrorLog,
+}
+
+/// When a consumer error was last logged, and how many were held back since.
+#[derive(Default)]
+pub(super) struct ErrorLog {
+    last: Option<Instant>,
+    suppressed: u64,
 }
 
 #[derive(Clone, Copy, Default)]
@@ -78,6 +89,36 @@ impl ReceiverContext {
         // A poisoned lock only means a panic elsewhere; the offsets are still right.
         self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
+
+    /// Counts an error the consumer reported and warns about it, at most once per
+    /// [`ERROR_LOG_INTERVAL`] per core (with the number held back): a missing topic, failed
+    /// authentication or unreachable brokers leave the core idle, and that must show.
+    /// librdkafka keeps retrying by itself.
+    pub(super) fn consumer_error(&self, error: &dyn std::fmt::Display) {
+        let now = Instant::now();
+        let mut s = self.state();
+        s.counters.poll_errors += 1;
+        let log = &mut s.error_log;
+        if log
+            .last
+            .is_some_and(|t| now.duration_since(t) < ERROR_LOG_INTERVAL)
+        {
+            log.suppressed += 1;
+            return;
+        }
+        log.last = Some(now);
+        let suppressed = std::mem::take(&mut log.suppressed);
+        drop(s);
+        log::warn!(
+            "kafka receiver (core {}): {error}{}",
+            self.core,
+            if suppressed > 0 {
+                format!(" ({suppressed} more errors since the last report)")
+            } else {
+                String::new()
+            }
+        );
+    }
 }
 
 impl ClientContext for ReceiverContext {
@@ -95,7 +136,7 @@ impl ClientContext for ReceiverContext {
     }
 
     fn error(&self, error: KafkaError, reason: &str) {
-        log::debug!(target: "librdkafka", "kafka receiver (core {}): {error}: {reason}", self.core);
+        self.consumer_error(&format_args!("{error}: {reason}"));
     }
 
     fn stats(&self, statistics: Statistics) {
@@ -333,11 +374,13 @@ impl PollLoop {
                 None => match self.consumer.poll(Duration::ZERO) {
                     None => return None,
                     Some(Err(e)) => {
-                        self.state().counters.poll_errors += 1;
-                        log::debug!("kafka receiver (core {}): {e}", self.intake.core());
+                        self.consumer.context().consumer_error(&e);
                         return None;
                     }
-                    Some(Ok(m)) => m,
+                    Some(Ok(m)) => {
+                        self.note_start(&m);
+                        m
+                    }
                 },
             };
             let (topic, partition, offset) =
@@ -490,6 +533,31 @@ impl PollLoop {
         }
     }
 
+    /// The first message read from a partition since it was assigned: stores its offset, the
+    /// position this consumer starts from, and commits it at once (asynchronously; librdkafka's
+    /// auto-commit commits the stored offset again if that fails), so that a next owner starts
+    /// there rather than at `initial_offset` even if this process dies before anything it read
+    /// is safe (see [`OffsetTracker::start`]).
+    fn note_start(&self, message: &Polled<'_>) {
+        let (topic, partition, offset) = (message.topic(), message.partition(), message.offset());
+        if !self.state().offsets.start(topic, partition, offset) {
+            return;
+        }
+        let mut tpl = TopicPartitionList::new();
+        let _ = tpl.add_partition_offset(topic, partition, Offset::Offset(offset));
+        let result = self
+            .consumer
+            .store_offsets(&tpl)
+            .and_then(|()| self.consumer.commit(&tpl, CommitMode::Async));
+        if let Err(e) = result {
+            self.state().counters.commit_failures += 1;
+            log::warn!(
+                "kafka receiver (core {}): failed to commit the starting offset {offset} of {topic}[{partition}]: {e}",
+                self.intake.core()
+            );
+        }
+    }
+
     /// Stores for commit the offsets the gate lets through (see [`super::offsets`]).
     fn commit_tick(&self) {
         let mut due = Vec::new();
@@ -523,6 +591,7 @@ impl PollLoop {
             malformed_messages: c.malformed_messages,
             commits: c.commits,
             commit_failures: c.commit_failures,
+            poll_errors: c.poll_errors,
             assigned_events: c.assigned_events,
             revoked_events: c.revoked_events,
             assigned_partitions: s.assigned as u64,

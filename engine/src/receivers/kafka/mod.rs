@@ -72,7 +72,8 @@ use shardtel_protocol::Signal;
 
 use self::batching::GroupLimits;
 use self::consumer::{
-    client_config, leave_group, ConsumerCounters, ConsumerState, PollLoop, ReceiverContext,
+    client_config, leave_group, ConsumerCounters, ConsumerState, ErrorLog, PollLoop,
+    ReceiverContext,
 };
 use self::offsets::{commit_gate, Clock, OffsetTracker};
 use super::Intake;
@@ -142,6 +143,7 @@ pub fn start(
             assigned: 0,
             lag: Vec::new(),
             counters: ConsumerCounters::default(),
+            error_log: ErrorLog::default(),
         }),
     };
     // librdkafka's threads off this reactor's CPU (see `shardtel_sinks::threads`).
@@ -268,6 +270,9 @@ pub struct KafkaConsumerSnapshot {
     pub commits: u64,
     /// Offset commits that failed.
     pub commit_failures: u64,
+    /// Errors the consumer reported (brokers unreachable, a missing topic, failed
+    /// authentication, ...): each logged, at most one line per 10 s per core.
+    pub poll_errors: u64,
     /// Rebalances that assigned partitions to this core.
     pub assigned_events: u64,
     /// Rebalances that revoked partitions from this core.
@@ -305,7 +310,7 @@ impl Families for KafkaConsumerSnapshot {
 }
 
 /// The Kafka consumer series, one per core.
-const CONSUMER: [Column<KafkaConsumerSnapshot>; 9] = [
+const CONSUMER: [Column<KafkaConsumerSnapshot>; 10] = [
     (
         "shardtel_receiver_kafka_messages_total",
         MetricType::Counter,
@@ -341,6 +346,12 @@ const CONSUMER: [Column<KafkaConsumerSnapshot>; 9] = [
         MetricType::Counter,
         "Offset commits that failed.",
         |k| k.commit_failures.into(),
+    ),
+    (
+        "shardtel_receiver_kafka_poll_errors_total",
+        MetricType::Counter,
+        "Errors the Kafka consumer reported (brokers unreachable, missing topic, authentication).",
+        |k| k.poll_errors.into(),
     ),
     (
         "shardtel_receiver_kafka_assignments_total",

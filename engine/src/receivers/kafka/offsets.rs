@@ -14,6 +14,14 @@
 //! (duplicates, never gaps). The same safe position is what a revoked partition is committed
 //! at.
 //!
+//! A partition's first commit thus comes only once its first frames are released (with a tail
+//! sampler, `decision_wait` after it was first read). Until then the group may hold no offset
+//! for it, and a next owner (after a `kill -9`, or a processor joining the group) would start
+//! where `initial_offset` says: with `"latest"`, at the log's end, skipping everything read
+//! before. So the position a consumer starts a partition from (the offset of the first message
+//! it reads after the assignment) is released at once ([`OffsetTracker::start`]): committing
+//! it gives up nothing, as nothing before it is this consumer's to process.
+//!
 //! Pure state: no clock of its own, no librdkafka; the consumer feeds it and stores what it
 //! releases.
 
@@ -140,6 +148,9 @@ pub(crate) struct OffsetTracker {
     /// Partitions revoked and not assigned again: positions reported for them are ignored (a
     /// request built before the revocation may still carry their messages).
     revoked: HashSet<PartitionKey>,
+    /// Partitions whose starting position was released since they were assigned (few per
+    /// core: searched linearly, so a message costs no allocation).
+    started: Vec<PartitionKey>,
 }
 
 impl OffsetTracker {
@@ -156,6 +167,7 @@ impl OffsetTracker {
             history: VecDeque::new(),
             released: HashMap::new(),
             revoked: HashSet::new(),
+            started: Vec::new(),
         }
     }
 
@@ -227,9 +239,40 @@ impl OffsetTracker {
         self.history.push_front((at, lsn, snapshot));
     }
 
-    /// The partition is assigned (again): its positions count from now on.
+    /// The partition is assigned (again): its positions count from now on, and the first
+    /// message read from it gives its starting position ([`OffsetTracker::start`]).
     pub(crate) fn assign(&mut self, key: &PartitionKey) {
         self.revoked.remove(key);
+        self.started.retain(|k| k != key);
+    }
+
+    /// A message at `offset` of (`topic`, `partition`) was read. Returns true when it is the
+    /// first since the partition was assigned: `offset` is then the position this consumer
+    /// started from, released at once (the caller stores and commits it before the message is
+    /// ingested), so that a next owner starts there even before anything read here is safe
+    /// (at-least-once; without it a group with no committed offset would start the next owner
+    /// at `initial_offset`, with `"latest"` after everything read here). Nothing before
+    /// `offset` is this consumer's to process: it was committed before, or `initial_offset`
+    /// skipped it. Ignored (false) while the partition is revoked.
+    pub(crate) fn start(&mut self, topic: &str, partition: i32, offset: i64) -> bool {
+        if self
+            .started
+            .iter()
+            .any(|(t, p)| *p == partition && t == topic)
+        {
+            return false;
+        }
+        let key = (topic.to_string(), partition);
+        if self.revoked.contains(&key) {
+            return false;
+        }
+        // A position released before for this assignment (none is expected: positions come
+        // from messages read, and this is the first) is not moved back.
+        if self.released.get(&key).is_none_or(|r| *r < offset) {
+            self.released.insert(key.clone(), offset);
+        }
+        self.started.push(key);
+        true
     }
 
     /// The partition is revoked: forgets it (and ignores its positions until it is assigned
@@ -244,6 +287,7 @@ impl OffsetTracker {
             .find(|(t, lsn, _)| self.due(*t, *lsn, &clock))
             .and_then(|(_, _, snapshot)| snapshot.get(key).copied());
         let released = self.released.remove(key);
+        self.started.retain(|k| k != key);
         self.processed.remove(key);
         for (_, _, snapshot) in &mut self.history {
             snapshot.remove(key);
@@ -282,6 +326,7 @@ impl OffsetTracker {
         self.history.clear();
         self.released.clear();
         self.revoked.clear();
+        self.started.clear();
     }
 }
 
@@ -425,6 +470,43 @@ mod tests {
         tr.processed(&key(1), 3);
         tr.tick(clock(3603, 12, 8), &mut out);
         assert_eq!(tr.revoke(&key(1), clock(3604, 12, 12)), Some(3));
+    }
+
+    #[test]
+    fn the_starting_position_is_released_at_once_and_once_per_assignment() {
+        let t0 = Instant::now();
+        let s = Duration::from_secs;
+        let clock = |secs: u64, next_lsn: u64, released_below: u64| Clock {
+            now: t0 + s(secs),
+            next_lsn,
+            released_below,
+        };
+        let mut tr = OffsetTracker::new(CommitGate::IngestLog, s(1));
+        let mut out = Vec::new();
+        tr.assign(&key(0));
+        // The first message read after the assignment: its offset is the start, released at
+        // once, before any frame is released.
+        assert!(tr.start("t", 0, 40));
+        assert!(!tr.start("t", 0, 41), "once per assignment");
+        tr.processed(&key(0), 50);
+        tr.tick(clock(0, 5, 0), &mut out);
+        assert!(out.is_empty(), "nothing released beyond the start: {out:?}");
+        // Revoked before anything was released: the start is already stored, nothing more.
+        assert_eq!(tr.revoke(&key(0), clock(1, 5, 0)), None);
+        assert!(!tr.start("t", 0, 50), "ignored while revoked");
+        // Assigned again: a new start.
+        tr.assign(&key(0));
+        assert!(tr.start("t", 0, 50));
+        tr.processed(&key(0), 60);
+        tr.tick(clock(2, 9, 0), &mut out);
+        tr.tick(clock(3, 9, 9), &mut out);
+        assert_eq!(out, [(key(0), 60)]);
+        // A revocation then yields nothing new (60 was released); the start of another
+        // partition is independent.
+        assert!(tr.start("t", 1, 7));
+        assert_eq!(tr.revoke(&key(0), clock(4, 9, 9)), None);
+        tr.forget_all();
+        assert!(tr.start("t", 1, 7), "forgotten at shutdown");
     }
 
     #[test]
