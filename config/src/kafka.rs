@@ -115,8 +115,8 @@ impl SaslMechanism {
     }
 }
 
-/// `sasl = { mechanism, username, password }`.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// `sasl = { mechanism, username, password }`. Its `Debug` hides the password.
+#[derive(Clone, PartialEq, Eq)]
 pub struct SaslConfig {
     /// The mechanism. Default `"PLAIN"`.
     pub mechanism: SaslMechanism,
@@ -124,6 +124,16 @@ pub struct SaslConfig {
     pub username: String,
     /// Password. Required (use `${ENV_VAR}` to keep it out of the file).
     pub password: String,
+}
+
+impl std::fmt::Debug for SaslConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SaslConfig")
+            .field("mechanism", &self.mechanism)
+            .field("username", &self.username)
+            .field("password", &"[hidden]")
+            .finish()
+    }
 }
 
 impl SaslConfig {
@@ -864,6 +874,20 @@ pub(crate) fn decode_receiver(d: &mut Decoder<'_>, s: &Section<'_, '_>) -> Kafka
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_sasl_password_is_not_in_debug_output() {
+        let sasl = SaslConfig {
+            mechanism: SaslMechanism::ScramSha512,
+            username: "gateway".into(),
+            password: "s3cr3t-pass".into(),
+        };
+        let shown = format!("{sasl:?}");
+        assert!(
+            shown.contains("gateway") && !shown.contains("s3cr3t"),
+            "{shown}"
+        );
+    }
 
     #[test]
     fn brokers_are_host_and_port() {

@@ -61,7 +61,7 @@ pub use check::FileChecker;
 pub use client::{ClientStream, ClientTls};
 pub use error::{Error, FileIssue};
 pub use io::TlsIo;
-pub use reload::Reloading;
+pub use reload::{Missing, Reloading};
 pub use server::{
     HandshakeFailure, HandshakeFailureReason, ServerStream, ServerTls, PLAINTEXT_HTTP_RESPONSE,
 };

@@ -55,6 +55,17 @@ impl<T: Send + Sync + 'static> Reloading<T> {
         interval: Option<Duration>,
         build: impl Fn(&[Vec<u8>]) -> Result<T, Error> + Send + 'static,
     ) -> Result<Self, Error> {
+        Self::start_with(what, paths, interval, Missing::KeepPrevious, build)
+    }
+
+    /// Like [`Reloading::start`], with what a file that disappears after start-up means.
+    pub fn start_with(
+        what: String,
+        paths: Vec<PathBuf>,
+        interval: Option<Duration>,
+        missing: Missing,
+        build: impl Fn(&[Vec<u8>]) -> Result<T, Error> + Send + 'static,
+    ) -> Result<Self, Error> {
         let contents = read_all(&paths)?;
         let current = Arc::new(ArcSwap::from_pointee(build(&contents)?));
         let Some(interval) = interval.filter(|_| !paths.is_empty()) else {
@@ -71,6 +82,7 @@ impl<T: Send + Sync + 'static> Reloading<T> {
             current: current.clone(),
             built_from: contents,
             last_problem: None,
+            missing,
         };
         std::thread::Builder::new()
             .name("shardtel-tls-reload".into())
@@ -100,6 +112,15 @@ impl<T: Send + Sync + 'static> Reloading<T> {
 
 type Build<T> = Box<dyn Fn(&[Vec<u8>]) -> Result<T, Error> + Send>;
 
+/// What a watched file that no longer exists means.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Missing {
+    /// Keep the value built before (certificates and keys: a file being replaced).
+    KeepPrevious,
+    /// Build from empty contents (a token file: deleting it revokes its tokens).
+    Empty,
+}
+
 struct Watcher<T> {
     what: String,
     paths: Vec<PathBuf>,
@@ -110,6 +131,7 @@ struct Watcher<T> {
     /// The last problem logged (file contents that failed to build, or a read error), so each
     /// is logged once.
     last_problem: Option<Problem>,
+    missing: Missing,
 }
 
 #[derive(PartialEq, Eq)]
@@ -129,7 +151,18 @@ impl<T> Watcher<T> {
     }
 
     fn check(&mut self) {
-        let contents = match read_all(&self.paths) {
+        let read = if self.missing == Missing::Empty {
+            self.paths
+                .iter()
+                .map(|p| match std::fs::symlink_metadata(p) {
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Vec::new()),
+                    _ => pem::read(p),
+                })
+                .collect()
+        } else {
+            read_all(&self.paths)
+        };
+        let contents = match read {
             Ok(contents) => contents,
             Err(e) => {
                 let problem = Problem::Read(e.to_string());

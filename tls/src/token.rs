@@ -15,7 +15,7 @@ use shardtel_config::{is_valid_bearer_token, AuthConfig};
 use subtle::{Choice, ConstantTimeEq};
 
 use crate::error::{Error, FileIssue};
-use crate::reload::Reloading;
+use crate::reload::{Missing, Reloading};
 
 /// How often `bearer_token_file` is re-read (a small file; the read is on a background thread).
 pub const TOKEN_FILE_POLL_INTERVAL: Duration = Duration::from_secs(1);
@@ -86,13 +86,21 @@ impl BearerTokens {
         let file = config.bearer_token_file.clone();
         let paths = file.iter().cloned().collect();
         let digests =
-            Reloading::start(table.to_string(), paths, Some(interval), move |contents| {
-                let mut digests = fixed.clone();
-                if let (Some(path), Some(text)) = (&file, contents.first()) {
-                    digests.extend(file_tokens(path, text)?.into_iter().map(digest));
-                }
-                Ok(digests)
-            })?;
+            // A token file deleted after start-up revokes its tokens (fail closed); one that
+            // cannot be read otherwise keeps them, as certificates do.
+            Reloading::start_with(
+                table.to_string(),
+                paths,
+                Some(interval),
+                Missing::Empty,
+                move |contents| {
+                    let mut digests = fixed.clone();
+                    if let (Some(path), Some(text)) = (&file, contents.first()) {
+                        digests.extend(file_tokens(path, text)?.into_iter().map(digest));
+                    }
+                    Ok(digests)
+                },
+            )?;
         if digests.load().is_empty() {
             let path = config.bearer_token_file.clone().unwrap_or_default();
             return Err(FileIssue::NoTokens.at(path));
@@ -226,6 +234,50 @@ mod tests {
             !shown.contains("first") && shown.contains("tokens: 2"),
             "{shown}"
         );
+    }
+
+    /// Deleting the token file revokes its tokens (they stayed accepted until a restart);
+    /// the tokens of the table stay.
+    #[test]
+    fn a_deleted_token_file_revokes_its_tokens() {
+        let dir = std::env::temp_dir().join(format!("shardtel-token-del-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("tokens");
+        std::fs::write(&path, "from-the-file\n").unwrap();
+        let tokens = BearerTokens::for_table(
+            "test",
+            &AuthConfig {
+                bearer_tokens: vec!["fixed-token".into()],
+                bearer_token_file: Some(path.clone()),
+            },
+            Duration::from_millis(20),
+        )
+        .unwrap();
+        assert_eq!(
+            tokens.check(Some(b"Bearer from-the-file")),
+            AuthOutcome::Allowed
+        );
+        std::fs::remove_file(&path).unwrap();
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while tokens.check(Some(b"Bearer from-the-file")) == AuthOutcome::Allowed {
+            assert!(std::time::Instant::now() < deadline, "still accepted");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        assert_eq!(
+            tokens.check(Some(b"Bearer from-the-file")),
+            AuthOutcome::Wrong
+        );
+        assert_eq!(
+            tokens.check(Some(b"Bearer fixed-token")),
+            AuthOutcome::Allowed
+        );
+        // Written again, it is read again.
+        std::fs::write(&path, "from-the-file\n").unwrap();
+        while tokens.check(Some(b"Bearer from-the-file")) != AuthOutcome::Allowed {
+            assert!(std::time::Instant::now() < deadline, "not read again");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let _ = std::fs::remove_dir_all(&dir);
     }
 
     #[test]
