@@ -36,7 +36,8 @@ pub struct Rejected {
 /// What a request split among cores left behind when one of its parts was refused.
 #[derive(Debug)]
 pub struct Partial {
-    /// The parts not queued (the refused one and those after it): requests of their own.
+    /// The parts not queued (the refused one and those after it): requests of their own
+    /// (metrics; empty for spans, which nothing puts back).
     pub unsent: Vec<Encoded>,
     /// The items of the parts queued.
     pub queued_items: u64,

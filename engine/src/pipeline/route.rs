@@ -13,7 +13,7 @@ use shardtel_protocol::scan::{keep_alive, ReleaseToken, SpanBatch, TracesIndex};
 use shardtel_protocol::Signal;
 
 use super::exporters::queue_charge;
-use super::ingest::Rejected;
+use super::ingest::{Partial, Rejected};
 use super::mesh::MeshMessage;
 use super::Pipeline;
 use super::{IngestError, Overload};
@@ -122,7 +122,14 @@ impl Pipeline {
         }
         // Local first: if it is refused, nothing has left this core yet and
         // the client's retry creates no duplicate.
+        // Spans queued so far: counted as accepted if a later part is refused.
+        let mut queued = 0;
         if let Some((mut batch, mut is_whole)) = local {
+            let local_items = if is_whole {
+                items
+            } else {
+                batch.index.spans.len() as u64
+            };
             is_whole &= !self.process_owned(&mut batch);
             let pushed = if batch.index.spans.is_empty() && !is_whole {
                 Ok(())
@@ -170,11 +177,20 @@ impl Pipeline {
             if let Err(e) = pushed {
                 return Err(Rejected::items(items, e));
             }
+            queued = local_items;
         }
         for (dest, batch) in remote {
+            let part_items = batch.index.spans.len() as u64;
             if let Err(e) = self.mesh.send_to(dest, MeshMessage::Spans(batch)).await {
-                return Err(Rejected::items(items, e));
+                // The parts queued before are exported: accepted, not refused (the client
+                // resends the whole request; at least once).
+                let partial = (queued > 0).then(|| Partial {
+                    unsent: Vec::new(),
+                    queued_items: queued,
+                });
+                return Err(Rejected::items(items.saturating_sub(queued), e).with_partial(partial));
             }
+            queued += part_items;
         }
         Ok(items)
     }

@@ -1019,6 +1019,16 @@ impl ScrapeBuilder {
         if buckets.last().is_some_and(|b| b.1 == f64::INFINITY) {
             buckets = &buckets[..buckets.len() - 1];
         }
+        // OTLP's explicit bounds are finite and strictly increasing: `le="NaN"`, a second
+        // `+Inf`, or `le="1"` beside `le="1.0"` make no histogram (the point is dropped).
+        if buckets
+            .iter()
+            .zip(buckets.iter().skip(1))
+            .any(|(a, b)| a.1.partial_cmp(&b.1) != Some(std::cmp::Ordering::Less))
+            || buckets.iter().any(|b| !b.1.is_finite())
+        {
+            return false;
+        }
         if !g.stale {
             let mut previous = 0.0;
             for b in buckets {
@@ -1847,6 +1857,21 @@ h_created 1600000001\n\
             T0,
         );
         assert!(!names(&req).contains(&"h") && !names(&req).contains(&"g"));
+        // Bounds that are not finite and strictly increasing make no point either (they made
+        // invalid OTLP: +Inf not last, NaN or a repeated bound in explicit_bounds).
+        for buckets in [
+            "h_bucket{le=\"1\"} 1\nh_bucket{le=\"NaN\"} 1\nh_bucket{le=\"+Inf\"} 1\n",
+            "h_bucket{le=\"1\"} 1\nh_bucket{le=\"1.0\"} 1\nh_bucket{le=\"+Inf\"} 1\n",
+        ] {
+            let mut s = Scraper::new(target());
+            let text =
+                format!("# TYPE h histogram\n{buckets}h_count 1\nh_sum 1\n# TYPE ok gauge\nok 1\n");
+            let req = s.scrape(Some(&text), Flavor::Prometheus, T0);
+            assert!(
+                !names(&req).contains(&"h") && names(&req).contains(&"ok"),
+                "{buckets}"
+            );
+        }
     }
 
     #[test]
