@@ -170,6 +170,26 @@ pub struct KafkaAuth {
 }
 
 impl KafkaAuth {
+    /// What these settings give away, for a warning at start-up (as the HTTP exporters warn
+    /// about `insecure_skip_verify`): a SASL password sent without TLS, a broker certificate
+    /// not verified.
+    pub fn warnings(&self) -> Vec<&'static str> {
+        let mut warnings = Vec::new();
+        if self.sasl.is_some() && self.tls.is_none() {
+            warnings.push(
+                "SASL without TLS: the user name and password (PLAIN) or the authenticated \
+                 session travel in cleartext; add a tls table",
+            );
+        }
+        if self.tls.as_ref().is_some_and(|t| t.insecure_skip_verify) {
+            warnings.push(
+                "insecure_skip_verify is on: the brokers' certificates are not verified, so \
+                 anyone on the path can read and change what is sent",
+            );
+        }
+        warnings
+    }
+
     /// The librdkafka properties these settings stand for (`security.protocol`, `sasl.*`,
     /// `ssl.*`).
     pub fn client_properties(&self) -> Vec<(&'static str, String)> {
@@ -874,6 +894,28 @@ pub(crate) fn decode_receiver(d: &mut Decoder<'_>, s: &Section<'_, '_>) -> Kafka
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn sasl_without_tls_and_unverified_brokers_are_warned_about() {
+        let sasl = SaslConfig {
+            mechanism: SaslMechanism::Plain,
+            username: "u".into(),
+            password: "p".into(),
+        };
+        let auth = |sasl: Option<SaslConfig>, tls: Option<bool>| KafkaAuth {
+            sasl,
+            tls: tls.map(|insecure_skip_verify| KafkaTlsConfig {
+                ca_file: None,
+                cert_file: None,
+                key_file: None,
+                insecure_skip_verify,
+            }),
+        };
+        assert!(auth(None, None).warnings().is_empty());
+        assert!(auth(Some(sasl.clone()), Some(false)).warnings().is_empty());
+        assert_eq!(auth(Some(sasl), None).warnings().len(), 1);
+        assert_eq!(auth(None, Some(true)).warnings().len(), 1);
+    }
 
     #[test]
     fn a_sasl_password_is_not_in_debug_output() {

@@ -43,6 +43,19 @@ pub type ExporterTls = BTreeMap<String, ClientTls>;
 /// start.
 pub fn exporter_tls(config: &Config) -> Result<ExporterTls, Box<BuildError>> {
     let mut built = ExporterTls::new();
+    // Kafka's TLS is librdkafka's: what it gives away is said here, once per start or reload.
+    for (name, cfg) in &config.exporters {
+        if let shardtel_config::ExporterKind::Kafka(k) = &cfg.kind {
+            for warning in k.auth.warnings() {
+                log::warn!("exporters.{name}: {warning}");
+            }
+        }
+    }
+    if let Some(k) = &config.receivers.kafka {
+        for warning in k.auth.warnings() {
+            log::warn!("receivers.kafka: {warning}");
+        }
+    }
     let pipelines = [
         &config.pipelines.traces,
         &config.pipelines.metrics,
