@@ -209,6 +209,20 @@ fn reload_under_load_keeps_every_span_and_the_decisions_of_traces_in_flight() {
             == 0),
         "the sampler still holds traces"
     );
+    // A trace none of whose spans arrived must be one the sampler dropped: `--sampled` counts
+    // it as "not kept", so a trace lost whole (say, from the old sampler at the reload) would
+    // otherwise pass. Every kept one arrived whole.
+    let not_kept = report["verify"]["traces_without_arrivals"]
+        .as_u64()
+        .unwrap();
+    let kept = report["verify"]["traces_complete"].as_u64().unwrap();
+    let dropped = st.metric_sum("shardtel_sampler_traces_total", "decision=\"not_sampled\"");
+    let sampled = st.metric_sum("shardtel_sampler_traces_total", "decision=\"sampled\"");
+    assert!(
+        not_kept <= dropped && kept <= sampled,
+        "{not_kept} traces without arrivals but {dropped} dropped by the sampler, {kept} \
+         complete of {sampled} kept: {text}"
+    );
     let by_trace = generations_by_trace(&st.out());
     let started_after: Vec<_> = by_trace
         .values()

@@ -174,11 +174,13 @@ fn loadgen_traces_in_compressed_buffers_are_kept_whole() {
 fn loadgen_traces_kept_whole(compression: &'static str) {
     let st = sampling_collector(compression);
     let glob = format!("{}/traces*.jsonl*", st.out().display());
+    let json = st.dir.path().join("loadgen.json");
     let out = std::process::Command::new(loadgen_bin())
         .args(["-p", "grpc", "-e", &st.grpc_url(), "--rate", "20000"])
         .args(["--duration", "3s", "--connections", "4", "--split-traces"])
         .args(["--verify", "--sampled", "--verify-file", &glob])
-        .args(["--verify-wait", "30s", "-q"])
+        .args(["--verify-wait", "30s", "-q", "--json"])
+        .arg(&json)
         .output()
         .unwrap();
     let report = output_text(&out);
@@ -196,6 +198,29 @@ fn loadgen_traces_kept_whole(compression: &'static str) {
         }),
         "no decisions of both kinds:\n{}",
         st.metrics()
+    );
+    // `--sampled` counts a trace none of whose spans arrived as "not kept": a trace the sampler
+    // kept but that was lost whole would pass that check. So every trace the sampler kept must
+    // have arrived whole, and every one it dropped must be one that did not arrive.
+    let report: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    let complete = report["verify"]["traces_complete"].as_u64().unwrap();
+    let not_kept = report["verify"]["traces_without_arrivals"]
+        .as_u64()
+        .unwrap();
+    let decided = |d: &str| {
+        st.metric_sum(
+            "shardtel_sampler_traces_total",
+            &format!("decision=\"{d}\""),
+        )
+    };
+    assert!(
+        wait_until(30, || decided("sampled") == complete
+            && decided("not_sampled") == not_kept),
+        "loadgen: {complete} traces complete, {not_kept} without arrivals; the sampler: {} \
+         kept, {} dropped\n{report}",
+        decided("sampled"),
+        decided("not_sampled")
     );
     assert_compressed_as_configured(&st, compression);
 }
