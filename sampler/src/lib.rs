@@ -757,6 +757,20 @@ impl Sampler {
 
     /// Due decisions, then due compactions.
     fn catch_up(&mut self, now: u64) {
+        // Bounds a reload lowered hold from the next tick, not only from the next batch (an
+        // idle core would otherwise keep what the old bounds allowed until the timers).
+        while self.table.len() > self.limits.max_traces {
+            let Some(oldest) = self.table.oldest() else {
+                break;
+            };
+            self.decide(oldest, DecisionReason::MaxTraces, now);
+        }
+        while self.stats.buffered_bytes > self.limits.max_bytes {
+            let Some(oldest) = self.table.oldest() else {
+                break;
+            };
+            self.decide(oldest, DecisionReason::MaxBufferedBytes, now);
+        }
         while let Some((t, deadline, reason)) = self.next_due() {
             if deadline > now {
                 break;
@@ -1340,10 +1354,21 @@ mod tests {
         cfg.max_traces_per_core = 1;
         s.reconfigure(&cfg, CoreShare::SINGLE).unwrap();
         assert_eq!(s.traces_under_replaced_policies(), 0);
-        // The lowered bound decides the oldest early at the next batch.
+        // The lowered bound decides the oldest early at the next tick (an idle core too)...
+        s.tick(t0, &mut out);
+        assert_eq!(s.stats().decided(DecisionReason::MaxTraces), 1);
+        assert_eq!(s.stats().buffered_traces, 1);
+        // ... and at the next batch, which makes room for its trace.
         s.add(batch(vec![span(3, 1)]), t0, &mut out);
         assert_eq!(s.stats().decided(DecisionReason::MaxTraces), 2);
         assert_eq!(s.stats().buffered_traces, 1);
+        // A lowered byte bound, too.
+        let mut cfg = errors();
+        cfg.max_buffered_bytes_per_core = 1;
+        s.reconfigure(&cfg, CoreShare::SINGLE).unwrap();
+        s.tick(t0, &mut out);
+        assert_eq!(s.stats().decided(DecisionReason::MaxBufferedBytes), 1);
+        assert_eq!(s.stats().buffered_traces, 0);
     }
 
     #[test]
