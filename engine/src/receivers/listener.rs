@@ -243,6 +243,38 @@ pub fn drain_refused(mut body: Incoming, max: usize, request: RequestClock) {
     .detach();
 }
 
+/// The start every translating HTTP receiver's request (Zipkin, Jaeger Thrift) shares, once
+/// its headers passed: admitted as traces (else refused, counted, its body discarded within
+/// its bounds) and its body read within `limit` and the request's deadline (else answered
+/// with the body's error). The guard holds the body's charge until the request ends.
+pub async fn admit_and_read<'i>(
+    intake: &'i Intake,
+    transport: Transport,
+    req: http::Request<Incoming>,
+    limit: usize,
+    request: &RequestClock,
+) -> Result<(InflightGuard<'i>, Bytes), http::Response<ResponseBody>> {
+    let fault = fault_requested(req.headers());
+    let mut body = req.into_body();
+    let guard = match admit(intake, Signal::Traces, fault) {
+        Ok(guard) => guard,
+        Err(e) => {
+            intake.counters().refused(Signal::Traces, transport, 0, &e);
+            return Err(refuse_after_discard(&mut body, limit, request, &e).await);
+        }
+    };
+    match read_body(&mut body, limit, request, &guard).await {
+        Ok(raw) => Ok((guard, raw)),
+        Err(e) => Err(body_error_response(
+            intake,
+            Signal::Traces,
+            transport,
+            e,
+            limit,
+        )),
+    }
+}
+
 /// Reads a request body of at most `limit` bytes by its deadline (`request`'s), charging what
 /// it holds to `guard` as it grows. A body that arrives in one frame is that frame (no copy).
 pub async fn read_body(

@@ -59,20 +59,10 @@ async fn handle(
     if let Err(answer) = check(intake, &req) {
         return listener::answer_after_discard(req, limit, request, answer).await;
     }
-    let fault = listener::fault_requested(req.headers());
-    let mut body = req.into_body();
-    let guard = match listener::admit(intake, Signal::Traces, fault) {
-        Ok(g) => g,
-        Err(e) => {
-            intake.counters().refused(Signal::Traces, TRANSPORT, 0, &e);
-            return listener::refuse_after_discard(&mut body, limit, request, &e).await;
-        }
-    };
-    let raw = match listener::read_body(&mut body, limit, request, &guard).await {
-        Ok(b) => b,
-        Err(e) => {
-            return listener::body_error_response(intake, Signal::Traces, TRANSPORT, e, limit)
-        }
+    let (guard, raw) = match listener::admit_and_read(intake, TRANSPORT, req, limit, request).await
+    {
+        Ok(read) => read,
+        Err(answer) => return answer,
     };
     let translated = listener::translate_contained(|| jaeger::thrift_to_otlp(&raw));
     drop(raw);
