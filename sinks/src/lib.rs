@@ -116,7 +116,7 @@ pub use exporter::{client_tls, senders_of, NETWORK_SENDERS};
 pub use file::{backup_path, core_file_path};
 pub use kafka::{KafkaProducerStats, TraceMessages};
 pub use queue::{DrainOutcome, ExportQueue, PreparedSettings};
-pub use report::REPORT_INTERVAL;
+pub use report::{Throttle, REPORT_INTERVAL};
 pub use retry::{RetryPolicy, MULTIPLIER, RANDOMIZATION};
 pub use stats::{ExporterStats, SignalStats};
 

@@ -119,14 +119,15 @@ impl FailureReport {
 
 /// A warning logged at most once per interval; the next line says how many were held back.
 #[derive(Debug)]
-pub(crate) struct Throttle {
+pub struct Throttle {
     interval: Duration,
     last: std::cell::Cell<Option<Instant>>,
     suppressed: std::cell::Cell<u64>,
 }
 
 impl Throttle {
-    pub(crate) fn new(interval: Duration) -> Self {
+    /// At most one line per `interval`.
+    pub fn new(interval: Duration) -> Self {
         Self {
             interval,
             last: std::cell::Cell::new(None),
@@ -136,7 +137,7 @@ impl Throttle {
 
     /// `Some(suffix)` when a line is due at `now` (the suffix, empty or
     /// ` (N more since the last report)`, ends the line); `None` counts one held back.
-    pub(crate) fn due(&self, now: Instant) -> Option<String> {
+    pub fn due(&self, now: Instant) -> Option<String> {
         if self
             .last
             .get()

@@ -673,16 +673,14 @@ impl Families for [ListenerSnapshot] {
 /// flood its log.
 #[derive(Debug)]
 pub struct AcceptErrors {
-    last_log: Option<Instant>,
-    held: u64,
+    log: shardtel_sinks::Throttle,
     wait: Duration,
 }
 
 impl Default for AcceptErrors {
     fn default() -> Self {
         AcceptErrors {
-            last_log: None,
-            held: 0,
+            log: shardtel_sinks::Throttle::new(Self::LOG_EVERY),
             wait: Self::FIRST_WAIT,
         }
     }
@@ -695,18 +693,8 @@ impl AcceptErrors {
 
     /// Counts (and maybe logs) a failed accept, then waits before the next.
     pub async fn failed(&mut self, core: usize, what: &str, e: &dyn std::fmt::Display) {
-        let now = Instant::now();
-        if self
-            .last_log
-            .is_none_or(|t| now.duration_since(t) >= Self::LOG_EVERY)
-        {
-            match std::mem::take(&mut self.held) {
-                0 => log::warn!("core {core}: {what}: {e}"),
-                n => log::warn!("core {core}: {what}: {e} ({n} more since the last report)"),
-            }
-            self.last_log = Some(now);
-        } else {
-            self.held += 1;
+        if let Some(more) = self.log.due(Instant::now()) {
+            log::warn!("core {core}: {what}: {e}{more}");
         }
         glommio::timer::sleep(self.wait).await;
         self.wait = (self.wait * 2).min(Self::MAX_WAIT);

@@ -40,7 +40,7 @@ const YIELD_EVERY_MESSAGES: usize = 256;
 /// Skipped malformed messages are logged at most this often per core.
 const MALFORMED_LOG_INTERVAL: Duration = Duration::from_secs(10);
 /// Consumer errors are logged at most this often per core.
-const ERROR_LOG_INTERVAL: Duration = Duration::from_secs(10);
+pub(super) const ERROR_LOG_INTERVAL: Duration = Duration::from_secs(10);
 
 /// State shared by the poll loop and the consumer's callbacks. Both run on the core's thread
 /// (callbacks inside `poll`), except while the consumer is destroyed on the blocking thread;
@@ -54,14 +54,7 @@ pub(super) struct ConsumerState {
     pub(super) lag: Vec<(String, i32, i64)>,
     pub(super) counters: ConsumerCounters,
     /// Consumer errors: one warning per [`ERROR_LOG_INTERVAL`].
-    pub(super) error_log: ErrorLog,
-}
-
-/// When a consumer error was last logged, and how many were held back since.
-#[derive(Default)]
-pub(super) struct ErrorLog {
-    last: Option<Instant>,
-    suppressed: u64,
+    pub(super) error_log: shardtel_sinks::Throttle,
 }
 
 #[derive(Clone, Copy, Default)]
@@ -98,26 +91,11 @@ impl ReceiverContext {
         let now = Instant::now();
         let mut s = self.state();
         s.counters.poll_errors += 1;
-        let log = &mut s.error_log;
-        if log
-            .last
-            .is_some_and(|t| now.duration_since(t) < ERROR_LOG_INTERVAL)
-        {
-            log.suppressed += 1;
-            return;
-        }
-        log.last = Some(now);
-        let suppressed = std::mem::take(&mut log.suppressed);
+        let due = s.error_log.due(now);
         drop(s);
-        log::warn!(
-            "kafka receiver (core {}): {error}{}",
-            self.core,
-            if suppressed > 0 {
-                format!(" ({suppressed} more errors since the last report)")
-            } else {
-                String::new()
-            }
-        );
+        if let Some(more) = due {
+            log::warn!("kafka receiver (core {}): {error}{more}", self.core);
+        }
     }
 }
 

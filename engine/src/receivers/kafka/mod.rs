@@ -72,8 +72,8 @@ use shardtel_protocol::Signal;
 
 use self::batching::GroupLimits;
 use self::consumer::{
-    client_config, leave_group, ConsumerCounters, ConsumerState, ErrorLog, PollLoop,
-    ReceiverContext,
+    client_config, leave_group, ConsumerCounters, ConsumerState, PollLoop, ReceiverContext,
+    ERROR_LOG_INTERVAL,
 };
 use self::offsets::{commit_gate, Clock, OffsetTracker};
 use super::Intake;
@@ -143,7 +143,7 @@ pub fn start(
             assigned: 0,
             lag: Vec::new(),
             counters: ConsumerCounters::default(),
-            error_log: ErrorLog::default(),
+            error_log: shardtel_sinks::Throttle::new(ERROR_LOG_INTERVAL),
         }),
     };
     // librdkafka's threads off this reactor's CPU (see `shardtel_sinks::threads`).
