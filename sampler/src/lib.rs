@@ -732,12 +732,7 @@ impl Sampler {
             self.compress_slot(slot);
         }
         self.adding_live.clear();
-        while self.stats.buffered_bytes > self.limits.max_bytes {
-            let Some(oldest) = self.table.oldest() else {
-                break;
-            };
-            self.decide(oldest, DecisionReason::MaxBufferedBytes, now);
-        }
+        self.decide_over_byte_bound(now);
         self.pinned = None;
         if self.slots.get(slot).refs == 0 {
             self.remove_slot(slot);
@@ -765,12 +760,7 @@ impl Sampler {
             };
             self.decide(oldest, DecisionReason::MaxTraces, now);
         }
-        while self.stats.buffered_bytes > self.limits.max_bytes {
-            let Some(oldest) = self.table.oldest() else {
-                break;
-            };
-            self.decide(oldest, DecisionReason::MaxBufferedBytes, now);
-        }
+        self.decide_over_byte_bound(now);
         while let Some((t, deadline, reason)) = self.next_due() {
             if deadline > now {
                 break;
@@ -794,6 +784,17 @@ impl Sampler {
             {
                 self.compact(slot);
             }
+        }
+    }
+
+    /// Decides the oldest traces, early, while the core holds more than
+    /// `max_buffered_bytes_per_core`.
+    fn decide_over_byte_bound(&mut self, now: u64) {
+        while self.stats.buffered_bytes > self.limits.max_bytes {
+            let Some(oldest) = self.table.oldest() else {
+                break;
+            };
+            self.decide(oldest, DecisionReason::MaxBufferedBytes, now);
         }
     }
 

@@ -229,10 +229,11 @@ where
     let mut sent = 0usize;
     let mut parts = parts.into_iter();
     while let Some(part) = parts.next() {
-        // Kept to hand back if refused (a list of slices, not the bytes).
-        let (piece, points) = (part.piece.clone(), part.points);
+        // Kept to hand back if refused after an earlier part was queued (a list of slices, not
+        // the bytes); a refused first part refuses the whole request, so it needs no copy.
+        let (piece, points) = ((sent > 0).then(|| part.piece.clone()), part.points);
         if let Err(e) = send(part).await {
-            let partial = (sent > 0).then(|| Partial {
+            let partial = piece.map(|piece| Partial {
                 unsent: std::iter::once(piece)
                     .chain(parts.map(|p| p.piece))
                     .collect(),
@@ -259,16 +260,22 @@ mod tests {
     use shardtel_protocol::proto::resource::v1::Resource;
     use shardtel_protocol::proto::trace::v1::Span;
 
-    /// The `calls` of every point of a metrics request.
-    fn calls(body: &[u8]) -> u64 {
+    /// The data of every metric of a metrics request.
+    fn metric_data(body: &[u8]) -> impl Iterator<Item = metric::Data> {
         ExportMetricsServiceRequest::decode(body)
             .unwrap()
             .resource_metrics
             .into_iter()
             .flat_map(|rm| rm.scope_metrics)
             .flat_map(|sm| sm.metrics)
-            .filter_map(|m| match m.data {
-                Some(metric::Data::Sum(s)) => Some(s.data_points),
+            .filter_map(|m| m.data)
+    }
+
+    /// The `calls` of every point of a metrics request.
+    fn calls(body: &[u8]) -> u64 {
+        metric_data(body)
+            .filter_map(|d| match d {
+                metric::Data::Sum(s) => Some(s.data_points),
                 _ => None,
             })
             .flatten()
@@ -281,14 +288,9 @@ mod tests {
 
     /// The count of every histogram point of a metrics request.
     fn histogram_counts(body: &[u8]) -> u64 {
-        ExportMetricsServiceRequest::decode(body)
-            .unwrap()
-            .resource_metrics
-            .into_iter()
-            .flat_map(|rm| rm.scope_metrics)
-            .flat_map(|sm| sm.metrics)
-            .filter_map(|m| match m.data {
-                Some(metric::Data::Histogram(h)) => Some(h.data_points),
+        metric_data(body)
+            .filter_map(|d| match d {
+                metric::Data::Histogram(h) => Some(h.data_points),
                 _ => None,
             })
             .flatten()
