@@ -338,6 +338,16 @@ mod tests {
         ("t".to_string(), p)
     }
 
+    /// The clock `secs` after `t0`, with an ingest log at `next_lsn` released below
+    /// `released_below`.
+    fn log_clock(t0: Instant, secs: u64, next_lsn: u64, released_below: u64) -> Clock {
+        Clock {
+            now: t0 + Duration::from_secs(secs),
+            next_lsn,
+            released_below,
+        }
+    }
+
     #[test]
     fn offsets_are_released_only_after_the_delay() {
         let t0 = Instant::now();
@@ -443,11 +453,7 @@ mod tests {
     fn with_an_ingest_log_offsets_wait_for_their_frames_to_be_released() {
         let t0 = Instant::now();
         let s = Duration::from_secs;
-        let clock = |secs: u64, next_lsn: u64, released_below: u64| Clock {
-            now: t0 + s(secs),
-            next_lsn,
-            released_below,
-        };
+        let clock = |secs, next_lsn, released_below| log_clock(t0, secs, next_lsn, released_below);
         let mut tr = OffsetTracker::new(CommitGate::IngestLog, s(1));
         let mut out = Vec::new();
         // Messages up to offset 10 got LSNs below 5, up to 20 below 9.
@@ -476,11 +482,7 @@ mod tests {
     fn the_starting_position_is_released_at_once_and_once_per_assignment() {
         let t0 = Instant::now();
         let s = Duration::from_secs;
-        let clock = |secs: u64, next_lsn: u64, released_below: u64| Clock {
-            now: t0 + s(secs),
-            next_lsn,
-            released_below,
-        };
+        let clock = |secs, next_lsn, released_below| log_clock(t0, secs, next_lsn, released_below);
         let mut tr = OffsetTracker::new(CommitGate::IngestLog, s(1));
         let mut out = Vec::new();
         tr.assign(&key(0));

@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 
 use prost::Message;
 
+use super::closed_after;
 use crate::gen;
 use crate::h2frames::{
     frame as h2_frame, CONTINUATION, DATA, END_HEADERS, END_STREAM, ENHANCE_YOUR_CALM, GOAWAY,
@@ -170,17 +171,6 @@ fn post_once(port: u16) -> u16 {
         .nth(1)
         .and_then(|c| c.parse().ok())
         .unwrap_or(0)
-}
-
-/// Waits on `s` until the server closes it; returns when (how long after `since`).
-fn closed_after(mut s: TcpStream, since: Instant) -> Duration {
-    let mut buf = [0u8; 4096];
-    loop {
-        match s.read(&mut buf) {
-            Ok(0) | Err(_) => return since.elapsed(),
-            Ok(_) => {}
-        }
-    }
 }
 
 /// The HTTP/2 client preface and an empty SETTINGS frame.

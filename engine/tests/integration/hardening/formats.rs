@@ -8,6 +8,7 @@ use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
+use super::closed_after;
 use crate::harness::{free_port, wait_until, Shardtel};
 use crate::test_config::{Component, Cores, Pipeline};
 
@@ -112,17 +113,6 @@ fn status_of(head: &str) -> u16 {
         .unwrap_or(0)
 }
 
-/// Waits on `s` until the server closes it; returns when (how long after `since`).
-fn closed_after(mut s: TcpStream, since: Instant) -> Duration {
-    let mut buf = [0u8; 4096];
-    loop {
-        match s.read(&mut buf) {
-            Ok(0) | Err(_) => return since.elapsed(),
-            Ok(_) => {}
-        }
-    }
-}
-
 /// Requests of `receiver` failed with `reason`.
 fn failed(st: &Shardtel, receiver: &str, reason: &str) -> u64 {
     let (receiver, reason) = (
@@ -217,23 +207,7 @@ fn stalled_bodies_get_408_counted_as_timeout_and_aborted_ones_count_as_client_ab
         let mut stalled = connect(port);
         stalled.write_all(head.as_bytes()).unwrap();
         stalled.write_all(&body[..4]).unwrap();
-        let since = Instant::now();
-        let answer = read_head(&mut stalled);
-        let after = since.elapsed();
-        assert_eq!(status_of(&answer), 408, "{receiver}: {answer:?}");
-        assert!(
-            answer.to_ascii_lowercase().contains("connection: close"),
-            "{receiver}: {answer:?}"
-        );
-        assert!(
-            after >= READ - Duration::from_millis(50) && after <= READ + SLACK,
-            "{receiver}: answered after {after:?} (read_timeout {READ:?})"
-        );
-        let closed = closed_after(stalled, Instant::now());
-        assert!(
-            closed <= SLACK,
-            "{receiver}: closed {closed:?} after the 408"
-        );
+        answered_by_read_timeout_then_closed(receiver, stalled, 408);
         assert!(
             wait_until(5, || failed(&st, receiver, "timeout") == 1),
             "{receiver}: timeouts counted: {}",
@@ -261,6 +235,28 @@ fn stalled_bodies_get_408_counted_as_timeout_and_aborted_ones_count_as_client_ab
     }
 }
 
+/// `stalled` (a request whose body stopped) is answered `status` with `Connection: close`
+/// once read_timeout has passed, not before, and then closed.
+fn answered_by_read_timeout_then_closed(receiver: &str, mut stalled: TcpStream, status: u16) {
+    let since = Instant::now();
+    let answer = read_head(&mut stalled);
+    let after = since.elapsed();
+    assert_eq!(status_of(&answer), status, "{receiver}: {answer:?}");
+    assert!(
+        answer.to_ascii_lowercase().contains("connection: close"),
+        "{receiver}: {answer:?}"
+    );
+    assert!(
+        after >= READ - Duration::from_millis(50) && after <= READ + SLACK,
+        "{receiver}: answered after {after:?} (read_timeout {READ:?})"
+    );
+    let closed = closed_after(stalled, Instant::now());
+    assert!(
+        closed <= SLACK,
+        "{receiver}: closed {closed:?} after the {status}"
+    );
+}
+
 #[test]
 fn a_request_refused_as_overloaded_whose_body_stalls_is_answered_by_read_timeout() {
     let (st, ports) = start();
@@ -277,23 +273,7 @@ fn a_request_refused_as_overloaded_whose_body_stalls_is_answered_by_read_timeout
         )
         .unwrap();
         stalled.write_all(&body[..4]).unwrap();
-        let since = Instant::now();
-        let answer = read_head(&mut stalled);
-        let after = since.elapsed();
-        assert_eq!(status_of(&answer), 503, "{receiver}: {answer:?}");
-        assert!(
-            answer.to_ascii_lowercase().contains("connection: close"),
-            "{receiver}: {answer:?}"
-        );
-        assert!(
-            after >= READ - Duration::from_millis(50) && after <= READ + SLACK,
-            "{receiver}: answered after {after:?} (read_timeout {READ:?})"
-        );
-        let closed = closed_after(stalled, Instant::now());
-        assert!(
-            closed <= SLACK,
-            "{receiver}: closed {closed:?} after the 503"
-        );
+        answered_by_read_timeout_then_closed(receiver, stalled, 503);
         assert!(
             wait_until(5, || post_once(&ports, port) == 202),
             "{receiver}"
